@@ -1,0 +1,121 @@
+/* thermoe core: error reporting, logging, fp16/bf16 conversion, a portable RNG,
+ * tensors and an arena for big buffers. Everything else in libthermoe builds on this. */
+#ifndef THERMOE_CORE_H
+#define THERMOE_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TMOE_VERSION "0.1.0"
+
+/* ---- errors -------------------------------------------------------------------------
+ * Two tiers: a broken invariant is TMOE_ASSERT (file:line, abort); anything a user or the
+ * machine can cause returns a non-zero tmoe_code and fills a tmoe_error with a message that
+ * says what was wrong and what to do. Functions take `tmoe_error *err` last; it may be NULL. */
+typedef enum {
+    TMOE_OK = 0,
+    TMOE_EINVAL,   /* bad argument or configuration */
+    TMOE_ENOMEM,   /* out of host or device memory */
+    TMOE_EIO,      /* file could not be read or written */
+    TMOE_EFORMAT,  /* file read but its contents are malformed */
+    TMOE_ENOTSUP,  /* feature not available here (no GPU, library missing, ...) */
+    TMOE_ENODEV,   /* device absent or lost */
+    TMOE_EDEVICE,  /* CUDA / cuBLAS / NVML / CUPTI call failed */
+    TMOE_EINTR,    /* interrupted by the user */
+    TMOE_ECODE_COUNT
+} tmoe_code;
+
+typedef struct tmoe_error {
+    int code;       /* tmoe_code */
+    char msg[1024]; /* human-readable, one line, no trailing newline */
+} tmoe_error;
+
+const char *tmoe_code_name(int code);
+/* Fill err (if non-NULL) with code and a printf-style message; returns code. */
+int tmoe_errorf(tmoe_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Prefix an existing message: "<prefix>: <old message>"; returns err->code (or code if err NULL). */
+int tmoe_error_prefix(tmoe_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+void tmoe_assert_fail(const char *expr, const char *file, int line) __attribute__((noreturn));
+#define TMOE_ASSERT(x) ((x) ? (void)0 : tmoe_assert_fail(#x, __FILE__, __LINE__))
+
+/* ---- logging: library code never prints; it calls the installed callback ----------- */
+typedef enum { TMOE_LOG_DEBUG, TMOE_LOG_INFO, TMOE_LOG_WARN, TMOE_LOG_ERROR } tmoe_log_level;
+typedef void (*tmoe_log_fn)(tmoe_log_level level, const char *msg, void *user);
+/* Install a log callback (NULL: discard). Not thread-safe against concurrent logging. */
+void tmoe_log_set(tmoe_log_fn fn, void *user);
+void tmoe_log(tmoe_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- half precision ----------------------------------------------------------------- */
+typedef uint16_t tmoe_f16;  /* IEEE binary16 bits */
+typedef uint16_t tmoe_bf16; /* bfloat16 bits */
+tmoe_f16 tmoe_f32_to_f16(float f); /* round to nearest even, overflow -> inf, NaN kept */
+float tmoe_f16_to_f32(tmoe_f16 h);
+tmoe_bf16 tmoe_f32_to_bf16(float f); /* round to nearest even */
+float tmoe_bf16_to_f32(tmoe_bf16 h);
+/* Round a float through fp16 and back (what storing it as fp16 does). */
+/* 65536-entry fp16 -> fp32 table (built once, thread-safe), for fast row conversion. */
+const float *tmoe_f16_table(void);
+static inline float tmoe_round_f16(float f) { return tmoe_f16_to_f32(tmoe_f32_to_f16(f)); }
+
+/* ---- RNG: xoshiro256** seeded by splitmix64; integer-only, so the same seed gives the
+ * same bits on every machine. ------------------------------------------------------- */
+typedef struct tmoe_rng { uint64_t s[4]; } tmoe_rng;
+void tmoe_rng_seed(tmoe_rng *r, uint64_t seed);
+/* Derive an independent stream: same (seed, stream) -> same sequence. */
+void tmoe_rng_seed_stream(tmoe_rng *r, uint64_t seed, uint64_t stream);
+uint64_t tmoe_rng_u64(tmoe_rng *r);
+double tmoe_rng_uniform(tmoe_rng *r);          /* [0, 1), 53 bits */
+float tmoe_rng_uniform_sym(tmoe_rng *r, float a); /* [-a, a), exact for a given seed */
+uint32_t tmoe_rng_below(tmoe_rng *r, uint32_t n); /* [0, n), unbiased */
+double tmoe_rng_normal(tmoe_rng *r);           /* Box-Muller; uses libm (not bit-portable) */
+
+/* ---- tensors ------------------------------------------------------------------------ */
+typedef enum { TMOE_F32, TMOE_F16, TMOE_BF16, TMOE_Q4, TMOE_Q2, TMOE_I32, TMOE_DTYPE_COUNT } tmoe_dtype;
+typedef enum { TMOE_DEV_CPU, TMOE_DEV_CUDA } tmoe_devkind;
+
+const char *tmoe_dtype_name(tmoe_dtype t);
+/* Bytes for n elements of dtype t (packed types round up to whole bytes). */
+size_t tmoe_dtype_bytes(tmoe_dtype t, int64_t n);
+
+#define TMOE_MAX_DIMS 4
+typedef struct tmoe_tensor {
+    tmoe_dtype dtype;
+    tmoe_devkind dev;
+    int ndim;
+    int64_t shape[TMOE_MAX_DIMS]; /* row-major, shape[ndim-1] contiguous */
+    void *data;                   /* not owned by the struct */
+} tmoe_tensor;
+
+tmoe_tensor tmoe_tensor_make(tmoe_dtype dt, void *data, int ndim, const int64_t *shape);
+int64_t tmoe_tensor_numel(const tmoe_tensor *t);
+size_t tmoe_tensor_nbytes(const tmoe_tensor *t);
+
+/* ---- arena: one big allocation carved into 64-byte aligned pieces ----------------- */
+typedef struct tmoe_arena {
+    uint8_t *base;
+    size_t cap, used;
+} tmoe_arena;
+/* Reserve cap bytes. Returns TMOE_ENOMEM with the size in the message on failure. */
+int tmoe_arena_init(tmoe_arena *a, size_t cap, tmoe_error *err);
+/* Bump-allocate n bytes (64-aligned); NULL when the arena is full. Memory is not zeroed. */
+void *tmoe_arena_alloc(tmoe_arena *a, size_t n);
+void tmoe_arena_reset(tmoe_arena *a);
+void tmoe_arena_free(tmoe_arena *a); /* NULL-safe; frees base */
+
+/* ---- misc --------------------------------------------------------------------------- */
+int64_t tmoe_now_ns(void); /* CLOCK_MONOTONIC */
+/* Checked allocation helpers: return NULL and fill err on failure (size in message). */
+void *tmoe_malloc(size_t n, tmoe_error *err);
+void *tmoe_calloc(size_t n, size_t size, tmoe_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

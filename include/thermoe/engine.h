@@ -1,0 +1,60 @@
+/* The engine runs a transformer block on a backend (cpu or cuda) chosen at run time.
+ * A forward is split so that a host-side router can look at the gate logits and choose
+ * per-expert biases before the experts run:
+ *   begin (attention sub-block, norm, gate_linear) -> logits -> moe (top-k, permute,
+ *   experts, combine, residual) -> output. */
+#ifndef THERMOE_ENGINE_H
+#define THERMOE_ENGINE_H
+
+#include "thermoe/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { TMOE_BACKEND_AUTO, TMOE_BACKEND_CPU, TMOE_BACKEND_CUDA, TMOE_BACKEND_COUNT } tmoe_backend_kind;
+const char *tmoe_backend_kind_name(tmoe_backend_kind k);
+int tmoe_backend_kind_parse(const char *s, tmoe_backend_kind *out);
+
+/* Can backend k run here? TMOE_OK, or a code and a message saying why not. */
+int tmoe_backend_probe(tmoe_backend_kind k, tmoe_error *err);
+
+typedef struct tmoe_engine_config {
+    tmoe_backend_kind backend; /* auto: cuda when it probes OK, else cpu */
+    int device_id;             /* CUDA device ordinal */
+    int max_tokens;            /* largest T passed to begin; workspace is sized once for it */
+    tmoe_impl impl;            /* quantized experts: unfused (dequant_unpack + fp16) or fused */
+    int use_graphs;            /* cuda: capture and replay the MoE step per token count */
+    int bias_in_weights;       /* router biases also change the combine weights */
+} tmoe_engine_config;
+
+tmoe_engine_config tmoe_engine_config_default(void);
+
+typedef struct tmoe_engine tmoe_engine;
+
+/* Create an engine for blk (borrowed: it must outlive the engine). On auto, the log says
+ * which backend was chosen and why. */
+int tmoe_engine_create(const tmoe_block *blk, const tmoe_engine_config *cfg, tmoe_engine **out,
+                       tmoe_error *err);
+void tmoe_engine_free(tmoe_engine *e); /* NULL-safe */
+const char *tmoe_engine_backend_name(const tmoe_engine *e);
+const tmoe_block *tmoe_engine_block(const tmoe_engine *e);
+
+/* x: (T, d_model) fp32 on the host, 1 <= T <= max_tokens. moe_only skips the attention
+ * sub-block (the MoE layer alone: y = x + moe(norm2(x))). */
+int tmoe_engine_begin(tmoe_engine *e, const float *x, int T, int moe_only, tmoe_error *err);
+/* Gate logits of the current batch, (T, E) fp32. */
+int tmoe_engine_logits(tmoe_engine *e, float *logits, tmoe_error *err);
+/* Route with per-expert selection biases (E, or NULL for none) and run the experts.
+ * Fills m (tokens per expert, op and expert times, routing when m's buffers are set). */
+int tmoe_engine_moe(tmoe_engine *e, const float *bias, tmoe_moe_metrics *m, tmoe_error *err);
+/* Block output (T, d_model) fp32. */
+int tmoe_engine_output(tmoe_engine *e, float *y, tmoe_error *err);
+/* begin + moe + output in one call (m may be NULL). */
+int tmoe_engine_forward(tmoe_engine *e, const float *x, int T, int moe_only, const float *bias,
+                        float *y, tmoe_moe_metrics *m, tmoe_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

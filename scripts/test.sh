@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Build thermoe with AddressSanitizer + UndefinedBehaviorSanitizer and -Werror (the CUDA
+# sources too, when nvcc is present) and run every test under ctest. ctest's summary line
+# is the last thing printed. BUILD_DIR overrides the build directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+build=${BUILD_DIR:-build-test}
+jobs=$(nproc 2>/dev/null || echo 2)
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTHERMOE_SANITIZE=ON \
+      -DTHERMOE_WERROR=ON -DTHERMOE_CUDA="${THERMOE_CUDA:-AUTO}" >"$build.configure.log" 2>&1 \
+  || { cat "$build.configure.log"; exit 1; }
+grep -E "^--   " "$build.configure.log" || true
+cmake --build "$build" -j "$jobs" 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\] ' || true
+cmake --build "$build" -j "$jobs" >/dev/null   # fail here if the build failed
+export ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+cd "$build"
+exec ctest --output-on-failure -j "$jobs"

@@ -1,0 +1,274 @@
+/* CPU reference kernels (see include/thermoe/cpu.h for each contract). */
+#include "thermoe/cpu.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void tmoe_cpu_rmsnorm(const float *x, const float *w, int T, int D, float eps, tmoe_f16 *y) {
+#pragma omp parallel for if (T > 4)
+    for (int t = 0; t < T; t++) {
+        const float *r = x + (size_t)t * D;
+        double ss = 0.0;
+        for (int i = 0; i < D; i++) ss += (double)r[i] * r[i];
+        float inv = 1.0f / sqrtf((float)(ss / D) + eps);
+        for (int i = 0; i < D; i++) y[(size_t)t * D + i] = tmoe_f32_to_f16(r[i] * inv * w[i]);
+    }
+}
+
+/* The reference kernels allocate their own row buffers: they are the correctness
+ * reference, not the hot path. Failure to get a few KB is treated as fatal. */
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) tmoe_assert_fail("malloc in a CPU reference kernel", __FILE__, __LINE__);
+    return p;
+}
+
+static void rows_to_f32(const tmoe_f16 *h, size_t n, float *f) {
+    const float *tab = tmoe_f16_table();
+    for (size_t i = 0; i < n; i++) f[i] = tab[h[i]];
+}
+
+/* y (n, out) = x32 (n, in) . wrow for each output row; wfill(o, wrow) fills row o in fp32. */
+typedef void (*wfill_fn)(const void *ctx, int o, float *wrow);
+
+static void linear_rows(const tmoe_f16 *x, int n, int in, int out, float *y, wfill_fn fill,
+                        const void *ctx) {
+    float *x32 = xmalloc(sizeof(float) * (size_t)n * in);
+    rows_to_f32(x, (size_t)n * in, x32);
+#pragma omp parallel if ((long)out * in > 65536)
+    {
+        float *wrow = xmalloc(sizeof(float) * (size_t)in);
+#pragma omp for
+        for (int o = 0; o < out; o++) {
+            fill(ctx, o, wrow);
+            for (int r = 0; r < n; r++) {
+                const float *xr = x32 + (size_t)r * in;
+                float acc = 0.0f;
+                for (int i = 0; i < in; i++) acc += xr[i] * wrow[i];
+                y[(size_t)r * out + o] = acc;
+            }
+        }
+        free(wrow);
+    }
+    free(x32);
+}
+
+typedef struct { const tmoe_f16 *W; int in; } f16_ctx;
+
+static void fill_f16(const void *c, int o, float *wrow) {
+    const f16_ctx *f = c;
+    rows_to_f32(f->W + (size_t)o * f->in, (size_t)f->in, wrow);
+}
+
+void tmoe_cpu_linear_f16(const tmoe_f16 *x, const tmoe_f16 *W, int n, int in, int out, float *y) {
+    f16_ctx c = {W, in};
+    linear_rows(x, n, in, out, y, fill_f16, &c);
+}
+
+typedef struct { tmoe_etype t; const uint8_t *q; const tmoe_f16 *scales; int group, in; } q_ctx;
+
+static void fill_q(const void *c, int o, float *wrow) {
+    const q_ctx *f = c;
+    const float *tab = tmoe_f16_table();
+    int bits = tmoe_etype_bits(f->t), ng = f->in / f->group;
+    unsigned mask = (1u << bits) - 1, sign = 1u << (bits - 1);
+    const uint8_t *p = f->q + (size_t)o * f->in * bits / 8;
+    for (int i = 0; i < f->in; i++) {
+        unsigned u = (p[(size_t)i * bits / 8] >> ((i * bits) % 8)) & mask;
+        int v = (int)(u ^ sign) - (int)sign; /* sign extension */
+        wrow[i] = (float)v * tab[f->scales[(size_t)o * ng + i / f->group]];
+    }
+}
+
+void tmoe_cpu_linear_q(tmoe_etype t, const tmoe_f16 *x, const uint8_t *q, const tmoe_f16 *scales,
+                       int group, int n, int in, int out, float *y) {
+    q_ctx c = {t, q, scales, group, in};
+    linear_rows(x, n, in, out, y, fill_q, &c);
+}
+
+void tmoe_cpu_dequant_unpack(const tmoe_linear *l, tmoe_f16 *w16) {
+    TMOE_ASSERT(l->type != TMOE_ET_FP16);
+    tmoe_dequantize_f16(l->type, l->q, l->scales, l->out, l->in, l->group, w16);
+}
+
+void tmoe_cpu_linear(const tmoe_linear *l, tmoe_impl impl, const tmoe_f16 *w16, const tmoe_f16 *x,
+                     int n, float *y) {
+    if (l->type == TMOE_ET_FP16) {
+        tmoe_cpu_linear_f16(x, l->w, n, l->in, l->out, y);
+    } else if (impl == TMOE_IMPL_FUSED) {
+        tmoe_cpu_linear_q(l->type, x, l->q, l->scales, l->group, n, l->in, l->out, y);
+    } else {
+        TMOE_ASSERT(w16 != NULL);
+        tmoe_cpu_linear_f16(x, w16, n, l->in, l->out, y);
+    }
+}
+
+void tmoe_cpu_act(tmoe_act act, const float *h, int n, int d_ff, tmoe_f16 *a) {
+    for (int r = 0; r < n; r++) {
+        if (act == TMOE_ACT_RELU) {
+            for (int i = 0; i < d_ff; i++) {
+                float v = h[(size_t)r * d_ff + i];
+                a[(size_t)r * d_ff + i] = tmoe_f32_to_f16(v > 0.0f ? v : 0.0f);
+            }
+        } else {
+            const float *g = h + (size_t)r * 2 * d_ff, *u = g + d_ff;
+            for (int i = 0; i < d_ff; i++) {
+                float s = g[i] / (1.0f + expf(-g[i]));
+                a[(size_t)r * d_ff + i] = tmoe_f32_to_f16(s * u[i]);
+            }
+        }
+    }
+}
+
+void tmoe_cpu_gate_topk(const float *logits, const float *bias, int T, int E, int k, int renorm,
+                        int bias_in_weights, int32_t *idx, float *w) {
+    TMOE_ASSERT(k >= 1 && k <= E && k <= TMOE_MAX_TOPK && E <= TMOE_MAX_EXPERTS);
+    for (int t = 0; t < T; t++) {
+        const float *z = logits + (size_t)t * E;
+        unsigned char taken[TMOE_MAX_EXPERTS] = {0};
+        int32_t *ti = idx + (size_t)t * k;
+        for (int j = 0; j < k; j++) {
+            int best = -1;
+            float bs = -INFINITY;
+            for (int e = 0; e < E; e++) {
+                if (taken[e]) continue;
+                float s = z[e] + (bias ? bias[e] : 0.0f);
+                if (best < 0 || s > bs) { /* strict: ties keep the lower index */
+                    best = e;
+                    bs = s;
+                }
+            }
+            taken[best] = 1;
+            ti[j] = best;
+        }
+        /* softmax over all E of the (un)biased logits, then pick */
+        float mx = -INFINITY;
+        for (int e = 0; e < E; e++) {
+            float s = z[e] + (bias && bias_in_weights ? bias[e] : 0.0f);
+            if (s > mx) mx = s;
+        }
+        double den = 0.0, chosen = 0.0;
+        for (int e = 0; e < E; e++)
+            den += exp((double)(z[e] + (bias && bias_in_weights ? bias[e] : 0.0f)) - mx);
+        float *tw = w + (size_t)t * k;
+        for (int j = 0; j < k; j++) {
+            int e = ti[j];
+            double p = exp((double)(z[e] + (bias && bias_in_weights ? bias[e] : 0.0f)) - mx);
+            tw[j] = (float)p;
+            chosen += p;
+        }
+        double norm = renorm ? chosen : den;
+        for (int j = 0; j < k; j++) tw[j] = (float)(tw[j] / norm);
+    }
+}
+
+void tmoe_cpu_permute(const int32_t *idx, int T, int k, int E, int32_t *counts, int32_t *offsets,
+                      int32_t *src, int32_t *dst) {
+    memset(counts, 0, sizeof(int32_t) * (size_t)E);
+    for (int i = 0; i < T * k; i++) counts[idx[i]]++;
+    offsets[0] = 0;
+    for (int e = 0; e < E; e++) offsets[e + 1] = offsets[e] + counts[e];
+    int32_t fill[TMOE_MAX_EXPERTS];
+    memcpy(fill, offsets, sizeof(int32_t) * (size_t)E);
+    for (int i = 0; i < T * k; i++) {
+        int pos = fill[idx[i]]++;
+        src[pos] = i;
+        dst[i] = pos;
+    }
+}
+
+void tmoe_cpu_gather(const tmoe_f16 *x16, const int32_t *src, int N, int k, int D, tmoe_f16 *xg) {
+    for (int r = 0; r < N; r++)
+        memcpy(xg + (size_t)r * D, x16 + (size_t)(src[r] / k) * D, sizeof(tmoe_f16) * (size_t)D);
+}
+
+void tmoe_cpu_combine(const float *ye, const int32_t *dst, const float *w, int T, int k, int D,
+                      float *y) {
+    for (int t = 0; t < T; t++) {
+        float *out = y + (size_t)t * D;
+        for (int i = 0; i < D; i++) out[i] = 0.0f;
+        for (int j = 0; j < k; j++) {
+            const float *row = ye + (size_t)dst[t * k + j] * D;
+            float wj = w[t * k + j];
+            for (int i = 0; i < D; i++) out[i] += wj * row[i];
+        }
+    }
+}
+
+void tmoe_cpu_attention(const tmoe_f16 *qkv, int T, int D, int H, tmoe_f16 *out, float *p) {
+    int dh = D / H;
+    float scale = 1.0f / sqrtf((float)dh);
+    for (int h = 0; h < H; h++) {
+        for (int t = 0; t < T; t++) {
+            const tmoe_f16 *q = qkv + (size_t)t * 3 * D + h * dh;
+            float mx = -INFINITY;
+            for (int s = 0; s <= t; s++) {
+                const tmoe_f16 *kk = qkv + (size_t)s * 3 * D + D + h * dh;
+                float acc = 0.0f;
+                for (int i = 0; i < dh; i++) acc += tmoe_f16_to_f32(q[i]) * tmoe_f16_to_f32(kk[i]);
+                p[s] = acc * scale;
+                if (p[s] > mx) mx = p[s];
+            }
+            float den = 0.0f;
+            for (int s = 0; s <= t; s++) {
+                p[s] = expf(p[s] - mx);
+                den += p[s];
+            }
+            for (int s = 0; s <= t; s++) p[s] = tmoe_round_f16(p[s] / den);
+            for (int i = 0; i < dh; i++) {
+                float acc = 0.0f;
+                for (int s = 0; s <= t; s++)
+                    acc += p[s] * tmoe_f16_to_f32(qkv[(size_t)s * 3 * D + 2 * D + h * dh + i]);
+                out[(size_t)t * D + h * dh + i] = tmoe_f32_to_f16(acc);
+            }
+        }
+    }
+}
+
+size_t tmoe_cpu_expert_scratch_bytes(const tmoe_expert *e, int n, tmoe_impl impl) {
+    size_t h = (size_t)n * e->fc1.out * sizeof(float);
+    size_t a = (size_t)n * e->d_ff * sizeof(tmoe_f16);
+    size_t w = 0;
+    if (e->type != TMOE_ET_FP16 && impl == TMOE_IMPL_UNFUSED) {
+        size_t w1 = (size_t)e->fc1.out * e->fc1.in, w2 = (size_t)e->fc2.out * e->fc2.in;
+        w = (w1 > w2 ? w1 : w2) * sizeof(tmoe_f16);
+    }
+    return h + a + w + 128;
+}
+
+static void add_ms(double op_ms[TMOE_OP_COUNT], tmoe_op op, int64_t t0) {
+    if (!op_ms) return;
+    double ms = (double)(tmoe_now_ns() - t0) / 1e6;
+    op_ms[op] = isnan(op_ms[op]) ? ms : op_ms[op] + ms;
+}
+
+void tmoe_cpu_expert_forward(const tmoe_expert *e, tmoe_impl impl, const tmoe_f16 *x, int n,
+                             float *y, void *scratch, double op_ms[TMOE_OP_COUNT]) {
+    if (n == 0) return;
+    uint8_t *s = scratch;
+    float *h = (float *)s;
+    tmoe_f16 *a = (tmoe_f16 *)(s + (((size_t)n * e->fc1.out * sizeof(float) + 63) & ~(size_t)63));
+    tmoe_f16 *w16 = (tmoe_f16 *)((uint8_t *)a + (((size_t)n * e->d_ff * 2 + 63) & ~(size_t)63));
+    int unfused = e->type != TMOE_ET_FP16 && impl == TMOE_IMPL_UNFUSED;
+    int64_t t0 = tmoe_now_ns();
+    if (unfused) {
+        tmoe_cpu_dequant_unpack(&e->fc1, w16);
+        add_ms(op_ms, TMOE_OP_DEQUANT_UNPACK, t0);
+        t0 = tmoe_now_ns();
+    }
+    tmoe_cpu_linear(&e->fc1, impl, w16, x, n, h);
+    add_ms(op_ms, TMOE_OP_LINEAR_FC1, t0);
+    t0 = tmoe_now_ns();
+    tmoe_cpu_act(e->act, h, n, e->d_ff, a);
+    add_ms(op_ms, TMOE_OP_RELU, t0);
+    t0 = tmoe_now_ns();
+    if (unfused) {
+        tmoe_cpu_dequant_unpack(&e->fc2, w16);
+        add_ms(op_ms, TMOE_OP_DEQUANT_UNPACK, t0);
+        t0 = tmoe_now_ns();
+    }
+    tmoe_cpu_linear(&e->fc2, impl, w16, a, n, y);
+    add_ms(op_ms, TMOE_OP_LINEAR_FC2, t0);
+}

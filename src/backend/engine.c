@@ -1,0 +1,162 @@
+/* Engine: picks a backend from the registry and forwards each step to it. */
+#include "backend.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const tmoe_backend_vt *const registry[TMOE_BACKEND_COUNT] = {
+    [TMOE_BACKEND_CPU] = &tmoe_backend_cpu,
+#ifdef THERMOE_HAVE_CUDA
+    [TMOE_BACKEND_CUDA] = &tmoe_backend_cuda,
+#endif
+};
+
+static const char *const kind_names[TMOE_BACKEND_COUNT] = {"auto", "cpu", "cuda"};
+
+const char *tmoe_backend_kind_name(tmoe_backend_kind k) {
+    return (unsigned)k < TMOE_BACKEND_COUNT ? kind_names[k] : "?";
+}
+
+int tmoe_backend_kind_parse(const char *s, tmoe_backend_kind *out) {
+    for (int i = 0; i < TMOE_BACKEND_COUNT; i++)
+        if (s && strcmp(s, kind_names[i]) == 0) {
+            *out = (tmoe_backend_kind)i;
+            return 0;
+        }
+    return -1;
+}
+
+int tmoe_backend_probe(tmoe_backend_kind k, tmoe_error *err) {
+    if (k == TMOE_BACKEND_AUTO) return TMOE_OK;
+    if ((unsigned)k >= TMOE_BACKEND_COUNT)
+        return tmoe_errorf(err, TMOE_EINVAL, "unknown backend %d", (int)k);
+    if (!registry[k])
+        return tmoe_errorf(err, TMOE_ENOTSUP,
+                           "backend %s was not built into this thermoe (rebuild with "
+                           "-DTHERMOE_CUDA=ON on a machine with nvcc)",
+                           kind_names[k]);
+    return registry[k]->probe(err);
+}
+
+void tmoe_op_ms_add(double op_ms[TMOE_OP_COUNT], tmoe_op op, double ms) {
+    op_ms[op] = isnan(op_ms[op]) ? ms : op_ms[op] + ms;
+}
+
+struct tmoe_engine {
+    const tmoe_backend_vt *vt;
+    void *st;
+    const tmoe_block *blk;
+    tmoe_engine_config cfg;
+    int T;       /* tokens of the current batch, 0 before begin */
+    int routed;  /* moe ran for the current batch */
+    double begin_ms[TMOE_OP_COUNT];
+};
+
+tmoe_engine_config tmoe_engine_config_default(void) {
+    tmoe_engine_config c = {
+        .backend = TMOE_BACKEND_AUTO,
+        .device_id = 0,
+        .max_tokens = 64,
+        .impl = TMOE_IMPL_FUSED,
+        .use_graphs = 1,
+        .bias_in_weights = 0,
+    };
+    return c;
+}
+
+int tmoe_engine_create(const tmoe_block *blk, const tmoe_engine_config *cfg, tmoe_engine **out,
+                       tmoe_error *err) {
+    *out = NULL;
+    if (cfg->max_tokens <= 0)
+        return tmoe_errorf(err, TMOE_EINVAL, "max_tokens = %d: must be positive", cfg->max_tokens);
+    if ((unsigned)cfg->impl >= TMOE_IMPL_COUNT)
+        return tmoe_errorf(err, TMOE_EINVAL, "unknown impl %d", (int)cfg->impl);
+    tmoe_backend_kind k = cfg->backend;
+    if (k == TMOE_BACKEND_AUTO) {
+        tmoe_error why = {0};
+        k = TMOE_BACKEND_CPU;
+        if (tmoe_backend_probe(TMOE_BACKEND_CUDA, &why) == TMOE_OK) {
+            k = TMOE_BACKEND_CUDA;
+            tmoe_log(TMOE_LOG_INFO, "backend auto: cuda (a CUDA device answered)");
+        } else {
+            tmoe_log(TMOE_LOG_INFO, "backend auto: cpu (%s)", why.msg);
+        }
+    } else {
+        int rc = tmoe_backend_probe(k, err);
+        if (rc) return rc;
+    }
+    tmoe_engine *e = tmoe_calloc(1, sizeof *e, err);
+    if (!e) return TMOE_ENOMEM;
+    e->vt = registry[k];
+    e->blk = blk;
+    e->cfg = *cfg;
+    e->cfg.backend = k;
+    int rc = e->vt->create(blk, &e->cfg, &e->st, err);
+    if (rc) {
+        const char *name = e->vt->name;
+        free(e);
+        return tmoe_error_prefix(err, rc, "%s backend", name);
+    }
+    *out = e;
+    return TMOE_OK;
+}
+
+void tmoe_engine_free(tmoe_engine *e) {
+    if (!e) return;
+    if (e->st) e->vt->destroy(e->st);
+    free(e);
+}
+
+const char *tmoe_engine_backend_name(const tmoe_engine *e) { return e->vt->name; }
+const tmoe_block *tmoe_engine_block(const tmoe_engine *e) { return e->blk; }
+
+int tmoe_engine_begin(tmoe_engine *e, const float *x, int T, int moe_only, tmoe_error *err) {
+    if (T < 1 || T > e->cfg.max_tokens)
+        return tmoe_errorf(err, TMOE_EINVAL, "batch of %d tokens: must be 1..%d (max_tokens)", T,
+                           e->cfg.max_tokens);
+    if (!moe_only && T > e->blk->cfg.seq_len)
+        return tmoe_errorf(err, TMOE_EINVAL, "batch of %d tokens exceeds seq_len = %d", T,
+                           e->blk->cfg.seq_len);
+    for (int o = 0; o < TMOE_OP_COUNT; o++) e->begin_ms[o] = NAN;
+    e->T = 0;
+    e->routed = 0;
+    int rc = e->vt->begin(e->st, x, T, moe_only, e->begin_ms, err);
+    if (rc) return rc;
+    e->T = T;
+    return TMOE_OK;
+}
+
+int tmoe_engine_logits(tmoe_engine *e, float *logits, tmoe_error *err) {
+    if (!e->T) return tmoe_errorf(err, TMOE_EINVAL, "logits requested before begin");
+    return e->vt->logits(e->st, logits, err);
+}
+
+int tmoe_engine_moe(tmoe_engine *e, const float *bias, tmoe_moe_metrics *m, tmoe_error *err) {
+    if (!e->T) return tmoe_errorf(err, TMOE_EINVAL, "moe step requested before begin");
+    tmoe_moe_metrics local = {0};
+    if (!m) m = &local;
+    tmoe_moe_metrics_reset(m);
+    m->tokens = e->T;
+    m->num_experts = e->blk->moe.num_experts;
+    m->top_k = e->blk->moe.top_k;
+    int rc = e->vt->moe(e->st, bias, m, err);
+    if (rc) return rc;
+    for (int o = 0; o < TMOE_OP_COUNT; o++)
+        if (!isnan(e->begin_ms[o])) tmoe_op_ms_add(m->op_ms, (tmoe_op)o, e->begin_ms[o]);
+    e->routed = 1;
+    return TMOE_OK;
+}
+
+int tmoe_engine_output(tmoe_engine *e, float *y, tmoe_error *err) {
+    if (!e->routed) return tmoe_errorf(err, TMOE_EINVAL, "output requested before the moe step");
+    return e->vt->output(e->st, y, err);
+}
+
+int tmoe_engine_forward(tmoe_engine *e, const float *x, int T, int moe_only, const float *bias,
+                        float *y, tmoe_moe_metrics *m, tmoe_error *err) {
+    int rc = tmoe_engine_begin(e, x, T, moe_only, err);
+    if (!rc) rc = tmoe_engine_moe(e, bias, m, err);
+    if (!rc) rc = tmoe_engine_output(e, y, err);
+    return rc;
+}

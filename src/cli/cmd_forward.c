@@ -1,0 +1,209 @@
+/* thermoe forward: build a block from flags, run it once on random tokens and print a
+ * summary of the routing and the time of every op. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "thermoe/engine.h"
+
+typedef struct forward_opts {
+    tmoe_block_config blk;
+    tmoe_engine_config eng;
+    int tokens;
+    int moe_only;
+    char *types_list; /* comma list of per-expert types, owned by argv */
+} forward_opts;
+
+static void forward_help(const forward_opts *d) {
+    printf("usage: thermoe forward [flags]\n\n"
+           "Build a transformer block (attention + MoE FFN) with random weights from --seed,\n"
+           "run it once on random tokens and print the routing and the time of every op.\n\n"
+           "model:\n"
+           "  --d-model N        hidden size (default %d)\n"
+           "  --n-heads N        attention heads, must divide d-model (default %d)\n"
+           "  --d-ff N           expert hidden size (default %d)\n"
+           "  --num-experts N    experts E, 1..%d (default %d)\n"
+           "  --top-k N          experts per token, 1..min(E, %d) (default %d)\n"
+           "  --expert-type T    fp16, q4 or q2; or a comma list with one type per expert\n"
+           "                     (default %s)\n"
+           "  --group-size G     quantization group along the input dim (default %d)\n"
+           "  --act A            relu or swiglu (default %s)\n"
+           "  --no-renorm        combine weights = full softmax at the chosen experts\n"
+           "                     (default: renormalised over the chosen experts)\n"
+           "  --seq-len N        longest sequence the block accepts (default %d)\n"
+           "  --seed N           weights and inputs are a function of the seed (default %llu)\n"
+           "run:\n"
+           "  --tokens N         tokens in the batch (default: seq-len)\n"
+           "  --moe-only         run the MoE layer alone, no attention\n"
+           "  --backend B        auto, cpu or cuda (default %s)\n"
+           "  --impl I           quantized experts: fused or unfused (default %s)\n"
+           "  -v, --verbose      more messages (repeat for debug)\n"
+           "  -h, --help         this text\n",
+           d->blk.d_model, d->blk.n_heads, d->blk.d_ff, TMOE_MAX_EXPERTS, d->blk.num_experts,
+           TMOE_MAX_TOPK, d->blk.top_k, tmoe_etype_name(d->blk.expert_type), d->blk.group_size,
+           tmoe_act_name(d->blk.act), d->blk.seq_len, (unsigned long long)d->blk.seed,
+           tmoe_backend_kind_name(d->eng.backend), tmoe_impl_name(d->eng.impl));
+}
+
+/* Parse "fp16" or "q4,q4,fp16,..." into the config (per-expert list must have E entries). */
+static int parse_types(const char *list, tmoe_block_config *c, tmoe_etype *types) {
+    if (!strchr(list, ',')) {
+        if (tmoe_etype_parse(list, &c->expert_type))
+            return cli_fail("forward", "--expert-type: unknown type '%s' (expected fp16, q4 or q2)",
+                            list);
+        c->expert_types = NULL;
+        return 0;
+    }
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", list);
+    int n = 0;
+    for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (n >= TMOE_MAX_EXPERTS)
+            return cli_fail("forward", "--expert-type: more than %d entries", TMOE_MAX_EXPERTS);
+        if (tmoe_etype_parse(tok, &types[n]))
+            return cli_fail("forward",
+                            "--expert-type: entry %d '%s' is not fp16, q4 or q2", n + 1, tok);
+        n++;
+    }
+    if (n != c->num_experts)
+        return cli_fail("forward", "--expert-type: %d types listed but --num-experts is %d", n,
+                        c->num_experts);
+    c->expert_types = types;
+    return 0;
+}
+
+int cmd_forward(int argc, char **argv) {
+    forward_opts o = {.blk = tmoe_block_config_default(), .eng = tmoe_engine_config_default()};
+    o.tokens = -1;
+    static const struct option longopts[] = {
+        {"d-model", required_argument, 0, 'd'},  {"n-heads", required_argument, 0, 'H'},
+        {"d-ff", required_argument, 0, 'f'},     {"num-experts", required_argument, 0, 'E'},
+        {"top-k", required_argument, 0, 'k'},    {"expert-type", required_argument, 0, 't'},
+        {"group-size", required_argument, 0, 'g'}, {"act", required_argument, 0, 'a'},
+        {"no-renorm", no_argument, 0, 'R'},      {"seq-len", required_argument, 0, 'L'},
+        {"seed", required_argument, 0, 's'},     {"tokens", required_argument, 0, 'T'},
+        {"moe-only", no_argument, 0, 'M'},       {"backend", required_argument, 0, 'b'},
+        {"impl", required_argument, 0, 'i'},     {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0},
+    };
+    long v;
+    int verbosity = 0;
+    optind = 1;
+    opterr = 1;
+    for (int c; (c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1;) {
+        switch (c) {
+        case 'd': if (cli_int("forward", "d-model", optarg, 1, 1 << 16, &v)) return 1; o.blk.d_model = (int)v; break;
+        case 'H': if (cli_int("forward", "n-heads", optarg, 1, 1024, &v)) return 1; o.blk.n_heads = (int)v; break;
+        case 'f': if (cli_int("forward", "d-ff", optarg, 1, 1 << 17, &v)) return 1; o.blk.d_ff = (int)v; break;
+        case 'E': if (cli_int("forward", "num-experts", optarg, 1, TMOE_MAX_EXPERTS, &v)) return 1; o.blk.num_experts = (int)v; break;
+        case 'k': if (cli_int("forward", "top-k", optarg, 1, TMOE_MAX_TOPK, &v)) return 1; o.blk.top_k = (int)v; break;
+        case 't': o.types_list = optarg; break;
+        case 'g': if (cli_int("forward", "group-size", optarg, 1, 1 << 16, &v)) return 1; o.blk.group_size = (int)v; break;
+        case 'a':
+            if (tmoe_act_parse(optarg, &o.blk.act))
+                return cli_fail("forward", "--act: unknown activation '%s' (expected relu or swiglu)", optarg);
+            break;
+        case 'R': o.blk.renormalize = 0; break;
+        case 'L': if (cli_int("forward", "seq-len", optarg, 1, 1 << 16, &v)) return 1; o.blk.seq_len = (int)v; break;
+        case 's': if (cli_u64("forward", "seed", optarg, &o.blk.seed)) return 1; break;
+        case 'T': if (cli_int("forward", "tokens", optarg, 1, 1 << 20, &v)) return 1; o.tokens = (int)v; break;
+        case 'M': o.moe_only = 1; break;
+        case 'b':
+            if (tmoe_backend_kind_parse(optarg, &o.eng.backend))
+                return cli_fail("forward", "--backend: unknown backend '%s' (expected auto, cpu or cuda)", optarg);
+            break;
+        case 'i':
+            if (tmoe_impl_parse(optarg, &o.eng.impl))
+                return cli_fail("forward", "--impl: unknown impl '%s' (expected fused or unfused)", optarg);
+            break;
+        case 'v': verbosity++; break;
+        case 'h': forward_help(&o); return 0;
+        default: return cli_usage_error("forward");
+        }
+    }
+    if (optind < argc) return cli_fail("forward", "unexpected argument '%s'", argv[optind]);
+    cli_log_init(verbosity);
+    tmoe_etype types[TMOE_MAX_EXPERTS];
+    if (o.types_list && parse_types(o.types_list, &o.blk, types)) return 1;
+    if (o.tokens < 0) o.tokens = o.blk.seq_len;
+    if (!o.moe_only && o.tokens > o.blk.seq_len)
+        return cli_fail("forward", "--tokens %d is larger than --seq-len %d", o.tokens, o.blk.seq_len);
+
+    tmoe_error err = {0};
+    tmoe_block *blk = NULL;
+    tmoe_engine *eng = NULL;
+    float *x = NULL, *y = NULL;
+    int32_t *idx = NULL;
+    float *w = NULL;
+    int rc = 1;
+    int64_t t_build = tmoe_now_ns();
+    if (tmoe_block_create(&o.blk, &blk, &err)) {
+        cli_fail_err("forward", &err);
+        goto done;
+    }
+    double build_ms = (double)(tmoe_now_ns() - t_build) / 1e6;
+    o.eng.max_tokens = o.tokens;
+    if (tmoe_engine_create(blk, &o.eng, &eng, &err)) {
+        cli_fail_err("forward", &err);
+        goto done;
+    }
+    int T = o.tokens, D = o.blk.d_model, E = o.blk.num_experts, k = o.blk.top_k;
+    x = tmoe_malloc(sizeof(float) * (size_t)T * D, &err);
+    y = tmoe_malloc(sizeof(float) * (size_t)T * D, &err);
+    idx = tmoe_malloc(sizeof(int32_t) * (size_t)T * k, &err);
+    w = tmoe_malloc(sizeof(float) * (size_t)T * k, &err);
+    if (!x || !y || !idx || !w) {
+        cli_fail_err("forward", &err);
+        goto done;
+    }
+    tmoe_rng rng;
+    tmoe_rng_seed_stream(&rng, o.blk.seed, 7);
+    for (size_t i = 0; i < (size_t)T * D; i++) x[i] = tmoe_rng_uniform_sym(&rng, 1.0f);
+    tmoe_moe_metrics m = {.topk_idx = idx, .topk_w = w};
+    int64_t t0 = tmoe_now_ns();
+    if (tmoe_engine_forward(eng, x, T, o.moe_only, NULL, y, &m, &err)) {
+        cli_fail_err("forward", &err);
+        goto done;
+    }
+    double fwd_ms = (double)(tmoe_now_ns() - t0) / 1e6;
+
+    size_t wbytes = 0;
+    for (int e = 0; e < E; e++) wbytes += tmoe_expert_weight_bytes(&blk->moe.experts[e]);
+    printf("thermoe forward: backend %s, %s%s\n", tmoe_engine_backend_name(eng),
+           o.moe_only ? "MoE layer only" : "attention + MoE block",
+           o.blk.expert_types ? ", mixed expert types" : "");
+    printf("shape: d_model %d, heads %d, d_ff %d, experts %d, top-%d, act %s, group %d, %d tokens\n",
+           D, o.blk.n_heads, o.blk.d_ff, E, k, tmoe_act_name(o.blk.act), o.blk.group_size, T);
+    printf("expert weights: %.2f MB in all; build %.1f ms\n\n", (double)wbytes / 1e6, build_ms);
+    printf("routing (tokens per expert, CPU-clock time per expert):\n");
+    printf("  %-7s %-5s %-8s %s\n", "expert", "type", "tokens", "ms");
+    for (int e = 0; e < E; e++)
+        printf("  %-7d %-5s %-8d %.3f\n", e, tmoe_etype_name(blk->types[e]), m.tokens_per_expert[e],
+               m.expert_ms[e]);
+    int used = 0, maxload = 0;
+    for (int e = 0; e < E; e++) {
+        used += m.tokens_per_expert[e] > 0;
+        if (m.tokens_per_expert[e] > maxload) maxload = m.tokens_per_expert[e];
+    }
+    printf("  %d of %d experts used; max/mean load %.2f\n\n", used, E,
+           (double)maxload / ((double)T * k / E));
+    printf("time per op (ms):\n");
+    for (int op = 0; op < TMOE_OP_COUNT; op++)
+        if (!isnan(m.op_ms[op])) printf("  %-15s %.3f\n", tmoe_op_name((tmoe_op)op), m.op_ms[op]);
+    double sum = 0.0;
+    for (size_t i = 0; i < (size_t)T * D; i++) sum += fabs(y[i]);
+    printf("\nforward %.2f ms (MoE step %.2f ms); output mean |y| %.6f\n", fwd_ms, m.step_ms,
+           sum / ((double)T * D));
+    rc = 0;
+done:
+    free(x);
+    free(y);
+    free(idx);
+    free(w);
+    tmoe_engine_free(eng);
+    tmoe_block_free(blk);
+    return rc;
+}

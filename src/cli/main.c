@@ -1,0 +1,74 @@
+/* thermoe: entry point and subcommand dispatch. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static int cmd_version(int argc, char **argv);
+static int cmd_help(int argc, char **argv);
+
+static const cli_cmd commands[] = {
+    {"help", cmd_help, "list subcommands, or show one's flags: thermoe help CMD"},
+    {"version", cmd_version, "print the version and build facts"},
+    {"info", cmd_info, "what this machine offers: backends, devices, telemetry"},
+    {"forward", cmd_forward, "build a block from flags, run it once, print routing and timings"},
+};
+#define NCOMMANDS (sizeof commands / sizeof *commands)
+
+static const cli_cmd *find_cmd(const char *name) {
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0) return &commands[i];
+    return NULL;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: thermoe <command> [flags]\n\n"
+               "Hardware-aware Mixture-of-Experts inference: measure and route by energy and heat.\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n'thermoe <command> --help' lists a command's flags with their defaults.\n");
+}
+
+static int cmd_help(int argc, char **argv) {
+    if (argc >= 2) {
+        const cli_cmd *c = find_cmd(argv[1]);
+        if (!c) return cli_fail("help", "unknown command '%s'", argv[1]);
+        char *args[] = {(char *)c->name, "--help", NULL};
+        return c->fn(2, args);
+    }
+    usage(stdout);
+    return 0;
+}
+
+static int cmd_version(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    printf("thermoe %s (git %s)\n", TMOE_VERSION, THERMOE_GIT_SHA);
+#ifdef THERMOE_HAVE_CUDA
+    printf("cuda backend: built\n");
+#else
+    printf("cuda backend: not built\n");
+#endif
+    printf("nvml, cupti: loaded at run time\n");
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) return cmd_help(1, argv);
+    if (strcmp(name, "--version") == 0) return cmd_version(1, argv);
+    const cli_cmd *c = find_cmd(name);
+    if (!c) {
+        fprintf(stderr, "thermoe: unknown command '%s'\n\n", name);
+        usage(stderr);
+        return 2;
+    }
+    cli_log_init(0);
+    return c->fn(argc - 1, argv + 1);
+}

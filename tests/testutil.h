@@ -1,0 +1,36 @@
+/* Shared test helpers: cmocka includes, tolerance checks, fixtures and temp paths. */
+#ifndef THERMOE_TESTUTIL_H
+#define THERMOE_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "thermoe/core.h"
+
+/* Named tolerances (relative to the reference's scale). */
+#define TOL_F32 1e-5  /* fp32 arithmetic vs float64 reference */
+#define TOL_F16 1e-2  /* fp16 operands, fp32 accumulation */
+
+/* ||got - ref||_2 / ||ref||_2 over n values (0 when both are zero). */
+double tu_rel_l2(const float *got, const double *ref, size_t n);
+/* Assert max_i |got-ref| <= atol + rtol |ref|; prints the worst element and fails. */
+void tu_assert_close(const char *what, const float *got, const double *ref, size_t n, double atol,
+                     double rtol);
+/* Path of a fixture file (env THERMOE_FIXTURES overrides the built-in dir). */
+const char *tu_fixture(const char *rel);
+/* A fresh temporary directory (removed by tu_cleanup) and a path inside it. */
+const char *tu_tmpdir(void);
+const char *tu_tmppath(const char *name);
+/* Fill with poison bit patterns (NaN for floats) to detect unwritten outputs. */
+void tu_poison(void *p, size_t n);
+
+#define ASSERT_OK(expr, errp) \
+    do { \
+        int rc_ = (expr); \
+        if (rc_ != 0) fail_msg("%s -> %d: %s", #expr, rc_, (errp)->msg); \
+    } while (0)
+
+#endif
