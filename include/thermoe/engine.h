@@ -40,8 +40,9 @@ void tmoe_engine_free(tmoe_engine *e); /* NULL-safe */
 const char *tmoe_engine_backend_name(const tmoe_engine *e);
 const tmoe_block *tmoe_engine_block(const tmoe_engine *e);
 
-/* x: (T, d_model) fp32 on the host, 1 <= T <= max_tokens. moe_only skips the attention
- * sub-block (the MoE layer alone: y = x + moe(norm2(x))). */
+/* x: (T, d_model) fp32 on the host, 1 <= T <= max_tokens. The batch is a run of sequences
+ * of the block's seq_len tokens (the last may be shorter); attention is causal within each.
+ * moe_only skips the attention sub-block (the MoE layer alone: y = x + moe(norm2(x))). */
 int tmoe_engine_begin(tmoe_engine *e, const float *x, int T, int moe_only, tmoe_error *err);
 /* Gate logits of the current batch, (T, E) fp32. */
 int tmoe_engine_logits(tmoe_engine *e, float *logits, tmoe_error *err);

@@ -115,9 +115,6 @@ int tmoe_engine_begin(tmoe_engine *e, const float *x, int T, int moe_only, tmoe_
     if (T < 1 || T > e->cfg.max_tokens)
         return tmoe_errorf(err, TMOE_EINVAL, "batch of %d tokens: must be 1..%d (max_tokens)", T,
                            e->cfg.max_tokens);
-    if (!moe_only && T > e->blk->cfg.seq_len)
-        return tmoe_errorf(err, TMOE_EINVAL, "batch of %d tokens exceeds seq_len = %d", T,
-                           e->blk->cfg.seq_len);
     for (int o = 0; o < TMOE_OP_COUNT; o++) e->begin_ms[o] = NAN;
     e->T = 0;
     e->routed = 0;

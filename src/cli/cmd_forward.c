@@ -33,10 +33,11 @@ static void forward_help(const forward_opts *d) {
            "  --act A            relu or swiglu (default %s)\n"
            "  --no-renorm        combine weights = full softmax at the chosen experts\n"
            "                     (default: renormalised over the chosen experts)\n"
-           "  --seq-len N        longest sequence the block accepts (default %d)\n"
+           "  --seq-len N        tokens per sequence; attention is causal within one (default %d)\n"
            "  --seed N           weights and inputs are a function of the seed (default %llu)\n"
            "run:\n"
-           "  --tokens N         tokens in the batch (default: seq-len)\n"
+           "  --tokens N         tokens in the batch: sequences of seq-len tokens, the last may\n"
+           "                     be shorter (default: seq-len)\n"
            "  --moe-only         run the MoE layer alone, no attention\n"
            "  --backend B        auto, cpu or cuda (default %s)\n"
            "  --impl I           quantized experts: fused or unfused (default %s)\n"
@@ -129,8 +130,6 @@ int cmd_forward(int argc, char **argv) {
     tmoe_etype types[TMOE_MAX_EXPERTS];
     if (o.types_list && parse_types(o.types_list, &o.blk, types)) return 1;
     if (o.tokens < 0) o.tokens = o.blk.seq_len;
-    if (!o.moe_only && o.tokens > o.blk.seq_len)
-        return cli_fail("forward", "--tokens %d is larger than --seq-len %d", o.tokens, o.blk.seq_len);
 
     tmoe_error err = {0};
     tmoe_block *blk = NULL;

@@ -101,7 +101,12 @@ static int cpu_begin(void *p, const float *x, int T, int moe_only, double op_ms[
         for (size_t i = 0; i < (size_t)T * 3 * D; i++) s->qkv16[i] = tmoe_f32_to_f16(s->qkv[i]);
         tmoe_op_ms_add(op_ms, TMOE_OP_ATTN_QKV, ms_since(t0));
         t0 = tmoe_now_ns();
-        tmoe_cpu_attention(s->qkv16, T, D, b->cfg.n_heads, s->att16, s->attn_p);
+        /* causal within each sequence of seq_len tokens; a batch holds ceil(T/seq_len) */
+        for (int t0s = 0; t0s < T; t0s += b->cfg.seq_len) {
+            int n = T - t0s < b->cfg.seq_len ? T - t0s : b->cfg.seq_len;
+            tmoe_cpu_attention(s->qkv16 + (size_t)t0s * 3 * D, n, D, b->cfg.n_heads,
+                               s->att16 + (size_t)t0s * D, s->attn_p);
+        }
         tmoe_op_ms_add(op_ms, TMOE_OP_ATTN_CORE, ms_since(t0));
         t0 = tmoe_now_ns();
         tmoe_cpu_linear_f16(s->att16, b->wo.w, T, D, D, s->tmp);
