@@ -12,6 +12,7 @@ static const cli_cmd commands[] = {
     {"help", cmd_help, "list subcommands, or show one's flags: thermoe help CMD"},
     {"version", cmd_version, "print the version and build facts"},
     {"info", cmd_info, "what this machine offers: backends, devices, telemetry"},
+    {"run", cmd_run, "sweep routing strategies x workloads, log every batch (the main job)"},
     {"forward", cmd_forward, "build a block from flags, run it once, print routing and timings"},
 };
 #define NCOMMANDS (sizeof commands / sizeof *commands)

@@ -1,0 +1,77 @@
+/* The experiment runner behind `thermoe run`: sweeps routing strategies x workloads over
+ * repeats, one CSV row per batch, a metadata JSON per run, Chrome traces of the first
+ * batches of each combination, and a summary per strategy and workload. */
+#ifndef THERMOE_RUNNER_H
+#define THERMOE_RUNNER_H
+
+#include <stdio.h>
+
+#include "thermoe/engine.h"
+#include "thermoe/route.h"
+#include "thermoe/telemetry.h"
+#include "thermoe/workload.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tmoe_run_config {
+    /* what to sweep */
+    int strategies[TMOE_ROUTE_STRATEGY_COUNT]; /* 1 = run it */
+    int workloads[TMOE_WL_COUNT];              /* 1 = run it */
+    int repeats;                 /* passes over every combination, order shuffled per repeat */
+    int num_samples;             /* distinct batches per workload */
+    int epochs;                  /* passes over the samples per combination */
+    int warmup_batches;          /* unlogged batches before each combination */
+    int trace_batches;           /* batches traced per combination */
+    double arrival_rate;         /* tokens/s, Poisson arrivals; <= 0: closed loop */
+    double cooldown_s;           /* rest up to this long between combinations until the GPU
+                                    temperature is within 1 C of the run's start; 0 = none */
+    int fidelity_every;          /* compute output_rel_error_vs_baseline every N batches */
+    uint64_t seed;
+
+    /* model */
+    tmoe_block_config block;     /* expert types, shape; block.seq_len = tokens per sequence */
+    int batch_size;              /* sequences per batch (base; workloads scale it) */
+    int moe_only;                /* run the MoE layer alone (no attention) */
+
+    /* where it runs */
+    tmoe_backend_kind backend;
+    tmoe_impl impl;
+    int device_id;
+    tmoe_telemetry_kind telemetry;
+    int sim_devices;             /* simulated GPUs (experts placed round-robin); sim only */
+    const char *cost_model_path; /* NULL: the committed H100 cost model */
+
+    /* routing */
+    tmoe_router_config router;   /* strategy, E, k are set per combination */
+    int load_balancer;           /* add the load balancer to every strategy */
+    const char *ttha_warm_start; /* adapter weights to start from, or NULL */
+
+    /* output */
+    const char *out_dir;         /* run directory (created) */
+    const char *log_file;        /* batches.csv path; NULL: <out_dir>/batches.csv */
+    int resume;                  /* continue a killed run in out_dir */
+    int progress;                /* 1 = progress bar on a terminal, 0 = plain lines */
+    int quiet;                   /* no progress output */
+    int analyze;                 /* run the analysis on the run directory at the end */
+    const char *argv_line;       /* the command line, for the metadata */
+} tmoe_run_config;
+
+tmoe_run_config tmoe_run_config_default(void);
+
+/* Where the committed H100 cost model lives (THERMOE_DATA_DIR, else the source tree). */
+const char *tmoe_run_default_cost_model(void);
+
+/* Ask a running tmoe_run to stop after the batch in progress (async-signal-safe). */
+void tmoe_run_request_stop(void);
+
+/* Run the sweep. Returns TMOE_OK, TMOE_EINTR when stopped (files are complete up to the
+ * last batch; --resume continues), or an error. The summary table is printed to out
+ * (may be NULL). */
+int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

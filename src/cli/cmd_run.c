@@ -1,0 +1,476 @@
+/* thermoe run: sweep routing strategies x workloads and log every batch (the main job).
+ * Flags may also come from a config file (--config FILE, JSON or INI, keys = long flag
+ * names); flags on the command line override it. */
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "thermoe/runner.h"
+
+enum {
+    O_STRATEGY = 256, O_EXPERT_TYPE, O_D_MODEL, O_N_HEADS, O_D_FF, O_NUM_EXPERTS, O_TOP_K,
+    O_GROUP, O_ACT, O_BATCH, O_SEQ, O_SAMPLES, O_EPOCHS, O_WORKLOADS, O_PROFILE_DIR, O_LOG_FILE,
+    O_OUT, O_DEVICE, O_COST, O_TELEMETRY, O_BACKEND, O_IMPL, O_SEED, O_WARMUP, O_T_POWER, O_T_TEMP,
+    O_W_LAT, O_W_POWER, O_W_TEMP, O_W_TPUT, O_W_FID, O_LR, O_WD, O_GRAD, O_MAX_BIAS, O_KL,
+    O_TRACE, O_RATE, O_REPEATS, O_COOLDOWN, O_RESUME, O_NO_ANALYZE, O_CONFIG, O_MOE_ONLY,
+    O_SIM_DEV, O_LB, O_FID_EVERY, O_WARM, O_QUIET, O_HELP, O_VERBOSE
+};
+
+static const struct option longopts[] = {
+    {"routing-strategy", required_argument, 0, O_STRATEGY},
+    {"expert-type", required_argument, 0, O_EXPERT_TYPE},
+    {"d-model", required_argument, 0, O_D_MODEL},
+    {"n-heads", required_argument, 0, O_N_HEADS},
+    {"d-ff", required_argument, 0, O_D_FF},
+    {"num-experts", required_argument, 0, O_NUM_EXPERTS},
+    {"top-k", required_argument, 0, O_TOP_K},
+    {"group-size", required_argument, 0, O_GROUP},
+    {"act", required_argument, 0, O_ACT},
+    {"batch-size", required_argument, 0, O_BATCH},
+    {"seq-len", required_argument, 0, O_SEQ},
+    {"num-samples-per-workload", required_argument, 0, O_SAMPLES},
+    {"epochs", required_argument, 0, O_EPOCHS},
+    {"workloads", required_argument, 0, O_WORKLOADS},
+    {"profile-dir", required_argument, 0, O_PROFILE_DIR},
+    {"log-file", required_argument, 0, O_LOG_FILE},
+    {"out", required_argument, 0, O_OUT},
+    {"device-id", required_argument, 0, O_DEVICE},
+    {"kernel-cost-model-json", required_argument, 0, O_COST},
+    {"telemetry", required_argument, 0, O_TELEMETRY},
+    {"backend", required_argument, 0, O_BACKEND},
+    {"impl", required_argument, 0, O_IMPL},
+    {"seed", required_argument, 0, O_SEED},
+    {"warmup-batches", required_argument, 0, O_WARMUP},
+    {"ttha-target-power", required_argument, 0, O_T_POWER},
+    {"ttha-target-temp", required_argument, 0, O_T_TEMP},
+    {"ttha-latency-penalty-weight", required_argument, 0, O_W_LAT},
+    {"ttha-power-weight", required_argument, 0, O_W_POWER},
+    {"ttha-temp-weight", required_argument, 0, O_W_TEMP},
+    {"ttha-throughput-weight", required_argument, 0, O_W_TPUT},
+    {"ttha-fidelity-weight", required_argument, 0, O_W_FID},
+    {"ttha-lr", required_argument, 0, O_LR},
+    {"ttha-weight-decay", required_argument, 0, O_WD},
+    {"ttha-grad", required_argument, 0, O_GRAD},
+    {"ttha-warm-start", required_argument, 0, O_WARM},
+    {"max-bias", required_argument, 0, O_MAX_BIAS},
+    {"kl-bound", required_argument, 0, O_KL},
+    {"load-balancer", no_argument, 0, O_LB},
+    {"trace-batches", required_argument, 0, O_TRACE},
+    {"arrival-rate", required_argument, 0, O_RATE},
+    {"repeats", required_argument, 0, O_REPEATS},
+    {"cooldown", required_argument, 0, O_COOLDOWN},
+    {"fidelity-every", required_argument, 0, O_FID_EVERY},
+    {"sim-devices", required_argument, 0, O_SIM_DEV},
+    {"moe-only", no_argument, 0, O_MOE_ONLY},
+    {"resume", no_argument, 0, O_RESUME},
+    {"no-analyze", no_argument, 0, O_NO_ANALYZE},
+    {"config", required_argument, 0, O_CONFIG},
+    {"quiet", no_argument, 0, O_QUIET},
+    {"verbose", no_argument, 0, O_VERBOSE},
+    {"help", no_argument, 0, O_HELP},
+    {0, 0, 0, 0},
+};
+
+static void run_help(const tmoe_run_config *d) {
+    const tmoe_router_config *r = &d->router;
+    printf(
+        "usage: thermoe run [flags]\n\n"
+        "Sweep routing strategies x workloads over repeats (order shuffled per repeat), one CSV\n"
+        "row per batch, a metadata JSON, Perfetto traces of the first batches, a summary table.\n"
+        "With no flags: every strategy x every workload at a small shape, on the GPU when one\n"
+        "answers, else the CPU backend with a simulated H100 driven by the measured cost model.\n\n"
+        "sweep:\n"
+        "  --routing-strategy LIST   comma list or 'all' (default all): baseline, static_optimal,\n"
+        "                            kernel_aware_ttha, hierarchical_adaptive, predictive_thermal,\n"
+        "                            multi_gpu_aware\n"
+        "  --workloads LIST          comma list or 'all' (default all): standard, high_complexity,\n"
+        "                            small_batch, large_batch, skewed\n"
+        "  --repeats N               passes over every combination (default %d)\n"
+        "  --num-samples-per-workload N  distinct batches per workload (default %d)\n"
+        "  --epochs N                passes over those batches per combination (default %d)\n"
+        "  --warmup-batches N        unlogged batches before each combination (default %d)\n"
+        "  --arrival-rate R          open loop: Poisson arrivals, tokens/s (default: closed loop)\n"
+        "  --cooldown S              rest up to S s between combinations until the GPU is within\n"
+        "                            1 C of its starting temperature (default %g: no rest)\n"
+        "  --seed N                  weights, inputs, arrivals and routers (default %llu)\n"
+        "model:\n"
+        "  --expert-type T           fp16, q4 or q2 (default %s)\n"
+        "  --impl I                  fused or unfused, for q4/q2 (default %s)\n"
+        "  --d-model N  --n-heads N  --d-ff N  (defaults %d, %d, %d)\n"
+        "  --num-experts N  --top-k N  --group-size N  (defaults %d, %d, %d)\n"
+        "  --act A                   relu or swiglu (default %s)\n"
+        "  --batch-size N            sequences per batch (default %d; workloads scale it)\n"
+        "  --seq-len N               tokens per sequence (default %d)\n"
+        "  --moe-only                run the MoE layer alone, without attention\n"
+        "hardware:\n"
+        "  --backend B               auto, cpu or cuda (default %s)\n"
+        "  --device-id N             CUDA device (default %d)\n"
+        "  --telemetry S             auto, nvml or sim (default %s)\n"
+        "  --sim-devices N           simulated GPUs, experts placed round-robin (default 1)\n"
+        "  --kernel-cost-model-json F  cost model (default %s)\n"
+        "  --profile-dir DIR         directory of a 'thermoe profile' run: its cost_model.json\n"
+        "routing:\n"
+        "  --max-bias B              largest bias in logit units (default %g)\n"
+        "  --load-balancer           add the load balancer to every strategy\n"
+        "  --kl-bound X              static_optimal's expected-KL budget, nats (default %g)\n"
+        "  --ttha-target-power W     P* (default %g)\n"
+        "  --ttha-target-temp C      T* (default %g)\n"
+        "  --ttha-power-weight X  --ttha-temp-weight X  --ttha-latency-penalty-weight X\n"
+        "  --ttha-throughput-weight X  --ttha-fidelity-weight X   (defaults %g %g %g %g %g)\n"
+        "  --ttha-lr X  --ttha-weight-decay X  (defaults %g, %g)\n"
+        "  --ttha-grad G             surrogate or reinforce (default %s)\n"
+        "  --ttha-warm-start FILE    adapter weights saved by an earlier run (ttha_*.bin)\n"
+        "output:\n"
+        "  --out DIR                 run directory (default results/<UTC time>)\n"
+        "  --log-file FILE           batches.csv path (default DIR/batches.csv)\n"
+        "  --trace-batches N         batches traced per combination (default %d)\n"
+        "  --fidelity-every N        output error vs unbiased routing every N batches (default %d)\n"
+        "  --resume                  continue a killed run in --out without duplicating rows\n"
+        "  --no-analyze              do not run 'thermoe analyze' on the results\n"
+        "  --config FILE             flags from a JSON object or INI file (key = long flag name)\n"
+        "  --quiet, -v/--verbose, -h/--help\n",
+        d->repeats, d->num_samples, d->epochs, d->warmup_batches, d->cooldown_s,
+        (unsigned long long)d->seed, tmoe_etype_name(d->block.expert_type), tmoe_impl_name(d->impl),
+        d->block.d_model, d->block.n_heads, d->block.d_ff, d->block.num_experts, d->block.top_k,
+        d->block.group_size, tmoe_act_name(d->block.act), d->batch_size, d->block.seq_len,
+        tmoe_backend_kind_name(d->backend), d->device_id, tmoe_telemetry_kind_name(d->telemetry),
+        tmoe_run_default_cost_model(), r->max_bias, r->kl_bound, r->power_target_w, r->temp_target_c,
+        r->w_power, r->w_temp, r->w_latency, r->w_throughput, r->w_fidelity, r->lr, r->weight_decay,
+        tmoe_ttha_grad_name(r->grad_mode), d->trace_batches, d->fidelity_every);
+}
+
+/* "all" or a comma list of names -> flags[n]. */
+static int parse_names(const char *flag, const char *list, int *flags, int n,
+                       const char *(*name)(int)) {
+    for (int i = 0; i < n; i++) flags[i] = 0;
+    if (!strcmp(list, "all")) {
+        for (int i = 0; i < n; i++) flags[i] = 1;
+        return 0;
+    }
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int found = -1;
+        for (int i = 0; i < n; i++)
+            if (!strcmp(tok, name(i))) found = i;
+        if (found < 0) {
+            char known[512] = "";
+            for (int i = 0; i < n; i++) {
+                strcat(known, i ? ", " : "");
+                strcat(known, name(i));
+            }
+            return cli_fail("run", "--%s: unknown name '%s' (expected all or a list of: %s)", flag,
+                            tok, known);
+        }
+        flags[found] = 1;
+    }
+    return 0;
+}
+
+static const char *strategy_name(int i) { return tmoe_route_strategy_name((tmoe_route_strategy)i); }
+static const char *workload_name(int i) { return tmoe_workload_name((tmoe_workload_kind)i); }
+
+static const struct option *find_opt(const char *name) {
+    for (const struct option *o = longopts; o->name; o++)
+        if (!strcmp(o->name, name)) return o;
+    return NULL;
+}
+
+/* Config file -> extra argv entries "--key=value" (or "--key"), which are parsed before the
+ * command line so that flags override them. Strings are appended to *args (caller frees). */
+typedef struct argbuf {
+    char **v;
+    int n, cap;
+} argbuf;
+
+static int push_arg(argbuf *a, const char *key, const char *val) {
+    if (a->n + 1 >= a->cap) {
+        a->cap = a->cap ? 2 * a->cap : 32;
+        char **nv = realloc(a->v, sizeof(char *) * (size_t)a->cap);
+        if (!nv) return -1;
+        a->v = nv;
+    }
+    size_t len = strlen(key) + (val ? strlen(val) : 0) + 4;
+    char *s = malloc(len);
+    if (!s) return -1;
+    snprintf(s, len, "--%s%s%s", key, val ? "=" : "", val ? val : "");
+    a->v[a->n++] = s;
+    return 0;
+}
+
+static int config_pair(argbuf *a, const char *file, int line, const char *key, const char *val) {
+    if (!strcmp(key, "config"))
+        return cli_fail("run", "%s:%d: 'config' cannot appear inside a config file", file, line);
+    const struct option *o = find_opt(key);
+    if (!o) return cli_fail("run", "%s:%d: unknown key '%s' (keys are the long flag names)", file, line, key);
+    if (o->has_arg == no_argument) {
+        if (val && strcmp(val, "true") && strcmp(val, "1") && strcmp(val, "false") && strcmp(val, "0"))
+            return cli_fail("run", "%s:%d: '%s' takes true or false, not '%s'", file, line, key, val);
+        if (val && (!strcmp(val, "false") || !strcmp(val, "0"))) return 0;
+        val = NULL;
+    } else if (!val || !*val) {
+        return cli_fail("run", "%s:%d: '%s' needs a value", file, line, key);
+    }
+    if (push_arg(a, key, val)) return cli_fail("run", "out of memory");
+    return 0;
+}
+
+static int load_config(const char *path, argbuf *a) {
+    FILE *f = fopen(path, "r");
+    if (!f) return cli_fail("run", "--config: cannot open %s", path);
+    int c = fgetc(f);
+    while (c == ' ' || c == '\n' || c == '\t' || c == '\r') c = fgetc(f);
+    rewind(f);
+    int rc = 0;
+    if (c == '{') { /* JSON object */
+        json_error_t je;
+        json_t *root = json_loadf(f, 0, &je);
+        fclose(f);
+        if (!root) return cli_fail("run", "%s:%d:%d: %s", path, je.line, je.column, je.text);
+        const char *key;
+        json_t *v;
+        json_object_foreach(root, key, v) {
+            char val[1024];
+            if (json_is_string(v)) snprintf(val, sizeof val, "%s", json_string_value(v));
+            else if (json_is_integer(v)) snprintf(val, sizeof val, "%lld", (long long)json_integer_value(v));
+            else if (json_is_real(v)) snprintf(val, sizeof val, "%.17g", json_real_value(v));
+            else if (json_is_boolean(v)) snprintf(val, sizeof val, "%s", json_is_true(v) ? "true" : "false");
+            else if (json_is_array(v)) {
+                val[0] = '\0';
+                size_t i;
+                json_t *it;
+                json_array_foreach(v, i, it) {
+                    if (!json_is_string(it)) {
+                        rc = cli_fail("run", "%s: '%s': list items must be strings", path, key);
+                        break;
+                    }
+                    strncat(val, i ? "," : "", sizeof val - strlen(val) - 1);
+                    strncat(val, json_string_value(it), sizeof val - strlen(val) - 1);
+                }
+            } else {
+                rc = cli_fail("run", "%s: '%s': expected a string, number, boolean or list", path, key);
+            }
+            if (rc || (rc = config_pair(a, path, 0, key, val))) break;
+        }
+        json_decref(root);
+        return rc;
+    }
+    /* INI: key = value, '#' or ';' comments, [section] headers ignored */
+    char *line = NULL;
+    size_t cap = 0;
+    int lineno = 0;
+    while (!rc && getline(&line, &cap, f) > 0) {
+        lineno++;
+        char *s = line + strspn(line, " \t");
+        s[strcspn(s, "\r\n")] = '\0';
+        if (!*s || *s == '#' || *s == ';' || *s == '[') continue;
+        char *eq = strchr(s, '=');
+        char *val = NULL;
+        if (eq) {
+            *eq = '\0';
+            val = eq + 1 + strspn(eq + 1, " \t");
+            for (char *e = val + strlen(val); e > val && (e[-1] == ' ' || e[-1] == '\t');) *--e = '\0';
+            if (*val == '"' && strlen(val) >= 2 && val[strlen(val) - 1] == '"') {
+                val[strlen(val) - 1] = '\0';
+                val++;
+            }
+        }
+        for (char *e = s + strlen(s); e > s && (e[-1] == ' ' || e[-1] == '\t');) *--e = '\0';
+        rc = config_pair(a, path, lineno, s, val);
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+static void on_signal(int sig) {
+    (void)sig;
+    tmoe_run_request_stop();
+    signal(SIGINT, SIG_DFL); /* a second Ctrl-C kills at once */
+}
+
+#define INT_FLAG(name, lo, hi, dst) \
+    do { \
+        if (cli_int("run", name, optarg, lo, hi, &lv)) return 1; \
+        dst = (int)lv; \
+    } while (0)
+#define DBL_FLAG(name, lo, hi, dst) \
+    do { \
+        if (cli_double("run", name, optarg, lo, hi, &dv)) return 1; \
+        dst = dv; \
+    } while (0)
+
+/* Parse argv into c (argv[0] is skipped, as by getopt). Returns 0, 1 (error), or -1 (help). */
+static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity, char **profile_dir) {
+    long lv;
+    double dv;
+    optind = 1;
+    opterr = 1;
+    for (int o; (o = getopt_long(argc, argv, "hv", longopts, NULL)) != -1;) {
+        switch (o) {
+        case O_STRATEGY:
+            if (parse_names("routing-strategy", optarg, c->strategies, TMOE_ROUTE_STRATEGY_COUNT, strategy_name)) return 1;
+            break;
+        case O_WORKLOADS:
+            if (parse_names("workloads", optarg, c->workloads, TMOE_WL_COUNT, workload_name)) return 1;
+            break;
+        case O_EXPERT_TYPE:
+            if (tmoe_etype_parse(optarg, &c->block.expert_type))
+                return cli_fail("run", "--expert-type: unknown type '%s' (expected fp16, q4 or q2)", optarg);
+            break;
+        case O_IMPL:
+            if (tmoe_impl_parse(optarg, &c->impl))
+                return cli_fail("run", "--impl: unknown impl '%s' (expected fused or unfused)", optarg);
+            break;
+        case O_ACT:
+            if (tmoe_act_parse(optarg, &c->block.act))
+                return cli_fail("run", "--act: unknown activation '%s' (expected relu or swiglu)", optarg);
+            break;
+        case O_D_MODEL: INT_FLAG("d-model", 1, 65536, c->block.d_model); break;
+        case O_N_HEADS: INT_FLAG("n-heads", 1, 1024, c->block.n_heads); break;
+        case O_D_FF: INT_FLAG("d-ff", 1, 131072, c->block.d_ff); break;
+        case O_NUM_EXPERTS: INT_FLAG("num-experts", 1, TMOE_MAX_EXPERTS, c->block.num_experts); break;
+        case O_TOP_K: INT_FLAG("top-k", 1, TMOE_MAX_TOPK, c->block.top_k); break;
+        case O_GROUP: INT_FLAG("group-size", 1, 65536, c->block.group_size); break;
+        case O_BATCH: INT_FLAG("batch-size", 1, 4096, c->batch_size); break;
+        case O_SEQ: INT_FLAG("seq-len", 1, 65536, c->block.seq_len); break;
+        case O_SAMPLES: INT_FLAG("num-samples-per-workload", 1, 1000000, c->num_samples); break;
+        case O_EPOCHS: INT_FLAG("epochs", 1, 100000, c->epochs); break;
+        case O_WARMUP: INT_FLAG("warmup-batches", 0, 100000, c->warmup_batches); break;
+        case O_TRACE: INT_FLAG("trace-batches", 0, 100000, c->trace_batches); break;
+        case O_REPEATS: INT_FLAG("repeats", 1, 10000, c->repeats); break;
+        case O_DEVICE: INT_FLAG("device-id", 0, 1024, c->device_id); break;
+        case O_SIM_DEV: INT_FLAG("sim-devices", 1, TMOE_ROUTE_MAX_DEVICES, c->sim_devices); break;
+        case O_FID_EVERY: INT_FLAG("fidelity-every", 0, 1000000, c->fidelity_every); break;
+        case O_SEED:
+            if (cli_u64("run", "seed", optarg, &c->seed)) return 1;
+            c->block.seed = c->seed;
+            break;
+        case O_RATE: DBL_FLAG("arrival-rate", 1e-3, 1e12, c->arrival_rate); break;
+        case O_COOLDOWN: DBL_FLAG("cooldown", 0, 86400, c->cooldown_s); break;
+        case O_T_POWER: DBL_FLAG("ttha-target-power", 1, 10000, c->router.power_target_w); break;
+        case O_T_TEMP: DBL_FLAG("ttha-target-temp", -50, 200, c->router.temp_target_c); break;
+        case O_W_LAT: DBL_FLAG("ttha-latency-penalty-weight", 0, 1e9, c->router.w_latency); break;
+        case O_W_POWER: DBL_FLAG("ttha-power-weight", 0, 1e9, c->router.w_power); break;
+        case O_W_TEMP: DBL_FLAG("ttha-temp-weight", 0, 1e9, c->router.w_temp); break;
+        case O_W_TPUT: DBL_FLAG("ttha-throughput-weight", 0, 1e9, c->router.w_throughput); break;
+        case O_W_FID: DBL_FLAG("ttha-fidelity-weight", 0, 1e9, c->router.w_fidelity); break;
+        case O_LR: DBL_FLAG("ttha-lr", 0, 10, c->router.lr); break;
+        case O_WD: DBL_FLAG("ttha-weight-decay", 0, 10, c->router.weight_decay); break;
+        case O_MAX_BIAS: DBL_FLAG("max-bias", 0, 100, c->router.max_bias); break;
+        case O_KL: DBL_FLAG("kl-bound", 0, 100, c->router.kl_bound); break;
+        case O_GRAD:
+            if (tmoe_ttha_grad_parse(optarg, &c->router.grad_mode))
+                return cli_fail("run", "--ttha-grad: unknown mode '%s' (expected surrogate or reinforce)", optarg);
+            break;
+        case O_WARM: c->ttha_warm_start = optarg; break;
+        case O_LB: c->load_balancer = 1; break;
+        case O_MOE_ONLY: c->moe_only = 1; break;
+        case O_TELEMETRY: {
+            tmoe_error err = {0};
+            if (tmoe_telemetry_kind_parse(optarg, &c->telemetry, &err)) return cli_fail("run", "--telemetry: %s", err.msg);
+            break;
+        }
+        case O_BACKEND:
+            if (tmoe_backend_kind_parse(optarg, &c->backend))
+                return cli_fail("run", "--backend: unknown backend '%s' (expected auto, cpu or cuda)", optarg);
+            break;
+        case O_COST: c->cost_model_path = optarg; break;
+        case O_PROFILE_DIR: *profile_dir = optarg; break;
+        case O_LOG_FILE: c->log_file = optarg; break;
+        case O_OUT: c->out_dir = optarg; break;
+        case O_RESUME: c->resume = 1; break;
+        case O_NO_ANALYZE: c->analyze = 0; break;
+        case O_QUIET: c->quiet = 1; break;
+        case O_CONFIG: break; /* read before this pass */
+        case 'v': case O_VERBOSE: (*verbosity)++; break;
+        case 'h': case O_HELP: return -1;
+        default: return 2;
+        }
+    }
+    if (optind < argc) return cli_fail("run", "unexpected argument '%s'", argv[optind]);
+    return 0;
+}
+
+int cmd_run(int argc, char **argv) {
+    tmoe_run_config c = tmoe_run_config_default();
+    c.analyze = 1;
+    int verbosity = 0, rc = 1;
+    char *profile_dir = NULL;
+    argbuf a = {0};
+    char **av = NULL;
+    /* the config file's entries go first so that command-line flags override them */
+    if (push_arg(&a, "run", NULL)) return cli_fail("run", "out of memory");
+    for (int i = 1; i < argc; i++) {
+        const char *path = NULL;
+        if (!strncmp(argv[i], "--config=", 9)) path = argv[i] + 9;
+        else if (!strcmp(argv[i], "--config") && i + 1 < argc) path = argv[i + 1];
+        if (path && load_config(path, &a)) goto done;
+    }
+    av = malloc(sizeof(char *) * (size_t)(a.n + argc + 1));
+    if (!av) {
+        cli_fail("run", "out of memory");
+        goto done;
+    }
+    int n = 0;
+    for (int i = 0; i < a.n; i++) av[n++] = a.v[i];
+    for (int i = 1; i < argc; i++) av[n++] = argv[i];
+    av[n] = NULL;
+    int pr = parse_args(n, av, &c, &verbosity, &profile_dir);
+    if (pr == -1) {
+        run_help(&c);
+        rc = 0;
+        goto done;
+    }
+    if (pr) {
+        rc = pr == 2 ? cli_usage_error("run") : 1;
+        goto done;
+    }
+    cli_log_init(verbosity);
+    char cost_buf[4096], out_buf[256], line[4096] = "thermoe";
+    if (profile_dir && !c.cost_model_path) {
+        snprintf(cost_buf, sizeof cost_buf, "%s/cost_model.json", profile_dir);
+        c.cost_model_path = cost_buf;
+    }
+    if (!strcmp(c.out_dir, tmoe_run_config_default().out_dir) && !c.resume) {
+        time_t t = time(NULL);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(out_buf, sizeof out_buf, "results/%Y%m%dT%H%M%SZ", &tm);
+        c.out_dir = out_buf;
+    }
+    for (int i = 0; i < argc; i++) {
+        strncat(line, " ", sizeof line - strlen(line) - 1);
+        strncat(line, argv[i], sizeof line - strlen(line) - 1);
+    }
+    c.argv_line = line;
+    c.progress = isatty(STDERR_FILENO);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    tmoe_error err = {0};
+    int r = tmoe_run(&c, stdout, &err);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (r == TMOE_EINTR) {
+        cli_fail("run", "%s", err.msg);
+        rc = 130;
+        goto done;
+    }
+    if (r) {
+        cli_fail_err("run", &err);
+        goto done;
+    }
+    rc = 0;
+done:
+    for (int i = 0; i < a.n; i++) free(a.v[i]);
+    free(a.v);
+    free(av);
+    return rc;
+}

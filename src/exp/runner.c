@@ -1,0 +1,887 @@
+/* The experiment runner (see include/thermoe/runner.h). One run directory holds
+ * batches.csv, metadata.json and traces/. Order of initialisation, each step reporting its
+ * own error: cost model, telemetry + monitor, model + engine, workloads, logger. */
+#include "thermoe/runner.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "thermoe/cost.h"
+#include "thermoe/cpu.h"
+#include "thermoe/exp.h"
+#include "exp/runner_internal.h"
+
+static volatile sig_atomic_t stop_requested;
+
+void tmoe_run_request_stop(void) { stop_requested = 1; }
+
+tmoe_run_config tmoe_run_config_default(void) {
+    tmoe_run_config c;
+    memset(&c, 0, sizeof c);
+    for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++) c.strategies[s] = 1;
+    for (int w = 0; w < TMOE_WL_COUNT; w++) c.workloads[w] = 1;
+    c.repeats = 1;
+    c.num_samples = 24;
+    c.epochs = 1;
+    c.warmup_batches = 2;
+    c.trace_batches = 4;
+    c.arrival_rate = 0.0;
+    c.cooldown_s = 0.0;
+    c.fidelity_every = 1;
+    c.seed = 42;
+    c.block = tmoe_block_config_default();
+    c.block.seq_len = 16;
+    c.batch_size = 4;
+    c.backend = TMOE_BACKEND_AUTO;
+    c.impl = TMOE_IMPL_FUSED;
+    c.telemetry = TMOE_TELEMETRY_AUTO;
+    c.router = tmoe_router_config_default();
+    c.out_dir = "results/run";
+    c.progress = 1;
+    return c;
+}
+
+const char *tmoe_run_default_cost_model(void) {
+    static char path[4096];
+    const char *dir = getenv("THERMOE_DATA_DIR");
+    snprintf(path, sizeof path, "%s/%s", dir && *dir ? dir : THERMOE_DATA_DIR,
+             "h100_cost_model.json");
+    return path;
+}
+
+/* ---- cost provider over the cost model --------------------------------------------- */
+
+/* Expected cost of an expert touched by n tokens. Below one token the cost is n times the
+ * one-token cost (the expectation over whether the expert is touched at all), so the soft
+ * counts of the TTHA surrogate see a cost that is continuous at 0. */
+static int model_expert_cost(void *ctx, int expert, double n, tmoe_expert_cost *out,
+                             tmoe_error *err) {
+    run_ctx *r = ctx;
+    tmoe_cost_value v;
+    double at = n < 1.0 ? 1.0 : n, scale = n < 1.0 ? (n > 0.0 ? n : 0.0) : 1.0;
+    int rc = tmoe_cost_expert(r->cm, r->blk->types[expert], r->cfg.impl, at, &v, err);
+    if (rc) return rc;
+    out->energy_j = scale * v.energy_j;
+    out->latency_ms = scale * v.latency_ms;
+    out->temp_impact_c_per_s = scale * v.temp_impact_c_per_s;
+    return TMOE_OK;
+}
+
+/* ---- small helpers ------------------------------------------------------------------- */
+
+static int mkdir_p(const char *path, tmoe_error *err) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) && errno != EEXIST)
+            return tmoe_errorf(err, TMOE_EIO, "cannot create directory %s: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) && errno != EEXIST)
+        return tmoe_errorf(err, TMOE_EIO, "cannot create directory %s: %s", buf, strerror(errno));
+    if (access(buf, W_OK) != 0)
+        return tmoe_errorf(err, TMOE_EIO, "directory %s is not writable: %s", buf, strerror(errno));
+    return TMOE_OK;
+}
+
+static void iso_time(char *buf, size_t n) {
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static double now_s(run_ctx *r) {
+    return (double)(tmoe_monitor_now_ns(r->mon) - r->t0_ns) / 1e9;
+}
+
+/* ---- initialisation ------------------------------------------------------------------ */
+
+static int init_cost(run_ctx *r, tmoe_error *err) {
+    const char *path = r->cfg.cost_model_path ? r->cfg.cost_model_path : tmoe_run_default_cost_model();
+    snprintf(r->cost_path, sizeof r->cost_path, "%s", path);
+    int rc = tmoe_cost_load(path, &r->cm, err);
+    if (rc) return tmoe_error_prefix(err, rc, "loading the kernel cost model");
+    r->cost_sum = tmoe_cost_checksum(r->cm);
+    /* every expert type of the model must be in the cost model: fail now, not mid-run */
+    for (int e = 0; e < r->blk_cfg.num_experts; e++) {
+        tmoe_etype t = r->blk_cfg.expert_types ? r->blk_cfg.expert_types[e] : r->blk_cfg.expert_type;
+        tmoe_cost_value v;
+        rc = tmoe_cost_expert(r->cm, t, r->cfg.impl, 1.0, &v, err);
+        if (rc) return tmoe_error_prefix(err, rc, "cost model %s has no %s/%s expert", path,
+                                         tmoe_etype_name(t), tmoe_impl_name(r->cfg.impl));
+    }
+    /* the MoE layer's other ops are billed when the cost model has them */
+    static const tmoe_op extra[] = {TMOE_OP_GATE_LINEAR, TMOE_OP_GATE_TOPK, TMOE_OP_PERMUTE,
+                                    TMOE_OP_COMBINE, TMOE_OP_NORM, TMOE_OP_ATTN_QKV,
+                                    TMOE_OP_ATTN_CORE, TMOE_OP_ATTN_OUT};
+    for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) {
+        tmoe_cost_value v;
+        tmoe_error e2 = {0};
+        r->billed[extra[i]] = tmoe_cost_lookup(r->cm, extra[i], TMOE_ET_FP16, TMOE_IMPL_FUSED, 1.0,
+                                               &v, &e2) == TMOE_OK;
+    }
+    return TMOE_OK;
+}
+
+static int init_telemetry(run_ctx *r, tmoe_error *err) {
+    tmoe_telemetry_config tc = tmoe_telemetry_config_default();
+    tc.kind = r->cfg.telemetry;
+    tc.sim.seed = r->cfg.seed;
+    tc.sim.n_devices = r->cfg.sim_devices > 0 ? r->cfg.sim_devices : 1;
+    int rc = tmoe_telemetry_open(&tc, &r->tel, err);
+    if (rc) return tmoe_error_prefix(err, rc, "starting telemetry");
+    r->sim = tmoe_telemetry_sim(r->tel);
+    tmoe_monitor_config mc = tmoe_monitor_config_default();
+    mc.mode = r->sim ? TMOE_MONITOR_SYNC : TMOE_MONITOR_THREAD;
+    rc = tmoe_monitor_create(r->tel, &mc, &r->mon, err);
+    if (rc) return tmoe_error_prefix(err, rc, "starting the telemetry monitor");
+    r->ndev = tmoe_telemetry_device_count(r->tel);
+    if (r->ndev > TMOE_ROUTE_MAX_DEVICES) r->ndev = TMOE_ROUTE_MAX_DEVICES;
+    tmoe_error e2 = {0};
+    snprintf(r->dev_driver, sizeof r->dev_driver, "%s", r->sim ? "simulated" : "unknown");
+    if (tmoe_telemetry_device_info(r->tel, 0, &r->dev_info, &e2))
+        tmoe_log(TMOE_LOG_WARN, "device info unavailable: %s", e2.msg);
+    return TMOE_OK;
+}
+
+static int init_model(run_ctx *r, tmoe_error *err) {
+    r->max_tokens = tmoe_workload_max_tokens(r->cfg.batch_size, r->cfg.block.seq_len);
+    int rc = tmoe_block_create(&r->blk_cfg, &r->blk, err);
+    if (rc) return tmoe_error_prefix(err, rc, "building the model");
+    tmoe_engine_config ec = tmoe_engine_config_default();
+    ec.backend = r->cfg.backend;
+    ec.device_id = r->cfg.device_id;
+    ec.max_tokens = r->max_tokens;
+    ec.impl = r->cfg.impl;
+    rc = tmoe_engine_create(r->blk, &ec, &r->eng, err);
+    if (rc) return tmoe_error_prefix(err, rc, "starting the engine");
+    size_t T = (size_t)r->max_tokens, D = (size_t)r->blk_cfg.d_model;
+    size_t E = (size_t)r->blk_cfg.num_experts, k = (size_t)r->blk_cfg.top_k;
+    r->x = tmoe_malloc(sizeof(float) * T * D, err);
+    r->y = tmoe_malloc(sizeof(float) * T * D, err);
+    r->y0 = tmoe_malloc(sizeof(float) * T * D, err);
+    r->logits = tmoe_malloc(sizeof(float) * T * E, err);
+    r->w = tmoe_malloc(sizeof(float) * T * k, err);
+    r->w0 = tmoe_malloc(sizeof(float) * T * k, err);
+    r->idx = tmoe_malloc(sizeof(int32_t) * T * k, err);
+    r->idx0 = tmoe_malloc(sizeof(int32_t) * T * k, err);
+    r->sel = tmoe_malloc(sizeof(int32_t) * T * k, err);
+    r->bias = tmoe_malloc(sizeof(float) * E, err);
+    r->samples = tmoe_malloc(sizeof(tmoe_sample) * RUN_MAX_SAMPLES, err);
+    if (!r->x || !r->y || !r->y0 || !r->logits || !r->w || !r->w0 || !r->idx || !r->idx0 ||
+        !r->sel || !r->bias || !r->samples)
+        return TMOE_ENOMEM;
+    for (int w = 0; w < TMOE_WL_COUNT; w++)
+        r->wl[w] = tmoe_workload_make((tmoe_workload_kind)w, r->cfg.batch_size, r->cfg.block.seq_len,
+                                      r->cfg.seed);
+    r->provider.expert_cost = model_expert_cost;
+    r->provider.expert_cost_deriv = NULL;
+    r->provider.ctx = r;
+    return TMOE_OK;
+}
+
+static void free_ctx(run_ctx *r) {
+    tmoe_router_free(r->router);
+    tmoe_engine_free(r->eng);
+    tmoe_block_free(r->blk);
+    tmoe_monitor_free(r->mon);
+    tmoe_telemetry_free(r->tel);
+    tmoe_cost_free(r->cm);
+    free(r->x);
+    free(r->y);
+    free(r->y0);
+    free(r->logits);
+    free(r->w);
+    free(r->w0);
+    free(r->idx);
+    free(r->idx0);
+    free(r->sel);
+    free(r->bias);
+    free(r->samples);
+}
+
+/* ---- hardware side of one batch ------------------------------------------------------ */
+
+/* Open-loop arrivals: wait (idle) until the next batch arrives. */
+static void wait_for_arrival(run_ctx *r, int tokens) {
+    if (r->cfg.arrival_rate <= 0.0) return;
+    double u = tmoe_rng_uniform(&r->arrivals);
+    r->next_arrival_s += -log(1.0 - u) * tokens / r->cfg.arrival_rate;
+    double now = now_s(r);
+    if (now >= r->next_arrival_s) return; /* the device is behind: no idle time */
+    double dt = r->next_arrival_s - now;
+    if (r->sim) {
+        tmoe_sim_advance(r->sim, dt);
+    } else {
+        struct timespec ts = {(time_t)dt, (long)((dt - (double)(time_t)dt) * 1e9)};
+        while (nanosleep(&ts, &ts) && errno == EINTR && !stop_requested) {
+        }
+    }
+}
+
+/* Bill the batch's work to the simulated GPU(s): each expert's op sequence at its token
+ * count from the cost model, on the device the expert lives on (round-robin), plus the
+ * MoE layer's other ops the cost model has, on device 0. Returns the step latency (ms):
+ * the devices work in parallel, each serially. */
+static int sim_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, batch_hw *hw,
+                    tmoe_error *err) {
+    double busy_ms[TMOE_ROUTE_MAX_DEVICES] = {0}, dyn_j[TMOE_ROUTE_MAX_DEVICES] = {0};
+    int nd = r->ndev > 0 ? r->ndev : 1;
+    for (int o = 0; o < TMOE_OP_COUNT; o++) hw->op_ms[o] = NAN;
+    for (int o = 0; o < TMOE_OP_COUNT; o++) {
+        if (!r->billed[o]) continue;
+        int attn = o == TMOE_OP_ATTN_QKV || o == TMOE_OP_ATTN_CORE || o == TMOE_OP_ATTN_OUT;
+        if (attn && moe_only) continue;
+        tmoe_cost_value v;
+        int rc = tmoe_cost_lookup(r->cm, (tmoe_op)o, TMOE_ET_FP16, TMOE_IMPL_FUSED, T, &v, err);
+        if (rc) return rc;
+        int calls = o == TMOE_OP_NORM && !moe_only ? 2 : 1;
+        busy_ms[0] += calls * v.latency_ms;
+        dyn_j[0] += calls * v.energy_dynamic_j;
+        hw->op_ms[o] = calls * v.latency_ms;
+    }
+    for (int e = 0; e < m->num_experts; e++) {
+        int n = m->tokens_per_expert[e];
+        hw->expert_ms[e] = 0.0;
+        if (n == 0) continue;
+        tmoe_op seq[4];
+        int nseq = tmoe_expert_op_sequence(r->blk->types[e], r->cfg.impl, seq);
+        int dev = e % nd;
+        for (int i = 0; i < nseq; i++) {
+            tmoe_cost_value v;
+            int rc = tmoe_cost_lookup(r->cm, seq[i], r->blk->types[e], r->cfg.impl, n, &v, err);
+            if (rc) return rc;
+            busy_ms[dev] += v.latency_ms;
+            dyn_j[dev] += v.energy_dynamic_j;
+            hw->expert_ms[e] += v.latency_ms;
+            hw->op_ms[seq[i]] = isnan(hw->op_ms[seq[i]]) ? v.latency_ms : hw->op_ms[seq[i]] + v.latency_ms;
+        }
+    }
+    double lat = 0.0;
+    for (int d = 0; d < nd; d++) {
+        if (busy_ms[d] <= 0.0) continue;
+        /* the cost model's dynamic energy is memory-bound work for experts (weights streamed) */
+        tmoe_sim_submit_energy(r->sim, d, busy_ms[d] / 1e3, dyn_j[d] > 0 ? dyn_j[d] : 0.0, 0.85);
+        if (busy_ms[d] > lat) lat = busy_ms[d];
+    }
+    tmoe_sim_sync(r->sim, -1);
+    hw->latency_ms = lat;
+    return TMOE_OK;
+}
+
+/* Fill hw from the monitor's samples in [t0, t1] (device clock, s since run start) and the
+ * energy window. Temperatures are the hottest device's; energy and power the sum. */
+static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en, int nen,
+                        const tmoe_sample *first, batch_hw *hw) {
+    hw->energy_j = 0.0;
+    hw->method = TMOE_ENERGY_COUNTER;
+    for (int d = 0; d < nen; d++) {
+        if (en[d].method == TMOE_ENERGY_NONE || isnan(en[d].joules)) {
+            hw->method = TMOE_ENERGY_NONE;
+            break;
+        }
+        hw->energy_j += en[d].joules;
+        if (en[d].method == TMOE_ENERGY_INTEGRATED) hw->method = TMOE_ENERGY_INTEGRATED;
+    }
+    hw->period_s = t1 - t0;
+    hw->temp_start_c = first->gpu_temp_c;
+    hw->temp_end_c = hw->temp_peak_c = hw->mem_temp_peak_c = NAN;
+    hw->power_peak_w = hw->sm_clock_mhz = hw->gpu_util_pct = NAN;
+    hw->throttle = 0;
+    double clk = 0.0, util = 0.0, pw_now = 0.0;
+    int nclk = 0, nutil = 0;
+    int64_t a = r->t0_ns + (int64_t)(t0 * 1e9), b = r->t0_ns + (int64_t)(t1 * 1e9);
+    for (int d = 0; d < r->ndev; d++) {
+        int n = tmoe_monitor_samples(r->mon, d, a, b, r->samples, RUN_MAX_SAMPLES);
+        tmoe_sample last;
+        /* a batch shorter than the sampling period holds no sample: use the latest one */
+        if (n == 0 && tmoe_monitor_latest(r->mon, d, &last) == TMOE_OK) {
+            r->samples[0] = last;
+            n = 1;
+        }
+        double pw_dev = NAN;
+        for (int i = 0; i < n; i++) {
+            const tmoe_sample *s = &r->samples[i];
+            if (s->valid & TMOE_F_GPU_TEMP) {
+                if (!(hw->temp_peak_c >= s->gpu_temp_c)) hw->temp_peak_c = s->gpu_temp_c;
+                if (d == 0) hw->temp_end_c = s->gpu_temp_c;
+            }
+            if ((s->valid & TMOE_F_MEM_TEMP) && !(hw->mem_temp_peak_c >= s->mem_temp_c))
+                hw->mem_temp_peak_c = s->mem_temp_c;
+            double p = (s->valid & TMOE_F_POWER_INSTANT) ? s->power_instant_w
+                       : (s->valid & TMOE_F_POWER_AVG) ? s->power_avg_w : NAN;
+            if (!isnan(p)) {
+                pw_dev = p;
+                if (!(hw->power_peak_w >= p)) hw->power_peak_w = p;
+            }
+            if (s->valid & TMOE_F_SM_CLOCK) {
+                clk += s->sm_clock_mhz;
+                nclk++;
+                if (s->sm_clock_mhz > r->max_sm_clock) r->max_sm_clock = s->sm_clock_mhz;
+            }
+            if (s->valid & TMOE_F_GPU_UTIL) {
+                util += s->gpu_util_pct;
+                nutil++;
+            }
+            if (s->valid & TMOE_F_THROTTLE) hw->throttle |= s->throttle_reasons & ~TMOE_THROTTLE_GPU_IDLE;
+        }
+        pw_now += isnan(pw_dev) ? 0.0 : pw_dev;
+    }
+    if (nclk) hw->sm_clock_mhz = clk / nclk;
+    if (nutil) hw->gpu_util_pct = util / nutil;
+    if (hw->method == TMOE_ENERGY_NONE && hw->period_s > 0.0 && pw_now > 0.0) {
+        /* no sample and no counter step inside the window: latest power x duration */
+        hw->energy_j = pw_now * hw->period_s;
+        hw->method = TMOE_ENERGY_INTEGRATED;
+    } else if (hw->method == TMOE_ENERGY_NONE) {
+        hw->energy_j = NAN;
+    }
+    hw->power_avg_w = hw->period_s > 0.0 ? hw->energy_j / hw->period_s : NAN;
+    if (!(hw->power_peak_w >= hw->power_avg_w)) hw->power_peak_w = hw->power_avg_w;
+}
+
+/* Hardware snapshot for the router from the latest samples. */
+static tmoe_hw_state hw_snapshot(run_ctx *r, double horizon_s) {
+    tmoe_hw_state h = tmoe_hw_state_unknown();
+    tmoe_sample s;
+    h.num_devices = r->ndev;
+    for (int d = 0; d < r->ndev; d++) {
+        if (tmoe_monitor_latest(r->mon, d, &s) != TMOE_OK) continue;
+        double p = (s.valid & TMOE_F_POWER_AVG) ? s.power_avg_w : NAN;
+        h.dev_temp_c[d] = (s.valid & TMOE_F_GPU_TEMP) ? s.gpu_temp_c : NAN;
+        h.dev_power_w[d] = p;
+        h.dev_util[d] = (s.valid & TMOE_F_GPU_UTIL) ? s.gpu_util_pct / 100.0 : NAN;
+        h.dev_queue[d] = r->sim ? tmoe_sim_backlog_s(r->sim, d) * 1e3 : NAN;
+        if (d != 0) continue;
+        h.gpu_temp_c = h.dev_temp_c[0];
+        h.mem_temp_c = (s.valid & TMOE_F_MEM_TEMP) ? s.mem_temp_c : NAN;
+        h.power_w = p;
+        h.gpu_util = h.dev_util[0];
+        if ((s.valid & TMOE_F_SM_CLOCK) && r->max_sm_clock > 0.0)
+            h.sm_clock_ratio = s.sm_clock_mhz / r->max_sm_clock;
+        if (s.valid & TMOE_F_THROTTLE)
+            h.throttled = (s.throttle_reasons & (TMOE_THROTTLE_SW_POWER_CAP | TMOE_THROTTLE_HW_SLOWDOWN |
+                                                 TMOE_THROTTLE_SW_THERMAL | TMOE_THROTTLE_HW_THERMAL |
+                                                 TMOE_THROTTLE_HW_POWER_BRAKE)) != 0;
+        h.pred_horizon_s = horizon_s;
+        h.pred_temp_c = tmoe_monitor_predict_thermal(r->mon, horizon_s, isnan(p) ? 0.0 : p);
+    }
+    return h;
+}
+
+/* ---- one batch ---------------------------------------------------------------------- */
+
+/* Fraction of chosen (token, expert) pairs shared by two selections (order ignored). */
+static double topk_agreement(const int32_t *a, const int32_t *b, int T, int k) {
+    long same = 0;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j < k; j++)
+                if (a[t * k + i] == b[t * k + j]) {
+                    same++;
+                    break;
+                }
+    return (double)same / ((double)T * k);
+}
+
+static double rel_error(const float *y, const float *y0, size_t n) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)y[i] - y0[i];
+        num += d * d;
+        den += (double)y0[i] * y0[i];
+    }
+    return den > 0.0 ? sqrt(num / den) : (num > 0.0 ? INFINITY : 0.0);
+}
+
+static void trace_batch(run_ctx *r, tmoe_trace *tr, const batch_hw *hw, double t_dev_end,
+                        double host_ts_us, double router_ms, int b) {
+    /* device track: the ops of the step laid end to end, ending when the batch ended */
+    double total = 0.0;
+    for (int o = 0; o < TMOE_OP_COUNT; o++)
+        if (!isnan(hw->op_ms[o])) total += hw->op_ms[o];
+    double ts = t_dev_end * 1e6 - total * 1e3;
+    static const tmoe_op order[] = {TMOE_OP_NORM, TMOE_OP_ATTN_QKV, TMOE_OP_ATTN_CORE,
+                                    TMOE_OP_ATTN_OUT, TMOE_OP_GATE_LINEAR, TMOE_OP_GATE_TOPK,
+                                    TMOE_OP_PERMUTE, TMOE_OP_DEQUANT_UNPACK, TMOE_OP_LINEAR_FC1,
+                                    TMOE_OP_RELU, TMOE_OP_LINEAR_FC2, TMOE_OP_COMBINE};
+    char args[128];
+    snprintf(args, sizeof args, "{\"batch\":%d}", b);
+    for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
+        double ms = hw->op_ms[order[i]];
+        if (isnan(ms)) continue;
+        tmoe_trace_span(tr, tmoe_op_name(order[i]), "op", 1, 1, ts, ms * 1e3, args);
+        ts += ms * 1e3;
+    }
+    tmoe_trace_span(tr, "router", "host", 2, 1, host_ts_us, router_ms * 1e3, args);
+    int64_t a = r->t0_ns + (int64_t)((t_dev_end - hw->period_s) * 1e9);
+    int64_t e = r->t0_ns + (int64_t)(t_dev_end * 1e9);
+    int n = tmoe_monitor_samples(r->mon, 0, a, e, r->samples, RUN_MAX_SAMPLES);
+    for (int i = 0; i < n; i++) {
+        const tmoe_sample *s = &r->samples[i];
+        double us = (double)(s->t_ns - r->t0_ns) / 1e3;
+        if (s->valid & TMOE_F_POWER_AVG) tmoe_trace_counter(tr, "power_w", 1, us, "avg", s->power_avg_w);
+        if (s->valid & TMOE_F_POWER_INSTANT)
+            tmoe_trace_counter(tr, "power_instant_w", 1, us, "instant", s->power_instant_w);
+        if (s->valid & TMOE_F_GPU_TEMP) tmoe_trace_counter(tr, "gpu_temp_c", 1, us, "gpu", s->gpu_temp_c);
+        if (s->valid & TMOE_F_MEM_TEMP) tmoe_trace_counter(tr, "mem_temp_c", 1, us, "hbm", s->mem_temp_c);
+    }
+}
+
+static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_trace *tr,
+                     tmoe_error *err) {
+    const tmoe_workload *w = &r->wl[c->wl];
+    int T = w->tokens, D = r->blk_cfg.d_model, E = r->blk_cfg.num_experts, k = r->blk_cfg.top_k;
+    tmoe_workload_batch(w, r->blk, b % r->cfg.num_samples, r->x);
+
+    double t_begin = now_s(r);
+    int64_t tok[TMOE_ROUTE_MAX_DEVICES];
+    for (int d = 0; d < r->ndev; d++) tok[d] = tmoe_monitor_energy_begin(r->mon, d);
+    tmoe_sample first = tmoe_sample_invalid(0, 0);
+    tmoe_monitor_latest(r->mon, 0, &first);
+    wait_for_arrival(r, T);
+
+    int rc = tmoe_engine_begin(r->eng, r->x, T, r->cfg.moe_only, err);
+    if (!rc) rc = tmoe_engine_logits(r->eng, r->logits, err);
+    if (rc) return rc;
+    tmoe_hw_state hs = hw_snapshot(r, r->cfg.router.horizon_s);
+    int64_t h0 = tmoe_now_ns();
+    double pred_e = NAN;
+    rc = tmoe_router_route(r->router, r->logits, T, &hs, r->bias, r->sel, &pred_e, err);
+    if (rc) return tmoe_error_prefix(err, rc, "router %s", tmoe_route_strategy_name(c->st));
+    double router_ms = (double)(tmoe_now_ns() - h0) / 1e6;
+    double host_ts_us = (double)(h0 - r->wall0_ns) / 1e3;
+
+    tmoe_moe_metrics m = {.topk_idx = r->idx, .topk_w = r->w};
+    const float *bias = c->st == TMOE_ROUTE_BASELINE && !r->cfg.load_balancer ? NULL : r->bias;
+    rc = tmoe_engine_moe(r->eng, bias, &m, err);
+    if (!rc) rc = tmoe_engine_output(r->eng, r->y, err);
+    if (rc) return rc;
+    batch_hw hw;
+    if (r->sim) {
+        rc = sim_bill(r, &m, T, r->cfg.moe_only, &hw, err);
+        if (rc) return tmoe_error_prefix(err, rc, "billing the batch to the simulated GPU");
+    } else {
+        hw.latency_ms = m.step_ms;
+        memcpy(hw.op_ms, m.op_ms, sizeof hw.op_ms);
+        memcpy(hw.expert_ms, m.expert_ms, sizeof hw.expert_ms);
+    }
+    double t_end = now_s(r);
+    tmoe_energy en[TMOE_ROUTE_MAX_DEVICES];
+    for (int d = 0; d < r->ndev; d++) {
+        tmoe_error e2 = {0};
+        if (tok[d] < 0 || tmoe_monitor_energy_end(r->mon, tok[d], &en[d], &e2))
+            en[d].method = TMOE_ENERGY_NONE, en[d].joules = NAN;
+    }
+    read_window(r, t_begin, t_end, en, r->ndev, &first, &hw);
+    double period = hw.period_s > 0.0 ? hw.period_s : hw.latency_ms / 1e3;
+    r->last_latency_ms = hw.latency_ms;
+
+    /* fidelity against the unbiased routing of the same batch */
+    tmoe_cpu_gate_topk(r->logits, NULL, T, E, k, r->blk_cfg.renormalize, 0, r->idx0, r->w0);
+    double agree = topk_agreement(r->idx, r->idx0, T, k), relerr = NAN;
+    if (r->cfg.fidelity_every > 0 && b % r->cfg.fidelity_every == 0) {
+        if (bias == NULL) {
+            relerr = 0.0; /* the unbiased step is the one that ran */
+        } else {
+            rc = tmoe_engine_moe(r->eng, NULL, NULL, err);
+            if (!rc) rc = tmoe_engine_output(r->eng, r->y0, err);
+            if (rc) return rc;
+            relerr = rel_error(r->y, r->y0, (size_t)T * D);
+        }
+    }
+
+    tmoe_route_obs obs = tmoe_route_obs_unknown();
+    obs.power_w = hw.power_avg_w;
+    obs.temp_c = hw.temp_end_c;
+    obs.latency_ms = hw.latency_ms;
+    obs.throughput = T / period;
+    obs.period_s = period;
+    obs.dt_s = period;
+    tmoe_ttha_record rec;
+    int64_t u0 = tmoe_now_ns();
+    rc = tmoe_router_update(r->router, &obs, &rec, err);
+    if (rc) return tmoe_error_prefix(err, rc, "router update");
+    router_ms += (double)(tmoe_now_ns() - u0) / 1e6;
+    r->prev_end_s = now_s(r);
+
+    if (tr) trace_batch(r, tr, &hw, t_end, host_ts_us, router_ms, b);
+    if (!logged) return TMOE_OK;
+    tmoe_runlog_row *row = &r->row;
+    tmoe_runlog_row_clear(row);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TIME, t_end);
+    tmoe_runlog_row_str(row, TMOE_RL_RUN_ID, r->run_id);
+    tmoe_runlog_row_int(row, TMOE_RL_REPEAT, c->repeat);
+    tmoe_runlog_row_str(row, TMOE_RL_WORKLOAD, tmoe_workload_name(c->wl));
+    tmoe_runlog_row_str(row, TMOE_RL_STRATEGY, tmoe_route_strategy_name(c->st));
+    tmoe_runlog_row_str(row, TMOE_RL_EXPERT_TYPE,
+                        r->blk_cfg.expert_types ? "mixed" : tmoe_etype_name(r->blk_cfg.expert_type));
+    tmoe_runlog_row_str(row, TMOE_RL_IMPL, tmoe_impl_name(r->cfg.impl));
+    tmoe_runlog_row_int(row, TMOE_RL_BATCH_IDX, b);
+    tmoe_runlog_row_int(row, TMOE_RL_TOKENS, T);
+    tmoe_runlog_row_dbl(row, TMOE_RL_LATENCY_MS, hw.latency_ms);
+    tmoe_runlog_row_dbl(row, TMOE_RL_THROUGHPUT, T / period);
+    tmoe_runlog_row_dbl(row, TMOE_RL_ENERGY_J, hw.energy_j);
+    tmoe_runlog_row_dbl(row, TMOE_RL_ENERGY_J_PER_TOKEN, hw.energy_j / T);
+    tmoe_runlog_row_str(row, TMOE_RL_ENERGY_METHOD, tmoe_energy_method_name(hw.method));
+    tmoe_runlog_row_dbl(row, TMOE_RL_POWER_AVG_W, hw.power_avg_w);
+    tmoe_runlog_row_dbl(row, TMOE_RL_POWER_PEAK_W, hw.power_peak_w);
+    tmoe_runlog_row_dbl(row, TMOE_RL_GPU_TEMP_START_C, hw.temp_start_c);
+    tmoe_runlog_row_dbl(row, TMOE_RL_GPU_TEMP_END_C, hw.temp_end_c);
+    tmoe_runlog_row_dbl(row, TMOE_RL_GPU_TEMP_PEAK_C, hw.temp_peak_c);
+    tmoe_runlog_row_dbl(row, TMOE_RL_MEM_TEMP_C, hw.mem_temp_peak_c);
+    tmoe_runlog_row_dbl(row, TMOE_RL_SM_CLOCK_MHZ, hw.sm_clock_mhz);
+    tmoe_runlog_row_int(row, TMOE_RL_THROTTLE_REASONS, (long long)hw.throttle);
+    tmoe_runlog_row_dbl(row, TMOE_RL_GPU_UTIL_PCT, hw.gpu_util_pct);
+    tmoe_runlog_row_ints(row, TMOE_RL_EXPERT_USAGE_COUNTS, m.tokens_per_expert, E);
+    tmoe_runlog_row_dbls(row, TMOE_RL_EXPERT_TIME_MS, hw.expert_ms, E);
+    tmoe_runlog_row_dbl(row, TMOE_RL_PREDICTED_ENERGY_J, pred_e);
+    tmoe_runlog_row_dbl(row, TMOE_RL_ROUTER_OVERHEAD_MS, router_ms);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_POWER_LOSS, rec.power_loss);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_TEMP_LOSS, rec.temp_loss);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_LATENCY_PENALTY, rec.latency_penalty);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_THROUGHPUT_BONUS, rec.throughput_bonus);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_FIDELITY, rec.fidelity);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_TOTAL_LOSS, rec.total);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_LR, rec.lr);
+    double bd[TMOE_MAX_EXPERTS];
+    for (int e = 0; e < E; e++) bd[e] = bias ? r->bias[e] : 0.0;
+    tmoe_runlog_row_dbls(row, TMOE_RL_BIASES, bd, E);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TOPK_AGREEMENT, agree);
+    tmoe_runlog_row_dbl(row, TMOE_RL_OUTPUT_REL_ERROR, relerr);
+    tmoe_runlog_row_str(row, TMOE_RL_TELEMETRY_SOURCE, tmoe_telemetry_source_name(r->tel));
+    return tmoe_runlog_write(r->log, row, err);
+}
+
+/* ---- combinations ------------------------------------------------------------------- */
+
+static int make_router(run_ctx *r, tmoe_route_strategy st, tmoe_workload_kind wl, uint64_t seed,
+                       tmoe_error *err) {
+    tmoe_router_free(r->router);
+    r->router = NULL;
+    tmoe_router_config rc = r->cfg.router;
+    rc.strategy = st;
+    rc.num_experts = r->blk_cfg.num_experts;
+    rc.top_k = r->blk_cfg.top_k;
+    rc.max_tokens = r->max_tokens;
+    rc.latency_base_ms = r->base_latency_ms[wl];
+    rc.throughput_base = r->base_throughput[wl];
+    rc.num_devices = r->ndev;
+    rc.seed = seed;
+    rc.lb_enabled = r->cfg.load_balancer;
+    int c = tmoe_router_create(&rc, &r->provider, &r->router, err);
+    if (c) return tmoe_error_prefix(err, c, "creating router %s", tmoe_route_strategy_name(st));
+    if (st == TMOE_ROUTE_KERNEL_AWARE_TTHA && r->cfg.ttha_warm_start) {
+        c = tmoe_router_ttha_load(r->router, r->cfg.ttha_warm_start, err);
+        if (c) return tmoe_error_prefix(err, c, "TTHA warm start");
+    }
+    if (st == TMOE_ROUTE_STATIC_OPTIMAL) {
+        /* workload profile: the gate logits of the workload's first samples */
+        const tmoe_workload *w = &r->wl[wl];
+        int nprof = r->cfg.num_samples < 4 ? r->cfg.num_samples : 4, E = r->blk_cfg.num_experts;
+        float *prof = tmoe_malloc(sizeof(float) * (size_t)nprof * w->tokens * E, err);
+        if (!prof) return TMOE_ENOMEM;
+        for (int i = 0; i < nprof && !c; i++) {
+            tmoe_workload_batch(w, r->blk, i, r->x);
+            c = tmoe_engine_begin(r->eng, r->x, w->tokens, r->cfg.moe_only, err);
+            if (!c) c = tmoe_engine_logits(r->eng, prof + (size_t)i * w->tokens * E, err);
+        }
+        double kl = NAN;
+        if (!c) c = tmoe_router_fit_static(r->router, prof, nprof * w->tokens, w->tokens, &kl, err);
+        free(prof);
+        if (c) return tmoe_error_prefix(err, c, "fitting static_optimal biases");
+        tmoe_log(TMOE_LOG_INFO, "static_optimal on %s: expected KL %.4g nats (bound %.4g)",
+                 tmoe_workload_name(wl), kl, r->cfg.router.kl_bound);
+    }
+    return TMOE_OK;
+}
+
+/* Baseline latency and throughput per workload, for the TTHA latency penalty and
+ * throughput bonus (recorded in the metadata). */
+static int calibrate(run_ctx *r, tmoe_error *err) {
+    for (int wl = 0; wl < TMOE_WL_COUNT; wl++) {
+        r->base_latency_ms[wl] = r->base_throughput[wl] = NAN;
+        if (!r->cfg.workloads[wl]) continue;
+        int rc = make_router(r, TMOE_ROUTE_BASELINE, (tmoe_workload_kind)wl, r->cfg.seed, err);
+        if (rc) return rc;
+        run_combo c = {.repeat = -1, .wl = (tmoe_workload_kind)wl, .st = TMOE_ROUTE_BASELINE};
+        int n = 4;
+        double lat = 0.0, per = 0.0;
+        for (int b = 0; b < n; b++) {
+            double t0 = now_s(r);
+            rc = run_batch(r, &c, b, 0, NULL, err);
+            if (rc) return tmoe_error_prefix(err, rc, "baseline calibration of %s",
+                                             tmoe_workload_name((tmoe_workload_kind)wl));
+            lat += r->last_latency_ms;
+            per += now_s(r) - t0;
+        }
+        r->base_latency_ms[wl] = lat / n;
+        r->base_throughput[wl] = r->wl[wl].tokens * n / per;
+    }
+    return TMOE_OK;
+}
+
+/* Rest until the GPU is back within 1 C of the run's starting temperature, or cooldown_s. */
+static void cool_down(run_ctx *r) {
+    if (r->cfg.cooldown_s <= 0.0 || isnan(r->start_temp_c)) return;
+    for (double t = 0.0; t < r->cfg.cooldown_s && !stop_requested; t += 0.5) {
+        tmoe_sample s;
+        if (tmoe_monitor_latest(r->mon, 0, &s) == TMOE_OK && (s.valid & TMOE_F_GPU_TEMP) &&
+            s.gpu_temp_c <= r->start_temp_c + 1.0)
+            return;
+        if (r->sim) tmoe_sim_advance(r->sim, 0.5);
+        else nanosleep(&(struct timespec){0, 500000000L}, NULL);
+    }
+}
+
+static void progress(run_ctx *r, int ci, int nc, const run_combo *c, int b, int nb) {
+    if (r->cfg.quiet || !r->out) return;
+    double el = (double)(tmoe_now_ns() - r->wall0_ns) / 1e9;
+    double eta = r->batches_done > 0 ? el / r->batches_done * (r->batches_total - r->batches_done) : NAN;
+    tmoe_sample s;
+    double p = NAN, t = NAN;
+    if (tmoe_monitor_latest(r->mon, 0, &s) == TMOE_OK) {
+        p = (s.valid & TMOE_F_POWER_AVG) ? s.power_avg_w : NAN;
+        t = (s.valid & TMOE_F_GPU_TEMP) ? s.gpu_temp_c : NAN;
+    }
+    const char *src = r->sim ? "sim" : "nvml";
+    if (r->cfg.progress) {
+        fprintf(stderr, "\r[%d/%d] r%d %-15s %-21s batch %4d/%-4d ETA %3.0fs  %s %5.0f W %4.1f C ",
+                ci + 1, nc, c->repeat, tmoe_workload_name(c->wl), tmoe_route_strategy_name(c->st),
+                b, nb, eta, src, p, t);
+        fflush(stderr);
+    } else if (b == nb) {
+        fprintf(stderr, "[%d/%d] repeat %d %s %s: %d batches (%s %.0f W, %.1f C; %.0f s elapsed)\n",
+                ci + 1, nc, c->repeat, tmoe_workload_name(c->wl), tmoe_route_strategy_name(c->st),
+                nb, src, p, t, el);
+    }
+}
+
+static int combo_done(const tmoe_runlog_done *d, int nd, const run_combo *c, int rows) {
+    for (int i = 0; i < nd; i++)
+        if (d[i].repeat == c->repeat && !strcmp(d[i].workload, tmoe_workload_name(c->wl)) &&
+            !strcmp(d[i].strategy, tmoe_route_strategy_name(c->st)))
+            return d[i].rows == rows;
+    return 0;
+}
+
+static int run_combo_batches(run_ctx *r, const run_combo *c, int ci, int nc, tmoe_error *err) {
+    uint64_t seed = r->cfg.seed ^ ((uint64_t)(c->repeat + 1) << 40) ^ ((uint64_t)c->wl << 20) ^ (uint64_t)c->st;
+    int rc = make_router(r, c->st, c->wl, seed, err);
+    if (rc) return rc;
+    int nb = r->cfg.num_samples * r->cfg.epochs;
+    for (int b = 0; b < r->cfg.warmup_batches; b++)
+        if ((rc = run_batch(r, c, b, 0, NULL, err))) return rc;
+    tmoe_trace *tr = NULL;
+    if (r->cfg.trace_batches > 0) {
+        char path[4300];
+        snprintf(path, sizeof path, "%s/traces/r%d_%s_%s.json", r->dir, c->repeat,
+                 tmoe_workload_name(c->wl), tmoe_route_strategy_name(c->st));
+        rc = tmoe_trace_open(path, &tr, err);
+        if (rc) return rc;
+        tmoe_trace_name(tr, 1, -1, r->sim ? "device (simulated H100 clock)" : "device");
+        tmoe_trace_name(tr, 2, -1, "host");
+    }
+    for (int b = 0; b < nb; b++) {
+        rc = run_batch(r, c, b, 1, b < r->cfg.trace_batches ? tr : NULL, err);
+        if (rc) break;
+        r->batches_done++;
+        if (b + 1 == r->cfg.trace_batches && tr) {
+            rc = tmoe_trace_close(tr, err);
+            tr = NULL;
+            if (rc) break;
+        }
+        if (r->cfg.progress || b + 1 == nb) progress(r, ci, nc, c, b + 1, nb);
+        if (stop_requested) break;
+    }
+    if (tr) {
+        tmoe_error e2 = {0};
+        int rc2 = tmoe_trace_close(tr, &e2);
+        if (!rc && rc2) rc = tmoe_errorf(err, rc2, "%s", e2.msg);
+    }
+    if (!rc && c->st == TMOE_ROUTE_KERNEL_AWARE_TTHA) {
+        char path[4300];
+        snprintf(path, sizeof path, "%s/ttha_r%d_%s.bin", r->dir, c->repeat, tmoe_workload_name(c->wl));
+        rc = tmoe_router_ttha_save(r->router, path, err);
+    }
+    return rc;
+}
+
+/* ---- the run ------------------------------------------------------------------------ */
+
+static int open_run_dir(run_ctx *r, tmoe_runlog_done **done, int *ndone, tmoe_error *err) {
+    snprintf(r->dir, sizeof r->dir, "%s", r->cfg.out_dir);
+    int rc = mkdir_p(r->dir, err);
+    if (rc) return tmoe_error_prefix(err, rc, "output directory");
+    char traces[4300];
+    snprintf(traces, sizeof traces, "%s/traces", r->dir);
+    if ((rc = mkdir_p(traces, err))) return rc;
+    if (r->cfg.log_file) snprintf(r->csv_path, sizeof r->csv_path, "%s", r->cfg.log_file);
+    else snprintf(r->csv_path, sizeof r->csv_path, "%s/%s", r->dir, TMOE_RUNLOG_CSV);
+    char fp[512], old_fp[512];
+    run_fingerprint(r, fp, sizeof fp);
+    if (r->cfg.resume) {
+        rc = run_read_metadata(r->dir, r->run_id, sizeof r->run_id, old_fp, sizeof old_fp, err);
+        if (rc) return tmoe_error_prefix(err, rc, "--resume");
+        if (strcmp(fp, old_fp) != 0)
+            return tmoe_errorf(err, TMOE_EINVAL,
+                               "--resume: the flags differ from the run in %s (was: %s; now: %s)",
+                               r->dir, old_fp, fp);
+    } else {
+        if (access(r->csv_path, F_OK) == 0)
+            return tmoe_errorf(err, TMOE_EINVAL,
+                               "%s exists: continue that run with --resume, or choose another --out",
+                               r->csv_path);
+        char stamp[32];
+        time_t t = time(NULL);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+        snprintf(r->run_id, sizeof r->run_id, "%s-%08llx", stamp,
+                 (unsigned long long)(r->cfg.seed * 0x9e3779b97f4a7c15ull >> 32));
+    }
+    rc = tmoe_runlog_open(r->csv_path, r->cfg.resume, &r->log, done, ndone, err);
+    return rc;
+}
+
+int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
+    run_ctx *r = tmoe_calloc(1, sizeof *r, err);
+    if (!r) return TMOE_ENOMEM;
+    r->cfg = *cfg;
+    r->out = out;
+    r->blk_cfg = cfg->block;
+    r->wall0_ns = tmoe_now_ns();
+    stop_requested = 0;
+    iso_time(r->started, sizeof r->started);
+    tmoe_runlog_done *done = NULL;
+    int ndone = 0, rc;
+    int nstrat = 0, nwl = 0;
+    for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++) nstrat += cfg->strategies[s] != 0;
+    for (int w = 0; w < TMOE_WL_COUNT; w++) nwl += cfg->workloads[w] != 0;
+    if (!nstrat || !nwl || cfg->repeats < 1 || cfg->num_samples < 1 || cfg->epochs < 1) {
+        rc = tmoe_errorf(err, TMOE_EINVAL, "nothing to run: %d strategies, %d workloads, %d repeats, "
+                         "%d samples, %d epochs", nstrat, nwl, cfg->repeats, cfg->num_samples, cfg->epochs);
+        goto out;
+    }
+    if (cfg->router.capacity_factor > 0.0) {
+        rc = tmoe_errorf(err, TMOE_EINVAL, "a capacity factor is not supported by the engine's "
+                         "selection in runs (the router's capacity-limited selection would differ "
+                         "from the experts that ran)");
+        goto out;
+    }
+    if ((rc = tmoe_block_config_validate(&r->blk_cfg, err))) goto out;
+    /* 1. cost model (its expert checks need the block config) */
+    if ((rc = init_cost(r, err))) goto out;
+    /* 2. telemetry and monitor */
+    if ((rc = init_telemetry(r, err))) goto out;
+    tmoe_log(TMOE_LOG_INFO, "%s", tmoe_telemetry_choice(r->tel));
+    /* 3. model and engine */
+    if ((rc = init_model(r, err))) goto out;
+    /* 4. output: directory, batches.csv (resume), metadata */
+    if ((rc = open_run_dir(r, &done, &ndone, err))) goto out;
+    r->t0_ns = tmoe_monitor_now_ns(r->mon);
+    tmoe_rng_seed_stream(&r->arrivals, cfg->seed, 0xa771);
+    if (r->sim) tmoe_sim_advance(r->sim, 0.2); /* first samples */
+    tmoe_sample s0;
+    r->start_temp_c = tmoe_monitor_latest(r->mon, 0, &s0) == TMOE_OK && (s0.valid & TMOE_F_GPU_TEMP)
+                          ? s0.gpu_temp_c : NAN;
+
+    int nb = cfg->num_samples * cfg->epochs;
+    int ncomb = cfg->repeats * nstrat * nwl;
+    run_combo *combos = tmoe_calloc((size_t)ncomb, sizeof *combos, err);
+    if (!combos) {
+        rc = TMOE_ENOMEM;
+        goto out;
+    }
+    int n = 0;
+    for (int rep = 0; rep < cfg->repeats; rep++) {
+        int first = n;
+        for (int w = 0; w < TMOE_WL_COUNT; w++)
+            for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++)
+                if (cfg->workloads[w] && cfg->strategies[s])
+                    combos[n++] = (run_combo){rep, (tmoe_workload_kind)w, (tmoe_route_strategy)s};
+        /* interleave: a fresh random order each repeat, so heat is not billed to one strategy */
+        tmoe_rng o;
+        tmoe_rng_seed_stream(&o, cfg->seed, 0x0bde7 + (uint64_t)rep);
+        for (int i = n - 1; i > first; i--) {
+            int j = first + (int)tmoe_rng_below(&o, (uint32_t)(i - first + 1));
+            run_combo t = combos[i];
+            combos[i] = combos[j];
+            combos[j] = t;
+        }
+    }
+    /* resume: keep complete combinations, drop the rows of a combination cut short */
+    int nkeep = 0;
+    if (cfg->resume) {
+        for (int i = 0; i < ndone; i++) {
+            run_combo c = {.repeat = done[i].repeat};
+            int ok = tmoe_workload_parse(done[i].workload, &c.wl) == 0 &&
+                     tmoe_route_strategy_parse(done[i].strategy, &c.st) == 0 && done[i].rows == nb;
+            if (ok) done[nkeep++] = done[i];
+        }
+        if ((rc = tmoe_runlog_drop(r->log, done, nkeep, err))) goto out_combos;
+        if (!cfg->quiet && out)
+            fprintf(out, "resuming %s: %d of %d combinations already complete\n", r->run_id, nkeep, ncomb);
+    }
+    r->batches_total = (long)(ncomb - nkeep) * nb;
+    if ((rc = run_write_metadata(r, "running", err))) goto out_combos;
+    if (!cfg->quiet && out) {
+        fprintf(out, "thermoe run %s: %d strategies x %d workloads x %d repeats, %d batches each; "
+                     "backend %s; %s\n",
+                r->run_id, nstrat, nwl, cfg->repeats, nb, tmoe_engine_backend_name(r->eng),
+                tmoe_telemetry_choice(r->tel));
+        if (r->sim)
+            fprintf(out, "simulated GPU: time, energy, power and temperature are a simulated H100 "
+                         "driven by the measured cost model %s; values are computed on the %s "
+                         "backend\n",
+                    r->cost_path, tmoe_engine_backend_name(r->eng));
+        fflush(out);
+    }
+    if ((rc = calibrate(r, err))) goto out_combos;
+    for (int i = 0; i < ncomb && !stop_requested; i++) {
+        if (cfg->resume && combo_done(done, nkeep, &combos[i], nb)) continue;
+        rc = run_combo_batches(r, &combos[i], i, ncomb, err);
+        if (rc) break;
+        if (i + 1 < ncomb) cool_down(r);
+    }
+    if (cfg->progress && !cfg->quiet) fputc('\n', stderr);
+    {
+        tmoe_error e2 = {0};
+        const char *status = rc ? "failed" : stop_requested ? "interrupted" : "complete";
+        int mrc = run_write_metadata(r, status, &e2);
+        if (!rc && mrc) rc = tmoe_errorf(err, mrc, "%s", e2.msg);
+    }
+    if (!rc && stop_requested) {
+        rc = tmoe_errorf(err, TMOE_EINTR, "interrupted after %ld batches; %s is complete up to the "
+                         "last batch: continue with --resume --out %s",
+                         r->batches_done, r->csv_path, r->dir);
+    }
+    if (!rc) {
+        tmoe_error e2 = {0};
+        int src = tmoe_runlog_close(r->log, &e2);
+        r->log = NULL;
+        if (src) rc = tmoe_errorf(err, src, "%s", e2.msg);
+    }
+    if (!rc && out) rc = run_print_summary(r, err);
+out_combos:
+    free(combos);
+out:
+    if (r->log) {
+        tmoe_error e2 = {0};
+        tmoe_runlog_close(r->log, &e2);
+    }
+    free(done);
+    free_ctx(r);
+    free(r);
+    return rc;
+}

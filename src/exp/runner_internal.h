@@ -1,0 +1,85 @@
+/* Private state of the experiment runner, shared by its source files. */
+#ifndef THERMOE_RUNNER_INTERNAL_H
+#define THERMOE_RUNNER_INTERNAL_H
+
+#include "thermoe/cost.h"
+#include "thermoe/exp.h"
+#include "thermoe/runner.h"
+
+#define RUN_MAX_SAMPLES 4096 /* monitor samples copied per batch window */
+
+typedef struct run_combo {
+    int repeat;
+    tmoe_workload_kind wl;
+    tmoe_route_strategy st;
+} run_combo;
+
+/* What one batch observed on the hardware (sim or nvml). Unknown values are NAN. */
+typedef struct batch_hw {
+    double latency_ms;        /* MoE step (device events / simulated) */
+    double period_s;          /* end of previous batch -> end of this one */
+    double energy_j;
+    tmoe_energy_method method;
+    double power_avg_w, power_peak_w;
+    double temp_start_c, temp_end_c, temp_peak_c, mem_temp_peak_c;
+    double sm_clock_mhz, gpu_util_pct;
+    uint64_t throttle;
+    double expert_ms[TMOE_MAX_EXPERTS];
+    double op_ms[TMOE_OP_COUNT];
+} batch_hw;
+
+typedef struct run_ctx {
+    tmoe_run_config cfg;
+    tmoe_block_config blk_cfg;
+    FILE *out;
+    /* cost model */
+    tmoe_cost_model *cm;
+    char cost_path[4096];
+    uint64_t cost_sum;
+    int billed[TMOE_OP_COUNT]; /* non-expert ops the cost model has (sim billing) */
+    /* telemetry */
+    tmoe_telemetry *tel;
+    tmoe_monitor *mon;
+    tmoe_sim *sim; /* NULL on nvml */
+    int ndev;
+    tmoe_device_info dev_info;
+    char dev_driver[64];       /* driver version, or "unknown" */
+    int64_t t0_ns;             /* run start on the monitor's clock */
+    double start_temp_c;
+    double max_sm_clock;       /* highest SM clock seen, for the clock ratio */
+    tmoe_sample *samples;      /* (RUN_MAX_SAMPLES) scratch */
+    /* model */
+    tmoe_block *blk;
+    tmoe_engine *eng;
+    tmoe_workload wl[TMOE_WL_COUNT];
+    int max_tokens;
+    /* routing */
+    tmoe_cost_provider provider;
+    tmoe_router *router;
+    double base_latency_ms[TMOE_WL_COUNT], base_throughput[TMOE_WL_COUNT];
+    /* buffers (max_tokens) */
+    float *x, *y, *y0, *logits, *w, *w0;
+    int32_t *idx, *idx0, *sel;
+    float *bias; /* (E) */
+    /* output */
+    char dir[2048], csv_path[4096], run_id[64], started[40];
+    tmoe_runlog_writer *log;
+    tmoe_runlog_row row;
+    int64_t wall0_ns;
+    long batches_total, batches_done;
+    double prev_end_s; /* device clock at the end of the previous batch */
+    double last_latency_ms; /* MoE step latency of the batch last run */
+    double next_arrival_s;
+    tmoe_rng arrivals;
+} run_ctx;
+
+/* runner_summary.c: read batches.csv back and print the per-combination table. */
+int run_print_summary(run_ctx *r, tmoe_error *err);
+/* runner_meta.c: write metadata.json (status "running", "interrupted", "complete"). */
+int run_write_metadata(run_ctx *r, const char *status, tmoe_error *err);
+/* On resume: the run id and configuration fingerprint of an existing run directory. */
+int run_read_metadata(const char *dir, char *run_id, size_t n, char *fingerprint, size_t fn,
+                      tmoe_error *err);
+void run_fingerprint(const run_ctx *r, char *buf, size_t n);
+
+#endif

@@ -1,0 +1,135 @@
+/* The summary table printed at the end of a run, computed from batches.csv as written
+ * (so a resumed run summarises every row, not only those of the last process). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exp/runner_internal.h"
+
+typedef struct agg {
+    char wl[64], st[64];
+    long n;
+    double energy, tokens, tpeak, mpeak, agree, relerr;
+    long nagree, nrel;
+    double *lat;
+    long nlat, cap;
+} agg;
+
+static int cmp_dbl(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Percentile by linear interpolation between order statistics (numpy's default). */
+static double pct(const double *v, long n, double p) {
+    if (n == 0) return NAN;
+    double h = (n - 1) * p / 100.0;
+    long lo = (long)floor(h);
+    long hi = lo + 1 < n ? lo + 1 : lo;
+    return v[lo] + (h - lo) * (v[hi] - v[lo]);
+}
+
+static double cell(char **f, int c) {
+    const char *s = f[c];
+    if (!*s || !strcmp(s, "nan")) return NAN;
+    return strtod(s, NULL);
+}
+
+int run_print_summary(run_ctx *r, tmoe_error *err) {
+    FILE *f = fopen(r->csv_path, "r");
+    if (!f) return tmoe_errorf(err, TMOE_EIO, "cannot read back %s", r->csv_path);
+    agg *a = NULL;
+    int na = 0, cap = 0, rc = TMOE_OK;
+    char *line = NULL, *buf = NULL, *fields[TMOE_RL_NCOLS + 1];
+    size_t lcap = 0;
+    ssize_t len;
+    long lineno = 0;
+    while ((len = getline(&line, &lcap, f)) > 0) {
+        if (++lineno == 1) continue;
+        line[strcspn(line, "\n")] = '\0';
+        char *nb = realloc(buf, (size_t)len + 1);
+        if (!nb) {
+            rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+            break;
+        }
+        buf = nb;
+        if (tmoe_runlog_split(line, buf, fields, TMOE_RL_NCOLS) != TMOE_RL_NCOLS) continue;
+        int i;
+        for (i = 0; i < na; i++)
+            if (!strcmp(a[i].wl, fields[TMOE_RL_WORKLOAD]) && !strcmp(a[i].st, fields[TMOE_RL_STRATEGY]))
+                break;
+        if (i == na) {
+            if (na == cap) {
+                cap = cap ? 2 * cap : 32;
+                agg *n2 = realloc(a, sizeof *a * (size_t)cap);
+                if (!n2) {
+                    rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+                    break;
+                }
+                a = n2;
+            }
+            memset(&a[na], 0, sizeof a[na]);
+            snprintf(a[na].wl, sizeof a[na].wl, "%s", fields[TMOE_RL_WORKLOAD]);
+            snprintf(a[na].st, sizeof a[na].st, "%s", fields[TMOE_RL_STRATEGY]);
+            a[na].tpeak = a[na].mpeak = NAN;
+            na++;
+        }
+        agg *g = &a[i];
+        g->n++;
+        double e = cell(fields, TMOE_RL_ENERGY_J), lat = cell(fields, TMOE_RL_LATENCY_MS);
+        if (!isnan(e)) {
+            g->energy += e;
+            g->tokens += cell(fields, TMOE_RL_TOKENS);
+        }
+        double tp = cell(fields, TMOE_RL_GPU_TEMP_PEAK_C), mp = cell(fields, TMOE_RL_MEM_TEMP_C);
+        if (!isnan(tp) && !(g->tpeak >= tp)) g->tpeak = tp;
+        if (!isnan(mp) && !(g->mpeak >= mp)) g->mpeak = mp;
+        double ag = cell(fields, TMOE_RL_TOPK_AGREEMENT), re = cell(fields, TMOE_RL_OUTPUT_REL_ERROR);
+        if (!isnan(ag)) g->agree += ag, g->nagree++;
+        if (!isnan(re)) g->relerr += re, g->nrel++;
+        if (!isnan(lat)) {
+            if (g->nlat == g->cap) {
+                g->cap = g->cap ? 2 * g->cap : 256;
+                double *nl = realloc(g->lat, sizeof(double) * (size_t)g->cap);
+                if (!nl) {
+                    rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+                    break;
+                }
+                g->lat = nl;
+            }
+            g->lat[g->nlat++] = lat;
+        }
+    }
+    free(line);
+    free(buf);
+    fclose(f);
+    if (!rc) {
+        FILE *o = r->out;
+        fprintf(o, "\nsummary (%s telemetry%s; energy per token over all batches of a "
+                   "combination, temperatures are peaks):\n",
+                tmoe_telemetry_source_name(r->tel), r->sim ? ": SIMULATED H100, not a measurement" : "");
+        fprintf(o, "%-16s %-22s %7s %12s %8s %9s %9s %7s %7s %7s %9s\n", "workload", "strategy",
+                "batches", "mJ/token", "vs base", "p50 ms", "p99 ms", "GPU C", "HBM C", "top-k",
+                "out err");
+        for (int i = 0; i < na; i++) {
+            agg *g = &a[i];
+            qsort(g->lat, (size_t)g->nlat, sizeof(double), cmp_dbl);
+            double ept = g->tokens > 0 ? g->energy / g->tokens * 1e3 : NAN, base = NAN;
+            for (int j = 0; j < na; j++)
+                if (!strcmp(a[j].wl, g->wl) && !strcmp(a[j].st, "baseline") && a[j].tokens > 0)
+                    base = a[j].energy / a[j].tokens * 1e3;
+            char vs[16] = "-";
+            if (!isnan(base) && strcmp(g->st, "baseline")) snprintf(vs, sizeof vs, "%+.1f%%", 100.0 * (ept / base - 1.0));
+            fprintf(o, "%-16s %-22s %7ld %12.4f %8s %9.4f %9.4f %7.1f %7.1f %7.3f %9.2e\n", g->wl,
+                    g->st, g->n, ept, vs, pct(g->lat, g->nlat, 50), pct(g->lat, g->nlat, 99), g->tpeak,
+                    g->mpeak, g->nagree ? g->agree / g->nagree : NAN,
+                    g->nrel ? g->relerr / g->nrel : NAN);
+        }
+        fprintf(o, "\nfiles: %s (one row per batch), %s/%s, traces in %s/traces/ (open in "
+                   "ui.perfetto.dev)\n",
+                r->csv_path, r->dir, TMOE_RUNLOG_METADATA, r->dir);
+    }
+    for (int i = 0; i < na; i++) free(a[i].lat);
+    free(a);
+    return rc;
+}
