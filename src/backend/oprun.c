@@ -1,0 +1,58 @@
+/* Isolated-op runner: the backend registry (the one place with #ifdef) and shared checks. */
+#include "thermoe/oprun.h"
+
+#include <stdlib.h>
+
+extern const tmoe_oprun_vt tmoe_oprun_cpu;
+#ifdef THERMOE_HAVE_CUDA
+extern const tmoe_oprun_vt tmoe_oprun_cuda;
+#endif
+
+struct tmoe_oprun {
+    const tmoe_oprun_vt *vt;
+    void *st;
+};
+
+int tmoe_oprun_create(const tmoe_oprun_spec *spec, tmoe_oprun **out, tmoe_error *err) {
+    *out = NULL;
+    const tmoe_oprun_vt *vt = NULL;
+    if (spec->backend == TMOE_BACKEND_CPU) vt = &tmoe_oprun_cpu;
+#ifdef THERMOE_HAVE_CUDA
+    if (spec->backend == TMOE_BACKEND_CUDA) vt = &tmoe_oprun_cuda;
+#endif
+    if (!vt)
+        return tmoe_errorf(err, TMOE_ENOTSUP, "no isolated-op runner for backend %s in this build",
+                           tmoe_backend_kind_name(spec->backend));
+    if (spec->tokens < 1) return tmoe_errorf(err, TMOE_EINVAL, "tokens = %d: must be >= 1", spec->tokens);
+    if (spec->op == TMOE_OP_DEQUANT_UNPACK &&
+        (spec->etype == TMOE_ET_FP16 || spec->impl != TMOE_IMPL_UNFUSED))
+        return tmoe_errorf(err, TMOE_ENOTSUP, "dequant_unpack runs only for q4/q2 experts, unfused");
+    int rc = tmoe_block_config_validate(&spec->block, err);
+    if (rc) return rc;
+    tmoe_oprun *o = tmoe_calloc(1, sizeof *o, err);
+    if (!o) return TMOE_ENOMEM;
+    o->vt = vt;
+    rc = vt->create(spec, &o->st, err);
+    if (rc) {
+        free(o);
+        return tmoe_error_prefix(err, rc, "preparing %s (%s, %s, %d tokens)", tmoe_op_name(spec->op),
+                                 tmoe_etype_name(spec->etype), tmoe_impl_name(spec->impl), spec->tokens);
+    }
+    *out = o;
+    return TMOE_OK;
+}
+
+void tmoe_oprun_free(tmoe_oprun *o) {
+    if (!o) return;
+    o->vt->destroy(o->st);
+    free(o);
+}
+
+int tmoe_oprun_run(tmoe_oprun *o, int calls, double *ms, tmoe_error *err) {
+    if (calls < 1) return tmoe_errorf(err, TMOE_EINVAL, "calls = %d: must be >= 1", calls);
+    return o->vt->run(o->st, calls, ms, err);
+}
+
+double tmoe_oprun_bytes(const tmoe_oprun *o) { return o->vt->bytes(o->st); }
+double tmoe_oprun_flops(const tmoe_oprun *o) { return o->vt->flops(o->st); }
+int tmoe_oprun_copies(const tmoe_oprun *o) { return o->vt->copies(o->st); }

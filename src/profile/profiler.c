@@ -1,0 +1,316 @@
+/* Kernel profiler: each op alone, warmed up, run back to back until --min-seconds and a
+ * minimum call count have passed; latency = median and p90 of per-call device times; energy
+ * per call = energy-counter delta / calls (board) and board minus idle power x time
+ * (dynamic); temperature impact = temperature change per second of sustained op; clocks and
+ * throttle reasons recorded, a throttled measurement flagged; rest between ops until the
+ * temperature is back near idle; weights rotated over copies larger than the L2 cache. */
+#include "thermoe/profiler.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "thermoe/oprun.h"
+
+tmoe_profile_config tmoe_profile_config_default(void) {
+    tmoe_profile_config c;
+    memset(&c, 0, sizeof c);
+    c.backend = TMOE_BACKEND_AUTO;
+    c.telemetry = TMOE_TELEMETRY_AUTO;
+    for (int o = 0; o < TMOE_OP_COUNT; o++) c.ops[o] = 1;
+    for (int t = 0; t < TMOE_ET_COUNT; t++) c.etypes[t] = 1;
+    for (int i = 0; i < TMOE_IMPL_COUNT; i++) c.impls[i] = 1;
+    static const int tok[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+    c.ntokens = (int)(sizeof tok / sizeof *tok);
+    memcpy(c.tokens, tok, sizeof tok);
+    c.min_seconds = 1.0;
+    c.min_calls = 20;
+    c.warmup_calls = 5;
+    c.rest_max_s = 10.0;
+    c.rest_tol_c = 1.0;
+    c.min_working_set_mb = 128.0;
+    c.block = tmoe_block_config_default();
+    c.block.d_model = 4096;
+    c.block.d_ff = 14336;
+    c.block.num_experts = 8;
+    c.block.top_k = 2;
+    c.block.n_heads = 32;
+    c.block.seq_len = 1024;
+    c.seed = 1;
+    return c;
+}
+
+static int cmp_dbl(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+void tmoe_profile_percentiles(double *v, int n, double *median, double *p90) {
+    if (n <= 0) {
+        *median = *p90 = NAN;
+        return;
+    }
+    qsort(v, (size_t)n, sizeof *v, cmp_dbl);
+    double ps[2] = {0.5, 0.9}, *out[2] = {median, p90};
+    for (int i = 0; i < 2; i++) {
+        double h = (n - 1) * ps[i];
+        int lo = (int)floor(h), hi = lo + 1 < n ? lo + 1 : lo;
+        *out[i] = v[lo] + (h - lo) * (v[hi] - v[lo]);
+    }
+}
+
+/* One planned measurement. Non-expert ops are keyed as fp16 / fused. */
+typedef struct plan_item {
+    tmoe_op op;
+    tmoe_etype et;
+    tmoe_impl impl;
+    int tokens;
+    int also_other_impl; /* fp16 experts: the same numbers stand for the other impl too */
+} plan_item;
+
+static int is_expert_op(tmoe_op op) {
+    return op == TMOE_OP_DEQUANT_UNPACK || op == TMOE_OP_LINEAR_FC1 || op == TMOE_OP_RELU ||
+           op == TMOE_OP_LINEAR_FC2;
+}
+
+static int make_plan(const tmoe_profile_config *c, plan_item *p, int cap) {
+    int n = 0;
+    for (int ti = 0; ti < c->ntokens; ti++) {
+        for (int et = 0; et < TMOE_ET_COUNT; et++) {
+            if (!c->etypes[et]) continue;
+            for (int im = 0; im < TMOE_IMPL_COUNT; im++) {
+                if (!c->impls[im]) continue;
+                /* fp16 has one implementation: measure it once, key it under both */
+                if (et == TMOE_ET_FP16 && im == TMOE_IMPL_UNFUSED && c->impls[TMOE_IMPL_FUSED]) continue;
+                tmoe_op seq[4];
+                int ns = tmoe_expert_op_sequence((tmoe_etype)et, (tmoe_impl)im, seq);
+                for (int i = 0; i < ns && n < cap; i++) {
+                    if (!c->ops[seq[i]]) continue;
+                    p[n++] = (plan_item){seq[i], (tmoe_etype)et, (tmoe_impl)im, c->tokens[ti],
+                                         et == TMOE_ET_FP16 && c->impls[TMOE_IMPL_UNFUSED] && c->impls[TMOE_IMPL_FUSED]};
+                }
+            }
+        }
+        for (int op = 0; op < TMOE_OP_COUNT && n < cap; op++) {
+            if (!c->ops[op] || is_expert_op((tmoe_op)op)) continue;
+            int attn = op == TMOE_OP_ATTN_QKV || op == TMOE_OP_ATTN_CORE || op == TMOE_OP_ATTN_OUT;
+            if (attn && c->moe_only) continue;
+            p[n++] = (plan_item){(tmoe_op)op, TMOE_ET_FP16, TMOE_IMPL_FUSED, c->tokens[ti], 0};
+        }
+    }
+    return n;
+}
+
+static void sleep_s(double s) {
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
+typedef struct prof {
+    const tmoe_profile_config *c;
+    tmoe_backend_kind backend;
+    tmoe_telemetry *tel;
+    tmoe_monitor *mon;
+    int measure_energy; /* nvml: the counter measures the work we run */
+    double idle_w, idle_temp_c;
+    tmoe_sample samples[1024];
+    double *ms;
+    int ms_cap;
+} prof;
+
+static double latest_temp(prof *p) {
+    tmoe_sample s;
+    if (!p->mon || tmoe_monitor_latest(p->mon, 0, &s) != TMOE_OK || !(s.valid & TMOE_F_GPU_TEMP))
+        return NAN;
+    return s.gpu_temp_c;
+}
+
+/* Idle power and temperature: 2 s of samples with nothing running. */
+static void measure_idle(prof *p) {
+    p->idle_w = p->idle_temp_c = NAN;
+    if (!p->measure_energy) return;
+    int64_t t0 = tmoe_monitor_now_ns(p->mon);
+    sleep_s(2.0);
+    int n = tmoe_monitor_samples(p->mon, 0, t0, tmoe_monitor_now_ns(p->mon), p->samples, 1024);
+    double pw = 0.0, tc = 0.0;
+    int np = 0, nt = 0;
+    for (int i = 0; i < n; i++) {
+        if (p->samples[i].valid & TMOE_F_POWER_INSTANT) pw += p->samples[i].power_instant_w, np++;
+        else if (p->samples[i].valid & TMOE_F_POWER_AVG) pw += p->samples[i].power_avg_w, np++;
+        if (p->samples[i].valid & TMOE_F_GPU_TEMP) tc += p->samples[i].gpu_temp_c, nt++;
+    }
+    if (np) p->idle_w = pw / np;
+    if (nt) p->idle_temp_c = tc / nt;
+}
+
+static void rest(prof *p) {
+    if (!p->measure_energy || isnan(p->idle_temp_c)) return;
+    for (double t = 0.0; t < p->c->rest_max_s; t += 0.1) {
+        double tc = latest_temp(p);
+        if (!isnan(tc) && tc <= p->idle_temp_c + p->c->rest_tol_c) return;
+        sleep_s(0.1);
+    }
+}
+
+static int measure(prof *p, const plan_item *it, tmoe_cost_entry *e, tmoe_error *err) {
+    const tmoe_profile_config *c = p->c;
+    tmoe_oprun_spec spec = {.backend = p->backend, .device_id = c->device_id, .op = it->op,
+                            .etype = it->et, .impl = it->impl, .tokens = it->tokens,
+                            .block = c->block, .seed = c->seed};
+    spec.min_working_set = (size_t)(c->min_working_set_mb * 1e6);
+    tmoe_oprun *o = NULL;
+    int rc = tmoe_oprun_create(&spec, &o, err);
+    if (rc) return rc;
+    double warm[64];
+    int nw = c->warmup_calls < 64 ? (c->warmup_calls > 0 ? c->warmup_calls : 1) : 64;
+    if ((rc = tmoe_oprun_run(o, nw, warm, err))) goto done;
+    double est = warm[nw - 1] > 1e-6 ? warm[nw - 1] : 1e-3; /* ms per call */
+    rest(p);
+
+    int64_t tok = p->measure_energy ? tmoe_monitor_energy_begin(p->mon, 0) : -1;
+    double temp0 = latest_temp(p);
+    int64_t w0 = tmoe_now_ns(), m0 = p->mon ? tmoe_monitor_now_ns(p->mon) : 0;
+    int calls = 0;
+    double elapsed = 0.0;
+    while (elapsed < c->min_seconds || calls < c->min_calls) {
+        int chunk = (int)(50.0 / est); /* ~50 ms of work per launch batch */
+        chunk = chunk < 1 ? 1 : chunk > 20000 ? 20000 : chunk;
+        if (calls + chunk > p->ms_cap) {
+            int ncap = (calls + chunk) * 2;
+            double *nm = realloc(p->ms, sizeof(double) * (size_t)ncap);
+            if (!nm) {
+                rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory for %d call times", ncap);
+                goto done;
+            }
+            p->ms = nm;
+            p->ms_cap = ncap;
+        }
+        if ((rc = tmoe_oprun_run(o, chunk, p->ms + calls, err))) goto done;
+        calls += chunk;
+        elapsed = (double)(tmoe_now_ns() - w0) / 1e9;
+    }
+    tmoe_energy en = {.joules = NAN, .method = TMOE_ENERGY_NONE};
+    if (tok >= 0 && (rc = tmoe_monitor_energy_end(p->mon, tok, &en, err))) goto done;
+    double temp1 = latest_temp(p);
+
+    memset(e, 0, sizeof *e);
+    e->op = it->op;
+    e->expert_type = it->et;
+    e->impl = it->impl;
+    e->tokens = it->tokens;
+    e->samples = calls;
+    tmoe_profile_percentiles(p->ms, calls, &e->latency_median_ms, &e->latency_p90_ms);
+    e->energy_board_j = e->energy_dynamic_j = e->avg_power_w = e->temp_impact_c_per_s = NAN;
+    e->ncu_occupancy_pct = e->ncu_dram_pct = NAN;
+    if (p->measure_energy && en.method != TMOE_ENERGY_NONE && !isnan(en.joules)) {
+        e->energy_board_j = en.joules / calls;
+        e->avg_power_w = en.joules / elapsed;
+        if (!isnan(p->idle_w)) e->energy_dynamic_j = e->energy_board_j - p->idle_w * elapsed / calls;
+        if (!isnan(temp0) && !isnan(temp1)) e->temp_impact_c_per_s = (temp1 - temp0) / elapsed;
+        int n = tmoe_monitor_samples(p->mon, 0, m0, tmoe_monitor_now_ns(p->mon), p->samples, 1024);
+        for (int i = 0; i < n; i++)
+            if ((p->samples[i].valid & TMOE_F_THROTTLE) &&
+                (p->samples[i].throttle_reasons & ~TMOE_THROTTLE_GPU_IDLE))
+                e->throttled = 1;
+    }
+done:
+    tmoe_oprun_free(o);
+    return rc;
+}
+
+int tmoe_profile_run(const tmoe_profile_config *c, tmoe_cost_model **out, tmoe_error *err) {
+    *out = NULL;
+    if (c->ntokens < 1) return tmoe_errorf(err, TMOE_EINVAL, "no token counts to profile");
+    if (!(c->min_seconds >= 0.0) || c->min_calls < 1)
+        return tmoe_errorf(err, TMOE_EINVAL, "min-seconds must be >= 0 and min calls >= 1");
+    int rc = tmoe_block_config_validate(&c->block, err);
+    if (rc) return rc;
+    prof p = {.c = c, .backend = c->backend};
+    if (p.backend == TMOE_BACKEND_AUTO)
+        p.backend = tmoe_backend_probe(TMOE_BACKEND_CUDA, NULL) == TMOE_OK ? TMOE_BACKEND_CUDA : TMOE_BACKEND_CPU;
+    else if ((rc = tmoe_backend_probe(p.backend, err)))
+        return rc;
+    int cap = c->ntokens * (TMOE_ET_COUNT * TMOE_IMPL_COUNT * 4 + TMOE_OP_COUNT);
+    plan_item *plan = tmoe_calloc((size_t)cap, sizeof *plan, err);
+    if (!plan) return TMOE_ENOMEM;
+    int n = make_plan(c, plan, cap);
+    tmoe_cost_model *cm = NULL;
+    if ((rc = tmoe_cost_create(&cm, err))) goto fail;
+
+    tmoe_telemetry_config tc = tmoe_telemetry_config_default();
+    tc.kind = c->telemetry;
+    if ((rc = tmoe_telemetry_open(&tc, &p.tel, err))) goto fail;
+    /* the simulated GPU does not see the work this process runs: no energy from it */
+    p.measure_energy = !tmoe_telemetry_is_simulated(p.tel) && p.backend == TMOE_BACKEND_CUDA;
+    if (p.measure_energy) {
+        tmoe_monitor_config mc = tmoe_monitor_config_default();
+        mc.period_ns = 20000000;
+        if ((rc = tmoe_monitor_create(p.tel, &mc, &p.mon, err))) goto fail;
+    } else {
+        tmoe_log(TMOE_LOG_WARN, "profile: energy and temperature are not measured (%s telemetry, "
+                 "%s backend): the cost model gets latencies only",
+                 tmoe_telemetry_source_name(p.tel), tmoe_backend_kind_name(p.backend));
+    }
+    tmoe_cost_meta meta = tmoe_cost_get_meta(cm);
+    tmoe_device_info di;
+    if (p.measure_energy && tmoe_telemetry_device_info(p.tel, 0, &di, NULL) == TMOE_OK) {
+        snprintf(meta.device_name, sizeof meta.device_name, "%s", di.name);
+        snprintf(meta.device_uuid, sizeof meta.device_uuid, "%s", di.uuid);
+        meta.power_limit_w = di.power_limit_w;
+    } else {
+        snprintf(meta.device_name, sizeof meta.device_name, "%s backend (no energy telemetry)",
+                 tmoe_backend_kind_name(p.backend));
+    }
+    snprintf(meta.device_telemetry, sizeof meta.device_telemetry, "%s",
+             p.measure_energy ? tmoe_telemetry_source_name(p.tel) : "none");
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(meta.created, sizeof meta.created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    snprintf(meta.tool, sizeof meta.tool, "thermoe %s (git %s)", TMOE_VERSION, THERMOE_GIT_SHA);
+    meta.d_model = c->block.d_model;
+    meta.d_ff = c->block.d_ff;
+    meta.group_size = c->block.group_size;
+    measure_idle(&p);
+    meta.idle_power_w = p.idle_w;
+    tmoe_cost_set_meta(cm, &meta);
+
+    int64_t t_start = tmoe_now_ns();
+    for (int i = 0; i < n; i++) {
+        if (c->stop && *c->stop) {
+            rc = tmoe_errorf(err, TMOE_EINTR, "stopped after %d of %d measurements", i, n);
+            break;
+        }
+        char what[160];
+        snprintf(what, sizeof what, "%s %s/%s %d tokens", tmoe_op_name(plan[i].op),
+                 tmoe_etype_name(plan[i].et), tmoe_impl_name(plan[i].impl), plan[i].tokens);
+        double el = (double)(tmoe_now_ns() - t_start) / 1e9;
+        if (c->progress) c->progress(c->progress_user, i, n, what, i ? el / i * (n - i) : NAN);
+        tmoe_cost_entry e;
+        if ((rc = measure(&p, &plan[i], &e, err))) {
+            tmoe_error_prefix(err, rc, "%s", what);
+            break;
+        }
+        if ((rc = tmoe_cost_add(cm, &e, err))) break;
+        if (plan[i].also_other_impl) {
+            e.impl = e.impl == TMOE_IMPL_FUSED ? TMOE_IMPL_UNFUSED : TMOE_IMPL_FUSED;
+            if ((rc = tmoe_cost_add(cm, &e, err))) break;
+        }
+    }
+    if (c->progress && !rc) c->progress(c->progress_user, n, n, "done", 0.0);
+    free(p.ms);
+    tmoe_monitor_free(p.mon);
+    tmoe_telemetry_free(p.tel);
+    free(plan);
+    *out = cm;
+    return rc;
+fail:
+    free(p.ms);
+    tmoe_monitor_free(p.mon);
+    tmoe_telemetry_free(p.tel);
+    tmoe_cost_free(cm);
+    free(plan);
+    return rc;
+}
