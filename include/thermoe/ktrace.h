@@ -31,6 +31,11 @@ int tmoe_ktrace_stop(tmoe_kernel_rec **recs, int *n, tmoe_error *err);
 int tmoe_ktrace_aggregate(const tmoe_kernel_rec *recs, int n, char (*names)[200], int64_t *count,
                           double *ms, int cap);
 
+/* NVTX range around a region, so external profilers (nsys, ncu --nvtx) see it by name.
+ * No-ops in a build without CUDA. */
+void tmoe_nvtx_push(const char *name);
+void tmoe_nvtx_pop(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -45,6 +45,19 @@ tmoe_profile_config tmoe_profile_config_default(void);
  * progress when stopped (TMOE_EINTR, *out still set). */
 int tmoe_profile_run(const tmoe_profile_config *cfg, tmoe_cost_model **out, tmoe_error *err);
 
+/* One planned measurement. Ops outside an expert are keyed as fp16 / fused. */
+typedef struct tmoe_profile_item {
+    tmoe_op op;
+    tmoe_etype et;
+    tmoe_impl impl;
+    int tokens;
+    int also_other_impl; /* fp16 experts: the same numbers stand for the other impl too */
+} tmoe_profile_item;
+
+/* The measurements tmoe_profile_run makes, in order (at most cap; returns the count). */
+int tmoe_profile_plan(const tmoe_profile_config *cfg, tmoe_profile_item *items, int cap);
+int tmoe_profile_plan_cap(const tmoe_profile_config *cfg); /* room the plan needs */
+
 /* Median and 90th percentile (linear interpolation between order statistics) of n values;
  * v is sorted in place. */
 void tmoe_profile_percentiles(double *v, int n, double *median, double *p90);

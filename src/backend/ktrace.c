@@ -6,7 +6,23 @@
 #ifdef THERMOE_HAVE_CUDA
 int tmoe_cupti_start(tmoe_error *err);
 int tmoe_cupti_stop(tmoe_kernel_rec **recs, int *n, tmoe_error *err);
+void tmoe_cuda_nvtx_push(const char *name);
+void tmoe_cuda_nvtx_pop(void);
 #endif
+
+void tmoe_nvtx_push(const char *name) {
+#ifdef THERMOE_HAVE_CUDA
+    tmoe_cuda_nvtx_push(name);
+#else
+    (void)name;
+#endif
+}
+
+void tmoe_nvtx_pop(void) {
+#ifdef THERMOE_HAVE_CUDA
+    tmoe_cuda_nvtx_pop();
+#endif
+}
 
 int tmoe_ktrace_start(tmoe_error *err) {
 #ifdef THERMOE_HAVE_CUDA

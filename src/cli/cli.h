@@ -17,6 +17,8 @@ typedef struct cli_cmd {
 int cmd_forward(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_profile(int argc, char **argv);
+int cmd_op(int argc, char **argv);
 
 /* Parse an integer / double flag value with end and range checks; on failure print
  * "thermoe <cmd>: --<flag>: ..." and return -1. */
@@ -30,6 +32,29 @@ int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf
 int cli_fail_err(const char *cmd, const tmoe_error *err);
 /* Unknown option / missing argument message from getopt, with a hint to --help. */
 int cli_usage_error(const char *cmd);
+
+/* Model shape flags shared by the subcommands that build a block: option entries with
+ * codes CLI_SHAPE_BASE.., a handler, and the help lines. */
+#include "thermoe/model.h"
+enum {
+    CLI_SHAPE_BASE = 1000,
+    CLI_D_MODEL = CLI_SHAPE_BASE, CLI_N_HEADS, CLI_D_FF, CLI_NUM_EXPERTS, CLI_TOP_K, CLI_GROUP,
+    CLI_ACT, CLI_SEQ_LEN, CLI_SHAPE_END
+};
+#define CLI_SHAPE_OPTIONS \
+    {"d-model", required_argument, 0, CLI_D_MODEL}, {"n-heads", required_argument, 0, CLI_N_HEADS}, \
+    {"d-ff", required_argument, 0, CLI_D_FF}, {"num-experts", required_argument, 0, CLI_NUM_EXPERTS}, \
+    {"top-k", required_argument, 0, CLI_TOP_K}, {"group-size", required_argument, 0, CLI_GROUP}, \
+    {"act", required_argument, 0, CLI_ACT}, {"seq-len", required_argument, 0, CLI_SEQ_LEN}
+/* Apply a shape option: 0 done, 1 bad value (message printed), -1 not a shape option. */
+int cli_shape_flag(const char *cmd, int code, const char *arg, tmoe_block_config *b);
+void cli_shape_help(const tmoe_block_config *d);
+/* Comma list of names -> flags[n] via a name function; "all" selects every one. */
+int cli_name_list(const char *cmd, const char *flag, const char *list, int *flags, int n,
+                  const char *(*name)(int));
+/* Comma list of integers within [lo, hi] -> out (at most cap); returns the count or -1. */
+int cli_int_list(const char *cmd, const char *flag, const char *list, long lo, long hi, int *out,
+                 int cap);
 
 /* Install the stderr log callback; verbosity 0 = warnings, 1 = info, 2 = debug. */
 void cli_log_init(int verbosity);

@@ -146,34 +146,6 @@ static void run_help(const tmoe_run_config *d) {
         tmoe_ttha_grad_name(r->grad_mode), d->trace_batches, d->fidelity_every);
 }
 
-/* "all" or a comma list of names -> flags[n]. */
-static int parse_names(const char *flag, const char *list, int *flags, int n,
-                       const char *(*name)(int)) {
-    for (int i = 0; i < n; i++) flags[i] = 0;
-    if (!strcmp(list, "all")) {
-        for (int i = 0; i < n; i++) flags[i] = 1;
-        return 0;
-    }
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", list);
-    for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        int found = -1;
-        for (int i = 0; i < n; i++)
-            if (!strcmp(tok, name(i))) found = i;
-        if (found < 0) {
-            char known[512] = "";
-            for (int i = 0; i < n; i++) {
-                strcat(known, i ? ", " : "");
-                strcat(known, name(i));
-            }
-            return cli_fail("run", "--%s: unknown name '%s' (expected all or a list of: %s)", flag,
-                            tok, known);
-        }
-        flags[found] = 1;
-    }
-    return 0;
-}
-
 static const char *strategy_name(int i) { return tmoe_route_strategy_name((tmoe_route_strategy)i); }
 static const char *workload_name(int i) { return tmoe_workload_name((tmoe_workload_kind)i); }
 
@@ -316,10 +288,10 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
     for (int o; (o = getopt_long(argc, argv, "hv", longopts, NULL)) != -1;) {
         switch (o) {
         case O_STRATEGY:
-            if (parse_names("routing-strategy", optarg, c->strategies, TMOE_ROUTE_STRATEGY_COUNT, strategy_name)) return 1;
+            if (cli_name_list("run", "routing-strategy", optarg, c->strategies, TMOE_ROUTE_STRATEGY_COUNT, strategy_name)) return 1;
             break;
         case O_WORKLOADS:
-            if (parse_names("workloads", optarg, c->workloads, TMOE_WL_COUNT, workload_name)) return 1;
+            if (cli_name_list("run", "workloads", optarg, c->workloads, TMOE_WL_COUNT, workload_name)) return 1;
             break;
         case O_EXPERT_TYPE:
             if (tmoe_etype_parse(optarg, &c->block.expert_type))

@@ -13,6 +13,8 @@ static const cli_cmd commands[] = {
     {"version", cmd_version, "print the version and build facts"},
     {"info", cmd_info, "what this machine offers: backends, devices, telemetry"},
     {"run", cmd_run, "sweep routing strategies x workloads, log every batch (the main job)"},
+    {"profile", cmd_profile, "measure every op alone: latency, energy, heat; write the cost model"},
+    {"op", cmd_op, "run one op alone inside an NVTX range (for nsys / ncu)"},
     {"forward", cmd_forward, "build a block from flags, run it once, print routing and timings"},
 };
 #define NCOMMANDS (sizeof commands / sizeof *commands)

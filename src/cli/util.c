@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
 
@@ -89,4 +90,81 @@ static void log_stderr(tmoe_log_level level, const char *msg, void *user) {
 void cli_log_init(int verbosity) {
     cli_verbosity = verbosity;
     tmoe_log_set(log_stderr, NULL);
+}
+
+int cli_shape_flag(const char *cmd, int code, const char *arg, tmoe_block_config *b) {
+    long v;
+    switch (code) {
+    case CLI_D_MODEL: if (cli_int(cmd, "d-model", arg, 1, 65536, &v)) return 1; b->d_model = (int)v; return 0;
+    case CLI_N_HEADS: if (cli_int(cmd, "n-heads", arg, 1, 1024, &v)) return 1; b->n_heads = (int)v; return 0;
+    case CLI_D_FF: if (cli_int(cmd, "d-ff", arg, 1, 131072, &v)) return 1; b->d_ff = (int)v; return 0;
+    case CLI_NUM_EXPERTS: if (cli_int(cmd, "num-experts", arg, 1, TMOE_MAX_EXPERTS, &v)) return 1; b->num_experts = (int)v; return 0;
+    case CLI_TOP_K: if (cli_int(cmd, "top-k", arg, 1, TMOE_MAX_TOPK, &v)) return 1; b->top_k = (int)v; return 0;
+    case CLI_GROUP: if (cli_int(cmd, "group-size", arg, 1, 65536, &v)) return 1; b->group_size = (int)v; return 0;
+    case CLI_SEQ_LEN: if (cli_int(cmd, "seq-len", arg, 1, 65536, &v)) return 1; b->seq_len = (int)v; return 0;
+    case CLI_ACT:
+        if (tmoe_act_parse(arg, &b->act)) {
+            cli_fail(cmd, "--act: unknown activation '%s' (expected relu or swiglu)", arg);
+            return 1;
+        }
+        return 0;
+    default: return -1;
+    }
+}
+
+void cli_shape_help(const tmoe_block_config *d) {
+    printf("  --d-model N        hidden size (default %d)\n"
+           "  --n-heads N        attention heads, must divide d-model (default %d)\n"
+           "  --d-ff N           expert hidden size (default %d)\n"
+           "  --num-experts N    experts E, 1..%d (default %d)\n"
+           "  --top-k N          experts per token (default %d)\n"
+           "  --group-size G     quantization group along the input dim (default %d)\n"
+           "  --act A            relu or swiglu (default %s)\n"
+           "  --seq-len N        tokens per sequence (default %d)\n",
+           d->d_model, d->n_heads, d->d_ff, TMOE_MAX_EXPERTS, d->num_experts, d->top_k,
+           d->group_size, tmoe_act_name(d->act), d->seq_len);
+}
+
+int cli_name_list(const char *cmd, const char *flag, const char *list, int *flags, int n,
+                  const char *(*name)(int)) {
+    for (int i = 0; i < n; i++) flags[i] = !strcmp(list, "all");
+    if (!strcmp(list, "all")) return 0;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int found = -1;
+        for (int i = 0; i < n; i++)
+            if (!strcmp(tok, name(i))) found = i;
+        if (found < 0) {
+            char known[512] = "";
+            for (int i = 0; i < n; i++) {
+                strncat(known, i ? ", " : "", sizeof known - strlen(known) - 1);
+                strncat(known, name(i), sizeof known - strlen(known) - 1);
+            }
+            return cli_fail(cmd, "--%s: unknown name '%s' (expected all or a list of: %s)", flag, tok, known);
+        }
+        flags[found] = 1;
+    }
+    return 0;
+}
+
+int cli_int_list(const char *cmd, const char *flag, const char *list, long lo, long hi, int *out,
+                 int cap) {
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", list);
+    int n = 0;
+    for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        long v;
+        if (n == cap) {
+            cli_fail(cmd, "--%s: more than %d values", flag, cap);
+            return -1;
+        }
+        if (cli_int(cmd, flag, tok, lo, hi, &v)) return -1;
+        out[n++] = (int)v;
+    }
+    if (n == 0) {
+        cli_fail(cmd, "--%s: empty list", flag);
+        return -1;
+    }
+    return n;
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "thermoe/ktrace.h"
 #include "thermoe/oprun.h"
 
 tmoe_profile_config tmoe_profile_config_default(void) {
@@ -61,21 +62,18 @@ void tmoe_profile_percentiles(double *v, int n, double *median, double *p90) {
     }
 }
 
-/* One planned measurement. Non-expert ops are keyed as fp16 / fused. */
-typedef struct plan_item {
-    tmoe_op op;
-    tmoe_etype et;
-    tmoe_impl impl;
-    int tokens;
-    int also_other_impl; /* fp16 experts: the same numbers stand for the other impl too */
-} plan_item;
+typedef tmoe_profile_item plan_item;
 
 static int is_expert_op(tmoe_op op) {
     return op == TMOE_OP_DEQUANT_UNPACK || op == TMOE_OP_LINEAR_FC1 || op == TMOE_OP_RELU ||
            op == TMOE_OP_LINEAR_FC2;
 }
 
-static int make_plan(const tmoe_profile_config *c, plan_item *p, int cap) {
+int tmoe_profile_plan_cap(const tmoe_profile_config *c) {
+    return c->ntokens * (TMOE_ET_COUNT * TMOE_IMPL_COUNT * 4 + TMOE_OP_COUNT);
+}
+
+int tmoe_profile_plan(const tmoe_profile_config *c, tmoe_profile_item *p, int cap) {
     int n = 0;
     for (int ti = 0; ti < c->ntokens; ti++) {
         for (int et = 0; et < TMOE_ET_COUNT; et++) {
@@ -114,6 +112,7 @@ typedef struct prof {
     tmoe_telemetry *tel;
     tmoe_monitor *mon;
     int measure_energy; /* nvml: the counter measures the work we run */
+    int trace_kernels;  /* CUPTI answered */
     double idle_w, idle_temp_c;
     tmoe_sample samples[1024];
     double *ms;
@@ -215,6 +214,39 @@ static int measure(prof *p, const plan_item *it, tmoe_cost_entry *e, tmoe_error 
                 (p->samples[i].throttle_reasons & ~TMOE_THROTTLE_GPU_IDLE))
                 e->throttled = 1;
     }
+    if (p->trace_kernels) {
+        /* the kernels one call launches: trace a few more calls through CUPTI */
+        enum { KCALLS = 5, KCAP = 16 };
+        tmoe_error kerr = {0};
+        tmoe_kernel_rec *recs = NULL;
+        int nrec = 0;
+        if (tmoe_ktrace_start(&kerr) == TMOE_OK) {
+            int r1 = tmoe_oprun_run(o, KCALLS, NULL, err);
+            int r2 = tmoe_ktrace_stop(&recs, &nrec, &kerr);
+            if (r1) {
+                free(recs);
+                rc = r1;
+                goto done;
+            }
+            if (r2 == TMOE_OK && nrec > 0) {
+                static char names[KCAP][200];
+                int64_t cnt[KCAP];
+                double kms[KCAP];
+                int nk = tmoe_ktrace_aggregate(recs, nrec, names, cnt, kms, KCAP);
+                e->kernels = calloc((size_t)nk, sizeof *e->kernels);
+                if (e->kernels) {
+                    for (int i = 0; i < nk; i++) {
+                        e->kernels[i].name = names[i];
+                        e->kernels[i].count = cnt[i] / KCALLS > 0 ? cnt[i] / KCALLS : 1;
+                        e->kernels[i].ms = kms[i] / KCALLS;
+                    }
+                    e->n_kernels = nk;
+                }
+            }
+        }
+        if (kerr.code) tmoe_log(TMOE_LOG_WARN, "kernel trace of %s: %s", tmoe_op_name(it->op), kerr.msg);
+        free(recs);
+    }
 done:
     tmoe_oprun_free(o);
     return rc;
@@ -232,10 +264,10 @@ int tmoe_profile_run(const tmoe_profile_config *c, tmoe_cost_model **out, tmoe_e
         p.backend = tmoe_backend_probe(TMOE_BACKEND_CUDA, NULL) == TMOE_OK ? TMOE_BACKEND_CUDA : TMOE_BACKEND_CPU;
     else if ((rc = tmoe_backend_probe(p.backend, err)))
         return rc;
-    int cap = c->ntokens * (TMOE_ET_COUNT * TMOE_IMPL_COUNT * 4 + TMOE_OP_COUNT);
+    int cap = tmoe_profile_plan_cap(c);
     plan_item *plan = tmoe_calloc((size_t)cap, sizeof *plan, err);
     if (!plan) return TMOE_ENOMEM;
-    int n = make_plan(c, plan, cap);
+    int n = tmoe_profile_plan(c, plan, cap);
     tmoe_cost_model *cm = NULL;
     if ((rc = tmoe_cost_create(&cm, err))) goto fail;
 
@@ -275,6 +307,15 @@ int tmoe_profile_run(const tmoe_profile_config *c, tmoe_cost_model **out, tmoe_e
     meta.group_size = c->block.group_size;
     measure_idle(&p);
     meta.idle_power_w = p.idle_w;
+    if (p.backend == TMOE_BACKEND_CUDA) {
+        tmoe_error kerr = {0};
+        tmoe_kernel_rec *recs = NULL;
+        int nrec = 0;
+        p.trace_kernels = tmoe_ktrace_start(&kerr) == TMOE_OK && tmoe_ktrace_stop(&recs, &nrec, &kerr) == TMOE_OK;
+        free(recs);
+        if (!p.trace_kernels)
+            tmoe_log(TMOE_LOG_WARN, "profile: kernels are not listed per op: %s", kerr.msg);
+    }
     tmoe_cost_set_meta(cm, &meta);
 
     int64_t t_start = tmoe_now_ns();
@@ -293,11 +334,13 @@ int tmoe_profile_run(const tmoe_profile_config *c, tmoe_cost_model **out, tmoe_e
             tmoe_error_prefix(err, rc, "%s", what);
             break;
         }
-        if ((rc = tmoe_cost_add(cm, &e, err))) break;
-        if (plan[i].also_other_impl) {
+        rc = tmoe_cost_add(cm, &e, err); /* copies the kernel names */
+        if (!rc && plan[i].also_other_impl) {
             e.impl = e.impl == TMOE_IMPL_FUSED ? TMOE_IMPL_UNFUSED : TMOE_IMPL_FUSED;
-            if ((rc = tmoe_cost_add(cm, &e, err))) break;
+            rc = tmoe_cost_add(cm, &e, err);
         }
+        free(e.kernels);
+        if (rc) break;
     }
     if (c->progress && !rc) c->progress(c->progress_user, n, n, "done", 0.0);
     free(p.ms);
