@@ -1,0 +1,519 @@
+/* The CUDA backend: the block's weights on the device, one workspace sized at create time
+ * for max_tokens, cuBLAS for the dense projections (attention, gate, large expert batches),
+ * the kernels of kernels.cu for the rest, CUDA events for the per-op times and a CUDA Graph
+ * of the MoE step per token count.
+ *
+ * The MoE step runs without a host sync: top-k, permute, the experts (one launch per weight
+ * type serves every expert; blocks of experts without tokens exit at once) and combine read
+ * the routing from device memory; routing and token counts reach the host through mapped
+ * pinned memory and are read after the step's last event. The one exception is the cuBLAS
+ * path for large batches (average tokens per expert >= tmoe_cuda_cublas_min_tokens): cuBLAS
+ * needs each expert's row count on the host, so the step waits for permute's counts there
+ * and is not captured in a graph. expert_ms is NAN: one launch serves every expert. */
+#include "../backend.h"
+#include "cuda_ops.h"
+
+#include <cublas_v2.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CB_CHECK(call, err) \
+    do { \
+        cublasStatus_t cs_ = (call); \
+        if (cs_ != CUBLAS_STATUS_SUCCESS) \
+            return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
+                               cublasGetStatusString(cs_)); \
+    } while (0)
+
+#define TRY(expr) \
+    do { \
+        int rc_ = (expr); \
+        if (rc_) return rc_; \
+    } while (0)
+
+/* Average tokens per expert from which fp16 (and unfused) experts go through cuBLAS; below
+ * it the bandwidth kernel wins (bench/results). */
+int tmoe_cuda_cublas_min_tokens = 64;
+
+enum { EV_START, EV_TOPK, EV_PERMUTE, EV_DEQUANT, EV_FC1, EV_ACT, EV_FC2, EV_COMBINE, EV_MOE_N };
+enum { EB_START, EB_NORM1, EB_QKV, EB_CORE, EB_OUT, EB_NORM2, EB_GATE, EV_BEGIN_N };
+
+typedef struct type_group {
+    int n;               /* experts of this type */
+    int32_t *d_experts;  /* (n) expert ids, device */
+    tmoe_cuda_lin fc1, fc2;
+    tmoe_f16 *u1, *u2;   /* unfused fp16 copies (n, out, in), quantized types only */
+} type_group;
+
+typedef struct cuda_state {
+    const tmoe_block *blk;
+    tmoe_engine_config cfg;
+    cudaStream_t st;
+    cublasHandle_t cb;
+    int T, moe_only, cublas_step;
+    /* weights */
+    void *wmem[4 * TMOE_ET_COUNT + 8];
+    int n_wmem;
+    tmoe_f16 *wqkv, *wo, *gate;
+    float *norm1, *norm2;
+    type_group grp[TMOE_ET_COUNT];
+    int slot_of[TMOE_MAX_EXPERTS];
+    /* workspace */
+    void *ws;
+    float *x, *tmp, *qkv32, *S, *logits, *w, *ye, *h32, *y;
+    tmoe_f16 *h16, *qkv16, *att16, *P16, *xg, *a16;
+    int32_t *idx, *counts, *offsets, *src, *dst;
+    /* mapped pinned host memory */
+    void *host;
+    float *h_bias, *h_w;
+    int32_t *h_counts, *h_idx;
+    float *d_bias, *d_hw;
+    int32_t *d_hcounts, *d_hidx;
+    cudaEvent_t ev[EV_MOE_N], evb[EV_BEGIN_N];
+    cudaGraphExec_t *graphs; /* (max_tokens + 1) */
+} cuda_state;
+
+static int cuda_probe(tmoe_error *err) {
+    int n = 0;
+    cudaError_t ce = cudaGetDeviceCount(&n);
+    if (ce != cudaSuccess)
+        return tmoe_errorf(err, TMOE_ENODEV, "no CUDA device: cudaGetDeviceCount: %s",
+                           cudaGetErrorString(ce));
+    if (n < 1) return tmoe_errorf(err, TMOE_ENODEV, "no CUDA device: the driver reports none");
+    return TMOE_OK;
+}
+
+static void cuda_destroy(void *p) {
+    cuda_state *s = p;
+    if (!s) return;
+    if (s->st) cudaStreamSynchronize(s->st);
+    if (s->graphs) {
+        for (int t = 0; t <= s->cfg.max_tokens; t++)
+            if (s->graphs[t]) cudaGraphExecDestroy(s->graphs[t]);
+        free(s->graphs);
+    }
+    for (int i = 0; i < EV_MOE_N; i++)
+        if (s->ev[i]) cudaEventDestroy(s->ev[i]);
+    for (int i = 0; i < EV_BEGIN_N; i++)
+        if (s->evb[i]) cudaEventDestroy(s->evb[i]);
+    for (int i = 0; i < s->n_wmem; i++) cudaFree(s->wmem[i]);
+    cudaFree(s->ws);
+    if (s->host) cudaFreeHost(s->host);
+    if (s->cb) cublasDestroy(s->cb);
+    if (s->st) cudaStreamDestroy(s->st);
+    free(s);
+}
+
+static int dev_alloc(cuda_state *s, void **p, size_t n, tmoe_error *err) {
+    TMOE_ASSERT(s->n_wmem < (int)(sizeof s->wmem / sizeof *s->wmem));
+    cudaError_t ce = cudaMalloc(p, n ? n : 1);
+    if (ce != cudaSuccess)
+        return tmoe_errorf(err, TMOE_ENOMEM, "%s:%d: cudaMalloc of %zu bytes: %s", __FILE__,
+                           __LINE__, n, cudaGetErrorString(ce));
+    s->wmem[s->n_wmem++] = *p;
+    return TMOE_OK;
+}
+
+static int upload(cuda_state *s, void **dst, const void *src, size_t n, tmoe_error *err) {
+    TRY(dev_alloc(s, dst, n, err));
+    TMOE_CUDA_CHECK(cudaMemcpy(*dst, src, n, cudaMemcpyHostToDevice), err);
+    return TMOE_OK;
+}
+
+/* Copy every expert of type t into slot order; fill the group's linears. */
+static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
+    const tmoe_block *b = s->blk;
+    type_group *g = &s->grp[t];
+    int E = b->cfg.num_experts, ids[TMOE_MAX_EXPERTS];
+    g->n = 0;
+    for (int e = 0; e < E; e++)
+        if (b->types[e] == t) {
+            s->slot_of[e] = g->n;
+            ids[g->n++] = e;
+        }
+    if (!g->n) return TMOE_OK;
+    TRY(upload(s, (void **)&g->d_experts, ids, sizeof(int32_t) * g->n, err));
+    for (int which = 0; which < 2; which++) {
+        const tmoe_linear *l0 = which ? &b->moe.experts[ids[0]].fc2 : &b->moe.experts[ids[0]].fc1;
+        tmoe_cuda_lin *L = which ? &g->fc2 : &g->fc1;
+        L->type = t;
+        L->out = l0->out;
+        L->in = l0->in;
+        L->group = l0->group;
+        L->w_stride = tmoe_quant_weight_bytes(t, l0->out, l0->in);
+        L->s_stride = t == TMOE_ET_FP16 ? 0 : tmoe_quant_scale_count(l0->out, l0->in, l0->group);
+        void *w = NULL, *sc = NULL;
+        TRY(dev_alloc(s, &w, L->w_stride * g->n, err));
+        if (L->s_stride) TRY(dev_alloc(s, &sc, L->s_stride * 2 * g->n, err));
+        for (int i = 0; i < g->n; i++) {
+            const tmoe_linear *l = which ? &b->moe.experts[ids[i]].fc2 : &b->moe.experts[ids[i]].fc1;
+            const void *hw = t == TMOE_ET_FP16 ? (const void *)l->w : (const void *)l->q;
+            TMOE_CUDA_CHECK(cudaMemcpy((uint8_t *)w + L->w_stride * i, hw, L->w_stride,
+                                       cudaMemcpyHostToDevice), err);
+            if (L->s_stride)
+                TMOE_CUDA_CHECK(cudaMemcpy((tmoe_f16 *)sc + L->s_stride * i, l->scales,
+                                           L->s_stride * 2, cudaMemcpyHostToDevice), err);
+        }
+        L->w = w;
+        L->scales = sc;
+        if (t != TMOE_ET_FP16 && s->cfg.impl == TMOE_IMPL_UNFUSED) {
+            void *u = NULL;
+            TRY(dev_alloc(s, &u, (size_t)L->out * L->in * 2 * g->n, err));
+            if (which) g->u2 = u;
+            else g->u1 = u;
+        }
+    }
+    tmoe_cuda_epi epi1 = b->cfg.act == TMOE_ACT_SWIGLU ? TMOE_CUDA_EPI_SWIGLU : TMOE_CUDA_EPI_RELU;
+    tmoe_cuda_lin u1 = g->fc1, u2 = g->fc2;
+    if (t != TMOE_ET_FP16 && s->cfg.impl == TMOE_IMPL_UNFUSED) {
+        u1.type = u2.type = TMOE_ET_FP16;
+        tmoe_error sub = {0};
+        if (tmoe_cuda_dequant_unpack(&g->fc1, 0, NULL, NULL, NULL, NULL, &sub) == TMOE_ENOTSUP)
+            return tmoe_errorf(err, TMOE_ENOTSUP, "%s", sub.msg);
+    }
+    TRY(tmoe_cuda_expert_kernel_supports(&u1, epi1, err));
+    TRY(tmoe_cuda_expert_kernel_supports(&u2, TMOE_CUDA_EPI_NONE, err));
+    return TMOE_OK;
+}
+
+static int cuda_create_in(cuda_state *s, tmoe_error *err) {
+    const tmoe_block *b = s->blk;
+    TMOE_CUDA_CHECK(cudaSetDevice(s->cfg.device_id), err);
+    TMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&s->st, cudaStreamNonBlocking), err);
+    CB_CHECK(cublasCreate(&s->cb), err);
+    CB_CHECK(cublasSetStream(s->cb, s->st), err);
+    for (int i = 0; i < EV_MOE_N; i++) TMOE_CUDA_CHECK(cudaEventCreate(&s->ev[i]), err);
+    for (int i = 0; i < EV_BEGIN_N; i++) TMOE_CUDA_CHECK(cudaEventCreate(&s->evb[i]), err);
+
+    size_t D = (size_t)b->cfg.d_model, E = (size_t)b->cfg.num_experts, k = (size_t)b->cfg.top_k;
+    size_t F = (size_t)b->cfg.d_ff, F1 = b->cfg.act == TMOE_ACT_SWIGLU ? 2 * F : F;
+    size_t T = (size_t)s->cfg.max_tokens, N = T * k, H = (size_t)b->cfg.n_heads;
+    size_t Ta = T < (size_t)b->cfg.seq_len ? T : (size_t)b->cfg.seq_len;
+
+    TRY(upload(s, (void **)&s->wqkv, b->wqkv.w, 3 * D * D * 2, err));
+    TRY(upload(s, (void **)&s->wo, b->wo.w, D * D * 2, err));
+    TRY(upload(s, (void **)&s->gate, b->moe.gate.w, E * D * 2, err));
+    TRY(upload(s, (void **)&s->norm1, b->norm1, D * 4, err));
+    TRY(upload(s, (void **)&s->norm2, b->norm2, D * 4, err));
+    for (int t = 0; t < TMOE_ET_COUNT; t++) TRY(upload_group(s, (tmoe_etype)t, err));
+
+    size_t sizes[] = {T * D * 4, T * D * 4, T * 3 * D * 4, H * Ta * Ta * 4, T * E * 4, N * 4,
+                      N * D * 4, N * F1 * 4, T * D * 4, T * D * 2, T * 3 * D * 2, T * D * 2,
+                      H * Ta * Ta * 2, N * D * 2, N * F * 2, N * 4, E * 4, (E + 1) * 4, N * 4,
+                      N * 4};
+    void **slots[] = {(void **)&s->x, (void **)&s->tmp, (void **)&s->qkv32, (void **)&s->S,
+                      (void **)&s->logits, (void **)&s->w, (void **)&s->ye, (void **)&s->h32,
+                      (void **)&s->y, (void **)&s->h16, (void **)&s->qkv16, (void **)&s->att16,
+                      (void **)&s->P16, (void **)&s->xg, (void **)&s->a16, (void **)&s->idx,
+                      (void **)&s->counts, (void **)&s->offsets, (void **)&s->src,
+                      (void **)&s->dst};
+    size_t n_slots = sizeof slots / sizeof *slots, total = 0;
+    for (size_t i = 0; i < n_slots; i++) total += (sizes[i] + 255) & ~(size_t)255;
+    cudaError_t ce = cudaMalloc(&s->ws, total);
+    if (ce != cudaSuccess)
+        return tmoe_errorf(err, TMOE_ENOMEM, "%s:%d: workspace of %zu bytes for %zu tokens: %s",
+                           __FILE__, __LINE__, total, T, cudaGetErrorString(ce));
+    uint8_t *p = s->ws;
+    for (size_t i = 0; i < n_slots; i++) {
+        *slots[i] = p;
+        p += (sizes[i] + 255) & ~(size_t)255;
+    }
+    size_t hsz = E * 4 + N * 4 + E * 4 + N * 4 + 256;
+    TMOE_CUDA_CHECK(cudaHostAlloc(&s->host, hsz, cudaHostAllocMapped), err);
+    s->h_bias = s->host;
+    s->h_w = s->h_bias + E;
+    s->h_counts = (int32_t *)(s->h_w + N);
+    s->h_idx = s->h_counts + E;
+    TMOE_CUDA_CHECK(cudaHostGetDevicePointer((void **)&s->d_bias, s->h_bias, 0), err);
+    TMOE_CUDA_CHECK(cudaHostGetDevicePointer((void **)&s->d_hw, s->h_w, 0), err);
+    TMOE_CUDA_CHECK(cudaHostGetDevicePointer((void **)&s->d_hcounts, s->h_counts, 0), err);
+    TMOE_CUDA_CHECK(cudaHostGetDevicePointer((void **)&s->d_hidx, s->h_idx, 0), err);
+    s->graphs = tmoe_calloc((size_t)s->cfg.max_tokens + 1, sizeof *s->graphs, err);
+    if (!s->graphs) return TMOE_ENOMEM;
+    TMOE_CUDA_CHECK(cudaStreamSynchronize(s->st), err);
+    return TMOE_OK;
+}
+
+static int cuda_create(const tmoe_block *blk, const tmoe_engine_config *cfg, void **out,
+                       tmoe_error *err) {
+    cuda_state *s = tmoe_calloc(1, sizeof *s, err);
+    if (!s) return TMOE_ENOMEM;
+    s->blk = blk;
+    s->cfg = *cfg;
+    int rc = cuda_create_in(s, err);
+    if (rc) {
+        cuda_destroy(s);
+        return rc;
+    }
+    *out = s;
+    return TMOE_OK;
+}
+
+/* y (n, out) fp32 = x (n, in) fp16 . W^T, W (out, in) fp16 row-major. */
+static int gemm_f16(cuda_state *s, const tmoe_f16 *x, const tmoe_f16 *W, int n, int in, int out,
+                    float *y, tmoe_error *err) {
+    const float one = 1.0f, zero = 0.0f;
+    CB_CHECK(cublasGemmEx(s->cb, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &one, W, CUDA_R_16F, in, x,
+                          CUDA_R_16F, in, &zero, y, CUDA_R_32F, out, CUBLAS_COMPUTE_32F,
+                          CUBLAS_GEMM_DEFAULT),
+             err);
+    return TMOE_OK;
+}
+
+static int record(cuda_state *s, cudaEvent_t ev, tmoe_error *err) {
+    TMOE_CUDA_CHECK(cudaEventRecordWithFlags(ev, s->st, cudaEventRecordExternal), err);
+    return TMOE_OK;
+}
+
+static double elapsed(cudaEvent_t a, cudaEvent_t b) {
+    float ms = NAN;
+    if (cudaEventElapsedTime(&ms, a, b) != cudaSuccess) return NAN;
+    return ms;
+}
+
+static int cuda_begin(void *p, const float *x, int T, int moe_only, double op_ms[TMOE_OP_COUNT],
+                      tmoe_error *err) {
+    cuda_state *s = p;
+    const tmoe_block *b = s->blk;
+    int D = b->cfg.d_model, E = b->cfg.num_experts, H = b->cfg.n_heads, dh = D / H;
+    s->T = T;
+    s->moe_only = moe_only;
+    TMOE_CUDA_CHECK(cudaMemcpyAsync(s->x, x, sizeof(float) * (size_t)T * D,
+                                    cudaMemcpyHostToDevice, s->st), err);
+    TRY(record(s, s->evb[EB_START], err));
+    if (!moe_only) {
+        TRY(tmoe_cuda_rmsnorm(s->x, s->norm1, T, D, b->cfg.norm_eps, s->h16, s->st, err));
+        TRY(record(s, s->evb[EB_NORM1], err));
+        TRY(gemm_f16(s, s->h16, s->wqkv, T, D, 3 * D, s->qkv32, err));
+        TRY(tmoe_cuda_to_f16(s->qkv32, (size_t)T * 3 * D, s->qkv16, s->st, err));
+        TRY(record(s, s->evb[EB_QKV], err));
+        const float one = 1.0f, zero = 0.0f;
+        /* S^T (T_k x T_q) = K Q^T per head, column-major */
+        CB_CHECK(cublasGemmStridedBatchedEx(
+                     s->cb, CUBLAS_OP_T, CUBLAS_OP_N, T, T, dh, &one, s->qkv16 + D, CUDA_R_16F,
+                     3 * D, dh, s->qkv16, CUDA_R_16F, 3 * D, dh, &zero, s->S, CUDA_R_32F, T,
+                     (long long)T * T, H, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 err);
+        TRY(tmoe_cuda_causal_softmax(s->S, H, T, 1.0f / sqrtf((float)dh), s->P16, s->st, err));
+        /* O^T (dh x T) = V^T P^T per head */
+        CB_CHECK(cublasGemmStridedBatchedEx(
+                     s->cb, CUBLAS_OP_N, CUBLAS_OP_N, dh, T, T, &one, s->qkv16 + 2 * D,
+                     CUDA_R_16F, 3 * D, dh, s->P16, CUDA_R_16F, T, (long long)T * T, &zero,
+                     s->att16, CUDA_R_16F, D, dh, H, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 err);
+        TRY(record(s, s->evb[EB_CORE], err));
+        TRY(gemm_f16(s, s->att16, s->wo, T, D, D, s->tmp, err));
+        TRY(tmoe_cuda_add(s->x, s->tmp, (size_t)T * D, s->st, err));
+        TRY(record(s, s->evb[EB_OUT], err));
+    }
+    TRY(tmoe_cuda_rmsnorm(s->x, s->norm2, T, D, b->cfg.norm_eps, s->h16, s->st, err));
+    TRY(record(s, s->evb[EB_NORM2], err));
+    TRY(gemm_f16(s, s->h16, s->gate, T, D, E, s->logits, err));
+    TRY(record(s, s->evb[EB_GATE], err));
+    TMOE_CUDA_CHECK(cudaEventSynchronize(s->evb[EB_GATE]), err);
+    if (!moe_only) {
+        tmoe_op_ms_add(op_ms, TMOE_OP_NORM, elapsed(s->evb[EB_START], s->evb[EB_NORM1]));
+        tmoe_op_ms_add(op_ms, TMOE_OP_ATTN_QKV, elapsed(s->evb[EB_NORM1], s->evb[EB_QKV]));
+        tmoe_op_ms_add(op_ms, TMOE_OP_ATTN_CORE, elapsed(s->evb[EB_QKV], s->evb[EB_CORE]));
+        tmoe_op_ms_add(op_ms, TMOE_OP_ATTN_OUT, elapsed(s->evb[EB_CORE], s->evb[EB_OUT]));
+        tmoe_op_ms_add(op_ms, TMOE_OP_NORM, elapsed(s->evb[EB_OUT], s->evb[EB_NORM2]));
+    } else {
+        tmoe_op_ms_add(op_ms, TMOE_OP_NORM, elapsed(s->evb[EB_START], s->evb[EB_NORM2]));
+    }
+    tmoe_op_ms_add(op_ms, TMOE_OP_GATE_LINEAR, elapsed(s->evb[EB_NORM2], s->evb[EB_GATE]));
+    return TMOE_OK;
+}
+
+static int cuda_logits(void *p, float *logits, tmoe_error *err) {
+    cuda_state *s = p;
+    TMOE_CUDA_CHECK(cudaMemcpyAsync(logits, s->logits,
+                                    sizeof(float) * (size_t)s->T * s->blk->cfg.num_experts,
+                                    cudaMemcpyDeviceToHost, s->st), err);
+    TMOE_CUDA_CHECK(cudaStreamSynchronize(s->st), err);
+    return TMOE_OK;
+}
+
+static int unfused(const cuda_state *s, int t) {
+    return t != TMOE_ET_FP16 && s->cfg.impl == TMOE_IMPL_UNFUSED;
+}
+
+/* The MoE step. cublas: experts of fp16 (and unfused) groups through cuBLAS per expert,
+ * after one wait for the counts (not capturable). */
+static int moe_enqueue(cuda_state *s, int cublas, tmoe_error *err) {
+    const tmoe_block *b = s->blk;
+    int T = s->T, D = b->cfg.d_model, E = b->cfg.num_experts, k = b->cfg.top_k, F = b->cfg.d_ff;
+    int N = T * k;
+    tmoe_cuda_epi epi1 = b->cfg.act == TMOE_ACT_SWIGLU ? TMOE_CUDA_EPI_SWIGLU : TMOE_CUDA_EPI_RELU;
+    TRY(record(s, s->ev[EV_START], err));
+    TRY(tmoe_cuda_gate_topk(s->logits, s->d_bias, T, E, k, b->cfg.renormalize,
+                            s->cfg.bias_in_weights, s->idx, s->w, s->d_hidx, s->d_hw, s->st, err));
+    TRY(record(s, s->ev[EV_TOPK], err));
+    TRY(tmoe_cuda_permute(s->idx, T, k, E, s->counts, s->offsets, s->src, s->dst, s->d_hcounts,
+                          s->st, err));
+    if (cublas) {
+        TRY(tmoe_cuda_gather(s->h16, s->src, N, k, D, s->xg, s->st, err));
+    }
+    TRY(record(s, s->ev[EV_PERMUTE], err));
+    for (int t = 0; t < TMOE_ET_COUNT; t++) {
+        type_group *g = &s->grp[t];
+        if (!g->n || !unfused(s, t)) continue;
+        TRY(tmoe_cuda_dequant_unpack(&g->fc1, g->n, g->d_experts, s->counts, g->u1, s->st, err));
+        TRY(tmoe_cuda_dequant_unpack(&g->fc2, g->n, g->d_experts, s->counts, g->u2, s->st, err));
+    }
+    TRY(record(s, s->ev[EV_DEQUANT], err));
+    if (cublas) TMOE_CUDA_CHECK(cudaEventSynchronize(s->ev[EV_PERMUTE]), err);
+    int32_t offs[TMOE_MAX_EXPERTS + 1];
+    if (cublas) {
+        offs[0] = 0;
+        for (int e = 0; e < E; e++) offs[e + 1] = offs[e] + s->h_counts[e];
+    }
+    /* fc1 (+ activation) */
+    for (int t = 0; t < TMOE_ET_COUNT; t++) {
+        type_group *g = &s->grp[t];
+        if (!g->n) continue;
+        int via_cublas = cublas && (t == TMOE_ET_FP16 || unfused(s, t));
+        tmoe_cuda_lin L = g->fc1;
+        if (unfused(s, t)) {
+            L.type = TMOE_ET_FP16;
+            L.w = g->u1;
+            L.w_stride = (size_t)L.out * L.in * 2;
+            L.scales = NULL;
+        }
+        if (!via_cublas) {
+            TRY(tmoe_cuda_expert_linear(&L, epi1, g->n, g->d_experts, s->counts, s->offsets,
+                                        s->h16, s->src, k, T, NULL, s->a16, s->st, err));
+            continue;
+        }
+        for (int e = 0; e < E; e++) {
+            int n = s->h_counts[e];
+            if ((int)b->types[e] != t || n == 0) continue;
+            const tmoe_f16 *W = (const tmoe_f16 *)((const uint8_t *)L.w + L.w_stride * s->slot_of[e]);
+            TRY(gemm_f16(s, s->xg + (size_t)offs[e] * D, W, n, L.in, L.out,
+                         s->h32 + (size_t)offs[e] * L.out, err));
+        }
+    }
+    TRY(record(s, s->ev[EV_FC1], err));
+    if (cublas) {
+        for (int e = 0; e < E; e++) {
+            int n = s->h_counts[e], t = b->types[e];
+            if (n == 0 || !(t == TMOE_ET_FP16 || unfused(s, t))) continue;
+            TRY(tmoe_cuda_act(b->cfg.act, s->h32 + (size_t)offs[e] * s->grp[t].fc1.out, n, F,
+                              s->a16 + (size_t)offs[e] * F, s->st, err));
+        }
+    }
+    TRY(record(s, s->ev[EV_ACT], err));
+    for (int t = 0; t < TMOE_ET_COUNT; t++) {
+        type_group *g = &s->grp[t];
+        if (!g->n) continue;
+        int via_cublas = cublas && (t == TMOE_ET_FP16 || unfused(s, t));
+        tmoe_cuda_lin L = g->fc2;
+        if (unfused(s, t)) {
+            L.type = TMOE_ET_FP16;
+            L.w = g->u2;
+            L.w_stride = (size_t)L.out * L.in * 2;
+            L.scales = NULL;
+        }
+        if (!via_cublas) {
+            TRY(tmoe_cuda_expert_linear(&L, TMOE_CUDA_EPI_NONE, g->n, g->d_experts, s->counts,
+                                        s->offsets, s->a16, NULL, k, T, s->ye, NULL, s->st, err));
+            continue;
+        }
+        for (int e = 0; e < E; e++) {
+            int n = s->h_counts[e];
+            if ((int)b->types[e] != t || n == 0) continue;
+            const tmoe_f16 *W = (const tmoe_f16 *)((const uint8_t *)L.w + L.w_stride * s->slot_of[e]);
+            TRY(gemm_f16(s, s->a16 + (size_t)offs[e] * F, W, n, L.in, L.out,
+                         s->ye + (size_t)offs[e] * D, err));
+        }
+    }
+    TRY(record(s, s->ev[EV_FC2], err));
+    TRY(tmoe_cuda_combine(s->ye, s->dst, s->w, s->x, T, k, D, s->y, s->st, err));
+    TRY(record(s, s->ev[EV_COMBINE], err));
+    return TMOE_OK;
+}
+
+static int use_cublas(const cuda_state *s) {
+    const tmoe_block *b = s->blk;
+    int any = s->grp[TMOE_ET_FP16].n > 0;
+    for (int t = 1; t < TMOE_ET_COUNT; t++) any |= s->grp[t].n > 0 && unfused(s, t);
+    long avg = (long)s->T * b->cfg.top_k / b->cfg.num_experts;
+    return any && avg >= tmoe_cuda_cublas_min_tokens;
+}
+
+static int run_graph(cuda_state *s, tmoe_error *err) {
+    cudaGraphExec_t *ge = &s->graphs[s->T];
+    if (!*ge) {
+        cudaGraph_t g = NULL;
+        TMOE_CUDA_CHECK(cudaStreamBeginCapture(s->st, cudaStreamCaptureModeThreadLocal), err);
+        int rc = moe_enqueue(s, 0, err);
+        cudaError_t ce = cudaStreamEndCapture(s->st, &g);
+        if (rc) {
+            if (g) cudaGraphDestroy(g);
+            return rc;
+        }
+        if (ce != cudaSuccess)
+            return tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: cudaStreamEndCapture: %s", __FILE__,
+                               __LINE__, cudaGetErrorString(ce));
+        ce = cudaGraphInstantiate(ge, g, 0);
+        cudaGraphDestroy(g);
+        if (ce != cudaSuccess) {
+            *ge = NULL;
+            return tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: cudaGraphInstantiate: %s", __FILE__,
+                               __LINE__, cudaGetErrorString(ce));
+        }
+    }
+    TMOE_CUDA_CHECK(cudaGraphLaunch(*ge, s->st), err);
+    return TMOE_OK;
+}
+
+static int cuda_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error *err) {
+    cuda_state *s = p;
+    const tmoe_block *b = s->blk;
+    int T = s->T, E = b->cfg.num_experts, k = b->cfg.top_k;
+    /* the previous step has finished (its metrics were read), so the mapped buffer is free */
+    for (int e = 0; e < E; e++) s->h_bias[e] = bias ? bias[e] : 0.0f;
+    s->cublas_step = use_cublas(s);
+    if (s->cublas_step || !s->cfg.use_graphs) TRY(moe_enqueue(s, s->cublas_step, err));
+    else TRY(run_graph(s, err));
+    TMOE_CUDA_CHECK(cudaEventSynchronize(s->ev[EV_COMBINE]), err);
+    int any_deq = 0;
+    for (int t = 1; t < TMOE_ET_COUNT; t++) any_deq |= s->grp[t].n > 0 && unfused(s, t);
+    tmoe_op_ms_add(m->op_ms, TMOE_OP_GATE_TOPK, elapsed(s->ev[EV_START], s->ev[EV_TOPK]));
+    tmoe_op_ms_add(m->op_ms, TMOE_OP_PERMUTE, elapsed(s->ev[EV_TOPK], s->ev[EV_PERMUTE]));
+    if (any_deq)
+        tmoe_op_ms_add(m->op_ms, TMOE_OP_DEQUANT_UNPACK,
+                       elapsed(s->ev[EV_PERMUTE], s->ev[EV_DEQUANT]));
+    tmoe_op_ms_add(m->op_ms, TMOE_OP_LINEAR_FC1, elapsed(s->ev[EV_DEQUANT], s->ev[EV_FC1]));
+    if (s->cublas_step) /* else the activation is fused into fc1's epilogue: NAN */
+        tmoe_op_ms_add(m->op_ms, TMOE_OP_RELU, elapsed(s->ev[EV_FC1], s->ev[EV_ACT]));
+    tmoe_op_ms_add(m->op_ms, TMOE_OP_LINEAR_FC2, elapsed(s->ev[EV_ACT], s->ev[EV_FC2]));
+    tmoe_op_ms_add(m->op_ms, TMOE_OP_COMBINE, elapsed(s->ev[EV_FC2], s->ev[EV_COMBINE]));
+    m->step_ms = elapsed(s->ev[EV_START], s->ev[EV_COMBINE]);
+    for (int e = 0; e < E; e++) {
+        m->tokens_per_expert[e] = s->h_counts[e];
+        m->expert_ms[e] = NAN; /* one launch serves every expert */
+    }
+    if (m->topk_idx) memcpy(m->topk_idx, s->h_idx, sizeof(int32_t) * (size_t)T * k);
+    if (m->topk_w) memcpy(m->topk_w, s->h_w, sizeof(float) * (size_t)T * k);
+    return TMOE_OK;
+}
+
+static int cuda_output(void *p, float *y, tmoe_error *err) {
+    cuda_state *s = p;
+    TMOE_CUDA_CHECK(cudaMemcpyAsync(y, s->y, sizeof(float) * (size_t)s->T * s->blk->cfg.d_model,
+                                    cudaMemcpyDeviceToHost, s->st), err);
+    TMOE_CUDA_CHECK(cudaStreamSynchronize(s->st), err);
+    return TMOE_OK;
+}
+
+const tmoe_backend_vt tmoe_backend_cuda = {
+    .name = "cuda",
+    .probe = cuda_probe,
+    .create = cuda_create,
+    .destroy = cuda_destroy,
+    .begin = cuda_begin,
+    .logits = cuda_logits,
+    .moe = cuda_moe,
+    .output = cuda_output,
+};

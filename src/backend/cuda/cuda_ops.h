@@ -1,0 +1,127 @@
+/* Private: plain-C launchers of the CUDA backend's kernels, one per op, callable alone (the
+ * backend, the tests and a profiler use them). Every launcher enqueues on `stream`, checks the
+ * launch, synchronizes in a debug build (not while the stream is being captured) and returns a
+ * tmoe_code, filling err with file:line and the CUDA error string on failure.
+ *
+ * Expert launchers serve all experts of one weight type in one launch: `experts` (n_experts)
+ * lists the expert ids of that type (slot s holds the weights of expert experts[s]); counts
+ * (E) and offsets (E+1) are the device arrays written by permute. To time one op of one
+ * expert alone, pass n_experts = 1, experts = {0}, counts = {n}, offsets = {0, n}
+ * (tmoe_cuda_single_expert_routing fills such arrays). All pointers are device pointers
+ * unless a comment says host. */
+#ifndef THERMOE_CUDA_OPS_H
+#define THERMOE_CUDA_OPS_H
+
+#include "thermoe/core.h"
+#include "thermoe/ops.h"
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Check a CUDA runtime call: on failure fill err with file:line, the call and the CUDA error
+ * string and return TMOE_EDEVICE from the enclosing function. */
+#define TMOE_CUDA_CHECK(call, err) \
+    do { \
+        cudaError_t ce_ = (call); \
+        if (ce_ != cudaSuccess) \
+            return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
+                               cudaGetErrorString(ce_)); \
+    } while (0)
+
+/* After a launch: the launch error, then (debug builds, stream not capturing) a sync. */
+int tmoe_cuda_check_launch(cudaStream_t stream, const char *file, int line, const char *what,
+                           tmoe_error *err);
+#define TMOE_CUDA_LAUNCHED(stream, what, err) \
+    do { \
+        int rc_ = tmoe_cuda_check_launch((stream), __FILE__, __LINE__, (what), (err)); \
+        if (rc_) return rc_; \
+    } while (0)
+
+/* Weights of one linear layer (fc1 or fc2) of every expert of one type, stored by slot. */
+typedef struct tmoe_cuda_lin {
+    tmoe_etype type;
+    int out, in, group;       /* rows, columns, quantization group along in */
+    const void *w;            /* fp16 (slots, out, in) or packed (slots, out, in*bits/8) */
+    const tmoe_f16 *scales;   /* (slots, out, in/group), q4/q2 only */
+    size_t w_stride;          /* bytes per slot */
+    size_t s_stride;          /* scales per slot */
+} tmoe_cuda_lin;
+
+/* Epilogue of an expert linear: none (fp32 out, rows = L->out), relu (fp16 out, rows =
+ * L->out) or swiglu (fp16 out, rows = L->out / 2: silu(rows [0, d_ff)) * rows [d_ff, 2 d_ff)). */
+typedef enum { TMOE_CUDA_EPI_NONE, TMOE_CUDA_EPI_RELU, TMOE_CUDA_EPI_SWIGLU } tmoe_cuda_epi;
+
+/* Shape limits of the bandwidth kernels (fused and fp16 small-batch): in a multiple of 32
+ * (fp16), 128 (q4) or 256 (q2); output rows a multiple of 32 (16 with swiglu); q4 group a
+ * multiple of 32, q2 group a multiple of 64. TMOE_OK or TMOE_ENOTSUP with the reason. */
+int tmoe_cuda_expert_kernel_supports(const tmoe_cuda_lin *L, tmoe_cuda_epi epi, tmoe_error *err);
+
+/* Expert linear on grouped rows with the bandwidth kernel (tensor-core mma.sync on 16-byte
+ * weight loads, q4/q2 dequantized in registers, split-K over 8 warps, each weight byte read
+ * once per 64 tokens). Row r of expert e (offsets[e] <= r < offsets[e]+counts[e]) reads
+ * x + (src ? src[r] / k : r) * L->in and writes row r of y32 (epi none) or y16. max_n (host)
+ * bounds every counts[e] (the batch's tokens) and picks the variant (8, 16, 32 or 64 tokens a
+ * pass; larger counts take several passes). */
+int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi, int n_experts,
+                            const int32_t *experts, const int32_t *counts, const int32_t *offsets,
+                            const tmoe_f16 *x, const int32_t *src, int k, int max_n,
+                            float *y32, tmoe_f16 *y16, cudaStream_t stream, tmoe_error *err);
+
+/* dequant_unpack: packed q4/q2 of the listed experts with counts[e] > 0 (every listed expert
+ * when counts is NULL) -> fp16 (slots, out, in) at w16. */
+int tmoe_cuda_dequant_unpack(const tmoe_cuda_lin *L, int n_experts, const int32_t *experts,
+                             const int32_t *counts, tmoe_f16 *w16, cudaStream_t stream,
+                             tmoe_error *err);
+
+/* gate_topk: one warp per token; score = logit + bias (bias may be NULL), ties to the lower
+ * index; weights = softmax of unbiased logits (biased when bias_in_weights), renormalised
+ * over the chosen when renorm. idx, w (T, k); host_idx / host_w (mapped host memory) may be
+ * NULL, else receive a copy. */
+int tmoe_cuda_gate_topk(const float *logits, const float *bias, int T, int E, int k, int renorm,
+                        int bias_in_weights, int32_t *idx, float *w, int32_t *host_idx,
+                        float *host_w, cudaStream_t stream, tmoe_error *err);
+
+/* permute: histogram, scan and stable scatter in one block (no host sync). counts (E),
+ * offsets (E+1), src (T k) grouped row -> copy, dst (T k) copy -> grouped row; host_counts
+ * (mapped host memory, E) may be NULL, else receives counts. */
+int tmoe_cuda_permute(const int32_t *idx, int T, int k, int E, int32_t *counts, int32_t *offsets,
+                      int32_t *src, int32_t *dst, int32_t *host_counts, cudaStream_t stream,
+                      tmoe_error *err);
+
+/* gather: xg (N, D) row r = x16 row src[r] / k. */
+int tmoe_cuda_gather(const tmoe_f16 *x16, const int32_t *src, int N, int k, int D, tmoe_f16 *xg,
+                     cudaStream_t stream, tmoe_error *err);
+
+/* combine: y (T, D) = resid + sum_{j=0..k-1} w[t,j] ye[dst[t k + j]] (resid may be NULL). */
+int tmoe_cuda_combine(const float *ye, const int32_t *dst, const float *w, const float *resid,
+                      int T, int k, int D, float *y, cudaStream_t stream, tmoe_error *err);
+
+/* relu / swiglu: h (n, d_ff or 2 d_ff) fp32 -> a (n, d_ff) fp16. */
+int tmoe_cuda_act(tmoe_act act, const float *h, int n, int d_ff, tmoe_f16 *a,
+                  cudaStream_t stream, tmoe_error *err);
+
+/* rmsnorm: y (T, D) fp16 = x / rms(x) * w. */
+int tmoe_cuda_rmsnorm(const float *x, const float *w, int T, int D, float eps, tmoe_f16 *y,
+                      cudaStream_t stream, tmoe_error *err);
+/* y16 = fp16(x), n values. */
+int tmoe_cuda_to_f16(const float *x, size_t n, tmoe_f16 *y16, cudaStream_t stream,
+                     tmoe_error *err);
+/* x += d, n values. */
+int tmoe_cuda_add(float *x, const float *d, size_t n, cudaStream_t stream, tmoe_error *err);
+/* causal softmax: S (H, T, T) fp32 raw scores -> P (H, T, T) fp16 of softmax(S * scale) over
+ * s <= t, 0 above the diagonal. */
+int tmoe_cuda_causal_softmax(const float *S, int H, int T, float scale, tmoe_f16 *P,
+                             cudaStream_t stream, tmoe_error *err);
+
+/* Host helper: write {0}, {n}, {0, n} into experts, counts, offsets (device) for timing one
+ * expert alone. */
+int tmoe_cuda_single_expert_routing(int n, int32_t *experts, int32_t *counts, int32_t *offsets,
+                                    cudaStream_t stream, tmoe_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,159 @@
+/* The whole engine, cuda backend against the cpu backend: fp16 / q4 / q2 experts, fused and
+ * unfused, relu and swiglu, the bandwidth-kernel path (with and without graph replay) and the
+ * cuBLAS path for large batches. Skips when no CUDA device answers. */
+#include "testutil.h"
+
+#include "thermoe/engine.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t g_seed = 0x5eed;
+
+static int have_gpu(void) {
+    tmoe_error err = {0};
+    if (tmoe_backend_probe(TMOE_BACKEND_CUDA, &err) != TMOE_OK) {
+        print_message("[  SKIPPED ] no CUDA backend here: %s\n", err.msg);
+        return 0;
+    }
+    return 1;
+}
+
+typedef struct eng_case {
+    tmoe_etype et;
+    tmoe_impl impl;
+    tmoe_act act;
+    int E, k, T, moe_only, graphs;
+} eng_case;
+
+static void run_case(const eng_case *c) {
+    tmoe_error err = {0};
+    tmoe_block_config bc = tmoe_block_config_default();
+    bc.d_model = 256;
+    bc.n_heads = 4;
+    bc.d_ff = 512;
+    bc.num_experts = c->E;
+    bc.top_k = c->k;
+    bc.group_size = 128;
+    bc.seq_len = 64;
+    bc.expert_type = c->et;
+    bc.act = c->act;
+    bc.renormalize = c->k > 2;
+    bc.seed = g_seed + (uint64_t)c->T;
+    tmoe_block *blk = NULL;
+    ASSERT_OK(tmoe_block_create(&bc, &blk, &err), &err);
+    tmoe_engine_config ec = tmoe_engine_config_default();
+    ec.max_tokens = c->T;
+    ec.impl = c->impl;
+    ec.use_graphs = c->graphs;
+    tmoe_engine *cpu = NULL, *gpu = NULL;
+    ec.backend = TMOE_BACKEND_CPU;
+    ASSERT_OK(tmoe_engine_create(blk, &ec, &cpu, &err), &err);
+    ec.backend = TMOE_BACKEND_CUDA;
+    ASSERT_OK(tmoe_engine_create(blk, &ec, &gpu, &err), &err);
+
+    tmoe_rng r;
+    tmoe_rng_seed_stream(&r, g_seed, (uint64_t)c->T * 31 + c->E);
+    int T = c->T, D = bc.d_model, E = c->E, k = c->k;
+    float *x = malloc(4 * (size_t)T * D), *bias = malloc(4 * (size_t)E);
+    float *yc = malloc(4 * (size_t)T * D), *yg = malloc(4 * (size_t)T * D);
+    float *yg2 = malloc(4 * (size_t)T * D);
+    int32_t *ic = malloc(4 * (size_t)T * k), *ig = malloc(4 * (size_t)T * k);
+    float *wc = malloc(4 * (size_t)T * k), *wg = malloc(4 * (size_t)T * k);
+    for (size_t i = 0; i < (size_t)T * D; i++) x[i] = tmoe_rng_uniform_sym(&r, 1.0f);
+    for (int e = 0; e < E; e++) bias[e] = tmoe_rng_uniform_sym(&r, 0.3f);
+    tu_poison(yg, 4 * (size_t)T * D);
+    tmoe_moe_metrics mc = {.topk_idx = ic, .topk_w = wc}, mg = {.topk_idx = ig, .topk_w = wg};
+    ASSERT_OK(tmoe_engine_forward(cpu, x, T, c->moe_only, bias, yc, &mc, &err), &err);
+    ASSERT_OK(tmoe_engine_forward(gpu, x, T, c->moe_only, bias, yg, &mg, &err), &err);
+
+    /* routing: same experts (a near-tie may flip one copy: allow 1 in 200), same counts */
+    int flips = 0;
+    for (int i = 0; i < T * k; i++) flips += ic[i] != ig[i];
+    if (flips * 200 > T * k + 199)
+        fail_msg("%d of %d routing choices differ from the cpu backend", flips, T * k);
+    if (!flips)
+        for (int e = 0; e < E; e++) assert_int_equal(mc.tokens_per_expert[e], mg.tokens_per_expert[e]);
+    /* compare the MoE contribution (y minus the residual stream) */
+    double *ref = malloc(sizeof(double) * (size_t)T * D);
+    float *got = malloc(4 * (size_t)T * D);
+    size_t n = 0;
+    for (int t = 0; t < T; t++) {
+        int same = 1;
+        for (int j = 0; j < k; j++) same &= ic[t * k + j] == ig[t * k + j];
+        if (!same) continue;
+        for (int i = 0; i < D; i++) {
+            size_t o = (size_t)t * D + i;
+            if (isnan(yg[o])) fail_msg("output element %zu not written", o);
+            ref[n] = (double)yc[o] - (c->moe_only ? x[o] : 0.0);
+            got[n] = yg[o] - (c->moe_only ? x[o] : 0.0f);
+            n++;
+        }
+    }
+    double e = tu_rel_l2(got, ref, n);
+    if (!(e < TOL_F16))
+        fail_msg("%s %s %s E=%d k=%d T=%d moe_only=%d graphs=%d: relative error %.3g",
+                 tmoe_etype_name(c->et), tmoe_impl_name(c->impl), tmoe_act_name(c->act), E, k, T,
+                 c->moe_only, c->graphs, e);
+    for (int i = 0; i < TMOE_OP_COUNT; i++)
+        if (mg.op_ms[i] < 0.0) fail_msg("negative time for op %s", tmoe_op_name((tmoe_op)i));
+    assert_true(mg.step_ms > 0.0);
+    /* a second forward (graph replay when enabled) gives the same bits */
+    ASSERT_OK(tmoe_engine_forward(gpu, x, T, c->moe_only, bias, yg2, &mg, &err), &err);
+    assert_memory_equal(yg, yg2, 4 * (size_t)T * D);
+    tmoe_engine_free(cpu);
+    tmoe_engine_free(gpu);
+    tmoe_block_free(blk);
+    free(x), free(bias), free(yc), free(yg), free(yg2), free(ic), free(ig), free(wc), free(wg);
+    free(ref), free(got);
+}
+
+static void test_engine_matrix(void **state) {
+    (void)state;
+    if (!have_gpu()) skip();
+    int Ts[] = {1, 3, 17};
+    for (int et = 0; et < TMOE_ET_COUNT; et++)
+        for (int impl = 0; impl < TMOE_IMPL_COUNT; impl++) {
+            if (et == TMOE_ET_FP16 && impl == TMOE_IMPL_UNFUSED) continue;
+            for (int act = 0; act < TMOE_ACT_COUNT; act++)
+                for (int i = 0; i < 3; i++) {
+                    eng_case c = {(tmoe_etype)et, (tmoe_impl)impl, (tmoe_act)act, 8, 2, Ts[i],
+                                  i == 1, i != 2};
+                    run_case(&c);
+                }
+        }
+}
+
+static void test_engine_fine_grained(void **state) {
+    (void)state;
+    if (!have_gpu()) skip();
+    eng_case a = {TMOE_ET_Q4, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 64, 8, 17, 0, 1};
+    run_case(&a);
+    eng_case b = {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 64, 8, 33, 1, 1};
+    run_case(&b);
+}
+
+/* 1000 tokens, 8 experts top-2: 250 per expert, the cuBLAS path for fp16 / unfused */
+static void test_engine_large_batch(void **state) {
+    (void)state;
+    if (!have_gpu()) skip();
+    eng_case c[] = {
+        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 8, 2, 1000, 1, 1},
+        {TMOE_ET_Q4, TMOE_IMPL_UNFUSED, TMOE_ACT_RELU, 8, 2, 1000, 1, 1},
+        {TMOE_ET_Q2, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 8, 2, 1000, 1, 1},
+        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 1, 64, 0, 1},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) run_case(&c[i]);
+}
+
+int main(void) {
+    g_seed = (uint64_t)tmoe_now_ns();
+    print_message("test_cuda_engine seed %llu\n", (unsigned long long)g_seed);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_engine_matrix),
+        cmocka_unit_test(test_engine_fine_grained),
+        cmocka_unit_test(test_engine_large_batch),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

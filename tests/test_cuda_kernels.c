@@ -1,0 +1,411 @@
+/* CUDA kernels against the CPU reference (include/thermoe/cpu.h): fresh random inputs,
+ * poisoned outputs, tokens 1, 3, 17 and 1000, experts with no tokens and all tokens on one
+ * expert. Skips when no CUDA device answers (CI has none). */
+#include "testutil.h"
+
+#ifdef THERMOE_HAVE_CUDA
+#include "backend/cuda/cuda_ops.h"
+#include "thermoe/cpu.h"
+#include "thermoe/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOL_WEIGHT 1e-5 /* gate softmax weights: fp32 on both sides */
+
+static uint64_t g_seed = 0x5eed;
+
+static void need_gpu(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n < 1) {
+        print_message("[  SKIPPED ] no CUDA device: CUDA kernel tests not run\n");
+        skip();
+    }
+}
+
+#define CK(call) \
+    do { \
+        cudaError_t ce_ = (call); \
+        if (ce_ != cudaSuccess) fail_msg("%s: %s", #call, cudaGetErrorString(ce_)); \
+    } while (0)
+
+static void *dmalloc(size_t n) {
+    void *p = NULL;
+    CK(cudaMalloc(&p, n ? n : 1));
+    CK(cudaMemset(p, 0xff, n ? n : 1)); /* poison: NaN for fp16 and fp32, -1 for int32 */
+    return p;
+}
+static void *dup_to(const void *h, size_t n) {
+    void *p = dmalloc(n);
+    CK(cudaMemcpy(p, h, n, cudaMemcpyHostToDevice));
+    return p;
+}
+static void from_dev(void *h, const void *d, size_t n) {
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost));
+}
+
+static void rand_f16(tmoe_rng *r, tmoe_f16 *x, size_t n, float a) {
+    for (size_t i = 0; i < n; i++) x[i] = tmoe_f32_to_f16(tmoe_rng_uniform_sym(r, a));
+}
+
+static void check_rel(const char *what, const float *got, const float *ref, size_t n, double tol) {
+    double *r = malloc(sizeof(double) * n);
+    assert_non_null(r);
+    for (size_t i = 0; i < n; i++) {
+        r[i] = ref[i];
+        if (isnan(got[i])) {
+            free(r);
+            fail_msg("%s: element %zu not written (NaN)", what, i);
+        }
+    }
+    double e = tu_rel_l2(got, r, n);
+    free(r);
+    if (!(e < tol)) fail_msg("%s: relative error %.3g >= %.3g", what, e, tol);
+}
+
+/* ---- gate_topk ----------------------------------------------------------------------- */
+static void topk_case(int T, int E, int k, int renorm, int biw, int ties) {
+    tmoe_rng r;
+    tmoe_rng_seed_stream(&r, g_seed, (uint64_t)T * 1000 + E * 10 + renorm * 2 + biw);
+    float *lg = malloc(sizeof(float) * T * E), *bias = malloc(sizeof(float) * E);
+    int32_t *ci = malloc(sizeof(int32_t) * T * k), *gi = malloc(sizeof(int32_t) * T * k);
+    float *cw = malloc(sizeof(float) * T * k), *gw = malloc(sizeof(float) * T * k);
+    for (int i = 0; i < T * E; i++) {
+        float v = tmoe_rng_uniform_sym(&r, 4.0f);
+        lg[i] = ties ? floorf(v) : v; /* few distinct values: many ties */
+    }
+    for (int e = 0; e < E; e++) bias[e] = ties ? 0.0f : tmoe_rng_uniform_sym(&r, 0.5f);
+    tmoe_cpu_gate_topk(lg, bias, T, E, k, renorm, biw, ci, cw);
+    float *dl = dup_to(lg, sizeof(float) * T * E), *db = dup_to(bias, sizeof(float) * E);
+    int32_t *di = dmalloc(sizeof(int32_t) * T * k);
+    float *dw = dmalloc(sizeof(float) * T * k);
+    tmoe_error err = {0};
+    ASSERT_OK(tmoe_cuda_gate_topk(dl, db, T, E, k, renorm, biw, di, dw, NULL, NULL, 0, &err), &err);
+    from_dev(gi, di, sizeof(int32_t) * T * k);
+    from_dev(gw, dw, sizeof(float) * T * k);
+    for (int i = 0; i < T * k; i++) {
+        if (gi[i] != ci[i])
+            fail_msg("topk T=%d E=%d k=%d: idx[%d] = %d, cpu %d", T, E, k, i, gi[i], ci[i]);
+        if (!(fabsf(gw[i] - cw[i]) <= TOL_WEIGHT * (1.0f + fabsf(cw[i]))))
+            fail_msg("topk T=%d E=%d k=%d: w[%d] = %g, cpu %g", T, E, k, i, gw[i], cw[i]);
+    }
+    cudaFree(dl), cudaFree(db), cudaFree(di), cudaFree(dw);
+    free(lg), free(bias), free(ci), free(gi), free(cw), free(gw);
+}
+
+static void test_gate_topk(void **state) {
+    (void)state;
+    need_gpu();
+    int Ts[] = {1, 3, 17, 1000};
+    for (int i = 0; i < 4; i++) {
+        topk_case(Ts[i], 8, 2, 0, 0, 0);
+        topk_case(Ts[i], 8, 2, 1, 1, 0);
+        topk_case(Ts[i], 128, 8, 1, 0, 0);
+        topk_case(Ts[i], 128, 8, 0, 1, 1);
+        topk_case(Ts[i], 256, 16, 0, 0, 1);
+        topk_case(Ts[i], 5, 5, 1, 0, 1);
+    }
+}
+
+/* ---- permute + combine ------------------------------------------------------------------ */
+/* mode 0: random experts; 1: all tokens on expert 0 (k=1) or experts 0..k-1; 2: random among
+ * the odd experts (even experts get none). */
+static void permute_case(int T, int E, int k, int mode) {
+    tmoe_rng r;
+    tmoe_rng_seed_stream(&r, g_seed, 77 + (uint64_t)T * 10 + mode);
+    int N = T * k, D = 136;
+    int32_t *idx = malloc(sizeof(int32_t) * N);
+    for (int t = 0; t < T; t++) {
+        unsigned char used[TMOE_MAX_EXPERTS] = {0};
+        for (int j = 0; j < k; j++) {
+            int e;
+            do {
+                e = mode == 1 ? j : (int)tmoe_rng_below(&r, (uint32_t)E);
+                if (mode == 2) e |= 1;
+            } while (used[e] && mode != 1);
+            used[e] = 1;
+            idx[t * k + j] = e;
+        }
+    }
+    int32_t *cc = malloc(4 * E), *co = malloc(4 * (E + 1)), *cs = malloc(4 * N), *cd = malloc(4 * N);
+    int32_t *gc = malloc(4 * E), *go = malloc(4 * (E + 1)), *gs = malloc(4 * N), *gd = malloc(4 * N);
+    tmoe_cpu_permute(idx, T, k, E, cc, co, cs, cd);
+    int32_t *didx = dup_to(idx, 4 * N), *dc = dmalloc(4 * E), *dof = dmalloc(4 * (E + 1));
+    int32_t *ds = dmalloc(4 * N), *dd = dmalloc(4 * N);
+    tmoe_error err = {0};
+    ASSERT_OK(tmoe_cuda_permute(didx, T, k, E, dc, dof, ds, dd, NULL, 0, &err), &err);
+    from_dev(gc, dc, 4 * E);
+    from_dev(go, dof, 4 * (E + 1));
+    from_dev(gs, ds, 4 * N);
+    from_dev(gd, dd, 4 * N);
+    assert_memory_equal(gc, cc, 4 * E);
+    assert_memory_equal(go, co, 4 * (E + 1));
+    assert_memory_equal(gs, cs, 4 * N);
+    assert_memory_equal(gd, cd, 4 * N);
+
+    /* gather and combine on the same routing */
+    tmoe_f16 *x = malloc(2 * (size_t)T * D), *xg = malloc(2 * (size_t)N * D);
+    float *ye = malloc(4 * (size_t)N * D), *w = malloc(4 * N), *res = malloc(4 * (size_t)T * D);
+    float *cy = malloc(4 * (size_t)T * D), *gy = malloc(4 * (size_t)T * D);
+    rand_f16(&r, x, (size_t)T * D, 1.0f);
+    for (size_t i = 0; i < (size_t)N * D; i++) ye[i] = tmoe_rng_uniform_sym(&r, 1.0f);
+    for (int i = 0; i < N; i++) w[i] = (float)tmoe_rng_uniform(&r);
+    for (size_t i = 0; i < (size_t)T * D; i++) res[i] = tmoe_rng_uniform_sym(&r, 1.0f);
+    tmoe_cpu_gather(x, cs, N, k, D, xg);
+    tmoe_f16 *dx = dup_to(x, 2 * (size_t)T * D), *dxg = dmalloc(2 * (size_t)N * D);
+    ASSERT_OK(tmoe_cuda_gather(dx, ds, N, k, D, dxg, 0, &err), &err);
+    tmoe_f16 *gxg = malloc(2 * (size_t)N * D);
+    from_dev(gxg, dxg, 2 * (size_t)N * D);
+    assert_memory_equal(gxg, xg, 2 * (size_t)N * D);
+    tmoe_cpu_combine(ye, cd, w, T, k, D, cy);
+    for (size_t i = 0; i < (size_t)T * D; i++) cy[i] += res[i];
+    float *dye = dup_to(ye, 4 * (size_t)N * D), *dw = dup_to(w, 4 * N);
+    float *dres = dup_to(res, 4 * (size_t)T * D), *dy = dmalloc(4 * (size_t)T * D);
+    ASSERT_OK(tmoe_cuda_combine(dye, dd, dw, dres, T, k, D, dy, 0, &err), &err);
+    from_dev(gy, dy, 4 * (size_t)T * D);
+    check_rel("combine", gy, cy, (size_t)T * D, TOL_F32);
+
+    cudaFree(didx), cudaFree(dc), cudaFree(dof), cudaFree(ds), cudaFree(dd), cudaFree(dx);
+    cudaFree(dxg), cudaFree(dye), cudaFree(dw), cudaFree(dres), cudaFree(dy);
+    free(idx), free(cc), free(co), free(cs), free(cd), free(gc), free(go), free(gs), free(gd);
+    free(x), free(xg), free(ye), free(w), free(res), free(cy), free(gy), free(gxg);
+}
+
+static void test_permute_combine(void **state) {
+    (void)state;
+    need_gpu();
+    int Ts[] = {1, 3, 17, 1000};
+    for (int i = 0; i < 4; i++) {
+        permute_case(Ts[i], 8, 2, 0);
+        permute_case(Ts[i], 8, 1, 1);
+        permute_case(Ts[i], 8, 2, 1);
+        permute_case(Ts[i], 128, 8, 0);
+        permute_case(Ts[i], 128, 8, 2);
+        permute_case(Ts[i], 256, 16, 0);
+    }
+}
+
+/* ---- dequant_unpack ---------------------------------------------------------------------- */
+static void dequant_case(tmoe_etype t, int out, int in, int group) {
+    tmoe_rng r;
+    tmoe_rng_seed_stream(&r, g_seed, 500 + (uint64_t)t * 7 + group);
+    int slots = 3;
+    tmoe_linear l[3];
+    tmoe_error err = {0};
+    size_t wb = tmoe_quant_weight_bytes(t, out, in), sc = tmoe_quant_scale_count(out, in, group);
+    uint8_t *q = malloc(wb * slots);
+    tmoe_f16 *s = malloc(2 * sc * slots);
+    for (int i = 0; i < slots; i++) {
+        ASSERT_OK(tmoe_linear_alloc(&l[i], t, out, in, group, &err), &err);
+        ASSERT_OK(tmoe_linear_init_random(&l[i], &r, &err), &err);
+        memcpy(q + wb * i, l[i].q, wb);
+        memcpy(s + sc * i, l[i].scales, 2 * sc);
+    }
+    int32_t experts[3] = {2, 0, 1}, counts[3] = {5, 0, 1}; /* slot 1 = expert 0: no tokens */
+    tmoe_cuda_lin L = {t, out, in, group, dup_to(q, wb * slots), dup_to(s, 2 * sc * slots), wb, sc};
+    int32_t *de = dup_to(experts, sizeof experts), *dc = dup_to(counts, sizeof counts);
+    size_t nw = (size_t)out * in;
+    tmoe_f16 *dw = dmalloc(2 * nw * slots), *gw = malloc(2 * nw * slots), *cw = malloc(2 * nw);
+    ASSERT_OK(tmoe_cuda_dequant_unpack(&L, slots, de, dc, dw, 0, &err), &err);
+    from_dev(gw, dw, 2 * nw * slots);
+    for (int i = 0; i < slots; i++) {
+        if (i == 1) {
+            for (size_t j = 0; j < nw; j++)
+                if (gw[nw * i + j] != 0xffff) fail_msg("dequant wrote an expert without tokens");
+            continue;
+        }
+        tmoe_cpu_dequant_unpack(&l[i], cw);
+        if (memcmp(gw + nw * i, cw, 2 * nw))
+            fail_msg("dequant %s %dx%d g%d slot %d differs from the CPU", tmoe_etype_name(t), out,
+                     in, group, i);
+    }
+    for (int i = 0; i < slots; i++) tmoe_linear_free(&l[i]);
+    cudaFree((void *)L.w), cudaFree((void *)L.scales), cudaFree(de), cudaFree(dc), cudaFree(dw);
+    free(q), free(s), free(gw), free(cw);
+}
+
+static void test_dequant(void **state) {
+    (void)state;
+    need_gpu();
+    dequant_case(TMOE_ET_Q4, 96, 256, 128);
+    dequant_case(TMOE_ET_Q4, 64, 128, 8);
+    dequant_case(TMOE_ET_Q2, 96, 512, 128);
+    dequant_case(TMOE_ET_Q2, 64, 256, 4);
+}
+
+/* ---- expert linear ------------------------------------------------------------------------ */
+/* 3 experts of type t (ids 0..2 in slots 2, 0, 1); tokens routed: expert 0 gets n0, 1 none,
+ * 2 gets n2, reading x through src (token order) as the engine's fc1 does. */
+static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0, int n2) {
+    tmoe_rng r;
+    tmoe_rng_seed_stream(&r, g_seed, 900 + (uint64_t)t * 100 + epi * 10 + (uint64_t)n0 * 7 + n2);
+    const int slots = 3, group = 128, k = 2;
+    int32_t experts[3] = {1, 2, 0}; /* slot -> expert */
+    int32_t counts[3] = {n0, 0, n2}, offsets[4] = {0, n0, n0, n0 + n2};
+    int N = n0 + n2, T = N; /* N grouped rows; token copies t*k+j with src[r] = 2 r */
+    tmoe_error err = {0};
+    tmoe_linear l[3];
+    size_t wb = tmoe_quant_weight_bytes(t, out, in), sc = tmoe_quant_scale_count(out, in, group);
+    uint8_t *wh = malloc(wb * slots);
+    tmoe_f16 *sh = malloc(2 * sc * slots + 2);
+    for (int i = 0; i < slots; i++) {
+        ASSERT_OK(tmoe_linear_alloc(&l[i], t, out, in, group, &err), &err);
+        ASSERT_OK(tmoe_linear_init_random(&l[i], &r, &err), &err);
+        memcpy(wh + wb * i, t == TMOE_ET_FP16 ? (void *)l[i].w : (void *)l[i].q, wb);
+        if (t != TMOE_ET_FP16) memcpy(sh + sc * i, l[i].scales, 2 * sc);
+    }
+    tmoe_f16 *x = malloc(2 * (size_t)T * in);
+    rand_f16(&r, x, (size_t)T * in, 1.0f);
+    int32_t *src = malloc(4 * (size_t)N);
+    for (int i = 0; i < N; i++) src[i] = (N - 1 - i) * k + (i & 1); /* reversed token order */
+    int rows = epi == TMOE_CUDA_EPI_SWIGLU ? out / 2 : out;
+    float *ref = malloc(4 * (size_t)N * rows), *h = malloc(4 * (size_t)N * out);
+    tmoe_f16 *xg = malloc(2 * (size_t)N * in), *a = malloc(2 * (size_t)N * rows);
+    tmoe_cpu_gather(x, src, N, k, in, xg);
+    for (int e = 0; e < 3; e++) {
+        int n = counts[e], s = -1;
+        for (int i = 0; i < slots; i++)
+            if (experts[i] == e) s = i;
+        if (!n) continue;
+        tmoe_cpu_linear(&l[s], TMOE_IMPL_FUSED, NULL, xg + (size_t)offsets[e] * in, n, h);
+        if (epi == TMOE_CUDA_EPI_NONE) {
+            memcpy(ref + (size_t)offsets[e] * rows, h, 4 * (size_t)n * rows);
+        } else {
+            tmoe_cpu_act(epi == TMOE_CUDA_EPI_RELU ? TMOE_ACT_RELU : TMOE_ACT_SWIGLU, h, n, rows, a);
+            for (size_t i = 0; i < (size_t)n * rows; i++)
+                ref[(size_t)offsets[e] * rows + i] = tmoe_f16_to_f32(a[i]);
+        }
+    }
+    tmoe_cuda_lin L = {t, out, in, group, dup_to(wh, wb * slots),
+                       t == TMOE_ET_FP16 ? NULL : dup_to(sh, 2 * sc * slots), wb,
+                       t == TMOE_ET_FP16 ? 0 : sc};
+    int32_t *de = dup_to(experts, sizeof experts), *dc = dup_to(counts, sizeof counts);
+    int32_t *dof = dup_to(offsets, sizeof offsets), *dsrc = dup_to(src, 4 * (size_t)N);
+    tmoe_f16 *dx = dup_to(x, 2 * (size_t)T * in);
+    float *dy = dmalloc(4 * (size_t)N * rows);
+    tmoe_f16 *dy16 = dmalloc(2 * (size_t)N * rows);
+    ASSERT_OK(tmoe_cuda_expert_linear(&L, epi, slots, de, dc, dof, dx, dsrc, k, N, dy, dy16, 0,
+                                      &err), &err);
+    float *got = malloc(4 * (size_t)N * rows);
+    if (epi == TMOE_CUDA_EPI_NONE) {
+        from_dev(got, dy, 4 * (size_t)N * rows);
+    } else {
+        from_dev(a, dy16, 2 * (size_t)N * rows);
+        for (size_t i = 0; i < (size_t)N * rows; i++) got[i] = tmoe_f16_to_f32(a[i]);
+    }
+    char what[128];
+    snprintf(what, sizeof what, "expert_linear %s epi %d %dx%d tokens %d+%d", tmoe_etype_name(t),
+             (int)epi, out, in, n0, n2);
+    check_rel(what, got, ref, (size_t)N * rows, TOL_F16);
+    for (int i = 0; i < slots; i++) tmoe_linear_free(&l[i]);
+    cudaFree((void *)L.w), cudaFree((void *)L.scales), cudaFree(de), cudaFree(dc), cudaFree(dof);
+    cudaFree(dsrc), cudaFree(dx), cudaFree(dy), cudaFree(dy16);
+    free(wh), free(sh), free(x), free(src), free(ref), free(h), free(xg), free(a), free(got);
+}
+
+static void test_expert_linear(void **state) {
+    (void)state;
+    need_gpu();
+    int ns[][2] = {{1, 0}, {0, 1}, {3, 1}, {17, 0}, {9, 8}, {0, 1000}, {400, 600}};
+    for (int t = 0; t < TMOE_ET_COUNT; t++)
+        for (int i = 0; i < 7; i++) {
+            linear_case((tmoe_etype)t, TMOE_CUDA_EPI_NONE, 256, 512, ns[i][0], ns[i][1]);
+            linear_case((tmoe_etype)t, TMOE_CUDA_EPI_RELU, 512, 256, ns[i][0], ns[i][1]);
+            linear_case((tmoe_etype)t, TMOE_CUDA_EPI_SWIGLU, 1024, 256, ns[i][0], ns[i][1]);
+        }
+}
+
+/* ---- act, rmsnorm, causal softmax --------------------------------------------------------- */
+static void test_small_ops(void **state) {
+    (void)state;
+    need_gpu();
+    tmoe_rng r;
+    tmoe_rng_seed_stream(&r, g_seed, 4242);
+    tmoe_error err = {0};
+    int Ts[] = {1, 3, 17, 1000}, D = 200, F = 96;
+    for (int i = 0; i < 4; i++) {
+        int T = Ts[i];
+        for (int act = 0; act < 2; act++) {
+            int F1 = act ? 2 * F : F;
+            float *h = malloc(4 * (size_t)T * F1);
+            for (size_t j = 0; j < (size_t)T * F1; j++) h[j] = tmoe_rng_uniform_sym(&r, 3.0f);
+            tmoe_f16 *ca = malloc(2 * (size_t)T * F), *ga = malloc(2 * (size_t)T * F);
+            tmoe_cpu_act((tmoe_act)act, h, T, F, ca);
+            float *dh = dup_to(h, 4 * (size_t)T * F1);
+            tmoe_f16 *da = dmalloc(2 * (size_t)T * F);
+            ASSERT_OK(tmoe_cuda_act((tmoe_act)act, dh, T, F, da, 0, &err), &err);
+            from_dev(ga, da, 2 * (size_t)T * F);
+            for (size_t j = 0; j < (size_t)T * F; j++)
+                if (fabsf(tmoe_f16_to_f32(ga[j]) - tmoe_f16_to_f32(ca[j])) >
+                    1e-3f * (1.0f + fabsf(tmoe_f16_to_f32(ca[j]))))
+                    fail_msg("act %d T=%d: element %zu", act, T, j);
+            cudaFree(dh), cudaFree(da), free(h), free(ca), free(ga);
+        }
+        float *x = malloc(4 * (size_t)T * D), *w = malloc(4 * (size_t)D);
+        for (size_t j = 0; j < (size_t)T * D; j++) x[j] = tmoe_rng_uniform_sym(&r, 2.0f);
+        for (int j = 0; j < D; j++) w[j] = 0.5f + (float)tmoe_rng_uniform(&r);
+        tmoe_f16 *cy = malloc(2 * (size_t)T * D), *gy = malloc(2 * (size_t)T * D);
+        tmoe_cpu_rmsnorm(x, w, T, D, 1e-5f, cy);
+        float *dx = dup_to(x, 4 * (size_t)T * D), *dw = dup_to(w, 4 * (size_t)D);
+        tmoe_f16 *dy = dmalloc(2 * (size_t)T * D);
+        ASSERT_OK(tmoe_cuda_rmsnorm(dx, dw, T, D, 1e-5f, dy, 0, &err), &err);
+        from_dev(gy, dy, 2 * (size_t)T * D);
+        float *g32 = malloc(4 * (size_t)T * D), *c32 = malloc(4 * (size_t)T * D);
+        for (size_t j = 0; j < (size_t)T * D; j++) {
+            g32[j] = tmoe_f16_to_f32(gy[j]);
+            c32[j] = tmoe_f16_to_f32(cy[j]);
+        }
+        check_rel("rmsnorm", g32, c32, (size_t)T * D, TOL_F16);
+        cudaFree(dx), cudaFree(dw), cudaFree(dy);
+        free(x), free(w), free(cy), free(gy), free(g32), free(c32);
+    }
+    /* causal softmax against a direct computation */
+    int H = 3, T = 37;
+    float *S = malloc(4 * (size_t)H * T * T), *ref = malloc(4 * (size_t)H * T * T);
+    float *got = malloc(4 * (size_t)H * T * T);
+    for (size_t j = 0; j < (size_t)H * T * T; j++) S[j] = tmoe_rng_uniform_sym(&r, 8.0f);
+    float sc = 0.125f;
+    for (int row = 0; row < H * T; row++) {
+        int t = row % T;
+        float mx = -INFINITY, den = 0.0f;
+        for (int s = 0; s <= t; s++) mx = fmaxf(mx, S[row * T + s] * sc);
+        for (int s = 0; s <= t; s++) den += expf(S[row * T + s] * sc - mx);
+        for (int s = 0; s < T; s++)
+            ref[row * T + s] = s <= t ? expf(S[row * T + s] * sc - mx) / den : 0.0f;
+    }
+    float *dS = dup_to(S, 4 * (size_t)H * T * T);
+    tmoe_f16 *dP = dmalloc(2 * (size_t)H * T * T), *P = malloc(2 * (size_t)H * T * T);
+    ASSERT_OK(tmoe_cuda_causal_softmax(dS, H, T, sc, dP, 0, &err), &err);
+    from_dev(P, dP, 2 * (size_t)H * T * T);
+    for (size_t j = 0; j < (size_t)H * T * T; j++) got[j] = tmoe_f16_to_f32(P[j]);
+    check_rel("causal_softmax", got, ref, (size_t)H * T * T, TOL_F16);
+    cudaFree(dS), cudaFree(dP), free(S), free(ref), free(got), free(P);
+}
+
+int main(void) {
+    g_seed = (uint64_t)tmoe_now_ns();
+    print_message("test_cuda_kernels seed %llu\n", (unsigned long long)g_seed);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gate_topk),   cmocka_unit_test(test_permute_combine),
+        cmocka_unit_test(test_dequant),     cmocka_unit_test(test_expert_linear),
+        cmocka_unit_test(test_small_ops),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
+
+#else /* no CUDA in this build */
+
+static void test_no_cuda(void **state) {
+    (void)state;
+    print_message("[  SKIPPED ] built without CUDA (THERMOE_CUDA=OFF or no nvcc)\n");
+    skip();
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_no_cuda)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
+#endif
