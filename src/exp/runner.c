@@ -738,7 +738,8 @@ static int open_run_dir(run_ctx *r, tmoe_runlog_done **done, int *ndone, tmoe_er
                                "--resume: the flags differ from the run in %s (was: %s; now: %s)",
                                r->dir, old_fp, fp);
     } else {
-        if (access(r->csv_path, F_OK) == 0)
+        struct stat st;
+        if (stat(r->csv_path, &st) == 0 && S_ISREG(st.st_mode))
             return tmoe_errorf(err, TMOE_EINVAL,
                                "%s exists: continue that run with --resume, or choose another --out",
                                r->csv_path);
