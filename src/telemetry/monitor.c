@@ -280,7 +280,14 @@ tmoe_energy tmoe_monitor_energy_between(tmoe_monitor *m, int dev, int64_t t0, in
             prev = i;
         }
         if (have) {
-            e.joules = j;
+            /* scale the sampled span to the window (the ends fall between samples) */
+            double span = 0.0;
+            for (int i = 0, f0 = -1; i < n; i++)
+                if (isfinite(power_of(&buf[i]))) {
+                    if (f0 < 0) f0 = i;
+                    span = (double)(buf[i].t_ns - buf[f0].t_ns) * 1e-9;
+                }
+            e.joules = span > 0.0 ? j * (e.seconds / span) : j;
             e.method = TMOE_ENERGY_INTEGRATED;
         }
     }

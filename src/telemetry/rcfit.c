@@ -29,7 +29,7 @@ struct tmoe_rcfit {
 };
 
 tmoe_rcfit_config tmoe_rcfit_config_default(void) {
-    tmoe_rcfit_config c = {.tau_fast_s = 0.5, .forgetting = 0.998, .step_s = 0.5};
+    tmoe_rcfit_config c = {.tau_fast_s = 0.3, .forgetting = 0.99, .step_s = 0.5};
     return c;
 }
 
