@@ -12,6 +12,7 @@ static const cli_cmd commands[] = {
     {"help", cmd_help, "list subcommands, or show one's flags: thermoe help CMD"},
     {"version", cmd_version, "print the version and build facts"},
     {"info", cmd_info, "what this machine offers: backends, devices, telemetry"},
+    {"monitor", cmd_monitor, "live GPU telemetry view and CSV log (nvml or simulated)"},
     {"forward", cmd_forward, "build a block from flags, run it once, print routing and timings"},
 };
 #define NCOMMANDS (sizeof commands / sizeof *commands)
