@@ -4,6 +4,7 @@
  * NVML-like counters (energy and 1 s average power updated every 100 ms). Time is simulated
  * and kept in integer nanoseconds so long runs do not drift. Numbers: docs/telemetry.md. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,7 +77,12 @@ struct tmoe_sim {
     int64_t tick_ns;
     tmoe_sim_tick_fn tick_fn;
     void *tick_user;
+    pthread_mutex_t mu; /* recursive: the tick callback reads the sim inside advance */
 };
+/* Every public entry point holds the sim's lock, so a monitor thread may read while the
+ * caller submits and advances. */
+#define LOCK(s) pthread_mutex_lock(&((tmoe_sim *)(s))->mu)
+#define UNLOCK(s) pthread_mutex_unlock(&((tmoe_sim *)(s))->mu)
 
 tmoe_sim_config tmoe_sim_config_default(void) {
     tmoe_sim_config c = {.n_devices = 1, .seed = 1, .idle_temp_c = 34.0, .power_limit_w = 700.0,
@@ -127,6 +133,15 @@ int tmoe_sim_create(const tmoe_sim_config *cfg, tmoe_sim **out, tmoe_error *err)
         free(s);
         return TMOE_ENOMEM;
     }
+    pthread_mutexattr_t ma;
+    if (pthread_mutexattr_init(&ma) != 0 ||
+        pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE) != 0 ||
+        pthread_mutex_init(&s->mu, &ma) != 0) {
+        free(s->d);
+        free(s);
+        return tmoe_errorf(err, TMOE_ENOMEM, "sim: cannot create its mutex");
+    }
+    pthread_mutexattr_destroy(&ma);
     s->cfg = c;
     s->n = c.n_devices;
     for (int i = 0; i < s->n; i++) {
@@ -150,12 +165,18 @@ int tmoe_sim_create(const tmoe_sim_config *cfg, tmoe_sim **out, tmoe_error *err)
 
 void tmoe_sim_free(tmoe_sim *s) {
     if (!s) return;
+    pthread_mutex_destroy(&s->mu);
     free(s->d);
     free(s);
 }
 
 int tmoe_sim_device_count(const tmoe_sim *s) { return s->n; }
-int64_t tmoe_sim_now_ns(const tmoe_sim *s) { return s->now_ns; }
+int64_t tmoe_sim_now_ns(const tmoe_sim *s) {
+    LOCK(s);
+    int64_t t = s->now_ns;
+    UNLOCK(s);
+    return t;
+}
 
 static double queue_s(const simdev *d) {
     double t = 0;
@@ -163,8 +184,8 @@ static double queue_s(const simdev *d) {
     return t;
 }
 
-static double enqueue(tmoe_sim *s, int dev, double busy_s, double dyn_w, double mem_w) {
-    if (!s || dev < 0 || dev >= s->n || !(busy_s > 0.0) || !(dyn_w >= 0.0) || !isfinite(dyn_w))
+static double enqueue_locked(tmoe_sim *s, int dev, double busy_s, double dyn_w, double mem_w) {
+    if ( dev < 0 || dev >= s->n || !(busy_s > 0.0) || !(dyn_w >= 0.0) || !isfinite(dyn_w))
         return -1.0;
     simdev *d = &s->d[dev];
     if (d->qlen == QCAP) { /* merge into the last item: same energy, same total time */
@@ -178,6 +199,14 @@ static double enqueue(tmoe_sim *s, int dev, double busy_s, double dyn_w, double 
         d->qlen++;
     }
     return (double)s->now_ns * 1e-9 + queue_s(d);
+}
+
+static double enqueue(tmoe_sim *s, int dev, double busy_s, double dyn_w, double mem_w) {
+    if (!s) return -1.0;
+    LOCK(s);
+    double r = enqueue_locked(s, dev, busy_s, dyn_w, mem_w);
+    UNLOCK(s);
+    return r;
 }
 
 double tmoe_sim_submit(tmoe_sim *s, int dev, double busy_s, double bytes, double flops) {
@@ -197,19 +226,26 @@ double tmoe_sim_submit_energy(tmoe_sim *s, int dev, double busy_s, double energy
 
 double tmoe_sim_backlog_s(const tmoe_sim *s, int dev) {
     TMOE_ASSERT(dev >= 0 && dev < s->n);
-    return queue_s(&s->d[dev]);
+    LOCK(s);
+    double q = queue_s(&s->d[dev]);
+    UNLOCK(s);
+    return q;
 }
 
 void tmoe_sim_set_mem_used(tmoe_sim *s, int dev, uint64_t bytes) {
     TMOE_ASSERT(dev >= 0 && dev < s->n);
+    LOCK(s);
     s->d[dev].mem_used = bytes < SIM_MEM_TOTAL ? bytes : SIM_MEM_TOTAL;
+    UNLOCK(s);
 }
 
 void tmoe_sim_set_tick(tmoe_sim *s, int64_t period_ns, tmoe_sim_tick_fn fn, void *user) {
     TMOE_ASSERT(!fn || period_ns > 0);
+    LOCK(s);
     s->tick_ns = fn ? period_ns : 0;
     s->tick_fn = fn;
     s->tick_user = user;
+    UNLOCK(s);
 }
 
 /* Run device d for dt seconds (dt no longer than its head item needs, see next_event). */
@@ -305,31 +341,38 @@ static void advance_ns(tmoe_sim *s, int64_t total) {
 
 void tmoe_sim_advance(tmoe_sim *s, double dt_s) {
     if (!(dt_s > 0.0)) return;
+    LOCK(s);
     advance_ns(s, (int64_t)llround(dt_s * 1e9));
+    UNLOCK(s);
 }
 
 void tmoe_sim_sync(tmoe_sim *s, int dev) {
+    LOCK(s);
     for (;;) {
         double left = 0.0;
         for (int i = 0; i < s->n; i++)
             if (dev < 0 || dev == i) left = fmax(left, queue_s(&s->d[i]));
-        if (left <= 0.0) return;
+        if (left <= 0.0) break;
         advance_ns(s, (int64_t)fmax(1.0, ceil(left * 1e9)));
     }
+    UNLOCK(s);
 }
 
 void tmoe_sim_drive_power(tmoe_sim *s, int dev, double dt_s, double board_w, double mem_w) {
     TMOE_ASSERT(dev >= 0 && dev < s->n);
     if (!(dt_s > 0.0)) return;
+    LOCK(s);
     simdev *d = &s->d[dev];
     d->drive_w = fmax(0.0, board_w);
     d->drive_mem_w = fmax(0.0, mem_w);
-    tmoe_sim_advance(s, dt_s);
+    advance_ns(s, (int64_t)llround(dt_s * 1e9));
     d->drive_w = -1.0;
+    UNLOCK(s);
 }
 
 void tmoe_sim_set_temps(tmoe_sim *s, int dev, double gpu_c, double mem_c) {
     TMOE_ASSERT(dev >= 0 && dev < s->n);
+    LOCK(s);
     simdev *d = &s->d[dev];
     double want[2] = {gpu_c, mem_c};
     for (int k = 0; k < 2; k++) {
@@ -337,9 +380,11 @@ void tmoe_sim_set_temps(tmoe_sim *s, int dev, double gpu_c, double mem_c) {
         d->x[k][0] = fast_eq;
         d->x[k][1] = want[k] - d->amb[k] - fast_eq;
     }
+    UNLOCK(s);
 }
 
-int tmoe_sim_read(tmoe_sim *s, int dev, uint32_t fields, tmoe_sample *o, tmoe_error *err) {
+static int sim_read_locked(tmoe_sim *s, int dev, uint32_t fields, tmoe_sample *o,
+                          tmoe_error *err) {
     if (dev < 0 || dev >= s->n)
         return tmoe_errorf(err, TMOE_EINVAL, "sim: device %d out of range [0, %d)", dev, s->n);
     simdev *d = &s->d[dev];
@@ -387,6 +432,13 @@ int tmoe_sim_read(tmoe_sim *s, int dev, uint32_t fields, tmoe_sample *o, tmoe_er
     if (fields & TMOE_F_THROTTLE) o->throttle_reasons = d->reasons_now, v |= TMOE_F_THROTTLE;
     o->valid = v;
     return TMOE_OK;
+}
+
+int tmoe_sim_read(tmoe_sim *s, int dev, uint32_t fields, tmoe_sample *o, tmoe_error *err) {
+    LOCK(s);
+    int rc = sim_read_locked(s, dev, fields, o, err);
+    UNLOCK(s);
+    return rc;
 }
 
 /* ---- as a telemetry source -------------------------------------------------------------- */
