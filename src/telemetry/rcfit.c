@@ -29,7 +29,7 @@ struct tmoe_rcfit {
 };
 
 tmoe_rcfit_config tmoe_rcfit_config_default(void) {
-    tmoe_rcfit_config c = {.tau_fast_s = 0.3, .forgetting = 0.99, .step_s = 0.5};
+    tmoe_rcfit_config c = {.tau_fast_s = 0.3, .forgetting = 0.98, .step_s = 0.5};
     return c;
 }
 
@@ -120,7 +120,7 @@ void tmoe_rcfit_predict_trace(const tmoe_rcfit *f, const double *power_w, int n,
         uf = uf * af + power_w[i] * (1.0 - af);
         us = us * as + power_w[i] * (1.0 - as);
         t += dt_s;
-        temp_c[i] = m->th[0] + m->th[1] * uf + m->th[2] * us + m->resid * exp(-t / f->cfg.tau_fast_s);
+        temp_c[i] = m->th[0] + m->th[1] * uf + m->th[2] * us + m->resid * exp(-t / bank_tau[f->best]);
     }
 }
 
@@ -131,7 +131,7 @@ double tmoe_rcfit_predict(const tmoe_rcfit *f, double horizon_s, double power_w)
     double uf = power_w + (f->uf - power_w) * exp(-horizon_s / f->cfg.tau_fast_s);
     double us = power_w + (m->us - power_w) * exp(-horizon_s / bank_tau[f->best]);
     return m->th[0] + m->th[1] * uf + m->th[2] * us +
-           m->resid * exp(-horizon_s / f->cfg.tau_fast_s);
+           m->resid * exp(-horizon_s / bank_tau[f->best]);
 }
 
 void tmoe_rcfit_params(const tmoe_rcfit *f, double *c, double *g_fast, double *g_slow,
