@@ -274,6 +274,10 @@ static void test_monitor_no_drift_10min(void **state) {
     for (int i = 1; i < k; i++) assert_true(win[i].t_ns - win[i - 1].t_ns == mc.period_ns);
     double pred = tmoe_monitor_predict_thermal(m, 10.0, 300.0);
     assert_true(isfinite(pred) && pred > 20.0 && pred < 100.0);
+    double plan[10], traj[10];
+    for (int i = 0; i < 10; i++) plan[i] = 300.0;
+    tmoe_monitor_predict_thermal_trajectory(m, plan, 10, 1.0, traj);
+    assert_true(fabs(traj[9] - pred) < 0.5); /* same model, same power, same horizon */
     tmoe_monitor_free(m);
     tmoe_telemetry_free(t);
 }

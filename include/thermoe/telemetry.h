@@ -272,6 +272,11 @@ tmoe_energy tmoe_monitor_energy_between(tmoe_monitor *m, int dev, int64_t t0_ns,
 /* GPU temperature of the thermal device after horizon_s at planned_power_w, from the RC
  * model fitted online to its samples; NAN before enough samples. */
 double tmoe_monitor_predict_thermal(tmoe_monitor *m, double horizon_s, double planned_power_w);
+/* The trajectory: temp_c[i] = predicted GPU temperature at (i + 1) * dt_s, i < n, at
+ * planned_power_w[i] over step i (a power profile, e.g. from the cost model of the batches
+ * planned). All NAN before enough samples. */
+void tmoe_monitor_predict_thermal_trajectory(tmoe_monitor *m, const double *planned_power_w,
+                                             int n, double dt_s, double *temp_c);
 
 #ifdef __cplusplus
 }

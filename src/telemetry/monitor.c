@@ -338,3 +338,10 @@ double tmoe_monitor_predict_thermal(tmoe_monitor *m, double horizon_s, double pl
     pthread_mutex_unlock(&m->mu);
     return t;
 }
+
+void tmoe_monitor_predict_thermal_trajectory(tmoe_monitor *m, const double *planned_power_w,
+                                             int n, double dt_s, double *temp_c) {
+    pthread_mutex_lock(&m->mu);
+    tmoe_rcfit_predict_trace(m->fit, planned_power_w, n, dt_s, temp_c);
+    pthread_mutex_unlock(&m->mu);
+}
