@@ -1,5 +1,6 @@
 /* Opened telemetry: picks a source (auto: NVML when a device answers, else the simulated
  * GPU), says which and why in one line, and tracks lost devices. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,8 @@ struct tmoe_telemetry {
     int n;
     int *lost;
     char choice[1200];
+    pthread_mutex_t mu; /* reads are serialized: sources keep per-device state */
+    int mu_ok;
 };
 
 tmoe_telemetry_config tmoe_telemetry_config_default(void) {
@@ -21,6 +24,9 @@ tmoe_telemetry_config tmoe_telemetry_config_default(void) {
 }
 
 static int finish(tmoe_telemetry *t, tmoe_error *err) {
+    if (pthread_mutex_init(&t->mu, NULL) != 0)
+        return tmoe_errorf(err, TMOE_ENOMEM, "telemetry: cannot create its mutex");
+    t->mu_ok = 1;
     t->n = t->src->device_count(t->state);
     t->lost = tmoe_calloc((size_t)(t->n > 0 ? t->n : 1), sizeof *t->lost, err);
     return t->lost ? TMOE_OK : TMOE_ENOMEM;
@@ -75,6 +81,7 @@ int tmoe_telemetry_open(const tmoe_telemetry_config *cfg, tmoe_telemetry **out, 
 void tmoe_telemetry_free(tmoe_telemetry *t) {
     if (!t) return;
     if (t->src && t->state) t->src->close(t->state);
+    if (t->mu_ok) pthread_mutex_destroy(&t->mu);
     free(t->lost);
     free(t);
 }
@@ -93,13 +100,22 @@ int tmoe_telemetry_read(tmoe_telemetry *t, int dev, uint32_t fields, tmoe_sample
                         tmoe_error *err) {
     if (dev < 0 || dev >= t->n)
         return tmoe_errorf(err, TMOE_EINVAL, "telemetry: device %d out of range [0, %d)", dev, t->n);
+    /* the sim locks itself (and its tick calls back in here under that lock: taking ours
+     * too would invert the lock order) */
+    if (t->src == &tmoe_source_sim) return t->src->read(t->state, dev, fields, out, err);
+    pthread_mutex_lock(&t->mu);
     int rc = t->src->read(t->state, dev, fields, out, err);
     if (rc == TMOE_ENODEV) t->lost[dev] = 1;
+    pthread_mutex_unlock(&t->mu);
     return rc;
 }
 
 int tmoe_telemetry_device_lost(const tmoe_telemetry *t, int dev) {
-    return dev >= 0 && dev < t->n && t->lost[dev];
+    if (dev < 0 || dev >= t->n) return 0;
+    pthread_mutex_lock((pthread_mutex_t *)&t->mu);
+    int lost = t->lost[dev];
+    pthread_mutex_unlock((pthread_mutex_t *)&t->mu);
+    return lost;
 }
 
 tmoe_sim *tmoe_telemetry_sim(tmoe_telemetry *t) {
