@@ -147,8 +147,6 @@ static int run_overhead(tmoe_telemetry *t, const monitor_opts *o) {
     tmoe_monitor_free(m);
     double c1 = cpu_seconds();
     double wall = (double)(tmoe_now_ns() - w0) * 1e-9;
-    int64_t n = 0;
-    (void)n;
     printf("monitor overhead: source %s%s, %d device(s), 20 Hz, %.1f s wall, %.4f s CPU = %.3f%% "
            "of one core\n", tmoe_telemetry_source_name(t),
            tmoe_telemetry_is_simulated(t) ? " (SIMULATED GPU: reads cost nothing like NVML)" : "",
@@ -324,19 +322,15 @@ int cmd_monitor(int argc, char **argv) {
         while ((n = tmoe_monitor_samples(m, d, written[d] + 1, INT64_MAX, buf, cap)) > 0)
             for (int i = 0; i < n; i++) csv_row(csv, src, &buf[i], t0), written[d] = buf[i].t_ns;
     }
-    int lost = 0;
     for (int d = 0; d < nd; d++)
-        if (tmoe_monitor_device_lost(m, d)) {
+        if (tmoe_monitor_device_lost(m, d))
             fprintf(stderr, "thermoe monitor: device %d was lost during the run; its later "
                             "samples are invalid\n", d);
-            lost++;
-        }
     fprintf(stderr, "thermoe monitor: %s%s\n", stop_flag ? "interrupted, " : "",
             csv ? "CSV written" : "done");
     tmoe_monitor_free(m);
     if (csv && fclose(csv) != 0 && rc == 0) rc = cli_fail("monitor", "--csv %s: close failed", o.csv);
     free(written), free(spark), free(buf), free(plimit);
     tmoe_telemetry_free(t);
-    (void)lost;
     return rc;
 }
