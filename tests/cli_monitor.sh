@@ -50,6 +50,14 @@ if [ -f "$fake" ]; then
   grep -q "not supported: fan_pct" "$dir/info.txt" || fail "info fields"
   grep -q "auto  -> nvml" "$dir/info.txt" || fail "info auto"
 fi
+if [ -f "$fake" ]; then
+  # a GPU lost mid-run: the run goes on, the loss is reported at the end, exit 0
+  THERMOE_NVML_LIB=$fake FAKE_NVML_LOST_AFTER=3 "$bin" monitor --telemetry nvml --duration 0.3 \
+      --refresh 100 --csv "$dir/lost.csv" >"$dir/lost.txt" 2>"$dir/lost_err.txt" || fail "lost rc"
+  grep -q "device 0 was lost" "$dir/lost_err.txt" || fail "lost reported"
+  grep -q "LOST" "$dir/lost.txt" || fail "lost in view"
+  grep -q "^nvml,0,[0-9.]*,,,,,,,,,,,,,,,,$" "$dir/lost.csv" || fail "lost rows are empty"
+fi
 THERMOE_NVML_LIB=/nonexistent/x.so "$bin" info | grep -q "auto  -> sim" || fail "info auto sim"
 
 # overhead mode runs (its number goes to the benchmark notes, not asserted here)
