@@ -75,10 +75,11 @@ def main():
     pmem = [max(0.0, r[2] - IDLE_UP_W) if r[1] == "copy" else 0.0 for r in rows]
     prest = [r[2] - m for r, m in zip(rows, pmem)]
     one = [1.0] * len(ts)
+    shared = None
     for name, yi in (("gpu", 3), ("hbm", 4)):
         y = [r[yi] for r in rows]
         best = None
-        for tf in (0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0):
+        for tf in (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0):
             for tsl in (15, 20, 25, 30, 35, 40, 50, 60, 80, 100, 130):
                 cols = [one]
                 for tau in (tf, tsl):
@@ -98,6 +99,16 @@ def main():
               f"(one stage: {one_best[0]:.3f} C at tau {one_best[1]} s)")
         print(f"  T_amb {w[0]:.3f}  fast: g_rest {w[1]:.5f} g_mem {w[2]:.5f} x0 {w[3]:.3f}"
               f"  slow: g_rest {w[4]:.5f} g_mem {w[5]:.5f} x0 {w[6]:.3f}  (C/W)")
+        if shared is None:
+            shared = (tf, tsl)
+        else:  # the simulator uses the GPU's time constants for both sensors
+            cols = [one]
+            for tau in shared:
+                cols += [lag(ts, prest, tau), lag(ts, pmem, tau), [math.exp(-t / tau) for t in ts]]
+            w, rms = fit(ts, cols, y)
+            print(f"  at the GPU's time constants {shared}: rms {rms:.3f} C")
+            print(f"  T_amb {w[0]:.3f}  fast: g_rest {w[1]:.5f} g_mem {w[2]:.5f} x0 {w[3]:.3f}"
+                  f"  slow: g_rest {w[4]:.5f} g_mem {w[5]:.5f} x0 {w[6]:.3f}  (C/W)")
 
 
 if __name__ == "__main__":
