@@ -1,17 +1,59 @@
 /* thermoe info: what this machine offers (backends, devices, telemetry sources). */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 
 #include "cli/cli.h"
 #include "thermoe/engine.h"
+#include "thermoe/telemetry.h"
+
+static void print_telemetry(void) {
+    printf("\ntelemetry:\n");
+    tmoe_telemetry_config c = tmoe_telemetry_config_default();
+    c.kind = TMOE_TELEMETRY_NVML;
+    tmoe_telemetry *t = NULL;
+    tmoe_error err = {0};
+    int rc = tmoe_telemetry_open(&c, &t, &err);
+    if (rc) {
+        printf("  nvml  not loaded: %s\n", err.msg);
+    } else {
+        int n = tmoe_telemetry_device_count(t);
+        printf("  nvml  loaded; %d device%s answered\n", n, n == 1 ? "" : "s");
+        for (int d = 0; d < n; d++) {
+            tmoe_device_info inf;
+            if (tmoe_telemetry_device_info(t, d, &inf, &err) != TMOE_OK) {
+                printf("    [%d] %s\n", d, err.msg);
+                continue;
+            }
+            char sup[512], unsup[512];
+            tmoe_fields_format(inf.supported, sup, sizeof sup);
+            tmoe_fields_format(TMOE_F_ALL & ~inf.supported, unsup, sizeof unsup);
+            printf("    [%d] %s  %s  pci %s\n", d, inf.name, inf.uuid, inf.pci_id);
+            printf("        power limit %.0f W, slowdown %.0f C, shutdown %.0f C\n",
+                   inf.power_limit_w, inf.slowdown_temp_c, inf.shutdown_temp_c);
+            printf("        fields: %s\n        not supported: %s\n", sup, unsup);
+        }
+        tmoe_telemetry_free(t);
+    }
+    printf("  sim   available (simulated H100 80GB HBM3, calibrated; see docs/telemetry.md)\n");
+    c.kind = TMOE_TELEMETRY_AUTO;
+    if (tmoe_telemetry_open(&c, &t, &err) == TMOE_OK) {
+        printf("  auto  -> %s\n        %s\n", tmoe_telemetry_source_name(t), tmoe_telemetry_choice(t));
+        tmoe_telemetry_free(t);
+    } else {
+        printf("  auto  -> no source: %s\n", err.msg);
+    }
+}
 
 int cmd_info(int argc, char **argv) {
     static const struct option longopts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
         if (c == 'h') {
-            printf("usage: thermoe info\n\nSay which backends can run here and why not, which "
-                   "devices answered, and which telemetry source 'auto' would pick.\n");
+            printf("usage: thermoe info\n\nSay which backends can run here and why not, whether "
+                   "NVML loaded, which devices answered and which telemetry fields each "
+                   "supports, and which telemetry source 'auto' would pick.\n"
+                   "(env THERMOE_NVML_LIB overrides the path of libnvidia-ml.so.1)\n");
             return 0;
         }
         return cli_usage_error("info");
@@ -23,5 +65,6 @@ int cmd_info(int argc, char **argv) {
         printf("  %-5s %s%s%s\n", tmoe_backend_kind_name((tmoe_backend_kind)k),
                rc ? "unavailable" : "available", rc ? ": " : "", rc ? err.msg : "");
     }
+    print_telemetry();
     return 0;
 }

@@ -15,6 +15,7 @@ static const cli_cmd commands[] = {
     {"run", cmd_run, "sweep routing strategies x workloads, log every batch (the main job)"},
     {"profile", cmd_profile, "measure every op alone: latency, energy, heat; write the cost model"},
     {"op", cmd_op, "run one op alone inside an NVTX range (for nsys / ncu)"},
+    {"monitor", cmd_monitor, "live GPU telemetry view and CSV log (nvml or simulated)"},
     {"forward", cmd_forward, "build a block from flags, run it once, print routing and timings"},
 };
 #define NCOMMANDS (sizeof commands / sizeof *commands)
