@@ -16,6 +16,8 @@ typedef struct cli_cmd {
 /* Subcommands, one file each. Each returns the process exit code. */
 int cmd_forward(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_cost(int argc, char **argv);
+int cmd_import(int argc, char **argv);
 
 /* Parse an integer / double flag value with end and range checks; on failure print
  * "thermoe <cmd>: --<flag>: ..." and return -1. */

@@ -13,6 +13,8 @@ static const cli_cmd commands[] = {
     {"version", cmd_version, "print the version and build facts"},
     {"info", cmd_info, "what this machine offers: backends, devices, telemetry"},
     {"forward", cmd_forward, "build a block from flags, run it once, print routing and timings"},
+    {"import", cmd_import, "read an nsys SQLite export or ncu CSV into cost-model entries"},
+    {"cost", cmd_cost, "show a cost model file as a table, or merge several"},
 };
 #define NCOMMANDS (sizeof commands / sizeof *commands)
 
