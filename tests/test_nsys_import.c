@@ -208,6 +208,31 @@ static void test_built_power_and_ops(void **state) {
     free(b);
 }
 
+/* An NVML-plugin style table (no GPU_METRICS): probed by name, milliwatts scaled. */
+static void test_nvml_table(void **state) {
+    (void)state;
+    const char *path = tu_tmppath("nvml.sqlite");
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    exec(db, "CREATE TABLE NVML_POWER (timestamp INT, gpuId INT, powerMilliWatts INT);"
+             "CREATE TABLE CUPTI_ACTIVITY_KIND_KERNEL (start INT, end INT, deviceId INT);"
+             "INSERT INTO NVML_POWER VALUES (0, 0, 100000), (100, 0, 200000), (200, 0, 0);"
+             "INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL VALUES (10, 150, 0), (150, 250, 0);");
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    tmoe_error err = {0};
+    tmoe_nsys_result *r;
+    ASSERT_OK(tmoe_import_nsys(path, &r, &err), &err);
+    assert_string_equal(r->power_source, "NVML_POWER.powerMilliWatts");
+    assert_int_equal(r->power_samples, 3);
+    /* 100 W x 90 ns + 200 W x 50 ns; the second kernel runs past the last sample: unknown */
+    assert_true(fabs(r->kernels[0].energy_j - 19000e-9) <= TOL_ENERGY * 19000e-9);
+    assert_true(isnan(r->kernels[1].energy_j));
+    assert_true(fabs(r->energy_j - 19000e-9) <= TOL_ENERGY * 19000e-9);
+    assert_non_null(strstr(r->missing, "StringIds"));
+    assert_string_equal(r->names[r->kernels[0].name], "(unnamed)");
+    tmoe_nsys_free(r);
+}
+
 static void test_errors(void **state) {
     (void)state;
     tmoe_error err = {0};
@@ -258,6 +283,7 @@ int main(void) {
         cmocka_unit_test(test_h100_2gpu),
         cmocka_unit_test(test_mock_2026),
         cmocka_unit_test(test_built_power_and_ops),
+        cmocka_unit_test(test_nvml_table),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -557,7 +557,7 @@ static int read_plugin_power(ctx *c, series **all, int *n) {
         int e = find_column_like(c, tables[i], "power", pcol, sizeof pcol);
         if (e) return e;
         if (!tcol[0] || !pcol[0]) continue;
-        double scale = strcasestr(pcol, "mw") ? 1e-3 : 1.0;
+        double scale = strcasestr(pcol, "mw") || strcasestr(pcol, "milliwatt") ? 1e-3 : 1.0;
         char sql[512];
         snprintf(sql, sizeof sql, "SELECT \"%s\", %s%s%s, \"%s\" FROM \"%s\" ORDER BY 2, 1", tcol, dcol[0] ? "\"" : "",
                  dcol[0] ? dcol : "0", dcol[0] ? "\"" : "", pcol, tables[i]);
