@@ -305,8 +305,18 @@ static void test_expert_and_energy_loss(void **state) {
         ASSERT_OK(tmoe_cost_energy_loss(cm, T, K, ids, probs, E, types, (tmoe_impl)im, &got, &err), &err);
         assert_rel("energy loss", got, ref, 1e-9);
     }
-    ids[5] = E;
+    /* an expert whose energy is unknown is refused, not summed as NaN */
+    for (int t = 1; t <= 256; t *= 2) {
+        tmoe_cost_entry unk = rand_entry(&r, TMOE_OP_RELU, types[0], TMOE_IMPL_FUSED, t);
+        unk.energy_board_j = NAN;
+        unk.energy_dynamic_j = NAN;
+        ASSERT_OK(tmoe_cost_add(cm, &unk, &err), &err);
+    }
+    ids[0] = 0;
     double got;
+    assert_int_equal(tmoe_cost_energy_loss(cm, T, K, ids, probs, E, types, TMOE_IMPL_FUSED, &got, &err), TMOE_EINVAL);
+    assert_non_null(strstr(err.msg, "no board energy"));
+    ids[5] = E;
     assert_int_equal(tmoe_cost_energy_loss(cm, T, K, ids, probs, E, types, TMOE_IMPL_FUSED, &got, &err), TMOE_EINVAL);
     tmoe_cost_free(cm);
 }

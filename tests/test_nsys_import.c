@@ -93,6 +93,7 @@ static void build_db(const char *path, built *b, tmoe_rng *r) {
              "INSERT INTO NVTX_EVENTS VALUES (40000, 70000, 60, NULL, 4, 1);"
              "INSERT INTO NVTX_EVENTS VALUES (75000, 90000, 59, 'linear_fc1 q4 fused 16', NULL, 1);"
              "INSERT INTO NVTX_EVENTS VALUES (0, 100000, 59, 'aten::mm', NULL, 1);"
+             "INSERT INTO NVTX_EVENTS VALUES (20000, 22000, 59, 'relu', NULL, 1);" /* nested in fc1 */
              "INSERT INTO NVTX_EVENTS VALUES (5, NULL, 34, 'linear_fc2', NULL, 1);");
     char sql[256];
     exec(db, "BEGIN");
@@ -125,6 +126,7 @@ static void build_db(const char *path, built *b, tmoe_rng *r) {
 static int ref_op(const built *b, int k) {
     if (k == 7) return TMOE_OP_LINEAR_FC1; /* by its launch at t = 10000 */
     int64_t t = b->ks[k];
+    if (t >= 20000 && t <= 22000) return TMOE_OP_RELU; /* the innermost range wins */
     if (t <= 30000 || (t >= 75000 && t <= 90000)) return TMOE_OP_LINEAR_FC1;
     if (t >= 40000 && t <= 70000) return TMOE_OP_LINEAR_FC2;
     return -1;
@@ -148,8 +150,8 @@ static void test_built_power_and_ops(void **state) {
     assert_non_null(strstr(r->power_source, "Power [W]"));
     assert_int_equal(r->power_samples, 2 * (T_END / STEP + 1));
     assert_int_equal(r->launches_matched, 1);
-    assert_int_equal(r->op_ranges, 3);
-    assert_int_equal(r->nvtx_ranges, 4);
+    assert_int_equal(r->op_ranges, 4);
+    assert_int_equal(r->nvtx_ranges, 5);
     /* kernels come back in start order; match them to ours by (start, end, device) */
     double total = 0.0, per_dev[2] = {0, 0};
     int64_t op_kernels[TMOE_OP_COUNT] = {0};
@@ -182,7 +184,8 @@ static void test_built_power_and_ops(void **state) {
     for (int d = 0; d < 2; d++) assert_true(fabs(r->devices[d].energy_j - per_dev[d]) <= TOL_ENERGY * per_dev[d]);
     assert_int_equal(r->ops[TMOE_OP_LINEAR_FC1].ranges, 2);
     assert_int_equal(r->ops[TMOE_OP_LINEAR_FC2].ranges, 1);
-    for (int o = TMOE_OP_LINEAR_FC1; o <= TMOE_OP_LINEAR_FC2; o += 2) {
+    assert_int_equal(r->ops[TMOE_OP_RELU].ranges, 1);
+    for (int o = 0; o < TMOE_OP_COUNT; o++) {
         assert_int_equal(r->ops[o].kernels, op_kernels[o]);
         if (isnan(op_j[o])) assert_true(isnan(r->ops[o].energy_j));
         else if (op_kernels[o] && !(fabs(r->ops[o].energy_j - op_j[o]) <= TOL_ENERGY * op_j[o]))
@@ -193,7 +196,8 @@ static void test_built_power_and_ops(void **state) {
     ASSERT_OK(tmoe_cost_create(&cm, &err), &err);
     int added;
     ASSERT_OK(tmoe_nsys_to_cost(r, TMOE_ET_Q4, TMOE_IMPL_FUSED, 16, cm, &added, &err), &err);
-    int want_added = (op_kernels[TMOE_OP_LINEAR_FC1] > 0) + (op_kernels[TMOE_OP_LINEAR_FC2] > 0);
+    int want_added = (op_kernels[TMOE_OP_LINEAR_FC1] > 0) + (op_kernels[TMOE_OP_LINEAR_FC2] > 0) +
+                     (op_kernels[TMOE_OP_RELU] > 0);
     assert_int_equal(added, want_added);
     if (op_kernels[TMOE_OP_LINEAR_FC1]) {
         tmoe_cost_value v;

@@ -95,7 +95,8 @@ int tmoe_cost_load_buffer(const char *data, size_t len, const char *name, tmoe_c
 int tmoe_cost_save(const tmoe_cost_model *cm, const char *path, tmoe_error *err);
 /* The same bytes as tmoe_cost_save, malloc'ed and NUL-terminated; caller frees. */
 char *tmoe_cost_dumps(const tmoe_cost_model *cm, tmoe_error *err);
-/* FNV-1a 64 of the canonical bytes (tmoe_cost_dumps): identifies the costs a run used. */
+/* FNV-1a 64 of the canonical bytes (tmoe_cost_dumps): identifies the costs a run used.
+ * 0 (logged) only when out of memory. */
 uint64_t tmoe_cost_checksum(const tmoe_cost_model *cm);
 
 /* ---- contents ------------------------------------------------------------------------ */
@@ -136,7 +137,8 @@ int tmoe_cost_expert(const tmoe_cost_model *cm, tmoe_etype et, tmoe_impl impl, d
  * where energy_j is tmoe_cost_expert's board energy and the token count of an expert is how
  * many (t, j) chose it. expert_ids (n_tokens, k): ids in [0, n_experts), -1 = dropped;
  * probs (n_tokens, k); expert_types (n_experts). n_experts <= TMOE_COST_MAX_EXPERTS.
- * *loss_j in joules. Does not allocate. */
+ * *loss_j in joules. An expert whose ops have unknown (NAN) board energy is TMOE_EINVAL.
+ * Does not allocate. */
 int tmoe_cost_energy_loss(const tmoe_cost_model *cm, int n_tokens, int k,
                           const int32_t *expert_ids, const float *probs, int n_experts,
                           const tmoe_etype *expert_types, tmoe_impl impl, double *loss_j,

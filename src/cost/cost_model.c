@@ -269,8 +269,13 @@ int tmoe_cost_lookup(const tmoe_cost_model *cm, tmoe_op op, tmoe_etype et, tmoe_
     } else {
         w = (log(tokens) - log((double)e[lo].tokens)) / (log((double)e[hi].tokens) - log((double)e[lo].tokens));
     }
-    if (!extrap && tokens == e[lo].tokens) hi = lo, w = 0.0;
-    if (!extrap && tokens == e[hi].tokens) lo = hi, w = 0.0;
+    if (!extrap && tokens == e[lo].tokens) { /* exact hit: report the one point used */
+        hi = lo;
+        w = 0.0;
+    } else if (!extrap && tokens == e[hi].tokens) {
+        lo = hi;
+        w = 0.0;
+    }
     const tmoe_cost_entry *a = &e[lo], *b = &e[hi];
     out->latency_ms = fmax(0.0, lerp(a->latency_median_ms, b->latency_median_ms, w));
     out->latency_p90_ms = fmax(0.0, lerp(a->latency_p90_ms, b->latency_p90_ms, w));
@@ -337,6 +342,11 @@ int tmoe_cost_energy_loss(const tmoe_cost_model *cm, int n_tokens, int k,
         tmoe_cost_value v;
         int rc = tmoe_cost_expert(cm, expert_types[x], impl, counts[x], &v, err);
         if (rc) return tmoe_error_prefix(err, rc, "energy loss: expert %d", x);
+        if (isnan(v.energy_j))
+            return tmoe_errorf(err, TMOE_EINVAL,
+                               "energy loss: expert %d (%s/%s): %s has no board energy for its ops; profile "
+                               "them with power telemetry",
+                               x, tmoe_etype_name(expert_types[x]), tmoe_impl_name(impl), cm->source);
         energy[x] = v.energy_j;
     }
     double sum = 0.0;

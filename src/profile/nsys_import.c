@@ -383,24 +383,34 @@ static int read_ranges(ctx *c, oprange **out, int64_t *nout) {
     return TMOE_OK;
 }
 
-/* Innermost (latest-starting) op range holding the kernel's launch, else its GPU start. */
-static void map_kernels(tmoe_nsys_result *r, const launch *ls, const oprange *rs, int64_t nr) {
+/* Innermost (latest-starting) op range holding the kernel's launch, else its GPU start.
+ * Ranges are sorted by start; max_end[j] = max end of ranges 0..j bounds the backward scan. */
+static int map_kernels(ctx *c, const launch *ls, const oprange *rs, int64_t nr) {
+    tmoe_nsys_result *r = c->r;
+    if (!nr) return TMOE_OK;
+    int64_t *max_end = malloc((size_t)nr * sizeof *max_end);
+    if (!max_end) return tmoe_errorf(c->err, TMOE_ENOMEM, "out of memory mapping kernels to NVTX ranges");
+    for (int64_t j = 0; j < nr; j++) max_end[j] = j && max_end[j - 1] > rs[j].end ? max_end[j - 1] : rs[j].end;
     for (int64_t i = 0; i < r->n_kernels; i++) {
         tmoe_nsys_kernel *k = &r->kernels[i];
         int by_launch = ls[i].t != INT64_MIN;
         int64_t t = by_launch ? ls[i].t : k->start_ns;
-        int64_t best = -1;
-        for (int64_t j = 0; j < nr; j++) {
-            if (rs[j].start > t) break; /* sorted by start */
+        int64_t lo = 0, hi = nr; /* first range with start > t */
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo) / 2;
+            if (rs[mid].start <= t) lo = mid + 1;
+            else hi = mid;
+        }
+        for (int64_t j = lo - 1; j >= 0 && max_end[j] >= t; j--) {
             if (t > rs[j].end) continue;
             if (by_launch && rs[j].tid >= 0 && ls[i].tid >= 0 && rs[j].tid != ls[i].tid) continue;
-            best = j;
-        }
-        if (best >= 0) {
-            k->op = rs[best].op;
-            k->range = rs[best].idx;
+            k->op = rs[j].op;
+            k->range = rs[j].idx;
+            break;
         }
     }
+    free(max_end);
+    return TMOE_OK;
 }
 
 /* ---- power --------------------------------------------------------------------------- */
@@ -702,7 +712,7 @@ int tmoe_import_nsys(const char *path, tmoe_nsys_result **out, tmoe_error *err) 
                                             "'nsys export --type sqlite')", path);
     if (!rc) rc = per_device(&c);
     if (!rc) rc = read_ranges(&c, &rs, &nr);
-    if (!rc) map_kernels(r, ls, rs, nr);
+    if (!rc) rc = map_kernels(&c, ls, rs, nr);
     if (!rc) rc = attribute_power(&c);
     if (!rc) rc = aggregate_ops(&c);
     free(ls);
