@@ -71,6 +71,7 @@ if command -v sqlite3 >/dev/null; then
     has "cost show merged" "14/79"
     expect 0 "cost merge" -- "$BIN" cost merge "$TMP/all.json" "$TMP/cost.json" "$TMP/merged.json"
     has "cost merge" "wrote $TMP/all.json: 2 entries from 2 files"
+    has "cost merge log" "linear_fc1/q4/fused tokens 16 from $TMP/merged.json replaces the earlier entry"
 fi
 
 # ncu

@@ -16,7 +16,7 @@ static void usage(FILE *f) {
                "merge  load IN files in order and write OUT; an entry for the same\n"
                "       (op, expert_type, impl, tokens) in a later file replaces the earlier one.\n\n"
                "flags:\n"
-               "  -v, --verbose   log merge replacements (default: off)\n"
+               "  -v, --verbose   more log output (default: warnings; merge also logs replacements)\n"
                "  -h, --help      this text\n");
 }
 
@@ -108,6 +108,7 @@ int cmd_cost(int argc, char **argv) {
             fprintf(stderr, "thermoe cost merge: expected OUT and at least one IN\n");
             return 2;
         }
+        cli_log_init(verbose > 1 ? verbose : 1); /* say which entries were replaced */
         return merge(args[1], nargs - 2, args + 2);
     }
     fprintf(stderr, "thermoe cost: unknown action '%s' (show or merge)\n", args[0]);
