@@ -20,6 +20,8 @@ int cmd_run(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_op(int argc, char **argv);
 int cmd_monitor(int argc, char **argv);
+int cmd_cost(int argc, char **argv);
+int cmd_import(int argc, char **argv);
 
 /* Parse an integer / double flag value with end and range checks; on failure print
  * "thermoe <cmd>: --<flag>: ..." and return -1. */

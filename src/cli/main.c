@@ -17,6 +17,8 @@ static const cli_cmd commands[] = {
     {"op", cmd_op, "run one op alone inside an NVTX range (for nsys / ncu)"},
     {"monitor", cmd_monitor, "live GPU telemetry view and CSV log (nvml or simulated)"},
     {"forward", cmd_forward, "build a block from flags, run it once, print routing and timings"},
+    {"import", cmd_import, "read an nsys SQLite export or ncu CSV into cost-model entries"},
+    {"cost", cmd_cost, "show a cost model file as a table, or merge several"},
 };
 #define NCOMMANDS (sizeof commands / sizeof *commands)
 

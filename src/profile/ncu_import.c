@@ -1,0 +1,416 @@
+/* Import Nsight Compute CSV (`ncu --csv --page raw`, or the "details" layout): duration,
+ * achieved occupancy and DRAM throughput per kernel, merged into cost-model entries. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "thermoe/profile.h"
+
+/* ---- CSV ----------------------------------------------------------------------------- */
+
+typedef struct row {
+    int n;
+    char **f; /* (n) fields, each malloc'ed */
+} row;
+
+typedef struct table {
+    int n, cap;
+    row *rows;
+    char error_line[300]; /* first ==ERROR== line, if any */
+} table;
+
+static void table_free(table *t) {
+    for (int i = 0; i < t->n; i++) {
+        for (int j = 0; j < t->rows[i].n; j++) free(t->rows[i].f[j]);
+        free(t->rows[i].f);
+    }
+    free(t->rows);
+}
+
+typedef struct buf {
+    char *p;
+    size_t n, cap;
+} buf;
+
+static int buf_put(buf *b, char ch) {
+    if (b->n + 1 >= b->cap) {
+        size_t nc = b->cap ? b->cap * 2 : 64;
+        char *p = realloc(b->p, nc);
+        if (!p) return -1;
+        b->p = p;
+        b->cap = nc;
+    }
+    b->p[b->n++] = ch;
+    b->p[b->n] = '\0';
+    return 0;
+}
+
+static int row_add(row *r, buf *b) {
+    char **p = realloc(r->f, (size_t)(r->n + 1) * sizeof *p);
+    if (!p) return -1;
+    r->f = p;
+    char *s = b->p ? b->p : strdup("");
+    if (!s) return -1;
+    r->f[r->n++] = s;
+    *b = (buf){0};
+    return 0;
+}
+
+static int table_add(table *t, row *r) {
+    if (t->n == t->cap) {
+        int nc = t->cap ? t->cap * 2 : 64;
+        row *p = realloc(t->rows, (size_t)nc * sizeof *p);
+        if (!p) return -1;
+        t->rows = p;
+        t->cap = nc;
+    }
+    t->rows[t->n++] = *r;
+    *r = (row){0};
+    return 0;
+}
+
+/* Parse RFC 4180 CSV (quoted fields may hold commas, quotes as "" and newlines); lines that
+ * start with "==" outside quotes are tool messages and skipped. */
+static int parse_csv(const char *s, size_t len, table *t) {
+    size_t i = 0;
+    row r = {0};
+    buf b = {0};
+    int rc = 0;
+    while (i < len && rc == 0) {
+        /* at the start of a line */
+        if (len - i >= 2 && s[i] == '=' && s[i + 1] == '=') {
+            size_t e = i;
+            while (e < len && s[e] != '\n') e++;
+            if (!t->error_line[0] && len - i >= 9 && strncmp(s + i, "==ERROR==", 9) == 0) {
+                size_t n = e - i;
+                if (n > 0 && s[i + n - 1] == '\r') n--;
+                if (n >= sizeof t->error_line) n = sizeof t->error_line - 1;
+                memcpy(t->error_line, s + i, n);
+                t->error_line[n] = '\0';
+            }
+            i = e < len ? e + 1 : e;
+            continue;
+        }
+        if (s[i] == '\n' || (s[i] == '\r' && i + 1 < len && s[i + 1] == '\n')) { /* blank line */
+            i += s[i] == '\r' ? 2 : 1;
+            continue;
+        }
+        for (;;) { /* one record */
+            int quoted = 0;
+            if (i < len && s[i] == '"') {
+                quoted = 1;
+                i++;
+                for (;;) {
+                    if (i >= len) break; /* unterminated: take what there is */
+                    if (s[i] == '"') {
+                        if (i + 1 < len && s[i + 1] == '"') {
+                            if (buf_put(&b, '"')) rc = -1;
+                            i += 2;
+                            continue;
+                        }
+                        i++;
+                        break;
+                    }
+                    if (buf_put(&b, s[i])) rc = -1;
+                    i++;
+                }
+            }
+            while (i < len && s[i] != ',' && s[i] != '\n' && s[i] != '\r') {
+                if (!quoted || s[i] != ' ')
+                    if (buf_put(&b, s[i])) rc = -1;
+                i++;
+            }
+            if (rc || row_add(&r, &b)) {
+                rc = -1;
+                break;
+            }
+            if (i < len && s[i] == ',') {
+                i++;
+                continue;
+            }
+            if (i < len && s[i] == '\r') i++;
+            if (i < len && s[i] == '\n') i++;
+            break;
+        }
+        if (rc == 0 && table_add(t, &r)) rc = -1;
+    }
+    free(b.p);
+    for (int j = 0; j < r.n; j++) free(r.f[j]);
+    free(r.f);
+    return rc;
+}
+
+/* ---- values -------------------------------------------------------------------------- */
+
+/* "2,640,991,404,011.46" -> 2640991404011.46; empty, "n/a" or junk -> NAN. */
+static double parse_num(const char *s) {
+    char tmp[64];
+    size_t n = 0;
+    for (; *s; s++) {
+        if (*s == ',') continue;
+        if (n + 1 >= sizeof tmp) return NAN;
+        tmp[n++] = *s;
+    }
+    tmp[n] = '\0';
+    if (!n) return NAN;
+    char *end;
+    errno = 0;
+    double v = strtod(tmp, &end);
+    if (end == tmp || *end || errno || !isfinite(v)) return NAN;
+    return v;
+}
+
+/* Scale of a time unit to ns; NAN when the unit is not a time unit. */
+static double time_scale_ns(const char *u) {
+    if (!u[0] || !strcasecmp(u, "ns") || !strcasecmp(u, "nsecond") || !strcasecmp(u, "nseconds")) return 1.0;
+    if (!strcasecmp(u, "us") || !strcasecmp(u, "usecond") || !strcasecmp(u, "useconds")) return 1e3;
+    if (!strcasecmp(u, "ms") || !strcasecmp(u, "msecond") || !strcasecmp(u, "mseconds")) return 1e6;
+    if (!strcasecmp(u, "s") || !strcasecmp(u, "second") || !strcasecmp(u, "seconds")) return 1e9;
+    return NAN;
+}
+
+static int col(const row *h, const char *name) {
+    for (int i = 0; i < h->n; i++)
+        if (strcmp(h->f[i], name) == 0) return i;
+    return -1;
+}
+
+static int col_any(const row *h, const char *const *names) {
+    for (int i = 0; names[i]; i++) {
+        int c = col(h, names[i]);
+        if (c >= 0) return c;
+    }
+    return -1;
+}
+
+static const char *field(const row *r, int c) { return c >= 0 && c < r->n ? r->f[c] : ""; }
+
+static const char *const DURATION_NAMES[] = {"gpu__time_duration.sum", "gpu__time_duration.avg", "gpu__time_duration",
+                                             NULL};
+static const char *const OCC_NAMES[] = {"sm__warps_active.avg.pct_of_peak_sustained_active", "achieved_occupancy",
+                                        NULL};
+static const char *const DRAM_NAMES[] = {"gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed",
+                                         "dram__throughput.avg.pct_of_peak_sustained_elapsed", NULL};
+
+static int push_kernel(tmoe_ncu_result *res, int *cap, const char *name, int64_t id, tmoe_error *err) {
+    if (res->n == *cap) {
+        int nc = *cap ? *cap * 2 : 32;
+        tmoe_ncu_kernel *p = realloc(res->kernels, (size_t)nc * sizeof *p);
+        if (!p) return tmoe_errorf(err, TMOE_ENOMEM, "out of memory reading ncu kernels");
+        res->kernels = p;
+        *cap = nc;
+    }
+    tmoe_ncu_kernel *k = &res->kernels[res->n];
+    k->name = strdup(name);
+    if (!k->name) return tmoe_errorf(err, TMOE_ENOMEM, "out of memory reading ncu kernels");
+    k->id = id;
+    k->duration_ns = k->occupancy_pct = k->dram_pct = NAN;
+    res->n++;
+    return TMOE_OK;
+}
+
+static int64_t parse_id(const char *s) {
+    double v = parse_num(s);
+    return isnan(v) || v < 0 || v > 9e15 ? -1 : (int64_t)v;
+}
+
+static int read_raw(const table *t, const char *name, tmoe_ncu_result *res, tmoe_error *err) {
+    const row *h = &t->rows[0];
+    int c_name = col(h, "Kernel Name"), c_id = col(h, "ID");
+    int c_dur = col_any(h, DURATION_NAMES), c_occ = col_any(h, OCC_NAMES), c_dram = col_any(h, DRAM_NAMES);
+    if (c_name < 0)
+        return tmoe_errorf(err, TMOE_EFORMAT, "%s: the CSV header has no \"Kernel Name\" column (is this 'ncu --csv' output?)",
+                           name);
+    if (c_dur < 0 && c_occ < 0 && c_dram < 0)
+        return tmoe_errorf(err, TMOE_EFORMAT,
+                           "%s: none of the metrics gpu__time_duration.sum, "
+                           "sm__warps_active.avg.pct_of_peak_sustained_active, gpu__dram_throughput / "
+                           "dram__throughput.avg.pct_of_peak_sustained_elapsed is in the header; profile with "
+                           "--metrics naming them",
+                           name);
+    int first = 1;
+    double dur_scale = 1.0;
+    /* a units row follows the header: no kernel name and no ID */
+    if (t->n > 1 && !field(&t->rows[1], c_name)[0] && !field(&t->rows[1], c_id)[0]) {
+        if (c_dur >= 0) {
+            dur_scale = time_scale_ns(field(&t->rows[1], c_dur));
+            if (isnan(dur_scale))
+                return tmoe_errorf(err, TMOE_EFORMAT, "%s: line 2 (units): '%s' is not a time unit for %s", name,
+                                   field(&t->rows[1], c_dur), h->f[c_dur]);
+        }
+        first = 2;
+    }
+    int cap = 0;
+    for (int i = first; i < t->n; i++) {
+        const row *r = &t->rows[i];
+        if (!field(r, c_name)[0]) continue;
+        int rc = push_kernel(res, &cap, field(r, c_name), c_id >= 0 ? parse_id(field(r, c_id)) : -1, err);
+        if (rc) return rc;
+        tmoe_ncu_kernel *k = &res->kernels[res->n - 1];
+        if (c_dur >= 0) k->duration_ns = parse_num(field(r, c_dur)) * dur_scale;
+        if (c_occ >= 0) k->occupancy_pct = parse_num(field(r, c_occ));
+        if (c_dram >= 0) k->dram_pct = parse_num(field(r, c_dram));
+    }
+    return TMOE_OK;
+}
+
+static int read_details(const table *t, const char *name, tmoe_ncu_result *res, tmoe_error *err) {
+    const row *h = &t->rows[0];
+    int c_name = col(h, "Kernel Name"), c_id = col(h, "ID"), c_metric = col(h, "Metric Name"),
+        c_unit = col(h, "Metric Unit"), c_value = col(h, "Metric Value");
+    if (c_name < 0 || c_value < 0)
+        return tmoe_errorf(err, TMOE_EFORMAT, "%s: details layout without \"Kernel Name\" or \"Metric Value\" column",
+                           name);
+    res->details_layout = 1;
+    int cap = 0;
+    for (int i = 1; i < t->n; i++) {
+        const row *r = &t->rows[i];
+        const char *kn = field(r, c_name);
+        if (!kn[0]) continue;
+        int64_t id = c_id >= 0 ? parse_id(field(r, c_id)) : -1;
+        tmoe_ncu_kernel *k = res->n ? &res->kernels[res->n - 1] : NULL;
+        if (!k || k->id != id || strcmp(k->name, kn) != 0) {
+            k = NULL;
+            for (int j = 0; j < res->n && !k; j++)
+                if (res->kernels[j].id == id && id >= 0 && strcmp(res->kernels[j].name, kn) == 0) k = &res->kernels[j];
+            if (!k) {
+                int rc = push_kernel(res, &cap, kn, id, err);
+                if (rc) return rc;
+                k = &res->kernels[res->n - 1];
+            }
+        }
+        const char *m = field(r, c_metric), *u = field(r, c_unit);
+        double v = parse_num(field(r, c_value));
+        if (strcmp(m, "Duration") == 0) k->duration_ns = v * time_scale_ns(u);
+        else if (strcmp(m, "Achieved Occupancy") == 0) k->occupancy_pct = v;
+        else if (strcmp(m, "DRAM Throughput") == 0) k->dram_pct = v;
+    }
+    return TMOE_OK;
+}
+
+void tmoe_ncu_free(tmoe_ncu_result *r) {
+    if (!r) return;
+    for (int i = 0; i < r->n; i++) free(r->kernels[i].name);
+    free(r->kernels);
+    free(r);
+}
+
+int tmoe_import_ncu_buffer(const char *data, size_t len, const char *name, tmoe_ncu_result **out,
+                           tmoe_error *err) {
+    *out = NULL;
+    table t = {0};
+    if (parse_csv(data, len, &t)) {
+        table_free(&t);
+        return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory parsing CSV", name);
+    }
+    int rc = TMOE_OK;
+    tmoe_ncu_result *res = NULL;
+    if (t.n == 0) {
+        if (t.error_line[0])
+            rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: ncu wrote no results, only errors; the first: %s", name,
+                             t.error_line);
+        else
+            rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: no CSV rows (expected 'ncu --csv' output)", name);
+        goto done;
+    }
+    res = tmoe_calloc(1, sizeof *res, err);
+    if (!res) {
+        rc = TMOE_ENOMEM;
+        goto done;
+    }
+    if (col(&t.rows[0], "Metric Name") >= 0 && col(&t.rows[0], "Metric Value") >= 0)
+        rc = read_details(&t, name, res, err);
+    else
+        rc = read_raw(&t, name, res, err);
+    if (rc == TMOE_OK && res->n == 0)
+        rc = t.error_line[0] ? tmoe_errorf(err, TMOE_EFORMAT, "%s: no kernel rows; ncu said: %s", name, t.error_line)
+                             : tmoe_errorf(err, TMOE_EFORMAT, "%s: header but no kernel rows", name);
+done:
+    table_free(&t);
+    if (rc) {
+        tmoe_ncu_free(res);
+        return rc;
+    }
+    if (t.error_line[0]) tmoe_log(TMOE_LOG_WARN, "%s: ncu reported: %s", name, t.error_line);
+    *out = res;
+    return TMOE_OK;
+}
+
+int tmoe_import_ncu(const char *path, tmoe_ncu_result **out, tmoe_error *err) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return tmoe_errorf(err, TMOE_EIO, "%s: cannot open: %s", path, strerror(errno));
+    char *data = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 1 << 16;
+            char *p = realloc(data, cap);
+            if (!p) {
+                free(data);
+                fclose(f);
+                return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory reading", path);
+            }
+            data = p;
+        }
+        size_t got = fread(data + len, 1, cap - len, f);
+        len += got;
+        if (!got) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(data);
+        return tmoe_errorf(err, TMOE_EIO, "%s: read error", path);
+    }
+    int rc = tmoe_import_ncu_buffer(data, len, path, out, err);
+    free(data);
+    return rc;
+}
+
+/* ---- merging into the cost model ----------------------------------------------------- */
+
+/* Base name: without a leading "void ", and cut at the first '<' or '('. */
+static void base_name(const char *s, char *out, size_t cap) {
+    if (strncmp(s, "void ", 5) == 0) s += 5;
+    size_t n = strcspn(s, "<(");
+    while (n > 0 && s[n - 1] == ' ') n--;
+    if (n >= cap) n = cap - 1;
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
+static int names_match(const char *a, const char *b) {
+    if (strcmp(a, b) == 0) return 1;
+    char x[256], y[256];
+    base_name(a, x, sizeof x);
+    base_name(b, y, sizeof y);
+    return x[0] && strcmp(x, y) == 0;
+}
+
+int tmoe_ncu_merge_cost(const tmoe_ncu_result *r, tmoe_cost_model *cm, int *n_matched,
+                        tmoe_error *err) {
+    (void)err;
+    if (n_matched) *n_matched = 0;
+    for (int i = 0; i < tmoe_cost_count(cm); i++) {
+        const tmoe_cost_entry *e = tmoe_cost_entry_at(cm, i);
+        double w_occ = 0, s_occ = 0, w_dram = 0, s_dram = 0;
+        int matched = 0;
+        for (int k = 0; k < e->n_kernels; k++)
+            for (int j = 0; j < r->n; j++) {
+                const tmoe_ncu_kernel *nk = &r->kernels[j];
+                if (!names_match(e->kernels[k].name, nk->name)) continue;
+                matched = 1;
+                double w = isnan(nk->duration_ns) ? 1.0 : nk->duration_ns;
+                if (!isnan(nk->occupancy_pct)) s_occ += w * nk->occupancy_pct, w_occ += w;
+                if (!isnan(nk->dram_pct)) s_dram += w * nk->dram_pct, w_dram += w;
+            }
+        if (!matched) continue;
+        tmoe_cost_set_ncu(cm, i, w_occ > 0 ? s_occ / w_occ : NAN, w_dram > 0 ? s_dram / w_dram : NAN);
+        if (n_matched) (*n_matched)++;
+    }
+    return TMOE_OK;
+}
