@@ -318,11 +318,16 @@ static int bias_hierarchical(tmoe_router *r, const int32_t *counts, const tmoe_h
     double s[TMOE_MAX_EXPERTS];
     int rc = tmoe_route_cost_scores(&r->cost, counts, E, r->cfg.w_temp_cost, NULL, NULL, s, err);
     if (rc) return rc;
-    /* tiers: explicit, or by cost rank (ties to the lower index), tier 0 the cheapest */
+    /* tiers: explicit, or by cost rank (ties to the lower index), tier 0 the cheapest; when
+     * every cost is the same there is nothing to rank and all experts form tier 0 */
+    double ms, lo, hi;
+    int spread = tmoe_route_scores_spread(s, E, NULL, &ms, &lo, &hi);
     int tier[TMOE_MAX_EXPERTS], size[TMOE_MAX_EXPERTS] = {0};
     for (int e = 0; e < E; e++) {
         if (r->tier[e] >= 0) {
             tier[e] = r->tier[e];
+        } else if (!spread) {
+            tier[e] = 0;
         } else {
             int rank = 0;
             for (int j = 0; j < E; j++) rank += s[j] < s[e] || (s[j] == s[e] && j < e);
