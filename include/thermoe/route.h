@@ -293,13 +293,17 @@ int tmoe_route_energy_loss(const tmoe_cost_provider *p, const int32_t *idx, cons
                            int T, int k, int E, double *out, tmoe_error *err);
 
 /* Base cost biases: per expert, the cost score s_e = ew_e / mean(ew) + w_temp * ti_e /
- * mean(ti), with ew_e = energy per token and ti_e = temp impact, both at max(1, counts[e])
- * tokens (the unbiased selection's count); b_e = -max_bias (s_e - mean s) / (max s - min s),
- * all zero when max s - min s <= 1e-9 mean |s|. A mean that is 0 drops its term. Experts with
- * mask[e] == 0 are left out (bias 0) when mask is not NULL. */
-int tmoe_route_cost_biases(const tmoe_cost_provider *p, const int32_t *counts, int E,
-                           double max_bias, double w_temp, const unsigned char *mask,
-                           double *bias, tmoe_error *err);
+ * mean(ti), with ew_e = energy per token and ti_e = temp impact, both at `tokens` tokens;
+ * the router passes the batch's expected tokens per expert, max(1, T k / E), the same for
+ * every expert, so that the score ranks experts by what they cost and not by how popular
+ * they are in this batch (popularity is the gate's and the load balancer's business).
+ * b_e = -max_bias (s_e - mean s) / (max s - min s): max_bias from the costliest to the
+ * cheapest, within [-max_bias, max_bias]; all zero when
+ * max s - min s <= 1e-9 mean |s| (equal costs). A mean that is 0 drops its term. Experts
+ * with mask[e] == 0 are left out (bias 0) when mask is not NULL. */
+int tmoe_route_cost_biases(const tmoe_cost_provider *p, double tokens, int E, double max_bias,
+                           double w_temp, const unsigned char *mask, double *bias,
+                           tmoe_error *err);
 
 /* Mean over the T rows of KL(softmax(z) || softmax(z + b)); grad (E, may be NULL) gets its
  * exact gradient with respect to b. Computed in double. */

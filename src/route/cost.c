@@ -88,7 +88,7 @@ int tmoe_route_energy_loss(const tmoe_cost_provider *p, const int32_t *idx, cons
 
 /* ---- base cost biases ------------------------------------------------------------------ */
 
-int tmoe_route_cost_scores(const tmoe_cost_provider *p, const int32_t *counts, int E,
+int tmoe_route_cost_scores(const tmoe_cost_provider *p, double tokens, int E,
                            double w_temp, const unsigned char *mask, const double *extra_j,
                            double *s, tmoe_error *err) {
     double ew[TMOE_MAX_EXPERTS], ti[TMOE_MAX_EXPERTS];
@@ -97,11 +97,10 @@ int tmoe_route_cost_scores(const tmoe_cost_provider *p, const int32_t *counts, i
     for (int e = 0; e < E; e++) {
         s[e] = 0.0;
         if (mask && !mask[e]) continue;
-        double n = counts[e] > 1 ? counts[e] : 1.0;
         tmoe_expert_cost c;
-        int rc = tmoe_route_cost_eval(p, e, n, &c, NULL, err);
+        int rc = tmoe_route_cost_eval(p, e, tokens, &c, NULL, err);
         if (rc) return rc;
-        ew[e] = c.energy_j / n + (extra_j ? extra_j[e] : 0.0);
+        ew[e] = c.energy_j / tokens + (extra_j ? extra_j[e] : 0.0);
         ti[e] = c.temp_impact_c_per_s;
         me += ew[e];
         mt += ti[e];
@@ -136,11 +135,13 @@ int tmoe_route_scores_spread(const double *s, int E, const unsigned char *mask, 
     return (*hi - *lo > 1e-9 * mabs) && isfinite(*hi - *lo);
 }
 
-int tmoe_route_cost_biases(const tmoe_cost_provider *p, const int32_t *counts, int E,
+int tmoe_route_cost_biases(const tmoe_cost_provider *p, double tokens, int E,
                            double max_bias, double w_temp, const unsigned char *mask,
                            double *bias, tmoe_error *err) {
     double s[TMOE_MAX_EXPERTS], ms, lo, hi;
-    int rc = tmoe_route_cost_scores(p, counts, E, w_temp, mask, NULL, s, err);
+    if (!(tokens > 0.0))
+        return tmoe_errorf(err, TMOE_EINVAL, "cost biases: token count %g must be > 0", tokens);
+    int rc = tmoe_route_cost_scores(p, tokens, E, w_temp, mask, NULL, s, err);
     if (rc) return rc;
     for (int e = 0; e < E; e++) bias[e] = 0.0;
     if (!tmoe_route_scores_spread(s, E, mask, &ms, &lo, &hi)) return TMOE_OK;

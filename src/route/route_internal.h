@@ -26,7 +26,7 @@ void tmoe_adam_step(tmoe_adam *a, double *p, const double *g, double lr, double 
 
 /* Cost score per expert (see tmoe_route_cost_biases); extra_j (E, may be NULL) is added to
  * the energy per token (link energy). Masked-out experts get 0. */
-int tmoe_route_cost_scores(const tmoe_cost_provider *p, const int32_t *counts, int E,
+int tmoe_route_cost_scores(const tmoe_cost_provider *p, double tokens, int E,
                            double w_temp, const unsigned char *mask, const double *extra_j,
                            double *s, tmoe_error *err);
 /* Mean, min and max of the scores over the mask; 0 when they are all equal (to 1e-9). */

@@ -42,6 +42,7 @@ struct tmoe_router {
     float fb[TMOE_MAX_EXPERTS];     /* total bias as float */
     double noise[TMOE_MAX_EXPERTS]; /* REINFORCE exploration of that batch */
     int mlp_fresh;                  /* the adapter ran forward on that batch */
+    double n_expect;                /* expected tokens per expert, max(1, T k / E) */
 
     double l_base, q_base, rf_base;
     int rf_init;
@@ -299,7 +300,7 @@ static int bias_kernel_aware_ttha(tmoe_router *r, const int32_t *counts, const t
                                   double *b, tmoe_error *err) {
     /* base cost biases, engaged by hardware pressure (0 far below the targets, full at them;
      * full when nothing is known), plus the adapter's biases */
-    int rc = tmoe_route_cost_biases(&r->cost, counts, r->E, r->cfg.max_bias, r->cfg.w_temp_cost,
+    int rc = tmoe_route_cost_biases(&r->cost, r->n_expect, r->E, r->cfg.max_bias, r->cfg.w_temp_cost,
                                     NULL, b, err);
     if (rc) return rc;
     double p = pressure(r, hw), g = isfinite(p) ? clamp(p, 0.0, 1.0) : 1.0;
@@ -316,7 +317,7 @@ static int bias_hierarchical(tmoe_router *r, const int32_t *counts, const tmoe_h
                              double *b, tmoe_error *err) {
     int E = r->E, NT = r->cfg.num_tiers;
     double s[TMOE_MAX_EXPERTS];
-    int rc = tmoe_route_cost_scores(&r->cost, counts, E, r->cfg.w_temp_cost, NULL, NULL, s, err);
+    int rc = tmoe_route_cost_scores(&r->cost, r->n_expect, E, r->cfg.w_temp_cost, NULL, NULL, s, err);
     if (rc) return rc;
     /* tiers: explicit, or by cost rank (ties to the lower index), tier 0 the cheapest; when
      * every cost is the same there is nothing to rank and all experts form tier 0 */
@@ -349,7 +350,7 @@ static int bias_hierarchical(tmoe_router *r, const int32_t *counts, const tmoe_h
     unsigned char mask[TMOE_MAX_EXPERTS];
     for (int e = 0; e < E; e++) mask[e] = tier[e] < NT - drop;
     /* second level: cost biases within the allowed tiers */
-    if ((rc = tmoe_route_cost_biases(&r->cost, counts, E, r->cfg.max_bias, r->cfg.w_temp_cost,
+    if ((rc = tmoe_route_cost_biases(&r->cost, r->n_expect, E, r->cfg.max_bias, r->cfg.w_temp_cost,
                                      mask, b, err)))
         return rc;
     for (int e = 0; e < E; e++)
@@ -367,7 +368,7 @@ static int bias_predictive(tmoe_router *r, const int32_t *counts, const tmoe_hw_
     if (!(over > 0.0)) return TMOE_OK;
     double strength = fmin(1.0, over / r->cfg.temp_band_c);
     double s[TMOE_MAX_EXPERTS], ms, lo, hi;
-    int rc = tmoe_route_cost_scores(&r->cost, counts, E, r->cfg.w_temp_cost, NULL, NULL, s, err);
+    int rc = tmoe_route_cost_scores(&r->cost, r->n_expect, E, r->cfg.w_temp_cost, NULL, NULL, s, err);
     if (rc) return rc;
     if (!tmoe_route_scores_spread(s, E, NULL, &ms, &lo, &hi)) return TMOE_OK;
     for (int e = 0; e < E; e++) b[e] = -r->cfg.max_bias * strength * (s[e] - lo) / (hi - lo);
@@ -380,7 +381,7 @@ static int bias_multi_gpu(tmoe_router *r, const int32_t *counts, const tmoe_hw_s
     int E = r->E, D = c->num_devices;
     double link[TMOE_MAX_EXPERTS], s[TMOE_MAX_EXPERTS], ms, lo, hi;
     for (int e = 0; e < E; e++) link[e] = r->device[e] != c->home_device ? c->link_j_per_token : 0.0;
-    int rc = tmoe_route_cost_scores(&r->cost, counts, E, c->w_temp_cost, NULL, link, s, err);
+    int rc = tmoe_route_cost_scores(&r->cost, r->n_expect, E, c->w_temp_cost, NULL, link, s, err);
     if (rc) return rc;
     int spread = tmoe_route_scores_spread(s, E, NULL, &ms, &lo, &hi);
     /* device pressure: temperature above (target - band) in bands, power above 90% of the
@@ -417,7 +418,9 @@ static int static_solve(const tmoe_router *r, const float *z, int N, double scal
     int E = r->E;
     tmoe_surrogate s = {r->cost, r->k, r->cfg.surrogate_tau, scale, 1.0 / j0, 0.0, lambda};
     double g[TMOE_MAX_EXPERTS], m[TMOE_MAX_EXPERTS] = {0}, v[TMOE_MAX_EXPERTS] = {0};
-    const double lr = 0.05 * r->cfg.max_bias, b1 = 0.9, b2 = 0.999;
+    /* eps well above rounding noise of the normalised objective: a flat J (equal costs)
+     * must not be turned into full-size steps */
+    const double lr = 0.05 * r->cfg.max_bias, b1 = 0.9, b2 = 0.999, eps = 1e-6;
     for (int it = 1; it <= STATIC_ITERS; it++) {
         int rc = tmoe_route_surrogate(&s, z, N, E, b, NULL, g, NULL, NULL, err);
         if (rc) return rc;
@@ -425,7 +428,7 @@ static int static_solve(const tmoe_router *r, const float *z, int N, double scal
         for (int e = 0; e < E; e++) {
             m[e] = b1 * m[e] + (1 - b1) * g[e];
             v[e] = b2 * v[e] + (1 - b2) * g[e] * g[e];
-            b[e] -= lr * (m[e] / c1) / (sqrt(v[e] / c2) + 1e-12);
+            b[e] -= lr * (m[e] / c1) / (sqrt(v[e] / c2) + eps);
             b[e] = clamp(b[e], -r->cfg.max_bias, r->cfg.max_bias);
         }
     }
@@ -471,6 +474,14 @@ int tmoe_router_fit_static(tmoe_router *r, const float *logits, int N, int token
                     memcpy(best, cur, sizeof(double) * E);
                 }
             }
+        }
+    }
+    if (rc == TMOE_OK && j0 > 0.0) { /* biases that buy no energy (equal costs) stay zero */
+        double jb;
+        rc = tmoe_route_surrogate(&s0, z, n, E, best, &jb, NULL, NULL, NULL, err);
+        if (rc == TMOE_OK && !(jb < j0 * (1.0 - 1e-9))) {
+            memset(best, 0, sizeof best);
+            kl = 0.0;
         }
     }
     free(z);
@@ -543,6 +554,7 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const tmoe_hw_
     memcpy(r->logits, logits, sizeof(float) * (size_t)T * E);
     r->T = T;
     r->mlp_fresh = 0;
+    r->n_expect = fmax(1.0, (double)T * k / E);
     /* expected token counts: the unbiased selection */
     int32_t counts[TMOE_MAX_EXPERTS] = {0};
     tmoe_cpu_gate_topk(logits, NULL, T, E, k, 1, 0, r->idx, r->w);
