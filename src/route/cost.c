@@ -152,18 +152,19 @@ int tmoe_route_cost_biases(const tmoe_cost_provider *p, double tokens, int E,
 
 /* ---- KL and soft counts --------------------------------------------------------------- */
 
-static double logsumexp(const double *v, int n) {
-    double mx = -INFINITY;
+/* Softmax of v (n) into out, in place allowed; returns log-sum-exp. One exp per element. */
+static double softmax(const double *v, int n, double *out) {
+    double mx = -INFINITY, sum = 0.0;
     for (int i = 0; i < n; i++)
         if (v[i] > mx) mx = v[i];
-    double s = 0.0;
-    for (int i = 0; i < n; i++) s += exp(v[i] - mx);
-    return mx + log(s);
+    for (int i = 0; i < n; i++) sum += (out[i] = exp(v[i] - mx));
+    for (int i = 0; i < n; i++) out[i] /= sum;
+    return mx + log(sum);
 }
 
 double tmoe_route_mean_kl(const float *logits, int T, int E, const double *b, double *grad) {
     /* KL(p||q) = -sum_e p_e b_e + lse(z + b) - lse(z); d/db_e = q_e - p_e. */
-    double z[TMOE_MAX_EXPERTS], zb[TMOE_MAX_EXPERTS];
+    double z[TMOE_MAX_EXPERTS], zb[TMOE_MAX_EXPERTS], p[TMOE_MAX_EXPERTS], q[TMOE_MAX_EXPERTS];
     double kl = 0.0;
     if (grad) memset(grad, 0, sizeof(double) * (size_t)E);
     for (int t = 0; t < T; t++) {
@@ -172,11 +173,10 @@ double tmoe_route_mean_kl(const float *logits, int T, int E, const double *b, do
             z[e] = row[e];
             zb[e] = z[e] + b[e];
         }
-        double l0 = logsumexp(z, E), l1 = logsumexp(zb, E), pb = 0.0;
+        double l0 = softmax(z, E, p), l1 = softmax(zb, E, q), pb = 0.0;
         for (int e = 0; e < E; e++) {
-            double pe = exp(z[e] - l0);
-            pb += pe * b[e];
-            if (grad) grad[e] += exp(zb[e] - l1) - pe;
+            pb += p[e] * b[e];
+            if (grad) grad[e] += q[e] - p[e];
         }
         kl += l1 - l0 - pb;
     }
@@ -192,13 +192,13 @@ int tmoe_route_surrogate(const tmoe_surrogate *s, const float *logits, int T, in
                          const double *b, double *loss, double *grad, double *energy_out,
                          double *latency_out, tmoe_error *err) {
     TMOE_ASSERT(E >= 1 && E <= TMOE_MAX_EXPERTS && s->tau > 0.0 && s->count_scale > 0.0);
-    double n[TMOE_MAX_EXPERTS] = {0}, u[TMOE_MAX_EXPERTS], v[TMOE_MAX_EXPERTS];
+    double n[TMOE_MAX_EXPERTS] = {0}, u[TMOE_MAX_EXPERTS] = {0}, v[TMOE_MAX_EXPERTS] = {0};
     double k = s->top_k * s->count_scale, tau = s->tau;
     for (int t = 0; t < T; t++) {
         const float *row = logits + (size_t)t * E;
         for (int e = 0; e < E; e++) v[e] = (row[e] + b[e]) / tau;
-        double l = logsumexp(v, E);
-        for (int e = 0; e < E; e++) n[e] += k * exp(v[e] - l);
+        softmax(v, E, v);
+        for (int e = 0; e < E; e++) n[e] += k * v[e];
     }
     /* u_e = dS/dn_e from the cost terms */
     double en = 0.0, lat = 0.0;
@@ -210,22 +210,20 @@ int tmoe_route_surrogate(const tmoe_surrogate *s, const float *logits, int T, in
         lat += c.latency_ms;
         if (grad) u[e] = s->c_energy * dc.energy_j + s->c_latency * dc.latency_ms;
     }
-    double kl = tmoe_route_mean_kl(logits, T, E, b, grad);
+    double kl = s->w_fidelity != 0.0 ? tmoe_route_mean_kl(logits, T, E, b, grad) : 0.0;
     if (loss) *loss = s->c_energy * en + s->c_latency * lat + s->w_fidelity * kl;
     if (energy_out) *energy_out = en;
     if (latency_out) *latency_out = lat;
     if (!grad) return TMOE_OK;
-    for (int e = 0; e < E; e++) grad[e] *= s->w_fidelity;
+    for (int e = 0; e < E; e++) grad[e] = s->w_fidelity != 0.0 ? grad[e] * s->w_fidelity : 0.0;
     /* dn_e/db_j = (k/tau) sum_t s_te (delta_ej - s_tj), so
      * dS/db_j = (k/tau) sum_t s_tj (u_j - sum_e s_te u_e). */
     for (int t = 0; t < T; t++) {
         const float *row = logits + (size_t)t * E;
         for (int e = 0; e < E; e++) v[e] = (row[e] + b[e]) / tau;
-        double l = logsumexp(v, E), su = 0.0;
-        for (int e = 0; e < E; e++) {
-            v[e] = exp(v[e] - l);
-            su += v[e] * u[e];
-        }
+        softmax(v, E, v);
+        double su = 0.0;
+        for (int e = 0; e < E; e++) su += v[e] * u[e];
         for (int j = 0; j < E; j++) grad[j] += k / tau * v[j] * (u[j] - su);
     }
     return TMOE_OK;
@@ -280,20 +278,20 @@ static int parse_name(const char *what, const char *name, const char *const *nam
 }
 
 int tmoe_route_strategy_parse(const char *name, tmoe_route_strategy *out) {
-    int v;
+    int v = 0;
     if (parse_name("routing strategy", name, strategy_names, TMOE_ROUTE_STRATEGY_COUNT, &v, NULL))
         return TMOE_EINVAL;
     *out = (tmoe_route_strategy)v;
     return TMOE_OK;
 }
 int tmoe_ttha_grad_parse(const char *name, tmoe_ttha_grad *out) {
-    int v;
+    int v = 0;
     if (parse_name("TTHA gradient mode", name, grad_names, 2, &v, NULL)) return TMOE_EINVAL;
     *out = (tmoe_ttha_grad)v;
     return TMOE_OK;
 }
 int tmoe_lr_schedule_parse(const char *name, tmoe_lr_schedule *out) {
-    int v;
+    int v = 0;
     if (parse_name("learning-rate schedule", name, sched_names, 3, &v, NULL)) return TMOE_EINVAL;
     *out = (tmoe_lr_schedule)v;
     return TMOE_OK;

@@ -555,10 +555,13 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const tmoe_hw_
     r->T = T;
     r->mlp_fresh = 0;
     r->n_expect = fmax(1.0, (double)T * k / E);
-    /* expected token counts: the unbiased selection */
+    /* token counts of the unbiased selection: the TTHA adapter's "current load" (the cost
+     * scores of the other strategies use the common expected count n_expect) */
     int32_t counts[TMOE_MAX_EXPERTS] = {0};
-    tmoe_cpu_gate_topk(logits, NULL, T, E, k, 1, 0, r->idx, r->w);
-    for (int i = 0; i < T * k; i++) counts[r->idx[i]]++;
+    if (r->cfg.strategy == TMOE_ROUTE_KERNEL_AWARE_TTHA) {
+        tmoe_cpu_gate_topk(logits, NULL, T, E, k, 1, 0, r->idx, r->w);
+        for (int i = 0; i < T * k; i++) counts[r->idx[i]]++;
+    }
     double *b = r->b;
     switch (r->cfg.strategy) {
     case TMOE_ROUTE_BASELINE:
@@ -681,10 +684,11 @@ int tmoe_router_update(tmoe_router *r, const tmoe_route_obs *obs, tmoe_ttha_reco
         double gl = have_l ? 2.0 * c->w_latency * xl / r->l_base : 0.0;
         double gq = have_q && have_l ? c->w_throughput / r->q_base * Q / L : 0.0;
         tmoe_surrogate s = {r->cost, r->k, c->surrogate_tau, 1.0, (gp + gt * dtdp) / period,
-                            gl + gq, c->w_fidelity};
+                            gl + gq, 0.0};
         int rc = tmoe_route_surrogate(&s, r->logits, r->T, E, r->b, NULL, g, &rec.pred_energy_j,
                                       NULL, err);
         if (rc) return rc;
+        for (int e = 0; e < E; e++) g[e] += c->w_fidelity * gkl[e]; /* fidelity, exact */
     } else {
         /* REINFORCE: the exploration noise of that batch scored by the observed loss against
          * a moving-average baseline; the fidelity term exactly */

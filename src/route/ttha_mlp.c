@@ -106,11 +106,12 @@ void tmoe_adam_free(tmoe_adam *a) {
 void tmoe_adam_step(tmoe_adam *a, double *p, const double *g, double lr, double beta1,
                     double beta2, double eps, double weight_decay) {
     a->t++;
-    double c1 = 1.0 - pow(beta1, (double)a->t), c2 = 1.0 - pow(beta2, (double)a->t);
+    /* p -= lr (m/c1 / (sqrt(v/c2) + eps) + wd p), with the bias corrections hoisted */
+    double c1 = 1.0 - pow(beta1, (double)a->t), rc2 = 1.0 / sqrt(1.0 - pow(beta2, (double)a->t));
+    double step = lr / c1, decay = 1.0 - lr * weight_decay;
     for (int i = 0; i < a->n; i++) {
-        a->m[i] = beta1 * a->m[i] + (1.0 - beta1) * g[i];
-        a->v[i] = beta2 * a->v[i] + (1.0 - beta2) * g[i] * g[i];
-        double mh = a->m[i] / c1, vh = a->v[i] / c2;
-        p[i] -= lr * (mh / (sqrt(vh) + eps) + weight_decay * p[i]);
+        double m = a->m[i] = beta1 * a->m[i] + (1.0 - beta1) * g[i];
+        double v = a->v[i] = beta2 * a->v[i] + (1.0 - beta2) * g[i] * g[i];
+        p[i] = decay * p[i] - step * m / (sqrt(v) * rc2 + eps);
     }
 }
