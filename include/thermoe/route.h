@@ -131,6 +131,35 @@ void tmoe_lb_reset(tmoe_lb *lb);
 
 /* ---- router configuration ------------------------------------------------------------ */
 
+/* Strategies (every bias is in logit units; "cost score" is tmoe_route_cost_biases' s_e at
+ * the batch's expected tokens per expert n = max(1, T k / E); "pressure" is how close the
+ * hardware is to its targets: the largest of (P - 0.9 P*) / (0.1 P*), (T - (T* - dT)) / dT,
+ * (T_pred - (T* - dT)) / dT over the known fields, at least 1 when throttled; <= 0 cool,
+ * 1 at the targets; T_pred is the larger of hw->pred_temp_c and the thermal predictor's
+ * prediction from the current temperature and power at horizon_s):
+ *  baseline              no bias.
+ *  static_optimal        fixed biases from tmoe_router_fit_static (or the first batch).
+ *  kernel_aware_ttha     cost_bias_scale x clamp(pressure, 0, 1) x base cost biases (full
+ *                        when nothing is known) + the TTHA adapter's biases.
+ *  hierarchical_adaptive level 1: experts fall into num_tiers tiers by cost-score rank (tier
+ *                        0 cheapest; explicit tiers via expert_tier; a single tier when all
+ *                        costs are equal); pressure <= 0 keeps every tier, 0 < pressure < 1
+ *                        drops the costliest tier, pressure >= 1 (or throttled) the two
+ *                        costliest, never leaving fewer than k experts; dropped experts get
+ *                        exclusion_bias. Level 2: base cost biases among the kept experts.
+ *                        A model holding lower-precision copies exposes them as experts of
+ *                        their own with an explicit tier (the router does not tie a copy's
+ *                        logit to its original's).
+ *  predictive_thermal    overshoot o = max(T_pred, T_now) - T*; when o > 0 the costly experts
+ *                        are penalised: b_e = -max_bias min(1, o/dT) (s_e - min s)/(max s -
+ *                        min s); it acts while T_now < T* as soon as T_pred > T*.
+ *  multi_gpu_aware       per device d: pressure_d = clamp((T_d - (T* - dT))/dT, 0, 2) +
+ *                        clamp((P_d - 0.9 P*)/(0.1 P*), 0, 2) + clamp(util_d, 0, 1) +
+ *                        clamp(queue_d / queue_ref, 0, 2) (unknown terms 0); cost scores
+ *                        include link_j_per_token for experts off the home device;
+ *                        b_e = clamp(-0.5 max_bias (s_e - mean s)/(max s - min s)
+ *                        - max_bias (pressure_dev(e) - min pressure) / max(1, spread), +-max_bias).
+ * The load balancer's bias (and REINFORCE exploration noise) is added to any of them. */
 typedef enum {
     TMOE_ROUTE_BASELINE,
     TMOE_ROUTE_STATIC_OPTIMAL,
