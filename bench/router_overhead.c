@@ -33,14 +33,16 @@ int main(int argc, char **argv) {
     }
     const int T = 16;
     const int shapes[2][2] = {{8, 2}, {128, 8}};
-    double *tr = malloc(sizeof(double) * (size_t)calls), *tu = malloc(sizeof(double) * (size_t)calls),
+    double *tr = malloc(sizeof(double) * (size_t)calls),
+           *tu = malloc(sizeof(double) * (size_t)calls),
            *tt = malloc(sizeof(double) * (size_t)calls);
     float *z = malloc(sizeof(float) * T * 128);
     if (!tr || !tu || !tt || !z) {
         fprintf(stderr, "out of memory\n");
         return 1;
     }
-    printf("# router overhead per batch, T=%d tokens, %d calls (median / p90, us, host)\n", T, calls);
+    printf("# router overhead per batch, T=%d tokens, %d calls (median / p90, us, host)\n", T,
+           calls);
     printf("%-22s %-10s %4s %12s %12s %12s %12s\n", "strategy", "shape", "lb", "route_med",
            "update_med", "total_med", "total_p90");
     for (int si = 0; si < 2; si++) {
@@ -90,7 +92,8 @@ int main(int argc, char **argv) {
                 float b[128];
                 int32_t sel[16 * 8];
                 for (int i = 0; i < warm + calls; i++) {
-                    for (int j = 0; j < T * E; j++) z[j] = (float)tmoe_rng_normal(&rng);
+                    for (int j = 0; j < T * E; j++)
+                        z[j] = (float)tmoe_rng_normal(&rng);
                     tmoe_route_obs o = tmoe_route_obs_unknown();
                     o.power_w = 400 + 40 * tmoe_rng_uniform(&rng);
                     o.temp_c = 70 + tmoe_rng_uniform(&rng);
@@ -104,7 +107,8 @@ int main(int argc, char **argv) {
                     if (!rc) rc = tmoe_router_update(r, &o, NULL, &err);
                     int64_t t2 = tmoe_now_ns();
                     if (rc) {
-                        fprintf(stderr, "%s: %s\n", tmoe_route_strategy_name(cfg.strategy), err.msg);
+                        fprintf(stderr, "%s: %s\n", tmoe_route_strategy_name(cfg.strategy),
+                                err.msg);
                         return 1;
                     }
                     if (i >= warm) {
@@ -117,8 +121,9 @@ int main(int argc, char **argv) {
                 snprintf(shape, sizeof shape, "E%d,k%d", E, k);
                 double rm = pct(tr, calls, 0.5), um = pct(tu, calls, 0.5);
                 double tm = pct(tt, calls, 0.5), t9 = pct(tt, calls, 0.9);
-                printf("%-22s %-10s %4s %12.2f %12.2f %12.2f %12.2f\n", tmoe_route_strategy_name(cfg.strategy),
-                       shape, lb ? "on" : "off", rm, um, tm, t9);
+                printf("%-22s %-10s %4s %12.2f %12.2f %12.2f %12.2f\n",
+                       tmoe_route_strategy_name(cfg.strategy), shape, lb ? "on" : "off", rm, um, tm,
+                       t9);
                 tmoe_router_free(r);
             }
     }

@@ -9,8 +9,8 @@
 #include "testutil.h"
 #include "thermoe/route.h"
 
-#define TOL_GRAD 1e-5   /* relative L2 error of an analytic gradient vs central differences */
-#define FD_STEP 1e-5    /* central difference step */
+#define TOL_GRAD 1e-5 /* relative L2 error of an analytic gradient vs central differences */
+#define FD_STEP 1e-5  /* central difference step */
 #define TOL_PROVIDER_FD 1e-5
 
 static double rel_err(const double *a, const double *b, int n) {
@@ -22,7 +22,9 @@ static double rel_err(const double *a, const double *b, int n) {
     return den == 0.0 ? sqrt(num) : sqrt(num / den);
 }
 
-static double urand(tmoe_rng *r, double lo, double hi) { return lo + (hi - lo) * tmoe_rng_uniform(r); }
+static double urand(tmoe_rng *r, double lo, double hi) {
+    return lo + (hi - lo) * tmoe_rng_uniform(r);
+}
 
 typedef struct {
     double v[9][64];
@@ -31,9 +33,10 @@ typedef struct {
 
 static void random_costs(costs *k, int E, tmoe_rng *r) {
     for (int f = 0; f < 9; f++)
-        for (int e = 0; e < E; e++) k->v[f][e] = urand(r, 0.1, 2.0);
-    tmoe_analytic_cost c = {E, k->v[0], k->v[1], k->v[2], k->v[3], k->v[4], k->v[5],
-                            k->v[6], k->v[7], k->v[8]};
+        for (int e = 0; e < E; e++)
+            k->v[f][e] = urand(r, 0.1, 2.0);
+    tmoe_analytic_cost c = {E,       k->v[0], k->v[1], k->v[2], k->v[3],
+                            k->v[4], k->v[5], k->v[6], k->v[7], k->v[8]};
     k->c = c;
 }
 
@@ -48,10 +51,16 @@ static void test_surrogate_gradient(void **state) {
         random_costs(&kc, E, &r);
         float z[20 * 16];
         double b[16], g[16], fd[16];
-        for (int i = 0; i < T * E; i++) z[i] = (float)urand(&r, -3, 3);
-        for (int e = 0; e < E; e++) b[e] = urand(&r, -2, 2);
-        tmoe_surrogate s = {tmoe_route_analytic_provider(&kc.c), k, urand(&r, 0.3, 2.0),
-                            urand(&r, 0.5, 2.0), urand(&r, -1, 1), urand(&r, -1, 1),
+        for (int i = 0; i < T * E; i++)
+            z[i] = (float)urand(&r, -3, 3);
+        for (int e = 0; e < E; e++)
+            b[e] = urand(&r, -2, 2);
+        tmoe_surrogate s = {tmoe_route_analytic_provider(&kc.c),
+                            k,
+                            urand(&r, 0.3, 2.0),
+                            urand(&r, 0.5, 2.0),
+                            urand(&r, -1, 1),
+                            urand(&r, -1, 1),
                             urand(&r, 0, 2)};
         tmoe_error err = {0};
         double L;
@@ -66,7 +75,8 @@ static void test_surrogate_gradient(void **state) {
             fd[e] = (lp - lm) / (2 * FD_STEP);
         }
         double re = rel_err(g, fd, E);
-        if (!(re < TOL_GRAD)) fail_msg("surrogate gradient: E=%d T=%d k=%d rel err %.3g", E, T, k, re);
+        if (!(re < TOL_GRAD))
+            fail_msg("surrogate gradient: E=%d T=%d k=%d rel err %.3g", E, T, k, re);
     }
 }
 
@@ -77,7 +87,8 @@ static void test_kl_gradient_and_zero(void **state) {
     int E = 9, T = 7;
     float z[63];
     double b[9], g[9], fd[9], zero[9] = {0}, shift[9];
-    for (int i = 0; i < T * E; i++) z[i] = (float)urand(&r, -4, 4);
+    for (int i = 0; i < T * E; i++)
+        z[i] = (float)urand(&r, -4, 4);
     for (int e = 0; e < E; e++) {
         b[e] = urand(&r, -3, 3);
         shift[e] = 1.75;
@@ -109,24 +120,30 @@ static void test_mlp_gradient(void **state) {
     ASSERT_OK(tmoe_ttha_mlp_create(in, H, E, 1.5, 7, &m, &err), &err);
     int np = tmoe_ttha_mlp_num_params(m);
     double *p = tmoe_ttha_mlp_params(m);
-    for (int i = 0; i < np; i++) p[i] = urand(&r, -0.8, 0.8);
+    for (int i = 0; i < np; i++)
+        p[i] = urand(&r, -0.8, 0.8);
     double x[24], w[6], bias[6], *g = calloc((size_t)np, sizeof(double)),
                                  *fd = calloc((size_t)np, sizeof(double));
     assert_non_null(g);
     assert_non_null(fd);
-    for (int i = 0; i < in; i++) x[i] = urand(&r, -2, 2);
-    for (int e = 0; e < E; e++) w[e] = urand(&r, -1, 1);
+    for (int i = 0; i < in; i++)
+        x[i] = urand(&r, -2, 2);
+    for (int e = 0; e < E; e++)
+        w[e] = urand(&r, -1, 1);
     tmoe_ttha_mlp_forward(m, x, bias);
-    for (int e = 0; e < E; e++) assert_true(fabs(bias[e]) <= 1.5);
+    for (int e = 0; e < E; e++)
+        assert_true(fabs(bias[e]) <= 1.5);
     tmoe_ttha_mlp_backward(m, w, g);
     for (int i = 0; i < np; i++) {
         double keep = p[i], lp = 0.0, lm = 0.0;
         p[i] = keep + FD_STEP;
         tmoe_ttha_mlp_forward(m, x, bias);
-        for (int e = 0; e < E; e++) lp += w[e] * bias[e];
+        for (int e = 0; e < E; e++)
+            lp += w[e] * bias[e];
         p[i] = keep - FD_STEP;
         tmoe_ttha_mlp_forward(m, x, bias);
-        for (int e = 0; e < E; e++) lm += w[e] * bias[e];
+        for (int e = 0; e < E; e++)
+            lm += w[e] * bias[e];
         p[i] = keep;
         fd[i] = (lp - lm) / (2 * FD_STEP);
     }
@@ -157,8 +174,10 @@ static void test_provider_central_difference(void **state) {
             double tol = TOL_PROVIDER_FD * (1.0 + fabs(da.energy_j));
             /* one-sided at n = 0: first order, step 1e-3 */
             if (ns[i] == 0.0) tol = 2e-3 * (1.0 + fabs(da.energy_j));
-            if (fabs(da.energy_j - db.energy_j) > tol || fabs(da.latency_ms - db.latency_ms) > tol * 10)
-                fail_msg("expert %d n %g: d energy %.9g vs %.9g", e, ns[i], da.energy_j, db.energy_j);
+            if (fabs(da.energy_j - db.energy_j) > tol ||
+                fabs(da.latency_ms - db.latency_ms) > tol * 10)
+                fail_msg("expert %d n %g: d energy %.9g vs %.9g", e, ns[i], da.energy_j,
+                         db.energy_j);
         }
 }
 
@@ -207,7 +226,8 @@ static void test_thermal_predictor_fit(void **state) {
     double got = tmoe_thermal_pred_predict(tp, 5.0, 500.0);
     if (fabs(got - want) > 1.0) fail_msg("predict 5 s at 500 W: %.2f, want %.2f", got, want);
     double imp = tmoe_thermal_pred_impact(tp, 100.0, 1e6);
-    if (fabs(imp - R * 100.0) > 0.5) fail_msg("steady impact of 100 W: %.3f, want %.3f", imp, R * 100);
+    if (fabs(imp - R * 100.0) > 0.5)
+        fail_msg("steady impact of 100 W: %.3f, want %.3f", imp, R * 100);
     assert_int_equal(tmoe_thermal_pred_update(tp, NAN, 50.0, 0.1), 0);
     tmoe_thermal_pred_free(tp);
     tmoe_thermal_pred_free(NULL);
@@ -257,7 +277,8 @@ static void test_save_load(void **state) {
     random_costs(&kc, 8, &rng);
     tmoe_router *a = ttha_router(8, &kc.c, 3), *b = ttha_router(8, &kc.c, 4);
     float z[16 * 8], ba[8], bb[8];
-    for (int i = 0; i < 16 * 8; i++) z[i] = (float)tmoe_rng_normal(&rng);
+    for (int i = 0; i < 16 * 8; i++)
+        z[i] = (float)tmoe_rng_normal(&rng);
     tmoe_hw_state hw = tmoe_hw_state_unknown();
     hw.power_w = 500;
     hw.gpu_temp_c = 70;
@@ -276,7 +297,8 @@ static void test_save_load(void **state) {
     ASSERT_OK(tmoe_router_ttha_load(b, path, &err), &err);
     ASSERT_OK(tmoe_router_route(a, z, 16, &hw, ba, NULL, NULL, &err), &err);
     ASSERT_OK(tmoe_router_route(b, z, 16, &hw, bb, NULL, NULL, &err), &err);
-    for (int e = 0; e < 8; e++) assert_true(ba[e] == bb[e]);
+    for (int e = 0; e < 8; e++)
+        assert_true(ba[e] == bb[e]);
 
     /* wrong shape */
     costs k16;
@@ -309,7 +331,8 @@ static void test_save_load(void **state) {
     /* refused loads leave b's weights as loaded */
     ASSERT_OK(tmoe_router_route(b, z, 16, &hw, bb, NULL, NULL, &err), &err);
     ASSERT_OK(tmoe_router_route(a, z, 16, &hw, ba, NULL, NULL, &err), &err);
-    for (int e = 0; e < 8; e++) assert_true(ba[e] == bb[e]);
+    for (int e = 0; e < 8; e++)
+        assert_true(ba[e] == bb[e]);
     tmoe_router_free(a);
     tmoe_router_free(b);
     tmoe_router_free(c);

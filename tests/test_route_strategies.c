@@ -61,8 +61,10 @@ static void run_batches(tmoe_router *r, int batches, int T, int E, int k, const 
         double pe;
         ASSERT_OK(tmoe_router_route(r, z, T, hw, b, sel, &pe, &err), &err);
         assert_true(isfinite(pe) && pe > 0.0);
-        for (int j = 0; j < T * k; j++) counts[sel[j]]++;
-        for (int e = 0; e < E; e++) mb = fmax(mb, fabs(b[e]));
+        for (int j = 0; j < T * k; j++)
+            counts[sel[j]]++;
+        for (int e = 0; e < E; e++)
+            mb = fmax(mb, fabs(b[e]));
     }
     if (max_abs_bias) *max_abs_bias = mb;
 }
@@ -104,8 +106,8 @@ static void check_costly_chosen_less(tmoe_route_strategy s, const tmoe_hw_state 
     run_batches(rs, B, T, E, k, hw, 11, cs, NULL);
     run_batches(re, B, T, E, k, hw, 11, ce, &mb_equal);
     if (!(cs[J] < cb[J] * 0.8))
-        fail_msg("%s: costly expert %d chosen %lld times vs baseline %lld", tmoe_route_strategy_name(s),
-                 J, (long long)cs[J], (long long)cb[J]);
+        fail_msg("%s: costly expert %d chosen %lld times vs baseline %lld",
+                 tmoe_route_strategy_name(s), J, (long long)cs[J], (long long)cb[J]);
     /* equal costs: zero biases (the TTHA adapter's own output excepted, which starts ~0) */
     double tol = s == TMOE_ROUTE_KERNEL_AWARE_TTHA ? 0.05 : 0.0;
     if (!(mb_equal <= tol))
@@ -171,11 +173,13 @@ static void test_static_kl_budget(void **state) {
     tmoe_error err = {0};
     ASSERT_OK(tmoe_router_fit_static(r, z, N, 16, &kl, &err), &err);
     /* the fit spends its budget (nearly) and not more */
-    if (!(kl <= cfg.kl_bound * (1 + 1e-9) && kl > 0.5 * cfg.kl_bound)) fail_msg("KL %g, bound %g", kl, cfg.kl_bound);
+    if (!(kl <= cfg.kl_bound * (1 + 1e-9) && kl > 0.5 * cfg.kl_bound))
+        fail_msg("KL %g, bound %g", kl, cfg.kl_bound);
     float b[MAXE];
     ASSERT_OK(tmoe_router_route(r, z, 16, NULL, b, NULL, NULL, &err), &err);
     double bd[MAXE];
-    for (int e = 0; e < E; e++) bd[e] = b[e];
+    for (int e = 0; e < E; e++)
+        bd[e] = b[e];
     double kl2 = tmoe_route_mean_kl(z, N, E, bd, NULL);
     assert_true(fabs(kl2 - kl) < 1e-5);
     for (int e = 0; e < E; e++)
@@ -199,7 +203,8 @@ static void test_multi_gpu_hot_device_sheds(void **state) {
     hw.dev_temp_c[0] = 55;
     hw.dev_temp_c[1] = 80; /* beyond the 75 C target */
     hw.dev_util[0] = hw.dev_util[1] = 0.5;
-    tmoe_router *r = make_router(cfg, &one), *rb = make_router(base_cfg(TMOE_ROUTE_BASELINE, E, k), &one);
+    tmoe_router *r = make_router(cfg, &one),
+                *rb = make_router(base_cfg(TMOE_ROUTE_BASELINE, E, k), &one);
     int64_t c[MAXE], cb[MAXE];
     run_batches(r, 40, T, E, k, &hw, 5, c, NULL);
     run_batches(rb, 40, T, E, k, &hw, 5, cb, NULL);
@@ -211,7 +216,9 @@ static void test_multi_gpu_hot_device_sheds(void **state) {
         }
         tot += c[e];
     }
-    if (!(on1 < 0.5 * on1b)) fail_msg("hot device kept %lld of %lld copies (baseline %lld)", (long long)on1, (long long)tot, (long long)on1b);
+    if (!(on1 < 0.5 * on1b))
+        fail_msg("hot device kept %lld of %lld copies (baseline %lld)", (long long)on1,
+                 (long long)tot, (long long)on1b);
     /* equal devices: no bias */
     hw.dev_temp_c[1] = 55;
     double mb;
@@ -222,7 +229,8 @@ static void test_multi_gpu_hot_device_sheds(void **state) {
     hw.dev_queue[1] = 512;
     run_batches(r, 40, T, E, k, &hw, 5, c, NULL);
     on1 = 0;
-    for (int e = 1; e < E; e += 2) on1 += c[e];
+    for (int e = 1; e < E; e += 2)
+        on1 += c[e];
     assert_true(on1 < 0.5 * on1b);
     tmoe_router_free(r);
     tmoe_router_free(rb);
@@ -236,7 +244,8 @@ static void test_multi_gpu_link_cost(void **state) {
     tmoe_router_config cfg = base_cfg(TMOE_ROUTE_MULTI_GPU_AWARE, E, k);
     cfg.num_devices = 2;
     cfg.link_j_per_token = 0.002; /* as much as an expert's own energy per token */
-    tmoe_router *r = make_router(cfg, &one), *rb = make_router(base_cfg(TMOE_ROUTE_BASELINE, E, k), &one);
+    tmoe_router *r = make_router(cfg, &one),
+                *rb = make_router(base_cfg(TMOE_ROUTE_BASELINE, E, k), &one);
     int64_t c[MAXE], cb[MAXE], off = 0, offb = 0;
     run_batches(r, 30, T, E, k, NULL, 8, c, NULL);
     run_batches(rb, 30, T, E, k, NULL, 8, cb, NULL);
@@ -266,10 +275,12 @@ static void test_hierarchical_tiers(void **state) {
     int64_t c[MAXE];
     tmoe_hw_state warm = hw_at(380, 60), hot = hw_at(300, 90);
     run_batches(r, 10, T, E, k, &warm, 2, c, NULL);
-    for (int e = 6; e < 9; e++) assert_int_equal(c[e], 0); /* warm: costliest tier out */
+    for (int e = 6; e < 9; e++)
+        assert_int_equal(c[e], 0); /* warm: costliest tier out */
     assert_true(c[3] + c[4] + c[5] > 0);
     run_batches(r, 10, T, E, k, &hot, 2, c, NULL);
-    for (int e = 3; e < 9; e++) assert_int_equal(c[e], 0); /* hot: only the cheapest tier */
+    for (int e = 3; e < 9; e++)
+        assert_int_equal(c[e], 0); /* hot: only the cheapest tier */
     /* explicit tiers (e.g. lower-precision copies as tier 0) */
     int tiers[9] = {1, 1, 1, 1, 0, 0, 1, 1, 1};
     tmoe_router_config cfg = base_cfg(TMOE_ROUTE_HIERARCHICAL_ADAPTIVE, E, k);
@@ -293,7 +304,8 @@ static void test_predictive_acts_early(void **state) {
     tmoe_router_config cfg = base_cfg(TMOE_ROUTE_PREDICTIVE_THERMAL, E, k);
     cfg.temp_target_c = 75;
     cfg.horizon_s = 5;
-    tmoe_router *r = make_router(cfg, &two), *rb = make_router(base_cfg(TMOE_ROUTE_BASELINE, E, k), &two);
+    tmoe_router *r = make_router(cfg, &two),
+                *rb = make_router(base_cfg(TMOE_ROUTE_BASELINE, E, k), &two);
     /* teach the thermal predictor a plant: tau 10 s, R 0.1 C/W, T_amb 30 C */
     tmoe_thermal_pred *tp = tmoe_router_thermal_pred(r);
     double Tc = 40, P = 200;
@@ -320,7 +332,9 @@ static void test_predictive_acts_early(void **state) {
     run_batches(rb, 30, T, E, k, &hw, 4, cb, NULL);
     assert_true(hw.gpu_temp_c < cfg.temp_target_c);
     assert_true(mb > 0.5);
-    if (!(c[J] < 0.8 * cb[J])) fail_msg("predicted overshoot: costly expert %lld vs %lld", (long long)c[J], (long long)cb[J]);
+    if (!(c[J] < 0.8 * cb[J]))
+        fail_msg("predicted overshoot: costly expert %lld vs %lld", (long long)c[J],
+                 (long long)cb[J]);
     /* at 250 W it heads to 55 C: no predicted overshoot, no bias */
     hw = hw_at(250, 70);
     run_batches(r, 5, T, E, k, &hw, 4, c, &mb);
@@ -350,7 +364,8 @@ static void test_load_balancer_zipf(void **state) {
     cfg.lb_step = 0.05;
     tmoe_router *r = make_router(cfg, &one);
     double off[MAXE];
-    for (int e = 0; e < E; e++) off[e] = 1.5 * log(1.0 / (e + 1)); /* Zipf-like popularity */
+    for (int e = 0; e < E; e++)
+        off[e] = 1.5 * log(1.0 / (e + 1)); /* Zipf-like popularity */
     tmoe_rng rng;
     tmoe_rng_seed(&rng, 77);
     float z[MAXT * MAXE];
@@ -362,10 +377,12 @@ static void test_load_balancer_zipf(void **state) {
         ASSERT_OK(tmoe_router_route(r, z, T, NULL, NULL, sel, NULL, &err), &err);
         int64_t *c = i < 10 ? first : i >= 180 ? last : NULL;
         if (c)
-            for (int j = 0; j < T * k; j++) c[sel[j]]++;
+            for (int j = 0; j < T * k; j++)
+                c[sel[j]]++;
     }
     double r0 = max_over_mean(first, E), r1 = max_over_mean(last, E);
-    print_message("load balancer: max/mean load %.2f (first 10 batches) -> %.2f (last 20)\n", r0, r1);
+    print_message("load balancer: max/mean load %.2f (first 10 batches) -> %.2f (last 20)\n", r0,
+                  r1);
     if (!(r0 > 3.0 && r1 <= 0.5 * r0)) fail_msg("max/mean load %.2f -> %.2f", r0, r1);
     tmoe_router_free(r);
 }
@@ -379,7 +396,8 @@ static void test_capacity_factor(void **state) {
     cfg.capacity_factor = 1.25;
     tmoe_router *r = make_router(cfg, &one);
     double off[MAXE];
-    for (int e = 0; e < E; e++) off[e] = -0.7 * e;
+    for (int e = 0; e < E; e++)
+        off[e] = -0.7 * e;
     tmoe_rng rng;
     tmoe_rng_seed(&rng, 3);
     float z[MAXT * MAXE];
@@ -392,9 +410,11 @@ static void test_capacity_factor(void **state) {
         int c[MAXE] = {0};
         for (int t = 0; t < T; t++) {
             assert_int_not_equal(sel[t * k], sel[t * k + 1]);
-            for (int j = 0; j < k; j++) c[sel[t * k + j]]++;
+            for (int j = 0; j < k; j++)
+                c[sel[t * k + j]]++;
         }
-        for (int e = 0; e < E; e++) assert_true(c[e] <= cap);
+        for (int e = 0; e < E; e++)
+            assert_true(c[e] <= cap);
     }
     tmoe_router_free(r);
 }
@@ -410,7 +430,8 @@ typedef struct {
 static void plant_step(plant *p, const costs *k, const int32_t *sel, int T, int kk, int E,
                        tmoe_route_obs *o) {
     int n[MAXE] = {0};
-    for (int i = 0; i < T * kk; i++) n[sel[i]]++;
+    for (int i = 0; i < T * kk; i++)
+        n[sel[i]]++;
     double en = 0, lat = 0;
     for (int e = 0; e < E; e++) {
         if (!n[e]) continue;
@@ -452,13 +473,15 @@ static double run_plant(tmoe_router *r, const costs *k, int E, int n, int tail, 
         ASSERT_OK(tmoe_router_update(r, &o, NULL, &err), &err);
         if (i >= n - tail) {
             sum += o.power_w;
-            for (int e = 0; e < E; e++) mb = fmax(mb, fabs(b[e]));
+            for (int e = 0; e < E; e++)
+                mb = fmax(mb, fabs(b[e]));
             if (ref) {
                 ASSERT_OK(tmoe_router_route(ref, z, T, NULL, NULL, selref, NULL, &err), &err);
                 for (int t = 0; t < T; t++)
                     for (int j = 0; j < kk; j++) {
                         int found = 0;
-                        for (int q = 0; q < kk; q++) found |= sel[t * kk + j] == selref[t * kk + q];
+                        for (int q = 0; q < kk; q++)
+                            found |= sel[t * kk + j] == selref[t * kk + q];
                         agree += found;
                         total++;
                     }
@@ -488,7 +511,8 @@ static void test_ttha_targets_above_leave_routing(void **state) {
     tmoe_router_config cfg = base_cfg(TMOE_ROUTE_KERNEL_AWARE_TTHA, E, 2);
     cfg.power_target_w = 5000;
     cfg.temp_target_c = 150;
-    tmoe_router *r = make_router(cfg, &k), *rb = make_router(base_cfg(TMOE_ROUTE_BASELINE, E, 2), &k);
+    tmoe_router *r = make_router(cfg, &k),
+                *rb = make_router(base_cfg(TMOE_ROUTE_BASELINE, E, 2), &k);
     double mb, agree;
     run_plant(r, &k, E, 300, 100, &mb, &agree, rb);
     print_message("targets above the draw: max |bias| %.4f, top-k agreement with baseline %.4f\n",
@@ -517,10 +541,11 @@ static void check_ttha_lowers_power(tmoe_ttha_grad mode, double cost_scale, int 
     double mb;
     double pt = run_plant(r, &k, E, n, 100, &mb, NULL, NULL);
     print_message("TTHA %s, cost bias scale %g, %d updates: power %.1f W vs baseline %.1f W "
-                  "(target %.1f W), max |bias| %.3f\n", tmoe_ttha_grad_name(mode), cost_scale, n,
-                  pt, pbase, cfg.power_target_w, mb);
+                  "(target %.1f W), max |bias| %.3f\n",
+                  tmoe_ttha_grad_name(mode), cost_scale, n, pt, pbase, cfg.power_target_w, mb);
     if (!(pt < 0.98 * pbase))
-        fail_msg("%s (cost bias scale %g): power %.1f W vs baseline %.1f W (target %.1f), max |bias| %.3f",
+        fail_msg("%s (cost bias scale %g): power %.1f W vs baseline %.1f W (target %.1f), max "
+                 "|bias| %.3f",
                  tmoe_ttha_grad_name(mode), cost_scale, pt, pbase, cfg.power_target_w, mb);
     /* the history holds every loss term, the learning rate and the gradient norm */
     tmoe_ttha_record rec;
@@ -530,8 +555,9 @@ static void check_ttha_lowers_power(tmoe_ttha_grad mode, double cost_scale, int 
     assert_true(rec.lr < cfg.lr); /* warmup */
     ASSERT_OK(tmoe_router_history_get(r, n - 1, &rec), &err);
     assert_int_equal(rec.step, n - 1);
-    assert_true(isfinite(rec.power_loss) && isfinite(rec.temp_loss) && isfinite(rec.latency_penalty) &&
-                isfinite(rec.throughput_bonus) && isfinite(rec.fidelity) && isfinite(rec.grad_norm));
+    assert_true(isfinite(rec.power_loss) && isfinite(rec.temp_loss) &&
+                isfinite(rec.latency_penalty) && isfinite(rec.throughput_bonus) &&
+                isfinite(rec.fidelity) && isfinite(rec.grad_norm));
     assert_true(fabs(rec.total - (rec.power_loss + rec.temp_loss + rec.latency_penalty -
                                   rec.throughput_bonus + rec.fidelity)) < 1e-12);
     assert_non_null(rec.biases);

@@ -91,10 +91,10 @@ tmoe_hw_state tmoe_hw_state_unknown(void);
  * exact solution T(h) = T_ss + (T0 - T_ss) exp(alpha h), T_ss = -(beta P + gamma)/alpha.
  * Before enough samples it uses the prior (tau, R, T_amb) of the config. */
 typedef struct tmoe_thermal_pred_config {
-    double forgetting;     /* RLS forgetting factor, (0, 1] (default 0.995) */
-    double prior_tau_s;    /* prior time constant, s (default 20) */
-    double prior_r_c_per_w;/* prior thermal resistance, C/W (default 0.07) */
-    double prior_t_amb_c;  /* prior ambient/idle intercept, C (default 30) */
+    double forgetting;           /* RLS forgetting factor, (0, 1] (default 0.995) */
+    double prior_tau_s;          /* prior time constant, s (default 20) */
+    double prior_r_c_per_w;      /* prior thermal resistance, C/W (default 0.07) */
+    double prior_t_amb_c;        /* prior ambient/idle intercept, C (default 30) */
     double tau_min_s, tau_max_s; /* fitted tau is clamped to this range (0.2, 600) */
 } tmoe_thermal_pred_config;
 tmoe_thermal_pred_config tmoe_thermal_pred_config_default(void);
@@ -107,8 +107,7 @@ void tmoe_thermal_pred_free(tmoe_thermal_pred *p); /* NULL-safe */
  * Non-finite values or dt_s <= 0 are ignored (returns 0); returns 1 when used. */
 int tmoe_thermal_pred_update(tmoe_thermal_pred *p, double power_w, double temp_c, double dt_s);
 /* Temperature change after horizon_s of extra_power_w more than now (linear in power). */
-double tmoe_thermal_pred_impact(const tmoe_thermal_pred *p, double extra_power_w,
-                                double horizon_s);
+double tmoe_thermal_pred_impact(const tmoe_thermal_pred *p, double extra_power_w, double horizon_s);
 /* Temperature after horizon_s at constant power_w, from the last observed temperature
  * (NAN before any observation). */
 double tmoe_thermal_pred_predict(const tmoe_thermal_pred *p, double horizon_s, double power_w);
@@ -182,55 +181,55 @@ int tmoe_lr_schedule_parse(const char *name, tmoe_lr_schedule *out);
 
 typedef struct tmoe_router_config {
     tmoe_route_strategy strategy;
-    int num_experts;   /* E, 1..TMOE_MAX_EXPERTS */
-    int top_k;         /* 1..min(E, TMOE_MAX_TOPK) */
-    int max_tokens;    /* largest T passed to route (buffers sized once) (default 4096) */
-    double max_bias;   /* logit units; every strategy's own bias lies in [-max_bias, max_bias]
-                          (hierarchical exclusion excepted) (default 2.0) */
+    int num_experts;        /* E, 1..TMOE_MAX_EXPERTS */
+    int top_k;              /* 1..min(E, TMOE_MAX_TOPK) */
+    int max_tokens;         /* largest T passed to route (buffers sized once) (default 4096) */
+    double max_bias;        /* logit units; every strategy's own bias lies in [-max_bias, max_bias]
+                               (hierarchical exclusion excepted) (default 2.0) */
     double cost_bias_scale; /* multiplies the base cost biases in kernel_aware_ttha (default 1) */
     double w_temp_cost; /* weight of temp impact vs energy in the expert cost score (default 1) */
 
     /* objective (TTHA loss, also the targets other strategies react to) */
     double w_power, w_temp, w_latency, w_throughput, w_fidelity;
-    double power_target_w;    /* P*, W (default 400) */
-    double temp_target_c;     /* T*, C (default 75) */
-    double temp_band_c;       /* dT, C (default 5) */
-    double latency_slack;     /* slack in latency_penalty (default 0.1) */
-    double latency_base_ms;   /* L_base; NAN = first observed latency */
-    double throughput_base;   /* Q_base, tokens/s; NAN = first observed throughput */
-    double horizon_s;         /* prediction horizon, s (default 5) */
+    double power_target_w;  /* P*, W (default 400) */
+    double temp_target_c;   /* T*, C (default 75) */
+    double temp_band_c;     /* dT, C (default 5) */
+    double latency_slack;   /* slack in latency_penalty (default 0.1) */
+    double latency_base_ms; /* L_base; NAN = first observed latency */
+    double throughput_base; /* Q_base, tokens/s; NAN = first observed throughput */
+    double horizon_s;       /* prediction horizon, s (default 5) */
 
     /* TTHA adapter */
-    int ttha_hidden;          /* hidden tanh units (default 32) */
-    double lr;                /* peak learning rate (default 3e-3) */
-    double weight_decay;      /* decoupled (AdamW) (default 1e-4) */
+    int ttha_hidden;     /* hidden tanh units (default 32) */
+    double lr;           /* peak learning rate (default 3e-3) */
+    double weight_decay; /* decoupled (AdamW) (default 1e-4) */
     double adam_beta1, adam_beta2, adam_eps;
-    tmoe_lr_schedule schedule;/* default warmup_cosine */
-    int lr_warmup;            /* updates of linear warmup (default 20) */
-    int lr_decay_steps;       /* cosine: updates to reach lr_min_ratio; step: period (10000) */
-    double lr_min_ratio;      /* cosine floor / step factor gamma (default 0.1) */
-    tmoe_ttha_grad grad_mode; /* default surrogate */
-    double surrogate_tau;     /* temperature of the soft counts (default 1) */
-    double explore_sigma;     /* REINFORCE exploration std, logit units (default 0.1) */
-    double baseline_decay;    /* REINFORCE moving-average baseline decay (default 0.9) */
+    tmoe_lr_schedule schedule; /* default warmup_cosine */
+    int lr_warmup;             /* updates of linear warmup (default 20) */
+    int lr_decay_steps;        /* cosine: updates to reach lr_min_ratio; step: period (10000) */
+    double lr_min_ratio;       /* cosine floor / step factor gamma (default 0.1) */
+    tmoe_ttha_grad grad_mode;  /* default surrogate */
+    double surrogate_tau;      /* temperature of the soft counts (default 1) */
+    double explore_sigma;      /* REINFORCE exploration std, logit units (default 0.1) */
+    double baseline_decay;     /* REINFORCE moving-average baseline decay (default 0.9) */
     uint64_t seed;
 
     /* load balancer */
-    int lb_enabled;           /* default 0 */
-    double lb_step;           /* default 0.01 */
-    double lb_max_abs;        /* |b_e| cap, 0 = none (default 0) */
-    double capacity_factor;   /* > 0: at most ceil(cf * T * k / E) copies per expert (the
-                                 router's selection_out; overflow goes to the next best expert
-                                 with room); 0 = off (default) */
+    int lb_enabled;         /* default 0 */
+    double lb_step;         /* default 0.01 */
+    double lb_max_abs;      /* |b_e| cap, 0 = none (default 0) */
+    double capacity_factor; /* > 0: at most ceil(cf * T * k / E) copies per expert (the
+                               router's selection_out; overflow goes to the next best expert
+                               with room); 0 = off (default) */
 
     /* static_optimal */
-    double kl_bound;          /* expected KL(unbiased || biased) budget, nats (default 0.05) */
+    double kl_bound; /* expected KL(unbiased || biased) budget, nats (default 0.05) */
 
     /* hierarchical_adaptive */
-    int num_tiers;            /* tiers by cost rank, tier 0 cheapest (default 3) */
-    const int *expert_tier;   /* (E) explicit tier per expert, or NULL for cost rank; borrowed
-                                 for create only (copied) */
-    double exclusion_bias;    /* bias given to excluded tiers (default -30) */
+    int num_tiers;          /* tiers by cost rank, tier 0 cheapest (default 3) */
+    const int *expert_tier; /* (E) explicit tier per expert, or NULL for cost rank; borrowed
+                               for create only (copied) */
+    double exclusion_bias;  /* bias given to excluded tiers (default -30) */
 
     /* multi_gpu_aware */
     int num_devices;          /* 1..TMOE_ROUTE_MAX_DEVICES (default 1) */
@@ -275,13 +274,13 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const tmoe_hw_
 
 /* What was observed for the batch last routed. NAN = unknown (that loss term is skipped). */
 typedef struct tmoe_route_obs {
-    double power_w;      /* average board power over the batch period, W */
-    double temp_c;       /* GPU temperature at its end, C */
-    double latency_ms;   /* MoE step latency, ms */
-    double throughput;   /* tokens/s */
-    double period_s;     /* time the batch's energy is spread over (open loop: the arrival
-                            interval; closed loop: its latency); NAN = latency_ms / 1000 */
-    double dt_s;         /* time since the previous observation (thermal predictor) */
+    double power_w;    /* average board power over the batch period, W */
+    double temp_c;     /* GPU temperature at its end, C */
+    double latency_ms; /* MoE step latency, ms */
+    double throughput; /* tokens/s */
+    double period_s;   /* time the batch's energy is spread over (open loop: the arrival
+                          interval; closed loop: its latency); NAN = latency_ms / 1000 */
+    double dt_s;       /* time since the previous observation (thermal predictor) */
 } tmoe_route_obs;
 tmoe_route_obs tmoe_route_obs_unknown(void);
 
@@ -289,9 +288,9 @@ tmoe_route_obs tmoe_route_obs_unknown(void);
 typedef struct tmoe_ttha_record {
     int64_t step;
     double power_loss, temp_loss, latency_penalty, throughput_bonus, fidelity, total;
-    double lr, grad_norm;  /* learning rate used; L2 norm of the parameter gradient */
-    double pred_energy_j;  /* surrogate's predicted batch energy */
-    const float *biases;   /* (E) total biases of that batch; valid until the router is freed */
+    double lr, grad_norm; /* learning rate used; L2 norm of the parameter gradient */
+    double pred_energy_j; /* surrogate's predicted batch energy */
+    const float *biases;  /* (E) total biases of that batch; valid until the router is freed */
 } tmoe_ttha_record;
 
 /* Feed the observation of the batch last routed: updates the thermal predictor (power,
@@ -331,8 +330,7 @@ int tmoe_route_energy_loss(const tmoe_cost_provider *p, const int32_t *idx, cons
  * max s - min s <= 1e-9 mean |s| (equal costs). A mean that is 0 drops its term. Experts
  * with mask[e] == 0 are left out (bias 0) when mask is not NULL. */
 int tmoe_route_cost_biases(const tmoe_cost_provider *p, double tokens, int E, double max_bias,
-                           double w_temp, const unsigned char *mask, double *bias,
-                           tmoe_error *err);
+                           double w_temp, const unsigned char *mask, double *bias, tmoe_error *err);
 
 /* Mean over the T rows of KL(softmax(z) || softmax(z + b)); grad (E, may be NULL) gets its
  * exact gradient with respect to b. Computed in double. */

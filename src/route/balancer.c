@@ -29,11 +29,14 @@ int tmoe_lb_create(int num_experts, double step, double max_abs, tmoe_lb **out, 
     return TMOE_OK;
 }
 
-void tmoe_lb_free(tmoe_lb *lb) { free(lb); }
+void tmoe_lb_free(tmoe_lb *lb) {
+    free(lb);
+}
 
 void tmoe_lb_update(tmoe_lb *lb, const int32_t *counts) {
     double mean = 0.0;
-    for (int e = 0; e < lb->E; e++) mean += counts[e];
+    for (int e = 0; e < lb->E; e++)
+        mean += counts[e];
     mean /= lb->E;
     for (int e = 0; e < lb->E; e++) {
         double d = mean - counts[e];
@@ -42,6 +45,10 @@ void tmoe_lb_update(tmoe_lb *lb, const int32_t *counts) {
     }
 }
 
-const double *tmoe_lb_bias(const tmoe_lb *lb) { return lb->b; }
+const double *tmoe_lb_bias(const tmoe_lb *lb) {
+    return lb->b;
+}
 
-void tmoe_lb_reset(tmoe_lb *lb) { memset(lb->b, 0, sizeof lb->b); }
+void tmoe_lb_reset(tmoe_lb *lb) {
+    memset(lb->b, 0, sizeof lb->b);
+}

@@ -11,7 +11,9 @@
 
 /* ---- analytic provider --------------------------------------------------------------- */
 
-static double arr(const double *a, int e) { return a ? a[e] : 0.0; }
+static double arr(const double *a, int e) {
+    return a ? a[e] : 0.0;
+}
 
 static int analytic_cost(void *ctx, int e, double n, tmoe_expert_cost *out, tmoe_error *err) {
     const tmoe_analytic_cost *c = ctx;
@@ -70,7 +72,8 @@ int tmoe_route_energy_loss(const tmoe_cost_provider *p, const int32_t *idx, cons
     double psum[TMOE_MAX_EXPERTS] = {0};
     for (int i = 0; i < T * k; i++) {
         int e = idx[i];
-        if (e < 0 || e >= E) return tmoe_errorf(err, TMOE_EINVAL, "selection: expert %d of %d", e, E);
+        if (e < 0 || e >= E)
+            return tmoe_errorf(err, TMOE_EINVAL, "selection: expert %d of %d", e, E);
         counts[e]++;
         psum[e] += prob ? (double)prob[i] : 1.0 / k;
     }
@@ -88,9 +91,9 @@ int tmoe_route_energy_loss(const tmoe_cost_provider *p, const int32_t *idx, cons
 
 /* ---- base cost biases ------------------------------------------------------------------ */
 
-int tmoe_route_cost_scores(const tmoe_cost_provider *p, double tokens, int E,
-                           double w_temp, const unsigned char *mask, const double *extra_j,
-                           double *s, tmoe_error *err) {
+int tmoe_route_cost_scores(const tmoe_cost_provider *p, double tokens, int E, double w_temp,
+                           const unsigned char *mask, const double *extra_j, double *s,
+                           tmoe_error *err) {
     double ew[TMOE_MAX_EXPERTS], ti[TMOE_MAX_EXPERTS];
     double me = 0.0, mt = 0.0;
     int m = 0;
@@ -135,15 +138,16 @@ int tmoe_route_scores_spread(const double *s, int E, const unsigned char *mask, 
     return (*hi - *lo > 1e-9 * mabs) && isfinite(*hi - *lo);
 }
 
-int tmoe_route_cost_biases(const tmoe_cost_provider *p, double tokens, int E,
-                           double max_bias, double w_temp, const unsigned char *mask,
-                           double *bias, tmoe_error *err) {
+int tmoe_route_cost_biases(const tmoe_cost_provider *p, double tokens, int E, double max_bias,
+                           double w_temp, const unsigned char *mask, double *bias,
+                           tmoe_error *err) {
     double s[TMOE_MAX_EXPERTS], ms, lo, hi;
     if (!(tokens > 0.0))
         return tmoe_errorf(err, TMOE_EINVAL, "cost biases: token count %g must be > 0", tokens);
     int rc = tmoe_route_cost_scores(p, tokens, E, w_temp, mask, NULL, s, err);
     if (rc) return rc;
-    for (int e = 0; e < E; e++) bias[e] = 0.0;
+    for (int e = 0; e < E; e++)
+        bias[e] = 0.0;
     if (!tmoe_route_scores_spread(s, E, mask, &ms, &lo, &hi)) return TMOE_OK;
     for (int e = 0; e < E; e++)
         if (!mask || mask[e]) bias[e] = -max_bias * (s[e] - ms) / (hi - lo);
@@ -157,8 +161,10 @@ static double softmax(const double *v, int n, double *out) {
     double mx = -INFINITY, sum = 0.0;
     for (int i = 0; i < n; i++)
         if (v[i] > mx) mx = v[i];
-    for (int i = 0; i < n; i++) sum += (out[i] = exp(v[i] - mx));
-    for (int i = 0; i < n; i++) out[i] /= sum;
+    for (int i = 0; i < n; i++)
+        sum += (out[i] = exp(v[i] - mx));
+    for (int i = 0; i < n; i++)
+        out[i] /= sum;
     return mx + log(sum);
 }
 
@@ -183,7 +189,8 @@ double tmoe_route_mean_kl(const float *logits, int T, int E, const double *b, do
     if (T > 0) {
         kl /= T;
         if (grad)
-            for (int e = 0; e < E; e++) grad[e] /= T;
+            for (int e = 0; e < E; e++)
+                grad[e] /= T;
     }
     return kl;
 }
@@ -196,9 +203,11 @@ int tmoe_route_surrogate(const tmoe_surrogate *s, const float *logits, int T, in
     double k = s->top_k * s->count_scale, tau = s->tau;
     for (int t = 0; t < T; t++) {
         const float *row = logits + (size_t)t * E;
-        for (int e = 0; e < E; e++) v[e] = (row[e] + b[e]) / tau;
+        for (int e = 0; e < E; e++)
+            v[e] = (row[e] + b[e]) / tau;
         softmax(v, E, v);
-        for (int e = 0; e < E; e++) n[e] += k * v[e];
+        for (int e = 0; e < E; e++)
+            n[e] += k * v[e];
     }
     /* u_e = dS/dn_e from the cost terms */
     double en = 0.0, lat = 0.0;
@@ -215,16 +224,20 @@ int tmoe_route_surrogate(const tmoe_surrogate *s, const float *logits, int T, in
     if (energy_out) *energy_out = en;
     if (latency_out) *latency_out = lat;
     if (!grad) return TMOE_OK;
-    for (int e = 0; e < E; e++) grad[e] = s->w_fidelity != 0.0 ? grad[e] * s->w_fidelity : 0.0;
+    for (int e = 0; e < E; e++)
+        grad[e] = s->w_fidelity != 0.0 ? grad[e] * s->w_fidelity : 0.0;
     /* dn_e/db_j = (k/tau) sum_t s_te (delta_ej - s_tj), so
      * dS/db_j = (k/tau) sum_t s_tj (u_j - sum_e s_te u_e). */
     for (int t = 0; t < T; t++) {
         const float *row = logits + (size_t)t * E;
-        for (int e = 0; e < E; e++) v[e] = (row[e] + b[e]) / tau;
+        for (int e = 0; e < E; e++)
+            v[e] = (row[e] + b[e]) / tau;
         softmax(v, E, v);
         double su = 0.0;
-        for (int e = 0; e < E; e++) su += v[e] * u[e];
-        for (int j = 0; j < E; j++) grad[j] += k / tau * v[j] * (u[j] - su);
+        for (int e = 0; e < E; e++)
+            su += v[e] * u[e];
+        for (int j = 0; j < E; j++)
+            grad[j] += k / tau * v[j] * (u[j] - su);
     }
     return TMOE_OK;
 }
@@ -248,7 +261,7 @@ tmoe_route_obs tmoe_route_obs_unknown(void) {
 }
 
 static const char *const strategy_names[TMOE_ROUTE_STRATEGY_COUNT] = {
-    "baseline", "static_optimal", "kernel_aware_ttha", "hierarchical_adaptive",
+    "baseline",           "static_optimal", "kernel_aware_ttha", "hierarchical_adaptive",
     "predictive_thermal", "multi_gpu_aware"};
 static const char *const grad_names[] = {"surrogate", "reinforce"};
 static const char *const sched_names[] = {"constant", "warmup_cosine", "step"};
@@ -256,13 +269,15 @@ static const char *const sched_names[] = {"constant", "warmup_cosine", "step"};
 const char *tmoe_route_strategy_name(tmoe_route_strategy s) {
     return (unsigned)s < TMOE_ROUTE_STRATEGY_COUNT ? strategy_names[s] : "?";
 }
-const char *tmoe_ttha_grad_name(tmoe_ttha_grad g) { return (unsigned)g < 2 ? grad_names[g] : "?"; }
+const char *tmoe_ttha_grad_name(tmoe_ttha_grad g) {
+    return (unsigned)g < 2 ? grad_names[g] : "?";
+}
 const char *tmoe_lr_schedule_name(tmoe_lr_schedule s) {
     return (unsigned)s < 3 ? sched_names[s] : "?";
 }
 
-static int parse_name(const char *what, const char *name, const char *const *names, int n,
-                      int *out, tmoe_error *err) {
+static int parse_name(const char *what, const char *name, const char *const *names, int n, int *out,
+                      tmoe_error *err) {
     for (int i = 0; i < n; i++)
         if (name && strcmp(name, names[i]) == 0) {
             *out = i;

@@ -21,14 +21,14 @@ typedef struct tmoe_adam {
 int tmoe_adam_init(tmoe_adam *a, int n, tmoe_error *err);
 void tmoe_adam_free(tmoe_adam *a);
 /* One decoupled-weight-decay Adam step on p with gradient g at learning rate lr. */
-void tmoe_adam_step(tmoe_adam *a, double *p, const double *g, double lr, double beta1,
-                    double beta2, double eps, double weight_decay);
+void tmoe_adam_step(tmoe_adam *a, double *p, const double *g, double lr, double beta1, double beta2,
+                    double eps, double weight_decay);
 
 /* Cost score per expert (see tmoe_route_cost_biases); extra_j (E, may be NULL) is added to
  * the energy per token (link energy). Masked-out experts get 0. */
-int tmoe_route_cost_scores(const tmoe_cost_provider *p, double tokens, int E,
-                           double w_temp, const unsigned char *mask, const double *extra_j,
-                           double *s, tmoe_error *err);
+int tmoe_route_cost_scores(const tmoe_cost_provider *p, double tokens, int E, double w_temp,
+                           const unsigned char *mask, const double *extra_j, double *s,
+                           tmoe_error *err);
 /* Mean, min and max of the scores over the mask; 0 when they are all equal (to 1e-9). */
 int tmoe_route_scores_spread(const double *s, int E, const unsigned char *mask, double *mean,
                              double *lo, double *hi);

@@ -121,15 +121,19 @@ static int check_config(const tmoe_router_config *c, tmoe_error *err) {
         BAD("objective weights must be >= 0 (w_P %g w_T %g w_L %g w_Q %g w_F %g)", c->w_power,
             c->w_temp, c->w_latency, c->w_throughput, c->w_fidelity);
     if (!(c->horizon_s >= 0.0)) BAD("horizon %g s must be >= 0", c->horizon_s);
-    if (c->ttha_hidden < 1 || c->ttha_hidden > 4096) BAD("ttha_hidden %d must be in 1..4096", c->ttha_hidden);
-    if (!(c->lr > 0.0) || !(c->weight_decay >= 0.0) || !(c->adam_beta1 >= 0.0 && c->adam_beta1 < 1.0) ||
+    if (c->ttha_hidden < 1 || c->ttha_hidden > 4096)
+        BAD("ttha_hidden %d must be in 1..4096", c->ttha_hidden);
+    if (!(c->lr > 0.0) || !(c->weight_decay >= 0.0) ||
+        !(c->adam_beta1 >= 0.0 && c->adam_beta1 < 1.0) ||
         !(c->adam_beta2 >= 0.0 && c->adam_beta2 < 1.0) || !(c->adam_eps > 0.0))
-        BAD("lr %g > 0, weight decay %g >= 0, Adam betas in [0,1), eps > 0", c->lr, c->weight_decay);
+        BAD("lr %g > 0, weight decay %g >= 0, Adam betas in [0,1), eps > 0", c->lr,
+            c->weight_decay);
     if ((unsigned)c->schedule > TMOE_LR_STEP || c->lr_warmup < 0 || c->lr_decay_steps < 1 ||
         !(c->lr_min_ratio >= 0.0 && c->lr_min_ratio <= 1.0))
         BAD("schedule %d, warmup %d >= 0, decay steps %d >= 1, min ratio %g in [0,1]", c->schedule,
             c->lr_warmup, c->lr_decay_steps, c->lr_min_ratio);
-    if ((unsigned)c->grad_mode > TMOE_TTHA_GRAD_REINFORCE) BAD("grad mode %d unknown", c->grad_mode);
+    if ((unsigned)c->grad_mode > TMOE_TTHA_GRAD_REINFORCE)
+        BAD("grad mode %d unknown", c->grad_mode);
     if (!(c->surrogate_tau > 0.0) || !(c->explore_sigma > 0.0) ||
         !(c->baseline_decay >= 0.0 && c->baseline_decay < 1.0))
         BAD("surrogate tau %g > 0, exploration sigma %g > 0, baseline decay %g in [0,1)",
@@ -164,7 +168,8 @@ int tmoe_router_create(const tmoe_router_config *cfg, const tmoe_cost_provider *
     int rc = check_config(cfg, err);
     if (rc) return rc;
     if (!cost || !cost->expert_cost)
-        return tmoe_errorf(err, TMOE_EINVAL, "router: a cost provider with expert_cost is required");
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "router: a cost provider with expert_cost is required");
     tmoe_router *r = tmoe_calloc(1, sizeof *r, err);
     if (!r) return TMOE_ENOMEM;
     r->cfg = *cfg;
@@ -184,7 +189,8 @@ int tmoe_router_create(const tmoe_router_config *cfg, const tmoe_cost_provider *
     size_t TE = (size_t)cfg->max_tokens * r->E, TK = (size_t)cfg->max_tokens * r->k;
     int nin = 3 * r->E + NUM_HW_FEATURES;
     if ((rc = tmoe_thermal_pred_create(&tc, &r->tp, err)) ||
-        (cfg->lb_enabled && (rc = tmoe_lb_create(r->E, cfg->lb_step, cfg->lb_max_abs, &r->lb, err))) ||
+        (cfg->lb_enabled &&
+         (rc = tmoe_lb_create(r->E, cfg->lb_step, cfg->lb_max_abs, &r->lb, err))) ||
         (rc = tmoe_ttha_mlp_create(nin, cfg->ttha_hidden, r->E, cfg->max_bias, cfg->seed, &r->mlp,
                                    err)) ||
         (rc = tmoe_adam_init(&r->adam, r->mlp->np, err))) {
@@ -219,13 +225,21 @@ void tmoe_router_free(tmoe_router *r) {
     free(r);
 }
 
-const tmoe_router_config *tmoe_router_get_config(const tmoe_router *r) { return &r->cfg; }
-tmoe_thermal_pred *tmoe_router_thermal_pred(tmoe_router *r) { return r->tp; }
-tmoe_lb *tmoe_router_lb(tmoe_router *r) { return r->lb; }
+const tmoe_router_config *tmoe_router_get_config(const tmoe_router *r) {
+    return &r->cfg;
+}
+tmoe_thermal_pred *tmoe_router_thermal_pred(tmoe_router *r) {
+    return r->tp;
+}
+tmoe_lb *tmoe_router_lb(tmoe_router *r) {
+    return r->lb;
+}
 
 /* ---- hardware pressure ------------------------------------------------------------------ */
 
-static double clamp(double x, double lo, double hi) { return x < lo ? lo : x > hi ? hi : x; }
+static double clamp(double x, double lo, double hi) {
+    return x < lo ? lo : x > hi ? hi : x;
+}
 
 /* Predicted GPU temperature at the horizon: the larger of the monitor's prediction and the
  * thermal predictor's from the current temperature and power; NAN when neither is known. */
@@ -233,8 +247,8 @@ static double predicted_temp(const tmoe_router *r, const tmoe_hw_state *hw) {
     double tp = NAN;
     if (isfinite(hw->pred_temp_c)) tp = hw->pred_temp_c;
     if (isfinite(hw->gpu_temp_c) && isfinite(hw->power_w)) {
-        double own = tmoe_thermal_pred_predict_from(r->tp, hw->gpu_temp_c, r->cfg.horizon_s,
-                                                    hw->power_w);
+        double own =
+            tmoe_thermal_pred_predict_from(r->tp, hw->gpu_temp_c, r->cfg.horizon_s, hw->power_w);
         if (!isfinite(tp) || own > tp) tp = own;
     }
     return tp;
@@ -247,13 +261,15 @@ static double predicted_temp(const tmoe_router *r, const tmoe_hw_state *hw) {
 static double pressure(const tmoe_router *r, const tmoe_hw_state *hw) {
     const tmoe_router_config *c = &r->cfg;
     double p = NAN;
-#define TAKE(v) \
-    do { \
-        double v_ = (v); \
-        if (isfinite(v_) && !(v_ <= p)) p = v_; \
+#define TAKE(v)                                                                                    \
+    do {                                                                                           \
+        double v_ = (v);                                                                           \
+        if (isfinite(v_) && !(v_ <= p)) p = v_;                                                    \
     } while (0)
-    if (isfinite(hw->power_w)) TAKE((hw->power_w - 0.9 * c->power_target_w) / (0.1 * c->power_target_w));
-    if (isfinite(hw->gpu_temp_c)) TAKE((hw->gpu_temp_c - (c->temp_target_c - c->temp_band_c)) / c->temp_band_c);
+    if (isfinite(hw->power_w))
+        TAKE((hw->power_w - 0.9 * c->power_target_w) / (0.1 * c->power_target_w));
+    if (isfinite(hw->gpu_temp_c))
+        TAKE((hw->gpu_temp_c - (c->temp_target_c - c->temp_band_c)) / c->temp_band_c);
     double tp = predicted_temp(r, hw);
     if (isfinite(tp)) TAKE((tp - (c->temp_target_c - c->temp_band_c)) / c->temp_band_c);
     if (hw->throttled == 1) TAKE(1.0);
@@ -275,7 +291,8 @@ static int ttha_features(tmoe_router *r, const int32_t *counts, const tmoe_hw_st
         f[e] = c.energy_j / n;
         f[E + e] = c.latency_ms / n;
         f[2 * E + e] = c.temp_impact_c_per_s;
-        for (int j = 0; j < 3; j++) mean[j] += f[j * E + e] / E;
+        for (int j = 0; j < 3; j++)
+            mean[j] += f[j * E + e] / E;
     }
     for (int j = 0; j < 3; j++)
         for (int e = 0; e < E; e++) {
@@ -300,8 +317,8 @@ static int bias_kernel_aware_ttha(tmoe_router *r, const int32_t *counts, const t
                                   double *b, tmoe_error *err) {
     /* base cost biases, engaged by hardware pressure (0 far below the targets, full at them;
      * full when nothing is known), plus the adapter's biases */
-    int rc = tmoe_route_cost_biases(&r->cost, r->n_expect, r->E, r->cfg.max_bias, r->cfg.w_temp_cost,
-                                    NULL, b, err);
+    int rc = tmoe_route_cost_biases(&r->cost, r->n_expect, r->E, r->cfg.max_bias,
+                                    r->cfg.w_temp_cost, NULL, b, err);
     if (rc) return rc;
     double p = pressure(r, hw), g = isfinite(p) ? clamp(p, 0.0, 1.0) : 1.0;
     double s = r->cfg.cost_bias_scale * g;
@@ -309,7 +326,8 @@ static int bias_kernel_aware_ttha(tmoe_router *r, const int32_t *counts, const t
     double bt[TMOE_MAX_EXPERTS];
     tmoe_ttha_mlp_forward(r->mlp, r->feat, bt);
     r->mlp_fresh = 1;
-    for (int e = 0; e < r->E; e++) b[e] = s * b[e] + bt[e];
+    for (int e = 0; e < r->E; e++)
+        b[e] = s * b[e] + bt[e];
     return TMOE_OK;
 }
 
@@ -317,7 +335,8 @@ static int bias_hierarchical(tmoe_router *r, const int32_t *counts, const tmoe_h
                              double *b, tmoe_error *err) {
     int E = r->E, NT = r->cfg.num_tiers;
     double s[TMOE_MAX_EXPERTS];
-    int rc = tmoe_route_cost_scores(&r->cost, r->n_expect, E, r->cfg.w_temp_cost, NULL, NULL, s, err);
+    int rc =
+        tmoe_route_cost_scores(&r->cost, r->n_expect, E, r->cfg.w_temp_cost, NULL, NULL, s, err);
     if (rc) return rc;
     /* tiers: explicit, or by cost rank (ties to the lower index), tier 0 the cheapest; when
      * every cost is the same there is nothing to rank and all experts form tier 0 */
@@ -331,7 +350,8 @@ static int bias_hierarchical(tmoe_router *r, const int32_t *counts, const tmoe_h
             tier[e] = 0;
         } else {
             int rank = 0;
-            for (int j = 0; j < E; j++) rank += s[j] < s[e] || (s[j] == s[e] && j < e);
+            for (int j = 0; j < E; j++)
+                rank += s[j] < s[e] || (s[j] == s[e] && j < e);
             tier[e] = (int)((int64_t)rank * NT / E);
         }
         size[tier[e]]++;
@@ -343,12 +363,14 @@ static int bias_hierarchical(tmoe_router *r, const int32_t *counts, const tmoe_h
     if (drop > NT - 1) drop = NT - 1;
     for (;;) {
         int allowed = 0;
-        for (int t = 0; t < NT - drop; t++) allowed += size[t];
+        for (int t = 0; t < NT - drop; t++)
+            allowed += size[t];
         if (allowed >= r->k || drop == 0) break;
         drop--;
     }
     unsigned char mask[TMOE_MAX_EXPERTS];
-    for (int e = 0; e < E; e++) mask[e] = tier[e] < NT - drop;
+    for (int e = 0; e < E; e++)
+        mask[e] = tier[e] < NT - drop;
     /* second level: cost biases within the allowed tiers */
     if ((rc = tmoe_route_cost_biases(&r->cost, r->n_expect, E, r->cfg.max_bias, r->cfg.w_temp_cost,
                                      mask, b, err)))
@@ -361,26 +383,30 @@ static int bias_hierarchical(tmoe_router *r, const int32_t *counts, const tmoe_h
 static int bias_predictive(tmoe_router *r, const int32_t *counts, const tmoe_hw_state *hw,
                            double *b, tmoe_error *err) {
     int E = r->E;
-    for (int e = 0; e < E; e++) b[e] = 0.0;
+    for (int e = 0; e < E; e++)
+        b[e] = 0.0;
     double tp = predicted_temp(r, hw);
     double now = isfinite(hw->gpu_temp_c) ? hw->gpu_temp_c : -INFINITY;
     double over = fmax(isfinite(tp) ? tp : -INFINITY, now) - r->cfg.temp_target_c;
     if (!(over > 0.0)) return TMOE_OK;
     double strength = fmin(1.0, over / r->cfg.temp_band_c);
     double s[TMOE_MAX_EXPERTS], ms, lo, hi;
-    int rc = tmoe_route_cost_scores(&r->cost, r->n_expect, E, r->cfg.w_temp_cost, NULL, NULL, s, err);
+    int rc =
+        tmoe_route_cost_scores(&r->cost, r->n_expect, E, r->cfg.w_temp_cost, NULL, NULL, s, err);
     if (rc) return rc;
     if (!tmoe_route_scores_spread(s, E, NULL, &ms, &lo, &hi)) return TMOE_OK;
-    for (int e = 0; e < E; e++) b[e] = -r->cfg.max_bias * strength * (s[e] - lo) / (hi - lo);
+    for (int e = 0; e < E; e++)
+        b[e] = -r->cfg.max_bias * strength * (s[e] - lo) / (hi - lo);
     return TMOE_OK;
 }
 
-static int bias_multi_gpu(tmoe_router *r, const int32_t *counts, const tmoe_hw_state *hw,
-                          double *b, tmoe_error *err) {
+static int bias_multi_gpu(tmoe_router *r, const int32_t *counts, const tmoe_hw_state *hw, double *b,
+                          tmoe_error *err) {
     const tmoe_router_config *c = &r->cfg;
     int E = r->E, D = c->num_devices;
     double link[TMOE_MAX_EXPERTS], s[TMOE_MAX_EXPERTS], ms, lo, hi;
-    for (int e = 0; e < E; e++) link[e] = r->device[e] != c->home_device ? c->link_j_per_token : 0.0;
+    for (int e = 0; e < E; e++)
+        link[e] = r->device[e] != c->home_device ? c->link_j_per_token : 0.0;
     int rc = tmoe_route_cost_scores(&r->cost, r->n_expect, E, c->w_temp_cost, NULL, link, s, err);
     if (rc) return rc;
     int spread = tmoe_route_scores_spread(s, E, NULL, &ms, &lo, &hi);
@@ -391,9 +417,13 @@ static int bias_multi_gpu(tmoe_router *r, const int32_t *counts, const tmoe_hw_s
         double v = 0.0;
         if (d < hw->num_devices) {
             if (isfinite(hw->dev_temp_c[d]))
-                v += clamp((hw->dev_temp_c[d] - (c->temp_target_c - c->temp_band_c)) / c->temp_band_c, 0, 2);
+                v += clamp((hw->dev_temp_c[d] - (c->temp_target_c - c->temp_band_c)) /
+                               c->temp_band_c,
+                           0, 2);
             if (isfinite(hw->dev_power_w[d]))
-                v += clamp((hw->dev_power_w[d] - 0.9 * c->power_target_w) / (0.1 * c->power_target_w), 0, 2);
+                v += clamp((hw->dev_power_w[d] - 0.9 * c->power_target_w) /
+                               (0.1 * c->power_target_w),
+                           0, 2);
             if (isfinite(hw->dev_util[d])) v += clamp(hw->dev_util[d], 0, 1);
             if (isfinite(hw->dev_queue[d])) v += clamp(hw->dev_queue[d] / c->queue_ref, 0, 2);
         }
@@ -439,8 +469,10 @@ int tmoe_router_fit_static(tmoe_router *r, const float *logits, int N, int token
                            double *kl_out, tmoe_error *err) {
     int E = r->E;
     if (N < 1 || tokens_per_batch < 1)
-        return tmoe_errorf(err, TMOE_EINVAL, "static fit: %d profile rows and %d tokens per batch "
-                           "must be >= 1", N, tokens_per_batch);
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "static fit: %d profile rows and %d tokens per batch "
+                           "must be >= 1",
+                           N, tokens_per_batch);
     /* at most STATIC_MAX_ROWS rows, evenly spaced over the sample */
     int n = N < STATIC_MAX_ROWS ? N : STATIC_MAX_ROWS;
     float *z = tmoe_malloc(sizeof(float) * (size_t)n * E, err);
@@ -517,7 +549,8 @@ static void apply_capacity(tmoe_router *r, const float *z, int T, int32_t *count
             for (int e = 0; e < E; e++) {
                 if (counts[e] >= cap) continue;
                 int taken = 0;
-                for (int q = 0; q < k; q++) taken |= ti[q] == e;
+                for (int q = 0; q < k; q++)
+                    taken |= ti[q] == e;
                 if (taken) continue;
                 float sc = zt[e] + r->fb[e];
                 if (best < 0 || sc > bs) {
@@ -532,9 +565,12 @@ static void apply_capacity(tmoe_router *r, const float *z, int T, int32_t *count
         }
         if (changed) { /* unbiased softmax over the chosen, renormalised */
             float mx = -INFINITY, sum = 0.0f;
-            for (int j = 0; j < k; j++) mx = fmaxf(mx, zt[ti[j]]);
-            for (int j = 0; j < k; j++) sum += (r->w[(size_t)t * k + j] = expf(zt[ti[j]] - mx));
-            for (int j = 0; j < k; j++) r->w[(size_t)t * k + j] /= sum;
+            for (int j = 0; j < k; j++)
+                mx = fmaxf(mx, zt[ti[j]]);
+            for (int j = 0; j < k; j++)
+                sum += (r->w[(size_t)t * k + j] = expf(zt[ti[j]] - mx));
+            for (int j = 0; j < k; j++)
+                r->w[(size_t)t * k + j] /= sum;
         }
     }
 }
@@ -560,15 +596,18 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const tmoe_hw_
     int32_t counts[TMOE_MAX_EXPERTS] = {0};
     if (r->cfg.strategy == TMOE_ROUTE_KERNEL_AWARE_TTHA) {
         tmoe_cpu_gate_topk(logits, NULL, T, E, k, 1, 0, r->idx, r->w);
-        for (int i = 0; i < T * k; i++) counts[r->idx[i]]++;
+        for (int i = 0; i < T * k; i++)
+            counts[r->idx[i]]++;
     }
     double *b = r->b;
     switch (r->cfg.strategy) {
     case TMOE_ROUTE_BASELINE:
-        for (int e = 0; e < E; e++) b[e] = 0.0;
+        for (int e = 0; e < E; e++)
+            b[e] = 0.0;
         break;
     case TMOE_ROUTE_STATIC_OPTIMAL:
-        if (!r->static_ready && (rc = tmoe_router_fit_static(r, logits, T, T, NULL, err))) return rc;
+        if (!r->static_ready && (rc = tmoe_router_fit_static(r, logits, T, T, NULL, err)))
+            return rc;
         memcpy(b, r->static_b, sizeof(double) * E);
         break;
     case TMOE_ROUTE_KERNEL_AWARE_TTHA: rc = bias_kernel_aware_ttha(r, counts, hw, b, err); break;
@@ -580,7 +619,8 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const tmoe_hw_
     if (rc) return rc;
     if (r->lb) {
         const double *lb = tmoe_lb_bias(r->lb);
-        for (int e = 0; e < E; e++) b[e] += lb[e];
+        for (int e = 0; e < E; e++)
+            b[e] += lb[e];
     }
     int explore = r->cfg.strategy == TMOE_ROUTE_KERNEL_AWARE_TTHA &&
                   r->cfg.grad_mode == TMOE_TTHA_GRAD_REINFORCE;
@@ -594,7 +634,8 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const tmoe_hw_
     if (r->cfg.capacity_factor > 0.0)
         apply_capacity(r, logits, T, counts);
     else
-        for (int i = 0; i < T * k; i++) counts[r->idx[i]]++;
+        for (int i = 0; i < T * k; i++)
+            counts[r->idx[i]]++;
     if (r->lb) tmoe_lb_update(r->lb, counts);
     if (predicted_energy_out &&
         (rc = tmoe_route_energy_loss(&r->cost, r->idx, r->w, T, k, E, predicted_energy_out, err)))
@@ -625,7 +666,8 @@ static int history_push(tmoe_router *r, const tmoe_ttha_record *rec, tmoe_error 
         if (!h) return tmoe_errorf(err, TMOE_ENOMEM, "TTHA history: %lld records", (long long)cap);
         r->hist = h;
         float *hb = realloc(r->hist_b, sizeof(float) * (size_t)cap * r->E);
-        if (!hb) return tmoe_errorf(err, TMOE_ENOMEM, "TTHA history: %lld bias rows", (long long)cap);
+        if (!hb)
+            return tmoe_errorf(err, TMOE_ENOMEM, "TTHA history: %lld bias rows", (long long)cap);
         r->hist_b = hb;
         r->hcap = cap;
     }
@@ -634,11 +676,12 @@ static int history_push(tmoe_router *r, const tmoe_ttha_record *rec, tmoe_error 
     return TMOE_OK;
 }
 
-int64_t tmoe_router_history_len(const tmoe_router *r) { return r->hlen; }
+int64_t tmoe_router_history_len(const tmoe_router *r) {
+    return r->hlen;
+}
 
 int tmoe_router_history_get(const tmoe_router *r, int64_t i, tmoe_ttha_record *out) {
-    if (i < 0 || i >= r->hlen)
-        return tmoe_errorf(NULL, TMOE_EINVAL, "history index out of range");
+    if (i < 0 || i >= r->hlen) return tmoe_errorf(NULL, TMOE_EINVAL, "history index out of range");
     *out = r->hist[i];
     out->biases = r->hist_b + (size_t)i * r->E;
     return TMOE_OK;
@@ -688,7 +731,8 @@ int tmoe_router_update(tmoe_router *r, const tmoe_route_obs *obs, tmoe_ttha_reco
         int rc = tmoe_route_surrogate(&s, r->logits, r->T, E, r->b, NULL, g, &rec.pred_energy_j,
                                       NULL, err);
         if (rc) return rc;
-        for (int e = 0; e < E; e++) g[e] += c->w_fidelity * gkl[e]; /* fidelity, exact */
+        for (int e = 0; e < E; e++)
+            g[e] += c->w_fidelity * gkl[e]; /* fidelity, exact */
     } else {
         /* REINFORCE: the exploration noise of that batch scored by the observed loss against
          * a moving-average baseline; the fidelity term exactly */
@@ -697,12 +741,14 @@ int tmoe_router_update(tmoe_router *r, const tmoe_route_obs *obs, tmoe_ttha_reco
             r->rf_init = 1;
         }
         double adv = observed - r->rf_base, s2 = c->explore_sigma * c->explore_sigma;
-        for (int e = 0; e < E; e++) g[e] = adv * r->noise[e] / s2 + c->w_fidelity * gkl[e];
+        for (int e = 0; e < E; e++)
+            g[e] = adv * r->noise[e] / s2 + c->w_fidelity * gkl[e];
         r->rf_base = c->baseline_decay * r->rf_base + (1.0 - c->baseline_decay) * observed;
     }
     tmoe_ttha_mlp_backward(r->mlp, g, r->grad);
     double gn = 0.0;
-    for (int i = 0; i < r->mlp->np; i++) gn += r->grad[i] * r->grad[i];
+    for (int i = 0; i < r->mlp->np; i++)
+        gn += r->grad[i] * r->grad[i];
     rec.grad_norm = sqrt(gn);
     rec.lr = lr_at(c, r->steps);
     tmoe_adam_step(&r->adam, r->mlp->p, r->grad, rec.lr, c->adam_beta1, c->adam_beta2, c->adam_eps,
@@ -745,7 +791,8 @@ int tmoe_router_ttha_load(tmoe_router *r, const char *path, tmoe_error *err) {
     int rc = TMOE_OK;
     double *p = NULL;
     if (fread(magic, 1, 8, f) != 8 || memcmp(magic, MAGIC, 8) != 0) {
-        rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: not a TTHA weights file (header TMOETTHA expected)", path);
+        rc = tmoe_errorf(err, TMOE_EFORMAT,
+                         "%s: not a TTHA weights file (header TMOETTHA expected)", path);
     } else if (fread(hdr, sizeof hdr, 1, f) != 1) {
         rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: truncated header", path);
     } else if (hdr[0] != TTHA_FILE_VERSION) {

@@ -31,7 +31,8 @@ static void reset(tmoe_thermal_pred *p) {
     p->th[1] = SC_P * c->prior_r_c_per_w / c->prior_tau_s;
     p->th[2] = c->prior_t_amb_c / c->prior_tau_s;
     for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 3; j++) p->P[i][j] = i == j ? 10.0 : 0.0;
+        for (int j = 0; j < 3; j++)
+            p->P[i][j] = i == j ? 10.0 : 0.0;
     p->last_t = NAN;
     p->n = 0;
 }
@@ -40,8 +41,8 @@ int tmoe_thermal_pred_create(const tmoe_thermal_pred_config *cfg, tmoe_thermal_p
                              tmoe_error *err) {
     *out = NULL;
     if (!(cfg->forgetting > 0.0 && cfg->forgetting <= 1.0) || !(cfg->prior_tau_s > 0.0) ||
-        !(cfg->tau_min_s > 0.0 && cfg->tau_max_s > cfg->tau_min_s) || !isfinite(cfg->prior_r_c_per_w) ||
-        !isfinite(cfg->prior_t_amb_c))
+        !(cfg->tau_min_s > 0.0 && cfg->tau_max_s > cfg->tau_min_s) ||
+        !isfinite(cfg->prior_r_c_per_w) || !isfinite(cfg->prior_t_amb_c))
         return tmoe_errorf(err, TMOE_EINVAL,
                            "thermal predictor: forgetting %g must be in (0,1], prior tau %g > 0, "
                            "0 < tau_min %g < tau_max %g, finite R and T_amb",
@@ -54,7 +55,9 @@ int tmoe_thermal_pred_create(const tmoe_thermal_pred_config *cfg, tmoe_thermal_p
     return TMOE_OK;
 }
 
-void tmoe_thermal_pred_free(tmoe_thermal_pred *p) { free(p); }
+void tmoe_thermal_pred_free(tmoe_thermal_pred *p) {
+    free(p);
+}
 
 int tmoe_thermal_pred_update(tmoe_thermal_pred *p, double power_w, double temp_c, double dt_s) {
     if (!isfinite(temp_c)) return 0;
@@ -66,13 +69,16 @@ int tmoe_thermal_pred_update(tmoe_thermal_pred *p, double power_w, double temp_c
     double Pphi[3], den = p->cfg.forgetting;
     for (int i = 0; i < 3; i++) {
         Pphi[i] = 0.0;
-        for (int j = 0; j < 3; j++) Pphi[i] += p->P[i][j] * phi[j];
+        for (int j = 0; j < 3; j++)
+            Pphi[i] += p->P[i][j] * phi[j];
         den += phi[i] * Pphi[i];
     }
     double pred = 0.0;
-    for (int i = 0; i < 3; i++) pred += p->th[i] * phi[i];
+    for (int i = 0; i < 3; i++)
+        pred += p->th[i] * phi[i];
     double r = y - pred, tr = 0.0;
-    for (int i = 0; i < 3; i++) p->th[i] += Pphi[i] / den * r;
+    for (int i = 0; i < 3; i++)
+        p->th[i] += Pphi[i] / den * r;
     for (int i = 0; i < 3; i++) {
         for (int j = 0; j < 3; j++)
             p->P[i][j] = (p->P[i][j] - Pphi[i] * Pphi[j] / den) / p->cfg.forgetting;
@@ -80,7 +86,8 @@ int tmoe_thermal_pred_update(tmoe_thermal_pred *p, double power_w, double temp_c
     }
     if (tr > P_TRACE_MAX) /* no excitation: stop the covariance from winding up */
         for (int i = 0; i < 3; i++)
-            for (int j = 0; j < 3; j++) p->P[i][j] *= P_TRACE_MAX / tr;
+            for (int j = 0; j < 3; j++)
+                p->P[i][j] *= P_TRACE_MAX / tr;
     p->n++;
     return 1;
 }

@@ -22,8 +22,8 @@ int tmoe_ttha_mlp_create(int in, int hidden, int E, double max_bias, uint64_t se
     m->E = E;
     m->max_bias = max_bias;
     m->np = hidden * in + hidden + E * hidden + E;
-    m->p = tmoe_calloc((size_t)m->np + (size_t)in + 2 * (size_t)hidden + (size_t)E,
-                       sizeof(double), err);
+    m->p = tmoe_calloc((size_t)m->np + (size_t)in + 2 * (size_t)hidden + (size_t)E, sizeof(double),
+                       err);
     if (!m->p) {
         free(m);
         return TMOE_ENOMEM;
@@ -36,9 +36,11 @@ int tmoe_ttha_mlp_create(int in, int hidden, int E, double max_bias, uint64_t se
     tmoe_rng r;
     tmoe_rng_seed_stream(&r, seed, 0x77a);
     double s1 = 1.0 / sqrt((double)in), s2 = 0.01 / sqrt((double)hidden);
-    for (int i = 0; i < hidden * in; i++) m->p[i] = s1 * (2.0 * tmoe_rng_uniform(&r) - 1.0);
+    for (int i = 0; i < hidden * in; i++)
+        m->p[i] = s1 * (2.0 * tmoe_rng_uniform(&r) - 1.0);
     double *w2 = m->p + hidden * in + hidden;
-    for (int i = 0; i < E * hidden; i++) w2[i] = s2 * (2.0 * tmoe_rng_uniform(&r) - 1.0);
+    for (int i = 0; i < E * hidden; i++)
+        w2[i] = s2 * (2.0 * tmoe_rng_uniform(&r) - 1.0);
     *out = m;
     return TMOE_OK;
 }
@@ -49,8 +51,12 @@ void tmoe_ttha_mlp_free(tmoe_ttha_mlp *m) {
     free(m);
 }
 
-int tmoe_ttha_mlp_num_params(const tmoe_ttha_mlp *m) { return m->np; }
-double *tmoe_ttha_mlp_params(tmoe_ttha_mlp *m) { return m->p; }
+int tmoe_ttha_mlp_num_params(const tmoe_ttha_mlp *m) {
+    return m->np;
+}
+double *tmoe_ttha_mlp_params(tmoe_ttha_mlp *m) {
+    return m->p;
+}
 
 void tmoe_ttha_mlp_forward(tmoe_ttha_mlp *m, const double *x, double *bias) {
     int in = m->in, H = m->hidden;
@@ -58,12 +64,14 @@ void tmoe_ttha_mlp_forward(tmoe_ttha_mlp *m, const double *x, double *bias) {
     memcpy(m->x, x, sizeof(double) * (size_t)in);
     for (int j = 0; j < H; j++) {
         double a = b1[j];
-        for (int i = 0; i < in; i++) a += W1[j * in + i] * x[i];
+        for (int i = 0; i < in; i++)
+            a += W1[j * in + i] * x[i];
         m->h[j] = tanh(a);
     }
     for (int e = 0; e < m->E; e++) {
         double o = b2[e];
-        for (int j = 0; j < H; j++) o += W2[e * H + j] * m->h[j];
+        for (int j = 0; j < H; j++)
+            o += W2[e * H + j] * m->h[j];
         m->to[e] = tanh(o);
         bias[e] = m->max_bias * m->to[e];
     }
@@ -85,7 +93,8 @@ void tmoe_ttha_mlp_backward(tmoe_ttha_mlp *m, const double *dbias, double *grad)
     for (int j = 0; j < H; j++) {
         double d = m->dh[j] * (1.0 - m->h[j] * m->h[j]);
         gb1[j] = d;
-        for (int i = 0; i < in; i++) gW1[j * in + i] = d * m->x[i];
+        for (int i = 0; i < in; i++)
+            gW1[j * in + i] = d * m->x[i];
     }
 }
 
@@ -103,8 +112,8 @@ void tmoe_adam_free(tmoe_adam *a) {
     a->m = a->v = NULL;
 }
 
-void tmoe_adam_step(tmoe_adam *a, double *p, const double *g, double lr, double beta1,
-                    double beta2, double eps, double weight_decay) {
+void tmoe_adam_step(tmoe_adam *a, double *p, const double *g, double lr, double beta1, double beta2,
+                    double eps, double weight_decay) {
     a->t++;
     /* p -= lr (m/c1 / (sqrt(v/c2) + eps) + wd p), with the bias corrections hoisted */
     double c1 = 1.0 - pow(beta1, (double)a->t), rc2 = 1.0 / sqrt(1.0 - pow(beta2, (double)a->t));
