@@ -226,7 +226,7 @@ typedef struct tmoe_router_config {
     double kl_bound; /* expected KL(unbiased || biased) budget, nats (default 0.05) */
 
     /* hierarchical_adaptive */
-    int num_tiers;          /* tiers by cost rank, tier 0 cheapest (default 3) */
+    int num_tiers;          /* tiers by cost rank, tier 0 cheapest (default 3; at most E) */
     const int *expert_tier; /* (E) explicit tier per expert, or NULL for cost rank; borrowed
                                for create only (copied) */
     double exclusion_bias;  /* bias given to excluded tiers (default -30) */
@@ -243,6 +243,7 @@ tmoe_router_config tmoe_router_config_default(void);
 
 /* ---- router --------------------------------------------------------------------------- */
 
+/* A router is used from one thread at a time. */
 typedef struct tmoe_router tmoe_router;
 
 /* Create a router. cost is copied (its ctx borrowed: it must outlive the router).
@@ -257,8 +258,10 @@ const tmoe_router_config *tmoe_router_get_config(const tmoe_router *r);
  * tokens_per_batch tokens (soft counts, scaled from the sample) subject to mean KL(softmax(z)
  * || softmax(z + b)) <= kl_bound, |b_e| <= max_bias: for a multiplier lambda, projected
  * gradient descent (Adam steps, clipped) minimises J(b)/J(0) + lambda KL(b); bisection on
- * lambda (log scale) finds the smallest lambda whose solution meets the bound. If not called,
- * the first routed batch is the profile. Returns the KL reached in *kl_out (may be NULL). */
+ * lambda (log scale) finds the smallest lambda whose solution meets the bound; biases that
+ * buy no energy (equal costs) are left at zero. At most 256 evenly spaced rows are used.
+ * If not called, the first routed batch is the profile (that call then takes much longer).
+ * Returns the KL reached in *kl_out (may be NULL). */
 int tmoe_router_fit_static(tmoe_router *r, const float *logits, int N, int tokens_per_batch,
                            double *kl_out, tmoe_error *err);
 
@@ -290,7 +293,8 @@ typedef struct tmoe_ttha_record {
     double power_loss, temp_loss, latency_penalty, throughput_bonus, fidelity, total;
     double lr, grad_norm; /* learning rate used; L2 norm of the parameter gradient */
     double pred_energy_j; /* surrogate's predicted batch energy */
-    const float *biases;  /* (E) total biases of that batch; valid until the router is freed */
+    const float *biases;  /* (E) total biases of that batch; valid until the next
+                             tmoe_router_update (the history moves when it grows) */
 } tmoe_ttha_record;
 
 /* Feed the observation of the batch last routed: updates the thermal predictor (power,

@@ -142,8 +142,7 @@ static int check_config(const tmoe_router_config *c, tmoe_error *err) {
         BAD("lb step %g, lb cap %g, capacity factor %g must be >= 0", c->lb_step, c->lb_max_abs,
             c->capacity_factor);
     if (!(c->kl_bound > 0.0)) BAD("kl_bound %g must be > 0", c->kl_bound);
-    if (c->num_tiers < 1 || c->num_tiers > c->num_experts)
-        BAD("num_tiers %d must be in 1..E=%d", c->num_tiers, c->num_experts);
+    if (c->num_tiers < 1) BAD("num_tiers %d must be >= 1", c->num_tiers);
     if (!(c->exclusion_bias < 0.0)) BAD("exclusion_bias %g must be < 0", c->exclusion_bias);
     if (c->num_devices < 1 || c->num_devices > TMOE_ROUTE_MAX_DEVICES)
         BAD("num_devices %d must be in 1..%d", c->num_devices, TMOE_ROUTE_MAX_DEVICES);
@@ -175,6 +174,7 @@ int tmoe_router_create(const tmoe_router_config *cfg, const tmoe_cost_provider *
     r->cfg = *cfg;
     r->cfg.expert_tier = NULL;
     r->cfg.expert_device = NULL;
+    if (r->cfg.num_tiers > cfg->num_experts) r->cfg.num_tiers = cfg->num_experts;
     r->cost = *cost;
     r->E = cfg->num_experts;
     r->k = cfg->top_k;
