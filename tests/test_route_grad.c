@@ -361,6 +361,38 @@ static void test_bad_config(void **state) {
     tmoe_router_free(r);
 }
 
+/* Every strategy runs on the smallest shape with default settings. */
+static void test_small_shape_all_strategies(void **state) {
+    (void)state;
+    double fixed[2] = {1.0, 2.0}, per[2] = {0.1, 0.3};
+    tmoe_analytic_cost c = {2, fixed, per, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    tmoe_cost_provider p = tmoe_route_analytic_provider(&c);
+    for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++) {
+        tmoe_router_config cfg = tmoe_router_config_default();
+        cfg.strategy = (tmoe_route_strategy)s;
+        cfg.num_experts = 2;
+        cfg.top_k = 1;
+        cfg.lb_enabled = 1;
+        tmoe_router *r;
+        tmoe_error err = {0};
+        ASSERT_OK(tmoe_router_create(&cfg, &p, &r, &err), &err);
+        float z[6] = {0.5f, -0.5f, 0.0f, 0.0f, -1.0f, 1.0f}, b[2];
+        int32_t sel[3];
+        double pe;
+        tmoe_hw_state hw = tmoe_hw_state_unknown();
+        hw.power_w = 500;
+        hw.gpu_temp_c = 80;
+        ASSERT_OK(tmoe_router_route(r, z, 3, &hw, b, sel, &pe, &err), &err);
+        for (int t = 0; t < 3; t++)
+            assert_true(sel[t] == 0 || sel[t] == 1);
+        assert_true(isfinite(pe) && isfinite(b[0]) && isfinite(b[1]));
+        tmoe_route_obs o = tmoe_route_obs_unknown();
+        o.power_w = 500;
+        ASSERT_OK(tmoe_router_update(r, &o, NULL, &err), &err);
+        tmoe_router_free(r);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_surrogate_gradient),
@@ -372,6 +404,7 @@ int main(void) {
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_small_shape_all_strategies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
