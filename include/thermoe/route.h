@@ -1,0 +1,377 @@
+/* Routing: per-expert selection biases from expert costs and the hardware state.
+ *
+ * The router looks at a batch's gate logits (T, E), asks a cost provider what each expert
+ * would cost at its token count, reads a hardware snapshot, and returns per-expert biases
+ * that are added to the logits for top-k selection (combine weights stay the unbiased
+ * softmax unless the engine is told otherwise). Strategies: baseline, static_optimal,
+ * kernel_aware_ttha, hierarchical_adaptive, predictive_thermal, multi_gpu_aware; the load
+ * balancer adds to any of them. Also here: the online thermal predictor, the TTHA adapter
+ * (a small MLP trained at test time from observed power, temperature, latency and
+ * throughput), and the batch's predicted energy.
+ *
+ * The router is decoupled from the cost model and the monitor: it sees costs only through
+ * tmoe_cost_provider and hardware only through tmoe_hw_state, both filled by the caller. */
+#ifndef THERMOE_ROUTE_H
+#define THERMOE_ROUTE_H
+
+#include <stdint.h>
+
+#include "thermoe/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TMOE_ROUTE_MAX_DEVICES 16
+
+/* ---- cost provider ------------------------------------------------------------------ */
+
+/* Predicted cost of one expert's whole op sequence (dequant_unpack where it applies,
+ * linear_fc1, relu, linear_fc2) at a token count. */
+typedef struct tmoe_expert_cost {
+    double energy_j;            /* joules for the whole call at that token count */
+    double latency_ms;          /* milliseconds for the whole call */
+    double temp_impact_c_per_s; /* heating rate while it runs, C/s */
+} tmoe_expert_cost;
+
+/* expert_cost: cost of `expert` at `tokens` (a real number >= 0, smooth in tokens; the cost
+ * model interpolates piecewise-linearly in log(tokens)). Returns TMOE_OK or a code + err.
+ * expert_cost_deriv (may be NULL): d/dtokens of each field at `tokens`. When NULL the router
+ * takes a central difference with step h = 1e-3 * max(1, tokens) (one-sided forward when
+ * tokens < h). The provider must be callable from the thread that calls the router. */
+typedef struct tmoe_cost_provider {
+    int (*expert_cost)(void *ctx, int expert, double tokens, tmoe_expert_cost *out,
+                       tmoe_error *err);
+    int (*expert_cost_deriv)(void *ctx, int expert, double tokens, tmoe_expert_cost *d_out,
+                             tmoe_error *err);
+    void *ctx;
+} tmoe_cost_provider;
+
+/* Analytic provider for tests and benchmarks: for each field f of expert e,
+ *   f_e(n) = fixed[e] + per_token[e] * n + curve[e] * log(1 + n).
+ * The arrays are borrowed (the struct must outlive the provider). */
+typedef struct tmoe_analytic_cost {
+    int num_experts;
+    const double *e_fixed, *e_per_token, *e_curve; /* (E) joules, J/token, J */
+    const double *l_fixed, *l_per_token, *l_curve; /* (E) ms; NULL arrays count as zeros */
+    const double *t_fixed, *t_per_token, *t_curve; /* (E) C/s */
+} tmoe_analytic_cost;
+tmoe_cost_provider tmoe_route_analytic_provider(const tmoe_analytic_cost *c);
+
+/* Cost (and d/dtokens, via the provider or a central difference) of expert e at n tokens. */
+int tmoe_route_cost_eval(const tmoe_cost_provider *p, int e, double n, tmoe_expert_cost *c,
+                         tmoe_expert_cost *dc, tmoe_error *err);
+
+/* ---- hardware snapshot -------------------------------------------------------------- */
+
+/* Filled by the caller from the monitor. Unknown doubles are NAN; throttled is -1 when
+ * unknown. tmoe_hw_state_unknown() gives an all-unknown snapshot to start from. */
+typedef struct tmoe_hw_state {
+    double gpu_temp_c;     /* C, now */
+    double mem_temp_c;     /* C, HBM, now */
+    double power_w;        /* W, ~1 s average */
+    double gpu_util;       /* 0..1 */
+    double sm_clock_ratio; /* current SM clock / max SM clock, 0..1 */
+    int throttled;         /* 1 = clock-event reason set (power/thermal), 0 = no, -1 unknown */
+    double pred_temp_c;    /* monitor's predicted GPU temperature at pred_horizon_s, C */
+    double pred_horizon_s; /* s */
+    int num_devices;       /* entries used in the dev_* arrays (multi_gpu_aware), 0 = none */
+    double dev_temp_c[TMOE_ROUTE_MAX_DEVICES];  /* C per device */
+    double dev_power_w[TMOE_ROUTE_MAX_DEVICES]; /* W per device */
+    double dev_util[TMOE_ROUTE_MAX_DEVICES];    /* 0..1 per device */
+    double dev_queue[TMOE_ROUTE_MAX_DEVICES];   /* pending token copies per device */
+} tmoe_hw_state;
+tmoe_hw_state tmoe_hw_state_unknown(void);
+
+/* ---- thermal predictor ---------------------------------------------------------------
+ * One RC stage fitted online by recursive least squares with a forgetting factor on
+ *   (T[k+1] - T[k]) / dt = alpha T[k] + beta P[k] + gamma
+ * (the Euler form of dT/dt = (R P + T_amb - T) / tau: alpha = -1/tau, beta = R/tau,
+ * gamma = T_amb/tau), which takes any sample interval. Prediction at constant power uses the
+ * exact solution T(h) = T_ss + (T0 - T_ss) exp(alpha h), T_ss = -(beta P + gamma)/alpha.
+ * Before enough samples it uses the prior (tau, R, T_amb) of the config. */
+typedef struct tmoe_thermal_pred_config {
+    double forgetting;           /* RLS forgetting factor, (0, 1] (default 0.995) */
+    double prior_tau_s;          /* prior time constant, s (default 20) */
+    double prior_r_c_per_w;      /* prior thermal resistance, C/W (default 0.07) */
+    double prior_t_amb_c;        /* prior ambient/idle intercept, C (default 30) */
+    double tau_min_s, tau_max_s; /* fitted tau is clamped to this range (0.2, 600) */
+} tmoe_thermal_pred_config;
+tmoe_thermal_pred_config tmoe_thermal_pred_config_default(void);
+
+typedef struct tmoe_thermal_pred tmoe_thermal_pred;
+int tmoe_thermal_pred_create(const tmoe_thermal_pred_config *cfg, tmoe_thermal_pred **out,
+                             tmoe_error *err);
+void tmoe_thermal_pred_free(tmoe_thermal_pred *p); /* NULL-safe */
+/* Feed one observation: power_w drawn over the last dt_s seconds and temp_c at its end.
+ * Non-finite values or dt_s <= 0 are ignored (returns 0); returns 1 when used. */
+int tmoe_thermal_pred_update(tmoe_thermal_pred *p, double power_w, double temp_c, double dt_s);
+/* Temperature change after horizon_s of extra_power_w more than now (linear in power). */
+double tmoe_thermal_pred_impact(const tmoe_thermal_pred *p, double extra_power_w, double horizon_s);
+/* Temperature after horizon_s at constant power_w, from the last observed temperature
+ * (NAN before any observation). */
+double tmoe_thermal_pred_predict(const tmoe_thermal_pred *p, double horizon_s, double power_w);
+/* The same from a given temperature temp_c. */
+double tmoe_thermal_pred_predict_from(const tmoe_thermal_pred *p, double temp_c, double horizon_s,
+                                      double power_w);
+/* Fitted tau (s), R (C/W) and T_amb (C); any pointer may be NULL. Number of samples used. */
+int tmoe_thermal_pred_params(const tmoe_thermal_pred *p, double *tau_s, double *r_c_per_w,
+                             double *t_amb_c);
+
+/* ---- load balancer -------------------------------------------------------------------
+ * b_e += step * sign(mean load - load_e) after every batch; selection only. */
+typedef struct tmoe_lb tmoe_lb;
+int tmoe_lb_create(int num_experts, double step, double max_abs, tmoe_lb **out, tmoe_error *err);
+void tmoe_lb_free(tmoe_lb *lb); /* NULL-safe */
+/* counts (E): token copies per expert of the batch just routed. */
+void tmoe_lb_update(tmoe_lb *lb, const int32_t *counts);
+const double *tmoe_lb_bias(const tmoe_lb *lb); /* (E) */
+void tmoe_lb_reset(tmoe_lb *lb);
+
+/* ---- router configuration ------------------------------------------------------------ */
+
+/* Strategies (every bias is in logit units; "cost score" is tmoe_route_cost_biases' s_e at
+ * the batch's expected tokens per expert n = max(1, T k / E); "pressure" is how close the
+ * hardware is to its targets: the largest of (P - 0.9 P*) / (0.1 P*), (T - (T* - dT)) / dT,
+ * (T_pred - (T* - dT)) / dT over the known fields, at least 1 when throttled; <= 0 cool,
+ * 1 at the targets; T_pred is the larger of hw->pred_temp_c and the thermal predictor's
+ * prediction from the current temperature and power at horizon_s):
+ *  baseline              no bias.
+ *  static_optimal        fixed biases from tmoe_router_fit_static (or the first batch).
+ *  kernel_aware_ttha     cost_bias_scale x clamp(pressure, 0, 1) x base cost biases (full
+ *                        when nothing is known) + the TTHA adapter's biases.
+ *  hierarchical_adaptive level 1: experts fall into num_tiers tiers by cost-score rank (tier
+ *                        0 cheapest; explicit tiers via expert_tier; a single tier when all
+ *                        costs are equal); pressure <= 0 keeps every tier, 0 < pressure < 1
+ *                        drops the costliest tier, pressure >= 1 (or throttled) the two
+ *                        costliest, never leaving fewer than k experts; dropped experts get
+ *                        exclusion_bias. Level 2: base cost biases among the kept experts.
+ *                        A model holding lower-precision copies exposes them as experts of
+ *                        their own with an explicit tier (the router does not tie a copy's
+ *                        logit to its original's).
+ *  predictive_thermal    overshoot o = max(T_pred, T_now) - T*; when o > 0 the costly experts
+ *                        are penalised: b_e = -max_bias min(1, o/dT) (s_e - min s)/(max s -
+ *                        min s); it acts while T_now < T* as soon as T_pred > T*.
+ *  multi_gpu_aware       per device d: pressure_d = clamp((T_d - (T* - dT))/dT, 0, 2) +
+ *                        clamp((P_d - 0.9 P*)/(0.1 P*), 0, 2) + clamp(util_d, 0, 1) +
+ *                        clamp(queue_d / queue_ref, 0, 2) (unknown terms 0); cost scores
+ *                        include link_j_per_token for experts off the home device;
+ *                        b_e = clamp(-0.5 max_bias (s_e - mean s)/(max s - min s)
+ *                        - max_bias (pressure_dev(e) - min pressure) / max(1, spread), +-max_bias).
+ * The load balancer's bias (and REINFORCE exploration noise) is added to any of them. */
+typedef enum {
+    TMOE_ROUTE_BASELINE,
+    TMOE_ROUTE_STATIC_OPTIMAL,
+    TMOE_ROUTE_KERNEL_AWARE_TTHA,
+    TMOE_ROUTE_HIERARCHICAL_ADAPTIVE,
+    TMOE_ROUTE_PREDICTIVE_THERMAL,
+    TMOE_ROUTE_MULTI_GPU_AWARE,
+    TMOE_ROUTE_STRATEGY_COUNT
+} tmoe_route_strategy;
+const char *tmoe_route_strategy_name(tmoe_route_strategy s);
+int tmoe_route_strategy_parse(const char *name, tmoe_route_strategy *out);
+
+typedef enum { TMOE_TTHA_GRAD_SURROGATE, TMOE_TTHA_GRAD_REINFORCE } tmoe_ttha_grad;
+const char *tmoe_ttha_grad_name(tmoe_ttha_grad g);
+int tmoe_ttha_grad_parse(const char *name, tmoe_ttha_grad *out);
+
+typedef enum { TMOE_LR_CONSTANT, TMOE_LR_WARMUP_COSINE, TMOE_LR_STEP } tmoe_lr_schedule;
+const char *tmoe_lr_schedule_name(tmoe_lr_schedule s);
+int tmoe_lr_schedule_parse(const char *name, tmoe_lr_schedule *out);
+
+typedef struct tmoe_router_config {
+    tmoe_route_strategy strategy;
+    int num_experts;        /* E, 1..TMOE_MAX_EXPERTS */
+    int top_k;              /* 1..min(E, TMOE_MAX_TOPK) */
+    int max_tokens;         /* largest T passed to route (buffers sized once) (default 4096) */
+    double max_bias;        /* logit units; every strategy's own bias lies in [-max_bias, max_bias]
+                               (hierarchical exclusion excepted) (default 2.0) */
+    double cost_bias_scale; /* multiplies the base cost biases in kernel_aware_ttha (default 1) */
+    double w_temp_cost; /* weight of temp impact vs energy in the expert cost score (default 1) */
+
+    /* objective (TTHA loss, also the targets other strategies react to) */
+    double w_power, w_temp, w_latency, w_throughput, w_fidelity;
+    double power_target_w;  /* P*, W (default 400) */
+    double temp_target_c;   /* T*, C (default 75) */
+    double temp_band_c;     /* dT, C (default 5) */
+    double latency_slack;   /* slack in latency_penalty (default 0.1) */
+    double latency_base_ms; /* L_base; NAN = first observed latency */
+    double throughput_base; /* Q_base, tokens/s; NAN = first observed throughput */
+    double horizon_s;       /* prediction horizon, s (default 5) */
+
+    /* TTHA adapter */
+    int ttha_hidden;     /* hidden tanh units (default 32) */
+    double lr;           /* peak learning rate (default 3e-3) */
+    double weight_decay; /* decoupled (AdamW) (default 1e-4) */
+    double adam_beta1, adam_beta2, adam_eps;
+    tmoe_lr_schedule schedule; /* default warmup_cosine */
+    int lr_warmup;             /* updates of linear warmup (default 20) */
+    int lr_decay_steps;        /* cosine: updates to reach lr_min_ratio; step: period (10000) */
+    double lr_min_ratio;       /* cosine floor / step factor gamma (default 0.1) */
+    tmoe_ttha_grad grad_mode;  /* default surrogate */
+    double surrogate_tau;      /* temperature of the soft counts (default 1) */
+    double explore_sigma;      /* REINFORCE exploration std, logit units (default 0.1) */
+    double baseline_decay;     /* REINFORCE moving-average baseline decay (default 0.9) */
+    uint64_t seed;
+
+    /* load balancer */
+    int lb_enabled;         /* default 0 */
+    double lb_step;         /* default 0.01 */
+    double lb_max_abs;      /* |b_e| cap, 0 = none (default 0) */
+    double capacity_factor; /* > 0: at most ceil(cf * T * k / E) copies per expert (the
+                               router's selection_out; overflow goes to the next best expert
+                               with room); 0 = off (default) */
+
+    /* static_optimal */
+    double kl_bound; /* expected KL(unbiased || biased) budget, nats (default 0.05) */
+
+    /* hierarchical_adaptive */
+    int num_tiers;          /* tiers by cost rank, tier 0 cheapest (default 3; at most E) */
+    const int *expert_tier; /* (E) explicit tier per expert, or NULL for cost rank; borrowed
+                               for create only (copied) */
+    double exclusion_bias;  /* bias given to excluded tiers (default -30) */
+
+    /* multi_gpu_aware */
+    int num_devices;          /* 1..TMOE_ROUTE_MAX_DEVICES (default 1) */
+    const int *expert_device; /* (E) device of each expert, or NULL = expert e on e % N; copied */
+    int home_device;          /* where the tokens live (default 0) */
+    double link_j_per_token;  /* energy to move one token copy off and back, J (default 1e-4) */
+    double queue_ref;         /* queue depth that counts as fully busy (default 256) */
+} tmoe_router_config;
+
+tmoe_router_config tmoe_router_config_default(void);
+
+/* ---- router --------------------------------------------------------------------------- */
+
+/* A router is used from one thread at a time. */
+typedef struct tmoe_router tmoe_router;
+
+/* Create a router. cost is copied (its ctx borrowed: it must outlive the router).
+ * The thermal predictor, load balancer and TTHA adapter are owned by the router. */
+int tmoe_router_create(const tmoe_router_config *cfg, const tmoe_cost_provider *cost,
+                       tmoe_router **out, tmoe_error *err);
+void tmoe_router_free(tmoe_router *r); /* NULL-safe */
+const tmoe_router_config *tmoe_router_get_config(const tmoe_router *r);
+
+/* static_optimal: fit the fixed biases from a workload profile: N sample logit rows (N, E)
+ * and the batch size they stand for. Minimises the predicted energy of a batch of
+ * tokens_per_batch tokens (soft counts, scaled from the sample) subject to mean KL(softmax(z)
+ * || softmax(z + b)) <= kl_bound, |b_e| <= max_bias: for a multiplier lambda, projected
+ * gradient descent (Adam steps, clipped) minimises J(b)/J(0) + lambda KL(b); bisection on
+ * lambda (log scale) finds the smallest lambda whose solution meets the bound; biases that
+ * buy no energy (equal costs) are left at zero. At most 256 evenly spaced rows are used.
+ * If not called, the first routed batch is the profile (that call then takes much longer).
+ * Returns the KL reached in *kl_out (may be NULL). */
+int tmoe_router_fit_static(tmoe_router *r, const float *logits, int N, int tokens_per_batch,
+                           double *kl_out, tmoe_error *err);
+
+/* Route one batch. logits (T, E) fp32; hw may be NULL (all unknown). Outputs:
+ * biases_out (E) the total selection bias (strategy + load balancer [+ exploration]);
+ * selection_out (T, k) chosen experts per token, decreasing biased score, ties to the lower
+ * index (tmoe_cpu_gate_topk), then the capacity limit if set; predicted_energy_out (may be
+ * NULL): tmoe_route_energy_loss of the selection with the unbiased renormalised top-k
+ * probabilities. Never allocates. */
+int tmoe_router_route(tmoe_router *r, const float *logits, int T, const tmoe_hw_state *hw,
+                      float *biases_out, int32_t *selection_out, double *predicted_energy_out,
+                      tmoe_error *err);
+
+/* What was observed for the batch last routed. NAN = unknown (that loss term is skipped). */
+typedef struct tmoe_route_obs {
+    double power_w;    /* average board power over the batch period, W */
+    double temp_c;     /* GPU temperature at its end, C */
+    double latency_ms; /* MoE step latency, ms */
+    double throughput; /* tokens/s */
+    double period_s;   /* time the batch's energy is spread over (open loop: the arrival
+                          interval; closed loop: its latency); NAN = latency_ms / 1000 */
+    double dt_s;       /* time since the previous observation (thermal predictor) */
+} tmoe_route_obs;
+tmoe_route_obs tmoe_route_obs_unknown(void);
+
+/* Every loss term of one TTHA update (DESIGN.md "Routing"). */
+typedef struct tmoe_ttha_record {
+    int64_t step;
+    double power_loss, temp_loss, latency_penalty, throughput_bonus, fidelity, total;
+    double lr, grad_norm; /* learning rate used; L2 norm of the parameter gradient */
+    double pred_energy_j; /* surrogate's predicted batch energy */
+    const float *biases;  /* (E) total biases of that batch; valid until the next
+                             tmoe_router_update (the history moves when it grows) */
+} tmoe_ttha_record;
+
+/* Feed the observation of the batch last routed: updates the thermal predictor (power,
+ * temperature, dt), and for kernel_aware_ttha takes one adapter step and appends a record
+ * to the history. rec (may be NULL) receives the record (zeros + NAN when no step taken). */
+int tmoe_router_update(tmoe_router *r, const tmoe_route_obs *obs, tmoe_ttha_record *rec,
+                       tmoe_error *err);
+
+/* TTHA history (one entry per update taken), read by the logger. */
+int64_t tmoe_router_history_len(const tmoe_router *r);
+int tmoe_router_history_get(const tmoe_router *r, int64_t i, tmoe_ttha_record *out);
+
+tmoe_thermal_pred *tmoe_router_thermal_pred(tmoe_router *r); /* owned by the router */
+tmoe_lb *tmoe_router_lb(tmoe_router *r);                     /* NULL when disabled */
+
+/* TTHA adapter weights: binary file, header "TMOETTHA", format version, E, input size,
+ * hidden size, parameter count, float64 parameters, trailer. Loading checks every field and
+ * refuses a file made for another shape (TMOE_EFORMAT, saying what differs). */
+int tmoe_router_ttha_save(const tmoe_router *r, const char *path, tmoe_error *err);
+int tmoe_router_ttha_load(tmoe_router *r, const char *path, tmoe_error *err);
+
+/* ---- functions shared with the harness and the tests ---------------------------------- */
+
+/* Batch predicted energy ("compute_energy_loss"): sum over tokens t and chosen slots j of
+ * prob[t, j] x energy_j of expert idx[t, j] at its token count in this selection (count of
+ * copies). prob (T, k) are the routing probabilities (the combine weights); NULL = 1/k. */
+int tmoe_route_energy_loss(const tmoe_cost_provider *p, const int32_t *idx, const float *prob,
+                           int T, int k, int E, double *out, tmoe_error *err);
+
+/* Base cost biases: per expert, the cost score s_e = ew_e / mean(ew) + w_temp * ti_e /
+ * mean(ti), with ew_e = energy per token and ti_e = temp impact, both at `tokens` tokens;
+ * the router passes the batch's expected tokens per expert, max(1, T k / E), the same for
+ * every expert, so that the score ranks experts by what they cost and not by how popular
+ * they are in this batch (popularity is the gate's and the load balancer's business).
+ * b_e = -max_bias (s_e - mean s) / (max s - min s): max_bias from the costliest to the
+ * cheapest, within [-max_bias, max_bias]; all zero when
+ * max s - min s <= 1e-9 mean |s| (equal costs). A mean that is 0 drops its term. Experts
+ * with mask[e] == 0 are left out (bias 0) when mask is not NULL. */
+int tmoe_route_cost_biases(const tmoe_cost_provider *p, double tokens, int E, double max_bias,
+                           double w_temp, const unsigned char *mask, double *bias, tmoe_error *err);
+
+/* Mean over the T rows of KL(softmax(z) || softmax(z + b)); grad (E, may be NULL) gets its
+ * exact gradient with respect to b. Computed in double. */
+double tmoe_route_mean_kl(const float *logits, int T, int E, const double *b, double *grad);
+
+/* The TTHA surrogate as a function of the total bias b (E), in double:
+ *   S(b) = c_energy * E(b) + c_latency * L(b) + w_fidelity * meanKL(b),
+ * E(b) = sum_e energy_e(n_e(b)), L(b) = sum_e latency_e(n_e(b)) (experts run one after
+ * another), n_e(b) = count_scale sum_t k softmax((z_t + b)/tau)_e. The router folds the outer
+ * derivatives of the loss terms, taken at the observed values, into c_energy (per joule)
+ * and c_latency (per ms). grad (E) may be NULL. */
+typedef struct tmoe_surrogate {
+    tmoe_cost_provider cost;
+    int top_k;
+    double tau;
+    double count_scale; /* > 0: soft counts are multiplied by it (1 for a batch, or
+                           tokens_per_batch / N when the rows are a profile sample) */
+    double c_energy, c_latency, w_fidelity;
+} tmoe_surrogate;
+int tmoe_route_surrogate(const tmoe_surrogate *s, const float *logits, int T, int E,
+                         const double *b, double *loss, double *grad, double *energy_out,
+                         double *latency_out, tmoe_error *err);
+
+/* TTHA MLP alone (for tests): in -> tanh hidden -> E outputs, bias = max_bias tanh(out).
+ * Parameters are a flat float64 array (W1 (H, in), b1 (H), W2 (E, H), b2 (E)). */
+typedef struct tmoe_ttha_mlp tmoe_ttha_mlp;
+int tmoe_ttha_mlp_create(int in, int hidden, int E, double max_bias, uint64_t seed,
+                         tmoe_ttha_mlp **out, tmoe_error *err);
+void tmoe_ttha_mlp_free(tmoe_ttha_mlp *m); /* NULL-safe */
+int tmoe_ttha_mlp_num_params(const tmoe_ttha_mlp *m);
+double *tmoe_ttha_mlp_params(tmoe_ttha_mlp *m); /* (num_params), owned by m */
+/* Forward x (in) -> bias (E); keeps the activations for the next backward. */
+void tmoe_ttha_mlp_forward(tmoe_ttha_mlp *m, const double *x, double *bias);
+/* Given dL/dbias (E) of the last forward, set grad (num_params) = dL/dparams. */
+void tmoe_ttha_mlp_backward(tmoe_ttha_mlp *m, const double *dbias, double *grad);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

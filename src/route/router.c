@@ -1,0 +1,830 @@
+/* The router: per-batch strategy biases, load balancer, selection through
+ * tmoe_cpu_gate_topk, the static_optimal fit, TTHA updates with their history, and saving
+ * and loading the adapter's weights. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "route/route_internal.h"
+#include "thermoe/cpu.h"
+#include "thermoe/model.h"
+
+#define NUM_HW_FEATURES 6
+#define FEATURE_CLAMP 10.0
+#define STATIC_MAX_ROWS 256
+#define STATIC_ITERS 300
+#define STATIC_BISECT 30
+
+struct tmoe_router {
+    tmoe_router_config cfg;
+    tmoe_cost_provider cost;
+    int E, k;
+    int tier[TMOE_MAX_EXPERTS];   /* explicit tier or -1 (by cost rank) */
+    int device[TMOE_MAX_EXPERTS]; /* device of each expert */
+    tmoe_thermal_pred *tp;
+    tmoe_lb *lb;
+    tmoe_ttha_mlp *mlp;
+    tmoe_adam adam;
+    double *grad; /* (num params) */
+    double *feat; /* (3E + NUM_HW_FEATURES) */
+    tmoe_rng rng;
+
+    int static_ready;
+    double static_b[TMOE_MAX_EXPERTS];
+
+    /* the batch last routed */
+    int T;                          /* 0 before the first batch */
+    float *logits;                  /* (max_tokens, E) */
+    int32_t *idx;                   /* (max_tokens, k) */
+    float *w;                       /* (max_tokens, k) */
+    double b[TMOE_MAX_EXPERTS];     /* total bias */
+    float fb[TMOE_MAX_EXPERTS];     /* total bias as float */
+    double noise[TMOE_MAX_EXPERTS]; /* REINFORCE exploration of that batch */
+    int mlp_fresh;                  /* the adapter ran forward on that batch */
+    double n_expect;                /* expected tokens per expert, max(1, T k / E) */
+
+    double l_base, q_base, rf_base;
+    int rf_init;
+    int64_t steps;
+
+    tmoe_ttha_record *hist;
+    float *hist_b; /* (hcap, E) */
+    int64_t hlen, hcap;
+};
+
+tmoe_router_config tmoe_router_config_default(void) {
+    tmoe_router_config c;
+    memset(&c, 0, sizeof c);
+    c.strategy = TMOE_ROUTE_BASELINE;
+    c.num_experts = 8;
+    c.top_k = 2;
+    c.max_tokens = 4096;
+    c.max_bias = 2.0;
+    c.cost_bias_scale = 1.0;
+    c.w_temp_cost = 1.0;
+    c.w_power = 1.0;
+    c.w_temp = 1.0;
+    c.w_latency = 0.5;
+    c.w_throughput = 0.05;
+    c.w_fidelity = 0.1;
+    c.power_target_w = 400.0;
+    c.temp_target_c = 75.0;
+    c.temp_band_c = 5.0;
+    c.latency_slack = 0.1;
+    c.latency_base_ms = NAN;
+    c.throughput_base = NAN;
+    c.horizon_s = 5.0;
+    c.ttha_hidden = 32;
+    c.lr = 3e-3;
+    c.weight_decay = 1e-4;
+    c.adam_beta1 = 0.9;
+    c.adam_beta2 = 0.999;
+    c.adam_eps = 1e-8;
+    c.schedule = TMOE_LR_WARMUP_COSINE;
+    c.lr_warmup = 20;
+    c.lr_decay_steps = 10000;
+    c.lr_min_ratio = 0.1;
+    c.grad_mode = TMOE_TTHA_GRAD_SURROGATE;
+    c.surrogate_tau = 1.0;
+    c.explore_sigma = 0.1;
+    c.baseline_decay = 0.9;
+    c.seed = 1;
+    c.lb_enabled = 0;
+    c.lb_step = 0.01;
+    c.lb_max_abs = 0.0;
+    c.capacity_factor = 0.0;
+    c.kl_bound = 0.05;
+    c.num_tiers = 3;
+    c.exclusion_bias = -30.0;
+    c.num_devices = 1;
+    c.home_device = 0;
+    c.link_j_per_token = 1e-4;
+    c.queue_ref = 256.0;
+    return c;
+}
+
+static int check_config(const tmoe_router_config *c, tmoe_error *err) {
+#define BAD(...) return tmoe_errorf(err, TMOE_EINVAL, "router config: " __VA_ARGS__)
+    if ((unsigned)c->strategy >= TMOE_ROUTE_STRATEGY_COUNT) BAD("strategy %d unknown", c->strategy);
+    if (c->num_experts < 1 || c->num_experts > TMOE_MAX_EXPERTS)
+        BAD("num_experts %d must be in 1..%d", c->num_experts, TMOE_MAX_EXPERTS);
+    if (c->top_k < 1 || c->top_k > c->num_experts || c->top_k > TMOE_MAX_TOPK)
+        BAD("top_k %d must be in 1..min(E=%d, %d)", c->top_k, c->num_experts, TMOE_MAX_TOPK);
+    if (c->max_tokens < 1) BAD("max_tokens %d must be >= 1", c->max_tokens);
+    if (!(c->max_bias > 0.0) || !isfinite(c->max_bias)) BAD("max_bias %g must be > 0", c->max_bias);
+    if (!(c->power_target_w > 0.0) || !(c->temp_band_c > 0.0) || !isfinite(c->temp_target_c))
+        BAD("power target %g W and temperature band %g C must be > 0, target %g C finite",
+            c->power_target_w, c->temp_band_c, c->temp_target_c);
+    if (!(c->w_power >= 0.0 && c->w_temp >= 0.0 && c->w_latency >= 0.0 && c->w_throughput >= 0.0 &&
+          c->w_fidelity >= 0.0))
+        BAD("objective weights must be >= 0 (w_P %g w_T %g w_L %g w_Q %g w_F %g)", c->w_power,
+            c->w_temp, c->w_latency, c->w_throughput, c->w_fidelity);
+    if (!(c->horizon_s >= 0.0)) BAD("horizon %g s must be >= 0", c->horizon_s);
+    if (c->ttha_hidden < 1 || c->ttha_hidden > 4096)
+        BAD("ttha_hidden %d must be in 1..4096", c->ttha_hidden);
+    if (!(c->lr > 0.0) || !(c->weight_decay >= 0.0) ||
+        !(c->adam_beta1 >= 0.0 && c->adam_beta1 < 1.0) ||
+        !(c->adam_beta2 >= 0.0 && c->adam_beta2 < 1.0) || !(c->adam_eps > 0.0))
+        BAD("lr %g > 0, weight decay %g >= 0, Adam betas in [0,1), eps > 0", c->lr,
+            c->weight_decay);
+    if ((unsigned)c->schedule > TMOE_LR_STEP || c->lr_warmup < 0 || c->lr_decay_steps < 1 ||
+        !(c->lr_min_ratio >= 0.0 && c->lr_min_ratio <= 1.0))
+        BAD("schedule %d, warmup %d >= 0, decay steps %d >= 1, min ratio %g in [0,1]", c->schedule,
+            c->lr_warmup, c->lr_decay_steps, c->lr_min_ratio);
+    if ((unsigned)c->grad_mode > TMOE_TTHA_GRAD_REINFORCE)
+        BAD("grad mode %d unknown", c->grad_mode);
+    if (!(c->surrogate_tau > 0.0) || !(c->explore_sigma > 0.0) ||
+        !(c->baseline_decay >= 0.0 && c->baseline_decay < 1.0))
+        BAD("surrogate tau %g > 0, exploration sigma %g > 0, baseline decay %g in [0,1)",
+            c->surrogate_tau, c->explore_sigma, c->baseline_decay);
+    if (!(c->lb_step >= 0.0) || !(c->lb_max_abs >= 0.0) || !(c->capacity_factor >= 0.0))
+        BAD("lb step %g, lb cap %g, capacity factor %g must be >= 0", c->lb_step, c->lb_max_abs,
+            c->capacity_factor);
+    if (!(c->kl_bound > 0.0)) BAD("kl_bound %g must be > 0", c->kl_bound);
+    if (c->num_tiers < 1) BAD("num_tiers %d must be >= 1", c->num_tiers);
+    if (!(c->exclusion_bias < 0.0)) BAD("exclusion_bias %g must be < 0", c->exclusion_bias);
+    if (c->num_devices < 1 || c->num_devices > TMOE_ROUTE_MAX_DEVICES)
+        BAD("num_devices %d must be in 1..%d", c->num_devices, TMOE_ROUTE_MAX_DEVICES);
+    if (c->home_device < 0 || c->home_device >= c->num_devices)
+        BAD("home_device %d must be in 0..%d", c->home_device, c->num_devices - 1);
+    if (!(c->link_j_per_token >= 0.0) || !(c->queue_ref > 0.0))
+        BAD("link_j_per_token %g >= 0 and queue_ref %g > 0", c->link_j_per_token, c->queue_ref);
+    for (int e = 0; e < c->num_experts; e++) {
+        if (c->expert_tier && (c->expert_tier[e] < 0 || c->expert_tier[e] >= c->num_tiers))
+            BAD("expert_tier[%d] = %d must be in 0..%d", e, c->expert_tier[e], c->num_tiers - 1);
+        if (c->expert_device && (c->expert_device[e] < 0 || c->expert_device[e] >= c->num_devices))
+            BAD("expert_device[%d] = %d must be in 0..%d", e, c->expert_device[e],
+                c->num_devices - 1);
+    }
+#undef BAD
+    return TMOE_OK;
+}
+
+int tmoe_router_create(const tmoe_router_config *cfg, const tmoe_cost_provider *cost,
+                       tmoe_router **out, tmoe_error *err) {
+    *out = NULL;
+    int rc = check_config(cfg, err);
+    if (rc) return rc;
+    if (!cost || !cost->expert_cost)
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "router: a cost provider with expert_cost is required");
+    tmoe_router *r = tmoe_calloc(1, sizeof *r, err);
+    if (!r) return TMOE_ENOMEM;
+    r->cfg = *cfg;
+    r->cfg.expert_tier = NULL;
+    r->cfg.expert_device = NULL;
+    if (r->cfg.num_tiers > cfg->num_experts) r->cfg.num_tiers = cfg->num_experts;
+    r->cost = *cost;
+    r->E = cfg->num_experts;
+    r->k = cfg->top_k;
+    for (int e = 0; e < r->E; e++) {
+        r->tier[e] = cfg->expert_tier ? cfg->expert_tier[e] : -1;
+        r->device[e] = cfg->expert_device ? cfg->expert_device[e] : e % cfg->num_devices;
+    }
+    tmoe_rng_seed_stream(&r->rng, cfg->seed, 0x40);
+    r->l_base = cfg->latency_base_ms;
+    r->q_base = cfg->throughput_base;
+    tmoe_thermal_pred_config tc = tmoe_thermal_pred_config_default();
+    size_t TE = (size_t)cfg->max_tokens * r->E, TK = (size_t)cfg->max_tokens * r->k;
+    int nin = 3 * r->E + NUM_HW_FEATURES;
+    if ((rc = tmoe_thermal_pred_create(&tc, &r->tp, err)) ||
+        (cfg->lb_enabled &&
+         (rc = tmoe_lb_create(r->E, cfg->lb_step, cfg->lb_max_abs, &r->lb, err))) ||
+        (rc = tmoe_ttha_mlp_create(nin, cfg->ttha_hidden, r->E, cfg->max_bias, cfg->seed, &r->mlp,
+                                   err)) ||
+        (rc = tmoe_adam_init(&r->adam, r->mlp->np, err))) {
+        tmoe_router_free(r);
+        return rc;
+    }
+    r->grad = tmoe_calloc((size_t)r->mlp->np + (size_t)nin, sizeof(double), err);
+    r->logits = tmoe_malloc(sizeof(float) * TE, err);
+    r->idx = tmoe_malloc(sizeof(int32_t) * TK, err);
+    r->w = tmoe_malloc(sizeof(float) * TK, err);
+    if (!r->grad || !r->logits || !r->idx || !r->w) {
+        tmoe_router_free(r);
+        return TMOE_ENOMEM;
+    }
+    r->feat = r->grad + r->mlp->np;
+    *out = r;
+    return TMOE_OK;
+}
+
+void tmoe_router_free(tmoe_router *r) {
+    if (!r) return;
+    tmoe_thermal_pred_free(r->tp);
+    tmoe_lb_free(r->lb);
+    tmoe_ttha_mlp_free(r->mlp);
+    tmoe_adam_free(&r->adam);
+    free(r->grad);
+    free(r->logits);
+    free(r->idx);
+    free(r->w);
+    free(r->hist);
+    free(r->hist_b);
+    free(r);
+}
+
+const tmoe_router_config *tmoe_router_get_config(const tmoe_router *r) {
+    return &r->cfg;
+}
+tmoe_thermal_pred *tmoe_router_thermal_pred(tmoe_router *r) {
+    return r->tp;
+}
+tmoe_lb *tmoe_router_lb(tmoe_router *r) {
+    return r->lb;
+}
+
+/* ---- hardware pressure ------------------------------------------------------------------ */
+
+static double clamp(double x, double lo, double hi) {
+    return x < lo ? lo : x > hi ? hi : x;
+}
+
+/* Predicted GPU temperature at the horizon: the larger of the monitor's prediction and the
+ * thermal predictor's from the current temperature and power; NAN when neither is known. */
+static double predicted_temp(const tmoe_router *r, const tmoe_hw_state *hw) {
+    double tp = NAN;
+    if (isfinite(hw->pred_temp_c)) tp = hw->pred_temp_c;
+    if (isfinite(hw->gpu_temp_c) && isfinite(hw->power_w)) {
+        double own =
+            tmoe_thermal_pred_predict_from(r->tp, hw->gpu_temp_c, r->cfg.horizon_s, hw->power_w);
+        if (!isfinite(tp) || own > tp) tp = own;
+    }
+    return tp;
+}
+
+/* How close the hardware is to its targets: 0 at or below 90% of the power target and one
+ * band below the temperature target, 1 at the targets, above 1 beyond them; the largest of
+ * the power, temperature and predicted-temperature terms, and at least 1 when throttled.
+ * NAN when nothing is known. */
+static double pressure(const tmoe_router *r, const tmoe_hw_state *hw) {
+    const tmoe_router_config *c = &r->cfg;
+    double p = NAN;
+#define TAKE(v)                                                                                    \
+    do {                                                                                           \
+        double v_ = (v);                                                                           \
+        if (isfinite(v_) && !(v_ <= p)) p = v_;                                                    \
+    } while (0)
+    if (isfinite(hw->power_w))
+        TAKE((hw->power_w - 0.9 * c->power_target_w) / (0.1 * c->power_target_w));
+    if (isfinite(hw->gpu_temp_c))
+        TAKE((hw->gpu_temp_c - (c->temp_target_c - c->temp_band_c)) / c->temp_band_c);
+    double tp = predicted_temp(r, hw);
+    if (isfinite(tp)) TAKE((tp - (c->temp_target_c - c->temp_band_c)) / c->temp_band_c);
+    if (hw->throttled == 1) TAKE(1.0);
+#undef TAKE
+    return p;
+}
+
+/* ---- strategies ------------------------------------------------------------------------- */
+
+static int ttha_features(tmoe_router *r, const int32_t *counts, const tmoe_hw_state *hw,
+                         tmoe_error *err) {
+    int E = r->E;
+    double *f = r->feat, mean[3] = {0, 0, 0};
+    for (int e = 0; e < E; e++) {
+        double n = counts[e] > 1 ? counts[e] : 1.0;
+        tmoe_expert_cost c;
+        int rc = tmoe_route_cost_eval(&r->cost, e, n, &c, NULL, err);
+        if (rc) return rc;
+        f[e] = c.energy_j / n;
+        f[E + e] = c.latency_ms / n;
+        f[2 * E + e] = c.temp_impact_c_per_s;
+        for (int j = 0; j < 3; j++)
+            mean[j] += f[j * E + e] / E;
+    }
+    for (int j = 0; j < 3; j++)
+        for (int e = 0; e < E; e++) {
+            double *v = &f[j * E + e];
+            *v = mean[j] != 0.0 ? clamp(*v / mean[j] - 1.0, -FEATURE_CLAMP, FEATURE_CLAMP) : 0.0;
+        }
+    const tmoe_router_config *c = &r->cfg;
+    double tp = predicted_temp(r, hw);
+    double hwf[NUM_HW_FEATURES] = {
+        isfinite(hw->gpu_temp_c) ? (hw->gpu_temp_c - c->temp_target_c) / c->temp_band_c : 0.0,
+        isfinite(hw->power_w) ? hw->power_w / c->power_target_w - 1.0 : 0.0,
+        isfinite(hw->gpu_util) ? hw->gpu_util : 0.0,
+        isfinite(hw->sm_clock_ratio) ? hw->sm_clock_ratio : 0.0,
+        hw->throttled == 1 ? 1.0 : 0.0,
+        isfinite(tp) ? (tp - c->temp_target_c) / c->temp_band_c : 0.0};
+    for (int j = 0; j < NUM_HW_FEATURES; j++)
+        f[3 * E + j] = clamp(hwf[j], -FEATURE_CLAMP, FEATURE_CLAMP);
+    return TMOE_OK;
+}
+
+static int bias_kernel_aware_ttha(tmoe_router *r, const int32_t *counts, const tmoe_hw_state *hw,
+                                  double *b, tmoe_error *err) {
+    /* base cost biases, engaged by hardware pressure (0 far below the targets, full at them;
+     * full when nothing is known), plus the adapter's biases */
+    int rc = tmoe_route_cost_biases(&r->cost, r->n_expect, r->E, r->cfg.max_bias,
+                                    r->cfg.w_temp_cost, NULL, b, err);
+    if (rc) return rc;
+    double p = pressure(r, hw), g = isfinite(p) ? clamp(p, 0.0, 1.0) : 1.0;
+    double s = r->cfg.cost_bias_scale * g;
+    if ((rc = ttha_features(r, counts, hw, err))) return rc;
+    double bt[TMOE_MAX_EXPERTS];
+    tmoe_ttha_mlp_forward(r->mlp, r->feat, bt);
+    r->mlp_fresh = 1;
+    for (int e = 0; e < r->E; e++)
+        b[e] = s * b[e] + bt[e];
+    return TMOE_OK;
+}
+
+static int bias_hierarchical(tmoe_router *r, const int32_t *counts, const tmoe_hw_state *hw,
+                             double *b, tmoe_error *err) {
+    int E = r->E, NT = r->cfg.num_tiers;
+    double s[TMOE_MAX_EXPERTS];
+    int rc =
+        tmoe_route_cost_scores(&r->cost, r->n_expect, E, r->cfg.w_temp_cost, NULL, NULL, s, err);
+    if (rc) return rc;
+    /* tiers: explicit, or by cost rank (ties to the lower index), tier 0 the cheapest; when
+     * every cost is the same there is nothing to rank and all experts form tier 0 */
+    double ms, lo, hi;
+    int spread = tmoe_route_scores_spread(s, E, NULL, &ms, &lo, &hi);
+    int tier[TMOE_MAX_EXPERTS], size[TMOE_MAX_EXPERTS] = {0};
+    for (int e = 0; e < E; e++) {
+        if (r->tier[e] >= 0) {
+            tier[e] = r->tier[e];
+        } else if (!spread) {
+            tier[e] = 0;
+        } else {
+            int rank = 0;
+            for (int j = 0; j < E; j++)
+                rank += s[j] < s[e] || (s[j] == s[e] && j < e);
+            tier[e] = (int)((int64_t)rank * NT / E);
+        }
+        size[tier[e]]++;
+    }
+    /* first level: cool (pressure <= 0) keeps every tier, warm drops the costliest, hot
+     * (pressure >= 1 or throttled) drops the two costliest; never below k experts or 1 tier */
+    double p = pressure(r, hw);
+    int drop = !isfinite(p) || p <= 0.0 ? 0 : p < 1.0 ? 1 : 2;
+    if (drop > NT - 1) drop = NT - 1;
+    for (;;) {
+        int allowed = 0;
+        for (int t = 0; t < NT - drop; t++)
+            allowed += size[t];
+        if (allowed >= r->k || drop == 0) break;
+        drop--;
+    }
+    unsigned char mask[TMOE_MAX_EXPERTS];
+    for (int e = 0; e < E; e++)
+        mask[e] = tier[e] < NT - drop;
+    /* second level: cost biases within the allowed tiers */
+    if ((rc = tmoe_route_cost_biases(&r->cost, r->n_expect, E, r->cfg.max_bias, r->cfg.w_temp_cost,
+                                     mask, b, err)))
+        return rc;
+    for (int e = 0; e < E; e++)
+        if (!mask[e]) b[e] = r->cfg.exclusion_bias;
+    return TMOE_OK;
+}
+
+static int bias_predictive(tmoe_router *r, const int32_t *counts, const tmoe_hw_state *hw,
+                           double *b, tmoe_error *err) {
+    int E = r->E;
+    for (int e = 0; e < E; e++)
+        b[e] = 0.0;
+    double tp = predicted_temp(r, hw);
+    double now = isfinite(hw->gpu_temp_c) ? hw->gpu_temp_c : -INFINITY;
+    double over = fmax(isfinite(tp) ? tp : -INFINITY, now) - r->cfg.temp_target_c;
+    if (!(over > 0.0)) return TMOE_OK;
+    double strength = fmin(1.0, over / r->cfg.temp_band_c);
+    double s[TMOE_MAX_EXPERTS], ms, lo, hi;
+    int rc =
+        tmoe_route_cost_scores(&r->cost, r->n_expect, E, r->cfg.w_temp_cost, NULL, NULL, s, err);
+    if (rc) return rc;
+    if (!tmoe_route_scores_spread(s, E, NULL, &ms, &lo, &hi)) return TMOE_OK;
+    for (int e = 0; e < E; e++)
+        b[e] = -r->cfg.max_bias * strength * (s[e] - lo) / (hi - lo);
+    return TMOE_OK;
+}
+
+static int bias_multi_gpu(tmoe_router *r, const int32_t *counts, const tmoe_hw_state *hw, double *b,
+                          tmoe_error *err) {
+    const tmoe_router_config *c = &r->cfg;
+    int E = r->E, D = c->num_devices;
+    double link[TMOE_MAX_EXPERTS], s[TMOE_MAX_EXPERTS], ms, lo, hi;
+    for (int e = 0; e < E; e++)
+        link[e] = r->device[e] != c->home_device ? c->link_j_per_token : 0.0;
+    int rc = tmoe_route_cost_scores(&r->cost, r->n_expect, E, c->w_temp_cost, NULL, link, s, err);
+    if (rc) return rc;
+    int spread = tmoe_route_scores_spread(s, E, NULL, &ms, &lo, &hi);
+    /* device pressure: temperature above (target - band) in bands, power above 90% of the
+     * target in tenths of it (each capped at 2), utilisation, and queue / queue_ref (cap 2) */
+    double pr[TMOE_ROUTE_MAX_DEVICES], pmin = INFINITY, pmax = -INFINITY;
+    for (int d = 0; d < D; d++) {
+        double v = 0.0;
+        if (d < hw->num_devices) {
+            if (isfinite(hw->dev_temp_c[d]))
+                v += clamp((hw->dev_temp_c[d] - (c->temp_target_c - c->temp_band_c)) /
+                               c->temp_band_c,
+                           0, 2);
+            if (isfinite(hw->dev_power_w[d]))
+                v += clamp((hw->dev_power_w[d] - 0.9 * c->power_target_w) /
+                               (0.1 * c->power_target_w),
+                           0, 2);
+            if (isfinite(hw->dev_util[d])) v += clamp(hw->dev_util[d], 0, 1);
+            if (isfinite(hw->dev_queue[d])) v += clamp(hw->dev_queue[d] / c->queue_ref, 0, 2);
+        }
+        pr[d] = v;
+        pmin = fmin(pmin, v);
+        pmax = fmax(pmax, v);
+    }
+    double pden = fmax(1.0, pmax - pmin);
+    for (int e = 0; e < E; e++) {
+        double cb = spread ? -0.5 * c->max_bias * (s[e] - ms) / (hi - lo) : 0.0;
+        double db = -c->max_bias * (pr[r->device[e]] - pmin) / pden;
+        b[e] = clamp(cb + db, -c->max_bias, c->max_bias);
+    }
+    return TMOE_OK;
+}
+
+/* ---- static_optimal ----------------------------------------------------------------------- */
+
+/* Minimise J(b)/J(0) + lambda KL(b) over |b| <= max_bias by projected Adam from b. */
+static int static_solve(const tmoe_router *r, const float *z, int N, double scale, double j0,
+                        double lambda, double *b, tmoe_error *err) {
+    int E = r->E;
+    tmoe_surrogate s = {r->cost, r->k, r->cfg.surrogate_tau, scale, 1.0 / j0, 0.0, lambda};
+    double g[TMOE_MAX_EXPERTS], m[TMOE_MAX_EXPERTS] = {0}, v[TMOE_MAX_EXPERTS] = {0};
+    /* eps well above rounding noise of the normalised objective: a flat J (equal costs)
+     * must not be turned into full-size steps */
+    const double lr = 0.05 * r->cfg.max_bias, b1 = 0.9, b2 = 0.999, eps = 1e-6;
+    for (int it = 1; it <= STATIC_ITERS; it++) {
+        int rc = tmoe_route_surrogate(&s, z, N, E, b, NULL, g, NULL, NULL, err);
+        if (rc) return rc;
+        double c1 = 1.0 - pow(b1, it), c2 = 1.0 - pow(b2, it);
+        for (int e = 0; e < E; e++) {
+            m[e] = b1 * m[e] + (1 - b1) * g[e];
+            v[e] = b2 * v[e] + (1 - b2) * g[e] * g[e];
+            b[e] -= lr * (m[e] / c1) / (sqrt(v[e] / c2) + eps);
+            b[e] = clamp(b[e], -r->cfg.max_bias, r->cfg.max_bias);
+        }
+    }
+    return TMOE_OK;
+}
+
+int tmoe_router_fit_static(tmoe_router *r, const float *logits, int N, int tokens_per_batch,
+                           double *kl_out, tmoe_error *err) {
+    int E = r->E;
+    if (N < 1 || tokens_per_batch < 1)
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "static fit: %d profile rows and %d tokens per batch "
+                           "must be >= 1",
+                           N, tokens_per_batch);
+    /* at most STATIC_MAX_ROWS rows, evenly spaced over the sample */
+    int n = N < STATIC_MAX_ROWS ? N : STATIC_MAX_ROWS;
+    float *z = tmoe_malloc(sizeof(float) * (size_t)n * E, err);
+    if (!z) return TMOE_ENOMEM;
+    for (int i = 0; i < n; i++)
+        memcpy(z + (size_t)i * E, logits + (size_t)((int64_t)i * N / n) * E, sizeof(float) * E);
+    double scale = (double)tokens_per_batch / n, zero[TMOE_MAX_EXPERTS] = {0}, j0;
+    tmoe_surrogate s0 = {r->cost, r->k, r->cfg.surrogate_tau, scale, 1.0, 0.0, 0.0};
+    int rc = tmoe_route_surrogate(&s0, z, n, E, zero, &j0, NULL, NULL, NULL, err);
+    double best[TMOE_MAX_EXPERTS] = {0}, cur[TMOE_MAX_EXPERTS], kl = 0.0;
+    if (rc == TMOE_OK && j0 > 0.0) {
+        /* KL(b*(lambda)) falls as lambda grows: bisection in log(lambda) for the smallest
+         * lambda that meets the bound; if even lambda_lo meets it, that solution is taken. */
+        double lo = 1e-4, hi = 1e4;
+        memset(cur, 0, sizeof cur);
+        if (!(rc = static_solve(r, z, n, scale, j0, lo, cur, err)) &&
+            (kl = tmoe_route_mean_kl(z, n, E, cur, NULL)) <= r->cfg.kl_bound) {
+            memcpy(best, cur, sizeof(double) * E);
+        } else {
+            kl = 0.0; /* best = 0 is always feasible */
+            for (int i = 0; rc == TMOE_OK && i < STATIC_BISECT; i++) {
+                double mid = sqrt(lo * hi);
+                memset(cur, 0, sizeof cur);
+                if ((rc = static_solve(r, z, n, scale, j0, mid, cur, err))) break;
+                double k2 = tmoe_route_mean_kl(z, n, E, cur, NULL);
+                if (k2 > r->cfg.kl_bound) {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                    kl = k2;
+                    memcpy(best, cur, sizeof(double) * E);
+                }
+            }
+        }
+    }
+    if (rc == TMOE_OK && j0 > 0.0) { /* biases that buy no energy (equal costs) stay zero */
+        double jb;
+        rc = tmoe_route_surrogate(&s0, z, n, E, best, &jb, NULL, NULL, NULL, err);
+        if (rc == TMOE_OK && !(jb < j0 * (1.0 - 1e-9))) {
+            memset(best, 0, sizeof best);
+            kl = 0.0;
+        }
+    }
+    free(z);
+    if (rc) return rc;
+    memcpy(r->static_b, best, sizeof(double) * E);
+    r->static_ready = 1;
+    if (kl_out) *kl_out = kl;
+    tmoe_log(TMOE_LOG_INFO, "static_optimal: fitted on %d rows, mean KL %.4g (bound %.4g)", n, kl,
+             r->cfg.kl_bound);
+    return TMOE_OK;
+}
+
+/* ---- routing ------------------------------------------------------------------------------ */
+
+/* Capacity: walk tokens in order; a copy sent to a full expert moves to the best expert with
+ * room that the token has not chosen (biased score, ties to the lower index). */
+static void apply_capacity(tmoe_router *r, const float *z, int T, int32_t *counts) {
+    int E = r->E, k = r->k;
+    int cap = (int)ceil(r->cfg.capacity_factor * T * k / E);
+    if (cap * E < T * k) cap = (T * k + E - 1) / E;
+    memset(counts, 0, sizeof(int32_t) * E);
+    for (int t = 0; t < T; t++) {
+        int32_t *ti = r->idx + (size_t)t * k;
+        const float *zt = z + (size_t)t * E;
+        int changed = 0;
+        for (int j = 0; j < k; j++) {
+            if (counts[ti[j]] < cap) {
+                counts[ti[j]]++;
+                continue;
+            }
+            int best = -1;
+            float bs = -INFINITY;
+            for (int e = 0; e < E; e++) {
+                if (counts[e] >= cap) continue;
+                int taken = 0;
+                for (int q = 0; q < k; q++)
+                    taken |= ti[q] == e;
+                if (taken) continue;
+                float sc = zt[e] + r->fb[e];
+                if (best < 0 || sc > bs) {
+                    best = e;
+                    bs = sc;
+                }
+            }
+            TMOE_ASSERT(best >= 0);
+            ti[j] = best;
+            counts[best]++;
+            changed = 1;
+        }
+        if (changed) { /* unbiased softmax over the chosen, renormalised */
+            float mx = -INFINITY, sum = 0.0f;
+            for (int j = 0; j < k; j++)
+                mx = fmaxf(mx, zt[ti[j]]);
+            for (int j = 0; j < k; j++)
+                sum += (r->w[(size_t)t * k + j] = expf(zt[ti[j]] - mx));
+            for (int j = 0; j < k; j++)
+                r->w[(size_t)t * k + j] /= sum;
+        }
+    }
+}
+
+int tmoe_router_route(tmoe_router *r, const float *logits, int T, const tmoe_hw_state *hw,
+                      float *biases_out, int32_t *selection_out, double *predicted_energy_out,
+                      tmoe_error *err) {
+    int E = r->E, k = r->k, rc = TMOE_OK;
+    if (T < 1 || T > r->cfg.max_tokens)
+        return tmoe_errorf(err, TMOE_EINVAL, "route: %d tokens, expected 1..max_tokens=%d", T,
+                           r->cfg.max_tokens);
+    tmoe_hw_state unknown;
+    if (!hw) {
+        unknown = tmoe_hw_state_unknown();
+        hw = &unknown;
+    }
+    memcpy(r->logits, logits, sizeof(float) * (size_t)T * E);
+    r->T = T;
+    r->mlp_fresh = 0;
+    r->n_expect = fmax(1.0, (double)T * k / E);
+    /* token counts of the unbiased selection: the TTHA adapter's "current load" (the cost
+     * scores of the other strategies use the common expected count n_expect) */
+    int32_t counts[TMOE_MAX_EXPERTS] = {0};
+    if (r->cfg.strategy == TMOE_ROUTE_KERNEL_AWARE_TTHA) {
+        tmoe_cpu_gate_topk(logits, NULL, T, E, k, 1, 0, r->idx, r->w);
+        for (int i = 0; i < T * k; i++)
+            counts[r->idx[i]]++;
+    }
+    double *b = r->b;
+    switch (r->cfg.strategy) {
+    case TMOE_ROUTE_BASELINE:
+        for (int e = 0; e < E; e++)
+            b[e] = 0.0;
+        break;
+    case TMOE_ROUTE_STATIC_OPTIMAL:
+        if (!r->static_ready && (rc = tmoe_router_fit_static(r, logits, T, T, NULL, err)))
+            return rc;
+        memcpy(b, r->static_b, sizeof(double) * E);
+        break;
+    case TMOE_ROUTE_KERNEL_AWARE_TTHA: rc = bias_kernel_aware_ttha(r, counts, hw, b, err); break;
+    case TMOE_ROUTE_HIERARCHICAL_ADAPTIVE: rc = bias_hierarchical(r, counts, hw, b, err); break;
+    case TMOE_ROUTE_PREDICTIVE_THERMAL: rc = bias_predictive(r, counts, hw, b, err); break;
+    case TMOE_ROUTE_MULTI_GPU_AWARE: rc = bias_multi_gpu(r, counts, hw, b, err); break;
+    default: TMOE_ASSERT(0);
+    }
+    if (rc) return rc;
+    if (r->lb) {
+        const double *lb = tmoe_lb_bias(r->lb);
+        for (int e = 0; e < E; e++)
+            b[e] += lb[e];
+    }
+    int explore = r->cfg.strategy == TMOE_ROUTE_KERNEL_AWARE_TTHA &&
+                  r->cfg.grad_mode == TMOE_TTHA_GRAD_REINFORCE;
+    for (int e = 0; e < E; e++) {
+        r->noise[e] = explore ? r->cfg.explore_sigma * tmoe_rng_normal(&r->rng) : 0.0;
+        b[e] += r->noise[e];
+        r->fb[e] = (float)b[e];
+    }
+    tmoe_cpu_gate_topk(logits, r->fb, T, E, k, 1, 0, r->idx, r->w);
+    memset(counts, 0, sizeof counts);
+    if (r->cfg.capacity_factor > 0.0)
+        apply_capacity(r, logits, T, counts);
+    else
+        for (int i = 0; i < T * k; i++)
+            counts[r->idx[i]]++;
+    if (r->lb) tmoe_lb_update(r->lb, counts);
+    if (predicted_energy_out &&
+        (rc = tmoe_route_energy_loss(&r->cost, r->idx, r->w, T, k, E, predicted_energy_out, err)))
+        return rc;
+    if (biases_out) memcpy(biases_out, r->fb, sizeof(float) * E);
+    if (selection_out) memcpy(selection_out, r->idx, sizeof(int32_t) * (size_t)T * k);
+    return TMOE_OK;
+}
+
+/* ---- TTHA update ---------------------------------------------------------------------------- */
+
+static double lr_at(const tmoe_router_config *c, int64_t s) {
+    switch (c->schedule) {
+    case TMOE_LR_CONSTANT: return c->lr;
+    case TMOE_LR_STEP: return c->lr * pow(c->lr_min_ratio, (double)(s / c->lr_decay_steps));
+    case TMOE_LR_WARMUP_COSINE:
+    default:
+        if (s < c->lr_warmup) return c->lr * (double)(s + 1) / (c->lr_warmup + 1);
+        double x = fmin(1.0, (double)(s - c->lr_warmup) / c->lr_decay_steps);
+        return c->lr * (c->lr_min_ratio + (1.0 - c->lr_min_ratio) * 0.5 * (1.0 + cos(M_PI * x)));
+    }
+}
+
+static int history_push(tmoe_router *r, const tmoe_ttha_record *rec, tmoe_error *err) {
+    if (r->hlen == r->hcap) {
+        int64_t cap = r->hcap ? 2 * r->hcap : 256;
+        tmoe_ttha_record *h = realloc(r->hist, sizeof(*h) * (size_t)cap);
+        if (!h) return tmoe_errorf(err, TMOE_ENOMEM, "TTHA history: %lld records", (long long)cap);
+        r->hist = h;
+        float *hb = realloc(r->hist_b, sizeof(float) * (size_t)cap * r->E);
+        if (!hb)
+            return tmoe_errorf(err, TMOE_ENOMEM, "TTHA history: %lld bias rows", (long long)cap);
+        r->hist_b = hb;
+        r->hcap = cap;
+    }
+    memcpy(r->hist_b + (size_t)r->hlen * r->E, r->fb, sizeof(float) * r->E);
+    r->hist[r->hlen++] = *rec;
+    return TMOE_OK;
+}
+
+int64_t tmoe_router_history_len(const tmoe_router *r) {
+    return r->hlen;
+}
+
+int tmoe_router_history_get(const tmoe_router *r, int64_t i, tmoe_ttha_record *out) {
+    if (i < 0 || i >= r->hlen) return tmoe_errorf(NULL, TMOE_EINVAL, "history index out of range");
+    *out = r->hist[i];
+    out->biases = r->hist_b + (size_t)i * r->E;
+    return TMOE_OK;
+}
+
+int tmoe_router_update(tmoe_router *r, const tmoe_route_obs *obs, tmoe_ttha_record *rec_out,
+                       tmoe_error *err) {
+    const tmoe_router_config *c = &r->cfg;
+    tmoe_ttha_record rec = {-1, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NULL};
+    if (rec_out) *rec_out = rec;
+    tmoe_thermal_pred_update(r->tp, obs->power_w, obs->temp_c, obs->dt_s);
+    if (c->strategy != TMOE_ROUTE_KERNEL_AWARE_TTHA || r->T == 0 || !r->mlp_fresh) return TMOE_OK;
+    int E = r->E;
+    double P = obs->power_w, Tc = obs->temp_c, L = obs->latency_ms, Q = obs->throughput;
+    if (!isfinite(r->l_base) && isfinite(L) && L > 0.0) r->l_base = L;
+    if (!isfinite(r->q_base) && isfinite(Q) && Q > 0.0) r->q_base = Q;
+    double xp = isfinite(P) ? fmax(0.0, P / c->power_target_w - 1.0) : 0.0;
+    double xt = isfinite(Tc) ? fmax(0.0, (Tc - c->temp_target_c) / c->temp_band_c) : 0.0;
+    int have_l = isfinite(L) && L > 0.0 && isfinite(r->l_base);
+    int have_q = isfinite(Q) && isfinite(r->q_base) && r->q_base > 0.0;
+    double xl = have_l ? fmax(0.0, L / r->l_base - 1.0 - c->latency_slack) : 0.0;
+    rec.power_loss = isfinite(P) ? c->w_power * xp * xp : NAN;
+    rec.temp_loss = isfinite(Tc) ? c->w_temp * xt * xt : NAN;
+    rec.latency_penalty = have_l ? c->w_latency * xl * xl : NAN;
+    rec.throughput_bonus = have_q ? c->w_throughput * Q / r->q_base : NAN;
+    double gkl[TMOE_MAX_EXPERTS], g[TMOE_MAX_EXPERTS];
+    rec.fidelity = c->w_fidelity * tmoe_route_mean_kl(r->logits, r->T, E, r->b, gkl);
+    double observed = (isfinite(rec.power_loss) ? rec.power_loss : 0.0) +
+                      (isfinite(rec.temp_loss) ? rec.temp_loss : 0.0) +
+                      (isfinite(rec.latency_penalty) ? rec.latency_penalty : 0.0) -
+                      (isfinite(rec.throughput_bonus) ? rec.throughput_bonus : 0.0);
+    rec.total = observed + rec.fidelity;
+    double period = isfinite(obs->period_s) && obs->period_s > 0.0 ? obs->period_s
+                    : have_l                                       ? L / 1000.0
+                                                                   : 1.0;
+    if (c->grad_mode == TMOE_TTHA_GRAD_SURROGATE) {
+        /* outer derivatives at the observed values; power = energy / period; temperature
+         * from power through the thermal predictor's gain at the horizon; throughput
+         * Q = T / L so dQ/dL = -Q/L at the observed point */
+        double gp = 2.0 * c->w_power * xp / c->power_target_w;
+        double gt = 2.0 * c->w_temp * xt / c->temp_band_c;
+        double dtdp = tmoe_thermal_pred_impact(r->tp, 1.0, c->horizon_s);
+        double gl = have_l ? 2.0 * c->w_latency * xl / r->l_base : 0.0;
+        double gq = have_q && have_l ? c->w_throughput / r->q_base * Q / L : 0.0;
+        tmoe_surrogate s = {r->cost, r->k, c->surrogate_tau, 1.0, (gp + gt * dtdp) / period,
+                            gl + gq, 0.0};
+        int rc = tmoe_route_surrogate(&s, r->logits, r->T, E, r->b, NULL, g, &rec.pred_energy_j,
+                                      NULL, err);
+        if (rc) return rc;
+        for (int e = 0; e < E; e++)
+            g[e] += c->w_fidelity * gkl[e]; /* fidelity, exact */
+    } else {
+        /* REINFORCE: the exploration noise of that batch scored by the observed loss against
+         * a moving-average baseline; the fidelity term exactly */
+        if (!r->rf_init) {
+            r->rf_base = observed;
+            r->rf_init = 1;
+        }
+        double adv = observed - r->rf_base, s2 = c->explore_sigma * c->explore_sigma;
+        for (int e = 0; e < E; e++)
+            g[e] = adv * r->noise[e] / s2 + c->w_fidelity * gkl[e];
+        r->rf_base = c->baseline_decay * r->rf_base + (1.0 - c->baseline_decay) * observed;
+    }
+    tmoe_ttha_mlp_backward(r->mlp, g, r->grad);
+    double gn = 0.0;
+    for (int i = 0; i < r->mlp->np; i++)
+        gn += r->grad[i] * r->grad[i];
+    rec.grad_norm = sqrt(gn);
+    rec.lr = lr_at(c, r->steps);
+    tmoe_adam_step(&r->adam, r->mlp->p, r->grad, rec.lr, c->adam_beta1, c->adam_beta2, c->adam_eps,
+                   c->weight_decay);
+    rec.step = r->steps++;
+    r->mlp_fresh = 0;
+    int rc = history_push(r, &rec, err);
+    if (rc) return rc;
+    rec.biases = r->hist_b + (size_t)(r->hlen - 1) * E;
+    if (rec_out) *rec_out = rec;
+    return TMOE_OK;
+}
+
+/* ---- adapter weights file -------------------------------------------------------------------- */
+
+static const char MAGIC[8] = {'T', 'M', 'O', 'E', 'T', 'T', 'H', 'A'};
+static const char TRAILER[8] = {'E', 'N', 'D', 'T', 'T', 'H', 'A', '\0'};
+#define TTHA_FILE_VERSION 1u
+
+int tmoe_router_ttha_save(const tmoe_router *r, const char *path, tmoe_error *err) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return tmoe_errorf(err, TMOE_EIO, "%s: cannot open for writing", path);
+    const tmoe_ttha_mlp *m = r->mlp;
+    uint32_t hdr[5] = {TTHA_FILE_VERSION, (uint32_t)m->E, (uint32_t)m->in, (uint32_t)m->hidden,
+                       (uint32_t)m->np};
+    int ok = fwrite(MAGIC, 1, 8, f) == 8 && fwrite(hdr, sizeof hdr, 1, f) == 1 &&
+             fwrite(m->p, sizeof(double), (size_t)m->np, f) == (size_t)m->np &&
+             fwrite(TRAILER, 1, 8, f) == 8;
+    if (fclose(f) != 0) ok = 0;
+    if (!ok) return tmoe_errorf(err, TMOE_EIO, "%s: write failed (disk full?)", path);
+    return TMOE_OK;
+}
+
+int tmoe_router_ttha_load(tmoe_router *r, const char *path, tmoe_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return tmoe_errorf(err, TMOE_EIO, "%s: cannot open for reading", path);
+    tmoe_ttha_mlp *m = r->mlp;
+    char magic[8];
+    uint32_t hdr[5];
+    int rc = TMOE_OK;
+    double *p = NULL;
+    if (fread(magic, 1, 8, f) != 8 || memcmp(magic, MAGIC, 8) != 0) {
+        rc = tmoe_errorf(err, TMOE_EFORMAT,
+                         "%s: not a TTHA weights file (header TMOETTHA expected)", path);
+    } else if (fread(hdr, sizeof hdr, 1, f) != 1) {
+        rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: truncated header", path);
+    } else if (hdr[0] != TTHA_FILE_VERSION) {
+        rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: format version %u, this build reads %u", path,
+                         hdr[0], TTHA_FILE_VERSION);
+    } else if (hdr[1] != (uint32_t)m->E || hdr[2] != (uint32_t)m->in ||
+               hdr[3] != (uint32_t)m->hidden || hdr[4] != (uint32_t)m->np) {
+        rc = tmoe_errorf(err, TMOE_EFORMAT,
+                         "%s: adapter for E=%u inputs=%u hidden=%u (%u params), this router has "
+                         "E=%d inputs=%d hidden=%d (%d params)",
+                         path, hdr[1], hdr[2], hdr[3], hdr[4], m->E, m->in, m->hidden, m->np);
+    } else if (!(p = tmoe_malloc(sizeof(double) * (size_t)m->np, err))) {
+        rc = TMOE_ENOMEM;
+    } else if (fread(p, sizeof(double), (size_t)m->np, f) != (size_t)m->np ||
+               fread(magic, 1, 8, f) != 8 || memcmp(magic, TRAILER, 8) != 0) {
+        rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: truncated or corrupt parameters (%d expected)",
+                         path, m->np);
+    } else if (fgetc(f) != EOF) {
+        rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: trailing bytes after the trailer", path);
+    } else {
+        for (int i = 0; i < m->np; i++)
+            if (!isfinite(p[i])) {
+                rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: parameter %d is not finite", path, i);
+                break;
+            }
+    }
+    fclose(f);
+    if (rc == TMOE_OK) {
+        memcpy(m->p, p, sizeof(double) * (size_t)m->np);
+        memset(r->adam.m, 0, sizeof(double) * 2 * (size_t)m->np);
+        r->adam.t = 0;
+    }
+    free(p);
+    return rc;
+}
