@@ -397,7 +397,7 @@ int main(int argc, char **argv) {
 
     /* shared buffers sized for the largest shape */
     size_t N = (size_t)TMAX * 8, Dm = 4096, Fm = 14336;
-    CK(cudaMalloc((void **)&d_x16, 2 * TMAX * Dm));
+    CK(cudaMalloc((void **)&d_x16, 2 * TMAX * Fm));
     CK(cudaMalloc((void **)&d_xg, 2 * N * Dm));
     CK(cudaMalloc((void **)&d_a16, 2 * (size_t)TMAX * 2 * Fm));
     CK(cudaMalloc((void **)&d_h32, 4 * (size_t)TMAX * 2 * 2 * Fm));
@@ -422,7 +422,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 256; i++) ids[i] = i;
     CK(cudaMalloc((void **)&d_all_e, sizeof ids));
     CK(cudaMemcpy(d_all_e, ids, sizeof ids, cudaMemcpyHostToDevice));
-    if (bench_fill_f16(d_x16, TMAX * Dm, -1.0f, 1.0f, 11)) return 1;
+    if (bench_fill_f16(d_x16, TMAX * Fm, -1.0f, 1.0f, 11)) return 1;
     if (bench_fill_f16(d_res, 2 * TMAX * Dm, -0.01f, 0.01f, 12)) return 1;
     if (bench_fill_f16(d_gate, 128 * Dm, -0.05f, 0.05f, 13)) return 1;
     CK(cudaDeviceSynchronize());

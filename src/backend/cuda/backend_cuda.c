@@ -51,7 +51,7 @@ typedef struct cuda_state {
     tmoe_engine_config cfg;
     cudaStream_t st;
     cublasHandle_t cb;
-    int T, moe_only, cublas_step;
+    int T, moe_only, cublas_step, capturing;
     /* weights */
     void *wmem[4 * TMOE_ET_COUNT + 8];
     int n_wmem;
@@ -261,8 +261,12 @@ static int gemm_f16(cuda_state *s, const tmoe_f16 *x, const tmoe_f16 *W, int n, 
     return TMOE_OK;
 }
 
+/* During graph capture an event becomes an event-record node (external), else a plain record. */
 static int record(cuda_state *s, cudaEvent_t ev, tmoe_error *err) {
-    TMOE_CUDA_CHECK(cudaEventRecordWithFlags(ev, s->st, cudaEventRecordExternal), err);
+    if (s->capturing)
+        TMOE_CUDA_CHECK(cudaEventRecordWithFlags(ev, s->st, cudaEventRecordExternal), err);
+    else
+        TMOE_CUDA_CHECK(cudaEventRecord(ev, s->st), err);
     return TMOE_OK;
 }
 
@@ -446,7 +450,9 @@ static int run_graph(cuda_state *s, tmoe_error *err) {
     if (!*ge) {
         cudaGraph_t g = NULL;
         TMOE_CUDA_CHECK(cudaStreamBeginCapture(s->st, cudaStreamCaptureModeThreadLocal), err);
+        s->capturing = 1;
         int rc = moe_enqueue(s, 0, err);
+        s->capturing = 0;
         cudaError_t ce = cudaStreamEndCapture(s->st, &g);
         if (rc) {
             if (g) cudaGraphDestroy(g);

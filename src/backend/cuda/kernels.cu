@@ -71,15 +71,14 @@ static __device__ __forceinline__ void deq_q2(uint32_t w, __half2 s2, uint32_t o
 }
 
 /* ---- expert linear: the bandwidth kernel ------------------------------------------------
- * Block = 8 warps = 2 row tiles of 16 rows (rows r0.. and r0+16.., or gate and up rows with
- * swiglu) x all K, split over the warps (warp w takes k-blocks w, w+8, ...). A k-block is 64
+ * Block = W warps = 2 row tiles of 16 rows (rows r0.. and r0+16.., or gate and up rows with
+ * swiglu) x all K, split over the warps (each a contiguous range of k-blocks). A k-block is 64
  * bytes of every row: 32 fp16, 128 q4 or 256 q2 weights; lane (g, q) loads 16 bytes at byte
  * 16 q of rows g and g+8 of each tile. The reduction order inside a k-block is free, so the
  * lane's contiguous weights become its A fragment, and x is loaded (and for q4/q2 permuted)
  * to match as the B fragment: token g of the 8-token tile. Tokens run in tiles of 8, NT tiles
  * (up to 64 tokens) per pass over the weights. Partial sums of the 8 warps meet in shared
- * memory in a fixed order (deterministic). */
-#define EXP_WARPS 8
+ * memory in a fixed order (deterministic). W warps a block (8 or 16). */
 #define EXP_MAXNT 8
 
 struct exp_args {
@@ -95,7 +94,7 @@ struct exp_args {
     __half *y16;
 };
 
-template <int WT, int NT>
+template <int WT, int NT, int W>
 static __device__ void exp_body(const exp_args &a, int slot, int n, int row0, int tok0,
                                 float *red) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
@@ -139,13 +138,17 @@ static __device__ void exp_body(const exp_args &a, int slot, int n, int row0, in
     const int ng = in / (a.group > 0 ? a.group : 1);
     const __half *sbase = a.sc ? a.sc + (size_t)slot * a.s_stride : nullptr;
     constexpr int U = WT == 0 ? 4 : 2;
-    for (int kb0 = warp; kb0 < nkb; kb0 += EXP_WARPS * U) {
+    /* warp w owns the contiguous k-blocks [kb_lo, kb_hi): U consecutive 64-byte pieces of
+     * each row are in flight per lane */
+    const int per = (nkb + W - 1) / W;
+    const int kb_lo = warp * per, kb_hi = min(nkb, kb_lo + per);
+    for (int kb0 = kb_lo; kb0 < kb_hi; kb0 += U) {
         uint4 A[U][2][2];
         uint32_t S[U][2][2];
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            int kb = kb0 + EXP_WARPS * u;
-            bool ok = kb < nkb;
+            int kb = kb0 + u;
+            bool ok = kb < kb_hi;
 #pragma unroll
             for (int t = 0; t < 2; t++)
 #pragma unroll
@@ -162,8 +165,8 @@ static __device__ void exp_body(const exp_args &a, int slot, int n, int row0, in
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            int kb = kb0 + EXP_WARPS * u;
-            if (kb >= nkb) break;
+            int kb = kb0 + u;
+            if (kb >= kb_hi) break;
             if (WT == 0) {
                 int xe = kb * 32 + q * 8;
 #pragma unroll
@@ -259,7 +262,7 @@ static __device__ void exp_body(const exp_args &a, int slot, int n, int row0, in
         if (swiglu) {
             if (r < 4) {
                 float gs = 0.0f, us = 0.0f;
-                for (int w = 0; w < EXP_WARPS; w++) {
+                for (int w = 0; w < W; w++) {
                     gs += red[(w * 8 + r) * 32 + l];
                     us += red[(w * 8 + 4 + r) * 32 + l];
                 }
@@ -270,9 +273,9 @@ static __device__ void exp_body(const exp_args &a, int slot, int n, int row0, in
                     a.y16[(size_t)(off + tok) * a.out_rows + row] = __float2half_rn(sv * us);
                 }
             }
-        } else {
+        } else if (r < 8) {
             float s = 0.0f;
-            for (int w = 0; w < EXP_WARPS; w++) s += red[(w * 8 + r) * 32 + l];
+            for (int w = 0; w < W; w++) s += red[(w * 8 + r) * 32 + l];
             int t = r >> 2, c = r & 3;
             int row = row0 + 16 * t + gg + (c >= 2 ? 8 : 0);
             int tok = tok0 + nt * 8 + 2 * qq + (c & 1);
@@ -288,28 +291,33 @@ static __device__ void exp_body(const exp_args &a, int slot, int n, int row0, in
     }
 }
 
-template <int WT, int NT>
-__global__ void __launch_bounds__(256, NT <= 2 ? 2 : 1) k_expert_linear(exp_args a) {
-    __shared__ float red[EXP_WARPS * 8 * 32];
+template <int WT, int NT, int W>
+__global__ void __launch_bounds__(W * 32, NT <= 2 && W == 8 ? 2 : 1) k_expert_linear(exp_args a) {
+    __shared__ float red[W * 8 * 32];
     const int slot = blockIdx.y;
     const int e = a.experts[slot];
     const int n = a.counts[e];
     if (n == 0) return;
     const int rows_per_block = a.epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32;
     const int row0 = blockIdx.x * rows_per_block;
-    for (int tok0 = 0; tok0 < n; tok0 += 8 * NT) exp_body<WT, NT>(a, slot, n, row0, tok0, red);
+    for (int tok0 = 0; tok0 < n; tok0 += 8 * NT) exp_body<WT, NT, W>(a, slot, n, row0, tok0, red);
 }
 
+/* 16 warps a block where the row blocks alone would not give every SM two blocks */
 template <int WT>
 static void launch_expert(const exp_args &a, dim3 grid, int max_n, cudaStream_t st) {
-    if (max_n <= 8)
-        k_expert_linear<WT, 1><<<grid, 256, 0, st>>>(a);
-    else if (max_n <= 16)
-        k_expert_linear<WT, 2><<<grid, 256, 0, st>>>(a);
-    else if (max_n <= 32)
-        k_expert_linear<WT, 4><<<grid, 256, 0, st>>>(a);
-    else
-        k_expert_linear<WT, EXP_MAXNT><<<grid, 256, 0, st>>>(a);
+    int few = grid.x < 264;
+    if (max_n <= 8) {
+        if (few) k_expert_linear<WT, 1, 16><<<grid, 512, 0, st>>>(a);
+        else k_expert_linear<WT, 1, 8><<<grid, 256, 0, st>>>(a);
+    } else if (max_n <= 16) {
+        if (few) k_expert_linear<WT, 2, 16><<<grid, 512, 0, st>>>(a);
+        else k_expert_linear<WT, 2, 8><<<grid, 256, 0, st>>>(a);
+    } else if (max_n <= 32) {
+        k_expert_linear<WT, 4, 8><<<grid, 256, 0, st>>>(a);
+    } else {
+        k_expert_linear<WT, EXP_MAXNT, 8><<<grid, 256, 0, st>>>(a);
+    }
 }
 
 static int wt_of(tmoe_etype t) { return t == TMOE_ET_FP16 ? 0 : t == TMOE_ET_Q4 ? 1 : 2; }
