@@ -54,38 +54,30 @@ static int dalloc(cuda_op *o, void **p, size_t n, tmoe_error *err) {
     return TMOE_OK;
 }
 
-/* Fill n bytes of device memory from host data (freed here). */
+/* Fill n bytes of device memory from host data. */
 static int upload(cuda_op *o, void *dst, const void *src, size_t n, tmoe_error *err) {
     TMOE_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, o->st), err);
     TMOE_CUDA_CHECK(cudaStreamSynchronize(o->st), err);
     return TMOE_OK;
 }
 
+static uint64_t next_seed(tmoe_rng *r) { return tmoe_rng_u64(r); }
+
 static int random_f16(cuda_op *o, tmoe_f16 **d, size_t n, float a, tmoe_rng *r, tmoe_error *err) {
     TRY(dalloc(o, (void **)d, n * 2, err));
-    tmoe_f16 *h = tmoe_malloc(n * 2, err);
-    if (!h) return TMOE_ENOMEM;
-    for (size_t i = 0; i < n; i++) h[i] = tmoe_f32_to_f16(tmoe_rng_uniform_sym(r, a));
-    int rc = upload(o, *d, h, n * 2, err);
-    free(h);
-    return rc;
+    return tmoe_cuda_fill_f16(*d, n, -a, a, next_seed(r), o->st, err);
 }
 
 static int random_f32(cuda_op *o, float **d, size_t n, float a, tmoe_rng *r, tmoe_error *err) {
     TRY(dalloc(o, (void **)d, n * 4, err));
-    float *h = tmoe_malloc(n * 4, err);
-    if (!h) return TMOE_ENOMEM;
-    for (size_t i = 0; i < n; i++) h[i] = tmoe_rng_uniform_sym(r, a);
-    int rc = upload(o, *d, h, n * 4, err);
-    free(h);
-    return rc;
+    return tmoe_cuda_fill_f32(*d, n, -a, a, next_seed(r), o->st, err);
 }
 
-/* ncopies slots of one linear layer's weights (quantized from random fp32 on the host). */
+/* ncopies slots of one linear layer's weights, random on the device: fp16 uniform in
+ * +-1/sqrt(in); packed ints uniform over the type's range with scales in [0.5, 1] / (8 sqrt(in)). */
 static int make_lin(cuda_op *o, tmoe_cuda_lin *L, tmoe_etype t, int out, int in, int group,
                     tmoe_rng *r, tmoe_error *err) {
-    tmoe_linear h;
-    TRY(tmoe_linear_alloc(&h, t, out, in, group, err));
+    TRY(tmoe_quant_check_shape(t, out, in, group, err));
     memset(L, 0, sizeof *L);
     L->type = t;
     L->out = out;
@@ -93,19 +85,14 @@ static int make_lin(cuda_op *o, tmoe_cuda_lin *L, tmoe_etype t, int out, int in,
     L->group = t == TMOE_ET_FP16 ? 0 : group;
     L->w_stride = tmoe_quant_weight_bytes(t, out, in);
     L->s_stride = t == TMOE_ET_FP16 ? 0 : tmoe_quant_scale_count(out, in, group);
-    int rc = dalloc(o, (void **)&L->w, L->w_stride * (size_t)o->ncopies, err);
-    if (!rc && L->s_stride) rc = dalloc(o, (void **)&L->scales, L->s_stride * 2 * (size_t)o->ncopies, err);
-    for (int c = 0; c < o->ncopies && !rc; c++) {
-        if ((rc = tmoe_linear_init_random(&h, r, err))) break;
-        if (t == TMOE_ET_FP16) {
-            rc = upload(o, (uint8_t *)L->w + L->w_stride * (size_t)c, h.w, L->w_stride, err);
-        } else {
-            rc = upload(o, (uint8_t *)L->w + L->w_stride * (size_t)c, h.q, L->w_stride, err);
-            if (!rc) rc = upload(o, (tmoe_f16 *)L->scales + L->s_stride * (size_t)c, h.scales, L->s_stride * 2, err);
-        }
-    }
-    tmoe_linear_free(&h);
-    return rc;
+    size_t nw = L->w_stride * (size_t)o->ncopies;
+    float a = 1.0f / sqrtf((float)in);
+    TRY(dalloc(o, (void **)&L->w, nw, err));
+    if (t == TMOE_ET_FP16) return tmoe_cuda_fill_f16((tmoe_f16 *)L->w, nw / 2, -a, a, next_seed(r), o->st, err);
+    TRY(tmoe_cuda_fill_bytes((void *)L->w, nw, next_seed(r), o->st, err));
+    size_t ns = L->s_stride * (size_t)o->ncopies;
+    TRY(dalloc(o, (void **)&L->scales, ns * 2, err));
+    return tmoe_cuda_fill_f16((tmoe_f16 *)L->scales, ns, 0.0625f * a, 0.125f * a, next_seed(r), o->st, err);
 }
 
 static void cuda_destroy(void *p) {
@@ -209,13 +196,8 @@ static int create_in(cuda_op *o, tmoe_error *err) {
     int L = b->seq_len < T ? b->seq_len : T;
     TRY(dalloc(o, (void **)&o->S, (size_t)H * L * L * 4, err));
     TRY(dalloc(o, (void **)&o->P16, (size_t)H * L * L * 2, err));
-    float *ones = tmoe_malloc((size_t)D * 4, err);
-    if (!ones) return TMOE_ENOMEM;
-    for (int i = 0; i < D; i++) ones[i] = 1.0f;
-    int rc = dalloc(o, (void **)&o->norm_w, (size_t)D * 4, err);
-    if (!rc) rc = upload(o, o->norm_w, ones, (size_t)D * 4, err);
-    free(ones);
-    if (rc) return rc;
+    TRY(dalloc(o, (void **)&o->norm_w, (size_t)D * 4, err));
+    TRY(tmoe_cuda_fill_f32(o->norm_w, (size_t)D, 0.9f, 1.1f, next_seed(&r), o->st, err));
     /* a valid routing for permute and combine to read */
     TRY(tmoe_cuda_gate_topk(o->logits, NULL, T, E, k, 1, 0, o->idx, o->w, NULL, NULL, o->st, err));
     TRY(tmoe_cuda_permute(o->idx, T, k, E, o->counts, o->offsets, o->src, o->dst, NULL, o->st, err));
