@@ -96,7 +96,8 @@ int tmoe_block_save(const tmoe_block *b, const char *path, tmoe_error *err);
 /* What the file says about the config. thermoe layout: every field from __metadata__, with
  * the per-expert types written to types (TMOE_MAX_EXPERTS) and cfg->expert_types = types.
  * mixtral layout: d_model, d_ff and num_experts from the shapes of layer `layer`, act =
- * swiglu; the other fields of *cfg are left as they are. *found: the layout detected. */
+ * swiglu; the other fields of *cfg are left as they are (types may be NULL then).
+ * *found (may be NULL): the layout detected. */
 int tmoe_block_file_config(const char *path, tmoe_layout layout, int layer, tmoe_block_config *cfg,
                            tmoe_etype *types, tmoe_layout *found, tmoe_error *err);
 

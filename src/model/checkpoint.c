@@ -114,6 +114,9 @@ static int meta_get_int(const tmoe_st_file *f, const char *key, long long min, l
 static int thermoe_config(const tmoe_st_file *f, tmoe_block_config *c, tmoe_etype *types,
                           tmoe_error *err) {
     const char *path = tmoe_st_path(f);
+    if (!types)
+        return tmoe_errorf(err, TMOE_EINVAL, "%s: a thermoe block file lists per-expert types: "
+                           "pass a types array", path);
     long long v[8];
     static const char *const keys[8] = {"d_model", "n_heads", "d_ff", "num_experts",
                                         "top_k", "group_size", "seq_len", "renormalize"};
