@@ -162,11 +162,29 @@ static void test_bad_shapes(void **state) {
     assert_non_null(strstr(err.msg, "input dimension 200 is not a multiple of the group size 128"));
 }
 
+/* Weights beyond what an fp16 scale can hold stay finite (saturated), zeros stay zero. */
+static void test_extreme_values(void **state) {
+    (void)state;
+    float w[8] = {1e7f, -3e6f, 1.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    uint8_t p[4];
+    tmoe_f16 s[2];
+    float dq[8];
+    tmoe_error err = {0};
+    ASSERT_OK(tmoe_quantize(TMOE_ET_Q4, w, 1, 8, 4, p, s, &err), &err);
+    tmoe_dequantize_f32(TMOE_ET_Q4, p, s, 1, 8, 4, dq);
+    assert_int_equal(s[0], 0xfbff); /* -65504: largest finite, negative since m > 0 */
+    assert_int_equal(s[1] & 0x7fff, 0); /* zero (0 / qmin is -0) */
+    assert_true(dq[0] == 65504.0f * 8);
+    for (int i = 0; i < 8; i++) assert_true(isfinite(dq[i]));
+    for (int i = 4; i < 8; i++) assert_true(dq[i] == 0.0f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pack_unpack),
         cmocka_unit_test(test_quantize),
         cmocka_unit_test(test_bad_shapes),
+        cmocka_unit_test(test_extreme_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
