@@ -430,6 +430,18 @@ static int load_mixtral(const tmoe_st_file *f, int layer, tmoe_block *b, tmoe_er
     return TMOE_OK;
 }
 
+/* Bytes of weights a block of this config holds (in double: a corrupt config must not wrap). */
+static double block_bytes(const tmoe_block_config *c) {
+    double D = c->d_model, F = c->d_ff, rows = c->act == TMOE_ACT_SWIGLU ? 2 * F : F;
+    double b = 8 * D + 2 * (3 * D * D + D * D + c->num_experts * D);
+    for (int e = 0; e < c->num_experts; e++) {
+        tmoe_etype t = c->expert_types ? c->expert_types[e] : c->expert_type;
+        double per = t == TMOE_ET_FP16 ? 2.0 : tmoe_etype_bits(t) / 8.0 + 2.0 / c->group_size;
+        b += per * (rows * D + D * F);
+    }
+    return b;
+}
+
 int tmoe_block_load(const char *path, tmoe_layout layout, int layer, const tmoe_block_config *cfg,
                     tmoe_block **out, tmoe_error *err) {
     *out = NULL;
@@ -440,6 +452,21 @@ int tmoe_block_load(const char *path, tmoe_layout layout, int layer, const tmoe_
     tmoe_layout l;
     tmoe_block *b = NULL;
     if ((rc = detect(f, layout, layer, &l, err))) goto done;
+    if ((rc = tmoe_block_config_validate(cfg, err))) {
+        tmoe_error_prefix(err, rc, "%s", path);
+        goto done;
+    }
+    /* Every tensor takes at most 8x its bytes in the file (q2 -> fp16), so a config asking
+     * for more cannot be satisfied: refuse it before allocating (corrupt metadata). */
+    size_t fsize = 0;
+    for (int i = 0; i < tmoe_st_count(f); i++) fsize += tmoe_st_at(f, i)->nbytes;
+    if (block_bytes(cfg) > 8.0 * (double)fsize + 4096.0) {
+        rc = tmoe_errorf(err, TMOE_EFORMAT,
+                         "%s: the config needs %.0f bytes of weights but the file's tensors hold "
+                         "only %zu bytes (corrupt metadata, or the wrong --layer / sizes?)",
+                         path, block_bytes(cfg), fsize);
+        goto done;
+    }
     if ((rc = tmoe_block_alloc(cfg, &b, err))) {
         tmoe_error_prefix(err, rc, "%s", path);
         goto done;
