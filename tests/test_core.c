@@ -48,31 +48,34 @@ static void test_f16_exhaustive(void **state) {
 
 static void test_f16_rounding(void **state) {
     (void)state;
-    struct { float f; uint16_t h; } cases[] = {
+    struct {
+        float f;
+        uint16_t h;
+    } cases[] = {
         {1.0f, 0x3c00},
-        {1.0f + 0x1p-11f, 0x3c00},           /* tie, even is 1.0 */
-        {1.0f + 3 * 0x1p-11f, 0x3c02},       /* tie, even is 1 + 2^-9 */
+        {1.0f + 0x1p-11f, 0x3c00},            /* tie, even is 1.0 */
+        {1.0f + 3 * 0x1p-11f, 0x3c02},        /* tie, even is 1 + 2^-9 */
         {1.0f + 0x1p-11f + 0x1p-23f, 0x3c01}, /* just above the tie */
         {1.0f + 0x1p-11f - 0x1p-23f, 0x3c00}, /* just below */
         {-1.0f - 3 * 0x1p-11f, 0xbc02},
-        {65504.0f, 0x7bff},                  /* largest finite */
-        {65519.0f, 0x7bff},                  /* below the 65520 midpoint */
-        {65520.0f, 0x7c00},                  /* tie with 2^16: even is inf */
+        {65504.0f, 0x7bff}, /* largest finite */
+        {65519.0f, 0x7bff}, /* below the 65520 midpoint */
+        {65520.0f, 0x7c00}, /* tie with 2^16: even is inf */
         {1e6f, 0x7c00},
         {-1e6f, 0xfc00},
         {FLT_MAX, 0x7c00},
         {INFINITY, 0x7c00},
         {-INFINITY, 0xfc00},
-        {0x1p-24f, 0x0001},                  /* smallest subnormal */
-        {0x1p-25f, 0x0000},                  /* tie with 0: even is 0 */
-        {0x1p-25f + 0x1p-40f, 0x0001},       /* just above it */
-        {1.5f * 0x1p-24f, 0x0002},           /* subnormal tie 1|2 -> 2 */
-        {2.5f * 0x1p-24f, 0x0002},           /* subnormal tie 2|3 -> 2 */
+        {0x1p-24f, 0x0001},            /* smallest subnormal */
+        {0x1p-25f, 0x0000},            /* tie with 0: even is 0 */
+        {0x1p-25f + 0x1p-40f, 0x0001}, /* just above it */
+        {1.5f * 0x1p-24f, 0x0002},     /* subnormal tie 1|2 -> 2 */
+        {2.5f * 0x1p-24f, 0x0002},     /* subnormal tie 2|3 -> 2 */
         {3.5f * 0x1p-24f, 0x0004},
-        {1023 * 0x1p-24f, 0x03ff},           /* largest subnormal */
-        {0x1p-14f, 0x0400},                  /* smallest normal */
-        {0x1p-14f - 0x1p-26f, 0x0400},       /* rounds up from subnormal into normal */
-        {1e-40f, 0x0000},                    /* fp32 subnormal -> 0 */
+        {1023 * 0x1p-24f, 0x03ff},     /* largest subnormal */
+        {0x1p-14f, 0x0400},            /* smallest normal */
+        {0x1p-14f - 0x1p-26f, 0x0400}, /* rounds up from subnormal into normal */
+        {1e-40f, 0x0000},              /* fp32 subnormal -> 0 */
         {-1e-40f, 0x8000},
         {-0.0f, 0x8000},
     };
@@ -94,7 +97,8 @@ static void test_f16_random_vs_reference(void **state) {
     (void)state;
     static double pos[31 * 1024 + 1]; /* every non-negative finite fp16, then 2^16 */
     int n = 0;
-    for (uint32_t h = 0; h < 0x7c00; h++) pos[n++] = f16_value((uint16_t)h);
+    for (uint32_t h = 0; h < 0x7c00; h++)
+        pos[n++] = f16_value((uint16_t)h);
     pos[n++] = 65536.0;
     qsort(pos, (size_t)n, sizeof *pos, cmp_double);
     tmoe_rng r;
@@ -108,8 +112,10 @@ static void test_f16_random_vs_reference(void **state) {
         int lo = 0, hi = n - 1; /* largest index with pos[lo] <= a */
         while (lo < hi) {
             int mid = (lo + hi + 1) / 2;
-            if (pos[mid] <= a) lo = mid;
-            else hi = mid - 1;
+            if (pos[mid] <= a)
+                lo = mid;
+            else
+                hi = mid - 1;
         }
         int pick = lo;
         if (lo + 1 < n) {
@@ -130,16 +136,18 @@ static void test_bf16(void **state) {
         float f = tmoe_bf16_to_f32((uint16_t)i);
         assert_int_equal(bits(f), i << 16);
         uint16_t back = tmoe_f32_to_bf16(f);
-        if (isnan(f)) assert_true((back & 0x7f80) == 0x7f80 && (back & 0x7f) != 0);
-        else assert_int_equal(back, i);
+        if (isnan(f))
+            assert_true((back & 0x7f80) == 0x7f80 && (back & 0x7f) != 0);
+        else
+            assert_int_equal(back, i);
     }
-    assert_int_equal(tmoe_f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);           /* tie -> even */
-    assert_int_equal(tmoe_f32_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);       /* tie -> even */
+    assert_int_equal(tmoe_f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);            /* tie -> even */
+    assert_int_equal(tmoe_f32_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);        /* tie -> even */
     assert_int_equal(tmoe_f32_to_bf16(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81); /* above */
-    assert_int_equal(tmoe_f32_to_bf16(FLT_MAX), 0x7f80);                 /* overflow -> inf */
+    assert_int_equal(tmoe_f32_to_bf16(FLT_MAX), 0x7f80);                   /* overflow -> inf */
     assert_int_equal(tmoe_f32_to_bf16(-FLT_MAX), 0xff80);
-    assert_int_equal(tmoe_f32_to_bf16(from_bits(0x00000001)), 0x0000);   /* tiny -> 0 */
-    assert_int_equal(tmoe_f32_to_bf16(from_bits(0x00018000)), 0x0002);   /* subnormal tie */
+    assert_int_equal(tmoe_f32_to_bf16(from_bits(0x00000001)), 0x0000); /* tiny -> 0 */
+    assert_int_equal(tmoe_f32_to_bf16(from_bits(0x00018000)), 0x0002); /* subnormal tie */
     assert_true(isnan(tmoe_bf16_to_f32(tmoe_f32_to_bf16(from_bits(0x7f800001))))); /* NaN kept */
 }
 
@@ -161,11 +169,12 @@ static void test_rng_reference(void **state) {
     /* known first outputs for seed 42 (regression: they must never change) */
     tmoe_rng_seed(&r, 42);
     static const uint64_t want[4] = {0x15780b2e0c2ec716ull, 0x6104d9866d113a7eull,
-                                      0xae17533239e499a1ull, 0xecb8ad4703b360a1ull};
+                                     0xae17533239e499a1ull, 0xecb8ad4703b360a1ull};
     for (int i = 0; i < 4; i++) {
         uint64_t got = tmoe_rng_u64(&r);
-        if (got != want[i]) fail_msg("seed 42 output %d: 0x%016llx, want 0x%016llx", i,
-                                     (unsigned long long)got, (unsigned long long)want[i]);
+        if (got != want[i])
+            fail_msg("seed 42 output %d: 0x%016llx, want 0x%016llx", i, (unsigned long long)got,
+                     (unsigned long long)want[i]);
     }
 }
 
@@ -174,7 +183,8 @@ static void test_rng_properties(void **state) {
     tmoe_rng a, b;
     tmoe_rng_seed(&a, 7);
     tmoe_rng_seed(&b, 7);
-    for (int i = 0; i < 1000; i++) assert_true(tmoe_rng_u64(&a) == tmoe_rng_u64(&b));
+    for (int i = 0; i < 1000; i++)
+        assert_true(tmoe_rng_u64(&a) == tmoe_rng_u64(&b));
     /* streams: same (seed, stream) same sequence; different streams look independent */
     tmoe_rng s0, s1, s0b;
     tmoe_rng_seed_stream(&s0, 7, 0);
@@ -228,9 +238,9 @@ static void test_errors_and_arena(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_f16_exhaustive),   cmocka_unit_test(test_f16_rounding),
+        cmocka_unit_test(test_f16_exhaustive),          cmocka_unit_test(test_f16_rounding),
         cmocka_unit_test(test_f16_random_vs_reference), cmocka_unit_test(test_bf16),
-        cmocka_unit_test(test_rng_reference),    cmocka_unit_test(test_rng_properties),
+        cmocka_unit_test(test_rng_reference),           cmocka_unit_test(test_rng_properties),
         cmocka_unit_test(test_errors_and_arena),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -14,7 +14,9 @@ static const int TOKENS[] = {1, 3, 17};
 
 static tmoe_rng rng;
 
-static double f16d(tmoe_f16 h) { return (double)tmoe_f16_to_f32(h); }
+static double f16d(tmoe_f16 h) {
+    return (double)tmoe_f16_to_f32(h);
+}
 
 static void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
@@ -23,24 +25,28 @@ static void *xmalloc(size_t n) {
 }
 
 static void rand_f32(float *x, size_t n, float a) {
-    for (size_t i = 0; i < n; i++) x[i] = tmoe_rng_uniform_sym(&rng, a);
+    for (size_t i = 0; i < n; i++)
+        x[i] = tmoe_rng_uniform_sym(&rng, a);
 }
 
 static void rand_f16(tmoe_f16 *x, size_t n, float a) {
-    for (size_t i = 0; i < n; i++) x[i] = tmoe_f32_to_f16(tmoe_rng_uniform_sym(&rng, a));
+    for (size_t i = 0; i < n; i++)
+        x[i] = tmoe_f32_to_f16(tmoe_rng_uniform_sym(&rng, a));
 }
 
 /* |got - ref| <= tol (|ref| + max |ref|) elementwise. */
 static void check(const char *what, const float *got, const double *ref, size_t n, double tol) {
     double mx = 0.0;
-    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs(ref[i]));
+    for (size_t i = 0; i < n; i++)
+        mx = fmax(mx, fabs(ref[i]));
     tu_assert_close(what, got, ref, n, tol * mx, tol);
 }
 
 static void check16(const char *what, const tmoe_f16 *got, const double *ref, size_t n,
                     double tol) {
     float *g = xmalloc(n * sizeof *g);
-    for (size_t i = 0; i < n; i++) g[i] = tmoe_f16_to_f32(got[i]);
+    for (size_t i = 0; i < n; i++)
+        g[i] = tmoe_f16_to_f32(got[i]);
     check(what, g, ref, n, tol);
     free(g);
 }
@@ -73,7 +79,8 @@ static void ref_linear(const double *x, const double *w, int n, int in, int out,
     for (int r = 0; r < n; r++)
         for (int o = 0; o < out; o++) {
             double acc = 0.0;
-            for (int i = 0; i < in; i++) acc += x[(size_t)r * in + i] * w[(size_t)o * in + i];
+            for (int i = 0; i < in; i++)
+                acc += x[(size_t)r * in + i] * w[(size_t)o * in + i];
             y[(size_t)r * out + o] = acc;
         }
 }
@@ -92,9 +99,11 @@ static void test_rmsnorm(void **state) {
         tmoe_cpu_rmsnorm(x, w, T, D, 1e-5f, y);
         for (int t = 0; t < T; t++) {
             double ss = 0.0;
-            for (int i = 0; i < D; i++) ss += (double)x[t * D + i] * x[t * D + i];
+            for (int i = 0; i < D; i++)
+                ss += (double)x[t * D + i] * x[t * D + i];
             double inv = 1.0 / sqrt(ss / D + 1e-5);
-            for (int i = 0; i < D; i++) ref[t * D + i] = x[t * D + i] * inv * w[i];
+            for (int i = 0; i < D; i++)
+                ref[t * D + i] = x[t * D + i] * inv * w[i];
         }
         check16("rmsnorm", y, ref, (size_t)T * D, TOL_F16_ROUND);
         free(x);
@@ -118,7 +127,8 @@ static void check_linear(tmoe_etype t, int in, int out, int group) {
         double *xd = xmalloc(sizeof(double) * (size_t)n * in);
         double *ref = xmalloc(sizeof(double) * (size_t)n * out);
         rand_f16(x, (size_t)n * in, 1.0f);
-        for (size_t i = 0; i < (size_t)n * in; i++) xd[i] = f16d(x[i]);
+        for (size_t i = 0; i < (size_t)n * in; i++)
+            xd[i] = f16d(x[i]);
         ref_linear(xd, w, n, in, out, ref);
         char what[64];
         for (int impl = 0; impl < TMOE_IMPL_COUNT; impl++) {
@@ -177,7 +187,8 @@ static void test_act(void **state) {
         rand_f32(h, (size_t)n * 2 * F, 4.0f);
         tu_poison(a, sizeof(tmoe_f16) * (size_t)n * F);
         tmoe_cpu_act(TMOE_ACT_RELU, h, n, F, a);
-        for (size_t i = 0; i < (size_t)n * F; i++) ref[i] = h[i] > 0 ? h[i] : 0.0;
+        for (size_t i = 0; i < (size_t)n * F; i++)
+            ref[i] = h[i] > 0 ? h[i] : 0.0;
         check16("relu", a, ref, (size_t)n * F, TOL_F16_ROUND);
         tu_poison(a, sizeof(tmoe_f16) * (size_t)n * F);
         tmoe_cpu_act(TMOE_ACT_SWIGLU, h, n, F, a);
@@ -209,11 +220,15 @@ static void ref_topk(const float *z, const float *bias, int E, int k, int renorm
         idx[j] = best;
     }
     double p[TMOE_MAX_EXPERTS], den = 0.0, mx = -INFINITY;
-    for (int e = 0; e < E; e++) mx = fmax(mx, (double)z[e] + (biw && bias ? bias[e] : 0.0));
-    for (int e = 0; e < E; e++) den += p[e] = exp((double)z[e] + (biw && bias ? bias[e] : 0.0) - mx);
+    for (int e = 0; e < E; e++)
+        mx = fmax(mx, (double)z[e] + (biw && bias ? bias[e] : 0.0));
+    for (int e = 0; e < E; e++)
+        den += p[e] = exp((double)z[e] + (biw && bias ? bias[e] : 0.0) - mx);
     double chosen = 0.0;
-    for (int j = 0; j < k; j++) chosen += p[idx[j]];
-    for (int j = 0; j < k; j++) w[j] = p[idx[j]] / (renorm ? chosen : den);
+    for (int j = 0; j < k; j++)
+        chosen += p[idx[j]];
+    for (int j = 0; j < k; j++)
+        w[j] = p[idx[j]] / (renorm ? chosen : den);
 }
 
 static void test_gate_topk(void **state) {
@@ -251,10 +266,12 @@ static void test_permute_gather_combine(void **state) {
         int T = TOKENS[ti], N = T * k;
         float *z = xmalloc(sizeof(float) * (size_t)T * E), *w = xmalloc(sizeof(float) * (size_t)N);
         int32_t *idx = xmalloc(sizeof(int32_t) * (size_t)N), counts[6], offsets[7];
-        int32_t *src = xmalloc(sizeof(int32_t) * (size_t)N), *dst = xmalloc(sizeof(int32_t) * (size_t)N);
+        int32_t *src = xmalloc(sizeof(int32_t) * (size_t)N),
+                *dst = xmalloc(sizeof(int32_t) * (size_t)N);
         tmoe_f16 *x = xmalloc(sizeof(tmoe_f16) * (size_t)T * D);
         tmoe_f16 *xg = xmalloc(sizeof(tmoe_f16) * (size_t)N * D);
-        float *ye = xmalloc(sizeof(float) * (size_t)N * D), *y = xmalloc(sizeof(float) * (size_t)T * D);
+        float *ye = xmalloc(sizeof(float) * (size_t)N * D),
+              *y = xmalloc(sizeof(float) * (size_t)T * D);
         double *ref = xmalloc(sizeof(double) * (size_t)T * D);
         rand_f32(z, (size_t)T * E, 1.0f);
         rand_f16(x, (size_t)T * D, 1.0f);
@@ -296,7 +313,15 @@ static void test_permute_gather_combine(void **state) {
                 ref[(size_t)t * D + i] = acc;
             }
         check("combine", y, ref, (size_t)T * D, TOL_F32);
-        free(z); free(w); free(idx); free(src); free(dst); free(x); free(xg); free(ye); free(y);
+        free(z);
+        free(w);
+        free(idx);
+        free(src);
+        free(dst);
+        free(x);
+        free(xg);
+        free(ye);
+        free(y);
         free(ref);
     }
 }
@@ -324,7 +349,8 @@ static void test_attention(void **state) {
                     p[s] = acc / sqrt((double)dh);
                     mx = fmax(mx, p[s]);
                 }
-                for (int s = 0; s <= t; s++) den += p[s] = exp(p[s] - mx);
+                for (int s = 0; s <= t; s++)
+                    den += p[s] = exp(p[s] - mx);
                 for (int i = 0; i < dh; i++) {
                     double acc = 0.0;
                     for (int s = 0; s <= t; s++)
@@ -354,15 +380,17 @@ static void check_expert(tmoe_etype t, tmoe_act act) {
         float *y = xmalloc(sizeof(float) * (size_t)n * D);
         double *xd = xmalloc(sizeof(double) * (size_t)n * D);
         double *h = xmalloc(sizeof(double) * (size_t)n * e.fc1.out);
-        double *a = xmalloc(sizeof(double) * (size_t)n * F), *ref = xmalloc(sizeof(double) * (size_t)n * D);
+        double *a = xmalloc(sizeof(double) * (size_t)n * F),
+               *ref = xmalloc(sizeof(double) * (size_t)n * D);
         rand_f16(x, (size_t)n * D, 1.0f);
-        for (size_t i = 0; i < (size_t)n * D; i++) xd[i] = f16d(x[i]);
+        for (size_t i = 0; i < (size_t)n * D; i++)
+            xd[i] = f16d(x[i]);
         ref_linear(xd, w1, n, D, e.fc1.out, h);
         for (int r = 0; r < n; r++)
             for (int i = 0; i < F; i++) {
                 const double *hr = h + (size_t)r * e.fc1.out;
-                a[(size_t)r * F + i] = act == TMOE_ACT_RELU ? fmax(hr[i], 0.0)
-                                                            : hr[i] / (1 + exp(-hr[i])) * hr[F + i];
+                a[(size_t)r * F + i] =
+                    act == TMOE_ACT_RELU ? fmax(hr[i], 0.0) : hr[i] / (1 + exp(-hr[i])) * hr[F + i];
             }
         ref_linear(a, w2, n, F, D, ref);
         for (int impl = 0; impl < TMOE_IMPL_COUNT; impl++) {
@@ -371,7 +399,8 @@ static void check_expert(tmoe_etype t, tmoe_act act) {
             tu_poison(scratch, sb);
             tu_poison(y, sizeof(float) * (size_t)n * D);
             double op_ms[TMOE_OP_COUNT];
-            for (int o = 0; o < TMOE_OP_COUNT; o++) op_ms[o] = NAN;
+            for (int o = 0; o < TMOE_OP_COUNT; o++)
+                op_ms[o] = NAN;
             tmoe_cpu_expert_forward(&e, (tmoe_impl)impl, x, n, y, scratch, op_ms);
             char what[64];
             snprintf(what, sizeof what, "expert %s %s %s n=%d", tmoe_etype_name(t),
@@ -381,12 +410,19 @@ static void check_expert(tmoe_etype t, tmoe_act act) {
             tmoe_op seq[4];
             int ns = tmoe_expert_op_sequence(t, (tmoe_impl)impl, seq);
             int ran = 0;
-            for (int o = 0; o < TMOE_OP_COUNT; o++) ran += !isnan(op_ms[o]);
+            for (int o = 0; o < TMOE_OP_COUNT; o++)
+                ran += !isnan(op_ms[o]);
             assert_int_equal(ran, ns);
-            for (int j = 0; j < ns; j++) assert_false(isnan(op_ms[seq[j]]));
+            for (int j = 0; j < ns; j++)
+                assert_false(isnan(op_ms[seq[j]]));
             free(scratch);
         }
-        free(x); free(y); free(xd); free(h); free(a); free(ref);
+        free(x);
+        free(y);
+        free(xd);
+        free(h);
+        free(a);
+        free(ref);
     }
     free(w1);
     free(w2);
@@ -396,15 +432,19 @@ static void check_expert(tmoe_etype t, tmoe_act act) {
 static void test_expert(void **state) {
     (void)state;
     for (int t = 0; t < TMOE_ET_COUNT; t++)
-        for (int a = 0; a < TMOE_ACT_COUNT; a++) check_expert((tmoe_etype)t, (tmoe_act)a);
+        for (int a = 0; a < TMOE_ACT_COUNT; a++)
+            check_expert((tmoe_etype)t, (tmoe_act)a);
 }
 
 int main(void) {
     tmoe_rng_seed(&rng, tu_seed()); /* fresh inputs every run */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rmsnorm),   cmocka_unit_test(test_linear),
-        cmocka_unit_test(test_act),       cmocka_unit_test(test_gate_topk),
-        cmocka_unit_test(test_permute_gather_combine), cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_act),
+        cmocka_unit_test(test_gate_topk),
+        cmocka_unit_test(test_permute_gather_combine),
+        cmocka_unit_test(test_attention),
         cmocka_unit_test(test_expert),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,7 +9,9 @@
 #include "thermoe/model.h"
 #include "thermoe/quant.h"
 
-static double f16d(tmoe_f16 h) { return (double)tmoe_f16_to_f32(h); }
+static double f16d(tmoe_f16 h) {
+    return (double)tmoe_f16_to_f32(h);
+}
 
 /* Our own reading of the packed format, written from DESIGN.md: element i of a row sits in
  * byte i / per_byte at bit (i % per_byte) * bits; two's complement. */
@@ -28,7 +30,8 @@ static void check_pack_type(tmoe_etype t) {
      * all 256 bytes, so pack -> unpack is too on every tuple, edges and positions included */
     uint8_t all[256], back[256];
     int8_t q[256 * 4];
-    for (int b = 0; b < 256; b++) all[b] = (uint8_t)b;
+    for (int b = 0; b < 256; b++)
+        all[b] = (uint8_t)b;
     tmoe_unpack_ints(t, all, 256 * per, q);
     int seen_min[4] = {0}, seen_max[4] = {0};
     for (int i = 0; i < 256 * per; i++) {
@@ -37,7 +40,8 @@ static void check_pack_type(tmoe_etype t) {
         seen_min[i % per] |= q[i] == qmin;
         seen_max[i % per] |= q[i] == qmax;
     }
-    for (int j = 0; j < per; j++) assert_true(seen_min[j] && seen_max[j]);
+    for (int j = 0; j < per; j++)
+        assert_true(seen_min[j] && seen_max[j]);
     tmoe_pack_ints(t, q, 256 * per, back);
     assert_memory_equal(all, back, 256);
     /* and from the value side: every value at every position of a byte */
@@ -67,7 +71,8 @@ static void test_pack_unpack(void **state) {
 }
 
 static void fill(tmoe_rng *r, float *w, size_t n) {
-    for (size_t i = 0; i < n; i++) w[i] = tmoe_rng_uniform_sym(r, 1.0f) * 0.3f;
+    for (size_t i = 0; i < n; i++)
+        w[i] = tmoe_rng_uniform_sym(r, 1.0f) * 0.3f;
 }
 
 static void check_quantize(tmoe_etype t, int out, int in, int group, uint64_t seed) {
@@ -114,8 +119,8 @@ static void check_quantize(tmoe_etype t, int out, int in, int group, uint64_t se
                 if (x >= qmin - 0.5 && x <= qmax + 0.5) {
                     double bound = fabs(sc) / 2 * (1 + 1e-6);
                     if (fabs(w[k] - ref) > bound)
-                        fail_msg("%s [%d,%d]: |w - q s| = %.3g > s/2 = %.3g", tmoe_etype_name(t),
-                                 o, g * group + i, fabs(w[k] - ref), fabs(sc) / 2);
+                        fail_msg("%s [%d,%d]: |w - q s| = %.3g > s/2 = %.3g", tmoe_etype_name(t), o,
+                                 g * group + i, fabs(w[k] - ref), fabs(sc) / 2);
                 } else {
                     assert_int_equal(q, x < qmin ? qmin : qmax); /* clamped to the edge */
                 }
@@ -172,11 +177,13 @@ static void test_extreme_values(void **state) {
     tmoe_error err = {0};
     ASSERT_OK(tmoe_quantize(TMOE_ET_Q4, w, 1, 8, 4, p, s, &err), &err);
     tmoe_dequantize_f32(TMOE_ET_Q4, p, s, 1, 8, 4, dq);
-    assert_int_equal(s[0], 0xfbff); /* -65504: largest finite, negative since m > 0 */
+    assert_int_equal(s[0], 0xfbff);     /* -65504: largest finite, negative since m > 0 */
     assert_int_equal(s[1] & 0x7fff, 0); /* zero (0 / qmin is -0) */
     assert_true(dq[0] == 65504.0f * 8);
-    for (int i = 0; i < 8; i++) assert_true(isfinite(dq[i]));
-    for (int i = 4; i < 8; i++) assert_true(dq[i] == 0.0f);
+    for (int i = 0; i < 8; i++)
+        assert_true(isfinite(dq[i]));
+    for (int i = 4; i < 8; i++)
+        assert_true(dq[i] == 0.0f);
 }
 
 int main(void) {

@@ -26,10 +26,12 @@ static void write_raw(const char *path, const char *hdr, size_t pad_to, const vo
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
     uint8_t len[8];
-    for (int i = 0; i < 8; i++) len[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        len[i] = (uint8_t)((uint64_t)hl >> (8 * i));
     assert_int_equal(fwrite(len, 1, 8, f), 8);
     assert_int_equal(fwrite(hdr, 1, h, f), h);
-    for (size_t i = h; i < hl; i++) assert_int_equal(fputc(' ', f), ' ');
+    for (size_t i = h; i < hl; i++)
+        assert_int_equal(fputc(' ', f), ' ');
     if (n) assert_int_equal(fwrite(data, 1, n, f), n);
     assert_int_equal(fclose(f), 0);
 }
@@ -107,7 +109,8 @@ static tmoe_block *load_path(const char *path, tmoe_error *err) {
 
 static void test_block_round_trip(void **state) {
     (void)state;
-    tmoe_etype types[6] = {TMOE_ET_Q4, TMOE_ET_FP16, TMOE_ET_Q2, TMOE_ET_Q2, TMOE_ET_FP16, TMOE_ET_Q4};
+    tmoe_etype types[6] = {TMOE_ET_Q4, TMOE_ET_FP16, TMOE_ET_Q2,
+                           TMOE_ET_Q2, TMOE_ET_FP16, TMOE_ET_Q4};
     for (int act = 0; act < TMOE_ACT_COUNT; act++) {
         tmoe_block_config c = tmoe_block_config_default();
         c.d_model = 64;
@@ -153,7 +156,8 @@ static void test_block_round_trip(void **state) {
         assert_int_equal(n1, n2);
         assert_memory_equal(a1, a2, n1);
         uint64_t hl = 0;
-        for (int i = 7; i >= 0; i--) hl = hl << 8 | a1[i];
+        for (int i = 7; i >= 0; i--)
+            hl = hl << 8 | a1[i];
         assert_int_equal(hl % 8, 0); /* padded so the buffer is 8-aligned */
         free(a1);
         free(a2);
@@ -167,7 +171,8 @@ static void test_block_round_trip(void **state) {
         ASSERT_OK(tmoe_engine_create(b, &ec, &e1, &err), &err);
         ASSERT_OK(tmoe_engine_create(l2, &ec, &e2, &err), &err);
         float x[9 * 64], y1[9 * 64], y2[9 * 64];
-        for (int i = 0; i < 9 * 64; i++) x[i] = tmoe_rng_uniform_sym(&rng, 1.0f);
+        for (int i = 0; i < 9 * 64; i++)
+            x[i] = tmoe_rng_uniform_sym(&rng, 1.0f);
         ASSERT_OK(tmoe_engine_forward(e1, x, 9, 0, NULL, y1, NULL, &err), &err);
         ASSERT_OK(tmoe_engine_forward(e2, x, 9, 0, NULL, y2, NULL, &err), &err);
         assert_memory_equal(y1, y2, sizeof y1);
@@ -200,7 +205,8 @@ static void test_writer_dtypes(void **state) {
     ASSERT_OK(tmoe_st_writer_add(w, "empty", TMOE_ST_F32, 2, s0, NULL, &err), &err);
     assert_int_equal(tmoe_st_writer_add(w, "u8", TMOE_ST_U8, 1, s5, u8, &err), TMOE_EINVAL);
     assert_non_null(strstr(err.msg, "'u8' added twice"));
-    assert_int_equal(tmoe_st_writer_add(w, "__metadata__", TMOE_ST_U8, 1, s5, u8, &err), TMOE_EINVAL);
+    assert_int_equal(tmoe_st_writer_add(w, "__metadata__", TMOE_ST_U8, 1, s5, u8, &err),
+                     TMOE_EINVAL);
     ASSERT_OK(tmoe_st_writer_meta(w, "note", "héllo \"quoted\"", &err), &err);
     const char *p = tu_tmppath("dtypes.safetensors");
     ASSERT_OK(tmoe_st_writer_write(w, p, &err), &err);
@@ -211,11 +217,17 @@ static void test_writer_dtypes(void **state) {
     assert_string_equal(tmoe_st_at(f, 0)->name, "f32");
     assert_string_equal(tmoe_st_meta(f, "note"), "héllo \"quoted\"");
     assert_int_equal(tmoe_st_meta_count(f), 1);
-    struct { const char *n; const void *d; size_t b; tmoe_st_dtype t; int nd; } want[] = {
-        {"f32", f32, 24, TMOE_ST_F32, 2}, {"f16", f16, 6, TMOE_ST_F16, 1},
+    struct {
+        const char *n;
+        const void *d;
+        size_t b;
+        tmoe_st_dtype t;
+        int nd;
+    } want[] = {
+        {"f32", f32, 24, TMOE_ST_F32, 2},   {"f16", f16, 6, TMOE_ST_F16, 1},
         {"bf16", bf16, 4, TMOE_ST_BF16, 1}, {"u8", u8, 5, TMOE_ST_U8, 1},
-        {"i8", i8, 2, TMOE_ST_I8, 1}, {"scalar", i32 + 1, 4, TMOE_ST_I32, 0},
-        {"i32", i32, 8, TMOE_ST_I32, 1}, {"empty", NULL, 0, TMOE_ST_F32, 2},
+        {"i8", i8, 2, TMOE_ST_I8, 1},       {"scalar", i32 + 1, 4, TMOE_ST_I32, 0},
+        {"i32", i32, 8, TMOE_ST_I32, 1},    {"empty", NULL, 0, TMOE_ST_F32, 2},
     };
     for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
         const tmoe_st_tensor *t = tmoe_st_find(f, want[i].n);
@@ -240,18 +252,27 @@ static void test_writer_dtypes(void **state) {
     tmoe_st_writer_free(NULL);
 }
 
-static uint16_t bf16_of(float v) { return tmoe_f32_to_bf16(v); }
+static uint16_t bf16_of(float v) {
+    return tmoe_f32_to_bf16(v);
+}
 
 /* A Mixtral-style file as Python's safetensors would write it: BF16, tensors in reverse
  * order, tensors we do not use, other metadata, header padded with spaces. */
 static void test_mixtral_layout(void **state) {
     (void)state;
     enum { D = 64, H = 4, KV = 2, DH = D / H, F = 96, E = 4 };
-    struct { char name[96]; int rows, cols; } spec[64];
+    struct {
+        char name[96];
+        int rows, cols;
+    } spec[64];
     int ns = 0;
-#define ADD(r, c, ...) \
-    do { snprintf(spec[ns].name, sizeof spec[ns].name, __VA_ARGS__); \
-         spec[ns].rows = r; spec[ns].cols = c; ns++; } while (0)
+#define ADD(r, c, ...)                                                                             \
+    do {                                                                                           \
+        snprintf(spec[ns].name, sizeof spec[ns].name, __VA_ARGS__);                                \
+        spec[ns].rows = r;                                                                         \
+        spec[ns].cols = c;                                                                         \
+        ns++;                                                                                      \
+    } while (0)
     ADD(11, D, "model.embed_tokens.weight");
     for (int L = 0; L < 2; L++) {
         ADD(1, D, "model.layers.%d.input_layernorm.weight", L);
@@ -275,15 +296,18 @@ static void test_mixtral_layout(void **state) {
         total += (size_t)spec[i].rows * spec[i].cols * 2;
     }
     uint16_t *data = xmalloc(total);
-    for (size_t i = 0; i < total / 2; i++) data[i] = bf16_of(tmoe_rng_uniform_sym(&rng, 0.5f));
+    for (size_t i = 0; i < total / 2; i++)
+        data[i] = bf16_of(tmoe_rng_uniform_sym(&rng, 0.5f));
     size_t cap = 64 * 1024, hl = 0;
     char *hdr = xmalloc(cap);
     hl += (size_t)snprintf(hdr, cap, "{");
     for (int i = ns - 1; i >= 0; i--) {
         int one = spec[i].rows == 1;
         char shape[32];
-        if (one) snprintf(shape, sizeof shape, "[%d]", spec[i].cols);
-        else snprintf(shape, sizeof shape, "[%d, %d]", spec[i].rows, spec[i].cols);
+        if (one)
+            snprintf(shape, sizeof shape, "[%d]", spec[i].cols);
+        else
+            snprintf(shape, sizeof shape, "[%d, %d]", spec[i].rows, spec[i].cols);
         hl += (size_t)snprintf(hdr + hl, cap - hl,
                                "\"%s\": {\"dtype\": \"BF16\", \"shape\": %s, \"data_offsets\": "
                                "[%zu, %zu]}, ",
@@ -295,7 +319,8 @@ static void test_mixtral_layout(void **state) {
     }
     hl += (size_t)snprintf(hdr + hl, cap - hl,
                            "\"rotary.inv_freq\": {\"dtype\": \"F64\", \"shape\": [0], "
-                           "\"data_offsets\": [%zu, %zu]}}", total, total);
+                           "\"data_offsets\": [%zu, %zu]}}",
+                           total, total);
     const char *p = tu_tmppath("mixtral.safetensors");
     write_raw(p, hdr, (hl + 7) & ~(size_t)7, data, total);
     free(hdr);
@@ -318,7 +343,8 @@ static void test_mixtral_layout(void **state) {
     ASSERT_OK(tmoe_block_load(p, TMOE_LAYOUT_AUTO, 1, &c, &b, &err), &err);
     /* expected values, straight from the bytes we wrote */
     const uint16_t *src[64];
-    for (int i = 0; i < ns; i++) src[i] = data + off[i] / 2;
+    for (int i = 0; i < ns; i++)
+        src[i] = data + off[i] / 2;
     char name[128];
     for (int i = 0; i < ns; i++) {
         const char *s = spec[i].name;
@@ -327,7 +353,8 @@ static void test_mixtral_layout(void **state) {
         size_t n = (size_t)spec[i].rows * spec[i].cols;
         if (!strcmp(s, "input_layernorm.weight") || !strcmp(s, "post_attention_layernorm.weight")) {
             const float *dst = s[0] == 'i' ? b->norm1 : b->norm2;
-            for (size_t j = 0; j < n; j++) assert_true(dst[j] == tmoe_bf16_to_f32(src[i][j]));
+            for (size_t j = 0; j < n; j++)
+                assert_true(dst[j] == tmoe_bf16_to_f32(src[i][j]));
         } else if (!strcmp(s, "self_attn.q_proj.weight") || !strcmp(s, "self_attn.o_proj.weight") ||
                    !strcmp(s, "block_sparse_moe.gate.weight")) {
             const tmoe_f16 *dst = s[10] == 'q' ? b->wqkv.w : s[10] == 'o' ? b->wo.w : b->moe.gate.w;
@@ -458,8 +485,10 @@ static void expect_load_fail(const char *path, const char *needle) {
     tmoe_layout found;
     tmoe_block *b = (tmoe_block *)&err;
     int rc = tmoe_block_file_config(path, TMOE_LAYOUT_AUTO, 0, &c, types, &found, &err);
-    if (!rc) rc = tmoe_block_load(path, found, 0, &c, &b, &err);
-    else b = NULL;
+    if (!rc)
+        rc = tmoe_block_load(path, found, 0, &c, &b, &err);
+    else
+        b = NULL;
     if (rc == 0) fail_msg("%s loaded, expected '%s'", path, needle);
     assert_null(b);
     if (!strstr(err.msg, needle)) fail_msg("message '%s' lacks '%s'", err.msg, needle);
@@ -482,14 +511,20 @@ static void test_corrupt(void **state) {
     write_bytes(p, good, 20);
     expect_open_fail(p, "exceeds the 12 bytes after it");
     write_bytes(p, good, n - 1);
-    expect_open_fail(p, "tensor 'a': data_offsets [0, 16] out of range (the data buffer has 15 bytes");
+    expect_open_fail(p,
+                     "tensor 'a': data_offsets [0, 16] out of range (the data buffer has 15 bytes");
     free(good);
     /* header length absurd */
     uint8_t big[16] = {0, 0, 0, 0, 0, 1, 0, 0, '{', '}'};
     write_bytes(p, big, 16);
     expect_open_fail(p, "header length 1099511627776 exceeds");
-    struct { const char *hdr; size_t data; const char *needle; } cases[] = {
-        {"{\"a\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]", 16, "not valid JSON"},
+    struct {
+        const char *hdr;
+        size_t data;
+        const char *needle;
+    } cases[] = {
+        {"{\"a\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]", 16,
+         "not valid JSON"},
         {"[1, 2]", 0, "does not start with '{'"},
         {"{\"a\": {\"dtype\": \"F32\", \"shape\": [3, 4], \"data_offsets\": [0, 40]}}", 48,
          "tensor 'a': F32 x its shape needs 48 bytes but data_offsets [0, 40] hold 40"},
@@ -499,15 +534,19 @@ static void test_corrupt(void **state) {
          "tensor 'a': shape[0] is not a non-negative integer"},
         {"{\"a\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [16, 0]}}", 16,
          "tensor 'a': data_offsets [16, 0] out of range"},
-        {"{\"a\": {\"dtype\": \"F32\", \"shape\": [4]}}", 16, "tensor 'a': \"data_offsets\" must be"},
+        {"{\"a\": {\"dtype\": \"F32\", \"shape\": [4]}}", 16,
+         "tensor 'a': \"data_offsets\" must be"},
         {"{\"a\": {\"dtype\": \"U8\", \"shape\": [16], \"data_offsets\": [0, 16]}, "
-         "\"b\": {\"dtype\": \"U8\", \"shape\": [8], \"data_offsets\": [8, 16]}}", 16, "overlaps"},
+         "\"b\": {\"dtype\": \"U8\", \"shape\": [8], \"data_offsets\": [8, 16]}}",
+         16, "overlaps"},
         {"{\"__metadata__\": {\"x\": 3}}", 0, "__metadata__ value of 'x' is not a string"},
         {"{\"__metadata__\": [\"x\"]}", 0, "__metadata__ is not a JSON object"},
         {"{\"a\": {\"dtype\": \"U8\", \"shape\": [1], \"data_offsets\": [0, 1]}, "
-         "\"a\": {\"dtype\": \"U8\", \"shape\": [1], \"data_offsets\": [1, 2]}}", 2, "duplicate"},
+         "\"a\": {\"dtype\": \"U8\", \"shape\": [1], \"data_offsets\": [1, 2]}}",
+         2, "duplicate"},
         {"{\"a\": {\"dtype\": \"U8\", \"shape\": [99999999999, 99999999999, 99999999999], "
-         "\"data_offsets\": [0, 1]}}", 1, "overflowing"},
+         "\"data_offsets\": [0, 1]}}",
+         1, "overflowing"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         write_raw(p, cases[i].hdr, 0, zeros, cases[i].data);
@@ -530,14 +569,18 @@ static void test_corrupt(void **state) {
     ASSERT_OK(tmoe_block_save(b, ok, &err), &err);
     tmoe_block_free(b);
     /* rewrite it with one tensor dropped, one reshaped, a metadata key dropped or broken */
-    struct { const char *drop, *reshape, *meta_drop, *meta_key, *meta_val, *needle; } edits[] = {
+    struct {
+        const char *drop, *reshape, *meta_drop, *meta_key, *meta_val, *needle;
+    } edits[] = {
         {"moe.experts.1.fc2.scales", NULL, NULL, NULL, NULL,
          "tensor 'moe.experts.1.fc2.scales' is missing"},
         {"moe.experts.0.fc1.qweight", NULL, NULL, NULL, NULL,
          "tensor 'moe.experts.0.fc1.weight' (or 'moe.experts.0.fc1.qweight' + "},
         {"attn.wo.weight", NULL, NULL, NULL, NULL, "tensor 'attn.wo.weight' (or"},
-        {NULL, "norm2.weight", NULL, NULL, NULL, "tensor 'norm2.weight': shape [16], expected [32]"},
-        {NULL, "moe.gate.weight", NULL, NULL, NULL, "tensor 'moe.gate.weight': shape [16], expected [2, 32]"},
+        {NULL, "norm2.weight", NULL, NULL, NULL,
+         "tensor 'norm2.weight': shape [16], expected [32]"},
+        {NULL, "moe.gate.weight", NULL, NULL, NULL,
+         "tensor 'moe.gate.weight': shape [16], expected [2, 32]"},
         {NULL, NULL, "d_ff", NULL, NULL, "__metadata__ has no 'd_ff'"},
         {NULL, NULL, NULL, "top_k", "two", "__metadata__ 'top_k' = 'two'"},
         {NULL, NULL, NULL, "expert_types", "q4,q8", "expert_types entry 1 'q8'"},
@@ -562,13 +605,14 @@ static void test_corrupt(void **state) {
                 ASSERT_OK(tmoe_st_writer_add(w, t->name, t->dtype, 1, s, t->data, &err), &err);
                 continue;
             }
-            ASSERT_OK(tmoe_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, &err), &err);
+            ASSERT_OK(tmoe_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, &err),
+                      &err);
         }
         for (int j = 0; j < tmoe_st_meta_count(f); j++) {
             const char *k = tmoe_st_meta_key(f, j);
             if (edits[i].meta_drop && !strcmp(k, edits[i].meta_drop)) continue;
             const char *v = edits[i].meta_key && !strcmp(k, edits[i].meta_key) ? edits[i].meta_val
-                                                                             : tmoe_st_meta(f, k);
+                                                                               : tmoe_st_meta(f, k);
             ASSERT_OK(tmoe_st_writer_meta(w, k, v, &err), &err);
         }
         ASSERT_OK(tmoe_st_writer_write(w, p, &err), &err);
@@ -601,7 +645,8 @@ static void test_mutations(void **state) {
     size_t n;
     uint8_t *good = read_all(ok, &n), *bad = xmalloc(n);
     uint64_t hl = 0;
-    for (int i = 7; i >= 0; i--) hl = hl << 8 | good[i];
+    for (int i = 7; i >= 0; i--)
+        hl = hl << 8 | good[i];
     static const char alphabet[] = "{}[]\":,0123456789-e. FUBI";
     int opened = 0, loaded = 0;
     for (int it = 0; it < 400; it++) {
@@ -611,10 +656,14 @@ static void test_mutations(void **state) {
         int edits = 1 + (int)tmoe_rng_below(&rng, 3);
         for (int k = 0; k < edits; k++) {
             size_t at = 8 + tmoe_rng_below(&rng, (uint32_t)hl);
-            if (kind == 0) bad[at] = (uint8_t)tmoe_rng_below(&rng, 256);
-            else if (kind == 1) bad[at] = (uint8_t)alphabet[tmoe_rng_below(&rng, sizeof alphabet - 1)];
-            else if (kind == 2) bad[tmoe_rng_below(&rng, 8)] = (uint8_t)tmoe_rng_below(&rng, 256);
-            else len = tmoe_rng_below(&rng, (uint32_t)n);
+            if (kind == 0)
+                bad[at] = (uint8_t)tmoe_rng_below(&rng, 256);
+            else if (kind == 1)
+                bad[at] = (uint8_t)alphabet[tmoe_rng_below(&rng, sizeof alphabet - 1)];
+            else if (kind == 2)
+                bad[tmoe_rng_below(&rng, 8)] = (uint8_t)tmoe_rng_below(&rng, 256);
+            else
+                len = tmoe_rng_below(&rng, (uint32_t)n);
         }
         write_bytes(p, bad, len);
         tmoe_st_file *f = NULL;

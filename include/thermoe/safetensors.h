@@ -15,12 +15,25 @@ extern "C" {
 #endif
 
 typedef enum {
-    TMOE_ST_BOOL, TMOE_ST_U8, TMOE_ST_I8, TMOE_ST_F8_E5M2, TMOE_ST_F8_E4M3, TMOE_ST_I16,
-    TMOE_ST_U16, TMOE_ST_F16, TMOE_ST_BF16, TMOE_ST_I32, TMOE_ST_U32, TMOE_ST_F32, TMOE_ST_F64,
-    TMOE_ST_I64, TMOE_ST_U64, TMOE_ST_DTYPE_COUNT
+    TMOE_ST_BOOL,
+    TMOE_ST_U8,
+    TMOE_ST_I8,
+    TMOE_ST_F8_E5M2,
+    TMOE_ST_F8_E4M3,
+    TMOE_ST_I16,
+    TMOE_ST_U16,
+    TMOE_ST_F16,
+    TMOE_ST_BF16,
+    TMOE_ST_I32,
+    TMOE_ST_U32,
+    TMOE_ST_F32,
+    TMOE_ST_F64,
+    TMOE_ST_I64,
+    TMOE_ST_U64,
+    TMOE_ST_DTYPE_COUNT
 } tmoe_st_dtype;
 
-const char *tmoe_st_dtype_name(tmoe_st_dtype t); /* "F16", "BF16", ... as in the file */
+const char *tmoe_st_dtype_name(tmoe_st_dtype t);            /* "F16", "BF16", ... as in the file */
 int tmoe_st_dtype_parse(const char *s, tmoe_st_dtype *out); /* 0, or -1 when unknown */
 size_t tmoe_st_dtype_size(tmoe_st_dtype t);                 /* bytes per element */
 
@@ -28,11 +41,11 @@ size_t tmoe_st_dtype_size(tmoe_st_dtype t);                 /* bytes per element
 #define TMOE_ST_MAX_HEADER (100u << 20) /* the reference implementation's limit */
 
 typedef struct tmoe_st_tensor {
-    const char *name;  /* owned by the file */
+    const char *name; /* owned by the file */
     tmoe_st_dtype dtype;
     int ndim;
     int64_t shape[TMOE_ST_MAX_DIMS];
-    const void *data;  /* inside the file's mapping; not aligned in general */
+    const void *data; /* inside the file's mapping; not aligned in general */
     size_t nbytes;
 } tmoe_st_tensor;
 
@@ -48,7 +61,7 @@ int tmoe_st_open(const char *path, tmoe_st_file **out, tmoe_error *err);
 void tmoe_st_close(tmoe_st_file *f); /* NULL-safe; tensors and strings become invalid */
 const char *tmoe_st_path(const tmoe_st_file *f);
 int tmoe_st_count(const tmoe_st_file *f);
-const tmoe_st_tensor *tmoe_st_at(const tmoe_st_file *f, int i); /* in header order */
+const tmoe_st_tensor *tmoe_st_at(const tmoe_st_file *f, int i);              /* in header order */
 const tmoe_st_tensor *tmoe_st_find(const tmoe_st_file *f, const char *name); /* or NULL */
 /* A __metadata__ value, or NULL when the key is absent. */
 const char *tmoe_st_meta(const tmoe_st_file *f, const char *key);

@@ -21,6 +21,7 @@ typedef struct forward_opts {
     tmoe_layout layout;
     int layer;
     unsigned set;      /* SET_* bits: model flags given on the command line */
+    uint64_t input_seed; /* --load: seed of the random input tokens */
 } forward_opts;
 
 enum {
@@ -126,9 +127,8 @@ static int load_config(forward_opts *o, tmoe_etype *types) {
          conflict(o, SET_SEQ, "seq-len", o->blk.seq_len, fc.seq_len) ||
          conflict(o, SET_RENORM, "no-renorm", !o->blk.renormalize, !fc.renormalize)))
         return 1;
-    uint64_t seed = o->blk.seed;
-    o->blk = fc;
-    if (o->set & SET_SEED) o->blk.seed = seed;
+    o->input_seed = o->set & SET_SEED ? o->blk.seed : fc.seed;
+    o->blk = fc; /* keeps the file's seed, so a --save records where the weights came from */
     if (found == TMOE_LAYOUT_THERMOE) {
         memcpy(types, ftypes, sizeof(tmoe_etype) * (size_t)fc.num_experts);
         o->blk.expert_types = types;
@@ -214,7 +214,7 @@ int cmd_forward(int argc, char **argv) {
     tmoe_etype types[TMOE_MAX_EXPERTS];
     if (o.load && load_config(&o, types)) return 1;
     if (!o.load && o.types_list && parse_types(o.types_list, &o.blk, types)) return 1;
-    uint64_t input_seed = o.blk.seed;
+    uint64_t input_seed = o.load ? o.input_seed : o.blk.seed;
     if (o.tokens < 0) o.tokens = o.blk.seq_len;
     if (!o.moe_only && o.tokens > o.blk.seq_len)
         return cli_fail("forward", "--tokens %d is larger than --seq-len %d", o.tokens, o.blk.seq_len);

@@ -98,8 +98,10 @@ static int meta_get_int(const tmoe_st_file *f, const char *key, long long min, l
                         long long *out, tmoe_error *err) {
     const char *s = tmoe_st_meta(f, key);
     if (!s)
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: __metadata__ has no '%s' (needed by the %s "
-                           "layout)", tmoe_st_path(f), key, TMOE_BLOCK_FORMAT);
+        return tmoe_errorf(err, TMOE_EFORMAT,
+                           "%s: __metadata__ has no '%s' (needed by the %s "
+                           "layout)",
+                           tmoe_st_path(f), key, TMOE_BLOCK_FORMAT);
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
@@ -115,11 +117,13 @@ static int thermoe_config(const tmoe_st_file *f, tmoe_block_config *c, tmoe_etyp
                           tmoe_error *err) {
     const char *path = tmoe_st_path(f);
     if (!types)
-        return tmoe_errorf(err, TMOE_EINVAL, "%s: a thermoe block file lists per-expert types: "
-                           "pass a types array", path);
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "%s: a thermoe block file lists per-expert types: "
+                           "pass a types array",
+                           path);
     long long v[8];
-    static const char *const keys[8] = {"d_model", "n_heads", "d_ff", "num_experts",
-                                        "top_k", "group_size", "seq_len", "renormalize"};
+    static const char *const keys[8] = {"d_model", "n_heads",    "d_ff",    "num_experts",
+                                        "top_k",   "group_size", "seq_len", "renormalize"};
     for (int i = 0; i < 8; i++) {
         int rc = meta_get_int(f, keys[i], i == 7 ? 0 : 1, i == 7 ? 1 : INT32_MAX, &v[i], err);
         if (rc) return rc;
@@ -127,43 +131,54 @@ static int thermoe_config(const tmoe_st_file *f, tmoe_block_config *c, tmoe_etyp
     const char *act = tmoe_st_meta(f, "act"), *eps = tmoe_st_meta(f, "norm_eps"),
                *seed = tmoe_st_meta(f, "seed"), *ts = tmoe_st_meta(f, "expert_types");
     if (!act || tmoe_act_parse(act, &c->act))
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: __metadata__ 'act' = '%s': expected relu or "
-                           "swiglu", path, act ? act : "(missing)");
+        return tmoe_errorf(err, TMOE_EFORMAT,
+                           "%s: __metadata__ 'act' = '%s': expected relu or "
+                           "swiglu",
+                           path, act ? act : "(missing)");
     char *end;
     errno = 0;
     float e = eps ? strtof(eps, &end) : NAN;
     if (!eps || errno || end == eps || *end || !(e > 0.0f) || !isfinite(e))
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: __metadata__ 'norm_eps' = '%s': expected a "
-                           "positive number", path, eps ? eps : "(missing)");
+        return tmoe_errorf(err, TMOE_EFORMAT,
+                           "%s: __metadata__ 'norm_eps' = '%s': expected a "
+                           "positive number",
+                           path, eps ? eps : "(missing)");
     errno = 0;
     unsigned long long sd = seed ? strtoull(seed, &end, 10) : 0;
     if (!seed || errno || end == seed || *end || seed[0] == '-')
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: __metadata__ 'seed' = '%s': expected a "
-                           "non-negative integer", path, seed ? seed : "(missing)");
+        return tmoe_errorf(err, TMOE_EFORMAT,
+                           "%s: __metadata__ 'seed' = '%s': expected a "
+                           "non-negative integer",
+                           path, seed ? seed : "(missing)");
     if (v[3] > TMOE_MAX_EXPERTS)
         return tmoe_errorf(err, TMOE_EFORMAT, "%s: __metadata__ num_experts = %lld: at most %d",
                            path, v[3], TMOE_MAX_EXPERTS);
-    if (!ts)
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: __metadata__ has no 'expert_types'", path);
+    if (!ts) return tmoe_errorf(err, TMOE_EFORMAT, "%s: __metadata__ has no 'expert_types'", path);
     int n = 0;
     for (const char *p = ts; *p;) {
         const char *q = strchr(p, ',');
         size_t len = q ? (size_t)(q - p) : strlen(p);
         char tok[16];
         if (n >= v[3] || len >= sizeof tok)
-            return tmoe_errorf(err, TMOE_EFORMAT, "%s: __metadata__ expert_types '%s': more than "
-                               "num_experts = %lld entries or an unknown type", path, ts, v[3]);
+            return tmoe_errorf(err, TMOE_EFORMAT,
+                               "%s: __metadata__ expert_types '%s': more than "
+                               "num_experts = %lld entries or an unknown type",
+                               path, ts, v[3]);
         memcpy(tok, p, len);
         tok[len] = '\0';
         if (tmoe_etype_parse(tok, &types[n]))
-            return tmoe_errorf(err, TMOE_EFORMAT, "%s: __metadata__ expert_types entry %d '%s': "
-                               "expected fp16, q4 or q2", path, n, tok);
+            return tmoe_errorf(err, TMOE_EFORMAT,
+                               "%s: __metadata__ expert_types entry %d '%s': "
+                               "expected fp16, q4 or q2",
+                               path, n, tok);
         n++;
         p = q ? q + 1 : p + len;
     }
     if (n != v[3])
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: __metadata__ expert_types has %d entries, "
-                           "num_experts = %lld", path, n, v[3]);
+        return tmoe_errorf(err, TMOE_EFORMAT,
+                           "%s: __metadata__ expert_types has %d entries, "
+                           "num_experts = %lld",
+                           path, n, v[3]);
     c->d_model = (int)v[0];
     c->n_heads = (int)v[1];
     c->d_ff = (int)v[2];
@@ -179,15 +194,15 @@ static int thermoe_config(const tmoe_st_file *f, tmoe_block_config *c, tmoe_etyp
     return TMOE_OK;
 }
 
-static int mixtral_config(const tmoe_st_file *f, int layer, tmoe_block_config *c,
-                          tmoe_error *err) {
+static int mixtral_config(const tmoe_st_file *f, int layer, tmoe_block_config *c, tmoe_error *err) {
     char name[160];
     snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.gate.weight", layer);
     const tmoe_st_tensor *g = tmoe_st_find(f, name);
     if (!g || g->ndim != 2)
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: tensor '%s' is %s (is layer %d in this "
-                           "Mixtral-style file?)", tmoe_st_path(f), name,
-                           g ? "not 2-D" : "missing", layer);
+        return tmoe_errorf(err, TMOE_EFORMAT,
+                           "%s: tensor '%s' is %s (is layer %d in this "
+                           "Mixtral-style file?)",
+                           tmoe_st_path(f), name, g ? "not 2-D" : "missing", layer);
     snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.experts.0.w1.weight", layer);
     const tmoe_st_tensor *w1 = tmoe_st_find(f, name);
     if (!w1 || w1->ndim != 2)
@@ -195,10 +210,11 @@ static int mixtral_config(const tmoe_st_file *f, int layer, tmoe_block_config *c
                            w1 ? "not 2-D" : "missing");
     if (g->shape[0] < 1 || g->shape[0] > TMOE_MAX_EXPERTS || g->shape[1] < 1 ||
         g->shape[1] > INT32_MAX || w1->shape[0] < 1 || w1->shape[0] > INT32_MAX / 2)
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: layer %d: gate %lld x %lld, w1 %lld x %lld: "
-                           "sizes out of range", tmoe_st_path(f), layer, (long long)g->shape[0],
-                           (long long)g->shape[1], (long long)w1->shape[0],
-                           (long long)w1->shape[1]);
+        return tmoe_errorf(err, TMOE_EFORMAT,
+                           "%s: layer %d: gate %lld x %lld, w1 %lld x %lld: "
+                           "sizes out of range",
+                           tmoe_st_path(f), layer, (long long)g->shape[0], (long long)g->shape[1],
+                           (long long)w1->shape[0], (long long)w1->shape[1]);
     c->num_experts = (int)g->shape[0];
     c->d_model = (int)g->shape[1];
     c->d_ff = (int)w1->shape[0];
@@ -238,8 +254,9 @@ int tmoe_block_file_config(const char *path, tmoe_layout layout, int layer, tmoe
     if (rc) return rc;
     tmoe_layout l;
     rc = detect(f, layout, layer, &l, err);
-    if (!rc) rc = l == TMOE_LAYOUT_THERMOE ? thermoe_config(f, cfg, types, err)
-                                           : mixtral_config(f, layer, cfg, err);
+    if (!rc)
+        rc = l == TMOE_LAYOUT_THERMOE ? thermoe_config(f, cfg, types, err)
+                                      : mixtral_config(f, layer, cfg, err);
     if (!rc && found) *found = l;
     tmoe_st_close(f);
     return rc;
@@ -269,16 +286,16 @@ static int load_float_parts(const tmoe_st_file *f, tmoe_linear *l, const char *c
     }
     if (!rc) {
         rc = tmoe_linear_set_f32(l, w, err);
-        if (rc) tmoe_error_prefix(err, rc, "%s: tensor '%s': quantizing to %s",
-                                  tmoe_st_path(f), names[0], tmoe_etype_name(l->type));
+        if (rc)
+            tmoe_error_prefix(err, rc, "%s: tensor '%s': quantizing to %s", tmoe_st_path(f),
+                              names[0], tmoe_etype_name(l->type));
     }
     free(w);
     return rc;
 }
 
 /* A thermoe-layout linear: prefix.weight (float) or prefix.qweight (U8) + prefix.scales. */
-static int load_linear(const tmoe_st_file *f, const char *prefix, tmoe_linear *l,
-                       tmoe_error *err) {
+static int load_linear(const tmoe_st_file *f, const char *prefix, tmoe_linear *l, tmoe_error *err) {
     const char *path = tmoe_st_path(f);
     char qn[256], sn[256], wn[256];
     snprintf(qn, sizeof qn, "%s.qweight", prefix);
@@ -294,8 +311,11 @@ static int load_linear(const tmoe_st_file *f, const char *prefix, tmoe_linear *l
         return load_float_parts(f, l, names, rows, 1, err);
     }
     const tmoe_st_tensor *s = tmoe_st_find(f, sn);
-    if (!s) return tmoe_errorf(err, TMOE_EFORMAT, "%s: tensor '%s' is missing (%s has no "
-                               "scales)", path, sn, qn);
+    if (!s)
+        return tmoe_errorf(err, TMOE_EFORMAT,
+                           "%s: tensor '%s' is missing (%s has no "
+                           "scales)",
+                           path, sn, qn);
     if (q->dtype != TMOE_ST_U8 || q->ndim != 2 || q->shape[0] != l->out || q->shape[1] < 1 ||
         ((int64_t)l->in * 4 != q->shape[1] * 8 && (int64_t)l->in * 2 != q->shape[1] * 8))
         return tmoe_errorf(err, TMOE_EFORMAT,
@@ -360,8 +380,7 @@ static int load_thermoe(const tmoe_st_file *f, tmoe_block *b, tmoe_error *err) {
 
 /* q, k, v projections -> our fused wqkv; grouped-query k / v heads are repeated so head h
  * reads kv head h / (n_heads / n_kv_heads), as Mixtral's repeat_kv does. */
-static int load_mixtral_qkv(const tmoe_st_file *f, const char *P, tmoe_block *b,
-                            tmoe_error *err) {
+static int load_mixtral_qkv(const tmoe_st_file *f, const char *P, tmoe_block *b, tmoe_error *err) {
     const char *path = tmoe_st_path(f);
     int D = b->cfg.d_model, H = b->cfg.n_heads, dh = D / H;
     char qn[200], kn[200], vn[200];
@@ -396,8 +415,10 @@ static int load_mixtral_qkv(const tmoe_st_file *f, const char *P, tmoe_block *b,
 static int load_mixtral(const tmoe_st_file *f, int layer, tmoe_block *b, tmoe_error *err) {
     const char *path = tmoe_st_path(f);
     if (b->cfg.act != TMOE_ACT_SWIGLU)
-        return tmoe_errorf(err, TMOE_EINVAL, "%s: Mixtral-style experts are gated (w1, w3): the "
-                           "block must use act = swiglu, not %s", path, tmoe_act_name(b->cfg.act));
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "%s: Mixtral-style experts are gated (w1, w3): the "
+                           "block must use act = swiglu, not %s",
+                           path, tmoe_act_name(b->cfg.act));
     char P[64], n1[200], n3[200], n2[200];
     snprintf(P, sizeof P, "model.layers.%d.", layer);
     int64_t D = b->cfg.d_model;
@@ -459,7 +480,8 @@ int tmoe_block_load(const char *path, tmoe_layout layout, int layer, const tmoe_
     /* Every tensor takes at most 8x its bytes in the file (q2 -> fp16), so a config asking
      * for more cannot be satisfied: refuse it before allocating (corrupt metadata). */
     size_t fsize = 0;
-    for (int i = 0; i < tmoe_st_count(f); i++) fsize += tmoe_st_at(f, i)->nbytes;
+    for (int i = 0; i < tmoe_st_count(f); i++)
+        fsize += tmoe_st_at(f, i)->nbytes;
     if (block_bytes(cfg) > 8.0 * (double)fsize + 4096.0) {
         rc = tmoe_errorf(err, TMOE_EFORMAT,
                          "%s: the config needs %.0f bytes of weights but the file's tensors hold "

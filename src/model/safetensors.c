@@ -57,7 +57,8 @@ struct tmoe_st_file {
 void tmoe_st_close(tmoe_st_file *f) {
     if (!f) return;
     if (f->map) munmap(f->map, f->size);
-    for (int i = 0; i < f->n; i++) free((char *)f->t[i].name);
+    for (int i = 0; i < f->n; i++)
+        free((char *)f->t[i].name);
     for (int i = 0; i < f->nmeta; i++) {
         free(f->meta_k[i]);
         free(f->meta_v[i]);
@@ -76,7 +77,10 @@ static char *xstrdup(const char *s, tmoe_error *err) {
     return p;
 }
 
-typedef struct { int64_t begin, end; int i; } span;
+typedef struct {
+    int64_t begin, end;
+    int i;
+} span;
 
 static int span_cmp(const void *a, const void *b) {
     const span *x = a, *y = b;
@@ -104,8 +108,9 @@ static int parse_entry(const char *path, const char *name, json_t *v, const uint
                            path, name);
     size_t nd = json_array_size(js);
     if (nd > TMOE_ST_MAX_DIMS)
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: tensor '%s': %zu dimensions, at most %d supported",
-                           path, name, nd, TMOE_ST_MAX_DIMS);
+        return tmoe_errorf(err, TMOE_EFORMAT,
+                           "%s: tensor '%s': %zu dimensions, at most %d supported", path, name, nd,
+                           TMOE_ST_MAX_DIMS);
     t->ndim = (int)nd;
     uint64_t numel = 1;
     int overflow = 0;
@@ -120,8 +125,8 @@ static int parse_entry(const char *path, const char *name, json_t *v, const uint
     }
     uint64_t nbytes;
     overflow |= __builtin_mul_overflow(numel, (uint64_t)tmoe_st_dtype_size(t->dtype), &nbytes);
-    if (!json_is_array(jo) || json_array_size(jo) != 2 ||
-        !json_is_integer(json_array_get(jo, 0)) || !json_is_integer(json_array_get(jo, 1)))
+    if (!json_is_array(jo) || json_array_size(jo) != 2 || !json_is_integer(json_array_get(jo, 0)) ||
+        !json_is_integer(json_array_get(jo, 1)))
         return tmoe_errorf(err, TMOE_EFORMAT,
                            "%s: tensor '%s': \"data_offsets\" must be an array [begin, end] of "
                            "two integers",
@@ -151,8 +156,10 @@ static int parse_header(tmoe_st_file *f, const char *hdr, size_t hlen, const uin
                         size_t buflen, tmoe_error *err) {
     const char *path = f->path;
     if (hlen == 0 || hdr[0] != '{')
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: header does not start with '{' (not a "
-                           "safetensors file?)", path);
+        return tmoe_errorf(err, TMOE_EFORMAT,
+                           "%s: header does not start with '{' (not a "
+                           "safetensors file?)",
+                           path);
     json_error_t je;
     json_t *root = json_loadb(hdr, hlen, JSON_REJECT_DUPLICATES, &je);
     if (!root)
@@ -290,7 +297,8 @@ int tmoe_st_open(const char *path, tmoe_st_file **out, tmoe_error *err) {
     f->size = size;
     const uint8_t *p = map;
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | p[i];
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | p[i];
     if (hlen > size - 8) {
         rc = tmoe_errorf(err, TMOE_EFORMAT,
                          "%s: header length %llu exceeds the %zu bytes after it (truncated or "
@@ -312,8 +320,12 @@ fail:
     return rc;
 }
 
-const char *tmoe_st_path(const tmoe_st_file *f) { return f->path; }
-int tmoe_st_count(const tmoe_st_file *f) { return f->n; }
+const char *tmoe_st_path(const tmoe_st_file *f) {
+    return f->path;
+}
+int tmoe_st_count(const tmoe_st_file *f) {
+    return f->n;
+}
 
 const tmoe_st_tensor *tmoe_st_at(const tmoe_st_file *f, int i) {
     TMOE_ASSERT(i >= 0 && i < f->n);
@@ -332,7 +344,9 @@ const char *tmoe_st_meta(const tmoe_st_file *f, const char *key) {
     return NULL;
 }
 
-int tmoe_st_meta_count(const tmoe_st_file *f) { return f->nmeta; }
+int tmoe_st_meta_count(const tmoe_st_file *f) {
+    return f->nmeta;
+}
 
 const char *tmoe_st_meta_key(const tmoe_st_file *f, int i) {
     TMOE_ASSERT(i >= 0 && i < f->nmeta);
@@ -343,7 +357,8 @@ static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
     size_t used = 0;
     used += (size_t)snprintf(buf, n, "[");
     for (int i = 0; i < ndim && used < n; i++)
-        used += (size_t)snprintf(buf + used, n - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
+        used +=
+            (size_t)snprintf(buf + used, n - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
     if (used < n) snprintf(buf + used, n - used, "]");
 }
 
@@ -361,7 +376,8 @@ static const tmoe_st_tensor *find_float(const tmoe_st_file *f, const char *name,
         return NULL;
     }
     int same = t->ndim == ndim;
-    for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
+    for (int i = 0; same && i < ndim; i++)
+        same = t->shape[i] == shape[i];
     if (!same) {
         char want[128], got[128];
         shape_str(want, sizeof want, ndim, shape);
@@ -442,7 +458,8 @@ int tmoe_st_writer_create(tmoe_st_writer **out, tmoe_error *err) {
 
 void tmoe_st_writer_free(tmoe_st_writer *w) {
     if (!w) return;
-    for (int i = 0; i < w->n; i++) free(w->e[i].name);
+    for (int i = 0; i < w->n; i++)
+        free(w->e[i].name);
     free(w->e);
     json_decref(w->meta);
     free(w);
@@ -495,7 +512,8 @@ int tmoe_st_writer_meta(tmoe_st_writer *w, const char *key, const char *value, t
 static char *build_header(const tmoe_st_writer *w, size_t *len, tmoe_error *err) {
     json_t *root = json_object();
     int bad = !root;
-    if (!bad && json_object_size(w->meta) > 0) bad |= json_object_set(root, "__metadata__", w->meta);
+    if (!bad && json_object_size(w->meta) > 0)
+        bad |= json_object_set(root, "__metadata__", w->meta);
     uint64_t off = 0;
     for (int i = 0; i < w->n && !bad; i++) {
         const st_entry *e = &w->e[i];
@@ -503,9 +521,9 @@ static char *build_header(const tmoe_st_writer *w, size_t *len, tmoe_error *err)
         bad |= !shape;
         for (int d = 0; d < e->ndim && !bad; d++)
             bad |= json_array_append_new(shape, json_integer((json_int_t)e->shape[d]));
-        json_t *t = json_pack("{s:s, s:o, s:[I, I]}", "dtype", tmoe_st_dtype_name(e->dtype),
-                              "shape", shape, "data_offsets", (json_int_t)off,
-                              (json_int_t)(off + e->nbytes));
+        json_t *t =
+            json_pack("{s:s, s:o, s:[I, I]}", "dtype", tmoe_st_dtype_name(e->dtype), "shape", shape,
+                      "data_offsets", (json_int_t)off, (json_int_t)(off + e->nbytes));
         bad |= !t || json_object_set_new(root, e->name, t);
         off += e->nbytes;
     }
@@ -546,7 +564,8 @@ int tmoe_st_writer_write(tmoe_st_writer *w, const char *path, tmoe_error *err) {
         goto done;
     }
     uint8_t lenb[8];
-    for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        lenb[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
     int ok = fwrite(lenb, 1, 8, fp) == 8 && fwrite(hdr, 1, hlen, fp) == hlen;
     for (int i = 0; i < w->n && ok; i++)
         ok = w->e[i].nbytes == 0 || fwrite(w->e[i].data, 1, w->e[i].nbytes, fp) == w->e[i].nbytes;
@@ -557,12 +576,14 @@ int tmoe_st_writer_write(tmoe_st_writer *w, const char *path, tmoe_error *err) {
     }
     if (!ok) {
         rc = tmoe_errorf(err, TMOE_EIO, "%s: write failed: %s", tmp, strerror(saved));
-        if (unlink(tmp) != 0) tmoe_log(TMOE_LOG_WARN, "%s: cannot remove: %s", tmp, strerror(errno));
+        if (unlink(tmp) != 0)
+            tmoe_log(TMOE_LOG_WARN, "%s: cannot remove: %s", tmp, strerror(errno));
         goto done;
     }
     if (rename(tmp, path) != 0) {
         rc = tmoe_errorf(err, TMOE_EIO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
-        if (unlink(tmp) != 0) tmoe_log(TMOE_LOG_WARN, "%s: cannot remove: %s", tmp, strerror(errno));
+        if (unlink(tmp) != 0)
+            tmoe_log(TMOE_LOG_WARN, "%s: cannot remove: %s", tmp, strerror(errno));
     }
 done:
     free(tmp);
