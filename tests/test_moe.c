@@ -42,7 +42,59 @@ static void matvec(const double *W, const double *x, int out, int in, double *y)
 typedef struct moe_case {
     int E, k, T, act, renorm, impl;
     const char *types; /* one letter per expert: f q4 2 -> fp16 / q4 / q2 */
+    int full;          /* whole block (attention too), else the MoE layer alone */
 } moe_case;
+
+/* x + attention sub-block in float64: rmsnorm, q k v, causal multi-head attention, wo. */
+static void ref_attention(const tmoe_block *b, const float *x, int T, double *xres) {
+    int D = b->cfg.d_model, H = b->cfg.n_heads, dh = D / H;
+    double *wqkv = weights64(&b->wqkv), *wo = weights64(&b->wo);
+    double *qkv = xmalloc(sizeof(double) * (size_t)T * 3 * D);
+    double *att = xmalloc(sizeof(double) * (size_t)T * D),
+           *xn = xmalloc(sizeof(double) * (size_t)D);
+    double *p = xmalloc(sizeof(double) * (size_t)T), *o = xmalloc(sizeof(double) * (size_t)D);
+    for (int t = 0; t < T; t++) {
+        double ss = 0.0;
+        for (int i = 0; i < D; i++)
+            ss += (double)x[t * D + i] * x[t * D + i];
+        double inv = 1.0 / sqrt(ss / D + (double)b->cfg.norm_eps);
+        for (int i = 0; i < D; i++)
+            xn[i] = x[t * D + i] * inv * b->norm1[i];
+        matvec(wqkv, xn, 3 * D, D, qkv + (size_t)t * 3 * D);
+    }
+    for (int hd = 0; hd < H; hd++)
+        for (int t = 0; t < T; t++) {
+            double mx = -INFINITY, den = 0.0;
+            for (int s = 0; s <= t; s++) {
+                double acc = 0.0;
+                for (int i = 0; i < dh; i++)
+                    acc += qkv[(size_t)t * 3 * D + hd * dh + i] *
+                           qkv[(size_t)s * 3 * D + D + hd * dh + i];
+                p[s] = acc / sqrt((double)dh);
+                mx = fmax(mx, p[s]);
+            }
+            for (int s = 0; s <= t; s++)
+                den += p[s] = exp(p[s] - mx);
+            for (int i = 0; i < dh; i++) {
+                double acc = 0.0;
+                for (int s = 0; s <= t; s++)
+                    acc += p[s] / den * qkv[(size_t)s * 3 * D + 2 * D + hd * dh + i];
+                att[(size_t)t * D + hd * dh + i] = acc;
+            }
+        }
+    for (int t = 0; t < T; t++) {
+        matvec(wo, att + (size_t)t * D, D, D, o);
+        for (int i = 0; i < D; i++)
+            xres[(size_t)t * D + i] = x[t * D + i] + o[i];
+    }
+    free(wqkv);
+    free(wo);
+    free(qkv);
+    free(att);
+    free(xn);
+    free(p);
+    free(o);
+}
 
 static void run_moe_case(const moe_case *mc) {
     tmoe_block_config c = tmoe_block_config_default();
@@ -67,8 +119,10 @@ static void run_moe_case(const moe_case *mc) {
     for (int e = 0; e < mc->E; e++)
         assert_int_equal(b->moe.experts[e].type, types[e]);
     /* a non-trivial norm weight */
-    for (int i = 0; i < c.d_model; i++)
+    for (int i = 0; i < c.d_model; i++) {
+        b->norm1[i] = 0.5f + (float)tmoe_rng_uniform(&rng);
         b->norm2[i] = 0.5f + (float)tmoe_rng_uniform(&rng);
+    }
     tmoe_engine_config ec = tmoe_engine_config_default();
     ec.backend = TMOE_BACKEND_CPU;
     ec.max_tokens = 17;
@@ -84,7 +138,7 @@ static void run_moe_case(const moe_case *mc) {
     tu_poison(y, sizeof(float) * (size_t)T * D);
     tu_poison(idx, sizeof(int32_t) * (size_t)T * k);
     tmoe_moe_metrics m = {.topk_idx = idx, .topk_w = w};
-    ASSERT_OK(tmoe_engine_forward(eng, x, T, 1, NULL, y, &m, &err), &err);
+    ASSERT_OK(tmoe_engine_forward(eng, x, T, !mc->full, NULL, y, &m, &err), &err);
 
     /* independent float64 reference from the dequantized weights */
     double *gate = weights64(&b->moe.gate);
@@ -99,11 +153,17 @@ static void run_moe_case(const moe_case *mc) {
     double *h = xmalloc(sizeof(double) * 2 * (size_t)F), *a = xmalloc(sizeof(double) * (size_t)F);
     double *ye = xmalloc(sizeof(double) * (size_t)D), z[TMOE_MAX_EXPERTS];
     int32_t load[TMOE_MAX_EXPERTS] = {0};
+    double *xres = xmalloc(sizeof(double) * (size_t)T * D); /* the MoE layer's input */
+    if (mc->full)
+        ref_attention(b, x, T, xres);
+    else
+        for (size_t i = 0; i < (size_t)T * D; i++)
+            xres[i] = x[i];
     for (int t = 0; t < T; t++) {
-        const float *xt = x + (size_t)t * D;
+        const double *xt = xres + (size_t)t * D;
         double ss = 0.0;
         for (int i = 0; i < D; i++)
-            ss += (double)xt[i] * xt[i];
+            ss += xt[i] * xt[i];
         double inv = 1.0 / sqrt(ss / D + (double)c.norm_eps);
         for (int i = 0; i < D; i++)
             xn[i] = xt[i] * inv * b->norm2[i];
@@ -151,8 +211,8 @@ static void run_moe_case(const moe_case *mc) {
         mxr = fmax(mxr, fabs(dref[i]));
     }
     char what[128];
-    snprintf(what, sizeof what, "moe E=%d k=%d T=%d %s %s renorm=%d %s", E, k, T,
-             tmoe_act_name((tmoe_act)mc->act), mc->types, mc->renorm,
+    snprintf(what, sizeof what, "%s E=%d k=%d T=%d %s %s renorm=%d %s", mc->full ? "block" : "moe",
+             E, k, T, tmoe_act_name((tmoe_act)mc->act), mc->types, mc->renorm,
              tmoe_impl_name((tmoe_impl)mc->impl));
     tu_assert_close(what, dy, dref, (size_t)T * D, TOL_F16_STEPS * mxr, TOL_F16_STEPS);
     assert_true(tu_rel_l2(dy, dref, (size_t)T * D) < TOL_F16_STEPS);
@@ -168,7 +228,8 @@ static void run_moe_case(const moe_case *mc) {
     assert_true(isnan(m.predicted_energy_j));
     assert_false(isnan(m.op_ms[TMOE_OP_GATE_TOPK]));
     assert_false(isnan(m.op_ms[TMOE_OP_LINEAR_FC1]));
-    assert_true(isnan(m.op_ms[TMOE_OP_ATTN_CORE])); /* moe_only: no attention ran */
+    assert_true(mc->full == !isnan(m.op_ms[TMOE_OP_ATTN_CORE])); /* moe_only: no attention */
+    free(xres);
 
     for (int e = 0; e < E; e++) {
         free(w1[e]);
@@ -195,12 +256,16 @@ static void run_moe_case(const moe_case *mc) {
 static void test_moe_layer(void **state) {
     (void)state;
     static const moe_case cases[] = {
-        {8, 2, 17, TMOE_ACT_RELU, 1, TMOE_IMPL_FUSED, "4"},
-        {8, 2, 3, TMOE_ACT_RELU, 0, TMOE_IMPL_UNFUSED, "2"},
-        {8, 2, 1, TMOE_ACT_SWIGLU, 1, TMOE_IMPL_FUSED, "f"},
-        {6, 3, 17, TMOE_ACT_SWIGLU, 1, TMOE_IMPL_UNFUSED, "f42"},
-        {5, 1, 17, TMOE_ACT_RELU, 0, TMOE_IMPL_FUSED, "42f"},
-        {4, 4, 3, TMOE_ACT_SWIGLU, 0, TMOE_IMPL_FUSED, "2f4"},
+        {8, 2, 17, TMOE_ACT_RELU, 1, TMOE_IMPL_FUSED, "4", 0},
+        {8, 2, 3, TMOE_ACT_RELU, 0, TMOE_IMPL_UNFUSED, "2", 0},
+        {8, 2, 1, TMOE_ACT_SWIGLU, 1, TMOE_IMPL_FUSED, "f", 0},
+        {6, 3, 17, TMOE_ACT_SWIGLU, 1, TMOE_IMPL_UNFUSED, "f42", 0},
+        {5, 1, 17, TMOE_ACT_RELU, 0, TMOE_IMPL_FUSED, "42f", 0},
+        {4, 4, 3, TMOE_ACT_SWIGLU, 0, TMOE_IMPL_FUSED, "2f4", 0},
+        /* the whole block: attention sub-block, then the MoE layer */
+        {8, 2, 17, TMOE_ACT_SWIGLU, 1, TMOE_IMPL_FUSED, "f42", 1},
+        {6, 2, 3, TMOE_ACT_RELU, 0, TMOE_IMPL_UNFUSED, "4", 1},
+        {4, 1, 1, TMOE_ACT_RELU, 1, TMOE_IMPL_FUSED, "2", 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         run_moe_case(&cases[i]);
