@@ -62,6 +62,7 @@ printf 'garbage!garbage!' >"$TMP/junk.safetensors"
 expect 1 "$TMP/junk.safetensors" forward --load "$TMP/junk.safetensors"
 expect 1 "cannot open" forward --load "$TMP/missing.safetensors"
 expect 1 "unknown layout 'gguf'" forward --layout gguf
+expect 1 "--layout and --layer apply to --load FILE" forward --layer 3
 
 # bad configurations name the problem
 expect 1 "top_k = 9 is larger than num_experts = 8" forward --top-k 9

@@ -210,6 +210,8 @@ int cmd_forward(int argc, char **argv) {
         }
     }
     if (optind < argc) return cli_fail("forward", "unexpected argument '%s'", argv[optind]);
+    if (!o.load && (o.layout != TMOE_LAYOUT_AUTO || o.layer != 0))
+        return cli_fail("forward", "--layout and --layer apply to --load FILE, which is missing");
     cli_log_init(verbosity);
     tmoe_etype types[TMOE_MAX_EXPERTS];
     if (o.load && load_config(&o, types)) return 1;

@@ -56,7 +56,8 @@ struct tmoe_st_file {
 
 void tmoe_st_close(tmoe_st_file *f) {
     if (!f) return;
-    if (f->map) munmap(f->map, f->size);
+    if (f->map && munmap(f->map, f->size) != 0)
+        tmoe_log(TMOE_LOG_WARN, "%s: munmap: %s", f->path, strerror(errno));
     for (int i = 0; i < f->n; i++)
         free((char *)f->t[i].name);
     for (int i = 0; i < f->nmeta; i++) {
