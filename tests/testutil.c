@@ -75,3 +75,10 @@ const char *tu_tmppath(const char *name) {
 }
 
 void tu_poison(void *p, size_t n) { memset(p, 0xff, n); }
+
+uint64_t tu_seed(void) {
+    const char *s = getenv("THERMOE_TEST_SEED");
+    uint64_t seed = s && *s ? strtoull(s, NULL, 10) : (uint64_t)tmoe_now_ns();
+    fprintf(stderr, "random inputs: THERMOE_TEST_SEED=%llu\n", (unsigned long long)seed);
+    return seed;
+}

@@ -13,6 +13,8 @@
 /* Named tolerances (relative to the reference's scale). */
 #define TOL_F32 1e-5  /* fp32 arithmetic vs float64 reference */
 #define TOL_F16 1e-2  /* fp16 operands, fp32 accumulation */
+#define TOL_F16_ROUND 1e-3 /* one rounding to fp16 (2^-11 relative) on the way out */
+#define TOL_F16_STEPS 4e-3 /* a few fp16 roundings on the way (attention, expert, block) */
 
 /* ||got - ref||_2 / ||ref||_2 over n values (0 when both are zero). */
 double tu_rel_l2(const float *got, const double *ref, size_t n);
@@ -24,6 +26,9 @@ const char *tu_fixture(const char *rel);
 /* A fresh temporary directory (removed by tu_cleanup) and a path inside it. */
 const char *tu_tmpdir(void);
 const char *tu_tmppath(const char *name);
+/* Seed for fresh random inputs: THERMOE_TEST_SEED if set, else the clock; printed to stderr
+ * so that a failure can be replayed. */
+uint64_t tu_seed(void);
 /* Fill with poison bit patterns (NaN for floats) to detect unwritten outputs. */
 void tu_poison(void *p, size_t n);
 

@@ -59,9 +59,9 @@ tmoe_f16 tmoe_f32_to_f16(float f); /* round to nearest even, overflow -> inf, Na
 float tmoe_f16_to_f32(tmoe_f16 h);
 tmoe_bf16 tmoe_f32_to_bf16(float f); /* round to nearest even */
 float tmoe_bf16_to_f32(tmoe_bf16 h);
-/* Round a float through fp16 and back (what storing it as fp16 does). */
 /* 65536-entry fp16 -> fp32 table (built once, thread-safe), for fast row conversion. */
 const float *tmoe_f16_table(void);
+/* Round a float through fp16 and back (what storing it as fp16 does). */
 static inline float tmoe_round_f16(float f) { return tmoe_f16_to_f32(tmoe_f32_to_f16(f)); }
 
 /* ---- RNG: xoshiro256** seeded by splitmix64; integer-only, so the same seed gives the

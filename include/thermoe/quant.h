@@ -33,7 +33,9 @@ void tmoe_pack_ints(tmoe_etype t, const int8_t *q, int64_t n, uint8_t *packed);
 void tmoe_unpack_ints(tmoe_etype t, const uint8_t *packed, int64_t n, int8_t *q);
 
 /* Quantize w (out, in) row-major: per group, the element of largest magnitude m sets
- * scale = fp16(m / qmin), so it maps to qmin exactly; others round to nearest and clamp.
+ * scale = fp16(m / qmin), so it maps to qmin exactly (the scale is negative when m > 0);
+ * others round to nearest (ties to even) and clamp. A scale beyond fp16 is held at the
+ * largest finite fp16 (the integers saturate); an all-zero group has scale 0.
  * packed: tmoe_quant_weight_bytes bytes; scales: out * in/group. */
 int tmoe_quantize(tmoe_etype t, const float *w, int out, int in, int group, uint8_t *packed,
                   tmoe_f16 *scales, tmoe_error *err);

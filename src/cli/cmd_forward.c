@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "thermoe/engine.h"
+#include "thermoe/safetensors.h"
 
 typedef struct forward_opts {
     tmoe_block_config blk;
@@ -15,7 +16,19 @@ typedef struct forward_opts {
     int tokens;
     int moe_only;
     char *types_list; /* comma list of per-expert types, owned by argv */
+    const char *save;  /* write the block here after the run, or NULL */
+    const char *load;  /* build the block from this safetensors file, or NULL */
+    tmoe_layout layout;
+    int layer;
+    unsigned set;      /* SET_* bits: model flags given on the command line */
+    uint64_t input_seed; /* --load: seed of the random input tokens */
 } forward_opts;
+
+enum {
+    SET_DMODEL = 1u << 0, SET_HEADS = 1u << 1, SET_DFF = 1u << 2, SET_E = 1u << 3,
+    SET_K = 1u << 4, SET_TYPE = 1u << 5, SET_GROUP = 1u << 6, SET_ACT = 1u << 7,
+    SET_RENORM = 1u << 8, SET_SEQ = 1u << 9, SET_SEED = 1u << 10,
+};
 
 static void forward_help(const forward_opts *d) {
     printf("usage: thermoe forward [flags]\n\n"
@@ -35,6 +48,13 @@ static void forward_help(const forward_opts *d) {
            "                     (default: renormalised over the chosen experts)\n"
            "  --seq-len N        tokens per sequence; attention is causal within one (default %d)\n"
            "  --seed N           weights and inputs are a function of the seed (default %llu)\n"
+           "weights:\n"
+           "  --load FILE        build the block from a safetensors file instead of the seed;\n"
+           "                     a thermoe file carries its config (model flags that differ\n"
+           "                     from it are an error; --seed then seeds only the inputs)\n"
+           "  --layout L         auto, thermoe or mixtral (default auto; docs/safetensors.md)\n"
+           "  --layer N          mixtral layout: which model.layers.N to load (default 0)\n"
+           "  --save FILE        write the block as safetensors (thermoe layout) after the run\n"
            "run:\n"
            "  --tokens N         tokens in the batch: sequences of seq-len tokens, the last may\n"
            "                     be shorter (default: seq-len)\n"
@@ -76,6 +96,61 @@ static int parse_types(const char *list, tmoe_block_config *c, tmoe_etype *types
     return 0;
 }
 
+/* A model flag given on the command line must agree with the file's value. */
+static int conflict(const forward_opts *o, unsigned bit, const char *flag, long long given,
+                    long long in_file) {
+    if (!(o->set & bit) || given == in_file) return 0;
+    return cli_fail("forward", "--%s %lld conflicts with %s, which has %lld (drop the flag)", flag,
+                    given, o->load, in_file);
+}
+
+/* --load: take the config from the file (thermoe layout) or the tensor shapes (mixtral
+ * layout, where the flags give the rest); flags that disagree with the file are an error. */
+static int load_config(forward_opts *o, tmoe_etype *types) {
+    tmoe_block_config fc = o->blk;
+    tmoe_etype ftypes[TMOE_MAX_EXPERTS];
+    tmoe_error err = {0};
+    tmoe_layout found;
+    if (tmoe_block_file_config(o->load, o->layout, o->layer, &fc, ftypes, &found, &err))
+        return cli_fail_err("forward", &err);
+    o->layout = found;
+    if (conflict(o, SET_DMODEL, "d-model", o->blk.d_model, fc.d_model) ||
+        conflict(o, SET_DFF, "d-ff", o->blk.d_ff, fc.d_ff) ||
+        conflict(o, SET_E, "num-experts", o->blk.num_experts, fc.num_experts))
+        return 1;
+    if ((o->set & SET_ACT) && o->blk.act != fc.act)
+        return cli_fail("forward", "--act %s conflicts with %s, which has %s (drop the flag)",
+                        tmoe_act_name(o->blk.act), o->load, tmoe_act_name(fc.act));
+    if (found == TMOE_LAYOUT_THERMOE &&
+        (conflict(o, SET_HEADS, "n-heads", o->blk.n_heads, fc.n_heads) ||
+         conflict(o, SET_K, "top-k", o->blk.top_k, fc.top_k) ||
+         conflict(o, SET_GROUP, "group-size", o->blk.group_size, fc.group_size) ||
+         conflict(o, SET_SEQ, "seq-len", o->blk.seq_len, fc.seq_len) ||
+         conflict(o, SET_RENORM, "no-renorm", !o->blk.renormalize, !fc.renormalize)))
+        return 1;
+    o->input_seed = o->set & SET_SEED ? o->blk.seed : fc.seed;
+    o->blk = fc; /* keeps the file's seed, so a --save records where the weights came from */
+    if (found == TMOE_LAYOUT_THERMOE) {
+        memcpy(types, ftypes, sizeof(tmoe_etype) * (size_t)fc.num_experts);
+        o->blk.expert_types = types;
+        if (o->types_list) {
+            tmoe_block_config tc = o->blk;
+            tmoe_etype given[TMOE_MAX_EXPERTS];
+            if (parse_types(o->types_list, &tc, given)) return 1;
+            for (int e = 0; e < fc.num_experts; e++) {
+                tmoe_etype g = tc.expert_types ? given[e] : tc.expert_type;
+                if (g != types[e])
+                    return cli_fail("forward", "--expert-type: expert %d is %s in %s, not %s "
+                                    "(drop the flag)", e, tmoe_etype_name(types[e]), o->load,
+                                    tmoe_etype_name(g));
+            }
+        }
+    } else if (o->types_list && parse_types(o->types_list, &o->blk, types)) {
+        return 1;
+    }
+    return 0;
+}
+
 int cmd_forward(int argc, char **argv) {
     forward_opts o = {.blk = tmoe_block_config_default(), .eng = tmoe_engine_config_default()};
     o.tokens = -1;
@@ -88,7 +163,9 @@ int cmd_forward(int argc, char **argv) {
         {"seed", required_argument, 0, 's'},     {"tokens", required_argument, 0, 'T'},
         {"moe-only", no_argument, 0, 'M'},       {"backend", required_argument, 0, 'b'},
         {"impl", required_argument, 0, 'i'},     {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0},
+        {"help", no_argument, 0, 'h'},           {"save", required_argument, 0, 'S'},
+        {"load", required_argument, 0, 'l'},     {"layout", required_argument, 0, 'Y'},
+        {"layer", required_argument, 0, 'y'},    {0, 0, 0, 0},
     };
     long v;
     int verbosity = 0;
@@ -96,20 +173,28 @@ int cmd_forward(int argc, char **argv) {
     opterr = 1;
     for (int c; (c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1;) {
         switch (c) {
-        case 'd': if (cli_int("forward", "d-model", optarg, 1, 1 << 16, &v)) return 1; o.blk.d_model = (int)v; break;
-        case 'H': if (cli_int("forward", "n-heads", optarg, 1, 1024, &v)) return 1; o.blk.n_heads = (int)v; break;
-        case 'f': if (cli_int("forward", "d-ff", optarg, 1, 1 << 17, &v)) return 1; o.blk.d_ff = (int)v; break;
-        case 'E': if (cli_int("forward", "num-experts", optarg, 1, TMOE_MAX_EXPERTS, &v)) return 1; o.blk.num_experts = (int)v; break;
-        case 'k': if (cli_int("forward", "top-k", optarg, 1, TMOE_MAX_TOPK, &v)) return 1; o.blk.top_k = (int)v; break;
-        case 't': o.types_list = optarg; break;
-        case 'g': if (cli_int("forward", "group-size", optarg, 1, 1 << 16, &v)) return 1; o.blk.group_size = (int)v; break;
+        case 'd': if (cli_int("forward", "d-model", optarg, 1, 1 << 16, &v)) return 1; o.blk.d_model = (int)v; o.set |= SET_DMODEL; break;
+        case 'H': if (cli_int("forward", "n-heads", optarg, 1, 1024, &v)) return 1; o.blk.n_heads = (int)v; o.set |= SET_HEADS; break;
+        case 'f': if (cli_int("forward", "d-ff", optarg, 1, 1 << 17, &v)) return 1; o.blk.d_ff = (int)v; o.set |= SET_DFF; break;
+        case 'E': if (cli_int("forward", "num-experts", optarg, 1, TMOE_MAX_EXPERTS, &v)) return 1; o.blk.num_experts = (int)v; o.set |= SET_E; break;
+        case 'k': if (cli_int("forward", "top-k", optarg, 1, TMOE_MAX_TOPK, &v)) return 1; o.blk.top_k = (int)v; o.set |= SET_K; break;
+        case 't': o.types_list = optarg; o.set |= SET_TYPE; break;
+        case 'g': if (cli_int("forward", "group-size", optarg, 1, 1 << 16, &v)) return 1; o.blk.group_size = (int)v; o.set |= SET_GROUP; break;
         case 'a':
             if (tmoe_act_parse(optarg, &o.blk.act))
                 return cli_fail("forward", "--act: unknown activation '%s' (expected relu or swiglu)", optarg);
+            o.set |= SET_ACT;
             break;
-        case 'R': o.blk.renormalize = 0; break;
-        case 'L': if (cli_int("forward", "seq-len", optarg, 1, 1 << 16, &v)) return 1; o.blk.seq_len = (int)v; break;
-        case 's': if (cli_u64("forward", "seed", optarg, &o.blk.seed)) return 1; break;
+        case 'S': o.save = optarg; break;
+        case 'l': o.load = optarg; break;
+        case 'Y':
+            if (tmoe_layout_parse(optarg, &o.layout))
+                return cli_fail("forward", "--layout: unknown layout '%s' (expected auto, thermoe or mixtral)", optarg);
+            break;
+        case 'y': if (cli_int("forward", "layer", optarg, 0, 1 << 20, &v)) return 1; o.layer = (int)v; break;
+        case 'R': o.blk.renormalize = 0; o.set |= SET_RENORM; break;
+        case 'L': if (cli_int("forward", "seq-len", optarg, 1, 1 << 16, &v)) return 1; o.blk.seq_len = (int)v; o.set |= SET_SEQ; break;
+        case 's': if (cli_u64("forward", "seed", optarg, &o.blk.seed)) return 1; o.set |= SET_SEED; break;
         case 'T': if (cli_int("forward", "tokens", optarg, 1, 1 << 20, &v)) return 1; o.tokens = (int)v; break;
         case 'M': o.moe_only = 1; break;
         case 'b':
@@ -126,9 +211,13 @@ int cmd_forward(int argc, char **argv) {
         }
     }
     if (optind < argc) return cli_fail("forward", "unexpected argument '%s'", argv[optind]);
+    if (!o.load && (o.layout != TMOE_LAYOUT_AUTO || o.layer != 0))
+        return cli_fail("forward", "--layout and --layer apply to --load FILE, which is missing");
     cli_log_init(verbosity);
     tmoe_etype types[TMOE_MAX_EXPERTS];
-    if (o.types_list && parse_types(o.types_list, &o.blk, types)) return 1;
+    if (o.load && load_config(&o, types)) return 1;
+    if (!o.load && o.types_list && parse_types(o.types_list, &o.blk, types)) return 1;
+    uint64_t input_seed = o.load ? o.input_seed : o.blk.seed;
     if (o.tokens < 0) o.tokens = o.blk.seq_len;
 
     tmoe_error err = {0};
@@ -139,7 +228,8 @@ int cmd_forward(int argc, char **argv) {
     float *w = NULL;
     int rc = 1;
     int64_t t_build = tmoe_now_ns();
-    if (tmoe_block_create(&o.blk, &blk, &err)) {
+    if (o.load ? tmoe_block_load(o.load, o.layout, o.layer, &o.blk, &blk, &err)
+               : tmoe_block_create(&o.blk, &blk, &err)) {
         cli_fail_err("forward", &err);
         goto done;
     }
@@ -159,7 +249,7 @@ int cmd_forward(int argc, char **argv) {
         goto done;
     }
     tmoe_rng rng;
-    tmoe_rng_seed_stream(&rng, o.blk.seed, 7);
+    tmoe_rng_seed_stream(&rng, input_seed, 7);
     for (size_t i = 0; i < (size_t)T * D; i++) x[i] = tmoe_rng_uniform_sym(&rng, 1.0f);
     tmoe_moe_metrics m = {.topk_idx = idx, .topk_w = w};
     int64_t t0 = tmoe_now_ns();
@@ -196,6 +286,13 @@ int cmd_forward(int argc, char **argv) {
     for (size_t i = 0; i < (size_t)T * D; i++) sum += fabs(y[i]);
     printf("\nforward %.2f ms (MoE step %.2f ms); output mean |y| %.6f\n", fwd_ms, m.step_ms,
            sum / ((double)T * D));
+    if (o.save) {
+        if (tmoe_block_save(blk, o.save, &err)) {
+            cli_fail_err("forward", &err);
+            goto done;
+        }
+        printf("saved the block to %s\n", o.save);
+    }
     rc = 0;
 done:
     free(x);

@@ -1,4 +1,5 @@
 /* Checked number parsing, failure messages and the stderr log callback. */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -47,7 +48,9 @@ int cli_double(const char *cmd, const char *flag, const char *s, double min, dou
 int cli_u64(const char *cmd, const char *flag, const char *s, uint64_t *out) {
     char *end;
     errno = 0;
-    if (*s == '-') {
+    const char *p = s;
+    while (isspace((unsigned char)*p)) p++;
+    if (*p == '-') { /* strtoull would wrap "-1" to 2^64 - 1 */
         cli_fail(cmd, "--%s: '%s' must be a non-negative integer", flag, s);
         return -1;
     }

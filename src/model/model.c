@@ -216,6 +216,7 @@ int tmoe_block_alloc(const tmoe_block_config *cfg, tmoe_block **out, tmoe_error 
 }
 
 int tmoe_block_create(const tmoe_block_config *cfg, tmoe_block **out, tmoe_error *err) {
+    *out = NULL;
     tmoe_block *b;
     int rc = tmoe_block_alloc(cfg, &b, err);
     if (rc) return rc;

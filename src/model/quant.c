@@ -78,6 +78,8 @@ int tmoe_quantize(tmoe_etype t, const float *w, int out, int in, int group, uint
             for (int i = 0; i < group; i++)
                 if (fabsf(x[i]) > fabsf(m)) m = x[i];
             tmoe_f16 s16 = tmoe_f32_to_f16(m / (float)qmin);
+            if ((s16 & 0x7fffu) == 0x7c00u) /* beyond fp16: largest finite scale, q saturates */
+                s16 = (tmoe_f16)((s16 & 0x8000u) | 0x7bffu);
             float s = tmoe_f16_to_f32(s16);
             scales[(size_t)r * ng + g] = s16;
             float inv = s != 0.0f ? 1.0f / s : 0.0f;

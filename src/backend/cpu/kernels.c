@@ -6,8 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Work (multiply-adds) below which a kernel runs on one thread: a parallel region costs a
+ * barrier, and on a loaded machine a descheduled thread stalls it for a whole time slice,
+ * which made the default forward several times slower with OpenMP than without. */
+#define PAR_MIN_WORK (1L << 22)
+
 void tmoe_cpu_rmsnorm(const float *x, const float *w, int T, int D, float eps, tmoe_f16 *y) {
-#pragma omp parallel for if (T > 4)
+#pragma omp parallel for if ((long)T * D >= PAR_MIN_WORK)
     for (int t = 0; t < T; t++) {
         const float *r = x + (size_t)t * D;
         double ss = 0.0;
@@ -37,7 +42,7 @@ static void linear_rows(const tmoe_f16 *x, int n, int in, int out, float *y, wfi
                         const void *ctx) {
     float *x32 = xmalloc(sizeof(float) * (size_t)n * in);
     rows_to_f32(x, (size_t)n * in, x32);
-#pragma omp parallel if ((long)out * in > 65536)
+#pragma omp parallel if ((long)n * out * in >= PAR_MIN_WORK)
     {
         float *wrow = xmalloc(sizeof(float) * (size_t)in);
 #pragma omp for
