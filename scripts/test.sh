@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 build=${BUILD_DIR:-build-test}
 jobs=$(nproc 2>/dev/null || echo 2)
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTHERMOE_SANITIZE=ON \
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTHERMOE_SANITIZE=ON \
       -DTHERMOE_WERROR=ON -DTHERMOE_CUDA="${THERMOE_CUDA:-AUTO}" >"$build.configure.log" 2>&1 \
   || { cat "$build.configure.log"; exit 1; }
 grep -E "^--   " "$build.configure.log" || true
