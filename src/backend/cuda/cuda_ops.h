@@ -121,14 +121,6 @@ int tmoe_cuda_causal_softmax(const float *S, int H, int T, float scale, tmoe_f16
 int tmoe_cuda_single_expert_routing(int n, int32_t *experts, int32_t *counts, int32_t *offsets,
                                     cudaStream_t stream, tmoe_error *err);
 
-/* Pseudo-random fills on the device (counter hash of seed and index): bytes, fp16 or fp32
- * uniform in [lo, hi). */
-int tmoe_cuda_fill_bytes(void *p, size_t n, uint64_t seed, cudaStream_t st, tmoe_error *err);
-int tmoe_cuda_fill_f16(tmoe_f16 *p, size_t n, float lo, float hi, uint64_t seed, cudaStream_t st,
-                       tmoe_error *err);
-int tmoe_cuda_fill_f32(float *p, size_t n, float lo, float hi, uint64_t seed, cudaStream_t st,
-                       tmoe_error *err);
-
 #ifdef __cplusplus
 }
 #endif

@@ -4,7 +4,7 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
-#include "cuda_ops.h"
+#include "fill.h"
 
 static __device__ uint32_t fill_mix(uint64_t x) {
     x ^= x >> 33;

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda_ops.h"
+#include "fill.h"
 #include "thermoe/oprun.h"
 
 extern int tmoe_cuda_cublas_min_tokens;
