@@ -119,6 +119,11 @@ static int init_cost(run_ctx *r, tmoe_error *err) {
         rc = tmoe_cost_expert(r->cm, t, r->cfg.impl, 1.0, &v, err);
         if (rc) return tmoe_error_prefix(err, rc, "cost model %s has no %s/%s expert", path,
                                          tmoe_etype_name(t), tmoe_impl_name(r->cfg.impl));
+        if (!isfinite(v.energy_j) || !isfinite(v.energy_dynamic_j))
+            return tmoe_errorf(err, TMOE_EINVAL,
+                               "cost model %s has no energy for %s/%s experts (it was profiled "
+                               "without NVML); routers and the simulated GPU need measured energy",
+                               path, tmoe_etype_name(t), tmoe_impl_name(r->cfg.impl));
     }
     /* the MoE layer's other ops are billed when the cost model has them */
     static const tmoe_op extra[] = {TMOE_OP_GATE_LINEAR, TMOE_OP_GATE_TOPK, TMOE_OP_PERMUTE,
