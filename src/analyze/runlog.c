@@ -1,0 +1,14 @@
+/* The run log column table (see thermoe/runlog.h). */
+#include <string.h>
+
+#include "thermoe/runlog.h"
+
+#define TMOE_RUNLOG_ROW_(id, name, type, unit) {name, type, unit},
+const tmoe_runlog_col tmoe_runlog_cols[TMOE_RL_NCOLS] = {TMOE_RUNLOG_COLUMNS(TMOE_RUNLOG_ROW_)};
+#undef TMOE_RUNLOG_ROW_
+
+int tmoe_runlog_col_find(const char *name) {
+    for (int i = 0; i < TMOE_RL_NCOLS; i++)
+        if (strcmp(tmoe_runlog_cols[i].name, name) == 0) return i;
+    return -1;
+}
