@@ -37,4 +37,11 @@ const char *join_path(char *buf, size_t n, const char *dir, const char *name);
 /* mkdir -p of one level; ok when it exists. */
 int ensure_dir(const char *dir, tmoe_error *err);
 
+/* tmoe_analysis_write_figures that also hands back the figure names (caller frees each
+ * and the array; NULL names = discard). */
+int analysis_figures(const tmoe_analysis *a, const tmoe_analyze_config *cfg,
+                     tmoe_figures_result *out, char ***names, int *nnames, tmoe_error *err);
+/* Both tables as HTML (for report.html). */
+void analysis_tables_html(const tmoe_analysis *a, FILE *f);
+
 #endif

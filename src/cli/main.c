@@ -13,6 +13,7 @@ static const cli_cmd commands[] = {
     {"version", cmd_version, "print the version and build facts"},
     {"info", cmd_info, "what this machine offers: backends, devices, telemetry"},
     {"forward", cmd_forward, "build a block from flags, run it once, print routing and timings"},
+    {"analyze", cmd_analyze, "turn run logs into tables, figures, tests and report.html"},
 };
 #define NCOMMANDS (sizeof commands / sizeof *commands)
 
