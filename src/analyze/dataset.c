@@ -10,6 +10,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <jansson.h>
 
 #include "thermoe/analyze.h"
@@ -507,6 +510,10 @@ static const char *jstr(json_t *o, const char *k) {
 static void read_meta(tmoe_dataset *ds, const char *dir, int source) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, TMOE_RUNLOG_METADATA);
+    if (access(path, F_OK) != 0) {
+        problem(ds, "%s: missing (device, telemetry source and commit unknown for this run)", path);
+        return;
+    }
     json_error_t je;
     json_t *root = json_load_file(path, 0, &je);
     if (!root) {
@@ -544,6 +551,14 @@ int tmoe_dataset_add_dir(tmoe_dataset *ds, const char *dir, tmoe_error *err) {
     int src = new_run(ds, dir);
     if (src < 0) return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory", dir);
     ds->checked = 0;
+    struct stat st;
+    int st_rc = stat(dir, &st);
+    if (st_rc != 0 || !S_ISDIR(st.st_mode)) {
+        tmoe_errorf(err, TMOE_EIO, "%s: not a readable run directory: %s", dir,
+                    st_rc != 0 ? strerror(errno) : "not a directory");
+        problem(ds, "%s", err ? err->msg : dir);
+        return TMOE_EIO;
+    }
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, TMOE_RUNLOG_CSV);
     read_meta(ds, dir, src);

@@ -205,10 +205,10 @@ static int series_by_batch(figctx *c, const analysis_group *g, int col, double *
 
 /* ---- figure kinds ----------------------------------------------------------------------- */
 
-/* Time series of one or two columns per strategy (second dashed). */
+/* Time series of one or two columns per strategy (second dashed, untitled: the figure title
+ * says which is which). */
 static int fig_series(figctx *c, const char *w, const char *name, const char *title,
-                      const char *ylabel, int col, int col2, const char *l1, const char *l2,
-                      tmoe_error *err) {
+                      const char *ylabel, int col, int col2, tmoe_error *err) {
     const tmoe_analysis *a = c->a;
     int rc = fig_begin(c, name, err);
     if (rc) return rc;
@@ -250,9 +250,9 @@ static int fig_series(figctx *c, const char *w, const char *name, const char *ti
     gp_ranges(c, 1, 0);
     fprintf(c->gp, "plot \\\n");
     for (int i = 0; i < ns; i++)
-        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with lines lw 1.5 dt %d lc rgb '%s' title '%s%s%s'%s\n",
-                c->name, i, blk_col[i] ? 2 : 1, strategy_color(sname[i]), sname[i],
-                col2 >= 0 ? " " : "", col2 >= 0 ? (blk_col[i] ? l2 : l1) : "", i + 1 < ns ? ", \\" : "");
+        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with lines lw 1.5 dt %d lc rgb '%s' %s%s%s%s\n",
+                c->name, i, blk_col[i] ? 2 : 1, strategy_color(sname[i]), blk_col[i] ? "notitle" : "title '",
+                blk_col[i] ? "" : sname[i], blk_col[i] ? "" : "'", i + 1 < ns ? ", \\" : "");
     return gp_end(c, err);
 }
 
@@ -309,7 +309,7 @@ static int fig_bars(figctx *c, const char *name, const char *title, const char *
     for (int i = 0; i < ns; i++) {
         fprintf(c->gp, "  '%s.dat' index %d using 1:2 with boxes lc rgb '%s' title '%s', \\\n", c->name, i,
                 strategy_color(sname[i]), sname[i]);
-        fprintf(c->gp, "  '%s.dat' index %d using 1:2:3:4 with yerrorbars lc rgb '#333333' pt -1 lw 1 notitle%s\n",
+        fprintf(c->gp, "  '%s.dat' index %d using 1:2:3:4 with yerrorbars lc rgb '#333333' pt 7 ps 0 lw 1 notitle%s\n",
                 c->name, i, i + 1 < ns ? ", \\" : "");
     }
     return gp_end(c, err);
@@ -648,7 +648,7 @@ static int fig_pareto(figctx *c, const char *w, int fidelity, tmoe_error *err) {
     fprintf(c->gp, "plot \\\n  '%s.dat' index %d using 1:2 with lines lw 1 dt 2 lc rgb '#777777' title 'Pareto frontier', \\\n",
             c->name, n);
     for (int i = 0; i < n; i++)
-        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with points pt 7 ps 1.6 lc rgb '%s' title '%s'%s\n", c->name, i,
+        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with points pt 7 ps 2.4 lc rgb '%s' title '%s'%s\n", c->name, i,
                 strategy_color(sname[i]), sname[i], i + 1 < n ? ", \\" : "");
     return gp_end(c, err);
 }
@@ -718,12 +718,12 @@ int analysis_figures(const tmoe_analysis *a, const tmoe_analyze_config *cfg,
         char name[300], title[300];
         snprintf(name, sizeof name, "power_%s", wl);
         snprintf(title, sizeof title, "Power, %s", wl);
-        rc = fig_series(&c, wl, name, title, "average power (W)", TMOE_RL_POWER_AVG_W, -1, "", "", err);
+        rc = fig_series(&c, wl, name, title, "average power (W)", TMOE_RL_POWER_AVG_W, -1, err);
         snprintf(name, sizeof name, "temperature_%s", wl);
         snprintf(title, sizeof title, "Temperature, %s (solid GPU, dashed HBM)", wl);
         if (!rc)
             rc = fig_series(&c, wl, name, title, "peak temperature (C)", TMOE_RL_GPU_TEMP_PEAK_C,
-                            TMOE_RL_MEM_TEMP_C, "GPU", "HBM", err);
+                            TMOE_RL_MEM_TEMP_C, err);
         if (!rc) rc = fig_cdf(&c, wl, err);
         static const char *const pl[] = {"p50", "p90", "p99"};
         const char *pw[] = {wl, wl, wl};
