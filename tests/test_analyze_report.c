@@ -183,7 +183,7 @@ static void png_check(const char *path, png_info *out) {
     free(raw);
 }
 
-/* All strategies x 2 workloads, rendered as PNG and SVG: no gnuplot warnings, and every
+/* All strategies x 2 workloads, rendered as PNG, SVG and PDF: no gnuplot warnings, and every
  * PNG has the column-width size, several colours and a real share of drawn pixels. */
 static void test_figures_render(void **state) {
     (void)state;
@@ -196,7 +196,7 @@ static void test_figures_render(void **state) {
     tmoe_analyze_config cfg = tmoe_analyze_config_default();
     const char *keep = getenv("THERMOE_KEEP_REPORT");
     cfg.out_dir = keep && *keep ? keep : tu_tmppath("reportfig");
-    cfg.formats = TMOE_FMT_PNG | TMOE_FMT_SVG;
+    cfg.formats = TMOE_FMT_PNG | TMOE_FMT_SVG | TMOE_FMT_PDF;
     cfg.bootstrap = 500;
     tmoe_analyze_summary s;
     tmoe_error err = {0};
@@ -207,7 +207,7 @@ static void test_figures_render(void **state) {
     /* per workload: power, temperature, cdf, percentiles, usage, time, ttha loss, biases, 2 pareto;
      * overall: energy, peak power, throughput, overhead bars */
     assert_int_equal(s.figures.n_figures, 2 * 10 + 4);
-    assert_int_equal(s.figures.n_rendered, 2 * s.figures.n_figures);
+    assert_int_equal(s.figures.n_rendered, 3 * s.figures.n_figures);
     static const char *const check[] = {"energy_per_token", "power_standard", "temperature_large_batch",
                                         "latency_cdf_standard", "expert_usage_standard",
                                         "biases_standard_kernel_aware_ttha", "pareto_latency_standard",

@@ -55,7 +55,12 @@ static void pad(double *lo, double *hi, double frac) {
 
 static int fig_begin(figctx *c, const char *name, tmoe_error *err) {
     char path[4400];
+    /* file names: workload/strategy names come from the CSV, keep only safe characters */
     snprintf(c->name, sizeof c->name, "%s", name);
+    for (char *p = c->name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-'))
+            *p = '_';
     snprintf(path, sizeof path, "%s/%s.dat", c->dir, name);
     c->dat = fopen(path, "w");
     if (!c->dat) return tmoe_errorf(err, TMOE_EIO, "%s: cannot write: %s", path, strerror(errno));
@@ -269,9 +274,9 @@ static int fig_bars(figctx *c, const char *name, const char *title, const char *
     int S = a->nstrategies;
     double width = 0.8 / (S > 0 ? S : 1);
     const char *sname[64];
-    int ns = 0;
+    int ns = 0, have_ci[64];
     for (int s = 0; s < S && ns < 64; s++) {
-        int n = 0;
+        int n = 0, ci = 0;
         for (int gi = 0; gi < ngroups; gi++) {
             const analysis_group *g = grp(a, gworkload[gi], a->strategies[s]);
             if (!g) continue;
@@ -286,10 +291,12 @@ static int fig_bars(figctx *c, const char *name, const char *title, const char *
             range_add(c, x, v);
             range_add(c, x, isfinite(hi) ? hi : v);
             range_add(c, x, isfinite(lo) ? lo : v);
+            ci |= isfinite(lo) && isfinite(hi);
             n++;
         }
         if (n) {
             dat_block_end(c);
+            have_ci[ns] = ci;
             sname[ns++] = a->strategies[s];
         }
     }
@@ -306,11 +313,14 @@ static int fig_bars(figctx *c, const char *name, const char *title, const char *
     c->xmin = INFINITY; /* x set above */
     gp_ranges(c, 0, c->ymin >= 0.0);
     fprintf(c->gp, "plot \\\n");
+    /* error bars as capped vectors from lo to hi (yerrorbars leave a gap at the mean) */
     for (int i = 0; i < ns; i++) {
-        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with boxes lc rgb '%s' title '%s', \\\n", c->name, i,
-                strategy_color(sname[i]), sname[i]);
-        fprintf(c->gp, "  '%s.dat' index %d using 1:2:3:4 with yerrorbars lc rgb '#333333' pt 7 ps 0 lw 1 notitle%s\n",
-                c->name, i, i + 1 < ns ? ", \\" : "");
+        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with boxes lc rgb '%s' title '%s'%s\n", c->name, i,
+                strategy_color(sname[i]), sname[i], i + 1 < ns || have_ci[i] ? ", \\" : "");
+        if (have_ci[i])
+            fprintf(c->gp, "  '%s.dat' index %d using 1:3:(0):($4-$3) with vectors heads size screen 0.008,90 "
+                           "lc rgb '#333333' lw 1 notitle%s\n",
+                    c->name, i, i + 1 < ns ? ", \\" : "");
     }
     return gp_end(c, err);
 }
