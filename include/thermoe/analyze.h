@@ -137,7 +137,8 @@ typedef struct tmoe_metric_result {
     int ci_bootstrap;     /* 1 when |skewness| > 1 and the percentile bootstrap was used */
     /* against the baseline of the same workload (tested metrics only; NAN otherwise) */
     double pct, pct_lo, pct_hi; /* % change of the mean, bootstrap 95% CI */
-    double t, df, p, p_holm;    /* Welch's t-test; Holm over every test of the analysis */
+    double t, df, p, p_holm;    /* Welch's t-test; Holm over this metric's comparisons
+                                   (all workloads x strategies of the analysis) */
     double cohen_d, hedges_g;
 } tmoe_metric_result;
 

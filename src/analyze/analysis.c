@@ -1,5 +1,5 @@
 /* Per workload x strategy statistics over runs (or blocks of one run) and the tests
- * against the baseline strategy, Holm-adjusted over every test of the analysis. */
+ * against the baseline strategy, Holm-adjusted per metric over all workloads x strategies. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -356,19 +356,19 @@ tmoe_analysis *tmoe_analysis_create(tmoe_dataset *ds, const tmoe_analyze_config 
                 base = &a->g[j];
         if (base && compare(a, base, g, a->cfg.seed + (uint64_t)i, err)) goto fail;
     }
-    /* Holm over every test */
-    int np = a->ng * TMOE_M_COUNT;
-    double *p = tmoe_malloc(sizeof *p * (size_t)np, err), *padj = tmoe_malloc(sizeof *p * (size_t)np, err);
+    /* Holm per metric: the family of one metric is its comparisons over every workload and
+     * strategy (testing 7 metrics is 7 questions, each corrected for its comparisons). */
+    double *p = tmoe_malloc(sizeof *p * (size_t)a->ng, err), *padj = tmoe_malloc(sizeof *p * (size_t)a->ng, err);
     if (!p || !padj) {
         free(p);
         free(padj);
         goto fail;
     }
-    for (int i = 0; i < a->ng; i++)
-        for (int m = 0; m < TMOE_M_COUNT; m++) p[i * TMOE_M_COUNT + m] = a->g[i].r.m[m].p;
-    tmoe_stats_holm(p, np, padj);
-    for (int i = 0; i < a->ng; i++)
-        for (int m = 0; m < TMOE_M_COUNT; m++) a->g[i].r.m[m].p_holm = padj[i * TMOE_M_COUNT + m];
+    for (int m = 0; m < TMOE_M_COUNT; m++) {
+        for (int i = 0; i < a->ng; i++) p[i] = a->g[i].r.m[m].p;
+        tmoe_stats_holm(p, a->ng, padj);
+        for (int i = 0; i < a->ng; i++) a->g[i].r.m[m].p_holm = padj[i];
+    }
     free(p);
     free(padj);
     return a;

@@ -119,8 +119,8 @@ static void footer_out(FILE *f, int kind, const char *note) {
 static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
     const char *note = "n: statistical units (per-run means, or block means of one run). CIs: 95%, t "
                        "interval over units (bootstrap percentile where marked *). Change vs "
-                       "baseline: bootstrap 95% CI; p: Welch's t-test, Holm-adjusted over all "
-                       "tests; g: Hedges' g. Latency percentiles pool all batches (type 7).";
+                       "baseline: bootstrap 95% CI; p: Welch's t-test, Holm-adjusted per metric over "
+                       "all workloads x strategies; g: Hedges' g. Latency percentiles pool all batches (type 7).";
     char b[24][96];
     const char *cells[24];
     for (int i = 0; i < 24; i++) cells[i] = b[i];
@@ -249,7 +249,8 @@ static void write_comparisons(const tmoe_analysis *a, FILE *f, int kind) {
     }
     if (kind != CSV)
         footer_out(f, kind, "Change: 100 (mean/baseline mean - 1), percentile bootstrap CI; "
-                            "p (Holm): Holm step-down over every test in this report.");
+                            "p (Holm): Holm step-down over the comparisons of the same metric "
+                            "(all workloads x strategies).");
 }
 
 static int write_one(const tmoe_analysis *a, const char *dir, const char *name, int kind,
