@@ -73,6 +73,18 @@ static void test_finds_20pct(void **state) {
     assert_non_null(strstr(html, "less energy per token than baseline on standard"));
     assert_non_null(strstr(html, "significant at 5% after Holm"));
     assert_null(strstr(html, "SIMULATED"));
+    char p[1024];
+    snprintf(p, sizeof p, "%s/comparisons.csv", rc.out_dir);
+    char *csv = slurp(p);
+    assert_non_null(csv);
+    assert_true(strncmp(csv, "workload,strategy,metric,n_baseline,n,baseline_mean,mean,pct_change,", 68) == 0);
+    char *line = strstr(csv, "\nstandard,kernel_aware_ttha,energy_per_token,5,5,");
+    assert_non_null(line);
+    /* the p column (13th) is below 0.01 */
+    char *q = line + 1;
+    for (int i = 0; i < 12; i++) q = strchr(q, ',') + 1;
+    double pcsv = strtod(q, NULL);
+    if (!(pcsv < 0.01)) fail_msg("comparisons.csv p = %g", pcsv);
 }
 
 /* No difference: over seeds 1..200 the Welch test on per-run means rejects at 5% in a
@@ -187,6 +199,10 @@ static void png_check(const char *path, png_info *out) {
  * PNG has the column-width size, several colours and a real share of drawn pixels. */
 static void test_figures_render(void **state) {
     (void)state;
+    if (system("gnuplot -e 'exit' >/dev/null 2>&1") != 0) {
+        print_message("gnuplot is not on PATH: render test skipped (install gnuplot 5 with cairo)\n");
+        skip();
+    }
     const double mult[] = {1.0, 0.95, 0.8, 0.9, 0.85, 0.97};
     synth_cfg sc = {.strategies = STRATS_ALL, .energy_mult = mult, .nstrategies = 6, .workloads = WL2,
                     .nworkloads = 2, .repeats = 3, .batches = 15, .experts = 8, .run_sd = 0.03,

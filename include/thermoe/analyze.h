@@ -37,7 +37,8 @@ double tmoe_stats_percentile_sorted(const double *sorted, int n, double p);
 /* Sample skewness g1 = m3 / m2^1.5 (biased moments); NAN when n < 3 or sd == 0. */
 double tmoe_stats_skewness(const double *x, int n);
 
-/* Welch's unequal-variance t-test of mean(b) - mean(a), two-sided. Needs na, nb >= 2. */
+/* Welch's unequal-variance t-test of mean(b) - mean(a), two-sided. Needs na, nb >= 2.
+ * When both groups have zero variance, t, df and p are NAN (the test is undefined). */
 typedef struct tmoe_welch {
     double diff;         /* mean(b) - mean(a) */
     double t, df, p;     /* statistic, Welch-Satterthwaite df, two-sided p (gsl_cdf_tdist) */

@@ -58,10 +58,9 @@ int tmoe_stats_welch(const double *a, int na, const double *b, int nb, double le
     double se = sqrt(va + vb);
     out->diff = mb - ma;
     if (se == 0.0) {
-        /* Both groups constant: no spread to test against. */
-        out->t = out->diff == 0.0 ? 0.0 : copysign(INFINITY, out->diff);
-        out->df = na + nb - 2;
-        out->p = out->diff == 0.0 ? 1.0 : 0.0;
+        /* Both groups constant: no spread, the test is undefined (reported as unknown rather
+         * than as a certain difference). */
+        out->t = out->df = out->p = NAN;
         out->ci_lo = out->ci_hi = out->diff;
         return TMOE_OK;
     }

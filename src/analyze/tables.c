@@ -133,7 +133,6 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
             "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "throughput_tokens_s",
             "throttled_pct"};
         row_out(f, CSV, h, 24);
-        fputs("", f);
     }
     for (int pass = 0; pass < (kind == CSV ? 1 : 2); pass++) {
         if (kind != CSV) {
@@ -217,12 +216,18 @@ static void write_comparisons(const tmoe_analysis *a, FILE *f, int kind) {
     static const char *const h[] = {"workload", "strategy", "metric", "n (base/strat.)",
                                     "baseline mean", "mean", "change [95% CI]", "t", "df",
                                     "p", "p (Holm)", "Hedges' g"};
-    header_out(f, kind, h, 12,
-               "Comparisons against the baseline of the same workload (Welch's t-test on per-run "
-               "or block means)");
-    char b[12][96];
-    const char *cells[12];
-    for (int i = 0; i < 12; i++) cells[i] = b[i];
+    static const char *const hcsv[] = {"workload", "strategy", "metric", "n_baseline", "n",
+                                       "baseline_mean", "mean", "pct_change", "pct_ci_lo",
+                                       "pct_ci_hi", "t", "df", "p", "p_holm", "hedges_g",
+                                       "cohen_d"};
+    if (kind == CSV) row_out(f, CSV, hcsv, 16);
+    else
+        header_out(f, kind, h, 12,
+                   "Comparisons against the baseline of the same workload (Welch's t-test on "
+                   "per-run or block means)");
+    char b[16][96];
+    const char *cells[16];
+    for (int i = 0; i < 16; i++) cells[i] = b[i];
     for (int i = 0; i < a->ng; i++) {
         const tmoe_group_result *g = &a->g[i].r;
         const tmoe_group_result *base = tmoe_analysis_find(a, g->workload, a->cfg.baseline);
@@ -235,15 +240,25 @@ static void write_comparisons(const tmoe_analysis *a, FILE *f, int kind) {
             snprintf(b[k++], 96, "%s", g->strategy);
             snprintf(b[k++], 96, "%s", kind == CSV ? tmoe_metric_name((tmoe_metric)m)
                                                   : tmoe_metric_label((tmoe_metric)m));
-            snprintf(b[k++], 96, "%d/%d", base->m[m].n, r->n);
+            if (kind == CSV) {
+                snprintf(b[k++], 96, "%d", base->m[m].n);
+                snprintf(b[k++], 96, "%d", r->n);
+            } else
+                snprintf(b[k++], 96, "%d/%d", base->m[m].n, r->n);
             fmt_num(b[k++], 96, base->m[m].mean, kind);
             fmt_num(b[k++], 96, r->mean, kind);
-            fmt_pct(b[k++], 96, r->pct, r->pct_lo, r->pct_hi, kind);
+            if (kind == CSV) {
+                fmt_num(b[k++], 96, r->pct, kind);
+                fmt_num(b[k++], 96, r->pct_lo, kind);
+                fmt_num(b[k++], 96, r->pct_hi, kind);
+            } else
+                fmt_pct(b[k++], 96, r->pct, r->pct_lo, r->pct_hi, kind);
             fmt_num(b[k++], 96, r->t, kind);
             fmt_num(b[k++], 96, r->df, kind);
             fmt_p(b[k++], 96, r->p, kind);
             fmt_p(b[k++], 96, r->p_holm, kind);
             fmt_num(b[k++], 96, r->hedges_g, kind);
+            if (kind == CSV) fmt_num(b[k++], 96, r->cohen_d, kind);
             row_out(f, kind, cells, k);
         }
     }
