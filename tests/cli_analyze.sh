@@ -42,6 +42,13 @@ echo "$out" | grep -q "24 rows" || fail "expected 24 rows: $out"
 grep -q "SIMULATED TELEMETRY" "$T/report/report.html" || fail "no simulated banner"
 grep -q "kernel_aware_ttha used 20" "$T/report/report.html" || fail "summary sentence missing"
 
+# a directory of run directories: both children are read
+mkdir -p "$T/results"
+cp -r "$T/run" "$T/results/a"
+cp -r "$T/run" "$T/results/b"
+out=$("$BIN" analyze --no-render --out "$T/r3" --bootstrap 0 "$T/results" 2>"$T/err3") || fail "parent dir: $(cat "$T/err3")"
+echo "$out" | grep -q "48 rows" || fail "expected 48 rows from two children: $out"
+
 # nothing readable: clear error, exit 1
 "$BIN" analyze --no-render --out "$T/r2" "$T/empty" 2>"$T/err2"; rc=$?
 [ $rc -eq 1 ] || fail "only bad input should exit 1, got $rc"

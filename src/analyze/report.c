@@ -1,6 +1,7 @@
 /* report.html and the one-call entry point tmoe_analyze_run: read run directories, analyse,
  * write tables, figures and a single page with metadata, a plain-language summary computed
  * from the data, every table and every figure. */
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -108,12 +109,13 @@ static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, ch
               "not measurements; figures from it are labelled simulated.</div>\n",
               f);
     fputs("<h1>thermoe analysis</h1>\n<h2>Runs</h2>\n<table><tr><th>directory</th><th>device</th>"
-          "<th>driver</th><th>telemetry</th><th>commit</th><th>start</th><th>end</th><th>rows</th></tr>\n",
+          "<th>driver</th><th>telemetry</th><th>commit</th><th>cost model</th><th>start</th><th>end</th>"
+          "<th>rows</th></tr>\n",
           f);
     for (int i = 0; i < tmoe_dataset_nruns(ds); i++) {
         const tmoe_runlog_meta *m = tmoe_dataset_run(ds, i);
-        const char *cells[] = {m->dir, m->device_name, m->driver, m->telemetry_source, m->git_commit,
-                               m->start_time, m->end_time};
+        const char *cells[] = {m->dir,        m->device_name, m->driver,  m->telemetry_source,
+                               m->git_commit, m->cost_model_checksum, m->start_time, m->end_time};
         fputs("<tr>", f);
         for (size_t k = 0; k < sizeof cells / sizeof *cells; k++) {
             fputs(k == 0 ? "<td class=l>" : "<td>", f);
@@ -139,14 +141,24 @@ static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, ch
           f);
     analysis_tables_html(a, f);
     fputs("<h2>Figures</h2>\n", f);
-    const char *ext = (cfg->formats & TMOE_FMT_PNG) ? "png" : (cfg->formats & TMOE_FMT_SVG) ? "svg" : "png";
+    const char *ext = (cfg->formats & TMOE_FMT_PNG)   ? "png"
+                      : (cfg->formats & TMOE_FMT_SVG) ? "svg"
+                      : (cfg->formats & TMOE_FMT_PDF) ? "pdf"
+                                                      : "png";
+    int as_link = strcmp(ext, "pdf") == 0; /* browsers do not show a PDF in <img> */
     int missing = 0;
     for (int i = 0; i < nnames; i++) {
         char img[4400], rel[600];
         snprintf(rel, sizeof rel, "figures/%s.%s", names[i], ext);
         snprintf(img, sizeof img, "%s/%s", cfg->out_dir, rel);
         fputs("<figure>", f);
-        if (file_exists(img)) {
+        if (file_exists(img) && as_link) {
+            fputs("<a href=\"", f);
+            put_html(f, rel);
+            fputs("\">", f);
+            put_html(f, rel);
+            fputs("</a>", f);
+        } else if (file_exists(img)) {
             fputs("<img src=\"", f);
             put_html(f, rel);
             fputs("\" alt=\"", f);
@@ -186,6 +198,58 @@ static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, ch
     return TMOE_OK;
 }
 
+static int cmp_str(const void *x, const void *y) {
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+/* A run directory, or a directory of run directories (each child holding batches.csv, taken
+ * in name order): results/ with one subdirectory per run works as well as the runs. */
+static int add_dir_or_children(tmoe_dataset *ds, const char *dir, tmoe_error *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, TMOE_RUNLOG_CSV);
+    DIR *d = access(path, F_OK) == 0 ? NULL : opendir(dir);
+    if (!d) {
+        tmoe_error e = {0};
+        int rc = tmoe_dataset_add_dir(ds, dir, &e);
+        if (rc == TMOE_ENOMEM) tmoe_errorf(err, rc, "%s", e.msg);
+        return rc == TMOE_ENOMEM ? rc : TMOE_OK;
+    }
+    char **names = NULL;
+    int n = 0, rc = TMOE_OK;
+    for (struct dirent *de; (de = readdir(d));) {
+        if (de->d_name[0] == '.') continue;
+        snprintf(path, sizeof path, "%s/%s/%s", dir, de->d_name, TMOE_RUNLOG_CSV);
+        if (access(path, F_OK) != 0) continue;
+        char **q = realloc(names, sizeof *q * (size_t)(n + 1));
+        char *c = strdup(de->d_name);
+        if (!q || !c) {
+            free(c);
+            if (q) names = q;
+            rc = tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory listing run directories", dir);
+            break;
+        }
+        names = q;
+        names[n++] = c;
+    }
+    closedir(d);
+    if (!rc && n == 0) {
+        tmoe_error e = {0};
+        rc = tmoe_dataset_add_dir(ds, dir, &e); /* records "no batches.csv" as a problem */
+        rc = rc == TMOE_ENOMEM ? tmoe_errorf(err, rc, "%s", e.msg) : TMOE_OK;
+    }
+    if (n > 1) qsort(names, (size_t)n, sizeof *names, cmp_str);
+    for (int i = 0; i < n; i++) {
+        if (!rc) {
+            tmoe_error e = {0};
+            snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+            if (tmoe_dataset_add_dir(ds, path, &e) == TMOE_ENOMEM) rc = tmoe_errorf(err, TMOE_ENOMEM, "%s", e.msg);
+        }
+        free(names[i]);
+    }
+    free(names);
+    return rc;
+}
+
 int tmoe_analyze_run_ex(const char *const *dirs, int n, const tmoe_analyze_config *cfg,
                         tmoe_analyze_summary *out, tmoe_error *err) {
     tmoe_analyze_config c = cfg ? *cfg : tmoe_analyze_config_default();
@@ -200,11 +264,10 @@ int tmoe_analyze_run_ex(const char *const *dirs, int n, const tmoe_analyze_confi
     tmoe_dataset *ds = tmoe_dataset_create(err);
     if (!ds) return TMOE_ENOMEM;
     for (int i = 0; i < n; i++) {
-        tmoe_error e = {0};
-        int rc = tmoe_dataset_add_dir(ds, dirs[i], &e);
+        int rc = add_dir_or_children(ds, dirs[i], err);
         if (rc == TMOE_ENOMEM) {
             tmoe_dataset_free(ds);
-            return tmoe_errorf(err, rc, "%s", e.msg);
+            return rc;
         }
     }
     tmoe_analysis *a = tmoe_analysis_create(ds, &c, err);
