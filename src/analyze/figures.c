@@ -435,7 +435,7 @@ static int fig_heat(figctx *c, const char *name, const char *title, const char *
                        "'#5DC863', 1 '#FDE725')\n");
     }
     fprintf(c->gp, "set cbrange [%.9g:%.9g]\nset cblabel '%s'\nset xrange [-0.5:%g]\nset yrange [-0.5:%g]\n"
-                   "set grid noxtics noytics\nunset key\nset border 15\n",
+                   "set grid noxtics noytics\nunset key\nset border 15\nset rmargin 9\n",
             lo, hi, cblabel, nc - 0.5, nr - 0.5);
     if (rlabels) {
         fprintf(c->gp, "set ytics (");
