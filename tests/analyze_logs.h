@@ -23,12 +23,13 @@ typedef struct {
     int repeats, batches, experts;
     double run_sd, batch_sd; /* relative noise: per run offset, per batch */
     uint64_t seed;
-    const char *telemetry;   /* "nvml" or "sim" */
+    const char *telemetry; /* "nvml" or "sim" */
     const char *device;
 } synth_cfg;
 
 static void synth_header(FILE *f) {
-    for (int c = 0; c < TMOE_RL_NCOLS; c++) fprintf(f, "%s%s", c ? "," : "", tmoe_runlog_cols[c].name);
+    for (int c = 0; c < TMOE_RL_NCOLS; c++)
+        fprintf(f, "%s%s", c ? "," : "", tmoe_runlog_cols[c].name);
     fputc('\n', f);
 }
 
@@ -50,26 +51,32 @@ static int synth_run(const char *dir, const synth_cfg *c) {
                 int ttha = strcmp(c->strategies[s], "kernel_aware_ttha") == 0;
                 int base = strcmp(c->strategies[s], "baseline") == 0;
                 for (int b = 0; b < c->batches; b++) {
-                    double e = 0.02 * c->energy_mult[s] * (1.0 + run_off + c->batch_sd * tmoe_rng_normal(&r));
+                    double e = 0.02 * c->energy_mult[s] *
+                               (1.0 + run_off + c->batch_sd * tmoe_rng_normal(&r));
                     int tokens = 256;
                     double lat = 10.0 * (1.0 + 0.05 * tmoe_rng_normal(&r)) * (ttha ? 1.03 : 1.0);
                     double ej = e * tokens, pw = ej / (lat / 1000.0);
                     double temp = 40.0 + 20.0 * (1.0 - exp(-b / 8.0)) * c->energy_mult[s];
                     t += lat / 1000.0;
-                    fprintf(f, "%.6f,run%d,%d,%s,%s,q4,fused,%d,%d,%.6f,%.3f,%.6f,%.8f,counter,%.3f,%.3f,"
-                               "%.2f,%.2f,%.2f,%.2f,1410,%d,97,",
-                            t, rep, rep, c->workloads[w], c->strategies[s], b, tokens, lat,
-                            tokens / lat * 1000.0, ej, e, pw, pw * 1.2, temp - 1, temp, temp + 0.5,
-                            temp + 8, b % 7 == 6 ? 4 : 0);
+                    fprintf(
+                        f,
+                        "%.6f,run%d,%d,%s,%s,q4,fused,%d,%d,%.6f,%.3f,%.6f,%.8f,counter,%.3f,%.3f,"
+                        "%.2f,%.2f,%.2f,%.2f,1410,%d,97,",
+                        t, rep, rep, c->workloads[w], c->strategies[s], b, tokens, lat,
+                        tokens / lat * 1000.0, ej, e, pw, pw * 1.2, temp - 1, temp, temp + 0.5,
+                        temp + 8, b % 7 == 6 ? 4 : 0);
                     for (int x = 0; x < c->experts; x++)
-                        fprintf(f, "%s%d", x ? ";" : "", 60 + (int)(40 * tmoe_rng_uniform(&r)) - (ttha ? 6 * x : 0));
+                        fprintf(f, "%s%d", x ? ";" : "",
+                                60 + (int)(40 * tmoe_rng_uniform(&r)) - (ttha ? 6 * x : 0));
                     fputc(',', f);
                     for (int x = 0; x < c->experts; x++)
-                        fprintf(f, "%s%.4f", x ? ";" : "", 0.5 + 0.1 * x + 0.05 * tmoe_rng_uniform(&r));
+                        fprintf(f, "%s%.4f", x ? ";" : "",
+                                0.5 + 0.1 * x + 0.05 * tmoe_rng_uniform(&r));
                     fprintf(f, ",%.5f,%.4f,", ej * 1.02, base ? 0.05 : 0.2);
                     if (ttha) {
                         double d = exp(-b / 5.0);
-                        fprintf(f, "%.5f,%.5f,%.5f,%.5f,%.5f,%.5f,0.001,", 0.5 * d, 0.3 * d, 0.02, 0.1, 0.05 * (1 - d),
+                        fprintf(f, "%.5f,%.5f,%.5f,%.5f,%.5f,%.5f,0.001,", 0.5 * d, 0.3 * d, 0.02,
+                                0.1, 0.05 * (1 - d),
                                 0.5 * d + 0.3 * d + 0.02 - 0.1 + 0.05 * (1 - d));
                         for (int x = 0; x < c->experts; x++)
                             fprintf(f, "%s%.4f", x ? ";" : "", (1 - d) * 0.5 * cos(x + 0.3));
@@ -84,12 +91,14 @@ static int synth_run(const char *dir, const synth_cfg *c) {
     snprintf(path, sizeof path, "%s/%s", dir, TMOE_RUNLOG_METADATA);
     f = fopen(path, "w");
     if (!f) return -1;
-    fprintf(f, "{\"config\": {\"seed\": %llu}, \"device\": {\"name\": \"%s\", \"driver\": \"580.159.04\"},"
-               " \"telemetry_source\": \"%s\", \"git_commit\": \"abc123\", \"cost_model_checksum\": "
-               "\"sha256:00\", \"seeds\": [%llu], \"start_time\": \"2026-11-26T10:00:00Z\", "
-               "\"end_time\": \"2026-11-26T10:05:00Z\"}\n",
-            (unsigned long long)c->seed, c->device ? c->device : "NVIDIA H100 80GB HBM3", c->telemetry,
-            (unsigned long long)c->seed);
+    fprintf(
+        f,
+        "{\"config\": {\"seed\": %llu}, \"device\": {\"name\": \"%s\", \"driver\": \"580.159.04\"},"
+        " \"telemetry_source\": \"%s\", \"git_commit\": \"abc123\", \"cost_model_checksum\": "
+        "\"sha256:00\", \"seeds\": [%llu], \"start_time\": \"2026-11-26T10:00:00Z\", "
+        "\"end_time\": \"2026-11-26T10:05:00Z\"}\n",
+        (unsigned long long)c->seed, c->device ? c->device : "NVIDIA H100 80GB HBM3", c->telemetry,
+        (unsigned long long)c->seed);
     return fclose(f) == 0 ? 0 : -1;
 }
 

@@ -13,9 +13,19 @@ static const char *const WL[] = {"standard"};
 
 static void good_run(const char *dir, uint64_t seed, const char *device) {
     const double mult[] = {1.0, 0.8};
-    synth_cfg sc = {.strategies = STRATS, .energy_mult = mult, .nstrategies = 2, .workloads = WL,
-                    .nworkloads = 1, .repeats = 2, .batches = 5, .experts = 4, .run_sd = 0.02,
-                    .batch_sd = 0.02, .seed = seed, .telemetry = "nvml", .device = device};
+    synth_cfg sc = {.strategies = STRATS,
+                    .energy_mult = mult,
+                    .nstrategies = 2,
+                    .workloads = WL,
+                    .nworkloads = 1,
+                    .repeats = 2,
+                    .batches = 5,
+                    .experts = 4,
+                    .run_sd = 0.02,
+                    .batch_sd = 0.02,
+                    .seed = seed,
+                    .telemetry = "nvml",
+                    .device = device};
     assert_int_equal(synth_run(dir, &sc), 0);
 }
 
@@ -52,7 +62,8 @@ static int find_problem(const tmoe_dataset *ds, const char *a, const char *b) {
         const char *p = tmoe_dataset_problem(ds, i);
         if (strstr(p, a) && (!b || strstr(p, b))) return i;
     }
-    for (int i = 0; i < tmoe_dataset_nproblems(ds); i++) print_message("problem: %s\n", tmoe_dataset_problem(ds, i));
+    for (int i = 0; i < tmoe_dataset_nproblems(ds); i++)
+        print_message("problem: %s\n", tmoe_dataset_problem(ds, i));
     fail_msg("no problem mentions '%s'%s%s", a, b ? " and " : "", b ? b : "");
     return -1;
 }
@@ -125,7 +136,8 @@ static void test_bad_files(void **state) {
     char *l2 = strchr(text, '\n') + 1, *l3 = strchr(l2, '\n') + 1, *l4 = strchr(l3, '\n') + 1;
     /* line 3: a short row; line 4: the original line 3 with latency_ms (field 10) = "abc" */
     char *f9 = l3;
-    for (int i = 0; i < TMOE_RL_LATENCY_MS; i++) f9 = strchr(f9, ',') + 1;
+    for (int i = 0; i < TMOE_RL_LATENCY_MS; i++)
+        f9 = strchr(f9, ',') + 1;
     char *f10 = strchr(f9, ',');
     snprintf(buf, sizeof buf, "%.*s1.0,run0,0,standard\n%.*sabc%.*s%s", (int)(l3 - text), text,
              (int)(f9 - l3), l3, (int)(l4 - f10), f10, l4);
@@ -134,12 +146,13 @@ static void test_bad_files(void **state) {
     const char *old = tmp_copy("old");
     assert_int_equal(mkdir(old, 0777), 0);
     snprintf(path, sizeof path, "%s/batches.csv", old);
-    write_text(path, "time,run_id,repeat,workload,strategy,batch_idx,tokens,latency_ms,energy_j_per_token,"
-                     "legacy_col\n"
-                     "0.1,r,0,standard,baseline,0,256,10,0.02,7\n"
-                     "0.2,r,0,standard,baseline,1,256,10,0.021,7\n"
-                     "time,run_id,workload,strategy,energy_j_per_token\n"
-                     "0.3,r,standard,baseline,0.022\n");
+    write_text(
+        path, "time,run_id,repeat,workload,strategy,batch_idx,tokens,latency_ms,energy_j_per_token,"
+              "legacy_col\n"
+              "0.1,r,0,standard,baseline,0,256,10,0.02,7\n"
+              "0.2,r,0,standard,baseline,1,256,10,0.021,7\n"
+              "time,run_id,workload,strategy,energy_j_per_token\n"
+              "0.3,r,standard,baseline,0.022\n");
     /* not a run log at all */
     const char *junk = tmp_copy("junk");
     assert_int_equal(mkdir(junk, 0777), 0);
@@ -168,7 +181,8 @@ static void test_bad_files(void **state) {
     snprintf(want, sizeof want, "%s/metadata.json", empty);
     find_problem(ds, want, "unknown for this run");
     /* truncated file: short row at line 3, bad number at line 4, last line (21) cut */
-    snprintf(want, sizeof want, "%s/batches.csv:3: expected %d fields, found 4", trunc, TMOE_RL_NCOLS);
+    snprintf(want, sizeof want, "%s/batches.csv:3: expected %d fields, found 4", trunc,
+             TMOE_RL_NCOLS);
     find_problem(ds, want, NULL);
     snprintf(want, sizeof want, "%s/batches.csv:4: column 'latency_ms': 'abc", trunc);
     find_problem(ds, want, NULL);
@@ -183,7 +197,8 @@ static void test_bad_files(void **state) {
     snprintf(want, sizeof want, "%s: not a readable run directory", missing);
     find_problem(ds, want, NULL);
 
-    /* rows: good1 20 + trunc (20 rows, first two rows replaced/garbled, last cut) + old 3 + good2 20 */
+    /* rows: good1 20 + trunc (20 rows, first two rows replaced/garbled, last cut) + old 3 + good2
+     * 20 */
     int trunc_rows = tmoe_dataset_run(ds, 3)->rows;
     assert_int_equal(trunc_rows, 20 - 3 + 1);
     assert_int_equal(tmoe_dataset_run(ds, 4)->rows, 3);
@@ -214,9 +229,18 @@ static void test_bad_files(void **state) {
 static void test_block_means(void **state) {
     (void)state;
     const double mult[] = {1.0, 0.8};
-    synth_cfg sc = {.strategies = STRATS, .energy_mult = mult, .nstrategies = 2, .workloads = WL,
-                    .nworkloads = 1, .repeats = 1, .batches = 30, .experts = 4, .run_sd = 0.0,
-                    .batch_sd = 0.03, .seed = 9, .telemetry = "sim"};
+    synth_cfg sc = {.strategies = STRATS,
+                    .energy_mult = mult,
+                    .nstrategies = 2,
+                    .workloads = WL,
+                    .nworkloads = 1,
+                    .repeats = 1,
+                    .batches = 30,
+                    .experts = 4,
+                    .run_sd = 0.0,
+                    .batch_sd = 0.03,
+                    .seed = 9,
+                    .telemetry = "sim"};
     const char *dir = tu_tmppath("single");
     assert_int_equal(synth_run(dir, &sc), 0);
     tmoe_error err = {0};

@@ -41,7 +41,8 @@ static void test_welch(void **state) {
 }
 
 /* a.mean() = 10.8428571428571, a.std(ddof=1) = 0.789212989539036,
- * scipy.stats.t.interval(0.95, 6, loc=mean, scale=sd/sqrt(7)) = (10.1129568649646, 11.5727574207497) */
+ * scipy.stats.t.interval(0.95, 6, loc=mean, scale=sd/sqrt(7)) =
+ * (10.1129568649646, 11.5727574207497) */
 static void test_summary(void **state) {
     (void)state;
     tmoe_stats_summary s = tmoe_stats_summarize(A, NA, 0.95);
@@ -69,7 +70,8 @@ static void test_percentile_skew(void **state) {
     qsort(x, (size_t)n, sizeof *x, cmpd);
     const double p[] = {0, 10, 25, 50, 90, 99, 100};
     const double want[] = {0.4, 1.3, 2.55, 4.6, 8.8, 9.79, 9.9};
-    for (int i = 0; i < 7; i++) near("percentile", tmoe_stats_percentile_sorted(x, n, p[i]), want[i]);
+    for (int i = 0; i < 7; i++)
+        near("percentile", tmoe_stats_percentile_sorted(x, n, p[i]), want[i]);
     near("percentile n=1", tmoe_stats_percentile_sorted(x, 1, 73.0), x[0]);
 }
 
@@ -81,7 +83,8 @@ static void test_holm(void **state) {
     const double want[] = {0.04, 0.09, 0.09, 0.025, 0.2};
     double adj[6];
     tmoe_stats_holm(p, 6, adj);
-    for (int i = 0; i < 5; i++) near("holm", adj[i], want[i]);
+    for (int i = 0; i < 5; i++)
+        near("holm", adj[i], want[i]);
     assert_true(isnan(adj[5]));
 }
 
@@ -111,8 +114,10 @@ static void test_bootstrap(void **state) {
     int cover = 0, trials = 300;
     double x[30];
     for (int t = 0; t < trials; t++) {
-        for (int i = 0; i < 30; i++) x[i] = 5.0 + tmoe_rng_normal(&r);
-        ASSERT_OK(tmoe_stats_bootstrap_mean_ci(x, 30, 500, (uint64_t)t, 0.95, &lo1, &hi1, &err), &err);
+        for (int i = 0; i < 30; i++)
+            x[i] = 5.0 + tmoe_rng_normal(&r);
+        ASSERT_OK(tmoe_stats_bootstrap_mean_ci(x, 30, 500, (uint64_t)t, 0.95, &lo1, &hi1, &err),
+                  &err);
         cover += lo1 <= 5.0 && 5.0 <= hi1;
     }
     double rate = (double)cover / trials;
@@ -121,9 +126,9 @@ static void test_bootstrap(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_welch),       cmocka_unit_test(test_summary),
+        cmocka_unit_test(test_welch),           cmocka_unit_test(test_summary),
         cmocka_unit_test(test_percentile_skew), cmocka_unit_test(test_holm),
-        cmocka_unit_test(test_effect_size), cmocka_unit_test(test_bootstrap),
+        cmocka_unit_test(test_effect_size),     cmocka_unit_test(test_bootstrap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

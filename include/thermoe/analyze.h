@@ -69,11 +69,11 @@ typedef struct tmoe_dataset tmoe_dataset; /* rows merged from several run direct
 /* One row of batches.csv. Numbers are NAN when unknown; strings are never NULL ("" when
  * empty); list columns have their own arrays. Owned by the dataset. */
 typedef struct tmoe_runlog_row {
-    double num[TMOE_RL_NCOLS];        /* numeric columns (TMOE_COL_INT / DOUBLE); NAN else */
-    const char *str[TMOE_RL_NCOLS];   /* string columns; NULL for non-string columns */
+    double num[TMOE_RL_NCOLS];         /* numeric columns (TMOE_COL_INT / DOUBLE); NAN else */
+    const char *str[TMOE_RL_NCOLS];    /* string columns; NULL for non-string columns */
     const double *list[TMOE_RL_NCOLS]; /* list columns; NULL for non-list columns */
-    int nlist[TMOE_RL_NCOLS];         /* entries in list[c] (0 = empty/unknown) */
-    int source;                       /* index of the run directory (tmoe_dataset_run) */
+    int nlist[TMOE_RL_NCOLS];          /* entries in list[c] (0 = empty/unknown) */
+    int source;                        /* index of the run directory (tmoe_dataset_run) */
 } tmoe_runlog_row;
 
 /* What metadata.json of one run directory said (strings "" when absent). */
@@ -132,10 +132,10 @@ const char *tmoe_metric_label(tmoe_metric m); /* with unit, e.g. "energy per tok
 int tmoe_metric_tested(tmoe_metric m);        /* compared against baseline with a test */
 
 typedef struct tmoe_metric_result {
-    int n;                /* units with a finite value (runs or blocks) */
-    double mean, sd;      /* over units */
-    double ci_lo, ci_hi;  /* 95% CI of the mean: t interval, or bootstrap when skewed */
-    int ci_bootstrap;     /* 1 when |skewness| > 1 and the percentile bootstrap was used */
+    int n;               /* units with a finite value (runs or blocks) */
+    double mean, sd;     /* over units */
+    double ci_lo, ci_hi; /* 95% CI of the mean: t interval, or bootstrap when skewed */
+    int ci_bootstrap;    /* 1 when |skewness| > 1 and the percentile bootstrap was used */
     /* against the baseline of the same workload (tested metrics only; NAN otherwise) */
     double pct, pct_lo, pct_hi; /* % change of the mean, bootstrap 95% CI */
     double t, df, p, p_holm;    /* Welch's t-test; Holm over this metric's comparisons
@@ -145,9 +145,9 @@ typedef struct tmoe_metric_result {
 
 typedef struct tmoe_group_result {
     const char *workload, *strategy;
-    int n_units;         /* units used for statistics */
-    int block_means;     /* 1: units are blocks of one run, 0: units are runs */
-    int n_batches;       /* batches over all units */
+    int n_units;                      /* units used for statistics */
+    int block_means;                  /* 1: units are blocks of one run, 0: units are runs */
+    int n_batches;                    /* batches over all units */
     double lat_p50, lat_p90, lat_p99; /* ms, over all batches pooled (type 7 percentiles) */
     tmoe_metric_result m[TMOE_M_COUNT];
 } tmoe_group_result;
@@ -155,13 +155,13 @@ typedef struct tmoe_group_result {
 typedef enum { TMOE_FMT_PNG = 1, TMOE_FMT_PDF = 2, TMOE_FMT_SVG = 4 } tmoe_fig_format;
 
 typedef struct tmoe_analyze_config {
-    const char *out_dir;   /* report directory; default "report" */
-    unsigned formats;      /* tmoe_fig_format bits; default PNG */
-    int bootstrap;         /* resamples for bootstrap CIs; default 2000 */
-    uint64_t seed;         /* bootstrap seed; default 1 */
-    double level;          /* CI level; default 0.95 */
-    const char *gnuplot;   /* program to render with; default "gnuplot"; "" = do not render */
-    const char *baseline;  /* strategy compared against; default "baseline" */
+    const char *out_dir;  /* report directory; default "report" */
+    unsigned formats;     /* tmoe_fig_format bits; default PNG */
+    int bootstrap;        /* resamples for bootstrap CIs; default 2000 */
+    uint64_t seed;        /* bootstrap seed; default 1 */
+    double level;         /* CI level; default 0.95 */
+    const char *gnuplot;  /* program to render with; default "gnuplot"; "" = do not render */
+    const char *baseline; /* strategy compared against; default "baseline" */
 } tmoe_analyze_config;
 
 tmoe_analyze_config tmoe_analyze_config_default(void);
@@ -187,10 +187,10 @@ int tmoe_analysis_write_tables(const tmoe_analysis *a, const char *dir, tmoe_err
  * set and runs, NAME.png/pdf/svg. A render counts as failed when gnuplot exits non-zero or
  * writes anything to stderr (warnings included); the message is recorded. */
 typedef struct tmoe_figures_result {
-    int n_figures;      /* scripts written */
-    int n_rendered;     /* figure x format renders that succeeded */
-    int n_failed;       /* renders that failed or warned */
-    int gnuplot_found;  /* 0 when the program could not be run */
+    int n_figures;     /* scripts written */
+    int n_rendered;    /* figure x format renders that succeeded */
+    int n_failed;      /* renders that failed or warned */
+    int gnuplot_found; /* 0 when the program could not be run */
     char first_failure[1024];
 } tmoe_figures_result;
 int tmoe_analysis_write_figures(const tmoe_analysis *a, const tmoe_analyze_config *cfg,

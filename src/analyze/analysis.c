@@ -27,9 +27,15 @@ static const struct {
     [TMOE_M_OVERHEAD_PCT] = {"overhead_pct", "router+TTHA overhead (% of step)", 0},
 };
 
-const char *tmoe_metric_name(tmoe_metric m) { return metrics[m].name; }
-const char *tmoe_metric_label(tmoe_metric m) { return metrics[m].label; }
-int tmoe_metric_tested(tmoe_metric m) { return metrics[m].tested; }
+const char *tmoe_metric_name(tmoe_metric m) {
+    return metrics[m].name;
+}
+const char *tmoe_metric_label(tmoe_metric m) {
+    return metrics[m].label;
+}
+int tmoe_metric_tested(tmoe_metric m) {
+    return metrics[m].tested;
+}
 
 static const char *const canon[] = {"baseline",           "static_optimal",
                                     "kernel_aware_ttha",  "hierarchical_adaptive",
@@ -51,7 +57,8 @@ const char *strategy_color(const char *s) {
     int r = strategy_rank(s);
     if (r < NCANON) return canon_color[r];
     unsigned h = 0;
-    for (const char *p = s; *p; p++) h = h * 31u + (unsigned char)*p;
+    for (const char *p = s; *p; p++)
+        h = h * 31u + (unsigned char)*p;
     return extra_color[h % 2];
 }
 
@@ -66,8 +73,12 @@ int ensure_dir(const char *dir, tmoe_error *err) {
 }
 
 tmoe_analyze_config tmoe_analyze_config_default(void) {
-    return (tmoe_analyze_config){.out_dir = "report", .formats = TMOE_FMT_PNG, .bootstrap = 2000,
-                                 .seed = 1, .level = 0.95, .gnuplot = "gnuplot",
+    return (tmoe_analyze_config){.out_dir = "report",
+                                 .formats = TMOE_FMT_PNG,
+                                 .bootstrap = 2000,
+                                 .seed = 1,
+                                 .level = 0.95,
+                                 .gnuplot = "gnuplot",
                                  .baseline = "baseline"};
 }
 
@@ -90,7 +101,8 @@ static int row_cmp(const void *x, const void *y) {
     int c = strcmp(a->str[TMOE_RL_RUN_ID], b->str[TMOE_RL_RUN_ID]);
     if (c) return c;
     double ra = a->num[TMOE_RL_REPEAT], rb = b->num[TMOE_RL_REPEAT];
-    if (ra != rb && !(isnan(ra) && isnan(rb))) return isnan(ra) ? -1 : isnan(rb) ? 1 : (ra > rb) - (ra < rb);
+    if (ra != rb && !(isnan(ra) && isnan(rb)))
+        return isnan(ra) ? -1 : isnan(rb) ? 1 : (ra > rb) - (ra < rb);
     double ia = a->num[TMOE_RL_BATCH_IDX], ib = b->num[TMOE_RL_BATCH_IDX];
     if (ia != ib) return (ia > ib) - (ia < ib);
     return (*(const int *)x > *(const int *)y) - (*(const int *)x < *(const int *)y);
@@ -157,7 +169,8 @@ static double unit_value(const tmoe_dataset *ds, const int *rows, int lo, int hi
 }
 
 /* Unit values of metric m for group g into out (finite only); returns the count. */
-static int unit_values(const tmoe_analysis *a, const analysis_group *g, tmoe_metric m, double *out) {
+static int unit_values(const tmoe_analysis *a, const analysis_group *g, tmoe_metric m,
+                       double *out) {
     int n = 0, nunits = g->r.n_units;
     for (int u = 0; u < nunits; u++) {
         int lo = -1, hi = -1;
@@ -181,7 +194,8 @@ static int build_group(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
     if (!g->unit_of_row) return TMOE_ENOMEM;
     int u = 0;
     for (int k = 0; k < g->nrows; k++) {
-        if (k > 0 && !same_unit(tmoe_dataset_row(ds, g->rows[k - 1]), tmoe_dataset_row(ds, g->rows[k])))
+        if (k > 0 &&
+            !same_unit(tmoe_dataset_row(ds, g->rows[k - 1]), tmoe_dataset_row(ds, g->rows[k])))
             u++;
         g->unit_of_row[k] = u;
     }
@@ -192,7 +206,8 @@ static int build_group(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
         g->r.block_means = 0;
     } else {
         int nb = g->nrows >= 2 * TMOE_ANALYZE_BLOCKS ? TMOE_ANALYZE_BLOCKS : g->nrows / 2;
-        for (int k = 0; k < g->nrows; k++) g->unit_of_row[k] = (int)((long)k * nb / g->nrows);
+        for (int k = 0; k < g->nrows; k++)
+            g->unit_of_row[k] = (int)((long)k * nb / g->nrows);
         g->r.n_units = nb;
         g->r.block_means = 1;
     }
@@ -217,9 +232,19 @@ static int build_group(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
     if (!v) return TMOE_ENOMEM;
     for (int m = 0; m < TMOE_M_COUNT; m++) {
         tmoe_metric_result *mr = &g->r.m[m];
-        *mr = (tmoe_metric_result){.mean = NAN, .sd = NAN, .ci_lo = NAN, .ci_hi = NAN,
-                                   .pct = NAN, .pct_lo = NAN, .pct_hi = NAN, .t = NAN, .df = NAN,
-                                   .p = NAN, .p_holm = NAN, .cohen_d = NAN, .hedges_g = NAN};
+        *mr = (tmoe_metric_result){.mean = NAN,
+                                   .sd = NAN,
+                                   .ci_lo = NAN,
+                                   .ci_hi = NAN,
+                                   .pct = NAN,
+                                   .pct_lo = NAN,
+                                   .pct_hi = NAN,
+                                   .t = NAN,
+                                   .df = NAN,
+                                   .p = NAN,
+                                   .p_holm = NAN,
+                                   .cohen_d = NAN,
+                                   .hedges_g = NAN};
         int n = unit_values(a, g, (tmoe_metric)m, v);
         mr->n = n;
         if (n == 0) continue;
@@ -246,7 +271,8 @@ static int build_group(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
 static int compare(tmoe_analysis *a, analysis_group *base, analysis_group *g, uint64_t seed,
                    tmoe_error *err) {
     int cap = base->r.n_units + g->r.n_units + 2;
-    double *x = tmoe_malloc(sizeof *x * (size_t)cap, err), *y = tmoe_malloc(sizeof *y * (size_t)cap, err);
+    double *x = tmoe_malloc(sizeof *x * (size_t)cap, err),
+           *y = tmoe_malloc(sizeof *y * (size_t)cap, err);
     int rc = TMOE_OK;
     if (!x || !y) {
         rc = TMOE_ENOMEM;
@@ -326,7 +352,8 @@ tmoe_analysis *tmoe_analysis_create(tmoe_dataset *ds, const tmoe_analyze_config 
             analysis_group *g = &a->g[a->ng];
             int cnt = 0;
             for (int i = 0; i < nrows; i++)
-                cnt += gi[i] == s && strcmp(tmoe_dataset_row(ds, i)->str[TMOE_RL_WORKLOAD], a->workloads[w]) == 0;
+                cnt += gi[i] == s &&
+                       strcmp(tmoe_dataset_row(ds, i)->str[TMOE_RL_WORKLOAD], a->workloads[w]) == 0;
             if (!cnt) continue;
             g->rows = tmoe_malloc(sizeof(int) * (size_t)cnt, err);
             if (!g->rows) {
@@ -334,7 +361,8 @@ tmoe_analysis *tmoe_analysis_create(tmoe_dataset *ds, const tmoe_analyze_config 
                 goto fail;
             }
             for (int i = 0; i < nrows; i++)
-                if (gi[i] == s && strcmp(tmoe_dataset_row(ds, i)->str[TMOE_RL_WORKLOAD], a->workloads[w]) == 0)
+                if (gi[i] == s &&
+                    strcmp(tmoe_dataset_row(ds, i)->str[TMOE_RL_WORKLOAD], a->workloads[w]) == 0)
                     g->rows[g->nrows++] = i;
             g->r.workload = a->workloads[w];
             g->r.strategy = a->strategies[s];
@@ -358,16 +386,19 @@ tmoe_analysis *tmoe_analysis_create(tmoe_dataset *ds, const tmoe_analyze_config 
     }
     /* Holm per metric: the family of one metric is its comparisons over every workload and
      * strategy (testing 7 metrics is 7 questions, each corrected for its comparisons). */
-    double *p = tmoe_malloc(sizeof *p * (size_t)a->ng, err), *padj = tmoe_malloc(sizeof *p * (size_t)a->ng, err);
+    double *p = tmoe_malloc(sizeof *p * (size_t)a->ng, err),
+           *padj = tmoe_malloc(sizeof *p * (size_t)a->ng, err);
     if (!p || !padj) {
         free(p);
         free(padj);
         goto fail;
     }
     for (int m = 0; m < TMOE_M_COUNT; m++) {
-        for (int i = 0; i < a->ng; i++) p[i] = a->g[i].r.m[m].p;
+        for (int i = 0; i < a->ng; i++)
+            p[i] = a->g[i].r.m[m].p;
         tmoe_stats_holm(p, a->ng, padj);
-        for (int i = 0; i < a->ng; i++) a->g[i].r.m[m].p_holm = padj[i];
+        for (int i = 0; i < a->ng; i++)
+            a->g[i].r.m[m].p_holm = padj[i];
     }
     free(p);
     free(padj);
@@ -389,7 +420,9 @@ void tmoe_analysis_free(tmoe_analysis *a) {
     free(a);
 }
 
-int tmoe_analysis_ngroups(const tmoe_analysis *a) { return a->ng; }
+int tmoe_analysis_ngroups(const tmoe_analysis *a) {
+    return a->ng;
+}
 const tmoe_group_result *tmoe_analysis_group(const tmoe_analysis *a, int i) {
     TMOE_ASSERT(i >= 0 && i < a->ng);
     return &a->g[i].r;

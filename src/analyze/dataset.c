@@ -35,7 +35,8 @@ struct tmoe_dataset {
 static int grow(void **p, int *cap, int need, size_t elem) {
     if (need <= *cap) return 0;
     int nc = *cap ? *cap * 2 : 16;
-    while (nc < need) nc *= 2;
+    while (nc < need)
+        nc *= 2;
     void *q = realloc(*p, (size_t)nc * elem);
     if (!q) return -1;
     *p = q;
@@ -71,13 +72,18 @@ __attribute__((format(printf, 2, 3))) static void problem(tmoe_dataset *ds, cons
     if (c) ds->problems[ds->nproblems++] = c;
 }
 
-tmoe_dataset *tmoe_dataset_create(tmoe_error *err) { return tmoe_calloc(1, sizeof(tmoe_dataset), err); }
+tmoe_dataset *tmoe_dataset_create(tmoe_error *err) {
+    return tmoe_calloc(1, sizeof(tmoe_dataset), err);
+}
 
 void tmoe_dataset_free(tmoe_dataset *ds) {
     if (!ds) return;
-    for (int i = 0; i < ds->nowned; i++) free(ds->owned[i]);
-    for (int i = 0; i < ds->nproblems; i++) free(ds->problems[i]);
-    for (int i = 0; i < ds->nruns; i++) free(ds->schemas[i]);
+    for (int i = 0; i < ds->nowned; i++)
+        free(ds->owned[i]);
+    for (int i = 0; i < ds->nproblems; i++)
+        free(ds->problems[i]);
+    for (int i = 0; i < ds->nruns; i++)
+        free(ds->schemas[i]);
     free(ds->owned);
     free(ds->problems);
     free(ds->schemas);
@@ -86,17 +92,23 @@ void tmoe_dataset_free(tmoe_dataset *ds) {
     free(ds);
 }
 
-int tmoe_dataset_nrows(const tmoe_dataset *ds) { return ds->nrows; }
+int tmoe_dataset_nrows(const tmoe_dataset *ds) {
+    return ds->nrows;
+}
 const tmoe_runlog_row *tmoe_dataset_row(const tmoe_dataset *ds, int i) {
     TMOE_ASSERT(i >= 0 && i < ds->nrows);
     return &ds->rows[i];
 }
-int tmoe_dataset_nruns(const tmoe_dataset *ds) { return ds->nruns; }
+int tmoe_dataset_nruns(const tmoe_dataset *ds) {
+    return ds->nruns;
+}
 const tmoe_runlog_meta *tmoe_dataset_run(const tmoe_dataset *ds, int i) {
     TMOE_ASSERT(i >= 0 && i < ds->nruns);
     return &ds->runs[i];
 }
-int tmoe_dataset_nproblems(const tmoe_dataset *ds) { return ds->nproblems; }
+int tmoe_dataset_nproblems(const tmoe_dataset *ds) {
+    return ds->nproblems;
+}
 const char *tmoe_dataset_problem(const tmoe_dataset *ds, int i) {
     TMOE_ASSERT(i >= 0 && i < ds->nproblems);
     return ds->problems[i];
@@ -137,7 +149,9 @@ static int rec_field(record *r) {
     return 0;
 }
 
-static const char *rec_get(const record *r, int i) { return r->buf + r->off[i]; }
+static const char *rec_get(const record *r, int i) {
+    return r->buf + r->off[i];
+}
 
 enum { REC_EOF = 0, REC_OK = 1, REC_NOMEM = -1 };
 
@@ -229,7 +243,8 @@ static int parse_list(tmoe_dataset *ds, const char *s, const double **out, int *
     *n = 0;
     if (is_unknown(s)) return 0;
     int cnt = 1;
-    for (const char *p = s; *p; p++) cnt += *p == TMOE_RUNLOG_LIST_SEP;
+    for (const char *p = s; *p; p++)
+        cnt += *p == TMOE_RUNLOG_LIST_SEP;
     double *v = own(ds, malloc(sizeof *v * (size_t)cnt));
     if (!v) return -2;
     const char *p = s;
@@ -271,7 +286,8 @@ static int build_map(tmoe_dataset *ds, const char *path, int line, const record 
                 strcat(unknown, rec_get(r, i));
             }
         } else if (seen[c]++) {
-            problem(ds, "%s:%d: column '%s' appears twice; file skipped", path, line, rec_get(r, i));
+            problem(ds, "%s:%d: column '%s' appears twice; file skipped", path, line,
+                    rec_get(r, i));
             return -1;
         }
     }
@@ -286,24 +302,27 @@ static int build_map(tmoe_dataset *ds, const char *path, int line, const record 
             strcat(missing, tmoe_runlog_cols[c].name);
         }
     if (!seen[TMOE_RL_WORKLOAD] || !seen[TMOE_RL_STRATEGY]) {
-        problem(ds,
-                "%s:%d: header lacks workload/strategy (is this a thermoe batches.csv? missing: %s); "
-                "file skipped",
-                path, line, missing);
+        problem(
+            ds,
+            "%s:%d: header lacks workload/strategy (is this a thermoe batches.csv? missing: %s); "
+            "file skipped",
+            path, line, missing);
         return -1;
     }
     if (!*exact)
-        problem(ds,
-                "%s:%d: schema differs from runlog.h (%d columns, expected %d; missing: %s; unknown: "
-                "%s); read by column name, missing columns count as unknown",
-                path, line, r->n, TMOE_RL_NCOLS, *missing ? missing : "none",
-                *unknown ? unknown : "none");
+        problem(
+            ds,
+            "%s:%d: schema differs from runlog.h (%d columns, expected %d; missing: %s; unknown: "
+            "%s); read by column name, missing columns count as unknown",
+            path, line, r->n, TMOE_RL_NCOLS, *missing ? missing : "none",
+            *unknown ? unknown : "none");
     return 0;
 }
 
 static int looks_like_header(const record *r) {
     int hits = 0;
-    for (int i = 0; i < r->n && i < 4; i++) hits += tmoe_runlog_col_find(rec_get(r, i)) >= 0;
+    for (int i = 0; i < r->n && i < 4; i++)
+        hits += tmoe_runlog_col_find(rec_get(r, i)) >= 0;
     return hits >= 2;
 }
 
@@ -339,8 +358,9 @@ static int add_row(tmoe_dataset *ds, const char *path, int line, const record *r
             int rc = parse_list(ds, cell, &row.list[c], &row.nlist[c]);
             if (rc == -2) return -2;
             if (rc) {
-                problem(ds, "%s:%d: column '%s': '%.40s' is not a ';'-separated list of numbers; "
-                            "row skipped",
+                problem(ds,
+                        "%s:%d: column '%s': '%.40s' is not a ';'-separated list of numbers; "
+                        "row skipped",
                         path, line, tmoe_runlog_cols[c].name, cell);
                 return -1;
             }
@@ -445,8 +465,9 @@ static int read_csv(tmoe_dataset *ds, const char *path, int source, tmoe_error *
         if (st == REC_EOF) break;
         if (r.n == 1 && rec_get(&r, 0)[0] == '\0') continue; /* blank line */
         if (unclosed) {
-            problem(ds, "%s:%d: quoted field not closed before the end of the file (truncated?); "
-                        "skipped",
+            problem(ds,
+                    "%s:%d: quoted field not closed before the end of the file (truncated?); "
+                    "skipped",
                     path, start);
             bad++;
             break;
@@ -462,11 +483,13 @@ static int read_csv(tmoe_dataset *ds, const char *path, int source, tmoe_error *
             int exact2;
             if (build_map(ds, path, start, &r, &h2, &exact2)) break;
             if (h2.nfields != h.nfields || memcmp(h2.map, h.map, sizeof(int) * (size_t)h.nfields))
-                problem(ds, "%s:%d: a header with a different schema mid-file (mixed schemas); "
-                            "the rows after it are read with it",
+                problem(ds,
+                        "%s:%d: a header with a different schema mid-file (mixed schemas); "
+                        "the rows after it are read with it",
                         path, start);
             else
-                problem(ds, "%s:%d: header line repeated (files concatenated?); skipped", path, start);
+                problem(ds, "%s:%d: header line repeated (files concatenated?); skipped", path,
+                        start);
             h = h2;
             continue;
         }
@@ -607,8 +630,9 @@ void tmoe_dataset_check_consistency(tmoe_dataset *ds) {
             first = ds->schemas[i];
             first_dir = ds->runs[i].dir;
         } else if (strcmp(first, ds->schemas[i]) != 0) {
-            problem(ds, "runs have inconsistent CSV schemas: %s and %s have different headers "
-                        "(columns were matched by name)",
+            problem(ds,
+                    "runs have inconsistent CSV schemas: %s and %s have different headers "
+                    "(columns were matched by name)",
                     first_dir, ds->runs[i].dir);
             break;
         }

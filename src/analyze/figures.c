@@ -77,8 +77,10 @@ static void dat_block_end(figctx *c) {
 }
 
 static void dat_val(figctx *c, double v) {
-    if (isfinite(v)) fprintf(c->dat, " %.9g", v);
-    else fputs(" NaN", c->dat);
+    if (isfinite(v))
+        fprintf(c->dat, " %.9g", v);
+    else
+        fputs(" NaN", c->dat);
 }
 
 /* Close the data file and open the script with the common prelude. */
@@ -127,7 +129,8 @@ static void gp_ranges(figctx *c, int xpad, int y_from_zero) {
             y0 = 0.0;
             if (y1 <= 0.0) y1 = 1.0;
             y1 *= 1.12;
-        } else pad(&y0, &y1, 0.06);
+        } else
+            pad(&y0, &y1, 0.06);
         fprintf(c->gp, "set yrange [%.9g:%.9g]\n", y0, y1);
     }
 }
@@ -165,7 +168,8 @@ static void fig_drop(figctx *c) {
 
 static const analysis_group *grp(const tmoe_analysis *a, const char *w, const char *s) {
     for (int i = 0; i < a->ng; i++)
-        if (strcmp(a->g[i].r.workload, w) == 0 && strcmp(a->g[i].r.strategy, s) == 0) return &a->g[i];
+        if (strcmp(a->g[i].r.workload, w) == 0 && strcmp(a->g[i].r.strategy, s) == 0)
+            return &a->g[i];
     return NULL;
 }
 
@@ -184,7 +188,8 @@ static int max_batch(const tmoe_analysis *a, const analysis_group *g) {
 
 /* Mean of column col at each batch index over the group's runs: writes "batch value" lines.
  * Returns points written. */
-static int series_by_batch(figctx *c, const analysis_group *g, int col, double *sum, int *cnt, int nb) {
+static int series_by_batch(figctx *c, const analysis_group *g, int col, double *sum, int *cnt,
+                           int nb) {
     const tmoe_analysis *a = c->a;
     for (int i = 0; i < nb; i++) {
         sum[i] = 0.0;
@@ -255,9 +260,11 @@ static int fig_series(figctx *c, const char *w, const char *name, const char *ti
     gp_ranges(c, 1, 0);
     fprintf(c->gp, "plot \\\n");
     for (int i = 0; i < ns; i++)
-        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with lines lw 1.5 dt %d lc rgb '%s' %s%s%s%s\n",
-                c->name, i, blk_col[i] ? 2 : 1, strategy_color(sname[i]), blk_col[i] ? "notitle" : "title '",
-                blk_col[i] ? "" : sname[i], blk_col[i] ? "" : "'", i + 1 < ns ? ", \\" : "");
+        fprintf(c->gp,
+                "  '%s.dat' index %d using 1:2 with lines lw 1.5 dt %d lc rgb '%s' %s%s%s%s\n",
+                c->name, i, blk_col[i] ? 2 : 1, strategy_color(sname[i]),
+                blk_col[i] ? "notitle" : "title '", blk_col[i] ? "" : sname[i],
+                blk_col[i] ? "" : "'", i + 1 < ns ? ", \\" : "");
     return gp_end(c, err);
 }
 
@@ -305,22 +312,27 @@ static int fig_bars(figctx *c, const char *name, const char *title, const char *
         return TMOE_OK;
     }
     if ((rc = gp_begin(c, title, "", ylabel, err))) return rc;
-    fprintf(c->gp, "set xrange [-0.6:%g]\nset style fill solid 0.85 border lc rgb '#333333'\n"
-                   "set boxwidth %.6f absolute\nset xtics (",
+    fprintf(c->gp,
+            "set xrange [-0.6:%g]\nset style fill solid 0.85 border lc rgb '#333333'\n"
+            "set boxwidth %.6f absolute\nset xtics (",
             ngroups - 0.4, width * 0.9);
-    for (int gi = 0; gi < ngroups; gi++) fprintf(c->gp, "%s'%s' %d", gi ? ", " : "", glabels[gi], gi);
+    for (int gi = 0; gi < ngroups; gi++)
+        fprintf(c->gp, "%s'%s' %d", gi ? ", " : "", glabels[gi], gi);
     fprintf(c->gp, ")\nset grid noxtics\n");
     c->xmin = INFINITY; /* x set above */
     gp_ranges(c, 0, c->ymin >= 0.0);
     fprintf(c->gp, "plot \\\n");
     /* error bars as capped vectors from lo to hi (yerrorbars leave a gap at the mean) */
     for (int i = 0; i < ns; i++) {
-        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with boxes lc rgb '%s' title '%s'%s\n", c->name, i,
-                strategy_color(sname[i]), sname[i], i + 1 < ns || have_ci[i] ? ", \\" : "");
+        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with boxes lc rgb '%s' title '%s'%s\n",
+                c->name, i, strategy_color(sname[i]), sname[i],
+                i + 1 < ns || have_ci[i] ? ", \\" : "");
         if (have_ci[i])
-            fprintf(c->gp, "  '%s.dat' index %d using 1:3:(0):($4-$3) with vectors heads size screen 0.008,90 "
-                           "lc rgb '#333333' lw 1 notitle%s\n",
-                    c->name, i, i + 1 < ns ? ", \\" : "");
+            fprintf(
+                c->gp,
+                "  '%s.dat' index %d using 1:3:(0):($4-$3) with vectors heads size screen 0.008,90 "
+                "lc rgb '#333333' lw 1 notitle%s\n",
+                c->name, i, i + 1 < ns ? ", \\" : "");
     }
     return gp_end(c, err);
 }
@@ -392,8 +404,8 @@ static int fig_cdf(figctx *c, const char *w, tmoe_error *err) {
     gp_ranges(c, 1, 0);
     fprintf(c->gp, "set yrange [0:1.02]\nplot \\\n");
     for (int i = 0; i < ns; i++)
-        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with steps lw 1.5 lc rgb '%s' title '%s'%s\n", c->name, i,
-                strategy_color(sname[i]), sname[i], i + 1 < ns ? ", \\" : "");
+        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with steps lw 1.5 lc rgb '%s' title '%s'%s\n",
+                c->name, i, strategy_color(sname[i]), sname[i], i + 1 < ns ? ", \\" : "");
     return gp_end(c, err);
 }
 
@@ -434,16 +446,21 @@ static int fig_heat(figctx *c, const char *name, const char *title, const char *
         fprintf(c->gp, "set palette defined (0 '#440154', 0.25 '#3B528B', 0.5 '#21908C', 0.75 "
                        "'#5DC863', 1 '#FDE725')\n");
     }
-    fprintf(c->gp, "set cbrange [%.9g:%.9g]\nset cblabel '%s'\nset xrange [-0.5:%g]\nset yrange [-0.5:%g]\n"
-                   "set grid noxtics noytics\nunset key\nset border 15\nset rmargin 9\n",
-            lo, hi, cblabel, nc - 0.5, nr - 0.5);
+    fprintf(
+        c->gp,
+        "set cbrange [%.9g:%.9g]\nset cblabel '%s'\nset xrange [-0.5:%g]\nset yrange [-0.5:%g]\n"
+        "set grid noxtics noytics\nunset key\nset border 15\nset rmargin 9\n",
+        lo, hi, cblabel, nc - 0.5, nr - 0.5);
     if (rlabels) {
         fprintf(c->gp, "set ytics (");
-        for (int r = 0; r < nr; r++) fprintf(c->gp, "%s'%s' %d", r ? ", " : "", rlabels[r], r);
+        for (int r = 0; r < nr; r++)
+            fprintf(c->gp, "%s'%s' %d", r ? ", " : "", rlabels[r], r);
         fprintf(c->gp, ")\n");
     }
     if (nc > 16) fprintf(c->gp, "set xtics %d\n", nc / 8);
-    fprintf(c->gp, "plot '%s.dat' using 1:2:(0.5):(0.5):3 with boxxyerror fs solid 1.0 noborder lc palette notitle\n",
+    fprintf(c->gp,
+            "plot '%s.dat' using 1:2:(0.5):(0.5):3 with boxxyerror fs solid 1.0 noborder lc "
+            "palette notitle\n",
             c->name);
     return gp_end(c, err);
 }
@@ -462,7 +479,8 @@ static int fig_experts(figctx *c, const char *w, tmoe_error *err) {
     for (int s = 0; s < a->nstrategies; s++) {
         const analysis_group *g = grp(a, w, a->strategies[s]);
         if (!g) continue;
-        int e = list_len(a, g, TMOE_RL_EXPERT_USAGE_COUNTS), t = list_len(a, g, TMOE_RL_EXPERT_TIME_MS);
+        int e = list_len(a, g, TMOE_RL_EXPERT_USAGE_COUNTS),
+            t = list_len(a, g, TMOE_RL_EXPERT_TIME_MS);
         E = e > E ? e : E;
         E = t > E ? t : E;
     }
@@ -492,13 +510,15 @@ static int fig_experts(figctx *c, const char *w, tmoe_error *err) {
                     have_t = 1;
                 }
         }
-        for (int e = 0; e < E; e++) u[e] = tot > 0.0 ? u[e] / tot : NAN;
+        for (int e = 0; e < E; e++)
+            u[e] = tot > 0.0 ? u[e] / tot : NAN;
         sname[ns++] = g->r.strategy;
     }
     char name[300], title[300];
     snprintf(name, sizeof name, "expert_usage_%s", w);
     snprintf(title, sizeof title, "Expert usage, %s", w);
-    int rc = fig_heat(c, name, title, "expert", "", sname, ns, E, use, 0, "share of token copies", err);
+    int rc =
+        fig_heat(c, name, title, "expert", "", sname, ns, E, use, 0, "share of token copies", err);
     if (!rc && have_t) {
         snprintf(name, sizeof name, "expert_time_%s", w);
         rc = fig_begin(c, name, err);
@@ -518,7 +538,9 @@ static int fig_experts(figctx *c, const char *w, tmoe_error *err) {
             gp_ranges(c, 1, 1);
             fprintf(c->gp, "plot \\\n");
             for (int i = 0; i < nb; i++)
-                fprintf(c->gp, "  '%s.dat' index %d using 1:2 with linespoints pt 7 ps 0.6 lw 1.5 lc rgb '%s' title '%s'%s\n",
+                fprintf(c->gp,
+                        "  '%s.dat' index %d using 1:2 with linespoints pt 7 ps 0.6 lw 1.5 lc rgb "
+                        "'%s' title '%s'%s\n",
                         c->name, i, strategy_color(tn[i]), tn[i], i + 1 < nb ? ", \\" : "");
             rc = gp_end(c, err);
         }
@@ -530,11 +552,13 @@ static int fig_experts(figctx *c, const char *w, tmoe_error *err) {
 
 static int fig_ttha(figctx *c, const char *w, tmoe_error *err) {
     const tmoe_analysis *a = c->a;
-    static const int cols[] = {TMOE_RL_TTHA_POWER_LOSS, TMOE_RL_TTHA_TEMP_LOSS, TMOE_RL_TTHA_LATENCY_PENALTY,
-                               TMOE_RL_TTHA_THROUGHPUT_BONUS, TMOE_RL_TTHA_FIDELITY, TMOE_RL_TTHA_TOTAL_LOSS};
-    static const char *const lbl[] = {"power", "temperature", "latency penalty", "throughput bonus",
-                                      "fidelity", "total"};
-    static const char *const col_color[] = {"#D55E00", "#E69F00", "#0072B2", "#009E73", "#CC79A7", "#000000"};
+    static const int cols[] = {TMOE_RL_TTHA_POWER_LOSS,      TMOE_RL_TTHA_TEMP_LOSS,
+                               TMOE_RL_TTHA_LATENCY_PENALTY, TMOE_RL_TTHA_THROUGHPUT_BONUS,
+                               TMOE_RL_TTHA_FIDELITY,        TMOE_RL_TTHA_TOTAL_LOSS};
+    static const char *const lbl[] = {
+        "power", "temperature", "latency penalty", "throughput bonus", "fidelity", "total"};
+    static const char *const col_color[] = {"#D55E00", "#E69F00", "#0072B2",
+                                            "#009E73", "#CC79A7", "#000000"};
     for (int s = 0; s < a->nstrategies; s++) {
         const analysis_group *g = grp(a, w, a->strategies[s]);
         if (!g) continue;
@@ -571,8 +595,11 @@ static int fig_ttha(figctx *c, const char *w, tmoe_error *err) {
         fprintf(c->gp, "plot \\\n");
         for (int k = 0, i = 0; k < 6; k++) {
             if (!have[k]) continue;
-            fprintf(c->gp, "  '%s.dat' index %d using 1:2 with lines lw 1.5 dt %d lc rgb '%s' title '%s'%s\n",
-                    c->name, i, k == 5 ? 1 : 1 + (k % 3), col_color[k], lbl[k], i + 1 < nh ? ", \\" : "");
+            fprintf(
+                c->gp,
+                "  '%s.dat' index %d using 1:2 with lines lw 1.5 dt %d lc rgb '%s' title '%s'%s\n",
+                c->name, i, k == 5 ? 1 : 1 + (k % 3), col_color[k], lbl[k],
+                i + 1 < nh ? ", \\" : "");
             i++;
         }
         if ((rc = gp_end(c, err))) return rc;
@@ -596,7 +623,8 @@ static int fig_ttha(figctx *c, const char *w, tmoe_error *err) {
                     n[(int)b * E + e]++;
                 }
         }
-        for (int i = 0; i < nb * E; i++) m[i] = n[i] ? m[i] / n[i] : NAN;
+        for (int i = 0; i < nb * E; i++)
+            m[i] = n[i] ? m[i] / n[i] : NAN;
         snprintf(name, sizeof name, "biases_%s_%s", w, g->r.strategy);
         snprintf(title, sizeof title, "Learned biases, %s, %s", g->r.strategy, w);
         rc = fig_heat(c, name, title, "expert", "batch", NULL, nb, E, m, 1, "bias", err);
@@ -620,7 +648,8 @@ static int fig_pareto(figctx *c, const char *w, int fidelity, tmoe_error *err) {
     for (int s = 0; s < a->nstrategies && n < 64; s++) {
         const analysis_group *g = grp(a, w, a->strategies[s]);
         if (!g) continue;
-        double x = fidelity ? 1.0 - g->r.m[TMOE_M_TOPK_AGREEMENT].mean : g->r.m[TMOE_M_LATENCY_MEAN].mean;
+        double x =
+            fidelity ? 1.0 - g->r.m[TMOE_M_TOPK_AGREEMENT].mean : g->r.m[TMOE_M_LATENCY_MEAN].mean;
         double y = g->r.m[TMOE_M_ENERGY_PER_TOKEN].mean;
         if (!isfinite(x) || !isfinite(y)) continue;
         fprintf(c->dat, "%.9g %.9g\n", x, y);
@@ -648,18 +677,23 @@ static int fig_pareto(figctx *c, const char *w, int fidelity, tmoe_error *err) {
             idx[j] = idx[j - 1];
             idx[j - 1] = t;
         }
-    for (int i = 0; i < nf; i++) fprintf(c->dat, "%.9g %.9g\n", px[idx[i]], py[idx[i]]);
+    for (int i = 0; i < nf; i++)
+        fprintf(c->dat, "%.9g %.9g\n", px[idx[i]], py[idx[i]]);
     dat_block_end(c);
     snprintf(title, sizeof title, "Energy vs %s, %s", fidelity ? "fidelity" : "latency", w);
-    if ((rc = gp_begin(c, title, fidelity ? "1 - top-k agreement with baseline" : "latency mean (ms)",
+    if ((rc = gp_begin(c, title,
+                       fidelity ? "1 - top-k agreement with baseline" : "latency mean (ms)",
                        "energy per token (J)", err)))
         return rc;
     gp_ranges(c, 1, 0);
-    fprintf(c->gp, "plot \\\n  '%s.dat' index %d using 1:2 with lines lw 1 dt 2 lc rgb '#777777' title 'Pareto frontier', \\\n",
+    fprintf(c->gp,
+            "plot \\\n  '%s.dat' index %d using 1:2 with lines lw 1 dt 2 lc rgb '#777777' title "
+            "'Pareto frontier', \\\n",
             c->name, n);
     for (int i = 0; i < n; i++)
-        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with points pt 7 ps 2.4 lc rgb '%s' title '%s'%s\n", c->name, i,
-                strategy_color(sname[i]), sname[i], i + 1 < n ? ", \\" : "");
+        fprintf(c->gp,
+                "  '%s.dat' index %d using 1:2 with points pt 7 ps 2.4 lc rgb '%s' title '%s'%s\n",
+                c->name, i, strategy_color(sname[i]), sname[i], i + 1 < n ? ", \\" : "");
     return gp_end(c, err);
 }
 
@@ -682,8 +716,8 @@ static void render_all(figctx *c, char **names, int n) {
             if (!(c->cfg->formats & fmts[f].bit)) continue;
             char cmd[9000], errp[4400];
             snprintf(errp, sizeof errp, "%s/%s.%s.stderr", c->dir, names[i], fmts[f].ext);
-            snprintf(cmd, sizeof cmd, "cd '%s' && '%s' -e \"fmt='%s'\" '%s.gp' 2>'%s' </dev/null", c->dir,
-                     c->cfg->gnuplot, fmts[f].ext, names[i], errp);
+            snprintf(cmd, sizeof cmd, "cd '%s' && '%s' -e \"fmt='%s'\" '%s.gp' 2>'%s' </dev/null",
+                     c->dir, c->cfg->gnuplot, fmts[f].ext, names[i], errp);
             int st = system(cmd);
             char msg[600] = "";
             FILE *e = fopen(errp, "r");
@@ -719,7 +753,8 @@ int analysis_figures(const tmoe_analysis *a, const tmoe_analyze_config *cfg,
     figctx c = {.a = a, .cfg = cfg, .res = res, .simulated = tmoe_dataset_simulated(a->ds)};
     const char *outdir = cfg->out_dir ? cfg->out_dir : "report";
     if (strchr(outdir, '\'') || (cfg->gnuplot && strchr(cfg->gnuplot, '\'')))
-        return tmoe_errorf(err, TMOE_EINVAL, "%s: paths with a single quote are not supported", outdir);
+        return tmoe_errorf(err, TMOE_EINVAL, "%s: paths with a single quote are not supported",
+                           outdir);
     int rc = ensure_dir(outdir, err);
     snprintf(c.dir, sizeof c.dir, "%s/figures", outdir);
     if (!rc) rc = ensure_dir(c.dir, err);
@@ -762,13 +797,16 @@ int analysis_figures(const tmoe_analysis *a, const tmoe_analyze_config *cfg,
     if (c.gp) fclose(c.gp);
     if (!rc && cfg->gnuplot && cfg->gnuplot[0] && cfg->formats) {
         res->gnuplot_found = gnuplot_available(cfg->gnuplot);
-        if (res->gnuplot_found) render_all(&c, c.names, c.nnames);
+        if (res->gnuplot_found)
+            render_all(&c, c.names, c.nnames);
         else
-            tmoe_log(TMOE_LOG_WARN, "'%s' could not be run: figure scripts written to %s, not rendered",
+            tmoe_log(TMOE_LOG_WARN,
+                     "'%s' could not be run: figure scripts written to %s, not rendered",
                      cfg->gnuplot, c.dir);
     }
     if (rc || !names) {
-        for (int i = 0; i < c.nnames; i++) free(c.names[i]);
+        for (int i = 0; i < c.nnames; i++)
+            free(c.names[i]);
         free(c.names);
     } else {
         *names = c.names;

@@ -19,11 +19,13 @@ static const struct {
                "learning to cut power."},
     {"temperature_", "Peak GPU (solid) and HBM (dashed) temperature per batch. Compare slopes: a "
                      "strategy that spreads or skips hot experts heats more slowly."},
-    {"latency_cdf_", "Fraction of batches at or below a latency. Curves to the left are faster; the "
-                     "top of the curve is the tail."},
+    {"latency_cdf_",
+     "Fraction of batches at or below a latency. Curves to the left are faster; the "
+     "top of the curve is the tail."},
     {"latency_pct_", "p50/p90/p99 batch latency (type 7 percentiles over all batches)."},
-    {"expert_usage_", "Share of token copies sent to each expert, per strategy. Cost-aware strategies "
-                      "shift load away from expensive or hot experts."},
+    {"expert_usage_",
+     "Share of token copies sent to each expert, per strategy. Cost-aware strategies "
+     "shift load away from expensive or hot experts."},
     {"expert_time_", "Total time spent in each expert over the whole run."},
     {"ttha_loss_", "TTHA loss terms over batches: convergence shows as the total flattening."},
     {"biases_", "Routing biases the adapter learned, per batch (rows) and expert (columns); blue "
@@ -40,7 +42,8 @@ static const struct {
 
 static const char *how_to_read(const char *name) {
     for (size_t i = 0; i < sizeof fig_help / sizeof *fig_help; i++)
-        if (strncmp(name, fig_help[i].prefix, strlen(fig_help[i].prefix)) == 0) return fig_help[i].how;
+        if (strncmp(name, fig_help[i].prefix, strlen(fig_help[i].prefix)) == 0)
+            return fig_help[i].how;
     return "";
 }
 
@@ -55,15 +58,18 @@ static void summary_sentences(const tmoe_analysis *a, FILE *f) {
         any = 1;
         fputs("<li>", f);
         put_html(f, g->strategy);
-        fprintf(f, " used %.1f%% %s energy per token than ", fabs(e->pct), e->pct <= 0 ? "less" : "more");
+        fprintf(f, " used %.1f%% %s energy per token than ", fabs(e->pct),
+                e->pct <= 0 ? "less" : "more");
         put_html(f, a->cfg.baseline);
         fputs(" on ", f);
         put_html(f, g->workload);
-        if (isfinite(e->pct_lo)) fprintf(f, " (95%% CI %+.1f%% to %+.1f%%", e->pct_lo, e->pct_hi);
-        else fputs(" (no CI", f);
+        if (isfinite(e->pct_lo))
+            fprintf(f, " (95%% CI %+.1f%% to %+.1f%%", e->pct_lo, e->pct_hi);
+        else
+            fputs(" (no CI", f);
         if (isfinite(e->p))
-            fprintf(f, ", Welch p = %.2g, Holm-adjusted p = %.2g, Hedges' g = %.2f", e->p, e->p_holm,
-                    e->hedges_g);
+            fprintf(f, ", Welch p = %.2g, Holm-adjusted p = %.2g, Hedges' g = %.2f", e->p,
+                    e->p_holm, e->hedges_g);
         fprintf(f, ", n = %d vs %d %s)", b->m[TMOE_M_ENERGY_PER_TOKEN].n, e->n,
                 g->block_means || b->block_means ? "blocks" : "runs");
         if (isfinite(e->p_holm))
@@ -75,7 +81,8 @@ static void summary_sentences(const tmoe_analysis *a, FILE *f) {
             fprintf(f, ". Peak GPU temperature %+.1f C", t->mean - b->m[TMOE_M_GPU_TEMP_PEAK].mean);
         if (isfinite(l->pct)) fprintf(f, ", mean latency %+.1f%%", l->pct);
         const tmoe_metric_result *k = &g->m[TMOE_M_TOPK_AGREEMENT];
-        if (isfinite(k->mean)) fprintf(f, ", top-k agreement with the unbiased router %.3f", k->mean);
+        if (isfinite(k->mean))
+            fprintf(f, ", top-k agreement with the unbiased router %.3f", k->mean);
         fputs(".</li>\n", f);
     }
     if (!any)
@@ -85,37 +92,46 @@ static void summary_sentences(const tmoe_analysis *a, FILE *f) {
     fputs("</ul>\n", f);
 }
 
-static int file_exists(const char *p) { return access(p, R_OK) == 0; }
+static int file_exists(const char *p) {
+    return access(p, R_OK) == 0;
+}
 
-static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, char **names, int nnames,
-                      const tmoe_figures_result *fr, const char *path, tmoe_error *err) {
+static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, char **names,
+                      int nnames, const tmoe_figures_result *fr, const char *path,
+                      tmoe_error *err) {
     FILE *f = fopen(path, "w");
     if (!f) return tmoe_errorf(err, TMOE_EIO, "%s: cannot write: %s", path, strerror(errno));
     const tmoe_dataset *ds = a->ds;
     int sim = tmoe_dataset_simulated(ds);
-    fputs("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>\n<title>thermoe analysis</title>\n"
-          "<style>body{font-family:sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222}"
-          "table{border-collapse:collapse;margin:1em 0;font-size:90%}caption{text-align:left;"
-          "font-weight:bold;margin-bottom:.3em}td,th{border-bottom:1px solid #ccc;padding:.2em .5em;"
-          "text-align:right}td.l{text-align:left}th{background:#f3f3f3}.banner{background:#F0E442;"
-          "border:2px solid #000;padding:.8em;font-weight:bold;font-size:115%}.note{font-size:85%;"
-          "color:#555}figure{display:inline-block;width:48%;margin:.5%;vertical-align:top}"
-          "figure img{width:100%}figcaption{font-size:85%}.problems li{color:#a33}"
-          "pre{background:#f6f6f6;padding:.5em}</style>\n</head><body>\n",
-          f);
+    fputs(
+        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>\n<title>thermoe "
+        "analysis</title>\n"
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:1em auto;padding:0 "
+        "1em;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:90%}caption{text-align:left;"
+        "font-weight:bold;margin-bottom:.3em}td,th{border-bottom:1px solid #ccc;padding:.2em .5em;"
+        "text-align:right}td.l{text-align:left}th{background:#f3f3f3}.banner{background:#F0E442;"
+        "border:2px solid #000;padding:.8em;font-weight:bold;font-size:115%}.note{font-size:85%;"
+        "color:#555}figure{display:inline-block;width:48%;margin:.5%;vertical-align:top}"
+        "figure img{width:100%}figcaption{font-size:85%}.problems li{color:#a33}"
+        "pre{background:#f6f6f6;padding:.5em}</style>\n</head><body>\n",
+        f);
     if (sim)
-        fputs("<div class=banner>SIMULATED TELEMETRY: at least one input was measured on the simulated "
+        fputs("<div class=banner>SIMULATED TELEMETRY: at least one input was measured on the "
+              "simulated "
               "H100 (telemetry_source = sim). Its power, energy and temperature are model outputs, "
               "not measurements; figures from it are labelled simulated.</div>\n",
               f);
     fputs("<h1>thermoe analysis</h1>\n<h2>Runs</h2>\n<table><tr><th>directory</th><th>device</th>"
-          "<th>driver</th><th>telemetry</th><th>commit</th><th>cost model</th><th>start</th><th>end</th>"
+          "<th>driver</th><th>telemetry</th><th>commit</th><th>cost "
+          "model</th><th>start</th><th>end</th>"
           "<th>rows</th></tr>\n",
           f);
     for (int i = 0; i < tmoe_dataset_nruns(ds); i++) {
         const tmoe_runlog_meta *m = tmoe_dataset_run(ds, i);
-        const char *cells[] = {m->dir,        m->device_name, m->driver,  m->telemetry_source,
-                               m->git_commit, m->cost_model_checksum, m->start_time, m->end_time};
+        const char *cells[] = {
+            m->dir,        m->device_name,         m->driver,     m->telemetry_source,
+            m->git_commit, m->cost_model_checksum, m->start_time, m->end_time};
         fputs("<tr>", f);
         for (size_t k = 0; k < sizeof cells / sizeof *cells; k++) {
             fputs(k == 0 ? "<td class=l>" : "<td>", f);
@@ -186,11 +202,13 @@ static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, ch
             fputs(")", f);
         }
         fputs(". The data and scripts are in figures/; to render them, install gnuplot (5.x, with "
-              "the cairo terminals) and run:</p>\n<pre>cd figures &amp;&amp; for f in *.gp; do gnuplot "
+              "the cairo terminals) and run:</p>\n<pre>cd figures &amp;&amp; for f in *.gp; do "
+              "gnuplot "
               "-e \"fmt='png'\" \"$f\"; done</pre>\n<p>(fmt may be png, pdf or svg.)</p>\n",
               f);
     }
-    fputs("<p class=note>Generated by thermoe analyze " TMOE_VERSION ". Each figure's data (.dat) and "
+    fputs("<p class=note>Generated by thermoe analyze " TMOE_VERSION
+          ". Each figure's data (.dat) and "
           "gnuplot script (.gp) lie beside it in figures/.</p>\n</body></html>\n",
           f);
     int bad = ferror(f);
@@ -242,7 +260,8 @@ static int add_dir_or_children(tmoe_dataset *ds, const char *dir, tmoe_error *er
         if (!rc) {
             tmoe_error e = {0};
             snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-            if (tmoe_dataset_add_dir(ds, path, &e) == TMOE_ENOMEM) rc = tmoe_errorf(err, TMOE_ENOMEM, "%s", e.msg);
+            if (tmoe_dataset_add_dir(ds, path, &e) == TMOE_ENOMEM)
+                rc = tmoe_errorf(err, TMOE_ENOMEM, "%s", e.msg);
         }
         free(names[i]);
     }
@@ -291,7 +310,8 @@ int tmoe_analyze_run_ex(const char *const *dirs, int n, const tmoe_analyze_confi
         join_path(out->report_path, sizeof out->report_path, c.out_dir, "report.html");
         rc = write_html(a, &c, names, nnames, &out->figures, out->report_path, err);
     }
-    for (int i = 0; i < nnames; i++) free(names[i]);
+    for (int i = 0; i < nnames; i++)
+        free(names[i]);
     free(names);
     tmoe_analysis_free(a);
     tmoe_dataset_free(ds);

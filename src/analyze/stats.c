@@ -13,8 +13,8 @@
 
 tmoe_stats_summary tmoe_stats_summarize(const double *x, int n, double level) {
     TMOE_ASSERT(n >= 1 && level > 0.0 && level < 1.0);
-    tmoe_stats_summary s = {.n = n, .mean = gsl_stats_mean(x, 1, (size_t)n),
-                            .sd = NAN, .ci_lo = NAN, .ci_hi = NAN};
+    tmoe_stats_summary s = {
+        .n = n, .mean = gsl_stats_mean(x, 1, (size_t)n), .sd = NAN, .ci_lo = NAN, .ci_hi = NAN};
     if (n >= 2) {
         s.sd = gsl_stats_sd_m(x, 1, (size_t)n, s.mean);
         double tq = gsl_cdf_tdist_Pinv(0.5 + level / 2.0, n - 1);
@@ -50,8 +50,8 @@ double tmoe_stats_skewness(const double *x, int n) {
 int tmoe_stats_welch(const double *a, int na, const double *b, int nb, double level,
                      tmoe_welch *out, tmoe_error *err) {
     if (na < 2 || nb < 2)
-        return tmoe_errorf(err, TMOE_EINVAL, "Welch's t-test needs 2+ values per group (got %d, %d)",
-                           na, nb);
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "Welch's t-test needs 2+ values per group (got %d, %d)", na, nb);
     double ma = gsl_stats_mean(a, 1, (size_t)na), mb = gsl_stats_mean(b, 1, (size_t)nb);
     double va = gsl_stats_variance_m(a, 1, (size_t)na, ma) / na;
     double vb = gsl_stats_variance_m(b, 1, (size_t)nb, mb) / nb;
@@ -121,7 +121,8 @@ double tmoe_stats_hedges_g(const double *a, int na, const double *b, int nb) {
 
 static double resample_mean(const double *x, int n, tmoe_rng *r) {
     double s = 0.0;
-    for (int i = 0; i < n; i++) s += x[tmoe_rng_below(r, (uint32_t)n)];
+    for (int i = 0; i < n; i++)
+        s += x[tmoe_rng_below(r, (uint32_t)n)];
     return s / n;
 }
 
@@ -134,13 +135,14 @@ static void percentile_ci(double *v, int B, double level, double *lo, double *hi
 int tmoe_stats_bootstrap_mean_ci(const double *x, int n, int B, uint64_t seed, double level,
                                  double *lo, double *hi, tmoe_error *err) {
     if (n < 2 || B < 10)
-        return tmoe_errorf(err, TMOE_EINVAL, "bootstrap needs 2+ values and 10+ resamples (got %d, %d)",
-                           n, B);
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "bootstrap needs 2+ values and 10+ resamples (got %d, %d)", n, B);
     double *v = tmoe_malloc(sizeof *v * (size_t)B, err);
     if (!v) return TMOE_ENOMEM;
     tmoe_rng r;
     tmoe_rng_seed(&r, seed);
-    for (int k = 0; k < B; k++) v[k] = resample_mean(x, n, &r);
+    for (int k = 0; k < B; k++)
+        v[k] = resample_mean(x, n, &r);
     percentile_ci(v, B, level, lo, hi);
     free(v);
     return TMOE_OK;

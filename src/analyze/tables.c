@@ -10,31 +10,41 @@
 enum { MD, CSV, TEX, HTML };
 
 static const char *fmt_num(char *b, size_t n, double v, int kind) {
-    if (!isfinite(v)) snprintf(b, n, "%s", kind == CSV ? "nan" : "n/a");
-    else snprintf(b, n, kind == CSV ? "%.8g" : "%.4g", v);
+    if (!isfinite(v))
+        snprintf(b, n, "%s", kind == CSV ? "nan" : "n/a");
+    else
+        snprintf(b, n, kind == CSV ? "%.8g" : "%.4g", v);
     return b;
 }
 
 static const char *fmt_p(char *b, size_t n, double p, int kind) {
     if (!isfinite(p)) return fmt_num(b, n, p, kind);
-    if (kind == CSV) snprintf(b, n, "%.6g", p);
-    else if (p < 1e-4) snprintf(b, n, "<0.0001");
-    else snprintf(b, n, "%.4f", p);
+    if (kind == CSV)
+        snprintf(b, n, "%.6g", p);
+    else if (p < 1e-4)
+        snprintf(b, n, "<0.0001");
+    else
+        snprintf(b, n, "%.4f", p);
     return b;
 }
 
 static const char *fmt_ci(char *b, size_t n, double m, double lo, double hi, int kind) {
     char x[24], y[24], z[24];
     fmt_num(x, sizeof x, m, kind);
-    if (!isfinite(lo) || !isfinite(hi)) snprintf(b, n, "%s", x);
-    else snprintf(b, n, "%s [%s, %s]", x, fmt_num(y, sizeof y, lo, kind), fmt_num(z, sizeof z, hi, kind));
+    if (!isfinite(lo) || !isfinite(hi))
+        snprintf(b, n, "%s", x);
+    else
+        snprintf(b, n, "%s [%s, %s]", x, fmt_num(y, sizeof y, lo, kind),
+                 fmt_num(z, sizeof z, hi, kind));
     return b;
 }
 
 static const char *fmt_pct(char *b, size_t n, double m, double lo, double hi, int kind) {
     if (!isfinite(m)) return fmt_num(b, n, m, kind);
-    if (!isfinite(lo) || !isfinite(hi)) snprintf(b, n, "%+.1f%%", m);
-    else snprintf(b, n, "%+.1f%% [%+.1f, %+.1f]", m, lo, hi);
+    if (!isfinite(lo) || !isfinite(hi))
+        snprintf(b, n, "%+.1f%%", m);
+    else
+        snprintf(b, n, "%+.1f%% [%+.1f, %+.1f]", m, lo, hi);
     return b;
 }
 
@@ -56,7 +66,8 @@ static void row_out(FILE *f, int kind, const char *const *cells, int n) {
         return;
     }
     for (int i = 0; i < n; i++) {
-        if (kind == MD) fprintf(f, "%s %s", i ? " |" : "|", cells[i]);
+        if (kind == MD)
+            fprintf(f, "%s %s", i ? " |" : "|", cells[i]);
         else if (kind == TEX) {
             if (i) fputs(" & ", f);
             put_latex(f, cells[i]);
@@ -69,7 +80,8 @@ static void row_out(FILE *f, int kind, const char *const *cells, int n) {
                     fputc(*p, f);
                 }
                 fputc('"', f);
-            } else fputs(cells[i], f);
+            } else
+                fputs(cells[i], f);
         }
     }
     fputs(kind == MD ? " |\n" : kind == TEX ? " \\\\\n" : "\n", f);
@@ -92,12 +104,15 @@ static void header_out(FILE *f, int kind, const char *const *cells, int n, const
         fprintf(f, "\\begin{table}[t]\n\\centering\\small\n\\caption{");
         put_latex(f, caption);
         fprintf(f, "}\n\\begin{tabular}{ll");
-        for (int i = 2; i < n; i++) fputc('r', f);
+        for (int i = 2; i < n; i++)
+            fputc('r', f);
         fprintf(f, "}\n\\toprule\n");
-    } else if (kind == MD) fprintf(f, "%s\n\n", caption);
+    } else if (kind == MD)
+        fprintf(f, "%s\n\n", caption);
     row_out(f, kind, cells, n);
     if (kind == MD) {
-        for (int i = 0; i < n; i++) fputs(i < 2 ? "|---" : "|--:", f);
+        for (int i = 0; i < n; i++)
+            fputs(i < 2 ? "|---" : "|--:", f);
         fputs("|\n", f);
     }
     if (kind == TEX) fputs("\\midrule\n", f);
@@ -112,40 +127,78 @@ static void footer_out(FILE *f, int kind, const char *note) {
         fputs("\\bottomrule\n\\end{tabular}\n\\par\\smallskip\\footnotesize ", f);
         put_latex(f, note);
         fputs("\n\\end{table}\n\n", f);
-    } else if (kind == MD) fprintf(f, "\n%s\n\n", note);
+    } else if (kind == MD)
+        fprintf(f, "\n%s\n\n", note);
 }
 
 #define C 32
 static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
-    const char *note = "n: statistical units (per-run means, or block means of one run). CIs: 95%, t "
-                       "interval over units (bootstrap percentile where marked *). Change vs "
-                       "baseline: bootstrap 95% CI; p: Welch's t-test, Holm-adjusted per metric over "
-                       "all workloads x strategies; g: Hedges' g. Latency percentiles pool all batches (type 7).";
+    const char *note =
+        "n: statistical units (per-run means, or block means of one run). CIs: 95%, t "
+        "interval over units (bootstrap percentile where marked *). Change vs "
+        "baseline: bootstrap 95% CI; p: Welch's t-test, Holm-adjusted per metric over "
+        "all workloads x strategies; g: Hedges' g. Latency percentiles pool all batches (type 7).";
     char b[24][96];
     const char *cells[24];
-    for (int i = 0; i < 24; i++) cells[i] = b[i];
+    for (int i = 0; i < 24; i++)
+        cells[i] = b[i];
     if (kind == CSV) {
-        static const char *const h[] = {
-            "workload", "strategy", "n_units", "unit", "n_batches", "energy_j_per_token",
-            "energy_ci_lo", "energy_ci_hi", "energy_pct_vs_baseline", "energy_pct_ci_lo",
-            "energy_pct_ci_hi", "energy_p", "energy_p_holm", "energy_hedges_g", "power_avg_w",
-            "power_peak_w", "gpu_temp_peak_c", "mem_temp_peak_c", "latency_mean_ms",
-            "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "throughput_tokens_s",
-            "throttled_pct"};
+        static const char *const h[] = {"workload",
+                                        "strategy",
+                                        "n_units",
+                                        "unit",
+                                        "n_batches",
+                                        "energy_j_per_token",
+                                        "energy_ci_lo",
+                                        "energy_ci_hi",
+                                        "energy_pct_vs_baseline",
+                                        "energy_pct_ci_lo",
+                                        "energy_pct_ci_hi",
+                                        "energy_p",
+                                        "energy_p_holm",
+                                        "energy_hedges_g",
+                                        "power_avg_w",
+                                        "power_peak_w",
+                                        "gpu_temp_peak_c",
+                                        "mem_temp_peak_c",
+                                        "latency_mean_ms",
+                                        "latency_p50_ms",
+                                        "latency_p90_ms",
+                                        "latency_p99_ms",
+                                        "throughput_tokens_s",
+                                        "throttled_pct"};
         row_out(f, CSV, h, 24);
     }
     for (int pass = 0; pass < (kind == CSV ? 1 : 2); pass++) {
         if (kind != CSV) {
-            static const char *const h1[] = {"workload", "strategy", "n", "energy/token (J) [95% CI]",
-                                             "vs baseline [95% CI]", "p", "p (Holm)", "g",
-                                             "avg power (W)", "peak power (W)", "GPU peak (C)",
+            static const char *const h1[] = {"workload",
+                                             "strategy",
+                                             "n",
+                                             "energy/token (J) [95% CI]",
+                                             "vs baseline [95% CI]",
+                                             "p",
+                                             "p (Holm)",
+                                             "g",
+                                             "avg power (W)",
+                                             "peak power (W)",
+                                             "GPU peak (C)",
                                              "HBM peak (C)"};
-            static const char *const h2[] = {"workload", "strategy", "n", "latency mean (ms)",
-                                             "p50", "p90", "p99", "tokens/s", "throttled (%)",
-                                             "top-k agr.", "out. rel. err.", "overhead (%)"};
-            header_out(f, kind, pass ? h2 : h1, 12,
-                       pass ? "Table 2: latency, throughput, fidelity and overhead per workload x strategy"
-                            : "Table 1: energy, power and temperature per workload x strategy");
+            static const char *const h2[] = {"workload",
+                                             "strategy",
+                                             "n",
+                                             "latency mean (ms)",
+                                             "p50",
+                                             "p90",
+                                             "p99",
+                                             "tokens/s",
+                                             "throttled (%)",
+                                             "top-k agr.",
+                                             "out. rel. err.",
+                                             "overhead (%)"};
+            header_out(
+                f, kind, pass ? h2 : h1, 12,
+                pass ? "Table 2: latency, throughput, fidelity and overhead per workload x strategy"
+                     : "Table 1: energy, power and temperature per workload x strategy");
         }
         for (int i = 0; i < a->ng; i++) {
             const tmoe_group_result *g = &a->g[i].r;
@@ -213,21 +266,32 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
 }
 
 static void write_comparisons(const tmoe_analysis *a, FILE *f, int kind) {
-    static const char *const h[] = {"workload", "strategy", "metric", "n (base/strat.)",
-                                    "baseline mean", "mean", "change [95% CI]", "t", "df",
-                                    "p", "p (Holm)", "Hedges' g"};
-    static const char *const hcsv[] = {"workload", "strategy", "metric", "n_baseline", "n",
-                                       "baseline_mean", "mean", "pct_change", "pct_ci_lo",
-                                       "pct_ci_hi", "t", "df", "p", "p_holm", "hedges_g",
-                                       "cohen_d"};
-    if (kind == CSV) row_out(f, CSV, hcsv, 16);
+    static const char *const h[] = {"workload",
+                                    "strategy",
+                                    "metric",
+                                    "n (base/strat.)",
+                                    "baseline mean",
+                                    "mean",
+                                    "change [95% CI]",
+                                    "t",
+                                    "df",
+                                    "p",
+                                    "p (Holm)",
+                                    "Hedges' g"};
+    static const char *const hcsv[] = {"workload",  "strategy",      "metric",   "n_baseline",
+                                       "n",         "baseline_mean", "mean",     "pct_change",
+                                       "pct_ci_lo", "pct_ci_hi",     "t",        "df",
+                                       "p",         "p_holm",        "hedges_g", "cohen_d"};
+    if (kind == CSV)
+        row_out(f, CSV, hcsv, 16);
     else
         header_out(f, kind, h, 12,
                    "Comparisons against the baseline of the same workload (Welch's t-test on "
                    "per-run or block means)");
     char b[16][96];
     const char *cells[16];
-    for (int i = 0; i < 16; i++) cells[i] = b[i];
+    for (int i = 0; i < 16; i++)
+        cells[i] = b[i];
     for (int i = 0; i < a->ng; i++) {
         const tmoe_group_result *g = &a->g[i].r;
         const tmoe_group_result *base = tmoe_analysis_find(a, g->workload, a->cfg.baseline);
@@ -238,8 +302,9 @@ static void write_comparisons(const tmoe_analysis *a, FILE *f, int kind) {
             int k = 0;
             snprintf(b[k++], 96, "%s", g->workload);
             snprintf(b[k++], 96, "%s", g->strategy);
-            snprintf(b[k++], 96, "%s", kind == CSV ? tmoe_metric_name((tmoe_metric)m)
-                                                  : tmoe_metric_label((tmoe_metric)m));
+            snprintf(b[k++], 96, "%s",
+                     kind == CSV ? tmoe_metric_name((tmoe_metric)m)
+                                 : tmoe_metric_label((tmoe_metric)m));
             if (kind == CSV) {
                 snprintf(b[k++], 96, "%d", base->m[m].n);
                 snprintf(b[k++], 96, "%d", r->n);
@@ -263,9 +328,10 @@ static void write_comparisons(const tmoe_analysis *a, FILE *f, int kind) {
         }
     }
     if (kind != CSV)
-        footer_out(f, kind, "Change: 100 (mean/baseline mean - 1), percentile bootstrap CI; "
-                            "p (Holm): Holm step-down over the comparisons of the same metric "
-                            "(all workloads x strategies).");
+        footer_out(f, kind,
+                   "Change: 100 (mean/baseline mean - 1), percentile bootstrap CI; "
+                   "p (Holm): Holm step-down over the comparisons of the same metric "
+                   "(all workloads x strategies).");
 }
 
 static int write_one(const tmoe_analysis *a, const char *dir, const char *name, int kind,

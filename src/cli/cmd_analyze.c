@@ -32,9 +32,12 @@ static int parse_formats(const char *s, unsigned *out) {
     char buf[256];
     snprintf(buf, sizeof buf, "%s", s);
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        if (strcmp(t, "png") == 0) f |= TMOE_FMT_PNG;
-        else if (strcmp(t, "pdf") == 0) f |= TMOE_FMT_PDF;
-        else if (strcmp(t, "svg") == 0) f |= TMOE_FMT_SVG;
+        if (strcmp(t, "png") == 0)
+            f |= TMOE_FMT_PNG;
+        else if (strcmp(t, "pdf") == 0)
+            f |= TMOE_FMT_PDF;
+        else if (strcmp(t, "svg") == 0)
+            f |= TMOE_FMT_SVG;
         else {
             cli_fail("analyze", "--format: unknown format '%s' (expected pdf, png or svg)", t);
             return -1;
@@ -50,12 +53,16 @@ static int parse_formats(const char *s, unsigned *out) {
 
 int cmd_analyze(int argc, char **argv) {
     tmoe_analyze_config cfg = tmoe_analyze_config_default();
-    static const struct option longopts[] = {
-        {"out", required_argument, 0, 'o'},     {"format", required_argument, 0, 'f'},
-        {"bootstrap", required_argument, 0, 'b'}, {"seed", required_argument, 0, 's'},
-        {"baseline", required_argument, 0, 'B'}, {"gnuplot", required_argument, 0, 'g'},
-        {"no-render", no_argument, 0, 'n'},     {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"out", required_argument, 0, 'o'},
+                                             {"format", required_argument, 0, 'f'},
+                                             {"bootstrap", required_argument, 0, 'b'},
+                                             {"seed", required_argument, 0, 's'},
+                                             {"baseline", required_argument, 0, 'B'},
+                                             {"gnuplot", required_argument, 0, 'g'},
+                                             {"no-render", no_argument, 0, 'n'},
+                                             {"verbose", no_argument, 0, 'v'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
     int verbose = 0;
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, "o:f:vh", longopts, NULL)) != -1;) {
@@ -81,7 +88,8 @@ int cmd_analyze(int argc, char **argv) {
         }
     }
     if (cfg.bootstrap > 0 && cfg.bootstrap < 10) {
-        cli_fail("analyze", "--bootstrap: %d is too few resamples (0, or at least 10)", cfg.bootstrap);
+        cli_fail("analyze", "--bootstrap: %d is too few resamples (0, or at least 10)",
+                 cfg.bootstrap);
         return 2;
     }
     if (optind >= argc) {
@@ -97,7 +105,9 @@ int cmd_analyze(int argc, char **argv) {
            s.n_problems, s.simulated ? "; SIMULATED telemetry in the input" : "");
     printf("%d figures: %d rendered, %d failed%s\n", s.figures.n_figures, s.figures.n_rendered,
            s.figures.n_failed,
-           cfg.gnuplot[0] && !s.figures.gnuplot_found ? " (gnuplot not found: scripts written, see report)" : "");
+           cfg.gnuplot[0] && !s.figures.gnuplot_found
+               ? " (gnuplot not found: scripts written, see report)"
+               : "");
     if (s.figures.n_failed) printf("first render failure: %s\n", s.figures.first_failure);
     printf("report: %s\n", s.report_path);
     return 0;
