@@ -89,13 +89,13 @@ static void test_quoting(void **state) {
     ASSERT_OK(tmoe_dataset_add_dir(ds, dir, &err), &err);
     assert_int_equal(tmoe_dataset_nproblems(ds), 0);
     assert_int_equal(tmoe_dataset_nrows(ds), 2 * 2 * 5);
-    const tmoe_runlog_row *r = tmoe_dataset_row(ds, 0);
+    const tmoe_analyze_row *r = tmoe_dataset_row(ds, 0);
     assert_string_equal(r->str[TMOE_RL_RUN_ID], "a,b \"q\"\nc");
     assert_string_equal(r->str[TMOE_RL_WORKLOAD], "standard");
     assert_int_equal(r->nlist[TMOE_RL_EXPERT_USAGE_COUNTS], 4);
     assert_true(isnan(r->num[TMOE_RL_TTHA_LR])); /* baseline row: "nan" = unknown */
     assert_int_equal(r->nlist[TMOE_RL_BIASES], 0);
-    const tmoe_runlog_meta *m = tmoe_dataset_run(ds, 0);
+    const tmoe_analyze_meta *m = tmoe_dataset_run(ds, 0);
     assert_string_equal(m->device_name, "NVIDIA H100 80GB HBM3");
     assert_string_equal(m->telemetry_source, "nvml");
     assert_false(tmoe_dataset_simulated(ds));

@@ -68,22 +68,22 @@ typedef struct tmoe_dataset tmoe_dataset; /* rows merged from several run direct
 
 /* One row of batches.csv. Numbers are NAN when unknown; strings are never NULL ("" when
  * empty); list columns have their own arrays. Owned by the dataset. */
-typedef struct tmoe_runlog_row {
+typedef struct tmoe_analyze_row {
     double num[TMOE_RL_NCOLS];         /* numeric columns (TMOE_COL_INT / DOUBLE); NAN else */
     const char *str[TMOE_RL_NCOLS];    /* string columns; NULL for non-string columns */
     const double *list[TMOE_RL_NCOLS]; /* list columns; NULL for non-list columns */
     int nlist[TMOE_RL_NCOLS];          /* entries in list[c] (0 = empty/unknown) */
     int source;                        /* index of the run directory (tmoe_dataset_run) */
-} tmoe_runlog_row;
+} tmoe_analyze_row;
 
 /* What metadata.json of one run directory said (strings "" when absent). */
-typedef struct tmoe_runlog_meta {
+typedef struct tmoe_analyze_meta {
     const char *dir;
     const char *device_name, *driver, *telemetry_source, *git_commit;
     const char *cost_model_checksum, *start_time, *end_time;
     int has_metadata; /* 0 when metadata.json was missing or unreadable */
     int rows;         /* rows read from this directory */
-} tmoe_runlog_meta;
+} tmoe_analyze_meta;
 
 tmoe_dataset *tmoe_dataset_create(tmoe_error *err);
 void tmoe_dataset_free(tmoe_dataset *ds); /* NULL is a no-op */
@@ -100,9 +100,9 @@ int tmoe_dataset_add_csv(tmoe_dataset *ds, const char *path, tmoe_error *err);
 void tmoe_dataset_check_consistency(tmoe_dataset *ds);
 
 int tmoe_dataset_nrows(const tmoe_dataset *ds);
-const tmoe_runlog_row *tmoe_dataset_row(const tmoe_dataset *ds, int i);
+const tmoe_analyze_row *tmoe_dataset_row(const tmoe_dataset *ds, int i);
 int tmoe_dataset_nruns(const tmoe_dataset *ds);
-const tmoe_runlog_meta *tmoe_dataset_run(const tmoe_dataset *ds, int i);
+const tmoe_analyze_meta *tmoe_dataset_run(const tmoe_dataset *ds, int i);
 int tmoe_dataset_nproblems(const tmoe_dataset *ds);
 const char *tmoe_dataset_problem(const tmoe_dataset *ds, int i);
 int tmoe_dataset_simulated(const tmoe_dataset *ds); /* any row or metadata said "sim" */

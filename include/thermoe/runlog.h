@@ -9,7 +9,7 @@
 extern "C" {
 #endif
 
-#define TMOE_RUNLOG_CSV "batches.csv"        /* one row per batch, per run directory */
+#define TMOE_RUNLOG_CSV "batches.csv"       /* one row per batch, per run directory */
 #define TMOE_RUNLOG_METADATA "metadata.json" /* one per run directory */
 #define TMOE_RUNLOG_LIST_SEP ';'             /* separator of list cells */
 
@@ -28,44 +28,44 @@ typedef struct tmoe_runlog_col {
 } tmoe_runlog_col;
 
 /* X-macro: column index enum and table come from the same list, so they cannot drift. */
-#define TMOE_RUNLOG_COLUMNS(X)                                                                     \
-    X(TIME, "time", TMOE_COL_DOUBLE, "s since run start (monotonic)")                              \
-    X(RUN_ID, "run_id", TMOE_COL_STR, "run identifier")                                            \
-    X(REPEAT, "repeat", TMOE_COL_INT, "repeat index, 0-based")                                     \
-    X(WORKLOAD, "workload", TMOE_COL_STR, "workload name")                                         \
-    X(STRATEGY, "strategy", TMOE_COL_STR, "routing strategy name")                                 \
-    X(EXPERT_TYPE, "expert_type", TMOE_COL_STR, "fp16, q4 or q2")                                  \
-    X(IMPL, "impl", TMOE_COL_STR, "fused or unfused")                                              \
-    X(BATCH_IDX, "batch_idx", TMOE_COL_INT, "batch index within the combination, 0-based")         \
-    X(TOKENS, "tokens", TMOE_COL_INT, "tokens in the batch")                                       \
-    X(LATENCY_MS, "latency_ms", TMOE_COL_DOUBLE, "ms, device events")                              \
-    X(THROUGHPUT, "throughput_tokens_s", TMOE_COL_DOUBLE, "tokens/s")                              \
-    X(ENERGY_J, "energy_j", TMOE_COL_DOUBLE, "J for the batch")                                    \
-    X(ENERGY_J_PER_TOKEN, "energy_j_per_token", TMOE_COL_DOUBLE, "J/token")                        \
-    X(ENERGY_METHOD, "energy_method", TMOE_COL_STR, "counter or integrated")                       \
-    X(POWER_AVG_W, "power_avg_w", TMOE_COL_DOUBLE, "W, mean over the batch")                       \
-    X(POWER_PEAK_W, "power_peak_w", TMOE_COL_DOUBLE, "W, max over the batch")                      \
-    X(GPU_TEMP_START_C, "gpu_temp_start_c", TMOE_COL_DOUBLE, "C")                                  \
-    X(GPU_TEMP_END_C, "gpu_temp_end_c", TMOE_COL_DOUBLE, "C")                                      \
-    X(GPU_TEMP_PEAK_C, "gpu_temp_peak_c", TMOE_COL_DOUBLE, "C")                                    \
-    X(MEM_TEMP_C, "mem_temp_c", TMOE_COL_DOUBLE, "C, HBM peak over the batch")                     \
-    X(SM_CLOCK_MHZ, "sm_clock_mhz", TMOE_COL_DOUBLE, "MHz, mean")                                  \
-    X(THROTTLE_REASONS, "throttle_reasons", TMOE_COL_INT, "clock-event reason bits (0 = none)")    \
-    X(GPU_UTIL_PCT, "gpu_util_pct", TMOE_COL_DOUBLE, "%")                                          \
-    X(EXPERT_USAGE_COUNTS, "expert_usage_counts", TMOE_COL_LIST_INT, "token copies per expert")    \
-    X(EXPERT_TIME_MS, "expert_time_ms", TMOE_COL_LIST_DBL, "ms per expert")                        \
-    X(PREDICTED_ENERGY_J, "predicted_energy_j", TMOE_COL_DOUBLE, "J, cost model")                  \
-    X(ROUTER_OVERHEAD_MS, "router_overhead_ms", TMOE_COL_DOUBLE, "ms spent routing")               \
-    X(TTHA_POWER_LOSS, "ttha_power_loss", TMOE_COL_DOUBLE, "loss term")                            \
-    X(TTHA_TEMP_LOSS, "ttha_temp_loss", TMOE_COL_DOUBLE, "loss term")                              \
-    X(TTHA_LATENCY_PENALTY, "ttha_latency_penalty", TMOE_COL_DOUBLE, "loss term")                  \
-    X(TTHA_THROUGHPUT_BONUS, "ttha_throughput_bonus", TMOE_COL_DOUBLE, "loss term")                \
-    X(TTHA_FIDELITY, "ttha_fidelity", TMOE_COL_DOUBLE, "loss term")                                \
-    X(TTHA_TOTAL_LOSS, "ttha_total_loss", TMOE_COL_DOUBLE, "loss")                                 \
-    X(TTHA_LR, "ttha_lr", TMOE_COL_DOUBLE, "learning rate")                                        \
-    X(BIASES, "biases", TMOE_COL_LIST_DBL, "per-expert routing bias")                              \
-    X(TOPK_AGREEMENT, "topk_agreement_with_baseline", TMOE_COL_DOUBLE, "fraction in [0, 1]")       \
-    X(OUTPUT_REL_ERROR, "output_rel_error_vs_baseline", TMOE_COL_DOUBLE, "||y - y0|| / ||y0||")    \
+#define TMOE_RUNLOG_COLUMNS(X) \
+    X(TIME, "time", TMOE_COL_DOUBLE, "s since run start (monotonic)") \
+    X(RUN_ID, "run_id", TMOE_COL_STR, "run identifier") \
+    X(REPEAT, "repeat", TMOE_COL_INT, "repeat index, 0-based") \
+    X(WORKLOAD, "workload", TMOE_COL_STR, "workload name") \
+    X(STRATEGY, "strategy", TMOE_COL_STR, "routing strategy name") \
+    X(EXPERT_TYPE, "expert_type", TMOE_COL_STR, "fp16, q4 or q2") \
+    X(IMPL, "impl", TMOE_COL_STR, "fused or unfused") \
+    X(BATCH_IDX, "batch_idx", TMOE_COL_INT, "batch index within the combination, 0-based") \
+    X(TOKENS, "tokens", TMOE_COL_INT, "tokens in the batch") \
+    X(LATENCY_MS, "latency_ms", TMOE_COL_DOUBLE, "ms, device events") \
+    X(THROUGHPUT, "throughput_tokens_s", TMOE_COL_DOUBLE, "tokens/s") \
+    X(ENERGY_J, "energy_j", TMOE_COL_DOUBLE, "J for the batch") \
+    X(ENERGY_J_PER_TOKEN, "energy_j_per_token", TMOE_COL_DOUBLE, "J/token") \
+    X(ENERGY_METHOD, "energy_method", TMOE_COL_STR, "counter or integrated") \
+    X(POWER_AVG_W, "power_avg_w", TMOE_COL_DOUBLE, "W, mean over the batch") \
+    X(POWER_PEAK_W, "power_peak_w", TMOE_COL_DOUBLE, "W, max over the batch") \
+    X(GPU_TEMP_START_C, "gpu_temp_start_c", TMOE_COL_DOUBLE, "C") \
+    X(GPU_TEMP_END_C, "gpu_temp_end_c", TMOE_COL_DOUBLE, "C") \
+    X(GPU_TEMP_PEAK_C, "gpu_temp_peak_c", TMOE_COL_DOUBLE, "C") \
+    X(MEM_TEMP_C, "mem_temp_c", TMOE_COL_DOUBLE, "C, HBM peak over the batch") \
+    X(SM_CLOCK_MHZ, "sm_clock_mhz", TMOE_COL_DOUBLE, "MHz, mean") \
+    X(THROTTLE_REASONS, "throttle_reasons", TMOE_COL_INT, "clock-event reason bits (0 = none)") \
+    X(GPU_UTIL_PCT, "gpu_util_pct", TMOE_COL_DOUBLE, "%") \
+    X(EXPERT_USAGE_COUNTS, "expert_usage_counts", TMOE_COL_LIST_INT, "token copies per expert") \
+    X(EXPERT_TIME_MS, "expert_time_ms", TMOE_COL_LIST_DBL, "ms per expert") \
+    X(PREDICTED_ENERGY_J, "predicted_energy_j", TMOE_COL_DOUBLE, "J, cost model") \
+    X(ROUTER_OVERHEAD_MS, "router_overhead_ms", TMOE_COL_DOUBLE, "ms spent routing") \
+    X(TTHA_POWER_LOSS, "ttha_power_loss", TMOE_COL_DOUBLE, "loss term") \
+    X(TTHA_TEMP_LOSS, "ttha_temp_loss", TMOE_COL_DOUBLE, "loss term") \
+    X(TTHA_LATENCY_PENALTY, "ttha_latency_penalty", TMOE_COL_DOUBLE, "loss term") \
+    X(TTHA_THROUGHPUT_BONUS, "ttha_throughput_bonus", TMOE_COL_DOUBLE, "loss term") \
+    X(TTHA_FIDELITY, "ttha_fidelity", TMOE_COL_DOUBLE, "loss term") \
+    X(TTHA_TOTAL_LOSS, "ttha_total_loss", TMOE_COL_DOUBLE, "loss") \
+    X(TTHA_LR, "ttha_lr", TMOE_COL_DOUBLE, "learning rate") \
+    X(BIASES, "biases", TMOE_COL_LIST_DBL, "per-expert routing bias") \
+    X(TOPK_AGREEMENT, "topk_agreement_with_baseline", TMOE_COL_DOUBLE, "fraction in [0, 1]") \
+    X(OUTPUT_REL_ERROR, "output_rel_error_vs_baseline", TMOE_COL_DOUBLE, "||y - y0|| / ||y0||") \
     X(TELEMETRY_SOURCE, "telemetry_source", TMOE_COL_STR, "nvml or sim")
 
 #define TMOE_RUNLOG_ENUM_(id, name, type, unit) TMOE_RL_##id,

@@ -95,8 +95,8 @@ static int intern(const char ***list, int *n, const char *s) {
 /* qsort has no context argument: the dataset being sorted (analysis is single-threaded). */
 static const tmoe_dataset *sort_ds;
 static int row_cmp(const void *x, const void *y) {
-    const tmoe_runlog_row *a = tmoe_dataset_row(sort_ds, *(const int *)x);
-    const tmoe_runlog_row *b = tmoe_dataset_row(sort_ds, *(const int *)y);
+    const tmoe_analyze_row *a = tmoe_dataset_row(sort_ds, *(const int *)x);
+    const tmoe_analyze_row *b = tmoe_dataset_row(sort_ds, *(const int *)y);
     if (a->source != b->source) return a->source - b->source;
     int c = strcmp(a->str[TMOE_RL_RUN_ID], b->str[TMOE_RL_RUN_ID]);
     if (c) return c;
@@ -108,7 +108,7 @@ static int row_cmp(const void *x, const void *y) {
     return (*(const int *)x > *(const int *)y) - (*(const int *)x < *(const int *)y);
 }
 
-static int same_unit(const tmoe_runlog_row *a, const tmoe_runlog_row *b) {
+static int same_unit(const tmoe_analyze_row *a, const tmoe_analyze_row *b) {
     if (a->source != b->source || strcmp(a->str[TMOE_RL_RUN_ID], b->str[TMOE_RL_RUN_ID])) return 0;
     double ra = a->num[TMOE_RL_REPEAT], rb = b->num[TMOE_RL_REPEAT];
     return ra == rb || (isnan(ra) && isnan(rb));
@@ -119,7 +119,7 @@ static double unit_value(const tmoe_dataset *ds, const int *rows, int lo, int hi
     double sum = 0.0, mx = -INFINITY, tot = 0.0, part = 0.0;
     int n = 0;
     for (int k = lo; k < hi; k++) {
-        const tmoe_runlog_row *r = tmoe_dataset_row(ds, rows[k]);
+        const tmoe_analyze_row *r = tmoe_dataset_row(ds, rows[k]);
         double lat = r->num[TMOE_RL_LATENCY_MS];
         double v = NAN;
         switch (m) {
@@ -329,7 +329,7 @@ tmoe_analysis *tmoe_analysis_create(tmoe_dataset *ds, const tmoe_analyze_config 
     int *gi = tmoe_malloc(sizeof *gi * (size_t)nrows, err);
     if (!gi) goto fail;
     for (int i = 0; i < nrows; i++) {
-        const tmoe_runlog_row *r = tmoe_dataset_row(ds, i);
+        const tmoe_analyze_row *r = tmoe_dataset_row(ds, i);
         int w = intern(&a->workloads, &a->nworkloads, r->str[TMOE_RL_WORKLOAD]);
         int s = intern(&a->strategies, &a->nstrategies, r->str[TMOE_RL_STRATEGY]);
         if (w < 0 || s < 0) {

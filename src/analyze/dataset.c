@@ -20,9 +20,9 @@
 #define MAX_PROBLEMS_PER_FILE 20
 
 struct tmoe_dataset {
-    tmoe_runlog_row *rows;
+    tmoe_analyze_row *rows;
     int nrows, caprows;
-    tmoe_runlog_meta *runs;
+    tmoe_analyze_meta *runs;
     int nruns, capruns;
     char **problems;
     int nproblems, capproblems;
@@ -95,14 +95,14 @@ void tmoe_dataset_free(tmoe_dataset *ds) {
 int tmoe_dataset_nrows(const tmoe_dataset *ds) {
     return ds->nrows;
 }
-const tmoe_runlog_row *tmoe_dataset_row(const tmoe_dataset *ds, int i) {
+const tmoe_analyze_row *tmoe_dataset_row(const tmoe_dataset *ds, int i) {
     TMOE_ASSERT(i >= 0 && i < ds->nrows);
     return &ds->rows[i];
 }
 int tmoe_dataset_nruns(const tmoe_dataset *ds) {
     return ds->nruns;
 }
-const tmoe_runlog_meta *tmoe_dataset_run(const tmoe_dataset *ds, int i) {
+const tmoe_analyze_meta *tmoe_dataset_run(const tmoe_dataset *ds, int i) {
     TMOE_ASSERT(i >= 0 && i < ds->nruns);
     return &ds->runs[i];
 }
@@ -329,7 +329,7 @@ static int looks_like_header(const record *r) {
 /* Convert one record to a row; -1 = bad cell (problem recorded), -2 = out of memory. */
 static int add_row(tmoe_dataset *ds, const char *path, int line, const record *r,
                    const header_map *h, int source) {
-    tmoe_runlog_row row;
+    tmoe_analyze_row row;
     for (int c = 0; c < TMOE_RL_NCOLS; c++) {
         row.num[c] = NAN;
         row.list[c] = NULL;
@@ -419,7 +419,7 @@ static int new_run(tmoe_dataset *ds, const char *dir) {
     char **s = realloc(ds->schemas, sizeof *s * (size_t)cap);
     if (!s) return -1;
     ds->schemas = s;
-    tmoe_runlog_meta m = {.dir = own_str(ds, dir)};
+    tmoe_analyze_meta m = {.dir = own_str(ds, dir)};
     m.device_name = m.driver = m.telemetry_source = m.git_commit = "";
     m.cost_model_checksum = m.start_time = m.end_time = "";
     if (!m.dir) return -1;
@@ -544,7 +544,7 @@ static void read_meta(tmoe_dataset *ds, const char *dir, int source) {
                 je.line, je.text);
         return;
     }
-    tmoe_runlog_meta *m = &ds->runs[source];
+    tmoe_analyze_meta *m = &ds->runs[source];
     json_t *dev = json_object_get(root, "device");
     if (json_is_object(dev)) {
         m->device_name = own_str(ds, jstr(dev, "name"));
@@ -617,11 +617,11 @@ static void check_field(tmoe_dataset *ds, const char *what, size_t off, const ch
 void tmoe_dataset_check_consistency(tmoe_dataset *ds) {
     if (ds->checked) return;
     ds->checked = 1;
-    check_field(ds, "device", offsetof(tmoe_runlog_meta, device_name),
+    check_field(ds, "device", offsetof(tmoe_analyze_meta, device_name),
                 "results pool different hardware");
-    check_field(ds, "telemetry source", offsetof(tmoe_runlog_meta, telemetry_source),
+    check_field(ds, "telemetry source", offsetof(tmoe_analyze_meta, telemetry_source),
                 "measured and simulated numbers are mixed");
-    check_field(ds, "git commit", offsetof(tmoe_runlog_meta, git_commit),
+    check_field(ds, "git commit", offsetof(tmoe_analyze_meta, git_commit),
                 "runs come from different program versions");
     const char *first = NULL, *first_dir = NULL;
     for (int i = 0; i < ds->nruns; i++) {

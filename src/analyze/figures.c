@@ -173,7 +173,7 @@ static const analysis_group *grp(const tmoe_analysis *a, const char *w, const ch
     return NULL;
 }
 
-static const tmoe_runlog_row *row_of(const tmoe_analysis *a, const analysis_group *g, int k) {
+static const tmoe_analyze_row *row_of(const tmoe_analysis *a, const analysis_group *g, int k) {
     return tmoe_dataset_row(a->ds, g->rows[k]);
 }
 
@@ -196,7 +196,7 @@ static int series_by_batch(figctx *c, const analysis_group *g, int col, double *
         cnt[i] = 0;
     }
     for (int k = 0; k < g->nrows; k++) {
-        const tmoe_runlog_row *r = row_of(a, g, k);
+        const tmoe_analyze_row *r = row_of(a, g, k);
         double b = r->num[TMOE_RL_BATCH_IDX], v = r->num[col];
         if (!isfinite(b) || b < 0 || (int)b >= nb || !isfinite(v)) continue;
         sum[(int)b] += v;
@@ -498,7 +498,7 @@ static int fig_experts(figctx *c, const char *w, tmoe_error *err) {
         if (!g) continue;
         double *u = &use[ns * E], *t = &tim[ns * E], tot = 0.0;
         for (int k = 0; k < g->nrows; k++) {
-            const tmoe_runlog_row *r = row_of(a, g, k);
+            const tmoe_analyze_row *r = row_of(a, g, k);
             for (int e = 0; e < r->nlist[TMOE_RL_EXPERT_USAGE_COUNTS] && e < E; e++)
                 if (isfinite(r->list[TMOE_RL_EXPERT_USAGE_COUNTS][e])) {
                     u[e] += r->list[TMOE_RL_EXPERT_USAGE_COUNTS][e];
@@ -614,7 +614,7 @@ static int fig_ttha(figctx *c, const char *w, tmoe_error *err) {
             return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
         }
         for (int k = 0; k < g->nrows; k++) {
-            const tmoe_runlog_row *r = row_of(a, g, k);
+            const tmoe_analyze_row *r = row_of(a, g, k);
             double b = r->num[TMOE_RL_BATCH_IDX];
             if (!isfinite(b) || b < 0 || (int)b >= nb) continue;
             for (int e = 0; e < r->nlist[TMOE_RL_BIASES] && e < E; e++)

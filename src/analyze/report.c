@@ -128,7 +128,7 @@ static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, ch
           "<th>rows</th></tr>\n",
           f);
     for (int i = 0; i < tmoe_dataset_nruns(ds); i++) {
-        const tmoe_runlog_meta *m = tmoe_dataset_run(ds, i);
+        const tmoe_analyze_meta *m = tmoe_dataset_run(ds, i);
         const char *cells[] = {
             m->dir,        m->device_name,         m->driver,     m->telemetry_source,
             m->git_commit, m->cost_model_checksum, m->start_time, m->end_time};
