@@ -100,6 +100,24 @@ static void test_quoting(void **state) {
     assert_string_equal(m->telemetry_source, "nvml");
     assert_false(tmoe_dataset_simulated(ds));
     tmoe_dataset_free(ds);
+
+    /* the harness's nested metadata form: telemetry {source, simulated}, cost_model {checksum} */
+    snprintf(path, sizeof path, "%s/metadata.json", dir);
+    write_text(path,
+               "{\"schema\": \"thermoe.run/1\", \"status\": \"interrupted\", "
+               "\"git_commit\": \"1234abcd\", \"device\": {\"name\": \"H100 (simulated)\", "
+               "\"driver\": \"\"}, \"telemetry\": {\"source\": \"sim\", \"choice\": \"auto\", "
+               "\"simulated\": true}, \"cost_model\": {\"path\": \"x.json\", \"checksum\": "
+               "\"sha256:ab\"}}\n");
+    ds = tmoe_dataset_create(&err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, dir, &err), &err);
+    m = tmoe_dataset_run(ds, 0);
+    assert_string_equal(m->telemetry_source, "sim");
+    assert_string_equal(m->cost_model_checksum, "sha256:ab");
+    assert_string_equal(m->status, "interrupted");
+    assert_string_equal(m->git_commit, "1234abcd");
+    assert_true(tmoe_dataset_simulated(ds));
+    tmoe_dataset_free(ds);
 }
 
 /* Empty, header-only, truncated, short-row, bad-cell and mixed-schema files among good

@@ -76,13 +76,16 @@ typedef struct tmoe_analyze_row {
     int source;                        /* index of the run directory (tmoe_dataset_run) */
 } tmoe_analyze_row;
 
-/* What metadata.json of one run directory said (strings "" when absent). */
+/* What metadata.json of one run directory said (strings "" when absent). Accepts flat keys
+ * (telemetry_source, cost_model_checksum) and the harness's nested form (telemetry.source,
+ * telemetry.simulated, cost_model.checksum); device is {name, driver} or a string. */
 typedef struct tmoe_analyze_meta {
     const char *dir;
     const char *device_name, *driver, *telemetry_source, *git_commit;
     const char *cost_model_checksum, *start_time, *end_time;
-    int has_metadata; /* 0 when metadata.json was missing or unreadable */
-    int rows;         /* rows read from this directory */
+    const char *status; /* e.g. "complete" or "interrupted", when the writer says */
+    int has_metadata;   /* 0 when metadata.json was missing or unreadable */
+    int rows;           /* rows read from this directory */
 } tmoe_analyze_meta;
 
 tmoe_dataset *tmoe_dataset_create(tmoe_error *err);

@@ -421,7 +421,7 @@ static int new_run(tmoe_dataset *ds, const char *dir) {
     ds->schemas = s;
     tmoe_analyze_meta m = {.dir = own_str(ds, dir)};
     m.device_name = m.driver = m.telemetry_source = m.git_commit = "";
-    m.cost_model_checksum = m.start_time = m.end_time = "";
+    m.cost_model_checksum = m.start_time = m.end_time = m.status = "";
     if (!m.dir) return -1;
     ds->schemas[ds->nruns] = NULL;
     ds->runs[ds->nruns] = m;
@@ -552,15 +552,24 @@ static void read_meta(tmoe_dataset *ds, const char *dir, int source) {
     } else {
         m->device_name = own_str(ds, json_is_string(dev) ? json_string_value(dev) : "");
     }
-    m->telemetry_source = own_str(ds, jstr(root, "telemetry_source"));
+    /* Flat keys ("telemetry_source", "cost_model_checksum") or the harness's objects
+     * ("telemetry": {"source", "simulated"}, "cost_model": {"checksum"}). */
+    json_t *tel = json_object_get(root, "telemetry"), *cm = json_object_get(root, "cost_model");
+    const char *src = jstr(root, "telemetry_source");
+    if (!*src && json_is_object(tel)) src = jstr(tel, "source");
+    if (json_is_object(tel) && json_is_true(json_object_get(tel, "simulated"))) src = "sim";
+    const char *sum = jstr(root, "cost_model_checksum");
+    if (!*sum && json_is_object(cm)) sum = jstr(cm, "checksum");
+    m->telemetry_source = own_str(ds, src);
     m->git_commit = own_str(ds, jstr(root, "git_commit"));
-    m->cost_model_checksum = own_str(ds, jstr(root, "cost_model_checksum"));
+    m->cost_model_checksum = own_str(ds, sum);
     m->start_time = own_str(ds, jstr(root, "start_time"));
     m->end_time = own_str(ds, jstr(root, "end_time"));
+    m->status = own_str(ds, jstr(root, "status"));
     if (!m->device_name || !m->driver || !m->telemetry_source || !m->git_commit ||
-        !m->cost_model_checksum || !m->start_time || !m->end_time) {
+        !m->cost_model_checksum || !m->start_time || !m->end_time || !m->status) {
         m->device_name = m->driver = m->telemetry_source = m->git_commit = "";
-        m->cost_model_checksum = m->start_time = m->end_time = "";
+        m->cost_model_checksum = m->start_time = m->end_time = m->status = "";
         problem(ds, "%s: out of memory", path);
     } else {
         m->has_metadata = 1;

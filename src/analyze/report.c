@@ -118,20 +118,20 @@ static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, ch
         f);
     if (sim)
         fputs("<div class=banner>SIMULATED TELEMETRY: at least one input was measured on the "
-              "simulated "
-              "H100 (telemetry_source = sim). Its power, energy and temperature are model outputs, "
+              "simulated H100 (telemetry_source = sim). Its power, energy and temperature are "
+              "model outputs, "
               "not measurements; figures from it are labelled simulated.</div>\n",
               f);
     fputs("<h1>thermoe analysis</h1>\n<h2>Runs</h2>\n<table><tr><th>directory</th><th>device</th>"
-          "<th>driver</th><th>telemetry</th><th>commit</th><th>cost "
-          "model</th><th>start</th><th>end</th>"
-          "<th>rows</th></tr>\n",
+          "<th>driver</th><th>telemetry</th><th>commit</th><th>cost model</th><th>start</th>"
+          "<th>end</th><th>status</th><th>rows</th></tr>\n",
           f);
     for (int i = 0; i < tmoe_dataset_nruns(ds); i++) {
         const tmoe_analyze_meta *m = tmoe_dataset_run(ds, i);
         const char *cells[] = {
             m->dir,        m->device_name,         m->driver,     m->telemetry_source,
-            m->git_commit, m->cost_model_checksum, m->start_time, m->end_time};
+            m->git_commit, m->cost_model_checksum, m->start_time, m->end_time,
+            m->status};
         fputs("<tr>", f);
         for (size_t k = 0; k < sizeof cells / sizeof *cells; k++) {
             fputs(k == 0 ? "<td class=l>" : "<td>", f);
