@@ -304,6 +304,26 @@ out:
     return rc;
 }
 
+static int workload_rank(const char *w) {
+    static const char *const order[] = {"standard", "high_complexity", "small_batch", "large_batch",
+                                        "skewed"};
+    for (int i = 0; i < 5; i++)
+        if (strcmp(order[i], w) == 0) return i;
+    return 5;
+}
+
+static int workload_cmp(const void *x, const void *y) {
+    const char *a = *(const char *const *)x, *b = *(const char *const *)y;
+    int ra = workload_rank(a), rb = workload_rank(b);
+    return ra != rb ? ra - rb : strcmp(a, b);
+}
+
+static int strategy_cmp(const void *x, const void *y) {
+    const char *a = *(const char *const *)x, *b = *(const char *const *)y;
+    int ra = strategy_rank(a), rb = strategy_rank(b);
+    return ra != rb ? ra - rb : strcmp(a, b);
+}
+
 static int group_cmp(const void *x, const void *y) {
     const analysis_group *a = x, *b = y;
     int ra = strategy_rank(a->r.strategy), rb = strategy_rank(b->r.strategy);
@@ -340,6 +360,8 @@ tmoe_analysis *tmoe_analysis_create(tmoe_dataset *ds, const tmoe_analyze_config 
         (void)w;
         gi[i] = s; /* strategy index; the workload is matched by name below */
     }
+    /* canonical workload order (the harness runs them in a randomised order) */
+    qsort(a->workloads, (size_t)a->nworkloads, sizeof *a->workloads, workload_cmp);
     /* groups: one per (workload, strategy) present */
     a->g = tmoe_calloc((size_t)a->nworkloads * (size_t)a->nstrategies, sizeof *a->g, err);
     if (!a->g) {
@@ -371,6 +393,8 @@ tmoe_analysis *tmoe_analysis_create(tmoe_dataset *ds, const tmoe_analyze_config 
         qsort(&a->g[first], (size_t)(a->ng - first), sizeof *a->g, group_cmp);
     }
     free(gi);
+    /* strategies in canonical order too (groups hold names, not indices) */
+    qsort(a->strategies, (size_t)a->nstrategies, sizeof *a->strategies, strategy_cmp);
     for (int i = 0; i < a->ng; i++)
         if (build_group(a, &a->g[i], err)) goto fail;
     /* tests against the baseline of the same workload */
