@@ -409,6 +409,8 @@ static char *read_file(const char *path, size_t *len, tmoe_error *err) {
         tmoe_errorf(err, TMOE_EIO, "%s: read error", path);
         return NULL;
     }
+    TMOE_ASSERT(n < cap); /* the loop grows before every read */
+    buf[n] = '\0';        /* so the header can be handled as a string */
     *len = n;
     return buf;
 }
@@ -453,11 +455,8 @@ static int read_csv(tmoe_dataset *ds, const char *path, int source, tmoe_error *
         rc = tmoe_errorf(err, TMOE_EFORMAT, "%s:%d: unusable header", path, start);
         goto out;
     }
-    ds->schemas[source] = strdup(s); /* first line as the schema signature */
-    if (ds->schemas[source]) {
-        char *nl = strpbrk(ds->schemas[source], "\r\n");
-        if (nl) *nl = '\0';
-    }
+    /* the header line is the schema signature (compared across runs) */
+    ds->schemas[source] = strndup(s, strcspn(s, "\r\n"));
     for (;;) {
         start = line;
         st = next_record(s, len, &pos, &line, &r, &term, &unclosed);
