@@ -326,9 +326,10 @@ static int looks_like_header(const record *r) {
     return hits >= 2;
 }
 
-/* Convert one record to a row; -1 = bad cell (problem recorded), -2 = out of memory. */
+/* Convert one record to a row; -1 = bad cell (problem recorded unless quiet), -2 = out of
+ * memory. */
 static int add_row(tmoe_dataset *ds, const char *path, int line, const record *r,
-                   const header_map *h, int source) {
+                   const header_map *h, int source, int quiet) {
     tmoe_analyze_row row;
     for (int c = 0; c < TMOE_RL_NCOLS; c++) {
         row.num[c] = NAN;
@@ -348,8 +349,9 @@ static int add_row(tmoe_dataset *ds, const char *path, int line, const record *r
         case TMOE_COL_INT:
         case TMOE_COL_DOUBLE:
             if (parse_num(cell, &row.num[c])) {
-                problem(ds, "%s:%d: column '%s': '%.40s' is not a number; row skipped", path, line,
-                        tmoe_runlog_cols[c].name, cell);
+                if (!quiet)
+                    problem(ds, "%s:%d: column '%s': '%.40s' is not a number; row skipped", path,
+                            line, tmoe_runlog_cols[c].name, cell);
                 return -1;
             }
             break;
@@ -498,7 +500,7 @@ static int read_csv(tmoe_dataset *ds, const char *path, int source, tmoe_error *
                         h.nfields, r.n);
             continue;
         }
-        int ar = add_row(ds, path, start, &r, &h, source);
+        int ar = add_row(ds, path, start, &r, &h, source, bad >= MAX_PROBLEMS_PER_FILE);
         if (ar == -2) goto nomem;
         if (ar == -1) {
             bad++;
