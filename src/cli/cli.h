@@ -14,6 +14,7 @@ typedef struct cli_cmd {
 } cli_cmd;
 
 /* Subcommands, one file each. Each returns the process exit code. */
+int cmd_analyze(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_run(int argc, char **argv);

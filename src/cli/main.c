@@ -19,6 +19,7 @@ static const cli_cmd commands[] = {
     {"forward", cmd_forward, "build a block from flags, run it once, print routing and timings"},
     {"import", cmd_import, "read an nsys SQLite export or ncu CSV into cost-model entries"},
     {"cost", cmd_cost, "show a cost model file as a table, or merge several"},
+    {"analyze", cmd_analyze, "turn run logs into tables, figures, tests and report.html"},
 };
 #define NCOMMANDS (sizeof commands / sizeof *commands)
 

@@ -1,0 +1,220 @@
+/* Analysis of experiment run logs: read batches.csv + metadata.json from run directories,
+ * merge them, compute per-run statistics and tests against the baseline strategy, and
+ * write tables (Markdown, CSV, LaTeX), gnuplot figures and one report.html.
+ *
+ * Statistical unit: batches within a run are correlated, so every CI and test is computed
+ * over per-run means (one value per (run_id, repeat) of a workload x strategy). When a
+ * group has fewer than 2 runs, its batches are split into TMOE_ANALYZE_BLOCKS contiguous
+ * blocks and block means are used instead; tables say which and give n. */
+#ifndef THERMOE_ANALYZE_H
+#define THERMOE_ANALYZE_H
+
+#include <stdint.h>
+
+#include "thermoe/core.h"
+#include "thermoe/runlog.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- statistics (GSL) ---------------------------------------------------------------- */
+
+/* Mean, sample sd (n - 1) and a two-sided t confidence interval for the mean at `level`
+ * (e.g. 0.95). n >= 1; with n == 1 sd and the CI are NAN. NAN inputs are not allowed. */
+typedef struct tmoe_stats_summary {
+    int n;
+    double mean, sd;
+    double ci_lo, ci_hi; /* t interval: mean -+ t_{(1+level)/2, n-1} sd / sqrt(n) */
+} tmoe_stats_summary;
+tmoe_stats_summary tmoe_stats_summarize(const double *x, int n, double level);
+
+/* Percentile p in [0, 100] of sorted x (ascending, n >= 1) by linear interpolation between
+ * order statistics: h = (n - 1) p / 100, x[floor h] + (h - floor h)(x[floor h + 1] -
+ * x[floor h]). This is R's quantile type 7 and numpy's default. */
+double tmoe_stats_percentile_sorted(const double *sorted, int n, double p);
+
+/* Sample skewness g1 = m3 / m2^1.5 (biased moments); NAN when n < 3 or sd == 0. */
+double tmoe_stats_skewness(const double *x, int n);
+
+/* Welch's unequal-variance t-test of mean(b) - mean(a), two-sided. Needs na, nb >= 2.
+ * When both groups have zero variance, t, df and p are NAN (the test is undefined). */
+typedef struct tmoe_welch {
+    double diff;         /* mean(b) - mean(a) */
+    double t, df, p;     /* statistic, Welch-Satterthwaite df, two-sided p (gsl_cdf_tdist) */
+    double ci_lo, ci_hi; /* CI of diff at `level` */
+} tmoe_welch;
+int tmoe_stats_welch(const double *a, int na, const double *b, int nb, double level,
+                     tmoe_welch *out, tmoe_error *err);
+
+/* Holm step-down adjustment of n p-values (NAN entries are left NAN and not counted). */
+void tmoe_stats_holm(const double *p, int n, double *p_adj);
+
+/* Cohen's d = (mean(b) - mean(a)) / pooled sd, and Hedges' g = d * (1 - 3 / (4 (na + nb) - 9)). */
+double tmoe_stats_cohen_d(const double *a, int na, const double *b, int nb);
+double tmoe_stats_hedges_g(const double *a, int na, const double *b, int nb);
+
+/* Percentile-bootstrap CI at `level` of the mean of x (B resamples, seeded). */
+int tmoe_stats_bootstrap_mean_ci(const double *x, int n, int B, uint64_t seed, double level,
+                                 double *lo, double *hi, tmoe_error *err);
+/* Percentile-bootstrap CI of 100 (mean(b) / mean(a) - 1): a and b resampled independently. */
+int tmoe_stats_bootstrap_pct_ci(const double *a, int na, const double *b, int nb, int B,
+                                uint64_t seed, double level, double *lo, double *hi,
+                                tmoe_error *err);
+
+/* ---- run logs ------------------------------------------------------------------------ */
+
+typedef struct tmoe_dataset tmoe_dataset; /* rows merged from several run directories */
+
+/* One row of batches.csv. Numbers are NAN when unknown; strings are never NULL ("" when
+ * empty); list columns have their own arrays. Owned by the dataset. */
+typedef struct tmoe_analyze_row {
+    double num[TMOE_RL_NCOLS];         /* numeric columns (TMOE_COL_INT / DOUBLE); NAN else */
+    const char *str[TMOE_RL_NCOLS];    /* string columns; NULL for non-string columns */
+    const double *list[TMOE_RL_NCOLS]; /* list columns; NULL for non-list columns */
+    int nlist[TMOE_RL_NCOLS];          /* entries in list[c] (0 = empty/unknown) */
+    int source;                        /* index of the run directory (tmoe_dataset_run) */
+} tmoe_analyze_row;
+
+/* What metadata.json of one run directory said (strings "" when absent). Accepts flat keys
+ * (telemetry_source, cost_model_checksum) and the harness's nested form (telemetry.source,
+ * telemetry.simulated, cost_model.checksum); device is {name, driver} or a string. */
+typedef struct tmoe_analyze_meta {
+    const char *dir;
+    const char *device_name, *driver, *telemetry_source, *git_commit;
+    const char *cost_model_checksum, *start_time, *end_time;
+    const char *status; /* e.g. "complete" or "interrupted", when the writer says */
+    int has_metadata;   /* 0 when metadata.json was missing or unreadable */
+    int rows;           /* rows read from this directory */
+} tmoe_analyze_meta;
+
+tmoe_dataset *tmoe_dataset_create(tmoe_error *err);
+void tmoe_dataset_free(tmoe_dataset *ds); /* NULL is a no-op */
+
+/* Read DIR/batches.csv and DIR/metadata.json. Problems a user can fix (empty, truncated or
+ * mixed-schema file, bad cell, missing metadata) are recorded as messages naming file:line
+ * and the bad parts are skipped; the call returns TMOE_OK unless nothing at all could be
+ * read from the directory (then the code and err say why, and the problem is recorded too). */
+int tmoe_dataset_add_dir(tmoe_dataset *ds, const char *dir, tmoe_error *err);
+/* Read one CSV file as if it were a run directory's batches.csv (no metadata). */
+int tmoe_dataset_add_csv(tmoe_dataset *ds, const char *path, tmoe_error *err);
+/* After adding everything: record cross-run problems (different devices, schemas,
+ * telemetry sources or commits). Called by tmoe_analysis_create; idempotent. */
+void tmoe_dataset_check_consistency(tmoe_dataset *ds);
+
+int tmoe_dataset_nrows(const tmoe_dataset *ds);
+const tmoe_analyze_row *tmoe_dataset_row(const tmoe_dataset *ds, int i);
+int tmoe_dataset_nruns(const tmoe_dataset *ds);
+const tmoe_analyze_meta *tmoe_dataset_run(const tmoe_dataset *ds, int i);
+int tmoe_dataset_nproblems(const tmoe_dataset *ds);
+const char *tmoe_dataset_problem(const tmoe_dataset *ds, int i);
+int tmoe_dataset_simulated(const tmoe_dataset *ds); /* any row or metadata said "sim" */
+
+/* ---- analysis ------------------------------------------------------------------------ */
+
+#define TMOE_ANALYZE_BLOCKS 5 /* block means when a group has a single run */
+
+typedef enum {
+    TMOE_M_ENERGY_PER_TOKEN, /* J/token: per-run mean of energy_j_per_token */
+    TMOE_M_POWER_AVG,        /* W: per-run mean of power_avg_w */
+    TMOE_M_POWER_PEAK,       /* W: per-run max of power_peak_w */
+    TMOE_M_GPU_TEMP_PEAK,    /* C: per-run max of gpu_temp_peak_c */
+    TMOE_M_MEM_TEMP_PEAK,    /* C: per-run max of mem_temp_c */
+    TMOE_M_LATENCY_MEAN,     /* ms: per-run mean of latency_ms */
+    TMOE_M_THROUGHPUT,       /* tokens/s: per-run mean of throughput_tokens_s */
+    TMOE_M_THROTTLED_PCT,    /* %: latency-weighted share of batches with a throttle bit other
+                                than GPU idle (0x1) */
+    TMOE_M_TOPK_AGREEMENT,   /* fraction: per-run mean of topk_agreement_with_baseline */
+    TMOE_M_OUTPUT_REL_ERR,   /* per-run mean of output_rel_error_vs_baseline */
+    TMOE_M_OVERHEAD_PCT,     /* %: 100 sum(router_overhead_ms) / sum(latency_ms) */
+    TMOE_M_COUNT
+} tmoe_metric;
+
+const char *tmoe_metric_name(tmoe_metric m);  /* short id, e.g. "energy_per_token" */
+const char *tmoe_metric_label(tmoe_metric m); /* with unit, e.g. "energy per token (J)" */
+int tmoe_metric_tested(tmoe_metric m);        /* compared against baseline with a test */
+
+typedef struct tmoe_metric_result {
+    int n;               /* units with a finite value (runs or blocks) */
+    double mean, sd;     /* over units */
+    double ci_lo, ci_hi; /* 95% CI of the mean: t interval, or bootstrap when skewed */
+    int ci_bootstrap;    /* 1 when |skewness| > 1 and the percentile bootstrap was used */
+    /* against the baseline of the same workload (tested metrics only; NAN otherwise) */
+    double pct, pct_lo, pct_hi; /* % change of the mean, bootstrap 95% CI */
+    double t, df, p, p_holm;    /* Welch's t-test; Holm over this metric's comparisons
+                                   (all workloads x strategies of the analysis) */
+    double cohen_d, hedges_g;
+} tmoe_metric_result;
+
+typedef struct tmoe_group_result {
+    const char *workload, *strategy;
+    int n_units;                      /* units used for statistics */
+    int block_means;                  /* 1: units are blocks of one run, 0: units are runs */
+    int n_batches;                    /* batches over all units */
+    double lat_p50, lat_p90, lat_p99; /* ms, over all batches pooled (type 7 percentiles) */
+    tmoe_metric_result m[TMOE_M_COUNT];
+} tmoe_group_result;
+
+typedef enum { TMOE_FMT_PNG = 1, TMOE_FMT_PDF = 2, TMOE_FMT_SVG = 4 } tmoe_fig_format;
+
+typedef struct tmoe_analyze_config {
+    const char *out_dir;  /* report directory; default "report" */
+    unsigned formats;     /* tmoe_fig_format bits; default PNG */
+    int bootstrap;        /* resamples for bootstrap CIs; default 2000 */
+    uint64_t seed;        /* bootstrap seed; default 1 */
+    double level;         /* CI level; default 0.95 */
+    const char *gnuplot;  /* program to render with; default "gnuplot"; "" = do not render */
+    const char *baseline; /* strategy compared against; default "baseline" */
+} tmoe_analyze_config;
+
+tmoe_analyze_config tmoe_analyze_config_default(void);
+
+typedef struct tmoe_analysis tmoe_analysis;
+
+/* Compute every group's statistics and tests. The dataset must outlive the analysis. */
+tmoe_analysis *tmoe_analysis_create(tmoe_dataset *ds, const tmoe_analyze_config *cfg,
+                                    tmoe_error *err);
+void tmoe_analysis_free(tmoe_analysis *a); /* NULL is a no-op */
+int tmoe_analysis_ngroups(const tmoe_analysis *a);
+const tmoe_group_result *tmoe_analysis_group(const tmoe_analysis *a, int i);
+/* The group of (workload, strategy), or NULL. */
+const tmoe_group_result *tmoe_analysis_find(const tmoe_analysis *a, const char *workload,
+                                            const char *strategy);
+
+/* ---- outputs ------------------------------------------------------------------------- */
+
+/* Write summary.{md,csv,tex} and comparisons.{md,csv,tex} into dir. */
+int tmoe_analysis_write_tables(const tmoe_analysis *a, const char *dir, tmoe_error *err);
+
+/* Figures: for each, NAME.dat and NAME.gp beside it in dir/figures; when cfg->gnuplot is
+ * set and runs, NAME.png/pdf/svg. A render counts as failed when gnuplot exits non-zero or
+ * writes anything to stderr (warnings included); the message is recorded. */
+typedef struct tmoe_figures_result {
+    int n_figures;     /* scripts written */
+    int n_rendered;    /* figure x format renders that succeeded */
+    int n_failed;      /* renders that failed or warned */
+    int gnuplot_found; /* 0 when the program could not be run */
+    char first_failure[1024];
+} tmoe_figures_result;
+int tmoe_analysis_write_figures(const tmoe_analysis *a, const tmoe_analyze_config *cfg,
+                                tmoe_figures_result *out, tmoe_error *err);
+
+/* What tmoe_analyze_run_ex did. */
+typedef struct tmoe_analyze_summary {
+    int n_rows, n_groups, n_problems, simulated;
+    tmoe_figures_result figures;
+    char report_path[1024]; /* out_dir/report.html */
+} tmoe_analyze_summary;
+
+/* Read the run directories, analyse them and write tables, figures and report.html into
+ * cfg->out_dir (cfg NULL = defaults). Bad files are reported (log warnings + report) and
+ * skipped; fails only when no rows could be read or the outputs cannot be written. */
+int tmoe_analyze_run(const char *const *dirs, int n, const tmoe_analyze_config *cfg,
+                     tmoe_error *err);
+int tmoe_analyze_run_ex(const char *const *dirs, int n, const tmoe_analyze_config *cfg,
+                        tmoe_analyze_summary *out, tmoe_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

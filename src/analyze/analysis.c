@@ -1,0 +1,460 @@
+/* Per workload x strategy statistics over runs (or blocks of one run) and the tests
+ * against the baseline strategy, Holm-adjusted per metric over all workloads x strategies. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <gsl/gsl_sort.h>
+
+#include "analyze/internal.h"
+
+static const struct {
+    const char *name, *label;
+    int tested;
+} metrics[TMOE_M_COUNT] = {
+    [TMOE_M_ENERGY_PER_TOKEN] = {"energy_per_token", "energy per token (J)", 1},
+    [TMOE_M_POWER_AVG] = {"power_avg", "average power (W)", 1},
+    [TMOE_M_POWER_PEAK] = {"power_peak", "peak power (W)", 1},
+    [TMOE_M_GPU_TEMP_PEAK] = {"gpu_temp_peak", "peak GPU temperature (C)", 1},
+    [TMOE_M_MEM_TEMP_PEAK] = {"mem_temp_peak", "peak memory temperature (C)", 1},
+    [TMOE_M_LATENCY_MEAN] = {"latency_mean", "latency mean (ms)", 1},
+    [TMOE_M_THROUGHPUT] = {"throughput", "throughput (tokens/s)", 1},
+    [TMOE_M_THROTTLED_PCT] = {"throttled_pct", "throttled time (%)", 0},
+    [TMOE_M_TOPK_AGREEMENT] = {"topk_agreement", "top-k agreement", 0},
+    [TMOE_M_OUTPUT_REL_ERR] = {"output_rel_err", "output relative error", 0},
+    [TMOE_M_OVERHEAD_PCT] = {"overhead_pct", "router+TTHA overhead (% of step)", 0},
+};
+
+const char *tmoe_metric_name(tmoe_metric m) {
+    return metrics[m].name;
+}
+const char *tmoe_metric_label(tmoe_metric m) {
+    return metrics[m].label;
+}
+int tmoe_metric_tested(tmoe_metric m) {
+    return metrics[m].tested;
+}
+
+static const char *const canon[] = {"baseline",           "static_optimal",
+                                    "kernel_aware_ttha",  "hierarchical_adaptive",
+                                    "predictive_thermal", "multi_gpu_aware"};
+/* Okabe-Ito: black, orange, blue, bluish green, vermillion, reddish purple; sky blue and
+ * yellow for strategies outside the list. */
+static const char *const canon_color[] = {"#000000", "#E69F00", "#0072B2",
+                                          "#009E73", "#D55E00", "#CC79A7"};
+static const char *const extra_color[] = {"#56B4E9", "#F0E442"};
+#define NCANON ((int)(sizeof canon / sizeof *canon))
+
+int strategy_rank(const char *s) {
+    for (int i = 0; i < NCANON; i++)
+        if (strcmp(canon[i], s) == 0) return i;
+    return NCANON;
+}
+
+const char *strategy_color(const char *s) {
+    int r = strategy_rank(s);
+    if (r < NCANON) return canon_color[r];
+    unsigned h = 0;
+    for (const char *p = s; *p; p++)
+        h = h * 31u + (unsigned char)*p;
+    return extra_color[h % 2];
+}
+
+const char *join_path(char *buf, size_t n, const char *dir, const char *name) {
+    snprintf(buf, n, "%s/%s", dir, name);
+    return buf;
+}
+
+int ensure_dir(const char *dir, tmoe_error *err) {
+    if (mkdir(dir, 0777) == 0 || errno == EEXIST) return TMOE_OK;
+    return tmoe_errorf(err, TMOE_EIO, "%s: cannot create directory: %s", dir, strerror(errno));
+}
+
+tmoe_analyze_config tmoe_analyze_config_default(void) {
+    return (tmoe_analyze_config){.out_dir = "report",
+                                 .formats = TMOE_FMT_PNG,
+                                 .bootstrap = 2000,
+                                 .seed = 1,
+                                 .level = 0.95,
+                                 .gnuplot = "gnuplot",
+                                 .baseline = "baseline"};
+}
+
+static int intern(const char ***list, int *n, const char *s) {
+    for (int i = 0; i < *n; i++)
+        if (strcmp((*list)[i], s) == 0) return i;
+    const char **q = realloc(*list, sizeof *q * (size_t)(*n + 1));
+    if (!q) return -1;
+    *list = q;
+    q[*n] = s;
+    return (*n)++;
+}
+
+/* qsort has no context argument: the dataset being sorted (analysis is single-threaded). */
+static const tmoe_dataset *sort_ds;
+static int row_cmp(const void *x, const void *y) {
+    const tmoe_analyze_row *a = tmoe_dataset_row(sort_ds, *(const int *)x);
+    const tmoe_analyze_row *b = tmoe_dataset_row(sort_ds, *(const int *)y);
+    if (a->source != b->source) return a->source - b->source;
+    int c = strcmp(a->str[TMOE_RL_RUN_ID], b->str[TMOE_RL_RUN_ID]);
+    if (c) return c;
+    double ra = a->num[TMOE_RL_REPEAT], rb = b->num[TMOE_RL_REPEAT];
+    if (ra != rb && !(isnan(ra) && isnan(rb)))
+        return isnan(ra) ? -1 : isnan(rb) ? 1 : (ra > rb) - (ra < rb);
+    double ia = a->num[TMOE_RL_BATCH_IDX], ib = b->num[TMOE_RL_BATCH_IDX];
+    if (ia != ib) return (ia > ib) - (ia < ib);
+    return (*(const int *)x > *(const int *)y) - (*(const int *)x < *(const int *)y);
+}
+
+static int same_unit(const tmoe_analyze_row *a, const tmoe_analyze_row *b) {
+    if (a->source != b->source || strcmp(a->str[TMOE_RL_RUN_ID], b->str[TMOE_RL_RUN_ID])) return 0;
+    double ra = a->num[TMOE_RL_REPEAT], rb = b->num[TMOE_RL_REPEAT];
+    return ra == rb || (isnan(ra) && isnan(rb));
+}
+
+/* Value of metric m over rows[lo, hi) of group g; NAN when no row has it. */
+static double unit_value(const tmoe_dataset *ds, const int *rows, int lo, int hi, tmoe_metric m) {
+    double sum = 0.0, mx = -INFINITY, tot = 0.0, part = 0.0;
+    int n = 0;
+    for (int k = lo; k < hi; k++) {
+        const tmoe_analyze_row *r = tmoe_dataset_row(ds, rows[k]);
+        double lat = r->num[TMOE_RL_LATENCY_MS];
+        double v = NAN;
+        switch (m) {
+        case TMOE_M_ENERGY_PER_TOKEN: v = r->num[TMOE_RL_ENERGY_J_PER_TOKEN]; break;
+        case TMOE_M_POWER_AVG: v = r->num[TMOE_RL_POWER_AVG_W]; break;
+        case TMOE_M_POWER_PEAK: v = r->num[TMOE_RL_POWER_PEAK_W]; break;
+        case TMOE_M_GPU_TEMP_PEAK: v = r->num[TMOE_RL_GPU_TEMP_PEAK_C]; break;
+        case TMOE_M_MEM_TEMP_PEAK: v = r->num[TMOE_RL_MEM_TEMP_C]; break;
+        case TMOE_M_LATENCY_MEAN: v = lat; break;
+        case TMOE_M_THROUGHPUT: v = r->num[TMOE_RL_THROUGHPUT]; break;
+        case TMOE_M_TOPK_AGREEMENT: v = r->num[TMOE_RL_TOPK_AGREEMENT]; break;
+        case TMOE_M_OUTPUT_REL_ERR: v = r->num[TMOE_RL_OUTPUT_REL_ERROR]; break;
+        case TMOE_M_THROTTLED_PCT: {
+            double t = r->num[TMOE_RL_THROTTLE_REASONS];
+            if (isfinite(t) && isfinite(lat)) {
+                tot += lat;
+                if (((unsigned long long)t & ~1ull) != 0) part += lat;
+                n++;
+            }
+            continue;
+        }
+        case TMOE_M_OVERHEAD_PCT: {
+            double o = r->num[TMOE_RL_ROUTER_OVERHEAD_MS];
+            if (isfinite(o) && isfinite(lat)) {
+                tot += lat;
+                part += o;
+                n++;
+            }
+            continue;
+        }
+        case TMOE_M_COUNT: TMOE_ASSERT(0);
+        }
+        if (!isfinite(v)) continue;
+        sum += v;
+        if (v > mx) mx = v;
+        n++;
+    }
+    if (n == 0) return NAN;
+    switch (m) {
+    case TMOE_M_POWER_PEAK:
+    case TMOE_M_GPU_TEMP_PEAK:
+    case TMOE_M_MEM_TEMP_PEAK: return mx;
+    case TMOE_M_THROTTLED_PCT:
+    case TMOE_M_OVERHEAD_PCT: return tot > 0.0 ? 100.0 * part / tot : NAN;
+    default: return sum / n;
+    }
+}
+
+/* Unit values of metric m for group g into out (finite only); returns the count. */
+static int unit_values(const tmoe_analysis *a, const analysis_group *g, tmoe_metric m,
+                       double *out) {
+    int n = 0, nunits = g->r.n_units;
+    for (int u = 0; u < nunits; u++) {
+        int lo = -1, hi = -1;
+        for (int k = 0; k < g->nrows; k++)
+            if (g->unit_of_row[k] == u) {
+                if (lo < 0) lo = k;
+                hi = k + 1;
+            }
+        if (lo < 0) continue;
+        double v = unit_value(a->ds, g->rows, lo, hi, m);
+        if (isfinite(v)) out[n++] = v;
+    }
+    return n;
+}
+
+static int build_group(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
+    const tmoe_dataset *ds = a->ds;
+    sort_ds = ds;
+    qsort(g->rows, (size_t)g->nrows, sizeof *g->rows, row_cmp);
+    g->unit_of_row = tmoe_malloc(sizeof(int) * (size_t)(g->nrows ? g->nrows : 1), err);
+    if (!g->unit_of_row) return TMOE_ENOMEM;
+    int u = 0;
+    for (int k = 0; k < g->nrows; k++) {
+        if (k > 0 &&
+            !same_unit(tmoe_dataset_row(ds, g->rows[k - 1]), tmoe_dataset_row(ds, g->rows[k])))
+            u++;
+        g->unit_of_row[k] = u;
+    }
+    int nruns = g->nrows ? u + 1 : 0;
+    g->r.n_batches = g->nrows;
+    if (nruns >= 2 || g->nrows < 4) {
+        g->r.n_units = nruns;
+        g->r.block_means = 0;
+    } else {
+        int nb = g->nrows >= 2 * TMOE_ANALYZE_BLOCKS ? TMOE_ANALYZE_BLOCKS : g->nrows / 2;
+        for (int k = 0; k < g->nrows; k++)
+            g->unit_of_row[k] = (int)((long)k * nb / g->nrows);
+        g->r.n_units = nb;
+        g->r.block_means = 1;
+    }
+    /* pooled latency percentiles */
+    double *lat = tmoe_malloc(sizeof *lat * (size_t)(g->nrows ? g->nrows : 1), err);
+    if (!lat) return TMOE_ENOMEM;
+    int nl = 0;
+    for (int k = 0; k < g->nrows; k++) {
+        double v = tmoe_dataset_row(ds, g->rows[k])->num[TMOE_RL_LATENCY_MS];
+        if (isfinite(v)) lat[nl++] = v;
+    }
+    g->r.lat_p50 = g->r.lat_p90 = g->r.lat_p99 = NAN;
+    if (nl > 0) {
+        gsl_sort(lat, 1, (size_t)nl);
+        g->r.lat_p50 = tmoe_stats_percentile_sorted(lat, nl, 50);
+        g->r.lat_p90 = tmoe_stats_percentile_sorted(lat, nl, 90);
+        g->r.lat_p99 = tmoe_stats_percentile_sorted(lat, nl, 99);
+    }
+    free(lat);
+    /* summaries */
+    double *v = tmoe_malloc(sizeof *v * (size_t)(g->r.n_units + 1), err);
+    if (!v) return TMOE_ENOMEM;
+    for (int m = 0; m < TMOE_M_COUNT; m++) {
+        tmoe_metric_result *mr = &g->r.m[m];
+        *mr = (tmoe_metric_result){.mean = NAN,
+                                   .sd = NAN,
+                                   .ci_lo = NAN,
+                                   .ci_hi = NAN,
+                                   .pct = NAN,
+                                   .pct_lo = NAN,
+                                   .pct_hi = NAN,
+                                   .t = NAN,
+                                   .df = NAN,
+                                   .p = NAN,
+                                   .p_holm = NAN,
+                                   .cohen_d = NAN,
+                                   .hedges_g = NAN};
+        int n = unit_values(a, g, (tmoe_metric)m, v);
+        mr->n = n;
+        if (n == 0) continue;
+        tmoe_stats_summary s = tmoe_stats_summarize(v, n, a->cfg.level);
+        mr->mean = s.mean;
+        mr->sd = s.sd;
+        mr->ci_lo = s.ci_lo;
+        mr->ci_hi = s.ci_hi;
+        double sk = tmoe_stats_skewness(v, n);
+        if (n >= 3 && isfinite(sk) && fabs(sk) > 1.0 && a->cfg.bootstrap >= 10) {
+            int rc = tmoe_stats_bootstrap_mean_ci(v, n, a->cfg.bootstrap, a->cfg.seed + (uint64_t)m,
+                                                  a->cfg.level, &mr->ci_lo, &mr->ci_hi, err);
+            if (rc) {
+                free(v);
+                return rc;
+            }
+            mr->ci_bootstrap = 1;
+        }
+    }
+    free(v);
+    return TMOE_OK;
+}
+
+static int compare(tmoe_analysis *a, analysis_group *base, analysis_group *g, uint64_t seed,
+                   tmoe_error *err) {
+    int cap = base->r.n_units + g->r.n_units + 2;
+    double *x = tmoe_malloc(sizeof *x * (size_t)cap, err),
+           *y = tmoe_malloc(sizeof *y * (size_t)cap, err);
+    int rc = TMOE_OK;
+    if (!x || !y) {
+        rc = TMOE_ENOMEM;
+        goto out;
+    }
+    for (int m = 0; m < TMOE_M_COUNT; m++) {
+        if (!metrics[m].tested) continue;
+        int nx = unit_values(a, base, (tmoe_metric)m, x), ny = unit_values(a, g, (tmoe_metric)m, y);
+        tmoe_metric_result *mr = &g->r.m[m];
+        if (nx < 1 || ny < 1) continue;
+        double mx = mr->mean, mb = base->r.m[m].mean;
+        if (mb != 0.0) mr->pct = 100.0 * (mx / mb - 1.0);
+        if (nx < 2 || ny < 2) continue;
+        tmoe_welch w;
+        if (tmoe_stats_welch(x, nx, y, ny, a->cfg.level, &w, NULL) == TMOE_OK) {
+            mr->t = w.t;
+            mr->df = w.df;
+            mr->p = w.p;
+        }
+        mr->cohen_d = tmoe_stats_cohen_d(x, nx, y, ny);
+        mr->hedges_g = tmoe_stats_hedges_g(x, nx, y, ny);
+        if (a->cfg.bootstrap >= 10 && mb != 0.0)
+            tmoe_stats_bootstrap_pct_ci(x, nx, y, ny, a->cfg.bootstrap, seed * 131u + (uint64_t)m,
+                                        a->cfg.level, &mr->pct_lo, &mr->pct_hi, NULL);
+    }
+out:
+    free(x);
+    free(y);
+    return rc;
+}
+
+static int workload_rank(const char *w) {
+    static const char *const order[] = {"standard", "high_complexity", "small_batch", "large_batch",
+                                        "skewed"};
+    for (int i = 0; i < 5; i++)
+        if (strcmp(order[i], w) == 0) return i;
+    return 5;
+}
+
+static int workload_cmp(const void *x, const void *y) {
+    const char *a = *(const char *const *)x, *b = *(const char *const *)y;
+    int ra = workload_rank(a), rb = workload_rank(b);
+    return ra != rb ? ra - rb : strcmp(a, b);
+}
+
+static int strategy_cmp(const void *x, const void *y) {
+    const char *a = *(const char *const *)x, *b = *(const char *const *)y;
+    int ra = strategy_rank(a), rb = strategy_rank(b);
+    return ra != rb ? ra - rb : strcmp(a, b);
+}
+
+static int group_cmp(const void *x, const void *y) {
+    const analysis_group *a = x, *b = y;
+    int ra = strategy_rank(a->r.strategy), rb = strategy_rank(b->r.strategy);
+    if (ra != rb) return ra - rb;
+    return strcmp(a->r.strategy, b->r.strategy);
+}
+
+tmoe_analysis *tmoe_analysis_create(tmoe_dataset *ds, const tmoe_analyze_config *cfg,
+                                    tmoe_error *err) {
+    tmoe_analysis *a = tmoe_calloc(1, sizeof *a, err);
+    if (!a) return NULL;
+    a->ds = ds;
+    a->cfg = cfg ? *cfg : tmoe_analyze_config_default();
+    if (!a->cfg.baseline) a->cfg.baseline = "baseline";
+    if (!(a->cfg.level > 0.0 && a->cfg.level < 1.0)) a->cfg.level = 0.95;
+    tmoe_dataset_check_consistency(ds);
+    int nrows = tmoe_dataset_nrows(ds);
+    if (nrows == 0) {
+        tmoe_errorf(err, TMOE_EFORMAT, "no usable rows in any input (%d problems reported)",
+                    tmoe_dataset_nproblems(ds));
+        goto fail;
+    }
+    int *gi = tmoe_malloc(sizeof *gi * (size_t)nrows, err);
+    if (!gi) goto fail;
+    for (int i = 0; i < nrows; i++) {
+        const tmoe_analyze_row *r = tmoe_dataset_row(ds, i);
+        int w = intern(&a->workloads, &a->nworkloads, r->str[TMOE_RL_WORKLOAD]);
+        int s = intern(&a->strategies, &a->nstrategies, r->str[TMOE_RL_STRATEGY]);
+        if (w < 0 || s < 0) {
+            free(gi);
+            tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+            goto fail;
+        }
+        (void)w;
+        gi[i] = s; /* strategy index; the workload is matched by name below */
+    }
+    /* canonical workload order (the harness runs them in a randomised order) */
+    qsort(a->workloads, (size_t)a->nworkloads, sizeof *a->workloads, workload_cmp);
+    /* groups: one per (workload, strategy) present */
+    a->g = tmoe_calloc((size_t)a->nworkloads * (size_t)a->nstrategies, sizeof *a->g, err);
+    if (!a->g) {
+        free(gi);
+        goto fail;
+    }
+    for (int w = 0; w < a->nworkloads; w++) {
+        int first = a->ng;
+        for (int s = 0; s < a->nstrategies; s++) {
+            analysis_group *g = &a->g[a->ng];
+            int cnt = 0;
+            for (int i = 0; i < nrows; i++)
+                cnt += gi[i] == s &&
+                       strcmp(tmoe_dataset_row(ds, i)->str[TMOE_RL_WORKLOAD], a->workloads[w]) == 0;
+            if (!cnt) continue;
+            g->rows = tmoe_malloc(sizeof(int) * (size_t)cnt, err);
+            if (!g->rows) {
+                free(gi);
+                goto fail;
+            }
+            for (int i = 0; i < nrows; i++)
+                if (gi[i] == s &&
+                    strcmp(tmoe_dataset_row(ds, i)->str[TMOE_RL_WORKLOAD], a->workloads[w]) == 0)
+                    g->rows[g->nrows++] = i;
+            g->r.workload = a->workloads[w];
+            g->r.strategy = a->strategies[s];
+            a->ng++;
+        }
+        qsort(&a->g[first], (size_t)(a->ng - first), sizeof *a->g, group_cmp);
+    }
+    free(gi);
+    /* strategies in canonical order too (groups hold names, not indices) */
+    qsort(a->strategies, (size_t)a->nstrategies, sizeof *a->strategies, strategy_cmp);
+    for (int i = 0; i < a->ng; i++)
+        if (build_group(a, &a->g[i], err)) goto fail;
+    /* tests against the baseline of the same workload */
+    for (int i = 0; i < a->ng; i++) {
+        analysis_group *g = &a->g[i];
+        if (strcmp(g->r.strategy, a->cfg.baseline) == 0) continue;
+        analysis_group *base = NULL;
+        for (int j = 0; j < a->ng; j++)
+            if (strcmp(a->g[j].r.workload, g->r.workload) == 0 &&
+                strcmp(a->g[j].r.strategy, a->cfg.baseline) == 0)
+                base = &a->g[j];
+        if (base && compare(a, base, g, a->cfg.seed + (uint64_t)i, err)) goto fail;
+    }
+    /* Holm per metric: the family of one metric is its comparisons over every workload and
+     * strategy (testing 7 metrics is 7 questions, each corrected for its comparisons). */
+    double *p = tmoe_malloc(sizeof *p * (size_t)a->ng, err),
+           *padj = tmoe_malloc(sizeof *p * (size_t)a->ng, err);
+    if (!p || !padj) {
+        free(p);
+        free(padj);
+        goto fail;
+    }
+    for (int m = 0; m < TMOE_M_COUNT; m++) {
+        for (int i = 0; i < a->ng; i++)
+            p[i] = a->g[i].r.m[m].p;
+        tmoe_stats_holm(p, a->ng, padj);
+        for (int i = 0; i < a->ng; i++)
+            a->g[i].r.m[m].p_holm = padj[i];
+    }
+    free(p);
+    free(padj);
+    return a;
+fail:
+    tmoe_analysis_free(a);
+    return NULL;
+}
+
+void tmoe_analysis_free(tmoe_analysis *a) {
+    if (!a) return;
+    for (int i = 0; i < a->ng; i++) {
+        free(a->g[i].rows);
+        free(a->g[i].unit_of_row);
+    }
+    free(a->g);
+    free(a->workloads);
+    free(a->strategies);
+    free(a);
+}
+
+int tmoe_analysis_ngroups(const tmoe_analysis *a) {
+    return a->ng;
+}
+const tmoe_group_result *tmoe_analysis_group(const tmoe_analysis *a, int i) {
+    TMOE_ASSERT(i >= 0 && i < a->ng);
+    return &a->g[i].r;
+}
+const tmoe_group_result *tmoe_analysis_find(const tmoe_analysis *a, const char *workload,
+                                            const char *strategy) {
+    for (int i = 0; i < a->ng; i++)
+        if (strcmp(a->g[i].r.workload, workload) == 0 && strcmp(a->g[i].r.strategy, strategy) == 0)
+            return &a->g[i].r;
+    return NULL;
+}

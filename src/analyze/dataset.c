@@ -1,0 +1,650 @@
+/* Run log reader: RFC 4180 CSV (quotes, "" escapes, CRLF) checked against the runlog.h
+ * schema, metadata.json via jansson, and the merge of several run directories. Problems a
+ * user can fix are recorded as "file:line: ..." messages and the bad part is skipped, so
+ * one bad file never stops the rest. */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "thermoe/analyze.h"
+
+#define MAX_PROBLEMS_PER_FILE 20
+
+struct tmoe_dataset {
+    tmoe_analyze_row *rows;
+    int nrows, caprows;
+    tmoe_analyze_meta *runs;
+    int nruns, capruns;
+    char **problems;
+    int nproblems, capproblems;
+    char **owned; /* every string / list allocation, freed at the end */
+    int nowned, capowned;
+    char **schemas; /* header line of each run's CSV ("" when none) */
+    int checked;
+};
+
+static int grow(void **p, int *cap, int need, size_t elem) {
+    if (need <= *cap) return 0;
+    int nc = *cap ? *cap * 2 : 16;
+    while (nc < need)
+        nc *= 2;
+    void *q = realloc(*p, (size_t)nc * elem);
+    if (!q) return -1;
+    *p = q;
+    *cap = nc;
+    return 0;
+}
+
+static void *own(tmoe_dataset *ds, void *p) {
+    if (!p) return NULL;
+    if (grow((void **)&ds->owned, &ds->capowned, ds->nowned + 1, sizeof *ds->owned)) {
+        free(p);
+        return NULL;
+    }
+    ds->owned[ds->nowned++] = p;
+    return p;
+}
+
+static const char *own_str(tmoe_dataset *ds, const char *s) {
+    char *c = strdup(s ? s : "");
+    return own(ds, c);
+}
+
+__attribute__((format(printf, 2, 3))) static void problem(tmoe_dataset *ds, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    tmoe_log(TMOE_LOG_WARN, "%s", buf);
+    if (grow((void **)&ds->problems, &ds->capproblems, ds->nproblems + 1, sizeof *ds->problems))
+        return;
+    char *c = strdup(buf);
+    if (c) ds->problems[ds->nproblems++] = c;
+}
+
+tmoe_dataset *tmoe_dataset_create(tmoe_error *err) {
+    return tmoe_calloc(1, sizeof(tmoe_dataset), err);
+}
+
+void tmoe_dataset_free(tmoe_dataset *ds) {
+    if (!ds) return;
+    for (int i = 0; i < ds->nowned; i++)
+        free(ds->owned[i]);
+    for (int i = 0; i < ds->nproblems; i++)
+        free(ds->problems[i]);
+    for (int i = 0; i < ds->nruns; i++)
+        free(ds->schemas[i]);
+    free(ds->owned);
+    free(ds->problems);
+    free(ds->schemas);
+    free(ds->rows);
+    free(ds->runs);
+    free(ds);
+}
+
+int tmoe_dataset_nrows(const tmoe_dataset *ds) {
+    return ds->nrows;
+}
+const tmoe_analyze_row *tmoe_dataset_row(const tmoe_dataset *ds, int i) {
+    TMOE_ASSERT(i >= 0 && i < ds->nrows);
+    return &ds->rows[i];
+}
+int tmoe_dataset_nruns(const tmoe_dataset *ds) {
+    return ds->nruns;
+}
+const tmoe_analyze_meta *tmoe_dataset_run(const tmoe_dataset *ds, int i) {
+    TMOE_ASSERT(i >= 0 && i < ds->nruns);
+    return &ds->runs[i];
+}
+int tmoe_dataset_nproblems(const tmoe_dataset *ds) {
+    return ds->nproblems;
+}
+const char *tmoe_dataset_problem(const tmoe_dataset *ds, int i) {
+    TMOE_ASSERT(i >= 0 && i < ds->nproblems);
+    return ds->problems[i];
+}
+
+int tmoe_dataset_simulated(const tmoe_dataset *ds) {
+    for (int i = 0; i < ds->nruns; i++)
+        if (strcmp(ds->runs[i].telemetry_source, "sim") == 0) return 1;
+    for (int i = 0; i < ds->nrows; i++)
+        if (strcmp(ds->rows[i].str[TMOE_RL_TELEMETRY_SOURCE], "sim") == 0) return 1;
+    return 0;
+}
+
+/* ---- RFC 4180 record reader ---------------------------------------------------------- */
+
+typedef struct {
+    char *buf; /* field contents, each NUL-terminated */
+    size_t blen, bcap;
+    size_t *off; /* start of each field in buf */
+    int n, cap;
+} record;
+
+static int rec_putc(record *r, char c) {
+    if (r->blen + 1 > r->bcap) {
+        size_t nc = r->bcap ? r->bcap * 2 : 256;
+        char *q = realloc(r->buf, nc);
+        if (!q) return -1;
+        r->buf = q;
+        r->bcap = nc;
+    }
+    r->buf[r->blen++] = c;
+    return 0;
+}
+
+static int rec_field(record *r) {
+    if (grow((void **)&r->off, &r->cap, r->n + 1, sizeof *r->off)) return -1;
+    r->off[r->n++] = r->blen;
+    return 0;
+}
+
+static const char *rec_get(const record *r, int i) {
+    return r->buf + r->off[i];
+}
+
+enum { REC_EOF = 0, REC_OK = 1, REC_NOMEM = -1 };
+
+/* Read one record starting at *pos. *terminated: the record ended with a newline;
+ * *unclosed: a quoted field ran to the end of the file. *line advances by the newlines
+ * consumed (quoted newlines included). */
+static int next_record(const char *s, size_t len, size_t *pos, int *line, record *r,
+                       int *terminated, int *unclosed) {
+    size_t i = *pos;
+    r->n = 0;
+    r->blen = 0;
+    *terminated = 0;
+    *unclosed = 0;
+    if (i >= len) return REC_EOF;
+    if (rec_field(r)) return REC_NOMEM;
+    int inq = 0, at_start = 1;
+    while (i < len) {
+        char c = s[i];
+        if (inq) {
+            if (c == '"') {
+                if (i + 1 < len && s[i + 1] == '"') {
+                    if (rec_putc(r, '"')) return REC_NOMEM;
+                    i += 2;
+                    continue;
+                }
+                inq = 0;
+                i++;
+                continue;
+            }
+            if (c == '\n') (*line)++;
+            if (rec_putc(r, c)) return REC_NOMEM;
+            i++;
+            continue;
+        }
+        if (c == '"' && at_start) {
+            inq = 1;
+            at_start = 0;
+            i++;
+            continue;
+        }
+        if (c == ',') {
+            if (rec_putc(r, '\0') || rec_field(r)) return REC_NOMEM;
+            at_start = 1;
+            i++;
+            continue;
+        }
+        if (c == '\r' && i + 1 < len && s[i + 1] == '\n') {
+            i++;
+            continue;
+        }
+        if (c == '\n') {
+            (*line)++;
+            *terminated = 1;
+            i++;
+            break;
+        }
+        if (rec_putc(r, c)) return REC_NOMEM;
+        at_start = 0;
+        i++;
+    }
+    if (inq) *unclosed = 1;
+    if (rec_putc(r, '\0')) return REC_NOMEM;
+    *pos = i;
+    return REC_OK;
+}
+
+/* ---- cells --------------------------------------------------------------------------- */
+
+static int is_unknown(const char *s) {
+    return *s == '\0' || strcasecmp(s, "nan") == 0 || strcasecmp(s, "-nan") == 0;
+}
+
+static int parse_num(const char *s, double *out) {
+    if (is_unknown(s)) {
+        *out = NAN;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || (errno == ERANGE && fabs(v) == HUGE_VAL)) return -1;
+    *out = v;
+    return 0;
+}
+
+/* Parse a ';'-separated list; the array is owned by ds. */
+static int parse_list(tmoe_dataset *ds, const char *s, const double **out, int *n) {
+    *out = NULL;
+    *n = 0;
+    if (is_unknown(s)) return 0;
+    int cnt = 1;
+    for (const char *p = s; *p; p++)
+        cnt += *p == TMOE_RUNLOG_LIST_SEP;
+    double *v = own(ds, malloc(sizeof *v * (size_t)cnt));
+    if (!v) return -2;
+    const char *p = s;
+    for (int k = 0; k < cnt; k++) {
+        const char *q = strchr(p, TMOE_RUNLOG_LIST_SEP);
+        size_t l = q ? (size_t)(q - p) : strlen(p);
+        char tmp[64];
+        if (l >= sizeof tmp) return -1;
+        memcpy(tmp, p, l);
+        tmp[l] = '\0';
+        if (parse_num(tmp, &v[k])) return -1;
+        p = q ? q + 1 : p + l;
+    }
+    *out = v;
+    *n = cnt;
+    return 0;
+}
+
+/* ---- one CSV ------------------------------------------------------------------------- */
+
+typedef struct {
+    int map[TMOE_RL_NCOLS * 2]; /* file column -> runlog column (-1 = unknown) */
+    int nfields;
+} header_map;
+
+static int build_map(tmoe_dataset *ds, const char *path, int line, const record *r, header_map *h,
+                     int *exact) {
+    char missing[512] = "", unknown[512] = "";
+    int seen[TMOE_RL_NCOLS] = {0};
+    h->nfields = r->n;
+    *exact = r->n == TMOE_RL_NCOLS;
+    for (int i = 0; i < r->n; i++) {
+        int c = tmoe_runlog_col_find(rec_get(r, i));
+        if (i < (int)(sizeof h->map / sizeof *h->map)) h->map[i] = c;
+        if (c != i) *exact = 0;
+        if (c < 0) {
+            if (strlen(unknown) + strlen(rec_get(r, i)) + 3 < sizeof unknown) {
+                if (*unknown) strcat(unknown, ", ");
+                strcat(unknown, rec_get(r, i));
+            }
+        } else if (seen[c]++) {
+            problem(ds, "%s:%d: column '%s' appears twice; file skipped", path, line,
+                    rec_get(r, i));
+            return -1;
+        }
+    }
+    if (r->n > (int)(sizeof h->map / sizeof *h->map)) {
+        problem(ds, "%s:%d: %d columns (runlog.h has %d); file skipped", path, line, r->n,
+                TMOE_RL_NCOLS);
+        return -1;
+    }
+    for (int c = 0; c < TMOE_RL_NCOLS; c++)
+        if (!seen[c] && strlen(missing) + strlen(tmoe_runlog_cols[c].name) + 3 < sizeof missing) {
+            if (*missing) strcat(missing, ", ");
+            strcat(missing, tmoe_runlog_cols[c].name);
+        }
+    if (!seen[TMOE_RL_WORKLOAD] || !seen[TMOE_RL_STRATEGY]) {
+        problem(
+            ds,
+            "%s:%d: header lacks workload/strategy (is this a thermoe batches.csv? missing: %s); "
+            "file skipped",
+            path, line, missing);
+        return -1;
+    }
+    if (!*exact)
+        problem(
+            ds,
+            "%s:%d: schema differs from runlog.h (%d columns, expected %d; missing: %s; unknown: "
+            "%s); read by column name, missing columns count as unknown",
+            path, line, r->n, TMOE_RL_NCOLS, *missing ? missing : "none",
+            *unknown ? unknown : "none");
+    return 0;
+}
+
+static int looks_like_header(const record *r) {
+    int hits = 0;
+    for (int i = 0; i < r->n && i < 4; i++)
+        hits += tmoe_runlog_col_find(rec_get(r, i)) >= 0;
+    return hits >= 2;
+}
+
+/* Convert one record to a row; -1 = bad cell (problem recorded unless quiet), -2 = out of
+ * memory. */
+static int add_row(tmoe_dataset *ds, const char *path, int line, const record *r,
+                   const header_map *h, int source, int quiet) {
+    tmoe_analyze_row row;
+    for (int c = 0; c < TMOE_RL_NCOLS; c++) {
+        row.num[c] = NAN;
+        row.list[c] = NULL;
+        row.nlist[c] = 0;
+        row.str[c] = tmoe_runlog_cols[c].type == TMOE_COL_STR ? "" : NULL;
+    }
+    row.source = source;
+    for (int i = 0; i < r->n; i++) {
+        int c = h->map[i];
+        if (c < 0) continue;
+        const char *cell = rec_get(r, i);
+        switch (tmoe_runlog_cols[c].type) {
+        case TMOE_COL_STR:
+            if (!(row.str[c] = own_str(ds, cell))) return -2;
+            break;
+        case TMOE_COL_INT:
+        case TMOE_COL_DOUBLE:
+            if (parse_num(cell, &row.num[c])) {
+                if (!quiet)
+                    problem(ds, "%s:%d: column '%s': '%.40s' is not a number; row skipped", path,
+                            line, tmoe_runlog_cols[c].name, cell);
+                return -1;
+            }
+            break;
+        case TMOE_COL_LIST_INT:
+        case TMOE_COL_LIST_DBL: {
+            int rc = parse_list(ds, cell, &row.list[c], &row.nlist[c]);
+            if (rc == -2) return -2;
+            if (rc) {
+                problem(ds,
+                        "%s:%d: column '%s': '%.40s' is not a ';'-separated list of numbers; "
+                        "row skipped",
+                        path, line, tmoe_runlog_cols[c].name, cell);
+                return -1;
+            }
+            break;
+        }
+        }
+    }
+    if (grow((void **)&ds->rows, &ds->caprows, ds->nrows + 1, sizeof *ds->rows)) return -2;
+    ds->rows[ds->nrows++] = row;
+    return 0;
+}
+
+static char *read_file(const char *path, size_t *len, tmoe_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        tmoe_errorf(err, TMOE_EIO, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        fclose(f);
+        tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory", path);
+        return NULL;
+    }
+    for (;;) {
+        if (n == cap) {
+            char *q = realloc(buf, cap * 2);
+            if (!q) {
+                free(buf);
+                fclose(f);
+                tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory (%zu bytes)", path, cap * 2);
+                return NULL;
+            }
+            buf = q;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        tmoe_errorf(err, TMOE_EIO, "%s: read error", path);
+        return NULL;
+    }
+    TMOE_ASSERT(n < cap); /* the loop grows before every read */
+    buf[n] = '\0';        /* so the header can be handled as a string */
+    *len = n;
+    return buf;
+}
+
+static int new_run(tmoe_dataset *ds, const char *dir) {
+    if (grow((void **)&ds->runs, &ds->capruns, ds->nruns + 1, sizeof *ds->runs)) return -1;
+    int cap = ds->capruns;
+    char **s = realloc(ds->schemas, sizeof *s * (size_t)cap);
+    if (!s) return -1;
+    ds->schemas = s;
+    tmoe_analyze_meta m = {.dir = own_str(ds, dir)};
+    m.device_name = m.driver = m.telemetry_source = m.git_commit = "";
+    m.cost_model_checksum = m.start_time = m.end_time = m.status = "";
+    if (!m.dir) return -1;
+    ds->schemas[ds->nruns] = NULL;
+    ds->runs[ds->nruns] = m;
+    return ds->nruns++;
+}
+
+/* Read a CSV into run `source`; returns rows added, or -1 with err set. */
+static int read_csv(tmoe_dataset *ds, const char *path, int source, tmoe_error *err) {
+    size_t len;
+    char *s = read_file(path, &len, err);
+    if (!s) {
+        problem(ds, "%s", err ? err->msg : path);
+        return -1;
+    }
+    size_t pos = 0;
+    int line = 1, added = 0, bad = 0, rc = 0;
+    record r = {0};
+    header_map h;
+    int exact;
+    int start = line, term, unclosed;
+    int st = next_record(s, len, &pos, &line, &r, &term, &unclosed);
+    if (st == REC_NOMEM) goto nomem;
+    if (st == REC_EOF || (r.n == 1 && rec_get(&r, 0)[0] == '\0' && pos >= len)) {
+        problem(ds, "%s: empty file (no header, no rows); skipped", path);
+        rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: empty file", path);
+        goto out;
+    }
+    if (build_map(ds, path, start, &r, &h, &exact)) {
+        rc = tmoe_errorf(err, TMOE_EFORMAT, "%s:%d: unusable header", path, start);
+        goto out;
+    }
+    /* the header line is the schema signature (compared across runs) */
+    ds->schemas[source] = strndup(s, strcspn(s, "\r\n"));
+    for (;;) {
+        start = line;
+        st = next_record(s, len, &pos, &line, &r, &term, &unclosed);
+        if (st == REC_NOMEM) goto nomem;
+        if (st == REC_EOF) break;
+        if (r.n == 1 && rec_get(&r, 0)[0] == '\0') continue; /* blank line */
+        if (unclosed) {
+            problem(ds,
+                    "%s:%d: quoted field not closed before the end of the file (truncated?); "
+                    "skipped",
+                    path, start);
+            bad++;
+            break;
+        }
+        if (!term) {
+            problem(ds, "%s:%d: last line has no newline (run killed mid-write?); skipped", path,
+                    start);
+            bad++;
+            break;
+        }
+        if (looks_like_header(&r)) {
+            header_map h2;
+            int exact2;
+            if (build_map(ds, path, start, &r, &h2, &exact2)) break;
+            if (h2.nfields != h.nfields || memcmp(h2.map, h.map, sizeof(int) * (size_t)h.nfields))
+                problem(ds,
+                        "%s:%d: a header with a different schema mid-file (mixed schemas); "
+                        "the rows after it are read with it",
+                        path, start);
+            else
+                problem(ds, "%s:%d: header line repeated (files concatenated?); skipped", path,
+                        start);
+            h = h2;
+            continue;
+        }
+        if (r.n != h.nfields) {
+            if (++bad <= MAX_PROBLEMS_PER_FILE)
+                problem(ds, "%s:%d: expected %d fields, found %d; row skipped", path, start,
+                        h.nfields, r.n);
+            continue;
+        }
+        int ar = add_row(ds, path, start, &r, &h, source, bad >= MAX_PROBLEMS_PER_FILE);
+        if (ar == -2) goto nomem;
+        if (ar == -1) {
+            bad++;
+            continue;
+        }
+        added++;
+    }
+    if (bad > MAX_PROBLEMS_PER_FILE)
+        problem(ds, "%s: %d bad rows in all (first %d listed)", path, bad, MAX_PROBLEMS_PER_FILE);
+    if (added == 0) {
+        problem(ds, "%s: header but no usable rows", path);
+        rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: no usable rows", path);
+    }
+    goto out;
+nomem:
+    rc = tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory while reading", path);
+out:
+    free(r.buf);
+    free(r.off);
+    free(s);
+    if (rc) return -1;
+    ds->runs[source].rows += added;
+    return added;
+}
+
+static const char *jstr(json_t *o, const char *k) {
+    json_t *v = json_object_get(o, k);
+    return json_is_string(v) ? json_string_value(v) : "";
+}
+
+static void read_meta(tmoe_dataset *ds, const char *dir, int source) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, TMOE_RUNLOG_METADATA);
+    if (access(path, F_OK) != 0) {
+        problem(ds, "%s: missing (device, telemetry source and commit unknown for this run)", path);
+        return;
+    }
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) {
+        problem(ds, "%s:%d: %s (device, telemetry source and commit unknown for this run)", path,
+                je.line, je.text);
+        return;
+    }
+    tmoe_analyze_meta *m = &ds->runs[source];
+    json_t *dev = json_object_get(root, "device");
+    if (json_is_object(dev)) {
+        m->device_name = own_str(ds, jstr(dev, "name"));
+        m->driver = own_str(ds, jstr(dev, "driver"));
+    } else {
+        m->device_name = own_str(ds, json_is_string(dev) ? json_string_value(dev) : "");
+    }
+    /* Flat keys ("telemetry_source", "cost_model_checksum") or the harness's objects
+     * ("telemetry": {"source", "simulated"}, "cost_model": {"checksum"}). */
+    json_t *tel = json_object_get(root, "telemetry"), *cm = json_object_get(root, "cost_model");
+    const char *src = jstr(root, "telemetry_source");
+    if (!*src && json_is_object(tel)) src = jstr(tel, "source");
+    if (json_is_object(tel) && json_is_true(json_object_get(tel, "simulated"))) src = "sim";
+    const char *sum = jstr(root, "cost_model_checksum");
+    if (!*sum && json_is_object(cm)) sum = jstr(cm, "checksum");
+    m->telemetry_source = own_str(ds, src);
+    m->git_commit = own_str(ds, jstr(root, "git_commit"));
+    m->cost_model_checksum = own_str(ds, sum);
+    m->start_time = own_str(ds, jstr(root, "start_time"));
+    m->end_time = own_str(ds, jstr(root, "end_time"));
+    m->status = own_str(ds, jstr(root, "status"));
+    if (!m->device_name || !m->driver || !m->telemetry_source || !m->git_commit ||
+        !m->cost_model_checksum || !m->start_time || !m->end_time || !m->status) {
+        m->device_name = m->driver = m->telemetry_source = m->git_commit = "";
+        m->cost_model_checksum = m->start_time = m->end_time = m->status = "";
+        problem(ds, "%s: out of memory", path);
+    } else {
+        m->has_metadata = 1;
+        if (!*m->device_name) problem(ds, "%s: no device.name", path);
+        if (!*m->telemetry_source) problem(ds, "%s: no telemetry_source", path);
+    }
+    json_decref(root);
+}
+
+int tmoe_dataset_add_dir(tmoe_dataset *ds, const char *dir, tmoe_error *err) {
+    int src = new_run(ds, dir);
+    if (src < 0) return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory", dir);
+    ds->checked = 0;
+    struct stat st;
+    int st_rc = stat(dir, &st);
+    if (st_rc != 0 || !S_ISDIR(st.st_mode)) {
+        tmoe_errorf(err, TMOE_EIO, "%s: not a readable run directory: %s", dir,
+                    st_rc != 0 ? strerror(errno) : "not a directory");
+        problem(ds, "%s", err ? err->msg : dir);
+        return TMOE_EIO;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, TMOE_RUNLOG_CSV);
+    read_meta(ds, dir, src);
+    int n = read_csv(ds, path, src, err);
+    return n < 0 ? (err ? err->code : TMOE_EFORMAT) : TMOE_OK;
+}
+
+int tmoe_dataset_add_csv(tmoe_dataset *ds, const char *path, tmoe_error *err) {
+    int src = new_run(ds, path);
+    if (src < 0) return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory", path);
+    ds->checked = 0;
+    int n = read_csv(ds, path, src, err);
+    return n < 0 ? (err ? err->code : TMOE_EFORMAT) : TMOE_OK;
+}
+
+/* Report when a metadata field differs across runs that have it. */
+static void check_field(tmoe_dataset *ds, const char *what, size_t off, const char *consequence) {
+    const char *first = NULL, *first_dir = NULL;
+    for (int i = 0; i < ds->nruns; i++) {
+        const char *v = *(const char *const *)((const char *)&ds->runs[i] + off);
+        if (!v || !*v) continue;
+        if (!first) {
+            first = v;
+            first_dir = ds->runs[i].dir;
+        } else if (strcmp(first, v) != 0) {
+            problem(ds, "runs differ in %s: '%s' (%s) vs '%s' (%s); %s", what, first, first_dir, v,
+                    ds->runs[i].dir, consequence);
+            return;
+        }
+    }
+}
+
+void tmoe_dataset_check_consistency(tmoe_dataset *ds) {
+    if (ds->checked) return;
+    ds->checked = 1;
+    check_field(ds, "device", offsetof(tmoe_analyze_meta, device_name),
+                "results pool different hardware");
+    check_field(ds, "telemetry source", offsetof(tmoe_analyze_meta, telemetry_source),
+                "measured and simulated numbers are mixed");
+    check_field(ds, "git commit", offsetof(tmoe_analyze_meta, git_commit),
+                "runs come from different program versions");
+    const char *first = NULL, *first_dir = NULL;
+    for (int i = 0; i < ds->nruns; i++) {
+        if (!ds->schemas[i]) continue;
+        if (!first) {
+            first = ds->schemas[i];
+            first_dir = ds->runs[i].dir;
+        } else if (strcmp(first, ds->schemas[i]) != 0) {
+            problem(ds,
+                    "runs have inconsistent CSV schemas: %s and %s have different headers "
+                    "(columns were matched by name)",
+                    first_dir, ds->runs[i].dir);
+            break;
+        }
+    }
+}

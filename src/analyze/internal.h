@@ -1,0 +1,47 @@
+/* Shared between the analysis sources: the analysis object, strategy order and colours. */
+#ifndef THERMOE_ANALYZE_INTERNAL_H
+#define THERMOE_ANALYZE_INTERNAL_H
+
+#include <stdio.h>
+
+#include "thermoe/analyze.h"
+
+typedef struct {
+    tmoe_group_result r;
+    int *rows; /* dataset row indices, sorted by (unit, batch_idx) */
+    int nrows;
+    int *unit_of_row; /* unit index of each entry of rows */
+} analysis_group;
+
+struct tmoe_analysis {
+    tmoe_dataset *ds;
+    tmoe_analyze_config cfg;
+    analysis_group *g; /* workload-major, strategies in canonical order */
+    int ng;
+    const char **workloads;
+    int nworkloads;
+    const char **strategies;
+    int nstrategies;
+};
+
+/* Canonical strategy order and its Okabe-Ito colour (same in every figure). */
+int strategy_rank(const char *s);
+const char *strategy_color(const char *s);
+
+/* Write a string with HTML / LaTeX special characters escaped. */
+void put_html(FILE *f, const char *s);
+void put_latex(FILE *f, const char *s);
+
+/* "dir/name" into buf; returns buf. */
+const char *join_path(char *buf, size_t n, const char *dir, const char *name);
+/* mkdir -p of one level; ok when it exists. */
+int ensure_dir(const char *dir, tmoe_error *err);
+
+/* tmoe_analysis_write_figures that also hands back the figure names (caller frees each
+ * and the array; NULL names = discard). */
+int analysis_figures(const tmoe_analysis *a, const tmoe_analyze_config *cfg,
+                     tmoe_figures_result *out, char ***names, int *nnames, tmoe_error *err);
+/* Both tables as HTML (for report.html). */
+void analysis_tables_html(const tmoe_analysis *a, FILE *f);
+
+#endif

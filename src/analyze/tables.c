@@ -1,0 +1,397 @@
+/* Tables of the analysis: summary and comparisons, each as Markdown, CSV and LaTeX
+ * (booktabs). Unknown values print as "n/a" (Markdown, LaTeX) or "nan" (CSV). */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "analyze/internal.h"
+
+enum { MD, CSV, TEX, HTML };
+
+static const char *fmt_num(char *b, size_t n, double v, int kind) {
+    if (!isfinite(v))
+        snprintf(b, n, "%s", kind == CSV ? "nan" : "n/a");
+    else
+        snprintf(b, n, kind == CSV ? "%.8g" : "%.4g", v);
+    return b;
+}
+
+static const char *fmt_p(char *b, size_t n, double p, int kind) {
+    if (!isfinite(p)) return fmt_num(b, n, p, kind);
+    if (kind == CSV)
+        snprintf(b, n, "%.6g", p);
+    else if (p < 1e-4)
+        snprintf(b, n, "<0.0001");
+    else
+        snprintf(b, n, "%.4f", p);
+    return b;
+}
+
+static const char *fmt_ci(char *b, size_t n, double m, double lo, double hi, int kind) {
+    char x[24], y[24], z[24];
+    fmt_num(x, sizeof x, m, kind);
+    if (!isfinite(lo) || !isfinite(hi))
+        snprintf(b, n, "%s", x);
+    else
+        snprintf(b, n, "%s [%s, %s]", x, fmt_num(y, sizeof y, lo, kind),
+                 fmt_num(z, sizeof z, hi, kind));
+    return b;
+}
+
+static const char *fmt_pct(char *b, size_t n, double m, double lo, double hi, int kind) {
+    if (!isfinite(m)) return fmt_num(b, n, m, kind);
+    if (!isfinite(lo) || !isfinite(hi))
+        snprintf(b, n, "%+.1f%%", m);
+    else
+        snprintf(b, n, "%+.1f%% [%+.1f, %+.1f]", m, lo, hi);
+    return b;
+}
+
+static const char *fmt_n(char *b, size_t n, const tmoe_group_result *g) {
+    snprintf(b, n, "%d %s", g->n_units, g->block_means ? "blocks" : "runs");
+    return b;
+}
+
+/* One output row: cells already formatted. */
+static void row_out(FILE *f, int kind, const char *const *cells, int n) {
+    if (kind == HTML) {
+        fputs("<tr>", f);
+        for (int i = 0; i < n; i++) {
+            fputs(i < 2 ? "<td class=l>" : "<td>", f);
+            put_html(f, cells[i]);
+            fputs("</td>", f);
+        }
+        fputs("</tr>\n", f);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        if (kind == MD)
+            fprintf(f, "%s %s", i ? " |" : "|", cells[i]);
+        else if (kind == TEX) {
+            if (i) fputs(" & ", f);
+            put_latex(f, cells[i]);
+        } else {
+            if (i) fputc(',', f);
+            if (strpbrk(cells[i], ",\"\n")) {
+                fputc('"', f);
+                for (const char *p = cells[i]; *p; p++) {
+                    if (*p == '"') fputc('"', f);
+                    fputc(*p, f);
+                }
+                fputc('"', f);
+            } else
+                fputs(cells[i], f);
+        }
+    }
+    fputs(kind == MD ? " |\n" : kind == TEX ? " \\\\\n" : "\n", f);
+}
+
+static void header_out(FILE *f, int kind, const char *const *cells, int n, const char *caption) {
+    if (kind == HTML) {
+        fputs("<table>\n<caption>", f);
+        put_html(f, caption);
+        fputs("</caption>\n<tr>", f);
+        for (int i = 0; i < n; i++) {
+            fputs("<th>", f);
+            put_html(f, cells[i]);
+            fputs("</th>", f);
+        }
+        fputs("</tr>\n", f);
+        return;
+    }
+    if (kind == TEX) {
+        fprintf(f, "\\begin{table}[t]\n\\centering\\small\n\\caption{");
+        put_latex(f, caption);
+        fprintf(f, "}\n\\begin{tabular}{ll");
+        for (int i = 2; i < n; i++)
+            fputc('r', f);
+        fprintf(f, "}\n\\toprule\n");
+    } else if (kind == MD)
+        fprintf(f, "%s\n\n", caption);
+    row_out(f, kind, cells, n);
+    if (kind == MD) {
+        for (int i = 0; i < n; i++)
+            fputs(i < 2 ? "|---" : "|--:", f);
+        fputs("|\n", f);
+    }
+    if (kind == TEX) fputs("\\midrule\n", f);
+}
+
+static void footer_out(FILE *f, int kind, const char *note) {
+    if (kind == HTML) {
+        fputs("</table>\n<p class=note>", f);
+        put_html(f, note);
+        fputs("</p>\n", f);
+    } else if (kind == TEX) {
+        fputs("\\bottomrule\n\\end{tabular}\n\\par\\smallskip\\footnotesize ", f);
+        put_latex(f, note);
+        fputs("\n\\end{table}\n\n", f);
+    } else if (kind == MD)
+        fprintf(f, "\n%s\n\n", note);
+}
+
+#define C 32
+static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
+    const char *note =
+        "n: statistical units (per-run means, or block means of one run). CIs: 95%, t "
+        "interval over units (bootstrap percentile where marked *). Change vs "
+        "baseline: bootstrap 95% CI; p: Welch's t-test, Holm-adjusted per metric over "
+        "all workloads x strategies; g: Hedges' g. Latency percentiles pool all batches (type 7).";
+    char b[24][96];
+    const char *cells[24];
+    for (int i = 0; i < 24; i++)
+        cells[i] = b[i];
+    if (kind == CSV) {
+        static const char *const h[] = {"workload",
+                                        "strategy",
+                                        "n_units",
+                                        "unit",
+                                        "n_batches",
+                                        "energy_j_per_token",
+                                        "energy_ci_lo",
+                                        "energy_ci_hi",
+                                        "energy_pct_vs_baseline",
+                                        "energy_pct_ci_lo",
+                                        "energy_pct_ci_hi",
+                                        "energy_p",
+                                        "energy_p_holm",
+                                        "energy_hedges_g",
+                                        "power_avg_w",
+                                        "power_peak_w",
+                                        "gpu_temp_peak_c",
+                                        "mem_temp_peak_c",
+                                        "latency_mean_ms",
+                                        "latency_p50_ms",
+                                        "latency_p90_ms",
+                                        "latency_p99_ms",
+                                        "throughput_tokens_s",
+                                        "throttled_pct"};
+        row_out(f, CSV, h, 24);
+    }
+    for (int pass = 0; pass < (kind == CSV ? 1 : 2); pass++) {
+        if (kind != CSV) {
+            static const char *const h1[] = {"workload",
+                                             "strategy",
+                                             "n",
+                                             "energy/token (J) [95% CI]",
+                                             "vs baseline [95% CI]",
+                                             "p",
+                                             "p (Holm)",
+                                             "g",
+                                             "avg power (W)",
+                                             "peak power (W)",
+                                             "GPU peak (C)",
+                                             "HBM peak (C)"};
+            static const char *const h2[] = {"workload",
+                                             "strategy",
+                                             "n",
+                                             "latency mean (ms)",
+                                             "p50",
+                                             "p90",
+                                             "p99",
+                                             "tokens/s",
+                                             "throttled (%)",
+                                             "top-k agr.",
+                                             "out. rel. err.",
+                                             "overhead (%)"};
+            header_out(
+                f, kind, pass ? h2 : h1, 12,
+                pass ? "Table 2: latency, throughput, fidelity and overhead per workload x strategy"
+                     : "Table 1: energy, power and temperature per workload x strategy");
+        }
+        for (int i = 0; i < a->ng; i++) {
+            const tmoe_group_result *g = &a->g[i].r;
+            const tmoe_metric_result *m = g->m, *e = &m[TMOE_M_ENERGY_PER_TOKEN];
+            int k = 0;
+            snprintf(b[k++], C * 3, "%s", g->workload);
+            snprintf(b[k++], C * 3, "%s", g->strategy);
+            if (kind == CSV) {
+                snprintf(b[k++], C, "%d", g->n_units);
+                snprintf(b[k++], C, "%s", g->block_means ? "block" : "run");
+                snprintf(b[k++], C, "%d", g->n_batches);
+                fmt_num(b[k++], C, e->mean, kind);
+                fmt_num(b[k++], C, e->ci_lo, kind);
+                fmt_num(b[k++], C, e->ci_hi, kind);
+                fmt_num(b[k++], C, e->pct, kind);
+                fmt_num(b[k++], C, e->pct_lo, kind);
+                fmt_num(b[k++], C, e->pct_hi, kind);
+                fmt_p(b[k++], C, e->p, kind);
+                fmt_p(b[k++], C, e->p_holm, kind);
+                fmt_num(b[k++], C, e->hedges_g, kind);
+                fmt_num(b[k++], C, m[TMOE_M_POWER_AVG].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_POWER_PEAK].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_GPU_TEMP_PEAK].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_MEM_TEMP_PEAK].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_LATENCY_MEAN].mean, kind);
+                fmt_num(b[k++], C, g->lat_p50, kind);
+                fmt_num(b[k++], C, g->lat_p90, kind);
+                fmt_num(b[k++], C, g->lat_p99, kind);
+                fmt_num(b[k++], C, m[TMOE_M_THROUGHPUT].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_THROTTLED_PCT].mean, kind);
+                row_out(f, CSV, cells, k);
+                continue;
+            }
+            fmt_n(b[k++], C, g);
+            if (pass == 0) {
+                fmt_ci(b[k], 96, e->mean, e->ci_lo, e->ci_hi, kind);
+                if (e->ci_bootstrap) strcat(b[k], "*");
+                k++;
+                fmt_pct(b[k++], 96, e->pct, e->pct_lo, e->pct_hi, kind);
+                fmt_p(b[k++], C, e->p, kind);
+                fmt_p(b[k++], C, e->p_holm, kind);
+                fmt_num(b[k++], C, e->hedges_g, kind);
+                fmt_num(b[k++], C, m[TMOE_M_POWER_AVG].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_POWER_PEAK].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_GPU_TEMP_PEAK].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_MEM_TEMP_PEAK].mean, kind);
+            } else {
+                const tmoe_metric_result *l = &m[TMOE_M_LATENCY_MEAN];
+                fmt_ci(b[k], 96, l->mean, l->ci_lo, l->ci_hi, kind);
+                if (l->ci_bootstrap) strcat(b[k], "*");
+                k++;
+                fmt_num(b[k++], C, g->lat_p50, kind);
+                fmt_num(b[k++], C, g->lat_p90, kind);
+                fmt_num(b[k++], C, g->lat_p99, kind);
+                fmt_num(b[k++], C, m[TMOE_M_THROUGHPUT].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_THROTTLED_PCT].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_TOPK_AGREEMENT].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_OUTPUT_REL_ERR].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_OVERHEAD_PCT].mean, kind);
+            }
+            row_out(f, kind, cells, k);
+        }
+        if (kind != CSV) footer_out(f, kind, note);
+    }
+}
+
+static void write_comparisons(const tmoe_analysis *a, FILE *f, int kind) {
+    static const char *const h[] = {"workload",
+                                    "strategy",
+                                    "metric",
+                                    "n (base/strat.)",
+                                    "baseline mean",
+                                    "mean",
+                                    "change [95% CI]",
+                                    "t",
+                                    "df",
+                                    "p",
+                                    "p (Holm)",
+                                    "Hedges' g"};
+    static const char *const hcsv[] = {"workload",  "strategy",      "metric",   "n_baseline",
+                                       "n",         "baseline_mean", "mean",     "pct_change",
+                                       "pct_ci_lo", "pct_ci_hi",     "t",        "df",
+                                       "p",         "p_holm",        "hedges_g", "cohen_d"};
+    if (kind == CSV)
+        row_out(f, CSV, hcsv, 16);
+    else
+        header_out(f, kind, h, 12,
+                   "Comparisons against the baseline of the same workload (Welch's t-test on "
+                   "per-run or block means)");
+    char b[16][96];
+    const char *cells[16];
+    for (int i = 0; i < 16; i++)
+        cells[i] = b[i];
+    for (int i = 0; i < a->ng; i++) {
+        const tmoe_group_result *g = &a->g[i].r;
+        const tmoe_group_result *base = tmoe_analysis_find(a, g->workload, a->cfg.baseline);
+        if (!base || base == g) continue;
+        for (int m = 0; m < TMOE_M_COUNT; m++) {
+            if (!tmoe_metric_tested((tmoe_metric)m)) continue;
+            const tmoe_metric_result *r = &g->m[m];
+            int k = 0;
+            snprintf(b[k++], 96, "%s", g->workload);
+            snprintf(b[k++], 96, "%s", g->strategy);
+            snprintf(b[k++], 96, "%s",
+                     kind == CSV ? tmoe_metric_name((tmoe_metric)m)
+                                 : tmoe_metric_label((tmoe_metric)m));
+            if (kind == CSV) {
+                snprintf(b[k++], 96, "%d", base->m[m].n);
+                snprintf(b[k++], 96, "%d", r->n);
+            } else
+                snprintf(b[k++], 96, "%d/%d", base->m[m].n, r->n);
+            fmt_num(b[k++], 96, base->m[m].mean, kind);
+            fmt_num(b[k++], 96, r->mean, kind);
+            if (kind == CSV) {
+                fmt_num(b[k++], 96, r->pct, kind);
+                fmt_num(b[k++], 96, r->pct_lo, kind);
+                fmt_num(b[k++], 96, r->pct_hi, kind);
+            } else
+                fmt_pct(b[k++], 96, r->pct, r->pct_lo, r->pct_hi, kind);
+            fmt_num(b[k++], 96, r->t, kind);
+            fmt_num(b[k++], 96, r->df, kind);
+            fmt_p(b[k++], 96, r->p, kind);
+            fmt_p(b[k++], 96, r->p_holm, kind);
+            fmt_num(b[k++], 96, r->hedges_g, kind);
+            if (kind == CSV) fmt_num(b[k++], 96, r->cohen_d, kind);
+            row_out(f, kind, cells, k);
+        }
+    }
+    if (kind != CSV)
+        footer_out(f, kind,
+                   "Change: 100 (mean/baseline mean - 1), percentile bootstrap CI; "
+                   "p (Holm): Holm step-down over the comparisons of the same metric "
+                   "(all workloads x strategies).");
+}
+
+static int write_one(const tmoe_analysis *a, const char *dir, const char *name, int kind,
+                     void (*fn)(const tmoe_analysis *, FILE *, int), tmoe_error *err) {
+    char path[4096];
+    join_path(path, sizeof path, dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) return tmoe_errorf(err, TMOE_EIO, "%s: cannot write: %s", path, strerror(errno));
+    fn(a, f, kind);
+    if (ferror(f) | (fclose(f) != 0))
+        return tmoe_errorf(err, TMOE_EIO, "%s: write failed: %s", path, strerror(errno));
+    return TMOE_OK;
+}
+
+int tmoe_analysis_write_tables(const tmoe_analysis *a, const char *dir, tmoe_error *err) {
+    int rc = ensure_dir(dir, err);
+    static const char *const ext[] = {"md", "csv", "tex"};
+    for (int k = 0; k < 3 && !rc; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "summary.%s", ext[k]);
+        rc = write_one(a, dir, name, k, write_summary, err);
+        snprintf(name, sizeof name, "comparisons.%s", ext[k]);
+        if (!rc) rc = write_one(a, dir, name, k, write_comparisons, err);
+    }
+    return rc;
+}
+
+void analysis_tables_html(const tmoe_analysis *a, FILE *f) {
+    write_summary(a, f, HTML);
+    write_comparisons(a, f, HTML);
+}
+
+void put_html(FILE *f, const char *s) {
+    for (; *s; s++) {
+        switch (*s) {
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '&': fputs("&amp;", f); break;
+        case '"': fputs("&quot;", f); break;
+        default: fputc(*s, f);
+        }
+    }
+}
+
+void put_latex(FILE *f, const char *s) {
+    for (; *s; s++) {
+        if (*s == '\\' && s[1] == '%') { /* already escaped */
+            fputs("\\%", f);
+            s++;
+            continue;
+        }
+        switch (*s) {
+        case '_': fputs("\\_", f); break;
+        case '%': fputs("\\%", f); break;
+        case '&': fputs("\\&", f); break;
+        case '#': fputs("\\#", f); break;
+        case '$': fputs("\\$", f); break;
+        case '<': fputs("$<$", f); break;
+        case '>': fputs("$>$", f); break;
+        default: fputc(*s, f);
+        }
+    }
+}

@@ -1,0 +1,105 @@
+/* Synthetic run logs for the analysis tests: a run directory with batches.csv (every
+ * runlog.h column, in order) and metadata.json, with a known effect per strategy, a random
+ * offset per run (batches of one run are correlated) and noise per batch. */
+#ifndef THERMOE_TEST_ANALYZE_LOGS_H
+#define THERMOE_TEST_ANALYZE_LOGS_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "thermoe/core.h"
+#include "thermoe/runlog.h"
+
+typedef struct {
+    const char *const *strategies;
+    const double *energy_mult; /* per strategy: energy per token = 0.02 J x mult */
+    int nstrategies;
+    const char *const *workloads;
+    int nworkloads;
+    int repeats, batches, experts;
+    double run_sd, batch_sd; /* relative noise: per run offset, per batch */
+    uint64_t seed;
+    const char *telemetry; /* "nvml" or "sim" */
+    const char *device;
+} synth_cfg;
+
+static void synth_header(FILE *f) {
+    for (int c = 0; c < TMOE_RL_NCOLS; c++)
+        fprintf(f, "%s%s", c ? "," : "", tmoe_runlog_cols[c].name);
+    fputc('\n', f);
+}
+
+/* Write dir/batches.csv and dir/metadata.json (dir is created). Returns 0 or -1. */
+static int synth_run(const char *dir, const synth_cfg *c) {
+    if (mkdir(dir, 0777) != 0 && access(dir, W_OK) != 0) return -1;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, TMOE_RUNLOG_CSV);
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    synth_header(f);
+    tmoe_rng r;
+    tmoe_rng_seed(&r, c->seed);
+    double t = 0.0;
+    for (int rep = 0; rep < c->repeats; rep++)
+        for (int w = 0; w < c->nworkloads; w++)
+            for (int s = 0; s < c->nstrategies; s++) {
+                double run_off = c->run_sd * tmoe_rng_normal(&r);
+                int ttha = strcmp(c->strategies[s], "kernel_aware_ttha") == 0;
+                int base = strcmp(c->strategies[s], "baseline") == 0;
+                for (int b = 0; b < c->batches; b++) {
+                    double e = 0.02 * c->energy_mult[s] *
+                               (1.0 + run_off + c->batch_sd * tmoe_rng_normal(&r));
+                    int tokens = 256;
+                    double lat = 10.0 * (1.0 + 0.05 * tmoe_rng_normal(&r)) * (ttha ? 1.03 : 1.0);
+                    double ej = e * tokens, pw = ej / (lat / 1000.0);
+                    double temp = 40.0 + 20.0 * (1.0 - exp(-b / 8.0)) * c->energy_mult[s];
+                    t += lat / 1000.0;
+                    fprintf(
+                        f,
+                        "%.6f,run%d,%d,%s,%s,q4,fused,%d,%d,%.6f,%.3f,%.6f,%.8f,counter,%.3f,%.3f,"
+                        "%.2f,%.2f,%.2f,%.2f,1410,%d,97,",
+                        t, rep, rep, c->workloads[w], c->strategies[s], b, tokens, lat,
+                        tokens / lat * 1000.0, ej, e, pw, pw * 1.2, temp - 1, temp, temp + 0.5,
+                        temp + 8, b % 7 == 6 ? 4 : 0);
+                    for (int x = 0; x < c->experts; x++)
+                        fprintf(f, "%s%d", x ? ";" : "",
+                                60 + (int)(40 * tmoe_rng_uniform(&r)) - (ttha ? 6 * x : 0));
+                    fputc(',', f);
+                    for (int x = 0; x < c->experts; x++)
+                        fprintf(f, "%s%.4f", x ? ";" : "",
+                                0.5 + 0.1 * x + 0.05 * tmoe_rng_uniform(&r));
+                    fprintf(f, ",%.5f,%.4f,", ej * 1.02, base ? 0.05 : 0.2);
+                    if (ttha) {
+                        double d = exp(-b / 5.0);
+                        fprintf(f, "%.5f,%.5f,%.5f,%.5f,%.5f,%.5f,0.001,", 0.5 * d, 0.3 * d, 0.02,
+                                0.1, 0.05 * (1 - d),
+                                0.5 * d + 0.3 * d + 0.02 - 0.1 + 0.05 * (1 - d));
+                        for (int x = 0; x < c->experts; x++)
+                            fprintf(f, "%s%.4f", x ? ";" : "", (1 - d) * 0.5 * cos(x + 0.3));
+                    } else {
+                        fputs("nan,nan,nan,nan,nan,nan,nan,", f);
+                    }
+                    fprintf(f, ",%.4f,%.5f,%s\n", base ? 1.0 : 0.9 + 0.02 * tmoe_rng_uniform(&r),
+                            base ? 0.0 : 0.01 + 0.005 * tmoe_rng_uniform(&r), c->telemetry);
+                }
+            }
+    if (fclose(f) != 0) return -1;
+    snprintf(path, sizeof path, "%s/%s", dir, TMOE_RUNLOG_METADATA);
+    f = fopen(path, "w");
+    if (!f) return -1;
+    fprintf(
+        f,
+        "{\"config\": {\"seed\": %llu}, \"device\": {\"name\": \"%s\", \"driver\": \"580.159.04\"},"
+        " \"telemetry_source\": \"%s\", \"git_commit\": \"abc123\", \"cost_model_checksum\": "
+        "\"sha256:00\", \"seeds\": [%llu], \"start_time\": \"2026-11-26T10:00:00Z\", "
+        "\"end_time\": \"2026-11-26T10:05:00Z\"}\n",
+        (unsigned long long)c->seed, c->device ? c->device : "NVIDIA H100 80GB HBM3", c->telemetry,
+        (unsigned long long)c->seed);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+#endif

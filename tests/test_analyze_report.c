@@ -1,0 +1,368 @@
+/* End-to-end analysis of synthetic run logs: a known 20% energy difference is found
+ * (p < 0.01), no difference gives a false-positive rate near 5% over a fixed seed list,
+ * figures render without gnuplot warnings into non-blank PNGs, and without gnuplot the
+ * tables and scripts are still written and the report says how to render. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#ifdef TEST_HAVE_ZLIB
+#include <zlib.h>
+#endif
+
+#include "analyze_logs.h"
+#include "testutil.h"
+#include "thermoe/analyze.h"
+
+static const char *const STRATS2[] = {"baseline", "kernel_aware_ttha"};
+static const char *const STRATS_ALL[] = {"baseline",           "static_optimal",
+                                         "kernel_aware_ttha",  "hierarchical_adaptive",
+                                         "predictive_thermal", "multi_gpu_aware"};
+static const char *const WL1[] = {"standard"};
+static const char *const WL2[] = {"standard", "large_batch"};
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* A 20% lower energy per token with 5 repeats of 20 batches is detected. */
+static void test_finds_20pct(void **state) {
+    (void)state;
+    const double mult[] = {1.0, 0.8};
+    synth_cfg sc = {.strategies = STRATS2,
+                    .energy_mult = mult,
+                    .nstrategies = 2,
+                    .workloads = WL1,
+                    .nworkloads = 1,
+                    .repeats = 5,
+                    .batches = 20,
+                    .experts = 8,
+                    .run_sd = 0.04,
+                    .batch_sd = 0.05,
+                    .seed = 11,
+                    .telemetry = "nvml"};
+    const char *dir = tu_tmppath("run20");
+    assert_int_equal(synth_run(dir, &sc), 0);
+    tmoe_error err = {0};
+    tmoe_dataset *ds = tmoe_dataset_create(&err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, dir, &err), &err);
+    assert_int_equal(tmoe_dataset_nrows(ds), 5 * 2 * 20);
+    assert_int_equal(tmoe_dataset_nproblems(ds), 0);
+    tmoe_analyze_config cfg = tmoe_analyze_config_default();
+    tmoe_analysis *a = tmoe_analysis_create(ds, &cfg, &err);
+    assert_non_null(a);
+    const tmoe_group_result *g = tmoe_analysis_find(a, "standard", "kernel_aware_ttha");
+    assert_non_null(g);
+    const tmoe_metric_result *e = &g->m[TMOE_M_ENERGY_PER_TOKEN];
+    assert_int_equal(g->n_units, 5);
+    assert_int_equal(g->block_means, 0);
+    if (!(e->p < 0.01)) fail_msg("p = %g, want < 0.01", e->p);
+    if (!(e->pct > -25.0 && e->pct < -15.0)) fail_msg("change %g%%, want near -20%%", e->pct);
+    if (!(e->pct_lo < -20.0 + 5 && e->pct_hi > -20.0 - 5 && e->pct_lo < e->pct &&
+          e->pct < e->pct_hi))
+        fail_msg("CI [%g, %g] of %g", e->pct_lo, e->pct_hi, e->pct);
+    assert_true(e->hedges_g < -2.0);
+    assert_true(e->p_holm >= e->p);
+    tmoe_analysis_free(a);
+    tmoe_dataset_free(ds);
+
+    /* the report says so in words */
+    tmoe_analyze_config rc = tmoe_analyze_config_default();
+    rc.out_dir = tu_tmppath("report20");
+    rc.gnuplot = "";
+    tmoe_analyze_summary s;
+    const char *dirs[] = {dir};
+    ASSERT_OK(tmoe_analyze_run_ex(dirs, 1, &rc, &s, &err), &err);
+    char *html = slurp(s.report_path);
+    assert_non_null(html);
+    assert_non_null(strstr(html, "kernel_aware_ttha used"));
+    assert_non_null(strstr(html, "less energy per token than baseline on standard"));
+    assert_non_null(strstr(html, "significant at 5% after Holm"));
+    assert_null(strstr(html, "SIMULATED"));
+    char p[1024];
+    snprintf(p, sizeof p, "%s/comparisons.csv", rc.out_dir);
+    char *csv = slurp(p);
+    assert_non_null(csv);
+    assert_true(strncmp(csv, "workload,strategy,metric,n_baseline,n,baseline_mean,mean,pct_change,",
+                        68) == 0);
+    char *line = strstr(csv, "\nstandard,kernel_aware_ttha,energy_per_token,5,5,");
+    assert_non_null(line);
+    /* the p column (13th) is below 0.01 */
+    char *q = line + 1;
+    for (int i = 0; i < 12; i++)
+        q = strchr(q, ',') + 1;
+    double pcsv = strtod(q, NULL);
+    if (!(pcsv < 0.01)) fail_msg("comparisons.csv p = %g", pcsv);
+}
+
+/* No difference: over seeds 1..200 the Welch test on per-run means rejects at 5% in a
+ * fraction of runs near 5%, although batches within a run are correlated. */
+static void test_false_positive_rate(void **state) {
+    (void)state;
+    const double mult[] = {1.0, 1.0};
+    int rejections = 0, trials = 200;
+    tmoe_analyze_config cfg = tmoe_analyze_config_default();
+    cfg.bootstrap = 0;
+    for (int seed = 1; seed <= trials; seed++) {
+        synth_cfg sc = {.strategies = STRATS2,
+                        .energy_mult = mult,
+                        .nstrategies = 2,
+                        .workloads = WL1,
+                        .nworkloads = 1,
+                        .repeats = 4,
+                        .batches = 10,
+                        .experts = 4,
+                        .run_sd = 0.05,
+                        .batch_sd = 0.05,
+                        .seed = (uint64_t)seed,
+                        .telemetry = "nvml"};
+        char name[32];
+        snprintf(name, sizeof name, "fpr%d", seed);
+        const char *dir = tu_tmppath(name);
+        assert_int_equal(synth_run(dir, &sc), 0);
+        tmoe_error err = {0};
+        tmoe_dataset *ds = tmoe_dataset_create(&err);
+        ASSERT_OK(tmoe_dataset_add_dir(ds, dir, &err), &err);
+        tmoe_analysis *a = tmoe_analysis_create(ds, &cfg, &err);
+        assert_non_null(a);
+        const tmoe_group_result *g = tmoe_analysis_find(a, "standard", "kernel_aware_ttha");
+        double p = g->m[TMOE_M_ENERGY_PER_TOKEN].p;
+        assert_true(p >= 0.0 && p <= 1.0);
+        rejections += p < 0.05;
+        tmoe_analysis_free(a);
+        tmoe_dataset_free(ds);
+    }
+    double rate = (double)rejections / trials;
+    print_message("false-positive rate over %d seeds: %.3f\n", trials, rate);
+    if (rate < 0.02 || rate > 0.09) fail_msg("false-positive rate %.3f outside [0.02, 0.09]", rate);
+}
+
+/* ---- PNG checks: IHDR dimensions, then inflate + unfilter the image and count colours. */
+
+static uint32_t be32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+typedef struct {
+    uint32_t w, h;
+    int colors;          /* distinct RGB colours (capped at 4096) */
+    double non_bg_share; /* pixels differing from the top-left pixel */
+} png_info;
+
+static int paeth(int a, int b, int c) {
+    int p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c);
+    return pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+}
+
+static void png_check(const char *path, png_info *out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("%s: cannot open", path);
+    static unsigned char file[8 << 20];
+    size_t n = fread(file, 1, sizeof file, f);
+    fclose(f);
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (n < 33 || memcmp(file, sig, 8) || memcmp(file + 12, "IHDR", 4))
+        fail_msg("%s: not a PNG", path);
+    out->w = be32(file + 16);
+    out->h = be32(file + 20);
+    int depth = file[24], ctype = file[25], interlace = file[28];
+    if (depth != 8 || (ctype != 2 && ctype != 6) || interlace)
+        fail_msg("%s: PNG type %d/%d unsupported", path, depth, ctype);
+#ifdef TEST_HAVE_ZLIB
+    int bpp = ctype == 6 ? 4 : 3;
+    /* gather IDAT */
+    unsigned char *z = malloc(n), *raw;
+    size_t zl = 0;
+    for (size_t p = 8; p + 12 <= n;) {
+        uint32_t len = be32(file + p);
+        if (memcmp(file + p + 4, "IDAT", 4) == 0) {
+            memcpy(z + zl, file + p + 8, len);
+            zl += len;
+        }
+        p += 12 + len;
+    }
+    size_t stride = (size_t)out->w * bpp + 1;
+    uLongf rl = (uLongf)(stride * out->h);
+    raw = malloc(rl);
+    if (uncompress(raw, &rl, z, zl) != Z_OK || rl != stride * out->h)
+        fail_msg("%s: bad image data", path);
+    free(z);
+    /* unfilter in place */
+    for (uint32_t y = 0; y < out->h; y++) {
+        unsigned char *row = raw + y * stride + 1, *prev = y ? raw + (y - 1) * stride + 1 : NULL;
+        int ft = row[-1];
+        for (size_t x = 0; x < stride - 1; x++) {
+            int a = x >= (size_t)bpp ? row[x - bpp] : 0, b = prev ? prev[x] : 0;
+            int c = prev && x >= (size_t)bpp ? prev[x - bpp] : 0;
+            int add = ft == 0   ? 0
+                      : ft == 1 ? a
+                      : ft == 2 ? b
+                      : ft == 3 ? (a + b) / 2
+                                : paeth(a, b, c);
+            row[x] = (unsigned char)(row[x] + add);
+        }
+    }
+    static uint32_t seen[4096];
+    int ncol = 0;
+    size_t nonbg = 0;
+    const unsigned char *bg = raw + 1;
+    for (uint32_t y = 0; y < out->h; y++)
+        for (uint32_t x = 0; x < out->w; x++) {
+            const unsigned char *px = raw + y * stride + 1 + (size_t)x * bpp;
+            uint32_t c = (uint32_t)px[0] << 16 | (uint32_t)px[1] << 8 | px[2];
+            if (memcmp(px, bg, 3)) nonbg++;
+            int k = 0;
+            while (k < ncol && seen[k] != c)
+                k++;
+            if (k == ncol && ncol < 4096) seen[ncol++] = c;
+        }
+    out->colors = ncol;
+    out->non_bg_share = (double)nonbg / ((double)out->w * out->h);
+    free(raw);
+#else
+    /* Without zlib: a blank 1050x780 render compresses to a few kB; a drawn figure is larger. */
+    (void)paeth;
+    out->colors = n > 20000 ? 4 : 1;
+    out->non_bg_share = n > 20000 ? 1.0 : 0.0;
+#endif
+}
+
+/* All strategies x 2 workloads, rendered as PNG, SVG and PDF: no gnuplot warnings, and every
+ * PNG has the column-width size, several colours and a real share of drawn pixels. */
+static void test_figures_render(void **state) {
+    (void)state;
+    if (system("gnuplot -e 'exit' >/dev/null 2>&1") != 0)
+        fail_msg(
+            "gnuplot is not on PATH: it is a build dependency (install gnuplot 5 with the cairo "
+            "terminals); the path without it is test_no_gnuplot");
+    const double mult[] = {1.0, 0.95, 0.8, 0.9, 0.85, 0.97};
+    synth_cfg sc = {.strategies = STRATS_ALL,
+                    .energy_mult = mult,
+                    .nstrategies = 6,
+                    .workloads = WL2,
+                    .nworkloads = 2,
+                    .repeats = 3,
+                    .batches = 15,
+                    .experts = 8,
+                    .run_sd = 0.03,
+                    .batch_sd = 0.05,
+                    .seed = 5,
+                    .telemetry = "sim"};
+    const char *dir = tu_tmppath("runfig");
+    assert_int_equal(synth_run(dir, &sc), 0);
+    tmoe_analyze_config cfg = tmoe_analyze_config_default();
+    const char *keep = getenv("THERMOE_KEEP_REPORT");
+    cfg.out_dir = keep && *keep ? keep : tu_tmppath("reportfig");
+    cfg.formats = TMOE_FMT_PNG | TMOE_FMT_SVG | TMOE_FMT_PDF;
+    cfg.bootstrap = 500;
+    tmoe_analyze_summary s;
+    tmoe_error err = {0};
+    const char *dirs[] = {dir};
+    ASSERT_OK(tmoe_analyze_run_ex(dirs, 1, &cfg, &s, &err), &err);
+    assert_true(s.figures.gnuplot_found);
+    if (s.figures.n_failed)
+        fail_msg("%d renders failed: %s", s.figures.n_failed, s.figures.first_failure);
+    /* per workload: power, temperature, cdf, percentiles, usage, time, ttha loss, biases, 2 pareto;
+     * overall: energy, peak power, throughput, overhead bars */
+    assert_int_equal(s.figures.n_figures, 2 * 10 + 4);
+    assert_int_equal(s.figures.n_rendered, 3 * s.figures.n_figures);
+    static const char *const check[] = {"energy_per_token",
+                                        "power_standard",
+                                        "temperature_large_batch",
+                                        "latency_cdf_standard",
+                                        "expert_usage_standard",
+                                        "biases_standard_kernel_aware_ttha",
+                                        "pareto_latency_standard",
+                                        "ttha_loss_large_batch_kernel_aware_ttha",
+                                        "overhead"};
+    for (size_t i = 0; i < sizeof check / sizeof *check; i++) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/figures/%s.png", cfg.out_dir, check[i]);
+        png_info pi;
+        png_check(p, &pi);
+        if (pi.w != 1050 || pi.h != 780) fail_msg("%s: %ux%u, want 1050x780", p, pi.w, pi.h);
+        if (pi.colors < 4 || pi.non_bg_share < 0.02)
+            fail_msg("%s looks blank: %d colours, %.4f of pixels drawn", p, pi.colors,
+                     pi.non_bg_share);
+        snprintf(p, sizeof p, "%s/figures/%s.gp", cfg.out_dir, check[i]);
+        assert_int_equal(access(p, R_OK), 0);
+        snprintf(p, sizeof p, "%s/figures/%s.dat", cfg.out_dir, check[i]);
+        assert_int_equal(access(p, R_OK), 0);
+    }
+    char p[1024];
+    snprintf(p, sizeof p, "%s/report.html", cfg.out_dir);
+    char *html = slurp(p);
+    assert_non_null(html);
+    assert_non_null(strstr(html, "SIMULATED TELEMETRY"));
+    assert_non_null(strstr(html, "(simulated telemetry)"));
+    assert_non_null(strstr(html, "figures/energy_per_token.png"));
+    assert_null(strstr(html, "not rendered"));
+    static const char *const tables[] = {"summary.md",     "summary.csv",     "summary.tex",
+                                         "comparisons.md", "comparisons.csv", "comparisons.tex"};
+    for (size_t i = 0; i < 6; i++) {
+        snprintf(p, sizeof p, "%s/%s", cfg.out_dir, tables[i]);
+        assert_int_equal(access(p, R_OK), 0);
+    }
+    snprintf(p, sizeof p, "%s/summary.tex", cfg.out_dir);
+    html = slurp(p);
+    assert_non_null(strstr(html, "\\toprule"));
+    assert_non_null(strstr(html, "kernel\\_aware\\_ttha"));
+}
+
+/* With gnuplot absent the tables and scripts are still written and the report says how to
+ * render the figures. */
+static void test_no_gnuplot(void **state) {
+    (void)state;
+    const double mult[] = {1.0, 0.8};
+    synth_cfg sc = {.strategies = STRATS2,
+                    .energy_mult = mult,
+                    .nstrategies = 2,
+                    .workloads = WL1,
+                    .nworkloads = 1,
+                    .repeats = 2,
+                    .batches = 6,
+                    .experts = 4,
+                    .run_sd = 0.03,
+                    .batch_sd = 0.05,
+                    .seed = 3,
+                    .telemetry = "nvml"};
+    const char *dir = tu_tmppath("runnogp");
+    assert_int_equal(synth_run(dir, &sc), 0);
+    tmoe_analyze_config cfg = tmoe_analyze_config_default();
+    cfg.out_dir = tu_tmppath("reportnogp");
+    cfg.gnuplot = "/nonexistent/bin/gnuplot";
+    tmoe_analyze_summary s;
+    tmoe_error err = {0};
+    const char *dirs[] = {dir};
+    ASSERT_OK(tmoe_analyze_run_ex(dirs, 1, &cfg, &s, &err), &err);
+    assert_false(s.figures.gnuplot_found);
+    assert_true(s.figures.n_figures > 0);
+    assert_int_equal(s.figures.n_rendered, 0);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/figures/energy_per_token.gp", cfg.out_dir);
+    assert_int_equal(access(p, R_OK), 0);
+    snprintf(p, sizeof p, "%s/figures/energy_per_token.png", cfg.out_dir);
+    assert_int_not_equal(access(p, R_OK), 0);
+    snprintf(p, sizeof p, "%s/summary.md", cfg.out_dir);
+    assert_int_equal(access(p, R_OK), 0);
+    char *html = slurp(s.report_path);
+    assert_non_null(strstr(html, "because gnuplot could not be run"));
+    assert_non_null(strstr(html, "gnuplot -e \"fmt='png'\""));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_finds_20pct),
+        cmocka_unit_test(test_false_positive_rate),
+        cmocka_unit_test(test_figures_render),
+        cmocka_unit_test(test_no_gnuplot),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
