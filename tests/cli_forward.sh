@@ -76,7 +76,7 @@ expect 1 "unknown type 'q3'" forward --expert-type q3
 expect 1 "entry 2 'int8' is not fp16, q4 or q2" forward --expert-type q4,int8,q4,q4,q4,q4,q4,q4
 expect 1 "2 types listed but --num-experts is 8" forward --expert-type fp16,q4
 expect 1 "input dimension 256 is not a multiple of the group size 100" forward --expert-type q4 --group-size 100
-expect 1 "--tokens 65 is larger than --seq-len 64" forward --tokens 65
+expect 1 "--tokens: 0 is out of range" forward --tokens 0
 expect 1 "unknown backend 'tpu'" forward --backend tpu
 expect 1 "unexpected argument 'extra'" forward extra
 expect 2 "see 'thermoe forward --help'" forward --bogus
