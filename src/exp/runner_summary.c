@@ -29,6 +29,17 @@ static double pct(const double *v, long n, double p) {
     return v[lo] + (h - lo) * (v[hi] - v[lo]);
 }
 
+/* Table order: workloads, then strategies, in the order of their enums. */
+static int rank(const agg *g) {
+    tmoe_workload_kind w = TMOE_WL_COUNT;
+    tmoe_route_strategy s = TMOE_ROUTE_STRATEGY_COUNT;
+    tmoe_workload_parse(g->wl, &w);
+    tmoe_route_strategy_parse(g->st, &s);
+    return (int)w * 100 + (int)s;
+}
+
+static int cmp_agg(const void *a, const void *b) { return rank(a) - rank(b); }
+
 static double cell(char **f, int c) {
     const char *s = f[c];
     if (!*s || !strcmp(s, "nan")) return NAN;
@@ -104,6 +115,7 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
     free(buf);
     fclose(f);
     if (!rc) {
+        qsort(a, (size_t)na, sizeof *a, cmp_agg);
         FILE *o = r->out;
         fprintf(o, "\nsummary (%s telemetry%s; energy per token over all batches of a "
                    "combination, temperatures are peaks):\n",
