@@ -155,6 +155,9 @@ void tmoe_sim_advance(tmoe_sim *s, double dt_s);
 void tmoe_sim_sync(tmoe_sim *s, int dev);
 /* Seconds of queued work on dev (at full clock). */
 double tmoe_sim_backlog_s(const tmoe_sim *s, int dev);
+/* Energy dev has drawn since create, J, integrated exactly as simulated time advanced (the
+ * sampled energy counter steps every 100 ms like NVML's; this is the value under it). */
+double tmoe_sim_energy_exact_j(const tmoe_sim *s, int dev);
 /* Set the memory in use on dev (reported as mem_used_bytes). */
 void tmoe_sim_set_mem_used(tmoe_sim *s, int dev, uint64_t bytes);
 /* Read a sample at the current simulated time (all supported fields; PCIe and fan are not

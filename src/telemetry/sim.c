@@ -470,3 +470,11 @@ static void src_close(void *state) { tmoe_sim_free(state); }
 
 const tmoe_telemetry_source tmoe_source_sim = {"sim", src_open, src_count, src_info, src_read,
                                                src_close};
+
+double tmoe_sim_energy_exact_j(const tmoe_sim *s, int dev) {
+    if (dev < 0 || dev >= s->n) return NAN;
+    pthread_mutex_lock((pthread_mutex_t *)&s->mu);
+    double e = s->d[dev].energy_j;
+    pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+    return e;
+}
