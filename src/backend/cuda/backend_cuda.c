@@ -32,9 +32,13 @@
         if (rc_) return rc_; \
     } while (0)
 
-/* Average tokens per expert from which fp16 (and unfused) experts go through cuBLAS; below
- * it the bandwidth kernel wins (bench/results). */
+/* fp16 (and unfused) experts go through cuBLAS, one GEMM per expert, when the average tokens
+ * per expert reach tmoe_cuda_cublas_min_tokens and each expert matrix has at least
+ * tmoe_cuda_cublas_min_weights weights; else the bandwidth kernel wins. Measured on the H100
+ * (bench/results/h100.md): mixtral experts 16 tokens kernel, 64 tokens cuBLAS; the
+ * fine-grained 768 x 2048 experts lose with per-expert cuBLAS calls even at 64 tokens each. */
 int tmoe_cuda_cublas_min_tokens = 64;
+long tmoe_cuda_cublas_min_weights = 8L << 20;
 
 enum { EV_START, EV_TOPK, EV_PERMUTE, EV_DEQUANT, EV_FC1, EV_ACT, EV_FC2, EV_COMBINE, EV_MOE_N };
 enum { EB_START, EB_NORM1, EB_QKV, EB_CORE, EB_OUT, EB_NORM2, EB_GATE, EV_BEGIN_N };
@@ -474,7 +478,8 @@ static int use_cublas(const cuda_state *s) {
     int any = s->grp[TMOE_ET_FP16].n > 0;
     for (int t = 1; t < TMOE_ET_COUNT; t++) any |= s->grp[t].n > 0 && unfused(s, t);
     long avg = (long)s->T * b->cfg.top_k / b->cfg.num_experts;
-    return any && avg >= tmoe_cuda_cublas_min_tokens;
+    long weights = (long)b->cfg.d_model * b->cfg.d_ff;
+    return any && avg >= tmoe_cuda_cublas_min_tokens && weights >= tmoe_cuda_cublas_min_weights;
 }
 
 static int run_graph(cuda_state *s, tmoe_error *err) {

@@ -59,6 +59,17 @@ static __device__ __forceinline__ void deq_q4(uint32_t w, __half2 s2, uint32_t o
     }
 }
 
+/* q4 word -> 4 half2 of the exact integers (e_j, e_{j+4}), j = 0..3 */
+static __device__ __forceinline__ void deq_q4_int(uint32_t w, uint32_t o[4]) {
+    w ^= 0x88888888u;
+    const __half2 off = __half2half2(__ushort_as_half((unsigned short)0x6408)); /* 1032 */
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        uint32_t p = ((w >> (4 * j)) & 0x000f000fu) | 0x64006400u;
+        o[j] = h2u(__hsub2(u2h(p), off));
+    }
+}
+
 /* q2 word (16 elements) -> 8 half2 (e_j, e_{j+8}) * scale, j = 0..7 */
 static __device__ __forceinline__ void deq_q2(uint32_t w, __half2 s2, uint32_t o[8]) {
     w ^= 0xAAAAAAAAu;
@@ -102,8 +113,9 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     const int off = a.offsets[e];
     const int in = a.in;
-    const int nkb = in / (WT == 0 ? 32 : WT == 1 ? 128 : 256);
-    const size_t rowbytes = WT == 0 ? (size_t)in * 2 : WT == 1 ? (size_t)in / 2 : (size_t)in / 4;
+    constexpr bool Q4 = WT == 1 || WT == 3;
+    const int nkb = in / (WT == 0 ? 32 : Q4 ? 128 : 256);
+    const size_t rowbytes = WT == 0 ? (size_t)in * 2 : Q4 ? (size_t)in / 2 : (size_t)in / 4;
     const uint8_t *wbase = a.w + (size_t)slot * a.w_stride;
     /* rows of the two tiles for this lane: [tile][half] */
     int rows[2][2];
@@ -160,7 +172,7 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                 for (int h = 0; h < 2; h++) {
                     A[u][t][h] = ok ? ld_stream(wrow[t][h] + (size_t)kb * kstride) : make_uint4(0, 0, 0, 0);
                     if (WT != 0) {
-                        int elem = kb * (WT == 1 ? 128 : 256) + q * (WT == 1 ? 32 : 64);
+                        int elem = kb * (Q4 ? 128 : 256) + q * (Q4 ? 32 : 64);
                         unsigned short sv = ok ? __ldg(reinterpret_cast<const unsigned short *>(
                                                      sbase + (size_t)rows[t][h] * ng + elem / a.group))
                                                : (unsigned short)0;
@@ -186,8 +198,31 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                                  A[u][t][1].w, X.z, X.w);
                     }
                 }
-            } else if (WT == 1) {
-                /* 4 words per row: word i holds elements 8i..8i+7 of the lane's 32 */
+            } else if (Q4) {
+                /* 4 words per row: word i holds elements 8i..8i+7 of the lane's 32. WT 3: the
+                 * group spans the k-block, so the mma runs on the exact integers and the row
+                 * scale multiplies the k-block's fp32 partial sums. */
+                constexpr int NTP = WT == 3 ? NT : 1;
+                float tmp[2][NTP][4];
+                if (WT == 3) {
+#pragma unroll
+                    for (int t = 0; t < 2; t++)
+#pragma unroll
+                        for (int nt = 0; nt < NTP; nt++)
+#pragma unroll
+                            for (int c = 0; c < 4; c++) tmp[t][nt][c] = 0.0f;
+                }
+                constexpr int XP = NT <= 2 ? NT : 1; /* x prefetched for small token tiles */
+                uint4 Xp[4][XP];
+                if (NT <= 2) {
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+#pragma unroll
+                        for (int nt = 0; nt < XP; nt++)
+                            Xp[i][nt] = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(
+                                                       xrow[nt] + kb * 128 + q * 32 + i * 8))
+                                                 : make_uint4(0, 0, 0, 0);
+                }
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
                     uint32_t R[2][2][4];
@@ -197,19 +232,37 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                         for (int h = 0; h < 2; h++) {
                             uint32_t wd = i == 0 ? A[u][t][h].x : i == 1 ? A[u][t][h].y
                                         : i == 2 ? A[u][t][h].z : A[u][t][h].w;
-                            deq_q4(wd, u2h(S[u][t][h]), R[t][h]);
+                            if (WT == 3) deq_q4_int(wd, R[t][h]);
+                            else deq_q4(wd, u2h(S[u][t][h]), R[t][h]);
                         }
                     int xe = kb * 128 + q * 32 + i * 8;
 #pragma unroll
                     for (int nt = 0; nt < NT; nt++) {
-                        uint4 X = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe))
-                                           : make_uint4(0, 0, 0, 0);
+                        uint4 X;
+                        if (NT <= 2) X = Xp[i][nt < XP ? nt : 0];
+                        else X = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe))
+                                          : make_uint4(0, 0, 0, 0);
                         uint32_t b0 = __byte_perm(X.x, X.z, 0x5410), b1 = __byte_perm(X.x, X.z, 0x7632);
                         uint32_t b2 = __byte_perm(X.y, X.w, 0x5410), b3 = __byte_perm(X.y, X.w, 0x7632);
 #pragma unroll
                         for (int t = 0; t < 2; t++) {
-                            mma16816(acc[t][nt], R[t][0][0], R[t][1][0], R[t][0][1], R[t][1][1], b0, b1);
-                            mma16816(acc[t][nt], R[t][0][2], R[t][1][2], R[t][0][3], R[t][1][3], b2, b3);
+                            float *c = WT == 3 ? tmp[t][nt < NTP ? nt : 0] : acc[t][nt];
+                            mma16816(c, R[t][0][0], R[t][1][0], R[t][0][1], R[t][1][1], b0, b1);
+                            mma16816(c, R[t][0][2], R[t][1][2], R[t][0][3], R[t][1][3], b2, b3);
+                        }
+                    }
+                }
+                if (WT == 3) {
+#pragma unroll
+                    for (int t = 0; t < 2; t++) {
+                        float s0 = __half2float(__ushort_as_half((unsigned short)(S[u][t][0] & 0xffffu)));
+                        float s1 = __half2float(__ushort_as_half((unsigned short)(S[u][t][1] & 0xffffu)));
+#pragma unroll
+                        for (int nt = 0; nt < NT; nt++) {
+                            acc[t][nt][0] += tmp[t][nt < NTP ? nt : 0][0] * s0;
+                            acc[t][nt][1] += tmp[t][nt < NTP ? nt : 0][1] * s0;
+                            acc[t][nt][2] += tmp[t][nt < NTP ? nt : 0][2] * s1;
+                            acc[t][nt][3] += tmp[t][nt < NTP ? nt : 0][3] * s1;
                         }
                     }
                 }
@@ -379,6 +432,7 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
     a.gate_off = epi == TMOE_CUDA_EPI_SWIGLU ? L->out / 2 : 0;
     a.epi = (int)epi;
     a.wt = wt_of(L->type);
+    if (a.wt == 1 && L->group % 128 == 0) a.wt = 3; /* q4, scale applied after the mma */
     a.tiled = L->tiled;
     a.experts = experts;
     a.active = active;
@@ -396,6 +450,7 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
     switch (a.wt) {
     case 0: launch_expert<0>(a, grid, max_n, stream); break;
     case 1: launch_expert<1>(a, grid, max_n, stream); break;
+    case 3: launch_expert<3>(a, grid, max_n, stream); break;
     default: launch_expert<2>(a, grid, max_n, stream); break;
     }
     TMOE_CUDA_LAUNCHED(stream, "expert_linear", err);
