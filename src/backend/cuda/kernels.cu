@@ -154,14 +154,14 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
 
     const int ng = in / (a.group > 0 ? a.group : 1);
     const __half *sbase = a.sc ? a.sc + (size_t)slot * a.s_stride : nullptr;
-    constexpr int U = WT == 0 ? 4 : 2;
-    /* warp w owns the contiguous k-blocks [kb_lo, kb_hi): U consecutive 64-byte pieces of
-     * each row are in flight per lane */
+    /* fp16: 4 k-blocks a step; q4/q2: software-pipelined, the next step's loads are issued
+     * before this step's dequantization and mma */
+    constexpr int U = WT == 0 ? 4 : WT == 2 ? 1 : 2;
+    constexpr bool PIPE = WT != 0;
+    /* warp w owns the contiguous k-blocks [kb_lo, kb_hi) */
     const int per = (nkb + W - 1) / W;
     const int kb_lo = warp * per, kb_hi = min(nkb, kb_lo + per);
-    for (int kb0 = kb_lo; kb0 < kb_hi; kb0 += U) {
-        uint4 A[U][2][2];
-        uint32_t S[U][2][2];
+    auto load = [&](int kb0, uint4(&A)[U][2][2], uint32_t(&S)[U][2][2]) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             int kb = kb0 + u;
@@ -179,6 +179,27 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                         S[u][t][h] = (uint32_t)sv | ((uint32_t)sv << 16);
                     }
                 }
+        }
+    };
+    uint4 An[U][2][2];
+    uint32_t Sn[U][2][2];
+    if (PIPE && kb_lo < kb_hi) load(kb_lo, An, Sn);
+    for (int kb0 = kb_lo; kb0 < kb_hi; kb0 += U) {
+        uint4 A[U][2][2];
+        uint32_t S[U][2][2];
+        if (PIPE) {
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int t = 0; t < 2; t++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        A[u][t][h] = An[u][t][h];
+                        S[u][t][h] = Sn[u][t][h];
+                    }
+            if (kb0 + U < kb_hi) load(kb0 + U, An, Sn);
+        } else {
+            load(kb0, A, S);
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
