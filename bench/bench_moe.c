@@ -390,8 +390,11 @@ static void copy_ctx_step(void *p, int iter) {
 }
 
 int main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
+    int ncu_only = 0; /* --ncu: the 4096 x 14336 matrix alone, q4 and fp16, 1 token, 3 calls */
+    for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) g_quick = 1;
+        if (!strcmp(argv[i], "--ncu")) ncu_only = 1;
+    }
     char driver[96];
     CK(cudaSetDevice(0));
     CK(cudaStreamCreateWithFlags(&g_st, cudaStreamNonBlocking));
@@ -450,6 +453,21 @@ int main(int argc, char **argv) {
     CK(cudaDeviceSynchronize());
 
     const shape shapes[2] = {{"mixtral", 4096, 14336, 8, 2}, {"fine", 2048, 768, 128, 8}};
+    if (ncu_only) {
+        T_OK(tmoe_cuda_single_expert_routing(1, d_one_e, d_one_c, d_one_o, g_st, &g_err));
+        tmoe_etype ets[2] = {TMOE_ET_Q4, TMOE_ET_FP16};
+        for (int i = 0; i < 2; i++) {
+            tmoe_cuda_lin L, K;
+            lin_make(&L, ets[i], 4096, 14336, 1, 7);
+            K = lin_tiled(&L, 1);
+            mat_ctx mc = {&L, &K, 1, 1, 0, 1};
+            for (int r = 0; r < 3; r++) mat_step(&mc, 0);
+            CK(cudaStreamSynchronize(g_st));
+            lin_free(&L);
+            CK(cudaFree((void *)K.w));
+        }
+        return 0;
+    }
     const int toks[] = {1, 4, 16, 64, 256, 1024};
     const int ntok = 6;
     const size_t budget = (size_t)6 << 30;
