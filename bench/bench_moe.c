@@ -141,7 +141,8 @@ static double joules_per_call(step_fn f, void *ctx, double ms) {
 typedef struct bank {
     tmoe_etype t;
     int slots;
-    tmoe_cuda_lin fc1, fc2;
+    tmoe_cuda_lin fc1, fc2; /* row-major (cuBLAS, dequant_unpack) */
+    tmoe_cuda_lin k1, k2;   /* tiled copies (the bandwidth kernel, as the engine keeps them) */
 } bank;
 
 static void lin_make(tmoe_cuda_lin *L, tmoe_etype t, int out, int in, int slots, uint64_t seed) {
@@ -164,6 +165,17 @@ static void lin_make(tmoe_cuda_lin *L, tmoe_etype t, int out, int in, int slots,
     }
     L->w = w;
     L->scales = s;
+}
+
+static tmoe_cuda_lin lin_tiled(const tmoe_cuda_lin *L, int slots) {
+    tmoe_cuda_lin r = *L;
+    void *w = NULL;
+    CK(cudaMalloc(&w, L->w_stride * slots));
+    T_OK(tmoe_cuda_tile_weights(L->w, w, L->out, L->w_stride / L->out, slots, g_st, &g_err));
+    CK(cudaStreamSynchronize(g_st));
+    r.w = w;
+    r.tiled = 1;
+    return r;
 }
 
 static void lin_free(tmoe_cuda_lin *L) {
@@ -189,7 +201,7 @@ typedef struct shape {
 
 static tmoe_f16 *d_x16, *d_xg, *d_a16, *d_u1, *d_u2, *d_gate;
 static float *d_h32, *d_y, *d_ye, *d_logits, *d_w, *d_res;
-static int32_t *d_idx, *d_counts, *d_offs, *d_src, *d_dst, *d_one_e, *d_one_c, *d_one_o;
+static int32_t *d_active, *d_idx, *d_counts, *d_offs, *d_src, *d_dst, *d_one_e, *d_one_c, *d_one_o;
 static int32_t *h_counts;
 
 static void gemm(const tmoe_f16 *x, const tmoe_f16 *W, int n, int in, int out, float *y) {
@@ -226,11 +238,15 @@ static void expert_step(void *p, int iter) {
         path = path == P_UNFUSED_KERNEL ? P_KERNEL : P_CUBLAS;
     }
     int F = l2.in;
+    if (c->path == P_KERNEL) {
+        l1 = lin_slot(&c->b->k1, slot);
+        l2 = lin_slot(&c->b->k2, slot);
+    }
     if (path == P_KERNEL) {
-        T_OK(tmoe_cuda_expert_linear(&l1, TMOE_CUDA_EPI_SWIGLU, 1, d_one_e, d_one_c, d_one_o,
-                                     d_x16, NULL, 1, c->n, NULL, d_a16, g_st, &g_err));
-        T_OK(tmoe_cuda_expert_linear(&l2, TMOE_CUDA_EPI_NONE, 1, d_one_e, d_one_c, d_one_o,
-                                     d_a16, NULL, 1, c->n, d_y, NULL, g_st, &g_err));
+        T_OK(tmoe_cuda_expert_linear(&l1, TMOE_CUDA_EPI_SWIGLU, 1, d_one_e, NULL, NULL, d_one_c,
+                                     d_one_o, d_x16, NULL, 1, c->n, 0, NULL, d_a16, g_st, &g_err));
+        T_OK(tmoe_cuda_expert_linear(&l2, TMOE_CUDA_EPI_NONE, 1, d_one_e, NULL, NULL, d_one_c,
+                                     d_one_o, d_a16, NULL, 1, c->n, 0, d_y, NULL, g_st, &g_err));
     } else {
         gemm(d_x16, l1.w, c->n, l1.in, l1.out, d_h32);
         T_OK(tmoe_cuda_act(TMOE_ACT_SWIGLU, d_h32, c->n, F, d_a16, g_st, &g_err));
@@ -240,18 +256,18 @@ static void expert_step(void *p, int iter) {
 
 /* one linear alone (epi none) */
 typedef struct mat_ctx {
-    tmoe_cuda_lin *L;
+    tmoe_cuda_lin *L, *K;
     int slots, n, cublas, E;
 } mat_ctx;
 
 static void mat_step(void *p, int iter) {
     mat_ctx *c = p;
-    tmoe_cuda_lin l = lin_slot(c->L, (iter % c->slots) * c->E);
+    tmoe_cuda_lin l = lin_slot(c->cublas ? c->L : c->K, (iter % c->slots) * c->E);
     if (c->cublas)
         gemm(d_x16, l.w, c->n, l.in, l.out, d_y);
     else
-        T_OK(tmoe_cuda_expert_linear(&l, TMOE_CUDA_EPI_NONE, 1, d_one_e, d_one_c, d_one_o, d_x16,
-                                     NULL, 1, c->n, d_y, NULL, g_st, &g_err));
+        T_OK(tmoe_cuda_expert_linear(&l, TMOE_CUDA_EPI_NONE, 1, d_one_e, NULL, NULL, d_one_c,
+                                     d_one_o, d_x16, NULL, 1, c->n, 0, d_y, NULL, g_st, &g_err));
 }
 
 /* dequant alone */
@@ -273,26 +289,29 @@ typedef struct layer_ctx {
     const shape *s;
     bank *b;
     int copies, T, cublas;
-    tmoe_cuda_lin *proj; /* MUL_MAT_ID mode: one linear, routing precomputed */
+    tmoe_cuda_lin *proj, *projt; /* MUL_MAT_ID mode: one linear (row-major, tiled) */
     cudaGraphExec_t g[64];
 } layer_ctx;
 
 static void routing(const shape *s, int T) {
     T_OK(tmoe_cuda_gate_topk(d_logits, NULL, T, s->E, s->k, 1, 0, d_idx, d_w, NULL, NULL, g_st, &g_err));
-    T_OK(tmoe_cuda_permute(d_idx, T, s->k, s->E, d_counts, d_offs, d_src, d_dst, h_counts, g_st, &g_err));
+    T_OK(tmoe_cuda_permute(d_idx, T, s->k, s->E, d_counts, d_offs, d_src, d_dst, d_active, h_counts, g_st, &g_err));
 }
 
 static void layer_enqueue(layer_ctx *c, int copy) {
     const shape *s = c->s;
     int T = c->T, E = s->E, k = s->k, D = s->D, F = s->F;
-    tmoe_cuda_lin l1 = lin_slot(&c->b->fc1, copy * E), l2 = lin_slot(&c->b->fc2, copy * E);
+    tmoe_cuda_lin l1 = lin_slot(c->cublas ? &c->b->fc1 : &c->b->k1, copy * E);
+    tmoe_cuda_lin l2 = lin_slot(c->cublas ? &c->b->fc2 : &c->b->k2, copy * E);
     gemm(d_x16, d_gate, T, D, E, d_logits);
     routing(s, T);
     if (!c->cublas) {
-        T_OK(tmoe_cuda_expert_linear(&l1, TMOE_CUDA_EPI_SWIGLU, E, d_all_e, d_counts, d_offs,
-                                     d_x16, d_src, k, T, NULL, d_a16, g_st, &g_err));
-        T_OK(tmoe_cuda_expert_linear(&l2, TMOE_CUDA_EPI_NONE, E, d_all_e, d_counts, d_offs, d_a16,
-                                     NULL, k, T, d_ye, NULL, g_st, &g_err));
+        int ma = T * k < E ? T * k : E;
+        T_OK(tmoe_cuda_expert_linear(&l1, TMOE_CUDA_EPI_SWIGLU, E, d_all_e, d_active, NULL,
+                                     d_counts, d_offs, d_x16, d_src, k, T, ma, NULL, d_a16, g_st,
+                                     &g_err));
+        T_OK(tmoe_cuda_expert_linear(&l2, TMOE_CUDA_EPI_NONE, E, d_all_e, d_active, NULL, d_counts,
+                                     d_offs, d_a16, NULL, k, T, ma, d_ye, NULL, g_st, &g_err));
     } else {
         CK(cudaStreamSynchronize(g_st));
         T_OK(tmoe_cuda_gather(d_x16, d_src, T * k, k, D, d_xg, g_st, &g_err));
@@ -336,10 +355,12 @@ static void layer_step(void *p, int iter) {
 static void proj_step(void *p, int iter) {
     layer_ctx *c = p;
     int copy = iter % c->copies;
-    tmoe_cuda_lin l = lin_slot(c->proj, copy * c->s->E);
+    tmoe_cuda_lin l = lin_slot(c->cublas ? c->proj : c->projt, copy * c->s->E);
     if (!c->cublas) {
-        T_OK(tmoe_cuda_expert_linear(&l, TMOE_CUDA_EPI_NONE, c->s->E, d_all_e, d_counts, d_offs,
-                                     d_x16, d_src, c->s->k, c->T, d_ye, NULL, g_st, &g_err));
+        int ma = c->T * c->s->k < c->s->E ? c->T * c->s->k : c->s->E;
+        T_OK(tmoe_cuda_expert_linear(&l, TMOE_CUDA_EPI_NONE, c->s->E, d_all_e, d_active, NULL,
+                                     d_counts, d_offs, d_x16, d_src, c->s->k, c->T, ma, d_ye, NULL,
+                                     g_st, &g_err));
         return;
     }
     int off = 0;
@@ -369,8 +390,11 @@ static void copy_ctx_step(void *p, int iter) {
 }
 
 int main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
+    int ncu_only = 0; /* --ncu: the 4096 x 14336 matrix alone, q4 and fp16, 1 token, 3 calls */
+    for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) g_quick = 1;
+        if (!strcmp(argv[i], "--ncu")) ncu_only = 1;
+    }
     char driver[96];
     CK(cudaSetDevice(0));
     CK(cudaStreamCreateWithFlags(&g_st, cudaStreamNonBlocking));
@@ -408,6 +432,7 @@ int main(int argc, char **argv) {
     CK(cudaMalloc((void **)&d_w, 4 * N));
     CK(cudaMalloc((void **)&d_idx, 4 * N));
     CK(cudaMalloc((void **)&d_counts, 4 * 256));
+    CK(cudaMalloc((void **)&d_active, 4 * 257));
     CK(cudaMalloc((void **)&d_offs, 4 * 257));
     CK(cudaMalloc((void **)&d_src, 4 * N));
     CK(cudaMalloc((void **)&d_dst, 4 * N));
@@ -428,6 +453,21 @@ int main(int argc, char **argv) {
     CK(cudaDeviceSynchronize());
 
     const shape shapes[2] = {{"mixtral", 4096, 14336, 8, 2}, {"fine", 2048, 768, 128, 8}};
+    if (ncu_only) {
+        T_OK(tmoe_cuda_single_expert_routing(1, d_one_e, d_one_c, d_one_o, g_st, &g_err));
+        tmoe_etype ets[2] = {TMOE_ET_Q4, TMOE_ET_FP16};
+        for (int i = 0; i < 2; i++) {
+            tmoe_cuda_lin L, K;
+            lin_make(&L, ets[i], 4096, 14336, 1, 7);
+            K = lin_tiled(&L, 1);
+            mat_ctx mc = {&L, &K, 1, 1, 0, 1};
+            for (int r = 0; r < 3; r++) mat_step(&mc, 0);
+            CK(cudaStreamSynchronize(g_st));
+            lin_free(&L);
+            CK(cudaFree((void *)K.w));
+        }
+        return 0;
+    }
     const int toks[] = {1, 4, 16, 64, 256, 1024};
     const int ntok = 6;
     const size_t budget = (size_t)6 << 30;
@@ -448,9 +488,11 @@ int main(int argc, char **argv) {
             if (copies < 1) copies = 1;
             while (copies > 1 && ebytes * s->E * copies > budget) copies--;
             if (copies > 64) copies = 64;
-            bank b = {et, s->E * copies, {0}, {0}};
+            bank b = {et, s->E * copies, {0}, {0}, {0}, {0}};
             lin_make(&b.fc1, et, 2 * s->F, s->D, b.slots, 100 + t);
             lin_make(&b.fc2, et, s->D, s->F, b.slots, 200 + t);
+            b.k1 = lin_tiled(&b.fc1, b.slots);
+            b.k2 = lin_tiled(&b.fc2, b.slots);
             CK(cudaDeviceSynchronize());
             /* one expert */
             for (int ti = 0; ti < ntok; ti++) {
@@ -484,7 +526,7 @@ int main(int argc, char **argv) {
                 for (int i = 0; i < 6; i++) {
                     T_OK(tmoe_cuda_single_expert_routing(mt[i], d_one_e, d_one_c, d_one_o, g_st, &g_err));
                     for (int cub = 0; cub <= (et == TMOE_ET_FP16); cub++) {
-                        mat_ctx mc = {&b.fc2, copies, mt[i], cub, s->E};
+                        mat_ctx mc = {&b.fc2, &b.k2, copies, mt[i], cub, s->E};
                         double ms = median_ms(mat_step, &mc);
                         double bytes = (double)lin_bytes(&b.fc2) + 2.0 * mt[i] * s->F + 4.0 * mt[i] * s->D;
                         rowj("matrix 4096x14336", s->name, tmoe_etype_name(et), cub ? "cublas" : "kernel",
@@ -526,6 +568,8 @@ int main(int argc, char **argv) {
             }
             lin_free(&b.fc1);
             lin_free(&b.fc2);
+            CK(cudaFree((void *)b.k1.w));
+            CK(cudaFree((void *)b.k2.w));
         }
     }
     /* fine-grained MUL_MAT_ID: 768 x 2048 per expert, 128 experts, top-8 */
@@ -539,6 +583,7 @@ int main(int argc, char **argv) {
             if (copies > 32) copies = 32;
             tmoe_cuda_lin P;
             lin_make(&P, et, 768, 2048, 128 * copies, 300 + t);
+            tmoe_cuda_lin PT = lin_tiled(&P, 128 * copies);
             for (int i = 0; i < 8; i++) {
                 int T = mt[i];
                 if (bench_fill_f32(d_logits, (size_t)T * 128, -3.0f, 3.0f, 400 + T)) return 1;
@@ -555,6 +600,7 @@ int main(int argc, char **argv) {
                     lc.T = T;
                     lc.cublas = cub;
                     lc.proj = &P;
+                    lc.projt = &PT;
                     double ms = median_ms(proj_step, &lc);
                     double bytes = (double)lin_bytes(&P) * used;
                     rowj("MUL_MAT_ID 768x2048 top-8/128", s->name, tmoe_etype_name(et),
@@ -563,6 +609,7 @@ int main(int argc, char **argv) {
                 }
             }
             lin_free(&P);
+            CK(cudaFree((void *)PT.w));
         }
     }
     return 0;

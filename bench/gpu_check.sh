@@ -6,9 +6,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
-QUICK=""; SAN=1; BENCH=1
+QUICK=""; SAN=1; BENCH=1; NCU=0
 for a in "$@"; do
-  case $a in --quick) QUICK=--quick ;; --no-san) SAN=0 ;; --no-bench) BENCH=0 ;; esac
+  case $a in --quick) QUICK=--quick ;; --no-san) SAN=0 ;; --no-bench) BENCH=0 ;; --ncu) NCU=1 ;; esac
 done
 source scripts/device-env.sh
 { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,power.limit,temperature.gpu --format=csv; date -u; } 2>&1 | tee "$OUT/env.txt"
@@ -24,6 +24,19 @@ if [ $SAN = 1 ]; then
     timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/test_cuda_engine; echo "memcheck engine rc=$?";
     timeout 200 compute-sanitizer --tool racecheck --error-exitcode 9 build-gpu/test_cuda_kernels; echo "racecheck kernels rc=$?"; } > "$OUT/sanitizer.log" 2>&1
   grep -E "rc=|ERROR SUMMARY|RACECHECK SUMMARY|Error|hazard" "$OUT/sanitizer.log" | head -20
+fi
+if [ $NCU = 1 ]; then
+  ncu --csv --page raw -k regex:k_expert_linear -c 2 --metrics \
+gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_wait_per_issue_active.ratio,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__issue_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread,launch__grid_size,launch__block_size \
+    build-gpu/bench_moe --ncu > "$OUT/ncu.csv" 2>&1; echo "ncu rc=$?"
+  python3 - "$OUT/ncu.csv" <<'PY'
+import csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+if rows:
+    h = rows[0]
+    for r in rows[2:]:
+        print("; ".join(f"{k.split('__')[-1][:40]}={v}" for k, v in zip(h, r) if "__" in k))
+PY
 fi
 if [ $BENCH = 1 ]; then
   build-gpu/bench_moe $QUICK > "$OUT/bench_moe.md" 2> "$OUT/bench_moe.err"; echo "bench_moe rc=$?"

@@ -4,6 +4,9 @@
 #include "testutil.h"
 
 #include "thermoe/engine.h"
+#ifdef THERMOE_HAVE_CUDA
+#include "backend/cuda/cuda_ops.h"
+#endif
 
 #include <math.h>
 #include <stdlib.h>
@@ -144,6 +147,12 @@ static void test_engine_large_batch(void **state) {
         {TMOE_ET_Q2, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 8, 2, 1000, 1, 1},
         {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 1, 64, 0, 1},
     };
+#ifdef THERMOE_HAVE_CUDA
+    long saved = tmoe_cuda_cublas_min_weights;
+    tmoe_cuda_cublas_min_weights = 0; /* small test shapes: force the cuBLAS path */
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) run_case(&c[i]);
+    tmoe_cuda_cublas_min_weights = saved;
+#endif
     for (size_t i = 0; i < sizeof c / sizeof *c; i++) run_case(&c[i]);
 }
 

@@ -136,7 +136,20 @@ static void permute_case(int T, int E, int k, int mode) {
     int32_t *didx = dup_to(idx, 4 * N), *dc = dmalloc(4 * E), *dof = dmalloc(4 * (E + 1));
     int32_t *ds = dmalloc(4 * N), *dd = dmalloc(4 * N);
     tmoe_error err = {0};
-    ASSERT_OK(tmoe_cuda_permute(didx, T, k, E, dc, dof, ds, dd, NULL, 0, &err), &err);
+    int32_t *dact = dmalloc(4 * (E + 1)), *gact = malloc(4 * (E + 1));
+    ASSERT_OK(tmoe_cuda_permute(didx, T, k, E, dc, dof, ds, dd, dact, NULL, 0, &err), &err);
+    from_dev(gact, dact, 4 * (E + 1));
+    {
+        int na = 0;
+        for (int e = 0; e < E; e++)
+            if (cc[e] > 0) {
+                if (gact[1 + na] != e) fail_msg("active[%d] = %d, expected %d", 1 + na, gact[1 + na], e);
+                na++;
+            }
+        assert_int_equal(gact[0], na);
+    }
+    cudaFree(dact);
+    free(gact);
     from_dev(gc, dc, 4 * E);
     from_dev(go, dof, 4 * (E + 1));
     from_dev(gs, ds, 4 * N);
@@ -205,7 +218,7 @@ static void dequant_case(tmoe_etype t, int out, int in, int group) {
         memcpy(s + sc * i, l[i].scales, 2 * sc);
     }
     int32_t experts[3] = {2, 0, 1}, counts[3] = {5, 0, 1}; /* slot 2 = expert 1: no tokens */
-    tmoe_cuda_lin L = {t, out, in, group, dup_to(q, wb * slots), dup_to(s, 2 * sc * slots), wb, sc};
+    tmoe_cuda_lin L = {t, out, in, group, dup_to(q, wb * slots), dup_to(s, 2 * sc * slots), wb, sc, 0};
     int32_t *de = dup_to(experts, sizeof experts), *dc = dup_to(counts, sizeof counts);
     size_t nw = (size_t)out * in;
     tmoe_f16 *dw = dmalloc(2 * nw * slots), *gw = malloc(2 * nw * slots), *cw = malloc(2 * nw);
@@ -281,25 +294,44 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
     }
     tmoe_cuda_lin L = {t, out, in, group, dup_to(wh, wb * slots),
                        t == TMOE_ET_FP16 ? NULL : dup_to(sh, 2 * sc * slots), wb,
-                       t == TMOE_ET_FP16 ? 0 : sc};
+                       t == TMOE_ET_FP16 ? 0 : sc, 0};
     int32_t *de = dup_to(experts, sizeof experts), *dc = dup_to(counts, sizeof counts);
     int32_t *dof = dup_to(offsets, sizeof offsets), *dsrc = dup_to(src, 4 * (size_t)N);
     tmoe_f16 *dx = dup_to(x, 2 * (size_t)T * in);
-    float *dy = dmalloc(4 * (size_t)N * rows);
-    tmoe_f16 *dy16 = dmalloc(2 * (size_t)N * rows);
-    ASSERT_OK(tmoe_cuda_expert_linear(&L, epi, slots, de, dc, dof, dx, dsrc, k, N, dy, dy16, 0,
-                                      &err), &err);
+    float *dy = dmalloc(4 * (size_t)N * rows + 1);
+    tmoe_f16 *dy16 = dmalloc(2 * (size_t)N * rows + 1);
+    /* second variant: tiled weights, active list from the counts, expert -> slot map */
+    void *wt = dmalloc(wb * slots);
+    ASSERT_OK(tmoe_cuda_tile_weights(L.w, wt, out, wb / out, slots, 0, &err), &err);
+    int32_t active[4] = {0}, slot_of[3];
+    for (int e = 0; e < 3; e++)
+        if (counts[e]) active[1 + active[0]++] = e;
+    for (int i = 0; i < slots; i++) slot_of[experts[i]] = i;
+    int32_t *dact = dup_to(active, sizeof active), *dso = dup_to(slot_of, sizeof slot_of);
     float *got = malloc(4 * (size_t)N * rows);
-    if (epi == TMOE_CUDA_EPI_NONE) {
-        from_dev(got, dy, 4 * (size_t)N * rows);
-    } else {
-        from_dev(a, dy16, 2 * (size_t)N * rows);
-        for (size_t i = 0; i < (size_t)N * rows; i++) got[i] = tmoe_f16_to_f32(a[i]);
+    for (int variant = 0; variant < 2; variant++) {
+        tmoe_cuda_lin LV = L;
+        if (variant) {
+            LV.w = wt;
+            LV.tiled = 1;
+        }
+        CK(cudaMemset(dy, 0xff, 4 * (size_t)N * rows + 1));
+        CK(cudaMemset(dy16, 0xff, 2 * (size_t)N * rows + 1));
+        ASSERT_OK(tmoe_cuda_expert_linear(&LV, epi, slots, de, variant ? dact : NULL,
+                                          variant ? dso : NULL, dc, dof, dx, dsrc, k, N, 3, dy,
+                                          dy16, 0, &err), &err);
+        if (epi == TMOE_CUDA_EPI_NONE) {
+            from_dev(got, dy, 4 * (size_t)N * rows);
+        } else {
+            from_dev(a, dy16, 2 * (size_t)N * rows);
+            for (size_t i = 0; i < (size_t)N * rows; i++) got[i] = tmoe_f16_to_f32(a[i]);
+        }
+        char what[128];
+        snprintf(what, sizeof what, "expert_linear %s epi %d %dx%d tokens %d+%d %s",
+                 tmoe_etype_name(t), (int)epi, out, in, n0, n2, variant ? "tiled" : "row-major");
+        check_rel(what, got, ref, (size_t)N * rows, TOL_F16);
     }
-    char what[128];
-    snprintf(what, sizeof what, "expert_linear %s epi %d %dx%d tokens %d+%d", tmoe_etype_name(t),
-             (int)epi, out, in, n0, n2);
-    check_rel(what, got, ref, (size_t)N * rows, TOL_F16);
+    cudaFree(wt), cudaFree(dact), cudaFree(dso);
     for (int i = 0; i < slots; i++) tmoe_linear_free(&l[i]);
     cudaFree((void *)L.w), cudaFree((void *)L.scales), cudaFree(de), cudaFree(dc), cudaFree(dof);
     cudaFree(dsrc), cudaFree(dx), cudaFree(dy), cudaFree(dy16);

@@ -32,9 +32,13 @@
         if (rc_) return rc_; \
     } while (0)
 
-/* Average tokens per expert from which fp16 (and unfused) experts go through cuBLAS; below
- * it the bandwidth kernel wins (bench/results). */
+/* fp16 (and unfused) experts go through cuBLAS, one GEMM per expert, when the average tokens
+ * per expert reach tmoe_cuda_cublas_min_tokens and each expert matrix has at least
+ * tmoe_cuda_cublas_min_weights weights; else the bandwidth kernel wins. Measured on the H100
+ * (bench/results/h100.md): mixtral experts 16 tokens kernel, 64 tokens cuBLAS; the
+ * fine-grained 768 x 2048 experts lose with per-expert cuBLAS calls even at 64 tokens each. */
 int tmoe_cuda_cublas_min_tokens = 64;
+long tmoe_cuda_cublas_min_weights = 8L << 20;
 
 enum { EV_START, EV_TOPK, EV_PERMUTE, EV_DEQUANT, EV_FC1, EV_ACT, EV_FC2, EV_COMBINE, EV_MOE_N };
 enum { EB_START, EB_NORM1, EB_QKV, EB_CORE, EB_OUT, EB_NORM2, EB_GATE, EV_BEGIN_N };
@@ -42,7 +46,10 @@ enum { EB_START, EB_NORM1, EB_QKV, EB_CORE, EB_OUT, EB_NORM2, EB_GATE, EV_BEGIN_
 typedef struct type_group {
     int n;               /* experts of this type */
     int32_t *d_experts;  /* (n) expert ids, device */
-    tmoe_cuda_lin fc1, fc2;
+    int32_t *d_slot_of;  /* (E) expert -> slot in this group, -1 for other types */
+    tmoe_cuda_lin fc1, fc2; /* row-major weights (cuBLAS, dequant); w NULL for fused q4/q2 */
+    tmoe_cuda_lin k1, k2;   /* what the bandwidth kernel reads: tiled fp16 / packed, or the
+                               row-major fp16 dequant output (unfused) */
     tmoe_f16 *u1, *u2;   /* unfused fp16 copies (n, out, in), quantized types only */
 } type_group;
 
@@ -53,7 +60,7 @@ typedef struct cuda_state {
     cublasHandle_t cb;
     int T, moe_only, cublas_step, capturing;
     /* weights */
-    void *wmem[4 * TMOE_ET_COUNT + 8];
+    void *wmem[8 * TMOE_ET_COUNT + 8];
     int n_wmem;
     tmoe_f16 *wqkv, *wo, *gate;
     float *norm1, *norm2;
@@ -63,7 +70,7 @@ typedef struct cuda_state {
     void *ws;
     float *x, *tmp, *qkv32, *S, *logits, *w, *ye, *h32, *y;
     tmoe_f16 *h16, *qkv16, *att16, *P16, *xg, *a16;
-    int32_t *idx, *counts, *offsets, *src, *dst;
+    int32_t *idx, *counts, *offsets, *src, *dst, *active;
     /* mapped pinned host memory */
     void *host;
     float *h_bias, *h_w;
@@ -134,46 +141,85 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
         }
     if (!g->n) return TMOE_OK;
     TRY(upload(s, (void **)&g->d_experts, ids, sizeof(int32_t) * g->n, err));
+    int32_t slot_of[TMOE_MAX_EXPERTS];
+    for (int e = 0; e < E; e++) slot_of[e] = (int)b->types[e] == (int)t ? s->slot_of[e] : -1;
+    TRY(upload(s, (void **)&g->d_slot_of, slot_of, sizeof(int32_t) * E, err));
+    int fused_q = t != TMOE_ET_FP16 && s->cfg.impl == TMOE_IMPL_FUSED;
     for (int which = 0; which < 2; which++) {
         const tmoe_linear *l0 = which ? &b->moe.experts[ids[0]].fc2 : &b->moe.experts[ids[0]].fc1;
-        tmoe_cuda_lin *L = which ? &g->fc2 : &g->fc1;
+        tmoe_cuda_lin *L = which ? &g->fc2 : &g->fc1, *K = which ? &g->k2 : &g->k1;
         L->type = t;
         L->out = l0->out;
         L->in = l0->in;
         L->group = l0->group;
         L->w_stride = tmoe_quant_weight_bytes(t, l0->out, l0->in);
         L->s_stride = t == TMOE_ET_FP16 ? 0 : tmoe_quant_scale_count(l0->out, l0->in, l0->group);
-        void *w = NULL, *sc = NULL;
-        TRY(dev_alloc(s, &w, L->w_stride * g->n, err));
+        L->tiled = 0;
+        void *w = NULL, *sc = NULL, *wt = NULL;
+        if (fused_q) {
+            TMOE_CUDA_CHECK(cudaMalloc(&w, L->w_stride * g->n), err); /* staging, freed below */
+        } else {
+            TRY(dev_alloc(s, &w, L->w_stride * g->n, err));
+        }
         if (L->s_stride) TRY(dev_alloc(s, &sc, L->s_stride * 2 * g->n, err));
-        for (int i = 0; i < g->n; i++) {
+        int rc = TMOE_OK;
+        for (int i = 0; i < g->n && !rc; i++) {
             const tmoe_linear *l = which ? &b->moe.experts[ids[i]].fc2 : &b->moe.experts[ids[i]].fc1;
             const void *hw = t == TMOE_ET_FP16 ? (const void *)l->w : (const void *)l->q;
-            TMOE_CUDA_CHECK(cudaMemcpy((uint8_t *)w + L->w_stride * i, hw, L->w_stride,
-                                       cudaMemcpyHostToDevice), err);
-            if (L->s_stride)
-                TMOE_CUDA_CHECK(cudaMemcpy((tmoe_f16 *)sc + L->s_stride * i, l->scales,
-                                           L->s_stride * 2, cudaMemcpyHostToDevice), err);
+            cudaError_t ce = cudaMemcpy((uint8_t *)w + L->w_stride * i, hw, L->w_stride,
+                                        cudaMemcpyHostToDevice);
+            if (ce == cudaSuccess && L->s_stride)
+                ce = cudaMemcpy((tmoe_f16 *)sc + L->s_stride * i, l->scales, L->s_stride * 2,
+                                cudaMemcpyHostToDevice);
+            if (ce != cudaSuccess)
+                rc = tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: weight upload: %s", __FILE__,
+                                 __LINE__, cudaGetErrorString(ce));
         }
         L->w = w;
         L->scales = sc;
+        *K = *L;
+        if (!rc && (t == TMOE_ET_FP16 || fused_q) && L->out % 16 == 0 &&
+            L->w_stride % ((size_t)L->out * 64) == 0) {
+            rc = dev_alloc(s, &wt, L->w_stride * g->n, err);
+            if (!rc)
+                rc = tmoe_cuda_tile_weights(w, wt, L->out, L->w_stride / L->out, g->n, s->st, err);
+            if (!rc) {
+                cudaError_t ce = cudaStreamSynchronize(s->st);
+                if (ce != cudaSuccess)
+                    rc = tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: tiling: %s", __FILE__, __LINE__,
+                                     cudaGetErrorString(ce));
+            }
+            K->w = wt;
+            K->tiled = 1;
+        }
+        if (fused_q && K->tiled) {
+            cudaFree(w);
+            L->w = NULL;
+        } else if (fused_q) {
+            TMOE_ASSERT(s->n_wmem < (int)(sizeof s->wmem / sizeof *s->wmem));
+            s->wmem[s->n_wmem++] = w;
+        }
+        if (rc) return rc;
         if (t != TMOE_ET_FP16 && s->cfg.impl == TMOE_IMPL_UNFUSED) {
             void *u = NULL;
             TRY(dev_alloc(s, &u, (size_t)L->out * L->in * 2 * g->n, err));
             if (which) g->u2 = u;
             else g->u1 = u;
+            K->type = TMOE_ET_FP16;
+            K->w = u;
+            K->w_stride = (size_t)L->out * L->in * 2;
+            K->scales = NULL;
+            K->s_stride = 0;
         }
     }
     tmoe_cuda_epi epi1 = b->cfg.act == TMOE_ACT_SWIGLU ? TMOE_CUDA_EPI_SWIGLU : TMOE_CUDA_EPI_RELU;
-    tmoe_cuda_lin u1 = g->fc1, u2 = g->fc2;
     if (t != TMOE_ET_FP16 && s->cfg.impl == TMOE_IMPL_UNFUSED) {
-        u1.type = u2.type = TMOE_ET_FP16;
         tmoe_error sub = {0};
         if (tmoe_cuda_dequant_unpack(&g->fc1, 0, NULL, NULL, NULL, NULL, &sub) == TMOE_ENOTSUP)
             return tmoe_errorf(err, TMOE_ENOTSUP, "%s", sub.msg);
     }
-    TRY(tmoe_cuda_expert_kernel_supports(&u1, epi1, err));
-    TRY(tmoe_cuda_expert_kernel_supports(&u2, TMOE_CUDA_EPI_NONE, err));
+    TRY(tmoe_cuda_expert_kernel_supports(&g->k1, epi1, err));
+    TRY(tmoe_cuda_expert_kernel_supports(&g->k2, TMOE_CUDA_EPI_NONE, err));
     return TMOE_OK;
 }
 
@@ -201,13 +247,13 @@ static int cuda_create_in(cuda_state *s, tmoe_error *err) {
     size_t sizes[] = {T * D * 4, T * D * 4, T * 3 * D * 4, H * Ta * Ta * 4, T * E * 4, N * 4,
                       N * D * 4, N * F1 * 4, T * D * 4, T * D * 2, T * 3 * D * 2, T * D * 2,
                       H * Ta * Ta * 2, N * D * 2, N * F * 2, N * 4, E * 4, (E + 1) * 4, N * 4,
-                      N * 4};
+                      N * 4, (E + 1) * 4};
     void **slots[] = {(void **)&s->x, (void **)&s->tmp, (void **)&s->qkv32, (void **)&s->S,
                       (void **)&s->logits, (void **)&s->w, (void **)&s->ye, (void **)&s->h32,
                       (void **)&s->y, (void **)&s->h16, (void **)&s->qkv16, (void **)&s->att16,
                       (void **)&s->P16, (void **)&s->xg, (void **)&s->a16, (void **)&s->idx,
                       (void **)&s->counts, (void **)&s->offsets, (void **)&s->src,
-                      (void **)&s->dst};
+                      (void **)&s->dst, (void **)&s->active};
     size_t n_slots = sizeof slots / sizeof *slots, total = 0;
     for (size_t i = 0; i < n_slots; i++) total += (sizes[i] + 255) & ~(size_t)255;
     cudaError_t ce = cudaMalloc(&s->ws, total);
@@ -347,14 +393,14 @@ static int unfused(const cuda_state *s, int t) {
 static int moe_enqueue(cuda_state *s, int cublas, tmoe_error *err) {
     const tmoe_block *b = s->blk;
     int T = s->T, D = b->cfg.d_model, E = b->cfg.num_experts, k = b->cfg.top_k, F = b->cfg.d_ff;
-    int N = T * k;
+    int N = T * k, max_active = N < E ? N : E;
     tmoe_cuda_epi epi1 = b->cfg.act == TMOE_ACT_SWIGLU ? TMOE_CUDA_EPI_SWIGLU : TMOE_CUDA_EPI_RELU;
     TRY(record(s, s->ev[EV_START], err));
     TRY(tmoe_cuda_gate_topk(s->logits, s->d_bias, T, E, k, b->cfg.renormalize,
                             s->cfg.bias_in_weights, s->idx, s->w, s->d_hidx, s->d_hw, s->st, err));
     TRY(record(s, s->ev[EV_TOPK], err));
-    TRY(tmoe_cuda_permute(s->idx, T, k, E, s->counts, s->offsets, s->src, s->dst, s->d_hcounts,
-                          s->st, err));
+    TRY(tmoe_cuda_permute(s->idx, T, k, E, s->counts, s->offsets, s->src, s->dst, s->active,
+                          s->d_hcounts, s->st, err));
     if (cublas) {
         TRY(tmoe_cuda_gather(s->h16, s->src, N, k, D, s->xg, s->st, err));
     }
@@ -377,16 +423,11 @@ static int moe_enqueue(cuda_state *s, int cublas, tmoe_error *err) {
         type_group *g = &s->grp[t];
         if (!g->n) continue;
         int via_cublas = cublas && (t == TMOE_ET_FP16 || unfused(s, t));
-        tmoe_cuda_lin L = g->fc1;
-        if (unfused(s, t)) {
-            L.type = TMOE_ET_FP16;
-            L.w = g->u1;
-            L.w_stride = (size_t)L.out * L.in * 2;
-            L.scales = NULL;
-        }
+        tmoe_cuda_lin L = unfused(s, t) ? g->k1 : g->fc1;
         if (!via_cublas) {
-            TRY(tmoe_cuda_expert_linear(&L, epi1, g->n, g->d_experts, s->counts, s->offsets,
-                                        s->h16, s->src, k, T, NULL, s->a16, s->st, err));
+            TRY(tmoe_cuda_expert_linear(&g->k1, epi1, g->n, g->d_experts, s->active, g->d_slot_of,
+                                        s->counts, s->offsets, s->h16, s->src, k, T, max_active,
+                                        NULL, s->a16, s->st, err));
             continue;
         }
         for (int e = 0; e < E; e++) {
@@ -411,16 +452,11 @@ static int moe_enqueue(cuda_state *s, int cublas, tmoe_error *err) {
         type_group *g = &s->grp[t];
         if (!g->n) continue;
         int via_cublas = cublas && (t == TMOE_ET_FP16 || unfused(s, t));
-        tmoe_cuda_lin L = g->fc2;
-        if (unfused(s, t)) {
-            L.type = TMOE_ET_FP16;
-            L.w = g->u2;
-            L.w_stride = (size_t)L.out * L.in * 2;
-            L.scales = NULL;
-        }
+        tmoe_cuda_lin L = unfused(s, t) ? g->k2 : g->fc2;
         if (!via_cublas) {
-            TRY(tmoe_cuda_expert_linear(&L, TMOE_CUDA_EPI_NONE, g->n, g->d_experts, s->counts,
-                                        s->offsets, s->a16, NULL, k, T, s->ye, NULL, s->st, err));
+            TRY(tmoe_cuda_expert_linear(&g->k2, TMOE_CUDA_EPI_NONE, g->n, g->d_experts, s->active,
+                                        g->d_slot_of, s->counts, s->offsets, s->a16, NULL, k, T,
+                                        max_active, s->ye, NULL, s->st, err));
             continue;
         }
         for (int e = 0; e < E; e++) {
@@ -442,7 +478,8 @@ static int use_cublas(const cuda_state *s) {
     int any = s->grp[TMOE_ET_FP16].n > 0;
     for (int t = 1; t < TMOE_ET_COUNT; t++) any |= s->grp[t].n > 0 && unfused(s, t);
     long avg = (long)s->T * b->cfg.top_k / b->cfg.num_experts;
-    return any && avg >= tmoe_cuda_cublas_min_tokens;
+    long weights = (long)b->cfg.d_model * b->cfg.d_ff;
+    return any && avg >= tmoe_cuda_cublas_min_tokens && weights >= tmoe_cuda_cublas_min_weights;
 }
 
 static int run_graph(cuda_state *s, tmoe_error *err) {

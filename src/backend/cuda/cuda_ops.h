@@ -48,7 +48,15 @@ typedef struct tmoe_cuda_lin {
     const tmoe_f16 *scales;   /* (slots, out, in/group), q4/q2 only */
     size_t w_stride;          /* bytes per slot */
     size_t s_stride;          /* scales per slot */
+    int tiled;                /* w in the tiled layout (tmoe_cuda_tile_weights), else row-major */
 } tmoe_cuda_lin;
+
+/* Tiled layout of the bandwidth kernel: per 16-row tile and 64-byte k-block, 1 KB holding rows
+ * tile*16 + h*8 + g at bytes h*512 + g*64 (h = 0, 1; g = 0..7), k-blocks of a tile contiguous,
+ * so each warp load reads 512 contiguous bytes. Convert out rows of rowbytes bytes (multiples
+ * of 16 and 64) for `slots` matrices; src and dst must not overlap. */
+int tmoe_cuda_tile_weights(const void *src, void *dst, int out, size_t rowbytes, int slots,
+                           cudaStream_t stream, tmoe_error *err);
 
 /* Epilogue of an expert linear: none (fp32 out, rows = L->out), relu (fp16 out, rows =
  * L->out) or swiglu (fp16 out, rows = L->out / 2: silu(rows [0, d_ff)) * rows [d_ff, 2 d_ff)). */
@@ -64,11 +72,16 @@ int tmoe_cuda_expert_kernel_supports(const tmoe_cuda_lin *L, tmoe_cuda_epi epi, 
  * once per 64 tokens). Row r of expert e (offsets[e] <= r < offsets[e]+counts[e]) reads
  * x + (src ? src[r] / k : r) * L->in and writes row r of y32 (epi none) or y16. max_n (host)
  * bounds every counts[e] (the batch's tokens) and picks the variant (8, 16, 32 or 64 tokens a
- * pass; larger counts take several passes). */
+ * pass; larger counts take several passes). With active (from permute) the grid covers at most
+ * max_active experts (host bound, e.g. min(E, T k)) and block row y serves expert active[1+y]
+ * at slot slot_of[e] (-1: not of this type; NULL: slot = e); without it, one block row per slot
+ * (expert experts[slot]). */
 int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi, int n_experts,
-                            const int32_t *experts, const int32_t *counts, const int32_t *offsets,
-                            const tmoe_f16 *x, const int32_t *src, int k, int max_n,
-                            float *y32, tmoe_f16 *y16, cudaStream_t stream, tmoe_error *err);
+                            const int32_t *experts, const int32_t *active,
+                            const int32_t *slot_of, const int32_t *counts,
+                            const int32_t *offsets, const tmoe_f16 *x, const int32_t *src, int k,
+                            int max_n, int max_active, float *y32, tmoe_f16 *y16,
+                            cudaStream_t stream, tmoe_error *err);
 
 /* dequant_unpack: packed q4/q2 of the listed experts with counts[e] > 0 (every listed expert
  * when counts is NULL) -> fp16 (slots, out, in) at w16. */
@@ -85,11 +98,12 @@ int tmoe_cuda_gate_topk(const float *logits, const float *bias, int T, int E, in
                         float *host_w, cudaStream_t stream, tmoe_error *err);
 
 /* permute: histogram, scan and stable scatter in one block (no host sync). counts (E),
- * offsets (E+1), src (T k) grouped row -> copy, dst (T k) copy -> grouped row; host_counts
- * (mapped host memory, E) may be NULL, else receives counts. */
+ * offsets (E+1), src (T k) grouped row -> copy, dst (T k) copy -> grouped row; active (E+1,
+ * may be NULL): [n, ids of the n experts with tokens, ascending]; host_counts (mapped host
+ * memory, E) may be NULL, else receives counts. */
 int tmoe_cuda_permute(const int32_t *idx, int T, int k, int E, int32_t *counts, int32_t *offsets,
-                      int32_t *src, int32_t *dst, int32_t *host_counts, cudaStream_t stream,
-                      tmoe_error *err);
+                      int32_t *src, int32_t *dst, int32_t *active, int32_t *host_counts,
+                      cudaStream_t stream, tmoe_error *err);
 
 /* gather: xg (N, D) row r = x16 row src[r] / k. */
 int tmoe_cuda_gather(const tmoe_f16 *x16, const int32_t *src, int N, int k, int D, tmoe_f16 *xg,
@@ -115,6 +129,12 @@ int tmoe_cuda_add(float *x, const float *d, size_t n, cudaStream_t stream, tmoe_
  * s <= t, 0 above the diagonal. */
 int tmoe_cuda_causal_softmax(const float *S, int H, int T, float scale, tmoe_f16 *P,
                              cudaStream_t stream, tmoe_error *err);
+
+/* Engine policy knobs (backend_cuda.c): fp16 and unfused experts take the per-expert cuBLAS
+ * path when average tokens per expert >= tmoe_cuda_cublas_min_tokens and d_model * d_ff >=
+ * tmoe_cuda_cublas_min_weights. Read at each MoE step; tests lower them to cover that path. */
+extern int tmoe_cuda_cublas_min_tokens;
+extern long tmoe_cuda_cublas_min_weights;
 
 /* Host helper: write {0}, {n}, {0, n} into experts, counts, offsets (device) for timing one
  * expert alone. */

@@ -59,6 +59,17 @@ static __device__ __forceinline__ void deq_q4(uint32_t w, __half2 s2, uint32_t o
     }
 }
 
+/* q4 word -> 4 half2 of the exact integers (e_j, e_{j+4}), j = 0..3 */
+static __device__ __forceinline__ void deq_q4_int(uint32_t w, uint32_t o[4]) {
+    w ^= 0x88888888u;
+    const __half2 off = __half2half2(__ushort_as_half((unsigned short)0x6408)); /* 1032 */
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        uint32_t p = ((w >> (4 * j)) & 0x000f000fu) | 0x64006400u;
+        o[j] = h2u(__hsub2(u2h(p), off));
+    }
+}
+
 /* q2 word (16 elements) -> 8 half2 (e_j, e_{j+8}) * scale, j = 0..7 */
 static __device__ __forceinline__ void deq_q2(uint32_t w, __half2 s2, uint32_t o[8]) {
     w ^= 0xAAAAAAAAu;
@@ -86,7 +97,9 @@ struct exp_args {
     const __half *sc;
     size_t w_stride, s_stride;
     int in, group, out_rows, gate_off, epi, wt; /* wt: 0 fp16, 1 q4, 2 q2 */
+    int tiled;                                  /* weights in the tiled layout */
     const int32_t *experts, *counts, *offsets;
+    const int32_t *active, *slot_of;            /* active experts list, expert -> slot */
     const __half *x;
     const int32_t *src;
     int k;
@@ -95,14 +108,14 @@ struct exp_args {
 };
 
 template <int WT, int NT, int W>
-static __device__ void exp_body(const exp_args &a, int slot, int n, int row0, int tok0,
+static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int row0, int tok0,
                                 float *red) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-    const int e = a.experts[slot];
     const int off = a.offsets[e];
     const int in = a.in;
-    const int nkb = in / (WT == 0 ? 32 : WT == 1 ? 128 : 256);
-    const size_t rowbytes = WT == 0 ? (size_t)in * 2 : WT == 1 ? (size_t)in / 2 : (size_t)in / 4;
+    constexpr bool Q4 = WT == 1 || WT == 3;
+    const int nkb = in / (WT == 0 ? 32 : Q4 ? 128 : 256);
+    const size_t rowbytes = WT == 0 ? (size_t)in * 2 : Q4 ? (size_t)in / 2 : (size_t)in / 4;
     const uint8_t *wbase = a.w + (size_t)slot * a.w_stride;
     /* rows of the two tiles for this lane: [tile][half] */
     int rows[2][2];
@@ -112,11 +125,15 @@ static __device__ void exp_body(const exp_args &a, int slot, int n, int row0, in
 #pragma unroll
         for (int h = 0; h < 2; h++)
             rows[t][h] = (swiglu ? (t ? a.gate_off : 0) + row0 : row0 + 16 * t) + g + 8 * h;
+    /* row-major: 64-byte pieces of 8 rows per load; tiled: 512 contiguous bytes per load */
     const uint8_t *wrow[2][2];
+    const size_t kstride = a.tiled ? 1024 : 64;
 #pragma unroll
     for (int t = 0; t < 2; t++)
 #pragma unroll
-        for (int h = 0; h < 2; h++) wrow[t][h] = wbase + (size_t)rows[t][h] * rowbytes + 16 * q;
+        for (int h = 0; h < 2; h++)
+            wrow[t][h] = a.tiled ? wbase + (size_t)(rows[t][0] >> 4) * nkb * 1024 + h * 512 + lane * 16
+                                 : wbase + (size_t)rows[t][h] * rowbytes + 16 * q;
     const __half *xrow[NT];
     bool xval[NT];
 #pragma unroll
@@ -137,14 +154,14 @@ static __device__ void exp_body(const exp_args &a, int slot, int n, int row0, in
 
     const int ng = in / (a.group > 0 ? a.group : 1);
     const __half *sbase = a.sc ? a.sc + (size_t)slot * a.s_stride : nullptr;
-    constexpr int U = WT == 0 ? 4 : 2;
-    /* warp w owns the contiguous k-blocks [kb_lo, kb_hi): U consecutive 64-byte pieces of
-     * each row are in flight per lane */
+    /* fp16: 4 k-blocks a step; q4/q2: software-pipelined, the next step's loads are issued
+     * before this step's dequantization and mma */
+    constexpr int U = WT == 0 ? 4 : WT == 2 ? 1 : 2;
+    constexpr bool PIPE = WT != 0;
+    /* warp w owns the contiguous k-blocks [kb_lo, kb_hi) */
     const int per = (nkb + W - 1) / W;
     const int kb_lo = warp * per, kb_hi = min(nkb, kb_lo + per);
-    for (int kb0 = kb_lo; kb0 < kb_hi; kb0 += U) {
-        uint4 A[U][2][2];
-        uint32_t S[U][2][2];
+    auto load = [&](int kb0, uint4(&A)[U][2][2], uint32_t(&S)[U][2][2]) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             int kb = kb0 + u;
@@ -153,15 +170,36 @@ static __device__ void exp_body(const exp_args &a, int slot, int n, int row0, in
             for (int t = 0; t < 2; t++)
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
-                    A[u][t][h] = ok ? ld_stream(wrow[t][h] + (size_t)kb * 64) : make_uint4(0, 0, 0, 0);
+                    A[u][t][h] = ok ? ld_stream(wrow[t][h] + (size_t)kb * kstride) : make_uint4(0, 0, 0, 0);
                     if (WT != 0) {
-                        int elem = kb * (WT == 1 ? 128 : 256) + q * (WT == 1 ? 32 : 64);
+                        int elem = kb * (Q4 ? 128 : 256) + q * (Q4 ? 32 : 64);
                         unsigned short sv = ok ? __ldg(reinterpret_cast<const unsigned short *>(
                                                      sbase + (size_t)rows[t][h] * ng + elem / a.group))
                                                : (unsigned short)0;
                         S[u][t][h] = (uint32_t)sv | ((uint32_t)sv << 16);
                     }
                 }
+        }
+    };
+    uint4 An[U][2][2];
+    uint32_t Sn[U][2][2];
+    if (PIPE && kb_lo < kb_hi) load(kb_lo, An, Sn);
+    for (int kb0 = kb_lo; kb0 < kb_hi; kb0 += U) {
+        uint4 A[U][2][2];
+        uint32_t S[U][2][2];
+        if (PIPE) {
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int t = 0; t < 2; t++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        A[u][t][h] = An[u][t][h];
+                        S[u][t][h] = Sn[u][t][h];
+                    }
+            if (kb0 + U < kb_hi) load(kb0 + U, An, Sn);
+        } else {
+            load(kb0, A, S);
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
@@ -181,8 +219,31 @@ static __device__ void exp_body(const exp_args &a, int slot, int n, int row0, in
                                  A[u][t][1].w, X.z, X.w);
                     }
                 }
-            } else if (WT == 1) {
-                /* 4 words per row: word i holds elements 8i..8i+7 of the lane's 32 */
+            } else if (Q4) {
+                /* 4 words per row: word i holds elements 8i..8i+7 of the lane's 32. WT 3: the
+                 * group spans the k-block, so the mma runs on the exact integers and the row
+                 * scale multiplies the k-block's fp32 partial sums. */
+                constexpr int NTP = WT == 3 ? NT : 1;
+                float tmp[2][NTP][4];
+                if (WT == 3) {
+#pragma unroll
+                    for (int t = 0; t < 2; t++)
+#pragma unroll
+                        for (int nt = 0; nt < NTP; nt++)
+#pragma unroll
+                            for (int c = 0; c < 4; c++) tmp[t][nt][c] = 0.0f;
+                }
+                constexpr int XP = NT <= 2 ? NT : 1; /* x prefetched for small token tiles */
+                uint4 Xp[4][XP];
+                if (NT <= 2) {
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+#pragma unroll
+                        for (int nt = 0; nt < XP; nt++)
+                            Xp[i][nt] = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(
+                                                       xrow[nt] + kb * 128 + q * 32 + i * 8))
+                                                 : make_uint4(0, 0, 0, 0);
+                }
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
                     uint32_t R[2][2][4];
@@ -192,19 +253,37 @@ static __device__ void exp_body(const exp_args &a, int slot, int n, int row0, in
                         for (int h = 0; h < 2; h++) {
                             uint32_t wd = i == 0 ? A[u][t][h].x : i == 1 ? A[u][t][h].y
                                         : i == 2 ? A[u][t][h].z : A[u][t][h].w;
-                            deq_q4(wd, u2h(S[u][t][h]), R[t][h]);
+                            if (WT == 3) deq_q4_int(wd, R[t][h]);
+                            else deq_q4(wd, u2h(S[u][t][h]), R[t][h]);
                         }
                     int xe = kb * 128 + q * 32 + i * 8;
 #pragma unroll
                     for (int nt = 0; nt < NT; nt++) {
-                        uint4 X = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe))
-                                           : make_uint4(0, 0, 0, 0);
+                        uint4 X;
+                        if (NT <= 2) X = Xp[i][nt < XP ? nt : 0];
+                        else X = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe))
+                                          : make_uint4(0, 0, 0, 0);
                         uint32_t b0 = __byte_perm(X.x, X.z, 0x5410), b1 = __byte_perm(X.x, X.z, 0x7632);
                         uint32_t b2 = __byte_perm(X.y, X.w, 0x5410), b3 = __byte_perm(X.y, X.w, 0x7632);
 #pragma unroll
                         for (int t = 0; t < 2; t++) {
-                            mma16816(acc[t][nt], R[t][0][0], R[t][1][0], R[t][0][1], R[t][1][1], b0, b1);
-                            mma16816(acc[t][nt], R[t][0][2], R[t][1][2], R[t][0][3], R[t][1][3], b2, b3);
+                            float *c = WT == 3 ? tmp[t][nt < NTP ? nt : 0] : acc[t][nt];
+                            mma16816(c, R[t][0][0], R[t][1][0], R[t][0][1], R[t][1][1], b0, b1);
+                            mma16816(c, R[t][0][2], R[t][1][2], R[t][0][3], R[t][1][3], b2, b3);
+                        }
+                    }
+                }
+                if (WT == 3) {
+#pragma unroll
+                    for (int t = 0; t < 2; t++) {
+                        float s0 = __half2float(__ushort_as_half((unsigned short)(S[u][t][0] & 0xffffu)));
+                        float s1 = __half2float(__ushort_as_half((unsigned short)(S[u][t][1] & 0xffffu)));
+#pragma unroll
+                        for (int nt = 0; nt < NT; nt++) {
+                            acc[t][nt][0] += tmp[t][nt < NTP ? nt : 0][0] * s0;
+                            acc[t][nt][1] += tmp[t][nt < NTP ? nt : 0][1] * s0;
+                            acc[t][nt][2] += tmp[t][nt < NTP ? nt : 0][2] * s1;
+                            acc[t][nt][3] += tmp[t][nt < NTP ? nt : 0][3] * s1;
                         }
                     }
                 }
@@ -294,13 +373,21 @@ static __device__ void exp_body(const exp_args &a, int slot, int n, int row0, in
 template <int WT, int NT, int W>
 __global__ void __launch_bounds__(W * 32, NT <= 2 && W == 8 ? 2 : 1) k_expert_linear(exp_args a) {
     __shared__ float red[W * 8 * 32];
-    const int slot = blockIdx.y;
-    const int e = a.experts[slot];
+    int slot, e;
+    if (a.active) {
+        if ((int)blockIdx.y >= a.active[0]) return;
+        e = a.active[1 + blockIdx.y];
+        slot = a.slot_of ? a.slot_of[e] : e;
+        if (slot < 0) return;
+    } else {
+        slot = blockIdx.y;
+        e = a.experts[slot];
+    }
     const int n = a.counts[e];
     if (n == 0) return;
     const int rows_per_block = a.epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32;
     const int row0 = blockIdx.x * rows_per_block;
-    for (int tok0 = 0; tok0 < n; tok0 += 8 * NT) exp_body<WT, NT, W>(a, slot, n, row0, tok0, red);
+    for (int tok0 = 0; tok0 < n; tok0 += 8 * NT) exp_body<WT, NT, W>(a, slot, e, n, row0, tok0, red);
 }
 
 /* 16 warps a block where the row blocks alone would not give every SM two blocks */
@@ -327,6 +414,9 @@ extern "C" int tmoe_cuda_expert_kernel_supports(const tmoe_cuda_lin *L, tmoe_cud
     int kb = L->type == TMOE_ET_FP16 ? 32 : L->type == TMOE_ET_Q4 ? 128 : 256;
     int rows = epi == TMOE_CUDA_EPI_SWIGLU ? L->out / 2 : L->out;
     int rmul = epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32;
+    if (L->tiled && L->out % 16)
+        return tmoe_errorf(err, TMOE_ENOTSUP, "tiled weights: %d rows must be a multiple of 16",
+                           L->out);
     if (L->in % kb)
         return tmoe_errorf(err, TMOE_ENOTSUP,
                            "expert kernel: input dim %d of a %s linear must be a multiple of %d",
@@ -343,10 +433,12 @@ extern "C" int tmoe_cuda_expert_kernel_supports(const tmoe_cuda_lin *L, tmoe_cud
 }
 
 extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi, int n_experts,
-                                       const int32_t *experts, const int32_t *counts,
+                                       const int32_t *experts, const int32_t *active,
+                                       const int32_t *slot_of, const int32_t *counts,
                                        const int32_t *offsets, const tmoe_f16 *x,
-                                       const int32_t *src, int k, int max_n, float *y32,
-                                       tmoe_f16 *y16, cudaStream_t stream, tmoe_error *err) {
+                                       const int32_t *src, int k, int max_n, int max_active,
+                                       float *y32, tmoe_f16 *y16, cudaStream_t stream,
+                                       tmoe_error *err) {
     int rc = tmoe_cuda_expert_kernel_supports(L, epi, err);
     if (rc) return rc;
     if (n_experts <= 0) return TMOE_OK;
@@ -361,7 +453,11 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
     a.gate_off = epi == TMOE_CUDA_EPI_SWIGLU ? L->out / 2 : 0;
     a.epi = (int)epi;
     a.wt = wt_of(L->type);
+    if (a.wt == 1 && L->group % 128 == 0) a.wt = 3; /* q4, scale applied after the mma */
+    a.tiled = L->tiled;
     a.experts = experts;
+    a.active = active;
+    a.slot_of = slot_of;
     a.counts = counts;
     a.offsets = offsets;
     a.x = reinterpret_cast<const __half *>(x);
@@ -369,10 +465,13 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
     a.k = k;
     a.y32 = y32;
     a.y16 = reinterpret_cast<__half *>(y16);
-    dim3 grid(a.out_rows / (epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32), n_experts);
+    int gy = n_experts;
+    if (active && max_active > 0 && max_active < gy) gy = max_active;
+    dim3 grid(a.out_rows / (epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32), gy);
     switch (a.wt) {
     case 0: launch_expert<0>(a, grid, max_n, stream); break;
     case 1: launch_expert<1>(a, grid, max_n, stream); break;
+    case 3: launch_expert<3>(a, grid, max_n, stream); break;
     default: launch_expert<2>(a, grid, max_n, stream); break;
     }
     TMOE_CUDA_LAUNCHED(stream, "expert_linear", err);
@@ -380,65 +479,59 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
 }
 
 /* ---- dequant_unpack ----------------------------------------------------------------------
- * One thread per 16 packed bytes (32 q4 / 64 q2 weights); one scale per thread when the group
- * covers the chunk, else a scale per element. 16-byte loads and stores. */
+ * One thread per packed 32-bit word (8 q4 / 16 q2 weights), so a warp reads 128 contiguous
+ * bytes and writes 512 (q4) or 1024 (q2); one scale per word when the group covers it. */
 template <int WT>
 __global__ void k_dequant(const uint8_t *w, const __half *sc, size_t w_stride, size_t s_stride,
                           int out, int in, int group, const int32_t *experts,
                           const int32_t *counts, __half *w16) {
     const int slot = blockIdx.y;
     if (counts && counts[experts[slot]] == 0) return;
-    constexpr int EPC = WT == 1 ? 32 : 64; /* elements per 16-byte chunk */
-    const size_t chunks_per_row = (size_t)in / EPC;
-    const size_t nchunks = (size_t)out * chunks_per_row;
+    constexpr int EPW = WT == 1 ? 8 : 16; /* elements per word */
+    const size_t words_per_row = (size_t)in / EPW;
+    const size_t nwords = (size_t)out * words_per_row;
     const int ng = in / group;
-    const uint8_t *wb = w + (size_t)slot * w_stride;
+    const uint32_t *wb = reinterpret_cast<const uint32_t *>(w + (size_t)slot * w_stride);
     const __half *sb = sc + (size_t)slot * s_stride;
     __half *ob = w16 + (size_t)slot * out * in;
-    for (size_t c = (size_t)blockIdx.x * blockDim.x + threadIdx.x; c < nchunks;
+    for (size_t c = (size_t)blockIdx.x * blockDim.x + threadIdx.x; c < nwords;
          c += (size_t)gridDim.x * blockDim.x) {
-        size_t row = c / chunks_per_row;
-        int e0 = (int)(c - row * chunks_per_row) * EPC;
-        uint4 P = ld_stream(wb + c * 16);
-        uint32_t pw[4] = {P.x, P.y, P.z, P.w};
+        size_t row = c / words_per_row;
+        int e0 = (int)(c - row * words_per_row) * EPW;
+        uint32_t pw = __ldg(wb + c);
         uint4 *dst = reinterpret_cast<uint4 *>(ob + row * in + e0);
         const __half *srow = sb + row * ng;
-        if (group % EPC == 0) {
+        if (group % EPW == 0) {
             __half2 s2 = __half2half2(srow[e0 / group]);
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                if (WT == 1) {
-                    uint32_t R[4];
-                    deq_q4(pw[i], s2, R);
-                    /* R[j] = (e_j, e_{j+4}) -> natural order */
-                    uint4 o;
-                    o.x = __byte_perm(R[0], R[1], 0x5410);
-                    o.y = __byte_perm(R[2], R[3], 0x5410);
-                    o.z = __byte_perm(R[0], R[1], 0x7632);
-                    o.w = __byte_perm(R[2], R[3], 0x7632);
-                    dst[i] = o;
-                } else {
-                    uint32_t R[8];
-                    deq_q2(pw[i], s2, R);
-                    uint4 o0, o1;
-                    o0.x = __byte_perm(R[0], R[1], 0x5410);
-                    o0.y = __byte_perm(R[2], R[3], 0x5410);
-                    o0.z = __byte_perm(R[4], R[5], 0x5410);
-                    o0.w = __byte_perm(R[6], R[7], 0x5410);
-                    o1.x = __byte_perm(R[0], R[1], 0x7632);
-                    o1.y = __byte_perm(R[2], R[3], 0x7632);
-                    o1.z = __byte_perm(R[4], R[5], 0x7632);
-                    o1.w = __byte_perm(R[6], R[7], 0x7632);
-                    dst[2 * i] = o0;
-                    dst[2 * i + 1] = o1;
-                }
+            if (WT == 1) {
+                uint32_t R[4];
+                deq_q4(pw, s2, R); /* R[j] = (e_j, e_{j+4}) -> natural order */
+                uint4 o;
+                o.x = __byte_perm(R[0], R[1], 0x5410);
+                o.y = __byte_perm(R[2], R[3], 0x5410);
+                o.z = __byte_perm(R[0], R[1], 0x7632);
+                o.w = __byte_perm(R[2], R[3], 0x7632);
+                dst[0] = o;
+            } else {
+                uint32_t R[8];
+                deq_q2(pw, s2, R); /* R[j] = (e_j, e_{j+8}) */
+                uint4 o0, o1;
+                o0.x = __byte_perm(R[0], R[1], 0x5410);
+                o0.y = __byte_perm(R[2], R[3], 0x5410);
+                o0.z = __byte_perm(R[4], R[5], 0x5410);
+                o0.w = __byte_perm(R[6], R[7], 0x5410);
+                o1.x = __byte_perm(R[0], R[1], 0x7632);
+                o1.y = __byte_perm(R[2], R[3], 0x7632);
+                o1.z = __byte_perm(R[4], R[5], 0x7632);
+                o1.w = __byte_perm(R[6], R[7], 0x7632);
+                dst[0] = o0;
+                dst[1] = o1;
             }
         } else {
-            const uint8_t *pb = reinterpret_cast<const uint8_t *>(pw);
             __half *od = ob + row * in + e0;
-            for (int j = 0; j < EPC; j++) {
-                int bits = WT == 1 ? 4 : 2;
-                unsigned u = (pb[j * bits / 8] >> ((j * bits) % 8)) & ((1u << bits) - 1);
+            const int bits = WT == 1 ? 4 : 2;
+            for (int j = 0; j < EPW; j++) {
+                unsigned u = (pw >> (j * bits)) & ((1u << bits) - 1);
                 int v = (int)(u ^ (1u << (bits - 1))) - (1 << (bits - 1));
                 od[j] = __hmul(__int2half_rn(v), srow[(e0 + j) / group]);
             }
@@ -451,15 +544,15 @@ extern "C" int tmoe_cuda_dequant_unpack(const tmoe_cuda_lin *L, int n_experts,
                                         tmoe_f16 *w16, cudaStream_t stream, tmoe_error *err) {
     if (L->type == TMOE_ET_FP16)
         return tmoe_errorf(err, TMOE_EINVAL, "dequant_unpack of an fp16 linear");
-    int epc = L->type == TMOE_ET_Q4 ? 32 : 64;
+    int epc = L->type == TMOE_ET_Q4 ? 8 : 16;
     if (L->in % epc)
         return tmoe_errorf(err, TMOE_ENOTSUP,
                            "dequant_unpack: input dim %d must be a multiple of %d for %s", L->in,
                            epc, tmoe_etype_name(L->type));
     if (n_experts <= 0) return TMOE_OK;
-    size_t nchunks = (size_t)L->out * L->in / epc;
-    int blocks = (int)((nchunks + 255) / 256);
-    if (blocks > 4096) blocks = 4096;
+    size_t nwords = (size_t)L->out * L->in / epc;
+    size_t nb = (nwords + 255) / 256;
+    int blocks = (int)(nb > 65535 ? 65535 : nb);
     dim3 grid(blocks, n_experts);
     const uint8_t *w = static_cast<const uint8_t *>(L->w);
     const __half *sc = reinterpret_cast<const __half *>(L->scales);
@@ -572,7 +665,8 @@ extern "C" int tmoe_cuda_gate_topk(const float *logits, const float *bias, int T
  * the copies in order gives a stable scatter. -------------------------------------------- */
 __global__ void __launch_bounds__(1024) k_permute(const int32_t *idx, int N, int E,
                                                   int32_t *counts, int32_t *offsets,
-                                                  int32_t *src, int32_t *dst, int32_t *hcounts) {
+                                                  int32_t *src, int32_t *dst, int32_t *hcounts,
+                                                  int32_t *active) {
     __shared__ int cnt[256];
     __shared__ int offs[257];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
@@ -602,13 +696,28 @@ __global__ void __launch_bounds__(1024) k_permute(const int32_t *idx, int N, int
             if (lane >= o) inc += t;
         }
         int run = inc - sum;
+        int nz = 0;
 #pragma unroll
         for (int i = 0; i < 8; i++) {
             int e = lane * 8 + i;
             if (e < E) offs[e] = run;
             run += loc[i];
+            nz += loc[i] > 0;
         }
         if (lane == 31) offs[E] = inc;
+        if (active) {
+            int ninc = nz;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                int t = __shfl_up_sync(0xffffffffu, ninc, o);
+                if (lane >= o) ninc += t;
+            }
+            int pos = ninc - nz;
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                if (loc[i] > 0) active[1 + pos++] = lane * 8 + i;
+            if (lane == 31) active[0] = ninc;
+        }
     }
     __syncthreads();
     for (int e = threadIdx.x; e <= E; e += blockDim.x) {
@@ -635,10 +744,11 @@ __global__ void __launch_bounds__(1024) k_permute(const int32_t *idx, int N, int
 }
 
 extern "C" int tmoe_cuda_permute(const int32_t *idx, int T, int k, int E, int32_t *counts,
-                                 int32_t *offsets, int32_t *src, int32_t *dst,
+                                 int32_t *offsets, int32_t *src, int32_t *dst, int32_t *active,
                                  int32_t *host_counts, cudaStream_t stream, tmoe_error *err) {
     if (E < 1 || E > 256) return tmoe_errorf(err, TMOE_EINVAL, "permute: E = %d: need 1..256", E);
-    k_permute<<<1, 1024, 0, stream>>>(idx, T * k, E, counts, offsets, src, dst, host_counts);
+    k_permute<<<1, 1024, 0, stream>>>(idx, T * k, E, counts, offsets, src, dst, host_counts,
+                                      active);
     TMOE_CUDA_LAUNCHED(stream, "permute", err);
     return TMOE_OK;
 }
@@ -818,5 +928,37 @@ extern "C" int tmoe_cuda_single_expert_routing(int n, int32_t *experts, int32_t 
                                                tmoe_error *err) {
     k_single_routing<<<1, 1, 0, stream>>>(n, experts, counts, offsets);
     TMOE_CUDA_LAUNCHED(stream, "single_expert_routing", err);
+    return TMOE_OK;
+}
+
+/* ---- weight tiling: row-major (slots, out, rowbytes) -> tiled layout (see cuda_ops.h) ---- */
+__global__ void k_tile(const uint8_t *src, uint8_t *dst, size_t n16, int nkb, size_t rowbytes,
+                       size_t slot_bytes) {
+    for (size_t d = (size_t)blockIdx.x * blockDim.x + threadIdx.x; d < n16;
+         d += (size_t)gridDim.x * blockDim.x) {
+        size_t byte = d * 16, slot = byte / slot_bytes, in_slot = byte - slot * slot_bytes;
+        size_t chunk = in_slot / 1024;
+        int within = (int)(in_slot % 1024);
+        size_t tile = chunk / nkb;
+        int kb = (int)(chunk % nkb), h = within / 512, lane = (within % 512) / 16;
+        size_t row = tile * 16 + h * 8 + (lane >> 2);
+        const uint4 *s4 = reinterpret_cast<const uint4 *>(src + slot * slot_bytes + row * rowbytes +
+                                                          (size_t)kb * 64 + (lane & 3) * 16);
+        *reinterpret_cast<uint4 *>(dst + byte) = *s4;
+    }
+}
+
+extern "C" int tmoe_cuda_tile_weights(const void *src, void *dst, int out, size_t rowbytes,
+                                      int slots, cudaStream_t stream, tmoe_error *err) {
+    if (out % 16 || rowbytes % 64)
+        return tmoe_errorf(err, TMOE_ENOTSUP,
+                           "tile_weights: %d rows (multiple of 16) of %zu bytes (multiple of 64)",
+                           out, rowbytes);
+    size_t slot_bytes = (size_t)out * rowbytes, n16 = slot_bytes * slots / 16;
+    if (!n16) return TMOE_OK;
+    k_tile<<<grid_for(n16 > 65535u * 256u ? 65535u * 256u : n16), 256, 0, stream>>>(
+        static_cast<const uint8_t *>(src), static_cast<uint8_t *>(dst), n16, (int)(rowbytes / 64),
+        rowbytes, slot_bytes);
+    TMOE_CUDA_LAUNCHED(stream, "tile_weights", err);
     return TMOE_OK;
 }
