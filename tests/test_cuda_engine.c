@@ -146,6 +146,8 @@ static void test_engine_large_batch(void **state) {
         {TMOE_ET_Q4, TMOE_IMPL_UNFUSED, TMOE_ACT_RELU, 8, 2, 1000, 1, 1},
         {TMOE_ET_Q2, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 8, 2, 1000, 1, 1},
         {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 1, 64, 0, 1},
+        /* attention over three sequences of seq_len 64, 64 and 22 tokens */
+        {TMOE_ET_Q4, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 2, 150, 0, 1},
     };
 #ifdef THERMOE_HAVE_CUDA
     long saved = tmoe_cuda_cublas_min_weights;

@@ -339,19 +339,25 @@ static int cuda_begin(void *p, const float *x, int T, int moe_only, double op_ms
         TRY(tmoe_cuda_to_f16(s->qkv32, (size_t)T * 3 * D, s->qkv16, s->st, err));
         TRY(record(s, s->evb[EB_QKV], err));
         const float one = 1.0f, zero = 0.0f;
-        /* S^T (T_k x T_q) = K Q^T per head, column-major */
-        CB_CHECK(cublasGemmStridedBatchedEx(
-                     s->cb, CUBLAS_OP_T, CUBLAS_OP_N, T, T, dh, &one, s->qkv16 + D, CUDA_R_16F,
-                     3 * D, dh, s->qkv16, CUDA_R_16F, 3 * D, dh, &zero, s->S, CUDA_R_32F, T,
-                     (long long)T * T, H, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                 err);
-        TRY(tmoe_cuda_causal_softmax(s->S, H, T, 1.0f / sqrtf((float)dh), s->P16, s->st, err));
-        /* O^T (dh x T) = V^T P^T per head */
-        CB_CHECK(cublasGemmStridedBatchedEx(
-                     s->cb, CUBLAS_OP_N, CUBLAS_OP_N, dh, T, T, &one, s->qkv16 + 2 * D,
-                     CUDA_R_16F, 3 * D, dh, s->P16, CUDA_R_16F, T, (long long)T * T, &zero,
-                     s->att16, CUDA_R_16F, D, dh, H, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                 err);
+        /* causal within each sequence of seq_len tokens (the batch holds ceil(T / seq_len)) */
+        for (int t0 = 0; t0 < T; t0 += b->cfg.seq_len) {
+            int L = T - t0 < b->cfg.seq_len ? T - t0 : b->cfg.seq_len;
+            const tmoe_f16 *q = s->qkv16 + (size_t)t0 * 3 * D;
+            /* S^T (L_k x L_q) = K Q^T per head, column-major */
+            CB_CHECK(cublasGemmStridedBatchedEx(
+                         s->cb, CUBLAS_OP_T, CUBLAS_OP_N, L, L, dh, &one, q + D, CUDA_R_16F,
+                         3 * D, dh, q, CUDA_R_16F, 3 * D, dh, &zero, s->S, CUDA_R_32F, L,
+                         (long long)L * L, H, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                     err);
+            TRY(tmoe_cuda_causal_softmax(s->S, H, L, 1.0f / sqrtf((float)dh), s->P16, s->st, err));
+            /* O^T (dh x L) = V^T P^T per head */
+            CB_CHECK(cublasGemmStridedBatchedEx(
+                         s->cb, CUBLAS_OP_N, CUBLAS_OP_N, dh, L, L, &one, q + 2 * D, CUDA_R_16F,
+                         3 * D, dh, s->P16, CUDA_R_16F, L, (long long)L * L, &zero,
+                         s->att16 + (size_t)t0 * D, CUDA_R_16F, D, dh, H, CUBLAS_COMPUTE_32F,
+                         CUBLAS_GEMM_DEFAULT),
+                     err);
+        }
         TRY(record(s, s->evb[EB_CORE], err));
         TRY(gemm_f16(s, s->att16, s->wo, T, D, D, s->tmp, err));
         TRY(tmoe_cuda_add(s->x, s->tmp, (size_t)T * D, s->st, err));

@@ -14,7 +14,6 @@
 #include "fill.h"
 #include "thermoe/oprun.h"
 
-extern int tmoe_cuda_cublas_min_tokens;
 
 #define CB_TRY(call, err) \
     do { \
@@ -200,7 +199,7 @@ static int create_in(cuda_op *o, tmoe_error *err) {
     TRY(tmoe_cuda_fill_f32(o->norm_w, (size_t)D, 0.9f, 1.1f, next_seed(&r), o->st, err));
     /* a valid routing for permute and combine to read */
     TRY(tmoe_cuda_gate_topk(o->logits, NULL, T, E, k, 1, 0, o->idx, o->w, NULL, NULL, o->st, err));
-    TRY(tmoe_cuda_permute(o->idx, T, k, E, o->counts, o->offsets, o->src, o->dst, NULL, o->st, err));
+    TRY(tmoe_cuda_permute(o->idx, T, k, E, o->counts, o->offsets, o->src, o->dst, NULL, NULL, o->st, err));
     TMOE_CUDA_CHECK(cudaStreamSynchronize(o->st), err);
     switch (s->op) {
     case TMOE_OP_GATE_LINEAR: o->bytes = (double)E * D * 2 + (double)T * D * 2 + (double)T * E * 4; o->flops = 2.0 * T * E * D; break;
@@ -269,10 +268,15 @@ static int run_once(cuda_op *o, tmoe_error *err) {
     case TMOE_OP_LINEAR_FC2: {
         int fc1 = s->op == TMOE_OP_LINEAR_FC1;
         tmoe_cuda_lin L = slot(unf ? (fc1 ? &o->U1 : &o->U2) : (fc1 ? &o->L1 : &o->L2), c);
-        if ((s->etype == TMOE_ET_FP16 || unf) && T >= tmoe_cuda_cublas_min_tokens)
+        /* the engine's choice (backend_cuda.c): cuBLAS for fp16 / unfused from the thresholds */
+        if ((s->etype == TMOE_ET_FP16 || unf) && T >= tmoe_cuda_cublas_min_tokens &&
+            (long)D * F >= tmoe_cuda_cublas_min_weights)
             return gemm(o, o->x16, (const tmoe_f16 *)L.w, T, L.in, L.out, o->y32, err);
-        return tmoe_cuda_expert_linear(&L, TMOE_CUDA_EPI_NONE, 1, ex, cnt, off, o->x16, NULL, 1, T,
-                                       o->y32, NULL, o->st, err);
+        /* the bandwidth kernel reads fp16 and fused weights tiled where the shape allows; the
+         * weights are random, so the same bytes serve in either layout */
+        L.tiled = !unf && L.out % 16 == 0 && L.w_stride % ((size_t)L.out * 64) == 0;
+        return tmoe_cuda_expert_linear(&L, TMOE_CUDA_EPI_NONE, 1, ex, NULL, NULL, cnt, off, o->x16,
+                                       NULL, 1, T, 1, o->y32, NULL, o->st, err);
     }
     case TMOE_OP_RELU: return tmoe_cuda_act(b->act, o->h32, T, F, o->a16, o->st, err);
     case TMOE_OP_GATE_LINEAR: return gemm(o, o->x16, o->gate_w, T, D, E, o->y32, err);
@@ -280,7 +284,7 @@ static int run_once(cuda_op *o, tmoe_error *err) {
         return tmoe_cuda_gate_topk(o->logits, NULL, T, E, k, b->renormalize, 0, o->idx, o->w, NULL,
                                    NULL, o->st, err);
     case TMOE_OP_PERMUTE:
-        TRY(tmoe_cuda_permute(o->idx, T, k, E, o->counts, o->offsets, o->src, o->dst, NULL, o->st, err));
+        TRY(tmoe_cuda_permute(o->idx, T, k, E, o->counts, o->offsets, o->src, o->dst, NULL, NULL, o->st, err));
         return tmoe_cuda_gather(o->x16, o->src, T * k, k, D, o->y16, o->st, err);
     case TMOE_OP_COMBINE:
         return tmoe_cuda_combine(o->ye, o->dst, o->w, o->x32, T, k, D, o->y32, o->st, err);
