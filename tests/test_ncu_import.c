@@ -178,11 +178,43 @@ static void test_merge_into_cost(void **state) {
     tmoe_ncu_free(r);
 }
 
+/* tests/data/h100_thermoe_linear_fc1_q4.*: written on an H100 (driver 580.159.04, ncu
+ * 2025.3.1) by `thermoe profile --with ncu --ops linear_fc1 --expert-types q4 --impls fused
+ * --tokens 16` at the mixtral shape (bench/h100_run.sh b). The cost entry lists the kernel
+ * under CUPTI's mangled name; ncu prints it demangled: the merge must match them. */
+static void test_own_h100_ncu(void **state) {
+    (void)state;
+    tmoe_error err = {0};
+    tmoe_ncu_result *r = NULL;
+    ASSERT_OK(tmoe_import_ncu(THERMOE_SOURCE_DIR "/tests/data/h100_thermoe_linear_fc1_q4.ncu.csv", &r, &err), &err);
+    assert_int_equal(r->n, 5);
+    assert_int_equal(r->details_layout, 0);
+    for (int i = 0; i < r->n; i++) {
+        assert_string_equal(r->kernels[i].name, "void k_expert_linear<3, 2, 8>(exp_args)");
+        assert_true(r->kernels[i].duration_ns > 30000 && r->kernels[i].duration_ns < 45000);
+    }
+    assert_true(r->kernels[0].duration_ns == 38240);
+    assert_true(fabs(r->kernels[0].occupancy_pct - 22.43) < 1e-9);
+    assert_true(fabs(r->kernels[0].dram_pct - 25.43) < 1e-9);
+    tmoe_cost_model *cm = NULL;
+    ASSERT_OK(tmoe_cost_load(THERMOE_SOURCE_DIR "/tests/data/h100_thermoe_linear_fc1_q4.cost.json", &cm, &err), &err);
+    int matched = -1;
+    ASSERT_OK(tmoe_ncu_merge_cost(r, cm, &matched, &err), &err);
+    assert_int_equal(matched, 1);
+    const tmoe_cost_entry *e = tmoe_cost_entry_at(cm, 0);
+    assert_true(e->has_ncu);
+    assert_true(e->ncu_occupancy_pct > 22.2 && e->ncu_occupancy_pct < 22.5);
+    assert_true(e->ncu_dram_pct > 25.0 && e->ncu_dram_pct < 25.8);
+    tmoe_cost_free(cm);
+    tmoe_ncu_free(r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_raw_fixture), cmocka_unit_test(test_details_fixture),
         cmocka_unit_test(test_generated),   cmocka_unit_test(test_errors),
         cmocka_unit_test(test_merge_into_cost),
+        cmocka_unit_test(test_own_h100_ncu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

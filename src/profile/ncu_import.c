@@ -373,8 +373,31 @@ int tmoe_import_ncu(const char *path, tmoe_ncu_result **out, tmoe_error *err) {
 
 /* ---- merging into the cost model ----------------------------------------------------- */
 
-/* Base name: without a leading "void ", and cut at the first '<' or '('. */
+/* Base name: without a leading "void ", and cut at the first '<' or '('. An Itanium-mangled
+ * name (as CUPTI reports it: _Z15k_expert_linearILi3E...) gives its identifier (the last one
+ * of a nested _ZN...E name), so it matches ncu's demangled "void k_expert_linear<3, ...>". */
 static void base_name(const char *s, char *out, size_t cap) {
+    if (s[0] == '_' && s[1] == 'Z') {
+        const char *p = s + 2, *id = NULL;
+        size_t idlen = 0;
+        int nested = *p == 'N';
+        if (nested) p++;
+        while (*p >= '0' && *p <= '9') {
+            char *end;
+            unsigned long len = strtoul(p, &end, 10);
+            if (len == 0 || strlen(end) < len) break;
+            id = end;
+            idlen = len;
+            p = end + len;
+            if (!nested) break;
+        }
+        if (id) {
+            if (idlen >= cap) idlen = cap - 1;
+            memcpy(out, id, idlen);
+            out[idlen] = '\0';
+            return;
+        }
+    }
     if (strncmp(s, "void ", 5) == 0) s += 5;
     size_t n = strcspn(s, "<(");
     while (n > 0 && s[n - 1] == ' ') n--;

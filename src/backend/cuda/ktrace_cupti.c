@@ -32,6 +32,23 @@ static struct {
 
 #define BUF_SIZE (8u << 20)
 
+/* Kernel names arrive mangled; the C++ runtime's demangler (present in every CUDA program,
+ * looked up at run time) turns them into what nsys and ncu print. */
+typedef char *(*demangle_fn)(const char *, char *, size_t *, int *);
+
+static void demangle(const char *name, char *out, size_t n) {
+    static demangle_fn fn;
+    static int looked;
+    if (!looked) {
+        fn = (demangle_fn)dlsym(RTLD_DEFAULT, "__cxa_demangle");
+        looked = 1;
+    }
+    int status = -1;
+    char *d = fn && name[0] == '_' && name[1] == 'Z' ? fn(name, NULL, NULL, &status) : NULL;
+    snprintf(out, n, "%s", d && status == 0 ? d : name);
+    free(d);
+}
+
 static void CUPTIAPI buf_requested(uint8_t **buffer, size_t *size, size_t *max_records) {
     void *p = NULL;
     if (posix_memalign(&p, 8, BUF_SIZE) != 0) p = NULL; /* CUPTI drops records when NULL */
@@ -63,7 +80,7 @@ static void CUPTIAPI buf_completed(CUcontext ctx, uint32_t stream, uint8_t *buff
         }
         tmoe_kernel_rec *o = &cu.recs[cu.n++];
         memset(o, 0, sizeof *o);
-        snprintf(o->name, sizeof o->name, "%s", k->name ? k->name : "?");
+        demangle(k->name ? k->name : "?", o->name, sizeof o->name);
         o->start_ns = (int64_t)k->start;
         o->end_ns = (int64_t)k->end;
         o->grid[0] = k->gridX, o->grid[1] = k->gridY, o->grid[2] = k->gridZ;
