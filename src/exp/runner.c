@@ -439,8 +439,13 @@ static void trace_batch(run_ctx *r, tmoe_trace *tr, const batch_hw *hw, double t
     int64_t a = r->t0_ns + (int64_t)((t_dev_end - hw->period_s) * 1e9);
     int64_t e = r->t0_ns + (int64_t)(t_dev_end * 1e9);
     int n = tmoe_monitor_samples(r->mon, 0, a, e, r->samples, RUN_MAX_SAMPLES);
+    /* a batch shorter than the sampling period holds no sample: show the latest reading at
+     * its own time (counter tracks are steps from one reading to the next) */
+    if (n == 0 && tmoe_monitor_latest(r->mon, 0, &r->samples[0]) == TMOE_OK) n = 1;
     for (int i = 0; i < n; i++) {
         const tmoe_sample *s = &r->samples[i];
+        if (s->t_ns <= r->trace_last_ns) continue;
+        r->trace_last_ns = s->t_ns;
         double us = (double)(s->t_ns - r->t0_ns) / 1e3;
         if (s->valid & TMOE_F_POWER_AVG) tmoe_trace_counter(tr, "power_w", 1, us, "avg", s->power_avg_w);
         if (s->valid & TMOE_F_POWER_INSTANT)
@@ -710,6 +715,7 @@ static int run_combo_batches(run_ctx *r, const run_combo *c, int ci, int nc, tmo
         rc = tmoe_trace_open(path, &tr, err);
         if (rc) return rc;
         tmoe_trace_name(tr, 1, -1, r->sim ? "device (simulated H100 clock)" : "device");
+        r->trace_last_ns = INT64_MIN;
         tmoe_trace_name(tr, 2, -1, "host");
     }
     for (int b = 0; b < nb; b++) {

@@ -69,6 +69,7 @@ typedef struct run_ctx {
     long batches_total, batches_done;
     double prev_end_s; /* device clock at the end of the previous batch */
     double last_latency_ms; /* MoE step latency of the batch last run */
+    int64_t trace_last_ns;  /* newest sample already written to the open trace */
     double next_arrival_s;
     tmoe_rng arrivals;
 } run_ctx;
