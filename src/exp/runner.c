@@ -705,6 +705,10 @@ static int run_combo_batches(run_ctx *r, const run_combo *c, int ci, int nc, tmo
     int rc = make_router(r, c->st, c->wl, seed, err);
     if (rc) return rc;
     int nb = r->cfg.num_samples * r->cfg.epochs;
+    /* the same arrival times for every strategy of a (repeat, workload): common random
+     * numbers, so strategies are compared on identical load */
+    tmoe_rng_seed_stream(&r->arrivals, r->cfg.seed, 0xa771 ^ ((uint64_t)(c->repeat + 1) << 8) ^ (uint64_t)c->wl);
+    r->next_arrival_s = now_s(r);
     for (int b = 0; b < r->cfg.warmup_batches; b++)
         if ((rc = run_batch(r, c, b, 0, NULL, err))) return rc;
     tmoe_trace *tr = NULL;

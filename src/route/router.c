@@ -42,6 +42,7 @@ struct tmoe_router {
     float fb[TMOE_MAX_EXPERTS];     /* total bias as float */
     double noise[TMOE_MAX_EXPERTS]; /* REINFORCE exploration of that batch */
     int mlp_fresh;                  /* the adapter ran forward on that batch */
+    double ttha_gate;               /* pressure gate applied to the adapter's biases, 0..1 */
     double n_expect;                /* expected tokens per expert, max(1, T k / E) */
 
     double l_base, q_base, rf_base;
@@ -326,8 +327,11 @@ static int bias_kernel_aware_ttha(tmoe_router *r, const int32_t *counts, const t
     double bt[TMOE_MAX_EXPERTS];
     tmoe_ttha_mlp_forward(r->mlp, r->feat, bt);
     r->mlp_fresh = 1;
+    /* the adapter is gated by the same pressure: far below the targets it leaves routing
+     * alone (and learns nothing: its gradient is scaled by the gate in the update) */
+    r->ttha_gate = g;
     for (int e = 0; e < r->E; e++)
-        b[e] = s * b[e] + bt[e];
+        b[e] = s * b[e] + g * bt[e];
     return TMOE_OK;
 }
 
@@ -745,6 +749,7 @@ int tmoe_router_update(tmoe_router *r, const tmoe_route_obs *obs, tmoe_ttha_reco
             g[e] = adv * r->noise[e] / s2 + c->w_fidelity * gkl[e];
         r->rf_base = c->baseline_decay * r->rf_base + (1.0 - c->baseline_decay) * observed;
     }
+    for (int e = 0; e < E; e++) g[e] *= r->ttha_gate; /* d(bias)/d(adapter output) */
     tmoe_ttha_mlp_backward(r->mlp, g, r->grad);
     double gn = 0.0;
     for (int i = 0; i < r->mlp->np; i++)
