@@ -318,7 +318,8 @@ static int fig_bars(figctx *c, const char *name, const char *title, const char *
             ngroups - 0.4, width * 0.9);
     for (int gi = 0; gi < ngroups; gi++)
         fprintf(c->gp, "%s'%s' %d", gi ? ", " : "", glabels[gi], gi);
-    fprintf(c->gp, ")\nset grid noxtics\n");
+    /* workload names are long: slant them so neighbours never overlap at column width */
+    fprintf(c->gp, ") rotate by -20 left\nset grid noxtics\n");
     c->xmin = INFINITY; /* x set above */
     gp_ranges(c, 0, c->ymin >= 0.0);
     fprintf(c->gp, "plot \\\n");

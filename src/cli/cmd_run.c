@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "thermoe/analyze.h"
 #include "thermoe/runner.h"
 
 enum {
@@ -440,6 +441,23 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
     rc = 0;
+    if (c.analyze) {
+        /* the analysis of what the run wrote: tables, figures, report.html in DIR/report */
+        char rep[4200];
+        snprintf(rep, sizeof rep, "%s/report", c.out_dir);
+        tmoe_analyze_config ac = tmoe_analyze_config_default();
+        ac.out_dir = rep;
+        tmoe_analyze_summary sum;
+        const char *dirs[1] = {c.out_dir};
+        if (tmoe_analyze_run_ex(dirs, 1, &ac, &sum, &err)) {
+            cli_fail("run", "the run is complete, but its analysis failed: %s (retry with "
+                     "'thermoe analyze %s')", err.msg, c.out_dir);
+            rc = 1;
+            goto done;
+        }
+        printf("report: %s (%d figures rendered%s)\n", sum.report_path, sum.figures.n_rendered,
+               sum.figures.gnuplot_found ? "" : "; gnuplot not found: scripts written, see the report");
+    }
 done:
     for (int i = 0; i < a.n; i++) free(a.v[i]);
     free(a.v);
