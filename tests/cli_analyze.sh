@@ -49,6 +49,13 @@ cp -r "$T/run" "$T/results/b"
 out=$("$BIN" analyze --no-render --out "$T/r3" --bootstrap 0 "$T/results" 2>"$T/err3") || fail "parent dir: $(cat "$T/err3")"
 echo "$out" | grep -q "48 rows" || fail "expected 48 rows from two children: $out"
 
+# a relative --out renders too (gnuplot runs inside the figures directory), when gnuplot is here
+if command -v gnuplot >/dev/null; then
+  out=$(cd "$T" && "$BIN" analyze --out rel --bootstrap 0 run 2>"$T/err4") || fail "relative out: $(cat "$T/err4")"
+  echo "$out" | grep -q " 0 failed" || fail "relative --out: renders failed: $out"
+  [ -s "$T/rel/figures/energy_per_token.png" ] || fail "relative --out: no png"
+fi
+
 # nothing readable: clear error, exit 1
 "$BIN" analyze --no-render --out "$T/r2" "$T/empty" 2>"$T/err2"; rc=$?
 [ $rc -eq 1 ] || fail "only bad input should exit 1, got $rc"

@@ -717,8 +717,10 @@ static void render_all(figctx *c, char **names, int n) {
             if (!(c->cfg->formats & fmts[f].bit)) continue;
             char cmd[9000], errp[4400];
             snprintf(errp, sizeof errp, "%s/%s.%s.stderr", c->dir, names[i], fmts[f].ext);
-            snprintf(cmd, sizeof cmd, "cd '%s' && '%s' -e \"fmt='%s'\" '%s.gp' 2>'%s' </dev/null",
-                     c->dir, c->cfg->gnuplot, fmts[f].ext, names[i], errp);
+            /* the redirection is relative to the figures directory the command cd's into */
+            snprintf(cmd, sizeof cmd,
+                     "cd '%s' && '%s' -e \"fmt='%s'\" '%s.gp' 2>'%s.%s.stderr' </dev/null",
+                     c->dir, c->cfg->gnuplot, fmts[f].ext, names[i], names[i], fmts[f].ext);
             int st = system(cmd);
             char msg[600] = "";
             FILE *e = fopen(errp, "r");
