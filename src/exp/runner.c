@@ -28,7 +28,7 @@ tmoe_run_config tmoe_run_config_default(void) {
     for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++) c.strategies[s] = 1;
     for (int w = 0; w < TMOE_WL_COUNT; w++) c.workloads[w] = 1;
     c.repeats = 1;
-    c.num_samples = 24;
+    c.num_samples = 16;
     c.epochs = 1;
     c.warmup_batches = 2;
     c.trace_batches = 4;
