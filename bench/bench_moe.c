@@ -7,7 +7,7 @@
  * from DRAM. Reports the median CUDA-event time, GB/s against the device-to-device copy
  * bandwidth measured in the same run, TFLOP/s and (layer steps and experts) energy per token
  * from NVML's total-energy counter over a >= 1 s loop. Output: markdown rows on stdout. */
-#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/fill.h"
 #include "thermoe/quant.h"
 
 #include <cublas_v2.h>
@@ -18,9 +18,16 @@
 #include <string.h>
 #include <time.h>
 
-int bench_fill_bytes(void *p, size_t n, uint64_t seed);
-int bench_fill_f16(void *p, size_t n, float lo, float hi, uint64_t seed);
-int bench_fill_f32(float *p, size_t n, float lo, float hi, uint64_t seed);
+/* Device fills from the library (src/backend/cuda/fill.h), on the default stream. */
+static int bench_fill_bytes(void *p, size_t n, uint64_t seed) {
+    return tmoe_cuda_fill_bytes(p, n, seed, 0, NULL);
+}
+static int bench_fill_f16(void *p, size_t n, float lo, float hi, uint64_t seed) {
+    return tmoe_cuda_fill_f16((tmoe_f16 *)p, n, lo, hi, seed, 0, NULL);
+}
+static int bench_fill_f32(float *p, size_t n, float lo, float hi, uint64_t seed) {
+    return tmoe_cuda_fill_f32(p, n, lo, hi, seed, 0, NULL);
+}
 
 #define CK(call) \
     do { \
