@@ -55,6 +55,7 @@ typedef struct run_ctx {
     int max_tokens;
     /* routing */
     tmoe_cost_provider provider;
+    tmoe_expert_cost *cost_tab[TMOE_ET_COUNT]; /* (max_tokens + 1) per used type; [0] = 0 */
     tmoe_router *router;
     double base_latency_ms[TMOE_WL_COUNT], base_throughput[TMOE_WL_COUNT];
     /* buffers (max_tokens) */
