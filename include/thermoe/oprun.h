@@ -20,6 +20,9 @@ typedef struct tmoe_oprun_spec {
     int tokens;                /* rows the op sees (expert ops: tokens routed to the expert) */
     tmoe_block_config block;   /* shape: d_model, d_ff, num_experts, top_k, n_heads, group, act */
     size_t min_working_set;    /* bytes of weights to rotate through (0: one copy) */
+    int whole_expert;          /* run the whole expert forward per call, as the engine does
+                                  (dequant_unpack when unfused, fc1 with its activation, fc2);
+                                  op is ignored */
     uint64_t seed;
 } tmoe_oprun_spec;
 

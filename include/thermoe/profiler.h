@@ -37,6 +37,8 @@ typedef struct tmoe_profile_config {
     void (*progress)(void *user, int done, int total, const char *what, double eta_s);
     void *progress_user;
     volatile int *stop;               /* set non-zero to stop after the current op */
+    const char *check_path;           /* when set: also measure each whole expert forward and
+                                         write a Markdown table of sum-of-ops vs whole here */
 } tmoe_profile_config;
 
 tmoe_profile_config tmoe_profile_config_default(void);

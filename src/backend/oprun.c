@@ -24,7 +24,7 @@ int tmoe_oprun_create(const tmoe_oprun_spec *spec, tmoe_oprun **out, tmoe_error 
         return tmoe_errorf(err, TMOE_ENOTSUP, "no isolated-op runner for backend %s in this build",
                            tmoe_backend_kind_name(spec->backend));
     if (spec->tokens < 1) return tmoe_errorf(err, TMOE_EINVAL, "tokens = %d: must be >= 1", spec->tokens);
-    if (spec->op == TMOE_OP_DEQUANT_UNPACK &&
+    if (!spec->whole_expert && spec->op == TMOE_OP_DEQUANT_UNPACK &&
         (spec->etype == TMOE_ET_FP16 || spec->impl != TMOE_IMPL_UNFUSED))
         return tmoe_errorf(err, TMOE_ENOTSUP, "dequant_unpack runs only for q4/q2 experts, unfused");
     int rc = tmoe_block_config_validate(&spec->block, err);
@@ -35,7 +35,8 @@ int tmoe_oprun_create(const tmoe_oprun_spec *spec, tmoe_oprun **out, tmoe_error 
     rc = vt->create(spec, &o->st, err);
     if (rc) {
         free(o);
-        return tmoe_error_prefix(err, rc, "preparing %s (%s, %s, %d tokens)", tmoe_op_name(spec->op),
+        return tmoe_error_prefix(err, rc, "preparing %s (%s, %s, %d tokens)",
+                                 spec->whole_expert ? "the whole expert" : tmoe_op_name(spec->op),
                                  tmoe_etype_name(spec->etype), tmoe_impl_name(spec->impl), spec->tokens);
     }
     *out = o;

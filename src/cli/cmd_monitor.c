@@ -28,7 +28,27 @@ typedef struct monitor_opts {
     double sim_load;
     int overhead;
     int plain;
+    uint32_t fields; /* TMOE_F_* to read */
 } monitor_opts;
+
+/* "all" or a comma list of field names (tmoe_field_name) -> mask; 0 on an unknown name. */
+static uint32_t parse_fields(const char *list) {
+    if (!strcmp(list, "all")) return TMOE_F_ALL;
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", list);
+    uint32_t m = 0;
+    for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        uint32_t bit = 0;
+        for (int i = 0; i < TMOE_F_COUNT; i++)
+            if (!strcmp(tok, tmoe_field_name(1u << i))) bit = 1u << i;
+        if (!bit) {
+            cli_fail("monitor", "--fields: unknown field '%s'", tok);
+            return 0;
+        }
+        m |= bit;
+    }
+    return m;
+}
 
 static volatile sig_atomic_t stop_flag;
 static void on_sigint(int sig) {
@@ -50,6 +70,9 @@ static void usage(void) {
            "  --sim-load F               simulated memory-bound load, busy fraction 0..1 (default 0)\n"
            "  --plain                    one text line per refresh instead of redrawing (default:\n"
            "                             plain when stdout is not a terminal)\n"
+           "  --fields LIST              fields to read: all, or a comma list of gpu_temp_c,\n"
+           "                             mem_temp_c, power_avg_w, power_instant_w, energy_mj,\n"
+           "                             sm_clock_mhz, ... (the CSV header names; default all)\n"
            "  --overhead                 measure the monitor's CPU use at 20 Hz for --duration\n"
            "                             (default 10 s) and print it; no view\n"
            "  -v, --verbose              more log messages\n"
@@ -137,6 +160,7 @@ static int run_overhead(tmoe_telemetry *t, const monitor_opts *o) {
     double secs = o->duration_s > 0 ? o->duration_s : 10.0;
     tmoe_monitor_config mc = tmoe_monitor_config_default();
     mc.period_ns = 50000000;
+    mc.fields = o->fields;
     tmoe_monitor *m;
     tmoe_error err = {0};
     double c0 = cpu_seconds();
@@ -157,7 +181,7 @@ static int run_overhead(tmoe_telemetry *t, const monitor_opts *o) {
 int cmd_monitor(int argc, char **argv) {
     monitor_opts o = {.kind = TMOE_TELEMETRY_AUTO, .interval_ms = 50, .refresh_ms = 500,
                       .duration_s = 0, .csv = NULL, .sim_devices = 1, .seed = 1, .sim_load = 0,
-                      .overhead = 0, .plain = !isatty(STDOUT_FILENO)};
+                      .overhead = 0, .plain = !isatty(STDOUT_FILENO), .fields = TMOE_F_ALL};
     int verbose = 0;
     static const struct option longopts[] = {
         {"telemetry", required_argument, 0, 't'}, {"interval", required_argument, 0, 'i'},
@@ -166,7 +190,7 @@ int cmd_monitor(int argc, char **argv) {
         {"seed", required_argument, 0, 's'},      {"sim-load", required_argument, 0, 'l'},
         {"plain", no_argument, 0, 'p'},           {"overhead", no_argument, 0, 'o'},
         {"verbose", no_argument, 0, 'v'},         {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"fields", required_argument, 0, 'f'},    {0, 0, 0, 0}};
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1;) {
         tmoe_error err = {0};
@@ -186,6 +210,9 @@ int cmd_monitor(int argc, char **argv) {
         case 'l': if (cli_double("monitor", "sim-load", optarg, 0, 1, &o.sim_load)) return 2; break;
         case 'p': o.plain = 1; break;
         case 'o': o.overhead = 1; break;
+        case 'f':
+            if (!(o.fields = parse_fields(optarg))) return 2;
+            break;
         case 'v': verbose++; break;
         case 'h': usage(); return 0;
         default: return cli_usage_error("monitor");
@@ -229,6 +256,7 @@ int cmd_monitor(int argc, char **argv) {
     }
     tmoe_sim *sim = tmoe_telemetry_sim(t);
     tmoe_monitor_config mc = tmoe_monitor_config_default();
+    mc.fields = o.fields;
     mc.period_ns = o.interval_ms * 1000000LL;
     mc.mode = sim ? TMOE_MONITOR_SYNC : TMOE_MONITOR_THREAD;
     tmoe_monitor *m;

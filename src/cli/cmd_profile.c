@@ -18,7 +18,7 @@
 enum {
     O_OPS = 1, O_TOKENS, O_ETYPES, O_IMPLS, O_MINSEC, O_MINCALLS, O_WARMUP, O_REST, O_WS, O_OUT,
     O_BACKEND, O_TELEMETRY, O_DEVICE, O_MOE_ONLY, O_WITH, O_EMIT, O_TIMEOUT, O_LOGDIR, O_SEED,
-    O_HELP, O_VERBOSE
+    O_HELP, O_VERBOSE, O_CHECK
 };
 
 static volatile int stop_flag;
@@ -189,7 +189,8 @@ int cmd_profile(int argc, char **argv) {
         {"with", required_argument, 0, O_WITH},           {"emit-scripts", required_argument, 0, O_EMIT},
         {"tool-timeout", required_argument, 0, O_TIMEOUT}, {"log-dir", required_argument, 0, O_LOGDIR},
         {"seed", required_argument, 0, O_SEED},           {"help", no_argument, 0, O_HELP},
-        {"verbose", no_argument, 0, O_VERBOSE},           CLI_SHAPE_OPTIONS,
+        {"verbose", no_argument, 0, O_VERBOSE},           {"check-expert-sum", required_argument, 0, O_CHECK},
+        CLI_SHAPE_OPTIONS,
         {0, 0, 0, 0},
     };
     tmoe_profile_config c = tmoe_profile_config_default();
@@ -235,6 +236,7 @@ int cmd_profile(int argc, char **argv) {
         case O_TIMEOUT: if (cli_double("profile", "tool-timeout", optarg, 1, 86400, &timeout)) return 1; break;
         case O_LOGDIR: logdir = optarg; break;
         case O_SEED: if (cli_u64("profile", "seed", optarg, &c.seed)) return 1; break;
+        case O_CHECK: c.check_path = optarg; break;
         case 'v': case O_VERBOSE: verbosity++; break;
         case 'h': case O_HELP:
             printf("usage: thermoe profile [flags]\n\n"
@@ -263,7 +265,10 @@ int cmd_profile(int argc, char **argv) {
                    "  --emit-scripts DIR    write one script per op and tool instead of measuring\n"
                    "  --tool-timeout S      per tool run (default 600)\n"
                    "  --log-dir DIR         tool logs and outputs (default profile-logs)\n"
-                   "  --seed N              weights and inputs (default 1)\n",
+                   "  --seed N              weights and inputs (default 1)\n"
+                   "  --check-expert-sum F  also measure each whole expert forward (as the engine\n"
+                   "                        runs it) and write a Markdown table to F: the sum of\n"
+                   "                        its ops' latency and energy against the whole\n",
                    c.min_seconds, c.min_calls, c.warmup_calls, c.rest_max_s, c.min_working_set_mb);
             cli_shape_help(&c.block);
             return 0;

@@ -113,6 +113,7 @@ typedef struct prof {
     tmoe_monitor *mon;
     int measure_energy; /* nvml: the counter measures the work we run */
     int trace_kernels;  /* CUPTI answered */
+    int whole;          /* measure() runs the whole expert forward instead of it->op */
     double idle_w, idle_temp_c;
     tmoe_sample samples[1024];
     double *ms;
@@ -157,7 +158,7 @@ static int measure(prof *p, const plan_item *it, tmoe_cost_entry *e, tmoe_error 
     const tmoe_profile_config *c = p->c;
     tmoe_oprun_spec spec = {.backend = p->backend, .device_id = c->device_id, .op = it->op,
                             .etype = it->et, .impl = it->impl, .tokens = it->tokens,
-                            .block = c->block, .seed = c->seed};
+                            .block = c->block, .seed = c->seed, .whole_expert = p->whole};
     spec.min_working_set = (size_t)(c->min_working_set_mb * 1e6);
     tmoe_oprun *o = NULL;
     int rc = tmoe_oprun_create(&spec, &o, err);
@@ -252,6 +253,36 @@ done:
     return rc;
 }
 
+/* For every (type, impl, tokens) of the plan: the whole expert forward measured like an
+ * op, against the sum over its op sequence of the entries just measured. */
+static int check_expert_sum(prof *p, const plan_item *plan, int n, const tmoe_cost_model *cm,
+                            const char *path, tmoe_error *err) {
+    FILE *f = fopen(path, "w");
+    if (!f) return tmoe_errorf(err, TMOE_EIO, "cannot write %s", path);
+    fprintf(f, "| type | impl | tokens | ops ms | whole ms | ratio | ops J | whole J | ratio |\n"
+               "|---|---|---|---|---|---|---|---|---|\n");
+    int rc = TMOE_OK;
+    for (int i = 0; i < n && !rc; i++) {
+        if (plan[i].op != TMOE_OP_LINEAR_FC1) continue; /* one row per expert configuration */
+        if (p->c->stop && *p->c->stop) break;
+        tmoe_cost_value sum;
+        if ((rc = tmoe_cost_expert(cm, plan[i].et, plan[i].impl, plan[i].tokens, &sum, err))) break;
+        tmoe_cost_entry e;
+        p->whole = 1;
+        rc = measure(p, &plan[i], &e, err);
+        p->whole = 0;
+        free(e.kernels);
+        if (rc) break;
+        fprintf(f, "| %s | %s | %d | %.4f | %.4f | %.3f | %.5f | %.5f | %.3f |\n",
+                tmoe_etype_name(plan[i].et), tmoe_impl_name(plan[i].impl), plan[i].tokens,
+                sum.latency_ms, e.latency_median_ms, sum.latency_ms / e.latency_median_ms,
+                sum.energy_j, e.energy_board_j, sum.energy_j / e.energy_board_j);
+        fflush(f);
+    }
+    if (fclose(f) && !rc) rc = tmoe_errorf(err, TMOE_EIO, "cannot write %s", path);
+    return rc;
+}
+
 int tmoe_profile_run(const tmoe_profile_config *c, tmoe_cost_model **out, tmoe_error *err) {
     *out = NULL;
     if (c->ntokens < 1) return tmoe_errorf(err, TMOE_EINVAL, "no token counts to profile");
@@ -342,6 +373,7 @@ int tmoe_profile_run(const tmoe_profile_config *c, tmoe_cost_model **out, tmoe_e
         free(e.kernels);
         if (rc) break;
     }
+    if (!rc && c->check_path) rc = check_expert_sum(&p, plan, n, cm, c->check_path, err);
     if (c->progress && !rc) c->progress(c->progress_user, n, n, "done", 0.0);
     free(p.ms);
     tmoe_monitor_free(p.mon);

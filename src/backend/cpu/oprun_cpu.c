@@ -15,6 +15,7 @@ typedef struct cpu_op {
     tmoe_linear gate, wqkv, wo;
     float *norm_w;
     tmoe_f16 *x16, *w16, *a16, *qkv16;
+    void *scratch; /* whole expert */
     float *f32a, *f32b, *p;
     int32_t *idx, *counts, *offsets, *src, *dst;
     float *w;
@@ -29,15 +30,15 @@ static void cpu_destroy(void *p) {
     tmoe_linear_free(&o->gate);
     tmoe_linear_free(&o->wqkv);
     tmoe_linear_free(&o->wo);
-    void *bufs[] = {o->norm_w, o->x16, o->w16, o->a16, o->qkv16, o->f32a, o->f32b, o->p,
+    void *bufs[] = {o->scratch, o->norm_w, o->x16, o->w16, o->a16, o->qkv16, o->f32a, o->f32b, o->p,
                     o->idx, o->counts, o->offsets, o->src, o->dst, o->w};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     free(o);
 }
 
-static int is_expert_op(tmoe_op op) {
-    return op == TMOE_OP_DEQUANT_UNPACK || op == TMOE_OP_LINEAR_FC1 || op == TMOE_OP_RELU ||
-           op == TMOE_OP_LINEAR_FC2;
+static int is_expert_op(const tmoe_oprun_spec *s) {
+    return s->whole_expert || s->op == TMOE_OP_DEQUANT_UNPACK || s->op == TMOE_OP_LINEAR_FC1 ||
+           s->op == TMOE_OP_RELU || s->op == TMOE_OP_LINEAR_FC2;
 }
 
 static int cpu_create(const tmoe_oprun_spec *spec, void **out, tmoe_error *err) {
@@ -79,7 +80,7 @@ static int cpu_create(const tmoe_oprun_spec *spec, void **out, tmoe_error *err) 
         o->idx[i] = (int32_t)tmoe_rng_below(&rng, (uint32_t)E);
         o->w[i] = 1.0f / (float)k;
     }
-    if (is_expert_op(spec->op)) {
+    if (is_expert_op(spec)) {
         tmoe_expert one;
         if ((rc = tmoe_expert_alloc(&one, spec->etype, b->act, D, F, b->group_size, err))) goto fail;
         size_t per = tmoe_expert_weight_bytes(&one);
@@ -105,6 +106,17 @@ static int cpu_create(const tmoe_oprun_spec *spec, void **out, tmoe_error *err) 
         }
         const tmoe_expert *e = &o->experts[0];
         const tmoe_linear *l = spec->op == TMOE_OP_LINEAR_FC2 ? &e->fc2 : &e->fc1;
+        if (spec->whole_expert) {
+            o->scratch = tmoe_malloc(tmoe_cpu_expert_scratch_bytes(e, T, spec->impl), err);
+            if (!o->scratch) {
+                rc = TMOE_ENOMEM;
+                goto fail;
+            }
+            o->bytes = (double)tmoe_expert_weight_bytes(e);
+            o->flops = 2.0 * T * ((double)F1 * D + (double)D * F);
+            *out = o;
+            return TMOE_OK;
+        }
         switch (spec->op) {
         case TMOE_OP_DEQUANT_UNPACK:
             o->bytes = (double)tmoe_expert_weight_bytes(e) + 2.0 * ((double)F1 * D + (double)D * F);
@@ -150,6 +162,10 @@ static void run_once(cpu_op *o) {
     int T = o->s.tokens, D = b->d_model, F = b->d_ff, E = b->num_experts, k = b->top_k;
     const tmoe_expert *e = o->experts ? &o->experts[o->next] : NULL;
     if (o->experts) o->next = (o->next + 1) % o->ncopies;
+    if (o->s.whole_expert) {
+        tmoe_cpu_expert_forward(e, o->s.impl, o->x16, T, o->f32b, o->scratch, NULL);
+        return;
+    }
     switch (o->s.op) {
     case TMOE_OP_DEQUANT_UNPACK:
         tmoe_cpu_dequant_unpack(&e->fc1, o->w16);

@@ -105,9 +105,9 @@ static void cuda_destroy(void *p) {
     free(o);
 }
 
-static int is_expert_op(tmoe_op op) {
-    return op == TMOE_OP_DEQUANT_UNPACK || op == TMOE_OP_LINEAR_FC1 || op == TMOE_OP_RELU ||
-           op == TMOE_OP_LINEAR_FC2;
+static int is_expert_op(const tmoe_oprun_spec *s) {
+    return s->whole_expert || s->op == TMOE_OP_DEQUANT_UNPACK || s->op == TMOE_OP_LINEAR_FC1 ||
+           s->op == TMOE_OP_RELU || s->op == TMOE_OP_LINEAR_FC2;
 }
 
 static int create_in(cuda_op *o, tmoe_error *err) {
@@ -125,25 +125,25 @@ static int create_in(cuda_op *o, tmoe_error *err) {
     TRY(tmoe_cuda_single_expert_routing(T, o->routing, o->routing + 1, o->routing + 2, o->st, err));
     tmoe_rng r;
     tmoe_rng_seed_stream(&r, s->seed, 0xc0da);
-    size_t xrows = is_expert_op(s->op) ? (size_t)T : nk;
+    size_t xrows = is_expert_op(s) ? (size_t)T : nk;
     size_t xw = (size_t)(D > F ? D : F);
     TRY(random_f16(o, &o->x16, xrows * xw, 1.0f, &r, err));
     TRY(random_f32(o, &o->h32, (size_t)T * (F1 > 3 * D ? F1 : 3 * D), 2.0f, &r, err));
     TRY(dalloc(o, (void **)&o->a16, (size_t)T * (F1 > 3 * D ? F1 : 3 * D) * 2, err));
     TRY(dalloc(o, (void **)&o->y32, (size_t)T * (F1 > D ? F1 : D) * 4, err));
-    if (is_expert_op(s->op)) {
+    if (is_expert_op(s)) {
         tmoe_linear probe;
         TRY(tmoe_linear_alloc(&probe, s->etype, F1, D, b->group_size, err));
         size_t per = tmoe_linear_weight_bytes(&probe) * 2; /* fc1 + fc2, roughly */
         tmoe_linear_free(&probe);
         o->ncopies = s->min_working_set > per ? (int)((s->min_working_set + per - 1) / per) : 1;
         if (o->ncopies > 256) o->ncopies = 256;
-        int need1 = s->op != TMOE_OP_LINEAR_FC2 && s->op != TMOE_OP_RELU;
-        int need2 = s->op == TMOE_OP_LINEAR_FC2 || s->op == TMOE_OP_DEQUANT_UNPACK;
+        int need1 = s->whole_expert || (s->op != TMOE_OP_LINEAR_FC2 && s->op != TMOE_OP_RELU);
+        int need2 = s->whole_expert || s->op == TMOE_OP_LINEAR_FC2 || s->op == TMOE_OP_DEQUANT_UNPACK;
         if (need1) TRY(make_lin(o, &o->L1, s->etype, F1, D, b->group_size, &r, err));
         if (need2) TRY(make_lin(o, &o->L2, s->etype, D, F, b->group_size, &r, err));
         int unf = s->etype != TMOE_ET_FP16 && s->impl == TMOE_IMPL_UNFUSED;
-        if (unf || s->op == TMOE_OP_DEQUANT_UNPACK) {
+        if (unf || (!s->whole_expert && s->op == TMOE_OP_DEQUANT_UNPACK)) {
             /* fp16 copies the unfused linear reads (dequant_unpack writes them) */
             const tmoe_cuda_lin *src[2] = {need1 ? &o->L1 : NULL, need2 ? &o->L2 : NULL};
             tmoe_cuda_lin *dst[2] = {&o->U1, &o->U2};
@@ -165,7 +165,12 @@ static int create_in(cuda_op *o, tmoe_error *err) {
             }
         }
         const tmoe_cuda_lin *L = s->op == TMOE_OP_LINEAR_FC2 ? &o->L2 : &o->L1;
-        if (s->op == TMOE_OP_DEQUANT_UNPACK)
+        if (s->whole_expert) {
+            /* weights (and scales) read once; unfused also writes and reads them as fp16 */
+            o->bytes = (double)(o->L1.w_stride + o->L1.s_stride * 2 + o->L2.w_stride + o->L2.s_stride * 2) +
+                       (unf ? 4.0 * ((double)F1 * D + (double)D * F) : 0.0);
+            o->flops = 2.0 * T * ((double)F1 * D + (double)D * F);
+        } else if (s->op == TMOE_OP_DEQUANT_UNPACK)
             o->bytes = (double)(o->L1.w_stride + o->L1.s_stride * 2 + o->L2.w_stride + o->L2.s_stride * 2) +
                        (double)(o->U1.w_stride + o->U2.w_stride);
         else if (s->op == TMOE_OP_RELU)
@@ -250,6 +255,42 @@ static tmoe_cuda_lin slot(const tmoe_cuda_lin *L, int c) {
     return one;
 }
 
+/* One linear of the engine's expert step: cuBLAS for fp16 / unfused from the thresholds,
+ * else the bandwidth kernel (weights tiled where the shape allows) with the epilogue. */
+static int expert_linear(cuda_op *o, const tmoe_cuda_lin *Lslot, int unf, tmoe_cuda_epi epi,
+                         const tmoe_f16 *x, float *y32, tmoe_f16 *y16, tmoe_error *err) {
+    const tmoe_oprun_spec *s = &o->s;
+    int T = s->tokens;
+    long DF = (long)s->block.d_model * s->block.d_ff;
+    tmoe_cuda_lin L = *Lslot;
+    if ((s->etype == TMOE_ET_FP16 || unf) && T >= tmoe_cuda_cublas_min_tokens &&
+        DF >= tmoe_cuda_cublas_min_weights) {
+        TRY(gemm(o, x, (const tmoe_f16 *)L.w, T, L.in, L.out, o->h32, err));
+        if (epi == TMOE_CUDA_EPI_NONE) return TMOE_OK; /* the caller reads h32 */
+        return tmoe_cuda_act(s->block.act, o->h32, T, s->block.d_ff, y16, o->st, err);
+    }
+    L.tiled = !unf && L.out % 16 == 0 && L.w_stride % ((size_t)L.out * 64) == 0;
+    const int32_t *ex = o->routing, *cnt = o->routing + 1, *off = o->routing + 2;
+    return tmoe_cuda_expert_linear(&L, epi, 1, ex, NULL, NULL, cnt, off, x, NULL, 1, T, 1, y32,
+                                   y16, o->st, err);
+}
+
+/* The whole expert as the engine runs it. */
+static int run_whole(cuda_op *o, int c, tmoe_error *err) {
+    const tmoe_oprun_spec *s = &o->s;
+    int unf = s->etype != TMOE_ET_FP16 && s->impl == TMOE_IMPL_UNFUSED;
+    const int32_t *ex = o->routing;
+    if (unf) {
+        tmoe_cuda_lin a = slot(&o->L1, c), b = slot(&o->L2, c), ua = slot(&o->U1, c), ub = slot(&o->U2, c);
+        TRY(tmoe_cuda_dequant_unpack(&a, 1, ex, NULL, (tmoe_f16 *)ua.w, o->st, err));
+        TRY(tmoe_cuda_dequant_unpack(&b, 1, ex, NULL, (tmoe_f16 *)ub.w, o->st, err));
+    }
+    tmoe_cuda_lin l1 = slot(unf ? &o->U1 : &o->L1, c), l2 = slot(unf ? &o->U2 : &o->L2, c);
+    tmoe_cuda_epi epi1 = s->block.act == TMOE_ACT_SWIGLU ? TMOE_CUDA_EPI_SWIGLU : TMOE_CUDA_EPI_RELU;
+    TRY(expert_linear(o, &l1, unf, epi1, o->x16, NULL, o->a16, err));
+    return expert_linear(o, &l2, unf, TMOE_CUDA_EPI_NONE, o->a16, o->y32, NULL, err);
+}
+
 static int run_once(cuda_op *o, tmoe_error *err) {
     const tmoe_oprun_spec *s = &o->s;
     const tmoe_block_config *b = &s->block;
@@ -258,6 +299,7 @@ static int run_once(cuda_op *o, tmoe_error *err) {
     o->next = (o->next + 1) % o->ncopies;
     const int32_t *ex = o->routing, *cnt = o->routing + 1, *off = o->routing + 2;
     int unf = s->etype != TMOE_ET_FP16 && s->impl == TMOE_IMPL_UNFUSED;
+    if (s->whole_expert) return run_whole(o, c, err);
     switch (s->op) {
     case TMOE_OP_DEQUANT_UNPACK: {
         tmoe_cuda_lin a = slot(&o->L1, c), bb = slot(&o->L2, c), ua = slot(&o->U1, c), ub = slot(&o->U2, c);
