@@ -287,6 +287,7 @@ static void test_monitor_energy_windows(void **state) {
     tmoe_telemetry *t = open_sim(1);
     tmoe_monitor_config mc = tmoe_monitor_config_default();
     mc.mode = TMOE_MONITOR_SYNC;
+    mc.energy_period_ns = 100000000; /* every counter step, as the profiler reads it */
     tmoe_monitor *m;
     tmoe_error err = {0};
     ASSERT_OK(tmoe_monitor_create(t, &mc, &m, &err), &err);

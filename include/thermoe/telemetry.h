@@ -231,11 +231,15 @@ void tmoe_rcfit_params(const tmoe_rcfit *f, double *c, double *g_fast, double *g
  * background thread on absolute CLOCK_MONOTONIC deadlines. Sync mode (sim only): no thread;
  * it samples inside tmoe_sim_advance at every period boundary of simulated time. */
 typedef enum { TMOE_MONITOR_THREAD, TMOE_MONITOR_SYNC } tmoe_monitor_mode;
+/* Fields read every slow_period_ns instead of every period_ns. */
+#define TMOE_MONITOR_SLOW_FIELDS (TMOE_F_PCIE_RX | TMOE_F_PCIE_TX | TMOE_F_MEM_USED | TMOE_F_MEM_TOTAL)
 
 typedef struct tmoe_monitor_config {
     tmoe_monitor_mode mode;
     int64_t period_ns;        /* default 50 ms */
-    int64_t energy_period_ns; /* energy counter read at most this often; default 100 ms */
+    int64_t energy_period_ns; /* energy counter read at most this often; default 2 s (each
+                                 NVML read costs ~4 ms of CPU; 100 ms for measurements) */
+    int64_t slow_period_ns;   /* PCIe throughput and memory info: default 2 s (costly reads) */
     int capacity;             /* samples kept per device; default 65536 */
     uint32_t fields;          /* fields to read; default TMOE_F_ALL */
     int thermal_device;       /* device whose samples feed the online RC fit; default 0 */

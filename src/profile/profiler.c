@@ -310,6 +310,7 @@ int tmoe_profile_run(const tmoe_profile_config *c, tmoe_cost_model **out, tmoe_e
     if (p.measure_energy) {
         tmoe_monitor_config mc = tmoe_monitor_config_default();
         mc.period_ns = 20000000;
+        mc.energy_period_ns = 100000000; /* every counter step: energy per op is the point */
         if ((rc = tmoe_monitor_create(p.tel, &mc, &p.mon, err))) goto fail;
     } else {
         tmoe_log(TMOE_LOG_WARN, "profile: energy and temperature are not measured (%s telemetry, "
