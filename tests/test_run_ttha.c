@@ -63,6 +63,9 @@ static void run_pair(const char *name, double rate, double target_w, double targ
     c.workloads[TMOE_WL_STANDARD] = 1;
     c.batch_size = 1;
     c.block.seq_len = 16;
+    c.block.d_model = 64; /* values on the CPU; time and energy are the simulated H100's */
+    c.block.d_ff = 128;
+    c.block.n_heads = 2;
     c.moe_only = 1;
     c.num_samples = 500;
     c.epochs = 4;

@@ -85,10 +85,12 @@ tmoe_hw_state tmoe_hw_state_unknown(void);
 
 /* ---- thermal predictor ---------------------------------------------------------------
  * One RC stage fitted online by recursive least squares with a forgetting factor on
- *   (T[k+1] - T[k]) / dt = alpha T[k] + beta P[k] + gamma
- * (the Euler form of dT/dt = (R P + T_amb - T) / tau: alpha = -1/tau, beta = R/tau,
- * gamma = T_amb/tau), which takes any sample interval. Prediction at constant power uses the
- * exact solution T(h) = T_ss + (T0 - T_ss) exp(alpha h), T_ss = -(beta P + gamma)/alpha.
+ *   (T[k+1] - T[k]) / dt = alpha (T[k] + T[k+1]) / 2 + beta P[k] + gamma
+ * (the trapezoid form of dT/dt = (R P + T_amb - T) / tau: alpha = -1/tau, beta = R/tau,
+ * gamma = T_amb/tau), which takes any sample interval; observations shorter than 0.2 s are
+ * pooled into one step (power averaged), since whole-degree temperatures over a 1 ms batch
+ * give no usable derivative. Prediction at constant power uses the exact solution
+ * T(h) = T_ss + (T0 - T_ss) exp(alpha h), T_ss = -(beta P + gamma)/alpha.
  * Before enough samples it uses the prior (tau, R, T_amb) of the config. */
 typedef struct tmoe_thermal_pred_config {
     double forgetting;           /* RLS forgetting factor, (0, 1] (default 0.995) */

@@ -36,7 +36,12 @@ tmoe_run_config tmoe_run_config_default(void) {
     c.cooldown_s = 0.0;
     c.fidelity_every = 1;
     c.seed = 42;
+    /* the values are computed on the CPU when no GPU answers: a small shape keeps the
+     * default sweep near half a minute on 2 cores (the simulated GPU bills the cost model's
+     * shape, not this one) */
     c.block = tmoe_block_config_default();
+    c.block.d_model = 128;
+    c.block.d_ff = 256;
     c.block.seq_len = 16;
     c.batch_size = 4;
     c.backend = TMOE_BACKEND_AUTO;

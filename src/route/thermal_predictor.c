@@ -18,7 +18,14 @@ struct tmoe_thermal_pred {
     double P[3][3]; /* RLS covariance */
     double last_t;  /* last observed temperature, C (NAN before any) */
     int n;          /* samples used */
+    /* observations shorter than STEP_S are pooled: NVML temperatures are whole degrees, so a
+     * derivative over a 1 ms batch is 0 or +-1000 C/s, which would wreck the fit */
+    double step_t0; /* temperature at the start of the pooled step, C (NAN: none) */
+    double step_e;  /* J drawn in the step so far */
+    double step_s;  /* s in the step so far */
 };
+
+#define STEP_S 0.2 /* shortest interval the fit learns from, s */
 
 tmoe_thermal_pred_config tmoe_thermal_pred_config_default(void) {
     tmoe_thermal_pred_config c = {0.995, 20.0, 0.07, 30.0, 0.2, 600.0};
@@ -34,6 +41,8 @@ static void reset(tmoe_thermal_pred *p) {
         for (int j = 0; j < 3; j++)
             p->P[i][j] = i == j ? 10.0 : 0.0;
     p->last_t = NAN;
+    p->step_t0 = NAN;
+    p->step_e = p->step_s = 0.0;
     p->n = 0;
 }
 
@@ -61,10 +70,24 @@ void tmoe_thermal_pred_free(tmoe_thermal_pred *p) {
 
 int tmoe_thermal_pred_update(tmoe_thermal_pred *p, double power_w, double temp_c, double dt_s) {
     if (!isfinite(temp_c)) return 0;
-    double t0 = p->last_t;
+    double prev = p->last_t;
     p->last_t = temp_c;
-    if (!isfinite(t0) || !isfinite(power_w) || !(dt_s > 0.0) || !isfinite(dt_s)) return 0;
-    double phi[3] = {t0 / SC_T, power_w / SC_P, 1.0};
+    if (!isfinite(prev) || !isfinite(power_w) || !(dt_s > 0.0) || !isfinite(dt_s)) return 0;
+    if (!isfinite(p->step_t0)) {
+        p->step_t0 = prev;
+        p->step_e = p->step_s = 0.0;
+    }
+    p->step_e += power_w * dt_s;
+    p->step_s += dt_s;
+    if (p->step_s < STEP_S) return 0;
+    double t0 = p->step_t0;
+    power_w = p->step_e / p->step_s;
+    dt_s = p->step_s;
+    p->step_t0 = temp_c;
+    p->step_e = p->step_s = 0.0;
+    /* the derivative over the step against the step's mean temperature (trapezoid rule):
+     * unbiased to second order in dt / tau, where the start temperature (Euler) is not */
+    double phi[3] = {0.5 * (t0 + temp_c) / SC_T, power_w / SC_P, 1.0};
     double y = (temp_c - t0) / dt_s;
     double Pphi[3], den = p->cfg.forgetting;
     for (int i = 0; i < 3; i++) {
