@@ -11,26 +11,11 @@
  * needs each expert's row count on the host, so the step waits for permute's counts there
  * and is not captured in a graph. expert_ms is NAN: one launch serves every expert. */
 #include "../backend.h"
-#include "cuda_ops.h"
+#include "cublas_util.h"
 
-#include <cublas_v2.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CB_CHECK(call, err) \
-    do { \
-        cublasStatus_t cs_ = (call); \
-        if (cs_ != CUBLAS_STATUS_SUCCESS) \
-            return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
-                               cublasGetStatusString(cs_)); \
-    } while (0)
-
-#define TRY(expr) \
-    do { \
-        int rc_ = (expr); \
-        if (rc_) return rc_; \
-    } while (0)
 
 /* fp16 (and unfused) experts go through cuBLAS, one GEMM per expert, when the average tokens
  * per expert reach tmoe_cuda_cublas_min_tokens and each expert matrix has at least
@@ -296,15 +281,9 @@ static int cuda_create(const tmoe_block *blk, const tmoe_engine_config *cfg, voi
     return TMOE_OK;
 }
 
-/* y (n, out) fp32 = x (n, in) fp16 . W^T, W (out, in) fp16 row-major. */
 static int gemm_f16(cuda_state *s, const tmoe_f16 *x, const tmoe_f16 *W, int n, int in, int out,
                     float *y, tmoe_error *err) {
-    const float one = 1.0f, zero = 0.0f;
-    CB_CHECK(cublasGemmEx(s->cb, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &one, W, CUDA_R_16F, in, x,
-                          CUDA_R_16F, in, &zero, y, CUDA_R_32F, out, CUBLAS_COMPUTE_32F,
-                          CUBLAS_GEMM_DEFAULT),
-             err);
-    return TMOE_OK;
+    return tmoe_cublas_gemm_f16(s->cb, x, W, n, in, out, y, err);
 }
 
 /* During graph capture an event becomes an event-record node (external), else a plain record. */

@@ -6,27 +6,14 @@
  * deliberate differences from the engine: linear_fc1 writes fp32 with no epilogue and relu is
  * its own kernel, so that the op table's steps are measured apart (the engine fuses the
  * activation into fc1 below the cuBLAS threshold). */
-#include <cublas_v2.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cublas_util.h"
 #include "fill.h"
 #include "thermoe/oprun.h"
 
-
-#define CB_TRY(call, err) \
-    do { \
-        cublasStatus_t cs_ = (call); \
-        if (cs_ != CUBLAS_STATUS_SUCCESS) \
-            return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
-                               cublasGetStatusString(cs_)); \
-    } while (0)
-#define TRY(expr) \
-    do { \
-        int rc_ = (expr); \
-        if (rc_) return rc_; \
-    } while (0)
 
 typedef struct cuda_op {
     tmoe_oprun_spec s;
@@ -118,8 +105,8 @@ static int create_in(cuda_op *o, tmoe_error *err) {
     size_t nk = (size_t)T * k;
     TMOE_CUDA_CHECK(cudaSetDevice(s->device_id), err);
     TMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&o->st, cudaStreamNonBlocking), err);
-    CB_TRY(cublasCreate(&o->cb), err);
-    CB_TRY(cublasSetStream(o->cb, o->st), err);
+    CB_CHECK(cublasCreate(&o->cb), err);
+    CB_CHECK(cublasSetStream(o->cb, o->st), err);
     /* routing for one expert of `tokens` rows: experts {0}, counts {n}, offsets {0, n} */
     TRY(dalloc(o, (void **)&o->routing, 4 * sizeof(int32_t), err));
     TRY(tmoe_cuda_single_expert_routing(T, o->routing, o->routing + 1, o->routing + 2, o->st, err));
@@ -240,12 +227,7 @@ static int cuda_create(const tmoe_oprun_spec *spec, void **out, tmoe_error *err)
 
 static int gemm(cuda_op *o, const tmoe_f16 *x, const tmoe_f16 *W, int n, int in, int out, float *y,
                 tmoe_error *err) {
-    const float one = 1.0f, zero = 0.0f;
-    CB_TRY(cublasGemmEx(o->cb, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &one, W, CUDA_R_16F, in, x,
-                        CUDA_R_16F, in, &zero, y, CUDA_R_32F, out, CUBLAS_COMPUTE_32F,
-                        CUBLAS_GEMM_DEFAULT),
-           err);
-    return TMOE_OK;
+    return tmoe_cublas_gemm_f16(o->cb, x, W, n, in, out, y, err);
 }
 
 static tmoe_cuda_lin slot(const tmoe_cuda_lin *L, int c) {
@@ -343,12 +325,12 @@ static int run_once(cuda_op *o, tmoe_error *err) {
         for (int t0 = 0; t0 < T; t0 += b->seq_len) {
             int L = T - t0 < b->seq_len ? T - t0 : b->seq_len;
             const tmoe_f16 *q = o->qkv16 + (size_t)t0 * 3 * D;
-            CB_TRY(cublasGemmStridedBatchedEx(o->cb, CUBLAS_OP_T, CUBLAS_OP_N, L, L, dh, &one, q + D,
+            CB_CHECK(cublasGemmStridedBatchedEx(o->cb, CUBLAS_OP_T, CUBLAS_OP_N, L, L, dh, &one, q + D,
                                               CUDA_R_16F, 3 * D, dh, q, CUDA_R_16F, 3 * D, dh, &zero,
                                               o->S, CUDA_R_32F, L, (long long)L * L, H,
                                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT), err);
             TRY(tmoe_cuda_causal_softmax(o->S, H, L, 1.0f / sqrtf((float)dh), o->P16, o->st, err));
-            CB_TRY(cublasGemmStridedBatchedEx(o->cb, CUBLAS_OP_N, CUBLAS_OP_N, dh, L, L, &one, q + 2 * D,
+            CB_CHECK(cublasGemmStridedBatchedEx(o->cb, CUBLAS_OP_N, CUBLAS_OP_N, dh, L, L, &one, q + 2 * D,
                                               CUDA_R_16F, 3 * D, dh, o->P16, CUDA_R_16F, L,
                                               (long long)L * L, &zero, o->a16 + (size_t)t0 * D,
                                               CUDA_R_16F, D, dh, H, CUBLAS_COMPUTE_32F,
