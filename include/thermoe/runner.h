@@ -20,6 +20,9 @@ typedef struct tmoe_run_config {
     int strategies[TMOE_ROUTE_STRATEGY_COUNT]; /* 1 = run it */
     int workloads[TMOE_WL_COUNT];              /* 1 = run it */
     int repeats;                 /* passes over every combination, order shuffled per repeat */
+    int repeat_first;            /* number of the first pass (logged in the repeat column; the
+                                    order and router seeds derive from it): a sweep task runs
+                                    one repeat with its own number */
     int num_samples;             /* distinct batches per workload */
     int epochs;                  /* passes over the samples per combination */
     int warmup_batches;          /* unlogged batches before each combination */

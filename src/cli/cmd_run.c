@@ -20,7 +20,7 @@ enum {
     O_OUT, O_DEVICE, O_COST, O_TELEMETRY, O_BACKEND, O_IMPL, O_SEED, O_WARMUP, O_T_POWER, O_T_TEMP,
     O_W_LAT, O_W_POWER, O_W_TEMP, O_W_TPUT, O_W_FID, O_LR, O_WD, O_GRAD, O_MAX_BIAS, O_KL,
     O_TRACE, O_RATE, O_REPEATS, O_COOLDOWN, O_RESUME, O_NO_ANALYZE, O_CONFIG, O_MOE_ONLY,
-    O_SIM_DEV, O_LB, O_FID_EVERY, O_WARM, O_QUIET, O_HELP, O_VERBOSE
+    O_SIM_DEV, O_LB, O_FID_EVERY, O_WARM, O_QUIET, O_HELP, O_VERBOSE, O_FIRST_REPEAT
 };
 
 static const struct option longopts[] = {
@@ -65,6 +65,7 @@ static const struct option longopts[] = {
     {"trace-batches", required_argument, 0, O_TRACE},
     {"arrival-rate", required_argument, 0, O_RATE},
     {"repeats", required_argument, 0, O_REPEATS},
+    {"first-repeat", required_argument, 0, O_FIRST_REPEAT},
     {"cooldown", required_argument, 0, O_COOLDOWN},
     {"fidelity-every", required_argument, 0, O_FID_EVERY},
     {"sim-devices", required_argument, 0, O_SIM_DEV},
@@ -93,6 +94,8 @@ static void run_help(const tmoe_run_config *d) {
         "  --workloads LIST          comma list or 'all' (default all): standard, high_complexity,\n"
         "                            small_batch, large_batch, skewed\n"
         "  --repeats N               passes over every combination (default %d)\n"
+        "  --first-repeat N          number of the first pass, logged in the repeat column and\n"
+        "                            seeding the order and routers (default 0; set by sweeps)\n"
         "  --num-samples-per-workload N  distinct batches per workload (default %d)\n"
         "  --epochs N                passes over those batches per combination (default %d)\n"
         "  --warmup-batches N        unlogged batches before each combination (default %d)\n"
@@ -262,6 +265,12 @@ static int load_config(const char *path, argbuf *a) {
     return rc;
 }
 
+int cmd_run_flag_arity(const char *name) {
+    const struct option *o = find_opt(name);
+    if (!o) return -1;
+    return o->has_arg == no_argument ? 0 : 1;
+}
+
 static void on_signal(int sig) {
     (void)sig;
     tmoe_run_request_stop();
@@ -318,6 +327,7 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_WARMUP: INT_FLAG("warmup-batches", 0, 100000, c->warmup_batches); break;
         case O_TRACE: INT_FLAG("trace-batches", 0, 100000, c->trace_batches); break;
         case O_REPEATS: INT_FLAG("repeats", 1, 10000, c->repeats); break;
+        case O_FIRST_REPEAT: INT_FLAG("first-repeat", 0, 1000000, c->repeat_first); break;
         case O_DEVICE: INT_FLAG("device-id", 0, 1024, c->device_id); break;
         case O_SIM_DEV: INT_FLAG("sim-devices", 1, TMOE_ROUTE_MAX_DEVICES, c->sim_devices); break;
         case O_FID_EVERY: INT_FLAG("fidelity-every", 0, 1000000, c->fidelity_every); break;
@@ -369,6 +379,15 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
     }
     if (optind < argc) return cli_fail("run", "unexpected argument '%s'", argv[optind]);
     return 0;
+}
+
+int cmd_run_check(int argc, char **argv) {
+    tmoe_run_config c = tmoe_run_config_default();
+    int verbosity = 0;
+    char *profile_dir = NULL;
+    int pr = parse_args(argc, argv, &c, &verbosity, &profile_dir);
+    if (pr == 2) return cli_usage_error("run");
+    return pr == -1 ? 0 : pr;
 }
 
 int cmd_run(int argc, char **argv) {

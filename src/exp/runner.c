@@ -799,7 +799,8 @@ int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
     int nstrat = 0, nwl = 0;
     for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++) nstrat += cfg->strategies[s] != 0;
     for (int w = 0; w < TMOE_WL_COUNT; w++) nwl += cfg->workloads[w] != 0;
-    if (!nstrat || !nwl || cfg->repeats < 1 || cfg->num_samples < 1 || cfg->epochs < 1) {
+    if (!nstrat || !nwl || cfg->repeats < 1 || cfg->num_samples < 1 || cfg->epochs < 1 ||
+        cfg->repeat_first < 0) {
         rc = tmoe_errorf(err, TMOE_EINVAL, "nothing to run: %d strategies, %d workloads, %d repeats, "
                          "%d samples, %d epochs", nstrat, nwl, cfg->repeats, cfg->num_samples, cfg->epochs);
         goto out;
@@ -835,7 +836,7 @@ int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
         goto out;
     }
     int n = 0;
-    for (int rep = 0; rep < cfg->repeats; rep++) {
+    for (int rep = cfg->repeat_first; rep < cfg->repeat_first + cfg->repeats; rep++) {
         int first = n;
         for (int w = 0; w < TMOE_WL_COUNT; w++)
             for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++)
