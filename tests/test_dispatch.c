@@ -21,7 +21,9 @@ static void *xmalloc(size_t n) {
     return p;
 }
 
-static int rnd(int n) { return (int)tmoe_rng_below(&rng, (uint32_t)n); }
+static int rnd(int n) {
+    return (int)tmoe_rng_below(&rng, (uint32_t)n);
+}
 
 /* ---- placement ---------------------------------------------------------------------- */
 
@@ -38,7 +40,8 @@ static void check_placement(const tmoe_placement *pl) {
             if (i > pl->first[d]) assert_true(pl->by_device[i - 1] < e); /* ascending ids */
             seen[e]++;
         }
-    for (int e = 0; e < E; e++) assert_int_equal(seen[e], 1);
+    for (int e = 0; e < E; e++)
+        assert_int_equal(seen[e], 1);
 }
 
 static void test_placement_round_robin(void **state) {
@@ -48,7 +51,8 @@ static void test_placement_round_robin(void **state) {
         int E = N + rnd(40);
         tmoe_placement pl;
         ASSERT_OK(tmoe_placement_round_robin(E, N, &pl, &err), &err);
-        for (int e = 0; e < E; e++) assert_int_equal(pl.device[e], e % N);
+        for (int e = 0; e < E; e++)
+            assert_int_equal(pl.device[e], e % N);
         check_placement(&pl);
     }
     tmoe_placement pl;
@@ -73,7 +77,8 @@ static void test_placement_file(void **state) {
     check_placement(&pl);
     /* save -> load round trip of a random placement */
     int32_t dev[TMOE_MAX_EXPERTS];
-    for (int e = 0; e < 37; e++) dev[e] = rnd(5);
+    for (int e = 0; e < 37; e++)
+        dev[e] = rnd(5);
     ASSERT_OK(tmoe_placement_from_array(dev, 37, 5, &pl, &err), &err);
     const char *path = tu_tmppath("placement.txt");
     ASSERT_OK(tmoe_placement_save(&pl, path, &err), &err);
@@ -81,7 +86,9 @@ static void test_placement_file(void **state) {
     assert_memory_equal(back.device, pl.device, sizeof(int32_t) * 37);
     check_placement(&back);
 
-    static const struct { const char *text, *want; } bad[] = {
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
         {"0 0\n1 1\n1 0\n", "p.txt:3: expert 1 placed twice (first at line 2)"},
         {"0 0\n1 2\n", "p.txt:2: device 2 out of range"},
         {"0 0\n\n4 1\n", "p.txt:3: expert 4 out of range"},
@@ -94,7 +101,8 @@ static void test_placement_file(void **state) {
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         memset(&err, 0, sizeof err);
         assert_int_equal(tmoe_placement_parse(bad[i].text, "p.txt", 4, 2, &pl, &err), TMOE_EFORMAT);
-        if (!strstr(err.msg, bad[i].want)) fail_msg("case %zu: '%s' lacks '%s'", i, err.msg, bad[i].want);
+        if (!strstr(err.msg, bad[i].want))
+            fail_msg("case %zu: '%s' lacks '%s'", i, err.msg, bad[i].want);
     }
     assert_int_equal(tmoe_placement_load(tu_tmppath("absent.txt"), 4, 2, &pl, &err), TMOE_EIO);
     assert_non_null(strstr(err.msg, "absent.txt"));
@@ -105,12 +113,12 @@ static void test_placement_file(void **state) {
 typedef struct rank_io {
     tmoe_dispatch *d;
     int T;
-    int32_t *idx;   /* (T, k) */
-    uint8_t *send;  /* (T*k, row) */
-    uint8_t *recv;  /* (rows, row) */
-    uint8_t *grp;   /* (rows, row) */
-    uint8_t *ret;   /* (rows, row2) */
-    uint8_t *back;  /* (T*k, row2) */
+    int32_t *idx;  /* (T, k) */
+    uint8_t *send; /* (T*k, row) */
+    uint8_t *recv; /* (rows, row) */
+    uint8_t *grp;  /* (rows, row) */
+    uint8_t *ret;  /* (rows, row2) */
+    uint8_t *back; /* (T*k, row2) */
 } rank_io;
 
 /* Count exchange: rank p's recv counts (N, L_p) row s = rank s's expert_counts slice for p. */
@@ -121,7 +129,8 @@ static void exchange_counts(rank_io *r, int N, const tmoe_placement *pl) {
         int32_t *cnt = xmalloc(sizeof(int32_t) * (size_t)N * (L ? L : 1));
         for (int s = 0; s < N; s++) {
             tmoe_dispatch_send sp = tmoe_dispatch_send_plan(r[s].d);
-            memcpy(cnt + (size_t)s * L, sp.expert_counts + pl->first[p], sizeof(int32_t) * (size_t)L);
+            memcpy(cnt + (size_t)s * L, sp.expert_counts + pl->first[p],
+                   sizeof(int32_t) * (size_t)L);
         }
         ASSERT_OK(tmoe_dispatch_plan_recv(r[p].d, cnt, &err), &err);
         free(cnt);
@@ -139,9 +148,11 @@ static void alltoall(rank_io *r, int N, size_t row, int reverse) {
             size_t n = (size_t)sp.counts[p] * row;
             if (!n) continue;
             if (!reverse)
-                memcpy(r[p].recv + (size_t)rp.displs[s] * row, r[s].send + (size_t)sp.displs[p] * row, n);
+                memcpy(r[p].recv + (size_t)rp.displs[s] * row,
+                       r[s].send + (size_t)sp.displs[p] * row, n);
             else
-                memcpy(r[s].back + (size_t)sp.displs[p] * row, r[p].ret + (size_t)rp.displs[s] * row, n);
+                memcpy(r[s].back + (size_t)sp.displs[p] * row,
+                       r[p].ret + (size_t)rp.displs[s] * row, n);
         }
     }
 }
@@ -154,14 +165,17 @@ static void random_routing(int32_t *idx, int T, int k, int E, int allow_dup) {
             do {
                 e = rnd(E);
                 again = 0;
-                for (int i = 0; i < j && !allow_dup; i++) again |= idx[t * k + i] == e;
+                for (int i = 0; i < j && !allow_dup; i++)
+                    again |= idx[t * k + i] == e;
             } while (again);
             idx[t * k + j] = e;
         }
 }
 
 /* Payload of a copy: (source rank, copy index, expert it was routed to). */
-typedef struct { int32_t rank, copy, expert; } tag;
+typedef struct {
+    int32_t rank, copy, expert;
+} tag;
 
 static void test_plan_random(void **state) {
     (void)state;
@@ -174,7 +188,8 @@ static void test_plan_random(void **state) {
             ASSERT_OK(tmoe_placement_round_robin(E, N, &pl, &err), &err);
         } else {
             int32_t dev[TMOE_MAX_EXPERTS];
-            for (int e = 0; e < E; e++) dev[e] = rnd(N); /* some devices may hold none */
+            for (int e = 0; e < E; e++)
+                dev[e] = rnd(N); /* some devices may hold none */
             ASSERT_OK(tmoe_placement_from_array(dev, E, N, &pl, &err), &err);
         }
         rank_io r[8];
@@ -190,7 +205,8 @@ static void test_plan_random(void **state) {
             /* counts and displacements */
             assert_int_equal(sp.displs[0], 0);
             assert_int_equal(sp.displs[N], C);
-            for (int p = 0; p < N; p++) assert_int_equal(sp.displs[p + 1] - sp.displs[p], sp.counts[p]);
+            for (int p = 0; p < N; p++)
+                assert_int_equal(sp.displs[p + 1] - sp.displs[p], sp.counts[p]);
             /* every copy exactly once, at a row of the device of its expert, ordered by
              * (local expert, copy index) within the device */
             int *hits = calloc((size_t)C + 1, sizeof(int));
@@ -208,7 +224,8 @@ static void test_plan_random(void **state) {
                         assert_true(pl.local[e0] < pl.local[e] || (e0 == e && c0 < c));
                     }
                 }
-            for (int c = 0; c < C; c++) assert_int_equal(hits[c], 1);
+            for (int c = 0; c < C; c++)
+                assert_int_equal(hits[c], 1);
             free(hits);
             for (int i = 0, total = 0; i < E; i++) {
                 total += sp.expert_counts[i];
@@ -224,16 +241,20 @@ static void test_plan_random(void **state) {
             assert_int_equal(rp.expert_offsets[rp.num_local], rp.rows);
             for (int l = 0; l < rp.num_local; l++) {
                 assert_int_equal(rp.experts[l], pl.by_device[pl.first[s] + l]);
-                assert_int_equal(rp.expert_offsets[l + 1] - rp.expert_offsets[l], rp.expert_counts[l]);
+                assert_int_equal(rp.expert_offsets[l + 1] - rp.expert_offsets[l],
+                                 rp.expert_counts[l]);
             }
-            for (int i = 0; i < rp.rows; i++) assert_int_equal(rp.from_grouped[rp.to_grouped[i]], i);
+            for (int i = 0; i < rp.rows; i++)
+                assert_int_equal(rp.from_grouped[rp.to_grouped[i]], i);
             /* payload: which copy each send row is */
             tmoe_dispatch_send sp = tmoe_dispatch_send_plan(r[s].d);
             tag *x = xmalloc(sizeof(tag) * (size_t)r[s].T * k);
-            for (int c = 0; c < r[s].T * k; c++) x[c] = (tag){s, c, r[s].idx[c]};
+            for (int c = 0; c < r[s].T * k; c++)
+                x[c] = (tag){s, c, r[s].idx[c]};
             r[s].send = xmalloc(row * (size_t)r[s].T * k);
             /* the payload is per copy, not per token row: place it by src directly */
-            for (int i = 0; i < r[s].T * k; i++) memcpy(r[s].send + i * row, &x[sp.src[i]], row);
+            for (int i = 0; i < r[s].T * k; i++)
+                memcpy(r[s].send + i * row, &x[sp.src[i]], row);
             free(x);
             r[s].recv = xmalloc(row * (size_t)rp.rows);
             r[s].grp = xmalloc(row * (size_t)rp.rows);
@@ -255,7 +276,8 @@ static void test_plan_random(void **state) {
                 }
             /* "expert compute": mark the row with the rank that ran it */
             tag *gm = (tag *)r[p].grp;
-            for (int i = 0; i < rp.rows; i++) gm[i].expert += 1000 * (p + 1);
+            for (int i = 0; i < rp.rows; i++)
+                gm[i].expert += 1000 * (p + 1);
             tmoe_dispatch_ungroup(r[p].d, r[p].grp, row, r[p].ret);
         }
         alltoall(r, N, row, 1);
@@ -274,10 +296,12 @@ static void test_plan_random(void **state) {
         if (N == 1) {
             int C = r[0].T * k;
             int32_t counts[TMOE_MAX_EXPERTS], offsets[TMOE_MAX_EXPERTS + 1];
-            int32_t *src = xmalloc(sizeof(int32_t) * (size_t)C), *dst = xmalloc(sizeof(int32_t) * (size_t)C);
+            int32_t *src = xmalloc(sizeof(int32_t) * (size_t)C),
+                    *dst = xmalloc(sizeof(int32_t) * (size_t)C);
             tmoe_cpu_permute(r[0].idx, r[0].T, k, E, counts, offsets, src, dst);
             const tag *g = (const tag *)r[0].grp;
-            for (int i = 0; i < C; i++) assert_int_equal(g[i].copy, src[i]);
+            for (int i = 0; i < C; i++)
+                assert_int_equal(g[i].copy, src[i]);
             free(src);
             free(dst);
         }
@@ -339,10 +363,12 @@ static void layer_case(tmoe_etype et, tmoe_impl impl, int N, int random_place) {
     ec.impl = impl;
     tmoe_engine *eng = NULL;
     ASSERT_OK(tmoe_engine_create(blk, &ec, &eng, &err), &err);
-    float *x = xmalloc(sizeof(float) * (size_t)T * D), *yref = xmalloc(sizeof(float) * (size_t)T * D);
+    float *x = xmalloc(sizeof(float) * (size_t)T * D),
+          *yref = xmalloc(sizeof(float) * (size_t)T * D);
     float *y = xmalloc(sizeof(float) * (size_t)T * D), *w = xmalloc(sizeof(float) * (size_t)T * k);
     int32_t *idx = xmalloc(sizeof(int32_t) * (size_t)T * k);
-    for (size_t i = 0; i < (size_t)T * D; i++) x[i] = (float)tmoe_rng_normal(&rng);
+    for (size_t i = 0; i < (size_t)T * D; i++)
+        x[i] = (float)tmoe_rng_normal(&rng);
     tmoe_moe_metrics m = {.topk_idx = idx, .topk_w = w};
     ASSERT_OK(tmoe_engine_forward(eng, x, T, 1, NULL, yref, &m, &err), &err);
 
@@ -352,7 +378,8 @@ static void layer_case(tmoe_etype et, tmoe_impl impl, int N, int random_place) {
     tmoe_placement pl;
     if (random_place) {
         int32_t dev[TMOE_MAX_EXPERTS];
-        for (int e = 0; e < E; e++) dev[e] = rnd(N);
+        for (int e = 0; e < E; e++)
+            dev[e] = rnd(N);
         ASSERT_OK(tmoe_placement_from_array(dev, E, N, &pl, &err), &err);
     } else {
         ASSERT_OK(tmoe_placement_round_robin(E, N, &pl, &err), &err);
@@ -360,7 +387,8 @@ static void layer_case(tmoe_etype et, tmoe_impl impl, int N, int random_place) {
     /* tokens sharded over the ranks in contiguous pieces (some may be empty) */
     int first[9];
     first[0] = 0;
-    for (int s = 1; s < N; s++) first[s] = first[s - 1] + rnd(T - first[s - 1] + 1);
+    for (int s = 1; s < N; s++)
+        first[s] = first[s - 1] + rnd(T - first[s - 1] + 1);
     first[N] = T;
     rank_io r[8];
     memset(r, 0, sizeof r);
@@ -388,7 +416,8 @@ static void layer_case(tmoe_etype et, tmoe_impl impl, int N, int random_place) {
             if (!n) continue;
             const tmoe_expert *ex = &blk->moe.experts[rp.experts[l]];
             void *scratch = xmalloc(tmoe_cpu_expert_scratch_bytes(ex, n, impl));
-            tmoe_cpu_expert_forward(ex, impl, (const tmoe_f16 *)r[p].grp + (size_t)rp.expert_offsets[l] * D,
+            tmoe_cpu_expert_forward(ex, impl,
+                                    (const tmoe_f16 *)r[p].grp + (size_t)rp.expert_offsets[l] * D,
                                     n, ye + (size_t)rp.expert_offsets[l] * D, scratch, NULL);
             free(scratch);
         }
@@ -396,19 +425,24 @@ static void layer_case(tmoe_etype et, tmoe_impl impl, int N, int random_place) {
         tmoe_dispatch_ungroup(r[p].d, ye, out_row, r[p].ret);
         free(ye);
     }
-    for (int s = 0; s < N; s++) r[s].back = xmalloc(out_row * (size_t)r[s].T * k);
+    for (int s = 0; s < N; s++)
+        r[s].back = xmalloc(out_row * (size_t)r[s].T * k);
     alltoall(r, N, out_row, 1);
     for (int s = 0; s < N; s++) {
         tmoe_dispatch_send sp = tmoe_dispatch_send_plan(r[s].d);
         float *ys = y + (size_t)first[s] * D;
         if (r[s].T)
-            tmoe_cpu_combine((const float *)r[s].back, sp.pos, w + (size_t)first[s] * k, r[s].T, k, D, ys);
-        for (size_t i = 0; i < (size_t)r[s].T * D; i++) ys[i] += x[(size_t)first[s] * D + i];
+            tmoe_cpu_combine((const float *)r[s].back, sp.pos, w + (size_t)first[s] * k, r[s].T, k,
+                             D, ys);
+        for (size_t i = 0; i < (size_t)r[s].T * D; i++)
+            ys[i] += x[(size_t)first[s] * D + i];
     }
     size_t nd = 0;
-    for (size_t i = 0; i < (size_t)T * D; i++) nd += memcmp(&y[i], &yref[i], sizeof(float)) != 0;
+    for (size_t i = 0; i < (size_t)T * D; i++)
+        nd += memcmp(&y[i], &yref[i], sizeof(float)) != 0;
     if (nd)
-        fail_msg("%s/%s, %d ranks, E %d, k %d, T %d: %zu of %zu outputs differ from the single-device engine",
+        fail_msg("%s/%s, %d ranks, E %d, k %d, T %d: %zu of %zu outputs differ from the "
+                 "single-device engine",
                  tmoe_etype_name(et), tmoe_impl_name(impl), N, E, k, T, nd, (size_t)T * D);
     for (int s = 0; s < N; s++) {
         tmoe_dispatch_free(r[s].d);

@@ -44,13 +44,13 @@ int tmoe_placement_kind_parse(const char *s, tmoe_placement_kind *out);
 
 /* Every expert on exactly one device; a device may hold none. */
 typedef struct tmoe_placement {
-    int num_experts;                                /* E */
-    int num_devices;                                /* N, 1..TMOE_DISPATCH_MAX_DEVICES */
-    int32_t device[TMOE_MAX_EXPERTS];               /* (E) device of each expert */
-    int32_t local[TMOE_MAX_EXPERTS];                /* (E) index among its device's experts */
-    int32_t by_device[TMOE_MAX_EXPERTS];            /* (E) experts ordered by (device, id) */
-    int32_t first[TMOE_DISPATCH_MAX_DEVICES + 1];   /* (N+1) experts of device d are
-                                                       by_device[first[d] .. first[d+1]) */
+    int num_experts;                              /* E */
+    int num_devices;                              /* N, 1..TMOE_DISPATCH_MAX_DEVICES */
+    int32_t device[TMOE_MAX_EXPERTS];             /* (E) device of each expert */
+    int32_t local[TMOE_MAX_EXPERTS];              /* (E) index among its device's experts */
+    int32_t by_device[TMOE_MAX_EXPERTS];          /* (E) experts ordered by (device, id) */
+    int32_t first[TMOE_DISPATCH_MAX_DEVICES + 1]; /* (N+1) experts of device d are
+                                                     by_device[first[d] .. first[d+1]) */
 } tmoe_placement;
 
 /* Expert e on device e mod N. */
@@ -120,8 +120,7 @@ tmoe_dispatch_recv tmoe_dispatch_recv_plan(const tmoe_dispatch *d);
  * group:   grouped row to_grouped[i] = recv row i
  * ungroup: ret row i = grouped row to_grouped[i] (the inverse of group) */
 void tmoe_dispatch_pack(const tmoe_dispatch *d, const void *x, size_t row_bytes, void *send);
-void tmoe_dispatch_group(const tmoe_dispatch *d, const void *recv, size_t row_bytes,
-                         void *grouped);
+void tmoe_dispatch_group(const tmoe_dispatch *d, const void *recv, size_t row_bytes, void *grouped);
 void tmoe_dispatch_ungroup(const tmoe_dispatch *d, const void *grouped, size_t row_bytes,
                            void *ret);
 

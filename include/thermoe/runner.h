@@ -43,7 +43,10 @@ typedef struct tmoe_run_config {
     tmoe_impl impl;
     int device_id;
     tmoe_telemetry_kind telemetry;
-    int sim_devices;             /* simulated GPUs (experts placed round-robin); sim only */
+    int sim_devices;             /* simulated GPUs; sim only */
+    const char *placement_file;  /* expert -> device map, one "expert device" line per expert,
+                                    over the telemetry's devices (sim: billing; every device:
+                                    multi_gpu_aware); NULL = round robin, expert e on e mod N */
     const char *cost_model_path; /* NULL: the committed H100 cost model */
 
     /* routing */

@@ -28,18 +28,18 @@
 #define SWEEP_MAX_SBATCH 16
 
 /* print "thermoe sweep: ..." and return the usage-error exit code */
-#define FAIL2(...) \
-    do { \
-        cli_fail(__VA_ARGS__); \
-        return 2; \
+#define FAIL2(...)                                                                                 \
+    do {                                                                                           \
+        cli_fail(__VA_ARGS__);                                                                     \
+        return 2;                                                                                  \
     } while (0)
 
 typedef enum { SEED_REPEAT, SEED_TASK, SEED_SAME } seed_rule;
 static const char *const seed_rule_names[] = {"repeat", "task", "same"};
 
 typedef struct sweep_config {
-    const char *emit;    /* "slurm" or "bash" */
-    const char *out;     /* sweep directory */
+    const char *emit; /* "slurm" or "bash" */
+    const char *out;  /* sweep directory */
     seed_rule rule;
     const char *job_name, *partition, *time_limit, *thermoe;
     int gpus, cpus, max_parallel, force;
@@ -98,8 +98,12 @@ static void sweep_help(void) {
         SWEEP_MAX_SBATCH, d.repeats, (unsigned long long)d.seed);
 }
 
-static const char *strategy_name(int i) { return tmoe_route_strategy_name((tmoe_route_strategy)i); }
-static const char *workload_name(int i) { return tmoe_workload_name((tmoe_workload_kind)i); }
+static const char *strategy_name(int i) {
+    return tmoe_route_strategy_name((tmoe_route_strategy)i);
+}
+static const char *workload_name(int i) {
+    return tmoe_workload_name((tmoe_workload_kind)i);
+}
 
 /* A sweep flag: returns 0 handled, 1 error (printed), 2 usage error, -1 not a sweep flag. */
 static int sweep_flag(sweep_config *c, const char *name, const char *val) {
@@ -112,7 +116,8 @@ static int sweep_flag(sweep_config *c, const char *name, const char *val) {
         c->out = val;
     } else if (!strcmp(name, "seed-rule")) {
         int i = 0;
-        while (i < 3 && strcmp(val, seed_rule_names[i])) i++;
+        while (i < 3 && strcmp(val, seed_rule_names[i]))
+            i++;
         if (i == 3) FAIL2("sweep", "--seed-rule: '%s' (expected repeat, task or same)", val);
         c->rule = (seed_rule)i;
     } else if (!strcmp(name, "thermoe")) {
@@ -146,10 +151,11 @@ static int sweep_flag(sweep_config *c, const char *name, const char *val) {
     } else if (!strcmp(name, "seed")) {
         if (cli_u64("sweep", "seed", val, &c->seed)) return 2;
     } else if (!strcmp(name, "workloads")) {
-        if (cli_name_list("sweep", "workloads", val, c->workloads, TMOE_WL_COUNT, workload_name)) return 2;
+        if (cli_name_list("sweep", "workloads", val, c->workloads, TMOE_WL_COUNT, workload_name))
+            return 2;
     } else if (!strcmp(name, "routing-strategy")) {
-        if (cli_name_list("sweep", "routing-strategy", val, c->strategies, TMOE_ROUTE_STRATEGY_COUNT,
-                          strategy_name))
+        if (cli_name_list("sweep", "routing-strategy", val, c->strategies,
+                          TMOE_ROUTE_STRATEGY_COUNT, strategy_name))
             return 2;
     } else {
         return -1;
@@ -158,9 +164,9 @@ static int sweep_flag(sweep_config *c, const char *name, const char *val) {
 }
 
 static int takes_value(const char *name) {
-    static const char *const with_value[] = {"emit", "out", "seed-rule", "thermoe", "job-name",
-                                             "partition", "time", "gpus", "cpus-per-task",
-                                             "max-parallel", "sbatch-opt"};
+    static const char *const with_value[] = {
+        "emit", "out",  "seed-rule",     "thermoe",      "job-name",  "partition",
+        "time", "gpus", "cpus-per-task", "max-parallel", "sbatch-opt"};
     for (size_t i = 0; i < sizeof with_value / sizeof *with_value; i++)
         if (!strcmp(name, with_value[i])) return 1;
     return cmd_run_flag_arity(name);
@@ -191,13 +197,16 @@ static int parse_sweep(int argc, char **argv, sweep_config *c) {
             continue;
         }
         if (!strcmp(name, "log-file") || !strcmp(name, "resume") || !strcmp(name, "config")) {
-            cli_fail("sweep", "--%s cannot be used in a sweep (each task has its own directory; "
-                     "pass the flags themselves)", name);
+            cli_fail("sweep",
+                     "--%s cannot be used in a sweep (each task has its own directory; "
+                     "pass the flags themselves)",
+                     name);
             return 2;
         }
         int arity = takes_value(name);
         if (arity < 0) {
-            cli_fail("sweep", "unknown flag '--%s' (neither a sweep flag nor a 'thermoe run' flag)", name);
+            cli_fail("sweep", "unknown flag '--%s' (neither a sweep flag nor a 'thermoe run' flag)",
+                     name);
             return cli_usage_error("sweep");
         }
         const char *val = NULL;
@@ -240,8 +249,10 @@ static int parse_sweep(int argc, char **argv, sweep_config *c) {
 static void shq(FILE *f, const char *s) {
     fputc('\'', f);
     for (; *s; s++) {
-        if (*s == '\'') fputs("'\\''", f);
-        else fputc(*s, f);
+        if (*s == '\'')
+            fputs("'\\''", f);
+        else
+            fputc(*s, f);
     }
     fputc('\'', f);
 }
@@ -254,7 +265,8 @@ static int mkdir_one(const char *path) {
 
 static int mkdir_p(const char *path) {
     char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return cli_fail("sweep", "path too long: %s", path);
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return cli_fail("sweep", "path too long: %s", path);
     for (char *p = buf + 1; *p; p++) {
         if (*p != '/') continue;
         *p = '\0';
@@ -278,8 +290,10 @@ static uint64_t task_seed(const sweep_config *c, int id, int repeat) {
  * from one combination is then not always billed to the same next one). */
 static int make_tasks(const sweep_config *c, sweep_task **out) {
     int nwl = 0, nst = 0;
-    for (int w = 0; w < TMOE_WL_COUNT; w++) nwl += c->workloads[w] != 0;
-    for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++) nst += c->strategies[s] != 0;
+    for (int w = 0; w < TMOE_WL_COUNT; w++)
+        nwl += c->workloads[w] != 0;
+    for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++)
+        nst += c->strategies[s] != 0;
     int n = c->repeats * nwl * nst;
     sweep_task *t = calloc((size_t)n, sizeof *t);
     if (!t) return -1;
@@ -299,7 +313,8 @@ static int make_tasks(const sweep_config *c, sweep_task **out) {
             t[j] = x;
         }
     }
-    for (int i = 0; i < n; i++) t[i].seed = task_seed(c, i, t[i].repeat);
+    for (int i = 0; i < n; i++)
+        t[i].seed = task_seed(c, i, t[i].repeat);
     *out = t;
     return n;
 }
@@ -320,17 +335,30 @@ static int write_script(const sweep_config *c, const char *dir, const char *exe,
         if (c->cpus > 0) fprintf(f, "#SBATCH --cpus-per-task=%d\n", c->cpus);
         if (c->partition) fprintf(f, "#SBATCH --partition=%s\n", c->partition);
         if (c->time_limit) fprintf(f, "#SBATCH --time=%s\n", c->time_limit);
-        for (int i = 0; i < c->n_sbatch_opts; i++) fprintf(f, "#SBATCH %s\n", c->sbatch_opts[i]);
+        for (int i = 0; i < c->n_sbatch_opts; i++)
+            fprintf(f, "#SBATCH %s\n", c->sbatch_opts[i]);
     }
-    fprintf(f, "# thermoe sweep: %d tasks (repeat x workload x strategy), one 'thermoe run --repeats 1'\n"
-               "# each, writing %s/task_<id>. Task table: %s/tasks.tsv.\n", n, dir, dir);
-    fprintf(f, "# Seed rule '%s': seed = %llu%s.\n", seed_rule_names[c->rule], (unsigned long long)c->seed,
-            c->rule == SEED_REPEAT ? " + repeat" : c->rule == SEED_TASK ? " + task id" : " for every task");
+    fprintf(
+        f,
+        "# thermoe sweep: %d tasks (repeat x workload x strategy), one 'thermoe run --repeats 1'\n"
+        "# each, writing %s/task_<id>. Task table: %s/tasks.tsv.\n",
+        n, dir, dir);
+    fprintf(f, "# Seed rule '%s': seed = %llu%s.\n", seed_rule_names[c->rule],
+            (unsigned long long)c->seed,
+            c->rule == SEED_REPEAT ? " + repeat"
+            : c->rule == SEED_TASK ? " + task id"
+                                   : " for every task");
     fprintf(f, "# Merge: %s analyze %s/task_*\n", exe, dir);
-    if (slurm) fprintf(f, "# Submit: sbatch %s/sweep.sbatch   (one task by hand: SLURM_ARRAY_TASK_ID=ID bash %s/sweep.sbatch)\n", dir, dir);
-    else fprintf(f, "# Run: bash %s/sweep.sh [ID...]   (no ID: every task in order)\n", dir);
+    if (slurm)
+        fprintf(f,
+                "# Submit: sbatch %s/sweep.sbatch   (one task by hand: SLURM_ARRAY_TASK_ID=ID bash "
+                "%s/sweep.sbatch)\n",
+                dir, dir);
+    else
+        fprintf(f, "# Run: bash %s/sweep.sh [ID...]   (no ID: every task in order)\n", dir);
     fprintf(f, "# Generated by: ");
-    for (const char *p = cmdline; *p; p++) fputc(*p == '\n' ? ' ' : *p, f);
+    for (const char *p = cmdline; *p; p++)
+        fputc(*p == '\n' ? ' ' : *p, f);
     fprintf(f, "\nset -euo pipefail\nTHERMOE=\"${THERMOE:-");
     for (const char *p = exe; *p; p++) {
         if (*p == '"' || *p == '\\' || *p == '$' || *p == '`') fputc('\\', f);
@@ -349,36 +377,45 @@ static int write_script(const sweep_config *c, const char *dir, const char *exe,
         snprintf(out, sizeof out, "%s/task_%d", dir, i);
         fprintf(f, "    %d) out=", i);
         shq(f, out);
-        fprintf(f, "; args=(--first-repeat %d --workloads %s --routing-strategy %s --seed %llu) ;;\n",
+        fprintf(f,
+                "; args=(--first-repeat %d --workloads %s --routing-strategy %s --seed %llu) ;;\n",
                 t[i].repeat, tmoe_workload_name(t[i].wl), tmoe_route_strategy_name(t[i].st),
                 (unsigned long long)t[i].seed);
     }
-    fprintf(f, "    *) echo \"thermoe sweep: no task '$1' (tasks are 0..%d)\" >&2; return 2 ;;\n"
-               "    esac\n}\n\n", n - 1);
+    fprintf(f,
+            "    *) echo \"thermoe sweep: no task '$1' (tasks are 0..%d)\" >&2; return 2 ;;\n"
+            "    esac\n}\n\n",
+            n - 1);
     fprintf(f, "# one task; a directory that already holds a run is continued with --resume\n"
                "run_task() {\n"
                "    local out args\n"
                "    task_args \"$1\" || return $?\n"
                "    local extra=()\n"
                "    if [ -e \"$out/metadata.json\" ]; then extra=(--resume); fi\n"
-               "    \"$THERMOE\" run \"${common[@]}\" \"${args[@]}\" --out \"$out\" ${extra[@]+\"${extra[@]}\"}\n"
+               "    \"$THERMOE\" run \"${common[@]}\" \"${args[@]}\" --out \"$out\" "
+               "${extra[@]+\"${extra[@]}\"}\n"
                "}\n\n");
     if (slurm) {
-        fprintf(f, "run_task \"${SLURM_ARRAY_TASK_ID:?not set: submit with sbatch, or set it to run one task}\"\n");
+        fprintf(f, "run_task \"${SLURM_ARRAY_TASK_ID:?not set: submit with sbatch, or set it to "
+                   "run one task}\"\n");
     } else {
-        fprintf(f, "if [ $# -gt 0 ]; then ids=(\"$@\"); else ids=($(seq 0 %d)); fi\n"
-                   "failed=0\n"
-                   "for id in \"${ids[@]}\"; do\n"
-                   "    echo \"thermoe sweep: task $id\" >&2\n"
-                   "    run_task \"$id\" || { echo \"thermoe sweep: task $id failed\" >&2; failed=$((failed + 1)); }\n"
-                   "done\n"
-                   "[ \"$failed\" -eq 0 ] || { echo \"thermoe sweep: $failed task(s) failed\" >&2; exit 1; }\n",
+        fprintf(f,
+                "if [ $# -gt 0 ]; then ids=(\"$@\"); else ids=($(seq 0 %d)); fi\n"
+                "failed=0\n"
+                "for id in \"${ids[@]}\"; do\n"
+                "    echo \"thermoe sweep: task $id\" >&2\n"
+                "    run_task \"$id\" || { echo \"thermoe sweep: task $id failed\" >&2; "
+                "failed=$((failed + 1)); }\n"
+                "done\n"
+                "[ \"$failed\" -eq 0 ] || { echo \"thermoe sweep: $failed task(s) failed\" >&2; "
+                "exit 1; }\n",
                 n - 1);
     }
     int bad = ferror(f);
     if (fclose(f) != 0) bad = 1;
     if (bad) return cli_fail("sweep", "cannot write %s: %s", path, strerror(errno));
-    if (chmod(path, 0755) != 0) return cli_fail("sweep", "cannot make %s executable: %s", path, strerror(errno));
+    if (chmod(path, 0755) != 0)
+        return cli_fail("sweep", "cannot make %s executable: %s", path, strerror(errno));
     return 0;
 }
 
@@ -389,8 +426,9 @@ static int write_table(const char *dir, const sweep_task *t, int n) {
     if (!f) return cli_fail("sweep", "cannot create %s: %s", path, strerror(errno));
     fprintf(f, "task\trepeat\tworkload\tstrategy\tseed\tout\n");
     for (int i = 0; i < n; i++)
-        fprintf(f, "%d\t%d\t%s\t%s\t%llu\t%s/task_%d\n", i, t[i].repeat, tmoe_workload_name(t[i].wl),
-                tmoe_route_strategy_name(t[i].st), (unsigned long long)t[i].seed, dir, i);
+        fprintf(f, "%d\t%d\t%s\t%s\t%llu\t%s/task_%d\n", i, t[i].repeat,
+                tmoe_workload_name(t[i].wl), tmoe_route_strategy_name(t[i].st),
+                (unsigned long long)t[i].seed, dir, i);
     int bad = ferror(f);
     if (fclose(f) != 0) bad = 1;
     return bad ? cli_fail("sweep", "cannot write %s: %s", path, strerror(errno)) : 0;
@@ -413,30 +451,36 @@ int cmd_sweep(int argc, char **argv) {
         return 0;
     }
     if (pr) return pr;
-    if (strpbrk(c.job_name, " \t\n'\"")) return cli_fail("sweep", "--job-name: no spaces or quotes");
+    if (strpbrk(c.job_name, " \t\n'\""))
+        return cli_fail("sweep", "--job-name: no spaces or quotes");
 
     /* check every run flag now, not on the cluster: parse them as 'thermoe run' would */
     char *chk[SWEEP_MAX_PASS + 2];
     int nc = 0;
     chk[nc++] = "run";
-    for (int i = 0; i < c.npass; i++) chk[nc++] = c.pass[i];
+    for (int i = 0; i < c.npass; i++)
+        chk[nc++] = c.pass[i];
     chk[nc] = NULL;
     int rr = cmd_run_check(nc, chk);
     if (rr) return rr;
 
     char exe[PATH_MAX], dir[PATH_MAX], cwd[PATH_MAX];
     if (c.thermoe) {
-        if (snprintf(exe, sizeof exe, "%s", c.thermoe) >= (int)sizeof exe) return cli_fail("sweep", "--thermoe: path too long");
+        if (snprintf(exe, sizeof exe, "%s", c.thermoe) >= (int)sizeof exe)
+            return cli_fail("sweep", "--thermoe: path too long");
     } else if (!realpath("/proc/self/exe", exe)) {
-        return cli_fail("sweep", "cannot find this program's path (%s): pass --thermoe PATH", strerror(errno));
+        return cli_fail("sweep", "cannot find this program's path (%s): pass --thermoe PATH",
+                        strerror(errno));
     }
-    if (!getcwd(cwd, sizeof cwd)) return cli_fail("sweep", "cannot read the working directory: %s", strerror(errno));
+    if (!getcwd(cwd, sizeof cwd))
+        return cli_fail("sweep", "cannot read the working directory: %s", strerror(errno));
     if (mkdir_p(c.out)) return 1;
     if (!realpath(c.out, dir)) return cli_fail("sweep", "--out %s: %s", c.out, strerror(errno));
     char path[PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/tasks.tsv", dir);
     if (!c.force && access(path, F_OK) == 0)
-        return cli_fail("sweep", "%s already holds a sweep (tasks.tsv): choose another --out, or --force", dir);
+        return cli_fail(
+            "sweep", "%s already holds a sweep (tasks.tsv): choose another --out, or --force", dir);
     snprintf(path, sizeof path, "%s/logs", dir);
     if (mkdir_one(path)) return 1;
 
@@ -458,10 +502,13 @@ int cmd_sweep(int argc, char **argv) {
     if (!rc) rc = write_script(&c, dir, exe, cwd, tasks, n, cmdline, path);
     free(tasks);
     if (rc) return rc;
-    printf("%d tasks (%d repeats; seed rule %s) -> %s\n", n, c.repeats, seed_rule_names[c.rule], path);
+    printf("%d tasks (%d repeats; seed rule %s) -> %s\n", n, c.repeats, seed_rule_names[c.rule],
+           path);
     printf("task table: %s/tasks.tsv\n", dir);
-    if (slurm) printf("submit: sbatch %s\n", path);
-    else printf("run: bash %s\n", path);
+    if (slurm)
+        printf("submit: sbatch %s\n", path);
+    else
+        printf("run: bash %s\n", path);
     printf("merge: thermoe analyze %s/task_*\n", dir);
     return 0;
 }
