@@ -92,9 +92,9 @@ static void sweep_help(void) {
         "  --repeats N (default %d)  --first-repeat N (default 0)  --seed N (default %llu)\n"
         "  --workloads LIST, --routing-strategy LIST (default all)\n"
         "every other 'thermoe run' flag goes to each task unchanged ('thermoe run --help');\n"
-        "not allowed: --out, --log-file, --resume, --config. Each task also gets --no-analyze,\n"
-        "and --resume when its directory already holds a run (a requeued or killed task\n"
-        "continues where it stopped).\n",
+        "(--out is the sweep directory); not allowed: --log-file, --resume, --config. Each task\n"
+        "also gets --no-analyze, and --resume when its directory already holds a run (a\n"
+        "requeued or killed task continues where it stopped).\n",
         SWEEP_MAX_SBATCH, d.repeats, (unsigned long long)d.seed);
 }
 
@@ -453,6 +453,8 @@ int cmd_sweep(int argc, char **argv) {
     if (pr) return pr;
     if (strpbrk(c.job_name, " \t\n'\""))
         return cli_fail("sweep", "--job-name: no spaces or quotes");
+    if ((c.partition && strpbrk(c.partition, "\n\r")) || (c.time_limit && strpbrk(c.time_limit, "\n\r")))
+        return cli_fail("sweep", "--partition and --time take one line");
 
     /* check every run flag now, not on the cluster: parse them as 'thermoe run' would */
     char *chk[SWEEP_MAX_PASS + 2];
