@@ -20,6 +20,9 @@ typedef struct tmoe_run_config {
     int strategies[TMOE_ROUTE_STRATEGY_COUNT]; /* 1 = run it */
     int workloads[TMOE_WL_COUNT];              /* 1 = run it */
     int repeats;                 /* passes over every combination, order shuffled per repeat */
+    int repeat_first;            /* number of the first pass (logged in the repeat column; the
+                                    order and router seeds derive from it): a sweep task runs
+                                    one repeat with its own number */
     int num_samples;             /* distinct batches per workload */
     int epochs;                  /* passes over the samples per combination */
     int warmup_batches;          /* unlogged batches before each combination */
@@ -40,7 +43,10 @@ typedef struct tmoe_run_config {
     tmoe_impl impl;
     int device_id;
     tmoe_telemetry_kind telemetry;
-    int sim_devices;             /* simulated GPUs (experts placed round-robin); sim only */
+    int sim_devices;             /* simulated GPUs; sim only */
+    const char *placement_file;  /* expert -> device map, one "expert device" line per expert,
+                                    over the telemetry's devices (sim: billing; every device:
+                                    multi_gpu_aware); NULL = round robin, expert e on e mod N */
     const char *cost_model_path; /* NULL: the committed H100 cost model */
 
     /* routing */

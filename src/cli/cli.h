@@ -23,6 +23,13 @@ int cmd_op(int argc, char **argv);
 int cmd_monitor(int argc, char **argv);
 int cmd_cost(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+int cmd_sweep(int argc, char **argv);
+
+/* For thermoe sweep: whether a long flag of `thermoe run` takes a value (1), is a switch (0),
+ * or is not a run flag (-1); and a parse of run flags (argv[0] = "run") without running:
+ * 0 when they are valid, else the exit code after the message was printed. */
+int cmd_run_flag_arity(const char *name);
+int cmd_run_check(int argc, char **argv);
 
 /* Parse an integer / double flag value with end and range checks; on failure print
  * "thermoe <cmd>: --<flag>: ..." and return -1. */

@@ -13,6 +13,7 @@
 
 #include "cli/cli.h"
 #include "thermoe/analyze.h"
+#include "thermoe/dispatch.h"
 #include "thermoe/runner.h"
 
 enum {
@@ -21,7 +22,8 @@ enum {
     O_OUT, O_DEVICE, O_COST, O_TELEMETRY, O_BACKEND, O_IMPL, O_SEED, O_WARMUP, O_T_POWER, O_T_TEMP,
     O_W_LAT, O_W_POWER, O_W_TEMP, O_W_TPUT, O_W_FID, O_LR, O_WD, O_GRAD, O_MAX_BIAS, O_KL,
     O_TRACE, O_RATE, O_REPEATS, O_COOLDOWN, O_RESUME, O_NO_ANALYZE, O_CONFIG, O_MOE_ONLY,
-    O_SIM_DEV, O_LB, O_FID_EVERY, O_WARM, O_QUIET, O_HELP, O_VERBOSE
+    O_SIM_DEV, O_LB, O_FID_EVERY, O_WARM, O_QUIET, O_HELP, O_VERBOSE, O_FIRST_REPEAT,
+    O_PLACEMENT, O_PLACEMENT_FILE
 };
 
 static const struct option longopts[] = {
@@ -66,9 +68,12 @@ static const struct option longopts[] = {
     {"trace-batches", required_argument, 0, O_TRACE},
     {"arrival-rate", required_argument, 0, O_RATE},
     {"repeats", required_argument, 0, O_REPEATS},
+    {"first-repeat", required_argument, 0, O_FIRST_REPEAT},
     {"cooldown", required_argument, 0, O_COOLDOWN},
     {"fidelity-every", required_argument, 0, O_FID_EVERY},
     {"sim-devices", required_argument, 0, O_SIM_DEV},
+    {"placement", required_argument, 0, O_PLACEMENT},
+    {"placement-file", required_argument, 0, O_PLACEMENT_FILE},
     {"moe-only", no_argument, 0, O_MOE_ONLY},
     {"resume", no_argument, 0, O_RESUME},
     {"no-analyze", no_argument, 0, O_NO_ANALYZE},
@@ -94,6 +99,8 @@ static void run_help(const tmoe_run_config *d) {
         "  --workloads LIST          comma list or 'all' (default all): standard, high_complexity,\n"
         "                            small_batch, large_batch, skewed\n"
         "  --repeats N               passes over every combination (default %d)\n"
+        "  --first-repeat N          number of the first pass, logged in the repeat column and\n"
+        "                            seeding the order and routers (default 0; set by sweeps)\n"
         "  --num-samples-per-workload N  distinct batches per workload (default %d)\n"
         "  --epochs N                passes over those batches per combination (default %d)\n"
         "  --warmup-batches N        unlogged batches before each combination (default %d)\n"
@@ -114,7 +121,12 @@ static void run_help(const tmoe_run_config *d) {
         "  --backend B               auto, cpu or cuda (default %s)\n"
         "  --device-id N             CUDA device (default %d)\n"
         "  --telemetry S             auto, nvml or sim (default %s)\n"
-        "  --sim-devices N           simulated GPUs, experts placed round-robin (default 1)\n"
+        "  --sim-devices N           simulated GPUs (default 1)\n"
+        "  --placement P             round_robin (expert e on device e mod N) or file (default\n"
+        "                            round_robin): where experts live, for the simulated GPUs'\n"
+        "                            billing and multi_gpu_aware\n"
+        "  --placement-file F        the map for --placement file: one \"expert device\" line\n"
+        "                            per expert, '#' comments (implies --placement file)\n"
         "  --kernel-cost-model-json F  cost model (default %s)\n"
         "  --profile-dir DIR         directory of a 'thermoe profile' run: its cost_model.json\n"
         "routing:\n"
@@ -263,6 +275,12 @@ static int load_config(const char *path, argbuf *a) {
     return rc;
 }
 
+int cmd_run_flag_arity(const char *name) {
+    const struct option *o = find_opt(name);
+    if (!o) return -1;
+    return o->has_arg == no_argument ? 0 : 1;
+}
+
 static void on_signal(int sig) {
     (void)sig;
     tmoe_run_request_stop();
@@ -284,6 +302,7 @@ static void on_signal(int sig) {
 static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity, char **profile_dir) {
     long lv;
     double dv;
+    int placement_file_wanted = 0;
     optind = 1;
     opterr = 1;
     for (int o; (o = getopt_long(argc, argv, "hv", longopts, NULL)) != -1;) {
@@ -319,8 +338,21 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_WARMUP: INT_FLAG("warmup-batches", 0, 100000, c->warmup_batches); break;
         case O_TRACE: INT_FLAG("trace-batches", 0, 100000, c->trace_batches); break;
         case O_REPEATS: INT_FLAG("repeats", 1, 10000, c->repeats); break;
+        case O_FIRST_REPEAT: INT_FLAG("first-repeat", 0, 1000000, c->repeat_first); break;
         case O_DEVICE: INT_FLAG("device-id", 0, 1024, c->device_id); break;
         case O_SIM_DEV: INT_FLAG("sim-devices", 1, TMOE_ROUTE_MAX_DEVICES, c->sim_devices); break;
+        case O_PLACEMENT: {
+            tmoe_placement_kind pk;
+            if (tmoe_placement_kind_parse(optarg, &pk))
+                return cli_fail("run", "--placement: unknown placement '%s' (expected round_robin or file)", optarg);
+            placement_file_wanted = pk == TMOE_PLACE_FILE;
+            if (!placement_file_wanted) c->placement_file = NULL;
+            break;
+        }
+        case O_PLACEMENT_FILE:
+            c->placement_file = optarg;
+            placement_file_wanted = 1;
+            break;
         case O_FID_EVERY: INT_FLAG("fidelity-every", 0, 1000000, c->fidelity_every); break;
         case O_SEED:
             if (cli_u64("run", "seed", optarg, &c->seed)) return 1;
@@ -369,7 +401,18 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         }
     }
     if (optind < argc) return cli_fail("run", "unexpected argument '%s'", argv[optind]);
+    if (placement_file_wanted && !c->placement_file)
+        return cli_fail("run", "--placement file needs --placement-file F");
     return 0;
+}
+
+int cmd_run_check(int argc, char **argv) {
+    tmoe_run_config c = tmoe_run_config_default();
+    int verbosity = 0;
+    char *profile_dir = NULL;
+    int pr = parse_args(argc, argv, &c, &verbosity, &profile_dir);
+    if (pr == 2) return cli_usage_error("run");
+    return pr == -1 ? 0 : pr;
 }
 
 int cmd_run(int argc, char **argv) {

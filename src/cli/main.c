@@ -20,6 +20,7 @@ static const cli_cmd commands[] = {
     {"import", cmd_import, "read an nsys SQLite export or ncu CSV into cost-model entries"},
     {"cost", cmd_cost, "show a cost model file as a table, or merge several"},
     {"analyze", cmd_analyze, "turn run logs into tables, figures, tests and report.html"},
+    {"sweep", cmd_sweep, "write a run's combinations as independent jobs (Slurm array or bash)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof *commands)
 

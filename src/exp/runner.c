@@ -200,6 +200,11 @@ static int init_telemetry(run_ctx *r, tmoe_error *err) {
     if (rc) return tmoe_error_prefix(err, rc, "starting the telemetry monitor");
     r->ndev = tmoe_telemetry_device_count(r->tel);
     if (r->ndev > TMOE_ROUTE_MAX_DEVICES) r->ndev = TMOE_ROUTE_MAX_DEVICES;
+    int E = r->blk_cfg.num_experts, nd = r->ndev > 0 ? r->ndev : 1;
+    rc = r->cfg.placement_file ? tmoe_placement_load(r->cfg.placement_file, E, nd, &r->placement, err)
+                               : tmoe_placement_round_robin(E, nd, &r->placement, err);
+    if (rc) return tmoe_error_prefix(err, rc, "expert placement");
+    for (int e = 0; e < E; e++) r->expert_dev[e] = r->placement.device[e];
     tmoe_error e2 = {0};
     snprintf(r->dev_driver, sizeof r->dev_driver, "%s", r->sim ? "simulated" : "unknown");
     if (tmoe_telemetry_device_info(r->tel, 0, &r->dev_info, &e2))
@@ -284,7 +289,7 @@ static void wait_for_arrival(run_ctx *r, int tokens) {
 }
 
 /* Bill the batch's work to the simulated GPU(s): each expert's op sequence at its token
- * count from the cost model, on the device the expert lives on (round-robin), plus the
+ * count from the cost model, on the device the placement puts the expert on, plus the
  * MoE layer's other ops the cost model has, on device 0. Returns the step latency (ms):
  * the devices work in parallel, each serially. */
 static int sim_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, batch_hw *hw,
@@ -310,7 +315,7 @@ static int sim_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, 
         if (n == 0) continue;
         tmoe_op seq[4];
         int nseq = tmoe_expert_op_sequence(r->blk->types[e], r->cfg.impl, seq);
-        int dev = e % nd;
+        int dev = r->placement.device[e];
         for (int i = 0; i < nseq; i++) {
             tmoe_cost_value v;
             int rc = tmoe_cost_lookup(r->cm, seq[i], r->blk->types[e], r->cfg.impl, n, &v, err);
@@ -651,6 +656,7 @@ static int make_router(run_ctx *r, tmoe_route_strategy st, tmoe_workload_kind wl
     rc.latency_base_ms = r->base_latency_ms[wl];
     rc.throughput_base = r->base_throughput[wl];
     rc.num_devices = r->ndev;
+    rc.expert_device = r->expert_dev;
     rc.seed = seed;
     rc.lb_enabled = r->cfg.load_balancer;
     int c = tmoe_router_create(&rc, &r->provider, &r->router, err);
@@ -848,7 +854,8 @@ int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
     int nstrat = 0, nwl = 0;
     for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++) nstrat += cfg->strategies[s] != 0;
     for (int w = 0; w < TMOE_WL_COUNT; w++) nwl += cfg->workloads[w] != 0;
-    if (!nstrat || !nwl || cfg->repeats < 1 || cfg->num_samples < 1 || cfg->epochs < 1) {
+    if (!nstrat || !nwl || cfg->repeats < 1 || cfg->num_samples < 1 || cfg->epochs < 1 ||
+        cfg->repeat_first < 0) {
         rc = tmoe_errorf(err, TMOE_EINVAL, "nothing to run: %d strategies, %d workloads, %d repeats, "
                          "%d samples, %d epochs", nstrat, nwl, cfg->repeats, cfg->num_samples, cfg->epochs);
         goto out;
@@ -884,7 +891,7 @@ int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
         goto out;
     }
     int n = 0;
-    for (int rep = 0; rep < cfg->repeats; rep++) {
+    for (int rep = cfg->repeat_first; rep < cfg->repeat_first + cfg->repeats; rep++) {
         int first = n;
         for (int w = 0; w < TMOE_WL_COUNT; w++)
             for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++)

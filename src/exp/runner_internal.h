@@ -3,6 +3,7 @@
 #define THERMOE_RUNNER_INTERNAL_H
 
 #include "thermoe/cost.h"
+#include "thermoe/dispatch.h"
 #include "thermoe/exp.h"
 #include "thermoe/runner.h"
 
@@ -42,6 +43,8 @@ typedef struct run_ctx {
     tmoe_monitor *mon;
     tmoe_sim *sim; /* NULL on nvml */
     int ndev;
+    tmoe_placement placement;      /* expert -> device over the ndev devices */
+    int expert_dev[TMOE_MAX_EXPERTS]; /* (E) the same, for the router */
     tmoe_device_info dev_info;
     char dev_driver[64];       /* driver version, or "unknown" */
     int64_t t0_ns;             /* run start on the monitor's clock */

@@ -22,6 +22,14 @@ void run_fingerprint(const run_ctx *r, char *buf, size_t n) {
              c->block.d_model, c->block.num_experts, c->block.top_k,
              tmoe_etype_name(c->block.expert_type), tmoe_impl_name(c->impl), c->batch_size,
              c->block.seq_len, c->arrival_rate);
+    if (c->placement_file) {
+        size_t len = strlen(buf);
+        if (len < n) snprintf(buf + len, n - len, " placement=%s", c->placement_file);
+    }
+    if (c->repeat_first > 0) {
+        size_t len = strlen(buf);
+        if (len < n) snprintf(buf + len, n - len, " first_repeat=%d", c->repeat_first);
+    }
 }
 
 static json_t *num(double v) { return isnan(v) || isinf(v) ? json_null() : json_real(v); }
@@ -69,6 +77,14 @@ int run_write_metadata(run_ctx *r, const char *status, tmoe_error *err) {
         c->device_id, "telemetry", tmoe_telemetry_kind_name(c->telemetry), "cost_model", r->cost_path,
         "sim_devices", c->sim_devices);
     json_object_set_new(config, "router", router);
+    json_object_set_new(config, "first_repeat", json_integer(c->repeat_first));
+    json_t *place = json_array();
+    for (int e = 0; e < r->placement.num_experts; e++)
+        json_array_append_new(place, json_integer(r->placement.device[e]));
+    json_object_set_new(config, "placement",
+                        json_pack("{s:s, s:o}", "source",
+                                  c->placement_file ? c->placement_file : "round_robin",
+                                  "expert_device", place));
     json_object_set_new(config, "model",
                         json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:s, s:b, s:b}",
                                   "d_model", r->blk_cfg.d_model, "n_heads", r->blk_cfg.n_heads,
