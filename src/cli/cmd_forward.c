@@ -155,11 +155,8 @@ int cmd_forward(int argc, char **argv) {
     forward_opts o = {.blk = tmoe_block_config_default(), .eng = tmoe_engine_config_default()};
     o.tokens = -1;
     static const struct option longopts[] = {
-        {"d-model", required_argument, 0, 'd'},  {"n-heads", required_argument, 0, 'H'},
-        {"d-ff", required_argument, 0, 'f'},     {"num-experts", required_argument, 0, 'E'},
-        {"top-k", required_argument, 0, 'k'},    {"expert-type", required_argument, 0, 't'},
-        {"group-size", required_argument, 0, 'g'}, {"act", required_argument, 0, 'a'},
-        {"no-renorm", no_argument, 0, 'R'},      {"seq-len", required_argument, 0, 'L'},
+        CLI_SHAPE_OPTIONS,                       {"expert-type", required_argument, 0, 't'},
+        {"no-renorm", no_argument, 0, 'R'},
         {"seed", required_argument, 0, 's'},     {"tokens", required_argument, 0, 'T'},
         {"moe-only", no_argument, 0, 'M'},       {"backend", required_argument, 0, 'b'},
         {"impl", required_argument, 0, 'i'},     {"verbose", no_argument, 0, 'v'},
@@ -172,19 +169,21 @@ int cmd_forward(int argc, char **argv) {
     optind = 1;
     opterr = 1;
     for (int c; (c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1;) {
+        /* model shape flags (shared with run, profile, op); remember which were given */
+        static const unsigned shape_set[CLI_SHAPE_END - CLI_SHAPE_BASE] = {
+            [CLI_D_MODEL - CLI_SHAPE_BASE] = SET_DMODEL, [CLI_N_HEADS - CLI_SHAPE_BASE] = SET_HEADS,
+            [CLI_D_FF - CLI_SHAPE_BASE] = SET_DFF,       [CLI_NUM_EXPERTS - CLI_SHAPE_BASE] = SET_E,
+            [CLI_TOP_K - CLI_SHAPE_BASE] = SET_K,        [CLI_GROUP - CLI_SHAPE_BASE] = SET_GROUP,
+            [CLI_ACT - CLI_SHAPE_BASE] = SET_ACT,        [CLI_SEQ_LEN - CLI_SHAPE_BASE] = SET_SEQ,
+        };
+        int sh = cli_shape_flag("forward", c, optarg, &o.blk);
+        if (sh == 1) return 1;
+        if (sh == 0) {
+            o.set |= shape_set[c - CLI_SHAPE_BASE];
+            continue;
+        }
         switch (c) {
-        case 'd': if (cli_int("forward", "d-model", optarg, 1, 1 << 16, &v)) return 1; o.blk.d_model = (int)v; o.set |= SET_DMODEL; break;
-        case 'H': if (cli_int("forward", "n-heads", optarg, 1, 1024, &v)) return 1; o.blk.n_heads = (int)v; o.set |= SET_HEADS; break;
-        case 'f': if (cli_int("forward", "d-ff", optarg, 1, 1 << 17, &v)) return 1; o.blk.d_ff = (int)v; o.set |= SET_DFF; break;
-        case 'E': if (cli_int("forward", "num-experts", optarg, 1, TMOE_MAX_EXPERTS, &v)) return 1; o.blk.num_experts = (int)v; o.set |= SET_E; break;
-        case 'k': if (cli_int("forward", "top-k", optarg, 1, TMOE_MAX_TOPK, &v)) return 1; o.blk.top_k = (int)v; o.set |= SET_K; break;
         case 't': o.types_list = optarg; o.set |= SET_TYPE; break;
-        case 'g': if (cli_int("forward", "group-size", optarg, 1, 1 << 16, &v)) return 1; o.blk.group_size = (int)v; o.set |= SET_GROUP; break;
-        case 'a':
-            if (tmoe_act_parse(optarg, &o.blk.act))
-                return cli_fail("forward", "--act: unknown activation '%s' (expected relu or swiglu)", optarg);
-            o.set |= SET_ACT;
-            break;
         case 'S': o.save = optarg; break;
         case 'l': o.load = optarg; break;
         case 'Y':
@@ -193,7 +192,6 @@ int cmd_forward(int argc, char **argv) {
             break;
         case 'y': if (cli_int("forward", "layer", optarg, 0, 1 << 20, &v)) return 1; o.layer = (int)v; break;
         case 'R': o.blk.renormalize = 0; o.set |= SET_RENORM; break;
-        case 'L': if (cli_int("forward", "seq-len", optarg, 1, 1 << 16, &v)) return 1; o.blk.seq_len = (int)v; o.set |= SET_SEQ; break;
         case 's': if (cli_u64("forward", "seed", optarg, &o.blk.seed)) return 1; o.set |= SET_SEED; break;
         case 'T': if (cli_int("forward", "tokens", optarg, 1, 1 << 20, &v)) return 1; o.tokens = (int)v; break;
         case 'M': o.moe_only = 1; break;

@@ -17,8 +17,8 @@
 #include "thermoe/runner.h"
 
 enum {
-    O_STRATEGY = 256, O_EXPERT_TYPE, O_D_MODEL, O_N_HEADS, O_D_FF, O_NUM_EXPERTS, O_TOP_K,
-    O_GROUP, O_ACT, O_BATCH, O_SEQ, O_SAMPLES, O_EPOCHS, O_WORKLOADS, O_PROFILE_DIR, O_LOG_FILE,
+    O_STRATEGY = 256, O_EXPERT_TYPE,
+    O_BATCH, O_SAMPLES, O_EPOCHS, O_WORKLOADS, O_PROFILE_DIR, O_LOG_FILE,
     O_OUT, O_DEVICE, O_COST, O_TELEMETRY, O_BACKEND, O_IMPL, O_SEED, O_WARMUP, O_T_POWER, O_T_TEMP,
     O_W_LAT, O_W_POWER, O_W_TEMP, O_W_TPUT, O_W_FID, O_LR, O_WD, O_GRAD, O_MAX_BIAS, O_KL,
     O_TRACE, O_RATE, O_REPEATS, O_COOLDOWN, O_RESUME, O_NO_ANALYZE, O_CONFIG, O_MOE_ONLY,
@@ -29,15 +29,7 @@ enum {
 static const struct option longopts[] = {
     {"routing-strategy", required_argument, 0, O_STRATEGY},
     {"expert-type", required_argument, 0, O_EXPERT_TYPE},
-    {"d-model", required_argument, 0, O_D_MODEL},
-    {"n-heads", required_argument, 0, O_N_HEADS},
-    {"d-ff", required_argument, 0, O_D_FF},
-    {"num-experts", required_argument, 0, O_NUM_EXPERTS},
-    {"top-k", required_argument, 0, O_TOP_K},
-    {"group-size", required_argument, 0, O_GROUP},
-    {"act", required_argument, 0, O_ACT},
     {"batch-size", required_argument, 0, O_BATCH},
-    {"seq-len", required_argument, 0, O_SEQ},
     {"num-samples-per-workload", required_argument, 0, O_SAMPLES},
     {"epochs", required_argument, 0, O_EPOCHS},
     {"workloads", required_argument, 0, O_WORKLOADS},
@@ -81,6 +73,7 @@ static const struct option longopts[] = {
     {"quiet", no_argument, 0, O_QUIET},
     {"verbose", no_argument, 0, O_VERBOSE},
     {"help", no_argument, 0, O_HELP},
+    CLI_SHAPE_OPTIONS,
     {0, 0, 0, 0},
 };
 
@@ -306,6 +299,9 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
     optind = 1;
     opterr = 1;
     for (int o; (o = getopt_long(argc, argv, "hv", longopts, NULL)) != -1;) {
+        int sh = cli_shape_flag("run", o, optarg, &c->block);
+        if (sh == 1) return 1;
+        if (sh == 0) continue;
         switch (o) {
         case O_STRATEGY:
             if (cli_name_list("run", "routing-strategy", optarg, c->strategies, TMOE_ROUTE_STRATEGY_COUNT, strategy_name)) return 1;
@@ -321,18 +317,7 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
             if (tmoe_impl_parse(optarg, &c->impl))
                 return cli_fail("run", "--impl: unknown impl '%s' (expected fused or unfused)", optarg);
             break;
-        case O_ACT:
-            if (tmoe_act_parse(optarg, &c->block.act))
-                return cli_fail("run", "--act: unknown activation '%s' (expected relu or swiglu)", optarg);
-            break;
-        case O_D_MODEL: INT_FLAG("d-model", 1, 65536, c->block.d_model); break;
-        case O_N_HEADS: INT_FLAG("n-heads", 1, 1024, c->block.n_heads); break;
-        case O_D_FF: INT_FLAG("d-ff", 1, 131072, c->block.d_ff); break;
-        case O_NUM_EXPERTS: INT_FLAG("num-experts", 1, TMOE_MAX_EXPERTS, c->block.num_experts); break;
-        case O_TOP_K: INT_FLAG("top-k", 1, TMOE_MAX_TOPK, c->block.top_k); break;
-        case O_GROUP: INT_FLAG("group-size", 1, 65536, c->block.group_size); break;
         case O_BATCH: INT_FLAG("batch-size", 1, 4096, c->batch_size); break;
-        case O_SEQ: INT_FLAG("seq-len", 1, 65536, c->block.seq_len); break;
         case O_SAMPLES: INT_FLAG("num-samples-per-workload", 1, 1000000, c->num_samples); break;
         case O_EPOCHS: INT_FLAG("epochs", 1, 100000, c->epochs); break;
         case O_WARMUP: INT_FLAG("warmup-batches", 0, 100000, c->warmup_batches); break;
