@@ -248,7 +248,10 @@ static int init_model(run_ctx *r, tmoe_error *err) {
     return build_cost_tables(r, err);
 }
 
+static void stop_updates(run_ctx *r);
+
 static void free_ctx(run_ctx *r) {
+    stop_updates(r);
     tmoe_router_free(r->router);
     tmoe_engine_free(r->eng);
     tmoe_block_free(r->blk);
@@ -509,6 +512,83 @@ static void trace_batch(run_ctx *r, tmoe_trace *tr, const batch_hw *hw, double t
     }
 }
 
+static void *update_worker(void *arg) {
+    run_ctx *r = arg;
+    pthread_mutex_lock(&r->upd_mu);
+    for (;;) {
+        while (!r->upd_busy && !r->upd_quit) pthread_cond_wait(&r->upd_cv, &r->upd_mu);
+        if (r->upd_quit) break;
+        pthread_mutex_unlock(&r->upd_mu);
+        tmoe_error e = {0};
+        tmoe_ttha_record rec;
+        int rc = tmoe_router_update(r->router, &r->upd_obs, &rec, &e);
+        pthread_mutex_lock(&r->upd_mu);
+        r->upd_rec = rec;
+        r->upd_rc = rc;
+        r->upd_err = e;
+        r->upd_busy = 0;
+        pthread_cond_broadcast(&r->upd_cv);
+    }
+    pthread_mutex_unlock(&r->upd_mu);
+    return NULL;
+}
+
+static int start_updates(run_ctx *r, tmoe_error *err) {
+    if (pthread_mutex_init(&r->upd_mu, NULL) || pthread_cond_init(&r->upd_cv, NULL))
+        return tmoe_errorf(err, TMOE_ENOMEM, "cannot create the router update lock");
+    if (pthread_create(&r->upd_thread, NULL, update_worker, r))
+        return tmoe_errorf(err, TMOE_ENOMEM, "cannot start the router update thread");
+    r->upd_started = 1;
+    return TMOE_OK;
+}
+
+static void stop_updates(run_ctx *r) {
+    if (!r->upd_started) return;
+    pthread_mutex_lock(&r->upd_mu);
+    r->upd_quit = 1;
+    pthread_cond_broadcast(&r->upd_cv);
+    pthread_mutex_unlock(&r->upd_mu);
+    pthread_join(r->upd_thread, NULL);
+    pthread_cond_destroy(&r->upd_cv);
+    pthread_mutex_destroy(&r->upd_mu);
+    r->upd_started = 0;
+}
+
+/* Wait for the router update in flight; then write the row it completes. */
+static int finish_update(run_ctx *r, tmoe_error *err) {
+    if (!r->upd_started) return TMOE_OK;
+    int64_t w0 = tmoe_now_ns();
+    pthread_mutex_lock(&r->upd_mu);
+    while (r->upd_busy) pthread_cond_wait(&r->upd_cv, &r->upd_mu);
+    int rc = r->upd_rc;
+    tmoe_ttha_record rec = r->upd_rec;
+    if (rc && err) *err = r->upd_err;
+    r->upd_rc = 0;
+    pthread_mutex_unlock(&r->upd_mu);
+    double wait_ms = (double)(tmoe_now_ns() - w0) / 1e6;
+    if (rc) return tmoe_error_prefix(err, rc, "router update");
+    if (!r->row_pending) return TMOE_OK;
+    r->row_pending = 0;
+    tmoe_runlog_row *row = &r->row;
+    tmoe_runlog_row_dbl(row, TMOE_RL_ROUTER_OVERHEAD_MS, r->row_route_ms + wait_ms);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_POWER_LOSS, rec.power_loss);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_TEMP_LOSS, rec.temp_loss);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_LATENCY_PENALTY, rec.latency_penalty);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_THROUGHPUT_BONUS, rec.throughput_bonus);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_FIDELITY, rec.fidelity);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_TOTAL_LOSS, rec.total);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_LR, rec.lr);
+    return tmoe_runlog_write(r->log, row, err);
+}
+
+static void post_update(run_ctx *r, const tmoe_route_obs *obs) {
+    pthread_mutex_lock(&r->upd_mu);
+    r->upd_obs = *obs;
+    r->upd_busy = 1;
+    pthread_cond_broadcast(&r->upd_cv);
+    pthread_mutex_unlock(&r->upd_mu);
+}
+
 static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_trace *tr,
                      tmoe_error *err) {
     const tmoe_workload *w = &r->wl[c->wl];
@@ -525,6 +605,7 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     int rc = tmoe_engine_begin(r->eng, r->x, T, r->cfg.moe_only, err);
     if (!rc) rc = tmoe_engine_logits(r->eng, r->logits, err);
     if (rc) return rc;
+    if ((rc = finish_update(r, err))) return rc; /* the previous batch's update and row */
     tmoe_hw_state hs = hw_snapshot(r, r->cfg.router.horizon_s);
     int64_t h0 = tmoe_now_ns();
     double pred_e = NAN;
@@ -587,11 +668,7 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     obs.throughput = T / period;
     obs.period_s = period;
     obs.dt_s = period;
-    tmoe_ttha_record rec;
-    int64_t u0 = tmoe_now_ns();
-    rc = tmoe_router_update(r->router, &obs, &rec, err);
-    if (rc) return tmoe_error_prefix(err, rc, "router update");
-    router_ms += (double)(tmoe_now_ns() - u0) / 1e6;
+    post_update(r, &obs); /* runs while the next batch is prepared */
     r->prev_end_s = now_s(r);
 
     if (tr) trace_batch(r, tr, &hw, t_end, host_ts_us, router_ms, b);
@@ -625,27 +702,23 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     tmoe_runlog_row_ints(row, TMOE_RL_EXPERT_USAGE_COUNTS, m.tokens_per_expert, E);
     tmoe_runlog_row_dbls(row, TMOE_RL_EXPERT_TIME_MS, hw.expert_ms, E);
     tmoe_runlog_row_dbl(row, TMOE_RL_PREDICTED_ENERGY_J, pred_e);
-    tmoe_runlog_row_dbl(row, TMOE_RL_ROUTER_OVERHEAD_MS, router_ms);
-    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_POWER_LOSS, rec.power_loss);
-    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_TEMP_LOSS, rec.temp_loss);
-    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_LATENCY_PENALTY, rec.latency_penalty);
-    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_THROUGHPUT_BONUS, rec.throughput_bonus);
-    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_FIDELITY, rec.fidelity);
-    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_TOTAL_LOSS, rec.total);
-    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_LR, rec.lr);
     double bd[TMOE_MAX_EXPERTS];
     for (int e = 0; e < E; e++) bd[e] = bias ? r->bias[e] : 0.0;
     tmoe_runlog_row_dbls(row, TMOE_RL_BIASES, bd, E);
     tmoe_runlog_row_dbl(row, TMOE_RL_TOPK_AGREEMENT, agree);
     tmoe_runlog_row_dbl(row, TMOE_RL_OUTPUT_REL_ERROR, relerr);
     tmoe_runlog_row_str(row, TMOE_RL_TELEMETRY_SOURCE, tmoe_telemetry_source_name(r->tel));
-    return tmoe_runlog_write(r->log, row, err);
+    r->row_pending = 1; /* written by finish_update with the update's loss terms */
+    r->row_route_ms = router_ms;
+    return TMOE_OK;
 }
 
 /* ---- combinations ------------------------------------------------------------------- */
 
 static int make_router(run_ctx *r, tmoe_route_strategy st, tmoe_workload_kind wl, uint64_t seed,
                        tmoe_error *err) {
+    int rc0 = finish_update(r, err); /* the old router may still be learning */
+    if (rc0) return rc0;
     tmoe_router_free(r->router);
     r->router = NULL;
     tmoe_router_config rc = r->cfg.router;
@@ -789,6 +862,7 @@ static int run_combo_batches(run_ctx *r, const run_combo *c, int ci, int nc, tmo
         if (r->cfg.progress || b + 1 == nb) progress(r, ci, nc, c, b + 1, nb);
         if (stop_requested) break;
     }
+    if (!rc) rc = finish_update(r, err); /* the last batch's row */
     if (tr) {
         tmoe_error e2 = {0};
         int rc2 = tmoe_trace_close(tr, &e2);
@@ -874,6 +948,7 @@ int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
     tmoe_log(TMOE_LOG_INFO, "%s", tmoe_telemetry_choice(r->tel));
     /* 3. model and engine */
     if ((rc = init_model(r, err))) goto out;
+    if ((rc = start_updates(r, err))) goto out;
     /* 4. output: directory, batches.csv (resume), metadata */
     if ((rc = open_run_dir(r, &done, &ndone, err))) goto out;
     r->t0_ns = tmoe_monitor_now_ns(r->mon);

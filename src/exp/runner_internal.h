@@ -2,6 +2,8 @@
 #ifndef THERMOE_RUNNER_INTERNAL_H
 #define THERMOE_RUNNER_INTERNAL_H
 
+#include <pthread.h>
+
 #include "thermoe/cost.h"
 #include "thermoe/dispatch.h"
 #include "thermoe/exp.h"
@@ -74,6 +76,19 @@ typedef struct run_ctx {
     double prev_end_s; /* device clock at the end of the previous batch */
     double last_latency_ms; /* MoE step latency of the batch last run */
     int64_t trace_last_ns;  /* newest sample already written to the open trace */
+    /* The router update of a batch (the TTHA adapter's step) runs on a worker thread while
+     * the next batch is prepared and its attention and gate run; the next call into the
+     * router waits for it first, and the batch's row is written then (with the update's loss
+     * terms and, as its router overhead, routing time plus that wait). */
+    pthread_t upd_thread;
+    pthread_mutex_t upd_mu;
+    pthread_cond_t upd_cv;
+    int upd_started, upd_busy, upd_quit, upd_rc;
+    tmoe_route_obs upd_obs;
+    tmoe_ttha_record upd_rec;
+    tmoe_error upd_err;
+    int row_pending;        /* r->row waits for the update's loss terms */
+    double row_route_ms;    /* routing time of the pending row's batch */
     double next_arrival_s;
     tmoe_rng arrivals;
 } run_ctx;
