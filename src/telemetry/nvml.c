@@ -11,52 +11,7 @@
 
 #include "thermoe/telemetry.h"
 
-/* ---- our declarations (layouts as in the public nvml.h) ------------------------------- */
-typedef int nvmlReturn_t;
-typedef struct nvmlDevice_st *nvmlDevice_t;
-enum {
-    NVML_SUCCESS = 0,
-    NVML_ERROR_NOT_SUPPORTED = 3,
-    NVML_ERROR_NO_PERMISSION = 4,
-    NVML_ERROR_DRIVER_NOT_LOADED = 9,
-    NVML_ERROR_GPU_IS_LOST = 15,
-};
-typedef union {
-    double dVal;
-    unsigned int uiVal;
-    unsigned long ulVal;
-    unsigned long long ullVal;
-    long long sllVal;
-    int siVal;
-    unsigned short usVal;
-} nvmlValue_t;
-typedef struct {
-    unsigned int fieldId;
-    unsigned int scopeId;
-    long long timestamp;
-    long long latencyUsec;
-    int valueType; /* nvmlValueType_t */
-    nvmlReturn_t nvmlReturn;
-    nvmlValue_t value;
-} nvmlFieldValue_t;
-enum { VT_DOUBLE, VT_UINT, VT_ULONG, VT_ULLONG, VT_SLLONG, VT_SINT, VT_USHORT };
-typedef struct {
-    char busIdLegacy[16];
-    unsigned int domain, bus, device, pciDeviceId, pciSubSystemId;
-    char busId[32];
-    unsigned int reserved[8]; /* room for the v3 tail */
-} nvmlPciInfo_t;
-typedef struct { unsigned long long total, free, used; } nvmlMemory_t;
-typedef struct { unsigned int gpu, memory; } nvmlUtilization_t;
-#define NVML_FI_DEV_MEMORY_TEMP 82
-#define NVML_FI_DEV_POWER_INSTANT 186
-#define NVML_TEMPERATURE_GPU 0
-#define NVML_TEMP_THRESHOLD_SHUTDOWN 0
-#define NVML_TEMP_THRESHOLD_SLOWDOWN 1
-#define NVML_CLOCK_SM 1
-#define NVML_CLOCK_MEM 2
-#define NVML_PCIE_TX 0
-#define NVML_PCIE_RX 1
+#include "nvml_decl.h"
 
 typedef struct nvml_api {
     void *lib;
