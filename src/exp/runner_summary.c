@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "exp/runner_internal.h"
+#include "thermoe/analyze.h"
 
 typedef struct agg {
     char wl[64], st[64];
@@ -20,13 +21,9 @@ static int cmp_dbl(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* Percentile by linear interpolation between order statistics (numpy's default). */
+/* Percentile of sorted v (the analysis' definition: R type 7, numpy's default). */
 static double pct(const double *v, long n, double p) {
-    if (n == 0) return NAN;
-    double h = (n - 1) * p / 100.0;
-    long lo = (long)floor(h);
-    long hi = lo + 1 < n ? lo + 1 : lo;
-    return v[lo] + (h - lo) * (v[hi] - v[lo]);
+    return n == 0 ? NAN : tmoe_stats_percentile_sorted(v, (int)n, p);
 }
 
 /* Table order: workloads, then strategies, in the order of their enums. */

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "thermoe/analyze.h"
 #include "thermoe/ktrace.h"
 #include "thermoe/oprun.h"
 
@@ -54,12 +55,8 @@ void tmoe_profile_percentiles(double *v, int n, double *median, double *p90) {
         return;
     }
     qsort(v, (size_t)n, sizeof *v, cmp_dbl);
-    double ps[2] = {0.5, 0.9}, *out[2] = {median, p90};
-    for (int i = 0; i < 2; i++) {
-        double h = (n - 1) * ps[i];
-        int lo = (int)floor(h), hi = lo + 1 < n ? lo + 1 : lo;
-        *out[i] = v[lo] + (h - lo) * (v[hi] - v[lo]);
-    }
+    *median = tmoe_stats_percentile_sorted(v, n, 50.0);
+    *p90 = tmoe_stats_percentile_sorted(v, n, 90.0);
 }
 
 typedef tmoe_profile_item plan_item;
