@@ -26,6 +26,11 @@ typedef struct tmoe_engine_config {
     tmoe_impl impl;            /* quantized experts: unfused (dequant_unpack + fp16) or fused */
     int use_graphs;            /* cuda: capture and replay the MoE step per token count */
     int bias_in_weights;       /* router biases also change the combine weights */
+    /* Expert parallelism (cuda, built with NCCL): with a group of several processes each
+     * process holds only the experts that the placement puts on its rank, and tokens move
+     * to them and back over NCCL (docs/cluster.md). Both borrowed; NULL = one device. */
+    struct tmoe_ep *ep;                         /* process group (thermoe/ep.h) */
+    const struct tmoe_placement *placement;     /* expert -> rank; NULL = round robin */
 } tmoe_engine_config;
 
 tmoe_engine_config tmoe_engine_config_default(void);
@@ -54,6 +59,23 @@ int tmoe_engine_output(tmoe_engine *e, float *y, tmoe_error *err);
 /* begin + moe + output in one call (m may be NULL). */
 int tmoe_engine_forward(tmoe_engine *e, const float *x, int T, int moe_only, const float *bias,
                         float *y, tmoe_moe_metrics *m, tmoe_error *err);
+
+/* What an expert-parallel engine measured of its links. */
+#define TMOE_EP_MAX_RANKS 64
+typedef struct tmoe_ep_stats {
+    int rank, ranks;
+    double bytes_per_copy;   /* bytes one token copy moves to its expert's rank and back */
+    double link_gbps;        /* all-to-all bandwidth measured at create: bytes this rank sends
+                                to the others / time, GB/s (NAN with one rank) */
+    double a2a_ms;           /* last step: both all-to-alls (tokens out, outputs back), ms */
+    double a2a_bytes;        /* last step: bytes this rank sent to other ranks in them */
+    double step_ms;          /* last step, gate top-k to combine, ms */
+    int32_t copies_to[TMOE_EP_MAX_RANKS];   /* last step: token copies this rank sent to each rank */
+    int32_t copies_from[TMOE_EP_MAX_RANKS]; /* last step: token copies received from each rank */
+} tmoe_ep_stats;
+
+/* TMOE_OK and *out for an expert-parallel engine; TMOE_ENOTSUP for any other. */
+int tmoe_engine_ep_stats(const tmoe_engine *e, tmoe_ep_stats *out, tmoe_error *err);
 
 #ifdef __cplusplus
 }

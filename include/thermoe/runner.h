@@ -48,6 +48,9 @@ typedef struct tmoe_run_config {
                                     over the telemetry's devices (sim: billing; every device:
                                     multi_gpu_aware); NULL = round robin, expert e on e mod N */
     const char *cost_model_path; /* NULL: the committed H100 cost model */
+    struct tmoe_ep *ep;          /* expert parallelism: the process group (one rank per GPU,
+                                    each running this sweep in step with the others; the
+                                    placement maps experts to ranks); NULL = one device */
 
     /* routing */
     tmoe_router_config router;   /* strategy, E, k are set per combination */

@@ -16,11 +16,16 @@ typedef struct tmoe_backend_vt {
     int (*logits)(void *st, float *logits, tmoe_error *err);
     int (*moe)(void *st, const float *bias, tmoe_moe_metrics *m, tmoe_error *err);
     int (*output)(void *st, float *y, tmoe_error *err);
+    int (*ep_stats)(const void *st, tmoe_ep_stats *out); /* expert-parallel backends only */
 } tmoe_backend_vt;
 
 extern const tmoe_backend_vt tmoe_backend_cpu;
 #ifdef THERMOE_HAVE_CUDA
 extern const tmoe_backend_vt tmoe_backend_cuda;
+#endif
+#ifdef THERMOE_HAVE_NCCL
+/* The CUDA backend with its experts spread over the ranks of cfg->ep (src/backend/nccl). */
+extern const tmoe_backend_vt tmoe_backend_cuda_ep;
 #endif
 
 /* Accumulate ms into op_ms[op] (NAN counts as 0). */

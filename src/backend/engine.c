@@ -1,6 +1,8 @@
 /* Engine: picks a backend from the registry and forwards each step to it. */
 #include "backend.h"
 
+#include "thermoe/ep.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,9 +88,24 @@ int tmoe_engine_create(const tmoe_block *blk, const tmoe_engine_config *cfg, tmo
         int rc = tmoe_backend_probe(k, err);
         if (rc) return rc;
     }
+    const tmoe_backend_vt *vt = registry[k];
+    if (cfg->ep && tmoe_ep_size(cfg->ep) > 1) {
+        if (k != TMOE_BACKEND_CUDA)
+            return tmoe_errorf(err, TMOE_ENOTSUP,
+                               "expert parallelism over %d processes needs the cuda backend "
+                               "(got %s)", tmoe_ep_size(cfg->ep), kind_names[k]);
+#ifdef THERMOE_HAVE_NCCL
+        vt = &tmoe_backend_cuda_ep;
+#else
+        return tmoe_errorf(err, TMOE_ENOTSUP,
+                           "expert parallelism over %d processes: this thermoe was built "
+                           "without NCCL (nccl.h and libnccl with the CUDA toolkit)",
+                           tmoe_ep_size(cfg->ep));
+#endif
+    }
     tmoe_engine *e = tmoe_calloc(1, sizeof *e, err);
     if (!e) return TMOE_ENOMEM;
-    e->vt = registry[k];
+    e->vt = vt;
     e->blk = blk;
     e->cfg = *cfg;
     e->cfg.backend = k;
@@ -156,4 +173,10 @@ int tmoe_engine_forward(tmoe_engine *e, const float *x, int T, int moe_only, con
     if (!rc) rc = tmoe_engine_moe(e, bias, m, err);
     if (!rc) rc = tmoe_engine_output(e, y, err);
     return rc;
+}
+
+int tmoe_engine_ep_stats(const tmoe_engine *e, tmoe_ep_stats *out, tmoe_error *err) {
+    if (!e->vt->ep_stats)
+        return tmoe_errorf(err, TMOE_ENOTSUP, "the %s engine is not expert-parallel", e->vt->name);
+    return e->vt->ep_stats(e->st, out);
 }

@@ -14,6 +14,7 @@
 #include "cli/cli.h"
 #include "thermoe/analyze.h"
 #include "thermoe/dispatch.h"
+#include "thermoe/ep.h"
 #include "thermoe/runner.h"
 
 enum {
@@ -21,7 +22,7 @@ enum {
     O_BATCH, O_SAMPLES, O_EPOCHS, O_WORKLOADS, O_PROFILE_DIR, O_LOG_FILE,
     O_OUT, O_DEVICE, O_COST, O_TELEMETRY, O_BACKEND, O_IMPL, O_SEED, O_WARMUP, O_T_POWER, O_T_TEMP,
     O_W_LAT, O_W_POWER, O_W_TEMP, O_W_TPUT, O_W_FID, O_LR, O_WD, O_GRAD, O_MAX_BIAS, O_KL,
-    O_TRACE, O_RATE, O_REPEATS, O_COOLDOWN, O_RESUME, O_NO_ANALYZE, O_CONFIG, O_MOE_ONLY,
+    O_TRACE, O_RATE, O_REPEATS, O_COOLDOWN, O_RESUME, O_NO_ANALYZE, O_CONFIG, O_MOE_ONLY, O_EP,
     O_SIM_DEV, O_LB, O_FID_EVERY, O_WARM, O_QUIET, O_HELP, O_VERBOSE, O_FIRST_REPEAT,
     O_PLACEMENT, O_PLACEMENT_FILE
 };
@@ -67,6 +68,7 @@ static const struct option longopts[] = {
     {"placement", required_argument, 0, O_PLACEMENT},
     {"placement-file", required_argument, 0, O_PLACEMENT_FILE},
     {"moe-only", no_argument, 0, O_MOE_ONLY},
+    {"expert-parallel", no_argument, 0, O_EP},
     {"resume", no_argument, 0, O_RESUME},
     {"no-analyze", no_argument, 0, O_NO_ANALYZE},
     {"config", required_argument, 0, O_CONFIG},
@@ -120,6 +122,9 @@ static void run_help(const tmoe_run_config *d) {
         "                            billing and multi_gpu_aware\n"
         "  --placement-file F        the map for --placement file: one \"expert device\" line\n"
         "                            per expert, '#' comments (implies --placement file)\n"
+        "  --expert-parallel         one process per GPU, started with mpirun -np N: each rank\n"
+        "                            holds the experts the placement puts on it, tokens move\n"
+        "                            over NCCL; rank r writes DIR/rank<r> (cuda backend)\n"
         "  --kernel-cost-model-json F  cost model (default %s)\n"
         "  --profile-dir DIR         directory of a 'thermoe profile' run: its cost_model.json\n"
         "routing:\n"
@@ -292,6 +297,8 @@ static void on_signal(int sig) {
     } while (0)
 
 /* Parse argv into c (argv[0] is skipped, as by getopt). Returns 0, 1 (error), or -1 (help). */
+static int want_ep; /* --expert-parallel */
+
 static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity, char **profile_dir) {
     long lv;
     double dv;
@@ -363,6 +370,7 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_WARM: c->ttha_warm_start = optarg; break;
         case O_LB: c->load_balancer = 1; break;
         case O_MOE_ONLY: c->moe_only = 1; break;
+        case O_EP: want_ep = 1; break;
         case O_TELEMETRY: {
             tmoe_error err = {0};
             if (tmoe_telemetry_kind_parse(optarg, &c->telemetry, &err)) return cli_fail("run", "--telemetry: %s", err.msg);
@@ -405,6 +413,7 @@ int cmd_run(int argc, char **argv) {
     c.analyze = 1;
     int verbosity = 0, rc = 1;
     char *profile_dir = NULL;
+    tmoe_ep *ep = NULL;
     argbuf a = {0};
     char **av = NULL;
     /* the config file's entries go first so that command-line flags override them */
@@ -435,7 +444,7 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
     cli_log_init(verbosity);
-    char cost_buf[4096], out_buf[256], line[4096] = "thermoe";
+    char cost_buf[4096], out_buf[256], rank_buf[4200], line[4096] = "thermoe";
     if (profile_dir && !c.cost_model_path) {
         snprintf(cost_buf, sizeof cost_buf, "%s/cost_model.json", profile_dir);
         c.cost_model_path = cost_buf;
@@ -453,9 +462,31 @@ int cmd_run(int argc, char **argv) {
     }
     c.argv_line = line;
     c.progress = isatty(STDERR_FILENO);
+    tmoe_error err = {0};
+    if (want_ep) {
+        /* NVML numbers GPUs in PCI order; CUDA must too, so that rank d's GPU is device d */
+        setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID", 0);
+        if (tmoe_ep_init(NULL, NULL, &ep, &err)) {
+            cli_fail_err("run", &err);
+            goto done;
+        }
+        c.ep = ep;
+        if (tmoe_ep_size(ep) > 1) {
+            if (c.log_file) {
+                cli_fail("run", "--log-file with --expert-parallel: each rank writes "
+                         "DIR/rank<r>/batches.csv");
+                goto done;
+            }
+            snprintf(rank_buf, sizeof rank_buf, "%s/rank%d", c.out_dir, tmoe_ep_rank(ep));
+            c.out_dir = rank_buf;
+            if (tmoe_ep_rank(ep) > 0) {
+                c.quiet = 1;
+                c.analyze = 0;
+            }
+        }
+    }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    tmoe_error err = {0};
     int r = tmoe_run(&c, stdout, &err);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
@@ -466,6 +497,7 @@ int cmd_run(int argc, char **argv) {
     }
     if (r) {
         cli_fail_err("run", &err);
+        if (ep && tmoe_ep_size(ep) > 1) tmoe_ep_abort(ep, 1); /* the others wait in a collective */
         goto done;
     }
     rc = 0;
@@ -487,6 +519,7 @@ int cmd_run(int argc, char **argv) {
                sum.figures.gnuplot_found ? "" : "; gnuplot not found: scripts written, see the report");
     }
 done:
+    tmoe_ep_finalize(ep);
     for (int i = 0; i < a.n; i++) free(a.v[i]);
     free(a.v);
     free(av);

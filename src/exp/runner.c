@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "thermoe/cost.h"
+#include "thermoe/ep.h"
 #include "thermoe/cpu.h"
 #include "thermoe/exp.h"
 #include "exp/runner_internal.h"
@@ -201,6 +202,13 @@ static int init_telemetry(run_ctx *r, tmoe_error *err) {
     r->ndev = tmoe_telemetry_device_count(r->tel);
     if (r->ndev > TMOE_ROUTE_MAX_DEVICES) r->ndev = TMOE_ROUTE_MAX_DEVICES;
     int E = r->blk_cfg.num_experts, nd = r->ndev > 0 ? r->ndev : 1;
+    if (r->ranks > 1) {
+        /* experts live on the ranks; rank d drives local GPU d (one host) */
+        nd = r->ranks;
+        if (r->ndev != r->ranks)
+            tmoe_log(TMOE_LOG_WARN, "%d ranks but the telemetry sees %d devices: device state of "
+                     "other hosts' ranks is unknown to multi_gpu_aware", r->ranks, r->ndev);
+    }
     rc = r->cfg.placement_file ? tmoe_placement_load(r->cfg.placement_file, E, nd, &r->placement, err)
                                : tmoe_placement_round_robin(E, nd, &r->placement, err);
     if (rc) return tmoe_error_prefix(err, rc, "expert placement");
@@ -221,6 +229,8 @@ static int init_model(run_ctx *r, tmoe_error *err) {
     ec.device_id = r->cfg.device_id;
     ec.max_tokens = r->max_tokens;
     ec.impl = r->cfg.impl;
+    ec.ep = r->cfg.ep;
+    ec.placement = r->cfg.ep ? &r->placement : NULL;
     rc = tmoe_engine_create(r->blk, &ec, &r->eng, err);
     if (rc) return tmoe_error_prefix(err, rc, "starting the engine");
     size_t T = (size_t)r->max_tokens, D = (size_t)r->blk_cfg.d_model;
@@ -241,7 +251,7 @@ static int init_model(run_ctx *r, tmoe_error *err) {
         return TMOE_ENOMEM;
     for (int w = 0; w < TMOE_WL_COUNT; w++)
         r->wl[w] = tmoe_workload_make((tmoe_workload_kind)w, r->cfg.batch_size, r->cfg.block.seq_len,
-                                      r->cfg.seed);
+                                      r->cfg.seed + (uint64_t)r->rank); /* each rank its tokens */
     r->provider.expert_cost = model_expert_cost;
     r->provider.expert_cost_deriv = model_expert_cost_deriv;
     r->provider.ctx = r;
@@ -715,6 +725,36 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
 
 /* ---- combinations ------------------------------------------------------------------- */
 
+/* Energy to move one token copy to another rank and back, from the measured all-to-all
+ * bandwidth: bytes per copy / bandwidth = seconds the link is busy, times the power the GPUs
+ * draw now (the latest samples, summed over the local devices). fallback when unmeasured. */
+static double link_j_per_copy(run_ctx *r, double fallback) {
+    tmoe_ep_stats es;
+    tmoe_error e2 = {0};
+    if (tmoe_engine_ep_stats(r->eng, &es, &e2) || !(es.link_gbps > 0.0)) return fallback;
+    double p = 0.0;
+    for (int d = 0; d < r->ndev; d++) {
+        tmoe_sample s;
+        if (tmoe_monitor_latest(r->mon, d, &s) == TMOE_OK && (s.valid & TMOE_F_POWER_AVG))
+            p += s.power_avg_w;
+    }
+    if (!(p > 0.0)) return fallback;
+    double j = es.bytes_per_copy / (es.link_gbps * 1e9) * p;
+    tmoe_log(TMOE_LOG_INFO, "link cost: %.0f bytes per copy at %.1f GB/s and %.0f W: %.3g J",
+             es.bytes_per_copy, es.link_gbps, p, j);
+    return j;
+}
+
+/* With several ranks every rank must stop after the same batch (the next step is a
+ * collective): the ranks agree on the stop flag. */
+static int stop_now(run_ctx *r) {
+    if (r->ranks <= 1) return stop_requested != 0;
+    double v = stop_requested ? 1.0 : 0.0;
+    tmoe_error e2 = {0};
+    if (tmoe_ep_allreduce_max(r->cfg.ep, &v, &e2) == TMOE_OK && v > 0.0) stop_requested = 1;
+    return stop_requested != 0;
+}
+
 static int make_router(run_ctx *r, tmoe_route_strategy st, tmoe_workload_kind wl, uint64_t seed,
                        tmoe_error *err) {
     int rc0 = finish_update(r, err); /* the old router may still be learning */
@@ -728,8 +768,12 @@ static int make_router(run_ctx *r, tmoe_route_strategy st, tmoe_workload_kind wl
     rc.max_tokens = r->max_tokens;
     rc.latency_base_ms = r->base_latency_ms[wl];
     rc.throughput_base = r->base_throughput[wl];
-    rc.num_devices = r->ndev;
+    rc.num_devices = r->ranks > 1 ? r->ranks : r->ndev;
     rc.expert_device = r->expert_dev;
+    if (r->ranks > 1) {
+        rc.home_device = r->rank;
+        rc.link_j_per_token = link_j_per_copy(r, rc.link_j_per_token);
+    }
     rc.seed = seed;
     rc.lb_enabled = r->cfg.load_balancer;
     int c = tmoe_router_create(&rc, &r->provider, &r->router, err);
@@ -860,7 +904,7 @@ static int run_combo_batches(run_ctx *r, const run_combo *c, int ci, int nc, tmo
             if (rc) break;
         }
         if (r->cfg.progress || b + 1 == nb) progress(r, ci, nc, c, b + 1, nb);
-        if (stop_requested) break;
+        if (stop_now(r)) break;
     }
     if (!rc) rc = finish_update(r, err); /* the last batch's row */
     if (tr) {
@@ -920,6 +964,8 @@ int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
     r->cfg = *cfg;
     r->out = out;
     r->blk_cfg = cfg->block;
+    r->rank = cfg->ep ? tmoe_ep_rank(cfg->ep) : 0;
+    r->ranks = cfg->ep ? tmoe_ep_size(cfg->ep) : 1;
     r->wall0_ns = tmoe_now_ns();
     stop_requested = 0;
     iso_time(r->started, sizeof r->started);

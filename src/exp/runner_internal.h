@@ -45,6 +45,7 @@ typedef struct run_ctx {
     tmoe_monitor *mon;
     tmoe_sim *sim; /* NULL on nvml */
     int ndev;
+    int rank, ranks;               /* expert parallelism: this process's rank, ranks (1 = none) */
     tmoe_placement placement;      /* expert -> device over the ndev devices */
     int expert_dev[TMOE_MAX_EXPERTS]; /* (E) the same, for the router */
     tmoe_device_info dev_info;

@@ -85,6 +85,14 @@ int run_write_metadata(run_ctx *r, const char *status, tmoe_error *err) {
                         json_pack("{s:s, s:o}", "source",
                                   c->placement_file ? c->placement_file : "round_robin",
                                   "expert_device", place));
+    json_t *ep = json_pack("{s:i, s:i}", "rank", r->rank, "ranks", r->ranks);
+    tmoe_ep_stats es;
+    tmoe_error e2 = {0};
+    if (r->eng && tmoe_engine_ep_stats(r->eng, &es, &e2) == TMOE_OK) {
+        json_object_set_new(ep, "link_gbps", json_real(es.link_gbps));
+        json_object_set_new(ep, "bytes_per_copy", json_real(es.bytes_per_copy));
+    }
+    json_object_set_new(config, "expert_parallel", ep);
     json_object_set_new(config, "model",
                         json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:s, s:b, s:b}",
                                   "d_model", r->blk_cfg.d_model, "n_heads", r->blk_cfg.n_heads,

@@ -12,6 +12,7 @@
  * and is not captured in a graph. expert_ms is NAN: one launch serves every expert. */
 #include "../backend.h"
 #include "cublas_util.h"
+#include "cuda_engine.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -373,13 +374,87 @@ static int unfused(const cuda_state *s, int t) {
     return t != TMOE_ET_FP16 && s->cfg.impl == TMOE_IMPL_UNFUSED;
 }
 
+/* Rows an expert step reads and writes. Row r of expert e (offsets[e] <= r < offsets[e] +
+ * counts[e]) reads x row (src ? src[r] / k : r); the cuBLAS path reads the rows already
+ * grouped at xg and needs the counts on the host (h_counts, E). */
+typedef struct expert_rows {
+    const tmoe_f16 *x, *xg;
+    const int32_t *src;
+    int k;
+    const int32_t *counts, *offsets, *active; /* device, from permute (or the caller) */
+    const int32_t *h_counts;                  /* host, cuBLAS path only */
+    int max_n, max_active;                    /* host bounds: rows of any expert, experts used */
+    float *ye;                                /* (rows, D) fp32 output */
+} expert_rows;
+
+/* fc1 (+ activation) and fc2 of every expert group; records EV_FC1, EV_ACT and EV_FC2. */
+static int experts_enqueue(cuda_state *s, int cublas, const expert_rows *r, tmoe_error *err) {
+    const tmoe_block *b = s->blk;
+    int D = b->cfg.d_model, E = b->cfg.num_experts, F = b->cfg.d_ff;
+    tmoe_cuda_epi epi1 = b->cfg.act == TMOE_ACT_SWIGLU ? TMOE_CUDA_EPI_SWIGLU : TMOE_CUDA_EPI_RELU;
+    int32_t offs[TMOE_MAX_EXPERTS + 1];
+    if (cublas) {
+        offs[0] = 0;
+        for (int e = 0; e < E; e++) offs[e + 1] = offs[e] + r->h_counts[e];
+    }
+    for (int t = 0; t < TMOE_ET_COUNT; t++) {
+        type_group *g = &s->grp[t];
+        if (!g->n) continue;
+        int via_cublas = cublas && (t == TMOE_ET_FP16 || unfused(s, t));
+        tmoe_cuda_lin L = unfused(s, t) ? g->k1 : g->fc1;
+        if (!via_cublas) {
+            TRY(tmoe_cuda_expert_linear(&g->k1, epi1, g->n, g->d_experts, r->active, g->d_slot_of,
+                                        r->counts, r->offsets, r->x, r->src, r->k, r->max_n,
+                                        r->max_active, NULL, s->a16, s->st, err));
+            continue;
+        }
+        for (int e = 0; e < E; e++) {
+            int n = r->h_counts[e];
+            if ((int)b->types[e] != t || n == 0) continue;
+            const tmoe_f16 *W = (const tmoe_f16 *)((const uint8_t *)L.w + L.w_stride * s->slot_of[e]);
+            TRY(gemm_f16(s, r->xg + (size_t)offs[e] * D, W, n, L.in, L.out,
+                         s->h32 + (size_t)offs[e] * L.out, err));
+        }
+    }
+    TRY(record(s, s->ev[EV_FC1], err));
+    if (cublas) {
+        for (int e = 0; e < E; e++) {
+            int n = r->h_counts[e], t = b->types[e];
+            if (n == 0 || !(t == TMOE_ET_FP16 || unfused(s, t))) continue;
+            TRY(tmoe_cuda_act(b->cfg.act, s->h32 + (size_t)offs[e] * s->grp[t].fc1.out, n, F,
+                              s->a16 + (size_t)offs[e] * F, s->st, err));
+        }
+    }
+    TRY(record(s, s->ev[EV_ACT], err));
+    for (int t = 0; t < TMOE_ET_COUNT; t++) {
+        type_group *g = &s->grp[t];
+        if (!g->n) continue;
+        int via_cublas = cublas && (t == TMOE_ET_FP16 || unfused(s, t));
+        tmoe_cuda_lin L = unfused(s, t) ? g->k2 : g->fc2;
+        if (!via_cublas) {
+            TRY(tmoe_cuda_expert_linear(&g->k2, TMOE_CUDA_EPI_NONE, g->n, g->d_experts, r->active,
+                                        g->d_slot_of, r->counts, r->offsets, s->a16, NULL, 1,
+                                        r->max_n, r->max_active, r->ye, NULL, s->st, err));
+            continue;
+        }
+        for (int e = 0; e < E; e++) {
+            int n = r->h_counts[e];
+            if ((int)b->types[e] != t || n == 0) continue;
+            const tmoe_f16 *W = (const tmoe_f16 *)((const uint8_t *)L.w + L.w_stride * s->slot_of[e]);
+            TRY(gemm_f16(s, s->a16 + (size_t)offs[e] * F, W, n, L.in, L.out,
+                         r->ye + (size_t)offs[e] * D, err));
+        }
+    }
+    TRY(record(s, s->ev[EV_FC2], err));
+    return TMOE_OK;
+}
+
 /* The MoE step. cublas: experts of fp16 (and unfused) groups through cuBLAS per expert,
  * after one wait for the counts (not capturable). */
 static int moe_enqueue(cuda_state *s, int cublas, tmoe_error *err) {
     const tmoe_block *b = s->blk;
-    int T = s->T, D = b->cfg.d_model, E = b->cfg.num_experts, k = b->cfg.top_k, F = b->cfg.d_ff;
+    int T = s->T, D = b->cfg.d_model, E = b->cfg.num_experts, k = b->cfg.top_k;
     int N = T * k, max_active = N < E ? N : E;
-    tmoe_cuda_epi epi1 = b->cfg.act == TMOE_ACT_SWIGLU ? TMOE_CUDA_EPI_SWIGLU : TMOE_CUDA_EPI_RELU;
     TRY(record(s, s->ev[EV_START], err));
     TRY(tmoe_cuda_gate_topk(s->logits, s->d_bias, T, E, k, b->cfg.renormalize,
                             s->cfg.bias_in_weights, s->idx, s->w, s->d_hidx, s->d_hw, s->st, err));
@@ -398,61 +473,10 @@ static int moe_enqueue(cuda_state *s, int cublas, tmoe_error *err) {
     }
     TRY(record(s, s->ev[EV_DEQUANT], err));
     if (cublas) TMOE_CUDA_CHECK(cudaEventSynchronize(s->ev[EV_PERMUTE]), err);
-    int32_t offs[TMOE_MAX_EXPERTS + 1];
-    if (cublas) {
-        offs[0] = 0;
-        for (int e = 0; e < E; e++) offs[e + 1] = offs[e] + s->h_counts[e];
-    }
-    /* fc1 (+ activation) */
-    for (int t = 0; t < TMOE_ET_COUNT; t++) {
-        type_group *g = &s->grp[t];
-        if (!g->n) continue;
-        int via_cublas = cublas && (t == TMOE_ET_FP16 || unfused(s, t));
-        tmoe_cuda_lin L = unfused(s, t) ? g->k1 : g->fc1;
-        if (!via_cublas) {
-            TRY(tmoe_cuda_expert_linear(&g->k1, epi1, g->n, g->d_experts, s->active, g->d_slot_of,
-                                        s->counts, s->offsets, s->h16, s->src, k, T, max_active,
-                                        NULL, s->a16, s->st, err));
-            continue;
-        }
-        for (int e = 0; e < E; e++) {
-            int n = s->h_counts[e];
-            if ((int)b->types[e] != t || n == 0) continue;
-            const tmoe_f16 *W = (const tmoe_f16 *)((const uint8_t *)L.w + L.w_stride * s->slot_of[e]);
-            TRY(gemm_f16(s, s->xg + (size_t)offs[e] * D, W, n, L.in, L.out,
-                         s->h32 + (size_t)offs[e] * L.out, err));
-        }
-    }
-    TRY(record(s, s->ev[EV_FC1], err));
-    if (cublas) {
-        for (int e = 0; e < E; e++) {
-            int n = s->h_counts[e], t = b->types[e];
-            if (n == 0 || !(t == TMOE_ET_FP16 || unfused(s, t))) continue;
-            TRY(tmoe_cuda_act(b->cfg.act, s->h32 + (size_t)offs[e] * s->grp[t].fc1.out, n, F,
-                              s->a16 + (size_t)offs[e] * F, s->st, err));
-        }
-    }
-    TRY(record(s, s->ev[EV_ACT], err));
-    for (int t = 0; t < TMOE_ET_COUNT; t++) {
-        type_group *g = &s->grp[t];
-        if (!g->n) continue;
-        int via_cublas = cublas && (t == TMOE_ET_FP16 || unfused(s, t));
-        tmoe_cuda_lin L = unfused(s, t) ? g->k2 : g->fc2;
-        if (!via_cublas) {
-            TRY(tmoe_cuda_expert_linear(&g->k2, TMOE_CUDA_EPI_NONE, g->n, g->d_experts, s->active,
-                                        g->d_slot_of, s->counts, s->offsets, s->a16, NULL, k, T,
-                                        max_active, s->ye, NULL, s->st, err));
-            continue;
-        }
-        for (int e = 0; e < E; e++) {
-            int n = s->h_counts[e];
-            if ((int)b->types[e] != t || n == 0) continue;
-            const tmoe_f16 *W = (const tmoe_f16 *)((const uint8_t *)L.w + L.w_stride * s->slot_of[e]);
-            TRY(gemm_f16(s, s->a16 + (size_t)offs[e] * F, W, n, L.in, L.out,
-                         s->ye + (size_t)offs[e] * D, err));
-        }
-    }
-    TRY(record(s, s->ev[EV_FC2], err));
+    expert_rows r = {.x = s->h16, .xg = s->xg, .src = s->src, .k = k, .counts = s->counts,
+                     .offsets = s->offsets, .active = s->active, .h_counts = s->h_counts,
+                     .max_n = T, .max_active = max_active, .ye = s->ye};
+    TRY(experts_enqueue(s, cublas, &r, err));
     TRY(tmoe_cuda_combine(s->ye, s->dst, s->w, s->x, T, k, D, s->y, s->st, err));
     TRY(record(s, s->ev[EV_COMBINE], err));
     return TMOE_OK;
@@ -545,3 +569,47 @@ const tmoe_backend_vt tmoe_backend_cuda = {
     .moe = cuda_moe,
     .output = cuda_output,
 };
+
+/* ---- what the expert-parallel backend uses of a state (cuda_engine.h) ------------------ */
+
+void tmoe_cuda_state_io(void *p, tmoe_cuda_io *io) {
+    cuda_state *s = p;
+    io->stream = s->st;
+    io->cublas = s->cb;
+    io->x = s->x;
+    io->h16 = s->h16;
+}
+
+int tmoe_cuda_state_experts(void *p, const tmoe_f16 *xg, int rows, const int32_t *d_counts,
+                            const int32_t *d_offsets, const int32_t *d_active,
+                            const int32_t *h_counts, float *ye, tmoe_error *err) {
+    cuda_state *s = p;
+    const tmoe_block *b = s->blk;
+    int E = b->cfg.num_experts, max_n = 0, used = 0;
+    for (int e = 0; e < E; e++) {
+        if (h_counts[e] > max_n) max_n = h_counts[e];
+        used += h_counts[e] > 0;
+    }
+    if (rows == 0 || used == 0) return TMOE_OK;
+    int any = s->grp[TMOE_ET_FP16].n > 0;
+    for (int t = 1; t < TMOE_ET_COUNT; t++) any |= s->grp[t].n > 0 && unfused(s, t);
+    long weights = (long)b->cfg.d_model * b->cfg.d_ff;
+    int cublas = any && rows / E >= tmoe_cuda_cublas_min_tokens &&
+                 weights >= tmoe_cuda_cublas_min_weights;
+    for (int t = 0; t < TMOE_ET_COUNT; t++) {
+        type_group *g = &s->grp[t];
+        if (!g->n || !unfused(s, t)) continue;
+        TRY(tmoe_cuda_dequant_unpack(&g->fc1, g->n, g->d_experts, d_counts, g->u1, s->st, err));
+        TRY(tmoe_cuda_dequant_unpack(&g->fc2, g->n, g->d_experts, d_counts, g->u2, s->st, err));
+    }
+    expert_rows r = {.x = xg, .xg = xg, .src = NULL, .k = 1, .counts = d_counts,
+                     .offsets = d_offsets, .active = d_active, .h_counts = h_counts,
+                     .max_n = max_n, .max_active = used, .ye = ye};
+    return experts_enqueue(s, cublas, &r, err);
+}
+
+void tmoe_cuda_state_expert_ms(void *p, cudaEvent_t start, double op_ms[TMOE_OP_COUNT]) {
+    cuda_state *s = p;
+    tmoe_op_ms_add(op_ms, TMOE_OP_LINEAR_FC1, elapsed(start, s->ev[EV_FC1]));
+    tmoe_op_ms_add(op_ms, TMOE_OP_LINEAR_FC2, elapsed(s->ev[EV_ACT], s->ev[EV_FC2]));
+}
