@@ -1,6 +1,7 @@
 /* Synthetic run logs for the analysis tests: a run directory with batches.csv (every
- * runlog.h column, in order) and metadata.json, with a known effect per strategy, a random
- * offset per run (batches of one run are correlated) and noise per batch. */
+ * runlog.h column, in order; two devices) and metadata.json, with a known effect per
+ * strategy, a random offset per run (batches of one run are correlated) and noise per
+ * batch. */
 #ifndef THERMOE_TEST_ANALYZE_LOGS_H
 #define THERMOE_TEST_ANALYZE_LOGS_H
 
@@ -65,9 +66,12 @@ static int synth_run(const char *dir, const synth_cfg *c) {
                         t, rep, rep, c->workloads[w], c->strategies[s], b, tokens, lat,
                         tokens / lat * 1000.0, ej, e, pw, pw * 1.2, temp - 1, temp, temp + 0.5,
                         temp + 8, b % 7 == 6 ? 4 : 0);
-                    for (int x = 0; x < c->experts; x++)
-                        fprintf(f, "%s%d", x ? ";" : "",
-                                60 + (int)(40 * tmoe_rng_uniform(&r)) - (ttha ? 6 * x : 0));
+                    int dev_tok[2] = {0, 0};
+                    for (int x = 0; x < c->experts; x++) {
+                        int n = 60 + (int)(40 * tmoe_rng_uniform(&r)) - (ttha ? 6 * x : 0);
+                        dev_tok[x % 2] += n;
+                        fprintf(f, "%s%d", x ? ";" : "", n);
+                    }
                     fputc(',', f);
                     for (int x = 0; x < c->experts; x++)
                         fprintf(f, "%s%.4f", x ? ";" : "",
@@ -83,8 +87,11 @@ static int synth_run(const char *dir, const synth_cfg *c) {
                     } else {
                         fputs("nan,nan,nan,nan,nan,nan,nan,", f);
                     }
-                    fprintf(f, ",%.4f,%.5f,%s\n", base ? 1.0 : 0.9 + 0.02 * tmoe_rng_uniform(&r),
+                    fprintf(f, ",%.4f,%.5f,%s", base ? 1.0 : 0.9 + 0.02 * tmoe_rng_uniform(&r),
                             base ? 0.0 : 0.01 + 0.005 * tmoe_rng_uniform(&r), c->telemetry);
+                    /* two devices, experts placed round robin */
+                    fprintf(f, ",%.8f;%.8f,%.3f;%.3f,%.2f;%.2f,%d;%d\n", ej * 0.55, ej * 0.45,
+                            pw * 0.55, pw * 0.45, temp, temp - 2, dev_tok[0], dev_tok[1]);
                 }
             }
     if (fclose(f) != 0) return -1;

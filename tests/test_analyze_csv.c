@@ -1,5 +1,6 @@
 /* Run log reader: RFC 4180 quoting, and clear file:line messages for empty, truncated,
- * short-row, bad-cell and mixed-schema CSVs, with the good files still analysed. */
+ * short-row, bad-cell and mixed-schema CSVs, with the good files still analysed; a dataset
+ * written before the newest columns loads without complaint. */
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -281,11 +282,80 @@ static void test_block_means(void **state) {
     tmoe_dataset_free(ds);
 }
 
+/* A committed dataset from before the per-device columns (bench/results/h100_run, every
+ * 100th row of it): read by name with no problem, the missing list columns empty, merged
+ * with a run of the current schema without a schema complaint, and analysed. */
+static void test_older_schema(void **state) {
+    (void)state;
+    const char *src = THERMOE_SOURCE_DIR "/bench/results/h100_run/h100_fp16_open";
+    const char *dir = tmp_copy("older");
+    assert_int_equal(mkdir(dir, 0777), 0);
+    char in[1024], out[1024];
+    snprintf(in, sizeof in, "%s/batches.csv", src);
+    snprintf(out, sizeof out, "%s/batches.csv", dir);
+    FILE *fi = fopen(in, "r"), *fo = fopen(out, "w");
+    assert_non_null(fi);
+    assert_non_null(fo);
+    char *line = NULL;
+    size_t cap = 0;
+    long n = 0, kept = 0;
+    while (getline(&line, &cap, fi) > 0) {
+        if (n++ % 100 != 0) continue;
+        fputs(line, fo);
+        kept++;
+    }
+    free(line);
+    fclose(fi);
+    assert_int_equal(fclose(fo), 0);
+    assert_true(kept > 100);
+    snprintf(in, sizeof in, "%s/metadata.json", src);
+    snprintf(out, sizeof out, "%s/metadata.json", dir);
+    write_text(out, read_all(in));
+    assert_non_null(strstr(read_all(out), "\"nvml\""));
+
+    tmoe_error err = {0};
+    tmoe_dataset *ds = tmoe_dataset_create(&err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, dir, &err), &err);
+    for (int i = 0; i < tmoe_dataset_nproblems(ds); i++)
+        print_message("problem: %s\n", tmoe_dataset_problem(ds, i));
+    assert_int_equal(tmoe_dataset_nproblems(ds), 0);
+    assert_int_equal(tmoe_dataset_nrows(ds), kept - 1);
+    static const int dev_cols[] = {TMOE_RL_DEVICE_ENERGY_J, TMOE_RL_DEVICE_POWER_AVG_W,
+                                   TMOE_RL_DEVICE_TEMP_END_C, TMOE_RL_DEVICE_TOKENS};
+    for (int i = 0; i < tmoe_dataset_nrows(ds); i++) {
+        const tmoe_analyze_row *r = tmoe_dataset_row(ds, i);
+        assert_true(r->num[TMOE_RL_ENERGY_J] > 0.0);
+        assert_int_equal(r->nlist[TMOE_RL_EXPERT_USAGE_COUNTS], 8);
+        for (size_t c = 0; c < sizeof dev_cols / sizeof *dev_cols; c++) {
+            assert_null(r->list[dev_cols[c]]);
+            assert_int_equal(r->nlist[dev_cols[c]], 0);
+        }
+    }
+    /* with a run of the current schema (two devices) */
+    const char *cur = tmp_copy("current");
+    good_run(cur, 5, NULL);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, cur, &err), &err);
+    const tmoe_analyze_row *last = tmoe_dataset_row(ds, tmoe_dataset_nrows(ds) - 1);
+    assert_int_equal(last->nlist[TMOE_RL_DEVICE_TOKENS], 2);
+    tmoe_analyze_config cfg = tmoe_analyze_config_default();
+    cfg.bootstrap = 200;
+    tmoe_analysis *a = tmoe_analysis_create(ds, &cfg, &err);
+    if (!a) fail_msg("analysis: %s", err.msg);
+    for (int i = 0; i < tmoe_dataset_nproblems(ds); i++)
+        if (strstr(tmoe_dataset_problem(ds, i), "schema"))
+            fail_msg("older and current schema reported: %s", tmoe_dataset_problem(ds, i));
+    assert_non_null(tmoe_analysis_find(a, "standard", "kernel_aware_ttha"));
+    assert_non_null(tmoe_analysis_find(a, "standard", "static_optimal"));
+    tmoe_analysis_free(a);
+    tmoe_dataset_free(ds);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quoting),
         cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_block_means),
+        cmocka_unit_test(test_older_schema),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

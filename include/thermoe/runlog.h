@@ -1,7 +1,9 @@
 /* Run log schema: the one definition of the per-batch CSV columns (batches.csv) and the
  * metadata file name that the experiment harness writes and `thermoe analyze` reads.
  * Writers emit the columns in exactly this order, with this header line; lists inside a
- * cell are ';'-separated; an empty cell or "nan" means unknown (never 0). */
+ * cell are ';'-separated; an empty cell or "nan" means unknown (never 0). Per-device lists
+ * (device_*) have one entry per telemetry device, in device index order. New columns go at
+ * the end: readers look columns up by name, and a file without them still loads. */
 #ifndef THERMOE_RUNLOG_H
 #define THERMOE_RUNLOG_H
 
@@ -66,7 +68,11 @@ typedef struct tmoe_runlog_col {
     X(BIASES, "biases", TMOE_COL_LIST_DBL, "per-expert routing bias") \
     X(TOPK_AGREEMENT, "topk_agreement_with_baseline", TMOE_COL_DOUBLE, "fraction in [0, 1]") \
     X(OUTPUT_REL_ERROR, "output_rel_error_vs_baseline", TMOE_COL_DOUBLE, "||y - y0|| / ||y0||") \
-    X(TELEMETRY_SOURCE, "telemetry_source", TMOE_COL_STR, "nvml or sim")
+    X(TELEMETRY_SOURCE, "telemetry_source", TMOE_COL_STR, "nvml or sim") \
+    X(DEVICE_ENERGY_J, "device_energy_j", TMOE_COL_LIST_DBL, "J per device; energy_j is the sum") \
+    X(DEVICE_POWER_AVG_W, "device_power_avg_w", TMOE_COL_LIST_DBL, "W per device, mean over the batch") \
+    X(DEVICE_TEMP_END_C, "device_temp_end_c", TMOE_COL_LIST_DBL, "C per device at the batch's end") \
+    X(DEVICE_TOKENS, "device_tokens", TMOE_COL_LIST_INT, "token copies routed to each device's experts")
 
 #define TMOE_RUNLOG_ENUM_(id, name, type, unit) TMOE_RL_##id,
 typedef enum { TMOE_RUNLOG_COLUMNS(TMOE_RUNLOG_ENUM_) TMOE_RL_NCOLS } tmoe_runlog_col_id;

@@ -309,7 +309,17 @@ static int build_map(tmoe_dataset *ds, const char *path, int line, const record 
             path, line, missing);
         return -1;
     }
-    if (!*exact)
+    /* an older writer's header: the columns of runlog.h in order, the newest ones (always
+     * appended at the end) not yet there; nothing is wrong with such a file */
+    int older = !*exact && r->n < TMOE_RL_NCOLS;
+    for (int i = 0; older && i < r->n; i++)
+        older = h->map[i] == i;
+    if (older)
+        tmoe_log(TMOE_LOG_INFO,
+                 "%s:%d: written before the columns from '%s' on were added; they count as "
+                 "unknown",
+                 path, line, tmoe_runlog_cols[r->n].name);
+    else if (!*exact)
         problem(
             ds,
             "%s:%d: schema differs from runlog.h (%d columns, expected %d; missing: %s; unknown: "
@@ -624,6 +634,25 @@ static void check_field(tmoe_dataset *ds, const char *what, size_t off, const ch
     }
 }
 
+/* Whether a header line is the runlog.h header or an older writer's (its first columns). */
+static int current_or_older(const char *hdr) {
+    const char *p = hdr;
+    for (int c = 0; c < TMOE_RL_NCOLS; c++) {
+        size_t n = strlen(tmoe_runlog_cols[c].name);
+        if (c && *p++ != ',') return 0;
+        if (strncmp(p, tmoe_runlog_cols[c].name, n) != 0) return 0;
+        p += n;
+        if (*p == '\0') return 1;
+    }
+    return 0;
+}
+
+/* Headers are consistent when equal, or both the runlog.h header or an older writer's:
+ * every column the shorter one has means the same in both. */
+static int same_schema(const char *a, const char *b) {
+    return strcmp(a, b) == 0 || (current_or_older(a) && current_or_older(b));
+}
+
 void tmoe_dataset_check_consistency(tmoe_dataset *ds) {
     if (ds->checked) return;
     ds->checked = 1;
@@ -639,7 +668,7 @@ void tmoe_dataset_check_consistency(tmoe_dataset *ds) {
         if (!first) {
             first = ds->schemas[i];
             first_dir = ds->runs[i].dir;
-        } else if (strcmp(first, ds->schemas[i]) != 0) {
+        } else if (!same_schema(first, ds->schemas[i])) {
             problem(ds,
                     "runs have inconsistent CSV schemas: %s and %s have different headers "
                     "(columns were matched by name)",

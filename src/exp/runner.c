@@ -352,25 +352,23 @@ static int sim_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, 
 }
 
 /* Fill hw from the monitor's samples in [t0, t1] (device clock, s since run start) and the
- * energy window. Temperatures are the hottest device's; energy and power the sum. */
-static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en, int nen,
-                        const tmoe_sample *first, batch_hw *hw) {
-    hw->energy_j = 0.0;
-    hw->method = TMOE_ENERGY_COUNTER;
-    for (int d = 0; d < nen; d++) {
-        if (en[d].method == TMOE_ENERGY_NONE || isnan(en[d].joules)) {
-            hw->method = TMOE_ENERGY_NONE;
-            break;
-        }
-        hw->energy_j += en[d].joules;
-        if (en[d].method == TMOE_ENERGY_INTEGRATED) hw->method = TMOE_ENERGY_INTEGRATED;
-    }
+ * energy of each device over the window: exact_j (ndev, J), the simulated devices' own
+ * energy, when not NULL, else the monitor's window en (ndev) of each device (counter where
+ * it stepped inside the window, else integrated samples; with neither, the device's latest
+ * power times the window length). Per device: energy, mean power (energy / period) and
+ * end temperature; for the batch: energy and mean power are the sums over the devices
+ * (unknown when one device's energy is), peak temperatures the hottest device's, start and
+ * end temperature device 0's. */
+static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en,
+                        const double *exact_j, const tmoe_sample *first, batch_hw *hw) {
     hw->period_s = t1 - t0;
     hw->temp_start_c = first->gpu_temp_c;
     hw->temp_end_c = hw->temp_peak_c = hw->mem_temp_peak_c = NAN;
     hw->power_peak_w = hw->sm_clock_mhz = hw->gpu_util_pct = NAN;
     hw->throttle = 0;
-    double clk = 0.0, util = 0.0, pw_now = 0.0;
+    hw->energy_j = 0.0;
+    hw->method = TMOE_ENERGY_COUNTER;
+    double clk = 0.0, util = 0.0;
     int nclk = 0, nutil = 0;
     int64_t a = r->t0_ns + (int64_t)(t0 * 1e9), b = r->t0_ns + (int64_t)(t1 * 1e9);
     for (int d = 0; d < r->ndev; d++) {
@@ -382,11 +380,12 @@ static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en,
             n = 1;
         }
         double pw_dev = NAN;
+        hw->dev_temp_end_c[d] = NAN;
         for (int i = 0; i < n; i++) {
             const tmoe_sample *s = &r->samples[i];
             if (s->valid & TMOE_F_GPU_TEMP) {
                 if (!(hw->temp_peak_c >= s->gpu_temp_c)) hw->temp_peak_c = s->gpu_temp_c;
-                if (d == 0) hw->temp_end_c = s->gpu_temp_c;
+                hw->dev_temp_end_c[d] = s->gpu_temp_c;
             }
             if ((s->valid & TMOE_F_MEM_TEMP) && !(hw->mem_temp_peak_c >= s->mem_temp_c))
                 hw->mem_temp_peak_c = s->mem_temp_c;
@@ -407,26 +406,31 @@ static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en,
             }
             if (s->valid & TMOE_F_THROTTLE) hw->throttle |= s->throttle_reasons & ~TMOE_THROTTLE_GPU_IDLE;
         }
-        pw_now += isnan(pw_dev) ? 0.0 : pw_dev;
+        double e = exact_j ? exact_j[d] : en[d].joules;
+        tmoe_energy_method m = exact_j ? TMOE_ENERGY_COUNTER : en[d].method;
+        if (m == TMOE_ENERGY_NONE || isnan(e)) {
+            /* no sample and no counter step inside the window: latest power x duration */
+            int have = hw->period_s > 0.0 && pw_dev > 0.0;
+            e = have ? pw_dev * hw->period_s : NAN;
+            m = have ? TMOE_ENERGY_INTEGRATED : TMOE_ENERGY_NONE;
+        }
+        hw->dev_energy_j[d] = e;
+        hw->dev_power_avg_w[d] = hw->period_s > 0.0 ? e / hw->period_s : NAN;
+        if (m == TMOE_ENERGY_NONE) hw->method = TMOE_ENERGY_NONE;
+        else if (hw->method != TMOE_ENERGY_NONE && m == TMOE_ENERGY_INTEGRATED) hw->method = m;
+        hw->energy_j = hw->method == TMOE_ENERGY_NONE ? NAN : hw->energy_j + e;
     }
+    if (r->ndev > 0) hw->temp_end_c = hw->dev_temp_end_c[0];
     if (nclk) hw->sm_clock_mhz = clk / nclk;
     if (nutil) hw->gpu_util_pct = util / nutil;
-    if (hw->method == TMOE_ENERGY_NONE && hw->period_s > 0.0 && pw_now > 0.0) {
-        /* no sample and no counter step inside the window: latest power x duration */
-        hw->energy_j = pw_now * hw->period_s;
-        hw->method = TMOE_ENERGY_INTEGRATED;
-    } else if (hw->method == TMOE_ENERGY_NONE) {
-        hw->energy_j = NAN;
-    }
     hw->power_avg_w = hw->period_s > 0.0 ? hw->energy_j / hw->period_s : NAN;
-    if (!(hw->power_peak_w >= hw->power_avg_w)) hw->power_peak_w = hw->power_avg_w;
+    if (!isnan(hw->power_avg_w) && !(hw->power_peak_w >= hw->power_avg_w))
+        hw->power_peak_w = hw->power_avg_w;
 }
 
-/* Exact energy of every simulated device, J. */
-static double sim_energy(run_ctx *r) {
-    double e = 0.0;
-    for (int d = 0; d < r->ndev; d++) e += tmoe_sim_energy_exact_j(r->sim, d);
-    return e;
+/* Exact energy of every simulated device, J: e (ndev). */
+static void sim_energies(run_ctx *r, double *e) {
+    for (int d = 0; d < r->ndev; d++) e[d] = tmoe_sim_energy_exact_j(r->sim, d);
 }
 
 /* Hardware snapshot for the router from the latest samples. */
@@ -605,7 +609,8 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     int T = w->tokens, D = r->blk_cfg.d_model, E = r->blk_cfg.num_experts, k = r->blk_cfg.top_k;
     tmoe_workload_batch(w, r->blk, b % r->cfg.num_samples, r->x);
 
-    double t_begin = now_s(r), sim_e0 = r->sim ? sim_energy(r) : NAN;
+    double t_begin = now_s(r), sim_e[TMOE_ROUTE_MAX_DEVICES];
+    if (r->sim) sim_energies(r, sim_e);
     int64_t tok[TMOE_ROUTE_MAX_DEVICES];
     for (int d = 0; d < r->ndev; d++) tok[d] = tmoe_monitor_energy_begin(r->mon, d);
     tmoe_sample first = tmoe_sample_invalid(0, 0);
@@ -645,15 +650,14 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
         if (tok[d] < 0 || tmoe_monitor_energy_end(r->mon, tok[d], &en[d], &e2))
             en[d].method = TMOE_ENERGY_NONE, en[d].joules = NAN;
     }
-    read_window(r, t_begin, t_end, en, r->ndev, &first, &hw);
     if (r->sim) {
-        /* the simulated device's own energy, exact at any time scale (its NVML-like counter
-         * steps every 100 ms, longer than most batches) */
-        hw.energy_j = sim_energy(r) - sim_e0;
-        hw.method = TMOE_ENERGY_COUNTER;
-        hw.power_avg_w = hw.period_s > 0.0 ? hw.energy_j / hw.period_s : NAN;
-        if (!(hw.power_peak_w >= hw.power_avg_w)) hw.power_peak_w = hw.power_avg_w;
+        /* the simulated devices' own energy, exact at any time scale (their NVML-like
+         * counters step every 100 ms, longer than most batches) */
+        double e1[TMOE_ROUTE_MAX_DEVICES];
+        sim_energies(r, e1);
+        for (int d = 0; d < r->ndev; d++) sim_e[d] = e1[d] - sim_e[d];
     }
+    read_window(r, t_begin, t_end, en, r->sim ? sim_e : NULL, &first, &hw);
     double period = hw.period_s > 0.0 ? hw.period_s : hw.latency_ms / 1e3;
     r->last_latency_ms = hw.latency_ms;
 
@@ -718,6 +722,12 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     tmoe_runlog_row_dbl(row, TMOE_RL_TOPK_AGREEMENT, agree);
     tmoe_runlog_row_dbl(row, TMOE_RL_OUTPUT_REL_ERROR, relerr);
     tmoe_runlog_row_str(row, TMOE_RL_TELEMETRY_SOURCE, tmoe_telemetry_source_name(r->tel));
+    tmoe_runlog_row_dbls(row, TMOE_RL_DEVICE_ENERGY_J, hw.dev_energy_j, r->ndev);
+    tmoe_runlog_row_dbls(row, TMOE_RL_DEVICE_POWER_AVG_W, hw.dev_power_avg_w, r->ndev);
+    tmoe_runlog_row_dbls(row, TMOE_RL_DEVICE_TEMP_END_C, hw.dev_temp_end_c, r->ndev);
+    int32_t dev_tok[TMOE_ROUTE_MAX_DEVICES] = {0};
+    for (int e = 0; e < E; e++) dev_tok[r->placement.device[e]] += m.tokens_per_expert[e];
+    tmoe_runlog_row_ints(row, TMOE_RL_DEVICE_TOKENS, dev_tok, r->ndev);
     r->row_pending = 1; /* written by finish_update with the update's loss terms */
     r->row_route_ms = router_ms;
     return TMOE_OK;

@@ -21,9 +21,12 @@ typedef struct run_combo {
 typedef struct batch_hw {
     double latency_ms;        /* MoE step (device events / simulated) */
     double period_s;          /* end of previous batch -> end of this one */
-    double energy_j;
+    double energy_j;          /* J, sum of dev_energy_j; NAN when a device's is unknown */
     tmoe_energy_method method;
     double power_avg_w, power_peak_w;
+    double dev_energy_j[TMOE_ROUTE_MAX_DEVICES];   /* (ndev) J per device over the window */
+    double dev_power_avg_w[TMOE_ROUTE_MAX_DEVICES]; /* (ndev) W per device, energy / period */
+    double dev_temp_end_c[TMOE_ROUTE_MAX_DEVICES];  /* (ndev) C, last GPU temperature read */
     double temp_start_c, temp_end_c, temp_peak_c, mem_temp_peak_c;
     double sm_clock_mhz, gpu_util_pct;
     uint64_t throttle;

@@ -1,0 +1,186 @@
+/* The per-device columns of thermoe run's batches.csv (device_energy_j, device_power_avg_w,
+ * device_temp_end_c, device_tokens), read back through the analysis reader: on two simulated
+ * GPUs with an uneven placement, on one, and on two GPUs of the fake libnvidia-ml. Each row
+ * has one entry per device; the device energies and powers sum to energy_j and power_avg_w;
+ * the device token copies are the per-expert counts summed over the placement. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "thermoe/analyze.h"
+#include "thermoe/runner.h"
+
+/* The cells are written with 9 significant digits: a sum of per-device cells matches the
+ * total's cell to a few roundings of that. */
+#define TOL_CELL_SUM 1e-7
+
+#define E 8
+#define K 2
+
+static tmoe_run_config small_run(const char *name, tmoe_telemetry_kind tel, int ndev,
+                                 const char *placement) {
+    tmoe_run_config c = tmoe_run_config_default();
+    for (int i = 0; i < TMOE_ROUTE_STRATEGY_COUNT; i++)
+        c.strategies[i] = 0;
+    for (int i = 0; i < TMOE_WL_COUNT; i++)
+        c.workloads[i] = 0;
+    c.strategies[TMOE_ROUTE_BASELINE] = c.strategies[TMOE_ROUTE_KERNEL_AWARE_TTHA] = 1;
+    c.workloads[TMOE_WL_STANDARD] = c.workloads[TMOE_WL_SKEWED] = 1;
+    c.batch_size = 1;
+    c.block.seq_len = 16;
+    c.block.d_model = 64; /* values on the CPU; time and energy are the telemetry's */
+    c.block.d_ff = 128;
+    c.block.n_heads = 2;
+    c.block.num_experts = E;
+    c.block.top_k = K;
+    c.moe_only = 1;
+    c.num_samples = 5;
+    c.warmup_batches = 0;
+    c.trace_batches = 0;
+    c.backend = TMOE_BACKEND_CPU;
+    c.telemetry = tel;
+    c.sim_devices = ndev;
+    c.placement_file = placement;
+    c.seed = tu_seed();
+    c.quiet = 1;
+    c.progress = 0;
+    c.out_dir = tu_tmppath(name);
+    return c;
+}
+
+static int close_rel(double a, double b, double rtol) {
+    return fabs(a - b) <= rtol * fmax(fabs(a), fabs(b));
+}
+
+/* Run, read back and check every row against ndev devices and the placement dev_of (E).
+ * Returns the dataset (caller frees). */
+static tmoe_dataset *run_and_check(const tmoe_run_config *c, int ndev, const int *dev_of) {
+    tmoe_error err = {0};
+    ASSERT_OK(tmoe_run(c, NULL, &err), &err);
+    tmoe_dataset *ds = tmoe_dataset_create(&err);
+    assert_non_null(ds);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, c->out_dir, &err), &err);
+    for (int i = 0; i < tmoe_dataset_nproblems(ds); i++)
+        fail_msg("reading %s: %s", c->out_dir, tmoe_dataset_problem(ds, i));
+    int nrows = tmoe_dataset_nrows(ds);
+    assert_int_equal(nrows, 2 * 2 * c->num_samples);
+    for (int i = 0; i < nrows; i++) {
+        const tmoe_analyze_row *r = tmoe_dataset_row(ds, i);
+        const double *de = r->list[TMOE_RL_DEVICE_ENERGY_J],
+                     *dp = r->list[TMOE_RL_DEVICE_POWER_AVG_W];
+        const double *dt = r->list[TMOE_RL_DEVICE_TEMP_END_C], *dk = r->list[TMOE_RL_DEVICE_TOKENS];
+        const double *cnt = r->list[TMOE_RL_EXPERT_USAGE_COUNTS];
+        assert_int_equal(r->nlist[TMOE_RL_DEVICE_ENERGY_J], ndev);
+        assert_int_equal(r->nlist[TMOE_RL_DEVICE_POWER_AVG_W], ndev);
+        assert_int_equal(r->nlist[TMOE_RL_DEVICE_TEMP_END_C], ndev);
+        assert_int_equal(r->nlist[TMOE_RL_DEVICE_TOKENS], ndev);
+        assert_int_equal(r->nlist[TMOE_RL_EXPERT_USAGE_COUNTS], E);
+        double energy = r->num[TMOE_RL_ENERGY_J], power = r->num[TMOE_RL_POWER_AVG_W];
+        double se = 0.0, sp = 0.0, sk = 0.0, sc = 0.0;
+        for (int d = 0; d < ndev; d++) {
+            if (!(de[d] > 0.0) || !(dp[d] > 0.0) || isnan(dt[d]))
+                fail_msg("row %d device %d: energy %g J, power %g W, temperature %g C", i, d, de[d],
+                         dp[d], dt[d]);
+            se += de[d];
+            sp += dp[d];
+            sk += dk[d];
+            /* energy = mean power x the batch's period (energy_j / power_avg_w) */
+            if (!close_rel(de[d], dp[d] * energy / power, TOL_CELL_SUM))
+                fail_msg("row %d device %d: %g J vs %g W x %g s", i, d, de[d], dp[d],
+                         energy / power);
+        }
+        if (!close_rel(se, energy, TOL_CELL_SUM))
+            fail_msg("row %d: device energies sum to %.9g J, energy_j %.9g J", i, se, energy);
+        if (!close_rel(sp, power, TOL_CELL_SUM))
+            fail_msg("row %d: device powers sum to %.9g W, power_avg_w %.9g W", i, sp, power);
+        assert_true(dt[0] == r->num[TMOE_RL_GPU_TEMP_END_C]);
+        double want[TMOE_ROUTE_MAX_DEVICES] = {0};
+        for (int e = 0; e < E; e++) {
+            sc += cnt[e];
+            want[dev_of[e]] += cnt[e];
+        }
+        assert_true(sk == sc);
+        assert_true(sc == r->num[TMOE_RL_TOKENS] * K);
+        for (int d = 0; d < ndev; d++)
+            if (dk[d] != want[d])
+                fail_msg("row %d device %d: %g token copies, placement says %g", i, d, dk[d],
+                         want[d]);
+    }
+    return ds;
+}
+
+/* Two simulated GPUs, experts 1..7 on device 1 and expert 0 on device 0 (which also runs
+ * the gate, top-k, permute and combine): device 1 draws more energy over the run. */
+static void test_sim_two_devices(void **state) {
+    (void)state;
+    int dev_of[E] = {0, 1, 1, 1, 1, 1, 1, 1};
+    const char *pl = tu_tmppath("placement.txt");
+    FILE *f = fopen(pl, "w");
+    assert_non_null(f);
+    fprintf(f, "# expert device\n");
+    for (int e = E - 1; e >= 0; e--)
+        fprintf(f, "%d %d\n", e, dev_of[e]);
+    assert_int_equal(fclose(f), 0);
+    char plcopy[512];
+    snprintf(plcopy, sizeof plcopy, "%s", pl);
+    tmoe_run_config c = small_run("sim2", TMOE_TELEMETRY_SIM, 2, plcopy);
+    tmoe_dataset *ds = run_and_check(&c, 2, dev_of);
+    double e[2] = {0, 0}, tok[2] = {0, 0};
+    for (int i = 0; i < tmoe_dataset_nrows(ds); i++) {
+        const tmoe_analyze_row *r = tmoe_dataset_row(ds, i);
+        for (int d = 0; d < 2; d++) {
+            e[d] += r->list[TMOE_RL_DEVICE_ENERGY_J][d];
+            tok[d] += r->list[TMOE_RL_DEVICE_TOKENS][d];
+        }
+    }
+    print_message("two simulated GPUs: %.4g J / %.0f token copies on device 0, %.4g J / %.0f on "
+                  "device 1\n",
+                  e[0], tok[0], e[1], tok[1]);
+    assert_true(tok[1] > tok[0]);
+    assert_true(e[1] > e[0]);
+    tmoe_dataset_free(ds);
+}
+
+static void test_sim_one_device(void **state) {
+    (void)state;
+    int dev_of[E] = {0};
+    tmoe_run_config c = small_run("sim1", TMOE_TELEMETRY_SIM, 1, NULL);
+    tmoe_dataset_free(run_and_check(&c, 1, dev_of));
+}
+
+/* Two GPUs of the fake libnvidia-ml (device d reads 40 + d C, 250 W): the per-device values
+ * come from each device's own samples and energy window. */
+static void test_nvml_two_devices(void **state) {
+    (void)state;
+    char lib[1024];
+    snprintf(lib, sizeof lib, "%s/libfake_nvml.so", THERMOE_BINARY_DIR);
+    setenv("THERMOE_NVML_LIB", lib, 1);
+    setenv("FAKE_NVML_DEVICES", "2", 1);
+    int dev_of[E];
+    for (int e = 0; e < E; e++)
+        dev_of[e] = e % 2; /* round robin */
+    tmoe_run_config c = small_run("nvml2", TMOE_TELEMETRY_NVML, 0, NULL);
+    tmoe_dataset *ds = run_and_check(&c, 2, dev_of);
+    for (int i = 0; i < tmoe_dataset_nrows(ds); i++) {
+        const tmoe_analyze_row *r = tmoe_dataset_row(ds, i);
+        assert_string_equal(r->str[TMOE_RL_TELEMETRY_SOURCE], "nvml");
+        assert_true(r->list[TMOE_RL_DEVICE_TEMP_END_C][0] == 40.0);
+        assert_true(r->list[TMOE_RL_DEVICE_TEMP_END_C][1] == 41.0);
+        assert_true(r->num[TMOE_RL_GPU_TEMP_PEAK_C] == 41.0);
+    }
+    tmoe_dataset_free(ds);
+    unsetenv("FAKE_NVML_DEVICES");
+    unsetenv("THERMOE_NVML_LIB");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sim_two_devices),
+        cmocka_unit_test(test_sim_one_device),
+        cmocka_unit_test(test_nvml_two_devices),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
