@@ -3,9 +3,12 @@
 #   build:   gcc, cmake (>= 3.25), ninja, pkg-config
 #   libs:    jansson (JSON), sqlite3 (nsys exports), GSL (statistics), cmocka (tests)
 #   figures: gnuplot (thermoe analyze renders figures with it; optional at run time)
+#   --with-mpi: Open MPI too (expert-parallel runs start one process per GPU with mpirun; the
+#               tests build that code and check the 2-process error path)
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libjansson-dev libsqlite3-dev libgsl-dev
       libcmocka-dev gnuplot-nox)
+[ "${1:-}" = --with-mpi ] && pkgs+=(libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,7 +4,7 @@
 # is the last thing printed. BUILD_DIR overrides the build directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh
+bash scripts/deps.sh --with-mpi
 build=${BUILD_DIR:-build-test}
 jobs=$(nproc 2>/dev/null || echo 2)
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTHERMOE_SANITIZE=ON \

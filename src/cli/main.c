@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "thermoe/ep.h"
 
 static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
@@ -60,6 +61,13 @@ static int cmd_version(int argc, char **argv) {
     printf("cuda backend: not built\n");
 #endif
     printf("nvml, cupti: loaded at run time\n");
+    printf("expert parallelism: mpi %s, nccl %s\n", tmoe_ep_mpi_built() ? "built" : "not built",
+#ifdef THERMOE_HAVE_NCCL
+           "built"
+#else
+           "not built"
+#endif
+    );
     return 0;
 }
 
