@@ -30,6 +30,7 @@ if [[ " $steps " == *" 1 "* ]]; then
   $MPI compute-sanitizer --tool memcheck --error-exitcode 9 $B/bench_ep $small --tokens 3,64 --iters 2 \
     > "$OUT/memcheck_ep.txt" 2>&1; echo "memcheck rc=$?"
   grep -E "ERROR SUMMARY|\| (fp16|q4)" "$OUT/memcheck_ep.txt" | head -8
+  grep -E "^=========" "$OUT/memcheck_ep.txt" | grep -vE "^========= +(at|Host Frame)" | sort | uniq -c | sort -rn | head -30
 fi
 
 if [[ " $steps " == *" 2 "* ]]; then
@@ -55,8 +56,7 @@ if [[ " $steps " == *" 3 "* ]]; then
       CUDA_VISIBLE_DEVICES=1 python3 -c "
 import torch, time
 a = torch.randn(8192, 8192, device='cuda', dtype=torch.half)
-t = time.time()
-while time.time() - t < 150:
+while True:
     for _ in range(20): b = a @ a
     torch.cuda.synchronize()
 " > "$OUT/background.txt" 2>&1 &
@@ -67,10 +67,13 @@ while time.time() - t < 150:
     start=$(date +%s)
     $MPI $run --out $dir > "$OUT/ep_run_$load.txt" 2> "$OUT/ep_run_$load.err"; rc=$?
     echo "rc=$rc in $(( $(date +%s) - start )) s" | tee -a "$OUT/ep_run_commands.txt"
-    [ -n "$bg" ] && kill $bg 2>/dev/null; wait 2>/dev/null
+    if [ -n "$bg" ]; then kill $bg 2>/dev/null; wait $bg 2>/dev/null; fi
     tail -3 "$OUT/ep_run_$load.err"
     python3 bench/ep_shift.py $dir/rank*/batches.csv | tee "$OUT/ep_shift_$load.txt"
     tar -C /tmp -czf "$OUT/ep_run_$load.tgz" ep_run_$load
     [ $load = gpu1 ] && sleep 20   # GPU 1 cools before the run without load
   done
 fi
+
+# everything in one file (the device tool returns few files)
+(cd "$OUT" && tar -czf /tmp/ep_all.tgz . && find . -mindepth 1 -delete && mv /tmp/ep_all.tgz .)
