@@ -5,6 +5,7 @@
  *      and step time (MoE layer step: gate top-k to combine, CUDA events);
  *   2. runs the expert-parallel layer (its experts only, tokens over NCCL) on the same
  *      tokens: output, step time, all-to-all time and bytes.
+ * The ranks pass a barrier after uploading their tokens, so a step starts together on all.
  * Checks on every rank: the chosen experts are the same, and the expert-parallel output
  * equals the reference within TOL_EP relative to the MoE part of the output (returned
  * expert outputs travel as fp16; the reference keeps them in fp32). The output buffers are
@@ -43,7 +44,10 @@ static double median(double *v, int n) {
 
 typedef struct timing {
     double step_ms, a2a_ms, a2a_bytes;
+    double op_ms[TMOE_OP_COUNT]; /* medians per op (--breakdown) */
 } timing;
+
+static int g_breakdown;
 
 /* Warm up, then iters timed forwards of x (T tokens); y and idx of the last one. */
 static timing run_engine(tmoe_engine *e, const float *x, int T, int iters, float *y,
@@ -51,16 +55,22 @@ static timing run_engine(tmoe_engine *e, const float *x, int T, int iters, float
     tmoe_error err = {0};
     tmoe_moe_metrics m;
     double *st = calloc((size_t)iters, sizeof *st), *a2 = calloc((size_t)iters, sizeof *a2);
+    double *ops = calloc((size_t)iters * TMOE_OP_COUNT, sizeof *ops);
     double bytes = NAN;
-    if (!st || !a2) die("out of memory", NULL);
+    if (!st || !a2 || !ops) die("out of memory", NULL);
     for (int it = -3; it < iters; it++) {
         memset(&m, 0, sizeof m);
         tmoe_moe_metrics_reset(&m);
         m.topk_idx = idx;
         for (size_t i = 0; i < (size_t)T * tmoe_engine_block(e)->cfg.d_model; i++) y[i] = NAN;
-        if (tmoe_engine_forward(e, x, T, 1, NULL, y, &m, &err)) die("forward", &err);
+        /* the ranks start the MoE step together: host work between steps (poisoning,
+         * uploads) differs between ranks and would be billed to the first exchange */
+        if (tmoe_engine_begin(e, x, T, 1, &err)) die("begin", &err);
+        if (tmoe_ep_barrier(g_ep, &err)) die("barrier", &err);
+        if (tmoe_engine_moe(e, NULL, &m, &err) || tmoe_engine_output(e, y, &err)) die("moe", &err);
         if (it < 0) continue;
         st[it] = m.step_ms;
+        for (int o = 0; o < TMOE_OP_COUNT; o++) ops[(size_t)o * iters + it] = m.op_ms[o];
         a2[it] = NAN;
         if (ep) {
             tmoe_ep_stats s;
@@ -69,7 +79,9 @@ static timing run_engine(tmoe_engine *e, const float *x, int T, int iters, float
             bytes = s.a2a_bytes;
         }
     }
-    timing t = {median(st, iters), ep ? median(a2, iters) : NAN, bytes};
+    timing t = {median(st, iters), ep ? median(a2, iters) : NAN, bytes, {0}};
+    for (int o = 0; o < TMOE_OP_COUNT; o++) t.op_ms[o] = median(ops + (size_t)o * iters, iters);
+    free(ops);
     free(st);
     free(a2);
     return t;
@@ -104,12 +116,18 @@ int main(int argc, char **argv) {
     bc.expert_type = TMOE_ET_FP16;
     bc.seed = 7;
     int tokens[16] = {16, 1024}, nt = 2, iters = 50;
+    int overlap_min = tmoe_engine_config_default().ep_overlap_min_copies;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--type") && v) {
             if (tmoe_etype_parse(v, &bc.expert_type)) die("--type: expected fp16, q4 or q2", NULL);
         } else if (!strcmp(a, "--tokens") && v) {
             if ((nt = parse_list(v, tokens, 16)) < 1) die("--tokens: expected N[,N...]", NULL);
+        } else if (!strcmp(a, "--overlap-min") && v) {
+            overlap_min = atoi(v);
+        } else if (!strcmp(a, "--breakdown")) {
+            g_breakdown = 1;
+            i--;
         } else if (!strcmp(a, "--iters") && v) {
             iters = atoi(v);
         } else if (!strcmp(a, "--d-model") && v) {
@@ -122,7 +140,8 @@ int main(int argc, char **argv) {
             bc.top_k = atoi(v);
         } else {
             fprintf(stderr, "usage: mpirun -np N bench_ep [--type fp16|q4|q2] [--tokens 16,1024] "
-                            "[--iters N] [--d-model N] [--d-ff N] [--num-experts N] [--top-k N]\n");
+                            "[--iters N] [--overlap-min COPIES] [--d-model N] [--d-ff N] [--num-experts N] "
+                            "[--top-k N]\n");
             tmoe_ep_finalize(g_ep);
             return 2;
         }
@@ -140,9 +159,9 @@ int main(int argc, char **argv) {
     int32_t *i0 = malloc(sizeof(int32_t) * Tmax * k), *i1 = malloc(sizeof(int32_t) * Tmax * k);
     if (!x || !y0 || !y1 || !i0 || !i1) die("out of memory", NULL);
     if (rank == 0)
-        printf("| type | tokens/rank | ranks | 1 GPU step ms | EP step ms | EP all-to-all ms | "
+        printf("| type | tokens/rank | ranks | 1 GPU step ms | EP step ms | overlap | EP all-to-all ms | "
                "all-to-all GB/s in step | link GB/s (calibrated) | max rel err | top-k same |\n"
-               "|---|---|---|---|---|---|---|---|---|---|\n");
+               "|---|---|---|---|---|---|---|---|---|---|---|\n");
     int failed = 0;
     for (int ti = 0; ti < nt; ti++) {
         int T = tokens[ti];
@@ -161,6 +180,7 @@ int main(int argc, char **argv) {
         tmoe_engine_free(one);
 
         ec.ep = g_ep;
+        ec.ep_overlap_min_copies = overlap_min;
         tmoe_engine *epe = NULL;
         if (tmoe_engine_create(blk, &ec, &epe, &err)) die("expert-parallel engine", &err);
         timing t2 = run_engine(epe, x, T, iters, y1, i1, 1);
@@ -168,6 +188,17 @@ int main(int argc, char **argv) {
         if (tmoe_engine_ep_stats(epe, &es, &err)) die("ep stats", &err);
         tmoe_engine_free(epe);
 
+        if (g_breakdown) {
+            const timing *tt[2] = {&t1, &t2};
+            for (int w = 0; w < 2; w++) {
+                printf("rank %d T %d %s: step %.4f a2a %.4f |", rank, T, w ? "EP" : "1GPU",
+                       tt[w]->step_ms, tt[w]->a2a_ms);
+                for (int o = 0; o < TMOE_OP_COUNT; o++)
+                    if (!isnan(tt[w]->op_ms[o])) printf(" %s %.4f", tmoe_op_name((tmoe_op)o), tt[w]->op_ms[o]);
+                printf("\n");
+            }
+            fflush(stdout);
+        }
         double num = 0.0, den = 0.0, same = 1.0;
         for (size_t i = 0; i < (size_t)T * D; i++) {
             double d = (double)y1[i] - y0[i], m = (double)y0[i] - x[i];
@@ -189,9 +220,9 @@ int main(int argc, char **argv) {
         int ok = rel <= TOL_EP && same == 1.0;
         failed |= !ok;
         if (rank == 0)
-            printf("| %s | %d | %d | %.4f | %.4f | %.4f | %.1f | %.1f | %.2e | %s |\n",
-                   tmoe_etype_name(bc.expert_type), T, N, s1, s2, a2, gb / N, es.link_gbps, rel,
-                   same == 1.0 ? "yes" : "NO");
+            printf("| %s | %d | %d | %.4f | %.4f | %s | %.4f | %.1f | %.1f | %.2e | %s |\n",
+                   tmoe_etype_name(bc.expert_type), T, N, s1, s2, es.overlapped ? "yes" : "no", a2,
+                   gb / N, es.link_gbps, rel, same == 1.0 ? "yes" : "NO");
         fflush(stdout);
     }
     if (rank == 0)

@@ -3,7 +3,8 @@
 #   1. build with CUDA, NCCL and MPI; compute-sanitizer memcheck of the expert-parallel step
 #      at a small shape (2 ranks);
 #   2. bench_ep: expert-parallel layer vs one GPU (output, top-k, step time, all-to-all) at
-#      the mixtral shape, fp16 and q4, 16 and 1024 tokens per rank (plus 4096 for fp16);
+#      the mixtral shape, fp16 and q4, 16 and 1024 tokens per rank (fp16 also 64, 256, 4096),
+#      each with the exchanges in one piece (--overlap-min -1) and overlapped (0);
 #   3. thermoe run --expert-parallel, baseline and multi_gpu_aware in the same run, while a
 #      background job (a matrix-product loop) loads GPU 1; then the same without the load.
 # Usage: bash bench/h100_ep.sh [steps, default "1 2 3"]. Results under $OUT.
@@ -27,16 +28,19 @@ small="--d-model 512 --d-ff 1024 --num-experts 8 --top-k 2"
 
 if [[ " $steps " == *" 1 "* ]]; then
   echo "== memcheck (2 ranks, small shape)"
-  $MPI compute-sanitizer --tool memcheck --error-exitcode 9 $B/bench_ep $small --tokens 3,64 --iters 2 \
-    > "$OUT/memcheck_ep.txt" 2>&1; echo "memcheck rc=$?"
+  for ov in -1 0; do   # exchanges in one piece, then overlapped round by round
+    $MPI compute-sanitizer --tool memcheck --error-exitcode 9 $B/bench_ep $small --tokens 3,64 --iters 2 \
+      --overlap-min $ov >> "$OUT/memcheck_ep.txt" 2>&1; echo "memcheck (overlap-min $ov) rc=$?"
+  done
   grep -E "ERROR SUMMARY|\| (fp16|q4)" "$OUT/memcheck_ep.txt" | head -8
   grep -E "^=========" "$OUT/memcheck_ep.txt" | grep -vE "^========= +(at|Host Frame)" | sort | uniq -c | sort -rn | head -30
 fi
 
 if [[ " $steps " == *" 2 "* ]]; then
-  for ty in fp16 q4; do
-    toks=16,1024; [ $ty = fp16 ] && toks=16,1024,4096
-    cmd="$MPI $B/bench_ep --type $ty --tokens $toks --iters 50"
+  for run in "fp16 -1" "fp16 0" "q4 -1" "q4 0"; do
+    set -- $run; ty=$1; ov=$2
+    toks=16,1024; [ $ty = fp16 ] && toks=16,64,256,1024,4096
+    cmd="$MPI $B/bench_ep --type $ty --tokens $toks --iters 50 --overlap-min $ov"
     echo "== $cmd" | tee -a "$OUT/bench_ep.md"
     $cmd >> "$OUT/bench_ep.md" 2> "$OUT/bench_ep_$ty.err"; echo "rc=$?" >> "$OUT/bench_ep.md"
   done

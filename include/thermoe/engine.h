@@ -31,6 +31,12 @@ typedef struct tmoe_engine_config {
      * to them and back over NCCL (docs/cluster.md). Both borrowed; NULL = one device. */
     struct tmoe_ep *ep;                         /* process group (thermoe/ep.h) */
     const struct tmoe_placement *placement;     /* expert -> rank; NULL = round robin */
+    int ep_overlap_min_copies; /* overlap the all-to-alls with the experts (one exchange round
+                                  per local expert on a second stream) when the token copies
+                                  of all ranks in a step reach this; < 0 never (default 16384:
+                                  on 2 x H100 it saved 1.7% there and cost 2-15% (fp16)
+                                  and 3-29% (q4) at fewer copies,
+                                  bench/results/h100_ep) */
 } tmoe_engine_config;
 
 tmoe_engine_config tmoe_engine_config_default(void);
@@ -70,6 +76,7 @@ typedef struct tmoe_ep_stats {
     double a2a_ms;           /* last step: both all-to-alls (tokens out, outputs back), ms */
     double a2a_bytes;        /* last step: bytes this rank sent to other ranks in them */
     double step_ms;          /* last step, gate top-k to combine, ms */
+    int overlapped;          /* last step: exchanges overlapped with the experts (a2a_ms NAN) */
     int32_t copies_to[TMOE_EP_MAX_RANKS];   /* last step: token copies this rank sent to each rank */
     int32_t copies_from[TMOE_EP_MAX_RANKS]; /* last step: token copies received from each rank */
 } tmoe_ep_stats;

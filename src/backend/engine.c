@@ -63,6 +63,7 @@ tmoe_engine_config tmoe_engine_config_default(void) {
         .impl = TMOE_IMPL_FUSED,
         .use_graphs = 1,
         .bias_in_weights = 0,
+        .ep_overlap_min_copies = 16384, /* measured on 2 x H100: pays at 16384, not 4096 */
     };
     return c;
 }

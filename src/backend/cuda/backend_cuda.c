@@ -594,7 +594,7 @@ int tmoe_cuda_state_experts(void *p, const tmoe_f16 *xg, int rows, const int32_t
     int any = s->grp[TMOE_ET_FP16].n > 0;
     for (int t = 1; t < TMOE_ET_COUNT; t++) any |= s->grp[t].n > 0 && unfused(s, t);
     long weights = (long)b->cfg.d_model * b->cfg.d_ff;
-    int cublas = any && rows / E >= tmoe_cuda_cublas_min_tokens &&
+    int cublas = any && rows / used >= tmoe_cuda_cublas_min_tokens &&
                  weights >= tmoe_cuda_cublas_min_weights;
     for (int t = 0; t < TMOE_ET_COUNT; t++) {
         type_group *g = &s->grp[t];

@@ -11,8 +11,9 @@
  *            (fp32 -> fp16) -> the reverse all-to-all -> combine with the residual.
  * Rows for this rank itself are copied on the device, not sent. The host waits twice a step:
  * for the top-k indices (to plan the sends) and for the counts (to plan the receives).
- * Communication does not overlap expert compute: the experts of a rank need every row it
- * receives (simplification; measured in bench/results/h100_ep/).
+ * With many token copies in a step (cfg.ep_overlap_min_copies over all ranks) the exchanges
+ * overlap the experts: one round per local expert on a second stream (overlapped_step).
+ * Below that one exchange each way is faster (measured in bench/results/h100_ep/).
  *
  * NVLink multicast (NVLS) stays off: NCCL_NVLS_ENABLE is set to 0 before NCCL starts. */
 #include "../backend.h"
@@ -63,6 +64,20 @@ typedef struct ep_state {
     float *h_bias, *h_w, *d_bias, *d_hw;
     int32_t *h_idx, *d_hidx, *p_sidx, *p_ridx;
     size_t sidx_n, ridx_n; /* int32 entries of the two staging regions */
+    /* offsets (int32 entries) into the send staging: count payload (E + N: per peer q at
+     * first[q] + q its L_q counts, then this rank's copies), src (Tk), pos (Tk) */
+    size_t o_src, o_pos;
+    /* into the receive staging: payload (N rows of L + 1), from_grouped, to_grouped (Rmax),
+     * local counts (L), offsets (L+1), active (L+1), zeros (L+1), one-expert lists (2L) */
+    size_t o_from, o_to, o_lc, o_lo, o_act, o_zero, o_one;
+    int32_t *recv_counts; /* (N, L) host: the payload without the copies column */
+    int32_t *h_one;       /* (L) host: one expert's rows, the others 0 */
+    /* overlap: per-expert exchange rounds on a second stream */
+    cudaStream_t cst;
+    int maxL;                        /* most experts on any rank: the number of rounds */
+    cudaEvent_t *ev_round, *ev_done; /* (maxL) */
+    cudaEvent_t ev_ready, ev_ret;
+    int overlapped;                  /* the last step overlapped */
     tmoe_ep_stats stats;
 } ep_state;
 
@@ -75,6 +90,17 @@ static void ep_destroy(void *p) {
     if (s->comm) ncclCommDestroy(s->comm);
     for (int i = 0; i < EP_EV_N; i++)
         if (s->ev[i]) cudaEventDestroy(s->ev[i]);
+    for (int j = 0; j < s->maxL; j++) {
+        if (s->ev_round && s->ev_round[j]) cudaEventDestroy(s->ev_round[j]);
+        if (s->ev_done && s->ev_done[j]) cudaEventDestroy(s->ev_done[j]);
+    }
+    free(s->ev_round);
+    free(s->ev_done);
+    if (s->ev_ready) cudaEventDestroy(s->ev_ready);
+    if (s->ev_ret) cudaEventDestroy(s->ev_ret);
+    if (s->cst) cudaStreamDestroy(s->cst);
+    free(s->recv_counts);
+    free(s->h_one);
     cudaFree(s->ws);
     if (s->host) cudaFreeHost(s->host);
     if (s->inner) tmoe_backend_cuda.destroy(s->inner);
@@ -83,20 +109,8 @@ static void ep_destroy(void *p) {
     free(s);
 }
 
-/* Offsets into the send staging: [expert_counts E | src Tk | pos Tk]. */
-static int32_t *sidx_counts(int32_t *b) { return b; }
-static int32_t *sidx_src(const ep_state *s, int32_t *b) { return b + s->E; }
-static int32_t *sidx_pos(const ep_state *s, int32_t *b) { return b + s->E + s->Tmax * s->k; }
-/* Receive staging: [counts N*L | from_grouped R | to_grouped R | lcounts L | loffsets L+1 |
- * active L+1]. */
-static int32_t *ridx_counts(int32_t *b) { return b; }
-static int32_t *ridx_from(const ep_state *s, int32_t *b) { return b + s->N * s->L; }
-static int32_t *ridx_to(const ep_state *s, int32_t *b) { return b + s->N * s->L + s->Rmax; }
-static int32_t *ridx_lcounts(const ep_state *s, int32_t *b) {
-    return b + s->N * s->L + 2 * s->Rmax;
-}
-static int32_t *ridx_loffs(const ep_state *s, int32_t *b) { return ridx_lcounts(s, b) + s->L; }
-static int32_t *ridx_active(const ep_state *s, int32_t *b) { return ridx_loffs(s, b) + s->L + 1; }
+/* This rank's count payload for peer q (L_q counts, then this rank's copies). */
+static size_t pay_at(const ep_state *s, int q) { return (size_t)s->pl.first[q] + (size_t)q; }
 
 /* The sub-block: this rank's experts in ascending global id, sharing the host weights. */
 static int make_sub_block(ep_state *s, tmoe_error *err) {
@@ -121,8 +135,21 @@ static int make_sub_block(ep_state *s, tmoe_error *err) {
 
 static int alloc_buffers(ep_state *s, tmoe_error *err) {
     size_t D = (size_t)s->D, E = (size_t)s->E, Tk = (size_t)s->Tmax * s->k, R = (size_t)s->Rmax;
-    s->sidx_n = E + 2 * Tk;
-    s->ridx_n = (size_t)s->N * s->L + 2 * R + (size_t)s->L + 2 * ((size_t)s->L + 1);
+    size_t L = (size_t)s->L, N = (size_t)s->N;
+    s->o_src = E + N;
+    s->o_pos = s->o_src + Tk;
+    s->sidx_n = s->o_pos + Tk;
+    s->o_from = N * (L + 1);
+    s->o_to = s->o_from + R;
+    s->o_lc = s->o_to + R;
+    s->o_lo = s->o_lc + L;
+    s->o_act = s->o_lo + L + 1;
+    s->o_zero = s->o_act + L + 1;
+    s->o_one = s->o_zero + L + 1;
+    s->ridx_n = s->o_one + 2 * L;
+    s->recv_counts = tmoe_calloc(N * L, sizeof(int32_t), err);
+    s->h_one = tmoe_calloc(L, sizeof(int32_t), err);
+    if (!s->recv_counts || !s->h_one) return TMOE_ENOMEM;
     size_t sizes[] = {E * D * 2, Tk * D * 2, R * D * 2, R * D * 2, R * D * 2, Tk * D * 2,
                       (size_t)s->Tmax * E * 4, Tk * 4, R * D * 4, (size_t)s->Tmax * D * 4,
                       Tk * 4, s->sidx_n * 4, s->ridx_n * 4};
@@ -148,6 +175,11 @@ static int alloc_buffers(ep_state *s, tmoe_error *err) {
     s->h_idx = (int32_t *)(s->h_w + Tk);
     s->p_sidx = s->h_idx + Tk;
     s->p_ridx = s->p_sidx + s->sidx_n;
+    memset(s->p_ridx, 0, sizeof(int32_t) * s->ridx_n);
+    for (int j = 0; j < s->L; j++) { /* constant: zeros and the lists [1, j] */
+        s->p_ridx[s->o_one + 2 * (size_t)j] = 1;
+        s->p_ridx[s->o_one + 2 * (size_t)j + 1] = j;
+    }
     TMOE_CUDA_CHECK(cudaHostGetDevicePointer((void **)&s->d_bias, s->h_bias, 0), err);
     TMOE_CUDA_CHECK(cudaHostGetDevicePointer((void **)&s->d_hw, s->h_w, 0), err);
     TMOE_CUDA_CHECK(cudaHostGetDevicePointer((void **)&s->d_hidx, s->h_idx, 0), err);
@@ -264,6 +296,18 @@ static int ep_create_in(ep_state *s, tmoe_error *err) {
     TRY(tmoe_backend_cuda.create(&s->sub, &ic, &s->inner, err));
     tmoe_cuda_state_io(s->inner, &s->io);
     for (int i = 0; i < EP_EV_N; i++) TMOE_CUDA_CHECK(cudaEventCreate(&s->ev[i]), err);
+    TMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&s->cst, cudaStreamNonBlocking), err);
+    for (int d = 0; d < s->N; d++)
+        if (s->pl.first[d + 1] - s->pl.first[d] > s->maxL) s->maxL = s->pl.first[d + 1] - s->pl.first[d];
+    s->ev_round = tmoe_calloc((size_t)s->maxL, sizeof *s->ev_round, err);
+    s->ev_done = tmoe_calloc((size_t)s->maxL, sizeof *s->ev_done, err);
+    if (!s->ev_round || !s->ev_done) return TMOE_ENOMEM;
+    for (int j = 0; j < s->maxL; j++) {
+        TMOE_CUDA_CHECK(cudaEventCreateWithFlags(&s->ev_round[j], cudaEventDisableTiming), err);
+        TMOE_CUDA_CHECK(cudaEventCreateWithFlags(&s->ev_done[j], cudaEventDisableTiming), err);
+    }
+    TMOE_CUDA_CHECK(cudaEventCreateWithFlags(&s->ev_ready, cudaEventDisableTiming), err);
+    TMOE_CUDA_CHECK(cudaEventCreateWithFlags(&s->ev_ret, cudaEventDisableTiming), err);
     TRY(alloc_buffers(s, err));
 
     const char *nvls = getenv("NCCL_NVLS_ENABLE");
@@ -331,23 +375,105 @@ static double ev_ms(const ep_state *s, int a, int b) {
     return ms;
 }
 
-/* The per-expert counts: this rank's expert_counts slice of peer q goes to q, row q of the
- * (N, L) receive counts comes from q (this rank's own slice is a device copy). */
+/* The count exchange: peer q gets this rank's payload for q (its L_q expert counts and this
+ * rank's copies), row q of the (N, L + 1) receive payload comes from q (this rank's own row
+ * is a device copy); then the payload to the host. */
 static int exchange_counts(ep_state *s, tmoe_error *err) {
     cudaStream_t st = s->io.stream;
-    int32_t *sc = sidx_counts(s->d_sidx), *rc = ridx_counts(s->d_ridx);
+    int32_t *sc = s->d_sidx, *rc = s->d_ridx;
+    size_t L1 = (size_t)s->L + 1;
     NCCL_CHECK(ncclGroupStart(), err);
     for (int q = 0; q < s->N; q++) {
         if (q == s->rank) continue;
-        int n = s->pl.first[q + 1] - s->pl.first[q];
-        NCCL_CHECK(ncclSend(sc + s->pl.first[q], (size_t)n, ncclInt32, q, s->comm, st), err);
-        NCCL_CHECK(ncclRecv(rc + q * s->L, (size_t)s->L, ncclInt32, q, s->comm, st), err);
+        size_t n = (size_t)(s->pl.first[q + 1] - s->pl.first[q]) + 1;
+        NCCL_CHECK(ncclSend(sc + pay_at(s, q), n, ncclInt32, q, s->comm, st), err);
+        NCCL_CHECK(ncclRecv(rc + q * L1, L1, ncclInt32, q, s->comm, st), err);
     }
     NCCL_CHECK(ncclGroupEnd(), err);
-    TMOE_CUDA_CHECK(cudaMemcpyAsync(rc + s->rank * s->L, sc + s->pl.first[s->rank],
-                                    sizeof(int32_t) * s->L, cudaMemcpyDeviceToDevice, st), err);
-    TMOE_CUDA_CHECK(cudaMemcpyAsync(ridx_counts(s->p_ridx), rc, sizeof(int32_t) * s->N * s->L,
+    TMOE_CUDA_CHECK(cudaMemcpyAsync(rc + s->rank * L1, sc + pay_at(s, s->rank),
+                                    sizeof(int32_t) * L1, cudaMemcpyDeviceToDevice, st), err);
+    TMOE_CUDA_CHECK(cudaMemcpyAsync(s->p_ridx, rc, sizeof(int32_t) * s->N * L1,
                                     cudaMemcpyDeviceToHost, st), err);
+    return TMOE_OK;
+}
+
+/* Rows of local expert j (of rank q's experts, j < L_q) within the block q sends or gets:
+ * the first row after the block start and the count, from q's per-expert counts. */
+static int slice_of(const int32_t *counts_q, int j, int *n) {
+    int off = 0;
+    for (int i = 0; i < j; i++) off += counts_q[i];
+    *n = counts_q[j];
+    return off;
+}
+
+/* The overlapped exchange: round j moves the rows of every rank's local expert j (one NCCL
+ * group on the second stream); expert j runs on the compute stream once its round is in,
+ * and its outputs go back in return round j while later experts compute. Every rank runs
+ * maxL rounds each way, so the groups match. */
+static int overlapped_step(ep_state *s, const tmoe_dispatch_send *sp,
+                           const tmoe_dispatch_recv *rp, tmoe_error *err) {
+    cudaStream_t st = s->io.stream, cs = s->cst;
+    size_t D = (size_t)s->D;
+    int me = s->rank;
+    TMOE_CUDA_CHECK(cudaEventRecord(s->ev_ready, st), err);
+    TMOE_CUDA_CHECK(cudaStreamWaitEvent(cs, s->ev_ready, 0), err);
+    for (int pass = 0; pass < 2; pass++) { /* 0: tokens out, 1: outputs back */
+        for (int j = 0; j < s->maxL; j++) {
+            if (pass == 1 && j < s->L) TMOE_CUDA_CHECK(cudaStreamWaitEvent(cs, s->ev_done[j], 0), err);
+            int self_n = 0, self_so = 0, self_ro = 0;
+            NCCL_CHECK(ncclGroupStart(), err);
+            for (int q = 0; q < s->N; q++) {
+                int Lq = s->pl.first[q + 1] - s->pl.first[q], ns = 0, nr = 0, so = 0, ro = 0;
+                if (j < Lq) so = sp->displs[q] + slice_of(sp->expert_counts + s->pl.first[q], j, &ns);
+                if (j < s->L) ro = rp->displs[q] + slice_of(s->recv_counts + q * s->L, j, &nr);
+                if (q == me) {
+                    self_n = nr;
+                    self_so = so;
+                    self_ro = ro;
+                    continue;
+                }
+                /* out: my rows for q's expert j, and q's rows for my expert j; back: reversed */
+                tmoe_f16 *sb = pass ? s->ret16 : s->send16, *rb = pass ? s->back16 : s->recv16;
+                int sn = pass ? nr : ns, soff = pass ? ro : so, rn = pass ? ns : nr, roff = pass ? so : ro;
+                if (sn > 0)
+                    NCCL_CHECK(ncclSend(rows_at(sb, soff, s->D), (size_t)sn * D, ncclHalf, q, s->comm,
+                                        cs), err);
+                if (rn > 0)
+                    NCCL_CHECK(ncclRecv(rows_at(rb, roff, s->D), (size_t)rn * D, ncclHalf, q, s->comm,
+                                        cs), err);
+            }
+            NCCL_CHECK(ncclGroupEnd(), err);
+            if (self_n > 0) {
+                tmoe_f16 *src = pass ? rows_at(s->ret16, self_ro, s->D) : rows_at(s->send16, self_so, s->D);
+                tmoe_f16 *dst = pass ? rows_at(s->back16, self_so, s->D) : rows_at(s->recv16, self_ro, s->D);
+                TMOE_CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)self_n * D * 2,
+                                                cudaMemcpyDeviceToDevice, cs), err);
+            }
+            if (pass == 0) TMOE_CUDA_CHECK(cudaEventRecord(s->ev_round[j], cs), err);
+        }
+        if (pass == 1) break;
+        /* experts, one at a time as their rows arrive (enqueued before the return rounds,
+         * which wait for them) */
+        for (int j = 0; j < s->L; j++) {
+            int n = rp->expert_counts[j], off = rp->expert_offsets[j];
+            TMOE_CUDA_CHECK(cudaStreamWaitEvent(st, s->ev_round[j], 0), err);
+            if (n > 0) {
+                const int32_t *from = s->d_ridx + s->o_from + off;
+                TRY(tmoe_cuda_gather(s->recv16, from, n, 1, s->D, rows_at(s->xg16, off, s->D), st, err));
+                s->h_one[j] = n;
+                int rc = tmoe_cuda_state_experts(s->inner, rows_at(s->xg16, off, s->D), n,
+                                                 s->d_ridx + s->o_lc, s->d_ridx + s->o_zero,
+                                                 s->d_ridx + s->o_one + 2 * j, s->h_one,
+                                                 s->ye32 + (size_t)off * D, err);
+                s->h_one[j] = 0;
+                if (rc) return rc;
+                TRY(tmoe_cuda_scatter_f16(s->ye32 + (size_t)off * D, from, n, s->D, s->ret16, st, err));
+            }
+            TMOE_CUDA_CHECK(cudaEventRecord(s->ev_done[j], st), err);
+        }
+    }
+    TMOE_CUDA_CHECK(cudaEventRecord(s->ev_ret, cs), err);
+    TMOE_CUDA_CHECK(cudaStreamWaitEvent(st, s->ev_ret, 0), err);
     return TMOE_OK;
 }
 
@@ -366,52 +492,73 @@ static int ep_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error *e
     /* send plan; pack the send rows; exchange the per-expert counts */
     TRY(tmoe_dispatch_plan_send(s->plan, s->h_idx, T, err));
     tmoe_dispatch_send sp = tmoe_dispatch_send_plan(s->plan);
-    memcpy(sidx_counts(s->p_sidx), sp.expert_counts, sizeof(int32_t) * s->E);
-    memcpy(sidx_src(s, s->p_sidx), sp.src, sizeof(int32_t) * Tk);
-    memcpy(sidx_pos(s, s->p_sidx), sp.pos, sizeof(int32_t) * Tk);
+    for (int q = 0; q < s->N; q++) {
+        int a = s->pl.first[q], n = s->pl.first[q + 1] - a;
+        memcpy(s->p_sidx + pay_at(s, q), sp.expert_counts + a, sizeof(int32_t) * n);
+        s->p_sidx[pay_at(s, q) + n] = Tk;
+    }
+    memcpy(s->p_sidx + s->o_src, sp.src, sizeof(int32_t) * Tk);
+    memcpy(s->p_sidx + s->o_pos, sp.pos, sizeof(int32_t) * Tk);
     TMOE_CUDA_CHECK(cudaMemcpyAsync(s->d_sidx, s->p_sidx, sizeof(int32_t) * s->sidx_n,
                                     cudaMemcpyHostToDevice, st), err);
-    TRY(tmoe_cuda_gather(s->io.h16, sidx_src(s, s->d_sidx), Tk, k, D, s->send16, st, err));
+    TRY(tmoe_cuda_gather(s->io.h16, s->d_sidx + s->o_src, Tk, k, D, s->send16, st, err));
     TRY(exchange_counts(s, err));
     TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_PACKED], st), err);
     TMOE_CUDA_CHECK(cudaEventSynchronize(s->ev[EP_PACKED]), err);
 
-    /* receive plan; token all-to-all; group by local expert; experts; ungroup */
-    TRY(tmoe_dispatch_plan_recv(s->plan, ridx_counts(s->p_ridx), err));
+    /* receive plan; the copies of every rank decide, alike on all ranks, whether to overlap */
+    long total = 0;
+    for (int q = 0; q < s->N; q++) {
+        memcpy(s->recv_counts + q * s->L, s->p_ridx + q * (s->L + 1), sizeof(int32_t) * s->L);
+        total += s->p_ridx[q * (s->L + 1) + s->L];
+    }
+    TRY(tmoe_dispatch_plan_recv(s->plan, s->recv_counts, err));
     tmoe_dispatch_recv rp = tmoe_dispatch_recv_plan(s->plan);
     int R = rp.rows, used = 0;
-    memcpy(ridx_from(s, s->p_ridx), rp.from_grouped, sizeof(int32_t) * R);
-    memcpy(ridx_to(s, s->p_ridx), rp.to_grouped, sizeof(int32_t) * R);
-    memcpy(ridx_lcounts(s, s->p_ridx), rp.expert_counts, sizeof(int32_t) * s->L);
-    memcpy(ridx_loffs(s, s->p_ridx), rp.expert_offsets, sizeof(int32_t) * (s->L + 1));
-    int32_t *act = ridx_active(s, s->p_ridx);
+    int32_t *ps = s->p_ridx;
+    memcpy(ps + s->o_from, rp.from_grouped, sizeof(int32_t) * R);
+    memcpy(ps + s->o_to, rp.to_grouped, sizeof(int32_t) * R);
+    memcpy(ps + s->o_lc, rp.expert_counts, sizeof(int32_t) * s->L);
+    memcpy(ps + s->o_lo, rp.expert_offsets, sizeof(int32_t) * (s->L + 1));
     for (int l = 0; l < s->L; l++)
-        if (rp.expert_counts[l] > 0) act[1 + used++] = l;
-    act[0] = used;
-    size_t skip = (size_t)s->N * s->L;
-    TMOE_CUDA_CHECK(cudaMemcpyAsync(s->d_ridx + skip, s->p_ridx + skip,
-                                    sizeof(int32_t) * (s->ridx_n - skip), cudaMemcpyHostToDevice,
-                                    st), err);
+        if (rp.expert_counts[l] > 0) ps[s->o_act + 1 + used++] = l;
+    ps[s->o_act] = used;
+    TMOE_CUDA_CHECK(cudaMemcpyAsync(s->d_ridx + s->o_from, ps + s->o_from,
+                                    sizeof(int32_t) * (s->ridx_n - s->o_from),
+                                    cudaMemcpyHostToDevice, st), err);
+    /* (unfused quantized experts would dequantize every local expert once per round) */
+    int min = s->cfg.ep_overlap_min_copies, unfused_q = 0;
+    for (int l = 0; l < s->L; l++) unfused_q |= s->sub.types[l] != TMOE_ET_FP16;
+    unfused_q &= s->cfg.impl == TMOE_IMPL_UNFUSED;
+    s->overlapped = min >= 0 && total >= min && !unfused_q;
     TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_SENT], st), err);
-    TRY(alltoall_rows(s, s->send16, sp.counts, sp.displs, s->recv16, rp.counts, rp.displs, err));
-    TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_RECEIVED], st), err);
-    TRY(tmoe_cuda_gather(s->recv16, ridx_from(s, s->d_ridx), R, 1, D, s->xg16, st, err));
-    TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_EXPERTS], st), err);
-    TRY(tmoe_cuda_state_experts(s->inner, s->xg16, R, ridx_lcounts(s, s->d_ridx),
-                                ridx_loffs(s, s->d_ridx), ridx_active(s, s->d_ridx),
-                                rp.expert_counts, s->ye32, err));
-    TRY(tmoe_cuda_ungroup_f16(s->ye32, ridx_to(s, s->d_ridx), R, D, s->ret16, st, err));
-    TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_UNGROUPED], st), err);
-    /* the outputs go back: what this rank received from q returns to q, in q's send order */
-    TRY(alltoall_rows(s, s->ret16, rp.counts, rp.displs, s->back16, sp.counts, sp.displs, err));
-    TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_RETURNED], st), err);
-    TRY(tmoe_cuda_combine_f16(s->back16, sidx_pos(s, s->d_sidx), s->w, s->io.x, T, k, D, s->y32,
+    if (s->overlapped) {
+        TRY(overlapped_step(s, &sp, &rp, err));
+        TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_RETURNED], st), err);
+    } else {
+        /* token all-to-all; group by local expert; experts; ungroup; outputs back */
+        TRY(alltoall_rows(s, s->send16, sp.counts, sp.displs, s->recv16, rp.counts, rp.displs, err));
+        TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_RECEIVED], st), err);
+        TRY(tmoe_cuda_gather(s->recv16, s->d_ridx + s->o_from, R, 1, D, s->xg16, st, err));
+        TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_EXPERTS], st), err);
+        TRY(tmoe_cuda_state_experts(s->inner, s->xg16, R, s->d_ridx + s->o_lc,
+                                    s->d_ridx + s->o_lo, s->d_ridx + s->o_act, rp.expert_counts,
+                                    s->ye32, err));
+        TRY(tmoe_cuda_ungroup_f16(s->ye32, s->d_ridx + s->o_to, R, D, s->ret16, st, err));
+        TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_UNGROUPED], st), err);
+        TRY(alltoall_rows(s, s->ret16, rp.counts, rp.displs, s->back16, sp.counts, sp.displs, err));
+        TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_RETURNED], st), err);
+    }
+    TRY(tmoe_cuda_combine_f16(s->back16, s->d_sidx + s->o_pos, s->w, s->io.x, T, k, D, s->y32,
                               st, err));
     TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_COMBINED], st), err);
     TMOE_CUDA_CHECK(cudaEventSynchronize(s->ev[EP_COMBINED]), err);
 
-    s->stats.a2a_ms = ev_ms(s, EP_SENT, EP_RECEIVED) + ev_ms(s, EP_UNGROUPED, EP_RETURNED);
+    /* overlapped: the exchanges run under the experts, their own time is not separable */
+    s->stats.a2a_ms = s->overlapped ? NAN
+                                    : ev_ms(s, EP_SENT, EP_RECEIVED) + ev_ms(s, EP_UNGROUPED, EP_RETURNED);
     s->stats.step_ms = ev_ms(s, EP_START, EP_COMBINED);
+    s->stats.overlapped = s->overlapped;
     double sent = 0.0;
     for (int q = 0; q < s->N; q++) {
         s->stats.copies_to[q] = sp.counts[q];
@@ -423,8 +570,10 @@ static int ep_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error *e
     /* permute: planning, pack, count exchange and grouping; the all-to-alls are in a2a_ms */
     tmoe_op_ms_add(m->op_ms, TMOE_OP_GATE_TOPK, ev_ms(s, EP_START, EP_TOPK));
     tmoe_op_ms_add(m->op_ms, TMOE_OP_PERMUTE, ev_ms(s, EP_TOPK, EP_SENT));
-    tmoe_op_ms_add(m->op_ms, TMOE_OP_PERMUTE, ev_ms(s, EP_RECEIVED, EP_EXPERTS));
-    tmoe_cuda_state_expert_ms(s->inner, s->ev[EP_EXPERTS], m->op_ms);
+    if (!s->overlapped) {
+        tmoe_op_ms_add(m->op_ms, TMOE_OP_PERMUTE, ev_ms(s, EP_RECEIVED, EP_EXPERTS));
+        tmoe_cuda_state_expert_ms(s->inner, s->ev[EP_EXPERTS], m->op_ms);
+    }
     tmoe_op_ms_add(m->op_ms, TMOE_OP_COMBINE, ev_ms(s, EP_RETURNED, EP_COMBINED));
     m->step_ms = s->stats.step_ms;
     for (int e = 0; e < s->E; e++) {

@@ -5,10 +5,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-__global__ void k_ungroup_f16(const float *ye, const int32_t *to_grouped, int D, __half *ret) {
-    const int r = blockIdx.x;
-    const float *s = ye + (size_t)to_grouped[r] * D;
-    __half *d = ret + (size_t)r * D;
+/* One row: d (D fp16) = s (D fp32). */
+static __device__ void row_to_f16(const float *s, __half *d, int D) {
     if (D % 4 == 0) {
         for (int i = threadIdx.x * 4; i < D; i += blockDim.x * 4) {
             float4 v = *reinterpret_cast<const float4 *>(s + i);
@@ -18,6 +16,24 @@ __global__ void k_ungroup_f16(const float *ye, const int32_t *to_grouped, int D,
     } else {
         for (int i = threadIdx.x; i < D; i += blockDim.x) d[i] = __float2half_rn(s[i]);
     }
+}
+
+__global__ void k_ungroup_f16(const float *ye, const int32_t *to_grouped, int D, __half *ret) {
+    const int r = blockIdx.x;
+    row_to_f16(ye + (size_t)to_grouped[r] * D, ret + (size_t)r * D, D);
+}
+
+__global__ void k_scatter_f16(const float *ye, const int32_t *idx, int D, __half *ret) {
+    const int r = blockIdx.x;
+    row_to_f16(ye + (size_t)r * D, ret + (size_t)idx[r] * D, D);
+}
+
+extern "C" int tmoe_cuda_scatter_f16(const float *ye, const int32_t *idx, int n, int D,
+                                     tmoe_f16 *ret, cudaStream_t stream, tmoe_error *err) {
+    if (n <= 0) return TMOE_OK;
+    k_scatter_f16<<<n, 128, 0, stream>>>(ye, idx, D, reinterpret_cast<__half *>(ret));
+    TMOE_CUDA_LAUNCHED(stream, "scatter_f16", err);
+    return TMOE_OK;
 }
 
 extern "C" int tmoe_cuda_ungroup_f16(const float *ye, const int32_t *to_grouped, int n, int D,

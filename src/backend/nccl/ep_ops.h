@@ -15,6 +15,10 @@ extern "C" {
 int tmoe_cuda_ungroup_f16(const float *ye, const int32_t *to_grouped, int n, int D,
                           tmoe_f16 *ret, cudaStream_t stream, tmoe_error *err);
 
+/* scatter: ret row idx[r] = fp16(ye row r) for r < n (the ungroup of one expert's rows). */
+int tmoe_cuda_scatter_f16(const float *ye, const int32_t *idx, int n, int D, tmoe_f16 *ret,
+                          cudaStream_t stream, tmoe_error *err);
+
 /* combine of returned rows: y (T, D) = resid + sum_{j<k} w[t,j] ret[pos[t k + j]] in slot
  * order (the order of tmoe_cuda_combine), ret fp16; resid may be NULL. */
 int tmoe_cuda_combine_f16(const tmoe_f16 *ret, const int32_t *pos, const float *w,
