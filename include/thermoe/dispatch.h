@@ -114,6 +114,15 @@ tmoe_dispatch_send tmoe_dispatch_send_plan(const tmoe_dispatch *d);
 int tmoe_dispatch_plan_recv(tmoe_dispatch *d, const int32_t *counts, tmoe_error *err);
 tmoe_dispatch_recv tmoe_dispatch_recv_plan(const tmoe_dispatch *d);
 
+/* The overlapped schedule moves the rows in rounds, one per local expert index j: round j
+ * carries, between this rank and peer q, the rows for the receiving rank's local expert j.
+ * send_slice: the send rows [*first, *first + *n) that this rank sends q in round j (q's
+ * local expert j; n = 0 when q holds fewer than j + 1 experts). recv_slice: the receive rows
+ * that come from q in round j (this rank's local expert j). The return rounds move the same
+ * rows back. Valid after plan_send / plan_recv. */
+void tmoe_dispatch_send_slice(const tmoe_dispatch *d, int q, int j, int32_t *first, int32_t *n);
+void tmoe_dispatch_recv_slice(const tmoe_dispatch *d, int q, int j, int32_t *first, int32_t *n);
+
 /* Data movement on the host, rows of row_bytes bytes (the CPU reference of the pack /
  * regroup kernels):
  * pack:    send row i = x row src[i] / k        (x: (T, row) -> send: (T*k, row))

@@ -422,3 +422,27 @@ void tmoe_dispatch_ungroup(const tmoe_dispatch *d, const void *grouped, size_t r
     for (int i = 0; i < d->rows; i++)
         memcpy(o + (size_t)i * row_bytes, in + (size_t)d->to_grouped[i] * row_bytes, row_bytes);
 }
+
+void tmoe_dispatch_send_slice(const tmoe_dispatch *d, int q, int j, int32_t *first, int32_t *n) {
+    TMOE_ASSERT(d->planned_send && q >= 0 && q < d->pl.num_devices && j >= 0);
+    const int32_t *c = d->expert_counts + d->pl.first[q];
+    int32_t off = d->send_displs[q];
+    *first = off;
+    *n = 0;
+    if (j >= d->pl.first[q + 1] - d->pl.first[q]) return;
+    for (int i = 0; i < j; i++) off += c[i];
+    *first = off;
+    *n = c[j];
+}
+
+void tmoe_dispatch_recv_slice(const tmoe_dispatch *d, int q, int j, int32_t *first, int32_t *n) {
+    TMOE_ASSERT(d->planned_recv && q >= 0 && q < d->pl.num_devices && j >= 0);
+    const int32_t *c = d->cnt + (size_t)q * d->L;
+    int32_t off = d->recv_displs[q];
+    *first = off;
+    *n = 0;
+    if (j >= d->L) return;
+    for (int i = 0; i < j; i++) off += c[i];
+    *first = off;
+    *n = c[j];
+}

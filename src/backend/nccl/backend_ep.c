@@ -397,21 +397,11 @@ static int exchange_counts(ep_state *s, tmoe_error *err) {
     return TMOE_OK;
 }
 
-/* Rows of local expert j (of rank q's experts, j < L_q) within the block q sends or gets:
- * the first row after the block start and the count, from q's per-expert counts. */
-static int slice_of(const int32_t *counts_q, int j, int *n) {
-    int off = 0;
-    for (int i = 0; i < j; i++) off += counts_q[i];
-    *n = counts_q[j];
-    return off;
-}
-
 /* The overlapped exchange: round j moves the rows of every rank's local expert j (one NCCL
  * group on the second stream); expert j runs on the compute stream once its round is in,
  * and its outputs go back in return round j while later experts compute. Every rank runs
  * maxL rounds each way, so the groups match. */
-static int overlapped_step(ep_state *s, const tmoe_dispatch_send *sp,
-                           const tmoe_dispatch_recv *rp, tmoe_error *err) {
+static int overlapped_step(ep_state *s, const tmoe_dispatch_recv *rp, tmoe_error *err) {
     cudaStream_t st = s->io.stream, cs = s->cst;
     size_t D = (size_t)s->D;
     int me = s->rank;
@@ -423,9 +413,9 @@ static int overlapped_step(ep_state *s, const tmoe_dispatch_send *sp,
             int self_n = 0, self_so = 0, self_ro = 0;
             NCCL_CHECK(ncclGroupStart(), err);
             for (int q = 0; q < s->N; q++) {
-                int Lq = s->pl.first[q + 1] - s->pl.first[q], ns = 0, nr = 0, so = 0, ro = 0;
-                if (j < Lq) so = sp->displs[q] + slice_of(sp->expert_counts + s->pl.first[q], j, &ns);
-                if (j < s->L) ro = rp->displs[q] + slice_of(s->recv_counts + q * s->L, j, &nr);
+                int32_t ns, nr, so, ro;
+                tmoe_dispatch_send_slice(s->plan, q, j, &so, &ns);
+                tmoe_dispatch_recv_slice(s->plan, q, j, &ro, &nr);
                 if (q == me) {
                     self_n = nr;
                     self_so = so;
@@ -533,7 +523,7 @@ static int ep_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error *e
     s->overlapped = min >= 0 && total >= min && !unfused_q;
     TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_SENT], st), err);
     if (s->overlapped) {
-        TRY(overlapped_step(s, &sp, &rp, err));
+        TRY(overlapped_step(s, &rp, err));
         TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_RETURNED], st), err);
     } else {
         /* token all-to-all; group by local expert; experts; ungroup; outputs back */
