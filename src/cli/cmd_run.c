@@ -492,7 +492,8 @@ int cmd_run(int argc, char **argv) {
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    int r = tmoe_run(&c, stdout, &err);
+    /* rank 0 prints the summary for the group */
+    int r = tmoe_run(&c, ep && tmoe_ep_rank(ep) > 0 ? NULL : stdout, &err);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     if (r == TMOE_EINTR) {
