@@ -86,6 +86,7 @@ typedef struct tmoe_device_info {
     char name[96];
     char uuid[96];
     char pci_id[32];          /* "0000:18:00.0" bus id */
+    char driver[32];          /* driver version ("580.159.04"), "simulated" or "unknown" */
     double power_limit_w;     /* enforced limit, W (NAN unknown) */
     double slowdown_temp_c;   /* C (NAN unknown) */
     double shutdown_temp_c;   /* C (NAN unknown) */

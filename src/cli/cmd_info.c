@@ -28,7 +28,8 @@ static void print_telemetry(void) {
             char sup[512], unsup[512];
             tmoe_fields_format(inf.supported, sup, sizeof sup);
             tmoe_fields_format(TMOE_F_ALL & ~inf.supported, unsup, sizeof unsup);
-            printf("    [%d] %s  %s  pci %s\n", d, inf.name, inf.uuid, inf.pci_id);
+            printf("    [%d] %s  %s  pci %s  driver %s\n", d, inf.name, inf.uuid, inf.pci_id,
+                   inf.driver);
             printf("        power limit %.0f W, slowdown %.0f C, shutdown %.0f C\n",
                    inf.power_limit_w, inf.slowdown_temp_c, inf.shutdown_temp_c);
             printf("        fields: %s\n        not supported: %s\n", sup, unsup);

@@ -22,6 +22,7 @@ typedef struct nvml_api {
     nvmlReturn_t (*handle)(unsigned int, nvmlDevice_t *);
     nvmlReturn_t (*name)(nvmlDevice_t, char *, unsigned int);
     nvmlReturn_t (*uuid)(nvmlDevice_t, char *, unsigned int);
+    nvmlReturn_t (*driver)(char *, unsigned int);
     nvmlReturn_t (*pci)(nvmlDevice_t, nvmlPciInfo_t *);
     nvmlReturn_t (*power_limit)(nvmlDevice_t, unsigned int *);
     nvmlReturn_t (*threshold)(nvmlDevice_t, int, unsigned int *);
@@ -105,6 +106,7 @@ static int nvml_load(nvml_api *a, const char *path, tmoe_error *err) {
     LOAD(error_string, "nvmlErrorString");
     LOAD(name, "nvmlDeviceGetName");
     LOAD(uuid, "nvmlDeviceGetUUID");
+    LOAD(driver, "nvmlSystemGetDriverVersion");
     LOAD(pci, "nvmlDeviceGetPciInfo_v3", "nvmlDeviceGetPciInfo_v2", "nvmlDeviceGetPciInfo");
     LOAD(power_limit, "nvmlDeviceGetEnforcedPowerLimit", "nvmlDeviceGetPowerManagementLimit");
     LOAD(threshold, "nvmlDeviceGetTemperatureThreshold");
@@ -198,6 +200,8 @@ static int nv_open(void **state, const void *cfg, tmoe_error *err) {
             snprintf(inf->name, sizeof inf->name, "unknown");
         if (!a->uuid || a->uuid(d->h, inf->uuid, sizeof inf->uuid) != NVML_SUCCESS)
             snprintf(inf->uuid, sizeof inf->uuid, "unknown");
+        if (!a->driver || a->driver(inf->driver, sizeof inf->driver) != NVML_SUCCESS)
+            snprintf(inf->driver, sizeof inf->driver, "unknown");
         nvmlPciInfo_t pci;
         memset(&pci, 0, sizeof pci);
         if (a->pci && a->pci(d->h, &pci) == NVML_SUCCESS) {

@@ -456,6 +456,7 @@ static int src_info(void *state, int dev, tmoe_device_info *o, tmoe_error *err) 
     memset(o, 0, sizeof *o);
     snprintf(o->name, sizeof o->name, "simulated NVIDIA H100 80GB HBM3");
     snprintf(o->uuid, sizeof o->uuid, "SIM-%016llx-%02d", (unsigned long long)s->cfg.seed, dev);
+    snprintf(o->driver, sizeof o->driver, "simulated");
     snprintf(o->pci_id, sizeof o->pci_id, "sim:%02x:00.0", dev);
     o->power_limit_w = s->cfg.power_limit_w;
     o->slowdown_temp_c = SIM_SLOWDOWN_C;
