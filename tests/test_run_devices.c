@@ -97,6 +97,10 @@ static tmoe_dataset *run_and_check(const tmoe_run_config *c, int ndev, const int
         if (!close_rel(sp, power, TOL_CELL_SUM))
             fail_msg("row %d: device powers sum to %.9g W, power_avg_w %.9g W", i, sp, power);
         assert_true(dt[0] == r->num[TMOE_RL_GPU_TEMP_END_C]);
+        /* the peak sums each device's peak, each at least its mean */
+        double peak = r->num[TMOE_RL_POWER_PEAK_W];
+        if (!(peak >= power * (1.0 - TOL_CELL_SUM)))
+            fail_msg("row %d: power_peak_w %.9g W below power_avg_w %.9g W", i, peak, power);
         double want[TMOE_ROUTE_MAX_DEVICES] = {0};
         for (int e = 0; e < E; e++) {
             sc += cnt[e];

@@ -46,7 +46,7 @@ typedef struct tmoe_runlog_col {
     X(ENERGY_J_PER_TOKEN, "energy_j_per_token", TMOE_COL_DOUBLE, "J/token") \
     X(ENERGY_METHOD, "energy_method", TMOE_COL_STR, "counter or integrated") \
     X(POWER_AVG_W, "power_avg_w", TMOE_COL_DOUBLE, "W, mean over the batch") \
-    X(POWER_PEAK_W, "power_peak_w", TMOE_COL_DOUBLE, "W, max over the batch") \
+    X(POWER_PEAK_W, "power_peak_w", TMOE_COL_DOUBLE, "W, max over the batch (summed over devices)") \
     X(GPU_TEMP_START_C, "gpu_temp_start_c", TMOE_COL_DOUBLE, "C") \
     X(GPU_TEMP_END_C, "gpu_temp_end_c", TMOE_COL_DOUBLE, "C") \
     X(GPU_TEMP_PEAK_C, "gpu_temp_peak_c", TMOE_COL_DOUBLE, "C") \

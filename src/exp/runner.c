@@ -356,9 +356,10 @@ static int sim_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, 
  * energy, when not NULL, else the monitor's window en (ndev) of each device (counter where
  * it stepped inside the window, else integrated samples; with neither, the device's latest
  * power times the window length). Per device: energy, mean power (energy / period) and
- * end temperature; for the batch: energy and mean power are the sums over the devices
- * (unknown when one device's energy is), peak temperatures the hottest device's, start and
- * end temperature device 0's. */
+ * end temperature; for the batch: energy, mean power and peak power are the sums over the
+ * devices (unknown when one device's energy is; the peak sums each device's own peak, at
+ * least its mean: an upper bound of the total's peak, exact with one device), peak
+ * temperatures the hottest device's, start and end temperature device 0's. */
 static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en,
                         const double *exact_j, const tmoe_sample *first, batch_hw *hw) {
     hw->period_s = t1 - t0;
@@ -366,6 +367,8 @@ static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en,
     hw->temp_end_c = hw->temp_peak_c = hw->mem_temp_peak_c = NAN;
     hw->power_peak_w = hw->sm_clock_mhz = hw->gpu_util_pct = NAN;
     hw->throttle = 0;
+    double peak_sum = 0.0;
+    int peak_known = 1;
     hw->energy_j = 0.0;
     hw->method = TMOE_ENERGY_COUNTER;
     double clk = 0.0, util = 0.0;
@@ -379,7 +382,7 @@ static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en,
             r->samples[0] = last;
             n = 1;
         }
-        double pw_dev = NAN;
+        double pw_dev = NAN, pk_dev = NAN;
         hw->dev_temp_end_c[d] = NAN;
         for (int i = 0; i < n; i++) {
             const tmoe_sample *s = &r->samples[i];
@@ -393,7 +396,7 @@ static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en,
                        : (s->valid & TMOE_F_POWER_AVG) ? s->power_avg_w : NAN;
             if (!isnan(p)) {
                 pw_dev = p;
-                if (!(hw->power_peak_w >= p)) hw->power_peak_w = p;
+                if (!(pk_dev >= p)) pk_dev = p;
             }
             if (s->valid & TMOE_F_SM_CLOCK) {
                 clk += s->sm_clock_mhz;
@@ -419,13 +422,15 @@ static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en,
         if (m == TMOE_ENERGY_NONE) hw->method = TMOE_ENERGY_NONE;
         else if (hw->method != TMOE_ENERGY_NONE && m == TMOE_ENERGY_INTEGRATED) hw->method = m;
         hw->energy_j = hw->method == TMOE_ENERGY_NONE ? NAN : hw->energy_j + e;
+        if (!(pk_dev >= hw->dev_power_avg_w[d])) pk_dev = hw->dev_power_avg_w[d];
+        if (isnan(pk_dev)) peak_known = 0;
+        else peak_sum += pk_dev;
     }
+    if (r->ndev > 0 && peak_known) hw->power_peak_w = peak_sum;
     if (r->ndev > 0) hw->temp_end_c = hw->dev_temp_end_c[0];
     if (nclk) hw->sm_clock_mhz = clk / nclk;
     if (nutil) hw->gpu_util_pct = util / nutil;
     hw->power_avg_w = hw->period_s > 0.0 ? hw->energy_j / hw->period_s : NAN;
-    if (!isnan(hw->power_avg_w) && !(hw->power_peak_w >= hw->power_avg_w))
-        hw->power_peak_w = hw->power_avg_w;
 }
 
 /* Exact energy of every simulated device, J: e (ndev). */
