@@ -220,17 +220,36 @@ int tmoe_monitor_latest(tmoe_monitor *m, int dev, tmoe_sample *out) {
     return rc;
 }
 
+/* The ring's samples with t0 <= t_ns <= t1 are [*lo, *hi) (absolute push numbers; the ring
+ * is in time order, so a binary search finds them). Call with the lock held. */
+static void ring_span(const tmoe_monitor *m, const ring *r, int64_t t0, int64_t t1, int64_t *lo,
+                      int64_t *hi) {
+    int64_t cap = m->cfg.capacity, first = r->total > cap ? r->total - cap : 0;
+    int64_t a = first, b = r->total;
+    while (a < b) { /* first sample at or after t0 */
+        int64_t mid = a + (b - a) / 2;
+        if (r->s[mid % cap].t_ns < t0) a = mid + 1;
+        else b = mid;
+    }
+    *lo = a;
+    b = r->total;
+    while (a < b) { /* first sample after t1 */
+        int64_t mid = a + (b - a) / 2;
+        if (r->s[mid % cap].t_ns <= t1) a = mid + 1;
+        else b = mid;
+    }
+    *hi = a;
+}
+
 int tmoe_monitor_samples(tmoe_monitor *m, int dev, int64_t t0, int64_t t1, tmoe_sample *out,
                          int cap) {
     if (dev < 0 || dev >= m->n || cap <= 0) return 0;
     int k = 0;
     pthread_mutex_lock(&m->mu);
     ring *r = &m->r[dev];
-    int64_t first = r->total > m->cfg.capacity ? r->total - m->cfg.capacity : 0;
-    for (int64_t i = first; i < r->total && k < cap; i++) {
-        const tmoe_sample *s = &r->s[i % m->cfg.capacity];
-        if (s->t_ns >= t0 && s->t_ns <= t1) out[k++] = *s;
-    }
+    int64_t lo, hi;
+    ring_span(m, r, t0, t1, &lo, &hi);
+    for (int64_t i = lo; i < hi && k < cap; i++) out[k++] = r->s[i % m->cfg.capacity];
     pthread_mutex_unlock(&m->mu);
     return k;
 }
@@ -257,51 +276,46 @@ tmoe_energy tmoe_monitor_energy_between(tmoe_monitor *m, int dev, int64_t t0, in
     tmoe_energy e = {.joules = NAN, .method = TMOE_ENERGY_NONE,
                      .seconds = (double)(t1 - t0) * 1e-9, .samples = 0};
     if (dev < 0 || dev >= m->n || t1 <= t0) return e;
-    int cap = m->cfg.capacity;
-    tmoe_sample *buf = malloc((size_t)cap * sizeof *buf);
-    if (!buf) {
-        tmoe_log(TMOE_LOG_ERROR, "monitor: out of memory for %d samples", cap);
-        return e;
-    }
-    int n = tmoe_monitor_samples(m, dev, t0, t1, buf, cap);
-    e.samples = n;
-    int first = -1, last = -1;
-    for (int i = 0; i < n; i++)
-        if (buf[i].valid & TMOE_F_ENERGY) {
+    /* read the window in place, under the lock (no copy: it runs once per batch) */
+    pthread_mutex_lock(&m->mu);
+    const ring *r = &m->r[dev];
+    int64_t cap = m->cfg.capacity, lo, hi;
+    ring_span(m, r, t0, t1, &lo, &hi);
+#define AT(i) (&r->s[(i) % cap])
+    e.samples = (int)(hi - lo);
+    int64_t first = -1, last = -1;
+    for (int64_t i = lo; i < hi; i++)
+        if (AT(i)->valid & TMOE_F_ENERGY) {
             if (first < 0) first = i;
             last = i;
         }
-    if (first >= 0 && last > first && buf[last].energy_mj > buf[first].energy_mj &&
-        buf[last].t_ns > buf[first].t_ns) {
+    if (first >= 0 && last > first && AT(last)->energy_mj > AT(first)->energy_mj &&
+        AT(last)->t_ns > AT(first)->t_ns) {
         /* the counter moved: its delta over the sampled span, scaled to the window */
-        double span = (double)(buf[last].t_ns - buf[first].t_ns) * 1e-9;
-        e.joules = (buf[last].energy_mj - buf[first].energy_mj) * 1e-3 * (e.seconds / span);
+        double span = (double)(AT(last)->t_ns - AT(first)->t_ns) * 1e-9;
+        e.joules = (AT(last)->energy_mj - AT(first)->energy_mj) * 1e-3 * (e.seconds / span);
         e.method = TMOE_ENERGY_COUNTER;
     } else {
+        /* integrate power over the sampled span, scaled to the window (the ends fall
+         * between samples) */
         double j = 0.0;
-        int have = 0, prev = -1;
-        for (int i = 0; i < n; i++) {
-            if (!isfinite(power_of(&buf[i]))) continue;
-            if (prev >= 0) {
-                j += 0.5 * (power_of(&buf[prev]) + power_of(&buf[i])) *
-                     (double)(buf[i].t_ns - buf[prev].t_ns) * 1e-9;
-                have = 1;
-            }
+        int64_t prev = -1, f0 = -1;
+        for (int64_t i = lo; i < hi; i++) {
+            if (!isfinite(power_of(AT(i)))) continue;
+            if (f0 < 0) f0 = i;
+            if (prev >= 0)
+                j += 0.5 * (power_of(AT(prev)) + power_of(AT(i))) *
+                     (double)(AT(i)->t_ns - AT(prev)->t_ns) * 1e-9;
             prev = i;
         }
-        if (have) {
-            /* scale the sampled span to the window (the ends fall between samples) */
-            double span = 0.0;
-            for (int i = 0, f0 = -1; i < n; i++)
-                if (isfinite(power_of(&buf[i]))) {
-                    if (f0 < 0) f0 = i;
-                    span = (double)(buf[i].t_ns - buf[f0].t_ns) * 1e-9;
-                }
+        if (prev > f0) {
+            double span = (double)(AT(prev)->t_ns - AT(f0)->t_ns) * 1e-9;
             e.joules = span > 0.0 ? j * (e.seconds / span) : j;
             e.method = TMOE_ENERGY_INTEGRATED;
         }
     }
-    free(buf);
+#undef AT
+    pthread_mutex_unlock(&m->mu);
     return e;
 }
 
