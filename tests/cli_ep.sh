@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # thermoe run --expert-parallel on a machine without GPUs: a single process is a group of one
-# (the run is a plain run and says so in metadata.json); started by mpirun as 2 processes
-# (when this thermoe has MPI and mpirun is installed) a backend that cannot spread experts
-# stops every rank at once with the reason, instead of leaving the other rank waiting.
+# (the run is a plain run and says so in metadata.json). When this thermoe has MPI and mpirun
+# is installed: ep_check (the expert-parallel CPU engine against one process, bit for bit) on
+# 2 and 3 ranks; a 2-rank sweep writes one directory per rank and one summary; and a rank
+# that fails after the engines started stops the group instead of leaving the other waiting.
 set -u
 BIN="$1"
+SUPP="$(cd "$(dirname "$0")" && pwd)/lsan_mpi.supp"
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
@@ -14,7 +16,6 @@ cd "$T" || fail "cd"
 "$BIN" version | grep -q "^expert parallelism: mpi " || fail "version lacks the expert-parallel line"
 # Open MPI's own allocations outlive MPI_Finalize: suppressed by library, everything else
 # (thermoe's) is still checked
-SUPP="$(cd "$(dirname "$0")" && pwd)/lsan_mpi.supp"
 export LSAN_OPTIONS="suppressions=$SUPP"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-protect_shadow_gap=0:detect_leaks=1}:fast_unwind_on_malloc=0"
 RUN=(--backend cpu --telemetry sim --moe-only --num-samples-per-workload 2 --warmup-batches 0
@@ -31,12 +32,30 @@ if ! "$BIN" version | grep -q "mpi built" || ! command -v mpirun >/dev/null; the
 fi
 # Open MPI refuses root without these
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+EPC="$(dirname "$BIN")/ep_check"
+[ -x "$EPC" ] || fail "ep_check not built beside thermoe"
+for n in 2 3; do
+  timeout 300 mpirun -np $n "$EPC" >epc$n.log 2>&1 || fail "ep_check on $n ranks: $(tail -5 epc$n.log)"
+  [ "$(grep -c '^ok:' epc$n.log)" -eq 4 ] || fail "ep_check on $n ranks: $(cat epc$n.log)"
+done
+
+# a sweep on 2 ranks of the cpu backend: one directory per rank, one summary
+timeout 300 mpirun -np 2 "$BIN" run "${RUN[@]}" --expert-parallel --routing-strategy baseline,multi_gpu_aware \
+  --out two >two.log 2>&1 || fail "2 ranks: $(tail -8 two.log)"
+for r in 0 1; do
+  [ "$(wc -l < two/rank$r/batches.csv)" -eq 5 ] || fail "rank $r: expected 4 rows"
+  grep -q '"ranks": 2' two/rank$r/metadata.json || fail "rank $r metadata lacks ranks 2"
+  grep -q "\"rank\": $r" two/rank$r/metadata.json || fail "rank $r metadata lacks its rank"
+done
+[ "$(grep -c '^files:' two.log)" -eq 1 ] || fail "expected one summary (rank 0): $(cat two.log)"
+
+# one rank fails after the engines started (its run directory cannot be made): the group stops
+mkdir -p bad && : > bad/rank1
 start=$(date +%s)
-timeout 120 mpirun -np 2 "$BIN" run "${RUN[@]}" --expert-parallel --out two >two.log 2>&1
+timeout 120 mpirun -np 2 "$BIN" run "${RUN[@]}" --expert-parallel --out bad >bad.log 2>&1
 rc=$?
-[ $rc -ne 124 ] || fail "2 ranks hung: $(tail -5 two.log)"
-[ $rc -ne 0 ] || fail "2 ranks on the cpu backend should fail"
-grep -q "expert parallelism over 2 processes needs the cuda backend (got cpu)" two.log \
-  || fail "message: $(tail -8 two.log)"
+[ $rc -ne 124 ] || fail "2 ranks hung after one failed: $(tail -5 bad.log)"
+[ $rc -ne 0 ] || fail "a failing rank should fail the run"
+grep -q "bad/rank1" bad.log || fail "message: $(tail -8 bad.log)"
 [ $(( $(date +%s) - start )) -lt 60 ] || fail "the failing rank did not stop the group promptly"
 echo "PASS"

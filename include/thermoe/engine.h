@@ -26,9 +26,11 @@ typedef struct tmoe_engine_config {
     tmoe_impl impl;            /* quantized experts: unfused (dequant_unpack + fp16) or fused */
     int use_graphs;            /* cuda: capture and replay the MoE step per token count */
     int bias_in_weights;       /* router biases also change the combine weights */
-    /* Expert parallelism (cuda, built with NCCL): with a group of several processes each
-     * process holds only the experts that the placement puts on its rank, and tokens move
-     * to them and back over NCCL (docs/cluster.md). Both borrowed; NULL = one device. */
+    /* Expert parallelism: with a group of several processes each process runs only the
+     * experts that the placement puts on its rank, and token copies move to them and back:
+     * cuda over NCCL (built with NCCL; each GPU holds only its experts), cpu over MPI (the
+     * reference, bit-identical to one process). docs/cluster.md. Both borrowed; NULL = one
+     * device. */
     struct tmoe_ep *ep;                         /* process group (thermoe/ep.h) */
     const struct tmoe_placement *placement;     /* expert -> rank; NULL = round robin */
     int ep_overlap_min_copies; /* overlap the all-to-alls with the experts (one exchange round

@@ -41,6 +41,11 @@ int tmoe_ep_barrier(tmoe_ep *g, tmoe_error *err);
 int tmoe_ep_bcast(tmoe_ep *g, void *buf, size_t bytes, int root, tmoe_error *err);
 /* recv (size * bytes) = every rank's send (bytes), in rank order. */
 int tmoe_ep_allgather(tmoe_ep *g, const void *send, size_t bytes, void *recv, tmoe_error *err);
+/* All-to-all of bytes with per-peer counts and displacements (MPI_Alltoallv): send
+ * scount[p] bytes at send + sdispl[p] to rank p, receive rcount[p] bytes from p at
+ * recv + rdispl[p]. Every array has size() entries; counts below 2^31. */
+int tmoe_ep_alltoallv(tmoe_ep *g, const void *send, const int *scount, const int *sdispl,
+                      void *recv, const int *rcount, const int *rdispl, tmoe_error *err);
 /* Largest / sum of one double over the group. */
 int tmoe_ep_allreduce_max(tmoe_ep *g, double *v, tmoe_error *err);
 int tmoe_ep_allreduce_sum(tmoe_ep *g, double *v, tmoe_error *err);

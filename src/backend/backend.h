@@ -20,6 +20,8 @@ typedef struct tmoe_backend_vt {
 } tmoe_backend_vt;
 
 extern const tmoe_backend_vt tmoe_backend_cpu;
+/* The CPU backend with its experts spread over the ranks of cfg->ep (MPI all-to-all). */
+extern const tmoe_backend_vt tmoe_backend_cpu_ep;
 #ifdef THERMOE_HAVE_CUDA
 extern const tmoe_backend_vt tmoe_backend_cuda;
 #endif

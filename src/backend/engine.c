@@ -91,18 +91,18 @@ int tmoe_engine_create(const tmoe_block *blk, const tmoe_engine_config *cfg, tmo
     }
     const tmoe_backend_vt *vt = registry[k];
     if (cfg->ep && tmoe_ep_size(cfg->ep) > 1) {
-        if (k != TMOE_BACKEND_CUDA)
-            return tmoe_errorf(err, TMOE_ENOTSUP,
-                               "expert parallelism over %d processes needs the cuda backend "
-                               "(got %s)", tmoe_ep_size(cfg->ep), kind_names[k]);
+        if (k == TMOE_BACKEND_CPU) {
+            vt = &tmoe_backend_cpu_ep;
+        } else {
 #ifdef THERMOE_HAVE_NCCL
-        vt = &tmoe_backend_cuda_ep;
+            vt = &tmoe_backend_cuda_ep;
 #else
-        return tmoe_errorf(err, TMOE_ENOTSUP,
-                           "expert parallelism over %d processes: this thermoe was built "
-                           "without NCCL (nccl.h and libnccl with the CUDA toolkit)",
-                           tmoe_ep_size(cfg->ep));
+            return tmoe_errorf(err, TMOE_ENOTSUP,
+                               "expert parallelism over %d processes on cuda: this thermoe was "
+                               "built without NCCL (nccl.h and libnccl with the CUDA toolkit)",
+                               tmoe_ep_size(cfg->ep));
 #endif
+        }
     }
     tmoe_engine *e = tmoe_calloc(1, sizeof *e, err);
     if (!e) return TMOE_ENOMEM;

@@ -159,6 +159,24 @@ int tmoe_ep_allgather(tmoe_ep *g, const void *send, size_t bytes, void *recv, tm
     return TMOE_OK;
 }
 
+int tmoe_ep_alltoallv(tmoe_ep *g, const void *send, const int *scount, const int *sdispl,
+                      void *recv, const int *rcount, const int *rdispl, tmoe_error *err) {
+#ifdef THERMOE_HAVE_MPI
+    if (g->size > 1) {
+        MPI_TRY(MPI_Alltoallv(send, scount, sdispl, MPI_BYTE, recv, rcount, rdispl, MPI_BYTE,
+                              MPI_COMM_WORLD), "MPI_Alltoallv");
+        return TMOE_OK;
+    }
+#else
+    (void)g;
+#endif
+    if (scount[0] != rcount[0])
+        return tmoe_errorf(err, TMOE_EINVAL, "all-to-all with one rank: sends %d bytes, expects %d",
+                           scount[0], rcount[0]);
+    memmove((char *)recv + rdispl[0], (const char *)send + sdispl[0], (size_t)scount[0]);
+    return TMOE_OK;
+}
+
 static int allreduce(tmoe_ep *g, double *v, int max, tmoe_error *err) {
 #ifdef THERMOE_HAVE_MPI
     if (g->size > 1)

@@ -2,6 +2,7 @@
  * monotonic clock. Workspace is one arena sized at create time for max_tokens. */
 #include "../backend.h"
 #include "thermoe/cpu.h"
+#include "cpu_engine.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -182,3 +183,10 @@ const tmoe_backend_vt tmoe_backend_cpu = {
     .moe = cpu_moe,
     .output = cpu_output,
 };
+
+void tmoe_cpu_state_io(void *p, tmoe_cpu_io *io) {
+    cpu_state *s = p;
+    io->x = s->x;
+    io->h16 = s->h16;
+    io->logits = s->logits;
+}
