@@ -24,7 +24,16 @@ RUN=(--backend cpu --telemetry sim --moe-only --num-samples-per-workload 2 --war
 grep -q '"ranks": 1' one/metadata.json || fail "metadata lacks expert_parallel ranks 1"
 [ "$(wc -l < one/batches.csv)" -eq 3 ] || fail "expected 2 rows"
 "$BIN" sweep --emit bash --out sw --expert-parallel >/dev/null 2>sw.err && fail "sweep should refuse --expert-parallel"
-grep -q "expert-parallel: a task would need srun" sw.err || fail "sweep message: $(cat sw.err)"
+grep -q "expert-parallel: use --ranks N" sw.err || fail "sweep message: $(cat sw.err)"
+# sweeps of 2-rank tasks: the sbatch script asks for 2 tasks and starts them with srun; the
+# bash loop with mpirun; every task passes --expert-parallel
+"$BIN" sweep --emit slurm --out sws --ranks 2 --gpus 2 "${RUN[@]}" --routing-strategy baseline,multi_gpu_aware >/dev/null \
+  || fail "emit slurm --ranks 2"
+bash -n sws/sweep.sbatch || fail "bash -n sweep.sbatch"
+grep -q '^#SBATCH --ntasks=2$' sws/sweep.sbatch || fail "ntasks"
+grep -q '^launch=(srun)$' sws/sweep.sbatch || fail "srun launcher"
+grep -q -- '--no-analyze --expert-parallel)$' sws/sweep.sbatch || fail "tasks lack --expert-parallel"
+grep -q 'analyze .*/task_\*/rank0$' sws/sweep.sbatch || fail "merge line"
 
 if ! "$BIN" version | grep -q "mpi built" || ! command -v mpirun >/dev/null; then
   echo "SKIP: 2-process part (thermoe without MPI or no mpirun)"
@@ -48,6 +57,17 @@ for r in 0 1; do
   grep -q "\"rank\": $r" two/rank$r/metadata.json || fail "rank $r metadata lacks its rank"
 done
 [ "$(grep -c '^files:' two.log)" -eq 1 ] || fail "expected one summary (rank 0): $(cat two.log)"
+
+# the bash loop of a 2-rank sweep runs its tasks with mpirun; rank 0's directories merge
+"$BIN" sweep --emit bash --out swb --ranks 2 "${RUN[@]}" --routing-strategy baseline,multi_gpu_aware >/dev/null \
+  || fail "emit bash --ranks 2"
+grep -q '^launch=(mpirun -np 2)$' swb/sweep.sh || fail "mpirun launcher"
+timeout 300 bash swb/sweep.sh >swb.log 2>&1 || fail "2-rank sweep: $(tail -8 swb.log)"
+for t in 0 1; do for r in 0 1; do
+  [ -s swb/task_$t/rank$r/batches.csv ] || fail "task $t rank $r wrote nothing"
+done; done
+"$BIN" analyze --no-render --bootstrap 0 --out swb_rep swb/task_*/rank0 >swb_rep.log 2>&1 || fail "merge: $(tail -3 swb_rep.log)"
+[ "$(tail -n +2 swb_rep/summary.csv | wc -l)" -eq 2 ] || fail "merge: expected 2 groups: $(cat swb_rep/summary.csv)"
 
 # one rank fails after the engines started (its run directory cannot be made): the group stops
 mkdir -p bad && : > bad/rank1

@@ -403,13 +403,8 @@ int cmd_run_check(int argc, char **argv) {
     tmoe_run_config c = tmoe_run_config_default();
     int verbosity = 0;
     char *profile_dir = NULL;
-    want_ep = 0;
     int pr = parse_args(argc, argv, &c, &verbosity, &profile_dir);
     if (pr == 2) return cli_usage_error("run");
-    if (!pr && want_ep)
-        return cli_fail("sweep", "--expert-parallel: a task would need srun over several GPUs, "
-                        "which sweep does not write; start such runs with mpirun or srun "
-                        "(docs/cluster.md)");
     return pr == -1 ? 0 : pr;
 }
 

@@ -43,6 +43,8 @@ typedef struct sweep_config {
     seed_rule rule;
     const char *job_name, *partition, *time_limit, *thermoe;
     int gpus, cpus, max_parallel, force;
+    int ranks;             /* processes per task (expert parallelism when > 1) */
+    const char *launcher;  /* what starts a task's ranks; NULL = srun (slurm), mpirun -np N */
     const char *sbatch_opts[SWEEP_MAX_SBATCH];
     int n_sbatch_opts;
     /* the run flags the sweep takes apart */
@@ -86,6 +88,11 @@ static void sweep_help(void) {
         "  --cpus-per-task N         Slurm CPUs per task (default: not set)\n"
         "  --max-parallel N          at most N tasks at once (array %%N; default 0 = no limit)\n"
         "  --sbatch-opt OPT          an extra '#SBATCH OPT' line (repeatable, up to %d)\n"
+        "  --ranks N                 processes per task (default 1): N > 1 runs each task with\n"
+        "                            --expert-parallel over N ranks (--ntasks=N; one GPU each,\n"
+        "                            so set --gpus to the GPUs per node); merge DIR/task_*/rank0\n"
+        "  --launcher CMD            what starts a task's ranks (default: srun with --emit slurm,\n"
+        "                            'mpirun -np N' with --emit bash), split at spaces\n"
         "  --force                   write into a DIR that already holds a sweep\n"
         "  -h, --help\n\n"
         "run flags taken apart per task:\n"
@@ -137,6 +144,12 @@ static int sweep_flag(sweep_config *c, const char *name, const char *val) {
     } else if (!strcmp(name, "max-parallel")) {
         if (cli_int("sweep", "max-parallel", val, 0, 1000000, &lv)) return 2;
         c->max_parallel = (int)lv;
+    } else if (!strcmp(name, "ranks")) {
+        if (cli_int("sweep", "ranks", val, 1, 64, &lv)) return 2;
+        c->ranks = (int)lv;
+    } else if (!strcmp(name, "launcher")) {
+        if (strpbrk(val, "\n\r'\"")) FAIL2("sweep", "--launcher: one line, no quotes");
+        c->launcher = val;
     } else if (!strcmp(name, "sbatch-opt")) {
         if (c->n_sbatch_opts == SWEEP_MAX_SBATCH)
             FAIL2("sweep", "--sbatch-opt: at most %d", SWEEP_MAX_SBATCH);
@@ -166,7 +179,7 @@ static int sweep_flag(sweep_config *c, const char *name, const char *val) {
 static int takes_value(const char *name) {
     static const char *const with_value[] = {
         "emit", "out",  "seed-rule",     "thermoe",      "job-name",  "partition",
-        "time", "gpus", "cpus-per-task", "max-parallel", "sbatch-opt"};
+        "time", "gpus", "cpus-per-task", "max-parallel", "sbatch-opt", "ranks", "launcher"};
     for (size_t i = 0; i < sizeof with_value / sizeof *with_value; i++)
         if (!strcmp(name, with_value[i])) return 1;
     return cmd_run_flag_arity(name);
@@ -330,7 +343,7 @@ static int write_script(const sweep_config *c, const char *dir, const char *exe,
         fprintf(f, "#SBATCH --array=0-%d", n - 1);
         if (c->max_parallel > 0) fprintf(f, "%%%d", c->max_parallel);
         fprintf(f, "\n#SBATCH --output=%s/logs/task_%%a.out\n", dir);
-        fprintf(f, "#SBATCH --ntasks=1\n");
+        fprintf(f, "#SBATCH --ntasks=%d\n", c->ranks);
         if (c->gpus > 0) fprintf(f, "#SBATCH --gres=gpu:%d\n", c->gpus);
         if (c->cpus > 0) fprintf(f, "#SBATCH --cpus-per-task=%d\n", c->cpus);
         if (c->partition) fprintf(f, "#SBATCH --partition=%s\n", c->partition);
@@ -348,7 +361,10 @@ static int write_script(const sweep_config *c, const char *dir, const char *exe,
             c->rule == SEED_REPEAT ? " + repeat"
             : c->rule == SEED_TASK ? " + task id"
                                    : " for every task");
-    fprintf(f, "# Merge: %s analyze %s/task_*\n", exe, dir);
+    fprintf(f, "# Merge: %s analyze %s/task_*%s\n", exe, dir, c->ranks > 1 ? "/rank0" : "");
+    if (c->ranks > 1)
+        fprintf(f, "# Each task: %d ranks (--expert-parallel), rank r writes task_<id>/rank<r>.\n",
+                c->ranks);
     if (slurm)
         fprintf(f,
                 "# Submit: sbatch %s/sweep.sbatch   (one task by hand: SLURM_ARRAY_TASK_ID=ID bash "
@@ -366,12 +382,26 @@ static int write_script(const sweep_config *c, const char *dir, const char *exe,
     }
     fprintf(f, "}\"\ncd ");
     shq(f, cwd);
+    fprintf(f, "\nlaunch=(");
+    if (c->launcher) {
+        char buf[1024], *save = NULL;
+        snprintf(buf, sizeof buf, "%s", c->launcher);
+        for (char *tok = strtok_r(buf, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
+            shq(f, tok);
+            fputc(' ', f);
+        }
+    } else if (c->ranks > 1) {
+        if (slurm) fprintf(f, "srun");
+        else fprintf(f, "mpirun -np %d", c->ranks);
+    }
+    fprintf(f, ")");
     fprintf(f, "\ncommon=(");
     for (int i = 0; i < c->npass; i++) {
         shq(f, c->pass[i]);
         fputc(' ', f);
     }
-    fprintf(f, "--repeats 1 --no-analyze)\n\ntask_args() {\n    case \"$1\" in\n");
+    fprintf(f, "--repeats 1 --no-analyze%s)\n\ntask_args() {\n    case \"$1\" in\n",
+            c->ranks > 1 ? " --expert-parallel" : "");
     for (int i = 0; i < n; i++) {
         char out[PATH_MAX + 32];
         snprintf(out, sizeof out, "%s/task_%d", dir, i);
@@ -391,9 +421,10 @@ static int write_script(const sweep_config *c, const char *dir, const char *exe,
                "    local out args\n"
                "    task_args \"$1\" || return $?\n"
                "    local extra=()\n"
-               "    if [ -e \"$out/metadata.json\" ]; then extra=(--resume); fi\n"
-               "    \"$THERMOE\" run \"${common[@]}\" \"${args[@]}\" --out \"$out\" "
-               "${extra[@]+\"${extra[@]}\"}\n"
+               "    if [ -e \"$out/metadata.json\" ] || [ -e \"$out/rank0/metadata.json\" ]; then "
+               "extra=(--resume); fi\n"
+               "    ${launch[@]+\"${launch[@]}\"} \"$THERMOE\" run \"${common[@]}\" \"${args[@]}\" "
+               "--out \"$out\" ${extra[@]+\"${extra[@]}\"}\n"
                "}\n\n");
     if (slurm) {
         fprintf(f, "run_task \"${SLURM_ARRAY_TASK_ID:?not set: submit with sbatch, or set it to "
@@ -441,6 +472,7 @@ int cmd_sweep(int argc, char **argv) {
     c.rule = SEED_REPEAT;
     c.job_name = "thermoe-sweep";
     c.gpus = 1;
+    c.ranks = 1;
     c.repeats = d.repeats;
     c.seed = d.seed;
     memcpy(c.strategies, d.strategies, sizeof c.strategies);
@@ -463,6 +495,10 @@ int cmd_sweep(int argc, char **argv) {
     for (int i = 0; i < c.npass; i++)
         chk[nc++] = c.pass[i];
     chk[nc] = NULL;
+    for (int i = 0; i < c.npass; i++)
+        if (!strcmp(c.pass[i], "--expert-parallel"))
+            return cli_fail("sweep", "--expert-parallel: use --ranks N, which starts each task's N "
+                            "ranks (srun or mpirun) and passes --expert-parallel");
     int rr = cmd_run_check(nc, chk);
     if (rr) return rr;
 
@@ -511,6 +547,6 @@ int cmd_sweep(int argc, char **argv) {
         printf("submit: sbatch %s\n", path);
     else
         printf("run: bash %s\n", path);
-    printf("merge: thermoe analyze %s/task_*\n", dir);
+    printf("merge: thermoe analyze %s/task_*%s\n", dir, c.ranks > 1 ? "/rank0" : "");
     return 0;
 }
