@@ -1,4 +1,4 @@
-/* Routing arithmetic: surrogate, KL and MLP gradients against central finite differences
+/* Routing arithmetic: surrogate, REINFORCE, KL and MLP gradients against central finite differences
  * (double precision), the provider's central difference, the predicted energy, the thermal
  * predictor's fit, names, and the adapter weights file. */
 #include <math.h>
@@ -78,6 +78,64 @@ static void test_surrogate_gradient(void **state) {
         if (!(re < TOL_GRAD))
             fail_msg("surrogate gradient: E=%d T=%d k=%d rel err %.3g", E, T, k, re);
     }
+}
+
+/* REINFORCE: the mean of the estimator over Gaussian explorations of the surrogate loss
+ * (antithetic pairs +noise / -noise, each scored against the loss at b as the baseline)
+ * against central finite differences of the same loss. The estimator is unbiased for the
+ * smoothed loss; with sigma 1e-3 the smoothing bias is far below the sampling error of
+ * 50000 pairs (about 1% here), which TOL_REINFORCE bounds. */
+#define TOL_REINFORCE 0.05
+static void test_reinforce_gradient(void **state) {
+    (void)state;
+    tmoe_rng r;
+    tmoe_rng_seed(&r, (uint64_t)tmoe_now_ns());
+    int E = 6, T = 12, k = 2;
+    costs kc;
+    random_costs(&kc, E, &r);
+    float z[12 * 6];
+    double b[6], bp[6], bm[6], noise[6], g[6], sum[6] = {0}, fd[6];
+    for (int i = 0; i < T * E; i++)
+        z[i] = (float)urand(&r, -2, 2);
+    for (int e = 0; e < E; e++)
+        b[e] = urand(&r, -1, 1);
+    tmoe_surrogate s = {tmoe_route_analytic_provider(&kc.c), k, 1.0, 1.0, 1.0, 0.5, 0.0};
+    tmoe_error err = {0};
+    double L0, lp, lm;
+    ASSERT_OK(tmoe_route_surrogate(&s, z, T, E, b, &L0, NULL, NULL, NULL, &err), &err);
+    for (int e = 0; e < E; e++) {
+        memcpy(bp, b, sizeof b);
+        bp[e] += FD_STEP;
+        memcpy(bm, b, sizeof b);
+        bm[e] -= FD_STEP;
+        ASSERT_OK(tmoe_route_surrogate(&s, z, T, E, bp, &lp, NULL, NULL, NULL, &err), &err);
+        ASSERT_OK(tmoe_route_surrogate(&s, z, T, E, bm, &lm, NULL, NULL, NULL, &err), &err);
+        fd[e] = (lp - lm) / (2 * FD_STEP);
+    }
+    const double sigma = 1e-3;
+    const int pairs = 50000;
+    for (int n = 0; n < pairs; n++) {
+        for (int e = 0; e < E; e++)
+            noise[e] = sigma * tmoe_rng_normal(&r);
+        for (int sign = -1; sign <= 1; sign += 2) {
+            for (int e = 0; e < E; e++) {
+                bp[e] = b[e] + sign * noise[e];
+                noise[e] *= sign;
+            }
+            ASSERT_OK(tmoe_route_surrogate(&s, z, T, E, bp, &lp, NULL, NULL, NULL, &err), &err);
+            tmoe_route_reinforce_grad(lp, L0, noise, E, sigma, g);
+            for (int e = 0; e < E; e++) {
+                sum[e] += g[e];
+                noise[e] *= sign;
+            }
+        }
+    }
+    for (int e = 0; e < E; e++)
+        sum[e] /= 2.0 * pairs;
+    double re = rel_err(sum, fd, E);
+    if (!(re < TOL_REINFORCE)) fail_msg("REINFORCE mean vs finite differences: rel err %.3g", re);
+    /* a wrong scale (sigma instead of sigma^2) or sign is far outside the tolerance */
+    assert_true(rel_err(fd, sum, E) < 1.0);
 }
 
 static void test_kl_gradient_and_zero(void **state) {
@@ -396,6 +454,7 @@ static void test_small_shape_all_strategies(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_surrogate_gradient),
+        cmocka_unit_test(test_reinforce_gradient),
         cmocka_unit_test(test_kl_gradient_and_zero),
         cmocka_unit_test(test_mlp_gradient),
         cmocka_unit_test(test_provider_central_difference),

@@ -360,6 +360,14 @@ int tmoe_route_surrogate(const tmoe_surrogate *s, const float *logits, int T, in
                          const double *b, double *loss, double *grad, double *energy_out,
                          double *latency_out, tmoe_error *err);
 
+/* REINFORCE estimate of d loss / d b from one exploration: g_e = (loss - baseline) noise_e /
+ * sigma^2, where noise ~ N(0, sigma^2) per expert was added to the biases when the batch ran
+ * and loss was observed then. Its expectation over the noise is the gradient of the
+ * Gaussian-smoothed loss, which tends to the gradient as sigma -> 0 (tests/test_route_grad.c
+ * checks it against central finite differences). */
+void tmoe_route_reinforce_grad(double loss, double baseline, const double *noise, int E,
+                               double sigma, double *g);
+
 /* TTHA MLP alone (for tests): in -> tanh hidden -> E outputs, bias = max_bias tanh(out).
  * Parameters are a flat float64 array (W1 (H, in), b1 (H), W2 (E, H), b2 (E)). */
 typedef struct tmoe_ttha_mlp tmoe_ttha_mlp;

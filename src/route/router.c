@@ -744,9 +744,9 @@ int tmoe_router_update(tmoe_router *r, const tmoe_route_obs *obs, tmoe_ttha_reco
             r->rf_base = observed;
             r->rf_init = 1;
         }
-        double adv = observed - r->rf_base, s2 = c->explore_sigma * c->explore_sigma;
+        tmoe_route_reinforce_grad(observed, r->rf_base, r->noise, E, c->explore_sigma, g);
         for (int e = 0; e < E; e++)
-            g[e] = adv * r->noise[e] / s2 + c->w_fidelity * gkl[e];
+            g[e] += c->w_fidelity * gkl[e];
         r->rf_base = c->baseline_decay * r->rf_base + (1.0 - c->baseline_decay) * observed;
     }
     for (int e = 0; e < E; e++) g[e] *= r->ttha_gate; /* d(bias)/d(adapter output) */
@@ -832,4 +832,11 @@ int tmoe_router_ttha_load(tmoe_router *r, const char *path, tmoe_error *err) {
     }
     free(p);
     return rc;
+}
+
+void tmoe_route_reinforce_grad(double loss, double baseline, const double *noise, int E,
+                               double sigma, double *g) {
+    double adv = loss - baseline, s2 = sigma * sigma;
+    for (int e = 0; e < E; e++)
+        g[e] = adv * noise[e] / s2;
 }
