@@ -50,11 +50,20 @@ done
 
 # a sweep on 2 ranks of the cpu backend: one directory per rank, one summary
 timeout 300 mpirun -np 2 "$BIN" run "${RUN[@]}" --expert-parallel --routing-strategy baseline,multi_gpu_aware \
-  --out two >two.log 2>&1 || fail "2 ranks: $(tail -8 two.log)"
+  --num-samples-per-workload 8 --out two >two.log 2>&1 || fail "2 ranks: $(tail -8 two.log)"
+# share of a rank's token copies routed to its own rank's experts, per strategy (device_tokens
+# has one entry per rank)
+share() { awk -F, -v st="$2" -v me="$3" 'NR == 1 {for (c = 1; c <= NF; c++) col[$c] = c; next}
+  $col["strategy"] == st {n = split($col["device_tokens"], d, ";"); if (n != 2) bad = 1
+                          for (i = 1; i <= n; i++) {all += d[i]; if (i - 1 == me) own += d[i]}}
+  END {if (bad || all == 0) print -1; else printf "%.4f\n", own / all}' "$1"; }
 for r in 0 1; do
-  [ "$(wc -l < two/rank$r/batches.csv)" -eq 5 ] || fail "rank $r: expected 4 rows"
+  [ "$(wc -l < two/rank$r/batches.csv)" -eq 17 ] || fail "rank $r: expected 16 rows"
   grep -q '"ranks": 2' two/rank$r/metadata.json || fail "rank $r metadata lacks ranks 2"
   grep -q "\"rank\": $r" two/rank$r/metadata.json || fail "rank $r metadata lacks its rank"
+  b=$(share two/rank$r/batches.csv baseline $r); m=$(share two/rank$r/batches.csv multi_gpu_aware $r)
+  awk -v b="$b" -v m="$m" 'BEGIN {exit !(b >= 0 && m > b + 0.05)}' \
+    || fail "rank $r: multi_gpu_aware should keep more copies on its own rank (link cost): baseline $b, multi_gpu_aware $m"
 done
 [ "$(grep -c '^files:' two.log)" -eq 1 ] || fail "expected one summary (rank 0): $(cat two.log)"
 

@@ -81,6 +81,8 @@ typedef struct tmoe_ep_stats {
     int overlapped;          /* last step: exchanges overlapped with the experts (a2a_ms NAN) */
     int32_t copies_to[TMOE_EP_MAX_RANKS];   /* last step: token copies this rank sent to each rank */
     int32_t copies_from[TMOE_EP_MAX_RANKS]; /* last step: token copies received from each rank */
+    int32_t expert_rows[TMOE_MAX_EXPERTS];  /* last step: rows each expert ran on this rank
+                                               (every rank's copies; 0 for other ranks' experts) */
 } tmoe_ep_stats;
 
 /* TMOE_OK and *out for an expert-parallel engine; TMOE_ENOTSUP for any other. */

@@ -203,11 +203,11 @@ static int init_telemetry(run_ctx *r, tmoe_error *err) {
     if (r->ndev > TMOE_ROUTE_MAX_DEVICES) r->ndev = TMOE_ROUTE_MAX_DEVICES;
     int E = r->blk_cfg.num_experts, nd = r->ndev > 0 ? r->ndev : 1;
     if (r->ranks > 1) {
-        /* experts live on the ranks; rank d drives local GPU d (one host) */
+        /* experts live on the ranks; each rank reports its own GPU (hw_snapshot) */
         nd = r->ranks;
-        if (r->ndev != r->ranks)
-            tmoe_log(TMOE_LOG_WARN, "%d ranks but the telemetry sees %d devices: device state of "
-                     "other hosts' ranks is unknown to multi_gpu_aware", r->ranks, r->ndev);
+        if (r->ranks > TMOE_ROUTE_MAX_DEVICES)
+            return tmoe_errorf(err, TMOE_ENOTSUP, "%d ranks: multi_gpu_aware follows at most %d",
+                               r->ranks, TMOE_ROUTE_MAX_DEVICES);
     }
     rc = r->cfg.placement_file ? tmoe_placement_load(r->cfg.placement_file, E, nd, &r->placement, err)
                                : tmoe_placement_round_robin(E, nd, &r->placement, err);
@@ -304,7 +304,9 @@ static void wait_for_arrival(run_ctx *r, int tokens) {
 /* Bill the batch's work to the simulated GPU(s): each expert's op sequence at its token
  * count from the cost model, on the device the placement puts the expert on, plus the
  * MoE layer's other ops the cost model has, on device 0. Returns the step latency (ms):
- * the devices work in parallel, each serially. */
+ * the devices work in parallel, each serially. Expert-parallel: the simulated GPU is this
+ * rank's (device 0), billed for this rank's experts at the rows they ran (every rank's
+ * copies); other ranks' GPUs are their own processes' to bill. */
 static int sim_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, batch_hw *hw,
                     tmoe_error *err) {
     double busy_ms[TMOE_ROUTE_MAX_DEVICES] = {0}, dyn_j[TMOE_ROUTE_MAX_DEVICES] = {0};
@@ -322,13 +324,16 @@ static int sim_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, 
         dyn_j[0] += calls * v.energy_dynamic_j;
         hw->op_ms[o] = calls * v.latency_ms;
     }
+    tmoe_ep_stats es;
+    tmoe_error e2 = {0};
+    int ep = r->ranks > 1 && tmoe_engine_ep_stats(r->eng, &es, &e2) == TMOE_OK;
     for (int e = 0; e < m->num_experts; e++) {
-        int n = m->tokens_per_expert[e];
-        hw->expert_ms[e] = 0.0;
+        int n = ep ? es.expert_rows[e] : m->tokens_per_expert[e];
+        hw->expert_ms[e] = ep && r->placement.device[e] != r->rank ? NAN : 0.0;
         if (n == 0) continue;
         tmoe_op seq[4];
         int nseq = tmoe_expert_op_sequence(r->blk->types[e], r->cfg.impl, seq);
-        int dev = r->placement.device[e];
+        int dev = ep ? 0 : r->placement.device[e];
         for (int i = 0; i < nseq; i++) {
             tmoe_cost_value v;
             int rc = tmoe_cost_lookup(r->cm, seq[i], r->blk->types[e], r->cfg.impl, n, &v, err);
@@ -438,10 +443,13 @@ static void sim_energies(run_ctx *r, double *e) {
     for (int d = 0; d < r->ndev; d++) e[d] = tmoe_sim_energy_exact_j(r->sim, d);
 }
 
-/* Hardware snapshot for the router from the latest samples. */
+/* Hardware snapshot for the router from the latest samples. Expert-parallel: this rank's
+ * own GPU (local rank's device) gives the single-device fields, and every rank's own GPU
+ * state reaches every rank (an allgather per batch, also across hosts): dev_* by rank. */
 static tmoe_hw_state hw_snapshot(run_ctx *r, double horizon_s) {
     tmoe_hw_state h = tmoe_hw_state_unknown();
     tmoe_sample s;
+    int own = r->ranks > 1 && r->ndev > 0 ? tmoe_ep_local_rank(r->cfg.ep) % r->ndev : 0;
     h.num_devices = r->ndev;
     for (int d = 0; d < r->ndev; d++) {
         if (tmoe_monitor_latest(r->mon, d, &s) != TMOE_OK) continue;
@@ -450,11 +458,11 @@ static tmoe_hw_state hw_snapshot(run_ctx *r, double horizon_s) {
         h.dev_power_w[d] = p;
         h.dev_util[d] = (s.valid & TMOE_F_GPU_UTIL) ? s.gpu_util_pct / 100.0 : NAN;
         h.dev_queue[d] = r->sim ? tmoe_sim_backlog_s(r->sim, d) * 1e3 : NAN;
-        if (d != 0) continue;
-        h.gpu_temp_c = h.dev_temp_c[0];
+        if (d != own) continue;
+        h.gpu_temp_c = h.dev_temp_c[d];
         h.mem_temp_c = (s.valid & TMOE_F_MEM_TEMP) ? s.mem_temp_c : NAN;
         h.power_w = p;
-        h.gpu_util = h.dev_util[0];
+        h.gpu_util = h.dev_util[d];
         if ((s.valid & TMOE_F_SM_CLOCK) && r->max_sm_clock > 0.0)
             h.sm_clock_ratio = s.sm_clock_mhz / r->max_sm_clock;
         if (s.valid & TMOE_F_THROTTLE)
@@ -463,6 +471,26 @@ static tmoe_hw_state hw_snapshot(run_ctx *r, double horizon_s) {
                                                  TMOE_THROTTLE_HW_POWER_BRAKE)) != 0;
         h.pred_horizon_s = horizon_s;
         h.pred_temp_c = tmoe_monitor_predict_thermal(r->mon, horizon_s, isnan(p) ? 0.0 : p);
+    }
+    if (r->ranks > 1) {
+        double mine[4] = {own < r->ndev ? h.dev_temp_c[own] : NAN,
+                          own < r->ndev ? h.dev_power_w[own] : NAN,
+                          own < r->ndev ? h.dev_util[own] : NAN,
+                          own < r->ndev ? h.dev_queue[own] : NAN};
+        double all[4 * TMOE_ROUTE_MAX_DEVICES];
+        tmoe_error e2 = {0};
+        int n = r->ranks < TMOE_ROUTE_MAX_DEVICES ? r->ranks : TMOE_ROUTE_MAX_DEVICES;
+        if (tmoe_ep_allgather(r->cfg.ep, mine, sizeof mine, all, &e2) == TMOE_OK) {
+            h.num_devices = n;
+            for (int q = 0; q < n; q++) {
+                h.dev_temp_c[q] = all[4 * q];
+                h.dev_power_w[q] = all[4 * q + 1];
+                h.dev_util[q] = all[4 * q + 2];
+                h.dev_queue[q] = all[4 * q + 3];
+            }
+        } else {
+            tmoe_log(TMOE_LOG_WARN, "device state of the other ranks: %s", e2.msg);
+        }
     }
     return h;
 }
@@ -732,7 +760,7 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     tmoe_runlog_row_dbls(row, TMOE_RL_DEVICE_TEMP_END_C, hw.dev_temp_end_c, r->ndev);
     int32_t dev_tok[TMOE_ROUTE_MAX_DEVICES] = {0};
     for (int e = 0; e < E; e++) dev_tok[r->placement.device[e]] += m.tokens_per_expert[e];
-    tmoe_runlog_row_ints(row, TMOE_RL_DEVICE_TOKENS, dev_tok, r->ndev);
+    tmoe_runlog_row_ints(row, TMOE_RL_DEVICE_TOKENS, dev_tok, r->placement.num_devices);
     r->row_pending = 1; /* written by finish_update with the update's loss terms */
     r->row_route_ms = router_ms;
     return TMOE_OK;

@@ -263,6 +263,8 @@ static int cpu_ep_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_erro
         if (q != s->rank) bytes += (double)sp.counts[q] * D * 2 + (double)rp.counts[q] * D * 4;
     }
     s->stats.a2a_bytes = bytes;
+    memset(s->stats.expert_rows, 0, sizeof s->stats.expert_rows);
+    for (int l = 0; l < rp.num_local; l++) s->stats.expert_rows[rp.experts[l]] = rp.expert_counts[l];
     for (int o = 0; o < TMOE_OP_COUNT; o++)
         if (!isnan(op_ms[o])) tmoe_op_ms_add(m->op_ms, (tmoe_op)o, op_ms[o]);
     for (int i = 0; i < Tk; i++) m->tokens_per_expert[s->idx[i]]++;

@@ -556,6 +556,8 @@ static int ep_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error *e
         if (q != s->rank) sent += ((double)sp.counts[q] + rp.counts[q]) * D * 2.0;
     }
     s->stats.a2a_bytes = sent;
+    memset(s->stats.expert_rows, 0, sizeof s->stats.expert_rows);
+    for (int l = 0; l < rp.num_local; l++) s->stats.expert_rows[rp.experts[l]] = rp.expert_counts[l];
     if (!m) return TMOE_OK;
     /* permute: planning, pack, count exchange and grouping; the all-to-alls are in a2a_ms */
     tmoe_op_ms_add(m->op_ms, TMOE_OP_GATE_TOPK, ev_ms(s, EP_START, EP_TOPK));
