@@ -28,6 +28,7 @@ typedef struct eng_case {
     tmoe_impl impl;
     tmoe_act act;
     int E, k, T, moe_only, graphs;
+    int mixed; /* per-expert types fp16, q4, q2 in turn (et is then unused) */
 } eng_case;
 
 static void run_case(const eng_case *c) {
@@ -41,6 +42,11 @@ static void run_case(const eng_case *c) {
     bc.group_size = 128;
     bc.seq_len = 64;
     bc.expert_type = c->et;
+    tmoe_etype types[TMOE_MAX_EXPERTS];
+    if (c->mixed) {
+        for (int e = 0; e < c->E; e++) types[e] = (tmoe_etype)(e % TMOE_ET_COUNT);
+        bc.expert_types = types;
+    }
     bc.act = c->act;
     bc.renormalize = c->k > 2;
     bc.seed = g_seed + (uint64_t)c->T;
@@ -97,7 +103,7 @@ static void run_case(const eng_case *c) {
     double e = tu_rel_l2(got, ref, n);
     if (!(e < TOL_F16))
         fail_msg("%s %s %s E=%d k=%d T=%d moe_only=%d graphs=%d: relative error %.3g",
-                 tmoe_etype_name(c->et), tmoe_impl_name(c->impl), tmoe_act_name(c->act), E, k, T,
+                 c->mixed ? "mixed" : tmoe_etype_name(c->et), tmoe_impl_name(c->impl), tmoe_act_name(c->act), E, k, T,
                  c->moe_only, c->graphs, e);
     for (int i = 0; i < TMOE_OP_COUNT; i++)
         if (mg.op_ms[i] < 0.0) fail_msg("negative time for op %s", tmoe_op_name((tmoe_op)i));
@@ -122,7 +128,7 @@ static void test_engine_matrix(void **state) {
             for (int act = 0; act < TMOE_ACT_COUNT; act++)
                 for (int i = 0; i < 3; i++) {
                     eng_case c = {(tmoe_etype)et, (tmoe_impl)impl, (tmoe_act)act, 8, 2, Ts[i],
-                                  i == 1, i != 2};
+                                  i == 1, i != 2, 0};
                     run_case(&c);
                 }
         }
@@ -131,9 +137,9 @@ static void test_engine_matrix(void **state) {
 static void test_engine_fine_grained(void **state) {
     (void)state;
     if (!have_gpu()) skip();
-    eng_case a = {TMOE_ET_Q4, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 64, 8, 17, 0, 1};
+    eng_case a = {TMOE_ET_Q4, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 64, 8, 17, 0, 1, 0};
     run_case(&a);
-    eng_case b = {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 64, 8, 33, 1, 1};
+    eng_case b = {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 64, 8, 33, 1, 1, 0};
     run_case(&b);
 }
 
@@ -142,12 +148,12 @@ static void test_engine_large_batch(void **state) {
     (void)state;
     if (!have_gpu()) skip();
     eng_case c[] = {
-        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 8, 2, 1000, 1, 1},
-        {TMOE_ET_Q4, TMOE_IMPL_UNFUSED, TMOE_ACT_RELU, 8, 2, 1000, 1, 1},
-        {TMOE_ET_Q2, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 8, 2, 1000, 1, 1},
-        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 1, 64, 0, 1},
+        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 8, 2, 1000, 1, 1, 0},
+        {TMOE_ET_Q4, TMOE_IMPL_UNFUSED, TMOE_ACT_RELU, 8, 2, 1000, 1, 1, 0},
+        {TMOE_ET_Q2, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 8, 2, 1000, 1, 1, 0},
+        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 1, 64, 0, 1, 0},
         /* attention over three sequences of seq_len 64, 64 and 22 tokens */
-        {TMOE_ET_Q4, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 2, 150, 0, 1},
+        {TMOE_ET_Q4, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 2, 150, 0, 1, 0},
     };
 #ifdef THERMOE_HAVE_CUDA
     long saved = tmoe_cuda_cublas_min_weights;
@@ -158,6 +164,20 @@ static void test_engine_large_batch(void **state) {
     for (size_t i = 0; i < sizeof c / sizeof *c; i++) run_case(&c[i]);
 }
 
+/* Experts of several types in one block: each type's launch must reach its experts wherever
+ * they sit in the list of experts with tokens (all three types, every expert used). */
+static void test_engine_mixed_types(void **state) {
+    (void)state;
+    if (!have_gpu()) skip();
+    eng_case c[] = {
+        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 6, 2, 17, 1, 1, 1},
+        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 9, 3, 64, 0, 0, 1},
+        {TMOE_ET_FP16, TMOE_IMPL_UNFUSED, TMOE_ACT_SWIGLU, 6, 2, 33, 1, 1, 1},
+        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 6, 2, 1000, 1, 1, 1},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) run_case(&c[i]);
+}
+
 int main(void) {
     g_seed = (uint64_t)tmoe_now_ns();
     print_message("test_cuda_engine seed %llu\n", (unsigned long long)g_seed);
@@ -165,6 +185,7 @@ int main(void) {
         cmocka_unit_test(test_engine_matrix),
         cmocka_unit_test(test_engine_fine_grained),
         cmocka_unit_test(test_engine_large_batch),
+        cmocka_unit_test(test_engine_mixed_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -356,6 +356,12 @@ static int sim_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, 
     return TMOE_OK;
 }
 
+/* The telemetry device this process drives: expert-parallel ranks their local rank's GPU
+ * (one per rank on a host), else device 0. */
+static int own_device(const run_ctx *r) {
+    return r->ranks > 1 && r->ndev > 0 ? tmoe_ep_local_rank(r->cfg.ep) % r->ndev : 0;
+}
+
 /* Fill hw from the monitor's samples in [t0, t1] (device clock, s since run start) and the
  * energy of each device over the window: exact_j (ndev, J), the simulated devices' own
  * energy, when not NULL, else the monitor's window en (ndev) of each device (counter where
@@ -364,7 +370,9 @@ static int sim_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, 
  * end temperature; for the batch: energy, mean power and peak power are the sums over the
  * devices (unknown when one device's energy is; the peak sums each device's own peak, at
  * least its mean: an upper bound of the total's peak, exact with one device), peak
- * temperatures the hottest device's, start and end temperature device 0's. */
+ * temperatures the hottest device's, start and end temperature device 0's. An
+ * expert-parallel rank reports its own GPU's energy, power and temperatures in the batch
+ * columns (the ranks' rows then add up to the host), every local GPU in the device columns. */
 static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en,
                         const double *exact_j, const tmoe_sample *first, batch_hw *hw) {
     hw->period_s = t1 - t0;
@@ -372,7 +380,9 @@ static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en,
     hw->temp_end_c = hw->temp_peak_c = hw->mem_temp_peak_c = NAN;
     hw->power_peak_w = hw->sm_clock_mhz = hw->gpu_util_pct = NAN;
     hw->throttle = 0;
-    double peak_sum = 0.0;
+    double peak_sum = 0.0, dev_pk[TMOE_ROUTE_MAX_DEVICES], dev_tpk[TMOE_ROUTE_MAX_DEVICES],
+           dev_mpk[TMOE_ROUTE_MAX_DEVICES];
+    tmoe_energy_method dev_m[TMOE_ROUTE_MAX_DEVICES];
     int peak_known = 1;
     hw->energy_j = 0.0;
     hw->method = TMOE_ENERGY_COUNTER;
@@ -388,31 +398,36 @@ static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en,
             n = 1;
         }
         double pw_dev = NAN, pk_dev = NAN;
-        hw->dev_temp_end_c[d] = NAN;
+        hw->dev_temp_end_c[d] = dev_tpk[d] = dev_mpk[d] = NAN;
         for (int i = 0; i < n; i++) {
             const tmoe_sample *s = &r->samples[i];
             if (s->valid & TMOE_F_GPU_TEMP) {
                 if (!(hw->temp_peak_c >= s->gpu_temp_c)) hw->temp_peak_c = s->gpu_temp_c;
+                if (!(dev_tpk[d] >= s->gpu_temp_c)) dev_tpk[d] = s->gpu_temp_c;
                 hw->dev_temp_end_c[d] = s->gpu_temp_c;
             }
-            if ((s->valid & TMOE_F_MEM_TEMP) && !(hw->mem_temp_peak_c >= s->mem_temp_c))
-                hw->mem_temp_peak_c = s->mem_temp_c;
+            if (s->valid & TMOE_F_MEM_TEMP) {
+                if (!(hw->mem_temp_peak_c >= s->mem_temp_c)) hw->mem_temp_peak_c = s->mem_temp_c;
+                if (!(dev_mpk[d] >= s->mem_temp_c)) dev_mpk[d] = s->mem_temp_c;
+            }
             double p = (s->valid & TMOE_F_POWER_INSTANT) ? s->power_instant_w
                        : (s->valid & TMOE_F_POWER_AVG) ? s->power_avg_w : NAN;
             if (!isnan(p)) {
                 pw_dev = p;
                 if (!(pk_dev >= p)) pk_dev = p;
             }
-            if (s->valid & TMOE_F_SM_CLOCK) {
+            int mine = r->ranks <= 1 || d == own_device(r);
+            if ((s->valid & TMOE_F_SM_CLOCK) && mine) {
                 clk += s->sm_clock_mhz;
                 nclk++;
                 if (s->sm_clock_mhz > r->max_sm_clock) r->max_sm_clock = s->sm_clock_mhz;
             }
-            if (s->valid & TMOE_F_GPU_UTIL) {
+            if ((s->valid & TMOE_F_GPU_UTIL) && mine) {
                 util += s->gpu_util_pct;
                 nutil++;
             }
-            if (s->valid & TMOE_F_THROTTLE) hw->throttle |= s->throttle_reasons & ~TMOE_THROTTLE_GPU_IDLE;
+            if ((s->valid & TMOE_F_THROTTLE) && mine)
+                hw->throttle |= s->throttle_reasons & ~TMOE_THROTTLE_GPU_IDLE;
         }
         double e = exact_j ? exact_j[d] : en[d].joules;
         tmoe_energy_method m = exact_j ? TMOE_ENERGY_COUNTER : en[d].method;
@@ -430,9 +445,19 @@ static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en,
         if (!(pk_dev >= hw->dev_power_avg_w[d])) pk_dev = hw->dev_power_avg_w[d];
         if (isnan(pk_dev)) peak_known = 0;
         else peak_sum += pk_dev;
+        dev_pk[d] = pk_dev;
+        dev_m[d] = m;
     }
     if (r->ndev > 0 && peak_known) hw->power_peak_w = peak_sum;
-    if (r->ndev > 0) hw->temp_end_c = hw->dev_temp_end_c[0];
+    if (r->ranks > 1 && r->ndev > 0) {
+        int o = own_device(r);
+        hw->energy_j = hw->dev_energy_j[o];
+        hw->method = dev_m[o];
+        hw->power_peak_w = dev_pk[o];
+        hw->temp_peak_c = dev_tpk[o];
+        hw->mem_temp_peak_c = dev_mpk[o];
+    }
+    if (r->ndev > 0) hw->temp_end_c = hw->dev_temp_end_c[own_device(r)];
     if (nclk) hw->sm_clock_mhz = clk / nclk;
     if (nutil) hw->gpu_util_pct = util / nutil;
     hw->power_avg_w = hw->period_s > 0.0 ? hw->energy_j / hw->period_s : NAN;
@@ -449,7 +474,7 @@ static void sim_energies(run_ctx *r, double *e) {
 static tmoe_hw_state hw_snapshot(run_ctx *r, double horizon_s) {
     tmoe_hw_state h = tmoe_hw_state_unknown();
     tmoe_sample s;
-    int own = r->ranks > 1 && r->ndev > 0 ? tmoe_ep_local_rank(r->cfg.ep) % r->ndev : 0;
+    int own = own_device(r);
     h.num_devices = r->ndev;
     for (int d = 0; d < r->ndev; d++) {
         if (tmoe_monitor_latest(r->mon, d, &s) != TMOE_OK) continue;
@@ -646,8 +671,8 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     if (r->sim) sim_energies(r, sim_e);
     int64_t tok[TMOE_ROUTE_MAX_DEVICES];
     for (int d = 0; d < r->ndev; d++) tok[d] = tmoe_monitor_energy_begin(r->mon, d);
-    tmoe_sample first = tmoe_sample_invalid(0, 0);
-    tmoe_monitor_latest(r->mon, 0, &first);
+    tmoe_sample first = tmoe_sample_invalid(own_device(r), 0);
+    tmoe_monitor_latest(r->mon, own_device(r), &first);
     wait_for_arrival(r, T);
 
     int rc = tmoe_engine_begin(r->eng, r->x, T, r->cfg.moe_only, err);
@@ -876,8 +901,8 @@ static void cool_down(run_ctx *r) {
     if (r->cfg.cooldown_s <= 0.0 || isnan(r->start_temp_c)) return;
     for (double t = 0.0; t < r->cfg.cooldown_s && !stop_requested; t += 0.5) {
         tmoe_sample s;
-        if (tmoe_monitor_latest(r->mon, 0, &s) == TMOE_OK && (s.valid & TMOE_F_GPU_TEMP) &&
-            s.gpu_temp_c <= r->start_temp_c + 1.0)
+        if (tmoe_monitor_latest(r->mon, own_device(r), &s) == TMOE_OK &&
+            (s.valid & TMOE_F_GPU_TEMP) && s.gpu_temp_c <= r->start_temp_c + 1.0)
             return;
         if (r->sim) tmoe_sim_advance(r->sim, 0.5);
         else nanosleep(&(struct timespec){0, 500000000L}, NULL);
@@ -1044,7 +1069,7 @@ int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
     tmoe_rng_seed_stream(&r->arrivals, cfg->seed, 0xa771);
     if (r->sim) tmoe_sim_advance(r->sim, 0.2); /* first samples */
     tmoe_sample s0;
-    r->start_temp_c = tmoe_monitor_latest(r->mon, 0, &s0) == TMOE_OK && (s0.valid & TMOE_F_GPU_TEMP)
+    r->start_temp_c = tmoe_monitor_latest(r->mon, own_device(r), &s0) == TMOE_OK && (s0.valid & TMOE_F_GPU_TEMP)
                           ? s0.gpu_temp_c : NAN;
 
     int nb = cfg->num_samples * cfg->epochs;
@@ -1099,8 +1124,25 @@ int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
         fflush(out);
     }
     if ((rc = calibrate(r, err))) goto out_combos;
-    for (int i = 0; i < ncomb && !stop_requested; i++) {
-        if (cfg->resume && combo_done(done, nkeep, &combos[i], nb)) continue;
+    for (int i = 0; i < ncomb && !stop_now(r); i++) {
+        int skip = cfg->resume && combo_done(done, nkeep, &combos[i], nb);
+        if (r->ranks > 1) { /* every rank must run the same combinations */
+            double hi = skip, lo = -skip;
+            rc = tmoe_ep_allreduce_max(cfg->ep, &hi, err);
+            if (!rc) rc = tmoe_ep_allreduce_max(cfg->ep, &lo, err);
+            if (rc) break;
+            if (hi != -lo) {
+                rc = tmoe_errorf(err, TMOE_EINVAL,
+                                 "--resume: the ranks' directories disagree on whether repeat %d "
+                                 "%s %s is complete (one rank wrote its last row, another did "
+                                 "not); remove that combination's rows from every rank's "
+                                 "batches.csv and resume again",
+                                 combos[i].repeat, tmoe_workload_name(combos[i].wl),
+                                 tmoe_route_strategy_name(combos[i].st));
+                break;
+            }
+        }
+        if (skip) continue;
         rc = run_combo_batches(r, &combos[i], i, ncomb, err);
         if (rc) break;
         if (i + 1 < ncomb) cool_down(r);

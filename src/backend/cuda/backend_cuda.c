@@ -45,6 +45,7 @@ typedef struct cuda_state {
     cudaStream_t st;
     cublasHandle_t cb;
     int T, moe_only, cublas_step, capturing;
+    int expert_rows; /* rows the experts may see in one step (h32, a16); 0 = max_tokens x k */
     /* weights */
     void *wmem[8 * TMOE_ET_COUNT + 8];
     int n_wmem;
@@ -221,6 +222,7 @@ static int cuda_create_in(cuda_state *s, tmoe_error *err) {
     size_t D = (size_t)b->cfg.d_model, E = (size_t)b->cfg.num_experts, k = (size_t)b->cfg.top_k;
     size_t F = (size_t)b->cfg.d_ff, F1 = b->cfg.act == TMOE_ACT_SWIGLU ? 2 * F : F;
     size_t T = (size_t)s->cfg.max_tokens, N = T * k, H = (size_t)b->cfg.n_heads;
+    size_t NR = (size_t)s->expert_rows > N ? (size_t)s->expert_rows : N;
     size_t Ta = T < (size_t)b->cfg.seq_len ? T : (size_t)b->cfg.seq_len;
 
     TRY(upload(s, (void **)&s->wqkv, b->wqkv.w, 3 * D * D * 2, err));
@@ -231,8 +233,8 @@ static int cuda_create_in(cuda_state *s, tmoe_error *err) {
     for (int t = 0; t < TMOE_ET_COUNT; t++) TRY(upload_group(s, (tmoe_etype)t, err));
 
     size_t sizes[] = {T * D * 4, T * D * 4, T * 3 * D * 4, H * Ta * Ta * 4, T * E * 4, N * 4,
-                      N * D * 4, N * F1 * 4, T * D * 4, T * D * 2, T * 3 * D * 2, T * D * 2,
-                      H * Ta * Ta * 2, N * D * 2, N * F * 2, N * 4, E * 4, (E + 1) * 4, N * 4,
+                      N * D * 4, NR * F1 * 4, T * D * 4, T * D * 2, T * 3 * D * 2, T * D * 2,
+                      H * Ta * Ta * 2, N * D * 2, NR * F * 2, N * 4, E * 4, (E + 1) * 4, N * 4,
                       N * 4, (E + 1) * 4};
     void **slots[] = {(void **)&s->x, (void **)&s->tmp, (void **)&s->qkv32, (void **)&s->S,
                       (void **)&s->logits, (void **)&s->w, (void **)&s->ye, (void **)&s->h32,
@@ -269,10 +271,16 @@ static int cuda_create_in(cuda_state *s, tmoe_error *err) {
 
 static int cuda_create(const tmoe_block *blk, const tmoe_engine_config *cfg, void **out,
                        tmoe_error *err) {
+    return tmoe_cuda_state_create(blk, cfg, 0, out, err);
+}
+
+int tmoe_cuda_state_create(const tmoe_block *blk, const tmoe_engine_config *cfg, int expert_rows,
+                           void **out, tmoe_error *err) {
     cuda_state *s = tmoe_calloc(1, sizeof *s, err);
     if (!s) return TMOE_ENOMEM;
     s->blk = blk;
     s->cfg = *cfg;
+    s->expert_rows = expert_rows;
     int rc = cuda_create_in(s, err);
     if (rc) {
         cuda_destroy(s);

@@ -12,6 +12,12 @@
 extern "C" {
 #endif
 
+/* A CUDA engine state whose experts may see expert_rows rows in one step (more than its
+ * max_tokens x top_k: an expert-parallel rank receives every rank's copies); the per-token
+ * buffers stay sized for max_tokens. Free with tmoe_backend_cuda.destroy. */
+int tmoe_cuda_state_create(const tmoe_block *blk, const tmoe_engine_config *cfg, int expert_rows,
+                           void **out, tmoe_error *err);
+
 typedef struct tmoe_cuda_io {
     cudaStream_t stream;  /* every step of the state runs on it */
     cublasHandle_t cublas;
@@ -22,7 +28,7 @@ void tmoe_cuda_state_io(void *state, tmoe_cuda_io *io);
 
 /* Experts of the state's block on rows grouped by expert: xg (rows, D) fp16; d_counts (E),
  * d_offsets (E+1), d_active (E+1: [n, ids with rows]) on the device and h_counts (E) on the
- * host; ye (rows, D) fp32; rows at most the state's max_tokens x top_k. Experts listed in
+ * host; ye (rows, D) fp32; rows at most the state's expert_rows (max_tokens x top_k). Experts listed in
  * d_active with rows run (cuBLAS per expert when the rows per running expert reach
  * tmoe_cuda_cublas_min_tokens).
  * Enqueued on the state's stream (no host wait); records the state's fc1/act/fc2 events. */

@@ -73,9 +73,10 @@ int tmoe_cuda_expert_kernel_supports(const tmoe_cuda_lin *L, tmoe_cuda_epi epi, 
  * x + (src ? src[r] / k : r) * L->in and writes row r of y32 (epi none) or y16. max_n (host)
  * bounds every counts[e] (the batch's tokens) and picks the variant (8, 16, 32 or 64 tokens a
  * pass; larger counts take several passes). With active (from permute) the grid covers at most
- * max_active experts (host bound, e.g. min(E, T k)) and block row y serves expert active[1+y]
- * at slot slot_of[e] (-1: not of this type; NULL: slot = e); without it, one block row per slot
- * (expert experts[slot]). */
+ * max_active experts (host bound on the entries of active, e.g. min(E, T k), whatever their
+ * types) and block row y serves expert active[1+y] at slot slot_of[e] (-1: not of this type,
+ * the block returns; NULL: slot = e); without it, one block row per slot (expert
+ * experts[slot]). */
 int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi, int n_experts,
                             const int32_t *experts, const int32_t *active,
                             const int32_t *slot_of, const int32_t *counts,

@@ -465,8 +465,9 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
     a.k = k;
     a.y32 = y32;
     a.y16 = reinterpret_cast<__half *>(y16);
-    int gy = n_experts;
-    if (active && max_active > 0 && max_active < gy) gy = max_active;
+    /* with the active list, block row y serves active[1 + y], which may be an expert of
+     * another type (its block returns at once): cover every entry, not n_experts of them */
+    int gy = active && max_active > 0 ? max_active : n_experts;
     dim3 grid(a.out_rows / (epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32), gy);
     switch (a.wt) {
     case 0: launch_expert<0>(a, grid, max_n, stream); break;

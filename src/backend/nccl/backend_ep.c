@@ -36,6 +36,16 @@
             return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
                                ncclGetErrorString(nr_)); \
     } while (0)
+/* Inside ncclGroupStart: on failure close the group first (the engine then aborts its comm). */
+#define NCCL_CHECK_IN_GROUP(call, err) \
+    do { \
+        ncclResult_t nr_ = (call); \
+        if (nr_ != ncclSuccess) { \
+            ncclGroupEnd(); \
+            return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
+                               ncclGetErrorString(nr_)); \
+        } \
+    } while (0)
 
 enum { EP_START, EP_TOPK, EP_PACKED, EP_SENT, EP_RECEIVED, EP_EXPERTS, EP_UNGROUPED,
        EP_RETURNED, EP_COMBINED, EP_EV_N };
@@ -78,6 +88,7 @@ typedef struct ep_state {
     cudaEvent_t *ev_round, *ev_done; /* (maxL) */
     cudaEvent_t ev_ready, ev_ret;
     int overlapped;                  /* the last step overlapped */
+    int failed;                      /* a step failed: peers may wait in NCCL, abort the comm */
     tmoe_ep_stats stats;
 } ep_state;
 
@@ -86,8 +97,12 @@ static int ep_probe(tmoe_error *err) { return tmoe_backend_cuda.probe(err); }
 static void ep_destroy(void *p) {
     ep_state *s = p;
     if (!s) return;
-    if (s->io.stream) cudaStreamSynchronize(s->io.stream);
-    if (s->comm) ncclCommDestroy(s->comm);
+    if (s->failed) {
+        if (s->comm) ncclCommAbort(s->comm); /* do not wait for peers that may never come */
+    } else {
+        if (s->io.stream) cudaStreamSynchronize(s->io.stream);
+        if (s->comm) ncclCommDestroy(s->comm);
+    }
     for (int i = 0; i < EP_EV_N; i++)
         if (s->ev[i]) cudaEventDestroy(s->ev[i]);
     for (int j = 0; j < s->maxL; j++) {
@@ -201,10 +216,10 @@ static int alltoall_rows(ep_state *s, tmoe_f16 *sbuf, const int32_t *scount, con
     for (int p = 0; p < s->N; p++) {
         if (p == s->rank) continue;
         if (scount[p] > 0)
-            NCCL_CHECK(ncclSend(rows_at(sbuf, sdispl[p], s->D), (size_t)scount[p] * D, ncclHalf, p,
+            NCCL_CHECK_IN_GROUP(ncclSend(rows_at(sbuf, sdispl[p], s->D), (size_t)scount[p] * D, ncclHalf, p,
                                 s->comm, s->io.stream), err);
         if (rcount[p] > 0)
-            NCCL_CHECK(ncclRecv(rows_at(rbuf, rdispl[p], s->D), (size_t)rcount[p] * D, ncclHalf, p,
+            NCCL_CHECK_IN_GROUP(ncclRecv(rows_at(rbuf, rdispl[p], s->D), (size_t)rcount[p] * D, ncclHalf, p,
                                 s->comm, s->io.stream), err);
     }
     NCCL_CHECK(ncclGroupEnd(), err);
@@ -289,11 +304,10 @@ static int ep_create_in(ep_state *s, tmoe_error *err) {
                  tmoe_ep_local_size(s->g), ndev);
     tmoe_engine_config ic = s->cfg;
     ic.device_id = s->device;
-    ic.max_tokens = (s->Rmax + s->sub.cfg.top_k - 1) / s->sub.cfg.top_k; /* rows <= Rmax */
     ic.use_graphs = 0;
     ic.ep = NULL;
     ic.placement = NULL;
-    TRY(tmoe_backend_cuda.create(&s->sub, &ic, &s->inner, err));
+    TRY(tmoe_cuda_state_create(&s->sub, &ic, s->Rmax, &s->inner, err)); /* experts see <= Rmax */
     tmoe_cuda_state_io(s->inner, &s->io);
     for (int i = 0; i < EP_EV_N; i++) TMOE_CUDA_CHECK(cudaEventCreate(&s->ev[i]), err);
     TMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&s->cst, cudaStreamNonBlocking), err);
@@ -386,8 +400,8 @@ static int exchange_counts(ep_state *s, tmoe_error *err) {
     for (int q = 0; q < s->N; q++) {
         if (q == s->rank) continue;
         size_t n = (size_t)(s->pl.first[q + 1] - s->pl.first[q]) + 1;
-        NCCL_CHECK(ncclSend(sc + pay_at(s, q), n, ncclInt32, q, s->comm, st), err);
-        NCCL_CHECK(ncclRecv(rc + q * L1, L1, ncclInt32, q, s->comm, st), err);
+        NCCL_CHECK_IN_GROUP(ncclSend(sc + pay_at(s, q), n, ncclInt32, q, s->comm, st), err);
+        NCCL_CHECK_IN_GROUP(ncclRecv(rc + q * L1, L1, ncclInt32, q, s->comm, st), err);
     }
     NCCL_CHECK(ncclGroupEnd(), err);
     TMOE_CUDA_CHECK(cudaMemcpyAsync(rc + s->rank * L1, sc + pay_at(s, s->rank),
@@ -426,10 +440,10 @@ static int overlapped_step(ep_state *s, const tmoe_dispatch_recv *rp, tmoe_error
                 tmoe_f16 *sb = pass ? s->ret16 : s->send16, *rb = pass ? s->back16 : s->recv16;
                 int sn = pass ? nr : ns, soff = pass ? ro : so, rn = pass ? ns : nr, roff = pass ? so : ro;
                 if (sn > 0)
-                    NCCL_CHECK(ncclSend(rows_at(sb, soff, s->D), (size_t)sn * D, ncclHalf, q, s->comm,
+                    NCCL_CHECK_IN_GROUP(ncclSend(rows_at(sb, soff, s->D), (size_t)sn * D, ncclHalf, q, s->comm,
                                         cs), err);
                 if (rn > 0)
-                    NCCL_CHECK(ncclRecv(rows_at(rb, roff, s->D), (size_t)rn * D, ncclHalf, q, s->comm,
+                    NCCL_CHECK_IN_GROUP(ncclRecv(rows_at(rb, roff, s->D), (size_t)rn * D, ncclHalf, q, s->comm,
                                         cs), err);
             }
             NCCL_CHECK(ncclGroupEnd(), err);
@@ -467,8 +481,7 @@ static int overlapped_step(ep_state *s, const tmoe_dispatch_recv *rp, tmoe_error
     return TMOE_OK;
 }
 
-static int ep_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error *err) {
-    ep_state *s = p;
+static int ep_moe_in(ep_state *s, const float *bias, tmoe_moe_metrics *m, tmoe_error *err) {
     const tmoe_block *b = s->blk;
     cudaStream_t st = s->io.stream;
     int T = s->T, k = s->k, Tk = T * k, D = s->D;
@@ -518,7 +531,7 @@ static int ep_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error *e
                                     cudaMemcpyHostToDevice, st), err);
     /* (unfused quantized experts would dequantize every local expert once per round) */
     int min = s->cfg.ep_overlap_min_copies, unfused_q = 0;
-    for (int l = 0; l < s->L; l++) unfused_q |= s->sub.types[l] != TMOE_ET_FP16;
+    for (int e = 0; e < s->E; e++) unfused_q |= b->types[e] != TMOE_ET_FP16; /* alike on all ranks */
     unfused_q &= s->cfg.impl == TMOE_IMPL_UNFUSED;
     s->overlapped = min >= 0 && total >= min && !unfused_q;
     TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_SENT], st), err);
@@ -564,7 +577,7 @@ static int ep_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error *e
     tmoe_op_ms_add(m->op_ms, TMOE_OP_PERMUTE, ev_ms(s, EP_TOPK, EP_SENT));
     if (!s->overlapped) {
         tmoe_op_ms_add(m->op_ms, TMOE_OP_PERMUTE, ev_ms(s, EP_RECEIVED, EP_EXPERTS));
-        tmoe_cuda_state_expert_ms(s->inner, s->ev[EP_EXPERTS], m->op_ms);
+        if (rp.rows > 0) tmoe_cuda_state_expert_ms(s->inner, s->ev[EP_EXPERTS], m->op_ms);
     }
     tmoe_op_ms_add(m->op_ms, TMOE_OP_COMBINE, ev_ms(s, EP_RETURNED, EP_COMBINED));
     m->step_ms = s->stats.step_ms;
@@ -576,6 +589,13 @@ static int ep_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error *e
     if (m->topk_idx) memcpy(m->topk_idx, s->h_idx, sizeof(int32_t) * (size_t)Tk);
     if (m->topk_w) memcpy(m->topk_w, s->h_w, sizeof(float) * (size_t)Tk);
     return TMOE_OK;
+}
+
+static int ep_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error *err) {
+    ep_state *s = p;
+    int rc = ep_moe_in(s, bias, m, err);
+    if (rc) s->failed = 1;
+    return rc;
 }
 
 static int ep_output(void *p, float *y, tmoe_error *err) {
