@@ -471,6 +471,11 @@ int cmd_run(int argc, char **argv) {
             goto done;
         }
         c.ep = ep;
+        if (tmoe_ep_size(ep) > 1 && c.out_dir == out_buf &&
+            tmoe_ep_bcast(ep, out_buf, sizeof out_buf, 0, &err)) { /* rank 0's time stamp */
+            cli_fail_err("run", &err);
+            goto done;
+        }
         if (tmoe_ep_size(ep) > 1) {
             if (c.log_file) {
                 cli_fail("run", "--log-file with --expert-parallel: each rank writes "
