@@ -122,7 +122,33 @@ typedef struct rank_io {
     uint8_t *back; /* (T*k, row2) */
 } rank_io;
 
-/* Count exchange: rank p's recv counts (N, L_p) row s = rank s's expert_counts slice for p. */
+/* Count exchange: rank p's recv counts (N, L_p) row s = rank s's expert_counts slice for p.
+ * With payloads: what the backends exchange (tmoe_dispatch_pack_payload: the slice and the
+ * sender's copies), planned with tmoe_dispatch_plan_recv_payload, which also sums the
+ * copies of every rank. */
+static void exchange_payloads(rank_io *r, int N, const tmoe_placement *pl) {
+    tmoe_error err = {0};
+    int32_t *pay[8];
+    long want = 0;
+    for (int s = 0; s < N; s++) {
+        pay[s] = xmalloc(sizeof(int32_t) * (size_t)(pl->num_experts + N));
+        tmoe_dispatch_pack_payload(r[s].d, pay[s]);
+        want += (long)r[s].T * tmoe_dispatch_send_plan(r[s].d).top_k;
+    }
+    for (int p = 0; p < N; p++) {
+        int L = pl->first[p + 1] - pl->first[p];
+        int32_t *row = xmalloc(sizeof(int32_t) * (size_t)N * (L + 1));
+        for (int s = 0; s < N; s++)
+            memcpy(row + (size_t)s * (L + 1), pay[s] + tmoe_dispatch_payload_offset(pl, p),
+                   sizeof(int32_t) * (size_t)(L + 1));
+        long copies = -1;
+        ASSERT_OK(tmoe_dispatch_plan_recv_payload(r[p].d, row, &copies, &err), &err);
+        assert_int_equal(copies, want);
+        free(row);
+    }
+    for (int s = 0; s < N; s++) free(pay[s]);
+}
+
 static void exchange_counts(rank_io *r, int N, const tmoe_placement *pl) {
     tmoe_error err = {0};
     for (int p = 0; p < N; p++) {
@@ -271,7 +297,8 @@ static void test_plan_random(void **state) {
                 if (i + 1 == E) assert_int_equal(total, C);
             }
         }
-        exchange_counts(r, N, &pl);
+        if (trial % 3 == 2) exchange_payloads(r, N, &pl);
+        else exchange_counts(r, N, &pl);
         size_t row = sizeof(tag);
         for (int s = 0; s < N; s++) {
             tmoe_dispatch_recv rp = tmoe_dispatch_recv_plan(r[s].d);

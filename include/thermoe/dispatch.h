@@ -114,6 +114,17 @@ tmoe_dispatch_send tmoe_dispatch_send_plan(const tmoe_dispatch *d);
 int tmoe_dispatch_plan_recv(tmoe_dispatch *d, const int32_t *counts, tmoe_error *err);
 tmoe_dispatch_recv tmoe_dispatch_recv_plan(const tmoe_dispatch *d);
 
+/* The count exchange as the expert-parallel backends run it: to each peer q a payload of
+ * L_q + 1 int32 at offset payload_offset(q) of an (E + N) array: this rank's copies for q's
+ * experts (its expert_counts slice), then this rank's copies in all (T k), from which every
+ * rank takes the same decisions. pack_payload fills the array after plan_send;
+ * plan_recv_payload plans from the N received payloads (row s of L + 1 from rank s) and
+ * gives every rank's copies in all (copies may be NULL). */
+size_t tmoe_dispatch_payload_offset(const tmoe_placement *pl, int q);
+void tmoe_dispatch_pack_payload(const tmoe_dispatch *d, int32_t *pay);
+int tmoe_dispatch_plan_recv_payload(tmoe_dispatch *d, const int32_t *pay, long *copies,
+                                    tmoe_error *err);
+
 /* The overlapped schedule moves the rows in rounds, one per local expert index j: round j
  * carries, between this rank and peer q, the rows for the receiving rank's local expert j.
  * send_slice: the send rows [*first, *first + *n) that this rank sends q in round j (q's

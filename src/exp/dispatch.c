@@ -326,14 +326,16 @@ tmoe_dispatch_send tmoe_dispatch_send_plan(const tmoe_dispatch *d) {
     return s;
 }
 
-int tmoe_dispatch_plan_recv(tmoe_dispatch *d, const int32_t *counts, tmoe_error *err) {
+/* plan_recv on counts rows of `stride` entries (the first L of each are the counts). */
+static int plan_recv_rows(tmoe_dispatch *d, const int32_t *counts, size_t stride,
+                          tmoe_error *err) {
     int N = d->pl.num_devices, L = d->L;
     d->planned_recv = 0;
     long long total = 0;
     for (int s = 0; s < N; s++) {
         long long from_s = 0;
         for (int l = 0; l < L; l++) {
-            int32_t c = counts[(size_t)s * L + l];
+            int32_t c = counts[(size_t)s * stride + l];
             if (c < 0)
                 return tmoe_errorf(err, TMOE_EINVAL,
                                    "dispatch: rank %d gets %d rows from rank %d for "
@@ -349,15 +351,16 @@ int tmoe_dispatch_plan_recv(tmoe_dispatch *d, const int32_t *counts, tmoe_error 
         total += from_s;
     }
     TMOE_ASSERT(total <= d->cap_rows);
-    if (L) memcpy(d->cnt, counts, sizeof(int32_t) * (size_t)N * L);
+    for (int q = 0; q < N && L; q++)
+        memcpy(d->cnt + (size_t)q * L, counts + (size_t)q * stride, sizeof(int32_t) * (size_t)L);
     for (int l = 0; l < L; l++)
         d->lcounts[l] = 0;
     d->recv_displs[0] = 0;
     for (int s = 0; s < N; s++) {
         int32_t r = 0;
         for (int l = 0; l < L; l++) {
-            r += counts[(size_t)s * L + l];
-            d->lcounts[l] += counts[(size_t)s * L + l];
+            r += counts[(size_t)s * stride + l];
+            d->lcounts[l] += counts[(size_t)s * stride + l];
         }
         d->recv_counts[s] = r;
         d->recv_displs[s + 1] = d->recv_displs[s] + r;
@@ -371,7 +374,7 @@ int tmoe_dispatch_plan_recv(tmoe_dispatch *d, const int32_t *counts, tmoe_error 
     int32_t i = 0;
     for (int s = 0; s < N; s++)
         for (int l = 0; l < L; l++)
-            for (int32_t c = 0; c < counts[(size_t)s * L + l]; c++, i++) {
+            for (int32_t c = 0; c < counts[(size_t)s * stride + l]; c++, i++) {
                 int32_t g = fill[l]++;
                 d->to_grouped[i] = g;
                 d->from_grouped[g] = i;
@@ -379,6 +382,34 @@ int tmoe_dispatch_plan_recv(tmoe_dispatch *d, const int32_t *counts, tmoe_error 
     d->rows = (int)total;
     d->planned_recv = 1;
     return TMOE_OK;
+}
+
+int tmoe_dispatch_plan_recv(tmoe_dispatch *d, const int32_t *counts, tmoe_error *err) {
+    return plan_recv_rows(d, counts, (size_t)d->L, err);
+}
+
+size_t tmoe_dispatch_payload_offset(const tmoe_placement *pl, int q) {
+    return (size_t)pl->first[q] + (size_t)q;
+}
+
+void tmoe_dispatch_pack_payload(const tmoe_dispatch *d, int32_t *pay) {
+    TMOE_ASSERT(d->planned_send);
+    for (int q = 0; q < d->pl.num_devices; q++) {
+        int a = d->pl.first[q], n = d->pl.first[q + 1] - a;
+        int32_t *p = pay + tmoe_dispatch_payload_offset(&d->pl, q);
+        memcpy(p, d->expert_counts + a, sizeof(int32_t) * (size_t)n);
+        p[n] = d->T * d->k;
+    }
+}
+
+int tmoe_dispatch_plan_recv_payload(tmoe_dispatch *d, const int32_t *pay, long *copies,
+                                    tmoe_error *err) {
+    size_t stride = (size_t)d->L + 1;
+    if (copies) {
+        *copies = 0;
+        for (int q = 0; q < d->pl.num_devices; q++) *copies += pay[(size_t)q * stride + d->L];
+    }
+    return plan_recv_rows(d, pay, stride, err);
 }
 
 tmoe_dispatch_recv tmoe_dispatch_recv_plan(const tmoe_dispatch *d) {

@@ -30,8 +30,7 @@ typedef struct cpu_ep_state {
     tmoe_f16 *send, *recv, *grp; /* (Tmax k, D), (Rmax, D), (Rmax, D) */
     float *ye, *ret, *back, *y;  /* (Rmax, D), (Rmax, D), (Tmax k, D), (Tmax, D) */
     void *scratch;
-    int32_t *pay_s, *pay_r; /* count payloads: E + N (peer q at first[q] + q), N (L + 1) */
-    int32_t *recv_counts;   /* (N, L) */
+    int32_t *pay_s, *pay_r; /* count payloads (tmoe_dispatch_pack_payload): E + N, N (L + 1) */
     int *sc, *sd, *rc, *rd; /* (N) byte counts and displacements */
     tmoe_ep_stats stats;
 } cpu_ep_state;
@@ -54,8 +53,6 @@ static void cpu_ep_destroy(void *p) {
     tmoe_arena_free(&s->arena);
     free(s);
 }
-
-static size_t pay_at(const cpu_ep_state *s, int q) { return (size_t)s->pl.first[q] + (size_t)q; }
 
 /* Rows of row_bytes each: counts and displacements in bytes for tmoe_ep_alltoallv. */
 static void bytes_of(const cpu_ep_state *s, const int32_t *rows, const int32_t *displs,
@@ -135,12 +132,11 @@ static int cpu_ep_create_in(cpu_ep_state *s, tmoe_error *err) {
     }
     size_t sizes[] = {Tk * 4, Tk * 4, Tk * D * 2, R * D * 2, R * D * 2, R * D * 4, R * D * 4,
                       Tk * D * 4, (size_t)s->Tmax * D * 4, scratch ? scratch : 1,
-                      ((size_t)s->E + N) * 4, N * (L + 1) * 4, N * (L ? L : 1) * 4, N * 4, N * 4,
-                      N * 4, N * 4};
+                      ((size_t)s->E + N) * 4, N * (L + 1) * 4, N * 4, N * 4, N * 4, N * 4};
     void **slots[] = {(void **)&s->idx, (void **)&s->w, (void **)&s->send, (void **)&s->recv,
                       (void **)&s->grp, (void **)&s->ye, (void **)&s->ret, (void **)&s->back,
                       (void **)&s->y, &s->scratch, (void **)&s->pay_s, (void **)&s->pay_r,
-                      (void **)&s->recv_counts, (void **)&s->sc, (void **)&s->sd,
+                      (void **)&s->sc, (void **)&s->sd,
                       (void **)&s->rc, (void **)&s->rd};
     size_t n = sizeof slots / sizeof *slots, total = 0;
     for (size_t i = 0; i < n; i++) total += (sizes[i] + 63) & ~(size_t)63;
@@ -199,19 +195,15 @@ static int cpu_ep_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_erro
     t0 = tmoe_now_ns();
     TRY_EP(tmoe_dispatch_plan_send(s->plan, s->idx, T, err));
     tmoe_dispatch_send sp = tmoe_dispatch_send_plan(s->plan);
+    tmoe_dispatch_pack_payload(s->plan, s->pay_s);
     for (int q = 0; q < N; q++) {
-        int a = s->pl.first[q], n = s->pl.first[q + 1] - a;
-        memcpy(s->pay_s + pay_at(s, q), sp.expert_counts + a, sizeof(int32_t) * n);
-        s->pay_s[pay_at(s, q) + n] = Tk;
-        s->sc[q] = (n + 1) * 4;
-        s->sd[q] = (int)pay_at(s, q) * 4;
+        s->sc[q] = (s->pl.first[q + 1] - s->pl.first[q] + 1) * 4;
+        s->sd[q] = (int)tmoe_dispatch_payload_offset(&s->pl, q) * 4;
         s->rc[q] = (L + 1) * 4;
         s->rd[q] = q * (L + 1) * 4;
     }
     TRY_EP(tmoe_ep_alltoallv(s->g, s->pay_s, s->sc, s->sd, s->pay_r, s->rc, s->rd, err));
-    for (int q = 0; q < N; q++)
-        memcpy(s->recv_counts + (size_t)q * L, s->pay_r + (size_t)q * (L + 1), sizeof(int32_t) * L);
-    TRY_EP(tmoe_dispatch_plan_recv(s->plan, s->recv_counts, err));
+    TRY_EP(tmoe_dispatch_plan_recv_payload(s->plan, s->pay_r, NULL, err));
     tmoe_dispatch_recv rp = tmoe_dispatch_recv_plan(s->plan);
     tmoe_dispatch_pack(s->plan, s->io.h16, (size_t)D * 2, s->send);
     tmoe_op_ms_add(op_ms, TMOE_OP_PERMUTE, ms_since(t0));

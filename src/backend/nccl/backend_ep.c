@@ -80,7 +80,6 @@ typedef struct ep_state {
     /* into the receive staging: payload (N rows of L + 1), from_grouped, to_grouped (Rmax),
      * local counts (L), offsets (L+1), active (L+1), zeros (L+1), one-expert lists (2L) */
     size_t o_from, o_to, o_lc, o_lo, o_act, o_zero, o_one;
-    int32_t *recv_counts; /* (N, L) host: the payload without the copies column */
     int32_t *h_one;       /* (L) host: one expert's rows, the others 0 */
     /* overlap: per-expert exchange rounds on a second stream */
     cudaStream_t cst;
@@ -114,7 +113,6 @@ static void ep_destroy(void *p) {
     if (s->ev_ready) cudaEventDestroy(s->ev_ready);
     if (s->ev_ret) cudaEventDestroy(s->ev_ret);
     if (s->cst) cudaStreamDestroy(s->cst);
-    free(s->recv_counts);
     free(s->h_one);
     cudaFree(s->ws);
     if (s->host) cudaFreeHost(s->host);
@@ -124,8 +122,8 @@ static void ep_destroy(void *p) {
     free(s);
 }
 
-/* This rank's count payload for peer q (L_q counts, then this rank's copies). */
-static size_t pay_at(const ep_state *s, int q) { return (size_t)s->pl.first[q] + (size_t)q; }
+/* This rank's count payload for peer q (tmoe_dispatch_pack_payload). */
+static size_t pay_at(const ep_state *s, int q) { return tmoe_dispatch_payload_offset(&s->pl, q); }
 
 /* The sub-block: this rank's experts in ascending global id, sharing the host weights. */
 static int make_sub_block(ep_state *s, tmoe_error *err) {
@@ -162,9 +160,8 @@ static int alloc_buffers(ep_state *s, tmoe_error *err) {
     s->o_zero = s->o_act + L + 1;
     s->o_one = s->o_zero + L + 1;
     s->ridx_n = s->o_one + 2 * L;
-    s->recv_counts = tmoe_calloc(N * L, sizeof(int32_t), err);
     s->h_one = tmoe_calloc(L, sizeof(int32_t), err);
-    if (!s->recv_counts || !s->h_one) return TMOE_ENOMEM;
+    if (!s->h_one) return TMOE_ENOMEM;
     size_t sizes[] = {E * D * 2, Tk * D * 2, R * D * 2, R * D * 2, R * D * 2, Tk * D * 2,
                       (size_t)s->Tmax * E * 4, Tk * 4, R * D * 4, (size_t)s->Tmax * D * 4,
                       Tk * 4, s->sidx_n * 4, s->ridx_n * 4};
@@ -495,11 +492,7 @@ static int ep_moe_in(ep_state *s, const float *bias, tmoe_moe_metrics *m, tmoe_e
     /* send plan; pack the send rows; exchange the per-expert counts */
     TRY(tmoe_dispatch_plan_send(s->plan, s->h_idx, T, err));
     tmoe_dispatch_send sp = tmoe_dispatch_send_plan(s->plan);
-    for (int q = 0; q < s->N; q++) {
-        int a = s->pl.first[q], n = s->pl.first[q + 1] - a;
-        memcpy(s->p_sidx + pay_at(s, q), sp.expert_counts + a, sizeof(int32_t) * n);
-        s->p_sidx[pay_at(s, q) + n] = Tk;
-    }
+    tmoe_dispatch_pack_payload(s->plan, s->p_sidx);
     memcpy(s->p_sidx + s->o_src, sp.src, sizeof(int32_t) * Tk);
     memcpy(s->p_sidx + s->o_pos, sp.pos, sizeof(int32_t) * Tk);
     TMOE_CUDA_CHECK(cudaMemcpyAsync(s->d_sidx, s->p_sidx, sizeof(int32_t) * s->sidx_n,
@@ -511,11 +504,7 @@ static int ep_moe_in(ep_state *s, const float *bias, tmoe_moe_metrics *m, tmoe_e
 
     /* receive plan; the copies of every rank decide, alike on all ranks, whether to overlap */
     long total = 0;
-    for (int q = 0; q < s->N; q++) {
-        memcpy(s->recv_counts + q * s->L, s->p_ridx + q * (s->L + 1), sizeof(int32_t) * s->L);
-        total += s->p_ridx[q * (s->L + 1) + s->L];
-    }
-    TRY(tmoe_dispatch_plan_recv(s->plan, s->recv_counts, err));
+    TRY(tmoe_dispatch_plan_recv_payload(s->plan, s->p_ridx, &total, err));
     tmoe_dispatch_recv rp = tmoe_dispatch_recv_plan(s->plan);
     int R = rp.rows, used = 0;
     int32_t *ps = s->p_ridx;
