@@ -66,6 +66,10 @@ int tmoe_placement_parse(const char *text, const char *name, int num_experts, in
                          tmoe_placement *out, tmoe_error *err);
 int tmoe_placement_load(const char *path, int num_experts, int num_devices, tmoe_placement *out,
                         tmoe_error *err);
+/* The placement of an expert-parallel engine: *given (when not NULL) checked against E
+ * experts on N ranks, else round robin. */
+int tmoe_placement_for_ranks(const tmoe_placement *given, int num_experts, int num_ranks,
+                             tmoe_placement *out, tmoe_error *err);
 /* Write the text form (a file that tmoe_placement_load reads back). */
 int tmoe_placement_save(const tmoe_placement *pl, const char *path, tmoe_error *err);
 

@@ -477,3 +477,15 @@ void tmoe_dispatch_recv_slice(const tmoe_dispatch *d, int q, int j, int32_t *fir
     *first = off;
     *n = c[j];
 }
+
+int tmoe_placement_for_ranks(const tmoe_placement *given, int num_experts, int num_ranks,
+                             tmoe_placement *out, tmoe_error *err) {
+    if (!given) return tmoe_placement_round_robin(num_experts, num_ranks, out, err);
+    if (given->num_experts != num_experts || given->num_devices != num_ranks)
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "placement of %d experts on %d devices for a block of %d experts "
+                           "over %d ranks", given->num_experts, given->num_devices, num_experts,
+                           num_ranks);
+    *out = *given;
+    return TMOE_OK;
+}

@@ -102,17 +102,7 @@ static int cpu_ep_create_in(cpu_ep_state *s, tmoe_error *err) {
         return tmoe_errorf(err, TMOE_ENOTSUP,
                            "expert-parallel cpu: %d ranks x %d tokens x top-%d rows of %d values "
                            "exceed MPI's 2^31-byte counts", s->N, s->Tmax, s->k, s->D);
-    if (s->cfg.placement) {
-        if (s->cfg.placement->num_experts != s->E || s->cfg.placement->num_devices != s->N)
-            return tmoe_errorf(err, TMOE_EINVAL,
-                               "placement of %d experts on %d devices for a block of %d experts "
-                               "over %d ranks", s->cfg.placement->num_experts,
-                               s->cfg.placement->num_devices, s->E, s->N);
-        s->pl = *s->cfg.placement;
-    } else {
-        int rc = tmoe_placement_round_robin(s->E, s->N, &s->pl, err);
-        if (rc) return rc;
-    }
+    TRY_EP(tmoe_placement_for_ranks(s->cfg.placement, s->E, s->N, &s->pl, err));
     s->L = s->pl.first[s->rank + 1] - s->pl.first[s->rank];
     int rc = tmoe_dispatch_create(&s->pl, s->rank, s->Tmax, s->k, &s->plan, err);
     if (rc) return rc;

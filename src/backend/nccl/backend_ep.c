@@ -274,16 +274,7 @@ static int ep_create_in(ep_state *s, tmoe_error *err) {
     s->Rmax = s->N * s->Tmax * s->k;
     if (s->N > TMOE_EP_MAX_RANKS || s->N > TMOE_DISPATCH_MAX_DEVICES)
         return tmoe_errorf(err, TMOE_ENOTSUP, "%d ranks: at most %d", s->N, TMOE_EP_MAX_RANKS);
-    if (s->cfg.placement) {
-        if (s->cfg.placement->num_experts != s->E || s->cfg.placement->num_devices != s->N)
-            return tmoe_errorf(err, TMOE_EINVAL,
-                               "placement of %d experts on %d devices for a block of %d experts "
-                               "over %d ranks", s->cfg.placement->num_experts,
-                               s->cfg.placement->num_devices, s->E, s->N);
-        s->pl = *s->cfg.placement;
-    } else {
-        TRY(tmoe_placement_round_robin(s->E, s->N, &s->pl, err));
-    }
+    TRY(tmoe_placement_for_ranks(s->cfg.placement, s->E, s->N, &s->pl, err));
     for (int d = 0; d < s->N; d++)
         if (s->pl.first[d + 1] == s->pl.first[d])
             return tmoe_errorf(err, TMOE_ENOTSUP,
