@@ -46,6 +46,7 @@ typedef struct cuda_state {
     cublasHandle_t cb;
     int T, moe_only, cublas_step, capturing;
     int expert_rows; /* rows the experts may see in one step (h32, a16); 0 = max_tokens x k */
+    int no_gate;     /* begin stops after norm2: the caller computes the gate itself */
     /* weights */
     void *wmem[8 * TMOE_ET_COUNT + 8];
     int n_wmem;
@@ -271,16 +272,17 @@ static int cuda_create_in(cuda_state *s, tmoe_error *err) {
 
 static int cuda_create(const tmoe_block *blk, const tmoe_engine_config *cfg, void **out,
                        tmoe_error *err) {
-    return tmoe_cuda_state_create(blk, cfg, 0, out, err);
+    return tmoe_cuda_state_create(blk, cfg, 0, 1, out, err);
 }
 
 int tmoe_cuda_state_create(const tmoe_block *blk, const tmoe_engine_config *cfg, int expert_rows,
-                           void **out, tmoe_error *err) {
+                           int with_gate, void **out, tmoe_error *err) {
     cuda_state *s = tmoe_calloc(1, sizeof *s, err);
     if (!s) return TMOE_ENOMEM;
     s->blk = blk;
     s->cfg = *cfg;
     s->expert_rows = expert_rows;
+    s->no_gate = !with_gate;
     int rc = cuda_create_in(s, err);
     if (rc) {
         cuda_destroy(s);
@@ -353,7 +355,7 @@ static int cuda_begin(void *p, const float *x, int T, int moe_only, double op_ms
     }
     TRY(tmoe_cuda_rmsnorm(s->x, s->norm2, T, D, b->cfg.norm_eps, s->h16, s->st, err));
     TRY(record(s, s->evb[EB_NORM2], err));
-    TRY(gemm_f16(s, s->h16, s->gate, T, D, E, s->logits, err));
+    if (!s->no_gate) TRY(gemm_f16(s, s->h16, s->gate, T, D, E, s->logits, err));
     TRY(record(s, s->evb[EB_GATE], err));
     TMOE_CUDA_CHECK(cudaEventSynchronize(s->evb[EB_GATE]), err);
     if (!moe_only) {
@@ -365,7 +367,8 @@ static int cuda_begin(void *p, const float *x, int T, int moe_only, double op_ms
     } else {
         tmoe_op_ms_add(op_ms, TMOE_OP_NORM, elapsed(s->evb[EB_START], s->evb[EB_NORM2]));
     }
-    tmoe_op_ms_add(op_ms, TMOE_OP_GATE_LINEAR, elapsed(s->evb[EB_NORM2], s->evb[EB_GATE]));
+    if (!s->no_gate)
+        tmoe_op_ms_add(op_ms, TMOE_OP_GATE_LINEAR, elapsed(s->evb[EB_NORM2], s->evb[EB_GATE]));
     return TMOE_OK;
 }
 

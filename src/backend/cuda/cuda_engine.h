@@ -14,9 +14,10 @@ extern "C" {
 
 /* A CUDA engine state whose experts may see expert_rows rows in one step (more than its
  * max_tokens x top_k: an expert-parallel rank receives every rank's copies); the per-token
- * buffers stay sized for max_tokens. Free with tmoe_backend_cuda.destroy. */
+ * buffers stay sized for max_tokens. Without with_gate, begin ends after norm2 (no gate
+ * logits: the caller has the whole gate). Free with tmoe_backend_cuda.destroy. */
 int tmoe_cuda_state_create(const tmoe_block *blk, const tmoe_engine_config *cfg, int expert_rows,
-                           void **out, tmoe_error *err);
+                           int with_gate, void **out, tmoe_error *err);
 
 typedef struct tmoe_cuda_io {
     cudaStream_t stream;  /* every step of the state runs on it */

@@ -138,7 +138,7 @@ static int make_sub_block(ep_state *s, tmoe_error *err) {
     s->sub.moe.num_experts = s->L;
     s->sub.moe.top_k = s->sub.cfg.top_k;
     s->sub.moe.experts = s->sub_experts;
-    s->sub.moe.gate.out = s->L; /* the inner gate is not used: its first L rows are uploaded */
+    s->sub.moe.gate.out = s->L; /* the inner state runs no gate; its first L rows are uploaded */
     for (int l = 0; l < s->L; l++) {
         s->sub_experts[l] = b->moe.experts[ids[l]];
         s->sub.types[l] = b->types[ids[l]];
@@ -295,7 +295,8 @@ static int ep_create_in(ep_state *s, tmoe_error *err) {
     ic.use_graphs = 0;
     ic.ep = NULL;
     ic.placement = NULL;
-    TRY(tmoe_cuda_state_create(&s->sub, &ic, s->Rmax, &s->inner, err)); /* experts see <= Rmax */
+    /* experts see <= Rmax rows; the gate is this backend's (all E experts) */
+    TRY(tmoe_cuda_state_create(&s->sub, &ic, s->Rmax, 0, &s->inner, err));
     tmoe_cuda_state_io(s->inner, &s->io);
     for (int i = 0; i < EP_EV_N; i++) TMOE_CUDA_CHECK(cudaEventCreate(&s->ev[i]), err);
     TMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&s->cst, cudaStreamNonBlocking), err);
