@@ -383,7 +383,7 @@ static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en,
     double peak_sum = 0.0, dev_pk[TMOE_ROUTE_MAX_DEVICES], dev_tpk[TMOE_ROUTE_MAX_DEVICES],
            dev_mpk[TMOE_ROUTE_MAX_DEVICES];
     tmoe_energy_method dev_m[TMOE_ROUTE_MAX_DEVICES];
-    int peak_known = 1;
+    int peak_known = 1, own = own_device(r);
     hw->energy_j = 0.0;
     hw->method = TMOE_ENERGY_COUNTER;
     double clk = 0.0, util = 0.0;
@@ -416,7 +416,7 @@ static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en,
                 pw_dev = p;
                 if (!(pk_dev >= p)) pk_dev = p;
             }
-            int mine = r->ranks <= 1 || d == own_device(r);
+            int mine = r->ranks <= 1 || d == own;
             if ((s->valid & TMOE_F_SM_CLOCK) && mine) {
                 clk += s->sm_clock_mhz;
                 nclk++;
@@ -450,14 +450,13 @@ static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en,
     }
     if (r->ndev > 0 && peak_known) hw->power_peak_w = peak_sum;
     if (r->ranks > 1 && r->ndev > 0) {
-        int o = own_device(r);
-        hw->energy_j = hw->dev_energy_j[o];
-        hw->method = dev_m[o];
-        hw->power_peak_w = dev_pk[o];
-        hw->temp_peak_c = dev_tpk[o];
-        hw->mem_temp_peak_c = dev_mpk[o];
+        hw->energy_j = hw->dev_energy_j[own];
+        hw->method = dev_m[own];
+        hw->power_peak_w = dev_pk[own];
+        hw->temp_peak_c = dev_tpk[own];
+        hw->mem_temp_peak_c = dev_mpk[own];
     }
-    if (r->ndev > 0) hw->temp_end_c = hw->dev_temp_end_c[own_device(r)];
+    if (r->ndev > 0) hw->temp_end_c = hw->dev_temp_end_c[own];
     if (nclk) hw->sm_clock_mhz = clk / nclk;
     if (nutil) hw->gpu_util_pct = util / nutil;
     hw->power_avg_w = hw->period_s > 0.0 ? hw->energy_j / hw->period_s : NAN;
