@@ -5,6 +5,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static uint32_t bits(float f) {
     uint32_t u;
@@ -236,12 +238,78 @@ static void test_errors_and_arena(void **state) {
     assert_int_equal(tmoe_tensor_nbytes(&t), 8);
 }
 
+/* File helpers: special files refused before blocking, size limits, whole-or-nothing writes. */
+static void test_file_helpers(void **state) {
+    (void)state;
+    tmoe_error err = {0};
+    size_t len = 0;
+    /* a device, a directory and a FIFO are refused at once, naming what they are */
+    assert_null(tmoe_file_read_all("/dev/zero", 1 << 20, &len, &err));
+    assert_non_null(strstr(err.msg, "character device"));
+    assert_null(tmoe_file_open_read(tu_tmpdir(), 0, NULL, &err));
+    assert_non_null(strstr(err.msg, "directory"));
+    const char *fifo = tu_tmppath("fifo");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_null(tmoe_file_open_read(fifo, 0, NULL, &err)); /* would block without O_NONBLOCK */
+    assert_non_null(strstr(err.msg, "FIFO"));
+    /* a regular file over the limit names its size; within it, read whole */
+    const char *p = tu_tmppath("small.txt");
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs("hello\n", f);
+    fclose(f);
+    assert_null(tmoe_file_read_all(p, 3, &len, &err));
+    assert_non_null(strstr(err.msg, "6 bytes"));
+    char *s = tmoe_file_read_all(p, 100, &len, &err);
+    assert_non_null(s);
+    assert_int_equal(len, 6);
+    assert_string_equal(s, "hello\n");
+    free(s);
+    /* atomic write: a failed write leaves the old contents and no temporary behind */
+    tmoe_atomic_file af;
+    assert_int_equal(tmoe_atomic_open(&af, p, &err), TMOE_OK);
+    fputs("replaced\n", af.f);
+    tmoe_atomic_abort(&af);
+    s = tmoe_file_read_all(p, 100, &len, &err);
+    assert_string_equal(s, "hello\n");
+    free(s);
+    assert_int_equal(access(af.tmp[0] ? af.tmp : "/nonexistent", F_OK), -1);
+    assert_int_equal(tmoe_atomic_open(&af, p, &err), TMOE_OK);
+    fputs("replaced\n", af.f);
+    assert_int_equal(tmoe_atomic_commit(&af, &err), TMOE_OK);
+    s = tmoe_file_read_all(p, 100, &len, &err);
+    assert_string_equal(s, "replaced\n");
+    free(s);
+    /* a device node is never replaced by a regular file */
+    assert_int_equal(tmoe_atomic_open(&af, "/dev/null", &err), TMOE_EINVAL);
+    assert_int_equal(tmoe_file_check_writable("/dev/null", &err), TMOE_EINVAL);
+    /* a full disk: the write fails, the target is untouched (here: /dev/full as the stream) */
+    if (access("/dev/full", W_OK) == 0) {
+        assert_int_equal(tmoe_atomic_open(&af, p, &err), TMOE_OK);
+        fclose(af.f);
+        af.f = fopen("/dev/full", "w");
+        assert_non_null(af.f);
+        for (int i = 0; i < 10000; i++) fputs("0123456789", af.f);
+        assert_int_equal(tmoe_atomic_commit(&af, &err), TMOE_EIO);
+        assert_non_null(strstr(err.msg, "No space left"));
+        s = tmoe_file_read_all(p, 100, &len, &err);
+        assert_string_equal(s, "replaced\n");
+        free(s);
+    }
+    /* mkdir -p: nested, idempotent, and a file in the way is an error */
+    char d[4096];
+    snprintf(d, sizeof d, "%s/a/b/c", tu_tmpdir());
+    assert_int_equal(tmoe_mkdir_p(d, &err), TMOE_OK);
+    assert_int_equal(tmoe_mkdir_p(d, &err), TMOE_OK);
+    assert_int_not_equal(tmoe_mkdir_p(p, &err), TMOE_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f16_exhaustive),          cmocka_unit_test(test_f16_rounding),
         cmocka_unit_test(test_f16_random_vs_reference), cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_rng_reference),           cmocka_unit_test(test_rng_properties),
-        cmocka_unit_test(test_errors_and_arena),
+        cmocka_unit_test(test_errors_and_arena), cmocka_unit_test(test_file_helpers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,6 +4,7 @@
 #define THERMOE_CORE_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -108,6 +109,39 @@ int tmoe_arena_init(tmoe_arena *a, size_t cap, tmoe_error *err);
 void *tmoe_arena_alloc(tmoe_arena *a, size_t n);
 void tmoe_arena_reset(tmoe_arena *a);
 void tmoe_arena_free(tmoe_arena *a); /* NULL-safe; frees base */
+
+/* ---- files: reading with type and size checks, writing through a temporary + rename --
+ * Reading: the file type is checked on a descriptor opened with O_NONBLOCK, so a FIFO,
+ * a directory or a device (/dev/zero) is refused at once instead of blocking or growing
+ * without end; a regular file larger than max_bytes is refused with its size. */
+/* Open path for reading; fails (TMOE_EIO / TMOE_EINVAL, message naming the file and why)
+ * unless it is a regular file of at most max_bytes (0 = no limit). *size_out (may be NULL)
+ * gets its size. The caller fcloses the returned stream. */
+FILE *tmoe_file_open_read(const char *path, size_t max_bytes, size_t *size_out, tmoe_error *err);
+/* Read a whole regular file of at most max_bytes into a malloc'd, NUL-terminated buffer
+ * (owned by the caller); *len_out (may be NULL) gets its length without the NUL. */
+char *tmoe_file_read_all(const char *path, size_t max_bytes, size_t *len_out, tmoe_error *err);
+/* Refuse to write to path if it exists and is not a regular file (a device node, FIFO,
+ * directory): TMOE_EINVAL naming it; TMOE_OK if absent or regular. */
+int tmoe_file_check_writable(const char *path, tmoe_error *err);
+
+/* An output written whole or not at all: the data goes to "<path>.tmp.<pid>" beside it and
+ * is renamed over path only after every write, fflush, fsync and fclose succeeded; on any
+ * failure the temporary is removed and path keeps its old contents. */
+typedef struct tmoe_atomic_file {
+    FILE *f;          /* write through this */
+    char path[4096];  /* final name */
+    char tmp[4096];   /* temporary name */
+} tmoe_atomic_file;
+/* Open the temporary for path (refused if path exists and is not a regular file). */
+int tmoe_atomic_open(tmoe_atomic_file *af, const char *path, tmoe_error *err);
+/* Finish: check the stream, flush, sync, close and rename. TMOE_EIO names the file and the
+ * system's reason (e.g. "No space left on device"); the temporary is removed then. */
+int tmoe_atomic_commit(tmoe_atomic_file *af, tmoe_error *err);
+/* Give up: close and remove the temporary. NULL-safe and safe after commit. */
+void tmoe_atomic_abort(tmoe_atomic_file *af);
+/* Create a directory and its parents (mode 0755); existing directories are fine. */
+int tmoe_mkdir_p(const char *path, tmoe_error *err);
 
 /* ---- misc --------------------------------------------------------------------------- */
 int64_t tmoe_now_ns(void); /* CLOCK_MONOTONIC */
