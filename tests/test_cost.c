@@ -1,9 +1,13 @@
 /* Cost model: file round trip, validation messages, log-token interpolation, expert sums,
- * compute_energy_loss against a direct reference, merging. */
+ * compute_energy_loss against a direct reference, merging, saving whole or not at all. */
+#include <dirent.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "testutil.h"
@@ -363,11 +367,100 @@ static void test_merge(void **state) {
     tmoe_cost_free(mg);
 }
 
+/* Save with writes past limit bytes failing: the file size limit (SIGXFSZ ignored) makes a
+ * write fail with EFBIG the way a full disk fails one with ENOSPC. */
+static int save_with_size_limit(const tmoe_cost_model *cm, const char *path, rlim_t limit,
+                                tmoe_error *err) {
+    struct rlimit old;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    struct rlimit lim = {limit, old.rlim_max};
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    int rc = tmoe_cost_save(cm, path, err);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, prev);
+    return rc;
+}
+
+/* Files in the test directory whose name starts with prefix (left-over temporaries). */
+static int count_prefixed(const char *prefix) {
+    DIR *d = opendir(tu_tmpdir());
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return n;
+}
+
+static void test_save_whole_or_nothing(void **state) {
+    (void)state;
+    tmoe_rng r;
+    tmoe_rng_seed(&r, seed());
+    tmoe_error err = {0};
+    tmoe_cost_model *small, *big;
+    ASSERT_OK(tmoe_cost_create(&small, &err), &err);
+    ASSERT_OK(tmoe_cost_create(&big, &err), &err);
+    tmoe_cost_entry e = rand_entry(&r, TMOE_OP_RELU, TMOE_ET_Q4, TMOE_IMPL_FUSED, 8);
+    ASSERT_OK(tmoe_cost_add(small, &e, &err), &err);
+    for (int t = 1; t <= 64; t++) { /* about 25 kB of JSON */
+        e = rand_entry(&r, TMOE_OP_NORM, TMOE_ET_FP16, TMOE_IMPL_FUSED, t);
+        ASSERT_OK(tmoe_cost_add(big, &e, &err), &err);
+    }
+    const char *path = tu_tmppath("keep.json");
+    ASSERT_OK(tmoe_cost_save(small, path, &err), &err);
+    size_t len0 = 0, len1 = 0;
+    char *before = tmoe_file_read_all(path, 0, &len0, &err);
+    assert_non_null(before);
+
+    /* a write that fails part way: the old model is still there, byte for byte */
+    assert_int_equal(save_with_size_limit(big, path, 4096, &err), TMOE_EIO);
+    char msg[sizeof err.msg];
+    memcpy(msg, err.msg, sizeof msg);
+    char *after = tmoe_file_read_all(path, 0, &len1, &err);
+    assert_non_null(after);
+    assert_int_equal(len1, len0);
+    assert_memory_equal(after, before, len0);
+    assert_non_null(strstr(msg, path));
+    assert_non_null(strstr(msg, "left unchanged"));
+    assert_int_equal(count_prefixed("keep.json.tmp"), 0);
+    tmoe_cost_model *back;
+    ASSERT_OK(tmoe_cost_load(path, &back, &err), &err);
+    assert_int_equal(tmoe_cost_count(back), 1);
+    tmoe_cost_free(back);
+    free(after);
+
+    /* the same save without the limit replaces it */
+    ASSERT_OK(tmoe_cost_save(big, path, &err), &err);
+    ASSERT_OK(tmoe_cost_load(path, &back, &err), &err);
+    assert_int_equal(tmoe_cost_count(back), 64);
+    tmoe_cost_free(back);
+
+    /* a device node is not replaced or written: refused with its name, still a device */
+    static const char *const devs[] = {"/dev/null", "/dev/full"};
+    for (int i = 0; i < 2; i++) {
+        struct stat st;
+        if (stat(devs[i], &st) != 0) continue;
+        memset(&err, 0, sizeof err);
+        assert_int_equal(tmoe_cost_save(small, devs[i], &err), TMOE_EINVAL);
+        assert_non_null(strstr(err.msg, devs[i]));
+        assert_non_null(strstr(err.msg, "character device"));
+        assert_int_equal(stat(devs[i], &st), 0);
+        assert_true(S_ISCHR(st.st_mode));
+    }
+    /* nor is a directory */
+    assert_int_equal(tmoe_cost_save(small, tu_tmpdir(), &err), TMOE_EINVAL);
+    assert_non_null(strstr(err.msg, "a directory"));
+    free(before);
+    tmoe_cost_free(small);
+    tmoe_cost_free(big);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),       cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_interpolation),   cmocka_unit_test(test_expert_and_energy_loss),
-        cmocka_unit_test(test_merge),
+        cmocka_unit_test(test_merge),           cmocka_unit_test(test_save_whole_or_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -91,7 +91,9 @@ int tmoe_cost_load(const char *path, tmoe_cost_model **out, tmoe_error *err);
 /* Same, from memory; `name` is used in messages in place of a path. */
 int tmoe_cost_load_buffer(const char *data, size_t len, const char *name, tmoe_cost_model **out,
                           tmoe_error *err);
-/* Write pretty JSON, keys in a fixed order, entries sorted by (op, type, impl, tokens). */
+/* Write pretty JSON, keys in a fixed order, entries sorted by (op, type, impl, tokens).
+ * Whole or nothing (tmoe_atomic_*): on any failure path keeps its old contents; a path that
+ * exists and is not a regular file (a device, FIFO, directory) is refused (TMOE_EINVAL). */
 int tmoe_cost_save(const tmoe_cost_model *cm, const char *path, tmoe_error *err);
 /* The same bytes as tmoe_cost_save, malloc'ed and NUL-terminated; caller frees. */
 char *tmoe_cost_dumps(const tmoe_cost_model *cm, tmoe_error *err);

@@ -408,17 +408,22 @@ char *tmoe_cost_dumps(const tmoe_cost_model *cm, tmoe_error *err) {
 int tmoe_cost_save(const tmoe_cost_model *cm, const char *path, tmoe_error *err) {
     char *s = tmoe_cost_dumps(cm, err);
     if (!s) return TMOE_ENOMEM;
-    FILE *f = fopen(path, "wb");
-    if (!f) {
+    /* whole or nothing: a temporary beside path, renamed over it only after every write */
+    tmoe_atomic_file af;
+    int rc = tmoe_atomic_open(&af, path, err);
+    if (rc) {
         free(s);
-        return tmoe_errorf(err, TMOE_EIO, "%s: cannot create: %s", path, strerror(errno));
+        return rc;
     }
     size_t n = strlen(s);
-    int bad = fwrite(s, 1, n, f) != n || fputc('\n', f) == EOF;
+    int bad = fwrite(s, 1, n, af.f) != n || fputc('\n', af.f) == EOF;
     free(s);
-    if (fclose(f) != 0) bad = 1;
-    if (bad) return tmoe_errorf(err, TMOE_EIO, "%s: write failed: %s", path, strerror(errno));
-    return TMOE_OK;
+    if (bad) {
+        rc = tmoe_errorf(err, TMOE_EIO, "%s: write failed: %s (left unchanged)", path, strerror(errno));
+        tmoe_atomic_abort(&af);
+        return rc;
+    }
+    return tmoe_atomic_commit(&af, err);
 }
 
 uint64_t tmoe_cost_checksum(const tmoe_cost_model *cm) {
