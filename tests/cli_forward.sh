@@ -1,5 +1,6 @@
 # thermoe forward through the program: routing summary, mixed expert types, save / load,
-# and every kind of bad input exiting non-zero with the problem named on stderr.
+# --save refusing device nodes, FIFOs and directories and keeping an old file when a write
+# fails, and every kind of bad input exiting non-zero with the problem named on stderr.
 # usage: bash cli_forward.sh path/to/thermoe
 set -u
 BIN=${1:?usage: cli_forward.sh path/to/thermoe}
@@ -63,6 +64,38 @@ expect 1 "$TMP/junk.safetensors" forward --load "$TMP/junk.safetensors"
 expect 1 "cannot open" forward --load "$TMP/missing.safetensors"
 expect 1 "unknown layout 'gguf'" forward --layout gguf
 expect 1 "--layout and --layer apply to --load FILE" forward --layer 3
+
+# --save never replaces what is not a regular file: exit 1 naming it, left as it was. A
+# private device node first (mknod, where allowed), so that a regression cannot take the
+# system's /dev/null with it; then /dev/null, a FIFO and a directory.
+dev_ok=1
+if mknod "$TMP/nul" c 1 3 2>/dev/null; then
+    expect 1 "$TMP/nul: is a character device; refusing to replace it" forward --save "$TMP/nul"
+    [ -c "$TMP/nul" ] || { fail "--save replaced a device node"; dev_ok=0; }
+fi
+if [ "$dev_ok" -eq 1 ] && [ -c /dev/null ]; then
+    expect 1 "/dev/null: is a character device; refusing to replace it" forward --save /dev/null
+    [ -c /dev/null ] || fail "--save replaced /dev/null"
+fi
+mkfifo "$TMP/fifo"
+expect 1 "$TMP/fifo: is a FIFO; refusing to replace it" forward --save "$TMP/fifo"
+[ -p "$TMP/fifo" ] || fail "--save replaced a FIFO"
+mkdir "$TMP/dir"
+expect 1 "$TMP/dir: is a directory; refusing to replace it" forward --save "$TMP/dir"
+[ -d "$TMP/dir" ] || fail "--save replaced a directory"
+grep -q "routing (tokens per expert" "$TMP/out" && fail "--save to a directory ran the block first"
+# a write that fails part way (the file size limit, like a full disk): exit 1, the old file
+# byte for byte, no temporary, no success line
+cp "$TMP/b.safetensors" "$TMP/keep.safetensors"
+(ulimit -f 16 && trap '' XFSZ && exec "$BIN" forward --d-ff 256 --save "$TMP/keep.safetensors") \
+    >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ "$rc" -eq 1 ] || fail "--save past the size limit exited $rc, want 1: $(cat "$TMP/err")"
+cmp -s "$TMP/keep.safetensors" "$TMP/b.safetensors" || fail "a failed --save changed the old file"
+grep -q "keep.safetensors: write failed: File too large (left unchanged)" "$TMP/err" ||
+    fail "failed --save message: $(cat "$TMP/err")"
+grep -q "saved the block" "$TMP/out" && fail "success line after a failed --save"
+ls "$TMP" | grep -q '^keep\.safetensors\.tmp' && fail "temporary left: $(ls "$TMP")"
 
 # bad configurations name the problem
 expect 1 "top_k = 9 is larger than num_experts = 8" forward --top-k 9

@@ -87,7 +87,9 @@ int tmoe_st_writer_add(tmoe_st_writer *w, const char *name, tmoe_st_dtype dt, in
                        const int64_t *shape, const void *data, tmoe_error *err);
 int tmoe_st_writer_meta(tmoe_st_writer *w, const char *key, const char *value, tmoe_error *err);
 /* Write the file: tensors in the order added, the header padded with spaces to a multiple of
- * 8 bytes so the buffer starts aligned. Written to path.tmp and renamed into place. */
+ * 8 bytes so the buffer starts aligned. Whole or nothing (tmoe_atomic_*): written to a
+ * temporary beside path and renamed into place; on failure path keeps its old contents. A
+ * path that exists and is not a regular file (device, FIFO, directory) is refused. */
 int tmoe_st_writer_write(tmoe_st_writer *w, const char *path, tmoe_error *err);
 
 /* ---- blocks ------------------------------------------------------------------------- */

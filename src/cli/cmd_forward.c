@@ -219,6 +219,8 @@ int cmd_forward(int argc, char **argv) {
     if (o.tokens < 0) o.tokens = o.blk.seq_len;
 
     tmoe_error err = {0};
+    /* --save: refuse a device, FIFO or directory now, not after the run */
+    if (o.save && tmoe_file_check_writable(o.save, &err)) return cli_fail_err("forward", &err);
     tmoe_block *blk = NULL;
     tmoe_engine *eng = NULL;
     float *x = NULL, *y = NULL;

@@ -550,44 +550,25 @@ int tmoe_st_writer_write(tmoe_st_writer *w, const char *path, tmoe_error *err) {
     size_t hlen;
     char *hdr = build_header(w, &hlen, err);
     if (!hdr) return TMOE_ENOMEM;
-    size_t plen = strlen(path);
-    char *tmp = tmoe_malloc(plen + 5, err);
-    if (!tmp) {
+    /* whole or nothing: a temporary beside path, renamed over it only after every write;
+     * a path that is a device, FIFO or directory is refused, never replaced */
+    tmoe_atomic_file af;
+    int rc = tmoe_atomic_open(&af, path, err);
+    if (rc) {
         free(hdr);
-        return TMOE_ENOMEM;
-    }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
-    int rc = TMOE_OK;
-    FILE *fp = fopen(tmp, "wb");
-    if (!fp) {
-        rc = tmoe_errorf(err, TMOE_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-        goto done;
+        return rc;
     }
     uint8_t lenb[8];
     for (int i = 0; i < 8; i++)
         lenb[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
-    int ok = fwrite(lenb, 1, 8, fp) == 8 && fwrite(hdr, 1, hlen, fp) == hlen;
+    int ok = fwrite(lenb, 1, 8, af.f) == 8 && fwrite(hdr, 1, hlen, af.f) == hlen;
     for (int i = 0; i < w->n && ok; i++)
-        ok = w->e[i].nbytes == 0 || fwrite(w->e[i].data, 1, w->e[i].nbytes, fp) == w->e[i].nbytes;
-    int saved = errno;
-    if (fclose(fp) != 0 && ok) {
-        ok = 0;
-        saved = errno;
-    }
-    if (!ok) {
-        rc = tmoe_errorf(err, TMOE_EIO, "%s: write failed: %s", tmp, strerror(saved));
-        if (unlink(tmp) != 0)
-            tmoe_log(TMOE_LOG_WARN, "%s: cannot remove: %s", tmp, strerror(errno));
-        goto done;
-    }
-    if (rename(tmp, path) != 0) {
-        rc = tmoe_errorf(err, TMOE_EIO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
-        if (unlink(tmp) != 0)
-            tmoe_log(TMOE_LOG_WARN, "%s: cannot remove: %s", tmp, strerror(errno));
-    }
-done:
-    free(tmp);
+        ok = w->e[i].nbytes == 0 || fwrite(w->e[i].data, 1, w->e[i].nbytes, af.f) == w->e[i].nbytes;
     free(hdr);
-    return rc;
+    if (!ok) {
+        rc = tmoe_errorf(err, TMOE_EIO, "%s: write failed: %s (left unchanged)", path, strerror(errno));
+        tmoe_atomic_abort(&af);
+        return rc;
+    }
+    return tmoe_atomic_commit(&af, err);
 }
