@@ -1,5 +1,7 @@
-# thermoe monitor and info: CSV logging on the simulated GPU, clean stop on SIGINT, forced
-# nvml without the library, usage errors, info against the fake libnvidia-ml.
+# thermoe monitor and info: CSV logging on the simulated GPU, clean stop on SIGINT, a CSV
+# that cannot be written (a device node, a write failing part way) as an error with no
+# success message and an old file kept, forced nvml without the library, usage errors, info
+# against the fake libnvidia-ml.
 set -euo pipefail
 bin=$1
 dir=$(mktemp -d)
@@ -16,17 +18,44 @@ rows=$(tail -n +2 "$dir/a.csv" | wc -l)
 grep -q "^sim,1," "$dir/a.csv" || fail "second device rows"
 grep -q "SIMULATED" "$dir/out.txt" || fail "view says simulated"
 
-# SIGINT: wait (no fixed timing) until rows appear, then interrupt; exit 0 and a full CSV
+# SIGINT: wait (no fixed timing) until rows appear in the temporary, then interrupt; exit 0
+# and a full CSV under its own name
 "$bin" monitor --telemetry sim --refresh 50 --csv "$dir/b.csv" >/dev/null 2>"$dir/err2.txt" &
 pid=$!
 for _ in $(seq 1 600); do
-  [ -s "$dir/b.csv" ] && [ "$(wc -l <"$dir/b.csv")" -ge 3 ] && break
+  [ -s "$dir/b.csv.tmp.$pid" ] && [ "$(wc -l <"$dir/b.csv.tmp.$pid")" -ge 3 ] && break
   sleep 0.05
 done
+[ -s "$dir/b.csv.tmp.$pid" ] || fail "no rows in the temporary $dir/b.csv.tmp.$pid while running"
 kill -INT "$pid"
 wait "$pid" || fail "SIGINT exit status $?"
 grep -q "interrupted" "$dir/err2.txt" || fail "interrupted message"
 tail -c 1 "$dir/b.csv" | od -c | grep -q '\\n' || fail "csv ends with a full line"
+[ ! -e "$dir/b.csv.tmp.$pid" ] || fail "temporary left after SIGINT"
+
+# a CSV that cannot be written is an error: exit 1, the reason named, no "CSV written".
+# /dev/full (a device node) is refused before sampling and stays a device.
+set +e
+"$bin" monitor --telemetry sim --duration 0.2 --refresh 50 --csv /dev/full >/dev/null 2>"$dir/full.txt"
+rc=$?
+set -e
+[ "$rc" -eq 1 ] || fail "--csv /dev/full exit $rc, want 1: $(cat "$dir/full.txt")"
+grep -q "/dev/full: is a character device; refusing to replace it" "$dir/full.txt" || fail "/dev/full: $(cat "$dir/full.txt")"
+grep -q "CSV written" "$dir/full.txt" && fail "success message after --csv /dev/full"
+[ -c /dev/full ] || fail "/dev/full is no longer a device"
+# a write failing part way (the file size limit fails it like a full disk): an old CSV is
+# kept byte for byte, no temporary is left behind
+printf 'old,csv\n' >"$dir/c.csv"
+set +e
+(ulimit -f 2 && trap '' XFSZ && exec "$bin" monitor --telemetry sim --duration 3 --interval 5 \
+    --refresh 50 --csv "$dir/c.csv") >/dev/null 2>"$dir/lim.txt"
+rc=$?
+set -e
+[ "$rc" -eq 1 ] || fail "CSV past the size limit exit $rc, want 1: $(cat "$dir/lim.txt")"
+grep -q "$dir/c.csv: write failed: File too large" "$dir/lim.txt" || fail "no write failure: $(cat "$dir/lim.txt")"
+grep -q "CSV written" "$dir/lim.txt" && fail "'CSV written' after a failed write"
+[ "$(cat "$dir/c.csv")" = "old,csv" ] || fail "a failed write changed the old CSV: $(head -c 200 "$dir/c.csv")"
+ls "$dir" | grep -q '^c\.csv\.tmp' && fail "temporary left: $(ls "$dir")"
 
 # forced nvml without the library: exit 1 naming the reason
 set +e

@@ -1,6 +1,7 @@
 /* thermoe monitor: a live terminal view of GPU telemetry (temperature, power, energy,
  * clocks, utilization, clock-event reasons, a power sparkline), CSV logging, and an
  * --overhead mode that measures the sampling monitor's own CPU use. */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -64,7 +65,9 @@ static void usage(void) {
            "  --interval MS              sampling period (default 50)\n"
            "  --refresh MS               screen refresh period (default 500)\n"
            "  --duration S               stop after S seconds (default 0: until Ctrl-C)\n"
-           "  --csv FILE                 write every sample to FILE (default: none)\n"
+           "  --csv FILE                 write every sample to FILE (default: none); it is written\n"
+           "                             to FILE.tmp.<pid> and renamed to FILE when the monitor\n"
+           "                             stops, so a failed write leaves an old FILE as it was\n"
            "  --sim-devices N            simulated GPUs (default 1)\n"
            "  --seed N                   simulator seed (default 1)\n"
            "  --sim-load F               simulated memory-bound load, busy fraction 0..1 (default 0)\n"
@@ -79,10 +82,12 @@ static void usage(void) {
            "  -h, --help                 this text\n");
 }
 
-static void csv_header(FILE *f) {
+/* The CSV writers return -1 once the stream is in error (a failed fprintf/fputc sets it). */
+static int csv_header(FILE *f) {
     fprintf(f, "source,device,t_s,gpu_temp_c,mem_temp_c,power_avg_w,power_instant_w,energy_mj,"
                "sm_clock_mhz,mem_clock_mhz,gpu_util_pct,mem_util_pct,mem_used_bytes,"
                "mem_total_bytes,throttle_reasons,throttle_names,pcie_rx_kbs,pcie_tx_kbs,fan_pct\n");
+    return ferror(f) ? -1 : 0;
 }
 
 static void csv_num(FILE *f, const tmoe_sample *s, uint32_t bit, double v, const char *fmt) {
@@ -90,7 +95,7 @@ static void csv_num(FILE *f, const tmoe_sample *s, uint32_t bit, double v, const
     if (s->valid & bit) fprintf(f, fmt, v);
 }
 
-static void csv_row(FILE *f, const char *src, const tmoe_sample *s, int64_t t0) {
+static int csv_row(FILE *f, const char *src, const tmoe_sample *s, int64_t t0) {
     fprintf(f, "%s,%d,%.4f", src, s->device, (double)(s->t_ns - t0) * 1e-9);
     csv_num(f, s, TMOE_F_GPU_TEMP, s->gpu_temp_c, "%.0f");
     csv_num(f, s, TMOE_F_MEM_TEMP, s->mem_temp_c, "%.0f");
@@ -117,6 +122,7 @@ static void csv_row(FILE *f, const char *src, const tmoe_sample *s, int64_t t0) 
     csv_num(f, s, TMOE_F_PCIE_TX, s->pcie_tx_kbs, "%.0f");
     csv_num(f, s, TMOE_F_FAN, s->fan_pct, "%.0f");
     fputc('\n', f);
+    return ferror(f) ? -1 : 0;
 }
 
 static void fmt_val(char *buf, size_t n, const tmoe_sample *s, uint32_t bit, double v,
@@ -245,14 +251,23 @@ int cmd_monitor(int argc, char **argv) {
         return rc;
     }
 
+    /* the CSV goes to a temporary renamed over --csv at the end (whole or nothing); a
+     * device, FIFO or directory there is refused */
+    tmoe_atomic_file csvf;
+    memset(&csvf, 0, sizeof csvf);
     FILE *csv = NULL;
     if (o.csv) {
-        csv = fopen(o.csv, "w");
-        if (!csv) {
+        if (tmoe_atomic_open(&csvf, o.csv, &err)) {
             tmoe_telemetry_free(t);
-            return cli_fail("monitor", "--csv %s: cannot open for writing", o.csv);
+            return cli_fail("monitor", "--csv: %s", err.msg);
         }
-        csv_header(csv);
+        csv = csvf.f;
+        if (csv_header(csv) != 0) {
+            int e = errno;
+            tmoe_atomic_abort(&csvf);
+            tmoe_telemetry_free(t);
+            return cli_fail("monitor", "--csv %s: write failed: %s", o.csv, strerror(e));
+        }
     }
     tmoe_sim *sim = tmoe_telemetry_sim(t);
     tmoe_monitor_config mc = tmoe_monitor_config_default();
@@ -261,7 +276,7 @@ int cmd_monitor(int argc, char **argv) {
     mc.mode = sim ? TMOE_MONITOR_SYNC : TMOE_MONITOR_THREAD;
     tmoe_monitor *m;
     if (tmoe_monitor_create(t, &mc, &m, &err)) {
-        if (csv) fclose(csv);
+        tmoe_atomic_abort(&csvf);
         tmoe_telemetry_free(t);
         return cli_fail_err("monitor", &err);
     }
@@ -276,7 +291,7 @@ int cmd_monitor(int argc, char **argv) {
     if (!written || !spark || !buf || !plimit) {
         free(written), free(spark), free(buf), free(plimit);
         tmoe_monitor_free(m);
-        if (csv) fclose(csv);
+        tmoe_atomic_abort(&csvf);
         tmoe_telemetry_free(t);
         return cli_fail("monitor", "out of memory");
     }
@@ -289,7 +304,7 @@ int cmd_monitor(int argc, char **argv) {
             plimit[d] = inf.power_limit_w;
     }
     int64_t wall0 = tmoe_now_ns(), wall_prev = wall0;
-    int first = 1, rc = 0;
+    int first = 1, rc = 0, csv_ok = 1, csv_errno = 0;
     while (!stop_flag) {
         if (sim) { /* the simulated GPU follows wall time in this view */
             int64_t now = tmoe_now_ns();
@@ -307,8 +322,8 @@ int cmd_monitor(int argc, char **argv) {
                tmoe_telemetry_is_simulated(t) ? "SIMULATED" : "measured");
         for (int d = 0; d < nd; d++) {
             int n = tmoe_monitor_samples(m, d, written[d] + 1, INT64_MAX, buf, cap);
-            for (int i = 0; i < n; i++) {
-                if (csv) csv_row(csv, src, &buf[i], t0);
+            for (int i = 0; i < n && csv_ok; i++) {
+                if (csv && csv_row(csv, src, &buf[i], t0) != 0) csv_ok = 0, csv_errno = errno;
                 written[d] = buf[i].t_ns;
             }
             tmoe_sample s;
@@ -337,27 +352,33 @@ int cmd_monitor(int argc, char **argv) {
             printf("    power |%s|\033[K\n", line);
         }
         fflush(stdout);
-        if (csv && fflush(csv) != 0) {
-            rc = cli_fail("monitor", "--csv %s: write failed", o.csv);
+        if (csv && (!csv_ok || fflush(csv) != 0)) {
+            rc = cli_fail("monitor", "--csv %s: write failed: %s (left unchanged)", o.csv,
+                          strerror(csv_ok ? errno : csv_errno));
             break;
         }
         if (o.duration_s > 0 && (double)(tmoe_now_ns() - wall0) * 1e-9 >= o.duration_s) break;
         sleep_ms(o.refresh_ms);
     }
-    /* last samples into the CSV */
-    for (int d = 0; d < nd && csv; d++) {
+    /* last samples into the CSV, then flush, sync and rename it into place */
+    for (int d = 0; d < nd && csv && rc == 0; d++) {
         int n;
-        while ((n = tmoe_monitor_samples(m, d, written[d] + 1, INT64_MAX, buf, cap)) > 0)
-            for (int i = 0; i < n; i++) csv_row(csv, src, &buf[i], t0), written[d] = buf[i].t_ns;
+        while (csv_ok && (n = tmoe_monitor_samples(m, d, written[d] + 1, INT64_MAX, buf, cap)) > 0)
+            for (int i = 0; i < n && csv_ok; i++) {
+                if (csv_row(csv, src, &buf[i], t0) != 0) csv_ok = 0;
+                written[d] = buf[i].t_ns;
+            }
     }
+    if (csv && rc == 0 && tmoe_atomic_commit(&csvf, &err) != 0) rc = cli_fail("monitor", "--csv: %s", err.msg);
+    tmoe_atomic_abort(&csvf); /* after a failure: remove the temporary; else nothing to do */
     for (int d = 0; d < nd; d++)
         if (tmoe_monitor_device_lost(m, d))
             fprintf(stderr, "thermoe monitor: device %d was lost during the run; its later "
                             "samples are invalid\n", d);
-    fprintf(stderr, "thermoe monitor: %s%s\n", stop_flag ? "interrupted, " : "",
-            csv ? "CSV written" : "done");
+    if (rc == 0)
+        fprintf(stderr, "thermoe monitor: %s%s\n", stop_flag ? "interrupted, " : "",
+                csv ? "CSV written" : "done");
     tmoe_monitor_free(m);
-    if (csv && fclose(csv) != 0 && rc == 0) rc = cli_fail("monitor", "--csv %s: close failed", o.csv);
     free(written), free(spark), free(buf), free(plimit);
     tmoe_telemetry_free(t);
     return rc;
