@@ -5,6 +5,9 @@
 # (row count = sum, every combination once, no inconsistency); a task run twice gives the
 # same rows apart from run_id and the host-timed router_overhead_ms; the bash loop runs; with
 # --seed-rule same the routing of the non-adaptive strategies equals one interleaved run's.
+# Values that reach the scripts: a control character anywhere, or in an #SBATCH value what
+# Slurm reads itself, is refused with exit 2 before anything is written; paths with $(...),
+# backquotes, quotes and spaces are quoted, so running the scripts runs nothing of them.
 set -u
 BIN="$1"
 T=$(mktemp -d)
@@ -27,6 +30,62 @@ grep -q "num-samples-per-workload" "$T/e.log" || fail "bad run flag message: $(c
 
 RUN=(--backend cpu --telemetry sim --moe-only --num-samples-per-workload 3 --warmup-batches 0
      --trace-batches 0 --fidelity-every 2 --quiet)
+# refused before anything is written: exit 2, the flag named
+nl=$'\n'
+refuse() { # refuse NEEDLE sweep-args...
+    local needle=$1
+    shift
+    "$BIN" sweep "$@" >/dev/null 2>"$T/e.log"
+    local rc=$?
+    [ "$rc" -eq 2 ] || fail "sweep $* exited $rc, want 2: $(cat "$T/e.log")"
+    grep -qF -- "$needle" "$T/e.log" || fail "sweep $*: '$needle' not in: $(cat "$T/e.log")"
+}
+refuse "--out holds a newline" --emit bash --out "nl${nl}touch PWNED"
+refuse "--out holds a newline" --emit slurm --out "nl${nl}#SBATCH --wrap=touch PWNED"
+refuse "--out holds a tab" --emit bash "--out=nl$(printf '\t')x"
+refuse "--job-name holds a newline" --emit slurm --out rq --job-name "j${nl}touch PWNED"
+refuse "--partition holds a carriage return" --emit slurm --out rq --partition "$(printf 'gpu\rx')"
+refuse "--sbatch-opt holds a newline" --emit slurm --out rq --sbatch-opt "--mem=1G${nl}touch PWNED"
+refuse "--launcher holds a newline" --emit bash --out rq --launcher "srun${nl}touch PWNED"
+refuse "--thermoe holds a newline" --emit bash --out rq --thermoe "/bin/x${nl}touch PWNED"
+refuse "--backend holds a newline" --emit bash --out rq --backend "cpu${nl}touch PWNED"
+refuse "--kernel-cost-model-json holds an escape" --emit bash --out rq "--kernel-cost-model-json=a$(printf '\033')b"
+refuse "cannot go into an #SBATCH line" --emit slurm --out "with space"
+refuse "cannot go into an #SBATCH line" --emit slurm --out "pct%a"
+refuse "cannot go into an #SBATCH line" --emit slurm --out rq --job-name 'a"b'
+refuse "cannot go into an #SBATCH line" --emit slurm --out rq --time "1:00 x"
+for d in nl* rq "with space" pct*; do [ -e "$d" ] && fail "a refused sweep created $d"; done
+[ -e PWNED ] && fail "PWNED created"
+
+# quoted: the program in a directory named with $(...), backquotes and quotes; --out the
+# same; the scripts pass bash -n, the THERMOE line gives the path back unchanged, and the
+# tasks run from another directory create nothing
+W="$T/w \$(touch PWNED) it's \"q\" \`touch PWNED\`"
+mkdir "$W" && cp "$BIN" "$W/thermoe" || fail "copy the program to $W"
+O="$T/o \$(touch PWNED) \"x\" it's"
+"$W/thermoe" sweep --emit bash --out "$O" --repeats 1 --workloads standard --routing-strategy baseline \
+    "${RUN[@]}" >"$T/o.log" 2>&1 || fail "emit bash into $O: $(cat "$T/o.log")"
+bash -n "$O/sweep.sh" || fail "bash -n on the quoted sweep.sh"
+line=$(grep '^THERMOE=' "$O/sweep.sh")
+got=$(cd "$T" && env -u THERMOE bash -c "$line"'; printf %s "$THERMOE"')
+[ "$got" = "$W/thermoe" ] || fail "THERMOE line gives '$got', want '$W/thermoe' ($line)"
+(cd / && bash "$O/sweep.sh") >"$T/q.log" 2>&1 || fail "quoted sweep.sh: $(tail -5 "$T/q.log")"
+[ -s "$O/task_0/batches.csv" ] || fail "the quoted task wrote no batches.csv"
+S2="$T/s\$(touch\${IFS}PWNED)\`touch\${IFS}PWNED\`"
+"$W/thermoe" sweep --emit slurm --out "$S2" --repeats 1 --workloads standard --routing-strategy baseline \
+    "${RUN[@]}" >"$T/o.log" 2>&1 || fail "emit slurm into $S2: $(cat "$T/o.log")"
+bash -n "$S2/sweep.sbatch" || fail "bash -n on the quoted sweep.sbatch"
+grep -qxF "#SBATCH --output=$S2/logs/task_%a.out" "$S2/sweep.sbatch" || fail "output line: $(grep output "$S2/sweep.sbatch")"
+(cd / && SLURM_ARRAY_TASK_ID=0 bash "$S2/sweep.sbatch") >"$T/q.log" 2>&1 || fail "quoted sweep.sbatch: $(tail -5 "$T/q.log")"
+[ -s "$S2/task_0/batches.csv" ] || fail "the quoted slurm task wrote no batches.csv"
+# run flags and --launcher arrive as the same words
+K="$T/k \$(touch PWNED) it's \"q\""
+"$BIN" sweep --emit bash --out rf --launcher "env -u NOTHING" --kernel-cost-model-json "$K" \
+    --repeats 1 "${RUN[@]}" >/dev/null 2>"$T/e.log" || fail "emit with quoted run flags: $(cat "$T/e.log")"
+got=$(bash -c "$(grep -E '^(launch|common)=' rf/sweep.sh)"'; printf "%s|" "${launch[@]}" "${common[@]:0:2}"')
+[ "$got" = "env|-u|NOTHING|--kernel-cost-model-json|$K|" ] || fail "launch/common words: '$got'"
+[ -z "$(find "$T" / -maxdepth 1 -name PWNED 2>/dev/null; find "$T" -name PWNED)" ] || fail "a script ran a command from a path"
+
 "$BIN" sweep --emit slurm --out sw --repeats 2 --seed 42 --workloads standard,skewed \
     --routing-strategy baseline,kernel_aware_ttha --time 00:10:00 --max-parallel 3 \
     --sbatch-opt "--mem=4G" "${RUN[@]}" >"$T/o.log" 2>&1 || fail "emit slurm: $(cat "$T/o.log")"

@@ -67,6 +67,18 @@ int cli_name_list(const char *cmd, const char *flag, const char *list, int *flag
 int cli_int_list(const char *cmd, const char *flag, const char *list, long lo, long hi, int *out,
                  int cap);
 
+/* Generated shell scripts (script.c). Every value that enters a script is written with
+ * cli_shell_quote; a value with a control character (a newline above all) cannot be carried
+ * safely into a comment or an #SBATCH line and is refused before anything is written. */
+/* The first control character (< 0x20 or 0x7f) in s, or NULL. */
+const char *cli_script_bad_char(const char *s);
+/* 1 when s has no control character; else print "thermoe <cmd>: <what> holds a newline
+ * (...)" and return 0 (the caller picks the exit code: 2 for a flag value). */
+int cli_script_value_ok(const char *cmd, const char *what, const char *s);
+/* Write s as one single-quoted shell word ('it'\''s'); -1, writing nothing, when s holds a
+ * control character, or when the stream is in error. */
+int cli_shell_quote(FILE *f, const char *s);
+
 /* Install the stderr log callback; verbosity 0 = warnings, 1 = info, 2 = debug. */
 void cli_log_init(int verbosity);
 extern int cli_verbosity;

@@ -10,7 +10,12 @@
  *   task:             seed = S + task id: every task its own model and inputs.
  *   same:             seed = S for every task: the weights and inputs of one `thermoe run`.
  * Each task also gets --first-repeat <repeat>, so its rows carry their repeat number and its
- * router seeds are those of that repeat. */
+ * router seeds are those of that repeat.
+ *
+ * Every value written into the script is one single-quoted shell word (cli_shell_quote); a
+ * value with a control character is refused (exit 2) before anything is written, since it
+ * would end a comment or an #SBATCH line; the values of #SBATCH lines, which Slurm splits
+ * itself, may not hold whitespace, quotes or backslashes either. */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -148,12 +153,11 @@ static int sweep_flag(sweep_config *c, const char *name, const char *val) {
         if (cli_int("sweep", "ranks", val, 1, 64, &lv)) return 2;
         c->ranks = (int)lv;
     } else if (!strcmp(name, "launcher")) {
-        if (strpbrk(val, "\n\r'\"")) FAIL2("sweep", "--launcher: one line, no quotes");
+        if (strpbrk(val, "'\"")) FAIL2("sweep", "--launcher: no quotes (it is split at spaces)");
         c->launcher = val;
     } else if (!strcmp(name, "sbatch-opt")) {
         if (c->n_sbatch_opts == SWEEP_MAX_SBATCH)
             FAIL2("sweep", "--sbatch-opt: at most %d", SWEEP_MAX_SBATCH);
-        if (strchr(val, '\n')) FAIL2("sweep", "--sbatch-opt: one line only");
         c->sbatch_opts[c->n_sbatch_opts++] = val;
     } else if (!strcmp(name, "repeats")) {
         if (cli_int("sweep", "repeats", val, 1, 10000, &lv)) return 2;
@@ -238,6 +242,11 @@ static int parse_sweep(int argc, char **argv, sweep_config *c) {
             cli_fail("sweep", "--%s takes no value", name);
             return cli_usage_error("sweep");
         }
+        if (val) {
+            char what[160];
+            snprintf(what, sizeof what, "--%s", name);
+            if (!cli_script_value_ok("sweep", what, val)) return 2;
+        }
         int r = arity == 1 ? sweep_flag(c, name, val) : -1;
         if (r >= 0) {
             if (r) return r;
@@ -258,35 +267,26 @@ static int parse_sweep(int argc, char **argv, sweep_config *c) {
     return 0;
 }
 
-/* Write s as one single-quoted shell word. */
-static void shq(FILE *f, const char *s) {
-    fputc('\'', f);
-    for (; *s; s++) {
-        if (*s == '\'')
-            fputs("'\\''", f);
-        else
-            fputc(*s, f);
-    }
-    fputc('\'', f);
+/* 1 when s can be one argument of an #SBATCH line; else print why and return 0. Slurm splits
+ * those lines at whitespace and reads quotes and backslashes itself, and expands '%' in a
+ * file name (%a, %j, ...), so none of them may be in it. */
+static int slurm_word_ok(const char *what, const char *s, int file_name) {
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p <= ' ' || *p == 0x7f || *p == '"' || *p == '\'' || *p == '\\' || (file_name && *p == '%')) {
+            cli_fail("sweep", "%s: '%s' cannot go into an #SBATCH line: Slurm splits it at "
+                     "whitespace and reads %s itself (byte %d); choose a value without them", what,
+                     s, file_name ? "quotes, backslashes and '%'" : "quotes and backslashes",
+                     (int)(p - (const unsigned char *)s) + 1);
+            return 0;
+        }
+    return 1;
 }
 
-static int mkdir_one(const char *path) {
-    if (mkdir(path, 0777) && errno != EEXIST)
-        return cli_fail("sweep", "cannot create directory %s: %s", path, strerror(errno));
-    return 0;
-}
-
-static int mkdir_p(const char *path) {
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return cli_fail("sweep", "path too long: %s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir_one(buf)) return 1;
-        *p = '/';
-    }
-    return mkdir_one(buf);
+/* A comment line's text: the values in it were checked, but a control character would end
+ * the comment, so none is written whatever comes. */
+static void put_comment_text(FILE *f, const char *s) {
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        fputc(*p < ' ' || *p == 0x7f ? '?' : *p, f);
 }
 
 static uint64_t task_seed(const sweep_config *c, int id, int repeat) {
@@ -332,11 +332,16 @@ static int make_tasks(const sweep_config *c, sweep_task **out) {
     return n;
 }
 
+/* Write the sbatch or bash script to path (whole or nothing). Every value in it was checked
+ * for control characters (and #SBATCH values for Slurm's own syntax) by the caller. */
 static int write_script(const sweep_config *c, const char *dir, const char *exe, const char *cwd,
                         const sweep_task *t, int n, const char *cmdline, const char *path) {
     int slurm = !strcmp(c->emit, "slurm");
-    FILE *f = fopen(path, "w");
-    if (!f) return cli_fail("sweep", "cannot create %s: %s", path, strerror(errno));
+    tmoe_error err = {0};
+    tmoe_atomic_file af;
+    if (tmoe_atomic_open(&af, path, &err)) return cli_fail_err("sweep", &err);
+    FILE *f = af.f;
+    int bad = 0; /* a value that cli_shell_quote refused */
     fprintf(f, "#!/bin/bash\n");
     if (slurm) {
         fprintf(f, "#SBATCH --job-name=%s\n", c->job_name);
@@ -373,21 +378,17 @@ static int write_script(const sweep_config *c, const char *dir, const char *exe,
     else
         fprintf(f, "# Run: bash %s/sweep.sh [ID...]   (no ID: every task in order)\n", dir);
     fprintf(f, "# Generated by: ");
-    for (const char *p = cmdline; *p; p++)
-        fputc(*p == '\n' ? ' ' : *p, f);
-    fprintf(f, "\nset -euo pipefail\nTHERMOE=\"${THERMOE:-");
-    for (const char *p = exe; *p; p++) {
-        if (*p == '"' || *p == '\\' || *p == '$' || *p == '`') fputc('\\', f);
-        fputc(*p, f);
-    }
-    fprintf(f, "}\"\ncd ");
-    shq(f, cwd);
+    put_comment_text(f, cmdline);
+    fprintf(f, "\nset -euo pipefail\nTHERMOE=${THERMOE:-");
+    bad |= cli_shell_quote(f, exe) != 0;
+    fprintf(f, "}\ncd ");
+    bad |= cli_shell_quote(f, cwd) != 0;
     fprintf(f, "\nlaunch=(");
     if (c->launcher) {
         char buf[1024], *save = NULL;
-        snprintf(buf, sizeof buf, "%s", c->launcher);
+        if (snprintf(buf, sizeof buf, "%s", c->launcher) >= (int)sizeof buf) bad = 1;
         for (char *tok = strtok_r(buf, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
-            shq(f, tok);
+            bad |= cli_shell_quote(f, tok) != 0;
             fputc(' ', f);
         }
     } else if (c->ranks > 1) {
@@ -397,7 +398,7 @@ static int write_script(const sweep_config *c, const char *dir, const char *exe,
     fprintf(f, ")");
     fprintf(f, "\ncommon=(");
     for (int i = 0; i < c->npass; i++) {
-        shq(f, c->pass[i]);
+        bad |= cli_shell_quote(f, c->pass[i]) != 0;
         fputc(' ', f);
     }
     fprintf(f, "--repeats 1 --no-analyze%s)\n\ntask_args() {\n    case \"$1\" in\n",
@@ -406,7 +407,7 @@ static int write_script(const sweep_config *c, const char *dir, const char *exe,
         char out[PATH_MAX + 32];
         snprintf(out, sizeof out, "%s/task_%d", dir, i);
         fprintf(f, "    %d) out=", i);
-        shq(f, out);
+        bad |= cli_shell_quote(f, out) != 0;
         fprintf(f,
                 "; args=(--first-repeat %d --workloads %s --routing-strategy %s --seed %llu) ;;\n",
                 t[i].repeat, tmoe_workload_name(t[i].wl), tmoe_route_strategy_name(t[i].st),
@@ -442,9 +443,11 @@ static int write_script(const sweep_config *c, const char *dir, const char *exe,
                 "exit 1; }\n",
                 n - 1);
     }
-    int bad = ferror(f);
-    if (fclose(f) != 0) bad = 1;
-    if (bad) return cli_fail("sweep", "cannot write %s: %s", path, strerror(errno));
+    if (bad && !ferror(f)) {
+        tmoe_atomic_abort(&af);
+        return cli_fail("sweep", "%s: a value could not be quoted for the script (not written)", path);
+    }
+    if (tmoe_atomic_commit(&af, &err)) return cli_fail_err("sweep", &err);
     if (chmod(path, 0755) != 0)
         return cli_fail("sweep", "cannot make %s executable: %s", path, strerror(errno));
     return 0;
@@ -453,16 +456,16 @@ static int write_script(const sweep_config *c, const char *dir, const char *exe,
 static int write_table(const char *dir, const sweep_task *t, int n) {
     char path[PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/tasks.tsv", dir);
-    FILE *f = fopen(path, "w");
-    if (!f) return cli_fail("sweep", "cannot create %s: %s", path, strerror(errno));
-    fprintf(f, "task\trepeat\tworkload\tstrategy\tseed\tout\n");
+    tmoe_error err = {0};
+    tmoe_atomic_file af;
+    if (tmoe_atomic_open(&af, path, &err)) return cli_fail_err("sweep", &err);
+    fprintf(af.f, "task\trepeat\tworkload\tstrategy\tseed\tout\n");
     for (int i = 0; i < n; i++)
-        fprintf(f, "%d\t%d\t%s\t%s\t%llu\t%s/task_%d\n", i, t[i].repeat,
+        fprintf(af.f, "%d\t%d\t%s\t%s\t%llu\t%s/task_%d\n", i, t[i].repeat,
                 tmoe_workload_name(t[i].wl), tmoe_route_strategy_name(t[i].st),
                 (unsigned long long)t[i].seed, dir, i);
-    int bad = ferror(f);
-    if (fclose(f) != 0) bad = 1;
-    return bad ? cli_fail("sweep", "cannot write %s: %s", path, strerror(errno)) : 0;
+    /* commit checks the stream: a failed fprintf above fails it, the old table is kept */
+    return tmoe_atomic_commit(&af, &err) ? cli_fail_err("sweep", &err) : 0;
 }
 
 int cmd_sweep(int argc, char **argv) {
@@ -483,10 +486,12 @@ int cmd_sweep(int argc, char **argv) {
         return 0;
     }
     if (pr) return pr;
-    if (strpbrk(c.job_name, " \t\n'\""))
-        return cli_fail("sweep", "--job-name: no spaces or quotes");
-    if ((c.partition && strpbrk(c.partition, "\n\r")) || (c.time_limit && strpbrk(c.time_limit, "\n\r")))
-        return cli_fail("sweep", "--partition and --time take one line");
+    /* the values of #SBATCH lines (control characters were refused with every value) */
+    if (!slurm_word_ok("--job-name", c.job_name, 0) ||
+        (c.partition && !slurm_word_ok("--partition", c.partition, 0)) ||
+        (c.time_limit && !slurm_word_ok("--time", c.time_limit, 0)))
+        return 2;
+    int slurm = !strcmp(c.emit, "slurm");
 
     /* check every run flag now, not on the cluster: parse them as 'thermoe run' would */
     char *chk[SWEEP_MAX_PASS + 2];
@@ -509,18 +514,30 @@ int cmd_sweep(int argc, char **argv) {
     } else if (!realpath("/proc/self/exe", exe)) {
         return cli_fail("sweep", "cannot find this program's path (%s): pass --thermoe PATH",
                         strerror(errno));
+    } else if (!cli_script_value_ok("sweep", "this program's path (pass --thermoe PATH)", exe)) {
+        return 1;
     }
     if (!getcwd(cwd, sizeof cwd))
         return cli_fail("sweep", "cannot read the working directory: %s", strerror(errno));
-    if (mkdir_p(c.out)) return 1;
+    if (!cli_script_value_ok("sweep", "the working directory", cwd)) return 1;
+    /* the sweep directory goes into #SBATCH --output: check it before creating anything,
+     * and again once resolved (a symbolic link may lead elsewhere) */
+    if (slurm && (!slurm_word_ok("--out", c.out, 1) ||
+                  (c.out[0] != '/' && !slurm_word_ok("--out (in the working directory)", cwd, 1))))
+        return 2;
+    tmoe_error err = {0};
+    if (tmoe_mkdir_p(c.out, &err)) return cli_fail_err("sweep", &err);
     if (!realpath(c.out, dir)) return cli_fail("sweep", "--out %s: %s", c.out, strerror(errno));
+    if (!cli_script_value_ok("sweep", "--out (resolved)", dir) ||
+        (slurm && !slurm_word_ok("--out (resolved)", dir, 1)))
+        return 2;
     char path[PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/tasks.tsv", dir);
     if (!c.force && access(path, F_OK) == 0)
         return cli_fail(
             "sweep", "%s already holds a sweep (tasks.tsv): choose another --out, or --force", dir);
     snprintf(path, sizeof path, "%s/logs", dir);
-    if (mkdir_one(path)) return 1;
+    if (tmoe_mkdir_p(path, &err)) return cli_fail_err("sweep", &err);
 
     sweep_task *tasks = NULL;
     int n = make_tasks(&c, &tasks);
@@ -534,10 +551,10 @@ int cmd_sweep(int argc, char **argv) {
         strncat(cmdline, " ", sizeof cmdline - strlen(cmdline) - 1);
         strncat(cmdline, argv[i], sizeof cmdline - strlen(cmdline) - 1);
     }
-    int slurm = !strcmp(c.emit, "slurm");
     snprintf(path, sizeof path, "%s/%s", dir, slurm ? "sweep.sbatch" : "sweep.sh");
-    int rc = write_table(dir, tasks, n);
-    if (!rc) rc = write_script(&c, dir, exe, cwd, tasks, n, cmdline, path);
+    /* the table last: it marks the directory as holding a sweep */
+    int rc = write_script(&c, dir, exe, cwd, tasks, n, cmdline, path);
+    if (!rc) rc = write_table(dir, tasks, n);
     free(tasks);
     if (rc) return rc;
     printf("%d tasks (%d repeats; seed rule %s) -> %s\n", n, c.repeats, seed_rule_names[c.rule],
