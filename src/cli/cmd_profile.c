@@ -134,9 +134,14 @@ static int with_nsys(const char *nsys, const char *self, const tmoe_profile_conf
     return rc;
 }
 
+/* Write one script per item and tool into dir. The program's own path is the only value
+ * from outside that enters them: it is written as one single-quoted shell word, and refused
+ * when it holds a control character. Each script is written whole or not at all. */
 static int emit_scripts(const char *dir, const char *self, const tmoe_profile_config *c,
                         const tmoe_profile_item *items, int n, int want_ncu, int want_nsys) {
-    if (mkdir(dir, 0777) && errno != EEXIST) return cli_fail("profile", "--emit-scripts: cannot create %s: %s", dir, strerror(errno));
+    tmoe_error err = {0};
+    if (!cli_script_value_ok("profile", "this program's path", self)) return 1;
+    if (tmoe_mkdir_p(dir, &err)) return cli_fail("profile", "--emit-scripts: %s", err.msg);
     int written = 0;
     for (int i = 0; i < n; i++) {
         const tmoe_profile_item *it = &items[i];
@@ -152,11 +157,14 @@ static int emit_scripts(const char *dir, const char *self, const tmoe_profile_co
             if ((t == 0 && !want_ncu) || (t == 1 && !want_nsys)) continue;
             char path[4300];
             snprintf(path, sizeof path, "%s/%s_%s.sh", dir, tag, t ? "nsys" : "ncu");
-            FILE *f = fopen(path, "w");
-            if (!f) return cli_fail("profile", "cannot write %s: %s", path, strerror(errno));
+            tmoe_atomic_file af;
+            if (tmoe_atomic_open(&af, path, &err)) return cli_fail_err("profile", &err);
+            FILE *f = af.f;
             fprintf(f, "#!/usr/bin/env bash\n# %s of %s under %s; written by thermoe profile --emit-scripts\n"
-                       "set -euo pipefail\nTHERMOE=${THERMOE:-%s}\ncd \"$(dirname \"$0\")\"\n",
-                    tmoe_op_name(it->op), tag, t ? "Nsight Systems" : "Nsight Compute", self);
+                       "set -euo pipefail\nTHERMOE=${THERMOE:-",
+                    tmoe_op_name(it->op), tag, t ? "Nsight Systems" : "Nsight Compute");
+            int bad = cli_shell_quote(f, self) != 0;
+            fprintf(f, "}\ncd \"$(dirname \"$0\")\"\n");
             if (t == 0)
                 fprintf(f, "ncu --csv --page raw --nvtx --nvtx-include \"%s/\" --metrics %s \\\n"
                            "    --log-file %s.ncu.csv %s\n"
@@ -168,8 +176,13 @@ static int emit_scripts(const char *dir, const char *self, const tmoe_profile_co
                            "nsys export --type sqlite --force-overwrite=true -o %s.sqlite %s.nsys-rep\n"
                            "\"$THERMOE\" import nsys %s.sqlite\n",
                         c->device_id, tag, cmdline, tag, tag, tag);
-            if (fclose(f)) return cli_fail("profile", "cannot write %s: %s", path, strerror(errno));
-            chmod(path, 0755);
+            if (bad && !ferror(f)) {
+                tmoe_atomic_abort(&af);
+                return cli_fail("profile", "%s: the program's path could not be quoted (not written)", path);
+            }
+            if (tmoe_atomic_commit(&af, &err)) return cli_fail_err("profile", &err);
+            if (chmod(path, 0755) != 0)
+                return cli_fail("profile", "cannot make %s executable: %s", path, strerror(errno));
             written++;
         }
     }
