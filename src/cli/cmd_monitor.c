@@ -65,8 +65,8 @@ static void usage(void) {
            "  --interval MS              sampling period (default 50)\n"
            "  --refresh MS               screen refresh period (default 500)\n"
            "  --duration S               stop after S seconds (default 0: until Ctrl-C)\n"
-           "  --csv FILE                 write every sample to FILE (default: none); it is written\n"
-           "                             to FILE.tmp.<pid> and renamed to FILE when the monitor\n"
+           "  --csv FILE                 write every sample to FILE (default: none); it goes to\n"
+           "                             FILE.tmp.<pid> and is renamed to FILE when the monitor\n"
            "                             stops, so a failed write leaves an old FILE as it was\n"
            "  --sim-devices N            simulated GPUs (default 1)\n"
            "  --seed N                   simulator seed (default 1)\n"
@@ -369,7 +369,8 @@ int cmd_monitor(int argc, char **argv) {
                 written[d] = buf[i].t_ns;
             }
     }
-    if (csv && rc == 0 && tmoe_atomic_commit(&csvf, &err) != 0) rc = cli_fail("monitor", "--csv: %s", err.msg);
+    if (csv && rc == 0 && tmoe_atomic_commit(&csvf, &err) != 0)
+        rc = cli_fail("monitor", "--csv: %s", err.msg);
     tmoe_atomic_abort(&csvf); /* after a failure: remove the temporary; else nothing to do */
     for (int d = 0; d < nd; d++)
         if (tmoe_monitor_device_lost(m, d))

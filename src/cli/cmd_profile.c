@@ -178,7 +178,8 @@ static int emit_scripts(const char *dir, const char *self, const tmoe_profile_co
                         c->device_id, tag, cmdline, tag, tag, tag);
             if (bad && !ferror(f)) {
                 tmoe_atomic_abort(&af);
-                return cli_fail("profile", "%s: the program's path could not be quoted (not written)", path);
+                return cli_fail("profile", "%s: the program's path could not be quoted (not written)",
+                                path);
             }
             if (tmoe_atomic_commit(&af, &err)) return cli_fail_err("profile", &err);
             if (chmod(path, 0755) != 0)

@@ -272,7 +272,8 @@ static int parse_sweep(int argc, char **argv, sweep_config *c) {
  * file name (%a, %j, ...), so none of them may be in it. */
 static int slurm_word_ok(const char *what, const char *s, int file_name) {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p <= ' ' || *p == 0x7f || *p == '"' || *p == '\'' || *p == '\\' || (file_name && *p == '%')) {
+        if (*p <= ' ' || *p == 0x7f || *p == '"' || *p == '\'' || *p == '\\' ||
+            (file_name && *p == '%')) {
             cli_fail("sweep", "%s: '%s' cannot go into an #SBATCH line: Slurm splits it at "
                      "whitespace and reads %s itself (byte %d); choose a value without them", what,
                      s, file_name ? "quotes, backslashes and '%'" : "quotes and backslashes",
@@ -445,7 +446,8 @@ static int write_script(const sweep_config *c, const char *dir, const char *exe,
     }
     if (bad && !ferror(f)) {
         tmoe_atomic_abort(&af);
-        return cli_fail("sweep", "%s: a value could not be quoted for the script (not written)", path);
+        return cli_fail("sweep", "%s: a value could not be quoted for the script (not written)",
+                        path);
     }
     if (tmoe_atomic_commit(&af, &err)) return cli_fail_err("sweep", &err);
     if (chmod(path, 0755) != 0)

@@ -417,9 +417,10 @@ int tmoe_cost_save(const tmoe_cost_model *cm, const char *path, tmoe_error *err)
     }
     size_t n = strlen(s);
     int bad = fwrite(s, 1, n, af.f) != n || fputc('\n', af.f) == EOF;
+    int e = errno;
     free(s);
     if (bad) {
-        rc = tmoe_errorf(err, TMOE_EIO, "%s: write failed: %s (left unchanged)", path, strerror(errno));
+        rc = tmoe_errorf(err, TMOE_EIO, "%s: write failed: %s (left unchanged)", path, strerror(e));
         tmoe_atomic_abort(&af);
         return rc;
     }

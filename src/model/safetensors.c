@@ -564,9 +564,10 @@ int tmoe_st_writer_write(tmoe_st_writer *w, const char *path, tmoe_error *err) {
     int ok = fwrite(lenb, 1, 8, af.f) == 8 && fwrite(hdr, 1, hlen, af.f) == hlen;
     for (int i = 0; i < w->n && ok; i++)
         ok = w->e[i].nbytes == 0 || fwrite(w->e[i].data, 1, w->e[i].nbytes, af.f) == w->e[i].nbytes;
+    int e = errno;
     free(hdr);
     if (!ok) {
-        rc = tmoe_errorf(err, TMOE_EIO, "%s: write failed: %s (left unchanged)", path, strerror(errno));
+        rc = tmoe_errorf(err, TMOE_EIO, "%s: write failed: %s (left unchanged)", path, strerror(e));
         tmoe_atomic_abort(&af);
         return rc;
     }
