@@ -1,6 +1,6 @@
 /* The CUDA backend: the block's weights on the device, one workspace sized at create time
  * for max_tokens, cuBLAS for the dense projections (attention, gate, large expert batches),
- * the kernels of kernels.cu for the rest, CUDA events for the per-op times and a CUDA Graph
+ * the kernels of the *.cu files beside it for the rest, CUDA events for the per-op times and a CUDA Graph
  * of the MoE step per token count.
  *
  * The MoE step runs without a host sync: top-k, permute, the experts (one launch per weight
