@@ -218,7 +218,7 @@ static void dequant_case(tmoe_etype t, int out, int in, int group) {
         memcpy(s + sc * i, l[i].scales, 2 * sc);
     }
     int32_t experts[3] = {2, 0, 1}, counts[3] = {5, 0, 1}; /* slot 2 = expert 1: no tokens */
-    tmoe_cuda_lin L = {t, out, in, group, dup_to(q, wb * slots), dup_to(s, 2 * sc * slots), wb, sc, 0};
+    tmoe_cuda_lin L = {t, out, in, group, dup_to(q, wb * slots), dup_to(s, 2 * sc * slots), wb, sc, 0, 0};
     int32_t *de = dup_to(experts, sizeof experts), *dc = dup_to(counts, sizeof counts);
     size_t nw = (size_t)out * in;
     tmoe_f16 *dw = dmalloc(2 * nw * slots), *gw = malloc(2 * nw * slots), *cw = malloc(2 * nw);
@@ -294,7 +294,9 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
     }
     tmoe_cuda_lin L = {t, out, in, group, dup_to(wh, wb * slots),
                        t == TMOE_ET_FP16 ? NULL : dup_to(sh, 2 * sc * slots), wb,
-                       t == TMOE_ET_FP16 ? 0 : sc, 0};
+                       t == TMOE_ET_FP16 ? 0 : sc, 0, 0};
+    int sms = 0;
+    ASSERT_OK(tmoe_cuda_sm_count(0, &sms, &err), &err);
     int32_t *de = dup_to(experts, sizeof experts), *dc = dup_to(counts, sizeof counts);
     int32_t *dof = dup_to(offsets, sizeof offsets), *dsrc = dup_to(src, 4 * (size_t)N);
     tmoe_f16 *dx = dup_to(x, 2 * (size_t)T * in);
@@ -309,12 +311,16 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
     for (int i = 0; i < slots; i++) slot_of[experts[i]] = i;
     int32_t *dact = dup_to(active, sizeof active), *dso = dup_to(slot_of, sizeof slot_of);
     float *got = malloc(4 * (size_t)N * rows);
-    for (int variant = 0; variant < 2; variant++) {
+    /* variants: bit 0 tiled weights + active list; bit 1 the 8-warp blocks of a device with
+     * many SMs (sm_count 1) instead of the 16-warp blocks these few row blocks get */
+    for (int v = 0; v < 4; v++) {
+        int variant = v & 1;
         tmoe_cuda_lin LV = L;
         if (variant) {
             LV.w = wt;
             LV.tiled = 1;
         }
+        LV.sm_count = v & 2 ? 1 : sms;
         CK(cudaMemset(dy, 0xff, 4 * (size_t)N * rows + 1));
         CK(cudaMemset(dy16, 0xff, 2 * (size_t)N * rows + 1));
         ASSERT_OK(tmoe_cuda_expert_linear(&LV, epi, slots, de, variant ? dact : NULL,
@@ -327,8 +333,9 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
             for (size_t i = 0; i < (size_t)N * rows; i++) got[i] = tmoe_f16_to_f32(a[i]);
         }
         char what[128];
-        snprintf(what, sizeof what, "expert_linear %s epi %d %dx%d tokens %d+%d %s",
-                 tmoe_etype_name(t), (int)epi, out, in, n0, n2, variant ? "tiled" : "row-major");
+        snprintf(what, sizeof what, "expert_linear %s epi %d %dx%d tokens %d+%d %s sm_count %d",
+                 tmoe_etype_name(t), (int)epi, out, in, n0, n2, variant ? "tiled" : "row-major",
+                 LV.sm_count);
         check_rel(what, got, ref, (size_t)N * rows, TOL_F16);
     }
     cudaFree(wt), cudaFree(dact), cudaFree(dso);

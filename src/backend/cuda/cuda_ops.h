@@ -49,7 +49,13 @@ typedef struct tmoe_cuda_lin {
     size_t w_stride;          /* bytes per slot */
     size_t s_stride;          /* scales per slot */
     int tiled;                /* w in the tiled layout (tmoe_cuda_tile_weights), else row-major */
+    int sm_count;             /* multiprocessors of the device that runs the launch, for the
+                                 grid shape (tmoe_cuda_sm_count, once per device at init);
+                                 0: tmoe_cuda_expert_linear asks the current device each call */
 } tmoe_cuda_lin;
+
+/* Multiprocessors of CUDA device `device` (cudaDevAttrMultiProcessorCount) into *sms. */
+int tmoe_cuda_sm_count(int device, int *sms, tmoe_error *err);
 
 /* Tiled layout of the bandwidth kernel: per 16-row tile and 64-byte k-block, 1 KB holding rows
  * tile*16 + h*8 + g at bytes h*512 + g*64 (h = 0, 1; g = 0..7), k-blocks of a tile contiguous,

@@ -312,10 +312,11 @@ __global__ void __launch_bounds__(W * 32, NT <= 2 && W == 8 ? 2 : 1) k_expert_li
     for (int tok0 = 0; tok0 < n; tok0 += 8 * NT) exp_body<WT, NT, W>(a, slot, e, n, row0, tok0, red);
 }
 
-/* 16 warps a block where the row blocks alone would not give every SM two blocks */
+/* 16 warps a block where the row blocks alone would not give every SM (sms of them) two
+ * blocks */
 template <int WT>
-static void launch_expert(const exp_args &a, dim3 grid, int max_n, cudaStream_t st) {
-    int few = grid.x < 264;
+static void launch_expert(const exp_args &a, dim3 grid, int max_n, int sms, cudaStream_t st) {
+    int few = grid.x < 2u * (unsigned)sms;
     if (max_n <= 8) {
         if (few) k_expert_linear<WT, 1, 16><<<grid, 512, 0, st>>>(a);
         else k_expert_linear<WT, 1, 8><<<grid, 256, 0, st>>>(a);
@@ -364,6 +365,13 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
     int rc = tmoe_cuda_expert_kernel_supports(L, epi, err);
     if (rc) return rc;
     if (n_experts <= 0) return TMOE_OK;
+    int sms = L->sm_count;
+    if (sms <= 0) {
+        int dev = 0;
+        TMOE_CUDA_CHECK(cudaGetDevice(&dev), err);
+        rc = tmoe_cuda_sm_count(dev, &sms, err);
+        if (rc) return rc;
+    }
     exp_args a;
     a.w = static_cast<const uint8_t *>(L->w);
     a.sc = reinterpret_cast<const __half *>(L->scales);
@@ -392,10 +400,10 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
     int gy = active && max_active > 0 ? max_active : n_experts;
     dim3 grid(a.out_rows / (epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32), gy);
     switch (a.wt) {
-    case 0: launch_expert<0>(a, grid, max_n, stream); break;
-    case 1: launch_expert<1>(a, grid, max_n, stream); break;
-    case 3: launch_expert<3>(a, grid, max_n, stream); break;
-    default: launch_expert<2>(a, grid, max_n, stream); break;
+    case 0: launch_expert<0>(a, grid, max_n, sms, stream); break;
+    case 1: launch_expert<1>(a, grid, max_n, sms, stream); break;
+    case 3: launch_expert<3>(a, grid, max_n, sms, stream); break;
+    default: launch_expert<2>(a, grid, max_n, sms, stream); break;
     }
     TMOE_CUDA_LAUNCHED(stream, "expert_linear", err);
     return TMOE_OK;

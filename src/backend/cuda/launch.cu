@@ -1,4 +1,5 @@
-/* The launch check behind TMOE_CUDA_LAUNCHED (cuda_ops.h), shared by every kernel file. */
+/* The launch check behind TMOE_CUDA_LAUNCHED (cuda_ops.h), shared by every kernel file, and
+ * the device's multiprocessor count that launch shapes depend on. */
 #include "common.cuh"
 
 extern "C" int tmoe_cuda_check_launch(cudaStream_t stream, const char *file, int line,
@@ -17,5 +18,14 @@ extern "C" int tmoe_cuda_check_launch(cudaStream_t stream, const char *file, int
 #else
     (void)stream;
 #endif
+    return TMOE_OK;
+}
+
+extern "C" int tmoe_cuda_sm_count(int device, int *sms, tmoe_error *err) {
+    int n = 0;
+    TMOE_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device), err);
+    if (n < 1)
+        return tmoe_errorf(err, TMOE_EDEVICE, "device %d reports %d multiprocessors", device, n);
+    *sms = n;
     return TMOE_OK;
 }
