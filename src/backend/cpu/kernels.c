@@ -141,16 +141,20 @@ void tmoe_cpu_gate_topk(const float *logits, const float *bias, int T, int E, in
         unsigned char taken[TMOE_MAX_EXPERTS] = {0};
         int32_t *ti = idx + (size_t)t * k;
         for (int j = 0; j < k; j++) {
-            int best = -1;
+            /* best stays a valid index (0 until an untaken expert is seen; k <= E leaves one
+             * for every j), so no path writes outside taken */
+            int best = 0, found = 0;
             float bs = -INFINITY;
             for (int e = 0; e < E; e++) {
                 if (taken[e]) continue;
                 float s = z[e] + (bias ? bias[e] : 0.0f);
-                if (best < 0 || s > bs) { /* strict: ties keep the lower index */
+                if (!found || s > bs) { /* strict: ties keep the lower index */
                     best = e;
                     bs = s;
+                    found = 1;
                 }
             }
+            TMOE_ASSERT(found);
             taken[best] = 1;
             ti[j] = best;
         }
