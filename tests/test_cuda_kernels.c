@@ -67,9 +67,13 @@ static void check_rel(const char *what, const float *got, const float *ref, size
 }
 
 /* ---- gate_topk ----------------------------------------------------------------------- */
-static void topk_case(int T, int E, int k, int renorm, int biw, int ties) {
+/* ties: few distinct logits. nans: NaN logits by row (t % 4): 0 about a quarter NaN, 1 all
+ * NaN, 2 only k / 2 finite (the rest NaN or -inf), 3 none; and NaN biases on experts
+ * e % 7 == 3 (the NaN rule of tmoe_cpu_gate_topk). */
+static void topk_case(int T, int E, int k, int renorm, int biw, int ties, int nans) {
     tmoe_rng r;
-    tmoe_rng_seed_stream(&r, g_seed, (uint64_t)T * 1000 + E * 10 + renorm * 2 + biw);
+    tmoe_rng_seed_stream(&r, g_seed,
+                         (uint64_t)T * 1000 + E * 10 + renorm * 2 + biw + (uint64_t)nans * 7919);
     float *lg = malloc(sizeof(float) * T * E), *bias = malloc(sizeof(float) * E);
     int32_t *ci = malloc(sizeof(int32_t) * T * k), *gi = malloc(sizeof(int32_t) * T * k);
     float *cw = malloc(sizeof(float) * T * k), *gw = malloc(sizeof(float) * T * k);
@@ -78,6 +82,21 @@ static void topk_case(int T, int E, int k, int renorm, int biw, int ties) {
         lg[i] = ties ? floorf(v) : v; /* few distinct values: many ties */
     }
     for (int e = 0; e < E; e++) bias[e] = ties ? 0.0f : tmoe_rng_uniform_sym(&r, 0.5f);
+    if (nans) {
+        for (int t = 0; t < T; t++) {
+            float *z = lg + (size_t)t * E;
+            int kind = t % 4, finite = 0;
+            for (int e = 0; e < E; e++) {
+                int keep = kind == 0 ? tmoe_rng_below(&r, 4) != 0
+                         : kind == 1 ? 0
+                         : kind == 2 ? finite < k / 2 && tmoe_rng_below(&r, 2) == 0
+                                     : 1;
+                finite += keep;
+                if (!keep) z[e] = kind == 2 && (e & 1) ? -INFINITY : NAN;
+            }
+        }
+        for (int e = 3; e < E; e += 7) bias[e] = NAN;
+    }
     tmoe_cpu_gate_topk(lg, bias, T, E, k, renorm, biw, ci, cw);
     float *dl = dup_to(lg, sizeof(float) * T * E), *db = dup_to(bias, sizeof(float) * E);
     int32_t *di = dmalloc(sizeof(int32_t) * T * k);
@@ -87,10 +106,15 @@ static void topk_case(int T, int E, int k, int renorm, int biw, int ties) {
     from_dev(gi, di, sizeof(int32_t) * T * k);
     from_dev(gw, dw, sizeof(float) * T * k);
     for (int i = 0; i < T * k; i++) {
+        if (!isfinite(gw[i]) || !isfinite(cw[i]))
+            fail_msg("topk T=%d E=%d k=%d nan=%d: w[%d] = %g, cpu %g: not finite", T, E, k, nans,
+                     i, gw[i], cw[i]);
         if (gi[i] != ci[i])
-            fail_msg("topk T=%d E=%d k=%d: idx[%d] = %d, cpu %d", T, E, k, i, gi[i], ci[i]);
+            fail_msg("topk T=%d E=%d k=%d nan=%d: idx[%d] = %d, cpu %d", T, E, k, nans, i, gi[i],
+                     ci[i]);
         if (!(fabsf(gw[i] - cw[i]) <= TOL_WEIGHT * (1.0f + fabsf(cw[i]))))
-            fail_msg("topk T=%d E=%d k=%d: w[%d] = %g, cpu %g", T, E, k, i, gw[i], cw[i]);
+            fail_msg("topk T=%d E=%d k=%d nan=%d: w[%d] = %g, cpu %g", T, E, k, nans, i, gw[i],
+                     cw[i]);
     }
     cudaFree(dl), cudaFree(db), cudaFree(di), cudaFree(dw);
     free(lg), free(bias), free(ci), free(gi), free(cw), free(gw);
@@ -100,14 +124,16 @@ static void test_gate_topk(void **state) {
     (void)state;
     need_gpu();
     int Ts[] = {1, 3, 17, 1000};
-    for (int i = 0; i < 4; i++) {
-        topk_case(Ts[i], 8, 2, 0, 0, 0);
-        topk_case(Ts[i], 8, 2, 1, 1, 0);
-        topk_case(Ts[i], 128, 8, 1, 0, 0);
-        topk_case(Ts[i], 128, 8, 0, 1, 1);
-        topk_case(Ts[i], 256, 16, 0, 0, 1);
-        topk_case(Ts[i], 5, 5, 1, 0, 1);
-    }
+    for (int i = 0; i < 4; i++)
+        for (int nans = 0; nans < 2; nans++) {
+            topk_case(Ts[i], 8, 2, 0, 0, 0, nans);
+            topk_case(Ts[i], 8, 2, 1, 1, 0, nans);
+            topk_case(Ts[i], 128, 8, 1, 0, 0, nans);
+            topk_case(Ts[i], 128, 8, 0, 1, 1, nans);
+            topk_case(Ts[i], 256, 16, 0, 0, 1, nans);
+            topk_case(Ts[i], 256, 16, 1, 1, 0, nans);
+            topk_case(Ts[i], 5, 5, 1, 0, 1, nans);
+        }
 }
 
 /* ---- permute + combine ------------------------------------------------------------------ */

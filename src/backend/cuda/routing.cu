@@ -2,7 +2,10 @@
  * one-expert routing arrays for timing an expert op alone (contracts in cuda_ops.h). */
 #include "common.cuh"
 
-/* ---- gate_topk: one warp per token ------------------------------------------------------ */
+/* ---- gate_topk: one warp per token ------------------------------------------------------
+ * NaN scores and weight logits count as -inf (the CPU rule, include/thermoe/cpu.h): they lose
+ * every comparison but -inf ties (lower index first) and carry probability 0; with no
+ * probability at all the weights are 0. */
 __global__ void k_gate_topk(const float *logits, const float *bias, int T, int E, int k,
                             int renorm, int biw, int32_t *idx, float *w, int32_t *hidx,
                             float *hw) {
@@ -18,6 +21,8 @@ __global__ void k_gate_topk(const float *logits, const float *bias, int T, int E
             float b = bias ? bias[e] : 0.0f;
             s[i] = z[e] + b;
             zw[i] = z[e] + (biw ? b : 0.0f);
+            if (isnan(s[i])) s[i] = -INFINITY;
+            if (isnan(zw[i])) zw[i] = -INFINITY;
             mx = fmaxf(mx, zw[i]);
         } else {
             s[i] = -INFINITY;
@@ -29,7 +34,7 @@ __global__ void k_gate_topk(const float *logits, const float *bias, int T, int E
     float den = 0.0f;
 #pragma unroll
     for (int i = 0; i < 8; i++)
-        if (lane + 32 * i < E) den += expf(zw[i] - mx);
+        if (lane + 32 * i < E && zw[i] > -INFINITY) den += expf(zw[i] - mx);
 #pragma unroll
     for (int o = 16; o; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
     unsigned taken = 0;
@@ -63,7 +68,7 @@ __global__ void k_gate_topk(const float *logits, const float *bias, int T, int E
             taken |= 1u << bi;
 #pragma unroll
             for (int i = 0; i < 8; i++)
-                if (i == bi) p = expf(zw[i] - mx);
+                if (i == bi) p = zw[i] > -INFINITY ? expf(zw[i] - mx) : 0.0f;
         }
         p = __shfl_sync(0xffffffffu, p, be & 31);
         chosen += p;
@@ -74,7 +79,7 @@ __global__ void k_gate_topk(const float *logits, const float *bias, int T, int E
     }
     float norm = renorm ? chosen : den;
     if (lane < k) {
-        float v = mine / norm;
+        float v = norm > 0.0f ? mine / norm : 0.0f;
         idx[(size_t)tok * k + lane] = my_e;
         w[(size_t)tok * k + lane] = v;
         if (hidx) hidx[(size_t)tok * k + lane] = my_e;
