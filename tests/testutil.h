@@ -18,9 +18,24 @@
 
 /* ||got - ref||_2 / ||ref||_2 over n values (0 when both are zero). */
 double tu_rel_l2(const float *got, const double *ref, size_t n);
-/* Assert max_i |got-ref| <= atol + rtol |ref|; prints the worst element and fails. */
+/* Assert |got[i] - ref[i]| <= atol + rtol |ref[i]| for every i; a NaN or inf on either side
+ * (an element left poisoned, say) fails. On failure prints the first TU_SHOW_MISMATCHES
+ * mismatches (index, got, ref, allowed), how many there are and the largest difference, then
+ * fails the test. */
+#define TU_SHOW_MISMATCHES 8
 void tu_assert_close(const char *what, const float *got, const double *ref, size_t n, double atol,
                      double rtol);
+/* The same against a float reference (a CPU kernel's own output). */
+void tu_assert_close_f(const char *what, const float *got, const float *ref, size_t n, double atol,
+                       double rtol);
+/* Print (cmocka print_message) the element that came closest to its allowance over every
+ * tu_assert_close* that passed in this program: |diff| / allowed, where, got and ref. */
+void tu_close_summary(void);
+/* sqrt(mean(x^2)) over n values (0 for n = 0). */
+double tu_rms_f(const float *x, size_t n);
+/* Fail (naming what and the first index) unless every one of n floats is finite: outputs
+ * are poisoned with NaN before a run, so this finds elements the run did not write. */
+void tu_assert_finite(const char *what, const float *x, size_t n);
 /* Path of a fixture file (env THERMOE_FIXTURES overrides the built-in dir). */
 const char *tu_fixture(const char *rel);
 /* A fresh temporary directory (removed by tu_cleanup) and a path inside it. */
