@@ -90,6 +90,14 @@ void tu_close_summary(void) {
                   closest.allowed);
 }
 
+void tu_gpu_tol(tmoe_etype t, double *atol, double *rtol) {
+    switch (t) {
+    case TMOE_ET_Q4: *atol = TOL_GPU_Q4_ATOL, *rtol = TOL_GPU_Q4_RTOL; break;
+    case TMOE_ET_Q2: *atol = TOL_GPU_Q2_ATOL, *rtol = TOL_GPU_Q2_RTOL; break;
+    default: *atol = TOL_GPU_F16_ATOL, *rtol = TOL_GPU_F16_RTOL; break;
+    }
+}
+
 double tu_rms_f(const float *x, size_t n) {
     double ss = 0.0;
     for (size_t i = 0; i < n; i++)
