@@ -259,6 +259,54 @@ static void test_gate_topk(void **state) {
             }
 }
 
+/* NaN logits or biases rank as -inf (chosen only when fewer than k scores are above -inf,
+ * then the lowest such indices) and carry probability 0, so weights stay finite. */
+static void test_gate_topk_nan(void **state) {
+    (void)state;
+    const float N = NAN, I = -INFINITY;
+    const double e3 = exp(3.0), e2 = exp(2.0), e1 = exp(1.0), eh = exp(0.5), em = exp(-1.0);
+    struct {
+        const char *what;
+        float z[6], bias[6];
+        int use_bias, k, renorm, biw;
+        int32_t idx[4];
+        double w[4];
+    } c[] = {
+        {"NaN at 0, 2, 5; renorm", {N, 1, N, 3, 0.5f, N}, {0}, 0, 2, 1, 0, {3, 1},
+         {e3 / (e3 + e1), e1 / (e3 + e1)}},
+        {"NaN at 0, 2, 5", {N, 1, N, 3, 0.5f, N}, {0}, 0, 2, 0, 0, {3, 1},
+         {e3 / (e3 + e1 + eh), e1 / (e3 + e1 + eh)}},
+        {"all NaN; renorm", {N, N, N, N, N, N}, {0}, 0, 3, 1, 0, {0, 1, 2}, {0, 0, 0}},
+        {"all NaN", {N, N, N, N, N, N}, {0}, 0, 2, 0, 0, {0, 1}, {0, 0}},
+        {"one finite, k 3; renorm", {N, N, 2, N, I, N}, {0}, 0, 3, 1, 0, {2, 0, 1}, {1, 0, 0}},
+        {"one finite, k 3", {N, N, 2, N, I, N}, {0}, 0, 3, 0, 0, {2, 0, 1}, {1, 0, 0}},
+        {"NaN ties -inf, lower index first", {I, N, 1, 0, N, I}, {0}, 0, 4, 0, 0, {2, 3, 0, 1},
+         {e1 / (e1 + 1.0), 1.0 / (e1 + 1.0), 0, 0}},
+        {"NaN bias", {1, 2, 0, 0.5f, -1, 3}, {0, N, 0, 0, 0, N}, 1, 2, 0, 0, {0, 3},
+         {e1 / (e1 + e2 + 1.0 + eh + em + e3), eh / (e1 + e2 + 1.0 + eh + em + e3)}},
+        {"NaN bias in the weights", {1, 2, 0, 0.5f, -1, 3}, {0, N, 0, 0, 0, N}, 1, 2, 0, 1,
+         {0, 3}, {e1 / (e1 + 1.0 + eh + em), eh / (e1 + 1.0 + eh + em)}},
+        {"chosen without probability; renorm", {N, 1, N, N, N, N}, {0, N, 0, 0, 0, 0}, 1, 1, 1,
+         0, {0}, {0}},
+        {"chosen without probability", {N, 1, N, N, N, N}, {0, N, 0, 0, 0, 0}, 1, 1, 0, 0, {0},
+         {0}},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        int32_t idx[4];
+        float w[4];
+        tu_poison(idx, sizeof idx);
+        tu_poison(w, sizeof w);
+        tmoe_cpu_gate_topk(c[i].z, c[i].use_bias ? c[i].bias : NULL, 1, 6, c[i].k, c[i].renorm,
+                           c[i].biw, idx, w);
+        for (int j = 0; j < c[i].k; j++) {
+            if (idx[j] != c[i].idx[j])
+                fail_msg("gate_topk %s: idx[%d] = %d, want %d", c[i].what, j, idx[j], c[i].idx[j]);
+            if (!isfinite(w[j])) fail_msg("gate_topk %s: w[%d] = %g", c[i].what, j, (double)w[j]);
+        }
+        tu_assert_close(c[i].what, w, c[i].w, (size_t)c[i].k, TOL_F32, TOL_F32);
+    }
+}
+
 static void test_permute_gather_combine(void **state) {
     (void)state;
     int E = 6, k = 2, D = 13;
@@ -443,6 +491,7 @@ int main(void) {
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_act),
         cmocka_unit_test(test_gate_topk),
+        cmocka_unit_test(test_gate_topk_nan),
         cmocka_unit_test(test_permute_gather_combine),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_expert),

@@ -18,23 +18,98 @@ double tu_rel_l2(const float *got, const double *ref, size_t n) {
     return sqrt(num / den);
 }
 
-void tu_assert_close(const char *what, const float *got, const double *ref, size_t n, double atol,
-                     double rtol) {
-    size_t worst = 0;
-    double worst_excess = -INFINITY;
+/* The closest call of the passing checks (tu_close_summary). */
+static struct {
+    double ratio, got, ref, allowed;
+    size_t index;
+    char what[160];
+} closest = {-1.0, 0.0, 0.0, 0.0, 0, ""};
+
+static void assert_close_any(const char *what, const float *got, const double *refd,
+                             const float *reff, size_t n, double atol, double rtol) {
+    size_t bad = 0, imax = 0;
+    double dmax = -1.0, best_ratio = -1.0, best_allowed = 0.0;
+    size_t ibest = 0;
     for (size_t i = 0; i < n; i++) {
-        double tol = atol + rtol * fabs(ref[i]);
-        double d = fabs((double)got[i] - ref[i]);
-        double excess = isnan(d) ? INFINITY : d - tol;
-        if (excess > worst_excess) {
-            worst_excess = excess;
-            worst = i;
+        double ref = refd ? refd[i] : (double)reff[i], g = (double)got[i];
+        double allowed = atol + rtol * fabs(ref), d = fabs(g - ref);
+        int finite = isfinite(g) && isfinite(ref);
+        if (finite && d > dmax) {
+            dmax = d;
+            imax = i;
+        }
+        if (finite && d <= allowed) {
+            double ratio = allowed > 0.0 ? d / allowed : 0.0;
+            if (ratio > best_ratio) {
+                best_ratio = ratio;
+                best_allowed = allowed;
+                ibest = i;
+            }
+            continue;
+        }
+        if (bad++ < TU_SHOW_MISMATCHES)
+            print_error("%s: [%zu] got %.8g ref %.8g allowed %.3g (|diff| %.3g)\n", what, i, g, ref,
+                        allowed, d);
+    }
+    if (bad) {
+        if (dmax >= 0.0) {
+            fail_msg("%s: %zu of %zu elements outside atol %.3g + rtol %.3g |ref|; largest "
+                     "|diff| %.3g at [%zu] (got %.8g ref %.8g)",
+                     what, bad, n, atol, rtol, dmax, imax, (double)got[imax],
+                     refd ? refd[imax] : (double)reff[imax]);
+        } else {
+            fail_msg("%s: %zu of %zu elements outside atol %.3g + rtol %.3g |ref|, none finite",
+                     what, bad, n, atol, rtol);
         }
     }
-    if (worst_excess > 0.0)
-        fail_msg("%s: element %zu got %.8g, want %.8g (|diff| %.3g > atol %.3g + rtol %.3g*|ref|)",
-                 what, worst, (double)got[worst], ref[worst], fabs((double)got[worst] - ref[worst]),
-                 atol, rtol);
+    if (best_ratio > closest.ratio) {
+        closest.ratio = best_ratio;
+        closest.index = ibest;
+        closest.got = got[ibest];
+        closest.ref = refd ? refd[ibest] : (double)reff[ibest];
+        closest.allowed = best_allowed;
+        snprintf(closest.what, sizeof closest.what, "%s", what);
+    }
+}
+
+void tu_assert_close(const char *what, const float *got, const double *ref, size_t n, double atol,
+                     double rtol) {
+    assert_close_any(what, got, ref, NULL, n, atol, rtol);
+}
+
+void tu_assert_close_f(const char *what, const float *got, const float *ref, size_t n, double atol,
+                       double rtol) {
+    assert_close_any(what, got, NULL, ref, n, atol, rtol);
+}
+
+void tu_close_summary(void) {
+    if (closest.ratio < 0.0) return;
+    print_message("closest element to its tolerance: %s [%zu]: got %.8g ref %.8g, |diff| / "
+                  "allowed = %.3g (allowed %.3g)\n",
+                  closest.what, closest.index, closest.got, closest.ref, closest.ratio,
+                  closest.allowed);
+}
+
+void tu_gpu_tol(tmoe_etype t, double *atol, double *rtol) {
+    switch (t) {
+    case TMOE_ET_Q4: *atol = TOL_GPU_Q4_ATOL, *rtol = TOL_GPU_Q4_RTOL; break;
+    case TMOE_ET_Q2: *atol = TOL_GPU_Q2_ATOL, *rtol = TOL_GPU_Q2_RTOL; break;
+    default: *atol = TOL_GPU_F16_ATOL, *rtol = TOL_GPU_F16_RTOL; break;
+    }
+}
+
+double tu_rms_f(const float *x, size_t n) {
+    double ss = 0.0;
+    for (size_t i = 0; i < n; i++)
+        ss += (double)x[i] * x[i];
+    return n ? sqrt(ss / (double)n) : 0.0;
+}
+
+void tu_assert_finite(const char *what, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            fail_msg("%s: element %zu of %zu is %g (not written, or not finite)", what, i, n,
+                     (double)x[i]);
 }
 
 const char *tu_fixture(const char *rel) {

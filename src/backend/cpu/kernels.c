@@ -133,6 +133,9 @@ void tmoe_cpu_act(tmoe_act act, const float *h, int n, int d_ff, tmoe_f16 *a) {
     }
 }
 
+/* A gate score or weight logit as gate_topk uses it: NaN counts as -inf. */
+static float nan_as_neg_inf(float v) { return isnan(v) ? -INFINITY : v; }
+
 void tmoe_cpu_gate_topk(const float *logits, const float *bias, int T, int E, int k, int renorm,
                         int bias_in_weights, int32_t *idx, float *w) {
     TMOE_ASSERT(k >= 1 && k <= E && k <= TMOE_MAX_TOPK && E <= TMOE_MAX_EXPERTS);
@@ -141,37 +144,46 @@ void tmoe_cpu_gate_topk(const float *logits, const float *bias, int T, int E, in
         unsigned char taken[TMOE_MAX_EXPERTS] = {0};
         int32_t *ti = idx + (size_t)t * k;
         for (int j = 0; j < k; j++) {
-            int best = -1;
+            /* best stays a valid index (0 until an untaken expert is seen; k <= E leaves one
+             * for every j), so no path writes outside taken */
+            int best = 0, found = 0;
             float bs = -INFINITY;
             for (int e = 0; e < E; e++) {
                 if (taken[e]) continue;
-                float s = z[e] + (bias ? bias[e] : 0.0f);
-                if (best < 0 || s > bs) { /* strict: ties keep the lower index */
+                float s = nan_as_neg_inf(z[e] + (bias ? bias[e] : 0.0f));
+                if (!found || s > bs) { /* strict: ties keep the lower index */
                     best = e;
                     bs = s;
+                    found = 1;
                 }
             }
+            TMOE_ASSERT(found);
             taken[best] = 1;
             ti[j] = best;
         }
-        /* softmax over all E of the (un)biased logits, then pick */
+        /* softmax over all E of the (un)biased logits, then pick; a NaN or -inf logit has
+         * probability 0, and with no probability at all (every logit NaN or -inf) the weights
+         * are 0 rather than 0/0 */
         float mx = -INFINITY;
         for (int e = 0; e < E; e++) {
-            float s = z[e] + (bias && bias_in_weights ? bias[e] : 0.0f);
+            float s = nan_as_neg_inf(z[e] + (bias && bias_in_weights ? bias[e] : 0.0f));
             if (s > mx) mx = s;
         }
         double den = 0.0, chosen = 0.0;
-        for (int e = 0; e < E; e++)
-            den += exp((double)(z[e] + (bias && bias_in_weights ? bias[e] : 0.0f)) - mx);
+        for (int e = 0; e < E; e++) {
+            float s = nan_as_neg_inf(z[e] + (bias && bias_in_weights ? bias[e] : 0.0f));
+            if (s > -INFINITY) den += exp((double)s - mx);
+        }
         float *tw = w + (size_t)t * k;
         for (int j = 0; j < k; j++) {
             int e = ti[j];
-            double p = exp((double)(z[e] + (bias && bias_in_weights ? bias[e] : 0.0f)) - mx);
+            float s = nan_as_neg_inf(z[e] + (bias && bias_in_weights ? bias[e] : 0.0f));
+            double p = s > -INFINITY ? exp((double)s - mx) : 0.0;
             tw[j] = (float)p;
             chosen += p;
         }
         double norm = renorm ? chosen : den;
-        for (int j = 0; j < k; j++) tw[j] = (float)(tw[j] / norm);
+        for (int j = 0; j < k; j++) tw[j] = norm > 0.0 ? (float)(tw[j] / norm) : 0.0f;
     }
 }
 

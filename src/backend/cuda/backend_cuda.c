@@ -1,6 +1,6 @@
 /* The CUDA backend: the block's weights on the device, one workspace sized at create time
  * for max_tokens, cuBLAS for the dense projections (attention, gate, large expert batches),
- * the kernels of kernels.cu for the rest, CUDA events for the per-op times and a CUDA Graph
+ * the kernels of the *.cu files beside it for the rest, CUDA events for the per-op times and a CUDA Graph
  * of the MoE step per token count.
  *
  * The MoE step runs without a host sync: top-k, permute, the experts (one launch per weight
@@ -47,6 +47,7 @@ typedef struct cuda_state {
     int T, moe_only, cublas_step, capturing;
     int expert_rows; /* rows the experts may see in one step (h32, a16); 0 = max_tokens x k */
     int no_gate;     /* begin stops after norm2: the caller computes the gate itself */
+    int sm_count;    /* multiprocessors of cfg.device_id, queried once at create */
     /* weights */
     void *wmem[8 * TMOE_ET_COUNT + 8];
     int n_wmem;
@@ -143,6 +144,7 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
         L->w_stride = tmoe_quant_weight_bytes(t, l0->out, l0->in);
         L->s_stride = t == TMOE_ET_FP16 ? 0 : tmoe_quant_scale_count(l0->out, l0->in, l0->group);
         L->tiled = 0;
+        L->sm_count = s->sm_count;
         void *w = NULL, *sc = NULL, *wt = NULL;
         if (fused_q) {
             TMOE_CUDA_CHECK(cudaMalloc(&w, L->w_stride * g->n), err); /* staging, freed below */
@@ -214,6 +216,7 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
 static int cuda_create_in(cuda_state *s, tmoe_error *err) {
     const tmoe_block *b = s->blk;
     TMOE_CUDA_CHECK(cudaSetDevice(s->cfg.device_id), err);
+    TRY(tmoe_cuda_sm_count(s->cfg.device_id, &s->sm_count, err));
     TMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&s->st, cudaStreamNonBlocking), err);
     CB_CHECK(cublasCreate(&s->cb), err);
     CB_CHECK(cublasSetStream(s->cb, s->st), err);

@@ -49,7 +49,13 @@ typedef struct tmoe_cuda_lin {
     size_t w_stride;          /* bytes per slot */
     size_t s_stride;          /* scales per slot */
     int tiled;                /* w in the tiled layout (tmoe_cuda_tile_weights), else row-major */
+    int sm_count;             /* multiprocessors of the device that runs the launch, for the
+                                 grid shape (tmoe_cuda_sm_count, once per device at init);
+                                 0: tmoe_cuda_expert_linear asks the current device each call */
 } tmoe_cuda_lin;
+
+/* Multiprocessors of CUDA device `device` (cudaDevAttrMultiProcessorCount) into *sms. */
+int tmoe_cuda_sm_count(int device, int *sms, tmoe_error *err);
 
 /* Tiled layout of the bandwidth kernel: per 16-row tile and 64-byte k-block, 1 KB holding rows
  * tile*16 + h*8 + g at bytes h*512 + g*64 (h = 0, 1; g = 0..7), k-blocks of a tile contiguous,
@@ -92,8 +98,9 @@ int tmoe_cuda_dequant_unpack(const tmoe_cuda_lin *L, int n_experts, const int32_
 
 /* gate_topk: one warp per token; score = logit + bias (bias may be NULL), ties to the lower
  * index; weights = softmax of unbiased logits (biased when bias_in_weights), renormalised
- * over the chosen when renorm. idx, w (T, k); host_idx / host_w (mapped host memory) may be
- * NULL, else receive a copy. */
+ * over the chosen when renorm. NaN counts as -inf as in tmoe_cpu_gate_topk (chosen last,
+ * lowest indices first; probability 0; weights 0 when the chosen have none). idx, w (T, k);
+ * host_idx / host_w (mapped host memory) may be NULL, else receive a copy. */
 int tmoe_cuda_gate_topk(const float *logits, const float *bias, int T, int E, int k, int renorm,
                         int bias_in_weights, int32_t *idx, float *w, int32_t *host_idx,
                         float *host_w, cudaStream_t stream, tmoe_error *err);

@@ -22,6 +22,7 @@ typedef struct cuda_op {
     cudaEvent_t *ev;
     int nev;
     int ncopies, next;
+    int sm_count;              /* multiprocessors of the device, queried once at create */
     void *mem[32];
     int nmem;
     tmoe_cuda_lin L1, L2;      /* fc1, fc2 of the expert type, ncopies slots */
@@ -71,6 +72,7 @@ static int make_lin(cuda_op *o, tmoe_cuda_lin *L, tmoe_etype t, int out, int in,
     L->group = t == TMOE_ET_FP16 ? 0 : group;
     L->w_stride = tmoe_quant_weight_bytes(t, out, in);
     L->s_stride = t == TMOE_ET_FP16 ? 0 : tmoe_quant_scale_count(out, in, group);
+    L->sm_count = o->sm_count;
     size_t nw = L->w_stride * (size_t)o->ncopies;
     float a = 1.0f / sqrtf((float)in);
     TRY(dalloc(o, (void **)&L->w, nw, err));
@@ -104,6 +106,7 @@ static int create_in(cuda_op *o, tmoe_error *err) {
     int F1 = b->act == TMOE_ACT_SWIGLU ? 2 * F : F, H = b->n_heads;
     size_t nk = (size_t)T * k;
     TMOE_CUDA_CHECK(cudaSetDevice(s->device_id), err);
+    TRY(tmoe_cuda_sm_count(s->device_id, &o->sm_count, err));
     TMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&o->st, cudaStreamNonBlocking), err);
     CB_CHECK(cublasCreate(&o->cb), err);
     CB_CHECK(cublasSetStream(o->cb, o->st), err);

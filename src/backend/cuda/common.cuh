@@ -1,0 +1,76 @@
+/* Private to the CUDA kernel files (*.cu here): the device helpers they share (16-byte
+ * streaming loads, the m16n8k16 mma, q4/q2 dequantization in registers) and the grid size of
+ * the grid-stride kernels. The launch check (TMOE_CUDA_LAUNCHED) and the call check
+ * (TMOE_CUDA_CHECK) live in cuda_ops.h, which the C files of the backend use as well.
+ * Numerics of every kernel follow the CPU reference: fp16 operands, fp32 accumulation, fp16
+ * activations. */
+#ifndef THERMOE_CUDA_COMMON_CUH
+#define THERMOE_CUDA_COMMON_CUH
+
+#include "cuda_ops.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+static __device__ __forceinline__ uint4 ld_stream(const void *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+static __device__ __forceinline__ void mma16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                                uint32_t a3, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+static __device__ __forceinline__ uint32_t h2u(__half2 h) { return *reinterpret_cast<uint32_t *>(&h); }
+static __device__ __forceinline__ __half2 u2h(uint32_t u) { return *reinterpret_cast<__half2 *>(&u); }
+
+/* q4 word (8 elements) -> 4 half2 (e_j, e_{j+4}) * scale, j = 0..3 */
+static __device__ __forceinline__ void deq_q4(uint32_t w, __half2 s2, uint32_t o[4]) {
+    w ^= 0x88888888u;
+    const __half2 off = __half2half2(__ushort_as_half((unsigned short)0x6408)); /* 1032 */
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        uint32_t p = ((w >> (4 * j)) & 0x000f000fu) | 0x64006400u;
+        o[j] = h2u(__hmul2(__hsub2(u2h(p), off), s2));
+    }
+}
+
+/* q4 word -> 4 half2 of the exact integers (e_j, e_{j+4}), j = 0..3 */
+static __device__ __forceinline__ void deq_q4_int(uint32_t w, uint32_t o[4]) {
+    w ^= 0x88888888u;
+    const __half2 off = __half2half2(__ushort_as_half((unsigned short)0x6408)); /* 1032 */
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        uint32_t p = ((w >> (4 * j)) & 0x000f000fu) | 0x64006400u;
+        o[j] = h2u(__hsub2(u2h(p), off));
+    }
+}
+
+/* q2 word (16 elements) -> 8 half2 (e_j, e_{j+8}) * scale, j = 0..7 */
+static __device__ __forceinline__ void deq_q2(uint32_t w, __half2 s2, uint32_t o[8]) {
+    w ^= 0xAAAAAAAAu;
+    const __half2 off = __half2half2(__ushort_as_half((unsigned short)0x6402)); /* 1026 */
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        uint32_t p = ((w >> (2 * j)) & 0x00030003u) | 0x64006400u;
+        o[j] = h2u(__hmul2(__hsub2(u2h(p), off), s2));
+    }
+}
+
+/* Blocks of 256 threads for a grid-stride loop over n items (at most 65535, at least 1). */
+static inline int grid_for(size_t n) {
+    size_t b = (n + 255) / 256;
+    return (int)(b > 65535 ? 65535 : (b ? b : 1));
+}
+
+#endif

@@ -1,0 +1,442 @@
+/* linear_fc1 / linear_fc2 of the experts: the bandwidth kernel (tensor-core mma.sync on
+ * 16-byte weight loads, q4/q2 dequantized in registers, relu / swiglu fused in the epilogue)
+ * and the tiled weight layout it reads (contracts in cuda_ops.h). */
+#include "common.cuh"
+
+/* ---- expert linear: the bandwidth kernel ------------------------------------------------
+ * Block = W warps = 2 row tiles of 16 rows (rows r0.. and r0+16.., or gate and up rows with
+ * swiglu) x all K, split over the warps (each a contiguous range of k-blocks). A k-block is 64
+ * bytes of every row: 32 fp16, 128 q4 or 256 q2 weights; lane (g, q) loads 16 bytes at byte
+ * 16 q of rows g and g+8 of each tile. The reduction order inside a k-block is free, so the
+ * lane's contiguous weights become its A fragment, and x is loaded (and for q4/q2 permuted)
+ * to match as the B fragment: token g of the 8-token tile. Tokens run in tiles of 8, NT tiles
+ * (up to 64 tokens) per pass over the weights. Partial sums of the 8 warps meet in shared
+ * memory in a fixed order (deterministic). W warps a block (8 or 16). */
+#define EXP_MAXNT 8
+
+struct exp_args {
+    const uint8_t *w;
+    const __half *sc;
+    size_t w_stride, s_stride;
+    int in, group, out_rows, gate_off, epi, wt; /* wt: 0 fp16, 1 q4, 2 q2 */
+    int tiled;                                  /* weights in the tiled layout */
+    const int32_t *experts, *counts, *offsets;
+    const int32_t *active, *slot_of;            /* active experts list, expert -> slot */
+    const __half *x;
+    const int32_t *src;
+    int k;
+    float *y32;
+    __half *y16;
+};
+
+template <int WT, int NT, int W>
+static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int row0, int tok0,
+                                float *red) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    const int off = a.offsets[e];
+    const int in = a.in;
+    constexpr bool Q4 = WT == 1 || WT == 3;
+    const int nkb = in / (WT == 0 ? 32 : Q4 ? 128 : 256);
+    const size_t rowbytes = WT == 0 ? (size_t)in * 2 : Q4 ? (size_t)in / 2 : (size_t)in / 4;
+    const uint8_t *wbase = a.w + (size_t)slot * a.w_stride;
+    /* rows of the two tiles for this lane: [tile][half] */
+    int rows[2][2];
+    const int swiglu = a.epi == TMOE_CUDA_EPI_SWIGLU;
+#pragma unroll
+    for (int t = 0; t < 2; t++)
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+            rows[t][h] = (swiglu ? (t ? a.gate_off : 0) + row0 : row0 + 16 * t) + g + 8 * h;
+    /* row-major: 64-byte pieces of 8 rows per load; tiled: 512 contiguous bytes per load */
+    const uint8_t *wrow[2][2];
+    const size_t kstride = a.tiled ? 1024 : 64;
+#pragma unroll
+    for (int t = 0; t < 2; t++)
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+            wrow[t][h] = a.tiled ? wbase + (size_t)(rows[t][0] >> 4) * nkb * 1024 + h * 512 + lane * 16
+                                 : wbase + (size_t)rows[t][h] * rowbytes + 16 * q;
+    const __half *xrow[NT];
+    bool xval[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        int r = tok0 + nt * 8 + g;
+        xval[nt] = r < n;
+        int rr = xval[nt] ? r : 0;
+        size_t xr = a.src ? (size_t)(a.src[off + rr] / a.k) : (size_t)(off + rr);
+        xrow[nt] = a.x + xr * in;
+    }
+    float acc[2][NT][4];
+#pragma unroll
+    for (int t = 0; t < 2; t++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) acc[t][nt][c] = 0.0f;
+
+    const int ng = in / (a.group > 0 ? a.group : 1);
+    const __half *sbase = a.sc ? a.sc + (size_t)slot * a.s_stride : nullptr;
+    /* fp16: 4 k-blocks a step; q4/q2: software-pipelined, the next step's loads are issued
+     * before this step's dequantization and mma */
+    constexpr int U = WT == 0 ? 4 : WT == 2 ? 1 : 2;
+    constexpr bool PIPE = WT != 0;
+    /* warp w owns the contiguous k-blocks [kb_lo, kb_hi) */
+    const int per = (nkb + W - 1) / W;
+    const int kb_lo = warp * per, kb_hi = min(nkb, kb_lo + per);
+    auto load = [&](int kb0, uint4(&A)[U][2][2], uint32_t(&S)[U][2][2]) {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int kb = kb0 + u;
+            bool ok = kb < kb_hi;
+#pragma unroll
+            for (int t = 0; t < 2; t++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    A[u][t][h] = ok ? ld_stream(wrow[t][h] + (size_t)kb * kstride) : make_uint4(0, 0, 0, 0);
+                    if (WT != 0) {
+                        int elem = kb * (Q4 ? 128 : 256) + q * (Q4 ? 32 : 64);
+                        unsigned short sv = ok ? __ldg(reinterpret_cast<const unsigned short *>(
+                                                     sbase + (size_t)rows[t][h] * ng + elem / a.group))
+                                               : (unsigned short)0;
+                        S[u][t][h] = (uint32_t)sv | ((uint32_t)sv << 16);
+                    }
+                }
+        }
+    };
+    uint4 An[U][2][2];
+    uint32_t Sn[U][2][2];
+    if (PIPE && kb_lo < kb_hi) load(kb_lo, An, Sn);
+    for (int kb0 = kb_lo; kb0 < kb_hi; kb0 += U) {
+        uint4 A[U][2][2];
+        uint32_t S[U][2][2];
+        if (PIPE) {
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int t = 0; t < 2; t++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        A[u][t][h] = An[u][t][h];
+                        S[u][t][h] = Sn[u][t][h];
+                    }
+            if (kb0 + U < kb_hi) load(kb0 + U, An, Sn);
+        } else {
+            load(kb0, A, S);
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int kb = kb0 + u;
+            if (kb >= kb_hi) break;
+            if (WT == 0) {
+                int xe = kb * 32 + q * 8;
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) {
+                    uint4 X = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe))
+                                       : make_uint4(0, 0, 0, 0);
+#pragma unroll
+                    for (int t = 0; t < 2; t++) {
+                        mma16816(acc[t][nt], A[u][t][0].x, A[u][t][1].x, A[u][t][0].y,
+                                 A[u][t][1].y, X.x, X.y);
+                        mma16816(acc[t][nt], A[u][t][0].z, A[u][t][1].z, A[u][t][0].w,
+                                 A[u][t][1].w, X.z, X.w);
+                    }
+                }
+            } else if (Q4) {
+                /* 4 words per row: word i holds elements 8i..8i+7 of the lane's 32. WT 3: the
+                 * group spans the k-block, so the mma runs on the exact integers and the row
+                 * scale multiplies the k-block's fp32 partial sums. */
+                constexpr int NTP = WT == 3 ? NT : 1;
+                float tmp[2][NTP][4];
+                if (WT == 3) {
+#pragma unroll
+                    for (int t = 0; t < 2; t++)
+#pragma unroll
+                        for (int nt = 0; nt < NTP; nt++)
+#pragma unroll
+                            for (int c = 0; c < 4; c++) tmp[t][nt][c] = 0.0f;
+                }
+                constexpr int XP = NT <= 2 ? NT : 1; /* x prefetched for small token tiles */
+                uint4 Xp[4][XP];
+                if (NT <= 2) {
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+#pragma unroll
+                        for (int nt = 0; nt < XP; nt++)
+                            Xp[i][nt] = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(
+                                                       xrow[nt] + kb * 128 + q * 32 + i * 8))
+                                                 : make_uint4(0, 0, 0, 0);
+                }
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    uint32_t R[2][2][4];
+#pragma unroll
+                    for (int t = 0; t < 2; t++)
+#pragma unroll
+                        for (int h = 0; h < 2; h++) {
+                            uint32_t wd = i == 0 ? A[u][t][h].x : i == 1 ? A[u][t][h].y
+                                        : i == 2 ? A[u][t][h].z : A[u][t][h].w;
+                            if (WT == 3) deq_q4_int(wd, R[t][h]);
+                            else deq_q4(wd, u2h(S[u][t][h]), R[t][h]);
+                        }
+                    int xe = kb * 128 + q * 32 + i * 8;
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++) {
+                        uint4 X;
+                        if (NT <= 2) X = Xp[i][nt < XP ? nt : 0];
+                        else X = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe))
+                                          : make_uint4(0, 0, 0, 0);
+                        uint32_t b0 = __byte_perm(X.x, X.z, 0x5410), b1 = __byte_perm(X.x, X.z, 0x7632);
+                        uint32_t b2 = __byte_perm(X.y, X.w, 0x5410), b3 = __byte_perm(X.y, X.w, 0x7632);
+#pragma unroll
+                        for (int t = 0; t < 2; t++) {
+                            float *c = WT == 3 ? tmp[t][nt < NTP ? nt : 0] : acc[t][nt];
+                            mma16816(c, R[t][0][0], R[t][1][0], R[t][0][1], R[t][1][1], b0, b1);
+                            mma16816(c, R[t][0][2], R[t][1][2], R[t][0][3], R[t][1][3], b2, b3);
+                        }
+                    }
+                }
+                if (WT == 3) {
+#pragma unroll
+                    for (int t = 0; t < 2; t++) {
+                        float s0 = __half2float(__ushort_as_half((unsigned short)(S[u][t][0] & 0xffffu)));
+                        float s1 = __half2float(__ushort_as_half((unsigned short)(S[u][t][1] & 0xffffu)));
+#pragma unroll
+                        for (int nt = 0; nt < NT; nt++) {
+                            acc[t][nt][0] += tmp[t][nt < NTP ? nt : 0][0] * s0;
+                            acc[t][nt][1] += tmp[t][nt < NTP ? nt : 0][1] * s0;
+                            acc[t][nt][2] += tmp[t][nt < NTP ? nt : 0][2] * s1;
+                            acc[t][nt][3] += tmp[t][nt < NTP ? nt : 0][3] * s1;
+                        }
+                    }
+                }
+            } else {
+                /* 4 words per row: word i holds elements 16i..16i+15 of the lane's 64 */
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    uint32_t R[2][2][8];
+#pragma unroll
+                    for (int t = 0; t < 2; t++)
+#pragma unroll
+                        for (int h = 0; h < 2; h++) {
+                            uint32_t wd = i == 0 ? A[u][t][h].x : i == 1 ? A[u][t][h].y
+                                        : i == 2 ? A[u][t][h].z : A[u][t][h].w;
+                            deq_q2(wd, u2h(S[u][t][h]), R[t][h]);
+                        }
+                    int xe = kb * 256 + q * 64 + i * 16;
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++) {
+                        uint4 X0 = make_uint4(0, 0, 0, 0), X1 = X0;
+                        if (xval[nt]) {
+                            X0 = __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe));
+                            X1 = __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe + 8));
+                        }
+                        uint32_t Xm[8] = {X0.x, X0.y, X0.z, X0.w, X1.x, X1.y, X1.z, X1.w};
+                        uint32_t B[8];
+#pragma unroll
+                        for (int m = 0; m < 4; m++) {
+                            B[2 * m] = __byte_perm(Xm[m], Xm[m + 4], 0x5410);
+                            B[2 * m + 1] = __byte_perm(Xm[m], Xm[m + 4], 0x7632);
+                        }
+#pragma unroll
+                        for (int t = 0; t < 2; t++)
+#pragma unroll
+                            for (int j = 0; j < 4; j++)
+                                mma16816(acc[t][nt], R[t][0][2 * j], R[t][1][2 * j],
+                                         R[t][0][2 * j + 1], R[t][1][2 * j + 1], B[2 * j],
+                                         B[2 * j + 1]);
+                    }
+                }
+            }
+        }
+    }
+
+    /* deterministic split-K reduction and epilogue, one token tile at a time */
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+        for (int t = 0; t < 2; t++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) red[(warp * 8 + t * 4 + c) * 32 + lane] = acc[t][nt][c];
+        __syncthreads();
+        const int tid = threadIdx.x, l = tid & 31, r = tid >> 5;
+        const int gg = l >> 2, qq = l & 3;
+        if (swiglu) {
+            if (r < 4) {
+                float gs = 0.0f, us = 0.0f;
+                for (int w = 0; w < W; w++) {
+                    gs += red[(w * 8 + r) * 32 + l];
+                    us += red[(w * 8 + 4 + r) * 32 + l];
+                }
+                int row = row0 + gg + (r >= 2 ? 8 : 0);
+                int tok = tok0 + nt * 8 + 2 * qq + (r & 1);
+                if (tok < n) {
+                    float sv = gs / (1.0f + expf(-gs));
+                    a.y16[(size_t)(off + tok) * a.out_rows + row] = __float2half_rn(sv * us);
+                }
+            }
+        } else if (r < 8) {
+            float s = 0.0f;
+            for (int w = 0; w < W; w++) s += red[(w * 8 + r) * 32 + l];
+            int t = r >> 2, c = r & 3;
+            int row = row0 + 16 * t + gg + (c >= 2 ? 8 : 0);
+            int tok = tok0 + nt * 8 + 2 * qq + (c & 1);
+            if (tok < n) {
+                size_t o = (size_t)(off + tok) * a.out_rows + row;
+                if (a.epi == TMOE_CUDA_EPI_RELU)
+                    a.y16[o] = __float2half_rn(s > 0.0f ? s : 0.0f);
+                else
+                    a.y32[o] = s;
+            }
+        }
+        __syncthreads();
+    }
+}
+
+template <int WT, int NT, int W>
+__global__ void __launch_bounds__(W * 32, NT <= 2 && W == 8 ? 2 : 1) k_expert_linear(exp_args a) {
+    __shared__ float red[W * 8 * 32];
+    int slot, e;
+    if (a.active) {
+        if ((int)blockIdx.y >= a.active[0]) return;
+        e = a.active[1 + blockIdx.y];
+        slot = a.slot_of ? a.slot_of[e] : e;
+        if (slot < 0) return;
+    } else {
+        slot = blockIdx.y;
+        e = a.experts[slot];
+    }
+    const int n = a.counts[e];
+    if (n == 0) return;
+    const int rows_per_block = a.epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32;
+    const int row0 = blockIdx.x * rows_per_block;
+    for (int tok0 = 0; tok0 < n; tok0 += 8 * NT) exp_body<WT, NT, W>(a, slot, e, n, row0, tok0, red);
+}
+
+/* 16 warps a block where the row blocks alone would not give every SM (sms of them) two
+ * blocks */
+template <int WT>
+static void launch_expert(const exp_args &a, dim3 grid, int max_n, int sms, cudaStream_t st) {
+    int few = grid.x < 2u * (unsigned)sms;
+    if (max_n <= 8) {
+        if (few) k_expert_linear<WT, 1, 16><<<grid, 512, 0, st>>>(a);
+        else k_expert_linear<WT, 1, 8><<<grid, 256, 0, st>>>(a);
+    } else if (max_n <= 16) {
+        if (few) k_expert_linear<WT, 2, 16><<<grid, 512, 0, st>>>(a);
+        else k_expert_linear<WT, 2, 8><<<grid, 256, 0, st>>>(a);
+    } else if (max_n <= 32) {
+        k_expert_linear<WT, 4, 8><<<grid, 256, 0, st>>>(a);
+    } else {
+        k_expert_linear<WT, EXP_MAXNT, 8><<<grid, 256, 0, st>>>(a);
+    }
+}
+
+static int wt_of(tmoe_etype t) { return t == TMOE_ET_FP16 ? 0 : t == TMOE_ET_Q4 ? 1 : 2; }
+
+extern "C" int tmoe_cuda_expert_kernel_supports(const tmoe_cuda_lin *L, tmoe_cuda_epi epi,
+                                                tmoe_error *err) {
+    int kb = L->type == TMOE_ET_FP16 ? 32 : L->type == TMOE_ET_Q4 ? 128 : 256;
+    int rows = epi == TMOE_CUDA_EPI_SWIGLU ? L->out / 2 : L->out;
+    int rmul = epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32;
+    if (L->tiled && L->out % 16)
+        return tmoe_errorf(err, TMOE_ENOTSUP, "tiled weights: %d rows must be a multiple of 16",
+                           L->out);
+    if (L->in % kb)
+        return tmoe_errorf(err, TMOE_ENOTSUP,
+                           "expert kernel: input dim %d of a %s linear must be a multiple of %d",
+                           L->in, tmoe_etype_name(L->type), kb);
+    if (rows % rmul || (epi == TMOE_CUDA_EPI_SWIGLU && L->out % 2))
+        return tmoe_errorf(err, TMOE_ENOTSUP,
+                           "expert kernel: %d output rows must be a multiple of %d", rows, rmul);
+    if (L->type != TMOE_ET_FP16 && L->group % (kb / 4))
+        return tmoe_errorf(err, TMOE_ENOTSUP,
+                           "expert kernel: %s group %d must be a multiple of %d (use the unfused "
+                           "impl for this group size)",
+                           tmoe_etype_name(L->type), L->group, kb / 4);
+    return TMOE_OK;
+}
+
+extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi, int n_experts,
+                                       const int32_t *experts, const int32_t *active,
+                                       const int32_t *slot_of, const int32_t *counts,
+                                       const int32_t *offsets, const tmoe_f16 *x,
+                                       const int32_t *src, int k, int max_n, int max_active,
+                                       float *y32, tmoe_f16 *y16, cudaStream_t stream,
+                                       tmoe_error *err) {
+    int rc = tmoe_cuda_expert_kernel_supports(L, epi, err);
+    if (rc) return rc;
+    if (n_experts <= 0) return TMOE_OK;
+    int sms = L->sm_count;
+    if (sms <= 0) {
+        int dev = 0;
+        TMOE_CUDA_CHECK(cudaGetDevice(&dev), err);
+        rc = tmoe_cuda_sm_count(dev, &sms, err);
+        if (rc) return rc;
+    }
+    exp_args a;
+    a.w = static_cast<const uint8_t *>(L->w);
+    a.sc = reinterpret_cast<const __half *>(L->scales);
+    a.w_stride = L->w_stride;
+    a.s_stride = L->s_stride;
+    a.in = L->in;
+    a.group = L->group;
+    a.out_rows = epi == TMOE_CUDA_EPI_SWIGLU ? L->out / 2 : L->out;
+    a.gate_off = epi == TMOE_CUDA_EPI_SWIGLU ? L->out / 2 : 0;
+    a.epi = (int)epi;
+    a.wt = wt_of(L->type);
+    if (a.wt == 1 && L->group % 128 == 0) a.wt = 3; /* q4, scale applied after the mma */
+    a.tiled = L->tiled;
+    a.experts = experts;
+    a.active = active;
+    a.slot_of = slot_of;
+    a.counts = counts;
+    a.offsets = offsets;
+    a.x = reinterpret_cast<const __half *>(x);
+    a.src = src;
+    a.k = k;
+    a.y32 = y32;
+    a.y16 = reinterpret_cast<__half *>(y16);
+    /* with the active list, block row y serves active[1 + y], which may be an expert of
+     * another type (its block returns at once): cover every entry, not n_experts of them */
+    int gy = active && max_active > 0 ? max_active : n_experts;
+    dim3 grid(a.out_rows / (epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32), gy);
+    switch (a.wt) {
+    case 0: launch_expert<0>(a, grid, max_n, sms, stream); break;
+    case 1: launch_expert<1>(a, grid, max_n, sms, stream); break;
+    case 3: launch_expert<3>(a, grid, max_n, sms, stream); break;
+    default: launch_expert<2>(a, grid, max_n, sms, stream); break;
+    }
+    TMOE_CUDA_LAUNCHED(stream, "expert_linear", err);
+    return TMOE_OK;
+}
+
+/* ---- weight tiling: row-major (slots, out, rowbytes) -> tiled layout (see cuda_ops.h) ---- */
+__global__ void k_tile(const uint8_t *src, uint8_t *dst, size_t n16, int nkb, size_t rowbytes,
+                       size_t slot_bytes) {
+    for (size_t d = (size_t)blockIdx.x * blockDim.x + threadIdx.x; d < n16;
+         d += (size_t)gridDim.x * blockDim.x) {
+        size_t byte = d * 16, slot = byte / slot_bytes, in_slot = byte - slot * slot_bytes;
+        size_t chunk = in_slot / 1024;
+        int within = (int)(in_slot % 1024);
+        size_t tile = chunk / nkb;
+        int kb = (int)(chunk % nkb), h = within / 512, lane = (within % 512) / 16;
+        size_t row = tile * 16 + h * 8 + (lane >> 2);
+        const uint4 *s4 = reinterpret_cast<const uint4 *>(src + slot * slot_bytes + row * rowbytes +
+                                                          (size_t)kb * 64 + (lane & 3) * 16);
+        *reinterpret_cast<uint4 *>(dst + byte) = *s4;
+    }
+}
+
+extern "C" int tmoe_cuda_tile_weights(const void *src, void *dst, int out, size_t rowbytes,
+                                      int slots, cudaStream_t stream, tmoe_error *err) {
+    if (out % 16 || rowbytes % 64)
+        return tmoe_errorf(err, TMOE_ENOTSUP,
+                           "tile_weights: %d rows (multiple of 16) of %zu bytes (multiple of 64)",
+                           out, rowbytes);
+    size_t slot_bytes = (size_t)out * rowbytes, n16 = slot_bytes * slots / 16;
+    if (!n16) return TMOE_OK;
+    k_tile<<<grid_for(n16 > 65535u * 256u ? 65535u * 256u : n16), 256, 0, stream>>>(
+        static_cast<const uint8_t *>(src), static_cast<uint8_t *>(dst), n16, (int)(rowbytes / 64),
+        rowbytes, slot_bytes);
+    TMOE_CUDA_LAUNCHED(stream, "tile_weights", err);
+    return TMOE_OK;
+}
