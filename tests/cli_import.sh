@@ -96,6 +96,29 @@ expect 2 "cost no action" -- "$BIN" cost
 expect 2 "cost merge no inputs" -- "$BIN" cost merge "$TMP/o.json"
 expect 0 "cost help" -- "$BIN" cost --help
 
+# special files: refused at once with a message instead of read without end or waited on
+# (timeout turns a hang into exit 124, a failure here)
+mkfifo "$TMP/fifo"
+expect 1 "cost show /dev/zero" -- timeout 10 "$BIN" cost show /dev/zero
+has "cost show /dev/zero" "/dev/zero: is a character device; expected a regular file"
+expect 1 "cost show FIFO" -- timeout 10 "$BIN" cost show "$TMP/fifo"
+has "cost show FIFO" "$TMP/fifo: is a FIFO"
+expect 1 "cost merge FIFO" -- timeout 10 "$BIN" cost merge "$TMP/m.json" "$TMP/fifo"
+has "cost merge FIFO" "$TMP/fifo: is a FIFO"
+expect 1 "cost show directory" -- timeout 10 "$BIN" cost show "$TMP"
+has "cost show directory" "is a directory"
+truncate -s 65M "$TMP/huge.json"
+expect 1 "cost show huge" -- timeout 10 "$BIN" cost show "$TMP/huge.json"
+has "cost show huge" "more than the limit"
+expect 1 "ncu /dev/zero" -- timeout 10 "$BIN" import ncu /dev/zero
+has "ncu /dev/zero" "/dev/zero: is a character device"
+expect 1 "ncu FIFO" -- timeout 10 "$BIN" import ncu "$TMP/fifo"
+has "ncu FIFO" "$TMP/fifo: is a FIFO"
+expect 1 "nsys FIFO" -- timeout 10 "$BIN" import nsys "$TMP/fifo"
+has "nsys FIFO" "$TMP/fifo: is a FIFO"
+expect 1 "nsys /dev/zero" -- timeout 10 "$BIN" import nsys /dev/zero
+has "nsys /dev/zero" "/dev/zero: is a character device"
+
 if [ "$fails" -ne 0 ]; then
     echo "$fails check(s) failed"
     exit 1

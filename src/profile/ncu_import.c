@@ -339,33 +339,17 @@ done:
     return TMOE_OK;
 }
 
+/* ncu's raw page is about 3 kB a kernel (277 metrics); 256 MiB is some 80,000 kernels, more
+ * than a profile worth merging by hand, and parsing it takes a few times its size. */
+#define NCU_MAX_BYTES ((size_t)256 << 20)
+
 int tmoe_import_ncu(const char *path, tmoe_ncu_result **out, tmoe_error *err) {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return tmoe_errorf(err, TMOE_EIO, "%s: cannot open: %s", path, strerror(errno));
-    char *data = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 1 << 16;
-            char *p = realloc(data, cap);
-            if (!p) {
-                free(data);
-                fclose(f);
-                return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory reading", path);
-            }
-            data = p;
-        }
-        size_t got = fread(data + len, 1, cap - len, f);
-        len += got;
-        if (!got) break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(data);
-        return tmoe_errorf(err, TMOE_EIO, "%s: read error", path);
-    }
+    tmoe_error local = {0};
+    if (!err) err = &local; /* the code of a failed read is in it */
+    size_t len = 0;
+    char *data = tmoe_file_read_all(path, NCU_MAX_BYTES, &len, err);
+    if (!data) return err->code;
     int rc = tmoe_import_ncu_buffer(data, len, path, out, err);
     free(data);
     return rc;

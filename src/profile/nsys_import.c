@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 
 #include "thermoe/profile.h"
 
@@ -689,9 +688,13 @@ void tmoe_nsys_free(tmoe_nsys_result *r) {
 
 int tmoe_import_nsys(const char *path, tmoe_nsys_result **out, tmoe_error *err) {
     *out = NULL;
-    struct stat sb;
-    if (stat(path, &sb) != 0) return tmoe_errorf(err, TMOE_EIO, "%s: cannot open: no such file", path);
-    if (!S_ISREG(sb.st_mode)) return tmoe_errorf(err, TMOE_EIO, "%s: not a regular file", path);
+    tmoe_error local = {0};
+    if (!err) err = &local; /* the code of a failed check is in it */
+    /* sqlite opens the file itself: check first that it is a regular file (a FIFO or a
+     * device would block or read without end); no size limit, exports run to gigabytes */
+    FILE *probe = tmoe_file_open_read(path, 0, NULL, err);
+    if (!probe) return err->code;
+    fclose(probe);
     tmoe_nsys_result *r = tmoe_calloc(1, sizeof *r, err);
     if (!r) return TMOE_ENOMEM;
     r->energy_j = NAN;
