@@ -257,7 +257,9 @@ int tmoe_st_open(const char *path, tmoe_st_file **out, tmoe_error *err) {
         return TMOE_ENOMEM;
     }
     int rc = TMOE_OK;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO with no writer returns at once, and fstat refuses it before
+     * anything is read or mapped (for a regular file the flag changes nothing) */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         rc = tmoe_errorf(err, TMOE_EIO, "%s: cannot open: %s", path, strerror(errno));
         goto fail;
@@ -269,7 +271,13 @@ int tmoe_st_open(const char *path, tmoe_st_file **out, tmoe_error *err) {
         goto fail;
     }
     if (!S_ISREG(stt.st_mode)) {
-        rc = tmoe_errorf(err, TMOE_EIO, "%s: not a regular file", path);
+        const char *kind = S_ISDIR(stt.st_mode)    ? "a directory"
+                           : S_ISFIFO(stt.st_mode) ? "a FIFO"
+                           : S_ISCHR(stt.st_mode)  ? "a character device"
+                           : S_ISBLK(stt.st_mode)  ? "a block device"
+                           : S_ISSOCK(stt.st_mode) ? "a socket"
+                                                   : "not a regular file";
+        rc = tmoe_errorf(err, TMOE_EIO, "%s: is %s; expected a regular file", path, kind);
         close(fd);
         goto fail;
     }
