@@ -57,6 +57,14 @@ if command -v sqlite3 >/dev/null; then
       INSERT INTO NVTX_EVENTS VALUES (0, 1000, 59, 'thermoe:linear_fc1', NULL, 1), (2000, 3000, 59, 'thermoe:linear_fc1', NULL, 1),
                                      (4000, 5000, 59, 'relu', NULL, 1);
       INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL VALUES (100, 600, 0, 1), (2100, 2500, 0, 1), (4100, 4150, 0, 2);"
+    # a row ending before it starts and one whose duration overflows: skipped and counted
+    sqlite3 "$TMP/neg.sqlite" "
+      CREATE TABLE CUPTI_ACTIVITY_KIND_KERNEL (start INT, end INT, deviceId INT);
+      INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL VALUES (100, 600, 0), (900, 800, 0),
+        (-9223372036854775808, 9223372036854775807, 0);"
+    expect 0 "nsys bad durations" -- "$BIN" import nsys "$TMP/neg.sqlite"
+    has "nsys bad durations" "kernels: 1, 500 ns"
+    has "nsys bad durations skipped" "kernel rows skipped: 2"
     expect 0 "nsys ops --out" -- "$BIN" import nsys "$TMP/ops.sqlite" --out "$TMP/cost.json" --tokens 16 --expert-type q4 --impl fused
     has "nsys ops" "cost entries: 2 (q4/fused, tokens 16)"
     has "nsys ops table" "linear_fc1            2        2"

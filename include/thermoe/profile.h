@@ -64,6 +64,7 @@ typedef struct tmoe_nsys_result {
     int64_t n_kernels;
     int64_t kernel_ns;
     tmoe_nsys_kernel *kernels; /* (n_kernels) in start order */
+    int64_t kernels_skipped;   /* rows left out: end before start, or end - start past int64 */
     int n_names;
     char **names;              /* (n_names) kernel names */
     char name_column[32];      /* kernel-name column used: demangledName, shortName, ... */
