@@ -73,6 +73,16 @@ int cli_fail(const char *cmd, const char *fmt, ...) {
     return 1;
 }
 
+int cli_usage_fail(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "thermoe %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 2;
+}
+
 int cli_fail_err(const char *cmd, const tmoe_error *err) {
     return cli_fail(cmd, "%s", err->msg[0] ? err->msg : tmoe_code_name(err->code));
 }
