@@ -14,7 +14,8 @@
 static char g_path[256];
 
 static const char *tmp_path(void) {
-    if (!g_path[0]) snprintf(g_path, sizeof g_path, "/tmp/thermoe-fuzz-st-%ld.safetensors", (long)getpid());
+    if (!g_path[0])
+        snprintf(g_path, sizeof g_path, "/tmp/thermoe-fuzz-st-%ld.safetensors", (long)getpid());
     return g_path;
 }
 
@@ -55,18 +56,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             TMOE_ASSERT(t->shape[d] >= 0);
             TMOE_ASSERT(!__builtin_mul_overflow(numel, (uint64_t)t->shape[d], &numel));
         }
-        TMOE_ASSERT(!__builtin_mul_overflow(numel, (uint64_t)tmoe_st_dtype_size(t->dtype), &nbytes));
+        uint64_t esize = tmoe_st_dtype_size(t->dtype);
+        TMOE_ASSERT(!__builtin_mul_overflow(numel, esize, &nbytes));
         TMOE_ASSERT(nbytes == t->nbytes && t->nbytes <= size);
         const uint8_t *p = t->data; /* every byte, so ASan sees one outside the copy */
         for (size_t b = 0; b < t->nbytes; b++) sink ^= p[b];
         TMOE_ASSERT(tmoe_st_find(f, t->name) == t);
-        int is_float = t->dtype == TMOE_ST_F32 || t->dtype == TMOE_ST_F16 || t->dtype == TMOE_ST_BF16;
-        if (is_float && numel <= 4096) {
+        tmoe_st_dtype dt = t->dtype;
+        if ((dt == TMOE_ST_F32 || dt == TMOE_ST_F16 || dt == TMOE_ST_BF16) && numel <= 4096) {
             TMOE_ASSERT(tmoe_st_read_f32(f, t->name, t->ndim, t->shape, f32, &err) == TMOE_OK);
             TMOE_ASSERT(tmoe_st_read_f16(f, t->name, t->ndim, t->shape, f16, &err) == TMOE_OK);
         }
     }
-    for (int i = 0; i < tmoe_st_meta_count(f); i++) TMOE_ASSERT(tmoe_st_meta(f, tmoe_st_meta_key(f, i)) != NULL);
+    for (int i = 0; i < tmoe_st_meta_count(f); i++)
+        TMOE_ASSERT(tmoe_st_meta(f, tmoe_st_meta_key(f, i)) != NULL);
     (void)sink;
     tmoe_st_close(f);
     check_block_config(data, size);
@@ -75,10 +78,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
 #ifndef THERMOE_LIBFUZZER
 static const char *const *fuzz_tokens(void) {
-    static const char *const t[] = {"\"", "{", "}", "[", "]", ",", ":", "0", "-1", "2147483648",
-                                    "9223372036854775807", "18446744073709551616", "1e3", "null",
-                                    "\"dtype\": \"F16\"", "\"BF16\"", "\"U8\"", "\"F64\"", "\"shape\": []",
-                                    "\"data_offsets\": [0, 0]", "\"__metadata__\": {}", "\\u0000", "    ", NULL};
+    static const char *const t[] = {
+        "\"", "{", "}", "[", "]", ",", ":", "0", "-1", "2147483648", "9223372036854775807",
+        "18446744073709551616", "1e3", "null", "\"dtype\": \"F16\"", "\"BF16\"", "\"U8\"",
+        "\"F64\"", "\"shape\": []", "\"data_offsets\": [0, 0]", "\"__metadata__\": {}", "\\u0000",
+        "    ", NULL};
     return t;
 }
 
@@ -125,10 +129,11 @@ static int fuzz_seeds(fuzz_seed *seeds, int max) {
     seeds[n] = block_seed();
     if (seeds[n].data) n++;
     if (n < max)
-        seeds[n++] = header_seed("{\"a\": {\"dtype\": \"F16\", \"shape\": [2, 3], \"data_offsets\": [0, 12]}, "
-                                 "\"b\": {\"dtype\": \"BF16\", \"shape\": [4], \"data_offsets\": [12, 20]}, "
-                                 "\"__metadata__\": {\"format\": \"pt\"}}",
-                                 20);
+        seeds[n++] = header_seed(
+            "{\"a\": {\"dtype\": \"F16\", \"shape\": [2, 3], \"data_offsets\": [0, 12]}, "
+            "\"b\": {\"dtype\": \"BF16\", \"shape\": [4], \"data_offsets\": [12, 20]}, "
+            "\"__metadata__\": {\"format\": \"pt\"}}",
+            20);
     return n;
 }
 

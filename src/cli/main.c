@@ -55,14 +55,18 @@ static int only_help_flag(const char *cmd, int argc, char **argv, const char *he
 }
 
 static int cmd_help(int argc, char **argv) {
-    int rc = only_help_flag("help", argc, argv,
-                            "usage: thermoe help [CMD]\n\nList the subcommands, or show CMD's flags and "
-                            "their defaults (as 'thermoe CMD --help').\n");
+    int rc =
+        only_help_flag("help", argc, argv,
+                       "usage: thermoe help [CMD]\n\nList the subcommands, or show CMD's flags and "
+                       "their defaults (as 'thermoe CMD --help').\n");
     if (rc) return rc < 0 ? 0 : rc;
-    if (argc - optind > 1) return cli_usage_fail("help", "unexpected argument '%s'", argv[optind + 1]);
+    if (argc - optind > 1)
+        return cli_usage_fail("help", "unexpected argument '%s'", argv[optind + 1]);
     if (argc - optind == 1) {
         const cli_cmd *c = find_cmd(argv[optind]);
-        if (!c) return cli_usage_fail("help", "unknown command '%s' (see 'thermoe help')", argv[optind]);
+        if (!c)
+            return cli_usage_fail("help", "unknown command '%s' (see 'thermoe help')",
+                                  argv[optind]);
         char *args[] = {(char *)c->name, "--help", NULL};
         return c->fn(2, args);
     }
@@ -71,9 +75,10 @@ static int cmd_help(int argc, char **argv) {
 }
 
 static int cmd_version(int argc, char **argv) {
-    int rc = only_help_flag("version", argc, argv,
-                            "usage: thermoe version\n\nPrint the version, the git commit and which optional "
-                            "parts (CUDA, MPI, NCCL) were built in.\n");
+    int rc = only_help_flag(
+        "version", argc, argv,
+        "usage: thermoe version\n\nPrint the version, the git commit and which optional "
+        "parts (CUDA, MPI, NCCL) were built in.\n");
     if (rc) return rc < 0 ? 0 : rc;
     if (optind < argc) return cli_usage_fail("version", "unexpected argument '%s'", argv[optind]);
     printf("thermoe %s (git %s)\n", TMOE_VERSION, THERMOE_GIT_SHA);

@@ -63,7 +63,8 @@ int cli_u64(const char *cmd, const char *flag, const char *s, uint64_t *out) {
     return 0;
 }
 
-__attribute__((format(printf, 2, 0))) static void say(const char *cmd, const char *fmt, va_list ap) {
+__attribute__((format(printf, 2, 0))) static void say(const char *cmd, const char *fmt,
+                                                      va_list ap) {
     fprintf(stderr, "thermoe %s: ", cmd);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);

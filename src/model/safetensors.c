@@ -46,9 +46,9 @@ size_t tmoe_st_dtype_size(tmoe_st_dtype t) {
 
 struct tmoe_st_file {
     char *path;
-    void *map;   /* the file's mapping, or a malloc'd copy when copied is set */
+    void *map; /* the file's mapping, or a malloc'd copy when copied is set */
     size_t size;
-    int copied;  /* opened by tmoe_st_open_buffer: map is freed, not unmapped */
+    int copied; /* opened by tmoe_st_open_buffer: map is freed, not unmapped */
     int n;
     tmoe_st_tensor *t; /* (n) names owned here */
     int nmeta;

@@ -157,39 +157,45 @@ static int parse_csv(const char *s, size_t len, table *t) {
  * the field is empty or "n/a" (*out = NAN: not measured); -1 when it is anything else. */
 static int parse_num(const char *s, double *out) {
     *out = NAN;
-    while (*s == ' ' || *s == '\t') s++;
+    while (*s == ' ' || *s == '\t')
+        s++;
     size_t len = strlen(s);
-    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t')) len--;
+    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+        len--;
     if (!len || (len == 3 && strncasecmp(s, "n/a", 3) == 0)) return 0;
     const char *p = s, *end = s + len;
     char tmp[64];
     size_t n = 0;
-#define NUM_PUT(ch)                            \
-    do {                                       \
-        if (n + 1 >= sizeof tmp) return -1;    \
-        tmp[n++] = (ch);                       \
+#define NUM_PUT(ch)                                                                                \
+    do {                                                                                           \
+        if (n + 1 >= sizeof tmp) return -1;                                                        \
+        tmp[n++] = (ch);                                                                           \
     } while (0)
     if (p < end && (*p == '+' || *p == '-')) NUM_PUT(*p++);
     int idigits = 0, group = 0, fdigits = 0;
-    for (; p < end && isdigit((unsigned char)*p); p++, idigits++, group++) NUM_PUT(*p);
+    for (; p < end && isdigit((unsigned char)*p); p++, idigits++, group++)
+        NUM_PUT(*p);
     if (p < end && *p == ',') {
         if (group < 1 || group > 3) return -1;
         while (p < end && *p == ',') {
             p++;
-            for (group = 0; p < end && isdigit((unsigned char)*p); p++, group++, idigits++) NUM_PUT(*p);
+            for (group = 0; p < end && isdigit((unsigned char)*p); p++, group++, idigits++)
+                NUM_PUT(*p);
             if (group != 3) return -1;
         }
     }
     if (p < end && *p == '.') {
         NUM_PUT(*p++);
-        for (; p < end && isdigit((unsigned char)*p); p++, fdigits++) NUM_PUT(*p);
+        for (; p < end && isdigit((unsigned char)*p); p++, fdigits++)
+            NUM_PUT(*p);
     }
     if (!idigits && !fdigits) return -1;
     if (p < end && (*p == 'e' || *p == 'E')) {
         NUM_PUT(*p++);
         if (p < end && (*p == '+' || *p == '-')) NUM_PUT(*p++);
         int edigits = 0;
-        for (; p < end && isdigit((unsigned char)*p); p++, edigits++) NUM_PUT(*p);
+        for (; p < end && isdigit((unsigned char)*p); p++, edigits++)
+            NUM_PUT(*p);
         if (!edigits) return -1;
     }
 #undef NUM_PUT
@@ -259,17 +265,21 @@ static int64_t parse_id(const char *s) {
 
 /* Column c of row r as a number (NAN when empty or n/a); a malformed one is an error naming
  * the file, line, column and text. */
-static int num_field(const row *r, int c, const char *colname, const char *name, double *out, tmoe_error *err) {
+static int num_field(const row *r, int c, const char *colname, const char *name, double *out,
+                     tmoe_error *err) {
     const char *f = field(r, c);
     if (parse_num(f, out) >= 0) return TMOE_OK;
-    return tmoe_errorf(err, TMOE_EFORMAT,
-                       "%s: line %d: %s: '%.80s' is not a number (digits, thousands separators between groups "
-                       "of three, an optional fraction)",
-                       name, r->line, colname, f);
+    return tmoe_errorf(
+        err, TMOE_EFORMAT,
+        "%s: line %d: %s: '%.80s' is not a number (digits, thousands separators between groups "
+        "of three, an optional fraction)",
+        name, r->line, colname, f);
 }
 
-static int negative_duration(const row *r, double ns, const char *colname, const char *name, tmoe_error *err) {
-    return tmoe_errorf(err, TMOE_EFORMAT, "%s: line %d: %s: negative duration %g ns", name, r->line, colname, ns);
+static int negative_duration(const row *r, double ns, const char *colname, const char *name,
+                             tmoe_error *err) {
+    return tmoe_errorf(err, TMOE_EFORMAT, "%s: line %d: %s: negative duration %g ns", name, r->line,
+                       colname, ns);
 }
 
 static int read_raw(const table *t, const char *name, tmoe_ncu_result *res, tmoe_error *err) {
@@ -309,10 +319,13 @@ static int read_raw(const table *t, const char *name, tmoe_ncu_result *res, tmoe
         if (c_dur >= 0) {
             if ((rc = num_field(r, c_dur, h->f[c_dur], name, &v, err))) return rc;
             k->duration_ns = v * dur_scale;
-            if (k->duration_ns < 0) return negative_duration(r, k->duration_ns, h->f[c_dur], name, err);
+            if (k->duration_ns < 0)
+                return negative_duration(r, k->duration_ns, h->f[c_dur], name, err);
         }
-        if (c_occ >= 0 && (rc = num_field(r, c_occ, h->f[c_occ], name, &k->occupancy_pct, err))) return rc;
-        if (c_dram >= 0 && (rc = num_field(r, c_dram, h->f[c_dram], name, &k->dram_pct, err))) return rc;
+        if (c_occ >= 0 && (rc = num_field(r, c_occ, h->f[c_occ], name, &k->occupancy_pct, err)))
+            return rc;
+        if (c_dram >= 0 && (rc = num_field(r, c_dram, h->f[c_dram], name, &k->dram_pct, err)))
+            return rc;
     }
     return TMOE_OK;
 }

@@ -221,10 +221,11 @@ static int read_kernels(ctx *c, launch **launches_out) {
         if (__builtin_add_overflow(r->kernel_ns, dur, &r->kernel_ns)) {
             sqlite3_finalize(st);
             free(ls);
-            return tmoe_errorf(c->err, TMOE_EFORMAT,
-                               "%s: the kernels' durations add up past 2^63 ns (overflow): timestamps are not "
-                               "nanoseconds of one capture",
-                               c->path);
+            return tmoe_errorf(
+                c->err, TMOE_EFORMAT,
+                "%s: the kernels' durations add up past 2^63 ns (overflow): timestamps are not "
+                "nanoseconds of one capture",
+                c->path);
         }
         if (r->n_kernels == c->kern_cap) {
             int64_t nc = c->kern_cap ? c->kern_cap * 2 : 4096;
@@ -742,7 +743,8 @@ int tmoe_import_nsys(const char *path, tmoe_nsys_result **out, tmoe_error *err) 
     }
     if (r->missing[0]) tmoe_log(TMOE_LOG_INFO, "%s: tables not present: %s", path, r->missing);
     if (r->kernels_skipped)
-        tmoe_log(TMOE_LOG_INFO, "%s: %lld kernel rows skipped (end before start, or a duration past int64)", path,
+        tmoe_log(TMOE_LOG_INFO,
+                 "%s: %lld kernel rows skipped (end before start, or a duration past int64)", path,
                  (long long)r->kernels_skipped);
     *out = r;
     return TMOE_OK;
