@@ -62,8 +62,8 @@ grep -q "out of range\|exceeds" "$TMP/err" || fail "truncated file: no range mes
 printf 'garbage!garbage!' >"$TMP/junk.safetensors"
 expect 1 "$TMP/junk.safetensors" forward --load "$TMP/junk.safetensors"
 expect 1 "cannot open" forward --load "$TMP/missing.safetensors"
-expect 1 "unknown layout 'gguf'" forward --layout gguf
-expect 1 "--layout and --layer apply to --load FILE" forward --layer 3
+expect 2 "unknown layout 'gguf'" forward --layout gguf
+expect 2 "--layout and --layer apply to --load FILE" forward --layer 3
 
 # --save never replaces what is not a regular file: exit 1 naming it, left as it was. A
 # private device node first (mknod, where allowed), so that a regression cannot take the
@@ -100,18 +100,18 @@ ls "$TMP" | grep -q '^keep\.safetensors\.tmp' && fail "temporary left: $(ls "$TM
 # bad configurations name the problem
 expect 1 "top_k = 9 is larger than num_experts = 8" forward --top-k 9
 expect 1 "d_model = 256 is not divisible by n_heads = 3" forward --n-heads 3
-expect 1 "--d-model: 0 is out of range" forward --d-model 0
-expect 1 "--d-ff: -5 is out of range" forward --d-ff -5
-expect 1 "--num-experts: 'abc' is not an integer" forward --num-experts abc
-expect 1 "--top-k: '2x' is not an integer" forward --top-k 2x
-expect 1 "--seed: '-1' must be a non-negative integer" forward --seed -1
-expect 1 "unknown type 'q3'" forward --expert-type q3
-expect 1 "entry 2 'int8' is not fp16, q4 or q2" forward --expert-type q4,int8,q4,q4,q4,q4,q4,q4
-expect 1 "2 types listed but --num-experts is 8" forward --expert-type fp16,q4
+expect 2 "--d-model: 0 is out of range" forward --d-model 0
+expect 2 "--d-ff: -5 is out of range" forward --d-ff -5
+expect 2 "--num-experts: 'abc' is not an integer" forward --num-experts abc
+expect 2 "--top-k: '2x' is not an integer" forward --top-k 2x
+expect 2 "--seed: '-1' must be a non-negative integer" forward --seed -1
+expect 2 "unknown type 'q3'" forward --expert-type q3
+expect 2 "entry 2 'int8' is not fp16, q4 or q2" forward --expert-type q4,int8,q4,q4,q4,q4,q4,q4
+expect 2 "2 types listed but --num-experts is 8" forward --expert-type fp16,q4
 expect 1 "input dimension 256 is not a multiple of the group size 100" forward --expert-type q4 --group-size 100
-expect 1 "--tokens: 0 is out of range" forward --tokens 0
-expect 1 "unknown backend 'tpu'" forward --backend tpu
-expect 1 "unexpected argument 'extra'" forward extra
+expect 2 "--tokens: 0 is out of range" forward --tokens 0
+expect 2 "unknown backend 'tpu'" forward --backend tpu
+expect 2 "unexpected argument 'extra'" forward extra
 expect 2 "see 'thermoe forward --help'" forward --bogus
 expect 2 "see 'thermoe forward --help'" forward --top-k
 expect 2 "unknown command 'frobnicate'" frobnicate

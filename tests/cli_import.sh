@@ -57,6 +57,14 @@ if command -v sqlite3 >/dev/null; then
       INSERT INTO NVTX_EVENTS VALUES (0, 1000, 59, 'thermoe:linear_fc1', NULL, 1), (2000, 3000, 59, 'thermoe:linear_fc1', NULL, 1),
                                      (4000, 5000, 59, 'relu', NULL, 1);
       INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL VALUES (100, 600, 0, 1), (2100, 2500, 0, 1), (4100, 4150, 0, 2);"
+    # a row ending before it starts and one whose duration overflows: skipped and counted
+    sqlite3 "$TMP/neg.sqlite" "
+      CREATE TABLE CUPTI_ACTIVITY_KIND_KERNEL (start INT, end INT, deviceId INT);
+      INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL VALUES (100, 600, 0), (900, 800, 0),
+        (-9223372036854775808, 9223372036854775807, 0);"
+    expect 0 "nsys bad durations" -- "$BIN" import nsys "$TMP/neg.sqlite"
+    has "nsys bad durations" "kernels: 1, 500 ns"
+    has "nsys bad durations skipped" "kernel rows skipped: 2"
     expect 0 "nsys ops --out" -- "$BIN" import nsys "$TMP/ops.sqlite" --out "$TMP/cost.json" --tokens 16 --expert-type q4 --impl fused
     has "nsys ops" "cost entries: 2 (q4/fused, tokens 16)"
     has "nsys ops table" "linear_fc1            2        2"
@@ -95,6 +103,29 @@ has "cost show schema" "schema: expected"
 expect 2 "cost no action" -- "$BIN" cost
 expect 2 "cost merge no inputs" -- "$BIN" cost merge "$TMP/o.json"
 expect 0 "cost help" -- "$BIN" cost --help
+
+# special files: refused at once with a message instead of read without end or waited on
+# (timeout turns a hang into exit 124, a failure here)
+mkfifo "$TMP/fifo"
+expect 1 "cost show /dev/zero" -- timeout 10 "$BIN" cost show /dev/zero
+has "cost show /dev/zero" "/dev/zero: is a character device; expected a regular file"
+expect 1 "cost show FIFO" -- timeout 10 "$BIN" cost show "$TMP/fifo"
+has "cost show FIFO" "$TMP/fifo: is a FIFO"
+expect 1 "cost merge FIFO" -- timeout 10 "$BIN" cost merge "$TMP/m.json" "$TMP/fifo"
+has "cost merge FIFO" "$TMP/fifo: is a FIFO"
+expect 1 "cost show directory" -- timeout 10 "$BIN" cost show "$TMP"
+has "cost show directory" "is a directory"
+truncate -s 65M "$TMP/huge.json"
+expect 1 "cost show huge" -- timeout 10 "$BIN" cost show "$TMP/huge.json"
+has "cost show huge" "more than the limit"
+expect 1 "ncu /dev/zero" -- timeout 10 "$BIN" import ncu /dev/zero
+has "ncu /dev/zero" "/dev/zero: is a character device"
+expect 1 "ncu FIFO" -- timeout 10 "$BIN" import ncu "$TMP/fifo"
+has "ncu FIFO" "$TMP/fifo: is a FIFO"
+expect 1 "nsys FIFO" -- timeout 10 "$BIN" import nsys "$TMP/fifo"
+has "nsys FIFO" "$TMP/fifo: is a FIFO"
+expect 1 "nsys /dev/zero" -- timeout 10 "$BIN" import nsys /dev/zero
+has "nsys /dev/zero" "/dev/zero: is a character device"
 
 if [ "$fails" -ne 0 ]; then
     echo "$fails check(s) failed"

@@ -28,6 +28,6 @@ grep -q '"source": "round_robin"' rr/metadata.json || fail "metadata lacks round
 printf '0 0\n1 2\n' > bad.txt
 "$BIN" run "${RUN[@]}" --placement-file bad.txt --out bad >/dev/null 2>"$T/e.log"; [ $? -eq 1 ] || fail "bad map should exit 1"
 grep -q "bad.txt:2: device 2 out of range" "$T/e.log" || fail "message: $(cat "$T/e.log")"
-"$BIN" run "${RUN[@]}" --placement file --out bad2 >/dev/null 2>"$T/e2.log"; [ $? -eq 1 ] || fail "--placement file alone should exit 1"
-"$BIN" run "${RUN[@]}" --placement ring --out bad3 >/dev/null 2>&1; [ $? -eq 1 ] || fail "unknown --placement should fail"
+"$BIN" run "${RUN[@]}" --placement file --out bad2 >/dev/null 2>"$T/e2.log"; [ $? -eq 2 ] || fail "--placement file alone should exit 2 (usage error)"
+"$BIN" run "${RUN[@]}" --placement ring --out bad3 >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown --placement should exit 2 (usage error)"
 echo "cli_placement: ok"

@@ -135,6 +135,91 @@ static void test_errors(void **state) {
     assert_int_equal(tmoe_import_ncu(tu_tmppath("absent.csv"), &r, &err), TMOE_EIO);
 }
 
+/* A raw-layout file with one kernel whose duration field (quoted) is `dur`. */
+static int import_duration(const char *dur, double *ns, tmoe_error *err) {
+    char text[512];
+    int n = snprintf(text, sizeof text,
+                     "\"ID\",\"Kernel Name\",\"gpu__time_duration.sum\"\n\"\",\"\",\"nsecond\"\n"
+                     "\"0\",\"k\",\"%s\"\n",
+                     dur);
+    tmoe_ncu_result *r = NULL;
+    int rc = tmoe_import_ncu_buffer(text, (size_t)n, "num.csv", &r, err);
+    if (rc == TMOE_OK) *ns = r->kernels[0].duration_ns;
+    else assert_null(r);
+    tmoe_ncu_free(r);
+    return rc;
+}
+
+/* Thousands separators: the first group 1-3 digits, every later group exactly three; a
+ * field that is no number is an error naming the line, column and text (empty and n/a
+ * are "not measured"). Unquoted commas separate fields. */
+static void test_numbers(void **state) {
+    (void)state;
+    static const struct {
+        const char *text;
+        double ns;
+    } good[] = {{"1,234", 1234},       {"12,345,678.5", 12345678.5}, {"999", 999},   {"0.5", 0.5},
+                {"1234567", 1234567}, {"2,640,991,404,011.46", 2640991404011.46}, {"1.5e3", 1500},
+                {"0", 0},             {"-0", 0},                     {" 42 ", 42}};
+    tmoe_error err = {0};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        double ns = NAN;
+        int rc = import_duration(good[i].text, &ns, &err);
+        if (rc) fail_msg("'%s': %s", good[i].text, err.msg);
+        assert_near(good[i].text, ns, good[i].ns, 1e-15);
+    }
+    double ns = 0;
+    assert_int_equal(import_duration("", &ns, &err), TMOE_OK);
+    assert_true(isnan(ns));
+    assert_int_equal(import_duration("n/a", &ns, &err), TMOE_OK);
+    assert_true(isnan(ns));
+    static const char *const bad[] = {",,,,1,,2", "1,0245", "12,34", "1234,567", "1,", ",123", "1,,234",
+                                      "1,234,5678", "1.2,345", "12a", "0x10", "inf", "nan", "1e999", "--1", "."};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        int rc = import_duration(bad[i], &ns, &err);
+        if (rc != TMOE_EFORMAT) fail_msg("'%s' accepted as %g", bad[i], ns);
+        if (!strstr(err.msg, bad[i]) || !strstr(err.msg, "num.csv") || !strstr(err.msg, "line 3") ||
+            !strstr(err.msg, "gpu__time_duration.sum"))
+            fail_msg("'%s': message '%s' lacks the file, line, column or text", bad[i], err.msg);
+    }
+    /* unquoted: 1,234 is two fields, duration 1 and occupancy 234 */
+    const char *unq = "ID,Kernel Name,gpu__time_duration.sum,achieved_occupancy\n0,k,1,234\n";
+    tmoe_ncu_result *r;
+    ASSERT_OK(tmoe_import_ncu_buffer(unq, strlen(unq), "unq.csv", &r, &err), &err);
+    assert_near("unquoted duration", r->kernels[0].duration_ns, 1, 0);
+    assert_near("unquoted occupancy", r->kernels[0].occupancy_pct, 234, 0);
+    tmoe_ncu_free(r);
+}
+
+/* A negative duration is no measurement: an error naming the line, in both layouts. */
+static void test_negative_duration(void **state) {
+    (void)state;
+    tmoe_error err = {0};
+    double ns;
+    assert_int_equal(import_duration("-5", &ns, &err), TMOE_EFORMAT);
+    print_message("raw: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "num.csv: line 3"));
+    assert_non_null(strstr(err.msg, "negative"));
+    assert_int_equal(import_duration("-1,000.5", &ns, &err), TMOE_EFORMAT);
+    assert_non_null(strstr(err.msg, "negative"));
+    const char *det = "\"ID\",\"Kernel Name\",\"Section Name\",\"Metric Name\",\"Metric Unit\",\"Metric Value\"\n"
+                      "\"0\",\"k\",\"SOL\",\"DRAM Throughput\",\"%\",\"12.5\"\n"
+                      "\"0\",\"k\",\"SOL\",\"Duration\",\"usecond\",\"-2,048.25\"\n";
+    tmoe_ncu_result *r = (tmoe_ncu_result *)1;
+    assert_int_equal(tmoe_import_ncu_buffer(det, strlen(det), "det.csv", &r, &err), TMOE_EFORMAT);
+    assert_null(r);
+    print_message("details: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "det.csv: line 3"));
+    assert_non_null(strstr(err.msg, "negative"));
+    /* a malformed value of a metric the reader does not use is left alone */
+    const char *other = "\"ID\",\"Kernel Name\",\"Section Name\",\"Metric Name\",\"Metric Unit\",\"Metric Value\"\n"
+                        "\"0\",\"k\",\"Launch\",\"Grid Size\",\"\",\"(128, 1, 1)\"\n"
+                        "\"0\",\"k\",\"SOL\",\"Duration\",\"nsecond\",\"4,096\"\n";
+    ASSERT_OK(tmoe_import_ncu_buffer(other, strlen(other), "other.csv", &r, &err), &err);
+    assert_near("details duration", r->kernels[0].duration_ns, 4096, 0);
+    tmoe_ncu_free(r);
+}
+
 static void test_merge_into_cost(void **state) {
     (void)state;
     tmoe_error err = {0};
@@ -215,6 +300,7 @@ int main(void) {
         cmocka_unit_test(test_generated),   cmocka_unit_test(test_errors),
         cmocka_unit_test(test_merge_into_cost),
         cmocka_unit_test(test_own_h100_ncu),
+        cmocka_unit_test(test_numbers),     cmocka_unit_test(test_negative_duration),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

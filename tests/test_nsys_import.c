@@ -282,6 +282,56 @@ static void test_errors(void **state) {
     assert_non_null(strstr(err.msg, "absent.sqlite"));
 }
 
+/* Kernel rows whose end is before their start, or whose end - start does not fit 64 bits
+ * (start = INT64_MIN, end = INT64_MAX), are skipped and counted, not summed: the totals,
+ * devices and ops hold only the good rows. */
+static void test_bad_durations(void **state) {
+    (void)state;
+    const char *path = tu_tmppath("durations.sqlite");
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    exec(db, "CREATE TABLE StringIds (id INTEGER PRIMARY KEY, value TEXT NOT NULL);"
+             "CREATE TABLE CUPTI_ACTIVITY_KIND_KERNEL (start INT NOT NULL, end INT NOT NULL, deviceId INT, "
+             "shortName INT);"
+             "CREATE TABLE NVTX_EVENTS (start INT NOT NULL, end INT, eventType INT NOT NULL, text TEXT, "
+             "textId INT, globalTid INT);"
+             "INSERT INTO StringIds VALUES (1, 'gemm');"
+             "INSERT INTO NVTX_EVENTS VALUES (0, 10000, 59, 'linear_fc1', NULL, 1);"
+             "INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL VALUES (100, 600, 0, 1), (7000, 7000, 1, 1), (8000, 8250, 1, 1),"
+             " (-9223372036854775808, 9223372036854775807, 0, 1),"  /* end - start overflows */
+             " (-9223372036854775808, 0, 1, 1),"                     /* so does 0 - INT64_MIN */
+             " (5000, 4000, 1, 1), (9000, -9223372036854775808, 0, 1);"); /* end before start */
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    tmoe_error err = {0};
+    tmoe_nsys_result *r;
+    ASSERT_OK(tmoe_import_nsys(path, &r, &err), &err);
+    assert_int_equal(r->n_kernels, 3);
+    assert_int_equal(r->kernels_skipped, 4);
+    assert_int_equal(r->kernel_ns, 750);
+    assert_int_equal(r->n_devices, 2);
+    assert_int_equal(r->devices[0].kernels, 1);
+    assert_int_equal(r->devices[0].kernel_ns, 500);
+    assert_int_equal(r->devices[1].kernels, 2);
+    assert_int_equal(r->devices[1].kernel_ns, 250);
+    assert_int_equal(r->ops[TMOE_OP_LINEAR_FC1].kernels, 3);
+    assert_int_equal(r->ops[TMOE_OP_LINEAR_FC1].kernel_ns, 750);
+    for (int64_t i = 0; i < r->n_kernels; i++) assert_true(r->kernels[i].end_ns >= r->kernels[i].start_ns);
+    tmoe_nsys_free(r);
+
+    /* each duration fits, their sum does not: refused, not wrapped */
+    const char *big = tu_tmppath("sum.sqlite");
+    assert_int_equal(sqlite3_open(big, &db), SQLITE_OK);
+    exec(db, "CREATE TABLE CUPTI_ACTIVITY_KIND_KERNEL (start INT NOT NULL, end INT NOT NULL);"
+             "INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL VALUES (0, 9223372036854775806), (1, 9223372036854775807);");
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    r = (tmoe_nsys_result *)1;
+    assert_int_equal(tmoe_import_nsys(big, &r, &err), TMOE_EFORMAT);
+    assert_null(r);
+    print_message("sum: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, big));
+    assert_non_null(strstr(err.msg, "overflow"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_h100_2gpu),
@@ -289,6 +339,7 @@ int main(void) {
         cmocka_unit_test(test_built_power_and_ops),
         cmocka_unit_test(test_nvml_table),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_bad_durations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "thermoe/engine.h"
 #include "thermoe/safetensors.h"
@@ -692,12 +694,28 @@ static void test_mutations(void **state) {
     free(bad);
 }
 
+/* A FIFO (no writer), /dev/zero and a directory are refused at once, before anything is
+ * read or mapped; the alarm turns a regression (open blocking on the FIFO) into a failure. */
+static void test_special_files(void **state) {
+    (void)state;
+    const char *fifo = tu_tmppath("pipe.safetensors");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    alarm(10);
+    expect_open_fail(fifo, "is a FIFO; expected a regular file");
+    expect_load_fail(fifo, "is a FIFO");
+    expect_open_fail("/dev/zero", "is a character device");
+    expect_open_fail(tu_tmpdir(), "is a directory");
+    alarm(0);
+    unlink(fifo);
+}
+
 int main(void) {
     tmoe_rng_seed(&rng, tu_seed());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_block_round_trip), cmocka_unit_test(test_writer_dtypes),
         cmocka_unit_test(test_mixtral_layout),   cmocka_unit_test(test_thermoe_extra),
         cmocka_unit_test(test_corrupt),          cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_special_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -64,6 +64,7 @@ typedef struct tmoe_nsys_result {
     int64_t n_kernels;
     int64_t kernel_ns;
     tmoe_nsys_kernel *kernels; /* (n_kernels) in start order */
+    int64_t kernels_skipped;   /* rows left out: end before start, or end - start past int64 */
     int n_names;
     char **names;              /* (n_names) kernel names */
     char name_column[32];      /* kernel-name column used: demangledName, shortName, ... */
@@ -93,7 +94,9 @@ int tmoe_nsys_to_cost(const tmoe_nsys_result *r, tmoe_etype et, tmoe_impl impl, 
  * Both `ncu --csv --page raw` (one row per kernel, a units row after the header) and the
  * "details" layout (Section Name, Metric Name, Metric Unit, Metric Value per row). ==PROF==
  * and ==WARNING== lines are skipped; a file with only ==ERROR== lines is an error quoting
- * the first one. Numbers may carry thousands separators. */
+ * the first one. Numbers may carry thousands separators (groups of exactly three digits
+ * after the first); a value that is no number, or a negative duration, is an error naming
+ * the line; an empty or "n/a" value is NAN (not measured). */
 
 typedef struct tmoe_ncu_kernel {
     char *name;           /* "Kernel Name" */

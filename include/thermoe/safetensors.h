@@ -58,6 +58,10 @@ typedef struct tmoe_st_file tmoe_st_file;
  * TMOE_EFORMAT (TMOE_EIO when the file cannot be read) with a message naming the file, the
  * tensor and the problem. */
 int tmoe_st_open(const char *path, tmoe_st_file **out, tmoe_error *err);
+/* The same checks on len bytes in memory, copied (data may be freed after the call); `name`
+ * stands for the path in messages and tmoe_st_path. */
+int tmoe_st_open_buffer(const void *data, size_t len, const char *name, tmoe_st_file **out,
+                        tmoe_error *err);
 void tmoe_st_close(tmoe_st_file *f); /* NULL-safe; tensors and strings become invalid */
 const char *tmoe_st_path(const tmoe_st_file *f);
 int tmoe_st_count(const tmoe_st_file *f);

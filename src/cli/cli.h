@@ -32,7 +32,8 @@ int cmd_run_flag_arity(const char *name);
 int cmd_run_check(int argc, char **argv);
 
 /* Parse an integer / double flag value with end and range checks; on failure print
- * "thermoe <cmd>: --<flag>: ..." and return -1. */
+ * "thermoe <cmd>: --<flag>: ..." and return -1. A bad flag value is a usage error: callers
+ * exit 2 (as for cli_shape_flag, cli_name_list and cli_int_list failures). */
 int cli_int(const char *cmd, const char *flag, const char *s, long min, long max, long *out);
 int cli_double(const char *cmd, const char *flag, const char *s, double min, double max,
                double *out);
@@ -40,6 +41,9 @@ int cli_u64(const char *cmd, const char *flag, const char *s, uint64_t *out);
 
 /* Print "thermoe <cmd>: <msg>" to stderr; returns 1 (the failure exit code). */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same message for a usage error (a bad flag value, a missing or extra argument);
+ * returns 2 (the usage-error exit code). */
+int cli_usage_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int cli_fail_err(const char *cmd, const tmoe_error *err);
 /* Unknown option / missing argument message from getopt, with a hint to --help. */
 int cli_usage_error(const char *cmd);

@@ -136,7 +136,7 @@ static int load_config(forward_opts *o, tmoe_etype *types) {
         if (o->types_list) {
             tmoe_block_config tc = o->blk;
             tmoe_etype given[TMOE_MAX_EXPERTS];
-            if (parse_types(o->types_list, &tc, given)) return 1;
+            if (parse_types(o->types_list, &tc, given)) return 2;
             for (int e = 0; e < fc.num_experts; e++) {
                 tmoe_etype g = tc.expert_types ? given[e] : tc.expert_type;
                 if (g != types[e])
@@ -146,7 +146,7 @@ static int load_config(forward_opts *o, tmoe_etype *types) {
             }
         }
     } else if (o->types_list && parse_types(o->types_list, &o->blk, types)) {
-        return 1;
+        return 2;
     }
     return 0;
 }
@@ -177,7 +177,7 @@ int cmd_forward(int argc, char **argv) {
             [CLI_ACT - CLI_SHAPE_BASE] = SET_ACT,        [CLI_SEQ_LEN - CLI_SHAPE_BASE] = SET_SEQ,
         };
         int sh = cli_shape_flag("forward", c, optarg, &o.blk);
-        if (sh == 1) return 1;
+        if (sh == 1) return 2;
         if (sh == 0) {
             o.set |= shape_set[c - CLI_SHAPE_BASE];
             continue;
@@ -188,33 +188,34 @@ int cmd_forward(int argc, char **argv) {
         case 'l': o.load = optarg; break;
         case 'Y':
             if (tmoe_layout_parse(optarg, &o.layout))
-                return cli_fail("forward", "--layout: unknown layout '%s' (expected auto, thermoe or mixtral)", optarg);
+                return cli_usage_fail("forward", "--layout: unknown layout '%s' (expected auto, thermoe or mixtral)", optarg);
             break;
-        case 'y': if (cli_int("forward", "layer", optarg, 0, 1 << 20, &v)) return 1; o.layer = (int)v; break;
+        case 'y': if (cli_int("forward", "layer", optarg, 0, 1 << 20, &v)) return 2; o.layer = (int)v; break;
         case 'R': o.blk.renormalize = 0; o.set |= SET_RENORM; break;
-        case 's': if (cli_u64("forward", "seed", optarg, &o.blk.seed)) return 1; o.set |= SET_SEED; break;
-        case 'T': if (cli_int("forward", "tokens", optarg, 1, 1 << 20, &v)) return 1; o.tokens = (int)v; break;
+        case 's': if (cli_u64("forward", "seed", optarg, &o.blk.seed)) return 2; o.set |= SET_SEED; break;
+        case 'T': if (cli_int("forward", "tokens", optarg, 1, 1 << 20, &v)) return 2; o.tokens = (int)v; break;
         case 'M': o.moe_only = 1; break;
         case 'b':
             if (tmoe_backend_kind_parse(optarg, &o.eng.backend))
-                return cli_fail("forward", "--backend: unknown backend '%s' (expected auto, cpu or cuda)", optarg);
+                return cli_usage_fail("forward", "--backend: unknown backend '%s' (expected auto, cpu or cuda)", optarg);
             break;
         case 'i':
             if (tmoe_impl_parse(optarg, &o.eng.impl))
-                return cli_fail("forward", "--impl: unknown impl '%s' (expected fused or unfused)", optarg);
+                return cli_usage_fail("forward", "--impl: unknown impl '%s' (expected fused or unfused)", optarg);
             break;
         case 'v': verbosity++; break;
         case 'h': forward_help(&o); return 0;
         default: return cli_usage_error("forward");
         }
     }
-    if (optind < argc) return cli_fail("forward", "unexpected argument '%s'", argv[optind]);
+    if (optind < argc) return cli_usage_fail("forward", "unexpected argument '%s'", argv[optind]);
     if (!o.load && (o.layout != TMOE_LAYOUT_AUTO || o.layer != 0))
-        return cli_fail("forward", "--layout and --layer apply to --load FILE, which is missing");
+        return cli_usage_fail("forward", "--layout and --layer apply to --load FILE, which is missing");
     cli_log_init(verbosity);
     tmoe_etype types[TMOE_MAX_EXPERTS];
-    if (o.load && load_config(&o, types)) return 1;
-    if (!o.load && o.types_list && parse_types(o.types_list, &o.blk, types)) return 1;
+    int lc = o.load ? load_config(&o, types) : 0;
+    if (lc) return lc; /* 2: a bad --expert-type list; 1: the file, or flags that disagree with it */
+    if (!o.load && o.types_list && parse_types(o.types_list, &o.blk, types)) return 2;
     uint64_t input_seed = o.load ? o.input_seed : o.blk.seed;
     if (o.tokens < 0) o.tokens = o.blk.seq_len;
 

@@ -64,6 +64,9 @@ static int import_nsys(const char *path, const import_cfg *cfg) {
     printf("nsys export %s\n", path);
     printf("kernels: %" PRId64 ", %" PRId64 " ns (%.3f ms), names from %s\n", r->n_kernels, r->kernel_ns,
            (double)r->kernel_ns * 1e-6, r->name_column);
+    if (r->kernels_skipped)
+        printf("kernel rows skipped: %" PRId64 " (end before start, or a duration past int64)\n",
+               r->kernels_skipped);
     for (int i = 0; i < r->n_devices; i++)
         printf("device %d: %" PRId64 " kernels, %" PRId64 " ns, energy %s J\n", r->devices[i].device,
                r->devices[i].kernels, r->devices[i].kernel_ns,

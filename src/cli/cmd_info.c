@@ -59,6 +59,7 @@ int cmd_info(int argc, char **argv) {
         }
         return cli_usage_error("info");
     }
+    if (optind < argc) return cli_usage_fail("info", "unexpected argument '%s'", argv[optind]);
     printf("thermoe %s (git %s)\n\nbackends:\n", TMOE_VERSION, THERMOE_GIT_SHA);
     for (int k = TMOE_BACKEND_CPU; k < TMOE_BACKEND_COUNT; k++) {
         tmoe_error err = {0};

@@ -30,28 +30,28 @@ int cmd_op(int argc, char **argv) {
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
         int sh = cli_shape_flag("op", c, optarg, &s.block);
-        if (sh == 1) return 1;
+        if (sh == 1) return 2;
         if (sh == 0) continue;
         switch (c) {
         case O_OP:
-            if (tmoe_op_parse(optarg, &s.op)) return cli_fail("op", "--op: unknown op '%s'", optarg);
+            if (tmoe_op_parse(optarg, &s.op)) return cli_usage_fail("op", "--op: unknown op '%s'", optarg);
             have_op = 1;
             break;
-        case O_TOKENS: if (cli_int("op", "tokens", optarg, 1, 1 << 20, &v)) return 1; s.tokens = (int)v; break;
+        case O_TOKENS: if (cli_int("op", "tokens", optarg, 1, 1 << 20, &v)) return 2; s.tokens = (int)v; break;
         case O_ET:
-            if (tmoe_etype_parse(optarg, &s.etype)) return cli_fail("op", "--expert-type: unknown type '%s'", optarg);
+            if (tmoe_etype_parse(optarg, &s.etype)) return cli_usage_fail("op", "--expert-type: unknown type '%s'", optarg);
             break;
         case O_IMPL:
-            if (tmoe_impl_parse(optarg, &s.impl)) return cli_fail("op", "--impl: unknown impl '%s'", optarg);
+            if (tmoe_impl_parse(optarg, &s.impl)) return cli_usage_fail("op", "--impl: unknown impl '%s'", optarg);
             break;
-        case O_ITERS: if (cli_int("op", "iters", optarg, 1, 100000000, &iters)) return 1; break;
-        case O_WARMUP: if (cli_int("op", "warmup", optarg, 0, 1000000, &warmup)) return 1; break;
+        case O_ITERS: if (cli_int("op", "iters", optarg, 1, 100000000, &iters)) return 2; break;
+        case O_WARMUP: if (cli_int("op", "warmup", optarg, 0, 1000000, &warmup)) return 2; break;
         case O_BACKEND:
-            if (tmoe_backend_kind_parse(optarg, &s.backend)) return cli_fail("op", "--backend: unknown backend '%s'", optarg);
+            if (tmoe_backend_kind_parse(optarg, &s.backend)) return cli_usage_fail("op", "--backend: unknown backend '%s'", optarg);
             break;
-        case O_DEVICE: if (cli_int("op", "device-id", optarg, 0, 1024, &v)) return 1; s.device_id = (int)v; break;
-        case O_WS: if (cli_double("op", "working-set-mb", optarg, 0, 1e6, &ws)) return 1; break;
-        case O_SEED: if (cli_u64("op", "seed", optarg, &s.seed)) return 1; break;
+        case O_DEVICE: if (cli_int("op", "device-id", optarg, 0, 1024, &v)) return 2; s.device_id = (int)v; break;
+        case O_WS: if (cli_double("op", "working-set-mb", optarg, 0, 1e6, &ws)) return 2; break;
+        case O_SEED: if (cli_u64("op", "seed", optarg, &s.seed)) return 2; break;
         case 'h': case O_HELP:
             printf("usage: thermoe op --op NAME [flags]\n\n"
                    "Run one op alone: --warmup calls, then --iters calls inside an NVTX range named\n"
@@ -73,8 +73,8 @@ int cmd_op(int argc, char **argv) {
         default: return cli_usage_error("op");
         }
     }
-    if (!have_op) return cli_fail("op", "--op is required (see --help)");
-    if (optind < argc) return cli_fail("op", "unexpected argument '%s'", argv[optind]);
+    if (!have_op) return cli_usage_fail("op", "--op is required (see --help)");
+    if (optind < argc) return cli_usage_fail("op", "unexpected argument '%s'", argv[optind]);
     if (s.backend == TMOE_BACKEND_AUTO)
         s.backend = tmoe_backend_probe(TMOE_BACKEND_CUDA, NULL) == TMOE_OK ? TMOE_BACKEND_CUDA : TMOE_BACKEND_CPU;
     s.min_working_set = (size_t)(ws * 1e6);

@@ -215,41 +215,41 @@ int cmd_profile(int argc, char **argv) {
     optind = 1;
     for (int o; (o = getopt_long(argc, argv, "hv", longopts, NULL)) != -1;) {
         int sh = cli_shape_flag("profile", o, optarg, &c.block);
-        if (sh == 1) return 1;
+        if (sh == 1) return 2;
         if (sh == 0) continue;
         switch (o) {
-        case O_OPS: if (cli_name_list("profile", "ops", optarg, c.ops, TMOE_OP_COUNT, op_name_i)) return 1; break;
-        case O_ETYPES: if (cli_name_list("profile", "expert-types", optarg, c.etypes, TMOE_ET_COUNT, et_name_i)) return 1; break;
-        case O_IMPLS: if (cli_name_list("profile", "impls", optarg, c.impls, TMOE_IMPL_COUNT, impl_name_i)) return 1; break;
+        case O_OPS: if (cli_name_list("profile", "ops", optarg, c.ops, TMOE_OP_COUNT, op_name_i)) return 2; break;
+        case O_ETYPES: if (cli_name_list("profile", "expert-types", optarg, c.etypes, TMOE_ET_COUNT, et_name_i)) return 2; break;
+        case O_IMPLS: if (cli_name_list("profile", "impls", optarg, c.impls, TMOE_IMPL_COUNT, impl_name_i)) return 2; break;
         case O_TOKENS:
-            if ((n = cli_int_list("profile", "tokens", optarg, 1, 1 << 20, c.tokens, TMOE_PROFILE_MAX_TOKENS)) < 0) return 1;
+            if ((n = cli_int_list("profile", "tokens", optarg, 1, 1 << 20, c.tokens, TMOE_PROFILE_MAX_TOKENS)) < 0) return 2;
             c.ntokens = n;
             break;
-        case O_MINSEC: if (cli_double("profile", "min-seconds", optarg, 0, 3600, &c.min_seconds)) return 1; break;
-        case O_MINCALLS: if (cli_int("profile", "min-calls", optarg, 1, 100000000, &v)) return 1; c.min_calls = (int)v; break;
-        case O_WARMUP: if (cli_int("profile", "warmup", optarg, 0, 64, &v)) return 1; c.warmup_calls = (int)v; break;
-        case O_REST: if (cli_double("profile", "rest-max", optarg, 0, 3600, &c.rest_max_s)) return 1; break;
-        case O_WS: if (cli_double("profile", "working-set-mb", optarg, 0, 1e6, &c.min_working_set_mb)) return 1; break;
+        case O_MINSEC: if (cli_double("profile", "min-seconds", optarg, 0, 3600, &c.min_seconds)) return 2; break;
+        case O_MINCALLS: if (cli_int("profile", "min-calls", optarg, 1, 100000000, &v)) return 2; c.min_calls = (int)v; break;
+        case O_WARMUP: if (cli_int("profile", "warmup", optarg, 0, 64, &v)) return 2; c.warmup_calls = (int)v; break;
+        case O_REST: if (cli_double("profile", "rest-max", optarg, 0, 3600, &c.rest_max_s)) return 2; break;
+        case O_WS: if (cli_double("profile", "working-set-mb", optarg, 0, 1e6, &c.min_working_set_mb)) return 2; break;
         case O_OUT: out = optarg; break;
         case O_BACKEND:
-            if (tmoe_backend_kind_parse(optarg, &c.backend)) return cli_fail("profile", "--backend: unknown backend '%s'", optarg);
+            if (tmoe_backend_kind_parse(optarg, &c.backend)) return cli_usage_fail("profile", "--backend: unknown backend '%s'", optarg);
             break;
         case O_TELEMETRY: {
             tmoe_error e = {0};
-            if (tmoe_telemetry_kind_parse(optarg, &c.telemetry, &e)) return cli_fail("profile", "--telemetry: %s", e.msg);
+            if (tmoe_telemetry_kind_parse(optarg, &c.telemetry, &e)) return cli_usage_fail("profile", "--telemetry: %s", e.msg);
             break;
         }
-        case O_DEVICE: if (cli_int("profile", "device-id", optarg, 0, 1024, &v)) return 1; c.device_id = (int)v; break;
+        case O_DEVICE: if (cli_int("profile", "device-id", optarg, 0, 1024, &v)) return 2; c.device_id = (int)v; break;
         case O_MOE_ONLY: c.moe_only = 1; break;
         case O_WITH:
             if (!strcmp(optarg, "ncu")) want_ncu = 1;
             else if (!strcmp(optarg, "nsys")) want_nsys = 1;
-            else return cli_fail("profile", "--with: expected nsys or ncu, not '%s'", optarg);
+            else return cli_usage_fail("profile", "--with: expected nsys or ncu, not '%s'", optarg);
             break;
         case O_EMIT: emit = optarg; break;
-        case O_TIMEOUT: if (cli_double("profile", "tool-timeout", optarg, 1, 86400, &timeout)) return 1; break;
+        case O_TIMEOUT: if (cli_double("profile", "tool-timeout", optarg, 1, 86400, &timeout)) return 2; break;
         case O_LOGDIR: logdir = optarg; break;
-        case O_SEED: if (cli_u64("profile", "seed", optarg, &c.seed)) return 1; break;
+        case O_SEED: if (cli_u64("profile", "seed", optarg, &c.seed)) return 2; break;
         case O_CHECK: c.check_path = optarg; break;
         case 'v': case O_VERBOSE: verbosity++; break;
         case 'h': case O_HELP:
@@ -289,7 +289,7 @@ int cmd_profile(int argc, char **argv) {
         default: return cli_usage_error("profile");
         }
     }
-    if (optind < argc) return cli_fail("profile", "unexpected argument '%s'", argv[optind]);
+    if (optind < argc) return cli_usage_fail("profile", "unexpected argument '%s'", argv[optind]);
     cli_log_init(verbosity);
     char self[4096];
     ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);

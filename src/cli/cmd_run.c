@@ -287,16 +287,17 @@ static void on_signal(int sig) {
 
 #define INT_FLAG(name, lo, hi, dst) \
     do { \
-        if (cli_int("run", name, optarg, lo, hi, &lv)) return 1; \
+        if (cli_int("run", name, optarg, lo, hi, &lv)) return 2; \
         dst = (int)lv; \
     } while (0)
 #define DBL_FLAG(name, lo, hi, dst) \
     do { \
-        if (cli_double("run", name, optarg, lo, hi, &dv)) return 1; \
+        if (cli_double("run", name, optarg, lo, hi, &dv)) return 2; \
         dst = dv; \
     } while (0)
 
-/* Parse argv into c (argv[0] is skipped, as by getopt). Returns 0, 1 (error), or -1 (help). */
+/* Parse argv into c (argv[0] is skipped, as by getopt). Returns 0, 1 (error), 2 (usage error:
+ * an unknown flag or a bad flag value, message printed), or -1 (help). */
 static int want_ep; /* --expert-parallel */
 
 static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity, char **profile_dir) {
@@ -307,22 +308,22 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
     opterr = 1;
     for (int o; (o = getopt_long(argc, argv, "hv", longopts, NULL)) != -1;) {
         int sh = cli_shape_flag("run", o, optarg, &c->block);
-        if (sh == 1) return 1;
+        if (sh == 1) return 2;
         if (sh == 0) continue;
         switch (o) {
         case O_STRATEGY:
-            if (cli_name_list("run", "routing-strategy", optarg, c->strategies, TMOE_ROUTE_STRATEGY_COUNT, strategy_name)) return 1;
+            if (cli_name_list("run", "routing-strategy", optarg, c->strategies, TMOE_ROUTE_STRATEGY_COUNT, strategy_name)) return 2;
             break;
         case O_WORKLOADS:
-            if (cli_name_list("run", "workloads", optarg, c->workloads, TMOE_WL_COUNT, workload_name)) return 1;
+            if (cli_name_list("run", "workloads", optarg, c->workloads, TMOE_WL_COUNT, workload_name)) return 2;
             break;
         case O_EXPERT_TYPE:
             if (tmoe_etype_parse(optarg, &c->block.expert_type))
-                return cli_fail("run", "--expert-type: unknown type '%s' (expected fp16, q4 or q2)", optarg);
+                return cli_usage_fail("run", "--expert-type: unknown type '%s' (expected fp16, q4 or q2)", optarg);
             break;
         case O_IMPL:
             if (tmoe_impl_parse(optarg, &c->impl))
-                return cli_fail("run", "--impl: unknown impl '%s' (expected fused or unfused)", optarg);
+                return cli_usage_fail("run", "--impl: unknown impl '%s' (expected fused or unfused)", optarg);
             break;
         case O_BATCH: INT_FLAG("batch-size", 1, 4096, c->batch_size); break;
         case O_SAMPLES: INT_FLAG("num-samples-per-workload", 1, 1000000, c->num_samples); break;
@@ -336,7 +337,7 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_PLACEMENT: {
             tmoe_placement_kind pk;
             if (tmoe_placement_kind_parse(optarg, &pk))
-                return cli_fail("run", "--placement: unknown placement '%s' (expected round_robin or file)", optarg);
+                return cli_usage_fail("run", "--placement: unknown placement '%s' (expected round_robin or file)", optarg);
             placement_file_wanted = pk == TMOE_PLACE_FILE;
             if (!placement_file_wanted) c->placement_file = NULL;
             break;
@@ -347,7 +348,7 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
             break;
         case O_FID_EVERY: INT_FLAG("fidelity-every", 0, 1000000, c->fidelity_every); break;
         case O_SEED:
-            if (cli_u64("run", "seed", optarg, &c->seed)) return 1;
+            if (cli_u64("run", "seed", optarg, &c->seed)) return 2;
             c->block.seed = c->seed;
             break;
         case O_RATE: DBL_FLAG("arrival-rate", 1e-3, 1e12, c->arrival_rate); break;
@@ -365,7 +366,7 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_KL: DBL_FLAG("kl-bound", 0, 100, c->router.kl_bound); break;
         case O_GRAD:
             if (tmoe_ttha_grad_parse(optarg, &c->router.grad_mode))
-                return cli_fail("run", "--ttha-grad: unknown mode '%s' (expected surrogate or reinforce)", optarg);
+                return cli_usage_fail("run", "--ttha-grad: unknown mode '%s' (expected surrogate or reinforce)", optarg);
             break;
         case O_WARM: c->ttha_warm_start = optarg; break;
         case O_LB: c->load_balancer = 1; break;
@@ -373,12 +374,12 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_EP: want_ep = 1; break;
         case O_TELEMETRY: {
             tmoe_error err = {0};
-            if (tmoe_telemetry_kind_parse(optarg, &c->telemetry, &err)) return cli_fail("run", "--telemetry: %s", err.msg);
+            if (tmoe_telemetry_kind_parse(optarg, &c->telemetry, &err)) return cli_usage_fail("run", "--telemetry: %s", err.msg);
             break;
         }
         case O_BACKEND:
             if (tmoe_backend_kind_parse(optarg, &c->backend))
-                return cli_fail("run", "--backend: unknown backend '%s' (expected auto, cpu or cuda)", optarg);
+                return cli_usage_fail("run", "--backend: unknown backend '%s' (expected auto, cpu or cuda)", optarg);
             break;
         case O_COST: c->cost_model_path = optarg; break;
         case O_PROFILE_DIR: *profile_dir = optarg; break;
@@ -393,9 +394,9 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         default: return 2;
         }
     }
-    if (optind < argc) return cli_fail("run", "unexpected argument '%s'", argv[optind]);
+    if (optind < argc) return cli_usage_fail("run", "unexpected argument '%s'", argv[optind]);
     if (placement_file_wanted && !c->placement_file)
-        return cli_fail("run", "--placement file needs --placement-file F");
+        return cli_usage_fail("run", "--placement file needs --placement-file F");
     return 0;
 }
 

@@ -1,4 +1,5 @@
 /* thermoe: entry point and subcommand dispatch. */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,10 +41,32 @@ static void usage(FILE *f) {
     fprintf(f, "\n'thermoe <command> --help' lists a command's flags with their defaults.\n");
 }
 
+/* The flags of help and version: --help only. 0 to go on, -1 after --help was answered,
+ * else the usage-error exit code. */
+static int only_help_flag(const char *cmd, int argc, char **argv, const char *help) {
+    static const struct option longopts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    optind = 1;
+    for (int c; (c = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
+        if (c != 'h') return cli_usage_error(cmd);
+        fputs(help, stdout);
+        return -1;
+    }
+    return 0;
+}
+
 static int cmd_help(int argc, char **argv) {
-    if (argc >= 2) {
-        const cli_cmd *c = find_cmd(argv[1]);
-        if (!c) return cli_fail("help", "unknown command '%s'", argv[1]);
+    int rc =
+        only_help_flag("help", argc, argv,
+                       "usage: thermoe help [CMD]\n\nList the subcommands, or show CMD's flags and "
+                       "their defaults (as 'thermoe CMD --help').\n");
+    if (rc) return rc < 0 ? 0 : rc;
+    if (argc - optind > 1)
+        return cli_usage_fail("help", "unexpected argument '%s'", argv[optind + 1]);
+    if (argc - optind == 1) {
+        const cli_cmd *c = find_cmd(argv[optind]);
+        if (!c)
+            return cli_usage_fail("help", "unknown command '%s' (see 'thermoe help')",
+                                  argv[optind]);
         char *args[] = {(char *)c->name, "--help", NULL};
         return c->fn(2, args);
     }
@@ -52,8 +75,12 @@ static int cmd_help(int argc, char **argv) {
 }
 
 static int cmd_version(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
+    int rc = only_help_flag(
+        "version", argc, argv,
+        "usage: thermoe version\n\nPrint the version, the git commit and which optional "
+        "parts (CUDA, MPI, NCCL) were built in.\n");
+    if (rc) return rc < 0 ? 0 : rc;
+    if (optind < argc) return cli_usage_fail("version", "unexpected argument '%s'", argv[optind]);
     printf("thermoe %s (git %s)\n", TMOE_VERSION, THERMOE_GIT_SHA);
 #ifdef THERMOE_HAVE_CUDA
     printf("cuda backend: built\n");

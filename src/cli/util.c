@@ -63,14 +63,27 @@ int cli_u64(const char *cmd, const char *flag, const char *s, uint64_t *out) {
     return 0;
 }
 
-int cli_fail(const char *cmd, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
+__attribute__((format(printf, 2, 0))) static void say(const char *cmd, const char *fmt,
+                                                      va_list ap) {
     fprintf(stderr, "thermoe %s: ", cmd);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+}
+
+int cli_fail(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    say(cmd, fmt, ap);
     va_end(ap);
     return 1;
+}
+
+int cli_usage_fail(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    say(cmd, fmt, ap);
+    va_end(ap);
+    return 2;
 }
 
 int cli_fail_err(const char *cmd, const tmoe_error *err) {

@@ -271,33 +271,17 @@ int tmoe_cost_load_buffer(const char *data, size_t len, const char *name, tmoe_c
     return rc;
 }
 
+/* A cost model holds a few thousand entries (data/h100_cost_model.json is 190 kB); anything
+ * past this is not one, and reading it whole would only exhaust memory. */
+#define COST_MAX_BYTES ((size_t)64 << 20)
+
 int tmoe_cost_load(const char *path, tmoe_cost_model **out, tmoe_error *err) {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return tmoe_errorf(err, TMOE_EIO, "%s: cannot open: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 65536;
-            char *p = realloc(buf, cap);
-            if (!p) {
-                free(buf);
-                fclose(f);
-                return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory reading %zu bytes", path, cap);
-            }
-            buf = p;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return tmoe_errorf(err, TMOE_EIO, "%s: read error", path);
-    }
+    tmoe_error local = {0};
+    if (!err) err = &local; /* the code of a failed read is in it */
+    size_t len = 0;
+    char *buf = tmoe_file_read_all(path, COST_MAX_BYTES, &len, err);
+    if (!buf) return err->code;
     int rc = tmoe_cost_load_buffer(buf, len, path, out, err);
     free(buf);
     return rc;

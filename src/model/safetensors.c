@@ -46,8 +46,9 @@ size_t tmoe_st_dtype_size(tmoe_st_dtype t) {
 
 struct tmoe_st_file {
     char *path;
-    void *map;
+    void *map; /* the file's mapping, or a malloc'd copy when copied is set */
     size_t size;
+    int copied; /* opened by tmoe_st_open_buffer: map is freed, not unmapped */
     int n;
     tmoe_st_tensor *t; /* (n) names owned here */
     int nmeta;
@@ -56,7 +57,9 @@ struct tmoe_st_file {
 
 void tmoe_st_close(tmoe_st_file *f) {
     if (!f) return;
-    if (f->map && munmap(f->map, f->size) != 0)
+    if (f->copied)
+        free(f->map);
+    else if (f->map && munmap(f->map, f->size) != 0)
         tmoe_log(TMOE_LOG_WARN, "%s: munmap: %s", f->path, strerror(errno));
     for (int i = 0; i < f->n; i++)
         free((char *)f->t[i].name);
@@ -247,6 +250,30 @@ done:
     return rc;
 }
 
+/* Validate f->map (f->size bytes): the header length, then the header against the buffer. */
+static int parse_file(tmoe_st_file *f, tmoe_error *err) {
+    const char *path = f->path;
+    size_t size = f->size;
+    if (size < 8)
+        return tmoe_errorf(err, TMOE_EFORMAT,
+                           "%s: truncated: %zu bytes, but a safetensors file starts with an 8-byte "
+                           "header length",
+                           path, size);
+    const uint8_t *p = f->map;
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | p[i];
+    if (hlen > size - 8)
+        return tmoe_errorf(err, TMOE_EFORMAT,
+                           "%s: header length %llu exceeds the %zu bytes after it (truncated or "
+                           "not a safetensors file)",
+                           path, (unsigned long long)hlen, size - 8);
+    if (hlen > TMOE_ST_MAX_HEADER)
+        return tmoe_errorf(err, TMOE_EFORMAT, "%s: header length %llu is over the %u-byte limit",
+                           path, (unsigned long long)hlen, TMOE_ST_MAX_HEADER);
+    return parse_header(f, (const char *)p + 8, (size_t)hlen, p + 8 + hlen, size - 8 - hlen, err);
+}
+
 int tmoe_st_open(const char *path, tmoe_st_file **out, tmoe_error *err) {
     *out = NULL;
     tmoe_st_file *f = tmoe_calloc(1, sizeof *f, err);
@@ -257,7 +284,9 @@ int tmoe_st_open(const char *path, tmoe_st_file **out, tmoe_error *err) {
         return TMOE_ENOMEM;
     }
     int rc = TMOE_OK;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO with no writer returns at once, and fstat refuses it before
+     * anything is read or mapped (for a regular file the flag changes nothing) */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         rc = tmoe_errorf(err, TMOE_EIO, "%s: cannot open: %s", path, strerror(errno));
         goto fail;
@@ -269,7 +298,13 @@ int tmoe_st_open(const char *path, tmoe_st_file **out, tmoe_error *err) {
         goto fail;
     }
     if (!S_ISREG(stt.st_mode)) {
-        rc = tmoe_errorf(err, TMOE_EIO, "%s: not a regular file", path);
+        const char *kind = S_ISDIR(stt.st_mode)    ? "a directory"
+                           : S_ISFIFO(stt.st_mode) ? "a FIFO"
+                           : S_ISCHR(stt.st_mode)  ? "a character device"
+                           : S_ISBLK(stt.st_mode)  ? "a block device"
+                           : S_ISSOCK(stt.st_mode) ? "a socket"
+                                                   : "not a regular file";
+        rc = tmoe_errorf(err, TMOE_EIO, "%s: is %s; expected a regular file", path, kind);
         close(fd);
         goto fail;
     }
@@ -296,29 +331,36 @@ int tmoe_st_open(const char *path, tmoe_st_file **out, tmoe_error *err) {
     }
     f->map = map;
     f->size = size;
-    const uint8_t *p = map;
-    uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--)
-        hlen = hlen << 8 | p[i];
-    if (hlen > size - 8) {
-        rc = tmoe_errorf(err, TMOE_EFORMAT,
-                         "%s: header length %llu exceeds the %zu bytes after it (truncated or "
-                         "not a safetensors file)",
-                         path, (unsigned long long)hlen, size - 8);
-        goto fail;
-    }
-    if (hlen > TMOE_ST_MAX_HEADER) {
-        rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: header length %llu is over the %u-byte limit",
-                         path, (unsigned long long)hlen, TMOE_ST_MAX_HEADER);
-        goto fail;
-    }
-    rc = parse_header(f, (const char *)p + 8, (size_t)hlen, p + 8 + hlen, size - 8 - hlen, err);
+    rc = parse_file(f, err);
     if (rc) goto fail;
     *out = f;
     return TMOE_OK;
 fail:
     tmoe_st_close(f);
     return rc;
+}
+
+int tmoe_st_open_buffer(const void *data, size_t len, const char *name, tmoe_st_file **out,
+                        tmoe_error *err) {
+    *out = NULL;
+    tmoe_st_file *f = tmoe_calloc(1, sizeof *f, err);
+    if (!f) return TMOE_ENOMEM;
+    f->copied = 1;
+    f->path = xstrdup(name, err);
+    f->map = f->path ? tmoe_malloc(len ? len : 1, err) : NULL;
+    if (!f->map) {
+        tmoe_st_close(f);
+        return TMOE_ENOMEM;
+    }
+    if (len) memcpy(f->map, data, len);
+    f->size = len;
+    int rc = parse_file(f, err);
+    if (rc) {
+        tmoe_st_close(f);
+        return rc;
+    }
+    *out = f;
+    return TMOE_OK;
 }
 
 const char *tmoe_st_path(const tmoe_st_file *f) {

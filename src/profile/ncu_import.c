@@ -1,5 +1,6 @@
 /* Import Nsight Compute CSV (`ncu --csv --page raw`, or the "details" layout): duration,
  * achieved occupancy and DRAM throughput per kernel, merged into cost-model entries. */
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 typedef struct row {
     int n;
     char **f; /* (n) fields, each malloc'ed */
+    int line; /* 1-based line of the file where the record starts */
 } row;
 
 typedef struct table {
@@ -78,7 +80,7 @@ static int parse_csv(const char *s, size_t len, table *t) {
     size_t i = 0;
     row r = {0};
     buf b = {0};
-    int rc = 0;
+    int rc = 0, line = 1;
     while (i < len && rc == 0) {
         /* at the start of a line */
         if (len - i >= 2 && s[i] == '=' && s[i + 1] == '=') {
@@ -91,13 +93,16 @@ static int parse_csv(const char *s, size_t len, table *t) {
                 memcpy(t->error_line, s + i, n);
                 t->error_line[n] = '\0';
             }
+            if (e < len) line++;
             i = e < len ? e + 1 : e;
             continue;
         }
         if (s[i] == '\n' || (s[i] == '\r' && i + 1 < len && s[i + 1] == '\n')) { /* blank line */
             i += s[i] == '\r' ? 2 : 1;
+            line++;
             continue;
         }
+        r.line = line;
         for (;;) { /* one record */
             int quoted = 0;
             if (i < len && s[i] == '"') {
@@ -114,6 +119,7 @@ static int parse_csv(const char *s, size_t len, table *t) {
                         i++;
                         break;
                     }
+                    if (s[i] == '\n') line++;
                     if (buf_put(&b, s[i])) rc = -1;
                     i++;
                 }
@@ -132,7 +138,7 @@ static int parse_csv(const char *s, size_t len, table *t) {
                 continue;
             }
             if (i < len && s[i] == '\r') i++;
-            if (i < len && s[i] == '\n') i++;
+            if (i < len && s[i] == '\n') i++, line++;
             break;
         }
         if (rc == 0 && table_add(t, &r)) rc = -1;
@@ -145,22 +151,62 @@ static int parse_csv(const char *s, size_t len, table *t) {
 
 /* ---- values -------------------------------------------------------------------------- */
 
-/* "2,640,991,404,011.46" -> 2640991404011.46; empty, "n/a" or junk -> NAN. */
-static double parse_num(const char *s) {
+/* A number as ncu writes it: an optional sign, digits with or without thousands separators
+ * (then the first group has 1-3 digits and every later group exactly 3: "2,640,991,404,011.46"),
+ * an optional fraction and exponent; spaces around it are ignored. 1 with *out set; 0 when
+ * the field is empty or "n/a" (*out = NAN: not measured); -1 when it is anything else. */
+static int parse_num(const char *s, double *out) {
+    *out = NAN;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t len = strlen(s);
+    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+        len--;
+    if (!len || (len == 3 && strncasecmp(s, "n/a", 3) == 0)) return 0;
+    const char *p = s, *end = s + len;
     char tmp[64];
     size_t n = 0;
-    for (; *s; s++) {
-        if (*s == ',') continue;
-        if (n + 1 >= sizeof tmp) return NAN;
-        tmp[n++] = *s;
+#define NUM_PUT(ch)                                                                                \
+    do {                                                                                           \
+        if (n + 1 >= sizeof tmp) return -1;                                                        \
+        tmp[n++] = (ch);                                                                           \
+    } while (0)
+    if (p < end && (*p == '+' || *p == '-')) NUM_PUT(*p++);
+    int idigits = 0, group = 0, fdigits = 0;
+    for (; p < end && isdigit((unsigned char)*p); p++, idigits++, group++)
+        NUM_PUT(*p);
+    if (p < end && *p == ',') {
+        if (group < 1 || group > 3) return -1;
+        while (p < end && *p == ',') {
+            p++;
+            for (group = 0; p < end && isdigit((unsigned char)*p); p++, group++, idigits++)
+                NUM_PUT(*p);
+            if (group != 3) return -1;
+        }
     }
+    if (p < end && *p == '.') {
+        NUM_PUT(*p++);
+        for (; p < end && isdigit((unsigned char)*p); p++, fdigits++)
+            NUM_PUT(*p);
+    }
+    if (!idigits && !fdigits) return -1;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        NUM_PUT(*p++);
+        if (p < end && (*p == '+' || *p == '-')) NUM_PUT(*p++);
+        int edigits = 0;
+        for (; p < end && isdigit((unsigned char)*p); p++, edigits++)
+            NUM_PUT(*p);
+        if (!edigits) return -1;
+    }
+#undef NUM_PUT
+    if (p != end) return -1;
     tmp[n] = '\0';
-    if (!n) return NAN;
-    char *end;
+    char *e;
     errno = 0;
-    double v = strtod(tmp, &end);
-    if (end == tmp || *end || errno || !isfinite(v)) return NAN;
-    return v;
+    double v = strtod(tmp, &e);
+    if (*e || errno || !isfinite(v)) return -1;
+    *out = v;
+    return 1;
 }
 
 /* Scale of a time unit to ns; NAN when the unit is not a time unit. */
@@ -213,8 +259,27 @@ static int push_kernel(tmoe_ncu_result *res, int *cap, const char *name, int64_t
 }
 
 static int64_t parse_id(const char *s) {
-    double v = parse_num(s);
-    return isnan(v) || v < 0 || v > 9e15 ? -1 : (int64_t)v;
+    double v;
+    return parse_num(s, &v) != 1 || v < 0 || v > 9e15 ? -1 : (int64_t)v;
+}
+
+/* Column c of row r as a number (NAN when empty or n/a); a malformed one is an error naming
+ * the file, line, column and text. */
+static int num_field(const row *r, int c, const char *colname, const char *name, double *out,
+                     tmoe_error *err) {
+    const char *f = field(r, c);
+    if (parse_num(f, out) >= 0) return TMOE_OK;
+    return tmoe_errorf(
+        err, TMOE_EFORMAT,
+        "%s: line %d: %s: '%.80s' is not a number (digits, thousands separators between groups "
+        "of three, an optional fraction)",
+        name, r->line, colname, f);
+}
+
+static int negative_duration(const row *r, double ns, const char *colname, const char *name,
+                             tmoe_error *err) {
+    return tmoe_errorf(err, TMOE_EFORMAT, "%s: line %d: %s: negative duration %g ns", name, r->line,
+                       colname, ns);
 }
 
 static int read_raw(const table *t, const char *name, tmoe_ncu_result *res, tmoe_error *err) {
@@ -250,9 +315,17 @@ static int read_raw(const table *t, const char *name, tmoe_ncu_result *res, tmoe
         int rc = push_kernel(res, &cap, field(r, c_name), c_id >= 0 ? parse_id(field(r, c_id)) : -1, err);
         if (rc) return rc;
         tmoe_ncu_kernel *k = &res->kernels[res->n - 1];
-        if (c_dur >= 0) k->duration_ns = parse_num(field(r, c_dur)) * dur_scale;
-        if (c_occ >= 0) k->occupancy_pct = parse_num(field(r, c_occ));
-        if (c_dram >= 0) k->dram_pct = parse_num(field(r, c_dram));
+        double v;
+        if (c_dur >= 0) {
+            if ((rc = num_field(r, c_dur, h->f[c_dur], name, &v, err))) return rc;
+            k->duration_ns = v * dur_scale;
+            if (k->duration_ns < 0)
+                return negative_duration(r, k->duration_ns, h->f[c_dur], name, err);
+        }
+        if (c_occ >= 0 && (rc = num_field(r, c_occ, h->f[c_occ], name, &k->occupancy_pct, err)))
+            return rc;
+        if (c_dram >= 0 && (rc = num_field(r, c_dram, h->f[c_dram], name, &k->dram_pct, err)))
+            return rc;
     }
     return TMOE_OK;
 }
@@ -282,11 +355,21 @@ static int read_details(const table *t, const char *name, tmoe_ncu_result *res, 
                 k = &res->kernels[res->n - 1];
             }
         }
+        /* only the metrics read here are parsed: others may hold text ("(128, 1, 1)") */
         const char *m = field(r, c_metric), *u = field(r, c_unit);
-        double v = parse_num(field(r, c_value));
-        if (strcmp(m, "Duration") == 0) k->duration_ns = v * time_scale_ns(u);
-        else if (strcmp(m, "Achieved Occupancy") == 0) k->occupancy_pct = v;
-        else if (strcmp(m, "DRAM Throughput") == 0) k->dram_pct = v;
+        double *dst = strcmp(m, "Duration") == 0             ? &k->duration_ns
+                      : strcmp(m, "Achieved Occupancy") == 0 ? &k->occupancy_pct
+                      : strcmp(m, "DRAM Throughput") == 0    ? &k->dram_pct
+                                                             : NULL;
+        if (!dst) continue;
+        double v;
+        int rc = num_field(r, c_value, m, name, &v, err);
+        if (rc) return rc;
+        if (dst == &k->duration_ns) {
+            v *= time_scale_ns(u);
+            if (v < 0) return negative_duration(r, v, m, name, err);
+        }
+        *dst = v;
     }
     return TMOE_OK;
 }
@@ -339,33 +422,17 @@ done:
     return TMOE_OK;
 }
 
+/* ncu's raw page is about 3 kB a kernel (277 metrics); 256 MiB is some 80,000 kernels, more
+ * than a profile worth merging by hand, and parsing it takes a few times its size. */
+#define NCU_MAX_BYTES ((size_t)256 << 20)
+
 int tmoe_import_ncu(const char *path, tmoe_ncu_result **out, tmoe_error *err) {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return tmoe_errorf(err, TMOE_EIO, "%s: cannot open: %s", path, strerror(errno));
-    char *data = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 1 << 16;
-            char *p = realloc(data, cap);
-            if (!p) {
-                free(data);
-                fclose(f);
-                return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory reading", path);
-            }
-            data = p;
-        }
-        size_t got = fread(data + len, 1, cap - len, f);
-        len += got;
-        if (!got) break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(data);
-        return tmoe_errorf(err, TMOE_EIO, "%s: read error", path);
-    }
+    tmoe_error local = {0};
+    if (!err) err = &local; /* the code of a failed read is in it */
+    size_t len = 0;
+    char *data = tmoe_file_read_all(path, NCU_MAX_BYTES, &len, err);
+    if (!data) return err->code;
     int rc = tmoe_import_ncu_buffer(data, len, path, out, err);
     free(data);
     return rc;

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 
 #include "thermoe/profile.h"
 
@@ -212,6 +211,22 @@ static int read_kernels(ctx *c, launch **launches_out) {
     launch *ls = NULL;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        /* a kernel that ends before it starts, or whose duration does not fit 64 bits, is no
+         * measurement: counted and left out, so no sum below can go negative or wrap */
+        int64_t k_start = sqlite3_column_int64(st, 0), k_end = sqlite3_column_int64(st, 1), dur;
+        if (k_end < k_start || __builtin_sub_overflow(k_end, k_start, &dur)) {
+            r->kernels_skipped++;
+            continue;
+        }
+        if (__builtin_add_overflow(r->kernel_ns, dur, &r->kernel_ns)) {
+            sqlite3_finalize(st);
+            free(ls);
+            return tmoe_errorf(
+                c->err, TMOE_EFORMAT,
+                "%s: the kernels' durations add up past 2^63 ns (overflow): timestamps are not "
+                "nanoseconds of one capture",
+                c->path);
+        }
         if (r->n_kernels == c->kern_cap) {
             int64_t nc = c->kern_cap ? c->kern_cap * 2 : 4096;
             tmoe_nsys_kernel *p = realloc(r->kernels, (size_t)nc * sizeof *p);
@@ -227,8 +242,8 @@ static int read_kernels(ctx *c, launch **launches_out) {
             c->kern_cap = nc;
         }
         tmoe_nsys_kernel *k = &r->kernels[r->n_kernels];
-        k->start_ns = sqlite3_column_int64(st, 0);
-        k->end_ns = sqlite3_column_int64(st, 1);
+        k->start_ns = k_start;
+        k->end_ns = k_end;
         k->device = sqlite3_column_int(st, 2);
         const char *nm = (const char *)sqlite3_column_text(st, 3);
         char unk[32];
@@ -251,7 +266,6 @@ static int read_kernels(ctx *c, launch **launches_out) {
         l->tid = sqlite3_column_type(st, 5) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 5);
         if (l->t != INT64_MIN) r->launches_matched++;
         r->n_kernels++;
-        r->kernel_ns += k->end_ns - k->start_ns;
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {
@@ -689,9 +703,13 @@ void tmoe_nsys_free(tmoe_nsys_result *r) {
 
 int tmoe_import_nsys(const char *path, tmoe_nsys_result **out, tmoe_error *err) {
     *out = NULL;
-    struct stat sb;
-    if (stat(path, &sb) != 0) return tmoe_errorf(err, TMOE_EIO, "%s: cannot open: no such file", path);
-    if (!S_ISREG(sb.st_mode)) return tmoe_errorf(err, TMOE_EIO, "%s: not a regular file", path);
+    tmoe_error local = {0};
+    if (!err) err = &local; /* the code of a failed check is in it */
+    /* sqlite opens the file itself: check first that it is a regular file (a FIFO or a
+     * device would block or read without end); no size limit, exports run to gigabytes */
+    FILE *probe = tmoe_file_open_read(path, 0, NULL, err);
+    if (!probe) return err->code;
+    fclose(probe);
     tmoe_nsys_result *r = tmoe_calloc(1, sizeof *r, err);
     if (!r) return TMOE_ENOMEM;
     r->energy_j = NAN;
@@ -724,6 +742,10 @@ int tmoe_import_nsys(const char *path, tmoe_nsys_result **out, tmoe_error *err) 
         return rc;
     }
     if (r->missing[0]) tmoe_log(TMOE_LOG_INFO, "%s: tables not present: %s", path, r->missing);
+    if (r->kernels_skipped)
+        tmoe_log(TMOE_LOG_INFO,
+                 "%s: %lld kernel rows skipped (end before start, or a duration past int64)", path,
+                 (long long)r->kernels_skipped);
     *out = r;
     return TMOE_OK;
 }
