@@ -71,7 +71,8 @@ expect 1 "not supported on this backend yet" eval --model "$LM/olmoe" --tokens "
 expect 1 "not supported on this backend yet" generate --model "$LM/olmoe" --tokens "$TOK" --backend cuda
 expect 1 "--model DIR is required" eval --tokens "$TOK"
 expect 1 "--tokens FILE is required" eval --model "$LM/olmoe"
-python3 -c 'import struct, sys; sys.stdout.buffer.write(struct.pack("<256i", 20261206, 1, 5, 211, 4, 0, *[0] * 250) + struct.pack("<5I", 1, 2, 3, 4, 5))' >"$TMP/short.tokens"
+head -c $((1024 + 20)) "$TOK" >"$TMP/short.tokens"   # 5 ids: header[2] = 5
+printf '\005\000\000\000' | dd of="$TMP/short.tokens" bs=1 seek=8 conv=notrunc status=none
 expect 1 "fewer than one window" eval --model "$LM/olmoe" --tokens "$TMP/short.tokens" --seq-len 8
 expect 1 "beyond the model's max_position_embeddings" eval --model "$LM/olmoe" --tokens "$TOK" --seq-len 300
 expect 1 "unknown type 'q3'" eval --model "$LM/olmoe" --tokens "$TOK" --expert-type q3

@@ -122,8 +122,9 @@ static float dot(const float *a, const float *b, int n) {
 /* y (n, out) = x (n, in) W^T (+ b); W (out, in). */
 static void linear(const float *x, const float *W, const float *b, int n, int in, int out,
                    float *y) {
-    for (int t = 0; t < n; t++)
-        for (int o = 0; o < out; o++)
+#pragma omp parallel for if ((long)n * out * in >= (1L << 22))
+    for (int o = 0; o < out; o++)
+        for (int t = 0; t < n; t++)
             y[(size_t)t * out + o] =
                 dot(x + (size_t)t * in, W + (size_t)o * in, in) + (b ? b[o] : 0.0f);
 }
