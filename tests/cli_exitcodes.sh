@@ -35,7 +35,7 @@ expect 1 "is a directory" forward --load "$TMP"
 
 # ---- every subcommand (src/cli/main.c's table) ----------------------------------------------
 # --help exits 0, and so does 'thermoe help CMD'; an unknown flag exits 2
-for cmd in help version info run profile op monitor forward import cost analyze sweep; do
+for cmd in help version info run profile op monitor forward import cost analyze sweep eval generate; do
     expect 0 "" "$cmd" --help
     expect 0 "" help "$cmd"
     expect 2 "thermoe $cmd" "$cmd" --no-such-flag
@@ -53,6 +53,13 @@ expect 2 "" import nsys
 expect 2 "" cost
 expect 2 "" cost show
 expect 2 "" analyze
+expect 2 "--model DIR is required" eval --tokens "$TMP/none.tok"
+expect 2 "--tokens FILE is required" eval --model "$TMP"
+expect 2 "--tokens FILE is required" generate --model "$TMP"
+expect 2 "seq-len" eval --seq-len abc
+expect 2 "max-new" generate --max-new -3
+expect 2 "--expert-type" eval --expert-type q7
+expect 1 "" eval --model "$TMP/no-such-model" --tokens "$TMP/none.tok"
 expect 2 "" sweep
 expect 2 "--load FILE, which is missing" forward --layer 1
 expect 2 "--placement-file" run --placement file

@@ -60,6 +60,44 @@ size_t tmoe_cpu_expert_scratch_bytes(const tmoe_expert *e, int n, tmoe_impl impl
 void tmoe_cpu_expert_forward(const tmoe_expert *e, tmoe_impl impl, const tmoe_f16 *x, int n,
                              float *y, void *scratch, double op_ms[TMOE_OP_COUNT]);
 
+/* ==== decoder LM on the CPU (thermoe/model.h tmoe_lm): the fp32 reference ================
+ * Everything in fp32 as transformers computes an fp32 checkpoint: RMSNorm, projections,
+ * RoPE, attention (softmax in fp32), router softmax and top-k, SwiGLU MLPs, LM head. fp16 /
+ * q4 / q2 experts go through tmoe_cpu_expert_forward (fp16 activations, as on the GPU). */
+typedef struct tmoe_cpu_lm tmoe_cpu_lm;
+
+typedef struct tmoe_cpu_lm_config {
+    int max_tokens;         /* largest number of new tokens in one forward (all sequences) */
+    tmoe_impl impl;         /* quantized experts: fused or unfused */
+    tmoe_lm_route_fn route; /* per-layer selection biases, or NULL (baseline routing) */
+    void *route_user;
+    int bias_in_weights;    /* the biases also change the combine weights */
+} tmoe_cpu_lm_config;
+
+/* One step of a batch: sequence i holds KV slot slots[i] and adds n_new[i] >= 1 tokens at
+ * positions len..len+n_new-1 of its slot (prefill: a fresh slot and the whole prompt;
+ * decode: one token). tokens: the new ids, sequence after sequence. */
+typedef struct tmoe_lm_batch {
+    int nseq;
+    const int32_t *slots;   /* (nseq) distinct slots, each open */
+    const int32_t *n_new;   /* (nseq) */
+    const uint32_t *tokens; /* (sum n_new) */
+    int logits_all;         /* 1: logits of every new token; 0: of each sequence's last only */
+} tmoe_lm_batch;
+
+/* Workspace for m (borrowed: it must outlive the runner), sized once for cfg->max_tokens. */
+int tmoe_cpu_lm_create(const tmoe_lm *m, const tmoe_cpu_lm_config *cfg, tmoe_cpu_lm **out,
+                       tmoe_error *err);
+void tmoe_cpu_lm_free(tmoe_cpu_lm *r); /* NULL-safe */
+/* Run the step and append K and V to kv (whose slots' lengths grow by n_new). logits:
+ * (sum n_new, V) when logits_all, else (nseq, V). A slot that is not open, a sequence that
+ * would pass kv->max_len, too many tokens or an id outside the vocabulary is TMOE_EINVAL and
+ * leaves kv unchanged. */
+int tmoe_cpu_lm_forward(tmoe_cpu_lm *r, tmoe_kv_cache *kv, const tmoe_lm_batch *b, float *logits,
+                        tmoe_error *err);
+/* Token copies each expert received in the last forward, (n_layers, E); dense layers 0. */
+const int32_t *tmoe_cpu_lm_expert_counts(const tmoe_cpu_lm *r);
+
 #ifdef __cplusplus
 }
 #endif

@@ -111,6 +111,203 @@ typedef struct tmoe_moe_metrics {
 
 void tmoe_moe_metrics_reset(tmoe_moe_metrics *m); /* NAN/0 everything, keep buffer pointers */
 
+/* ==== decoder language model (Hugging Face MoE checkpoints; docs/models.md) ==============
+ * A whole decoder LM as Mixtral, OLMoE, Qwen2-MoE and Qwen3-MoE define it: token embedding,
+ * n_layers x (RMSNorm, GQA attention with RoPE, RMSNorm, MoE or dense SwiGLU MLP), final
+ * RMSNorm, LM head. Dense weights are held in fp32 (converted from the file's bf16 / fp16 /
+ * fp32 at load); experts are fp32 (the reference numerics, what transformers computes in
+ * fp32) or one of the block's expert types (fp16 / q4 / q2, quantized at load) so the
+ * existing expert kernels and routing run in every layer. */
+
+#define TMOE_LM_MAX_LAYERS 256
+
+typedef enum {
+    TMOE_LM_MIXTRAL,
+    TMOE_LM_OLMOE,
+    TMOE_LM_QWEN2_MOE,
+    TMOE_LM_QWEN3_MOE,
+    TMOE_LM_FAMILY_COUNT
+} tmoe_lm_family;
+const char *tmoe_lm_family_name(tmoe_lm_family f); /* config.json's model_type */
+int tmoe_lm_family_parse(const char *model_type, tmoe_lm_family *out); /* 0, or -1 */
+
+typedef enum {
+    TMOE_QK_NORM_NONE,
+    TMOE_QK_NORM_WHOLE,    /* OLMoE: RMSNorm over the whole q (H*hd) and k (KV*hd) projection */
+    TMOE_QK_NORM_PER_HEAD, /* Qwen3-MoE: RMSNorm over each head's hd values */
+} tmoe_qk_norm;
+
+/* What config.json says, with the family's rules applied (defaults as transformers' config
+ * classes have them). */
+typedef struct tmoe_lm_config {
+    tmoe_lm_family family;
+    int vocab_size;         /* V */
+    int d_model;            /* hidden_size D */
+    int n_layers;           /* num_hidden_layers */
+    int n_heads;            /* num_attention_heads H */
+    int n_kv_heads;         /* num_key_value_heads KV; H % KV == 0 */
+    int head_dim;           /* hd: explicit (Qwen3) or D / H */
+    int d_ff;               /* intermediate_size: dense MLP layers (Mixtral: the experts) */
+    int d_ff_expert;        /* moe_intermediate_size (Mixtral: intermediate_size) */
+    int d_ff_shared;        /* Qwen2-MoE shared_expert_intermediate_size; 0 = no shared expert */
+    int num_experts;        /* E */
+    int top_k;              /* num_experts_per_tok */
+    int norm_topk_prob;     /* renormalise the top-k weights over the chosen experts */
+    tmoe_qk_norm qk_norm;
+    int qkv_bias;           /* q/k/v projections have biases (Qwen2-MoE qkv_bias, attention_bias) */
+    int o_bias;             /* the output projection has a bias (attention_bias) */
+    int tie_embeddings;     /* tie_word_embeddings: the LM head is the embedding */
+    int max_positions;      /* max_position_embeddings */
+    int sliding_window;     /* Mixtral: attend to the last sliding_window positions; 0 = off */
+    float rms_eps;          /* rms_norm_eps */
+    float clip_qkv;         /* OLMoE: clamp q, k, v to [-clip, clip]; 0 = off */
+    double rope_theta;      /* top-level rope_theta or rope_parameters.rope_theta */
+    uint8_t moe_layer[TMOE_LM_MAX_LAYERS]; /* 1 = MoE MLP, 0 = dense MLP (Qwen mlp_only_layers,
+                                              decoder_sparse_step) */
+} tmoe_lm_config;
+
+/* Parse config.json text (path names it in messages). An unknown model_type, a missing or
+ * mistyped field, a value out of range or a feature we do not implement (rope_scaling, an
+ * enabled sliding window on Qwen, ...) is TMOE_EFORMAT / TMOE_ENOTSUP naming the file and
+ * the field. */
+int tmoe_lm_config_parse(const char *json, const char *path, tmoe_lm_config *c, tmoe_error *err);
+/* Read <dir>/config.json and parse it. */
+int tmoe_lm_config_read(const char *dir, tmoe_lm_config *c, tmoe_error *err);
+int tmoe_lm_num_moe_layers(const tmoe_lm_config *c);
+
+/* ---- checkpoint directory: model.safetensors or model.safetensors.index.json + shards ---- */
+typedef struct tmoe_ckpt tmoe_ckpt;
+/* Open every shard (memory-mapped, nothing copied). An index that names a shard that is
+ * missing, a truncated shard, or a tensor the index places in a shard that lacks it is an
+ * error naming the file. */
+int tmoe_ckpt_open(const char *dir, tmoe_ckpt **out, tmoe_error *err);
+void tmoe_ckpt_close(tmoe_ckpt *c); /* NULL-safe */
+/* The tensor called name, or NULL; *file_out (may be NULL) gets the shard's path. */
+struct tmoe_st_tensor; /* thermoe/safetensors.h */
+const struct tmoe_st_tensor *tmoe_ckpt_find(const tmoe_ckpt *c, const char *name,
+                                            const char **file_out);
+int tmoe_ckpt_shards(const tmoe_ckpt *c);
+size_t tmoe_ckpt_bytes(const tmoe_ckpt *c); /* bytes of all tensors in all shards */
+const char *tmoe_ckpt_dtype(const tmoe_ckpt *c); /* dtype of most tensor bytes: "BF16", ... */
+
+/* ---- the model ---------------------------------------------------------------------- */
+typedef struct tmoe_lm_layer {
+    int is_moe;
+    float *attn_norm, *mlp_norm; /* (D) input_layernorm, post_attention_layernorm */
+    float *wq, *wk, *wv;         /* (H hd, D), (KV hd, D), (KV hd, D) */
+    float *bq, *bk, *bv;         /* (H hd), (KV hd), (KV hd) or NULL (no qkv_bias) */
+    float *q_norm, *k_norm;      /* whole: (H hd), (KV hd); per head: (hd), (hd); or NULL */
+    float *wo;                   /* (D, H hd) */
+    float *bo;                   /* (D) or NULL (no o_bias) */
+    /* dense MLP (is_moe == 0): SwiGLU with w13 rows [0, d_ff) gate, [d_ff, 2 d_ff) up */
+    float *mlp_w13;              /* (2 d_ff, D) */
+    float *mlp_w2;               /* (D, d_ff) */
+    /* MoE (is_moe == 1) */
+    float *router;               /* (E, D) fp32 router (gate) weights */
+    float *ex_w13, *ex_w2;       /* fp32 experts: (E, 2 d_ff_expert, D), (E, D, d_ff_expert);
+                                    NULL when experts_f32 == 0 */
+    tmoe_expert *experts;        /* (E) fp16 / q4 / q2 experts; NULL when experts_f32 */
+    float *sh_w13, *sh_w2;       /* shared expert (2 d_ff_shared, D), (D, d_ff_shared) or NULL */
+    float *sh_gate;              /* (D) shared_expert_gate, or NULL */
+} tmoe_lm_layer;
+
+typedef struct tmoe_lm_load_opts {
+    int experts_f32;        /* 1: fp32 experts (default); 0: expert_type */
+    tmoe_etype expert_type; /* fp16 / q4 / q2 when experts_f32 == 0 */
+    int group_size;         /* quantization group (default TMOE_DEFAULT_GROUP; q4/q2 need
+                               d_model and d_ff_expert to be multiples of it) */
+} tmoe_lm_load_opts;
+tmoe_lm_load_opts tmoe_lm_load_opts_default(void);
+
+typedef struct tmoe_lm {
+    tmoe_lm_config cfg;
+    tmoe_lm_load_opts opts;
+    float *embed;        /* (V, D) */
+    float *final_norm;   /* (D) */
+    float *lm_head;      /* (V, D); == embed when tied (not a second allocation) */
+    tmoe_lm_layer *layers; /* (n_layers) */
+    size_t file_bytes;   /* bytes of the checkpoint's tensors */
+    char dtype[8];       /* the checkpoint's main dtype */
+    int shards;
+} tmoe_lm;
+
+/* Load a model directory: config.json, then every tensor the config implies with the shape
+ * it implies (the first missing names are listed; a wrong shape names the tensor, what the
+ * file has and what the config wants). Expert weights in the per-expert layout
+ * (experts.M.w1/w2/w3 or gate_proj/up_proj/down_proj) or stacked (experts.gate_up_proj,
+ * experts.down_proj). *out owned by the caller. */
+int tmoe_lm_load(const char *dir, const tmoe_lm_load_opts *opts, tmoe_lm **out, tmoe_error *err);
+void tmoe_lm_free(tmoe_lm *m); /* NULL-safe */
+
+/* Sizes for `thermoe info`. Parameters count tied weights once; active parameters are
+ * those a token touches (top_k experts, shared expert, dense layers, one embedding row, the
+ * head); bytes per token = weights read by one decoded token (active parameters at the
+ * loaded precision) + the KV cache one position adds. */
+typedef struct tmoe_lm_sizes {
+    int64_t params, active_params, expert_params;
+    double weight_bytes;        /* as loaded */
+    double active_bytes;        /* weights one token reads, as loaded */
+    double kv_bytes_per_token;  /* fp32 K and V of one position over all layers */
+} tmoe_lm_sizes;
+tmoe_lm_sizes tmoe_lm_sizes_of(const tmoe_lm *m);
+
+/* ---- KV cache --------------------------------------------------------------------------
+ * Per layer, K and V in slots: (max_seqs, max_len, KV, hd) fp32. A sequence holds one slot
+ * from seq_open to seq_close, so sequences can join and leave a running batch; prefill
+ * writes positions 0..n-1 of its slot, each decode step appends one. */
+typedef struct tmoe_kv_cache {
+    int n_layers, max_seqs, max_len, n_kv_heads, head_dim;
+    float **k, **v;   /* (n_layers) pointers to (max_seqs, max_len, KV, hd) */
+    int32_t *len;     /* (max_seqs) positions filled in each slot */
+    uint8_t *used;    /* (max_seqs) 1 while a sequence holds the slot */
+} tmoe_kv_cache;
+
+int tmoe_kv_cache_create(const tmoe_lm_config *c, int max_seqs, int max_len,
+                         tmoe_kv_cache **out, tmoe_error *err);
+void tmoe_kv_cache_free(tmoe_kv_cache *kv); /* NULL-safe */
+/* Take a free slot (length 0): TMOE_EINVAL when all max_seqs are in use. */
+int tmoe_kv_seq_open(tmoe_kv_cache *kv, int *slot, tmoe_error *err);
+void tmoe_kv_seq_close(tmoe_kv_cache *kv, int slot); /* frees the slot */
+size_t tmoe_kv_cache_bytes(const tmoe_kv_cache *kv);
+
+/* Per-layer routing hook for the decoder: called with the router logits (T, E) of each MoE
+ * layer before top-k; writes E selection biases (or leaves them 0). Non-zero return stops
+ * the forward with that code. */
+typedef int (*tmoe_lm_route_fn)(void *user, int layer, const float *logits, int T, int E,
+                                float *bias, tmoe_error *err);
+
+/* ---- token files (DESIGN.md): 256 int32 header, then n uint32 ids -------------------- */
+#define TMOE_TOKENS_MAGIC 20261206
+#define TMOE_TOKENS_VERSION 1
+typedef struct tmoe_tokens {
+    int64_t n;          /* ids */
+    int32_t vocab_size; /* from the header */
+    int64_t text_bytes; /* UTF-8 bytes of the source text, 0 = unknown */
+    uint32_t *ids;      /* (n), owned */
+} tmoe_tokens;
+/* Read and check: magic, version, bytes per id 4, file size = header + 4 n, every id below
+ * the header's vocabulary size. Messages name the file and the field. */
+int tmoe_tokens_read(const char *path, tmoe_tokens *t, tmoe_error *err);
+int tmoe_tokens_write(const char *path, const uint32_t *ids, int64_t n, int32_t vocab_size,
+                      int64_t text_bytes, tmoe_error *err);
+void tmoe_tokens_free(tmoe_tokens *t); /* NULL-safe */
+
+/* ---- scoring (DESIGN.md "Scoring text") -------------------------------------------- */
+/* Negative log-likelihood of targets under logits: nll[t] = logsumexp(logits[t]) -
+ * logits[t, target[t]] (computed in double), logits (n, V). */
+void tmoe_lm_nll(const float *logits, const uint32_t *targets, int n, int V, double *nll);
+
+typedef struct tmoe_lm_score {
+    int64_t windows, tokens_scored;
+    double nll_sum;          /* over scored tokens */
+    double win_sum, win_sum2; /* of per-window mean nll (for the CI) */
+} tmoe_lm_score;
+void tmoe_lm_score_add_window(tmoe_lm_score *s, const double *nll, int n);
+/* nll_mean, perplexity and its 95% CI over windows (Student t on the window means; NAN
+ * bounds with fewer than 2 windows). */
+void tmoe_lm_score_finish(const tmoe_lm_score *s, double *nll_mean, double *ppl, double *ppl_lo,
+                          double *ppl_hi);
+
 #ifdef __cplusplus
 }
 #endif

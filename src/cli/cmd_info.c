@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "cli/cli.h"
+#include "cli/cli_lm.h"
 #include "thermoe/engine.h"
 #include "thermoe/telemetry.h"
 
@@ -47,19 +48,39 @@ static void print_telemetry(void) {
 }
 
 int cmd_info(int argc, char **argv) {
-    static const struct option longopts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option longopts[] = {CLI_LM_OPTIONS, {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
+    cli_lm_opts lo = cli_lm_opts_default();
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
+        int r = cli_lm_flag("info", c, optarg, &lo);
+        if (r >= 0) {
+            if (r) return 1;
+            continue;
+        }
         if (c == 'h') {
             printf("usage: thermoe info\n\nSay which backends can run here and why not, whether "
                    "NVML loaded, which devices answered and which telemetry fields each "
                    "supports, and which telemetry source 'auto' would pick.\n"
-                   "(env THERMOE_NVML_LIB overrides the path of libnvidia-ml.so.1)\n");
+                   "(env THERMOE_NVML_LIB overrides the path of libnvidia-ml.so.1)\n\n"
+                   "With --model DIR: the model's architecture, sizes and bytes per token\n"
+                   "instead (--expert-type, --group-size: the experts as they would be loaded).\n\n");
+            cli_lm_help(&lo);
             return 0;
         }
         return cli_usage_error("info");
     }
     if (optind < argc) return cli_usage_fail("info", "unexpected argument '%s'", argv[optind]);
+    if (lo.model) {
+        cli_log_init(0);
+        lo.backend = TMOE_BACKEND_CPU;
+        tmoe_lm *m = NULL;
+        int lrc = cli_lm_load("info", &lo, &m);
+        if (lrc) return lrc;
+        cli_lm_print_info(stdout, lo.model, m);
+        tmoe_lm_free(m);
+        return 0;
+    }
     printf("thermoe %s (git %s)\n\nbackends:\n", TMOE_VERSION, THERMOE_GIT_SHA);
     for (int k = TMOE_BACKEND_CPU; k < TMOE_BACKEND_COUNT; k++) {
         tmoe_error err = {0};

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/cli_lm.h"
 #include "thermoe/ep.h"
 
 static int cmd_version(int argc, char **argv);
@@ -19,6 +20,8 @@ static const cli_cmd commands[] = {
     {"op", cmd_op, "run one op alone inside an NVTX range (for nsys / ncu)"},
     {"monitor", cmd_monitor, "live GPU telemetry view and CSV log (nvml or simulated)"},
     {"forward", cmd_forward, "build a block from flags, run it once, print routing and timings"},
+    {"eval", cmd_eval, "perplexity of a token file under a Hugging Face MoE model (CPU)"},
+    {"generate", cmd_generate, "greedy continuation of a prompt with a Hugging Face MoE model"},
     {"import", cmd_import, "read an nsys SQLite export or ncu CSV into cost-model entries"},
     {"cost", cmd_cost, "show a cost model file as a table, or merge several"},
     {"analyze", cmd_analyze, "turn run logs into tables, figures, tests and report.html"},

@@ -1,0 +1,408 @@
+/* The decoder LM on the CPU: prefill and decode over a batch of sequences with a KV cache,
+ * in fp32 (see include/thermoe/cpu.h). Plain loops: this is the reference that transformers'
+ * numbers check and the CUDA path will be checked against. */
+#include "thermoe/cpu.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct tmoe_cpu_lm {
+    const tmoe_lm *m;
+    tmoe_cpu_lm_config cfg;
+    int max_ff;          /* largest MLP hidden size (dense, expert, shared) */
+    float *x, *xn, *tmp; /* (T, D) residual, normed, sublayer output */
+    float *q, *k, *v;    /* (T, H hd), (T, KV hd), (T, KV hd) */
+    float *att;          /* (T, H hd) attention output */
+    float *scores;       /* (max context) */
+    float *h;            /* (T, 2 max_ff) */
+    float *a;            /* (T, max_ff) */
+    float *rope;         /* (hd / 2) inverse frequencies */
+    float *router;       /* (T, E) */
+    float *bias;         /* (E) */
+    int32_t *idx;        /* (T, k) */
+    float *w;            /* (T, k) */
+    int32_t *rows;       /* (T) token of each row routed to the current expert */
+    float *rw;           /* (T) its combine weight */
+    tmoe_f16 *xg16;      /* (T, D) typed experts' input rows */
+    float *xg;           /* (T, D) fp32 experts' input rows */
+    float *ye;           /* (T, D) experts' output rows */
+    void *escratch;      /* tmoe_cpu_expert_scratch_bytes at T rows */
+    int32_t *pos;        /* (T) position of each new token */
+    int32_t *slot;       /* (T) KV slot of each new token */
+    int32_t *counts;     /* (n_layers, E) */
+    int max_ctx;
+    int scores_cap;      /* floats in scores */
+};
+
+void tmoe_cpu_lm_free(tmoe_cpu_lm *r) {
+    if (!r) return;
+    void *ptrs[] = {r->x,   r->xn,   r->tmp, r->q,    r->k,        r->v,      r->att,
+                    r->scores, r->h, r->a,   r->rope, r->router,   r->bias,   r->idx,
+                    r->w,   r->rows, r->rw,  r->xg16, r->xg, r->ye,       r->escratch, r->pos,
+                    r->slot, r->counts};
+    for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++) free(ptrs[i]);
+    free(r);
+}
+
+static int max3(int a, int b, int c) {
+    int m = a > b ? a : b;
+    return m > c ? m : c;
+}
+
+int tmoe_cpu_lm_create(const tmoe_lm *m, const tmoe_cpu_lm_config *cfg, tmoe_cpu_lm **out,
+                       tmoe_error *err) {
+    *out = NULL;
+    const tmoe_lm_config *c = &m->cfg;
+    if (cfg->max_tokens < 1)
+        return tmoe_errorf(err, TMOE_EINVAL, "max_tokens = %d: must be positive", cfg->max_tokens);
+    tmoe_cpu_lm *r = tmoe_calloc(1, sizeof *r, err);
+    if (!r) return TMOE_ENOMEM;
+    r->m = m;
+    r->cfg = *cfg;
+    size_t T = (size_t)cfg->max_tokens, D = (size_t)c->d_model, E = (size_t)c->num_experts;
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    r->max_ff = max3(c->d_ff, c->d_ff_expert, c->d_ff_shared);
+    r->max_ctx = c->max_positions;
+    size_t F = (size_t)r->max_ff;
+    int ok = (r->x = tmoe_malloc(sizeof(float) * T * D, err)) &&
+             (r->xn = tmoe_malloc(sizeof(float) * T * D, err)) &&
+             (r->tmp = tmoe_malloc(sizeof(float) * T * D, err)) &&
+             (r->q = tmoe_malloc(sizeof(float) * T * qd, err)) &&
+             (r->k = tmoe_malloc(sizeof(float) * T * kvd, err)) &&
+             (r->v = tmoe_malloc(sizeof(float) * T * kvd, err)) &&
+             (r->att = tmoe_malloc(sizeof(float) * T * qd, err)) &&
+             (r->h = tmoe_malloc(sizeof(float) * T * 2 * F, err)) &&
+             (r->a = tmoe_malloc(sizeof(float) * T * F, err)) &&
+             (r->rope = tmoe_malloc(sizeof(float) * (size_t)c->head_dim / 2, err)) &&
+             (r->router = tmoe_malloc(sizeof(float) * T * E, err)) &&
+             (r->bias = tmoe_calloc(E, sizeof(float), err)) &&
+             (r->idx = tmoe_malloc(sizeof(int32_t) * T * (size_t)c->top_k, err)) &&
+             (r->w = tmoe_malloc(sizeof(float) * T * (size_t)c->top_k, err)) &&
+             (r->rows = tmoe_malloc(sizeof(int32_t) * T, err)) &&
+             (r->rw = tmoe_malloc(sizeof(float) * T, err)) &&
+             (r->xg16 = tmoe_malloc(sizeof(tmoe_f16) * T * D, err)) &&
+             (r->xg = tmoe_malloc(sizeof(float) * T * D, err)) &&
+             (r->ye = tmoe_malloc(sizeof(float) * T * D, err)) &&
+             (r->pos = tmoe_malloc(sizeof(int32_t) * T, err)) &&
+             (r->slot = tmoe_malloc(sizeof(int32_t) * T, err)) &&
+             (r->counts = tmoe_calloc((size_t)c->n_layers * E, sizeof(int32_t), err));
+    if (ok && !m->opts.experts_f32 && tmoe_lm_num_moe_layers(c) > 0) {
+        const tmoe_expert *e0 = NULL;
+        for (int l = 0; l < c->n_layers && !e0; l++)
+            if (m->layers[l].experts) e0 = &m->layers[l].experts[0];
+        ok = e0 && (r->escratch = tmoe_malloc(
+                        tmoe_cpu_expert_scratch_bytes(e0, cfg->max_tokens, cfg->impl), err));
+    }
+    if (!ok) {
+        tmoe_cpu_lm_free(r);
+        return TMOE_ENOMEM;
+    }
+    /* as transformers: inv_freq = 1 / theta^(2i / hd), in fp32 */
+    for (int i = 0; i < c->head_dim / 2; i++)
+        r->rope[i] = 1.0f / powf((float)c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+    *out = r;
+    return TMOE_OK;
+}
+
+const int32_t *tmoe_cpu_lm_expert_counts(const tmoe_cpu_lm *r) {
+    return r->counts;
+}
+
+/* fp32 dot product with 8 independent partial sums. */
+static float dot(const float *a, const float *b, int n) {
+    float s[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
+    for (; i < n; i++) s[0] += a[i] * b[i];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* y (n, out) = x (n, in) W^T (+ b); W (out, in). */
+static void linear(const float *x, const float *W, const float *b, int n, int in, int out,
+                   float *y) {
+#pragma omp parallel for if ((long)n * out * in >= (1L << 22))
+    for (int o = 0; o < out; o++)
+        for (int t = 0; t < n; t++)
+            y[(size_t)t * out + o] =
+                dot(x + (size_t)t * in, W + (size_t)o * in, in) + (b ? b[o] : 0.0f);
+}
+
+/* RMSNorm of n rows of width d: y = x / sqrt(mean(x^2) + eps) * w (in place allowed). */
+static void rmsnorm(const float *x, const float *w, int n, int d, float eps, float *y) {
+    for (int t = 0; t < n; t++) {
+        const float *r = x + (size_t)t * d;
+        double ss = 0.0;
+        for (int i = 0; i < d; i++) ss += (double)r[i] * r[i];
+        float inv = 1.0f / sqrtf((float)(ss / d) + eps);
+        for (int i = 0; i < d; i++) y[(size_t)t * d + i] = w[i] * (r[i] * inv);
+    }
+}
+
+static float silu(float g) {
+    return g / (1.0f + expf(-g));
+}
+
+/* SwiGLU MLP on n rows: y = W2 (silu(gate) * up), w13 (2I, D) rows [gate; up], w2 (D, I). */
+static void swiglu(tmoe_cpu_lm *r, const float *x, int n, const float *w13, const float *w2,
+                   int I, float *y) {
+    int D = r->m->cfg.d_model;
+    linear(x, w13, NULL, n, D, 2 * I, r->h);
+    for (int t = 0; t < n; t++) {
+        const float *g = r->h + (size_t)t * 2 * I, *u = g + I;
+        for (int i = 0; i < I; i++) r->a[(size_t)t * I + i] = silu(g[i]) * u[i];
+    }
+    linear(r->a, w2, NULL, n, I, D, y);
+}
+
+/* Rotate pairs (i, i + hd/2) of each head of n rows (as transformers' rotate_half). */
+static void rope(const tmoe_cpu_lm *r, float *v, int n, int heads, const int32_t *pos) {
+    int hd = r->m->cfg.head_dim, half = hd / 2;
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < half; i++) {
+            float ang = (float)pos[t] * r->rope[i], c = cosf(ang), s = sinf(ang);
+            for (int h = 0; h < heads; h++) {
+                float *p = v + ((size_t)t * heads + h) * hd;
+                float a = p[i], b = p[i + half];
+                p[i] = a * c - b * s;
+                p[i + half] = b * c + a * s;
+            }
+        }
+}
+
+static void clip(float *v, size_t n, float c) {
+    for (size_t i = 0; i < n; i++) v[i] = v[i] > c ? c : v[i] < -c ? -c : v[i];
+}
+
+/* q, k, v of the new tokens: projections, biases, q/k norms, clipping, RoPE. */
+static void qkv(tmoe_cpu_lm *r, const tmoe_lm_layer *y, int T) {
+    const tmoe_lm_config *c = &r->m->cfg;
+    int D = c->d_model, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    linear(r->xn, y->wq, y->bq, T, D, qd, r->q);
+    linear(r->xn, y->wk, y->bk, T, D, kvd, r->k);
+    linear(r->xn, y->wv, y->bv, T, D, kvd, r->v);
+    if (c->qk_norm == TMOE_QK_NORM_WHOLE) {
+        rmsnorm(r->q, y->q_norm, T, qd, c->rms_eps, r->q);
+        rmsnorm(r->k, y->k_norm, T, kvd, c->rms_eps, r->k);
+    } else if (c->qk_norm == TMOE_QK_NORM_PER_HEAD) {
+        rmsnorm(r->q, y->q_norm, T * c->n_heads, hd, c->rms_eps, r->q);
+        rmsnorm(r->k, y->k_norm, T * c->n_kv_heads, hd, c->rms_eps, r->k);
+    }
+    if (c->clip_qkv > 0.0f) {
+        clip(r->q, (size_t)T * qd, c->clip_qkv);
+        clip(r->k, (size_t)T * kvd, c->clip_qkv);
+        clip(r->v, (size_t)T * kvd, c->clip_qkv);
+    }
+    rope(r, r->q, T, c->n_heads, r->pos);
+    rope(r, r->k, T, c->n_kv_heads, r->pos);
+}
+
+/* Causal attention of each new token over its slot's positions 0..pos (the cache holds the
+ * new K and V already); GQA: head h reads KV head h / (H / KV). */
+static void attend(tmoe_cpu_lm *r, const tmoe_kv_cache *kv, int l, int T) {
+    const tmoe_lm_config *c = &r->m->cfg;
+    int hd = c->head_dim, H = c->n_heads, KV = c->n_kv_heads, group = H / KV;
+    float scale = 1.0f / sqrtf((float)hd);
+    size_t slot_stride = (size_t)kv->max_len * KV * hd;
+    for (int t = 0; t < T; t++) {
+        const float *K = kv->k[l] + (size_t)r->slot[t] * slot_stride;
+        const float *Vv = kv->v[l] + (size_t)r->slot[t] * slot_stride;
+        int p = r->pos[t], first = 0;
+        if (c->sliding_window > 0 && p - c->sliding_window + 1 > 0)
+            first = p - c->sliding_window + 1;
+        for (int h = 0; h < H; h++) {
+            const float *q = r->q + ((size_t)t * H + h) * hd;
+            int g = h / group;
+            float mx = -INFINITY;
+            for (int s = first; s <= p; s++) {
+                float sc = dot(q, K + ((size_t)s * KV + g) * hd, hd) * scale;
+                r->scores[s] = sc;
+                mx = sc > mx ? sc : mx;
+            }
+            float den = 0.0f;
+            for (int s = first; s <= p; s++) {
+                r->scores[s] = expf(r->scores[s] - mx);
+                den += r->scores[s];
+            }
+            float *o = r->att + ((size_t)t * H + h) * hd;
+            for (int i = 0; i < hd; i++) o[i] = 0.0f;
+            for (int s = first; s <= p; s++) {
+                float pw = r->scores[s] / den;
+                const float *vr = Vv + ((size_t)s * KV + g) * hd;
+                for (int i = 0; i < hd; i++) o[i] += pw * vr[i];
+            }
+        }
+    }
+}
+
+static void attention(tmoe_cpu_lm *r, tmoe_kv_cache *kv, int l, int T) {
+    const tmoe_lm_config *c = &r->m->cfg;
+    const tmoe_lm_layer *y = &r->m->layers[l];
+    int D = c->d_model, hd = c->head_dim, kvd = c->n_kv_heads * hd;
+    rmsnorm(r->x, y->attn_norm, T, D, c->rms_eps, r->xn);
+    qkv(r, y, T);
+    size_t slot_stride = (size_t)kv->max_len * kvd;
+    for (int t = 0; t < T; t++) {
+        size_t at = (size_t)r->slot[t] * slot_stride + (size_t)r->pos[t] * kvd;
+        memcpy(kv->k[l] + at, r->k + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
+        memcpy(kv->v[l] + at, r->v + (size_t)t * kvd, sizeof(float) * (size_t)kvd);
+    }
+    attend(r, kv, l, T);
+    linear(r->att, y->wo, y->bo, T, c->n_heads * hd, D, r->tmp);
+    for (size_t i = 0; i < (size_t)T * D; i++) r->x[i] += r->tmp[i];
+}
+
+/* Expert e on its n rows (r->rows, weights r->rw), added into r->tmp. */
+static void run_expert(tmoe_cpu_lm *r, const tmoe_lm_layer *y, int e, int n) {
+    const tmoe_lm_config *c = &r->m->cfg;
+    int D = c->d_model, I = c->d_ff_expert;
+    for (int j = 0; j < n; j++) {
+        const float *src = r->xn + (size_t)r->rows[j] * D;
+        if (y->ex_w13)
+            memcpy(r->xg + (size_t)j * D, src, sizeof(float) * (size_t)D);
+        else
+            for (int i = 0; i < D; i++) r->xg16[(size_t)j * D + i] = tmoe_f32_to_f16(src[i]);
+    }
+    if (y->ex_w13)
+        swiglu(r, r->xg, n, y->ex_w13 + (size_t)e * 2 * I * D, y->ex_w2 + (size_t)e * D * I, I,
+               r->ye);
+    else
+        tmoe_cpu_expert_forward(&y->experts[e], r->cfg.impl, r->xg16, n, r->ye, r->escratch,
+                                NULL);
+    for (int j = 0; j < n; j++) {
+        float *out = r->tmp + (size_t)r->rows[j] * D;
+        const float *row = r->ye + (size_t)j * D;
+        for (int i = 0; i < D; i++) out[i] += row[i] * r->rw[j];
+    }
+}
+
+static int moe(tmoe_cpu_lm *r, int l, int T, tmoe_error *err) {
+    const tmoe_lm_config *c = &r->m->cfg;
+    const tmoe_lm_layer *y = &r->m->layers[l];
+    int D = c->d_model, E = c->num_experts, K = c->top_k;
+    linear(r->xn, y->router, NULL, T, D, E, r->router);
+    const float *bias = NULL;
+    if (r->cfg.route) {
+        memset(r->bias, 0, sizeof(float) * (size_t)E);
+        int rc = r->cfg.route(r->cfg.route_user, l, r->router, T, E, r->bias, err);
+        if (rc) return rc;
+        bias = r->bias;
+    }
+    tmoe_cpu_gate_topk(r->router, bias, T, E, K, c->norm_topk_prob, r->cfg.bias_in_weights,
+                       r->idx, r->w);
+    memset(r->tmp, 0, sizeof(float) * (size_t)T * D);
+    int32_t *counts = r->counts + (size_t)l * E;
+    /* experts in ascending index, as transformers adds them */
+    for (int e = 0; e < E; e++) {
+        int n = 0;
+        for (int t = 0; t < T; t++)
+            for (int j = 0; j < K; j++)
+                if (r->idx[t * K + j] == e) {
+                    r->rows[n] = t;
+                    r->rw[n++] = r->w[t * K + j];
+                }
+        counts[e] = n;
+        if (n) run_expert(r, y, e, n);
+    }
+    if (y->sh_w13) {
+        int S = c->d_ff_shared;
+        swiglu(r, r->xn, T, y->sh_w13, y->sh_w2, S, r->ye);
+        for (int t = 0; t < T; t++) {
+            float g = dot(r->xn + (size_t)t * D, y->sh_gate, D);
+            float s = 1.0f / (1.0f + expf(-g));
+            for (int i = 0; i < D; i++) r->tmp[(size_t)t * D + i] += s * r->ye[(size_t)t * D + i];
+        }
+    }
+    return TMOE_OK;
+}
+
+static int mlp(tmoe_cpu_lm *r, int l, int T, tmoe_error *err) {
+    const tmoe_lm_config *c = &r->m->cfg;
+    const tmoe_lm_layer *y = &r->m->layers[l];
+    int D = c->d_model;
+    rmsnorm(r->x, y->mlp_norm, T, D, c->rms_eps, r->xn);
+    if (y->is_moe) {
+        int rc = moe(r, l, T, err);
+        if (rc) return rc;
+    } else {
+        swiglu(r, r->xn, T, y->mlp_w13, y->mlp_w2, c->d_ff, r->tmp);
+    }
+    for (size_t i = 0; i < (size_t)T * D; i++) r->x[i] += r->tmp[i];
+    return TMOE_OK;
+}
+
+static int check_batch(const tmoe_cpu_lm *r, const tmoe_kv_cache *kv, const tmoe_lm_batch *b,
+                       int *T_out, tmoe_error *err) {
+    const tmoe_lm_config *c = &r->m->cfg;
+    if (kv->n_layers != c->n_layers || kv->n_kv_heads != c->n_kv_heads ||
+        kv->head_dim != c->head_dim)
+        return tmoe_errorf(err, TMOE_EINVAL, "KV cache shape does not match the model");
+    int T = 0;
+    for (int i = 0; i < b->nseq; i++) {
+        int s = b->slots[i];
+        if (s < 0 || s >= kv->max_seqs || !kv->used[s])
+            return tmoe_errorf(err, TMOE_EINVAL, "sequence %d: KV slot %d is not open", i, s);
+        for (int j = 0; j < i; j++)
+            if (b->slots[j] == s)
+                return tmoe_errorf(err, TMOE_EINVAL, "sequences %d and %d share KV slot %d", j, i,
+                                   s);
+        if (b->n_new[i] < 1)
+            return tmoe_errorf(err, TMOE_EINVAL, "sequence %d: %d new tokens", i, b->n_new[i]);
+        if ((int64_t)kv->len[s] + b->n_new[i] > kv->max_len ||
+            (int64_t)kv->len[s] + b->n_new[i] > r->max_ctx)
+            return tmoe_errorf(err, TMOE_EINVAL,
+                               "sequence %d: %d + %d positions exceed the cache (%d) or the "
+                               "model's max_position_embeddings (%d)",
+                               i, kv->len[s], b->n_new[i], kv->max_len, r->max_ctx);
+        T += b->n_new[i];
+        if (T > r->cfg.max_tokens)
+            return tmoe_errorf(err, TMOE_EINVAL, "more than max_tokens = %d new tokens",
+                               r->cfg.max_tokens);
+    }
+    for (int t = 0; t < T; t++)
+        if (b->tokens[t] >= (uint32_t)c->vocab_size)
+            return tmoe_errorf(err, TMOE_EINVAL, "token %d: id %u is outside the vocabulary (%d)",
+                               t, b->tokens[t], c->vocab_size);
+    *T_out = T;
+    return TMOE_OK;
+}
+
+int tmoe_cpu_lm_forward(tmoe_cpu_lm *r, tmoe_kv_cache *kv, const tmoe_lm_batch *b, float *logits,
+                        tmoe_error *err) {
+    const tmoe_lm *m = r->m;
+    const tmoe_lm_config *c = &m->cfg;
+    int T, rc = check_batch(r, kv, b, &T, err);
+    if (rc) return rc;
+    if (kv->max_len > r->scores_cap) {
+        float *s = realloc(r->scores, sizeof(float) * (size_t)kv->max_len);
+        if (!s) return tmoe_errorf(err, TMOE_ENOMEM, "out of memory (attention scores)");
+        r->scores = s;
+        r->scores_cap = kv->max_len;
+    }
+    int D = c->d_model, V = c->vocab_size;
+    for (int i = 0, t = 0; i < b->nseq; i++)
+        for (int j = 0; j < b->n_new[i]; j++, t++) {
+            r->slot[t] = b->slots[i];
+            r->pos[t] = kv->len[b->slots[i]] + j;
+        }
+    for (int t = 0; t < T; t++)
+        memcpy(r->x + (size_t)t * D, m->embed + (size_t)b->tokens[t] * D, sizeof(float) * D);
+    memset(r->counts, 0, sizeof(int32_t) * (size_t)c->n_layers * c->num_experts);
+    for (int l = 0; l < c->n_layers; l++) {
+        attention(r, kv, l, T);
+        if ((rc = mlp(r, l, T, err))) return rc; /* the slots' lengths are not advanced */
+    }
+    rmsnorm(r->x, m->final_norm, T, D, c->rms_eps, r->xn);
+    for (int i = 0, t = 0; i < b->nseq; i++) {
+        int n = b->n_new[i];
+        if (b->logits_all)
+            linear(r->xn + (size_t)t * D, m->lm_head, NULL, n, D, V, logits + (size_t)t * V);
+        else
+            linear(r->xn + (size_t)(t + n - 1) * D, m->lm_head, NULL, 1, D, V,
+                   logits + (size_t)i * V);
+        t += n;
+        kv->len[b->slots[i]] += n;
+    }
+    return TMOE_OK;
+}

@@ -1,0 +1,227 @@
+/* Shared pieces of the LM subcommands: model flags, loading, the architecture summary and
+ * the per-layer routing hook (cli_lm.h). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/cli_lm.h"
+#include "thermoe/cost.h"
+
+cli_lm_opts cli_lm_opts_default(void) {
+    cli_lm_opts o = {.model = NULL, .load = tmoe_lm_load_opts_default(), .impl = TMOE_IMPL_FUSED,
+                     .backend = TMOE_BACKEND_AUTO};
+    return o;
+}
+
+int cli_lm_flag(const char *cmd, int code, const char *arg, cli_lm_opts *o) {
+    long v;
+    switch (code) {
+    case CLI_LM_MODEL: o->model = arg; return 0;
+    case CLI_LM_EXPERT_TYPE:
+        if (strcmp(arg, "fp32") == 0) {
+            o->load.experts_f32 = 1;
+            return 0;
+        }
+        if (tmoe_etype_parse(arg, &o->load.expert_type))
+            return cli_usage_fail(cmd, "--expert-type: unknown type '%s' (expected fp32, fp16, q4 or q2)",
+                            arg);
+        o->load.experts_f32 = 0;
+        return 0;
+    case CLI_LM_GROUP:
+        if (cli_int(cmd, "group-size", arg, 1, 1 << 20, &v)) return 2;
+        o->load.group_size = (int)v;
+        return 0;
+    case CLI_LM_IMPL:
+        if (tmoe_impl_parse(arg, &o->impl))
+            return cli_usage_fail(cmd, "--impl: unknown impl '%s' (expected fused or unfused)", arg);
+        return 0;
+    case CLI_LM_BACKEND:
+        if (tmoe_backend_kind_parse(arg, &o->backend))
+            return cli_usage_fail(cmd, "--backend: unknown backend '%s' (expected auto, cpu or cuda)",
+                            arg);
+        return 0;
+    default: return -1;
+    }
+}
+
+void cli_lm_help(const cli_lm_opts *d) {
+    printf("model:\n"
+           "  --model DIR        Hugging Face model directory: config.json and model.safetensors\n"
+           "                     or model.safetensors.index.json + shards (required;\n"
+           "                     mixtral, olmoe, qwen2_moe, qwen3_moe; docs/models.md)\n"
+           "  --expert-type T    experts as fp32 (the reference numerics), fp16, q4 or q2\n"
+           "                     (quantized at load) (default %s)\n"
+           "  --group-size G     q4/q2 group along the input dim; must divide hidden_size and\n"
+           "                     the expert size (default %d)\n"
+           "  --impl I           q4/q2 experts: fused or unfused (default %s)\n"
+           "  --backend B        auto, cpu or cuda (default %s; the decoder runs on the CPU\n"
+           "                     only for now: cuda says so and exits 1)\n",
+           d->load.experts_f32 ? "fp32" : tmoe_etype_name(d->load.expert_type),
+           d->load.group_size, tmoe_impl_name(d->impl), tmoe_backend_kind_name(d->backend));
+}
+
+int cli_lm_load(const char *cmd, const cli_lm_opts *o, tmoe_lm **out) {
+    *out = NULL;
+    if (!o->model) return cli_usage_fail(cmd, "--model DIR is required (a Hugging Face model directory)");
+    if (o->backend == TMOE_BACKEND_CUDA)
+        return cli_fail(cmd, "the decoder LM is not supported on this backend yet (cuda); use "
+                        "--backend cpu");
+    if (o->backend == TMOE_BACKEND_AUTO)
+        tmoe_log(TMOE_LOG_INFO, "backend auto: cpu (the decoder LM runs on the CPU only for now)");
+    tmoe_error err = {0};
+    if (tmoe_lm_load(o->model, &o->load, out, &err)) return cli_fail_err(cmd, &err);
+    return 0;
+}
+
+static const char *qk_norm_name(tmoe_qk_norm q) {
+    return q == TMOE_QK_NORM_WHOLE      ? "RMSNorm over the whole q / k projection"
+           : q == TMOE_QK_NORM_PER_HEAD ? "RMSNorm per head"
+                                        : "none";
+}
+
+static void print_layers(FILE *f, const tmoe_lm_config *c) {
+    fprintf(f, "layers       %d:", c->n_layers);
+    for (int l = 0; l < c->n_layers && l < 64; l++) fputs(c->moe_layer[l] ? " M" : " D", f);
+    fprintf(f, "%s  (M = MoE, D = dense MLP)\n", c->n_layers > 64 ? " ..." : "");
+}
+
+void cli_lm_print_info(FILE *f, const char *dir, const tmoe_lm *m) {
+    const tmoe_lm_config *c = &m->cfg;
+    tmoe_lm_sizes s = tmoe_lm_sizes_of(m);
+    fprintf(f, "model        %s\n", dir);
+    fprintf(f, "family       %s; checkpoint %s, %d shard%s, %.2f MB of tensors\n",
+            tmoe_lm_family_name(c->family), m->dtype, m->shards, m->shards == 1 ? "" : "s",
+            (double)m->file_bytes / 1e6);
+    fprintf(f, "vocabulary   %d; hidden %d; LM head %s\n", c->vocab_size, c->d_model,
+            c->tie_embeddings ? "tied to the embedding" : "separate");
+    print_layers(f, c);
+    fprintf(f, "attention    %d heads, %d KV heads (GQA %d), head_dim %d; RoPE theta %g%s\n",
+            c->n_heads, c->n_kv_heads, c->n_heads / c->n_kv_heads, c->head_dim, c->rope_theta,
+            c->sliding_window ? "; sliding window" : "");
+    if (c->sliding_window) fprintf(f, "             window %d positions\n", c->sliding_window);
+    fprintf(f, "             q/k norm: %s; biases: %s%s; max positions %d\n",
+            qk_norm_name(c->qk_norm), c->qkv_bias ? "q, k, v" : "none",
+            c->o_bias ? ", o" : "", c->max_positions);
+    if (c->clip_qkv > 0.0f) fprintf(f, "             q, k, v clipped to +-%g\n", c->clip_qkv);
+    fprintf(f, "MoE          %d experts, top-%d, %s; expert size %d; experts loaded as %s\n",
+            c->num_experts, c->top_k,
+            c->norm_topk_prob ? "top-k weights renormalised" : "top-k weights not renormalised",
+            c->d_ff_expert,
+            m->opts.experts_f32 ? "fp32" : tmoe_etype_name(m->opts.expert_type));
+    if (c->d_ff_shared)
+        fprintf(f, "             shared expert of size %d, scaled by sigmoid(shared_expert_gate)\n",
+                c->d_ff_shared);
+    if (tmoe_lm_num_moe_layers(c) < c->n_layers)
+        fprintf(f, "dense MLP    size %d\n", c->d_ff);
+    fprintf(f, "parameters   %.4g M in all, %.4g M active per token, %.4g M in experts\n",
+            (double)s.params / 1e6, (double)s.active_params / 1e6, (double)s.expert_params / 1e6);
+    fprintf(f, "memory       %.4g MB of weights as loaded\n", s.weight_bytes / 1e6);
+    fprintf(f, "per token    %.4g MB of weights read (top-%d experts, as loaded) + %.4g KB of KV "
+               "cache (fp32)\n",
+            s.active_bytes / 1e6, c->top_k, s.kv_bytes_per_token / 1e3);
+}
+
+/* ---- routing ------------------------------------------------------------------------- */
+struct cli_lm_route {
+    int n_layers, max_tokens;
+    tmoe_router **routers;   /* (n_layers), NULL for dense layers */
+    tmoe_expert_cost *tab;   /* (max_tokens + 1) one expert's cost at k tokens */
+    int32_t *sel;            /* (max_tokens, top_k) */
+};
+
+/* Cost of an expert at a real token count: linear between the table's integer counts,
+ * n x cost(1) below one token. */
+static int tab_cost(void *ctx, int expert, double n, tmoe_expert_cost *out, tmoe_error *err) {
+    const cli_lm_route *r = ctx;
+    (void)expert;
+    (void)err;
+    if (n < 0.0) n = 0.0;
+    if (n > r->max_tokens) n = r->max_tokens;
+    int k = (int)floor(n);
+    if (k < 1) {
+        out->energy_j = n * r->tab[1].energy_j;
+        out->latency_ms = n * r->tab[1].latency_ms;
+        out->temp_impact_c_per_s = n * r->tab[1].temp_impact_c_per_s;
+        return TMOE_OK;
+    }
+    int k1 = k < r->max_tokens ? k + 1 : k;
+    double f = n - k;
+    out->energy_j = r->tab[k].energy_j + f * (r->tab[k1].energy_j - r->tab[k].energy_j);
+    out->latency_ms = r->tab[k].latency_ms + f * (r->tab[k1].latency_ms - r->tab[k].latency_ms);
+    out->temp_impact_c_per_s =
+        r->tab[k].temp_impact_c_per_s +
+        f * (r->tab[k1].temp_impact_c_per_s - r->tab[k].temp_impact_c_per_s);
+    return TMOE_OK;
+}
+
+void cli_lm_route_free(cli_lm_route *r) {
+    if (!r) return;
+    if (r->routers)
+        for (int l = 0; l < r->n_layers; l++) tmoe_router_free(r->routers[l]);
+    free(r->routers);
+    free(r->tab);
+    free(r->sel);
+    free(r);
+}
+
+static int fill_table(cli_lm_route *r, const tmoe_lm *m, const char *cost_model, tmoe_impl impl,
+                      tmoe_error *err) {
+    tmoe_cost_model *cm = NULL;
+    int rc = tmoe_cost_load(cost_model, &cm, err);
+    if (rc) return rc;
+    /* fp32 experts have no cost-model entries: they are costed as fp16 */
+    tmoe_etype t = m->opts.experts_f32 ? TMOE_ET_FP16 : m->opts.expert_type;
+    for (int k = 1; k <= r->max_tokens && rc == TMOE_OK; k++) {
+        tmoe_cost_value v;
+        rc = tmoe_cost_expert(cm, t, impl, k, &v, err);
+        r->tab[k] = (tmoe_expert_cost){v.energy_j, v.latency_ms, v.temp_impact_c_per_s};
+    }
+    tmoe_cost_free(cm);
+    return rc;
+}
+
+int cli_lm_route_create(const tmoe_lm *m, tmoe_route_strategy s, const char *cost_model,
+                        tmoe_impl impl, int max_tokens, cli_lm_route **out, tmoe_error *err) {
+    *out = NULL;
+    const tmoe_lm_config *c = &m->cfg;
+    if (s == TMOE_ROUTE_STATIC_OPTIMAL)
+        return tmoe_errorf(err, TMOE_ENOTSUP, "static_optimal needs a workload profile to fit "
+                           "its biases: not supported by eval yet");
+    cli_lm_route *r = tmoe_calloc(1, sizeof *r, err);
+    if (!r) return TMOE_ENOMEM;
+    r->n_layers = c->n_layers;
+    r->max_tokens = max_tokens;
+    r->routers = tmoe_calloc((size_t)c->n_layers, sizeof *r->routers, err);
+    r->tab = tmoe_calloc((size_t)max_tokens + 1, sizeof *r->tab, err);
+    r->sel = tmoe_malloc(sizeof(int32_t) * (size_t)max_tokens * c->top_k, err);
+    int rc = r->routers && r->tab && r->sel ? TMOE_OK : TMOE_ENOMEM;
+    if (rc == TMOE_OK) rc = fill_table(r, m, cost_model, impl, err);
+    tmoe_cost_provider p = {.expert_cost = tab_cost, .expert_cost_deriv = NULL, .ctx = r};
+    for (int l = 0; rc == TMOE_OK && l < c->n_layers; l++) {
+        if (!c->moe_layer[l]) continue;
+        tmoe_router_config rc_ = tmoe_router_config_default();
+        rc_.strategy = s;
+        rc_.num_experts = c->num_experts;
+        rc_.top_k = c->top_k;
+        rc_.max_tokens = max_tokens;
+        rc_.seed = (uint64_t)l;
+        rc = tmoe_router_create(&rc_, &p, &r->routers[l], err);
+        if (rc) rc = tmoe_error_prefix(err, rc, "router of layer %d", l);
+    }
+    if (rc) {
+        cli_lm_route_free(r);
+        return rc;
+    }
+    *out = r;
+    return TMOE_OK;
+}
+
+int cli_lm_route_fn(void *user, int layer, const float *logits, int T, int E, float *bias,
+                    tmoe_error *err) {
+    cli_lm_route *r = user;
+    (void)E;
+    if (!r->routers[layer]) return TMOE_OK;
+    return tmoe_router_route(r->routers[layer], logits, T, NULL, bias, r->sel, NULL, err);
+}

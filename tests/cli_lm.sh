@@ -1,0 +1,130 @@
+# thermoe eval / generate / info --model on the reference checkpoints in tests/data/lm, and
+# every kind of broken model directory exiting non-zero with the file and the problem named.
+# usage: bash cli_lm.sh path/to/thermoe
+set -u
+BIN=${1:?usage: cli_lm.sh path/to/thermoe}
+HERE=$(cd "$(dirname "$0")" && pwd)
+LM="$HERE/data/lm"
+TMP=$(mktemp -d /tmp/thermoe-cli-lm-XXXXXX) || exit 1
+trap 'rm -rf "$TMP"' EXIT
+fails=0
+
+fail() {
+    echo "FAIL: $*" >&2
+    fails=$((fails + 1))
+}
+
+# expect CODE NEEDLE args...: run thermoe, check the exit code and that NEEDLE is in
+# stdout (code 0) or stderr (code != 0)
+expect() {
+    local code=$1 needle=$2
+    shift 2
+    "$BIN" "$@" >"$TMP/out" 2>"$TMP/err"
+    local rc=$?
+    local where="$TMP/err"
+    [ "$code" -eq 0 ] && where="$TMP/out"
+    if [ "$rc" -ne "$code" ]; then
+        fail "thermoe $* exited $rc, want $code; stderr: $(head -c 600 "$TMP/err")"
+    elif ! grep -qF -- "$needle" "$where"; then
+        fail "thermoe $*: '$needle' not in $( [ "$code" -eq 0 ] && echo stdout || echo stderr ): $(head -c 600 "$where")"
+    fi
+}
+
+TOK="$LM/text.tokens"
+# eval: text and JSON, the perplexity transformers computed (expected.json)
+expect 0 "perplexity" eval --model "$LM/qwen2_moe" --tokens "$TOK" --seq-len 32
+grep -q "95% CI over windows" "$TMP/out" || fail "no confidence interval in eval's text output"
+grep -q "bits/byte" "$TMP/out" || fail "no bits per byte (the token file knows its bytes)"
+for m in mixtral olmoe qwen2_moe qwen3_moe; do
+    expect 0 '"perplexity"' eval --model "$LM/$m" --tokens "$TOK" --seq-len 32 --batch 3 --json
+    got=$(sed -n 's/.*"perplexity": \([0-9.e+-]*\),.*/\1/p' "$TMP/out")
+    want=$(sed -n 's/.*"perplexity": \([0-9.e+-]*\),.*/\1/p' "$LM/$m/expected.json")
+    awk -v g="$got" -v w="$want" 'BEGIN { d = g / w - 1; if (d < 0) d = -d; exit !(d <= 1e-3) }' ||
+        fail "$m: eval perplexity $got, transformers $want"
+    grep -q '"tokens_scored": 310' "$TMP/out" || fail "$m: tokens_scored is not 310: $(cat "$TMP/out")"
+    grep -q '"tokens_per_s"' "$TMP/out" || fail "$m: no tokens_per_s"
+    # generate: transformers' greedy continuation of the first 10 ids
+    expect 0 "" generate --model "$LM/$m" --tokens "$TOK" --prompt-tokens 10 --max-new 8
+    want=$(tr -d ' \n' <"$LM/$m/expected.json" | sed -n 's/.*"greedy":\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
+    [ "$(cat "$TMP/out")" = "$want" ] || fail "$m: generate printed '$(cat "$TMP/out")', transformers '$want'"
+done
+# one window: no CI; a routing strategy runs per layer; q4 experts load and run
+expect 0 '"perplexity_ci95": null' eval --model "$LM/olmoe" --tokens "$TOK" --seq-len 32 --max-windows 1 --json
+expect 0 '"routing_strategy": "kernel_aware_ttha"' eval --model "$LM/olmoe" --tokens "$TOK" \
+    --seq-len 32 --max-windows 2 --routing-strategy kernel_aware_ttha --json
+expect 0 '"expert_type": "q4"' eval --model "$LM/olmoe" --tokens "$TOK" --seq-len 32 \
+    --max-windows 2 --expert-type q4 --group-size 4 --json
+expect 0 '"expert_type": "q2"' eval --model "$LM/mixtral" --tokens "$TOK" --seq-len 32 \
+    --max-windows 2 --expert-type q2 --group-size 4 --impl unfused --json
+
+# info --model
+expect 0 "family       qwen2_moe" info --model "$LM/qwen2_moe"
+grep -q "layers       3: M D M" "$TMP/out" || fail "info: qwen2_moe layer kinds: $(cat "$TMP/out")"
+grep -q "shared expert of size 16" "$TMP/out" || fail "info: no shared expert line"
+grep -q "per token" "$TMP/out" || fail "info: no bytes per token"
+expect 0 "5 shards" info --model "$LM/qwen3_moe"
+expect 0 "head_dim 10" info --model "$LM/mixtral"
+expect 0 "BF16" info --model "$LM/mixtral"
+
+# flags and backends
+expect 1 "not supported on this backend yet" eval --model "$LM/olmoe" --tokens "$TOK" --backend cuda
+expect 1 "not supported on this backend yet" generate --model "$LM/olmoe" --tokens "$TOK" --backend cuda
+expect 1 "--model DIR is required" eval --tokens "$TOK"
+expect 1 "--tokens FILE is required" eval --model "$LM/olmoe"
+head -c $((1024 + 20)) "$TOK" >"$TMP/short.tokens"   # 5 ids: header[2] = 5
+printf '\005\000\000\000' | dd of="$TMP/short.tokens" bs=1 seek=8 conv=notrunc status=none
+expect 1 "fewer than one window" eval --model "$LM/olmoe" --tokens "$TMP/short.tokens" --seq-len 8
+expect 1 "beyond the model's max_position_embeddings" eval --model "$LM/olmoe" --tokens "$TOK" --seq-len 300
+expect 1 "unknown type 'q3'" eval --model "$LM/olmoe" --tokens "$TOK" --expert-type q3
+expect 1 "q4 experts of this model" eval --model "$LM/olmoe" --tokens "$TOK" --expert-type q4
+expect 1 "static_optimal" eval --model "$LM/olmoe" --tokens "$TOK" --seq-len 32 --routing-strategy static_optimal
+expect 1 "exceed max_position_embeddings" generate --model "$LM/olmoe" --tokens "$TOK" --max-new 8
+expect 0 "usage: thermoe eval" eval --help
+expect 0 "--expert-type" generate --help
+expect 0 "--model DIR" info --help
+
+# broken model directories: each names the file and what is wrong
+cp -r "$LM/mixtral" "$TMP/m_layers"
+sed -i 's/"num_hidden_layers": 2/"num_hidden_layers": 3/' "$TMP/m_layers/config.json"
+expect 1 "tensors that config.json implies are missing: model.layers.2.input_layernorm.weight" info --model "$TMP/m_layers"
+grep -qF ", ..." "$TMP/err" || fail "missing tensors: the list is not cut after the first names"
+cp -r "$LM/olmoe" "$TMP/m_shape"
+sed -i 's/"intermediate_size": 20/"intermediate_size": 24/' "$TMP/m_shape/config.json"
+expect 1 "model.safetensors: tensor 'model.layers.0.mlp.experts.0.gate_proj.weight' has shape [20, 36], but config.json implies [24, 36]" info --model "$TMP/m_shape"
+cp -r "$LM/olmoe" "$TMP/m_type"
+sed -i 's/"model_type": "olmoe"/"model_type": "deepseek_v3"/' "$TMP/m_type/config.json"
+expect 1 "config.json: model_type 'deepseek_v3' is not supported" info --model "$TMP/m_type"
+cp -r "$LM/qwen3_moe" "$TMP/m_trunc"
+f="$TMP/m_trunc/model-00003-of-00005.safetensors"
+truncate -s $(( $(stat -c %s "$f") - 100 )) "$f"
+expect 1 "model-00003-of-00005.safetensors" info --model "$TMP/m_trunc"
+grep -qiE "beyond|truncated|exceeds|outside" "$TMP/err" || fail "truncated shard: $(cat "$TMP/err")"
+cp -r "$LM/qwen3_moe" "$TMP/m_noshard"
+rm "$TMP/m_noshard/model-00002-of-00005.safetensors"
+expect 1 "model.safetensors.index.json: points at $TMP/m_noshard/model-00002-of-00005.safetensors, which does not exist" info --model "$TMP/m_noshard"
+mkdir "$TMP/m_empty"
+echo '{"model_type": "olmoe", "vocab_size": 8, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2}' >"$TMP/m_empty/config.json"
+expect 1 "neither model.safetensors nor model.safetensors.index.json" info --model "$TMP/m_empty"
+expect 1 "config.json" info --model "$TMP/nowhere"
+cp -r "$LM/olmoe" "$TMP/m_vocab"
+sed -i 's/"vocab_size": 211/"vocab_size": 100/' "$TMP/m_vocab/config.json"
+expect 1 "has shape [211, 36], but config.json implies [100, 36]" eval --model "$TMP/m_vocab" --tokens "$TOK"
+printf 'not a token file' >"$TMP/bad.tokens"
+expect 1 "bad.tokens" eval --model "$LM/olmoe" --tokens "$TMP/bad.tokens"
+
+# tools/tokenize.py writes the token file that thermoe reads (where Python has tokenizers;
+# THERMOE_PYTHON names another interpreter)
+PY=${THERMOE_PYTHON:-python3}
+if "$PY" -c "import tokenizers" 2>/dev/null; then
+    "$PY" "$HERE/../tools/tokenize.py" --model "$LM/olmoe" --out "$TMP/t.tokens" "$LM/text.txt" >/dev/null ||
+        fail "tools/tokenize.py failed"
+    cmp -s "$TMP/t.tokens" "$TOK" || fail "tools/tokenize.py wrote a different token file than text.tokens"
+else
+    echo "skip: tools/tokenize.py ($PY has no tokenizers module)"
+fi
+
+if [ "$fails" -ne 0 ]; then
+    echo "cli_lm: $fails failure(s)"
+    exit 1
+fi
+echo "cli_lm: all passed"
