@@ -56,6 +56,7 @@ expect 2 "" analyze
 expect 2 "--model DIR is required" eval --tokens "$TMP/none.tok"
 expect 2 "--tokens FILE is required" eval --model "$TMP"
 expect 2 "--tokens FILE is required" generate --model "$TMP"
+expect 2 "--model DIR is required" generate --tokens "$TMP/none.tok"
 expect 2 "seq-len" eval --seq-len abc
 expect 2 "max-new" generate --max-new -3
 expect 2 "--expert-type" eval --expert-type q7

@@ -69,13 +69,13 @@ expect 0 "BF16" info --model "$LM/mixtral"
 # flags and backends
 expect 1 "not supported on this backend yet" eval --model "$LM/olmoe" --tokens "$TOK" --backend cuda
 expect 1 "not supported on this backend yet" generate --model "$LM/olmoe" --tokens "$TOK" --backend cuda
-expect 1 "--model DIR is required" eval --tokens "$TOK"
-expect 1 "--tokens FILE is required" eval --model "$LM/olmoe"
+expect 2 "--model DIR is required" eval --tokens "$TOK"
+expect 2 "--tokens FILE is required" eval --model "$LM/olmoe"
 head -c $((1024 + 20)) "$TOK" >"$TMP/short.tokens"   # 5 ids: header[2] = 5
 printf '\005\000\000\000' | dd of="$TMP/short.tokens" bs=1 seek=8 conv=notrunc status=none
 expect 1 "fewer than one window" eval --model "$LM/olmoe" --tokens "$TMP/short.tokens" --seq-len 8
 expect 1 "beyond the model's max_position_embeddings" eval --model "$LM/olmoe" --tokens "$TOK" --seq-len 300
-expect 1 "unknown type 'q3'" eval --model "$LM/olmoe" --tokens "$TOK" --expert-type q3
+expect 2 "unknown type 'q3'" eval --model "$LM/olmoe" --tokens "$TOK" --expert-type q3
 expect 1 "q4 experts of this model" eval --model "$LM/olmoe" --tokens "$TOK" --expert-type q4
 expect 1 "static_optimal" eval --model "$LM/olmoe" --tokens "$TOK" --seq-len 32 --routing-strategy static_optimal
 expect 1 "exceed max_position_embeddings" generate --model "$LM/olmoe" --tokens "$TOK" --max-new 8

@@ -94,6 +94,7 @@ static int parse(int argc, char **argv, eval_opts *o, int *verbosity) {
         }
     }
     if (optind < argc) return cli_usage_fail("eval", "unexpected argument '%s'", argv[optind]);
+    if (!o->lm.model) return cli_usage_fail("eval", "--model DIR is required (a Hugging Face model directory)");
     if (!o->tokens) return cli_usage_fail("eval", "--tokens FILE is required");
     return 0;
 }

@@ -123,6 +123,7 @@ int cmd_generate(int argc, char **argv) {
         }
     }
     if (optind < argc) return cli_usage_fail("generate", "unexpected argument '%s'", argv[optind]);
+    if (!lo.model) return cli_usage_fail("generate", "--model DIR is required (a Hugging Face model directory)");
     if (!tokens) return cli_usage_fail("generate", "--tokens FILE is required (the prompt)");
     cli_log_init(verbosity);
     tmoe_tokens tok;
