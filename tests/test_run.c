@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,8 +27,14 @@ static const char *bin(void) {
     return b;
 }
 
+/* Largest file the next run_thermoe child may write, bytes (RLIMIT_FSIZE: a write past it
+ * fails with EFBIG, as on a full disk); 0 = no limit. Reset by run_thermoe. */
+static long child_fsize_limit;
+
 /* Run thermoe with args, stdout+stderr to log; returns the exit status (or -signal). */
 static int run_thermoe(char *const args[], const char *log, int kill_after_rows, const char *csv) {
+    long fsize = child_fsize_limit;
+    child_fsize_limit = 0;
     pid_t pid = fork();
     if (pid < 0) fail_msg("fork: %s", strerror(errno));
     if (pid == 0) {
@@ -34,6 +42,10 @@ static int run_thermoe(char *const args[], const char *log, int kill_after_rows,
         if (fd >= 0) {
             dup2(fd, 1);
             dup2(fd, 2);
+        }
+        if (fsize > 0) {
+            struct rlimit rl = {(rlim_t)fsize, (rlim_t)fsize};
+            if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(126);
         }
         execv(bin(), args);
         _exit(127);
@@ -224,6 +236,92 @@ static void test_kill_and_resume(void **state) {
     free(s);
 }
 
+/* No temporary (a name holding ".tmp") left in dir. */
+static void assert_no_temporaries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) fail_msg("opendir %s: %s", dir, strerror(errno));
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (strstr(e->d_name, ".tmp")) fail_msg("%s: stray temporary %s", dir, e->d_name);
+    closedir(d);
+}
+
+static json_t *load_metadata(const char *dir) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/metadata.json", dir);
+    json_error_t je;
+    json_t *meta = json_load_file(path, 0, &je);
+    if (!meta) fail_msg("%s:%d:%d: %s", path, je.line, je.column, je.text);
+    return meta;
+}
+
+static int file_equal(const char *a, const char *b) {
+    char *x = slurp(a), *y = slurp(b);
+    int same = x && y && !strcmp(x, y);
+    free(x);
+    free(y);
+    return same;
+}
+
+/* A disk that fills up (a file size limit: writes past it fail with EFBIG, and thermoe must
+ * not die of SIGXFSZ): a row that cannot be written ends the run with exit 1, metadata
+ * status "failed" with the reason, whole rows only and no temporaries; --resume then
+ * completes. When even the metadata cannot be written, the previous metadata.json and
+ * batches.csv stay as they were. */
+static void test_full_disk(void **state) {
+    (void)state;
+    char out[512], csv[600], log[512];
+    snprintf(out, sizeof out, "%s", tu_tmppath("full"));
+    snprintf(log, sizeof log, "%s", tu_tmppath("full.log"));
+    snprintf(csv, sizeof csv, "%s/batches.csv", out);
+    char *args[] = {(char *)bin(), "run", "--out", out, "--no-analyze", "--quiet",
+                    "--workloads", "standard", "--routing-strategy", "baseline,predictive_thermal",
+                    "--num-samples-per-workload", "60", "--trace-batches", "0", NULL};
+    child_fsize_limit = 16 * 1024; /* room for the metadata and about 40 rows */
+    int rc = run_thermoe(args, log, 0, NULL);
+    char *text = slurp(log);
+    if (rc != 1) fail_msg("full disk: exit %d, want 1:\n%s", rc, text ? text : "");
+    if (!strstr(text, "File too large")) fail_msg("full disk: message lacks the reason:\n%s", text);
+    free(text);
+    json_t *meta = load_metadata(out);
+    assert_string_equal(json_string_value(json_object_get(meta, "status")), "failed");
+    const char *why = json_string_value(json_object_get(meta, "error"));
+    if (!why || !strstr(why, "batches.csv") || !strstr(why, "File too large"))
+        fail_msg("metadata error: %s", why ? why : "(none)");
+    json_decref(meta);
+    long kept = check_csv(csv, 0); /* whole rows only */
+    assert_true(kept > 0 && kept < 120);
+    assert_no_temporaries(out);
+    char *rargs[] = {(char *)bin(), "run", "--out", out, "--no-analyze", "--quiet", "--resume",
+                     "--workloads", "standard", "--routing-strategy", "baseline,predictive_thermal",
+                     "--num-samples-per-workload", "60", "--trace-batches", "0", NULL};
+    rc = run_thermoe(rargs, log, 0, NULL);
+    if (rc != 0) {
+        text = slurp(log);
+        fail_msg("resume after a full disk exited %d:\n%s", rc, text ? text : "");
+    }
+    assert_int_equal(check_csv(csv, 0), 120);
+    meta = load_metadata(out);
+    assert_string_equal(json_string_value(json_object_get(meta, "status")), "complete");
+    json_decref(meta);
+
+    /* now too full for the metadata itself: a resume must leave both files as they were */
+    char meta_path[600], meta_copy[600], csv_copy[600];
+    snprintf(meta_path, sizeof meta_path, "%s/metadata.json", out);
+    snprintf(meta_copy, sizeof meta_copy, "%s", tu_tmppath("full-meta-copy.json"));
+    snprintf(csv_copy, sizeof csv_copy, "%s", tu_tmppath("full-csv-copy.csv"));
+    char cmd[2000];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s' && cp '%s' '%s'", meta_path, meta_copy, csv, csv_copy);
+    assert_int_equal(system(cmd), 0);
+    child_fsize_limit = 1024;
+    rc = run_thermoe(rargs, log, 0, NULL);
+    text = slurp(log);
+    if (rc != 1) fail_msg("metadata on a full disk: exit %d, want 1:\n%s", rc, text ? text : "");
+    free(text);
+    if (!file_equal(meta_path, meta_copy)) fail_msg("metadata.json changed by the failed resume");
+    if (!file_equal(csv, csv_copy)) fail_msg("batches.csv changed by the failed resume");
+    assert_no_temporaries(out);
+}
+
 static void expect_failure(char *const args[], const char *needle) {
     const char *log = tu_tmppath("fail.log");
     int rc = run_thermoe(args, log, 0, NULL);
@@ -262,6 +360,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_kill_and_resume),
+        cmocka_unit_test(test_full_disk),
         cmocka_unit_test(test_default_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

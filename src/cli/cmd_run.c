@@ -492,6 +492,9 @@ int cmd_run(int argc, char **argv) {
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    /* a file that reaches the size limit fails its write (EFBIG), which the run reports and
+     * records, instead of killing the process with the run marked "running" */
+    signal(SIGXFSZ, SIG_IGN);
     /* rank 0 prints the summary for the group */
     int r = tmoe_run(&c, ep && tmoe_ep_rank(ep) > 0 ? NULL : stdout, &err);
     signal(SIGINT, SIG_DFL);

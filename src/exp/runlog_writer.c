@@ -1,10 +1,13 @@
-/* batches.csv: row formatting, append with a flush per row, and resume after a kill. */
+/* batches.csv: row formatting, append with one write per row (a failed write is cut back to
+ * the last whole row), and resume after a kill. */
 #include "thermoe/exp.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void tmoe_runlog_row_clear(tmoe_runlog_row *r) {
@@ -55,26 +58,69 @@ void tmoe_runlog_row_dbls(tmoe_runlog_row *r, int col, const double *v, int n) {
     }
 }
 
+/* The file is written through a descriptor opened with O_APPEND; each row is formatted in
+ * memory and written with write(2), so that a failed write can be undone: the file is cut
+ * back to its last whole row and no buffered remainder reaches it later. */
 struct tmoe_runlog_writer {
-    FILE *f;
+    int fd;
     char *path;
     long rows;
+    off_t good_size; /* bytes up to the end of the last whole row */
+    char *line;      /* (line_cap) the row being written */
+    size_t line_len, line_cap;
 };
 
-static int write_header(FILE *f) {
-    for (int c = 0; c < TMOE_RL_NCOLS; c++)
-        if (fprintf(f, "%s%s", c ? "," : "", tmoe_runlog_cols[c].name) < 0) return -1;
-    return fputc('\n', f) == EOF ? -1 : 0;
+static int line_put(tmoe_runlog_writer *w, const char *s, size_t n) {
+    if (w->line_len + n + 1 > w->line_cap) {
+        size_t cap = w->line_cap ? w->line_cap : 4096;
+        while (w->line_len + n + 1 > cap) cap *= 2;
+        char *nl = realloc(w->line, cap);
+        if (!nl) return -1;
+        w->line = nl;
+        w->line_cap = cap;
+    }
+    memcpy(w->line + w->line_len, s, n);
+    w->line_len += n;
+    return 0;
 }
 
-static int write_cell(FILE *f, const char *s) {
-    if (!strpbrk(s, ",\"\n\r")) return fputs(s, f) < 0 ? -1 : 0;
-    if (fputc('"', f) == EOF) return -1;
+static int line_cell(tmoe_runlog_writer *w, const char *s) {
+    if (!strpbrk(s, ",\"\n\r")) return line_put(w, s, strlen(s));
+    if (line_put(w, "\"", 1)) return -1;
     for (; *s; s++) {
-        if (*s == '"' && fputc('"', f) == EOF) return -1;
-        if (fputc(*s, f) == EOF) return -1;
+        if (*s == '"' && line_put(w, "\"", 1)) return -1;
+        if (line_put(w, s, 1)) return -1;
     }
-    return fputc('"', f) == EOF ? -1 : 0;
+    return line_put(w, "\"", 1);
+}
+
+/* Write the formatted line whole, or cut the file back to its last whole row. */
+static int line_flush(tmoe_runlog_writer *w, const char *what, tmoe_error *err) {
+    size_t done = 0;
+    while (done < w->line_len) {
+        ssize_t k = write(w->fd, w->line + done, w->line_len - done);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            int e = k < 0 ? errno : ENOSPC;
+            int cut = ftruncate(w->fd, w->good_size);
+            return tmoe_errorf(err, TMOE_EIO, "cannot write %s to %s: %s (%ld whole rows kept%s)",
+                               what, w->path, strerror(e), w->rows,
+                               cut ? "; the partial row could not be removed" : "");
+        }
+        done += (size_t)k;
+    }
+    w->good_size += (off_t)w->line_len;
+    w->line_len = 0;
+    return TMOE_OK;
+}
+
+static int write_header(tmoe_runlog_writer *w, tmoe_error *err) {
+    w->line_len = 0;
+    for (int c = 0; c < TMOE_RL_NCOLS; c++)
+        if ((c && line_put(w, ",", 1)) || line_put(w, tmoe_runlog_cols[c].name, strlen(tmoe_runlog_cols[c].name)))
+            return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+    if (line_put(w, "\n", 1)) return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+    return line_flush(w, "the header", err);
 }
 
 /* Split one CSV line (no newline) into at most max fields, RFC 4180 quoting; returns the
@@ -119,8 +165,8 @@ static int find_done(tmoe_runlog_done *d, int n, int repeat, const char *wl, con
  * and truncate a torn last line. */
 static int scan_existing(const char *path, tmoe_runlog_done **done, int *ndone, long *rows,
                          tmoe_error *err) {
-    FILE *f = fopen(path, "r");
-    if (!f) return tmoe_errorf(err, TMOE_EIO, "cannot read %s to resume: %s", path, strerror(errno));
+    FILE *f = tmoe_file_open_read(path, 0, NULL, err);
+    if (!f) return tmoe_error_prefix(err, TMOE_EIO, "cannot resume");
     char *line = NULL, *buf = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -199,6 +245,26 @@ static int scan_existing(const char *path, tmoe_runlog_done **done, int *ndone, 
     return rc;
 }
 
+static void writer_free(tmoe_runlog_writer *w) {
+    if (!w) return;
+    if (w->fd >= 0) close(w->fd);
+    free(w->path);
+    free(w->line);
+    free(w);
+}
+
+/* Open path for appending at its end (which is its last whole row). */
+static int open_append(tmoe_runlog_writer *w, tmoe_error *err) {
+    w->fd = open(w->path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (w->fd < 0) return tmoe_errorf(err, TMOE_EIO, "cannot append to %s: %s", w->path, strerror(errno));
+    struct stat st;
+    if (fstat(w->fd, &st) != 0) return tmoe_errorf(err, TMOE_EIO, "%s: cannot stat: %s", w->path, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return tmoe_errorf(err, TMOE_EINVAL, "%s: not a regular file; cannot append rows to it", w->path);
+    w->good_size = st.st_size;
+    return TMOE_OK;
+}
+
 int tmoe_runlog_open(const char *path, int resume, tmoe_runlog_writer **out,
                      tmoe_runlog_done **done, int *ndone, tmoe_error *err) {
     *out = NULL;
@@ -206,6 +272,7 @@ int tmoe_runlog_open(const char *path, int resume, tmoe_runlog_writer **out,
     if (ndone) *ndone = 0;
     tmoe_runlog_writer *w = tmoe_calloc(1, sizeof *w, err);
     if (!w) return TMOE_ENOMEM;
+    w->fd = -1;
     w->path = strdup(path);
     if (!w->path) {
         free(w);
@@ -216,28 +283,25 @@ int tmoe_runlog_open(const char *path, int resume, tmoe_runlog_writer **out,
         tmoe_runlog_done *d = NULL;
         int nd = 0;
         rc = scan_existing(path, &d, &nd, &w->rows, err);
-        if (rc == TMOE_OK) {
-            w->f = fopen(path, "a");
-            if (!w->f) rc = tmoe_errorf(err, TMOE_EIO, "cannot append to %s: %s", path, strerror(errno));
-        }
+        if (rc == TMOE_OK) rc = open_append(w, err);
         if (done) *done = d;
         else free(d);
         if (ndone) *ndone = nd;
     } else {
-        w->f = fopen(path, "w");
-        if (!w->f)
-            rc = tmoe_errorf(err, TMOE_EIO, "cannot create %s: %s", path, strerror(errno));
-        else if (write_header(w->f) || fflush(w->f))
-            rc = tmoe_errorf(err, TMOE_EIO, "cannot write %s: %s", path, strerror(errno));
+        rc = tmoe_file_check_writable(path, err);
+        if (rc == TMOE_OK) {
+            w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+            if (w->fd < 0) rc = tmoe_errorf(err, TMOE_EIO, "cannot create %s: %s", path, strerror(errno));
+        }
+        if (rc == TMOE_OK) rc = write_header(w, err);
     }
     if (rc) {
         if (done) {
             free(*done);
             *done = NULL;
         }
-        if (w->f) fclose(w->f);
-        free(w->path);
-        free(w);
+        if (ndone) *ndone = 0;
+        writer_free(w);
         return rc;
     }
     *out = w;
@@ -246,24 +310,18 @@ int tmoe_runlog_open(const char *path, int resume, tmoe_runlog_writer **out,
 
 int tmoe_runlog_drop(tmoe_runlog_writer *w, const tmoe_runlog_done *keep, int nkeep,
                      tmoe_error *err) {
-    if (fclose(w->f)) {
-        w->f = NULL;
-        return tmoe_errorf(err, TMOE_EIO, "cannot write %s: %s", w->path, strerror(errno));
-    }
-    w->f = NULL;
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", w->path);
-    FILE *in = fopen(w->path, "r"), *out = fopen(tmp, "w");
-    int rc = TMOE_OK;
-    if (!in || !out) {
-        rc = tmoe_errorf(err, TMOE_EIO, "cannot rewrite %s: %s", w->path, strerror(errno));
-        goto done;
+    tmoe_atomic_file af;
+    FILE *in = tmoe_file_open_read(w->path, 0, NULL, err);
+    if (!in) return tmoe_error_prefix(err, TMOE_EIO, "cannot rewrite");
+    int rc = tmoe_atomic_open(&af, w->path, err);
+    if (rc) {
+        fclose(in);
+        return rc;
     }
     char *line = NULL, *buf = NULL, *fields[TMOE_RL_NCOLS + 1];
     size_t cap = 0;
     ssize_t len;
-    long lineno = 0;
-    w->rows = 0;
+    long lineno = 0, rows = 0;
     while ((len = getline(&line, &cap, in)) > 0) {
         lineno++;
         int keepit = lineno == 1;
@@ -284,43 +342,40 @@ int tmoe_runlog_drop(tmoe_runlog_writer *w, const tmoe_runlog_done *keep, int nk
             keepit = find_done((tmoe_runlog_done *)keep, nkeep, atoi(fields[TMOE_RL_REPEAT]),
                                fields[TMOE_RL_WORKLOAD], fields[TMOE_RL_STRATEGY]) >= 0;
             free(copy);
-            w->rows += keepit;
+            rows += keepit;
         }
-        if (keepit && fputs(line, out) < 0) {
-            rc = tmoe_errorf(err, TMOE_EIO, "cannot write %s: %s", tmp, strerror(errno));
-            break;
-        }
+        if (keepit && fputs(line, af.f) < 0) break; /* the commit reports the write error */
     }
+    if (rc == TMOE_OK && ferror(in))
+        rc = tmoe_errorf(err, TMOE_EIO, "cannot read %s: %s", w->path, strerror(errno));
     free(line);
     free(buf);
-done:
-    if (in) fclose(in);
-    if (out && fclose(out) && rc == TMOE_OK)
-        rc = tmoe_errorf(err, TMOE_EIO, "cannot write %s: %s", tmp, strerror(errno));
-    if (rc == TMOE_OK && rename(tmp, w->path) != 0)
-        rc = tmoe_errorf(err, TMOE_EIO, "cannot replace %s: %s", w->path, strerror(errno));
+    fclose(in);
     if (rc) {
-        unlink(tmp);
+        tmoe_atomic_abort(&af);
         return rc;
     }
-    w->f = fopen(w->path, "a");
-    if (!w->f) return tmoe_errorf(err, TMOE_EIO, "cannot append to %s: %s", w->path, strerror(errno));
-    return TMOE_OK;
+    if ((rc = tmoe_atomic_commit(&af, err))) return tmoe_error_prefix(err, rc, "rewriting the rows to keep");
+    /* the old file is gone: append to the new one */
+    close(w->fd);
+    w->fd = -1;
+    w->rows = rows;
+    return open_append(w, err);
 }
 
 int tmoe_runlog_write(tmoe_runlog_writer *w, const tmoe_runlog_row *r, tmoe_error *err) {
-    TMOE_ASSERT(w && w->f);
-    errno = 0;
-    for (int c = 0; c < TMOE_RL_NCOLS; c++) {
-        if (c && fputc(',', w->f) == EOF) goto fail;
-        if (write_cell(w->f, r->cell[c])) goto fail;
-    }
-    if (fputc('\n', w->f) == EOF || fflush(w->f)) goto fail;
+    TMOE_ASSERT(w && w->fd >= 0);
+    w->line_len = 0;
+    for (int c = 0; c < TMOE_RL_NCOLS; c++)
+        if ((c && line_put(w, ",", 1)) || line_cell(w, r->cell[c]))
+            return tmoe_errorf(err, TMOE_ENOMEM, "out of memory formatting row %ld", w->rows + 1);
+    if (line_put(w, "\n", 1)) return tmoe_errorf(err, TMOE_ENOMEM, "out of memory formatting row %ld", w->rows + 1);
+    char what[48];
+    snprintf(what, sizeof what, "row %ld", w->rows + 1);
+    int rc = line_flush(w, what, err);
+    if (rc) return rc;
     w->rows++;
     return TMOE_OK;
-fail:
-    return tmoe_errorf(err, TMOE_EIO, "cannot write row %ld to %s: %s (rows written before are kept)",
-                       w->rows + 1, w->path, errno ? strerror(errno) : "write failed");
 }
 
 long tmoe_runlog_rows(const tmoe_runlog_writer *w) { return w->rows; }
@@ -328,9 +383,12 @@ long tmoe_runlog_rows(const tmoe_runlog_writer *w) { return w->rows; }
 int tmoe_runlog_close(tmoe_runlog_writer *w, tmoe_error *err) {
     if (!w) return TMOE_OK;
     int rc = TMOE_OK;
-    if (w->f && fclose(w->f))
+    /* EINVAL / EROFS: a file system that cannot sync, not a lost write */
+    if (w->fd >= 0 && fsync(w->fd) != 0 && errno != EINVAL && errno != EROFS)
+        rc = tmoe_errorf(err, TMOE_EIO, "cannot write %s: %s", w->path, strerror(errno));
+    if (w->fd >= 0 && close(w->fd) != 0 && rc == TMOE_OK)
         rc = tmoe_errorf(err, TMOE_EIO, "cannot close %s: %s", w->path, strerror(errno));
-    free(w->path);
-    free(w);
+    w->fd = -1;
+    writer_free(w);
     return rc;
 }

@@ -125,20 +125,12 @@ static int model_expert_cost_deriv(void *ctx, int expert, double n, tmoe_expert_
 
 /* ---- small helpers ------------------------------------------------------------------- */
 
-static int mkdir_p(const char *path, tmoe_error *err) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) && errno != EEXIST)
-            return tmoe_errorf(err, TMOE_EIO, "cannot create directory %s: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) && errno != EEXIST)
-        return tmoe_errorf(err, TMOE_EIO, "cannot create directory %s: %s", buf, strerror(errno));
-    if (access(buf, W_OK) != 0)
-        return tmoe_errorf(err, TMOE_EIO, "directory %s is not writable: %s", buf, strerror(errno));
+/* Create dir (and its parents) and check that this process may write in it. */
+static int make_dir(const char *dir, tmoe_error *err) {
+    int rc = tmoe_mkdir_p(dir, err);
+    if (rc) return rc;
+    if (access(dir, W_OK | X_OK) != 0)
+        return tmoe_errorf(err, TMOE_EIO, "directory %s is not writable: %s", dir, strerror(errno));
     return TMOE_OK;
 }
 
@@ -990,12 +982,19 @@ static int run_combo_batches(run_ctx *r, const run_combo *c, int ci, int nc, tmo
 /* ---- the run ------------------------------------------------------------------------ */
 
 static int open_run_dir(run_ctx *r, tmoe_runlog_done **done, int *ndone, tmoe_error *err) {
+    /* room for the longest name inside (traces/r<repeat>_<workload>_<strategy>.json) */
+    if (strlen(r->cfg.out_dir) + 128 > sizeof r->dir)
+        return tmoe_errorf(err, TMOE_EINVAL, "--out: a path of %zu bytes is too long (at most %zu)",
+                           strlen(r->cfg.out_dir), sizeof r->dir - 128);
+    if (r->cfg.log_file && strlen(r->cfg.log_file) + 32 > sizeof r->csv_path)
+        return tmoe_errorf(err, TMOE_EINVAL, "--log-file: a path of %zu bytes is too long (at most %zu)",
+                           strlen(r->cfg.log_file), sizeof r->csv_path - 32);
     snprintf(r->dir, sizeof r->dir, "%s", r->cfg.out_dir);
-    int rc = mkdir_p(r->dir, err);
+    int rc = make_dir(r->dir, err);
     if (rc) return tmoe_error_prefix(err, rc, "output directory");
     char traces[4300];
     snprintf(traces, sizeof traces, "%s/traces", r->dir);
-    if ((rc = mkdir_p(traces, err))) return rc;
+    if ((rc = make_dir(traces, err))) return rc;
     if (r->cfg.log_file) snprintf(r->csv_path, sizeof r->csv_path, "%s", r->cfg.log_file);
     else snprintf(r->csv_path, sizeof r->csv_path, "%s/%s", r->dir, TMOE_RUNLOG_CSV);
     char fp[512], old_fp[512];
@@ -1026,8 +1025,11 @@ static int open_run_dir(run_ctx *r, tmoe_runlog_done **done, int *ndone, tmoe_er
 }
 
 int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
+    tmoe_error local = {0};
+    if (!err) err = &local; /* the message of a failure goes into metadata.json */
     run_ctx *r = tmoe_calloc(1, sizeof *r, err);
     if (!r) return TMOE_ENOMEM;
+    r->rows_logged = -1;
     r->cfg = *cfg;
     r->out = out;
     r->blk_cfg = cfg->block;
@@ -1104,12 +1106,15 @@ int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
                      tmoe_route_strategy_parse(done[i].strategy, &c.st) == 0 && done[i].rows == nb;
             if (ok) done[nkeep++] = done[i];
         }
-        if ((rc = tmoe_runlog_drop(r->log, done, nkeep, err))) goto out_combos;
+        if ((long)nkeep * nb != tmoe_runlog_rows(r->log) &&
+            (rc = tmoe_runlog_drop(r->log, done, nkeep, err)))
+            goto out_combos;
         if (!cfg->quiet && out)
             fprintf(out, "resuming %s: %d of %d combinations already complete\n", r->run_id, nkeep, ncomb);
     }
     r->batches_total = (long)(ncomb - nkeep) * nb;
-    if ((rc = run_write_metadata(r, "running", err))) goto out_combos;
+    if ((rc = run_write_metadata(r, "running", NULL, err))) goto out_combos;
+    /* from here on every way out records how the run ended in metadata.json */
     if (!cfg->quiet && out) {
         fprintf(out, "thermoe run %s: %d strategies x %d workloads x %d repeats, %d batches each; "
                      "backend %s; %s\n",
@@ -1122,7 +1127,7 @@ int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
                     r->cost_path, tmoe_engine_backend_name(r->eng));
         fflush(out);
     }
-    if ((rc = calibrate(r, err))) goto out_combos;
+    if ((rc = calibrate(r, err))) goto finish;
     for (int i = 0; i < ncomb && !stop_now(r); i++) {
         int skip = cfg->resume && combo_done(done, nkeep, &combos[i], nb);
         if (r->ranks > 1) { /* every rank must run the same combinations */
@@ -1146,23 +1151,29 @@ int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
         if (rc) break;
         if (i + 1 < ncomb) cool_down(r);
     }
+finish:
     if (cfg->progress && !cfg->quiet) fputc('\n', stderr);
     {
+        /* the rows reach the disk before the metadata says how the run ended */
         tmoe_error e2 = {0};
+        r->rows_logged = tmoe_runlog_rows(r->log);
+        int crc = tmoe_runlog_close(r->log, &e2);
+        r->log = NULL;
+        if (!rc && crc) rc = tmoe_errorf(err, crc, "%s", e2.msg);
         const char *status = rc ? "failed" : stop_requested ? "interrupted" : "complete";
-        int mrc = run_write_metadata(r, status, &e2);
-        if (!rc && mrc) rc = tmoe_errorf(err, mrc, "%s", e2.msg);
+        int mrc = run_write_metadata(r, status, rc ? err->msg : NULL, &e2);
+        if (mrc && !rc) {
+            rc = tmoe_errorf(err, mrc, "%s", e2.msg);
+        } else if (mrc) {
+            size_t len = strlen(err->msg);
+            snprintf(err->msg + len, sizeof err->msg - len, "; %s could not record it either: %s",
+                     TMOE_RUNLOG_METADATA, e2.msg);
+        }
     }
     if (!rc && stop_requested) {
         rc = tmoe_errorf(err, TMOE_EINTR, "interrupted after %ld batches; %s is complete up to the "
                          "last batch: continue with --resume --out %s",
                          r->batches_done, r->csv_path, r->dir);
-    }
-    if (!rc) {
-        tmoe_error e2 = {0};
-        int src = tmoe_runlog_close(r->log, &e2);
-        r->log = NULL;
-        if (src) rc = tmoe_errorf(err, src, "%s", e2.msg);
     }
     if (!rc && out) rc = run_print_summary(r, err);
 out_combos:

@@ -74,6 +74,7 @@ typedef struct run_ctx {
     /* output */
     char dir[2048], csv_path[4096], run_id[64], started[40];
     tmoe_runlog_writer *log;
+    long rows_logged;          /* rows in batches.csv once log is closed; -1 before it opens */
     tmoe_runlog_row row;
     int64_t wall0_ns;
     long batches_total, batches_done;
@@ -99,8 +100,10 @@ typedef struct run_ctx {
 
 /* runner_summary.c: read batches.csv back and print the per-combination table. */
 int run_print_summary(run_ctx *r, tmoe_error *err);
-/* runner_meta.c: write metadata.json (status "running", "interrupted", "complete"). */
-int run_write_metadata(run_ctx *r, const char *status, tmoe_error *err);
+/* runner_meta.c: write metadata.json (status "running", "interrupted", "complete",
+ * "failed"; reason, the error of a failed run, or NULL) through a temporary and a rename:
+ * on failure the previous file is left as it was. */
+int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_error *err);
 /* On resume: the run id and configuration fingerprint of an existing run directory. */
 int run_read_metadata(const char *dir, char *run_id, size_t n, char *fingerprint, size_t fn,
                       tmoe_error *err);

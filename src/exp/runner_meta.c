@@ -34,7 +34,7 @@ void run_fingerprint(const run_ctx *r, char *buf, size_t n) {
 
 static json_t *num(double v) { return isnan(v) || isinf(v) ? json_null() : json_real(v); }
 
-int run_write_metadata(run_ctx *r, const char *status, tmoe_error *err) {
+int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_error *err) {
     const tmoe_run_config *c = &r->cfg;
     char ended[40] = "", fp[512], sum[32];
     time_t t = time(NULL);
@@ -117,15 +117,25 @@ int run_write_metadata(run_ctx *r, const char *status, tmoe_error *err) {
         "device", cmeta.device_name, "shape", "d_model", cmeta.d_model, "d_ff", cmeta.d_ff,
         "group_size", cmeta.group_size, "seeds", "seed", (json_int_t)c->seed, "weights_seed",
         (json_int_t)r->blk_cfg.seed, "calibration", calib, "batches_logged",
-        (json_int_t)(r->log ? tmoe_runlog_rows(r->log) : -1));
+        (json_int_t)(r->log ? tmoe_runlog_rows(r->log) : r->rows_logged));
     if (!root) return tmoe_errorf(err, TMOE_EINVAL, "internal: metadata JSON could not be built");
     json_object_set_new(root, "backend", json_string(r->eng ? tmoe_engine_backend_name(r->eng) : ""));
-    char path[4300], tmp[4310];
+    if (reason) json_object_set_new(root, "error", json_string(reason));
+    /* whole or not at all: a full disk leaves the previous metadata.json, never a torn one */
+    char path[4300];
     snprintf(path, sizeof path, "%s/%s", r->dir, TMOE_RUNLOG_METADATA);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int rc = TMOE_OK;
-    if (json_dump_file(root, tmp, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0 || rename(tmp, path) != 0)
-        rc = tmoe_errorf(err, TMOE_EIO, "cannot write %s: %s", path, strerror(errno));
+    tmoe_atomic_file af;
+    int rc = tmoe_atomic_open(&af, path, err);
+    if (rc == TMOE_OK) {
+        if (json_dumpf(root, af.f, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0 || fputc('\n', af.f) == EOF) {
+            int e = errno;
+            tmoe_atomic_abort(&af);
+            rc = tmoe_errorf(err, TMOE_EIO, "%s: write failed: %s (left unchanged)", path,
+                             e ? strerror(e) : "write error");
+        } else {
+            rc = tmoe_atomic_commit(&af, err);
+        }
+    }
     json_decref(root);
     return rc;
 }
