@@ -4,6 +4,7 @@
  * lines and --resume completes to the exact row count; bad flags and files fail clearly. */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -12,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -322,6 +322,82 @@ static void test_full_disk(void **state) {
     assert_no_temporaries(out);
 }
 
+/* Replace field col of data row `row` (1-based) of a batches.csv with value. */
+static void set_cell(const char *csv, long row, int col, const char *value) {
+    char *text = slurp(csv);
+    assert_non_null(text);
+    FILE *f = fopen(csv, "w");
+    assert_non_null(f);
+    long lineno = 0;
+    for (char *line = text, *nl; *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        assert_non_null(nl);
+        *nl = '\0';
+        if (lineno++ != row) {
+            fprintf(f, "%s\n", line);
+            continue;
+        }
+        int c = 0;
+        for (char *p = line; *p; p++) { /* the first columns hold no quoted commas */
+            if (c == col) {
+                char *end = strchr(p, ',');
+                fprintf(f, "%s%s", value, end ? end : "");
+                break;
+            }
+            fputc(*p, f);
+            c += *p == ',';
+        }
+        fputc('\n', f);
+    }
+    assert_int_equal(fclose(f), 0);
+    free(text);
+}
+
+/* --resume checks every row it keeps: a row whose number does not parse, a row of another
+ * run, a line with the wrong number of fields are dropped with a warning, and the
+ * combinations they were in run again, so the result is what an uninterrupted run writes. */
+static void test_resume_drops_invalid_rows(void **state) {
+    (void)state;
+    char out[512], csv[600], log[512];
+    snprintf(out, sizeof out, "%s", tu_tmppath("corrupt"));
+    snprintf(log, sizeof log, "%s", tu_tmppath("corrupt.log"));
+    snprintf(csv, sizeof csv, "%s/batches.csv", out);
+    char *args[] = {(char *)bin(), "run", "--out", out, "--no-analyze", "--workloads", "standard",
+                    "--routing-strategy", "baseline,predictive_thermal", "--num-samples-per-workload",
+                    "6", "--trace-batches", "0", "--warmup-batches", "0", NULL, NULL};
+    int rc = run_thermoe(args, log, 0, NULL);
+    if (rc != 0) fail_msg("first run exited %d", rc);
+    assert_int_equal(check_csv(csv, 0), 12);
+    json_t *meta = load_metadata(out);
+    char run_id[128];
+    snprintf(run_id, sizeof run_id, "%s", json_string_value(json_object_get(meta, "run_id")));
+    json_decref(meta);
+    /* row 3 (line 4, first combination): a latency that is not a number; row 9 (line 10,
+     * second): another run's row; and a line (14) that is no row at all */
+    set_cell(csv, 3, TMOE_RL_LATENCY_MS, "0.9x");
+    set_cell(csv, 9, TMOE_RL_RUN_ID, "20240101T000000Z-deadbeef");
+    FILE *f = fopen(csv, "a");
+    assert_non_null(f);
+    fprintf(f, "not,a,row\n");
+    assert_int_equal(fclose(f), 0);
+    args[sizeof args / sizeof *args - 2] = "--resume";
+    rc = run_thermoe(args, log, 0, NULL);
+    char *text = slurp(log);
+    if (rc != 0) fail_msg("resume exited %d:\n%s", rc, text ? text : "");
+    if (!strstr(text, "batches.csv:4:") || !strstr(text, "latency_ms") ||
+        !strstr(text, "batches.csv:10:") || !strstr(text, "run_id") ||
+        !strstr(text, "batches.csv:14:") || !strstr(text, "0 of 2 combinations"))
+        fail_msg("resume should name each dropped row and rerun both combinations:\n%s", text);
+    free(text);
+    assert_int_equal(check_csv(csv, 0), 12); /* every cell parses */
+    text = slurp(csv);
+    assert_null(strstr(text, "deadbeef"));
+    long own = 0;
+    for (char *p = text; (p = strstr(p, run_id)) != NULL; p++) own++;
+    assert_int_equal(own, 12);
+    free(text);
+}
+
 static void expect_failure(char *const args[], const char *needle) {
     const char *log = tu_tmppath("fail.log");
     int rc = run_thermoe(args, log, 0, NULL);
@@ -361,6 +437,7 @@ int main(void) {
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_kill_and_resume),
         cmocka_unit_test(test_full_disk),
+        cmocka_unit_test(test_resume_drops_invalid_rows),
         cmocka_unit_test(test_default_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

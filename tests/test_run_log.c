@@ -38,6 +38,8 @@ static void fill_row(tmoe_runlog_row *row, int b) {
     tmoe_runlog_row_str(row, TMOE_RL_WORKLOAD, "standard");
     tmoe_runlog_row_str(row, TMOE_RL_STRATEGY, "baseline");
     tmoe_runlog_row_int(row, TMOE_RL_BATCH_IDX, b);
+    tmoe_runlog_row_int(row, TMOE_RL_TOKENS, 64);
+    tmoe_runlog_row_int(row, TMOE_RL_THROTTLE_REASONS, 0);
     double bias[64];
     for (int e = 0; e < 64; e++) bias[e] = 0.001 * e * b;
     tmoe_runlog_row_dbls(row, TMOE_RL_BIASES, bias, 64); /* a long cell: rows of ~1 KB */
@@ -55,7 +57,7 @@ static void test_write_failure_keeps_whole_rows(void **state) {
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
     tmoe_error err = {0};
     tmoe_runlog_writer *w = NULL;
-    int rc = tmoe_runlog_open(path, 0, &w, NULL, NULL, &err);
+    int rc = tmoe_runlog_open(path, 0, NULL, &w, NULL, NULL, &err);
     tmoe_runlog_row *row = malloc(sizeof *row);
     assert_non_null(row);
     long header = rc == TMOE_OK ? file_size(path) : -1, sizes[64];
@@ -82,7 +84,7 @@ static void test_write_failure_keeps_whole_rows(void **state) {
     /* the file resumes cleanly: every row whole */
     tmoe_runlog_done *done = NULL;
     int ndone = 0;
-    ASSERT_OK(tmoe_runlog_open(path, 1, &w, &done, &ndone, &err), &err);
+    ASSERT_OK(tmoe_runlog_open(path, 1, NULL, &w, &done, &ndone, &err), &err);
     assert_int_equal(ndone, 1);
     assert_int_equal(done[0].rows, kept);
     free(done);
@@ -96,23 +98,23 @@ static void test_refuses_non_regular(void **state) {
     tmoe_runlog_writer *w = NULL;
     tmoe_runlog_done *done = NULL;
     int ndone = 0;
-    assert_int_not_equal(tmoe_runlog_open("/dev/full", 0, &w, NULL, NULL, &err), TMOE_OK);
+    assert_int_not_equal(tmoe_runlog_open("/dev/full", 0, NULL, &w, NULL, NULL, &err), TMOE_OK);
     assert_null(w);
     if (!strstr(err.msg, "/dev/full") || !strstr(err.msg, "character device")) fail_msg("%s", err.msg);
     err = (tmoe_error){0};
-    assert_int_not_equal(tmoe_runlog_open("/dev/zero", 1, &w, &done, &ndone, &err), TMOE_OK);
+    assert_int_not_equal(tmoe_runlog_open("/dev/zero", 1, NULL, &w, &done, &ndone, &err), TMOE_OK);
     if (!strstr(err.msg, "character device")) fail_msg("%s", err.msg);
     char fifo[512];
     snprintf(fifo, sizeof fifo, "%s", tu_tmppath("fifo.csv"));
     assert_int_equal(mkfifo(fifo, 0600), 0);
     err = (tmoe_error){0};
-    assert_int_not_equal(tmoe_runlog_open(fifo, 1, &w, &done, &ndone, &err), TMOE_OK);
+    assert_int_not_equal(tmoe_runlog_open(fifo, 1, NULL, &w, &done, &ndone, &err), TMOE_OK);
     if (!strstr(err.msg, "FIFO")) fail_msg("%s", err.msg);
     err = (tmoe_error){0};
-    assert_int_not_equal(tmoe_runlog_open(fifo, 0, &w, NULL, NULL, &err), TMOE_OK);
+    assert_int_not_equal(tmoe_runlog_open(fifo, 0, NULL, &w, NULL, NULL, &err), TMOE_OK);
     if (!strstr(err.msg, "FIFO")) fail_msg("%s", err.msg);
     err = (tmoe_error){0};
-    assert_int_not_equal(tmoe_runlog_open(tu_tmpdir(), 1, &w, &done, &ndone, &err), TMOE_OK);
+    assert_int_not_equal(tmoe_runlog_open(tu_tmpdir(), 1, NULL, &w, &done, &ndone, &err), TMOE_OK);
     if (!strstr(err.msg, "directory")) fail_msg("%s", err.msg);
     assert_null(done);
 }

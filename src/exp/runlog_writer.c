@@ -64,6 +64,7 @@ void tmoe_runlog_row_dbls(tmoe_runlog_row *r, int col, const double *v, int n) {
 struct tmoe_runlog_writer {
     int fd;
     char *path;
+    char *run_id; /* rows of other runs are dropped on resume; NULL: any run */
     long rows;
     off_t good_size; /* bytes up to the end of the last whole row */
     char *line;      /* (line_cap) the row being written */
@@ -154,28 +155,115 @@ int tmoe_runlog_split(const char *line, char *buf, char **fields, int max) {
     return n;
 }
 
-static int find_done(tmoe_runlog_done *d, int n, int repeat, const char *wl, const char *st) {
-    for (int i = 0; i < n; i++)
+static int find_done(const tmoe_runlog_done *d, int n, int repeat, const char *wl, const char *st) {
+    for (int i = n - 1; i >= 0; i--) /* a combination's rows are together: the last one first */
         if (d[i].repeat == repeat && !strcmp(d[i].workload, wl) && !strcmp(d[i].strategy, st))
             return i;
     return -1;
 }
 
+static int parse_ll(const char *s, long long *v) {
+    char *end;
+    errno = 0;
+    *v = strtoll(s, &end, 10);
+    return *s && !*end && errno == 0;
+}
+
+static int parse_dbl(const char *s) {
+    if (!*s || !strcmp(s, "nan")) return 1;
+    char *end;
+    strtod(s, &end);
+    return !*end;
+}
+
+/* Every ';'-separated item of s parses (an empty list is unknown, and fine). */
+static int parse_list(const char *s, int ints) {
+    char item[64];
+    while (*s) {
+        size_t n = strcspn(s, ";");
+        if (n == 0 || n >= sizeof item) return 0;
+        memcpy(item, s, n);
+        item[n] = '\0';
+        long long v;
+        if (ints ? !parse_ll(item, &v) : !parse_dbl(item)) return 0;
+        s += n;
+        if (*s == ';' && !*++s) return 0; /* a trailing separator */
+    }
+    return 1;
+}
+
+/* Why a split line (nf fields) is not a row of run run_id (NULL: of any run): a message in
+ * why (n bytes), return 1; 0 when it is a valid row. */
+static int row_problem(char **fields, int nf, const char *run_id, char *why, size_t n) {
+    if (nf > TMOE_RL_NCOLS) {
+        snprintf(why, n, "more than %d fields", TMOE_RL_NCOLS);
+        return 1;
+    }
+    if (nf != TMOE_RL_NCOLS) {
+        snprintf(why, n, "%d fields, expected %d", nf, TMOE_RL_NCOLS);
+        return 1;
+    }
+    for (int c = 0; c < TMOE_RL_NCOLS; c++) {
+        const char *v = fields[c];
+        long long x = 0;
+        int ok = 1;
+        switch (tmoe_runlog_cols[c].type) {
+        case TMOE_COL_INT: ok = parse_ll(v, &x); break;
+        case TMOE_COL_DOUBLE: ok = parse_dbl(v); break;
+        case TMOE_COL_LIST_INT: ok = parse_list(v, 1); break;
+        case TMOE_COL_LIST_DBL: ok = parse_list(v, 0); break;
+        case TMOE_COL_STR: break;
+        }
+        if (c == TMOE_RL_STRATEGY || c == TMOE_RL_WORKLOAD) ok = ok && *v && strlen(v) < 64;
+        if (c == TMOE_RL_REPEAT || c == TMOE_RL_BATCH_IDX) ok = ok && x >= 0 && x <= INT32_MAX;
+        if (!ok) {
+            snprintf(why, n, "%s = '%.40s%s' is not %s", tmoe_runlog_cols[c].name, v,
+                     strlen(v) > 40 ? "..." : "",
+                     tmoe_runlog_cols[c].type == TMOE_COL_INT ? "an integer in range"
+                     : tmoe_runlog_cols[c].type == TMOE_COL_DOUBLE ? "a number"
+                     : tmoe_runlog_cols[c].type == TMOE_COL_STR ? "a name"
+                                                                 : "a list of numbers");
+            return 1;
+        }
+    }
+    if (run_id && strcmp(fields[TMOE_RL_RUN_ID], run_id) != 0) {
+        snprintf(why, n, "run_id '%.40s' is another run's (this run is %s)", fields[TMOE_RL_RUN_ID],
+                 run_id);
+        return 1;
+    }
+    return 0;
+}
+
+/* The combination a line names, when it names one (repeat, workload, strategy parse). */
+static int row_key(char **fields, int nf, int *repeat) {
+    long long x;
+    if (nf <= TMOE_RL_STRATEGY || !parse_ll(fields[TMOE_RL_REPEAT], &x) || x < 0 || x > INT32_MAX)
+        return 0;
+    *repeat = (int)x;
+    return *fields[TMOE_RL_WORKLOAD] && strlen(fields[TMOE_RL_WORKLOAD]) < 64 &&
+           *fields[TMOE_RL_STRATEGY] && strlen(fields[TMOE_RL_STRATEGY]) < 64;
+}
+
+#define RUNLOG_WARN_MAX 10 /* dropped rows named one by one; the rest are counted */
+
 /* Read an existing file: check the header, collect the combinations of its whole lines
- * and truncate a torn last line. */
-static int scan_existing(const char *path, tmoe_runlog_done **done, int *ndone, long *rows,
-                         tmoe_error *err) {
+ * and truncate a torn last line. Every line is checked (field count, each typed cell
+ * parses, run_id is run_id's when not NULL, batch_idx counts 0, 1, ... within its
+ * combination): a line that fails is reported (tmoe_log) and its combination, when it names
+ * one, is marked invalid so that it runs again. *rows counts every data line. */
+static int scan_existing(const char *path, const char *run_id, tmoe_runlog_done **done,
+                         int *ndone, long *rows, tmoe_error *err) {
     FILE *f = tmoe_file_open_read(path, 0, NULL, err);
     if (!f) return tmoe_error_prefix(err, TMOE_EIO, "cannot resume");
     char *line = NULL, *buf = NULL;
     size_t cap = 0;
     ssize_t len;
-    long lineno = 0, good_end = 0;
+    long lineno = 0, good_end = 0, bad = 0;
     int rc = TMOE_OK, cap_done = 0;
     *done = NULL;
     *ndone = 0;
     *rows = 0;
-    char *fields[TMOE_RL_NCOLS + 1];
+    char *fields[TMOE_RL_NCOLS + 1], why[256];
     while ((len = getline(&line, &cap, f)) > 0) {
         lineno++;
         if (line[len - 1] != '\n') break; /* torn last line: dropped */
@@ -198,13 +286,20 @@ static int scan_existing(const char *path, tmoe_runlog_done **done, int *ndone, 
                                  path);
                 break;
             }
+            good_end = ftell(f);
+            continue;
+        }
+        (*rows)++;
+        good_end = ftell(f);
+        int rep, invalid = row_problem(fields, nf, run_id, why, sizeof why);
+        if (strlen(line) != (size_t)len - 1) {
+            snprintf(why, sizeof why, "a NUL byte at column %zu", strlen(line) + 1);
+            invalid = 1;
+        }
+        if (!row_key(fields, nf, &rep)) {
+            if (!invalid) snprintf(why, sizeof why, "no combination");
+            invalid = 1;
         } else {
-            if (nf != TMOE_RL_NCOLS) {
-                rc = tmoe_errorf(err, TMOE_EFORMAT, "%s:%ld: %d fields, expected %d", path,
-                                 lineno, nf, TMOE_RL_NCOLS);
-                break;
-            }
-            int rep = atoi(fields[TMOE_RL_REPEAT]);
             const char *wl = fields[TMOE_RL_WORKLOAD], *st = fields[TMOE_RL_STRATEGY];
             int i = find_done(*done, *ndone, rep, wl, st);
             if (i < 0) {
@@ -224,14 +319,30 @@ static int scan_existing(const char *path, tmoe_runlog_done **done, int *ndone, 
                 snprintf(d->workload, sizeof d->workload, "%s", wl);
                 snprintf(d->strategy, sizeof d->strategy, "%s", st);
             }
-            (*done)[i].rows++;
-            (*rows)++;
+            tmoe_runlog_done *d = &(*done)[i];
+            long long b;
+            if (!invalid && parse_ll(fields[TMOE_RL_BATCH_IDX], &b) && b != d->rows) {
+                snprintf(why, sizeof why, "batch_idx %lld where %d was due (a row missing or twice)",
+                         b, d->rows);
+                invalid = 1;
+            }
+            if (invalid) d->invalid = 1;
+            else d->rows++;
         }
-        good_end = ftell(f);
+        if (invalid && ++bad <= RUNLOG_WARN_MAX)
+            tmoe_log(TMOE_LOG_WARN, "%s:%ld: dropped on resume: %s", path, lineno, why);
     }
+    if (rc == TMOE_OK && ferror(f))
+        rc = tmoe_errorf(err, TMOE_EIO, "cannot read %s: %s", path, strerror(errno));
     free(line);
     free(buf);
     fclose(f);
+    if (rc == TMOE_OK && bad > RUNLOG_WARN_MAX)
+        tmoe_log(TMOE_LOG_WARN, "%s: %ld more lines that are not rows of this run dropped on resume",
+                 path, bad - RUNLOG_WARN_MAX);
+    if (rc == TMOE_OK && bad)
+        tmoe_log(TMOE_LOG_WARN, "%s: %ld lines are not valid rows of this run; the combinations "
+                 "they were in run again", path, bad);
     if (rc == TMOE_OK && lineno == 0)
         rc = tmoe_errorf(err, TMOE_EFORMAT, "%s is empty: nothing to resume", path);
     if (rc == TMOE_OK && truncate(path, good_end) != 0)
@@ -249,6 +360,7 @@ static void writer_free(tmoe_runlog_writer *w) {
     if (!w) return;
     if (w->fd >= 0) close(w->fd);
     free(w->path);
+    free(w->run_id);
     free(w->line);
     free(w);
 }
@@ -265,7 +377,7 @@ static int open_append(tmoe_runlog_writer *w, tmoe_error *err) {
     return TMOE_OK;
 }
 
-int tmoe_runlog_open(const char *path, int resume, tmoe_runlog_writer **out,
+int tmoe_runlog_open(const char *path, int resume, const char *run_id, tmoe_runlog_writer **out,
                      tmoe_runlog_done **done, int *ndone, tmoe_error *err) {
     *out = NULL;
     if (done) *done = NULL;
@@ -274,15 +386,16 @@ int tmoe_runlog_open(const char *path, int resume, tmoe_runlog_writer **out,
     if (!w) return TMOE_ENOMEM;
     w->fd = -1;
     w->path = strdup(path);
-    if (!w->path) {
-        free(w);
+    w->run_id = run_id ? strdup(run_id) : NULL;
+    if (!w->path || (run_id && !w->run_id)) {
+        writer_free(w);
         return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
     }
     int rc = TMOE_OK;
     if (resume) {
         tmoe_runlog_done *d = NULL;
         int nd = 0;
-        rc = scan_existing(path, &d, &nd, &w->rows, err);
+        rc = scan_existing(path, run_id, &d, &nd, &w->rows, err);
         if (rc == TMOE_OK) rc = open_append(w, err);
         if (done) *done = d;
         else free(d);
@@ -338,13 +451,15 @@ int tmoe_runlog_drop(tmoe_runlog_writer *w, const tmoe_runlog_done *keep, int nk
                 break;
             }
             copy[strcspn(copy, "\n")] = '\0';
-            tmoe_runlog_split(copy, buf, fields, TMOE_RL_NCOLS);
-            keepit = find_done((tmoe_runlog_done *)keep, nkeep, atoi(fields[TMOE_RL_REPEAT]),
-                               fields[TMOE_RL_WORKLOAD], fields[TMOE_RL_STRATEGY]) >= 0;
+            int nf = tmoe_runlog_split(copy, buf, fields, TMOE_RL_NCOLS), rep;
+            char why[256];
+            keepit = strlen(line) == (size_t)len && !row_problem(fields, nf, w->run_id, why, sizeof why) &&
+                     row_key(fields, nf, &rep) &&
+                     find_done(keep, nkeep, rep, fields[TMOE_RL_WORKLOAD], fields[TMOE_RL_STRATEGY]) >= 0;
             free(copy);
             rows += keepit;
         }
-        if (keepit && fputs(line, af.f) < 0) break; /* the commit reports the write error */
+        if (keepit && fwrite(line, 1, (size_t)len, af.f) != (size_t)len) break; /* the commit reports it */
     }
     if (rc == TMOE_OK && ferror(in))
         rc = tmoe_errorf(err, TMOE_EIO, "cannot read %s: %s", w->path, strerror(errno));

@@ -1020,7 +1020,8 @@ static int open_run_dir(run_ctx *r, tmoe_runlog_done **done, int *ndone, tmoe_er
         snprintf(r->run_id, sizeof r->run_id, "%s-%08llx", stamp,
                  (unsigned long long)(r->cfg.seed * 0x9e3779b97f4a7c15ull >> 32));
     }
-    rc = tmoe_runlog_open(r->csv_path, r->cfg.resume, &r->log, done, ndone, err);
+    rc = tmoe_runlog_open(r->csv_path, r->cfg.resume, r->cfg.resume ? r->run_id : NULL, &r->log,
+                          done, ndone, err);
     return rc;
 }
 
@@ -1103,14 +1104,17 @@ int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
         for (int i = 0; i < ndone; i++) {
             run_combo c = {.repeat = done[i].repeat};
             int ok = tmoe_workload_parse(done[i].workload, &c.wl) == 0 &&
-                     tmoe_route_strategy_parse(done[i].strategy, &c.st) == 0 && done[i].rows == nb;
+                     tmoe_route_strategy_parse(done[i].strategy, &c.st) == 0 &&
+                     done[i].rows == nb && !done[i].invalid;
             if (ok) done[nkeep++] = done[i];
         }
-        if ((long)nkeep * nb != tmoe_runlog_rows(r->log) &&
-            (rc = tmoe_runlog_drop(r->log, done, nkeep, err)))
+        long found = tmoe_runlog_rows(r->log);
+        if ((long)nkeep * nb != found && (rc = tmoe_runlog_drop(r->log, done, nkeep, err)))
             goto out_combos;
         if (!cfg->quiet && out)
-            fprintf(out, "resuming %s: %d of %d combinations already complete\n", r->run_id, nkeep, ncomb);
+            fprintf(out, "resuming %s: %d of %d combinations already complete (%ld rows kept, "
+                         "%ld dropped)\n",
+                    r->run_id, nkeep, ncomb, tmoe_runlog_rows(r->log), found - tmoe_runlog_rows(r->log));
     }
     r->batches_total = (long)(ncomb - nkeep) * nb;
     if ((rc = run_write_metadata(r, "running", NULL, err))) goto out_combos;
