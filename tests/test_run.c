@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -398,6 +399,64 @@ static void test_resume_drops_invalid_rows(void **state) {
     free(text);
 }
 
+/* Only one process at a time works in a run directory: while another holds its lock, a run
+ * there is refused (exit 1) with a message saying who holds it, and leaves the files alone. */
+static void test_run_dir_locked(void **state) {
+    (void)state;
+    char out[512], lock[600], log[512], csv[600];
+    snprintf(out, sizeof out, "%s", tu_tmppath("locked"));
+    snprintf(log, sizeof log, "%s", tu_tmppath("locked.log"));
+    snprintf(lock, sizeof lock, "%s/thermoe.lock", out);
+    snprintf(csv, sizeof csv, "%s/batches.csv", out);
+    assert_int_equal(mkdir(out, 0755), 0);
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX | LOCK_NB), 0);
+    assert_true(write(fd, "pid 4242 on host testhost\n", 26) == 26);
+    char *args[] = {(char *)bin(), "run", "--out", out, "--no-analyze", "--quiet",
+                    "--workloads", "standard", "--routing-strategy", "baseline",
+                    "--num-samples-per-workload", "10", "--trace-batches", "0", NULL, NULL};
+    int rc = run_thermoe(args, log, 0, NULL);
+    char *text = slurp(log);
+    if (rc != 1 || !strstr(text, "in use") || !strstr(text, "pid 4242 on host testhost"))
+        fail_msg("a run in a locked directory: exit %d, want 1 and who holds it:\n%s", rc, text);
+    free(text);
+    assert_int_equal(access(csv, F_OK), -1);
+    close(fd);
+
+    /* a real run holds it: a second one, even with --resume, is refused and names it */
+    args[11] = "1000000"; /* long enough to be running while the second one starts */
+    pid_t first = fork();
+    if (first < 0) fail_msg("fork: %s", strerror(errno));
+    if (first == 0) {
+        int nul = open("/dev/null", O_WRONLY);
+        if (nul >= 0) dup2(nul, 1), dup2(nul, 2);
+        execv(bin(), args);
+        _exit(127);
+    }
+    char want[64];
+    snprintf(want, sizeof want, "pid %ld on host", (long)first);
+    for (int i = 0;; i++) {
+        char *held = slurp(lock);
+        int ready = held && strstr(held, want) && access(csv, F_OK) == 0;
+        free(held);
+        if (ready) break;
+        if (i > 6000 || waitpid(first, NULL, WNOHANG) == first) {
+            kill(first, SIGKILL);
+            fail_msg("the first run did not take the lock");
+        }
+        usleep(10000);
+    }
+    args[sizeof args / sizeof *args - 2] = "--resume";
+    rc = run_thermoe(args, log, 0, NULL);
+    kill(first, SIGKILL);
+    waitpid(first, NULL, 0);
+    text = slurp(log);
+    if (rc != 1 || !strstr(text, want))
+        fail_msg("a second run beside a running one: exit %d, want 1 naming %s:\n%s", rc, want, text);
+    free(text);
+}
+
 static void expect_failure(char *const args[], const char *needle) {
     const char *log = tu_tmppath("fail.log");
     int rc = run_thermoe(args, log, 0, NULL);
@@ -438,6 +497,7 @@ int main(void) {
         cmocka_unit_test(test_kill_and_resume),
         cmocka_unit_test(test_full_disk),
         cmocka_unit_test(test_resume_drops_invalid_rows),
+        cmocka_unit_test(test_run_dir_locked),
         cmocka_unit_test(test_default_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,6 +10,7 @@
 #include "thermoe/runner.h"
 
 #define RUN_MAX_SAMPLES 4096 /* monitor samples copied per batch window */
+#define RUN_LOCK_FILE "thermoe.lock" /* in the run directory, flock'ed by the run using it */
 
 typedef struct run_combo {
     int repeat;
@@ -75,6 +76,7 @@ typedef struct run_ctx {
     char dir[2048], csv_path[4096], run_id[64], started[40];
     tmoe_runlog_writer *log;
     long rows_logged;          /* rows in batches.csv once log is closed; -1 before it opens */
+    int lock_fd;               /* DIR/thermoe.lock, flock'ed while this run uses DIR; -1 */
     tmoe_runlog_row row;
     int64_t wall0_ns;
     long batches_total, batches_done;
