@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# thermoe run against hostile config files: --config given something that is not a
+# config file (/dev/zero, a FIFO, a directory, a JSON array, a binary file) fails at once
+# with a message instead of growing, blocking or being ignored; a JSON syntax error names
+# line and column; an unknown key or a value too long is an error, not dropped or cut; a
+# good config file still works, and the command line overrides it.
+set -u
+BIN="$1"
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+cd "$T" || fail "cd"
+
+RUN=(--backend cpu --telemetry sim --moe-only --num-experts 8 --top-k 2 --warmup-batches 0
+     --trace-batches 0 --quiet --no-analyze --workloads standard --routing-strategy baseline)
+
+# expect_config_error NAME FILE TEXT: run --config FILE fails with exit 1 within 20 s and its
+# message holds TEXT
+expect_config_error() {
+    timeout 20 "$BIN" run "${RUN[@]}" --num-samples-per-workload 2 --config "$2" --out "cfg_$1" \
+        >"$1.log" 2>&1
+    local rc=$?
+    [ $rc -ne 124 ] || fail "$1: --config $2 still running after 20 s"
+    [ $rc -eq 1 ] || fail "$1: --config $2 exited $rc, want 1: $(head -c 600 "$1.log")"
+    grep -qF -- "$3" "$1.log" || fail "$1: message lacks '$3': $(head -c 600 "$1.log")"
+    [ ! -e "cfg_$1/batches.csv" ] || fail "$1: the run started anyway"
+}
+
+expect_config_error zero /dev/zero "character device"
+mkfifo fifo.json
+expect_config_error fifo fifo.json "FIFO"
+mkdir dir.json
+expect_config_error dir dir.json "directory"
+printf '["--repeats", "2"]\n' > array.json
+expect_config_error array array.json "JSON object"
+printf '\x7fELF\x02\x01\x01\x00\x00\x00' > elf.bin
+seq 1 2000 | gzip -9 -n -c >> elf.bin
+expect_config_error elf elf.bin "elf.bin"
+printf '# flags\nrepeats = 1\n\x00\x00\x00\n' > nul.ini
+expect_config_error nul nul.ini "NUL"
+printf '{\n  "repeats": 1,\n  "seed": 7,,\n}\n' > syntax.json
+expect_config_error syntax syntax.json "syntax.json:3:"
+printf '{"repeats": 1, "warp-speed": 9}\n' > unknown.json
+expect_config_error unknown unknown.json "unknown key 'warp-speed'"
+long=$(printf 'x%.0s' $(seq 1 5000))
+printf '{"out": "%s"}\n' "$long" > long.json
+expect_config_error long long.json "'out'"
+grep -qF "5000" long.log || fail "long: the message should say how long the value is: $(head -c 300 long.log)"
+printf 'repeats = 1\nout = %s\n' "$long" > long.ini
+expect_config_error longini long.ini "long.ini:2"
+printf '{"repeats": 1, "repeats": 2}\n' > dup.json
+expect_config_error dup dup.json "dup.json:1:"
+head -c 1048577 /dev/zero | tr '\0' ' ' > big.json
+expect_config_error big big.json "limit"
+printf '{"workloads": ["standard", 3]}\n' > item.json
+expect_config_error item item.json "'workloads'"
+printf 'repeats = 1\n\x01\x02 = 3\n' > ctrl.ini
+expect_config_error ctrl ctrl.ini "ctrl.ini:2"
+
+# a good JSON and a good INI file work; the command line overrides them
+printf '{"num-samples-per-workload": 3, "workloads": ["standard"], "load-balancer": false,\n "seed": 5}\n' > good.json
+"$BIN" run "${RUN[@]}" --config good.json --out good >good.log 2>&1 || fail "good.json: $(tail -3 good.log)"
+[ "$(($(wc -l < good/batches.csv) - 1))" -eq 3 ] || fail "good.json: want 3 rows"
+printf '# a config\n[run]\nnum-samples-per-workload = 4\nload-balancer = true\n' > good.ini
+"$BIN" run "${RUN[@]}" --config good.ini --num-samples-per-workload 2 --out goodini >goodini.log 2>&1 ||
+    fail "good.ini: $(tail -3 goodini.log)"
+[ "$(($(wc -l < goodini/batches.csv) - 1))" -eq 2 ] || fail "good.ini: the command line should override the file"
+grep -q '"load_balancer": true' goodini/metadata.json || fail "good.ini: load-balancer not applied"
+echo "cli_run: ok"
