@@ -3,7 +3,8 @@
 # config file (/dev/zero, a FIFO, a directory, a JSON array, a binary file) fails at once
 # with a message instead of growing, blocking or being ignored; a JSON syntax error names
 # line and column; an unknown key or a value too long is an error, not dropped or cut; a
-# good config file still works, and the command line overrides it.
+# good config file still works, and the command line overrides it. A GPU lost during the
+# run ends it complete_with_telemetry_faults with exit 1.
 set -u
 BIN="$1"
 T=$(mktemp -d)
@@ -66,4 +67,16 @@ printf '# a config\n[run]\nnum-samples-per-workload = 4\nload-balancer = true\n'
     fail "good.ini: $(tail -3 goodini.log)"
 [ "$(($(wc -l < goodini/batches.csv) - 1))" -eq 2 ] || fail "good.ini: the command line should override the file"
 grep -q '"load_balancer": true' goodini/metadata.json || fail "good.ini: load-balancer not applied"
+# a GPU that is lost (the fake libnvidia-ml answers GPU_IS_LOST from its first read): every
+# batch runs, but the run ends complete_with_telemetry_faults with exit 1, and says so
+FAKE="$(dirname "$BIN")/libfake_nvml.so"
+[ -f "$FAKE" ] || fail "$FAKE is missing (built with the tests)"
+THERMOE_NVML_LIB="$FAKE" FAKE_NVML_LOST_AFTER=0 "$BIN" run "${RUN[@]}" \
+    --telemetry nvml --num-samples-per-workload 3 --out lost >lost.log 2>&1
+rc=$?
+[ $rc -eq 1 ] || fail "lost GPU: exit $rc, want 1: $(tail -5 lost.log)"
+grep -q '"status": "complete_with_telemetry_faults"' lost/metadata.json || fail "lost GPU: status: $(grep status lost/metadata.json)"
+grep -q '"count": 3' lost/metadata.json || fail "lost GPU: want 3 faulted batches in metadata"
+grep -q "telemetry failed on 3 of 3" lost.log || fail "lost GPU: message: $(tail -3 lost.log)"
+[ "$(($(wc -l < lost/batches.csv) - 1))" -eq 3 ] || fail "lost GPU: every batch should still be logged"
 echo "cli_run: ok"

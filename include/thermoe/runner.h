@@ -110,9 +110,29 @@ int tmoe_run_config_read(const char *path, const tmoe_run_config_key *keys, int 
                          tmoe_run_config_entry **out, int *n, tmoe_error *err);
 void tmoe_run_config_entries_free(tmoe_run_config_entry *e, int n); /* NULL-safe */
 
-/* Run the sweep. Returns TMOE_OK, TMOE_EINTR when stopped (files are complete up to the
- * last batch; --resume continues), or an error. The summary table is printed to out
- * (may be NULL). */
+/* How a run ended; metadata.json's status says the same. */
+typedef enum {
+    TMOE_RUN_COMPLETE,         /* "complete": every batch ran and was measured */
+    TMOE_RUN_TELEMETRY_FAULTS, /* "complete_with_telemetry_faults": every batch ran, but the
+                                  telemetry failed on some (a GPU lost, no energy reading):
+                                  their energy and power cells are nan */
+    TMOE_RUN_INTERRUPTED,      /* "interrupted": stopped on request; --resume continues */
+    TMOE_RUN_FAILED            /* "failed", or the run did not start */
+} tmoe_run_outcome;
+
+typedef struct tmoe_run_report {
+    tmoe_run_outcome outcome;
+    long rows;             /* rows in batches.csv at the end (-1 if it was not opened) */
+    long telemetry_faults; /* logged batches with a telemetry fault */
+} tmoe_run_report;
+
+/* Run the sweep. Returns TMOE_OK (outcome complete); TMOE_EDEVICE when every batch ran but
+ * some have telemetry faults (the message says how many, the first and why); TMOE_EINTR
+ * when stopped (files are complete up to the last batch; --resume continues); or the error
+ * that failed the run. The summary table is printed to out (may be NULL). report (may be
+ * NULL) gets the outcome. */
+int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, tmoe_error *err);
+/* tmoe_run_ex without the report. */
 int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err);
 
 #ifdef __cplusplus

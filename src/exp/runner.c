@@ -194,8 +194,15 @@ static int init_telemetry(run_ctx *r, tmoe_error *err) {
     mc.mode = r->sim ? TMOE_MONITOR_SYNC : TMOE_MONITOR_THREAD;
     rc = tmoe_monitor_create(r->tel, &mc, &r->mon, err);
     if (rc) return tmoe_error_prefix(err, rc, "starting the telemetry monitor");
-    r->ndev = tmoe_telemetry_device_count(r->tel);
-    if (r->ndev > TMOE_ROUTE_MAX_DEVICES) r->ndev = TMOE_ROUTE_MAX_DEVICES;
+    r->ndev = r->ndev_found = tmoe_telemetry_device_count(r->tel);
+    if (r->ndev > TMOE_ROUTE_MAX_DEVICES) {
+        /* the routers, placements and per-device columns hold at most this many */
+        r->ndev = TMOE_ROUTE_MAX_DEVICES;
+        tmoe_log(TMOE_LOG_WARN, "telemetry: %d devices found; this run follows devices 0-%d only "
+                 "(at most %d): devices %d-%d are not sampled into the rows (metadata.json: "
+                 "telemetry.devices_ignored)", r->ndev_found, r->ndev - 1, TMOE_ROUTE_MAX_DEVICES,
+                 r->ndev, r->ndev_found - 1);
+    }
     int E = r->blk_cfg.num_experts, nd = r->ndev > 0 ? r->ndev : 1;
     if (r->ranks > 1) {
         /* experts live on the ranks; each rank reports its own GPU (hw_snapshot) */
@@ -516,6 +523,33 @@ static tmoe_hw_state hw_snapshot(run_ctx *r, double horizon_s) {
 
 /* ---- one batch ---------------------------------------------------------------------- */
 
+/* A logged batch measured without its telemetry (a device lost, or no energy reading for a
+ * device in the window) is a telemetry fault: counted, the first one kept with its reason,
+ * so that the run cannot end "complete" on rows of nan. */
+static void check_telemetry(run_ctx *r, const run_combo *c, int b, const batch_hw *hw) {
+    char why[256] = "";
+    for (int d = 0; d < r->ndev && !why[0]; d++) {
+        tmoe_device_info info;
+        tmoe_error e2 = {0};
+        if (tmoe_monitor_device_lost(r->mon, d))
+            snprintf(why, sizeof why, "device %d (%s) was lost (NVML_ERROR_GPU_IS_LOST)", d,
+                     tmoe_telemetry_device_info(r->tel, d, &info, &e2) == TMOE_OK ? info.uuid : "?");
+        else if (isnan(hw->dev_energy_j[d]))
+            snprintf(why, sizeof why, "device %d gave no energy reading in the batch's window "
+                     "(no power sample, no counter step)", d);
+    }
+    if (!why[0] && isnan(hw->energy_j)) snprintf(why, sizeof why, "the batch's energy is unknown");
+    if (!why[0]) return;
+    if (r->tel_faults++ == 0) {
+        r->fault_combo = *c;
+        r->fault_batch = b;
+        snprintf(r->fault_reason, sizeof r->fault_reason, "%s", why);
+        tmoe_log(TMOE_LOG_ERROR, "telemetry fault at repeat %d %s %s batch %d: %s; its row and "
+                 "every faulted one after it have nan energy (the run will not end complete)",
+                 c->repeat, tmoe_workload_name(c->wl), tmoe_route_strategy_name(c->st), b, why);
+    }
+}
+
 /* Fraction of chosen (token, expert) pairs shared by two selections (order ignored). */
 static double topk_agreement(const int32_t *a, const int32_t *b, int T, int k) {
     long same = 0;
@@ -739,6 +773,7 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
 
     if (tr) trace_batch(r, tr, &hw, t_end, host_ts_us, router_ms, b);
     if (!logged) return TMOE_OK;
+    check_telemetry(r, c, b, &hw);
     tmoe_runlog_row *row = &r->row;
     tmoe_runlog_row_clear(row);
     tmoe_runlog_row_dbl(row, TMOE_RL_TIME, t_end);
@@ -1095,8 +1130,14 @@ static int open_run_dir(run_ctx *r, tmoe_runlog_done **done, int *ndone, tmoe_er
 }
 
 int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
+    return tmoe_run_ex(cfg, out, NULL, err);
+}
+
+int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, tmoe_error *err) {
     tmoe_error local = {0};
     if (!err) err = &local; /* the message of a failure goes into metadata.json */
+    tmoe_run_outcome outcome = TMOE_RUN_FAILED;
+    if (report) *report = (tmoe_run_report){TMOE_RUN_FAILED, -1, 0};
     run_ctx *r = tmoe_calloc(1, sizeof *r, err);
     if (!r) return TMOE_ENOMEM;
     r->rows_logged = -1;
@@ -1234,8 +1275,11 @@ finish:
         int crc = tmoe_runlog_close(r->log, &e2);
         r->log = NULL;
         if (!rc && crc) rc = tmoe_errorf(err, crc, "%s", e2.msg);
-        const char *status = rc ? "failed" : stop_requested ? "interrupted" : "complete";
-        int mrc = run_write_metadata(r, status, rc ? err->msg : NULL, &e2);
+        outcome = rc ? TMOE_RUN_FAILED : stop_requested ? TMOE_RUN_INTERRUPTED
+                  : r->tel_faults ? TMOE_RUN_TELEMETRY_FAULTS : TMOE_RUN_COMPLETE;
+        static const char *const status[] = {"complete", "complete_with_telemetry_faults",
+                                             "interrupted", "failed"};
+        int mrc = run_write_metadata(r, status[outcome], rc ? err->msg : NULL, &e2);
         if (mrc && !rc) {
             rc = tmoe_errorf(err, mrc, "%s", e2.msg);
         } else if (mrc) {
@@ -1244,12 +1288,22 @@ finish:
                      TMOE_RUNLOG_METADATA, e2.msg);
         }
     }
-    if (!rc && stop_requested) {
+    if (!rc && out) rc = run_print_summary(r, err);
+    if (rc && outcome != TMOE_RUN_FAILED) outcome = TMOE_RUN_FAILED; /* the summary failed */
+    if (!rc && outcome == TMOE_RUN_INTERRUPTED) {
         rc = tmoe_errorf(err, TMOE_EINTR, "interrupted after %ld batches; %s is complete up to the "
                          "last batch: continue with --resume --out %s",
                          r->batches_done, r->csv_path, r->dir);
+    } else if (!rc && outcome == TMOE_RUN_TELEMETRY_FAULTS) {
+        rc = tmoe_errorf(err, TMOE_EDEVICE,
+                         "every batch ran, but the telemetry failed on %ld of %ld (first at repeat "
+                         "%d %s %s batch %d: %s); their energy and power are nan in %s, see "
+                         "telemetry_faults in %s/%s",
+                         r->tel_faults, r->rows_logged, r->fault_combo.repeat,
+                         tmoe_workload_name(r->fault_combo.wl),
+                         tmoe_route_strategy_name(r->fault_combo.st), r->fault_batch, r->fault_reason,
+                         r->csv_path, r->dir, TMOE_RUNLOG_METADATA);
     }
-    if (!rc && out) rc = run_print_summary(r, err);
 out_combos:
     free(combos);
 out:
@@ -1257,6 +1311,8 @@ out:
         tmoe_error e2 = {0};
         tmoe_runlog_close(r->log, &e2);
     }
+    if (report) *report = (tmoe_run_report){outcome, r->log ? tmoe_runlog_rows(r->log) : r->rows_logged,
+                                            r->tel_faults};
     free(done);
     free_ctx(r);
     if (r->lock_fd >= 0) close(r->lock_fd); /* the directory is free for another run */

@@ -121,6 +121,19 @@ int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_
     if (!root) return tmoe_errorf(err, TMOE_EINVAL, "internal: metadata JSON could not be built");
     json_object_set_new(root, "backend", json_string(r->eng ? tmoe_engine_backend_name(r->eng) : ""));
     if (reason) json_object_set_new(root, "error", json_string(reason));
+    json_t *tel = json_object_get(root, "telemetry");
+    json_object_set_new(tel, "devices_found", json_integer(r->ndev_found));
+    json_object_set_new(tel, "devices_ignored", json_integer(r->ndev_found - r->ndev));
+    json_t *faults = json_pack("{s:I, s:o, s:o}", "count", (json_int_t)r->tel_faults, "first",
+                               r->tel_faults ? json_pack("{s:i, s:s, s:s, s:i}", "repeat",
+                                                         r->fault_combo.repeat, "workload",
+                                                         tmoe_workload_name(r->fault_combo.wl),
+                                                         "strategy",
+                                                         tmoe_route_strategy_name(r->fault_combo.st),
+                                                         "batch_idx", r->fault_batch)
+                                             : json_null(),
+                               "reason", r->tel_faults ? json_string(r->fault_reason) : json_null());
+    json_object_set_new(root, "telemetry_faults", faults);
     /* whole or not at all: a full disk leaves the previous metadata.json, never a torn one */
     char path[4300];
     snprintf(path, sizeof path, "%s/%s", r->dir, TMOE_RUNLOG_METADATA);
