@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# thermoe run against hostile config files: --config given something that is not a
+# thermoe run against hostile inputs and signals: --config given something that is not a
 # config file (/dev/zero, a FIFO, a directory, a JSON array, a binary file) fails at once
 # with a message instead of growing, blocking or being ignored; a JSON syntax error names
 # line and column; an unknown key or a value too long is an error, not dropped or cut; a
 # good config file still works, and the command line overrides it. A GPU lost during the
-# run ends it complete_with_telemetry_faults with exit 1.
+# run ends it complete_with_telemetry_faults with exit 1. SIGHUP and SIGTERM stop a run as
+# an interrupt: whole rows, status "interrupted", exit 130, and --resume completes it.
 set -u
 BIN="$1"
 T=$(mktemp -d)
@@ -79,4 +80,31 @@ grep -q '"status": "complete_with_telemetry_faults"' lost/metadata.json || fail 
 grep -q '"count": 3' lost/metadata.json || fail "lost GPU: want 3 faulted batches in metadata"
 grep -q "telemetry failed on 3 of 3" lost.log || fail "lost GPU: message: $(tail -3 lost.log)"
 [ "$(($(wc -l < lost/batches.csv) - 1))" -eq 3 ] || fail "lost GPU: every batch should still be logged"
+# SIGHUP (a closed terminal or ssh session) and SIGTERM stop a run like Ctrl-C: the batch in
+# progress finishes, every row is whole, metadata says "interrupted", exit 130; --resume
+# then completes the run
+for sig in HUP TERM; do
+    out="sig$sig"
+    "$BIN" run "${RUN[@]}" --num-samples-per-workload 200 --out "$out" >"$out.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 600); do
+        [ -f "$out/batches.csv" ] && [ "$(wc -l < "$out/batches.csv")" -gt 10 ] && break
+        kill -0 $pid 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -s "$sig" $pid 2>/dev/null || fail "SIG$sig: the run ended before it could be signalled"
+    wait $pid
+    rc=$?
+    [ $rc -eq 130 ] || fail "SIG$sig: exit $rc, want 130: $(tail -3 "$out.log")"
+    grep -q '"status": "interrupted"' "$out/metadata.json" ||
+        fail "SIG$sig: status $(grep '"status"' "$out/metadata.json")"
+    [ "$(tail -c 1 "$out/batches.csv" | od -An -c | tr -d ' ')" = '\n' ] || fail "SIG$sig: a torn last row"
+    bad=$(awk -F, 'NF != 42' "$out/batches.csv" | wc -l)
+    [ "$bad" -eq 0 ] || fail "SIG$sig: $bad rows without 42 fields"
+    rows=$(($(wc -l < "$out/batches.csv") - 1))
+    [ "$rows" -lt 200 ] || fail "SIG$sig: the run was not stopped ($rows rows)"
+    "$BIN" run "${RUN[@]}" --num-samples-per-workload 200 --out "$out" --resume >"$out.resume.log" 2>&1 ||
+        fail "SIG$sig: resume: $(tail -3 "$out.resume.log")"
+    [ "$(($(wc -l < "$out/batches.csv") - 1))" -eq 200 ] || fail "SIG$sig: resume should end with 200 rows"
+done
 echo "cli_run: ok"

@@ -219,8 +219,25 @@ int cmd_run_flag_arity(const char *name) {
 
 static void on_signal(int sig) {
     (void)sig;
-    tmoe_run_request_stop();
-    signal(SIGINT, SIG_DFL); /* a second Ctrl-C kills at once */
+    tmoe_run_request_stop(); /* SA_RESETHAND: a second one of the same signal kills at once */
+}
+
+/* During the sweep: SIGINT (Ctrl-C), SIGTERM and SIGHUP (a closed terminal or ssh session)
+ * stop the run after the batch in progress, with every whole row kept and the metadata
+ * saying "interrupted" (exit 130); SIGPIPE (a reader of stdout gone) and SIGXFSZ (a file at
+ * its size limit) are ignored, so that the write fails and the run records it instead of
+ * dying with the metadata saying "running". on = 0 restores the defaults. */
+static void run_signals(int on) {
+    static const int stop[] = {SIGINT, SIGTERM, SIGHUP}, ignore[] = {SIGPIPE, SIGXFSZ};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on ? on_signal : SIG_DFL;
+    sa.sa_flags = on ? SA_RESETHAND | SA_RESTART : 0;
+    for (size_t i = 0; i < sizeof stop / sizeof *stop; i++) sigaction(stop[i], &sa, NULL);
+    sa.sa_handler = on ? SIG_IGN : SIG_DFL;
+    sa.sa_flags = 0;
+    for (size_t i = 0; i < sizeof ignore / sizeof *ignore; i++) sigaction(ignore[i], &sa, NULL);
 }
 
 #define INT_FLAG(name, lo, hi, dst) \
@@ -428,16 +445,11 @@ int cmd_run(int argc, char **argv) {
             }
         }
     }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    /* a file that reaches the size limit fails its write (EFBIG), which the run reports and
-     * records, instead of killing the process with the run marked "running" */
-    signal(SIGXFSZ, SIG_IGN);
+    run_signals(1);
     /* rank 0 prints the summary for the group */
     tmoe_run_report report;
     int r = tmoe_run_ex(&c, ep && tmoe_ep_rank(ep) > 0 ? NULL : stdout, &report, &err);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
+    run_signals(0);
     if (r == TMOE_EINTR) {
         cli_fail("run", "%s", err.msg);
         rc = 130;
