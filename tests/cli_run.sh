@@ -4,7 +4,8 @@
 # with a message instead of growing, blocking or being ignored; a JSON syntax error names
 # line and column; an unknown key or a value too long is an error, not dropped or cut; a
 # good config file still works, and the command line overrides it. A GPU lost during the
-# run ends it complete_with_telemetry_faults with exit 1. SIGHUP and SIGTERM stop a run as
+# run ends it complete_with_telemetry_faults with exit 1. A FIFO as the placement file, as
+# metadata.json on resume or as a trace file is refused at once. SIGHUP and SIGTERM stop a run as
 # an interrupt: whole rows, status "interrupted", exit 130, and --resume completes it.
 set -u
 BIN="$1"
@@ -19,10 +20,10 @@ RUN=(--backend cpu --telemetry sim --moe-only --num-experts 8 --top-k 2 --warmup
 # expect_config_error NAME FILE TEXT: run --config FILE fails with exit 1 within 20 s and its
 # message holds TEXT
 expect_config_error() {
-    timeout 20 "$BIN" run "${RUN[@]}" --num-samples-per-workload 2 --config "$2" --out "cfg_$1" \
+    timeout -k 5 20 "$BIN" run "${RUN[@]}" --num-samples-per-workload 2 --config "$2" --out "cfg_$1" \
         >"$1.log" 2>&1
     local rc=$?
-    [ $rc -ne 124 ] || fail "$1: --config $2 still running after 20 s"
+    [ $rc -ne 124 ] && [ $rc -ne 137 ] || fail "$1: --config $2 still running after 20 s"
     [ $rc -eq 1 ] || fail "$1: --config $2 exited $rc, want 1: $(head -c 600 "$1.log")"
     grep -qF -- "$3" "$1.log" || fail "$1: message lacks '$3': $(head -c 600 "$1.log")"
     [ ! -e "cfg_$1/batches.csv" ] || fail "$1: the run started anyway"
@@ -58,6 +59,24 @@ printf '{"workloads": ["standard", 3]}\n' > item.json
 expect_config_error item item.json "'workloads'"
 printf 'repeats = 1\n\x01\x02 = 3\n' > ctrl.ini
 expect_config_error ctrl ctrl.ini "ctrl.ini:2"
+
+# the other files a run reads or writes that are not config files: a FIFO as the placement
+# file, as metadata.json on --resume or as a trace file fails at once, naming it
+expect_fifo_refused() { # NAME TEXT ARGS...: exit 1 within 20 s, the message holds TEXT
+    local name=$1 text=$2
+    shift 2
+    timeout -k 5 20 "$BIN" run "${RUN[@]}" --num-samples-per-workload 2 "$@" >"$name.log" 2>&1
+    local rc=$?
+    [ $rc -ne 124 ] && [ $rc -ne 137 ] || fail "$name: still running after 20 s"
+    [ $rc -eq 1 ] || fail "$name: exit $rc, want 1: $(tail -3 "$name.log")"
+    grep -qF -- "$text" "$name.log" || fail "$name: message lacks '$text': $(tail -3 "$name.log")"
+}
+expect_fifo_refused placement "fifo.json: is a FIFO" --placement-file fifo.json --out fifo_placement
+mkdir fifo_meta && mkfifo fifo_meta/metadata.json
+expect_fifo_refused meta "metadata.json: is a FIFO" --resume --out fifo_meta
+mkdir -p fifo_trace/traces && mkfifo fifo_trace/traces/r0_standard_baseline.json
+expect_fifo_refused trace "r0_standard_baseline.json: is a FIFO" --trace-batches 1 --out fifo_trace
+grep -q '"status": "failed"' fifo_trace/metadata.json || fail "trace: the run should be recorded as failed"
 
 # a good JSON and a good INI file work; the command line overrides them
 printf '{"num-samples-per-workload": 3, "workloads": ["standard"], "load-balancer": false,\n "seed": 5}\n' > good.json

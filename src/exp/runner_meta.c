@@ -5,10 +5,13 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "exp/runner_internal.h"
+
+#define RUN_METADATA_MAX_BYTES ((size_t)16 << 20) /* a run's is a few KB */
 
 void run_fingerprint(const run_ctx *r, char *buf, size_t n) {
     const tmoe_run_config *c = &r->cfg;
@@ -157,8 +160,12 @@ int run_read_metadata(const char *dir, char *run_id, size_t n, char *fingerprint
                       tmoe_error *err) {
     char path[4300];
     snprintf(path, sizeof path, "%s/%s", dir, TMOE_RUNLOG_METADATA);
+    size_t len = 0;
+    char *text = tmoe_file_read_all(path, RUN_METADATA_MAX_BYTES, &len, err);
+    if (!text) return tmoe_error_prefix(err, TMOE_EIO, "reading the metadata of run directory %s", dir);
     json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
+    json_t *root = json_loadb(text, len, 0, &je);
+    free(text);
     if (!root)
         return tmoe_errorf(err, TMOE_EFORMAT, "%s:%d:%d: %s (is %s a run directory?)", path, je.line,
                            je.column, je.text, dir);
