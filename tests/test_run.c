@@ -364,8 +364,9 @@ static void test_resume_drops_invalid_rows(void **state) {
     snprintf(log, sizeof log, "%s", tu_tmppath("corrupt.log"));
     snprintf(csv, sizeof csv, "%s/batches.csv", out);
     char *args[] = {(char *)bin(), "run", "--out", out, "--no-analyze", "--workloads", "standard",
-                    "--routing-strategy", "baseline,predictive_thermal", "--num-samples-per-workload",
-                    "6", "--trace-batches", "0", "--warmup-batches", "0", NULL, NULL};
+                    "--routing-strategy", "baseline,predictive_thermal",
+                    "--num-samples-per-workload", "6", "--trace-batches", "0", "--warmup-batches",
+                    "0", NULL, NULL};
     int rc = run_thermoe(args, log, 0, NULL);
     if (rc != 0) fail_msg("first run exited %d", rc);
     assert_int_equal(check_csv(csv, 0), 12);
@@ -453,7 +454,8 @@ static void test_run_dir_locked(void **state) {
     waitpid(first, NULL, 0);
     text = slurp(log);
     if (rc != 1 || !strstr(text, want))
-        fail_msg("a second run beside a running one: exit %d, want 1 naming %s:\n%s", rc, want, text);
+        fail_msg("a second run beside a running one: exit %d, want 1 naming %s:\n%s", rc, want,
+                 text);
     free(text);
 }
 

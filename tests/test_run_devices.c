@@ -228,15 +228,17 @@ static void test_nvml_device_lost(void **state) {
     ASSERT_OK(tmoe_dataset_add_dir(ds, c.out_dir, &err), &err);
     int nrows = tmoe_dataset_nrows(ds), nan_rows = 0;
     assert_int_equal(nrows, 2 * 2 * c.num_samples);
-    for (int i = 0; i < nrows; i++) nan_rows += isnan(tmoe_dataset_row(ds, i)->num[TMOE_RL_ENERGY_J]);
+    for (int i = 0; i < nrows; i++)
+        nan_rows += isnan(tmoe_dataset_row(ds, i)->num[TMOE_RL_ENERGY_J]);
     tmoe_dataset_free(ds);
     json_t *meta = load_metadata(c.out_dir);
-    assert_string_equal(json_string_value(json_object_get(meta, "status")), "complete_with_telemetry_faults");
+    assert_string_equal(json_string_value(json_object_get(meta, "status")),
+                        "complete_with_telemetry_faults");
     json_t *tf = json_object_get(meta, "telemetry_faults");
     assert_true(json_is_object(tf));
     long count = (long)json_integer_value(json_object_get(tf, "count"));
-    print_message("GPU lost: %ld of %d batches faulted, %d rows with nan energy; %s\n", count, nrows,
-                  nan_rows, err.msg);
+    print_message("GPU lost: %ld of %d batches faulted, %d rows with nan energy; %s\n", count,
+                  nrows, nan_rows, err.msg);
     assert_true(count >= 1 && count <= nrows);
     assert_int_equal(count, nan_rows);
     assert_int_equal(rep.telemetry_faults, count);
@@ -251,7 +253,8 @@ static void test_nvml_device_lost(void **state) {
 static char last_warning[1024];
 static void keep_warning(tmoe_log_level level, const char *msg, void *user) {
     (void)user;
-    if (level >= TMOE_LOG_WARN && strstr(msg, "devices")) snprintf(last_warning, sizeof last_warning, "%s", msg);
+    if (level >= TMOE_LOG_WARN && strstr(msg, "devices"))
+        snprintf(last_warning, sizeof last_warning, "%s", msg);
 }
 
 /* 20 GPUs: the run follows the first 16 (the router's device limit) and says so: a warning,

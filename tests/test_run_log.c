@@ -41,7 +41,8 @@ static void fill_row(tmoe_runlog_row *row, int b) {
     tmoe_runlog_row_int(row, TMOE_RL_TOKENS, 64);
     tmoe_runlog_row_int(row, TMOE_RL_THROTTLE_REASONS, 0);
     double bias[64];
-    for (int e = 0; e < 64; e++) bias[e] = 0.001 * e * b;
+    for (int e = 0; e < 64; e++)
+        bias[e] = 0.001 * e * b;
     tmoe_runlog_row_dbls(row, TMOE_RL_BIASES, bias, 64); /* a long cell: rows of ~1 KB */
 }
 
@@ -100,7 +101,8 @@ static void test_refuses_non_regular(void **state) {
     int ndone = 0;
     assert_int_not_equal(tmoe_runlog_open("/dev/full", 0, NULL, &w, NULL, NULL, &err), TMOE_OK);
     assert_null(w);
-    if (!strstr(err.msg, "/dev/full") || !strstr(err.msg, "character device")) fail_msg("%s", err.msg);
+    if (!strstr(err.msg, "/dev/full") || !strstr(err.msg, "character device"))
+        fail_msg("%s", err.msg);
     err = (tmoe_error){0};
     assert_int_not_equal(tmoe_runlog_open("/dev/zero", 1, NULL, &w, &done, &ndone, &err), TMOE_OK);
     if (!strstr(err.msg, "character device")) fail_msg("%s", err.msg);

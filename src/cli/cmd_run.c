@@ -197,11 +197,13 @@ static int load_config(const char *path, argbuf *a) {
     tmoe_run_config_entry *e = NULL;
     int n = 0;
     tmoe_error err = {0};
-    if (tmoe_run_config_read(path, keys, nk, &e, &n, &err)) return cli_fail("run", "--config: %s", err.msg);
+    if (tmoe_run_config_read(path, keys, nk, &e, &n, &err))
+        return cli_fail("run", "--config: %s", err.msg);
     int rc = 0;
     for (int i = 0; i < n && !rc; i++) {
         if (!strcmp(e[i].key, "config") && e[i].line > 0)
-            rc = cli_fail("run", "--config: %s:%d: 'config' cannot appear inside a config file", path, e[i].line);
+            rc = cli_fail("run", "--config: %s:%d: 'config' cannot appear inside a config file",
+                          path, e[i].line);
         else if (!strcmp(e[i].key, "config"))
             rc = cli_fail("run", "--config: %s: 'config' cannot appear inside a config file", path);
         else if (push_arg(a, e[i].key, e[i].value))
@@ -234,10 +236,12 @@ static void run_signals(int on) {
     sigemptyset(&sa.sa_mask);
     sa.sa_handler = on ? on_signal : SIG_DFL;
     sa.sa_flags = on ? SA_RESETHAND | SA_RESTART : 0;
-    for (size_t i = 0; i < sizeof stop / sizeof *stop; i++) sigaction(stop[i], &sa, NULL);
+    for (size_t i = 0; i < sizeof stop / sizeof *stop; i++)
+        sigaction(stop[i], &sa, NULL);
     sa.sa_handler = on ? SIG_IGN : SIG_DFL;
     sa.sa_flags = 0;
-    for (size_t i = 0; i < sizeof ignore / sizeof *ignore; i++) sigaction(ignore[i], &sa, NULL);
+    for (size_t i = 0; i < sizeof ignore / sizeof *ignore; i++)
+        sigaction(ignore[i], &sa, NULL);
 }
 
 #define INT_FLAG(name, lo, hi, dst) \
@@ -460,7 +464,8 @@ int cmd_run(int argc, char **argv) {
     int faulted = r && report.outcome == TMOE_RUN_TELEMETRY_FAULTS;
     if (r) {
         cli_fail_err("run", &err);
-        if (!faulted && ep && tmoe_ep_size(ep) > 1) tmoe_ep_abort(ep, 1); /* the others wait in a collective */
+        if (!faulted && ep && tmoe_ep_size(ep) > 1)
+            tmoe_ep_abort(ep, 1); /* the others wait in a collective */
         if (!faulted) goto done;
     }
     rc = faulted ? 1 : 0;

@@ -24,8 +24,10 @@ static const tmoe_run_config_key *find_key(const tmoe_run_config_key *keys, int 
 
 /* "file:line" or "file" (line 0) into buf. */
 static const char *where(char *buf, size_t n, const char *name, int line) {
-    if (line > 0) snprintf(buf, n, "%s:%d", name, line);
-    else snprintf(buf, n, "%s", name);
+    if (line > 0)
+        snprintf(buf, n, "%s:%d", name, line);
+    else
+        snprintf(buf, n, "%s", name);
     return buf;
 }
 
@@ -37,31 +39,36 @@ static int is(const char *val, size_t n, const char *word) {
  * value) after checking it against the table. A switch takes true/false or 1/0 (off leaves
  * it out); a flag with a value needs one that fits TMOE_RUN_CONFIG_VALUE_MAX and holds no
  * control character. */
-static int add(entries *es, const tmoe_run_config_key *keys, int nkeys, const char *name,
-               int line, const char *key, const char *val, size_t val_len, tmoe_error *err) {
+static int add(entries *es, const tmoe_run_config_key *keys, int nkeys, const char *name, int line,
+               const char *key, const char *val, size_t val_len, tmoe_error *err) {
     char at[600];
     where(at, sizeof at, name, line);
     const tmoe_run_config_key *k = find_key(keys, nkeys, key);
     if (!k)
-        return tmoe_errorf(err, TMOE_EINVAL, "%s: unknown key '%.64s%s' (keys are the long flag names)",
-                           at, key, strlen(key) > 64 ? "..." : "");
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "%s: unknown key '%.64s%s' (keys are the long flag names)", at, key,
+                           strlen(key) > 64 ? "..." : "");
     if (!k->has_value) {
-        if (val && !is(val, val_len, "true") && !is(val, val_len, "1") && !is(val, val_len, "false") &&
-            !is(val, val_len, "0"))
+        if (val && !is(val, val_len, "true") && !is(val, val_len, "1") &&
+            !is(val, val_len, "false") && !is(val, val_len, "0"))
             return tmoe_errorf(err, TMOE_EINVAL, "%s: '%s' takes true or false, not '%.*s%s'", at,
-                               k->name, (int)(val_len > 64 ? 64 : val_len), val, val_len > 64 ? "..." : "");
+                               k->name, (int)(val_len > 64 ? 64 : val_len), val,
+                               val_len > 64 ? "..." : "");
         if (val && (is(val, val_len, "false") || is(val, val_len, "0"))) return TMOE_OK;
         val = NULL;
     } else {
-        if (!val || val_len == 0) return tmoe_errorf(err, TMOE_EINVAL, "%s: '%s' needs a value", at, k->name);
+        if (!val || val_len == 0)
+            return tmoe_errorf(err, TMOE_EINVAL, "%s: '%s' needs a value", at, k->name);
         if (val_len > TMOE_RUN_CONFIG_VALUE_MAX)
-            return tmoe_errorf(err, TMOE_EINVAL,
-                               "%s: '%s': a value of %zu bytes is longer than the limit of %d bytes",
-                               at, k->name, val_len, TMOE_RUN_CONFIG_VALUE_MAX);
+            return tmoe_errorf(
+                err, TMOE_EINVAL,
+                "%s: '%s': a value of %zu bytes is longer than the limit of %d bytes", at, k->name,
+                val_len, TMOE_RUN_CONFIG_VALUE_MAX);
         for (size_t i = 0; i < val_len; i++)
             if ((unsigned char)val[i] < 0x20 || val[i] == 0x7f)
-                return tmoe_errorf(err, TMOE_EINVAL, "%s: '%s': a control character (0x%02x) in the value",
-                                   at, k->name, (unsigned char)val[i]);
+                return tmoe_errorf(err, TMOE_EINVAL,
+                                   "%s: '%s': a control character (0x%02x) in the value", at,
+                                   k->name, (unsigned char)val[i]);
     }
     if (es->n == es->cap) {
         int cap = es->cap ? 2 * es->cap : 16;
@@ -117,15 +124,17 @@ static int json_member(entries *es, const tmoe_run_config_key *keys, int nkeys, 
         return add(es, keys, nkeys, name, 0, key, b, strlen(b), err);
     }
     if (!json_is_array(v))
-        return tmoe_errorf(err, TMOE_EINVAL, "%s: '%.64s': %s; expected a string, number, boolean or list of strings",
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "%s: '%.64s': %s; expected a string, number, boolean or list of strings",
                            name, key, json_kind(v));
     /* the joined list, built up to one byte past the limit (add reports the length) */
     size_t total = 0, i;
     json_t *it;
     json_array_foreach(v, i, it) {
         if (!json_is_string(it))
-            return tmoe_errorf(err, TMOE_EINVAL, "%s: '%.64s': item %zu is %s; list items must be strings",
-                               name, key, i, json_kind(it));
+            return tmoe_errorf(err, TMOE_EINVAL,
+                               "%s: '%.64s': item %zu is %s; list items must be strings", name, key,
+                               i, json_kind(it));
         total += (i ? 1 : 0) + json_string_length(it);
     }
     char *joined = malloc(total + 1);
@@ -142,15 +151,18 @@ static int json_member(entries *es, const tmoe_run_config_key *keys, int nkeys, 
     return rc;
 }
 
-static int parse_json(const char *text, size_t len, const char *name, const tmoe_run_config_key *keys,
-                      int nkeys, entries *es, tmoe_error *err) {
+static int parse_json(const char *text, size_t len, const char *name,
+                      const tmoe_run_config_key *keys, int nkeys, entries *es, tmoe_error *err) {
     json_error_t je;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-    if (!root) return tmoe_errorf(err, TMOE_EFORMAT, "%s:%d:%d: %s", name, je.line, je.column, je.text);
+    if (!root)
+        return tmoe_errorf(err, TMOE_EFORMAT, "%s:%d:%d: %s", name, je.line, je.column, je.text);
     int rc = TMOE_OK;
     if (!json_is_object(root)) {
-        rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: is %s; a JSON config must be a JSON object of flag "
-                         "names (\"repeats\": 3)", name, json_kind(root));
+        rc = tmoe_errorf(err, TMOE_EFORMAT,
+                         "%s: is %s; a JSON config must be a JSON object of flag "
+                         "names (\"repeats\": 3)",
+                         name, json_kind(root));
     } else {
         const char *key;
         json_t *v;
@@ -162,11 +174,13 @@ static int parse_json(const char *text, size_t len, const char *name, const tmoe
     return rc;
 }
 
-static int is_space(char c) { return c == ' ' || c == '\t'; }
+static int is_space(char c) {
+    return c == ' ' || c == '\t';
+}
 
 /* INI: "key = value" or "key" lines, '#' or ';' comments, [section] headers ignored. */
-static int parse_ini(const char *text, size_t len, const char *name, const tmoe_run_config_key *keys,
-                     int nkeys, entries *es, tmoe_error *err) {
+static int parse_ini(const char *text, size_t len, const char *name,
+                     const tmoe_run_config_key *keys, int nkeys, entries *es, tmoe_error *err) {
     int lineno = 0;
     for (size_t pos = 0; pos < len;) {
         const char *s = text + pos;
@@ -177,25 +191,35 @@ static int parse_ini(const char *text, size_t len, const char *name, const tmoe_
         if (n && s[n - 1] == '\r') n--;
         for (size_t i = 0; i < n; i++)
             if (((unsigned char)s[i] < 0x20 && s[i] != '\t') || s[i] == 0x7f)
-                return tmoe_errorf(err, TMOE_EFORMAT, "%s:%d: a control character (0x%02x) at column %zu: "
-                                   "not a text config file", name, lineno, (unsigned char)s[i], i + 1);
-        while (n && is_space(*s)) s++, n--;
-        while (n && is_space(s[n - 1])) n--;
+                return tmoe_errorf(err, TMOE_EFORMAT,
+                                   "%s:%d: a control character (0x%02x) at column %zu: "
+                                   "not a text config file",
+                                   name, lineno, (unsigned char)s[i], i + 1);
+        while (n && is_space(*s))
+            s++, n--;
+        while (n && is_space(s[n - 1]))
+            n--;
         if (!n || *s == '#' || *s == ';') continue;
         if (*s == '[') {
             int ok = n >= 3 && s[n - 1] == ']';
             for (size_t i = 1; ok && i + 1 < n; i++)
                 ok = (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-                     (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-' || s[i] == '.' || s[i] == ' ';
+                     (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-' || s[i] == '.' ||
+                     s[i] == ' ';
             if (!ok)
-                return tmoe_errorf(err, TMOE_EFORMAT, "%s:%d: expected a [section] header, 'key = value' "
-                                   "or a comment", name, lineno);
+                return tmoe_errorf(err, TMOE_EFORMAT,
+                                   "%s:%d: expected a [section] header, 'key = value' "
+                                   "or a comment",
+                                   name, lineno);
             continue;
         }
         const char *eq = memchr(s, '=', n);
         size_t kn = eq ? (size_t)(eq - s) : n;
-        while (kn && is_space(s[kn - 1])) kn--;
-        if (!kn) return tmoe_errorf(err, TMOE_EFORMAT, "%s:%d: a line with no key before '='", name, lineno);
+        while (kn && is_space(s[kn - 1]))
+            kn--;
+        if (!kn)
+            return tmoe_errorf(err, TMOE_EFORMAT, "%s:%d: a line with no key before '='", name,
+                               lineno);
         char key[80];
         if (kn >= sizeof key) {
             snprintf(key, sizeof key, "%.*s...", 64, s);
@@ -208,7 +232,8 @@ static int parse_ini(const char *text, size_t len, const char *name, const tmoe_
         if (eq) {
             val = eq + 1;
             vn = n - (size_t)(val - s);
-            while (vn && is_space(*val)) val++, vn--;
+            while (vn && is_space(*val))
+                val++, vn--;
             if (vn >= 2 && val[0] == '"' && val[vn - 1] == '"') val++, vn -= 2;
         }
         int rc = add(es, keys, nkeys, name, lineno, key, val, vn, err);
@@ -218,7 +243,8 @@ static int parse_ini(const char *text, size_t len, const char *name, const tmoe_
 }
 
 void tmoe_run_config_entries_free(tmoe_run_config_entry *e, int n) {
-    for (int i = 0; i < n && e; i++) free(e[i].value);
+    for (int i = 0; i < n && e; i++)
+        free(e[i].value);
     free(e);
 }
 
@@ -232,21 +258,27 @@ int tmoe_run_config_parse(const char *text, size_t len, const char *name,
                            len, TMOE_RUN_CONFIG_MAX_BYTES);
     const char *nul = memchr(text, '\0', len);
     if (nul)
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: a NUL byte at offset %zu: a binary file, not a JSON "
-                           "object or an INI file", name, (size_t)(nul - text));
+        return tmoe_errorf(err, TMOE_EFORMAT,
+                           "%s: a NUL byte at offset %zu: a binary file, not a JSON "
+                           "object or an INI file",
+                           name, (size_t)(nul - text));
     size_t b = len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3) ? 3 : 0; /* UTF-8 byte order mark */
     size_t p = b;
-    while (p < len && (is_space(text[p]) || text[p] == '\n' || text[p] == '\r')) p++;
+    while (p < len && (is_space(text[p]) || text[p] == '\n' || text[p] == '\r'))
+        p++;
     entries es = {0};
     int rc;
     if (p < len && text[p] == '{') {
         rc = parse_json(text + b, len - b, name, keys, nkeys, &es, err);
     } else {
         /* '[' starts an INI section, or a JSON array: an array is refused by name */
-        json_t *any = p < len && text[p] == '[' ? json_loadb(text + b, len - b, JSON_DECODE_ANY, NULL) : NULL;
+        json_t *any =
+            p < len && text[p] == '[' ? json_loadb(text + b, len - b, JSON_DECODE_ANY, NULL) : NULL;
         if (any) {
-            rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: is %s; a JSON config must be a JSON object of "
-                             "flag names (\"repeats\": 3)", name, json_kind(any));
+            rc = tmoe_errorf(err, TMOE_EFORMAT,
+                             "%s: is %s; a JSON config must be a JSON object of "
+                             "flag names (\"repeats\": 3)",
+                             name, json_kind(any));
             json_decref(any);
         } else {
             rc = parse_ini(text + b, len - b, name, keys, nkeys, &es, err);

@@ -74,7 +74,8 @@ struct tmoe_runlog_writer {
 static int line_put(tmoe_runlog_writer *w, const char *s, size_t n) {
     if (w->line_len + n + 1 > w->line_cap) {
         size_t cap = w->line_cap ? w->line_cap : 4096;
-        while (w->line_len + n + 1 > cap) cap *= 2;
+        while (w->line_len + n + 1 > cap)
+            cap *= 2;
         char *nl = realloc(w->line, cap);
         if (!nl) return -1;
         w->line = nl;
@@ -118,7 +119,8 @@ static int line_flush(tmoe_runlog_writer *w, const char *what, tmoe_error *err) 
 static int write_header(tmoe_runlog_writer *w, tmoe_error *err) {
     w->line_len = 0;
     for (int c = 0; c < TMOE_RL_NCOLS; c++)
-        if ((c && line_put(w, ",", 1)) || line_put(w, tmoe_runlog_cols[c].name, strlen(tmoe_runlog_cols[c].name)))
+        if ((c && line_put(w, ",", 1)) ||
+            line_put(w, tmoe_runlog_cols[c].name, strlen(tmoe_runlog_cols[c].name)))
             return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
     if (line_put(w, "\n", 1)) return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
     return line_flush(w, "the header", err);
@@ -219,10 +221,10 @@ static int row_problem(char **fields, int nf, const char *run_id, char *why, siz
         if (!ok) {
             snprintf(why, n, "%s = '%.40s%s' is not %s", tmoe_runlog_cols[c].name, v,
                      strlen(v) > 40 ? "..." : "",
-                     tmoe_runlog_cols[c].type == TMOE_COL_INT ? "an integer in range"
+                     tmoe_runlog_cols[c].type == TMOE_COL_INT      ? "an integer in range"
                      : tmoe_runlog_cols[c].type == TMOE_COL_DOUBLE ? "a number"
-                     : tmoe_runlog_cols[c].type == TMOE_COL_STR ? "a name"
-                                                                 : "a list of numbers");
+                     : tmoe_runlog_cols[c].type == TMOE_COL_STR    ? "a name"
+                                                                   : "a list of numbers");
             return 1;
         }
     }
@@ -251,8 +253,8 @@ static int row_key(char **fields, int nf, int *repeat) {
  * parses, run_id is run_id's when not NULL, batch_idx counts 0, 1, ... within its
  * combination): a line that fails is reported (tmoe_log) and its combination, when it names
  * one, is marked invalid so that it runs again. *rows counts every data line. */
-static int scan_existing(const char *path, const char *run_id, tmoe_runlog_done **done,
-                         int *ndone, long *rows, tmoe_error *err) {
+static int scan_existing(const char *path, const char *run_id, tmoe_runlog_done **done, int *ndone,
+                         long *rows, tmoe_error *err) {
     FILE *f = tmoe_file_open_read(path, 0, NULL, err);
     if (!f) return tmoe_error_prefix(err, TMOE_EIO, "cannot resume");
     char *line = NULL, *buf = NULL;
@@ -322,12 +324,14 @@ static int scan_existing(const char *path, const char *run_id, tmoe_runlog_done 
             tmoe_runlog_done *d = &(*done)[i];
             long long b;
             if (!invalid && parse_ll(fields[TMOE_RL_BATCH_IDX], &b) && b != d->rows) {
-                snprintf(why, sizeof why, "batch_idx %lld where %d was due (a row missing or twice)",
-                         b, d->rows);
+                snprintf(why, sizeof why,
+                         "batch_idx %lld where %d was due (a row missing or twice)", b, d->rows);
                 invalid = 1;
             }
-            if (invalid) d->invalid = 1;
-            else d->rows++;
+            if (invalid)
+                d->invalid = 1;
+            else
+                d->rows++;
         }
         if (invalid && ++bad <= RUNLOG_WARN_MAX)
             tmoe_log(TMOE_LOG_WARN, "%s:%ld: dropped on resume: %s", path, lineno, why);
@@ -338,11 +342,14 @@ static int scan_existing(const char *path, const char *run_id, tmoe_runlog_done 
     free(buf);
     fclose(f);
     if (rc == TMOE_OK && bad > RUNLOG_WARN_MAX)
-        tmoe_log(TMOE_LOG_WARN, "%s: %ld more lines that are not rows of this run dropped on resume",
-                 path, bad - RUNLOG_WARN_MAX);
+        tmoe_log(TMOE_LOG_WARN,
+                 "%s: %ld more lines that are not rows of this run dropped on resume", path,
+                 bad - RUNLOG_WARN_MAX);
     if (rc == TMOE_OK && bad)
-        tmoe_log(TMOE_LOG_WARN, "%s: %ld lines are not valid rows of this run; the combinations "
-                 "they were in run again", path, bad);
+        tmoe_log(TMOE_LOG_WARN,
+                 "%s: %ld lines are not valid rows of this run; the combinations "
+                 "they were in run again",
+                 path, bad);
     if (rc == TMOE_OK && lineno == 0)
         rc = tmoe_errorf(err, TMOE_EFORMAT, "%s is empty: nothing to resume", path);
     if (rc == TMOE_OK && truncate(path, good_end) != 0)
@@ -368,11 +375,14 @@ static void writer_free(tmoe_runlog_writer *w) {
 /* Open path for appending at its end (which is its last whole row). */
 static int open_append(tmoe_runlog_writer *w, tmoe_error *err) {
     w->fd = open(w->path, O_WRONLY | O_APPEND | O_CLOEXEC);
-    if (w->fd < 0) return tmoe_errorf(err, TMOE_EIO, "cannot append to %s: %s", w->path, strerror(errno));
+    if (w->fd < 0)
+        return tmoe_errorf(err, TMOE_EIO, "cannot append to %s: %s", w->path, strerror(errno));
     struct stat st;
-    if (fstat(w->fd, &st) != 0) return tmoe_errorf(err, TMOE_EIO, "%s: cannot stat: %s", w->path, strerror(errno));
+    if (fstat(w->fd, &st) != 0)
+        return tmoe_errorf(err, TMOE_EIO, "%s: cannot stat: %s", w->path, strerror(errno));
     if (!S_ISREG(st.st_mode))
-        return tmoe_errorf(err, TMOE_EINVAL, "%s: not a regular file; cannot append rows to it", w->path);
+        return tmoe_errorf(err, TMOE_EINVAL, "%s: not a regular file; cannot append rows to it",
+                           w->path);
     w->good_size = st.st_size;
     return TMOE_OK;
 }
@@ -404,7 +414,8 @@ int tmoe_runlog_open(const char *path, int resume, const char *run_id, tmoe_runl
         rc = tmoe_file_check_writable(path, err);
         if (rc == TMOE_OK) {
             w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
-            if (w->fd < 0) rc = tmoe_errorf(err, TMOE_EIO, "cannot create %s: %s", path, strerror(errno));
+            if (w->fd < 0)
+                rc = tmoe_errorf(err, TMOE_EIO, "cannot create %s: %s", path, strerror(errno));
         }
         if (rc == TMOE_OK) rc = write_header(w, err);
     }
@@ -453,13 +464,16 @@ int tmoe_runlog_drop(tmoe_runlog_writer *w, const tmoe_runlog_done *keep, int nk
             copy[strcspn(copy, "\n")] = '\0';
             int nf = tmoe_runlog_split(copy, buf, fields, TMOE_RL_NCOLS), rep;
             char why[256];
-            keepit = strlen(line) == (size_t)len && !row_problem(fields, nf, w->run_id, why, sizeof why) &&
+            keepit = strlen(line) == (size_t)len &&
+                     !row_problem(fields, nf, w->run_id, why, sizeof why) &&
                      row_key(fields, nf, &rep) &&
-                     find_done(keep, nkeep, rep, fields[TMOE_RL_WORKLOAD], fields[TMOE_RL_STRATEGY]) >= 0;
+                     find_done(keep, nkeep, rep, fields[TMOE_RL_WORKLOAD],
+                               fields[TMOE_RL_STRATEGY]) >= 0;
             free(copy);
             rows += keepit;
         }
-        if (keepit && fwrite(line, 1, (size_t)len, af.f) != (size_t)len) break; /* the commit reports it */
+        if (keepit && fwrite(line, 1, (size_t)len, af.f) != (size_t)len)
+            break; /* the commit reports it */
     }
     if (rc == TMOE_OK && ferror(in))
         rc = tmoe_errorf(err, TMOE_EIO, "cannot read %s: %s", w->path, strerror(errno));
@@ -470,7 +484,8 @@ int tmoe_runlog_drop(tmoe_runlog_writer *w, const tmoe_runlog_done *keep, int nk
         tmoe_atomic_abort(&af);
         return rc;
     }
-    if ((rc = tmoe_atomic_commit(&af, err))) return tmoe_error_prefix(err, rc, "rewriting the rows to keep");
+    if ((rc = tmoe_atomic_commit(&af, err)))
+        return tmoe_error_prefix(err, rc, "rewriting the rows to keep");
     /* the old file is gone: append to the new one */
     close(w->fd);
     w->fd = -1;
@@ -484,7 +499,8 @@ int tmoe_runlog_write(tmoe_runlog_writer *w, const tmoe_runlog_row *r, tmoe_erro
     for (int c = 0; c < TMOE_RL_NCOLS; c++)
         if ((c && line_put(w, ",", 1)) || line_cell(w, r->cell[c]))
             return tmoe_errorf(err, TMOE_ENOMEM, "out of memory formatting row %ld", w->rows + 1);
-    if (line_put(w, "\n", 1)) return tmoe_errorf(err, TMOE_ENOMEM, "out of memory formatting row %ld", w->rows + 1);
+    if (line_put(w, "\n", 1))
+        return tmoe_errorf(err, TMOE_ENOMEM, "out of memory formatting row %ld", w->rows + 1);
     char what[48];
     snprintf(what, sizeof what, "row %ld", w->rows + 1);
     int rc = line_flush(w, what, err);

@@ -198,10 +198,11 @@ static int init_telemetry(run_ctx *r, tmoe_error *err) {
     if (r->ndev > TMOE_ROUTE_MAX_DEVICES) {
         /* the routers, placements and per-device columns hold at most this many */
         r->ndev = TMOE_ROUTE_MAX_DEVICES;
-        tmoe_log(TMOE_LOG_WARN, "telemetry: %d devices found; this run follows devices 0-%d only "
+        tmoe_log(TMOE_LOG_WARN,
+                 "telemetry: %d devices found; this run follows devices 0-%d only "
                  "(at most %d): devices %d-%d are not sampled into the rows (metadata.json: "
-                 "telemetry.devices_ignored)", r->ndev_found, r->ndev - 1, TMOE_ROUTE_MAX_DEVICES,
-                 r->ndev, r->ndev_found - 1);
+                 "telemetry.devices_ignored)",
+                 r->ndev_found, r->ndev - 1, TMOE_ROUTE_MAX_DEVICES, r->ndev, r->ndev_found - 1);
     }
     int E = r->blk_cfg.num_experts, nd = r->ndev > 0 ? r->ndev : 1;
     if (r->ranks > 1) {
@@ -533,10 +534,13 @@ static void check_telemetry(run_ctx *r, const run_combo *c, int b, const batch_h
         tmoe_error e2 = {0};
         if (tmoe_monitor_device_lost(r->mon, d))
             snprintf(why, sizeof why, "device %d (%s) was lost (NVML_ERROR_GPU_IS_LOST)", d,
-                     tmoe_telemetry_device_info(r->tel, d, &info, &e2) == TMOE_OK ? info.uuid : "?");
+                     tmoe_telemetry_device_info(r->tel, d, &info, &e2) == TMOE_OK ? info.uuid
+                                                                                  : "?");
         else if (isnan(hw->dev_energy_j[d]))
-            snprintf(why, sizeof why, "device %d gave no energy reading in the batch's window "
-                     "(no power sample, no counter step)", d);
+            snprintf(why, sizeof why,
+                     "device %d gave no energy reading in the batch's window "
+                     "(no power sample, no counter step)",
+                     d);
     }
     if (!why[0] && isnan(hw->energy_j)) snprintf(why, sizeof why, "the batch's energy is unknown");
     if (!why[0]) return;
@@ -544,7 +548,8 @@ static void check_telemetry(run_ctx *r, const run_combo *c, int b, const batch_h
         r->fault_combo = *c;
         r->fault_batch = b;
         snprintf(r->fault_reason, sizeof r->fault_reason, "%s", why);
-        tmoe_log(TMOE_LOG_ERROR, "telemetry fault at repeat %d %s %s batch %d: %s; its row and "
+        tmoe_log(TMOE_LOG_ERROR,
+                 "telemetry fault at repeat %d %s %s batch %d: %s; its row and "
                  "every faulted one after it have nan energy (the run will not end complete)",
                  c->repeat, tmoe_workload_name(c->wl), tmoe_route_strategy_name(c->st), b, why);
     }
@@ -1046,8 +1051,10 @@ static int lock_run_dir(run_ctx *r, tmoe_error *err) {
             return tmoe_errorf(err, TMOE_EIO, "%s: cannot lock: %s", path, strerror(e));
         who[n > 0 ? n : 0] = '\0';
         for (char *p = who; *p; p++) /* one printable line */
-            if (*p == '\n') *p = '\0';
-            else if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f) *p = '?';
+            if (*p == '\n')
+                *p = '\0';
+            else if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+                *p = '?';
         return tmoe_errorf(err, TMOE_EINVAL,
                            "run directory %s is in use by %s (it holds %s): wait for that run to "
                            "end, or choose another --out",
@@ -1058,8 +1065,10 @@ static int lock_run_dir(run_ctx *r, tmoe_error *err) {
     host[sizeof host - 1] = '\0';
     int len = snprintf(line, sizeof line, "pid %ld on host %s\n", (long)getpid(), host);
     if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)len, 0) != len)
-        tmoe_log(TMOE_LOG_WARN, "%s: cannot record this process in the lock file: %s (the lock "
-                 "holds all the same)", path, strerror(errno));
+        tmoe_log(TMOE_LOG_WARN,
+                 "%s: cannot record this process in the lock file: %s (the lock "
+                 "holds all the same)",
+                 path, strerror(errno));
     r->lock_fd = fd;
     return TMOE_OK;
 }
@@ -1077,7 +1086,8 @@ static void remove_stale_temporaries(const char *dir) {
             snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
             struct stat st;
             if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && unlink(path) == 0)
-                tmoe_log(TMOE_LOG_INFO, "removed %s, left by a run that stopped while writing it", path);
+                tmoe_log(TMOE_LOG_INFO, "removed %s, left by a run that stopped while writing it",
+                         path);
         }
     }
     closedir(d);
@@ -1089,7 +1099,8 @@ static int open_run_dir(run_ctx *r, tmoe_runlog_done **done, int *ndone, tmoe_er
         return tmoe_errorf(err, TMOE_EINVAL, "--out: a path of %zu bytes is too long (at most %zu)",
                            strlen(r->cfg.out_dir), sizeof r->dir - 128);
     if (r->cfg.log_file && strlen(r->cfg.log_file) + 32 > sizeof r->csv_path)
-        return tmoe_errorf(err, TMOE_EINVAL, "--log-file: a path of %zu bytes is too long (at most %zu)",
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "--log-file: a path of %zu bytes is too long (at most %zu)",
                            strlen(r->cfg.log_file), sizeof r->csv_path - 32);
     snprintf(r->dir, sizeof r->dir, "%s", r->cfg.out_dir);
     int rc = make_dir(r->dir, err);
@@ -1223,9 +1234,11 @@ int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, 
         if ((long)nkeep * nb != found && (rc = tmoe_runlog_drop(r->log, done, nkeep, err)))
             goto out_combos;
         if (!cfg->quiet && out)
-            fprintf(out, "resuming %s: %d of %d combinations already complete (%ld rows kept, "
-                         "%ld dropped)\n",
-                    r->run_id, nkeep, ncomb, tmoe_runlog_rows(r->log), found - tmoe_runlog_rows(r->log));
+            fprintf(out,
+                    "resuming %s: %d of %d combinations already complete (%ld rows kept, "
+                    "%ld dropped)\n",
+                    r->run_id, nkeep, ncomb, tmoe_runlog_rows(r->log),
+                    found - tmoe_runlog_rows(r->log));
     }
     r->batches_total = (long)(ncomb - nkeep) * nb;
     if ((rc = run_write_metadata(r, "running", NULL, err))) goto out_combos;
@@ -1275,8 +1288,10 @@ finish:
         int crc = tmoe_runlog_close(r->log, &e2);
         r->log = NULL;
         if (!rc && crc) rc = tmoe_errorf(err, crc, "%s", e2.msg);
-        outcome = rc ? TMOE_RUN_FAILED : stop_requested ? TMOE_RUN_INTERRUPTED
-                  : r->tel_faults ? TMOE_RUN_TELEMETRY_FAULTS : TMOE_RUN_COMPLETE;
+        outcome = rc               ? TMOE_RUN_FAILED
+                  : stop_requested ? TMOE_RUN_INTERRUPTED
+                  : r->tel_faults  ? TMOE_RUN_TELEMETRY_FAULTS
+                                   : TMOE_RUN_COMPLETE;
         static const char *const status[] = {"complete", "complete_with_telemetry_faults",
                                              "interrupted", "failed"};
         int mrc = run_write_metadata(r, status[outcome], rc ? err->msg : NULL, &e2);
@@ -1301,8 +1316,8 @@ finish:
                          "telemetry_faults in %s/%s",
                          r->tel_faults, r->rows_logged, r->fault_combo.repeat,
                          tmoe_workload_name(r->fault_combo.wl),
-                         tmoe_route_strategy_name(r->fault_combo.st), r->fault_batch, r->fault_reason,
-                         r->csv_path, r->dir, TMOE_RUNLOG_METADATA);
+                         tmoe_route_strategy_name(r->fault_combo.st), r->fault_batch,
+                         r->fault_reason, r->csv_path, r->dir, TMOE_RUNLOG_METADATA);
     }
 out_combos:
     free(combos);
@@ -1311,8 +1326,9 @@ out:
         tmoe_error e2 = {0};
         tmoe_runlog_close(r->log, &e2);
     }
-    if (report) *report = (tmoe_run_report){outcome, r->log ? tmoe_runlog_rows(r->log) : r->rows_logged,
-                                            r->tel_faults};
+    if (report)
+        *report = (tmoe_run_report){outcome, r->log ? tmoe_runlog_rows(r->log) : r->rows_logged,
+                                    r->tel_faults};
     free(done);
     free_ctx(r);
     if (r->lock_fd >= 0) close(r->lock_fd); /* the directory is free for another run */

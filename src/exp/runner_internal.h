@@ -75,14 +75,14 @@ typedef struct run_ctx {
     /* output */
     char dir[2048], csv_path[4096], run_id[64], started[40];
     tmoe_runlog_writer *log;
-    long rows_logged;          /* rows in batches.csv once log is closed; -1 before it opens */
-    int ndev_found;            /* devices the telemetry has; ndev of them are followed */
+    long rows_logged; /* rows in batches.csv once log is closed; -1 before it opens */
+    int ndev_found;   /* devices the telemetry has; ndev of them are followed */
     /* telemetry faults: logged batches whose energy is unknown or whose device was lost */
     long tel_faults;
-    run_combo fault_combo;     /* the first faulted batch's combination ... */
-    int fault_batch;           /* ... and batch_idx */
+    run_combo fault_combo; /* the first faulted batch's combination ... */
+    int fault_batch;       /* ... and batch_idx */
     char fault_reason[256];
-    int lock_fd;               /* DIR/thermoe.lock, flock'ed while this run uses DIR; -1 */
+    int lock_fd; /* DIR/thermoe.lock, flock'ed while this run uses DIR; -1 */
     tmoe_runlog_row row;
     int64_t wall0_ns;
     long batches_total, batches_done;

@@ -127,15 +127,14 @@ int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_
     json_t *tel = json_object_get(root, "telemetry");
     json_object_set_new(tel, "devices_found", json_integer(r->ndev_found));
     json_object_set_new(tel, "devices_ignored", json_integer(r->ndev_found - r->ndev));
-    json_t *faults = json_pack("{s:I, s:o, s:o}", "count", (json_int_t)r->tel_faults, "first",
-                               r->tel_faults ? json_pack("{s:i, s:s, s:s, s:i}", "repeat",
-                                                         r->fault_combo.repeat, "workload",
-                                                         tmoe_workload_name(r->fault_combo.wl),
-                                                         "strategy",
-                                                         tmoe_route_strategy_name(r->fault_combo.st),
-                                                         "batch_idx", r->fault_batch)
-                                             : json_null(),
-                               "reason", r->tel_faults ? json_string(r->fault_reason) : json_null());
+    json_t *faults =
+        json_pack("{s:I, s:o, s:o}", "count", (json_int_t)r->tel_faults, "first",
+                  r->tel_faults ? json_pack("{s:i, s:s, s:s, s:i}", "repeat", r->fault_combo.repeat,
+                                            "workload", tmoe_workload_name(r->fault_combo.wl),
+                                            "strategy", tmoe_route_strategy_name(r->fault_combo.st),
+                                            "batch_idx", r->fault_batch)
+                                : json_null(),
+                  "reason", r->tel_faults ? json_string(r->fault_reason) : json_null());
     json_object_set_new(root, "telemetry_faults", faults);
     /* whole or not at all: a full disk leaves the previous metadata.json, never a torn one */
     char path[4300];
@@ -143,7 +142,8 @@ int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_
     tmoe_atomic_file af;
     int rc = tmoe_atomic_open(&af, path, err);
     if (rc == TMOE_OK) {
-        if (json_dumpf(root, af.f, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0 || fputc('\n', af.f) == EOF) {
+        if (json_dumpf(root, af.f, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0 ||
+            fputc('\n', af.f) == EOF) {
             int e = errno;
             tmoe_atomic_abort(&af);
             rc = tmoe_errorf(err, TMOE_EIO, "%s: write failed: %s (left unchanged)", path,
@@ -162,7 +162,8 @@ int run_read_metadata(const char *dir, char *run_id, size_t n, char *fingerprint
     snprintf(path, sizeof path, "%s/%s", dir, TMOE_RUNLOG_METADATA);
     size_t len = 0;
     char *text = tmoe_file_read_all(path, RUN_METADATA_MAX_BYTES, &len, err);
-    if (!text) return tmoe_error_prefix(err, TMOE_EIO, "reading the metadata of run directory %s", dir);
+    if (!text)
+        return tmoe_error_prefix(err, TMOE_EIO, "reading the metadata of run directory %s", dir);
     json_error_t je;
     json_t *root = json_loadb(text, len, 0, &je);
     free(text);
