@@ -4,6 +4,7 @@
  * lines and --resume completes to the exact row count; bad flags and files fail clearly. */
 #include "testutil.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -12,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,8 +28,14 @@ static const char *bin(void) {
     return b;
 }
 
+/* Largest file the next run_thermoe child may write, bytes (RLIMIT_FSIZE: a write past it
+ * fails with EFBIG, as on a full disk); 0 = no limit. Reset by run_thermoe. */
+static long child_fsize_limit;
+
 /* Run thermoe with args, stdout+stderr to log; returns the exit status (or -signal). */
 static int run_thermoe(char *const args[], const char *log, int kill_after_rows, const char *csv) {
+    long fsize = child_fsize_limit;
+    child_fsize_limit = 0;
     pid_t pid = fork();
     if (pid < 0) fail_msg("fork: %s", strerror(errno));
     if (pid == 0) {
@@ -34,6 +43,10 @@ static int run_thermoe(char *const args[], const char *log, int kill_after_rows,
         if (fd >= 0) {
             dup2(fd, 1);
             dup2(fd, 2);
+        }
+        if (fsize > 0) {
+            struct rlimit rl = {(rlim_t)fsize, (rlim_t)fsize};
+            if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(126);
         }
         execv(bin(), args);
         _exit(127);
@@ -224,6 +237,228 @@ static void test_kill_and_resume(void **state) {
     free(s);
 }
 
+/* No temporary (a name holding ".tmp") left in dir. */
+static void assert_no_temporaries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) fail_msg("opendir %s: %s", dir, strerror(errno));
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (strstr(e->d_name, ".tmp")) fail_msg("%s: stray temporary %s", dir, e->d_name);
+    closedir(d);
+}
+
+static json_t *load_metadata(const char *dir) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/metadata.json", dir);
+    json_error_t je;
+    json_t *meta = json_load_file(path, 0, &je);
+    if (!meta) fail_msg("%s:%d:%d: %s", path, je.line, je.column, je.text);
+    return meta;
+}
+
+static int file_equal(const char *a, const char *b) {
+    char *x = slurp(a), *y = slurp(b);
+    int same = x && y && !strcmp(x, y);
+    free(x);
+    free(y);
+    return same;
+}
+
+/* A disk that fills up (a file size limit: writes past it fail with EFBIG, and thermoe must
+ * not die of SIGXFSZ): a row that cannot be written ends the run with exit 1, metadata
+ * status "failed" with the reason, whole rows only and no temporaries; --resume then
+ * completes. When even the metadata cannot be written, the previous metadata.json and
+ * batches.csv stay as they were. */
+static void test_full_disk(void **state) {
+    (void)state;
+    char out[512], csv[600], log[512];
+    snprintf(out, sizeof out, "%s", tu_tmppath("full"));
+    snprintf(log, sizeof log, "%s", tu_tmppath("full.log"));
+    snprintf(csv, sizeof csv, "%s/batches.csv", out);
+    char *args[] = {(char *)bin(), "run", "--out", out, "--no-analyze", "--quiet",
+                    "--workloads", "standard", "--routing-strategy", "baseline,predictive_thermal",
+                    "--num-samples-per-workload", "60", "--trace-batches", "0", NULL};
+    child_fsize_limit = 16 * 1024; /* room for the metadata and about 40 rows */
+    int rc = run_thermoe(args, log, 0, NULL);
+    char *text = slurp(log);
+    if (rc != 1) fail_msg("full disk: exit %d, want 1:\n%s", rc, text ? text : "");
+    if (!strstr(text, "File too large")) fail_msg("full disk: message lacks the reason:\n%s", text);
+    free(text);
+    json_t *meta = load_metadata(out);
+    assert_string_equal(json_string_value(json_object_get(meta, "status")), "failed");
+    const char *why = json_string_value(json_object_get(meta, "error"));
+    if (!why || !strstr(why, "batches.csv") || !strstr(why, "File too large"))
+        fail_msg("metadata error: %s", why ? why : "(none)");
+    json_decref(meta);
+    long kept = check_csv(csv, 0); /* whole rows only */
+    assert_true(kept > 0 && kept < 120);
+    assert_no_temporaries(out);
+    char *rargs[] = {(char *)bin(), "run", "--out", out, "--no-analyze", "--quiet", "--resume",
+                     "--workloads", "standard", "--routing-strategy", "baseline,predictive_thermal",
+                     "--num-samples-per-workload", "60", "--trace-batches", "0", NULL};
+    rc = run_thermoe(rargs, log, 0, NULL);
+    if (rc != 0) {
+        text = slurp(log);
+        fail_msg("resume after a full disk exited %d:\n%s", rc, text ? text : "");
+    }
+    assert_int_equal(check_csv(csv, 0), 120);
+    meta = load_metadata(out);
+    assert_string_equal(json_string_value(json_object_get(meta, "status")), "complete");
+    json_decref(meta);
+
+    /* now too full for the metadata itself: a resume must leave both files as they were */
+    char meta_path[600], meta_copy[600], csv_copy[600];
+    snprintf(meta_path, sizeof meta_path, "%s/metadata.json", out);
+    snprintf(meta_copy, sizeof meta_copy, "%s", tu_tmppath("full-meta-copy.json"));
+    snprintf(csv_copy, sizeof csv_copy, "%s", tu_tmppath("full-csv-copy.csv"));
+    char cmd[2000];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s' && cp '%s' '%s'", meta_path, meta_copy, csv, csv_copy);
+    assert_int_equal(system(cmd), 0);
+    child_fsize_limit = 1024;
+    rc = run_thermoe(rargs, log, 0, NULL);
+    text = slurp(log);
+    if (rc != 1) fail_msg("metadata on a full disk: exit %d, want 1:\n%s", rc, text ? text : "");
+    free(text);
+    if (!file_equal(meta_path, meta_copy)) fail_msg("metadata.json changed by the failed resume");
+    if (!file_equal(csv, csv_copy)) fail_msg("batches.csv changed by the failed resume");
+    assert_no_temporaries(out);
+}
+
+/* Replace field col of data row `row` (1-based) of a batches.csv with value. */
+static void set_cell(const char *csv, long row, int col, const char *value) {
+    char *text = slurp(csv);
+    assert_non_null(text);
+    FILE *f = fopen(csv, "w");
+    assert_non_null(f);
+    long lineno = 0;
+    for (char *line = text, *nl; *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        assert_non_null(nl);
+        *nl = '\0';
+        if (lineno++ != row) {
+            fprintf(f, "%s\n", line);
+            continue;
+        }
+        int c = 0;
+        for (char *p = line; *p; p++) { /* the first columns hold no quoted commas */
+            if (c == col) {
+                char *end = strchr(p, ',');
+                fprintf(f, "%s%s", value, end ? end : "");
+                break;
+            }
+            fputc(*p, f);
+            c += *p == ',';
+        }
+        fputc('\n', f);
+    }
+    assert_int_equal(fclose(f), 0);
+    free(text);
+}
+
+/* --resume checks every row it keeps: a row whose number does not parse, a row of another
+ * run, a line with the wrong number of fields are dropped with a warning, and the
+ * combinations they were in run again, so the result is what an uninterrupted run writes. */
+static void test_resume_drops_invalid_rows(void **state) {
+    (void)state;
+    char out[512], csv[600], log[512];
+    snprintf(out, sizeof out, "%s", tu_tmppath("corrupt"));
+    snprintf(log, sizeof log, "%s", tu_tmppath("corrupt.log"));
+    snprintf(csv, sizeof csv, "%s/batches.csv", out);
+    char *args[] = {(char *)bin(), "run", "--out", out, "--no-analyze", "--workloads", "standard",
+                    "--routing-strategy", "baseline,predictive_thermal",
+                    "--num-samples-per-workload", "6", "--trace-batches", "0", "--warmup-batches",
+                    "0", NULL, NULL};
+    int rc = run_thermoe(args, log, 0, NULL);
+    if (rc != 0) fail_msg("first run exited %d", rc);
+    assert_int_equal(check_csv(csv, 0), 12);
+    json_t *meta = load_metadata(out);
+    char run_id[128];
+    snprintf(run_id, sizeof run_id, "%s", json_string_value(json_object_get(meta, "run_id")));
+    json_decref(meta);
+    /* row 3 (line 4, first combination): a latency that is not a number; row 9 (line 10,
+     * second): another run's row; and a line (14) that is no row at all */
+    set_cell(csv, 3, TMOE_RL_LATENCY_MS, "0.9x");
+    set_cell(csv, 9, TMOE_RL_RUN_ID, "20240101T000000Z-deadbeef");
+    FILE *f = fopen(csv, "a");
+    assert_non_null(f);
+    fprintf(f, "not,a,row\n");
+    assert_int_equal(fclose(f), 0);
+    args[sizeof args / sizeof *args - 2] = "--resume";
+    rc = run_thermoe(args, log, 0, NULL);
+    char *text = slurp(log);
+    if (rc != 0) fail_msg("resume exited %d:\n%s", rc, text ? text : "");
+    if (!strstr(text, "batches.csv:4:") || !strstr(text, "latency_ms") ||
+        !strstr(text, "batches.csv:10:") || !strstr(text, "run_id") ||
+        !strstr(text, "batches.csv:14:") || !strstr(text, "0 of 2 combinations"))
+        fail_msg("resume should name each dropped row and rerun both combinations:\n%s", text);
+    free(text);
+    assert_int_equal(check_csv(csv, 0), 12); /* every cell parses */
+    text = slurp(csv);
+    assert_null(strstr(text, "deadbeef"));
+    long own = 0;
+    for (char *p = text; (p = strstr(p, run_id)) != NULL; p++) own++;
+    assert_int_equal(own, 12);
+    free(text);
+}
+
+/* Only one process at a time works in a run directory: while another holds its lock, a run
+ * there is refused (exit 1) with a message saying who holds it, and leaves the files alone. */
+static void test_run_dir_locked(void **state) {
+    (void)state;
+    char out[512], lock[600], log[512], csv[600];
+    snprintf(out, sizeof out, "%s", tu_tmppath("locked"));
+    snprintf(log, sizeof log, "%s", tu_tmppath("locked.log"));
+    snprintf(lock, sizeof lock, "%s/thermoe.lock", out);
+    snprintf(csv, sizeof csv, "%s/batches.csv", out);
+    assert_int_equal(mkdir(out, 0755), 0);
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX | LOCK_NB), 0);
+    assert_true(write(fd, "pid 4242 on host testhost\n", 26) == 26);
+    char *args[] = {(char *)bin(), "run", "--out", out, "--no-analyze", "--quiet",
+                    "--workloads", "standard", "--routing-strategy", "baseline",
+                    "--num-samples-per-workload", "10", "--trace-batches", "0", NULL, NULL};
+    int rc = run_thermoe(args, log, 0, NULL);
+    char *text = slurp(log);
+    if (rc != 1 || !strstr(text, "in use") || !strstr(text, "pid 4242 on host testhost"))
+        fail_msg("a run in a locked directory: exit %d, want 1 and who holds it:\n%s", rc, text);
+    free(text);
+    assert_int_equal(access(csv, F_OK), -1);
+    close(fd);
+
+    /* a real run holds it: a second one, even with --resume, is refused and names it */
+    args[11] = "1000000"; /* long enough to be running while the second one starts */
+    pid_t first = fork();
+    if (first < 0) fail_msg("fork: %s", strerror(errno));
+    if (first == 0) {
+        int nul = open("/dev/null", O_WRONLY);
+        if (nul >= 0) dup2(nul, 1), dup2(nul, 2);
+        execv(bin(), args);
+        _exit(127);
+    }
+    char want[64];
+    snprintf(want, sizeof want, "pid %ld on host", (long)first);
+    for (int i = 0;; i++) {
+        char *held = slurp(lock);
+        int ready = held && strstr(held, want) && access(csv, F_OK) == 0;
+        free(held);
+        if (ready) break;
+        if (i > 6000 || waitpid(first, NULL, WNOHANG) == first) {
+            kill(first, SIGKILL);
+            fail_msg("the first run did not take the lock");
+        }
+        usleep(10000);
+    }
+    args[sizeof args / sizeof *args - 2] = "--resume";
+    rc = run_thermoe(args, log, 0, NULL);
+    kill(first, SIGKILL);
+    waitpid(first, NULL, 0);
+    text = slurp(log);
+    if (rc != 1 || !strstr(text, want))
+        fail_msg("a second run beside a running one: exit %d, want 1 naming %s:\n%s", rc, want,
+                 text);
+    free(text);
+}
+
 static void expect_failure(char *const args[], const char *needle) {
     const char *log = tu_tmppath("fail.log");
     int rc = run_thermoe(args, log, 0, NULL);
@@ -262,6 +497,9 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_kill_and_resume),
+        cmocka_unit_test(test_full_disk),
+        cmocka_unit_test(test_resume_drops_invalid_rows),
+        cmocka_unit_test(test_run_dir_locked),
         cmocka_unit_test(test_default_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

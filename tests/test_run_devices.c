@@ -5,6 +5,7 @@
  * the device token copies are the per-expert counts summed over the placement. */
 #include "testutil.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,11 +181,112 @@ static void test_nvml_two_devices(void **state) {
     unsetenv("THERMOE_NVML_LIB");
 }
 
+static json_t *load_metadata(const char *dir) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/metadata.json", dir);
+    json_error_t je;
+    json_t *meta = json_load_file(path, 0, &je);
+    if (!meta) fail_msg("%s:%d:%d: %s", path, je.line, je.column, je.text);
+    return meta;
+}
+
+static void use_fake_nvml(const char *devices) {
+    char lib[1024];
+    snprintf(lib, sizeof lib, "%s/libfake_nvml.so", THERMOE_BINARY_DIR);
+    setenv("THERMOE_NVML_LIB", lib, 1);
+    setenv("FAKE_NVML_DEVICES", devices, 1);
+}
+
+static void drop_fake_nvml(void) {
+    unsetenv("FAKE_NVML_LOST_AFTER");
+    unsetenv("FAKE_NVML_DEVICES");
+    unsetenv("THERMOE_NVML_LIB");
+}
+
+/* The GPU is lost mid-run (the fake library answers GPU_IS_LOST after its 21st temperature
+ * read, about 1 s in; arrivals at 270 tokens/s stretch the 48 batches of 16 tokens to about
+ * 3 s): every batch is still logged, but the run does not end "complete": tmoe_run_ex
+ * reports the telemetry-fault outcome and an error, metadata.json says
+ * complete_with_telemetry_faults and counts the faulted batches (exactly the rows whose
+ * energy is nan) with the first one and the reason. */
+static void test_nvml_device_lost(void **state) {
+    (void)state;
+    use_fake_nvml("1");
+    setenv("FAKE_NVML_LOST_AFTER", "20", 1);
+    tmoe_run_config c = small_run("nvml_lost", TMOE_TELEMETRY_NVML, 0, NULL);
+    c.num_samples = 10;
+    c.arrival_rate = 270.0;
+    tmoe_error err = {0};
+    tmoe_run_report rep;
+    int rc = tmoe_run_ex(&c, NULL, &rep, &err);
+    drop_fake_nvml();
+    if (rc == TMOE_OK) fail_msg("a run that lost its GPU returned OK");
+    assert_int_equal(rep.outcome, TMOE_RUN_TELEMETRY_FAULTS);
+    if (!strstr(err.msg, "telemetry")) fail_msg("message: %s", err.msg);
+    tmoe_dataset *ds = tmoe_dataset_create(&err);
+    assert_non_null(ds);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, c.out_dir, &err), &err);
+    int nrows = tmoe_dataset_nrows(ds), nan_rows = 0;
+    assert_int_equal(nrows, 2 * 2 * c.num_samples);
+    for (int i = 0; i < nrows; i++)
+        nan_rows += isnan(tmoe_dataset_row(ds, i)->num[TMOE_RL_ENERGY_J]);
+    tmoe_dataset_free(ds);
+    json_t *meta = load_metadata(c.out_dir);
+    assert_string_equal(json_string_value(json_object_get(meta, "status")),
+                        "complete_with_telemetry_faults");
+    json_t *tf = json_object_get(meta, "telemetry_faults");
+    assert_true(json_is_object(tf));
+    long count = (long)json_integer_value(json_object_get(tf, "count"));
+    print_message("GPU lost: %ld of %d batches faulted, %d rows with nan energy; %s\n", count,
+                  nrows, nan_rows, err.msg);
+    assert_true(count >= 1 && count <= nrows);
+    assert_int_equal(count, nan_rows);
+    assert_int_equal(rep.telemetry_faults, count);
+    const char *reason = json_string_value(json_object_get(tf, "reason"));
+    if (!reason || !strstr(reason, "lost")) fail_msg("reason: %s", reason ? reason : "(none)");
+    json_t *first = json_object_get(tf, "first");
+    assert_non_null(json_string_value(json_object_get(first, "workload")));
+    assert_true(json_is_integer(json_object_get(first, "batch_idx")));
+    json_decref(meta);
+}
+
+static char last_warning[1024];
+static void keep_warning(tmoe_log_level level, const char *msg, void *user) {
+    (void)user;
+    if (level >= TMOE_LOG_WARN && strstr(msg, "devices"))
+        snprintf(last_warning, sizeof last_warning, "%s", msg);
+}
+
+/* 20 GPUs: the run follows the first 16 (the router's device limit) and says so: a warning,
+ * and metadata.json's telemetry has devices 16, devices_found 20, devices_ignored 4. */
+static void test_nvml_twenty_devices(void **state) {
+    (void)state;
+    use_fake_nvml("20");
+    tmoe_log_set(keep_warning, NULL);
+    tmoe_run_config c = small_run("nvml20", TMOE_TELEMETRY_NVML, 0, NULL);
+    c.num_samples = 1;
+    tmoe_error err = {0};
+    int rc = tmoe_run(&c, NULL, &err);
+    tmoe_log_set(NULL, NULL);
+    drop_fake_nvml();
+    if (rc != TMOE_OK) fail_msg("20 GPUs: %s", err.msg);
+    if (!strstr(last_warning, "20") || !strstr(last_warning, "16"))
+        fail_msg("no warning about the devices left out (last: '%s')", last_warning);
+    json_t *meta = load_metadata(c.out_dir);
+    json_t *tel = json_object_get(meta, "telemetry");
+    assert_int_equal(json_integer_value(json_object_get(tel, "devices")), 16);
+    assert_int_equal(json_integer_value(json_object_get(tel, "devices_found")), 20);
+    assert_int_equal(json_integer_value(json_object_get(tel, "devices_ignored")), 4);
+    json_decref(meta);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sim_two_devices),
         cmocka_unit_test(test_sim_one_device),
         cmocka_unit_test(test_nvml_two_devices),
+        cmocka_unit_test(test_nvml_device_lost),
+        cmocka_unit_test(test_nvml_twenty_devices),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -32,26 +32,35 @@ typedef struct tmoe_runlog_writer tmoe_runlog_writer;
 typedef struct tmoe_runlog_done {
     int repeat;
     char workload[64], strategy[64];
-    int rows;
+    int rows;    /* valid rows, batch_idx 0 .. rows - 1 in order */
+    int invalid; /* a row of it was dropped (unparsable, another run's, out of order): rerun */
 } tmoe_runlog_done;
 
-/* Open path for writing. resume = 0: the file must not exist (or is replaced when
- * overwrite); resume = 1: existing complete rows are kept, a torn last line is dropped,
- * and the combinations found are listed in *done (caller frees with free()); the caller
- * then calls tmoe_runlog_drop to remove unfinished combinations before appending. */
-int tmoe_runlog_open(const char *path, int resume, tmoe_runlog_writer **out,
+/* Open path for writing (refused unless it is a regular file or absent). resume = 0: the
+ * file is created (or replaced); resume = 1: existing rows are checked and the combinations
+ * found are listed in *done (caller frees with free()). A torn last line is cut off; a line
+ * that is not a valid row of run run_id (NULL: of any run; field count, every typed cell
+ * parses, batch_idx in sequence) is reported with tmoe_log and marks its combination
+ * invalid. The caller then calls tmoe_runlog_drop to remove unfinished combinations and
+ * invalid lines before appending. */
+int tmoe_runlog_open(const char *path, int resume, const char *run_id, tmoe_runlog_writer **out,
                      tmoe_runlog_done **done, int *ndone, tmoe_error *err);
-/* Rewrite the file keeping only rows whose combination is in keep[0..nkeep). */
+/* Rewrite the file (through a temporary and a rename) keeping only the valid rows whose
+ * combination is in keep[0..nkeep). */
 int tmoe_runlog_drop(tmoe_runlog_writer *w, const tmoe_runlog_done *keep, int nkeep,
                      tmoe_error *err);
-/* Append one row and flush it to the kernel (a killed process leaves whole lines). */
+/* Append one row with one write (a killed process leaves whole lines); a failed write is
+ * cut back off the file, which then ends with its last whole row. */
 int tmoe_runlog_write(tmoe_runlog_writer *w, const tmoe_runlog_row *r, tmoe_error *err);
+/* Data lines in the file: rows written, or after a resume scan every line found (valid or
+ * not) until tmoe_runlog_drop. */
 long tmoe_runlog_rows(const tmoe_runlog_writer *w);
 /* Split one CSV line (no newline) into fields, RFC 4180 quoting. buf (strlen(line) + 1
  * bytes) receives the unquoted fields, fields[] points into it. Returns the field count
  * (max + 1 when there are more than max). */
 int tmoe_runlog_split(const char *line, char *buf, char **fields, int max);
-int tmoe_runlog_close(tmoe_runlog_writer *w, tmoe_error *err); /* NULL-safe */
+/* Sync and close; reports a write error the system reports only now. NULL-safe. */
+int tmoe_runlog_close(tmoe_runlog_writer *w, tmoe_error *err);
 
 /* ---- Chrome trace-event JSON (Perfetto / chrome://tracing) ------------------------- */
 typedef struct tmoe_trace tmoe_trace;

@@ -75,9 +75,64 @@ const char *tmoe_run_default_cost_model(void);
 /* Ask a running tmoe_run to stop after the batch in progress (async-signal-safe). */
 void tmoe_run_request_stop(void);
 
-/* Run the sweep. Returns TMOE_OK, TMOE_EINTR when stopped (files are complete up to the
- * last batch; --resume continues), or an error. The summary table is printed to out
- * (may be NULL). */
+/* ---- config files (--config FILE): flags from a JSON object or an INI file ----------- */
+#define TMOE_RUN_CONFIG_MAX_BYTES (1u << 20) /* larger files are refused, not read */
+#define TMOE_RUN_CONFIG_VALUE_MAX 4095       /* bytes; a longer value is an error, never cut */
+
+/* A key a config file may hold (a long flag name) and whether it takes a value. */
+typedef struct tmoe_run_config_key {
+    const char *name;
+    int has_value; /* 0: a switch, given as true/false or 1/0 */
+} tmoe_run_config_key;
+
+/* One setting, in file order: a switch that is on has value NULL (one that is off is left
+ * out); line is the INI line (1-based), 0 for JSON. */
+typedef struct tmoe_run_config_entry {
+    const char *key; /* the name in the key table (borrowed) */
+    char *value;     /* owned, NUL-terminated */
+    int line;
+} tmoe_run_config_entry;
+
+/* Parse a config file's text (len bytes, need not be NUL-terminated; name for messages): a
+ * JSON object ({"repeats": 3, "workloads": ["standard", "skewed"]}: lists of strings are
+ * joined with ',') or INI (key = value, '#'/';' comments, [section] headers ignored). Every
+ * key must be in keys[0..nkeys). TMOE_EFORMAT / TMOE_EINVAL with "name:line[:column]: why"
+ * for a JSON syntax error, a JSON value other than an object, a NUL or control byte (a
+ * binary file), an unknown key, a value of the wrong kind or longer than
+ * TMOE_RUN_CONFIG_VALUE_MAX. On success *out (n entries) is freed by the caller with
+ * tmoe_run_config_entries_free. */
+int tmoe_run_config_parse(const char *text, size_t len, const char *name,
+                          const tmoe_run_config_key *keys, int nkeys, tmoe_run_config_entry **out,
+                          int *n, tmoe_error *err);
+/* The same for the file at path: refused unless it is a regular file of at most
+ * TMOE_RUN_CONFIG_MAX_BYTES (a FIFO, directory or device fails at once). */
+int tmoe_run_config_read(const char *path, const tmoe_run_config_key *keys, int nkeys,
+                         tmoe_run_config_entry **out, int *n, tmoe_error *err);
+void tmoe_run_config_entries_free(tmoe_run_config_entry *e, int n); /* NULL-safe */
+
+/* How a run ended; metadata.json's status says the same. */
+typedef enum {
+    TMOE_RUN_COMPLETE,         /* "complete": every batch ran and was measured */
+    TMOE_RUN_TELEMETRY_FAULTS, /* "complete_with_telemetry_faults": every batch ran, but the
+                                  telemetry failed on some (a GPU lost, no energy reading):
+                                  their energy and power cells are nan */
+    TMOE_RUN_INTERRUPTED,      /* "interrupted": stopped on request; --resume continues */
+    TMOE_RUN_FAILED            /* "failed", or the run did not start */
+} tmoe_run_outcome;
+
+typedef struct tmoe_run_report {
+    tmoe_run_outcome outcome;
+    long rows;             /* rows in batches.csv at the end (-1 if it was not opened) */
+    long telemetry_faults; /* logged batches with a telemetry fault */
+} tmoe_run_report;
+
+/* Run the sweep. Returns TMOE_OK (outcome complete); TMOE_EDEVICE when every batch ran but
+ * some have telemetry faults (the message says how many, the first and why); TMOE_EINTR
+ * when stopped (files are complete up to the last batch; --resume continues); or the error
+ * that failed the run. The summary table is printed to out (may be NULL). report (may be
+ * NULL) gets the outcome. */
+int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, tmoe_error *err);
+/* tmoe_run_ex without the report. */
 int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err);
 
 #ifdef __cplusplus

@@ -188,88 +188,28 @@ static int push_arg(argbuf *a, const char *key, const char *val) {
     return 0;
 }
 
-static int config_pair(argbuf *a, const char *file, int line, const char *key, const char *val) {
-    if (!strcmp(key, "config"))
-        return cli_fail("run", "%s:%d: 'config' cannot appear inside a config file", file, line);
-    const struct option *o = find_opt(key);
-    if (!o) return cli_fail("run", "%s:%d: unknown key '%s' (keys are the long flag names)", file, line, key);
-    if (o->has_arg == no_argument) {
-        if (val && strcmp(val, "true") && strcmp(val, "1") && strcmp(val, "false") && strcmp(val, "0"))
-            return cli_fail("run", "%s:%d: '%s' takes true or false, not '%s'", file, line, key, val);
-        if (val && (!strcmp(val, "false") || !strcmp(val, "0"))) return 0;
-        val = NULL;
-    } else if (!val || !*val) {
-        return cli_fail("run", "%s:%d: '%s' needs a value", file, line, key);
-    }
-    if (push_arg(a, key, val)) return cli_fail("run", "out of memory");
-    return 0;
-}
-
+/* Read the config file at path into a's "--key=value" entries. */
 static int load_config(const char *path, argbuf *a) {
-    FILE *f = fopen(path, "r");
-    if (!f) return cli_fail("run", "--config: cannot open %s", path);
-    int c = fgetc(f);
-    while (c == ' ' || c == '\n' || c == '\t' || c == '\r') c = fgetc(f);
-    rewind(f);
+    tmoe_run_config_key keys[sizeof longopts / sizeof *longopts];
+    int nk = 0;
+    for (const struct option *o = longopts; o->name; o++)
+        keys[nk++] = (tmoe_run_config_key){o->name, o->has_arg != no_argument};
+    tmoe_run_config_entry *e = NULL;
+    int n = 0;
+    tmoe_error err = {0};
+    if (tmoe_run_config_read(path, keys, nk, &e, &n, &err))
+        return cli_fail("run", "--config: %s", err.msg);
     int rc = 0;
-    if (c == '{') { /* JSON object */
-        json_error_t je;
-        json_t *root = json_loadf(f, 0, &je);
-        fclose(f);
-        if (!root) return cli_fail("run", "%s:%d:%d: %s", path, je.line, je.column, je.text);
-        const char *key;
-        json_t *v;
-        json_object_foreach(root, key, v) {
-            char val[1024];
-            if (json_is_string(v)) snprintf(val, sizeof val, "%s", json_string_value(v));
-            else if (json_is_integer(v)) snprintf(val, sizeof val, "%lld", (long long)json_integer_value(v));
-            else if (json_is_real(v)) snprintf(val, sizeof val, "%.17g", json_real_value(v));
-            else if (json_is_boolean(v)) snprintf(val, sizeof val, "%s", json_is_true(v) ? "true" : "false");
-            else if (json_is_array(v)) {
-                val[0] = '\0';
-                size_t i;
-                json_t *it;
-                json_array_foreach(v, i, it) {
-                    if (!json_is_string(it)) {
-                        rc = cli_fail("run", "%s: '%s': list items must be strings", path, key);
-                        break;
-                    }
-                    strncat(val, i ? "," : "", sizeof val - strlen(val) - 1);
-                    strncat(val, json_string_value(it), sizeof val - strlen(val) - 1);
-                }
-            } else {
-                rc = cli_fail("run", "%s: '%s': expected a string, number, boolean or list", path, key);
-            }
-            if (rc || (rc = config_pair(a, path, 0, key, val))) break;
-        }
-        json_decref(root);
-        return rc;
+    for (int i = 0; i < n && !rc; i++) {
+        if (!strcmp(e[i].key, "config") && e[i].line > 0)
+            rc = cli_fail("run", "--config: %s:%d: 'config' cannot appear inside a config file",
+                          path, e[i].line);
+        else if (!strcmp(e[i].key, "config"))
+            rc = cli_fail("run", "--config: %s: 'config' cannot appear inside a config file", path);
+        else if (push_arg(a, e[i].key, e[i].value))
+            rc = cli_fail("run", "out of memory");
     }
-    /* INI: key = value, '#' or ';' comments, [section] headers ignored */
-    char *line = NULL;
-    size_t cap = 0;
-    int lineno = 0;
-    while (!rc && getline(&line, &cap, f) > 0) {
-        lineno++;
-        char *s = line + strspn(line, " \t");
-        s[strcspn(s, "\r\n")] = '\0';
-        if (!*s || *s == '#' || *s == ';' || *s == '[') continue;
-        char *eq = strchr(s, '=');
-        char *val = NULL;
-        if (eq) {
-            *eq = '\0';
-            val = eq + 1 + strspn(eq + 1, " \t");
-            for (char *e = val + strlen(val); e > val && (e[-1] == ' ' || e[-1] == '\t');) *--e = '\0';
-            if (*val == '"' && strlen(val) >= 2 && val[strlen(val) - 1] == '"') {
-                val[strlen(val) - 1] = '\0';
-                val++;
-            }
-        }
-        for (char *e = s + strlen(s); e > s && (e[-1] == ' ' || e[-1] == '\t');) *--e = '\0';
-        rc = config_pair(a, path, lineno, s, val);
-    }
-    free(line);
-    fclose(f);
+    tmoe_run_config_entries_free(e, n);
     return rc;
 }
 
@@ -281,8 +221,27 @@ int cmd_run_flag_arity(const char *name) {
 
 static void on_signal(int sig) {
     (void)sig;
-    tmoe_run_request_stop();
-    signal(SIGINT, SIG_DFL); /* a second Ctrl-C kills at once */
+    tmoe_run_request_stop(); /* SA_RESETHAND: a second one of the same signal kills at once */
+}
+
+/* During the sweep: SIGINT (Ctrl-C), SIGTERM and SIGHUP (a closed terminal or ssh session)
+ * stop the run after the batch in progress, with every whole row kept and the metadata
+ * saying "interrupted" (exit 130); SIGPIPE (a reader of stdout gone) and SIGXFSZ (a file at
+ * its size limit) are ignored, so that the write fails and the run records it instead of
+ * dying with the metadata saying "running". on = 0 restores the defaults. */
+static void run_signals(int on) {
+    static const int stop[] = {SIGINT, SIGTERM, SIGHUP}, ignore[] = {SIGPIPE, SIGXFSZ};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on ? on_signal : SIG_DFL;
+    sa.sa_flags = on ? SA_RESETHAND | SA_RESTART : 0;
+    for (size_t i = 0; i < sizeof stop / sizeof *stop; i++)
+        sigaction(stop[i], &sa, NULL);
+    sa.sa_handler = on ? SIG_IGN : SIG_DFL;
+    sa.sa_flags = 0;
+    for (size_t i = 0; i < sizeof ignore / sizeof *ignore; i++)
+        sigaction(ignore[i], &sa, NULL);
 }
 
 #define INT_FLAG(name, lo, hi, dst) \
@@ -491,23 +450,26 @@ int cmd_run(int argc, char **argv) {
             }
         }
     }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    run_signals(1);
     /* rank 0 prints the summary for the group */
-    int r = tmoe_run(&c, ep && tmoe_ep_rank(ep) > 0 ? NULL : stdout, &err);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
+    tmoe_run_report report;
+    int r = tmoe_run_ex(&c, ep && tmoe_ep_rank(ep) > 0 ? NULL : stdout, &report, &err);
+    run_signals(0);
     if (r == TMOE_EINTR) {
         cli_fail("run", "%s", err.msg);
         rc = 130;
         goto done;
     }
+    /* telemetry faults: every batch ran (the ranks are in step, none waits); the analysis of
+     * what was measured is still made, and the exit status says the run is not clean */
+    int faulted = r && report.outcome == TMOE_RUN_TELEMETRY_FAULTS;
     if (r) {
         cli_fail_err("run", &err);
-        if (ep && tmoe_ep_size(ep) > 1) tmoe_ep_abort(ep, 1); /* the others wait in a collective */
-        goto done;
+        if (!faulted && ep && tmoe_ep_size(ep) > 1)
+            tmoe_ep_abort(ep, 1); /* the others wait in a collective */
+        if (!faulted) goto done;
     }
-    rc = 0;
+    rc = faulted ? 1 : 0;
     if (c.analyze) {
         /* the analysis of what the run wrote: tables, figures, report.html in DIR/report */
         char rep[4200];

@@ -142,44 +142,12 @@ int tmoe_placement_parse(const char *text, const char *name, int E, int N, tmoe_
 }
 
 int tmoe_placement_load(const char *path, int E, int N, tmoe_placement *out, tmoe_error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return tmoe_errorf(err, TMOE_EIO, "cannot open placement file %s: %s", path,
-                           strerror(errno));
-    char *text = NULL;
-    size_t n = 0, cap = 0;
-    int rc = TMOE_OK;
-    for (;;) {
-        if (n + 4096 + 1 > cap) {
-            cap = cap ? 2 * cap : 8192;
-            if (cap > (size_t)16 << 20) {
-                rc =
-                    tmoe_errorf(err, TMOE_EFORMAT, "placement file %s is larger than 16 MiB", path);
-                break;
-            }
-            char *t = realloc(text, cap);
-            if (!t) {
-                rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory reading %s", path);
-                break;
-            }
-            text = t;
-        }
-        size_t got = fread(text + n, 1, 4096, f);
-        n += got;
-        if (got < 4096) {
-            if (ferror(f))
-                rc = tmoe_errorf(err, TMOE_EIO, "cannot read %s: %s", path, strerror(errno));
-            break;
-        }
-    }
-    fclose(f);
-    if (!rc) {
-        text[n] = '\0';
-        if (strlen(text) != n)
-            rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: contains a NUL byte", path);
-        else
-            rc = tmoe_placement_parse(text, path, E, N, out, err);
-    }
+    /* a regular file of at most 16 MiB: a FIFO or a device is refused at once */
+    size_t n = 0;
+    char *text = tmoe_file_read_all(path, (size_t)16 << 20, &n, err);
+    if (!text) return tmoe_error_prefix(err, TMOE_EIO, "placement file");
+    int rc = strlen(text) != n ? tmoe_errorf(err, TMOE_EFORMAT, "%s: contains a NUL byte", path)
+                               : tmoe_placement_parse(text, path, E, N, out, err);
     free(text);
     return rc;
 }

@@ -1,10 +1,13 @@
-/* batches.csv: row formatting, append with a flush per row, and resume after a kill. */
+/* batches.csv: row formatting, append with one write per row (a failed write is cut back to
+ * the last whole row), and resume after a kill. */
 #include "thermoe/exp.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void tmoe_runlog_row_clear(tmoe_runlog_row *r) {
@@ -55,26 +58,72 @@ void tmoe_runlog_row_dbls(tmoe_runlog_row *r, int col, const double *v, int n) {
     }
 }
 
+/* The file is written through a descriptor opened with O_APPEND; each row is formatted in
+ * memory and written with write(2), so that a failed write can be undone: the file is cut
+ * back to its last whole row and no buffered remainder reaches it later. */
 struct tmoe_runlog_writer {
-    FILE *f;
+    int fd;
     char *path;
+    char *run_id; /* rows of other runs are dropped on resume; NULL: any run */
     long rows;
+    off_t good_size; /* bytes up to the end of the last whole row */
+    char *line;      /* (line_cap) the row being written */
+    size_t line_len, line_cap;
 };
 
-static int write_header(FILE *f) {
-    for (int c = 0; c < TMOE_RL_NCOLS; c++)
-        if (fprintf(f, "%s%s", c ? "," : "", tmoe_runlog_cols[c].name) < 0) return -1;
-    return fputc('\n', f) == EOF ? -1 : 0;
+static int line_put(tmoe_runlog_writer *w, const char *s, size_t n) {
+    if (w->line_len + n + 1 > w->line_cap) {
+        size_t cap = w->line_cap ? w->line_cap : 4096;
+        while (w->line_len + n + 1 > cap)
+            cap *= 2;
+        char *nl = realloc(w->line, cap);
+        if (!nl) return -1;
+        w->line = nl;
+        w->line_cap = cap;
+    }
+    memcpy(w->line + w->line_len, s, n);
+    w->line_len += n;
+    return 0;
 }
 
-static int write_cell(FILE *f, const char *s) {
-    if (!strpbrk(s, ",\"\n\r")) return fputs(s, f) < 0 ? -1 : 0;
-    if (fputc('"', f) == EOF) return -1;
+static int line_cell(tmoe_runlog_writer *w, const char *s) {
+    if (!strpbrk(s, ",\"\n\r")) return line_put(w, s, strlen(s));
+    if (line_put(w, "\"", 1)) return -1;
     for (; *s; s++) {
-        if (*s == '"' && fputc('"', f) == EOF) return -1;
-        if (fputc(*s, f) == EOF) return -1;
+        if (*s == '"' && line_put(w, "\"", 1)) return -1;
+        if (line_put(w, s, 1)) return -1;
     }
-    return fputc('"', f) == EOF ? -1 : 0;
+    return line_put(w, "\"", 1);
+}
+
+/* Write the formatted line whole, or cut the file back to its last whole row. */
+static int line_flush(tmoe_runlog_writer *w, const char *what, tmoe_error *err) {
+    size_t done = 0;
+    while (done < w->line_len) {
+        ssize_t k = write(w->fd, w->line + done, w->line_len - done);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            int e = k < 0 ? errno : ENOSPC;
+            int cut = ftruncate(w->fd, w->good_size);
+            return tmoe_errorf(err, TMOE_EIO, "cannot write %s to %s: %s (%ld whole rows kept%s)",
+                               what, w->path, strerror(e), w->rows,
+                               cut ? "; the partial row could not be removed" : "");
+        }
+        done += (size_t)k;
+    }
+    w->good_size += (off_t)w->line_len;
+    w->line_len = 0;
+    return TMOE_OK;
+}
+
+static int write_header(tmoe_runlog_writer *w, tmoe_error *err) {
+    w->line_len = 0;
+    for (int c = 0; c < TMOE_RL_NCOLS; c++)
+        if ((c && line_put(w, ",", 1)) ||
+            line_put(w, tmoe_runlog_cols[c].name, strlen(tmoe_runlog_cols[c].name)))
+            return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+    if (line_put(w, "\n", 1)) return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+    return line_flush(w, "the header", err);
 }
 
 /* Split one CSV line (no newline) into at most max fields, RFC 4180 quoting; returns the
@@ -108,28 +157,115 @@ int tmoe_runlog_split(const char *line, char *buf, char **fields, int max) {
     return n;
 }
 
-static int find_done(tmoe_runlog_done *d, int n, int repeat, const char *wl, const char *st) {
-    for (int i = 0; i < n; i++)
+static int find_done(const tmoe_runlog_done *d, int n, int repeat, const char *wl, const char *st) {
+    for (int i = n - 1; i >= 0; i--) /* a combination's rows are together: the last one first */
         if (d[i].repeat == repeat && !strcmp(d[i].workload, wl) && !strcmp(d[i].strategy, st))
             return i;
     return -1;
 }
 
+static int parse_ll(const char *s, long long *v) {
+    char *end;
+    errno = 0;
+    *v = strtoll(s, &end, 10);
+    return *s && !*end && errno == 0;
+}
+
+static int parse_dbl(const char *s) {
+    if (!*s || !strcmp(s, "nan")) return 1;
+    char *end;
+    strtod(s, &end);
+    return !*end;
+}
+
+/* Every ';'-separated item of s parses (an empty list is unknown, and fine). */
+static int parse_list(const char *s, int ints) {
+    char item[64];
+    while (*s) {
+        size_t n = strcspn(s, ";");
+        if (n == 0 || n >= sizeof item) return 0;
+        memcpy(item, s, n);
+        item[n] = '\0';
+        long long v;
+        if (ints ? !parse_ll(item, &v) : !parse_dbl(item)) return 0;
+        s += n;
+        if (*s == ';' && !*++s) return 0; /* a trailing separator */
+    }
+    return 1;
+}
+
+/* Why a split line (nf fields) is not a row of run run_id (NULL: of any run): a message in
+ * why (n bytes), return 1; 0 when it is a valid row. */
+static int row_problem(char **fields, int nf, const char *run_id, char *why, size_t n) {
+    if (nf > TMOE_RL_NCOLS) {
+        snprintf(why, n, "more than %d fields", TMOE_RL_NCOLS);
+        return 1;
+    }
+    if (nf != TMOE_RL_NCOLS) {
+        snprintf(why, n, "%d fields, expected %d", nf, TMOE_RL_NCOLS);
+        return 1;
+    }
+    for (int c = 0; c < TMOE_RL_NCOLS; c++) {
+        const char *v = fields[c];
+        long long x = 0;
+        int ok = 1;
+        switch (tmoe_runlog_cols[c].type) {
+        case TMOE_COL_INT: ok = parse_ll(v, &x); break;
+        case TMOE_COL_DOUBLE: ok = parse_dbl(v); break;
+        case TMOE_COL_LIST_INT: ok = parse_list(v, 1); break;
+        case TMOE_COL_LIST_DBL: ok = parse_list(v, 0); break;
+        case TMOE_COL_STR: break;
+        }
+        if (c == TMOE_RL_STRATEGY || c == TMOE_RL_WORKLOAD) ok = ok && *v && strlen(v) < 64;
+        if (c == TMOE_RL_REPEAT || c == TMOE_RL_BATCH_IDX) ok = ok && x >= 0 && x <= INT32_MAX;
+        if (!ok) {
+            snprintf(why, n, "%s = '%.40s%s' is not %s", tmoe_runlog_cols[c].name, v,
+                     strlen(v) > 40 ? "..." : "",
+                     tmoe_runlog_cols[c].type == TMOE_COL_INT      ? "an integer in range"
+                     : tmoe_runlog_cols[c].type == TMOE_COL_DOUBLE ? "a number"
+                     : tmoe_runlog_cols[c].type == TMOE_COL_STR    ? "a name"
+                                                                   : "a list of numbers");
+            return 1;
+        }
+    }
+    if (run_id && strcmp(fields[TMOE_RL_RUN_ID], run_id) != 0) {
+        snprintf(why, n, "run_id '%.40s' is another run's (this run is %s)", fields[TMOE_RL_RUN_ID],
+                 run_id);
+        return 1;
+    }
+    return 0;
+}
+
+/* The combination a line names, when it names one (repeat, workload, strategy parse). */
+static int row_key(char **fields, int nf, int *repeat) {
+    long long x;
+    if (nf <= TMOE_RL_STRATEGY || !parse_ll(fields[TMOE_RL_REPEAT], &x) || x < 0 || x > INT32_MAX)
+        return 0;
+    *repeat = (int)x;
+    return *fields[TMOE_RL_WORKLOAD] && strlen(fields[TMOE_RL_WORKLOAD]) < 64 &&
+           *fields[TMOE_RL_STRATEGY] && strlen(fields[TMOE_RL_STRATEGY]) < 64;
+}
+
+#define RUNLOG_WARN_MAX 10 /* dropped rows named one by one; the rest are counted */
+
 /* Read an existing file: check the header, collect the combinations of its whole lines
- * and truncate a torn last line. */
-static int scan_existing(const char *path, tmoe_runlog_done **done, int *ndone, long *rows,
-                         tmoe_error *err) {
-    FILE *f = fopen(path, "r");
-    if (!f) return tmoe_errorf(err, TMOE_EIO, "cannot read %s to resume: %s", path, strerror(errno));
+ * and truncate a torn last line. Every line is checked (field count, each typed cell
+ * parses, run_id is run_id's when not NULL, batch_idx counts 0, 1, ... within its
+ * combination): a line that fails is reported (tmoe_log) and its combination, when it names
+ * one, is marked invalid so that it runs again. *rows counts every data line. */
+static int scan_existing(const char *path, const char *run_id, tmoe_runlog_done **done, int *ndone,
+                         long *rows, tmoe_error *err) {
+    FILE *f = tmoe_file_open_read(path, 0, NULL, err);
+    if (!f) return tmoe_error_prefix(err, TMOE_EIO, "cannot resume");
     char *line = NULL, *buf = NULL;
     size_t cap = 0;
     ssize_t len;
-    long lineno = 0, good_end = 0;
+    long lineno = 0, good_end = 0, bad = 0;
     int rc = TMOE_OK, cap_done = 0;
     *done = NULL;
     *ndone = 0;
     *rows = 0;
-    char *fields[TMOE_RL_NCOLS + 1];
+    char *fields[TMOE_RL_NCOLS + 1], why[256];
     while ((len = getline(&line, &cap, f)) > 0) {
         lineno++;
         if (line[len - 1] != '\n') break; /* torn last line: dropped */
@@ -152,13 +288,20 @@ static int scan_existing(const char *path, tmoe_runlog_done **done, int *ndone, 
                                  path);
                 break;
             }
+            good_end = ftell(f);
+            continue;
+        }
+        (*rows)++;
+        good_end = ftell(f);
+        int rep, invalid = row_problem(fields, nf, run_id, why, sizeof why);
+        if (strlen(line) != (size_t)len - 1) {
+            snprintf(why, sizeof why, "a NUL byte at column %zu", strlen(line) + 1);
+            invalid = 1;
+        }
+        if (!row_key(fields, nf, &rep)) {
+            if (!invalid) snprintf(why, sizeof why, "no combination");
+            invalid = 1;
         } else {
-            if (nf != TMOE_RL_NCOLS) {
-                rc = tmoe_errorf(err, TMOE_EFORMAT, "%s:%ld: %d fields, expected %d", path,
-                                 lineno, nf, TMOE_RL_NCOLS);
-                break;
-            }
-            int rep = atoi(fields[TMOE_RL_REPEAT]);
             const char *wl = fields[TMOE_RL_WORKLOAD], *st = fields[TMOE_RL_STRATEGY];
             int i = find_done(*done, *ndone, rep, wl, st);
             if (i < 0) {
@@ -178,14 +321,35 @@ static int scan_existing(const char *path, tmoe_runlog_done **done, int *ndone, 
                 snprintf(d->workload, sizeof d->workload, "%s", wl);
                 snprintf(d->strategy, sizeof d->strategy, "%s", st);
             }
-            (*done)[i].rows++;
-            (*rows)++;
+            tmoe_runlog_done *d = &(*done)[i];
+            long long b;
+            if (!invalid && parse_ll(fields[TMOE_RL_BATCH_IDX], &b) && b != d->rows) {
+                snprintf(why, sizeof why,
+                         "batch_idx %lld where %d was due (a row missing or twice)", b, d->rows);
+                invalid = 1;
+            }
+            if (invalid)
+                d->invalid = 1;
+            else
+                d->rows++;
         }
-        good_end = ftell(f);
+        if (invalid && ++bad <= RUNLOG_WARN_MAX)
+            tmoe_log(TMOE_LOG_WARN, "%s:%ld: dropped on resume: %s", path, lineno, why);
     }
+    if (rc == TMOE_OK && ferror(f))
+        rc = tmoe_errorf(err, TMOE_EIO, "cannot read %s: %s", path, strerror(errno));
     free(line);
     free(buf);
     fclose(f);
+    if (rc == TMOE_OK && bad > RUNLOG_WARN_MAX)
+        tmoe_log(TMOE_LOG_WARN,
+                 "%s: %ld more lines that are not rows of this run dropped on resume", path,
+                 bad - RUNLOG_WARN_MAX);
+    if (rc == TMOE_OK && bad)
+        tmoe_log(TMOE_LOG_WARN,
+                 "%s: %ld lines are not valid rows of this run; the combinations "
+                 "they were in run again",
+                 path, bad);
     if (rc == TMOE_OK && lineno == 0)
         rc = tmoe_errorf(err, TMOE_EFORMAT, "%s is empty: nothing to resume", path);
     if (rc == TMOE_OK && truncate(path, good_end) != 0)
@@ -199,45 +363,69 @@ static int scan_existing(const char *path, tmoe_runlog_done **done, int *ndone, 
     return rc;
 }
 
-int tmoe_runlog_open(const char *path, int resume, tmoe_runlog_writer **out,
+static void writer_free(tmoe_runlog_writer *w) {
+    if (!w) return;
+    if (w->fd >= 0) close(w->fd);
+    free(w->path);
+    free(w->run_id);
+    free(w->line);
+    free(w);
+}
+
+/* Open path for appending at its end (which is its last whole row). */
+static int open_append(tmoe_runlog_writer *w, tmoe_error *err) {
+    w->fd = open(w->path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (w->fd < 0)
+        return tmoe_errorf(err, TMOE_EIO, "cannot append to %s: %s", w->path, strerror(errno));
+    struct stat st;
+    if (fstat(w->fd, &st) != 0)
+        return tmoe_errorf(err, TMOE_EIO, "%s: cannot stat: %s", w->path, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return tmoe_errorf(err, TMOE_EINVAL, "%s: not a regular file; cannot append rows to it",
+                           w->path);
+    w->good_size = st.st_size;
+    return TMOE_OK;
+}
+
+int tmoe_runlog_open(const char *path, int resume, const char *run_id, tmoe_runlog_writer **out,
                      tmoe_runlog_done **done, int *ndone, tmoe_error *err) {
     *out = NULL;
     if (done) *done = NULL;
     if (ndone) *ndone = 0;
     tmoe_runlog_writer *w = tmoe_calloc(1, sizeof *w, err);
     if (!w) return TMOE_ENOMEM;
+    w->fd = -1;
     w->path = strdup(path);
-    if (!w->path) {
-        free(w);
+    w->run_id = run_id ? strdup(run_id) : NULL;
+    if (!w->path || (run_id && !w->run_id)) {
+        writer_free(w);
         return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
     }
     int rc = TMOE_OK;
     if (resume) {
         tmoe_runlog_done *d = NULL;
         int nd = 0;
-        rc = scan_existing(path, &d, &nd, &w->rows, err);
-        if (rc == TMOE_OK) {
-            w->f = fopen(path, "a");
-            if (!w->f) rc = tmoe_errorf(err, TMOE_EIO, "cannot append to %s: %s", path, strerror(errno));
-        }
+        rc = scan_existing(path, run_id, &d, &nd, &w->rows, err);
+        if (rc == TMOE_OK) rc = open_append(w, err);
         if (done) *done = d;
         else free(d);
         if (ndone) *ndone = nd;
     } else {
-        w->f = fopen(path, "w");
-        if (!w->f)
-            rc = tmoe_errorf(err, TMOE_EIO, "cannot create %s: %s", path, strerror(errno));
-        else if (write_header(w->f) || fflush(w->f))
-            rc = tmoe_errorf(err, TMOE_EIO, "cannot write %s: %s", path, strerror(errno));
+        rc = tmoe_file_check_writable(path, err);
+        if (rc == TMOE_OK) {
+            w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+            if (w->fd < 0)
+                rc = tmoe_errorf(err, TMOE_EIO, "cannot create %s: %s", path, strerror(errno));
+        }
+        if (rc == TMOE_OK) rc = write_header(w, err);
     }
     if (rc) {
         if (done) {
             free(*done);
             *done = NULL;
         }
-        if (w->f) fclose(w->f);
-        free(w->path);
-        free(w);
+        if (ndone) *ndone = 0;
+        writer_free(w);
         return rc;
     }
     *out = w;
@@ -246,24 +434,18 @@ int tmoe_runlog_open(const char *path, int resume, tmoe_runlog_writer **out,
 
 int tmoe_runlog_drop(tmoe_runlog_writer *w, const tmoe_runlog_done *keep, int nkeep,
                      tmoe_error *err) {
-    if (fclose(w->f)) {
-        w->f = NULL;
-        return tmoe_errorf(err, TMOE_EIO, "cannot write %s: %s", w->path, strerror(errno));
-    }
-    w->f = NULL;
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", w->path);
-    FILE *in = fopen(w->path, "r"), *out = fopen(tmp, "w");
-    int rc = TMOE_OK;
-    if (!in || !out) {
-        rc = tmoe_errorf(err, TMOE_EIO, "cannot rewrite %s: %s", w->path, strerror(errno));
-        goto done;
+    tmoe_atomic_file af;
+    FILE *in = tmoe_file_open_read(w->path, 0, NULL, err);
+    if (!in) return tmoe_error_prefix(err, TMOE_EIO, "cannot rewrite");
+    int rc = tmoe_atomic_open(&af, w->path, err);
+    if (rc) {
+        fclose(in);
+        return rc;
     }
     char *line = NULL, *buf = NULL, *fields[TMOE_RL_NCOLS + 1];
     size_t cap = 0;
     ssize_t len;
-    long lineno = 0;
-    w->rows = 0;
+    long lineno = 0, rows = 0;
     while ((len = getline(&line, &cap, in)) > 0) {
         lineno++;
         int keepit = lineno == 1;
@@ -280,47 +462,51 @@ int tmoe_runlog_drop(tmoe_runlog_writer *w, const tmoe_runlog_done *keep, int nk
                 break;
             }
             copy[strcspn(copy, "\n")] = '\0';
-            tmoe_runlog_split(copy, buf, fields, TMOE_RL_NCOLS);
-            keepit = find_done((tmoe_runlog_done *)keep, nkeep, atoi(fields[TMOE_RL_REPEAT]),
-                               fields[TMOE_RL_WORKLOAD], fields[TMOE_RL_STRATEGY]) >= 0;
+            int nf = tmoe_runlog_split(copy, buf, fields, TMOE_RL_NCOLS), rep;
+            char why[256];
+            keepit = strlen(line) == (size_t)len &&
+                     !row_problem(fields, nf, w->run_id, why, sizeof why) &&
+                     row_key(fields, nf, &rep) &&
+                     find_done(keep, nkeep, rep, fields[TMOE_RL_WORKLOAD],
+                               fields[TMOE_RL_STRATEGY]) >= 0;
             free(copy);
-            w->rows += keepit;
+            rows += keepit;
         }
-        if (keepit && fputs(line, out) < 0) {
-            rc = tmoe_errorf(err, TMOE_EIO, "cannot write %s: %s", tmp, strerror(errno));
-            break;
-        }
+        if (keepit && fwrite(line, 1, (size_t)len, af.f) != (size_t)len)
+            break; /* the commit reports it */
     }
+    if (rc == TMOE_OK && ferror(in))
+        rc = tmoe_errorf(err, TMOE_EIO, "cannot read %s: %s", w->path, strerror(errno));
     free(line);
     free(buf);
-done:
-    if (in) fclose(in);
-    if (out && fclose(out) && rc == TMOE_OK)
-        rc = tmoe_errorf(err, TMOE_EIO, "cannot write %s: %s", tmp, strerror(errno));
-    if (rc == TMOE_OK && rename(tmp, w->path) != 0)
-        rc = tmoe_errorf(err, TMOE_EIO, "cannot replace %s: %s", w->path, strerror(errno));
+    fclose(in);
     if (rc) {
-        unlink(tmp);
+        tmoe_atomic_abort(&af);
         return rc;
     }
-    w->f = fopen(w->path, "a");
-    if (!w->f) return tmoe_errorf(err, TMOE_EIO, "cannot append to %s: %s", w->path, strerror(errno));
-    return TMOE_OK;
+    if ((rc = tmoe_atomic_commit(&af, err)))
+        return tmoe_error_prefix(err, rc, "rewriting the rows to keep");
+    /* the old file is gone: append to the new one */
+    close(w->fd);
+    w->fd = -1;
+    w->rows = rows;
+    return open_append(w, err);
 }
 
 int tmoe_runlog_write(tmoe_runlog_writer *w, const tmoe_runlog_row *r, tmoe_error *err) {
-    TMOE_ASSERT(w && w->f);
-    errno = 0;
-    for (int c = 0; c < TMOE_RL_NCOLS; c++) {
-        if (c && fputc(',', w->f) == EOF) goto fail;
-        if (write_cell(w->f, r->cell[c])) goto fail;
-    }
-    if (fputc('\n', w->f) == EOF || fflush(w->f)) goto fail;
+    TMOE_ASSERT(w && w->fd >= 0);
+    w->line_len = 0;
+    for (int c = 0; c < TMOE_RL_NCOLS; c++)
+        if ((c && line_put(w, ",", 1)) || line_cell(w, r->cell[c]))
+            return tmoe_errorf(err, TMOE_ENOMEM, "out of memory formatting row %ld", w->rows + 1);
+    if (line_put(w, "\n", 1))
+        return tmoe_errorf(err, TMOE_ENOMEM, "out of memory formatting row %ld", w->rows + 1);
+    char what[48];
+    snprintf(what, sizeof what, "row %ld", w->rows + 1);
+    int rc = line_flush(w, what, err);
+    if (rc) return rc;
     w->rows++;
     return TMOE_OK;
-fail:
-    return tmoe_errorf(err, TMOE_EIO, "cannot write row %ld to %s: %s (rows written before are kept)",
-                       w->rows + 1, w->path, errno ? strerror(errno) : "write failed");
 }
 
 long tmoe_runlog_rows(const tmoe_runlog_writer *w) { return w->rows; }
@@ -328,9 +514,12 @@ long tmoe_runlog_rows(const tmoe_runlog_writer *w) { return w->rows; }
 int tmoe_runlog_close(tmoe_runlog_writer *w, tmoe_error *err) {
     if (!w) return TMOE_OK;
     int rc = TMOE_OK;
-    if (w->f && fclose(w->f))
+    /* EINVAL / EROFS: a file system that cannot sync, not a lost write */
+    if (w->fd >= 0 && fsync(w->fd) != 0 && errno != EINVAL && errno != EROFS)
+        rc = tmoe_errorf(err, TMOE_EIO, "cannot write %s: %s", w->path, strerror(errno));
+    if (w->fd >= 0 && close(w->fd) != 0 && rc == TMOE_OK)
         rc = tmoe_errorf(err, TMOE_EIO, "cannot close %s: %s", w->path, strerror(errno));
-    free(w->path);
-    free(w);
+    w->fd = -1;
+    writer_free(w);
     return rc;
 }

@@ -3,12 +3,15 @@
  * own error: cost model, telemetry + monitor, model + engine, workloads, logger. */
 #include "thermoe/runner.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -125,20 +128,12 @@ static int model_expert_cost_deriv(void *ctx, int expert, double n, tmoe_expert_
 
 /* ---- small helpers ------------------------------------------------------------------- */
 
-static int mkdir_p(const char *path, tmoe_error *err) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) && errno != EEXIST)
-            return tmoe_errorf(err, TMOE_EIO, "cannot create directory %s: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) && errno != EEXIST)
-        return tmoe_errorf(err, TMOE_EIO, "cannot create directory %s: %s", buf, strerror(errno));
-    if (access(buf, W_OK) != 0)
-        return tmoe_errorf(err, TMOE_EIO, "directory %s is not writable: %s", buf, strerror(errno));
+/* Create dir (and its parents) and check that this process may write in it. */
+static int make_dir(const char *dir, tmoe_error *err) {
+    int rc = tmoe_mkdir_p(dir, err);
+    if (rc) return rc;
+    if (access(dir, W_OK | X_OK) != 0)
+        return tmoe_errorf(err, TMOE_EIO, "directory %s is not writable: %s", dir, strerror(errno));
     return TMOE_OK;
 }
 
@@ -199,8 +194,16 @@ static int init_telemetry(run_ctx *r, tmoe_error *err) {
     mc.mode = r->sim ? TMOE_MONITOR_SYNC : TMOE_MONITOR_THREAD;
     rc = tmoe_monitor_create(r->tel, &mc, &r->mon, err);
     if (rc) return tmoe_error_prefix(err, rc, "starting the telemetry monitor");
-    r->ndev = tmoe_telemetry_device_count(r->tel);
-    if (r->ndev > TMOE_ROUTE_MAX_DEVICES) r->ndev = TMOE_ROUTE_MAX_DEVICES;
+    r->ndev = r->ndev_found = tmoe_telemetry_device_count(r->tel);
+    if (r->ndev > TMOE_ROUTE_MAX_DEVICES) {
+        /* the routers, placements and per-device columns hold at most this many */
+        r->ndev = TMOE_ROUTE_MAX_DEVICES;
+        tmoe_log(TMOE_LOG_WARN,
+                 "telemetry: %d devices found; this run follows devices 0-%d only "
+                 "(at most %d): devices %d-%d are not sampled into the rows (metadata.json: "
+                 "telemetry.devices_ignored)",
+                 r->ndev_found, r->ndev - 1, TMOE_ROUTE_MAX_DEVICES, r->ndev, r->ndev_found - 1);
+    }
     int E = r->blk_cfg.num_experts, nd = r->ndev > 0 ? r->ndev : 1;
     if (r->ranks > 1) {
         /* experts live on the ranks; each rank reports its own GPU (hw_snapshot) */
@@ -521,6 +524,37 @@ static tmoe_hw_state hw_snapshot(run_ctx *r, double horizon_s) {
 
 /* ---- one batch ---------------------------------------------------------------------- */
 
+/* A logged batch measured without its telemetry (a device lost, or no energy reading for a
+ * device in the window) is a telemetry fault: counted, the first one kept with its reason,
+ * so that the run cannot end "complete" on rows of nan. */
+static void check_telemetry(run_ctx *r, const run_combo *c, int b, const batch_hw *hw) {
+    char why[256] = "";
+    for (int d = 0; d < r->ndev && !why[0]; d++) {
+        tmoe_device_info info;
+        tmoe_error e2 = {0};
+        if (tmoe_monitor_device_lost(r->mon, d))
+            snprintf(why, sizeof why, "device %d (%s) was lost (NVML_ERROR_GPU_IS_LOST)", d,
+                     tmoe_telemetry_device_info(r->tel, d, &info, &e2) == TMOE_OK ? info.uuid
+                                                                                  : "?");
+        else if (isnan(hw->dev_energy_j[d]))
+            snprintf(why, sizeof why,
+                     "device %d gave no energy reading in the batch's window "
+                     "(no power sample, no counter step)",
+                     d);
+    }
+    if (!why[0] && isnan(hw->energy_j)) snprintf(why, sizeof why, "the batch's energy is unknown");
+    if (!why[0]) return;
+    if (r->tel_faults++ == 0) {
+        r->fault_combo = *c;
+        r->fault_batch = b;
+        snprintf(r->fault_reason, sizeof r->fault_reason, "%s", why);
+        tmoe_log(TMOE_LOG_ERROR,
+                 "telemetry fault at repeat %d %s %s batch %d: %s; its row and "
+                 "every faulted one after it have nan energy (the run will not end complete)",
+                 c->repeat, tmoe_workload_name(c->wl), tmoe_route_strategy_name(c->st), b, why);
+    }
+}
+
 /* Fraction of chosen (token, expert) pairs shared by two selections (order ignored). */
 static double topk_agreement(const int32_t *a, const int32_t *b, int T, int k) {
     long same = 0;
@@ -744,6 +778,7 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
 
     if (tr) trace_batch(r, tr, &hw, t_end, host_ts_us, router_ms, b);
     if (!logged) return TMOE_OK;
+    check_telemetry(r, c, b, &hw);
     tmoe_runlog_row *row = &r->row;
     tmoe_runlog_row_clear(row);
     tmoe_runlog_row_dbl(row, TMOE_RL_TIME, t_end);
@@ -989,13 +1024,92 @@ static int run_combo_batches(run_ctx *r, const run_combo *c, int ci, int nc, tmo
 
 /* ---- the run ------------------------------------------------------------------------ */
 
+/* Take the run directory for this process: an exclusive flock on DIR/thermoe.lock, which
+ * then says who holds it ("pid N on host H"). Held until the run ends (the descriptor is
+ * closed); a second process is refused with the holder's line instead of writing the same
+ * files. The lock file is left in place: removing it would let a third process lock a new
+ * file while the second still holds the old one. */
+static int lock_run_dir(run_ctx *r, tmoe_error *err) {
+    char path[4300];
+    snprintf(path, sizeof path, "%s/%s", r->dir, RUN_LOCK_FILE);
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return tmoe_errorf(err, TMOE_EIO, "%s: cannot open the run directory's lock file: %s", path,
+                           strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return tmoe_errorf(err, TMOE_EINVAL, "%s: the lock file is not a regular file; remove it",
+                           path);
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char who[160] = "";
+        ssize_t n = e == EWOULDBLOCK ? pread(fd, who, sizeof who - 1, 0) : -1;
+        close(fd);
+        if (e != EWOULDBLOCK)
+            return tmoe_errorf(err, TMOE_EIO, "%s: cannot lock: %s", path, strerror(e));
+        who[n > 0 ? n : 0] = '\0';
+        for (char *p = who; *p; p++) /* one printable line */
+            if (*p == '\n')
+                *p = '\0';
+            else if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+                *p = '?';
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "run directory %s is in use by %s (it holds %s): wait for that run to "
+                           "end, or choose another --out",
+                           r->dir, who[0] ? who : "another process", path);
+    }
+    char host[256] = "unknown", line[400];
+    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "unknown");
+    host[sizeof host - 1] = '\0';
+    int len = snprintf(line, sizeof line, "pid %ld on host %s\n", (long)getpid(), host);
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)len, 0) != len)
+        tmoe_log(TMOE_LOG_WARN,
+                 "%s: cannot record this process in the lock file: %s (the lock "
+                 "holds all the same)",
+                 path, strerror(errno));
+    r->lock_fd = fd;
+    return TMOE_OK;
+}
+
+/* With the lock held no other process writes here: temporaries of metadata.json or
+ * batches.csv left by a process that died mid-write are stale. */
+static void remove_stale_temporaries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    static const char *const prefixes[] = {TMOE_RUNLOG_METADATA ".tmp", TMOE_RUNLOG_CSV ".tmp"};
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        for (int i = 0; i < 2; i++) {
+            if (strncmp(e->d_name, prefixes[i], strlen(prefixes[i])) != 0) continue;
+            char path[4400];
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            struct stat st;
+            if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && unlink(path) == 0)
+                tmoe_log(TMOE_LOG_INFO, "removed %s, left by a run that stopped while writing it",
+                         path);
+        }
+    }
+    closedir(d);
+}
+
 static int open_run_dir(run_ctx *r, tmoe_runlog_done **done, int *ndone, tmoe_error *err) {
+    /* room for the longest name inside (traces/r<repeat>_<workload>_<strategy>.json) */
+    if (strlen(r->cfg.out_dir) + 128 > sizeof r->dir)
+        return tmoe_errorf(err, TMOE_EINVAL, "--out: a path of %zu bytes is too long (at most %zu)",
+                           strlen(r->cfg.out_dir), sizeof r->dir - 128);
+    if (r->cfg.log_file && strlen(r->cfg.log_file) + 32 > sizeof r->csv_path)
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "--log-file: a path of %zu bytes is too long (at most %zu)",
+                           strlen(r->cfg.log_file), sizeof r->csv_path - 32);
     snprintf(r->dir, sizeof r->dir, "%s", r->cfg.out_dir);
-    int rc = mkdir_p(r->dir, err);
+    int rc = make_dir(r->dir, err);
     if (rc) return tmoe_error_prefix(err, rc, "output directory");
     char traces[4300];
     snprintf(traces, sizeof traces, "%s/traces", r->dir);
-    if ((rc = mkdir_p(traces, err))) return rc;
+    if ((rc = make_dir(traces, err))) return rc;
+    if ((rc = lock_run_dir(r, err))) return rc;
+    remove_stale_temporaries(r->dir);
     if (r->cfg.log_file) snprintf(r->csv_path, sizeof r->csv_path, "%s", r->cfg.log_file);
     else snprintf(r->csv_path, sizeof r->csv_path, "%s/%s", r->dir, TMOE_RUNLOG_CSV);
     char fp[512], old_fp[512];
@@ -1021,13 +1135,24 @@ static int open_run_dir(run_ctx *r, tmoe_runlog_done **done, int *ndone, tmoe_er
         snprintf(r->run_id, sizeof r->run_id, "%s-%08llx", stamp,
                  (unsigned long long)(r->cfg.seed * 0x9e3779b97f4a7c15ull >> 32));
     }
-    rc = tmoe_runlog_open(r->csv_path, r->cfg.resume, &r->log, done, ndone, err);
+    rc = tmoe_runlog_open(r->csv_path, r->cfg.resume, r->cfg.resume ? r->run_id : NULL, &r->log,
+                          done, ndone, err);
     return rc;
 }
 
 int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
+    return tmoe_run_ex(cfg, out, NULL, err);
+}
+
+int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, tmoe_error *err) {
+    tmoe_error local = {0};
+    if (!err) err = &local; /* the message of a failure goes into metadata.json */
+    tmoe_run_outcome outcome = TMOE_RUN_FAILED;
+    if (report) *report = (tmoe_run_report){TMOE_RUN_FAILED, -1, 0};
     run_ctx *r = tmoe_calloc(1, sizeof *r, err);
     if (!r) return TMOE_ENOMEM;
+    r->rows_logged = -1;
+    r->lock_fd = -1;
     r->cfg = *cfg;
     r->out = out;
     r->blk_cfg = cfg->block;
@@ -1101,15 +1226,23 @@ int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
         for (int i = 0; i < ndone; i++) {
             run_combo c = {.repeat = done[i].repeat};
             int ok = tmoe_workload_parse(done[i].workload, &c.wl) == 0 &&
-                     tmoe_route_strategy_parse(done[i].strategy, &c.st) == 0 && done[i].rows == nb;
+                     tmoe_route_strategy_parse(done[i].strategy, &c.st) == 0 &&
+                     done[i].rows == nb && !done[i].invalid;
             if (ok) done[nkeep++] = done[i];
         }
-        if ((rc = tmoe_runlog_drop(r->log, done, nkeep, err))) goto out_combos;
+        long found = tmoe_runlog_rows(r->log);
+        if ((long)nkeep * nb != found && (rc = tmoe_runlog_drop(r->log, done, nkeep, err)))
+            goto out_combos;
         if (!cfg->quiet && out)
-            fprintf(out, "resuming %s: %d of %d combinations already complete\n", r->run_id, nkeep, ncomb);
+            fprintf(out,
+                    "resuming %s: %d of %d combinations already complete (%ld rows kept, "
+                    "%ld dropped)\n",
+                    r->run_id, nkeep, ncomb, tmoe_runlog_rows(r->log),
+                    found - tmoe_runlog_rows(r->log));
     }
     r->batches_total = (long)(ncomb - nkeep) * nb;
-    if ((rc = run_write_metadata(r, "running", err))) goto out_combos;
+    if ((rc = run_write_metadata(r, "running", NULL, err))) goto out_combos;
+    /* from here on every way out records how the run ended in metadata.json */
     if (!cfg->quiet && out) {
         fprintf(out, "thermoe run %s: %d strategies x %d workloads x %d repeats, %d batches each; "
                      "backend %s; %s\n",
@@ -1122,7 +1255,7 @@ int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
                     r->cost_path, tmoe_engine_backend_name(r->eng));
         fflush(out);
     }
-    if ((rc = calibrate(r, err))) goto out_combos;
+    if ((rc = calibrate(r, err))) goto finish;
     for (int i = 0; i < ncomb && !stop_now(r); i++) {
         int skip = cfg->resume && combo_done(done, nkeep, &combos[i], nb);
         if (r->ranks > 1) { /* every rank must run the same combinations */
@@ -1146,25 +1279,46 @@ int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err) {
         if (rc) break;
         if (i + 1 < ncomb) cool_down(r);
     }
+finish:
     if (cfg->progress && !cfg->quiet) fputc('\n', stderr);
     {
+        /* the rows reach the disk before the metadata says how the run ended */
         tmoe_error e2 = {0};
-        const char *status = rc ? "failed" : stop_requested ? "interrupted" : "complete";
-        int mrc = run_write_metadata(r, status, &e2);
-        if (!rc && mrc) rc = tmoe_errorf(err, mrc, "%s", e2.msg);
+        r->rows_logged = tmoe_runlog_rows(r->log);
+        int crc = tmoe_runlog_close(r->log, &e2);
+        r->log = NULL;
+        if (!rc && crc) rc = tmoe_errorf(err, crc, "%s", e2.msg);
+        outcome = rc               ? TMOE_RUN_FAILED
+                  : stop_requested ? TMOE_RUN_INTERRUPTED
+                  : r->tel_faults  ? TMOE_RUN_TELEMETRY_FAULTS
+                                   : TMOE_RUN_COMPLETE;
+        static const char *const status[] = {"complete", "complete_with_telemetry_faults",
+                                             "interrupted", "failed"};
+        int mrc = run_write_metadata(r, status[outcome], rc ? err->msg : NULL, &e2);
+        if (mrc && !rc) {
+            rc = tmoe_errorf(err, mrc, "%s", e2.msg);
+        } else if (mrc) {
+            size_t len = strlen(err->msg);
+            snprintf(err->msg + len, sizeof err->msg - len, "; %s could not record it either: %s",
+                     TMOE_RUNLOG_METADATA, e2.msg);
+        }
     }
-    if (!rc && stop_requested) {
+    if (!rc && out) rc = run_print_summary(r, err);
+    if (rc && outcome != TMOE_RUN_FAILED) outcome = TMOE_RUN_FAILED; /* the summary failed */
+    if (!rc && outcome == TMOE_RUN_INTERRUPTED) {
         rc = tmoe_errorf(err, TMOE_EINTR, "interrupted after %ld batches; %s is complete up to the "
                          "last batch: continue with --resume --out %s",
                          r->batches_done, r->csv_path, r->dir);
+    } else if (!rc && outcome == TMOE_RUN_TELEMETRY_FAULTS) {
+        rc = tmoe_errorf(err, TMOE_EDEVICE,
+                         "every batch ran, but the telemetry failed on %ld of %ld (first at repeat "
+                         "%d %s %s batch %d: %s); their energy and power are nan in %s, see "
+                         "telemetry_faults in %s/%s",
+                         r->tel_faults, r->rows_logged, r->fault_combo.repeat,
+                         tmoe_workload_name(r->fault_combo.wl),
+                         tmoe_route_strategy_name(r->fault_combo.st), r->fault_batch,
+                         r->fault_reason, r->csv_path, r->dir, TMOE_RUNLOG_METADATA);
     }
-    if (!rc) {
-        tmoe_error e2 = {0};
-        int src = tmoe_runlog_close(r->log, &e2);
-        r->log = NULL;
-        if (src) rc = tmoe_errorf(err, src, "%s", e2.msg);
-    }
-    if (!rc && out) rc = run_print_summary(r, err);
 out_combos:
     free(combos);
 out:
@@ -1172,8 +1326,12 @@ out:
         tmoe_error e2 = {0};
         tmoe_runlog_close(r->log, &e2);
     }
+    if (report)
+        *report = (tmoe_run_report){outcome, r->log ? tmoe_runlog_rows(r->log) : r->rows_logged,
+                                    r->tel_faults};
     free(done);
     free_ctx(r);
+    if (r->lock_fd >= 0) close(r->lock_fd); /* the directory is free for another run */
     free(r);
     return rc;
 }

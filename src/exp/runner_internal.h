@@ -10,6 +10,7 @@
 #include "thermoe/runner.h"
 
 #define RUN_MAX_SAMPLES 4096 /* monitor samples copied per batch window */
+#define RUN_LOCK_FILE "thermoe.lock" /* in the run directory, flock'ed by the run using it */
 
 typedef struct run_combo {
     int repeat;
@@ -74,6 +75,14 @@ typedef struct run_ctx {
     /* output */
     char dir[2048], csv_path[4096], run_id[64], started[40];
     tmoe_runlog_writer *log;
+    long rows_logged; /* rows in batches.csv once log is closed; -1 before it opens */
+    int ndev_found;   /* devices the telemetry has; ndev of them are followed */
+    /* telemetry faults: logged batches whose energy is unknown or whose device was lost */
+    long tel_faults;
+    run_combo fault_combo; /* the first faulted batch's combination ... */
+    int fault_batch;       /* ... and batch_idx */
+    char fault_reason[256];
+    int lock_fd; /* DIR/thermoe.lock, flock'ed while this run uses DIR; -1 */
     tmoe_runlog_row row;
     int64_t wall0_ns;
     long batches_total, batches_done;
@@ -99,8 +108,10 @@ typedef struct run_ctx {
 
 /* runner_summary.c: read batches.csv back and print the per-combination table. */
 int run_print_summary(run_ctx *r, tmoe_error *err);
-/* runner_meta.c: write metadata.json (status "running", "interrupted", "complete"). */
-int run_write_metadata(run_ctx *r, const char *status, tmoe_error *err);
+/* runner_meta.c: write metadata.json (status "running", "interrupted", "complete",
+ * "failed"; reason, the error of a failed run, or NULL) through a temporary and a rename:
+ * on failure the previous file is left as it was. */
+int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_error *err);
 /* On resume: the run id and configuration fingerprint of an existing run directory. */
 int run_read_metadata(const char *dir, char *run_id, size_t n, char *fingerprint, size_t fn,
                       tmoe_error *err);

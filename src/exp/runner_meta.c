@@ -5,10 +5,13 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "exp/runner_internal.h"
+
+#define RUN_METADATA_MAX_BYTES ((size_t)16 << 20) /* a run's is a few KB */
 
 void run_fingerprint(const run_ctx *r, char *buf, size_t n) {
     const tmoe_run_config *c = &r->cfg;
@@ -34,7 +37,7 @@ void run_fingerprint(const run_ctx *r, char *buf, size_t n) {
 
 static json_t *num(double v) { return isnan(v) || isinf(v) ? json_null() : json_real(v); }
 
-int run_write_metadata(run_ctx *r, const char *status, tmoe_error *err) {
+int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_error *err) {
     const tmoe_run_config *c = &r->cfg;
     char ended[40] = "", fp[512], sum[32];
     time_t t = time(NULL);
@@ -117,15 +120,38 @@ int run_write_metadata(run_ctx *r, const char *status, tmoe_error *err) {
         "device", cmeta.device_name, "shape", "d_model", cmeta.d_model, "d_ff", cmeta.d_ff,
         "group_size", cmeta.group_size, "seeds", "seed", (json_int_t)c->seed, "weights_seed",
         (json_int_t)r->blk_cfg.seed, "calibration", calib, "batches_logged",
-        (json_int_t)(r->log ? tmoe_runlog_rows(r->log) : -1));
+        (json_int_t)(r->log ? tmoe_runlog_rows(r->log) : r->rows_logged));
     if (!root) return tmoe_errorf(err, TMOE_EINVAL, "internal: metadata JSON could not be built");
     json_object_set_new(root, "backend", json_string(r->eng ? tmoe_engine_backend_name(r->eng) : ""));
-    char path[4300], tmp[4310];
+    if (reason) json_object_set_new(root, "error", json_string(reason));
+    json_t *tel = json_object_get(root, "telemetry");
+    json_object_set_new(tel, "devices_found", json_integer(r->ndev_found));
+    json_object_set_new(tel, "devices_ignored", json_integer(r->ndev_found - r->ndev));
+    json_t *faults =
+        json_pack("{s:I, s:o, s:o}", "count", (json_int_t)r->tel_faults, "first",
+                  r->tel_faults ? json_pack("{s:i, s:s, s:s, s:i}", "repeat", r->fault_combo.repeat,
+                                            "workload", tmoe_workload_name(r->fault_combo.wl),
+                                            "strategy", tmoe_route_strategy_name(r->fault_combo.st),
+                                            "batch_idx", r->fault_batch)
+                                : json_null(),
+                  "reason", r->tel_faults ? json_string(r->fault_reason) : json_null());
+    json_object_set_new(root, "telemetry_faults", faults);
+    /* whole or not at all: a full disk leaves the previous metadata.json, never a torn one */
+    char path[4300];
     snprintf(path, sizeof path, "%s/%s", r->dir, TMOE_RUNLOG_METADATA);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int rc = TMOE_OK;
-    if (json_dump_file(root, tmp, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0 || rename(tmp, path) != 0)
-        rc = tmoe_errorf(err, TMOE_EIO, "cannot write %s: %s", path, strerror(errno));
+    tmoe_atomic_file af;
+    int rc = tmoe_atomic_open(&af, path, err);
+    if (rc == TMOE_OK) {
+        if (json_dumpf(root, af.f, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0 ||
+            fputc('\n', af.f) == EOF) {
+            int e = errno;
+            tmoe_atomic_abort(&af);
+            rc = tmoe_errorf(err, TMOE_EIO, "%s: write failed: %s (left unchanged)", path,
+                             e ? strerror(e) : "write error");
+        } else {
+            rc = tmoe_atomic_commit(&af, err);
+        }
+    }
     json_decref(root);
     return rc;
 }
@@ -134,8 +160,13 @@ int run_read_metadata(const char *dir, char *run_id, size_t n, char *fingerprint
                       tmoe_error *err) {
     char path[4300];
     snprintf(path, sizeof path, "%s/%s", dir, TMOE_RUNLOG_METADATA);
+    size_t len = 0;
+    char *text = tmoe_file_read_all(path, RUN_METADATA_MAX_BYTES, &len, err);
+    if (!text)
+        return tmoe_error_prefix(err, TMOE_EIO, "reading the metadata of run directory %s", dir);
     json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
+    json_t *root = json_loadb(text, len, 0, &je);
+    free(text);
     if (!root)
         return tmoe_errorf(err, TMOE_EFORMAT, "%s:%d:%d: %s (is %s a run directory?)", path, je.line,
                            je.column, je.text, dir);

@@ -134,6 +134,19 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
                     g->mpeak, g->nagree ? g->agree / g->nagree : NAN,
                     g->nrel ? g->relerr / g->nrel : NAN);
         }
+        if (r->tel_faults)
+            fprintf(o,
+                    "\nTELEMETRY FAULTS: %ld of %ld batches were not measured (first at repeat %d "
+                    "%s %s batch %d: %s); their energy and power are nan and left out of the "
+                    "table above\n",
+                    r->tel_faults, r->rows_logged, r->fault_combo.repeat,
+                    tmoe_workload_name(r->fault_combo.wl),
+                    tmoe_route_strategy_name(r->fault_combo.st), r->fault_batch, r->fault_reason);
+        if (r->ndev_found > r->ndev)
+            fprintf(o,
+                    "\ntelemetry: %d devices found, devices 0-%d followed, %d-%d left out (at most "
+                    "%d)\n",
+                    r->ndev_found, r->ndev - 1, r->ndev, r->ndev_found - 1, r->ndev);
         fprintf(o, "\nfiles: %s (one row per batch), %s/%s, traces in %s/traces/ (open in "
                    "ui.perfetto.dev)\n",
                 r->csv_path, r->dir, TMOE_RUNLOG_METADATA, r->dir);

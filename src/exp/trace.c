@@ -17,6 +17,8 @@ struct tmoe_trace {
 
 int tmoe_trace_open(const char *path, tmoe_trace **out, tmoe_error *err) {
     *out = NULL;
+    int rc0 = tmoe_file_check_writable(path, err); /* never open a FIFO or device to write */
+    if (rc0) return rc0;
     tmoe_trace *t = tmoe_calloc(1, sizeof *t, err);
     if (!t) return TMOE_ENOMEM;
     t->f = fopen(path, "w");

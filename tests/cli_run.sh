@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# thermoe run against hostile inputs and signals: --config given something that is not a
+# config file (/dev/zero, a FIFO, a directory, a JSON array, a binary file) fails at once
+# with a message instead of growing, blocking or being ignored; a JSON syntax error names
+# line and column; an unknown key or a value too long is an error, not dropped or cut; a
+# good config file still works, and the command line overrides it. A GPU lost during the
+# run ends it complete_with_telemetry_faults with exit 1. A FIFO as the placement file, as
+# metadata.json on resume or as a trace file is refused at once. SIGHUP and SIGTERM stop a run as
+# an interrupt: whole rows, status "interrupted", exit 130, and --resume completes it.
+set -u
+BIN="$1"
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+cd "$T" || fail "cd"
+
+RUN=(--backend cpu --telemetry sim --moe-only --num-experts 8 --top-k 2 --warmup-batches 0
+     --trace-batches 0 --quiet --no-analyze --workloads standard --routing-strategy baseline)
+
+# expect_config_error NAME FILE TEXT: run --config FILE fails with exit 1 within 20 s and its
+# message holds TEXT
+expect_config_error() {
+    timeout -k 5 20 "$BIN" run "${RUN[@]}" --num-samples-per-workload 2 --config "$2" --out "cfg_$1" \
+        >"$1.log" 2>&1
+    local rc=$?
+    [ $rc -ne 124 ] && [ $rc -ne 137 ] || fail "$1: --config $2 still running after 20 s"
+    [ $rc -eq 1 ] || fail "$1: --config $2 exited $rc, want 1: $(head -c 600 "$1.log")"
+    grep -qF -- "$3" "$1.log" || fail "$1: message lacks '$3': $(head -c 600 "$1.log")"
+    [ ! -e "cfg_$1/batches.csv" ] || fail "$1: the run started anyway"
+}
+
+expect_config_error zero /dev/zero "character device"
+mkfifo fifo.json
+expect_config_error fifo fifo.json "FIFO"
+mkdir dir.json
+expect_config_error dir dir.json "directory"
+printf '["--repeats", "2"]\n' > array.json
+expect_config_error array array.json "JSON object"
+printf '\x7fELF\x02\x01\x01\x00\x00\x00' > elf.bin
+seq 1 2000 | gzip -9 -n -c >> elf.bin
+expect_config_error elf elf.bin "elf.bin"
+printf '# flags\nrepeats = 1\n\x00\x00\x00\n' > nul.ini
+expect_config_error nul nul.ini "NUL"
+printf '{\n  "repeats": 1,\n  "seed": 7,,\n}\n' > syntax.json
+expect_config_error syntax syntax.json "syntax.json:3:"
+printf '{"repeats": 1, "warp-speed": 9}\n' > unknown.json
+expect_config_error unknown unknown.json "unknown key 'warp-speed'"
+long=$(printf 'x%.0s' $(seq 1 5000))
+printf '{"out": "%s"}\n' "$long" > long.json
+expect_config_error long long.json "'out'"
+grep -qF "5000" long.log || fail "long: the message should say how long the value is: $(head -c 300 long.log)"
+printf 'repeats = 1\nout = %s\n' "$long" > long.ini
+expect_config_error longini long.ini "long.ini:2"
+printf '{"repeats": 1, "repeats": 2}\n' > dup.json
+expect_config_error dup dup.json "dup.json:1:"
+head -c 1048577 /dev/zero | tr '\0' ' ' > big.json
+expect_config_error big big.json "limit"
+printf '{"workloads": ["standard", 3]}\n' > item.json
+expect_config_error item item.json "'workloads'"
+printf 'repeats = 1\n\x01\x02 = 3\n' > ctrl.ini
+expect_config_error ctrl ctrl.ini "ctrl.ini:2"
+
+# the other files a run reads or writes that are not config files: a FIFO as the placement
+# file, as metadata.json on --resume or as a trace file fails at once, naming it
+expect_fifo_refused() { # NAME TEXT ARGS...: exit 1 within 20 s, the message holds TEXT
+    local name=$1 text=$2
+    shift 2
+    timeout -k 5 20 "$BIN" run "${RUN[@]}" --num-samples-per-workload 2 "$@" >"$name.log" 2>&1
+    local rc=$?
+    [ $rc -ne 124 ] && [ $rc -ne 137 ] || fail "$name: still running after 20 s"
+    [ $rc -eq 1 ] || fail "$name: exit $rc, want 1: $(tail -3 "$name.log")"
+    grep -qF -- "$text" "$name.log" || fail "$name: message lacks '$text': $(tail -3 "$name.log")"
+}
+expect_fifo_refused placement "fifo.json: is a FIFO" --placement-file fifo.json --out fifo_placement
+mkdir fifo_meta && mkfifo fifo_meta/metadata.json
+expect_fifo_refused meta "metadata.json: is a FIFO" --resume --out fifo_meta
+mkdir -p fifo_trace/traces && mkfifo fifo_trace/traces/r0_standard_baseline.json
+expect_fifo_refused trace "r0_standard_baseline.json: is a FIFO" --trace-batches 1 --out fifo_trace
+grep -q '"status": "failed"' fifo_trace/metadata.json || fail "trace: the run should be recorded as failed"
+
+# a good JSON and a good INI file work; the command line overrides them
+printf '{"num-samples-per-workload": 3, "workloads": ["standard"], "load-balancer": false,\n "seed": 5}\n' > good.json
+"$BIN" run "${RUN[@]}" --config good.json --out good >good.log 2>&1 || fail "good.json: $(tail -3 good.log)"
+[ "$(($(wc -l < good/batches.csv) - 1))" -eq 3 ] || fail "good.json: want 3 rows"
+printf '# a config\n[run]\nnum-samples-per-workload = 4\nload-balancer = true\n' > good.ini
+"$BIN" run "${RUN[@]}" --config good.ini --num-samples-per-workload 2 --out goodini >goodini.log 2>&1 ||
+    fail "good.ini: $(tail -3 goodini.log)"
+[ "$(($(wc -l < goodini/batches.csv) - 1))" -eq 2 ] || fail "good.ini: the command line should override the file"
+grep -q '"load_balancer": true' goodini/metadata.json || fail "good.ini: load-balancer not applied"
+# a GPU that is lost (the fake libnvidia-ml answers GPU_IS_LOST from its first read): every
+# batch runs, but the run ends complete_with_telemetry_faults with exit 1, and says so
+FAKE="$(dirname "$BIN")/libfake_nvml.so"
+[ -f "$FAKE" ] || fail "$FAKE is missing (built with the tests)"
+THERMOE_NVML_LIB="$FAKE" FAKE_NVML_LOST_AFTER=0 "$BIN" run "${RUN[@]}" \
+    --telemetry nvml --num-samples-per-workload 3 --out lost >lost.log 2>&1
+rc=$?
+[ $rc -eq 1 ] || fail "lost GPU: exit $rc, want 1: $(tail -5 lost.log)"
+grep -q '"status": "complete_with_telemetry_faults"' lost/metadata.json || fail "lost GPU: status: $(grep status lost/metadata.json)"
+grep -q '"count": 3' lost/metadata.json || fail "lost GPU: want 3 faulted batches in metadata"
+grep -q "telemetry failed on 3 of 3" lost.log || fail "lost GPU: message: $(tail -3 lost.log)"
+[ "$(($(wc -l < lost/batches.csv) - 1))" -eq 3 ] || fail "lost GPU: every batch should still be logged"
+# SIGHUP (a closed terminal or ssh session) and SIGTERM stop a run like Ctrl-C: the batch in
+# progress finishes, every row is whole, metadata says "interrupted", exit 130; --resume
+# then completes the run
+for sig in HUP TERM; do
+    out="sig$sig"
+    "$BIN" run "${RUN[@]}" --num-samples-per-workload 200 --out "$out" >"$out.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 600); do
+        [ -f "$out/batches.csv" ] && [ "$(wc -l < "$out/batches.csv")" -gt 10 ] && break
+        kill -0 $pid 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -s "$sig" $pid 2>/dev/null || fail "SIG$sig: the run ended before it could be signalled"
+    wait $pid
+    rc=$?
+    [ $rc -eq 130 ] || fail "SIG$sig: exit $rc, want 130: $(tail -3 "$out.log")"
+    grep -q '"status": "interrupted"' "$out/metadata.json" ||
+        fail "SIG$sig: status $(grep '"status"' "$out/metadata.json")"
+    [ "$(tail -c 1 "$out/batches.csv" | od -An -c | tr -d ' ')" = '\n' ] || fail "SIG$sig: a torn last row"
+    bad=$(awk -F, 'NF != 42' "$out/batches.csv" | wc -l)
+    [ "$bad" -eq 0 ] || fail "SIG$sig: $bad rows without 42 fields"
+    rows=$(($(wc -l < "$out/batches.csv") - 1))
+    [ "$rows" -lt 200 ] || fail "SIG$sig: the run was not stopped ($rows rows)"
+    "$BIN" run "${RUN[@]}" --num-samples-per-workload 200 --out "$out" --resume >"$out.resume.log" 2>&1 ||
+        fail "SIG$sig: resume: $(tail -3 "$out.resume.log")"
+    [ "$(($(wc -l < "$out/batches.csv") - 1))" -eq 200 ] || fail "SIG$sig: resume should end with 200 rows"
+done
+echo "cli_run: ok"
