@@ -56,6 +56,24 @@ if command -v gnuplot >/dev/null; then
   [ -s "$T/rel/figures/energy_per_token.png" ] || fail "relative --out: no png"
 fi
 
+# names from a log merged from elsewhere reach gnuplot scripts quoted, and gnuplot runs with
+# no shell: a strategy and a workload that close the quote and call system() run nothing, a
+# backslash is kept, and every figure renders (newlines, '/' and more: test_analyze_report)
+command -v gnuplot >/dev/null || fail "gnuplot is not on PATH (a build dependency; this test renders)"
+mkdir -p "$T/evil"
+cp "$T/run/metadata.json" "$T/evil/"
+sed -e "s/,kernel_aware_ttha,/,\"s'; system('id > PWNED'); t='\",/" \
+    -e "s/,standard,/,\"w\\\\y'; system('id > PWNED'); '\",/" "$T/run/batches.csv" > "$T/evil/batches.csv"
+grep -q "system('id > PWNED')" "$T/evil/batches.csv" || fail "test log not written"
+out=$(cd "$T" && "$BIN" analyze --out evil_rep --bootstrap 0 evil 2>"$T/err5"); rc=$?
+[ $rc -eq 0 ] || fail "hostile names: exit $rc: $(cat "$T/err5")"
+[ -z "$(find "$T" -name PWNED)" ] || fail "a name from the log ran a command: $(find "$T" -name PWNED)"
+echo "$out" | grep -q "24 rows, 2 workload x strategy groups" || fail "hostile names: $out"
+echo "$out" | grep -q " 0 failed" || fail "hostile names: renders failed: $out"
+[ -s "$T/evil_rep/report.html" ] || fail "hostile names: no report.html"
+[ -s "$T/evil_rep/figures/energy_per_token.png" ] || fail "hostile names: no energy_per_token.png"
+[ "$(ls "$T/evil_rep/figures/" | grep -c '^power_w_.*\.png$')" -eq 1 ] || fail "hostile names: no power figure"
+
 # nothing readable: clear error, exit 1
 "$BIN" analyze --no-render --out "$T/r2" "$T/empty" 2>"$T/err2"; rc=$?
 [ $rc -eq 1 ] || fail "only bad input should exit 1, got $rc"
