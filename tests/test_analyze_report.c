@@ -420,6 +420,65 @@ static void test_hostile_names(void **state) {
     assert_non_null(strstr(html, "50%_{x}^~&amp;$#&lt;b&gt;&quot;q&quot;"));
 }
 
+/* Names reach the tables escaped for each format: LaTeX specials (\ { } ^ ~ & % $ # _ | [ ])
+ * as commands, Markdown's | and friends with a backslash (a newline would end a row), CSV
+ * quoted when it holds a comma, quote, CR or LF, HTML with entities. */
+static void test_table_escaping(void **state) {
+    (void)state;
+    const char *strats[] = {"baseline", "x\\y{z}^~&%$#_|[o]", "nl\nrow\r", "it's"};
+    const double mult[] = {1.0, 0.9, 0.95, 0.97};
+    const char *wls[] = {"w|1<b>"};
+    synth_cfg sc = {.strategies = strats,
+                    .energy_mult = mult,
+                    .nstrategies = 4,
+                    .workloads = wls,
+                    .nworkloads = 1,
+                    .repeats = 2,
+                    .batches = 4,
+                    .experts = 4,
+                    .run_sd = 0.03,
+                    .batch_sd = 0.05,
+                    .seed = 8,
+                    .telemetry = "nvml"};
+    char run[600];
+    snprintf(run, sizeof run, "%s", tu_tmppath("escrun"));
+    assert_int_equal(synth_run(run, &sc), 0);
+    tmoe_analyze_config cfg = tmoe_analyze_config_default();
+    cfg.out_dir = tu_tmppath("escrep");
+    cfg.gnuplot = "";
+    cfg.bootstrap = 0;
+    tmoe_analyze_summary s;
+    tmoe_error err = {0};
+    const char *dirs[] = {run};
+    ASSERT_OK(tmoe_analyze_run_ex(dirs, 1, &cfg, &s, &err), &err);
+    assert_int_equal(s.n_groups, 4);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/summary.tex", cfg.out_dir);
+    char *t = slurp(p);
+    assert_non_null(t);
+    if (!strstr(t, "w\\textbar{}1$<$b$>$ & "
+                   "x\\textbackslash{}y\\{z\\}\\textasciicircum{}\\textasciitilde{}\\&\\%\\$\\#"
+                   "\\_\\textbar{}{[}o{]} & "))
+        fail_msg("summary.tex lacks the escaped names:\n%s", t);
+    assert_non_null(strstr(t, "w\\textbar{}1$<$b$>$ & nl row  & "));
+    assert_null(strstr(t, "nl\nrow"));
+    snprintf(p, sizeof p, "%s/comparisons.tex", cfg.out_dir);
+    t = slurp(p);
+    assert_non_null(strstr(t, "\\textasciicircum{}\\textasciitilde{}"));
+    snprintf(p, sizeof p, "%s/summary.md", cfg.out_dir);
+    t = slurp(p);
+    if (!strstr(t, "| w\\|1&lt;b&gt; | x\\\\y{z}^~&%$#_\\|\\[o\\] | "))
+        fail_msg("summary.md lacks the escaped names:\n%s", t);
+    assert_non_null(strstr(t, "| w\\|1&lt;b&gt; | nl row  | "));
+    snprintf(p, sizeof p, "%s/summary.csv", cfg.out_dir);
+    t = slurp(p);
+    assert_non_null(strstr(t, "\nw|1<b>,\"nl\nrow\r\","));
+    assert_non_null(strstr(t, "\nw|1<b>,x\\y{z}^~&%$#_|[o],"));
+    t = slurp(s.report_path);
+    assert_non_null(strstr(t, "<td class=l>w|1&lt;b&gt;</td><td class=l>it&#39;s</td>"));
+    assert_null(strstr(t, "1<b>"));
+}
+
 /* With gnuplot absent the tables and scripts are still written and the report says how to
  * render the figures. */
 static void test_no_gnuplot(void **state) {
@@ -468,6 +527,7 @@ int main(void) {
         cmocka_unit_test(test_figures_render),
         cmocka_unit_test(test_no_gnuplot),
         cmocka_unit_test(test_hostile_names),
+        cmocka_unit_test(test_table_escaping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

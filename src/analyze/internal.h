@@ -28,9 +28,12 @@ struct tmoe_analysis {
 int strategy_rank(const char *s);
 const char *strategy_color(const char *s);
 
-/* Write a string with HTML / LaTeX special characters escaped. */
+/* Write a string with HTML / LaTeX / Markdown special characters escaped; names from the
+ * logs reach every output through these. LaTeX and Markdown replace control characters with
+ * spaces. */
 void put_html(FILE *f, const char *s);
 void put_latex(FILE *f, const char *s);
+void put_md(FILE *f, const char *s);
 
 /* "dir/name" into buf; returns buf. */
 const char *join_path(char *buf, size_t n, const char *dir, const char *name);
