@@ -56,6 +56,19 @@ if command -v gnuplot >/dev/null; then
   [ -s "$T/rel/figures/energy_per_token.png" ] || fail "relative --out: no png"
 fi
 
+# a batch_idx beyond an int (it used to crash the figures) skips its row with a message
+# naming file, line and column; the other rows are analysed and every figure rendered
+mkdir -p "$T/big"
+cp "$T/run/metadata.json" "$T/big/"
+awk -F, 'BEGIN {OFS = ","} NR == 3 {$8 = "3000000000"} {print}' "$T/run/batches.csv" > "$T/big/batches.csv"
+out=$("$BIN" analyze --out "$T/big_rep" --bootstrap 0 "$T/big" 2>"$T/err6"); rc=$?
+[ $rc -eq 0 ] || fail "batch_idx 3000000000: exit $rc: $(cat "$T/err6")"
+grep -q "big/batches.csv:3: column 'batch_idx': '3000000000' is outside \[0, 2147483647\]; row skipped" "$T/err6" \
+  || fail "batch_idx 3000000000: message: $(cat "$T/err6")"
+echo "$out" | grep -q "^23 rows" || fail "batch_idx 3000000000: $out"
+echo "$out" | grep -q " 0 failed" || fail "batch_idx 3000000000: renders failed: $out"
+[ -s "$T/big_rep/report.html" ] || fail "batch_idx 3000000000: no report.html"
+
 # names from a log merged from elsewhere reach gnuplot scripts quoted, and gnuplot runs with
 # no shell: a strategy and a workload that close the quote and call system() run nothing, a
 # backslash is kept, and every figure renders (newlines, '/' and more: test_analyze_report)

@@ -1,6 +1,7 @@
 /* Run log reader: RFC 4180 quoting, and clear file:line messages for empty, truncated,
  * short-row, bad-cell and mixed-schema CSVs, with the good files still analysed; a dataset
  * written before the newest columns loads without complaint. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -244,6 +245,119 @@ static void test_bad_files(void **state) {
     tmoe_dataset_free(ds);
 }
 
+/* Replace field col (0-based) of line `line` (1-based) of a CSV without quoted fields. */
+static void set_field(const char *path, int line, int col, const char *value) {
+    static char in[1 << 18], out[1 << 18];
+    snprintf(in, sizeof in, "%s", read_all(path));
+    size_t k = 0;
+    int ln = 1, fld = 0;
+    for (const char *p = in; *p; p++) {
+        if (ln == line && fld == col) {
+            k += (size_t)snprintf(out + k, sizeof out - k, "%s", value);
+            while (*p && *p != ',' && *p != '\n')
+                p++;
+            fld++;
+            if (!*p) break;
+        }
+        if (*p == ',') fld++;
+        if (*p == '\n') {
+            ln++;
+            fld = 0;
+        }
+        out[k++] = *p;
+    }
+    out[k] = '\0';
+    write_text(path, out);
+}
+
+/* Numbers are checked on the way in: each bad cell skips its row with a message naming the
+ * file, the line and the column, and nothing downstream crashes (a batch_idx of 3e9 used to
+ * pass the figures' bound check through an int conversion and index far out of bounds).
+ * Large but valid batch indices make figures with their true values, no huge allocation. */
+static void test_bad_numbers(void **state) {
+    (void)state;
+    const char *dir = tmp_copy("badnum");
+    good_run(dir, 6, NULL); /* 20 rows: lines 2..21 */
+    char path[512];
+    snprintf(path, sizeof path, "%s/batches.csv", dir);
+    static const struct {
+        int col;
+        const char *value, *why;
+    } bad[] = {
+        {TMOE_RL_BATCH_IDX, "3000000000", "is outside [0, 2147483647]"},
+        {TMOE_RL_BATCH_IDX, "-1", "is outside [0, 2147483647]"},
+        {TMOE_RL_BATCH_IDX, "2.5", "is not an integer"},
+        {TMOE_RL_REPEAT, "1e300", "is outside [0, 2147483647]"},
+        {TMOE_RL_TOKENS, "inf", "is not finite"},
+        {TMOE_RL_THROTTLE_REASONS, "-4", "is outside [0, 9007199254740992]"},
+        {TMOE_RL_LATENCY_MS, "-0.5", "is negative"},
+        {TMOE_RL_ENERGY_J_PER_TOKEN, "-inf", "is not finite"},
+        {TMOE_RL_TOPK_AGREEMENT, "1.5", "is outside [0, 1]"},
+        {TMOE_RL_GPU_TEMP_PEAK_C, "1e999", "is not a number"},
+        {TMOE_RL_EXPERT_USAGE_COUNTS, "1;2;-3;4", "entry 3 is outside [0, 9007199254740992]"},
+        {TMOE_RL_EXPERT_USAGE_COUNTS, "1;2.5", "entry 2 is not an integer"},
+        {TMOE_RL_BIASES, "0.1;inf", "entry 2 is not finite"},
+    };
+    int nbad = (int)(sizeof bad / sizeof *bad);
+    for (int i = 0; i < nbad; i++)
+        set_field(path, 2 + i, bad[i].col, bad[i].value);
+    /* a list longer than TMOE_ANALYZE_MAX_LIST */
+    static char longlist[5 * (TMOE_ANALYZE_MAX_LIST + 2)];
+    size_t k = 0;
+    for (int i = 0; i <= TMOE_ANALYZE_MAX_LIST; i++)
+        k += (size_t)snprintf(longlist + k, sizeof longlist - k, "%s1", i ? ";" : "");
+    set_field(path, 2 + nbad, TMOE_RL_EXPERT_TIME_MS, longlist);
+    /* large but valid: the last batch index an int holds, on a sparse axis */
+    set_field(path, 3 + nbad, TMOE_RL_BATCH_IDX, "2147483647");
+    set_field(path, 4 + nbad, TMOE_RL_BATCH_IDX, "1000000000");
+    /* a terminal escape sequence in a cell reaches no message */
+    set_field(path, 5 + nbad, TMOE_RL_LATENCY_MS, "\x1b[2J\x07");
+
+    tmoe_error err = {0};
+    tmoe_dataset *ds = tmoe_dataset_create(&err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, dir, &err), &err);
+    for (int i = 0; i < nbad; i++) {
+        char want[600];
+        snprintf(want, sizeof want, "%s:%d: column '%s': '%s' ", path, 2 + i,
+                 tmoe_runlog_cols[bad[i].col].name, bad[i].value);
+        int pi = find_problem(ds, want, bad[i].why);
+        assert_non_null(strstr(tmoe_dataset_problem(ds, pi), "row skipped"));
+    }
+    char want[600];
+    snprintf(want, sizeof want, "%s:%d: column 'expert_time_ms'", path, 2 + nbad);
+    find_problem(ds, want, "more than 4096 entries");
+    snprintf(want, sizeof want, "%s:%d: column 'latency_ms': '?[2J?' is not a number", path,
+             5 + nbad);
+    find_problem(ds, want, NULL);
+    for (int i = 0; i < tmoe_dataset_nproblems(ds); i++)
+        for (const char *q = tmoe_dataset_problem(ds, i); *q; q++)
+            assert_true((unsigned char)*q >= 0x20 && *q != 0x7f);
+    assert_int_equal(tmoe_dataset_nrows(ds), 20 - nbad - 2);
+    for (int i = 0; i < tmoe_dataset_nrows(ds); i++) {
+        const tmoe_analyze_row *r = tmoe_dataset_row(ds, i);
+        for (int c = 0; c < TMOE_RL_NCOLS; c++)
+            assert_false(isinf(r->num[c]));
+    }
+    tmoe_dataset_free(ds);
+
+    /* the whole command on it: tables, figure scripts and report, no crash */
+    tmoe_analyze_config cfg = tmoe_analyze_config_default();
+    cfg.out_dir = tmp_copy("badnum_report");
+    cfg.gnuplot = "";
+    cfg.bootstrap = 50;
+    tmoe_analyze_summary s;
+    const char *dirs[] = {dir};
+    ASSERT_OK(tmoe_analyze_run_ex(dirs, 1, &cfg, &s, &err), &err);
+    assert_int_equal(s.n_rows, 20 - nbad - 2);
+    assert_true(s.figures.n_figures > 0);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/figures/power_standard.dat", cfg.out_dir);
+    char dat[1 << 14];
+    snprintf(dat, sizeof dat, "\n%s", read_all(p)); /* every line then starts after a '\n' */
+    if (!strstr(dat, "\n2147483647 ") || !strstr(dat, "\n1000000000 "))
+        fail_msg("%s lacks the large batch indices:%s", p, dat);
+}
+
 /* A single run: statistics fall back to block means, and the table says so. */
 static void test_block_means(void **state) {
     (void)state;
@@ -354,6 +468,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quoting),
         cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_bad_numbers),
         cmocka_unit_test(test_block_means),
         cmocka_unit_test(test_older_schema),
     };

@@ -134,7 +134,8 @@ static double unit_value(const tmoe_dataset *ds, const int *rows, int lo, int hi
         case TMOE_M_OUTPUT_REL_ERR: v = r->num[TMOE_RL_OUTPUT_REL_ERROR]; break;
         case TMOE_M_THROTTLED_PCT: {
             double t = r->num[TMOE_RL_THROTTLE_REASONS];
-            if (isfinite(t) && isfinite(lat)) {
+            /* the reader keeps throttle_reasons in [0, 2^53]: the conversion is exact */
+            if (isfinite(t) && t >= 0.0 && t <= 9007199254740992.0 && isfinite(lat)) {
                 tot += lat;
                 if (((unsigned long long)t & ~1ull) != 0) part += lat;
                 n++;

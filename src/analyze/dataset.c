@@ -1,8 +1,11 @@
 /* Run log reader: RFC 4180 CSV (quotes, "" escapes, CRLF) checked against the runlog.h
  * schema, metadata.json via jansson, and the merge of several run directories. Problems a
  * user can fix are recorded as "file:line: ..." messages and the bad part is skipped, so
- * one bad file never stops the rest. */
+ * one bad file never stops the rest. Every numeric cell is checked on the way in (finite,
+ * integral where the schema says integer, within its column's range), so the analysis and
+ * the figures can convert and index with them. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -65,6 +68,10 @@ __attribute__((format(printf, 2, 3))) static void problem(tmoe_dataset *ds, cons
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    /* messages quote cells, headers and metadata: no control character (a terminal escape
+     * sequence, a newline) from a file reaches the log or the report */
+    for (char *p = buf; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
     tmoe_log(TMOE_LOG_WARN, "%s", buf);
     if (grow((void **)&ds->problems, &ds->capproblems, ds->nproblems + 1, sizeof *ds->problems))
         return;
@@ -224,6 +231,8 @@ static int is_unknown(const char *s) {
     return *s == '\0' || strcasecmp(s, "nan") == 0 || strcasecmp(s, "-nan") == 0;
 }
 
+/* A number, or NAN for an unknown cell; -1 when s is neither. Infinities parse here and are
+ * refused by check_value. */
 static int parse_num(const char *s, double *out) {
     if (is_unknown(s)) {
         *out = NAN;
@@ -237,25 +246,95 @@ static int parse_num(const char *s, double *out) {
     return 0;
 }
 
-/* Parse a ';'-separated list; the array is owned by ds. */
-static int parse_list(tmoe_dataset *ds, const char *s, const double **out, int *n) {
+#define EXACT_INT 9007199254740992.0 /* 2^53: every integer up to it is exact in a double */
+
+/* What a known value of column c may be: integral or not, and its range. */
+typedef struct {
+    int integer;
+    double lo, hi;
+} cell_rule;
+
+static cell_rule rule_of(int c) {
+    switch (c) {
+    case TMOE_RL_REPEAT:
+    case TMOE_RL_BATCH_IDX:
+    case TMOE_RL_TOKENS: return (cell_rule){1, 0.0, (double)INT_MAX};
+    case TMOE_RL_THROTTLE_REASONS:
+    case TMOE_RL_EXPERT_USAGE_COUNTS:
+    case TMOE_RL_DEVICE_TOKENS: return (cell_rule){1, 0.0, EXACT_INT};
+    case TMOE_RL_TIME:
+    case TMOE_RL_LATENCY_MS:
+    case TMOE_RL_THROUGHPUT:
+    case TMOE_RL_ENERGY_J:
+    case TMOE_RL_ENERGY_J_PER_TOKEN:
+    case TMOE_RL_POWER_AVG_W:
+    case TMOE_RL_POWER_PEAK_W:
+    case TMOE_RL_SM_CLOCK_MHZ:
+    case TMOE_RL_GPU_UTIL_PCT:
+    case TMOE_RL_EXPERT_TIME_MS:
+    case TMOE_RL_PREDICTED_ENERGY_J:
+    case TMOE_RL_ROUTER_OVERHEAD_MS:
+    case TMOE_RL_TTHA_LR:
+    case TMOE_RL_OUTPUT_REL_ERROR:
+    case TMOE_RL_DEVICE_ENERGY_J:
+    case TMOE_RL_DEVICE_POWER_AVG_W: return (cell_rule){0, 0.0, HUGE_VAL};
+    case TMOE_RL_TOPK_AGREEMENT: return (cell_rule){0, 0.0, 1.0};
+    default: /* temperatures, loss terms, biases: any finite value */
+        return (cell_rule){0, -HUGE_VAL, HUGE_VAL};
+    }
+}
+
+/* NULL when v (known) is allowed in column c, else why not, in words. */
+static const char *check_value(int c, double v, char *why, size_t n) {
+    cell_rule r = rule_of(c);
+    if (!isfinite(v)) return "not finite";
+    if (r.integer && v != floor(v)) return "not an integer";
+    if (v < r.lo || v > r.hi) {
+        if (r.hi == HUGE_VAL)
+            snprintf(why, n, "negative");
+        else
+            snprintf(why, n, "outside [%.17g, %.17g]", r.lo, r.hi);
+        return why;
+    }
+    return NULL;
+}
+
+/* Parse a ';'-separated list of at most TMOE_ANALYZE_MAX_LIST entries, each unknown or a
+ * value check_value allows; the array is owned by ds. Returns 0, -2 (out of memory) or -1
+ * with the reason in why. */
+static int parse_list(tmoe_dataset *ds, int c, const char *s, const double **out, int *n, char *why,
+                      size_t wn) {
     *out = NULL;
     *n = 0;
     if (is_unknown(s)) return 0;
     int cnt = 1;
     for (const char *p = s; *p; p++)
-        cnt += *p == TMOE_RUNLOG_LIST_SEP;
+        if (*p == TMOE_RUNLOG_LIST_SEP && ++cnt > TMOE_ANALYZE_MAX_LIST) {
+            snprintf(why, wn, "more than %d entries", TMOE_ANALYZE_MAX_LIST);
+            return -1;
+        }
     double *v = own(ds, malloc(sizeof *v * (size_t)cnt));
     if (!v) return -2;
     const char *p = s;
     for (int k = 0; k < cnt; k++) {
         const char *q = strchr(p, TMOE_RUNLOG_LIST_SEP);
         size_t l = q ? (size_t)(q - p) : strlen(p);
-        char tmp[64];
-        if (l >= sizeof tmp) return -1;
+        char tmp[64], r[96];
+        if (l >= sizeof tmp) {
+            snprintf(why, wn, "entry %d is not a number", k + 1);
+            return -1;
+        }
         memcpy(tmp, p, l);
         tmp[l] = '\0';
-        if (parse_num(tmp, &v[k])) return -1;
+        if (parse_num(tmp, &v[k])) {
+            snprintf(why, wn, "entry %d is not a number", k + 1);
+            return -1;
+        }
+        const char *bad = isnan(v[k]) ? NULL : check_value(c, v[k], r, sizeof r);
+        if (bad) {
+            snprintf(why, wn, "entry %d is %s", k + 1, bad);
+            return -1;
+        }
         p = q ? q + 1 : p + l;
     }
     *out = v;
@@ -357,23 +436,32 @@ static int add_row(tmoe_dataset *ds, const char *path, int line, const record *r
             if (!(row.str[c] = own_str(ds, cell))) return -2;
             break;
         case TMOE_COL_INT:
-        case TMOE_COL_DOUBLE:
-            if (parse_num(cell, &row.num[c])) {
+        case TMOE_COL_DOUBLE: {
+            char why[96];
+            const char *bad = NULL;
+            if (parse_num(cell, &row.num[c]))
+                bad = "not a number";
+            else if (!isnan(row.num[c]))
+                bad = check_value(c, row.num[c], why, sizeof why);
+            if (bad) {
                 if (!quiet)
-                    problem(ds, "%s:%d: column '%s': '%.40s' is not a number; row skipped", path,
-                            line, tmoe_runlog_cols[c].name, cell);
+                    problem(ds, "%s:%d: column '%s': '%.40s' is %s; row skipped", path, line,
+                            tmoe_runlog_cols[c].name, cell, bad);
                 return -1;
             }
             break;
+        }
         case TMOE_COL_LIST_INT:
         case TMOE_COL_LIST_DBL: {
-            int rc = parse_list(ds, cell, &row.list[c], &row.nlist[c]);
+            char why[128];
+            int rc = parse_list(ds, c, cell, &row.list[c], &row.nlist[c], why, sizeof why);
             if (rc == -2) return -2;
             if (rc) {
-                problem(ds,
-                        "%s:%d: column '%s': '%.40s' is not a ';'-separated list of numbers; "
-                        "row skipped",
-                        path, line, tmoe_runlog_cols[c].name, cell);
+                if (!quiet)
+                    problem(ds,
+                            "%s:%d: column '%s': '%.40s' is not a ';'-separated list of allowed "
+                            "numbers (%s); row skipped",
+                            path, line, tmoe_runlog_cols[c].name, cell, why);
                 return -1;
             }
             break;

@@ -332,37 +332,71 @@ static const tmoe_analyze_row *row_of(const tmoe_analysis *a, const analysis_gro
     return tmoe_dataset_row(a->ds, g->rows[k]);
 }
 
-static int max_batch(const tmoe_analysis *a, const analysis_group *g) {
-    int mx = -1;
-    for (int k = 0; k < g->nrows; k++) {
-        double b = row_of(a, g, k)->num[TMOE_RL_BATCH_IDX];
-        if (isfinite(b) && b >= 0 && b < 1e7 && (int)b > mx) mx = (int)b;
-    }
-    return mx;
+/* The batch indices present in the rows of some groups (finite, >= 0), ascending and
+ * distinct: the x axis of the time series. Its size follows the rows, never the largest
+ * index, and indices are compared as doubles, never converted. */
+typedef struct {
+    double *idx;
+    int n;
+} batch_axis;
+
+static int cmp_dbl(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
 }
 
-/* Mean of column col at each batch index over the group's runs: writes "batch value" lines.
- * Returns points written. */
-static int series_by_batch(figctx *c, const analysis_group *g, int col, double *sum, int *cnt,
-                           int nb) {
+/* Build the axis of groups gs[0..ng) (NULL entries skipped); -1 when out of memory. */
+static int axis_build(const tmoe_analysis *a, const analysis_group *const *gs, int ng,
+                      batch_axis *ax) {
+    size_t cap = 1;
+    for (int i = 0; i < ng; i++)
+        if (gs[i]) cap += (size_t)gs[i]->nrows;
+    ax->n = 0;
+    ax->idx = malloc(sizeof *ax->idx * cap);
+    if (!ax->idx) return -1;
+    for (int i = 0; i < ng; i++)
+        for (int k = 0; gs[i] && k < gs[i]->nrows; k++) {
+            double b = tmoe_dataset_row(a->ds, gs[i]->rows[k])->num[TMOE_RL_BATCH_IDX];
+            if (isfinite(b) && b >= 0.0) ax->idx[ax->n++] = b;
+        }
+    qsort(ax->idx, (size_t)ax->n, sizeof *ax->idx, cmp_dbl);
+    int m = 0;
+    for (int i = 0; i < ax->n; i++)
+        if (m == 0 || ax->idx[i] != ax->idx[m - 1]) ax->idx[m++] = ax->idx[i];
+    ax->n = m;
+    return 0;
+}
+
+/* Position of batch index b on the axis, or -1. */
+static int axis_pos(const batch_axis *ax, double b) {
+    if (!isfinite(b)) return -1;
+    const double *p = bsearch(&b, ax->idx, (size_t)ax->n, sizeof b, cmp_dbl);
+    return p ? (int)(p - ax->idx) : -1;
+}
+
+/* Mean of column col at each batch index of the axis over the group's runs: writes "batch
+ * value" lines. sum and cnt have ax->n entries. Returns points written. */
+static int series_by_batch(figctx *c, const analysis_group *g, int col, const batch_axis *ax,
+                           double *sum, int *cnt) {
     const tmoe_analysis *a = c->a;
-    for (int i = 0; i < nb; i++) {
+    for (int i = 0; i < ax->n; i++) {
         sum[i] = 0.0;
         cnt[i] = 0;
     }
     for (int k = 0; k < g->nrows; k++) {
         const tmoe_analyze_row *r = row_of(a, g, k);
-        double b = r->num[TMOE_RL_BATCH_IDX], v = r->num[col];
-        if (!isfinite(b) || b < 0 || (int)b >= nb || !isfinite(v)) continue;
-        sum[(int)b] += v;
-        cnt[(int)b]++;
+        int i = axis_pos(ax, r->num[TMOE_RL_BATCH_IDX]);
+        double v = r->num[col];
+        if (i < 0 || !isfinite(v)) continue;
+        sum[i] += v;
+        cnt[i]++;
     }
     int n = 0;
-    for (int i = 0; i < nb; i++)
+    for (int i = 0; i < ax->n; i++)
         if (cnt[i]) {
             double v = sum[i] / cnt[i];
-            fprintf(c->dat, "%d %.9g\n", i, v);
-            range_add(c, i, v);
+            fprintf(c->dat, "%.17g %.9g\n", ax->idx[i], v);
+            range_add(c, ax->idx[i], v);
             n++;
         }
     return n;
@@ -377,14 +411,18 @@ static int fig_series(figctx *c, const char *kind, const char *w, const char *ti
     const tmoe_analysis *a = c->a;
     int rc = fig_begin(c, kind, w, NULL, err);
     if (rc) return rc;
-    int nb = 0;
-    for (int s = 0; s < a->nstrategies; s++) {
-        const analysis_group *g = grp(a, w, a->strategies[s]);
-        if (g && max_batch(a, g) + 1 > nb) nb = max_batch(a, g) + 1;
+    const analysis_group **gs = malloc(sizeof *gs * (size_t)(a->nstrategies + 1));
+    batch_axis ax = {0};
+    if (gs) {
+        for (int s = 0; s < a->nstrategies; s++)
+            gs[s] = grp(a, w, a->strategies[s]);
+        if (axis_build(a, gs, a->nstrategies, &ax)) ax.idx = NULL;
     }
-    double *sum = malloc(sizeof *sum * (size_t)(nb + 1));
-    int *cnt = malloc(sizeof *cnt * (size_t)(nb + 1));
-    if (!sum || !cnt) {
+    free(gs);
+    double *sum = malloc(sizeof *sum * (size_t)(ax.n + 1));
+    int *cnt = malloc(sizeof *cnt * (size_t)(ax.n + 1));
+    if (!ax.idx || !sum || !cnt) {
+        free(ax.idx);
         free(sum);
         free(cnt);
         fig_drop(c);
@@ -398,13 +436,14 @@ static int fig_series(figctx *c, const char *kind, const char *w, const char *ti
         for (int which = 0; which < 2; which++) {
             int cl = which ? col2 : col;
             if (cl < 0) continue;
-            if (series_by_batch(c, g, cl, sum, cnt, nb) > 0) {
+            if (series_by_batch(c, g, cl, &ax, sum, cnt) > 0) {
                 dat_block_end(c);
                 sname[ns] = g->r.strategy;
                 blk_col[ns++] = which;
             }
         }
     }
+    free(ax.idx);
     free(sum);
     free(cnt);
     if (ns == 0) {
@@ -513,11 +552,6 @@ static double bar_pct_fn(const tmoe_analysis *a, const analysis_group *g, int gi
     (void)a;
     *lo = *hi = NAN;
     return gi == 0 ? g->r.lat_p50 : gi == 1 ? g->r.lat_p90 : g->r.lat_p99;
-}
-
-static int cmp_dbl(const void *x, const void *y) {
-    double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
 }
 
 static int fig_cdf(figctx *c, const char *w, tmoe_error *err) {
@@ -717,7 +751,10 @@ static int fig_experts(figctx *c, const char *w, tmoe_error *err) {
     return rc;
 }
 
-static int fig_ttha(figctx *c, const char *w, tmoe_error *err) {
+#define HEAT_MAX_CELLS (1 << 22) /* a heat map larger than this is not drawn */
+
+/* TTHA loss terms and learned biases of one group (none when it has no TTHA columns). */
+static int fig_ttha_group(figctx *c, const char *w, const analysis_group *g, tmoe_error *err) {
     const tmoe_analysis *a = c->a;
     static const int cols[] = {TMOE_RL_TTHA_POWER_LOSS,      TMOE_RL_TTHA_TEMP_LOSS,
                                TMOE_RL_TTHA_LATENCY_PENALTY, TMOE_RL_TTHA_THROUGHPUT_BONUS,
@@ -726,77 +763,92 @@ static int fig_ttha(figctx *c, const char *w, tmoe_error *err) {
         "power", "temperature", "latency penalty", "throughput bonus", "fidelity", "total"};
     static const char *const col_color[] = {"#D55E00", "#E69F00", "#0072B2",
                                             "#009E73", "#CC79A7", "#000000"};
+    batch_axis ax = {0};
+    double *sum = NULL, *m = NULL;
+    int *cnt = NULL, *n = NULL, have[6], nh = 0, rc = TMOE_OK;
+    if (axis_build(a, &g, 1, &ax)) return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+    int nb = ax.n;
+    if (nb == 0) goto out;
+    char title[300], sw[GP_LABEL + 4], ss[GP_LABEL + 4];
+    if ((rc = fig_begin(c, "ttha_loss", w, g->r.strategy, err))) goto out;
+    sum = malloc(sizeof *sum * (size_t)nb);
+    cnt = malloc(sizeof *cnt * (size_t)nb);
+    if (!sum || !cnt) {
+        fig_drop(c);
+        rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int k = 0; k < 6; k++) {
+        have[k] = series_by_batch(c, g, cols[k], &ax, sum, cnt) > 0;
+        if (have[k]) {
+            dat_block_end(c);
+            nh++;
+        }
+    }
+    if (!nh) {
+        fig_drop(c);
+        goto out;
+    }
+    snprintf(title, sizeof title, "TTHA loss, %s, %s", short_name(ss, g->r.strategy),
+             short_name(sw, w));
+    if ((rc = gp_begin(c, title, "batch", "loss term", err))) goto out;
+    gp_ranges(c, 1, 0);
+    fprintf(c->gp, "plot \\\n");
+    for (int k = 0, i = 0; k < 6; k++) {
+        if (!have[k]) continue;
+        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with lines lw 1.5 dt %d lc rgb '%s'", c->name,
+                i, k == 5 ? 1 : 1 + (k % 3), col_color[k]);
+        gp_title(c->gp, lbl[k]);
+        fputs(i + 1 < nh ? ", \\\n" : "\n", c->gp);
+        i++;
+    }
+    if ((rc = gp_end(c, err))) goto out;
+    /* learned biases: batch (rows, in order of the axis) x expert */
+    int E = list_len(a, g, TMOE_RL_BIASES);
+    if (E == 0) goto out;
+    if ((size_t)nb * (size_t)E > HEAT_MAX_CELLS) {
+        tmoe_log(TMOE_LOG_WARN,
+                 "biases of %s on %s: %d batches x %d experts is too many cells to draw; "
+                 "figure left out",
+                 g->r.strategy, w, nb, E);
+        goto out;
+    }
+    m = calloc((size_t)nb * (size_t)E, sizeof *m);
+    n = calloc((size_t)nb * (size_t)E, sizeof *n);
+    if (!m || !n) {
+        rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int k = 0; k < g->nrows; k++) {
+        const tmoe_analyze_row *r = row_of(a, g, k);
+        int b = axis_pos(&ax, r->num[TMOE_RL_BATCH_IDX]);
+        if (b < 0) continue;
+        for (int e = 0; e < r->nlist[TMOE_RL_BIASES] && e < E; e++)
+            if (isfinite(r->list[TMOE_RL_BIASES][e])) {
+                m[(size_t)b * (size_t)E + (size_t)e] += r->list[TMOE_RL_BIASES][e];
+                n[(size_t)b * (size_t)E + (size_t)e]++;
+            }
+    }
+    for (size_t i = 0; i < (size_t)nb * (size_t)E; i++)
+        m[i] = n[i] ? m[i] / n[i] : NAN;
+    snprintf(title, sizeof title, "Learned biases, %s, %s", short_name(ss, g->r.strategy),
+             short_name(sw, w));
+    rc = fig_heat(c, "biases", w, g->r.strategy, title, "expert", "batch", NULL, nb, E, m, 1,
+                  "bias", err);
+out:
+    free(ax.idx);
+    free(sum);
+    free(cnt);
+    free(m);
+    free(n);
+    return rc;
+}
+
+static int fig_ttha(figctx *c, const char *w, tmoe_error *err) {
+    const tmoe_analysis *a = c->a;
     for (int s = 0; s < a->nstrategies; s++) {
         const analysis_group *g = grp(a, w, a->strategies[s]);
-        if (!g) continue;
-        int nb = max_batch(a, g) + 1;
-        if (nb <= 0) continue;
-        char title[300], sw[GP_LABEL + 4], ss[GP_LABEL + 4];
-        int rc = fig_begin(c, "ttha_loss", w, g->r.strategy, err);
-        if (rc) return rc;
-        double *sum = malloc(sizeof *sum * (size_t)nb);
-        int *cnt = malloc(sizeof *cnt * (size_t)nb), have[6], nh = 0;
-        if (!sum || !cnt) {
-            free(sum);
-            free(cnt);
-            fig_drop(c);
-            return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
-        }
-        for (int k = 0; k < 6; k++) {
-            have[k] = series_by_batch(c, g, cols[k], sum, cnt, nb) > 0;
-            if (have[k]) {
-                dat_block_end(c);
-                nh++;
-            }
-        }
-        free(sum);
-        free(cnt);
-        if (!nh) {
-            fig_drop(c);
-            continue;
-        }
-        snprintf(title, sizeof title, "TTHA loss, %s, %s", short_name(ss, g->r.strategy),
-                 short_name(sw, w));
-        if ((rc = gp_begin(c, title, "batch", "loss term", err))) return rc;
-        gp_ranges(c, 1, 0);
-        fprintf(c->gp, "plot \\\n");
-        for (int k = 0, i = 0; k < 6; k++) {
-            if (!have[k]) continue;
-            fprintf(c->gp, "  '%s.dat' index %d using 1:2 with lines lw 1.5 dt %d lc rgb '%s'",
-                    c->name, i, k == 5 ? 1 : 1 + (k % 3), col_color[k]);
-            gp_title(c->gp, lbl[k]);
-            fputs(i + 1 < nh ? ", \\\n" : "\n", c->gp);
-            i++;
-        }
-        if ((rc = gp_end(c, err))) return rc;
-        /* learned biases: batch x expert */
-        int E = list_len(a, g, TMOE_RL_BIASES);
-        if (E == 0) continue;
-        double *m = calloc((size_t)nb * (size_t)E, sizeof *m);
-        int *n = calloc((size_t)nb * (size_t)E, sizeof *n);
-        if (!m || !n) {
-            free(m);
-            free(n);
-            return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
-        }
-        for (int k = 0; k < g->nrows; k++) {
-            const tmoe_analyze_row *r = row_of(a, g, k);
-            double b = r->num[TMOE_RL_BATCH_IDX];
-            if (!isfinite(b) || b < 0 || (int)b >= nb) continue;
-            for (int e = 0; e < r->nlist[TMOE_RL_BIASES] && e < E; e++)
-                if (isfinite(r->list[TMOE_RL_BIASES][e])) {
-                    m[(int)b * E + e] += r->list[TMOE_RL_BIASES][e];
-                    n[(int)b * E + e]++;
-                }
-        }
-        for (int i = 0; i < nb * E; i++)
-            m[i] = n[i] ? m[i] / n[i] : NAN;
-        snprintf(title, sizeof title, "Learned biases, %s, %s", short_name(ss, g->r.strategy),
-                 short_name(sw, w));
-        rc = fig_heat(c, "biases", w, g->r.strategy, title, "expert", "batch", NULL, nb, E, m, 1,
-                      "bias", err);
-        free(m);
-        free(n);
+        int rc = g ? fig_ttha_group(c, w, g, err) : TMOE_OK;
         if (rc) return rc;
     }
     return TMOE_OK;
