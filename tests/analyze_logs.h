@@ -52,9 +52,10 @@ static const char *synth_cell(char *buf, size_t n, const char *s) {
     return buf;
 }
 
-/* Write dir/batches.csv and dir/metadata.json (dir is created). Workload and strategy names
- * are written quoted where CSV needs it; a strategy whose name holds "ttha" gets the TTHA
- * columns. Returns 0 or -1. */
+/* Write dir/batches.csv and dir/metadata.json (dir is created). The run ids are
+ * "s<seed>-run<repeat>", so runs of different seeds are different runs. Workload and strategy
+ * names are written quoted where CSV needs it; a strategy whose name holds "ttha" gets the
+ * TTHA columns. Returns 0 or -1. */
 static int synth_run(const char *dir, const synth_cfg *c) {
     if (mkdir(dir, 0777) != 0 && access(dir, W_OK) != 0) return -1;
     char path[1024];
@@ -82,9 +83,11 @@ static int synth_run(const char *dir, const synth_cfg *c) {
                     char wq[2048], sq[2048];
                     fprintf(
                         f,
-                        "%.6f,run%d,%d,%s,%s,q4,fused,%d,%d,%.6f,%.3f,%.6f,%.8f,counter,%.3f,%.3f,"
+                        "%.6f,s%llu-run%d,%d,%s,%s,q4,fused,%d,%d,%.6f,%.3f,%.6f,%.8f,counter,%.3f,"
+                        "%.3f,"
                         "%.2f,%.2f,%.2f,%.2f,1410,%d,97,",
-                        t, rep, rep, synth_cell(wq, sizeof wq, c->workloads[w]),
+                        t, (unsigned long long)c->seed, rep, rep,
+                        synth_cell(wq, sizeof wq, c->workloads[w]),
                         synth_cell(sq, sizeof sq, c->strategies[s]), b, tokens, lat,
                         tokens / lat * 1000.0, ej, e, pw, pw * 1.2, temp - 1, temp, temp + 0.5,
                         temp + 8, b % 7 == 6 ? 4 : 0);

@@ -42,12 +42,28 @@ echo "$out" | grep -q "24 rows" || fail "expected 24 rows: $out"
 grep -q "SIMULATED TELEMETRY" "$T/report/report.html" || fail "no simulated banner"
 grep -q "kernel_aware_ttha used 20" "$T/report/report.html" || fail "summary sentence missing"
 
-# a directory of run directories: both children are read
+# a directory of run directories: both children are read (b is another run: its own run ids)
 mkdir -p "$T/results"
 cp -r "$T/run" "$T/results/a"
 cp -r "$T/run" "$T/results/b"
+sed -i 's/,run\([0-9]\),/,other\1,/' "$T/results/b/batches.csv"
 out=$("$BIN" analyze --no-render --out "$T/r3" --bootstrap 0 "$T/results" 2>"$T/err3") || fail "parent dir: $(cat "$T/err3")"
 echo "$out" | grep -q "48 rows" || fail "expected 48 rows from two children: $out"
+grep -q "n_units" "$T/r3/summary.csv" || fail "no summary.csv"
+[ "$(awk -F, '$2 == "baseline" {print $3}' "$T/r3/summary.csv")" = 6 ] || fail "two children: expected 6 units"
+
+# one run given several ways counts once: the same directory three times (one with a trailing
+# slash, one through a symlink), the parent and its child, and a copy of the run (same run ids)
+ln -s "$T/run" "$T/link"
+cp -r "$T/run" "$T/copy"
+out=$("$BIN" analyze --no-render --out "$T/r7" --bootstrap 0 "$T/run" "$T/run" "$T/run/" "$T/link" \
+      "$T/results" "$T/results/a" "$T/copy" 2>"$T/err7") || fail "duplicates: $(cat "$T/err7")"
+echo "$out" | grep -q "^48 rows" || fail "duplicates: expected 48 rows (run and results/b): $out"
+[ "$(grep -c "(given twice); read once" "$T/err7")" -eq 4 ] || fail "duplicates: $(cat "$T/err7")"
+grep -q "results/a/batches.csv: 24 row(s) repeat batches already read from $T/run (same run_id 'run0'" "$T/err7" \
+  || fail "copy of a run: $(cat "$T/err7")"
+grep -q "copy/batches.csv: 24 row(s) repeat batches" "$T/err7" || fail "copy of a run: $(cat "$T/err7")"
+[ "$(awk -F, '$2 == "baseline" {print $3}' "$T/r7/summary.csv")" = 6 ] || fail "duplicates: expected 6 units"
 
 # a relative --out renders too (gnuplot runs inside the figures directory), when gnuplot is here
 if command -v gnuplot >/dev/null; then

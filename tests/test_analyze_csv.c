@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "analyze_logs.h"
 #include "testutil.h"
@@ -33,9 +34,9 @@ static void good_run(const char *dir, uint64_t seed, const char *device) {
 
 /* tu_tmppath rotates 4 buffers: keep our own copy of each path. */
 static const char *tmp_copy(const char *name) {
-    static char bufs[16][512];
+    static char bufs[32][512];
     static int n;
-    assert_true(n < 16);
+    assert_true(n < 32);
     snprintf(bufs[n], sizeof bufs[n], "%s", tu_tmppath(name));
     return bufs[n++];
 }
@@ -358,6 +359,119 @@ static void test_bad_numbers(void **state) {
         fail_msg("%s lacks the large batch indices:%s", p, dat);
 }
 
+/* Rewrite every data line of src into dst/batches.csv (dst created) through fn. */
+static void copy_run(const char *src, const char *dst, void (*fn)(char *line, int i)) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/batches.csv", src);
+    static char text[1 << 18], out[1 << 18];
+    snprintf(text, sizeof text, "%s", read_all(path));
+    mkdir(dst, 0777);
+    size_t k = 0;
+    int i = 0;
+    for (char *save = NULL, *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        if (i > 0 && fn) fn(l, i);
+        k += (size_t)snprintf(out + k, sizeof out - k, "%s\n", l);
+        i++;
+    }
+    snprintf(path, sizeof path, "%s/batches.csv", dst);
+    write_text(path, out);
+}
+
+/* Data line i (from 1) with its run_id blanked, or its strategies renamed. */
+static void blank_run_id(char *l, int i) {
+    (void)i;
+    char *a = strchr(l, ',') + 1, *b = strchr(a, ',');
+    memmove(a, b, strlen(b) + 1);
+}
+static void rename_to(char *l, const char *base, const char *ttha) {
+    char *p = strstr(l, ",baseline,");
+    if (p) memcpy(p + 1, base, 8);
+    p = strstr(l, ",kernel_aware_ttha,");
+    if (p) memcpy(p + 1, ttha, 17);
+}
+static void rename_strategy(char *l, int i) {
+    (void)i;
+    rename_to(l, "BASELINE", "KERNEL_AWARE_TTHA");
+}
+static void rename_half(char *l, int i) {
+    if (i <= 10) rename_to(l, "baseLINE", "kernel_aware_TTHA");
+}
+
+/* One run given twice counts once: the same directory (also with a trailing slash or
+ * through a symlink) is read once; a copy of a run (same run_id, repeat, workload, strategy
+ * and batch_idx) adds no rows, a partial copy only its new rows; a run sharing a run_id but
+ * not its batches (sweep tasks started in the same second) and rows without a run_id are
+ * kept. Each drop is reported with both directories. */
+static void test_same_run_twice(void **state) {
+    (void)state;
+    const char *dir = tmp_copy("once"), *slash = tmp_copy("once/"), *link = tmp_copy("once_link");
+    good_run(dir, 7, NULL);
+    assert_int_equal(symlink(dir, link), 0);
+    tmoe_error err = {0};
+    tmoe_dataset *ds = tmoe_dataset_create(&err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, dir, &err), &err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, slash, &err), &err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, link, &err), &err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, dir, &err), &err);
+    assert_int_equal(tmoe_dataset_nruns(ds), 1);
+    assert_int_equal(tmoe_dataset_nrows(ds), 20);
+    char want[1200];
+    snprintf(want, sizeof want, "%s: the same directory as %s (given twice); read once", link, dir);
+    find_problem(ds, want, NULL);
+    assert_int_equal(tmoe_dataset_nproblems(ds), 3);
+
+    /* a copy: every row repeats */
+    const char *copy = tmp_copy("once_copy");
+    copy_run(dir, copy, NULL);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, copy, &err), &err);
+    assert_int_equal(tmoe_dataset_nrows(ds), 20);
+    assert_int_equal(tmoe_dataset_run(ds, 1)->rows, 0);
+    snprintf(want, sizeof want,
+             "%s/batches.csv: 20 row(s) repeat batches already read from %s (same run_id 's7-run0'",
+             copy, dir);
+    find_problem(ds, want, "each is counted once");
+    /* half of it renamed: only the other half repeats */
+    const char *half = tmp_copy("once_half");
+    copy_run(dir, half, rename_half);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, half, &err), &err);
+    assert_int_equal(tmoe_dataset_run(ds, 2)->rows, 10);
+    snprintf(want, sizeof want, "%s/batches.csv: 10 row(s) repeat batches", half);
+    find_problem(ds, want, NULL);
+    /* the same run ids, other batches (other strategy names): all kept */
+    const char *other = tmp_copy("once_other");
+    copy_run(dir, other, rename_strategy);
+    int np = tmoe_dataset_nproblems(ds);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, other, &err), &err);
+    assert_int_equal(tmoe_dataset_run(ds, 3)->rows, 20);
+    for (int i = np; i < tmoe_dataset_nproblems(ds); i++)
+        assert_null(strstr(tmoe_dataset_problem(ds, i), "repeat batches"));
+    /* no run id: nothing to match on, kept (twice) */
+    const char *anon1 = tmp_copy("once_anon1"), *anon2 = tmp_copy("once_anon2");
+    copy_run(dir, anon1, blank_run_id);
+    copy_run(dir, anon2, blank_run_id);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, anon1, &err), &err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, anon2, &err), &err);
+    assert_string_equal(tmoe_dataset_row(ds, tmoe_dataset_nrows(ds) - 1)->str[TMOE_RL_RUN_ID], "");
+    assert_int_equal(tmoe_dataset_nrows(ds), 20 + 10 + 20 + 40);
+
+    /* the statistics see the run once: 2 repeats are 2 units, not 2 per copy */
+    tmoe_analyze_config cfg = tmoe_analyze_config_default();
+    cfg.bootstrap = 0;
+    tmoe_dataset_free(ds);
+    ds = tmoe_dataset_create(&err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, dir, &err), &err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, copy, &err), &err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, slash, &err), &err);
+    tmoe_analysis *a = tmoe_analysis_create(ds, &cfg, &err);
+    assert_non_null(a);
+    const tmoe_group_result *g = tmoe_analysis_find(a, "standard", "kernel_aware_ttha");
+    assert_non_null(g);
+    assert_int_equal(g->n_units, 2);
+    assert_int_equal(g->n_batches, 10);
+    tmoe_analysis_free(a);
+    tmoe_dataset_free(ds);
+}
+
 /* A single run: statistics fall back to block means, and the table says so. */
 static void test_block_means(void **state) {
     (void)state;
@@ -469,6 +583,7 @@ int main(void) {
         cmocka_unit_test(test_quoting),
         cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_bad_numbers),
+        cmocka_unit_test(test_same_run_twice),
         cmocka_unit_test(test_block_means),
         cmocka_unit_test(test_older_schema),
     };

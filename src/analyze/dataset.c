@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,11 @@ struct tmoe_dataset {
     int nproblems, capproblems;
     char **owned; /* every string / list allocation, freed at the end */
     int nowned, capowned;
-    char **schemas; /* header line of each run's CSV ("" when none) */
+    char **schemas;     /* header line of each run's CSV ("" when none) */
+    const char **reals; /* real path of each run's directory or file (owned), or NULL */
+    int *keys;          /* hash set of rows (index + 1, 0 = empty) by run_id, repeat,
+                           workload, strategy and batch_idx: the same batch read twice */
+    size_t capkeys, nkeys;
     int checked;
 };
 
@@ -94,6 +99,8 @@ void tmoe_dataset_free(tmoe_dataset *ds) {
     free(ds->owned);
     free(ds->problems);
     free(ds->schemas);
+    free(ds->reals);
+    free(ds->keys);
     free(ds->rows);
     free(ds->runs);
     free(ds);
@@ -521,6 +528,10 @@ static int new_run(tmoe_dataset *ds, const char *dir) {
     char **s = realloc(ds->schemas, sizeof *s * (size_t)cap);
     if (!s) return -1;
     ds->schemas = s;
+    const char **rs = realloc(ds->reals, sizeof *rs * (size_t)cap);
+    if (!rs) return -1;
+    ds->reals = rs;
+    ds->reals[ds->nruns] = NULL;
     tmoe_analyze_meta m = {.dir = own_str(ds, dir)};
     m.device_name = m.driver = m.telemetry_source = m.git_commit = "";
     m.cost_model_checksum = m.start_time = m.end_time = m.status = "";
@@ -528,6 +539,126 @@ static int new_run(tmoe_dataset *ds, const char *dir) {
     ds->schemas[ds->nruns] = NULL;
     ds->runs[ds->nruns] = m;
     return ds->nruns++;
+}
+
+/* ---- the same input twice ------------------------------------------------------------ */
+
+/* The run read earlier from the same directory or file (same real path), or -1; *real gets
+ * the real path (owned by ds; NULL when it cannot be resolved). */
+static int same_input(tmoe_dataset *ds, const char *path, const char **real) {
+    *real = own(ds, realpath(path, NULL));
+    if (!*real) return -1;
+    for (int i = 0; i < ds->nruns; i++)
+        if (ds->reals[i] && strcmp(ds->reals[i], *real) == 0) return i;
+    return -1;
+}
+
+/* Rows that identify one batch of one run: a run_id and a batch index (known). */
+static int row_keyed(const tmoe_analyze_row *r) {
+    return r->str[TMOE_RL_RUN_ID][0] != '\0' && isfinite(r->num[TMOE_RL_BATCH_IDX]);
+}
+
+static int same_num(double a, double b) {
+    return a == b || (isnan(a) && isnan(b));
+}
+
+static int same_key(const tmoe_analyze_row *a, const tmoe_analyze_row *b) {
+    static const int str[] = {TMOE_RL_RUN_ID, TMOE_RL_WORKLOAD, TMOE_RL_STRATEGY};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(a->str[str[i]], b->str[str[i]]) != 0) return 0;
+    return same_num(a->num[TMOE_RL_REPEAT], b->num[TMOE_RL_REPEAT]) &&
+           same_num(a->num[TMOE_RL_BATCH_IDX], b->num[TMOE_RL_BATCH_IDX]);
+}
+
+static uint64_t key_hash(const tmoe_analyze_row *r) {
+    static const int str[] = {TMOE_RL_RUN_ID, TMOE_RL_WORKLOAD, TMOE_RL_STRATEGY};
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int i = 0; i < 3; i++) {
+        const char *p = r->str[str[i]];
+        do {
+            h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+        } while (*p++);
+    }
+    double nums[2] = {r->num[TMOE_RL_REPEAT], r->num[TMOE_RL_BATCH_IDX]};
+    for (int i = 0; i < 2; i++) {
+        if (isnan(nums[i])) nums[i] = NAN; /* one bit pattern for every NAN */
+        if (nums[i] == 0.0) nums[i] = 0.0; /* and for -0 */
+        unsigned char b[sizeof(double)];
+        memcpy(b, &nums[i], sizeof b);
+        for (size_t k = 0; k < sizeof b; k++)
+            h = (h ^ b[k]) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* Slot of row i in the key set: where it is, or the empty slot where it would go. */
+static size_t key_slot(const tmoe_dataset *ds, const tmoe_analyze_row *r, int source, int *hit) {
+    size_t mask = ds->capkeys - 1, at = (size_t)key_hash(r) & mask;
+    *hit = -1;
+    for (; ds->keys[at]; at = (at + 1) & mask) {
+        const tmoe_analyze_row *o = &ds->rows[ds->keys[at] - 1];
+        if (o->source != source && same_key(o, r)) {
+            *hit = ds->keys[at] - 1;
+            return at;
+        }
+    }
+    return at;
+}
+
+static int keys_insert(tmoe_dataset *ds, int row) {
+    if ((ds->nkeys + 1) * 2 > ds->capkeys) {
+        size_t cap = ds->capkeys ? ds->capkeys * 2 : 1024;
+        int *nk = calloc(cap, sizeof *nk), *old = ds->keys;
+        if (!nk) return -1;
+        size_t oldcap = ds->capkeys;
+        ds->keys = nk;
+        ds->capkeys = cap;
+        for (size_t i = 0; i < oldcap; i++)
+            if (old[i]) {
+                size_t at = (size_t)key_hash(&ds->rows[old[i] - 1]) & (cap - 1);
+                while (nk[at])
+                    at = (at + 1) & (cap - 1);
+                nk[at] = old[i];
+            }
+        free(old);
+    }
+    int hit; /* source -1: an equal key of any run (only this run's can be there) */
+    size_t at = key_slot(ds, &ds->rows[row], -1, &hit);
+    if (hit < 0) ds->nkeys++;
+    ds->keys[at] = row + 1;
+    return 0;
+}
+
+/* Drop the rows of run `source` (rows first..nrows-1) that repeat a batch already read from
+ * another run directory: same run_id, repeat, workload, strategy and batch_idx. A copy of a
+ * run, or the same run reached by two paths, then counts once, not as independent runs.
+ * Returns the rows kept, or -1 when out of memory. */
+static int drop_repeated_rows(tmoe_dataset *ds, const char *path, int source, int first) {
+    int kept = first, dropped = 0, other = -1;
+    const char *run_id = "";
+    for (int i = first; i < ds->nrows; i++) {
+        const tmoe_analyze_row *r = &ds->rows[i];
+        int hit = -1;
+        if (ds->capkeys && row_keyed(r)) key_slot(ds, r, source, &hit);
+        if (hit >= 0) {
+            if (!dropped++) {
+                other = ds->rows[hit].source;
+                run_id = r->str[TMOE_RL_RUN_ID];
+            }
+            continue;
+        }
+        ds->rows[kept++] = ds->rows[i];
+    }
+    ds->nrows = kept;
+    for (int i = first; i < kept; i++)
+        if (row_keyed(&ds->rows[i]) && keys_insert(ds, i)) return -1;
+    if (dropped)
+        problem(ds,
+                "%s: %d row(s) repeat batches already read from %s (same run_id '%.80s', repeat, "
+                "workload, strategy and batch_idx: the same run given twice, or a copy of it); "
+                "each is counted once",
+                path, dropped, ds->runs[other].dir, run_id);
+    return kept - first;
 }
 
 /* Read a CSV into run `source`; returns rows added, or -1 with err set. */
@@ -539,7 +670,7 @@ static int read_csv(tmoe_dataset *ds, const char *path, int source, tmoe_error *
         return -1;
     }
     size_t pos = 0;
-    int line = 1, added = 0, bad = 0, rc = 0;
+    int line = 1, added = 0, bad = 0, rc = 0, first_row = ds->nrows;
     record r = {0};
     header_map h;
     int exact;
@@ -620,6 +751,8 @@ out:
     free(r.off);
     free(s);
     if (rc) return -1;
+    added = drop_repeated_rows(ds, path, source, first_row);
+    if (added < 0) return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory", path), -1;
     ds->runs[source].rows += added;
     return added;
 }
@@ -679,8 +812,16 @@ static void read_meta(tmoe_dataset *ds, const char *dir, int source) {
 }
 
 int tmoe_dataset_add_dir(tmoe_dataset *ds, const char *dir, tmoe_error *err) {
+    const char *real;
+    int prev = same_input(ds, dir, &real);
+    if (prev >= 0) {
+        problem(ds, "%s: the same directory as %s (given twice); read once", dir,
+                ds->runs[prev].dir);
+        return TMOE_OK;
+    }
     int src = new_run(ds, dir);
     if (src < 0) return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory", dir);
+    ds->reals[src] = real;
     ds->checked = 0;
     struct stat st;
     int st_rc = stat(dir, &st);
@@ -698,8 +839,15 @@ int tmoe_dataset_add_dir(tmoe_dataset *ds, const char *dir, tmoe_error *err) {
 }
 
 int tmoe_dataset_add_csv(tmoe_dataset *ds, const char *path, tmoe_error *err) {
+    const char *real;
+    int prev = same_input(ds, path, &real);
+    if (prev >= 0) {
+        problem(ds, "%s: the same file as %s (given twice); read once", path, ds->runs[prev].dir);
+        return TMOE_OK;
+    }
     int src = new_run(ds, path);
     if (src < 0) return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory", path);
+    ds->reals[src] = real;
     ds->checked = 0;
     int n = read_csv(ds, path, src, err);
     return n < 0 ? (err ? err->code : TMOE_EFORMAT) : TMOE_OK;
