@@ -472,6 +472,58 @@ static void test_same_run_twice(void **state) {
     tmoe_dataset_free(ds);
 }
 
+/* A FIFO or directory where batches.csv or metadata.json should be is refused at once with
+ * a message (reading it used to block for ever), and the CSV text reader takes a buffer
+ * that is not NUL-terminated and may hold NUL bytes. */
+static void test_special_files(void **state) {
+    (void)state;
+    const char *fifo_csv = tmp_copy("fifo_csv"), *fifo_meta = tmp_copy("fifo_meta");
+    char path[600];
+    assert_int_equal(mkdir(fifo_csv, 0777), 0);
+    snprintf(path, sizeof path, "%s/batches.csv", fifo_csv);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    good_run(fifo_meta, 12, NULL);
+    snprintf(path, sizeof path, "%s/metadata.json", fifo_meta);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    tmoe_error err = {0};
+    tmoe_dataset *ds = tmoe_dataset_create(&err);
+    assert_int_not_equal(tmoe_dataset_add_dir(ds, fifo_csv, &err), TMOE_OK);
+    char want[700];
+    snprintf(want, sizeof want, "%s/batches.csv: is a FIFO", fifo_csv);
+    find_problem(ds, want, NULL);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, fifo_meta, &err), &err);
+    snprintf(want, sizeof want, "%s/metadata.json: is a FIFO", fifo_meta);
+    find_problem(ds, want, "unknown for this run");
+    assert_int_equal(tmoe_dataset_nrows(ds), 20);
+    tmoe_dataset_free(ds);
+
+    /* a buffer: exactly len bytes are read; a NUL byte ends its cell */
+    char hdr[4096] = "";
+    for (int c = 0; c < TMOE_RL_NCOLS; c++) {
+        strcat(hdr, c ? "," : "");
+        strcat(hdr, tmoe_runlog_cols[c].name);
+    }
+    char buf[8192];
+    int n = snprintf(buf, sizeof buf, "%s\n0.1,r1,0,standard,base", hdr);
+    buf[n++] = '\0';
+    n += snprintf(buf + n, sizeof buf - (size_t)n, "line,q4,fused,0,16,1.5");
+    for (int c = TMOE_RL_LATENCY_MS + 1; c < TMOE_RL_NCOLS; c++)
+        buf[n++] = ',';
+    buf[n++] = '\n';
+    memcpy(buf + n, "JUNK", 4); /* past len: never read */
+    ds = tmoe_dataset_create(&err);
+    ASSERT_OK(tmoe_dataset_add_csv_buffer(ds, buf, (size_t)n, "mem.csv", &err), &err);
+    assert_int_equal(tmoe_dataset_nrows(ds), 1);
+    const tmoe_analyze_row *r = tmoe_dataset_row(ds, 0);
+    assert_string_equal(r->str[TMOE_RL_STRATEGY], "base");
+    assert_true(r->num[TMOE_RL_LATENCY_MS] == 1.5);
+    assert_string_equal(tmoe_dataset_run(ds, 0)->dir, "mem.csv");
+    assert_int_not_equal(tmoe_dataset_add_csv_buffer(ds, buf, 0, "empty.csv", &err), TMOE_OK);
+    assert_non_null(strstr(err.msg, "empty.csv: empty file"));
+    tmoe_dataset_free(ds);
+}
+
 /* A single run: statistics fall back to block means, and the table says so. */
 static void test_block_means(void **state) {
     (void)state;
@@ -584,6 +636,7 @@ int main(void) {
         cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_bad_numbers),
         cmocka_unit_test(test_same_run_twice),
+        cmocka_unit_test(test_special_files),
         cmocka_unit_test(test_block_means),
         cmocka_unit_test(test_older_schema),
     };

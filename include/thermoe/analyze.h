@@ -64,7 +64,9 @@ int tmoe_stats_bootstrap_pct_ci(const double *a, int na, const double *b, int nb
 
 /* ---- run logs ------------------------------------------------------------------------ */
 
-#define TMOE_ANALYZE_MAX_LIST 4096 /* entries of a list cell (experts, devices) */
+#define TMOE_ANALYZE_MAX_LIST 4096                  /* entries of a list cell (experts, devices) */
+#define TMOE_ANALYZE_MAX_CSV_BYTES ((size_t)1 << 30) /* a batches.csv larger is refused */
+#define TMOE_ANALYZE_MAX_META_BYTES ((size_t)16 << 20) /* a metadata.json larger is refused */
 
 typedef struct tmoe_dataset tmoe_dataset; /* rows merged from several run directories */
 
@@ -106,6 +108,10 @@ void tmoe_dataset_free(tmoe_dataset *ds); /* NULL is a no-op */
 int tmoe_dataset_add_dir(tmoe_dataset *ds, const char *dir, tmoe_error *err);
 /* Read one CSV file as if it were a run directory's batches.csv (no metadata). */
 int tmoe_dataset_add_csv(tmoe_dataset *ds, const char *path, tmoe_error *err);
+/* The same for CSV text in memory: data (len bytes, not necessarily NUL-terminated; not
+ * kept) is read as a batches.csv called name in messages. */
+int tmoe_dataset_add_csv_buffer(tmoe_dataset *ds, const char *data, size_t len, const char *name,
+                                tmoe_error *err);
 /* After adding everything: record cross-run problems (different devices, schemas,
  * telemetry sources or commits). Called by tmoe_analysis_create; idempotent. */
 void tmoe_dataset_check_consistency(tmoe_dataset *ds);

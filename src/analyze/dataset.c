@@ -480,48 +480,6 @@ static int add_row(tmoe_dataset *ds, const char *path, int line, const record *r
     return 0;
 }
 
-static char *read_file(const char *path, size_t *len, tmoe_error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        tmoe_errorf(err, TMOE_EIO, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    if (!buf) {
-        fclose(f);
-        tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory", path);
-        return NULL;
-    }
-    for (;;) {
-        if (n == cap) {
-            char *q = realloc(buf, cap * 2);
-            if (!q) {
-                free(buf);
-                fclose(f);
-                tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory (%zu bytes)", path, cap * 2);
-                return NULL;
-            }
-            buf = q;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        tmoe_errorf(err, TMOE_EIO, "%s: read error", path);
-        return NULL;
-    }
-    TMOE_ASSERT(n < cap); /* the loop grows before every read */
-    buf[n] = '\0';        /* so the header can be handled as a string */
-    *len = n;
-    return buf;
-}
-
 static int new_run(tmoe_dataset *ds, const char *dir) {
     if (grow((void **)&ds->runs, &ds->capruns, ds->nruns + 1, sizeof *ds->runs)) return -1;
     int cap = ds->capruns;
@@ -661,14 +619,10 @@ static int drop_repeated_rows(tmoe_dataset *ds, const char *path, int source, in
     return kept - first;
 }
 
-/* Read a CSV into run `source`; returns rows added, or -1 with err set. */
-static int read_csv(tmoe_dataset *ds, const char *path, int source, tmoe_error *err) {
-    size_t len;
-    char *s = read_file(path, &len, err);
-    if (!s) {
-        problem(ds, "%s", err ? err->msg : path);
-        return -1;
-    }
+/* Parse CSV text s (len bytes, s[len] == '\0'; NUL bytes inside end a cell) into run
+ * `source`, naming it path in messages; returns rows added, or -1 with err set. */
+static int parse_csv(tmoe_dataset *ds, const char *path, const char *s, size_t len, int source,
+                     tmoe_error *err) {
     size_t pos = 0;
     int line = 1, added = 0, bad = 0, rc = 0, first_row = ds->nrows;
     record r = {0};
@@ -749,12 +703,28 @@ nomem:
 out:
     free(r.buf);
     free(r.off);
-    free(s);
     if (rc) return -1;
     added = drop_repeated_rows(ds, path, source, first_row);
     if (added < 0) return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory", path), -1;
     ds->runs[source].rows += added;
     return added;
+}
+
+/* Read a CSV file into run `source`; returns rows added, or -1 with err set. A FIFO, device
+ * or directory is refused at once (no blocking), and so is a file over
+ * TMOE_ANALYZE_MAX_CSV_BYTES (line numbers stay within an int). */
+static int read_csv(tmoe_dataset *ds, const char *path, int source, tmoe_error *err) {
+    size_t len;
+    tmoe_error e = {0};
+    char *s = tmoe_file_read_all(path, TMOE_ANALYZE_MAX_CSV_BYTES, &len, &e);
+    if (!s) {
+        problem(ds, "%s", e.msg);
+        if (err) *err = e;
+        return -1;
+    }
+    int n = parse_csv(ds, path, s, len, source, err);
+    free(s);
+    return n;
 }
 
 static const char *jstr(json_t *o, const char *k) {
@@ -769,8 +739,16 @@ static void read_meta(tmoe_dataset *ds, const char *dir, int source) {
         problem(ds, "%s: missing (device, telemetry source and commit unknown for this run)", path);
         return;
     }
+    tmoe_error e = {0};
+    size_t len;
+    char *text = tmoe_file_read_all(path, TMOE_ANALYZE_MAX_META_BYTES, &len, &e);
+    if (!text) {
+        problem(ds, "%s (device, telemetry source and commit unknown for this run)", e.msg);
+        return;
+    }
     json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
+    json_t *root = json_loadb(text, len, 0, &je);
+    free(text);
     if (!root) {
         problem(ds, "%s:%d: %s (device, telemetry source and commit unknown for this run)", path,
                 je.line, je.text);
@@ -835,6 +813,20 @@ int tmoe_dataset_add_dir(tmoe_dataset *ds, const char *dir, tmoe_error *err) {
     snprintf(path, sizeof path, "%s/%s", dir, TMOE_RUNLOG_CSV);
     read_meta(ds, dir, src);
     int n = read_csv(ds, path, src, err);
+    return n < 0 ? (err ? err->code : TMOE_EFORMAT) : TMOE_OK;
+}
+
+int tmoe_dataset_add_csv_buffer(tmoe_dataset *ds, const char *data, size_t len, const char *name,
+                                tmoe_error *err) {
+    int src = new_run(ds, name);
+    if (src < 0) return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory", name);
+    ds->checked = 0;
+    char *s = malloc(len + 1);
+    if (!s) return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory (%zu bytes)", name, len + 1);
+    if (len) memcpy(s, data, len);
+    s[len] = '\0';
+    int n = parse_csv(ds, name, s, len, src, err);
+    free(s);
     return n < 0 ? (err ? err->code : TMOE_EFORMAT) : TMOE_OK;
 }
 
