@@ -41,6 +41,21 @@ echo "$out" | grep -q "24 rows" || fail "expected 24 rows: $out"
 [ ! -e "$T/report/figures/energy_per_token.png" ] || fail "--no-render rendered"
 grep -q "SIMULATED TELEMETRY" "$T/report/report.html" || fail "no simulated banner"
 grep -q "kernel_aware_ttha used 20" "$T/report/report.html" || fail "summary sentence missing"
+grep -q "<b>power_peak (simulated telemetry).</b> Peak power per workload" "$T/report/report.html" \
+  || fail "power_peak has another figure's caption"
+
+# outputs: parents of --out are made; an --out that is a file, or a FIFO where a table goes,
+# is refused with a message (writing used to block on the FIFO)
+"$BIN" analyze --no-render --bootstrap 0 --out "$T/deep/er/rep" "$T/run" >/dev/null 2>&1 || fail "--out with parents"
+[ -s "$T/deep/er/rep/report.html" ] || fail "--out with parents: no report"
+: > "$T/afile"
+"$BIN" analyze --no-render --bootstrap 0 --out "$T/afile" "$T/run" >/dev/null 2>"$T/err8"; rc=$?
+[ $rc -eq 1 ] || fail "--out a file: exit $rc"
+grep -q "afile: exists and is not a directory" "$T/err8" || fail "--out a file: $(cat "$T/err8")"
+mkdir -p "$T/fiforep" && mkfifo "$T/fiforep/summary.md"
+timeout 60 "$BIN" analyze --no-render --bootstrap 0 --out "$T/fiforep" "$T/run" >/dev/null 2>"$T/err9"; rc=$?
+[ $rc -eq 1 ] || fail "FIFO in the report directory: exit $rc"
+grep -q "summary.md: is a FIFO; refusing to replace it" "$T/err9" || fail "FIFO: $(cat "$T/err9")"
 
 # a directory of run directories: both children are read (b is another run: its own run ids)
 mkdir -p "$T/results"

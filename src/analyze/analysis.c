@@ -68,8 +68,7 @@ const char *join_path(char *buf, size_t n, const char *dir, const char *name) {
 }
 
 int ensure_dir(const char *dir, tmoe_error *err) {
-    if (mkdir(dir, 0777) == 0 || errno == EEXIST) return TMOE_OK;
-    return tmoe_errorf(err, TMOE_EIO, "%s: cannot create directory: %s", dir, strerror(errno));
+    return tmoe_mkdir_p(dir, err);
 }
 
 tmoe_analyze_config tmoe_analyze_config_default(void) {

@@ -28,8 +28,9 @@ typedef struct {
     char dir[4096];
     int simulated;
     tmoe_figures_result *res;
-    /* current figure */
-    FILE *dat, *gp;
+    /* current figure: its data and script, each written whole or not at all */
+    tmoe_atomic_file dat_af, gp_af;
+    FILE *dat, *gp; /* dat_af.f and gp_af.f while open, else NULL */
     char name[256];
     double xmin, xmax, ymin, ymax;
     int nblocks;
@@ -202,8 +203,9 @@ static int fig_begin(figctx *c, const char *kind, const char *w, const char *s, 
     char path[4400];
     fig_file_name(c, c->name, sizeof c->name, kind, w, s);
     snprintf(path, sizeof path, "%s/%s.dat", c->dir, c->name);
-    c->dat = fopen(path, "w");
-    if (!c->dat) return tmoe_errorf(err, TMOE_EIO, "%s: cannot write: %s", path, strerror(errno));
+    int rc = tmoe_atomic_open(&c->dat_af, path, err);
+    if (rc) return rc;
+    c->dat = c->dat_af.f;
     c->gp = NULL;
     c->xmin = c->ymin = INFINITY;
     c->xmax = c->ymax = -INFINITY;
@@ -226,15 +228,13 @@ static void dat_val(figctx *c, double v) {
 /* Close the data file and open the script with the common prelude. */
 static int gp_begin(figctx *c, const char *title, const char *xlabel, const char *ylabel,
                     tmoe_error *err) {
-    if (fclose(c->dat) != 0) {
-        c->dat = NULL;
-        return tmoe_errorf(err, TMOE_EIO, "%s/%s.dat: write failed", c->dir, c->name);
-    }
     c->dat = NULL;
+    int rc = tmoe_atomic_commit(&c->dat_af, err);
+    if (rc) return rc;
     char path[4400];
     snprintf(path, sizeof path, "%s/%s.gp", c->dir, c->name);
-    c->gp = fopen(path, "w");
-    if (!c->gp) return tmoe_errorf(err, TMOE_EIO, "%s: cannot write: %s", path, strerror(errno));
+    if ((rc = tmoe_atomic_open(&c->gp_af, path, err))) return rc;
+    c->gp = c->gp_af.f;
     FILE *g = c->gp;
     fprintf(g,
             "# %s (thermoe analyze). Data: %s.dat. Restyle freely, then render with\n"
@@ -291,12 +291,9 @@ static void gp_ranges(figctx *c, int xpad, int y_from_zero) {
 }
 
 static int gp_end(figctx *c, tmoe_error *err) {
-    int bad = ferror(c->gp);
-    if ((fclose(c->gp) != 0) | bad) {
-        c->gp = NULL;
-        return tmoe_errorf(err, TMOE_EIO, "%s/%s.gp: write failed", c->dir, c->name);
-    }
     c->gp = NULL;
+    int rc = tmoe_atomic_commit(&c->gp_af, err);
+    if (rc) return rc;
     char **q = realloc(c->names, sizeof *q * (size_t)(c->nnames + 1));
     char *d = strdup(c->name);
     if (!q || !d) {
@@ -310,9 +307,10 @@ static int gp_end(figctx *c, tmoe_error *err) {
     return TMOE_OK;
 }
 
-/* Abandon a figure with no data (removes its .dat). */
+/* Abandon a figure with no data: its .dat is not written (one of the same name left by an
+ * earlier report in this directory is removed). */
 static void fig_drop(figctx *c) {
-    if (c->dat) fclose(c->dat);
+    if (c->dat) tmoe_atomic_abort(&c->dat_af);
     c->dat = NULL;
     char path[4400];
     snprintf(path, sizeof path, "%s/%s.dat", c->dir, c->name);
@@ -1054,7 +1052,7 @@ int analysis_figures(const tmoe_analysis *a, const tmoe_analyze_config *cfg,
                       a->nworkloads, bar_metric_fn, err);
     }
     if (c.dat) fig_drop(&c);
-    if (c.gp) fclose(c.gp);
+    if (c.gp) tmoe_atomic_abort(&c.gp_af);
     if (!rc && cfg->gnuplot && cfg->gnuplot[0] && cfg->formats) {
         res->gnuplot_found = gnuplot_available(cfg->gnuplot);
         if (res->gnuplot_found)

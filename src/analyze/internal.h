@@ -37,7 +37,7 @@ void put_md(FILE *f, const char *s);
 
 /* "dir/name" into buf; returns buf. */
 const char *join_path(char *buf, size_t n, const char *dir, const char *name);
-/* mkdir -p of one level; ok when it exists. */
+/* mkdir -p (tmoe_mkdir_p): parents too; ok when it exists, an error when it is a file. */
 int ensure_dir(const char *dir, tmoe_error *err);
 
 /* tmoe_analysis_write_figures that also hands back the figure names (caller frees each

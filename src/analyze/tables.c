@@ -339,12 +339,11 @@ static int write_one(const tmoe_analysis *a, const char *dir, const char *name, 
                      void (*fn)(const tmoe_analysis *, FILE *, int), tmoe_error *err) {
     char path[4096];
     join_path(path, sizeof path, dir, name);
-    FILE *f = fopen(path, "w");
-    if (!f) return tmoe_errorf(err, TMOE_EIO, "%s: cannot write: %s", path, strerror(errno));
-    fn(a, f, kind);
-    if (ferror(f) | (fclose(f) != 0))
-        return tmoe_errorf(err, TMOE_EIO, "%s: write failed: %s", path, strerror(errno));
-    return TMOE_OK;
+    tmoe_atomic_file af;
+    int rc = tmoe_atomic_open(&af, path, err);
+    if (rc) return rc;
+    fn(a, af.f, kind);
+    return tmoe_atomic_commit(&af, err);
 }
 
 int tmoe_analysis_write_tables(const tmoe_analysis *a, const char *dir, tmoe_error *err) {
