@@ -524,6 +524,43 @@ static void test_special_files(void **state) {
     tmoe_dataset_free(ds);
 }
 
+/* The largest finite values are valid: means over batches and runs stay finite (a plain
+ * sum overflowed to inf), and the time series hold no inf. */
+static void test_huge_values(void **state) {
+    (void)state;
+    const char *dir = tmp_copy("huge");
+    good_run(dir, 13, NULL);
+    char path[512];
+    snprintf(path, sizeof path, "%s/batches.csv", dir);
+    for (int line = 2; line <= 21; line++) {
+        set_field(path, line, TMOE_RL_ENERGY_J_PER_TOKEN, line % 2 ? "1.7e308" : "1.6e308");
+        set_field(path, line, TMOE_RL_POWER_AVG_W, "1.7e308");
+    }
+    tmoe_error err = {0};
+    tmoe_dataset *ds = tmoe_dataset_create(&err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, dir, &err), &err);
+    assert_int_equal(tmoe_dataset_nrows(ds), 20);
+    tmoe_analyze_config cfg = tmoe_analyze_config_default();
+    cfg.bootstrap = 0;
+    tmoe_analysis *a = tmoe_analysis_create(ds, &cfg, &err);
+    assert_non_null(a);
+    const tmoe_group_result *g = tmoe_analysis_find(a, "standard", "baseline");
+    assert_non_null(g);
+    double e = g->m[TMOE_M_ENERGY_PER_TOKEN].mean, p = g->m[TMOE_M_POWER_AVG].mean;
+    if (!(e >= 1.6e308 && e <= 1.7e308) || !(fabs(p - 1.7e308) <= 1e-12 * 1.7e308))
+        fail_msg("means %g and %g, want within the values", e, p);
+    cfg.out_dir = tmp_copy("huge_report");
+    cfg.gnuplot = "";
+    ASSERT_OK(tmoe_analysis_write_figures(a, &cfg, NULL, &err), &err);
+    char dat[1024];
+    snprintf(dat, sizeof dat, "%s/figures/power_standard.dat", cfg.out_dir);
+    const char *text = read_all(dat);
+    assert_non_null(strstr(text, "1.7e+308"));
+    assert_null(strstr(text, "inf"));
+    tmoe_analysis_free(a);
+    tmoe_dataset_free(ds);
+}
+
 /* A single run: statistics fall back to block means, and the table says so. */
 static void test_block_means(void **state) {
     (void)state;
@@ -637,6 +674,7 @@ int main(void) {
         cmocka_unit_test(test_bad_numbers),
         cmocka_unit_test(test_same_run_twice),
         cmocka_unit_test(test_special_files),
+        cmocka_unit_test(test_huge_values),
         cmocka_unit_test(test_block_means),
         cmocka_unit_test(test_older_schema),
     };

@@ -115,7 +115,7 @@ static int same_unit(const tmoe_analyze_row *a, const tmoe_analyze_row *b) {
 
 /* Value of metric m over rows[lo, hi) of group g; NAN when no row has it. */
 static double unit_value(const tmoe_dataset *ds, const int *rows, int lo, int hi, tmoe_metric m) {
-    double sum = 0.0, mx = -INFINITY, tot = 0.0, part = 0.0;
+    double mean = 0.0, mx = -INFINITY, tot = 0.0, part = 0.0;
     int n = 0;
     for (int k = lo; k < hi; k++) {
         const tmoe_analyze_row *r = tmoe_dataset_row(ds, rows[k]);
@@ -153,9 +153,9 @@ static double unit_value(const tmoe_dataset *ds, const int *rows, int lo, int hi
         case TMOE_M_COUNT: TMOE_ASSERT(0);
         }
         if (!isfinite(v)) continue;
-        sum += v;
-        if (v > mx) mx = v;
         n++;
+        mean += v / n - mean / n; /* running mean: a sum of huge values could overflow */
+        if (v > mx) mx = v;
     }
     if (n == 0) return NAN;
     switch (m) {
@@ -164,7 +164,7 @@ static double unit_value(const tmoe_dataset *ds, const int *rows, int lo, int hi
     case TMOE_M_MEM_TEMP_PEAK: return mx;
     case TMOE_M_THROTTLED_PCT:
     case TMOE_M_OVERHEAD_PCT: return tot > 0.0 ? 100.0 * part / tot : NAN;
-    default: return sum / n;
+    default: return mean;
     }
 }
 

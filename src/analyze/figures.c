@@ -49,15 +49,18 @@ static void range_add(figctx *c, double x, double y) {
     }
 }
 
+/* Widen [lo, hi] by frac of its span on each side (by 5% of |lo| when it is empty). Near
+ * the largest doubles the result may be infinite: gp_ranges then leaves the range to
+ * gnuplot. */
 static void pad(double *lo, double *hi, double frac) {
-    double span = *hi - *lo;
-    if (!(span > 1e-12 * fmax(fabs(*lo), fabs(*hi))) || span <= 0.0) {
+    double half = *hi / 2 - *lo / 2; /* half the span: no overflow */
+    if (!(half > 0.5e-12 * fmax(fabs(*lo), fabs(*hi))) || half <= 0.0) {
         double d = fabs(*lo) > 0.0 ? 0.05 * fabs(*lo) : 1.0;
         *lo -= d;
         *hi += d;
     } else {
-        *lo -= frac * span;
-        *hi += frac * span;
+        *lo -= 2.0 * frac * half;
+        *hi += 2.0 * frac * half;
     }
 }
 
@@ -277,7 +280,7 @@ static void gp_ranges(figctx *c, int xpad, int y_from_zero) {
     double x0 = c->xmin, x1 = c->xmax, y0 = c->ymin, y1 = c->ymax;
     if (isfinite(x0) && xpad) {
         pad(&x0, &x1, 0.03);
-        fprintf(c->gp, "set xrange [%.9g:%.9g]\n", x0, x1);
+        if (isfinite(x0) && isfinite(x1)) fprintf(c->gp, "set xrange [%.9g:%.9g]\n", x0, x1);
     }
     if (isfinite(y0)) {
         if (y_from_zero && y0 >= 0.0) {
@@ -286,7 +289,7 @@ static void gp_ranges(figctx *c, int xpad, int y_from_zero) {
             y1 *= 1.12;
         } else
             pad(&y0, &y1, 0.06);
-        fprintf(c->gp, "set yrange [%.9g:%.9g]\n", y0, y1);
+        if (isfinite(y0) && isfinite(y1)) fprintf(c->gp, "set yrange [%.9g:%.9g]\n", y0, y1);
     }
 }
 
@@ -373,7 +376,7 @@ static int axis_pos(const batch_axis *ax, double b) {
 }
 
 /* Mean of column col at each batch index of the axis over the group's runs: writes "batch
- * value" lines. sum and cnt have ax->n entries. Returns points written. */
+ * value" lines. sum (the means) and cnt have ax->n entries. Returns points written. */
 static int series_by_batch(figctx *c, const analysis_group *g, int col, const batch_axis *ax,
                            double *sum, int *cnt) {
     const tmoe_analysis *a = c->a;
@@ -386,13 +389,13 @@ static int series_by_batch(figctx *c, const analysis_group *g, int col, const ba
         int i = axis_pos(ax, r->num[TMOE_RL_BATCH_IDX]);
         double v = r->num[col];
         if (i < 0 || !isfinite(v)) continue;
-        sum[i] += v;
-        cnt[i]++;
+        cnt[i]++; /* running mean: finite for any finite values (a sum could overflow) */
+        sum[i] += v / cnt[i] - sum[i] / cnt[i];
     }
     int n = 0;
     for (int i = 0; i < ax->n; i++)
         if (cnt[i]) {
-            double v = sum[i] / cnt[i];
+            double v = sum[i];
             fprintf(c->dat, "%.17g %.9g\n", ax->idx[i], v);
             range_add(c, ax->idx[i], v);
             n++;
