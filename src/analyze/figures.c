@@ -808,10 +808,11 @@ static int fig_ttha_group(figctx *c, const char *w, const analysis_group *g, tmo
     int E = list_len(a, g, TMOE_RL_BIASES);
     if (E == 0) goto out;
     if ((size_t)nb * (size_t)E > HEAT_MAX_CELLS) {
+        char fname[256]; /* the names themselves may hold anything: say it by file name */
+        fig_file_name(c, fname, sizeof fname, "biases", w, g->r.strategy);
         tmoe_log(TMOE_LOG_WARN,
-                 "biases of %s on %s: %d batches x %d experts is too many cells to draw; "
-                 "figure left out",
-                 g->r.strategy, w, nb, E);
+                 "figure %s: %d batches x %d experts is too many cells to draw; left out", fname,
+                 nb, E);
         goto out;
     }
     m = calloc((size_t)nb * (size_t)E, sizeof *m);
@@ -988,8 +989,8 @@ static void render_all(figctx *c, char **names, int n) {
                 msg[k] = '\0';
                 fclose(e);
             }
-            for (char *p = msg; *p; p++)
-                if (*p == '\n') *p = ' ';
+            for (char *p = msg; *p; p++) /* one line, nothing for the terminal to interpret */
+                if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = ' ';
             int ok = st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0 && msg[0] == '\0';
             if (ok) {
                 remove(errp);
