@@ -118,6 +118,17 @@ echo "$out" | grep -q " 0 failed" || fail "hostile names: renders failed: $out"
 [ -s "$T/evil_rep/figures/energy_per_token.png" ] || fail "hostile names: no energy_per_token.png"
 [ "$(ls "$T/evil_rep/figures/" | grep -c '^power_w_.*\.png$')" -eq 1 ] || fail "hostile names: no power figure"
 
+# a log with 70 workloads: every group in the tables, figures for the first 64 workloads only
+# (8 each without TTHA, plus the 4 bar charts), and the report says so
+mkdir -p "$T/w70"
+awk -F, 'BEGIN {OFS = ","} NR == 1 {print; next} $5 == "baseline" && $8 < 2 {
+           for (w = 0; w < 70; w++) {$4 = sprintf("w%02d", w); print}}' "$T/run/batches.csv" > "$T/w70/batches.csv"
+out=$("$BIN" analyze --no-render --bootstrap 0 --out "$T/w70_rep" "$T/w70" 2>"$T/err10") || fail "70 workloads: $(cat "$T/err10")"
+echo "$out" | grep -q "^420 rows, 70 workload x strategy groups" || fail "70 workloads: $out"
+echo "$out" | grep -q "^516 figures" || fail "70 workloads: expected 64 x 8 + 4 figures: $out"
+[ "$(tail -n +2 "$T/w70_rep/summary.csv" | wc -l)" -eq 70 ] || fail "70 workloads: summary.csv lacks groups"
+grep -q "the figures show the first 64 of each" "$T/w70_rep/report.html" || fail "70 workloads: no note in the report"
+
 # nothing readable: clear error, exit 1
 "$BIN" analyze --no-render --out "$T/r2" "$T/empty" 2>"$T/err2"; rc=$?
 [ $rc -eq 1 ] || fail "only bad input should exit 1, got $rc"

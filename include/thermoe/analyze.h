@@ -171,6 +171,10 @@ typedef struct tmoe_group_result {
 
 typedef enum { TMOE_FMT_PNG = 1, TMOE_FMT_PDF = 2, TMOE_FMT_SVG = 4 } tmoe_fig_format;
 
+/* Figures are drawn for the first this many workloads and strategies (canonical order);
+ * the tables and tests cover every group. */
+#define TMOE_ANALYZE_MAX_FIG_NAMES 64
+
 typedef struct tmoe_analyze_config {
     const char *out_dir;  /* report directory; default "report" */
     unsigned formats;     /* tmoe_fig_format bits; default PNG */

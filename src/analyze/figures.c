@@ -323,10 +323,7 @@ static void fig_drop(figctx *c) {
 /* ---- helpers over groups -------------------------------------------------------------- */
 
 static const analysis_group *grp(const tmoe_analysis *a, const char *w, const char *s) {
-    for (int i = 0; i < a->ng; i++)
-        if (strcmp(a->g[i].r.workload, w) == 0 && strcmp(a->g[i].r.strategy, s) == 0)
-            return &a->g[i];
-    return NULL;
+    return analysis_group_find(a, w, s);
 }
 
 static const tmoe_analyze_row *row_of(const tmoe_analysis *a, const analysis_group *g, int k) {
@@ -848,7 +845,7 @@ out:
 
 static int fig_ttha(figctx *c, const char *w, tmoe_error *err) {
     const tmoe_analysis *a = c->a;
-    for (int s = 0; s < a->nstrategies; s++) {
+    for (int s = 0; s < a->nstrategies && s < TMOE_ANALYZE_MAX_FIG_NAMES; s++) {
         const analysis_group *g = grp(a, w, a->strategies[s]);
         int rc = g ? fig_ttha_group(c, w, g, err) : TMOE_OK;
         if (rc) return rc;
@@ -1020,7 +1017,16 @@ int analysis_figures(const tmoe_analysis *a, const tmoe_analyze_config *cfg,
     int rc = ensure_dir(outdir, err);
     snprintf(c.dir, sizeof c.dir, "%s/figures", outdir);
     if (!rc) rc = ensure_dir(c.dir, err);
-    for (int w = 0; w < a->nworkloads && !rc; w++) {
+    /* a figure per workload (and per TTHA strategy) for the first names only: a log with
+     * thousands of names must not write thousands of files; the tables have every group */
+    int nfw =
+        a->nworkloads < TMOE_ANALYZE_MAX_FIG_NAMES ? a->nworkloads : TMOE_ANALYZE_MAX_FIG_NAMES;
+    if (a->nworkloads > nfw || a->nstrategies > TMOE_ANALYZE_MAX_FIG_NAMES)
+        tmoe_log(TMOE_LOG_WARN,
+                 "%d workloads and %d strategies: figures show the first %d of each (the tables "
+                 "have all)",
+                 a->nworkloads, a->nstrategies, TMOE_ANALYZE_MAX_FIG_NAMES);
+    for (int w = 0; w < nfw && !rc; w++) {
         const char *wl = a->workloads[w];
         char title[300], sw[GP_LABEL + 4];
         short_name(sw, wl);
@@ -1052,8 +1058,8 @@ int analysis_figures(const tmoe_analysis *a, const tmoe_analyze_config *cfg,
     for (size_t b = 0; b < sizeof bars / sizeof *bars && !rc; b++) {
         bar_metric = bars[b].m;
         rc = fig_bars(&c, bars[b].name, NULL, bars[b].title, tmoe_metric_label(bars[b].m),
-                      (const char *const *)a->workloads, (const char *const *)a->workloads,
-                      a->nworkloads, bar_metric_fn, err);
+                      (const char *const *)a->workloads, (const char *const *)a->workloads, nfw,
+                      bar_metric_fn, err);
     }
     if (c.dat) fig_drop(&c);
     if (c.gp) tmoe_atomic_abort(&c.gp_af);

@@ -22,7 +22,12 @@ struct tmoe_analysis {
     int nworkloads;
     const char **strategies;
     int nstrategies;
+    int *by_name; /* group indices sorted by (workload, strategy) names, for lookups */
 };
+
+/* The group of (workload, strategy), or NULL; O(log groups). */
+const analysis_group *analysis_group_find(const tmoe_analysis *a, const char *workload,
+                                          const char *strategy);
 
 /* Canonical strategy order and its Okabe-Ito colour (same in every figure). */
 int strategy_rank(const char *s);

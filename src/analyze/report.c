@@ -166,6 +166,11 @@ static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, ch
           f);
     analysis_tables_html(a, f);
     fputs("<h2>Figures</h2>\n", f);
+    if (a->nworkloads > TMOE_ANALYZE_MAX_FIG_NAMES || a->nstrategies > TMOE_ANALYZE_MAX_FIG_NAMES)
+        fprintf(f,
+                "<p class=note>%d workloads and %d strategies: the figures show the first %d of "
+                "each (the tables above have every workload and strategy).</p>\n",
+                a->nworkloads, a->nstrategies, TMOE_ANALYZE_MAX_FIG_NAMES);
     const char *ext = (cfg->formats & TMOE_FMT_PNG)   ? "png"
                       : (cfg->formats & TMOE_FMT_SVG) ? "svg"
                       : (cfg->formats & TMOE_FMT_PDF) ? "pdf"
