@@ -9,6 +9,7 @@ fail() { echo "FAIL: $*"; exit 1; }
 
 "$BIN" analyze --help | grep -q -- "--bootstrap N" || fail "--help lacks --bootstrap"
 "$BIN" analyze --help | grep -q "default png" || fail "--help lacks the --format default"
+"$BIN" analyze --help | grep -q "A run given twice" || fail "--help does not say how duplicates count"
 "$BIN" analyze >/dev/null 2>&1; [ $? -eq 2 ] || fail "no directory should exit 2"
 "$BIN" analyze --format gif "$T" >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad --format should exit 2"
 "$BIN" analyze --bootstrap 3 "$T" >/dev/null 2>&1; [ $? -eq 2 ] || fail "--bootstrap 3 should exit 2"
