@@ -34,7 +34,28 @@ static void synth_header(FILE *f) {
     fputc('\n', f);
 }
 
-/* Write dir/batches.csv and dir/metadata.json (dir is created). Returns 0 or -1. */
+/* A CSV cell, RFC 4180 quoted when it holds a comma, quote, CR or LF (names in the tests
+ * may hold anything). Returns buf. */
+static const char *synth_cell(char *buf, size_t n, const char *s) {
+    if (!strpbrk(s, ",\"\r\n")) {
+        snprintf(buf, n, "%s", s);
+        return buf;
+    }
+    size_t k = 0;
+    buf[k++] = '"';
+    for (; *s && k + 3 < n; s++) {
+        if (*s == '"') buf[k++] = '"';
+        buf[k++] = *s;
+    }
+    buf[k++] = '"';
+    buf[k] = '\0';
+    return buf;
+}
+
+/* Write dir/batches.csv and dir/metadata.json (dir is created). The run ids are
+ * "s<seed>-run<repeat>", so runs of different seeds are different runs. Workload and strategy
+ * names are written quoted where CSV needs it; a strategy whose name holds "ttha" gets the
+ * TTHA columns. Returns 0 or -1. */
 static int synth_run(const char *dir, const synth_cfg *c) {
     if (mkdir(dir, 0777) != 0 && access(dir, W_OK) != 0) return -1;
     char path[1024];
@@ -49,7 +70,7 @@ static int synth_run(const char *dir, const synth_cfg *c) {
         for (int w = 0; w < c->nworkloads; w++)
             for (int s = 0; s < c->nstrategies; s++) {
                 double run_off = c->run_sd * tmoe_rng_normal(&r);
-                int ttha = strcmp(c->strategies[s], "kernel_aware_ttha") == 0;
+                int ttha = strstr(c->strategies[s], "ttha") != NULL;
                 int base = strcmp(c->strategies[s], "baseline") == 0;
                 for (int b = 0; b < c->batches; b++) {
                     double e = 0.02 * c->energy_mult[s] *
@@ -59,11 +80,15 @@ static int synth_run(const char *dir, const synth_cfg *c) {
                     double ej = e * tokens, pw = ej / (lat / 1000.0);
                     double temp = 40.0 + 20.0 * (1.0 - exp(-b / 8.0)) * c->energy_mult[s];
                     t += lat / 1000.0;
+                    char wq[2048], sq[2048];
                     fprintf(
                         f,
-                        "%.6f,run%d,%d,%s,%s,q4,fused,%d,%d,%.6f,%.3f,%.6f,%.8f,counter,%.3f,%.3f,"
+                        "%.6f,s%llu-run%d,%d,%s,%s,q4,fused,%d,%d,%.6f,%.3f,%.6f,%.8f,counter,%.3f,"
+                        "%.3f,"
                         "%.2f,%.2f,%.2f,%.2f,1410,%d,97,",
-                        t, rep, rep, c->workloads[w], c->strategies[s], b, tokens, lat,
+                        t, (unsigned long long)c->seed, rep, rep,
+                        synth_cell(wq, sizeof wq, c->workloads[w]),
+                        synth_cell(sq, sizeof sq, c->strategies[s]), b, tokens, lat,
                         tokens / lat * 1000.0, ej, e, pw, pw * 1.2, temp - 1, temp, temp + 0.5,
                         temp + 8, b % 7 == 6 ? 4 : 0);
                     int dev_tok[2] = {0, 0};

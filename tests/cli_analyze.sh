@@ -9,6 +9,7 @@ fail() { echo "FAIL: $*"; exit 1; }
 
 "$BIN" analyze --help | grep -q -- "--bootstrap N" || fail "--help lacks --bootstrap"
 "$BIN" analyze --help | grep -q "default png" || fail "--help lacks the --format default"
+"$BIN" analyze --help | grep -q "A run given twice" || fail "--help does not say how duplicates count"
 "$BIN" analyze >/dev/null 2>&1; [ $? -eq 2 ] || fail "no directory should exit 2"
 "$BIN" analyze --format gif "$T" >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad --format should exit 2"
 "$BIN" analyze --bootstrap 3 "$T" >/dev/null 2>&1; [ $? -eq 2 ] || fail "--bootstrap 3 should exit 2"
@@ -41,13 +42,44 @@ echo "$out" | grep -q "24 rows" || fail "expected 24 rows: $out"
 [ ! -e "$T/report/figures/energy_per_token.png" ] || fail "--no-render rendered"
 grep -q "SIMULATED TELEMETRY" "$T/report/report.html" || fail "no simulated banner"
 grep -q "kernel_aware_ttha used 20" "$T/report/report.html" || fail "summary sentence missing"
+grep -q "<b>power_peak (simulated telemetry).</b> Peak power per workload" "$T/report/report.html" \
+  || fail "power_peak has another figure's caption"
 
-# a directory of run directories: both children are read
+# outputs: parents of --out are made; an --out that is a file, or a FIFO where a table goes,
+# is refused with a message (writing used to block on the FIFO)
+"$BIN" analyze --no-render --bootstrap 0 --out "$T/deep/er/rep" "$T/run" >/dev/null 2>&1 || fail "--out with parents"
+[ -s "$T/deep/er/rep/report.html" ] || fail "--out with parents: no report"
+: > "$T/afile"
+"$BIN" analyze --no-render --bootstrap 0 --out "$T/afile" "$T/run" >/dev/null 2>"$T/err8"; rc=$?
+[ $rc -eq 1 ] || fail "--out a file: exit $rc"
+grep -q "afile: exists and is not a directory" "$T/err8" || fail "--out a file: $(cat "$T/err8")"
+mkdir -p "$T/fiforep" && mkfifo "$T/fiforep/summary.md"
+timeout 60 "$BIN" analyze --no-render --bootstrap 0 --out "$T/fiforep" "$T/run" >/dev/null 2>"$T/err9"; rc=$?
+[ $rc -eq 1 ] || fail "FIFO in the report directory: exit $rc"
+grep -q "summary.md: is a FIFO; refusing to replace it" "$T/err9" || fail "FIFO: $(cat "$T/err9")"
+
+# a directory of run directories: both children are read (b is another run: its own run ids)
 mkdir -p "$T/results"
 cp -r "$T/run" "$T/results/a"
 cp -r "$T/run" "$T/results/b"
+sed -i 's/,run\([0-9]\),/,other\1,/' "$T/results/b/batches.csv"
 out=$("$BIN" analyze --no-render --out "$T/r3" --bootstrap 0 "$T/results" 2>"$T/err3") || fail "parent dir: $(cat "$T/err3")"
 echo "$out" | grep -q "48 rows" || fail "expected 48 rows from two children: $out"
+grep -q "n_units" "$T/r3/summary.csv" || fail "no summary.csv"
+[ "$(awk -F, '$2 == "baseline" {print $3}' "$T/r3/summary.csv")" = 6 ] || fail "two children: expected 6 units"
+
+# one run given several ways counts once: the same directory three times (one with a trailing
+# slash, one through a symlink), the parent and its child, and a copy of the run (same run ids)
+ln -s "$T/run" "$T/link"
+cp -r "$T/run" "$T/copy"
+out=$("$BIN" analyze --no-render --out "$T/r7" --bootstrap 0 "$T/run" "$T/run" "$T/run/" "$T/link" \
+      "$T/results" "$T/results/a" "$T/copy" 2>"$T/err7") || fail "duplicates: $(cat "$T/err7")"
+echo "$out" | grep -q "^48 rows" || fail "duplicates: expected 48 rows (run and results/b): $out"
+[ "$(grep -c "(given twice); read once" "$T/err7")" -eq 4 ] || fail "duplicates: $(cat "$T/err7")"
+grep -q "results/a/batches.csv: 24 row(s) repeat batches already read from $T/run (same run_id 'run0'" "$T/err7" \
+  || fail "copy of a run: $(cat "$T/err7")"
+grep -q "copy/batches.csv: 24 row(s) repeat batches" "$T/err7" || fail "copy of a run: $(cat "$T/err7")"
+[ "$(awk -F, '$2 == "baseline" {print $3}' "$T/r7/summary.csv")" = 6 ] || fail "duplicates: expected 6 units"
 
 # a relative --out renders too (gnuplot runs inside the figures directory), when gnuplot is here
 if command -v gnuplot >/dev/null; then
@@ -55,6 +87,48 @@ if command -v gnuplot >/dev/null; then
   echo "$out" | grep -q " 0 failed" || fail "relative --out: renders failed: $out"
   [ -s "$T/rel/figures/energy_per_token.png" ] || fail "relative --out: no png"
 fi
+
+# a batch_idx beyond an int (it used to crash the figures) skips its row with a message
+# naming file, line and column; the other rows are analysed and every figure rendered
+mkdir -p "$T/big"
+cp "$T/run/metadata.json" "$T/big/"
+awk -F, 'BEGIN {OFS = ","} NR == 3 {$8 = "3000000000"} {print}' "$T/run/batches.csv" > "$T/big/batches.csv"
+out=$("$BIN" analyze --out "$T/big_rep" --bootstrap 0 "$T/big" 2>"$T/err6"); rc=$?
+[ $rc -eq 0 ] || fail "batch_idx 3000000000: exit $rc: $(cat "$T/err6")"
+grep -q "big/batches.csv:3: column 'batch_idx': '3000000000' is outside \[0, 2147483647\]; row skipped" "$T/err6" \
+  || fail "batch_idx 3000000000: message: $(cat "$T/err6")"
+echo "$out" | grep -q "^23 rows" || fail "batch_idx 3000000000: $out"
+echo "$out" | grep -q " 0 failed" || fail "batch_idx 3000000000: renders failed: $out"
+[ -s "$T/big_rep/report.html" ] || fail "batch_idx 3000000000: no report.html"
+
+# names from a log merged from elsewhere reach gnuplot scripts quoted, and gnuplot runs with
+# no shell: a strategy and a workload that close the quote and call system() run nothing, a
+# backslash is kept, and every figure renders (newlines, '/' and more: test_analyze_report)
+command -v gnuplot >/dev/null || fail "gnuplot is not on PATH (a build dependency; this test renders)"
+mkdir -p "$T/evil"
+cp "$T/run/metadata.json" "$T/evil/"
+sed -e "s/,kernel_aware_ttha,/,\"s'; system('id > PWNED'); t='\",/" \
+    -e "s/,standard,/,\"w\\\\y'; system('id > PWNED'); '\",/" "$T/run/batches.csv" > "$T/evil/batches.csv"
+grep -q "system('id > PWNED')" "$T/evil/batches.csv" || fail "test log not written"
+out=$(cd "$T" && "$BIN" analyze --out evil_rep --bootstrap 0 evil 2>"$T/err5"); rc=$?
+[ $rc -eq 0 ] || fail "hostile names: exit $rc: $(cat "$T/err5")"
+[ -z "$(find "$T" -name PWNED)" ] || fail "a name from the log ran a command: $(find "$T" -name PWNED)"
+echo "$out" | grep -q "24 rows, 2 workload x strategy groups" || fail "hostile names: $out"
+echo "$out" | grep -q " 0 failed" || fail "hostile names: renders failed: $out"
+[ -s "$T/evil_rep/report.html" ] || fail "hostile names: no report.html"
+[ -s "$T/evil_rep/figures/energy_per_token.png" ] || fail "hostile names: no energy_per_token.png"
+[ "$(ls "$T/evil_rep/figures/" | grep -c '^power_w_.*\.png$')" -eq 1 ] || fail "hostile names: no power figure"
+
+# a log with 70 workloads: every group in the tables, figures for the first 64 workloads only
+# (8 each without TTHA, plus the 4 bar charts), and the report says so
+mkdir -p "$T/w70"
+awk -F, 'BEGIN {OFS = ","} NR == 1 {print; next} $5 == "baseline" && $8 < 2 {
+           for (w = 0; w < 70; w++) {$4 = sprintf("w%02d", w); print}}' "$T/run/batches.csv" > "$T/w70/batches.csv"
+out=$("$BIN" analyze --no-render --bootstrap 0 --out "$T/w70_rep" "$T/w70" 2>"$T/err10") || fail "70 workloads: $(cat "$T/err10")"
+echo "$out" | grep -q "^420 rows, 70 workload x strategy groups" || fail "70 workloads: $out"
+echo "$out" | grep -q "^516 figures" || fail "70 workloads: expected 64 x 8 + 4 figures: $out"
+[ "$(tail -n +2 "$T/w70_rep/summary.csv" | wc -l)" -eq 70 ] || fail "70 workloads: summary.csv lacks groups"
+grep -q "the figures show the first 64 of each" "$T/w70_rep/report.html" || fail "70 workloads: no note in the report"
 
 # nothing readable: clear error, exit 1
 "$BIN" analyze --no-render --out "$T/r2" "$T/empty" 2>"$T/err2"; rc=$?

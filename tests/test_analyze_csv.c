@@ -1,9 +1,11 @@
 /* Run log reader: RFC 4180 quoting, and clear file:line messages for empty, truncated,
  * short-row, bad-cell and mixed-schema CSVs, with the good files still analysed; a dataset
  * written before the newest columns loads without complaint. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "analyze_logs.h"
 #include "testutil.h"
@@ -32,9 +34,9 @@ static void good_run(const char *dir, uint64_t seed, const char *device) {
 
 /* tu_tmppath rotates 4 buffers: keep our own copy of each path. */
 static const char *tmp_copy(const char *name) {
-    static char bufs[16][512];
+    static char bufs[32][512];
     static int n;
-    assert_true(n < 16);
+    assert_true(n < 32);
     snprintf(bufs[n], sizeof bufs[n], "%s", tu_tmppath(name));
     return bufs[n++];
 }
@@ -244,6 +246,321 @@ static void test_bad_files(void **state) {
     tmoe_dataset_free(ds);
 }
 
+/* Replace field col (0-based) of line `line` (1-based) of a CSV without quoted fields. */
+static void set_field(const char *path, int line, int col, const char *value) {
+    static char in[1 << 18], out[1 << 18];
+    snprintf(in, sizeof in, "%s", read_all(path));
+    size_t k = 0;
+    int ln = 1, fld = 0;
+    for (const char *p = in; *p; p++) {
+        if (ln == line && fld == col) {
+            k += (size_t)snprintf(out + k, sizeof out - k, "%s", value);
+            while (*p && *p != ',' && *p != '\n')
+                p++;
+            fld++;
+            if (!*p) break;
+        }
+        if (*p == ',') fld++;
+        if (*p == '\n') {
+            ln++;
+            fld = 0;
+        }
+        out[k++] = *p;
+    }
+    out[k] = '\0';
+    write_text(path, out);
+}
+
+/* Numbers are checked on the way in: each bad cell skips its row with a message naming the
+ * file, the line and the column, and nothing downstream crashes (a batch_idx of 3e9 used to
+ * pass the figures' bound check through an int conversion and index far out of bounds).
+ * Large but valid batch indices make figures with their true values, no huge allocation. */
+static void test_bad_numbers(void **state) {
+    (void)state;
+    const char *dir = tmp_copy("badnum");
+    good_run(dir, 6, NULL); /* 20 rows: lines 2..21 */
+    char path[512];
+    snprintf(path, sizeof path, "%s/batches.csv", dir);
+    static const struct {
+        int col;
+        const char *value, *why;
+    } bad[] = {
+        {TMOE_RL_BATCH_IDX, "3000000000", "is outside [0, 2147483647]"},
+        {TMOE_RL_BATCH_IDX, "-1", "is outside [0, 2147483647]"},
+        {TMOE_RL_BATCH_IDX, "2.5", "is not an integer"},
+        {TMOE_RL_REPEAT, "1e300", "is outside [0, 2147483647]"},
+        {TMOE_RL_TOKENS, "inf", "is not finite"},
+        {TMOE_RL_THROTTLE_REASONS, "-4", "is outside [0, 9007199254740992]"},
+        {TMOE_RL_LATENCY_MS, "-0.5", "is negative"},
+        {TMOE_RL_ENERGY_J_PER_TOKEN, "-inf", "is not finite"},
+        {TMOE_RL_TOPK_AGREEMENT, "1.5", "is outside [0, 1]"},
+        {TMOE_RL_GPU_TEMP_PEAK_C, "1e999", "is not a number"},
+        {TMOE_RL_EXPERT_USAGE_COUNTS, "1;2;-3;4", "entry 3 is outside [0, 9007199254740992]"},
+        {TMOE_RL_EXPERT_USAGE_COUNTS, "1;2.5", "entry 2 is not an integer"},
+        {TMOE_RL_BIASES, "0.1;inf", "entry 2 is not finite"},
+    };
+    int nbad = (int)(sizeof bad / sizeof *bad);
+    for (int i = 0; i < nbad; i++)
+        set_field(path, 2 + i, bad[i].col, bad[i].value);
+    /* a list longer than TMOE_ANALYZE_MAX_LIST */
+    static char longlist[5 * (TMOE_ANALYZE_MAX_LIST + 2)];
+    size_t k = 0;
+    for (int i = 0; i <= TMOE_ANALYZE_MAX_LIST; i++)
+        k += (size_t)snprintf(longlist + k, sizeof longlist - k, "%s1", i ? ";" : "");
+    set_field(path, 2 + nbad, TMOE_RL_EXPERT_TIME_MS, longlist);
+    /* large but valid: the last batch index an int holds, on a sparse axis */
+    set_field(path, 3 + nbad, TMOE_RL_BATCH_IDX, "2147483647");
+    set_field(path, 4 + nbad, TMOE_RL_BATCH_IDX, "1000000000");
+    /* a terminal escape sequence in a cell reaches no message */
+    set_field(path, 5 + nbad, TMOE_RL_LATENCY_MS, "\x1b[2J\x07");
+
+    tmoe_error err = {0};
+    tmoe_dataset *ds = tmoe_dataset_create(&err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, dir, &err), &err);
+    for (int i = 0; i < nbad; i++) {
+        char want[600];
+        snprintf(want, sizeof want, "%s:%d: column '%s': '%s' ", path, 2 + i,
+                 tmoe_runlog_cols[bad[i].col].name, bad[i].value);
+        int pi = find_problem(ds, want, bad[i].why);
+        assert_non_null(strstr(tmoe_dataset_problem(ds, pi), "row skipped"));
+    }
+    char want[600];
+    snprintf(want, sizeof want, "%s:%d: column 'expert_time_ms'", path, 2 + nbad);
+    find_problem(ds, want, "more than 4096 entries");
+    snprintf(want, sizeof want, "%s:%d: column 'latency_ms': '?[2J?' is not a number", path,
+             5 + nbad);
+    find_problem(ds, want, NULL);
+    for (int i = 0; i < tmoe_dataset_nproblems(ds); i++)
+        for (const char *q = tmoe_dataset_problem(ds, i); *q; q++)
+            assert_true((unsigned char)*q >= 0x20 && *q != 0x7f);
+    assert_int_equal(tmoe_dataset_nrows(ds), 20 - nbad - 2);
+    for (int i = 0; i < tmoe_dataset_nrows(ds); i++) {
+        const tmoe_analyze_row *r = tmoe_dataset_row(ds, i);
+        for (int c = 0; c < TMOE_RL_NCOLS; c++)
+            assert_false(isinf(r->num[c]));
+    }
+    tmoe_dataset_free(ds);
+
+    /* the whole command on it: tables, figure scripts and report, no crash */
+    tmoe_analyze_config cfg = tmoe_analyze_config_default();
+    cfg.out_dir = tmp_copy("badnum_report");
+    cfg.gnuplot = "";
+    cfg.bootstrap = 50;
+    tmoe_analyze_summary s;
+    const char *dirs[] = {dir};
+    ASSERT_OK(tmoe_analyze_run_ex(dirs, 1, &cfg, &s, &err), &err);
+    assert_int_equal(s.n_rows, 20 - nbad - 2);
+    assert_true(s.figures.n_figures > 0);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/figures/power_standard.dat", cfg.out_dir);
+    char dat[1 << 14];
+    snprintf(dat, sizeof dat, "\n%s", read_all(p)); /* every line then starts after a '\n' */
+    if (!strstr(dat, "\n2147483647 ") || !strstr(dat, "\n1000000000 "))
+        fail_msg("%s lacks the large batch indices:%s", p, dat);
+}
+
+/* Rewrite every data line of src into dst/batches.csv (dst created) through fn. */
+static void copy_run(const char *src, const char *dst, void (*fn)(char *line, int i)) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/batches.csv", src);
+    static char text[1 << 18], out[1 << 18];
+    snprintf(text, sizeof text, "%s", read_all(path));
+    mkdir(dst, 0777);
+    size_t k = 0;
+    int i = 0;
+    for (char *save = NULL, *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        if (i > 0 && fn) fn(l, i);
+        k += (size_t)snprintf(out + k, sizeof out - k, "%s\n", l);
+        i++;
+    }
+    snprintf(path, sizeof path, "%s/batches.csv", dst);
+    write_text(path, out);
+}
+
+/* Data line i (from 1) with its run_id blanked, or its strategies renamed. */
+static void blank_run_id(char *l, int i) {
+    (void)i;
+    char *a = strchr(l, ',') + 1, *b = strchr(a, ',');
+    memmove(a, b, strlen(b) + 1);
+}
+static void rename_to(char *l, const char *base, const char *ttha) {
+    char *p = strstr(l, ",baseline,");
+    if (p) memcpy(p + 1, base, 8);
+    p = strstr(l, ",kernel_aware_ttha,");
+    if (p) memcpy(p + 1, ttha, 17);
+}
+static void rename_strategy(char *l, int i) {
+    (void)i;
+    rename_to(l, "BASELINE", "KERNEL_AWARE_TTHA");
+}
+static void rename_half(char *l, int i) {
+    if (i <= 10) rename_to(l, "baseLINE", "kernel_aware_TTHA");
+}
+
+/* One run given twice counts once: the same directory (also with a trailing slash or
+ * through a symlink) is read once; a copy of a run (same run_id, repeat, workload, strategy
+ * and batch_idx) adds no rows, a partial copy only its new rows; a run sharing a run_id but
+ * not its batches (sweep tasks started in the same second) and rows without a run_id are
+ * kept. Each drop is reported with both directories. */
+static void test_same_run_twice(void **state) {
+    (void)state;
+    const char *dir = tmp_copy("once"), *slash = tmp_copy("once/"), *link = tmp_copy("once_link");
+    good_run(dir, 7, NULL);
+    assert_int_equal(symlink(dir, link), 0);
+    tmoe_error err = {0};
+    tmoe_dataset *ds = tmoe_dataset_create(&err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, dir, &err), &err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, slash, &err), &err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, link, &err), &err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, dir, &err), &err);
+    assert_int_equal(tmoe_dataset_nruns(ds), 1);
+    assert_int_equal(tmoe_dataset_nrows(ds), 20);
+    char want[1200];
+    snprintf(want, sizeof want, "%s: the same directory as %s (given twice); read once", link, dir);
+    find_problem(ds, want, NULL);
+    assert_int_equal(tmoe_dataset_nproblems(ds), 3);
+
+    /* a copy: every row repeats */
+    const char *copy = tmp_copy("once_copy");
+    copy_run(dir, copy, NULL);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, copy, &err), &err);
+    assert_int_equal(tmoe_dataset_nrows(ds), 20);
+    assert_int_equal(tmoe_dataset_run(ds, 1)->rows, 0);
+    snprintf(want, sizeof want,
+             "%s/batches.csv: 20 row(s) repeat batches already read from %s (same run_id 's7-run0'",
+             copy, dir);
+    find_problem(ds, want, "each is counted once");
+    /* half of it renamed: only the other half repeats */
+    const char *half = tmp_copy("once_half");
+    copy_run(dir, half, rename_half);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, half, &err), &err);
+    assert_int_equal(tmoe_dataset_run(ds, 2)->rows, 10);
+    snprintf(want, sizeof want, "%s/batches.csv: 10 row(s) repeat batches", half);
+    find_problem(ds, want, NULL);
+    /* the same run ids, other batches (other strategy names): all kept */
+    const char *other = tmp_copy("once_other");
+    copy_run(dir, other, rename_strategy);
+    int np = tmoe_dataset_nproblems(ds);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, other, &err), &err);
+    assert_int_equal(tmoe_dataset_run(ds, 3)->rows, 20);
+    for (int i = np; i < tmoe_dataset_nproblems(ds); i++)
+        assert_null(strstr(tmoe_dataset_problem(ds, i), "repeat batches"));
+    /* no run id: nothing to match on, kept (twice) */
+    const char *anon1 = tmp_copy("once_anon1"), *anon2 = tmp_copy("once_anon2");
+    copy_run(dir, anon1, blank_run_id);
+    copy_run(dir, anon2, blank_run_id);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, anon1, &err), &err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, anon2, &err), &err);
+    assert_string_equal(tmoe_dataset_row(ds, tmoe_dataset_nrows(ds) - 1)->str[TMOE_RL_RUN_ID], "");
+    assert_int_equal(tmoe_dataset_nrows(ds), 20 + 10 + 20 + 40);
+
+    /* the statistics see the run once: 2 repeats are 2 units, not 2 per copy */
+    tmoe_analyze_config cfg = tmoe_analyze_config_default();
+    cfg.bootstrap = 0;
+    tmoe_dataset_free(ds);
+    ds = tmoe_dataset_create(&err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, dir, &err), &err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, copy, &err), &err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, slash, &err), &err);
+    tmoe_analysis *a = tmoe_analysis_create(ds, &cfg, &err);
+    assert_non_null(a);
+    const tmoe_group_result *g = tmoe_analysis_find(a, "standard", "kernel_aware_ttha");
+    assert_non_null(g);
+    assert_int_equal(g->n_units, 2);
+    assert_int_equal(g->n_batches, 10);
+    tmoe_analysis_free(a);
+    tmoe_dataset_free(ds);
+}
+
+/* A FIFO or directory where batches.csv or metadata.json should be is refused at once with
+ * a message (reading it used to block for ever), and the CSV text reader takes a buffer
+ * that is not NUL-terminated and may hold NUL bytes. */
+static void test_special_files(void **state) {
+    (void)state;
+    const char *fifo_csv = tmp_copy("fifo_csv"), *fifo_meta = tmp_copy("fifo_meta");
+    char path[600];
+    assert_int_equal(mkdir(fifo_csv, 0777), 0);
+    snprintf(path, sizeof path, "%s/batches.csv", fifo_csv);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    good_run(fifo_meta, 12, NULL);
+    snprintf(path, sizeof path, "%s/metadata.json", fifo_meta);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    tmoe_error err = {0};
+    tmoe_dataset *ds = tmoe_dataset_create(&err);
+    assert_int_not_equal(tmoe_dataset_add_dir(ds, fifo_csv, &err), TMOE_OK);
+    char want[700];
+    snprintf(want, sizeof want, "%s/batches.csv: is a FIFO", fifo_csv);
+    find_problem(ds, want, NULL);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, fifo_meta, &err), &err);
+    snprintf(want, sizeof want, "%s/metadata.json: is a FIFO", fifo_meta);
+    find_problem(ds, want, "unknown for this run");
+    assert_int_equal(tmoe_dataset_nrows(ds), 20);
+    tmoe_dataset_free(ds);
+
+    /* a buffer: exactly len bytes are read; a NUL byte ends its cell */
+    char hdr[4096] = "";
+    for (int c = 0; c < TMOE_RL_NCOLS; c++) {
+        strcat(hdr, c ? "," : "");
+        strcat(hdr, tmoe_runlog_cols[c].name);
+    }
+    char buf[8192];
+    int n = snprintf(buf, sizeof buf, "%s\n0.1,r1,0,standard,base", hdr);
+    buf[n++] = '\0';
+    n += snprintf(buf + n, sizeof buf - (size_t)n, "line,q4,fused,0,16,1.5");
+    for (int c = TMOE_RL_LATENCY_MS + 1; c < TMOE_RL_NCOLS; c++)
+        buf[n++] = ',';
+    buf[n++] = '\n';
+    memcpy(buf + n, "JUNK", 4); /* past len: never read */
+    ds = tmoe_dataset_create(&err);
+    ASSERT_OK(tmoe_dataset_add_csv_buffer(ds, buf, (size_t)n, "mem.csv", &err), &err);
+    assert_int_equal(tmoe_dataset_nrows(ds), 1);
+    const tmoe_analyze_row *r = tmoe_dataset_row(ds, 0);
+    assert_string_equal(r->str[TMOE_RL_STRATEGY], "base");
+    assert_true(r->num[TMOE_RL_LATENCY_MS] == 1.5);
+    assert_string_equal(tmoe_dataset_run(ds, 0)->dir, "mem.csv");
+    assert_int_not_equal(tmoe_dataset_add_csv_buffer(ds, buf, 0, "empty.csv", &err), TMOE_OK);
+    assert_non_null(strstr(err.msg, "empty.csv: empty file"));
+    tmoe_dataset_free(ds);
+}
+
+/* The largest finite values are valid: means over batches and runs stay finite (a plain
+ * sum overflowed to inf), and the time series hold no inf. */
+static void test_huge_values(void **state) {
+    (void)state;
+    const char *dir = tmp_copy("huge");
+    good_run(dir, 13, NULL);
+    char path[512];
+    snprintf(path, sizeof path, "%s/batches.csv", dir);
+    for (int line = 2; line <= 21; line++) {
+        set_field(path, line, TMOE_RL_ENERGY_J_PER_TOKEN, line % 2 ? "1.7e308" : "1.6e308");
+        set_field(path, line, TMOE_RL_POWER_AVG_W, "1.7e308");
+    }
+    tmoe_error err = {0};
+    tmoe_dataset *ds = tmoe_dataset_create(&err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, dir, &err), &err);
+    assert_int_equal(tmoe_dataset_nrows(ds), 20);
+    tmoe_analyze_config cfg = tmoe_analyze_config_default();
+    cfg.bootstrap = 0;
+    tmoe_analysis *a = tmoe_analysis_create(ds, &cfg, &err);
+    assert_non_null(a);
+    const tmoe_group_result *g = tmoe_analysis_find(a, "standard", "baseline");
+    assert_non_null(g);
+    double e = g->m[TMOE_M_ENERGY_PER_TOKEN].mean, p = g->m[TMOE_M_POWER_AVG].mean;
+    if (!(e >= 1.6e308 && e <= 1.7e308) || !(fabs(p - 1.7e308) <= 1e-12 * 1.7e308))
+        fail_msg("means %g and %g, want within the values", e, p);
+    cfg.out_dir = tmp_copy("huge_report");
+    cfg.gnuplot = "";
+    ASSERT_OK(tmoe_analysis_write_figures(a, &cfg, NULL, &err), &err);
+    char dat[1024];
+    snprintf(dat, sizeof dat, "%s/figures/power_standard.dat", cfg.out_dir);
+    const char *text = read_all(dat);
+    assert_non_null(strstr(text, "1.7e+308"));
+    assert_null(strstr(text, "inf"));
+    tmoe_analysis_free(a);
+    tmoe_dataset_free(ds);
+}
+
 /* A single run: statistics fall back to block means, and the table says so. */
 static void test_block_means(void **state) {
     (void)state;
@@ -354,6 +671,10 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quoting),
         cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_bad_numbers),
+        cmocka_unit_test(test_same_run_twice),
+        cmocka_unit_test(test_special_files),
+        cmocka_unit_test(test_huge_values),
         cmocka_unit_test(test_block_means),
         cmocka_unit_test(test_older_schema),
     };

@@ -2,10 +2,12 @@
  * (p < 0.01), no difference gives a false-positive rate near 5% over a fixed seed list,
  * figures render without gnuplot warnings into non-blank PNGs, and without gnuplot the
  * tables and scripts are still written and the report says how to render. */
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #ifdef TEST_HAVE_ZLIB
 #include <zlib.h>
@@ -316,6 +318,167 @@ static void test_figures_render(void **state) {
     assert_non_null(strstr(html, "kernel\\_aware\\_ttha"));
 }
 
+/* True when any file under dir (recursively) is called name. */
+static int file_named_under(const char *dir, const char *name) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int found = 0;
+    for (struct dirent *e; !found && (e = readdir(d));) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        if (strcmp(e->d_name, name) == 0) found = 1;
+        char sub[2048];
+        snprintf(sub, sizeof sub, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (!found && lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
+            found = file_named_under(sub, name);
+    }
+    closedir(d);
+    return found;
+}
+
+/* Workload and strategy names from a hostile or careless log: quotes that close a gnuplot
+ * string and call system(), backquotes, macros, backslashes, newlines, '/', '%', LaTeX and
+ * HTML specials, bytes that are not UTF-8 and 300 characters. Nothing in them runs, every
+ * figure is written and renders without a gnuplot complaint, and the tables and report
+ * show the names escaped. */
+static void test_hostile_names(void **state) {
+    (void)state;
+    if (system("gnuplot -e 'exit' >/dev/null 2>&1") != 0)
+        fail_msg("gnuplot is not on PATH: it is a build dependency, and this test must render");
+    char root[600], marker[700];
+    snprintf(root, sizeof root, "%s", tu_tmppath("hostile"));
+    assert_int_equal(mkdir(root, 0777), 0);
+    snprintf(marker, sizeof marker, "%s/INJECTED", root);
+    char s_quote[1024], w_quote[1024], s_nl[1024], s_long[301];
+    snprintf(s_quote, sizeof s_quote, "s'; system('touch %s'); t='", marker);
+    snprintf(w_quote, sizeof w_quote, "w'; system('touch %s'); x='/../w", marker);
+    snprintf(s_nl, sizeof s_nl, "nl\nsystem('touch %s')\n#", marker);
+    memset(s_long, 'L', 300);
+    s_long[300] = '\0';
+    const char *strats[] = {"baseline", s_quote,      s_nl,  "back\\slash\\", "a/b",
+                            s_long,     "tick`touch INJECTED`@m", "50%_{x}^~&$#<b>\"q\"",
+                            "kernel_aware_ttha_\xff\xfe"};
+    const double mult[] = {1.0, 0.9, 0.95, 0.85, 0.8, 0.97, 0.93, 0.88, 0.9};
+    const char *wls[] = {w_quote, "standard"};
+    synth_cfg sc = {.strategies = strats,
+                    .energy_mult = mult,
+                    .nstrategies = 9,
+                    .workloads = wls,
+                    .nworkloads = 2,
+                    .repeats = 2,
+                    .batches = 6,
+                    .experts = 4,
+                    .run_sd = 0.03,
+                    .batch_sd = 0.05,
+                    .seed = 21,
+                    .telemetry = "nvml"};
+    char run[700], out[700];
+    snprintf(run, sizeof run, "%s/run", root);
+    snprintf(out, sizeof out, "%s/report", root);
+    assert_int_equal(synth_run(run, &sc), 0);
+    tmoe_analyze_config cfg = tmoe_analyze_config_default();
+    cfg.out_dir = out;
+    cfg.formats = TMOE_FMT_PNG | TMOE_FMT_SVG;
+    cfg.bootstrap = 100;
+    tmoe_analyze_summary s;
+    tmoe_error err = {0};
+    const char *dirs[] = {run};
+    ASSERT_OK(tmoe_analyze_run_ex(dirs, 1, &cfg, &s, &err), &err);
+    assert_int_equal(s.n_groups, 2 * 9);
+    assert_true(s.figures.gnuplot_found);
+    if (s.figures.n_failed)
+        fail_msg("%d renders failed: %s", s.figures.n_failed, s.figures.first_failure);
+    /* per workload 10 figures (one TTHA strategy: loss and biases), plus 4 bars */
+    assert_int_equal(s.figures.n_figures, 2 * 10 + 4);
+    assert_int_equal(s.figures.n_rendered, 2 * s.figures.n_figures);
+    if (file_named_under(root, "INJECTED")) fail_msg("a name from the log ran a command");
+    assert_int_not_equal(access(marker, F_OK), 0);
+    /* every figure listed in the report has its script, data and render under one name */
+    char *html = slurp(s.report_path);
+    assert_non_null(html);
+    int nimg = 0;
+    for (const char *p = html; (p = strstr(p, "<img src=\"figures/"));) {
+        p += strlen("<img src=\"figures/");
+        const char *q = strstr(p, ".png\"");
+        assert_non_null(q);
+        char base[400], path[1200];
+        snprintf(base, sizeof base, "%.*s", (int)(q - p), p);
+        for (const char *x = base; *x; x++)
+            if (!((*x >= 'a' && *x <= 'z') || (*x >= 'A' && *x <= 'Z') ||
+                  (*x >= '0' && *x <= '9') || *x == '_' || *x == '-'))
+                fail_msg("figure file name '%s' has a character outside [A-Za-z0-9_-]", base);
+        static const char *const ext[] = {"dat", "gp", "png", "svg"};
+        for (int k = 0; k < 4; k++) {
+            snprintf(path, sizeof path, "%s/figures/%s.%s", out, base, ext[k]);
+            if (access(path, R_OK) != 0) fail_msg("%s is missing", path);
+        }
+        nimg++;
+    }
+    assert_int_equal(nimg, s.figures.n_figures);
+    /* HTML: names escaped, never markup */
+    assert_null(strstr(html, "<b>\"q\""));
+    assert_non_null(strstr(html, "50%_{x}^~&amp;$#&lt;b&gt;&quot;q&quot;"));
+}
+
+/* Names reach the tables escaped for each format: LaTeX specials (\ { } ^ ~ & % $ # _ | [ ])
+ * as commands, Markdown's | and friends with a backslash (a newline would end a row), CSV
+ * quoted when it holds a comma, quote, CR or LF, HTML with entities. */
+static void test_table_escaping(void **state) {
+    (void)state;
+    const char *strats[] = {"baseline", "x\\y{z}^~&%$#_|[o]", "nl\nrow\r", "it's"};
+    const double mult[] = {1.0, 0.9, 0.95, 0.97};
+    const char *wls[] = {"w|1<b>"};
+    synth_cfg sc = {.strategies = strats,
+                    .energy_mult = mult,
+                    .nstrategies = 4,
+                    .workloads = wls,
+                    .nworkloads = 1,
+                    .repeats = 2,
+                    .batches = 4,
+                    .experts = 4,
+                    .run_sd = 0.03,
+                    .batch_sd = 0.05,
+                    .seed = 8,
+                    .telemetry = "nvml"};
+    char run[600];
+    snprintf(run, sizeof run, "%s", tu_tmppath("escrun"));
+    assert_int_equal(synth_run(run, &sc), 0);
+    tmoe_analyze_config cfg = tmoe_analyze_config_default();
+    cfg.out_dir = tu_tmppath("escrep");
+    cfg.gnuplot = "";
+    cfg.bootstrap = 0;
+    tmoe_analyze_summary s;
+    tmoe_error err = {0};
+    const char *dirs[] = {run};
+    ASSERT_OK(tmoe_analyze_run_ex(dirs, 1, &cfg, &s, &err), &err);
+    assert_int_equal(s.n_groups, 4);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/summary.tex", cfg.out_dir);
+    char *t = slurp(p);
+    assert_non_null(t);
+    if (!strstr(t, "w\\textbar{}1$<$b$>$ & "
+                   "x\\textbackslash{}y\\{z\\}\\textasciicircum{}\\textasciitilde{}\\&\\%\\$\\#"
+                   "\\_\\textbar{}{[}o{]} & "))
+        fail_msg("summary.tex lacks the escaped names:\n%s", t);
+    assert_non_null(strstr(t, "w\\textbar{}1$<$b$>$ & nl row  & "));
+    assert_null(strstr(t, "nl\nrow"));
+    snprintf(p, sizeof p, "%s/comparisons.tex", cfg.out_dir);
+    t = slurp(p);
+    assert_non_null(strstr(t, "\\textasciicircum{}\\textasciitilde{}"));
+    snprintf(p, sizeof p, "%s/summary.md", cfg.out_dir);
+    t = slurp(p);
+    if (!strstr(t, "| w\\|1&lt;b&gt; | x\\\\y{z}^~&%$#_\\|\\[o\\] | "))
+        fail_msg("summary.md lacks the escaped names:\n%s", t);
+    assert_non_null(strstr(t, "| w\\|1&lt;b&gt; | nl row  | "));
+    snprintf(p, sizeof p, "%s/summary.csv", cfg.out_dir);
+    t = slurp(p);
+    assert_non_null(strstr(t, "\nw|1<b>,\"nl\nrow\r\","));
+    assert_non_null(strstr(t, "\nw|1<b>,x\\y{z}^~&%$#_|[o],"));
+    t = slurp(s.report_path);
+    assert_non_null(strstr(t, "<td class=l>w|1&lt;b&gt;</td><td class=l>it&#39;s</td>"));
+    assert_null(strstr(t, "1<b>"));
+}
+
 /* With gnuplot absent the tables and scripts are still written and the report says how to
  * render the figures. */
 static void test_no_gnuplot(void **state) {
@@ -363,6 +526,8 @@ int main(void) {
         cmocka_unit_test(test_false_positive_rate),
         cmocka_unit_test(test_figures_render),
         cmocka_unit_test(test_no_gnuplot),
+        cmocka_unit_test(test_hostile_names),
+        cmocka_unit_test(test_table_escaping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

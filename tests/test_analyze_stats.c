@@ -124,11 +124,43 @@ static void test_bootstrap(void **state) {
     if (rate < 0.88 || rate > 0.99) fail_msg("bootstrap coverage %.3f outside [0.88, 0.99]", rate);
 }
 
+/* Welch's test on values whose variances would underflow or overflow when squared (a
+ * run log can hold any finite value): df stays finite and within its bounds, p in [0, 1]
+ * or unknown, and GSL is never handed an infinite df (its error handler aborts). */
+static void test_welch_extreme_scales(void **state) {
+    (void)state;
+    static const double scales[] = {1e-300, 1e-170, 1e-162, 1e-160, 1e-100,
+                                    1e100,  1e160,  1e200,  1e300};
+    for (size_t i = 0; i < sizeof scales / sizeof *scales; i++) {
+        double s = scales[i];
+        double a[] = {0.0, s, 2.0 * s}, b[] = {5.0 * s, 5.0 * s, 5.0 * s + s};
+        tmoe_welch w;
+        tmoe_error err = {0};
+        ASSERT_OK(tmoe_stats_welch(a, 3, b, 3, 0.95, &w, &err), &err);
+        if (isnan(w.df)) {
+            assert_true(isnan(w.p));
+            continue;
+        }
+        if (!(w.df >= 2.0 - 1e-9 && w.df <= 4.0 + 1e-9))
+            fail_msg("scale %g: df %g outside [2, 4]", s, w.df);
+        if (!(w.p >= 0.0 && w.p <= 1.0)) fail_msg("scale %g: p = %g", s, w.p);
+        /* the test does not depend on the unit: same t and df as at scale 1 (where the
+         * variances are normal numbers, not denormals that have lost their digits) */
+        if (s < 1e-150 || s > 1e150) continue;
+        double a1[] = {0.0, 1.0, 2.0}, b1[] = {5.0, 5.0, 6.0};
+        tmoe_welch w1;
+        ASSERT_OK(tmoe_stats_welch(a1, 3, b1, 3, 0.95, &w1, &err), &err);
+        if (fabs(w.t - w1.t) > 1e-9 * fabs(w1.t) || fabs(w.df - w1.df) > 1e-9 * w1.df)
+            fail_msg("scale %g: t %g df %g, at scale 1 t %g df %g", s, w.t, w.df, w1.t, w1.df);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_welch),           cmocka_unit_test(test_summary),
         cmocka_unit_test(test_percentile_skew), cmocka_unit_test(test_holm),
         cmocka_unit_test(test_effect_size),     cmocka_unit_test(test_bootstrap),
+        cmocka_unit_test(test_welch_extreme_scales),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -64,6 +64,10 @@ int tmoe_stats_bootstrap_pct_ci(const double *a, int na, const double *b, int nb
 
 /* ---- run logs ------------------------------------------------------------------------ */
 
+#define TMOE_ANALYZE_MAX_LIST 4096                  /* entries of a list cell (experts, devices) */
+#define TMOE_ANALYZE_MAX_CSV_BYTES ((size_t)1 << 30) /* a batches.csv larger is refused */
+#define TMOE_ANALYZE_MAX_META_BYTES ((size_t)16 << 20) /* a metadata.json larger is refused */
+
 typedef struct tmoe_dataset tmoe_dataset; /* rows merged from several run directories */
 
 /* One row of batches.csv. Numbers are NAN when unknown; strings are never NULL ("" when
@@ -94,10 +98,20 @@ void tmoe_dataset_free(tmoe_dataset *ds); /* NULL is a no-op */
 /* Read DIR/batches.csv and DIR/metadata.json. Problems a user can fix (empty, truncated or
  * mixed-schema file, bad cell, missing metadata) are recorded as messages naming file:line
  * and the bad parts are skipped; the call returns TMOE_OK unless nothing at all could be
- * read from the directory (then the code and err say why, and the problem is recorded too). */
+ * read from the directory (then the code and err say why, and the problem is recorded too).
+ * A row is bad, and skipped with a message naming file:line and the column, when a numeric
+ * cell is not a number, is infinite, is not an integer in an integer column, is outside its
+ * column's range (integers 0..INT_MAX for repeat, batch_idx and tokens, 0..2^53 for
+ * throttle_reasons and counts; times, energies, powers, clocks, rates and errors >= 0;
+ * top-k agreement in [0, 1]) or a list has more than TMOE_ANALYZE_MAX_LIST entries. So every
+ * known number in a row is finite and in range. */
 int tmoe_dataset_add_dir(tmoe_dataset *ds, const char *dir, tmoe_error *err);
 /* Read one CSV file as if it were a run directory's batches.csv (no metadata). */
 int tmoe_dataset_add_csv(tmoe_dataset *ds, const char *path, tmoe_error *err);
+/* The same for CSV text in memory: data (len bytes, not necessarily NUL-terminated; not
+ * kept) is read as a batches.csv called name in messages. */
+int tmoe_dataset_add_csv_buffer(tmoe_dataset *ds, const char *data, size_t len, const char *name,
+                                tmoe_error *err);
 /* After adding everything: record cross-run problems (different devices, schemas,
  * telemetry sources or commits). Called by tmoe_analysis_create; idempotent. */
 void tmoe_dataset_check_consistency(tmoe_dataset *ds);
@@ -156,6 +170,10 @@ typedef struct tmoe_group_result {
 } tmoe_group_result;
 
 typedef enum { TMOE_FMT_PNG = 1, TMOE_FMT_PDF = 2, TMOE_FMT_SVG = 4 } tmoe_fig_format;
+
+/* Figures are drawn for the first this many workloads and strategies (canonical order);
+ * the tables and tests cover every group. */
+#define TMOE_ANALYZE_MAX_FIG_NAMES 64
 
 typedef struct tmoe_analyze_config {
     const char *out_dir;  /* report directory; default "report" */

@@ -68,8 +68,7 @@ const char *join_path(char *buf, size_t n, const char *dir, const char *name) {
 }
 
 int ensure_dir(const char *dir, tmoe_error *err) {
-    if (mkdir(dir, 0777) == 0 || errno == EEXIST) return TMOE_OK;
-    return tmoe_errorf(err, TMOE_EIO, "%s: cannot create directory: %s", dir, strerror(errno));
+    return tmoe_mkdir_p(dir, err);
 }
 
 tmoe_analyze_config tmoe_analyze_config_default(void) {
@@ -80,16 +79,6 @@ tmoe_analyze_config tmoe_analyze_config_default(void) {
                                  .level = 0.95,
                                  .gnuplot = "gnuplot",
                                  .baseline = "baseline"};
-}
-
-static int intern(const char ***list, int *n, const char *s) {
-    for (int i = 0; i < *n; i++)
-        if (strcmp((*list)[i], s) == 0) return i;
-    const char **q = realloc(*list, sizeof *q * (size_t)(*n + 1));
-    if (!q) return -1;
-    *list = q;
-    q[*n] = s;
-    return (*n)++;
 }
 
 /* qsort has no context argument: the dataset being sorted (analysis is single-threaded). */
@@ -116,7 +105,7 @@ static int same_unit(const tmoe_analyze_row *a, const tmoe_analyze_row *b) {
 
 /* Value of metric m over rows[lo, hi) of group g; NAN when no row has it. */
 static double unit_value(const tmoe_dataset *ds, const int *rows, int lo, int hi, tmoe_metric m) {
-    double sum = 0.0, mx = -INFINITY, tot = 0.0, part = 0.0;
+    double mean = 0.0, mx = -INFINITY, tot = 0.0, part = 0.0;
     int n = 0;
     for (int k = lo; k < hi; k++) {
         const tmoe_analyze_row *r = tmoe_dataset_row(ds, rows[k]);
@@ -134,7 +123,8 @@ static double unit_value(const tmoe_dataset *ds, const int *rows, int lo, int hi
         case TMOE_M_OUTPUT_REL_ERR: v = r->num[TMOE_RL_OUTPUT_REL_ERROR]; break;
         case TMOE_M_THROTTLED_PCT: {
             double t = r->num[TMOE_RL_THROTTLE_REASONS];
-            if (isfinite(t) && isfinite(lat)) {
+            /* the reader keeps throttle_reasons in [0, 2^53]: the conversion is exact */
+            if (isfinite(t) && t >= 0.0 && t <= 9007199254740992.0 && isfinite(lat)) {
                 tot += lat;
                 if (((unsigned long long)t & ~1ull) != 0) part += lat;
                 n++;
@@ -153,9 +143,9 @@ static double unit_value(const tmoe_dataset *ds, const int *rows, int lo, int hi
         case TMOE_M_COUNT: TMOE_ASSERT(0);
         }
         if (!isfinite(v)) continue;
-        sum += v;
-        if (v > mx) mx = v;
         n++;
+        mean += v / n - mean / n; /* running mean: a sum of huge values could overflow */
+        if (v > mx) mx = v;
     }
     if (n == 0) return NAN;
     switch (m) {
@@ -164,22 +154,18 @@ static double unit_value(const tmoe_dataset *ds, const int *rows, int lo, int hi
     case TMOE_M_MEM_TEMP_PEAK: return mx;
     case TMOE_M_THROTTLED_PCT:
     case TMOE_M_OVERHEAD_PCT: return tot > 0.0 ? 100.0 * part / tot : NAN;
-    default: return sum / n;
+    default: return mean;
     }
 }
 
 /* Unit values of metric m for group g into out (finite only); returns the count. */
 static int unit_values(const tmoe_analysis *a, const analysis_group *g, tmoe_metric m,
                        double *out) {
-    int n = 0, nunits = g->r.n_units;
-    for (int u = 0; u < nunits; u++) {
-        int lo = -1, hi = -1;
-        for (int k = 0; k < g->nrows; k++)
-            if (g->unit_of_row[k] == u) {
-                if (lo < 0) lo = k;
-                hi = k + 1;
-            }
-        if (lo < 0) continue;
+    int n = 0;
+    /* unit_of_row never decreases along the rows: each unit is one contiguous range */
+    for (int lo = 0, hi; lo < g->nrows; lo = hi) {
+        for (hi = lo + 1; hi < g->nrows && g->unit_of_row[hi] == g->unit_of_row[lo]; hi++)
+            ;
         double v = unit_value(a->ds, g->rows, lo, hi, m);
         if (isfinite(v)) out[n++] = v;
     }
@@ -324,11 +310,51 @@ static int strategy_cmp(const void *x, const void *y) {
     return ra != rb ? ra - rb : strcmp(a, b);
 }
 
+/* Groups in canonical order: by workload, then by strategy (both as in the tables). */
 static int group_cmp(const void *x, const void *y) {
     const analysis_group *a = x, *b = y;
-    int ra = strategy_rank(a->r.strategy), rb = strategy_rank(b->r.strategy);
-    if (ra != rb) return ra - rb;
-    return strcmp(a->r.strategy, b->r.strategy);
+    int c = workload_cmp(&a->r.workload, &b->r.workload);
+    return c ? c : strategy_cmp(&a->r.strategy, &b->r.strategy);
+}
+
+static int str_cmp(const void *x, const void *y) {
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+/* Row indices by (workload, strategy) by name (sort_ds: the dataset being sorted). */
+static int row_name_cmp(const void *x, const void *y) {
+    const tmoe_analyze_row *a = tmoe_dataset_row(sort_ds, *(const int *)x);
+    const tmoe_analyze_row *b = tmoe_dataset_row(sort_ds, *(const int *)y);
+    int c = strcmp(a->str[TMOE_RL_WORKLOAD], b->str[TMOE_RL_WORKLOAD]);
+    return c ? c : strcmp(a->str[TMOE_RL_STRATEGY], b->str[TMOE_RL_STRATEGY]);
+}
+
+static int name_cmp(const char *w1, const char *s1, const char *w2, const char *s2) {
+    int c = strcmp(w1, w2);
+    return c ? c : strcmp(s1, s2);
+}
+
+/* Group indices by (workload, strategy) by name (sort_a: the analysis being indexed). */
+static const tmoe_analysis *sort_a;
+static int by_name_cmp(const void *x, const void *y) {
+    const tmoe_group_result *a = &sort_a->g[*(const int *)x].r, *b = &sort_a->g[*(const int *)y].r;
+    return name_cmp(a->workload, a->strategy, b->workload, b->strategy);
+}
+
+const analysis_group *analysis_group_find(const tmoe_analysis *a, const char *workload,
+                                          const char *strategy) {
+    int lo = 0, hi = a->ng;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        const tmoe_group_result *g = &a->g[a->by_name[mid]].r;
+        int c = name_cmp(g->workload, g->strategy, workload, strategy);
+        if (c == 0) return &a->g[a->by_name[mid]];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
 }
 
 tmoe_analysis *tmoe_analysis_create(tmoe_dataset *ds, const tmoe_analyze_config *cfg,
@@ -346,66 +372,69 @@ tmoe_analysis *tmoe_analysis_create(tmoe_dataset *ds, const tmoe_analyze_config 
                     tmoe_dataset_nproblems(ds));
         goto fail;
     }
-    int *gi = tmoe_malloc(sizeof *gi * (size_t)nrows, err);
-    if (!gi) goto fail;
-    for (int i = 0; i < nrows; i++) {
-        const tmoe_analyze_row *r = tmoe_dataset_row(ds, i);
-        int w = intern(&a->workloads, &a->nworkloads, r->str[TMOE_RL_WORKLOAD]);
-        int s = intern(&a->strategies, &a->nstrategies, r->str[TMOE_RL_STRATEGY]);
-        if (w < 0 || s < 0) {
-            free(gi);
-            tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
-            goto fail;
-        }
-        (void)w;
-        gi[i] = s; /* strategy index; the workload is matched by name below */
-    }
-    /* canonical workload order (the harness runs them in a randomised order) */
-    qsort(a->workloads, (size_t)a->nworkloads, sizeof *a->workloads, workload_cmp);
-    /* groups: one per (workload, strategy) present */
-    a->g = tmoe_calloc((size_t)a->nworkloads * (size_t)a->nstrategies, sizeof *a->g, err);
-    if (!a->g) {
-        free(gi);
+    /* groups: rows sorted by (workload, strategy) by name, one group per run of equal names
+     * (sorting keeps this O(n log n) however many names a log holds) */
+    int *ord = tmoe_malloc(sizeof *ord * (size_t)nrows, err);
+    if (!ord) goto fail;
+    for (int i = 0; i < nrows; i++)
+        ord[i] = i;
+    sort_ds = ds;
+    qsort(ord, (size_t)nrows, sizeof *ord, row_name_cmp);
+    int ng = 0;
+    for (int i = 0; i < nrows; i++)
+        ng += i == 0 || row_name_cmp(&ord[i - 1], &ord[i]) != 0;
+    a->g = tmoe_calloc((size_t)ng, sizeof *a->g, err);
+    a->workloads = tmoe_malloc(sizeof *a->workloads * (size_t)ng, err);
+    a->strategies = tmoe_malloc(sizeof *a->strategies * (size_t)ng, err);
+    a->by_name = tmoe_malloc(sizeof *a->by_name * (size_t)ng, err);
+    if (!a->g || !a->workloads || !a->strategies || !a->by_name) {
+        free(ord);
         goto fail;
     }
-    for (int w = 0; w < a->nworkloads; w++) {
-        int first = a->ng;
-        for (int s = 0; s < a->nstrategies; s++) {
-            analysis_group *g = &a->g[a->ng];
-            int cnt = 0;
-            for (int i = 0; i < nrows; i++)
-                cnt += gi[i] == s &&
-                       strcmp(tmoe_dataset_row(ds, i)->str[TMOE_RL_WORKLOAD], a->workloads[w]) == 0;
-            if (!cnt) continue;
-            g->rows = tmoe_malloc(sizeof(int) * (size_t)cnt, err);
-            if (!g->rows) {
-                free(gi);
-                goto fail;
-            }
-            for (int i = 0; i < nrows; i++)
-                if (gi[i] == s &&
-                    strcmp(tmoe_dataset_row(ds, i)->str[TMOE_RL_WORKLOAD], a->workloads[w]) == 0)
-                    g->rows[g->nrows++] = i;
-            g->r.workload = a->workloads[w];
-            g->r.strategy = a->strategies[s];
-            a->ng++;
+    for (int i = 0, j; i < nrows; i = j) {
+        for (j = i + 1; j < nrows && row_name_cmp(&ord[i], &ord[j]) == 0; j++)
+            ;
+        analysis_group *g = &a->g[a->ng];
+        const tmoe_analyze_row *r = tmoe_dataset_row(ds, ord[i]);
+        g->rows = tmoe_malloc(sizeof(int) * (size_t)(j - i), err);
+        if (!g->rows) {
+            free(ord);
+            goto fail;
         }
-        qsort(&a->g[first], (size_t)(a->ng - first), sizeof *a->g, group_cmp);
+        memcpy(g->rows, ord + i, sizeof(int) * (size_t)(j - i));
+        g->nrows = j - i;
+        g->r.workload = r->str[TMOE_RL_WORKLOAD];
+        g->r.strategy = r->str[TMOE_RL_STRATEGY];
+        if (a->nworkloads == 0 || strcmp(a->workloads[a->nworkloads - 1], g->r.workload) != 0)
+            a->workloads[a->nworkloads++] = g->r.workload;
+        a->strategies[a->nstrategies++] = g->r.strategy;
+        a->ng++;
     }
-    free(gi);
-    /* strategies in canonical order too (groups hold names, not indices) */
+    free(ord);
+    /* distinct strategies; both name lists and the groups in canonical order (workloads as
+     * the paper lists them, strategies by rank: the harness runs them in random order) */
+    qsort(a->strategies, (size_t)a->nstrategies, sizeof *a->strategies, str_cmp);
+    int ns = 0;
+    for (int i = 0; i < a->nstrategies; i++)
+        if (ns == 0 || strcmp(a->strategies[ns - 1], a->strategies[i]) != 0)
+            a->strategies[ns++] = a->strategies[i];
+    a->nstrategies = ns;
+    qsort(a->workloads, (size_t)a->nworkloads, sizeof *a->workloads, workload_cmp);
     qsort(a->strategies, (size_t)a->nstrategies, sizeof *a->strategies, strategy_cmp);
+    qsort(a->g, (size_t)a->ng, sizeof *a->g, group_cmp);
+    /* an index of the groups by name, for analysis_group_find */
+    for (int i = 0; i < a->ng; i++)
+        a->by_name[i] = i;
+    sort_a = a;
+    qsort(a->by_name, (size_t)a->ng, sizeof *a->by_name, by_name_cmp);
     for (int i = 0; i < a->ng; i++)
         if (build_group(a, &a->g[i], err)) goto fail;
     /* tests against the baseline of the same workload */
     for (int i = 0; i < a->ng; i++) {
         analysis_group *g = &a->g[i];
         if (strcmp(g->r.strategy, a->cfg.baseline) == 0) continue;
-        analysis_group *base = NULL;
-        for (int j = 0; j < a->ng; j++)
-            if (strcmp(a->g[j].r.workload, g->r.workload) == 0 &&
-                strcmp(a->g[j].r.strategy, a->cfg.baseline) == 0)
-                base = &a->g[j];
+        analysis_group *base =
+            (analysis_group *)analysis_group_find(a, g->r.workload, a->cfg.baseline);
         if (base && compare(a, base, g, a->cfg.seed + (uint64_t)i, err)) goto fail;
     }
     /* Holm per metric: the family of one metric is its comparisons over every workload and
@@ -439,6 +468,7 @@ void tmoe_analysis_free(tmoe_analysis *a) {
         free(a->g[i].unit_of_row);
     }
     free(a->g);
+    free(a->by_name);
     free(a->workloads);
     free(a->strategies);
     free(a);
@@ -453,8 +483,6 @@ const tmoe_group_result *tmoe_analysis_group(const tmoe_analysis *a, int i) {
 }
 const tmoe_group_result *tmoe_analysis_find(const tmoe_analysis *a, const char *workload,
                                             const char *strategy) {
-    for (int i = 0; i < a->ng; i++)
-        if (strcmp(a->g[i].r.workload, workload) == 0 && strcmp(a->g[i].r.strategy, strategy) == 0)
-            return &a->g[i].r;
-    return NULL;
+    const analysis_group *g = analysis_group_find(a, workload, strategy);
+    return g ? &g->r : NULL;
 }

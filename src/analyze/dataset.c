@@ -1,10 +1,14 @@
 /* Run log reader: RFC 4180 CSV (quotes, "" escapes, CRLF) checked against the runlog.h
  * schema, metadata.json via jansson, and the merge of several run directories. Problems a
  * user can fix are recorded as "file:line: ..." messages and the bad part is skipped, so
- * one bad file never stops the rest. */
+ * one bad file never stops the rest. Every numeric cell is checked on the way in (finite,
+ * integral where the schema says integer, within its column's range), so the analysis and
+ * the figures can convert and index with them. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +32,11 @@ struct tmoe_dataset {
     int nproblems, capproblems;
     char **owned; /* every string / list allocation, freed at the end */
     int nowned, capowned;
-    char **schemas; /* header line of each run's CSV ("" when none) */
+    char **schemas;     /* header line of each run's CSV ("" when none) */
+    const char **reals; /* real path of each run's directory or file (owned), or NULL */
+    int *keys;          /* hash set of rows (index + 1, 0 = empty) by run_id, repeat,
+                           workload, strategy and batch_idx: the same batch read twice */
+    size_t capkeys, nkeys;
     int checked;
 };
 
@@ -65,6 +73,10 @@ __attribute__((format(printf, 2, 3))) static void problem(tmoe_dataset *ds, cons
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    /* messages quote cells, headers and metadata: no control character (a terminal escape
+     * sequence, a newline) from a file reaches the log or the report */
+    for (char *p = buf; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
     tmoe_log(TMOE_LOG_WARN, "%s", buf);
     if (grow((void **)&ds->problems, &ds->capproblems, ds->nproblems + 1, sizeof *ds->problems))
         return;
@@ -87,6 +99,8 @@ void tmoe_dataset_free(tmoe_dataset *ds) {
     free(ds->owned);
     free(ds->problems);
     free(ds->schemas);
+    free(ds->reals);
+    free(ds->keys);
     free(ds->rows);
     free(ds->runs);
     free(ds);
@@ -224,6 +238,8 @@ static int is_unknown(const char *s) {
     return *s == '\0' || strcasecmp(s, "nan") == 0 || strcasecmp(s, "-nan") == 0;
 }
 
+/* A number, or NAN for an unknown cell; -1 when s is neither. Infinities parse here and are
+ * refused by check_value. */
 static int parse_num(const char *s, double *out) {
     if (is_unknown(s)) {
         *out = NAN;
@@ -237,25 +253,95 @@ static int parse_num(const char *s, double *out) {
     return 0;
 }
 
-/* Parse a ';'-separated list; the array is owned by ds. */
-static int parse_list(tmoe_dataset *ds, const char *s, const double **out, int *n) {
+#define EXACT_INT 9007199254740992.0 /* 2^53: every integer up to it is exact in a double */
+
+/* What a known value of column c may be: integral or not, and its range. */
+typedef struct {
+    int integer;
+    double lo, hi;
+} cell_rule;
+
+static cell_rule rule_of(int c) {
+    switch (c) {
+    case TMOE_RL_REPEAT:
+    case TMOE_RL_BATCH_IDX:
+    case TMOE_RL_TOKENS: return (cell_rule){1, 0.0, (double)INT_MAX};
+    case TMOE_RL_THROTTLE_REASONS:
+    case TMOE_RL_EXPERT_USAGE_COUNTS:
+    case TMOE_RL_DEVICE_TOKENS: return (cell_rule){1, 0.0, EXACT_INT};
+    case TMOE_RL_TIME:
+    case TMOE_RL_LATENCY_MS:
+    case TMOE_RL_THROUGHPUT:
+    case TMOE_RL_ENERGY_J:
+    case TMOE_RL_ENERGY_J_PER_TOKEN:
+    case TMOE_RL_POWER_AVG_W:
+    case TMOE_RL_POWER_PEAK_W:
+    case TMOE_RL_SM_CLOCK_MHZ:
+    case TMOE_RL_GPU_UTIL_PCT:
+    case TMOE_RL_EXPERT_TIME_MS:
+    case TMOE_RL_PREDICTED_ENERGY_J:
+    case TMOE_RL_ROUTER_OVERHEAD_MS:
+    case TMOE_RL_TTHA_LR:
+    case TMOE_RL_OUTPUT_REL_ERROR:
+    case TMOE_RL_DEVICE_ENERGY_J:
+    case TMOE_RL_DEVICE_POWER_AVG_W: return (cell_rule){0, 0.0, HUGE_VAL};
+    case TMOE_RL_TOPK_AGREEMENT: return (cell_rule){0, 0.0, 1.0};
+    default: /* temperatures, loss terms, biases: any finite value */
+        return (cell_rule){0, -HUGE_VAL, HUGE_VAL};
+    }
+}
+
+/* NULL when v (known) is allowed in column c, else why not, in words. */
+static const char *check_value(int c, double v, char *why, size_t n) {
+    cell_rule r = rule_of(c);
+    if (!isfinite(v)) return "not finite";
+    if (r.integer && v != floor(v)) return "not an integer";
+    if (v < r.lo || v > r.hi) {
+        if (r.hi == HUGE_VAL)
+            snprintf(why, n, "negative");
+        else
+            snprintf(why, n, "outside [%.17g, %.17g]", r.lo, r.hi);
+        return why;
+    }
+    return NULL;
+}
+
+/* Parse a ';'-separated list of at most TMOE_ANALYZE_MAX_LIST entries, each unknown or a
+ * value check_value allows; the array is owned by ds. Returns 0, -2 (out of memory) or -1
+ * with the reason in why. */
+static int parse_list(tmoe_dataset *ds, int c, const char *s, const double **out, int *n, char *why,
+                      size_t wn) {
     *out = NULL;
     *n = 0;
     if (is_unknown(s)) return 0;
     int cnt = 1;
     for (const char *p = s; *p; p++)
-        cnt += *p == TMOE_RUNLOG_LIST_SEP;
+        if (*p == TMOE_RUNLOG_LIST_SEP && ++cnt > TMOE_ANALYZE_MAX_LIST) {
+            snprintf(why, wn, "more than %d entries", TMOE_ANALYZE_MAX_LIST);
+            return -1;
+        }
     double *v = own(ds, malloc(sizeof *v * (size_t)cnt));
     if (!v) return -2;
     const char *p = s;
     for (int k = 0; k < cnt; k++) {
         const char *q = strchr(p, TMOE_RUNLOG_LIST_SEP);
         size_t l = q ? (size_t)(q - p) : strlen(p);
-        char tmp[64];
-        if (l >= sizeof tmp) return -1;
+        char tmp[64], r[96];
+        if (l >= sizeof tmp) {
+            snprintf(why, wn, "entry %d is not a number", k + 1);
+            return -1;
+        }
         memcpy(tmp, p, l);
         tmp[l] = '\0';
-        if (parse_num(tmp, &v[k])) return -1;
+        if (parse_num(tmp, &v[k])) {
+            snprintf(why, wn, "entry %d is not a number", k + 1);
+            return -1;
+        }
+        const char *bad = isnan(v[k]) ? NULL : check_value(c, v[k], r, sizeof r);
+        if (bad) {
+            snprintf(why, wn, "entry %d is %s", k + 1, bad);
+            return -1;
+        }
         p = q ? q + 1 : p + l;
     }
     *out = v;
@@ -357,23 +443,32 @@ static int add_row(tmoe_dataset *ds, const char *path, int line, const record *r
             if (!(row.str[c] = own_str(ds, cell))) return -2;
             break;
         case TMOE_COL_INT:
-        case TMOE_COL_DOUBLE:
-            if (parse_num(cell, &row.num[c])) {
+        case TMOE_COL_DOUBLE: {
+            char why[96];
+            const char *bad = NULL;
+            if (parse_num(cell, &row.num[c]))
+                bad = "not a number";
+            else if (!isnan(row.num[c]))
+                bad = check_value(c, row.num[c], why, sizeof why);
+            if (bad) {
                 if (!quiet)
-                    problem(ds, "%s:%d: column '%s': '%.40s' is not a number; row skipped", path,
-                            line, tmoe_runlog_cols[c].name, cell);
+                    problem(ds, "%s:%d: column '%s': '%.40s' is %s; row skipped", path, line,
+                            tmoe_runlog_cols[c].name, cell, bad);
                 return -1;
             }
             break;
+        }
         case TMOE_COL_LIST_INT:
         case TMOE_COL_LIST_DBL: {
-            int rc = parse_list(ds, cell, &row.list[c], &row.nlist[c]);
+            char why[128];
+            int rc = parse_list(ds, c, cell, &row.list[c], &row.nlist[c], why, sizeof why);
             if (rc == -2) return -2;
             if (rc) {
-                problem(ds,
-                        "%s:%d: column '%s': '%.40s' is not a ';'-separated list of numbers; "
-                        "row skipped",
-                        path, line, tmoe_runlog_cols[c].name, cell);
+                if (!quiet)
+                    problem(ds,
+                            "%s:%d: column '%s': '%.40s' is not a ';'-separated list of allowed "
+                            "numbers (%s); row skipped",
+                            path, line, tmoe_runlog_cols[c].name, cell, why);
                 return -1;
             }
             break;
@@ -385,54 +480,16 @@ static int add_row(tmoe_dataset *ds, const char *path, int line, const record *r
     return 0;
 }
 
-static char *read_file(const char *path, size_t *len, tmoe_error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        tmoe_errorf(err, TMOE_EIO, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    if (!buf) {
-        fclose(f);
-        tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory", path);
-        return NULL;
-    }
-    for (;;) {
-        if (n == cap) {
-            char *q = realloc(buf, cap * 2);
-            if (!q) {
-                free(buf);
-                fclose(f);
-                tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory (%zu bytes)", path, cap * 2);
-                return NULL;
-            }
-            buf = q;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        tmoe_errorf(err, TMOE_EIO, "%s: read error", path);
-        return NULL;
-    }
-    TMOE_ASSERT(n < cap); /* the loop grows before every read */
-    buf[n] = '\0';        /* so the header can be handled as a string */
-    *len = n;
-    return buf;
-}
-
 static int new_run(tmoe_dataset *ds, const char *dir) {
     if (grow((void **)&ds->runs, &ds->capruns, ds->nruns + 1, sizeof *ds->runs)) return -1;
     int cap = ds->capruns;
     char **s = realloc(ds->schemas, sizeof *s * (size_t)cap);
     if (!s) return -1;
     ds->schemas = s;
+    const char **rs = realloc(ds->reals, sizeof *rs * (size_t)cap);
+    if (!rs) return -1;
+    ds->reals = rs;
+    ds->reals[ds->nruns] = NULL;
     tmoe_analyze_meta m = {.dir = own_str(ds, dir)};
     m.device_name = m.driver = m.telemetry_source = m.git_commit = "";
     m.cost_model_checksum = m.start_time = m.end_time = m.status = "";
@@ -442,16 +499,132 @@ static int new_run(tmoe_dataset *ds, const char *dir) {
     return ds->nruns++;
 }
 
-/* Read a CSV into run `source`; returns rows added, or -1 with err set. */
-static int read_csv(tmoe_dataset *ds, const char *path, int source, tmoe_error *err) {
-    size_t len;
-    char *s = read_file(path, &len, err);
-    if (!s) {
-        problem(ds, "%s", err ? err->msg : path);
-        return -1;
+/* ---- the same input twice ------------------------------------------------------------ */
+
+/* The run read earlier from the same directory or file (same real path), or -1; *real gets
+ * the real path (owned by ds; NULL when it cannot be resolved). */
+static int same_input(tmoe_dataset *ds, const char *path, const char **real) {
+    *real = own(ds, realpath(path, NULL));
+    if (!*real) return -1;
+    for (int i = 0; i < ds->nruns; i++)
+        if (ds->reals[i] && strcmp(ds->reals[i], *real) == 0) return i;
+    return -1;
+}
+
+/* Rows that identify one batch of one run: a run_id and a batch index (known). */
+static int row_keyed(const tmoe_analyze_row *r) {
+    return r->str[TMOE_RL_RUN_ID][0] != '\0' && isfinite(r->num[TMOE_RL_BATCH_IDX]);
+}
+
+static int same_num(double a, double b) {
+    return a == b || (isnan(a) && isnan(b));
+}
+
+static int same_key(const tmoe_analyze_row *a, const tmoe_analyze_row *b) {
+    static const int str[] = {TMOE_RL_RUN_ID, TMOE_RL_WORKLOAD, TMOE_RL_STRATEGY};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(a->str[str[i]], b->str[str[i]]) != 0) return 0;
+    return same_num(a->num[TMOE_RL_REPEAT], b->num[TMOE_RL_REPEAT]) &&
+           same_num(a->num[TMOE_RL_BATCH_IDX], b->num[TMOE_RL_BATCH_IDX]);
+}
+
+static uint64_t key_hash(const tmoe_analyze_row *r) {
+    static const int str[] = {TMOE_RL_RUN_ID, TMOE_RL_WORKLOAD, TMOE_RL_STRATEGY};
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int i = 0; i < 3; i++) {
+        const char *p = r->str[str[i]];
+        do {
+            h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+        } while (*p++);
     }
+    double nums[2] = {r->num[TMOE_RL_REPEAT], r->num[TMOE_RL_BATCH_IDX]};
+    for (int i = 0; i < 2; i++) {
+        if (isnan(nums[i])) nums[i] = NAN; /* one bit pattern for every NAN */
+        if (nums[i] == 0.0) nums[i] = 0.0; /* and for -0 */
+        unsigned char b[sizeof(double)];
+        memcpy(b, &nums[i], sizeof b);
+        for (size_t k = 0; k < sizeof b; k++)
+            h = (h ^ b[k]) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* Slot of row i in the key set: where it is, or the empty slot where it would go. */
+static size_t key_slot(const tmoe_dataset *ds, const tmoe_analyze_row *r, int source, int *hit) {
+    size_t mask = ds->capkeys - 1, at = (size_t)key_hash(r) & mask;
+    *hit = -1;
+    for (; ds->keys[at]; at = (at + 1) & mask) {
+        const tmoe_analyze_row *o = &ds->rows[ds->keys[at] - 1];
+        if (o->source != source && same_key(o, r)) {
+            *hit = ds->keys[at] - 1;
+            return at;
+        }
+    }
+    return at;
+}
+
+static int keys_insert(tmoe_dataset *ds, int row) {
+    if ((ds->nkeys + 1) * 2 > ds->capkeys) {
+        size_t cap = ds->capkeys ? ds->capkeys * 2 : 1024;
+        int *nk = calloc(cap, sizeof *nk), *old = ds->keys;
+        if (!nk) return -1;
+        size_t oldcap = ds->capkeys;
+        ds->keys = nk;
+        ds->capkeys = cap;
+        for (size_t i = 0; i < oldcap; i++)
+            if (old[i]) {
+                size_t at = (size_t)key_hash(&ds->rows[old[i] - 1]) & (cap - 1);
+                while (nk[at])
+                    at = (at + 1) & (cap - 1);
+                nk[at] = old[i];
+            }
+        free(old);
+    }
+    int hit; /* source -1: an equal key of any run (only this run's can be there) */
+    size_t at = key_slot(ds, &ds->rows[row], -1, &hit);
+    if (hit < 0) ds->nkeys++;
+    ds->keys[at] = row + 1;
+    return 0;
+}
+
+/* Drop the rows of run `source` (rows first..nrows-1) that repeat a batch already read from
+ * another run directory: same run_id, repeat, workload, strategy and batch_idx. A copy of a
+ * run, or the same run reached by two paths, then counts once, not as independent runs.
+ * Returns the rows kept, or -1 when out of memory. */
+static int drop_repeated_rows(tmoe_dataset *ds, const char *path, int source, int first) {
+    int kept = first, dropped = 0, other = -1;
+    const char *run_id = "";
+    for (int i = first; i < ds->nrows; i++) {
+        const tmoe_analyze_row *r = &ds->rows[i];
+        int hit = -1;
+        if (ds->capkeys && row_keyed(r)) key_slot(ds, r, source, &hit);
+        if (hit >= 0) {
+            if (!dropped++) {
+                other = ds->rows[hit].source;
+                run_id = r->str[TMOE_RL_RUN_ID];
+            }
+            continue;
+        }
+        ds->rows[kept++] = ds->rows[i];
+    }
+    ds->nrows = kept;
+    for (int i = first; i < kept; i++)
+        if (row_keyed(&ds->rows[i]) && keys_insert(ds, i)) return -1;
+    if (dropped)
+        problem(ds,
+                "%s: %d row(s) repeat batches already read from %s (same run_id '%.80s', repeat, "
+                "workload, strategy and batch_idx: the same run given twice, or a copy of it); "
+                "each is counted once",
+                path, dropped, ds->runs[other].dir, run_id);
+    return kept - first;
+}
+
+/* Parse CSV text s (len bytes, s[len] == '\0'; NUL bytes inside end a cell) into run
+ * `source`, naming it path in messages; returns rows added, or -1 with err set. */
+static int parse_csv(tmoe_dataset *ds, const char *path, const char *s, size_t len, int source,
+                     tmoe_error *err) {
     size_t pos = 0;
-    int line = 1, added = 0, bad = 0, rc = 0;
+    int line = 1, added = 0, bad = 0, rc = 0, first_row = ds->nrows;
     record r = {0};
     header_map h;
     int exact;
@@ -530,10 +703,28 @@ nomem:
 out:
     free(r.buf);
     free(r.off);
-    free(s);
     if (rc) return -1;
+    added = drop_repeated_rows(ds, path, source, first_row);
+    if (added < 0) return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory", path), -1;
     ds->runs[source].rows += added;
     return added;
+}
+
+/* Read a CSV file into run `source`; returns rows added, or -1 with err set. A FIFO, device
+ * or directory is refused at once (no blocking), and so is a file over
+ * TMOE_ANALYZE_MAX_CSV_BYTES (line numbers stay within an int). */
+static int read_csv(tmoe_dataset *ds, const char *path, int source, tmoe_error *err) {
+    size_t len;
+    tmoe_error e = {0};
+    char *s = tmoe_file_read_all(path, TMOE_ANALYZE_MAX_CSV_BYTES, &len, &e);
+    if (!s) {
+        problem(ds, "%s", e.msg);
+        if (err) *err = e;
+        return -1;
+    }
+    int n = parse_csv(ds, path, s, len, source, err);
+    free(s);
+    return n;
 }
 
 static const char *jstr(json_t *o, const char *k) {
@@ -548,8 +739,16 @@ static void read_meta(tmoe_dataset *ds, const char *dir, int source) {
         problem(ds, "%s: missing (device, telemetry source and commit unknown for this run)", path);
         return;
     }
+    tmoe_error e = {0};
+    size_t len;
+    char *text = tmoe_file_read_all(path, TMOE_ANALYZE_MAX_META_BYTES, &len, &e);
+    if (!text) {
+        problem(ds, "%s (device, telemetry source and commit unknown for this run)", e.msg);
+        return;
+    }
     json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
+    json_t *root = json_loadb(text, len, 0, &je);
+    free(text);
     if (!root) {
         problem(ds, "%s:%d: %s (device, telemetry source and commit unknown for this run)", path,
                 je.line, je.text);
@@ -591,8 +790,16 @@ static void read_meta(tmoe_dataset *ds, const char *dir, int source) {
 }
 
 int tmoe_dataset_add_dir(tmoe_dataset *ds, const char *dir, tmoe_error *err) {
+    const char *real;
+    int prev = same_input(ds, dir, &real);
+    if (prev >= 0) {
+        problem(ds, "%s: the same directory as %s (given twice); read once", dir,
+                ds->runs[prev].dir);
+        return TMOE_OK;
+    }
     int src = new_run(ds, dir);
     if (src < 0) return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory", dir);
+    ds->reals[src] = real;
     ds->checked = 0;
     struct stat st;
     int st_rc = stat(dir, &st);
@@ -609,9 +816,30 @@ int tmoe_dataset_add_dir(tmoe_dataset *ds, const char *dir, tmoe_error *err) {
     return n < 0 ? (err ? err->code : TMOE_EFORMAT) : TMOE_OK;
 }
 
+int tmoe_dataset_add_csv_buffer(tmoe_dataset *ds, const char *data, size_t len, const char *name,
+                                tmoe_error *err) {
+    int src = new_run(ds, name);
+    if (src < 0) return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory", name);
+    ds->checked = 0;
+    char *s = malloc(len + 1);
+    if (!s) return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory (%zu bytes)", name, len + 1);
+    if (len) memcpy(s, data, len);
+    s[len] = '\0';
+    int n = parse_csv(ds, name, s, len, src, err);
+    free(s);
+    return n < 0 ? (err ? err->code : TMOE_EFORMAT) : TMOE_OK;
+}
+
 int tmoe_dataset_add_csv(tmoe_dataset *ds, const char *path, tmoe_error *err) {
+    const char *real;
+    int prev = same_input(ds, path, &real);
+    if (prev >= 0) {
+        problem(ds, "%s: the same file as %s (given twice); read once", path, ds->runs[prev].dir);
+        return TMOE_OK;
+    }
     int src = new_run(ds, path);
     if (src < 0) return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory", path);
+    ds->reals[src] = real;
     ds->checked = 0;
     int n = read_csv(ds, path, src, err);
     return n < 0 ? (err ? err->code : TMOE_EFORMAT) : TMOE_OK;

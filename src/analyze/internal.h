@@ -22,19 +22,27 @@ struct tmoe_analysis {
     int nworkloads;
     const char **strategies;
     int nstrategies;
+    int *by_name; /* group indices sorted by (workload, strategy) names, for lookups */
 };
+
+/* The group of (workload, strategy), or NULL; O(log groups). */
+const analysis_group *analysis_group_find(const tmoe_analysis *a, const char *workload,
+                                          const char *strategy);
 
 /* Canonical strategy order and its Okabe-Ito colour (same in every figure). */
 int strategy_rank(const char *s);
 const char *strategy_color(const char *s);
 
-/* Write a string with HTML / LaTeX special characters escaped. */
+/* Write a string with HTML / LaTeX / Markdown special characters escaped; names from the
+ * logs reach every output through these. LaTeX and Markdown replace control characters with
+ * spaces. */
 void put_html(FILE *f, const char *s);
 void put_latex(FILE *f, const char *s);
+void put_md(FILE *f, const char *s);
 
 /* "dir/name" into buf; returns buf. */
 const char *join_path(char *buf, size_t n, const char *dir, const char *name);
-/* mkdir -p of one level; ok when it exists. */
+/* mkdir -p (tmoe_mkdir_p): parents too; ok when it exists, an error when it is a file. */
 int ensure_dir(const char *dir, tmoe_error *err);
 
 /* tmoe_analysis_write_figures that also hands back the figure names (caller frees each

@@ -40,11 +40,18 @@ static const struct {
     {"overhead", "Time spent in the router (and TTHA update) as a share of step time."},
 };
 
+/* The help of the longest matching prefix ("power_peak" is not a "power_" time series). */
 static const char *how_to_read(const char *name) {
-    for (size_t i = 0; i < sizeof fig_help / sizeof *fig_help; i++)
-        if (strncmp(name, fig_help[i].prefix, strlen(fig_help[i].prefix)) == 0)
-            return fig_help[i].how;
-    return "";
+    const char *how = "";
+    size_t best = 0;
+    for (size_t i = 0; i < sizeof fig_help / sizeof *fig_help; i++) {
+        size_t n = strlen(fig_help[i].prefix);
+        if (n > best && strncmp(name, fig_help[i].prefix, n) == 0) {
+            best = n;
+            how = fig_help[i].how;
+        }
+    }
+    return how;
 }
 
 static void summary_sentences(const tmoe_analysis *a, FILE *f) {
@@ -99,8 +106,10 @@ static int file_exists(const char *p) {
 static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, char **names,
                       int nnames, const tmoe_figures_result *fr, const char *path,
                       tmoe_error *err) {
-    FILE *f = fopen(path, "w");
-    if (!f) return tmoe_errorf(err, TMOE_EIO, "%s: cannot write: %s", path, strerror(errno));
+    tmoe_atomic_file af;
+    int rc = tmoe_atomic_open(&af, path, err);
+    if (rc) return rc;
+    FILE *f = af.f;
     const tmoe_dataset *ds = a->ds;
     int sim = tmoe_dataset_simulated(ds);
     fputs(
@@ -157,6 +166,11 @@ static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, ch
           f);
     analysis_tables_html(a, f);
     fputs("<h2>Figures</h2>\n", f);
+    if (a->nworkloads > TMOE_ANALYZE_MAX_FIG_NAMES || a->nstrategies > TMOE_ANALYZE_MAX_FIG_NAMES)
+        fprintf(f,
+                "<p class=note>%d workloads and %d strategies: the figures show the first %d of "
+                "each (the tables above have every workload and strategy).</p>\n",
+                a->nworkloads, a->nstrategies, TMOE_ANALYZE_MAX_FIG_NAMES);
     const char *ext = (cfg->formats & TMOE_FMT_PNG)   ? "png"
                       : (cfg->formats & TMOE_FMT_SVG) ? "svg"
                       : (cfg->formats & TMOE_FMT_PDF) ? "pdf"
@@ -211,9 +225,7 @@ static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, ch
           ". Each figure's data (.dat) and "
           "gnuplot script (.gp) lie beside it in figures/.</p>\n</body></html>\n",
           f);
-    int bad = ferror(f);
-    if ((fclose(f) != 0) | bad) return tmoe_errorf(err, TMOE_EIO, "%s: write failed", path);
-    return TMOE_OK;
+    return tmoe_atomic_commit(&af, err);
 }
 
 static int cmp_str(const void *x, const void *y) {

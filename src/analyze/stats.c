@@ -64,8 +64,18 @@ int tmoe_stats_welch(const double *a, int na, const double *b, int nb, double le
         out->ci_lo = out->ci_hi = out->diff;
         return TMOE_OK;
     }
+    if (!isfinite(se) || !isfinite(out->diff)) {
+        /* values so large that their spread overflows: no test */
+        out->t = out->df = out->p = out->ci_lo = out->ci_hi = NAN;
+        return TMOE_OK;
+    }
     out->t = out->diff / se;
-    out->df = (va + vb) * (va + vb) / (va * va / (na - 1) + vb * vb / (nb - 1));
+    /* Welch-Satterthwaite (va + vb)^2 / (va^2 / (na - 1) + vb^2 / (nb - 1)), written with
+     * the share r = va / (va + vb) so that squaring tiny or huge variances can neither
+     * underflow to 0/0 nor overflow: df stays in [min(na, nb) - 1, na + nb - 2] (GSL's t
+     * distribution aborts the program on an infinite df). */
+    double r = va / (va + vb);
+    out->df = 1.0 / (r * r / (na - 1) + (1.0 - r) * (1.0 - r) / (nb - 1));
     out->p = 2.0 * gsl_cdf_tdist_Q(fabs(out->t), out->df);
     if (out->p > 1.0) out->p = 1.0;
     double tq = gsl_cdf_tdist_Pinv(0.5 + level / 2.0, out->df);

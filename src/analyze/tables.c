@@ -66,14 +66,15 @@ static void row_out(FILE *f, int kind, const char *const *cells, int n) {
         return;
     }
     for (int i = 0; i < n; i++) {
-        if (kind == MD)
-            fprintf(f, "%s %s", i ? " |" : "|", cells[i]);
-        else if (kind == TEX) {
+        if (kind == MD) {
+            fputs(i ? " | " : "| ", f);
+            put_md(f, cells[i]);
+        } else if (kind == TEX) {
             if (i) fputs(" & ", f);
             put_latex(f, cells[i]);
         } else {
             if (i) fputc(',', f);
-            if (strpbrk(cells[i], ",\"\n")) {
+            if (strpbrk(cells[i], ",\"\r\n")) {
                 fputc('"', f);
                 for (const char *p = cells[i]; *p; p++) {
                     if (*p == '"') fputc('"', f);
@@ -338,12 +339,11 @@ static int write_one(const tmoe_analysis *a, const char *dir, const char *name, 
                      void (*fn)(const tmoe_analysis *, FILE *, int), tmoe_error *err) {
     char path[4096];
     join_path(path, sizeof path, dir, name);
-    FILE *f = fopen(path, "w");
-    if (!f) return tmoe_errorf(err, TMOE_EIO, "%s: cannot write: %s", path, strerror(errno));
-    fn(a, f, kind);
-    if (ferror(f) | (fclose(f) != 0))
-        return tmoe_errorf(err, TMOE_EIO, "%s: write failed: %s", path, strerror(errno));
-    return TMOE_OK;
+    tmoe_atomic_file af;
+    int rc = tmoe_atomic_open(&af, path, err);
+    if (rc) return rc;
+    fn(a, af.f, kind);
+    return tmoe_atomic_commit(&af, err);
 }
 
 int tmoe_analysis_write_tables(const tmoe_analysis *a, const char *dir, tmoe_error *err) {
@@ -371,6 +371,7 @@ void put_html(FILE *f, const char *s) {
         case '>': fputs("&gt;", f); break;
         case '&': fputs("&amp;", f); break;
         case '"': fputs("&quot;", f); break;
+        case '\'': fputs("&#39;", f); break;
         default: fputc(*s, f);
         }
     }
@@ -378,12 +379,13 @@ void put_html(FILE *f, const char *s) {
 
 void put_latex(FILE *f, const char *s) {
     for (; *s; s++) {
-        if (*s == '\\' && s[1] == '%') { /* already escaped */
-            fputs("\\%", f);
-            s++;
-            continue;
-        }
-        switch (*s) {
+        unsigned char c = (unsigned char)*s;
+        switch (c) {
+        case '\\': fputs("\\textbackslash{}", f); break;
+        case '{': fputs("\\{", f); break;
+        case '}': fputs("\\}", f); break;
+        case '^': fputs("\\textasciicircum{}", f); break;
+        case '~': fputs("\\textasciitilde{}", f); break;
         case '_': fputs("\\_", f); break;
         case '%': fputs("\\%", f); break;
         case '&': fputs("\\&", f); break;
@@ -391,7 +393,31 @@ void put_latex(FILE *f, const char *s) {
         case '$': fputs("\\$", f); break;
         case '<': fputs("$<$", f); break;
         case '>': fputs("$>$", f); break;
-        default: fputc(*s, f);
+        case '|': fputs("\\textbar{}", f); break;
+        /* "\\[" would take a cell that starts with '[' as its optional argument */
+        case '[': fputs("{[}", f); break;
+        case ']': fputs("{]}", f); break;
+        default: fputc(c < 0x20 || c == 0x7f ? ' ' : c, f); /* a blank line ends a cell */
+        }
+    }
+}
+
+void put_md(FILE *f, const char *s) {
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        switch (c) {
+        case '|':
+        case '\\':
+        case '*':
+        case '`':
+        case '[':
+        case ']':
+            fputc('\\', f);
+            fputc(c, f);
+            break;
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        default: fputc(c < 0x20 || c == 0x7f ? ' ' : c, f); /* a newline would end the row */
         }
     }
 }
