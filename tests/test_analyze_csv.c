@@ -445,6 +445,20 @@ static void test_same_run_twice(void **state) {
     assert_int_equal(tmoe_dataset_run(ds, 3)->rows, 20);
     for (int i = np; i < tmoe_dataset_nproblems(ds); i++)
         assert_null(strstr(tmoe_dataset_problem(ds, i), "repeat batches"));
+    /* another expert-parallel rank of the same run (same run_id and batches, metadata
+     * config.expert_parallel.rank 1): its own GPU's batches, all kept */
+    const char *rank1 = tmp_copy("once_rank1");
+    copy_run(dir, rank1, NULL);
+    char meta[600];
+    snprintf(meta, sizeof meta, "%s/metadata.json", rank1);
+    write_text(meta, "{\"device\": {\"name\": \"H100\"}, \"telemetry_source\": \"nvml\", "
+                     "\"config\": {\"expert_parallel\": {\"rank\": 1, \"ranks\": 2}}}");
+    np = tmoe_dataset_nproblems(ds);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, rank1, &err), &err);
+    assert_int_equal(tmoe_dataset_run(ds, 4)->rows, 20);
+    assert_int_equal(tmoe_dataset_run(ds, 4)->ep_rank, 1);
+    for (int i = np; i < tmoe_dataset_nproblems(ds); i++)
+        assert_null(strstr(tmoe_dataset_problem(ds, i), "repeat batches"));
     /* no run id: nothing to match on, kept (twice) */
     const char *anon1 = tmp_copy("once_anon1"), *anon2 = tmp_copy("once_anon2");
     copy_run(dir, anon1, blank_run_id);
@@ -452,7 +466,7 @@ static void test_same_run_twice(void **state) {
     ASSERT_OK(tmoe_dataset_add_dir(ds, anon1, &err), &err);
     ASSERT_OK(tmoe_dataset_add_dir(ds, anon2, &err), &err);
     assert_string_equal(tmoe_dataset_row(ds, tmoe_dataset_nrows(ds) - 1)->str[TMOE_RL_RUN_ID], "");
-    assert_int_equal(tmoe_dataset_nrows(ds), 20 + 10 + 20 + 40);
+    assert_int_equal(tmoe_dataset_nrows(ds), 20 + 10 + 20 + 20 + 40);
 
     /* the statistics see the run once: 2 repeats are 2 units, not 2 per copy */
     tmoe_analyze_config cfg = tmoe_analyze_config_default();

@@ -89,6 +89,7 @@ typedef struct tmoe_analyze_meta {
     const char *cost_model_checksum, *start_time, *end_time;
     const char *status; /* e.g. "complete" or "interrupted", when the writer says */
     int has_metadata;   /* 0 when metadata.json was missing or unreadable */
+    int ep_rank;        /* expert-parallel rank that wrote the log (metadata ep.rank), else 0 */
     int rows;           /* rows read from this directory */
 } tmoe_analyze_meta;
 

@@ -520,17 +520,24 @@ static int same_num(double a, double b) {
     return a == b || (isnan(a) && isnan(b));
 }
 
-static int same_key(const tmoe_analyze_row *a, const tmoe_analyze_row *b) {
+/* Expert-parallel ranks write one log each with the same run_id and batch indices: a rank's
+ * batches are its own GPU's, so the rank is part of a batch's identity. */
+static int row_rank(const tmoe_dataset *ds, const tmoe_analyze_row *r) {
+    return r->source >= 0 && r->source < ds->nruns ? ds->runs[r->source].ep_rank : 0;
+}
+
+static int same_key(const tmoe_dataset *ds, const tmoe_analyze_row *a, const tmoe_analyze_row *b) {
     static const int str[] = {TMOE_RL_RUN_ID, TMOE_RL_WORKLOAD, TMOE_RL_STRATEGY};
+    if (row_rank(ds, a) != row_rank(ds, b)) return 0;
     for (int i = 0; i < 3; i++)
         if (strcmp(a->str[str[i]], b->str[str[i]]) != 0) return 0;
     return same_num(a->num[TMOE_RL_REPEAT], b->num[TMOE_RL_REPEAT]) &&
            same_num(a->num[TMOE_RL_BATCH_IDX], b->num[TMOE_RL_BATCH_IDX]);
 }
 
-static uint64_t key_hash(const tmoe_analyze_row *r) {
+static uint64_t key_hash(const tmoe_dataset *ds, const tmoe_analyze_row *r) {
     static const int str[] = {TMOE_RL_RUN_ID, TMOE_RL_WORKLOAD, TMOE_RL_STRATEGY};
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = 0xcbf29ce484222325ull ^ (uint64_t)(unsigned)row_rank(ds, r);
     for (int i = 0; i < 3; i++) {
         const char *p = r->str[str[i]];
         do {
@@ -551,11 +558,11 @@ static uint64_t key_hash(const tmoe_analyze_row *r) {
 
 /* Slot of row i in the key set: where it is, or the empty slot where it would go. */
 static size_t key_slot(const tmoe_dataset *ds, const tmoe_analyze_row *r, int source, int *hit) {
-    size_t mask = ds->capkeys - 1, at = (size_t)key_hash(r) & mask;
+    size_t mask = ds->capkeys - 1, at = (size_t)key_hash(ds, r) & mask;
     *hit = -1;
     for (; ds->keys[at]; at = (at + 1) & mask) {
         const tmoe_analyze_row *o = &ds->rows[ds->keys[at] - 1];
-        if (o->source != source && same_key(o, r)) {
+        if (o->source != source && same_key(ds, o, r)) {
             *hit = ds->keys[at] - 1;
             return at;
         }
@@ -573,7 +580,7 @@ static int keys_insert(tmoe_dataset *ds, int row) {
         ds->capkeys = cap;
         for (size_t i = 0; i < oldcap; i++)
             if (old[i]) {
-                size_t at = (size_t)key_hash(&ds->rows[old[i] - 1]) & (cap - 1);
+                size_t at = (size_t)key_hash(ds, &ds->rows[old[i] - 1]) & (cap - 1);
                 while (nk[at])
                     at = (at + 1) & (cap - 1);
                 nk[at] = old[i];
@@ -776,6 +783,11 @@ static void read_meta(tmoe_dataset *ds, const char *dir, int source) {
     m->start_time = own_str(ds, jstr(root, "start_time"));
     m->end_time = own_str(ds, jstr(root, "end_time"));
     m->status = own_str(ds, jstr(root, "status"));
+    json_t *config = json_object_get(root, "config");
+    json_t *ep = json_is_object(config) ? json_object_get(config, "expert_parallel") : NULL;
+    json_t *rank = json_is_object(ep) ? json_object_get(ep, "rank") : NULL;
+    if (json_is_integer(rank) && json_integer_value(rank) >= 0 && json_integer_value(rank) < 1 << 20)
+        m->ep_rank = (int)json_integer_value(rank);
     if (!m->device_name || !m->driver || !m->telemetry_source || !m->git_commit ||
         !m->cost_model_checksum || !m->start_time || !m->end_time || !m->status) {
         m->device_name = m->driver = m->telemetry_source = m->git_commit = "";
