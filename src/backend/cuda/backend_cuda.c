@@ -236,33 +236,35 @@ static int cuda_create_in(cuda_state *s, tmoe_error *err) {
     TRY(upload(s, (void **)&s->norm2, b->norm2, D * 4, err));
     for (int t = 0; t < TMOE_ET_COUNT; t++) TRY(upload_group(s, (tmoe_etype)t, err));
 
-    size_t sizes[] = {T * D * 4, T * D * 4, T * 3 * D * 4, H * Ta * Ta * 4, T * E * 4, N * 4,
-                      N * D * 4, NR * F1 * 4, T * D * 4, T * D * 2, T * 3 * D * 2, T * D * 2,
-                      H * Ta * Ta * 2, N * D * 2, NR * F * 2, N * 4, E * 4, (E + 1) * 4, N * 4,
-                      N * 4, (E + 1) * 4};
-    void **slots[] = {(void **)&s->x, (void **)&s->tmp, (void **)&s->qkv32, (void **)&s->S,
-                      (void **)&s->logits, (void **)&s->w, (void **)&s->ye, (void **)&s->h32,
-                      (void **)&s->y, (void **)&s->h16, (void **)&s->qkv16, (void **)&s->att16,
-                      (void **)&s->P16, (void **)&s->xg, (void **)&s->a16, (void **)&s->idx,
-                      (void **)&s->counts, (void **)&s->offsets, (void **)&s->src,
-                      (void **)&s->dst, (void **)&s->active};
-    size_t n_slots = sizeof slots / sizeof *slots, total = 0;
-    for (size_t i = 0; i < n_slots; i++) total += (sizes[i] + 255) & ~(size_t)255;
+    const tmoe_buf ws[] = {
+        TMOE_BUF(s->x, T * D * 4),          TMOE_BUF(s->tmp, T * D * 4),
+        TMOE_BUF(s->qkv32, T * 3 * D * 4),  TMOE_BUF(s->S, H * Ta * Ta * 4),
+        TMOE_BUF(s->logits, T * E * 4),     TMOE_BUF(s->w, N * 4),
+        TMOE_BUF(s->ye, N * D * 4),         TMOE_BUF(s->h32, NR * F1 * 4),
+        TMOE_BUF(s->y, T * D * 4),          TMOE_BUF(s->h16, T * D * 2),
+        TMOE_BUF(s->qkv16, T * 3 * D * 2),  TMOE_BUF(s->att16, T * D * 2),
+        TMOE_BUF(s->P16, H * Ta * Ta * 2),  TMOE_BUF(s->xg, N * D * 2),
+        TMOE_BUF(s->a16, NR * F * 2),       TMOE_BUF(s->idx, N * 4),
+        TMOE_BUF(s->counts, E * 4),         TMOE_BUF(s->offsets, (E + 1) * 4),
+        TMOE_BUF(s->src, N * 4),            TMOE_BUF(s->dst, N * 4),
+        TMOE_BUF(s->active, (E + 1) * 4),
+    };
+    int n_ws = (int)(sizeof ws / sizeof *ws);
+    size_t total = tmoe_bufs_total(ws, n_ws, 256); /* cudaMalloc returns 256-aligned memory */
     cudaError_t ce = cudaMalloc(&s->ws, total);
     if (ce != cudaSuccess)
         return tmoe_errorf(err, TMOE_ENOMEM, "%s:%d: workspace of %zu bytes for %zu tokens: %s",
                            __FILE__, __LINE__, total, T, cudaGetErrorString(ce));
-    uint8_t *p = s->ws;
-    for (size_t i = 0; i < n_slots; i++) {
-        *slots[i] = p;
-        p += (sizes[i] + 255) & ~(size_t)255;
-    }
-    size_t hsz = E * 4 + N * 4 + E * 4 + N * 4 + 256;
+    tmoe_bufs_carve(ws, n_ws, s->ws, 256);
+    /* mapped pinned host memory: biases in, routing and counts out */
+    const tmoe_buf host[] = {
+        TMOE_BUF(s->h_bias, E * 4), TMOE_BUF(s->h_w, N * 4),
+        TMOE_BUF(s->h_counts, E * 4), TMOE_BUF(s->h_idx, N * 4),
+    };
+    int n_host = (int)(sizeof host / sizeof *host);
+    size_t hsz = tmoe_bufs_total(host, n_host, 64);
     TMOE_CUDA_CHECK(cudaHostAlloc(&s->host, hsz, cudaHostAllocMapped), err);
-    s->h_bias = s->host;
-    s->h_w = s->h_bias + E;
-    s->h_counts = (int32_t *)(s->h_w + N);
-    s->h_idx = s->h_counts + E;
+    tmoe_bufs_carve(host, n_host, s->host, 64);
     TMOE_CUDA_CHECK(cudaHostGetDevicePointer((void **)&s->d_bias, s->h_bias, 0), err);
     TMOE_CUDA_CHECK(cudaHostGetDevicePointer((void **)&s->d_hw, s->h_w, 0), err);
     TMOE_CUDA_CHECK(cudaHostGetDevicePointer((void **)&s->d_hcounts, s->h_counts, 0), err);

@@ -162,31 +162,39 @@ static int alloc_buffers(ep_state *s, tmoe_error *err) {
     s->ridx_n = s->o_one + 2 * L;
     s->h_one = tmoe_calloc(L, sizeof(int32_t), err);
     if (!s->h_one) return TMOE_ENOMEM;
-    size_t sizes[] = {E * D * 2, Tk * D * 2, R * D * 2, R * D * 2, R * D * 2, Tk * D * 2,
-                      (size_t)s->Tmax * E * 4, Tk * 4, R * D * 4, (size_t)s->Tmax * D * 4,
-                      Tk * 4, s->sidx_n * 4, s->ridx_n * 4};
-    void **slots[] = {(void **)&s->gate16, (void **)&s->send16, (void **)&s->recv16,
-                      (void **)&s->xg16, (void **)&s->ret16, (void **)&s->back16,
-                      (void **)&s->logits, (void **)&s->w, (void **)&s->ye32, (void **)&s->y32,
-                      (void **)&s->idx, (void **)&s->d_sidx, (void **)&s->d_ridx};
-    size_t n = sizeof slots / sizeof *slots, total = 0;
-    for (size_t i = 0; i < n; i++) total += (sizes[i] + 255) & ~(size_t)255;
+    const tmoe_buf ws[] = {
+        TMOE_BUF(s->gate16, E * D * 2),
+        TMOE_BUF(s->send16, Tk * D * 2),
+        TMOE_BUF(s->recv16, R * D * 2),
+        TMOE_BUF(s->xg16, R * D * 2),
+        TMOE_BUF(s->ret16, R * D * 2),
+        TMOE_BUF(s->back16, Tk * D * 2),
+        TMOE_BUF(s->logits, (size_t)s->Tmax * E * 4),
+        TMOE_BUF(s->w, Tk * 4),
+        TMOE_BUF(s->ye32, R * D * 4),
+        TMOE_BUF(s->y32, (size_t)s->Tmax * D * 4),
+        TMOE_BUF(s->idx, Tk * 4),
+        TMOE_BUF(s->d_sidx, s->sidx_n * 4),
+        TMOE_BUF(s->d_ridx, s->ridx_n * 4),
+    };
+    int n_ws = (int)(sizeof ws / sizeof *ws);
+    size_t total = tmoe_bufs_total(ws, n_ws, 256); /* cudaMalloc returns 256-aligned memory */
     cudaError_t ce = cudaMalloc(&s->ws, total);
     if (ce != cudaSuccess)
         return tmoe_errorf(err, TMOE_ENOMEM, "%s:%d: expert-parallel workspace of %zu bytes: %s",
                            __FILE__, __LINE__, total, cudaGetErrorString(ce));
-    uint8_t *p = s->ws;
-    for (size_t i = 0; i < n; i++) {
-        *slots[i] = p;
-        p += (sizes[i] + 255) & ~(size_t)255;
-    }
-    size_t hsz = (E + 2 * Tk + s->sidx_n + s->ridx_n) * 4 + 256;
+    tmoe_bufs_carve(ws, n_ws, s->ws, 256);
+    const tmoe_buf host[] = {
+        TMOE_BUF(s->h_bias, E * 4),
+        TMOE_BUF(s->h_w, Tk * 4),
+        TMOE_BUF(s->h_idx, Tk * 4),
+        TMOE_BUF(s->p_sidx, s->sidx_n * 4),
+        TMOE_BUF(s->p_ridx, s->ridx_n * 4),
+    };
+    int n_host = (int)(sizeof host / sizeof *host);
+    size_t hsz = tmoe_bufs_total(host, n_host, 64);
     TMOE_CUDA_CHECK(cudaHostAlloc(&s->host, hsz, cudaHostAllocMapped), err);
-    s->h_bias = s->host;
-    s->h_w = s->h_bias + E;
-    s->h_idx = (int32_t *)(s->h_w + Tk);
-    s->p_sidx = s->h_idx + Tk;
-    s->p_ridx = s->p_sidx + s->sidx_n;
+    tmoe_bufs_carve(host, n_host, s->host, 64);
     memset(s->p_ridx, 0, sizeof(int32_t) * s->ridx_n);
     for (int j = 0; j < s->L; j++) { /* constant: zeros and the lists [1, j] */
         s->p_ridx[s->o_one + 2 * (size_t)j] = 1;
