@@ -30,11 +30,6 @@ typedef struct cpu_state {
     void *scratch;   /* expert scratch for T k rows */
 } cpu_state;
 
-static int cpu_probe(tmoe_error *err) {
-    (void)err;
-    return TMOE_OK;
-}
-
 static void cpu_destroy(void *p) {
     cpu_state *s = p;
     if (!s) return;
@@ -171,7 +166,6 @@ static int cpu_output(void *p, float *y, tmoe_error *err) {
 
 const tmoe_backend_vt tmoe_backend_cpu = {
     .name = "cpu",
-    .probe = cpu_probe,
     .create = cpu_create,
     .destroy = cpu_destroy,
     .begin = cpu_begin,

@@ -43,8 +43,6 @@ typedef struct cpu_ep_state {
 
 static double ms_since(int64_t t0) { return (double)(tmoe_now_ns() - t0) / 1e6; }
 
-static int cpu_ep_probe(tmoe_error *err) { return tmoe_backend_cpu.probe(err); }
-
 static void cpu_ep_destroy(void *p) {
     cpu_ep_state *s = p;
     if (!s) return;
@@ -277,7 +275,6 @@ static int cpu_ep_stats(const void *p, tmoe_ep_stats *out) {
 
 const tmoe_backend_vt tmoe_backend_cpu_ep = {
     .name = "cpu-ep",
-    .probe = cpu_ep_probe,
     .create = cpu_ep_create,
     .destroy = cpu_ep_destroy,
     .begin = cpu_ep_begin,

@@ -70,7 +70,7 @@ typedef struct cuda_state {
     cudaGraphExec_t *graphs; /* (max_tokens + 1) */
 } cuda_state;
 
-static int cuda_probe(tmoe_error *err) {
+int tmoe_cuda_probe(tmoe_error *err) {
     int n = 0;
     cudaError_t ce = cudaGetDeviceCount(&n);
     if (ce != cudaSuccess)
@@ -577,7 +577,6 @@ static int cuda_output(void *p, float *y, tmoe_error *err) {
 
 const tmoe_backend_vt tmoe_backend_cuda = {
     .name = "cuda",
-    .probe = cuda_probe,
     .create = cuda_create,
     .destroy = cuda_destroy,
     .begin = cuda_begin,

@@ -10,10 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../backend.h"
 #include "cublas_util.h"
 #include "fill.h"
-#include "thermoe/oprun.h"
-
 
 typedef struct cuda_op {
     tmoe_oprun_spec s;

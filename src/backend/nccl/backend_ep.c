@@ -91,8 +91,6 @@ typedef struct ep_state {
     tmoe_ep_stats stats;
 } ep_state;
 
-static int ep_probe(tmoe_error *err) { return tmoe_backend_cuda.probe(err); }
-
 static void ep_destroy(void *p) {
     ep_state *s = p;
     if (!s) return;
@@ -602,7 +600,6 @@ static int ep_stats(const void *p, tmoe_ep_stats *out) {
 
 const tmoe_backend_vt tmoe_backend_cuda_ep = {
     .name = "cuda-ep",
-    .probe = ep_probe,
     .create = ep_create,
     .destroy = ep_destroy,
     .begin = ep_begin,
