@@ -80,24 +80,25 @@ int tmoe_cuda_probe(tmoe_error *err) {
     return TMOE_OK;
 }
 
+/* Teardown (also of a half-created state): every failure is logged, nothing stops it. */
 static void cuda_destroy(void *p) {
     cuda_state *s = p;
     if (!s) return;
-    if (s->st) cudaStreamSynchronize(s->st);
+    if (s->st) TMOE_CUDA_WARN(cudaStreamSynchronize(s->st));
     if (s->graphs) {
         for (int t = 0; t <= s->cfg.max_tokens; t++)
-            if (s->graphs[t]) cudaGraphExecDestroy(s->graphs[t]);
+            if (s->graphs[t]) TMOE_CUDA_WARN(cudaGraphExecDestroy(s->graphs[t]));
         free(s->graphs);
     }
     for (int i = 0; i < EV_MOE_N; i++)
-        if (s->ev[i]) cudaEventDestroy(s->ev[i]);
+        if (s->ev[i]) TMOE_CUDA_WARN(cudaEventDestroy(s->ev[i]));
     for (int i = 0; i < EV_BEGIN_N; i++)
-        if (s->evb[i]) cudaEventDestroy(s->evb[i]);
-    for (int i = 0; i < s->n_wmem; i++) cudaFree(s->wmem[i]);
-    cudaFree(s->ws);
-    if (s->host) cudaFreeHost(s->host);
-    if (s->cb) cublasDestroy(s->cb);
-    if (s->st) cudaStreamDestroy(s->st);
+        if (s->evb[i]) TMOE_CUDA_WARN(cudaEventDestroy(s->evb[i]));
+    for (int i = 0; i < s->n_wmem; i++) TMOE_CUDA_WARN(cudaFree(s->wmem[i]));
+    if (s->ws) TMOE_CUDA_WARN(cudaFree(s->ws));
+    if (s->host) TMOE_CUDA_WARN(cudaFreeHost(s->host));
+    if (s->cb) CB_WARN(cublasDestroy(s->cb));
+    if (s->st) TMOE_CUDA_WARN(cudaStreamDestroy(s->st));
     free(s);
 }
 
@@ -146,12 +147,12 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
         L->tiled = 0;
         L->sm_count = s->sm_count;
         void *w = NULL, *sc = NULL, *wt = NULL;
+        if (L->s_stride) TRY(dev_alloc(s, &sc, L->s_stride * 2 * g->n, err));
         if (fused_q) {
             TMOE_CUDA_CHECK(cudaMalloc(&w, L->w_stride * g->n), err); /* staging, freed below */
         } else {
             TRY(dev_alloc(s, &w, L->w_stride * g->n, err));
         }
-        if (L->s_stride) TRY(dev_alloc(s, &sc, L->s_stride * 2 * g->n, err));
         int rc = TMOE_OK;
         for (int i = 0; i < g->n && !rc; i++) {
             const tmoe_linear *l = which ? &b->moe.experts[ids[i]].fc2 : &b->moe.experts[ids[i]].fc1;
@@ -183,8 +184,12 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
             K->tiled = 1;
         }
         if (fused_q && K->tiled) {
-            cudaFree(w);
+            /* the staging copy: the kernel reads the tiled one (after the sync above) */
+            cudaError_t ce = cudaFree(w);
             L->w = NULL;
+            if (ce != cudaSuccess && !rc)
+                rc = tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: cudaFree of the staging weights: %s",
+                                 __FILE__, __LINE__, cudaGetErrorString(ce));
         } else if (fused_q) {
             TMOE_ASSERT(s->n_wmem < (int)(sizeof s->wmem / sizeof *s->wmem));
             s->wmem[s->n_wmem++] = w;
@@ -517,19 +522,21 @@ static int run_graph(cuda_state *s, tmoe_error *err) {
         s->capturing = 0;
         cudaError_t ce = cudaStreamEndCapture(s->st, &g);
         if (rc) {
-            if (g) cudaGraphDestroy(g);
+            /* the capture's error is the one to report */
+            if (g) TMOE_CUDA_WARN(cudaGraphDestroy(g));
             return rc;
         }
         if (ce != cudaSuccess)
             return tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: cudaStreamEndCapture: %s", __FILE__,
                                __LINE__, cudaGetErrorString(ce));
         ce = cudaGraphInstantiate(ge, g, 0);
-        cudaGraphDestroy(g);
         if (ce != cudaSuccess) {
             *ge = NULL;
+            TMOE_CUDA_WARN(cudaGraphDestroy(g));
             return tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: cudaGraphInstantiate: %s", __FILE__,
                                __LINE__, cudaGetErrorString(ce));
         }
+        TMOE_CUDA_CHECK(cudaGraphDestroy(g), err); /* *ge stays: cuda_destroy frees it */
     }
     TMOE_CUDA_CHECK(cudaGraphLaunch(*ge, s->st), err);
     return TMOE_OK;

@@ -82,14 +82,15 @@ static int make_lin(cuda_op *o, tmoe_cuda_lin *L, tmoe_etype t, int out, int in,
     return tmoe_cuda_fill_f16((tmoe_f16 *)L->scales, ns, 0.0625f * a, 0.125f * a, next_seed(r), o->st, err);
 }
 
+/* Teardown (also of a half-created runner): every failure is logged, nothing stops it. */
 static void cuda_destroy(void *p) {
     cuda_op *o = p;
     if (!o) return;
-    for (int i = 0; i < o->nev; i++) cudaEventDestroy(o->ev[i]);
+    for (int i = 0; i < o->nev; i++) TMOE_CUDA_WARN(cudaEventDestroy(o->ev[i]));
     free(o->ev);
-    for (int i = 0; i < o->nmem; i++) cudaFree(o->mem[i]);
-    if (o->cb) cublasDestroy(o->cb);
-    if (o->st) cudaStreamDestroy(o->st);
+    for (int i = 0; i < o->nmem; i++) TMOE_CUDA_WARN(cudaFree(o->mem[i]));
+    if (o->cb) CB_WARN(cublasDestroy(o->cb));
+    if (o->st) TMOE_CUDA_WARN(cudaStreamDestroy(o->st));
     free(o);
 }
 

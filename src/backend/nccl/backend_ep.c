@@ -36,12 +36,22 @@
             return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
                                ncclGetErrorString(nr_)); \
     } while (0)
-/* Inside ncclGroupStart: on failure close the group first (the engine then aborts its comm). */
+/* An NCCL call in teardown or on a path that already failed: on failure log a warning and
+ * go on. */
+#define NCCL_WARN(call) \
+    do { \
+        ncclResult_t nw_ = (call); \
+        if (nw_ != ncclSuccess) \
+            tmoe_log(TMOE_LOG_WARN, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
+                     ncclGetErrorString(nw_)); \
+    } while (0)
+/* Inside ncclGroupStart: on failure close the group first (the engine then aborts its comm);
+ * the call's error is the one reported. */
 #define NCCL_CHECK_IN_GROUP(call, err) \
     do { \
         ncclResult_t nr_ = (call); \
         if (nr_ != ncclSuccess) { \
-            ncclGroupEnd(); \
+            NCCL_WARN(ncclGroupEnd()); \
             return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
                                ncclGetErrorString(nr_)); \
         } \
@@ -91,29 +101,31 @@ typedef struct ep_state {
     tmoe_ep_stats stats;
 } ep_state;
 
+/* Teardown (also of a half-created state): every failure is logged, nothing stops it. */
 static void ep_destroy(void *p) {
     ep_state *s = p;
     if (!s) return;
     if (s->failed) {
-        if (s->comm) ncclCommAbort(s->comm); /* do not wait for peers that may never come */
+        /* do not wait for peers that may never come */
+        if (s->comm) NCCL_WARN(ncclCommAbort(s->comm));
     } else {
-        if (s->io.stream) cudaStreamSynchronize(s->io.stream);
-        if (s->comm) ncclCommDestroy(s->comm);
+        if (s->io.stream) TMOE_CUDA_WARN(cudaStreamSynchronize(s->io.stream));
+        if (s->comm) NCCL_WARN(ncclCommDestroy(s->comm));
     }
     for (int i = 0; i < EP_EV_N; i++)
-        if (s->ev[i]) cudaEventDestroy(s->ev[i]);
+        if (s->ev[i]) TMOE_CUDA_WARN(cudaEventDestroy(s->ev[i]));
     for (int j = 0; j < s->maxL; j++) {
-        if (s->ev_round && s->ev_round[j]) cudaEventDestroy(s->ev_round[j]);
-        if (s->ev_done && s->ev_done[j]) cudaEventDestroy(s->ev_done[j]);
+        if (s->ev_round && s->ev_round[j]) TMOE_CUDA_WARN(cudaEventDestroy(s->ev_round[j]));
+        if (s->ev_done && s->ev_done[j]) TMOE_CUDA_WARN(cudaEventDestroy(s->ev_done[j]));
     }
     free(s->ev_round);
     free(s->ev_done);
-    if (s->ev_ready) cudaEventDestroy(s->ev_ready);
-    if (s->ev_ret) cudaEventDestroy(s->ev_ret);
-    if (s->cst) cudaStreamDestroy(s->cst);
+    if (s->ev_ready) TMOE_CUDA_WARN(cudaEventDestroy(s->ev_ready));
+    if (s->ev_ret) TMOE_CUDA_WARN(cudaEventDestroy(s->ev_ret));
+    if (s->cst) TMOE_CUDA_WARN(cudaStreamDestroy(s->cst));
     free(s->h_one);
-    cudaFree(s->ws);
-    if (s->host) cudaFreeHost(s->host);
+    if (s->ws) TMOE_CUDA_WARN(cudaFree(s->ws));
+    if (s->host) TMOE_CUDA_WARN(cudaFreeHost(s->host));
     if (s->inner) tmoe_backend_cuda.destroy(s->inner);
     tmoe_dispatch_free(s->plan);
     free(s->sub_experts);
