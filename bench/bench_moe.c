@@ -58,6 +58,7 @@ static cudaStream_t g_st;
 static cublasHandle_t g_cb;
 static double g_copy_gbs;
 static int g_quick;
+static int g_sms; /* multiprocessors of device 0, queried once (tmoe_cuda_lin.sm_count) */
 
 /* ---- NVML through dlopen, our own declarations ---------------------------------------- */
 typedef struct nvmlDevice_st *nvmlDevice_t;
@@ -159,6 +160,7 @@ static void lin_make(tmoe_cuda_lin *L, tmoe_etype t, int out, int in, int slots,
     L->in = in;
     L->group = TMOE_DEFAULT_GROUP;
     L->w_stride = tmoe_quant_weight_bytes(t, out, in);
+    L->sm_count = g_sms; /* as the engine does: no device query per launch */
     void *w = NULL, *s = NULL;
     CK(cudaMalloc(&w, L->w_stride * slots));
     float a = 1.0f / sqrtf((float)in);
@@ -404,6 +406,7 @@ int main(int argc, char **argv) {
     }
     char driver[96];
     CK(cudaSetDevice(0));
+    T_OK(tmoe_cuda_sm_count(0, &g_sms, &g_err));
     CK(cudaStreamCreateWithFlags(&g_st, cudaStreamNonBlocking));
     CB(cublasCreate(&g_cb));
     CB(cublasSetStream(g_cb, g_st));

@@ -1,4 +1,5 @@
-/* Core: fp16 / bf16 conversion (exhaustive and crafted cases), the RNG, errors, arena. */
+/* Core: fp16 / bf16 conversion (exhaustive and crafted cases), the RNG, errors, arena, buffer
+ * tables. */
 #include "testutil.h"
 
 #include <float.h>
@@ -238,6 +239,49 @@ static void test_errors_and_arena(void **state) {
     assert_int_equal(tmoe_tensor_nbytes(&t), 8);
 }
 
+/* Buffer tables: every buffer aligned, in table order, none overlapping, all inside the total;
+ * a zero-byte buffer takes no room; a total that cannot fit a size_t is SIZE_MAX. */
+static void test_buffer_table(void **state) {
+    (void)state;
+    float *x = NULL, *y = NULL;
+    int32_t *idx = NULL;
+    tmoe_f16 *h = NULL;
+    void *none = NULL, *tail = NULL;
+    const tmoe_buf bufs[] = {
+        TMOE_BUF(x, 100 * 4), TMOE_BUF(h, 3 * 2), TMOE_BUF(none, 0),
+        TMOE_BUF(idx, 256),   TMOE_BUF(y, 1),     TMOE_BUF(tail, 257),
+    };
+    const int n = (int)(sizeof bufs / sizeof *bufs);
+    assert_string_equal(bufs[0].name, "x");
+    for (size_t align = 1; align <= 256; align *= 4) {
+        size_t total = tmoe_bufs_total(bufs, n, align), want = 0;
+        for (int i = 0; i < n; i++) want += (bufs[i].bytes + align - 1) / align * align;
+        assert_int_equal(total, want);
+        void *mem = NULL;
+        assert_int_equal(posix_memalign(&mem, 256, total), 0);
+        uint8_t *base = mem;
+        tmoe_bufs_carve(bufs, n, base, align);
+        assert_ptr_equal(x, base);
+        for (int i = 0; i < n; i++) {
+            uint8_t *p = *bufs[i].slot;
+            assert_int_equal((uintptr_t)p % align, 0);
+            assert_true(p >= base && p + bufs[i].bytes <= base + total);
+            if (i > 0) { /* after the previous buffer's end: in order, no overlap */
+                uint8_t *q = *bufs[i - 1].slot;
+                assert_true(p >= q + bufs[i - 1].bytes);
+            }
+        }
+        assert_ptr_equal(none, idx); /* zero bytes: the next buffer starts where it does */
+        memset(base, 0, total);      /* the whole of it is addressable (ASan checks) */
+        free(base);
+    }
+    assert_int_equal(tmoe_bufs_total(bufs, 0, 64), 0);
+    const tmoe_buf huge[] = {TMOE_BUF(x, SIZE_MAX / 2 + 1), TMOE_BUF(y, SIZE_MAX / 2 + 1)};
+    assert_true(tmoe_bufs_total(huge, 2, 64) == SIZE_MAX);
+    const tmoe_buf edge[] = {TMOE_BUF(x, SIZE_MAX - 10)};
+    assert_true(tmoe_bufs_total(edge, 1, 64) == SIZE_MAX);
+}
+
 /* File helpers: special files refused before blocking, size limits, whole-or-nothing writes. */
 static void test_file_helpers(void **state) {
     (void)state;
@@ -309,7 +353,8 @@ int main(void) {
         cmocka_unit_test(test_f16_exhaustive),          cmocka_unit_test(test_f16_rounding),
         cmocka_unit_test(test_f16_random_vs_reference), cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_rng_reference),           cmocka_unit_test(test_rng_properties),
-        cmocka_unit_test(test_errors_and_arena), cmocka_unit_test(test_file_helpers),
+        cmocka_unit_test(test_errors_and_arena), cmocka_unit_test(test_buffer_table),
+        cmocka_unit_test(test_file_helpers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

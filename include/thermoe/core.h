@@ -110,6 +110,28 @@ void *tmoe_arena_alloc(tmoe_arena *a, size_t n);
 void tmoe_arena_reset(tmoe_arena *a);
 void tmoe_arena_free(tmoe_arena *a); /* NULL-safe; frees base */
 
+/* ---- buffer tables: one allocation carved into named buffers -------------------------
+ * Each entry keeps a buffer's slot beside its size, so a table written once both sizes the
+ * allocation and carves it:
+ *     tmoe_buf bufs[] = {TMOE_BUF(s->x, T * D * 4), TMOE_BUF(s->idx, T * k * 4)};
+ *     size_t total = tmoe_bufs_total(bufs, n, 64);   ... allocate total bytes at base ...
+ *     tmoe_bufs_carve(bufs, n, base, 64);
+ * Buffers are laid out in table order, each starting at a multiple of align (a power of two)
+ * from base; they do not overlap. The memory is not zeroed. */
+typedef struct tmoe_buf {
+    void **slot;      /* receives the buffer's address */
+    size_t bytes;     /* its size */
+    const char *name; /* what it holds, for messages */
+} tmoe_buf;
+/* An entry for pointer lvalue p of n bytes, named by the expression. */
+#define TMOE_BUF(p, n) {(void **)&(p), (n), #p}
+/* Bytes the buffers need from an align-aligned base (each size rounded up to align);
+ * SIZE_MAX if that does not fit in a size_t. */
+size_t tmoe_bufs_total(const tmoe_buf *b, int n, size_t align);
+/* Point every slot into base (align-aligned, at least tmoe_bufs_total bytes). Works on
+ * device memory too: base is only offset, never touched. */
+void tmoe_bufs_carve(const tmoe_buf *b, int n, void *base, size_t align);
+
 /* ---- files: reading with type and size checks, writing through a temporary + rename --
  * Reading: the file type is checked on a descriptor opened with O_NONBLOCK, so a FIFO,
  * a directory or a device (/dev/zero) is refused at once instead of blocking or growing

@@ -40,16 +40,6 @@ double tmoe_oprun_flops(const tmoe_oprun *o);
 /* Weight copies rotated through. */
 int tmoe_oprun_copies(const tmoe_oprun *o);
 
-/* Per-backend implementations behind tmoe_oprun_create (registry in oprun.c). */
-typedef struct tmoe_oprun_vt {
-    int (*create)(const tmoe_oprun_spec *spec, void **state, tmoe_error *err);
-    void (*destroy)(void *state);
-    int (*run)(void *state, int calls, double *ms, tmoe_error *err);
-    double (*bytes)(const void *state);
-    double (*flops)(const void *state);
-    int (*copies)(const void *state);
-} tmoe_oprun_vt;
-
 #ifdef __cplusplus
 }
 #endif

@@ -1,45 +1,10 @@
-/* Engine: picks a backend from the registry and forwards each step to it. */
+/* Engine: picks a backend from the registry (registry.c) and forwards each step to it. */
 #include "backend.h"
 
 #include "thermoe/ep.h"
 
 #include <math.h>
 #include <stdlib.h>
-#include <string.h>
-
-static const tmoe_backend_vt *const registry[TMOE_BACKEND_COUNT] = {
-    [TMOE_BACKEND_CPU] = &tmoe_backend_cpu,
-#ifdef THERMOE_HAVE_CUDA
-    [TMOE_BACKEND_CUDA] = &tmoe_backend_cuda,
-#endif
-};
-
-static const char *const kind_names[TMOE_BACKEND_COUNT] = {"auto", "cpu", "cuda"};
-
-const char *tmoe_backend_kind_name(tmoe_backend_kind k) {
-    return (unsigned)k < TMOE_BACKEND_COUNT ? kind_names[k] : "?";
-}
-
-int tmoe_backend_kind_parse(const char *s, tmoe_backend_kind *out) {
-    for (int i = 0; i < TMOE_BACKEND_COUNT; i++)
-        if (s && strcmp(s, kind_names[i]) == 0) {
-            *out = (tmoe_backend_kind)i;
-            return 0;
-        }
-    return -1;
-}
-
-int tmoe_backend_probe(tmoe_backend_kind k, tmoe_error *err) {
-    if (k == TMOE_BACKEND_AUTO) return TMOE_OK;
-    if ((unsigned)k >= TMOE_BACKEND_COUNT)
-        return tmoe_errorf(err, TMOE_EINVAL, "unknown backend %d", (int)k);
-    if (!registry[k])
-        return tmoe_errorf(err, TMOE_ENOTSUP,
-                           "backend %s was not built into this thermoe (rebuild with "
-                           "-DTHERMOE_CUDA=ON on a machine with nvcc)",
-                           kind_names[k]);
-    return registry[k]->probe(err);
-}
 
 void tmoe_op_ms_add(double op_ms[TMOE_OP_COUNT], tmoe_op op, double ms) {
     op_ms[op] = isnan(op_ms[op]) ? ms : op_ms[op] + ms;
@@ -89,20 +54,13 @@ int tmoe_engine_create(const tmoe_block *blk, const tmoe_engine_config *cfg, tmo
         int rc = tmoe_backend_probe(k, err);
         if (rc) return rc;
     }
-    const tmoe_backend_vt *vt = registry[k];
+    const tmoe_backend_entry *b = tmoe_backend_entry_of(k);
+    const tmoe_backend_vt *vt = b->engine;
     if (cfg->ep && tmoe_ep_size(cfg->ep) > 1) {
-        if (k == TMOE_BACKEND_CPU) {
-            vt = &tmoe_backend_cpu_ep;
-        } else {
-#ifdef THERMOE_HAVE_NCCL
-            vt = &tmoe_backend_cuda_ep;
-#else
-            return tmoe_errorf(err, TMOE_ENOTSUP,
-                               "expert parallelism over %d processes on cuda: this thermoe was "
-                               "built without NCCL (nccl.h and libnccl with the CUDA toolkit)",
-                               tmoe_ep_size(cfg->ep));
-#endif
-        }
+        vt = b->engine_ep;
+        if (!vt)
+            return tmoe_errorf(err, TMOE_ENOTSUP, "expert parallelism over %d processes on %s: %s",
+                               tmoe_ep_size(cfg->ep), b->name, b->ep_missing);
     }
     tmoe_engine *e = tmoe_calloc(1, sizeof *e, err);
     if (!e) return TMOE_ENOMEM;

@@ -1,45 +1,39 @@
-/* Kernel tracing front: the CUDA build's CUPTI tracer, or a clear "not supported". */
-#include "thermoe/ktrace.h"
+/* Kernel tracing front: the tracer of the first backend in the registry that has one (the
+ * CUDA build's CUPTI tracer and NVTX ranges), or a clear "not supported". */
+#include "backend.h"
 
 #include <string.h>
 
-#ifdef THERMOE_HAVE_CUDA
-int tmoe_cupti_start(tmoe_error *err);
-int tmoe_cupti_stop(tmoe_kernel_rec **recs, int *n, tmoe_error *err);
-void tmoe_cuda_nvtx_push(const char *name);
-void tmoe_cuda_nvtx_pop(void);
-#endif
+static const tmoe_ktrace_vt *tracer(void) {
+    for (int k = 0; k < TMOE_BACKEND_COUNT; k++) {
+        const tmoe_backend_entry *b = tmoe_backend_entry_of((tmoe_backend_kind)k);
+        if (b->ktrace) return b->ktrace;
+    }
+    return NULL;
+}
 
 void tmoe_nvtx_push(const char *name) {
-#ifdef THERMOE_HAVE_CUDA
-    tmoe_cuda_nvtx_push(name);
-#else
-    (void)name;
-#endif
+    const tmoe_ktrace_vt *t = tracer();
+    if (t) t->range_push(name);
 }
 
 void tmoe_nvtx_pop(void) {
-#ifdef THERMOE_HAVE_CUDA
-    tmoe_cuda_nvtx_pop();
-#endif
+    const tmoe_ktrace_vt *t = tracer();
+    if (t) t->range_pop();
 }
 
 int tmoe_ktrace_start(tmoe_error *err) {
-#ifdef THERMOE_HAVE_CUDA
-    return tmoe_cupti_start(err);
-#else
-    return tmoe_errorf(err, TMOE_ENOTSUP, "kernel tracing needs a CUDA build of thermoe");
-#endif
+    const tmoe_ktrace_vt *t = tracer();
+    if (!t) return tmoe_errorf(err, TMOE_ENOTSUP, "kernel tracing needs a CUDA build of thermoe");
+    return t->start(err);
 }
 
 int tmoe_ktrace_stop(tmoe_kernel_rec **recs, int *n, tmoe_error *err) {
     *recs = NULL;
     *n = 0;
-#ifdef THERMOE_HAVE_CUDA
-    return tmoe_cupti_stop(recs, n, err);
-#else
-    return tmoe_errorf(err, TMOE_ENOTSUP, "kernel tracing needs a CUDA build of thermoe");
-#endif
+    const tmoe_ktrace_vt *t = tracer();
+    if (!t) return tmoe_errorf(err, TMOE_ENOTSUP, "kernel tracing needs a CUDA build of thermoe");
+    return t->stop(recs, n, err);
 }
 
 int tmoe_ktrace_aggregate(const tmoe_kernel_rec *recs, int n, char (*names)[200], int64_t *count,

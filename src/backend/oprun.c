@@ -1,12 +1,7 @@
-/* Isolated-op runner: the backend registry (the one place with #ifdef) and shared checks. */
-#include "thermoe/oprun.h"
+/* Isolated-op runner: the backend's runner from the registry (registry.c) and shared checks. */
+#include "backend.h"
 
 #include <stdlib.h>
-
-extern const tmoe_oprun_vt tmoe_oprun_cpu;
-#ifdef THERMOE_HAVE_CUDA
-extern const tmoe_oprun_vt tmoe_oprun_cuda;
-#endif
 
 struct tmoe_oprun {
     const tmoe_oprun_vt *vt;
@@ -15,11 +10,8 @@ struct tmoe_oprun {
 
 int tmoe_oprun_create(const tmoe_oprun_spec *spec, tmoe_oprun **out, tmoe_error *err) {
     *out = NULL;
-    const tmoe_oprun_vt *vt = NULL;
-    if (spec->backend == TMOE_BACKEND_CPU) vt = &tmoe_oprun_cpu;
-#ifdef THERMOE_HAVE_CUDA
-    if (spec->backend == TMOE_BACKEND_CUDA) vt = &tmoe_oprun_cuda;
-#endif
+    const tmoe_backend_entry *b = tmoe_backend_entry_of(spec->backend);
+    const tmoe_oprun_vt *vt = b ? b->oprun : NULL;
     if (!vt)
         return tmoe_errorf(err, TMOE_ENOTSUP, "no isolated-op runner for backend %s in this build",
                            tmoe_backend_kind_name(spec->backend));

@@ -144,6 +144,30 @@ void tmoe_arena_free(tmoe_arena *a) {
     a->cap = a->used = 0;
 }
 
+static size_t round_up(size_t n, size_t align) { return (n + align - 1) & ~(align - 1); }
+
+size_t tmoe_bufs_total(const tmoe_buf *b, int n, size_t align) {
+    TMOE_ASSERT(align > 0 && (align & (align - 1)) == 0 && n >= 0);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        if (b[i].bytes > SIZE_MAX - align) return SIZE_MAX;
+        size_t r = round_up(b[i].bytes, align);
+        if (r > SIZE_MAX - total) return SIZE_MAX;
+        total += r;
+    }
+    return total;
+}
+
+void tmoe_bufs_carve(const tmoe_buf *b, int n, void *base, size_t align) {
+    TMOE_ASSERT(align > 0 && (align & (align - 1)) == 0 && n >= 0);
+    TMOE_ASSERT(base != NULL && (uintptr_t)base % align == 0);
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        *b[i].slot = (uint8_t *)base + off;
+        off += round_up(b[i].bytes, align);
+    }
+}
+
 int64_t tmoe_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

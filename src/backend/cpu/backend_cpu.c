@@ -30,11 +30,6 @@ typedef struct cpu_state {
     void *scratch;   /* expert scratch for T k rows */
 } cpu_state;
 
-static int cpu_probe(tmoe_error *err) {
-    (void)err;
-    return TMOE_OK;
-}
-
 static void cpu_destroy(void *p) {
     cpu_state *s = p;
     if (!s) return;
@@ -55,29 +50,25 @@ static int cpu_create(const tmoe_block *blk, const tmoe_engine_config *cfg, void
         size_t b = tmoe_cpu_expert_scratch_bytes(&blk->moe.experts[e], (int)(T * k), cfg->impl);
         if (b > scratch) scratch = b;
     }
-    size_t sizes[] = {
-        T * D * 4, T * D * 2, T * 3 * D * 4, T * 3 * D * 2, T * D * 2, T * D * 4, T * 4,
-        T * E * 4, T * k * 4, T * k * 4, E * 4, (E + 1) * 4, T * k * 4, T * k * 4,
-        T * k * D * 2, T * k * D * 4, T * D * 4, scratch,
+    const tmoe_buf bufs[] = {
+        TMOE_BUF(s->x, T * D * 4),         TMOE_BUF(s->h16, T * D * 2),
+        TMOE_BUF(s->qkv, T * 3 * D * 4),   TMOE_BUF(s->qkv16, T * 3 * D * 2),
+        TMOE_BUF(s->att16, T * D * 2),     TMOE_BUF(s->tmp, T * D * 4),
+        TMOE_BUF(s->attn_p, T * 4),        TMOE_BUF(s->logits, T * E * 4),
+        TMOE_BUF(s->idx, T * k * 4),       TMOE_BUF(s->w, T * k * 4),
+        TMOE_BUF(s->counts, E * 4),        TMOE_BUF(s->offsets, (E + 1) * 4),
+        TMOE_BUF(s->src, T * k * 4),       TMOE_BUF(s->dst, T * k * 4),
+        TMOE_BUF(s->xg, T * k * D * 2),    TMOE_BUF(s->ye, T * k * D * 4),
+        TMOE_BUF(s->y, T * D * 4),         TMOE_BUF(s->scratch, scratch),
     };
-    size_t total = 0;
-    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) total += sizes[i] + 64;
+    int n = (int)(sizeof bufs / sizeof *bufs);
+    size_t total = tmoe_bufs_total(bufs, n, 64);
     int rc = tmoe_arena_init(&s->arena, total, err);
     if (rc) {
         free(s);
         return rc;
     }
-    void **slots[] = {
-        (void **)&s->x, (void **)&s->h16, (void **)&s->qkv, (void **)&s->qkv16,
-        (void **)&s->att16, (void **)&s->tmp, (void **)&s->attn_p, (void **)&s->logits,
-        (void **)&s->idx, (void **)&s->w, (void **)&s->counts, (void **)&s->offsets,
-        (void **)&s->src, (void **)&s->dst, (void **)&s->xg, (void **)&s->ye, (void **)&s->y,
-        &s->scratch,
-    };
-    for (size_t i = 0; i < sizeof slots / sizeof *slots; i++) {
-        *slots[i] = tmoe_arena_alloc(&s->arena, sizes[i]);
-        TMOE_ASSERT(*slots[i] != NULL);
-    }
+    tmoe_bufs_carve(bufs, n, tmoe_arena_alloc(&s->arena, total), 64);
     *out = s;
     return TMOE_OK;
 }
@@ -175,7 +166,6 @@ static int cpu_output(void *p, float *y, tmoe_error *err) {
 
 const tmoe_backend_vt tmoe_backend_cpu = {
     .name = "cpu",
-    .probe = cpu_probe,
     .create = cpu_create,
     .destroy = cpu_destroy,
     .begin = cpu_begin,

@@ -43,8 +43,6 @@ typedef struct cpu_ep_state {
 
 static double ms_since(int64_t t0) { return (double)(tmoe_now_ns() - t0) / 1e6; }
 
-static int cpu_ep_probe(tmoe_error *err) { return tmoe_backend_cpu.probe(err); }
-
 static void cpu_ep_destroy(void *p) {
     cpu_ep_state *s = p;
     if (!s) return;
@@ -120,22 +118,29 @@ static int cpu_ep_create_in(cpu_ep_state *s, tmoe_error *err) {
         size_t x = tmoe_cpu_expert_scratch_bytes(e, s->Rmax, s->cfg.impl);
         if (x > scratch) scratch = x;
     }
-    size_t sizes[] = {Tk * 4, Tk * 4, Tk * D * 2, R * D * 2, R * D * 2, R * D * 4, R * D * 4,
-                      Tk * D * 4, (size_t)s->Tmax * D * 4, scratch ? scratch : 1,
-                      ((size_t)s->E + N) * 4, N * (L + 1) * 4, N * 4, N * 4, N * 4, N * 4};
-    void **slots[] = {(void **)&s->idx, (void **)&s->w, (void **)&s->send, (void **)&s->recv,
-                      (void **)&s->grp, (void **)&s->ye, (void **)&s->ret, (void **)&s->back,
-                      (void **)&s->y, &s->scratch, (void **)&s->pay_s, (void **)&s->pay_r,
-                      (void **)&s->sc, (void **)&s->sd,
-                      (void **)&s->rc, (void **)&s->rd};
-    size_t n = sizeof slots / sizeof *slots, total = 0;
-    for (size_t i = 0; i < n; i++) total += (sizes[i] + 63) & ~(size_t)63;
-    rc = tmoe_arena_init(&s->arena, total + 64 * n, err);
+    const tmoe_buf bufs[] = {
+        TMOE_BUF(s->idx, Tk * 4),
+        TMOE_BUF(s->w, Tk * 4),
+        TMOE_BUF(s->send, Tk * D * 2),
+        TMOE_BUF(s->recv, R * D * 2),
+        TMOE_BUF(s->grp, R * D * 2),
+        TMOE_BUF(s->ye, R * D * 4),
+        TMOE_BUF(s->ret, R * D * 4),
+        TMOE_BUF(s->back, Tk * D * 4),
+        TMOE_BUF(s->y, (size_t)s->Tmax * D * 4),
+        TMOE_BUF(s->scratch, scratch ? scratch : 1),
+        TMOE_BUF(s->pay_s, ((size_t)s->E + N) * 4),
+        TMOE_BUF(s->pay_r, N * (L + 1) * 4),
+        TMOE_BUF(s->sc, N * 4),
+        TMOE_BUF(s->sd, N * 4),
+        TMOE_BUF(s->rc, N * 4),
+        TMOE_BUF(s->rd, N * 4),
+    };
+    int n = (int)(sizeof bufs / sizeof *bufs);
+    size_t total = tmoe_bufs_total(bufs, n, 64);
+    rc = tmoe_arena_init(&s->arena, total, err);
     if (rc) return rc;
-    for (size_t i = 0; i < n; i++) {
-        *slots[i] = tmoe_arena_alloc(&s->arena, sizes[i]);
-        TMOE_ASSERT(*slots[i]);
-    }
+    tmoe_bufs_carve(bufs, n, tmoe_arena_alloc(&s->arena, total), 64);
     s->stats.rank = s->rank;
     s->stats.ranks = s->N;
     s->stats.bytes_per_copy = (double)s->D * (2 + 4); /* fp16 out, fp32 back */
@@ -270,7 +275,6 @@ static int cpu_ep_stats(const void *p, tmoe_ep_stats *out) {
 
 const tmoe_backend_vt tmoe_backend_cpu_ep = {
     .name = "cpu-ep",
-    .probe = cpu_ep_probe,
     .create = cpu_ep_create,
     .destroy = cpu_ep_destroy,
     .begin = cpu_ep_begin,

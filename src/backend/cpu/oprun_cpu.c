@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../backend.h"
 #include "thermoe/cpu.h"
-#include "thermoe/oprun.h"
 
 typedef struct cpu_op {
     tmoe_oprun_spec s;

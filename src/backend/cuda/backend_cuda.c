@@ -70,7 +70,7 @@ typedef struct cuda_state {
     cudaGraphExec_t *graphs; /* (max_tokens + 1) */
 } cuda_state;
 
-static int cuda_probe(tmoe_error *err) {
+int tmoe_cuda_probe(tmoe_error *err) {
     int n = 0;
     cudaError_t ce = cudaGetDeviceCount(&n);
     if (ce != cudaSuccess)
@@ -80,24 +80,25 @@ static int cuda_probe(tmoe_error *err) {
     return TMOE_OK;
 }
 
+/* Teardown (also of a half-created state): every failure is logged, nothing stops it. */
 static void cuda_destroy(void *p) {
     cuda_state *s = p;
     if (!s) return;
-    if (s->st) cudaStreamSynchronize(s->st);
+    if (s->st) TMOE_CUDA_WARN(cudaStreamSynchronize(s->st));
     if (s->graphs) {
         for (int t = 0; t <= s->cfg.max_tokens; t++)
-            if (s->graphs[t]) cudaGraphExecDestroy(s->graphs[t]);
+            if (s->graphs[t]) TMOE_CUDA_WARN(cudaGraphExecDestroy(s->graphs[t]));
         free(s->graphs);
     }
     for (int i = 0; i < EV_MOE_N; i++)
-        if (s->ev[i]) cudaEventDestroy(s->ev[i]);
+        if (s->ev[i]) TMOE_CUDA_WARN(cudaEventDestroy(s->ev[i]));
     for (int i = 0; i < EV_BEGIN_N; i++)
-        if (s->evb[i]) cudaEventDestroy(s->evb[i]);
-    for (int i = 0; i < s->n_wmem; i++) cudaFree(s->wmem[i]);
-    cudaFree(s->ws);
-    if (s->host) cudaFreeHost(s->host);
-    if (s->cb) cublasDestroy(s->cb);
-    if (s->st) cudaStreamDestroy(s->st);
+        if (s->evb[i]) TMOE_CUDA_WARN(cudaEventDestroy(s->evb[i]));
+    for (int i = 0; i < s->n_wmem; i++) TMOE_CUDA_WARN(cudaFree(s->wmem[i]));
+    if (s->ws) TMOE_CUDA_WARN(cudaFree(s->ws));
+    if (s->host) TMOE_CUDA_WARN(cudaFreeHost(s->host));
+    if (s->cb) CB_WARN(cublasDestroy(s->cb));
+    if (s->st) TMOE_CUDA_WARN(cudaStreamDestroy(s->st));
     free(s);
 }
 
@@ -146,12 +147,12 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
         L->tiled = 0;
         L->sm_count = s->sm_count;
         void *w = NULL, *sc = NULL, *wt = NULL;
+        if (L->s_stride) TRY(dev_alloc(s, &sc, L->s_stride * 2 * g->n, err));
         if (fused_q) {
             TMOE_CUDA_CHECK(cudaMalloc(&w, L->w_stride * g->n), err); /* staging, freed below */
         } else {
             TRY(dev_alloc(s, &w, L->w_stride * g->n, err));
         }
-        if (L->s_stride) TRY(dev_alloc(s, &sc, L->s_stride * 2 * g->n, err));
         int rc = TMOE_OK;
         for (int i = 0; i < g->n && !rc; i++) {
             const tmoe_linear *l = which ? &b->moe.experts[ids[i]].fc2 : &b->moe.experts[ids[i]].fc1;
@@ -183,8 +184,12 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
             K->tiled = 1;
         }
         if (fused_q && K->tiled) {
-            cudaFree(w);
+            /* the staging copy: the kernel reads the tiled one (after the sync above) */
+            cudaError_t ce = cudaFree(w);
             L->w = NULL;
+            if (ce != cudaSuccess && !rc)
+                rc = tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: cudaFree of the staging weights: %s",
+                                 __FILE__, __LINE__, cudaGetErrorString(ce));
         } else if (fused_q) {
             TMOE_ASSERT(s->n_wmem < (int)(sizeof s->wmem / sizeof *s->wmem));
             s->wmem[s->n_wmem++] = w;
@@ -236,33 +241,35 @@ static int cuda_create_in(cuda_state *s, tmoe_error *err) {
     TRY(upload(s, (void **)&s->norm2, b->norm2, D * 4, err));
     for (int t = 0; t < TMOE_ET_COUNT; t++) TRY(upload_group(s, (tmoe_etype)t, err));
 
-    size_t sizes[] = {T * D * 4, T * D * 4, T * 3 * D * 4, H * Ta * Ta * 4, T * E * 4, N * 4,
-                      N * D * 4, NR * F1 * 4, T * D * 4, T * D * 2, T * 3 * D * 2, T * D * 2,
-                      H * Ta * Ta * 2, N * D * 2, NR * F * 2, N * 4, E * 4, (E + 1) * 4, N * 4,
-                      N * 4, (E + 1) * 4};
-    void **slots[] = {(void **)&s->x, (void **)&s->tmp, (void **)&s->qkv32, (void **)&s->S,
-                      (void **)&s->logits, (void **)&s->w, (void **)&s->ye, (void **)&s->h32,
-                      (void **)&s->y, (void **)&s->h16, (void **)&s->qkv16, (void **)&s->att16,
-                      (void **)&s->P16, (void **)&s->xg, (void **)&s->a16, (void **)&s->idx,
-                      (void **)&s->counts, (void **)&s->offsets, (void **)&s->src,
-                      (void **)&s->dst, (void **)&s->active};
-    size_t n_slots = sizeof slots / sizeof *slots, total = 0;
-    for (size_t i = 0; i < n_slots; i++) total += (sizes[i] + 255) & ~(size_t)255;
+    const tmoe_buf ws[] = {
+        TMOE_BUF(s->x, T * D * 4),          TMOE_BUF(s->tmp, T * D * 4),
+        TMOE_BUF(s->qkv32, T * 3 * D * 4),  TMOE_BUF(s->S, H * Ta * Ta * 4),
+        TMOE_BUF(s->logits, T * E * 4),     TMOE_BUF(s->w, N * 4),
+        TMOE_BUF(s->ye, N * D * 4),         TMOE_BUF(s->h32, NR * F1 * 4),
+        TMOE_BUF(s->y, T * D * 4),          TMOE_BUF(s->h16, T * D * 2),
+        TMOE_BUF(s->qkv16, T * 3 * D * 2),  TMOE_BUF(s->att16, T * D * 2),
+        TMOE_BUF(s->P16, H * Ta * Ta * 2),  TMOE_BUF(s->xg, N * D * 2),
+        TMOE_BUF(s->a16, NR * F * 2),       TMOE_BUF(s->idx, N * 4),
+        TMOE_BUF(s->counts, E * 4),         TMOE_BUF(s->offsets, (E + 1) * 4),
+        TMOE_BUF(s->src, N * 4),            TMOE_BUF(s->dst, N * 4),
+        TMOE_BUF(s->active, (E + 1) * 4),
+    };
+    int n_ws = (int)(sizeof ws / sizeof *ws);
+    size_t total = tmoe_bufs_total(ws, n_ws, 256); /* cudaMalloc returns 256-aligned memory */
     cudaError_t ce = cudaMalloc(&s->ws, total);
     if (ce != cudaSuccess)
         return tmoe_errorf(err, TMOE_ENOMEM, "%s:%d: workspace of %zu bytes for %zu tokens: %s",
                            __FILE__, __LINE__, total, T, cudaGetErrorString(ce));
-    uint8_t *p = s->ws;
-    for (size_t i = 0; i < n_slots; i++) {
-        *slots[i] = p;
-        p += (sizes[i] + 255) & ~(size_t)255;
-    }
-    size_t hsz = E * 4 + N * 4 + E * 4 + N * 4 + 256;
+    tmoe_bufs_carve(ws, n_ws, s->ws, 256);
+    /* mapped pinned host memory: biases in, routing and counts out */
+    const tmoe_buf host[] = {
+        TMOE_BUF(s->h_bias, E * 4), TMOE_BUF(s->h_w, N * 4),
+        TMOE_BUF(s->h_counts, E * 4), TMOE_BUF(s->h_idx, N * 4),
+    };
+    int n_host = (int)(sizeof host / sizeof *host);
+    size_t hsz = tmoe_bufs_total(host, n_host, 64);
     TMOE_CUDA_CHECK(cudaHostAlloc(&s->host, hsz, cudaHostAllocMapped), err);
-    s->h_bias = s->host;
-    s->h_w = s->h_bias + E;
-    s->h_counts = (int32_t *)(s->h_w + N);
-    s->h_idx = s->h_counts + E;
+    tmoe_bufs_carve(host, n_host, s->host, 64);
     TMOE_CUDA_CHECK(cudaHostGetDevicePointer((void **)&s->d_bias, s->h_bias, 0), err);
     TMOE_CUDA_CHECK(cudaHostGetDevicePointer((void **)&s->d_hw, s->h_w, 0), err);
     TMOE_CUDA_CHECK(cudaHostGetDevicePointer((void **)&s->d_hcounts, s->h_counts, 0), err);
@@ -515,19 +522,21 @@ static int run_graph(cuda_state *s, tmoe_error *err) {
         s->capturing = 0;
         cudaError_t ce = cudaStreamEndCapture(s->st, &g);
         if (rc) {
-            if (g) cudaGraphDestroy(g);
+            /* the capture's error is the one to report */
+            if (g) TMOE_CUDA_WARN(cudaGraphDestroy(g));
             return rc;
         }
         if (ce != cudaSuccess)
             return tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: cudaStreamEndCapture: %s", __FILE__,
                                __LINE__, cudaGetErrorString(ce));
         ce = cudaGraphInstantiate(ge, g, 0);
-        cudaGraphDestroy(g);
         if (ce != cudaSuccess) {
             *ge = NULL;
+            TMOE_CUDA_WARN(cudaGraphDestroy(g));
             return tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: cudaGraphInstantiate: %s", __FILE__,
                                __LINE__, cudaGetErrorString(ce));
         }
+        TMOE_CUDA_CHECK(cudaGraphDestroy(g), err); /* *ge stays: cuda_destroy frees it */
     }
     TMOE_CUDA_CHECK(cudaGraphLaunch(*ge, s->st), err);
     return TMOE_OK;
@@ -575,7 +584,6 @@ static int cuda_output(void *p, float *y, tmoe_error *err) {
 
 const tmoe_backend_vt tmoe_backend_cuda = {
     .name = "cuda",
-    .probe = cuda_probe,
     .create = cuda_create,
     .destroy = cuda_destroy,
     .begin = cuda_begin,

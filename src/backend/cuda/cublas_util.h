@@ -16,6 +16,15 @@
                                cublasGetStatusString(cs_)); \
     } while (0)
 
+/* A cuBLAS call in teardown: on failure log a warning and go on (see TMOE_CUDA_WARN). */
+#define CB_WARN(call) \
+    do { \
+        cublasStatus_t cs_ = (call); \
+        if (cs_ != CUBLAS_STATUS_SUCCESS) \
+            tmoe_log(TMOE_LOG_WARN, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
+                     cublasGetStatusString(cs_)); \
+    } while (0)
+
 /* Return from the enclosing function when expr gives a non-zero tmoe_code. */
 #define TRY(expr) \
     do { \

@@ -31,6 +31,17 @@ extern "C" {
                                cudaGetErrorString(ce_)); \
     } while (0)
 
+/* Check a CUDA runtime call in teardown, where nothing can be returned and nothing should
+ * stop: on failure log a warning (tmoe_log) with file:line, the call and the CUDA error string,
+ * and go on. */
+#define TMOE_CUDA_WARN(call) \
+    do { \
+        cudaError_t ce_ = (call); \
+        if (ce_ != cudaSuccess) \
+            tmoe_log(TMOE_LOG_WARN, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
+                     cudaGetErrorString(ce_)); \
+    } while (0)
+
 /* After a launch: the launch error, then (debug builds, stream not capturing) a sync. */
 int tmoe_cuda_check_launch(cudaStream_t stream, const char *file, int line, const char *what,
                            tmoe_error *err);

@@ -8,7 +8,7 @@
 
 #include <cupti_activity.h>
 
-#include "thermoe/ktrace.h"
+#include "../backend.h"
 
 typedef CUptiResult (*register_fn)(CUpti_BuffersCallbackRequestFunc, CUpti_BuffersCallbackCompleteFunc);
 typedef CUptiResult (*enable_fn)(CUpti_ActivityKind);
@@ -131,10 +131,7 @@ static int check(CUptiResult r, const char *what, tmoe_error *err) {
     return tmoe_errorf(err, TMOE_EDEVICE, "%s: CUPTI error %d (%s)", what, (int)r, s ? s : "?");
 }
 
-int tmoe_cupti_start(tmoe_error *err);
-int tmoe_cupti_stop(tmoe_kernel_rec **recs, int *n, tmoe_error *err);
-
-int tmoe_cupti_start(tmoe_error *err) {
+static int cupti_start(tmoe_error *err) {
     int rc = load(err);
     if (rc) return rc;
     if (!cu.registered) {
@@ -154,7 +151,7 @@ static int cmp_end(const void *a, const void *b) {
     return x->end_ns < y->end_ns ? -1 : x->end_ns > y->end_ns;
 }
 
-int tmoe_cupti_stop(tmoe_kernel_rec **recs, int *n, tmoe_error *err) {
+static int cupti_stop(tmoe_kernel_rec **recs, int *n, tmoe_error *err) {
     *recs = NULL;
     *n = 0;
     if (!cu.lib) return tmoe_errorf(err, TMOE_EINVAL, "kernel tracing was not started");
@@ -177,3 +174,13 @@ int tmoe_cupti_stop(tmoe_kernel_rec **recs, int *n, tmoe_error *err) {
     pthread_mutex_unlock(&cu.mu);
     return rc;
 }
+
+void tmoe_cuda_nvtx_push(const char *name); /* nvtx.c */
+void tmoe_cuda_nvtx_pop(void);
+
+const tmoe_ktrace_vt tmoe_ktrace_cuda = {
+    .start = cupti_start,
+    .stop = cupti_stop,
+    .range_push = tmoe_cuda_nvtx_push,
+    .range_pop = tmoe_cuda_nvtx_pop,
+};

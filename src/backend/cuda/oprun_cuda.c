@@ -1,6 +1,8 @@
 /* Isolated ops on the CUDA backend, with the same kernels and the same kernel choice as the
  * engine's MoE step (cuda_ops.h; cuBLAS for fp16 / unfused experts from
- * tmoe_cuda_cublas_min_tokens tokens). Expert weights are rotated over copies whose total
+ * tmoe_cuda_cublas_min_tokens tokens), reading weights stored as the engine stores them (the
+ * bandwidth kernel's fp16 and fused q4/q2 weights in the tiled layout where the shape allows,
+ * row-major for cuBLAS and dequant_unpack). Expert weights are rotated over copies whose total
  * exceeds the working-set target (default 128 MB > 2x the 50 MB L2), so no call reads weights
  * the previous call left in the cache. Each call is timed with its own pair of events. Two
  * deliberate differences from the engine: linear_fc1 writes fp32 with no epilogue and relu is
@@ -10,10 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../backend.h"
 #include "cublas_util.h"
 #include "fill.h"
-#include "thermoe/oprun.h"
-
 
 typedef struct cuda_op {
     tmoe_oprun_spec s;
@@ -25,8 +26,10 @@ typedef struct cuda_op {
     int sm_count;              /* multiprocessors of the device, queried once at create */
     void *mem[32];
     int nmem;
-    tmoe_cuda_lin L1, L2;      /* fc1, fc2 of the expert type, ncopies slots */
+    tmoe_cuda_lin L1, L2;      /* fc1, fc2 of the expert type, ncopies slots, row-major (w NULL
+                                  for fused q4/q2 once tiled: only K1, K2 read them) */
     tmoe_cuda_lin U1, U2;      /* fp16 copies for the unfused path */
+    tmoe_cuda_lin K1, K2;      /* what the bandwidth kernel reads (kernel_lin) */
     int32_t *routing;          /* device: experts {0}, counts {n}, offsets {0, n} */
     tmoe_f16 *x16, *a16, *y16, *gate_w, *wqkv, *wo, *qkv16, *P16;
     float *y32, *h32, *logits, *w, *ye, *x32, *norm_w, *S;
@@ -39,6 +42,18 @@ static int dalloc(cuda_op *o, void **p, size_t n, tmoe_error *err) {
     TMOE_CUDA_CHECK(cudaMalloc(p, n ? n : 16), err);
     o->mem[o->nmem++] = *p;
     return TMOE_OK;
+}
+
+/* Free p, an allocation of o (dalloc), and forget it. */
+static int dfree(cuda_op *o, void *p, tmoe_error *err) {
+    for (int i = 0; i < o->nmem; i++)
+        if (o->mem[i] == p) {
+            o->mem[i] = o->mem[--o->nmem];
+            TMOE_CUDA_CHECK(cudaFree(p), err);
+            return TMOE_OK;
+        }
+    TMOE_ASSERT(!"dfree: not an allocation of this runner");
+    return TMOE_EINVAL;
 }
 
 /* Fill n bytes of device memory from host data. */
@@ -83,15 +98,36 @@ static int make_lin(cuda_op *o, tmoe_cuda_lin *L, tmoe_etype t, int out, int in,
     return tmoe_cuda_fill_f16((tmoe_f16 *)L->scales, ns, 0.0625f * a, 0.125f * a, next_seed(r), o->st, err);
 }
 
+/* Teardown (also of a half-created runner): every failure is logged, nothing stops it. */
 static void cuda_destroy(void *p) {
     cuda_op *o = p;
     if (!o) return;
-    for (int i = 0; i < o->nev; i++) cudaEventDestroy(o->ev[i]);
+    for (int i = 0; i < o->nev; i++) TMOE_CUDA_WARN(cudaEventDestroy(o->ev[i]));
     free(o->ev);
-    for (int i = 0; i < o->nmem; i++) cudaFree(o->mem[i]);
-    if (o->cb) cublasDestroy(o->cb);
-    if (o->st) cudaStreamDestroy(o->st);
+    for (int i = 0; i < o->nmem; i++) TMOE_CUDA_WARN(cudaFree(o->mem[i]));
+    if (o->cb) CB_WARN(cublasDestroy(o->cb));
+    if (o->st) TMOE_CUDA_WARN(cudaStreamDestroy(o->st));
     free(o);
+}
+
+/* K: the weights of L (unfused: of its fp16 copy U) as the engine's bandwidth kernel reads
+ * them (backend_cuda.c upload_group): fp16 and fused q4/q2 tiled (tmoe_cuda_tile_weights) where
+ * the shape allows, else row-major. fp16 keeps the row-major L for cuBLAS; fused q4/q2 drop it
+ * once tiled, as the engine does. */
+static int kernel_lin(cuda_op *o, tmoe_cuda_lin *L, const tmoe_cuda_lin *U, int unf,
+                      tmoe_cuda_lin *K, tmoe_error *err) {
+    *K = unf ? *U : *L;
+    if (unf || L->out % 16 || L->w_stride % ((size_t)L->out * 64)) return TMOE_OK;
+    void *wt = NULL;
+    TRY(dalloc(o, &wt, L->w_stride * (size_t)o->ncopies, err));
+    TRY(tmoe_cuda_tile_weights(L->w, wt, L->out, L->w_stride / L->out, o->ncopies, o->st, err));
+    K->w = wt;
+    K->tiled = 1;
+    if (L->type == TMOE_ET_FP16) return TMOE_OK;
+    TMOE_CUDA_CHECK(cudaStreamSynchronize(o->st), err); /* the tiling has read L->w */
+    TRY(dfree(o, (void *)L->w, err));
+    L->w = NULL;
+    return TMOE_OK;
 }
 
 static int is_expert_op(const tmoe_oprun_spec *s) {
@@ -154,6 +190,10 @@ static int create_in(cuda_op *o, tmoe_error *err) {
                 }
             }
         }
+        if (s->whole_expert || s->op == TMOE_OP_LINEAR_FC1)
+            TRY(kernel_lin(o, &o->L1, &o->U1, unf, &o->K1, err));
+        if (s->whole_expert || s->op == TMOE_OP_LINEAR_FC2)
+            TRY(kernel_lin(o, &o->L2, &o->U2, unf, &o->K2, err));
         const tmoe_cuda_lin *L = s->op == TMOE_OP_LINEAR_FC2 ? &o->L2 : &o->L1;
         if (s->whole_expert) {
             /* weights (and scales) read once; unfused also writes and reads them as fp16 */
@@ -240,23 +280,31 @@ static tmoe_cuda_lin slot(const tmoe_cuda_lin *L, int c) {
     return one;
 }
 
-/* One linear of the engine's expert step: cuBLAS for fp16 / unfused from the thresholds,
- * else the bandwidth kernel (weights tiled where the shape allows) with the epilogue. */
-static int expert_linear(cuda_op *o, const tmoe_cuda_lin *Lslot, int unf, tmoe_cuda_epi epi,
+/* The engine's choice (backend_cuda.c): cuBLAS for fp16 / unfused experts from the thresholds. */
+static int via_cublas(const cuda_op *o, int unf) {
+    const tmoe_oprun_spec *s = &o->s;
+    long DF = (long)s->block.d_model * s->block.d_ff;
+    return (s->etype == TMOE_ET_FP16 || unf) && s->tokens >= tmoe_cuda_cublas_min_tokens &&
+           DF >= tmoe_cuda_cublas_min_weights;
+}
+
+/* fc1 (which 0) or fc2 (which 1) of weight copy c as the engine's expert step runs it: cuBLAS
+ * on the row-major fp16 weights (L, or U when unfused), the activation apart, or the
+ * bandwidth kernel on K with the epilogue. Epilogue none writes y32, else y16. */
+static int expert_linear(cuda_op *o, int which, int c, int unf, tmoe_cuda_epi epi,
                          const tmoe_f16 *x, float *y32, tmoe_f16 *y16, tmoe_error *err) {
     const tmoe_oprun_spec *s = &o->s;
     int T = s->tokens;
-    long DF = (long)s->block.d_model * s->block.d_ff;
-    tmoe_cuda_lin L = *Lslot;
-    if ((s->etype == TMOE_ET_FP16 || unf) && T >= tmoe_cuda_cublas_min_tokens &&
-        DF >= tmoe_cuda_cublas_min_weights) {
-        TRY(gemm(o, x, (const tmoe_f16 *)L.w, T, L.in, L.out, o->h32, err));
-        if (epi == TMOE_CUDA_EPI_NONE) return TMOE_OK; /* the caller reads h32 */
-        return tmoe_cuda_act(s->block.act, o->h32, T, s->block.d_ff, y16, o->st, err);
+    if (via_cublas(o, unf)) {
+        tmoe_cuda_lin L = slot(unf ? (which ? &o->U2 : &o->U1) : (which ? &o->L2 : &o->L1), c);
+        float *h = epi == TMOE_CUDA_EPI_NONE ? y32 : o->h32;
+        TRY(gemm(o, x, (const tmoe_f16 *)L.w, T, L.in, L.out, h, err));
+        if (epi == TMOE_CUDA_EPI_NONE) return TMOE_OK;
+        return tmoe_cuda_act(s->block.act, h, T, s->block.d_ff, y16, o->st, err);
     }
-    L.tiled = !unf && L.out % 16 == 0 && L.w_stride % ((size_t)L.out * 64) == 0;
+    tmoe_cuda_lin K = slot(which ? &o->K2 : &o->K1, c);
     const int32_t *ex = o->routing, *cnt = o->routing + 1, *off = o->routing + 2;
-    return tmoe_cuda_expert_linear(&L, epi, 1, ex, NULL, NULL, cnt, off, x, NULL, 1, T, 1, y32,
+    return tmoe_cuda_expert_linear(&K, epi, 1, ex, NULL, NULL, cnt, off, x, NULL, 1, T, 1, y32,
                                    y16, o->st, err);
 }
 
@@ -270,10 +318,9 @@ static int run_whole(cuda_op *o, int c, tmoe_error *err) {
         TRY(tmoe_cuda_dequant_unpack(&a, 1, ex, NULL, (tmoe_f16 *)ua.w, o->st, err));
         TRY(tmoe_cuda_dequant_unpack(&b, 1, ex, NULL, (tmoe_f16 *)ub.w, o->st, err));
     }
-    tmoe_cuda_lin l1 = slot(unf ? &o->U1 : &o->L1, c), l2 = slot(unf ? &o->U2 : &o->L2, c);
     tmoe_cuda_epi epi1 = s->block.act == TMOE_ACT_SWIGLU ? TMOE_CUDA_EPI_SWIGLU : TMOE_CUDA_EPI_RELU;
-    TRY(expert_linear(o, &l1, unf, epi1, o->x16, NULL, o->a16, err));
-    return expert_linear(o, &l2, unf, TMOE_CUDA_EPI_NONE, o->a16, o->y32, NULL, err);
+    TRY(expert_linear(o, 0, c, unf, epi1, o->x16, NULL, o->a16, err));
+    return expert_linear(o, 1, c, unf, TMOE_CUDA_EPI_NONE, o->a16, o->y32, NULL, err);
 }
 
 static int run_once(cuda_op *o, tmoe_error *err) {
@@ -282,7 +329,7 @@ static int run_once(cuda_op *o, tmoe_error *err) {
     int T = s->tokens, D = b->d_model, F = b->d_ff, E = b->num_experts, k = b->top_k, H = b->n_heads;
     int c = o->next;
     o->next = (o->next + 1) % o->ncopies;
-    const int32_t *ex = o->routing, *cnt = o->routing + 1, *off = o->routing + 2;
+    const int32_t *ex = o->routing;
     int unf = s->etype != TMOE_ET_FP16 && s->impl == TMOE_IMPL_UNFUSED;
     if (s->whole_expert) return run_whole(o, c, err);
     switch (s->op) {
@@ -293,17 +340,8 @@ static int run_once(cuda_op *o, tmoe_error *err) {
     }
     case TMOE_OP_LINEAR_FC1:
     case TMOE_OP_LINEAR_FC2: {
-        int fc1 = s->op == TMOE_OP_LINEAR_FC1;
-        tmoe_cuda_lin L = slot(unf ? (fc1 ? &o->U1 : &o->U2) : (fc1 ? &o->L1 : &o->L2), c);
-        /* the engine's choice (backend_cuda.c): cuBLAS for fp16 / unfused from the thresholds */
-        if ((s->etype == TMOE_ET_FP16 || unf) && T >= tmoe_cuda_cublas_min_tokens &&
-            (long)D * F >= tmoe_cuda_cublas_min_weights)
-            return gemm(o, o->x16, (const tmoe_f16 *)L.w, T, L.in, L.out, o->y32, err);
-        /* the bandwidth kernel reads fp16 and fused weights tiled where the shape allows; the
-         * weights are random, so the same bytes serve in either layout */
-        L.tiled = !unf && L.out % 16 == 0 && L.w_stride % ((size_t)L.out * 64) == 0;
-        return tmoe_cuda_expert_linear(&L, TMOE_CUDA_EPI_NONE, 1, ex, NULL, NULL, cnt, off, o->x16,
-                                       NULL, 1, T, 1, o->y32, NULL, o->st, err);
+        int which = s->op == TMOE_OP_LINEAR_FC2;
+        return expert_linear(o, which, c, unf, TMOE_CUDA_EPI_NONE, o->x16, o->y32, NULL, err);
     }
     case TMOE_OP_RELU: return tmoe_cuda_act(b->act, o->h32, T, F, o->a16, o->st, err);
     case TMOE_OP_GATE_LINEAR: return gemm(o, o->x16, o->gate_w, T, D, E, o->y32, err);

@@ -36,12 +36,22 @@
             return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
                                ncclGetErrorString(nr_)); \
     } while (0)
-/* Inside ncclGroupStart: on failure close the group first (the engine then aborts its comm). */
+/* An NCCL call in teardown or on a path that already failed: on failure log a warning and
+ * go on. */
+#define NCCL_WARN(call) \
+    do { \
+        ncclResult_t nw_ = (call); \
+        if (nw_ != ncclSuccess) \
+            tmoe_log(TMOE_LOG_WARN, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
+                     ncclGetErrorString(nw_)); \
+    } while (0)
+/* Inside ncclGroupStart: on failure close the group first (the engine then aborts its comm);
+ * the call's error is the one reported. */
 #define NCCL_CHECK_IN_GROUP(call, err) \
     do { \
         ncclResult_t nr_ = (call); \
         if (nr_ != ncclSuccess) { \
-            ncclGroupEnd(); \
+            NCCL_WARN(ncclGroupEnd()); \
             return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
                                ncclGetErrorString(nr_)); \
         } \
@@ -91,31 +101,31 @@ typedef struct ep_state {
     tmoe_ep_stats stats;
 } ep_state;
 
-static int ep_probe(tmoe_error *err) { return tmoe_backend_cuda.probe(err); }
-
+/* Teardown (also of a half-created state): every failure is logged, nothing stops it. */
 static void ep_destroy(void *p) {
     ep_state *s = p;
     if (!s) return;
     if (s->failed) {
-        if (s->comm) ncclCommAbort(s->comm); /* do not wait for peers that may never come */
+        /* do not wait for peers that may never come */
+        if (s->comm) NCCL_WARN(ncclCommAbort(s->comm));
     } else {
-        if (s->io.stream) cudaStreamSynchronize(s->io.stream);
-        if (s->comm) ncclCommDestroy(s->comm);
+        if (s->io.stream) TMOE_CUDA_WARN(cudaStreamSynchronize(s->io.stream));
+        if (s->comm) NCCL_WARN(ncclCommDestroy(s->comm));
     }
     for (int i = 0; i < EP_EV_N; i++)
-        if (s->ev[i]) cudaEventDestroy(s->ev[i]);
+        if (s->ev[i]) TMOE_CUDA_WARN(cudaEventDestroy(s->ev[i]));
     for (int j = 0; j < s->maxL; j++) {
-        if (s->ev_round && s->ev_round[j]) cudaEventDestroy(s->ev_round[j]);
-        if (s->ev_done && s->ev_done[j]) cudaEventDestroy(s->ev_done[j]);
+        if (s->ev_round && s->ev_round[j]) TMOE_CUDA_WARN(cudaEventDestroy(s->ev_round[j]));
+        if (s->ev_done && s->ev_done[j]) TMOE_CUDA_WARN(cudaEventDestroy(s->ev_done[j]));
     }
     free(s->ev_round);
     free(s->ev_done);
-    if (s->ev_ready) cudaEventDestroy(s->ev_ready);
-    if (s->ev_ret) cudaEventDestroy(s->ev_ret);
-    if (s->cst) cudaStreamDestroy(s->cst);
+    if (s->ev_ready) TMOE_CUDA_WARN(cudaEventDestroy(s->ev_ready));
+    if (s->ev_ret) TMOE_CUDA_WARN(cudaEventDestroy(s->ev_ret));
+    if (s->cst) TMOE_CUDA_WARN(cudaStreamDestroy(s->cst));
     free(s->h_one);
-    cudaFree(s->ws);
-    if (s->host) cudaFreeHost(s->host);
+    if (s->ws) TMOE_CUDA_WARN(cudaFree(s->ws));
+    if (s->host) TMOE_CUDA_WARN(cudaFreeHost(s->host));
     if (s->inner) tmoe_backend_cuda.destroy(s->inner);
     tmoe_dispatch_free(s->plan);
     free(s->sub_experts);
@@ -162,31 +172,39 @@ static int alloc_buffers(ep_state *s, tmoe_error *err) {
     s->ridx_n = s->o_one + 2 * L;
     s->h_one = tmoe_calloc(L, sizeof(int32_t), err);
     if (!s->h_one) return TMOE_ENOMEM;
-    size_t sizes[] = {E * D * 2, Tk * D * 2, R * D * 2, R * D * 2, R * D * 2, Tk * D * 2,
-                      (size_t)s->Tmax * E * 4, Tk * 4, R * D * 4, (size_t)s->Tmax * D * 4,
-                      Tk * 4, s->sidx_n * 4, s->ridx_n * 4};
-    void **slots[] = {(void **)&s->gate16, (void **)&s->send16, (void **)&s->recv16,
-                      (void **)&s->xg16, (void **)&s->ret16, (void **)&s->back16,
-                      (void **)&s->logits, (void **)&s->w, (void **)&s->ye32, (void **)&s->y32,
-                      (void **)&s->idx, (void **)&s->d_sidx, (void **)&s->d_ridx};
-    size_t n = sizeof slots / sizeof *slots, total = 0;
-    for (size_t i = 0; i < n; i++) total += (sizes[i] + 255) & ~(size_t)255;
+    const tmoe_buf ws[] = {
+        TMOE_BUF(s->gate16, E * D * 2),
+        TMOE_BUF(s->send16, Tk * D * 2),
+        TMOE_BUF(s->recv16, R * D * 2),
+        TMOE_BUF(s->xg16, R * D * 2),
+        TMOE_BUF(s->ret16, R * D * 2),
+        TMOE_BUF(s->back16, Tk * D * 2),
+        TMOE_BUF(s->logits, (size_t)s->Tmax * E * 4),
+        TMOE_BUF(s->w, Tk * 4),
+        TMOE_BUF(s->ye32, R * D * 4),
+        TMOE_BUF(s->y32, (size_t)s->Tmax * D * 4),
+        TMOE_BUF(s->idx, Tk * 4),
+        TMOE_BUF(s->d_sidx, s->sidx_n * 4),
+        TMOE_BUF(s->d_ridx, s->ridx_n * 4),
+    };
+    int n_ws = (int)(sizeof ws / sizeof *ws);
+    size_t total = tmoe_bufs_total(ws, n_ws, 256); /* cudaMalloc returns 256-aligned memory */
     cudaError_t ce = cudaMalloc(&s->ws, total);
     if (ce != cudaSuccess)
         return tmoe_errorf(err, TMOE_ENOMEM, "%s:%d: expert-parallel workspace of %zu bytes: %s",
                            __FILE__, __LINE__, total, cudaGetErrorString(ce));
-    uint8_t *p = s->ws;
-    for (size_t i = 0; i < n; i++) {
-        *slots[i] = p;
-        p += (sizes[i] + 255) & ~(size_t)255;
-    }
-    size_t hsz = (E + 2 * Tk + s->sidx_n + s->ridx_n) * 4 + 256;
+    tmoe_bufs_carve(ws, n_ws, s->ws, 256);
+    const tmoe_buf host[] = {
+        TMOE_BUF(s->h_bias, E * 4),
+        TMOE_BUF(s->h_w, Tk * 4),
+        TMOE_BUF(s->h_idx, Tk * 4),
+        TMOE_BUF(s->p_sidx, s->sidx_n * 4),
+        TMOE_BUF(s->p_ridx, s->ridx_n * 4),
+    };
+    int n_host = (int)(sizeof host / sizeof *host);
+    size_t hsz = tmoe_bufs_total(host, n_host, 64);
     TMOE_CUDA_CHECK(cudaHostAlloc(&s->host, hsz, cudaHostAllocMapped), err);
-    s->h_bias = s->host;
-    s->h_w = s->h_bias + E;
-    s->h_idx = (int32_t *)(s->h_w + Tk);
-    s->p_sidx = s->h_idx + Tk;
-    s->p_ridx = s->p_sidx + s->sidx_n;
+    tmoe_bufs_carve(host, n_host, s->host, 64);
     memset(s->p_ridx, 0, sizeof(int32_t) * s->ridx_n);
     for (int j = 0; j < s->L; j++) { /* constant: zeros and the lists [1, j] */
         s->p_ridx[s->o_one + 2 * (size_t)j] = 1;
@@ -594,7 +612,6 @@ static int ep_stats(const void *p, tmoe_ep_stats *out) {
 
 const tmoe_backend_vt tmoe_backend_cuda_ep = {
     .name = "cuda-ep",
-    .probe = ep_probe,
     .create = ep_create,
     .destroy = ep_destroy,
     .begin = ep_begin,
