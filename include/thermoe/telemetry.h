@@ -262,7 +262,16 @@ int64_t tmoe_monitor_now_ns(const tmoe_monitor *m); /* monotonic or simulated */
 int64_t tmoe_monitor_sample_count(const tmoe_monitor *m, int dev); /* taken so far */
 int tmoe_monitor_device_lost(const tmoe_monitor *m, int dev);
 
-typedef enum { TMOE_ENERGY_NONE, TMOE_ENERGY_COUNTER, TMOE_ENERGY_INTEGRATED } tmoe_energy_method;
+/* How an energy was obtained. The monitor's windows give none, counter or integrated; the
+ * meter adds latest_power (no usable sample inside the window: the latest power before it
+ * times the window's length) and sim_exact (the simulated GPU's own integral). */
+typedef enum {
+    TMOE_ENERGY_NONE,
+    TMOE_ENERGY_COUNTER,
+    TMOE_ENERGY_INTEGRATED,
+    TMOE_ENERGY_LATEST_POWER,
+    TMOE_ENERGY_SIM_EXACT
+} tmoe_energy_method;
 const char *tmoe_energy_method_name(tmoe_energy_method m);
 typedef struct tmoe_energy {
     double joules;             /* NAN when method is NONE */
