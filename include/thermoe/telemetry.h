@@ -1,7 +1,8 @@
 /* GPU telemetry: one sample type with a validity bit per field, sources behind a small
  * table of function pointers (nvml: libnvidia-ml loaded with dlopen; sim: a simulated H100
- * calibrated to measured traces), a background sampling monitor with energy windows, and an
- * online RC thermal fit. See docs/telemetry.md. */
+ * calibrated to measured traces), a background sampling monitor with energy windows, the
+ * meter (measurement windows over every device), and an online RC thermal fit. See
+ * docs/telemetry.md. */
 #ifndef THERMOE_TELEMETRY_H
 #define THERMOE_TELEMETRY_H
 
