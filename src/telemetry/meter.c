@@ -137,7 +137,7 @@ static double power_of(const tmoe_sample *s) {
     return NAN;
 }
 
-/* One sample of device d into its values (temperatures, power) and both sums. */
+/* One sample of a device into its values (temperatures, power) and into both sums. */
 static void visit(tmoe_meter_values *v, double *last_w, acc *dev, acc *tot, const tmoe_sample *s) {
     if (s->valid & TMOE_F_GPU_TEMP) {
         max_into(&v->gpu_temp_peak_c, s->gpu_temp_c);
