@@ -1,7 +1,8 @@
 /* GPU telemetry: one sample type with a validity bit per field, sources behind a small
  * table of function pointers (nvml: libnvidia-ml loaded with dlopen; sim: a simulated H100
- * calibrated to measured traces), a background sampling monitor with energy windows, and an
- * online RC thermal fit. See docs/telemetry.md. */
+ * calibrated to measured traces), a background sampling monitor with energy windows, the
+ * meter (measurement windows over every device), and an online RC thermal fit. See
+ * docs/telemetry.md. */
 #ifndef THERMOE_TELEMETRY_H
 #define THERMOE_TELEMETRY_H
 
@@ -262,7 +263,16 @@ int64_t tmoe_monitor_now_ns(const tmoe_monitor *m); /* monotonic or simulated */
 int64_t tmoe_monitor_sample_count(const tmoe_monitor *m, int dev); /* taken so far */
 int tmoe_monitor_device_lost(const tmoe_monitor *m, int dev);
 
-typedef enum { TMOE_ENERGY_NONE, TMOE_ENERGY_COUNTER, TMOE_ENERGY_INTEGRATED } tmoe_energy_method;
+/* How an energy was obtained. The monitor's windows give none, counter or integrated; the
+ * meter adds latest_power (no usable sample inside the window: the latest power before it
+ * times the window's length) and sim_exact (the simulated GPU's own integral). */
+typedef enum {
+    TMOE_ENERGY_NONE,
+    TMOE_ENERGY_COUNTER,
+    TMOE_ENERGY_INTEGRATED,
+    TMOE_ENERGY_LATEST_POWER,
+    TMOE_ENERGY_SIM_EXACT
+} tmoe_energy_method;
 const char *tmoe_energy_method_name(tmoe_energy_method m);
 typedef struct tmoe_energy {
     double joules;             /* NAN when method is NONE */
@@ -285,6 +295,93 @@ double tmoe_monitor_predict_thermal(tmoe_monitor *m, double horizon_s, double pl
  * planned). All NAN before enough samples. */
 void tmoe_monitor_predict_thermal_trajectory(tmoe_monitor *m, const double *planned_power_w,
                                              int n, double dt_s, double *temp_c);
+
+/* ---- meter -----------------------------------------------------------------------------
+ * Measurement windows over every device of a telemetry: energy, power, temperatures, clocks,
+ * utilisation and throttle reasons of a span of work, the same way on NVML and on the
+ * simulated GPU. NVML: energy from the monitor's window (counter where it stepped, else
+ * integrated power, else the latest power times the length). Simulated GPU: the exact energy
+ * each device drew (tmoe_sim_energy_exact_j), the rest from its samples; the work is billed
+ * to it through the meter (on NVML the real GPU bills itself). Unknown values are NAN. One
+ * meter is used by one thread at a time (it keeps a scratch buffer of samples). */
+#define TMOE_METER_MAX_DEVICES 16
+
+typedef struct tmoe_meter_config {
+    int own_device; /* the device this process drives (default 0): its first and last samples
+                       give the totals' start and end temperatures */
+    int own_only;   /* 1: every total is the own device's value (an expert-parallel rank, so
+                       that the ranks' rows add up to the host); 0 (default): totals over every
+                       device (sums, the hottest, means over all samples) */
+} tmoe_meter_config;
+tmoe_meter_config tmoe_meter_config_default(void);
+
+/* An open window: a plain value the caller keeps (nothing to release; dropping it is fine). */
+typedef struct tmoe_meter_window {
+    int64_t t0_ns;                                /* start, on the monitor's clock */
+    int n_devices;
+    tmoe_sample first[TMOE_METER_MAX_DEVICES];    /* (n_devices) latest sample of each device at
+                                                     the start; all invalid when none yet */
+    double sim_energy_j[TMOE_METER_MAX_DEVICES];  /* (n_devices) sim: exact energy drawn so far,
+                                                     J; NAN on nvml */
+} tmoe_meter_window;
+
+/* What one device (or the total) did over a window. NAN = unknown. */
+typedef struct tmoe_meter_values {
+    double energy_j;            /* J over the window */
+    tmoe_energy_method method;  /* how energy_j was obtained (total: the weakest device's) */
+    double power_avg_w;         /* W, energy_j / period */
+    double power_peak_w;        /* W, highest sampled power, at least power_avg_w (total: the
+                                   sum of the devices' peaks, an upper bound, exact with one) */
+    double gpu_temp_start_c;    /* C, latest sample at the start */
+    double gpu_temp_end_c;      /* C, last sample in the window */
+    double gpu_temp_peak_c;     /* C, hottest sample (total: the hottest device) */
+    double mem_temp_start_c, mem_temp_end_c, mem_temp_peak_c; /* HBM, C, the same way */
+    double sm_clock_mhz;        /* MHz, mean over the samples */
+    double sm_clock_max_mhz;    /* MHz, highest sample */
+    double mem_clock_mhz;       /* MHz, mean over the samples */
+    double gpu_util_pct;        /* %, mean over the samples */
+    double mem_util_pct;        /* %, mean over the samples */
+    uint64_t throttle;          /* OR of the samples' clock-event reasons, GpuIdle removed */
+    int throttle_known;         /* 1 when a sample carried throttle reasons (else throttle 0) */
+    int samples;                /* samples inside the window; 0: the latest sample before it
+                                   stood in for the temperatures, clocks and power */
+} tmoe_meter_values;
+
+typedef struct tmoe_meter_reading {
+    const char *source;         /* "nvml" | "sim" (static string) */
+    double period_s;            /* window length, s */
+    int n_devices;
+    int own_device;
+    tmoe_meter_values total;    /* the batch: see tmoe_meter_config for own_only */
+    tmoe_meter_values dev[TMOE_METER_MAX_DEVICES]; /* (n_devices) each device */
+} tmoe_meter_reading;
+
+typedef struct tmoe_meter tmoe_meter;
+/* t and mon are borrowed and must outlive the meter (mon samples t). cfg may be NULL
+ * (defaults). TMOE_EINVAL: own_device out of range, more than TMOE_METER_MAX_DEVICES devices. */
+int tmoe_meter_create(tmoe_telemetry *t, tmoe_monitor *mon, const tmoe_meter_config *cfg,
+                      tmoe_meter **out, tmoe_error *err);
+void tmoe_meter_free(tmoe_meter *m); /* NULL-safe */
+/* Open a window now on every device (fills *w). */
+void tmoe_meter_begin(tmoe_meter *m, tmoe_meter_window *w);
+/* Close w now: fills *out. w stays valid (a later end measures from the same start).
+ * TMOE_EINVAL when w does not come from a meter over this telemetry. */
+int tmoe_meter_end(tmoe_meter *m, const tmoe_meter_window *w, tmoe_meter_reading *out,
+                   tmoe_error *err);
+/* Work done on device dev: busy_s seconds at full clock drawing dynamic_j above idle, a
+ * share mem_fraction of it moving memory. Simulated GPU: queued (tmoe_sim_submit_energy);
+ * NVML: nothing (the real GPU bills itself). busy_s = 0 bills nothing. TMOE_EINVAL on a bad
+ * device or value. */
+int tmoe_meter_bill(tmoe_meter *m, int dev, double busy_s, double dynamic_j, double mem_fraction);
+/* Simulated GPU: advance until every device's billed work is done; NVML: nothing (the
+ * engine synchronizes its own stream). */
+void tmoe_meter_sync(tmoe_meter *m);
+/* Let dt_s pass with nothing billed: simulated time advances; on NVML the thread sleeps.
+ * Returns the seconds left when a signal cut the sleep short (0 when it all passed), so a
+ * caller can check its stop flag and call again. */
+double tmoe_meter_wait(tmoe_meter *m, double dt_s);
+/* Seconds of billed work still queued on dev (simulated GPU); NAN on NVML. */
+double tmoe_meter_backlog_s(tmoe_meter *m, int dev);
 
 #ifdef __cplusplus
 }

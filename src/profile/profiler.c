@@ -108,11 +108,12 @@ typedef struct prof {
     tmoe_backend_kind backend;
     tmoe_telemetry *tel;
     tmoe_monitor *mon;
+    tmoe_meter *meter;  /* windows over each op's calls (when measure_energy) */
     int measure_energy; /* nvml: the counter measures the work we run */
     int trace_kernels;  /* CUPTI answered */
     int whole;          /* measure() runs the whole expert forward instead of it->op */
     double idle_w, idle_temp_c;
-    tmoe_sample samples[1024];
+    tmoe_sample samples[1024]; /* idle measurement */
     double *ms;
     int ms_cap;
 } prof;
@@ -166,9 +167,9 @@ static int measure(prof *p, const plan_item *it, tmoe_cost_entry *e, tmoe_error 
     double est = warm[nw - 1] > 1e-6 ? warm[nw - 1] : 1e-3; /* ms per call */
     rest(p);
 
-    int64_t tok = p->measure_energy ? tmoe_monitor_energy_begin(p->mon, 0) : -1;
-    double temp0 = latest_temp(p);
-    int64_t w0 = tmoe_now_ns(), m0 = p->mon ? tmoe_monitor_now_ns(p->mon) : 0;
+    tmoe_meter_window win;
+    if (p->meter) tmoe_meter_begin(p->meter, &win);
+    int64_t w0 = tmoe_now_ns();
     int calls = 0;
     double elapsed = 0.0;
     while (elapsed < c->min_seconds || calls < c->min_calls) {
@@ -188,9 +189,8 @@ static int measure(prof *p, const plan_item *it, tmoe_cost_entry *e, tmoe_error 
         calls += chunk;
         elapsed = (double)(tmoe_now_ns() - w0) / 1e9;
     }
-    tmoe_energy en = {.joules = NAN, .method = TMOE_ENERGY_NONE};
-    if (tok >= 0 && (rc = tmoe_monitor_energy_end(p->mon, tok, &en, err))) goto done;
-    double temp1 = latest_temp(p);
+    tmoe_meter_reading rd;
+    if (p->meter && (rc = tmoe_meter_end(p->meter, &win, &rd, err))) goto done;
 
     memset(e, 0, sizeof *e);
     e->op = it->op;
@@ -201,16 +201,17 @@ static int measure(prof *p, const plan_item *it, tmoe_cost_entry *e, tmoe_error 
     tmoe_profile_percentiles(p->ms, calls, &e->latency_median_ms, &e->latency_p90_ms);
     e->energy_board_j = e->energy_dynamic_j = e->avg_power_w = e->temp_impact_c_per_s = NAN;
     e->ncu_occupancy_pct = e->ncu_dram_pct = NAN;
-    if (p->measure_energy && en.method != TMOE_ENERGY_NONE && !isnan(en.joules)) {
-        e->energy_board_j = en.joules / calls;
-        e->avg_power_w = en.joules / elapsed;
+    /* energy measured over the calls: the counter's or the integrated power of samples
+     * inside the window, not the latest power before it standing in */
+    const tmoe_meter_values *v = p->meter ? &rd.total : NULL;
+    if (v && (v->method == TMOE_ENERGY_COUNTER || v->method == TMOE_ENERGY_INTEGRATED) &&
+        !isnan(v->energy_j)) {
+        e->energy_board_j = v->energy_j / calls;
+        e->avg_power_w = v->energy_j / elapsed;
         if (!isnan(p->idle_w)) e->energy_dynamic_j = e->energy_board_j - p->idle_w * elapsed / calls;
-        if (!isnan(temp0) && !isnan(temp1)) e->temp_impact_c_per_s = (temp1 - temp0) / elapsed;
-        int n = tmoe_monitor_samples(p->mon, 0, m0, tmoe_monitor_now_ns(p->mon), p->samples, 1024);
-        for (int i = 0; i < n; i++)
-            if ((p->samples[i].valid & TMOE_F_THROTTLE) &&
-                (p->samples[i].throttle_reasons & ~TMOE_THROTTLE_GPU_IDLE))
-                e->throttled = 1;
+        if (!isnan(v->gpu_temp_start_c) && !isnan(v->gpu_temp_end_c))
+            e->temp_impact_c_per_s = (v->gpu_temp_end_c - v->gpu_temp_start_c) / elapsed;
+        e->throttled = v->samples > 0 && v->throttle != 0;
     }
     if (p->trace_kernels) {
         /* the kernels one call launches: trace a few more calls through CUPTI */
@@ -309,6 +310,10 @@ int tmoe_profile_run(const tmoe_profile_config *c, tmoe_cost_model **out, tmoe_e
         mc.period_ns = 20000000;
         mc.energy_period_ns = 100000000; /* every counter step: energy per op is the point */
         if ((rc = tmoe_monitor_create(p.tel, &mc, &p.mon, err))) goto fail;
+        /* device 0 of the telemetry, every total its own */
+        tmoe_meter_config mtc = tmoe_meter_config_default();
+        mtc.own_only = 1;
+        if ((rc = tmoe_meter_create(p.tel, p.mon, &mtc, &p.meter, err))) goto fail;
     } else {
         tmoe_log(TMOE_LOG_WARN, "profile: energy and temperature are not measured (%s telemetry, "
                  "%s backend): the cost model gets latencies only",
@@ -374,6 +379,7 @@ int tmoe_profile_run(const tmoe_profile_config *c, tmoe_cost_model **out, tmoe_e
     if (!rc && c->check_path) rc = check_expert_sum(&p, plan, n, cm, c->check_path, err);
     if (c->progress && !rc) c->progress(c->progress_user, n, n, "done", 0.0);
     free(p.ms);
+    tmoe_meter_free(p.meter);
     tmoe_monitor_free(p.mon);
     tmoe_telemetry_free(p.tel);
     free(plan);
@@ -381,6 +387,7 @@ int tmoe_profile_run(const tmoe_profile_config *c, tmoe_cost_model **out, tmoe_e
     return rc;
 fail:
     free(p.ms);
+    tmoe_meter_free(p.meter);
     tmoe_monitor_free(p.mon);
     tmoe_telemetry_free(p.tel);
     tmoe_cost_free(cm);

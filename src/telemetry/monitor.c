@@ -59,6 +59,8 @@ const char *tmoe_energy_method_name(tmoe_energy_method m) {
     case TMOE_ENERGY_NONE: return "none";
     case TMOE_ENERGY_COUNTER: return "counter";
     case TMOE_ENERGY_INTEGRATED: return "integrated";
+    case TMOE_ENERGY_LATEST_POWER: return "latest_power";
+    case TMOE_ENERGY_SIM_EXACT: return "sim_exact";
     }
     return "?";
 }
