@@ -1,10 +1,13 @@
 # thermoe import / thermoe cost on the real fixtures: exit codes and the key output lines.
-# usage: bash tests/cli_import.sh path/to/thermoe   (THERMOE_FIXTURES overrides the fixture dir)
+# The ncu files are the project's own (tests/data/fixtures); the nsys exports are another
+# project's (THERMOE_FIXTURES overrides their directory).
+# usage: bash tests/cli_import.sh path/to/thermoe
 set -u
 BIN=${1:?usage: cli_import.sh path/to/thermoe}
 HERE=$(cd "$(dirname "$0")" && pwd)
 FIX=${THERMOE_FIXTURES:-$HERE/../../shared/fixtures}
 [ -d "$FIX/nsys" ] || FIX=/work/shared/fixtures
+DATA=$HERE/data/fixtures
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 fails=0
@@ -65,7 +68,7 @@ if command -v sqlite3 >/dev/null; then
     # median of per-range kernel time: (500 + 400) / 2 ns = 0.00045 ms
     has "cost show fc1" "linear_fc1      q4    fused        16    0.00045"
     # ncu metrics into the entry whose kernel is the cuBLAS nvjet kernel
-    expect 0 "ncu merge" -- "$BIN" import ncu "$FIX/ncu/h100_ncu_raw.csv" --cost-model "$TMP/cost.json" --out "$TMP/merged.json"
+    expect 0 "ncu merge" -- "$BIN" import ncu "$DATA/ncu/h100_ncu_raw.csv" --cost-model "$TMP/cost.json" --out "$TMP/merged.json"
     has "ncu merge" "matched 1 of 2 cost entries"
     expect 0 "cost show merged" -- "$BIN" cost show "$TMP/merged.json"
     has "cost show merged" "14/79"
@@ -75,15 +78,15 @@ if command -v sqlite3 >/dev/null; then
 fi
 
 # ncu
-expect 0 "ncu raw" -- "$BIN" import ncu "$FIX/ncu/h100_ncu_raw.csv"
+expect 0 "ncu raw" -- "$BIN" import ncu "$DATA/ncu/h100_ncu_raw.csv"
 has "ncu raw" "(raw layout): 17 kernels"
 has "ncu raw nvjet" "    2        44672    14.12    78.82  nvjet_sm90_hsh_32x64_64x16_1x2_h_bz_splitK_NNN"
-expect 0 "ncu details" -- "$BIN" import ncu "$FIX/ncu/h100_ncu_details.csv"
+expect 0 "ncu details" -- "$BIN" import ncu "$DATA/ncu/h100_ncu_details.csv"
 has "ncu details" "(details layout): 17 kernels"
 printf '==PROF== Connected to process 1\n==ERROR== ERR_NVGPUCTRPERM - no permission for GPU performance counters\n' >"$TMP/err.csv"
 expect 1 "ncu error-only" -- "$BIN" import ncu "$TMP/err.csv"
 has "ncu error-only" "==ERROR== ERR_NVGPUCTRPERM - no permission"
-expect 2 "ncu --out without --cost-model" -- "$BIN" import ncu "$FIX/ncu/h100_ncu_raw.csv" --out "$TMP/y.json"
+expect 2 "ncu --out without --cost-model" -- "$BIN" import ncu "$DATA/ncu/h100_ncu_raw.csv" --out "$TMP/y.json"
 
 # cost: malformed files
 printf '{"schema": "thermoe.cost_model/1",\n "entries": [ }\n' >"$TMP/bad.json"

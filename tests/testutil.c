@@ -37,6 +37,14 @@ void tu_assert_close(const char *what, const float *got, const double *ref, size
                  atol, rtol);
 }
 
+const char *tu_data(const char *rel) {
+    static char buf[4][4096];
+    static int i;
+    char *b = buf[i++ % 4];
+    snprintf(b, sizeof buf[0], "%s/tests/data/fixtures/%s", THERMOE_SOURCE_DIR, rel);
+    return b;
+}
+
 const char *tu_fixture(const char *rel) {
     static char buf[4096];
     const char *dir = getenv("THERMOE_FIXTURES");

@@ -21,7 +21,10 @@ double tu_rel_l2(const float *got, const double *ref, size_t n);
 /* Assert max_i |got-ref| <= atol + rtol |ref|; prints the worst element and fails. */
 void tu_assert_close(const char *what, const float *got, const double *ref, size_t n, double atol,
                      double rtol);
-/* Path of a fixture file (env THERMOE_FIXTURES overrides the built-in dir). */
+/* Path of a measurement committed with the project: tests/data/fixtures/<rel>. */
+const char *tu_data(const char *rel);
+/* Path of a fixture from another project, not committed here (nsys/, traces/): the env
+ * THERMOE_FIXTURES, else the configured THERMOE_FIXTURES_DIR (../shared/fixtures). */
 const char *tu_fixture(const char *rel);
 /* A fresh temporary directory (removed by tu_cleanup) and a path inside it. */
 const char *tu_tmpdir(void);
