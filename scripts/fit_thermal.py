@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Fit the simulated GPU's two-stage RC thermal model to the measured H100 trace
-fixtures/telemetry/h100_thermal_step.csv (pure Python, no numpy).
+tests/data/fixtures/telemetry/h100_thermal_step.csv (pure Python, no numpy).
 
 Model, per sensor s (GPU die, HBM), two stages i (fast, slow) sharing time constants:
     T_s(t) = T_amb + sum_i [ g_rest_si * u_i[P_rest](t) + g_mem_si * u_i[P_mem](t)
@@ -67,9 +67,8 @@ def fit(ts, cols, y):
 
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
-    fixtures = os.environ.get("THERMOE_FIXTURES", "/work/shared/fixtures")
     path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
-        fixtures, "telemetry", "h100_thermal_step.csv")
+        here, "..", "tests", "data", "fixtures", "telemetry", "h100_thermal_step.csv")
     rows = load(path)
     ts = [r[0] for r in rows]
     pmem = [max(0.0, r[2] - IDLE_UP_W) if r[1] == "copy" else 0.0 for r in rows]

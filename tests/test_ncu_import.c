@@ -1,5 +1,5 @@
-/* ncu CSV import: the real raw and details files (expected values from the fixtures README
- * and Python's csv module), a generated file with old metric names, other units, quoting
+/* ncu CSV import: the real raw and details files of tests/data/fixtures/ncu (expected values
+ * from its README and Python's csv module), a generated file with old metric names, other units, quoting
  * and CRLF, an error-only file, and merging into cost-model entries. */
 #include <math.h>
 #include <stdio.h>
@@ -24,7 +24,7 @@ static void test_raw_fixture(void **state) {
     (void)state;
     tmoe_error err = {0};
     tmoe_ncu_result *r;
-    ASSERT_OK(tmoe_import_ncu(tu_fixture("ncu/h100_ncu_raw.csv"), &r, &err), &err);
+    ASSERT_OK(tmoe_import_ncu(tu_data("ncu/h100_ncu_raw.csv"), &r, &err), &err);
     assert_int_equal(r->n, 17);
     assert_int_equal(r->details_layout, 0);
     for (int i = 0; i < 3; i++) {
@@ -45,7 +45,7 @@ static void test_details_fixture(void **state) {
     (void)state;
     tmoe_error err = {0};
     tmoe_ncu_result *r;
-    ASSERT_OK(tmoe_import_ncu(tu_fixture("ncu/h100_ncu_details.csv"), &r, &err), &err);
+    ASSERT_OK(tmoe_import_ncu(tu_data("ncu/h100_ncu_details.csv"), &r, &err), &err);
     assert_int_equal(r->n, 17);
     assert_int_equal(r->details_layout, 1);
     const tmoe_ncu_kernel *k = &r->kernels[2];
@@ -224,7 +224,7 @@ static void test_merge_into_cost(void **state) {
     (void)state;
     tmoe_error err = {0};
     tmoe_ncu_result *r;
-    ASSERT_OK(tmoe_import_ncu(tu_fixture("ncu/h100_ncu_raw.csv"), &r, &err), &err);
+    ASSERT_OK(tmoe_import_ncu(tu_data("ncu/h100_ncu_raw.csv"), &r, &err), &err);
     tmoe_cost_model *cm;
     ASSERT_OK(tmoe_cost_create(&cm, &err), &err);
     tmoe_cost_kernel k1 = {(char *)NVJET_NAME, 1, 0.045};

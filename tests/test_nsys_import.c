@@ -1,6 +1,8 @@
-/* nsys SQLite import: kernel counts and times on real exports (expected values from
- * sqlite3), op mapping and power attribution on a database built here with the documented
- * schema, and clear errors for missing tables and corrupt files. */
+/* nsys SQLite import on exports written here: kernel counts, times, names and launches per
+ * device on random exports with the columns of a real one (tests/nsys_synth.c; expected
+ * values counted from the rows written), op mapping and power attribution on a database
+ * with the documented schema, and clear errors for missing tables and corrupt or truncated
+ * files. The real exports of ../shared/fixtures are read by test_nsys_fixtures.c. */
 #include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -8,46 +10,97 @@
 #include <string.h>
 #include <time.h>
 
+#include "nsys_synth.h"
 #include "testutil.h"
 #include "thermoe/profile.h"
 
 #define TOL_ENERGY 1e-9 /* relative: same integral summed in another order */
 
-static void test_h100_2gpu(void **state) {
+/* A random multi-GPU export with the columns of nsys 2026's: every count and sum the
+ * importer reports, against the rows written. */
+static void test_synth_export(void **state) {
     (void)state;
+    tmoe_rng rng;
+    tmoe_rng_seed(&rng, tu_seed());
+    tu_nsys_spec spec = {.seed = tmoe_rng_below(&rng, 1u << 30), .n_devices = 1 + (int)tmoe_rng_below(&rng, 4),
+                         .kernels_per_device = 1 + (int)tmoe_rng_below(&rng, 700), .n_names = 12, .with_nvtx = 1,
+                         .t0 = 155000000000LL};
+    print_message("%d devices x %d kernels\n", spec.n_devices, spec.kernels_per_device);
+    const char *path = tu_tmppath("synth.sqlite");
+    tu_nsys_truth t;
+    assert_int_equal(tu_nsys_random(path, &spec, &t), 0);
     tmoe_error err = {0};
     tmoe_nsys_result *r;
-    ASSERT_OK(tmoe_import_nsys(tu_fixture("nsys/h100_2gpu_1s.sqlite"), &r, &err), &err);
-    /* sqlite3 FILE "select count(*), sum(end-start) from CUPTI_ACTIVITY_KIND_KERNEL" */
-    assert_int_equal(r->n_kernels, 3442);
-    assert_int_equal(r->kernel_ns, 44829522);
-    /* sqlite3 FILE "select deviceId, count(*), sum(end-start) from CUPTI_ACTIVITY_KIND_KERNEL
-     *               group by deviceId" -> 0|1721|22385163, 1|1721|22444359 */
-    assert_int_equal(r->n_devices, 2);
-    assert_int_equal(r->devices[0].device, 0);
-    assert_int_equal(r->devices[0].kernels, 1721);
-    assert_int_equal(r->devices[0].kernel_ns, 22385163);
-    assert_int_equal(r->devices[1].device, 1);
-    assert_int_equal(r->devices[1].kernels, 1721);
-    assert_int_equal(r->devices[1].kernel_ns, 22444359);
+    ASSERT_OK(tmoe_import_nsys(path, &r, &err), &err);
+    int64_t ns = 0, launched = 0, dk[16] = {0}, dns[16] = {0};
+    for (int i = 0; i < t.n_kernels; i++) {
+        const tu_nsys_kern *k = &t.kernels[i];
+        ns += k->end - k->start;
+        launched += k->launched;
+        dk[k->device]++;
+        dns[k->device] += k->end - k->start;
+    }
+    assert_int_equal(r->n_kernels, t.n_kernels);
+    assert_int_equal(r->kernel_ns, ns);
+    assert_int_equal(r->launches_matched, launched);
+    assert_int_equal(r->n_devices, spec.n_devices);
+    for (int d = 0; d < spec.n_devices; d++) {
+        assert_int_equal(r->devices[d].device, d);
+        assert_int_equal(r->devices[d].kernels, dk[d]);
+        assert_int_equal(r->devices[d].kernel_ns, dns[d]);
+        assert_int_equal(r->devices[d].kernels_with_energy, 0);
+    }
+    /* names from demangledName (templates and arguments), not shortName */
     assert_string_equal(r->name_column, "demangledName");
-    /* no GPU_METRICS in this export: reported, energy unknown */
-    assert_non_null(strstr(r->missing, "GPU_METRICS"));
+    for (int i = 0; i < t.n_kernels; i++) {
+        const tu_nsys_kern *k = &t.kernels[i];
+        const tmoe_nsys_kernel *g = NULL;
+        for (int64_t j = 0; j < r->n_kernels && !g; j++)
+            if (r->kernels[j].start_ns == k->start && r->kernels[j].end_ns == k->end &&
+                r->kernels[j].device == k->device && !strcmp(r->names[r->kernels[j].name], t.names[k->name]))
+                g = &r->kernels[j];
+        if (!g) fail_msg("kernel %d [%lld, %lld] dev %d %s not imported", i, (long long)k->start, (long long)k->end,
+                         k->device, t.names[k->name]);
+        assert_int_equal(g->op, -1);
+        assert_true(isnan(g->energy_j));
+    }
+    for (int64_t j = 1; j < r->n_kernels; j++) assert_true(r->kernels[j].start_ns >= r->kernels[j - 1].start_ns);
+    /* NVTX: ranges counted, marks not; none is named after an op */
+    assert_int_equal(r->nvtx_ranges, t.nvtx_ranges);
+    assert_true(t.nvtx_marks > 0);
+    assert_int_equal(r->op_ranges, 0);
+    /* no GPU_METRICS, as in a capture without --gpu-metrics-devices: reported, energy unknown */
+    assert_string_equal(r->missing, "GPU_METRICS, TARGET_INFO_GPU_METRICS");
+    assert_string_equal(r->power_source, "");
     assert_true(isnan(r->energy_j));
-    assert_int_equal(r->nvtx_ranges > 0, 1);
-    for (int64_t i = 0; i < r->n_kernels; i++) assert_true(r->kernels[i].end_ns >= r->kernels[i].start_ns);
+    tmoe_cost_model *cm;
+    ASSERT_OK(tmoe_cost_create(&cm, &err), &err);
+    int added = -1;
+    ASSERT_OK(tmoe_nsys_to_cost(r, TMOE_ET_FP16, TMOE_IMPL_UNFUSED, 16, cm, &added, &err), &err);
+    assert_int_equal(added, 0);
+    tmoe_cost_free(cm);
     tmoe_nsys_free(r);
+    tu_nsys_truth_free(&t);
 }
 
-static void test_mock_2026(void **state) {
+/* An export without NVTX_EVENTS (a capture without --trace nvtx). */
+static void test_synth_without_nvtx(void **state) {
     (void)state;
+    tu_nsys_spec spec = {.seed = 11, .n_devices = 1, .kernels_per_device = 2, .n_names = 1, .t0 = 1000};
+    const char *path = tu_tmppath("nonvtx.sqlite");
+    tu_nsys_truth t;
+    assert_int_equal(tu_nsys_random(path, &spec, &t), 0);
     tmoe_error err = {0};
     tmoe_nsys_result *r;
-    ASSERT_OK(tmoe_import_nsys(tu_fixture("nsys/nsys2026_mock.sqlite"), &r, &err), &err);
+    ASSERT_OK(tmoe_import_nsys(path, &r, &err), &err);
     assert_int_equal(r->n_kernels, 2);
-    assert_int_equal(r->kernel_ns, 4129);
+    assert_int_equal(r->kernel_ns, (t.kernels[0].end - t.kernels[0].start) + (t.kernels[1].end - t.kernels[1].start));
     assert_non_null(strstr(r->missing, "NVTX_EVENTS"));
+    assert_int_equal(r->nvtx_ranges, 0);
+    assert_int_equal(r->n_names, 1);
+    assert_string_equal(r->names[0], t.names[0]);
     tmoe_nsys_free(r);
+    tu_nsys_truth_free(&t);
 }
 
 static void exec(sqlite3 *db, const char *sql) {
@@ -261,21 +314,31 @@ static void test_errors(void **state) {
     print_message("junk: %s\n", err.msg);
     assert_non_null(strstr(err.msg, junk));
     assert_non_null(strstr(err.msg, "not an SQLite database"));
-    /* a real export cut short */
-    const char *cut = tu_tmppath("cut.sqlite");
-    FILE *in = fopen(tu_fixture("nsys/h100_2gpu_1s.sqlite"), "rb");
+    /* an export cut short: the first half of its pages */
+    const char *whole = tu_tmppath("whole.sqlite"), *cut = tu_tmppath("cut.sqlite");
+    tu_nsys_spec spec = {.seed = 7, .n_devices = 2, .kernels_per_device = 2000, .n_names = 8, .with_nvtx = 1};
+    tu_nsys_truth t;
+    assert_int_equal(tu_nsys_random(whole, &spec, &t), 0);
+    tu_nsys_truth_free(&t);
+    FILE *in = fopen(whole, "rb");
     f = fopen(cut, "wb");
     assert_non_null(in);
     assert_non_null(f);
+    assert_int_equal(fseek(in, 0, SEEK_END), 0);
+    long size = ftell(in), left = size / 2 / 4096 * 4096;
+    assert_true(size >= 16 * 4096);
+    rewind(in);
     char buf[4096];
-    for (int i = 0; i < 64; i++) {
+    for (; left > 0; left -= (long)sizeof buf) {
         size_t n = fread(buf, 1, sizeof buf, in);
+        assert_int_equal(n, sizeof buf);
         assert_int_equal(fwrite(buf, 1, n, f), n);
     }
     fclose(in);
     assert_int_equal(fclose(f), 0);
     int rc = tmoe_import_nsys(cut, &r, &err);
     assert_int_not_equal(rc, TMOE_OK);
+    assert_null(r);
     assert_non_null(strstr(err.msg, cut));
     print_message("truncated export: %s\n", err.msg);
     assert_int_equal(tmoe_import_nsys(tu_tmppath("absent.sqlite"), &r, &err), TMOE_EIO);
@@ -334,8 +397,8 @@ static void test_bad_durations(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_h100_2gpu),
-        cmocka_unit_test(test_mock_2026),
+        cmocka_unit_test(test_synth_export),
+        cmocka_unit_test(test_synth_without_nvtx),
         cmocka_unit_test(test_built_power_and_ops),
         cmocka_unit_test(test_nvml_table),
         cmocka_unit_test(test_errors),

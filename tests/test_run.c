@@ -1,7 +1,8 @@
-/* thermoe run end to end (CPU backend, simulated H100): the default run's files (every
- * column present and typed, no NaN where a value is defined, telemetry named, metadata
- * complete, traces valid JSON with the expected event kinds); a SIGKILL mid-run leaves whole
- * lines and --resume completes to the exact row count; bad flags and files fail clearly. */
+/* thermoe run end to end (CPU backend, simulated H100, both asked for: on a machine with a
+ * GPU and NVML, auto would pick those): the default run's files (every column present and
+ * typed, no NaN where a value is defined, telemetry named, metadata complete, traces valid
+ * JSON with the expected event kinds); a SIGKILL mid-run leaves whole lines and --resume
+ * completes to the exact row count; bad flags and files fail clearly. */
 #include "testutil.h"
 
 #include <dirent.h>
@@ -173,7 +174,8 @@ static void check_trace(const char *path) {
 static void test_default_run(void **state) {
     (void)state;
     const char *out = tu_tmppath("default");
-    char *args[] = {(char *)bin(), "run", "--out", (char *)out, "--no-analyze", NULL};
+    char *args[] = {(char *)bin(), "run", "--out", (char *)out, "--no-analyze", "--backend", "cpu",
+                    "--telemetry", "sim", NULL};
     int rc = run_thermoe(args, tu_tmppath("default.log"), 0, NULL);
     if (rc != 0) {
         char *log = slurp(tu_tmppath("default.log"));
@@ -213,15 +215,15 @@ static void test_kill_and_resume(void **state) {
     const char *out = tu_tmppath("killed");
     char csv[600];
     snprintf(csv, sizeof csv, "%s/batches.csv", out);
-    char *args[] = {(char *)bin(), "run", "--out", (char *)out, "--no-analyze",
+    char *args[] = {(char *)bin(), "run", "--out", (char *)out, "--no-analyze", "--backend", "cpu", "--telemetry", "sim",
                     "--workloads", "standard,skewed", "--routing-strategy", "baseline,kernel_aware_ttha,predictive_thermal",
                     "--num-samples-per-workload", "10", "--trace-batches", "1", NULL};
     int rc = run_thermoe(args, tu_tmppath("killed.log"), 25, csv);
     assert_int_equal(rc, -SIGKILL);
     long before = check_csv(csv, 1);
     assert_true(before >= 25 && before < 60);
-    char *rargs[] = {(char *)bin(), "run", "--out", (char *)out, "--no-analyze", "--resume",
-                     "--workloads", "standard,skewed", "--routing-strategy", "baseline,kernel_aware_ttha,predictive_thermal",
+    char *rargs[] = {(char *)bin(), "run", "--out", (char *)out, "--no-analyze", "--resume", "--backend", "cpu",
+                     "--telemetry", "sim", "--workloads", "standard,skewed", "--routing-strategy", "baseline,kernel_aware_ttha,predictive_thermal",
                      "--num-samples-per-workload", "10", "--trace-batches", "1", NULL};
     rc = run_thermoe(rargs, tu_tmppath("resume.log"), 0, NULL);
     if (rc != 0) {

@@ -1,6 +1,7 @@
-/* Simulated GPU, online RC fit and monitor against the measured H100 fixtures:
- * thermal step replay, power capping, determinism, open-loop routing energy/power/HBM,
- * 10 s-ahead prediction, drift-free sampling and energy windows. */
+/* Simulated GPU, online RC fit and monitor against the measured H100 fixtures
+ * (tests/data/fixtures/telemetry): thermal step replay, power capping, determinism,
+ * open-loop routing energy/power/HBM, 10 s-ahead prediction, drift-free sampling and
+ * energy windows. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,7 @@ typedef struct step_row {
 } step_row;
 
 static int load_step(step_row **out) {
-    FILE *f = fopen(tu_fixture("telemetry/h100_thermal_step.csv"), "r");
+    FILE *f = fopen(tu_data("telemetry/h100_thermal_step.csv"), "r");
     assert_non_null(f);
     char line[512];
     assert_non_null(fgets(line, sizeof line, f));
@@ -140,8 +141,9 @@ static void test_same_seed_same_samples(void **state) {
     free(c);
 }
 
-/* fixtures/telemetry README: 16 tokens every 1 ms; per batch ~0.12 ms of gate/permute/
- * combine plus 0.090 ms per distinct fp16 expert (235 MB); k8 k4 k2 k8 k4 k2 with 30 s rests. */
+/* tests/data/fixtures/README.md, open-loop routing: 16 tokens every 1 ms; per batch
+ * ~0.12 ms of gate/permute/combine plus 0.090 ms per distinct fp16 expert (235 MB);
+ * k8 k4 k2 k8 k4 k2 with 30 s rests. */
 static void test_open_loop_routing(void **state) {
     (void)state;
     static const int ks[3] = {8, 4, 2};

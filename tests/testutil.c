@@ -112,12 +112,30 @@ void tu_assert_finite(const char *what, const float *x, size_t n) {
                      (double)x[i]);
 }
 
+const char *tu_data(const char *rel) {
+    static char buf[4][4096];
+    static int i;
+    char *b = buf[i++ % 4];
+    snprintf(b, sizeof buf[0], "%s/tests/data/fixtures/%s", THERMOE_SOURCE_DIR, rel);
+    return b;
+}
+
 const char *tu_fixture(const char *rel) {
-    static char buf[4096];
+    static char buf[4][4096];
+    static int i;
+    char *b = buf[i++ % 4];
     const char *dir = getenv("THERMOE_FIXTURES");
     if (!dir || !*dir) dir = THERMOE_FIXTURES_DIR;
-    snprintf(buf, sizeof buf, "%s/%s", dir, rel);
-    return buf;
+    snprintf(b, sizeof buf[0], "%s/%s", dir, rel);
+    return b;
+}
+
+int tu_fixture_missing(const char *rel) {
+    const char *path = tu_fixture(rel);
+    if (access(path, R_OK) == 0) return 0;
+    printf("SKIP: fixture %s not found (files from other projects are not committed; "
+           "set THERMOE_FIXTURES=DIR to a copy of shared/fixtures to run this test)\n", path);
+    return 1;
 }
 
 static char tmpdir[256];

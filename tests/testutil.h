@@ -63,8 +63,17 @@ double tu_rms_f(const float *x, size_t n);
 /* Fail (naming what and the first index) unless every one of n floats is finite: outputs
  * are poisoned with NaN before a run, so this finds elements the run did not write. */
 void tu_assert_finite(const char *what, const float *x, size_t n);
-/* Path of a fixture file (env THERMOE_FIXTURES overrides the built-in dir). */
+/* ctest's skip status: tests that cannot run here (a file or tool absent) return it, and
+ * CMake sets SKIP_RETURN_CODE to it for them. */
+#define TU_SKIP 77
+/* Path of a measurement committed with the project: tests/data/fixtures/<rel>. */
+const char *tu_data(const char *rel);
+/* Path of a fixture from another project, not committed here (nsys/, traces/): the env
+ * THERMOE_FIXTURES, else the configured THERMOE_FIXTURES_DIR (../shared/fixtures). */
 const char *tu_fixture(const char *rel);
+/* 1 when tu_fixture(rel) cannot be read, after printing a SKIP line naming the file and the
+ * THERMOE_FIXTURES variable; 0 when it is there. */
+int tu_fixture_missing(const char *rel);
 /* A fresh temporary directory (removed by tu_cleanup) and a path inside it. */
 const char *tu_tmpdir(void);
 const char *tu_tmppath(const char *name);
