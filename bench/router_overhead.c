@@ -59,7 +59,7 @@ int main(int argc, char **argv) {
             tp[e] = 0.05 * f;
         }
         tmoe_analytic_cost ac = {E, ef, ep, NULL, lf, lp, NULL, NULL, tp, NULL};
-        tmoe_cost_provider p = tmoe_route_analytic_provider(&ac);
+        tmoe_cost_provider p = tmoe_cost_analytic_provider(&ac);
         for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++)
             for (int lb = 0; lb < 2; lb++) {
                 if (lb && s != TMOE_ROUTE_BASELINE && s != TMOE_ROUTE_KERNEL_AWARE_TTHA) continue;

@@ -32,7 +32,7 @@ static void make_costs(costs *k, int E, int costly, double factor) {
 }
 
 static tmoe_router *make_router(tmoe_router_config cfg, costs *k) {
-    tmoe_cost_provider p = tmoe_route_analytic_provider(&k->c);
+    tmoe_cost_provider p = tmoe_cost_analytic_provider(&k->c);
     tmoe_router *r;
     tmoe_error err = {0};
     ASSERT_OK(tmoe_router_create(&cfg, &p, &r, &err), &err);

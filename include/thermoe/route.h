@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "thermoe/core.h"
+#include "thermoe/cost.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -24,41 +25,11 @@ extern "C" {
 
 #define TMOE_ROUTE_MAX_DEVICES 16
 
-/* ---- cost provider ------------------------------------------------------------------ */
+/* ---- costs (the provider and its types are in thermoe/cost.h) ----------------------- */
 
-/* Predicted cost of one expert's whole op sequence (dequant_unpack where it applies,
- * linear_fc1, relu, linear_fc2) at a token count. */
-typedef struct tmoe_expert_cost {
-    double energy_j;            /* joules for the whole call at that token count */
-    double latency_ms;          /* milliseconds for the whole call */
-    double temp_impact_c_per_s; /* heating rate while it runs, C/s */
-} tmoe_expert_cost;
-
-/* expert_cost: cost of `expert` at `tokens` (a real number >= 0, smooth in tokens; the cost
- * model interpolates piecewise-linearly in log(tokens)). Returns TMOE_OK or a code + err.
- * expert_cost_deriv (may be NULL): d/dtokens of each field at `tokens`. When NULL the router
- * takes a central difference with step h = 1e-3 * max(1, tokens) (one-sided forward when
- * tokens < h). The provider must be callable from the thread that calls the router. */
-typedef struct tmoe_cost_provider {
-    int (*expert_cost)(void *ctx, int expert, double tokens, tmoe_expert_cost *out,
-                       tmoe_error *err);
-    int (*expert_cost_deriv)(void *ctx, int expert, double tokens, tmoe_expert_cost *d_out,
-                             tmoe_error *err);
-    void *ctx;
-} tmoe_cost_provider;
-
-/* Analytic provider for tests and benchmarks: for each field f of expert e,
- *   f_e(n) = fixed[e] + per_token[e] * n + curve[e] * log(1 + n).
- * The arrays are borrowed (the struct must outlive the provider). */
-typedef struct tmoe_analytic_cost {
-    int num_experts;
-    const double *e_fixed, *e_per_token, *e_curve; /* (E) joules, J/token, J */
-    const double *l_fixed, *l_per_token, *l_curve; /* (E) ms; NULL arrays count as zeros */
-    const double *t_fixed, *t_per_token, *t_curve; /* (E) C/s */
-} tmoe_analytic_cost;
-tmoe_cost_provider tmoe_route_analytic_provider(const tmoe_analytic_cost *c);
-
-/* Cost (and d/dtokens, via the provider or a central difference) of expert e at n tokens. */
+/* Cost (and d/dtokens) of expert e at n tokens through the provider. Without the
+ * provider's expert_cost_deriv, a central difference with step h = 1e-3 * max(1, n)
+ * (one-sided forward when n < h). c or dc may be NULL. */
 int tmoe_route_cost_eval(const tmoe_cost_provider *p, int e, double n, tmoe_expert_cost *c,
                          tmoe_expert_cost *dc, tmoe_error *err);
 

@@ -65,67 +65,6 @@ const char *tmoe_run_default_cost_model(void) {
     return path;
 }
 
-/* ---- cost provider over the cost model --------------------------------------------- */
-
-/* The routers ask for expert costs many times a batch (features, soft-count surrogate and
- * its derivative). The cost model's lookup (op sequence, log-token interpolation) is done
- * once per expert type and integer token count 1..max_tokens into a table; between integer
- * counts the provider interpolates linearly, so the derivative is the table's slope. Below
- * one token the cost is n times the one-token cost (the expectation over whether the expert
- * is touched at all), continuous at 0. */
-static int build_cost_tables(run_ctx *r, tmoe_error *err) {
-    int n = r->max_tokens;
-    for (int t = 0; t < TMOE_ET_COUNT; t++) {
-        int used = 0;
-        for (int e = 0; e < r->blk_cfg.num_experts; e++) used |= r->blk->types[e] == (tmoe_etype)t;
-        if (!used) continue;
-        r->cost_tab[t] = tmoe_calloc((size_t)n + 1, sizeof *r->cost_tab[t], err);
-        if (!r->cost_tab[t]) return TMOE_ENOMEM;
-        for (int k = 1; k <= n; k++) {
-            tmoe_cost_value v;
-            int rc = tmoe_cost_expert(r->cm, (tmoe_etype)t, r->cfg.impl, k, &v, err);
-            if (rc) return rc;
-            r->cost_tab[t][k] = (tmoe_expert_cost){v.energy_j, v.latency_ms, v.temp_impact_c_per_s};
-        }
-    }
-    return TMOE_OK;
-}
-
-/* Segment [lo, lo + 1] of the table that holds n (clamped to the table's end). */
-static const tmoe_expert_cost *cost_segment(run_ctx *r, int expert, double n, int *lo) {
-    const tmoe_expert_cost *tab = r->cost_tab[r->blk->types[expert]];
-    int max = r->max_tokens;
-    int k = n <= 0.0 ? 0 : n >= max ? max - 1 : (int)n;
-    *lo = k;
-    return tab;
-}
-
-static int model_expert_cost(void *ctx, int expert, double n, tmoe_expert_cost *out,
-                             tmoe_error *err) {
-    run_ctx *r = ctx;
-    if (!(n >= 0.0)) return tmoe_errorf(err, TMOE_EINVAL, "expert %d: token count %g", expert, n);
-    int k;
-    const tmoe_expert_cost *tab = cost_segment(r, expert, n, &k);
-    double f = n - k;
-    const tmoe_expert_cost *a = &tab[k], *b = &tab[k + 1];
-    out->energy_j = a->energy_j + f * (b->energy_j - a->energy_j);
-    out->latency_ms = a->latency_ms + f * (b->latency_ms - a->latency_ms);
-    out->temp_impact_c_per_s = a->temp_impact_c_per_s + f * (b->temp_impact_c_per_s - a->temp_impact_c_per_s);
-    return TMOE_OK;
-}
-
-static int model_expert_cost_deriv(void *ctx, int expert, double n, tmoe_expert_cost *d,
-                                   tmoe_error *err) {
-    run_ctx *r = ctx;
-    if (!(n >= 0.0)) return tmoe_errorf(err, TMOE_EINVAL, "expert %d: token count %g", expert, n);
-    int k;
-    const tmoe_expert_cost *tab = cost_segment(r, expert, n, &k);
-    d->energy_j = tab[k + 1].energy_j - tab[k].energy_j;
-    d->latency_ms = tab[k + 1].latency_ms - tab[k].latency_ms;
-    d->temp_impact_c_per_s = tab[k + 1].temp_impact_c_per_s - tab[k].temp_impact_c_per_s;
-    return TMOE_OK;
-}
-
 /* ---- small helpers ------------------------------------------------------------------- */
 
 /* Create dir (and its parents) and check that this process may write in it. */
@@ -255,10 +194,12 @@ static int init_model(run_ctx *r, tmoe_error *err) {
     for (int w = 0; w < TMOE_WL_COUNT; w++)
         r->wl[w] = tmoe_workload_make((tmoe_workload_kind)w, r->cfg.batch_size, r->cfg.block.seq_len,
                                       r->cfg.seed + (uint64_t)r->rank); /* each rank its tokens */
-    r->provider.expert_cost = model_expert_cost;
-    r->provider.expert_cost_deriv = model_expert_cost_deriv;
-    r->provider.ctx = r;
-    return build_cost_tables(r, err);
+    /* the routers' expert costs: the cost model tabulated at every token count */
+    rc = tmoe_cost_table_create(r->cm, r->blk->types, r->blk_cfg.num_experts, r->cfg.impl,
+                                r->max_tokens, &r->cost_tab, err);
+    if (rc) return rc;
+    r->provider = tmoe_cost_table_provider(r->cost_tab);
+    return TMOE_OK;
 }
 
 static void stop_updates(run_ctx *r);
@@ -271,7 +212,7 @@ static void free_ctx(run_ctx *r) {
     tmoe_monitor_free(r->mon);
     tmoe_telemetry_free(r->tel);
     tmoe_cost_free(r->cm);
-    for (int t = 0; t < TMOE_ET_COUNT; t++) free(r->cost_tab[t]);
+    tmoe_cost_table_free(r->cost_tab);
     free(r->x);
     free(r->y);
     free(r->y0);
