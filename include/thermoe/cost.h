@@ -92,6 +92,10 @@ int tmoe_cost_load(const char *path, tmoe_cost_model **out, tmoe_error *err);
 /* Same, from memory; `name` is used in messages in place of a path. */
 int tmoe_cost_load_buffer(const char *data, size_t len, const char *name, tmoe_cost_model **out,
                           tmoe_error *err);
+/* Load paths[0..n) and merge them in order with tmoe_cost_merge (later files win).
+ * Caller frees *out. */
+int tmoe_cost_merge_files(const char *const *paths, int n, tmoe_cost_model **out,
+                          tmoe_error *err);
 /* Write pretty JSON, keys in a fixed order, entries sorted by (op, type, impl, tokens).
  * Whole or nothing (tmoe_atomic_*): on any failure path keeps its old contents; a path that
  * exists and is not a regular file (a device, FIFO, directory) is refused (TMOE_EINVAL). */
@@ -121,9 +125,6 @@ void tmoe_cost_set_ncu(tmoe_cost_model *cm, int i, double occupancy_pct, double 
 /* Merge src into dst: src entries replace dst entries with the same key (logged); dst meta
  * fields that are unknown are taken from src. Shapes that differ are an error. */
 int tmoe_cost_merge(tmoe_cost_model *dst, const tmoe_cost_model *src, tmoe_error *err);
-/* Load paths[0..n) and merge them in order (later files win). Caller frees *out. */
-int tmoe_cost_merge_files(const char *const *paths, int n, tmoe_cost_model **out,
-                          tmoe_error *err);
 
 /* ---- lookups (read-only, thread-safe against each other) ------------------------------ */
 /* Cost of one op call at `tokens` (>= 1), interpolated piecewise-linearly in log(tokens)
