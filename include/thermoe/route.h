@@ -241,7 +241,7 @@ int tmoe_router_fit_static(tmoe_router *r, const float *logits, int N, int token
 /* Route one batch. logits (T, E) fp32; hw may be NULL (all unknown). Outputs:
  * biases_out (E) the total selection bias (strategy + load balancer [+ exploration]);
  * selection_out (T, k) chosen experts per token, decreasing biased score, ties to the lower
- * index (tmoe_cpu_gate_topk), then the capacity limit if set; predicted_energy_out (may be
+ * index (tmoe_gate_topk), then the capacity limit if set; predicted_energy_out (may be
  * NULL): tmoe_route_energy_loss of the selection with the unbiased renormalised top-k
  * probabilities. Never allocates. */
 int tmoe_router_route(tmoe_router *r, const float *logits, int T, const tmoe_hw_state *hw,

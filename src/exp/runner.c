@@ -18,8 +18,8 @@
 
 #include "thermoe/cost.h"
 #include "thermoe/ep.h"
-#include "thermoe/cpu.h"
 #include "thermoe/exp.h"
+#include "thermoe/model.h"
 #include "exp/runner_internal.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -694,7 +694,7 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     r->last_latency_ms = hw.latency_ms;
 
     /* fidelity against the unbiased routing of the same batch */
-    tmoe_cpu_gate_topk(r->logits, NULL, T, E, k, r->blk_cfg.renormalize, 0, r->idx0, r->w0);
+    tmoe_gate_topk(r->logits, NULL, T, E, k, r->blk_cfg.renormalize, 0, r->idx0, r->w0);
     double agree = topk_agreement(r->idx, r->idx0, T, k), relerr = NAN;
     if (r->cfg.fidelity_every > 0 && b % r->cfg.fidelity_every == 0) {
         if (bias == NULL) {

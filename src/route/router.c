@@ -1,5 +1,5 @@
 /* The router: per-batch strategy biases, load balancer, selection through
- * tmoe_cpu_gate_topk, the static_optimal fit, TTHA updates with their history, and saving
+ * tmoe_gate_topk, the static_optimal fit, TTHA updates with their history, and saving
  * and loading the adapter's weights. */
 #include <math.h>
 #include <stdio.h>
@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "route/route_internal.h"
-#include "thermoe/cpu.h"
 #include "thermoe/model.h"
 
 #define NUM_HW_FEATURES 6
@@ -599,7 +598,7 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const tmoe_hw_
      * scores of the other strategies use the common expected count n_expect) */
     int32_t counts[TMOE_MAX_EXPERTS] = {0};
     if (r->cfg.strategy == TMOE_ROUTE_KERNEL_AWARE_TTHA) {
-        tmoe_cpu_gate_topk(logits, NULL, T, E, k, 1, 0, r->idx, r->w);
+        tmoe_gate_topk(logits, NULL, T, E, k, 1, 0, r->idx, r->w);
         for (int i = 0; i < T * k; i++)
             counts[r->idx[i]]++;
     }
@@ -633,7 +632,7 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const tmoe_hw_
         b[e] += r->noise[e];
         r->fb[e] = (float)b[e];
     }
-    tmoe_cpu_gate_topk(logits, r->fb, T, E, k, 1, 0, r->idx, r->w);
+    tmoe_gate_topk(logits, r->fb, T, E, k, 1, 0, r->idx, r->w);
     memset(counts, 0, sizeof counts);
     if (r->cfg.capacity_factor > 0.0)
         apply_capacity(r, logits, T, counts);
