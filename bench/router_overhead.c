@@ -102,7 +102,7 @@ int main(int argc, char **argv) {
                     o.dt_s = 0.001;
                     double pe;
                     int64_t t0 = tmoe_now_ns();
-                    int rc = tmoe_router_route(r, z, T, &hw, b, sel, &pe, &err);
+                    int rc = tmoe_router_route(r, z, T, NULL, &hw, b, sel, &pe, &err);
                     int64_t t1 = tmoe_now_ns();
                     if (!rc) rc = tmoe_router_update(r, &o, NULL, &err);
                     int64_t t2 = tmoe_now_ns();

@@ -342,7 +342,7 @@ static void test_save_load(void **state) {
     hw.gpu_temp_c = 70;
     tmoe_error err = {0};
     for (int i = 0; i < 30; i++) { /* move the weights away from their initial values */
-        ASSERT_OK(tmoe_router_route(a, z, 16, &hw, ba, NULL, NULL, &err), &err);
+        ASSERT_OK(tmoe_router_route(a, z, 16, NULL, &hw, ba, NULL, NULL, &err), &err);
         tmoe_route_obs o = tmoe_route_obs_unknown();
         o.power_w = 500;
         o.temp_c = 70;
@@ -353,8 +353,8 @@ static void test_save_load(void **state) {
     const char *path = tu_tmppath("ttha.bin");
     ASSERT_OK(tmoe_router_ttha_save(a, path, &err), &err);
     ASSERT_OK(tmoe_router_ttha_load(b, path, &err), &err);
-    ASSERT_OK(tmoe_router_route(a, z, 16, &hw, ba, NULL, NULL, &err), &err);
-    ASSERT_OK(tmoe_router_route(b, z, 16, &hw, bb, NULL, NULL, &err), &err);
+    ASSERT_OK(tmoe_router_route(a, z, 16, NULL, &hw, ba, NULL, NULL, &err), &err);
+    ASSERT_OK(tmoe_router_route(b, z, 16, NULL, &hw, bb, NULL, NULL, &err), &err);
     for (int e = 0; e < 8; e++)
         assert_true(ba[e] == bb[e]);
 
@@ -387,8 +387,8 @@ static void test_save_load(void **state) {
     /* missing */
     assert_int_equal(tmoe_router_ttha_load(b, tu_tmppath("none.bin"), &err), TMOE_EIO);
     /* refused loads leave b's weights as loaded */
-    ASSERT_OK(tmoe_router_route(b, z, 16, &hw, bb, NULL, NULL, &err), &err);
-    ASSERT_OK(tmoe_router_route(a, z, 16, &hw, ba, NULL, NULL, &err), &err);
+    ASSERT_OK(tmoe_router_route(b, z, 16, NULL, &hw, bb, NULL, NULL, &err), &err);
+    ASSERT_OK(tmoe_router_route(a, z, 16, NULL, &hw, ba, NULL, NULL, &err), &err);
     for (int e = 0; e < 8; e++)
         assert_true(ba[e] == bb[e]);
     tmoe_router_free(a);
@@ -415,7 +415,7 @@ static void test_bad_config(void **state) {
     ASSERT_OK(tmoe_router_create(&cfg, &p, &r, &err), &err);
     float z[40] = {0};
     int32_t sel[20];
-    assert_int_equal(tmoe_router_route(r, z, 5, NULL, NULL, sel, NULL, &err), TMOE_EINVAL);
+    assert_int_equal(tmoe_router_route(r, z, 5, NULL, NULL, NULL, sel, NULL, &err), TMOE_EINVAL);
     tmoe_router_free(r);
 }
 
@@ -440,7 +440,7 @@ static void test_small_shape_all_strategies(void **state) {
         tmoe_hw_state hw = tmoe_hw_state_unknown();
         hw.power_w = 500;
         hw.gpu_temp_c = 80;
-        ASSERT_OK(tmoe_router_route(r, z, 3, &hw, b, sel, &pe, &err), &err);
+        ASSERT_OK(tmoe_router_route(r, z, 3, NULL, &hw, b, sel, &pe, &err), &err);
         for (int t = 0; t < 3; t++)
             assert_true(sel[t] == 0 || sel[t] == 1);
         assert_true(isfinite(pe) && isfinite(b[0]) && isfinite(b[1]));

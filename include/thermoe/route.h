@@ -193,7 +193,15 @@ typedef struct tmoe_router_config {
     double lb_max_abs;      /* |b_e| cap, 0 = none (default 0) */
     double capacity_factor; /* > 0: at most ceil(cf * T * k / E) copies per expert (the
                                router's selection_out; overflow goes to the next best expert
-                               with room); 0 = off (default) */
+                               with room); 0 = off (default); needs observe_selection 0 */
+
+    /* who selects */
+    int observe_selection; /* 0 (default): route() selects and the load balancer counts that
+                              selection. 1: the caller selects with the returned biases (the
+                              engine's top-k) and reports what ran with tmoe_router_observe,
+                              which updates the load balancer and gives the predicted energy;
+                              route() then selects only when selection_out or
+                              predicted_energy_out asks for it. */
 
     /* static_optimal */
     double kl_bound; /* expected KL(unbiased || biased) budget, nats (default 0.05) */
@@ -238,15 +246,30 @@ const tmoe_router_config *tmoe_router_get_config(const tmoe_router *r);
 int tmoe_router_fit_static(tmoe_router *r, const float *logits, int N, int tokens_per_batch,
                            double *kl_out, tmoe_error *err);
 
-/* Route one batch. logits (T, E) fp32; hw may be NULL (all unknown). Outputs:
- * biases_out (E) the total selection bias (strategy + load balancer [+ exploration]);
- * selection_out (T, k) chosen experts per token, decreasing biased score, ties to the lower
- * index (tmoe_gate_topk), then the capacity limit if set; predicted_energy_out (may be
- * NULL): tmoe_route_energy_loss of the selection with the unbiased renormalised top-k
- * probabilities. Never allocates. */
-int tmoe_router_route(tmoe_router *r, const float *logits, int T, const tmoe_hw_state *hw,
-                      float *biases_out, int32_t *selection_out, double *predicted_energy_out,
-                      tmoe_error *err);
+/* Route one batch. logits (T, E) fp32; unbiased_idx (T, k) may be NULL: the unbiased top-k
+ * of these logits (tmoe_gate_topk without bias; only the experts matter, not the weights),
+ * which kernel_aware_ttha reads as the current load, from a caller that computes it anyway;
+ * NULL = the router computes it when the strategy needs it. Experts outside 0..E-1 are
+ * TMOE_EINVAL. hw may be NULL (all unknown). Outputs (each may be NULL): biases_out (E) the
+ * total selection bias (strategy + load balancer [+ exploration]); selection_out (T, k)
+ * chosen experts per token, decreasing biased score, ties to the lower index
+ * (tmoe_gate_topk), then the capacity limit if set; predicted_energy_out:
+ * tmoe_route_energy_loss of that selection with the unbiased renormalised top-k
+ * probabilities. Unless observe_selection is set, the load balancer counts that selection.
+ * Never allocates. */
+int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t *unbiased_idx,
+                      const tmoe_hw_state *hw, float *biases_out, int32_t *selection_out,
+                      double *predicted_energy_out, tmoe_error *err);
+
+/* observe_selection: report the selection that ran for the batch last routed, e.g. the
+ * engine's tmoe_moe_metrics topk_idx / topk_w: idx (T, k) experts, w (T, k) combine weights
+ * (NULL = 1/k), T the routed batch's tokens. The load balancer counts it, and
+ * predicted_energy_j (may be NULL) gets tmoe_route_energy_loss of it with w. Once per routed
+ * batch, before the next route; TMOE_EINVAL without observe_selection, without a batch to
+ * observe, for another T or an expert outside 0..E-1 (the router is left unchanged then).
+ * Never allocates. */
+int tmoe_router_observe(tmoe_router *r, const int32_t *idx, const float *w, int T,
+                        double *predicted_energy_j, tmoe_error *err);
 
 /* What was observed for the batch last routed. NAN = unknown (that loss term is skipped). */
 typedef struct tmoe_route_obs {

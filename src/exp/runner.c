@@ -185,11 +185,10 @@ static int init_model(run_ctx *r, tmoe_error *err) {
     r->w0 = tmoe_malloc(sizeof(float) * T * k, err);
     r->idx = tmoe_malloc(sizeof(int32_t) * T * k, err);
     r->idx0 = tmoe_malloc(sizeof(int32_t) * T * k, err);
-    r->sel = tmoe_malloc(sizeof(int32_t) * T * k, err);
     r->bias = tmoe_malloc(sizeof(float) * E, err);
     r->samples = tmoe_malloc(sizeof(tmoe_sample) * RUN_MAX_SAMPLES, err);
     if (!r->x || !r->y || !r->y0 || !r->logits || !r->w || !r->w0 || !r->idx || !r->idx0 ||
-        !r->sel || !r->bias || !r->samples)
+        !r->bias || !r->samples)
         return TMOE_ENOMEM;
     for (int w = 0; w < TMOE_WL_COUNT; w++)
         r->wl[w] = tmoe_workload_make((tmoe_workload_kind)w, r->cfg.batch_size, r->cfg.block.seq_len,
@@ -221,7 +220,6 @@ static void free_ctx(run_ctx *r) {
     free(r->w0);
     free(r->idx);
     free(r->idx0);
-    free(r->sel);
     free(r->bias);
     free(r->samples);
 }
@@ -654,9 +652,12 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     if (rc) return rc;
     if ((rc = finish_update(r, err))) return rc; /* the previous batch's update and row */
     tmoe_hw_state hs = hw_snapshot(r, r->cfg.router.horizon_s);
+    /* the unbiased routing of the batch, computed once: the router's current load
+     * (kernel_aware_ttha) and the fidelity reference below */
+    tmoe_gate_topk(r->logits, NULL, T, E, k, r->blk_cfg.renormalize, 0, r->idx0, r->w0);
     int64_t h0 = tmoe_now_ns();
     double pred_e = NAN;
-    rc = tmoe_router_route(r->router, r->logits, T, &hs, r->bias, r->sel, &pred_e, err);
+    rc = tmoe_router_route(r->router, r->logits, T, r->idx0, &hs, r->bias, NULL, NULL, err);
     if (rc) return tmoe_error_prefix(err, rc, "router %s", tmoe_route_strategy_name(c->st));
     double router_ms = (double)(tmoe_now_ns() - h0) / 1e6;
     double host_ts_us = (double)(h0 - r->wall0_ns) / 1e3;
@@ -666,6 +667,11 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     rc = tmoe_engine_moe(r->eng, bias, &m, err);
     if (!rc) rc = tmoe_engine_output(r->eng, r->y, err);
     if (rc) return rc;
+    /* the selection that ran goes back to the router: load balancer and predicted energy */
+    int64_t h1 = tmoe_now_ns();
+    rc = tmoe_router_observe(r->router, r->idx, r->w, T, &pred_e, err);
+    if (rc) return tmoe_error_prefix(err, rc, "router %s", tmoe_route_strategy_name(c->st));
+    double observe_ms = (double)(tmoe_now_ns() - h1) / 1e6;
     batch_hw hw;
     if (r->sim) {
         rc = sim_bill(r, &m, T, r->cfg.moe_only, &hw, err);
@@ -694,7 +700,6 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     r->last_latency_ms = hw.latency_ms;
 
     /* fidelity against the unbiased routing of the same batch */
-    tmoe_gate_topk(r->logits, NULL, T, E, k, r->blk_cfg.renormalize, 0, r->idx0, r->w0);
     double agree = topk_agreement(r->idx, r->idx0, T, k), relerr = NAN;
     if (r->cfg.fidelity_every > 0 && b % r->cfg.fidelity_every == 0) {
         if (bias == NULL) {
@@ -762,7 +767,7 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     for (int e = 0; e < E; e++) dev_tok[r->placement.device[e]] += m.tokens_per_expert[e];
     tmoe_runlog_row_ints(row, TMOE_RL_DEVICE_TOKENS, dev_tok, r->placement.num_devices);
     r->row_pending = 1; /* written by finish_update with the update's loss terms */
-    r->row_route_ms = router_ms;
+    r->row_route_ms = router_ms + observe_ms;
     return TMOE_OK;
 }
 
@@ -819,6 +824,7 @@ static int make_router(run_ctx *r, tmoe_route_strategy st, tmoe_workload_kind wl
     }
     rc.seed = seed;
     rc.lb_enabled = r->cfg.load_balancer;
+    rc.observe_selection = 1; /* the engine selects; run_batch reports it */
     int c = tmoe_router_create(&rc, &r->provider, &r->router, err);
     if (c) return tmoe_error_prefix(err, c, "creating router %s", tmoe_route_strategy_name(st));
     if (st == TMOE_ROUTE_KERNEL_AWARE_TTHA && r->cfg.ttha_warm_start) {

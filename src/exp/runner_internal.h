@@ -70,7 +70,7 @@ typedef struct run_ctx {
     double base_latency_ms[TMOE_WL_COUNT], base_throughput[TMOE_WL_COUNT];
     /* buffers (max_tokens) */
     float *x, *y, *y0, *logits, *w, *w0;
-    int32_t *idx, *idx0, *sel;
+    int32_t *idx, *idx0;
     float *bias; /* (E) */
     /* output */
     char dir[2048], csv_path[4096], run_id[64], started[40];
