@@ -10,13 +10,8 @@
 
 #include "thermoe/route.h"
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double pct(double *v, int n, double q) {
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    qsort(v, (size_t)n, sizeof *v, tmoe_cmp_double);
     return v[(int)(q * (n - 1))];
 }
 

@@ -356,11 +356,6 @@ static double bar_pct_fn(const tmoe_analysis *a, const analysis_group *g, int gi
     return gi == 0 ? g->r.lat_p50 : gi == 1 ? g->r.lat_p90 : g->r.lat_p99;
 }
 
-static int cmp_dbl(const void *x, const void *y) {
-    double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
-
 static int fig_cdf(figctx *c, const char *w, tmoe_error *err) {
     const tmoe_analysis *a = c->a;
     char name[256];
@@ -382,7 +377,7 @@ static int fig_cdf(figctx *c, const char *w, tmoe_error *err) {
             double x = row_of(a, g, k)->num[TMOE_RL_LATENCY_MS];
             if (isfinite(x)) v[n++] = x;
         }
-        qsort(v, (size_t)n, sizeof *v, cmp_dbl);
+        qsort(v, (size_t)n, sizeof *v, tmoe_cmp_double);
         for (int k = 0; k < n; k++) {
             fprintf(c->dat, "%.9g %.9g\n", v[k], (k + 1.0) / n);
             range_add(c, v[k], (k + 1.0) / n);
