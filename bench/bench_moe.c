@@ -96,11 +96,6 @@ static double now_s(void) {
 typedef void (*step_fn)(void *ctx, int iter);
 #define MAXREP 64
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double median_ms(step_fn f, void *ctx) {
     static cudaEvent_t e0[MAXREP], e1[MAXREP];
     static int init;
@@ -125,7 +120,7 @@ static double median_ms(step_fn f, void *ctx) {
         CK(cudaEventElapsedTime(&ms, e0[i], e1[i]));
         t[i] = ms;
     }
-    qsort(t, (size_t)reps, sizeof *t, cmp_d);
+    qsort(t, (size_t)reps, sizeof *t, tmoe_cmp_double);
     return t[reps / 2];
 }
 

@@ -10,13 +10,8 @@
 
 #include "thermoe/route.h"
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double pct(double *v, int n, double q) {
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    qsort(v, (size_t)n, sizeof *v, tmoe_cmp_double);
     return v[(int)(q * (n - 1))];
 }
 
@@ -59,7 +54,7 @@ int main(int argc, char **argv) {
             tp[e] = 0.05 * f;
         }
         tmoe_analytic_cost ac = {E, ef, ep, NULL, lf, lp, NULL, NULL, tp, NULL};
-        tmoe_cost_provider p = tmoe_route_analytic_provider(&ac);
+        tmoe_cost_provider p = tmoe_cost_analytic_provider(&ac);
         for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++)
             for (int lb = 0; lb < 2; lb++) {
                 if (lb && s != TMOE_ROUTE_BASELINE && s != TMOE_ROUTE_KERNEL_AWARE_TTHA) continue;
@@ -102,7 +97,7 @@ int main(int argc, char **argv) {
                     o.dt_s = 0.001;
                     double pe;
                     int64_t t0 = tmoe_now_ns();
-                    int rc = tmoe_router_route(r, z, T, &hw, b, sel, &pe, &err);
+                    int rc = tmoe_router_route(r, z, T, NULL, &hw, b, sel, &pe, &err);
                     int64_t t1 = tmoe_now_ns();
                     if (!rc) rc = tmoe_router_update(r, &o, NULL, &err);
                     int64_t t2 = tmoe_now_ns();

@@ -58,21 +58,17 @@ static void test_summary(void **state) {
 /* x = [3.1, 0.4, 7.7, 2.2, 9.9, 5.0, 1.3, 8.8, 4.6, 6.0, 2.9];
  * numpy.percentile(x, p) (default linear = R type 7) for p = 0, 10, 25, 50, 90, 99, 100:
  * 0.4, 1.3, 2.55, 4.6, 8.8, 9.79, 9.9;  scipy.stats.skew(x) = 0.310631144261345 */
-static int cmpd(const void *x, const void *y) {
-    double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
 static void test_percentile_skew(void **state) {
     (void)state;
     double x[] = {3.1, 0.4, 7.7, 2.2, 9.9, 5.0, 1.3, 8.8, 4.6, 6.0, 2.9};
     int n = 11;
     near("skew", tmoe_stats_skewness(x, n), 0.310631144261345);
-    qsort(x, (size_t)n, sizeof *x, cmpd);
+    qsort(x, (size_t)n, sizeof *x, tmoe_cmp_double);
     const double p[] = {0, 10, 25, 50, 90, 99, 100};
     const double want[] = {0.4, 1.3, 2.55, 4.6, 8.8, 9.79, 9.9};
     for (int i = 0; i < 7; i++)
-        near("percentile", tmoe_stats_percentile_sorted(x, n, p[i]), want[i]);
-    near("percentile n=1", tmoe_stats_percentile_sorted(x, 1, 73.0), x[0]);
+        near("percentile", tmoe_percentile_sorted(x, n, p[i]), want[i]);
+    near("percentile n=1", tmoe_percentile_sorted(x, 1, 73.0), x[0]);
 }
 
 /* statsmodels.stats.multitest.multipletests([0.01, 0.04, 0.03, 0.005, 0.20], method='holm')[1]

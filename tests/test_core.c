@@ -1,5 +1,5 @@
 /* Core: fp16 / bf16 conversion (exhaustive and crafted cases), the RNG, errors, arena, buffer
- * tables. */
+ * tables, file helpers, percentiles and the comparator of doubles. */
 #include "testutil.h"
 
 #include <float.h>
@@ -90,11 +90,6 @@ static void test_f16_rounding(void **state) {
     }
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Random fp32 bit patterns over the whole fp16 range vs nearest-even in double. */
 static void test_f16_random_vs_reference(void **state) {
     (void)state;
@@ -103,7 +98,7 @@ static void test_f16_random_vs_reference(void **state) {
     for (uint32_t h = 0; h < 0x7c00; h++)
         pos[n++] = f16_value((uint16_t)h);
     pos[n++] = 65536.0;
-    qsort(pos, (size_t)n, sizeof *pos, cmp_double);
+    qsort(pos, (size_t)n, sizeof *pos, tmoe_cmp_double);
     tmoe_rng r;
     tmoe_rng_seed(&r, 99);
     for (int it = 0; it < 1000000; it++) {
@@ -283,6 +278,44 @@ static void test_buffer_table(void **state) {
 }
 
 /* File helpers: special files refused before blocking, size limits, whole-or-nothing writes. */
+/* Type-7 percentiles against known values: x = [15, 20, 35, 40, 50] (the textbook example);
+ * numpy.percentile(x, p) for p = 0, 5, 30, 40, 50, 75, 90, 100 gives
+ * 15, 16, 23, 29, 35, 40, 46, 50. */
+static void test_percentile(void **state) {
+    (void)state;
+    const double x[] = {15, 20, 35, 40, 50};
+    const double p[] = {0, 5, 30, 40, 50, 75, 90, 100};
+    const double want[] = {15, 16, 23, 29, 35, 40, 46, 50};
+    for (int i = 0; i < 8; i++) {
+        double got = tmoe_percentile_sorted(x, 5, p[i]);
+        if (!(fabs(got - want[i]) <= 1e-12 * want[i]))
+            fail_msg("percentile %g of [15 20 35 40 50]: got %.17g, want %g", p[i], got, want[i]);
+    }
+    for (double q = 0; q <= 100; q += 12.5)
+        assert_true(tmoe_percentile_sorted(x + 2, 1, q) == 35.0); /* one value: itself */
+    const double two[] = {-1.0, 3.0};
+    assert_true(tmoe_percentile_sorted(two, 2, 50.0) == 1.0);
+    assert_true(tmoe_percentile_sorted(two, 2, 25.0) == 0.0);
+}
+
+/* The comparator sorts ascending, -0 == +0, infinities in place, NaNs last. */
+static void test_cmp_double(void **state) {
+    (void)state;
+    double v[] = {2.0, NAN, -INFINITY, 0.0, INFINITY, -1.5, NAN, -0.0, 1e-300};
+    const int n = (int)(sizeof v / sizeof *v);
+    qsort(v, (size_t)n, sizeof *v, tmoe_cmp_double);
+    const double want[] = {-INFINITY, -1.5, 0.0, 0.0, 1e-300, 2.0, INFINITY};
+    for (int i = 0; i < 7; i++)
+        if (v[i] != want[i]) fail_msg("sorted[%d] = %g, want %g", i, v[i], want[i]);
+    assert_true(isnan(v[7]) && isnan(v[8]));
+    double a = 1.0, b = 2.0, z = 0.0, nz = -0.0, nan = NAN;
+    assert_true(tmoe_cmp_double(&a, &b) < 0 && tmoe_cmp_double(&b, &a) > 0);
+    assert_int_equal(tmoe_cmp_double(&a, &a), 0);
+    assert_int_equal(tmoe_cmp_double(&z, &nz), 0);
+    assert_true(tmoe_cmp_double(&nan, &b) > 0 && tmoe_cmp_double(&b, &nan) < 0);
+    assert_int_equal(tmoe_cmp_double(&nan, &nan), 0);
+}
+
 static void test_file_helpers(void **state) {
     (void)state;
     tmoe_error err = {0};
@@ -353,8 +386,9 @@ int main(void) {
         cmocka_unit_test(test_f16_exhaustive),          cmocka_unit_test(test_f16_rounding),
         cmocka_unit_test(test_f16_random_vs_reference), cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_rng_reference),           cmocka_unit_test(test_rng_properties),
-        cmocka_unit_test(test_errors_and_arena), cmocka_unit_test(test_buffer_table),
-        cmocka_unit_test(test_file_helpers),
+        cmocka_unit_test(test_errors_and_arena),        cmocka_unit_test(test_buffer_table),
+        cmocka_unit_test(test_file_helpers),            cmocka_unit_test(test_percentile),
+        cmocka_unit_test(test_cmp_double),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,6 @@
 /* Cost model: file round trip, validation messages, log-token interpolation, expert sums,
- * compute_energy_loss against a direct reference, merging, saving whole or not at all. */
+ * compute_energy_loss against a direct reference, merging, saving whole or not at all, and
+ * the cost providers (tables over a model, analytic). */
 #include <dirent.h>
 #include <math.h>
 #include <signal.h>
@@ -325,6 +326,128 @@ static void test_expert_and_energy_loss(void **state) {
     tmoe_cost_free(cm);
 }
 
+/* The provider over a cost model: the model's expert cost at integer token counts, linear in
+ * between (derivative = the segment's slope), n x the one-token cost below one token, the
+ * last segment extended beyond max_tokens, and errors for bad token counts and experts. */
+static void expect_cost(const char *what, const tmoe_expert_cost *got,
+                        const tmoe_expert_cost *want) {
+    assert_rel(what, got->energy_j, want->energy_j, 1e-12);
+    assert_rel(what, got->latency_ms, want->latency_ms, 1e-12);
+    assert_rel(what, got->temp_impact_c_per_s, want->temp_impact_c_per_s, 1e-12);
+}
+
+static tmoe_expert_cost model_cost(const tmoe_cost_model *cm, tmoe_etype et, int k) {
+    tmoe_cost_value v;
+    tmoe_error err = {0};
+    ASSERT_OK(tmoe_cost_expert(cm, et, TMOE_IMPL_UNFUSED, k, &v, &err), &err);
+    return (tmoe_expert_cost){v.energy_j, v.latency_ms, v.temp_impact_c_per_s};
+}
+
+static tmoe_expert_cost lerp_cost(const tmoe_expert_cost *a, const tmoe_expert_cost *b, double f) {
+    return (tmoe_expert_cost){a->energy_j + f * (b->energy_j - a->energy_j),
+                              a->latency_ms + f * (b->latency_ms - a->latency_ms),
+                              a->temp_impact_c_per_s +
+                                  f * (b->temp_impact_c_per_s - a->temp_impact_c_per_s)};
+}
+
+static void test_provider_table(void **state) {
+    (void)state;
+    tmoe_rng r;
+    tmoe_rng_seed(&r, seed());
+    tmoe_cost_model *cm = expert_model(&r);
+    tmoe_error err = {0};
+    enum { E = 3, MAX = 20 };
+    const tmoe_etype types[E] = {TMOE_ET_FP16, TMOE_ET_Q4, TMOE_ET_FP16};
+    tmoe_expert_cost want[E][MAX + 1]; /* the model's cost at 0..MAX tokens */
+    for (int e = 0; e < E; e++) {
+        want[e][0] = (tmoe_expert_cost){0, 0, 0};
+        for (int k = 1; k <= MAX; k++)
+            want[e][k] = model_cost(cm, types[e], k);
+    }
+    tmoe_cost_table *tab;
+    ASSERT_OK(tmoe_cost_table_create(cm, types, E, TMOE_IMPL_UNFUSED, MAX, &tab, &err), &err);
+    tmoe_cost_free(cm); /* the tables hold what they need */
+    assert_int_equal(tmoe_cost_table_num_experts(tab), E);
+    assert_int_equal(tmoe_cost_table_max_tokens(tab), MAX);
+    tmoe_cost_provider p = tmoe_cost_table_provider(tab);
+    assert_non_null(p.expert_cost_deriv);
+    tmoe_expert_cost c, d;
+    for (int e = 0; e < E; e++) {
+        for (int k = 0; k <= MAX; k++) { /* exact at integer counts */
+            ASSERT_OK(p.expert_cost(p.ctx, e, k, &c, &err), &err);
+            expect_cost("integer count", &c, &want[e][k]);
+        }
+        for (int i = 0; i < 50; i++) { /* linear in between, slope as derivative */
+            int k = 1 + (int)tmoe_rng_below(&r, MAX - 1);
+            double f = tmoe_rng_uniform(&r);
+            ASSERT_OK(p.expert_cost(p.ctx, e, k + f, &c, &err), &err);
+            tmoe_expert_cost w = lerp_cost(&want[e][k], &want[e][k + 1], f);
+            expect_cost("between counts", &c, &w);
+            ASSERT_OK(p.expert_cost_deriv(p.ctx, e, k + f, &d, &err), &err);
+            const tmoe_expert_cost *a = &want[e][k], *b = &want[e][k + 1];
+            tmoe_expert_cost slope = {b->energy_j - a->energy_j, b->latency_ms - a->latency_ms,
+                                      b->temp_impact_c_per_s - a->temp_impact_c_per_s};
+            expect_cost("slope", &d, &slope);
+        }
+        /* below one token: n x the one-token cost, derivative the one-token cost */
+        ASSERT_OK(p.expert_cost(p.ctx, e, 0.3, &c, &err), &err);
+        tmoe_expert_cost w = lerp_cost(&want[e][0], &want[e][1], 0.3);
+        assert_rel("below one token", c.energy_j, 0.3 * want[e][1].energy_j, 1e-12);
+        expect_cost("below one token", &c, &w);
+        ASSERT_OK(p.expert_cost_deriv(p.ctx, e, 0.3, &d, &err), &err);
+        expect_cost("slope below one token", &d, &want[e][1]);
+        /* beyond max_tokens: the last segment extended */
+        ASSERT_OK(p.expert_cost(p.ctx, e, MAX + 2.5, &c, &err), &err);
+        w = lerp_cost(&want[e][MAX - 1], &want[e][MAX], 3.5);
+        expect_cost("beyond max_tokens", &c, &w);
+    }
+    /* experts of the same type share their costs */
+    ASSERT_OK(p.expert_cost(p.ctx, 2, 7.25, &c, &err), &err);
+    ASSERT_OK(p.expert_cost(p.ctx, 0, 7.25, &d, &err), &err);
+    assert_true(c.energy_j == d.energy_j && c.latency_ms == d.latency_ms);
+    /* errors: negative or NaN token counts, experts out of range */
+    assert_int_equal(p.expert_cost(p.ctx, 0, -1e-9, &c, &err), TMOE_EINVAL);
+    assert_non_null(strstr(err.msg, "token count"));
+    assert_int_equal(p.expert_cost_deriv(p.ctx, 0, -2.0, &d, &err), TMOE_EINVAL);
+    assert_int_equal(p.expert_cost(p.ctx, 0, NAN, &c, &err), TMOE_EINVAL);
+    assert_int_equal(p.expert_cost(p.ctx, E, 1.0, &c, &err), TMOE_EINVAL);
+    assert_int_equal(p.expert_cost(p.ctx, -1, 1.0, &c, &err), TMOE_EINVAL);
+    tmoe_cost_table_free(tab);
+    tmoe_cost_table_free(NULL);
+
+    /* a type the model lacks, and bad shapes, are refused at creation */
+    tmoe_cost_model *empty;
+    ASSERT_OK(tmoe_cost_create(&empty, &err), &err);
+    assert_int_equal(tmoe_cost_table_create(empty, types, E, TMOE_IMPL_FUSED, MAX, &tab, &err),
+                     TMOE_EINVAL);
+    assert_null(tab);
+    assert_int_equal(tmoe_cost_table_create(empty, types, E, TMOE_IMPL_FUSED, 0, &tab, &err),
+                     TMOE_EINVAL);
+    assert_int_equal(tmoe_cost_table_create(empty, types, 0, TMOE_IMPL_FUSED, MAX, &tab, &err),
+                     TMOE_EINVAL);
+    tmoe_cost_free(empty);
+}
+
+/* The analytic provider: its formula, its exact derivative, NULL arrays as zeros. */
+static void test_provider_analytic(void **state) {
+    (void)state;
+    const double ef[2] = {1.0, 2.0}, ep[2] = {0.5, 0.25}, ec[2] = {0.1, 0.0};
+    const double lp[2] = {0.01, 0.02};
+    tmoe_analytic_cost ac = {2, ef, ep, ec, NULL, lp, NULL, NULL, NULL, NULL};
+    tmoe_cost_provider p = tmoe_cost_analytic_provider(&ac);
+    tmoe_error err = {0};
+    tmoe_expert_cost c, d;
+    ASSERT_OK(p.expert_cost(p.ctx, 0, 3.0, &c, &err), &err);
+    assert_rel("analytic energy", c.energy_j, 1.0 + 0.5 * 3.0 + 0.1 * log(4.0), 1e-15);
+    assert_rel("analytic latency", c.latency_ms, 0.03, 1e-15);
+    assert_true(c.temp_impact_c_per_s == 0.0);
+    ASSERT_OK(p.expert_cost_deriv(p.ctx, 0, 3.0, &d, &err), &err);
+    assert_rel("analytic slope", d.energy_j, 0.5 + 0.1 / 4.0, 1e-15);
+    assert_rel("analytic latency slope", d.latency_ms, 0.01, 1e-15);
+    assert_int_equal(p.expert_cost(p.ctx, 2, 1.0, &c, &err), TMOE_EINVAL);
+    assert_int_equal(p.expert_cost(p.ctx, 1, -1.0, &c, &err), TMOE_EINVAL);
+}
+
 static void test_merge(void **state) {
     (void)state;
     tmoe_rng r;
@@ -458,9 +581,10 @@ static void test_save_whole_or_nothing(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip),       cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_interpolation),   cmocka_unit_test(test_expert_and_energy_loss),
-        cmocka_unit_test(test_merge),           cmocka_unit_test(test_save_whole_or_nothing),
+        cmocka_unit_test(test_roundtrip),      cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_interpolation),  cmocka_unit_test(test_expert_and_energy_loss),
+        cmocka_unit_test(test_merge),          cmocka_unit_test(test_save_whole_or_nothing),
+        cmocka_unit_test(test_provider_table), cmocka_unit_test(test_provider_analytic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -247,7 +247,7 @@ static void test_gate_topk(void **state) {
                 rand_f32(bias, (size_t)E, 2.0f);
                 tu_poison(idx, sizeof(int32_t) * (size_t)T * k);
                 tu_poison(w, sizeof(float) * (size_t)T * k);
-                tmoe_cpu_gate_topk(z, use_bias ? bias : NULL, T, E, k, renorm, biw, idx, w);
+                tmoe_gate_topk(z, use_bias ? bias : NULL, T, E, k, renorm, biw, idx, w);
                 for (int t = 0; t < T; t++) {
                     ref_topk(z + t * E, use_bias ? bias : NULL, E, k, renorm, biw, ri, rw);
                     assert_memory_equal(idx + t * k, ri, sizeof(int32_t) * (size_t)k);
@@ -296,8 +296,8 @@ static void test_gate_topk_nan(void **state) {
         float w[4];
         tu_poison(idx, sizeof idx);
         tu_poison(w, sizeof w);
-        tmoe_cpu_gate_topk(c[i].z, c[i].use_bias ? c[i].bias : NULL, 1, 6, c[i].k, c[i].renorm,
-                           c[i].biw, idx, w);
+        tmoe_gate_topk(c[i].z, c[i].use_bias ? c[i].bias : NULL, 1, 6, c[i].k, c[i].renorm,
+                       c[i].biw, idx, w);
         for (int j = 0; j < c[i].k; j++) {
             if (idx[j] != c[i].idx[j])
                 fail_msg("gate_topk %s: idx[%d] = %d, want %d", c[i].what, j, idx[j], c[i].idx[j]);
@@ -324,7 +324,7 @@ static void test_permute_gather_combine(void **state) {
         rand_f32(z, (size_t)T * E, 1.0f);
         rand_f16(x, (size_t)T * D, 1.0f);
         rand_f32(ye, (size_t)N * D, 1.0f);
-        tmoe_cpu_gate_topk(z, NULL, T, E, k, 1, 0, idx, w);
+        tmoe_gate_topk(z, NULL, T, E, k, 1, 0, idx, w);
         tu_poison(counts, sizeof counts);
         tu_poison(offsets, sizeof offsets);
         tu_poison(src, sizeof(int32_t) * (size_t)N);

@@ -66,7 +66,7 @@ static void check_gpu(const char *what, const float *got, const float *ref, size
 /* ---- gate_topk ----------------------------------------------------------------------- */
 /* ties: few distinct logits. nans: NaN logits by row (t % 4): 0 about a quarter NaN, 1 all
  * NaN, 2 only k / 2 finite (the rest NaN or -inf), 3 none; and NaN biases on experts
- * e % 7 == 3 (the NaN rule of tmoe_cpu_gate_topk). */
+ * e % 7 == 3 (the NaN rule of tmoe_gate_topk). */
 static void topk_case(int T, int E, int k, int renorm, int biw, int ties, int nans) {
     tmoe_rng r;
     tmoe_rng_seed_stream(&r, g_seed,
@@ -94,7 +94,7 @@ static void topk_case(int T, int E, int k, int renorm, int biw, int ties, int na
         }
         for (int e = 3; e < E; e += 7) bias[e] = NAN;
     }
-    tmoe_cpu_gate_topk(lg, bias, T, E, k, renorm, biw, ci, cw);
+    tmoe_gate_topk(lg, bias, T, E, k, renorm, biw, ci, cw);
     float *dl = dup_to(lg, sizeof(float) * T * E), *db = dup_to(bias, sizeof(float) * E);
     int32_t *di = dmalloc(sizeof(int32_t) * T * k);
     float *dw = dmalloc(sizeof(float) * T * k);

@@ -279,7 +279,7 @@ static void test_topk_bias(void **state) {
     for (int i = 0; i < T * E; i++)
         z[i] = tmoe_rng_uniform_sym(&rng, 3.0f);
     /* a large bias forces expert 5 in, a large negative one keeps expert 2 out */
-    tmoe_cpu_gate_topk(z, NULL, T, E, k, 1, 0, idx0, w0);
+    tmoe_gate_topk(z, NULL, T, E, k, 1, 0, idx0, w0);
     int had2 = 0;
     for (int i = 0; i < T * k; i++)
         had2 |= idx0[i] == 2;
@@ -289,7 +289,7 @@ static void test_topk_bias(void **state) {
     for (int t = 0; t < T; t++)
         z[t * E + 2] = 10.0f;
     for (int renorm = 0; renorm < 2; renorm++) {
-        tmoe_cpu_gate_topk(z, bias, T, E, k, renorm, 0, idx, w);
+        tmoe_gate_topk(z, bias, T, E, k, renorm, 0, idx, w);
         for (int t = 0; t < T; t++) {
             assert_int_equal(idx[t * k], 5);
             assert_int_not_equal(idx[t * k + 1], 2);
@@ -315,7 +315,7 @@ static void test_topk_bias(void **state) {
     }
     (void)had2;
     /* bias_in_weights: the combine weights follow the biased scores (expert 5 ~ all of it) */
-    tmoe_cpu_gate_topk(z, bias, T, E, k, 1, 1, idx, w);
+    tmoe_gate_topk(z, bias, T, E, k, 1, 1, idx, w);
     for (int t = 0; t < T; t++)
         assert_true(w[t * k] > 0.999f);
     /* ties break to the lower index, every run */
@@ -326,7 +326,7 @@ static void test_topk_bias(void **state) {
         tieb[e] = e >= 3 ? 1.0f : 0.0f; /* experts 3..7 tie on top */
     for (int run = 0; run < 3; run++) {
         tu_poison(idx, sizeof idx);
-        tmoe_cpu_gate_topk(flat, tieb, T, E, 3, 1, 0, idx, w);
+        tmoe_gate_topk(flat, tieb, T, E, 3, 1, 0, idx, w);
         for (int t = 0; t < T; t++) {
             assert_int_equal(idx[t * 3], 3);
             assert_int_equal(idx[t * 3 + 1], 4);

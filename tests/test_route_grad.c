@@ -55,7 +55,7 @@ static void test_surrogate_gradient(void **state) {
             z[i] = (float)urand(&r, -3, 3);
         for (int e = 0; e < E; e++)
             b[e] = urand(&r, -2, 2);
-        tmoe_surrogate s = {tmoe_route_analytic_provider(&kc.c),
+        tmoe_surrogate s = {tmoe_cost_analytic_provider(&kc.c),
                             k,
                             urand(&r, 0.3, 2.0),
                             urand(&r, 0.5, 2.0),
@@ -99,7 +99,7 @@ static void test_reinforce_gradient(void **state) {
         z[i] = (float)urand(&r, -2, 2);
     for (int e = 0; e < E; e++)
         b[e] = urand(&r, -1, 1);
-    tmoe_surrogate s = {tmoe_route_analytic_provider(&kc.c), k, 1.0, 1.0, 1.0, 0.5, 0.0};
+    tmoe_surrogate s = {tmoe_cost_analytic_provider(&kc.c), k, 1.0, 1.0, 1.0, 0.5, 0.0};
     tmoe_error err = {0};
     double L0, lp, lm;
     ASSERT_OK(tmoe_route_surrogate(&s, z, T, E, b, &L0, NULL, NULL, NULL, &err), &err);
@@ -219,7 +219,7 @@ static void test_provider_central_difference(void **state) {
     tmoe_rng_seed(&r, (uint64_t)tmoe_now_ns() ^ 0x1234);
     costs kc;
     random_costs(&kc, 5, &r);
-    tmoe_cost_provider exact = tmoe_route_analytic_provider(&kc.c), fdp = exact;
+    tmoe_cost_provider exact = tmoe_cost_analytic_provider(&kc.c), fdp = exact;
     fdp.expert_cost_deriv = NULL;
     tmoe_error err = {0};
     double ns[] = {0.0, 0.4, 1.0, 7.5, 300.0};
@@ -243,7 +243,7 @@ static void test_energy_loss(void **state) {
     (void)state;
     double fixed[3] = {1.0, 2.0, 3.0}, per[3] = {0.5, 0.25, 1.0};
     tmoe_analytic_cost c = {3, fixed, per, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-    tmoe_cost_provider p = tmoe_route_analytic_provider(&c);
+    tmoe_cost_provider p = tmoe_cost_analytic_provider(&c);
     /* T=2, k=2: token 0 -> (0, 1) probs (0.75, 0.25); token 1 -> (0, 2) probs (0.5, 0.5) */
     int32_t idx[4] = {0, 1, 0, 2};
     float prob[4] = {0.75f, 0.25f, 0.5f, 0.5f};
@@ -320,7 +320,7 @@ static tmoe_router *ttha_router(int E, tmoe_analytic_cost *c, uint64_t seed) {
     cfg.top_k = 2;
     cfg.max_tokens = 64;
     cfg.seed = seed;
-    tmoe_cost_provider p = tmoe_route_analytic_provider(c);
+    tmoe_cost_provider p = tmoe_cost_analytic_provider(c);
     tmoe_router *r;
     tmoe_error err = {0};
     ASSERT_OK(tmoe_router_create(&cfg, &p, &r, &err), &err);
@@ -342,7 +342,7 @@ static void test_save_load(void **state) {
     hw.gpu_temp_c = 70;
     tmoe_error err = {0};
     for (int i = 0; i < 30; i++) { /* move the weights away from their initial values */
-        ASSERT_OK(tmoe_router_route(a, z, 16, &hw, ba, NULL, NULL, &err), &err);
+        ASSERT_OK(tmoe_router_route(a, z, 16, NULL, &hw, ba, NULL, NULL, &err), &err);
         tmoe_route_obs o = tmoe_route_obs_unknown();
         o.power_w = 500;
         o.temp_c = 70;
@@ -353,8 +353,8 @@ static void test_save_load(void **state) {
     const char *path = tu_tmppath("ttha.bin");
     ASSERT_OK(tmoe_router_ttha_save(a, path, &err), &err);
     ASSERT_OK(tmoe_router_ttha_load(b, path, &err), &err);
-    ASSERT_OK(tmoe_router_route(a, z, 16, &hw, ba, NULL, NULL, &err), &err);
-    ASSERT_OK(tmoe_router_route(b, z, 16, &hw, bb, NULL, NULL, &err), &err);
+    ASSERT_OK(tmoe_router_route(a, z, 16, NULL, &hw, ba, NULL, NULL, &err), &err);
+    ASSERT_OK(tmoe_router_route(b, z, 16, NULL, &hw, bb, NULL, NULL, &err), &err);
     for (int e = 0; e < 8; e++)
         assert_true(ba[e] == bb[e]);
 
@@ -387,8 +387,8 @@ static void test_save_load(void **state) {
     /* missing */
     assert_int_equal(tmoe_router_ttha_load(b, tu_tmppath("none.bin"), &err), TMOE_EIO);
     /* refused loads leave b's weights as loaded */
-    ASSERT_OK(tmoe_router_route(b, z, 16, &hw, bb, NULL, NULL, &err), &err);
-    ASSERT_OK(tmoe_router_route(a, z, 16, &hw, ba, NULL, NULL, &err), &err);
+    ASSERT_OK(tmoe_router_route(b, z, 16, NULL, &hw, bb, NULL, NULL, &err), &err);
+    ASSERT_OK(tmoe_router_route(a, z, 16, NULL, &hw, ba, NULL, NULL, &err), &err);
     for (int e = 0; e < 8; e++)
         assert_true(ba[e] == bb[e]);
     tmoe_router_free(a);
@@ -401,7 +401,7 @@ static void test_bad_config(void **state) {
     (void)state;
     double one[4] = {1, 1, 1, 1};
     tmoe_analytic_cost c = {4, one, one, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-    tmoe_cost_provider p = tmoe_route_analytic_provider(&c);
+    tmoe_cost_provider p = tmoe_cost_analytic_provider(&c);
     tmoe_router_config cfg = tmoe_router_config_default();
     cfg.num_experts = 4;
     cfg.top_k = 5;
@@ -415,7 +415,7 @@ static void test_bad_config(void **state) {
     ASSERT_OK(tmoe_router_create(&cfg, &p, &r, &err), &err);
     float z[40] = {0};
     int32_t sel[20];
-    assert_int_equal(tmoe_router_route(r, z, 5, NULL, NULL, sel, NULL, &err), TMOE_EINVAL);
+    assert_int_equal(tmoe_router_route(r, z, 5, NULL, NULL, NULL, sel, NULL, &err), TMOE_EINVAL);
     tmoe_router_free(r);
 }
 
@@ -424,7 +424,7 @@ static void test_small_shape_all_strategies(void **state) {
     (void)state;
     double fixed[2] = {1.0, 2.0}, per[2] = {0.1, 0.3};
     tmoe_analytic_cost c = {2, fixed, per, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-    tmoe_cost_provider p = tmoe_route_analytic_provider(&c);
+    tmoe_cost_provider p = tmoe_cost_analytic_provider(&c);
     for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++) {
         tmoe_router_config cfg = tmoe_router_config_default();
         cfg.strategy = (tmoe_route_strategy)s;
@@ -440,7 +440,7 @@ static void test_small_shape_all_strategies(void **state) {
         tmoe_hw_state hw = tmoe_hw_state_unknown();
         hw.power_w = 500;
         hw.gpu_temp_c = 80;
-        ASSERT_OK(tmoe_router_route(r, z, 3, &hw, b, sel, &pe, &err), &err);
+        ASSERT_OK(tmoe_router_route(r, z, 3, NULL, &hw, b, sel, &pe, &err), &err);
         for (int t = 0; t < 3; t++)
             assert_true(sel[t] == 0 || sel[t] == 1);
         assert_true(isfinite(pe) && isfinite(b[0]) && isfinite(b[1]));

@@ -1,12 +1,14 @@
 /* Each routing strategy moves selection the way it claims; the load balancer flattens a
- * skewed workload; TTHA leaves routing alone when the targets do not bind and lowers a toy
- * plant's power when they do. Seeds fixed where a property is statistical. */
+ * skewed workload; a router told the selection that ran matches one that selects itself;
+ * TTHA leaves routing alone when the targets do not bind and lowers a toy plant's power when
+ * they do. Seeds fixed where a property is statistical. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "testutil.h"
+#include "thermoe/model.h"
 #include "thermoe/route.h"
 
 #define MAXE 64
@@ -32,7 +34,7 @@ static void make_costs(costs *k, int E, int costly, double factor) {
 }
 
 static tmoe_router *make_router(tmoe_router_config cfg, costs *k) {
-    tmoe_cost_provider p = tmoe_route_analytic_provider(&k->c);
+    tmoe_cost_provider p = tmoe_cost_analytic_provider(&k->c);
     tmoe_router *r;
     tmoe_error err = {0};
     ASSERT_OK(tmoe_router_create(&cfg, &p, &r, &err), &err);
@@ -59,7 +61,7 @@ static void run_batches(tmoe_router *r, int batches, int T, int E, int k, const 
     for (int i = 0; i < batches; i++) {
         random_logits(&rng, z, T, E, NULL);
         double pe;
-        ASSERT_OK(tmoe_router_route(r, z, T, hw, b, sel, &pe, &err), &err);
+        ASSERT_OK(tmoe_router_route(r, z, T, NULL, hw, b, sel, &pe, &err), &err);
         assert_true(isfinite(pe) && pe > 0.0);
         for (int j = 0; j < T * k; j++)
             counts[sel[j]]++;
@@ -176,7 +178,7 @@ static void test_static_kl_budget(void **state) {
     if (!(kl <= cfg.kl_bound * (1 + 1e-9) && kl > 0.5 * cfg.kl_bound))
         fail_msg("KL %g, bound %g", kl, cfg.kl_bound);
     float b[MAXE];
-    ASSERT_OK(tmoe_router_route(r, z, 16, NULL, b, NULL, NULL, &err), &err);
+    ASSERT_OK(tmoe_router_route(r, z, 16, NULL, NULL, b, NULL, NULL, &err), &err);
     double bd[MAXE];
     for (int e = 0; e < E; e++)
         bd[e] = b[e];
@@ -374,7 +376,7 @@ static void test_load_balancer_zipf(void **state) {
     tmoe_error err = {0};
     for (int i = 0; i < 200; i++) {
         random_logits(&rng, z, T, E, off);
-        ASSERT_OK(tmoe_router_route(r, z, T, NULL, NULL, sel, NULL, &err), &err);
+        ASSERT_OK(tmoe_router_route(r, z, T, NULL, NULL, NULL, sel, NULL, &err), &err);
         int64_t *c = i < 10 ? first : i >= 180 ? last : NULL;
         if (c)
             for (int j = 0; j < T * k; j++)
@@ -385,6 +387,110 @@ static void test_load_balancer_zipf(void **state) {
                   r1);
     if (!(r0 > 3.0 && r1 <= 0.5 * r0)) fail_msg("max/mean load %.2f -> %.2f", r0, r1);
     tmoe_router_free(r);
+}
+
+/* A router told the selection that ran (observe_selection, as the runner does with the
+ * engine's top-k) and given the unbiased top-k by its caller behaves exactly like one that
+ * selects and counts on its own: same biases every batch (load balancer and TTHA updates
+ * included), same predicted energy. */
+static void observe_matches_own(tmoe_route_strategy st, tmoe_ttha_grad grad) {
+    const int E = 8, k = 2, T = 32;
+    costs kc;
+    make_costs(&kc, E, 2, 3.0);
+    tmoe_router_config cfg = base_cfg(st, E, k);
+    cfg.lb_enabled = 1;
+    cfg.lb_step = 0.05;
+    cfg.grad_mode = grad;
+    tmoe_router *own = make_router(cfg, &kc);
+    cfg.observe_selection = 1;
+    tmoe_router *obs = make_router(cfg, &kc);
+    tmoe_rng rng;
+    tmoe_rng_seed(&rng, 31);
+    float z[MAXT * MAXE], ba[MAXE], bb[MAXE], w[MAXT * 16], w0[MAXT * 16];
+    int32_t sel[MAXT * 16], idx[MAXT * 16], idx0[MAXT * 16];
+    tmoe_hw_state hw = tmoe_hw_state_unknown();
+    tmoe_error err = {0};
+    for (int i = 0; i < 12; i++) {
+        random_logits(&rng, z, T, E, NULL);
+        hw.power_w = 380.0 + 5.0 * i;
+        hw.gpu_temp_c = 68.0 + 0.5 * i;
+        double pa, pb;
+        ASSERT_OK(tmoe_router_route(own, z, T, NULL, &hw, ba, sel, &pa, &err), &err);
+        /* the caller's unbiased top-k (its weights do not matter), then its own selection */
+        tmoe_gate_topk(z, NULL, T, E, k, 0, 0, idx0, w0);
+        ASSERT_OK(tmoe_router_route(obs, z, T, idx0, &hw, bb, NULL, NULL, &err), &err);
+        assert_memory_equal(ba, bb, sizeof(float) * E);
+        tmoe_gate_topk(z, bb, T, E, k, 1, 0, idx, w);
+        assert_memory_equal(sel, idx, sizeof(int32_t) * T * k);
+        ASSERT_OK(tmoe_router_observe(obs, idx, w, T, &pb, &err), &err);
+        assert_true(pa == pb);
+        tmoe_route_obs o = tmoe_route_obs_unknown();
+        o.power_w = hw.power_w + 10.0;
+        o.temp_c = hw.gpu_temp_c + 1.0;
+        o.latency_ms = 1.0 + 0.01 * i;
+        o.throughput = T / (o.latency_ms / 1000.0);
+        o.period_s = o.dt_s = 0.01;
+        tmoe_ttha_record ra, rb;
+        ASSERT_OK(tmoe_router_update(own, &o, &ra, &err), &err);
+        ASSERT_OK(tmoe_router_update(obs, &o, &rb, &err), &err);
+        assert_true(ra.step == rb.step &&
+                    (ra.total == rb.total || (isnan(ra.total) && isnan(rb.total))));
+    }
+    const double *la = tmoe_lb_bias(tmoe_router_lb(own)), *lb = tmoe_lb_bias(tmoe_router_lb(obs));
+    assert_memory_equal(la, lb, sizeof(double) * E);
+    tmoe_router_free(own);
+    tmoe_router_free(obs);
+}
+
+static void test_observe_matches_own_selection(void **state) {
+    (void)state;
+    for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++)
+        observe_matches_own((tmoe_route_strategy)s, TMOE_TTHA_GRAD_SURROGATE);
+    observe_matches_own(TMOE_ROUTE_KERNEL_AWARE_TTHA, TMOE_TTHA_GRAD_REINFORCE);
+}
+
+/* Misuse of observe and of the caller's unbiased selection is refused, router unchanged. */
+static void test_observe_errors(void **state) {
+    (void)state;
+    const int E = 4, k = 2, T = 3;
+    costs kc;
+    make_costs(&kc, E, -1, 1.0);
+    tmoe_router_config cfg = base_cfg(TMOE_ROUTE_KERNEL_AWARE_TTHA, E, k);
+    cfg.lb_enabled = 1;
+    tmoe_router *own = make_router(cfg, &kc);
+    float z[3 * 4] = {0.1f, 0.2f, 0.3f, 0.4f, 1, 0, 0, 0, 0, 0, 1, 2};
+    int32_t idx[3 * 2] = {3, 2, 0, 1, 3, 2}, bad[3 * 2] = {3, 2, 0, 4, 3, 2};
+    tmoe_error err = {0};
+    double pe;
+    ASSERT_OK(tmoe_router_route(own, z, T, NULL, NULL, NULL, NULL, NULL, &err), &err);
+    assert_int_equal(tmoe_router_observe(own, idx, NULL, T, &pe, &err), TMOE_EINVAL);
+    assert_non_null(strstr(err.msg, "observe_selection"));
+    assert_int_equal(tmoe_router_route(own, z, T, bad, NULL, NULL, NULL, NULL, &err), TMOE_EINVAL);
+    assert_non_null(strstr(err.msg, "expert 4 of 4"));
+    tmoe_router_free(own);
+
+    cfg.observe_selection = 1;
+    tmoe_router *r = make_router(cfg, &kc);
+    /* nothing routed yet */
+    assert_int_equal(tmoe_router_observe(r, idx, NULL, T, &pe, &err), TMOE_EINVAL);
+    ASSERT_OK(tmoe_router_route(r, z, T, idx, NULL, NULL, NULL, NULL, &err), &err);
+    assert_int_equal(tmoe_router_observe(r, idx, NULL, T - 1, &pe, &err), TMOE_EINVAL);
+    assert_int_equal(tmoe_router_observe(r, bad, NULL, T, &pe, &err), TMOE_EINVAL);
+    const double *lb = tmoe_lb_bias(tmoe_router_lb(r));
+    for (int e = 0; e < E; e++)
+        assert_true(lb[e] == 0.0); /* refused observations counted nothing */
+    ASSERT_OK(tmoe_router_observe(r, idx, NULL, T, &pe, &err), &err);
+    assert_true(isfinite(pe) && pe > 0.0);
+    assert_true(lb[3] != 0.0 || lb[0] != 0.0);
+    /* the same batch twice */
+    assert_int_equal(tmoe_router_observe(r, idx, NULL, T, &pe, &err), TMOE_EINVAL);
+    tmoe_router_free(r);
+
+    /* a capacity limit acts on the router's own selection only */
+    cfg.capacity_factor = 1.5;
+    tmoe_cost_provider p = tmoe_cost_analytic_provider(&kc.c);
+    assert_int_equal(tmoe_router_create(&cfg, &p, &r, &err), TMOE_EINVAL);
+    assert_non_null(strstr(err.msg, "capacity"));
 }
 
 static void test_capacity_factor(void **state) {
@@ -406,7 +512,7 @@ static void test_capacity_factor(void **state) {
     int cap = (int)ceil(1.25 * T * k / E);
     for (int i = 0; i < 20; i++) {
         random_logits(&rng, z, T, E, off);
-        ASSERT_OK(tmoe_router_route(r, z, T, NULL, NULL, sel, NULL, &err), &err);
+        ASSERT_OK(tmoe_router_route(r, z, T, NULL, NULL, NULL, sel, NULL, &err), &err);
         int c[MAXE] = {0};
         for (int t = 0; t < T; t++) {
             assert_int_not_equal(sel[t * k], sel[t * k + 1]);
@@ -468,7 +574,7 @@ static double run_plant(tmoe_router *r, const costs *k, int E, int n, int tail, 
         random_logits(&rng, z, T, E, NULL);
         hw.power_w = o.power_w;
         hw.gpu_temp_c = o.temp_c;
-        ASSERT_OK(tmoe_router_route(r, z, T, &hw, b, sel, NULL, &err), &err);
+        ASSERT_OK(tmoe_router_route(r, z, T, NULL, &hw, b, sel, NULL, &err), &err);
         plant_step(&p, k, sel, T, kk, E, &o);
         ASSERT_OK(tmoe_router_update(r, &o, NULL, &err), &err);
         if (i >= n - tail) {
@@ -476,7 +582,7 @@ static double run_plant(tmoe_router *r, const costs *k, int E, int n, int tail, 
             for (int e = 0; e < E; e++)
                 mb = fmax(mb, fabs(b[e]));
             if (ref) {
-                ASSERT_OK(tmoe_router_route(ref, z, T, NULL, NULL, selref, NULL, &err), &err);
+                ASSERT_OK(tmoe_router_route(ref, z, T, NULL, NULL, NULL, selref, NULL, &err), &err);
                 for (int t = 0; t < T; t++)
                     for (int j = 0; j < kk; j++) {
                         int found = 0;
@@ -593,6 +699,8 @@ int main(void) {
         cmocka_unit_test(test_predictive_acts_early),
         cmocka_unit_test(test_load_balancer_zipf),
         cmocka_unit_test(test_capacity_factor),
+        cmocka_unit_test(test_observe_matches_own_selection),
+        cmocka_unit_test(test_observe_errors),
         cmocka_unit_test(test_ttha_targets_above_leave_routing),
         cmocka_unit_test(test_ttha_adapter_alone_lowers_power),
         cmocka_unit_test(test_ttha_with_cost_biases_lowers_power),

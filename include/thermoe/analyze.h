@@ -29,11 +29,6 @@ typedef struct tmoe_stats_summary {
 } tmoe_stats_summary;
 tmoe_stats_summary tmoe_stats_summarize(const double *x, int n, double level);
 
-/* Percentile p in [0, 100] of sorted x (ascending, n >= 1) by linear interpolation between
- * order statistics: h = (n - 1) p / 100, x[floor h] + (h - floor h)(x[floor h + 1] -
- * x[floor h]). This is R's quantile type 7 and numpy's default. */
-double tmoe_stats_percentile_sorted(const double *sorted, int n, double p);
-
 /* Sample skewness g1 = m3 / m2^1.5 (biased moments); NAN when n < 3 or sd == 0. */
 double tmoe_stats_skewness(const double *x, int n);
 

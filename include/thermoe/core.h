@@ -1,5 +1,6 @@
 /* thermoe core: error reporting, logging, fp16/bf16 conversion, a portable RNG,
- * tensors and an arena for big buffers. Everything else in libthermoe builds on this. */
+ * tensors, an arena for big buffers, checked files and percentiles. Everything else in
+ * libthermoe builds on this. */
 #ifndef THERMOE_CORE_H
 #define THERMOE_CORE_H
 
@@ -164,6 +165,18 @@ int tmoe_atomic_commit(tmoe_atomic_file *af, tmoe_error *err);
 void tmoe_atomic_abort(tmoe_atomic_file *af);
 /* Create a directory and its parents (mode 0755); existing directories are fine. */
 int tmoe_mkdir_p(const char *path, tmoe_error *err);
+
+/* ---- order statistics --------------------------------------------------------------- */
+/* Percentile p in [0, 100] of sorted (ascending, n >= 1; both asserted) by linear
+ * interpolation between order statistics: h = (n - 1) p / 100, then
+ * sorted[floor h] + (h - floor h) (sorted[floor h + 1] - sorted[floor h]). This is R's
+ * quantile type 7 and numpy's default; p = 0 is the minimum, p = 100 the maximum, and n = 1
+ * gives the one value for every p. The one percentile of thermoe: the profiler's latency
+ * median and p90, the run summary and the analysis all use it. */
+double tmoe_percentile_sorted(const double *sorted, int n, double p);
+/* qsort comparator of doubles, ascending; -0 and +0 are equal, NaNs sort after every
+ * number (a total order, so sorting data with NaNs is well defined). */
+int tmoe_cmp_double(const void *a, const void *b);
 
 /* ---- misc --------------------------------------------------------------------------- */
 int64_t tmoe_now_ns(void); /* CLOCK_MONOTONIC */

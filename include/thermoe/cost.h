@@ -1,7 +1,8 @@
 /* Kernel cost model: what each op costs in time, energy and heat at a given token count,
  * per expert type and implementation. File format: DESIGN.md "Kernel cost model file"
- * (JSON, schema "thermoe.cost_model/1"). Routers, the simulated GPU and the profiler read
- * costs through the lookups below; the profiler and the importers write entries. */
+ * (JSON, schema "thermoe.cost_model/1"). The simulated GPU and the profiler read costs
+ * through the lookups below, the routers through a cost provider (the end of this file);
+ * the profiler and the importers write entries. */
 #ifndef THERMOE_COST_H
 #define THERMOE_COST_H
 
@@ -91,6 +92,10 @@ int tmoe_cost_load(const char *path, tmoe_cost_model **out, tmoe_error *err);
 /* Same, from memory; `name` is used in messages in place of a path. */
 int tmoe_cost_load_buffer(const char *data, size_t len, const char *name, tmoe_cost_model **out,
                           tmoe_error *err);
+/* Load paths[0..n) and merge them in order with tmoe_cost_merge (later files win).
+ * Caller frees *out. */
+int tmoe_cost_merge_files(const char *const *paths, int n, tmoe_cost_model **out,
+                          tmoe_error *err);
 /* Write pretty JSON, keys in a fixed order, entries sorted by (op, type, impl, tokens).
  * Whole or nothing (tmoe_atomic_*): on any failure path keeps its old contents; a path that
  * exists and is not a regular file (a device, FIFO, directory) is refused (TMOE_EINVAL). */
@@ -120,9 +125,6 @@ void tmoe_cost_set_ncu(tmoe_cost_model *cm, int i, double occupancy_pct, double 
 /* Merge src into dst: src entries replace dst entries with the same key (logged); dst meta
  * fields that are unknown are taken from src. Shapes that differ are an error. */
 int tmoe_cost_merge(tmoe_cost_model *dst, const tmoe_cost_model *src, tmoe_error *err);
-/* Load paths[0..n) and merge them in order (later files win). Caller frees *out. */
-int tmoe_cost_merge_files(const char *const *paths, int n, tmoe_cost_model **out,
-                          tmoe_error *err);
 
 /* ---- lookups (read-only, thread-safe against each other) ------------------------------ */
 /* Cost of one op call at `tokens` (>= 1), interpolated piecewise-linearly in log(tokens)
@@ -145,6 +147,66 @@ int tmoe_cost_energy_loss(const tmoe_cost_model *cm, int n_tokens, int k,
                           const int32_t *expert_ids, const float *probs, int n_experts,
                           const tmoe_etype *expert_types, tmoe_impl impl, double *loss_j,
                           tmoe_error *err);
+
+/* ---- expert costs for the routers ---------------------------------------------------
+ * The routers read costs through a provider: a small table of function pointers over a
+ * context the caller owns. Two providers are here: one over a cost model (tables of every
+ * integer token count, built once) and an analytic one for tests and benchmarks. */
+
+/* Predicted cost of one expert's whole op sequence (dequant_unpack where it applies,
+ * linear_fc1, relu, linear_fc2) at a token count. */
+typedef struct tmoe_expert_cost {
+    double energy_j;            /* joules for the whole call at that token count */
+    double latency_ms;          /* milliseconds for the whole call */
+    double temp_impact_c_per_s; /* heating rate while it runs, C/s */
+} tmoe_expert_cost;
+
+/* expert_cost: cost of `expert` at `tokens` (a real number >= 0, smooth in tokens). Returns
+ * TMOE_OK or a code + err. expert_cost_deriv (may be NULL): d/dtokens of each field at
+ * `tokens`; without it the routers take a central difference (tmoe_route_cost_eval). A
+ * provider is a value (copy it freely); ctx is borrowed by whoever holds a copy, and must be
+ * callable from the thread that uses the copy. */
+typedef struct tmoe_cost_provider {
+    int (*expert_cost)(void *ctx, int expert, double tokens, tmoe_expert_cost *out,
+                       tmoe_error *err);
+    int (*expert_cost_deriv)(void *ctx, int expert, double tokens, tmoe_expert_cost *d_out,
+                             tmoe_error *err);
+    void *ctx;
+} tmoe_cost_provider;
+
+/* Expert costs from a cost model, per expert, at any real token count n >= 0:
+ * tmoe_cost_expert of the expert's type at every integer count 1..max_tokens is computed
+ * once into a table (0 tokens cost 0); between integer counts the cost is linear, so the
+ * derivative is the slope of the table's segment; below one token it is n x the one-token
+ * cost (the expectation over whether the expert is touched at all), continuous at 0; above
+ * max_tokens the last segment is extended linearly. A negative (or NaN) n or an expert
+ * outside 0..num_experts-1 is TMOE_EINVAL. Lookups read the table only: thread-safe. */
+typedef struct tmoe_cost_table tmoe_cost_table;
+
+/* Build the tables. cm is read during the call only (it may be freed afterwards); types
+ * (num_experts, 1..TMOE_COST_MAX_EXPERTS) is copied. max_tokens >= 1. An expert type or
+ * impl the model lacks is the lookup's error (TMOE_EINVAL). Caller frees *out with
+ * tmoe_cost_table_free. */
+int tmoe_cost_table_create(const tmoe_cost_model *cm, const tmoe_etype *types, int num_experts,
+                           tmoe_impl impl, int max_tokens, tmoe_cost_table **out, tmoe_error *err);
+void tmoe_cost_table_free(tmoe_cost_table *t); /* NULL-safe */
+int tmoe_cost_table_num_experts(const tmoe_cost_table *t);
+int tmoe_cost_table_max_tokens(const tmoe_cost_table *t);
+/* The provider over t (expert_cost and expert_cost_deriv as above); its ctx borrows t, which
+ * must outlive every copy of the provider (a router copies it). */
+tmoe_cost_provider tmoe_cost_table_provider(const tmoe_cost_table *t);
+
+/* Analytic provider for tests and benchmarks: for each field f of expert e,
+ *   f_e(n) = fixed[e] + per_token[e] * n + curve[e] * log(1 + n),
+ * with its exact derivative. A negative n or an expert outside 0..num_experts-1 is
+ * TMOE_EINVAL. The provider's ctx borrows c (and c its arrays): they must outlive it. */
+typedef struct tmoe_analytic_cost {
+    int num_experts;
+    const double *e_fixed, *e_per_token, *e_curve; /* (E) joules, J/token, J */
+    const double *l_fixed, *l_per_token, *l_curve; /* (E) ms; NULL arrays count as zeros */
+    const double *t_fixed, *t_per_token, *t_curve; /* (E) C/s */
+} tmoe_analytic_cost;
+tmoe_cost_provider tmoe_cost_analytic_provider(const tmoe_analytic_cost *c);
 
 #ifdef __cplusplus
 }

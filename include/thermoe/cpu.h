@@ -27,17 +27,7 @@ void tmoe_cpu_linear(const tmoe_linear *l, tmoe_impl impl, const tmoe_f16 *w16, 
 /* relu / swiglu: h (n, d_ff) or (n, 2 d_ff) fp32 -> a (n, d_ff) fp16. */
 void tmoe_cpu_act(tmoe_act act, const float *h, int n, int d_ff, tmoe_f16 *a);
 
-/* gate_topk: per token, choose the k experts with the largest logit + bias (bias may be NULL;
- * ties go to the lower expert index). Combine weights are the softmax of the unbiased logits
- * (of the biased ones when bias_in_weights) at the chosen experts, renormalised over them when
- * renorm. idx, w: (T, k), in order of decreasing score.
- * NaN: a NaN score (logit + bias) ranks as -inf: it is chosen only when fewer than k scores
- * are above -inf, and then, as ties, the lowest expert indices among the NaN / -inf ones fill
- * the remaining slots (all logits NaN: experts 0..k-1). A NaN weight logit has probability 0;
- * when the chosen experts carry none (all NaN / -inf), their weights are 0, so the token gets
- * no expert output. Weights are finite whenever no logit or bias is +inf. */
-void tmoe_cpu_gate_topk(const float *logits, const float *bias, int T, int E, int k, int renorm,
-                        int bias_in_weights, int32_t *idx, float *w);
+/* gate_topk: tmoe_gate_topk (thermoe/model.h), shared with the router and the runner. */
 
 /* permute: group the T*k token copies by expert, stable in (token, slot) order.
  * counts (E), offsets (E+1), src (T*k): grouped row -> copy index t*k+j,

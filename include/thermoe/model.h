@@ -97,6 +97,20 @@ int tmoe_block_create(const tmoe_block_config *cfg, tmoe_block **out, tmoe_error
 int tmoe_block_alloc(const tmoe_block_config *cfg, tmoe_block **out, tmoe_error *err);
 void tmoe_block_free(tmoe_block *b); /* NULL-safe */
 
+/* Gating (the gate_topk op): per token, choose the k experts with the largest logit + bias
+ * (bias may be NULL; ties go to the lower expert index); logits (T, E), bias (E),
+ * 1 <= k <= min(E, TMOE_MAX_TOPK), E <= TMOE_MAX_EXPERTS (asserted). Combine weights are
+ * the softmax of the unbiased logits (of the biased ones when bias_in_weights) at the chosen
+ * experts, renormalised over them when renorm. idx, w: (T, k), in order of decreasing score.
+ * NaN: a NaN score (logit + bias) ranks as -inf: it is chosen only when fewer than k scores
+ * are above -inf, and then, as ties, the lowest expert indices among the NaN / -inf ones fill
+ * the remaining slots (all logits NaN: experts 0..k-1). A NaN weight logit has probability 0;
+ * when the chosen experts carry none (all NaN / -inf), their weights are 0, so the token gets
+ * no expert output. Weights are finite whenever no logit or bias is +inf. The CPU backend,
+ * the router and the runner all select through this function; the CUDA kernel follows it. */
+void tmoe_gate_topk(const float *logits, const float *bias, int T, int E, int k, int renorm,
+                    int bias_in_weights, int32_t *idx, float *w);
+
 /* Per-batch record of one MoE step. Buffers topk_idx / topk_w are caller-owned, may be NULL. */
 typedef struct tmoe_moe_metrics {
     int tokens, num_experts, top_k;

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "thermoe/core.h"
+#include "thermoe/cost.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -24,41 +25,11 @@ extern "C" {
 
 #define TMOE_ROUTE_MAX_DEVICES 16
 
-/* ---- cost provider ------------------------------------------------------------------ */
+/* ---- costs (the provider and its types are in thermoe/cost.h) ----------------------- */
 
-/* Predicted cost of one expert's whole op sequence (dequant_unpack where it applies,
- * linear_fc1, relu, linear_fc2) at a token count. */
-typedef struct tmoe_expert_cost {
-    double energy_j;            /* joules for the whole call at that token count */
-    double latency_ms;          /* milliseconds for the whole call */
-    double temp_impact_c_per_s; /* heating rate while it runs, C/s */
-} tmoe_expert_cost;
-
-/* expert_cost: cost of `expert` at `tokens` (a real number >= 0, smooth in tokens; the cost
- * model interpolates piecewise-linearly in log(tokens)). Returns TMOE_OK or a code + err.
- * expert_cost_deriv (may be NULL): d/dtokens of each field at `tokens`. When NULL the router
- * takes a central difference with step h = 1e-3 * max(1, tokens) (one-sided forward when
- * tokens < h). The provider must be callable from the thread that calls the router. */
-typedef struct tmoe_cost_provider {
-    int (*expert_cost)(void *ctx, int expert, double tokens, tmoe_expert_cost *out,
-                       tmoe_error *err);
-    int (*expert_cost_deriv)(void *ctx, int expert, double tokens, tmoe_expert_cost *d_out,
-                             tmoe_error *err);
-    void *ctx;
-} tmoe_cost_provider;
-
-/* Analytic provider for tests and benchmarks: for each field f of expert e,
- *   f_e(n) = fixed[e] + per_token[e] * n + curve[e] * log(1 + n).
- * The arrays are borrowed (the struct must outlive the provider). */
-typedef struct tmoe_analytic_cost {
-    int num_experts;
-    const double *e_fixed, *e_per_token, *e_curve; /* (E) joules, J/token, J */
-    const double *l_fixed, *l_per_token, *l_curve; /* (E) ms; NULL arrays count as zeros */
-    const double *t_fixed, *t_per_token, *t_curve; /* (E) C/s */
-} tmoe_analytic_cost;
-tmoe_cost_provider tmoe_route_analytic_provider(const tmoe_analytic_cost *c);
-
-/* Cost (and d/dtokens, via the provider or a central difference) of expert e at n tokens. */
+/* Cost (and d/dtokens) of expert e at n tokens through the provider. Without the
+ * provider's expert_cost_deriv, a central difference with step h = 1e-3 * max(1, n)
+ * (one-sided forward when n < h). c or dc may be NULL. */
 int tmoe_route_cost_eval(const tmoe_cost_provider *p, int e, double n, tmoe_expert_cost *c,
                          tmoe_expert_cost *dc, tmoe_error *err);
 
@@ -222,7 +193,15 @@ typedef struct tmoe_router_config {
     double lb_max_abs;      /* |b_e| cap, 0 = none (default 0) */
     double capacity_factor; /* > 0: at most ceil(cf * T * k / E) copies per expert (the
                                router's selection_out; overflow goes to the next best expert
-                               with room); 0 = off (default) */
+                               with room); 0 = off (default); needs observe_selection 0 */
+
+    /* who selects */
+    int observe_selection; /* 0 (default): route() selects and the load balancer counts that
+                              selection. 1: the caller selects with the returned biases (the
+                              engine's top-k) and reports what ran with tmoe_router_observe,
+                              which updates the load balancer and gives the predicted energy;
+                              route() then selects only when selection_out or
+                              predicted_energy_out asks for it. */
 
     /* static_optimal */
     double kl_bound; /* expected KL(unbiased || biased) budget, nats (default 0.05) */
@@ -267,15 +246,30 @@ const tmoe_router_config *tmoe_router_get_config(const tmoe_router *r);
 int tmoe_router_fit_static(tmoe_router *r, const float *logits, int N, int tokens_per_batch,
                            double *kl_out, tmoe_error *err);
 
-/* Route one batch. logits (T, E) fp32; hw may be NULL (all unknown). Outputs:
- * biases_out (E) the total selection bias (strategy + load balancer [+ exploration]);
- * selection_out (T, k) chosen experts per token, decreasing biased score, ties to the lower
- * index (tmoe_cpu_gate_topk), then the capacity limit if set; predicted_energy_out (may be
- * NULL): tmoe_route_energy_loss of the selection with the unbiased renormalised top-k
- * probabilities. Never allocates. */
-int tmoe_router_route(tmoe_router *r, const float *logits, int T, const tmoe_hw_state *hw,
-                      float *biases_out, int32_t *selection_out, double *predicted_energy_out,
-                      tmoe_error *err);
+/* Route one batch. logits (T, E) fp32; unbiased_idx (T, k) may be NULL: the unbiased top-k
+ * of these logits (tmoe_gate_topk without bias; only the experts matter, not the weights),
+ * which kernel_aware_ttha reads as the current load, from a caller that computes it anyway;
+ * NULL = the router computes it when the strategy needs it. Experts outside 0..E-1 are
+ * TMOE_EINVAL. hw may be NULL (all unknown). Outputs (each may be NULL): biases_out (E) the
+ * total selection bias (strategy + load balancer [+ exploration]); selection_out (T, k)
+ * chosen experts per token, decreasing biased score, ties to the lower index
+ * (tmoe_gate_topk), then the capacity limit if set; predicted_energy_out:
+ * tmoe_route_energy_loss of that selection with the unbiased renormalised top-k
+ * probabilities. Unless observe_selection is set, the load balancer counts that selection.
+ * Never allocates. */
+int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t *unbiased_idx,
+                      const tmoe_hw_state *hw, float *biases_out, int32_t *selection_out,
+                      double *predicted_energy_out, tmoe_error *err);
+
+/* observe_selection: report the selection that ran for the batch last routed, e.g. the
+ * engine's tmoe_moe_metrics topk_idx / topk_w: idx (T, k) experts, w (T, k) combine weights
+ * (NULL = 1/k), T the routed batch's tokens. The load balancer counts it, and
+ * predicted_energy_j (may be NULL) gets tmoe_route_energy_loss of it with w. Once per routed
+ * batch, before the next route; TMOE_EINVAL without observe_selection, without a batch to
+ * observe, for another T or an expert outside 0..E-1 (the router is left unchanged then).
+ * Never allocates. */
+int tmoe_router_observe(tmoe_router *r, const int32_t *idx, const float *w, int T,
+                        double *predicted_energy_j, tmoe_error *err);
 
 /* What was observed for the batch last routed. NAN = unknown (that loss term is skipped). */
 typedef struct tmoe_route_obs {

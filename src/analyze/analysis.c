@@ -208,9 +208,9 @@ static int build_group(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
     g->r.lat_p50 = g->r.lat_p90 = g->r.lat_p99 = NAN;
     if (nl > 0) {
         gsl_sort(lat, 1, (size_t)nl);
-        g->r.lat_p50 = tmoe_stats_percentile_sorted(lat, nl, 50);
-        g->r.lat_p90 = tmoe_stats_percentile_sorted(lat, nl, 90);
-        g->r.lat_p99 = tmoe_stats_percentile_sorted(lat, nl, 99);
+        g->r.lat_p50 = tmoe_percentile_sorted(lat, nl, 50);
+        g->r.lat_p90 = tmoe_percentile_sorted(lat, nl, 90);
+        g->r.lat_p99 = tmoe_percentile_sorted(lat, nl, 99);
     }
     free(lat);
     /* summaries */

@@ -571,7 +571,7 @@ static int fig_cdf(figctx *c, const char *w, tmoe_error *err) {
             double x = row_of(a, g, k)->num[TMOE_RL_LATENCY_MS];
             if (isfinite(x)) v[n++] = x;
         }
-        qsort(v, (size_t)n, sizeof *v, cmp_dbl);
+        qsort(v, (size_t)n, sizeof *v, tmoe_cmp_double);
         for (int k = 0; k < n; k++) {
             fprintf(c->dat, "%.9g %.9g\n", v[k], (k + 1.0) / n);
             range_add(c, v[k], (k + 1.0) / n);

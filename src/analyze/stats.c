@@ -1,6 +1,6 @@
-/* Statistics for the analysis: summaries with t intervals, type-7 percentiles, Welch's
- * t-test, Holm adjustment, effect sizes and seeded percentile bootstraps (GSL for the t
- * distribution and sorting). */
+/* Statistics for the analysis: summaries with t intervals, Welch's t-test, Holm
+ * adjustment, effect sizes and seeded percentile bootstraps (GSL for the t distribution and
+ * sorting); the percentile itself is core's tmoe_percentile_sorted. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,14 +23,6 @@ tmoe_stats_summary tmoe_stats_summarize(const double *x, int n, double level) {
         s.ci_hi = s.mean + h;
     }
     return s;
-}
-
-double tmoe_stats_percentile_sorted(const double *sorted, int n, double p) {
-    TMOE_ASSERT(n >= 1 && p >= 0.0 && p <= 100.0);
-    double h = (n - 1) * p / 100.0;
-    int lo = (int)floor(h);
-    if (lo >= n - 1) return sorted[n - 1];
-    return sorted[lo] + (h - lo) * (sorted[lo + 1] - sorted[lo]);
 }
 
 double tmoe_stats_skewness(const double *x, int n) {
@@ -138,8 +130,8 @@ static double resample_mean(const double *x, int n, tmoe_rng *r) {
 
 static void percentile_ci(double *v, int B, double level, double *lo, double *hi) {
     gsl_sort(v, 1, (size_t)B);
-    *lo = tmoe_stats_percentile_sorted(v, B, 100.0 * (1.0 - level) / 2.0);
-    *hi = tmoe_stats_percentile_sorted(v, B, 100.0 * (1.0 + level) / 2.0);
+    *lo = tmoe_percentile_sorted(v, B, 100.0 * (1.0 - level) / 2.0);
+    *hi = tmoe_percentile_sorted(v, B, 100.0 * (1.0 + level) / 2.0);
 }
 
 int tmoe_stats_bootstrap_mean_ci(const double *x, int n, int B, uint64_t seed, double level,

@@ -223,5 +223,5 @@ int cli_lm_route_fn(void *user, int layer, const float *logits, int T, int E, fl
     cli_lm_route *r = user;
     (void)E;
     if (!r->routers[layer]) return TMOE_OK;
-    return tmoe_router_route(r->routers[layer], logits, T, NULL, bias, r->sel, NULL, err);
+    return tmoe_router_route(r->routers[layer], logits, T, NULL, NULL, bias, r->sel, NULL, err);
 }

@@ -1,5 +1,5 @@
-/* Pieces shared by the cost model's in-memory part (cost_model.c) and its file format
- * (cost_json.c). Not a public header. */
+/* Pieces of the cost model's in-memory part (cost_model.c) that its file format
+ * (cost_json.c) uses; the dependency is one-way, file layer on top. Not a public header. */
 #ifndef THERMOE_COST_INTERNAL_H
 #define THERMOE_COST_INTERNAL_H
 

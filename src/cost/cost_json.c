@@ -1,5 +1,6 @@
 /* The cost model file (DESIGN.md, schema "thermoe.cost_model/1"): load with validation
- * and precise messages, save as pretty JSON in a fixed key order, checksum. */
+ * and precise messages, merge files, save as pretty JSON in a fixed key order, checksum.
+ * Built on the in-memory model (cost_model.c), never the other way round. */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -285,6 +286,29 @@ int tmoe_cost_load(const char *path, tmoe_cost_model **out, tmoe_error *err) {
     int rc = tmoe_cost_load_buffer(buf, len, path, out, err);
     free(buf);
     return rc;
+}
+
+/* Files loaded one after another into one model (later files win): the file layer on top of
+ * tmoe_cost_merge. */
+int tmoe_cost_merge_files(const char *const *paths, int n, tmoe_cost_model **out,
+                          tmoe_error *err) {
+    *out = NULL;
+    tmoe_cost_model *acc = NULL;
+    int rc = tmoe_cost_create(&acc, err);
+    if (rc) return rc;
+    for (int i = 0; i < n; i++) {
+        tmoe_cost_model *m = NULL;
+        rc = tmoe_cost_load(paths[i], &m, err);
+        if (!rc) rc = tmoe_cost_merge(acc, m, err);
+        tmoe_cost_free(m);
+        if (rc) {
+            tmoe_cost_free(acc);
+            return rc;
+        }
+    }
+    tmoe__cost_set_source(acc, n == 1 ? paths[0] : "(merged)");
+    *out = acc;
+    return TMOE_OK;
 }
 
 /* ---- writing ------------------------------------------------------------------------- */

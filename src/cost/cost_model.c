@@ -1,5 +1,6 @@
 /* The cost model in memory: sorted entries, log-token interpolation, expert sums,
- * compute_energy_loss and merging. The file format lives in cost_json.c. */
+ * compute_energy_loss and merging. The file format lives in cost_json.c, which builds on
+ * this file; nothing here calls the file layer. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -400,26 +401,5 @@ int tmoe_cost_merge(tmoe_cost_model *dst, const tmoe_cost_model *src, tmoe_error
                      tmoe_op_name(e->op), tmoe_etype_name(e->expert_type), tmoe_impl_name(e->impl), e->tokens,
                      src->source);
     }
-    return TMOE_OK;
-}
-
-int tmoe_cost_merge_files(const char *const *paths, int n, tmoe_cost_model **out,
-                          tmoe_error *err) {
-    *out = NULL;
-    tmoe_cost_model *acc = NULL;
-    int rc = tmoe_cost_create(&acc, err);
-    if (rc) return rc;
-    for (int i = 0; i < n; i++) {
-        tmoe_cost_model *m = NULL;
-        rc = tmoe_cost_load(paths[i], &m, err);
-        if (!rc) rc = tmoe_cost_merge(acc, m, err);
-        tmoe_cost_free(m);
-        if (rc) {
-            tmoe_cost_free(acc);
-            return rc;
-        }
-    }
-    tmoe__cost_set_source(acc, n == 1 ? paths[0] : "(merged)");
-    *out = acc;
     return TMOE_OK;
 }

@@ -18,8 +18,8 @@
 
 #include "thermoe/cost.h"
 #include "thermoe/ep.h"
-#include "thermoe/cpu.h"
 #include "thermoe/exp.h"
+#include "thermoe/model.h"
 #include "exp/runner_internal.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -63,67 +63,6 @@ const char *tmoe_run_default_cost_model(void) {
     snprintf(path, sizeof path, "%s/%s", dir && *dir ? dir : THERMOE_DATA_DIR,
              "h100_cost_model.json");
     return path;
-}
-
-/* ---- cost provider over the cost model --------------------------------------------- */
-
-/* The routers ask for expert costs many times a batch (features, soft-count surrogate and
- * its derivative). The cost model's lookup (op sequence, log-token interpolation) is done
- * once per expert type and integer token count 1..max_tokens into a table; between integer
- * counts the provider interpolates linearly, so the derivative is the table's slope. Below
- * one token the cost is n times the one-token cost (the expectation over whether the expert
- * is touched at all), continuous at 0. */
-static int build_cost_tables(run_ctx *r, tmoe_error *err) {
-    int n = r->max_tokens;
-    for (int t = 0; t < TMOE_ET_COUNT; t++) {
-        int used = 0;
-        for (int e = 0; e < r->blk_cfg.num_experts; e++) used |= r->blk->types[e] == (tmoe_etype)t;
-        if (!used) continue;
-        r->cost_tab[t] = tmoe_calloc((size_t)n + 1, sizeof *r->cost_tab[t], err);
-        if (!r->cost_tab[t]) return TMOE_ENOMEM;
-        for (int k = 1; k <= n; k++) {
-            tmoe_cost_value v;
-            int rc = tmoe_cost_expert(r->cm, (tmoe_etype)t, r->cfg.impl, k, &v, err);
-            if (rc) return rc;
-            r->cost_tab[t][k] = (tmoe_expert_cost){v.energy_j, v.latency_ms, v.temp_impact_c_per_s};
-        }
-    }
-    return TMOE_OK;
-}
-
-/* Segment [lo, lo + 1] of the table that holds n (clamped to the table's end). */
-static const tmoe_expert_cost *cost_segment(run_ctx *r, int expert, double n, int *lo) {
-    const tmoe_expert_cost *tab = r->cost_tab[r->blk->types[expert]];
-    int max = r->max_tokens;
-    int k = n <= 0.0 ? 0 : n >= max ? max - 1 : (int)n;
-    *lo = k;
-    return tab;
-}
-
-static int model_expert_cost(void *ctx, int expert, double n, tmoe_expert_cost *out,
-                             tmoe_error *err) {
-    run_ctx *r = ctx;
-    if (!(n >= 0.0)) return tmoe_errorf(err, TMOE_EINVAL, "expert %d: token count %g", expert, n);
-    int k;
-    const tmoe_expert_cost *tab = cost_segment(r, expert, n, &k);
-    double f = n - k;
-    const tmoe_expert_cost *a = &tab[k], *b = &tab[k + 1];
-    out->energy_j = a->energy_j + f * (b->energy_j - a->energy_j);
-    out->latency_ms = a->latency_ms + f * (b->latency_ms - a->latency_ms);
-    out->temp_impact_c_per_s = a->temp_impact_c_per_s + f * (b->temp_impact_c_per_s - a->temp_impact_c_per_s);
-    return TMOE_OK;
-}
-
-static int model_expert_cost_deriv(void *ctx, int expert, double n, tmoe_expert_cost *d,
-                                   tmoe_error *err) {
-    run_ctx *r = ctx;
-    if (!(n >= 0.0)) return tmoe_errorf(err, TMOE_EINVAL, "expert %d: token count %g", expert, n);
-    int k;
-    const tmoe_expert_cost *tab = cost_segment(r, expert, n, &k);
-    d->energy_j = tab[k + 1].energy_j - tab[k].energy_j;
-    d->latency_ms = tab[k + 1].latency_ms - tab[k].latency_ms;
-    d->temp_impact_c_per_s = tab[k + 1].temp_impact_c_per_s - tab[k].temp_impact_c_per_s;
-    return TMOE_OK;
 }
 
 /* ---- small helpers ------------------------------------------------------------------- */
@@ -246,19 +185,20 @@ static int init_model(run_ctx *r, tmoe_error *err) {
     r->w0 = tmoe_malloc(sizeof(float) * T * k, err);
     r->idx = tmoe_malloc(sizeof(int32_t) * T * k, err);
     r->idx0 = tmoe_malloc(sizeof(int32_t) * T * k, err);
-    r->sel = tmoe_malloc(sizeof(int32_t) * T * k, err);
     r->bias = tmoe_malloc(sizeof(float) * E, err);
     r->samples = tmoe_malloc(sizeof(tmoe_sample) * RUN_MAX_SAMPLES, err);
     if (!r->x || !r->y || !r->y0 || !r->logits || !r->w || !r->w0 || !r->idx || !r->idx0 ||
-        !r->sel || !r->bias || !r->samples)
+        !r->bias || !r->samples)
         return TMOE_ENOMEM;
     for (int w = 0; w < TMOE_WL_COUNT; w++)
         r->wl[w] = tmoe_workload_make((tmoe_workload_kind)w, r->cfg.batch_size, r->cfg.block.seq_len,
                                       r->cfg.seed + (uint64_t)r->rank); /* each rank its tokens */
-    r->provider.expert_cost = model_expert_cost;
-    r->provider.expert_cost_deriv = model_expert_cost_deriv;
-    r->provider.ctx = r;
-    return build_cost_tables(r, err);
+    /* the routers' expert costs: the cost model tabulated at every token count */
+    rc = tmoe_cost_table_create(r->cm, r->blk->types, r->blk_cfg.num_experts, r->cfg.impl,
+                                r->max_tokens, &r->cost_tab, err);
+    if (rc) return rc;
+    r->provider = tmoe_cost_table_provider(r->cost_tab);
+    return TMOE_OK;
 }
 
 static void stop_updates(run_ctx *r);
@@ -271,7 +211,7 @@ static void free_ctx(run_ctx *r) {
     tmoe_monitor_free(r->mon);
     tmoe_telemetry_free(r->tel);
     tmoe_cost_free(r->cm);
-    for (int t = 0; t < TMOE_ET_COUNT; t++) free(r->cost_tab[t]);
+    tmoe_cost_table_free(r->cost_tab);
     free(r->x);
     free(r->y);
     free(r->y0);
@@ -280,7 +220,6 @@ static void free_ctx(run_ctx *r) {
     free(r->w0);
     free(r->idx);
     free(r->idx0);
-    free(r->sel);
     free(r->bias);
     free(r->samples);
 }
@@ -713,9 +652,12 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     if (rc) return rc;
     if ((rc = finish_update(r, err))) return rc; /* the previous batch's update and row */
     tmoe_hw_state hs = hw_snapshot(r, r->cfg.router.horizon_s);
+    /* the unbiased routing of the batch, computed once: the router's current load
+     * (kernel_aware_ttha) and the fidelity reference below */
+    tmoe_gate_topk(r->logits, NULL, T, E, k, r->blk_cfg.renormalize, 0, r->idx0, r->w0);
     int64_t h0 = tmoe_now_ns();
     double pred_e = NAN;
-    rc = tmoe_router_route(r->router, r->logits, T, &hs, r->bias, r->sel, &pred_e, err);
+    rc = tmoe_router_route(r->router, r->logits, T, r->idx0, &hs, r->bias, NULL, NULL, err);
     if (rc) return tmoe_error_prefix(err, rc, "router %s", tmoe_route_strategy_name(c->st));
     double router_ms = (double)(tmoe_now_ns() - h0) / 1e6;
     double host_ts_us = (double)(h0 - r->wall0_ns) / 1e3;
@@ -725,6 +667,11 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     rc = tmoe_engine_moe(r->eng, bias, &m, err);
     if (!rc) rc = tmoe_engine_output(r->eng, r->y, err);
     if (rc) return rc;
+    /* the selection that ran goes back to the router: load balancer and predicted energy */
+    int64_t h1 = tmoe_now_ns();
+    rc = tmoe_router_observe(r->router, r->idx, r->w, T, &pred_e, err);
+    if (rc) return tmoe_error_prefix(err, rc, "router %s", tmoe_route_strategy_name(c->st));
+    double observe_ms = (double)(tmoe_now_ns() - h1) / 1e6;
     batch_hw hw;
     if (r->sim) {
         rc = sim_bill(r, &m, T, r->cfg.moe_only, &hw, err);
@@ -753,7 +700,6 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     r->last_latency_ms = hw.latency_ms;
 
     /* fidelity against the unbiased routing of the same batch */
-    tmoe_cpu_gate_topk(r->logits, NULL, T, E, k, r->blk_cfg.renormalize, 0, r->idx0, r->w0);
     double agree = topk_agreement(r->idx, r->idx0, T, k), relerr = NAN;
     if (r->cfg.fidelity_every > 0 && b % r->cfg.fidelity_every == 0) {
         if (bias == NULL) {
@@ -821,7 +767,7 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     for (int e = 0; e < E; e++) dev_tok[r->placement.device[e]] += m.tokens_per_expert[e];
     tmoe_runlog_row_ints(row, TMOE_RL_DEVICE_TOKENS, dev_tok, r->placement.num_devices);
     r->row_pending = 1; /* written by finish_update with the update's loss terms */
-    r->row_route_ms = router_ms;
+    r->row_route_ms = router_ms + observe_ms;
     return TMOE_OK;
 }
 
@@ -878,6 +824,7 @@ static int make_router(run_ctx *r, tmoe_route_strategy st, tmoe_workload_kind wl
     }
     rc.seed = seed;
     rc.lb_enabled = r->cfg.load_balancer;
+    rc.observe_selection = 1; /* the engine selects; run_batch reports it */
     int c = tmoe_router_create(&rc, &r->provider, &r->router, err);
     if (c) return tmoe_error_prefix(err, c, "creating router %s", tmoe_route_strategy_name(st));
     if (st == TMOE_ROUTE_KERNEL_AWARE_TTHA && r->cfg.ttha_warm_start) {

@@ -64,13 +64,13 @@ typedef struct run_ctx {
     tmoe_workload wl[TMOE_WL_COUNT];
     int max_tokens;
     /* routing */
-    tmoe_cost_provider provider;
-    tmoe_expert_cost *cost_tab[TMOE_ET_COUNT]; /* (max_tokens + 1) per used type; [0] = 0 */
+    tmoe_cost_table *cost_tab;   /* the cost model at every token count, for the routers */
+    tmoe_cost_provider provider; /* over cost_tab */
     tmoe_router *router;
     double base_latency_ms[TMOE_WL_COUNT], base_throughput[TMOE_WL_COUNT];
     /* buffers (max_tokens) */
     float *x, *y, *y0, *logits, *w, *w0;
-    int32_t *idx, *idx0, *sel;
+    int32_t *idx, *idx0;
     float *bias; /* (E) */
     /* output */
     char dir[2048], csv_path[4096], run_id[64], started[40];

@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "exp/runner_internal.h"
-#include "thermoe/analyze.h"
 
 typedef struct agg {
     char wl[64], st[64];
@@ -16,14 +15,9 @@ typedef struct agg {
     long nlat, cap;
 } agg;
 
-static int cmp_dbl(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Percentile of sorted v (the analysis' definition: R type 7, numpy's default). */
+/* Percentile of sorted v (tmoe_percentile_sorted, as the analysis: R type 7). */
 static double pct(const double *v, long n, double p) {
-    return n == 0 ? NAN : tmoe_stats_percentile_sorted(v, (int)n, p);
+    return n == 0 ? NAN : tmoe_percentile_sorted(v, (int)n, p);
 }
 
 /* Table order: workloads, then strategies, in the order of their enums. */
@@ -122,7 +116,7 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
                 "out err");
         for (int i = 0; i < na; i++) {
             agg *g = &a[i];
-            qsort(g->lat, (size_t)g->nlat, sizeof(double), cmp_dbl);
+            qsort(g->lat, (size_t)g->nlat, sizeof(double), tmoe_cmp_double);
             double ept = g->tokens > 0 ? g->energy / g->tokens * 1e3 : NAN, base = NAN;
             for (int j = 0; j < na; j++)
                 if (!strcmp(a[j].wl, g->wl) && !strcmp(a[j].st, "baseline") && a[j].tokens > 0)

@@ -12,7 +12,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "thermoe/analyze.h"
 #include "thermoe/ktrace.h"
 #include "thermoe/oprun.h"
 
@@ -44,19 +43,14 @@ tmoe_profile_config tmoe_profile_config_default(void) {
     return c;
 }
 
-static int cmp_dbl(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 void tmoe_profile_percentiles(double *v, int n, double *median, double *p90) {
     if (n <= 0) {
         *median = *p90 = NAN;
         return;
     }
-    qsort(v, (size_t)n, sizeof *v, cmp_dbl);
-    *median = tmoe_stats_percentile_sorted(v, n, 50.0);
-    *p90 = tmoe_stats_percentile_sorted(v, n, 90.0);
+    qsort(v, (size_t)n, sizeof *v, tmoe_cmp_double);
+    *median = tmoe_percentile_sorted(v, n, 50.0);
+    *p90 = tmoe_percentile_sorted(v, n, 90.0);
 }
 
 typedef tmoe_profile_item plan_item;

@@ -9,41 +9,7 @@
 #include "route/route_internal.h"
 #include "thermoe/model.h"
 
-/* ---- analytic provider --------------------------------------------------------------- */
-
-static double arr(const double *a, int e) {
-    return a ? a[e] : 0.0;
-}
-
-static int analytic_cost(void *ctx, int e, double n, tmoe_expert_cost *out, tmoe_error *err) {
-    const tmoe_analytic_cost *c = ctx;
-    if (e < 0 || e >= c->num_experts || !(n >= 0.0))
-        return tmoe_errorf(err, TMOE_EINVAL, "analytic cost: expert %d of %d at %g tokens", e,
-                           c->num_experts, n);
-    double l = log1p(n);
-    out->energy_j = arr(c->e_fixed, e) + arr(c->e_per_token, e) * n + arr(c->e_curve, e) * l;
-    out->latency_ms = arr(c->l_fixed, e) + arr(c->l_per_token, e) * n + arr(c->l_curve, e) * l;
-    out->temp_impact_c_per_s =
-        arr(c->t_fixed, e) + arr(c->t_per_token, e) * n + arr(c->t_curve, e) * l;
-    return TMOE_OK;
-}
-
-static int analytic_deriv(void *ctx, int e, double n, tmoe_expert_cost *d, tmoe_error *err) {
-    const tmoe_analytic_cost *c = ctx;
-    if (e < 0 || e >= c->num_experts || !(n >= 0.0))
-        return tmoe_errorf(err, TMOE_EINVAL, "analytic cost: expert %d of %d at %g tokens", e,
-                           c->num_experts, n);
-    double dl = 1.0 / (1.0 + n);
-    d->energy_j = arr(c->e_per_token, e) + arr(c->e_curve, e) * dl;
-    d->latency_ms = arr(c->l_per_token, e) + arr(c->l_curve, e) * dl;
-    d->temp_impact_c_per_s = arr(c->t_per_token, e) + arr(c->t_curve, e) * dl;
-    return TMOE_OK;
-}
-
-tmoe_cost_provider tmoe_route_analytic_provider(const tmoe_analytic_cost *c) {
-    tmoe_cost_provider p = {analytic_cost, analytic_deriv, (void *)c};
-    return p;
-}
+/* ---- cost lookups ---------------------------------------------------------------------- */
 
 int tmoe_route_cost_eval(const tmoe_cost_provider *p, int e, double n, tmoe_expert_cost *c,
                          tmoe_expert_cost *dc, tmoe_error *err) {

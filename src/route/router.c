@@ -1,5 +1,5 @@
 /* The router: per-batch strategy biases, load balancer, selection through
- * tmoe_cpu_gate_topk, the static_optimal fit, TTHA updates with their history, and saving
+ * tmoe_gate_topk, the static_optimal fit, TTHA updates with their history, and saving
  * and loading the adapter's weights. */
 #include <math.h>
 #include <stdio.h>
@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "route/route_internal.h"
-#include "thermoe/cpu.h"
 #include "thermoe/model.h"
 
 #define NUM_HW_FEATURES 6
@@ -44,6 +43,7 @@ struct tmoe_router {
     int mlp_fresh;                  /* the adapter ran forward on that batch */
     double ttha_gate;               /* pressure gate applied to the adapter's biases, 0..1 */
     double n_expect;                /* expected tokens per expert, max(1, T k / E) */
+    int unobserved;                 /* observe_selection: that batch awaits tmoe_router_observe */
 
     double l_base, q_base, rf_base;
     int rf_init;
@@ -141,6 +141,10 @@ static int check_config(const tmoe_router_config *c, tmoe_error *err) {
             c->surrogate_tau, c->explore_sigma, c->baseline_decay);
     if (!(c->lb_step >= 0.0) || !(c->lb_max_abs >= 0.0) || !(c->capacity_factor >= 0.0))
         BAD("lb step %g, lb cap %g, capacity factor %g must be >= 0", c->lb_step, c->lb_max_abs,
+            c->capacity_factor);
+    if (c->observe_selection && c->capacity_factor > 0.0)
+        BAD("a capacity factor (%g) limits the router's own selection; with observe_selection "
+            "the caller selects",
             c->capacity_factor);
     if (!(c->kl_bound > 0.0)) BAD("kl_bound %g must be > 0", c->kl_bound);
     if (c->num_tiers < 1) BAD("num_tiers %d must be >= 1", c->num_tiers);
@@ -579,13 +583,39 @@ static void apply_capacity(tmoe_router *r, const float *z, int T, int32_t *count
     }
 }
 
-int tmoe_router_route(tmoe_router *r, const float *logits, int T, const tmoe_hw_state *hw,
-                      float *biases_out, int32_t *selection_out, double *predicted_energy_out,
-                      tmoe_error *err) {
+/* Experts of a selection (n entries) all in 0..E-1; counts (E, may be NULL) gets its counts. */
+static int check_selection(const char *what, const int32_t *idx, int n, int E, int32_t *counts,
+                           tmoe_error *err) {
+    if (counts) memset(counts, 0, sizeof(int32_t) * E);
+    for (int i = 0; i < n; i++) {
+        if (idx[i] < 0 || idx[i] >= E)
+            return tmoe_errorf(err, TMOE_EINVAL, "%s: entry %d is expert %d of %d", what, i, idx[i],
+                               E);
+        if (counts) counts[idx[i]]++;
+    }
+    return TMOE_OK;
+}
+
+int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t *unbiased_idx,
+                      const tmoe_hw_state *hw, float *biases_out, int32_t *selection_out,
+                      double *predicted_energy_out, tmoe_error *err) {
     int E = r->E, k = r->k, rc = TMOE_OK;
     if (T < 1 || T > r->cfg.max_tokens)
         return tmoe_errorf(err, TMOE_EINVAL, "route: %d tokens, expected 1..max_tokens=%d", T,
                            r->cfg.max_tokens);
+    /* token counts of the unbiased selection: the TTHA adapter's "current load" (the cost
+     * scores of the other strategies use the common expected count n_expect) */
+    int32_t counts[TMOE_MAX_EXPERTS] = {0};
+    if (r->cfg.strategy == TMOE_ROUTE_KERNEL_AWARE_TTHA) {
+        if (unbiased_idx) {
+            rc = check_selection("route: unbiased selection", unbiased_idx, T * k, E, counts, err);
+            if (rc) return rc;
+        } else {
+            tmoe_gate_topk(logits, NULL, T, E, k, 1, 0, r->idx, r->w);
+            for (int i = 0; i < T * k; i++)
+                counts[r->idx[i]]++;
+        }
+    }
     tmoe_hw_state unknown;
     if (!hw) {
         unknown = tmoe_hw_state_unknown();
@@ -594,15 +624,8 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const tmoe_hw_
     memcpy(r->logits, logits, sizeof(float) * (size_t)T * E);
     r->T = T;
     r->mlp_fresh = 0;
+    r->unobserved = 0;
     r->n_expect = fmax(1.0, (double)T * k / E);
-    /* token counts of the unbiased selection: the TTHA adapter's "current load" (the cost
-     * scores of the other strategies use the common expected count n_expect) */
-    int32_t counts[TMOE_MAX_EXPERTS] = {0};
-    if (r->cfg.strategy == TMOE_ROUTE_KERNEL_AWARE_TTHA) {
-        tmoe_cpu_gate_topk(logits, NULL, T, E, k, 1, 0, r->idx, r->w);
-        for (int i = 0; i < T * k; i++)
-            counts[r->idx[i]]++;
-    }
     double *b = r->b;
     switch (r->cfg.strategy) {
     case TMOE_ROUTE_BASELINE:
@@ -633,19 +656,46 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const tmoe_hw_
         b[e] += r->noise[e];
         r->fb[e] = (float)b[e];
     }
-    tmoe_cpu_gate_topk(logits, r->fb, T, E, k, 1, 0, r->idx, r->w);
+    if (biases_out) memcpy(biases_out, r->fb, sizeof(float) * E);
+    r->unobserved = r->cfg.observe_selection;
+    /* the router's own selection: for the load balancer, unless the caller reports the one
+     * that ran, and for the outputs that ask for it */
+    int balance = r->lb && !r->cfg.observe_selection;
+    if (!balance && !selection_out && !predicted_energy_out) return TMOE_OK;
+    tmoe_gate_topk(logits, r->fb, T, E, k, 1, 0, r->idx, r->w);
     memset(counts, 0, sizeof counts);
     if (r->cfg.capacity_factor > 0.0)
         apply_capacity(r, logits, T, counts);
     else
         for (int i = 0; i < T * k; i++)
             counts[r->idx[i]]++;
-    if (r->lb) tmoe_lb_update(r->lb, counts);
+    if (balance) tmoe_lb_update(r->lb, counts);
     if (predicted_energy_out &&
         (rc = tmoe_route_energy_loss(&r->cost, r->idx, r->w, T, k, E, predicted_energy_out, err)))
         return rc;
-    if (biases_out) memcpy(biases_out, r->fb, sizeof(float) * E);
     if (selection_out) memcpy(selection_out, r->idx, sizeof(int32_t) * (size_t)T * k);
+    return TMOE_OK;
+}
+
+int tmoe_router_observe(tmoe_router *r, const int32_t *idx, const float *w, int T,
+                        double *predicted_energy_j, tmoe_error *err) {
+    if (!r->cfg.observe_selection)
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "router observe: this router makes its own selection (set "
+                           "observe_selection to report the one that ran)");
+    if (!r->unobserved)
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "router observe: no routed batch awaits it (route first, observe once)");
+    if (T != r->T)
+        return tmoe_errorf(err, TMOE_EINVAL, "router observe: %d tokens, the batch routed had %d",
+                           T, r->T);
+    int32_t counts[TMOE_MAX_EXPERTS];
+    int rc = check_selection("router observe: selection", idx, T * r->k, r->E, counts, err);
+    if (rc) return rc;
+    r->unobserved = 0;
+    if (r->lb) tmoe_lb_update(r->lb, counts);
+    if (predicted_energy_j)
+        return tmoe_route_energy_loss(&r->cost, idx, w, T, r->k, r->E, predicted_energy_j, err);
     return TMOE_OK;
 }
 

@@ -127,8 +127,8 @@ static int cpu_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error *
     const tmoe_block *b = s->blk;
     int T = s->T, D = b->cfg.d_model, E = b->cfg.num_experts, k = b->cfg.top_k;
     int64_t t_step = tmoe_now_ns(), t0 = t_step;
-    tmoe_cpu_gate_topk(s->logits, bias, T, E, k, b->cfg.renormalize, s->cfg.bias_in_weights,
-                       s->idx, s->w);
+    tmoe_gate_topk(s->logits, bias, T, E, k, b->cfg.renormalize, s->cfg.bias_in_weights, s->idx,
+                   s->w);
     tmoe_op_ms_add(m->op_ms, TMOE_OP_GATE_TOPK, ms_since(t0));
     t0 = tmoe_now_ns();
     tmoe_cpu_permute(s->idx, T, k, E, s->counts, s->offsets, s->src, s->dst);

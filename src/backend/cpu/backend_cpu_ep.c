@@ -182,8 +182,8 @@ static int cpu_ep_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_erro
     int64_t t_step = tmoe_now_ns(), t0 = t_step;
     double a2a = 0.0, op_ms[TMOE_OP_COUNT];
     for (int o = 0; o < TMOE_OP_COUNT; o++) op_ms[o] = NAN;
-    tmoe_cpu_gate_topk(s->io.logits, bias, T, s->E, k, b->cfg.renormalize,
-                       s->cfg.bias_in_weights, s->idx, s->w);
+    tmoe_gate_topk(s->io.logits, bias, T, s->E, k, b->cfg.renormalize, s->cfg.bias_in_weights,
+                   s->idx, s->w);
     tmoe_op_ms_add(op_ms, TMOE_OP_GATE_TOPK, ms_since(t0));
 
     /* plans and the count exchange (each rank also sends its copy count, as on the GPU) */

@@ -289,8 +289,8 @@ static int moe(tmoe_cpu_lm *r, int l, int T, tmoe_error *err) {
         if (rc) return rc;
         bias = r->bias;
     }
-    tmoe_cpu_gate_topk(r->router, bias, T, E, K, c->norm_topk_prob, r->cfg.bias_in_weights,
-                       r->idx, r->w);
+    tmoe_gate_topk(r->router, bias, T, E, K, c->norm_topk_prob, r->cfg.bias_in_weights, r->idx,
+                   r->w);
     memset(r->tmp, 0, sizeof(float) * (size_t)T * D);
     int32_t *counts = r->counts + (size_t)l * E;
     /* experts in ascending index, as transformers adds them */

@@ -180,7 +180,7 @@ static void run_once(cpu_op *o) {
         break;
     case TMOE_OP_GATE_LINEAR: tmoe_cpu_linear_f16(o->x16, o->gate.w, T, D, E, o->f32a); break;
     case TMOE_OP_GATE_TOPK:
-        tmoe_cpu_gate_topk(o->f32a, NULL, T, E, k, b->renormalize, 0, o->idx, o->w);
+        tmoe_gate_topk(o->f32a, NULL, T, E, k, b->renormalize, 0, o->idx, o->w);
         break;
     case TMOE_OP_PERMUTE:
         tmoe_cpu_permute(o->idx, T, k, E, o->counts, o->offsets, o->src, o->dst);

@@ -109,7 +109,7 @@ int tmoe_cuda_dequant_unpack(const tmoe_cuda_lin *L, int n_experts, const int32_
 
 /* gate_topk: one warp per token; score = logit + bias (bias may be NULL), ties to the lower
  * index; weights = softmax of unbiased logits (biased when bias_in_weights), renormalised
- * over the chosen when renorm. NaN counts as -inf as in tmoe_cpu_gate_topk (chosen last,
+ * over the chosen when renorm. NaN counts as -inf as in tmoe_gate_topk (chosen last,
  * lowest indices first; probability 0; weights 0 when the chosen have none). idx, w (T, k);
  * host_idx / host_w (mapped host memory) may be NULL, else receive a copy. */
 int tmoe_cuda_gate_topk(const float *logits, const float *bias, int T, int E, int k, int renorm,
