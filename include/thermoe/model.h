@@ -252,6 +252,11 @@ typedef struct tmoe_lm {
  * experts.down_proj). *out owned by the caller. */
 int tmoe_lm_load(const char *dir, const tmoe_lm_load_opts *opts, tmoe_lm **out, tmoe_error *err);
 void tmoe_lm_free(tmoe_lm *m); /* NULL-safe */
+/* A model with random weights from seed, built in memory (no checkpoint): every tensor c
+ * implies, linear weights uniform(+-1/sqrt(in)), norms 1 +- 0.1, embedding uniform(+-1);
+ * experts as opts says (NULL: the defaults). For tests and benchmarks at real shapes. */
+int tmoe_lm_random(const tmoe_lm_config *c, const tmoe_lm_load_opts *opts, uint64_t seed,
+                   tmoe_lm **out, tmoe_error *err);
 
 /* Sizes for `thermoe info`. Parameters count tied weights once; active parameters are
  * those a token touches (top_k experts, shared expert, dense layers, one embedding row, the

@@ -5,6 +5,7 @@
 
 #include "thermoe/cpu.h"
 #include "thermoe/engine.h"
+#include "thermoe/lm_cuda.h"
 #include "thermoe/route.h"
 
 int cmd_eval(int argc, char **argv);
@@ -30,7 +31,7 @@ cli_lm_opts cli_lm_opts_default(void);
 /* 0 applied, 1 bad value (message printed), -1 not an LM flag. */
 int cli_lm_flag(const char *cmd, int code, const char *arg, cli_lm_opts *o);
 void cli_lm_help(const cli_lm_opts *d);
-/* Check --model and the backend, load the model: 0, or 1 after printing why not. */
+/* Check --model, load the model: 0, or 1 after printing why not. */
 int cli_lm_load(const char *cmd, const cli_lm_opts *o, tmoe_lm **out);
 /* The architecture, sizes and bytes per token of a loaded model. */
 void cli_lm_print_info(FILE *f, const char *dir, const tmoe_lm *m);
@@ -44,5 +45,24 @@ int cli_lm_route_create(const tmoe_lm *m, tmoe_route_strategy s, const char *cos
 void cli_lm_route_free(cli_lm_route *r);
 int cli_lm_route_fn(void *user, int layer, const float *logits, int T, int E, float *bias,
                     tmoe_error *err);
+
+
+/* Where the decoder runs: the CPU reference with a host KV cache, or the CUDA decoder with its
+ * device cache (--backend cuda, or auto when a CUDA device answers). */
+typedef struct cli_lm_exec {
+    tmoe_backend_kind kind; /* cpu or cuda, after auto is resolved */
+    tmoe_kv_cache *kv;
+    tmoe_cpu_lm *cpu;
+    tmoe_cuda_lm *gpu;
+} cli_lm_exec;
+/* Resolve the backend (logged) and create the runner and its cache for max_seqs sequences of
+ * max_len positions, max_tokens new tokens a step; route may be NULL. */
+int cli_lm_exec_create(const tmoe_lm *m, const cli_lm_opts *o, int max_tokens, int max_seqs,
+                       int max_len, tmoe_lm_route_fn route, void *route_user, cli_lm_exec *x,
+                       tmoe_error *err);
+void cli_lm_exec_free(cli_lm_exec *x);
+int cli_lm_exec_open(cli_lm_exec *x, int *slot, tmoe_error *err);
+void cli_lm_exec_close(cli_lm_exec *x, int slot);
+int cli_lm_exec_forward(cli_lm_exec *x, const tmoe_lm_batch *b, float *logits, tmoe_error *err);
 
 #endif

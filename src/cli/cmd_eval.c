@@ -102,8 +102,7 @@ static int parse(int argc, char **argv, eval_opts *o, int *verbosity) {
 typedef struct eval_run {
     tmoe_lm *m;
     tmoe_tokens tok;
-    tmoe_kv_cache *kv;
-    tmoe_cpu_lm *cpu;
+    cli_lm_exec x;
     cli_lm_route *route;
     float *logits;
     double *nll;
@@ -113,8 +112,7 @@ static void eval_free(eval_run *e) {
     free(e->logits);
     free(e->nll);
     cli_lm_route_free(e->route);
-    tmoe_cpu_lm_free(e->cpu);
-    tmoe_kv_cache_free(e->kv);
+    cli_lm_exec_free(&e->x);
     tmoe_tokens_free(&e->tok);
     tmoe_lm_free(e->m);
 }
@@ -124,20 +122,20 @@ static int score_windows(eval_run *e, int L, int64_t w0, int nb, tmoe_lm_score *
                          tmoe_error *err) {
     int32_t slots[4096], n_new[4096];
     for (int i = 0; i < nb; i++) {
-        int rc = tmoe_kv_seq_open(e->kv, &slots[i], err);
+        int rc = cli_lm_exec_open(&e->x, &slots[i], err);
         if (rc) return rc;
         n_new[i] = L;
     }
     const uint32_t *ids = e->tok.ids + w0 * L;
     tmoe_lm_batch b = {nb, slots, n_new, ids, 1};
-    int rc = tmoe_cpu_lm_forward(e->cpu, e->kv, &b, e->logits, err);
+    int rc = cli_lm_exec_forward(&e->x, &b, e->logits, err);
     int V = e->m->cfg.vocab_size;
     for (int i = 0; i < nb; i++) {
         if (rc == TMOE_OK) {
             tmoe_lm_nll(e->logits + (size_t)i * L * V, ids + (size_t)i * L + 1, L - 1, V, e->nll);
             tmoe_lm_score_add_window(s, e->nll, L - 1);
         }
-        tmoe_kv_seq_close(e->kv, slots[i]);
+        cli_lm_exec_close(&e->x, slots[i]);
     }
     return rc;
 }
@@ -152,12 +150,12 @@ static void print_result(const eval_opts *o, const eval_run *e, const tmoe_lm_sc
                      : NAN;
     const char *et = e->m->opts.experts_f32 ? "fp32" : tmoe_etype_name(e->m->opts.expert_type);
     if (o->json) {
-        printf("{\"model\": \"%s\", \"family\": \"%s\", \"backend\": \"cpu\", "
+        printf("{\"model\": \"%s\", \"family\": \"%s\", \"backend\": \"%s\", "
                "\"expert_type\": \"%s\", \"routing_strategy\": \"%s\", \"seq_len\": %d, "
                "\"windows\": %lld, \"tokens_scored\": %lld, \"nll_mean\": %.10g, "
                "\"perplexity\": %.10g, ",
-               o->lm.model, tmoe_lm_family_name(e->m->cfg.family), et,
-               tmoe_route_strategy_name(o->strategy), L, (long long)s->windows,
+               o->lm.model, tmoe_lm_family_name(e->m->cfg.family),
+               tmoe_backend_kind_name(e->x.kind), et, tmoe_route_strategy_name(o->strategy), L, (long long)s->windows,
                (long long)s->tokens_scored, nll, ppl);
         if (isnan(lo))
             printf("\"perplexity_ci95\": null, ");
@@ -170,8 +168,8 @@ static void print_result(const eval_opts *o, const eval_run *e, const tmoe_lm_sc
         printf("\"tokens_per_s\": %.6g, \"seconds\": %.6g}\n", tps, secs);
         return;
     }
-    printf("thermoe eval: %s (%s), backend cpu, experts %s, routing %s\n", o->lm.model,
-           tmoe_lm_family_name(e->m->cfg.family), et, tmoe_route_strategy_name(o->strategy));
+    printf("thermoe eval: %s (%s), backend %s, experts %s, routing %s\n", o->lm.model,
+           tmoe_lm_family_name(e->m->cfg.family), tmoe_backend_kind_name(e->x.kind), et, tmoe_route_strategy_name(o->strategy));
     printf("windows      %lld of %d tokens; %lld tokens scored\n", (long long)s->windows, L,
            (long long)s->tokens_scored);
     printf("nll_mean     %.6f nats/token\n", nll);
@@ -217,20 +215,19 @@ int cmd_eval(int argc, char **argv) {
         goto done;
     }
     int nb = o.batch < windows ? o.batch : (int)windows;
-    tmoe_cpu_lm_config cc = {.max_tokens = nb * L, .impl = o.lm.impl};
+    tmoe_lm_route_fn route = NULL;
     if (o.strategy != TMOE_ROUTE_BASELINE) {
         if (cli_lm_route_create(e.m, o.strategy, o.cost_model, o.lm.impl, nb * L, &e.route,
                                 &err)) {
             cli_fail_err("eval", &err);
             goto done;
         }
-        cc.route = cli_lm_route_fn;
-        cc.route_user = e.route;
+        route = cli_lm_route_fn;
     }
     e.logits = tmoe_malloc(sizeof(float) * (size_t)nb * L * c->vocab_size, &err);
     e.nll = tmoe_malloc(sizeof(double) * (size_t)L, &err);
-    if (!e.logits || !e.nll || tmoe_kv_cache_create(c, nb, L, &e.kv, &err) ||
-        tmoe_cpu_lm_create(e.m, &cc, &e.cpu, &err)) {
+    if (!e.logits || !e.nll ||
+        cli_lm_exec_create(e.m, &o.lm, nb * L, nb, L, route, e.route, &e.x, &err)) {
         cli_fail_err("eval", &err);
         goto done;
     }

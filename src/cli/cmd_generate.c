@@ -32,8 +32,7 @@ static uint32_t argmax(const float *v, int n) {
 
 static int run(const cli_lm_opts *lo, const tmoe_tokens *tok, int64_t prompt, int max_new) {
     tmoe_lm *m = NULL;
-    tmoe_kv_cache *kv = NULL;
-    tmoe_cpu_lm *cpu = NULL;
+    cli_lm_exec x = {0};
     float *logits = NULL;
     uint32_t *out = NULL;
     tmoe_error err = {0};
@@ -52,23 +51,23 @@ static int run(const cli_lm_opts *lo, const tmoe_tokens *tok, int64_t prompt, in
                  (long long)prompt, max_new, c->max_positions);
         goto done;
     }
-    tmoe_cpu_lm_config cc = {.max_tokens = (int)prompt, .impl = lo->impl};
     logits = tmoe_malloc(sizeof(float) * (size_t)c->vocab_size, &err);
     out = tmoe_malloc(sizeof(uint32_t) * (size_t)(max_new + 1), &err);
-    if (!logits || !out || tmoe_kv_cache_create(c, 1, (int)prompt + max_new, &kv, &err) ||
-        tmoe_cpu_lm_create(m, &cc, &cpu, &err) || tmoe_kv_seq_open(kv, &slot, &err))
+    if (!logits || !out ||
+        cli_lm_exec_create(m, lo, (int)prompt, 1, (int)prompt + max_new, NULL, NULL, &x, &err) ||
+        cli_lm_exec_open(&x, &slot, &err))
         goto fail;
     int32_t n_new = (int32_t)prompt;
     tmoe_lm_batch b = {1, &slot, &n_new, tok->ids, 0};
     int64_t t0 = tmoe_now_ns();
-    if (tmoe_cpu_lm_forward(cpu, kv, &b, logits, &err)) goto fail;
+    if (cli_lm_exec_forward(&x, &b, logits, &err)) goto fail;
     int64_t t1 = tmoe_now_ns();
     n_new = 1;
     for (int i = 0; i < max_new; i++) {
         out[i] = argmax(logits, c->vocab_size);
         if (i + 1 == max_new) break;
         b.tokens = &out[i];
-        if (tmoe_cpu_lm_forward(cpu, kv, &b, logits, &err)) goto fail;
+        if (cli_lm_exec_forward(&x, &b, logits, &err)) goto fail;
     }
     int64_t t2 = tmoe_now_ns();
     for (int i = 0; i < max_new; i++) printf("%s%u", i ? " " : "", out[i]);
@@ -83,8 +82,7 @@ fail:
 done:
     free(logits);
     free(out);
-    tmoe_cpu_lm_free(cpu);
-    tmoe_kv_cache_free(kv);
+    cli_lm_exec_free(&x);
     tmoe_lm_free(m);
     return rc;
 }

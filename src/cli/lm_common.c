@@ -56,8 +56,8 @@ void cli_lm_help(const cli_lm_opts *d) {
            "  --group-size G     q4/q2 group along the input dim; must divide hidden_size and\n"
            "                     the expert size (default %d)\n"
            "  --impl I           q4/q2 experts: fused or unfused (default %s)\n"
-           "  --backend B        auto, cpu or cuda (default %s; the decoder runs on the CPU\n"
-           "                     only for now: cuda says so and exits 1)\n",
+           "  --backend B        auto, cpu or cuda (default %s; auto: cuda when a CUDA device\n"
+           "                     answers, else cpu)\n",
            d->load.experts_f32 ? "fp32" : tmoe_etype_name(d->load.expert_type),
            d->load.group_size, tmoe_impl_name(d->impl), tmoe_backend_kind_name(d->backend));
 }
@@ -65,11 +65,6 @@ void cli_lm_help(const cli_lm_opts *d) {
 int cli_lm_load(const char *cmd, const cli_lm_opts *o, tmoe_lm **out) {
     *out = NULL;
     if (!o->model) return cli_usage_fail(cmd, "--model DIR is required (a Hugging Face model directory)");
-    if (o->backend == TMOE_BACKEND_CUDA)
-        return cli_fail(cmd, "the decoder LM is not supported on this backend yet (cuda); use "
-                        "--backend cpu");
-    if (o->backend == TMOE_BACKEND_AUTO)
-        tmoe_log(TMOE_LOG_INFO, "backend auto: cpu (the decoder LM runs on the CPU only for now)");
     tmoe_error err = {0};
     if (tmoe_lm_load(o->model, &o->load, out, &err)) return cli_fail_err(cmd, &err);
     return 0;
@@ -121,6 +116,58 @@ void cli_lm_print_info(FILE *f, const char *dir, const tmoe_lm *m) {
     fprintf(f, "per token    %.4g MB of weights read (top-%d experts, as loaded) + %.4g KB of KV "
                "cache (fp32)\n",
             s.active_bytes / 1e6, c->top_k, s.kv_bytes_per_token / 1e3);
+}
+
+/* ---- where the decoder runs ------------------------------------------------------- */
+int cli_lm_exec_create(const tmoe_lm *m, const cli_lm_opts *o, int max_tokens, int max_seqs,
+                       int max_len, tmoe_lm_route_fn route, void *route_user, cli_lm_exec *x,
+                       tmoe_error *err) {
+    memset(x, 0, sizeof *x);
+    tmoe_backend_kind k = o->backend;
+    if (k == TMOE_BACKEND_AUTO) {
+        tmoe_error why = {0};
+        k = tmoe_backend_probe(TMOE_BACKEND_CUDA, &why) == TMOE_OK ? TMOE_BACKEND_CUDA
+                                                                   : TMOE_BACKEND_CPU;
+        tmoe_log(TMOE_LOG_INFO, "backend auto: %s%s%s", tmoe_backend_kind_name(k),
+                 k == TMOE_BACKEND_CPU ? " - " : " (a CUDA device answered)",
+                 k == TMOE_BACKEND_CPU ? why.msg : "");
+    } else {
+        int rc = tmoe_backend_probe(k, err);
+        if (rc) return rc;
+    }
+    x->kind = k;
+    if (k == TMOE_BACKEND_CUDA) {
+        tmoe_cuda_lm_config cc = {.device_id = 0, .max_tokens = max_tokens, .max_seqs = max_seqs,
+                                  .max_len = max_len, .use_graphs = route == NULL,
+                                  .route = route, .route_user = route_user};
+        return tmoe_cuda_lm_create(m, &cc, &x->gpu, err);
+    }
+    tmoe_cpu_lm_config cc = {.max_tokens = max_tokens, .impl = o->impl, .route = route,
+                             .route_user = route_user};
+    int rc = tmoe_kv_cache_create(&m->cfg, max_seqs, max_len, &x->kv, err);
+    if (!rc) rc = tmoe_cpu_lm_create(m, &cc, &x->cpu, err);
+    return rc;
+}
+
+void cli_lm_exec_free(cli_lm_exec *x) {
+    tmoe_cpu_lm_free(x->cpu);
+    tmoe_kv_cache_free(x->kv);
+    tmoe_cuda_lm_free(x->gpu);
+    memset(x, 0, sizeof *x);
+}
+
+int cli_lm_exec_open(cli_lm_exec *x, int *slot, tmoe_error *err) {
+    return x->gpu ? tmoe_cuda_lm_seq_open(x->gpu, slot, err) : tmoe_kv_seq_open(x->kv, slot, err);
+}
+
+void cli_lm_exec_close(cli_lm_exec *x, int slot) {
+    if (x->gpu) tmoe_cuda_lm_seq_close(x->gpu, slot);
+    else tmoe_kv_seq_close(x->kv, slot);
+}
+
+int cli_lm_exec_forward(cli_lm_exec *x, const tmoe_lm_batch *b, float *logits, tmoe_error *err) {
+    return x->gpu ? tmoe_cuda_lm_forward(x->gpu, b, logits, err)
+                  : tmoe_cpu_lm_forward(x->cpu, x->kv, b, logits, err);
 }
 
 /* ---- routing ------------------------------------------------------------------------- */
