@@ -1,4 +1,4 @@
-/* The run log column table (see thermoe/runlog.h). */
+/* The run log schema: one table of columns, shared by the writer (exp) and every reader. */
 #include <string.h>
 
 #include "thermoe/runlog.h"
