@@ -92,6 +92,46 @@ static void test_write_failure_keeps_whole_rows(void **state) {
     assert_int_equal(tmoe_runlog_close(w, &err), TMOE_OK);
 }
 
+/* Cells the writer quotes (a comma, a quote, a newline) read back as one row each on
+ * resume, line numbers and all; a torn last row that opened a quote is cut off, and
+ * keeping every combination rewrites the file as it was. */
+static void test_resume_quoted_cells(void **state) {
+    (void)state;
+    const char *path = tu_tmppath("quoted.csv");
+    const char *run_id = "run, \"one\"\nand a second line";
+    tmoe_error err = {0};
+    tmoe_runlog_writer *w = NULL;
+    ASSERT_OK(tmoe_runlog_open(path, 0, run_id, &w, NULL, NULL, &err), &err);
+    tmoe_runlog_row *row = malloc(sizeof *row);
+    assert_non_null(row);
+    for (int b = 0; b < 3; b++) {
+        fill_row(row, b);
+        tmoe_runlog_row_str(row, TMOE_RL_RUN_ID, run_id);
+        tmoe_runlog_row_str(row, TMOE_RL_ENERGY_METHOD, "counter\r\n,\"\"");
+        ASSERT_OK(tmoe_runlog_write(w, row, &err), &err);
+    }
+    free(row);
+    ASSERT_OK(tmoe_runlog_close(w, &err), &err);
+    long whole = file_size(path);
+    FILE *f = fopen(path, "ab");
+    assert_non_null(f);
+    fputs("0.75,\"run, \"\"one", f); /* killed mid-row, inside a quoted cell */
+    assert_int_equal(fclose(f), 0);
+    tmoe_runlog_done *done = NULL;
+    int ndone = 0;
+    ASSERT_OK(tmoe_runlog_open(path, 1, run_id, &w, &done, &ndone, &err), &err);
+    assert_int_equal(ndone, 1);
+    assert_int_equal(done[0].rows, 3);
+    assert_false(done[0].invalid);
+    assert_int_equal(tmoe_runlog_rows(w), 3);
+    assert_int_equal(file_size(path), whole);
+    ASSERT_OK(tmoe_runlog_drop(w, done, ndone, &err), &err);
+    assert_int_equal(tmoe_runlog_rows(w), 3);
+    assert_int_equal(file_size(path), whole);
+    free(done);
+    ASSERT_OK(tmoe_runlog_close(w, &err), &err);
+}
+
 /* A device, a FIFO or a directory is refused, new file or resume, without blocking. */
 static void test_refuses_non_regular(void **state) {
     (void)state;
@@ -125,6 +165,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_failure_keeps_whole_rows),
         cmocka_unit_test(test_refuses_non_regular),
+        cmocka_unit_test(test_resume_quoted_cells),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -178,6 +178,66 @@ double tmoe_percentile_sorted(const double *sorted, int n, double p);
  * number (a total order, so sorting data with NaNs is well defined). */
 int tmoe_cmp_double(const void *a, const void *b);
 
+/* ---- CSV: the one RFC 4180 reader behind every CSV file thermoe reads ---------------
+ * Records of fields separated by ',' and ended by "\n" or "\r\n" (a lone '\r' is data);
+ * the last record may lack its newline. A field that starts with '"' is quoted: it may hold
+ * ',', newlines and "" (one '"'); text after its closing quote, up to the next ',' or the
+ * end of the record, is kept as it is. A '"' inside an unquoted field is data. A NUL byte is
+ * stored like any other, so it ends the field as a C string (compare begin..end with memchr
+ * to find one). Lines are 1-based and count every newline, quoted ones too.
+ *
+ *     tmoe_csv c;
+ *     tmoe_csv_init(&c, text, len);
+ *     while ((rc = tmoe_csv_next(&c, err)) == TMOE_OK && c.nfields > 0)
+ *         ... tmoe_csv_field(&c, i) for i < c.nfields, c.line ...
+ *     tmoe_csv_free(&c);
+ */
+typedef struct tmoe_csv {
+    const char *data; /* the input (read-only) */
+    size_t len;
+    /* the record read last: valid until the next tmoe_csv_next */
+    int nfields;       /* 1 or more; 0 at the end of the input */
+    int line;          /* 1-based line where it starts */
+    size_t begin, end; /* its bytes: data[begin, end), its newline included */
+    int terminated;    /* 1: ended by a newline; 0: by the end of the input */
+    int unclosed;      /* 1: a quoted field ran to the end of the input */
+    /* limits, 0 = none; set them after init, before the first record */
+    int max_fields;          /* fields in one record */
+    size_t max_record_bytes; /* bytes of one record's input */
+    /* private */
+    size_t pos;
+    int next_line;
+    char *owned;      /* the input, when tmoe_csv_open_file read it */
+    char *buf;        /* the fields' text, each NUL-terminated */
+    size_t blen, bcap;
+    size_t *off;      /* (ocap) where each field starts in buf */
+    int ocap;
+} tmoe_csv;
+
+/* Read data (len bytes, not copied: it must outlive the reader) from its start, line 1. */
+void tmoe_csv_init(tmoe_csv *c, const char *data, size_t len);
+/* Read a whole regular file of at most max_bytes (0 = no limit) through tmoe_file_read_all
+ * and init c over it; the text is owned by c. On failure c is empty (its free is safe). */
+int tmoe_csv_open_file(tmoe_csv *c, const char *path, size_t max_bytes, tmoe_error *err);
+/* Read the next record. TMOE_OK with c->nfields > 0, or c->nfields == 0 at the end.
+ * TMOE_EFORMAT when a quoted field is not closed before the end of the input: the record,
+ * as far as the input goes, is filled in all the same (c->unclosed = 1), and the message is
+ * "line N: quoted field not closed before the end of the input". TMOE_EFORMAT also when a
+ * record passes a limit, or the input has more than INT_MAX lines (nothing filled in);
+ * TMOE_ENOMEM. Messages start "line N:" for the caller to prefix with the file's name.
+ * After an error the reader is at the end of the input. */
+int tmoe_csv_next(tmoe_csv *c, tmoe_error *err);
+/* Field i (0 <= i < c->nfields) of the record read last, NUL-terminated, owned by c. */
+const char *tmoe_csv_field(const tmoe_csv *c, int i);
+/* The input not read yet: its address, and its length in *n. To look at a line before
+ * reading it (a tool's message line, a blank line). */
+const char *tmoe_csv_peek(const tmoe_csv *c, size_t *n);
+/* Pass over the rest of the current line, up to and with its newline, as no record: for
+ * lines that are not CSV (a tool's messages). Its line counts. */
+void tmoe_csv_skip_line(tmoe_csv *c);
+/* Free the reader's memory (and the text tmoe_csv_open_file read). NULL-safe. */
+void tmoe_csv_free(tmoe_csv *c);
+
 /* ---- misc --------------------------------------------------------------------------- */
 int64_t tmoe_now_ns(void); /* CLOCK_MONOTONIC */
 /* Checked allocation helpers: return NULL and fill err on failure (size in message). */

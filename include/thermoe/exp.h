@@ -57,7 +57,7 @@ int tmoe_runlog_write(tmoe_runlog_writer *w, const tmoe_runlog_row *r, tmoe_erro
 long tmoe_runlog_rows(const tmoe_runlog_writer *w);
 /* Split one CSV line (no newline) into fields, RFC 4180 quoting. buf (strlen(line) + 1
  * bytes) receives the unquoted fields, fields[] points into it. Returns the field count
- * (max + 1 when there are more than max). */
+ * (max + 1 when there are more than max; 0 when out of memory). */
 int tmoe_runlog_split(const char *line, char *buf, char **fields, int max);
 /* Sync and close; reports a write error the system reports only now. NULL-safe. */
 int tmoe_runlog_close(tmoe_runlog_writer *w, tmoe_error *err);

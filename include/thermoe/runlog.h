@@ -14,6 +14,8 @@ extern "C" {
 #define TMOE_RUNLOG_CSV "batches.csv"       /* one row per batch, per run directory */
 #define TMOE_RUNLOG_METADATA "metadata.json" /* one per run directory */
 #define TMOE_RUNLOG_LIST_SEP ';'             /* separator of list cells */
+/* batches.csv is read back whole (resume, the run's summary); a larger one is refused */
+#define TMOE_RUNLOG_MAX_BYTES ((size_t)1 << 30)
 
 typedef enum {
     TMOE_COL_STR,      /* free text (RFC 4180 quoted when it holds , " or newline) */

@@ -1,9 +1,9 @@
-/* Run log reader: RFC 4180 CSV (quotes, "" escapes, CRLF) checked against the runlog.h
- * schema, metadata.json via jansson, and the merge of several run directories. Problems a
- * user can fix are recorded as "file:line: ..." messages and the bad part is skipped, so
- * one bad file never stops the rest. Every numeric cell is checked on the way in (finite,
- * integral where the schema says integer, within its column's range), so the analysis and
- * the figures can convert and index with them. */
+/* Run log reader: RFC 4180 CSV (core's tmoe_csv: quotes, "" escapes, CRLF) checked against
+ * the runlog.h schema, metadata.json via jansson, and the merge of several run directories.
+ * Problems a user can fix are recorded as "file:line: ..." messages and the bad part is
+ * skipped, so one bad file never stops the rest. Every numeric cell is checked on the way in
+ * (finite, integral where the schema says integer, within its column's range), so the
+ * analysis and the figures can convert and index with them. */
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -136,102 +136,6 @@ int tmoe_dataset_simulated(const tmoe_dataset *ds) {
     return 0;
 }
 
-/* ---- RFC 4180 record reader ---------------------------------------------------------- */
-
-typedef struct {
-    char *buf; /* field contents, each NUL-terminated */
-    size_t blen, bcap;
-    size_t *off; /* start of each field in buf */
-    int n, cap;
-} record;
-
-static int rec_putc(record *r, char c) {
-    if (r->blen + 1 > r->bcap) {
-        size_t nc = r->bcap ? r->bcap * 2 : 256;
-        char *q = realloc(r->buf, nc);
-        if (!q) return -1;
-        r->buf = q;
-        r->bcap = nc;
-    }
-    r->buf[r->blen++] = c;
-    return 0;
-}
-
-static int rec_field(record *r) {
-    if (grow((void **)&r->off, &r->cap, r->n + 1, sizeof *r->off)) return -1;
-    r->off[r->n++] = r->blen;
-    return 0;
-}
-
-static const char *rec_get(const record *r, int i) {
-    return r->buf + r->off[i];
-}
-
-enum { REC_EOF = 0, REC_OK = 1, REC_NOMEM = -1 };
-
-/* Read one record starting at *pos. *terminated: the record ended with a newline;
- * *unclosed: a quoted field ran to the end of the file. *line advances by the newlines
- * consumed (quoted newlines included). */
-static int next_record(const char *s, size_t len, size_t *pos, int *line, record *r,
-                       int *terminated, int *unclosed) {
-    size_t i = *pos;
-    r->n = 0;
-    r->blen = 0;
-    *terminated = 0;
-    *unclosed = 0;
-    if (i >= len) return REC_EOF;
-    if (rec_field(r)) return REC_NOMEM;
-    int inq = 0, at_start = 1;
-    while (i < len) {
-        char c = s[i];
-        if (inq) {
-            if (c == '"') {
-                if (i + 1 < len && s[i + 1] == '"') {
-                    if (rec_putc(r, '"')) return REC_NOMEM;
-                    i += 2;
-                    continue;
-                }
-                inq = 0;
-                i++;
-                continue;
-            }
-            if (c == '\n') (*line)++;
-            if (rec_putc(r, c)) return REC_NOMEM;
-            i++;
-            continue;
-        }
-        if (c == '"' && at_start) {
-            inq = 1;
-            at_start = 0;
-            i++;
-            continue;
-        }
-        if (c == ',') {
-            if (rec_putc(r, '\0') || rec_field(r)) return REC_NOMEM;
-            at_start = 1;
-            i++;
-            continue;
-        }
-        if (c == '\r' && i + 1 < len && s[i + 1] == '\n') {
-            i++;
-            continue;
-        }
-        if (c == '\n') {
-            (*line)++;
-            *terminated = 1;
-            i++;
-            break;
-        }
-        if (rec_putc(r, c)) return REC_NOMEM;
-        at_start = 0;
-        i++;
-    }
-    if (inq) *unclosed = 1;
-    if (rec_putc(r, '\0')) return REC_NOMEM;
-    *pos = i;
-    return REC_OK;
-}
-
 /* ---- cells --------------------------------------------------------------------------- */
 
 static int is_unknown(const char *s) {
@@ -356,29 +260,29 @@ typedef struct {
     int nfields;
 } header_map;
 
-static int build_map(tmoe_dataset *ds, const char *path, int line, const record *r, header_map *h,
+static int build_map(tmoe_dataset *ds, const char *path, int line, const tmoe_csv *r, header_map *h,
                      int *exact) {
     char missing[512] = "", unknown[512] = "";
     int seen[TMOE_RL_NCOLS] = {0};
-    h->nfields = r->n;
-    *exact = r->n == TMOE_RL_NCOLS;
-    for (int i = 0; i < r->n; i++) {
-        int c = tmoe_runlog_col_find(rec_get(r, i));
+    h->nfields = r->nfields;
+    *exact = r->nfields == TMOE_RL_NCOLS;
+    for (int i = 0; i < r->nfields; i++) {
+        int c = tmoe_runlog_col_find(tmoe_csv_field(r, i));
         if (i < (int)(sizeof h->map / sizeof *h->map)) h->map[i] = c;
         if (c != i) *exact = 0;
         if (c < 0) {
-            if (strlen(unknown) + strlen(rec_get(r, i)) + 3 < sizeof unknown) {
+            if (strlen(unknown) + strlen(tmoe_csv_field(r, i)) + 3 < sizeof unknown) {
                 if (*unknown) strcat(unknown, ", ");
-                strcat(unknown, rec_get(r, i));
+                strcat(unknown, tmoe_csv_field(r, i));
             }
         } else if (seen[c]++) {
             problem(ds, "%s:%d: column '%s' appears twice; file skipped", path, line,
-                    rec_get(r, i));
+                    tmoe_csv_field(r, i));
             return -1;
         }
     }
-    if (r->n > (int)(sizeof h->map / sizeof *h->map)) {
-        problem(ds, "%s:%d: %d columns (runlog.h has %d); file skipped", path, line, r->n,
+    if (r->nfields > (int)(sizeof h->map / sizeof *h->map)) {
+        problem(ds, "%s:%d: %d columns (runlog.h has %d); file skipped", path, line, r->nfields,
                 TMOE_RL_NCOLS);
         return -1;
     }
@@ -397,34 +301,34 @@ static int build_map(tmoe_dataset *ds, const char *path, int line, const record 
     }
     /* an older writer's header: the columns of runlog.h in order, the newest ones (always
      * appended at the end) not yet there; nothing is wrong with such a file */
-    int older = !*exact && r->n < TMOE_RL_NCOLS;
-    for (int i = 0; older && i < r->n; i++)
+    int older = !*exact && r->nfields < TMOE_RL_NCOLS;
+    for (int i = 0; older && i < r->nfields; i++)
         older = h->map[i] == i;
     if (older)
         tmoe_log(TMOE_LOG_INFO,
                  "%s:%d: written before the columns from '%s' on were added; they count as "
                  "unknown",
-                 path, line, tmoe_runlog_cols[r->n].name);
+                 path, line, tmoe_runlog_cols[r->nfields].name);
     else if (!*exact)
         problem(
             ds,
             "%s:%d: schema differs from runlog.h (%d columns, expected %d; missing: %s; unknown: "
             "%s); read by column name, missing columns count as unknown",
-            path, line, r->n, TMOE_RL_NCOLS, *missing ? missing : "none",
+            path, line, r->nfields, TMOE_RL_NCOLS, *missing ? missing : "none",
             *unknown ? unknown : "none");
     return 0;
 }
 
-static int looks_like_header(const record *r) {
+static int looks_like_header(const tmoe_csv *r) {
     int hits = 0;
-    for (int i = 0; i < r->n && i < 4; i++)
-        hits += tmoe_runlog_col_find(rec_get(r, i)) >= 0;
+    for (int i = 0; i < r->nfields && i < 4; i++)
+        hits += tmoe_runlog_col_find(tmoe_csv_field(r, i)) >= 0;
     return hits >= 2;
 }
 
 /* Convert one record to a row; -1 = bad cell (problem recorded unless quiet), -2 = out of
  * memory. */
-static int add_row(tmoe_dataset *ds, const char *path, int line, const record *r,
+static int add_row(tmoe_dataset *ds, const char *path, int line, const tmoe_csv *r,
                    const header_map *h, int source, int quiet) {
     tmoe_analyze_row row;
     for (int c = 0; c < TMOE_RL_NCOLS; c++) {
@@ -434,10 +338,10 @@ static int add_row(tmoe_dataset *ds, const char *path, int line, const record *r
         row.str[c] = tmoe_runlog_cols[c].type == TMOE_COL_STR ? "" : NULL;
     }
     row.source = source;
-    for (int i = 0; i < r->n; i++) {
+    for (int i = 0; i < r->nfields; i++) {
         int c = h->map[i];
         if (c < 0) continue;
-        const char *cell = rec_get(r, i);
+        const char *cell = tmoe_csv_field(r, i);
         switch (tmoe_runlog_cols[c].type) {
         case TMOE_COL_STR:
             if (!(row.str[c] = own_str(ds, cell))) return -2;
@@ -630,32 +534,39 @@ static int drop_repeated_rows(tmoe_dataset *ds, const char *path, int source, in
  * `source`, naming it path in messages; returns rows added, or -1 with err set. */
 static int parse_csv(tmoe_dataset *ds, const char *path, const char *s, size_t len, int source,
                      tmoe_error *err) {
-    size_t pos = 0;
-    int line = 1, added = 0, bad = 0, rc = 0, first_row = ds->nrows;
-    record r = {0};
+    int added = 0, bad = 0, rc = 0, first_row = ds->nrows;
+    tmoe_csv r;
+    tmoe_csv_init(&r, s, len);
     header_map h;
     int exact;
-    int start = line, term, unclosed;
-    int st = next_record(s, len, &pos, &line, &r, &term, &unclosed);
-    if (st == REC_NOMEM) goto nomem;
-    if (st == REC_EOF || (r.n == 1 && rec_get(&r, 0)[0] == '\0' && pos >= len)) {
+    tmoe_error e = {0};
+    /* a header that runs into an unclosed quote is still read as a header */
+    int st = tmoe_csv_next(&r, &e);
+    if (st == TMOE_ENOMEM) goto nomem;
+    if (st && !r.unclosed) {
+        problem(ds, "%s: %s; skipped", path, e.msg);
+        rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: %s", path, e.msg);
+        goto out;
+    }
+    if (r.nfields == 0 ||
+        (r.nfields == 1 && tmoe_csv_field(&r, 0)[0] == '\0' && r.end >= len)) {
         problem(ds, "%s: empty file (no header, no rows); skipped", path);
         rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: empty file", path);
         goto out;
     }
-    if (build_map(ds, path, start, &r, &h, &exact)) {
-        rc = tmoe_errorf(err, TMOE_EFORMAT, "%s:%d: unusable header", path, start);
+    if (build_map(ds, path, r.line, &r, &h, &exact)) {
+        rc = tmoe_errorf(err, TMOE_EFORMAT, "%s:%d: unusable header", path, r.line);
         goto out;
     }
     /* the header line is the schema signature (compared across runs) */
     ds->schemas[source] = strndup(s, strcspn(s, "\r\n"));
     for (;;) {
-        start = line;
-        st = next_record(s, len, &pos, &line, &r, &term, &unclosed);
-        if (st == REC_NOMEM) goto nomem;
-        if (st == REC_EOF) break;
-        if (r.n == 1 && rec_get(&r, 0)[0] == '\0') continue; /* blank line */
-        if (unclosed) {
+        st = tmoe_csv_next(&r, &e);
+        int start = r.line;
+        if (st == TMOE_ENOMEM) goto nomem;
+        if (r.nfields == 0 && st == TMOE_OK) break;
+        if (r.nfields == 1 && tmoe_csv_field(&r, 0)[0] == '\0') continue; /* blank line */
+        if (r.unclosed) {
             problem(ds,
                     "%s:%d: quoted field not closed before the end of the file (truncated?); "
                     "skipped",
@@ -663,7 +574,12 @@ static int parse_csv(tmoe_dataset *ds, const char *path, const char *s, size_t l
             bad++;
             break;
         }
-        if (!term) {
+        if (st) { /* more lines than an int counts */
+            problem(ds, "%s: %s; the rest skipped", path, e.msg);
+            bad++;
+            break;
+        }
+        if (!r.terminated) {
             problem(ds, "%s:%d: last line has no newline (run killed mid-write?); skipped", path,
                     start);
             bad++;
@@ -684,10 +600,10 @@ static int parse_csv(tmoe_dataset *ds, const char *path, const char *s, size_t l
             h = h2;
             continue;
         }
-        if (r.n != h.nfields) {
+        if (r.nfields != h.nfields) {
             if (++bad <= MAX_PROBLEMS_PER_FILE)
                 problem(ds, "%s:%d: expected %d fields, found %d; row skipped", path, start,
-                        h.nfields, r.n);
+                        h.nfields, r.nfields);
             continue;
         }
         int ar = add_row(ds, path, start, &r, &h, source, bad >= MAX_PROBLEMS_PER_FILE);
@@ -708,8 +624,7 @@ static int parse_csv(tmoe_dataset *ds, const char *path, const char *s, size_t l
 nomem:
     rc = tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory while reading", path);
 out:
-    free(r.buf);
-    free(r.off);
+    tmoe_csv_free(&r);
     if (rc) return -1;
     added = drop_repeated_rows(ds, path, source, first_row);
     if (added < 0) return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory", path), -1;

@@ -1,5 +1,5 @@
 /* batches.csv: row formatting, append with one write per row (a failed write is cut back to
- * the last whole row), and resume after a kill. */
+ * the last whole row), and resume after a kill (the file read back with core's tmoe_csv). */
 #include "thermoe/exp.h"
 
 #include <errno.h>
@@ -126,35 +126,47 @@ static int write_header(tmoe_runlog_writer *w, tmoe_error *err) {
     return line_flush(w, "the header", err);
 }
 
-/* Split one CSV line (no newline) into at most max fields, RFC 4180 quoting; returns the
- * field count. Fields are written into buf (NUL-separated), pointers into fields[]. */
+/* Split one CSV line (no newline) with core's RFC 4180 reader into at most max fields:
+ * copied into buf (NUL-separated), pointers into fields[]; returns the field count, max + 1
+ * when there are more, 0 when out of memory. */
 int tmoe_runlog_split(const char *line, char *buf, char **fields, int max) {
-    int n = 0;
-    const char *p = line;
-    char *o = buf;
-    for (;;) {
-        if (n == max) return max + 1;
-        fields[n++] = o;
-        if (*p == '"') {
-            p++;
-            while (*p) {
-                if (*p == '"' && p[1] == '"') {
-                    *o++ = '"';
-                    p += 2;
-                } else if (*p == '"') {
-                    p++;
-                    break;
-                } else {
-                    *o++ = *p++;
-                }
-            }
-        }
-        while (*p && *p != ',') *o++ = *p++;
-        *o++ = '\0';
-        if (*p != ',') break;
-        p++;
+    tmoe_csv c;
+    tmoe_csv_init(&c, line, strlen(line));
+    /* a quote not closed takes the rest of the line: the record is there all the same */
+    if (tmoe_csv_next(&c, NULL) == TMOE_ENOMEM) return 0;
+    if (c.nfields == 0) { /* an empty line: one empty field */
+        tmoe_csv_free(&c);
+        if (max < 1) return max + 1;
+        buf[0] = '\0';
+        fields[0] = buf;
+        return 1;
     }
+    int n = c.nfields < max ? c.nfields : max;
+    char *o = buf;
+    for (int i = 0; i < n; i++) {
+        size_t k = strlen(tmoe_csv_field(&c, i)) + 1; /* never more than its bytes in line */
+        memcpy(o, tmoe_csv_field(&c, i), k);
+        fields[i] = o;
+        o += k;
+    }
+    n = c.nfields > max ? max + 1 : c.nfields;
+    tmoe_csv_free(&c);
     return n;
+}
+
+/* Point fields[] (TMOE_RL_NCOLS entries) at the fields of the record c read last; returns
+ * their count, TMOE_RL_NCOLS + 1 when there are more. */
+static int record_fields(const tmoe_csv *c, const char **fields) {
+    int n = c->nfields < TMOE_RL_NCOLS ? c->nfields : TMOE_RL_NCOLS;
+    for (int i = 0; i < n; i++)
+        fields[i] = tmoe_csv_field(c, i);
+    return c->nfields > TMOE_RL_NCOLS ? TMOE_RL_NCOLS + 1 : c->nfields;
+}
+
+/* 1-based column of the first NUL byte in the record c read last, 0 when none. */
+static size_t nul_column(const tmoe_csv *c) {
+    const char *z = memchr(c->data + c->begin, '\0', c->end - c->begin);
+    return z ? (size_t)(z - (c->data + c->begin)) + 1 : 0;
 }
 
 static int find_done(const tmoe_runlog_done *d, int n, int repeat, const char *wl, const char *st) {
@@ -196,7 +208,7 @@ static int parse_list(const char *s, int ints) {
 
 /* Why a split line (nf fields) is not a row of run run_id (NULL: of any run): a message in
  * why (n bytes), return 1; 0 when it is a valid row. */
-static int row_problem(char **fields, int nf, const char *run_id, char *why, size_t n) {
+static int row_problem(const char **fields, int nf, const char *run_id, char *why, size_t n) {
     if (nf > TMOE_RL_NCOLS) {
         snprintf(why, n, "more than %d fields", TMOE_RL_NCOLS);
         return 1;
@@ -237,7 +249,7 @@ static int row_problem(char **fields, int nf, const char *run_id, char *why, siz
 }
 
 /* The combination a line names, when it names one (repeat, workload, strategy parse). */
-static int row_key(char **fields, int nf, int *repeat) {
+static int row_key(const char **fields, int nf, int *repeat) {
     long long x;
     if (nf <= TMOE_RL_STRATEGY || !parse_ll(fields[TMOE_RL_REPEAT], &x) || x < 0 || x > INT32_MAX)
         return 0;
@@ -248,62 +260,72 @@ static int row_key(char **fields, int nf, int *repeat) {
 
 #define RUNLOG_WARN_MAX 10 /* dropped rows named one by one; the rest are counted */
 
-/* Read an existing file: check the header, collect the combinations of its whole lines
- * and truncate a torn last line. Every line is checked (field count, each typed cell
- * parses, run_id is run_id's when not NULL, batch_idx counts 0, 1, ... within its
- * combination): a line that fails is reported (tmoe_log) and its combination, when it names
- * one, is marked invalid so that it runs again. *rows counts every data line. */
+/* Read an existing file: check the header, collect the combinations of its whole rows and
+ * truncate a torn last row. Every row is checked (field count, each typed cell parses,
+ * run_id is run_id's when not NULL, batch_idx counts 0, 1, ... within its combination): a
+ * row that fails is reported (tmoe_log) and its combination, when it names one, is marked
+ * invalid so that it runs again. *rows counts every data row. */
 static int scan_existing(const char *path, const char *run_id, tmoe_runlog_done **done, int *ndone,
                          long *rows, tmoe_error *err) {
-    FILE *f = tmoe_file_open_read(path, 0, NULL, err);
-    if (!f) return tmoe_error_prefix(err, TMOE_EIO, "cannot resume");
-    char *line = NULL, *buf = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    long lineno = 0, good_end = 0, bad = 0;
-    int rc = TMOE_OK, cap_done = 0;
     *done = NULL;
     *ndone = 0;
     *rows = 0;
-    char *fields[TMOE_RL_NCOLS + 1], why[256];
-    while ((len = getline(&line, &cap, f)) > 0) {
-        lineno++;
-        if (line[len - 1] != '\n') break; /* torn last line: dropped */
-        line[len - 1] = '\0';
-        char *nb = realloc(buf, (size_t)len + 1);
-        if (!nb) {
+    tmoe_csv c;
+    if (tmoe_csv_open_file(&c, path, TMOE_RUNLOG_MAX_BYTES, err))
+        return tmoe_error_prefix(err, TMOE_EIO, "cannot resume");
+    size_t good_end = 0;
+    long nrec = 0, bad = 0;
+    int rc = TMOE_OK, cap_done = 0;
+    const char *fields[TMOE_RL_NCOLS];
+    char why[256];
+    tmoe_error e = {0};
+    for (;;) {
+        int st = tmoe_csv_next(&c, &e);
+        if (st == TMOE_ENOMEM) {
             rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory reading %s", path);
             break;
         }
-        buf = nb;
-        int nf = tmoe_runlog_split(line, buf, fields, TMOE_RL_NCOLS);
-        if (lineno == 1) {
-            int ok = nf == TMOE_RL_NCOLS;
-            for (int c = 0; ok && c < TMOE_RL_NCOLS; c++)
-                ok = strcmp(fields[c], tmoe_runlog_cols[c].name) == 0;
+        if (c.nfields == 0) {
+            if (st) rc = tmoe_errorf(err, st, "%s: %s", path, e.msg);
+            break;
+        }
+        int nf = record_fields(&c, fields);
+        if (++nrec == 1) {
+            int ok = nf == TMOE_RL_NCOLS && c.terminated;
+            for (int k = 0; ok && k < TMOE_RL_NCOLS; k++)
+                ok = strcmp(fields[k], tmoe_runlog_cols[k].name) == 0;
             if (!ok) {
                 rc = tmoe_errorf(err, TMOE_EFORMAT,
                                  "%s:1: header is not the batches.csv header of this thermoe "
-                                 "version; cannot resume into it",
-                                 path);
+                                 "version%s; cannot resume into it",
+                                 path, c.terminated ? "" : " (or has no newline)");
                 break;
             }
-            good_end = ftell(f);
+            good_end = c.end;
             continue;
         }
+        if (!c.terminated) { /* torn last row: dropped */
+            if (c.unclosed && memchr(c.data + c.begin, '\n', c.end - c.begin))
+                tmoe_log(TMOE_LOG_WARN,
+                         "%s:%d: a quoted field is not closed before the end of the file; "
+                         "dropped on resume with the %zu bytes after it",
+                         path, c.line, c.end - c.begin);
+            break;
+        }
         (*rows)++;
-        good_end = ftell(f);
+        good_end = c.end;
         int rep, invalid = row_problem(fields, nf, run_id, why, sizeof why);
-        if (strlen(line) != (size_t)len - 1) {
-            snprintf(why, sizeof why, "a NUL byte at column %zu", strlen(line) + 1);
+        size_t nul = nul_column(&c);
+        if (nul) {
+            snprintf(why, sizeof why, "a NUL byte at column %zu", nul);
             invalid = 1;
         }
         if (!row_key(fields, nf, &rep)) {
             if (!invalid) snprintf(why, sizeof why, "no combination");
             invalid = 1;
         } else {
-            const char *wl = fields[TMOE_RL_WORKLOAD], *st = fields[TMOE_RL_STRATEGY];
-            int i = find_done(*done, *ndone, rep, wl, st);
+            const char *wl = fields[TMOE_RL_WORKLOAD], *st_name = fields[TMOE_RL_STRATEGY];
+            int i = find_done(*done, *ndone, rep, wl, st_name);
             if (i < 0) {
                 if (*ndone == cap_done) {
                     cap_done = cap_done ? 2 * cap_done : 16;
@@ -319,7 +341,7 @@ static int scan_existing(const char *path, const char *run_id, tmoe_runlog_done 
                 memset(d, 0, sizeof *d);
                 d->repeat = rep;
                 snprintf(d->workload, sizeof d->workload, "%s", wl);
-                snprintf(d->strategy, sizeof d->strategy, "%s", st);
+                snprintf(d->strategy, sizeof d->strategy, "%s", st_name);
             }
             tmoe_runlog_done *d = &(*done)[i];
             long long b;
@@ -334,13 +356,9 @@ static int scan_existing(const char *path, const char *run_id, tmoe_runlog_done 
                 d->rows++;
         }
         if (invalid && ++bad <= RUNLOG_WARN_MAX)
-            tmoe_log(TMOE_LOG_WARN, "%s:%ld: dropped on resume: %s", path, lineno, why);
+            tmoe_log(TMOE_LOG_WARN, "%s:%d: dropped on resume: %s", path, c.line, why);
     }
-    if (rc == TMOE_OK && ferror(f))
-        rc = tmoe_errorf(err, TMOE_EIO, "cannot read %s: %s", path, strerror(errno));
-    free(line);
-    free(buf);
-    fclose(f);
+    tmoe_csv_free(&c);
     if (rc == TMOE_OK && bad > RUNLOG_WARN_MAX)
         tmoe_log(TMOE_LOG_WARN,
                  "%s: %ld more lines that are not rows of this run dropped on resume", path,
@@ -350,9 +368,9 @@ static int scan_existing(const char *path, const char *run_id, tmoe_runlog_done 
                  "%s: %ld lines are not valid rows of this run; the combinations "
                  "they were in run again",
                  path, bad);
-    if (rc == TMOE_OK && lineno == 0)
+    if (rc == TMOE_OK && nrec == 0)
         rc = tmoe_errorf(err, TMOE_EFORMAT, "%s is empty: nothing to resume", path);
-    if (rc == TMOE_OK && truncate(path, good_end) != 0)
+    if (rc == TMOE_OK && truncate(path, (off_t)good_end) != 0)
         rc = tmoe_errorf(err, TMOE_EIO, "cannot truncate the torn last line of %s: %s", path,
                          strerror(errno));
     if (rc) {
@@ -435,51 +453,43 @@ int tmoe_runlog_open(const char *path, int resume, const char *run_id, tmoe_runl
 int tmoe_runlog_drop(tmoe_runlog_writer *w, const tmoe_runlog_done *keep, int nkeep,
                      tmoe_error *err) {
     tmoe_atomic_file af;
-    FILE *in = tmoe_file_open_read(w->path, 0, NULL, err);
-    if (!in) return tmoe_error_prefix(err, TMOE_EIO, "cannot rewrite");
+    tmoe_csv c;
+    if (tmoe_csv_open_file(&c, w->path, TMOE_RUNLOG_MAX_BYTES, err))
+        return tmoe_error_prefix(err, TMOE_EIO, "cannot rewrite");
     int rc = tmoe_atomic_open(&af, w->path, err);
     if (rc) {
-        fclose(in);
+        tmoe_csv_free(&c);
         return rc;
     }
-    char *line = NULL, *buf = NULL, *fields[TMOE_RL_NCOLS + 1];
-    size_t cap = 0;
-    ssize_t len;
-    long lineno = 0, rows = 0;
-    while ((len = getline(&line, &cap, in)) > 0) {
-        lineno++;
-        int keepit = lineno == 1;
+    const char *fields[TMOE_RL_NCOLS];
+    long nrec = 0, rows = 0;
+    tmoe_error e = {0};
+    for (;;) {
+        int st = tmoe_csv_next(&c, &e);
+        if (st == TMOE_ENOMEM) {
+            rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+            break;
+        }
+        if (c.nfields == 0) {
+            if (st) rc = tmoe_errorf(err, st, "%s: %s", w->path, e.msg);
+            break;
+        }
+        int keepit = ++nrec == 1; /* the header */
         if (!keepit) {
-            char *nb = realloc(buf, (size_t)len + 1);
-            if (!nb) {
-                rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
-                break;
-            }
-            buf = nb;
-            char *copy = strdup(line);
-            if (!copy) {
-                rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
-                break;
-            }
-            copy[strcspn(copy, "\n")] = '\0';
-            int nf = tmoe_runlog_split(copy, buf, fields, TMOE_RL_NCOLS), rep;
+            int nf = record_fields(&c, fields), rep;
             char why[256];
-            keepit = strlen(line) == (size_t)len &&
+            keepit = c.terminated && !nul_column(&c) &&
                      !row_problem(fields, nf, w->run_id, why, sizeof why) &&
                      row_key(fields, nf, &rep) &&
                      find_done(keep, nkeep, rep, fields[TMOE_RL_WORKLOAD],
                                fields[TMOE_RL_STRATEGY]) >= 0;
-            free(copy);
             rows += keepit;
         }
-        if (keepit && fwrite(line, 1, (size_t)len, af.f) != (size_t)len)
+        size_t n = c.end - c.begin;
+        if (keepit && fwrite(c.data + c.begin, 1, n, af.f) != n)
             break; /* the commit reports it */
     }
-    if (rc == TMOE_OK && ferror(in))
-        rc = tmoe_errorf(err, TMOE_EIO, "cannot read %s: %s", w->path, strerror(errno));
-    free(line);
-    free(buf);
-    fclose(in);
+    tmoe_csv_free(&c);
     if (rc) {
         tmoe_atomic_abort(&af);
         return rc;

@@ -31,35 +31,38 @@ static int rank(const agg *g) {
 
 static int cmp_agg(const void *a, const void *b) { return rank(a) - rank(b); }
 
-static double cell(char **f, int c) {
-    const char *s = f[c];
+static double cell(const tmoe_csv *c, int col) {
+    const char *s = tmoe_csv_field(c, col);
     if (!*s || !strcmp(s, "nan")) return NAN;
     return strtod(s, NULL);
 }
 
 int run_print_summary(run_ctx *r, tmoe_error *err) {
-    FILE *f = fopen(r->csv_path, "r");
-    if (!f) return tmoe_errorf(err, TMOE_EIO, "cannot read back %s", r->csv_path);
+    tmoe_csv c;
+    if (tmoe_csv_open_file(&c, r->csv_path, TMOE_RUNLOG_MAX_BYTES, err))
+        return tmoe_error_prefix(err, TMOE_EIO, "cannot read back the rows for the summary");
     agg *a = NULL;
     int na = 0, cap = 0, rc = TMOE_OK;
-    char *line = NULL, *buf = NULL, *fields[TMOE_RL_NCOLS + 1];
-    size_t lcap = 0;
-    ssize_t len;
-    long lineno = 0;
-    while ((len = getline(&line, &lcap, f)) > 0) {
-        if (++lineno == 1) continue;
-        line[strcspn(line, "\n")] = '\0';
-        char *nb = realloc(buf, (size_t)len + 1);
-        if (!nb) {
+    long nrec = 0;
+    tmoe_error cerr = {0};
+    for (;;) {
+        int st = tmoe_csv_next(&c, &cerr);
+        if (st == TMOE_ENOMEM) {
             rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
             break;
         }
-        buf = nb;
-        if (tmoe_runlog_split(line, buf, fields, TMOE_RL_NCOLS) != TMOE_RL_NCOLS) continue;
+        if (st) { /* not what the writer writes: the summary stops there */
+            tmoe_log(TMOE_LOG_WARN, "%s: %s; the summary counts the rows before it", r->csv_path,
+                     cerr.msg);
+            break;
+        }
+        if (c.nfields == 0) break;
+        if (++nrec == 1 || c.nfields != TMOE_RL_NCOLS) continue; /* the header; no row */
+        const char *wl = tmoe_csv_field(&c, TMOE_RL_WORKLOAD);
+        const char *st_name = tmoe_csv_field(&c, TMOE_RL_STRATEGY);
         int i;
         for (i = 0; i < na; i++)
-            if (!strcmp(a[i].wl, fields[TMOE_RL_WORKLOAD]) && !strcmp(a[i].st, fields[TMOE_RL_STRATEGY]))
-                break;
+            if (!strcmp(a[i].wl, wl) && !strcmp(a[i].st, st_name)) break;
         if (i == na) {
             if (na == cap) {
                 cap = cap ? 2 * cap : 32;
@@ -71,22 +74,22 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
                 a = n2;
             }
             memset(&a[na], 0, sizeof a[na]);
-            snprintf(a[na].wl, sizeof a[na].wl, "%s", fields[TMOE_RL_WORKLOAD]);
-            snprintf(a[na].st, sizeof a[na].st, "%s", fields[TMOE_RL_STRATEGY]);
+            snprintf(a[na].wl, sizeof a[na].wl, "%s", wl);
+            snprintf(a[na].st, sizeof a[na].st, "%s", st_name);
             a[na].tpeak = a[na].mpeak = NAN;
             na++;
         }
         agg *g = &a[i];
         g->n++;
-        double e = cell(fields, TMOE_RL_ENERGY_J), lat = cell(fields, TMOE_RL_LATENCY_MS);
+        double e = cell(&c, TMOE_RL_ENERGY_J), lat = cell(&c, TMOE_RL_LATENCY_MS);
         if (!isnan(e)) {
             g->energy += e;
-            g->tokens += cell(fields, TMOE_RL_TOKENS);
+            g->tokens += cell(&c, TMOE_RL_TOKENS);
         }
-        double tp = cell(fields, TMOE_RL_GPU_TEMP_PEAK_C), mp = cell(fields, TMOE_RL_MEM_TEMP_C);
+        double tp = cell(&c, TMOE_RL_GPU_TEMP_PEAK_C), mp = cell(&c, TMOE_RL_MEM_TEMP_C);
         if (!isnan(tp) && !(g->tpeak >= tp)) g->tpeak = tp;
         if (!isnan(mp) && !(g->mpeak >= mp)) g->mpeak = mp;
-        double ag = cell(fields, TMOE_RL_TOPK_AGREEMENT), re = cell(fields, TMOE_RL_OUTPUT_REL_ERROR);
+        double ag = cell(&c, TMOE_RL_TOPK_AGREEMENT), re = cell(&c, TMOE_RL_OUTPUT_REL_ERROR);
         if (!isnan(ag)) g->agree += ag, g->nagree++;
         if (!isnan(re)) g->relerr += re, g->nrel++;
         if (!isnan(lat)) {
@@ -102,9 +105,7 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
             g->lat[g->nlat++] = lat;
         }
     }
-    free(line);
-    free(buf);
-    fclose(f);
+    tmoe_csv_free(&c);
     if (!rc) {
         qsort(a, (size_t)na, sizeof *a, cmp_agg);
         FILE *o = r->out;

@@ -32,35 +32,6 @@ static void table_free(table *t) {
     free(t->rows);
 }
 
-typedef struct buf {
-    char *p;
-    size_t n, cap;
-} buf;
-
-static int buf_put(buf *b, char ch) {
-    if (b->n + 1 >= b->cap) {
-        size_t nc = b->cap ? b->cap * 2 : 64;
-        char *p = realloc(b->p, nc);
-        if (!p) return -1;
-        b->p = p;
-        b->cap = nc;
-    }
-    b->p[b->n++] = ch;
-    b->p[b->n] = '\0';
-    return 0;
-}
-
-static int row_add(row *r, buf *b) {
-    char **p = realloc(r->f, (size_t)(r->n + 1) * sizeof *p);
-    if (!p) return -1;
-    r->f = p;
-    char *s = b->p ? b->p : strdup("");
-    if (!s) return -1;
-    r->f[r->n++] = s;
-    *b = (buf){0};
-    return 0;
-}
-
 static int table_add(table *t, row *r) {
     if (t->n == t->cap) {
         int nc = t->cap ? t->cap * 2 : 64;
@@ -74,79 +45,56 @@ static int table_add(table *t, row *r) {
     return 0;
 }
 
-/* Parse RFC 4180 CSV (quoted fields may hold commas, quotes as "" and newlines); lines that
- * start with "==" outside quotes are tool messages and skipped. */
-static int parse_csv(const char *s, size_t len, table *t) {
-    size_t i = 0;
-    row r = {0};
-    buf b = {0};
-    int rc = 0, line = 1;
-    while (i < len && rc == 0) {
-        /* at the start of a line */
-        if (len - i >= 2 && s[i] == '=' && s[i + 1] == '=') {
-            size_t e = i;
-            while (e < len && s[e] != '\n') e++;
-            if (!t->error_line[0] && len - i >= 9 && strncmp(s + i, "==ERROR==", 9) == 0) {
-                size_t n = e - i;
-                if (n > 0 && s[i + n - 1] == '\r') n--;
-                if (n >= sizeof t->error_line) n = sizeof t->error_line - 1;
-                memcpy(t->error_line, s + i, n);
-                t->error_line[n] = '\0';
+/* The record c read last as a row of t (its fields copied). */
+static int table_add_record(table *t, const tmoe_csv *c) {
+    row r = {.line = c->line};
+    r.f = calloc((size_t)c->nfields, sizeof *r.f);
+    if (!r.f) return -1;
+    for (; r.n < c->nfields; r.n++)
+        if (!(r.f[r.n] = strdup(tmoe_csv_field(c, r.n)))) break;
+    if (r.n < c->nfields || table_add(t, &r)) {
+        for (int j = 0; j < r.n; j++)
+            free(r.f[j]);
+        free(r.f);
+        return -1;
+    }
+    return 0;
+}
+
+/* Parse CSV s (core's RFC 4180 reader) into t; blank lines, and lines that start with "=="
+ * (ncu's own messages: "==PROF==", "==WARNING==", "==ERROR==") are passed over. A quoted field
+ * that runs to the end (a truncated file) is an error naming the line it opened on. */
+static int parse_csv(const char *s, size_t len, const char *name, table *t, tmoe_error *err) {
+    tmoe_csv c;
+    tmoe_csv_init(&c, s, len);
+    int rc = TMOE_OK;
+    for (;;) {
+        size_t n;
+        const char *p = tmoe_csv_peek(&c, &n);
+        if (n >= 2 && p[0] == '=' && p[1] == '=') {
+            if (!t->error_line[0] && n >= 9 && strncmp(p, "==ERROR==", 9) == 0) {
+                const char *nl = memchr(p, '\n', n);
+                size_t k = nl ? (size_t)(nl - p) : n;
+                if (k > 0 && p[k - 1] == '\r') k--;
+                if (k >= sizeof t->error_line) k = sizeof t->error_line - 1;
+                memcpy(t->error_line, p, k);
+                t->error_line[k] = '\0';
             }
-            if (e < len) line++;
-            i = e < len ? e + 1 : e;
+            tmoe_csv_skip_line(&c);
             continue;
         }
-        if (s[i] == '\n' || (s[i] == '\r' && i + 1 < len && s[i + 1] == '\n')) { /* blank line */
-            i += s[i] == '\r' ? 2 : 1;
-            line++;
+        if (n && (p[0] == '\n' || (p[0] == '\r' && n >= 2 && p[1] == '\n'))) { /* blank line */
+            tmoe_csv_skip_line(&c);
             continue;
         }
-        r.line = line;
-        for (;;) { /* one record */
-            int quoted = 0;
-            if (i < len && s[i] == '"') {
-                quoted = 1;
-                i++;
-                for (;;) {
-                    if (i >= len) break; /* unterminated: take what there is */
-                    if (s[i] == '"') {
-                        if (i + 1 < len && s[i + 1] == '"') {
-                            if (buf_put(&b, '"')) rc = -1;
-                            i += 2;
-                            continue;
-                        }
-                        i++;
-                        break;
-                    }
-                    if (s[i] == '\n') line++;
-                    if (buf_put(&b, s[i])) rc = -1;
-                    i++;
-                }
-            }
-            while (i < len && s[i] != ',' && s[i] != '\n' && s[i] != '\r') {
-                if (!quoted || s[i] != ' ')
-                    if (buf_put(&b, s[i])) rc = -1;
-                i++;
-            }
-            if (rc || row_add(&r, &b)) {
-                rc = -1;
-                break;
-            }
-            if (i < len && s[i] == ',') {
-                i++;
-                continue;
-            }
-            if (i < len && s[i] == '\r') i++;
-            if (i < len && s[i] == '\n') i++, line++;
+        if ((rc = tmoe_csv_next(&c, err)) || c.nfields == 0) break;
+        if (table_add_record(t, &c)) {
+            rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory parsing CSV");
             break;
         }
-        if (rc == 0 && table_add(t, &r)) rc = -1;
     }
-    free(b.p);
-    for (int j = 0; j < r.n; j++) free(r.f[j]);
-    free(r.f);
-    return rc;
+    tmoe_csv_free(&c);
+    return rc ? tmoe_error_prefix(err, rc, "%s", name) : TMOE_OK;
 }
 
 /* ---- values -------------------------------------------------------------------------- */
@@ -385,11 +333,11 @@ int tmoe_import_ncu_buffer(const char *data, size_t len, const char *name, tmoe_
                            tmoe_error *err) {
     *out = NULL;
     table t = {0};
-    if (parse_csv(data, len, &t)) {
+    int rc = parse_csv(data, len, name, &t, err);
+    if (rc) {
         table_free(&t);
-        return tmoe_errorf(err, TMOE_ENOMEM, "%s: out of memory parsing CSV", name);
+        return rc;
     }
-    int rc = TMOE_OK;
     tmoe_ncu_result *res = NULL;
     if (t.n == 0) {
         if (t.error_line[0])
