@@ -121,6 +121,12 @@ static int init_cost(run_ctx *r, tmoe_error *err) {
     return TMOE_OK;
 }
 
+/* The telemetry device this process drives: expert-parallel ranks their local rank's GPU
+ * (one per rank on a host), else device 0. */
+static int own_device(const run_ctx *r) {
+    return r->ranks > 1 && r->ndev > 0 ? tmoe_ep_local_rank(r->cfg.ep) % r->ndev : 0;
+}
+
 static int init_telemetry(run_ctx *r, tmoe_error *err) {
     tmoe_telemetry_config tc = tmoe_telemetry_config_default();
     tc.kind = r->cfg.telemetry;
@@ -143,6 +149,12 @@ static int init_telemetry(run_ctx *r, tmoe_error *err) {
                  "telemetry.devices_ignored)",
                  r->ndev_found, r->ndev - 1, TMOE_ROUTE_MAX_DEVICES, r->ndev, r->ndev_found - 1);
     }
+    /* the batch windows: every device, totals the own device's on an expert-parallel rank */
+    tmoe_meter_config mtc = tmoe_meter_config_default();
+    mtc.own_device = own_device(r);
+    mtc.own_only = r->ranks > 1;
+    rc = tmoe_meter_create(r->tel, r->mon, &mtc, &r->meter, err);
+    if (rc) return tmoe_error_prefix(err, rc, "starting the telemetry meter");
     int E = r->blk_cfg.num_experts, nd = r->ndev > 0 ? r->ndev : 1;
     if (r->ranks > 1) {
         /* experts live on the ranks; each rank reports its own GPU (hw_snapshot) */
@@ -208,6 +220,7 @@ static void free_ctx(run_ctx *r) {
     tmoe_router_free(r->router);
     tmoe_engine_free(r->eng);
     tmoe_block_free(r->blk);
+    tmoe_meter_free(r->meter);
     tmoe_monitor_free(r->mon);
     tmoe_telemetry_free(r->tel);
     tmoe_cost_free(r->cm);
@@ -233,13 +246,9 @@ static void wait_for_arrival(run_ctx *r, int tokens) {
     r->next_arrival_s += -log(1.0 - u) * tokens / r->cfg.arrival_rate;
     double now = now_s(r);
     if (now >= r->next_arrival_s) return; /* the device is behind: no idle time */
-    double dt = r->next_arrival_s - now;
-    if (r->sim) {
-        tmoe_sim_advance(r->sim, dt);
-    } else {
-        struct timespec ts = {(time_t)dt, (long)((dt - (double)(time_t)dt) * 1e9)};
-        while (nanosleep(&ts, &ts) && errno == EINTR && !stop_requested) {
-        }
+    /* simulated time advances; on NVML the thread sleeps, until a stop request */
+    for (double left = r->next_arrival_s - now; (left = tmoe_meter_wait(r->meter, left)) > 0.0 &&
+                                                !stop_requested;) {
     }
 }
 
@@ -290,123 +299,39 @@ static int sim_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, 
     for (int d = 0; d < nd; d++) {
         if (busy_ms[d] <= 0.0) continue;
         /* the cost model's dynamic energy is memory-bound work for experts (weights streamed) */
-        tmoe_sim_submit_energy(r->sim, d, busy_ms[d] / 1e3, dyn_j[d] > 0 ? dyn_j[d] : 0.0, 0.85);
+        int rc = tmoe_meter_bill(r->meter, d, busy_ms[d] / 1e3, fmax(dyn_j[d], 0.0), 0.85);
+        if (rc) return tmoe_errorf(err, rc, "device %d: %.3g ms of work could not be billed", d,
+                                   busy_ms[d]);
         if (busy_ms[d] > lat) lat = busy_ms[d];
     }
-    tmoe_sim_sync(r->sim, -1);
+    tmoe_meter_sync(r->meter);
     hw->latency_ms = lat;
     return TMOE_OK;
 }
 
-/* The telemetry device this process drives: expert-parallel ranks their local rank's GPU
- * (one per rank on a host), else device 0. */
-static int own_device(const run_ctx *r) {
-    return r->ranks > 1 && r->ndev > 0 ? tmoe_ep_local_rank(r->cfg.ep) % r->ndev : 0;
-}
-
-/* Fill hw from the monitor's samples in [t0, t1] (device clock, s since run start) and the
- * energy of each device over the window: exact_j (ndev, J), the simulated devices' own
- * energy, when not NULL, else the monitor's window en (ndev) of each device (counter where
- * it stepped inside the window, else integrated samples; with neither, the device's latest
- * power times the window length). Per device: energy, mean power (energy / period) and
- * end temperature; for the batch: energy, mean power and peak power are the sums over the
- * devices (unknown when one device's energy is; the peak sums each device's own peak, at
- * least its mean: an upper bound of the total's peak, exact with one device), peak
- * temperatures the hottest device's, start and end temperature device 0's. An
- * expert-parallel rank reports its own GPU's energy, power and temperatures in the batch
- * columns (the ranks' rows then add up to the host), every local GPU in the device columns. */
-static void read_window(run_ctx *r, double t0, double t1, const tmoe_energy *en,
-                        const double *exact_j, const tmoe_sample *first, batch_hw *hw) {
-    hw->period_s = t1 - t0;
-    hw->temp_start_c = first->gpu_temp_c;
-    hw->temp_end_c = hw->temp_peak_c = hw->mem_temp_peak_c = NAN;
-    hw->power_peak_w = hw->sm_clock_mhz = hw->gpu_util_pct = NAN;
-    hw->throttle = 0;
-    double peak_sum = 0.0, dev_pk[TMOE_ROUTE_MAX_DEVICES], dev_tpk[TMOE_ROUTE_MAX_DEVICES],
-           dev_mpk[TMOE_ROUTE_MAX_DEVICES];
-    tmoe_energy_method dev_m[TMOE_ROUTE_MAX_DEVICES];
-    int peak_known = 1, own = own_device(r);
-    hw->energy_j = 0.0;
-    hw->method = TMOE_ENERGY_COUNTER;
-    double clk = 0.0, util = 0.0;
-    int nclk = 0, nutil = 0;
-    int64_t a = r->t0_ns + (int64_t)(t0 * 1e9), b = r->t0_ns + (int64_t)(t1 * 1e9);
+/* Fill hw from the meter's reading of the batch's window: per device energy, mean power and
+ * end temperature; for the batch the totals (the meter's rules: sums over the devices, or
+ * on an expert-parallel rank its own GPU's, so that the ranks' rows add up to the host). */
+static void hw_from_reading(run_ctx *r, const tmoe_meter_reading *rd, batch_hw *hw) {
+    const tmoe_meter_values *t = &rd->total;
+    hw->period_s = rd->period_s;
+    hw->energy_j = t->energy_j;
+    hw->method = t->method;
+    hw->power_avg_w = t->power_avg_w;
+    hw->power_peak_w = t->power_peak_w;
+    hw->temp_start_c = t->gpu_temp_start_c;
+    hw->temp_end_c = t->gpu_temp_end_c;
+    hw->temp_peak_c = t->gpu_temp_peak_c;
+    hw->mem_temp_peak_c = t->mem_temp_peak_c;
+    hw->sm_clock_mhz = t->sm_clock_mhz;
+    hw->gpu_util_pct = t->gpu_util_pct;
+    hw->throttle = t->throttle;
     for (int d = 0; d < r->ndev; d++) {
-        int n = tmoe_monitor_samples(r->mon, d, a, b, r->samples, RUN_MAX_SAMPLES);
-        tmoe_sample last;
-        /* a batch shorter than the sampling period holds no sample: use the latest one */
-        if (n == 0 && tmoe_monitor_latest(r->mon, d, &last) == TMOE_OK) {
-            r->samples[0] = last;
-            n = 1;
-        }
-        double pw_dev = NAN, pk_dev = NAN;
-        hw->dev_temp_end_c[d] = dev_tpk[d] = dev_mpk[d] = NAN;
-        for (int i = 0; i < n; i++) {
-            const tmoe_sample *s = &r->samples[i];
-            if (s->valid & TMOE_F_GPU_TEMP) {
-                if (!(hw->temp_peak_c >= s->gpu_temp_c)) hw->temp_peak_c = s->gpu_temp_c;
-                if (!(dev_tpk[d] >= s->gpu_temp_c)) dev_tpk[d] = s->gpu_temp_c;
-                hw->dev_temp_end_c[d] = s->gpu_temp_c;
-            }
-            if (s->valid & TMOE_F_MEM_TEMP) {
-                if (!(hw->mem_temp_peak_c >= s->mem_temp_c)) hw->mem_temp_peak_c = s->mem_temp_c;
-                if (!(dev_mpk[d] >= s->mem_temp_c)) dev_mpk[d] = s->mem_temp_c;
-            }
-            double p = (s->valid & TMOE_F_POWER_INSTANT) ? s->power_instant_w
-                       : (s->valid & TMOE_F_POWER_AVG) ? s->power_avg_w : NAN;
-            if (!isnan(p)) {
-                pw_dev = p;
-                if (!(pk_dev >= p)) pk_dev = p;
-            }
-            int mine = r->ranks <= 1 || d == own;
-            if ((s->valid & TMOE_F_SM_CLOCK) && mine) {
-                clk += s->sm_clock_mhz;
-                nclk++;
-                if (s->sm_clock_mhz > r->max_sm_clock) r->max_sm_clock = s->sm_clock_mhz;
-            }
-            if ((s->valid & TMOE_F_GPU_UTIL) && mine) {
-                util += s->gpu_util_pct;
-                nutil++;
-            }
-            if ((s->valid & TMOE_F_THROTTLE) && mine)
-                hw->throttle |= s->throttle_reasons & ~TMOE_THROTTLE_GPU_IDLE;
-        }
-        double e = exact_j ? exact_j[d] : en[d].joules;
-        tmoe_energy_method m = exact_j ? TMOE_ENERGY_COUNTER : en[d].method;
-        if (m == TMOE_ENERGY_NONE || isnan(e)) {
-            /* no sample and no counter step inside the window: latest power x duration */
-            int have = hw->period_s > 0.0 && pw_dev > 0.0;
-            e = have ? pw_dev * hw->period_s : NAN;
-            m = have ? TMOE_ENERGY_INTEGRATED : TMOE_ENERGY_NONE;
-        }
-        hw->dev_energy_j[d] = e;
-        hw->dev_power_avg_w[d] = hw->period_s > 0.0 ? e / hw->period_s : NAN;
-        if (m == TMOE_ENERGY_NONE) hw->method = TMOE_ENERGY_NONE;
-        else if (hw->method != TMOE_ENERGY_NONE && m == TMOE_ENERGY_INTEGRATED) hw->method = m;
-        hw->energy_j = hw->method == TMOE_ENERGY_NONE ? NAN : hw->energy_j + e;
-        if (!(pk_dev >= hw->dev_power_avg_w[d])) pk_dev = hw->dev_power_avg_w[d];
-        if (isnan(pk_dev)) peak_known = 0;
-        else peak_sum += pk_dev;
-        dev_pk[d] = pk_dev;
-        dev_m[d] = m;
+        hw->dev_energy_j[d] = rd->dev[d].energy_j;
+        hw->dev_power_avg_w[d] = rd->dev[d].power_avg_w;
+        hw->dev_temp_end_c[d] = rd->dev[d].gpu_temp_end_c;
     }
-    if (r->ndev > 0 && peak_known) hw->power_peak_w = peak_sum;
-    if (r->ranks > 1 && r->ndev > 0) {
-        hw->energy_j = hw->dev_energy_j[own];
-        hw->method = dev_m[own];
-        hw->power_peak_w = dev_pk[own];
-        hw->temp_peak_c = dev_tpk[own];
-        hw->mem_temp_peak_c = dev_mpk[own];
-    }
-    if (r->ndev > 0) hw->temp_end_c = hw->dev_temp_end_c[own];
-    if (nclk) hw->sm_clock_mhz = clk / nclk;
-    if (nutil) hw->gpu_util_pct = util / nutil;
-    hw->power_avg_w = hw->period_s > 0.0 ? hw->energy_j / hw->period_s : NAN;
-}
-
-/* Exact energy of every simulated device, J: e (ndev). */
-static void sim_energies(run_ctx *r, double *e) {
-    for (int d = 0; d < r->ndev; d++) e[d] = tmoe_sim_energy_exact_j(r->sim, d);
+    if (t->sm_clock_max_mhz > r->max_sm_clock) r->max_sm_clock = t->sm_clock_max_mhz;
 }
 
 /* Hardware snapshot for the router from the latest samples. Expert-parallel: this rank's
@@ -423,7 +348,7 @@ static tmoe_hw_state hw_snapshot(run_ctx *r, double horizon_s) {
         h.dev_temp_c[d] = (s.valid & TMOE_F_GPU_TEMP) ? s.gpu_temp_c : NAN;
         h.dev_power_w[d] = p;
         h.dev_util[d] = (s.valid & TMOE_F_GPU_UTIL) ? s.gpu_util_pct / 100.0 : NAN;
-        h.dev_queue[d] = r->sim ? tmoe_sim_backlog_s(r->sim, d) * 1e3 : NAN;
+        h.dev_queue[d] = tmoe_meter_backlog_s(r->meter, d) * 1e3; /* NAN on NVML */
         if (d != own) continue;
         h.gpu_temp_c = h.dev_temp_c[d];
         h.mem_temp_c = (s.valid & TMOE_F_MEM_TEMP) ? s.mem_temp_c : NAN;
@@ -639,12 +564,8 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     int T = w->tokens, D = r->blk_cfg.d_model, E = r->blk_cfg.num_experts, k = r->blk_cfg.top_k;
     tmoe_workload_batch(w, r->blk, b % r->cfg.num_samples, r->x);
 
-    double t_begin = now_s(r), sim_e[TMOE_ROUTE_MAX_DEVICES];
-    if (r->sim) sim_energies(r, sim_e);
-    int64_t tok[TMOE_ROUTE_MAX_DEVICES];
-    for (int d = 0; d < r->ndev; d++) tok[d] = tmoe_monitor_energy_begin(r->mon, d);
-    tmoe_sample first = tmoe_sample_invalid(own_device(r), 0);
-    tmoe_monitor_latest(r->mon, own_device(r), &first);
+    tmoe_meter_window win;
+    tmoe_meter_begin(r->meter, &win);
     wait_for_arrival(r, T);
 
     int rc = tmoe_engine_begin(r->eng, r->x, T, r->cfg.moe_only, err);
@@ -682,20 +603,9 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
         memcpy(hw.expert_ms, m.expert_ms, sizeof hw.expert_ms);
     }
     double t_end = now_s(r);
-    tmoe_energy en[TMOE_ROUTE_MAX_DEVICES];
-    for (int d = 0; d < r->ndev; d++) {
-        tmoe_error e2 = {0};
-        if (tok[d] < 0 || tmoe_monitor_energy_end(r->mon, tok[d], &en[d], &e2))
-            en[d].method = TMOE_ENERGY_NONE, en[d].joules = NAN;
-    }
-    if (r->sim) {
-        /* the simulated devices' own energy, exact at any time scale (their NVML-like
-         * counters step every 100 ms, longer than most batches) */
-        double e1[TMOE_ROUTE_MAX_DEVICES];
-        sim_energies(r, e1);
-        for (int d = 0; d < r->ndev; d++) sim_e[d] = e1[d] - sim_e[d];
-    }
-    read_window(r, t_begin, t_end, en, r->sim ? sim_e : NULL, &first, &hw);
+    tmoe_meter_reading rd;
+    if ((rc = tmoe_meter_end(r->meter, &win, &rd, err))) return rc;
+    hw_from_reading(r, &rd, &hw);
     double period = hw.period_s > 0.0 ? hw.period_s : hw.latency_ms / 1e3;
     r->last_latency_ms = hw.latency_ms;
 
@@ -741,7 +651,9 @@ static int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_tra
     tmoe_runlog_row_dbl(row, TMOE_RL_THROUGHPUT, T / period);
     tmoe_runlog_row_dbl(row, TMOE_RL_ENERGY_J, hw.energy_j);
     tmoe_runlog_row_dbl(row, TMOE_RL_ENERGY_J_PER_TOKEN, hw.energy_j / T);
-    tmoe_runlog_row_str(row, TMOE_RL_ENERGY_METHOD, r->sim ? "sim_exact" : tmoe_energy_method_name(hw.method));
+    /* the log's names: the latest power times the window counts as integrated */
+    tmoe_energy_method how = hw.method == TMOE_ENERGY_LATEST_POWER ? TMOE_ENERGY_INTEGRATED : hw.method;
+    tmoe_runlog_row_str(row, TMOE_RL_ENERGY_METHOD, tmoe_energy_method_name(how));
     tmoe_runlog_row_dbl(row, TMOE_RL_POWER_AVG_W, hw.power_avg_w);
     tmoe_runlog_row_dbl(row, TMOE_RL_POWER_PEAK_W, hw.power_peak_w);
     tmoe_runlog_row_dbl(row, TMOE_RL_GPU_TEMP_START_C, hw.temp_start_c);
@@ -885,8 +797,7 @@ static void cool_down(run_ctx *r) {
         if (tmoe_monitor_latest(r->mon, own_device(r), &s) == TMOE_OK &&
             (s.valid & TMOE_F_GPU_TEMP) && s.gpu_temp_c <= r->start_temp_c + 1.0)
             return;
-        if (r->sim) tmoe_sim_advance(r->sim, 0.5);
-        else nanosleep(&(struct timespec){0, 500000000L}, NULL);
+        tmoe_meter_wait(r->meter, 0.5);
     }
 }
 
@@ -1138,7 +1049,7 @@ int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, 
     if ((rc = open_run_dir(r, &done, &ndone, err))) goto out;
     r->t0_ns = tmoe_monitor_now_ns(r->mon);
     tmoe_rng_seed_stream(&r->arrivals, cfg->seed, 0xa771);
-    if (r->sim) tmoe_sim_advance(r->sim, 0.2); /* first samples */
+    if (r->sim) tmoe_meter_wait(r->meter, 0.2); /* first samples */
     tmoe_sample s0;
     r->start_temp_c = tmoe_monitor_latest(r->mon, own_device(r), &s0) == TMOE_OK && (s0.valid & TMOE_F_GPU_TEMP)
                           ? s0.gpu_temp_c : NAN;

@@ -47,6 +47,7 @@ typedef struct run_ctx {
     /* telemetry */
     tmoe_telemetry *tel;
     tmoe_monitor *mon;
+    tmoe_meter *meter; /* the batch windows and the simulated GPU's billing */
     tmoe_sim *sim; /* NULL on nvml */
     int ndev;
     int rank, ranks;               /* expert parallelism: this process's rank, ranks (1 = none) */
