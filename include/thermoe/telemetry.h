@@ -312,6 +312,8 @@ typedef struct tmoe_meter_config {
     int own_only;   /* 1: every total is the own device's value (an expert-parallel rank, so
                        that the ranks' rows add up to the host); 0 (default): totals over every
                        device (sums, the hottest, means over all samples) */
+    int max_devices; /* follow devices 0..max_devices-1 only (a host with more GPUs than a
+                        caller can hold); 0 (default): every device */
 } tmoe_meter_config;
 tmoe_meter_config tmoe_meter_config_default(void);
 

@@ -3,13 +3,14 @@
 #define THERMOE_RUNNER_INTERNAL_H
 
 #include <pthread.h>
+#include <signal.h>
 
 #include "thermoe/cost.h"
 #include "thermoe/dispatch.h"
 #include "thermoe/exp.h"
 #include "thermoe/runner.h"
 
-#define RUN_MAX_SAMPLES 4096 /* monitor samples copied per batch window */
+#define RUN_MAX_SAMPLES 4096 /* monitor samples copied per batch into its trace */
 #define RUN_LOCK_FILE "thermoe.lock" /* in the run directory, flock'ed by the run using it */
 
 typedef struct run_combo {
@@ -35,6 +36,22 @@ typedef struct batch_hw {
     double op_ms[TMOE_OP_COUNT];
 } batch_hw;
 
+/* One batch as it went: what run_batch.c measured, for the row and the trace. */
+typedef struct batch_out {
+    int batch, tokens;
+    double t_end_s;        /* device clock at the end of the step, s since the run began */
+    double period_s;       /* the window, or the step's latency when the window is empty */
+    double router_ms;      /* routing (tmoe_router_route), host */
+    double observe_ms;     /* the selection back to the router, host */
+    double host_ts_us;     /* when routing began, us since the run began (host clock) */
+    double pred_energy_j;  /* the router's predicted energy of the selection */
+    double topk_agreement; /* with the unbiased selection */
+    double rel_error;      /* output against the unbiased step; NAN when not computed */
+    const float *bias;     /* (E) biases that ran; NULL: none */
+    tmoe_moe_metrics m;    /* the engine's step */
+    batch_hw hw;
+} batch_out;
+
 typedef struct run_ctx {
     tmoe_run_config cfg;
     tmoe_block_config blk_cfg;
@@ -47,6 +64,7 @@ typedef struct run_ctx {
     /* telemetry */
     tmoe_telemetry *tel;
     tmoe_monitor *mon;
+    tmoe_meter *meter; /* the batch windows and the simulated GPU's billing */
     tmoe_sim *sim; /* NULL on nvml */
     int ndev;
     int rank, ranks;               /* expert parallelism: this process's rank, ranks (1 = none) */
@@ -84,6 +102,7 @@ typedef struct run_ctx {
     char fault_reason[256];
     int lock_fd; /* DIR/thermoe.lock, flock'ed while this run uses DIR; -1 */
     tmoe_runlog_row row;
+    batch_out cur; /* the batch in progress */
     int64_t wall0_ns;
     long batches_total, batches_done;
     double prev_end_s; /* device clock at the end of the previous batch */
@@ -105,6 +124,58 @@ typedef struct run_ctx {
     double next_arrival_s;
     tmoe_rng arrivals;
 } run_ctx;
+
+/* Set by tmoe_run_request_stop (a signal handler); the loop stops after the batch. */
+extern volatile sig_atomic_t run_stop_requested;
+
+/* runner.c */
+double run_now_s(run_ctx *r); /* device clock (monitor), s since the run began */
+
+/* run_batch.c: one batch, route -> engine -> meter -> log: a logged one fills r->row (written
+ * with the update's loss terms by the next run_update_finish), tr (may be NULL) gets its
+ * trace. */
+int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_trace *tr, tmoe_error *err);
+
+/* run_bill.c: bill the step's work (m, T tokens) to the simulated GPU(s) from the cost model
+ * through the meter; fills hw's latency, expert and op times. */
+int run_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, batch_hw *hw,
+             tmoe_error *err);
+
+/* run_hw.c */
+int run_own_device(const run_ctx *r); /* the telemetry device this process drives */
+void run_hw_from_reading(run_ctx *r, const tmoe_meter_reading *rd, batch_hw *hw);
+tmoe_hw_state run_hw_snapshot(run_ctx *r, double horizon_s);
+void run_check_telemetry(run_ctx *r, const run_combo *c, int b, const batch_hw *hw);
+double run_link_j_per_copy(run_ctx *r, double fallback);
+
+/* run_row.c */
+void run_row_fill(run_ctx *r, const run_combo *c, const batch_out *o);
+void run_trace_batch(run_ctx *r, tmoe_trace *tr, const batch_out *o);
+
+/* run_update.c: the router update worker (start before the first router, stop in free). */
+int run_update_start(run_ctx *r, tmoe_error *err);
+void run_update_stop(run_ctx *r);   /* safe when not started */
+int run_update_finish(run_ctx *r, tmoe_error *err); /* wait; then write the pending row */
+void run_update_post(run_ctx *r, const tmoe_route_obs *obs);
+
+/* run_router.c */
+int run_make_router(run_ctx *r, tmoe_route_strategy st, tmoe_workload_kind wl, uint64_t seed,
+                    tmoe_error *err);
+int run_calibrate(run_ctx *r, tmoe_error *err);
+
+/* run_plan.c: the combinations (*out, n, owned by the caller), interleaved per repeat. */
+int run_plan(const tmoe_run_config *cfg, run_combo **out, int *n, tmoe_error *err);
+/* Resume: keep the complete combinations of done (first *nkeep), drop the rows of others. */
+int run_resume_keep(run_ctx *r, tmoe_runlog_done *done, int ndone, int nb, int *nkeep,
+                    long *dropped, tmoe_error *err);
+/* Whether a resumed run skips c (every rank agrees, else TMOE_EINVAL). */
+int run_skip(run_ctx *r, const tmoe_runlog_done *done, int nkeep, const run_combo *c, int nb,
+             int *skip, tmoe_error *err);
+int run_stop_now(run_ctx *r); /* the stop flag, agreed by every rank */
+void run_cool_down(run_ctx *r);
+
+/* run_dir.c: create and lock the run directory, open batches.csv (resume: *done, *ndone). */
+int run_open_dir(run_ctx *r, tmoe_runlog_done **done, int *ndone, tmoe_error *err);
 
 /* runner_summary.c: read batches.csv back and print the per-combination table. */
 int run_print_summary(run_ctx *r, tmoe_error *err);

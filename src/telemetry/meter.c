@@ -37,7 +37,7 @@ struct tmoe_meter {
 };
 
 tmoe_meter_config tmoe_meter_config_default(void) {
-    tmoe_meter_config c = {.own_device = 0, .own_only = 0};
+    tmoe_meter_config c = {.own_device = 0, .own_only = 0, .max_devices = 0};
     return c;
 }
 
@@ -47,6 +47,7 @@ int tmoe_meter_create(tmoe_telemetry *t, tmoe_monitor *mon, const tmoe_meter_con
     TMOE_ASSERT(t && mon);
     tmoe_meter_config c = cfg ? *cfg : tmoe_meter_config_default();
     int n = tmoe_telemetry_device_count(t);
+    if (c.max_devices > 0 && n > c.max_devices) n = c.max_devices;
     if (n < 1 || n > TMOE_METER_MAX_DEVICES)
         return tmoe_errorf(err, TMOE_EINVAL, "meter: %d devices (1 to %d can be measured)", n,
                            TMOE_METER_MAX_DEVICES);

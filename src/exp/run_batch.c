@@ -1,0 +1,159 @@
+/* One batch: route -> engine -> meter -> log. The gate runs on the engine, the router sets
+ * the biases, the engine runs the MoE layer with them, the meter measures the window (the
+ * simulated GPU billed from the cost model first), and the row is filled for the log. */
+#include <math.h>
+#include <string.h>
+
+#include "exp/runner_internal.h"
+
+/* Open-loop arrivals: wait (idle) until the next batch arrives; simulated time advances, on
+ * NVML the thread sleeps, until a stop request. */
+static void wait_for_arrival(run_ctx *r, int tokens) {
+    if (r->cfg.arrival_rate <= 0.0) return;
+    double u = tmoe_rng_uniform(&r->arrivals);
+    r->next_arrival_s += -log(1.0 - u) * tokens / r->cfg.arrival_rate;
+    double now = run_now_s(r);
+    if (now >= r->next_arrival_s) return; /* the device is behind: no idle time */
+    for (double left = r->next_arrival_s - now; (left = tmoe_meter_wait(r->meter, left)) > 0.0 &&
+                                                !run_stop_requested;) {
+    }
+}
+
+/* Fraction of chosen (token, expert) pairs shared by two selections (order ignored). */
+static double topk_agreement(const int32_t *a, const int32_t *b, int T, int k) {
+    long same = 0;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j < k; j++)
+                if (a[t * k + i] == b[t * k + j]) {
+                    same++;
+                    break;
+                }
+    return (double)same / ((double)T * k);
+}
+
+static double rel_error(const float *y, const float *y0, size_t n) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)y[i] - y0[i];
+        num += d * d;
+        den += (double)y0[i] * y0[i];
+    }
+    return den > 0.0 ? sqrt(num / den) : (num > 0.0 ? INFINITY : 0.0);
+}
+
+/* Route: the engine's attention and gate give the logits; the previous batch's update (and
+ * row) is finished; the router sets r->bias from the hardware snapshot and the unbiased
+ * selection r->idx0 (also the fidelity reference). */
+static int route(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err) {
+    int T = o->tokens, E = r->blk_cfg.num_experts, k = r->blk_cfg.top_k;
+    int rc = tmoe_engine_begin(r->eng, r->x, T, r->cfg.moe_only, err);
+    if (!rc) rc = tmoe_engine_logits(r->eng, r->logits, err);
+    if (rc) return rc;
+    if ((rc = run_update_finish(r, err))) return rc; /* the previous batch's update and row */
+    tmoe_hw_state hs = run_hw_snapshot(r, r->cfg.router.horizon_s);
+    /* the unbiased routing of the batch, computed once: the router's current load
+     * (kernel_aware_ttha) and the fidelity reference */
+    tmoe_gate_topk(r->logits, NULL, T, E, k, r->blk_cfg.renormalize, 0, r->idx0, r->w0);
+    int64_t h0 = tmoe_now_ns();
+    rc = tmoe_router_route(r->router, r->logits, T, r->idx0, &hs, r->bias, NULL, NULL, err);
+    if (rc) return tmoe_error_prefix(err, rc, "router %s", tmoe_route_strategy_name(c->st));
+    o->router_ms = (double)(tmoe_now_ns() - h0) / 1e6;
+    o->host_ts_us = (double)(h0 - r->wall0_ns) / 1e3;
+    return TMOE_OK;
+}
+
+/* Engine: the MoE layer with the router's biases (none for the plain baseline); the
+ * selection that ran goes back to the router (load balancer, predicted energy). */
+static int engine(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err) {
+    o->m = (tmoe_moe_metrics){.topk_idx = r->idx, .topk_w = r->w};
+    o->bias = c->st == TMOE_ROUTE_BASELINE && !r->cfg.load_balancer ? NULL : r->bias;
+    int rc = tmoe_engine_moe(r->eng, o->bias, &o->m, err);
+    if (!rc) rc = tmoe_engine_output(r->eng, r->y, err);
+    if (rc) return rc;
+    int64_t h1 = tmoe_now_ns();
+    o->pred_energy_j = NAN;
+    rc = tmoe_router_observe(r->router, r->idx, r->w, o->tokens, &o->pred_energy_j, err);
+    if (rc) return tmoe_error_prefix(err, rc, "router %s", tmoe_route_strategy_name(c->st));
+    o->observe_ms = (double)(tmoe_now_ns() - h1) / 1e6;
+    return TMOE_OK;
+}
+
+/* Meter: the simulated GPU is billed the step from the cost model (on NVML the engine's
+ * own timings stand), then the window is closed and read. */
+static int meter(run_ctx *r, const tmoe_meter_window *win, batch_out *o, tmoe_error *err) {
+    batch_hw *hw = &o->hw;
+    int rc;
+    if (r->sim) {
+        rc = run_bill(r, &o->m, o->tokens, r->cfg.moe_only, hw, err);
+        if (rc) return tmoe_error_prefix(err, rc, "billing the batch to the simulated GPU");
+    } else {
+        hw->latency_ms = o->m.step_ms;
+        memcpy(hw->op_ms, o->m.op_ms, sizeof hw->op_ms);
+        memcpy(hw->expert_ms, o->m.expert_ms, sizeof hw->expert_ms);
+    }
+    o->t_end_s = run_now_s(r);
+    tmoe_meter_reading rd;
+    if ((rc = tmoe_meter_end(r->meter, win, &rd, err))) return rc;
+    run_hw_from_reading(r, &rd, hw);
+    o->period_s = hw->period_s > 0.0 ? hw->period_s : hw->latency_ms / 1e3;
+    r->last_latency_ms = hw->latency_ms;
+    return TMOE_OK;
+}
+
+/* Fidelity against the unbiased routing of the same batch (every fidelity_every batches:
+ * the engine runs the MoE layer again without biases). */
+static int fidelity(run_ctx *r, batch_out *o, tmoe_error *err) {
+    int T = o->tokens, D = r->blk_cfg.d_model, k = r->blk_cfg.top_k;
+    o->topk_agreement = topk_agreement(r->idx, r->idx0, T, k);
+    o->rel_error = NAN;
+    if (r->cfg.fidelity_every <= 0 || o->batch % r->cfg.fidelity_every != 0) return TMOE_OK;
+    if (o->bias == NULL) {
+        o->rel_error = 0.0; /* the unbiased step is the one that ran */
+        return TMOE_OK;
+    }
+    int rc = tmoe_engine_moe(r->eng, NULL, NULL, err);
+    if (!rc) rc = tmoe_engine_output(r->eng, r->y0, err);
+    if (rc) return rc;
+    o->rel_error = rel_error(r->y, r->y0, (size_t)T * D);
+    return TMOE_OK;
+}
+
+int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_trace *tr,
+              tmoe_error *err) {
+    const tmoe_workload *w = &r->wl[c->wl];
+    batch_out *o = &r->cur;
+    memset(o, 0, sizeof *o);
+    o->batch = b;
+    o->tokens = w->tokens;
+    tmoe_workload_batch(w, r->blk, b % r->cfg.num_samples, r->x);
+
+    tmoe_meter_window win;
+    tmoe_meter_begin(r->meter, &win);
+    wait_for_arrival(r, o->tokens);
+    int rc = route(r, c, o, err);
+    if (!rc) rc = engine(r, c, o, err);
+    if (!rc) rc = meter(r, &win, o, err);
+    if (!rc) rc = fidelity(r, o, err);
+    if (rc) return rc;
+
+    /* the router learns from what the meter saw, while the next batch is prepared */
+    tmoe_route_obs obs = tmoe_route_obs_unknown();
+    obs.power_w = o->hw.power_avg_w;
+    obs.temp_c = o->hw.temp_end_c;
+    obs.latency_ms = o->hw.latency_ms;
+    obs.throughput = o->tokens / o->period_s;
+    obs.period_s = o->period_s;
+    obs.dt_s = o->period_s;
+    run_update_post(r, &obs);
+    r->prev_end_s = run_now_s(r);
+
+    /* log */
+    if (tr) run_trace_batch(r, tr, o);
+    if (!logged) return TMOE_OK;
+    run_check_telemetry(r, c, b, &o->hw);
+    run_row_fill(r, c, o);
+    r->row_pending = 1; /* written by run_update_finish with the update's loss terms */
+    r->row_route_ms = o->router_ms + o->observe_ms;
+    return TMOE_OK;
+}

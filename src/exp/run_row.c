@@ -1,0 +1,95 @@
+/* What a batch leaves behind: its batches.csv row (the update's loss terms are added when the
+ * row is written, run_update.c) and its spans and counters in the combination's trace. */
+#include <math.h>
+
+#include "exp/runner_internal.h"
+
+/* Fill r->row from the batch o of combination c (every column but the update's). */
+void run_row_fill(run_ctx *r, const run_combo *c, const batch_out *o) {
+    int T = o->tokens, E = r->blk_cfg.num_experts;
+    tmoe_runlog_row *row = &r->row;
+    tmoe_runlog_row_clear(row);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TIME, o->t_end_s);
+    tmoe_runlog_row_str(row, TMOE_RL_RUN_ID, r->run_id);
+    tmoe_runlog_row_int(row, TMOE_RL_REPEAT, c->repeat);
+    tmoe_runlog_row_str(row, TMOE_RL_WORKLOAD, tmoe_workload_name(c->wl));
+    tmoe_runlog_row_str(row, TMOE_RL_STRATEGY, tmoe_route_strategy_name(c->st));
+    tmoe_runlog_row_str(row, TMOE_RL_EXPERT_TYPE,
+                        r->blk_cfg.expert_types ? "mixed" : tmoe_etype_name(r->blk_cfg.expert_type));
+    tmoe_runlog_row_str(row, TMOE_RL_IMPL, tmoe_impl_name(r->cfg.impl));
+    tmoe_runlog_row_int(row, TMOE_RL_BATCH_IDX, o->batch);
+    tmoe_runlog_row_int(row, TMOE_RL_TOKENS, T);
+    tmoe_runlog_row_dbl(row, TMOE_RL_LATENCY_MS, o->hw.latency_ms);
+    tmoe_runlog_row_dbl(row, TMOE_RL_THROUGHPUT, T / o->period_s);
+    tmoe_runlog_row_dbl(row, TMOE_RL_ENERGY_J, o->hw.energy_j);
+    tmoe_runlog_row_dbl(row, TMOE_RL_ENERGY_J_PER_TOKEN, o->hw.energy_j / T);
+    /* the log's names: the latest power times the window counts as integrated */
+    tmoe_energy_method how = o->hw.method == TMOE_ENERGY_LATEST_POWER ? TMOE_ENERGY_INTEGRATED : o->hw.method;
+    tmoe_runlog_row_str(row, TMOE_RL_ENERGY_METHOD, tmoe_energy_method_name(how));
+    tmoe_runlog_row_dbl(row, TMOE_RL_POWER_AVG_W, o->hw.power_avg_w);
+    tmoe_runlog_row_dbl(row, TMOE_RL_POWER_PEAK_W, o->hw.power_peak_w);
+    tmoe_runlog_row_dbl(row, TMOE_RL_GPU_TEMP_START_C, o->hw.temp_start_c);
+    tmoe_runlog_row_dbl(row, TMOE_RL_GPU_TEMP_END_C, o->hw.temp_end_c);
+    tmoe_runlog_row_dbl(row, TMOE_RL_GPU_TEMP_PEAK_C, o->hw.temp_peak_c);
+    tmoe_runlog_row_dbl(row, TMOE_RL_MEM_TEMP_C, o->hw.mem_temp_peak_c);
+    tmoe_runlog_row_dbl(row, TMOE_RL_SM_CLOCK_MHZ, o->hw.sm_clock_mhz);
+    tmoe_runlog_row_int(row, TMOE_RL_THROTTLE_REASONS, (long long)o->hw.throttle);
+    tmoe_runlog_row_dbl(row, TMOE_RL_GPU_UTIL_PCT, o->hw.gpu_util_pct);
+    tmoe_runlog_row_ints(row, TMOE_RL_EXPERT_USAGE_COUNTS, o->m.tokens_per_expert, E);
+    tmoe_runlog_row_dbls(row, TMOE_RL_EXPERT_TIME_MS, o->hw.expert_ms, E);
+    tmoe_runlog_row_dbl(row, TMOE_RL_PREDICTED_ENERGY_J, o->pred_energy_j);
+    double bd[TMOE_MAX_EXPERTS];
+    for (int e = 0; e < E; e++) bd[e] = o->bias ? o->bias[e] : 0.0;
+    tmoe_runlog_row_dbls(row, TMOE_RL_BIASES, bd, E);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TOPK_AGREEMENT, o->topk_agreement);
+    tmoe_runlog_row_dbl(row, TMOE_RL_OUTPUT_REL_ERROR, o->rel_error);
+    tmoe_runlog_row_str(row, TMOE_RL_TELEMETRY_SOURCE, tmoe_telemetry_source_name(r->tel));
+    tmoe_runlog_row_dbls(row, TMOE_RL_DEVICE_ENERGY_J, o->hw.dev_energy_j, r->ndev);
+    tmoe_runlog_row_dbls(row, TMOE_RL_DEVICE_POWER_AVG_W, o->hw.dev_power_avg_w, r->ndev);
+    tmoe_runlog_row_dbls(row, TMOE_RL_DEVICE_TEMP_END_C, o->hw.dev_temp_end_c, r->ndev);
+    int32_t dev_tok[TMOE_ROUTE_MAX_DEVICES] = {0};
+    for (int e = 0; e < E; e++) dev_tok[r->placement.device[e]] += o->m.tokens_per_expert[e];
+    tmoe_runlog_row_ints(row, TMOE_RL_DEVICE_TOKENS, dev_tok, r->placement.num_devices);
+}
+
+/* The batch in the trace: its ops laid end to end on the device track, the router on the
+ * host track, and the samples of its window as counters. */
+void run_trace_batch(run_ctx *r, tmoe_trace *tr, const batch_out *o) {
+    const batch_hw *hw = &o->hw;
+    double t_dev_end = o->t_end_s;
+    /* device track: the ops of the step laid end to end, ending when the batch ended */
+    double total = 0.0;
+    for (int op = 0; op < TMOE_OP_COUNT; op++)
+        if (!isnan(hw->op_ms[op])) total += hw->op_ms[op];
+    double ts = t_dev_end * 1e6 - total * 1e3;
+    static const tmoe_op order[] = {TMOE_OP_NORM, TMOE_OP_ATTN_QKV, TMOE_OP_ATTN_CORE,
+                                    TMOE_OP_ATTN_OUT, TMOE_OP_GATE_LINEAR, TMOE_OP_GATE_TOPK,
+                                    TMOE_OP_PERMUTE, TMOE_OP_DEQUANT_UNPACK, TMOE_OP_LINEAR_FC1,
+                                    TMOE_OP_RELU, TMOE_OP_LINEAR_FC2, TMOE_OP_COMBINE};
+    char args[128];
+    snprintf(args, sizeof args, "{\"batch\":%d}", o->batch);
+    for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
+        double ms = hw->op_ms[order[i]];
+        if (isnan(ms)) continue;
+        tmoe_trace_span(tr, tmoe_op_name(order[i]), "op", 1, 1, ts, ms * 1e3, args);
+        ts += ms * 1e3;
+    }
+    tmoe_trace_span(tr, "router", "host", 2, 1, o->host_ts_us, o->router_ms * 1e3, args);
+    int64_t a = r->t0_ns + (int64_t)((t_dev_end - hw->period_s) * 1e9);
+    int64_t e = r->t0_ns + (int64_t)(t_dev_end * 1e9);
+    int n = tmoe_monitor_samples(r->mon, 0, a, e, r->samples, RUN_MAX_SAMPLES);
+    /* a batch shorter than the sampling period holds no sample: show the latest reading at
+     * its own time (counter tracks are steps from one reading to the next) */
+    if (n == 0 && tmoe_monitor_latest(r->mon, 0, &r->samples[0]) == TMOE_OK) n = 1;
+    for (int i = 0; i < n; i++) {
+        const tmoe_sample *s = &r->samples[i];
+        if (s->t_ns <= r->trace_last_ns) continue;
+        r->trace_last_ns = s->t_ns;
+        double us = (double)(s->t_ns - r->t0_ns) / 1e3;
+        if (s->valid & TMOE_F_POWER_AVG) tmoe_trace_counter(tr, "power_w", 1, us, "avg", s->power_avg_w);
+        if (s->valid & TMOE_F_POWER_INSTANT)
+            tmoe_trace_counter(tr, "power_instant_w", 1, us, "instant", s->power_instant_w);
+        if (s->valid & TMOE_F_GPU_TEMP) tmoe_trace_counter(tr, "gpu_temp_c", 1, us, "gpu", s->gpu_temp_c);
+        if (s->valid & TMOE_F_MEM_TEMP) tmoe_trace_counter(tr, "mem_temp_c", 1, us, "hbm", s->mem_temp_c);
+    }
+}
