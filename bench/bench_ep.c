@@ -12,7 +12,7 @@
  * poisoned with NaN first. Prints one markdown row per token count on rank 0 (medians over
  * --iters steps, the slowest rank's median, the largest error of any rank) and exits 1 when
  * a check fails. */
-#include "thermoe/engine.h"
+#include "thermoe/backend.h"
 #include "thermoe/ep.h"
 
 #include <math.h>

@@ -8,7 +8,7 @@
  * bandwidth measured in the same run, TFLOP/s and (layer steps and experts) energy per token
  * from NVML's total-energy counter over a >= 1 s loop. Output: markdown rows on stdout. */
 #include "backend/cuda/fill.h"
-#include "thermoe/quant.h"
+#include "thermoe/model.h"
 
 #include <cublas_v2.h>
 #include <dlfcn.h>

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "thermoe/lm_cuda.h"
+#include "thermoe/backend.h"
 #include "thermoe/model.h"
 
 static void die(const char *what, const tmoe_error *err) {

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "thermoe/core.h"
-#include "thermoe/runlog.h"
+#include "thermoe/exp.h"
 
 typedef struct {
     const char *const *strategies;

@@ -8,8 +8,7 @@
  *   - the engine's link statistics: copies sent sum to T x k, a measured bandwidth.
  * Output buffers are poisoned with NaN first. Exit 0 when every rank passed, 1 otherwise;
  * rank 0 prints one line per case. */
-#include "thermoe/engine.h"
-#include "thermoe/dispatch.h"
+#include "thermoe/backend.h"
 #include "thermoe/ep.h"
 
 #include <math.h>

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "fuzz_driver.h"
-#include "thermoe/runner.h"
+#include "thermoe/exp.h"
 
 static const tmoe_run_config_key keys[] = {
     {"repeats", 1},      {"workloads", 1},     {"routing-strategy", 1}, {"out", 1},    {"seed", 1},

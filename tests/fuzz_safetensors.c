@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "fuzz_driver.h"
-#include "thermoe/safetensors.h"
+#include "thermoe/model.h"
 
 static char g_path[256];
 

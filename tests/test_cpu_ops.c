@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "thermoe/cpu.h"
+#include "thermoe/backend.h"
 
 static const int TOKENS[] = {1, 3, 17};
 #define NT (int)(sizeof TOKENS / sizeof *TOKENS)

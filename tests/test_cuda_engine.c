@@ -6,7 +6,7 @@
  * answers. */
 #include "testutil.h"
 
-#include "thermoe/engine.h"
+#include "thermoe/backend.h"
 #ifdef THERMOE_HAVE_CUDA
 #include "backend/cuda/cuda_ops.h"
 #endif

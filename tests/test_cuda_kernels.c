@@ -1,4 +1,4 @@
-/* CUDA kernels against the CPU reference (include/thermoe/cpu.h): fresh random inputs
+/* CUDA kernels against the CPU reference (include/thermoe/backend.h): fresh random inputs
  * (THERMOE_TEST_SEED replays a run), outputs poisoned with NaN before every launch and
  * checked to be fully written, every element compared with atol * rms(ref) + rtol * |ref|
  * (tolerances of testutil.h), tokens 1, 3, 17 and 1000, experts with no tokens and all tokens
@@ -7,7 +7,7 @@
 
 #ifdef THERMOE_HAVE_CUDA
 #include "backend/cuda/cuda_ops.h"
-#include "thermoe/cpu.h"
+#include "thermoe/backend.h"
 #include "thermoe/model.h"
 
 #include <math.h>

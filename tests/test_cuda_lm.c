@@ -15,8 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "thermoe/cpu.h"
-#include "thermoe/lm_cuda.h"
+#include "thermoe/backend.h"
 #include "thermoe/model.h"
 
 #define TOL_LOGIT_STD 2e-2

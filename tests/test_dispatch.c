@@ -10,9 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "thermoe/cpu.h"
-#include "thermoe/dispatch.h"
-#include "thermoe/engine.h"
+#include "thermoe/backend.h"
+#include "thermoe/ep.h"
 
 static tmoe_rng rng;
 

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "thermoe/cpu.h"
+#include "thermoe/backend.h"
 #include "thermoe/model.h"
 
 /* CPU fp32 vs transformers fp32: max |logit diff| <= TOL_LOGIT_STD x std(logits); perplexity

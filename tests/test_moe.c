@@ -7,8 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "thermoe/cpu.h"
-#include "thermoe/engine.h"
+#include "thermoe/backend.h"
 
 static tmoe_rng rng;
 

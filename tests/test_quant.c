@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "thermoe/model.h"
-#include "thermoe/quant.h"
 
 static double f16d(tmoe_f16 h) {
     return (double)tmoe_f16_to_f32(h);

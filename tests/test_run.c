@@ -21,7 +21,6 @@
 #include <unistd.h>
 
 #include "thermoe/exp.h"
-#include "thermoe/runlog.h"
 
 static const char *bin(void) {
     const char *b = getenv("THERMOE_BIN");

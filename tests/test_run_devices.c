@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "thermoe/analyze.h"
-#include "thermoe/runner.h"
+#include "thermoe/exp.h"
 
 /* The cells are written with 9 significant digits: a sum of per-device cells matches the
  * total's cell to a few roundings of that. */

@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "thermoe/exp.h"
-#include "thermoe/runner.h"
 
 typedef struct stats {
     long n;

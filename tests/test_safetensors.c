@@ -9,8 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "thermoe/engine.h"
-#include "thermoe/safetensors.h"
+#include "thermoe/backend.h"
+#include "thermoe/model.h"
 
 static tmoe_rng rng;
 

@@ -9,7 +9,6 @@
 #include <cmocka.h>
 
 #include "thermoe/core.h"
-#include "thermoe/ops.h"
 
 /* Named tolerances (relative to the reference's scale). */
 #define TOL_F32 1e-5  /* fp32 arithmetic vs float64 reference */

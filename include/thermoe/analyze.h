@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "thermoe/core.h"
-#include "thermoe/runlog.h"
+#include "thermoe/exp.h"
 
 #ifdef __cplusplus
 extern "C" {

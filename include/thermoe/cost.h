@@ -10,7 +10,6 @@
 #include <stdint.h>
 
 #include "thermoe/core.h"
-#include "thermoe/ops.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -6,11 +6,97 @@
 #include <stdio.h>
 
 #include "thermoe/core.h"
-#include "thermoe/runlog.h"
+#include "thermoe/model.h"
+#include "thermoe/backend.h"
+#include "thermoe/route.h"
+#include "thermoe/telemetry.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ============================== runlog ================================================ */
+/* Run log schema: the one definition of the per-batch CSV columns (batches.csv) and the
+ * metadata file name that the experiment harness writes and `thermoe analyze` reads.
+ * Writers emit the columns in exactly this order, with this header line; lists inside a
+ * cell are ';'-separated; an empty cell or "nan" means unknown (never 0). Per-device lists
+ * (device_*) have one entry per telemetry device, in device index order. New columns go at
+ * the end: readers look columns up by name, and a file without them still loads. */
+
+#define TMOE_RUNLOG_CSV "batches.csv"       /* one row per batch, per run directory */
+#define TMOE_RUNLOG_METADATA "metadata.json" /* one per run directory */
+#define TMOE_RUNLOG_LIST_SEP ';'             /* separator of list cells */
+/* batches.csv is read back whole (resume, the run's summary); a larger one is refused */
+#define TMOE_RUNLOG_MAX_BYTES ((size_t)1 << 30)
+
+typedef enum {
+    TMOE_COL_STR,      /* free text (RFC 4180 quoted when it holds , " or newline) */
+    TMOE_COL_INT,      /* integer, decimal */
+    TMOE_COL_DOUBLE,   /* real number; "nan" or empty = unknown */
+    TMOE_COL_LIST_INT, /* ';'-separated integers, e.g. per-expert token counts */
+    TMOE_COL_LIST_DBL  /* ';'-separated reals, e.g. per-expert times or biases */
+} tmoe_col_type;
+
+typedef struct tmoe_runlog_col {
+    const char *name;   /* header name */
+    tmoe_col_type type; /* how the cell is written and parsed */
+    const char *unit;   /* unit or meaning, for documentation */
+} tmoe_runlog_col;
+
+/* X-macro: column index enum and table come from the same list, so they cannot drift. */
+#define TMOE_RUNLOG_COLUMNS(X) \
+    X(TIME, "time", TMOE_COL_DOUBLE, "s since run start (monotonic)") \
+    X(RUN_ID, "run_id", TMOE_COL_STR, "run identifier") \
+    X(REPEAT, "repeat", TMOE_COL_INT, "repeat index, 0-based") \
+    X(WORKLOAD, "workload", TMOE_COL_STR, "workload name") \
+    X(STRATEGY, "strategy", TMOE_COL_STR, "routing strategy name") \
+    X(EXPERT_TYPE, "expert_type", TMOE_COL_STR, "fp16, q4 or q2") \
+    X(IMPL, "impl", TMOE_COL_STR, "fused or unfused") \
+    X(BATCH_IDX, "batch_idx", TMOE_COL_INT, "batch index within the combination, 0-based") \
+    X(TOKENS, "tokens", TMOE_COL_INT, "tokens in the batch") \
+    X(LATENCY_MS, "latency_ms", TMOE_COL_DOUBLE, "ms, device events") \
+    X(THROUGHPUT, "throughput_tokens_s", TMOE_COL_DOUBLE, "tokens/s") \
+    X(ENERGY_J, "energy_j", TMOE_COL_DOUBLE, "J for the batch") \
+    X(ENERGY_J_PER_TOKEN, "energy_j_per_token", TMOE_COL_DOUBLE, "J/token") \
+    X(ENERGY_METHOD, "energy_method", TMOE_COL_STR, "counter or integrated") \
+    X(POWER_AVG_W, "power_avg_w", TMOE_COL_DOUBLE, "W, mean over the batch") \
+    X(POWER_PEAK_W, "power_peak_w", TMOE_COL_DOUBLE, "W, max over the batch (summed over devices)") \
+    X(GPU_TEMP_START_C, "gpu_temp_start_c", TMOE_COL_DOUBLE, "C") \
+    X(GPU_TEMP_END_C, "gpu_temp_end_c", TMOE_COL_DOUBLE, "C") \
+    X(GPU_TEMP_PEAK_C, "gpu_temp_peak_c", TMOE_COL_DOUBLE, "C") \
+    X(MEM_TEMP_C, "mem_temp_c", TMOE_COL_DOUBLE, "C, HBM peak over the batch") \
+    X(SM_CLOCK_MHZ, "sm_clock_mhz", TMOE_COL_DOUBLE, "MHz, mean") \
+    X(THROTTLE_REASONS, "throttle_reasons", TMOE_COL_INT, "clock-event reason bits (0 = none)") \
+    X(GPU_UTIL_PCT, "gpu_util_pct", TMOE_COL_DOUBLE, "%") \
+    X(EXPERT_USAGE_COUNTS, "expert_usage_counts", TMOE_COL_LIST_INT, "token copies per expert") \
+    X(EXPERT_TIME_MS, "expert_time_ms", TMOE_COL_LIST_DBL, "ms per expert") \
+    X(PREDICTED_ENERGY_J, "predicted_energy_j", TMOE_COL_DOUBLE, "J, cost model") \
+    X(ROUTER_OVERHEAD_MS, "router_overhead_ms", TMOE_COL_DOUBLE, "ms spent routing") \
+    X(TTHA_POWER_LOSS, "ttha_power_loss", TMOE_COL_DOUBLE, "loss term") \
+    X(TTHA_TEMP_LOSS, "ttha_temp_loss", TMOE_COL_DOUBLE, "loss term") \
+    X(TTHA_LATENCY_PENALTY, "ttha_latency_penalty", TMOE_COL_DOUBLE, "loss term") \
+    X(TTHA_THROUGHPUT_BONUS, "ttha_throughput_bonus", TMOE_COL_DOUBLE, "loss term") \
+    X(TTHA_FIDELITY, "ttha_fidelity", TMOE_COL_DOUBLE, "loss term") \
+    X(TTHA_TOTAL_LOSS, "ttha_total_loss", TMOE_COL_DOUBLE, "loss") \
+    X(TTHA_LR, "ttha_lr", TMOE_COL_DOUBLE, "learning rate") \
+    X(BIASES, "biases", TMOE_COL_LIST_DBL, "per-expert routing bias") \
+    X(TOPK_AGREEMENT, "topk_agreement_with_baseline", TMOE_COL_DOUBLE, "fraction in [0, 1]") \
+    X(OUTPUT_REL_ERROR, "output_rel_error_vs_baseline", TMOE_COL_DOUBLE, "||y - y0|| / ||y0||") \
+    X(TELEMETRY_SOURCE, "telemetry_source", TMOE_COL_STR, "nvml or sim") \
+    X(DEVICE_ENERGY_J, "device_energy_j", TMOE_COL_LIST_DBL, "J per device; energy_j is the sum") \
+    X(DEVICE_POWER_AVG_W, "device_power_avg_w", TMOE_COL_LIST_DBL, "W per device, mean over the batch") \
+    X(DEVICE_TEMP_END_C, "device_temp_end_c", TMOE_COL_LIST_DBL, "C per device at the batch's end") \
+    X(DEVICE_TOKENS, "device_tokens", TMOE_COL_LIST_INT, "token copies routed to each device's experts")
+
+#define TMOE_RUNLOG_ENUM_(id, name, type, unit) TMOE_RL_##id,
+typedef enum { TMOE_RUNLOG_COLUMNS(TMOE_RUNLOG_ENUM_) TMOE_RL_NCOLS } tmoe_runlog_col_id;
+#undef TMOE_RUNLOG_ENUM_
+
+/* The columns in file order (TMOE_RL_NCOLS entries), indexed by tmoe_runlog_col_id. */
+extern const tmoe_runlog_col tmoe_runlog_cols[TMOE_RL_NCOLS];
+
+/* Column index of a header name, or -1. */
+int tmoe_runlog_col_find(const char *name);
 
 /* ---- one CSV row, cells formatted per the column types of runlog.h ----------------- */
 #define TMOE_RUNLOG_CELL 4096
@@ -74,6 +160,177 @@ void tmoe_trace_counter(tmoe_trace *t, const char *name, int pid, double ts_us,
 /* Name a process / thread track ("ph":"M"). */
 void tmoe_trace_name(tmoe_trace *t, int pid, int tid, const char *name);
 int tmoe_trace_close(tmoe_trace *t, tmoe_error *err); /* NULL-safe; reports a write error */
+
+/* ============================== workload ============================================== */
+/* Workloads: deterministic streams of input batches, each built to exercise one aspect of
+ * routing. A token's hidden state is noise plus a push along the gate direction of the
+ * expert(s) it "belongs" to, so the workload controls expert popularity and routing entropy
+ * through the model's own gate:
+ *   standard        each token leans toward one expert chosen uniformly; the base batch.
+ *   high_complexity longer sequences (2x seq_len) and tokens that lean toward 4 experts at
+ *                   once with a weaker push: high-entropy routing, many near-ties.
+ *   small_batch     a quarter of the base tokens per batch (latency-bound, few experts).
+ *   large_batch     4x the base tokens per batch (throughput-bound, every expert busy).
+ *   skewed          the leaned-toward expert follows a Zipf law (s = 1.2) over a random
+ *                   permutation of the experts: a few hot experts, a long tail. */
+
+typedef enum {
+    TMOE_WL_STANDARD,
+    TMOE_WL_HIGH_COMPLEXITY,
+    TMOE_WL_SMALL_BATCH,
+    TMOE_WL_LARGE_BATCH,
+    TMOE_WL_SKEWED,
+    TMOE_WL_COUNT
+} tmoe_workload_kind;
+
+const char *tmoe_workload_name(tmoe_workload_kind k);
+int tmoe_workload_parse(const char *s, tmoe_workload_kind *out);
+
+typedef struct tmoe_workload {
+    tmoe_workload_kind kind;
+    int seq_len;      /* tokens per sequence */
+    int n_seqs;       /* sequences per batch */
+    int tokens;       /* seq_len * n_seqs */
+    int mix;          /* experts each token leans toward */
+    float push;       /* strength of the lean, in units of the noise */
+    double zipf_s;    /* 0 = uniform popularity */
+    uint64_t seed;
+} tmoe_workload;
+
+/* The workload of kind k for a base batch of batch_size sequences of seq_len tokens. */
+tmoe_workload tmoe_workload_make(tmoe_workload_kind k, int batch_size, int seq_len, uint64_t seed);
+
+/* Largest token count any of the kinds makes for this base (for workspace sizing). */
+int tmoe_workload_max_tokens(int batch_size, int seq_len);
+
+/* Batch number idx of workload w for block blk: x (w->tokens, d_model). Deterministic in
+ * (w->seed, kind, idx) and independent of the batches drawn before. */
+void tmoe_workload_batch(const tmoe_workload *w, const tmoe_block *blk, int idx, float *x);
+
+/* ============================== runner ================================================ */
+/* The experiment runner behind `thermoe run`: sweeps routing strategies x workloads over
+ * repeats, one CSV row per batch, a metadata JSON per run, Chrome traces of the first
+ * batches of each combination, and a summary per strategy and workload. */
+
+typedef struct tmoe_run_config {
+    /* what to sweep */
+    int strategies[TMOE_ROUTE_STRATEGY_COUNT]; /* 1 = run it */
+    int workloads[TMOE_WL_COUNT];              /* 1 = run it */
+    int repeats;                 /* passes over every combination, order shuffled per repeat */
+    int repeat_first;            /* number of the first pass (logged in the repeat column; the
+                                    order and router seeds derive from it): a sweep task runs
+                                    one repeat with its own number */
+    int num_samples;             /* distinct batches per workload */
+    int epochs;                  /* passes over the samples per combination */
+    int warmup_batches;          /* unlogged batches before each combination */
+    int trace_batches;           /* batches traced per combination */
+    double arrival_rate;         /* tokens/s, Poisson arrivals; <= 0: closed loop */
+    double cooldown_s;           /* rest up to this long between combinations until the GPU
+                                    temperature is within 1 C of the run's start; 0 = none */
+    int fidelity_every;          /* compute output_rel_error_vs_baseline every N batches */
+    uint64_t seed;
+
+    /* model */
+    tmoe_block_config block;     /* expert types, shape; block.seq_len = tokens per sequence */
+    int batch_size;              /* sequences per batch (base; workloads scale it) */
+    int moe_only;                /* run the MoE layer alone (no attention) */
+
+    /* where it runs */
+    tmoe_backend_kind backend;
+    tmoe_impl impl;
+    int device_id;
+    tmoe_telemetry_kind telemetry;
+    int sim_devices;             /* simulated GPUs; sim only */
+    const char *placement_file;  /* expert -> device map, one "expert device" line per expert,
+                                    over the telemetry's devices (sim: billing; every device:
+                                    multi_gpu_aware); NULL = round robin, expert e on e mod N */
+    const char *cost_model_path; /* NULL: the committed H100 cost model */
+    struct tmoe_ep *ep;          /* expert parallelism: the process group (one rank per GPU,
+                                    each running this sweep in step with the others; the
+                                    placement maps experts to ranks); NULL = one device */
+
+    /* routing */
+    tmoe_router_config router;   /* strategy, E, k are set per combination */
+    int load_balancer;           /* add the load balancer to every strategy */
+    const char *ttha_warm_start; /* adapter weights to start from, or NULL */
+
+    /* output */
+    const char *out_dir;         /* run directory (created) */
+    const char *log_file;        /* batches.csv path; NULL: <out_dir>/batches.csv */
+    int resume;                  /* continue a killed run in out_dir */
+    int progress;                /* 1 = progress bar on a terminal, 0 = plain lines */
+    int quiet;                   /* no progress output */
+    int analyze;                 /* run the analysis on the run directory at the end */
+    const char *argv_line;       /* the command line, for the metadata */
+} tmoe_run_config;
+
+tmoe_run_config tmoe_run_config_default(void);
+
+/* Where the committed H100 cost model lives (THERMOE_DATA_DIR, else the source tree). */
+const char *tmoe_run_default_cost_model(void);
+
+/* Ask a running tmoe_run to stop after the batch in progress (async-signal-safe). */
+void tmoe_run_request_stop(void);
+
+/* ---- config files (--config FILE): flags from a JSON object or an INI file ----------- */
+#define TMOE_RUN_CONFIG_MAX_BYTES (1u << 20) /* larger files are refused, not read */
+#define TMOE_RUN_CONFIG_VALUE_MAX 4095       /* bytes; a longer value is an error, never cut */
+
+/* A key a config file may hold (a long flag name) and whether it takes a value. */
+typedef struct tmoe_run_config_key {
+    const char *name;
+    int has_value; /* 0: a switch, given as true/false or 1/0 */
+} tmoe_run_config_key;
+
+/* One setting, in file order: a switch that is on has value NULL (one that is off is left
+ * out); line is the INI line (1-based), 0 for JSON. */
+typedef struct tmoe_run_config_entry {
+    const char *key; /* the name in the key table (borrowed) */
+    char *value;     /* owned, NUL-terminated */
+    int line;
+} tmoe_run_config_entry;
+
+/* Parse a config file's text (len bytes, need not be NUL-terminated; name for messages): a
+ * JSON object ({"repeats": 3, "workloads": ["standard", "skewed"]}: lists of strings are
+ * joined with ',') or INI (key = value, '#'/';' comments, [section] headers ignored). Every
+ * key must be in keys[0..nkeys). TMOE_EFORMAT / TMOE_EINVAL with "name:line[:column]: why"
+ * for a JSON syntax error, a JSON value other than an object, a NUL or control byte (a
+ * binary file), an unknown key, a value of the wrong kind or longer than
+ * TMOE_RUN_CONFIG_VALUE_MAX. On success *out (n entries) is freed by the caller with
+ * tmoe_run_config_entries_free. */
+int tmoe_run_config_parse(const char *text, size_t len, const char *name,
+                          const tmoe_run_config_key *keys, int nkeys, tmoe_run_config_entry **out,
+                          int *n, tmoe_error *err);
+/* The same for the file at path: refused unless it is a regular file of at most
+ * TMOE_RUN_CONFIG_MAX_BYTES (a FIFO, directory or device fails at once). */
+int tmoe_run_config_read(const char *path, const tmoe_run_config_key *keys, int nkeys,
+                         tmoe_run_config_entry **out, int *n, tmoe_error *err);
+void tmoe_run_config_entries_free(tmoe_run_config_entry *e, int n); /* NULL-safe */
+
+/* How a run ended; metadata.json's status says the same. */
+typedef enum {
+    TMOE_RUN_COMPLETE,         /* "complete": every batch ran and was measured */
+    TMOE_RUN_TELEMETRY_FAULTS, /* "complete_with_telemetry_faults": every batch ran, but the
+                                  telemetry failed on some (a GPU lost, no energy reading):
+                                  their energy and power cells are nan */
+    TMOE_RUN_INTERRUPTED,      /* "interrupted": stopped on request; --resume continues */
+    TMOE_RUN_FAILED            /* "failed", or the run did not start */
+} tmoe_run_outcome;
+
+typedef struct tmoe_run_report {
+    tmoe_run_outcome outcome;
+    long rows;             /* rows in batches.csv at the end (-1 if it was not opened) */
+    long telemetry_faults; /* logged batches with a telemetry fault */
+} tmoe_run_report;
+
+/* Run the sweep. Returns TMOE_OK (outcome complete); TMOE_EDEVICE when every batch ran but
+ * some have telemetry faults (the message says how many, the first and why); TMOE_EINTR
+ * when stopped (files are complete up to the last batch; --resume continues); or the error
+ * that failed the run. The summary table is printed to out (may be NULL). report (may be
+ * NULL) gets the outcome. */
+int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, tmoe_error *err);
+/* tmoe_run_ex without the report. */
+int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err);
 
 #ifdef __cplusplus
 }

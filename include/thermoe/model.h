@@ -9,12 +9,50 @@
 #define THERMOE_MODEL_H
 
 #include "thermoe/core.h"
-#include "thermoe/ops.h"
-#include "thermoe/quant.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ============================== quant ================================================= */
+/* Quantized expert weights: symmetric signed two's-complement integers packed little-end
+ * first (q4: element 2i in the low nibble; q2: element 4i in bits 0-1), one fp16 scale per
+ * group of G consecutive weights along the input dimension. Value = q * scale. */
+
+#define TMOE_DEFAULT_GROUP 128
+
+/* Integer range of a quantized type: q4 [-8, 7], q2 [-2, 1]. */
+int tmoe_quant_qmin(tmoe_etype t);
+int tmoe_quant_qmax(tmoe_etype t);
+
+/* Check that an (out, in) matrix can be stored as type t with group size g: sizes positive,
+ * g positive and a multiple of the elements per byte, in a multiple of g. Message names the
+ * problem and the numbers. */
+int tmoe_quant_check_shape(tmoe_etype t, int out, int in, int group, tmoe_error *err);
+
+/* Packed bytes of an (out, in) matrix of type t (fp16: 2 bytes a weight). */
+size_t tmoe_quant_weight_bytes(tmoe_etype t, int64_t out, int64_t in);
+size_t tmoe_quant_scale_count(int64_t out, int64_t in, int group);
+
+/* Pack n integers (each within the type's range; asserted) into n*bits/8 bytes.
+ * n must be a multiple of the elements per byte. */
+void tmoe_pack_ints(tmoe_etype t, const int8_t *q, int64_t n, uint8_t *packed);
+/* Unpack n integers with sign extension (a nibble above 7 means q - 16). */
+void tmoe_unpack_ints(tmoe_etype t, const uint8_t *packed, int64_t n, int8_t *q);
+
+/* Quantize w (out, in) row-major: per group, the element of largest magnitude m sets
+ * scale = fp16(m / qmin), so it maps to qmin exactly (the scale is negative when m > 0);
+ * others round to nearest (ties to even) and clamp. A scale beyond fp16 is held at the
+ * largest finite fp16 (the integers saturate); an all-zero group has scale 0.
+ * packed: tmoe_quant_weight_bytes bytes; scales: out * in/group. */
+int tmoe_quantize(tmoe_etype t, const float *w, int out, int in, int group, uint8_t *packed,
+                  tmoe_f16 *scales, tmoe_error *err);
+
+/* Dequantize to fp32 (exact q * scale) or to fp16 (rounded), (out, in) row-major. */
+void tmoe_dequantize_f32(tmoe_etype t, const uint8_t *packed, const tmoe_f16 *scales, int out,
+                         int in, int group, float *w);
+void tmoe_dequantize_f16(tmoe_etype t, const uint8_t *packed, const tmoe_f16 *scales, int out,
+                         int in, int group, tmoe_f16 *w);
 
 #define TMOE_MAX_EXPERTS 256
 #define TMOE_MAX_TOPK 16
@@ -197,7 +235,7 @@ typedef struct tmoe_ckpt tmoe_ckpt;
 int tmoe_ckpt_open(const char *dir, tmoe_ckpt **out, tmoe_error *err);
 void tmoe_ckpt_close(tmoe_ckpt *c); /* NULL-safe */
 /* The tensor called name, or NULL; *file_out (may be NULL) gets the shard's path. */
-struct tmoe_st_tensor; /* thermoe/safetensors.h */
+struct tmoe_st_tensor; /* thermoe/model.h */
 const struct tmoe_st_tensor *tmoe_ckpt_find(const tmoe_ckpt *c, const char *name,
                                             const char **file_out);
 int tmoe_ckpt_shards(const tmoe_ckpt *c);
@@ -326,6 +364,129 @@ void tmoe_lm_score_add_window(tmoe_lm_score *s, const double *nll, int n);
  * bounds with fewer than 2 windows). */
 void tmoe_lm_score_finish(const tmoe_lm_score *s, double *nll_mean, double *ppl, double *ppl_lo,
                           double *ppl_hi);
+
+/* ============================== safetensors =========================================== */
+/* safetensors files (the format real checkpoints ship in): a reader that validates the whole
+ * header before any tensor is used, a writer, and saving / loading a transformer block with
+ * our own tensor names or a Mixtral-style checkpoint's names (docs/safetensors.md).
+ *
+ * Format: 8-byte little-endian header length N, N bytes of JSON (an object: tensor name ->
+ * {"dtype", "shape", "data_offsets": [begin, end]} relative to the byte buffer, plus an
+ * optional "__metadata__" object of string values), then the byte buffer. */
+
+typedef enum {
+    TMOE_ST_BOOL,
+    TMOE_ST_U8,
+    TMOE_ST_I8,
+    TMOE_ST_F8_E5M2,
+    TMOE_ST_F8_E4M3,
+    TMOE_ST_I16,
+    TMOE_ST_U16,
+    TMOE_ST_F16,
+    TMOE_ST_BF16,
+    TMOE_ST_I32,
+    TMOE_ST_U32,
+    TMOE_ST_F32,
+    TMOE_ST_F64,
+    TMOE_ST_I64,
+    TMOE_ST_U64,
+    TMOE_ST_DTYPE_COUNT
+} tmoe_st_dtype;
+
+const char *tmoe_st_dtype_name(tmoe_st_dtype t);            /* "F16", "BF16", ... as in the file */
+int tmoe_st_dtype_parse(const char *s, tmoe_st_dtype *out); /* 0, or -1 when unknown */
+size_t tmoe_st_dtype_size(tmoe_st_dtype t);                 /* bytes per element */
+
+#define TMOE_ST_MAX_DIMS 8
+#define TMOE_ST_MAX_HEADER (100u << 20) /* the reference implementation's limit */
+
+typedef struct tmoe_st_tensor {
+    const char *name; /* owned by the file */
+    tmoe_st_dtype dtype;
+    int ndim;
+    int64_t shape[TMOE_ST_MAX_DIMS];
+    const void *data; /* inside the file's mapping; not aligned in general */
+    size_t nbytes;
+} tmoe_st_tensor;
+
+/* ---- reading ------------------------------------------------------------------------ */
+typedef struct tmoe_st_file tmoe_st_file;
+
+/* Map path read-only and validate it: header length in range, JSON object, every entry with a
+ * known dtype, a shape of non-negative sizes, offsets inside the buffer that do not overlap
+ * and whose length is numel x dtype size; __metadata__ values are strings. Any problem is
+ * TMOE_EFORMAT (TMOE_EIO when the file cannot be read) with a message naming the file, the
+ * tensor and the problem. */
+int tmoe_st_open(const char *path, tmoe_st_file **out, tmoe_error *err);
+/* The same checks on len bytes in memory, copied (data may be freed after the call); `name`
+ * stands for the path in messages and tmoe_st_path. */
+int tmoe_st_open_buffer(const void *data, size_t len, const char *name, tmoe_st_file **out,
+                        tmoe_error *err);
+void tmoe_st_close(tmoe_st_file *f); /* NULL-safe; tensors and strings become invalid */
+const char *tmoe_st_path(const tmoe_st_file *f);
+int tmoe_st_count(const tmoe_st_file *f);
+const tmoe_st_tensor *tmoe_st_at(const tmoe_st_file *f, int i);              /* in header order */
+const tmoe_st_tensor *tmoe_st_find(const tmoe_st_file *f, const char *name); /* or NULL */
+/* A __metadata__ value, or NULL when the key is absent. */
+const char *tmoe_st_meta(const tmoe_st_file *f, const char *key);
+int tmoe_st_meta_count(const tmoe_st_file *f);
+const char *tmoe_st_meta_key(const tmoe_st_file *f, int i);
+
+/* Fetch a named tensor that must exist with exactly this shape, converted to fp32 (from F32,
+ * F16 or BF16) or copied as fp16 bits (from F16; F32 / BF16 are rounded to fp16). out holds
+ * numel values. Message names file, tensor and what did not match. */
+int tmoe_st_read_f32(const tmoe_st_file *f, const char *name, int ndim, const int64_t *shape,
+                     float *out, tmoe_error *err);
+int tmoe_st_read_f16(const tmoe_st_file *f, const char *name, int ndim, const int64_t *shape,
+                     tmoe_f16 *out, tmoe_error *err);
+
+/* ---- writing ------------------------------------------------------------------------ */
+typedef struct tmoe_st_writer tmoe_st_writer;
+
+int tmoe_st_writer_create(tmoe_st_writer **out, tmoe_error *err);
+void tmoe_st_writer_free(tmoe_st_writer *w); /* NULL-safe */
+/* Add a tensor; data (numel x dtype size bytes) is borrowed until tmoe_st_writer_write.
+ * Names must be unique and must not be "__metadata__". */
+int tmoe_st_writer_add(tmoe_st_writer *w, const char *name, tmoe_st_dtype dt, int ndim,
+                       const int64_t *shape, const void *data, tmoe_error *err);
+int tmoe_st_writer_meta(tmoe_st_writer *w, const char *key, const char *value, tmoe_error *err);
+/* Write the file: tensors in the order added, the header padded with spaces to a multiple of
+ * 8 bytes so the buffer starts aligned. Whole or nothing (tmoe_atomic_*): written to a
+ * temporary beside path and renamed into place; on failure path keeps its old contents. A
+ * path that exists and is not a regular file (device, FIFO, directory) is refused. */
+int tmoe_st_writer_write(tmoe_st_writer *w, const char *path, tmoe_error *err);
+
+/* ---- blocks ------------------------------------------------------------------------- */
+typedef enum {
+    TMOE_LAYOUT_AUTO,    /* thermoe when __metadata__ format is thermoe.block/1, else mixtral */
+    TMOE_LAYOUT_THERMOE, /* our names, config in __metadata__ (docs/safetensors.md) */
+    TMOE_LAYOUT_MIXTRAL, /* model.layers.{L}.block_sparse_moe.experts.{e}.w1/w2/w3 ... */
+    TMOE_LAYOUT_COUNT
+} tmoe_layout;
+const char *tmoe_layout_name(tmoe_layout l);
+int tmoe_layout_parse(const char *s, tmoe_layout *out);
+
+#define TMOE_BLOCK_FORMAT "thermoe.block/1"
+
+/* Save every tensor of b with our names (fp16 weights as F16; q4/q2 as U8 .qweight + F16
+ * .scales; norms F32) and the config in __metadata__. */
+int tmoe_block_save(const tmoe_block *b, const char *path, tmoe_error *err);
+
+/* What the file says about the config. thermoe layout: every field from __metadata__, with
+ * the per-expert types written to types (TMOE_MAX_EXPERTS) and cfg->expert_types = types.
+ * mixtral layout: d_model, d_ff and num_experts from the shapes of layer `layer`, act =
+ * swiglu; the other fields of *cfg are left as they are (types may be NULL then).
+ * *found (may be NULL): the layout detected. */
+int tmoe_block_file_config(const char *path, tmoe_layout layout, int layer, tmoe_block_config *cfg,
+                           tmoe_etype *types, tmoe_layout *found, tmoe_error *err);
+
+/* Load a block: cfg gives the shape and the expert types wanted; every tensor the block needs
+ * must be present with the shape cfg implies (extra tensors and metadata are ignored).
+ * Weights stored as F16 load bit-exactly into fp16 linears; F32 / BF16 are rounded to fp16;
+ * experts wanted as q4 / q2 are quantized on load from float weights, copied bit-exactly from
+ * .qweight / .scales of the same type and group, else dequantized and requantized. */
+int tmoe_block_load(const char *path, tmoe_layout layout, int layer, const tmoe_block_config *cfg,
+                    tmoe_block **out, tmoe_error *err);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,5 @@
 /* Engine: picks a backend from the registry (registry.c) and forwards each step to it. */
-#include "backend.h"
+#include "backend/backend_internal.h"
 
 #include "thermoe/ep.h"
 

@@ -1,6 +1,6 @@
 /* Kernel tracing front: the tracer of the first backend in the registry that has one (the
  * CUDA build's CUPTI tracer and NVTX ranges), or a clear "not supported". */
-#include "backend.h"
+#include "backend/backend_internal.h"
 
 #include <string.h>
 

@@ -1,6 +1,6 @@
 /* The decoder LM's CUDA entry points in a build without the CUDA backend: each says how to
  * get it (the real ones are in src/backend/cuda/lm_cuda.c). */
-#include "thermoe/lm_cuda.h"
+#include "thermoe/backend.h"
 
 #ifndef THERMOE_HAVE_CUDA
 #define NO_CUDA "this thermoe was built without CUDA: rebuild with -DTHERMOE_CUDA=ON on a machine with nvcc"

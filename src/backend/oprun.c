@@ -1,5 +1,5 @@
 /* Isolated-op runner: the backend's runner from the registry (registry.c) and shared checks. */
-#include "backend.h"
+#include "backend/backend_internal.h"
 
 #include <stdlib.h>
 

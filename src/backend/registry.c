@@ -1,7 +1,7 @@
 /* The backend registry: one entry per --backend name with everything a backend offers (probe,
  * engine, expert-parallel engine, isolated-op runner, kernel tracing). The one place with
  * #ifdef: a backend left out of the build keeps its name and says how to get it. */
-#include "backend.h"
+#include "backend/backend_internal.h"
 
 #include <string.h>
 

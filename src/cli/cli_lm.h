@@ -3,9 +3,7 @@
 #ifndef THERMOE_CLI_LM_H
 #define THERMOE_CLI_LM_H
 
-#include "thermoe/cpu.h"
-#include "thermoe/engine.h"
-#include "thermoe/lm_cuda.h"
+#include "thermoe/backend.h"
 #include "thermoe/route.h"
 
 int cmd_eval(int argc, char **argv);

@@ -8,7 +8,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_lm.h"
-#include "thermoe/runner.h"
+#include "thermoe/exp.h"
 
 typedef struct eval_opts {
     cli_lm_opts lm;

@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "thermoe/engine.h"
-#include "thermoe/safetensors.h"
+#include "thermoe/backend.h"
+#include "thermoe/model.h"
 
 typedef struct forward_opts {
     tmoe_block_config blk;

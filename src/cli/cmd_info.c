@@ -5,7 +5,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_lm.h"
-#include "thermoe/engine.h"
+#include "thermoe/backend.h"
 #include "thermoe/telemetry.h"
 
 static void print_telemetry(void) {

@@ -5,9 +5,8 @@
 #include <stdlib.h>
 
 #include "cli/cli.h"
-#include "thermoe/ktrace.h"
-#include "thermoe/oprun.h"
-#include "thermoe/profiler.h"
+#include "thermoe/backend.h"
+#include "thermoe/profile.h"
 
 enum { O_OP = 1, O_TOKENS, O_ET, O_IMPL, O_ITERS, O_WARMUP, O_BACKEND, O_DEVICE, O_WS, O_SEED, O_HELP };
 

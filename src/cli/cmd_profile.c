@@ -11,9 +11,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "thermoe/exttool.h"
 #include "thermoe/profile.h"
-#include "thermoe/profiler.h"
 
 enum {
     O_OPS = 1, O_TOKENS, O_ETYPES, O_IMPLS, O_MINSEC, O_MINCALLS, O_WARMUP, O_REST, O_WS, O_OUT,

@@ -13,9 +13,8 @@
 
 #include "cli/cli.h"
 #include "thermoe/analyze.h"
-#include "thermoe/dispatch.h"
 #include "thermoe/ep.h"
-#include "thermoe/runner.h"
+#include "thermoe/exp.h"
 
 enum {
     O_STRATEGY = 256, O_EXPERT_TYPE,

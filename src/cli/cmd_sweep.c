@@ -26,8 +26,7 @@
 
 #include "cli/cli.h"
 #include "thermoe/route.h"
-#include "thermoe/runner.h"
-#include "thermoe/workload.h"
+#include "thermoe/exp.h"
 
 #define SWEEP_MAX_PASS 256
 #define SWEEP_MAX_SBATCH 16

@@ -1,5 +1,5 @@
 /* Names of ops, expert types, impls and activations: spelled here once. */
-#include "thermoe/ops.h"
+#include "thermoe/core.h"
 
 #include <string.h>
 

@@ -1,8 +1,8 @@
 /* Expert placement and the per-batch dispatch plan of expert parallelism (see
- * include/thermoe/dispatch.h). Counting sorts only: every order is stable, so the plan is a
+ * include/thermoe/ep.h). Counting sorts only: every order is stable, so the plan is a
  * function of the routing alone and the grouped rows of one rank match the single-device
  * permute exactly. */
-#include "thermoe/dispatch.h"
+#include "thermoe/ep.h"
 
 #include <ctype.h>
 #include <errno.h>

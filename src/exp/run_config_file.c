@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "thermoe/runner.h"
+#include "thermoe/exp.h"
 
 typedef struct entries {
     tmoe_run_config_entry *v;

@@ -1,7 +1,7 @@
 /* The run log schema: one table of columns, shared by the writer (exp) and every reader. */
 #include <string.h>
 
-#include "thermoe/runlog.h"
+#include "thermoe/exp.h"
 
 #define TMOE_RUNLOG_ROW_(id, name, type, unit) {name, type, unit},
 const tmoe_runlog_col tmoe_runlog_cols[TMOE_RL_NCOLS] = {TMOE_RUNLOG_COLUMNS(TMOE_RUNLOG_ROW_)};

@@ -1,11 +1,11 @@
-/* The experiment runner (see include/thermoe/runner.h): set-up, the loop over the plan's
+/* The experiment runner (see include/thermoe/exp.h): set-up, the loop over the plan's
  * combinations and batches, and how the run ended. One run directory holds batches.csv,
  * metadata.json and traces/. Order of initialisation, each step reporting its own error:
  * cost model, telemetry + monitor + meter, model + engine, workloads, logger. The jobs of a
  * batch and of the plan live beside it (runner_internal.h): run_batch.c (route -> engine ->
  * meter -> log), run_bill.c, run_hw.c, run_row.c, run_update.c, run_router.c, run_plan.c,
  * run_dir.c, runner_meta.c, runner_summary.c. */
-#include "thermoe/runner.h"
+#include "thermoe/exp.h"
 
 #include <math.h>
 #include <signal.h>
@@ -15,7 +15,6 @@
 
 #include "thermoe/cost.h"
 #include "thermoe/ep.h"
-#include "thermoe/exp.h"
 #include "thermoe/model.h"
 #include "exp/runner_internal.h"
 

@@ -6,9 +6,8 @@
 #include <signal.h>
 
 #include "thermoe/cost.h"
-#include "thermoe/dispatch.h"
+#include "thermoe/ep.h"
 #include "thermoe/exp.h"
-#include "thermoe/runner.h"
 
 #define RUN_MAX_SAMPLES 4096 /* monitor samples copied per batch into its trace */
 #define RUN_LOCK_FILE "thermoe.lock" /* in the run directory, flock'ed by the run using it */

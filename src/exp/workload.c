@@ -1,5 +1,5 @@
-/* Workload generators (see include/thermoe/workload.h for what each exercises). */
-#include "thermoe/workload.h"
+/* Workload generators (see include/thermoe/exp.h for what each exercises). */
+#include "thermoe/exp.h"
 
 #include <math.h>
 #include <string.h>

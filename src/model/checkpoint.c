@@ -1,6 +1,6 @@
 /* Saving and loading a transformer block as safetensors, with our own tensor names or the
  * names of a Mixtral-style checkpoint (docs/safetensors.md has both name maps). */
-#include "thermoe/safetensors.h"
+#include "thermoe/model.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -1,7 +1,7 @@
 /* A Hugging Face checkpoint directory: model.safetensors, or model.safetensors.index.json and
  * the shards it names. Every shard is memory-mapped and validated by the safetensors reader;
  * nothing is copied until the loader converts a tensor. */
-#include "thermoe/safetensors.h"
+#include "thermoe/model.h"
 
 #include <errno.h>
 #include <jansson.h>

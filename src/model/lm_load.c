@@ -1,7 +1,7 @@
 /* Loading a decoder LM from a Hugging Face checkpoint directory: every tensor the config
  * implies, checked for presence and shape, converted from the mapped file (bf16 / fp16 /
  * fp32) into fp32, experts optionally into fp16 / q4 / q2. */
-#include "thermoe/safetensors.h"
+#include "thermoe/model.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* Packing, unpacking, quantization and dequantization of q4 / q2 weights (DESIGN.md). */
-#include "thermoe/quant.h"
+#include "thermoe/model.h"
 
 #include <math.h>
 

@@ -1,6 +1,6 @@
-/* safetensors reader and writer (see include/thermoe/safetensors.h). The reader maps the
+/* safetensors reader and writer (see include/thermoe/model.h). The reader maps the
  * file and validates the whole header up front, so a tensor handed out is always in range. */
-#include "thermoe/safetensors.h"
+#include "thermoe/model.h"
 
 #include <errno.h>
 #include <fcntl.h>

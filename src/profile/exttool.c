@@ -1,5 +1,5 @@
-/* External tool runner (see include/thermoe/exttool.h). */
-#include "thermoe/exttool.h"
+/* External tool runner (see include/thermoe/profile.h). */
+#include "thermoe/profile.h"
 
 #include <errno.h>
 #include <fcntl.h>

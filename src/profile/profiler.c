@@ -4,7 +4,7 @@
  * (dynamic); temperature impact = temperature change per second of sustained op; clocks and
  * throttle reasons recorded, a throttled measurement flagged; rest between ops until the
  * temperature is back near idle; weights rotated over copies larger than the L2 cache. */
-#include "thermoe/profiler.h"
+#include "thermoe/profile.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -12,8 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "thermoe/ktrace.h"
-#include "thermoe/oprun.h"
+#include "thermoe/backend.h"
 
 tmoe_profile_config tmoe_profile_config_default(void) {
     tmoe_profile_config c;

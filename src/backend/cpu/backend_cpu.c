@@ -1,7 +1,7 @@
 /* The CPU backend: runs the block with the reference kernels, timing each op with the
  * monotonic clock. Workspace is one arena sized at create time for max_tokens. */
-#include "../backend.h"
-#include "thermoe/cpu.h"
+#include "backend/backend_internal.h"
+#include "thermoe/backend.h"
 #include "cpu_engine.h"
 
 #include <math.h>

@@ -5,10 +5,9 @@
  * and returns the outputs. The outputs travel back in fp32, so the layer is bit-identical to
  * one process (tests/ep_check.c checks it under mpirun in CI). It makes the expert-parallel
  * run testable without GPUs; it is not meant to be fast. */
-#include "../backend.h"
+#include "backend/backend_internal.h"
 #include "cpu_engine.h"
-#include "thermoe/cpu.h"
-#include "thermoe/dispatch.h"
+#include "thermoe/backend.h"
 #include "thermoe/ep.h"
 
 #include <math.h>

@@ -1,5 +1,5 @@
-/* CPU reference kernels (see include/thermoe/cpu.h for each contract). */
-#include "thermoe/cpu.h"
+/* CPU reference kernels (see include/thermoe/backend.h for each contract). */
+#include "thermoe/backend.h"
 
 #include <float.h>
 #include <math.h>

@@ -1,7 +1,7 @@
 /* The decoder LM on the CPU: prefill and decode over a batch of sequences with a KV cache,
- * in fp32 (see include/thermoe/cpu.h). Plain loops: this is the reference that transformers'
+ * in fp32 (see include/thermoe/backend.h). Plain loops: this is the reference that transformers'
  * numbers check and the CUDA path will be checked against. */
-#include "thermoe/cpu.h"
+#include "thermoe/backend.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../backend.h"
-#include "thermoe/cpu.h"
+#include "backend/backend_internal.h"
+#include "thermoe/backend.h"
 
 typedef struct cpu_op {
     tmoe_oprun_spec s;

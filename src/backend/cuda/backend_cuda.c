@@ -10,7 +10,7 @@
  * path for large batches (average tokens per expert >= tmoe_cuda_cublas_min_tokens): cuBLAS
  * needs each expert's row count on the host, so the step waits for permute's counts there
  * and is not captured in a graph. expert_ms is NAN: one launch serves every expert. */
-#include "../backend.h"
+#include "backend/backend_internal.h"
 #include "cublas_util.h"
 #include "cuda_engine.h"
 

@@ -13,7 +13,6 @@
 #define THERMOE_CUDA_OPS_H
 
 #include "thermoe/core.h"
-#include "thermoe/ops.h"
 
 #include <cuda_runtime_api.h>
 

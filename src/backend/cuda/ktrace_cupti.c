@@ -8,7 +8,7 @@
 
 #include <cupti_activity.h>
 
-#include "../backend.h"
+#include "backend/backend_internal.h"
 
 typedef CUptiResult (*register_fn)(CUpti_BuffersCallbackRequestFunc, CUpti_BuffersCallbackCompleteFunc);
 typedef CUptiResult (*enable_fn)(CUpti_ActivityKind);

@@ -1,11 +1,11 @@
-/* The decoder LM on a CUDA device (include/thermoe/lm_cuda.h): the CPU reference's forward
+/* The decoder LM on a CUDA device (include/thermoe/backend.h): the CPU reference's forward
  * (src/backend/cpu/lm_cpu.c) step for step, with cuBLAS for the dense projections (fp16
  * weights and activations, fp32 accumulation and output; the router in fp32), the kernels of
  * lm.cu for embedding, norms, the q/k/v epilogue with RoPE, attention over the device KV cache
  * and the shared-expert gate, and the MoE kernels of routing.cu / expert_linear.cu for the
  * experts. Everything lives in device memory allocated at create; a step uploads its token
  * ids, positions and slots in one copy, and decode steps can be replayed as CUDA graphs. */
-#include "thermoe/lm_cuda.h"
+#include "thermoe/backend.h"
 
 #include "cublas_util.h"
 #include "lm_ops.h"

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../backend.h"
+#include "backend/backend_internal.h"
 #include "cublas_util.h"
 #include "fill.h"
 

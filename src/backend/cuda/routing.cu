@@ -3,7 +3,7 @@
 #include "common.cuh"
 
 /* ---- gate_topk: one warp per token ------------------------------------------------------
- * NaN scores and weight logits count as -inf (the CPU rule, include/thermoe/cpu.h): they lose
+ * NaN scores and weight logits count as -inf (the CPU rule, include/thermoe/backend.h): they lose
  * every comparison but -inf ties (lower index first) and carry probability 0; with no
  * probability at all the weights are 0. */
 __global__ void k_gate_topk(const float *logits, const float *bias, int T, int E, int k,

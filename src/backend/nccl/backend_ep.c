@@ -2,7 +2,7 @@
  * that the placement puts on its rank; tokens go to their experts and the outputs come back
  * through grouped NCCL send/receive (an all-to-all with per-peer counts).
  *
- * A rank's step (see thermoe/dispatch.h for the plan):
+ * A rank's step (see thermoe/ep.h for the plan):
  *   begin    the inner CUDA engine (the block with this rank's experts only) runs attention
  *            and norm2 on this rank's tokens; the full gate (E, D) gives the logits.
  *   moe      gate top-k (biases) -> the indices to the host -> send plan -> pack kernel and,
@@ -16,12 +16,11 @@
  * Below that one exchange each way is faster (measured in bench/results/h100_ep/).
  *
  * NVLink multicast (NVLS) stays off: NCCL_NVLS_ENABLE is set to 0 before NCCL starts. */
-#include "../backend.h"
+#include "backend/backend_internal.h"
 #include "../cuda/cublas_util.h"
 #include "../cuda/cuda_engine.h"
 #include "ep_ops.h"
 
-#include "thermoe/dispatch.h"
 #include "thermoe/ep.h"
 
 #include <math.h>

@@ -1,13 +1,11 @@
 /* Private: the function tables every backend fills and the registry that lists them (see
- * include/thermoe/engine.h for the meaning of each engine step). The registry in registry.c
+ * include/thermoe/backend.h for the meaning of each engine step). The registry in registry.c
  * is the one place with #ifdef: the engine, the isolated-op runner, kernel tracing and
  * `thermoe info` (through tmoe_backend_probe) all look a backend up there. */
-#ifndef THERMOE_BACKEND_H
-#define THERMOE_BACKEND_H
+#ifndef THERMOE_BACKEND_INTERNAL_H
+#define THERMOE_BACKEND_INTERNAL_H
 
-#include "thermoe/engine.h"
-#include "thermoe/ktrace.h"
-#include "thermoe/oprun.h"
+#include "thermoe/backend.h"
 
 /* An engine: the block's forward on one device, or spread over the ranks of cfg->ep. */
 typedef struct tmoe_backend_vt {
@@ -23,7 +21,7 @@ typedef struct tmoe_backend_vt {
     int (*ep_stats)(const void *st, tmoe_ep_stats *out); /* expert-parallel backends only */
 } tmoe_backend_vt;
 
-/* An isolated-op runner behind tmoe_oprun_create (thermoe/oprun.h); state is its own. */
+/* An isolated-op runner behind tmoe_oprun_create (thermoe/backend.h); state is its own. */
 typedef struct tmoe_oprun_vt {
     int (*create)(const tmoe_oprun_spec *spec, void **state, tmoe_error *err);
     void (*destroy)(void *state);
@@ -33,7 +31,7 @@ typedef struct tmoe_oprun_vt {
     int (*copies)(const void *state);
 } tmoe_oprun_vt;
 
-/* Kernel tracing and NVTX ranges behind thermoe/ktrace.h. */
+/* Kernel tracing and NVTX ranges behind thermoe/backend.h. */
 typedef struct tmoe_ktrace_vt {
     int (*start)(tmoe_error *err);
     int (*stop)(tmoe_kernel_rec **recs, int *n, tmoe_error *err);
