@@ -10,7 +10,8 @@ Sources, fetched by package name with the ordinary clients (nothing else is down
   - Debian's bible-kjv-text 4.38 (the King James Bible, 1611, public domain), stored in the
     compressed format of Debian's bible-kjv 4.38 (GPL-2+), whose `bible` program reads it:
         apt-get download bible-kjv-text=4.38 bible-kjv=4.38 ; dpkg -x
-    (`bible` is an amd64 binary: this step runs on x86-64 Linux.)
+    (`bible` is an amd64 binary that needs libreadline8: this step runs on x86-64 Debian or
+    Ubuntu.)
 
 A document is a work: a play or a poem (both editions of a play are one document, so they
 always land in the same split) or a book of the Bible. Cleaning keeps UTF-8 (NFC), drops
