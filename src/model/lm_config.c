@@ -303,7 +303,7 @@ static int parse_root(cfg_ctx *x, tmoe_lm_config *c) {
                       &c->max_positions)) ||
         (rc = get_bool(x, "tie_word_embeddings", 0, &c->tie_embeddings)))
         return rc;
-    double eps;
+    double eps = 0.0;
     if ((rc = get_num(x, x->root, "rms_norm_eps", d->rms_eps, &eps))) return rc;
     if (!(eps > 0.0))
         return tmoe_errorf(x->err, TMOE_EFORMAT, "%s: rms_norm_eps = %g: must be positive",

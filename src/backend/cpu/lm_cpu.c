@@ -372,7 +372,7 @@ int tmoe_cpu_lm_forward(tmoe_cpu_lm *r, tmoe_kv_cache *kv, const tmoe_lm_batch *
                         tmoe_error *err) {
     const tmoe_lm *m = r->m;
     const tmoe_lm_config *c = &m->cfg;
-    int T, rc = check_batch(r, kv, b, &T, err);
+    int T = 0, rc = check_batch(r, kv, b, &T, err);
     if (rc) return rc;
     if (kv->max_len > r->scores_cap) {
         float *s = realloc(r->scores, sizeof(float) * (size_t)kv->max_len);

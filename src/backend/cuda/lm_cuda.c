@@ -618,7 +618,7 @@ static int check_batch(const tmoe_cuda_lm *r, const tmoe_lm_batch *b, int *T_out
 int tmoe_cuda_lm_forward(tmoe_cuda_lm *r, const tmoe_lm_batch *b, float *logits,
                          tmoe_error *err) {
     const tmoe_lm_config *c = &r->c;
-    int T, Tm = r->cfg.max_tokens, rc = check_batch(r, b, &T, err);
+    int T = 0, Tm = r->cfg.max_tokens, rc = check_batch(r, b, &T, err);
     if (rc) return rc;
     int R = b->logits_all ? T : b->nseq, decode = 1;
     int32_t *pos = r->h_step + Tm, *slot = r->h_step + 2 * Tm, *rows = r->h_step + 3 * Tm;
