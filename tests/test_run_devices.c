@@ -2,7 +2,8 @@
  * device_temp_end_c, device_tokens), read back through the analysis reader: on two simulated
  * GPUs with an uneven placement, on one, and on two GPUs of the fake libnvidia-ml. Each row
  * has one entry per device; the device energies and powers sum to energy_j and power_avg_w;
- * the device token copies are the per-expert counts summed over the placement. */
+ * the device token copies are the per-expert counts summed over the placement. Also the
+ * run's progress events, which is all the library says about a run on its way. */
 #include "testutil.h"
 
 #include <jansson.h>
@@ -46,8 +47,6 @@ static tmoe_run_config small_run(const char *name, tmoe_telemetry_kind tel, int 
     c.sim_devices = ndev;
     c.placement_file = placement;
     c.seed = tu_seed();
-    c.quiet = 1;
-    c.progress = 0;
     c.out_dir = tu_tmppath(name);
     return c;
 }
@@ -154,6 +153,68 @@ static void test_sim_one_device(void **state) {
     int dev_of[E] = {0};
     tmoe_run_config c = small_run("sim1", TMOE_TELEMETRY_SIM, 1, NULL);
     tmoe_dataset_free(run_and_check(&c, 1, dev_of));
+}
+
+typedef struct events {
+    int n, start, batch, combo_done, end, resume, bad;
+    int last_batch;       /* batch of the last BATCH event */
+    tmoe_run_event last;
+    char why[256];        /* the first ordering broken */
+} events;
+
+static void on_progress(const tmoe_run_progress *p, void *user) {
+    events *ev = user;
+    const char *bad = NULL;
+    if (!p->run_id || !*p->run_id) bad = "no run id";
+    else if (ev->end) bad = "an event after END";
+    else if (ev->n == 0 && p->event != TMOE_RUN_EV_START) bad = "START is not first";
+    switch (p->event) {
+    case TMOE_RUN_EV_RESUME: ev->resume++; break;
+    case TMOE_RUN_EV_START:
+        ev->start++;
+        if (p->strategies != 2 || p->workloads != 2 || p->repeats != 1 || !p->backend ||
+            !p->telemetry || !p->simulated || !p->cost_model)
+            bad = "START without the sweep's shape";
+        break;
+    case TMOE_RUN_EV_BATCH:
+        if (p->batch != (ev->last == TMOE_RUN_EV_BATCH ? ev->last_batch + 1 : 1))
+            bad = "BATCH out of order";
+        if (p->combos != 4 || p->combo < 0 || p->combo >= 4 || p->batch > p->batches ||
+            strcmp(p->source, "sim") || !(p->elapsed_s >= 0.0))
+            bad = "BATCH fields";
+        ev->last_batch = p->batch;
+        ev->batch++;
+        break;
+    case TMOE_RUN_EV_COMBO_DONE:
+        if (ev->last != TMOE_RUN_EV_BATCH || p->batch != p->batches)
+            bad = "COMBO_DONE not right after a combination's last BATCH";
+        ev->combo_done++;
+        break;
+    case TMOE_RUN_EV_END: ev->end++; break;
+    }
+    if (bad && !ev->bad++) snprintf(ev->why, sizeof ev->why, "event %d (%d): %s", ev->n, p->event, bad);
+    ev->last = p->event;
+    ev->n++;
+}
+
+/* The progress callback gets START, a BATCH per logged batch (1..batches per combination),
+ * a COMBO_DONE after each combination's last one, and END last. */
+static void test_progress_events(void **state) {
+    (void)state;
+    tmoe_run_config c = small_run("progress", TMOE_TELEMETRY_SIM, 1, NULL);
+    c.num_samples = 3;
+    events ev = {0};
+    c.on_progress = on_progress;
+    c.progress_user = &ev;
+    tmoe_error err = {0};
+    ASSERT_OK(tmoe_run(&c, NULL, &err), &err);
+    if (ev.bad) fail_msg("%s", ev.why);
+    assert_int_equal(ev.start, 1);
+    assert_int_equal(ev.resume, 0);
+    assert_int_equal(ev.batch, 2 * 2 * c.num_samples);
+    assert_int_equal(ev.combo_done, 2 * 2);
+    assert_int_equal(ev.end, 1);
+    assert_int_equal(ev.last, TMOE_RUN_EV_END);
 }
 
 /* Two GPUs of the fake libnvidia-ml (device d reads 40 + d C, 250 W): the per-device values
@@ -284,6 +345,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sim_two_devices),
         cmocka_unit_test(test_sim_one_device),
+        cmocka_unit_test(test_progress_events),
         cmocka_unit_test(test_nvml_two_devices),
         cmocka_unit_test(test_nvml_device_lost),
         cmocka_unit_test(test_nvml_twenty_devices),

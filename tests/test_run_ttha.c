@@ -75,8 +75,6 @@ static void run_pair(const char *name, double rate, double target_w, double targ
     c.telemetry = TMOE_TELEMETRY_SIM;
     c.router.power_target_w = target_w;
     c.router.temp_target_c = target_c;
-    c.quiet = 1;
-    c.progress = 0;
     c.out_dir = tu_tmppath(name);
     tmoe_error err = {0};
     ASSERT_OK(tmoe_run(&c, NULL, &err), &err);

@@ -1,6 +1,7 @@
 /* The meter (measurement windows) on the simulated GPU and on the fake libnvidia-ml
  * (tests/fake_nvml.c): billed energy, temperatures, windows shorter than a sample, unknown
- * fields, several devices and the own device, and the argument checks. */
+ * fields, several devices and the own device, a device lost inside a window, and the
+ * argument checks. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -390,6 +391,38 @@ static void test_nvml_integrated_and_latest(void **state) {
     tmoe_telemetry_free(t);
 }
 
+/* A device lost inside the window (the fake library answers GPU_IS_LOST after its 20th
+ * temperature read, 40 ms in): the reading says so and has no energy for it, though samples
+ * from before the loss lie in the window, so that a caller can judge the window from the
+ * reading alone; the temperatures sampled before the loss stay. */
+static void test_nvml_lost_in_window(void **state) {
+    (void)state;
+    setenv("FAKE_NVML_LOST_AFTER", "20", 1);
+    tmoe_telemetry *t = open_nvml();
+    tmoe_monitor *mon = thread_monitor(t, 2000000);
+    tmoe_meter *m = meter(t, mon, 0, 0);
+    tmoe_error err = {0};
+    wait_samples(mon, 1, 1);
+    tmoe_meter_window w;
+    tmoe_meter_reading r;
+    tmoe_meter_begin(m, &w);
+    struct timespec ts = {0, 1000000};
+    for (int i = 0; i < 10000 && !tmoe_monitor_device_lost(mon, 0); i++)
+        nanosleep(&ts, NULL);
+    assert_true(tmoe_monitor_device_lost(mon, 0));
+    ASSERT_OK(tmoe_meter_end(m, &w, &r, &err), &err);
+    for (const tmoe_meter_values *v = &r.dev[0]; v; v = v == &r.total ? NULL : &r.total) {
+        assert_int_equal(v->lost, 1);
+        assert_true(isnan(v->energy_j) && isnan(v->power_avg_w));
+        assert_int_equal(v->method, TMOE_ENERGY_NONE);
+    }
+    if (r.dev[0].samples > 0 && !isnan(r.dev[0].gpu_temp_peak_c))
+        assert_true(r.dev[0].gpu_temp_peak_c == 40.0);
+    tmoe_meter_free(m);
+    tmoe_monitor_free(mon);
+    tmoe_telemetry_free(t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sim_billed_window),
@@ -399,6 +432,7 @@ int main(void) {
         cmocka_unit_test(test_arguments),
         cmocka_unit_test_setup(test_nvml_counter_window, use_fake_nvml),
         cmocka_unit_test_setup(test_nvml_integrated_and_latest, use_fake_nvml),
+        cmocka_unit_test_setup(test_nvml_lost_in_window, use_fake_nvml),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -212,6 +212,49 @@ void tmoe_workload_batch(const tmoe_workload *w, const tmoe_block *blk, int idx,
  * repeats, one CSV row per batch, a metadata JSON per run, Chrome traces of the first
  * batches of each combination, and a summary per strategy and workload. */
 
+/* What a run reports as it goes, for a progress display (tmoe_run_config.on_progress), in
+ * this order: RESUME (a resumed run only), START, then per combination run a BATCH after each
+ * logged batch and a COMBO_DONE after its last one, then END once the loop is over (also when
+ * it stopped or failed after START). */
+typedef enum {
+    TMOE_RUN_EV_RESUME,     /* the run directory's complete combinations are kept */
+    TMOE_RUN_EV_START,      /* the sweep begins */
+    TMOE_RUN_EV_BATCH,      /* a logged batch ran */
+    TMOE_RUN_EV_COMBO_DONE, /* the last batch of a combination ran (after its BATCH) */
+    TMOE_RUN_EV_END         /* no more batches: the summary and the end of the run follow */
+} tmoe_run_event;
+
+/* One progress event. Fields not listed for the event are 0 (strings NULL). Strings are
+ * borrowed for the call. */
+typedef struct tmoe_run_progress {
+    tmoe_run_event event;
+    const char *run_id;       /* every event */
+    /* RESUME */
+    int combos_kept;          /* combinations already complete, of combos */
+    long rows_kept, rows_dropped; /* rows of batches.csv kept, rows of a combination cut short */
+    /* START */
+    int strategies, workloads, repeats; /* the sweep's shape */
+    int batches;              /* START, BATCH, COMBO_DONE: logged batches per combination */
+    const char *backend;      /* the engine's backend name */
+    const char *telemetry;    /* the telemetry's choice, one line (tmoe_telemetry_choice) */
+    int simulated;            /* 1: the simulated GPU (its figures are not measurements) */
+    const char *cost_model;   /* path of the cost model (it drives the simulated GPU) */
+    /* BATCH, COMBO_DONE (combos also on RESUME) */
+    int combo, combos;        /* index of the combination in the plan (0-based), plan size */
+    int repeat;
+    tmoe_workload_kind workload;
+    tmoe_route_strategy strategy;
+    int batch;                /* logged batches of this combination done, 1..batches */
+    double elapsed_s;         /* wall clock since the run began */
+    double eta_s;             /* wall clock left at the pace so far; NAN before a batch */
+    const char *source;       /* "sim" | "nvml" */
+    double power_w, temp_c;   /* device 0's latest average power (W) and GPU temperature
+                                 (C); NAN when unknown */
+} tmoe_run_progress;
+
+/* Called on the thread that runs the sweep; it must not call back into the run. */
+typedef void (*tmoe_run_progress_fn)(const tmoe_run_progress *p, void *user);
+
 typedef struct tmoe_run_config {
     /* what to sweep */
     int strategies[TMOE_ROUTE_STRATEGY_COUNT]; /* 1 = run it */
@@ -258,8 +301,9 @@ typedef struct tmoe_run_config {
     const char *out_dir;         /* run directory (created) */
     const char *log_file;        /* batches.csv path; NULL: <out_dir>/batches.csv */
     int resume;                  /* continue a killed run in out_dir */
-    int progress;                /* 1 = progress bar on a terminal, 0 = plain lines */
-    int quiet;                   /* no progress output */
+    tmoe_run_progress_fn on_progress; /* progress events; NULL = none (the library prints
+                                         nothing of its own) */
+    void *progress_user;              /* passed to on_progress */
     int analyze;                 /* run the analysis on the run directory at the end */
     const char *argv_line;       /* the command line, for the metadata */
 } tmoe_run_config;
@@ -326,8 +370,10 @@ typedef struct tmoe_run_report {
 /* Run the sweep. Returns TMOE_OK (outcome complete); TMOE_EDEVICE when every batch ran but
  * some have telemetry faults (the message says how many, the first and why); TMOE_EINTR
  * when stopped (files are complete up to the last batch; --resume continues); or the error
- * that failed the run. The summary table is printed to out (may be NULL). report (may be
- * NULL) gets the outcome. */
+ * that failed the run. out (may be NULL: nothing is written) receives only the summary
+ * table at the end, which the caller asks for by passing it; everything said on the way
+ * goes to cfg->on_progress, and warnings and errors to the log callback (tmoe_log_set).
+ * report (may be NULL) gets the outcome. */
 int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, tmoe_error *err);
 /* tmoe_run_ex without the report. */
 int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err);

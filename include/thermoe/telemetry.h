@@ -347,6 +347,10 @@ typedef struct tmoe_meter_values {
     int throttle_known;         /* 1 when a sample carried throttle reasons (else throttle 0) */
     int samples;                /* samples inside the window; 0: the latest sample before it
                                    stood in for the temperatures, clocks and power */
+    int lost;                   /* 1: the device was lost (NVML GPU_IS_LOST) by the time the
+                                   window was read: its energy is unknown (NAN, method none)
+                                   even where samples from before the loss lie inside the
+                                   window (total: the own device's with own_only, else any) */
 } tmoe_meter_values;
 
 typedef struct tmoe_meter_reading {

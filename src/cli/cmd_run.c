@@ -243,6 +243,56 @@ static void run_signals(int on) {
         sigaction(ignore[i], &sa, NULL);
 }
 
+/* What the run says as it goes: the start (and resume) lines on stdout; on stderr a
+ * progress bar redrawn after every batch when stderr is a terminal, else one line per
+ * combination. --quiet installs none of it. */
+typedef struct progress_printer {
+    int bar;   /* 1: stderr is a terminal */
+    FILE *out; /* the start and resume lines */
+} progress_printer;
+
+static void print_progress(const tmoe_run_progress *p, void *user) {
+    const progress_printer *pp = user;
+    switch (p->event) {
+    case TMOE_RUN_EV_RESUME:
+        fprintf(pp->out,
+                "resuming %s: %d of %d combinations already complete (%ld rows kept, "
+                "%ld dropped)\n",
+                p->run_id, p->combos_kept, p->combos, p->rows_kept, p->rows_dropped);
+        break;
+    case TMOE_RUN_EV_START:
+        fprintf(pp->out, "thermoe run %s: %d strategies x %d workloads x %d repeats, %d batches "
+                         "each; backend %s; %s\n",
+                p->run_id, p->strategies, p->workloads, p->repeats, p->batches, p->backend,
+                p->telemetry);
+        if (p->simulated)
+            fprintf(pp->out, "simulated GPU: time, energy, power and temperature are a "
+                             "simulated H100 driven by the measured cost model %s; values are "
+                             "computed on the %s backend\n",
+                    p->cost_model, p->backend);
+        fflush(pp->out);
+        break;
+    case TMOE_RUN_EV_BATCH:
+        if (!pp->bar) break;
+        fprintf(stderr, "\r[%d/%d] r%d %-15s %-21s batch %4d/%-4d ETA %3.0fs  %s %5.0f W %4.1f C ",
+                p->combo + 1, p->combos, p->repeat, tmoe_workload_name(p->workload),
+                tmoe_route_strategy_name(p->strategy), p->batch, p->batches, p->eta_s, p->source,
+                p->power_w, p->temp_c);
+        fflush(stderr);
+        break;
+    case TMOE_RUN_EV_COMBO_DONE:
+        if (pp->bar) break;
+        fprintf(stderr, "[%d/%d] repeat %d %s %s: %d batches (%s %.0f W, %.1f C; %.0f s elapsed)\n",
+                p->combo + 1, p->combos, p->repeat, tmoe_workload_name(p->workload),
+                tmoe_route_strategy_name(p->strategy), p->batches, p->source, p->power_w,
+                p->temp_c, p->elapsed_s);
+        break;
+    case TMOE_RUN_EV_END:
+        if (pp->bar) fputc('\n', stderr); /* after the bar's last \r line */
+        break;
+    }
+}
+
 #define INT_FLAG(name, lo, hi, dst) \
     do { \
         if (cli_int("run", name, optarg, lo, hi, &lv)) return 2; \
@@ -258,7 +308,8 @@ static void run_signals(int on) {
  * an unknown flag or a bad flag value, message printed), or -1 (help). */
 static int want_ep; /* --expert-parallel */
 
-static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity, char **profile_dir) {
+static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity, int *quiet,
+                      char **profile_dir) {
     long lv;
     double dv;
     int placement_file_wanted = 0;
@@ -345,7 +396,7 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_OUT: c->out_dir = optarg; break;
         case O_RESUME: c->resume = 1; break;
         case O_NO_ANALYZE: c->analyze = 0; break;
-        case O_QUIET: c->quiet = 1; break;
+        case O_QUIET: *quiet = 1; break;
         case O_CONFIG: break; /* read before this pass */
         case 'v': case O_VERBOSE: (*verbosity)++; break;
         case 'h': case O_HELP: return -1;
@@ -360,9 +411,9 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
 
 int cmd_run_check(int argc, char **argv) {
     tmoe_run_config c = tmoe_run_config_default();
-    int verbosity = 0;
+    int verbosity = 0, quiet = 0;
     char *profile_dir = NULL;
-    int pr = parse_args(argc, argv, &c, &verbosity, &profile_dir);
+    int pr = parse_args(argc, argv, &c, &verbosity, &quiet, &profile_dir);
     if (pr == 2) return cli_usage_error("run");
     return pr == -1 ? 0 : pr;
 }
@@ -370,7 +421,7 @@ int cmd_run_check(int argc, char **argv) {
 int cmd_run(int argc, char **argv) {
     tmoe_run_config c = tmoe_run_config_default();
     c.analyze = 1;
-    int verbosity = 0, rc = 1;
+    int verbosity = 0, quiet = 0, rc = 1;
     char *profile_dir = NULL;
     tmoe_ep *ep = NULL;
     argbuf a = {0};
@@ -392,7 +443,7 @@ int cmd_run(int argc, char **argv) {
     for (int i = 0; i < a.n; i++) av[n++] = a.v[i];
     for (int i = 1; i < argc; i++) av[n++] = argv[i];
     av[n] = NULL;
-    int pr = parse_args(n, av, &c, &verbosity, &profile_dir);
+    int pr = parse_args(n, av, &c, &verbosity, &quiet, &profile_dir);
     if (pr == -1) {
         run_help(&c);
         rc = 0;
@@ -420,7 +471,6 @@ int cmd_run(int argc, char **argv) {
         strncat(line, argv[i], sizeof line - strlen(line) - 1);
     }
     c.argv_line = line;
-    c.progress = isatty(STDERR_FILENO);
     tmoe_error err = {0};
     if (want_ep) {
         /* NVML numbers GPUs in PCI order; CUDA must too, so that rank d's GPU is device d */
@@ -444,10 +494,15 @@ int cmd_run(int argc, char **argv) {
             snprintf(rank_buf, sizeof rank_buf, "%s/rank%d", c.out_dir, tmoe_ep_rank(ep));
             c.out_dir = rank_buf;
             if (tmoe_ep_rank(ep) > 0) {
-                c.quiet = 1;
+                quiet = 1;
                 c.analyze = 0;
             }
         }
+    }
+    progress_printer pp = {.bar = isatty(STDERR_FILENO), .out = stdout};
+    if (!quiet) {
+        c.on_progress = print_progress;
+        c.progress_user = &pp;
     }
     run_signals(1);
     /* rank 0 prints the summary for the group */

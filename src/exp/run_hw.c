@@ -33,6 +33,7 @@ void run_hw_from_reading(run_ctx *r, const tmoe_meter_reading *rd, batch_hw *hw)
         hw->dev_energy_j[d] = rd->dev[d].energy_j;
         hw->dev_power_avg_w[d] = rd->dev[d].power_avg_w;
         hw->dev_temp_end_c[d] = rd->dev[d].gpu_temp_end_c;
+        hw->dev_lost[d] = rd->dev[d].lost;
     }
     if (t->sm_clock_max_mhz > r->max_sm_clock) r->max_sm_clock = t->sm_clock_max_mhz;
 }
@@ -91,17 +92,22 @@ tmoe_hw_state run_hw_snapshot(run_ctx *r, double horizon_s) {
 
 /* A logged batch measured without its telemetry (a device lost, or no energy reading for a
  * device in the window) is a telemetry fault: counted, the first one kept with its reason,
- * so that the run cannot end "complete" on rows of nan. */
+ * so that the run cannot end "complete" on rows of nan. Judged from the batch's meter
+ * reading alone (hw), never from the device's state now: the monitor thread may lose the
+ * device after the window was read, and that batch's energy is known. So a batch is a fault
+ * exactly when its row has an unknown energy (energy_j or a device's device_energy_j); the
+ * meter makes a lost device's energy unknown. */
 void run_check_telemetry(run_ctx *r, const run_combo *c, int b, const batch_hw *hw) {
     char why[256] = "";
     for (int d = 0; d < r->ndev && !why[0]; d++) {
         tmoe_device_info info;
         tmoe_error e2 = {0};
-        if (tmoe_monitor_device_lost(r->mon, d))
+        if (!isnan(hw->dev_energy_j[d])) continue;
+        if (hw->dev_lost[d])
             snprintf(why, sizeof why, "device %d (%s) was lost (NVML_ERROR_GPU_IS_LOST)", d,
                      tmoe_telemetry_device_info(r->tel, d, &info, &e2) == TMOE_OK ? info.uuid
                                                                                   : "?");
-        else if (isnan(hw->dev_energy_j[d]))
+        else
             snprintf(why, sizeof why,
                      "device %d gave no energy reading in the batch's window "
                      "(no power sample, no counter step)",

@@ -49,7 +49,6 @@ tmoe_run_config tmoe_run_config_default(void) {
     c.telemetry = TMOE_TELEMETRY_AUTO;
     c.router = tmoe_router_config_default();
     c.out_dir = "results/run";
-    c.progress = 1;
     return c;
 }
 
@@ -213,27 +212,39 @@ static void free_ctx(run_ctx *r) {
     free(r->samples);
 }
 
+/* An event for the caller's progress display; *p is filled with run_id and event. */
+static void emit(run_ctx *r, tmoe_run_event ev, tmoe_run_progress *p) {
+    if (!r->cfg.on_progress) return;
+    p->event = ev;
+    p->run_id = r->run_id;
+    r->cfg.on_progress(p, r->cfg.progress_user);
+}
+
+/* BATCH after logged batch b (1-based) of nb of combination ci of nc; COMBO_DONE too after
+ * the last one. */
 static void progress(run_ctx *r, int ci, int nc, const run_combo *c, int b, int nb) {
-    if (r->cfg.quiet || !r->out) return;
-    double el = (double)(tmoe_now_ns() - r->wall0_ns) / 1e9;
-    double eta = r->batches_done > 0 ? el / r->batches_done * (r->batches_total - r->batches_done) : NAN;
+    if (!r->cfg.on_progress) return;
+    tmoe_run_progress p = {0};
+    p.elapsed_s = (double)(tmoe_now_ns() - r->wall0_ns) / 1e9;
+    p.eta_s = r->batches_done > 0
+                  ? p.elapsed_s / r->batches_done * (r->batches_total - r->batches_done)
+                  : NAN;
     tmoe_sample s;
-    double p = NAN, t = NAN;
+    p.power_w = p.temp_c = NAN;
     if (tmoe_monitor_latest(r->mon, 0, &s) == TMOE_OK) {
-        p = (s.valid & TMOE_F_POWER_AVG) ? s.power_avg_w : NAN;
-        t = (s.valid & TMOE_F_GPU_TEMP) ? s.gpu_temp_c : NAN;
+        p.power_w = (s.valid & TMOE_F_POWER_AVG) ? s.power_avg_w : NAN;
+        p.temp_c = (s.valid & TMOE_F_GPU_TEMP) ? s.gpu_temp_c : NAN;
     }
-    const char *src = r->sim ? "sim" : "nvml";
-    if (r->cfg.progress) {
-        fprintf(stderr, "\r[%d/%d] r%d %-15s %-21s batch %4d/%-4d ETA %3.0fs  %s %5.0f W %4.1f C ",
-                ci + 1, nc, c->repeat, tmoe_workload_name(c->wl), tmoe_route_strategy_name(c->st),
-                b, nb, eta, src, p, t);
-        fflush(stderr);
-    } else if (b == nb) {
-        fprintf(stderr, "[%d/%d] repeat %d %s %s: %d batches (%s %.0f W, %.1f C; %.0f s elapsed)\n",
-                ci + 1, nc, c->repeat, tmoe_workload_name(c->wl), tmoe_route_strategy_name(c->st),
-                nb, src, p, t, el);
-    }
+    p.source = r->sim ? "sim" : "nvml";
+    p.combo = ci;
+    p.combos = nc;
+    p.repeat = c->repeat;
+    p.workload = c->wl;
+    p.strategy = c->st;
+    p.batch = b;
+    p.batches = nb;
+    emit(r, TMOE_RUN_EV_BATCH, &p);
+    if (b == nb) emit(r, TMOE_RUN_EV_COMBO_DONE, &p);
 }
 
 static int run_combo_batches(run_ctx *r, const run_combo *c, int ci, int nc, tmoe_error *err) {
@@ -267,7 +278,7 @@ static int run_combo_batches(run_ctx *r, const run_combo *c, int ci, int nc, tmo
             tr = NULL;
             if (rc) break;
         }
-        if (r->cfg.progress || b + 1 == nb) progress(r, ci, nc, c, b + 1, nb);
+        progress(r, ci, nc, c, b + 1, nb);
         if (run_stop_now(r)) break;
     }
     if (!rc) rc = run_update_finish(r, err); /* the last batch's row */
@@ -348,26 +359,27 @@ int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, 
     if (cfg->resume) {
         long dropped;
         if ((rc = run_resume_keep(r, done, ndone, nb, &nkeep, &dropped, err))) goto out_combos;
-        if (!cfg->quiet && out)
-            fprintf(out,
-                    "resuming %s: %d of %d combinations already complete (%ld rows kept, "
-                    "%ld dropped)\n",
-                    r->run_id, nkeep, ncomb, tmoe_runlog_rows(r->log), dropped);
+        tmoe_run_progress p = {0};
+        p.combos_kept = nkeep;
+        p.combos = ncomb;
+        p.rows_kept = tmoe_runlog_rows(r->log);
+        p.rows_dropped = dropped;
+        emit(r, TMOE_RUN_EV_RESUME, &p);
     }
     r->batches_total = (long)(ncomb - nkeep) * nb;
     if ((rc = run_write_metadata(r, "running", NULL, err))) goto out_combos;
     /* from here on every way out records how the run ended in metadata.json */
-    if (!cfg->quiet && out) {
-        fprintf(out, "thermoe run %s: %d strategies x %d workloads x %d repeats, %d batches each; "
-                     "backend %s; %s\n",
-                r->run_id, nstrat, nwl, cfg->repeats, nb, tmoe_engine_backend_name(r->eng),
-                tmoe_telemetry_choice(r->tel));
-        if (r->sim)
-            fprintf(out, "simulated GPU: time, energy, power and temperature are a simulated H100 "
-                         "driven by the measured cost model %s; values are computed on the %s "
-                         "backend\n",
-                    r->cost_path, tmoe_engine_backend_name(r->eng));
-        fflush(out);
+    {
+        tmoe_run_progress p = {0};
+        p.strategies = nstrat;
+        p.workloads = nwl;
+        p.repeats = cfg->repeats;
+        p.batches = nb;
+        p.backend = tmoe_engine_backend_name(r->eng);
+        p.telemetry = tmoe_telemetry_choice(r->tel);
+        p.simulated = r->sim != NULL;
+        p.cost_model = r->cost_path;
+        emit(r, TMOE_RUN_EV_START, &p);
     }
     if ((rc = run_calibrate(r, err))) goto finish;
     for (int i = 0; i < ncomb && !run_stop_now(r); i++) {
@@ -379,7 +391,7 @@ int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, 
         if (i + 1 < ncomb) run_cool_down(r);
     }
 finish:
-    if (cfg->progress && !cfg->quiet) fputc('\n', stderr);
+    emit(r, TMOE_RUN_EV_END, &(tmoe_run_progress){0});
     {
         /* the rows reach the disk before the metadata says how the run ended */
         tmoe_error e2 = {0};

@@ -28,6 +28,8 @@ typedef struct batch_hw {
     double dev_energy_j[TMOE_ROUTE_MAX_DEVICES];   /* (ndev) J per device over the window */
     double dev_power_avg_w[TMOE_ROUTE_MAX_DEVICES]; /* (ndev) W per device, energy / period */
     double dev_temp_end_c[TMOE_ROUTE_MAX_DEVICES];  /* (ndev) C, last GPU temperature read */
+    int dev_lost[TMOE_ROUTE_MAX_DEVICES];           /* (ndev) 1: lost by the window's end (its
+                                                       energy is NAN) */
     double temp_start_c, temp_end_c, temp_peak_c, mem_temp_peak_c;
     double sm_clock_mhz, gpu_util_pct;
     uint64_t throttle;
@@ -94,7 +96,7 @@ typedef struct run_ctx {
     tmoe_runlog_writer *log;
     long rows_logged; /* rows in batches.csv once log is closed; -1 before it opens */
     int ndev_found;   /* devices the telemetry has; ndev of them are followed */
-    /* telemetry faults: logged batches whose energy is unknown or whose device was lost */
+    /* telemetry faults: logged batches whose energy is unknown (a device lost, no reading) */
     long tel_faults;
     run_combo fault_combo; /* the first faulted batch's combination ... */
     int fault_batch;       /* ... and batch_idx */
@@ -144,6 +146,7 @@ int run_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, batch_h
 int run_own_device(const run_ctx *r); /* the telemetry device this process drives */
 void run_hw_from_reading(run_ctx *r, const tmoe_meter_reading *rd, batch_hw *hw);
 tmoe_hw_state run_hw_snapshot(run_ctx *r, double horizon_s);
+/* A telemetry fault exactly when the row's energy (energy_j or a device's) is unknown. */
 void run_check_telemetry(run_ctx *r, const run_combo *c, int b, const batch_hw *hw);
 double run_link_j_per_copy(run_ctx *r, double fallback);
 

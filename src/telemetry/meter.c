@@ -10,7 +10,9 @@
  * - a window that holds no sample of a device uses the device's latest sample instead;
  * - a device's energy: sim exact; else the monitor's window (counter where it stepped inside
  *   the window, else integrated power); else the last power sampled times the window length
- *   (latest_power); else unknown;
+ *   (latest_power); else unknown; a device lost by the time the window is read has no
+ *   energy (its samples stop at the loss and do not cover the window), and the reading says
+ *   it was lost, so that a caller judges the window from the reading alone;
  * - a device's peak power is its highest sampled power, at least its mean;
  * - totals: energy and peak power are sums over the devices (unknown when one device's is:
  *   the peak is an upper bound of the total's peak, exact with one device), the method the
@@ -204,6 +206,8 @@ int tmoe_meter_end(tmoe_meter *m, const tmoe_meter_window *w, tmoe_meter_reading
     for (int d = 0; d < m->n; d++) {
         tmoe_meter_values *v = &r->dev[d];
         values_unknown(v);
+        /* read once, before the samples: the monitor thread may lose the device meanwhile */
+        v->lost = tmoe_monitor_device_lost(m->mon, d);
         const tmoe_sample *f = &w->first[d];
         v->gpu_temp_start_c = (f->valid & TMOE_F_GPU_TEMP) ? f->gpu_temp_c : NAN;
         v->mem_temp_start_c = (f->valid & TMOE_F_MEM_TEMP) ? f->mem_temp_c : NAN;
@@ -239,7 +243,10 @@ int tmoe_meter_end(tmoe_meter *m, const tmoe_meter_window *w, tmoe_meter_reading
             e = en.joules;
             how = en.method;
         }
-        if (how == TMOE_ENERGY_NONE || isnan(e)) {
+        if (v->lost) {
+            e = NAN;
+            how = TMOE_ENERGY_NONE;
+        } else if (how == TMOE_ENERGY_NONE || isnan(e)) {
             /* no counter step and no two power samples inside the window */
             int have = r->period_s > 0.0 && last_w > 0.0;
             e = have ? last_w * r->period_s : NAN;
@@ -259,6 +266,7 @@ int tmoe_meter_end(tmoe_meter *m, const tmoe_meter_window *w, tmoe_meter_reading
             peak_sum += v->power_peak_w;
         max_into(&tv->gpu_temp_peak_c, v->gpu_temp_peak_c);
         max_into(&tv->mem_temp_peak_c, v->mem_temp_peak_c);
+        if (mine) tv->lost |= v->lost;
     }
     const tmoe_meter_values *ov = &r->dev[own];
     if (m->cfg.own_only) {
