@@ -45,8 +45,8 @@ typedef struct timing {
 static int g_breakdown;
 
 /* Warm up, then iters timed forwards of x (T tokens); y and idx of the last one. */
-static timing run_engine(tmoe_engine *e, const float *x, int T, int iters, float *y,
-                         int32_t *idx, int ep) {
+static timing run_engine(tmoe_engine *e, const float *x, int T, int iters, float *y, int32_t *idx,
+                         int ep) {
     tmoe_error err = {0};
     tmoe_moe_metrics m;
     double *st = calloc((size_t)iters, sizeof *st), *a2 = calloc((size_t)iters, sizeof *a2);
@@ -134,9 +134,10 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--top-k") && v) {
             bc.top_k = atoi(v);
         } else {
-            fprintf(stderr, "usage: mpirun -np N bench_ep [--type fp16|q4|q2] [--tokens 16,1024] "
-                            "[--iters N] [--overlap-min COPIES] [--d-model N] [--d-ff N] [--num-experts N] "
-                            "[--top-k N]\n");
+            fprintf(stderr,
+                    "usage: mpirun -np N bench_ep [--type fp16|q4|q2] [--tokens 16,1024] "
+                    "[--iters N] [--overlap-min COPIES] [--d-model N] [--d-ff N] [--num-experts N] "
+                    "[--top-k N]\n");
             tmoe_ep_finalize(g_ep);
             return 2;
         }
@@ -154,7 +155,8 @@ int main(int argc, char **argv) {
     int32_t *i0 = malloc(sizeof(int32_t) * Tmax * k), *i1 = malloc(sizeof(int32_t) * Tmax * k);
     if (!x || !y0 || !y1 || !i0 || !i1) die("out of memory", NULL);
     if (rank == 0)
-        printf("| type | tokens/rank | ranks | 1 GPU step ms | EP step ms | overlap | EP all-to-all ms | "
+        printf("| type | tokens/rank | ranks | 1 GPU step ms | EP step ms | overlap | EP "
+               "all-to-all ms | "
                "all-to-all GB/s in step | link GB/s (calibrated) | max rel err | top-k same |\n"
                "|---|---|---|---|---|---|---|---|---|---|---|\n");
     int failed = 0;
@@ -162,7 +164,8 @@ int main(int argc, char **argv) {
         int T = tokens[ti];
         tmoe_rng rng;
         tmoe_rng_seed_stream(&rng, 1000 + (uint64_t)T, (uint64_t)rank);
-        for (size_t i = 0; i < (size_t)T * D; i++) x[i] = (float)(tmoe_rng_uniform(&rng) * 2.0 - 1.0);
+        for (size_t i = 0; i < (size_t)T * D; i++)
+            x[i] = (float)(tmoe_rng_uniform(&rng) * 2.0 - 1.0);
 
         tmoe_engine_config ec = tmoe_engine_config_default();
         ec.backend = TMOE_BACKEND_CUDA;
@@ -189,7 +192,8 @@ int main(int argc, char **argv) {
                 printf("rank %d T %d %s: step %.4f a2a %.4f |", rank, T, w ? "EP" : "1GPU",
                        tt[w]->step_ms, tt[w]->a2a_ms);
                 for (int o = 0; o < TMOE_OP_COUNT; o++)
-                    if (!isnan(tt[w]->op_ms[o])) printf(" %s %.4f", tmoe_op_name((tmoe_op)o), tt[w]->op_ms[o]);
+                    if (!isnan(tt[w]->op_ms[o]))
+                        printf(" %s %.4f", tmoe_op_name((tmoe_op)o), tt[w]->op_ms[o]);
                 printf("\n");
             }
             fflush(stdout);
@@ -204,7 +208,8 @@ int main(int argc, char **argv) {
             if (i0[i] != i1[i]) same = 0.0;
         double rel = den > 0.0 ? sqrt(num / den) : (num > 0.0 ? INFINITY : 0.0);
         if (!(rel <= TOL_EP)) rel = isfinite(rel) ? rel : 1e30;
-        double s1 = t1.step_ms, s2 = t2.step_ms, a2 = t2.a2a_ms, gb = t2.a2a_bytes / (a2 * 1e-3) / 1e9;
+        double s1 = t1.step_ms, s2 = t2.step_ms, a2 = t2.a2a_ms,
+               gb = t2.a2a_bytes / (a2 * 1e-3) / 1e9;
         if (tmoe_ep_allreduce_max(g_ep, &rel, &err) || tmoe_ep_allreduce_max(g_ep, &s1, &err) ||
             tmoe_ep_allreduce_max(g_ep, &s2, &err) || tmoe_ep_allreduce_max(g_ep, &a2, &err))
             die("reduce", &err);

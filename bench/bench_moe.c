@@ -29,21 +29,23 @@ static int bench_fill_f32(float *p, size_t n, float lo, float hi, uint64_t seed)
     return tmoe_cuda_fill_f32(p, n, lo, hi, seed, 0, NULL);
 }
 
-#define CK(call) \
-    do { \
-        cudaError_t ce_ = (call); \
-        if (ce_ != cudaSuccess) { \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(ce_)); \
-            exit(1); \
-        } \
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t ce_ = (call);                                                                  \
+        if (ce_ != cudaSuccess) {                                                                  \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call,                          \
+                    cudaGetErrorString(ce_));                                                      \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
-#define CB(call) \
-    do { \
-        cublasStatus_t cs_ = (call); \
-        if (cs_ != CUBLAS_STATUS_SUCCESS) { \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cublasGetStatusString(cs_)); \
-            exit(1); \
-        } \
+#define CB(call)                                                                                   \
+    do {                                                                                           \
+        cublasStatus_t cs_ = (call);                                                               \
+        if (cs_ != CUBLAS_STATUS_SUCCESS) {                                                        \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call,                          \
+                    cublasGetStatusString(cs_));                                                   \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 static tmoe_error g_err;
 static void okf(int rc, const char *what) {
@@ -75,7 +77,8 @@ static void nvml_open(char *driver, size_t n) {
     if (!h) return;
     p_nvmlInit = (int (*)(void))dlsym(h, "nvmlInit_v2");
     p_nvmlGetHandle = (int (*)(unsigned, nvmlDevice_t *))dlsym(h, "nvmlDeviceGetHandleByIndex_v2");
-    p_nvmlEnergy = (int (*)(nvmlDevice_t, unsigned long long *))dlsym(h, "nvmlDeviceGetTotalEnergyConsumption");
+    p_nvmlEnergy = (int (*)(nvmlDevice_t, unsigned long long *))dlsym(
+        h, "nvmlDeviceGetTotalEnergyConsumption");
     p_nvmlDriver = (int (*)(char *, unsigned))dlsym(h, "nvmlSystemGetDriverVersion");
     if (!p_nvmlInit || !p_nvmlGetHandle || !p_nvmlEnergy || p_nvmlInit() != 0) return;
     int dev = 0;
@@ -194,7 +197,9 @@ static tmoe_cuda_lin lin_slot(const tmoe_cuda_lin *L, int slot) {
     return r;
 }
 
-static size_t lin_bytes(const tmoe_cuda_lin *L) { return L->w_stride + L->s_stride * 2; }
+static size_t lin_bytes(const tmoe_cuda_lin *L) {
+    return L->w_stride + L->s_stride * 2;
+}
 
 /* ---- shared device buffers ------------------------------------------------------------------ */
 #define TMAX 1024
@@ -298,8 +303,10 @@ typedef struct layer_ctx {
 } layer_ctx;
 
 static void routing(const shape *s, int T) {
-    T_OK(tmoe_cuda_gate_topk(d_logits, NULL, T, s->E, s->k, 1, 0, d_idx, d_w, NULL, NULL, g_st, &g_err));
-    T_OK(tmoe_cuda_permute(d_idx, T, s->k, s->E, d_counts, d_offs, d_src, d_dst, d_active, h_counts, g_st, &g_err));
+    T_OK(tmoe_cuda_gate_topk(d_logits, NULL, T, s->E, s->k, 1, 0, d_idx, d_w, NULL, NULL, g_st,
+                             &g_err));
+    T_OK(tmoe_cuda_permute(d_idx, T, s->k, s->E, d_counts, d_offs, d_src, d_dst, d_active, h_counts,
+                           g_st, &g_err));
 }
 
 static void layer_enqueue(layer_ctx *c, int copy) {
@@ -322,16 +329,20 @@ static void layer_enqueue(layer_ctx *c, int copy) {
         int off = 0;
         for (int e = 0; e < E; e++) {
             int n = h_counts[e];
-            if (n) gemm(d_xg + (size_t)off * D, (const tmoe_f16 *)((const uint8_t *)l1.w + l1.w_stride * e),
-                        n, D, 2 * F, d_h32 + (size_t)off * 2 * F);
+            if (n)
+                gemm(d_xg + (size_t)off * D,
+                     (const tmoe_f16 *)((const uint8_t *)l1.w + l1.w_stride * e), n, D, 2 * F,
+                     d_h32 + (size_t)off * 2 * F);
             off += n;
         }
         T_OK(tmoe_cuda_act(TMOE_ACT_SWIGLU, d_h32, T * k, F, d_a16, g_st, &g_err));
         off = 0;
         for (int e = 0; e < E; e++) {
             int n = h_counts[e];
-            if (n) gemm(d_a16 + (size_t)off * F, (const tmoe_f16 *)((const uint8_t *)l2.w + l2.w_stride * e),
-                        n, F, D, d_ye + (size_t)off * D);
+            if (n)
+                gemm(d_a16 + (size_t)off * F,
+                     (const tmoe_f16 *)((const uint8_t *)l2.w + l2.w_stride * e), n, F, D,
+                     d_ye + (size_t)off * D);
             off += n;
         }
     }
@@ -370,13 +381,16 @@ static void proj_step(void *p, int iter) {
     int off = 0;
     for (int e = 0; e < c->s->E; e++) {
         int n = h_counts[e];
-        if (n) gemm(d_xg + (size_t)off * l.in, (const tmoe_f16 *)((const uint8_t *)l.w + l.w_stride * e),
-                    n, l.in, l.out, d_ye + (size_t)off * l.out);
+        if (n)
+            gemm(d_xg + (size_t)off * l.in,
+                 (const tmoe_f16 *)((const uint8_t *)l.w + l.w_stride * e), n, l.in, l.out,
+                 d_ye + (size_t)off * l.out);
         off += n;
     }
 }
 
-/* ---- reporting -------------------------------------------------------------------------------- */
+/* ---- reporting --------------------------------------------------------------------------------
+ */
 static void rowj(const char *what, const char *shp, const char *type, const char *path, int T,
                  double ms, double bytes, double flops, double j_call) {
     double gbs = bytes / (ms * 1e-3) / 1e9;
@@ -477,7 +491,8 @@ int main(int argc, char **argv) {
     const int ntok = 6;
     const size_t budget = (size_t)6 << 30;
 
-    printf("| what | shape | type | path | tokens | median us | GB/s | of copy | TFLOP/s | J/token |\n");
+    printf("| what | shape | type | path | tokens | median us | GB/s | of copy | TFLOP/s | J/token "
+           "|\n");
     printf("|---|---|---|---|---|---|---|---|---|---|\n");
     for (int si = 0; si < 2; si++) {
         const shape *s = &shapes[si];
@@ -485,8 +500,9 @@ int main(int argc, char **argv) {
             tmoe_etype et = (tmoe_etype)t;
             size_t ebytes = tmoe_quant_weight_bytes(et, 2 * s->F, s->D) +
                             tmoe_quant_weight_bytes(et, s->D, s->F) +
-                            (et == TMOE_ET_FP16 ? 0 : 2 * (tmoe_quant_scale_count(2 * s->F, s->D, 128) +
-                                                          tmoe_quant_scale_count(s->D, s->F, 128)));
+                            (et == TMOE_ET_FP16 ? 0
+                                                : 2 * (tmoe_quant_scale_count(2 * s->F, s->D, 128) +
+                                                       tmoe_quant_scale_count(s->D, s->F, 128)));
             /* copies: each layer step at 1 token reads >= 256 MB of distinct weights */
             size_t active = ebytes * s->k;
             int copies = (int)((((size_t)256 << 20) + active - 1) / active);
@@ -523,19 +539,23 @@ int main(int argc, char **argv) {
                 deq_ctx dc = {&b.fc1, b.slots};
                 double ms = median_ms(deq_step, &dc);
                 double bytes = (double)lin_bytes(&b.fc1) + 2.0 * b.fc1.out * b.fc1.in;
-                rowj("dequant_unpack fc1", s->name, tmoe_etype_name(et), "kernel", 0, ms, bytes, 0, NAN);
+                rowj("dequant_unpack fc1", s->name, tmoe_etype_name(et), "kernel", 0, ms, bytes, 0,
+                     NAN);
             }
             /* the 4096 x 14336 matrix (mixtral fc2) alone */
             if (si == 0) {
                 int mt[] = {1, 8, 16, 64, 256, 1024};
                 for (int i = 0; i < 6; i++) {
-                    T_OK(tmoe_cuda_single_expert_routing(mt[i], d_one_e, d_one_c, d_one_o, g_st, &g_err));
+                    T_OK(tmoe_cuda_single_expert_routing(mt[i], d_one_e, d_one_c, d_one_o, g_st,
+                                                         &g_err));
                     for (int cub = 0; cub <= (et == TMOE_ET_FP16); cub++) {
                         mat_ctx mc = {&b.fc2, &b.k2, copies, mt[i], cub, s->E};
                         double ms = median_ms(mat_step, &mc);
-                        double bytes = (double)lin_bytes(&b.fc2) + 2.0 * mt[i] * s->F + 4.0 * mt[i] * s->D;
-                        rowj("matrix 4096x14336", s->name, tmoe_etype_name(et), cub ? "cublas" : "kernel",
-                             mt[i], ms, bytes, 2.0 * mt[i] * s->F * s->D, NAN);
+                        double bytes =
+                            (double)lin_bytes(&b.fc2) + 2.0 * mt[i] * s->F + 4.0 * mt[i] * s->D;
+                        rowj("matrix 4096x14336", s->name, tmoe_etype_name(et),
+                             cub ? "cublas" : "kernel", mt[i], ms, bytes, 2.0 * mt[i] * s->F * s->D,
+                             NAN);
                     }
                 }
             }
@@ -560,11 +580,15 @@ int main(int argc, char **argv) {
                         double bytes = (double)ebytes * used;
                         double flops = 2.0 * T * s->k * 3.0 * s->F * s->D;
                         char path[64];
-                        snprintf(path, sizeof path, "%s (%d experts hit)", cub ? "cublas" : "kernel+graph", used);
-                        rowj("layer step", s->name, tmoe_etype_name(et), path, T, ms, bytes, flops, j);
+                        snprintf(path, sizeof path, "%s (%d experts hit)",
+                                 cub ? "cublas" : "kernel+graph", used);
+                        rowj("layer step", s->name, tmoe_etype_name(et), path, T, ms, bytes, flops,
+                             j);
                         if (T == 1 && !cub)
-                            printf("| layer-step target | %s | %s | bytes/copy_bw + 10 us = %.1f us; x1.15 = %.1f us | 1 | %.1f | | | | |\n",
-                                   s->name, tmoe_etype_name(et), bytes / (g_copy_gbs * 1e9) * 1e6 + 10.0,
+                            printf("| layer-step target | %s | %s | bytes/copy_bw + 10 us = %.1f "
+                                   "us; x1.15 = %.1f us | 1 | %.1f | | | | |\n",
+                                   s->name, tmoe_etype_name(et),
+                                   bytes / (g_copy_gbs * 1e9) * 1e6 + 10.0,
                                    1.15 * (bytes / (g_copy_gbs * 1e9) * 1e6 + 10.0), ms * 1e3);
                         for (int c2 = 0; c2 < 64; c2++)
                             if (lc.g[c2]) CK(cudaGraphExecDestroy(lc.g[c2]));

@@ -22,14 +22,14 @@ static void die(const char *what, const tmoe_error *err) {
     exit(1);
 }
 
-#define CK(call) \
-    do { \
-        cudaError_t ce_ = (call); \
-        if (ce_ != cudaSuccess) { \
-            fprintf(stderr, "lm_bench: %s:%d: %s: %s\n", __FILE__, __LINE__, #call, \
-                    cudaGetErrorString(ce_)); \
-            exit(1); \
-        } \
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t ce_ = (call);                                                                  \
+        if (ce_ != cudaSuccess) {                                                                  \
+            fprintf(stderr, "lm_bench: %s:%d: %s: %s\n", __FILE__, __LINE__, #call,                \
+                    cudaGetErrorString(ce_));                                                      \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 /* Device-to-device copy bandwidth (bytes read + written per second) over 1 GiB. */
@@ -74,8 +74,10 @@ int main(int argc, char **argv) {
                         optarg);
                 return 2;
             }
-            if (ch == 'l') layers = (int)v;
-            else steps = (int)v;
+            if (ch == 'l')
+                layers = (int)v;
+            else
+                steps = (int)v;
         } else if (ch == 't') {
             if (tmoe_etype_parse(optarg, &type)) {
                 fprintf(stderr, "lm_bench: --type %s: want fp16, q4 or q2\n", optarg);
@@ -117,15 +119,19 @@ int main(int argc, char **argv) {
     if (!mN.layers) die("out of memory", NULL);
     for (int l = 0; l < layers; l++) mN.layers[l] = m1->layers[0];
     const int P = 32, maxB = 64, prefill = 512;
-    tmoe_cuda_lm_config cc = {.device_id = 0, .max_tokens = prefill, .max_seqs = maxB,
-                              .max_len = prefill + steps + 8, .use_graphs = 1};
+    tmoe_cuda_lm_config cc = {.device_id = 0,
+                              .max_tokens = prefill,
+                              .max_seqs = maxB,
+                              .max_len = prefill + steps + 8,
+                              .use_graphs = 1};
     tmoe_cuda_lm *g;
     if (tmoe_cuda_lm_create(&mN, &cc, &g, &err)) die("create", &err);
     free(mN.layers);
     double bw = copy_bw();
     size_t D = 4096, I = 14336, V = 32000;
     double dense = (double)layers * (2.0 * (4096 + 2 * 1024) * D + 4.0 * 8 * D) + 2.0 * V * D;
-    double expert = (double)(tmoe_quant_weight_bytes(type, 2 * I, D) + tmoe_quant_weight_bytes(type, D, I));
+    double expert =
+        (double)(tmoe_quant_weight_bytes(type, 2 * I, D) + tmoe_quant_weight_bytes(type, D, I));
     if (type != TMOE_ET_FP16)
         expert += 2.0 * (tmoe_quant_scale_count(2 * I, D, 128) + tmoe_quant_scale_count(D, I, 128));
     float *logits = malloc(sizeof(float) * V * prefill);
@@ -179,9 +185,10 @@ int main(int argc, char **argv) {
         printf("| thermoe cuda %s | prefill 512 | %.1f | %.1f | %.0f%% |\n", tn, prefill / best,
                prefill / (touched / bw), 100.0 * (prefill / best) / (prefill / (touched / bw)));
     }
-    fprintf(stderr, "lm_bench: %d layers, %s experts, %.2f GB of weights on the device, copy "
-            "bandwidth %.0f GB/s\n", layers, tn, (double)tmoe_cuda_lm_weight_bytes(g) / 1e9,
-            bw / 1e9);
+    fprintf(stderr,
+            "lm_bench: %d layers, %s experts, %.2f GB of weights on the device, copy "
+            "bandwidth %.0f GB/s\n",
+            layers, tn, (double)tmoe_cuda_lm_weight_bytes(g) / 1e9, bw / 1e9);
     tmoe_cuda_lm_free(g);
     tmoe_lm_free(m1);
     free(logits);

@@ -87,8 +87,7 @@ int main(int argc, char **argv) {
                 float b[128];
                 int32_t sel[16 * 8];
                 for (int i = 0; i < warm + calls; i++) {
-                    for (int j = 0; j < T * E; j++)
-                        z[j] = (float)tmoe_rng_normal(&rng);
+                    for (int j = 0; j < T * E; j++) z[j] = (float)tmoe_rng_normal(&rng);
                     tmoe_route_obs o = tmoe_route_obs_unknown();
                     o.power_w = 400 + 40 * tmoe_rng_uniform(&rng);
                     o.temp_c = 70 + tmoe_rng_uniform(&rng);

@@ -28,7 +28,7 @@ static void die(const char *what, const tmoe_error *err) {
 typedef struct ep_case {
     const char *name;
     tmoe_etype type;
-    int mixed;   /* per-expert types fp16/q4/q2 in turn */
+    int mixed; /* per-expert types fp16/q4/q2 in turn */
     tmoe_act act;
     int moe_only;
     int random_place;
@@ -62,7 +62,8 @@ static int run_case(const ep_case *c, int ci, char *why, size_t nwhy) {
     tmoe_rng_seed_stream(&rng, 7 + (uint64_t)ci, 0); /* the same placement on every rank */
     if (c->random_place) {
         int32_t dev[TMOE_MAX_EXPERTS];
-        for (int e = 0; e < c->num_experts; e++) dev[e] = (int32_t)tmoe_rng_below(&rng, (uint32_t)N);
+        for (int e = 0; e < c->num_experts; e++)
+            dev[e] = (int32_t)tmoe_rng_below(&rng, (uint32_t)N);
         if (tmoe_placement_from_array(dev, c->num_experts, N, &pl, &err)) die("placement", &err);
     } else if (tmoe_placement_round_robin(c->num_experts, N, &pl, &err)) {
         die("placement", &err);
@@ -146,7 +147,8 @@ int main(int argc, char **argv) {
     for (int ci = 0; ci < (int)(sizeof cases / sizeof *cases); ci++) {
         char why[256] = "";
         double bad = run_case(&cases[ci], ci, why, sizeof why);
-        if (bad) fprintf(stderr, "ep_check rank %d, %s: %s\n", tmoe_ep_rank(g), cases[ci].name, why);
+        if (bad)
+            fprintf(stderr, "ep_check rank %d, %s: %s\n", tmoe_ep_rank(g), cases[ci].name, why);
         if (tmoe_ep_allreduce_max(g, &bad, &err)) die("reduce", &err);
         failed |= bad > 0.0;
         if (tmoe_ep_rank(g) == 0)

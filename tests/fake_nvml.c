@@ -34,13 +34,17 @@ static int lost(void) {
     long after = envl("FAKE_NVML_LOST_AFTER", -1);
     return after >= 0 && temp_reads > after;
 }
-static int idx(nvmlDevice_t d) { return (int)((char *)d - (char *)devs); }
+static int idx(nvmlDevice_t d) {
+    return (int)((char *)d - (char *)devs);
+}
 
 EXPORT nvmlReturn_t nvmlInit_v2(void) {
     temp_reads = energy_reads = 0;
     return (nvmlReturn_t)envl("FAKE_NVML_INIT_RC", 0);
 }
-EXPORT nvmlReturn_t nvmlShutdown(void) { return 0; }
+EXPORT nvmlReturn_t nvmlShutdown(void) {
+    return 0;
+}
 EXPORT const char *nvmlErrorString(nvmlReturn_t rc) {
     switch (rc) {
     case 0: return "Success";
@@ -121,8 +125,10 @@ EXPORT nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned
     if (unsupported("energy")) return 3;
     energy_reads++;
     long reset = envl("FAKE_NVML_ENERGY_RESET_AT", -1);
-    if (reset > 0 && energy_reads >= reset) *e = 50ull + 1000ull * (unsigned long long)(energy_reads - reset);
-    else *e = 1000000ull + 1000ull * (unsigned long long)energy_reads;
+    if (reset > 0 && energy_reads >= reset)
+        *e = 50ull + 1000ull * (unsigned long long)(energy_reads - reset);
+    else
+        *e = 1000000ull + 1000ull * (unsigned long long)energy_reads;
     return 0;
 }
 EXPORT nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t d, int type, unsigned int *mhz) {

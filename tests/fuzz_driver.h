@@ -67,7 +67,8 @@ static inline long fuzz_env(const char *name, long dflt) {
 }
 
 /* One mutation of buf (len bytes, capacity cap) in place; returns the new length. */
-static inline size_t fuzz_mutate(tmoe_rng *r, uint8_t *buf, size_t len, size_t cap, const fuzz_seed *seeds, int nseeds) {
+static inline size_t fuzz_mutate(tmoe_rng *r, uint8_t *buf, size_t len, size_t cap,
+                                 const fuzz_seed *seeds, int nseeds) {
     const char *const *tok = fuzz_tokens();
     int ntok = 0;
     while (tok[ntok]) ntok++;
@@ -139,10 +140,12 @@ static int fuzz_cmp_names(const void *a, const void *b) {
 /* Append every regular file of dir (in name order, dot files left out) to *seeds (n used, cap
  * allocated; grown as needed). Returns how many were added, or -1 when out of memory. A
  * missing directory adds none; an unreadable file is skipped with a message. */
-static inline int fuzz_read_corpus(const char *name, const char *dir, fuzz_seed **seeds, int *n, int *cap) {
+static inline int fuzz_read_corpus(const char *name, const char *dir, fuzz_seed **seeds, int *n,
+                                   int *cap) {
     DIR *d = opendir(dir);
     if (!d) {
-        if (errno != ENOENT) fprintf(stderr, "%s: corpus %s: %s; no corpus seeds\n", name, dir, strerror(errno));
+        if (errno != ENOENT)
+            fprintf(stderr, "%s: corpus %s: %s; no corpus seeds\n", name, dir, strerror(errno));
         return 0;
     }
     char **names = NULL;
@@ -159,8 +162,10 @@ static inline int fuzz_read_corpus(const char *name, const char *dir, fuzz_seed 
             }
             names = p;
         }
-        if (!(names[nn] = strdup(e->d_name))) oom = 1;
-        else nn++;
+        if (!(names[nn] = strdup(e->d_name)))
+            oom = 1;
+        else
+            nn++;
     }
     closedir(d);
     if (nn) qsort(names, nn, sizeof *names, fuzz_cmp_names);
@@ -243,7 +248,8 @@ static inline int fuzz_main(const char *name) {
         memcpy(buf, s->data, len);
         int nmut = 1 + (int)tmoe_rng_below(&r, 8);
         for (int m = 0; m < nmut; m++) len = fuzz_mutate(&r, buf, len, cap_bytes, seeds, nseeds);
-        fuzz_keep(name, keep, buf, len); /* the input about to run, so a sanitizer report can be replayed */
+        fuzz_keep(name, keep, buf,
+                  len); /* the input about to run, so a sanitizer report can be replayed */
         /* run on an allocation of exactly len bytes, so ASan sees a read past the end */
         uint8_t *in = malloc(len ? len : 1);
         if (!in) break;
@@ -251,8 +257,9 @@ static inline int fuzz_main(const char *name) {
         LLVMFuzzerTestOneInput(in, len);
         free(in);
     }
-    printf("%s: %d seeds (%d from %s), %ld mutated inputs (seed %llu) without a sanitizer report\n", name, nseeds,
-           ncorpus, corpus && *corpus ? corpus : "no corpus", done, (unsigned long long)seed);
+    printf("%s: %d seeds (%d from %s), %ld mutated inputs (seed %llu) without a sanitizer report\n",
+           name, nseeds, ncorpus, corpus && *corpus ? corpus : "no corpus", done,
+           (unsigned long long)seed);
     for (int i = 0; i < nseeds; i++) free(seeds[i].data);
     free(seeds);
     free(buf);

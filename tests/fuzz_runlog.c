@@ -54,8 +54,7 @@ static void check_rows(const tmoe_dataset *ds) {
             case TMOE_COL_LIST_DBL:
                 TMOE_ASSERT(r->nlist[c] >= 0 && r->nlist[c] <= TMOE_ANALYZE_MAX_LIST);
                 TMOE_ASSERT((r->nlist[c] == 0) == (r->list[c] == NULL));
-                for (int k = 0; k < r->nlist[c]; k++)
-                    TMOE_ASSERT(!isinf(r->list[c][k]));
+                for (int k = 0; k < r->nlist[c]; k++) TMOE_ASSERT(!isinf(r->list[c][k]));
                 break;
             }
         }
@@ -113,12 +112,46 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
 #ifndef THERMOE_LIBFUZZER
 static const char *const *fuzz_tokens(void) {
-    static const char *const t[] = {
-        ",", "\"", "\"\"", "\n", "\r\n", ";", ",,", "nan", "-nan", "NaN", "inf", "-inf", "1e999",
-        "-1", "-0", "0.5", "1e300", "2147483647", "2147483648", "3000000000", "9007199254740993",
-        "0x1p3", "run_id", "batch_idx", "repeat", "tokens", "workload", "strategy", "biases",
-        "expert_usage_counts", "throttle_reasons", "topk_agreement_with_baseline", "baseline",
-        "kernel_aware_ttha", "'", "`", "\\", "\x1b[2J", "\xff", NULL};
+    static const char *const t[] = {",",
+                                    "\"",
+                                    "\"\"",
+                                    "\n",
+                                    "\r\n",
+                                    ";",
+                                    ",,",
+                                    "nan",
+                                    "-nan",
+                                    "NaN",
+                                    "inf",
+                                    "-inf",
+                                    "1e999",
+                                    "-1",
+                                    "-0",
+                                    "0.5",
+                                    "1e300",
+                                    "2147483647",
+                                    "2147483648",
+                                    "3000000000",
+                                    "9007199254740993",
+                                    "0x1p3",
+                                    "run_id",
+                                    "batch_idx",
+                                    "repeat",
+                                    "tokens",
+                                    "workload",
+                                    "strategy",
+                                    "biases",
+                                    "expert_usage_counts",
+                                    "throttle_reasons",
+                                    "topk_agreement_with_baseline",
+                                    "baseline",
+                                    "kernel_aware_ttha",
+                                    "'",
+                                    "`",
+                                    "\\",
+                                    "\x1b[2J",
+                                    "\xff",
+                                    NULL};
     return t;
 }
 

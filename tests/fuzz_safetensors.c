@@ -78,11 +78,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
 #ifndef THERMOE_LIBFUZZER
 static const char *const *fuzz_tokens(void) {
-    static const char *const t[] = {
-        "\"", "{", "}", "[", "]", ",", ":", "0", "-1", "2147483648", "9223372036854775807",
-        "18446744073709551616", "1e3", "null", "\"dtype\": \"F16\"", "\"BF16\"", "\"U8\"",
-        "\"F64\"", "\"shape\": []", "\"data_offsets\": [0, 0]", "\"__metadata__\": {}", "\\u0000",
-        "    ", NULL};
+    static const char *const t[] = {"\"",
+                                    "{",
+                                    "}",
+                                    "[",
+                                    "]",
+                                    ",",
+                                    ":",
+                                    "0",
+                                    "-1",
+                                    "2147483648",
+                                    "9223372036854775807",
+                                    "18446744073709551616",
+                                    "1e3",
+                                    "null",
+                                    "\"dtype\": \"F16\"",
+                                    "\"BF16\"",
+                                    "\"U8\"",
+                                    "\"F64\"",
+                                    "\"shape\": []",
+                                    "\"data_offsets\": [0, 0]",
+                                    "\"__metadata__\": {}",
+                                    "\\u0000",
+                                    "    ",
+                                    NULL};
     return t;
 }
 
@@ -137,5 +156,7 @@ static int fuzz_seeds(fuzz_seed *seeds, int max) {
     return n;
 }
 
-int main(void) { return fuzz_main("fuzz_safetensors"); }
+int main(void) {
+    return fuzz_main("fuzz_safetensors");
+}
 #endif

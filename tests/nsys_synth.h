@@ -31,8 +31,8 @@ int tu_nsys_kernel(tu_nsys *x, int64_t start, int64_t end, int device, int64_t c
 /* One CUPTI_ACTIVITY_KIND_RUNTIME row (a launch call). */
 int tu_nsys_launch(tu_nsys *x, int64_t start, int64_t end, int64_t global_tid, int64_t correlation);
 /* One NVTX_EVENTS row: end < 0 writes NULL (a mark); text NULL writes NULL. */
-int tu_nsys_nvtx(tu_nsys *x, int64_t start, int64_t end, int event_type, const char *text, int64_t text_id,
-                 int64_t global_tid);
+int tu_nsys_nvtx(tu_nsys *x, int64_t start, int64_t end, int event_type, const char *text,
+                 int64_t text_id, int64_t global_tid);
 /* Commit, close and free (x may be NULL); nonzero when the commit or close failed. */
 int tu_nsys_close(tu_nsys *x);
 
@@ -52,8 +52,8 @@ typedef struct tu_nsys_spec {
 typedef struct tu_nsys_kern {
     int64_t start, end; /* ns */
     int device;
-    int name;           /* index into tu_nsys_truth.names */
-    int launched;       /* 1 when a launch call of the same process is in the export */
+    int name;     /* index into tu_nsys_truth.names */
+    int launched; /* 1 when a launch call of the same process is in the export */
 } tu_nsys_kern;
 
 /* What was written, for the test to compute its expected values from. */
@@ -61,9 +61,9 @@ typedef struct tu_nsys_truth {
     int n_kernels;
     tu_nsys_kern *kernels; /* (n_kernels), in the order written (not by start) */
     int n_names;
-    char names[64][96];    /* demangled names (StringIds values of demangledName) */
-    int64_t nvtx_ranges;   /* NVTX push/pop and start/end ranges with an end */
-    int64_t nvtx_marks;    /* NVTX marks (no end): not ranges */
+    char names[64][96];  /* demangled names (StringIds values of demangledName) */
+    int64_t nvtx_ranges; /* NVTX push/pop and start/end ranges with an end */
+    int64_t nvtx_marks;  /* NVTX marks (no end): not ranges */
 } tu_nsys_truth;
 
 /* Write a random export to `path` following spec; *truth holds what was written (free with

@@ -29,8 +29,10 @@ static long num(const char *s, long lo, long hi) {
 }
 
 static int cmd_random(char **argv) {
-    tu_nsys_spec spec = {.seed = (uint64_t)num(argv[1], 0, 2147483647), .n_devices = (int)num(argv[2], 1, 16),
-                         .kernels_per_device = (int)num(argv[3], 1, 1000000), .n_names = 12,
+    tu_nsys_spec spec = {.seed = (uint64_t)num(argv[1], 0, 2147483647),
+                         .n_devices = (int)num(argv[2], 1, 16),
+                         .kernels_per_device = (int)num(argv[3], 1, 1000000),
+                         .n_names = 12,
                          .t0 = 155000000000LL};
     if (strcmp(argv[4], "nvtx") && strcmp(argv[4], "no-nvtx")) return usage();
     spec.with_nvtx = !strcmp(argv[4], "nvtx");
@@ -45,7 +47,8 @@ static int cmd_random(char **argv) {
         dns[k->device] += k->end - k->start;
     }
     printf("total %d %" PRId64 "\n", t.n_kernels, ns);
-    for (int d = 0; d < spec.n_devices; d++) printf("device %d %" PRId64 " %" PRId64 "\n", d, dk[d], dns[d]);
+    for (int d = 0; d < spec.n_devices; d++)
+        printf("device %d %" PRId64 " %" PRId64 "\n", d, dk[d], dns[d]);
     printf("launched %" PRId64 "\nnvtx_ranges %" PRId64 "\n", launched, t.nvtx_ranges);
     tu_nsys_truth_free(&t);
     return 0;

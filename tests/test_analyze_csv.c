@@ -157,8 +157,7 @@ static void test_bad_files(void **state) {
     char *l2 = strchr(text, '\n') + 1, *l3 = strchr(l2, '\n') + 1, *l4 = strchr(l3, '\n') + 1;
     /* line 3: a short row; line 4: the original line 3 with latency_ms (field 10) = "abc" */
     char *f9 = l3;
-    for (int i = 0; i < TMOE_RL_LATENCY_MS; i++)
-        f9 = strchr(f9, ',') + 1;
+    for (int i = 0; i < TMOE_RL_LATENCY_MS; i++) f9 = strchr(f9, ',') + 1;
     char *f10 = strchr(f9, ',');
     snprintf(buf, sizeof buf, "%.*s1.0,run0,0,standard\n%.*sabc%.*s%s", (int)(l3 - text), text,
              (int)(f9 - l3), l3, (int)(l4 - f10), f10, l4);
@@ -255,8 +254,7 @@ static void set_field(const char *path, int line, int col, const char *value) {
     for (const char *p = in; *p; p++) {
         if (ln == line && fld == col) {
             k += (size_t)snprintf(out + k, sizeof out - k, "%s", value);
-            while (*p && *p != ',' && *p != '\n')
-                p++;
+            while (*p && *p != ',' && *p != '\n') p++;
             fld++;
             if (!*p) break;
         }
@@ -300,8 +298,7 @@ static void test_bad_numbers(void **state) {
         {TMOE_RL_BIASES, "0.1;inf", "entry 2 is not finite"},
     };
     int nbad = (int)(sizeof bad / sizeof *bad);
-    for (int i = 0; i < nbad; i++)
-        set_field(path, 2 + i, bad[i].col, bad[i].value);
+    for (int i = 0; i < nbad; i++) set_field(path, 2 + i, bad[i].col, bad[i].value);
     /* a list longer than TMOE_ANALYZE_MAX_LIST */
     static char longlist[5 * (TMOE_ANALYZE_MAX_LIST + 2)];
     size_t k = 0;
@@ -336,8 +333,7 @@ static void test_bad_numbers(void **state) {
     assert_int_equal(tmoe_dataset_nrows(ds), 20 - nbad - 2);
     for (int i = 0; i < tmoe_dataset_nrows(ds); i++) {
         const tmoe_analyze_row *r = tmoe_dataset_row(ds, i);
-        for (int c = 0; c < TMOE_RL_NCOLS; c++)
-            assert_false(isinf(r->num[c]));
+        for (int c = 0; c < TMOE_RL_NCOLS; c++) assert_false(isinf(r->num[c]));
     }
     tmoe_dataset_free(ds);
 
@@ -522,8 +518,7 @@ static void test_special_files(void **state) {
     int n = snprintf(buf, sizeof buf, "%s\n0.1,r1,0,standard,base", hdr);
     buf[n++] = '\0';
     n += snprintf(buf + n, sizeof buf - (size_t)n, "line,q4,fused,0,16,1.5");
-    for (int c = TMOE_RL_LATENCY_MS + 1; c < TMOE_RL_NCOLS; c++)
-        buf[n++] = ',';
+    for (int c = TMOE_RL_LATENCY_MS + 1; c < TMOE_RL_NCOLS; c++) buf[n++] = ',';
     buf[n++] = '\n';
     memcpy(buf + n, "JUNK", 4); /* past len: never read */
     ds = tmoe_dataset_create(&err);
@@ -684,14 +679,10 @@ static void test_older_schema(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_quoting),
-        cmocka_unit_test(test_bad_files),
-        cmocka_unit_test(test_bad_numbers),
-        cmocka_unit_test(test_same_run_twice),
-        cmocka_unit_test(test_special_files),
-        cmocka_unit_test(test_huge_values),
-        cmocka_unit_test(test_block_means),
-        cmocka_unit_test(test_older_schema),
+        cmocka_unit_test(test_quoting),       cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_bad_numbers),   cmocka_unit_test(test_same_run_twice),
+        cmocka_unit_test(test_special_files), cmocka_unit_test(test_huge_values),
+        cmocka_unit_test(test_block_means),   cmocka_unit_test(test_older_schema),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -98,8 +98,7 @@ static void test_finds_20pct(void **state) {
     assert_non_null(line);
     /* the p column (13th) is below 0.01 */
     char *q = line + 1;
-    for (int i = 0; i < 12; i++)
-        q = strchr(q, ',') + 1;
+    for (int i = 0; i < 12; i++) q = strchr(q, ',') + 1;
     double pcsv = strtod(q, NULL);
     if (!(pcsv < 0.01)) fail_msg("comparisons.csv p = %g", pcsv);
 }
@@ -221,8 +220,7 @@ static void png_check(const char *path, png_info *out) {
             uint32_t c = (uint32_t)px[0] << 16 | (uint32_t)px[1] << 8 | px[2];
             if (memcmp(px, bg, 3)) nonbg++;
             int k = 0;
-            while (k < ncol && seen[k] != c)
-                k++;
+            while (k < ncol && seen[k] != c) k++;
             if (k == ncol && ncol < 4096) seen[ncol++] = c;
         }
     out->colors = ncol;
@@ -243,8 +241,9 @@ static int gnuplot_missing; /* test_figures_render could not run: exit 77 (ctest
 static void test_figures_render(void **state) {
     (void)state;
     if (system("gnuplot -e 'exit' >/dev/null 2>&1") != 0) {
-        printf("SKIP: gnuplot not installed: figures not rendered (install gnuplot 5 with the cairo "
-               "terminals); the path without it is test_no_gnuplot\n");
+        printf(
+            "SKIP: gnuplot not installed: figures not rendered (install gnuplot 5 with the cairo "
+            "terminals); the path without it is test_no_gnuplot\n");
         gnuplot_missing = 1;
         skip();
     }
@@ -359,8 +358,14 @@ static void test_hostile_names(void **state) {
     snprintf(s_nl, sizeof s_nl, "nl\nsystem('touch %s')\n#", marker);
     memset(s_long, 'L', 300);
     s_long[300] = '\0';
-    const char *strats[] = {"baseline", s_quote,      s_nl,  "back\\slash\\", "a/b",
-                            s_long,     "tick`touch INJECTED`@m", "50%_{x}^~&$#<b>\"q\"",
+    const char *strats[] = {"baseline",
+                            s_quote,
+                            s_nl,
+                            "back\\slash\\",
+                            "a/b",
+                            s_long,
+                            "tick`touch INJECTED`@m",
+                            "50%_{x}^~&$#<b>\"q\"",
                             "kernel_aware_ttha_\xff\xfe"};
     const double mult[] = {1.0, 0.9, 0.95, 0.85, 0.8, 0.97, 0.93, 0.88, 0.9};
     const char *wls[] = {w_quote, "standard"};
@@ -526,12 +531,9 @@ static void test_no_gnuplot(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_finds_20pct),
-        cmocka_unit_test(test_false_positive_rate),
-        cmocka_unit_test(test_figures_render),
-        cmocka_unit_test(test_no_gnuplot),
-        cmocka_unit_test(test_hostile_names),
-        cmocka_unit_test(test_table_escaping),
+        cmocka_unit_test(test_finds_20pct),    cmocka_unit_test(test_false_positive_rate),
+        cmocka_unit_test(test_figures_render), cmocka_unit_test(test_no_gnuplot),
+        cmocka_unit_test(test_hostile_names),  cmocka_unit_test(test_table_escaping),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     return failed ? failed : gnuplot_missing ? 77 : 0;

@@ -66,8 +66,7 @@ static void test_percentile_skew(void **state) {
     qsort(x, (size_t)n, sizeof *x, tmoe_cmp_double);
     const double p[] = {0, 10, 25, 50, 90, 99, 100};
     const double want[] = {0.4, 1.3, 2.55, 4.6, 8.8, 9.79, 9.9};
-    for (int i = 0; i < 7; i++)
-        near("percentile", tmoe_percentile_sorted(x, n, p[i]), want[i]);
+    for (int i = 0; i < 7; i++) near("percentile", tmoe_percentile_sorted(x, n, p[i]), want[i]);
     near("percentile n=1", tmoe_percentile_sorted(x, 1, 73.0), x[0]);
 }
 
@@ -79,8 +78,7 @@ static void test_holm(void **state) {
     const double want[] = {0.04, 0.09, 0.09, 0.025, 0.2};
     double adj[6];
     tmoe_stats_holm(p, 6, adj);
-    for (int i = 0; i < 5; i++)
-        near("holm", adj[i], want[i]);
+    for (int i = 0; i < 5; i++) near("holm", adj[i], want[i]);
     assert_true(isnan(adj[5]));
 }
 
@@ -110,8 +108,7 @@ static void test_bootstrap(void **state) {
     int cover = 0, trials = 300;
     double x[30];
     for (int t = 0; t < trials; t++) {
-        for (int i = 0; i < 30; i++)
-            x[i] = 5.0 + tmoe_rng_normal(&r);
+        for (int i = 0; i < 30; i++) x[i] = 5.0 + tmoe_rng_normal(&r);
         ASSERT_OK(tmoe_stats_bootstrap_mean_ci(x, 30, 500, (uint64_t)t, 0.95, &lo1, &hi1, &err),
                   &err);
         cover += lo1 <= 5.0 && 5.0 <= hi1;
@@ -153,9 +150,12 @@ static void test_welch_extreme_scales(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_welch),           cmocka_unit_test(test_summary),
-        cmocka_unit_test(test_percentile_skew), cmocka_unit_test(test_holm),
-        cmocka_unit_test(test_effect_size),     cmocka_unit_test(test_bootstrap),
+        cmocka_unit_test(test_welch),
+        cmocka_unit_test(test_summary),
+        cmocka_unit_test(test_percentile_skew),
+        cmocka_unit_test(test_holm),
+        cmocka_unit_test(test_effect_size),
+        cmocka_unit_test(test_bootstrap),
         cmocka_unit_test(test_welch_extreme_scales),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

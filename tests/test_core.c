@@ -95,8 +95,7 @@ static void test_f16_random_vs_reference(void **state) {
     (void)state;
     static double pos[31 * 1024 + 1]; /* every non-negative finite fp16, then 2^16 */
     int n = 0;
-    for (uint32_t h = 0; h < 0x7c00; h++)
-        pos[n++] = f16_value((uint16_t)h);
+    for (uint32_t h = 0; h < 0x7c00; h++) pos[n++] = f16_value((uint16_t)h);
     pos[n++] = 65536.0;
     qsort(pos, (size_t)n, sizeof *pos, tmoe_cmp_double);
     tmoe_rng r;
@@ -181,8 +180,7 @@ static void test_rng_properties(void **state) {
     tmoe_rng a, b;
     tmoe_rng_seed(&a, 7);
     tmoe_rng_seed(&b, 7);
-    for (int i = 0; i < 1000; i++)
-        assert_true(tmoe_rng_u64(&a) == tmoe_rng_u64(&b));
+    for (int i = 0; i < 1000; i++) assert_true(tmoe_rng_u64(&a) == tmoe_rng_u64(&b));
     /* streams: same (seed, stream) same sequence; different streams look independent */
     tmoe_rng s0, s1, s0b;
     tmoe_rng_seed_stream(&s0, 7, 0);
@@ -383,11 +381,16 @@ static void test_file_helpers(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_f16_exhaustive),          cmocka_unit_test(test_f16_rounding),
-        cmocka_unit_test(test_f16_random_vs_reference), cmocka_unit_test(test_bf16),
-        cmocka_unit_test(test_rng_reference),           cmocka_unit_test(test_rng_properties),
-        cmocka_unit_test(test_errors_and_arena),        cmocka_unit_test(test_buffer_table),
-        cmocka_unit_test(test_file_helpers),            cmocka_unit_test(test_percentile),
+        cmocka_unit_test(test_f16_exhaustive),
+        cmocka_unit_test(test_f16_rounding),
+        cmocka_unit_test(test_f16_random_vs_reference),
+        cmocka_unit_test(test_bf16),
+        cmocka_unit_test(test_rng_reference),
+        cmocka_unit_test(test_rng_properties),
+        cmocka_unit_test(test_errors_and_arena),
+        cmocka_unit_test(test_buffer_table),
+        cmocka_unit_test(test_file_helpers),
+        cmocka_unit_test(test_percentile),
         cmocka_unit_test(test_cmp_double),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

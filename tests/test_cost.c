@@ -26,7 +26,8 @@ static uint64_t seed(void) {
     return s++;
 }
 
-static tmoe_cost_entry rand_entry(tmoe_rng *r, tmoe_op op, tmoe_etype et, tmoe_impl impl, int tokens) {
+static tmoe_cost_entry rand_entry(tmoe_rng *r, tmoe_op op, tmoe_etype et, tmoe_impl impl,
+                                  int tokens) {
     tmoe_cost_entry e = {.op = op, .expert_type = et, .impl = impl, .tokens = tokens};
     e.latency_median_ms = 0.01 + tmoe_rng_uniform(r);
     e.latency_p90_ms = e.latency_median_ms * (1.0 + 0.2 * tmoe_rng_uniform(r));
@@ -68,7 +69,8 @@ static void test_roundtrip(void **state) {
     int n = 0;
     for (int op = 0; op < 3; op++)
         for (int t = 1; t <= 64; t *= 4) {
-            tmoe_cost_entry e = rand_entry(&r, (tmoe_op)(TMOE_OP_DEQUANT_UNPACK + op), TMOE_ET_Q4, TMOE_IMPL_UNFUSED, t);
+            tmoe_cost_entry e = rand_entry(&r, (tmoe_op)(TMOE_OP_DEQUANT_UNPACK + op), TMOE_ET_Q4,
+                                           TMOE_IMPL_UNFUSED, t);
             if (t == 4) {
                 e.kernels = ks;
                 e.n_kernels = 2;
@@ -128,38 +130,54 @@ static void test_malformed(void **state) {
     (void)state;
     static const char *good_entry =
         "{\"op\": \"relu\", \"expert_type\": \"fp16\", \"impl\": \"fused\", \"tokens\": 8,"
-        " \"latency_ms\": {\"median\": 0.1, \"p90\": 0.2}, \"energy_j\": {\"board\": 0.01, \"dynamic\": 0.005},"
-        " \"avg_power_w\": 300, \"temp_impact_c_per_s\": 0.5, \"samples\": 40, \"throttled\": false,"
+        " \"latency_ms\": {\"median\": 0.1, \"p90\": 0.2}, \"energy_j\": {\"board\": 0.01, "
+        "\"dynamic\": 0.005},"
+        " \"avg_power_w\": 300, \"temp_impact_c_per_s\": 0.5, \"samples\": 40, \"throttled\": "
+        "false,"
         " \"kernels\": []}";
     struct {
         const char *text; /* %s = a good entry */
         const char *want[3];
     } cases[] = {
-        {"{\"schema\": \"thermoe.cost_model/1\",\n \"entries\": [\n %s,\n  {\"op\": }]}", {":4:10:", "'}'", NULL}},
-        {"{\"schema\": \"thermoe.cost_model/2\", \"entries\": [%s]}", {"schema", "thermoe.cost_model/2", NULL}},
+        {"{\"schema\": \"thermoe.cost_model/1\",\n \"entries\": [\n %s,\n  {\"op\": }]}",
+         {":4:10:", "'}'", NULL}},
+        {"{\"schema\": \"thermoe.cost_model/2\", \"entries\": [%s]}",
+         {"schema", "thermoe.cost_model/2", NULL}},
         {"{\"entries\": [%s]}", {"schema", "missing", NULL}},
         {"{\"schema\": \"thermoe.cost_model/1\"}", {"entries", "missing", NULL}},
-        {"{\"schema\": \"thermoe.cost_model/1\", \"entries\": [%s, {\"op\": \"relu\", \"expert_type\": \"fp16\", "
+        {"{\"schema\": \"thermoe.cost_model/1\", \"entries\": [%s, {\"op\": \"relu\", "
+         "\"expert_type\": \"fp16\", "
          "\"impl\": \"fused\", \"tokens\": 16}]}",
          {"entries[1]", "latency_ms", "missing"}},
-        {"{\"schema\": \"thermoe.cost_model/1\", \"entries\": [%s, {\"op\": \"relu\", \"expert_type\": \"fp16\", "
-         "\"impl\": \"fused\", \"tokens\": 16, \"latency_ms\": {\"median\": -1, \"p90\": 1}, \"energy_j\": "
-         "{\"board\": 1, \"dynamic\": 0}, \"avg_power_w\": 1, \"temp_impact_c_per_s\": 0, \"samples\": 1}]}",
+        {"{\"schema\": \"thermoe.cost_model/1\", \"entries\": [%s, {\"op\": \"relu\", "
+         "\"expert_type\": \"fp16\", "
+         "\"impl\": \"fused\", \"tokens\": 16, \"latency_ms\": {\"median\": -1, \"p90\": 1}, "
+         "\"energy_j\": "
+         "{\"board\": 1, \"dynamic\": 0}, \"avg_power_w\": 1, \"temp_impact_c_per_s\": 0, "
+         "\"samples\": 1}]}",
          {"entries[1]", "latency_ms.median", ">= 0"}},
-        {"{\"schema\": \"thermoe.cost_model/1\", \"entries\": [%s, {\"op\": \"relu\", \"expert_type\": \"fp16\", "
+        {"{\"schema\": \"thermoe.cost_model/1\", \"entries\": [%s, {\"op\": \"relu\", "
+         "\"expert_type\": \"fp16\", "
          "\"impl\": \"fused\", \"tokens\": 16, \"latency_ms\": {\"median\": NaN, \"p90\": 1}}]}",
          {":1:", "invalid token", NULL}},
-        {"{\"schema\": \"thermoe.cost_model/1\", \"entries\": [%s, {\"op\": \"relu\", \"expert_type\": \"fp16\", "
-         "\"impl\": \"fused\", \"tokens\": 16, \"latency_ms\": {\"median\": 1, \"p90\": 1}, \"energy_j\": "
-         "{\"board\": \"NaN\", \"dynamic\": 0}, \"avg_power_w\": 1, \"temp_impact_c_per_s\": 0, \"samples\": 1}]}",
+        {"{\"schema\": \"thermoe.cost_model/1\", \"entries\": [%s, {\"op\": \"relu\", "
+         "\"expert_type\": \"fp16\", "
+         "\"impl\": \"fused\", \"tokens\": 16, \"latency_ms\": {\"median\": 1, \"p90\": 1}, "
+         "\"energy_j\": "
+         "{\"board\": \"NaN\", \"dynamic\": 0}, \"avg_power_w\": 1, \"temp_impact_c_per_s\": 0, "
+         "\"samples\": 1}]}",
          {"entries[1]", "energy_j.board", "expected a number, got a string"}},
-        {"{\"schema\": \"thermoe.cost_model/1\", \"entries\": [{\"op\": \"linear_fc9\", \"expert_type\": \"fp16\"}]}",
+        {"{\"schema\": \"thermoe.cost_model/1\", \"entries\": [{\"op\": \"linear_fc9\", "
+         "\"expert_type\": \"fp16\"}]}",
          {"entries[0]", "op", "linear_fc9"}},
-        {"{\"schema\": \"thermoe.cost_model/1\", \"entries\": [%s, %s]}", {"entries[1]", "second entry", NULL}},
-        {"{\"schema\": \"thermoe.cost_model/1\", \"entries\": [%s, {\"op\": \"relu\", \"expert_type\": \"fp16\", "
+        {"{\"schema\": \"thermoe.cost_model/1\", \"entries\": [%s, %s]}",
+         {"entries[1]", "second entry", NULL}},
+        {"{\"schema\": \"thermoe.cost_model/1\", \"entries\": [%s, {\"op\": \"relu\", "
+         "\"expert_type\": \"fp16\", "
          "\"impl\": \"fused\", \"tokens\": 2.5}]}",
          {"entries[1]", "tokens", "integer"}},
-        {"{\"schema\": \"thermoe.cost_model/1\", \"entries\": [%s, {\"op\": \"relu\", \"expert_type\": \"fp16\", "
+        {"{\"schema\": \"thermoe.cost_model/1\", \"entries\": [%s, {\"op\": \"relu\", "
+         "\"expert_type\": \"fp16\", "
          "\"impl\": \"fused\", \"tokens\": 16, \"latency_ms\": {\"median\": 1e999, \"p90\": 1}}]}",
          {":1:", "overflow", NULL}},
         {"[1, 2]", {"top", "array", NULL}},
@@ -199,41 +217,54 @@ static void test_interpolation(void **state) {
     const int toks[3] = {2, 8, 32};
     double lat[3], en[3];
     for (int i = 2; i >= 0; i--) { /* added out of order on purpose */
-        tmoe_cost_entry e = rand_entry(&r, TMOE_OP_LINEAR_FC1, TMOE_ET_FP16, TMOE_IMPL_FUSED, toks[i]);
+        tmoe_cost_entry e =
+            rand_entry(&r, TMOE_OP_LINEAR_FC1, TMOE_ET_FP16, TMOE_IMPL_FUSED, toks[i]);
         lat[i] = e.latency_median_ms = 0.1 * (i + 1) + 0.05 * tmoe_rng_uniform(&r);
         en[i] = e.energy_board_j;
         ASSERT_OK(tmoe_cost_add(cm, &e, &err), &err);
     }
     tmoe_cost_value v;
     for (int i = 0; i < 3; i++) {
-        ASSERT_OK(tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC1, TMOE_ET_FP16, TMOE_IMPL_FUSED, toks[i], &v, &err), &err);
+        ASSERT_OK(tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC1, TMOE_ET_FP16, TMOE_IMPL_FUSED, toks[i],
+                                   &v, &err),
+                  &err);
         assert_rel("exact", v.latency_ms, lat[i], TOL_SUM);
         assert_int_equal(v.extrapolated, 0);
     }
     /* t = 4 lies half way between 2 and 8 in log space; t = 16 half way between 8 and 32 */
-    ASSERT_OK(tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC1, TMOE_ET_FP16, TMOE_IMPL_FUSED, 4, &v, &err), &err);
+    ASSERT_OK(tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC1, TMOE_ET_FP16, TMOE_IMPL_FUSED, 4, &v, &err),
+              &err);
     assert_rel("log-mid", v.latency_ms, 0.5 * (lat[0] + lat[1]), TOL_SUM);
     assert_rel("log-mid energy", v.energy_j, 0.5 * (en[0] + en[1]), TOL_SUM);
     assert_int_equal(v.lo_tokens, 2);
     assert_int_equal(v.hi_tokens, 8);
     double t = 8 * pow(4.0, 0.25); /* a quarter of the way from 8 to 32 */
-    ASSERT_OK(tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC1, TMOE_ET_FP16, TMOE_IMPL_FUSED, t, &v, &err), &err);
+    ASSERT_OK(tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC1, TMOE_ET_FP16, TMOE_IMPL_FUSED, t, &v, &err),
+              &err);
     assert_rel("quarter", v.latency_ms, lat[1] + 0.25 * (lat[2] - lat[1]), 1e-9);
     /* beyond: clamp by default, linear on request; both flagged */
-    ASSERT_OK(tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC1, TMOE_ET_FP16, TMOE_IMPL_FUSED, 128, &v, &err), &err);
+    ASSERT_OK(
+        tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC1, TMOE_ET_FP16, TMOE_IMPL_FUSED, 128, &v, &err),
+        &err);
     assert_int_equal(v.extrapolated, 1);
     assert_rel("clamp", v.latency_ms, lat[2], TOL_SUM);
     tmoe_cost_set_extrapolation(cm, TMOE_COST_EXTRAP_LINEAR);
-    ASSERT_OK(tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC1, TMOE_ET_FP16, TMOE_IMPL_FUSED, 128, &v, &err), &err);
+    ASSERT_OK(
+        tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC1, TMOE_ET_FP16, TMOE_IMPL_FUSED, 128, &v, &err),
+        &err);
     assert_int_equal(v.extrapolated, 1);
     assert_rel("linear", v.latency_ms, lat[2] + 1.0 * (lat[2] - lat[1]), 1e-9);
-    ASSERT_OK(tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC1, TMOE_ET_FP16, TMOE_IMPL_FUSED, 1, &v, &err), &err);
+    ASSERT_OK(tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC1, TMOE_ET_FP16, TMOE_IMPL_FUSED, 1, &v, &err),
+              &err);
     assert_int_equal(v.extrapolated, 1);
     assert_rel("linear low", v.latency_ms, fmax(0.0, lat[0] - 0.5 * (lat[1] - lat[0])), 1e-9);
-    assert_int_equal(tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC1, TMOE_ET_FP16, TMOE_IMPL_FUSED, 0.5, &v, &err),
-                     TMOE_EINVAL);
+    assert_int_equal(
+        tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC1, TMOE_ET_FP16, TMOE_IMPL_FUSED, 0.5, &v, &err),
+        TMOE_EINVAL);
     /* missing key: the message lists what the model has */
-    assert_int_equal(tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC2, TMOE_ET_Q2, TMOE_IMPL_FUSED, 4, &v, &err), TMOE_EINVAL);
+    assert_int_equal(
+        tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC2, TMOE_ET_Q2, TMOE_IMPL_FUSED, 4, &v, &err),
+        TMOE_EINVAL);
     assert_non_null(strstr(err.msg, "linear_fc2/q2/fused"));
     assert_non_null(strstr(err.msg, "linear_fc1/fp16/fused (tokens 2-32)"));
     tmoe_cost_free(cm);
@@ -265,7 +296,8 @@ static tmoe_cost_model *expert_model(tmoe_rng *r) {
 }
 
 static double ref_expert_energy(tmoe_etype et, tmoe_impl im, double t) {
-    double s = g_base[TMOE_OP_LINEAR_FC1][et][im] + g_base[TMOE_OP_RELU][et][im] + g_base[TMOE_OP_LINEAR_FC2][et][im];
+    double s = g_base[TMOE_OP_LINEAR_FC1][et][im] + g_base[TMOE_OP_RELU][et][im] +
+               g_base[TMOE_OP_LINEAR_FC2][et][im];
     if (et != TMOE_ET_FP16 && im == TMOE_IMPL_UNFUSED) s += g_base[TMOE_OP_DEQUANT_UNPACK][et][im];
     return s * (1 + log2(t));
 }
@@ -281,7 +313,8 @@ static void test_expert_and_energy_loss(void **state) {
         for (int im = 0; im < TMOE_IMPL_COUNT; im++) {
             double t = 1 + tmoe_rng_below(&r, 256);
             ASSERT_OK(tmoe_cost_expert(cm, (tmoe_etype)et, (tmoe_impl)im, t, &v, &err), &err);
-            assert_rel("expert", v.energy_j, ref_expert_energy((tmoe_etype)et, (tmoe_impl)im, t), 1e-9);
+            assert_rel("expert", v.energy_j, ref_expert_energy((tmoe_etype)et, (tmoe_impl)im, t),
+                       1e-9);
             assert_int_equal(v.extrapolated, 0);
         }
     ASSERT_OK(tmoe_cost_expert(cm, TMOE_ET_Q4, TMOE_IMPL_FUSED, 0, &v, &err), &err);
@@ -307,7 +340,8 @@ static void test_expert_and_energy_loss(void **state) {
             ref += probs[i] * ref_expert_energy(types[ids[i]], (tmoe_impl)im, cnt);
         }
         double got;
-        ASSERT_OK(tmoe_cost_energy_loss(cm, T, K, ids, probs, E, types, (tmoe_impl)im, &got, &err), &err);
+        ASSERT_OK(tmoe_cost_energy_loss(cm, T, K, ids, probs, E, types, (tmoe_impl)im, &got, &err),
+                  &err);
         assert_rel("energy loss", got, ref, 1e-9);
     }
     /* an expert whose energy is unknown is refused, not summed as NaN */
@@ -319,10 +353,14 @@ static void test_expert_and_energy_loss(void **state) {
     }
     ids[0] = 0;
     double got;
-    assert_int_equal(tmoe_cost_energy_loss(cm, T, K, ids, probs, E, types, TMOE_IMPL_FUSED, &got, &err), TMOE_EINVAL);
+    assert_int_equal(
+        tmoe_cost_energy_loss(cm, T, K, ids, probs, E, types, TMOE_IMPL_FUSED, &got, &err),
+        TMOE_EINVAL);
     assert_non_null(strstr(err.msg, "no board energy"));
     ids[5] = E;
-    assert_int_equal(tmoe_cost_energy_loss(cm, T, K, ids, probs, E, types, TMOE_IMPL_FUSED, &got, &err), TMOE_EINVAL);
+    assert_int_equal(
+        tmoe_cost_energy_loss(cm, T, K, ids, probs, E, types, TMOE_IMPL_FUSED, &got, &err),
+        TMOE_EINVAL);
     tmoe_cost_free(cm);
 }
 
@@ -361,8 +399,7 @@ static void test_provider_table(void **state) {
     tmoe_expert_cost want[E][MAX + 1]; /* the model's cost at 0..MAX tokens */
     for (int e = 0; e < E; e++) {
         want[e][0] = (tmoe_expert_cost){0, 0, 0};
-        for (int k = 1; k <= MAX; k++)
-            want[e][k] = model_cost(cm, types[e], k);
+        for (int k = 1; k <= MAX; k++) want[e][k] = model_cost(cm, types[e], k);
     }
     tmoe_cost_table *tab;
     ASSERT_OK(tmoe_cost_table_create(cm, types, E, TMOE_IMPL_UNFUSED, MAX, &tab, &err), &err);
@@ -510,8 +547,7 @@ static int count_prefixed(const char *prefix) {
     DIR *d = opendir(tu_tmpdir());
     assert_non_null(d);
     int n = 0;
-    for (struct dirent *e; (e = readdir(d));)
-        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    for (struct dirent *e; (e = readdir(d));) n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
     closedir(d);
     return n;
 }

@@ -25,28 +25,24 @@ static void *xmalloc(size_t n) {
 }
 
 static void rand_f32(float *x, size_t n, float a) {
-    for (size_t i = 0; i < n; i++)
-        x[i] = tmoe_rng_uniform_sym(&rng, a);
+    for (size_t i = 0; i < n; i++) x[i] = tmoe_rng_uniform_sym(&rng, a);
 }
 
 static void rand_f16(tmoe_f16 *x, size_t n, float a) {
-    for (size_t i = 0; i < n; i++)
-        x[i] = tmoe_f32_to_f16(tmoe_rng_uniform_sym(&rng, a));
+    for (size_t i = 0; i < n; i++) x[i] = tmoe_f32_to_f16(tmoe_rng_uniform_sym(&rng, a));
 }
 
 /* |got - ref| <= tol (|ref| + max |ref|) elementwise. */
 static void check(const char *what, const float *got, const double *ref, size_t n, double tol) {
     double mx = 0.0;
-    for (size_t i = 0; i < n; i++)
-        mx = fmax(mx, fabs(ref[i]));
+    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs(ref[i]));
     tu_assert_close(what, got, ref, n, tol * mx, tol);
 }
 
 static void check16(const char *what, const tmoe_f16 *got, const double *ref, size_t n,
                     double tol) {
     float *g = xmalloc(n * sizeof *g);
-    for (size_t i = 0; i < n; i++)
-        g[i] = tmoe_f16_to_f32(got[i]);
+    for (size_t i = 0; i < n; i++) g[i] = tmoe_f16_to_f32(got[i]);
     check(what, g, ref, n, tol);
     free(g);
 }
@@ -79,8 +75,7 @@ static void ref_linear(const double *x, const double *w, int n, int in, int out,
     for (int r = 0; r < n; r++)
         for (int o = 0; o < out; o++) {
             double acc = 0.0;
-            for (int i = 0; i < in; i++)
-                acc += x[(size_t)r * in + i] * w[(size_t)o * in + i];
+            for (int i = 0; i < in; i++) acc += x[(size_t)r * in + i] * w[(size_t)o * in + i];
             y[(size_t)r * out + o] = acc;
         }
 }
@@ -99,11 +94,9 @@ static void test_rmsnorm(void **state) {
         tmoe_cpu_rmsnorm(x, w, T, D, 1e-5f, y);
         for (int t = 0; t < T; t++) {
             double ss = 0.0;
-            for (int i = 0; i < D; i++)
-                ss += (double)x[t * D + i] * x[t * D + i];
+            for (int i = 0; i < D; i++) ss += (double)x[t * D + i] * x[t * D + i];
             double inv = 1.0 / sqrt(ss / D + 1e-5);
-            for (int i = 0; i < D; i++)
-                ref[t * D + i] = x[t * D + i] * inv * w[i];
+            for (int i = 0; i < D; i++) ref[t * D + i] = x[t * D + i] * inv * w[i];
         }
         check16("rmsnorm", y, ref, (size_t)T * D, TOL_F16_ROUND);
         free(x);
@@ -127,8 +120,7 @@ static void check_linear(tmoe_etype t, int in, int out, int group) {
         double *xd = xmalloc(sizeof(double) * (size_t)n * in);
         double *ref = xmalloc(sizeof(double) * (size_t)n * out);
         rand_f16(x, (size_t)n * in, 1.0f);
-        for (size_t i = 0; i < (size_t)n * in; i++)
-            xd[i] = f16d(x[i]);
+        for (size_t i = 0; i < (size_t)n * in; i++) xd[i] = f16d(x[i]);
         ref_linear(xd, w, n, in, out, ref);
         char what[64];
         for (int impl = 0; impl < TMOE_IMPL_COUNT; impl++) {
@@ -187,8 +179,7 @@ static void test_act(void **state) {
         rand_f32(h, (size_t)n * 2 * F, 4.0f);
         tu_poison(a, sizeof(tmoe_f16) * (size_t)n * F);
         tmoe_cpu_act(TMOE_ACT_RELU, h, n, F, a);
-        for (size_t i = 0; i < (size_t)n * F; i++)
-            ref[i] = h[i] > 0 ? h[i] : 0.0;
+        for (size_t i = 0; i < (size_t)n * F; i++) ref[i] = h[i] > 0 ? h[i] : 0.0;
         check16("relu", a, ref, (size_t)n * F, TOL_F16_ROUND);
         tu_poison(a, sizeof(tmoe_f16) * (size_t)n * F);
         tmoe_cpu_act(TMOE_ACT_SWIGLU, h, n, F, a);
@@ -220,15 +211,12 @@ static void ref_topk(const float *z, const float *bias, int E, int k, int renorm
         idx[j] = best;
     }
     double p[TMOE_MAX_EXPERTS], den = 0.0, mx = -INFINITY;
-    for (int e = 0; e < E; e++)
-        mx = fmax(mx, (double)z[e] + (biw && bias ? bias[e] : 0.0));
+    for (int e = 0; e < E; e++) mx = fmax(mx, (double)z[e] + (biw && bias ? bias[e] : 0.0));
     for (int e = 0; e < E; e++)
         den += p[e] = exp((double)z[e] + (biw && bias ? bias[e] : 0.0) - mx);
     double chosen = 0.0;
-    for (int j = 0; j < k; j++)
-        chosen += p[idx[j]];
-    for (int j = 0; j < k; j++)
-        w[j] = p[idx[j]] / (renorm ? chosen : den);
+    for (int j = 0; j < k; j++) chosen += p[idx[j]];
+    for (int j = 0; j < k; j++) w[j] = p[idx[j]] / (renorm ? chosen : den);
 }
 
 static void test_gate_topk(void **state) {
@@ -272,23 +260,72 @@ static void test_gate_topk_nan(void **state) {
         int32_t idx[4];
         double w[4];
     } c[] = {
-        {"NaN at 0, 2, 5; renorm", {N, 1, N, 3, 0.5f, N}, {0}, 0, 2, 1, 0, {3, 1},
+        {"NaN at 0, 2, 5; renorm",
+         {N, 1, N, 3, 0.5f, N},
+         {0},
+         0,
+         2,
+         1,
+         0,
+         {3, 1},
          {e3 / (e3 + e1), e1 / (e3 + e1)}},
-        {"NaN at 0, 2, 5", {N, 1, N, 3, 0.5f, N}, {0}, 0, 2, 0, 0, {3, 1},
+        {"NaN at 0, 2, 5",
+         {N, 1, N, 3, 0.5f, N},
+         {0},
+         0,
+         2,
+         0,
+         0,
+         {3, 1},
          {e3 / (e3 + e1 + eh), e1 / (e3 + e1 + eh)}},
         {"all NaN; renorm", {N, N, N, N, N, N}, {0}, 0, 3, 1, 0, {0, 1, 2}, {0, 0, 0}},
         {"all NaN", {N, N, N, N, N, N}, {0}, 0, 2, 0, 0, {0, 1}, {0, 0}},
         {"one finite, k 3; renorm", {N, N, 2, N, I, N}, {0}, 0, 3, 1, 0, {2, 0, 1}, {1, 0, 0}},
         {"one finite, k 3", {N, N, 2, N, I, N}, {0}, 0, 3, 0, 0, {2, 0, 1}, {1, 0, 0}},
-        {"NaN ties -inf, lower index first", {I, N, 1, 0, N, I}, {0}, 0, 4, 0, 0, {2, 3, 0, 1},
+        {"NaN ties -inf, lower index first",
+         {I, N, 1, 0, N, I},
+         {0},
+         0,
+         4,
+         0,
+         0,
+         {2, 3, 0, 1},
          {e1 / (e1 + 1.0), 1.0 / (e1 + 1.0), 0, 0}},
-        {"NaN bias", {1, 2, 0, 0.5f, -1, 3}, {0, N, 0, 0, 0, N}, 1, 2, 0, 0, {0, 3},
+        {"NaN bias",
+         {1, 2, 0, 0.5f, -1, 3},
+         {0, N, 0, 0, 0, N},
+         1,
+         2,
+         0,
+         0,
+         {0, 3},
          {e1 / (e1 + e2 + 1.0 + eh + em + e3), eh / (e1 + e2 + 1.0 + eh + em + e3)}},
-        {"NaN bias in the weights", {1, 2, 0, 0.5f, -1, 3}, {0, N, 0, 0, 0, N}, 1, 2, 0, 1,
-         {0, 3}, {e1 / (e1 + 1.0 + eh + em), eh / (e1 + 1.0 + eh + em)}},
-        {"chosen without probability; renorm", {N, 1, N, N, N, N}, {0, N, 0, 0, 0, 0}, 1, 1, 1,
-         0, {0}, {0}},
-        {"chosen without probability", {N, 1, N, N, N, N}, {0, N, 0, 0, 0, 0}, 1, 1, 0, 0, {0},
+        {"NaN bias in the weights",
+         {1, 2, 0, 0.5f, -1, 3},
+         {0, N, 0, 0, 0, N},
+         1,
+         2,
+         0,
+         1,
+         {0, 3},
+         {e1 / (e1 + 1.0 + eh + em), eh / (e1 + 1.0 + eh + em)}},
+        {"chosen without probability; renorm",
+         {N, 1, N, N, N, N},
+         {0, N, 0, 0, 0, 0},
+         1,
+         1,
+         1,
+         0,
+         {0},
+         {0}},
+        {"chosen without probability",
+         {N, 1, N, N, N, N},
+         {0, N, 0, 0, 0, 0},
+         1,
+         1,
+         0,
+         0,
+         {0},
          {0}},
     };
     for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
@@ -397,8 +434,7 @@ static void test_attention(void **state) {
                     p[s] = acc / sqrt((double)dh);
                     mx = fmax(mx, p[s]);
                 }
-                for (int s = 0; s <= t; s++)
-                    den += p[s] = exp(p[s] - mx);
+                for (int s = 0; s <= t; s++) den += p[s] = exp(p[s] - mx);
                 for (int i = 0; i < dh; i++) {
                     double acc = 0.0;
                     for (int s = 0; s <= t; s++)
@@ -431,8 +467,7 @@ static void check_expert(tmoe_etype t, tmoe_act act) {
         double *a = xmalloc(sizeof(double) * (size_t)n * F),
                *ref = xmalloc(sizeof(double) * (size_t)n * D);
         rand_f16(x, (size_t)n * D, 1.0f);
-        for (size_t i = 0; i < (size_t)n * D; i++)
-            xd[i] = f16d(x[i]);
+        for (size_t i = 0; i < (size_t)n * D; i++) xd[i] = f16d(x[i]);
         ref_linear(xd, w1, n, D, e.fc1.out, h);
         for (int r = 0; r < n; r++)
             for (int i = 0; i < F; i++) {
@@ -447,8 +482,7 @@ static void check_expert(tmoe_etype t, tmoe_act act) {
             tu_poison(scratch, sb);
             tu_poison(y, sizeof(float) * (size_t)n * D);
             double op_ms[TMOE_OP_COUNT];
-            for (int o = 0; o < TMOE_OP_COUNT; o++)
-                op_ms[o] = NAN;
+            for (int o = 0; o < TMOE_OP_COUNT; o++) op_ms[o] = NAN;
             tmoe_cpu_expert_forward(&e, (tmoe_impl)impl, x, n, y, scratch, op_ms);
             char what[64];
             snprintf(what, sizeof what, "expert %s %s %s n=%d", tmoe_etype_name(t),
@@ -458,11 +492,9 @@ static void check_expert(tmoe_etype t, tmoe_act act) {
             tmoe_op seq[4];
             int ns = tmoe_expert_op_sequence(t, (tmoe_impl)impl, seq);
             int ran = 0;
-            for (int o = 0; o < TMOE_OP_COUNT; o++)
-                ran += !isnan(op_ms[o]);
+            for (int o = 0; o < TMOE_OP_COUNT; o++) ran += !isnan(op_ms[o]);
             assert_int_equal(ran, ns);
-            for (int j = 0; j < ns; j++)
-                assert_false(isnan(op_ms[seq[j]]));
+            for (int j = 0; j < ns; j++) assert_false(isnan(op_ms[seq[j]]));
             free(scratch);
         }
         free(x);
@@ -480,21 +512,16 @@ static void check_expert(tmoe_etype t, tmoe_act act) {
 static void test_expert(void **state) {
     (void)state;
     for (int t = 0; t < TMOE_ET_COUNT; t++)
-        for (int a = 0; a < TMOE_ACT_COUNT; a++)
-            check_expert((tmoe_etype)t, (tmoe_act)a);
+        for (int a = 0; a < TMOE_ACT_COUNT; a++) check_expert((tmoe_etype)t, (tmoe_act)a);
 }
 
 int main(void) {
     tmoe_rng_seed(&rng, tu_seed()); /* fresh inputs every run */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rmsnorm),
-        cmocka_unit_test(test_linear),
-        cmocka_unit_test(test_act),
-        cmocka_unit_test(test_gate_topk),
-        cmocka_unit_test(test_gate_topk_nan),
-        cmocka_unit_test(test_permute_gather_combine),
-        cmocka_unit_test(test_attention),
-        cmocka_unit_test(test_expert),
+        cmocka_unit_test(test_rmsnorm),       cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_act),           cmocka_unit_test(test_gate_topk),
+        cmocka_unit_test(test_gate_topk_nan), cmocka_unit_test(test_permute_gather_combine),
+        cmocka_unit_test(test_attention),     cmocka_unit_test(test_expert),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -96,7 +96,8 @@ static void run_case(const eng_case *c) {
     if (flips * 200 > T * k + 199)
         fail_msg("%d of %d routing choices differ from the cpu backend", flips, T * k);
     if (!flips)
-        for (int e = 0; e < E; e++) assert_int_equal(mc.tokens_per_expert[e], mg.tokens_per_expert[e]);
+        for (int e = 0; e < E; e++)
+            assert_int_equal(mc.tokens_per_expert[e], mg.tokens_per_expert[e]);
     /* every output element written, routing flips included */
     tu_assert_finite(what, yc, (size_t)T * D);
     tu_assert_finite(what, yg, (size_t)T * D);
@@ -142,8 +143,8 @@ static void test_engine_matrix(void **state) {
             if (et == TMOE_ET_FP16 && impl == TMOE_IMPL_UNFUSED) continue;
             for (int act = 0; act < TMOE_ACT_COUNT; act++)
                 for (int i = 0; i < 3; i++) {
-                    eng_case c = {(tmoe_etype)et, (tmoe_impl)impl, (tmoe_act)act, 8, 2, Ts[i],
-                                  i == 1, i != 2, 0};
+                    eng_case c = {(tmoe_etype)et, (tmoe_impl)impl, (tmoe_act)act, 8, 2,
+                                  Ts[i],          i == 1,          i != 2,        0};
                     run_case(&c);
                 }
         }

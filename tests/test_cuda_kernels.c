@@ -25,10 +25,10 @@ static void need_gpu(void) {
     }
 }
 
-#define CK(call) \
-    do { \
-        cudaError_t ce_ = (call); \
-        if (ce_ != cudaSuccess) fail_msg("%s: %s", #call, cudaGetErrorString(ce_)); \
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t ce_ = (call);                                                                  \
+        if (ce_ != cudaSuccess) fail_msg("%s: %s", #call, cudaGetErrorString(ce_));                \
     } while (0)
 
 static void *dmalloc(size_t n) {
@@ -84,10 +84,10 @@ static void topk_case(int T, int E, int k, int renorm, int biw, int ties, int na
             float *z = lg + (size_t)t * E;
             int kind = t % 4, finite = 0;
             for (int e = 0; e < E; e++) {
-                int keep = kind == 0 ? tmoe_rng_below(&r, 4) != 0
-                         : kind == 1 ? 0
-                         : kind == 2 ? finite < k / 2 && tmoe_rng_below(&r, 2) == 0
-                                     : 1;
+                int keep = kind == 0   ? tmoe_rng_below(&r, 4) != 0
+                           : kind == 1 ? 0
+                           : kind == 2 ? finite < k / 2 && tmoe_rng_below(&r, 2) == 0
+                                       : 1;
                 finite += keep;
                 if (!keep) z[e] = kind == 2 && (e & 1) ? -INFINITY : NAN;
             }
@@ -153,8 +153,10 @@ static void permute_case(int T, int E, int k, int mode) {
             idx[t * k + j] = e;
         }
     }
-    int32_t *cc = malloc(4 * E), *co = malloc(4 * (E + 1)), *cs = malloc(4 * N), *cd = malloc(4 * N);
-    int32_t *gc = malloc(4 * E), *go = malloc(4 * (E + 1)), *gs = malloc(4 * N), *gd = malloc(4 * N);
+    int32_t *cc = malloc(4 * E), *co = malloc(4 * (E + 1)), *cs = malloc(4 * N),
+            *cd = malloc(4 * N);
+    int32_t *gc = malloc(4 * E), *go = malloc(4 * (E + 1)), *gs = malloc(4 * N),
+            *gd = malloc(4 * N);
     tmoe_cpu_permute(idx, T, k, E, cc, co, cs, cd);
     int32_t *didx = dup_to(idx, 4 * N), *dc = dmalloc(4 * E), *dof = dmalloc(4 * (E + 1));
     int32_t *ds = dmalloc(4 * N), *dd = dmalloc(4 * N);
@@ -166,7 +168,8 @@ static void permute_case(int T, int E, int k, int mode) {
         int na = 0;
         for (int e = 0; e < E; e++)
             if (cc[e] > 0) {
-                if (gact[1 + na] != e) fail_msg("active[%d] = %d, expected %d", 1 + na, gact[1 + na], e);
+                if (gact[1 + na] != e)
+                    fail_msg("active[%d] = %d, expected %d", 1 + na, gact[1 + na], e);
                 na++;
             }
         assert_int_equal(gact[0], na);
@@ -244,7 +247,8 @@ static void dequant_case(tmoe_etype t, int out, int in, int group) {
         memcpy(s + sc * i, l[i].scales, 2 * sc);
     }
     int32_t experts[3] = {2, 0, 1}, counts[3] = {5, 0, 1}; /* slot 2 = expert 1: no tokens */
-    tmoe_cuda_lin L = {t, out, in, group, dup_to(q, wb * slots), dup_to(s, 2 * sc * slots), wb, sc, 0, 0};
+    tmoe_cuda_lin L = {t,  out, in, group, dup_to(q, wb * slots), dup_to(s, 2 * sc * slots),
+                       wb, sc,  0,  0};
     int32_t *de = dup_to(experts, sizeof experts), *dc = dup_to(counts, sizeof counts);
     size_t nw = (size_t)out * in;
     tmoe_f16 *dw = dmalloc(2 * nw * slots), *gw = malloc(2 * nw * slots), *cw = malloc(2 * nw);
@@ -323,14 +327,22 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
         if (epi == TMOE_CUDA_EPI_NONE) {
             memcpy(ref + (size_t)offsets[e] * rows, h, 4 * (size_t)n * rows);
         } else {
-            tmoe_cpu_act(epi == TMOE_CUDA_EPI_RELU ? TMOE_ACT_RELU : TMOE_ACT_SWIGLU, h, n, rows, a);
+            tmoe_cpu_act(epi == TMOE_CUDA_EPI_RELU ? TMOE_ACT_RELU : TMOE_ACT_SWIGLU, h, n, rows,
+                         a);
             for (size_t i = 0; i < (size_t)n * rows; i++)
                 ref[(size_t)offsets[e] * rows + i] = tmoe_f16_to_f32(a[i]);
         }
     }
-    tmoe_cuda_lin L = {t, out, in, group, dup_to(wh, wb * slots),
-                       t == TMOE_ET_FP16 ? NULL : dup_to(sh, 2 * sc * slots), wb,
-                       t == TMOE_ET_FP16 ? 0 : sc, 0, 0};
+    tmoe_cuda_lin L = {t,
+                       out,
+                       in,
+                       group,
+                       dup_to(wh, wb * slots),
+                       t == TMOE_ET_FP16 ? NULL : dup_to(sh, 2 * sc * slots),
+                       wb,
+                       t == TMOE_ET_FP16 ? 0 : sc,
+                       0,
+                       0};
     int sms = 0;
     ASSERT_OK(tmoe_cuda_sm_count(0, &sms, &err), &err);
     int32_t *de = dup_to(experts, sizeof experts), *dc = dup_to(counts, sizeof counts);
@@ -361,7 +373,8 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
         CK(cudaMemset(dy16, 0xff, 2 * (size_t)N * rows + 1));
         ASSERT_OK(tmoe_cuda_expert_linear(&LV, epi, slots, de, variant ? dact : NULL,
                                           variant ? dso : NULL, dc, dof, dx, dsrc, k, N, 3, dy,
-                                          dy16, 0, &err), &err);
+                                          dy16, 0, &err),
+                  &err);
         if (epi == TMOE_CUDA_EPI_NONE) {
             from_dev(got, dy, 4 * (size_t)N * rows);
         } else {
@@ -470,8 +483,8 @@ static void test_small_ops(void **state) {
 int main(void) {
     g_seed = tu_seed(); /* fresh inputs every run, printed for a replay */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gate_topk),   cmocka_unit_test(test_permute_combine),
-        cmocka_unit_test(test_dequant),     cmocka_unit_test(test_expert_linear),
+        cmocka_unit_test(test_gate_topk), cmocka_unit_test(test_permute_combine),
+        cmocka_unit_test(test_dequant),   cmocka_unit_test(test_expert_linear),
         cmocka_unit_test(test_small_ops),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -22,8 +22,7 @@
 #define TOL_TOP1 0.99
 #define TOL_PPL_REL 5e-3
 
-static const char *const models[] = {"mixtral", "olmoe", "olmoe_stacked", "qwen2_moe",
-                                     "qwen3_moe"};
+static const char *const models[] = {"mixtral", "olmoe", "olmoe_stacked", "qwen2_moe", "qwen3_moe"};
 
 static void need_gpu(void) {
     int n = 0;
@@ -97,7 +96,8 @@ static void cmp_add(cmp *c, const float *got, const float *ref, int rows, int V)
 /* Print the margins always; fail on the logit and top-1 tolerances. */
 static void cmp_check(const cmp *c) {
     double top1 = c->rows ? (double)c->top1_same / c->rows : 1.0;
-    fprintf(stderr, "%-40s max |logit diff| %.4g = %.4g x std (tol %.3g); top-1 %ld/%ld = %.4f "
+    fprintf(stderr,
+            "%-40s max |logit diff| %.4g = %.4g x std (tol %.3g); top-1 %ld/%ld = %.4f "
             "(tol %.2f); worst at row %zu col %zu: cuda %.6g ref %.6g\n",
             c->what, c->maxd, c->maxd / c->std, TOL_LOGIT_STD, c->top1_same, c->rows, top1,
             TOL_TOP1, c->worst_row, c->worst_col, (double)c->worst_got, (double)c->worst_ref);
@@ -111,8 +111,11 @@ static tmoe_cuda_lm *cuda_create(const tmoe_lm *m, int max_tokens, int max_seqs,
                                  int graphs) {
     tmoe_error err = {0};
     tmoe_cuda_lm *g = NULL;
-    tmoe_cuda_lm_config cfg = {.device_id = 0, .max_tokens = max_tokens, .max_seqs = max_seqs,
-                               .max_len = max_len, .use_graphs = graphs};
+    tmoe_cuda_lm_config cfg = {.device_id = 0,
+                               .max_tokens = max_tokens,
+                               .max_seqs = max_seqs,
+                               .max_len = max_len,
+                               .use_graphs = graphs};
     ASSERT_OK(tmoe_cuda_lm_create(m, &cfg, &g, &err), &err);
     return g;
 }
@@ -185,7 +188,8 @@ static void test_models(void **state) {
         read_expected(dir, V, &x);
         int L = x.seq_len, W = (int)(t.n / L);
         tmoe_cuda_lm *g = cuda_create(m, L, 2, L + 16, 1);
-        float *lc = malloc(sizeof(float) * (size_t)L * V), *lg = malloc(sizeof(float) * (size_t)L * V);
+        float *lc = malloc(sizeof(float) * (size_t)L * V),
+              *lg = malloc(sizeof(float) * (size_t)L * V);
         double *nll = malloc(sizeof(double) * (size_t)L);
         assert_true(lc && lg && nll);
         char what[128];
@@ -212,9 +216,10 @@ static void test_models(void **state) {
         double nm, pc, pg, lo, hi;
         tmoe_lm_score_finish(&sc, &nm, &pc, &lo, &hi);
         tmoe_lm_score_finish(&sg, &nm, &pg, &lo, &hi);
-        fprintf(stderr, "%-40s perplexity cuda %.8g cpu %.8g transformers %.8g (rel %.3g, %.3g; "
-                "tol %.3g)\n", models[i], pg, pc, x.ppl, fabs(pg / pc - 1), fabs(pg / x.ppl - 1),
-                TOL_PPL_REL);
+        fprintf(stderr,
+                "%-40s perplexity cuda %.8g cpu %.8g transformers %.8g (rel %.3g, %.3g; "
+                "tol %.3g)\n",
+                models[i], pg, pc, x.ppl, fabs(pg / pc - 1), fabs(pg / x.ppl - 1), TOL_PPL_REL);
         if (!(fabs(pg / pc - 1) <= TOL_PPL_REL) || !(fabs(pg / x.ppl - 1) <= TOL_PPL_REL))
             fail_msg("%s: perplexity cuda %.8g, cpu %.8g, transformers %.8g", models[i], pg, pc,
                      x.ppl);
@@ -268,7 +273,8 @@ static void run_schedule(const tmoe_lm *m, const char *name, int graphs) {
     ASSERT_OK(tmoe_kv_cache_create(&m->cfg, S, maxlen, &kv, &err), &err);
     ASSERT_OK(tmoe_cpu_lm_create(m, &ccfg, &cpu, &err), &err);
     tmoe_cuda_lm *g = cuda_create(m, MT, S, maxlen, graphs);
-    float *lc = malloc(sizeof(float) * (size_t)MT * V), *lg = malloc(sizeof(float) * (size_t)MT * V);
+    float *lc = malloc(sizeof(float) * (size_t)MT * V),
+          *lg = malloc(sizeof(float) * (size_t)MT * V);
     assert_true(lc && lg);
     tmoe_rng r;
     tmoe_rng_seed(&r, 42);
@@ -278,7 +284,9 @@ static void run_schedule(const tmoe_lm *m, const char *name, int graphs) {
     /* the plan: per step, which sequences (by letter) add how many tokens */
     enum { A, B, C, D, NS };
     int cslot[NS], gslot[NS], live[NS] = {0};
-    struct { int open, close, n[NS]; } plan[] = {
+    struct {
+        int open, close, n[NS];
+    } plan[] = {
         {1 << A | 1 << B, 0, {7, 12, 0, 0}}, {0, 0, {1, 1, 0, 0}}, {0, 0, {1, 1, 0, 0}},
         {1 << C, 0, {1, 1, 5, 0}},           {0, 0, {1, 1, 1, 0}}, {0, 1 << A, {0, 1, 1, 0}},
         {1 << D, 0, {0, 1, 1, 9}},           {0, 0, {0, 1, 1, 1}}, {0, 0, {0, 1, 1, 1}},
@@ -320,7 +328,9 @@ static void run_schedule(const tmoe_lm *m, const char *name, int graphs) {
         const int32_t *ec = tmoe_cpu_lm_expert_counts(cpu), *eg = tmoe_cuda_lm_expert_counts(g);
         long diff = 0;
         for (int i = 0; i < m->cfg.n_layers * m->cfg.num_experts; i++) diff += ec[i] != eg[i];
-        if (diff) fprintf(stderr, "%s step %zu: %ld expert counts differ (routing ties)\n", what, p, diff);
+        if (diff)
+            fprintf(stderr, "%s step %zu: %ld expert counts differ (routing ties)\n", what, p,
+                    diff);
     }
     cmp_check(&c);
     /* a bad batch changes nothing */

@@ -40,8 +40,7 @@ static void check_placement(const tmoe_placement *pl) {
             if (i > pl->first[d]) assert_true(pl->by_device[i - 1] < e); /* ascending ids */
             seen[e]++;
         }
-    for (int e = 0; e < E; e++)
-        assert_int_equal(seen[e], 1);
+    for (int e = 0; e < E; e++) assert_int_equal(seen[e], 1);
 }
 
 static void test_placement_round_robin(void **state) {
@@ -51,8 +50,7 @@ static void test_placement_round_robin(void **state) {
         int E = N + rnd(40);
         tmoe_placement pl;
         ASSERT_OK(tmoe_placement_round_robin(E, N, &pl, &err), &err);
-        for (int e = 0; e < E; e++)
-            assert_int_equal(pl.device[e], e % N);
+        for (int e = 0; e < E; e++) assert_int_equal(pl.device[e], e % N);
         check_placement(&pl);
     }
     tmoe_placement pl;
@@ -77,8 +75,7 @@ static void test_placement_file(void **state) {
     check_placement(&pl);
     /* save -> load round trip of a random placement */
     int32_t dev[TMOE_MAX_EXPERTS];
-    for (int e = 0; e < 37; e++)
-        dev[e] = rnd(5);
+    for (int e = 0; e < 37; e++) dev[e] = rnd(5);
     ASSERT_OK(tmoe_placement_from_array(dev, 37, 5, &pl, &err), &err);
     const char *path = tu_tmppath("placement.txt");
     ASSERT_OK(tmoe_placement_save(&pl, path, &err), &err);
@@ -194,8 +191,10 @@ static void rounds_match(rank_io *r, int N, const tmoe_placement *pl, size_t row
     uint8_t *got[8];
     size_t n_of[8];
     for (int p = 0; p < N; p++) {
-        n_of[p] = (size_t)(reverse ? tmoe_dispatch_send_plan(r[p].d).tokens * tmoe_dispatch_send_plan(r[p].d).top_k
-                                   : tmoe_dispatch_recv_plan(r[p].d).rows) * row;
+        n_of[p] = (size_t)(reverse ? tmoe_dispatch_send_plan(r[p].d).tokens *
+                                         tmoe_dispatch_send_plan(r[p].d).top_k
+                                   : tmoe_dispatch_recv_plan(r[p].d).rows) *
+                  row;
         got[p] = xmalloc(n_of[p] + 1);
         memset(got[p], 0xA5, n_of[p] + 1);
     }
@@ -209,9 +208,11 @@ static void rounds_match(rank_io *r, int N, const tmoe_placement *pl, size_t row
                 if (j >= maxL) assert_int_equal(ns, 0);
                 if (!ns) continue;
                 if (!reverse)
-                    memcpy(got[q] + (size_t)ro * row, r[s].send + (size_t)so * row, (size_t)ns * row);
+                    memcpy(got[q] + (size_t)ro * row, r[s].send + (size_t)so * row,
+                           (size_t)ns * row);
                 else
-                    memcpy(got[s] + (size_t)so * row, r[q].ret + (size_t)ro * row, (size_t)ns * row);
+                    memcpy(got[s] + (size_t)so * row, r[q].ret + (size_t)ro * row,
+                           (size_t)ns * row);
             }
     for (int p = 0; p < N; p++) {
         const uint8_t *want = reverse ? r[p].back : r[p].recv;
@@ -229,8 +230,7 @@ static void random_routing(int32_t *idx, int T, int k, int E, int allow_dup) {
             do {
                 e = rnd(E);
                 again = 0;
-                for (int i = 0; i < j && !allow_dup; i++)
-                    again |= idx[t * k + i] == e;
+                for (int i = 0; i < j && !allow_dup; i++) again |= idx[t * k + i] == e;
             } while (again);
             idx[t * k + j] = e;
         }
@@ -252,8 +252,7 @@ static void test_plan_random(void **state) {
             ASSERT_OK(tmoe_placement_round_robin(E, N, &pl, &err), &err);
         } else {
             int32_t dev[TMOE_MAX_EXPERTS];
-            for (int e = 0; e < E; e++)
-                dev[e] = rnd(N); /* some devices may hold none */
+            for (int e = 0; e < E; e++) dev[e] = rnd(N); /* some devices may hold none */
             ASSERT_OK(tmoe_placement_from_array(dev, E, N, &pl, &err), &err);
         }
         rank_io r[8];
@@ -288,16 +287,17 @@ static void test_plan_random(void **state) {
                         assert_true(pl.local[e0] < pl.local[e] || (e0 == e && c0 < c));
                     }
                 }
-            for (int c = 0; c < C; c++)
-                assert_int_equal(hits[c], 1);
+            for (int c = 0; c < C; c++) assert_int_equal(hits[c], 1);
             free(hits);
             for (int i = 0, total = 0; i < E; i++) {
                 total += sp.expert_counts[i];
                 if (i + 1 == E) assert_int_equal(total, C);
             }
         }
-        if (trial % 3 == 2) exchange_payloads(r, N, &pl);
-        else exchange_counts(r, N, &pl);
+        if (trial % 3 == 2)
+            exchange_payloads(r, N, &pl);
+        else
+            exchange_counts(r, N, &pl);
         size_t row = sizeof(tag);
         for (int s = 0; s < N; s++) {
             tmoe_dispatch_recv rp = tmoe_dispatch_recv_plan(r[s].d);
@@ -314,12 +314,10 @@ static void test_plan_random(void **state) {
             /* payload: which copy each send row is */
             tmoe_dispatch_send sp = tmoe_dispatch_send_plan(r[s].d);
             tag *x = xmalloc(sizeof(tag) * (size_t)r[s].T * k);
-            for (int c = 0; c < r[s].T * k; c++)
-                x[c] = (tag){s, c, r[s].idx[c]};
+            for (int c = 0; c < r[s].T * k; c++) x[c] = (tag){s, c, r[s].idx[c]};
             r[s].send = xmalloc(row * (size_t)r[s].T * k);
             /* the payload is per copy, not per token row: place it by src directly */
-            for (int i = 0; i < r[s].T * k; i++)
-                memcpy(r[s].send + i * row, &x[sp.src[i]], row);
+            for (int i = 0; i < r[s].T * k; i++) memcpy(r[s].send + i * row, &x[sp.src[i]], row);
             free(x);
             r[s].recv = xmalloc(row * (size_t)rp.rows);
             r[s].grp = xmalloc(row * (size_t)rp.rows);
@@ -342,8 +340,7 @@ static void test_plan_random(void **state) {
                 }
             /* "expert compute": mark the row with the rank that ran it */
             tag *gm = (tag *)r[p].grp;
-            for (int i = 0; i < rp.rows; i++)
-                gm[i].expert += 1000 * (p + 1);
+            for (int i = 0; i < rp.rows; i++) gm[i].expert += 1000 * (p + 1);
             tmoe_dispatch_ungroup(r[p].d, r[p].grp, row, r[p].ret);
         }
         alltoall(r, N, row, 1);
@@ -367,8 +364,7 @@ static void test_plan_random(void **state) {
                     *dst = xmalloc(sizeof(int32_t) * (size_t)C);
             tmoe_cpu_permute(r[0].idx, r[0].T, k, E, counts, offsets, src, dst);
             const tag *g = (const tag *)r[0].grp;
-            for (int i = 0; i < C; i++)
-                assert_int_equal(g[i].copy, src[i]);
+            for (int i = 0; i < C; i++) assert_int_equal(g[i].copy, src[i]);
             free(src);
             free(dst);
         }
@@ -434,8 +430,7 @@ static void layer_case(tmoe_etype et, tmoe_impl impl, int N, int random_place) {
           *yref = xmalloc(sizeof(float) * (size_t)T * D);
     float *y = xmalloc(sizeof(float) * (size_t)T * D), *w = xmalloc(sizeof(float) * (size_t)T * k);
     int32_t *idx = xmalloc(sizeof(int32_t) * (size_t)T * k);
-    for (size_t i = 0; i < (size_t)T * D; i++)
-        x[i] = (float)tmoe_rng_normal(&rng);
+    for (size_t i = 0; i < (size_t)T * D; i++) x[i] = (float)tmoe_rng_normal(&rng);
     tmoe_moe_metrics m = {.topk_idx = idx, .topk_w = w};
     ASSERT_OK(tmoe_engine_forward(eng, x, T, 1, NULL, yref, &m, &err), &err);
 
@@ -445,8 +440,7 @@ static void layer_case(tmoe_etype et, tmoe_impl impl, int N, int random_place) {
     tmoe_placement pl;
     if (random_place) {
         int32_t dev[TMOE_MAX_EXPERTS];
-        for (int e = 0; e < E; e++)
-            dev[e] = rnd(N);
+        for (int e = 0; e < E; e++) dev[e] = rnd(N);
         ASSERT_OK(tmoe_placement_from_array(dev, E, N, &pl, &err), &err);
     } else {
         ASSERT_OK(tmoe_placement_round_robin(E, N, &pl, &err), &err);
@@ -454,8 +448,7 @@ static void layer_case(tmoe_etype et, tmoe_impl impl, int N, int random_place) {
     /* tokens sharded over the ranks in contiguous pieces (some may be empty) */
     int first[9];
     first[0] = 0;
-    for (int s = 1; s < N; s++)
-        first[s] = first[s - 1] + rnd(T - first[s - 1] + 1);
+    for (int s = 1; s < N; s++) first[s] = first[s - 1] + rnd(T - first[s - 1] + 1);
     first[N] = T;
     rank_io r[8];
     memset(r, 0, sizeof r);
@@ -492,8 +485,7 @@ static void layer_case(tmoe_etype et, tmoe_impl impl, int N, int random_place) {
         tmoe_dispatch_ungroup(r[p].d, ye, out_row, r[p].ret);
         free(ye);
     }
-    for (int s = 0; s < N; s++)
-        r[s].back = xmalloc(out_row * (size_t)r[s].T * k);
+    for (int s = 0; s < N; s++) r[s].back = xmalloc(out_row * (size_t)r[s].T * k);
     alltoall(r, N, out_row, 1);
     for (int s = 0; s < N; s++) {
         tmoe_dispatch_send sp = tmoe_dispatch_send_plan(r[s].d);
@@ -501,12 +493,10 @@ static void layer_case(tmoe_etype et, tmoe_impl impl, int N, int random_place) {
         if (r[s].T)
             tmoe_cpu_combine((const float *)r[s].back, sp.pos, w + (size_t)first[s] * k, r[s].T, k,
                              D, ys);
-        for (size_t i = 0; i < (size_t)r[s].T * D; i++)
-            ys[i] += x[(size_t)first[s] * D + i];
+        for (size_t i = 0; i < (size_t)r[s].T * D; i++) ys[i] += x[(size_t)first[s] * D + i];
     }
     size_t nd = 0;
-    for (size_t i = 0; i < (size_t)T * D; i++)
-        nd += memcmp(&y[i], &yref[i], sizeof(float)) != 0;
+    for (size_t i = 0; i < (size_t)T * D; i++) nd += memcmp(&y[i], &yref[i], sizeof(float)) != 0;
     if (nd)
         fail_msg("%s/%s, %d ranks, E %d, k %d, T %d: %zu of %zu outputs differ from the "
                  "single-device engine",

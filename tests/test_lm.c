@@ -22,8 +22,7 @@
 /* fp16 experts (activations rounded to fp16 into every expert) vs fp32 experts. */
 #define TOL_FP16_EXPERTS_STD 2e-2
 
-static const char *const models[] = {"mixtral", "olmoe", "olmoe_stacked", "qwen2_moe",
-                                     "qwen3_moe"};
+static const char *const models[] = {"mixtral", "olmoe", "olmoe_stacked", "qwen2_moe", "qwen3_moe"};
 
 static const char *lm_path(const char *rel) {
     static char p[4096];
@@ -65,8 +64,8 @@ static void read_expected(const char *dir, int V, expected *x) {
     assert_non_null(x->logits);
     for (size_t i = 0; i < n; i++) {
         const uint8_t *b = (const uint8_t *)raw + 4 * i;
-        uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-                     (uint32_t)b[3] << 24;
+        uint32_t u =
+            (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
         memcpy(&x->logits[i], &u, 4);
     }
     free(raw);
@@ -170,8 +169,10 @@ static void test_matches_transformers(void **state) {
         double ppl = perplexity(m, &t, x.seq_len, &scored);
         int gen[64];
         greedy(m, t.ids, x.prompt, x.ngreedy, gen);
-        fprintf(stderr, "%-14s max |logit diff| %.3g = %.3g x std; perplexity %.8g vs %.8g "
-                "(rel %.2g)\n", models[i], d, d / x.std, ppl, x.ppl, fabs(ppl / x.ppl - 1.0));
+        fprintf(stderr,
+                "%-14s max |logit diff| %.3g = %.3g x std; perplexity %.8g vs %.8g "
+                "(rel %.2g)\n",
+                models[i], d, d / x.std, ppl, x.ppl, fabs(ppl / x.ppl - 1.0));
         if (!(d <= TOL_LOGIT_STD * x.std))
             fail_msg("%s: max |logit diff| %g > %g x std %g", models[i], d, TOL_LOGIT_STD, x.std);
         assert_int_equal(scored, x.scored);
@@ -252,8 +253,8 @@ static void test_batch_join_leave(void **state) {
             double d = max_abs_diff(logits + (size_t)i * V, alone, (size_t)V) / std_of(alone, V);
             worst = d > worst ? d : worst;
             if (!(d <= TOL_SAME_STD))
-                fail_msg("step %d sequence %d: batched logits differ from alone by %g x std",
-                         step, s, d);
+                fail_msg("step %d sequence %d: batched logits differ from alone by %g x std", step,
+                         s, d);
         }
     }
     fprintf(stderr, "batched prefill + decode vs alone: max diff %.3g x std\n", worst);
@@ -380,33 +381,36 @@ static void test_config(void **state) {
         {"{\"model_type\": \"deepseek_v3\", \"vocab_size\": 8}", "model_type 'deepseek_v3'",
          TMOE_ENOTSUP},
         {"{\"model_type\": \"olmoe\", \"vocab_size\": 8, \"num_hidden_layers\": 1, "
-         "\"num_attention_heads\": 2}", "'hidden_size' is missing", TMOE_EFORMAT},
+         "\"num_attention_heads\": 2}",
+         "'hidden_size' is missing", TMOE_EFORMAT},
         {"{\"model_type\": \"olmoe\", \"vocab_size\": 8, \"hidden_size\": \"4\"}",
          "'hidden_size' must be an integer", TMOE_EFORMAT},
         {"{\"model_type\": \"mixtral\", \"vocab_size\": 8, \"hidden_size\": 8, "
          "\"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"num_key_value_heads\": 2, "
-         "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}}", "rope_scaling.rope_type",
-         TMOE_ENOTSUP},
+         "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}}",
+         "rope_scaling.rope_type", TMOE_ENOTSUP},
         {"{\"model_type\": \"qwen2_moe\", \"vocab_size\": 8, \"hidden_size\": 8, "
          "\"num_hidden_layers\": 1, \"num_attention_heads\": 3, \"num_key_value_heads\": 2}",
          "not a multiple of num_key_value_heads", TMOE_EFORMAT},
         {"{\"model_type\": \"qwen3_moe\", \"vocab_size\": 8, \"hidden_size\": 8, "
          "\"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"num_key_value_heads\": 2, "
-         "\"use_sliding_window\": true}", "use_sliding_window", TMOE_ENOTSUP},
+         "\"use_sliding_window\": true}",
+         "use_sliding_window", TMOE_ENOTSUP},
         {"{\"model_type\": \"olmoe\", \"vocab_size\": 8, \"hidden_size\": 8, "
          "\"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"hidden_act\": \"gelu\"}",
          "hidden_act", TMOE_ENOTSUP},
         {"{\"model_type\": \"olmoe\", \"vocab_size\": 8, \"hidden_size\": 8, "
          "\"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"num_experts\": 4, "
-         "\"num_experts_per_tok\": 5}", "num_experts_per_tok", TMOE_EFORMAT},
+         "\"num_experts_per_tok\": 5}",
+         "num_experts_per_tok", TMOE_EFORMAT},
         {"[1, 2]", "expected a JSON object", TMOE_EFORMAT},
         {"{\"model_type\": ", "not valid JSON", TMOE_EFORMAT},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         int rc = parse(bad[i].json, &c, &err);
         if (rc != bad[i].code || !strstr(err.msg, bad[i].needle) || !strstr(err.msg, "config.json"))
-            fail_msg("case %zu: rc %d, message '%s'; want %d and '%s'", i, rc, err.msg,
-                     bad[i].code, bad[i].needle);
+            fail_msg("case %zu: rc %d, message '%s'; want %d and '%s'", i, rc, err.msg, bad[i].code,
+                     bad[i].needle);
     }
 }
 
@@ -475,12 +479,9 @@ static void test_kv_slots(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matches_transformers),
-        cmocka_unit_test(test_batch_join_leave),
-        cmocka_unit_test(test_typed_experts),
-        cmocka_unit_test(test_config),
-        cmocka_unit_test(test_token_files),
-        cmocka_unit_test(test_kv_slots),
+        cmocka_unit_test(test_matches_transformers), cmocka_unit_test(test_batch_join_leave),
+        cmocka_unit_test(test_typed_experts),        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_token_files),          cmocka_unit_test(test_kv_slots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,8 +22,7 @@ static double *weights64(const tmoe_linear *l) {
     float *w = xmalloc(n * sizeof *w);
     double *d = xmalloc(n * sizeof *d);
     tmoe_linear_to_f32(l, w);
-    for (size_t i = 0; i < n; i++)
-        d[i] = w[i];
+    for (size_t i = 0; i < n; i++) d[i] = w[i];
     free(w);
     return d;
 }
@@ -32,8 +31,7 @@ static double *weights64(const tmoe_linear *l) {
 static void matvec(const double *W, const double *x, int out, int in, double *y) {
     for (int o = 0; o < out; o++) {
         double acc = 0.0;
-        for (int i = 0; i < in; i++)
-            acc += W[(size_t)o * in + i] * x[i];
+        for (int i = 0; i < in; i++) acc += W[(size_t)o * in + i] * x[i];
         y[o] = acc;
     }
 }
@@ -54,11 +52,9 @@ static void ref_attention(const tmoe_block *b, const float *x, int T, double *xr
     double *p = xmalloc(sizeof(double) * (size_t)T), *o = xmalloc(sizeof(double) * (size_t)D);
     for (int t = 0; t < T; t++) {
         double ss = 0.0;
-        for (int i = 0; i < D; i++)
-            ss += (double)x[t * D + i] * x[t * D + i];
+        for (int i = 0; i < D; i++) ss += (double)x[t * D + i] * x[t * D + i];
         double inv = 1.0 / sqrt(ss / D + (double)b->cfg.norm_eps);
-        for (int i = 0; i < D; i++)
-            xn[i] = x[t * D + i] * inv * b->norm1[i];
+        for (int i = 0; i < D; i++) xn[i] = x[t * D + i] * inv * b->norm1[i];
         matvec(wqkv, xn, 3 * D, D, qkv + (size_t)t * 3 * D);
     }
     for (int hd = 0; hd < H; hd++)
@@ -72,8 +68,7 @@ static void ref_attention(const tmoe_block *b, const float *x, int T, double *xr
                 p[s] = acc / sqrt((double)dh);
                 mx = fmax(mx, p[s]);
             }
-            for (int s = 0; s <= t; s++)
-                den += p[s] = exp(p[s] - mx);
+            for (int s = 0; s <= t; s++) den += p[s] = exp(p[s] - mx);
             for (int i = 0; i < dh; i++) {
                 double acc = 0.0;
                 for (int s = 0; s <= t; s++)
@@ -83,8 +78,7 @@ static void ref_attention(const tmoe_block *b, const float *x, int T, double *xr
         }
     for (int t = 0; t < T; t++) {
         matvec(wo, att + (size_t)t * D, D, D, o);
-        for (int i = 0; i < D; i++)
-            xres[(size_t)t * D + i] = x[t * D + i] + o[i];
+        for (int i = 0; i < D; i++) xres[(size_t)t * D + i] = x[t * D + i] + o[i];
     }
     free(wqkv);
     free(wo);
@@ -115,8 +109,7 @@ static void run_moe_case(const moe_case *mc) {
     tmoe_error err = {0};
     tmoe_block *b;
     ASSERT_OK(tmoe_block_create(&c, &b, &err), &err);
-    for (int e = 0; e < mc->E; e++)
-        assert_int_equal(b->moe.experts[e].type, types[e]);
+    for (int e = 0; e < mc->E; e++) assert_int_equal(b->moe.experts[e].type, types[e]);
     /* a non-trivial norm weight */
     for (int i = 0; i < c.d_model; i++) {
         b->norm1[i] = 0.5f + (float)tmoe_rng_uniform(&rng);
@@ -132,8 +125,7 @@ static void run_moe_case(const moe_case *mc) {
     float *x = xmalloc(sizeof(float) * (size_t)T * D), *y = xmalloc(sizeof(float) * (size_t)T * D);
     int32_t *idx = xmalloc(sizeof(int32_t) * (size_t)T * k);
     float *w = xmalloc(sizeof(float) * (size_t)T * k);
-    for (size_t i = 0; i < (size_t)T * D; i++)
-        x[i] = tmoe_rng_uniform_sym(&rng, 2.0f);
+    for (size_t i = 0; i < (size_t)T * D; i++) x[i] = tmoe_rng_uniform_sym(&rng, 2.0f);
     tu_poison(y, sizeof(float) * (size_t)T * D);
     tu_poison(idx, sizeof(int32_t) * (size_t)T * k);
     tmoe_moe_metrics m = {.topk_idx = idx, .topk_w = w};
@@ -156,16 +148,13 @@ static void run_moe_case(const moe_case *mc) {
     if (mc->full)
         ref_attention(b, x, T, xres);
     else
-        for (size_t i = 0; i < (size_t)T * D; i++)
-            xres[i] = x[i];
+        for (size_t i = 0; i < (size_t)T * D; i++) xres[i] = x[i];
     for (int t = 0; t < T; t++) {
         const double *xt = xres + (size_t)t * D;
         double ss = 0.0;
-        for (int i = 0; i < D; i++)
-            ss += xt[i] * xt[i];
+        for (int i = 0; i < D; i++) ss += xt[i] * xt[i];
         double inv = 1.0 / sqrt(ss / D + (double)c.norm_eps);
-        for (int i = 0; i < D; i++)
-            xn[i] = xt[i] * inv * b->norm2[i];
+        for (int i = 0; i < D; i++) xn[i] = xt[i] * inv * b->norm2[i];
         matvec(gate, xn, E, D, z);
         /* the engine's choice must be a top-k of the float64 logits (up to near-ties) */
         const int32_t *ti = idx + (size_t)t * k;
@@ -177,17 +166,13 @@ static void run_moe_case(const moe_case *mc) {
             load[ti[j]]++;
         }
         double mx = -INFINITY, den = 0.0, sel = 0.0;
-        for (int e = 0; e < E; e++)
-            mx = fmax(mx, z[e]);
-        for (int e = 0; e < E; e++)
-            den += exp(z[e] - mx);
+        for (int e = 0; e < E; e++) mx = fmax(mx, z[e]);
+        for (int e = 0; e < E; e++) den += exp(z[e] - mx);
         for (int e = 0; e < E; e++)
             for (int f = 0; f < E; f++)
                 if (chosen[e] && !chosen[f]) assert_true(z[e] >= z[f] - 1e-2);
-        for (int j = 0; j < k; j++)
-            sel += exp(z[ti[j]] - mx);
-        for (int i = 0; i < D; i++)
-            ref[(size_t)t * D + i] = xt[i]; /* residual */
+        for (int j = 0; j < k; j++) sel += exp(z[ti[j]] - mx);
+        for (int i = 0; i < D; i++) ref[(size_t)t * D + i] = xt[i]; /* residual */
         for (int j = 0; j < k; j++) {
             int e = ti[j];
             double cw = exp(z[e] - mx) / (mc->renorm ? sel : den);
@@ -197,8 +182,7 @@ static void run_moe_case(const moe_case *mc) {
                 a[i] =
                     mc->act == TMOE_ACT_RELU ? fmax(h[i], 0.0) : h[i] / (1 + exp(-h[i])) * h[F + i];
             matvec(w2[e], a, D, F, ye);
-            for (int i = 0; i < D; i++)
-                ref[(size_t)t * D + i] += cw * ye[i];
+            for (int i = 0; i < D; i++) ref[(size_t)t * D + i] += cw * ye[i];
         }
     }
     /* compare the MoE contribution (y - x) so the residual does not hide errors */
@@ -266,8 +250,7 @@ static void test_moe_layer(void **state) {
         {6, 2, 3, TMOE_ACT_RELU, 0, TMOE_IMPL_UNFUSED, "4", 1},
         {4, 1, 1, TMOE_ACT_RELU, 1, TMOE_IMPL_FUSED, "2", 1},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
-        run_moe_case(&cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_moe_case(&cases[i]);
 }
 
 static void test_topk_bias(void **state) {
@@ -275,18 +258,15 @@ static void test_topk_bias(void **state) {
     int T = 17, E = 8, k = 2;
     float z[17 * 8], bias[8] = {0}, w[17 * 3], w0[17 * 3];
     int32_t idx[17 * 3], idx0[17 * 3];
-    for (int i = 0; i < T * E; i++)
-        z[i] = tmoe_rng_uniform_sym(&rng, 3.0f);
+    for (int i = 0; i < T * E; i++) z[i] = tmoe_rng_uniform_sym(&rng, 3.0f);
     /* a large bias forces expert 5 in, a large negative one keeps expert 2 out */
     tmoe_gate_topk(z, NULL, T, E, k, 1, 0, idx0, w0);
     int had2 = 0;
-    for (int i = 0; i < T * k; i++)
-        had2 |= idx0[i] == 2;
+    for (int i = 0; i < T * k; i++) had2 |= idx0[i] == 2;
     bias[5] = 100.0f;
     bias[2] = -100.0f;
     /* make expert 2 the unbiased favourite of every token so the negative bias must act */
-    for (int t = 0; t < T; t++)
-        z[t * E + 2] = 10.0f;
+    for (int t = 0; t < T; t++) z[t * E + 2] = 10.0f;
     for (int renorm = 0; renorm < 2; renorm++) {
         tmoe_gate_topk(z, bias, T, E, k, renorm, 0, idx, w);
         for (int t = 0; t < T; t++) {
@@ -294,12 +274,9 @@ static void test_topk_bias(void **state) {
             assert_int_not_equal(idx[t * k + 1], 2);
             /* weights: softmax of the UNbiased logits at the chosen experts */
             double mx = -INFINITY, den = 0.0, p[8], sel = 0.0;
-            for (int e = 0; e < E; e++)
-                mx = fmax(mx, z[t * E + e]);
-            for (int e = 0; e < E; e++)
-                den += p[e] = exp(z[t * E + e] - mx);
-            for (int j = 0; j < k; j++)
-                sel += p[idx[t * k + j]];
+            for (int e = 0; e < E; e++) mx = fmax(mx, z[t * E + e]);
+            for (int e = 0; e < E; e++) den += p[e] = exp(z[t * E + e] - mx);
+            for (int j = 0; j < k; j++) sel += p[idx[t * k + j]];
             double sum = 0.0;
             for (int j = 0; j < k; j++) {
                 double want = p[idx[t * k + j]] / (renorm ? sel : den);
@@ -315,14 +292,11 @@ static void test_topk_bias(void **state) {
     (void)had2;
     /* bias_in_weights: the combine weights follow the biased scores (expert 5 ~ all of it) */
     tmoe_gate_topk(z, bias, T, E, k, 1, 1, idx, w);
-    for (int t = 0; t < T; t++)
-        assert_true(w[t * k] > 0.999f);
+    for (int t = 0; t < T; t++) assert_true(w[t * k] > 0.999f);
     /* ties break to the lower index, every run */
     float flat[17 * 8], tieb[8];
-    for (int i = 0; i < T * E; i++)
-        flat[i] = 0.25f;
-    for (int e = 0; e < E; e++)
-        tieb[e] = e >= 3 ? 1.0f : 0.0f; /* experts 3..7 tie on top */
+    for (int i = 0; i < T * E; i++) flat[i] = 0.25f;
+    for (int e = 0; e < E; e++) tieb[e] = e >= 3 ? 1.0f : 0.0f; /* experts 3..7 tie on top */
     for (int run = 0; run < 3; run++) {
         tu_poison(idx, sizeof idx);
         tmoe_gate_topk(flat, tieb, T, E, 3, 1, 0, idx, w);
@@ -330,8 +304,7 @@ static void test_topk_bias(void **state) {
             assert_int_equal(idx[t * 3], 3);
             assert_int_equal(idx[t * 3 + 1], 4);
             assert_int_equal(idx[t * 3 + 2], 5);
-            for (int j = 0; j < 3; j++)
-                assert_true(fabs(w[t * 3 + j] - 1.0 / 3) < TOL_F32);
+            for (int j = 0; j < 3; j++) assert_true(fabs(w[t * 3 + j] - 1.0 / 3) < TOL_F32);
         }
     }
 }
@@ -353,16 +326,14 @@ static void test_engine_bias(void **state) {
     tmoe_engine *eng;
     ASSERT_OK(tmoe_engine_create(b, &ec, &eng, &err), &err);
     float x[17 * 64], y[17 * 64], bias[8] = {0};
-    for (int i = 0; i < 17 * 64; i++)
-        x[i] = tmoe_rng_uniform_sym(&rng, 1.0f);
+    for (int i = 0; i < 17 * 64; i++) x[i] = tmoe_rng_uniform_sym(&rng, 1.0f);
     bias[6] = 50.0f;
     bias[1] = -50.0f;
     tmoe_moe_metrics m = {0};
     ASSERT_OK(tmoe_engine_forward(eng, x, 17, 0, bias, y, &m, &err), &err);
     assert_int_equal(m.tokens_per_expert[6], 17);
     assert_int_equal(m.tokens_per_expert[1], 0);
-    for (int i = 0; i < 17 * 64; i++)
-        assert_true(isfinite(y[i]));
+    for (int i = 0; i < 17 * 64; i++) assert_true(isfinite(y[i]));
     /* the split API: logits before routing, then moe with a bias, then output */
     float logits[17 * 8];
     ASSERT_OK(tmoe_engine_begin(eng, x, 17, 0, &err), &err);
@@ -456,8 +427,7 @@ static void test_mixed_block(void **state) {
     ec.max_tokens = 17;
     float *x = xmalloc(sizeof(float) * 17 * 256), *y1 = xmalloc(sizeof(float) * 17 * 256),
           *y2 = xmalloc(sizeof(float) * 17 * 256);
-    for (int i = 0; i < 17 * 256; i++)
-        x[i] = tmoe_rng_uniform_sym(&rng, 1.0f);
+    for (int i = 0; i < 17 * 256; i++) x[i] = tmoe_rng_uniform_sym(&rng, 1.0f);
     for (int impl = 0; impl < 2; impl++) {
         tmoe_engine *e1, *e2;
         ec.impl = (tmoe_impl)impl;
@@ -467,8 +437,7 @@ static void test_mixed_block(void **state) {
         ASSERT_OK(tmoe_engine_forward(e1, x, 17, 0, NULL, y1, &m, &err), &err);
         ASSERT_OK(tmoe_engine_forward(e2, x, 17, 0, NULL, y2, NULL, &err), &err);
         assert_memory_equal(y1, y2, sizeof(float) * 17 * 256); /* same seed, same bits */
-        for (int i = 0; i < 17 * 256; i++)
-            assert_true(isfinite(y1[i]));
+        for (int i = 0; i < 17 * 256; i++) assert_true(isfinite(y1[i]));
         assert_false(isnan(m.op_ms[TMOE_OP_ATTN_CORE]));
         assert_true(impl == TMOE_IMPL_UNFUSED ? !isnan(m.op_ms[TMOE_OP_DEQUANT_UNPACK])
                                               : isnan(m.op_ms[TMOE_OP_DEQUANT_UNPACK]));

@@ -1,6 +1,6 @@
 /* ncu CSV import: the real raw and details files of tests/data/fixtures/ncu (expected values
- * from its README and Python's csv module), a generated file with old metric names, other units, quoting
- * and CRLF, an error-only file, and merging into cost-model entries. */
+ * from its README and Python's csv module), a generated file with old metric names, other units,
+ * quoting and CRLF, an error-only file, and merging into cost-model entries. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,11 +13,13 @@
 #define TOL_PCT 1e-9 /* values are parsed exactly from text */
 
 static void assert_near(const char *what, double got, double want, double tol) {
-    if (!(fabs(got - want) <= tol * fmax(1.0, fabs(want)))) fail_msg("%s: got %.12g, want %.12g", what, got, want);
+    if (!(fabs(got - want) <= tol * fmax(1.0, fabs(want))))
+        fail_msg("%s: got %.12g, want %.12g", what, got, want);
 }
 
 /* nvjet rows of h100_ncu_raw.csv (ID, ns, occupancy %, DRAM %), read with Python's csv */
-static const double NVJET[3][4] = {{2, 44672, 14.12, 78.82}, {4, 45024, 14.11, 78.33}, {6, 44032, 14.11, 80.02}};
+static const double NVJET[3][4] = {
+    {2, 44672, 14.12, 78.82}, {4, 45024, 14.11, 78.33}, {6, 44032, 14.11, 80.02}};
 static const char *NVJET_NAME = "nvjet_sm90_hsh_32x64_64x16_1x2_h_bz_splitK_NNN";
 
 static void test_raw_fixture(void **state) {
@@ -82,11 +84,12 @@ static void test_generated(void **state) {
     double dur_us[N], occ[N], dram[N];
     char text[16384];
     size_t o = 0;
-    o += (size_t)snprintf(text + o, sizeof text - o,
-                          "==PROF== Connected to process 1\r\n==WARNING== something, with commas\r\n"
-                          "\"ID\",\"Kernel Name\",\"Block Size\",\"gpu__time_duration.sum\","
-                          "\"achieved_occupancy\",\"dram__throughput.avg.pct_of_peak_sustained_elapsed\"\r\n"
-                          "\"\",\"\",\"\",\"usecond\",\"%%\",\"%%\"\r\n");
+    o += (size_t)snprintf(
+        text + o, sizeof text - o,
+        "==PROF== Connected to process 1\r\n==WARNING== something, with commas\r\n"
+        "\"ID\",\"Kernel Name\",\"Block Size\",\"gpu__time_duration.sum\","
+        "\"achieved_occupancy\",\"dram__throughput.avg.pct_of_peak_sustained_elapsed\"\r\n"
+        "\"\",\"\",\"\",\"usecond\",\"%%\",\"%%\"\r\n");
     for (int i = 0; i < N; i++) {
         dur_us[i] = round(tmoe_rng_uniform(&rng) * 5e8) / 100.0;
         occ[i] = round(tmoe_rng_uniform(&rng) * 10000) / 100.0;
@@ -94,7 +97,8 @@ static void test_generated(void **state) {
         char d[64];
         thousands(dur_us[i], d, sizeof d);
         o += (size_t)snprintf(text + o, sizeof text - o,
-                              "\"%d\",\"void k%d<float, 4>(int, \"\"x\"\")\",\"(128, 1, 1)\",\"%s\",\"%.2f\",\"%.2f\"\r\n",
+                              "\"%d\",\"void k%d<float, 4>(int, \"\"x\"\")\",\"(128, 1, "
+                              "1)\",\"%s\",\"%.2f\",\"%.2f\"\r\n",
                               i, i, d, occ[i], dram[i]);
         if (i == 4) o += (size_t)snprintf(text + o, sizeof text - o, "==PROF== midway\r\n");
     }
@@ -117,19 +121,26 @@ static void test_errors(void **state) {
     (void)state;
     tmoe_error err = {0};
     tmoe_ncu_result *r = (tmoe_ncu_result *)1;
-    const char *only_err = "==PROF== Connected to process 99\n"
-                           "==ERROR== ERR_NVGPUCTRPERM - The user does not have permission to access NVIDIA GPU "
-                           "Performance Counters on the target device 0.\n"
-                           "==ERROR== second error\n";
-    assert_int_equal(tmoe_import_ncu_buffer(only_err, strlen(only_err), "perm.csv", &r, &err), TMOE_EFORMAT);
+    const char *only_err =
+        "==PROF== Connected to process 99\n"
+        "==ERROR== ERR_NVGPUCTRPERM - The user does not have permission to access NVIDIA GPU "
+        "Performance Counters on the target device 0.\n"
+        "==ERROR== second error\n";
+    assert_int_equal(tmoe_import_ncu_buffer(only_err, strlen(only_err), "perm.csv", &r, &err),
+                     TMOE_EFORMAT);
     assert_null(r);
     assert_non_null(strstr(err.msg, "perm.csv"));
-    assert_non_null(strstr(err.msg, "==ERROR== ERR_NVGPUCTRPERM - The user does not have permission"));
+    assert_non_null(
+        strstr(err.msg, "==ERROR== ERR_NVGPUCTRPERM - The user does not have permission"));
     const char *no_metrics = "\"ID\",\"Kernel Name\",\"Foo\"\n\"0\",\"k\",\"1\"\n";
-    assert_int_equal(tmoe_import_ncu_buffer(no_metrics, strlen(no_metrics), "nom.csv", &r, &err), TMOE_EFORMAT);
+    assert_int_equal(tmoe_import_ncu_buffer(no_metrics, strlen(no_metrics), "nom.csv", &r, &err),
+                     TMOE_EFORMAT);
     assert_non_null(strstr(err.msg, "gpu__time_duration.sum"));
-    const char *bad_unit = "\"ID\",\"Kernel Name\",\"gpu__time_duration.sum\"\n\"\",\"\",\"furlong\"\n\"0\",\"k\",\"1\"\n";
-    assert_int_equal(tmoe_import_ncu_buffer(bad_unit, strlen(bad_unit), "unit.csv", &r, &err), TMOE_EFORMAT);
+    const char *bad_unit =
+        "\"ID\",\"Kernel "
+        "Name\",\"gpu__time_duration.sum\"\n\"\",\"\",\"furlong\"\n\"0\",\"k\",\"1\"\n";
+    assert_int_equal(tmoe_import_ncu_buffer(bad_unit, strlen(bad_unit), "unit.csv", &r, &err),
+                     TMOE_EFORMAT);
     assert_non_null(strstr(err.msg, "furlong"));
     assert_int_equal(tmoe_import_ncu_buffer("", 0, "empty.csv", &r, &err), TMOE_EFORMAT);
     assert_int_equal(tmoe_import_ncu(tu_tmppath("absent.csv"), &r, &err), TMOE_EIO);
@@ -144,8 +155,10 @@ static int import_duration(const char *dur, double *ns, tmoe_error *err) {
                      dur);
     tmoe_ncu_result *r = NULL;
     int rc = tmoe_import_ncu_buffer(text, (size_t)n, "num.csv", &r, err);
-    if (rc == TMOE_OK) *ns = r->kernels[0].duration_ns;
-    else assert_null(r);
+    if (rc == TMOE_OK)
+        *ns = r->kernels[0].duration_ns;
+    else
+        assert_null(r);
     tmoe_ncu_free(r);
     return rc;
 }
@@ -158,9 +171,16 @@ static void test_numbers(void **state) {
     static const struct {
         const char *text;
         double ns;
-    } good[] = {{"1,234", 1234},       {"12,345,678.5", 12345678.5}, {"999", 999},   {"0.5", 0.5},
-                {"1234567", 1234567}, {"2,640,991,404,011.46", 2640991404011.46}, {"1.5e3", 1500},
-                {"0", 0},             {"-0", 0},                     {" 42 ", 42}};
+    } good[] = {{"1,234", 1234},
+                {"12,345,678.5", 12345678.5},
+                {"999", 999},
+                {"0.5", 0.5},
+                {"1234567", 1234567},
+                {"2,640,991,404,011.46", 2640991404011.46},
+                {"1.5e3", 1500},
+                {"0", 0},
+                {"-0", 0},
+                {" 42 ", 42}};
     tmoe_error err = {0};
     for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
         double ns = NAN;
@@ -173,8 +193,9 @@ static void test_numbers(void **state) {
     assert_true(isnan(ns));
     assert_int_equal(import_duration("n/a", &ns, &err), TMOE_OK);
     assert_true(isnan(ns));
-    static const char *const bad[] = {",,,,1,,2", "1,0245", "12,34", "1234,567", "1,", ",123", "1,,234",
-                                      "1,234,5678", "1.2,345", "12a", "0x10", "inf", "nan", "1e999", "--1", "."};
+    static const char *const bad[] = {
+        ",,,,1,,2", "1,0245", "12,34", "1234,567", "1,",  ",123",  "1,,234", "1,234,5678",
+        "1.2,345",  "12a",    "0x10",  "inf",      "nan", "1e999", "--1",    "."};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         int rc = import_duration(bad[i], &ns, &err);
         if (rc != TMOE_EFORMAT) fail_msg("'%s' accepted as %g", bad[i], ns);
@@ -202,9 +223,10 @@ static void test_negative_duration(void **state) {
     assert_non_null(strstr(err.msg, "negative"));
     assert_int_equal(import_duration("-1,000.5", &ns, &err), TMOE_EFORMAT);
     assert_non_null(strstr(err.msg, "negative"));
-    const char *det = "\"ID\",\"Kernel Name\",\"Section Name\",\"Metric Name\",\"Metric Unit\",\"Metric Value\"\n"
-                      "\"0\",\"k\",\"SOL\",\"DRAM Throughput\",\"%\",\"12.5\"\n"
-                      "\"0\",\"k\",\"SOL\",\"Duration\",\"usecond\",\"-2,048.25\"\n";
+    const char *det =
+        "\"ID\",\"Kernel Name\",\"Section Name\",\"Metric Name\",\"Metric Unit\",\"Metric Value\"\n"
+        "\"0\",\"k\",\"SOL\",\"DRAM Throughput\",\"%\",\"12.5\"\n"
+        "\"0\",\"k\",\"SOL\",\"Duration\",\"usecond\",\"-2,048.25\"\n";
     tmoe_ncu_result *r = (tmoe_ncu_result *)1;
     assert_int_equal(tmoe_import_ncu_buffer(det, strlen(det), "det.csv", &r, &err), TMOE_EFORMAT);
     assert_null(r);
@@ -212,9 +234,10 @@ static void test_negative_duration(void **state) {
     assert_non_null(strstr(err.msg, "det.csv: line 3"));
     assert_non_null(strstr(err.msg, "negative"));
     /* a malformed value of a metric the reader does not use is left alone */
-    const char *other = "\"ID\",\"Kernel Name\",\"Section Name\",\"Metric Name\",\"Metric Unit\",\"Metric Value\"\n"
-                        "\"0\",\"k\",\"Launch\",\"Grid Size\",\"\",\"(128, 1, 1)\"\n"
-                        "\"0\",\"k\",\"SOL\",\"Duration\",\"nsecond\",\"4,096\"\n";
+    const char *other =
+        "\"ID\",\"Kernel Name\",\"Section Name\",\"Metric Name\",\"Metric Unit\",\"Metric Value\"\n"
+        "\"0\",\"k\",\"Launch\",\"Grid Size\",\"\",\"(128, 1, 1)\"\n"
+        "\"0\",\"k\",\"SOL\",\"Duration\",\"nsecond\",\"4,096\"\n";
     ASSERT_OK(tmoe_import_ncu_buffer(other, strlen(other), "other.csv", &r, &err), &err);
     assert_near("details duration", r->kernels[0].duration_ns, 4096, 0);
     tmoe_ncu_free(r);
@@ -229,10 +252,19 @@ static void test_merge_into_cost(void **state) {
     ASSERT_OK(tmoe_cost_create(&cm, &err), &err);
     tmoe_cost_kernel k1 = {(char *)NVJET_NAME, 1, 0.045};
     tmoe_cost_kernel k2 = {"my_unmatched_kernel", 1, 0.01};
-    tmoe_cost_entry e = {.op = TMOE_OP_LINEAR_FC1, .expert_type = TMOE_ET_FP16, .impl = TMOE_IMPL_UNFUSED, .tokens = 16,
-                         .latency_median_ms = 0.05, .latency_p90_ms = 0.06, .energy_board_j = NAN,
-                         .energy_dynamic_j = NAN, .avg_power_w = NAN, .temp_impact_c_per_s = NAN, .samples = 3,
-                         .n_kernels = 1, .kernels = &k1};
+    tmoe_cost_entry e = {.op = TMOE_OP_LINEAR_FC1,
+                         .expert_type = TMOE_ET_FP16,
+                         .impl = TMOE_IMPL_UNFUSED,
+                         .tokens = 16,
+                         .latency_median_ms = 0.05,
+                         .latency_p90_ms = 0.06,
+                         .energy_board_j = NAN,
+                         .energy_dynamic_j = NAN,
+                         .avg_power_w = NAN,
+                         .temp_impact_c_per_s = NAN,
+                         .samples = 3,
+                         .n_kernels = 1,
+                         .kernels = &k1};
     ASSERT_OK(tmoe_cost_add(cm, &e, &err), &err);
     e.op = TMOE_OP_RELU;
     e.kernels = &k2;
@@ -271,7 +303,9 @@ static void test_own_h100_ncu(void **state) {
     (void)state;
     tmoe_error err = {0};
     tmoe_ncu_result *r = NULL;
-    ASSERT_OK(tmoe_import_ncu(THERMOE_SOURCE_DIR "/tests/data/h100_thermoe_linear_fc1_q4.ncu.csv", &r, &err), &err);
+    ASSERT_OK(tmoe_import_ncu(THERMOE_SOURCE_DIR "/tests/data/h100_thermoe_linear_fc1_q4.ncu.csv",
+                              &r, &err),
+              &err);
     assert_int_equal(r->n, 5);
     assert_int_equal(r->details_layout, 0);
     for (int i = 0; i < r->n; i++) {
@@ -282,7 +316,9 @@ static void test_own_h100_ncu(void **state) {
     assert_true(fabs(r->kernels[0].occupancy_pct - 22.43) < 1e-9);
     assert_true(fabs(r->kernels[0].dram_pct - 25.43) < 1e-9);
     tmoe_cost_model *cm = NULL;
-    ASSERT_OK(tmoe_cost_load(THERMOE_SOURCE_DIR "/tests/data/h100_thermoe_linear_fc1_q4.cost.json", &cm, &err), &err);
+    ASSERT_OK(tmoe_cost_load(THERMOE_SOURCE_DIR "/tests/data/h100_thermoe_linear_fc1_q4.cost.json",
+                             &cm, &err),
+              &err);
     int matched = -1;
     ASSERT_OK(tmoe_ncu_merge_cost(r, cm, &matched, &err), &err);
     assert_int_equal(matched, 1);
@@ -296,11 +332,10 @@ static void test_own_h100_ncu(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_raw_fixture), cmocka_unit_test(test_details_fixture),
-        cmocka_unit_test(test_generated),   cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_merge_into_cost),
-        cmocka_unit_test(test_own_h100_ncu),
-        cmocka_unit_test(test_numbers),     cmocka_unit_test(test_negative_duration),
+        cmocka_unit_test(test_raw_fixture),     cmocka_unit_test(test_details_fixture),
+        cmocka_unit_test(test_generated),       cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_merge_into_cost), cmocka_unit_test(test_own_h100_ncu),
+        cmocka_unit_test(test_numbers),         cmocka_unit_test(test_negative_duration),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -33,7 +33,8 @@ static void test_h100_2gpu(void **state) {
     assert_non_null(strstr(r->missing, "GPU_METRICS"));
     assert_true(isnan(r->energy_j));
     assert_int_equal(r->nvtx_ranges > 0, 1);
-    for (int64_t i = 0; i < r->n_kernels; i++) assert_true(r->kernels[i].end_ns >= r->kernels[i].start_ns);
+    for (int64_t i = 0; i < r->n_kernels; i++)
+        assert_true(r->kernels[i].end_ns >= r->kernels[i].start_ns);
     tmoe_nsys_free(r);
 }
 
@@ -74,7 +75,9 @@ static void test_h100_cut_short(void **state) {
 }
 
 int main(void) {
-    if (tu_fixture_missing("nsys/h100_2gpu_1s.sqlite") + tu_fixture_missing("nsys/nsys2026_mock.sqlite")) return TU_SKIP;
+    if (tu_fixture_missing("nsys/h100_2gpu_1s.sqlite") +
+        tu_fixture_missing("nsys/nsys2026_mock.sqlite"))
+        return TU_SKIP;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_h100_2gpu),
         cmocka_unit_test(test_mock_2026),

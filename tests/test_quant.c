@@ -29,8 +29,7 @@ static void check_pack_type(tmoe_etype t) {
      * all 256 bytes, so pack -> unpack is too on every tuple, edges and positions included */
     uint8_t all[256], back[256];
     int8_t q[256 * 4];
-    for (int b = 0; b < 256; b++)
-        all[b] = (uint8_t)b;
+    for (int b = 0; b < 256; b++) all[b] = (uint8_t)b;
     tmoe_unpack_ints(t, all, 256 * per, q);
     int seen_min[4] = {0}, seen_max[4] = {0};
     for (int i = 0; i < 256 * per; i++) {
@@ -39,8 +38,7 @@ static void check_pack_type(tmoe_etype t) {
         seen_min[i % per] |= q[i] == qmin;
         seen_max[i % per] |= q[i] == qmax;
     }
-    for (int j = 0; j < per; j++)
-        assert_true(seen_min[j] && seen_max[j]);
+    for (int j = 0; j < per; j++) assert_true(seen_min[j] && seen_max[j]);
     tmoe_pack_ints(t, q, 256 * per, back);
     assert_memory_equal(all, back, 256);
     /* and from the value side: every value at every position of a byte */
@@ -70,8 +68,7 @@ static void test_pack_unpack(void **state) {
 }
 
 static void fill(tmoe_rng *r, float *w, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        w[i] = tmoe_rng_uniform_sym(r, 1.0f) * 0.3f;
+    for (size_t i = 0; i < n; i++) w[i] = tmoe_rng_uniform_sym(r, 1.0f) * 0.3f;
 }
 
 static void check_quantize(tmoe_etype t, int out, int in, int group, uint64_t seed) {
@@ -179,10 +176,8 @@ static void test_extreme_values(void **state) {
     assert_int_equal(s[0], 0xfbff);     /* -65504: largest finite, negative since m > 0 */
     assert_int_equal(s[1] & 0x7fff, 0); /* zero (0 / qmin is -0) */
     assert_true(dq[0] == 65504.0f * 8);
-    for (int i = 0; i < 8; i++)
-        assert_true(isfinite(dq[i]));
-    for (int i = 4; i < 8; i++)
-        assert_true(dq[i] == 0.0f);
+    for (int i = 0; i < 8; i++) assert_true(isfinite(dq[i]));
+    for (int i = 4; i < 8; i++) assert_true(dq[i] == 0.0f);
 }
 
 int main(void) {

@@ -33,8 +33,7 @@ typedef struct {
 
 static void random_costs(costs *k, int E, tmoe_rng *r) {
     for (int f = 0; f < 9; f++)
-        for (int e = 0; e < E; e++)
-            k->v[f][e] = urand(r, 0.1, 2.0);
+        for (int e = 0; e < E; e++) k->v[f][e] = urand(r, 0.1, 2.0);
     tmoe_analytic_cost c = {E,       k->v[0], k->v[1], k->v[2], k->v[3],
                             k->v[4], k->v[5], k->v[6], k->v[7], k->v[8]};
     k->c = c;
@@ -51,10 +50,8 @@ static void test_surrogate_gradient(void **state) {
         random_costs(&kc, E, &r);
         float z[20 * 16];
         double b[16], g[16], fd[16];
-        for (int i = 0; i < T * E; i++)
-            z[i] = (float)urand(&r, -3, 3);
-        for (int e = 0; e < E; e++)
-            b[e] = urand(&r, -2, 2);
+        for (int i = 0; i < T * E; i++) z[i] = (float)urand(&r, -3, 3);
+        for (int e = 0; e < E; e++) b[e] = urand(&r, -2, 2);
         tmoe_surrogate s = {tmoe_cost_analytic_provider(&kc.c),
                             k,
                             urand(&r, 0.3, 2.0),
@@ -95,10 +92,8 @@ static void test_reinforce_gradient(void **state) {
     random_costs(&kc, E, &r);
     float z[12 * 6];
     double b[6], bp[6], bm[6], noise[6], g[6], sum[6] = {0}, fd[6];
-    for (int i = 0; i < T * E; i++)
-        z[i] = (float)urand(&r, -2, 2);
-    for (int e = 0; e < E; e++)
-        b[e] = urand(&r, -1, 1);
+    for (int i = 0; i < T * E; i++) z[i] = (float)urand(&r, -2, 2);
+    for (int e = 0; e < E; e++) b[e] = urand(&r, -1, 1);
     tmoe_surrogate s = {tmoe_cost_analytic_provider(&kc.c), k, 1.0, 1.0, 1.0, 0.5, 0.0};
     tmoe_error err = {0};
     double L0, lp, lm;
@@ -115,8 +110,7 @@ static void test_reinforce_gradient(void **state) {
     const double sigma = 1e-3;
     const int pairs = 50000;
     for (int n = 0; n < pairs; n++) {
-        for (int e = 0; e < E; e++)
-            noise[e] = sigma * tmoe_rng_normal(&r);
+        for (int e = 0; e < E; e++) noise[e] = sigma * tmoe_rng_normal(&r);
         for (int sign = -1; sign <= 1; sign += 2) {
             for (int e = 0; e < E; e++) {
                 bp[e] = b[e] + sign * noise[e];
@@ -130,8 +124,7 @@ static void test_reinforce_gradient(void **state) {
             }
         }
     }
-    for (int e = 0; e < E; e++)
-        sum[e] /= 2.0 * pairs;
+    for (int e = 0; e < E; e++) sum[e] /= 2.0 * pairs;
     double re = rel_err(sum, fd, E);
     if (!(re < TOL_REINFORCE)) fail_msg("REINFORCE mean vs finite differences: rel err %.3g", re);
     /* a wrong scale (sigma instead of sigma^2) or sign is far outside the tolerance */
@@ -145,8 +138,7 @@ static void test_kl_gradient_and_zero(void **state) {
     int E = 9, T = 7;
     float z[63];
     double b[9], g[9], fd[9], zero[9] = {0}, shift[9];
-    for (int i = 0; i < T * E; i++)
-        z[i] = (float)urand(&r, -4, 4);
+    for (int i = 0; i < T * E; i++) z[i] = (float)urand(&r, -4, 4);
     for (int e = 0; e < E; e++) {
         b[e] = urand(&r, -3, 3);
         shift[e] = 1.75;
@@ -178,30 +170,24 @@ static void test_mlp_gradient(void **state) {
     ASSERT_OK(tmoe_ttha_mlp_create(in, H, E, 1.5, 7, &m, &err), &err);
     int np = tmoe_ttha_mlp_num_params(m);
     double *p = tmoe_ttha_mlp_params(m);
-    for (int i = 0; i < np; i++)
-        p[i] = urand(&r, -0.8, 0.8);
+    for (int i = 0; i < np; i++) p[i] = urand(&r, -0.8, 0.8);
     double x[24], w[6], bias[6], *g = calloc((size_t)np, sizeof(double)),
                                  *fd = calloc((size_t)np, sizeof(double));
     assert_non_null(g);
     assert_non_null(fd);
-    for (int i = 0; i < in; i++)
-        x[i] = urand(&r, -2, 2);
-    for (int e = 0; e < E; e++)
-        w[e] = urand(&r, -1, 1);
+    for (int i = 0; i < in; i++) x[i] = urand(&r, -2, 2);
+    for (int e = 0; e < E; e++) w[e] = urand(&r, -1, 1);
     tmoe_ttha_mlp_forward(m, x, bias);
-    for (int e = 0; e < E; e++)
-        assert_true(fabs(bias[e]) <= 1.5);
+    for (int e = 0; e < E; e++) assert_true(fabs(bias[e]) <= 1.5);
     tmoe_ttha_mlp_backward(m, w, g);
     for (int i = 0; i < np; i++) {
         double keep = p[i], lp = 0.0, lm = 0.0;
         p[i] = keep + FD_STEP;
         tmoe_ttha_mlp_forward(m, x, bias);
-        for (int e = 0; e < E; e++)
-            lp += w[e] * bias[e];
+        for (int e = 0; e < E; e++) lp += w[e] * bias[e];
         p[i] = keep - FD_STEP;
         tmoe_ttha_mlp_forward(m, x, bias);
-        for (int e = 0; e < E; e++)
-            lm += w[e] * bias[e];
+        for (int e = 0; e < E; e++) lm += w[e] * bias[e];
         p[i] = keep;
         fd[i] = (lp - lm) / (2 * FD_STEP);
     }
@@ -335,8 +321,7 @@ static void test_save_load(void **state) {
     random_costs(&kc, 8, &rng);
     tmoe_router *a = ttha_router(8, &kc.c, 3), *b = ttha_router(8, &kc.c, 4);
     float z[16 * 8], ba[8], bb[8];
-    for (int i = 0; i < 16 * 8; i++)
-        z[i] = (float)tmoe_rng_normal(&rng);
+    for (int i = 0; i < 16 * 8; i++) z[i] = (float)tmoe_rng_normal(&rng);
     tmoe_hw_state hw = tmoe_hw_state_unknown();
     hw.power_w = 500;
     hw.gpu_temp_c = 70;
@@ -355,8 +340,7 @@ static void test_save_load(void **state) {
     ASSERT_OK(tmoe_router_ttha_load(b, path, &err), &err);
     ASSERT_OK(tmoe_router_route(a, z, 16, NULL, &hw, ba, NULL, NULL, &err), &err);
     ASSERT_OK(tmoe_router_route(b, z, 16, NULL, &hw, bb, NULL, NULL, &err), &err);
-    for (int e = 0; e < 8; e++)
-        assert_true(ba[e] == bb[e]);
+    for (int e = 0; e < 8; e++) assert_true(ba[e] == bb[e]);
 
     /* wrong shape */
     costs k16;
@@ -389,8 +373,7 @@ static void test_save_load(void **state) {
     /* refused loads leave b's weights as loaded */
     ASSERT_OK(tmoe_router_route(b, z, 16, NULL, &hw, bb, NULL, NULL, &err), &err);
     ASSERT_OK(tmoe_router_route(a, z, 16, NULL, &hw, ba, NULL, NULL, &err), &err);
-    for (int e = 0; e < 8; e++)
-        assert_true(ba[e] == bb[e]);
+    for (int e = 0; e < 8; e++) assert_true(ba[e] == bb[e]);
     tmoe_router_free(a);
     tmoe_router_free(b);
     tmoe_router_free(c);
@@ -441,8 +424,7 @@ static void test_small_shape_all_strategies(void **state) {
         hw.power_w = 500;
         hw.gpu_temp_c = 80;
         ASSERT_OK(tmoe_router_route(r, z, 3, NULL, &hw, b, sel, &pe, &err), &err);
-        for (int t = 0; t < 3; t++)
-            assert_true(sel[t] == 0 || sel[t] == 1);
+        for (int t = 0; t < 3; t++) assert_true(sel[t] == 0 || sel[t] == 1);
         assert_true(isfinite(pe) && isfinite(b[0]) && isfinite(b[1]));
         tmoe_route_obs o = tmoe_route_obs_unknown();
         o.power_w = 500;

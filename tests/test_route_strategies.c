@@ -63,10 +63,8 @@ static void run_batches(tmoe_router *r, int batches, int T, int E, int k, const 
         double pe;
         ASSERT_OK(tmoe_router_route(r, z, T, NULL, hw, b, sel, &pe, &err), &err);
         assert_true(isfinite(pe) && pe > 0.0);
-        for (int j = 0; j < T * k; j++)
-            counts[sel[j]]++;
-        for (int e = 0; e < E; e++)
-            mb = fmax(mb, fabs(b[e]));
+        for (int j = 0; j < T * k; j++) counts[sel[j]]++;
+        for (int e = 0; e < E; e++) mb = fmax(mb, fabs(b[e]));
     }
     if (max_abs_bias) *max_abs_bias = mb;
 }
@@ -180,8 +178,7 @@ static void test_static_kl_budget(void **state) {
     float b[MAXE];
     ASSERT_OK(tmoe_router_route(r, z, 16, NULL, NULL, b, NULL, NULL, &err), &err);
     double bd[MAXE];
-    for (int e = 0; e < E; e++)
-        bd[e] = b[e];
+    for (int e = 0; e < E; e++) bd[e] = b[e];
     double kl2 = tmoe_route_mean_kl(z, N, E, bd, NULL);
     assert_true(fabs(kl2 - kl) < 1e-5);
     for (int e = 0; e < E; e++)
@@ -231,8 +228,7 @@ static void test_multi_gpu_hot_device_sheds(void **state) {
     hw.dev_queue[1] = 512;
     run_batches(r, 40, T, E, k, &hw, 5, c, NULL);
     on1 = 0;
-    for (int e = 1; e < E; e += 2)
-        on1 += c[e];
+    for (int e = 1; e < E; e += 2) on1 += c[e];
     assert_true(on1 < 0.5 * on1b);
     tmoe_router_free(r);
     tmoe_router_free(rb);
@@ -277,12 +273,10 @@ static void test_hierarchical_tiers(void **state) {
     int64_t c[MAXE];
     tmoe_hw_state warm = hw_at(380, 60), hot = hw_at(300, 90);
     run_batches(r, 10, T, E, k, &warm, 2, c, NULL);
-    for (int e = 6; e < 9; e++)
-        assert_int_equal(c[e], 0); /* warm: costliest tier out */
+    for (int e = 6; e < 9; e++) assert_int_equal(c[e], 0); /* warm: costliest tier out */
     assert_true(c[3] + c[4] + c[5] > 0);
     run_batches(r, 10, T, E, k, &hot, 2, c, NULL);
-    for (int e = 3; e < 9; e++)
-        assert_int_equal(c[e], 0); /* hot: only the cheapest tier */
+    for (int e = 3; e < 9; e++) assert_int_equal(c[e], 0); /* hot: only the cheapest tier */
     /* explicit tiers (e.g. lower-precision copies as tier 0) */
     int tiers[9] = {1, 1, 1, 1, 0, 0, 1, 1, 1};
     tmoe_router_config cfg = base_cfg(TMOE_ROUTE_HIERARCHICAL_ADAPTIVE, E, k);
@@ -366,8 +360,7 @@ static void test_load_balancer_zipf(void **state) {
     cfg.lb_step = 0.05;
     tmoe_router *r = make_router(cfg, &one);
     double off[MAXE];
-    for (int e = 0; e < E; e++)
-        off[e] = 1.5 * log(1.0 / (e + 1)); /* Zipf-like popularity */
+    for (int e = 0; e < E; e++) off[e] = 1.5 * log(1.0 / (e + 1)); /* Zipf-like popularity */
     tmoe_rng rng;
     tmoe_rng_seed(&rng, 77);
     float z[MAXT * MAXE];
@@ -379,8 +372,7 @@ static void test_load_balancer_zipf(void **state) {
         ASSERT_OK(tmoe_router_route(r, z, T, NULL, NULL, NULL, sel, NULL, &err), &err);
         int64_t *c = i < 10 ? first : i >= 180 ? last : NULL;
         if (c)
-            for (int j = 0; j < T * k; j++)
-                c[sel[j]]++;
+            for (int j = 0; j < T * k; j++) c[sel[j]]++;
     }
     double r0 = max_over_mean(first, E), r1 = max_over_mean(last, E);
     print_message("load balancer: max/mean load %.2f (first 10 batches) -> %.2f (last 20)\n", r0,
@@ -502,8 +494,7 @@ static void test_capacity_factor(void **state) {
     cfg.capacity_factor = 1.25;
     tmoe_router *r = make_router(cfg, &one);
     double off[MAXE];
-    for (int e = 0; e < E; e++)
-        off[e] = -0.7 * e;
+    for (int e = 0; e < E; e++) off[e] = -0.7 * e;
     tmoe_rng rng;
     tmoe_rng_seed(&rng, 3);
     float z[MAXT * MAXE];
@@ -516,11 +507,9 @@ static void test_capacity_factor(void **state) {
         int c[MAXE] = {0};
         for (int t = 0; t < T; t++) {
             assert_int_not_equal(sel[t * k], sel[t * k + 1]);
-            for (int j = 0; j < k; j++)
-                c[sel[t * k + j]]++;
+            for (int j = 0; j < k; j++) c[sel[t * k + j]]++;
         }
-        for (int e = 0; e < E; e++)
-            assert_true(c[e] <= cap);
+        for (int e = 0; e < E; e++) assert_true(c[e] <= cap);
     }
     tmoe_router_free(r);
 }
@@ -536,8 +525,7 @@ typedef struct {
 static void plant_step(plant *p, const costs *k, const int32_t *sel, int T, int kk, int E,
                        tmoe_route_obs *o) {
     int n[MAXE] = {0};
-    for (int i = 0; i < T * kk; i++)
-        n[sel[i]]++;
+    for (int i = 0; i < T * kk; i++) n[sel[i]]++;
     double en = 0, lat = 0;
     for (int e = 0; e < E; e++) {
         if (!n[e]) continue;
@@ -579,15 +567,13 @@ static double run_plant(tmoe_router *r, const costs *k, int E, int n, int tail, 
         ASSERT_OK(tmoe_router_update(r, &o, NULL, &err), &err);
         if (i >= n - tail) {
             sum += o.power_w;
-            for (int e = 0; e < E; e++)
-                mb = fmax(mb, fabs(b[e]));
+            for (int e = 0; e < E; e++) mb = fmax(mb, fabs(b[e]));
             if (ref) {
                 ASSERT_OK(tmoe_router_route(ref, z, T, NULL, NULL, NULL, selref, NULL, &err), &err);
                 for (int t = 0; t < T; t++)
                     for (int j = 0; j < kk; j++) {
                         int found = 0;
-                        for (int q = 0; q < kk; q++)
-                            found |= sel[t * kk + j] == selref[t * kk + q];
+                        for (int q = 0; q < kk; q++) found |= sel[t * kk + j] == selref[t * kk + q];
                         agree += found;
                         total++;
                     }

@@ -54,7 +54,8 @@ static int run_thermoe(char *const args[], const char *log, int kill_after_rows,
     int status;
     if (kill_after_rows > 0) {
         for (;;) {
-            if (waitpid(pid, &status, WNOHANG) == pid) fail_msg("run ended before it could be killed");
+            if (waitpid(pid, &status, WNOHANG) == pid)
+                fail_msg("run ended before it could be killed");
             FILE *f = fopen(csv, "r");
             int lines = 0, ch;
             if (f) {
@@ -102,9 +103,11 @@ static long check_csv(const char *path, int allow_torn) {
         line[len - 1] = '\0';
         buf = realloc(buf, (size_t)len + 1);
         int nf = tmoe_runlog_split(line, buf, fields, TMOE_RL_NCOLS);
-        if (nf != TMOE_RL_NCOLS) fail_msg("%s:%ld: %d fields, want %d", path, lineno, nf, TMOE_RL_NCOLS);
+        if (nf != TMOE_RL_NCOLS)
+            fail_msg("%s:%ld: %d fields, want %d", path, lineno, nf, TMOE_RL_NCOLS);
         if (lineno == 1) {
-            for (int c = 0; c < TMOE_RL_NCOLS; c++) assert_string_equal(fields[c], tmoe_runlog_cols[c].name);
+            for (int c = 0; c < TMOE_RL_NCOLS; c++)
+                assert_string_equal(fields[c], tmoe_runlog_cols[c].name);
             continue;
         }
         rows++;
@@ -114,12 +117,16 @@ static long check_csv(const char *path, int allow_torn) {
             switch (tmoe_runlog_cols[c].type) {
             case TMOE_COL_INT:
                 strtoll(s, &end, 10);
-                if (!*s || *end) fail_msg("%s:%ld: %s = '%s' is not an integer", path, lineno, tmoe_runlog_cols[c].name, s);
+                if (!*s || *end)
+                    fail_msg("%s:%ld: %s = '%s' is not an integer", path, lineno,
+                             tmoe_runlog_cols[c].name, s);
                 break;
             case TMOE_COL_DOUBLE:
                 if (!strcmp(s, "nan")) break;
                 strtod(s, &end);
-                if (!*s || *end) fail_msg("%s:%ld: %s = '%s' is not a number", path, lineno, tmoe_runlog_cols[c].name, s);
+                if (!*s || *end)
+                    fail_msg("%s:%ld: %s = '%s' is not a number", path, lineno,
+                             tmoe_runlog_cols[c].name, s);
                 break;
             case TMOE_COL_LIST_INT:
             case TMOE_COL_LIST_DBL:
@@ -129,12 +136,12 @@ static long check_csv(const char *path, int allow_torn) {
             }
         }
         /* values that are always defined on the simulated GPU */
-        static const int defined[] = {TMOE_RL_LATENCY_MS, TMOE_RL_THROUGHPUT, TMOE_RL_ENERGY_J,
-                                      TMOE_RL_ENERGY_J_PER_TOKEN, TMOE_RL_POWER_AVG_W,
-                                      TMOE_RL_GPU_TEMP_END_C, TMOE_RL_GPU_TEMP_PEAK_C,
-                                      TMOE_RL_MEM_TEMP_C, TMOE_RL_SM_CLOCK_MHZ,
-                                      TMOE_RL_PREDICTED_ENERGY_J, TMOE_RL_ROUTER_OVERHEAD_MS,
-                                      TMOE_RL_TOPK_AGREEMENT, TMOE_RL_OUTPUT_REL_ERROR};
+        static const int defined[] = {
+            TMOE_RL_LATENCY_MS,         TMOE_RL_THROUGHPUT,         TMOE_RL_ENERGY_J,
+            TMOE_RL_ENERGY_J_PER_TOKEN, TMOE_RL_POWER_AVG_W,        TMOE_RL_GPU_TEMP_END_C,
+            TMOE_RL_GPU_TEMP_PEAK_C,    TMOE_RL_MEM_TEMP_C,         TMOE_RL_SM_CLOCK_MHZ,
+            TMOE_RL_PREDICTED_ENERGY_J, TMOE_RL_ROUTER_OVERHEAD_MS, TMOE_RL_TOPK_AGREEMENT,
+            TMOE_RL_OUTPUT_REL_ERROR};
         for (size_t i = 0; i < sizeof defined / sizeof *defined; i++)
             if (!strcmp(fields[defined[i]], "nan"))
                 fail_msg("%s:%ld: %s is nan", path, lineno, tmoe_runlog_cols[defined[i]].name);
@@ -173,8 +180,8 @@ static void check_trace(const char *path) {
 static void test_default_run(void **state) {
     (void)state;
     const char *out = tu_tmppath("default");
-    char *args[] = {(char *)bin(), "run", "--out", (char *)out, "--no-analyze", "--backend", "cpu",
-                    "--telemetry", "sim", NULL};
+    char *args[] = {(char *)bin(), "run", "--out",       (char *)out, "--no-analyze",
+                    "--backend",   "cpu", "--telemetry", "sim",       NULL};
     int rc = run_thermoe(args, tu_tmppath("default.log"), 0, NULL);
     if (rc != 0) {
         char *log = slurp(tu_tmppath("default.log"));
@@ -188,15 +195,17 @@ static void test_default_run(void **state) {
     json_error_t je;
     json_t *meta = json_load_file(path, 0, &je);
     if (!meta) fail_msg("%s:%d: %s", path, je.line, je.text);
-    static const char *keys[] = {"run_id", "status", "start_time", "end_time", "git_commit",
-                                 "config", "device", "telemetry", "cost_model", "seeds",
-                                 "calibration", "backend"};
+    static const char *keys[] = {"run_id",     "status", "start_time",  "end_time",
+                                 "git_commit", "config", "device",      "telemetry",
+                                 "cost_model", "seeds",  "calibration", "backend"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
         if (!json_object_get(meta, keys[i])) fail_msg("metadata.json lacks '%s'", keys[i]);
     assert_string_equal(json_string_value(json_object_get(meta, "status")), "complete");
-    assert_string_equal(json_string_value(json_object_get(json_object_get(meta, "telemetry"), "source")), "sim");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(meta, "telemetry"), "source")), "sim");
     assert_true(json_is_true(json_object_get(json_object_get(meta, "telemetry"), "simulated")));
-    const char *sum = json_string_value(json_object_get(json_object_get(meta, "cost_model"), "checksum"));
+    const char *sum =
+        json_string_value(json_object_get(json_object_get(meta, "cost_model"), "checksum"));
     assert_non_null(sum);
     assert_int_equal(strlen(sum), 16);
     json_decref(meta);
@@ -214,16 +223,47 @@ static void test_kill_and_resume(void **state) {
     const char *out = tu_tmppath("killed");
     char csv[600];
     snprintf(csv, sizeof csv, "%s/batches.csv", out);
-    char *args[] = {(char *)bin(), "run", "--out", (char *)out, "--no-analyze", "--backend", "cpu", "--telemetry", "sim",
-                    "--workloads", "standard,skewed", "--routing-strategy", "baseline,kernel_aware_ttha,predictive_thermal",
-                    "--num-samples-per-workload", "10", "--trace-batches", "1", NULL};
+    char *args[] = {(char *)bin(),
+                    "run",
+                    "--out",
+                    (char *)out,
+                    "--no-analyze",
+                    "--backend",
+                    "cpu",
+                    "--telemetry",
+                    "sim",
+                    "--workloads",
+                    "standard,skewed",
+                    "--routing-strategy",
+                    "baseline,kernel_aware_ttha,predictive_thermal",
+                    "--num-samples-per-workload",
+                    "10",
+                    "--trace-batches",
+                    "1",
+                    NULL};
     int rc = run_thermoe(args, tu_tmppath("killed.log"), 25, csv);
     assert_int_equal(rc, -SIGKILL);
     long before = check_csv(csv, 1);
     assert_true(before >= 25 && before < 60);
-    char *rargs[] = {(char *)bin(), "run", "--out", (char *)out, "--no-analyze", "--resume", "--backend", "cpu",
-                     "--telemetry", "sim", "--workloads", "standard,skewed", "--routing-strategy", "baseline,kernel_aware_ttha,predictive_thermal",
-                     "--num-samples-per-workload", "10", "--trace-batches", "1", NULL};
+    char *rargs[] = {(char *)bin(),
+                     "run",
+                     "--out",
+                     (char *)out,
+                     "--no-analyze",
+                     "--resume",
+                     "--backend",
+                     "cpu",
+                     "--telemetry",
+                     "sim",
+                     "--workloads",
+                     "standard,skewed",
+                     "--routing-strategy",
+                     "baseline,kernel_aware_ttha,predictive_thermal",
+                     "--num-samples-per-workload",
+                     "10",
+                     "--trace-batches",
+                     "1",
+                     NULL};
     rc = run_thermoe(rargs, tu_tmppath("resume.log"), 0, NULL);
     if (rc != 0) {
         char *log = slurp(tu_tmppath("resume.log"));
@@ -275,9 +315,21 @@ static void test_full_disk(void **state) {
     snprintf(out, sizeof out, "%s", tu_tmppath("full"));
     snprintf(log, sizeof log, "%s", tu_tmppath("full.log"));
     snprintf(csv, sizeof csv, "%s/batches.csv", out);
-    char *args[] = {(char *)bin(), "run", "--out", out, "--no-analyze", "--quiet",
-                    "--workloads", "standard", "--routing-strategy", "baseline,predictive_thermal",
-                    "--num-samples-per-workload", "60", "--trace-batches", "0", NULL};
+    char *args[] = {(char *)bin(),
+                    "run",
+                    "--out",
+                    out,
+                    "--no-analyze",
+                    "--quiet",
+                    "--workloads",
+                    "standard",
+                    "--routing-strategy",
+                    "baseline,predictive_thermal",
+                    "--num-samples-per-workload",
+                    "60",
+                    "--trace-batches",
+                    "0",
+                    NULL};
     child_fsize_limit = 16 * 1024; /* room for the metadata and about 40 rows */
     int rc = run_thermoe(args, log, 0, NULL);
     char *text = slurp(log);
@@ -293,9 +345,22 @@ static void test_full_disk(void **state) {
     long kept = check_csv(csv, 0); /* whole rows only */
     assert_true(kept > 0 && kept < 120);
     assert_no_temporaries(out);
-    char *rargs[] = {(char *)bin(), "run", "--out", out, "--no-analyze", "--quiet", "--resume",
-                     "--workloads", "standard", "--routing-strategy", "baseline,predictive_thermal",
-                     "--num-samples-per-workload", "60", "--trace-batches", "0", NULL};
+    char *rargs[] = {(char *)bin(),
+                     "run",
+                     "--out",
+                     out,
+                     "--no-analyze",
+                     "--quiet",
+                     "--resume",
+                     "--workloads",
+                     "standard",
+                     "--routing-strategy",
+                     "baseline,predictive_thermal",
+                     "--num-samples-per-workload",
+                     "60",
+                     "--trace-batches",
+                     "0",
+                     NULL};
     rc = run_thermoe(rargs, log, 0, NULL);
     if (rc != 0) {
         text = slurp(log);
@@ -364,10 +429,23 @@ static void test_resume_drops_invalid_rows(void **state) {
     snprintf(out, sizeof out, "%s", tu_tmppath("corrupt"));
     snprintf(log, sizeof log, "%s", tu_tmppath("corrupt.log"));
     snprintf(csv, sizeof csv, "%s/batches.csv", out);
-    char *args[] = {(char *)bin(), "run", "--out", out, "--no-analyze", "--workloads", "standard",
-                    "--routing-strategy", "baseline,predictive_thermal",
-                    "--num-samples-per-workload", "6", "--trace-batches", "0", "--warmup-batches",
-                    "0", NULL, NULL};
+    char *args[] = {(char *)bin(),
+                    "run",
+                    "--out",
+                    out,
+                    "--no-analyze",
+                    "--workloads",
+                    "standard",
+                    "--routing-strategy",
+                    "baseline,predictive_thermal",
+                    "--num-samples-per-workload",
+                    "6",
+                    "--trace-batches",
+                    "0",
+                    "--warmup-batches",
+                    "0",
+                    NULL,
+                    NULL};
     int rc = run_thermoe(args, log, 0, NULL);
     if (rc != 0) fail_msg("first run exited %d", rc);
     assert_int_equal(check_csv(csv, 0), 12);
@@ -415,9 +493,22 @@ static void test_run_dir_locked(void **state) {
     assert_true(fd >= 0);
     assert_int_equal(flock(fd, LOCK_EX | LOCK_NB), 0);
     assert_true(write(fd, "pid 4242 on host testhost\n", 26) == 26);
-    char *args[] = {(char *)bin(), "run", "--out", out, "--no-analyze", "--quiet",
-                    "--workloads", "standard", "--routing-strategy", "baseline",
-                    "--num-samples-per-workload", "10", "--trace-batches", "0", NULL, NULL};
+    char *args[] = {(char *)bin(),
+                    "run",
+                    "--out",
+                    out,
+                    "--no-analyze",
+                    "--quiet",
+                    "--workloads",
+                    "standard",
+                    "--routing-strategy",
+                    "baseline",
+                    "--num-samples-per-workload",
+                    "10",
+                    "--trace-batches",
+                    "0",
+                    NULL,
+                    NULL};
     int rc = run_thermoe(args, log, 0, NULL);
     char *text = slurp(log);
     if (rc != 1 || !strstr(text, "in use") || !strstr(text, "pid 4242 on host testhost"))
@@ -465,7 +556,8 @@ static void expect_failure(char *const args[], const char *needle) {
     int rc = run_thermoe(args, log, 0, NULL);
     char *text = slurp(log);
     if (rc == 0) fail_msg("expected failure, exit 0:\n%s", text ? text : "");
-    if (!text || !strstr(text, needle)) fail_msg("message lacks '%s':\n%s", needle, text ? text : "");
+    if (!text || !strstr(text, needle))
+        fail_msg("message lacks '%s':\n%s", needle, text ? text : "");
     free(text);
 }
 
@@ -473,17 +565,32 @@ static void test_bad_input(void **state) {
     (void)state;
     char *a1[] = {(char *)bin(), "run", "--routing-strategy", "fastest", NULL};
     expect_failure(a1, "unknown name 'fastest'");
-    char *a2[] = {(char *)bin(), "run", "--top-k", "9", "--num-experts", "8", "--out", (char *)tu_tmppath("b2"), NULL};
+    char *a2[] = {(char *)bin(),
+                  "run",
+                  "--top-k",
+                  "9",
+                  "--num-experts",
+                  "8",
+                  "--out",
+                  (char *)tu_tmppath("b2"),
+                  NULL};
     expect_failure(a2, "top_k = 9 is larger than num_experts = 8");
-    char *a3[] = {(char *)bin(), "run", "--kernel-cost-model-json", "/nonexistent/cost.json", "--out", (char *)tu_tmppath("b3"), NULL};
+    char *a3[] = {(char *)bin(),
+                  "run",
+                  "--kernel-cost-model-json",
+                  "/nonexistent/cost.json",
+                  "--out",
+                  (char *)tu_tmppath("b3"),
+                  NULL};
     expect_failure(a3, "/nonexistent/cost.json");
     char *a4[] = {(char *)bin(), "run", "--out", "/etc/passwd/run", NULL};
     expect_failure(a4, "/etc/passwd");
     char *a5[] = {(char *)bin(), "run", "--num-samples-per-workload", "abc", NULL};
     expect_failure(a5, "not an integer");
     /* a full disk: the row write fails with a message and a non-zero exit */
-    char *a6[] = {(char *)bin(), "run", "--out", (char *)tu_tmppath("b6"), "--log-file", "/dev/full",
-                  "--workloads", "standard", "--routing-strategy", "baseline", "--no-analyze", NULL};
+    char *a6[] = {(char *)bin(),        "run",       "--out",        (char *)tu_tmppath("b6"),
+                  "--log-file",         "/dev/full", "--workloads",  "standard",
+                  "--routing-strategy", "baseline",  "--no-analyze", NULL};
     expect_failure(a6, "/dev/full");
     char cfg[600];
     snprintf(cfg, sizeof cfg, "%s", tu_tmppath("bad.ini"));
@@ -496,12 +603,9 @@ static void test_bad_input(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bad_input),
-        cmocka_unit_test(test_kill_and_resume),
-        cmocka_unit_test(test_full_disk),
-        cmocka_unit_test(test_resume_drops_invalid_rows),
-        cmocka_unit_test(test_run_dir_locked),
-        cmocka_unit_test(test_default_run),
+        cmocka_unit_test(test_bad_input),      cmocka_unit_test(test_kill_and_resume),
+        cmocka_unit_test(test_full_disk),      cmocka_unit_test(test_resume_drops_invalid_rows),
+        cmocka_unit_test(test_run_dir_locked), cmocka_unit_test(test_default_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -25,10 +25,8 @@
 static tmoe_run_config small_run(const char *name, tmoe_telemetry_kind tel, int ndev,
                                  const char *placement) {
     tmoe_run_config c = tmoe_run_config_default();
-    for (int i = 0; i < TMOE_ROUTE_STRATEGY_COUNT; i++)
-        c.strategies[i] = 0;
-    for (int i = 0; i < TMOE_WL_COUNT; i++)
-        c.workloads[i] = 0;
+    for (int i = 0; i < TMOE_ROUTE_STRATEGY_COUNT; i++) c.strategies[i] = 0;
+    for (int i = 0; i < TMOE_WL_COUNT; i++) c.workloads[i] = 0;
     c.strategies[TMOE_ROUTE_BASELINE] = c.strategies[TMOE_ROUTE_KERNEL_AWARE_TTHA] = 1;
     c.workloads[TMOE_WL_STANDARD] = c.workloads[TMOE_WL_SKEWED] = 1;
     c.batch_size = 1;
@@ -125,8 +123,7 @@ static void test_sim_two_devices(void **state) {
     FILE *f = fopen(pl, "w");
     assert_non_null(f);
     fprintf(f, "# expert device\n");
-    for (int e = E - 1; e >= 0; e--)
-        fprintf(f, "%d %d\n", e, dev_of[e]);
+    for (int e = E - 1; e >= 0; e--) fprintf(f, "%d %d\n", e, dev_of[e]);
     assert_int_equal(fclose(f), 0);
     char plcopy[512];
     snprintf(plcopy, sizeof plcopy, "%s", pl);
@@ -157,17 +154,20 @@ static void test_sim_one_device(void **state) {
 
 typedef struct events {
     int n, start, batch, combo_done, end, resume, bad;
-    int last_batch;       /* batch of the last BATCH event */
+    int last_batch; /* batch of the last BATCH event */
     tmoe_run_event last;
-    char why[256];        /* the first ordering broken */
+    char why[256]; /* the first ordering broken */
 } events;
 
 static void on_progress(const tmoe_run_progress *p, void *user) {
     events *ev = user;
     const char *bad = NULL;
-    if (!p->run_id || !*p->run_id) bad = "no run id";
-    else if (ev->end) bad = "an event after END";
-    else if (ev->n == 0 && p->event != TMOE_RUN_EV_START) bad = "START is not first";
+    if (!p->run_id || !*p->run_id)
+        bad = "no run id";
+    else if (ev->end)
+        bad = "an event after END";
+    else if (ev->n == 0 && p->event != TMOE_RUN_EV_START)
+        bad = "START is not first";
     switch (p->event) {
     case TMOE_RUN_EV_RESUME: ev->resume++; break;
     case TMOE_RUN_EV_START:
@@ -192,7 +192,8 @@ static void on_progress(const tmoe_run_progress *p, void *user) {
         break;
     case TMOE_RUN_EV_END: ev->end++; break;
     }
-    if (bad && !ev->bad++) snprintf(ev->why, sizeof ev->why, "event %d (%d): %s", ev->n, p->event, bad);
+    if (bad && !ev->bad++)
+        snprintf(ev->why, sizeof ev->why, "event %d (%d): %s", ev->n, p->event, bad);
     ev->last = p->event;
     ev->n++;
 }
@@ -226,8 +227,7 @@ static void test_nvml_two_devices(void **state) {
     setenv("THERMOE_NVML_LIB", lib, 1);
     setenv("FAKE_NVML_DEVICES", "2", 1);
     int dev_of[E];
-    for (int e = 0; e < E; e++)
-        dev_of[e] = e % 2; /* round robin */
+    for (int e = 0; e < E; e++) dev_of[e] = e % 2; /* round robin */
     tmoe_run_config c = small_run("nvml2", TMOE_TELEMETRY_NVML, 0, NULL);
     tmoe_dataset *ds = run_and_check(&c, 2, dev_of);
     for (int i = 0; i < tmoe_dataset_nrows(ds); i++) {
@@ -343,12 +343,9 @@ static void test_nvml_twenty_devices(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sim_two_devices),
-        cmocka_unit_test(test_sim_one_device),
-        cmocka_unit_test(test_progress_events),
-        cmocka_unit_test(test_nvml_two_devices),
-        cmocka_unit_test(test_nvml_device_lost),
-        cmocka_unit_test(test_nvml_twenty_devices),
+        cmocka_unit_test(test_sim_two_devices),  cmocka_unit_test(test_sim_one_device),
+        cmocka_unit_test(test_progress_events),  cmocka_unit_test(test_nvml_two_devices),
+        cmocka_unit_test(test_nvml_device_lost), cmocka_unit_test(test_nvml_twenty_devices),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,8 +41,7 @@ static void fill_row(tmoe_runlog_row *row, int b) {
     tmoe_runlog_row_int(row, TMOE_RL_TOKENS, 64);
     tmoe_runlog_row_int(row, TMOE_RL_THROTTLE_REASONS, 0);
     double bias[64];
-    for (int e = 0; e < 64; e++)
-        bias[e] = 0.001 * e * b;
+    for (int e = 0; e < 64; e++) bias[e] = 0.001 * e * b;
     tmoe_runlog_row_dbls(row, TMOE_RL_BIASES, bias, 64); /* a long cell: rows of ~1 KB */
 }
 

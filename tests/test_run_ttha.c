@@ -36,7 +36,8 @@ static void read_stats(const char *csv, double target_w, stats st[2]) {
         buf = realloc(buf, (size_t)len + 1);
         assert_int_equal(tmoe_runlog_split(line, buf, fields, TMOE_RL_NCOLS), TMOE_RL_NCOLS);
         stats *s = &st[strcmp(fields[TMOE_RL_STRATEGY], "baseline") != 0];
-        double e = strtod(fields[TMOE_RL_ENERGY_J], NULL), p = strtod(fields[TMOE_RL_POWER_AVG_W], NULL);
+        double e = strtod(fields[TMOE_RL_ENERGY_J], NULL),
+               p = strtod(fields[TMOE_RL_POWER_AVG_W], NULL);
         double period = e / p;
         s->n++;
         s->energy += e;
@@ -86,8 +87,9 @@ static void run_pair(const char *name, double rate, double target_w, double targ
     for (int i = 0; i < 2; i++)
         printf("%-12s %-18s %5ld batches: %.3f mJ/token, mean power %.1f W, violation %.4f, "
                "top-k agreement %.3f, output rel. error %.2e\n",
-               name, i ? "kernel_aware_ttha" : "baseline", st[i].n, st[i].energy / st[i].tokens * 1e3,
-               st[i].energy / st[i].seconds, st[i].violation_s / st[i].seconds, st[i].agree / st[i].n,
+               name, i ? "kernel_aware_ttha" : "baseline", st[i].n,
+               st[i].energy / st[i].tokens * 1e3, st[i].energy / st[i].seconds,
+               st[i].violation_s / st[i].seconds, st[i].agree / st[i].n,
                st[i].nrel ? st[i].relerr / st[i].nrel : NAN);
 }
 
@@ -97,9 +99,9 @@ static void test_open_loop_below_target(void **state) {
     run_pair("open", 16000.0, 250.0, 75.0, st);
     double ept0 = st[0].energy / st[0].tokens, ept1 = st[1].energy / st[1].tokens;
     double v0 = st[0].violation_s / st[0].seconds, v1 = st[1].violation_s / st[1].seconds;
-    assert_true(v0 > 0.1);      /* the target is below what baseline draws */
-    assert_true(v1 < v0);       /* less power violation */
-    assert_true(ept1 < ept0);   /* less energy per token */
+    assert_true(v0 > 0.1);    /* the target is below what baseline draws */
+    assert_true(v1 < v0);     /* less power violation */
+    assert_true(ept1 < ept0); /* less energy per token */
     assert_true(st[1].agree / st[1].n > 0.5);
 }
 

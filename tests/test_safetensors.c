@@ -28,12 +28,10 @@ static void write_raw(const char *path, const char *hdr, size_t pad_to, const vo
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
     uint8_t len[8];
-    for (int i = 0; i < 8; i++)
-        len[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+    for (int i = 0; i < 8; i++) len[i] = (uint8_t)((uint64_t)hl >> (8 * i));
     assert_int_equal(fwrite(len, 1, 8, f), 8);
     assert_int_equal(fwrite(hdr, 1, h, f), h);
-    for (size_t i = h; i < hl; i++)
-        assert_int_equal(fputc(' ', f), ' ');
+    for (size_t i = h; i < hl; i++) assert_int_equal(fputc(' ', f), ' ');
     if (n) assert_int_equal(fwrite(data, 1, n, f), n);
     assert_int_equal(fclose(f), 0);
 }
@@ -158,8 +156,7 @@ static void test_block_round_trip(void **state) {
         assert_int_equal(n1, n2);
         assert_memory_equal(a1, a2, n1);
         uint64_t hl = 0;
-        for (int i = 7; i >= 0; i--)
-            hl = hl << 8 | a1[i];
+        for (int i = 7; i >= 0; i--) hl = hl << 8 | a1[i];
         assert_int_equal(hl % 8, 0); /* padded so the buffer is 8-aligned */
         free(a1);
         free(a2);
@@ -173,8 +170,7 @@ static void test_block_round_trip(void **state) {
         ASSERT_OK(tmoe_engine_create(b, &ec, &e1, &err), &err);
         ASSERT_OK(tmoe_engine_create(l2, &ec, &e2, &err), &err);
         float x[9 * 64], y1[9 * 64], y2[9 * 64];
-        for (int i = 0; i < 9 * 64; i++)
-            x[i] = tmoe_rng_uniform_sym(&rng, 1.0f);
+        for (int i = 0; i < 9 * 64; i++) x[i] = tmoe_rng_uniform_sym(&rng, 1.0f);
         ASSERT_OK(tmoe_engine_forward(e1, x, 9, 0, NULL, y1, NULL, &err), &err);
         ASSERT_OK(tmoe_engine_forward(e2, x, 9, 0, NULL, y2, NULL, &err), &err);
         assert_memory_equal(y1, y2, sizeof y1);
@@ -298,8 +294,7 @@ static void test_mixtral_layout(void **state) {
         total += (size_t)spec[i].rows * spec[i].cols * 2;
     }
     uint16_t *data = xmalloc(total);
-    for (size_t i = 0; i < total / 2; i++)
-        data[i] = bf16_of(tmoe_rng_uniform_sym(&rng, 0.5f));
+    for (size_t i = 0; i < total / 2; i++) data[i] = bf16_of(tmoe_rng_uniform_sym(&rng, 0.5f));
     size_t cap = 64 * 1024, hl = 0;
     char *hdr = xmalloc(cap);
     hl += (size_t)snprintf(hdr, cap, "{");
@@ -345,8 +340,7 @@ static void test_mixtral_layout(void **state) {
     ASSERT_OK(tmoe_block_load(p, TMOE_LAYOUT_AUTO, 1, &c, &b, &err), &err);
     /* expected values, straight from the bytes we wrote */
     const uint16_t *src[64];
-    for (int i = 0; i < ns; i++)
-        src[i] = data + off[i] / 2;
+    for (int i = 0; i < ns; i++) src[i] = data + off[i] / 2;
     char name[128];
     for (int i = 0; i < ns; i++) {
         const char *s = spec[i].name;
@@ -355,8 +349,7 @@ static void test_mixtral_layout(void **state) {
         size_t n = (size_t)spec[i].rows * spec[i].cols;
         if (!strcmp(s, "input_layernorm.weight") || !strcmp(s, "post_attention_layernorm.weight")) {
             const float *dst = s[0] == 'i' ? b->norm1 : b->norm2;
-            for (size_t j = 0; j < n; j++)
-                assert_true(dst[j] == tmoe_bf16_to_f32(src[i][j]));
+            for (size_t j = 0; j < n; j++) assert_true(dst[j] == tmoe_bf16_to_f32(src[i][j]));
         } else if (!strcmp(s, "self_attn.q_proj.weight") || !strcmp(s, "self_attn.o_proj.weight") ||
                    !strcmp(s, "block_sparse_moe.gate.weight")) {
             const tmoe_f16 *dst = s[10] == 'q' ? b->wqkv.w : s[10] == 'o' ? b->wo.w : b->moe.gate.w;
@@ -647,8 +640,7 @@ static void test_mutations(void **state) {
     size_t n;
     uint8_t *good = read_all(ok, &n), *bad = xmalloc(n);
     uint64_t hl = 0;
-    for (int i = 7; i >= 0; i--)
-        hl = hl << 8 | good[i];
+    for (int i = 7; i >= 0; i--) hl = hl << 8 | good[i];
     static const char alphabet[] = "{}[]\":,0123456789-e. FUBI";
     int opened = 0, loaded = 0;
     for (int it = 0; it < 400; it++) {

@@ -300,8 +300,7 @@ static void wait_samples(tmoe_monitor *m, int ndev, int64_t n) {
     struct timespec ts = {0, 1000000};
     for (int i = 0; i < 10000; i++) {
         int ok = 1;
-        for (int d = 0; d < ndev; d++)
-            ok &= tmoe_monitor_sample_count(m, d) >= n;
+        for (int d = 0; d < ndev; d++) ok &= tmoe_monitor_sample_count(m, d) >= n;
         if (ok) return;
         nanosleep(&ts, NULL);
     }
@@ -407,8 +406,7 @@ static void test_nvml_lost_in_window(void **state) {
     tmoe_meter_reading r;
     tmoe_meter_begin(m, &w);
     struct timespec ts = {0, 1000000};
-    for (int i = 0; i < 10000 && !tmoe_monitor_device_lost(mon, 0); i++)
-        nanosleep(&ts, NULL);
+    for (int i = 0; i < 10000 && !tmoe_monitor_device_lost(mon, 0); i++) nanosleep(&ts, NULL);
     assert_true(tmoe_monitor_device_lost(mon, 0));
     ASSERT_OK(tmoe_meter_end(m, &w, &r, &err), &err);
     for (const tmoe_meter_values *v = &r.dev[0]; v; v = v == &r.total ? NULL : &r.total) {

@@ -97,7 +97,8 @@ static void test_fields_and_not_supported(void **state) {
     assert_string_equal(inf.uuid, "GPU-fake-1");
     assert_string_equal(inf.driver, "999.1.2-fake");
     assert_string_equal(inf.pci_id, "00000000:18:00.0");
-    assert_true(inf.power_limit_w == 700.0 && inf.slowdown_temp_c == 89.0 && inf.shutdown_temp_c == 95.0);
+    assert_true(inf.power_limit_w == 700.0 && inf.slowdown_temp_c == 89.0 &&
+                inf.shutdown_temp_c == 95.0);
     assert_int_equal(inf.supported, TMOE_F_ALL);
     tmoe_sample s;
     ASSERT_OK(tmoe_telemetry_read(t, 1, TMOE_F_ALL, &s, &err), &err);

@@ -11,8 +11,8 @@
 #include "testutil.h"
 #include "thermoe/telemetry.h"
 
-#define TOL_STEP_RMS_C 2.0    /* replayed trace vs measured, RMS */
-#define TOL_REL_ENERGY 0.10   /* energy per token, average power */
+#define TOL_STEP_RMS_C 2.0  /* replayed trace vs measured, RMS */
+#define TOL_REL_ENERGY 0.10 /* energy per token, average power */
 #define TOL_HBM_PEAK_C 3.0
 #define TOL_PREDICT_RMS_C 2.0
 
@@ -67,7 +67,8 @@ static void test_thermal_step_replay(void **state) {
         m++;
     }
     double rms_g = sqrt(se_g / m), rms_h = sqrt(se_h / m);
-    printf("thermal step replay: GPU RMS %.2f C, HBM RMS %.2f C over %d samples\n", rms_g, rms_h, m);
+    printf("thermal step replay: GPU RMS %.2f C, HBM RMS %.2f C over %d samples\n", rms_g, rms_h,
+           m);
     assert_true(rms_g < TOL_STEP_RMS_C);
     assert_true(rms_h < TOL_STEP_RMS_C);
     tmoe_sim_free(s);
@@ -227,7 +228,8 @@ static void test_rcfit_predicts_10s(void **state) {
     tmoe_rcfit_params(f, &c0, &gf, &gs, &tau);
     printf("online RC fit: 10 s ahead RMS %.2f C over %d predictions from the planned power "
            "profile, %.2f C from its mean as a constant (c %.1f C, g_fast %.4f, g_slow %.4f C/W, "
-           "tau_slow %.0f s)\n", rms, m, sqrt(se_const / m), c0, gf, gs, tau);
+           "tau_slow %.0f s)\n",
+           rms, m, sqrt(se_const / m), c0, gf, gs, tau);
     assert_true(rms < TOL_PREDICT_RMS_C);
     tmoe_rcfit_free(f);
     free(r);
@@ -313,9 +315,10 @@ static void test_monitor_energy_windows(void **state) {
     tmoe_sim_advance(s, 1.0);
     ASSERT_OK(tmoe_monitor_energy_end(m, inner, &ei, &err), &err);
     double direct = (b.energy_mj - a.energy_mj) * 1e-3;
-    printf("windows: outer %.1f J (%s), direct counter %.1f J; inner %.1f J (%s); tiny %.2f J (%s)\n",
-           eo.joules, tmoe_energy_method_name(eo.method), direct, ei.joules,
-           tmoe_energy_method_name(ei.method), et.joules, tmoe_energy_method_name(et.method));
+    printf(
+        "windows: outer %.1f J (%s), direct counter %.1f J; inner %.1f J (%s); tiny %.2f J (%s)\n",
+        eo.joules, tmoe_energy_method_name(eo.method), direct, ei.joules,
+        tmoe_energy_method_name(ei.method), et.joules, tmoe_energy_method_name(et.method));
     assert_int_equal(eo.method, TMOE_ENERGY_COUNTER);
     assert_int_equal(ei.method, TMOE_ENERGY_COUNTER);
     assert_int_equal(et.method, TMOE_ENERGY_INTEGRATED);
@@ -323,8 +326,8 @@ static void test_monitor_energy_windows(void **state) {
     /* the busy second of `tiny` draws ~470 W */
     assert_true(et.joules > 0.06 * 400 && et.joules < 0.06 * 560);
     /* integrated vs counter over the same span agree */
-    tmoe_energy cnt = tmoe_monitor_energy_between(m, 0, eo.seconds > 0 ? tmoe_sim_now_ns(s) - 4000000000LL : 0,
-                                                  tmoe_sim_now_ns(s));
+    tmoe_energy cnt = tmoe_monitor_energy_between(
+        m, 0, eo.seconds > 0 ? tmoe_sim_now_ns(s) - 4000000000LL : 0, tmoe_sim_now_ns(s));
     assert_int_equal(cnt.method, TMOE_ENERGY_COUNTER);
     tmoe_monitor_config mc2 = mc;
     tmoe_monitor_free(m);

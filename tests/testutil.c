@@ -100,8 +100,7 @@ void tu_gpu_tol(tmoe_etype t, double *atol, double *rtol) {
 
 double tu_rms_f(const float *x, size_t n) {
     double ss = 0.0;
-    for (size_t i = 0; i < n; i++)
-        ss += (double)x[i] * x[i];
+    for (size_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
     return n ? sqrt(ss / (double)n) : 0.0;
 }
 
@@ -134,7 +133,8 @@ int tu_fixture_missing(const char *rel) {
     const char *path = tu_fixture(rel);
     if (access(path, R_OK) == 0) return 0;
     printf("SKIP: fixture %s not found (files from other projects are not committed; "
-           "set THERMOE_FIXTURES=DIR to a copy of shared/fixtures to run this test)\n", path);
+           "set THERMOE_FIXTURES=DIR to a copy of shared/fixtures to run this test)\n",
+           path);
     return 1;
 }
 
@@ -167,7 +167,9 @@ const char *tu_tmppath(const char *name) {
     return b;
 }
 
-void tu_poison(void *p, size_t n) { memset(p, 0xff, n); }
+void tu_poison(void *p, size_t n) {
+    memset(p, 0xff, n);
+}
 
 uint64_t tu_seed(void) {
     const char *s = getenv("THERMOE_TEST_SEED");

@@ -11,8 +11,8 @@
 #include "thermoe/core.h"
 
 /* Named tolerances (relative to the reference's scale). */
-#define TOL_F32 1e-5  /* fp32 arithmetic vs float64 reference */
-#define TOL_F16 1e-2  /* fp16 operands, fp32 accumulation */
+#define TOL_F32 1e-5       /* fp32 arithmetic vs float64 reference */
+#define TOL_F16 1e-2       /* fp16 operands, fp32 accumulation */
 #define TOL_F16_ROUND 1e-3 /* one rounding to fp16 (2^-11 relative) on the way out */
 #define TOL_F16_STEPS 4e-3 /* a few fp16 roundings on the way (attention, expert, block) */
 
@@ -82,10 +82,10 @@ uint64_t tu_seed(void);
 /* Fill with poison bit patterns (NaN for floats) to detect unwritten outputs. */
 void tu_poison(void *p, size_t n);
 
-#define ASSERT_OK(expr, errp) \
-    do { \
-        int rc_ = (expr); \
-        if (rc_ != 0) fail_msg("%s -> %d: %s", #expr, rc_, (errp)->msg); \
+#define ASSERT_OK(expr, errp)                                                                      \
+    do {                                                                                           \
+        int rc_ = (expr);                                                                          \
+        if (rc_ != 0) fail_msg("%s -> %d: %s", #expr, rc_, (errp)->msg);                           \
     } while (0)
 
 #endif

@@ -59,7 +59,7 @@ int tmoe_stats_bootstrap_pct_ci(const double *a, int na, const double *b, int nb
 
 /* ---- run logs ------------------------------------------------------------------------ */
 
-#define TMOE_ANALYZE_MAX_LIST 4096                  /* entries of a list cell (experts, devices) */
+#define TMOE_ANALYZE_MAX_LIST 4096                   /* entries of a list cell (experts, devices) */
 #define TMOE_ANALYZE_MAX_CSV_BYTES ((size_t)1 << 30) /* a batches.csv larger is refused */
 #define TMOE_ANALYZE_MAX_META_BYTES ((size_t)16 << 20) /* a metadata.json larger is refused */
 

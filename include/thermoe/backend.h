@@ -16,7 +16,12 @@ extern "C" {
  *   begin (attention sub-block, norm, gate_linear) -> logits -> moe (top-k, permute,
  *   experts, combine, residual) -> output. */
 
-typedef enum { TMOE_BACKEND_AUTO, TMOE_BACKEND_CPU, TMOE_BACKEND_CUDA, TMOE_BACKEND_COUNT } tmoe_backend_kind;
+typedef enum {
+    TMOE_BACKEND_AUTO,
+    TMOE_BACKEND_CPU,
+    TMOE_BACKEND_CUDA,
+    TMOE_BACKEND_COUNT
+} tmoe_backend_kind;
 const char *tmoe_backend_kind_name(tmoe_backend_kind k);
 int tmoe_backend_kind_parse(const char *s, tmoe_backend_kind *out);
 
@@ -35,8 +40,8 @@ typedef struct tmoe_engine_config {
      * cuda over NCCL (built with NCCL; each GPU holds only its experts), cpu over MPI (the
      * reference, bit-identical to one process). docs/cluster.md. Both borrowed; NULL = one
      * device. */
-    struct tmoe_ep *ep;                         /* process group (thermoe/ep.h) */
-    const struct tmoe_placement *placement;     /* expert -> rank; NULL = round robin */
+    struct tmoe_ep *ep;                     /* process group (thermoe/ep.h) */
+    const struct tmoe_placement *placement; /* expert -> rank; NULL = round robin */
     int ep_overlap_min_copies; /* overlap the all-to-alls with the experts (one exchange round
                                   per local expert on a second stream) when the token copies
                                   of all ranks in a step reach this; < 0 never (default 16384:
@@ -76,14 +81,14 @@ int tmoe_engine_forward(tmoe_engine *e, const float *x, int T, int moe_only, con
 #define TMOE_EP_MAX_RANKS 64
 typedef struct tmoe_ep_stats {
     int rank, ranks;
-    double bytes_per_copy;   /* bytes one token copy moves to its expert's rank and back */
-    double link_gbps;        /* all-to-all bandwidth measured at create: bytes this rank sends
-                                to the others / time, GB/s (NAN with one rank) */
-    double a2a_ms;           /* last step: both all-to-alls (tokens out, outputs back), ms */
-    double a2a_bytes;        /* last step: bytes this rank sent to other ranks in them */
-    double step_ms;          /* last step, gate top-k to combine, ms */
-    int overlapped;          /* last step: exchanges overlapped with the experts (a2a_ms NAN) */
-    int32_t copies_to[TMOE_EP_MAX_RANKS];   /* last step: token copies this rank sent to each rank */
+    double bytes_per_copy; /* bytes one token copy moves to its expert's rank and back */
+    double link_gbps;      /* all-to-all bandwidth measured at create: bytes this rank sends
+                              to the others / time, GB/s (NAN with one rank) */
+    double a2a_ms;         /* last step: both all-to-alls (tokens out, outputs back), ms */
+    double a2a_bytes;      /* last step: bytes this rank sent to other ranks in them */
+    double step_ms;        /* last step, gate top-k to combine, ms */
+    int overlapped;        /* last step: exchanges overlapped with the experts (a2a_ms NAN) */
+    int32_t copies_to[TMOE_EP_MAX_RANKS]; /* last step: token copies this rank sent to each rank */
     int32_t copies_from[TMOE_EP_MAX_RANKS]; /* last step: token copies received from each rank */
     int32_t expert_rows[TMOE_MAX_EXPERTS];  /* last step: rows each expert ran on this rank
                                                (every rank's copies; 0 for other ranks' experts) */
@@ -148,7 +153,7 @@ typedef struct tmoe_cpu_lm_config {
     tmoe_impl impl;         /* quantized experts: fused or unfused */
     tmoe_lm_route_fn route; /* per-layer selection biases, or NULL (baseline routing) */
     void *route_user;
-    int bias_in_weights;    /* the biases also change the combine weights */
+    int bias_in_weights; /* the biases also change the combine weights */
 } tmoe_cpu_lm_config;
 
 /* One step of a batch: sequence i holds KV slot slots[i] and adds n_new[i] >= 1 tokens at
@@ -185,14 +190,14 @@ typedef struct tmoe_oprun_spec {
     tmoe_backend_kind backend; /* cpu or cuda (auto is resolved by the caller) */
     int device_id;
     tmoe_op op;
-    tmoe_etype etype;          /* expert ops: the weights' type; other ops: fp16 */
-    tmoe_impl impl;            /* linear ops of q4/q2: fused or unfused (dequant_unpack apart) */
-    int tokens;                /* rows the op sees (expert ops: tokens routed to the expert) */
-    tmoe_block_config block;   /* shape: d_model, d_ff, num_experts, top_k, n_heads, group, act */
-    size_t min_working_set;    /* bytes of weights to rotate through (0: one copy) */
-    int whole_expert;          /* run the whole expert forward per call, as the engine does
-                                  (dequant_unpack when unfused, fc1 with its activation, fc2);
-                                  op is ignored */
+    tmoe_etype etype;        /* expert ops: the weights' type; other ops: fp16 */
+    tmoe_impl impl;          /* linear ops of q4/q2: fused or unfused (dequant_unpack apart) */
+    int tokens;              /* rows the op sees (expert ops: tokens routed to the expert) */
+    tmoe_block_config block; /* shape: d_model, d_ff, num_experts, top_k, n_heads, group, act */
+    size_t min_working_set;  /* bytes of weights to rotate through (0: one copy) */
+    int whole_expert;        /* run the whole expert forward per call, as the engine does
+                                (dequant_unpack when unfused, fc1 with its activation, fc2);
+                                op is ignored */
     uint64_t seed;
 } tmoe_oprun_spec;
 
@@ -217,8 +222,8 @@ int tmoe_oprun_copies(const tmoe_oprun *o);
  * adds no synchronisation and does not disturb NVML sampling). */
 
 typedef struct tmoe_kernel_rec {
-    char name[200];       /* demangled when CUPTI gives it, truncated to fit */
-    int64_t start_ns;     /* GPU timestamps, ns */
+    char name[200];   /* demangled when CUPTI gives it, truncated to fit */
+    int64_t start_ns; /* GPU timestamps, ns */
     int64_t end_ns;
     int grid[3], block[3];
     int device;
@@ -278,8 +283,7 @@ int tmoe_cuda_lm_seq_len(const tmoe_cuda_lm *r, int slot); /* positions filled, 
 /* One step, the contract of tmoe_cpu_lm_forward (logits (sum n_new, V) when logits_all, else
  * (nseq, V), host memory; a bad batch is TMOE_EINVAL and changes nothing). Waits for the
  * device. */
-int tmoe_cuda_lm_forward(tmoe_cuda_lm *r, const tmoe_lm_batch *b, float *logits,
-                         tmoe_error *err);
+int tmoe_cuda_lm_forward(tmoe_cuda_lm *r, const tmoe_lm_batch *b, float *logits, tmoe_error *err);
 /* Token copies each expert received in the last forward, (n_layers, E); dense layers 0. */
 const int32_t *tmoe_cuda_lm_expert_counts(const tmoe_cuda_lm *r);
 /* Whether the layer's experts run on the bandwidth kernel (1) or the plain any-shape kernel

@@ -20,14 +20,14 @@ extern "C" {
  * says what was wrong and what to do. Functions take `tmoe_error *err` last; it may be NULL. */
 typedef enum {
     TMOE_OK = 0,
-    TMOE_EINVAL,   /* bad argument or configuration */
-    TMOE_ENOMEM,   /* out of host or device memory */
-    TMOE_EIO,      /* file could not be read or written */
-    TMOE_EFORMAT,  /* file read but its contents are malformed */
-    TMOE_ENOTSUP,  /* feature not available here (no GPU, library missing, ...) */
-    TMOE_ENODEV,   /* device absent or lost */
-    TMOE_EDEVICE,  /* CUDA / cuBLAS / NVML / CUPTI call failed */
-    TMOE_EINTR,    /* interrupted by the user */
+    TMOE_EINVAL,  /* bad argument or configuration */
+    TMOE_ENOMEM,  /* out of host or device memory */
+    TMOE_EIO,     /* file could not be read or written */
+    TMOE_EFORMAT, /* file read but its contents are malformed */
+    TMOE_ENOTSUP, /* feature not available here (no GPU, library missing, ...) */
+    TMOE_ENODEV,  /* device absent or lost */
+    TMOE_EDEVICE, /* CUDA / cuBLAS / NVML / CUPTI call failed */
+    TMOE_EINTR,   /* interrupted by the user */
     TMOE_ECODE_COUNT
 } tmoe_code;
 
@@ -40,7 +40,8 @@ const char *tmoe_code_name(int code);
 /* Fill err (if non-NULL) with code and a printf-style message; returns code. */
 int tmoe_errorf(tmoe_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Prefix an existing message: "<prefix>: <old message>"; returns err->code (or code if err NULL). */
+/* Prefix an existing message: "<prefix>: <old message>"; returns err->code (or code if err NULL).
+ */
 int tmoe_error_prefix(tmoe_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -55,8 +56,8 @@ void tmoe_log_set(tmoe_log_fn fn, void *user);
 void tmoe_log(tmoe_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- half precision ----------------------------------------------------------------- */
-typedef uint16_t tmoe_f16;  /* IEEE binary16 bits */
-typedef uint16_t tmoe_bf16; /* bfloat16 bits */
+typedef uint16_t tmoe_f16;         /* IEEE binary16 bits */
+typedef uint16_t tmoe_bf16;        /* bfloat16 bits */
 tmoe_f16 tmoe_f32_to_f16(float f); /* round to nearest even, overflow -> inf, NaN kept */
 float tmoe_f16_to_f32(tmoe_f16 h);
 tmoe_bf16 tmoe_f32_to_bf16(float f); /* round to nearest even */
@@ -64,22 +65,34 @@ float tmoe_bf16_to_f32(tmoe_bf16 h);
 /* 65536-entry fp16 -> fp32 table (built once, thread-safe), for fast row conversion. */
 const float *tmoe_f16_table(void);
 /* Round a float through fp16 and back (what storing it as fp16 does). */
-static inline float tmoe_round_f16(float f) { return tmoe_f16_to_f32(tmoe_f32_to_f16(f)); }
+static inline float tmoe_round_f16(float f) {
+    return tmoe_f16_to_f32(tmoe_f32_to_f16(f));
+}
 
 /* ---- RNG: xoshiro256** seeded by splitmix64; integer-only, so the same seed gives the
  * same bits on every machine. ------------------------------------------------------- */
-typedef struct tmoe_rng { uint64_t s[4]; } tmoe_rng;
+typedef struct tmoe_rng {
+    uint64_t s[4];
+} tmoe_rng;
 void tmoe_rng_seed(tmoe_rng *r, uint64_t seed);
 /* Derive an independent stream: same (seed, stream) -> same sequence. */
 void tmoe_rng_seed_stream(tmoe_rng *r, uint64_t seed, uint64_t stream);
 uint64_t tmoe_rng_u64(tmoe_rng *r);
-double tmoe_rng_uniform(tmoe_rng *r);          /* [0, 1), 53 bits */
+double tmoe_rng_uniform(tmoe_rng *r);             /* [0, 1), 53 bits */
 float tmoe_rng_uniform_sym(tmoe_rng *r, float a); /* [-a, a), exact for a given seed */
 uint32_t tmoe_rng_below(tmoe_rng *r, uint32_t n); /* [0, n), unbiased */
-double tmoe_rng_normal(tmoe_rng *r);           /* Box-Muller; uses libm (not bit-portable) */
+double tmoe_rng_normal(tmoe_rng *r);              /* Box-Muller; uses libm (not bit-portable) */
 
 /* ---- tensors ------------------------------------------------------------------------ */
-typedef enum { TMOE_F32, TMOE_F16, TMOE_BF16, TMOE_Q4, TMOE_Q2, TMOE_I32, TMOE_DTYPE_COUNT } tmoe_dtype;
+typedef enum {
+    TMOE_F32,
+    TMOE_F16,
+    TMOE_BF16,
+    TMOE_Q4,
+    TMOE_Q2,
+    TMOE_I32,
+    TMOE_DTYPE_COUNT
+} tmoe_dtype;
 typedef enum { TMOE_DEV_CPU, TMOE_DEV_CUDA } tmoe_devkind;
 
 const char *tmoe_dtype_name(tmoe_dtype t);
@@ -125,7 +138,8 @@ typedef struct tmoe_buf {
     const char *name; /* what it holds, for messages */
 } tmoe_buf;
 /* An entry for pointer lvalue p of n bytes, named by the expression. */
-#define TMOE_BUF(p, n) {(void **)&(p), (n), #p}
+#define TMOE_BUF(p, n)                                                                             \
+    { (void **)&(p), (n), #p }
 /* Bytes the buffers need from an align-aligned base (each size rounded up to align);
  * SIZE_MAX if that does not fit in a size_t. */
 size_t tmoe_bufs_total(const tmoe_buf *b, int n, size_t align);
@@ -152,9 +166,9 @@ int tmoe_file_check_writable(const char *path, tmoe_error *err);
  * is renamed over path only after every write, fflush, fsync and fclose succeeded; on any
  * failure the temporary is removed and path keeps its old contents. */
 typedef struct tmoe_atomic_file {
-    FILE *f;          /* write through this */
-    char path[4096];  /* final name */
-    char tmp[4096];   /* temporary name */
+    FILE *f;         /* write through this */
+    char path[4096]; /* final name */
+    char tmp[4096];  /* temporary name */
 } tmoe_atomic_file;
 /* Open the temporary for path (refused if path exists and is not a regular file). */
 int tmoe_atomic_open(tmoe_atomic_file *af, const char *path, tmoe_error *err);
@@ -207,10 +221,10 @@ typedef struct tmoe_csv {
     /* private */
     size_t pos;
     int next_line;
-    char *owned;      /* the input, when tmoe_csv_open_file read it */
-    char *buf;        /* the fields' text, each NUL-terminated */
+    char *owned; /* the input, when tmoe_csv_open_file read it */
+    char *buf;   /* the fields' text, each NUL-terminated */
     size_t blen, bcap;
-    size_t *off;      /* (ocap) where each field starts in buf */
+    size_t *off; /* (ocap) where each field starts in buf */
     int ocap;
 } tmoe_csv;
 

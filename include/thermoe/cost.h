@@ -43,10 +43,10 @@ typedef struct tmoe_cost_entry {
     int64_t samples;            /* calls measured */
     int throttled;              /* 1 when a clock-event reason other than idle was seen */
     int n_kernels;
-    tmoe_cost_kernel *kernels;  /* (n_kernels) */
-    int has_ncu;                /* the ncu block below is present */
-    double ncu_occupancy_pct;   /* achieved occupancy, % of peak sustained active */
-    double ncu_dram_pct;        /* DRAM throughput, % of peak sustained elapsed */
+    tmoe_cost_kernel *kernels; /* (n_kernels) */
+    int has_ncu;               /* the ncu block below is present */
+    double ncu_occupancy_pct;  /* achieved occupancy, % of peak sustained active */
+    double ncu_dram_pct;       /* DRAM throughput, % of peak sustained elapsed */
 } tmoe_cost_entry;
 
 /* Where and when the costs were measured. Strings are empty when unknown. */
@@ -54,12 +54,12 @@ typedef struct tmoe_cost_meta {
     char device_name[128];
     char device_uuid[96];
     char device_driver[64];
-    char device_telemetry[32]; /* "nvml", "sim", ... */
-    double power_limit_w;      /* W; NAN when unknown */
-    char created[40];          /* ISO 8601 UTC, e.g. 2026-11-26T10:00:00Z */
-    char tool[128];            /* "thermoe 0.1.0 (git abc)" */
+    char device_telemetry[32];     /* "nvml", "sim", ... */
+    double power_limit_w;          /* W; NAN when unknown */
+    char created[40];              /* ISO 8601 UTC, e.g. 2026-11-26T10:00:00Z */
+    char tool[128];                /* "thermoe 0.1.0 (git abc)" */
     int d_model, d_ff, group_size; /* shape the ops were measured at; 0 when unknown */
-    double idle_power_w;       /* W; NAN when unknown */
+    double idle_power_w;           /* W; NAN when unknown */
 } tmoe_cost_meta;
 
 /* What to do with token counts outside the measured range of an (op, type, impl). */
@@ -70,14 +70,14 @@ typedef enum {
 
 /* Result of a lookup. Values are per call at the requested token count. */
 typedef struct tmoe_cost_value {
-    double latency_ms;          /* median latency */
+    double latency_ms; /* median latency */
     double latency_p90_ms;
-    double energy_j;            /* board energy */
+    double energy_j; /* board energy */
     double energy_dynamic_j;
     double avg_power_w;
     double temp_impact_c_per_s;
-    int extrapolated;           /* 1 when tokens lay outside the measured range */
-    int lo_tokens, hi_tokens;   /* measured token counts used (equal when exact/clamped) */
+    int extrapolated;         /* 1 when tokens lay outside the measured range */
+    int lo_tokens, hi_tokens; /* measured token counts used (equal when exact/clamped) */
 } tmoe_cost_value;
 
 /* ---- lifetime ------------------------------------------------------------------------ */
@@ -93,8 +93,7 @@ int tmoe_cost_load_buffer(const char *data, size_t len, const char *name, tmoe_c
                           tmoe_error *err);
 /* Load paths[0..n) and merge them in order with tmoe_cost_merge (later files win).
  * Caller frees *out. */
-int tmoe_cost_merge_files(const char *const *paths, int n, tmoe_cost_model **out,
-                          tmoe_error *err);
+int tmoe_cost_merge_files(const char *const *paths, int n, tmoe_cost_model **out, tmoe_error *err);
 /* Write pretty JSON, keys in a fixed order, entries sorted by (op, type, impl, tokens).
  * Whole or nothing (tmoe_atomic_*): on any failure path keeps its old contents; a path that
  * exists and is not a regular file (a device, FIFO, directory) is refused (TMOE_EINVAL). */
@@ -142,10 +141,9 @@ int tmoe_cost_expert(const tmoe_cost_model *cm, tmoe_etype et, tmoe_impl impl, d
  * probs (n_tokens, k); expert_types (n_experts). n_experts <= TMOE_COST_MAX_EXPERTS.
  * *loss_j in joules. An expert whose ops have unknown (NAN) board energy is TMOE_EINVAL.
  * Does not allocate. */
-int tmoe_cost_energy_loss(const tmoe_cost_model *cm, int n_tokens, int k,
-                          const int32_t *expert_ids, const float *probs, int n_experts,
-                          const tmoe_etype *expert_types, tmoe_impl impl, double *loss_j,
-                          tmoe_error *err);
+int tmoe_cost_energy_loss(const tmoe_cost_model *cm, int n_tokens, int k, const int32_t *expert_ids,
+                          const float *probs, int n_experts, const tmoe_etype *expert_types,
+                          tmoe_impl impl, double *loss_j, tmoe_error *err);
 
 /* ---- expert costs for the routers ---------------------------------------------------
  * The routers read costs through a provider: a small table of function pointers over a

@@ -23,7 +23,7 @@ extern "C" {
  * (device_*) have one entry per telemetry device, in device index order. New columns go at
  * the end: readers look columns up by name, and a file without them still loads. */
 
-#define TMOE_RUNLOG_CSV "batches.csv"       /* one row per batch, per run directory */
+#define TMOE_RUNLOG_CSV "batches.csv"        /* one row per batch, per run directory */
 #define TMOE_RUNLOG_METADATA "metadata.json" /* one per run directory */
 #define TMOE_RUNLOG_LIST_SEP ';'             /* separator of list cells */
 /* batches.csv is read back whole (resume, the run's summary); a larger one is refused */
@@ -44,49 +44,53 @@ typedef struct tmoe_runlog_col {
 } tmoe_runlog_col;
 
 /* X-macro: column index enum and table come from the same list, so they cannot drift. */
-#define TMOE_RUNLOG_COLUMNS(X) \
-    X(TIME, "time", TMOE_COL_DOUBLE, "s since run start (monotonic)") \
-    X(RUN_ID, "run_id", TMOE_COL_STR, "run identifier") \
-    X(REPEAT, "repeat", TMOE_COL_INT, "repeat index, 0-based") \
-    X(WORKLOAD, "workload", TMOE_COL_STR, "workload name") \
-    X(STRATEGY, "strategy", TMOE_COL_STR, "routing strategy name") \
-    X(EXPERT_TYPE, "expert_type", TMOE_COL_STR, "fp16, q4 or q2") \
-    X(IMPL, "impl", TMOE_COL_STR, "fused or unfused") \
-    X(BATCH_IDX, "batch_idx", TMOE_COL_INT, "batch index within the combination, 0-based") \
-    X(TOKENS, "tokens", TMOE_COL_INT, "tokens in the batch") \
-    X(LATENCY_MS, "latency_ms", TMOE_COL_DOUBLE, "ms, device events") \
-    X(THROUGHPUT, "throughput_tokens_s", TMOE_COL_DOUBLE, "tokens/s") \
-    X(ENERGY_J, "energy_j", TMOE_COL_DOUBLE, "J for the batch") \
-    X(ENERGY_J_PER_TOKEN, "energy_j_per_token", TMOE_COL_DOUBLE, "J/token") \
-    X(ENERGY_METHOD, "energy_method", TMOE_COL_STR, "counter or integrated") \
-    X(POWER_AVG_W, "power_avg_w", TMOE_COL_DOUBLE, "W, mean over the batch") \
-    X(POWER_PEAK_W, "power_peak_w", TMOE_COL_DOUBLE, "W, max over the batch (summed over devices)") \
-    X(GPU_TEMP_START_C, "gpu_temp_start_c", TMOE_COL_DOUBLE, "C") \
-    X(GPU_TEMP_END_C, "gpu_temp_end_c", TMOE_COL_DOUBLE, "C") \
-    X(GPU_TEMP_PEAK_C, "gpu_temp_peak_c", TMOE_COL_DOUBLE, "C") \
-    X(MEM_TEMP_C, "mem_temp_c", TMOE_COL_DOUBLE, "C, HBM peak over the batch") \
-    X(SM_CLOCK_MHZ, "sm_clock_mhz", TMOE_COL_DOUBLE, "MHz, mean") \
-    X(THROTTLE_REASONS, "throttle_reasons", TMOE_COL_INT, "clock-event reason bits (0 = none)") \
-    X(GPU_UTIL_PCT, "gpu_util_pct", TMOE_COL_DOUBLE, "%") \
-    X(EXPERT_USAGE_COUNTS, "expert_usage_counts", TMOE_COL_LIST_INT, "token copies per expert") \
-    X(EXPERT_TIME_MS, "expert_time_ms", TMOE_COL_LIST_DBL, "ms per expert") \
-    X(PREDICTED_ENERGY_J, "predicted_energy_j", TMOE_COL_DOUBLE, "J, cost model") \
-    X(ROUTER_OVERHEAD_MS, "router_overhead_ms", TMOE_COL_DOUBLE, "ms spent routing") \
-    X(TTHA_POWER_LOSS, "ttha_power_loss", TMOE_COL_DOUBLE, "loss term") \
-    X(TTHA_TEMP_LOSS, "ttha_temp_loss", TMOE_COL_DOUBLE, "loss term") \
-    X(TTHA_LATENCY_PENALTY, "ttha_latency_penalty", TMOE_COL_DOUBLE, "loss term") \
-    X(TTHA_THROUGHPUT_BONUS, "ttha_throughput_bonus", TMOE_COL_DOUBLE, "loss term") \
-    X(TTHA_FIDELITY, "ttha_fidelity", TMOE_COL_DOUBLE, "loss term") \
-    X(TTHA_TOTAL_LOSS, "ttha_total_loss", TMOE_COL_DOUBLE, "loss") \
-    X(TTHA_LR, "ttha_lr", TMOE_COL_DOUBLE, "learning rate") \
-    X(BIASES, "biases", TMOE_COL_LIST_DBL, "per-expert routing bias") \
-    X(TOPK_AGREEMENT, "topk_agreement_with_baseline", TMOE_COL_DOUBLE, "fraction in [0, 1]") \
-    X(OUTPUT_REL_ERROR, "output_rel_error_vs_baseline", TMOE_COL_DOUBLE, "||y - y0|| / ||y0||") \
-    X(TELEMETRY_SOURCE, "telemetry_source", TMOE_COL_STR, "nvml or sim") \
-    X(DEVICE_ENERGY_J, "device_energy_j", TMOE_COL_LIST_DBL, "J per device; energy_j is the sum") \
-    X(DEVICE_POWER_AVG_W, "device_power_avg_w", TMOE_COL_LIST_DBL, "W per device, mean over the batch") \
-    X(DEVICE_TEMP_END_C, "device_temp_end_c", TMOE_COL_LIST_DBL, "C per device at the batch's end") \
-    X(DEVICE_TOKENS, "device_tokens", TMOE_COL_LIST_INT, "token copies routed to each device's experts")
+#define TMOE_RUNLOG_COLUMNS(X)                                                                     \
+    X(TIME, "time", TMOE_COL_DOUBLE, "s since run start (monotonic)")                              \
+    X(RUN_ID, "run_id", TMOE_COL_STR, "run identifier")                                            \
+    X(REPEAT, "repeat", TMOE_COL_INT, "repeat index, 0-based")                                     \
+    X(WORKLOAD, "workload", TMOE_COL_STR, "workload name")                                         \
+    X(STRATEGY, "strategy", TMOE_COL_STR, "routing strategy name")                                 \
+    X(EXPERT_TYPE, "expert_type", TMOE_COL_STR, "fp16, q4 or q2")                                  \
+    X(IMPL, "impl", TMOE_COL_STR, "fused or unfused")                                              \
+    X(BATCH_IDX, "batch_idx", TMOE_COL_INT, "batch index within the combination, 0-based")         \
+    X(TOKENS, "tokens", TMOE_COL_INT, "tokens in the batch")                                       \
+    X(LATENCY_MS, "latency_ms", TMOE_COL_DOUBLE, "ms, device events")                              \
+    X(THROUGHPUT, "throughput_tokens_s", TMOE_COL_DOUBLE, "tokens/s")                              \
+    X(ENERGY_J, "energy_j", TMOE_COL_DOUBLE, "J for the batch")                                    \
+    X(ENERGY_J_PER_TOKEN, "energy_j_per_token", TMOE_COL_DOUBLE, "J/token")                        \
+    X(ENERGY_METHOD, "energy_method", TMOE_COL_STR, "counter or integrated")                       \
+    X(POWER_AVG_W, "power_avg_w", TMOE_COL_DOUBLE, "W, mean over the batch")                       \
+    X(POWER_PEAK_W, "power_peak_w", TMOE_COL_DOUBLE,                                               \
+      "W, max over the batch (summed over devices)")                                               \
+    X(GPU_TEMP_START_C, "gpu_temp_start_c", TMOE_COL_DOUBLE, "C")                                  \
+    X(GPU_TEMP_END_C, "gpu_temp_end_c", TMOE_COL_DOUBLE, "C")                                      \
+    X(GPU_TEMP_PEAK_C, "gpu_temp_peak_c", TMOE_COL_DOUBLE, "C")                                    \
+    X(MEM_TEMP_C, "mem_temp_c", TMOE_COL_DOUBLE, "C, HBM peak over the batch")                     \
+    X(SM_CLOCK_MHZ, "sm_clock_mhz", TMOE_COL_DOUBLE, "MHz, mean")                                  \
+    X(THROTTLE_REASONS, "throttle_reasons", TMOE_COL_INT, "clock-event reason bits (0 = none)")    \
+    X(GPU_UTIL_PCT, "gpu_util_pct", TMOE_COL_DOUBLE, "%")                                          \
+    X(EXPERT_USAGE_COUNTS, "expert_usage_counts", TMOE_COL_LIST_INT, "token copies per expert")    \
+    X(EXPERT_TIME_MS, "expert_time_ms", TMOE_COL_LIST_DBL, "ms per expert")                        \
+    X(PREDICTED_ENERGY_J, "predicted_energy_j", TMOE_COL_DOUBLE, "J, cost model")                  \
+    X(ROUTER_OVERHEAD_MS, "router_overhead_ms", TMOE_COL_DOUBLE, "ms spent routing")               \
+    X(TTHA_POWER_LOSS, "ttha_power_loss", TMOE_COL_DOUBLE, "loss term")                            \
+    X(TTHA_TEMP_LOSS, "ttha_temp_loss", TMOE_COL_DOUBLE, "loss term")                              \
+    X(TTHA_LATENCY_PENALTY, "ttha_latency_penalty", TMOE_COL_DOUBLE, "loss term")                  \
+    X(TTHA_THROUGHPUT_BONUS, "ttha_throughput_bonus", TMOE_COL_DOUBLE, "loss term")                \
+    X(TTHA_FIDELITY, "ttha_fidelity", TMOE_COL_DOUBLE, "loss term")                                \
+    X(TTHA_TOTAL_LOSS, "ttha_total_loss", TMOE_COL_DOUBLE, "loss")                                 \
+    X(TTHA_LR, "ttha_lr", TMOE_COL_DOUBLE, "learning rate")                                        \
+    X(BIASES, "biases", TMOE_COL_LIST_DBL, "per-expert routing bias")                              \
+    X(TOPK_AGREEMENT, "topk_agreement_with_baseline", TMOE_COL_DOUBLE, "fraction in [0, 1]")       \
+    X(OUTPUT_REL_ERROR, "output_rel_error_vs_baseline", TMOE_COL_DOUBLE, "||y - y0|| / ||y0||")    \
+    X(TELEMETRY_SOURCE, "telemetry_source", TMOE_COL_STR, "nvml or sim")                           \
+    X(DEVICE_ENERGY_J, "device_energy_j", TMOE_COL_LIST_DBL, "J per device; energy_j is the sum")  \
+    X(DEVICE_POWER_AVG_W, "device_power_avg_w", TMOE_COL_LIST_DBL,                                 \
+      "W per device, mean over the batch")                                                         \
+    X(DEVICE_TEMP_END_C, "device_temp_end_c", TMOE_COL_LIST_DBL,                                   \
+      "C per device at the batch's end")                                                           \
+    X(DEVICE_TOKENS, "device_tokens", TMOE_COL_LIST_INT,                                           \
+      "token copies routed to each device's experts")
 
 #define TMOE_RUNLOG_ENUM_(id, name, type, unit) TMOE_RL_##id,
 typedef enum { TMOE_RUNLOG_COLUMNS(TMOE_RUNLOG_ENUM_) TMOE_RL_NCOLS } tmoe_runlog_col_id;
@@ -104,7 +108,7 @@ typedef struct tmoe_runlog_row {
     char cell[TMOE_RL_NCOLS][TMOE_RUNLOG_CELL];
 } tmoe_runlog_row;
 
-void tmoe_runlog_row_clear(tmoe_runlog_row *r);            /* every cell unknown ("") */
+void tmoe_runlog_row_clear(tmoe_runlog_row *r); /* every cell unknown ("") */
 void tmoe_runlog_row_str(tmoe_runlog_row *r, int col, const char *s);
 void tmoe_runlog_row_int(tmoe_runlog_row *r, int col, long long v);
 void tmoe_runlog_row_dbl(tmoe_runlog_row *r, int col, double v); /* NAN -> "nan" */
@@ -155,8 +159,8 @@ int tmoe_trace_open(const char *path, tmoe_trace **out, tmoe_error *err);
 void tmoe_trace_span(tmoe_trace *t, const char *name, const char *cat, int pid, int tid,
                      double ts_us, double dur_us, const char *args_json);
 /* A counter sample ("ph":"C") of one series. */
-void tmoe_trace_counter(tmoe_trace *t, const char *name, int pid, double ts_us,
-                        const char *series, double value);
+void tmoe_trace_counter(tmoe_trace *t, const char *name, int pid, double ts_us, const char *series,
+                        double value);
 /* Name a process / thread track ("ph":"M"). */
 void tmoe_trace_name(tmoe_trace *t, int pid, int tid, const char *name);
 int tmoe_trace_close(tmoe_trace *t, tmoe_error *err); /* NULL-safe; reports a write error */
@@ -188,12 +192,12 @@ int tmoe_workload_parse(const char *s, tmoe_workload_kind *out);
 
 typedef struct tmoe_workload {
     tmoe_workload_kind kind;
-    int seq_len;      /* tokens per sequence */
-    int n_seqs;       /* sequences per batch */
-    int tokens;       /* seq_len * n_seqs */
-    int mix;          /* experts each token leans toward */
-    float push;       /* strength of the lean, in units of the noise */
-    double zipf_s;    /* 0 = uniform popularity */
+    int seq_len;   /* tokens per sequence */
+    int n_seqs;    /* sequences per batch */
+    int tokens;    /* seq_len * n_seqs */
+    int mix;       /* experts each token leans toward */
+    float push;    /* strength of the lean, in units of the noise */
+    double zipf_s; /* 0 = uniform popularity */
     uint64_t seed;
 } tmoe_workload;
 
@@ -228,28 +232,28 @@ typedef enum {
  * borrowed for the call. */
 typedef struct tmoe_run_progress {
     tmoe_run_event event;
-    const char *run_id;       /* every event */
+    const char *run_id; /* every event */
     /* RESUME */
-    int combos_kept;          /* combinations already complete, of combos */
+    int combos_kept;              /* combinations already complete, of combos */
     long rows_kept, rows_dropped; /* rows of batches.csv kept, rows of a combination cut short */
     /* START */
     int strategies, workloads, repeats; /* the sweep's shape */
-    int batches;              /* START, BATCH, COMBO_DONE: logged batches per combination */
-    const char *backend;      /* the engine's backend name */
-    const char *telemetry;    /* the telemetry's choice, one line (tmoe_telemetry_choice) */
-    int simulated;            /* 1: the simulated GPU (its figures are not measurements) */
-    const char *cost_model;   /* path of the cost model (it drives the simulated GPU) */
+    int batches;            /* START, BATCH, COMBO_DONE: logged batches per combination */
+    const char *backend;    /* the engine's backend name */
+    const char *telemetry;  /* the telemetry's choice, one line (tmoe_telemetry_choice) */
+    int simulated;          /* 1: the simulated GPU (its figures are not measurements) */
+    const char *cost_model; /* path of the cost model (it drives the simulated GPU) */
     /* BATCH, COMBO_DONE (combos also on RESUME) */
-    int combo, combos;        /* index of the combination in the plan (0-based), plan size */
+    int combo, combos; /* index of the combination in the plan (0-based), plan size */
     int repeat;
     tmoe_workload_kind workload;
     tmoe_route_strategy strategy;
-    int batch;                /* logged batches of this combination done, 1..batches */
-    double elapsed_s;         /* wall clock since the run began */
-    double eta_s;             /* wall clock left at the pace so far; NAN before a batch */
-    const char *source;       /* "sim" | "nvml" */
-    double power_w, temp_c;   /* device 0's latest average power (W) and GPU temperature
-                                 (C); NAN when unknown */
+    int batch;              /* logged batches of this combination done, 1..batches */
+    double elapsed_s;       /* wall clock since the run began */
+    double eta_s;           /* wall clock left at the pace so far; NAN before a batch */
+    const char *source;     /* "sim" | "nvml" */
+    double power_w, temp_c; /* device 0's latest average power (W) and GPU temperature
+                               (C); NAN when unknown */
 } tmoe_run_progress;
 
 /* Called on the thread that runs the sweep; it must not call back into the run. */
@@ -259,24 +263,24 @@ typedef struct tmoe_run_config {
     /* what to sweep */
     int strategies[TMOE_ROUTE_STRATEGY_COUNT]; /* 1 = run it */
     int workloads[TMOE_WL_COUNT];              /* 1 = run it */
-    int repeats;                 /* passes over every combination, order shuffled per repeat */
-    int repeat_first;            /* number of the first pass (logged in the repeat column; the
-                                    order and router seeds derive from it): a sweep task runs
-                                    one repeat with its own number */
-    int num_samples;             /* distinct batches per workload */
-    int epochs;                  /* passes over the samples per combination */
-    int warmup_batches;          /* unlogged batches before each combination */
-    int trace_batches;           /* batches traced per combination */
-    double arrival_rate;         /* tokens/s, Poisson arrivals; <= 0: closed loop */
-    double cooldown_s;           /* rest up to this long between combinations until the GPU
-                                    temperature is within 1 C of the run's start; 0 = none */
-    int fidelity_every;          /* compute output_rel_error_vs_baseline every N batches */
+    int repeats;         /* passes over every combination, order shuffled per repeat */
+    int repeat_first;    /* number of the first pass (logged in the repeat column; the
+                            order and router seeds derive from it): a sweep task runs
+                            one repeat with its own number */
+    int num_samples;     /* distinct batches per workload */
+    int epochs;          /* passes over the samples per combination */
+    int warmup_batches;  /* unlogged batches before each combination */
+    int trace_batches;   /* batches traced per combination */
+    double arrival_rate; /* tokens/s, Poisson arrivals; <= 0: closed loop */
+    double cooldown_s;   /* rest up to this long between combinations until the GPU
+                            temperature is within 1 C of the run's start; 0 = none */
+    int fidelity_every;  /* compute output_rel_error_vs_baseline every N batches */
     uint64_t seed;
 
     /* model */
-    tmoe_block_config block;     /* expert types, shape; block.seq_len = tokens per sequence */
-    int batch_size;              /* sequences per batch (base; workloads scale it) */
-    int moe_only;                /* run the MoE layer alone (no attention) */
+    tmoe_block_config block; /* expert types, shape; block.seq_len = tokens per sequence */
+    int batch_size;          /* sequences per batch (base; workloads scale it) */
+    int moe_only;            /* run the MoE layer alone (no attention) */
 
     /* where it runs */
     tmoe_backend_kind backend;
@@ -298,14 +302,14 @@ typedef struct tmoe_run_config {
     const char *ttha_warm_start; /* adapter weights to start from, or NULL */
 
     /* output */
-    const char *out_dir;         /* run directory (created) */
-    const char *log_file;        /* batches.csv path; NULL: <out_dir>/batches.csv */
-    int resume;                  /* continue a killed run in out_dir */
+    const char *out_dir;              /* run directory (created) */
+    const char *log_file;             /* batches.csv path; NULL: <out_dir>/batches.csv */
+    int resume;                       /* continue a killed run in out_dir */
     tmoe_run_progress_fn on_progress; /* progress events; NULL = none (the library prints
                                          nothing of its own) */
     void *progress_user;              /* passed to on_progress */
-    int analyze;                 /* run the analysis on the run directory at the end */
-    const char *argv_line;       /* the command line, for the metadata */
+    int analyze;                      /* run the analysis on the run directory at the end */
+    const char *argv_line;            /* the command line, for the metadata */
 } tmoe_run_config;
 
 tmoe_run_config tmoe_run_config_default(void);

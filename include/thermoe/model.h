@@ -76,7 +76,7 @@ int tmoe_linear_set_f32(tmoe_linear *l, const float *w, tmoe_error *err);
 /* Dequantize (or convert) to fp32 (out, in). */
 void tmoe_linear_to_f32(const tmoe_linear *l, float *w);
 size_t tmoe_linear_weight_bytes(const tmoe_linear *l); /* bytes of weights + scales */
-void tmoe_linear_free(tmoe_linear *l);               /* NULL-safe */
+void tmoe_linear_free(tmoe_linear *l);                 /* NULL-safe */
 
 /* An expert: linear_fc1 -> act -> linear_fc2. With swiglu, fc1 has 2*d_ff rows: rows
  * [0, d_ff) are the gate projection (Mixtral w1), [d_ff, 2 d_ff) the up projection (w3);
@@ -88,25 +88,25 @@ typedef struct tmoe_expert {
     tmoe_linear fc1, fc2;
 } tmoe_expert;
 
-int tmoe_expert_alloc(tmoe_expert *e, tmoe_etype t, tmoe_act act, int d_model, int d_ff,
-                      int group, tmoe_error *err);
+int tmoe_expert_alloc(tmoe_expert *e, tmoe_etype t, tmoe_act act, int d_model, int d_ff, int group,
+                      tmoe_error *err);
 void tmoe_expert_free(tmoe_expert *e);
 size_t tmoe_expert_weight_bytes(const tmoe_expert *e);
 
 typedef struct tmoe_block_config {
-    int d_model;      /* hidden size */
-    int n_heads;      /* attention heads; d_model % n_heads == 0 */
-    int d_ff;         /* expert hidden size */
-    int num_experts;  /* E, 1..TMOE_MAX_EXPERTS */
-    int top_k;        /* 1..min(E, TMOE_MAX_TOPK) */
-    int group_size;   /* quantization group along the input dim */
-    int seq_len;      /* max tokens per forward (attention is causal over them) */
-    tmoe_etype expert_type;      /* default type of every expert */
-    tmoe_etype *expert_types;    /* optional (num_experts): per-expert types; NULL = all default */
-    tmoe_act act;                /* relu or swiglu */
-    int renormalize;             /* combine weights renormalised over the chosen experts */
-    float norm_eps;              /* RMSNorm epsilon */
-    uint64_t seed;               /* weights are a function of the seed alone */
+    int d_model;              /* hidden size */
+    int n_heads;              /* attention heads; d_model % n_heads == 0 */
+    int d_ff;                 /* expert hidden size */
+    int num_experts;          /* E, 1..TMOE_MAX_EXPERTS */
+    int top_k;                /* 1..min(E, TMOE_MAX_TOPK) */
+    int group_size;           /* quantization group along the input dim */
+    int seq_len;              /* max tokens per forward (attention is causal over them) */
+    tmoe_etype expert_type;   /* default type of every expert */
+    tmoe_etype *expert_types; /* optional (num_experts): per-expert types; NULL = all default */
+    tmoe_act act;             /* relu or swiglu */
+    int renormalize;          /* combine weights renormalised over the chosen experts */
+    float norm_eps;           /* RMSNorm epsilon */
+    uint64_t seed;            /* weights are a function of the seed alone */
 } tmoe_block_config;
 
 /* Defaults: a small shape that runs fast on a CPU. */
@@ -121,11 +121,11 @@ typedef struct tmoe_moe {
 } tmoe_moe;
 
 typedef struct tmoe_block {
-    tmoe_block_config cfg;          /* expert_types copied into types[] */
+    tmoe_block_config cfg; /* expert_types copied into types[] */
     tmoe_etype types[TMOE_MAX_EXPERTS];
-    float *norm1, *norm2;           /* (d_model) RMSNorm weights */
-    tmoe_linear wqkv;               /* (3 d_model, d_model) fp16: rows q, k, v */
-    tmoe_linear wo;                 /* (d_model, d_model) fp16 */
+    float *norm1, *norm2; /* (d_model) RMSNorm weights */
+    tmoe_linear wqkv;     /* (3 d_model, d_model) fp16: rows q, k, v */
+    tmoe_linear wo;       /* (d_model, d_model) fp16 */
     tmoe_moe moe;
 } tmoe_block;
 
@@ -193,27 +193,27 @@ typedef enum {
  * classes have them). */
 typedef struct tmoe_lm_config {
     tmoe_lm_family family;
-    int vocab_size;         /* V */
-    int d_model;            /* hidden_size D */
-    int n_layers;           /* num_hidden_layers */
-    int n_heads;            /* num_attention_heads H */
-    int n_kv_heads;         /* num_key_value_heads KV; H % KV == 0 */
-    int head_dim;           /* hd: explicit (Qwen3) or D / H */
-    int d_ff;               /* intermediate_size: dense MLP layers (Mixtral: the experts) */
-    int d_ff_expert;        /* moe_intermediate_size (Mixtral: intermediate_size) */
-    int d_ff_shared;        /* Qwen2-MoE shared_expert_intermediate_size; 0 = no shared expert */
-    int num_experts;        /* E */
-    int top_k;              /* num_experts_per_tok */
-    int norm_topk_prob;     /* renormalise the top-k weights over the chosen experts */
+    int vocab_size;     /* V */
+    int d_model;        /* hidden_size D */
+    int n_layers;       /* num_hidden_layers */
+    int n_heads;        /* num_attention_heads H */
+    int n_kv_heads;     /* num_key_value_heads KV; H % KV == 0 */
+    int head_dim;       /* hd: explicit (Qwen3) or D / H */
+    int d_ff;           /* intermediate_size: dense MLP layers (Mixtral: the experts) */
+    int d_ff_expert;    /* moe_intermediate_size (Mixtral: intermediate_size) */
+    int d_ff_shared;    /* Qwen2-MoE shared_expert_intermediate_size; 0 = no shared expert */
+    int num_experts;    /* E */
+    int top_k;          /* num_experts_per_tok */
+    int norm_topk_prob; /* renormalise the top-k weights over the chosen experts */
     tmoe_qk_norm qk_norm;
-    int qkv_bias;           /* q/k/v projections have biases (Qwen2-MoE qkv_bias, attention_bias) */
-    int o_bias;             /* the output projection has a bias (attention_bias) */
-    int tie_embeddings;     /* tie_word_embeddings: the LM head is the embedding */
-    int max_positions;      /* max_position_embeddings */
-    int sliding_window;     /* Mixtral: attend to the last sliding_window positions; 0 = off */
-    float rms_eps;          /* rms_norm_eps */
-    float clip_qkv;         /* OLMoE: clamp q, k, v to [-clip, clip]; 0 = off */
-    double rope_theta;      /* top-level rope_theta or rope_parameters.rope_theta */
+    int qkv_bias;       /* q/k/v projections have biases (Qwen2-MoE qkv_bias, attention_bias) */
+    int o_bias;         /* the output projection has a bias (attention_bias) */
+    int tie_embeddings; /* tie_word_embeddings: the LM head is the embedding */
+    int max_positions;  /* max_position_embeddings */
+    int sliding_window; /* Mixtral: attend to the last sliding_window positions; 0 = off */
+    float rms_eps;      /* rms_norm_eps */
+    float clip_qkv;     /* OLMoE: clamp q, k, v to [-clip, clip]; 0 = off */
+    double rope_theta;  /* top-level rope_theta or rope_parameters.rope_theta */
     uint8_t moe_layer[TMOE_LM_MAX_LAYERS]; /* 1 = MoE MLP, 0 = dense MLP (Qwen mlp_only_layers,
                                               decoder_sparse_step) */
 } tmoe_lm_config;
@@ -239,7 +239,7 @@ struct tmoe_st_tensor; /* thermoe/model.h */
 const struct tmoe_st_tensor *tmoe_ckpt_find(const tmoe_ckpt *c, const char *name,
                                             const char **file_out);
 int tmoe_ckpt_shards(const tmoe_ckpt *c);
-size_t tmoe_ckpt_bytes(const tmoe_ckpt *c); /* bytes of all tensors in all shards */
+size_t tmoe_ckpt_bytes(const tmoe_ckpt *c);      /* bytes of all tensors in all shards */
 const char *tmoe_ckpt_dtype(const tmoe_ckpt *c); /* dtype of most tensor bytes: "BF16", ... */
 
 /* ---- the model ---------------------------------------------------------------------- */
@@ -252,15 +252,15 @@ typedef struct tmoe_lm_layer {
     float *wo;                   /* (D, H hd) */
     float *bo;                   /* (D) or NULL (no o_bias) */
     /* dense MLP (is_moe == 0): SwiGLU with w13 rows [0, d_ff) gate, [d_ff, 2 d_ff) up */
-    float *mlp_w13;              /* (2 d_ff, D) */
-    float *mlp_w2;               /* (D, d_ff) */
+    float *mlp_w13; /* (2 d_ff, D) */
+    float *mlp_w2;  /* (D, d_ff) */
     /* MoE (is_moe == 1) */
-    float *router;               /* (E, D) fp32 router (gate) weights */
-    float *ex_w13, *ex_w2;       /* fp32 experts: (E, 2 d_ff_expert, D), (E, D, d_ff_expert);
-                                    NULL when experts_f32 == 0 */
-    tmoe_expert *experts;        /* (E) fp16 / q4 / q2 experts; NULL when experts_f32 */
-    float *sh_w13, *sh_w2;       /* shared expert (2 d_ff_shared, D), (D, d_ff_shared) or NULL */
-    float *sh_gate;              /* (D) shared_expert_gate, or NULL */
+    float *router;         /* (E, D) fp32 router (gate) weights */
+    float *ex_w13, *ex_w2; /* fp32 experts: (E, 2 d_ff_expert, D), (E, D, d_ff_expert);
+                              NULL when experts_f32 == 0 */
+    tmoe_expert *experts;  /* (E) fp16 / q4 / q2 experts; NULL when experts_f32 */
+    float *sh_w13, *sh_w2; /* shared expert (2 d_ff_shared, D), (D, d_ff_shared) or NULL */
+    float *sh_gate;        /* (D) shared_expert_gate, or NULL */
 } tmoe_lm_layer;
 
 typedef struct tmoe_lm_load_opts {
@@ -274,12 +274,12 @@ tmoe_lm_load_opts tmoe_lm_load_opts_default(void);
 typedef struct tmoe_lm {
     tmoe_lm_config cfg;
     tmoe_lm_load_opts opts;
-    float *embed;        /* (V, D) */
-    float *final_norm;   /* (D) */
-    float *lm_head;      /* (V, D); == embed when tied (not a second allocation) */
+    float *embed;          /* (V, D) */
+    float *final_norm;     /* (D) */
+    float *lm_head;        /* (V, D); == embed when tied (not a second allocation) */
     tmoe_lm_layer *layers; /* (n_layers) */
-    size_t file_bytes;   /* bytes of the checkpoint's tensors */
-    char dtype[8];       /* the checkpoint's main dtype */
+    size_t file_bytes;     /* bytes of the checkpoint's tensors */
+    char dtype[8];         /* the checkpoint's main dtype */
     int shards;
 } tmoe_lm;
 
@@ -302,9 +302,9 @@ int tmoe_lm_random(const tmoe_lm_config *c, const tmoe_lm_load_opts *opts, uint6
  * loaded precision) + the KV cache one position adds. */
 typedef struct tmoe_lm_sizes {
     int64_t params, active_params, expert_params;
-    double weight_bytes;        /* as loaded */
-    double active_bytes;        /* weights one token reads, as loaded */
-    double kv_bytes_per_token;  /* fp32 K and V of one position over all layers */
+    double weight_bytes;       /* as loaded */
+    double active_bytes;       /* weights one token reads, as loaded */
+    double kv_bytes_per_token; /* fp32 K and V of one position over all layers */
 } tmoe_lm_sizes;
 tmoe_lm_sizes tmoe_lm_sizes_of(const tmoe_lm *m);
 
@@ -314,13 +314,13 @@ tmoe_lm_sizes tmoe_lm_sizes_of(const tmoe_lm *m);
  * writes positions 0..n-1 of its slot, each decode step appends one. */
 typedef struct tmoe_kv_cache {
     int n_layers, max_seqs, max_len, n_kv_heads, head_dim;
-    float **k, **v;   /* (n_layers) pointers to (max_seqs, max_len, KV, hd) */
-    int32_t *len;     /* (max_seqs) positions filled in each slot */
-    uint8_t *used;    /* (max_seqs) 1 while a sequence holds the slot */
+    float **k, **v; /* (n_layers) pointers to (max_seqs, max_len, KV, hd) */
+    int32_t *len;   /* (max_seqs) positions filled in each slot */
+    uint8_t *used;  /* (max_seqs) 1 while a sequence holds the slot */
 } tmoe_kv_cache;
 
-int tmoe_kv_cache_create(const tmoe_lm_config *c, int max_seqs, int max_len,
-                         tmoe_kv_cache **out, tmoe_error *err);
+int tmoe_kv_cache_create(const tmoe_lm_config *c, int max_seqs, int max_len, tmoe_kv_cache **out,
+                         tmoe_error *err);
 void tmoe_kv_cache_free(tmoe_kv_cache *kv); /* NULL-safe */
 /* Take a free slot (length 0): TMOE_EINVAL when all max_seqs are in use. */
 int tmoe_kv_seq_open(tmoe_kv_cache *kv, int *slot, tmoe_error *err);
@@ -356,7 +356,7 @@ void tmoe_lm_nll(const float *logits, const uint32_t *targets, int n, int V, dou
 
 typedef struct tmoe_lm_score {
     int64_t windows, tokens_scored;
-    double nll_sum;          /* over scored tokens */
+    double nll_sum;           /* over scored tokens */
     double win_sum, win_sum2; /* of per-window mean nll (for the CI) */
 } tmoe_lm_score;
 void tmoe_lm_score_add_window(tmoe_lm_score *s, const double *nll, int n);

@@ -45,18 +45,18 @@ typedef struct tmoe_nsys_device {
 } tmoe_nsys_device;
 
 typedef struct tmoe_nsys_kname {
-    int name;          /* index into names */
+    int name; /* index into names */
     int64_t count;
     int64_t ns;
 } tmoe_nsys_kname;
 
 typedef struct tmoe_nsys_op {
-    int64_t ranges;     /* NVTX ranges named after this op */
+    int64_t ranges; /* NVTX ranges named after this op */
     int64_t kernels;
     int64_t kernel_ns;
-    double energy_j;    /* NAN when any of its kernels has unknown energy */
-    int64_t *range_ns;  /* (ranges) kernel ns inside each range */
-    double *range_j;    /* (ranges) J inside each range, NAN when unknown */
+    double energy_j;   /* NAN when any of its kernels has unknown energy */
+    int64_t *range_ns; /* (ranges) kernel ns inside each range */
+    double *range_j;   /* (ranges) J inside each range, NAN when unknown */
     int n_knames;
     tmoe_nsys_kname *knames; /* (n_knames) kernels of this op by name */
 } tmoe_nsys_op;
@@ -67,18 +67,18 @@ typedef struct tmoe_nsys_result {
     tmoe_nsys_kernel *kernels; /* (n_kernels) in start order */
     int64_t kernels_skipped;   /* rows left out: end before start, or end - start past int64 */
     int n_names;
-    char **names;              /* (n_names) kernel names */
-    char name_column[32];      /* kernel-name column used: demangledName, shortName, ... */
+    char **names;         /* (n_names) kernel names */
+    char name_column[32]; /* kernel-name column used: demangledName, shortName, ... */
     int n_devices;
     tmoe_nsys_device *devices; /* (n_devices), ascending device id */
     int64_t nvtx_ranges;       /* all NVTX ranges read */
     int64_t op_ranges;         /* those named after an op */
     int64_t launches_matched;  /* kernels whose launch call was found */
     tmoe_nsys_op ops[TMOE_OP_COUNT];
-    char power_source[160];    /* e.g. "GPU_METRICS 'Power [W]'"; empty when none */
+    char power_source[160]; /* e.g. "GPU_METRICS 'Power [W]'"; empty when none */
     int64_t power_samples;
-    double energy_j;           /* J over kernels with known energy; NAN when no power */
-    char missing[512];         /* absent tables, comma-separated */
+    double energy_j;   /* J over kernels with known energy; NAN when no power */
+    char missing[512]; /* absent tables, comma-separated */
 } tmoe_nsys_result;
 
 /* Import an nsys SQLite export. Corrupt files, files without a kernel table, and sqlite
@@ -104,7 +104,8 @@ typedef struct tmoe_ncu_kernel {
     int64_t id;           /* "ID" column, -1 when absent */
     double duration_ns;   /* gpu__time_duration.sum (or Duration), in ns; NAN when absent */
     double occupancy_pct; /* sm__warps_active.avg.pct_of_peak_sustained_active; NAN absent */
-    double dram_pct;      /* gpu__dram_throughput / dram__throughput .avg.pct_of_peak_sustained_elapsed */
+    double
+        dram_pct; /* gpu__dram_throughput / dram__throughput .avg.pct_of_peak_sustained_elapsed */
 } tmoe_ncu_kernel;
 
 typedef struct tmoe_ncu_result {
@@ -132,30 +133,30 @@ int tmoe_ncu_merge_cost(const tmoe_ncu_result *r, tmoe_cost_model *cm, int *n_ma
 #define TMOE_PROFILE_MAX_TOKENS 32
 
 typedef struct tmoe_profile_config {
-    tmoe_backend_kind backend;        /* auto resolves like the engine */
+    tmoe_backend_kind backend; /* auto resolves like the engine */
     int device_id;
-    tmoe_telemetry_kind telemetry;    /* energy is measured only with nvml */
-    int ops[TMOE_OP_COUNT];           /* 1 = profile this op */
-    int etypes[TMOE_ET_COUNT];        /* 1 = profile this expert type */
-    int impls[TMOE_IMPL_COUNT];       /* 1 = profile this impl */
+    tmoe_telemetry_kind telemetry; /* energy is measured only with nvml */
+    int ops[TMOE_OP_COUNT];        /* 1 = profile this op */
+    int etypes[TMOE_ET_COUNT];     /* 1 = profile this expert type */
+    int impls[TMOE_IMPL_COUNT];    /* 1 = profile this impl */
     int tokens[TMOE_PROFILE_MAX_TOKENS];
     int ntokens;
-    double min_seconds;               /* run each op at least this long (default 1 s) */
-    int min_calls;                    /* and at least this many calls (default 20) */
-    int warmup_calls;                 /* unmeasured calls first (default 5) */
-    double rest_max_s;                /* rest after an op until back within rest_tol_c of the
-                                         idle temperature, at most this long (default 10 s) */
-    double rest_tol_c;                /* default 1 C */
-    double min_working_set_mb;        /* weights rotated per op, MB (default 128: > 2x L2) */
-    tmoe_block_config block;          /* the shape measured */
-    int moe_only;                     /* skip norm and attention ops */
+    double min_seconds;        /* run each op at least this long (default 1 s) */
+    int min_calls;             /* and at least this many calls (default 20) */
+    int warmup_calls;          /* unmeasured calls first (default 5) */
+    double rest_max_s;         /* rest after an op until back within rest_tol_c of the
+                                  idle temperature, at most this long (default 10 s) */
+    double rest_tol_c;         /* default 1 C */
+    double min_working_set_mb; /* weights rotated per op, MB (default 128: > 2x L2) */
+    tmoe_block_config block;   /* the shape measured */
+    int moe_only;              /* skip norm and attention ops */
     uint64_t seed;
     /* progress (may be NULL): done of total measurements, what is running, ETA in s */
     void (*progress)(void *user, int done, int total, const char *what, double eta_s);
     void *progress_user;
-    volatile int *stop;               /* set non-zero to stop after the current op */
-    const char *check_path;           /* when set: also measure each whole expert forward and
-                                         write a Markdown table of sum-of-ops vs whole here */
+    volatile int *stop;     /* set non-zero to stop after the current op */
+    const char *check_path; /* when set: also measure each whole expert forward and
+                               write a Markdown table of sum-of-ops vs whole here */
 } tmoe_profile_config;
 
 tmoe_profile_config tmoe_profile_config_default(void);
@@ -190,10 +191,10 @@ void tmoe_profile_percentiles(double *v, int n, double *median, double *p90);
 const char *tmoe_tool_find(const char *name, char *buf, size_t n);
 
 typedef struct tmoe_tool_result {
-    int exit_code;      /* exit status, or -1 when killed */
-    int timed_out;      /* 1 when the timeout killed it */
-    double seconds;     /* wall time */
-    char tail[1024];    /* last lines of its output (stderr and stdout, as logged) */
+    int exit_code;   /* exit status, or -1 when killed */
+    int timed_out;   /* 1 when the timeout killed it */
+    double seconds;  /* wall time */
+    char tail[1024]; /* last lines of its output (stderr and stdout, as logged) */
 } tmoe_tool_result;
 
 /* Run argv (argv[0] a path or a name on PATH) with stdout and stderr appended to log_path,

@@ -86,12 +86,12 @@ int tmoe_throttle_format(uint64_t reasons, char *buf, size_t n);
 typedef struct tmoe_device_info {
     char name[96];
     char uuid[96];
-    char pci_id[32];          /* "0000:18:00.0" bus id */
-    char driver[32];          /* driver version ("580.159.04"), "simulated" or "unknown" */
-    double power_limit_w;     /* enforced limit, W (NAN unknown) */
-    double slowdown_temp_c;   /* C (NAN unknown) */
-    double shutdown_temp_c;   /* C (NAN unknown) */
-    uint32_t supported;       /* fields that answered a probe read at open */
+    char pci_id[32];        /* "0000:18:00.0" bus id */
+    char driver[32];        /* driver version ("580.159.04"), "simulated" or "unknown" */
+    double power_limit_w;   /* enforced limit, W (NAN unknown) */
+    double slowdown_temp_c; /* C (NAN unknown) */
+    double shutdown_temp_c; /* C (NAN unknown) */
+    uint32_t supported;     /* fields that answered a probe read at open */
 } tmoe_device_info;
 
 typedef enum { TMOE_TELEMETRY_AUTO, TMOE_TELEMETRY_NVML, TMOE_TELEMETRY_SIM } tmoe_telemetry_kind;
@@ -185,7 +185,7 @@ typedef struct tmoe_telemetry tmoe_telemetry;
  * cannot run: TMOE_ENOTSUP (library not found, symbol missing), TMOE_ENODEV (no device),
  * TMOE_EDEVICE (permission, init failed: NVML error code in the message). */
 int tmoe_telemetry_open(const tmoe_telemetry_config *cfg, tmoe_telemetry **out, tmoe_error *err);
-void tmoe_telemetry_free(tmoe_telemetry *t); /* NULL-safe */
+void tmoe_telemetry_free(tmoe_telemetry *t);                     /* NULL-safe */
 const char *tmoe_telemetry_source_name(const tmoe_telemetry *t); /* "nvml" | "sim" */
 int tmoe_telemetry_is_simulated(const tmoe_telemetry *t);
 /* One line: "telemetry: nvml (2 devices answered)" or "telemetry: sim (nvml: ...)". */
@@ -207,9 +207,9 @@ int tmoe_telemetry_probe_nvml(const char *lib, int *n_devices, tmoe_error *err);
  * g_slow) by recursive least squares with forgetting, for a bank of slow time constants at
  * once; the bank member with the lowest recent error predicts. */
 typedef struct tmoe_rcfit_config {
-    double tau_fast_s;  /* fast stage time constant, s */
-    double forgetting;  /* RLS forgetting factor per update, (0, 1] */
-    double step_s;      /* updates are accumulated into steps of this length, s */
+    double tau_fast_s; /* fast stage time constant, s */
+    double forgetting; /* RLS forgetting factor per update, (0, 1] */
+    double step_s;     /* updates are accumulated into steps of this length, s */
 } tmoe_rcfit_config;
 tmoe_rcfit_config tmoe_rcfit_config_default(void);
 
@@ -234,7 +234,8 @@ void tmoe_rcfit_params(const tmoe_rcfit *f, double *c, double *g_fast, double *g
  * it samples inside tmoe_sim_advance at every period boundary of simulated time. */
 typedef enum { TMOE_MONITOR_THREAD, TMOE_MONITOR_SYNC } tmoe_monitor_mode;
 /* Fields read every slow_period_ns instead of every period_ns. */
-#define TMOE_MONITOR_SLOW_FIELDS (TMOE_F_PCIE_RX | TMOE_F_PCIE_TX | TMOE_F_MEM_USED | TMOE_F_MEM_TOTAL)
+#define TMOE_MONITOR_SLOW_FIELDS                                                                   \
+    (TMOE_F_PCIE_RX | TMOE_F_PCIE_TX | TMOE_F_MEM_USED | TMOE_F_MEM_TOTAL)
 
 typedef struct tmoe_monitor_config {
     tmoe_monitor_mode mode;
@@ -257,9 +258,9 @@ void tmoe_monitor_free(tmoe_monitor *m);
 /* Latest sample of dev; TMOE_ENODEV if none yet. */
 int tmoe_monitor_latest(tmoe_monitor *m, int dev, tmoe_sample *out);
 /* Copy up to cap samples of dev with t0 <= t_ns <= t1 (oldest first); returns the count. */
-int tmoe_monitor_samples(tmoe_monitor *m, int dev, int64_t t0_ns, int64_t t1_ns,
-                         tmoe_sample *out, int cap);
-int64_t tmoe_monitor_now_ns(const tmoe_monitor *m); /* monotonic or simulated */
+int tmoe_monitor_samples(tmoe_monitor *m, int dev, int64_t t0_ns, int64_t t1_ns, tmoe_sample *out,
+                         int cap);
+int64_t tmoe_monitor_now_ns(const tmoe_monitor *m);                /* monotonic or simulated */
 int64_t tmoe_monitor_sample_count(const tmoe_monitor *m, int dev); /* taken so far */
 int tmoe_monitor_device_lost(const tmoe_monitor *m, int dev);
 
@@ -293,8 +294,8 @@ double tmoe_monitor_predict_thermal(tmoe_monitor *m, double horizon_s, double pl
 /* The trajectory: temp_c[i] = predicted GPU temperature at (i + 1) * dt_s, i < n, at
  * planned_power_w[i] over step i (a power profile, e.g. from the cost model of the batches
  * planned). All NAN before enough samples. */
-void tmoe_monitor_predict_thermal_trajectory(tmoe_monitor *m, const double *planned_power_w,
-                                             int n, double dt_s, double *temp_c);
+void tmoe_monitor_predict_thermal_trajectory(tmoe_monitor *m, const double *planned_power_w, int n,
+                                             double dt_s, double *temp_c);
 
 /* ---- meter -----------------------------------------------------------------------------
  * Measurement windows over every device of a telemetry: energy, power, temperatures, clocks,
@@ -307,11 +308,11 @@ void tmoe_monitor_predict_thermal_trajectory(tmoe_monitor *m, const double *plan
 #define TMOE_METER_MAX_DEVICES 16
 
 typedef struct tmoe_meter_config {
-    int own_device; /* the device this process drives (default 0): its first and last samples
-                       give the totals' start and end temperatures */
-    int own_only;   /* 1: every total is the own device's value (an expert-parallel rank, so
-                       that the ranks' rows add up to the host); 0 (default): totals over every
-                       device (sums, the hottest, means over all samples) */
+    int own_device;  /* the device this process drives (default 0): its first and last samples
+                        give the totals' start and end temperatures */
+    int own_only;    /* 1: every total is the own device's value (an expert-parallel rank, so
+                        that the ranks' rows add up to the host); 0 (default): totals over every
+                        device (sums, the hottest, means over all samples) */
     int max_devices; /* follow devices 0..max_devices-1 only (a host with more GPUs than a
                         caller can hold); 0 (default): every device */
 } tmoe_meter_config;
@@ -319,46 +320,46 @@ tmoe_meter_config tmoe_meter_config_default(void);
 
 /* An open window: a plain value the caller keeps (nothing to release; dropping it is fine). */
 typedef struct tmoe_meter_window {
-    int64_t t0_ns;                                /* start, on the monitor's clock */
+    int64_t t0_ns; /* start, on the monitor's clock */
     int n_devices;
-    tmoe_sample first[TMOE_METER_MAX_DEVICES];    /* (n_devices) latest sample of each device at
-                                                     the start; all invalid when none yet */
-    double sim_energy_j[TMOE_METER_MAX_DEVICES];  /* (n_devices) sim: exact energy drawn so far,
-                                                     J; NAN on nvml */
+    tmoe_sample first[TMOE_METER_MAX_DEVICES];   /* (n_devices) latest sample of each device at
+                                                    the start; all invalid when none yet */
+    double sim_energy_j[TMOE_METER_MAX_DEVICES]; /* (n_devices) sim: exact energy drawn so far,
+                                                    J; NAN on nvml */
 } tmoe_meter_window;
 
 /* What one device (or the total) did over a window. NAN = unknown. */
 typedef struct tmoe_meter_values {
-    double energy_j;            /* J over the window */
-    tmoe_energy_method method;  /* how energy_j was obtained (total: the weakest device's) */
-    double power_avg_w;         /* W, energy_j / period */
-    double power_peak_w;        /* W, highest sampled power, at least power_avg_w (total: the
-                                   sum of the devices' peaks, an upper bound, exact with one) */
-    double gpu_temp_start_c;    /* C, latest sample at the start */
-    double gpu_temp_end_c;      /* C, last sample in the window */
-    double gpu_temp_peak_c;     /* C, hottest sample (total: the hottest device) */
+    double energy_j;           /* J over the window */
+    tmoe_energy_method method; /* how energy_j was obtained (total: the weakest device's) */
+    double power_avg_w;        /* W, energy_j / period */
+    double power_peak_w;       /* W, highest sampled power, at least power_avg_w (total: the
+                                  sum of the devices' peaks, an upper bound, exact with one) */
+    double gpu_temp_start_c;   /* C, latest sample at the start */
+    double gpu_temp_end_c;     /* C, last sample in the window */
+    double gpu_temp_peak_c;    /* C, hottest sample (total: the hottest device) */
     double mem_temp_start_c, mem_temp_end_c, mem_temp_peak_c; /* HBM, C, the same way */
-    double sm_clock_mhz;        /* MHz, mean over the samples */
-    double sm_clock_max_mhz;    /* MHz, highest sample */
-    double mem_clock_mhz;       /* MHz, mean over the samples */
-    double gpu_util_pct;        /* %, mean over the samples */
-    double mem_util_pct;        /* %, mean over the samples */
-    uint64_t throttle;          /* OR of the samples' clock-event reasons, GpuIdle removed */
-    int throttle_known;         /* 1 when a sample carried throttle reasons (else throttle 0) */
-    int samples;                /* samples inside the window; 0: the latest sample before it
-                                   stood in for the temperatures, clocks and power */
-    int lost;                   /* 1: the device was lost (NVML GPU_IS_LOST) by the time the
-                                   window was read: its energy is unknown (NAN, method none)
-                                   even where samples from before the loss lie inside the
-                                   window (total: the own device's with own_only, else any) */
+    double sm_clock_mhz;                                      /* MHz, mean over the samples */
+    double sm_clock_max_mhz;                                  /* MHz, highest sample */
+    double mem_clock_mhz;                                     /* MHz, mean over the samples */
+    double gpu_util_pct;                                      /* %, mean over the samples */
+    double mem_util_pct;                                      /* %, mean over the samples */
+    uint64_t throttle;  /* OR of the samples' clock-event reasons, GpuIdle removed */
+    int throttle_known; /* 1 when a sample carried throttle reasons (else throttle 0) */
+    int samples;        /* samples inside the window; 0: the latest sample before it
+                           stood in for the temperatures, clocks and power */
+    int lost;           /* 1: the device was lost (NVML GPU_IS_LOST) by the time the
+                           window was read: its energy is unknown (NAN, method none)
+                           even where samples from before the loss lie inside the
+                           window (total: the own device's with own_only, else any) */
 } tmoe_meter_values;
 
 typedef struct tmoe_meter_reading {
-    const char *source;         /* "nvml" | "sim" (static string) */
-    double period_s;            /* window length, s */
+    const char *source; /* "nvml" | "sim" (static string) */
+    double period_s;    /* window length, s */
     int n_devices;
     int own_device;
-    tmoe_meter_values total;    /* the batch: see tmoe_meter_config for own_only */
+    tmoe_meter_values total; /* the batch: see tmoe_meter_config for own_only */
     tmoe_meter_values dev[TMOE_METER_MAX_DEVICES]; /* (n_devices) each device */
 } tmoe_meter_reading;
 

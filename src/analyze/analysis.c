@@ -57,8 +57,7 @@ const char *strategy_color(const char *s) {
     int r = strategy_rank(s);
     if (r < NCANON) return canon_color[r];
     unsigned h = 0;
-    for (const char *p = s; *p; p++)
-        h = h * 31u + (unsigned char)*p;
+    for (const char *p = s; *p; p++) h = h * 31u + (unsigned char)*p;
     return extra_color[h % 2];
 }
 
@@ -192,8 +191,7 @@ static int build_group(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
         g->r.block_means = 0;
     } else {
         int nb = g->nrows >= 2 * TMOE_ANALYZE_BLOCKS ? TMOE_ANALYZE_BLOCKS : g->nrows / 2;
-        for (int k = 0; k < g->nrows; k++)
-            g->unit_of_row[k] = (int)((long)k * nb / g->nrows);
+        for (int k = 0; k < g->nrows; k++) g->unit_of_row[k] = (int)((long)k * nb / g->nrows);
         g->r.n_units = nb;
         g->r.block_means = 1;
     }
@@ -376,13 +374,11 @@ tmoe_analysis *tmoe_analysis_create(tmoe_dataset *ds, const tmoe_analyze_config 
      * (sorting keeps this O(n log n) however many names a log holds) */
     int *ord = tmoe_malloc(sizeof *ord * (size_t)nrows, err);
     if (!ord) goto fail;
-    for (int i = 0; i < nrows; i++)
-        ord[i] = i;
+    for (int i = 0; i < nrows; i++) ord[i] = i;
     sort_ds = ds;
     qsort(ord, (size_t)nrows, sizeof *ord, row_name_cmp);
     int ng = 0;
-    for (int i = 0; i < nrows; i++)
-        ng += i == 0 || row_name_cmp(&ord[i - 1], &ord[i]) != 0;
+    for (int i = 0; i < nrows; i++) ng += i == 0 || row_name_cmp(&ord[i - 1], &ord[i]) != 0;
     a->g = tmoe_calloc((size_t)ng, sizeof *a->g, err);
     a->workloads = tmoe_malloc(sizeof *a->workloads * (size_t)ng, err);
     a->strategies = tmoe_malloc(sizeof *a->strategies * (size_t)ng, err);
@@ -423,8 +419,7 @@ tmoe_analysis *tmoe_analysis_create(tmoe_dataset *ds, const tmoe_analyze_config 
     qsort(a->strategies, (size_t)a->nstrategies, sizeof *a->strategies, strategy_cmp);
     qsort(a->g, (size_t)a->ng, sizeof *a->g, group_cmp);
     /* an index of the groups by name, for analysis_group_find */
-    for (int i = 0; i < a->ng; i++)
-        a->by_name[i] = i;
+    for (int i = 0; i < a->ng; i++) a->by_name[i] = i;
     sort_a = a;
     qsort(a->by_name, (size_t)a->ng, sizeof *a->by_name, by_name_cmp);
     for (int i = 0; i < a->ng; i++)
@@ -447,11 +442,9 @@ tmoe_analysis *tmoe_analysis_create(tmoe_dataset *ds, const tmoe_analyze_config 
         goto fail;
     }
     for (int m = 0; m < TMOE_M_COUNT; m++) {
-        for (int i = 0; i < a->ng; i++)
-            p[i] = a->g[i].r.m[m].p;
+        for (int i = 0; i < a->ng; i++) p[i] = a->g[i].r.m[m].p;
         tmoe_stats_holm(p, a->ng, padj);
-        for (int i = 0; i < a->ng; i++)
-            a->g[i].r.m[m].p_holm = padj[i];
+        for (int i = 0; i < a->ng; i++) a->g[i].r.m[m].p_holm = padj[i];
     }
     free(p);
     free(padj);

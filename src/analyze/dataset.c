@@ -43,8 +43,7 @@ struct tmoe_dataset {
 static int grow(void **p, int *cap, int need, size_t elem) {
     if (need <= *cap) return 0;
     int nc = *cap ? *cap * 2 : 16;
-    while (nc < need)
-        nc *= 2;
+    while (nc < need) nc *= 2;
     void *q = realloc(*p, (size_t)nc * elem);
     if (!q) return -1;
     *p = q;
@@ -90,12 +89,9 @@ tmoe_dataset *tmoe_dataset_create(tmoe_error *err) {
 
 void tmoe_dataset_free(tmoe_dataset *ds) {
     if (!ds) return;
-    for (int i = 0; i < ds->nowned; i++)
-        free(ds->owned[i]);
-    for (int i = 0; i < ds->nproblems; i++)
-        free(ds->problems[i]);
-    for (int i = 0; i < ds->nruns; i++)
-        free(ds->schemas[i]);
+    for (int i = 0; i < ds->nowned; i++) free(ds->owned[i]);
+    for (int i = 0; i < ds->nproblems; i++) free(ds->problems[i]);
+    for (int i = 0; i < ds->nruns; i++) free(ds->schemas[i]);
     free(ds->owned);
     free(ds->problems);
     free(ds->schemas);
@@ -302,8 +298,7 @@ static int build_map(tmoe_dataset *ds, const char *path, int line, const tmoe_cs
     /* an older writer's header: the columns of runlog.h in order, the newest ones (always
      * appended at the end) not yet there; nothing is wrong with such a file */
     int older = !*exact && r->nfields < TMOE_RL_NCOLS;
-    for (int i = 0; older && i < r->nfields; i++)
-        older = h->map[i] == i;
+    for (int i = 0; older && i < r->nfields; i++) older = h->map[i] == i;
     if (older)
         tmoe_log(TMOE_LOG_INFO,
                  "%s:%d: written before the columns from '%s' on were added; they count as "
@@ -454,8 +449,7 @@ static uint64_t key_hash(const tmoe_dataset *ds, const tmoe_analyze_row *r) {
         if (nums[i] == 0.0) nums[i] = 0.0; /* and for -0 */
         unsigned char b[sizeof(double)];
         memcpy(b, &nums[i], sizeof b);
-        for (size_t k = 0; k < sizeof b; k++)
-            h = (h ^ b[k]) * 0x100000001b3ull;
+        for (size_t k = 0; k < sizeof b; k++) h = (h ^ b[k]) * 0x100000001b3ull;
     }
     return h;
 }
@@ -485,8 +479,7 @@ static int keys_insert(tmoe_dataset *ds, int row) {
         for (size_t i = 0; i < oldcap; i++)
             if (old[i]) {
                 size_t at = (size_t)key_hash(ds, &ds->rows[old[i] - 1]) & (cap - 1);
-                while (nk[at])
-                    at = (at + 1) & (cap - 1);
+                while (nk[at]) at = (at + 1) & (cap - 1);
                 nk[at] = old[i];
             }
         free(old);
@@ -548,8 +541,7 @@ static int parse_csv(tmoe_dataset *ds, const char *path, const char *s, size_t l
         rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: %s", path, e.msg);
         goto out;
     }
-    if (r.nfields == 0 ||
-        (r.nfields == 1 && tmoe_csv_field(&r, 0)[0] == '\0' && r.end >= len)) {
+    if (r.nfields == 0 || (r.nfields == 1 && tmoe_csv_field(&r, 0)[0] == '\0' && r.end >= len)) {
         problem(ds, "%s: empty file (no header, no rows); skipped", path);
         rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: empty file", path);
         goto out;
@@ -701,7 +693,8 @@ static void read_meta(tmoe_dataset *ds, const char *dir, int source) {
     json_t *config = json_object_get(root, "config");
     json_t *ep = json_is_object(config) ? json_object_get(config, "expert_parallel") : NULL;
     json_t *rank = json_is_object(ep) ? json_object_get(ep, "rank") : NULL;
-    if (json_is_integer(rank) && json_integer_value(rank) >= 0 && json_integer_value(rank) < 1 << 20)
+    if (json_is_integer(rank) && json_integer_value(rank) >= 0 &&
+        json_integer_value(rank) < 1 << 20)
         m->ep_rank = (int)json_integer_value(rank);
     if (!m->device_name || !m->driver || !m->telemetry_source || !m->git_commit ||
         !m->cost_model_checksum || !m->start_time || !m->end_time || !m->status) {

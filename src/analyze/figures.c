@@ -181,8 +181,7 @@ static void fig_file_name(const figctx *c, char *out, size_t n, const char *kind
     int taken = 0;
     snprintf(out, n, "%s%s%s%s%s", kind, w ? "_" : "", w ? w : "", s ? "_" : "", s ? s : "");
     if ((!w || plain_name(w)) && (!s || plain_name(s)) && strlen(out) <= 100) {
-        for (int i = 0; i < c->nnames && !taken; i++)
-            taken = strcmp(c->names[i], out) == 0;
+        for (int i = 0; i < c->nnames && !taken; i++) taken = strcmp(c->names[i], out) == 0;
         if (!taken) return;
     }
     uint64_t h = fnv1a(fnv1a(fnv1a(0xcbf29ce484222325ull, kind), w ? w : ""), s ? s : "");
@@ -194,8 +193,7 @@ static void fig_file_name(const figctx *c, char *out, size_t n, const char *kind
     len = strlen(out);
     for (int k = 2;; k++) {
         taken = 0;
-        for (int i = 0; i < c->nnames && !taken; i++)
-            taken = strcmp(c->names[i], out) == 0;
+        for (int i = 0; i < c->nnames && !taken; i++) taken = strcmp(c->names[i], out) == 0;
         if (!taken) return;
         snprintf(out + len, n - len, "_%d", k);
     }
@@ -412,8 +410,7 @@ static int fig_series(figctx *c, const char *kind, const char *w, const char *ti
     const analysis_group **gs = malloc(sizeof *gs * (size_t)(a->nstrategies + 1));
     batch_axis ax = {0};
     if (gs) {
-        for (int s = 0; s < a->nstrategies; s++)
-            gs[s] = grp(a, w, a->strategies[s]);
+        for (int s = 0; s < a->nstrategies; s++) gs[s] = grp(a, w, a->strategies[s]);
         if (axis_build(a, gs, a->nstrategies, &ax)) ax.idx = NULL;
     }
     free(gs);
@@ -708,8 +705,7 @@ static int fig_experts(figctx *c, const char *w, tmoe_error *err) {
                     have_t = 1;
                 }
         }
-        for (int e = 0; e < E; e++)
-            u[e] = tot > 0.0 ? u[e] / tot : NAN;
+        for (int e = 0; e < E; e++) u[e] = tot > 0.0 ? u[e] / tot : NAN;
         sname[ns++] = g->r.strategy;
     }
     char title[300], sw[GP_LABEL + 4];
@@ -828,8 +824,7 @@ static int fig_ttha_group(figctx *c, const char *w, const analysis_group *g, tmo
                 n[(size_t)b * (size_t)E + (size_t)e]++;
             }
     }
-    for (size_t i = 0; i < (size_t)nb * (size_t)E; i++)
-        m[i] = n[i] ? m[i] / n[i] : NAN;
+    for (size_t i = 0; i < (size_t)nb * (size_t)E; i++) m[i] = n[i] ? m[i] / n[i] : NAN;
     snprintf(title, sizeof title, "Learned biases, %s, %s", short_name(ss, g->r.strategy),
              short_name(sw, w));
     rc = fig_heat(c, "biases", w, g->r.strategy, title, "expert", "batch", NULL, nb, E, m, 1,
@@ -894,8 +889,7 @@ static int fig_pareto(figctx *c, const char *w, int fidelity, tmoe_error *err) {
             idx[j] = idx[j - 1];
             idx[j - 1] = t;
         }
-    for (int i = 0; i < nf; i++)
-        fprintf(c->dat, "%.9g %.9g\n", px[idx[i]], py[idx[i]]);
+    for (int i = 0; i < nf; i++) fprintf(c->dat, "%.9g %.9g\n", px[idx[i]], py[idx[i]]);
     dat_block_end(c);
     snprintf(title, sizeof title, "Energy vs %s, %s", fidelity ? "fidelity" : "latency",
              short_name(sw, w));
@@ -1073,8 +1067,7 @@ int analysis_figures(const tmoe_analysis *a, const tmoe_analyze_config *cfg,
                      cfg->gnuplot, c.dir);
     }
     if (rc || !names) {
-        for (int i = 0; i < c.nnames; i++)
-            free(c.names[i]);
+        for (int i = 0; i < c.nnames; i++) free(c.names[i]);
         free(c.names);
     } else {
         *names = c.names;

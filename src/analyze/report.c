@@ -322,8 +322,7 @@ int tmoe_analyze_run_ex(const char *const *dirs, int n, const tmoe_analyze_confi
         join_path(out->report_path, sizeof out->report_path, c.out_dir, "report.html");
         rc = write_html(a, &c, names, nnames, &out->figures, out->report_path, err);
     }
-    for (int i = 0; i < nnames; i++)
-        free(names[i]);
+    for (int i = 0; i < nnames; i++) free(names[i]);
     free(names);
     tmoe_analysis_free(a);
     tmoe_dataset_free(ds);

@@ -123,8 +123,7 @@ double tmoe_stats_hedges_g(const double *a, int na, const double *b, int nb) {
 
 static double resample_mean(const double *x, int n, tmoe_rng *r) {
     double s = 0.0;
-    for (int i = 0; i < n; i++)
-        s += x[tmoe_rng_below(r, (uint32_t)n)];
+    for (int i = 0; i < n; i++) s += x[tmoe_rng_below(r, (uint32_t)n)];
     return s / n;
 }
 
@@ -143,8 +142,7 @@ int tmoe_stats_bootstrap_mean_ci(const double *x, int n, int B, uint64_t seed, d
     if (!v) return TMOE_ENOMEM;
     tmoe_rng r;
     tmoe_rng_seed(&r, seed);
-    for (int k = 0; k < B; k++)
-        v[k] = resample_mean(x, n, &r);
+    for (int k = 0; k < B; k++) v[k] = resample_mean(x, n, &r);
     percentile_ci(v, B, level, lo, hi);
     free(v);
     return TMOE_OK;

@@ -105,15 +105,13 @@ static void header_out(FILE *f, int kind, const char *const *cells, int n, const
         fprintf(f, "\\begin{table}[t]\n\\centering\\small\n\\caption{");
         put_latex(f, caption);
         fprintf(f, "}\n\\begin{tabular}{ll");
-        for (int i = 2; i < n; i++)
-            fputc('r', f);
+        for (int i = 2; i < n; i++) fputc('r', f);
         fprintf(f, "}\n\\toprule\n");
     } else if (kind == MD)
         fprintf(f, "%s\n\n", caption);
     row_out(f, kind, cells, n);
     if (kind == MD) {
-        for (int i = 0; i < n; i++)
-            fputs(i < 2 ? "|---" : "|--:", f);
+        for (int i = 0; i < n; i++) fputs(i < 2 ? "|---" : "|--:", f);
         fputs("|\n", f);
     }
     if (kind == TEX) fputs("\\midrule\n", f);
@@ -141,8 +139,7 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
         "all workloads x strategies; g: Hedges' g. Latency percentiles pool all batches (type 7).";
     char b[24][96];
     const char *cells[24];
-    for (int i = 0; i < 24; i++)
-        cells[i] = b[i];
+    for (int i = 0; i < 24; i++) cells[i] = b[i];
     if (kind == CSV) {
         static const char *const h[] = {"workload",
                                         "strategy",
@@ -291,8 +288,7 @@ static void write_comparisons(const tmoe_analysis *a, FILE *f, int kind) {
                    "per-run or block means)");
     char b[16][96];
     const char *cells[16];
-    for (int i = 0; i < 16; i++)
-        cells[i] = b[i];
+    for (int i = 0; i < 16; i++) cells[i] = b[i];
     for (int i = 0; i < a->ng; i++) {
         const tmoe_group_result *g = &a->g[i].r;
         const tmoe_group_result *base = tmoe_analysis_find(a, g->workload, a->cfg.baseline);

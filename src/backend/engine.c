@@ -15,8 +15,8 @@ struct tmoe_engine {
     void *st;
     const tmoe_block *blk;
     tmoe_engine_config cfg;
-    int T;       /* tokens of the current batch, 0 before begin */
-    int routed;  /* moe ran for the current batch */
+    int T;      /* tokens of the current batch, 0 before begin */
+    int routed; /* moe ran for the current batch */
     double begin_ms[TMOE_OP_COUNT];
 };
 
@@ -84,8 +84,12 @@ void tmoe_engine_free(tmoe_engine *e) {
     free(e);
 }
 
-const char *tmoe_engine_backend_name(const tmoe_engine *e) { return e->vt->name; }
-const tmoe_block *tmoe_engine_block(const tmoe_engine *e) { return e->blk; }
+const char *tmoe_engine_backend_name(const tmoe_engine *e) {
+    return e->vt->name;
+}
+const tmoe_block *tmoe_engine_block(const tmoe_engine *e) {
+    return e->blk;
+}
 
 int tmoe_engine_begin(tmoe_engine *e, const float *x, int T, int moe_only, tmoe_error *err) {
     if (T < 1 || T > e->cfg.max_tokens)

@@ -3,7 +3,8 @@
 #include "thermoe/backend.h"
 
 #ifndef THERMOE_HAVE_CUDA
-#define NO_CUDA "this thermoe was built without CUDA: rebuild with -DTHERMOE_CUDA=ON on a machine with nvcc"
+#define NO_CUDA                                                                                    \
+    "this thermoe was built without CUDA: rebuild with -DTHERMOE_CUDA=ON on a machine with nvcc"
 
 int tmoe_cuda_lm_create(const tmoe_lm *m, const tmoe_cuda_lm_config *cfg, tmoe_cuda_lm **out,
                         tmoe_error *err) {
@@ -29,8 +30,7 @@ int tmoe_cuda_lm_seq_len(const tmoe_cuda_lm *r, int slot) {
     (void)slot;
     return -1;
 }
-int tmoe_cuda_lm_forward(tmoe_cuda_lm *r, const tmoe_lm_batch *b, float *logits,
-                         tmoe_error *err) {
+int tmoe_cuda_lm_forward(tmoe_cuda_lm *r, const tmoe_lm_batch *b, float *logits, tmoe_error *err) {
     (void)r;
     (void)b;
     (void)logits;

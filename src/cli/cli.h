@@ -53,14 +53,24 @@ int cli_usage_error(const char *cmd);
 #include "thermoe/model.h"
 enum {
     CLI_SHAPE_BASE = 1000,
-    CLI_D_MODEL = CLI_SHAPE_BASE, CLI_N_HEADS, CLI_D_FF, CLI_NUM_EXPERTS, CLI_TOP_K, CLI_GROUP,
-    CLI_ACT, CLI_SEQ_LEN, CLI_SHAPE_END
+    CLI_D_MODEL = CLI_SHAPE_BASE,
+    CLI_N_HEADS,
+    CLI_D_FF,
+    CLI_NUM_EXPERTS,
+    CLI_TOP_K,
+    CLI_GROUP,
+    CLI_ACT,
+    CLI_SEQ_LEN,
+    CLI_SHAPE_END
 };
-#define CLI_SHAPE_OPTIONS \
-    {"d-model", required_argument, 0, CLI_D_MODEL}, {"n-heads", required_argument, 0, CLI_N_HEADS}, \
-    {"d-ff", required_argument, 0, CLI_D_FF}, {"num-experts", required_argument, 0, CLI_NUM_EXPERTS}, \
-    {"top-k", required_argument, 0, CLI_TOP_K}, {"group-size", required_argument, 0, CLI_GROUP}, \
-    {"act", required_argument, 0, CLI_ACT}, {"seq-len", required_argument, 0, CLI_SEQ_LEN}
+#define CLI_SHAPE_OPTIONS                                                                          \
+    {"d-model", required_argument, 0, CLI_D_MODEL},                                                \
+        {"n-heads", required_argument, 0, CLI_N_HEADS}, {"d-ff", required_argument, 0, CLI_D_FF},  \
+        {"num-experts", required_argument, 0, CLI_NUM_EXPERTS},                                    \
+        {"top-k", required_argument, 0, CLI_TOP_K},                                                \
+        {"group-size", required_argument, 0, CLI_GROUP}, {"act", required_argument, 0, CLI_ACT}, { \
+        "seq-len", required_argument, 0, CLI_SEQ_LEN                                               \
+    }
 /* Apply a shape option: 0 done, 1 bad value (message printed), -1 not a shape option. */
 int cli_shape_flag(const char *cmd, int code, const char *arg, tmoe_block_config *b);
 void cli_shape_help(const tmoe_block_config *d);

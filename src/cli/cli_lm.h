@@ -10,16 +10,25 @@ int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 
 /* Flags every LM subcommand takes (codes CLI_LM_BASE..). */
-enum { CLI_LM_BASE = 2000, CLI_LM_MODEL = CLI_LM_BASE, CLI_LM_EXPERT_TYPE, CLI_LM_GROUP,
-       CLI_LM_IMPL, CLI_LM_BACKEND, CLI_LM_END };
-#define CLI_LM_OPTIONS \
-    {"model", required_argument, 0, CLI_LM_MODEL}, \
-    {"expert-type", required_argument, 0, CLI_LM_EXPERT_TYPE}, \
-    {"group-size", required_argument, 0, CLI_LM_GROUP}, \
-    {"impl", required_argument, 0, CLI_LM_IMPL}, {"backend", required_argument, 0, CLI_LM_BACKEND}
+enum {
+    CLI_LM_BASE = 2000,
+    CLI_LM_MODEL = CLI_LM_BASE,
+    CLI_LM_EXPERT_TYPE,
+    CLI_LM_GROUP,
+    CLI_LM_IMPL,
+    CLI_LM_BACKEND,
+    CLI_LM_END
+};
+#define CLI_LM_OPTIONS                                                                             \
+    {"model", required_argument, 0, CLI_LM_MODEL},                                                 \
+        {"expert-type", required_argument, 0, CLI_LM_EXPERT_TYPE},                                 \
+        {"group-size", required_argument, 0, CLI_LM_GROUP},                                        \
+        {"impl", required_argument, 0, CLI_LM_IMPL}, {                                             \
+        "backend", required_argument, 0, CLI_LM_BACKEND                                            \
+    }
 
 typedef struct cli_lm_opts {
-    const char *model;         /* directory */
+    const char *model; /* directory */
     tmoe_lm_load_opts load;
     tmoe_impl impl;
     tmoe_backend_kind backend;
@@ -43,7 +52,6 @@ int cli_lm_route_create(const tmoe_lm *m, tmoe_route_strategy s, const char *cos
 void cli_lm_route_free(cli_lm_route *r);
 int cli_lm_route_fn(void *user, int layer, const float *logits, int T, int E, float *bias,
                     tmoe_error *err);
-
 
 /* Where the decoder runs: the CPU reference with a host KV cache, or the CUDA decoder with its
  * device cache (--backend cuda, or auto when a CUDA device answers). */

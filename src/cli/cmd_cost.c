@@ -9,21 +9,24 @@
 #include "thermoe/cost.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: thermoe cost show FILE\n"
-               "       thermoe cost merge OUT IN...\n\n"
-               "show   print the cost model's device, shape and every entry as a table\n"
-               "       (unknown values print as '-'; 'thr' marks a throttled measurement).\n"
-               "merge  load IN files in order and write OUT; an entry for the same\n"
-               "       (op, expert_type, impl, tokens) in a later file replaces the earlier one.\n\n"
-               "flags:\n"
-               "  -v, --verbose   more log output (default: warnings; merge also logs replacements)\n"
-               "  -h, --help      this text\n");
+    fprintf(f,
+            "usage: thermoe cost show FILE\n"
+            "       thermoe cost merge OUT IN...\n\n"
+            "show   print the cost model's device, shape and every entry as a table\n"
+            "       (unknown values print as '-'; 'thr' marks a throttled measurement).\n"
+            "merge  load IN files in order and write OUT; an entry for the same\n"
+            "       (op, expert_type, impl, tokens) in a later file replaces the earlier one.\n\n"
+            "flags:\n"
+            "  -v, --verbose   more log output (default: warnings; merge also logs replacements)\n"
+            "  -h, --help      this text\n");
 }
 
 /* v with prec decimals, or "-" when unknown. */
 static const char *num(char *buf, size_t cap, double v, int prec) {
-    if (isnan(v)) snprintf(buf, cap, "-");
-    else snprintf(buf, cap, "%.*f", prec, v);
+    if (isnan(v))
+        snprintf(buf, cap, "-");
+    else
+        snprintf(buf, cap, "%.*f", prec, v);
     return buf;
 }
 
@@ -33,17 +36,21 @@ static int show(const char *path) {
     if (tmoe_cost_load(path, &cm, &err)) return cli_fail_err("cost", &err);
     tmoe_cost_meta m = tmoe_cost_get_meta(cm);
     char a[32], b[32], c[32], d[32], e[32], f[32], g[32], h[32];
-    printf("cost model %s: schema %s, %d entries, checksum %016" PRIx64 "\n", path, TMOE_COST_SCHEMA,
-           tmoe_cost_count(cm), tmoe_cost_checksum(cm));
-    printf("device: %s (uuid %s, driver %s, telemetry %s, power limit %s W)\n", m.device_name[0] ? m.device_name : "-",
-           m.device_uuid[0] ? m.device_uuid : "-", m.device_driver[0] ? m.device_driver : "-",
+    printf("cost model %s: schema %s, %d entries, checksum %016" PRIx64 "\n", path,
+           TMOE_COST_SCHEMA, tmoe_cost_count(cm), tmoe_cost_checksum(cm));
+    printf("device: %s (uuid %s, driver %s, telemetry %s, power limit %s W)\n",
+           m.device_name[0] ? m.device_name : "-", m.device_uuid[0] ? m.device_uuid : "-",
+           m.device_driver[0] ? m.device_driver : "-",
            m.device_telemetry[0] ? m.device_telemetry : "-", num(a, sizeof a, m.power_limit_w, 0));
     printf("created: %s; tool: %s\n", m.created[0] ? m.created : "-", m.tool[0] ? m.tool : "-");
-    if (m.d_model) printf("shape: d_model %d, d_ff %d, group_size %d; ", m.d_model, m.d_ff, m.group_size);
-    else printf("shape: -; ");
+    if (m.d_model)
+        printf("shape: d_model %d, d_ff %d, group_size %d; ", m.d_model, m.d_ff, m.group_size);
+    else
+        printf("shape: -; ");
     printf("idle power: %s W\n\n", num(a, sizeof a, m.idle_power_w, 1));
-    printf("%-15s %-5s %-8s %6s %10s %10s %10s %10s %8s %8s %7s %3s %7s %9s\n", "op", "type", "impl", "tokens",
-           "median_ms", "p90_ms", "board_J", "dynamic_J", "power_W", "dT_C/s", "samples", "thr", "kernels", "ncu_o/d%");
+    printf("%-15s %-5s %-8s %6s %10s %10s %10s %10s %8s %8s %7s %3s %7s %9s\n", "op", "type",
+           "impl", "tokens", "median_ms", "p90_ms", "board_J", "dynamic_J", "power_W", "dT_C/s",
+           "samples", "thr", "kernels", "ncu_o/d%");
     for (int i = 0; i < tmoe_cost_count(cm); i++) {
         const tmoe_cost_entry *x = tmoe_cost_entry_at(cm, i);
         char ncu[72];
@@ -52,12 +59,13 @@ static int show(const char *path) {
                      num(h, sizeof h, x->ncu_dram_pct, 0));
         else
             snprintf(ncu, sizeof ncu, "-");
-        printf("%-15s %-5s %-8s %6d %10s %10s %10s %10s %8s %8s %7" PRId64 " %3s %7d %9s\n", tmoe_op_name(x->op),
-               tmoe_etype_name(x->expert_type), tmoe_impl_name(x->impl), x->tokens,
-               num(a, sizeof a, x->latency_median_ms, 5), num(b, sizeof b, x->latency_p90_ms, 5),
-               num(c, sizeof c, x->energy_board_j, 5), num(d, sizeof d, x->energy_dynamic_j, 5),
-               num(e, sizeof e, x->avg_power_w, 1), num(f, sizeof f, x->temp_impact_c_per_s, 3), x->samples,
-               x->throttled ? "yes" : "", x->n_kernels, ncu);
+        printf("%-15s %-5s %-8s %6d %10s %10s %10s %10s %8s %8s %7" PRId64 " %3s %7d %9s\n",
+               tmoe_op_name(x->op), tmoe_etype_name(x->expert_type), tmoe_impl_name(x->impl),
+               x->tokens, num(a, sizeof a, x->latency_median_ms, 5),
+               num(b, sizeof b, x->latency_p90_ms, 5), num(c, sizeof c, x->energy_board_j, 5),
+               num(d, sizeof d, x->energy_dynamic_j, 5), num(e, sizeof e, x->avg_power_w, 1),
+               num(f, sizeof f, x->temp_impact_c_per_s, 3), x->samples, x->throttled ? "yes" : "",
+               x->n_kernels, ncu);
     }
     tmoe_cost_free(cm);
     return 0;
@@ -66,7 +74,8 @@ static int show(const char *path) {
 static int merge(const char *out, int n, char **in) {
     tmoe_error err = {0};
     tmoe_cost_model *cm;
-    if (tmoe_cost_merge_files((const char *const *)in, n, &cm, &err)) return cli_fail_err("cost", &err);
+    if (tmoe_cost_merge_files((const char *const *)in, n, &cm, &err))
+        return cli_fail_err("cost", &err);
     int rc = tmoe_cost_save(cm, out, &err);
     if (rc == 0) printf("wrote %s: %d entries from %d files\n", out, tmoe_cost_count(cm), n);
     tmoe_cost_free(cm);

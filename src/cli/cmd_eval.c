@@ -13,9 +13,9 @@
 typedef struct eval_opts {
     cli_lm_opts lm;
     const char *tokens;
-    int seq_len;      /* 0 = min(512, max_position_embeddings) */
-    int batch;        /* windows per forward */
-    int max_windows;  /* 0 = all */
+    int seq_len;     /* 0 = min(512, max_position_embeddings) */
+    int batch;       /* windows per forward */
+    int max_windows; /* 0 = all */
     tmoe_route_strategy strategy;
     const char *cost_model;
     int json;
@@ -24,12 +24,13 @@ typedef struct eval_opts {
 enum { O_TOKENS = 3000, O_SEQ, O_BATCH, O_MAXWIN, O_STRATEGY, O_COST, O_JSON };
 
 static void eval_help(const eval_opts *d) {
-    printf("usage: thermoe eval --model DIR --tokens FILE [flags]\n\n"
-           "Score a token file (tools/tokenize.py writes one): cut the ids into windows of\n"
-           "--seq-len (a final partial window is dropped), predict every token after the first\n"
-           "of each window from the ones before it, and print nll_mean, perplexity = exp(nll_mean)\n"
-           "with its 95%% confidence interval over windows, bits per byte (when the file knows\n"
-           "its text's bytes) and tokens/s.\n\n");
+    printf(
+        "usage: thermoe eval --model DIR --tokens FILE [flags]\n\n"
+        "Score a token file (tools/tokenize.py writes one): cut the ids into windows of\n"
+        "--seq-len (a final partial window is dropped), predict every token after the first\n"
+        "of each window from the ones before it, and print nll_mean, perplexity = exp(nll_mean)\n"
+        "with its 95%% confidence interval over windows, bits per byte (when the file knows\n"
+        "its text's bytes) and tokens/s.\n\n");
     cli_lm_help(&d->lm);
     printf("scoring:\n"
            "  --tokens FILE      token file (required)\n"
@@ -94,7 +95,8 @@ static int parse(int argc, char **argv, eval_opts *o, int *verbosity) {
         }
     }
     if (optind < argc) return cli_usage_fail("eval", "unexpected argument '%s'", argv[optind]);
-    if (!o->lm.model) return cli_usage_fail("eval", "--model DIR is required (a Hugging Face model directory)");
+    if (!o->lm.model)
+        return cli_usage_fail("eval", "--model DIR is required (a Hugging Face model directory)");
     if (!o->tokens) return cli_usage_fail("eval", "--tokens FILE is required");
     return 0;
 }
@@ -145,9 +147,8 @@ static void print_result(const eval_opts *o, const eval_run *e, const tmoe_lm_sc
     double nll, ppl, lo, hi;
     tmoe_lm_score_finish(s, &nll, &ppl, &lo, &hi);
     double tps = (double)s->windows * L / secs;
-    double bpb = e->tok.text_bytes > 0
-                     ? nll / log(2.0) * (double)e->tok.n / (double)e->tok.text_bytes
-                     : NAN;
+    double bpb =
+        e->tok.text_bytes > 0 ? nll / log(2.0) * (double)e->tok.n / (double)e->tok.text_bytes : NAN;
     const char *et = e->m->opts.experts_f32 ? "fp32" : tmoe_etype_name(e->m->opts.expert_type);
     if (o->json) {
         printf("{\"model\": \"%s\", \"family\": \"%s\", \"backend\": \"%s\", "
@@ -155,8 +156,8 @@ static void print_result(const eval_opts *o, const eval_run *e, const tmoe_lm_sc
                "\"windows\": %lld, \"tokens_scored\": %lld, \"nll_mean\": %.10g, "
                "\"perplexity\": %.10g, ",
                o->lm.model, tmoe_lm_family_name(e->m->cfg.family),
-               tmoe_backend_kind_name(e->x.kind), et, tmoe_route_strategy_name(o->strategy), L, (long long)s->windows,
-               (long long)s->tokens_scored, nll, ppl);
+               tmoe_backend_kind_name(e->x.kind), et, tmoe_route_strategy_name(o->strategy), L,
+               (long long)s->windows, (long long)s->tokens_scored, nll, ppl);
         if (isnan(lo))
             printf("\"perplexity_ci95\": null, ");
         else
@@ -169,7 +170,8 @@ static void print_result(const eval_opts *o, const eval_run *e, const tmoe_lm_sc
         return;
     }
     printf("thermoe eval: %s (%s), backend %s, experts %s, routing %s\n", o->lm.model,
-           tmoe_lm_family_name(e->m->cfg.family), tmoe_backend_kind_name(e->x.kind), et, tmoe_route_strategy_name(o->strategy));
+           tmoe_lm_family_name(e->m->cfg.family), tmoe_backend_kind_name(e->x.kind), et,
+           tmoe_route_strategy_name(o->strategy));
     printf("windows      %lld of %d tokens; %lld tokens scored\n", (long long)s->windows, L,
            (long long)s->tokens_scored);
     printf("nll_mean     %.6f nats/token\n", nll);
@@ -182,7 +184,9 @@ static void print_result(const eval_opts *o, const eval_run *e, const tmoe_lm_sc
 }
 
 int cmd_eval(int argc, char **argv) {
-    eval_opts o = {.lm = cli_lm_opts_default(), .batch = 1, .strategy = TMOE_ROUTE_BASELINE,
+    eval_opts o = {.lm = cli_lm_opts_default(),
+                   .batch = 1,
+                   .strategy = TMOE_ROUTE_BASELINE,
                    .cost_model = tmoe_run_default_cost_model()};
     int verbosity = 0, pr = parse(argc, argv, &o, &verbosity);
     if (pr) return pr < 0 ? 0 : pr;
@@ -196,9 +200,10 @@ int cmd_eval(int argc, char **argv) {
     const tmoe_lm_config *c = &e.m->cfg;
     for (int64_t i = 0; i < e.tok.n; i++)
         if (e.tok.ids[i] >= (uint32_t)c->vocab_size) {
-            cli_fail("eval", "%s: token %lld has id %u, outside the model's vocabulary of %d "
-                     "(tokenized for another model?)", o.tokens, (long long)i, e.tok.ids[i],
-                     c->vocab_size);
+            cli_fail("eval",
+                     "%s: token %lld has id %u, outside the model's vocabulary of %d "
+                     "(tokenized for another model?)",
+                     o.tokens, (long long)i, e.tok.ids[i], c->vocab_size);
             goto done;
         }
     int L = o.seq_len ? o.seq_len : (c->max_positions < 512 ? c->max_positions : 512);
@@ -217,8 +222,7 @@ int cmd_eval(int argc, char **argv) {
     int nb = o.batch < windows ? o.batch : (int)windows;
     tmoe_lm_route_fn route = NULL;
     if (o.strategy != TMOE_ROUTE_BASELINE) {
-        if (cli_lm_route_create(e.m, o.strategy, o.cost_model, o.lm.impl, nb * L, &e.route,
-                                &err)) {
+        if (cli_lm_route_create(e.m, o.strategy, o.cost_model, o.lm.impl, nb * L, &e.route, &err)) {
             cli_fail_err("eval", &err);
             goto done;
         }

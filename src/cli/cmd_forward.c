@@ -16,18 +16,26 @@ typedef struct forward_opts {
     int tokens;
     int moe_only;
     char *types_list; /* comma list of per-expert types, owned by argv */
-    const char *save;  /* write the block here after the run, or NULL */
-    const char *load;  /* build the block from this safetensors file, or NULL */
+    const char *save; /* write the block here after the run, or NULL */
+    const char *load; /* build the block from this safetensors file, or NULL */
     tmoe_layout layout;
     int layer;
-    unsigned set;      /* SET_* bits: model flags given on the command line */
+    unsigned set;        /* SET_* bits: model flags given on the command line */
     uint64_t input_seed; /* --load: seed of the random input tokens */
 } forward_opts;
 
 enum {
-    SET_DMODEL = 1u << 0, SET_HEADS = 1u << 1, SET_DFF = 1u << 2, SET_E = 1u << 3,
-    SET_K = 1u << 4, SET_TYPE = 1u << 5, SET_GROUP = 1u << 6, SET_ACT = 1u << 7,
-    SET_RENORM = 1u << 8, SET_SEQ = 1u << 9, SET_SEED = 1u << 10,
+    SET_DMODEL = 1u << 0,
+    SET_HEADS = 1u << 1,
+    SET_DFF = 1u << 2,
+    SET_E = 1u << 3,
+    SET_K = 1u << 4,
+    SET_TYPE = 1u << 5,
+    SET_GROUP = 1u << 6,
+    SET_ACT = 1u << 7,
+    SET_RENORM = 1u << 8,
+    SET_SEQ = 1u << 9,
+    SET_SEED = 1u << 10,
 };
 
 static void forward_help(const forward_opts *d) {
@@ -85,8 +93,8 @@ static int parse_types(const char *list, tmoe_block_config *c, tmoe_etype *types
         if (n >= TMOE_MAX_EXPERTS)
             return cli_fail("forward", "--expert-type: more than %d entries", TMOE_MAX_EXPERTS);
         if (tmoe_etype_parse(tok, &types[n]))
-            return cli_fail("forward",
-                            "--expert-type: entry %d '%s' is not fp16, q4 or q2", n + 1, tok);
+            return cli_fail("forward", "--expert-type: entry %d '%s' is not fp16, q4 or q2", n + 1,
+                            tok);
         n++;
     }
     if (n != c->num_experts)
@@ -140,9 +148,10 @@ static int load_config(forward_opts *o, tmoe_etype *types) {
             for (int e = 0; e < fc.num_experts; e++) {
                 tmoe_etype g = tc.expert_types ? given[e] : tc.expert_type;
                 if (g != types[e])
-                    return cli_fail("forward", "--expert-type: expert %d is %s in %s, not %s "
-                                    "(drop the flag)", e, tmoe_etype_name(types[e]), o->load,
-                                    tmoe_etype_name(g));
+                    return cli_fail("forward",
+                                    "--expert-type: expert %d is %s in %s, not %s "
+                                    "(drop the flag)",
+                                    e, tmoe_etype_name(types[e]), o->load, tmoe_etype_name(g));
             }
         }
     } else if (o->types_list && parse_types(o->types_list, &o->blk, types)) {
@@ -155,14 +164,21 @@ int cmd_forward(int argc, char **argv) {
     forward_opts o = {.blk = tmoe_block_config_default(), .eng = tmoe_engine_config_default()};
     o.tokens = -1;
     static const struct option longopts[] = {
-        CLI_SHAPE_OPTIONS,                       {"expert-type", required_argument, 0, 't'},
+        CLI_SHAPE_OPTIONS,
+        {"expert-type", required_argument, 0, 't'},
         {"no-renorm", no_argument, 0, 'R'},
-        {"seed", required_argument, 0, 's'},     {"tokens", required_argument, 0, 'T'},
-        {"moe-only", no_argument, 0, 'M'},       {"backend", required_argument, 0, 'b'},
-        {"impl", required_argument, 0, 'i'},     {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},           {"save", required_argument, 0, 'S'},
-        {"load", required_argument, 0, 'l'},     {"layout", required_argument, 0, 'Y'},
-        {"layer", required_argument, 0, 'y'},    {0, 0, 0, 0},
+        {"seed", required_argument, 0, 's'},
+        {"tokens", required_argument, 0, 'T'},
+        {"moe-only", no_argument, 0, 'M'},
+        {"backend", required_argument, 0, 'b'},
+        {"impl", required_argument, 0, 'i'},
+        {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},
+        {"save", required_argument, 0, 'S'},
+        {"load", required_argument, 0, 'l'},
+        {"layout", required_argument, 0, 'Y'},
+        {"layer", required_argument, 0, 'y'},
+        {0, 0, 0, 0},
     };
     long v;
     int verbosity = 0;
@@ -183,25 +199,45 @@ int cmd_forward(int argc, char **argv) {
             continue;
         }
         switch (c) {
-        case 't': o.types_list = optarg; o.set |= SET_TYPE; break;
+        case 't':
+            o.types_list = optarg;
+            o.set |= SET_TYPE;
+            break;
         case 'S': o.save = optarg; break;
         case 'l': o.load = optarg; break;
         case 'Y':
             if (tmoe_layout_parse(optarg, &o.layout))
-                return cli_usage_fail("forward", "--layout: unknown layout '%s' (expected auto, thermoe or mixtral)", optarg);
+                return cli_usage_fail(
+                    "forward", "--layout: unknown layout '%s' (expected auto, thermoe or mixtral)",
+                    optarg);
             break;
-        case 'y': if (cli_int("forward", "layer", optarg, 0, 1 << 20, &v)) return 2; o.layer = (int)v; break;
-        case 'R': o.blk.renormalize = 0; o.set |= SET_RENORM; break;
-        case 's': if (cli_u64("forward", "seed", optarg, &o.blk.seed)) return 2; o.set |= SET_SEED; break;
-        case 'T': if (cli_int("forward", "tokens", optarg, 1, 1 << 20, &v)) return 2; o.tokens = (int)v; break;
+        case 'y':
+            if (cli_int("forward", "layer", optarg, 0, 1 << 20, &v)) return 2;
+            o.layer = (int)v;
+            break;
+        case 'R':
+            o.blk.renormalize = 0;
+            o.set |= SET_RENORM;
+            break;
+        case 's':
+            if (cli_u64("forward", "seed", optarg, &o.blk.seed)) return 2;
+            o.set |= SET_SEED;
+            break;
+        case 'T':
+            if (cli_int("forward", "tokens", optarg, 1, 1 << 20, &v)) return 2;
+            o.tokens = (int)v;
+            break;
         case 'M': o.moe_only = 1; break;
         case 'b':
             if (tmoe_backend_kind_parse(optarg, &o.eng.backend))
-                return cli_usage_fail("forward", "--backend: unknown backend '%s' (expected auto, cpu or cuda)", optarg);
+                return cli_usage_fail(
+                    "forward", "--backend: unknown backend '%s' (expected auto, cpu or cuda)",
+                    optarg);
             break;
         case 'i':
             if (tmoe_impl_parse(optarg, &o.eng.impl))
-                return cli_usage_fail("forward", "--impl: unknown impl '%s' (expected fused or unfused)", optarg);
+                return cli_usage_fail(
+                    "forward", "--impl: unknown impl '%s' (expected fused or unfused)", optarg);
             break;
         case 'v': verbosity++; break;
         case 'h': forward_help(&o); return 0;
@@ -210,11 +246,13 @@ int cmd_forward(int argc, char **argv) {
     }
     if (optind < argc) return cli_usage_fail("forward", "unexpected argument '%s'", argv[optind]);
     if (!o.load && (o.layout != TMOE_LAYOUT_AUTO || o.layer != 0))
-        return cli_usage_fail("forward", "--layout and --layer apply to --load FILE, which is missing");
+        return cli_usage_fail("forward",
+                              "--layout and --layer apply to --load FILE, which is missing");
     cli_log_init(verbosity);
     tmoe_etype types[TMOE_MAX_EXPERTS];
     int lc = o.load ? load_config(&o, types) : 0;
-    if (lc) return lc; /* 2: a bad --expert-type list; 1: the file, or flags that disagree with it */
+    if (lc)
+        return lc; /* 2: a bad --expert-type list; 1: the file, or flags that disagree with it */
     if (!o.load && o.types_list && parse_types(o.types_list, &o.blk, types)) return 2;
     uint64_t input_seed = o.load ? o.input_seed : o.blk.seed;
     if (o.tokens < 0) o.tokens = o.blk.seq_len;
@@ -265,8 +303,9 @@ int cmd_forward(int argc, char **argv) {
     printf("thermoe forward: backend %s, %s%s\n", tmoe_engine_backend_name(eng),
            o.moe_only ? "MoE layer only" : "attention + MoE block",
            o.blk.expert_types ? ", mixed expert types" : "");
-    printf("shape: d_model %d, heads %d, d_ff %d, experts %d, top-%d, act %s, group %d, %d tokens\n",
-           D, o.blk.n_heads, o.blk.d_ff, E, k, tmoe_act_name(o.blk.act), o.blk.group_size, T);
+    printf(
+        "shape: d_model %d, heads %d, d_ff %d, experts %d, top-%d, act %s, group %d, %d tokens\n",
+        D, o.blk.n_heads, o.blk.d_ff, E, k, tmoe_act_name(o.blk.act), o.blk.group_size, T);
     printf("expert weights: %.2f MB in all; build %.1f ms\n\n", (double)wbytes / 1e6, build_ms);
     printf("routing (tokens per expert, CPU-clock time per expert):\n");
     printf("  %-7s %-5s %-8s %s\n", "expert", "type", "tokens", "ms");

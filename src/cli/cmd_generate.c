@@ -42,8 +42,10 @@ static int run(const cli_lm_opts *lo, const tmoe_tokens *tok, int64_t prompt, in
     const tmoe_lm_config *c = &m->cfg;
     for (int64_t i = 0; i < prompt; i++)
         if (tok->ids[i] >= (uint32_t)c->vocab_size) {
-            cli_fail("generate", "prompt token %lld has id %u, outside the model's vocabulary "
-                     "of %d", (long long)i, tok->ids[i], c->vocab_size);
+            cli_fail("generate",
+                     "prompt token %lld has id %u, outside the model's vocabulary "
+                     "of %d",
+                     (long long)i, tok->ids[i], c->vocab_size);
             goto done;
         }
     if (prompt + max_new > c->max_positions) {
@@ -88,14 +90,13 @@ done:
 }
 
 int cmd_generate(int argc, char **argv) {
-    static const struct option longopts[] = {
-        CLI_LM_OPTIONS,
-        {"tokens", required_argument, 0, O_TOKENS},
-        {"max-new", required_argument, 0, O_MAXNEW},
-        {"prompt-tokens", required_argument, 0, O_PROMPT},
-        {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option longopts[] = {CLI_LM_OPTIONS,
+                                             {"tokens", required_argument, 0, O_TOKENS},
+                                             {"max-new", required_argument, 0, O_MAXNEW},
+                                             {"prompt-tokens", required_argument, 0, O_PROMPT},
+                                             {"verbose", no_argument, 0, 'v'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
     cli_lm_opts lo = cli_lm_opts_default();
     const char *tokens = NULL;
     long max_new = 16, prompt = 0;
@@ -121,7 +122,9 @@ int cmd_generate(int argc, char **argv) {
         }
     }
     if (optind < argc) return cli_usage_fail("generate", "unexpected argument '%s'", argv[optind]);
-    if (!lo.model) return cli_usage_fail("generate", "--model DIR is required (a Hugging Face model directory)");
+    if (!lo.model)
+        return cli_usage_fail("generate",
+                              "--model DIR is required (a Hugging Face model directory)");
     if (!tokens) return cli_usage_fail("generate", "--tokens FILE is required (the prompt)");
     cli_log_init(verbosity);
     tmoe_tokens tok;

@@ -11,16 +11,18 @@
 #include "thermoe/profile.h"
 
 typedef struct import_cfg {
-    const char *out;        /* --out: cost model to write; NULL = print only */
-    const char *cost_model; /* --cost-model: existing model to update (ncu; nsys merges into it too) */
-    tmoe_etype et;          /* --expert-type */
-    tmoe_impl impl;         /* --impl */
-    long tokens;            /* --tokens: 0 = not given */
+    const char *out; /* --out: cost model to write; NULL = print only */
+    const char
+        *cost_model; /* --cost-model: existing model to update (ncu; nsys merges into it too) */
+    tmoe_etype et;   /* --expert-type */
+    tmoe_impl impl;  /* --impl */
+    long tokens;     /* --tokens: 0 = not given */
 } import_cfg;
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: thermoe import nsys FILE.sqlite [--out COST.json --tokens N [--expert-type T] [--impl I]]\n"
+            "usage: thermoe import nsys FILE.sqlite [--out COST.json --tokens N [--expert-type T] "
+            "[--impl I]]\n"
             "       thermoe import ncu FILE.csv [--cost-model COST.json --out MERGED.json]\n\n"
             "nsys  kernels per device, NVTX ranges named after ops (e.g. 'linear_fc1' or\n"
             "      'thermoe:linear_fc1'), power samples integrated over kernels; with --out,\n"
@@ -38,14 +40,18 @@ static void usage(FILE *f) {
 }
 
 static const char *fmt_j(char *buf, size_t cap, double j) {
-    if (isnan(j)) snprintf(buf, cap, "-");
-    else snprintf(buf, cap, "%.6f", j);
+    if (isnan(j))
+        snprintf(buf, cap, "-");
+    else
+        snprintf(buf, cap, "%.6f", j);
     return buf;
 }
 
 static const char *fmt_v(char *buf, size_t cap, double v, int prec) {
-    if (isnan(v)) snprintf(buf, cap, "-");
-    else snprintf(buf, cap, "%.*f", prec, v);
+    if (isnan(v))
+        snprintf(buf, cap, "-");
+    else
+        snprintf(buf, cap, "%.*f", prec, v);
     return buf;
 }
 
@@ -62,20 +68,22 @@ static int import_nsys(const char *path, const import_cfg *cfg) {
     if (tmoe_import_nsys(path, &r, &err)) return cli_fail_err("import", &err);
     char a[32];
     printf("nsys export %s\n", path);
-    printf("kernels: %" PRId64 ", %" PRId64 " ns (%.3f ms), names from %s\n", r->n_kernels, r->kernel_ns,
-           (double)r->kernel_ns * 1e-6, r->name_column);
+    printf("kernels: %" PRId64 ", %" PRId64 " ns (%.3f ms), names from %s\n", r->n_kernels,
+           r->kernel_ns, (double)r->kernel_ns * 1e-6, r->name_column);
     if (r->kernels_skipped)
         printf("kernel rows skipped: %" PRId64 " (end before start, or a duration past int64)\n",
                r->kernels_skipped);
     for (int i = 0; i < r->n_devices; i++)
-        printf("device %d: %" PRId64 " kernels, %" PRId64 " ns, energy %s J\n", r->devices[i].device,
-               r->devices[i].kernels, r->devices[i].kernel_ns,
-               r->devices[i].kernels_with_energy ? fmt_j(a, sizeof a, r->devices[i].energy_j) : "-");
-    printf("nvtx ranges: %" PRId64 ", named after ops: %" PRId64 "; launches matched: %" PRId64 "\n", r->nvtx_ranges,
-           r->op_ranges, r->launches_matched);
+        printf("device %d: %" PRId64 " kernels, %" PRId64 " ns, energy %s J\n",
+               r->devices[i].device, r->devices[i].kernels, r->devices[i].kernel_ns,
+               r->devices[i].kernels_with_energy ? fmt_j(a, sizeof a, r->devices[i].energy_j)
+                                                 : "-");
+    printf("nvtx ranges: %" PRId64 ", named after ops: %" PRId64 "; launches matched: %" PRId64
+           "\n",
+           r->nvtx_ranges, r->op_ranges, r->launches_matched);
     if (r->power_source[0])
-        printf("power: %s, %" PRId64 " samples, kernel energy %s J\n", r->power_source, r->power_samples,
-               fmt_j(a, sizeof a, r->energy_j));
+        printf("power: %s, %" PRId64 " samples, kernel energy %s J\n", r->power_source,
+               r->power_samples, fmt_j(a, sizeof a, r->energy_j));
     else
         printf("power: none (no GPU_METRICS power metric or NVML table)\n");
     if (r->missing[0]) printf("tables not present: %s\n", r->missing);
@@ -84,8 +92,9 @@ static int import_nsys(const char *path, const import_cfg *cfg) {
         for (int o = 0; o < TMOE_OP_COUNT; o++) {
             const tmoe_nsys_op *op = &r->ops[o];
             if (!op->ranges) continue;
-            printf("%-15s %7" PRId64 " %8" PRId64 " %12.4f %12s\n", tmoe_op_name((tmoe_op)o), op->ranges, op->kernels,
-                   (double)op->kernel_ns * 1e-6, fmt_j(a, sizeof a, op->energy_j));
+            printf("%-15s %7" PRId64 " %8" PRId64 " %12.4f %12s\n", tmoe_op_name((tmoe_op)o),
+                   op->ranges, op->kernels, (double)op->kernel_ns * 1e-6,
+                   fmt_j(a, sizeof a, op->energy_j));
         }
     }
     int rc = 0;
@@ -93,15 +102,18 @@ static int import_nsys(const char *path, const import_cfg *cfg) {
         tmoe_cost_model *cm = NULL;
         int n = 0;
         if (!r->op_ranges) {
-            rc = cli_fail("import", "%s: no NVTX range is named after an op (e.g. 'linear_fc1'); no cost entries "
-                                    "to write to %s",
-                          path, cfg->out);
-        } else if ((cfg->cost_model ? tmoe_cost_load(cfg->cost_model, &cm, &err) : tmoe_cost_create(&cm, &err)) ||
+            rc = cli_fail(
+                "import",
+                "%s: no NVTX range is named after an op (e.g. 'linear_fc1'); no cost entries "
+                "to write to %s",
+                path, cfg->out);
+        } else if ((cfg->cost_model ? tmoe_cost_load(cfg->cost_model, &cm, &err)
+                                    : tmoe_cost_create(&cm, &err)) ||
                    tmoe_nsys_to_cost(r, cfg->et, cfg->impl, (int)cfg->tokens, cm, &n, &err)) {
             rc = cli_fail_err("import", &err);
         } else {
-            printf("cost entries: %d (%s/%s, tokens %ld)\n", n, tmoe_etype_name(cfg->et), tmoe_impl_name(cfg->impl),
-                   cfg->tokens);
+            printf("cost entries: %d (%s/%s, tokens %ld)\n", n, tmoe_etype_name(cfg->et),
+                   tmoe_impl_name(cfg->impl), cfg->tokens);
             rc = save_model(cm, cfg->out);
         }
         tmoe_cost_free(cm);
@@ -120,13 +132,15 @@ static int import_ncu(const char *path, const import_cfg *cfg) {
         const tmoe_ncu_kernel *k = &r->kernels[i];
         char d[32], o[32], m[32];
         printf("%5" PRId64 " %12s %8s %8s  %.70s\n", k->id, fmt_v(d, sizeof d, k->duration_ns, 0),
-               fmt_v(o, sizeof o, k->occupancy_pct, 2), fmt_v(m, sizeof m, k->dram_pct, 2), k->name);
+               fmt_v(o, sizeof o, k->occupancy_pct, 2), fmt_v(m, sizeof m, k->dram_pct, 2),
+               k->name);
     }
     int rc = 0;
     if (cfg->cost_model) {
         tmoe_cost_model *cm;
         int matched = 0;
-        if (tmoe_cost_load(cfg->cost_model, &cm, &err) || tmoe_ncu_merge_cost(r, cm, &matched, &err)) {
+        if (tmoe_cost_load(cfg->cost_model, &cm, &err) ||
+            tmoe_ncu_merge_cost(r, cm, &matched, &err)) {
             rc = cli_fail_err("import", &err);
         } else {
             printf("matched %d of %d cost entries by kernel name\n", matched, tmoe_cost_count(cm));
@@ -186,7 +200,8 @@ int cmd_import(int argc, char **argv) {
     }
     if (strcmp(kind, "ncu") == 0) {
         if (cfg.out && !cfg.cost_model) {
-            cli_fail("import", "ncu --out needs --cost-model FILE (the entries to add ncu metrics to)");
+            cli_fail("import",
+                     "ncu --out needs --cost-model FILE (the entries to add ncu metrics to)");
             return 2;
         }
         return import_ncu(file, &cfg);

@@ -40,7 +40,8 @@ static void print_telemetry(void) {
     printf("  sim   available (simulated H100 80GB HBM3, calibrated; see docs/telemetry.md)\n");
     c.kind = TMOE_TELEMETRY_AUTO;
     if (tmoe_telemetry_open(&c, &t, &err) == TMOE_OK) {
-        printf("  auto  -> %s\n        %s\n", tmoe_telemetry_source_name(t), tmoe_telemetry_choice(t));
+        printf("  auto  -> %s\n        %s\n", tmoe_telemetry_source_name(t),
+               tmoe_telemetry_choice(t));
         tmoe_telemetry_free(t);
     } else {
         printf("  auto  -> no source: %s\n", err.msg);
@@ -48,8 +49,8 @@ static void print_telemetry(void) {
 }
 
 int cmd_info(int argc, char **argv) {
-    static const struct option longopts[] = {CLI_LM_OPTIONS, {"help", no_argument, 0, 'h'},
-                                             {0, 0, 0, 0}};
+    static const struct option longopts[] = {
+        CLI_LM_OPTIONS, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     cli_lm_opts lo = cli_lm_opts_default();
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
@@ -59,12 +60,13 @@ int cmd_info(int argc, char **argv) {
             continue;
         }
         if (c == 'h') {
-            printf("usage: thermoe info\n\nSay which backends can run here and why not, whether "
-                   "NVML loaded, which devices answered and which telemetry fields each "
-                   "supports, and which telemetry source 'auto' would pick.\n"
-                   "(env THERMOE_NVML_LIB overrides the path of libnvidia-ml.so.1)\n\n"
-                   "With --model DIR: the model's architecture, sizes and bytes per token\n"
-                   "instead (--expert-type, --group-size: the experts as they would be loaded).\n\n");
+            printf(
+                "usage: thermoe info\n\nSay which backends can run here and why not, whether "
+                "NVML loaded, which devices answered and which telemetry fields each "
+                "supports, and which telemetry source 'auto' would pick.\n"
+                "(env THERMOE_NVML_LIB overrides the path of libnvidia-ml.so.1)\n\n"
+                "With --model DIR: the model's architecture, sizes and bytes per token\n"
+                "instead (--expert-type, --group-size: the experts as they would be loaded).\n\n");
             cli_lm_help(&lo);
             return 0;
         }

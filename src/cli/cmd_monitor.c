@@ -58,28 +58,29 @@ static void on_sigint(int sig) {
 }
 
 static void usage(void) {
-    printf("usage: thermoe monitor [flags]\n\n"
-           "Live view of every GPU's telemetry; with --csv, every sample is logged.\n"
-           "Ctrl-C stops cleanly (the CSV is flushed).\n\n"
-           "  --telemetry auto|nvml|sim  source (default auto: nvml when a device answers)\n"
-           "  --interval MS              sampling period (default 50)\n"
-           "  --refresh MS               screen refresh period (default 500)\n"
-           "  --duration S               stop after S seconds (default 0: until Ctrl-C)\n"
-           "  --csv FILE                 write every sample to FILE (default: none); it goes to\n"
-           "                             FILE.tmp.<pid> and is renamed to FILE when the monitor\n"
-           "                             stops, so a failed write leaves an old FILE as it was\n"
-           "  --sim-devices N            simulated GPUs (default 1)\n"
-           "  --seed N                   simulator seed (default 1)\n"
-           "  --sim-load F               simulated memory-bound load, busy fraction 0..1 (default 0)\n"
-           "  --plain                    one text line per refresh instead of redrawing (default:\n"
-           "                             plain when stdout is not a terminal)\n"
-           "  --fields LIST              fields to read: all, or a comma list of gpu_temp_c,\n"
-           "                             mem_temp_c, power_avg_w, power_instant_w, energy_mj,\n"
-           "                             sm_clock_mhz, ... (the CSV header names; default all)\n"
-           "  --overhead                 measure the monitor's CPU use at 20 Hz for --duration\n"
-           "                             (default 10 s) and print it; no view\n"
-           "  -v, --verbose              more log messages\n"
-           "  -h, --help                 this text\n");
+    printf(
+        "usage: thermoe monitor [flags]\n\n"
+        "Live view of every GPU's telemetry; with --csv, every sample is logged.\n"
+        "Ctrl-C stops cleanly (the CSV is flushed).\n\n"
+        "  --telemetry auto|nvml|sim  source (default auto: nvml when a device answers)\n"
+        "  --interval MS              sampling period (default 50)\n"
+        "  --refresh MS               screen refresh period (default 500)\n"
+        "  --duration S               stop after S seconds (default 0: until Ctrl-C)\n"
+        "  --csv FILE                 write every sample to FILE (default: none); it goes to\n"
+        "                             FILE.tmp.<pid> and is renamed to FILE when the monitor\n"
+        "                             stops, so a failed write leaves an old FILE as it was\n"
+        "  --sim-devices N            simulated GPUs (default 1)\n"
+        "  --seed N                   simulator seed (default 1)\n"
+        "  --sim-load F               simulated memory-bound load, busy fraction 0..1 (default 0)\n"
+        "  --plain                    one text line per refresh instead of redrawing (default:\n"
+        "                             plain when stdout is not a terminal)\n"
+        "  --fields LIST              fields to read: all, or a comma list of gpu_temp_c,\n"
+        "                             mem_temp_c, power_avg_w, power_instant_w, energy_mj,\n"
+        "                             sm_clock_mhz, ... (the CSV header names; default all)\n"
+        "  --overhead                 measure the monitor's CPU use at 20 Hz for --duration\n"
+        "                             (default 10 s) and print it; no view\n"
+        "  -v, --verbose              more log messages\n"
+        "  -h, --help                 this text\n");
 }
 
 /* The CSV writers return -1 once the stream is in error (a failed fprintf/fputc sets it). */
@@ -127,8 +128,10 @@ static int csv_row(FILE *f, const char *src, const tmoe_sample *s, int64_t t0) {
 
 static void fmt_val(char *buf, size_t n, const tmoe_sample *s, uint32_t bit, double v,
                     const char *fmt) {
-    if (s->valid & bit) snprintf(buf, n, fmt, v);
-    else snprintf(buf, n, "n/a");
+    if (s->valid & bit)
+        snprintf(buf, n, fmt, v);
+    else
+        snprintf(buf, n, "n/a");
 }
 
 static void sparkline(char *out, size_t n, const double *p, int count, double top) {
@@ -178,16 +181,25 @@ static int run_overhead(tmoe_telemetry *t, const monitor_opts *o) {
     double c1 = cpu_seconds();
     double wall = (double)(tmoe_now_ns() - w0) * 1e-9;
     printf("monitor overhead: source %s%s, %d device(s), 20 Hz, %.1f s wall, %.4f s CPU = %.3f%% "
-           "of one core\n", tmoe_telemetry_source_name(t),
+           "of one core\n",
+           tmoe_telemetry_source_name(t),
            tmoe_telemetry_is_simulated(t) ? " (SIMULATED GPU: reads cost nothing like NVML)" : "",
            tmoe_telemetry_device_count(t), wall, c1 - c0, 100.0 * (c1 - c0) / wall);
     return 0;
 }
 
 int cmd_monitor(int argc, char **argv) {
-    monitor_opts o = {.kind = TMOE_TELEMETRY_AUTO, .interval_ms = 50, .refresh_ms = 500,
-                      .duration_s = 0, .csv = NULL, .sim_devices = 1, .seed = 1, .sim_load = 0,
-                      .overhead = 0, .plain = !isatty(STDOUT_FILENO), .fields = TMOE_F_ALL};
+    monitor_opts o = {.kind = TMOE_TELEMETRY_AUTO,
+                      .interval_ms = 50,
+                      .refresh_ms = 500,
+                      .duration_s = 0,
+                      .csv = NULL,
+                      .sim_devices = 1,
+                      .seed = 1,
+                      .sim_load = 0,
+                      .overhead = 0,
+                      .plain = !isatty(STDOUT_FILENO),
+                      .fields = TMOE_F_ALL};
     int verbose = 0;
     static const struct option longopts[] = {
         {"telemetry", required_argument, 0, 't'}, {"interval", required_argument, 0, 'i'},
@@ -207,13 +219,25 @@ int cmd_monitor(int argc, char **argv) {
                 return 2;
             }
             break;
-        case 'i': if (cli_int("monitor", "interval", optarg, 1, 60000, &o.interval_ms)) return 2; break;
-        case 'r': if (cli_int("monitor", "refresh", optarg, 10, 60000, &o.refresh_ms)) return 2; break;
-        case 'd': if (cli_double("monitor", "duration", optarg, 0, 1e7, &o.duration_s)) return 2; break;
+        case 'i':
+            if (cli_int("monitor", "interval", optarg, 1, 60000, &o.interval_ms)) return 2;
+            break;
+        case 'r':
+            if (cli_int("monitor", "refresh", optarg, 10, 60000, &o.refresh_ms)) return 2;
+            break;
+        case 'd':
+            if (cli_double("monitor", "duration", optarg, 0, 1e7, &o.duration_s)) return 2;
+            break;
         case 'c': o.csv = optarg; break;
-        case 'n': if (cli_int("monitor", "sim-devices", optarg, 1, 64, &o.sim_devices)) return 2; break;
-        case 's': if (cli_u64("monitor", "seed", optarg, &o.seed)) return 2; break;
-        case 'l': if (cli_double("monitor", "sim-load", optarg, 0, 1, &o.sim_load)) return 2; break;
+        case 'n':
+            if (cli_int("monitor", "sim-devices", optarg, 1, 64, &o.sim_devices)) return 2;
+            break;
+        case 's':
+            if (cli_u64("monitor", "seed", optarg, &o.seed)) return 2;
+            break;
+        case 'l':
+            if (cli_double("monitor", "sim-load", optarg, 0, 1, &o.sim_load)) return 2;
+            break;
         case 'p': o.plain = 1; break;
         case 'o': o.overhead = 1; break;
         case 'f':
@@ -336,19 +360,22 @@ int cmd_monitor(int argc, char **argv) {
             fmt_val(pa, sizeof pa, &s, TMOE_F_POWER_AVG, s.power_avg_w, "%.1f W");
             fmt_val(pi, sizeof pi, &s, TMOE_F_POWER_INSTANT, s.power_instant_w, "%.1f W");
             tmoe_energy e = tmoe_monitor_energy_between(m, d, t0, tmoe_monitor_now_ns(m));
-            if (e.method != TMOE_ENERGY_NONE) snprintf(en, sizeof en, "%.1f J", e.joules);
-            else snprintf(en, sizeof en, "n/a");
+            if (e.method != TMOE_ENERGY_NONE)
+                snprintf(en, sizeof en, "%.1f J", e.joules);
+            else
+                snprintf(en, sizeof en, "n/a");
             fmt_val(sm, sizeof sm, &s, TMOE_F_SM_CLOCK, s.sm_clock_mhz, "%.0f");
             fmt_val(mm, sizeof mm, &s, TMOE_F_MEM_CLOCK, s.mem_clock_mhz, "%.0f");
             fmt_val(gu, sizeof gu, &s, TMOE_F_GPU_UTIL, s.gpu_util_pct, "%.0f%%");
             fmt_val(mu, sizeof mu, &s, TMOE_F_MEM_UTIL, s.mem_util_pct, "%.0f%%");
             char reasons[256] = "n/a", line[SPARK_N * 4 + 1];
-            if (s.valid & TMOE_F_THROTTLE) tmoe_throttle_format(s.throttle_reasons, reasons, sizeof reasons);
+            if (s.valid & TMOE_F_THROTTLE)
+                tmoe_throttle_format(s.throttle_reasons, reasons, sizeof reasons);
             sparkline(line, sizeof line, &spark[d * SPARK_N], SPARK_N, plimit[d]);
             printf("[%d] GPU %s  HBM %s  power %s (instant %s)  energy %s%s\033[K\n", d, gt, mt, pa,
                    pi, en, tmoe_monitor_device_lost(m, d) ? "  LOST" : "");
-            printf("    SM %s MHz  mem %s MHz  util %s  mem util %s  reasons %s\033[K\n", sm, mm, gu,
-                   mu, reasons);
+            printf("    SM %s MHz  mem %s MHz  util %s  mem util %s  reasons %s\033[K\n", sm, mm,
+                   gu, mu, reasons);
             printf("    power |%s|\033[K\n", line);
         }
         fflush(stdout);
@@ -374,8 +401,10 @@ int cmd_monitor(int argc, char **argv) {
     tmoe_atomic_abort(&csvf); /* after a failure: remove the temporary; else nothing to do */
     for (int d = 0; d < nd; d++)
         if (tmoe_monitor_device_lost(m, d))
-            fprintf(stderr, "thermoe monitor: device %d was lost during the run; its later "
-                            "samples are invalid\n", d);
+            fprintf(stderr,
+                    "thermoe monitor: device %d was lost during the run; its later "
+                    "samples are invalid\n",
+                    d);
     if (rc == 0)
         fprintf(stderr, "thermoe monitor: %s%s\n", stop_flag ? "interrupted, " : "",
                 csv ? "CSV written" : "done");

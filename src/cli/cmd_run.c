@@ -17,13 +17,53 @@
 #include "thermoe/exp.h"
 
 enum {
-    O_STRATEGY = 256, O_EXPERT_TYPE,
-    O_BATCH, O_SAMPLES, O_EPOCHS, O_WORKLOADS, O_PROFILE_DIR, O_LOG_FILE,
-    O_OUT, O_DEVICE, O_COST, O_TELEMETRY, O_BACKEND, O_IMPL, O_SEED, O_WARMUP, O_T_POWER, O_T_TEMP,
-    O_W_LAT, O_W_POWER, O_W_TEMP, O_W_TPUT, O_W_FID, O_LR, O_WD, O_GRAD, O_MAX_BIAS, O_KL,
-    O_TRACE, O_RATE, O_REPEATS, O_COOLDOWN, O_RESUME, O_NO_ANALYZE, O_CONFIG, O_MOE_ONLY, O_EP,
-    O_SIM_DEV, O_LB, O_FID_EVERY, O_WARM, O_QUIET, O_HELP, O_VERBOSE, O_FIRST_REPEAT,
-    O_PLACEMENT, O_PLACEMENT_FILE
+    O_STRATEGY = 256,
+    O_EXPERT_TYPE,
+    O_BATCH,
+    O_SAMPLES,
+    O_EPOCHS,
+    O_WORKLOADS,
+    O_PROFILE_DIR,
+    O_LOG_FILE,
+    O_OUT,
+    O_DEVICE,
+    O_COST,
+    O_TELEMETRY,
+    O_BACKEND,
+    O_IMPL,
+    O_SEED,
+    O_WARMUP,
+    O_T_POWER,
+    O_T_TEMP,
+    O_W_LAT,
+    O_W_POWER,
+    O_W_TEMP,
+    O_W_TPUT,
+    O_W_FID,
+    O_LR,
+    O_WD,
+    O_GRAD,
+    O_MAX_BIAS,
+    O_KL,
+    O_TRACE,
+    O_RATE,
+    O_REPEATS,
+    O_COOLDOWN,
+    O_RESUME,
+    O_NO_ANALYZE,
+    O_CONFIG,
+    O_MOE_ONLY,
+    O_EP,
+    O_SIM_DEV,
+    O_LB,
+    O_FID_EVERY,
+    O_WARM,
+    O_QUIET,
+    O_HELP,
+    O_VERBOSE,
+    O_FIRST_REPEAT,
+    O_PLACEMENT,
+    O_PLACEMENT_FILE
 };
 
 static const struct option longopts[] = {
@@ -88,9 +128,11 @@ static void run_help(const tmoe_run_config *d) {
         "answers, else the CPU backend with a simulated H100 driven by the measured cost model.\n\n"
         "sweep:\n"
         "  --routing-strategy LIST   comma list or 'all' (default all): baseline, static_optimal,\n"
-        "                            kernel_aware_ttha, hierarchical_adaptive, predictive_thermal,\n"
+        "                            kernel_aware_ttha, hierarchical_adaptive, "
+        "predictive_thermal,\n"
         "                            multi_gpu_aware\n"
-        "  --workloads LIST          comma list or 'all' (default all): standard, high_complexity,\n"
+        "  --workloads LIST          comma list or 'all' (default all): standard, "
+        "high_complexity,\n"
         "                            small_batch, large_batch, skewed\n"
         "  --repeats N               passes over every combination (default %d)\n"
         "  --first-repeat N          number of the first pass, logged in the repeat column and\n"
@@ -141,7 +183,8 @@ static void run_help(const tmoe_run_config *d) {
         "  --out DIR                 run directory (default results/<UTC time>)\n"
         "  --log-file FILE           batches.csv path (default DIR/batches.csv)\n"
         "  --trace-batches N         batches traced per combination (default %d)\n"
-        "  --fidelity-every N        output error vs unbiased routing every N batches (default %d)\n"
+        "  --fidelity-every N        output error vs unbiased routing every N batches (default "
+        "%d)\n"
         "  --resume                  continue a killed run in --out without duplicating rows\n"
         "  --no-analyze              do not run 'thermoe analyze' on the results\n"
         "  --config FILE             flags from a JSON object or INI file (key = long flag name)\n"
@@ -151,13 +194,18 @@ static void run_help(const tmoe_run_config *d) {
         d->block.d_model, d->block.n_heads, d->block.d_ff, d->block.num_experts, d->block.top_k,
         d->block.group_size, tmoe_act_name(d->block.act), d->batch_size, d->block.seq_len,
         tmoe_backend_kind_name(d->backend), d->device_id, tmoe_telemetry_kind_name(d->telemetry),
-        tmoe_run_default_cost_model(), r->max_bias, r->kl_bound, r->power_target_w, r->temp_target_c,
-        r->w_power, r->w_temp, r->w_latency, r->w_throughput, r->w_fidelity, r->lr, r->weight_decay,
-        tmoe_ttha_grad_name(r->grad_mode), d->trace_batches, d->fidelity_every);
+        tmoe_run_default_cost_model(), r->max_bias, r->kl_bound, r->power_target_w,
+        r->temp_target_c, r->w_power, r->w_temp, r->w_latency, r->w_throughput, r->w_fidelity,
+        r->lr, r->weight_decay, tmoe_ttha_grad_name(r->grad_mode), d->trace_batches,
+        d->fidelity_every);
 }
 
-static const char *strategy_name(int i) { return tmoe_route_strategy_name((tmoe_route_strategy)i); }
-static const char *workload_name(int i) { return tmoe_workload_name((tmoe_workload_kind)i); }
+static const char *strategy_name(int i) {
+    return tmoe_route_strategy_name((tmoe_route_strategy)i);
+}
+static const char *workload_name(int i) {
+    return tmoe_workload_name((tmoe_workload_kind)i);
+}
 
 static const struct option *find_opt(const char *name) {
     for (const struct option *o = longopts; o->name; o++)
@@ -235,12 +283,10 @@ static void run_signals(int on) {
     sigemptyset(&sa.sa_mask);
     sa.sa_handler = on ? on_signal : SIG_DFL;
     sa.sa_flags = on ? SA_RESETHAND | SA_RESTART : 0;
-    for (size_t i = 0; i < sizeof stop / sizeof *stop; i++)
-        sigaction(stop[i], &sa, NULL);
+    for (size_t i = 0; i < sizeof stop / sizeof *stop; i++) sigaction(stop[i], &sa, NULL);
     sa.sa_handler = on ? SIG_IGN : SIG_DFL;
     sa.sa_flags = 0;
-    for (size_t i = 0; i < sizeof ignore / sizeof *ignore; i++)
-        sigaction(ignore[i], &sa, NULL);
+    for (size_t i = 0; i < sizeof ignore / sizeof *ignore; i++) sigaction(ignore[i], &sa, NULL);
 }
 
 /* What the run says as it goes: the start (and resume) lines on stdout; on stderr a
@@ -261,14 +307,16 @@ static void print_progress(const tmoe_run_progress *p, void *user) {
                 p->run_id, p->combos_kept, p->combos, p->rows_kept, p->rows_dropped);
         break;
     case TMOE_RUN_EV_START:
-        fprintf(pp->out, "thermoe run %s: %d strategies x %d workloads x %d repeats, %d batches "
-                         "each; backend %s; %s\n",
+        fprintf(pp->out,
+                "thermoe run %s: %d strategies x %d workloads x %d repeats, %d batches "
+                "each; backend %s; %s\n",
                 p->run_id, p->strategies, p->workloads, p->repeats, p->batches, p->backend,
                 p->telemetry);
         if (p->simulated)
-            fprintf(pp->out, "simulated GPU: time, energy, power and temperature are a "
-                             "simulated H100 driven by the measured cost model %s; values are "
-                             "computed on the %s backend\n",
+            fprintf(pp->out,
+                    "simulated GPU: time, energy, power and temperature are a "
+                    "simulated H100 driven by the measured cost model %s; values are "
+                    "computed on the %s backend\n",
                     p->cost_model, p->backend);
         fflush(pp->out);
         break;
@@ -284,8 +332,8 @@ static void print_progress(const tmoe_run_progress *p, void *user) {
         if (pp->bar) break;
         fprintf(stderr, "[%d/%d] repeat %d %s %s: %d batches (%s %.0f W, %.1f C; %.0f s elapsed)\n",
                 p->combo + 1, p->combos, p->repeat, tmoe_workload_name(p->workload),
-                tmoe_route_strategy_name(p->strategy), p->batches, p->source, p->power_w,
-                p->temp_c, p->elapsed_s);
+                tmoe_route_strategy_name(p->strategy), p->batches, p->source, p->power_w, p->temp_c,
+                p->elapsed_s);
         break;
     case TMOE_RUN_EV_END:
         if (pp->bar) fputc('\n', stderr); /* after the bar's last \r line */
@@ -293,15 +341,15 @@ static void print_progress(const tmoe_run_progress *p, void *user) {
     }
 }
 
-#define INT_FLAG(name, lo, hi, dst) \
-    do { \
-        if (cli_int("run", name, optarg, lo, hi, &lv)) return 2; \
-        dst = (int)lv; \
+#define INT_FLAG(name, lo, hi, dst)                                                                \
+    do {                                                                                           \
+        if (cli_int("run", name, optarg, lo, hi, &lv)) return 2;                                   \
+        dst = (int)lv;                                                                             \
     } while (0)
-#define DBL_FLAG(name, lo, hi, dst) \
-    do { \
-        if (cli_double("run", name, optarg, lo, hi, &dv)) return 2; \
-        dst = dv; \
+#define DBL_FLAG(name, lo, hi, dst)                                                                \
+    do {                                                                                           \
+        if (cli_double("run", name, optarg, lo, hi, &dv)) return 2;                                \
+        dst = dv;                                                                                  \
     } while (0)
 
 /* Parse argv into c (argv[0] is skipped, as by getopt). Returns 0, 1 (error), 2 (usage error:
@@ -321,18 +369,24 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         if (sh == 0) continue;
         switch (o) {
         case O_STRATEGY:
-            if (cli_name_list("run", "routing-strategy", optarg, c->strategies, TMOE_ROUTE_STRATEGY_COUNT, strategy_name)) return 2;
+            if (cli_name_list("run", "routing-strategy", optarg, c->strategies,
+                              TMOE_ROUTE_STRATEGY_COUNT, strategy_name))
+                return 2;
             break;
         case O_WORKLOADS:
-            if (cli_name_list("run", "workloads", optarg, c->workloads, TMOE_WL_COUNT, workload_name)) return 2;
+            if (cli_name_list("run", "workloads", optarg, c->workloads, TMOE_WL_COUNT,
+                              workload_name))
+                return 2;
             break;
         case O_EXPERT_TYPE:
             if (tmoe_etype_parse(optarg, &c->block.expert_type))
-                return cli_usage_fail("run", "--expert-type: unknown type '%s' (expected fp16, q4 or q2)", optarg);
+                return cli_usage_fail(
+                    "run", "--expert-type: unknown type '%s' (expected fp16, q4 or q2)", optarg);
             break;
         case O_IMPL:
             if (tmoe_impl_parse(optarg, &c->impl))
-                return cli_usage_fail("run", "--impl: unknown impl '%s' (expected fused or unfused)", optarg);
+                return cli_usage_fail(
+                    "run", "--impl: unknown impl '%s' (expected fused or unfused)", optarg);
             break;
         case O_BATCH: INT_FLAG("batch-size", 1, 4096, c->batch_size); break;
         case O_SAMPLES: INT_FLAG("num-samples-per-workload", 1, 1000000, c->num_samples); break;
@@ -346,7 +400,9 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_PLACEMENT: {
             tmoe_placement_kind pk;
             if (tmoe_placement_kind_parse(optarg, &pk))
-                return cli_usage_fail("run", "--placement: unknown placement '%s' (expected round_robin or file)", optarg);
+                return cli_usage_fail(
+                    "run", "--placement: unknown placement '%s' (expected round_robin or file)",
+                    optarg);
             placement_file_wanted = pk == TMOE_PLACE_FILE;
             if (!placement_file_wanted) c->placement_file = NULL;
             break;
@@ -375,7 +431,9 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_KL: DBL_FLAG("kl-bound", 0, 100, c->router.kl_bound); break;
         case O_GRAD:
             if (tmoe_ttha_grad_parse(optarg, &c->router.grad_mode))
-                return cli_usage_fail("run", "--ttha-grad: unknown mode '%s' (expected surrogate or reinforce)", optarg);
+                return cli_usage_fail(
+                    "run", "--ttha-grad: unknown mode '%s' (expected surrogate or reinforce)",
+                    optarg);
             break;
         case O_WARM: c->ttha_warm_start = optarg; break;
         case O_LB: c->load_balancer = 1; break;
@@ -383,12 +441,14 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_EP: want_ep = 1; break;
         case O_TELEMETRY: {
             tmoe_error err = {0};
-            if (tmoe_telemetry_kind_parse(optarg, &c->telemetry, &err)) return cli_usage_fail("run", "--telemetry: %s", err.msg);
+            if (tmoe_telemetry_kind_parse(optarg, &c->telemetry, &err))
+                return cli_usage_fail("run", "--telemetry: %s", err.msg);
             break;
         }
         case O_BACKEND:
             if (tmoe_backend_kind_parse(optarg, &c->backend))
-                return cli_usage_fail("run", "--backend: unknown backend '%s' (expected auto, cpu or cuda)", optarg);
+                return cli_usage_fail(
+                    "run", "--backend: unknown backend '%s' (expected auto, cpu or cuda)", optarg);
             break;
         case O_COST: c->cost_model_path = optarg; break;
         case O_PROFILE_DIR: *profile_dir = optarg; break;
@@ -398,8 +458,10 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_NO_ANALYZE: c->analyze = 0; break;
         case O_QUIET: *quiet = 1; break;
         case O_CONFIG: break; /* read before this pass */
-        case 'v': case O_VERBOSE: (*verbosity)++; break;
-        case 'h': case O_HELP: return -1;
+        case 'v':
+        case O_VERBOSE: (*verbosity)++; break;
+        case 'h':
+        case O_HELP: return -1;
         default: return 2;
         }
     }
@@ -430,8 +492,10 @@ int cmd_run(int argc, char **argv) {
     if (push_arg(&a, "run", NULL)) return cli_fail("run", "out of memory");
     for (int i = 1; i < argc; i++) {
         const char *path = NULL;
-        if (!strncmp(argv[i], "--config=", 9)) path = argv[i] + 9;
-        else if (!strcmp(argv[i], "--config") && i + 1 < argc) path = argv[i + 1];
+        if (!strncmp(argv[i], "--config=", 9))
+            path = argv[i] + 9;
+        else if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            path = argv[i + 1];
         if (path && load_config(path, &a)) goto done;
     }
     av = malloc(sizeof(char *) * (size_t)(a.n + argc + 1));
@@ -488,7 +552,7 @@ int cmd_run(int argc, char **argv) {
         if (tmoe_ep_size(ep) > 1) {
             if (c.log_file) {
                 cli_fail("run", "--log-file with --expert-parallel: each rank writes "
-                         "DIR/rank<r>/batches.csv");
+                                "DIR/rank<r>/batches.csv");
                 goto done;
             }
             snprintf(rank_buf, sizeof rank_buf, "%s/rank%d", c.out_dir, tmoe_ep_rank(ep));
@@ -533,13 +597,16 @@ int cmd_run(int argc, char **argv) {
         tmoe_analyze_summary sum;
         const char *dirs[1] = {c.out_dir};
         if (tmoe_analyze_run_ex(dirs, 1, &ac, &sum, &err)) {
-            cli_fail("run", "the run is complete, but its analysis failed: %s (retry with "
-                     "'thermoe analyze %s')", err.msg, c.out_dir);
+            cli_fail("run",
+                     "the run is complete, but its analysis failed: %s (retry with "
+                     "'thermoe analyze %s')",
+                     err.msg, c.out_dir);
             rc = 1;
             goto done;
         }
         printf("report: %s (%d figures rendered%s)\n", sum.report_path, sum.figures.n_rendered,
-               sum.figures.gnuplot_found ? "" : "; gnuplot not found: scripts written, see the report");
+               sum.figures.gnuplot_found ? ""
+                                         : "; gnuplot not found: scripts written, see the report");
     }
 done:
     tmoe_ep_finalize(ep);

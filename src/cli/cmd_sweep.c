@@ -47,8 +47,8 @@ typedef struct sweep_config {
     seed_rule rule;
     const char *job_name, *partition, *time_limit, *thermoe;
     int gpus, cpus, max_parallel, force;
-    int ranks;             /* processes per task (expert parallelism when > 1) */
-    const char *launcher;  /* what starts a task's ranks; NULL = srun (slurm), mpirun -np N */
+    int ranks;            /* processes per task (expert parallelism when > 1) */
+    const char *launcher; /* what starts a task's ranks; NULL = srun (slurm), mpirun -np N */
     const char *sbatch_opts[SWEEP_MAX_SBATCH];
     int n_sbatch_opts;
     /* the run flags the sweep takes apart */
@@ -127,8 +127,7 @@ static int sweep_flag(sweep_config *c, const char *name, const char *val) {
         c->out = val;
     } else if (!strcmp(name, "seed-rule")) {
         int i = 0;
-        while (i < 3 && strcmp(val, seed_rule_names[i]))
-            i++;
+        while (i < 3 && strcmp(val, seed_rule_names[i])) i++;
         if (i == 3) FAIL2("sweep", "--seed-rule: '%s' (expected repeat, task or same)", val);
         c->rule = (seed_rule)i;
     } else if (!strcmp(name, "thermoe")) {
@@ -181,8 +180,8 @@ static int sweep_flag(sweep_config *c, const char *name, const char *val) {
 
 static int takes_value(const char *name) {
     static const char *const with_value[] = {
-        "emit", "out",  "seed-rule",     "thermoe",      "job-name",  "partition",
-        "time", "gpus", "cpus-per-task", "max-parallel", "sbatch-opt", "ranks", "launcher"};
+        "emit", "out",           "seed-rule",    "thermoe",    "job-name", "partition", "time",
+        "gpus", "cpus-per-task", "max-parallel", "sbatch-opt", "ranks",    "launcher"};
     for (size_t i = 0; i < sizeof with_value / sizeof *with_value; i++)
         if (!strcmp(name, with_value[i])) return 1;
     return cmd_run_flag_arity(name);
@@ -273,9 +272,10 @@ static int slurm_word_ok(const char *what, const char *s, int file_name) {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
         if (*p <= ' ' || *p == 0x7f || *p == '"' || *p == '\'' || *p == '\\' ||
             (file_name && *p == '%')) {
-            cli_fail("sweep", "%s: '%s' cannot go into an #SBATCH line: Slurm splits it at "
-                     "whitespace and reads %s itself (byte %d); choose a value without them", what,
-                     s, file_name ? "quotes, backslashes and '%'" : "quotes and backslashes",
+            cli_fail("sweep",
+                     "%s: '%s' cannot go into an #SBATCH line: Slurm splits it at "
+                     "whitespace and reads %s itself (byte %d); choose a value without them",
+                     what, s, file_name ? "quotes, backslashes and '%'" : "quotes and backslashes",
                      (int)(p - (const unsigned char *)s) + 1);
             return 0;
         }
@@ -303,10 +303,8 @@ static uint64_t task_seed(const sweep_config *c, int id, int repeat) {
  * from one combination is then not always billed to the same next one). */
 static int make_tasks(const sweep_config *c, sweep_task **out) {
     int nwl = 0, nst = 0;
-    for (int w = 0; w < TMOE_WL_COUNT; w++)
-        nwl += c->workloads[w] != 0;
-    for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++)
-        nst += c->strategies[s] != 0;
+    for (int w = 0; w < TMOE_WL_COUNT; w++) nwl += c->workloads[w] != 0;
+    for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++) nst += c->strategies[s] != 0;
     int n = c->repeats * nwl * nst;
     sweep_task *t = calloc((size_t)n, sizeof *t);
     if (!t) return -1;
@@ -326,8 +324,7 @@ static int make_tasks(const sweep_config *c, sweep_task **out) {
             t[j] = x;
         }
     }
-    for (int i = 0; i < n; i++)
-        t[i].seed = task_seed(c, i, t[i].repeat);
+    for (int i = 0; i < n; i++) t[i].seed = task_seed(c, i, t[i].repeat);
     *out = t;
     return n;
 }
@@ -353,8 +350,7 @@ static int write_script(const sweep_config *c, const char *dir, const char *exe,
         if (c->cpus > 0) fprintf(f, "#SBATCH --cpus-per-task=%d\n", c->cpus);
         if (c->partition) fprintf(f, "#SBATCH --partition=%s\n", c->partition);
         if (c->time_limit) fprintf(f, "#SBATCH --time=%s\n", c->time_limit);
-        for (int i = 0; i < c->n_sbatch_opts; i++)
-            fprintf(f, "#SBATCH %s\n", c->sbatch_opts[i]);
+        for (int i = 0; i < c->n_sbatch_opts; i++) fprintf(f, "#SBATCH %s\n", c->sbatch_opts[i]);
     }
     fprintf(
         f,
@@ -392,8 +388,10 @@ static int write_script(const sweep_config *c, const char *dir, const char *exe,
             fputc(' ', f);
         }
     } else if (c->ranks > 1) {
-        if (slurm) fprintf(f, "srun");
-        else fprintf(f, "mpirun -np %d", c->ranks);
+        if (slurm)
+            fprintf(f, "srun");
+        else
+            fprintf(f, "mpirun -np %d", c->ranks);
     }
     fprintf(f, ")");
     fprintf(f, "\ncommon=(");
@@ -498,13 +496,12 @@ int cmd_sweep(int argc, char **argv) {
     char *chk[SWEEP_MAX_PASS + 2];
     int nc = 0;
     chk[nc++] = "run";
-    for (int i = 0; i < c.npass; i++)
-        chk[nc++] = c.pass[i];
+    for (int i = 0; i < c.npass; i++) chk[nc++] = c.pass[i];
     chk[nc] = NULL;
     for (int i = 0; i < c.npass; i++)
         if (!strcmp(c.pass[i], "--expert-parallel"))
             return cli_fail("sweep", "--expert-parallel: use --ranks N, which starts each task's N "
-                            "ranks (srun or mpirun) and passes --expert-parallel");
+                                     "ranks (srun or mpirun) and passes --expert-parallel");
     int rr = cmd_run_check(nc, chk);
     if (rr) return rr;
 

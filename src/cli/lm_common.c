@@ -10,7 +10,9 @@
 #include "thermoe/cost.h"
 
 cli_lm_opts cli_lm_opts_default(void) {
-    cli_lm_opts o = {.model = NULL, .load = tmoe_lm_load_opts_default(), .impl = TMOE_IMPL_FUSED,
+    cli_lm_opts o = {.model = NULL,
+                     .load = tmoe_lm_load_opts_default(),
+                     .impl = TMOE_IMPL_FUSED,
                      .backend = TMOE_BACKEND_AUTO};
     return o;
 }
@@ -25,8 +27,8 @@ int cli_lm_flag(const char *cmd, int code, const char *arg, cli_lm_opts *o) {
             return 0;
         }
         if (tmoe_etype_parse(arg, &o->load.expert_type))
-            return cli_usage_fail(cmd, "--expert-type: unknown type '%s' (expected fp32, fp16, q4 or q2)",
-                            arg);
+            return cli_usage_fail(
+                cmd, "--expert-type: unknown type '%s' (expected fp32, fp16, q4 or q2)", arg);
         o->load.experts_f32 = 0;
         return 0;
     case CLI_LM_GROUP:
@@ -35,12 +37,13 @@ int cli_lm_flag(const char *cmd, int code, const char *arg, cli_lm_opts *o) {
         return 0;
     case CLI_LM_IMPL:
         if (tmoe_impl_parse(arg, &o->impl))
-            return cli_usage_fail(cmd, "--impl: unknown impl '%s' (expected fused or unfused)", arg);
+            return cli_usage_fail(cmd, "--impl: unknown impl '%s' (expected fused or unfused)",
+                                  arg);
         return 0;
     case CLI_LM_BACKEND:
         if (tmoe_backend_kind_parse(arg, &o->backend))
-            return cli_usage_fail(cmd, "--backend: unknown backend '%s' (expected auto, cpu or cuda)",
-                            arg);
+            return cli_usage_fail(
+                cmd, "--backend: unknown backend '%s' (expected auto, cpu or cuda)", arg);
         return 0;
     default: return -1;
     }
@@ -58,13 +61,14 @@ void cli_lm_help(const cli_lm_opts *d) {
            "  --impl I           q4/q2 experts: fused or unfused (default %s)\n"
            "  --backend B        auto, cpu or cuda (default %s; auto: cuda when a CUDA device\n"
            "                     answers, else cpu)\n",
-           d->load.experts_f32 ? "fp32" : tmoe_etype_name(d->load.expert_type),
-           d->load.group_size, tmoe_impl_name(d->impl), tmoe_backend_kind_name(d->backend));
+           d->load.experts_f32 ? "fp32" : tmoe_etype_name(d->load.expert_type), d->load.group_size,
+           tmoe_impl_name(d->impl), tmoe_backend_kind_name(d->backend));
 }
 
 int cli_lm_load(const char *cmd, const cli_lm_opts *o, tmoe_lm **out) {
     *out = NULL;
-    if (!o->model) return cli_usage_fail(cmd, "--model DIR is required (a Hugging Face model directory)");
+    if (!o->model)
+        return cli_usage_fail(cmd, "--model DIR is required (a Hugging Face model directory)");
     tmoe_error err = {0};
     if (tmoe_lm_load(o->model, &o->load, out, &err)) return cli_fail_err(cmd, &err);
     return 0;
@@ -97,24 +101,23 @@ void cli_lm_print_info(FILE *f, const char *dir, const tmoe_lm *m) {
             c->sliding_window ? "; sliding window" : "");
     if (c->sliding_window) fprintf(f, "             window %d positions\n", c->sliding_window);
     fprintf(f, "             q/k norm: %s; biases: %s%s; max positions %d\n",
-            qk_norm_name(c->qk_norm), c->qkv_bias ? "q, k, v" : "none",
-            c->o_bias ? ", o" : "", c->max_positions);
+            qk_norm_name(c->qk_norm), c->qkv_bias ? "q, k, v" : "none", c->o_bias ? ", o" : "",
+            c->max_positions);
     if (c->clip_qkv > 0.0f) fprintf(f, "             q, k, v clipped to +-%g\n", c->clip_qkv);
     fprintf(f, "MoE          %d experts, top-%d, %s; expert size %d; experts loaded as %s\n",
             c->num_experts, c->top_k,
             c->norm_topk_prob ? "top-k weights renormalised" : "top-k weights not renormalised",
-            c->d_ff_expert,
-            m->opts.experts_f32 ? "fp32" : tmoe_etype_name(m->opts.expert_type));
+            c->d_ff_expert, m->opts.experts_f32 ? "fp32" : tmoe_etype_name(m->opts.expert_type));
     if (c->d_ff_shared)
         fprintf(f, "             shared expert of size %d, scaled by sigmoid(shared_expert_gate)\n",
                 c->d_ff_shared);
-    if (tmoe_lm_num_moe_layers(c) < c->n_layers)
-        fprintf(f, "dense MLP    size %d\n", c->d_ff);
+    if (tmoe_lm_num_moe_layers(c) < c->n_layers) fprintf(f, "dense MLP    size %d\n", c->d_ff);
     fprintf(f, "parameters   %.4g M in all, %.4g M active per token, %.4g M in experts\n",
             (double)s.params / 1e6, (double)s.active_params / 1e6, (double)s.expert_params / 1e6);
     fprintf(f, "memory       %.4g MB of weights as loaded\n", s.weight_bytes / 1e6);
-    fprintf(f, "per token    %.4g MB of weights read (top-%d experts, as loaded) + %.4g KB of KV "
-               "cache (fp32)\n",
+    fprintf(f,
+            "per token    %.4g MB of weights read (top-%d experts, as loaded) + %.4g KB of KV "
+            "cache (fp32)\n",
             s.active_bytes / 1e6, c->top_k, s.kv_bytes_per_token / 1e3);
 }
 
@@ -137,13 +140,17 @@ int cli_lm_exec_create(const tmoe_lm *m, const cli_lm_opts *o, int max_tokens, i
     }
     x->kind = k;
     if (k == TMOE_BACKEND_CUDA) {
-        tmoe_cuda_lm_config cc = {.device_id = 0, .max_tokens = max_tokens, .max_seqs = max_seqs,
-                                  .max_len = max_len, .use_graphs = route == NULL,
-                                  .route = route, .route_user = route_user};
+        tmoe_cuda_lm_config cc = {.device_id = 0,
+                                  .max_tokens = max_tokens,
+                                  .max_seqs = max_seqs,
+                                  .max_len = max_len,
+                                  .use_graphs = route == NULL,
+                                  .route = route,
+                                  .route_user = route_user};
         return tmoe_cuda_lm_create(m, &cc, &x->gpu, err);
     }
-    tmoe_cpu_lm_config cc = {.max_tokens = max_tokens, .impl = o->impl, .route = route,
-                             .route_user = route_user};
+    tmoe_cpu_lm_config cc = {
+        .max_tokens = max_tokens, .impl = o->impl, .route = route, .route_user = route_user};
     int rc = tmoe_kv_cache_create(&m->cfg, max_seqs, max_len, &x->kv, err);
     if (!rc) rc = tmoe_cpu_lm_create(m, &cc, &x->cpu, err);
     return rc;
@@ -161,8 +168,10 @@ int cli_lm_exec_open(cli_lm_exec *x, int *slot, tmoe_error *err) {
 }
 
 void cli_lm_exec_close(cli_lm_exec *x, int slot) {
-    if (x->gpu) tmoe_cuda_lm_seq_close(x->gpu, slot);
-    else tmoe_kv_seq_close(x->kv, slot);
+    if (x->gpu)
+        tmoe_cuda_lm_seq_close(x->gpu, slot);
+    else
+        tmoe_kv_seq_close(x->kv, slot);
 }
 
 int cli_lm_exec_forward(cli_lm_exec *x, const tmoe_lm_batch *b, float *logits, tmoe_error *err) {
@@ -173,9 +182,9 @@ int cli_lm_exec_forward(cli_lm_exec *x, const tmoe_lm_batch *b, float *logits, t
 /* ---- routing ------------------------------------------------------------------------- */
 struct cli_lm_route {
     int n_layers, max_tokens;
-    tmoe_router **routers;   /* (n_layers), NULL for dense layers */
-    tmoe_expert_cost *tab;   /* (max_tokens + 1) one expert's cost at k tokens */
-    int32_t *sel;            /* (max_tokens, top_k) */
+    tmoe_router **routers; /* (n_layers), NULL for dense layers */
+    tmoe_expert_cost *tab; /* (max_tokens + 1) one expert's cost at k tokens */
+    int32_t *sel;          /* (max_tokens, top_k) */
 };
 
 /* Cost of an expert at a real token count: linear between the table's integer counts,
@@ -197,9 +206,8 @@ static int tab_cost(void *ctx, int expert, double n, tmoe_expert_cost *out, tmoe
     double f = n - k;
     out->energy_j = r->tab[k].energy_j + f * (r->tab[k1].energy_j - r->tab[k].energy_j);
     out->latency_ms = r->tab[k].latency_ms + f * (r->tab[k1].latency_ms - r->tab[k].latency_ms);
-    out->temp_impact_c_per_s =
-        r->tab[k].temp_impact_c_per_s +
-        f * (r->tab[k1].temp_impact_c_per_s - r->tab[k].temp_impact_c_per_s);
+    out->temp_impact_c_per_s = r->tab[k].temp_impact_c_per_s +
+                               f * (r->tab[k1].temp_impact_c_per_s - r->tab[k].temp_impact_c_per_s);
     return TMOE_OK;
 }
 
@@ -234,7 +242,8 @@ int cli_lm_route_create(const tmoe_lm *m, tmoe_route_strategy s, const char *cos
     *out = NULL;
     const tmoe_lm_config *c = &m->cfg;
     if (s == TMOE_ROUTE_STATIC_OPTIMAL)
-        return tmoe_errorf(err, TMOE_ENOTSUP, "static_optimal needs a workload profile to fit "
+        return tmoe_errorf(err, TMOE_ENOTSUP,
+                           "static_optimal needs a workload profile to fit "
                            "its biases: not supported by eval yet");
     cli_lm_route *r = tmoe_calloc(1, sizeof *r, err);
     if (!r) return TMOE_ENOMEM;

@@ -36,9 +36,10 @@ static const cli_cmd *find_cmd(const char *name) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: thermoe <command> [flags]\n\n"
-               "Hardware-aware Mixture-of-Experts inference: measure and route by energy and heat.\n\n"
-               "commands:\n");
+    fprintf(f,
+            "usage: thermoe <command> [flags]\n\n"
+            "Hardware-aware Mixture-of-Experts inference: measure and route by energy and heat.\n\n"
+            "commands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\n'thermoe <command> --help' lists a command's flags with their defaults.\n");

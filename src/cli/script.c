@@ -24,9 +24,11 @@ static const char *char_name(unsigned char c) {
 int cli_script_value_ok(const char *cmd, const char *what, const char *s) {
     const char *bad = cli_script_bad_char(s);
     if (!bad) return 1;
-    cli_fail(cmd, "%s holds %s (0x%02x at byte %d); a value written into a generated script must "
-             "be printable text on one line", what, char_name((unsigned char)*bad),
-             (unsigned)(unsigned char)*bad, (int)(bad - s) + 1);
+    cli_fail(cmd,
+             "%s holds %s (0x%02x at byte %d); a value written into a generated script must "
+             "be printable text on one line",
+             what, char_name((unsigned char)*bad), (unsigned)(unsigned char)*bad,
+             (int)(bad - s) + 1);
     return 0;
 }
 

@@ -98,7 +98,9 @@ int cli_usage_error(const char *cmd) {
 static void log_stderr(tmoe_log_level level, const char *msg, void *user) {
     (void)user;
     static const char *const names[] = {"debug", "info", "warning", "error"};
-    int min = cli_verbosity >= 2 ? TMOE_LOG_DEBUG : cli_verbosity == 1 ? TMOE_LOG_INFO : TMOE_LOG_WARN;
+    int min = cli_verbosity >= 2   ? TMOE_LOG_DEBUG
+              : cli_verbosity == 1 ? TMOE_LOG_INFO
+                                   : TMOE_LOG_WARN;
     if ((int)level < min) return;
     fprintf(stderr, "thermoe: %s: %s\n", names[level], msg);
 }
@@ -111,13 +113,34 @@ void cli_log_init(int verbosity) {
 int cli_shape_flag(const char *cmd, int code, const char *arg, tmoe_block_config *b) {
     long v;
     switch (code) {
-    case CLI_D_MODEL: if (cli_int(cmd, "d-model", arg, 1, 65536, &v)) return 1; b->d_model = (int)v; return 0;
-    case CLI_N_HEADS: if (cli_int(cmd, "n-heads", arg, 1, 1024, &v)) return 1; b->n_heads = (int)v; return 0;
-    case CLI_D_FF: if (cli_int(cmd, "d-ff", arg, 1, 131072, &v)) return 1; b->d_ff = (int)v; return 0;
-    case CLI_NUM_EXPERTS: if (cli_int(cmd, "num-experts", arg, 1, TMOE_MAX_EXPERTS, &v)) return 1; b->num_experts = (int)v; return 0;
-    case CLI_TOP_K: if (cli_int(cmd, "top-k", arg, 1, TMOE_MAX_TOPK, &v)) return 1; b->top_k = (int)v; return 0;
-    case CLI_GROUP: if (cli_int(cmd, "group-size", arg, 1, 65536, &v)) return 1; b->group_size = (int)v; return 0;
-    case CLI_SEQ_LEN: if (cli_int(cmd, "seq-len", arg, 1, 65536, &v)) return 1; b->seq_len = (int)v; return 0;
+    case CLI_D_MODEL:
+        if (cli_int(cmd, "d-model", arg, 1, 65536, &v)) return 1;
+        b->d_model = (int)v;
+        return 0;
+    case CLI_N_HEADS:
+        if (cli_int(cmd, "n-heads", arg, 1, 1024, &v)) return 1;
+        b->n_heads = (int)v;
+        return 0;
+    case CLI_D_FF:
+        if (cli_int(cmd, "d-ff", arg, 1, 131072, &v)) return 1;
+        b->d_ff = (int)v;
+        return 0;
+    case CLI_NUM_EXPERTS:
+        if (cli_int(cmd, "num-experts", arg, 1, TMOE_MAX_EXPERTS, &v)) return 1;
+        b->num_experts = (int)v;
+        return 0;
+    case CLI_TOP_K:
+        if (cli_int(cmd, "top-k", arg, 1, TMOE_MAX_TOPK, &v)) return 1;
+        b->top_k = (int)v;
+        return 0;
+    case CLI_GROUP:
+        if (cli_int(cmd, "group-size", arg, 1, 65536, &v)) return 1;
+        b->group_size = (int)v;
+        return 0;
+    case CLI_SEQ_LEN:
+        if (cli_int(cmd, "seq-len", arg, 1, 65536, &v)) return 1;
+        b->seq_len = (int)v;
+        return 0;
     case CLI_ACT:
         if (tmoe_act_parse(arg, &b->act)) {
             cli_fail(cmd, "--act: unknown activation '%s' (expected relu or swiglu)", arg);
@@ -157,7 +180,8 @@ int cli_name_list(const char *cmd, const char *flag, const char *list, int *flag
                 strncat(known, i ? ", " : "", sizeof known - strlen(known) - 1);
                 strncat(known, name(i), sizeof known - strlen(known) - 1);
             }
-            return cli_fail(cmd, "--%s: unknown name '%s' (expected all or a list of: %s)", flag, tok, known);
+            return cli_fail(cmd, "--%s: unknown name '%s' (expected all or a list of: %s)", flag,
+                            tok, known);
         }
         flags[found] = 1;
     }

@@ -91,8 +91,10 @@ const char *tmoe_dtype_name(tmoe_dtype t) {
 size_t tmoe_dtype_bytes(tmoe_dtype t, int64_t n) {
     TMOE_ASSERT(n >= 0);
     switch (t) {
-    case TMOE_F32: case TMOE_I32: return (size_t)n * 4;
-    case TMOE_F16: case TMOE_BF16: return (size_t)n * 2;
+    case TMOE_F32:
+    case TMOE_I32: return (size_t)n * 4;
+    case TMOE_F16:
+    case TMOE_BF16: return (size_t)n * 2;
     case TMOE_Q4: return (size_t)(n + 1) / 2;
     case TMOE_Q2: return (size_t)(n + 3) / 4;
     default: TMOE_ASSERT(!"bad dtype"); return 0;
@@ -135,7 +137,9 @@ void *tmoe_arena_alloc(tmoe_arena *a, size_t n) {
     return a->base + off;
 }
 
-void tmoe_arena_reset(tmoe_arena *a) { a->used = 0; }
+void tmoe_arena_reset(tmoe_arena *a) {
+    a->used = 0;
+}
 
 void tmoe_arena_free(tmoe_arena *a) {
     if (!a) return;
@@ -144,7 +148,9 @@ void tmoe_arena_free(tmoe_arena *a) {
     a->cap = a->used = 0;
 }
 
-static size_t round_up(size_t n, size_t align) { return (n + align - 1) & ~(align - 1); }
+static size_t round_up(size_t n, size_t align) {
+    return (n + align - 1) & ~(align - 1);
+}
 
 size_t tmoe_bufs_total(const tmoe_buf *b, int n, size_t align) {
     TMOE_ASSERT(align > 0 && (align & (align - 1)) == 0 && n >= 0);

@@ -91,8 +91,9 @@ int tmoe_file_check_writable(const char *path, tmoe_error *err) {
         return tmoe_errorf(err, TMOE_EIO, "%s: cannot stat: %s", path, strerror(errno));
     }
     if (!S_ISREG(st.st_mode))
-        return tmoe_errorf(err, TMOE_EINVAL, "%s: is %s; refusing to replace it (give a regular file's path)",
-                           path, file_kind(st.st_mode));
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "%s: is %s; refusing to replace it (give a regular file's path)", path,
+                           file_kind(st.st_mode));
     return TMOE_OK;
 }
 
@@ -115,7 +116,8 @@ int tmoe_atomic_commit(tmoe_atomic_file *af, tmoe_error *err) {
     int bad = 0, e = 0;
     errno = 0;
     if (fflush(af->f) != 0) bad = 1, e = errno;
-    if (!bad && ferror(af->f)) bad = 1, e = errno ? errno : EIO; /* an earlier buffered write failed */
+    if (!bad && ferror(af->f))
+        bad = 1, e = errno ? errno : EIO; /* an earlier buffered write failed */
     if (!bad && fsync(fileno(af->f)) != 0 && errno != EINVAL && errno != EROFS) bad = 1, e = errno;
     if (fclose(af->f) != 0 && !bad) bad = 1, e = errno;
     af->f = NULL;
@@ -140,13 +142,15 @@ void tmoe_atomic_abort(tmoe_atomic_file *af) {
 int tmoe_mkdir_p(const char *path, tmoe_error *err) {
     char buf[4096];
     if (!path || !*path) return tmoe_errorf(err, TMOE_EINVAL, "empty directory name");
-    if (strlen(path) >= sizeof buf) return tmoe_errorf(err, TMOE_EINVAL, "%.200s...: path too long", path);
+    if (strlen(path) >= sizeof buf)
+        return tmoe_errorf(err, TMOE_EINVAL, "%.200s...: path too long", path);
     snprintf(buf, sizeof buf, "%s", path);
     for (char *p = buf + 1; *p; p++) {
         if (*p != '/') continue;
         *p = '\0';
         if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return tmoe_errorf(err, TMOE_EIO, "%s: cannot create directory: %s", buf, strerror(errno));
+            return tmoe_errorf(err, TMOE_EIO, "%s: cannot create directory: %s", buf,
+                               strerror(errno));
         *p = '/';
     }
     if (mkdir(buf, 0755) != 0 && errno != EEXIST)

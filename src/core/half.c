@@ -25,7 +25,7 @@ tmoe_f16 tmoe_f32_to_f16(float f) {
         return (tmoe_f16)(sign | 0x7c00u | (man ? 0x200u | (man >> 13) : 0));
     int32_t e = (int32_t)exp - 127 + 15;
     if (e >= 0x1f) return (tmoe_f16)(sign | 0x7c00u); /* overflow -> inf */
-    if (e <= 0) {                                      /* subnormal or zero in fp16 */
+    if (e <= 0) {                                     /* subnormal or zero in fp16 */
         if (e < -10) return (tmoe_f16)sign;
         man |= 0x800000u;
         uint32_t shift = (uint32_t)(14 - e);
@@ -63,7 +63,9 @@ tmoe_bf16 tmoe_f32_to_bf16(float f) {
     return (tmoe_bf16)(x >> 16);
 }
 
-float tmoe_bf16_to_f32(tmoe_bf16 h) { return bits_f32((uint32_t)h << 16); }
+float tmoe_bf16_to_f32(tmoe_bf16 h) {
+    return bits_f32((uint32_t)h << 16);
+}
 
 static float f16_tab[65536];
 static pthread_once_t f16_once = PTHREAD_ONCE_INIT;

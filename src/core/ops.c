@@ -23,10 +23,18 @@ static const char *const act_names[TMOE_ACT_COUNT] = {"relu", "swiglu"};
 
 #define NAME_OF(table, n, i) ((unsigned)(i) < (unsigned)(n) ? (table)[i] : "?")
 
-const char *tmoe_op_name(tmoe_op op) { return NAME_OF(op_names, TMOE_OP_COUNT, op); }
-const char *tmoe_etype_name(tmoe_etype t) { return NAME_OF(etype_names, TMOE_ET_COUNT, t); }
-const char *tmoe_impl_name(tmoe_impl i) { return NAME_OF(impl_names, TMOE_IMPL_COUNT, i); }
-const char *tmoe_act_name(tmoe_act a) { return NAME_OF(act_names, TMOE_ACT_COUNT, a); }
+const char *tmoe_op_name(tmoe_op op) {
+    return NAME_OF(op_names, TMOE_OP_COUNT, op);
+}
+const char *tmoe_etype_name(tmoe_etype t) {
+    return NAME_OF(etype_names, TMOE_ET_COUNT, t);
+}
+const char *tmoe_impl_name(tmoe_impl i) {
+    return NAME_OF(impl_names, TMOE_IMPL_COUNT, i);
+}
+const char *tmoe_act_name(tmoe_act a) {
+    return NAME_OF(act_names, TMOE_ACT_COUNT, a);
+}
 
 static int find(const char *const *table, int n, const char *s) {
     if (!s) return -1;
@@ -35,12 +43,12 @@ static int find(const char *const *table, int n, const char *s) {
     return -1;
 }
 
-#define PARSER(fn, type, table, n) \
-    int fn(const char *s, type *out) { \
-        int i = find(table, n, s); \
-        if (i < 0) return -1; \
-        *out = (type)i; \
-        return 0; \
+#define PARSER(fn, type, table, n)                                                                 \
+    int fn(const char *s, type *out) {                                                             \
+        int i = find(table, n, s);                                                                 \
+        if (i < 0) return -1;                                                                      \
+        *out = (type)i;                                                                            \
+        return 0;                                                                                  \
     }
 PARSER(tmoe_op_parse, tmoe_op, op_names, TMOE_OP_COUNT)
 PARSER(tmoe_etype_parse, tmoe_etype, etype_names, TMOE_ET_COUNT)

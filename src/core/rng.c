@@ -21,7 +21,9 @@ void tmoe_rng_seed_stream(tmoe_rng *r, uint64_t seed, uint64_t stream) {
     tmoe_rng_seed(r, mixed);
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 uint64_t tmoe_rng_u64(tmoe_rng *r) {
     uint64_t *s = r->s;
@@ -36,7 +38,9 @@ uint64_t tmoe_rng_u64(tmoe_rng *r) {
     return result;
 }
 
-double tmoe_rng_uniform(tmoe_rng *r) { return (double)(tmoe_rng_u64(r) >> 11) * 0x1.0p-53; }
+double tmoe_rng_uniform(tmoe_rng *r) {
+    return (double)(tmoe_rng_u64(r) >> 11) * 0x1.0p-53;
+}
 
 float tmoe_rng_uniform_sym(tmoe_rng *r, float a) {
     /* 24 random bits -> exactly representable float in [-1, 1), times a */

@@ -19,8 +19,8 @@ typedef struct rd {
 } rd;
 
 static int rd_fail(rd *r, const char *field, const char *what) {
-    return tmoe_errorf(r->err, TMOE_EFORMAT, "%s: %s%s%s: %s", r->file, r->where, r->where[0] ? "." : "",
-                       field, what);
+    return tmoe_errorf(r->err, TMOE_EFORMAT, "%s: %s%s%s: %s", r->file, r->where,
+                       r->where[0] ? "." : "", field, what);
 }
 
 static const char *type_name(const json_t *v) {
@@ -38,7 +38,8 @@ static const char *type_name(const json_t *v) {
 }
 
 /* Number field: missing -> error when required, else NAN; null -> NAN (unknown). */
-static int rd_num(rd *r, const json_t *obj, const char *key, const char *field, int required, double *out) {
+static int rd_num(rd *r, const json_t *obj, const char *key, const char *field, int required,
+                  double *out) {
     const json_t *v = json_object_get(obj, key);
     *out = NAN;
     if (!v) return required ? rd_fail(r, field, "missing") : TMOE_OK;
@@ -52,8 +53,8 @@ static int rd_num(rd *r, const json_t *obj, const char *key, const char *field, 
     return TMOE_OK;
 }
 
-static int rd_int(rd *r, const json_t *obj, const char *key, const char *field, int required, int64_t dflt,
-                  int64_t *out) {
+static int rd_int(rd *r, const json_t *obj, const char *key, const char *field, int required,
+                  int64_t dflt, int64_t *out) {
     const json_t *v = json_object_get(obj, key);
     *out = dflt;
     if (!v) return required ? rd_fail(r, field, "missing") : TMOE_OK;
@@ -95,7 +96,9 @@ static int rd_obj(rd *r, const json_t *obj, const char *key, int required, const
     return TMOE_OK;
 }
 
-static void copy_str(char *dst, size_t cap, const char *s) { snprintf(dst, cap, "%s", s ? s : ""); }
+static void copy_str(char *dst, size_t cap, const char *s) {
+    snprintf(dst, cap, "%s", s ? s : "");
+}
 
 static int read_meta(rd *r, const json_t *root, tmoe_cost_meta *m) {
     int rc;
@@ -112,7 +115,8 @@ static int read_meta(rd *r, const json_t *root, tmoe_cost_meta *m) {
         copy_str(m->device_driver, sizeof m->device_driver, s);
         if ((rc = rd_str(r, dev, "telemetry", "device.telemetry", 0, &s))) return rc;
         copy_str(m->device_telemetry, sizeof m->device_telemetry, s);
-        if ((rc = rd_num(r, dev, "power_limit_w", "device.power_limit_w", 0, &m->power_limit_w))) return rc;
+        if ((rc = rd_num(r, dev, "power_limit_w", "device.power_limit_w", 0, &m->power_limit_w)))
+            return rc;
         if (!isnan(m->power_limit_w) && !(m->power_limit_w >= 0))
             return rd_fail(r, "device.power_limit_w", "expected a number >= 0");
     }
@@ -129,7 +133,8 @@ static int read_meta(rd *r, const json_t *root, tmoe_cost_meta *m) {
             int64_t v;
             snprintf(f, sizeof f, "shape.%s", keys[i]);
             if ((rc = rd_int(r, shape, keys[i], f, 1, 0, &v))) return rc;
-            if (v < 1 || v > (1 << 24)) return rd_fail(r, f, "expected an integer in [1, 16777216]");
+            if (v < 1 || v > (1 << 24))
+                return rd_fail(r, f, "expected an integer in [1, 16777216]");
             *dst[i] = (int)v;
         }
     }
@@ -139,8 +144,8 @@ static int read_meta(rd *r, const json_t *root, tmoe_cost_meta *m) {
     return TMOE_OK;
 }
 
-static int read_enum(rd *r, const json_t *e, const char *key, int (*parse)(const char *, void *), void *out,
-                     const char *what) {
+static int read_enum(rd *r, const json_t *e, const char *key, int (*parse)(const char *, void *),
+                     void *out, const char *what) {
     const char *s;
     int rc = rd_str(r, e, key, key, 1, &s);
     if (rc) return rc;
@@ -152,9 +157,15 @@ static int read_enum(rd *r, const json_t *e, const char *key, int (*parse)(const
     return TMOE_OK;
 }
 
-static int parse_op(const char *s, void *o) { return tmoe_op_parse(s, o); }
-static int parse_et(const char *s, void *o) { return tmoe_etype_parse(s, o); }
-static int parse_impl(const char *s, void *o) { return tmoe_impl_parse(s, o); }
+static int parse_op(const char *s, void *o) {
+    return tmoe_op_parse(s, o);
+}
+static int parse_et(const char *s, void *o) {
+    return tmoe_etype_parse(s, o);
+}
+static int parse_impl(const char *s, void *o) {
+    return tmoe_impl_parse(s, o);
+}
 
 /* Read entry json `je` into `e`; kernels are malloc'ed into e (caller frees). */
 static int read_entry(rd *r, const json_t *je, tmoe_cost_entry *e) {
@@ -176,7 +187,9 @@ static int read_entry(rd *r, const json_t *je, tmoe_cost_entry *e) {
     if ((rc = rd_num(r, en, "board", "energy_j.board", 1, &e->energy_board_j))) return rc;
     if ((rc = rd_num(r, en, "dynamic", "energy_j.dynamic", 1, &e->energy_dynamic_j))) return rc;
     if ((rc = rd_num(r, je, "avg_power_w", "avg_power_w", 1, &e->avg_power_w))) return rc;
-    if ((rc = rd_num(r, je, "temp_impact_c_per_s", "temp_impact_c_per_s", 1, &e->temp_impact_c_per_s))) return rc;
+    if ((rc = rd_num(r, je, "temp_impact_c_per_s", "temp_impact_c_per_s", 1,
+                     &e->temp_impact_c_per_s)))
+        return rc;
     if ((rc = rd_int(r, je, "samples", "samples", 1, 0, &e->samples))) return rc;
     const json_t *th = json_object_get(je, "throttled");
     if (th && !json_is_boolean(th)) return rd_fail(r, "throttled", "expected true or false");
@@ -207,9 +220,12 @@ static int read_entry(rd *r, const json_t *je, tmoe_cost_entry *e) {
     if ((rc = rd_obj(r, je, "ncu", 0, &ncu))) return rc;
     if (ncu) {
         e->has_ncu = 1;
-        if ((rc = rd_num(r, ncu, "achieved_occupancy_pct", "ncu.achieved_occupancy_pct", 0, &e->ncu_occupancy_pct)))
+        if ((rc = rd_num(r, ncu, "achieved_occupancy_pct", "ncu.achieved_occupancy_pct", 0,
+                         &e->ncu_occupancy_pct)))
             return rc;
-        if ((rc = rd_num(r, ncu, "dram_throughput_pct", "ncu.dram_throughput_pct", 0, &e->ncu_dram_pct))) return rc;
+        if ((rc = rd_num(r, ncu, "dram_throughput_pct", "ncu.dram_throughput_pct", 0,
+                         &e->ncu_dram_pct)))
+            return rc;
     }
     rc = tmoe__cost_check_entry(e, r->err);
     if (rc) return tmoe_error_prefix(r->err, rc, "%s: %s", r->file, r->where);
@@ -226,11 +242,12 @@ static int load_json(json_t *root, const char *name, tmoe_cost_model **out, tmoe
     const char *schema;
     int rc;
     if (!json_is_object(root))
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: expected a JSON object at the top, got %s", name, type_name(root));
+        return tmoe_errorf(err, TMOE_EFORMAT, "%s: expected a JSON object at the top, got %s", name,
+                           type_name(root));
     if ((rc = rd_str(&r, root, "schema", "schema", 1, &schema))) return rc;
     if (strcmp(schema, TMOE_COST_SCHEMA) != 0)
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: schema: expected \"%s\", got \"%.100s\"", name, TMOE_COST_SCHEMA,
-                           schema);
+        return tmoe_errorf(err, TMOE_EFORMAT, "%s: schema: expected \"%s\", got \"%.100s\"", name,
+                           TMOE_COST_SCHEMA, schema);
     const json_t *entries = json_object_get(root, "entries");
     if (!entries) return rd_fail(&r, "entries", "missing");
     if (!json_is_array(entries)) return rd_fail(&r, "entries", "expected an array");
@@ -246,9 +263,9 @@ static int load_json(json_t *root, const char *name, tmoe_cost_model **out, tmoe
             int replaced = 0;
             rc = tmoe__cost_insert(cm, &e, &replaced, err);
             if (rc == TMOE_OK && replaced)
-                rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: %s: a second entry for %s/%s/%s tokens %d", name, r.where,
-                                 tmoe_op_name(e.op), tmoe_etype_name(e.expert_type), tmoe_impl_name(e.impl),
-                                 e.tokens);
+                rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: %s: a second entry for %s/%s/%s tokens %d",
+                                 name, r.where, tmoe_op_name(e.op), tmoe_etype_name(e.expert_type),
+                                 tmoe_impl_name(e.impl), e.tokens);
         }
         free_entry_kernels(&e);
         if (rc) goto fail;
@@ -290,8 +307,7 @@ int tmoe_cost_load(const char *path, tmoe_cost_model **out, tmoe_error *err) {
 
 /* Files loaded one after another into one model (later files win): the file layer on top of
  * tmoe_cost_merge. */
-int tmoe_cost_merge_files(const char *const *paths, int n, tmoe_cost_model **out,
-                          tmoe_error *err) {
+int tmoe_cost_merge_files(const char *const *paths, int n, tmoe_cost_model **out, tmoe_error *err) {
     *out = NULL;
     tmoe_cost_model *acc = NULL;
     int rc = tmoe_cost_create(&acc, err);
@@ -320,7 +336,9 @@ typedef struct wr {
 static void put(wr *w, json_t *obj, const char *key, json_t *v) {
     if (!v || json_object_set_new(obj, key, v) != 0) w->ok = 0;
 }
-static json_t *num_or_null(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+static json_t *num_or_null(double v) {
+    return isfinite(v) ? json_real(v) : json_null();
+}
 
 static json_t *entry_json(wr *w, const tmoe_cost_entry *e) {
     json_t *o = json_object();
@@ -371,7 +389,9 @@ static json_t *entry_json(wr *w, const tmoe_cost_entry *e) {
     return o;
 }
 
-static json_t *opt_str(const char *s) { return s[0] ? json_string(s) : json_null(); }
+static json_t *opt_str(const char *s) {
+    return s[0] ? json_string(s) : json_null();
+}
 
 char *tmoe_cost_dumps(const tmoe_cost_model *cm, tmoe_error *err) {
     wr w = {.ok = 1};
@@ -407,7 +427,9 @@ char *tmoe_cost_dumps(const tmoe_cost_model *cm, tmoe_error *err) {
     for (int i = 0; arr && i < cm->n; i++)
         if (json_array_append_new(arr, entry_json(&w, &cm->entries[i])) != 0) w.ok = 0;
     put(&w, root, "entries", arr);
-    char *s = w.ok ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12)) : NULL;
+    char *s = w.ok
+                  ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12))
+                  : NULL;
     json_decref(root);
     if (!s) tmoe_errorf(err, TMOE_ENOMEM, "out of memory writing the cost model JSON");
     return s;

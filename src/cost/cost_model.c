@@ -45,14 +45,22 @@ void tmoe__cost_set_source(tmoe_cost_model *cm, const char *source) {
     snprintf(cm->source, sizeof cm->source, "%s", source ? source : "(memory)");
 }
 
-const char *tmoe_cost_source(const tmoe_cost_model *cm) { return cm->source; }
-tmoe_cost_meta tmoe_cost_get_meta(const tmoe_cost_model *cm) { return cm->meta; }
-void tmoe_cost_set_meta(tmoe_cost_model *cm, const tmoe_cost_meta *meta) { cm->meta = *meta; }
+const char *tmoe_cost_source(const tmoe_cost_model *cm) {
+    return cm->source;
+}
+tmoe_cost_meta tmoe_cost_get_meta(const tmoe_cost_model *cm) {
+    return cm->meta;
+}
+void tmoe_cost_set_meta(tmoe_cost_model *cm, const tmoe_cost_meta *meta) {
+    cm->meta = *meta;
+}
 void tmoe_cost_set_extrapolation(tmoe_cost_model *cm, tmoe_cost_extrap mode) {
     TMOE_ASSERT(mode == TMOE_COST_EXTRAP_CLAMP || mode == TMOE_COST_EXTRAP_LINEAR);
     cm->extrap = mode;
 }
-int tmoe_cost_count(const tmoe_cost_model *cm) { return cm->n; }
+int tmoe_cost_count(const tmoe_cost_model *cm) {
+    return cm->n;
+}
 
 const tmoe_cost_entry *tmoe_cost_entry_at(const tmoe_cost_model *cm, int i) {
     TMOE_ASSERT(i >= 0 && i < cm->n);
@@ -71,7 +79,8 @@ void tmoe_cost_set_ncu(tmoe_cost_model *cm, int i, double occupancy_pct, double 
 /* A value that may be unknown (NAN) but otherwise must be finite and >= lo. */
 static int check_num(const char *field, double v, double lo, int required, tmoe_error *err) {
     if (isnan(v)) {
-        if (required) return tmoe_errorf(err, TMOE_EFORMAT, "%s: expected a number, got NaN/null", field);
+        if (required)
+            return tmoe_errorf(err, TMOE_EFORMAT, "%s: expected a number, got NaN/null", field);
         return TMOE_OK;
     }
     if (!isfinite(v))
@@ -82,37 +91,48 @@ static int check_num(const char *field, double v, double lo, int required, tmoe_
 }
 
 int tmoe__cost_check_entry(const tmoe_cost_entry *e, tmoe_error *err) {
-    if ((unsigned)e->op >= TMOE_OP_COUNT) return tmoe_errorf(err, TMOE_EFORMAT, "op: out of range (%d)", (int)e->op);
+    if ((unsigned)e->op >= TMOE_OP_COUNT)
+        return tmoe_errorf(err, TMOE_EFORMAT, "op: out of range (%d)", (int)e->op);
     if ((unsigned)e->expert_type >= TMOE_ET_COUNT)
-        return tmoe_errorf(err, TMOE_EFORMAT, "expert_type: out of range (%d)", (int)e->expert_type);
+        return tmoe_errorf(err, TMOE_EFORMAT, "expert_type: out of range (%d)",
+                           (int)e->expert_type);
     if ((unsigned)e->impl >= TMOE_IMPL_COUNT)
         return tmoe_errorf(err, TMOE_EFORMAT, "impl: out of range (%d)", (int)e->impl);
-    if (e->tokens < 1) return tmoe_errorf(err, TMOE_EFORMAT, "tokens: expected an integer >= 1, got %d", e->tokens);
+    if (e->tokens < 1)
+        return tmoe_errorf(err, TMOE_EFORMAT, "tokens: expected an integer >= 1, got %d",
+                           e->tokens);
     int rc;
     if ((rc = check_num("latency_ms.median", e->latency_median_ms, 0, 1, err))) return rc;
     if ((rc = check_num("latency_ms.p90", e->latency_p90_ms, 0, 0, err))) return rc;
     if ((rc = check_num("energy_j.board", e->energy_board_j, 0, 0, err))) return rc;
     if ((rc = check_num("energy_j.dynamic", e->energy_dynamic_j, -INFINITY, 0, err))) return rc;
-    if (!isnan(e->energy_dynamic_j) && !isnan(e->energy_board_j) && e->energy_dynamic_j > e->energy_board_j)
+    if (!isnan(e->energy_dynamic_j) && !isnan(e->energy_board_j) &&
+        e->energy_dynamic_j > e->energy_board_j)
         return tmoe_errorf(err, TMOE_EFORMAT, "energy_j.dynamic: %g exceeds energy_j.board %g",
                            e->energy_dynamic_j, e->energy_board_j);
     if ((rc = check_num("avg_power_w", e->avg_power_w, 0, 0, err))) return rc;
-    if ((rc = check_num("temp_impact_c_per_s", e->temp_impact_c_per_s, -INFINITY, 0, err))) return rc;
-    if (e->samples < 0) return tmoe_errorf(err, TMOE_EFORMAT, "samples: expected an integer >= 0, got %lld", (long long)e->samples);
+    if ((rc = check_num("temp_impact_c_per_s", e->temp_impact_c_per_s, -INFINITY, 0, err)))
+        return rc;
+    if (e->samples < 0)
+        return tmoe_errorf(err, TMOE_EFORMAT, "samples: expected an integer >= 0, got %lld",
+                           (long long)e->samples);
     if (e->n_kernels < 0 || (e->n_kernels > 0 && !e->kernels))
         return tmoe_errorf(err, TMOE_EFORMAT, "kernels: bad count %d", e->n_kernels);
     for (int i = 0; i < e->n_kernels; i++) {
         char f[64];
         if (!e->kernels[i].name || !e->kernels[i].name[0])
-            return tmoe_errorf(err, TMOE_EFORMAT, "kernels[%d].name: expected a non-empty string", i);
+            return tmoe_errorf(err, TMOE_EFORMAT, "kernels[%d].name: expected a non-empty string",
+                               i);
         if (e->kernels[i].count < 0)
-            return tmoe_errorf(err, TMOE_EFORMAT, "kernels[%d].count: expected an integer >= 0, got %lld", i,
+            return tmoe_errorf(err, TMOE_EFORMAT,
+                               "kernels[%d].count: expected an integer >= 0, got %lld", i,
                                (long long)e->kernels[i].count);
         snprintf(f, sizeof f, "kernels[%d].ms", i);
         if ((rc = check_num(f, e->kernels[i].ms, 0, 0, err))) return rc;
     }
     if (e->has_ncu) {
-        if ((rc = check_num("ncu.achieved_occupancy_pct", e->ncu_occupancy_pct, 0, 0, err))) return rc;
+        if ((rc = check_num("ncu.achieved_occupancy_pct", e->ncu_occupancy_pct, 0, 0, err)))
+            return rc;
         if ((rc = check_num("ncu.dram_throughput_pct", e->ncu_dram_pct, 0, 0, err))) return rc;
     }
     return TMOE_OK;
@@ -138,8 +158,10 @@ static int lower_bound(const tmoe_cost_model *cm, const tmoe_cost_entry *e) {
     int lo = 0, hi = cm->n;
     while (lo < hi) {
         int mid = lo + (hi - lo) / 2;
-        if (full_cmp(&cm->entries[mid], e) < 0) lo = mid + 1;
-        else hi = mid;
+        if (full_cmp(&cm->entries[mid], e) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo;
 }
@@ -182,7 +204,8 @@ int tmoe__cost_insert(tmoe_cost_model *cm, const tmoe_cost_entry *e, int *replac
         tmoe_cost_entry *p = realloc(cm->entries, (size_t)ncap * sizeof *p);
         if (!p) {
             entry_release(&copy);
-            return tmoe_errorf(err, TMOE_ENOMEM, "out of memory growing the cost model to %d entries", ncap);
+            return tmoe_errorf(err, TMOE_ENOMEM,
+                               "out of memory growing the cost model to %d entries", ncap);
         }
         cm->entries = p;
         cm->cap = ncap;
@@ -195,8 +218,10 @@ int tmoe__cost_insert(tmoe_cost_model *cm, const tmoe_cost_entry *e, int *replac
 
 int tmoe_cost_add(tmoe_cost_model *cm, const tmoe_cost_entry *e, tmoe_error *err) {
     int rc = tmoe__cost_check_entry(e, err);
-    if (rc) return tmoe_error_prefix(err, rc, "cost entry %s/%s/%s tokens %d", tmoe_op_name(e->op),
-                                     tmoe_etype_name(e->expert_type), tmoe_impl_name(e->impl), e->tokens);
+    if (rc)
+        return tmoe_error_prefix(err, rc, "cost entry %s/%s/%s tokens %d", tmoe_op_name(e->op),
+                                 tmoe_etype_name(e->expert_type), tmoe_impl_name(e->impl),
+                                 e->tokens);
     int replaced = 0;
     rc = tmoe__cost_insert(cm, e, &replaced, err);
     if (rc == TMOE_OK && replaced)
@@ -214,10 +239,11 @@ static void list_keys(const tmoe_cost_model *cm, char *buf, size_t cap) {
     for (int i = 0; i < cm->n;) {
         const tmoe_cost_entry *a = &cm->entries[i];
         int j = i;
-        while (j + 1 < cm->n && key_cmp(a->op, a->expert_type, a->impl, &cm->entries[j + 1]) == 0) j++;
+        while (j + 1 < cm->n && key_cmp(a->op, a->expert_type, a->impl, &cm->entries[j + 1]) == 0)
+            j++;
         int w = snprintf(buf + used, cap - used, "%s%s/%s/%s (tokens %d-%d)", used ? ", " : "",
-                         tmoe_op_name(a->op), tmoe_etype_name(a->expert_type), tmoe_impl_name(a->impl),
-                         a->tokens, cm->entries[j].tokens);
+                         tmoe_op_name(a->op), tmoe_etype_name(a->expert_type),
+                         tmoe_impl_name(a->impl), a->tokens, cm->entries[j].tokens);
         if (w < 0 || (size_t)w >= cap - used) {
             if (cap > 5) memcpy(buf + cap - 5, "...", 4);
             return;
@@ -228,7 +254,9 @@ static void list_keys(const tmoe_cost_model *cm, char *buf, size_t cap) {
     if (!used) snprintf(buf, cap, "no entries at all");
 }
 
-static double lerp(double a, double b, double w) { return a + w * (b - a); }
+static double lerp(double a, double b, double w) {
+    return a + w * (b - a);
+}
 
 int tmoe_cost_lookup(const tmoe_cost_model *cm, tmoe_op op, tmoe_etype et, tmoe_impl impl,
                      double tokens, tmoe_cost_value *out, tmoe_error *err) {
@@ -242,8 +270,9 @@ int tmoe_cost_lookup(const tmoe_cost_model *cm, tmoe_op op, tmoe_etype et, tmoe_
     if (last == first) {
         char have[700];
         list_keys(cm, have, sizeof have);
-        return tmoe_errorf(err, TMOE_EINVAL, "%s: no cost entry for %s/%s/%s; it has: %s", cm->source,
-                           tmoe_op_name(op), tmoe_etype_name(et), tmoe_impl_name(impl), have);
+        return tmoe_errorf(err, TMOE_EINVAL, "%s: no cost entry for %s/%s/%s; it has: %s",
+                           cm->source, tmoe_op_name(op), tmoe_etype_name(et), tmoe_impl_name(impl),
+                           have);
     }
     const tmoe_cost_entry *e = cm->entries;
     int lo, hi; /* segment [lo, hi] used */
@@ -268,7 +297,8 @@ int tmoe_cost_lookup(const tmoe_cost_model *cm, tmoe_op op, tmoe_etype et, tmoe_
     } else if (lo == hi) {
         w = 0.0;
     } else {
-        w = (log(tokens) - log((double)e[lo].tokens)) / (log((double)e[hi].tokens) - log((double)e[lo].tokens));
+        w = (log(tokens) - log((double)e[lo].tokens)) /
+            (log((double)e[hi].tokens) - log((double)e[lo].tokens));
     }
     if (!extrap && tokens == e[lo].tokens) { /* exact hit: report the one point used */
         hi = lo;
@@ -317,15 +347,15 @@ int tmoe_cost_expert(const tmoe_cost_model *cm, tmoe_etype et, tmoe_impl impl, d
     return TMOE_OK;
 }
 
-int tmoe_cost_energy_loss(const tmoe_cost_model *cm, int n_tokens, int k,
-                          const int32_t *expert_ids, const float *probs, int n_experts,
-                          const tmoe_etype *expert_types, tmoe_impl impl, double *loss_j,
-                          tmoe_error *err) {
+int tmoe_cost_energy_loss(const tmoe_cost_model *cm, int n_tokens, int k, const int32_t *expert_ids,
+                          const float *probs, int n_experts, const tmoe_etype *expert_types,
+                          tmoe_impl impl, double *loss_j, tmoe_error *err) {
     *loss_j = 0.0;
     if (n_tokens < 0 || k < 1 || n_experts < 1 || n_experts > TMOE_COST_MAX_EXPERTS)
-        return tmoe_errorf(err, TMOE_EINVAL,
-                           "energy loss: need n_tokens >= 0, k >= 1, 1 <= n_experts <= %d (got %d, %d, %d)",
-                           TMOE_COST_MAX_EXPERTS, n_tokens, k, n_experts);
+        return tmoe_errorf(
+            err, TMOE_EINVAL,
+            "energy loss: need n_tokens >= 0, k >= 1, 1 <= n_experts <= %d (got %d, %d, %d)",
+            TMOE_COST_MAX_EXPERTS, n_tokens, k, n_experts);
     int32_t counts[TMOE_COST_MAX_EXPERTS];
     double energy[TMOE_COST_MAX_EXPERTS];
     memset(counts, 0, (size_t)n_experts * sizeof *counts);
@@ -333,8 +363,9 @@ int tmoe_cost_energy_loss(const tmoe_cost_model *cm, int n_tokens, int k,
         int32_t id = expert_ids[i];
         if (id < 0) continue;
         if (id >= n_experts)
-            return tmoe_errorf(err, TMOE_EINVAL, "energy loss: expert id %d at choice %lld is >= n_experts %d",
-                               id, (long long)i, n_experts);
+            return tmoe_errorf(err, TMOE_EINVAL,
+                               "energy loss: expert id %d at choice %lld is >= n_experts %d", id,
+                               (long long)i, n_experts);
         counts[id]++;
     }
     for (int x = 0; x < n_experts; x++) {
@@ -344,10 +375,11 @@ int tmoe_cost_energy_loss(const tmoe_cost_model *cm, int n_tokens, int k,
         int rc = tmoe_cost_expert(cm, expert_types[x], impl, counts[x], &v, err);
         if (rc) return tmoe_error_prefix(err, rc, "energy loss: expert %d", x);
         if (isnan(v.energy_j))
-            return tmoe_errorf(err, TMOE_EINVAL,
-                               "energy loss: expert %d (%s/%s): %s has no board energy for its ops; profile "
-                               "them with power telemetry",
-                               x, tmoe_etype_name(expert_types[x]), tmoe_impl_name(impl), cm->source);
+            return tmoe_errorf(
+                err, TMOE_EINVAL,
+                "energy loss: expert %d (%s/%s): %s has no board energy for its ops; profile "
+                "them with power telemetry",
+                x, tmoe_etype_name(expert_types[x]), tmoe_impl_name(impl), cm->source);
         energy[x] = v.energy_j;
     }
     double sum = 0.0;
@@ -360,7 +392,7 @@ int tmoe_cost_energy_loss(const tmoe_cost_model *cm, int n_tokens, int k,
 /* ---- merging ------------------------------------------------------------------------- */
 
 static void meta_fill(tmoe_cost_meta *d, const tmoe_cost_meta *s) {
-#define FILL_STR(f) \
+#define FILL_STR(f)                                                                                \
     if (!d->f[0]) memcpy(d->f, s->f, sizeof d->f)
     FILL_STR(device_name);
     FILL_STR(device_uuid);
@@ -380,16 +412,19 @@ static void meta_fill(tmoe_cost_meta *d, const tmoe_cost_meta *s) {
 
 int tmoe_cost_merge(tmoe_cost_model *dst, const tmoe_cost_model *src, tmoe_error *err) {
     const tmoe_cost_meta *a = &dst->meta, *b = &src->meta;
-    int a_shape = a->d_model || a->d_ff || a->group_size, b_shape = b->d_model || b->d_ff || b->group_size;
-    if (a_shape && b_shape && (a->d_model != b->d_model || a->d_ff != b->d_ff || a->group_size != b->group_size))
-        return tmoe_errorf(err, TMOE_EINVAL,
-                           "cannot merge %s (shape d_model %d, d_ff %d, group %d) into %s (shape %d, %d, %d): "
-                           "costs measured at different shapes",
-                           src->source, b->d_model, b->d_ff, b->group_size, dst->source, a->d_model, a->d_ff,
-                           a->group_size);
+    int a_shape = a->d_model || a->d_ff || a->group_size,
+        b_shape = b->d_model || b->d_ff || b->group_size;
+    if (a_shape && b_shape &&
+        (a->d_model != b->d_model || a->d_ff != b->d_ff || a->group_size != b->group_size))
+        return tmoe_errorf(
+            err, TMOE_EINVAL,
+            "cannot merge %s (shape d_model %d, d_ff %d, group %d) into %s (shape %d, %d, %d): "
+            "costs measured at different shapes",
+            src->source, b->d_model, b->d_ff, b->group_size, dst->source, a->d_model, a->d_ff,
+            a->group_size);
     if (a->device_name[0] && b->device_name[0] && strcmp(a->device_name, b->device_name) != 0)
-        tmoe_log(TMOE_LOG_WARN, "merging costs from device '%s' (%s) with device '%s' (%s)", b->device_name,
-                 src->source, a->device_name, dst->source);
+        tmoe_log(TMOE_LOG_WARN, "merging costs from device '%s' (%s) with device '%s' (%s)",
+                 b->device_name, src->source, a->device_name, dst->source);
     meta_fill(&dst->meta, &src->meta);
     for (int i = 0; i < src->n; i++) {
         const tmoe_cost_entry *e = &src->entries[i];
@@ -398,8 +433,8 @@ int tmoe_cost_merge(tmoe_cost_model *dst, const tmoe_cost_model *src, tmoe_error
         if (rc) return rc;
         if (replaced)
             tmoe_log(TMOE_LOG_INFO, "merge: %s/%s/%s tokens %d from %s replaces the earlier entry",
-                     tmoe_op_name(e->op), tmoe_etype_name(e->expert_type), tmoe_impl_name(e->impl), e->tokens,
-                     src->source);
+                     tmoe_op_name(e->op), tmoe_etype_name(e->expert_type), tmoe_impl_name(e->impl),
+                     e->tokens, src->source);
     }
     return TMOE_OK;
 }

@@ -41,8 +41,7 @@ int tmoe_cost_table_create(const tmoe_cost_model *cm, const tmoe_etype *types, i
     memcpy(t->types, types, sizeof *t->types * (size_t)num_experts);
     for (int ty = 0; ty < TMOE_ET_COUNT; ty++) {
         int used = 0;
-        for (int e = 0; e < num_experts; e++)
-            used |= types[e] == (tmoe_etype)ty;
+        for (int e = 0; e < num_experts; e++) used |= types[e] == (tmoe_etype)ty;
         if (!used) continue;
         t->tab[ty] = tmoe_calloc((size_t)max_tokens + 1, sizeof *t->tab[ty], err);
         if (!t->tab[ty]) {
@@ -65,8 +64,7 @@ int tmoe_cost_table_create(const tmoe_cost_model *cm, const tmoe_etype *types, i
 
 void tmoe_cost_table_free(tmoe_cost_table *t) {
     if (!t) return;
-    for (int ty = 0; ty < TMOE_ET_COUNT; ty++)
-        free(t->tab[ty]);
+    for (int ty = 0; ty < TMOE_ET_COUNT; ty++) free(t->tab[ty]);
     free(t->types);
     free(t);
 }

@@ -53,10 +53,8 @@ int tmoe_placement_from_array(const int32_t *dev, int E, int N, tmoe_placement *
         out->local[e] = per[dev[e]]++;
     }
     out->first[0] = 0;
-    for (int d = 0; d < N; d++)
-        out->first[d + 1] = out->first[d] + per[d];
-    for (int e = 0; e < E; e++)
-        out->by_device[out->first[dev[e]] + out->local[e]] = e;
+    for (int d = 0; d < N; d++) out->first[d + 1] = out->first[d] + per[d];
+    for (int e = 0; e < E; e++) out->by_device[out->first[dev[e]] + out->local[e]] = e;
     return TMOE_OK;
 }
 
@@ -64,16 +62,14 @@ int tmoe_placement_round_robin(int E, int N, tmoe_placement *out, tmoe_error *er
     int rc = check_sizes(E, N, err);
     if (rc) return rc;
     int32_t dev[TMOE_MAX_EXPERTS];
-    for (int e = 0; e < E; e++)
-        dev[e] = e % N;
+    for (int e = 0; e < E; e++) dev[e] = e % N;
     return tmoe_placement_from_array(dev, E, N, out, err);
 }
 
 /* Next integer token of line s (advances *s); 0 ok, 1 none left, -1 not an integer. */
 static int next_int(const char **s, long *v) {
     const char *p = *s;
-    while (*p == ' ' || *p == '\t' || *p == '\r')
-        p++;
+    while (*p == ' ' || *p == '\t' || *p == '\r') p++;
     if (!*p || *p == '#' || *p == '\n') {
         *s = p;
         return 1;
@@ -91,8 +87,7 @@ int tmoe_placement_parse(const char *text, const char *name, int E, int N, tmoe_
     int rc = check_sizes(E, N, err);
     if (rc) return rc;
     int32_t dev[TMOE_MAX_EXPERTS], seen_line[TMOE_MAX_EXPERTS];
-    for (int e = 0; e < E; e++)
-        seen_line[e] = 0;
+    for (int e = 0; e < E; e++) seen_line[e] = 0;
     int line = 0;
     for (const char *p = text; *p;) {
         line++;
@@ -264,13 +259,11 @@ int tmoe_dispatch_plan_send(tmoe_dispatch *d, const int32_t *idx, int T, tmoe_er
     }
     for (int dv = 0; dv < N; dv++) {
         int32_t s = 0;
-        for (int i = pl->first[dv]; i < pl->first[dv + 1]; i++)
-            s += d->expert_counts[i];
+        for (int i = pl->first[dv]; i < pl->first[dv + 1]; i++) s += d->expert_counts[i];
         d->send_counts[dv] = s;
     }
     d->send_displs[0] = 0;
-    for (int dv = 0; dv < N; dv++)
-        d->send_displs[dv + 1] = d->send_displs[dv] + d->send_counts[dv];
+    for (int dv = 0; dv < N; dv++) d->send_displs[dv + 1] = d->send_displs[dv] + d->send_counts[dv];
     for (int i = 0; i < T * k; i++) {
         int32_t p = fill[idx[i]]++;
         d->src[p] = i;
@@ -295,8 +288,7 @@ tmoe_dispatch_send tmoe_dispatch_send_plan(const tmoe_dispatch *d) {
 }
 
 /* plan_recv on counts rows of `stride` entries (the first L of each are the counts). */
-static int plan_recv_rows(tmoe_dispatch *d, const int32_t *counts, size_t stride,
-                          tmoe_error *err) {
+static int plan_recv_rows(tmoe_dispatch *d, const int32_t *counts, size_t stride, tmoe_error *err) {
     int N = d->pl.num_devices, L = d->L;
     d->planned_recv = 0;
     long long total = 0;
@@ -321,8 +313,7 @@ static int plan_recv_rows(tmoe_dispatch *d, const int32_t *counts, size_t stride
     TMOE_ASSERT(total <= d->cap_rows);
     for (int q = 0; q < N && L; q++)
         memcpy(d->cnt + (size_t)q * L, counts + (size_t)q * stride, sizeof(int32_t) * (size_t)L);
-    for (int l = 0; l < L; l++)
-        d->lcounts[l] = 0;
+    for (int l = 0; l < L; l++) d->lcounts[l] = 0;
     d->recv_displs[0] = 0;
     for (int s = 0; s < N; s++) {
         int32_t r = 0;
@@ -334,8 +325,7 @@ static int plan_recv_rows(tmoe_dispatch *d, const int32_t *counts, size_t stride
         d->recv_displs[s + 1] = d->recv_displs[s] + r;
     }
     d->loffsets[0] = 0;
-    for (int l = 0; l < L; l++)
-        d->loffsets[l + 1] = d->loffsets[l] + d->lcounts[l];
+    for (int l = 0; l < L; l++) d->loffsets[l + 1] = d->loffsets[l] + d->lcounts[l];
     /* receive order (source, local expert, row); grouped order (local expert, source, row) */
     int32_t fill[TMOE_MAX_EXPERTS];
     memcpy(fill, d->loffsets, sizeof(int32_t) * (size_t)L);
@@ -452,8 +442,8 @@ int tmoe_placement_for_ranks(const tmoe_placement *given, int num_experts, int n
     if (given->num_experts != num_experts || given->num_devices != num_ranks)
         return tmoe_errorf(err, TMOE_EINVAL,
                            "placement of %d experts on %d devices for a block of %d experts "
-                           "over %d ranks", given->num_experts, given->num_devices, num_experts,
-                           num_ranks);
+                           "over %d ranks",
+                           given->num_experts, given->num_devices, num_experts, num_ranks);
     *out = *given;
     return TMOE_OK;
 }

@@ -46,10 +46,10 @@ static int mpi_fail(tmoe_error *err, int rc, const char *what) {
     if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) snprintf(msg, sizeof msg, "code %d", rc);
     return tmoe_errorf(err, TMOE_EIO, "%s: %s", what, msg);
 }
-#define MPI_TRY(call, what) \
-    do { \
-        int mrc_ = (call); \
-        if (mrc_ != MPI_SUCCESS) return mpi_fail(err, mrc_, (what)); \
+#define MPI_TRY(call, what)                                                                        \
+    do {                                                                                           \
+        int mrc_ = (call);                                                                         \
+        if (mrc_ != MPI_SUCCESS) return mpi_fail(err, mrc_, (what));                               \
     } while (0)
 #endif
 
@@ -89,7 +89,8 @@ int tmoe_ep_init(int *argc, char ***argv, tmoe_ep **out, tmoe_error *err) {
         free(g);
         return tmoe_errorf(err, TMOE_ENOTSUP,
                            "started as one of %d processes, but this thermoe was built without "
-                           "MPI: each would run alone (install libopenmpi-dev and rebuild)", n);
+                           "MPI: each would run alone (install libopenmpi-dev and rebuild)",
+                           n);
     }
 #endif
     *out = g;
@@ -116,10 +117,18 @@ void tmoe_ep_abort(tmoe_ep *g, int code) {
 #endif
 }
 
-int tmoe_ep_rank(const tmoe_ep *g) { return g->rank; }
-int tmoe_ep_size(const tmoe_ep *g) { return g->size; }
-int tmoe_ep_local_rank(const tmoe_ep *g) { return g->local_rank; }
-int tmoe_ep_local_size(const tmoe_ep *g) { return g->local_size; }
+int tmoe_ep_rank(const tmoe_ep *g) {
+    return g->rank;
+}
+int tmoe_ep_size(const tmoe_ep *g) {
+    return g->size;
+}
+int tmoe_ep_local_rank(const tmoe_ep *g) {
+    return g->local_rank;
+}
+int tmoe_ep_local_size(const tmoe_ep *g) {
+    return g->local_size;
+}
 
 int tmoe_ep_barrier(tmoe_ep *g, tmoe_error *err) {
 #ifdef THERMOE_HAVE_MPI
@@ -136,7 +145,8 @@ int tmoe_ep_bcast(tmoe_ep *g, void *buf, size_t bytes, int root, tmoe_error *err
         return tmoe_errorf(err, TMOE_EINVAL, "broadcast root %d: the group has %d ranks", root,
                            g->size);
 #ifdef THERMOE_HAVE_MPI
-    if (g->size > 1) MPI_TRY(MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD), "MPI_Bcast");
+    if (g->size > 1)
+        MPI_TRY(MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD), "MPI_Bcast");
 #else
     (void)buf;
     (void)bytes;
@@ -147,8 +157,9 @@ int tmoe_ep_bcast(tmoe_ep *g, void *buf, size_t bytes, int root, tmoe_error *err
 int tmoe_ep_allgather(tmoe_ep *g, const void *send, size_t bytes, void *recv, tmoe_error *err) {
 #ifdef THERMOE_HAVE_MPI
     if (g->size > 1) {
-        MPI_TRY(MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE,
-                              MPI_COMM_WORLD), "MPI_Allgather");
+        MPI_TRY(
+            MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, MPI_COMM_WORLD),
+            "MPI_Allgather");
         return TMOE_OK;
     }
 #else
@@ -164,7 +175,8 @@ int tmoe_ep_alltoallv(tmoe_ep *g, const void *send, const int *scount, const int
 #ifdef THERMOE_HAVE_MPI
     if (g->size > 1) {
         MPI_TRY(MPI_Alltoallv(send, scount, sdispl, MPI_BYTE, recv, rcount, rdispl, MPI_BYTE,
-                              MPI_COMM_WORLD), "MPI_Alltoallv");
+                              MPI_COMM_WORLD),
+                "MPI_Alltoallv");
         return TMOE_OK;
     }
 #else
@@ -180,8 +192,9 @@ int tmoe_ep_alltoallv(tmoe_ep *g, const void *send, const int *scount, const int
 static int allreduce(tmoe_ep *g, double *v, int max, tmoe_error *err) {
 #ifdef THERMOE_HAVE_MPI
     if (g->size > 1)
-        MPI_TRY(MPI_Allreduce(MPI_IN_PLACE, v, 1, MPI_DOUBLE, max ? MPI_MAX : MPI_SUM,
-                              MPI_COMM_WORLD), "MPI_Allreduce");
+        MPI_TRY(
+            MPI_Allreduce(MPI_IN_PLACE, v, 1, MPI_DOUBLE, max ? MPI_MAX : MPI_SUM, MPI_COMM_WORLD),
+            "MPI_Allreduce");
 #else
     (void)g;
     (void)v;
@@ -191,5 +204,9 @@ static int allreduce(tmoe_ep *g, double *v, int max, tmoe_error *err) {
     return TMOE_OK;
 }
 
-int tmoe_ep_allreduce_max(tmoe_ep *g, double *v, tmoe_error *err) { return allreduce(g, v, 1, err); }
-int tmoe_ep_allreduce_sum(tmoe_ep *g, double *v, tmoe_error *err) { return allreduce(g, v, 0, err); }
+int tmoe_ep_allreduce_max(tmoe_ep *g, double *v, tmoe_error *err) {
+    return allreduce(g, v, 1, err);
+}
+int tmoe_ep_allreduce_sum(tmoe_ep *g, double *v, tmoe_error *err) {
+    return allreduce(g, v, 0, err);
+}

@@ -14,8 +14,8 @@ static void wait_for_arrival(run_ctx *r, int tokens) {
     r->next_arrival_s += -log(1.0 - u) * tokens / r->cfg.arrival_rate;
     double now = run_now_s(r);
     if (now >= r->next_arrival_s) return; /* the device is behind: no idle time */
-    for (double left = r->next_arrival_s - now; (left = tmoe_meter_wait(r->meter, left)) > 0.0 &&
-                                                !run_stop_requested;) {
+    for (double left = r->next_arrival_s - now;
+         (left = tmoe_meter_wait(r->meter, left)) > 0.0 && !run_stop_requested;) {
     }
 }
 
@@ -119,8 +119,7 @@ static int fidelity(run_ctx *r, batch_out *o, tmoe_error *err) {
     return TMOE_OK;
 }
 
-int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_trace *tr,
-              tmoe_error *err) {
+int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_trace *tr, tmoe_error *err) {
     const tmoe_workload *w = &r->wl[c->wl];
     batch_out *o = &r->cur;
     memset(o, 0, sizeof *o);

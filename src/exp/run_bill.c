@@ -12,7 +12,7 @@
  * rank's (device 0), billed for this rank's experts at the rows they ran (every rank's
  * copies); other ranks' GPUs are their own processes' to bill. */
 int run_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, batch_hw *hw,
-                    tmoe_error *err) {
+             tmoe_error *err) {
     double busy_ms[TMOE_ROUTE_MAX_DEVICES] = {0}, dyn_j[TMOE_ROUTE_MAX_DEVICES] = {0};
     int nd = r->ndev > 0 ? r->ndev : 1;
     for (int o = 0; o < TMOE_OP_COUNT; o++) hw->op_ms[o] = NAN;
@@ -45,7 +45,8 @@ int run_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, batch_h
             busy_ms[dev] += v.latency_ms;
             dyn_j[dev] += v.energy_dynamic_j;
             hw->expert_ms[e] += v.latency_ms;
-            hw->op_ms[seq[i]] = isnan(hw->op_ms[seq[i]]) ? v.latency_ms : hw->op_ms[seq[i]] + v.latency_ms;
+            hw->op_ms[seq[i]] =
+                isnan(hw->op_ms[seq[i]]) ? v.latency_ms : hw->op_ms[seq[i]] + v.latency_ms;
         }
     }
     double lat = 0.0;
@@ -53,8 +54,9 @@ int run_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, batch_h
         if (busy_ms[d] <= 0.0) continue;
         /* the cost model's dynamic energy is memory-bound work for experts (weights streamed) */
         int rc = tmoe_meter_bill(r->meter, d, busy_ms[d] / 1e3, fmax(dyn_j[d], 0.0), 0.85);
-        if (rc) return tmoe_errorf(err, rc, "device %d: %.3g ms of work could not be billed", d,
-                                   busy_ms[d]);
+        if (rc)
+            return tmoe_errorf(err, rc, "device %d: %.3g ms of work could not be billed", d,
+                               busy_ms[d]);
         if (busy_ms[d] > lat) lat = busy_ms[d];
     }
     tmoe_meter_sync(r->meter);

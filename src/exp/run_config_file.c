@@ -195,10 +195,8 @@ static int parse_ini(const char *text, size_t len, const char *name,
                                    "%s:%d: a control character (0x%02x) at column %zu: "
                                    "not a text config file",
                                    name, lineno, (unsigned char)s[i], i + 1);
-        while (n && is_space(*s))
-            s++, n--;
-        while (n && is_space(s[n - 1]))
-            n--;
+        while (n && is_space(*s)) s++, n--;
+        while (n && is_space(s[n - 1])) n--;
         if (!n || *s == '#' || *s == ';') continue;
         if (*s == '[') {
             int ok = n >= 3 && s[n - 1] == ']';
@@ -215,8 +213,7 @@ static int parse_ini(const char *text, size_t len, const char *name,
         }
         const char *eq = memchr(s, '=', n);
         size_t kn = eq ? (size_t)(eq - s) : n;
-        while (kn && is_space(s[kn - 1]))
-            kn--;
+        while (kn && is_space(s[kn - 1])) kn--;
         if (!kn)
             return tmoe_errorf(err, TMOE_EFORMAT, "%s:%d: a line with no key before '='", name,
                                lineno);
@@ -232,8 +229,7 @@ static int parse_ini(const char *text, size_t len, const char *name,
         if (eq) {
             val = eq + 1;
             vn = n - (size_t)(val - s);
-            while (vn && is_space(*val))
-                val++, vn--;
+            while (vn && is_space(*val)) val++, vn--;
             if (vn >= 2 && val[0] == '"' && val[vn - 1] == '"') val++, vn -= 2;
         }
         int rc = add(es, keys, nkeys, name, lineno, key, val, vn, err);
@@ -243,8 +239,7 @@ static int parse_ini(const char *text, size_t len, const char *name,
 }
 
 void tmoe_run_config_entries_free(tmoe_run_config_entry *e, int n) {
-    for (int i = 0; i < n && e; i++)
-        free(e[i].value);
+    for (int i = 0; i < n && e; i++) free(e[i].value);
     free(e);
 }
 
@@ -264,8 +259,7 @@ int tmoe_run_config_parse(const char *text, size_t len, const char *name,
                            name, (size_t)(nul - text));
     size_t b = len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3) ? 3 : 0; /* UTF-8 byte order mark */
     size_t p = b;
-    while (p < len && (is_space(text[p]) || text[p] == '\n' || text[p] == '\r'))
-        p++;
+    while (p < len && (is_space(text[p]) || text[p] == '\n' || text[p] == '\r')) p++;
     entries es = {0};
     int rc;
     if (p < len && text[p] == '{') {

@@ -106,8 +106,10 @@ int run_open_dir(run_ctx *r, tmoe_runlog_done **done, int *ndone, tmoe_error *er
     if ((rc = make_dir(traces, err))) return rc;
     if ((rc = lock_run_dir(r, err))) return rc;
     remove_stale_temporaries(r->dir);
-    if (r->cfg.log_file) snprintf(r->csv_path, sizeof r->csv_path, "%s", r->cfg.log_file);
-    else snprintf(r->csv_path, sizeof r->csv_path, "%s/%s", r->dir, TMOE_RUNLOG_CSV);
+    if (r->cfg.log_file)
+        snprintf(r->csv_path, sizeof r->csv_path, "%s", r->cfg.log_file);
+    else
+        snprintf(r->csv_path, sizeof r->csv_path, "%s/%s", r->dir, TMOE_RUNLOG_CSV);
     char fp[512], old_fp[512];
     run_fingerprint(r, fp, sizeof fp);
     if (r->cfg.resume) {
@@ -120,9 +122,9 @@ int run_open_dir(run_ctx *r, tmoe_runlog_done **done, int *ndone, tmoe_error *er
     } else {
         struct stat st;
         if (stat(r->csv_path, &st) == 0 && S_ISREG(st.st_mode))
-            return tmoe_errorf(err, TMOE_EINVAL,
-                               "%s exists: continue that run with --resume, or choose another --out",
-                               r->csv_path);
+            return tmoe_errorf(
+                err, TMOE_EINVAL,
+                "%s exists: continue that run with --resume, or choose another --out", r->csv_path);
         char stamp[32];
         time_t t = time(NULL);
         struct tm tm;

@@ -61,17 +61,17 @@ tmoe_hw_state run_hw_snapshot(run_ctx *r, double horizon_s) {
         if ((s.valid & TMOE_F_SM_CLOCK) && r->max_sm_clock > 0.0)
             h.sm_clock_ratio = s.sm_clock_mhz / r->max_sm_clock;
         if (s.valid & TMOE_F_THROTTLE)
-            h.throttled = (s.throttle_reasons & (TMOE_THROTTLE_SW_POWER_CAP | TMOE_THROTTLE_HW_SLOWDOWN |
-                                                 TMOE_THROTTLE_SW_THERMAL | TMOE_THROTTLE_HW_THERMAL |
-                                                 TMOE_THROTTLE_HW_POWER_BRAKE)) != 0;
+            h.throttled =
+                (s.throttle_reasons & (TMOE_THROTTLE_SW_POWER_CAP | TMOE_THROTTLE_HW_SLOWDOWN |
+                                       TMOE_THROTTLE_SW_THERMAL | TMOE_THROTTLE_HW_THERMAL |
+                                       TMOE_THROTTLE_HW_POWER_BRAKE)) != 0;
         h.pred_horizon_s = horizon_s;
         h.pred_temp_c = tmoe_monitor_predict_thermal(r->mon, horizon_s, isnan(p) ? 0.0 : p);
     }
     if (r->ranks > 1) {
-        double mine[4] = {own < r->ndev ? h.dev_temp_c[own] : NAN,
-                          own < r->ndev ? h.dev_power_w[own] : NAN,
-                          own < r->ndev ? h.dev_util[own] : NAN,
-                          own < r->ndev ? h.dev_queue[own] : NAN};
+        double mine[4] = {
+            own < r->ndev ? h.dev_temp_c[own] : NAN, own < r->ndev ? h.dev_power_w[own] : NAN,
+            own < r->ndev ? h.dev_util[own] : NAN, own < r->ndev ? h.dev_queue[own] : NAN};
         double all[4 * TMOE_ROUTE_MAX_DEVICES];
         tmoe_error e2 = {0};
         int n = r->ranks < TMOE_ROUTE_MAX_DEVICES ? r->ranks : TMOE_ROUTE_MAX_DEVICES;

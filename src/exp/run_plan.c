@@ -42,8 +42,8 @@ int run_resume_keep(run_ctx *r, tmoe_runlog_done *done, int ndone, int nb, int *
     for (int i = 0; i < ndone; i++) {
         run_combo c = {.repeat = done[i].repeat};
         int ok = tmoe_workload_parse(done[i].workload, &c.wl) == 0 &&
-                 tmoe_route_strategy_parse(done[i].strategy, &c.st) == 0 &&
-                 done[i].rows == nb && !done[i].invalid;
+                 tmoe_route_strategy_parse(done[i].strategy, &c.st) == 0 && done[i].rows == nb &&
+                 !done[i].invalid;
         if (ok) done[keep++] = done[i];
     }
     long found = tmoe_runlog_rows(r->log);
@@ -65,7 +65,7 @@ int run_stop_now(run_ctx *r) {
     tmoe_error e2 = {0};
     if (tmoe_ep_allreduce_max(r->cfg.ep, &v, &e2) == TMOE_OK && v > 0.0) run_stop_requested = 1;
     return run_stop_requested != 0;
-}/* Rest until the GPU is back within 1 C of the run's starting temperature, or cooldown_s. */
+} /* Rest until the GPU is back within 1 C of the run's starting temperature, or cooldown_s. */
 void run_cool_down(run_ctx *r) {
     if (r->cfg.cooldown_s <= 0.0 || isnan(r->start_temp_c)) return;
     for (double t = 0.0; t < r->cfg.cooldown_s && !run_stop_requested; t += 0.5) {
@@ -75,7 +75,8 @@ void run_cool_down(run_ctx *r) {
             return;
         tmoe_meter_wait(r->meter, 0.5);
     }
-}static int combo_done(const tmoe_runlog_done *d, int nd, const run_combo *c, int rows) {
+}
+static int combo_done(const tmoe_runlog_done *d, int nd, const run_combo *c, int rows) {
     for (int i = 0; i < nd; i++)
         if (d[i].repeat == c->repeat && !strcmp(d[i].workload, tmoe_workload_name(c->wl)) &&
             !strcmp(d[i].strategy, tmoe_route_strategy_name(c->st)))

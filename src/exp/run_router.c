@@ -7,7 +7,7 @@
 #include "exp/runner_internal.h"
 
 int run_make_router(run_ctx *r, tmoe_route_strategy st, tmoe_workload_kind wl, uint64_t seed,
-                       tmoe_error *err) {
+                    tmoe_error *err) {
     int rc0 = run_update_finish(r, err); /* the old router may still be learning */
     if (rc0) return rc0;
     tmoe_router_free(r->router);
@@ -69,8 +69,9 @@ int run_calibrate(run_ctx *r, tmoe_error *err) {
         for (int b = 0; b < n; b++) {
             double t0 = run_now_s(r);
             rc = run_batch(r, &c, b, 0, NULL, err);
-            if (rc) return tmoe_error_prefix(err, rc, "baseline calibration of %s",
-                                             tmoe_workload_name((tmoe_workload_kind)wl));
+            if (rc)
+                return tmoe_error_prefix(err, rc, "baseline calibration of %s",
+                                         tmoe_workload_name((tmoe_workload_kind)wl));
             lat += r->last_latency_ms;
             per += run_now_s(r) - t0;
         }

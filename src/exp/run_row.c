@@ -15,7 +15,8 @@ void run_row_fill(run_ctx *r, const run_combo *c, const batch_out *o) {
     tmoe_runlog_row_str(row, TMOE_RL_WORKLOAD, tmoe_workload_name(c->wl));
     tmoe_runlog_row_str(row, TMOE_RL_STRATEGY, tmoe_route_strategy_name(c->st));
     tmoe_runlog_row_str(row, TMOE_RL_EXPERT_TYPE,
-                        r->blk_cfg.expert_types ? "mixed" : tmoe_etype_name(r->blk_cfg.expert_type));
+                        r->blk_cfg.expert_types ? "mixed"
+                                                : tmoe_etype_name(r->blk_cfg.expert_type));
     tmoe_runlog_row_str(row, TMOE_RL_IMPL, tmoe_impl_name(r->cfg.impl));
     tmoe_runlog_row_int(row, TMOE_RL_BATCH_IDX, o->batch);
     tmoe_runlog_row_int(row, TMOE_RL_TOKENS, T);
@@ -24,7 +25,8 @@ void run_row_fill(run_ctx *r, const run_combo *c, const batch_out *o) {
     tmoe_runlog_row_dbl(row, TMOE_RL_ENERGY_J, o->hw.energy_j);
     tmoe_runlog_row_dbl(row, TMOE_RL_ENERGY_J_PER_TOKEN, o->hw.energy_j / T);
     /* the log's names: the latest power times the window counts as integrated */
-    tmoe_energy_method how = o->hw.method == TMOE_ENERGY_LATEST_POWER ? TMOE_ENERGY_INTEGRATED : o->hw.method;
+    tmoe_energy_method how =
+        o->hw.method == TMOE_ENERGY_LATEST_POWER ? TMOE_ENERGY_INTEGRATED : o->hw.method;
     tmoe_runlog_row_str(row, TMOE_RL_ENERGY_METHOD, tmoe_energy_method_name(how));
     tmoe_runlog_row_dbl(row, TMOE_RL_POWER_AVG_W, o->hw.power_avg_w);
     tmoe_runlog_row_dbl(row, TMOE_RL_POWER_PEAK_W, o->hw.power_peak_w);
@@ -62,10 +64,10 @@ void run_trace_batch(run_ctx *r, tmoe_trace *tr, const batch_out *o) {
     for (int op = 0; op < TMOE_OP_COUNT; op++)
         if (!isnan(hw->op_ms[op])) total += hw->op_ms[op];
     double ts = t_dev_end * 1e6 - total * 1e3;
-    static const tmoe_op order[] = {TMOE_OP_NORM, TMOE_OP_ATTN_QKV, TMOE_OP_ATTN_CORE,
-                                    TMOE_OP_ATTN_OUT, TMOE_OP_GATE_LINEAR, TMOE_OP_GATE_TOPK,
-                                    TMOE_OP_PERMUTE, TMOE_OP_DEQUANT_UNPACK, TMOE_OP_LINEAR_FC1,
-                                    TMOE_OP_RELU, TMOE_OP_LINEAR_FC2, TMOE_OP_COMBINE};
+    static const tmoe_op order[] = {TMOE_OP_NORM,     TMOE_OP_ATTN_QKV,       TMOE_OP_ATTN_CORE,
+                                    TMOE_OP_ATTN_OUT, TMOE_OP_GATE_LINEAR,    TMOE_OP_GATE_TOPK,
+                                    TMOE_OP_PERMUTE,  TMOE_OP_DEQUANT_UNPACK, TMOE_OP_LINEAR_FC1,
+                                    TMOE_OP_RELU,     TMOE_OP_LINEAR_FC2,     TMOE_OP_COMBINE};
     char args[128];
     snprintf(args, sizeof args, "{\"batch\":%d}", o->batch);
     for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
@@ -86,10 +88,13 @@ void run_trace_batch(run_ctx *r, tmoe_trace *tr, const batch_out *o) {
         if (s->t_ns <= r->trace_last_ns) continue;
         r->trace_last_ns = s->t_ns;
         double us = (double)(s->t_ns - r->t0_ns) / 1e3;
-        if (s->valid & TMOE_F_POWER_AVG) tmoe_trace_counter(tr, "power_w", 1, us, "avg", s->power_avg_w);
+        if (s->valid & TMOE_F_POWER_AVG)
+            tmoe_trace_counter(tr, "power_w", 1, us, "avg", s->power_avg_w);
         if (s->valid & TMOE_F_POWER_INSTANT)
             tmoe_trace_counter(tr, "power_instant_w", 1, us, "instant", s->power_instant_w);
-        if (s->valid & TMOE_F_GPU_TEMP) tmoe_trace_counter(tr, "gpu_temp_c", 1, us, "gpu", s->gpu_temp_c);
-        if (s->valid & TMOE_F_MEM_TEMP) tmoe_trace_counter(tr, "mem_temp_c", 1, us, "hbm", s->mem_temp_c);
+        if (s->valid & TMOE_F_GPU_TEMP)
+            tmoe_trace_counter(tr, "gpu_temp_c", 1, us, "gpu", s->gpu_temp_c);
+        if (s->valid & TMOE_F_MEM_TEMP)
+            tmoe_trace_counter(tr, "mem_temp_c", 1, us, "hbm", s->mem_temp_c);
     }
 }

@@ -25,8 +25,10 @@ void tmoe_runlog_row_int(tmoe_runlog_row *r, int col, long long v) {
 }
 
 static void fmt_dbl(char *buf, size_t n, double v) {
-    if (isnan(v) || isinf(v)) snprintf(buf, n, "nan");
-    else snprintf(buf, n, "%.9g", v);
+    if (isnan(v) || isinf(v))
+        snprintf(buf, n, "nan");
+    else
+        snprintf(buf, n, "%.9g", v);
 }
 
 void tmoe_runlog_row_dbl(tmoe_runlog_row *r, int col, double v) {
@@ -74,8 +76,7 @@ struct tmoe_runlog_writer {
 static int line_put(tmoe_runlog_writer *w, const char *s, size_t n) {
     if (w->line_len + n + 1 > w->line_cap) {
         size_t cap = w->line_cap ? w->line_cap : 4096;
-        while (w->line_len + n + 1 > cap)
-            cap *= 2;
+        while (w->line_len + n + 1 > cap) cap *= 2;
         char *nl = realloc(w->line, cap);
         if (!nl) return -1;
         w->line = nl;
@@ -158,8 +159,7 @@ int tmoe_runlog_split(const char *line, char *buf, char **fields, int max) {
  * their count, TMOE_RL_NCOLS + 1 when there are more. */
 static int record_fields(const tmoe_csv *c, const char **fields) {
     int n = c->nfields < TMOE_RL_NCOLS ? c->nfields : TMOE_RL_NCOLS;
-    for (int i = 0; i < n; i++)
-        fields[i] = tmoe_csv_field(c, i);
+    for (int i = 0; i < n; i++) fields[i] = tmoe_csv_field(c, i);
     return c->nfields > TMOE_RL_NCOLS ? TMOE_RL_NCOLS + 1 : c->nfields;
 }
 
@@ -425,8 +425,10 @@ int tmoe_runlog_open(const char *path, int resume, const char *run_id, tmoe_runl
         int nd = 0;
         rc = scan_existing(path, run_id, &d, &nd, &w->rows, err);
         if (rc == TMOE_OK) rc = open_append(w, err);
-        if (done) *done = d;
-        else free(d);
+        if (done)
+            *done = d;
+        else
+            free(d);
         if (ndone) *ndone = nd;
     } else {
         rc = tmoe_file_check_writable(path, err);
@@ -486,8 +488,7 @@ int tmoe_runlog_drop(tmoe_runlog_writer *w, const tmoe_runlog_done *keep, int nk
             rows += keepit;
         }
         size_t n = c.end - c.begin;
-        if (keepit && fwrite(c.data + c.begin, 1, n, af.f) != n)
-            break; /* the commit reports it */
+        if (keepit && fwrite(c.data + c.begin, 1, n, af.f) != n) break; /* the commit reports it */
     }
     tmoe_csv_free(&c);
     if (rc) {
@@ -519,7 +520,9 @@ int tmoe_runlog_write(tmoe_runlog_writer *w, const tmoe_runlog_row *r, tmoe_erro
     return TMOE_OK;
 }
 
-long tmoe_runlog_rows(const tmoe_runlog_writer *w) { return w->rows; }
+long tmoe_runlog_rows(const tmoe_runlog_writer *w) {
+    return w->rows;
+}
 
 int tmoe_runlog_close(tmoe_runlog_writer *w, tmoe_error *err) {
     if (!w) return TMOE_OK;

@@ -20,7 +20,9 @@
 
 volatile sig_atomic_t run_stop_requested;
 
-void tmoe_run_request_stop(void) { run_stop_requested = 1; }
+void tmoe_run_request_stop(void) {
+    run_stop_requested = 1;
+}
 
 tmoe_run_config tmoe_run_config_default(void) {
     tmoe_run_config c;
@@ -72,18 +74,21 @@ double run_now_s(run_ctx *r) {
 }
 
 static int init_cost(run_ctx *r, tmoe_error *err) {
-    const char *path = r->cfg.cost_model_path ? r->cfg.cost_model_path : tmoe_run_default_cost_model();
+    const char *path =
+        r->cfg.cost_model_path ? r->cfg.cost_model_path : tmoe_run_default_cost_model();
     snprintf(r->cost_path, sizeof r->cost_path, "%s", path);
     int rc = tmoe_cost_load(path, &r->cm, err);
     if (rc) return tmoe_error_prefix(err, rc, "loading the kernel cost model");
     r->cost_sum = tmoe_cost_checksum(r->cm);
     /* every expert type of the model must be in the cost model: fail now, not mid-run */
     for (int e = 0; e < r->blk_cfg.num_experts; e++) {
-        tmoe_etype t = r->blk_cfg.expert_types ? r->blk_cfg.expert_types[e] : r->blk_cfg.expert_type;
+        tmoe_etype t =
+            r->blk_cfg.expert_types ? r->blk_cfg.expert_types[e] : r->blk_cfg.expert_type;
         tmoe_cost_value v;
         rc = tmoe_cost_expert(r->cm, t, r->cfg.impl, 1.0, &v, err);
-        if (rc) return tmoe_error_prefix(err, rc, "cost model %s has no %s/%s expert", path,
-                                         tmoe_etype_name(t), tmoe_impl_name(r->cfg.impl));
+        if (rc)
+            return tmoe_error_prefix(err, rc, "cost model %s has no %s/%s expert", path,
+                                     tmoe_etype_name(t), tmoe_impl_name(r->cfg.impl));
         if (!isfinite(v.energy_j) || !isfinite(v.energy_dynamic_j))
             return tmoe_errorf(err, TMOE_EINVAL,
                                "cost model %s has no energy for %s/%s experts (it was profiled "
@@ -92,8 +97,8 @@ static int init_cost(run_ctx *r, tmoe_error *err) {
     }
     /* the MoE layer's other ops are billed when the cost model has them */
     static const tmoe_op extra[] = {TMOE_OP_GATE_LINEAR, TMOE_OP_GATE_TOPK, TMOE_OP_PERMUTE,
-                                    TMOE_OP_COMBINE, TMOE_OP_NORM, TMOE_OP_ATTN_QKV,
-                                    TMOE_OP_ATTN_CORE, TMOE_OP_ATTN_OUT};
+                                    TMOE_OP_COMBINE,     TMOE_OP_NORM,      TMOE_OP_ATTN_QKV,
+                                    TMOE_OP_ATTN_CORE,   TMOE_OP_ATTN_OUT};
     for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) {
         tmoe_cost_value v;
         tmoe_error e2 = {0};
@@ -140,8 +145,9 @@ static int init_telemetry(run_ctx *r, tmoe_error *err) {
             return tmoe_errorf(err, TMOE_ENOTSUP, "%d ranks: multi_gpu_aware follows at most %d",
                                r->ranks, TMOE_ROUTE_MAX_DEVICES);
     }
-    rc = r->cfg.placement_file ? tmoe_placement_load(r->cfg.placement_file, E, nd, &r->placement, err)
-                               : tmoe_placement_round_robin(E, nd, &r->placement, err);
+    rc = r->cfg.placement_file
+             ? tmoe_placement_load(r->cfg.placement_file, E, nd, &r->placement, err)
+             : tmoe_placement_round_robin(E, nd, &r->placement, err);
     if (rc) return tmoe_error_prefix(err, rc, "expert placement");
     for (int e = 0; e < E; e++) r->expert_dev[e] = r->placement.device[e];
     tmoe_error e2 = {0};
@@ -180,8 +186,9 @@ static int init_model(run_ctx *r, tmoe_error *err) {
         !r->bias || !r->samples)
         return TMOE_ENOMEM;
     for (int w = 0; w < TMOE_WL_COUNT; w++)
-        r->wl[w] = tmoe_workload_make((tmoe_workload_kind)w, r->cfg.batch_size, r->cfg.block.seq_len,
-                                      r->cfg.seed + (uint64_t)r->rank); /* each rank its tokens */
+        r->wl[w] =
+            tmoe_workload_make((tmoe_workload_kind)w, r->cfg.batch_size, r->cfg.block.seq_len,
+                               r->cfg.seed + (uint64_t)r->rank); /* each rank its tokens */
     /* the routers' expert costs: the cost model tabulated at every token count */
     rc = tmoe_cost_table_create(r->cm, r->blk->types, r->blk_cfg.num_experts, r->cfg.impl,
                                 r->max_tokens, &r->cost_tab, err);
@@ -248,13 +255,15 @@ static void progress(run_ctx *r, int ci, int nc, const run_combo *c, int b, int 
 }
 
 static int run_combo_batches(run_ctx *r, const run_combo *c, int ci, int nc, tmoe_error *err) {
-    uint64_t seed = r->cfg.seed ^ ((uint64_t)(c->repeat + 1) << 40) ^ ((uint64_t)c->wl << 20) ^ (uint64_t)c->st;
+    uint64_t seed =
+        r->cfg.seed ^ ((uint64_t)(c->repeat + 1) << 40) ^ ((uint64_t)c->wl << 20) ^ (uint64_t)c->st;
     int rc = run_make_router(r, c->st, c->wl, seed, err);
     if (rc) return rc;
     int nb = r->cfg.num_samples * r->cfg.epochs;
     /* the same arrival times for every strategy of a (repeat, workload): common random
      * numbers, so strategies are compared on identical load */
-    tmoe_rng_seed_stream(&r->arrivals, r->cfg.seed, 0xa771 ^ ((uint64_t)(c->repeat + 1) << 8) ^ (uint64_t)c->wl);
+    tmoe_rng_seed_stream(&r->arrivals, r->cfg.seed,
+                         0xa771 ^ ((uint64_t)(c->repeat + 1) << 8) ^ (uint64_t)c->wl);
     r->next_arrival_s = run_now_s(r);
     for (int b = 0; b < r->cfg.warmup_batches; b++)
         if ((rc = run_batch(r, c, b, 0, NULL, err))) return rc;
@@ -289,7 +298,8 @@ static int run_combo_batches(run_ctx *r, const run_combo *c, int ci, int nc, tmo
     }
     if (!rc && c->st == TMOE_ROUTE_KERNEL_AWARE_TTHA) {
         char path[4300];
-        snprintf(path, sizeof path, "%s/ttha_r%d_%s.bin", r->dir, c->repeat, tmoe_workload_name(c->wl));
+        snprintf(path, sizeof path, "%s/ttha_r%d_%s.bin", r->dir, c->repeat,
+                 tmoe_workload_name(c->wl));
         rc = tmoe_router_ttha_save(r->router, path, err);
     }
     return rc;
@@ -323,12 +333,15 @@ int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, 
     for (int w = 0; w < TMOE_WL_COUNT; w++) nwl += cfg->workloads[w] != 0;
     if (!nstrat || !nwl || cfg->repeats < 1 || cfg->num_samples < 1 || cfg->epochs < 1 ||
         cfg->repeat_first < 0) {
-        rc = tmoe_errorf(err, TMOE_EINVAL, "nothing to run: %d strategies, %d workloads, %d repeats, "
-                         "%d samples, %d epochs", nstrat, nwl, cfg->repeats, cfg->num_samples, cfg->epochs);
+        rc = tmoe_errorf(err, TMOE_EINVAL,
+                         "nothing to run: %d strategies, %d workloads, %d repeats, "
+                         "%d samples, %d epochs",
+                         nstrat, nwl, cfg->repeats, cfg->num_samples, cfg->epochs);
         goto out;
     }
     if (cfg->router.capacity_factor > 0.0) {
-        rc = tmoe_errorf(err, TMOE_EINVAL, "a capacity factor is not supported by the engine's "
+        rc = tmoe_errorf(err, TMOE_EINVAL,
+                         "a capacity factor is not supported by the engine's "
                          "selection in runs (the router's capacity-limited selection would differ "
                          "from the experts that ran)");
         goto out;
@@ -348,8 +361,10 @@ int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, 
     tmoe_rng_seed_stream(&r->arrivals, cfg->seed, 0xa771);
     if (r->sim) tmoe_meter_wait(r->meter, 0.2); /* first samples */
     tmoe_sample s0;
-    r->start_temp_c = tmoe_monitor_latest(r->mon, run_own_device(r), &s0) == TMOE_OK && (s0.valid & TMOE_F_GPU_TEMP)
-                          ? s0.gpu_temp_c : NAN;
+    r->start_temp_c = tmoe_monitor_latest(r->mon, run_own_device(r), &s0) == TMOE_OK &&
+                              (s0.valid & TMOE_F_GPU_TEMP)
+                          ? s0.gpu_temp_c
+                          : NAN;
 
     int nb = cfg->num_samples * cfg->epochs;
     int ncomb = 0, nkeep = 0;
@@ -399,10 +414,10 @@ finish:
         int crc = tmoe_runlog_close(r->log, &e2);
         r->log = NULL;
         if (!rc && crc) rc = tmoe_errorf(err, crc, "%s", e2.msg);
-        outcome = rc               ? TMOE_RUN_FAILED
+        outcome = rc                   ? TMOE_RUN_FAILED
                   : run_stop_requested ? TMOE_RUN_INTERRUPTED
-                  : r->tel_faults  ? TMOE_RUN_TELEMETRY_FAULTS
-                                   : TMOE_RUN_COMPLETE;
+                  : r->tel_faults      ? TMOE_RUN_TELEMETRY_FAULTS
+                                       : TMOE_RUN_COMPLETE;
         static const char *const status[] = {"complete", "complete_with_telemetry_faults",
                                              "interrupted", "failed"};
         int mrc = run_write_metadata(r, status[outcome], rc ? err->msg : NULL, &e2);
@@ -417,7 +432,8 @@ finish:
     if (!rc && out) rc = run_print_summary(r, err);
     if (rc && outcome != TMOE_RUN_FAILED) outcome = TMOE_RUN_FAILED; /* the summary failed */
     if (!rc && outcome == TMOE_RUN_INTERRUPTED) {
-        rc = tmoe_errorf(err, TMOE_EINTR, "interrupted after %ld batches; %s is complete up to the "
+        rc = tmoe_errorf(err, TMOE_EINTR,
+                         "interrupted after %ld batches; %s is complete up to the "
                          "last batch: continue with --resume --out %s",
                          r->batches_done, r->csv_path, r->dir);
     } else if (!rc && outcome == TMOE_RUN_TELEMETRY_FAULTS) {

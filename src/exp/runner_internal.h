@@ -9,7 +9,7 @@
 #include "thermoe/ep.h"
 #include "thermoe/exp.h"
 
-#define RUN_MAX_SAMPLES 4096 /* monitor samples copied per batch into its trace */
+#define RUN_MAX_SAMPLES 4096         /* monitor samples copied per batch into its trace */
 #define RUN_LOCK_FILE "thermoe.lock" /* in the run directory, flock'ed by the run using it */
 
 typedef struct run_combo {
@@ -20,12 +20,12 @@ typedef struct run_combo {
 
 /* What one batch observed on the hardware (sim or nvml). Unknown values are NAN. */
 typedef struct batch_hw {
-    double latency_ms;        /* MoE step (device events / simulated) */
-    double period_s;          /* end of previous batch -> end of this one */
-    double energy_j;          /* J, sum of dev_energy_j; NAN when a device's is unknown */
+    double latency_ms; /* MoE step (device events / simulated) */
+    double period_s;   /* end of previous batch -> end of this one */
+    double energy_j;   /* J, sum of dev_energy_j; NAN when a device's is unknown */
     tmoe_energy_method method;
     double power_avg_w, power_peak_w;
-    double dev_energy_j[TMOE_ROUTE_MAX_DEVICES];   /* (ndev) J per device over the window */
+    double dev_energy_j[TMOE_ROUTE_MAX_DEVICES];    /* (ndev) J per device over the window */
     double dev_power_avg_w[TMOE_ROUTE_MAX_DEVICES]; /* (ndev) W per device, energy / period */
     double dev_temp_end_c[TMOE_ROUTE_MAX_DEVICES];  /* (ndev) C, last GPU temperature read */
     int dev_lost[TMOE_ROUTE_MAX_DEVICES];           /* (ndev) 1: lost by the window's end (its
@@ -66,17 +66,17 @@ typedef struct run_ctx {
     tmoe_telemetry *tel;
     tmoe_monitor *mon;
     tmoe_meter *meter; /* the batch windows and the simulated GPU's billing */
-    tmoe_sim *sim; /* NULL on nvml */
+    tmoe_sim *sim;     /* NULL on nvml */
     int ndev;
-    int rank, ranks;               /* expert parallelism: this process's rank, ranks (1 = none) */
-    tmoe_placement placement;      /* expert -> device over the ndev devices */
+    int rank, ranks;          /* expert parallelism: this process's rank, ranks (1 = none) */
+    tmoe_placement placement; /* expert -> device over the ndev devices */
     int expert_dev[TMOE_MAX_EXPERTS]; /* (E) the same, for the router */
     tmoe_device_info dev_info;
-    char dev_driver[64];       /* driver version, or "unknown" */
-    int64_t t0_ns;             /* run start on the monitor's clock */
+    char dev_driver[64]; /* driver version, or "unknown" */
+    int64_t t0_ns;       /* run start on the monitor's clock */
     double start_temp_c;
-    double max_sm_clock;       /* highest SM clock seen, for the clock ratio */
-    tmoe_sample *samples;      /* (RUN_MAX_SAMPLES) scratch */
+    double max_sm_clock;  /* highest SM clock seen, for the clock ratio */
+    tmoe_sample *samples; /* (RUN_MAX_SAMPLES) scratch */
     /* model */
     tmoe_block *blk;
     tmoe_engine *eng;
@@ -106,7 +106,7 @@ typedef struct run_ctx {
     batch_out cur; /* the batch in progress */
     int64_t wall0_ns;
     long batches_total, batches_done;
-    double prev_end_s; /* device clock at the end of the previous batch */
+    double prev_end_s;      /* device clock at the end of the previous batch */
     double last_latency_ms; /* MoE step latency of the batch last run */
     int64_t trace_last_ns;  /* newest sample already written to the open trace */
     /* The router update of a batch (the TTHA adapter's step) runs on a worker thread while
@@ -120,8 +120,8 @@ typedef struct run_ctx {
     tmoe_route_obs upd_obs;
     tmoe_ttha_record upd_rec;
     tmoe_error upd_err;
-    int row_pending;        /* r->row waits for the update's loss terms */
-    double row_route_ms;    /* routing time of the pending row's batch */
+    int row_pending;     /* r->row waits for the update's loss terms */
+    double row_route_ms; /* routing time of the pending row's batch */
     double next_arrival_s;
     tmoe_rng arrivals;
 } run_ctx;
@@ -156,7 +156,7 @@ void run_trace_batch(run_ctx *r, tmoe_trace *tr, const batch_out *o);
 
 /* run_update.c: the router update worker (start before the first router, stop in free). */
 int run_update_start(run_ctx *r, tmoe_error *err);
-void run_update_stop(run_ctx *r);   /* safe when not started */
+void run_update_stop(run_ctx *r);                   /* safe when not started */
 int run_update_finish(run_ctx *r, tmoe_error *err); /* wait; then write the pending row */
 void run_update_post(run_ctx *r, const tmoe_route_obs *obs);
 

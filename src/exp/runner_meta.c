@@ -35,7 +35,9 @@ void run_fingerprint(const run_ctx *r, char *buf, size_t n) {
     }
 }
 
-static json_t *num(double v) { return isnan(v) || isinf(v) ? json_null() : json_real(v); }
+static json_t *num(double v) {
+    return isnan(v) || isinf(v) ? json_null() : json_real(v);
+}
 
 int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_error *err) {
     const tmoe_run_config *c = &r->cfg;
@@ -49,22 +51,24 @@ int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_
 
     json_t *strat = json_array(), *wls = json_array(), *calib = json_object();
     for (int i = 0; i < TMOE_ROUTE_STRATEGY_COUNT; i++)
-        if (c->strategies[i]) json_array_append_new(strat, json_string(tmoe_route_strategy_name((tmoe_route_strategy)i)));
+        if (c->strategies[i])
+            json_array_append_new(strat,
+                                  json_string(tmoe_route_strategy_name((tmoe_route_strategy)i)));
     for (int i = 0; i < TMOE_WL_COUNT; i++) {
         if (!c->workloads[i]) continue;
         const tmoe_workload *w = &r->wl[i];
         json_array_append_new(wls, json_string(tmoe_workload_name((tmoe_workload_kind)i)));
         json_object_set_new(calib, tmoe_workload_name((tmoe_workload_kind)i),
-                            json_pack("{s:i, s:i, s:o, s:o}", "tokens", w->tokens, "seq_len", w->seq_len,
-                                      "base_latency_ms", num(r->base_latency_ms[i]),
+                            json_pack("{s:i, s:i, s:o, s:o}", "tokens", w->tokens, "seq_len",
+                                      w->seq_len, "base_latency_ms", num(r->base_latency_ms[i]),
                                       "base_throughput_tokens_s", num(r->base_throughput[i])));
     }
     const tmoe_router_config *rcfg = &c->router;
     json_t *router = json_pack(
         "{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s, s:b, s:o, s:o}",
         "max_bias", num(rcfg->max_bias), "power_target_w", num(rcfg->power_target_w),
-        "temp_target_c", num(rcfg->temp_target_c), "temp_band_c", num(rcfg->temp_band_c),
-        "w_power", num(rcfg->w_power), "w_temp", num(rcfg->w_temp), "w_latency", num(rcfg->w_latency),
+        "temp_target_c", num(rcfg->temp_target_c), "temp_band_c", num(rcfg->temp_band_c), "w_power",
+        num(rcfg->w_power), "w_temp", num(rcfg->w_temp), "w_latency", num(rcfg->w_latency),
         "w_throughput", num(rcfg->w_throughput), "w_fidelity", num(rcfg->w_fidelity),
         "latency_slack", num(rcfg->latency_slack), "lr", num(rcfg->lr), "weight_decay",
         num(rcfg->weight_decay), "grad", tmoe_ttha_grad_name(rcfg->grad_mode), "load_balancer",
@@ -77,8 +81,8 @@ int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_
         c->arrival_rate > 0 ? json_real(c->arrival_rate) : json_null(), "cooldown_s",
         json_real(c->cooldown_s), "batch_size", c->batch_size, "backend",
         tmoe_backend_kind_name(c->backend), "impl", tmoe_impl_name(c->impl), "device_id",
-        c->device_id, "telemetry", tmoe_telemetry_kind_name(c->telemetry), "cost_model", r->cost_path,
-        "sim_devices", c->sim_devices);
+        c->device_id, "telemetry", tmoe_telemetry_kind_name(c->telemetry), "cost_model",
+        r->cost_path, "sim_devices", c->sim_devices);
     json_object_set_new(config, "router", router);
     json_object_set_new(config, "first_repeat", json_integer(c->repeat_first));
     json_t *place = json_array();
@@ -96,33 +100,33 @@ int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_
         json_object_set_new(ep, "bytes_per_copy", json_real(es.bytes_per_copy));
     }
     json_object_set_new(config, "expert_parallel", ep);
-    json_object_set_new(config, "model",
-                        json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:s, s:b, s:b}",
-                                  "d_model", r->blk_cfg.d_model, "n_heads", r->blk_cfg.n_heads,
-                                  "d_ff", r->blk_cfg.d_ff, "num_experts", r->blk_cfg.num_experts,
-                                  "top_k", r->blk_cfg.top_k, "group_size", r->blk_cfg.group_size,
-                                  "seq_len", r->blk_cfg.seq_len, "expert_type",
-                                  r->blk_cfg.expert_types ? "mixed" : tmoe_etype_name(r->blk_cfg.expert_type),
-                                  "act", tmoe_act_name(r->blk_cfg.act), "renormalize",
-                                  r->blk_cfg.renormalize, "moe_only", c->moe_only));
+    json_object_set_new(
+        config, "model",
+        json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:s, s:b, s:b}", "d_model",
+                  r->blk_cfg.d_model, "n_heads", r->blk_cfg.n_heads, "d_ff", r->blk_cfg.d_ff,
+                  "num_experts", r->blk_cfg.num_experts, "top_k", r->blk_cfg.top_k, "group_size",
+                  r->blk_cfg.group_size, "seq_len", r->blk_cfg.seq_len, "expert_type",
+                  r->blk_cfg.expert_types ? "mixed" : tmoe_etype_name(r->blk_cfg.expert_type),
+                  "act", tmoe_act_name(r->blk_cfg.act), "renormalize", r->blk_cfg.renormalize,
+                  "moe_only", c->moe_only));
     tmoe_cost_meta cmeta = tmoe_cost_get_meta(r->cm);
     json_t *root = json_pack(
         "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:{s:s, s:s, s:s, s:o, s:s}, "
         "s:{s:s, s:s, s:b, s:i}, s:{s:s, s:s, s:s, s:{s:i, s:i, s:i}}, s:{s:I, s:I}, s:o, s:I}",
-        "schema", "thermoe.run/1", "run_id", r->run_id, "status", status, "start_time",
-        r->started, "end_time", ended, "git_commit", THERMOE_GIT_SHA, "thermoe_version",
-        TMOE_VERSION, "fingerprint", fp, "command",
-        c->argv_line ? json_string(c->argv_line) : json_null(), "config", config, "device", "name",
-        r->dev_info.name, "uuid", r->dev_info.uuid, "pci_id", r->dev_info.pci_id, "power_limit_w",
-        num(r->dev_info.power_limit_w), "driver", r->dev_driver, "telemetry", "source",
-        tmoe_telemetry_source_name(r->tel), "choice", tmoe_telemetry_choice(r->tel), "simulated",
-        r->sim != NULL, "devices", r->ndev, "cost_model", "path", r->cost_path, "checksum", sum,
-        "device", cmeta.device_name, "shape", "d_model", cmeta.d_model, "d_ff", cmeta.d_ff,
-        "group_size", cmeta.group_size, "seeds", "seed", (json_int_t)c->seed, "weights_seed",
-        (json_int_t)r->blk_cfg.seed, "calibration", calib, "batches_logged",
-        (json_int_t)(r->log ? tmoe_runlog_rows(r->log) : r->rows_logged));
+        "schema", "thermoe.run/1", "run_id", r->run_id, "status", status, "start_time", r->started,
+        "end_time", ended, "git_commit", THERMOE_GIT_SHA, "thermoe_version", TMOE_VERSION,
+        "fingerprint", fp, "command", c->argv_line ? json_string(c->argv_line) : json_null(),
+        "config", config, "device", "name", r->dev_info.name, "uuid", r->dev_info.uuid, "pci_id",
+        r->dev_info.pci_id, "power_limit_w", num(r->dev_info.power_limit_w), "driver",
+        r->dev_driver, "telemetry", "source", tmoe_telemetry_source_name(r->tel), "choice",
+        tmoe_telemetry_choice(r->tel), "simulated", r->sim != NULL, "devices", r->ndev,
+        "cost_model", "path", r->cost_path, "checksum", sum, "device", cmeta.device_name, "shape",
+        "d_model", cmeta.d_model, "d_ff", cmeta.d_ff, "group_size", cmeta.group_size, "seeds",
+        "seed", (json_int_t)c->seed, "weights_seed", (json_int_t)r->blk_cfg.seed, "calibration",
+        calib, "batches_logged", (json_int_t)(r->log ? tmoe_runlog_rows(r->log) : r->rows_logged));
     if (!root) return tmoe_errorf(err, TMOE_EINVAL, "internal: metadata JSON could not be built");
-    json_object_set_new(root, "backend", json_string(r->eng ? tmoe_engine_backend_name(r->eng) : ""));
+    json_object_set_new(root, "backend",
+                        json_string(r->eng ? tmoe_engine_backend_name(r->eng) : ""));
     if (reason) json_object_set_new(root, "error", json_string(reason));
     json_t *tel = json_object_get(root, "telemetry");
     json_object_set_new(tel, "devices_found", json_integer(r->ndev_found));
@@ -168,12 +172,13 @@ int run_read_metadata(const char *dir, char *run_id, size_t n, char *fingerprint
     json_t *root = json_loadb(text, len, 0, &je);
     free(text);
     if (!root)
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s:%d:%d: %s (is %s a run directory?)", path, je.line,
-                           je.column, je.text, dir);
+        return tmoe_errorf(err, TMOE_EFORMAT, "%s:%d:%d: %s (is %s a run directory?)", path,
+                           je.line, je.column, je.text, dir);
     const char *id = json_string_value(json_object_get(root, "run_id"));
     const char *fp = json_string_value(json_object_get(root, "fingerprint"));
     int rc = TMOE_OK;
-    if (!id || !fp) rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: no run_id or fingerprint", path);
+    if (!id || !fp)
+        rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: no run_id or fingerprint", path);
     else {
         snprintf(run_id, n, "%s", id);
         snprintf(fingerprint, fn, "%s", fp);

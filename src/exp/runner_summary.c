@@ -29,7 +29,9 @@ static int rank(const agg *g) {
     return (int)w * 100 + (int)s;
 }
 
-static int cmp_agg(const void *a, const void *b) { return rank(a) - rank(b); }
+static int cmp_agg(const void *a, const void *b) {
+    return rank(a) - rank(b);
+}
 
 static double cell(const tmoe_csv *c, int col) {
     const char *s = tmoe_csv_field(c, col);
@@ -109,9 +111,11 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
     if (!rc) {
         qsort(a, (size_t)na, sizeof *a, cmp_agg);
         FILE *o = r->out;
-        fprintf(o, "\nsummary (%s telemetry%s; energy per token over all batches of a "
-                   "combination, temperatures are peaks):\n",
-                tmoe_telemetry_source_name(r->tel), r->sim ? ": SIMULATED H100, not a measurement" : "");
+        fprintf(o,
+                "\nsummary (%s telemetry%s; energy per token over all batches of a "
+                "combination, temperatures are peaks):\n",
+                tmoe_telemetry_source_name(r->tel),
+                r->sim ? ": SIMULATED H100, not a measurement" : "");
         fprintf(o, "%-16s %-22s %7s %12s %8s %9s %9s %7s %7s %7s %9s\n", "workload", "strategy",
                 "batches", "mJ/token", "vs base", "p50 ms", "p99 ms", "GPU C", "HBM C", "top-k",
                 "out err");
@@ -123,10 +127,11 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
                 if (!strcmp(a[j].wl, g->wl) && !strcmp(a[j].st, "baseline") && a[j].tokens > 0)
                     base = a[j].energy / a[j].tokens * 1e3;
             char vs[16] = "-";
-            if (!isnan(base) && strcmp(g->st, "baseline")) snprintf(vs, sizeof vs, "%+.1f%%", 100.0 * (ept / base - 1.0));
+            if (!isnan(base) && strcmp(g->st, "baseline"))
+                snprintf(vs, sizeof vs, "%+.1f%%", 100.0 * (ept / base - 1.0));
             fprintf(o, "%-16s %-22s %7ld %12.4f %8s %9.4f %9.4f %7.1f %7.1f %7.3f %9.2e\n", g->wl,
-                    g->st, g->n, ept, vs, pct(g->lat, g->nlat, 50), pct(g->lat, g->nlat, 99), g->tpeak,
-                    g->mpeak, g->nagree ? g->agree / g->nagree : NAN,
+                    g->st, g->n, ept, vs, pct(g->lat, g->nlat, 50), pct(g->lat, g->nlat, 99),
+                    g->tpeak, g->mpeak, g->nagree ? g->agree / g->nagree : NAN,
                     g->nrel ? g->relerr / g->nrel : NAN);
         }
         if (r->tel_faults)
@@ -142,8 +147,9 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
                     "\ntelemetry: %d devices found, devices 0-%d followed, %d-%d left out (at most "
                     "%d)\n",
                     r->ndev_found, r->ndev - 1, r->ndev, r->ndev_found - 1, r->ndev);
-        fprintf(o, "\nfiles: %s (one row per batch), %s/%s, traces in %s/traces/ (open in "
-                   "ui.perfetto.dev)\n",
+        fprintf(o,
+                "\nfiles: %s (one row per batch), %s/%s, traces in %s/traces/ (open in "
+                "ui.perfetto.dev)\n",
                 r->csv_path, r->dir, TMOE_RUNLOG_METADATA, r->dir);
     }
     for (int i = 0; i < na; i++) free(a[i].lat);

@@ -40,9 +40,12 @@ static void put_str(FILE *f, const char *s) {
     fputc('"', f);
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
     }
     fputc('"', f);
 }
@@ -70,8 +73,8 @@ void tmoe_trace_span(tmoe_trace *t, const char *name, const char *cat, int pid, 
     check(t);
 }
 
-void tmoe_trace_counter(tmoe_trace *t, const char *name, int pid, double ts_us,
-                        const char *series, double value) {
+void tmoe_trace_counter(tmoe_trace *t, const char *name, int pid, double ts_us, const char *series,
+                        double value) {
     if (!t || isnan(value)) return; /* unknown values are left out, never written as 0 */
     sep(t);
     fputs("{\"ph\":\"C\",\"name\":", t->f);

@@ -5,7 +5,7 @@
 #include <string.h>
 
 static const char *const names[TMOE_WL_COUNT] = {"standard", "high_complexity", "small_batch",
-                                                  "large_batch", "skewed"};
+                                                 "large_batch", "skewed"};
 
 const char *tmoe_workload_name(tmoe_workload_kind k) {
     return (unsigned)k < TMOE_WL_COUNT ? names[k] : "?";
@@ -21,8 +21,13 @@ int tmoe_workload_parse(const char *s, tmoe_workload_kind *out) {
 }
 
 tmoe_workload tmoe_workload_make(tmoe_workload_kind k, int batch_size, int seq_len, uint64_t seed) {
-    tmoe_workload w = {.kind = k, .seq_len = seq_len, .n_seqs = batch_size, .mix = 1,
-                       .push = 3.0f, .zipf_s = 0.0, .seed = seed};
+    tmoe_workload w = {.kind = k,
+                       .seq_len = seq_len,
+                       .n_seqs = batch_size,
+                       .mix = 1,
+                       .push = 3.0f,
+                       .zipf_s = 0.0,
+                       .seed = seed};
     switch (k) {
     case TMOE_WL_HIGH_COMPLEXITY:
         w.seq_len = 2 * seq_len;
@@ -86,7 +91,8 @@ void tmoe_workload_batch(const tmoe_workload *w, const tmoe_block *blk, int idx,
             const tmoe_f16 *row = g->w + (size_t)e * D;
             double nrm = 0.0;
             for (int i = 0; i < D; i++) nrm += (double)tab[row[i]] * tab[row[i]];
-            float s = nrm > 0.0 ? w->push * sqrtf((float)D / (float)nrm) / sqrtf((float)w->mix) : 0.0f;
+            float s =
+                nrm > 0.0 ? w->push * sqrtf((float)D / (float)nrm) / sqrtf((float)w->mix) : 0.0f;
             for (int i = 0; i < D; i++) xt[i] += s * tab[row[i]];
         }
     }

@@ -480,8 +480,7 @@ int tmoe_block_load(const char *path, tmoe_layout layout, int layer, const tmoe_
     /* Every tensor takes at most 8x its bytes in the file (q2 -> fp16), so a config asking
      * for more cannot be satisfied: refuse it before allocating (corrupt metadata). */
     size_t fsize = 0;
-    for (int i = 0; i < tmoe_st_count(f); i++)
-        fsize += tmoe_st_at(f, i)->nbytes;
+    for (int i = 0; i < tmoe_st_count(f); i++) fsize += tmoe_st_at(f, i)->nbytes;
     if (block_bytes(cfg) > 8.0 * (double)fsize + 4096.0) {
         rc = tmoe_errorf(err, TMOE_EFORMAT,
                          "%s: the config needs %.0f bytes of weights but the file's tensors hold "

@@ -57,7 +57,6 @@ void tmoe_gate_topk(const float *logits, const float *bias, int T, int E, int k,
             chosen += p;
         }
         double norm = renorm ? chosen : den;
-        for (int j = 0; j < k; j++)
-            tw[j] = norm > 0.0 ? (float)(tw[j] / norm) : 0.0f;
+        for (int j = 0; j < k; j++) tw[j] = norm > 0.0 ? (float)(tw[j] / norm) : 0.0f;
     }
 }

@@ -147,7 +147,8 @@ int tmoe_ckpt_shards(const tmoe_ckpt *c) {
 size_t tmoe_ckpt_bytes(const tmoe_ckpt *c) {
     size_t b = 0;
     for (int i = 0; i < c->nfiles; i++)
-        for (int j = 0; j < tmoe_st_count(c->files[i]); j++) b += tmoe_st_at(c->files[i], j)->nbytes;
+        for (int j = 0; j < tmoe_st_count(c->files[i]); j++)
+            b += tmoe_st_at(c->files[i], j)->nbytes;
     return b;
 }
 

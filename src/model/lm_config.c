@@ -156,8 +156,8 @@ static int read_layer_kinds(cfg_ctx *x, tmoe_lm_config *c) {
         if (!json_is_integer(v) || json_integer_value(v) < 0 ||
             json_integer_value(v) >= c->n_layers)
             return tmoe_errorf(x->err, TMOE_EFORMAT,
-                               "%s: mlp_only_layers[%zu]: expected a layer index 0..%d", x->path,
-                               i, c->n_layers - 1);
+                               "%s: mlp_only_layers[%zu]: expected a layer index 0..%d", x->path, i,
+                               c->n_layers - 1);
         c->moe_layer[json_integer_value(v)] = 0;
     }
     return TMOE_OK;
@@ -241,8 +241,7 @@ static int read_attention(cfg_ctx *x, tmoe_lm_config *c) {
         c->o_bias = c->qkv_bias;
     }
     double clip = 0.0;
-    if (c->family == TMOE_LM_OLMOE && (rc = get_num(x, x->root, "clip_qkv", 0.0, &clip)))
-        return rc;
+    if (c->family == TMOE_LM_OLMOE && (rc = get_num(x, x->root, "clip_qkv", 0.0, &clip))) return rc;
     if (clip < 0.0)
         return tmoe_errorf(x->err, TMOE_EFORMAT, "%s: clip_qkv = %g: must be positive", x->path,
                            clip);
@@ -286,8 +285,8 @@ static int read_mlp(cfg_ctx *x, tmoe_lm_config *c) {
 static int parse_root(cfg_ctx *x, tmoe_lm_config *c) {
     json_t *mt = json_object_get(x->root, "model_type");
     if (!mt || !json_is_string(mt))
-        return tmoe_errorf(x->err, TMOE_EFORMAT, "%s: field 'model_type' is missing or not a string",
-                           x->path);
+        return tmoe_errorf(x->err, TMOE_EFORMAT,
+                           "%s: field 'model_type' is missing or not a string", x->path);
     if (tmoe_lm_family_parse(json_string_value(mt), &c->family))
         return tmoe_errorf(x->err, TMOE_ENOTSUP,
                            "%s: model_type '%s' is not supported (supported: mixtral, olmoe, "
@@ -306,8 +305,8 @@ static int parse_root(cfg_ctx *x, tmoe_lm_config *c) {
     double eps = 0.0;
     if ((rc = get_num(x, x->root, "rms_norm_eps", d->rms_eps, &eps))) return rc;
     if (!(eps > 0.0))
-        return tmoe_errorf(x->err, TMOE_EFORMAT, "%s: rms_norm_eps = %g: must be positive",
-                           x->path, eps);
+        return tmoe_errorf(x->err, TMOE_EFORMAT, "%s: rms_norm_eps = %g: must be positive", x->path,
+                           eps);
     c->rms_eps = (float)eps;
     if ((rc = read_rope(x, d->rope_theta, &c->rope_theta))) return rc;
     if ((rc = read_attention(x, c))) return rc;

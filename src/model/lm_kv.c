@@ -22,8 +22,10 @@ int tmoe_kv_cache_create(const tmoe_lm_config *c, int max_seqs, int max_len, tmo
                          tmoe_error *err) {
     *out = NULL;
     if (max_seqs < 1 || max_len < 1)
-        return tmoe_errorf(err, TMOE_EINVAL, "KV cache: max_seqs = %d, max_len = %d: both must be "
-                           "positive", max_seqs, max_len);
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "KV cache: max_seqs = %d, max_len = %d: both must be "
+                           "positive",
+                           max_seqs, max_len);
     tmoe_kv_cache *kv = tmoe_calloc(1, sizeof *kv, err);
     if (!kv) return TMOE_ENOMEM;
     kv->n_layers = c->n_layers;
@@ -70,6 +72,6 @@ void tmoe_kv_seq_close(tmoe_kv_cache *kv, int slot) {
 }
 
 size_t tmoe_kv_cache_bytes(const tmoe_kv_cache *kv) {
-    return 2 * sizeof(float) * (size_t)kv->n_layers * kv->max_seqs * kv->max_len *
-           kv->n_kv_heads * kv->head_dim;
+    return 2 * sizeof(float) * (size_t)kv->n_layers * kv->max_seqs * kv->max_len * kv->n_kv_heads *
+           kv->head_dim;
 }

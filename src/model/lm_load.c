@@ -12,21 +12,22 @@
 typedef struct loader {
     const tmoe_ckpt *ck;
     const char *dir;
-    int missing;                            /* count of missing tensors */
+    int missing;                             /* count of missing tensors */
     char missing_names[MISSING_LISTED][160]; /* the first ones */
     tmoe_error *err;
 } loader;
 
 tmoe_lm_load_opts tmoe_lm_load_opts_default(void) {
-    tmoe_lm_load_opts o = {.experts_f32 = 1, .expert_type = TMOE_ET_FP16,
-                           .group_size = TMOE_DEFAULT_GROUP};
+    tmoe_lm_load_opts o = {
+        .experts_f32 = 1, .expert_type = TMOE_ET_FP16, .group_size = TMOE_DEFAULT_GROUP};
     return o;
 }
 
 static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
     size_t used = (size_t)snprintf(buf, n, "[");
     for (int i = 0; i < ndim && used < n; i++)
-        used += (size_t)snprintf(buf + used, n - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
+        used +=
+            (size_t)snprintf(buf + used, n - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
     if (used < n) snprintf(buf + used, n - used, "]");
 }
 
@@ -280,8 +281,8 @@ static int load_all(loader *L, tmoe_lm *m) {
     }
     return tmoe_errorf(L->err, TMOE_EFORMAT,
                        "%s: %d tensor%s that config.json implies %s missing: %s%s", L->dir,
-                       L->missing, L->missing == 1 ? "" : "s", L->missing == 1 ? "is" : "are",
-                       list, L->missing > MISSING_LISTED ? ", ..." : "");
+                       L->missing, L->missing == 1 ? "" : "s", L->missing == 1 ? "is" : "are", list,
+                       L->missing > MISSING_LISTED ? ", ..." : "");
 }
 
 int tmoe_lm_load(const char *dir, const tmoe_lm_load_opts *opts, tmoe_lm **out, tmoe_error *err) {
@@ -317,10 +318,10 @@ int tmoe_lm_load(const char *dir, const tmoe_lm_load_opts *opts, tmoe_lm **out, 
 }
 
 static void free_layer(tmoe_lm_layer *y, int E) {
-    float *ptrs[] = {y->attn_norm, y->mlp_norm, y->wq,     y->wk,      y->wv,     y->bq,
-                     y->bk,        y->bv,       y->q_norm, y->k_norm,  y->wo,     y->bo,
-                     y->mlp_w13,   y->mlp_w2,   y->router, y->ex_w13,  y->ex_w2,  y->sh_w13,
-                     y->sh_w2,     y->sh_gate};
+    float *ptrs[] = {y->attn_norm, y->mlp_norm, y->wq,      y->wk,     y->wv,
+                     y->bq,        y->bk,       y->bv,      y->q_norm, y->k_norm,
+                     y->wo,        y->bo,       y->mlp_w13, y->mlp_w2, y->router,
+                     y->ex_w13,    y->ex_w2,    y->sh_w13,  y->sh_w2,  y->sh_gate};
     for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++) free(ptrs[i]);
     if (y->experts)
         for (int e = 0; e < E; e++) tmoe_expert_free(&y->experts[e]);
@@ -346,11 +347,11 @@ tmoe_lm_sizes tmoe_lm_sizes_of(const tmoe_lm *m) {
     int64_t attn = 2 * q * D + 2 * kv * D + 2 * D;
     int64_t expert = 3 * D * c->d_ff_expert, dense = 3 * D * c->d_ff;
     int64_t shared = c->d_ff_shared ? 3 * D * c->d_ff_shared + D : 0;
-    double ebytes = m->opts.experts_f32
-                        ? 4.0 * (double)expert
-                        : (double)(tmoe_quant_weight_bytes(m->opts.expert_type, 2 * c->d_ff_expert,
-                                                           D) +
-                                   tmoe_quant_weight_bytes(m->opts.expert_type, D, c->d_ff_expert));
+    double ebytes =
+        m->opts.experts_f32
+            ? 4.0 * (double)expert
+            : (double)(tmoe_quant_weight_bytes(m->opts.expert_type, 2 * c->d_ff_expert, D) +
+                       tmoe_quant_weight_bytes(m->opts.expert_type, D, c->d_ff_expert));
     if (!m->opts.experts_f32 && m->opts.expert_type != TMOE_ET_FP16)
         ebytes += 2.0 * (double)(tmoe_quant_scale_count(2 * c->d_ff_expert, D, m->opts.group_size) +
                                  tmoe_quant_scale_count(D, c->d_ff_expert, m->opts.group_size));

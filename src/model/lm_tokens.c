@@ -39,13 +39,16 @@ static int check_header(const char *path, const uint8_t *h, size_t size, tmoe_to
         return tmoe_errorf(err, TMOE_EFORMAT, "%s: header[1] (version) = %d, expected %d", path,
                            f[1], TMOE_TOKENS_VERSION);
     if (f[2] < 0)
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: header[2] (tokens) = %d is negative", path, f[2]);
+        return tmoe_errorf(err, TMOE_EFORMAT, "%s: header[2] (tokens) = %d is negative", path,
+                           f[2]);
     if (f[3] <= 0)
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: header[3] (vocabulary size) = %d: must be "
-                           "positive", path, f[3]);
+        return tmoe_errorf(err, TMOE_EFORMAT,
+                           "%s: header[3] (vocabulary size) = %d: must be "
+                           "positive",
+                           path, f[3]);
     if (f[4] != 4)
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: header[4] (bytes per id) = %d, expected 4",
-                           path, f[4]);
+        return tmoe_errorf(err, TMOE_EFORMAT, "%s: header[4] (bytes per id) = %d, expected 4", path,
+                           f[4]);
     if (f[5] < 0)
         return tmoe_errorf(err, TMOE_EFORMAT, "%s: header[5] (text bytes) = %d is negative", path,
                            f[5]);
@@ -64,14 +67,14 @@ static int check_header(const char *path, const uint8_t *h, size_t size, tmoe_to
 int tmoe_tokens_read(const char *path, tmoe_tokens *t, tmoe_error *err) {
     memset(t, 0, sizeof *t);
     size_t size = 0;
-    FILE *f = tmoe_file_open_read(path, (size_t)4 * HEADER_INTS + (size_t)4 * INT32_MAX, &size,
-                                  err);
+    FILE *f =
+        tmoe_file_open_read(path, (size_t)4 * HEADER_INTS + (size_t)4 * INT32_MAX, &size, err);
     if (!f) return err ? err->code : TMOE_EIO;
     uint8_t h[4 * HEADER_INTS];
     int rc = TMOE_OK;
     if (size < sizeof h) {
-        rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: %zu bytes, shorter than the %zu-byte header",
-                         path, size, sizeof h);
+        rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: %zu bytes, shorter than the %zu-byte header", path,
+                         size, sizeof h);
     } else if (fread(h, 1, sizeof h, f) != sizeof h) {
         rc = tmoe_errorf(err, TMOE_EIO, "%s: cannot read the header", path);
     } else {
@@ -112,7 +115,7 @@ int tmoe_tokens_write(const char *path, const uint32_t *ids, int64_t n, int32_t 
     int rc = tmoe_atomic_open(&af, path, err);
     if (rc) return rc;
     uint8_t h[4 * HEADER_INTS] = {0}, b[4];
-    int32_t f[6] = {TMOE_TOKENS_MAGIC, TMOE_TOKENS_VERSION, (int32_t)n, vocab_size, 4,
+    int32_t f[6] = {TMOE_TOKENS_MAGIC,  TMOE_TOKENS_VERSION, (int32_t)n, vocab_size, 4,
                     (int32_t)text_bytes};
     for (int i = 0; i < 6; i++) put_le32(h + 4 * i, (uint32_t)f[i]);
     fwrite(h, 1, sizeof h, af.f);

@@ -67,7 +67,8 @@ void tmoe_linear_to_f32(const tmoe_linear *l, float *w) {
 
 size_t tmoe_linear_weight_bytes(const tmoe_linear *l) {
     size_t b = tmoe_quant_weight_bytes(l->type, l->out, l->in);
-    if (l->type != TMOE_ET_FP16) b += sizeof(tmoe_f16) * tmoe_quant_scale_count(l->out, l->in, l->group);
+    if (l->type != TMOE_ET_FP16)
+        b += sizeof(tmoe_f16) * tmoe_quant_scale_count(l->out, l->in, l->group);
     return b;
 }
 
@@ -130,7 +131,7 @@ tmoe_block_config tmoe_block_config_default(void) {
 }
 
 int tmoe_block_config_validate(const tmoe_block_config *c, tmoe_error *err) {
-#define POSITIVE(f) \
+#define POSITIVE(f)                                                                                \
     if (c->f <= 0) return tmoe_errorf(err, TMOE_EINVAL, #f " = %d: must be positive", c->f)
     POSITIVE(d_model);
     POSITIVE(n_heads);
@@ -148,8 +149,8 @@ int tmoe_block_config_validate(const tmoe_block_config *c, tmoe_error *err) {
         return tmoe_errorf(err, TMOE_EINVAL, "num_experts = %d: at most %d supported",
                            c->num_experts, TMOE_MAX_EXPERTS);
     if (c->top_k > c->num_experts)
-        return tmoe_errorf(err, TMOE_EINVAL, "top_k = %d is larger than num_experts = %d",
-                           c->top_k, c->num_experts);
+        return tmoe_errorf(err, TMOE_EINVAL, "top_k = %d is larger than num_experts = %d", c->top_k,
+                           c->num_experts);
     if (c->top_k > TMOE_MAX_TOPK)
         return tmoe_errorf(err, TMOE_EINVAL, "top_k = %d: at most %d supported", c->top_k,
                            TMOE_MAX_TOPK);
@@ -204,8 +205,8 @@ int tmoe_block_alloc(const tmoe_block_config *cfg, tmoe_block **out, tmoe_error 
         return rc;
     }
     for (int e = 0; e < E; e++) {
-        rc = tmoe_expert_alloc(&m->experts[e], b->types[e], cfg->act, D, cfg->d_ff,
-                               cfg->group_size, err);
+        rc = tmoe_expert_alloc(&m->experts[e], b->types[e], cfg->act, D, cfg->d_ff, cfg->group_size,
+                               err);
         if (rc) {
             tmoe_block_free(b);
             return tmoe_error_prefix(err, rc, "expert %d", e);

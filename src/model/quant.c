@@ -3,14 +3,21 @@
 
 #include <math.h>
 
-int tmoe_quant_qmin(tmoe_etype t) { return t == TMOE_ET_Q4 ? -8 : t == TMOE_ET_Q2 ? -2 : 0; }
-int tmoe_quant_qmax(tmoe_etype t) { return t == TMOE_ET_Q4 ? 7 : t == TMOE_ET_Q2 ? 1 : 0; }
+int tmoe_quant_qmin(tmoe_etype t) {
+    return t == TMOE_ET_Q4 ? -8 : t == TMOE_ET_Q2 ? -2 : 0;
+}
+int tmoe_quant_qmax(tmoe_etype t) {
+    return t == TMOE_ET_Q4 ? 7 : t == TMOE_ET_Q2 ? 1 : 0;
+}
 
-static int per_byte(tmoe_etype t) { return t == TMOE_ET_Q4 ? 2 : 4; }
+static int per_byte(tmoe_etype t) {
+    return t == TMOE_ET_Q4 ? 2 : 4;
+}
 
 int tmoe_quant_check_shape(tmoe_etype t, int out, int in, int group, tmoe_error *err) {
     if (out <= 0 || in <= 0)
-        return tmoe_errorf(err, TMOE_EINVAL, "matrix shape %d x %d: sizes must be positive", out, in);
+        return tmoe_errorf(err, TMOE_EINVAL, "matrix shape %d x %d: sizes must be positive", out,
+                           in);
     if (t == TMOE_ET_FP16) return TMOE_OK;
     if (t != TMOE_ET_Q4 && t != TMOE_ET_Q2)
         return tmoe_errorf(err, TMOE_EINVAL, "unknown expert type %d", (int)t);
@@ -120,7 +127,8 @@ void tmoe_dequantize_f16(tmoe_etype t, const uint8_t *packed, const tmoe_f16 *sc
     for (int r = 0; r < out; r++) {
         const uint8_t *prow = packed + (size_t)r * in / pb;
         for (int i = 0; i < in; i++)
-            w[(size_t)r * in + i] = tmoe_f32_to_f16(
-                (float)unpack_one(t, prow, i) * tmoe_f16_to_f32(scales[(size_t)r * ng + i / group]));
+            w[(size_t)r * in + i] =
+                tmoe_f32_to_f16((float)unpack_one(t, prow, i) *
+                                tmoe_f16_to_f32(scales[(size_t)r * ng + i / group]));
     }
 }

@@ -61,8 +61,7 @@ void tmoe_st_close(tmoe_st_file *f) {
         free(f->map);
     else if (f->map && munmap(f->map, f->size) != 0)
         tmoe_log(TMOE_LOG_WARN, "%s: munmap: %s", f->path, strerror(errno));
-    for (int i = 0; i < f->n; i++)
-        free((char *)f->t[i].name);
+    for (int i = 0; i < f->n; i++) free((char *)f->t[i].name);
     for (int i = 0; i < f->nmeta; i++) {
         free(f->meta_k[i]);
         free(f->meta_v[i]);
@@ -261,8 +260,7 @@ static int parse_file(tmoe_st_file *f, tmoe_error *err) {
                            path, size);
     const uint8_t *p = f->map;
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--)
-        hlen = hlen << 8 | p[i];
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | p[i];
     if (hlen > size - 8)
         return tmoe_errorf(err, TMOE_EFORMAT,
                            "%s: header length %llu exceeds the %zu bytes after it (truncated or "
@@ -419,8 +417,7 @@ static const tmoe_st_tensor *find_float(const tmoe_st_file *f, const char *name,
         return NULL;
     }
     int same = t->ndim == ndim;
-    for (int i = 0; same && i < ndim; i++)
-        same = t->shape[i] == shape[i];
+    for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
     if (!same) {
         char want[128], got[128];
         shape_str(want, sizeof want, ndim, shape);
@@ -501,8 +498,7 @@ int tmoe_st_writer_create(tmoe_st_writer **out, tmoe_error *err) {
 
 void tmoe_st_writer_free(tmoe_st_writer *w) {
     if (!w) return;
-    for (int i = 0; i < w->n; i++)
-        free(w->e[i].name);
+    for (int i = 0; i < w->n; i++) free(w->e[i].name);
     free(w->e);
     json_decref(w->meta);
     free(w);
@@ -601,8 +597,7 @@ int tmoe_st_writer_write(tmoe_st_writer *w, const char *path, tmoe_error *err) {
         return rc;
     }
     uint8_t lenb[8];
-    for (int i = 0; i < 8; i++)
-        lenb[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
+    for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
     int ok = fwrite(lenb, 1, 8, af.f) == 8 && fwrite(hdr, 1, hlen, af.f) == hlen;
     for (int i = 0; i < w->n && ok; i++)
         ok = w->e[i].nbytes == 0 || fwrite(w->e[i].data, 1, w->e[i].nbytes, af.f) == w->e[i].nbytes;

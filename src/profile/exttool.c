@@ -64,7 +64,9 @@ int tmoe_tool_run(const char *step, char *const argv[], const char *log_path, do
     memset(res, 0, sizeof *res);
     res->exit_code = -1;
     int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd < 0) return tmoe_errorf(err, TMOE_EIO, "%s: cannot open log %s: %s", step, log_path, strerror(errno));
+    if (fd < 0)
+        return tmoe_errorf(err, TMOE_EIO, "%s: cannot open log %s: %s", step, log_path,
+                           strerror(errno));
     int64_t t0 = tmoe_now_ns();
     pid_t pid = fork();
     if (pid < 0) {
@@ -104,8 +106,10 @@ int tmoe_tool_run(const char *step, char *const argv[], const char *log_path, do
     res->exit_code = status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     log_tail(log_path, res->tail, sizeof res->tail);
     if (res->timed_out)
-        return tmoe_errorf(err, TMOE_EDEVICE, "%s: %s did not finish within %.0f s and was stopped "
-                           "(log: %s)", step, argv[0], timeout_s, log_path);
+        return tmoe_errorf(err, TMOE_EDEVICE,
+                           "%s: %s did not finish within %.0f s and was stopped "
+                           "(log: %s)",
+                           step, argv[0], timeout_s, log_path);
     if (res->exit_code != 0)
         return tmoe_errorf(err, TMOE_EDEVICE, "%s: %s exited %d: %s (log: %s)", step, argv[0],
                            res->exit_code, res->tail[0] ? res->tail : "(no output)", log_path);

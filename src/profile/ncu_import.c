@@ -53,8 +53,7 @@ static int table_add_record(table *t, const tmoe_csv *c) {
     for (; r.n < c->nfields; r.n++)
         if (!(r.f[r.n] = strdup(tmoe_csv_field(c, r.n)))) break;
     if (r.n < c->nfields || table_add(t, &r)) {
-        for (int j = 0; j < r.n; j++)
-            free(r.f[j]);
+        for (int j = 0; j < r.n; j++) free(r.f[j]);
         free(r.f);
         return -1;
     }
@@ -105,11 +104,9 @@ static int parse_csv(const char *s, size_t len, const char *name, table *t, tmoe
  * the field is empty or "n/a" (*out = NAN: not measured); -1 when it is anything else. */
 static int parse_num(const char *s, double *out) {
     *out = NAN;
-    while (*s == ' ' || *s == '\t')
-        s++;
+    while (*s == ' ' || *s == '\t') s++;
     size_t len = strlen(s);
-    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
-        len--;
+    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t')) len--;
     if (!len || (len == 3 && strncasecmp(s, "n/a", 3) == 0)) return 0;
     const char *p = s, *end = s + len;
     char tmp[64];
@@ -121,8 +118,7 @@ static int parse_num(const char *s, double *out) {
     } while (0)
     if (p < end && (*p == '+' || *p == '-')) NUM_PUT(*p++);
     int idigits = 0, group = 0, fdigits = 0;
-    for (; p < end && isdigit((unsigned char)*p); p++, idigits++, group++)
-        NUM_PUT(*p);
+    for (; p < end && isdigit((unsigned char)*p); p++, idigits++, group++) NUM_PUT(*p);
     if (p < end && *p == ',') {
         if (group < 1 || group > 3) return -1;
         while (p < end && *p == ',') {
@@ -134,16 +130,14 @@ static int parse_num(const char *s, double *out) {
     }
     if (p < end && *p == '.') {
         NUM_PUT(*p++);
-        for (; p < end && isdigit((unsigned char)*p); p++, fdigits++)
-            NUM_PUT(*p);
+        for (; p < end && isdigit((unsigned char)*p); p++, fdigits++) NUM_PUT(*p);
     }
     if (!idigits && !fdigits) return -1;
     if (p < end && (*p == 'e' || *p == 'E')) {
         NUM_PUT(*p++);
         if (p < end && (*p == '+' || *p == '-')) NUM_PUT(*p++);
         int edigits = 0;
-        for (; p < end && isdigit((unsigned char)*p); p++, edigits++)
-            NUM_PUT(*p);
+        for (; p < end && isdigit((unsigned char)*p); p++, edigits++) NUM_PUT(*p);
         if (!edigits) return -1;
     }
 #undef NUM_PUT
@@ -159,7 +153,8 @@ static int parse_num(const char *s, double *out) {
 
 /* Scale of a time unit to ns; NAN when the unit is not a time unit. */
 static double time_scale_ns(const char *u) {
-    if (!u[0] || !strcasecmp(u, "ns") || !strcasecmp(u, "nsecond") || !strcasecmp(u, "nseconds")) return 1.0;
+    if (!u[0] || !strcasecmp(u, "ns") || !strcasecmp(u, "nsecond") || !strcasecmp(u, "nseconds"))
+        return 1.0;
     if (!strcasecmp(u, "us") || !strcasecmp(u, "usecond") || !strcasecmp(u, "useconds")) return 1e3;
     if (!strcasecmp(u, "ms") || !strcasecmp(u, "msecond") || !strcasecmp(u, "mseconds")) return 1e6;
     if (!strcasecmp(u, "s") || !strcasecmp(u, "second") || !strcasecmp(u, "seconds")) return 1e9;
@@ -180,16 +175,20 @@ static int col_any(const row *h, const char *const *names) {
     return -1;
 }
 
-static const char *field(const row *r, int c) { return c >= 0 && c < r->n ? r->f[c] : ""; }
+static const char *field(const row *r, int c) {
+    return c >= 0 && c < r->n ? r->f[c] : "";
+}
 
-static const char *const DURATION_NAMES[] = {"gpu__time_duration.sum", "gpu__time_duration.avg", "gpu__time_duration",
-                                             NULL};
-static const char *const OCC_NAMES[] = {"sm__warps_active.avg.pct_of_peak_sustained_active", "achieved_occupancy",
-                                        NULL};
+static const char *const DURATION_NAMES[] = {"gpu__time_duration.sum", "gpu__time_duration.avg",
+                                             "gpu__time_duration", NULL};
+static const char *const OCC_NAMES[] = {"sm__warps_active.avg.pct_of_peak_sustained_active",
+                                        "achieved_occupancy", NULL};
 static const char *const DRAM_NAMES[] = {"gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed",
-                                         "dram__throughput.avg.pct_of_peak_sustained_elapsed", NULL};
+                                         "dram__throughput.avg.pct_of_peak_sustained_elapsed",
+                                         NULL};
 
-static int push_kernel(tmoe_ncu_result *res, int *cap, const char *name, int64_t id, tmoe_error *err) {
+static int push_kernel(tmoe_ncu_result *res, int *cap, const char *name, int64_t id,
+                       tmoe_error *err) {
     if (res->n == *cap) {
         int nc = *cap ? *cap * 2 : 32;
         tmoe_ncu_kernel *p = realloc(res->kernels, (size_t)nc * sizeof *p);
@@ -233,17 +232,20 @@ static int negative_duration(const row *r, double ns, const char *colname, const
 static int read_raw(const table *t, const char *name, tmoe_ncu_result *res, tmoe_error *err) {
     const row *h = &t->rows[0];
     int c_name = col(h, "Kernel Name"), c_id = col(h, "ID");
-    int c_dur = col_any(h, DURATION_NAMES), c_occ = col_any(h, OCC_NAMES), c_dram = col_any(h, DRAM_NAMES);
+    int c_dur = col_any(h, DURATION_NAMES), c_occ = col_any(h, OCC_NAMES),
+        c_dram = col_any(h, DRAM_NAMES);
     if (c_name < 0)
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: the CSV header has no \"Kernel Name\" column (is this 'ncu --csv' output?)",
-                           name);
+        return tmoe_errorf(
+            err, TMOE_EFORMAT,
+            "%s: the CSV header has no \"Kernel Name\" column (is this 'ncu --csv' output?)", name);
     if (c_dur < 0 && c_occ < 0 && c_dram < 0)
-        return tmoe_errorf(err, TMOE_EFORMAT,
-                           "%s: none of the metrics gpu__time_duration.sum, "
-                           "sm__warps_active.avg.pct_of_peak_sustained_active, gpu__dram_throughput / "
-                           "dram__throughput.avg.pct_of_peak_sustained_elapsed is in the header; profile with "
-                           "--metrics naming them",
-                           name);
+        return tmoe_errorf(
+            err, TMOE_EFORMAT,
+            "%s: none of the metrics gpu__time_duration.sum, "
+            "sm__warps_active.avg.pct_of_peak_sustained_active, gpu__dram_throughput / "
+            "dram__throughput.avg.pct_of_peak_sustained_elapsed is in the header; profile with "
+            "--metrics naming them",
+            name);
     int first = 1;
     double dur_scale = 1.0;
     /* a units row follows the header: no kernel name and no ID */
@@ -251,7 +253,8 @@ static int read_raw(const table *t, const char *name, tmoe_ncu_result *res, tmoe
         if (c_dur >= 0) {
             dur_scale = time_scale_ns(field(&t->rows[1], c_dur));
             if (isnan(dur_scale))
-                return tmoe_errorf(err, TMOE_EFORMAT, "%s: line 2 (units): '%s' is not a time unit for %s", name,
+                return tmoe_errorf(err, TMOE_EFORMAT,
+                                   "%s: line 2 (units): '%s' is not a time unit for %s", name,
                                    field(&t->rows[1], c_dur), h->f[c_dur]);
         }
         first = 2;
@@ -260,7 +263,8 @@ static int read_raw(const table *t, const char *name, tmoe_ncu_result *res, tmoe
     for (int i = first; i < t->n; i++) {
         const row *r = &t->rows[i];
         if (!field(r, c_name)[0]) continue;
-        int rc = push_kernel(res, &cap, field(r, c_name), c_id >= 0 ? parse_id(field(r, c_id)) : -1, err);
+        int rc = push_kernel(res, &cap, field(r, c_name), c_id >= 0 ? parse_id(field(r, c_id)) : -1,
+                             err);
         if (rc) return rc;
         tmoe_ncu_kernel *k = &res->kernels[res->n - 1];
         double v;
@@ -283,7 +287,8 @@ static int read_details(const table *t, const char *name, tmoe_ncu_result *res, 
     int c_name = col(h, "Kernel Name"), c_id = col(h, "ID"), c_metric = col(h, "Metric Name"),
         c_unit = col(h, "Metric Unit"), c_value = col(h, "Metric Value");
     if (c_name < 0 || c_value < 0)
-        return tmoe_errorf(err, TMOE_EFORMAT, "%s: details layout without \"Kernel Name\" or \"Metric Value\" column",
+        return tmoe_errorf(err, TMOE_EFORMAT,
+                           "%s: details layout without \"Kernel Name\" or \"Metric Value\" column",
                            name);
     res->details_layout = 1;
     int cap = 0;
@@ -296,7 +301,8 @@ static int read_details(const table *t, const char *name, tmoe_ncu_result *res, 
         if (!k || k->id != id || strcmp(k->name, kn) != 0) {
             k = NULL;
             for (int j = 0; j < res->n && !k; j++)
-                if (res->kernels[j].id == id && id >= 0 && strcmp(res->kernels[j].name, kn) == 0) k = &res->kernels[j];
+                if (res->kernels[j].id == id && id >= 0 && strcmp(res->kernels[j].name, kn) == 0)
+                    k = &res->kernels[j];
             if (!k) {
                 int rc = push_kernel(res, &cap, kn, id, err);
                 if (rc) return rc;
@@ -341,10 +347,12 @@ int tmoe_import_ncu_buffer(const char *data, size_t len, const char *name, tmoe_
     tmoe_ncu_result *res = NULL;
     if (t.n == 0) {
         if (t.error_line[0])
-            rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: ncu wrote no results, only errors; the first: %s", name,
+            rc = tmoe_errorf(err, TMOE_EFORMAT,
+                             "%s: ncu wrote no results, only errors; the first: %s", name,
                              t.error_line);
         else
-            rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: no CSV rows (expected 'ncu --csv' output)", name);
+            rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: no CSV rows (expected 'ncu --csv' output)",
+                             name);
         goto done;
     }
     res = tmoe_calloc(1, sizeof *res, err);
@@ -357,8 +365,10 @@ int tmoe_import_ncu_buffer(const char *data, size_t len, const char *name, tmoe_
     else
         rc = read_raw(&t, name, res, err);
     if (rc == TMOE_OK && res->n == 0)
-        rc = t.error_line[0] ? tmoe_errorf(err, TMOE_EFORMAT, "%s: no kernel rows; ncu said: %s", name, t.error_line)
-                             : tmoe_errorf(err, TMOE_EFORMAT, "%s: header but no kernel rows", name);
+        rc = t.error_line[0]
+                 ? tmoe_errorf(err, TMOE_EFORMAT, "%s: no kernel rows; ncu said: %s", name,
+                               t.error_line)
+                 : tmoe_errorf(err, TMOE_EFORMAT, "%s: header but no kernel rows", name);
 done:
     table_free(&t);
     if (rc) {
@@ -447,7 +457,8 @@ int tmoe_ncu_merge_cost(const tmoe_ncu_result *r, tmoe_cost_model *cm, int *n_ma
                 if (!isnan(nk->dram_pct)) s_dram += w * nk->dram_pct, w_dram += w;
             }
         if (!matched) continue;
-        tmoe_cost_set_ncu(cm, i, w_occ > 0 ? s_occ / w_occ : NAN, w_dram > 0 ? s_dram / w_dram : NAN);
+        tmoe_cost_set_ncu(cm, i, w_occ > 0 ? s_occ / w_occ : NAN,
+                          w_dram > 0 ? s_dram / w_dram : NAN);
         if (n_matched) (*n_matched)++;
     }
     return TMOE_OK;

@@ -27,7 +27,8 @@ static int db_fail(ctx *c, const char *what) {
     int code = sqlite3_errcode(c->db);
     int corrupt = code == SQLITE_CORRUPT || code == SQLITE_NOTADB;
     return tmoe_errorf(c->err, TMOE_EFORMAT, "%s: %s: %s%s", c->path, what, sqlite3_errmsg(c->db),
-                       corrupt ? " (the file is damaged or truncated; export it again with 'nsys export --type sqlite')"
+                       corrupt ? " (the file is damaged or truncated; export it again with 'nsys "
+                                 "export --type sqlite')"
                                : "");
 }
 
@@ -39,8 +40,9 @@ static void note_missing(tmoe_nsys_result *r, const char *table) {
 /* 1 when table exists, 0 when not, < 0 on error (err filled). */
 static int has_table(ctx *c, const char *name) {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(c->db, "SELECT 1 FROM sqlite_master WHERE type IN ('table','view') AND name = ?1", -1,
-                           &st, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(
+            c->db, "SELECT 1 FROM sqlite_master WHERE type IN ('table','view') AND name = ?1", -1,
+            &st, NULL) != SQLITE_OK) {
         db_fail(c, "cannot read the table list");
         return -1;
     }
@@ -81,7 +83,8 @@ static int find_column_like(ctx *c, const char *table, const char *needle, char 
     snprintf(sql, sizeof sql, "PRAGMA table_info(\"%s\")", table);
     sqlite3_stmt *st;
     out[0] = '\0';
-    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK) return db_fail(c, "cannot read table columns");
+    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_fail(c, "cannot read table columns");
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(st, 1);
@@ -148,10 +151,11 @@ static int read_kernels(ctx *c, launch **launches_out) {
     int t = has_table(c, K);
     if (t < 0) return c->err ? c->err->code : TMOE_EFORMAT;
     if (t == 0) {
-        return tmoe_errorf(c->err, TMOE_EFORMAT,
-                           "%s: no %s table: the report holds no CUDA kernels (was it captured with "
-                           "'nsys profile --trace cuda' and exported with 'nsys export --type sqlite'?)",
-                           c->path, K);
+        return tmoe_errorf(
+            c->err, TMOE_EFORMAT,
+            "%s: no %s table: the report holds no CUDA kernels (was it captured with "
+            "'nsys profile --trace cuda' and exported with 'nsys export --type sqlite'?)",
+            c->path, K);
     }
     int have_strings = has_table(c, "StringIds");
     if (have_strings < 0) return c->err->code;
@@ -169,7 +173,8 @@ static int read_kernels(ctx *c, launch **launches_out) {
     int h_start = has_column(c, K, "start"), h_end = has_column(c, K, "end");
     if (h_start < 0 || h_end < 0) return c->err->code;
     if (!h_start || !h_end)
-        return tmoe_errorf(c->err, TMOE_EFORMAT, "%s: %s has no start/end columns: not an nsys export this reader knows",
+        return tmoe_errorf(c->err, TMOE_EFORMAT,
+                           "%s: %s has no start/end columns: not an nsys export this reader knows",
                            c->path, K);
     int h_dev = has_column(c, K, "deviceId"), h_corr = has_column(c, K, "correlationId"),
         h_pid = has_column(c, K, "globalPid");
@@ -189,9 +194,10 @@ static int read_kernels(ctx *c, launch **launches_out) {
     snprintf(r->name_column, sizeof r->name_column, "%s", name_col ? name_col : "(none)");
     char name_expr[160];
     if (name_col && have_strings)
-        snprintf(name_expr, sizeof name_expr,
-                 "COALESCE((SELECT s.value FROM StringIds s WHERE s.id = k.%s), CAST(k.%s AS TEXT))", name_col,
-                 name_col);
+        snprintf(
+            name_expr, sizeof name_expr,
+            "COALESCE((SELECT s.value FROM StringIds s WHERE s.id = k.%s), CAST(k.%s AS TEXT))",
+            name_col, name_col);
     else if (name_col)
         snprintf(name_expr, sizeof name_expr, "CAST(k.%s AS TEXT)", name_col);
     else
@@ -199,15 +205,20 @@ static int read_kernels(ctx *c, launch **launches_out) {
     char sql[1024];
     const char *pid_match = h_pid ? " AND rt.pid = (k.globalPid >> 24)" : "";
     snprintf(sql, sizeof sql,
-             "SELECT k.start, k.end, %s, %s, %s, %s FROM CUPTI_ACTIVITY_KIND_KERNEL k %s%s%s ORDER BY k.start",
-             h_dev ? "k.deviceId" : "0", name_expr, use_rt ? "rt.launch" : "NULL", use_rt ? "rt.tid" : "NULL",
-             use_rt ? "LEFT JOIN (SELECT correlationId AS corr, globalTid >> 24 AS pid, MIN(start) AS launch, "
-                      "MIN(globalTid) AS tid FROM CUPTI_ACTIVITY_KIND_RUNTIME GROUP BY corr, pid) rt "
-                      "ON rt.corr = k.correlationId"
-                    : "",
+             "SELECT k.start, k.end, %s, %s, %s, %s FROM CUPTI_ACTIVITY_KIND_KERNEL k %s%s%s ORDER "
+             "BY k.start",
+             h_dev ? "k.deviceId" : "0", name_expr, use_rt ? "rt.launch" : "NULL",
+             use_rt ? "rt.tid" : "NULL",
+             use_rt
+                 ? "LEFT JOIN (SELECT correlationId AS corr, globalTid >> 24 AS pid, MIN(start) AS "
+                   "launch, "
+                   "MIN(globalTid) AS tid FROM CUPTI_ACTIVITY_KIND_RUNTIME GROUP BY corr, pid) rt "
+                   "ON rt.corr = k.correlationId"
+                 : "",
              use_rt ? pid_match : "", "");
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK) return db_fail(c, "cannot query the kernels");
+    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_fail(c, "cannot query the kernels");
     launch *ls = NULL;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -236,8 +247,8 @@ static int read_kernels(ctx *c, launch **launches_out) {
             if (!p || !q) {
                 sqlite3_finalize(st);
                 free(ls);
-                return tmoe_errorf(c->err, TMOE_ENOMEM, "%s: out of memory reading %lld kernels", c->path,
-                                   (long long)nc);
+                return tmoe_errorf(c->err, TMOE_ENOMEM, "%s: out of memory reading %lld kernels",
+                                   c->path, (long long)nc);
             }
             c->kern_cap = nc;
         }
@@ -338,30 +349,36 @@ static int read_ranges(ctx *c, oprange **out, int64_t *nout) {
         note_missing(r, N);
         return TMOE_OK;
     }
-    int h_text = has_column(c, N, "text"), h_tid_s = has_column(c, N, "textId"), h_et = has_column(c, N, "eventType"),
-        h_gt = has_column(c, N, "globalTid"), h_start = has_column(c, N, "start"), h_end = has_column(c, N, "end");
+    int h_text = has_column(c, N, "text"), h_tid_s = has_column(c, N, "textId"),
+        h_et = has_column(c, N, "eventType"), h_gt = has_column(c, N, "globalTid"),
+        h_start = has_column(c, N, "start"), h_end = has_column(c, N, "end");
     int h_str = has_table(c, "StringIds");
     if (h_text < 0 || h_tid_s < 0 || h_et < 0 || h_gt < 0 || h_start < 0 || h_end < 0 || h_str < 0)
         return c->err->code;
     if (!h_start || !h_end || (!h_text && !(h_tid_s && h_str))) {
-        tmoe_log(TMOE_LOG_WARN, "%s: NVTX_EVENTS lacks start/end/text columns; NVTX ranges ignored", c->path);
+        tmoe_log(TMOE_LOG_WARN, "%s: NVTX_EVENTS lacks start/end/text columns; NVTX ranges ignored",
+                 c->path);
         return TMOE_OK;
     }
     char text_expr[200];
     if (h_text && h_tid_s && h_str)
-        snprintf(text_expr, sizeof text_expr, "COALESCE(n.text, (SELECT s.value FROM StringIds s WHERE s.id = n.textId))");
+        snprintf(text_expr, sizeof text_expr,
+                 "COALESCE(n.text, (SELECT s.value FROM StringIds s WHERE s.id = n.textId))");
     else if (h_text)
         snprintf(text_expr, sizeof text_expr, "n.text");
     else
-        snprintf(text_expr, sizeof text_expr, "(SELECT s.value FROM StringIds s WHERE s.id = n.textId)");
+        snprintf(text_expr, sizeof text_expr,
+                 "(SELECT s.value FROM StringIds s WHERE s.id = n.textId)");
     char sql[600];
     /* eventType 59 = push/pop range, 60 = start/end range */
     snprintf(sql, sizeof sql,
-             "SELECT n.start, n.end, %s, %s FROM NVTX_EVENTS n WHERE n.end IS NOT NULL AND n.end >= n.start%s "
+             "SELECT n.start, n.end, %s, %s FROM NVTX_EVENTS n WHERE n.end IS NOT NULL AND n.end "
+             ">= n.start%s "
              "ORDER BY n.start",
              text_expr, h_gt ? "n.globalTid" : "NULL", h_et ? " AND n.eventType IN (59, 60)" : "");
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK) return db_fail(c, "cannot query NVTX_EVENTS");
+    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_fail(c, "cannot query NVTX_EVENTS");
     oprange *rs = NULL;
     int64_t n = 0, cap = 0;
     int rc;
@@ -403,8 +420,10 @@ static int map_kernels(ctx *c, const launch *ls, const oprange *rs, int64_t nr) 
     tmoe_nsys_result *r = c->r;
     if (!nr) return TMOE_OK;
     int64_t *max_end = malloc((size_t)nr * sizeof *max_end);
-    if (!max_end) return tmoe_errorf(c->err, TMOE_ENOMEM, "out of memory mapping kernels to NVTX ranges");
-    for (int64_t j = 0; j < nr; j++) max_end[j] = j && max_end[j - 1] > rs[j].end ? max_end[j - 1] : rs[j].end;
+    if (!max_end)
+        return tmoe_errorf(c->err, TMOE_ENOMEM, "out of memory mapping kernels to NVTX ranges");
+    for (int64_t j = 0; j < nr; j++)
+        max_end[j] = j && max_end[j - 1] > rs[j].end ? max_end[j - 1] : rs[j].end;
     for (int64_t i = 0; i < r->n_kernels; i++) {
         tmoe_nsys_kernel *k = &r->kernels[i];
         int by_launch = ls[i].t != INT64_MIN;
@@ -412,8 +431,10 @@ static int map_kernels(ctx *c, const launch *ls, const oprange *rs, int64_t nr) 
         int64_t lo = 0, hi = nr; /* first range with start > t */
         while (lo < hi) {
             int64_t mid = lo + (hi - lo) / 2;
-            if (rs[mid].start <= t) lo = mid + 1;
-            else hi = mid;
+            if (rs[mid].start <= t)
+                lo = mid + 1;
+            else
+                hi = mid;
         }
         for (int64_t j = lo - 1; j >= 0 && max_end[j] >= t; j--) {
             if (t > rs[j].end) continue;
@@ -466,7 +487,8 @@ static series *series_for(series **all, int *n, int device) {
 /* Run `sql` (rows: timestamp, device, value) into per-device series, scaled by `scale`. */
 static int read_series(ctx *c, const char *sql, double scale, series **all, int *n) {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK) return db_fail(c, "cannot query power samples");
+    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return db_fail(c, "cannot query power samples");
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (sqlite3_column_type(st, 2) == SQLITE_NULL) continue;
@@ -496,7 +518,8 @@ static int read_gpu_metrics_power(ctx *c, series **all, int *n) {
         int h = has_column(c, "GPU_METRICS", gcols[i]);
         if (h < 0) return c->err->code;
         if (!h) {
-            tmoe_log(TMOE_LOG_WARN, "%s: GPU_METRICS has no %s column; power ignored", c->path, gcols[i]);
+            tmoe_log(TMOE_LOG_WARN, "%s: GPU_METRICS has no %s column; power ignored", c->path,
+                     gcols[i]);
             return TMOE_OK;
         }
     }
@@ -504,16 +527,18 @@ static int read_gpu_metrics_power(ctx *c, series **all, int *n) {
         int h = has_column(c, "TARGET_INFO_GPU_METRICS", tcols[i]);
         if (h < 0) return c->err->code;
         if (!h) {
-            tmoe_log(TMOE_LOG_WARN, "%s: TARGET_INFO_GPU_METRICS has no %s column; power ignored", c->path, tcols[i]);
+            tmoe_log(TMOE_LOG_WARN, "%s: TARGET_INFO_GPU_METRICS has no %s column; power ignored",
+                     c->path, tcols[i]);
             return TMOE_OK;
         }
     }
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(c->db,
-                           "SELECT DISTINCT typeId, metricId, metricName FROM TARGET_INFO_GPU_METRICS "
-                           "WHERE metricName LIKE '%power%' AND metricName NOT LIKE '%limit%' "
-                           "ORDER BY typeId, metricId",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            c->db,
+            "SELECT DISTINCT typeId, metricId, metricName FROM TARGET_INFO_GPU_METRICS "
+            "WHERE metricName LIKE '%power%' AND metricName NOT LIKE '%limit%' "
+            "ORDER BY typeId, metricId",
+            -1, &st, NULL) != SQLITE_OK)
         return db_fail(c, "cannot query TARGET_INFO_GPU_METRICS");
     int rc, last_type = -1;
     int64_t chosen[64][2];
@@ -539,7 +564,8 @@ static int read_gpu_metrics_power(ctx *c, series **all, int *n) {
         double scale = strstr(names[i], "mW") ? 1e-3 : 1.0;
         char sql[300];
         snprintf(sql, sizeof sql,
-                 "SELECT timestamp, typeId & 255, value FROM GPU_METRICS WHERE typeId = %lld AND metricId = %lld "
+                 "SELECT timestamp, typeId & 255, value FROM GPU_METRICS WHERE typeId = %lld AND "
+                 "metricId = %lld "
                  "ORDER BY timestamp",
                  (long long)chosen[i][0], (long long)chosen[i][1]);
         int e = read_series(c, sql, scale, all, n);
@@ -553,15 +579,19 @@ static int read_gpu_metrics_power(ctx *c, series **all, int *n) {
  * and a column whose name contains "power". */
 static int read_plugin_power(ctx *c, series **all, int *n) {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(c->db,
-                           "SELECT name FROM sqlite_master WHERE type = 'table' AND (name LIKE '%NVML%' OR name "
-                           "LIKE '%POWER%') AND name NOT LIKE 'TARGET_INFO%' AND name NOT LIKE 'ENUM%' ORDER BY name",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(
+            c->db,
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND (name LIKE '%NVML%' OR name "
+            "LIKE '%POWER%') AND name NOT LIKE 'TARGET_INFO%' AND name NOT LIKE 'ENUM%' ORDER BY "
+            "name",
+            -1, &st, NULL) != SQLITE_OK)
         return db_fail(c, "cannot read the table list");
     char tables[8][128];
     int nt = 0, rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        if (nt < 8) snprintf(tables[nt++], sizeof tables[0], "%s", (const char *)sqlite3_column_text(st, 0));
+        if (nt < 8)
+            snprintf(tables[nt++], sizeof tables[0], "%s",
+                     (const char *)sqlite3_column_text(st, 0));
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) return db_fail(c, "cannot read the table list");
     for (int i = 0; i < nt; i++) {
@@ -583,8 +613,8 @@ static int read_plugin_power(ctx *c, series **all, int *n) {
         if (!tcol[0] || !pcol[0]) continue;
         double scale = strcasestr(pcol, "mw") || strcasestr(pcol, "milliwatt") ? 1e-3 : 1.0;
         char sql[512];
-        snprintf(sql, sizeof sql, "SELECT \"%s\", %s%s%s, \"%s\" FROM \"%s\" ORDER BY 2, 1", tcol, dcol[0] ? "\"" : "",
-                 dcol[0] ? dcol : "0", dcol[0] ? "\"" : "", pcol, tables[i]);
+        snprintf(sql, sizeof sql, "SELECT \"%s\", %s%s%s, \"%s\" FROM \"%s\" ORDER BY 2, 1", tcol,
+                 dcol[0] ? "\"" : "", dcol[0] ? dcol : "0", dcol[0] ? "\"" : "", pcol, tables[i]);
         e = read_series(c, sql, scale, all, n);
         if (e) return e;
         snprintf(c->r->power_source, sizeof c->r->power_source, "%s.%s", tables[i], pcol);
@@ -599,8 +629,10 @@ static double integrate(const series *s, int64_t a, int64_t b) {
     int64_t lo = 0, hi = s->n - 1; /* last i with t[i] <= a */
     while (lo < hi) {
         int64_t mid = lo + (hi - lo + 1) / 2;
-        if (s->t[mid] <= a) lo = mid;
-        else hi = mid - 1;
+        if (s->t[mid] <= a)
+            lo = mid;
+        else
+            hi = mid - 1;
     }
     double j = 0.0;
     for (int64_t i = lo; i + 1 < s->n && s->t[i] < b; i++) {
@@ -726,8 +758,10 @@ int tmoe_import_nsys(const char *path, tmoe_nsys_result **out, tmoe_error *err) 
     int64_t nr = 0;
     int rc = read_kernels(&c, &ls);
     if (rc == TMOE_EFORMAT && strstr(err ? err->msg : "", "not a database"))
-        rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: not an SQLite database (corrupt, or not exported with "
-                                            "'nsys export --type sqlite')", path);
+        rc = tmoe_errorf(err, TMOE_EFORMAT,
+                         "%s: not an SQLite database (corrupt, or not exported with "
+                         "'nsys export --type sqlite')",
+                         path);
     if (!rc) rc = per_device(&c);
     if (!rc) rc = read_ranges(&c, &rs, &nr);
     if (!rc) rc = map_kernels(&c, ls, rs, nr);
@@ -736,7 +770,8 @@ int tmoe_import_nsys(const char *path, tmoe_nsys_result **out, tmoe_error *err) 
     free(ls);
     free(rs);
     free(c.slots);
-    if (sqlite3_close(c.db) != SQLITE_OK && !rc) rc = tmoe_errorf(err, TMOE_EIO, "%s: close failed", path);
+    if (sqlite3_close(c.db) != SQLITE_OK && !rc)
+        rc = tmoe_errorf(err, TMOE_EIO, "%s: close failed", path);
     if (rc) {
         tmoe_nsys_free(r);
         return rc;
@@ -766,7 +801,8 @@ static double quantile(const int64_t *v, int64_t n, double q) {
 int tmoe_nsys_to_cost(const tmoe_nsys_result *r, tmoe_etype et, tmoe_impl impl, int tokens,
                       tmoe_cost_model *cm, int *n_added, tmoe_error *err) {
     if (n_added) *n_added = 0;
-    if (tokens < 1) return tmoe_errorf(err, TMOE_EINVAL, "nsys to cost: tokens must be >= 1, got %d", tokens);
+    if (tokens < 1)
+        return tmoe_errorf(err, TMOE_EINVAL, "nsys to cost: tokens must be >= 1, got %d", tokens);
     for (int o = 0; o < TMOE_OP_COUNT; o++) {
         const tmoe_nsys_op *op = &r->ops[o];
         if (!op->ranges || !op->kernels) continue;

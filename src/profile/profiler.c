@@ -71,13 +71,15 @@ int tmoe_profile_plan(const tmoe_profile_config *c, tmoe_profile_item *p, int ca
             for (int im = 0; im < TMOE_IMPL_COUNT; im++) {
                 if (!c->impls[im]) continue;
                 /* fp16 has one implementation: measure it once, key it under both */
-                if (et == TMOE_ET_FP16 && im == TMOE_IMPL_UNFUSED && c->impls[TMOE_IMPL_FUSED]) continue;
+                if (et == TMOE_ET_FP16 && im == TMOE_IMPL_UNFUSED && c->impls[TMOE_IMPL_FUSED])
+                    continue;
                 tmoe_op seq[4];
                 int ns = tmoe_expert_op_sequence((tmoe_etype)et, (tmoe_impl)im, seq);
                 for (int i = 0; i < ns && n < cap; i++) {
                     if (!c->ops[seq[i]]) continue;
                     p[n++] = (plan_item){seq[i], (tmoe_etype)et, (tmoe_impl)im, c->tokens[ti],
-                                         et == TMOE_ET_FP16 && c->impls[TMOE_IMPL_UNFUSED] && c->impls[TMOE_IMPL_FUSED]};
+                                         et == TMOE_ET_FP16 && c->impls[TMOE_IMPL_UNFUSED] &&
+                                             c->impls[TMOE_IMPL_FUSED]};
                 }
             }
         }
@@ -128,8 +130,10 @@ static void measure_idle(prof *p) {
     double pw = 0.0, tc = 0.0;
     int np = 0, nt = 0;
     for (int i = 0; i < n; i++) {
-        if (p->samples[i].valid & TMOE_F_POWER_INSTANT) pw += p->samples[i].power_instant_w, np++;
-        else if (p->samples[i].valid & TMOE_F_POWER_AVG) pw += p->samples[i].power_avg_w, np++;
+        if (p->samples[i].valid & TMOE_F_POWER_INSTANT)
+            pw += p->samples[i].power_instant_w, np++;
+        else if (p->samples[i].valid & TMOE_F_POWER_AVG)
+            pw += p->samples[i].power_avg_w, np++;
         if (p->samples[i].valid & TMOE_F_GPU_TEMP) tc += p->samples[i].gpu_temp_c, nt++;
     }
     if (np) p->idle_w = pw / np;
@@ -147,9 +151,15 @@ static void rest(prof *p) {
 
 static int measure(prof *p, const plan_item *it, tmoe_cost_entry *e, tmoe_error *err) {
     const tmoe_profile_config *c = p->c;
-    tmoe_oprun_spec spec = {.backend = p->backend, .device_id = c->device_id, .op = it->op,
-                            .etype = it->et, .impl = it->impl, .tokens = it->tokens,
-                            .block = c->block, .seed = c->seed, .whole_expert = p->whole};
+    tmoe_oprun_spec spec = {.backend = p->backend,
+                            .device_id = c->device_id,
+                            .op = it->op,
+                            .etype = it->et,
+                            .impl = it->impl,
+                            .tokens = it->tokens,
+                            .block = c->block,
+                            .seed = c->seed,
+                            .whole_expert = p->whole};
     spec.min_working_set = (size_t)(c->min_working_set_mb * 1e6);
     tmoe_oprun *o = NULL;
     int rc = tmoe_oprun_create(&spec, &o, err);
@@ -201,7 +211,8 @@ static int measure(prof *p, const plan_item *it, tmoe_cost_entry *e, tmoe_error 
         !isnan(v->energy_j)) {
         e->energy_board_j = v->energy_j / calls;
         e->avg_power_w = v->energy_j / elapsed;
-        if (!isnan(p->idle_w)) e->energy_dynamic_j = e->energy_board_j - p->idle_w * elapsed / calls;
+        if (!isnan(p->idle_w))
+            e->energy_dynamic_j = e->energy_board_j - p->idle_w * elapsed / calls;
         if (!isnan(v->gpu_temp_start_c) && !isnan(v->gpu_temp_end_c))
             e->temp_impact_c_per_s = (v->gpu_temp_end_c - v->gpu_temp_start_c) / elapsed;
         e->throttled = v->samples > 0 && v->throttle != 0;
@@ -236,7 +247,8 @@ static int measure(prof *p, const plan_item *it, tmoe_cost_entry *e, tmoe_error 
                 }
             }
         }
-        if (kerr.code) tmoe_log(TMOE_LOG_WARN, "kernel trace of %s: %s", tmoe_op_name(it->op), kerr.msg);
+        if (kerr.code)
+            tmoe_log(TMOE_LOG_WARN, "kernel trace of %s: %s", tmoe_op_name(it->op), kerr.msg);
         free(recs);
     }
 done:
@@ -283,7 +295,8 @@ int tmoe_profile_run(const tmoe_profile_config *c, tmoe_cost_model **out, tmoe_e
     if (rc) return rc;
     prof p = {.c = c, .backend = c->backend};
     if (p.backend == TMOE_BACKEND_AUTO)
-        p.backend = tmoe_backend_probe(TMOE_BACKEND_CUDA, NULL) == TMOE_OK ? TMOE_BACKEND_CUDA : TMOE_BACKEND_CPU;
+        p.backend = tmoe_backend_probe(TMOE_BACKEND_CUDA, NULL) == TMOE_OK ? TMOE_BACKEND_CUDA
+                                                                           : TMOE_BACKEND_CPU;
     else if ((rc = tmoe_backend_probe(p.backend, err)))
         return rc;
     int cap = tmoe_profile_plan_cap(c);
@@ -308,7 +321,8 @@ int tmoe_profile_run(const tmoe_profile_config *c, tmoe_cost_model **out, tmoe_e
         mtc.own_only = 1;
         if ((rc = tmoe_meter_create(p.tel, p.mon, &mtc, &p.meter, err))) goto fail;
     } else {
-        tmoe_log(TMOE_LOG_WARN, "profile: energy and temperature are not measured (%s telemetry, "
+        tmoe_log(TMOE_LOG_WARN,
+                 "profile: energy and temperature are not measured (%s telemetry, "
                  "%s backend): the cost model gets latencies only",
                  tmoe_telemetry_source_name(p.tel), tmoe_backend_kind_name(p.backend));
     }
@@ -338,7 +352,8 @@ int tmoe_profile_run(const tmoe_profile_config *c, tmoe_cost_model **out, tmoe_e
         tmoe_error kerr = {0};
         tmoe_kernel_rec *recs = NULL;
         int nrec = 0;
-        p.trace_kernels = tmoe_ktrace_start(&kerr) == TMOE_OK && tmoe_ktrace_stop(&recs, &nrec, &kerr) == TMOE_OK;
+        p.trace_kernels =
+            tmoe_ktrace_start(&kerr) == TMOE_OK && tmoe_ktrace_stop(&recs, &nrec, &kerr) == TMOE_OK;
         free(recs);
         if (!p.trace_kernels)
             tmoe_log(TMOE_LOG_WARN, "profile: kernels are not listed per op: %s", kerr.msg);

@@ -35,8 +35,7 @@ void tmoe_lb_free(tmoe_lb *lb) {
 
 void tmoe_lb_update(tmoe_lb *lb, const int32_t *counts) {
     double mean = 0.0;
-    for (int e = 0; e < lb->E; e++)
-        mean += counts[e];
+    for (int e = 0; e < lb->E; e++) mean += counts[e];
     mean /= lb->E;
     for (int e = 0; e < lb->E; e++) {
         double d = mean - counts[e];

@@ -112,8 +112,7 @@ int tmoe_route_cost_biases(const tmoe_cost_provider *p, double tokens, int E, do
         return tmoe_errorf(err, TMOE_EINVAL, "cost biases: token count %g must be > 0", tokens);
     int rc = tmoe_route_cost_scores(p, tokens, E, w_temp, mask, NULL, s, err);
     if (rc) return rc;
-    for (int e = 0; e < E; e++)
-        bias[e] = 0.0;
+    for (int e = 0; e < E; e++) bias[e] = 0.0;
     if (!tmoe_route_scores_spread(s, E, mask, &ms, &lo, &hi)) return TMOE_OK;
     for (int e = 0; e < E; e++)
         if (!mask || mask[e]) bias[e] = -max_bias * (s[e] - ms) / (hi - lo);
@@ -127,10 +126,8 @@ static double softmax(const double *v, int n, double *out) {
     double mx = -INFINITY, sum = 0.0;
     for (int i = 0; i < n; i++)
         if (v[i] > mx) mx = v[i];
-    for (int i = 0; i < n; i++)
-        sum += (out[i] = exp(v[i] - mx));
-    for (int i = 0; i < n; i++)
-        out[i] /= sum;
+    for (int i = 0; i < n; i++) sum += (out[i] = exp(v[i] - mx));
+    for (int i = 0; i < n; i++) out[i] /= sum;
     return mx + log(sum);
 }
 
@@ -155,8 +152,7 @@ double tmoe_route_mean_kl(const float *logits, int T, int E, const double *b, do
     if (T > 0) {
         kl /= T;
         if (grad)
-            for (int e = 0; e < E; e++)
-                grad[e] /= T;
+            for (int e = 0; e < E; e++) grad[e] /= T;
     }
     return kl;
 }
@@ -169,11 +165,9 @@ int tmoe_route_surrogate(const tmoe_surrogate *s, const float *logits, int T, in
     double k = s->top_k * s->count_scale, tau = s->tau;
     for (int t = 0; t < T; t++) {
         const float *row = logits + (size_t)t * E;
-        for (int e = 0; e < E; e++)
-            v[e] = (row[e] + b[e]) / tau;
+        for (int e = 0; e < E; e++) v[e] = (row[e] + b[e]) / tau;
         softmax(v, E, v);
-        for (int e = 0; e < E; e++)
-            n[e] += k * v[e];
+        for (int e = 0; e < E; e++) n[e] += k * v[e];
     }
     /* u_e = dS/dn_e from the cost terms */
     double en = 0.0, lat = 0.0;
@@ -190,20 +184,16 @@ int tmoe_route_surrogate(const tmoe_surrogate *s, const float *logits, int T, in
     if (energy_out) *energy_out = en;
     if (latency_out) *latency_out = lat;
     if (!grad) return TMOE_OK;
-    for (int e = 0; e < E; e++)
-        grad[e] = s->w_fidelity != 0.0 ? grad[e] * s->w_fidelity : 0.0;
+    for (int e = 0; e < E; e++) grad[e] = s->w_fidelity != 0.0 ? grad[e] * s->w_fidelity : 0.0;
     /* dn_e/db_j = (k/tau) sum_t s_te (delta_ej - s_tj), so
      * dS/db_j = (k/tau) sum_t s_tj (u_j - sum_e s_te u_e). */
     for (int t = 0; t < T; t++) {
         const float *row = logits + (size_t)t * E;
-        for (int e = 0; e < E; e++)
-            v[e] = (row[e] + b[e]) / tau;
+        for (int e = 0; e < E; e++) v[e] = (row[e] + b[e]) / tau;
         softmax(v, E, v);
         double su = 0.0;
-        for (int e = 0; e < E; e++)
-            su += v[e] * u[e];
-        for (int j = 0; j < E; j++)
-            grad[j] += k / tau * v[j] * (u[j] - su);
+        for (int e = 0; e < E; e++) su += v[e] * u[e];
+        for (int j = 0; j < E; j++) grad[j] += k / tau * v[j] * (u[j] - su);
     }
     return TMOE_OK;
 }

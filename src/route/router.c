@@ -296,8 +296,7 @@ static int ttha_features(tmoe_router *r, const int32_t *counts, const tmoe_hw_st
         f[e] = c.energy_j / n;
         f[E + e] = c.latency_ms / n;
         f[2 * E + e] = c.temp_impact_c_per_s;
-        for (int j = 0; j < 3; j++)
-            mean[j] += f[j * E + e] / E;
+        for (int j = 0; j < 3; j++) mean[j] += f[j * E + e] / E;
     }
     for (int j = 0; j < 3; j++)
         for (int e = 0; e < E; e++) {
@@ -334,8 +333,7 @@ static int bias_kernel_aware_ttha(tmoe_router *r, const int32_t *counts, const t
     /* the adapter is gated by the same pressure: far below the targets it leaves routing
      * alone (and learns nothing: its gradient is scaled by the gate in the update) */
     r->ttha_gate = g;
-    for (int e = 0; e < r->E; e++)
-        b[e] = s * b[e] + g * bt[e];
+    for (int e = 0; e < r->E; e++) b[e] = s * b[e] + g * bt[e];
     return TMOE_OK;
 }
 
@@ -358,8 +356,7 @@ static int bias_hierarchical(tmoe_router *r, const int32_t *counts, const tmoe_h
             tier[e] = 0;
         } else {
             int rank = 0;
-            for (int j = 0; j < E; j++)
-                rank += s[j] < s[e] || (s[j] == s[e] && j < e);
+            for (int j = 0; j < E; j++) rank += s[j] < s[e] || (s[j] == s[e] && j < e);
             tier[e] = (int)((int64_t)rank * NT / E);
         }
         size[tier[e]]++;
@@ -371,14 +368,12 @@ static int bias_hierarchical(tmoe_router *r, const int32_t *counts, const tmoe_h
     if (drop > NT - 1) drop = NT - 1;
     for (;;) {
         int allowed = 0;
-        for (int t = 0; t < NT - drop; t++)
-            allowed += size[t];
+        for (int t = 0; t < NT - drop; t++) allowed += size[t];
         if (allowed >= r->k || drop == 0) break;
         drop--;
     }
     unsigned char mask[TMOE_MAX_EXPERTS];
-    for (int e = 0; e < E; e++)
-        mask[e] = tier[e] < NT - drop;
+    for (int e = 0; e < E; e++) mask[e] = tier[e] < NT - drop;
     /* second level: cost biases within the allowed tiers */
     if ((rc = tmoe_route_cost_biases(&r->cost, r->n_expect, E, r->cfg.max_bias, r->cfg.w_temp_cost,
                                      mask, b, err)))
@@ -391,8 +386,7 @@ static int bias_hierarchical(tmoe_router *r, const int32_t *counts, const tmoe_h
 static int bias_predictive(tmoe_router *r, const int32_t *counts, const tmoe_hw_state *hw,
                            double *b, tmoe_error *err) {
     int E = r->E;
-    for (int e = 0; e < E; e++)
-        b[e] = 0.0;
+    for (int e = 0; e < E; e++) b[e] = 0.0;
     double tp = predicted_temp(r, hw);
     double now = isfinite(hw->gpu_temp_c) ? hw->gpu_temp_c : -INFINITY;
     double over = fmax(isfinite(tp) ? tp : -INFINITY, now) - r->cfg.temp_target_c;
@@ -403,8 +397,7 @@ static int bias_predictive(tmoe_router *r, const int32_t *counts, const tmoe_hw_
         tmoe_route_cost_scores(&r->cost, r->n_expect, E, r->cfg.w_temp_cost, NULL, NULL, s, err);
     if (rc) return rc;
     if (!tmoe_route_scores_spread(s, E, NULL, &ms, &lo, &hi)) return TMOE_OK;
-    for (int e = 0; e < E; e++)
-        b[e] = -r->cfg.max_bias * strength * (s[e] - lo) / (hi - lo);
+    for (int e = 0; e < E; e++) b[e] = -r->cfg.max_bias * strength * (s[e] - lo) / (hi - lo);
     return TMOE_OK;
 }
 
@@ -557,8 +550,7 @@ static void apply_capacity(tmoe_router *r, const float *z, int T, int32_t *count
             for (int e = 0; e < E; e++) {
                 if (counts[e] >= cap) continue;
                 int taken = 0;
-                for (int q = 0; q < k; q++)
-                    taken |= ti[q] == e;
+                for (int q = 0; q < k; q++) taken |= ti[q] == e;
                 if (taken) continue;
                 float sc = zt[e] + r->fb[e];
                 if (best < 0 || sc > bs) {
@@ -573,12 +565,9 @@ static void apply_capacity(tmoe_router *r, const float *z, int T, int32_t *count
         }
         if (changed) { /* unbiased softmax over the chosen, renormalised */
             float mx = -INFINITY, sum = 0.0f;
-            for (int j = 0; j < k; j++)
-                mx = fmaxf(mx, zt[ti[j]]);
-            for (int j = 0; j < k; j++)
-                sum += (r->w[(size_t)t * k + j] = expf(zt[ti[j]] - mx));
-            for (int j = 0; j < k; j++)
-                r->w[(size_t)t * k + j] /= sum;
+            for (int j = 0; j < k; j++) mx = fmaxf(mx, zt[ti[j]]);
+            for (int j = 0; j < k; j++) sum += (r->w[(size_t)t * k + j] = expf(zt[ti[j]] - mx));
+            for (int j = 0; j < k; j++) r->w[(size_t)t * k + j] /= sum;
         }
     }
 }
@@ -612,8 +601,7 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t 
             if (rc) return rc;
         } else {
             tmoe_gate_topk(logits, NULL, T, E, k, 1, 0, r->idx, r->w);
-            for (int i = 0; i < T * k; i++)
-                counts[r->idx[i]]++;
+            for (int i = 0; i < T * k; i++) counts[r->idx[i]]++;
         }
     }
     tmoe_hw_state unknown;
@@ -629,8 +617,7 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t 
     double *b = r->b;
     switch (r->cfg.strategy) {
     case TMOE_ROUTE_BASELINE:
-        for (int e = 0; e < E; e++)
-            b[e] = 0.0;
+        for (int e = 0; e < E; e++) b[e] = 0.0;
         break;
     case TMOE_ROUTE_STATIC_OPTIMAL:
         if (!r->static_ready && (rc = tmoe_router_fit_static(r, logits, T, T, NULL, err)))
@@ -646,8 +633,7 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t 
     if (rc) return rc;
     if (r->lb) {
         const double *lb = tmoe_lb_bias(r->lb);
-        for (int e = 0; e < E; e++)
-            b[e] += lb[e];
+        for (int e = 0; e < E; e++) b[e] += lb[e];
     }
     int explore = r->cfg.strategy == TMOE_ROUTE_KERNEL_AWARE_TTHA &&
                   r->cfg.grad_mode == TMOE_TTHA_GRAD_REINFORCE;
@@ -667,8 +653,7 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t 
     if (r->cfg.capacity_factor > 0.0)
         apply_capacity(r, logits, T, counts);
     else
-        for (int i = 0; i < T * k; i++)
-            counts[r->idx[i]]++;
+        for (int i = 0; i < T * k; i++) counts[r->idx[i]]++;
     if (balance) tmoe_lb_update(r->lb, counts);
     if (predicted_energy_out &&
         (rc = tmoe_route_energy_loss(&r->cost, r->idx, r->w, T, k, E, predicted_energy_out, err)))
@@ -785,8 +770,7 @@ int tmoe_router_update(tmoe_router *r, const tmoe_route_obs *obs, tmoe_ttha_reco
         int rc = tmoe_route_surrogate(&s, r->logits, r->T, E, r->b, NULL, g, &rec.pred_energy_j,
                                       NULL, err);
         if (rc) return rc;
-        for (int e = 0; e < E; e++)
-            g[e] += c->w_fidelity * gkl[e]; /* fidelity, exact */
+        for (int e = 0; e < E; e++) g[e] += c->w_fidelity * gkl[e]; /* fidelity, exact */
     } else {
         /* REINFORCE: the exploration noise of that batch scored by the observed loss against
          * a moving-average baseline; the fidelity term exactly */
@@ -795,15 +779,13 @@ int tmoe_router_update(tmoe_router *r, const tmoe_route_obs *obs, tmoe_ttha_reco
             r->rf_init = 1;
         }
         tmoe_route_reinforce_grad(observed, r->rf_base, r->noise, E, c->explore_sigma, g);
-        for (int e = 0; e < E; e++)
-            g[e] += c->w_fidelity * gkl[e];
+        for (int e = 0; e < E; e++) g[e] += c->w_fidelity * gkl[e];
         r->rf_base = c->baseline_decay * r->rf_base + (1.0 - c->baseline_decay) * observed;
     }
     for (int e = 0; e < E; e++) g[e] *= r->ttha_gate; /* d(bias)/d(adapter output) */
     tmoe_ttha_mlp_backward(r->mlp, g, r->grad);
     double gn = 0.0;
-    for (int i = 0; i < r->mlp->np; i++)
-        gn += r->grad[i] * r->grad[i];
+    for (int i = 0; i < r->mlp->np; i++) gn += r->grad[i] * r->grad[i];
     rec.grad_norm = sqrt(gn);
     rec.lr = lr_at(c, r->steps);
     tmoe_adam_step(&r->adam, r->mlp->p, r->grad, rec.lr, c->adam_beta1, c->adam_beta2, c->adam_eps,
@@ -887,6 +869,5 @@ int tmoe_router_ttha_load(tmoe_router *r, const char *path, tmoe_error *err) {
 void tmoe_route_reinforce_grad(double loss, double baseline, const double *noise, int E,
                                double sigma, double *g) {
     double adv = loss - baseline, s2 = sigma * sigma;
-    for (int e = 0; e < E; e++)
-        g[e] = adv * noise[e] / s2;
+    for (int e = 0; e < E; e++) g[e] = adv * noise[e] / s2;
 }

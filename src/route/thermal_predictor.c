@@ -38,8 +38,7 @@ static void reset(tmoe_thermal_pred *p) {
     p->th[1] = SC_P * c->prior_r_c_per_w / c->prior_tau_s;
     p->th[2] = c->prior_t_amb_c / c->prior_tau_s;
     for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 3; j++)
-            p->P[i][j] = i == j ? 10.0 : 0.0;
+        for (int j = 0; j < 3; j++) p->P[i][j] = i == j ? 10.0 : 0.0;
     p->last_t = NAN;
     p->step_t0 = NAN;
     p->step_e = p->step_s = 0.0;
@@ -92,16 +91,13 @@ int tmoe_thermal_pred_update(tmoe_thermal_pred *p, double power_w, double temp_c
     double Pphi[3], den = p->cfg.forgetting;
     for (int i = 0; i < 3; i++) {
         Pphi[i] = 0.0;
-        for (int j = 0; j < 3; j++)
-            Pphi[i] += p->P[i][j] * phi[j];
+        for (int j = 0; j < 3; j++) Pphi[i] += p->P[i][j] * phi[j];
         den += phi[i] * Pphi[i];
     }
     double pred = 0.0;
-    for (int i = 0; i < 3; i++)
-        pred += p->th[i] * phi[i];
+    for (int i = 0; i < 3; i++) pred += p->th[i] * phi[i];
     double r = y - pred, tr = 0.0;
-    for (int i = 0; i < 3; i++)
-        p->th[i] += Pphi[i] / den * r;
+    for (int i = 0; i < 3; i++) p->th[i] += Pphi[i] / den * r;
     for (int i = 0; i < 3; i++) {
         for (int j = 0; j < 3; j++)
             p->P[i][j] = (p->P[i][j] - Pphi[i] * Pphi[j] / den) / p->cfg.forgetting;
@@ -109,8 +105,7 @@ int tmoe_thermal_pred_update(tmoe_thermal_pred *p, double power_w, double temp_c
     }
     if (tr > P_TRACE_MAX) /* no excitation: stop the covariance from winding up */
         for (int i = 0; i < 3; i++)
-            for (int j = 0; j < 3; j++)
-                p->P[i][j] *= P_TRACE_MAX / tr;
+            for (int j = 0; j < 3; j++) p->P[i][j] *= P_TRACE_MAX / tr;
     p->n++;
     return 1;
 }

@@ -36,11 +36,9 @@ int tmoe_ttha_mlp_create(int in, int hidden, int E, double max_bias, uint64_t se
     tmoe_rng r;
     tmoe_rng_seed_stream(&r, seed, 0x77a);
     double s1 = 1.0 / sqrt((double)in), s2 = 0.01 / sqrt((double)hidden);
-    for (int i = 0; i < hidden * in; i++)
-        m->p[i] = s1 * (2.0 * tmoe_rng_uniform(&r) - 1.0);
+    for (int i = 0; i < hidden * in; i++) m->p[i] = s1 * (2.0 * tmoe_rng_uniform(&r) - 1.0);
     double *w2 = m->p + hidden * in + hidden;
-    for (int i = 0; i < E * hidden; i++)
-        w2[i] = s2 * (2.0 * tmoe_rng_uniform(&r) - 1.0);
+    for (int i = 0; i < E * hidden; i++) w2[i] = s2 * (2.0 * tmoe_rng_uniform(&r) - 1.0);
     *out = m;
     return TMOE_OK;
 }
@@ -64,14 +62,12 @@ void tmoe_ttha_mlp_forward(tmoe_ttha_mlp *m, const double *x, double *bias) {
     memcpy(m->x, x, sizeof(double) * (size_t)in);
     for (int j = 0; j < H; j++) {
         double a = b1[j];
-        for (int i = 0; i < in; i++)
-            a += W1[j * in + i] * x[i];
+        for (int i = 0; i < in; i++) a += W1[j * in + i] * x[i];
         m->h[j] = tanh(a);
     }
     for (int e = 0; e < m->E; e++) {
         double o = b2[e];
-        for (int j = 0; j < H; j++)
-            o += W2[e * H + j] * m->h[j];
+        for (int j = 0; j < H; j++) o += W2[e * H + j] * m->h[j];
         m->to[e] = tanh(o);
         bias[e] = m->max_bias * m->to[e];
     }
@@ -93,8 +89,7 @@ void tmoe_ttha_mlp_backward(tmoe_ttha_mlp *m, const double *dbias, double *grad)
     for (int j = 0; j < H; j++) {
         double d = m->dh[j] * (1.0 - m->h[j] * m->h[j]);
         gb1[j] = d;
-        for (int i = 0; i < in; i++)
-            gW1[j * in + i] = d * m->x[i];
+        for (int i = 0; i < in; i++) gW1[j * in + i] = d * m->x[i];
     }
 }
 

@@ -188,8 +188,7 @@ int tmoe_meter_end(tmoe_meter *m, const tmoe_meter_window *w, tmoe_meter_reading
                            w->n_devices, m->n);
     int64_t t1 = tmoe_monitor_now_ns(m->mon);
     double exact1[TMOE_METER_MAX_DEVICES];
-    for (int d = 0; d < m->n && m->sim; d++)
-        exact1[d] = tmoe_sim_energy_exact_j(m->sim, d);
+    for (int d = 0; d < m->n && m->sim; d++) exact1[d] = tmoe_sim_energy_exact_j(m->sim, d);
     tmoe_meter_reading *r = out;
     memset(r, 0, sizeof *r);
     r->source = tmoe_telemetry_source_name(m->tel);
@@ -219,8 +218,7 @@ int tmoe_meter_end(tmoe_meter *m, const tmoe_meter_window *w, tmoe_meter_reading
         int64_t from = w->t0_ns;
         for (;;) {
             int k = tmoe_monitor_samples(m->mon, d, from, t1, m->buf, CHUNK);
-            for (int i = 0; i < k; i++)
-                visit(v, &last_w, &a, mine ? &tot : NULL, &m->buf[i]);
+            for (int i = 0; i < k; i++) visit(v, &last_w, &a, mine ? &tot : NULL, &m->buf[i]);
             a.samples += k;
             if (k < CHUNK) break;
             from = m->buf[k - 1].t_ns + 1;

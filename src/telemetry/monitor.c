@@ -48,9 +48,13 @@ tmoe_monitor_config tmoe_monitor_config_default(void) {
      * the energy counter alone takes 5.2% of a core and PCIe throughput 3.4%, the other
      * fields together 0.5% (bench/results/h100_run/monitor_fields.txt). Every 2 s keeps the
      * monitor under 1% of a core; energy windows shorter than that integrate power. */
-    tmoe_monitor_config c = {.mode = TMOE_MONITOR_THREAD, .period_ns = 50000000,
-                             .energy_period_ns = 2000000000, .slow_period_ns = 2000000000,
-                             .capacity = 65536, .fields = TMOE_F_ALL, .thermal_device = 0};
+    tmoe_monitor_config c = {.mode = TMOE_MONITOR_THREAD,
+                             .period_ns = 50000000,
+                             .energy_period_ns = 2000000000,
+                             .slow_period_ns = 2000000000,
+                             .capacity = 65536,
+                             .fields = TMOE_F_ALL,
+                             .thermal_device = 0};
     return c;
 }
 
@@ -68,17 +72,23 @@ const char *tmoe_energy_method_name(tmoe_energy_method m) {
 static int64_t mon_now(const tmoe_monitor *m) {
     return m->sim ? tmoe_sim_now_ns(m->sim) : tmoe_now_ns();
 }
-int64_t tmoe_monitor_now_ns(const tmoe_monitor *m) { return mon_now(m); }
+int64_t tmoe_monitor_now_ns(const tmoe_monitor *m) {
+    return mon_now(m);
+}
 
 /* Read every device once and push (called by the thread or the sim tick). */
 static void sample_all(tmoe_monitor *m) {
     for (int d = 0; d < m->n; d++) {
         uint32_t fields = m->cfg.fields;
         int64_t now = mon_now(m);
-        if (now - m->last_energy_ns[d] < m->cfg.energy_period_ns) fields &= ~TMOE_F_ENERGY;
-        else m->last_energy_ns[d] = now;
-        if (now - m->last_slow_ns[d] < m->cfg.slow_period_ns) fields &= ~TMOE_MONITOR_SLOW_FIELDS;
-        else m->last_slow_ns[d] = now;
+        if (now - m->last_energy_ns[d] < m->cfg.energy_period_ns)
+            fields &= ~TMOE_F_ENERGY;
+        else
+            m->last_energy_ns[d] = now;
+        if (now - m->last_slow_ns[d] < m->cfg.slow_period_ns)
+            fields &= ~TMOE_MONITOR_SLOW_FIELDS;
+        else
+            m->last_slow_ns[d] = now;
         tmoe_sample s;
         tmoe_error err = {0};
         int rc = tmoe_telemetry_read(m->tel, d, fields, &s, &err);
@@ -89,7 +99,8 @@ static void sample_all(tmoe_monitor *m) {
         r->total++;
         if (d == m->cfg.thermal_device && (s.valid & TMOE_F_GPU_TEMP)) {
             double p = (s.valid & TMOE_F_POWER_INSTANT) ? s.power_instant_w
-                       : (s.valid & TMOE_F_POWER_AVG) ? s.power_avg_w : NAN;
+                       : (s.valid & TMOE_F_POWER_AVG)   ? s.power_avg_w
+                                                        : NAN;
             if (isfinite(p)) {
                 double dt = m->fit_last_ns ? (double)(s.t_ns - m->fit_last_ns) * 1e-9 : 0.0;
                 tmoe_rcfit_update(m->fit, p, s.gpu_temp_c, dt);
@@ -123,7 +134,8 @@ static void *thread_main(void *arg) {
             int rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
             if (rc == 0) break;
             if (rc != EINTR) {
-                tmoe_log(TMOE_LOG_ERROR, "monitor: clock_nanosleep failed (%d); sampling stops", rc);
+                tmoe_log(TMOE_LOG_ERROR, "monitor: clock_nanosleep failed (%d); sampling stops",
+                         rc);
                 return NULL;
             }
         }
@@ -136,12 +148,15 @@ int tmoe_monitor_create(tmoe_telemetry *t, const tmoe_monitor_config *cfg, tmoe_
     *out = NULL;
     tmoe_monitor_config c = cfg ? *cfg : tmoe_monitor_config_default();
     if (c.period_ns < 1000000 || c.capacity < 16 || c.energy_period_ns < 0 || c.slow_period_ns < 0)
-        return tmoe_errorf(err, TMOE_EINVAL, "monitor: period %lld ns (>= 1 ms), capacity %d "
-                           "(>= 16), energy period %lld ns (>= 0)", (long long)c.period_ns,
-                           c.capacity, (long long)c.energy_period_ns);
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "monitor: period %lld ns (>= 1 ms), capacity %d "
+                           "(>= 16), energy period %lld ns (>= 0)",
+                           (long long)c.period_ns, c.capacity, (long long)c.energy_period_ns);
     if (c.mode == TMOE_MONITOR_SYNC && !tmoe_telemetry_sim(t))
-        return tmoe_errorf(err, TMOE_EINVAL, "monitor: sync mode needs the sim telemetry source, "
-                           "not %s", tmoe_telemetry_source_name(t));
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "monitor: sync mode needs the sim telemetry source, "
+                           "not %s",
+                           tmoe_telemetry_source_name(t));
     tmoe_monitor *m = tmoe_calloc(1, sizeof *m, err);
     if (!m) return TMOE_ENOMEM;
     m->tel = t;
@@ -230,15 +245,19 @@ static void ring_span(const tmoe_monitor *m, const ring *r, int64_t t0, int64_t 
     int64_t a = first, b = r->total;
     while (a < b) { /* first sample at or after t0 */
         int64_t mid = a + (b - a) / 2;
-        if (r->s[mid % cap].t_ns < t0) a = mid + 1;
-        else b = mid;
+        if (r->s[mid % cap].t_ns < t0)
+            a = mid + 1;
+        else
+            b = mid;
     }
     *lo = a;
     b = r->total;
     while (a < b) { /* first sample after t1 */
         int64_t mid = a + (b - a) / 2;
-        if (r->s[mid % cap].t_ns <= t1) a = mid + 1;
-        else b = mid;
+        if (r->s[mid % cap].t_ns <= t1)
+            a = mid + 1;
+        else
+            b = mid;
     }
     *hi = a;
 }
@@ -275,8 +294,10 @@ static double power_of(const tmoe_sample *s) {
 }
 
 tmoe_energy tmoe_monitor_energy_between(tmoe_monitor *m, int dev, int64_t t0, int64_t t1) {
-    tmoe_energy e = {.joules = NAN, .method = TMOE_ENERGY_NONE,
-                     .seconds = (double)(t1 - t0) * 1e-9, .samples = 0};
+    tmoe_energy e = {.joules = NAN,
+                     .method = TMOE_ENERGY_NONE,
+                     .seconds = (double)(t1 - t0) * 1e-9,
+                     .samples = 0};
     if (dev < 0 || dev >= m->n || t1 <= t0) return e;
     /* read the window in place, under the lock (no copy: it runs once per batch) */
     pthread_mutex_lock(&m->mu);
@@ -365,8 +386,8 @@ double tmoe_monitor_predict_thermal(tmoe_monitor *m, double horizon_s, double pl
     return t;
 }
 
-void tmoe_monitor_predict_thermal_trajectory(tmoe_monitor *m, const double *planned_power_w,
-                                             int n, double dt_s, double *temp_c) {
+void tmoe_monitor_predict_thermal_trajectory(tmoe_monitor *m, const double *planned_power_w, int n,
+                                             double dt_s, double *temp_c) {
     pthread_mutex_lock(&m->mu);
     tmoe_rcfit_predict_trace(m->fit, planned_power_w, n, dt_s, temp_c);
     pthread_mutex_unlock(&m->mu);

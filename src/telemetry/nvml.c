@@ -70,11 +70,11 @@ static void *sym_first(void *lib, const char *const *names, int n, const char **
     return NULL;
 }
 
-#define LOAD(field, ...) \
-    do { \
-        static const char *const names_[] = {__VA_ARGS__}; \
-        *(void **)&a->field = sym_first(a->lib, names_, (int)(sizeof names_ / sizeof *names_), \
-                                        required ? &missing : NULL); \
+#define LOAD(field, ...)                                                                           \
+    do {                                                                                           \
+        static const char *const names_[] = {__VA_ARGS__};                                         \
+        *(void **)&a->field = sym_first(a->lib, names_, (int)(sizeof names_ / sizeof *names_),     \
+                                        required ? &missing : NULL);                               \
     } while (0)
 
 static int nvml_load(nvml_api *a, const char *path, tmoe_error *err) {
@@ -86,7 +86,8 @@ static int nvml_load(nvml_api *a, const char *path, tmoe_error *err) {
         const char *e = dlerror();
         return tmoe_errorf(err, TMOE_ENOTSUP,
                            "nvml: library not found: dlopen(%s): %s (install the NVIDIA driver, "
-                           "or set THERMOE_NVML_LIB)", path, e ? e : "?");
+                           "or set THERMOE_NVML_LIB)",
+                           path, e ? e : "?");
     }
     const char *missing = NULL;
     int required = 1;
@@ -97,7 +98,8 @@ static int nvml_load(nvml_api *a, const char *path, tmoe_error *err) {
     LOAD(temperature, "nvmlDeviceGetTemperature");
     LOAD(power, "nvmlDeviceGetPowerUsage");
     if (missing) {
-        int rc = tmoe_errorf(err, TMOE_ENOTSUP, "nvml: symbol missing: %s not in %s", missing, path);
+        int rc =
+            tmoe_errorf(err, TMOE_ENOTSUP, "nvml: symbol missing: %s not in %s", missing, path);
         dlclose(a->lib);
         a->lib = NULL;
         return rc;
@@ -135,8 +137,10 @@ static int init_error(const nvml_api *a, nvmlReturn_t rc, tmoe_error *err) {
         return tmoe_errorf(err, TMOE_EDEVICE, "nvml: permission denied (nvmlInit: %s, code %d)",
                            nvml_err(a, rc), rc);
     if (rc == NVML_ERROR_DRIVER_NOT_LOADED)
-        return tmoe_errorf(err, TMOE_ENODEV, "nvml: no device: the NVIDIA driver is not loaded "
-                           "(nvmlInit: %s, code %d)", nvml_err(a, rc), rc);
+        return tmoe_errorf(err, TMOE_ENODEV,
+                           "nvml: no device: the NVIDIA driver is not loaded "
+                           "(nvmlInit: %s, code %d)",
+                           nvml_err(a, rc), rc);
     return tmoe_errorf(err, TMOE_EDEVICE, "nvml: init failed: %s (NVML error code %d)",
                        nvml_err(a, rc), rc);
 }
@@ -166,8 +170,8 @@ static int nv_open(void **state, const void *cfg, tmoe_error *err) {
     if (nr != NVML_SUCCESS || n == 0) {
         rc = nr != NVML_SUCCESS
                  ? tmoe_errorf(err, nr == NVML_ERROR_NO_PERMISSION ? TMOE_EDEVICE : TMOE_ENODEV,
-                               "nvml: no device: nvmlDeviceGetCount: %s (code %d)",
-                               nvml_err(a, nr), nr)
+                               "nvml: no device: nvmlDeviceGetCount: %s (code %d)", nvml_err(a, nr),
+                               nr)
                  : tmoe_errorf(err, TMOE_ENODEV, "nvml: no device: NVML loaded but reports 0 GPUs");
         nvml_unload(a);
         free(s);
@@ -188,9 +192,8 @@ static int nv_open(void **state, const void *cfg, tmoe_error *err) {
         nr = a->handle((unsigned)i, &d->h);
         if (nr != NVML_SUCCESS) {
             rc = tmoe_errorf(err, nr == NVML_ERROR_NO_PERMISSION ? TMOE_EDEVICE : TMOE_ENODEV,
-                             "nvml: device %d does not answer: %s (code %d)%s", i,
-                             nvml_err(a, nr), nr,
-                             nr == NVML_ERROR_NO_PERMISSION ? ": permission denied" : "");
+                             "nvml: device %d does not answer: %s (code %d)%s", i, nvml_err(a, nr),
+                             nr, nr == NVML_ERROR_NO_PERMISSION ? ": permission denied" : "");
             nvml_unload(a);
             free(s->d);
             free(s);
@@ -211,7 +214,8 @@ static int nv_open(void **state, const void *cfg, tmoe_error *err) {
             snprintf(inf->pci_id, sizeof inf->pci_id, "unknown");
         }
         unsigned int v;
-        if (a->power_limit && a->power_limit(d->h, &v) == NVML_SUCCESS) inf->power_limit_w = v * 1e-3;
+        if (a->power_limit && a->power_limit(d->h, &v) == NVML_SUCCESS)
+            inf->power_limit_w = v * 1e-3;
         if (a->threshold && a->threshold(d->h, NVML_TEMP_THRESHOLD_SLOWDOWN, &v) == NVML_SUCCESS)
             inf->slowdown_temp_c = v;
         if (a->threshold && a->threshold(d->h, NVML_TEMP_THRESHOLD_SHUTDOWN, &v) == NVML_SUCCESS)
@@ -224,7 +228,9 @@ static int nv_open(void **state, const void *cfg, tmoe_error *err) {
     return TMOE_OK;
 }
 
-static int nv_count(void *state) { return ((nvml_state *)state)->n; }
+static int nv_count(void *state) {
+    return ((nvml_state *)state)->n;
+}
 
 static int nv_info(void *state, int dev, tmoe_device_info *o, tmoe_error *err) {
     nvml_state *s = state;
@@ -260,8 +266,7 @@ static int nv_read(void *state, int dev, uint32_t fields, tmoe_sample *o, tmoe_e
     uint32_t v = 0;
     int lost = 0, r;
     unsigned int u;
-#define TAKE(field, call) \
-    (lost ? 0 : ((r = take(s, d, (field), (call))) < 0 ? (lost = 1, 0) : r))
+#define TAKE(field, call) (lost ? 0 : ((r = take(s, d, (field), (call))) < 0 ? (lost = 1, 0) : r))
     if ((fields & TMOE_F_GPU_TEMP) &&
         TAKE(TMOE_F_GPU_TEMP, a->temperature(d->h, NVML_TEMPERATURE_GPU, &u)))
         o->gpu_temp_c = u, v |= TMOE_F_GPU_TEMP;
@@ -274,7 +279,8 @@ static int nv_read(void *state, int dev, uint32_t fields, tmoe_sample *o, tmoe_e
             fv[0].fieldId = NVML_FI_DEV_MEMORY_TEMP;
             fv[1].fieldId = NVML_FI_DEV_POWER_INSTANT;
             nvmlReturn_t rc = a->field_values(d->h, 2, fv);
-            if (rc == NVML_ERROR_GPU_IS_LOST) lost = 1;
+            if (rc == NVML_ERROR_GPU_IS_LOST)
+                lost = 1;
             else if (rc == NVML_ERROR_NOT_SUPPORTED)
                 d->unsupported |= TMOE_F_MEM_TEMP | TMOE_F_POWER_INSTANT;
             else if (rc == NVML_SUCCESS) {
@@ -293,8 +299,10 @@ static int nv_read(void *state, int dev, uint32_t fields, tmoe_sample *o, tmoe_e
                     case VT_USHORT: x = fv[k].value.usVal; break;
                     default: continue;
                     }
-                    if (k == 0) o->mem_temp_c = x;
-                    else o->power_instant_w = x * 1e-3; /* mW */
+                    if (k == 0)
+                        o->mem_temp_c = x;
+                    else
+                        o->power_instant_w = x * 1e-3; /* mW */
                     v |= f;
                 }
             }
@@ -309,7 +317,8 @@ static int nv_read(void *state, int dev, uint32_t fields, tmoe_sample *o, tmoe_e
             if (d->last_energy_raw >= 0.0 && raw < d->last_energy_raw) {
                 d->energy_offset += d->last_energy_raw - raw;
                 d->energy_resets++;
-                tmoe_log(TMOE_LOG_WARN, "nvml: device %d energy counter went backwards "
+                tmoe_log(TMOE_LOG_WARN,
+                         "nvml: device %d energy counter went backwards "
                          "(%.0f -> %.0f mJ): wrap or reset #%d, continuing from the last value",
                          dev, d->last_energy_raw, raw, d->energy_resets);
             }
@@ -320,7 +329,8 @@ static int nv_read(void *state, int dev, uint32_t fields, tmoe_sample *o, tmoe_e
     } else if (fields & TMOE_F_ENERGY) {
         d->unsupported |= TMOE_F_ENERGY;
     }
-    if ((fields & TMOE_F_SM_CLOCK) && a->clock && TAKE(TMOE_F_SM_CLOCK, a->clock(d->h, NVML_CLOCK_SM, &u)))
+    if ((fields & TMOE_F_SM_CLOCK) && a->clock &&
+        TAKE(TMOE_F_SM_CLOCK, a->clock(d->h, NVML_CLOCK_SM, &u)))
         o->sm_clock_mhz = u, v |= TMOE_F_SM_CLOCK;
     if ((fields & TMOE_F_MEM_CLOCK) && a->clock &&
         TAKE(TMOE_F_MEM_CLOCK, a->clock(d->h, NVML_CLOCK_MEM, &u)))
@@ -341,11 +351,14 @@ static int nv_read(void *state, int dev, uint32_t fields, tmoe_sample *o, tmoe_e
     }
     if ((fields & TMOE_F_THROTTLE) && a->reasons) {
         unsigned long long rr;
-        if (TAKE(TMOE_F_THROTTLE, a->reasons(d->h, &rr))) o->throttle_reasons = rr, v |= TMOE_F_THROTTLE;
+        if (TAKE(TMOE_F_THROTTLE, a->reasons(d->h, &rr)))
+            o->throttle_reasons = rr, v |= TMOE_F_THROTTLE;
     }
-    if ((fields & TMOE_F_PCIE_RX) && a->pcie && TAKE(TMOE_F_PCIE_RX, a->pcie(d->h, NVML_PCIE_RX, &u)))
+    if ((fields & TMOE_F_PCIE_RX) && a->pcie &&
+        TAKE(TMOE_F_PCIE_RX, a->pcie(d->h, NVML_PCIE_RX, &u)))
         o->pcie_rx_kbs = u, v |= TMOE_F_PCIE_RX;
-    if ((fields & TMOE_F_PCIE_TX) && a->pcie && TAKE(TMOE_F_PCIE_TX, a->pcie(d->h, NVML_PCIE_TX, &u)))
+    if ((fields & TMOE_F_PCIE_TX) && a->pcie &&
+        TAKE(TMOE_F_PCIE_TX, a->pcie(d->h, NVML_PCIE_TX, &u)))
         o->pcie_tx_kbs = u, v |= TMOE_F_PCIE_TX;
     if ((fields & TMOE_F_FAN) && a->fan && TAKE(TMOE_F_FAN, a->fan(d->h, &u)))
         o->fan_pct = u, v |= TMOE_F_FAN;
@@ -353,8 +366,10 @@ static int nv_read(void *state, int dev, uint32_t fields, tmoe_sample *o, tmoe_e
     if (lost) {
         d->lost = 1;
         *o = tmoe_sample_invalid(dev, o->t_ns);
-        tmoe_log(TMOE_LOG_ERROR, "nvml: device %d (%s) is lost (NVML_ERROR_GPU_IS_LOST); its "
-                 "samples are invalid from now on", dev, d->info.uuid);
+        tmoe_log(TMOE_LOG_ERROR,
+                 "nvml: device %d (%s) is lost (NVML_ERROR_GPU_IS_LOST); its "
+                 "samples are invalid from now on",
+                 dev, d->info.uuid);
         return tmoe_errorf(err, TMOE_ENODEV, "nvml: device %d is lost", dev);
     }
     o->valid = v;
@@ -369,5 +384,5 @@ static void nv_close(void *state) {
     free(s);
 }
 
-const tmoe_telemetry_source tmoe_source_nvml = {"nvml", nv_open, nv_count, nv_info, nv_read,
-                                                nv_close};
+const tmoe_telemetry_source tmoe_source_nvml = {"nvml",  nv_open, nv_count,
+                                                nv_info, nv_read, nv_close};

@@ -38,8 +38,12 @@ typedef struct {
     char busId[32];
     unsigned int reserved[8]; /* room for the v3 tail */
 } nvmlPciInfo_t;
-typedef struct { unsigned long long total, free, used; } nvmlMemory_t;
-typedef struct { unsigned int gpu, memory; } nvmlUtilization_t;
+typedef struct {
+    unsigned long long total, free, used;
+} nvmlMemory_t;
+typedef struct {
+    unsigned int gpu, memory;
+} nvmlUtilization_t;
 #define NVML_FI_DEV_MEMORY_TEMP 82
 #define NVML_FI_DEV_POWER_INSTANT 186
 #define NVML_TEMPERATURE_GPU 0

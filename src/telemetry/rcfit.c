@@ -12,17 +12,17 @@
 static const double bank_tau[NBANK] = {10.0, 20.0, 40.0, 80.0, 160.0};
 
 typedef struct member {
-    double us;        /* slow lag state, W */
-    double th[3];     /* c, g_fast, g_slow */
-    double P[3][3];   /* RLS covariance */
-    double err2;      /* EWMA of squared one-step error, C^2 */
-    double resid;     /* last residual, C */
+    double us;      /* slow lag state, W */
+    double th[3];   /* c, g_fast, g_slow */
+    double P[3][3]; /* RLS covariance */
+    double err2;    /* EWMA of squared one-step error, C^2 */
+    double resid;   /* last residual, C */
 } member;
 
 struct tmoe_rcfit {
     tmoe_rcfit_config cfg;
     int started;
-    double uf;        /* fast lag state, W */
+    double uf; /* fast lag state, W */
     double acc_e, acc_t;
     member m[NBANK];
     int best;
@@ -37,7 +37,8 @@ int tmoe_rcfit_create(const tmoe_rcfit_config *cfg, tmoe_rcfit **out, tmoe_error
     *out = NULL;
     tmoe_rcfit_config c = cfg ? *cfg : tmoe_rcfit_config_default();
     if (!(c.tau_fast_s > 0.0) || !(c.forgetting > 0.0 && c.forgetting <= 1.0) || !(c.step_s > 0.0))
-        return tmoe_errorf(err, TMOE_EINVAL, "rcfit: tau_fast %g s, forgetting %g, step %g s: "
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "rcfit: tau_fast %g s, forgetting %g, step %g s: "
                            "expected tau > 0, forgetting in (0, 1], step > 0",
                            c.tau_fast_s, c.forgetting, c.step_s);
     tmoe_rcfit *f = tmoe_calloc(1, sizeof *f, err);
@@ -47,7 +48,9 @@ int tmoe_rcfit_create(const tmoe_rcfit_config *cfg, tmoe_rcfit **out, tmoe_error
     return TMOE_OK;
 }
 
-void tmoe_rcfit_free(tmoe_rcfit *f) { free(f); }
+void tmoe_rcfit_free(tmoe_rcfit *f) {
+    free(f);
+}
 
 static void start(tmoe_rcfit *f, double p, double temp) {
     f->started = 1;
@@ -120,7 +123,8 @@ void tmoe_rcfit_predict_trace(const tmoe_rcfit *f, const double *power_w, int n,
         uf = uf * af + power_w[i] * (1.0 - af);
         us = us * as + power_w[i] * (1.0 - as);
         t += dt_s;
-        temp_c[i] = m->th[0] + m->th[1] * uf + m->th[2] * us + m->resid * exp(-t / bank_tau[f->best]);
+        temp_c[i] =
+            m->th[0] + m->th[1] * uf + m->th[2] * us + m->resid * exp(-t / bank_tau[f->best]);
     }
 }
 

@@ -19,9 +19,9 @@ tmoe_sample tmoe_sample_invalid(int device, int64_t t_ns) {
 }
 
 static const char *const field_names[TMOE_F_COUNT] = {
-    "gpu_temp_c",   "mem_temp_c",   "power_avg_w",  "power_instant_w", "energy_mj",
-    "sm_clock_mhz", "mem_clock_mhz", "gpu_util_pct", "mem_util_pct",    "mem_used_bytes",
-    "mem_total_bytes", "throttle_reasons", "pcie_rx_kbs", "pcie_tx_kbs", "fan_pct"};
+    "gpu_temp_c",      "mem_temp_c",       "power_avg_w",  "power_instant_w", "energy_mj",
+    "sm_clock_mhz",    "mem_clock_mhz",    "gpu_util_pct", "mem_util_pct",    "mem_used_bytes",
+    "mem_total_bytes", "throttle_reasons", "pcie_rx_kbs",  "pcie_tx_kbs",     "fan_pct"};
 
 const char *tmoe_field_name(uint32_t field) {
     for (int i = 0; i < TMOE_F_COUNT; i++)
@@ -34,8 +34,8 @@ int tmoe_fields_format(uint32_t mask, char *buf, size_t n) {
     if (n) buf[0] = '\0';
     for (int i = 0; i < TMOE_F_COUNT; i++) {
         if (!(mask & (1u << i))) continue;
-        int w = snprintf(len < n ? buf + len : NULL, len < n ? n - len : 0, "%s%s",
-                         len ? "," : "", field_names[i]);
+        int w = snprintf(len < n ? buf + len : NULL, len < n ? n - len : 0, "%s%s", len ? "," : "",
+                         field_names[i]);
         if (w < 0) return -1;
         len += (size_t)w;
     }
@@ -76,8 +76,8 @@ int tmoe_throttle_format(uint64_t r, char *buf, size_t n) {
     for (size_t i = 0; i < NREASONS; i++) {
         known |= reasons[i].bit;
         if (!(r & reasons[i].bit)) continue;
-        int w = snprintf(len < n ? buf + len : NULL, len < n ? n - len : 0, "%s%s",
-                         len ? "|" : "", reasons[i].name);
+        int w = snprintf(len < n ? buf + len : NULL, len < n ? n - len : 0, "%s%s", len ? "|" : "",
+                         reasons[i].name);
         if (w < 0) return -1;
         len += (size_t)w;
     }

@@ -12,22 +12,22 @@
 #include "thermoe/telemetry.h"
 
 /* ---- calibration (docs/telemetry.md says where each comes from) ---------------------- */
-#define SIM_IDLE_DOWN_W 72.0   /* clocks down, at SIM_IDLE_DOWN_T */
+#define SIM_IDLE_DOWN_W 72.0 /* clocks down, at SIM_IDLE_DOWN_T */
 #define SIM_IDLE_DOWN_T 34.0
-#define SIM_LEAK_DOWN 0.15     /* W per C, clocks down */
-#define SIM_IDLE_UP_W 138.3    /* clocks up, at SIM_IDLE_UP_T */
+#define SIM_LEAK_DOWN 0.15  /* W per C, clocks down */
+#define SIM_IDLE_UP_W 138.3 /* clocks up, at SIM_IDLE_UP_T */
 #define SIM_IDLE_UP_T 51.0
-#define SIM_LEAK_UP 1.0        /* W per C, clocks up and idle */
-#define SIM_LEAK_BUSY 0.6      /* extra W per C while work runs (1.6 in all) */
-#define SIM_PJ_PER_BYTE 134.0  /* dynamic energy per byte moved, pJ */
-#define SIM_PJ_PER_FLOP 0.78   /* dynamic energy per FLOP (bf16 tensor core), pJ */
+#define SIM_LEAK_UP 1.0       /* W per C, clocks up and idle */
+#define SIM_LEAK_BUSY 0.6     /* extra W per C while work runs (1.6 in all) */
+#define SIM_PJ_PER_BYTE 134.0 /* dynamic energy per byte moved, pJ */
+#define SIM_PJ_PER_FLOP 0.78  /* dynamic energy per FLOP (bf16 tensor core), pJ */
 #define SIM_SM_MAX_MHZ 1980.0
 #define SIM_SM_IDLE_MHZ 345.0
 #define SIM_MEM_MHZ 2619.0
 #define SIM_MEM_PEAK_BPS 3.35e12
 #define SIM_SLOWDOWN_C 89.0
 #define SIM_SHUTDOWN_C 95.0
-#define SIM_THERMAL_SCALE 0.7  /* clock factor above the slowdown temperature */
+#define SIM_THERMAL_SCALE 0.7 /* clock factor above the slowdown temperature */
 #define SIM_MEM_TOTAL 85520809984ull
 #define SIM_MEM_USED0 (560ull << 20)
 /* RC model: T = T_amb + sum over stages of x, dx/dt = (g_rest P_rest + g_mem P_mem - x)/tau */
@@ -41,26 +41,26 @@ static const double g_mem[2][2] = {{0.01494, 0.03384}, {0.04259, 0.03304}};
 #define QCAP 4096
 
 typedef struct work {
-    double rem_s;  /* busy seconds left at full clock */
-    double dyn_w;  /* dynamic power at full clock, W */
-    double mem_w;  /* part of dyn_w that moves memory, W */
+    double rem_s; /* busy seconds left at full clock */
+    double dyn_w; /* dynamic power at full clock, W */
+    double mem_w; /* part of dyn_w that moves memory, W */
 } work;
 
 typedef struct simdev {
     work q[QCAP];
     int qhead, qlen;
-    double x[2][2];         /* thermal stage states, C */
-    double amb[2];          /* ambient of gpu, hbm */
+    double x[2][2]; /* thermal stage states, C */
+    double amb[2];  /* ambient of gpu, hbm */
     int clocks_up;
-    double idle_since_s;    /* seconds idle */
-    double energy_j;        /* true energy since create */
+    double idle_since_s; /* seconds idle */
+    double energy_j;     /* true energy since create */
     double energy_origin_mj;
-    double bucket_e0;       /* energy at the last 100 ms boundary */
+    double bucket_e0;            /* energy at the last 100 ms boundary */
     double hist_e[NBUCKETS + 1]; /* energy at the last 11 boundaries (ring) */
     int hist_n;
     double busy_bucket[NBUCKETS], bytes_bucket[NBUCKETS]; /* per 100 ms bucket */
     double busy_cur, bytes_cur;
-    double noise_w;         /* instant power noise for the present bucket */
+    double noise_w;          /* instant power noise for the present bucket */
     double p_now, scale_now; /* last step: board power, clock factor */
     int busy_now;
     uint64_t reasons_now;
@@ -85,8 +85,12 @@ struct tmoe_sim {
 #define UNLOCK(s) pthread_mutex_unlock(&((tmoe_sim *)(s))->mu)
 
 tmoe_sim_config tmoe_sim_config_default(void) {
-    tmoe_sim_config c = {.n_devices = 1, .seed = 1, .idle_temp_c = 34.0, .power_limit_w = 700.0,
-                         .power_noise_w = 4.0, .clock_down_after_s = 0.0};
+    tmoe_sim_config c = {.n_devices = 1,
+                         .seed = 1,
+                         .idle_temp_c = 34.0,
+                         .power_limit_w = 700.0,
+                         .power_noise_w = 4.0,
+                         .clock_down_after_s = 0.0};
     return c;
 }
 
@@ -170,7 +174,9 @@ void tmoe_sim_free(tmoe_sim *s) {
     free(s);
 }
 
-int tmoe_sim_device_count(const tmoe_sim *s) { return s->n; }
+int tmoe_sim_device_count(const tmoe_sim *s) {
+    return s->n;
+}
 int64_t tmoe_sim_now_ns(const tmoe_sim *s) {
     LOCK(s);
     int64_t t = s->now_ns;
@@ -185,7 +191,7 @@ static double queue_s(const simdev *d) {
 }
 
 static double enqueue_locked(tmoe_sim *s, int dev, double busy_s, double dyn_w, double mem_w) {
-    if ( dev < 0 || dev >= s->n || !(busy_s > 0.0) || !(dyn_w >= 0.0) || !isfinite(dyn_w))
+    if (dev < 0 || dev >= s->n || !(busy_s > 0.0) || !(dyn_w >= 0.0) || !isfinite(dyn_w))
         return -1.0;
     simdev *d = &s->d[dev];
     if (d->qlen == QCAP) { /* merge into the last item: same energy, same total time */
@@ -383,8 +389,7 @@ void tmoe_sim_set_temps(tmoe_sim *s, int dev, double gpu_c, double mem_c) {
     UNLOCK(s);
 }
 
-static int sim_read_locked(tmoe_sim *s, int dev, uint32_t fields, tmoe_sample *o,
-                          tmoe_error *err) {
+static int sim_read_locked(tmoe_sim *s, int dev, uint32_t fields, tmoe_sample *o, tmoe_error *err) {
     if (dev < 0 || dev >= s->n)
         return tmoe_errorf(err, TMOE_EINVAL, "sim: device %d out of range [0, %d)", dev, s->n);
     simdev *d = &s->d[dev];
@@ -448,7 +453,9 @@ static int src_open(void **state, const void *cfg, tmoe_error *err) {
     *state = rc ? NULL : s;
     return rc;
 }
-static int src_count(void *state) { return ((tmoe_sim *)state)->n; }
+static int src_count(void *state) {
+    return ((tmoe_sim *)state)->n;
+}
 static int src_info(void *state, int dev, tmoe_device_info *o, tmoe_error *err) {
     tmoe_sim *s = state;
     if (dev < 0 || dev >= s->n)
@@ -467,10 +474,12 @@ static int src_info(void *state, int dev, tmoe_device_info *o, tmoe_error *err) 
 static int src_read(void *state, int dev, uint32_t fields, tmoe_sample *o, tmoe_error *err) {
     return tmoe_sim_read(state, dev, fields, o, err);
 }
-static void src_close(void *state) { tmoe_sim_free(state); }
+static void src_close(void *state) {
+    tmoe_sim_free(state);
+}
 
-const tmoe_telemetry_source tmoe_source_sim = {"sim", src_open, src_count, src_info, src_read,
-                                               src_close};
+const tmoe_telemetry_source tmoe_source_sim = {"sim",    src_open, src_count,
+                                               src_info, src_read, src_close};
 
 double tmoe_sim_energy_exact_j(const tmoe_sim *s, int dev) {
     if (dev < 0 || dev >= s->n) return NAN;

@@ -18,8 +18,8 @@ struct tmoe_telemetry {
 };
 
 tmoe_telemetry_config tmoe_telemetry_config_default(void) {
-    tmoe_telemetry_config c = {.kind = TMOE_TELEMETRY_AUTO, .sim = tmoe_sim_config_default(),
-                               .nvml_lib = NULL};
+    tmoe_telemetry_config c = {
+        .kind = TMOE_TELEMETRY_AUTO, .sim = tmoe_sim_config_default(), .nvml_lib = NULL};
     return c;
 }
 
@@ -86,10 +86,18 @@ void tmoe_telemetry_free(tmoe_telemetry *t) {
     free(t);
 }
 
-const char *tmoe_telemetry_source_name(const tmoe_telemetry *t) { return t->src->name; }
-int tmoe_telemetry_is_simulated(const tmoe_telemetry *t) { return t->src == &tmoe_source_sim; }
-const char *tmoe_telemetry_choice(const tmoe_telemetry *t) { return t->choice; }
-int tmoe_telemetry_device_count(const tmoe_telemetry *t) { return t->n; }
+const char *tmoe_telemetry_source_name(const tmoe_telemetry *t) {
+    return t->src->name;
+}
+int tmoe_telemetry_is_simulated(const tmoe_telemetry *t) {
+    return t->src == &tmoe_source_sim;
+}
+const char *tmoe_telemetry_choice(const tmoe_telemetry *t) {
+    return t->choice;
+}
+int tmoe_telemetry_device_count(const tmoe_telemetry *t) {
+    return t->n;
+}
 
 int tmoe_telemetry_device_info(const tmoe_telemetry *t, int dev, tmoe_device_info *out,
                                tmoe_error *err) {
@@ -99,7 +107,8 @@ int tmoe_telemetry_device_info(const tmoe_telemetry *t, int dev, tmoe_device_inf
 int tmoe_telemetry_read(tmoe_telemetry *t, int dev, uint32_t fields, tmoe_sample *out,
                         tmoe_error *err) {
     if (dev < 0 || dev >= t->n)
-        return tmoe_errorf(err, TMOE_EINVAL, "telemetry: device %d out of range [0, %d)", dev, t->n);
+        return tmoe_errorf(err, TMOE_EINVAL, "telemetry: device %d out of range [0, %d)", dev,
+                           t->n);
     /* the sim locks itself (and its tick calls back in here under that lock: taking ours
      * too would invert the lock order) */
     if (t->src == &tmoe_source_sim) return t->src->read(t->state, dev, fields, out, err);

@@ -13,9 +13,9 @@ typedef struct cpu_state {
     tmoe_engine_config cfg;
     tmoe_arena arena;
     int T;
-    float *x;       /* (T, D) input, then residual after attention */
-    tmoe_f16 *h16;  /* (T, D) normed activations */
-    float *qkv;     /* (T, 3D) */
+    float *x;      /* (T, D) input, then residual after attention */
+    tmoe_f16 *h16; /* (T, D) normed activations */
+    float *qkv;    /* (T, 3D) */
     tmoe_f16 *qkv16;
     tmoe_f16 *att16; /* (T, D) */
     float *tmp;      /* (T, D) */
@@ -24,10 +24,10 @@ typedef struct cpu_state {
     int32_t *idx;    /* (T, k) */
     float *w;        /* (T, k) */
     int32_t *counts, *offsets, *src, *dst;
-    tmoe_f16 *xg;    /* (T k, D) grouped inputs */
-    float *ye;       /* (T k, D) grouped expert outputs */
-    float *y;        /* (T, D) output */
-    void *scratch;   /* expert scratch for T k rows */
+    tmoe_f16 *xg;  /* (T k, D) grouped inputs */
+    float *ye;     /* (T k, D) grouped expert outputs */
+    float *y;      /* (T, D) output */
+    void *scratch; /* expert scratch for T k rows */
 } cpu_state;
 
 static void cpu_destroy(void *p) {
@@ -51,15 +51,15 @@ static int cpu_create(const tmoe_block *blk, const tmoe_engine_config *cfg, void
         if (b > scratch) scratch = b;
     }
     const tmoe_buf bufs[] = {
-        TMOE_BUF(s->x, T * D * 4),         TMOE_BUF(s->h16, T * D * 2),
-        TMOE_BUF(s->qkv, T * 3 * D * 4),   TMOE_BUF(s->qkv16, T * 3 * D * 2),
-        TMOE_BUF(s->att16, T * D * 2),     TMOE_BUF(s->tmp, T * D * 4),
-        TMOE_BUF(s->attn_p, T * 4),        TMOE_BUF(s->logits, T * E * 4),
-        TMOE_BUF(s->idx, T * k * 4),       TMOE_BUF(s->w, T * k * 4),
-        TMOE_BUF(s->counts, E * 4),        TMOE_BUF(s->offsets, (E + 1) * 4),
-        TMOE_BUF(s->src, T * k * 4),       TMOE_BUF(s->dst, T * k * 4),
-        TMOE_BUF(s->xg, T * k * D * 2),    TMOE_BUF(s->ye, T * k * D * 4),
-        TMOE_BUF(s->y, T * D * 4),         TMOE_BUF(s->scratch, scratch),
+        TMOE_BUF(s->x, T * D * 4),       TMOE_BUF(s->h16, T * D * 2),
+        TMOE_BUF(s->qkv, T * 3 * D * 4), TMOE_BUF(s->qkv16, T * 3 * D * 2),
+        TMOE_BUF(s->att16, T * D * 2),   TMOE_BUF(s->tmp, T * D * 4),
+        TMOE_BUF(s->attn_p, T * 4),      TMOE_BUF(s->logits, T * E * 4),
+        TMOE_BUF(s->idx, T * k * 4),     TMOE_BUF(s->w, T * k * 4),
+        TMOE_BUF(s->counts, E * 4),      TMOE_BUF(s->offsets, (E + 1) * 4),
+        TMOE_BUF(s->src, T * k * 4),     TMOE_BUF(s->dst, T * k * 4),
+        TMOE_BUF(s->xg, T * k * D * 2),  TMOE_BUF(s->ye, T * k * D * 4),
+        TMOE_BUF(s->y, T * D * 4),       TMOE_BUF(s->scratch, scratch),
     };
     int n = (int)(sizeof bufs / sizeof *bufs);
     size_t total = tmoe_bufs_total(bufs, n, 64);
@@ -73,7 +73,9 @@ static int cpu_create(const tmoe_block *blk, const tmoe_engine_config *cfg, void
     return TMOE_OK;
 }
 
-static double ms_since(int64_t t0) { return (double)(tmoe_now_ns() - t0) / 1e6; }
+static double ms_since(int64_t t0) {
+    return (double)(tmoe_now_ns() - t0) / 1e6;
+}
 
 static int cpu_begin(void *p, const float *x, int T, int moe_only, double op_ms[TMOE_OP_COUNT],
                      tmoe_error *err) {

@@ -24,8 +24,8 @@ typedef struct cpu_ep_state {
     void *inner; /* the CPU engine state of the whole block (attention, norm, gate) */
     tmoe_cpu_io io;
     tmoe_arena arena;
-    int32_t *idx;           /* (Tmax k) */
-    float *w;               /* (Tmax k) */
+    int32_t *idx;                /* (Tmax k) */
+    float *w;                    /* (Tmax k) */
     tmoe_f16 *send, *recv, *grp; /* (Tmax k, D), (Rmax, D), (Rmax, D) */
     float *ye, *ret, *back, *y;  /* (Rmax, D), (Rmax, D), (Tmax k, D), (Tmax, D) */
     void *scratch;
@@ -34,13 +34,15 @@ typedef struct cpu_ep_state {
     tmoe_ep_stats stats;
 } cpu_ep_state;
 
-#define TRY_EP(expr) \
-    do { \
-        int rc_ = (expr); \
-        if (rc_) return rc_; \
+#define TRY_EP(expr)                                                                               \
+    do {                                                                                           \
+        int rc_ = (expr);                                                                          \
+        if (rc_) return rc_;                                                                       \
     } while (0)
 
-static double ms_since(int64_t t0) { return (double)(tmoe_now_ns() - t0) / 1e6; }
+static double ms_since(int64_t t0) {
+    return (double)(tmoe_now_ns() - t0) / 1e6;
+}
 
 static void cpu_ep_destroy(void *p) {
     cpu_ep_state *s = p;
@@ -98,7 +100,8 @@ static int cpu_ep_create_in(cpu_ep_state *s, tmoe_error *err) {
     if ((double)s->Rmax * s->D * 4 > 2e9)
         return tmoe_errorf(err, TMOE_ENOTSUP,
                            "expert-parallel cpu: %d ranks x %d tokens x top-%d rows of %d values "
-                           "exceed MPI's 2^31-byte counts", s->N, s->Tmax, s->k, s->D);
+                           "exceed MPI's 2^31-byte counts",
+                           s->N, s->Tmax, s->k, s->D);
     TRY_EP(tmoe_placement_for_ranks(s->cfg.placement, s->E, s->N, &s->pl, err));
     s->L = s->pl.first[s->rank + 1] - s->pl.first[s->rank];
     int rc = tmoe_dispatch_create(&s->pl, s->rank, s->Tmax, s->k, &s->plan, err);
@@ -162,8 +165,8 @@ static int cpu_ep_create(const tmoe_block *blk, const tmoe_engine_config *cfg, v
     return TMOE_OK;
 }
 
-static int cpu_ep_begin(void *p, const float *x, int T, int moe_only,
-                        double op_ms[TMOE_OP_COUNT], tmoe_error *err) {
+static int cpu_ep_begin(void *p, const float *x, int T, int moe_only, double op_ms[TMOE_OP_COUNT],
+                        tmoe_error *err) {
     cpu_ep_state *s = p;
     s->T = T;
     return tmoe_backend_cpu.begin(s->inner, x, T, moe_only, op_ms, err);
@@ -250,7 +253,8 @@ static int cpu_ep_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_erro
     }
     s->stats.a2a_bytes = bytes;
     memset(s->stats.expert_rows, 0, sizeof s->stats.expert_rows);
-    for (int l = 0; l < rp.num_local; l++) s->stats.expert_rows[rp.experts[l]] = rp.expert_counts[l];
+    for (int l = 0; l < rp.num_local; l++)
+        s->stats.expert_rows[rp.experts[l]] = rp.expert_counts[l];
     for (int o = 0; o < TMOE_OP_COUNT; o++)
         if (!isnan(op_ms[o])) tmoe_op_ms_add(m->op_ms, (tmoe_op)o, op_ms[o]);
     for (int i = 0; i < Tk; i++) m->tokens_per_expert[s->idx[i]]++;

@@ -59,14 +59,18 @@ static void linear_rows(const tmoe_f16 *x, int n, int in, int out, float *y, wfi
 #pragma omp for
         for (int o = 0; o < out; o++) {
             fill(ctx, o, wrow);
-            for (int r = 0; r < n; r++) y[(size_t)r * out + o] = dot(x32 + (size_t)r * in, wrow, in);
+            for (int r = 0; r < n; r++)
+                y[(size_t)r * out + o] = dot(x32 + (size_t)r * in, wrow, in);
         }
         free(wrow);
     }
     free(x32);
 }
 
-typedef struct { const tmoe_f16 *W; int in; } f16_ctx;
+typedef struct {
+    const tmoe_f16 *W;
+    int in;
+} f16_ctx;
 
 static void fill_f16(const void *c, int o, float *wrow) {
     const f16_ctx *f = c;
@@ -78,7 +82,12 @@ void tmoe_cpu_linear_f16(const tmoe_f16 *x, const tmoe_f16 *W, int n, int in, in
     linear_rows(x, n, in, out, y, fill_f16, &c);
 }
 
-typedef struct { tmoe_etype t; const uint8_t *q; const tmoe_f16 *scales; int group, in; } q_ctx;
+typedef struct {
+    tmoe_etype t;
+    const uint8_t *q;
+    const tmoe_f16 *scales;
+    int group, in;
+} q_ctx;
 
 static void fill_q(const void *c, int o, float *wrow) {
     const q_ctx *f = c;

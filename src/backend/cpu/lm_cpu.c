@@ -32,15 +32,14 @@ struct tmoe_cpu_lm {
     int32_t *slot;       /* (T) KV slot of each new token */
     int32_t *counts;     /* (n_layers, E) */
     int max_ctx;
-    int scores_cap;      /* floats in scores */
+    int scores_cap; /* floats in scores */
 };
 
 void tmoe_cpu_lm_free(tmoe_cpu_lm *r) {
     if (!r) return;
-    void *ptrs[] = {r->x,   r->xn,   r->tmp, r->q,    r->k,        r->v,      r->att,
-                    r->scores, r->h, r->a,   r->rope, r->router,   r->bias,   r->idx,
-                    r->w,   r->rows, r->rw,  r->xg16, r->xg, r->ye,       r->escratch, r->pos,
-                    r->slot, r->counts};
+    void *ptrs[] = {r->x,  r->xn,   r->tmp,  r->q,      r->k,        r->v,   r->att,  r->scores,
+                    r->h,  r->a,    r->rope, r->router, r->bias,     r->idx, r->w,    r->rows,
+                    r->rw, r->xg16, r->xg,   r->ye,     r->escratch, r->pos, r->slot, r->counts};
     for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++) free(ptrs[i]);
     free(r);
 }
@@ -145,8 +144,8 @@ static float silu(float g) {
 }
 
 /* SwiGLU MLP on n rows: y = W2 (silu(gate) * up), w13 (2I, D) rows [gate; up], w2 (D, I). */
-static void swiglu(tmoe_cpu_lm *r, const float *x, int n, const float *w13, const float *w2,
-                   int I, float *y) {
+static void swiglu(tmoe_cpu_lm *r, const float *x, int n, const float *w13, const float *w2, int I,
+                   float *y) {
     int D = r->m->cfg.d_model;
     linear(x, w13, NULL, n, D, 2 * I, r->h);
     for (int t = 0; t < n; t++) {
@@ -268,8 +267,7 @@ static void run_expert(tmoe_cpu_lm *r, const tmoe_lm_layer *y, int e, int n) {
         swiglu(r, r->xg, n, y->ex_w13 + (size_t)e * 2 * I * D, y->ex_w2 + (size_t)e * D * I, I,
                r->ye);
     else
-        tmoe_cpu_expert_forward(&y->experts[e], r->cfg.impl, r->xg16, n, r->ye, r->escratch,
-                                NULL);
+        tmoe_cpu_expert_forward(&y->experts[e], r->cfg.impl, r->xg16, n, r->ye, r->escratch, NULL);
     for (int j = 0; j < n; j++) {
         float *out = r->tmp + (size_t)r->rows[j] * D;
         const float *row = r->ye + (size_t)j * D;

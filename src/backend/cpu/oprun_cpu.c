@@ -11,7 +11,7 @@
 typedef struct cpu_op {
     tmoe_oprun_spec s;
     int ncopies, next;
-    tmoe_expert *experts;   /* (ncopies) */
+    tmoe_expert *experts; /* (ncopies) */
     tmoe_linear gate, wqkv, wo;
     float *norm_w;
     tmoe_f16 *x16, *w16, *a16, *qkv16;
@@ -30,8 +30,9 @@ static void cpu_destroy(void *p) {
     tmoe_linear_free(&o->gate);
     tmoe_linear_free(&o->wqkv);
     tmoe_linear_free(&o->wo);
-    void *bufs[] = {o->scratch, o->norm_w, o->x16, o->w16, o->a16, o->qkv16, o->f32a, o->f32b, o->p,
-                    o->idx, o->counts, o->offsets, o->src, o->dst, o->w};
+    void *bufs[] = {o->scratch, o->norm_w,  o->x16,  o->w16, o->a16,
+                    o->qkv16,   o->f32a,    o->f32b, o->p,   o->idx,
+                    o->counts,  o->offsets, o->src,  o->dst, o->w};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     free(o);
 }
@@ -82,10 +83,12 @@ static int cpu_create(const tmoe_oprun_spec *spec, void **out, tmoe_error *err) 
     }
     if (is_expert_op(spec)) {
         tmoe_expert one;
-        if ((rc = tmoe_expert_alloc(&one, spec->etype, b->act, D, F, b->group_size, err))) goto fail;
+        if ((rc = tmoe_expert_alloc(&one, spec->etype, b->act, D, F, b->group_size, err)))
+            goto fail;
         size_t per = tmoe_expert_weight_bytes(&one);
         tmoe_expert_free(&one);
-        o->ncopies = spec->min_working_set > per ? (int)((spec->min_working_set + per - 1) / per) : 1;
+        o->ncopies =
+            spec->min_working_set > per ? (int)((spec->min_working_set + per - 1) / per) : 1;
         if (o->ncopies > 64) o->ncopies = 64;
         o->experts = tmoe_calloc((size_t)o->ncopies, sizeof(tmoe_expert), err);
         if (!o->experts) {
@@ -93,7 +96,8 @@ static int cpu_create(const tmoe_oprun_spec *spec, void **out, tmoe_error *err) 
             goto fail;
         }
         for (int c = 0; c < o->ncopies; c++) {
-            if ((rc = tmoe_expert_alloc(&o->experts[c], spec->etype, b->act, D, F, b->group_size, err)) ||
+            if ((rc = tmoe_expert_alloc(&o->experts[c], spec->etype, b->act, D, F, b->group_size,
+                                        err)) ||
                 (rc = tmoe_linear_init_random(&o->experts[c].fc1, &rng, err)) ||
                 (rc = tmoe_linear_init_random(&o->experts[c].fc2, &rng, err)))
                 goto fail;
@@ -124,7 +128,8 @@ static int cpu_create(const tmoe_oprun_spec *spec, void **out, tmoe_error *err) 
         case TMOE_OP_RELU: o->bytes = (double)T * F1 * 4 + (double)T * F * 2; break;
         default:
             o->bytes = (double)(spec->impl == TMOE_IMPL_FUSED || spec->etype == TMOE_ET_FP16
-                                    ? tmoe_linear_weight_bytes(l) : (size_t)l->out * l->in * 2) +
+                                    ? tmoe_linear_weight_bytes(l)
+                                    : (size_t)l->out * l->in * 2) +
                        (double)T * l->in * 2 + (double)T * l->out * 4;
             o->flops = 2.0 * T * l->out * l->in;
         }
@@ -139,14 +144,26 @@ static int cpu_create(const tmoe_oprun_spec *spec, void **out, tmoe_error *err) 
             goto fail;
         for (size_t i = 0; i < (size_t)T * 3 * D; i++) o->a16[i] = o->x16[i % (nk * (size_t)D)];
         switch (spec->op) {
-        case TMOE_OP_GATE_LINEAR: o->bytes = (double)E * D * 2 + (double)T * D * 2 + (double)T * E * 4; o->flops = 2.0 * T * E * D; break;
+        case TMOE_OP_GATE_LINEAR:
+            o->bytes = (double)E * D * 2 + (double)T * D * 2 + (double)T * E * 4;
+            o->flops = 2.0 * T * E * D;
+            break;
         case TMOE_OP_GATE_TOPK: o->bytes = (double)T * E * 4 + (double)nk * 8; break;
         case TMOE_OP_PERMUTE: o->bytes = (double)nk * 12 + (double)nk * D * 2 * 2; break;
         case TMOE_OP_COMBINE: o->bytes = (double)nk * D * 4 + (double)T * D * 4; break;
         case TMOE_OP_NORM: o->bytes = (double)T * D * 6; break;
-        case TMOE_OP_ATTN_QKV: o->bytes = 6.0 * D * D + (double)T * D * 2 + (double)T * 3 * D * 4; o->flops = 6.0 * T * D * D; break;
-        case TMOE_OP_ATTN_OUT: o->bytes = 2.0 * D * D + (double)T * D * 6; o->flops = 2.0 * T * D * D; break;
-        case TMOE_OP_ATTN_CORE: o->bytes = (double)T * 3 * D * 2 + (double)T * D * 2; o->flops = 2.0 * T * (double)b->seq_len * D; break;
+        case TMOE_OP_ATTN_QKV:
+            o->bytes = 6.0 * D * D + (double)T * D * 2 + (double)T * 3 * D * 4;
+            o->flops = 6.0 * T * D * D;
+            break;
+        case TMOE_OP_ATTN_OUT:
+            o->bytes = 2.0 * D * D + (double)T * D * 6;
+            o->flops = 2.0 * T * D * D;
+            break;
+        case TMOE_OP_ATTN_CORE:
+            o->bytes = (double)T * 3 * D * 2 + (double)T * D * 2;
+            o->flops = 2.0 * T * (double)b->seq_len * D;
+            break;
         default: break;
         }
     }
@@ -171,13 +188,9 @@ static void run_once(cpu_op *o) {
         tmoe_cpu_dequant_unpack(&e->fc1, o->w16);
         tmoe_cpu_dequant_unpack(&e->fc2, o->w16);
         break;
-    case TMOE_OP_LINEAR_FC1:
-        tmoe_cpu_linear(&e->fc1, o->s.impl, o->w16, o->x16, T, o->f32a);
-        break;
+    case TMOE_OP_LINEAR_FC1: tmoe_cpu_linear(&e->fc1, o->s.impl, o->w16, o->x16, T, o->f32a); break;
     case TMOE_OP_RELU: tmoe_cpu_act(b->act, o->f32a, T, F, o->a16); break;
-    case TMOE_OP_LINEAR_FC2:
-        tmoe_cpu_linear(&e->fc2, o->s.impl, o->w16, o->x16, T, o->f32b);
-        break;
+    case TMOE_OP_LINEAR_FC2: tmoe_cpu_linear(&e->fc2, o->s.impl, o->w16, o->x16, T, o->f32b); break;
     case TMOE_OP_GATE_LINEAR: tmoe_cpu_linear_f16(o->x16, o->gate.w, T, D, E, o->f32a); break;
     case TMOE_OP_GATE_TOPK:
         tmoe_gate_topk(o->f32a, NULL, T, E, k, b->renormalize, 0, o->idx, o->w);
@@ -192,7 +205,8 @@ static void run_once(cpu_op *o) {
     case TMOE_OP_ATTN_CORE:
         for (int t0 = 0; t0 < T; t0 += b->seq_len) {
             int n = T - t0 < b->seq_len ? T - t0 : b->seq_len;
-            tmoe_cpu_attention(o->a16 + (size_t)t0 * 3 * D, n, D, b->n_heads, o->x16 + (size_t)t0 * D, o->p);
+            tmoe_cpu_attention(o->a16 + (size_t)t0 * 3 * D, n, D, b->n_heads,
+                               o->x16 + (size_t)t0 * D, o->p);
         }
         break;
     case TMOE_OP_ATTN_OUT: tmoe_cpu_linear_f16(o->x16, o->wo.w, T, D, D, o->f32b); break;
@@ -206,7 +220,8 @@ static int cpu_run(void *p, int calls, double *ms, tmoe_error *err) {
     /* the unfused linear ops read fp16 weights a dequant_unpack wrote before */
     if ((o->s.op == TMOE_OP_LINEAR_FC1 || o->s.op == TMOE_OP_LINEAR_FC2) &&
         o->s.etype != TMOE_ET_FP16 && o->s.impl == TMOE_IMPL_UNFUSED)
-        tmoe_cpu_dequant_unpack(o->s.op == TMOE_OP_LINEAR_FC1 ? &o->experts[0].fc1 : &o->experts[0].fc2, o->w16);
+        tmoe_cpu_dequant_unpack(
+            o->s.op == TMOE_OP_LINEAR_FC1 ? &o->experts[0].fc1 : &o->experts[0].fc2, o->w16);
     if (o->s.op == TMOE_OP_COMBINE) /* a valid permutation for combine to read */
         tmoe_cpu_permute(o->idx, o->s.tokens, o->s.block.top_k, o->s.block.num_experts, o->counts,
                          o->offsets, o->src, o->dst);
@@ -218,8 +233,15 @@ static int cpu_run(void *p, int calls, double *ms, tmoe_error *err) {
     return TMOE_OK;
 }
 
-static double cpu_bytes(const void *p) { return ((const cpu_op *)p)->bytes; }
-static double cpu_flops(const void *p) { return ((const cpu_op *)p)->flops; }
-static int cpu_copies(const void *p) { return ((const cpu_op *)p)->ncopies; }
+static double cpu_bytes(const void *p) {
+    return ((const cpu_op *)p)->bytes;
+}
+static double cpu_flops(const void *p) {
+    return ((const cpu_op *)p)->flops;
+}
+static int cpu_copies(const void *p) {
+    return ((const cpu_op *)p)->ncopies;
+}
 
-const tmoe_oprun_vt tmoe_oprun_cpu = {cpu_create, cpu_destroy, cpu_run, cpu_bytes, cpu_flops, cpu_copies};
+const tmoe_oprun_vt tmoe_oprun_cpu = {cpu_create, cpu_destroy, cpu_run,
+                                      cpu_bytes,  cpu_flops,   cpu_copies};

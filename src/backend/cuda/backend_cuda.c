@@ -1,7 +1,7 @@
 /* The CUDA backend: the block's weights on the device, one workspace sized at create time
  * for max_tokens, cuBLAS for the dense projections (attention, gate, large expert batches),
- * the kernels of the *.cu files beside it for the rest, CUDA events for the per-op times and a CUDA Graph
- * of the MoE step per token count.
+ * the kernels of the *.cu files beside it for the rest, CUDA events for the per-op times and a CUDA
+ * Graph of the MoE step per token count.
  *
  * The MoE step runs without a host sync: top-k, permute, the experts (one launch per weight
  * type serves every expert; blocks of experts without tokens exit at once) and combine read
@@ -30,13 +30,13 @@ enum { EV_START, EV_TOPK, EV_PERMUTE, EV_DEQUANT, EV_FC1, EV_ACT, EV_FC2, EV_COM
 enum { EB_START, EB_NORM1, EB_QKV, EB_CORE, EB_OUT, EB_NORM2, EB_GATE, EV_BEGIN_N };
 
 typedef struct type_group {
-    int n;               /* experts of this type */
-    int32_t *d_experts;  /* (n) expert ids, device */
-    int32_t *d_slot_of;  /* (E) expert -> slot in this group, -1 for other types */
+    int n;                  /* experts of this type */
+    int32_t *d_experts;     /* (n) expert ids, device */
+    int32_t *d_slot_of;     /* (E) expert -> slot in this group, -1 for other types */
     tmoe_cuda_lin fc1, fc2; /* row-major weights (cuBLAS, dequant); w NULL for fused q4/q2 */
     tmoe_cuda_lin k1, k2;   /* what the bandwidth kernel reads: tiled fp16 / packed, or the
                                row-major fp16 dequant output (unfused) */
-    tmoe_f16 *u1, *u2;   /* unfused fp16 copies (n, out, in), quantized types only */
+    tmoe_f16 *u1, *u2;      /* unfused fp16 copies (n, out, in), quantized types only */
 } type_group;
 
 typedef struct cuda_state {
@@ -155,16 +155,17 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
         }
         int rc = TMOE_OK;
         for (int i = 0; i < g->n && !rc; i++) {
-            const tmoe_linear *l = which ? &b->moe.experts[ids[i]].fc2 : &b->moe.experts[ids[i]].fc1;
+            const tmoe_linear *l =
+                which ? &b->moe.experts[ids[i]].fc2 : &b->moe.experts[ids[i]].fc1;
             const void *hw = t == TMOE_ET_FP16 ? (const void *)l->w : (const void *)l->q;
-            cudaError_t ce = cudaMemcpy((uint8_t *)w + L->w_stride * i, hw, L->w_stride,
-                                        cudaMemcpyHostToDevice);
+            cudaError_t ce =
+                cudaMemcpy((uint8_t *)w + L->w_stride * i, hw, L->w_stride, cudaMemcpyHostToDevice);
             if (ce == cudaSuccess && L->s_stride)
                 ce = cudaMemcpy((tmoe_f16 *)sc + L->s_stride * i, l->scales, L->s_stride * 2,
                                 cudaMemcpyHostToDevice);
             if (ce != cudaSuccess)
-                rc = tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: weight upload: %s", __FILE__,
-                                 __LINE__, cudaGetErrorString(ce));
+                rc = tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: weight upload: %s", __FILE__, __LINE__,
+                                 cudaGetErrorString(ce));
         }
         L->w = w;
         L->scales = sc;
@@ -198,8 +199,10 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
         if (t != TMOE_ET_FP16 && s->cfg.impl == TMOE_IMPL_UNFUSED) {
             void *u = NULL;
             TRY(dev_alloc(s, &u, (size_t)L->out * L->in * 2 * g->n, err));
-            if (which) g->u2 = u;
-            else g->u1 = u;
+            if (which)
+                g->u2 = u;
+            else
+                g->u1 = u;
             K->type = TMOE_ET_FP16;
             K->w = u;
             K->w_stride = (size_t)L->out * L->in * 2;
@@ -242,16 +245,16 @@ static int cuda_create_in(cuda_state *s, tmoe_error *err) {
     for (int t = 0; t < TMOE_ET_COUNT; t++) TRY(upload_group(s, (tmoe_etype)t, err));
 
     const tmoe_buf ws[] = {
-        TMOE_BUF(s->x, T * D * 4),          TMOE_BUF(s->tmp, T * D * 4),
-        TMOE_BUF(s->qkv32, T * 3 * D * 4),  TMOE_BUF(s->S, H * Ta * Ta * 4),
-        TMOE_BUF(s->logits, T * E * 4),     TMOE_BUF(s->w, N * 4),
-        TMOE_BUF(s->ye, N * D * 4),         TMOE_BUF(s->h32, NR * F1 * 4),
-        TMOE_BUF(s->y, T * D * 4),          TMOE_BUF(s->h16, T * D * 2),
-        TMOE_BUF(s->qkv16, T * 3 * D * 2),  TMOE_BUF(s->att16, T * D * 2),
-        TMOE_BUF(s->P16, H * Ta * Ta * 2),  TMOE_BUF(s->xg, N * D * 2),
-        TMOE_BUF(s->a16, NR * F * 2),       TMOE_BUF(s->idx, N * 4),
-        TMOE_BUF(s->counts, E * 4),         TMOE_BUF(s->offsets, (E + 1) * 4),
-        TMOE_BUF(s->src, N * 4),            TMOE_BUF(s->dst, N * 4),
+        TMOE_BUF(s->x, T * D * 4),         TMOE_BUF(s->tmp, T * D * 4),
+        TMOE_BUF(s->qkv32, T * 3 * D * 4), TMOE_BUF(s->S, H * Ta * Ta * 4),
+        TMOE_BUF(s->logits, T * E * 4),    TMOE_BUF(s->w, N * 4),
+        TMOE_BUF(s->ye, N * D * 4),        TMOE_BUF(s->h32, NR * F1 * 4),
+        TMOE_BUF(s->y, T * D * 4),         TMOE_BUF(s->h16, T * D * 2),
+        TMOE_BUF(s->qkv16, T * 3 * D * 2), TMOE_BUF(s->att16, T * D * 2),
+        TMOE_BUF(s->P16, H * Ta * Ta * 2), TMOE_BUF(s->xg, N * D * 2),
+        TMOE_BUF(s->a16, NR * F * 2),      TMOE_BUF(s->idx, N * 4),
+        TMOE_BUF(s->counts, E * 4),        TMOE_BUF(s->offsets, (E + 1) * 4),
+        TMOE_BUF(s->src, N * 4),           TMOE_BUF(s->dst, N * 4),
         TMOE_BUF(s->active, (E + 1) * 4),
     };
     int n_ws = (int)(sizeof ws / sizeof *ws);
@@ -263,8 +266,10 @@ static int cuda_create_in(cuda_state *s, tmoe_error *err) {
     tmoe_bufs_carve(ws, n_ws, s->ws, 256);
     /* mapped pinned host memory: biases in, routing and counts out */
     const tmoe_buf host[] = {
-        TMOE_BUF(s->h_bias, E * 4), TMOE_BUF(s->h_w, N * 4),
-        TMOE_BUF(s->h_counts, E * 4), TMOE_BUF(s->h_idx, N * 4),
+        TMOE_BUF(s->h_bias, E * 4),
+        TMOE_BUF(s->h_w, N * 4),
+        TMOE_BUF(s->h_counts, E * 4),
+        TMOE_BUF(s->h_idx, N * 4),
     };
     int n_host = (int)(sizeof host / sizeof *host);
     size_t hsz = tmoe_bufs_total(host, n_host, 64);
@@ -329,8 +334,9 @@ static int cuda_begin(void *p, const float *x, int T, int moe_only, double op_ms
     int D = b->cfg.d_model, E = b->cfg.num_experts, H = b->cfg.n_heads, dh = D / H;
     s->T = T;
     s->moe_only = moe_only;
-    TMOE_CUDA_CHECK(cudaMemcpyAsync(s->x, x, sizeof(float) * (size_t)T * D,
-                                    cudaMemcpyHostToDevice, s->st), err);
+    TMOE_CUDA_CHECK(
+        cudaMemcpyAsync(s->x, x, sizeof(float) * (size_t)T * D, cudaMemcpyHostToDevice, s->st),
+        err);
     TRY(record(s, s->evb[EB_START], err));
     if (!moe_only) {
         TRY(tmoe_cuda_rmsnorm(s->x, s->norm1, T, D, b->cfg.norm_eps, s->h16, s->st, err));
@@ -344,18 +350,18 @@ static int cuda_begin(void *p, const float *x, int T, int moe_only, double op_ms
             int L = T - t0 < b->cfg.seq_len ? T - t0 : b->cfg.seq_len;
             const tmoe_f16 *q = s->qkv16 + (size_t)t0 * 3 * D;
             /* S^T (L_k x L_q) = K Q^T per head, column-major */
-            CB_CHECK(cublasGemmStridedBatchedEx(
-                         s->cb, CUBLAS_OP_T, CUBLAS_OP_N, L, L, dh, &one, q + D, CUDA_R_16F,
-                         3 * D, dh, q, CUDA_R_16F, 3 * D, dh, &zero, s->S, CUDA_R_32F, L,
-                         (long long)L * L, H, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            CB_CHECK(cublasGemmStridedBatchedEx(s->cb, CUBLAS_OP_T, CUBLAS_OP_N, L, L, dh, &one,
+                                                q + D, CUDA_R_16F, 3 * D, dh, q, CUDA_R_16F, 3 * D,
+                                                dh, &zero, s->S, CUDA_R_32F, L, (long long)L * L, H,
+                                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                      err);
             TRY(tmoe_cuda_causal_softmax(s->S, H, L, 1.0f / sqrtf((float)dh), s->P16, s->st, err));
             /* O^T (dh x L) = V^T P^T per head */
-            CB_CHECK(cublasGemmStridedBatchedEx(
-                         s->cb, CUBLAS_OP_N, CUBLAS_OP_N, dh, L, L, &one, q + 2 * D, CUDA_R_16F,
-                         3 * D, dh, s->P16, CUDA_R_16F, L, (long long)L * L, &zero,
-                         s->att16 + (size_t)t0 * D, CUDA_R_16F, D, dh, H, CUBLAS_COMPUTE_32F,
-                         CUBLAS_GEMM_DEFAULT),
+            CB_CHECK(cublasGemmStridedBatchedEx(s->cb, CUBLAS_OP_N, CUBLAS_OP_N, dh, L, L, &one,
+                                                q + 2 * D, CUDA_R_16F, 3 * D, dh, s->P16,
+                                                CUDA_R_16F, L, (long long)L * L, &zero,
+                                                s->att16 + (size_t)t0 * D, CUDA_R_16F, D, dh, H,
+                                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                      err);
         }
         TRY(record(s, s->evb[EB_CORE], err));
@@ -386,7 +392,8 @@ static int cuda_logits(void *p, float *logits, tmoe_error *err) {
     cuda_state *s = p;
     TMOE_CUDA_CHECK(cudaMemcpyAsync(logits, s->logits,
                                     sizeof(float) * (size_t)s->T * s->blk->cfg.num_experts,
-                                    cudaMemcpyDeviceToHost, s->st), err);
+                                    cudaMemcpyDeviceToHost, s->st),
+                    err);
     TMOE_CUDA_CHECK(cudaStreamSynchronize(s->st), err);
     return TMOE_OK;
 }
@@ -432,7 +439,8 @@ static int experts_enqueue(cuda_state *s, int cublas, const expert_rows *r, tmoe
         for (int e = 0; e < E; e++) {
             int n = r->h_counts[e];
             if ((int)b->types[e] != t || n == 0) continue;
-            const tmoe_f16 *W = (const tmoe_f16 *)((const uint8_t *)L.w + L.w_stride * s->slot_of[e]);
+            const tmoe_f16 *W =
+                (const tmoe_f16 *)((const uint8_t *)L.w + L.w_stride * s->slot_of[e]);
             TRY(gemm_f16(s, r->xg + (size_t)offs[e] * D, W, n, L.in, L.out,
                          s->h32 + (size_t)offs[e] * L.out, err));
         }
@@ -461,7 +469,8 @@ static int experts_enqueue(cuda_state *s, int cublas, const expert_rows *r, tmoe
         for (int e = 0; e < E; e++) {
             int n = r->h_counts[e];
             if ((int)b->types[e] != t || n == 0) continue;
-            const tmoe_f16 *W = (const tmoe_f16 *)((const uint8_t *)L.w + L.w_stride * s->slot_of[e]);
+            const tmoe_f16 *W =
+                (const tmoe_f16 *)((const uint8_t *)L.w + L.w_stride * s->slot_of[e]);
             TRY(gemm_f16(s, s->a16 + (size_t)offs[e] * F, W, n, L.in, L.out,
                          r->ye + (size_t)offs[e] * D, err));
         }
@@ -494,9 +503,17 @@ static int moe_enqueue(cuda_state *s, int cublas, tmoe_error *err) {
     }
     TRY(record(s, s->ev[EV_DEQUANT], err));
     if (cublas) TMOE_CUDA_CHECK(cudaEventSynchronize(s->ev[EV_PERMUTE]), err);
-    expert_rows r = {.x = s->h16, .xg = s->xg, .src = s->src, .k = k, .counts = s->counts,
-                     .offsets = s->offsets, .active = s->active, .h_counts = s->h_counts,
-                     .max_n = T, .max_active = max_active, .ye = s->ye};
+    expert_rows r = {.x = s->h16,
+                     .xg = s->xg,
+                     .src = s->src,
+                     .k = k,
+                     .counts = s->counts,
+                     .offsets = s->offsets,
+                     .active = s->active,
+                     .h_counts = s->h_counts,
+                     .max_n = T,
+                     .max_active = max_active,
+                     .ye = s->ye};
     TRY(experts_enqueue(s, cublas, &r, err));
     TRY(tmoe_cuda_combine(s->ye, s->dst, s->w, s->x, T, k, D, s->y, s->st, err));
     TRY(record(s, s->ev[EV_COMBINE], err));
@@ -549,8 +566,10 @@ static int cuda_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error 
     /* the previous step has finished (its metrics were read), so the mapped buffer is free */
     for (int e = 0; e < E; e++) s->h_bias[e] = bias ? bias[e] : 0.0f;
     s->cublas_step = use_cublas(s);
-    if (s->cublas_step || !s->cfg.use_graphs) TRY(moe_enqueue(s, s->cublas_step, err));
-    else TRY(run_graph(s, err));
+    if (s->cublas_step || !s->cfg.use_graphs)
+        TRY(moe_enqueue(s, s->cublas_step, err));
+    else
+        TRY(run_graph(s, err));
     TMOE_CUDA_CHECK(cudaEventSynchronize(s->ev[EV_COMBINE]), err);
     int any_deq = 0;
     for (int t = 1; t < TMOE_ET_COUNT; t++) any_deq |= s->grp[t].n > 0 && unfused(s, t);
@@ -577,7 +596,8 @@ static int cuda_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error 
 static int cuda_output(void *p, float *y, tmoe_error *err) {
     cuda_state *s = p;
     TMOE_CUDA_CHECK(cudaMemcpyAsync(y, s->y, sizeof(float) * (size_t)s->T * s->blk->cfg.d_model,
-                                    cudaMemcpyDeviceToHost, s->st), err);
+                                    cudaMemcpyDeviceToHost, s->st),
+                    err);
     TMOE_CUDA_CHECK(cudaStreamSynchronize(s->st), err);
     return TMOE_OK;
 }
@@ -624,9 +644,17 @@ int tmoe_cuda_state_experts(void *p, const tmoe_f16 *xg, int rows, const int32_t
         TRY(tmoe_cuda_dequant_unpack(&g->fc1, g->n, g->d_experts, d_counts, g->u1, s->st, err));
         TRY(tmoe_cuda_dequant_unpack(&g->fc2, g->n, g->d_experts, d_counts, g->u2, s->st, err));
     }
-    expert_rows r = {.x = xg, .xg = xg, .src = NULL, .k = 1, .counts = d_counts,
-                     .offsets = d_offsets, .active = d_active, .h_counts = h_counts,
-                     .max_n = max_n, .max_active = used, .ye = ye};
+    expert_rows r = {.x = xg,
+                     .xg = xg,
+                     .src = NULL,
+                     .k = 1,
+                     .counts = d_counts,
+                     .offsets = d_offsets,
+                     .active = d_active,
+                     .h_counts = h_counts,
+                     .max_n = max_n,
+                     .max_active = used,
+                     .ye = ye};
     return experts_enqueue(s, cublas, &r, err);
 }
 

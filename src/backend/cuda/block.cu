@@ -24,7 +24,7 @@ extern "C" int tmoe_cuda_act(tmoe_act act, const float *h, int n, int d_ff, tmoe
                              cudaStream_t stream, tmoe_error *err) {
     if (n <= 0) return TMOE_OK;
     k_act<<<grid_for((size_t)n * d_ff), 256, 0, stream>>>((int)act, h, n, d_ff,
-                                                         reinterpret_cast<__half *>(a));
+                                                          reinterpret_cast<__half *>(a));
     TMOE_CUDA_LAUNCHED(stream, "act", err);
     return TMOE_OK;
 }

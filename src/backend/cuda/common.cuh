@@ -24,15 +24,18 @@ static __device__ __forceinline__ uint4 ld_stream(const void *p) {
 
 static __device__ __forceinline__ void mma16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2,
                                                 uint32_t a3, uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                 "{%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-static __device__ __forceinline__ uint32_t h2u(__half2 h) { return *reinterpret_cast<uint32_t *>(&h); }
-static __device__ __forceinline__ __half2 u2h(uint32_t u) { return *reinterpret_cast<__half2 *>(&u); }
+static __device__ __forceinline__ uint32_t h2u(__half2 h) {
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+static __device__ __forceinline__ __half2 u2h(uint32_t u) {
+    return *reinterpret_cast<__half2 *>(&u);
+}
 
 /* q4 word (8 elements) -> 4 half2 (e_j, e_{j+4}) * scale, j = 0..3 */
 static __device__ __forceinline__ void deq_q4(uint32_t w, __half2 s2, uint32_t o[4]) {

@@ -8,28 +8,28 @@
 
 /* Check a cuBLAS call: on failure fill err with file:line, the call and cuBLAS's status
  * string and return TMOE_EDEVICE from the enclosing function. */
-#define CB_CHECK(call, err) \
-    do { \
-        cublasStatus_t cs_ = (call); \
-        if (cs_ != CUBLAS_STATUS_SUCCESS) \
-            return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
-                               cublasGetStatusString(cs_)); \
+#define CB_CHECK(call, err)                                                                        \
+    do {                                                                                           \
+        cublasStatus_t cs_ = (call);                                                               \
+        if (cs_ != CUBLAS_STATUS_SUCCESS)                                                          \
+            return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call,    \
+                               cublasGetStatusString(cs_));                                        \
     } while (0)
 
 /* A cuBLAS call in teardown: on failure log a warning and go on (see TMOE_CUDA_WARN). */
-#define CB_WARN(call) \
-    do { \
-        cublasStatus_t cs_ = (call); \
-        if (cs_ != CUBLAS_STATUS_SUCCESS) \
-            tmoe_log(TMOE_LOG_WARN, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
-                     cublasGetStatusString(cs_)); \
+#define CB_WARN(call)                                                                              \
+    do {                                                                                           \
+        cublasStatus_t cs_ = (call);                                                               \
+        if (cs_ != CUBLAS_STATUS_SUCCESS)                                                          \
+            tmoe_log(TMOE_LOG_WARN, "%s:%d: %s: %s", __FILE__, __LINE__, #call,                    \
+                     cublasGetStatusString(cs_));                                                  \
     } while (0)
 
 /* Return from the enclosing function when expr gives a non-zero tmoe_code. */
-#define TRY(expr) \
-    do { \
-        int rc_ = (expr); \
-        if (rc_) return rc_; \
+#define TRY(expr)                                                                                  \
+    do {                                                                                           \
+        int rc_ = (expr);                                                                          \
+        if (rc_) return rc_;                                                                       \
     } while (0)
 
 /* y (n, out) fp32 = x (n, in) fp16 . W^T, W (out, in) fp16 row-major, on cb's stream. */

@@ -20,17 +20,17 @@ int tmoe_cuda_state_create(const tmoe_block *blk, const tmoe_engine_config *cfg,
                            int with_gate, void **out, tmoe_error *err);
 
 typedef struct tmoe_cuda_io {
-    cudaStream_t stream;  /* every step of the state runs on it */
+    cudaStream_t stream; /* every step of the state runs on it */
     cublasHandle_t cublas;
-    float *x;             /* (T, D) fp32 residual stream after begin (input of the MoE layer) */
-    tmoe_f16 *h16;        /* (T, D) fp16 norm2(x) after begin: what the experts read */
+    float *x;      /* (T, D) fp32 residual stream after begin (input of the MoE layer) */
+    tmoe_f16 *h16; /* (T, D) fp16 norm2(x) after begin: what the experts read */
 } tmoe_cuda_io;
 void tmoe_cuda_state_io(void *state, tmoe_cuda_io *io);
 
 /* Experts of the state's block on rows grouped by expert: xg (rows, D) fp16; d_counts (E),
  * d_offsets (E+1), d_active (E+1: [n, ids with rows]) on the device and h_counts (E) on the
- * host; ye (rows, D) fp32; rows at most the state's expert_rows (max_tokens x top_k). Experts listed in
- * d_active with rows run (cuBLAS per expert when the rows per running expert reach
+ * host; ye (rows, D) fp32; rows at most the state's expert_rows (max_tokens x top_k). Experts
+ * listed in d_active with rows run (cuBLAS per expert when the rows per running expert reach
  * tmoe_cuda_cublas_min_tokens).
  * Enqueued on the state's stream (no host wait); records the state's fc1/act/fc2 events. */
 int tmoe_cuda_state_experts(void *state, const tmoe_f16 *xg, int rows, const int32_t *d_counts,

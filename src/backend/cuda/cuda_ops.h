@@ -22,46 +22,46 @@ extern "C" {
 
 /* Check a CUDA runtime call: on failure fill err with file:line, the call and the CUDA error
  * string and return TMOE_EDEVICE from the enclosing function. */
-#define TMOE_CUDA_CHECK(call, err) \
-    do { \
-        cudaError_t ce_ = (call); \
-        if (ce_ != cudaSuccess) \
-            return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
-                               cudaGetErrorString(ce_)); \
+#define TMOE_CUDA_CHECK(call, err)                                                                 \
+    do {                                                                                           \
+        cudaError_t ce_ = (call);                                                                  \
+        if (ce_ != cudaSuccess)                                                                    \
+            return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call,    \
+                               cudaGetErrorString(ce_));                                           \
     } while (0)
 
 /* Check a CUDA runtime call in teardown, where nothing can be returned and nothing should
  * stop: on failure log a warning (tmoe_log) with file:line, the call and the CUDA error string,
  * and go on. */
-#define TMOE_CUDA_WARN(call) \
-    do { \
-        cudaError_t ce_ = (call); \
-        if (ce_ != cudaSuccess) \
-            tmoe_log(TMOE_LOG_WARN, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
-                     cudaGetErrorString(ce_)); \
+#define TMOE_CUDA_WARN(call)                                                                       \
+    do {                                                                                           \
+        cudaError_t ce_ = (call);                                                                  \
+        if (ce_ != cudaSuccess)                                                                    \
+            tmoe_log(TMOE_LOG_WARN, "%s:%d: %s: %s", __FILE__, __LINE__, #call,                    \
+                     cudaGetErrorString(ce_));                                                     \
     } while (0)
 
 /* After a launch: the launch error, then (debug builds, stream not capturing) a sync. */
 int tmoe_cuda_check_launch(cudaStream_t stream, const char *file, int line, const char *what,
                            tmoe_error *err);
-#define TMOE_CUDA_LAUNCHED(stream, what, err) \
-    do { \
-        int rc_ = tmoe_cuda_check_launch((stream), __FILE__, __LINE__, (what), (err)); \
-        if (rc_) return rc_; \
+#define TMOE_CUDA_LAUNCHED(stream, what, err)                                                      \
+    do {                                                                                           \
+        int rc_ = tmoe_cuda_check_launch((stream), __FILE__, __LINE__, (what), (err));             \
+        if (rc_) return rc_;                                                                       \
     } while (0)
 
 /* Weights of one linear layer (fc1 or fc2) of every expert of one type, stored by slot. */
 typedef struct tmoe_cuda_lin {
     tmoe_etype type;
-    int out, in, group;       /* rows, columns, quantization group along in */
-    const void *w;            /* fp16 (slots, out, in) or packed (slots, out, in*bits/8) */
-    const tmoe_f16 *scales;   /* (slots, out, in/group), q4/q2 only */
-    size_t w_stride;          /* bytes per slot */
-    size_t s_stride;          /* scales per slot */
-    int tiled;                /* w in the tiled layout (tmoe_cuda_tile_weights), else row-major */
-    int sm_count;             /* multiprocessors of the device that runs the launch, for the
-                                 grid shape (tmoe_cuda_sm_count, once per device at init);
-                                 0: tmoe_cuda_expert_linear asks the current device each call */
+    int out, in, group;     /* rows, columns, quantization group along in */
+    const void *w;          /* fp16 (slots, out, in) or packed (slots, out, in*bits/8) */
+    const tmoe_f16 *scales; /* (slots, out, in/group), q4/q2 only */
+    size_t w_stride;        /* bytes per slot */
+    size_t s_stride;        /* scales per slot */
+    int tiled;              /* w in the tiled layout (tmoe_cuda_tile_weights), else row-major */
+    int sm_count;           /* multiprocessors of the device that runs the launch, for the
+                               grid shape (tmoe_cuda_sm_count, once per device at init);
+                               0: tmoe_cuda_expert_linear asks the current device each call */
 } tmoe_cuda_lin;
 
 /* Multiprocessors of CUDA device `device` (cudaDevAttrMultiProcessorCount) into *sms. */
@@ -94,11 +94,10 @@ int tmoe_cuda_expert_kernel_supports(const tmoe_cuda_lin *L, tmoe_cuda_epi epi, 
  * the block returns; NULL: slot = e); without it, one block row per slot (expert
  * experts[slot]). */
 int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi, int n_experts,
-                            const int32_t *experts, const int32_t *active,
-                            const int32_t *slot_of, const int32_t *counts,
-                            const int32_t *offsets, const tmoe_f16 *x, const int32_t *src, int k,
-                            int max_n, int max_active, float *y32, tmoe_f16 *y16,
-                            cudaStream_t stream, tmoe_error *err);
+                            const int32_t *experts, const int32_t *active, const int32_t *slot_of,
+                            const int32_t *counts, const int32_t *offsets, const tmoe_f16 *x,
+                            const int32_t *src, int k, int max_n, int max_active, float *y32,
+                            tmoe_f16 *y16, cudaStream_t stream, tmoe_error *err);
 
 /* dequant_unpack: packed q4/q2 of the listed experts with counts[e] > 0 (every listed expert
  * when counts is NULL) -> fp16 (slots, out, in) at w16. */
@@ -132,15 +131,14 @@ int tmoe_cuda_combine(const float *ye, const int32_t *dst, const float *w, const
                       int T, int k, int D, float *y, cudaStream_t stream, tmoe_error *err);
 
 /* relu / swiglu: h (n, d_ff or 2 d_ff) fp32 -> a (n, d_ff) fp16. */
-int tmoe_cuda_act(tmoe_act act, const float *h, int n, int d_ff, tmoe_f16 *a,
-                  cudaStream_t stream, tmoe_error *err);
+int tmoe_cuda_act(tmoe_act act, const float *h, int n, int d_ff, tmoe_f16 *a, cudaStream_t stream,
+                  tmoe_error *err);
 
 /* rmsnorm: y (T, D) fp16 = x / rms(x) * w. */
 int tmoe_cuda_rmsnorm(const float *x, const float *w, int T, int D, float eps, tmoe_f16 *y,
                       cudaStream_t stream, tmoe_error *err);
 /* y16 = fp16(x), n values. */
-int tmoe_cuda_to_f16(const float *x, size_t n, tmoe_f16 *y16, cudaStream_t stream,
-                     tmoe_error *err);
+int tmoe_cuda_to_f16(const float *x, size_t n, tmoe_f16 *y16, cudaStream_t stream, tmoe_error *err);
 /* x += d, n values. */
 int tmoe_cuda_add(float *x, const float *d, size_t n, cudaStream_t stream, tmoe_error *err);
 /* causal softmax: S (H, T, T) fp32 raw scores -> P (H, T, T) fp16 of softmax(S * scale) over

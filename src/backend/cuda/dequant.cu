@@ -7,8 +7,8 @@
  * bytes and writes 512 (q4) or 1024 (q2); one scale per word when the group covers it. */
 template <int WT>
 __global__ void k_dequant(const uint8_t *w, const __half *sc, size_t w_stride, size_t s_stride,
-                          int out, int in, int group, const int32_t *experts,
-                          const int32_t *counts, __half *w16) {
+                          int out, int in, int group, const int32_t *experts, const int32_t *counts,
+                          __half *w16) {
     const int slot = blockIdx.y;
     if (counts && counts[experts[slot]] == 0) return;
     constexpr int EPW = WT == 1 ? 8 : 16; /* elements per word */

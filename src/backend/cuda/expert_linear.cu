@@ -21,7 +21,7 @@ struct exp_args {
     int in, group, out_rows, gate_off, epi, wt; /* wt: 0 fp16, 1 q4, 2 q2 */
     int tiled;                                  /* weights in the tiled layout */
     const int32_t *experts, *counts, *offsets;
-    const int32_t *active, *slot_of;            /* active experts list, expert -> slot */
+    const int32_t *active, *slot_of; /* active experts list, expert -> slot */
     const __half *x;
     const int32_t *src;
     int k;
@@ -54,8 +54,9 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
     for (int t = 0; t < 2; t++)
 #pragma unroll
         for (int h = 0; h < 2; h++)
-            wrow[t][h] = a.tiled ? wbase + (size_t)(rows[t][0] >> 4) * nkb * 1024 + h * 512 + lane * 16
-                                 : wbase + (size_t)rows[t][h] * rowbytes + 16 * q;
+            wrow[t][h] = a.tiled
+                             ? wbase + (size_t)(rows[t][0] >> 4) * nkb * 1024 + h * 512 + lane * 16
+                             : wbase + (size_t)rows[t][h] * rowbytes + 16 * q;
     const __half *xrow[NT];
     bool xval[NT];
 #pragma unroll
@@ -92,12 +93,14 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
             for (int t = 0; t < 2; t++)
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
-                    A[u][t][h] = ok ? ld_stream(wrow[t][h] + (size_t)kb * kstride) : make_uint4(0, 0, 0, 0);
+                    A[u][t][h] =
+                        ok ? ld_stream(wrow[t][h] + (size_t)kb * kstride) : make_uint4(0, 0, 0, 0);
                     if (WT != 0) {
                         int elem = kb * (Q4 ? 128 : 256) + q * (Q4 ? 32 : 64);
-                        unsigned short sv = ok ? __ldg(reinterpret_cast<const unsigned short *>(
-                                                     sbase + (size_t)rows[t][h] * ng + elem / a.group))
-                                               : (unsigned short)0;
+                        unsigned short sv =
+                            ok ? __ldg(reinterpret_cast<const unsigned short *>(
+                                     sbase + (size_t)rows[t][h] * ng + elem / a.group))
+                               : (unsigned short)0;
                         S[u][t][h] = (uint32_t)sv | ((uint32_t)sv << 16);
                     }
                 }
@@ -135,10 +138,10 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                                        : make_uint4(0, 0, 0, 0);
 #pragma unroll
                     for (int t = 0; t < 2; t++) {
-                        mma16816(acc[t][nt], A[u][t][0].x, A[u][t][1].x, A[u][t][0].y,
-                                 A[u][t][1].y, X.x, X.y);
-                        mma16816(acc[t][nt], A[u][t][0].z, A[u][t][1].z, A[u][t][0].w,
-                                 A[u][t][1].w, X.z, X.w);
+                        mma16816(acc[t][nt], A[u][t][0].x, A[u][t][1].x, A[u][t][0].y, A[u][t][1].y,
+                                 X.x, X.y);
+                        mma16816(acc[t][nt], A[u][t][0].z, A[u][t][1].z, A[u][t][0].w, A[u][t][1].w,
+                                 X.z, X.w);
                     }
                 }
             } else if (Q4) {
@@ -173,20 +176,28 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                     for (int t = 0; t < 2; t++)
 #pragma unroll
                         for (int h = 0; h < 2; h++) {
-                            uint32_t wd = i == 0 ? A[u][t][h].x : i == 1 ? A[u][t][h].y
-                                        : i == 2 ? A[u][t][h].z : A[u][t][h].w;
-                            if (WT == 3) deq_q4_int(wd, R[t][h]);
-                            else deq_q4(wd, u2h(S[u][t][h]), R[t][h]);
+                            uint32_t wd = i == 0   ? A[u][t][h].x
+                                          : i == 1 ? A[u][t][h].y
+                                          : i == 2 ? A[u][t][h].z
+                                                   : A[u][t][h].w;
+                            if (WT == 3)
+                                deq_q4_int(wd, R[t][h]);
+                            else
+                                deq_q4(wd, u2h(S[u][t][h]), R[t][h]);
                         }
                     int xe = kb * 128 + q * 32 + i * 8;
 #pragma unroll
                     for (int nt = 0; nt < NT; nt++) {
                         uint4 X;
-                        if (NT <= 2) X = Xp[i][nt < XP ? nt : 0];
-                        else X = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe))
-                                          : make_uint4(0, 0, 0, 0);
-                        uint32_t b0 = __byte_perm(X.x, X.z, 0x5410), b1 = __byte_perm(X.x, X.z, 0x7632);
-                        uint32_t b2 = __byte_perm(X.y, X.w, 0x5410), b3 = __byte_perm(X.y, X.w, 0x7632);
+                        if (NT <= 2)
+                            X = Xp[i][nt < XP ? nt : 0];
+                        else
+                            X = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe))
+                                         : make_uint4(0, 0, 0, 0);
+                        uint32_t b0 = __byte_perm(X.x, X.z, 0x5410),
+                                 b1 = __byte_perm(X.x, X.z, 0x7632);
+                        uint32_t b2 = __byte_perm(X.y, X.w, 0x5410),
+                                 b3 = __byte_perm(X.y, X.w, 0x7632);
 #pragma unroll
                         for (int t = 0; t < 2; t++) {
                             float *c = WT == 3 ? tmp[t][nt < NTP ? nt : 0] : acc[t][nt];
@@ -198,8 +209,10 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                 if (WT == 3) {
 #pragma unroll
                     for (int t = 0; t < 2; t++) {
-                        float s0 = __half2float(__ushort_as_half((unsigned short)(S[u][t][0] & 0xffffu)));
-                        float s1 = __half2float(__ushort_as_half((unsigned short)(S[u][t][1] & 0xffffu)));
+                        float s0 =
+                            __half2float(__ushort_as_half((unsigned short)(S[u][t][0] & 0xffffu)));
+                        float s1 =
+                            __half2float(__ushort_as_half((unsigned short)(S[u][t][1] & 0xffffu)));
 #pragma unroll
                         for (int nt = 0; nt < NT; nt++) {
                             acc[t][nt][0] += tmp[t][nt < NTP ? nt : 0][0] * s0;
@@ -218,8 +231,10 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                     for (int t = 0; t < 2; t++)
 #pragma unroll
                         for (int h = 0; h < 2; h++) {
-                            uint32_t wd = i == 0 ? A[u][t][h].x : i == 1 ? A[u][t][h].y
-                                        : i == 2 ? A[u][t][h].z : A[u][t][h].w;
+                            uint32_t wd = i == 0   ? A[u][t][h].x
+                                          : i == 1 ? A[u][t][h].y
+                                          : i == 2 ? A[u][t][h].z
+                                                   : A[u][t][h].w;
                             deq_q2(wd, u2h(S[u][t][h]), R[t][h]);
                         }
                     int xe = kb * 256 + q * 64 + i * 16;
@@ -309,7 +324,8 @@ __global__ void __launch_bounds__(W * 32, NT <= 2 && W == 8 ? 2 : 1) k_expert_li
     if (n == 0) return;
     const int rows_per_block = a.epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32;
     const int row0 = blockIdx.x * rows_per_block;
-    for (int tok0 = 0; tok0 < n; tok0 += 8 * NT) exp_body<WT, NT, W>(a, slot, e, n, row0, tok0, red);
+    for (int tok0 = 0; tok0 < n; tok0 += 8 * NT)
+        exp_body<WT, NT, W>(a, slot, e, n, row0, tok0, red);
 }
 
 /* 16 warps a block where the row blocks alone would not give every SM (sms of them) two
@@ -318,11 +334,15 @@ template <int WT>
 static void launch_expert(const exp_args &a, dim3 grid, int max_n, int sms, cudaStream_t st) {
     int few = grid.x < 2u * (unsigned)sms;
     if (max_n <= 8) {
-        if (few) k_expert_linear<WT, 1, 16><<<grid, 512, 0, st>>>(a);
-        else k_expert_linear<WT, 1, 8><<<grid, 256, 0, st>>>(a);
+        if (few)
+            k_expert_linear<WT, 1, 16><<<grid, 512, 0, st>>>(a);
+        else
+            k_expert_linear<WT, 1, 8><<<grid, 256, 0, st>>>(a);
     } else if (max_n <= 16) {
-        if (few) k_expert_linear<WT, 2, 16><<<grid, 512, 0, st>>>(a);
-        else k_expert_linear<WT, 2, 8><<<grid, 256, 0, st>>>(a);
+        if (few)
+            k_expert_linear<WT, 2, 16><<<grid, 512, 0, st>>>(a);
+        else
+            k_expert_linear<WT, 2, 8><<<grid, 256, 0, st>>>(a);
     } else if (max_n <= 32) {
         k_expert_linear<WT, 4, 8><<<grid, 256, 0, st>>>(a);
     } else {
@@ -330,7 +350,9 @@ static void launch_expert(const exp_args &a, dim3 grid, int max_n, int sms, cuda
     }
 }
 
-static int wt_of(tmoe_etype t) { return t == TMOE_ET_FP16 ? 0 : t == TMOE_ET_Q4 ? 1 : 2; }
+static int wt_of(tmoe_etype t) {
+    return t == TMOE_ET_FP16 ? 0 : t == TMOE_ET_Q4 ? 1 : 2;
+}
 
 extern "C" int tmoe_cuda_expert_kernel_supports(const tmoe_cuda_lin *L, tmoe_cuda_epi epi,
                                                 tmoe_error *err) {

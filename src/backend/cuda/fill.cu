@@ -20,21 +20,25 @@ static __device__ float fill_unit(uint64_t seed, size_t i) {
 }
 
 __global__ void k_fill_u8(uint8_t *p, size_t n, uint64_t seed) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
         p[i] = (uint8_t)fill_mix(seed * 0x9e3779b97f4a7c15ULL + i);
 }
 
 __global__ void k_fill_h(__half *p, size_t n, float lo, float hi, uint64_t seed) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
         p[i] = __float2half_rn(lo + (hi - lo) * fill_unit(seed, i));
 }
 
 __global__ void k_fill_f(float *p, size_t n, float lo, float hi, uint64_t seed) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
         p[i] = lo + (hi - lo) * fill_unit(seed, i);
 }
 
-extern "C" int tmoe_cuda_fill_bytes(void *p, size_t n, uint64_t seed, cudaStream_t st, tmoe_error *err) {
+extern "C" int tmoe_cuda_fill_bytes(void *p, size_t n, uint64_t seed, cudaStream_t st,
+                                    tmoe_error *err) {
     k_fill_u8<<<2048, 256, 0, st>>>((uint8_t *)p, n, seed);
     TMOE_CUDA_LAUNCHED(st, "k_fill_u8", err);
     return TMOE_OK;

@@ -10,7 +10,8 @@
 
 #include "backend/backend_internal.h"
 
-typedef CUptiResult (*register_fn)(CUpti_BuffersCallbackRequestFunc, CUpti_BuffersCallbackCompleteFunc);
+typedef CUptiResult (*register_fn)(CUpti_BuffersCallbackRequestFunc,
+                                   CUpti_BuffersCallbackCompleteFunc);
 typedef CUptiResult (*enable_fn)(CUpti_ActivityKind);
 typedef CUptiResult (*flush_fn)(uint32_t);
 typedef CUptiResult (*next_fn)(uint8_t *, size_t, CUpti_Activity **);
@@ -65,7 +66,8 @@ static void CUPTIAPI buf_completed(CUcontext ctx, uint32_t stream, uint8_t *buff
     CUpti_Activity *rec = NULL;
     pthread_mutex_lock(&cu.mu);
     while (cu.next(buffer, valid, &rec) == CUPTI_SUCCESS) {
-        if (rec->kind != CUPTI_ACTIVITY_KIND_KERNEL && rec->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL)
+        if (rec->kind != CUPTI_ACTIVITY_KIND_KERNEL &&
+            rec->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL)
             continue;
         const CUpti_ActivityKernel10 *k = (const CUpti_ActivityKernel10 *)rec;
         if (cu.n == cu.cap) {
@@ -95,7 +97,10 @@ static void CUPTIAPI buf_completed(CUcontext ctx, uint32_t stream, uint8_t *buff
 static int load(tmoe_error *err) {
     if (cu.lib) return TMOE_OK;
     const char *env = getenv("THERMOE_CUPTI_LIB");
-    const char *cands[] = {env, "libcupti.so", "libcupti.so.13", "libcupti.so.12",
+    const char *cands[] = {env,
+                           "libcupti.so",
+                           "libcupti.so.13",
+                           "libcupti.so.12",
                            "/usr/local/cuda/lib64/libcupti.so",
                            "/usr/local/cuda/extras/CUPTI/lib64/libcupti.so"};
     char tried[1024] = "";
@@ -108,8 +113,10 @@ static int load(tmoe_error *err) {
         }
     }
     if (!cu.lib)
-        return tmoe_errorf(err, TMOE_ENOTSUP, "libcupti could not be loaded (tried %s; set "
-                           "THERMOE_CUPTI_LIB to its path)", tried);
+        return tmoe_errorf(err, TMOE_ENOTSUP,
+                           "libcupti could not be loaded (tried %s; set "
+                           "THERMOE_CUPTI_LIB to its path)",
+                           tried);
     cu.reg = (register_fn)dlsym(cu.lib, "cuptiActivityRegisterCallbacks");
     cu.enable = (enable_fn)dlsym(cu.lib, "cuptiActivityEnable");
     cu.disable = (enable_fn)dlsym(cu.lib, "cuptiActivityDisable");
@@ -135,7 +142,8 @@ static int cupti_start(tmoe_error *err) {
     int rc = load(err);
     if (rc) return rc;
     if (!cu.registered) {
-        if ((rc = check(cu.reg(buf_requested, buf_completed), "cuptiActivityRegisterCallbacks", err)))
+        if ((rc = check(cu.reg(buf_requested, buf_completed), "cuptiActivityRegisterCallbacks",
+                        err)))
             return rc;
         cu.registered = 1;
     }
@@ -155,7 +163,8 @@ static int cupti_stop(tmoe_kernel_rec **recs, int *n, tmoe_error *err) {
     *recs = NULL;
     *n = 0;
     if (!cu.lib) return tmoe_errorf(err, TMOE_EINVAL, "kernel tracing was not started");
-    int rc = check(cu.flush(1 /* CUPTI_ACTIVITY_FLAG_FLUSH_FORCED */), "cuptiActivityFlushAll", err);
+    int rc =
+        check(cu.flush(1 /* CUPTI_ACTIVITY_FLAG_FLUSH_FORCED */), "cuptiActivityFlushAll", err);
     CUptiResult dr = cu.disable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
     if (!rc) rc = check(dr, "cuptiActivityDisable", err);
     pthread_mutex_lock(&cu.mu);
@@ -163,7 +172,8 @@ static int cupti_stop(tmoe_kernel_rec **recs, int *n, tmoe_error *err) {
         tmoe_log(TMOE_LOG_WARN, "kernel trace: %d records dropped (out of memory)", cu.dropped);
     if (!rc && cu.n) {
         *recs = malloc(sizeof **recs * (size_t)cu.n);
-        if (!*recs) rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory for %d kernel records", cu.n);
+        if (!*recs)
+            rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory for %d kernel records", cu.n);
         else {
             memcpy(*recs, cu.recs, sizeof **recs * (size_t)cu.n);
             *n = cu.n;

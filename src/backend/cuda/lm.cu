@@ -37,8 +37,7 @@ static __device__ float warp_sum(float v) {
 __global__ void k_lm_embed(const __half *embed, const uint32_t *tokens, int D, float *x) {
     const int t = blockIdx.x;
     const __half *row = embed + (size_t)tokens[t] * D;
-    for (int i = threadIdx.x; i < D; i += blockDim.x)
-        x[(size_t)t * D + i] = __half2float(row[i]);
+    for (int i = threadIdx.x; i < D; i += blockDim.x) x[(size_t)t * D + i] = __half2float(row[i]);
 }
 
 extern "C" int tmoe_cuda_lm_embed(const tmoe_f16 *embed, const uint32_t *tokens, int T, int D,
@@ -50,8 +49,8 @@ extern "C" int tmoe_cuda_lm_embed(const tmoe_f16 *embed, const uint32_t *tokens,
 }
 
 /* ---- RMSNorm ------------------------------------------------------------------------ */
-__global__ void k_lm_rmsnorm(const float *x, const int32_t *rows, const float *w, int D,
-                             float eps, __half *y16, float *y32) {
+__global__ void k_lm_rmsnorm(const float *x, const int32_t *rows, const float *w, int D, float eps,
+                             __half *y16, float *y32) {
     __shared__ float sh[32];
     const int j = blockIdx.x;
     const float *r = x + (size_t)(rows ? rows[j] : j) * D;
@@ -83,7 +82,9 @@ __global__ void k_lm_qkv_post(tmoe_cuda_qkv_args a) {
     const int heads = part == 0 ? a.H : a.KV, hd = a.hd, width = heads * hd;
     const int stride = (a.H + 2 * a.KV) * hd;
     float *p = a.qkv + (size_t)t * stride +
-               (part == 0 ? 0 : part == 1 ? a.H * hd : (a.H + a.KV) * hd);
+               (part == 0   ? 0
+                : part == 1 ? a.H * hd
+                            : (a.H + a.KV) * hd);
     const float *b = part == 0 ? a.bq : part == 1 ? a.bk : a.bv;
     if (b)
         for (int i = threadIdx.x; i < width; i += blockDim.x) p[i] += b[i];
@@ -148,8 +149,8 @@ extern "C" int tmoe_cuda_lm_qkv_post(const tmoe_cuda_qkv_args *a, cudaStream_t s
  * lanes); the warps' partial results are merged in warp order. */
 __global__ void __launch_bounds__(32 * ATT_WARPS)
     k_lm_attention(const float *qkv, const float *kc, const float *vc, const int32_t *pos,
-                   const int32_t *slot, int H, int KV, int hd, int max_len, int window,
-                   float scale, __half *out) {
+                   const int32_t *slot, int H, int KV, int hd, int max_len, int window, float scale,
+                   __half *out) {
     __shared__ float sm[ATT_WARPS], sl[ATT_WARPS], sacc[ATT_WARPS][ATT_MAX_HD];
     const int t = blockIdx.x, h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = h / (H / KV);
@@ -209,16 +210,17 @@ __global__ void __launch_bounds__(32 * ATT_WARPS)
 }
 
 extern "C" int tmoe_cuda_lm_attention(const float *qkv, const float *kc, const float *vc,
-                                      const int32_t *pos, const int32_t *slot, int T, int H,
-                                      int KV, int hd, int max_len, int window, tmoe_f16 *out,
+                                      const int32_t *pos, const int32_t *slot, int T, int H, int KV,
+                                      int hd, int max_len, int window, tmoe_f16 *out,
                                       cudaStream_t stream, tmoe_error *err) {
     if (T <= 0) return TMOE_OK;
     if (hd > ATT_MAX_HD || hd < 1 || KV < 1 || H % KV)
-        return tmoe_errorf(err, TMOE_ENOTSUP, "attention: head_dim %d (at most %d), %d heads on "
-                           "%d KV heads", hd, ATT_MAX_HD, H, KV);
+        return tmoe_errorf(err, TMOE_ENOTSUP,
+                           "attention: head_dim %d (at most %d), %d heads on "
+                           "%d KV heads",
+                           hd, ATT_MAX_HD, H, KV);
     k_lm_attention<<<dim3(T, H), 32 * ATT_WARPS, 0, stream>>>(
-        qkv, kc, vc, pos, slot, H, KV, hd, max_len, window, 1.0f / sqrtf((float)hd),
-        (__half *)out);
+        qkv, kc, vc, pos, slot, H, KV, hd, max_len, window, 1.0f / sqrtf((float)hd), (__half *)out);
     TMOE_CUDA_LAUNCHED(stream, "lm_attention", err);
     return TMOE_OK;
 }
@@ -267,9 +269,8 @@ static __device__ int expert_of_row(const int32_t *offsets, int E, int r) {
     return e;
 }
 
-__global__ void k_lm_fc1_simple(const __half *x, const int32_t *src, int k,
-                                const int32_t *offsets, int E, size_t total, const __half *w13,
-                                int D, int I, __half *a) {
+__global__ void k_lm_fc1_simple(const __half *x, const int32_t *src, int k, const int32_t *offsets,
+                                int E, size_t total, const __half *w13, int D, int I, __half *a) {
     const size_t gw = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (gw >= total) return;
@@ -323,8 +324,8 @@ extern "C" int tmoe_cuda_lm_expert_fc2_simple(const tmoe_f16 *a, const int32_t *
                                               cudaStream_t stream, tmoe_error *err) {
     size_t total = (size_t)N * D;
     if (total == 0) return TMOE_OK;
-    k_lm_fc2_simple<<<warp_blocks(total), 256, 0, stream>>>(
-        (const __half *)a, offsets, E, total, (const __half *)w2, D, I, ye);
+    k_lm_fc2_simple<<<warp_blocks(total), 256, 0, stream>>>((const __half *)a, offsets, E, total,
+                                                            (const __half *)w2, D, I, ye);
     TMOE_CUDA_LAUNCHED(stream, "lm_expert_fc2_simple", err);
     return TMOE_OK;
 }

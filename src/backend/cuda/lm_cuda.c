@@ -17,20 +17,20 @@
 #define CUBLAS_WS_BYTES (32u << 20)
 
 typedef struct lm_layer_dev {
-    int is_moe, fast;          /* fast: experts on the bandwidth kernel, else the plain one */
+    int is_moe, fast; /* fast: experts on the bandwidth kernel, else the plain one */
     float *attn_norm, *mlp_norm;
-    tmoe_f16 *wqkv;            /* (H hd + 2 KV hd, D) rows q | k | v */
-    float *bqkv;               /* (H hd + 2 KV hd) or NULL */
-    float *q_norm, *k_norm;    /* or NULL */
-    tmoe_f16 *wo;              /* (D, H hd) */
-    float *bo;                 /* (D) or NULL */
+    tmoe_f16 *wqkv;             /* (H hd + 2 KV hd, D) rows q | k | v */
+    float *bqkv;                /* (H hd + 2 KV hd) or NULL */
+    float *q_norm, *k_norm;     /* or NULL */
+    tmoe_f16 *wo;               /* (D, H hd) */
+    float *bo;                  /* (D) or NULL */
     tmoe_f16 *mlp_w13, *mlp_w2; /* dense: (2 d_ff, D), (D, d_ff) */
-    float *router;             /* (E, D) fp32 */
-    tmoe_cuda_lin k1, k2;      /* fast experts: tiled fp16 / packed q4 / q2 */
-    tmoe_f16 *ew13, *ew2;      /* plain experts: (E, 2 I, D), (E, D, I) fp16 */
-    tmoe_f16 *sh_w13, *sh_w2;  /* shared expert (2 S, D), (D, S) or NULL */
-    float *sh_gate;            /* (D) or NULL */
-    float *kc, *vc;            /* (max_seqs, max_len, KV, hd) */
+    float *router;              /* (E, D) fp32 */
+    tmoe_cuda_lin k1, k2;       /* fast experts: tiled fp16 / packed q4 / q2 */
+    tmoe_f16 *ew13, *ew2;       /* plain experts: (E, 2 I, D), (E, D, I) fp16 */
+    tmoe_f16 *sh_w13, *sh_w2;   /* shared expert (2 S, D), (D, S) or NULL */
+    float *sh_gate;             /* (D) or NULL */
+    float *kc, *vc;             /* (max_seqs, max_len, KV, hd) */
 } lm_layer_dev;
 
 struct tmoe_cuda_lm {
@@ -117,8 +117,8 @@ static int upload_f32(tmoe_cuda_lm *r, float **dst, const float *src, size_t n, 
 }
 
 /* Concatenation of parts (fp32 host, n[i] values each) -> fp16 device. */
-static int upload_f16_cat(tmoe_cuda_lm *r, tmoe_f16 **dst, const float *const *src,
-                          const size_t *n, int parts, tmoe_error *err) {
+static int upload_f16_cat(tmoe_cuda_lm *r, tmoe_f16 **dst, const float *const *src, const size_t *n,
+                          int parts, tmoe_error *err) {
     size_t total = 0;
     for (int i = 0; i < parts; i++) total += n[i];
     tmoe_f16 *h = tmoe_malloc(sizeof(tmoe_f16) * (total ? total : 1), err);
@@ -210,8 +210,8 @@ static int upload_experts(tmoe_cuda_lm *r, const tmoe_lm *m, const tmoe_lm_layer
                 rc = tmoe_errorf(err, TMOE_ENOMEM, "%s:%d: cudaMalloc of %zu staging bytes: %s",
                                  __FILE__, __LINE__, wb * E, cudaGetErrorString(ce));
             if (!rc && (ce = cudaMemcpy(stage, hw, wb * E, cudaMemcpyHostToDevice)) != cudaSuccess)
-                rc = tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: expert upload: %s", __FILE__,
-                                 __LINE__, cudaGetErrorString(ce));
+                rc = tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: expert upload: %s", __FILE__, __LINE__,
+                                 cudaGetErrorString(ce));
             if (!rc) rc = dev_alloc(r, &tiled, wb * E, err);
             if (!rc) rc = tmoe_cuda_tile_weights(stage, tiled, L->out, wb / L->out, E, r->st, err);
             if (!rc && (ce = cudaStreamSynchronize(r->st)) != cudaSuccess)
@@ -314,8 +314,10 @@ static int create_in(tmoe_cuda_lm *r, const tmoe_lm *m, tmoe_error *err) {
     size_t F = (size_t)r->max_ff, NA = N > T ? N : T;
 
     TRY(upload_f16(r, &r->embed, m->embed, V * D, err));
-    if (m->lm_head == m->embed) r->lm_head = r->embed;
-    else TRY(upload_f16(r, &r->lm_head, m->lm_head, V * D, err));
+    if (m->lm_head == m->embed)
+        r->lm_head = r->embed;
+    else
+        TRY(upload_f16(r, &r->lm_head, m->lm_head, V * D, err));
     TRY(upload_f32(r, &r->final_norm, m->final_norm, D, err));
     float *inv = tmoe_malloc(sizeof(float) * (size_t)(c->head_dim / 2 + 1), err);
     if (!inv) return TMOE_ENOMEM;
@@ -335,16 +337,26 @@ static int create_in(tmoe_cuda_lm *r, const tmoe_lm *m, tmoe_error *err) {
     }
 
     const tmoe_buf ws[] = {
-        TMOE_BUF(r->x, T * D * 4),           TMOE_BUF(r->xn32, T * D * 4),
-        TMOE_BUF(r->qkv, T * r->qkvd * 4),   TMOE_BUF(r->tmp, T * D * 4),
-        TMOE_BUF(r->h32, T * 2 * F * 4),     TMOE_BUF(r->rlogits, T * E * 4),
-        TMOE_BUF(r->w, N * 4),               TMOE_BUF(r->ye, N * D * 4),
-        TMOE_BUF(r->logits, T * V * 4),      TMOE_BUF(r->bias, E * 4),
-        TMOE_BUF(r->xn16, T * D * 2),        TMOE_BUF(r->att16, T * qd * 2),
-        TMOE_BUF(r->a16, NA * F * 2),        TMOE_BUF(r->idx, N * 4),
-        TMOE_BUF(r->counts, E * 4),          TMOE_BUF(r->offsets, (E + 1) * 4),
-        TMOE_BUF(r->src, N * 4),             TMOE_BUF(r->dst, N * 4),
-        TMOE_BUF(r->active, (E + 1) * 4),    TMOE_BUF(r->counts_all, c->n_layers * E * 4),
+        TMOE_BUF(r->x, T * D * 4),
+        TMOE_BUF(r->xn32, T * D * 4),
+        TMOE_BUF(r->qkv, T * r->qkvd * 4),
+        TMOE_BUF(r->tmp, T * D * 4),
+        TMOE_BUF(r->h32, T * 2 * F * 4),
+        TMOE_BUF(r->rlogits, T * E * 4),
+        TMOE_BUF(r->w, N * 4),
+        TMOE_BUF(r->ye, N * D * 4),
+        TMOE_BUF(r->logits, T * V * 4),
+        TMOE_BUF(r->bias, E * 4),
+        TMOE_BUF(r->xn16, T * D * 2),
+        TMOE_BUF(r->att16, T * qd * 2),
+        TMOE_BUF(r->a16, NA * F * 2),
+        TMOE_BUF(r->idx, N * 4),
+        TMOE_BUF(r->counts, E * 4),
+        TMOE_BUF(r->offsets, (E + 1) * 4),
+        TMOE_BUF(r->src, N * 4),
+        TMOE_BUF(r->dst, N * 4),
+        TMOE_BUF(r->active, (E + 1) * 4),
+        TMOE_BUF(r->counts_all, c->n_layers * E * 4),
         TMOE_BUF(r->d_step, 4 * T * 4),
     };
     int n_ws = (int)(sizeof ws / sizeof *ws);
@@ -374,11 +386,15 @@ int tmoe_cuda_lm_create(const tmoe_lm *m, const tmoe_cuda_lm_config *cfg, tmoe_c
     *out = NULL;
     const tmoe_lm_config *c = &m->cfg;
     if (cfg->max_tokens < 1 || cfg->max_seqs < 1 || cfg->max_len < 1)
-        return tmoe_errorf(err, TMOE_EINVAL, "max_tokens %d, max_seqs %d, max_len %d: each must "
-                           "be positive", cfg->max_tokens, cfg->max_seqs, cfg->max_len);
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "max_tokens %d, max_seqs %d, max_len %d: each must "
+                           "be positive",
+                           cfg->max_tokens, cfg->max_seqs, cfg->max_len);
     if (c->head_dim > 256 || c->head_dim % 2)
-        return tmoe_errorf(err, TMOE_ENOTSUP, "head_dim %d: the CUDA attention takes even "
-                           "head_dim up to 256", c->head_dim);
+        return tmoe_errorf(err, TMOE_ENOTSUP,
+                           "head_dim %d: the CUDA attention takes even "
+                           "head_dim up to 256",
+                           c->head_dim);
     if (c->num_experts > 256)
         return tmoe_errorf(err, TMOE_ENOTSUP, "%d experts: the CUDA permute takes at most 256",
                            c->num_experts);
@@ -439,27 +455,27 @@ size_t tmoe_cuda_lm_kv_bytes(const tmoe_cuda_lm *r) {
 static int gemm16(tmoe_cuda_lm *r, const tmoe_f16 *x, const tmoe_f16 *W, int n, int in, int out,
                   float *y, float beta, tmoe_error *err) {
     const float one = 1.0f;
-    CB_CHECK(cublasGemmEx(r->cb, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &one, W, CUDA_R_16F, in,
-                          x, CUDA_R_16F, in, &beta, y, CUDA_R_32F, out, CUBLAS_COMPUTE_32F,
+    CB_CHECK(cublasGemmEx(r->cb, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &one, W, CUDA_R_16F, in, x,
+                          CUDA_R_16F, in, &beta, y, CUDA_R_32F, out, CUBLAS_COMPUTE_32F,
                           CUBLAS_GEMM_DEFAULT),
              err);
     return TMOE_OK;
 }
 
 /* y (n, out) fp32 = x (n, in) fp32 . W^T in full fp32 (the router). */
-static int gemm32(tmoe_cuda_lm *r, const float *x, const float *W, int n, int in, int out,
-                  float *y, tmoe_error *err) {
+static int gemm32(tmoe_cuda_lm *r, const float *x, const float *W, int n, int in, int out, float *y,
+                  tmoe_error *err) {
     const float one = 1.0f, zero = 0.0f;
-    CB_CHECK(cublasGemmEx(r->cb, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &one, W, CUDA_R_32F, in,
-                          x, CUDA_R_32F, in, &zero, y, CUDA_R_32F, out, CUBLAS_COMPUTE_32F,
+    CB_CHECK(cublasGemmEx(r->cb, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &one, W, CUDA_R_32F, in, x,
+                          CUDA_R_32F, in, &zero, y, CUDA_R_32F, out, CUBLAS_COMPUTE_32F,
                           CUBLAS_GEMM_DEFAULT),
              err);
     return TMOE_OK;
 }
 
 /* SwiGLU MLP on T rows of xn16: y (T, D) = W2 (silu(gate) * up) + beta y. */
-static int swiglu(tmoe_cuda_lm *r, const tmoe_f16 *w13, const tmoe_f16 *w2, int I, int T,
-                  float *y, float beta, tmoe_error *err) {
+static int swiglu(tmoe_cuda_lm *r, const tmoe_f16 *w13, const tmoe_f16 *w2, int I, int T, float *y,
+                  float beta, tmoe_error *err) {
     int D = r->c.d_model;
     TRY(gemm16(r, r->xn16, w13, T, D, 2 * I, r->h32, 0.0f, err));
     TRY(tmoe_cuda_act(TMOE_ACT_SWIGLU, r->h32, T, I, r->a16, r->st, err));
@@ -474,26 +490,29 @@ static int moe(tmoe_cuda_lm *r, int l, int T, tmoe_error *err) {
     const float *bias = NULL;
     if (r->cfg.route) {
         TMOE_CUDA_CHECK(cudaMemcpyAsync(r->h_rlogits, r->rlogits, sizeof(float) * (size_t)T * E,
-                                        cudaMemcpyDeviceToHost, r->st), err);
+                                        cudaMemcpyDeviceToHost, r->st),
+                        err);
         TMOE_CUDA_CHECK(cudaStreamSynchronize(r->st), err);
         memset(r->h_bias, 0, sizeof(float) * (size_t)E);
         TRY(r->cfg.route(r->cfg.route_user, l, r->h_rlogits, T, E, r->h_bias, err));
         TMOE_CUDA_CHECK(cudaMemcpyAsync(r->bias, r->h_bias, sizeof(float) * (size_t)E,
-                                        cudaMemcpyHostToDevice, r->st), err);
+                                        cudaMemcpyHostToDevice, r->st),
+                        err);
         TMOE_CUDA_CHECK(cudaStreamSynchronize(r->st), err); /* h_bias is reused next layer */
         bias = r->bias;
     }
-    TRY(tmoe_cuda_gate_topk(r->rlogits, bias, T, E, k, c->norm_topk_prob,
-                            r->cfg.bias_in_weights, r->idx, r->w, NULL, NULL, r->st, err));
-    TRY(tmoe_cuda_permute(r->idx, T, k, E, r->counts, r->offsets, r->src, r->dst, r->active,
-                          NULL, r->st, err));
+    TRY(tmoe_cuda_gate_topk(r->rlogits, bias, T, E, k, c->norm_topk_prob, r->cfg.bias_in_weights,
+                            r->idx, r->w, NULL, NULL, r->st, err));
+    TRY(tmoe_cuda_permute(r->idx, T, k, E, r->counts, r->offsets, r->src, r->dst, r->active, NULL,
+                          r->st, err));
     TMOE_CUDA_CHECK(cudaMemcpyAsync(r->counts_all + (size_t)l * E, r->counts, sizeof(int32_t) * E,
-                                    cudaMemcpyDeviceToDevice, r->st), err);
+                                    cudaMemcpyDeviceToDevice, r->st),
+                    err);
     if (d->fast) {
         int max_active = N < E ? N : E;
-        TRY(tmoe_cuda_expert_linear(&d->k1, TMOE_CUDA_EPI_SWIGLU, E, r->d_experts, r->active,
-                                    NULL, r->counts, r->offsets, r->xn16, r->src, k, T,
-                                    max_active, NULL, r->a16, r->st, err));
+        TRY(tmoe_cuda_expert_linear(&d->k1, TMOE_CUDA_EPI_SWIGLU, E, r->d_experts, r->active, NULL,
+                                    r->counts, r->offsets, r->xn16, r->src, k, T, max_active, NULL,
+                                    r->a16, r->st, err));
         TRY(tmoe_cuda_expert_linear(&d->k2, TMOE_CUDA_EPI_NONE, E, r->d_experts, r->active, NULL,
                                     r->counts, r->offsets, r->a16, NULL, 1, T, max_active, r->ye,
                                     NULL, r->st, err));
@@ -522,21 +541,35 @@ static int enqueue(tmoe_cuda_lm *r, int T, int R, tmoe_error *err) {
     TRY(tmoe_cuda_lm_embed(r->embed, tok, T, D, r->x, r->st, err));
     for (int l = 0; l < c->n_layers; l++) {
         const lm_layer_dev *d = &r->L[l];
-        TRY(tmoe_cuda_lm_rmsnorm(r->x, NULL, d->attn_norm, T, D, c->rms_eps, r->xn16, NULL,
-                                 r->st, err));
+        TRY(tmoe_cuda_lm_rmsnorm(r->x, NULL, d->attn_norm, T, D, c->rms_eps, r->xn16, NULL, r->st,
+                                 err));
         TRY(gemm16(r, r->xn16, d->wqkv, T, D, r->qkvd, r->qkv, 0.0f, err));
         const int kvd = c->n_kv_heads * c->head_dim;
-        tmoe_cuda_qkv_args a = {
-            .qkv = r->qkv, .bq = d->bqkv, .bk = d->bqkv ? d->bqkv + qd : NULL,
-            .bv = d->bqkv ? d->bqkv + qd + kvd : NULL, .qn = d->q_norm, .kn = d->k_norm,
-            .inv_freq = r->inv_freq, .pos = pos, .slot = slot, .kc = d->kc, .vc = d->vc, .T = T,
-            .H = c->n_heads, .KV = c->n_kv_heads, .hd = c->head_dim,
-            .qk_norm = c->qk_norm == TMOE_QK_NORM_WHOLE ? 1 : c->qk_norm == TMOE_QK_NORM_PER_HEAD ? 2 : 0,
-            .max_len = r->cfg.max_len, .eps = c->rms_eps, .clip = c->clip_qkv};
+        tmoe_cuda_qkv_args a = {.qkv = r->qkv,
+                                .bq = d->bqkv,
+                                .bk = d->bqkv ? d->bqkv + qd : NULL,
+                                .bv = d->bqkv ? d->bqkv + qd + kvd : NULL,
+                                .qn = d->q_norm,
+                                .kn = d->k_norm,
+                                .inv_freq = r->inv_freq,
+                                .pos = pos,
+                                .slot = slot,
+                                .kc = d->kc,
+                                .vc = d->vc,
+                                .T = T,
+                                .H = c->n_heads,
+                                .KV = c->n_kv_heads,
+                                .hd = c->head_dim,
+                                .qk_norm = c->qk_norm == TMOE_QK_NORM_WHOLE      ? 1
+                                           : c->qk_norm == TMOE_QK_NORM_PER_HEAD ? 2
+                                                                                 : 0,
+                                .max_len = r->cfg.max_len,
+                                .eps = c->rms_eps,
+                                .clip = c->clip_qkv};
         TRY(tmoe_cuda_lm_qkv_post(&a, r->st, err));
         TRY(tmoe_cuda_lm_attention(r->qkv, d->kc, d->vc, pos, slot, T, c->n_heads, c->n_kv_heads,
-                                   c->head_dim, r->cfg.max_len, c->sliding_window, r->att16,
-                                   r->st, err));
+                                   c->head_dim, r->cfg.max_len, c->sliding_window, r->att16, r->st,
+                                   err));
         TRY(gemm16(r, r->att16, d->wo, T, qd, D, r->x, 1.0f, err)); /* + residual */
         if (d->bo) TRY(tmoe_cuda_lm_add_bias(r->x, d->bo, T, D, r->st, err));
         TRY(tmoe_cuda_lm_rmsnorm(r->x, NULL, d->mlp_norm, T, D, c->rms_eps, r->xn16,
@@ -581,8 +614,7 @@ static int run_graph(tmoe_cuda_lm *r, int T, tmoe_error *err) {
     return TMOE_OK;
 }
 
-static int check_batch(const tmoe_cuda_lm *r, const tmoe_lm_batch *b, int *T_out,
-                       tmoe_error *err) {
+static int check_batch(const tmoe_cuda_lm *r, const tmoe_lm_batch *b, int *T_out, tmoe_error *err) {
     const tmoe_lm_config *c = &r->c;
     int T = 0;
     for (int i = 0; i < b->nseq; i++) {
@@ -615,8 +647,7 @@ static int check_batch(const tmoe_cuda_lm *r, const tmoe_lm_batch *b, int *T_out
     return TMOE_OK;
 }
 
-int tmoe_cuda_lm_forward(tmoe_cuda_lm *r, const tmoe_lm_batch *b, float *logits,
-                         tmoe_error *err) {
+int tmoe_cuda_lm_forward(tmoe_cuda_lm *r, const tmoe_lm_batch *b, float *logits, tmoe_error *err) {
     const tmoe_lm_config *c = &r->c;
     int T = 0, Tm = r->cfg.max_tokens, rc = check_batch(r, b, &T, err);
     if (rc) return rc;
@@ -634,19 +665,24 @@ int tmoe_cuda_lm_forward(tmoe_cuda_lm *r, const tmoe_lm_batch *b, float *logits,
     if (b->logits_all)
         for (int t = 0; t < T; t++) rows[t] = t;
     TMOE_CUDA_CHECK(cudaMemcpyAsync(r->d_step, r->h_step, sizeof(int32_t) * 4 * (size_t)Tm,
-                                    cudaMemcpyHostToDevice, r->st), err);
-    if (decode && r->cfg.use_graphs && !r->cfg.route) rc = run_graph(r, T, err);
-    else rc = enqueue(r, T, R, err);
+                                    cudaMemcpyHostToDevice, r->st),
+                    err);
+    if (decode && r->cfg.use_graphs && !r->cfg.route)
+        rc = run_graph(r, T, err);
+    else
+        rc = enqueue(r, T, R, err);
     if (rc) {
         /* let what was enqueued finish before the caller reuses anything */
         TMOE_CUDA_WARN(cudaStreamSynchronize(r->st));
         return rc;
     }
     TMOE_CUDA_CHECK(cudaMemcpyAsync(logits, r->logits, sizeof(float) * (size_t)R * c->vocab_size,
-                                    cudaMemcpyDeviceToHost, r->st), err);
+                                    cudaMemcpyDeviceToHost, r->st),
+                    err);
     TMOE_CUDA_CHECK(cudaMemcpyAsync(r->h_counts, r->counts_all,
                                     sizeof(int32_t) * (size_t)c->n_layers * c->num_experts,
-                                    cudaMemcpyDeviceToHost, r->st), err);
+                                    cudaMemcpyDeviceToHost, r->st),
+                    err);
     TMOE_CUDA_CHECK(cudaStreamSynchronize(r->st), err);
     for (int i = 0; i < b->nseq; i++) r->len[b->slots[i]] += b->n_new[i];
     return TMOE_OK;

@@ -41,18 +41,17 @@ int tmoe_cuda_lm_qkv_post(const tmoe_cuda_qkv_args *a, cudaStream_t stream, tmoe
  * + 1 with a sliding window > 0, else 0): q from qkv rows (stride (H + 2 KV) hd), head h reads
  * KV head h / (H / KV); softmax in fp32 (online, per warp, merged in a fixed order);
  * out (T, H hd) fp16. hd <= 256. */
-int tmoe_cuda_lm_attention(const float *qkv, const float *kc, const float *vc,
-                           const int32_t *pos, const int32_t *slot, int T, int H, int KV, int hd,
-                           int max_len, int window, tmoe_f16 *out, cudaStream_t stream,
-                           tmoe_error *err);
+int tmoe_cuda_lm_attention(const float *qkv, const float *kc, const float *vc, const int32_t *pos,
+                           const int32_t *slot, int T, int H, int KV, int hd, int max_len,
+                           int window, tmoe_f16 *out, cudaStream_t stream, tmoe_error *err);
 
 /* y (T, D) += b (D) on every row. */
 int tmoe_cuda_lm_add_bias(float *y, const float *b, int T, int D, cudaStream_t stream,
                           tmoe_error *err);
 
 /* Qwen2-MoE shared expert: y (T, D) += sigmoid(xn32 row . gate) * ys (T, D). */
-int tmoe_cuda_lm_shared_add(float *y, const float *ys, const float *xn32, const float *gate,
-                            int T, int D, cudaStream_t stream, tmoe_error *err);
+int tmoe_cuda_lm_shared_add(float *y, const float *ys, const float *xn32, const float *gate, int T,
+                            int D, cudaStream_t stream, tmoe_error *err);
 
 /* Experts of any shape, fp16 row-major weights (E, out, in): grouped row r (offsets[e] <= r <
  * offsets[e + 1], N rows in all) of expert e. fc1 + SwiGLU: a (N, I) fp16 = silu(x[src[r] / k]
@@ -60,12 +59,11 @@ int tmoe_cuda_lm_shared_add(float *y, const float *ys, const float *xn32, const 
  * fp32 = a row r . W2[e], W2 (E, D, I). One warp per output; for shapes the bandwidth kernel
  * does not take (the small reference models), not for speed. */
 int tmoe_cuda_lm_expert_fc1_simple(const tmoe_f16 *x, const int32_t *src, int k,
-                                   const int32_t *offsets, int E, int N, const tmoe_f16 *w13,
-                                   int D, int I, tmoe_f16 *a, cudaStream_t stream,
-                                   tmoe_error *err);
+                                   const int32_t *offsets, int E, int N, const tmoe_f16 *w13, int D,
+                                   int I, tmoe_f16 *a, cudaStream_t stream, tmoe_error *err);
 int tmoe_cuda_lm_expert_fc2_simple(const tmoe_f16 *a, const int32_t *offsets, int E, int N,
-                                   const tmoe_f16 *w2, int D, int I, float *ye,
-                                   cudaStream_t stream, tmoe_error *err);
+                                   const tmoe_f16 *w2, int D, int I, float *ye, cudaStream_t stream,
+                                   tmoe_error *err);
 
 #ifdef __cplusplus
 }

@@ -5,5 +5,9 @@
 void tmoe_cuda_nvtx_push(const char *name);
 void tmoe_cuda_nvtx_pop(void);
 
-void tmoe_cuda_nvtx_push(const char *name) { nvtxRangePushA(name); }
-void tmoe_cuda_nvtx_pop(void) { nvtxRangePop(); }
+void tmoe_cuda_nvtx_push(const char *name) {
+    nvtxRangePushA(name);
+}
+void tmoe_cuda_nvtx_pop(void) {
+    nvtxRangePop();
+}

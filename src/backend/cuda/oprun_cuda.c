@@ -23,14 +23,14 @@ typedef struct cuda_op {
     cudaEvent_t *ev;
     int nev;
     int ncopies, next;
-    int sm_count;              /* multiprocessors of the device, queried once at create */
+    int sm_count; /* multiprocessors of the device, queried once at create */
     void *mem[32];
     int nmem;
-    tmoe_cuda_lin L1, L2;      /* fc1, fc2 of the expert type, ncopies slots, row-major (w NULL
-                                  for fused q4/q2 once tiled: only K1, K2 read them) */
-    tmoe_cuda_lin U1, U2;      /* fp16 copies for the unfused path */
-    tmoe_cuda_lin K1, K2;      /* what the bandwidth kernel reads (kernel_lin) */
-    int32_t *routing;          /* device: experts {0}, counts {n}, offsets {0, n} */
+    tmoe_cuda_lin L1, L2; /* fc1, fc2 of the expert type, ncopies slots, row-major (w NULL
+                             for fused q4/q2 once tiled: only K1, K2 read them) */
+    tmoe_cuda_lin U1, U2; /* fp16 copies for the unfused path */
+    tmoe_cuda_lin K1, K2; /* what the bandwidth kernel reads (kernel_lin) */
+    int32_t *routing;     /* device: experts {0}, counts {n}, offsets {0, n} */
     tmoe_f16 *x16, *a16, *y16, *gate_w, *wqkv, *wo, *qkv16, *P16;
     float *y32, *h32, *logits, *w, *ye, *x32, *norm_w, *S;
     int32_t *idx, *counts, *offsets, *src, *dst;
@@ -63,7 +63,9 @@ static int upload(cuda_op *o, void *dst, const void *src, size_t n, tmoe_error *
     return TMOE_OK;
 }
 
-static uint64_t next_seed(tmoe_rng *r) { return tmoe_rng_u64(r); }
+static uint64_t next_seed(tmoe_rng *r) {
+    return tmoe_rng_u64(r);
+}
 
 static int random_f16(cuda_op *o, tmoe_f16 **d, size_t n, float a, tmoe_rng *r, tmoe_error *err) {
     TRY(dalloc(o, (void **)d, n * 2, err));
@@ -76,7 +78,8 @@ static int random_f32(cuda_op *o, float **d, size_t n, float a, tmoe_rng *r, tmo
 }
 
 /* ncopies slots of one linear layer's weights, random on the device: fp16 uniform in
- * +-1/sqrt(in); packed ints uniform over the type's range with scales in [0.5, 1] / (8 sqrt(in)). */
+ * +-1/sqrt(in); packed ints uniform over the type's range with scales in [0.5, 1] / (8 sqrt(in)).
+ */
 static int make_lin(cuda_op *o, tmoe_cuda_lin *L, tmoe_etype t, int out, int in, int group,
                     tmoe_rng *r, tmoe_error *err) {
     TRY(tmoe_quant_check_shape(t, out, in, group, err));
@@ -91,11 +94,13 @@ static int make_lin(cuda_op *o, tmoe_cuda_lin *L, tmoe_etype t, int out, int in,
     size_t nw = L->w_stride * (size_t)o->ncopies;
     float a = 1.0f / sqrtf((float)in);
     TRY(dalloc(o, (void **)&L->w, nw, err));
-    if (t == TMOE_ET_FP16) return tmoe_cuda_fill_f16((tmoe_f16 *)L->w, nw / 2, -a, a, next_seed(r), o->st, err);
+    if (t == TMOE_ET_FP16)
+        return tmoe_cuda_fill_f16((tmoe_f16 *)L->w, nw / 2, -a, a, next_seed(r), o->st, err);
     TRY(tmoe_cuda_fill_bytes((void *)L->w, nw, next_seed(r), o->st, err));
     size_t ns = L->s_stride * (size_t)o->ncopies;
     TRY(dalloc(o, (void **)&L->scales, ns * 2, err));
-    return tmoe_cuda_fill_f16((tmoe_f16 *)L->scales, ns, 0.0625f * a, 0.125f * a, next_seed(r), o->st, err);
+    return tmoe_cuda_fill_f16((tmoe_f16 *)L->scales, ns, 0.0625f * a, 0.125f * a, next_seed(r),
+                              o->st, err);
 }
 
 /* Teardown (also of a half-created runner): every failure is logged, nothing stops it. */
@@ -165,7 +170,8 @@ static int create_in(cuda_op *o, tmoe_error *err) {
         o->ncopies = s->min_working_set > per ? (int)((s->min_working_set + per - 1) / per) : 1;
         if (o->ncopies > 256) o->ncopies = 256;
         int need1 = s->whole_expert || (s->op != TMOE_OP_LINEAR_FC2 && s->op != TMOE_OP_RELU);
-        int need2 = s->whole_expert || s->op == TMOE_OP_LINEAR_FC2 || s->op == TMOE_OP_DEQUANT_UNPACK;
+        int need2 =
+            s->whole_expert || s->op == TMOE_OP_LINEAR_FC2 || s->op == TMOE_OP_DEQUANT_UNPACK;
         if (need1) TRY(make_lin(o, &o->L1, s->etype, F1, D, b->group_size, &r, err));
         if (need2) TRY(make_lin(o, &o->L2, s->etype, D, F, b->group_size, &r, err));
         int unf = s->etype != TMOE_ET_FP16 && s->impl == TMOE_IMPL_UNFUSED;
@@ -184,9 +190,12 @@ static int create_in(cuda_op *o, tmoe_error *err) {
                 for (int c = 0; c < o->ncopies; c++) {
                     tmoe_cuda_lin one = *src[i];
                     one.w = (const uint8_t *)src[i]->w + src[i]->w_stride * (size_t)c;
-                    one.scales = src[i]->scales ? src[i]->scales + src[i]->s_stride * (size_t)c : NULL;
-                    TRY(tmoe_cuda_dequant_unpack(&one, 1, o->routing, NULL,
-                                                 (tmoe_f16 *)((uint8_t *)dst[i]->w + dst[i]->w_stride * (size_t)c), o->st, err));
+                    one.scales =
+                        src[i]->scales ? src[i]->scales + src[i]->s_stride * (size_t)c : NULL;
+                    TRY(tmoe_cuda_dequant_unpack(
+                        &one, 1, o->routing, NULL,
+                        (tmoe_f16 *)((uint8_t *)dst[i]->w + dst[i]->w_stride * (size_t)c), o->st,
+                        err));
                 }
             }
         }
@@ -197,11 +206,13 @@ static int create_in(cuda_op *o, tmoe_error *err) {
         const tmoe_cuda_lin *L = s->op == TMOE_OP_LINEAR_FC2 ? &o->L2 : &o->L1;
         if (s->whole_expert) {
             /* weights (and scales) read once; unfused also writes and reads them as fp16 */
-            o->bytes = (double)(o->L1.w_stride + o->L1.s_stride * 2 + o->L2.w_stride + o->L2.s_stride * 2) +
+            o->bytes = (double)(o->L1.w_stride + o->L1.s_stride * 2 + o->L2.w_stride +
+                                o->L2.s_stride * 2) +
                        (unf ? 4.0 * ((double)F1 * D + (double)D * F) : 0.0);
             o->flops = 2.0 * T * ((double)F1 * D + (double)D * F);
         } else if (s->op == TMOE_OP_DEQUANT_UNPACK)
-            o->bytes = (double)(o->L1.w_stride + o->L1.s_stride * 2 + o->L2.w_stride + o->L2.s_stride * 2) +
+            o->bytes = (double)(o->L1.w_stride + o->L1.s_stride * 2 + o->L2.w_stride +
+                                o->L2.s_stride * 2) +
                        (double)(o->U1.w_stride + o->U2.w_stride);
         else if (s->op == TMOE_OP_RELU)
             o->bytes = (double)T * F1 * 4 + (double)T * F * 2;
@@ -234,17 +245,30 @@ static int create_in(cuda_op *o, tmoe_error *err) {
     TRY(tmoe_cuda_fill_f32(o->norm_w, (size_t)D, 0.9f, 1.1f, next_seed(&r), o->st, err));
     /* a valid routing for permute and combine to read */
     TRY(tmoe_cuda_gate_topk(o->logits, NULL, T, E, k, 1, 0, o->idx, o->w, NULL, NULL, o->st, err));
-    TRY(tmoe_cuda_permute(o->idx, T, k, E, o->counts, o->offsets, o->src, o->dst, NULL, NULL, o->st, err));
+    TRY(tmoe_cuda_permute(o->idx, T, k, E, o->counts, o->offsets, o->src, o->dst, NULL, NULL, o->st,
+                          err));
     TMOE_CUDA_CHECK(cudaStreamSynchronize(o->st), err);
     switch (s->op) {
-    case TMOE_OP_GATE_LINEAR: o->bytes = (double)E * D * 2 + (double)T * D * 2 + (double)T * E * 4; o->flops = 2.0 * T * E * D; break;
+    case TMOE_OP_GATE_LINEAR:
+        o->bytes = (double)E * D * 2 + (double)T * D * 2 + (double)T * E * 4;
+        o->flops = 2.0 * T * E * D;
+        break;
     case TMOE_OP_GATE_TOPK: o->bytes = (double)T * E * 4 + (double)nk * 8; break;
     case TMOE_OP_PERMUTE: o->bytes = (double)nk * 12 + (double)nk * D * 4; break;
     case TMOE_OP_COMBINE: o->bytes = (double)nk * D * 4 + (double)T * D * 8; break;
     case TMOE_OP_NORM: o->bytes = (double)T * D * 6; break;
-    case TMOE_OP_ATTN_QKV: o->bytes = 6.0 * D * D + (double)T * D * 2 + (double)T * 3 * D * 6; o->flops = 6.0 * T * D * D; break;
-    case TMOE_OP_ATTN_OUT: o->bytes = 2.0 * D * D + (double)T * D * 10; o->flops = 2.0 * T * D * D; break;
-    case TMOE_OP_ATTN_CORE: o->bytes = (double)T * 4 * D * 2 + (double)H * L * T * 6; o->flops = 4.0 * T * (double)L * D; break;
+    case TMOE_OP_ATTN_QKV:
+        o->bytes = 6.0 * D * D + (double)T * D * 2 + (double)T * 3 * D * 6;
+        o->flops = 6.0 * T * D * D;
+        break;
+    case TMOE_OP_ATTN_OUT:
+        o->bytes = 2.0 * D * D + (double)T * D * 10;
+        o->flops = 2.0 * T * D * D;
+        break;
+    case TMOE_OP_ATTN_CORE:
+        o->bytes = (double)T * 4 * D * 2 + (double)H * L * T * 6;
+        o->flops = 4.0 * T * (double)L * D;
+        break;
     default: break;
     }
     return TMOE_OK;
@@ -304,8 +328,8 @@ static int expert_linear(cuda_op *o, int which, int c, int unf, tmoe_cuda_epi ep
     }
     tmoe_cuda_lin K = slot(which ? &o->K2 : &o->K1, c);
     const int32_t *ex = o->routing, *cnt = o->routing + 1, *off = o->routing + 2;
-    return tmoe_cuda_expert_linear(&K, epi, 1, ex, NULL, NULL, cnt, off, x, NULL, 1, T, 1, y32,
-                                   y16, o->st, err);
+    return tmoe_cuda_expert_linear(&K, epi, 1, ex, NULL, NULL, cnt, off, x, NULL, 1, T, 1, y32, y16,
+                                   o->st, err);
 }
 
 /* The whole expert as the engine runs it. */
@@ -314,11 +338,13 @@ static int run_whole(cuda_op *o, int c, tmoe_error *err) {
     int unf = s->etype != TMOE_ET_FP16 && s->impl == TMOE_IMPL_UNFUSED;
     const int32_t *ex = o->routing;
     if (unf) {
-        tmoe_cuda_lin a = slot(&o->L1, c), b = slot(&o->L2, c), ua = slot(&o->U1, c), ub = slot(&o->U2, c);
+        tmoe_cuda_lin a = slot(&o->L1, c), b = slot(&o->L2, c), ua = slot(&o->U1, c),
+                      ub = slot(&o->U2, c);
         TRY(tmoe_cuda_dequant_unpack(&a, 1, ex, NULL, (tmoe_f16 *)ua.w, o->st, err));
         TRY(tmoe_cuda_dequant_unpack(&b, 1, ex, NULL, (tmoe_f16 *)ub.w, o->st, err));
     }
-    tmoe_cuda_epi epi1 = s->block.act == TMOE_ACT_SWIGLU ? TMOE_CUDA_EPI_SWIGLU : TMOE_CUDA_EPI_RELU;
+    tmoe_cuda_epi epi1 =
+        s->block.act == TMOE_ACT_SWIGLU ? TMOE_CUDA_EPI_SWIGLU : TMOE_CUDA_EPI_RELU;
     TRY(expert_linear(o, 0, c, unf, epi1, o->x16, NULL, o->a16, err));
     return expert_linear(o, 1, c, unf, TMOE_CUDA_EPI_NONE, o->a16, o->y32, NULL, err);
 }
@@ -326,7 +352,8 @@ static int run_whole(cuda_op *o, int c, tmoe_error *err) {
 static int run_once(cuda_op *o, tmoe_error *err) {
     const tmoe_oprun_spec *s = &o->s;
     const tmoe_block_config *b = &s->block;
-    int T = s->tokens, D = b->d_model, F = b->d_ff, E = b->num_experts, k = b->top_k, H = b->n_heads;
+    int T = s->tokens, D = b->d_model, F = b->d_ff, E = b->num_experts, k = b->top_k,
+        H = b->n_heads;
     int c = o->next;
     o->next = (o->next + 1) % o->ncopies;
     const int32_t *ex = o->routing;
@@ -334,7 +361,8 @@ static int run_once(cuda_op *o, tmoe_error *err) {
     if (s->whole_expert) return run_whole(o, c, err);
     switch (s->op) {
     case TMOE_OP_DEQUANT_UNPACK: {
-        tmoe_cuda_lin a = slot(&o->L1, c), bb = slot(&o->L2, c), ua = slot(&o->U1, c), ub = slot(&o->U2, c);
+        tmoe_cuda_lin a = slot(&o->L1, c), bb = slot(&o->L2, c), ua = slot(&o->U1, c),
+                      ub = slot(&o->U2, c);
         TRY(tmoe_cuda_dequant_unpack(&a, 1, ex, NULL, (tmoe_f16 *)ua.w, o->st, err));
         return tmoe_cuda_dequant_unpack(&bb, 1, ex, NULL, (tmoe_f16 *)ub.w, o->st, err);
     }
@@ -349,11 +377,13 @@ static int run_once(cuda_op *o, tmoe_error *err) {
         return tmoe_cuda_gate_topk(o->logits, NULL, T, E, k, b->renormalize, 0, o->idx, o->w, NULL,
                                    NULL, o->st, err);
     case TMOE_OP_PERMUTE:
-        TRY(tmoe_cuda_permute(o->idx, T, k, E, o->counts, o->offsets, o->src, o->dst, NULL, NULL, o->st, err));
+        TRY(tmoe_cuda_permute(o->idx, T, k, E, o->counts, o->offsets, o->src, o->dst, NULL, NULL,
+                              o->st, err));
         return tmoe_cuda_gather(o->x16, o->src, T * k, k, D, o->y16, o->st, err);
     case TMOE_OP_COMBINE:
         return tmoe_cuda_combine(o->ye, o->dst, o->w, o->x32, T, k, D, o->y32, o->st, err);
-    case TMOE_OP_NORM: return tmoe_cuda_rmsnorm(o->x32, o->norm_w, T, D, b->norm_eps, o->a16, o->st, err);
+    case TMOE_OP_NORM:
+        return tmoe_cuda_rmsnorm(o->x32, o->norm_w, T, D, b->norm_eps, o->a16, o->st, err);
     case TMOE_OP_ATTN_QKV:
         TRY(gemm(o, o->x16, o->wqkv, T, D, 3 * D, o->h32, err));
         return tmoe_cuda_to_f16(o->h32, (size_t)T * 3 * D, o->a16, o->st, err);
@@ -366,16 +396,18 @@ static int run_once(cuda_op *o, tmoe_error *err) {
         for (int t0 = 0; t0 < T; t0 += b->seq_len) {
             int L = T - t0 < b->seq_len ? T - t0 : b->seq_len;
             const tmoe_f16 *q = o->qkv16 + (size_t)t0 * 3 * D;
-            CB_CHECK(cublasGemmStridedBatchedEx(o->cb, CUBLAS_OP_T, CUBLAS_OP_N, L, L, dh, &one, q + D,
-                                              CUDA_R_16F, 3 * D, dh, q, CUDA_R_16F, 3 * D, dh, &zero,
-                                              o->S, CUDA_R_32F, L, (long long)L * L, H,
-                                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT), err);
+            CB_CHECK(cublasGemmStridedBatchedEx(o->cb, CUBLAS_OP_T, CUBLAS_OP_N, L, L, dh, &one,
+                                                q + D, CUDA_R_16F, 3 * D, dh, q, CUDA_R_16F, 3 * D,
+                                                dh, &zero, o->S, CUDA_R_32F, L, (long long)L * L, H,
+                                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                     err);
             TRY(tmoe_cuda_causal_softmax(o->S, H, L, 1.0f / sqrtf((float)dh), o->P16, o->st, err));
-            CB_CHECK(cublasGemmStridedBatchedEx(o->cb, CUBLAS_OP_N, CUBLAS_OP_N, dh, L, L, &one, q + 2 * D,
-                                              CUDA_R_16F, 3 * D, dh, o->P16, CUDA_R_16F, L,
-                                              (long long)L * L, &zero, o->a16 + (size_t)t0 * D,
-                                              CUDA_R_16F, D, dh, H, CUBLAS_COMPUTE_32F,
-                                              CUBLAS_GEMM_DEFAULT), err);
+            CB_CHECK(cublasGemmStridedBatchedEx(o->cb, CUBLAS_OP_N, CUBLAS_OP_N, dh, L, L, &one,
+                                                q + 2 * D, CUDA_R_16F, 3 * D, dh, o->P16,
+                                                CUDA_R_16F, L, (long long)L * L, &zero,
+                                                o->a16 + (size_t)t0 * D, CUDA_R_16F, D, dh, H,
+                                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                     err);
         }
         return TMOE_OK;
     }
@@ -409,8 +441,15 @@ static int cuda_run(void *p, int calls, double *ms, tmoe_error *err) {
     return TMOE_OK;
 }
 
-static double cuda_bytes(const void *p) { return ((const cuda_op *)p)->bytes; }
-static double cuda_flops(const void *p) { return ((const cuda_op *)p)->flops; }
-static int cuda_copies(const void *p) { return ((const cuda_op *)p)->ncopies; }
+static double cuda_bytes(const void *p) {
+    return ((const cuda_op *)p)->bytes;
+}
+static double cuda_flops(const void *p) {
+    return ((const cuda_op *)p)->flops;
+}
+static int cuda_copies(const void *p) {
+    return ((const cuda_op *)p)->ncopies;
+}
 
-const tmoe_oprun_vt tmoe_oprun_cuda = {cuda_create, cuda_destroy, cuda_run, cuda_bytes, cuda_flops, cuda_copies};
+const tmoe_oprun_vt tmoe_oprun_cuda = {cuda_create, cuda_destroy, cuda_run,
+                                       cuda_bytes,  cuda_flops,   cuda_copies};

@@ -6,9 +6,8 @@
  * NaN scores and weight logits count as -inf (the CPU rule, include/thermoe/backend.h): they lose
  * every comparison but -inf ties (lower index first) and carry probability 0; with no
  * probability at all the weights are 0. */
-__global__ void k_gate_topk(const float *logits, const float *bias, int T, int E, int k,
-                            int renorm, int biw, int32_t *idx, float *w, int32_t *hidx,
-                            float *hw) {
+__global__ void k_gate_topk(const float *logits, const float *bias, int T, int E, int k, int renorm,
+                            int biw, int32_t *idx, float *w, int32_t *hidx, float *hw) {
     const int tok = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (tok >= T) return;
     const float *z = logits + (size_t)tok * E;
@@ -55,8 +54,7 @@ __global__ void k_gate_topk(const float *logits, const float *bias, int T, int E
         for (int o = 16; o; o >>= 1) {
             float os = __shfl_xor_sync(0xffffffffu, bs, o);
             int oe = __shfl_xor_sync(0xffffffffu, be, o);
-            bool take = oe != 0x7fffffff &&
-                        (be == 0x7fffffff || os > bs || (os == bs && oe < be));
+            bool take = oe != 0x7fffffff && (be == 0x7fffffff || os > bs || (os == bs && oe < be));
             if (take) {
                 bs = os;
                 be = oe;
@@ -92,21 +90,21 @@ extern "C" int tmoe_cuda_gate_topk(const float *logits, const float *bias, int T
                                    int32_t *host_idx, float *host_w, cudaStream_t stream,
                                    tmoe_error *err) {
     if (E < 1 || E > 256 || k < 1 || k > E || k > 16)
-        return tmoe_errorf(err, TMOE_EINVAL, "gate_topk: E = %d, k = %d: need 1 <= k <= min(E, 16), E <= 256", E, k);
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "gate_topk: E = %d, k = %d: need 1 <= k <= min(E, 16), E <= 256", E, k);
     if (T <= 0) return TMOE_OK;
     int blocks = (T + 7) / 8;
-    k_gate_topk<<<blocks, 256, 0, stream>>>(logits, bias, T, E, k, renorm, bias_in_weights, idx,
-                                            w, host_idx, host_w);
+    k_gate_topk<<<blocks, 256, 0, stream>>>(logits, bias, T, E, k, renorm, bias_in_weights, idx, w,
+                                            host_idx, host_w);
     TMOE_CUDA_LAUNCHED(stream, "gate_topk", err);
     return TMOE_OK;
 }
 
 /* ---- permute: one block of 1024 threads; warp w owns experts w, w+32, ...; a ballot over
  * the copies in order gives a stable scatter. -------------------------------------------- */
-__global__ void __launch_bounds__(1024) k_permute(const int32_t *idx, int N, int E,
-                                                  int32_t *counts, int32_t *offsets,
-                                                  int32_t *src, int32_t *dst, int32_t *hcounts,
-                                                  int32_t *active) {
+__global__ void __launch_bounds__(1024)
+    k_permute(const int32_t *idx, int N, int E, int32_t *counts, int32_t *offsets, int32_t *src,
+              int32_t *dst, int32_t *hcounts, int32_t *active) {
     __shared__ int cnt[256];
     __shared__ int offs[257];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
@@ -221,8 +219,7 @@ __global__ void k_combine(const float *ye, const int32_t *dst, const float *w, c
     const int t = blockIdx.x;
     for (int i = threadIdx.x; i < D; i += blockDim.x) {
         float acc = 0.0f;
-        for (int j = 0; j < k; j++)
-            acc += w[t * k + j] * ye[(size_t)dst[t * k + j] * D + i];
+        for (int j = 0; j < k; j++) acc += w[t * k + j] * ye[(size_t)dst[t * k + j] * D + i];
         if (resid) acc += resid[(size_t)t * D + i];
         y[(size_t)t * D + i] = acc;
     }

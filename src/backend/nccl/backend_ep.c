@@ -28,36 +28,46 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NCCL_CHECK(call, err) \
-    do { \
-        ncclResult_t nr_ = (call); \
-        if (nr_ != ncclSuccess) \
-            return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
-                               ncclGetErrorString(nr_)); \
+#define NCCL_CHECK(call, err)                                                                      \
+    do {                                                                                           \
+        ncclResult_t nr_ = (call);                                                                 \
+        if (nr_ != ncclSuccess)                                                                    \
+            return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call,    \
+                               ncclGetErrorString(nr_));                                           \
     } while (0)
 /* An NCCL call in teardown or on a path that already failed: on failure log a warning and
  * go on. */
-#define NCCL_WARN(call) \
-    do { \
-        ncclResult_t nw_ = (call); \
-        if (nw_ != ncclSuccess) \
-            tmoe_log(TMOE_LOG_WARN, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
-                     ncclGetErrorString(nw_)); \
+#define NCCL_WARN(call)                                                                            \
+    do {                                                                                           \
+        ncclResult_t nw_ = (call);                                                                 \
+        if (nw_ != ncclSuccess)                                                                    \
+            tmoe_log(TMOE_LOG_WARN, "%s:%d: %s: %s", __FILE__, __LINE__, #call,                    \
+                     ncclGetErrorString(nw_));                                                     \
     } while (0)
 /* Inside ncclGroupStart: on failure close the group first (the engine then aborts its comm);
  * the call's error is the one reported. */
-#define NCCL_CHECK_IN_GROUP(call, err) \
-    do { \
-        ncclResult_t nr_ = (call); \
-        if (nr_ != ncclSuccess) { \
-            NCCL_WARN(ncclGroupEnd()); \
-            return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call, \
-                               ncclGetErrorString(nr_)); \
-        } \
+#define NCCL_CHECK_IN_GROUP(call, err)                                                             \
+    do {                                                                                           \
+        ncclResult_t nr_ = (call);                                                                 \
+        if (nr_ != ncclSuccess) {                                                                  \
+            NCCL_WARN(ncclGroupEnd());                                                             \
+            return tmoe_errorf((err), TMOE_EDEVICE, "%s:%d: %s: %s", __FILE__, __LINE__, #call,    \
+                               ncclGetErrorString(nr_));                                           \
+        }                                                                                          \
     } while (0)
 
-enum { EP_START, EP_TOPK, EP_PACKED, EP_SENT, EP_RECEIVED, EP_EXPERTS, EP_UNGROUPED,
-       EP_RETURNED, EP_COMBINED, EP_EV_N };
+enum {
+    EP_START,
+    EP_TOPK,
+    EP_PACKED,
+    EP_SENT,
+    EP_RECEIVED,
+    EP_EXPERTS,
+    EP_UNGROUPED,
+    EP_RETURNED,
+    EP_COMBINED,
+    EP_EV_N
+};
 
 typedef struct ep_state {
     const tmoe_block *blk;
@@ -89,14 +99,14 @@ typedef struct ep_state {
     /* into the receive staging: payload (N rows of L + 1), from_grouped, to_grouped (Rmax),
      * local counts (L), offsets (L+1), active (L+1), zeros (L+1), one-expert lists (2L) */
     size_t o_from, o_to, o_lc, o_lo, o_act, o_zero, o_one;
-    int32_t *h_one;       /* (L) host: one expert's rows, the others 0 */
+    int32_t *h_one; /* (L) host: one expert's rows, the others 0 */
     /* overlap: per-expert exchange rounds on a second stream */
     cudaStream_t cst;
     int maxL;                        /* most experts on any rank: the number of rounds */
     cudaEvent_t *ev_round, *ev_done; /* (maxL) */
     cudaEvent_t ev_ready, ev_ret;
-    int overlapped;                  /* the last step overlapped */
-    int failed;                      /* a step failed: peers may wait in NCCL, abort the comm */
+    int overlapped; /* the last step overlapped */
+    int failed;     /* a step failed: peers may wait in NCCL, abort the comm */
     tmoe_ep_stats stats;
 } ep_state;
 
@@ -132,7 +142,9 @@ static void ep_destroy(void *p) {
 }
 
 /* This rank's count payload for peer q (tmoe_dispatch_pack_payload). */
-static size_t pay_at(const ep_state *s, int q) { return tmoe_dispatch_payload_offset(&s->pl, q); }
+static size_t pay_at(const ep_state *s, int q) {
+    return tmoe_dispatch_payload_offset(&s->pl, q);
+}
 
 /* The sub-block: this rank's experts in ascending global id, sharing the host weights. */
 static int make_sub_block(ep_state *s, tmoe_error *err) {
@@ -194,10 +206,8 @@ static int alloc_buffers(ep_state *s, tmoe_error *err) {
                            __FILE__, __LINE__, total, cudaGetErrorString(ce));
     tmoe_bufs_carve(ws, n_ws, s->ws, 256);
     const tmoe_buf host[] = {
-        TMOE_BUF(s->h_bias, E * 4),
-        TMOE_BUF(s->h_w, Tk * 4),
-        TMOE_BUF(s->h_idx, Tk * 4),
-        TMOE_BUF(s->p_sidx, s->sidx_n * 4),
+        TMOE_BUF(s->h_bias, E * 4),         TMOE_BUF(s->h_w, Tk * 4),
+        TMOE_BUF(s->h_idx, Tk * 4),         TMOE_BUF(s->p_sidx, s->sidx_n * 4),
         TMOE_BUF(s->p_ridx, s->ridx_n * 4),
     };
     int n_host = (int)(sizeof host / sizeof *host);
@@ -218,7 +228,9 @@ static int alloc_buffers(ep_state *s, tmoe_error *err) {
 }
 
 /* Row off of buf, rows of D fp16 values. */
-static tmoe_f16 *rows_at(tmoe_f16 *buf, int off, int D) { return buf + (size_t)off * D; }
+static tmoe_f16 *rows_at(tmoe_f16 *buf, int off, int D) {
+    return buf + (size_t)off * D;
+}
 
 /* One grouped all-to-all of fp16 rows: send rows [sdispl[p], +scount[p]) of sbuf to p and
  * receive rcount[p] rows at rdispl[p] of rbuf; this rank's own rows are a device copy. */
@@ -230,19 +242,21 @@ static int alltoall_rows(ep_state *s, tmoe_f16 *sbuf, const int32_t *scount, con
     for (int p = 0; p < s->N; p++) {
         if (p == s->rank) continue;
         if (scount[p] > 0)
-            NCCL_CHECK_IN_GROUP(ncclSend(rows_at(sbuf, sdispl[p], s->D), (size_t)scount[p] * D, ncclHalf, p,
-                                s->comm, s->io.stream), err);
+            NCCL_CHECK_IN_GROUP(ncclSend(rows_at(sbuf, sdispl[p], s->D), (size_t)scount[p] * D,
+                                         ncclHalf, p, s->comm, s->io.stream),
+                                err);
         if (rcount[p] > 0)
-            NCCL_CHECK_IN_GROUP(ncclRecv(rows_at(rbuf, rdispl[p], s->D), (size_t)rcount[p] * D, ncclHalf, p,
-                                s->comm, s->io.stream), err);
+            NCCL_CHECK_IN_GROUP(ncclRecv(rows_at(rbuf, rdispl[p], s->D), (size_t)rcount[p] * D,
+                                         ncclHalf, p, s->comm, s->io.stream),
+                                err);
     }
     NCCL_CHECK(ncclGroupEnd(), err);
     int me = s->rank;
     if (scount[me] > 0)
         TMOE_CUDA_CHECK(cudaMemcpyAsync(rows_at(rbuf, rdispl[me], s->D),
-                                        rows_at(sbuf, sdispl[me], s->D),
-                                        (size_t)scount[me] * D * 2, cudaMemcpyDeviceToDevice,
-                                        s->io.stream), err);
+                                        rows_at(sbuf, sdispl[me], s->D), (size_t)scount[me] * D * 2,
+                                        cudaMemcpyDeviceToDevice, s->io.stream),
+                        err);
     return TMOE_OK;
 }
 
@@ -318,7 +332,8 @@ static int ep_create_in(ep_state *s, tmoe_error *err) {
     for (int i = 0; i < EP_EV_N; i++) TMOE_CUDA_CHECK(cudaEventCreate(&s->ev[i]), err);
     TMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&s->cst, cudaStreamNonBlocking), err);
     for (int d = 0; d < s->N; d++)
-        if (s->pl.first[d + 1] - s->pl.first[d] > s->maxL) s->maxL = s->pl.first[d + 1] - s->pl.first[d];
+        if (s->pl.first[d + 1] - s->pl.first[d] > s->maxL)
+            s->maxL = s->pl.first[d + 1] - s->pl.first[d];
     s->ev_round = tmoe_calloc((size_t)s->maxL, sizeof *s->ev_round, err);
     s->ev_done = tmoe_calloc((size_t)s->maxL, sizeof *s->ev_done, err);
     if (!s->ev_round || !s->ev_done) return TMOE_ENOMEM;
@@ -384,7 +399,8 @@ static int ep_begin(void *p, const float *x, int T, int moe_only, double op_ms[T
 static int ep_logits(void *p, float *logits, tmoe_error *err) {
     ep_state *s = p;
     TMOE_CUDA_CHECK(cudaMemcpyAsync(logits, s->logits, sizeof(float) * (size_t)s->T * s->E,
-                                    cudaMemcpyDeviceToHost, s->io.stream), err);
+                                    cudaMemcpyDeviceToHost, s->io.stream),
+                    err);
     TMOE_CUDA_CHECK(cudaStreamSynchronize(s->io.stream), err);
     return TMOE_OK;
 }
@@ -411,9 +427,11 @@ static int exchange_counts(ep_state *s, tmoe_error *err) {
     }
     NCCL_CHECK(ncclGroupEnd(), err);
     TMOE_CUDA_CHECK(cudaMemcpyAsync(rc + s->rank * L1, sc + pay_at(s, s->rank),
-                                    sizeof(int32_t) * L1, cudaMemcpyDeviceToDevice, st), err);
-    TMOE_CUDA_CHECK(cudaMemcpyAsync(s->p_ridx, rc, sizeof(int32_t) * s->N * L1,
-                                    cudaMemcpyDeviceToHost, st), err);
+                                    sizeof(int32_t) * L1, cudaMemcpyDeviceToDevice, st),
+                    err);
+    TMOE_CUDA_CHECK(
+        cudaMemcpyAsync(s->p_ridx, rc, sizeof(int32_t) * s->N * L1, cudaMemcpyDeviceToHost, st),
+        err);
     return TMOE_OK;
 }
 
@@ -429,7 +447,8 @@ static int overlapped_step(ep_state *s, const tmoe_dispatch_recv *rp, tmoe_error
     TMOE_CUDA_CHECK(cudaStreamWaitEvent(cs, s->ev_ready, 0), err);
     for (int pass = 0; pass < 2; pass++) { /* 0: tokens out, 1: outputs back */
         for (int j = 0; j < s->maxL; j++) {
-            if (pass == 1 && j < s->L) TMOE_CUDA_CHECK(cudaStreamWaitEvent(cs, s->ev_done[j], 0), err);
+            if (pass == 1 && j < s->L)
+                TMOE_CUDA_CHECK(cudaStreamWaitEvent(cs, s->ev_done[j], 0), err);
             int self_n = 0, self_so = 0, self_ro = 0;
             NCCL_CHECK(ncclGroupStart(), err);
             for (int q = 0; q < s->N; q++) {
@@ -444,20 +463,26 @@ static int overlapped_step(ep_state *s, const tmoe_dispatch_recv *rp, tmoe_error
                 }
                 /* out: my rows for q's expert j, and q's rows for my expert j; back: reversed */
                 tmoe_f16 *sb = pass ? s->ret16 : s->send16, *rb = pass ? s->back16 : s->recv16;
-                int sn = pass ? nr : ns, soff = pass ? ro : so, rn = pass ? ns : nr, roff = pass ? so : ro;
+                int sn = pass ? nr : ns, soff = pass ? ro : so, rn = pass ? ns : nr,
+                    roff = pass ? so : ro;
                 if (sn > 0)
-                    NCCL_CHECK_IN_GROUP(ncclSend(rows_at(sb, soff, s->D), (size_t)sn * D, ncclHalf, q, s->comm,
-                                        cs), err);
+                    NCCL_CHECK_IN_GROUP(
+                        ncclSend(rows_at(sb, soff, s->D), (size_t)sn * D, ncclHalf, q, s->comm, cs),
+                        err);
                 if (rn > 0)
-                    NCCL_CHECK_IN_GROUP(ncclRecv(rows_at(rb, roff, s->D), (size_t)rn * D, ncclHalf, q, s->comm,
-                                        cs), err);
+                    NCCL_CHECK_IN_GROUP(
+                        ncclRecv(rows_at(rb, roff, s->D), (size_t)rn * D, ncclHalf, q, s->comm, cs),
+                        err);
             }
             NCCL_CHECK(ncclGroupEnd(), err);
             if (self_n > 0) {
-                tmoe_f16 *src = pass ? rows_at(s->ret16, self_ro, s->D) : rows_at(s->send16, self_so, s->D);
-                tmoe_f16 *dst = pass ? rows_at(s->back16, self_so, s->D) : rows_at(s->recv16, self_ro, s->D);
-                TMOE_CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)self_n * D * 2,
-                                                cudaMemcpyDeviceToDevice, cs), err);
+                tmoe_f16 *src =
+                    pass ? rows_at(s->ret16, self_ro, s->D) : rows_at(s->send16, self_so, s->D);
+                tmoe_f16 *dst =
+                    pass ? rows_at(s->back16, self_so, s->D) : rows_at(s->recv16, self_ro, s->D);
+                TMOE_CUDA_CHECK(
+                    cudaMemcpyAsync(dst, src, (size_t)self_n * D * 2, cudaMemcpyDeviceToDevice, cs),
+                    err);
             }
             if (pass == 0) TMOE_CUDA_CHECK(cudaEventRecord(s->ev_round[j], cs), err);
         }
@@ -469,7 +494,8 @@ static int overlapped_step(ep_state *s, const tmoe_dispatch_recv *rp, tmoe_error
             TMOE_CUDA_CHECK(cudaStreamWaitEvent(st, s->ev_round[j], 0), err);
             if (n > 0) {
                 const int32_t *from = s->d_ridx + s->o_from + off;
-                TRY(tmoe_cuda_gather(s->recv16, from, n, 1, s->D, rows_at(s->xg16, off, s->D), st, err));
+                TRY(tmoe_cuda_gather(s->recv16, from, n, 1, s->D, rows_at(s->xg16, off, s->D), st,
+                                     err));
                 s->h_one[j] = n;
                 int rc = tmoe_cuda_state_experts(s->inner, rows_at(s->xg16, off, s->D), n,
                                                  s->d_ridx + s->o_lc, s->d_ridx + s->o_zero,
@@ -477,7 +503,8 @@ static int overlapped_step(ep_state *s, const tmoe_dispatch_recv *rp, tmoe_error
                                                  s->ye32 + (size_t)off * D, err);
                 s->h_one[j] = 0;
                 if (rc) return rc;
-                TRY(tmoe_cuda_scatter_f16(s->ye32 + (size_t)off * D, from, n, s->D, s->ret16, st, err));
+                TRY(tmoe_cuda_scatter_f16(s->ye32 + (size_t)off * D, from, n, s->D, s->ret16, st,
+                                          err));
             }
             TMOE_CUDA_CHECK(cudaEventRecord(s->ev_done[j], st), err);
         }
@@ -505,7 +532,8 @@ static int ep_moe_in(ep_state *s, const float *bias, tmoe_moe_metrics *m, tmoe_e
     memcpy(s->p_sidx + s->o_src, sp.src, sizeof(int32_t) * Tk);
     memcpy(s->p_sidx + s->o_pos, sp.pos, sizeof(int32_t) * Tk);
     TMOE_CUDA_CHECK(cudaMemcpyAsync(s->d_sidx, s->p_sidx, sizeof(int32_t) * s->sidx_n,
-                                    cudaMemcpyHostToDevice, st), err);
+                                    cudaMemcpyHostToDevice, st),
+                    err);
     TRY(tmoe_cuda_gather(s->io.h16, s->d_sidx + s->o_src, Tk, k, D, s->send16, st, err));
     TRY(exchange_counts(s, err));
     TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_PACKED], st), err);
@@ -526,10 +554,12 @@ static int ep_moe_in(ep_state *s, const float *bias, tmoe_moe_metrics *m, tmoe_e
     ps[s->o_act] = used;
     TMOE_CUDA_CHECK(cudaMemcpyAsync(s->d_ridx + s->o_from, ps + s->o_from,
                                     sizeof(int32_t) * (s->ridx_n - s->o_from),
-                                    cudaMemcpyHostToDevice, st), err);
+                                    cudaMemcpyHostToDevice, st),
+                    err);
     /* (unfused quantized experts would dequantize every local expert once per round) */
     int min = s->cfg.ep_overlap_min_copies, unfused_q = 0;
-    for (int e = 0; e < s->E; e++) unfused_q |= b->types[e] != TMOE_ET_FP16; /* alike on all ranks */
+    for (int e = 0; e < s->E; e++)
+        unfused_q |= b->types[e] != TMOE_ET_FP16; /* alike on all ranks */
     unfused_q &= s->cfg.impl == TMOE_IMPL_UNFUSED;
     s->overlapped = min >= 0 && total >= min && !unfused_q;
     TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_SENT], st), err);
@@ -538,26 +568,26 @@ static int ep_moe_in(ep_state *s, const float *bias, tmoe_moe_metrics *m, tmoe_e
         TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_RETURNED], st), err);
     } else {
         /* token all-to-all; group by local expert; experts; ungroup; outputs back */
-        TRY(alltoall_rows(s, s->send16, sp.counts, sp.displs, s->recv16, rp.counts, rp.displs, err));
+        TRY(alltoall_rows(s, s->send16, sp.counts, sp.displs, s->recv16, rp.counts, rp.displs,
+                          err));
         TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_RECEIVED], st), err);
         TRY(tmoe_cuda_gather(s->recv16, s->d_ridx + s->o_from, R, 1, D, s->xg16, st, err));
         TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_EXPERTS], st), err);
-        TRY(tmoe_cuda_state_experts(s->inner, s->xg16, R, s->d_ridx + s->o_lc,
-                                    s->d_ridx + s->o_lo, s->d_ridx + s->o_act, rp.expert_counts,
-                                    s->ye32, err));
+        TRY(tmoe_cuda_state_experts(s->inner, s->xg16, R, s->d_ridx + s->o_lc, s->d_ridx + s->o_lo,
+                                    s->d_ridx + s->o_act, rp.expert_counts, s->ye32, err));
         TRY(tmoe_cuda_ungroup_f16(s->ye32, s->d_ridx + s->o_to, R, D, s->ret16, st, err));
         TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_UNGROUPED], st), err);
         TRY(alltoall_rows(s, s->ret16, rp.counts, rp.displs, s->back16, sp.counts, sp.displs, err));
         TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_RETURNED], st), err);
     }
-    TRY(tmoe_cuda_combine_f16(s->back16, s->d_sidx + s->o_pos, s->w, s->io.x, T, k, D, s->y32,
-                              st, err));
+    TRY(tmoe_cuda_combine_f16(s->back16, s->d_sidx + s->o_pos, s->w, s->io.x, T, k, D, s->y32, st,
+                              err));
     TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_COMBINED], st), err);
     TMOE_CUDA_CHECK(cudaEventSynchronize(s->ev[EP_COMBINED]), err);
 
     /* overlapped: the exchanges run under the experts, their own time is not separable */
-    s->stats.a2a_ms = s->overlapped ? NAN
-                                    : ev_ms(s, EP_SENT, EP_RECEIVED) + ev_ms(s, EP_UNGROUPED, EP_RETURNED);
+    s->stats.a2a_ms =
+        s->overlapped ? NAN : ev_ms(s, EP_SENT, EP_RECEIVED) + ev_ms(s, EP_UNGROUPED, EP_RETURNED);
     s->stats.step_ms = ev_ms(s, EP_START, EP_COMBINED);
     s->stats.overlapped = s->overlapped;
     double sent = 0.0;
@@ -568,7 +598,8 @@ static int ep_moe_in(ep_state *s, const float *bias, tmoe_moe_metrics *m, tmoe_e
     }
     s->stats.a2a_bytes = sent;
     memset(s->stats.expert_rows, 0, sizeof s->stats.expert_rows);
-    for (int l = 0; l < rp.num_local; l++) s->stats.expert_rows[rp.experts[l]] = rp.expert_counts[l];
+    for (int l = 0; l < rp.num_local; l++)
+        s->stats.expert_rows[rp.experts[l]] = rp.expert_counts[l];
     if (!m) return TMOE_OK;
     /* permute: planning, pack, count exchange and grouping; the all-to-alls are in a2a_ms */
     tmoe_op_ms_add(m->op_ms, TMOE_OP_GATE_TOPK, ev_ms(s, EP_START, EP_TOPK));
@@ -599,7 +630,8 @@ static int ep_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error *e
 static int ep_output(void *p, float *y, tmoe_error *err) {
     ep_state *s = p;
     TMOE_CUDA_CHECK(cudaMemcpyAsync(y, s->y32, sizeof(float) * (size_t)s->T * s->D,
-                                    cudaMemcpyDeviceToHost, s->io.stream), err);
+                                    cudaMemcpyDeviceToHost, s->io.stream),
+                    err);
     TMOE_CUDA_CHECK(cudaStreamSynchronize(s->io.stream), err);
     return TMOE_OK;
 }

@@ -60,8 +60,8 @@ extern "C" int tmoe_cuda_combine_f16(const tmoe_f16 *ret, const int32_t *pos, co
                                      const float *resid, int T, int k, int D, float *y,
                                      cudaStream_t stream, tmoe_error *err) {
     if (T <= 0) return TMOE_OK;
-    k_combine_f16<<<T, 256, 0, stream>>>(reinterpret_cast<const __half *>(ret), pos, w, resid, k,
-                                         D, y);
+    k_combine_f16<<<T, 256, 0, stream>>>(reinterpret_cast<const __half *>(ret), pos, w, resid, k, D,
+                                         y);
     TMOE_CUDA_LAUNCHED(stream, "combine_f16", err);
     return TMOE_OK;
 }

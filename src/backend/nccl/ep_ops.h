@@ -12,8 +12,8 @@ extern "C" {
 #endif
 
 /* ungroup: ret (n, D) fp16 row i = fp16(ye row to_grouped[i]), ye (n, D) fp32. */
-int tmoe_cuda_ungroup_f16(const float *ye, const int32_t *to_grouped, int n, int D,
-                          tmoe_f16 *ret, cudaStream_t stream, tmoe_error *err);
+int tmoe_cuda_ungroup_f16(const float *ye, const int32_t *to_grouped, int n, int D, tmoe_f16 *ret,
+                          cudaStream_t stream, tmoe_error *err);
 
 /* scatter: ret row idx[r] = fp16(ye row r) for r < n (the ungroup of one expert's rows). */
 int tmoe_cuda_scatter_f16(const float *ye, const int32_t *idx, int n, int D, tmoe_f16 *ret,
