@@ -167,6 +167,18 @@ typedef struct tmoe_lm_batch {
     int logits_all;         /* 1: logits of every new token; 0: of each sequence's last only */
 } tmoe_lm_batch;
 
+/* The KV slots a batch is checked against: the cache's state and the limits. */
+typedef struct tmoe_lm_slots {
+    const int32_t *len;  /* (max_seqs) positions filled per slot */
+    const uint8_t *used; /* (max_seqs) 1 while a sequence holds the slot */
+    int max_seqs, max_len, max_ctx, max_tokens;
+} tmoe_lm_slots;
+/* Check a batch (an empty one passes, with *T_out = 0): open, distinct slots; at least one new
+ * token each; no sequence past the cache or max_ctx; at most max_tokens new tokens; every id inside
+ * the vocabulary. *T_out gets the number of new tokens. TMOE_EINVAL names the sequence or token. */
+int tmoe_lm_batch_check(const tmoe_lm_batch *b, const tmoe_lm_slots *s, int vocab_size, int *T_out,
+                        tmoe_error *err);
+
 /* Workspace for m (borrowed: it must outlive the runner), sized once for cfg->max_tokens. */
 int tmoe_cpu_lm_create(const tmoe_lm *m, const tmoe_cpu_lm_config *cfg, tmoe_cpu_lm **out,
                        tmoe_error *err);

@@ -1,6 +1,8 @@
 /* CPU reference kernels (see include/thermoe/backend.h for each contract). */
 #include "thermoe/backend.h"
 
+#include "dot.h"
+
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -38,17 +40,6 @@ static void rows_to_f32(const tmoe_f16 *h, size_t n, float *f) {
 /* y (n, out) = x32 (n, in) . wrow for each output row; wfill(o, wrow) fills row o in fp32. */
 typedef void (*wfill_fn)(const void *ctx, int o, float *wrow);
 
-/* fp32 dot product with 8 independent partial sums (no serial dependency chain, so the
- * compiler can keep 8 FMAs in flight); summed pairwise at the end. */
-static float dot(const float *a, const float *b, int n) {
-    float s[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
-    for (; i < n; i++) s[0] += a[i] * b[i];
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
 static void linear_rows(const tmoe_f16 *x, int n, int in, int out, float *y, wfill_fn fill,
                         const void *ctx) {
     float *x32 = xmalloc(sizeof(float) * (size_t)n * in);
@@ -60,7 +51,7 @@ static void linear_rows(const tmoe_f16 *x, int n, int in, int out, float *y, wfi
         for (int o = 0; o < out; o++) {
             fill(ctx, o, wrow);
             for (int r = 0; r < n; r++)
-                y[(size_t)r * out + o] = dot(x32 + (size_t)r * in, wrow, in);
+                y[(size_t)r * out + o] = tmoe_cpu_dot(x32 + (size_t)r * in, wrow, in);
         }
         free(wrow);
     }

@@ -3,6 +3,8 @@
  * numbers check and the CUDA path will be checked against. */
 #include "thermoe/backend.h"
 
+#include "dot.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,16 +110,6 @@ const int32_t *tmoe_cpu_lm_expert_counts(const tmoe_cpu_lm *r) {
     return r->counts;
 }
 
-/* fp32 dot product with 8 independent partial sums. */
-static float dot(const float *a, const float *b, int n) {
-    float s[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
-    for (; i < n; i++) s[0] += a[i] * b[i];
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
 /* y (n, out) = x (n, in) W^T (+ b); W (out, in). */
 static void linear(const float *x, const float *W, const float *b, int n, int in, int out,
                    float *y) {
@@ -125,7 +117,7 @@ static void linear(const float *x, const float *W, const float *b, int n, int in
     for (int o = 0; o < out; o++)
         for (int t = 0; t < n; t++)
             y[(size_t)t * out + o] =
-                dot(x + (size_t)t * in, W + (size_t)o * in, in) + (b ? b[o] : 0.0f);
+                tmoe_cpu_dot(x + (size_t)t * in, W + (size_t)o * in, in) + (b ? b[o] : 0.0f);
 }
 
 /* RMSNorm of n rows of width d: y = x / sqrt(mean(x^2) + eps) * w (in place allowed). */
@@ -215,7 +207,7 @@ static void attend(tmoe_cpu_lm *r, const tmoe_kv_cache *kv, int l, int T) {
             int g = h / group;
             float mx = -INFINITY;
             for (int s = first; s <= p; s++) {
-                float sc = dot(q, K + ((size_t)s * KV + g) * hd, hd) * scale;
+                float sc = tmoe_cpu_dot(q, K + ((size_t)s * KV + g) * hd, hd) * scale;
                 r->scores[s] = sc;
                 mx = sc > mx ? sc : mx;
             }
@@ -307,7 +299,7 @@ static int moe(tmoe_cpu_lm *r, int l, int T, tmoe_error *err) {
         int S = c->d_ff_shared;
         swiglu(r, r->xn, T, y->sh_w13, y->sh_w2, S, r->ye);
         for (int t = 0; t < T; t++) {
-            float g = dot(r->xn + (size_t)t * D, y->sh_gate, D);
+            float g = tmoe_cpu_dot(r->xn + (size_t)t * D, y->sh_gate, D);
             float s = 1.0f / (1.0f + expf(-g));
             for (int i = 0; i < D; i++) r->tmp[(size_t)t * D + i] += s * r->ye[(size_t)t * D + i];
         }
@@ -336,34 +328,9 @@ static int check_batch(const tmoe_cpu_lm *r, const tmoe_kv_cache *kv, const tmoe
     if (kv->n_layers != c->n_layers || kv->n_kv_heads != c->n_kv_heads ||
         kv->head_dim != c->head_dim)
         return tmoe_errorf(err, TMOE_EINVAL, "KV cache shape does not match the model");
-    int T = 0;
-    for (int i = 0; i < b->nseq; i++) {
-        int s = b->slots[i];
-        if (s < 0 || s >= kv->max_seqs || !kv->used[s])
-            return tmoe_errorf(err, TMOE_EINVAL, "sequence %d: KV slot %d is not open", i, s);
-        for (int j = 0; j < i; j++)
-            if (b->slots[j] == s)
-                return tmoe_errorf(err, TMOE_EINVAL, "sequences %d and %d share KV slot %d", j, i,
-                                   s);
-        if (b->n_new[i] < 1)
-            return tmoe_errorf(err, TMOE_EINVAL, "sequence %d: %d new tokens", i, b->n_new[i]);
-        if ((int64_t)kv->len[s] + b->n_new[i] > kv->max_len ||
-            (int64_t)kv->len[s] + b->n_new[i] > r->max_ctx)
-            return tmoe_errorf(err, TMOE_EINVAL,
-                               "sequence %d: %d + %d positions exceed the cache (%d) or the "
-                               "model's max_position_embeddings (%d)",
-                               i, kv->len[s], b->n_new[i], kv->max_len, r->max_ctx);
-        T += b->n_new[i];
-        if (T > r->cfg.max_tokens)
-            return tmoe_errorf(err, TMOE_EINVAL, "more than max_tokens = %d new tokens",
-                               r->cfg.max_tokens);
-    }
-    for (int t = 0; t < T; t++)
-        if (b->tokens[t] >= (uint32_t)c->vocab_size)
-            return tmoe_errorf(err, TMOE_EINVAL, "token %d: id %u is outside the vocabulary (%d)",
-                               t, b->tokens[t], c->vocab_size);
-    *T_out = T;
-    return TMOE_OK;
+    tmoe_lm_slots sl = {kv->len,     kv->used,   kv->max_seqs,
+                        kv->max_len, r->max_ctx, r->cfg.max_tokens};
+    return tmoe_lm_batch_check(b, &sl, c->vocab_size, T_out, err);
 }
 
 int tmoe_cpu_lm_forward(tmoe_cpu_lm *r, tmoe_kv_cache *kv, const tmoe_lm_batch *b, float *logits,

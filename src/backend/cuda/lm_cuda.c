@@ -616,35 +616,11 @@ static int run_graph(tmoe_cuda_lm *r, int T, tmoe_error *err) {
 
 static int check_batch(const tmoe_cuda_lm *r, const tmoe_lm_batch *b, int *T_out, tmoe_error *err) {
     const tmoe_lm_config *c = &r->c;
-    int T = 0;
-    for (int i = 0; i < b->nseq; i++) {
-        int s = b->slots[i];
-        if (s < 0 || s >= r->cfg.max_seqs || !r->used[s])
-            return tmoe_errorf(err, TMOE_EINVAL, "sequence %d: KV slot %d is not open", i, s);
-        for (int j = 0; j < i; j++)
-            if (b->slots[j] == s)
-                return tmoe_errorf(err, TMOE_EINVAL, "sequences %d and %d share KV slot %d", j, i,
-                                   s);
-        if (b->n_new[i] < 1)
-            return tmoe_errorf(err, TMOE_EINVAL, "sequence %d: %d new tokens", i, b->n_new[i]);
-        if ((int64_t)r->len[s] + b->n_new[i] > r->cfg.max_len ||
-            (int64_t)r->len[s] + b->n_new[i] > c->max_positions)
-            return tmoe_errorf(err, TMOE_EINVAL,
-                               "sequence %d: %d + %d positions exceed the cache (%d) or the "
-                               "model's max_position_embeddings (%d)",
-                               i, r->len[s], b->n_new[i], r->cfg.max_len, c->max_positions);
-        T += b->n_new[i];
-        if (T > r->cfg.max_tokens)
-            return tmoe_errorf(err, TMOE_EINVAL, "more than max_tokens = %d new tokens",
-                               r->cfg.max_tokens);
-    }
-    if (T < 1) return tmoe_errorf(err, TMOE_EINVAL, "an empty batch");
-    for (int t = 0; t < T; t++)
-        if (b->tokens[t] >= (uint32_t)c->vocab_size)
-            return tmoe_errorf(err, TMOE_EINVAL, "token %d: id %u is outside the vocabulary (%d)",
-                               t, b->tokens[t], c->vocab_size);
-    *T_out = T;
-    return TMOE_OK;
+    tmoe_lm_slots sl = {r->len,         r->used,          r->cfg.max_seqs,
+                        r->cfg.max_len, c->max_positions, r->cfg.max_tokens};
+    int rc = tmoe_lm_batch_check(b, &sl, c->vocab_size, T_out, err);
+    if (!rc && *T_out < 1) rc = tmoe_errorf(err, TMOE_EINVAL, "an empty batch");
+    return rc;
 }
 
 int tmoe_cuda_lm_forward(tmoe_cuda_lm *r, const tmoe_lm_batch *b, float *logits, tmoe_error *err) {
