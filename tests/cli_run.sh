@@ -126,4 +126,43 @@ for sig in HUP TERM; do
         fail "SIG$sig: resume: $(tail -3 "$out.resume.log")"
     [ "$(($(wc -l < "$out/batches.csv") - 1))" -eq 200 ] || fail "SIG$sig: resume should end with 200 rows"
 done
+# Reproducibility on the simulated GPU: the same flags and seed give a byte-identical
+# batches.csv apart from the columns that are wall clock by nature (time stamps are the
+# simulated clock and do match; run_id holds the start time; router_overhead_ms is host time
+# spent routing); no --seed is the same run as --seed 42, the default the help names.
+REPRO=(--backend cpu --telemetry sim --num-samples-per-workload 2 --workloads standard
+       --routing-strategy baseline,kernel_aware_ttha --trace-batches 0 --quiet --no-analyze)
+"$BIN" run --help | grep -q -- "--seed N .*(default 42)" || fail "repro: --help should name seed 42"
+"$BIN" run "${REPRO[@]}" --out repro1 >repro1.log 2>&1 || fail "repro1: $(tail -3 repro1.log)"
+"$BIN" run "${REPRO[@]}" --out repro2 >repro2.log 2>&1 || fail "repro2: $(tail -3 repro2.log)"
+"$BIN" run "${REPRO[@]}" --seed 42 --out repro42 >repro42.log 2>&1 || fail "repro42: $(tail -3 repro42.log)"
+"$BIN" run "${REPRO[@]}" --seed 7 --out repro7 >repro7.log 2>&1 || fail "repro7: $(tail -3 repro7.log)"
+# the columns to blank, by name from the header
+wallclock_cols() { head -1 "$1" | tr , '\n' | grep -nxE 'run_id|router_overhead_ms' | cut -d: -f1 | paste -sd, -; }
+cols=$(wallclock_cols repro1/batches.csv)
+[ "$(echo "$cols" | tr , '\n' | wc -l)" -eq 2 ] || fail "repro: run_id or router_overhead_ms not in the header"
+strip() { awk -F, -v OFS=, -v c="$cols" 'BEGIN{n=split(c,k,",")} {for(i=1;i<=n;i++) $k[i]=""; print}' "$1"; }
+rows=$(($(wc -l < repro1/batches.csv) - 1))
+[ "$rows" -eq 4 ] || fail "repro: $rows rows, want 4"
+cmp -s <(strip repro1/batches.csv) <(strip repro2/batches.csv) ||
+    fail "repro: two runs with the same flags differ: $(diff <(strip repro1/batches.csv) <(strip repro2/batches.csv) | head -4)"
+cmp -s <(strip repro1/batches.csv) <(strip repro42/batches.csv) ||
+    fail "repro: no --seed and --seed 42 differ: $(diff <(strip repro1/batches.csv) <(strip repro42/batches.csv) | head -4)"
+! cmp -s <(strip repro1/batches.csv) <(strip repro7/batches.csv) || fail "repro: --seed 7 made the same rows as 42"
+grep -q '"weights_seed": 42' repro1/metadata.json || fail "repro: weights_seed is not the run's seed"
+
+# --resume refuses a run directory made with another configuration and names each change;
+# nothing is written to it
+cp repro1/batches.csv repro1.before
+"$BIN" run "${REPRO[@]}" --out repro1 --resume --d-model 256 --ttha-target-power 250 >resume_changed.log 2>&1
+rc=$?
+[ $rc -eq 1 ] || fail "resume changed: exit $rc, want 1: $(tail -3 resume_changed.log)"
+grep -qF "model.d_model was 128, now 256" resume_changed.log || fail "resume changed: d_model not named: $(cat resume_changed.log)"
+grep -qF "router.power_target_w was 400, now 250" resume_changed.log || fail "resume changed: target power not named: $(cat resume_changed.log)"
+"$BIN" run "${REPRO[@]}" --out repro1 --resume --seed 7 --workloads skewed >resume_seed.log 2>&1 && fail "resume with another seed was accepted"
+grep -qF "seed was 42, now 7" resume_seed.log && grep -qF "workloads was standard, now skewed" resume_seed.log ||
+    fail "resume seed/workloads: $(cat resume_seed.log)"
+cmp -s repro1/batches.csv repro1.before || fail "resume changed: batches.csv was modified by a refused resume"
+"$BIN" run "${REPRO[@]}" --out repro1 --resume >resume_same.log 2>&1 || fail "resume same flags: $(tail -3 resume_same.log)"
+
 echo "cli_run: ok"

@@ -275,10 +275,12 @@ typedef struct tmoe_run_config {
     double cooldown_s;   /* rest up to this long between combinations until the GPU
                             temperature is within 1 C of the run's start; 0 = none */
     int fidelity_every;  /* compute output_rel_error_vs_baseline every N batches */
-    uint64_t seed;
+    uint64_t seed;       /* the one seed of a run: weights, inputs, arrivals, routers and
+                            the simulated GPU all derive from it (block.seed is ignored) */
 
     /* model */
-    tmoe_block_config block; /* expert types, shape; block.seq_len = tokens per sequence */
+    tmoe_block_config block; /* expert types, shape; block.seq_len = tokens per sequence;
+                                block.seed: replaced by seed */
     int batch_size;          /* sequences per batch (base; workloads scale it) */
     int moe_only;            /* run the MoE layer alone (no attention) */
 

@@ -414,7 +414,6 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_FID_EVERY: INT_FLAG("fidelity-every", 0, 1000000, c->fidelity_every); break;
         case O_SEED:
             if (cli_u64("run", "seed", optarg, &c->seed)) return 2;
-            c->block.seed = c->seed;
             break;
         case O_RATE: DBL_FLAG("arrival-rate", 1e-3, 1e12, c->arrival_rate); break;
         case O_COOLDOWN: DBL_FLAG("cooldown", 0, 86400, c->cooldown_s); break;

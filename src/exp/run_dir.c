@@ -110,15 +110,21 @@ int run_open_dir(run_ctx *r, tmoe_runlog_done **done, int *ndone, tmoe_error *er
         snprintf(r->csv_path, sizeof r->csv_path, "%s", r->cfg.log_file);
     else
         snprintf(r->csv_path, sizeof r->csv_path, "%s/%s", r->dir, TMOE_RUNLOG_CSV);
-    char fp[512], old_fp[512];
-    run_fingerprint(r, fp, sizeof fp);
     if (r->cfg.resume) {
-        rc = run_read_metadata(r->dir, r->run_id, sizeof r->run_id, old_fp, sizeof old_fp, err);
+        json_t *was = NULL, *now = run_fingerprint(r);
+        if (!now) return tmoe_errorf(err, TMOE_ENOMEM, "--resume: out of memory");
+        rc = run_read_metadata(r->dir, r->run_id, sizeof r->run_id, &was, err);
+        char diff[640]; /* the message holds 1023 bytes */
+        int ndiff = rc ? 0 : run_fingerprint_diff(was, now, diff, sizeof diff);
+        json_decref(was);
+        json_decref(now);
         if (rc) return tmoe_error_prefix(err, rc, "--resume");
-        if (strcmp(fp, old_fp) != 0)
+        if (ndiff)
             return tmoe_errorf(err, TMOE_EINVAL,
-                               "--resume: the flags differ from the run in %s (was: %s; now: %s)",
-                               r->dir, old_fp, fp);
+                               "--resume: %s (the run in %s was made with another configuration; "
+                               "its rows and these would not be one experiment: resume with its "
+                               "flags, or choose another --out)",
+                               diff, r->dir);
     } else {
         struct stat st;
         if (stat(r->csv_path, &st) == 0 && S_ISREG(st.st_mode))

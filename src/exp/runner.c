@@ -45,6 +45,7 @@ tmoe_run_config tmoe_run_config_default(void) {
     c.block.d_model = 128;
     c.block.d_ff = 256;
     c.block.seq_len = 16;
+    c.block.seed = c.seed; /* tmoe_run_ex takes the weights' seed from seed alone */
     c.batch_size = 4;
     c.backend = TMOE_BACKEND_AUTO;
     c.impl = TMOE_IMPL_FUSED;
@@ -321,6 +322,10 @@ int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, 
     r->cfg = *cfg;
     r->out = out;
     r->blk_cfg = cfg->block;
+    /* one seed: the weights, the inputs, the arrivals and the routers all derive from
+     * cfg->seed, so a run without --seed and one with --seed <default> are the same run */
+    r->blk_cfg.seed = cfg->seed;
+    r->cfg.block.seed = cfg->seed;
     r->rank = cfg->ep ? tmoe_ep_rank(cfg->ep) : 0;
     r->ranks = cfg->ep ? tmoe_ep_size(cfg->ep) : 1;
     r->wall0_ns = tmoe_now_ns();

@@ -3,6 +3,7 @@
 #define THERMOE_RUNNER_INTERNAL_H
 
 #include <pthread.h>
+#include <jansson.h>
 #include <signal.h>
 
 #include "thermoe/cost.h"
@@ -185,9 +186,16 @@ int run_print_summary(run_ctx *r, tmoe_error *err);
  * "failed"; reason, the error of a failed run, or NULL) through a temporary and a rename:
  * on failure the previous file is left as it was. */
 int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_error *err);
-/* On resume: the run id and configuration fingerprint of an existing run directory. */
-int run_read_metadata(const char *dir, char *run_id, size_t n, char *fingerprint, size_t fn,
+/* On resume: the run id and configuration fingerprint (*fingerprint, the caller's
+ * reference) of an existing run directory. */
+int run_read_metadata(const char *dir, char *run_id, size_t n, json_t **fingerprint,
                       tmoe_error *err);
-void run_fingerprint(const run_ctx *r, char *buf, size_t n);
+/* The configuration fingerprint: metadata.json's "config" flattened to "section.key" ->
+ * value text, less the keys that do not decide the rows (the cost model's and placement's
+ * paths, the measured link). A new reference, NULL when out of memory. */
+json_t *run_fingerprint(const run_ctx *r);
+/* What differs between two fingerprints, as "key was A, now B; ..." in buf (cut to n).
+ * Returns the number of keys that differ. */
+int run_fingerprint_diff(json_t *was, json_t *now, char *buf, size_t n);
 
 #endif

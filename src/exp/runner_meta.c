@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,56 +14,25 @@
 
 #define RUN_METADATA_MAX_BYTES ((size_t)16 << 20) /* a run's is a few KB */
 
-void run_fingerprint(const run_ctx *r, char *buf, size_t n) {
-    const tmoe_run_config *c = &r->cfg;
-    char s[64] = "", w[32] = "";
-    for (int i = 0; i < TMOE_ROUTE_STRATEGY_COUNT; i++) strcat(s, c->strategies[i] ? "1" : "0");
-    for (int i = 0; i < TMOE_WL_COUNT; i++) strcat(w, c->workloads[i] ? "1" : "0");
-    snprintf(buf, n,
-             "strategies=%s workloads=%s repeats=%d samples=%d epochs=%d seed=%llu d_model=%d "
-             "experts=%d top_k=%d type=%s impl=%s batch=%d seq=%d rate=%g",
-             s, w, c->repeats, c->num_samples, c->epochs, (unsigned long long)c->seed,
-             c->block.d_model, c->block.num_experts, c->block.top_k,
-             tmoe_etype_name(c->block.expert_type), tmoe_impl_name(c->impl), c->batch_size,
-             c->block.seq_len, c->arrival_rate);
-    if (c->placement_file) {
-        size_t len = strlen(buf);
-        if (len < n) snprintf(buf + len, n - len, " placement=%s", c->placement_file);
-    }
-    if (c->repeat_first > 0) {
-        size_t len = strlen(buf);
-        if (len < n) snprintf(buf + len, n - len, " first_repeat=%d", c->repeat_first);
-    }
-}
-
 static json_t *num(double v) {
     return isnan(v) || isinf(v) ? json_null() : json_real(v);
 }
 
-int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_error *err) {
+/* metadata.json's "config": everything that decides the rows, as requested and as resolved
+ * (the backend and telemetry source that answered, the placement's map, the cost model's
+ * checksum, the one seed). The fingerprint is made from it. */
+static json_t *run_config_json(const run_ctx *r) {
     const tmoe_run_config *c = &r->cfg;
-    char ended[40] = "", fp[512], sum[32];
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(ended, sizeof ended, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    run_fingerprint(r, fp, sizeof fp);
+    char sum[32];
     snprintf(sum, sizeof sum, "%016llx", (unsigned long long)r->cost_sum);
-
-    json_t *strat = json_array(), *wls = json_array(), *calib = json_object();
+    json_t *strat = json_array(), *wls = json_array();
     for (int i = 0; i < TMOE_ROUTE_STRATEGY_COUNT; i++)
         if (c->strategies[i])
             json_array_append_new(strat,
                                   json_string(tmoe_route_strategy_name((tmoe_route_strategy)i)));
-    for (int i = 0; i < TMOE_WL_COUNT; i++) {
-        if (!c->workloads[i]) continue;
-        const tmoe_workload *w = &r->wl[i];
-        json_array_append_new(wls, json_string(tmoe_workload_name((tmoe_workload_kind)i)));
-        json_object_set_new(calib, tmoe_workload_name((tmoe_workload_kind)i),
-                            json_pack("{s:i, s:i, s:o, s:o}", "tokens", w->tokens, "seq_len",
-                                      w->seq_len, "base_latency_ms", num(r->base_latency_ms[i]),
-                                      "base_throughput_tokens_s", num(r->base_throughput[i])));
-    }
+    for (int i = 0; i < TMOE_WL_COUNT; i++)
+        if (c->workloads[i])
+            json_array_append_new(wls, json_string(tmoe_workload_name((tmoe_workload_kind)i)));
     const tmoe_router_config *rcfg = &c->router;
     json_t *router = json_pack(
         "{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s, s:b, s:o, s:o}",
@@ -73,6 +43,28 @@ int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_
         "latency_slack", num(rcfg->latency_slack), "lr", num(rcfg->lr), "weight_decay",
         num(rcfg->weight_decay), "grad", tmoe_ttha_grad_name(rcfg->grad_mode), "load_balancer",
         c->load_balancer, "kl_bound", num(rcfg->kl_bound), "horizon_s", num(rcfg->horizon_s));
+    /* the settings a library caller may change beyond the flags */
+    static const struct {
+        const char *name;
+        size_t off;
+    } more[] = {
+#define RC_D(f) {#f, offsetof(tmoe_router_config, f)}
+        RC_D(cost_bias_scale), RC_D(w_temp_cost),  RC_D(adam_beta1),    RC_D(adam_beta2),
+        RC_D(adam_eps),        RC_D(lr_min_ratio), RC_D(surrogate_tau), RC_D(explore_sigma),
+        RC_D(baseline_decay),  RC_D(lb_step),      RC_D(lb_max_abs),    RC_D(exclusion_bias),
+        RC_D(link_j_per_token)
+#undef RC_D
+    };
+    for (size_t i = 0; i < sizeof more / sizeof *more; i++)
+        json_object_set_new(router, more[i].name,
+                            num(*(const double *)((const char *)rcfg + more[i].off)));
+    json_object_set_new(router, "ttha_hidden", json_integer(rcfg->ttha_hidden));
+    json_object_set_new(router, "lr_schedule", json_string(tmoe_lr_schedule_name(rcfg->schedule)));
+    json_object_set_new(router, "lr_warmup", json_integer(rcfg->lr_warmup));
+    json_object_set_new(router, "lr_decay_steps", json_integer(rcfg->lr_decay_steps));
+    json_object_set_new(router, "num_tiers", json_integer(rcfg->num_tiers));
+    json_object_set_new(router, "ttha_warm_start",
+                        c->ttha_warm_start ? json_string(c->ttha_warm_start) : json_null());
     json_t *config = json_pack(
         "{s:o, s:o, s:i, s:i, s:i, s:i, s:i, s:i, s:o, s:o, s:i, s:s, s:s, s:i, s:s, s:s, s:i}",
         "strategies", strat, "workloads", wls, "repeats", c->repeats, "num_samples_per_workload",
@@ -83,6 +75,17 @@ int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_
         tmoe_backend_kind_name(c->backend), "impl", tmoe_impl_name(c->impl), "device_id",
         c->device_id, "telemetry", tmoe_telemetry_kind_name(c->telemetry), "cost_model",
         r->cost_path, "sim_devices", c->sim_devices);
+    if (!config) {
+        json_decref(router);
+        return NULL;
+    }
+    json_object_set_new(config, "seed", json_integer((json_int_t)c->seed));
+    json_object_set_new(config, "backend_used",
+                        json_string(r->eng ? tmoe_engine_backend_name(r->eng) : ""));
+    json_object_set_new(config, "telemetry_source",
+                        json_string(r->tel ? tmoe_telemetry_source_name(r->tel) : ""));
+    json_object_set_new(config, "telemetry_devices", json_integer(r->ndev));
+    json_object_set_new(config, "cost_model_checksum", json_string(sum));
     json_object_set_new(config, "router", router);
     json_object_set_new(config, "first_repeat", json_integer(c->repeat_first));
     json_t *place = json_array();
@@ -100,18 +103,142 @@ int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_
         json_object_set_new(ep, "bytes_per_copy", json_real(es.bytes_per_copy));
     }
     json_object_set_new(config, "expert_parallel", ep);
-    json_object_set_new(
-        config, "model",
+    json_t *types = json_array();
+    for (int e = 0; e < r->blk_cfg.num_experts; e++)
+        json_array_append_new(
+            types, json_string(tmoe_etype_name(r->blk_cfg.expert_types ? r->blk_cfg.expert_types[e]
+                                                                       : r->blk_cfg.expert_type)));
+    json_t *model =
         json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:s, s:b, s:b}", "d_model",
                   r->blk_cfg.d_model, "n_heads", r->blk_cfg.n_heads, "d_ff", r->blk_cfg.d_ff,
                   "num_experts", r->blk_cfg.num_experts, "top_k", r->blk_cfg.top_k, "group_size",
                   r->blk_cfg.group_size, "seq_len", r->blk_cfg.seq_len, "expert_type",
                   r->blk_cfg.expert_types ? "mixed" : tmoe_etype_name(r->blk_cfg.expert_type),
                   "act", tmoe_act_name(r->blk_cfg.act), "renormalize", r->blk_cfg.renormalize,
-                  "moe_only", c->moe_only));
+                  "moe_only", c->moe_only);
+    json_object_set_new(model, "expert_types", types);
+    json_object_set_new(model, "weights_seed", json_integer((json_int_t)r->blk_cfg.seed));
+    json_object_set_new(config, "model", model);
+    return config;
+}
+
+/* Keys of the config that do not decide the rows: where the cost model and the placement
+ * map were read from (their contents count: cost_model_checksum, placement.expert_device)
+ * and the measured link of expert parallelism. */
+static int fingerprint_skips(const char *key) {
+    static const char *const skip[] = {"cost_model", "placement.source",
+                                       "expert_parallel.link_gbps",
+                                       "expert_parallel.bytes_per_copy"};
+    for (size_t i = 0; i < sizeof skip / sizeof *skip; i++)
+        if (!strcmp(key, skip[i])) return 1;
+    return 0;
+}
+
+/* One value as text: reals in the fewest digits that read back exactly, arrays as comma
+ * lists. */
+static void value_text(json_t *v, char *buf, size_t n) {
+    if (json_is_array(v)) {
+        size_t i, len = 0;
+        json_t *x;
+        buf[0] = '\0';
+        json_array_foreach(v, i, x) {
+            if (len + 1 >= n) break;
+            if (i) buf[len++] = ',', buf[len] = '\0';
+            value_text(x, buf + len, n - len);
+            len += strlen(buf + len);
+        }
+    } else if (json_is_string(v)) {
+        snprintf(buf, n, "%s", json_string_value(v));
+    } else if (json_is_integer(v)) {
+        snprintf(buf, n, "%lld", (long long)json_integer_value(v));
+    } else if (json_is_real(v)) {
+        double d = json_real_value(v);
+        snprintf(buf, n, "%.15g", d);
+        if (strtod(buf, NULL) != d) snprintf(buf, n, "%.17g", d);
+    } else if (json_is_boolean(v)) {
+        snprintf(buf, n, "%s", json_is_true(v) ? "true" : "false");
+    } else {
+        snprintf(buf, n, "null");
+    }
+}
+
+static void flatten(json_t *obj, const char *prefix, json_t *out) {
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v) {
+        char key[256], text[4096];
+        snprintf(key, sizeof key, "%s%s%s", prefix, *prefix ? "." : "", k);
+        if (fingerprint_skips(key)) continue;
+        if (json_is_object(v)) {
+            flatten(v, key, out);
+            continue;
+        }
+        value_text(v, text, sizeof text);
+        json_object_set_new(out, key, json_string(text));
+    }
+}
+
+json_t *run_fingerprint(const run_ctx *r) {
+    json_t *config = run_config_json(r);
+    if (!config) return NULL;
+    json_t *fp = json_object();
+    flatten(config, "", fp);
+    json_decref(config);
+    return fp;
+}
+
+int run_fingerprint_diff(json_t *was, json_t *now, char *buf, size_t n) {
+    int count = 0;
+    size_t len = 0;
+    buf[0] = '\0';
+    const char *k;
+    json_t *v;
+    /* the keys of now in order, then those only the old run had */
+    for (int pass = 0; pass < 2; pass++) {
+        json_t *a = pass ? was : now, *b = pass ? now : was;
+        json_object_foreach(a, k, v) {
+            json_t *o = json_object_get(b, k);
+            if (pass && o) continue;
+            const char *vs = json_string_value(v), *os = o ? json_string_value(o) : NULL;
+            if (os && vs && !strcmp(os, vs)) continue;
+            const char *old = pass ? vs : os, *cur = pass ? NULL : vs;
+            if (len < n)
+                len +=
+                    (size_t)snprintf(buf + len, n - len, "%s%s was %s, now %s", count ? "; " : "",
+                                     k, old ? old : "(not recorded)", cur ? cur : "(not recorded)");
+            count++;
+        }
+    }
+    return count;
+}
+
+int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_error *err) {
+    const tmoe_run_config *c = &r->cfg;
+    char ended[40] = "", sum[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(ended, sizeof ended, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    snprintf(sum, sizeof sum, "%016llx", (unsigned long long)r->cost_sum);
+    json_t *calib = json_object();
+    for (int i = 0; i < TMOE_WL_COUNT; i++) {
+        if (!c->workloads[i]) continue;
+        const tmoe_workload *w = &r->wl[i];
+        json_object_set_new(calib, tmoe_workload_name((tmoe_workload_kind)i),
+                            json_pack("{s:i, s:i, s:o, s:o}", "tokens", w->tokens, "seq_len",
+                                      w->seq_len, "base_latency_ms", num(r->base_latency_ms[i]),
+                                      "base_throughput_tokens_s", num(r->base_throughput[i])));
+    }
+    json_t *config = run_config_json(r), *fp = run_fingerprint(r);
+    if (!config || !fp) {
+        json_decref(calib);
+        json_decref(config);
+        json_decref(fp);
+        return tmoe_errorf(err, TMOE_ENOMEM, "internal: metadata JSON could not be built");
+    }
     tmoe_cost_meta cmeta = tmoe_cost_get_meta(r->cm);
     json_t *root = json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:{s:s, s:s, s:s, s:o, s:s}, "
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:{s:s, s:s, s:s, s:o, s:s}, "
         "s:{s:s, s:s, s:b, s:i}, s:{s:s, s:s, s:s, s:{s:i, s:i, s:i}}, s:{s:I, s:I}, s:o, s:I}",
         "schema", "thermoe.run/1", "run_id", r->run_id, "status", status, "start_time", r->started,
         "end_time", ended, "git_commit", THERMOE_GIT_SHA, "thermoe_version", TMOE_VERSION,
@@ -160,8 +287,9 @@ int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_
     return rc;
 }
 
-int run_read_metadata(const char *dir, char *run_id, size_t n, char *fingerprint, size_t fn,
+int run_read_metadata(const char *dir, char *run_id, size_t n, json_t **fingerprint,
                       tmoe_error *err) {
+    *fingerprint = NULL;
     char path[4300];
     snprintf(path, sizeof path, "%s/%s", dir, TMOE_RUNLOG_METADATA);
     size_t len = 0;
@@ -175,13 +303,19 @@ int run_read_metadata(const char *dir, char *run_id, size_t n, char *fingerprint
         return tmoe_errorf(err, TMOE_EFORMAT, "%s:%d:%d: %s (is %s a run directory?)", path,
                            je.line, je.column, je.text, dir);
     const char *id = json_string_value(json_object_get(root, "run_id"));
-    const char *fp = json_string_value(json_object_get(root, "fingerprint"));
+    json_t *fp = json_object_get(root, "fingerprint");
     int rc = TMOE_OK;
     if (!id || !fp)
         rc = tmoe_errorf(err, TMOE_EFORMAT, "%s: no run_id or fingerprint", path);
+    else if (!json_is_object(fp))
+        rc = tmoe_errorf(err, TMOE_EFORMAT,
+                         "%s: the fingerprint is in an older form that does not record the whole "
+                         "configuration, so a resumed run could not be checked against it: "
+                         "start a new run with another --out",
+                         path);
     else {
         snprintf(run_id, n, "%s", id);
-        snprintf(fingerprint, fn, "%s", fp);
+        *fingerprint = json_incref(fp);
     }
     json_decref(root);
     return rc;
