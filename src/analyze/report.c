@@ -72,7 +72,7 @@ static void summary_sentences(const tmoe_analysis *a, FILE *f) {
             put_html(f, g->workload);
             fputs(": routing unchanged (its selections equal ", f);
             put_html(f, a->cfg.baseline);
-            fputs("'s on every batch), so any difference in energy, power or temperature is run "
+            fputs("'s on every batch), so any change in energy, power or temperature is run "
                   "to run variation, not an effect; not compared.</li>\n",
                   f);
             continue;

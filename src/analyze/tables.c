@@ -393,9 +393,9 @@ static void write_comparisons(const tmoe_analysis *a, FILE *f, int kind) {
     if (kind != CSV)
         footer_out(f, kind,
                    "Change: 100 (mean/baseline mean - 1) with a 95% CI (paired: the CI of the "
-                   "mean per-repeat difference over the baseline mean; else percentile "
-                   "bootstrap); temperatures: difference in degrees C (paired: mean of per-repeat "
-                   "peak differences), never percent. p only with 3+ repeats (pairs when "
+                   "mean per-repeat change over the baseline mean; else percentile "
+                   "bootstrap); temperatures: change in degrees C (paired: mean of per-repeat "
+                   "peak deltas), never percent. p only with 3+ repeats (pairs when "
                    "paired); p (Holm): Holm step-down over the comparisons of the same metric "
                    "(all workloads x strategies). Routing unchanged: the strategy's selections "
                    "equal the baseline's on every batch; not compared.");
