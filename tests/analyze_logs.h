@@ -26,6 +26,8 @@ typedef struct {
     uint64_t seed;
     const char *telemetry; /* "nvml" or "sim" */
     const char *device;
+    const int *noop; /* per strategy (NULL = none): routing logged as equal to baseline's
+                        (top-k agreement 1, output error 0, no biases) */
 } synth_cfg;
 
 static void synth_header(FILE *f) {
@@ -55,7 +57,7 @@ static const char *synth_cell(char *buf, size_t n, const char *s) {
 /* Write dir/batches.csv and dir/metadata.json (dir is created). The run ids are
  * "s<seed>-run<repeat>", so runs of different seeds are different runs. Workload and strategy
  * names are written quoted where CSV needs it; a strategy whose name holds "ttha" gets the
- * TTHA columns. Returns 0 or -1. */
+ * TTHA columns (unless noop marks it). Returns 0 or -1. */
 static int synth_run(const char *dir, const synth_cfg *c) {
     if (mkdir(dir, 0777) != 0 && access(dir, W_OK) != 0) return -1;
     char path[1024];
@@ -70,8 +72,8 @@ static int synth_run(const char *dir, const synth_cfg *c) {
         for (int w = 0; w < c->nworkloads; w++)
             for (int s = 0; s < c->nstrategies; s++) {
                 double run_off = c->run_sd * tmoe_rng_normal(&r);
-                int ttha = strstr(c->strategies[s], "ttha") != NULL;
-                int base = strcmp(c->strategies[s], "baseline") == 0;
+                int ttha = strstr(c->strategies[s], "ttha") != NULL && !(c->noop && c->noop[s]);
+                int base = strcmp(c->strategies[s], "baseline") == 0 || (c->noop && c->noop[s]);
                 for (int b = 0; b < c->batches; b++) {
                     double e = 0.02 * c->energy_mult[s] *
                                (1.0 + run_off + c->batch_sd * tmoe_rng_normal(&r));

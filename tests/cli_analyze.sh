@@ -26,8 +26,9 @@ HDR="time,run_id,repeat,workload,strategy,expert_type,impl,batch_idx,tokens,late
   for rep in 0 1 2; do
     for s in baseline kernel_aware_ttha; do
       for b in 0 1 2 3; do
+        agr=$([ $s = baseline ] && echo "1.0,0.0" || echo "0.9,0.01")
         e=$(awk -v r=$rep -v b=$b -v s=$s 'BEGIN{m = (s=="baseline") ? 1.0 : 0.8; printf "%.6f", 0.02*m*(1+0.01*((r*7+b*3)%5-2))}')
-        echo "$b.0,run$rep,$rep,standard,$s,q4,fused,$b,256,10.$b,25600,$(awk -v e=$e 'BEGIN{printf "%.5f", e*256}'),$e,counter,500,600,40,41,42,50,1410,0,97,10;20;30;40,1;2;3;4,5.0,0.2,nan,nan,nan,nan,nan,nan,nan,,1.0,0.0,sim"
+        echo "$b.0,run$rep,$rep,standard,$s,q4,fused,$b,256,10.$b,25600,$(awk -v e=$e 'BEGIN{printf "%.5f", e*256}'),$e,counter,500,600,40,41,42,50,1410,0,97,10;20;30;40,1;2;3;4,5.0,0.2,nan,nan,nan,nan,nan,nan,nan,,$agr,sim"
       done
     done
   done
@@ -46,6 +47,7 @@ echo "$out" | grep -q "24 rows" || fail "expected 24 rows: $out"
 [ ! -e "$T/report/figures/energy_per_token.png" ] || fail "--no-render rendered"
 grep -q "SIMULATED TELEMETRY" "$T/report/report.html" || fail "no simulated banner"
 grep -q "kernel_aware_ttha used 20" "$T/report/report.html" || fail "summary sentence missing"
+grep -q "paired by repeat, 3 pair(s)" "$T/report/report.html" || fail "3 repeats should pair"
 grep -q "<b>power_peak (simulated telemetry).</b> Peak power per workload" "$T/report/report.html" \
   || fail "power_peak has another figure's caption"
 

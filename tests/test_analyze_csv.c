@@ -3,6 +3,7 @@
  * written before the newest columns loads without complaint. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -570,8 +571,68 @@ static void test_huge_values(void **state) {
     tmoe_dataset_free(ds);
 }
 
-/* A single run: statistics fall back to block means, and the table says so. */
-static void test_block_means(void **state) {
+/* A whole file into a malloc'ed string (freed by the caller). */
+static char *slurp_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    size_t got;
+    while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += got;
+        if (n + 1 == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+    }
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* Analyse dir with tables and report (no rendering) into out; the group of strategy. */
+static void run_report(const char *dir, const char *out) {
+    tmoe_analyze_config cfg = tmoe_analyze_config_default();
+    cfg.out_dir = out;
+    cfg.gnuplot = "";
+    tmoe_error err = {0};
+    const char *dirs[] = {dir};
+    ASSERT_OK(tmoe_analyze_run_ex(dirs, 1, &cfg, NULL, &err), &err);
+}
+
+/* No output of out mentions a p-value or significance. */
+static void assert_no_p(const char *out) {
+    static const char *const files[] = {"report.html", "summary.md", "summary.tex",
+                                        "comparisons.md", "comparisons.tex"};
+    char path[1024];
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        snprintf(path, sizeof path, "%s/%s", out, files[i]);
+        char *t = slurp_file(path);
+        static const char *const bad[] = {"p = ", "Holm-adjusted p =", "significant at", "<0.0001"};
+        for (size_t k = 0; k < sizeof bad / sizeof *bad; k++)
+            if (strstr(t, bad[k])) fail_msg("%s mentions \"%s\"", files[i], bad[k]);
+        free(t);
+    }
+    /* the p and p_holm columns of comparisons.csv (13th, 14th) are all "nan" */
+    snprintf(path, sizeof path, "%s/comparisons.csv", out);
+    char *t = slurp_file(path);
+    int rows = 0;
+    for (char *line = strchr(t, '\n'); line && line[1]; line = strchr(line + 1, '\n')) {
+        char *q = line + 1;
+        for (int c = 0; c < 12; c++) q = strchr(q, ',') + 1;
+        if (strncmp(q, "nan,nan,", 8) != 0) fail_msg("comparisons.csv p: %.40s", q);
+        rows++;
+    }
+    assert_true(rows > 0);
+    free(t);
+}
+
+/* A single repeat: one statistical unit (its batches are not independent), effect sizes
+ * only and no p-value anywhere; the temperature change is a difference in degrees C, and a
+ * peak is the max over the batches. */
+static void test_one_repeat(void **state) {
     (void)state;
     const double mult[] = {1.0, 0.8};
     synth_cfg sc = {.strategies = STRATS,
@@ -586,7 +647,7 @@ static void test_block_means(void **state) {
                     .batch_sd = 0.03,
                     .seed = 9,
                     .telemetry = "sim"};
-    const char *dir = tu_tmppath("single");
+    const char *dir = tmp_copy("single");
     assert_int_equal(synth_run(dir, &sc), 0);
     tmoe_error err = {0};
     tmoe_dataset *ds = tmoe_dataset_create(&err);
@@ -595,17 +656,177 @@ static void test_block_means(void **state) {
     tmoe_analysis *a = tmoe_analysis_create(ds, NULL, &err);
     assert_non_null(a);
     const tmoe_group_result *g = tmoe_analysis_find(a, "standard", "kernel_aware_ttha");
-    assert_int_equal(g->block_means, 1);
-    assert_int_equal(g->n_units, TMOE_ANALYZE_BLOCKS);
+    const tmoe_group_result *b = tmoe_analysis_find(a, "standard", "baseline");
+    assert_int_equal(g->n_units, 1);
     assert_int_equal(g->n_batches, 30);
-    assert_true(g->m[TMOE_M_ENERGY_PER_TOKEN].p < 0.01);
-    const char *out = tu_tmppath("single_tables");
-    ASSERT_OK(tmoe_analysis_write_tables(a, out, &err), &err);
-    char path[512];
-    snprintf(path, sizeof path, "%s/summary.md", out);
-    assert_non_null(strstr(read_all(path), "5 blocks"));
+    assert_int_equal(g->routing_unchanged, 0);
+    for (int m = 0; m < TMOE_M_COUNT; m++) {
+        assert_true(isnan(g->m[m].p));
+        assert_true(isnan(g->m[m].p_holm));
+    }
+    assert_true(g->m[TMOE_M_ENERGY_PER_TOKEN].pct < -10.0); /* the effect is still given */
+    /* temperatures: peaks over the batches, compared in C */
+    double rise = 20.0 * (1.0 - exp(-29.0 / 8.0));
+    const tmoe_metric_result *t = &g->m[TMOE_M_GPU_TEMP_PEAK], *tb = &b->m[TMOE_M_GPU_TEMP_PEAK];
+    if (fabs(t->peak - (40.5 + 0.8 * rise)) > 0.01 || fabs(tb->peak - (40.5 + rise)) > 0.01)
+        fail_msg("peaks %g, %g", t->peak, tb->peak);
+    if (fabs(t->diff - (-0.2 * rise)) > 0.01) fail_msg("temperature difference %g C", t->diff);
+    assert_true(isnan(t->pct) && isnan(t->pct_lo));
+    assert_true(isnan(g->m[TMOE_M_MEM_TEMP_PEAK].pct));
     tmoe_analysis_free(a);
     tmoe_dataset_free(ds);
+
+    const char *out = tmp_copy("single_report");
+    run_report(dir, out);
+    assert_no_p(out);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/summary.md", out);
+    char *md = slurp_file(path);
+    assert_non_null(strstr(md, "1 repeat "));
+    assert_non_null(strstr(md, "1 repeat(s): effect sizes only"));
+    free(md);
+    snprintf(path, sizeof path, "%s/report.html", out);
+    char *html = slurp_file(path);
+    assert_non_null(strstr(html, "1 repeat(s): effect sizes only"));
+    char want[64];
+    snprintf(want, sizeof want, "Peak GPU temperature %+.1f C", -0.2 * rise);
+    if (!strstr(html, want)) fail_msg("report lacks \"%s\"", want);
+    free(html);
+    snprintf(path, sizeof path, "%s/comparisons.md", out);
+    char *cmp = slurp_file(path);
+    const char *row = strstr(cmp, "| peak GPU temperature (C) |");
+    assert_non_null(row);
+    /* one repeat: the change cell is "-3.90 C" (a difference in C, no CI, no percent) */
+    const char *c = strstr(row, " C |");
+    assert_non_null(c);
+    const char *q = c;
+    while (q > row && q[-1] != ' ') q--;
+    double d = strtod(q, NULL);
+    if (!(fabs(d - (-0.2 * rise)) < 0.02)) fail_msg("comparisons.md temperature row: %.120s", row);
+    free(cmp);
+}
+
+/* Three repeats: p-values come from the repeat-level means, paired by repeat. */
+static void test_three_repeats(void **state) {
+    (void)state;
+    const double mult[] = {1.0, 0.8};
+    synth_cfg sc = {.strategies = STRATS,
+                    .energy_mult = mult,
+                    .nstrategies = 2,
+                    .workloads = WL,
+                    .nworkloads = 1,
+                    .repeats = 3,
+                    .batches = 12,
+                    .experts = 4,
+                    .run_sd = 0.03,
+                    .batch_sd = 0.03,
+                    .seed = 21,
+                    .telemetry = "nvml"};
+    const char *dir = tmp_copy("three");
+    assert_int_equal(synth_run(dir, &sc), 0);
+    tmoe_error err = {0};
+    tmoe_dataset *ds = tmoe_dataset_create(&err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, dir, &err), &err);
+    tmoe_analysis *a = tmoe_analysis_create(ds, NULL, &err);
+    assert_non_null(a);
+    const tmoe_group_result *g = tmoe_analysis_find(a, "standard", "kernel_aware_ttha");
+    assert_int_equal(g->n_units, 3);
+    const tmoe_metric_result *e = &g->m[TMOE_M_ENERGY_PER_TOKEN];
+    assert_int_equal(e->paired, 1);
+    assert_int_equal(e->n_pairs, 3);
+    /* the same test by hand on the per-repeat means */
+    double x[3] = {0}, y[3] = {0};
+    int nx[3] = {0}, ny[3] = {0};
+    for (int i = 0; i < tmoe_dataset_nrows(ds); i++) {
+        const tmoe_analyze_row *r = tmoe_dataset_row(ds, i);
+        int rep = (int)r->num[TMOE_RL_REPEAT];
+        double v = r->num[TMOE_RL_ENERGY_J_PER_TOKEN];
+        if (strcmp(r->str[TMOE_RL_STRATEGY], "baseline") == 0) {
+            x[rep] += v;
+            nx[rep]++;
+        } else {
+            y[rep] += v;
+            ny[rep]++;
+        }
+    }
+    for (int k = 0; k < 3; k++) {
+        x[k] /= nx[k];
+        y[k] /= ny[k];
+    }
+    tmoe_welch w;
+    ASSERT_OK(tmoe_stats_paired_t(x, y, 3, 0.95, &w, &err), &err);
+    if (!(fabs(e->p - w.p) <= 1e-9 * w.p)) fail_msg("p %g, by hand %g", e->p, w.p);
+    if (!(fabs(e->diff - w.diff) <= 1e-12)) fail_msg("diff %g, by hand %g", e->diff, w.diff);
+    assert_true(e->p < 0.05);
+    assert_true(isfinite(e->p_holm) && e->p_holm >= e->p);
+    /* temperature differences are in C, with a CI, never percent */
+    const tmoe_metric_result *t = &g->m[TMOE_M_GPU_TEMP_PEAK];
+    assert_true(isnan(t->pct));
+    double rise = 20.0 * (1.0 - exp(-11.0 / 8.0));
+    if (fabs(t->diff - (-0.2 * rise)) > 0.01) fail_msg("temperature difference %g C", t->diff);
+    tmoe_analysis_free(a);
+    tmoe_dataset_free(ds);
+    const char *out = tmp_copy("three_report");
+    run_report(dir, out);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/report.html", out);
+    char *html = slurp_file(path);
+    assert_non_null(strstr(html, "paired t p = "));
+    assert_null(strstr(html, "effect sizes only"));
+    free(html);
+}
+
+/* A strategy whose selections equal the baseline's on every batch is "routing unchanged":
+ * no effect and no test, even with noise and 3 repeats. */
+static void test_routing_unchanged(void **state) {
+    (void)state;
+    static const char *const strats[] = {"baseline", "static_optimal", "kernel_aware_ttha"};
+    const double mult[] = {1.0, 1.0, 0.8};
+    const int noop[] = {0, 1, 0};
+    synth_cfg sc = {.strategies = strats,
+                    .energy_mult = mult,
+                    .nstrategies = 3,
+                    .workloads = WL,
+                    .nworkloads = 1,
+                    .repeats = 3,
+                    .batches = 10,
+                    .experts = 4,
+                    .run_sd = 0.05,
+                    .batch_sd = 0.03,
+                    .seed = 5,
+                    .telemetry = "nvml",
+                    .noop = noop};
+    const char *dir = tmp_copy("noop");
+    assert_int_equal(synth_run(dir, &sc), 0);
+    tmoe_error err = {0};
+    tmoe_dataset *ds = tmoe_dataset_create(&err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, dir, &err), &err);
+    tmoe_analysis *a = tmoe_analysis_create(ds, NULL, &err);
+    assert_non_null(a);
+    const tmoe_group_result *n = tmoe_analysis_find(a, "standard", "static_optimal");
+    const tmoe_group_result *t = tmoe_analysis_find(a, "standard", "kernel_aware_ttha");
+    assert_int_equal(n->routing_unchanged, 1);
+    assert_int_equal(t->routing_unchanged, 0);
+    assert_int_equal(tmoe_analysis_find(a, "standard", "baseline")->routing_unchanged, 0);
+    for (int m = 0; m < TMOE_M_COUNT; m++) {
+        assert_true(isnan(n->m[m].p) && isnan(n->m[m].p_holm));
+        assert_true(isnan(n->m[m].pct) && isnan(n->m[m].diff));
+    }
+    assert_true(isfinite(t->m[TMOE_M_ENERGY_PER_TOKEN].p));
+    tmoe_analysis_free(a);
+    tmoe_dataset_free(ds);
+    const char *out = tmp_copy("noop_report");
+    run_report(dir, out);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/report.html", out);
+    char *html = slurp_file(path);
+    assert_non_null(strstr(html, "static_optimal on standard: routing unchanged"));
+    assert_null(strstr(html, "static_optimal used"));
+    free(html);
+    snprintf(path, sizeof path, "%s/comparisons.md", out);
+    char *md = slurp_file(path);
+    assert_non_null(strstr(md, "routing unchanged"));
+    free(md);
 }
 
 /* A committed dataset from before the per-device columns (bench/results/h100_run, every
@@ -679,10 +900,11 @@ static void test_older_schema(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_quoting),       cmocka_unit_test(test_bad_files),
-        cmocka_unit_test(test_bad_numbers),   cmocka_unit_test(test_same_run_twice),
-        cmocka_unit_test(test_special_files), cmocka_unit_test(test_huge_values),
-        cmocka_unit_test(test_block_means),   cmocka_unit_test(test_older_schema),
+        cmocka_unit_test(test_quoting),           cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_bad_numbers),       cmocka_unit_test(test_same_run_twice),
+        cmocka_unit_test(test_special_files),     cmocka_unit_test(test_huge_values),
+        cmocka_unit_test(test_one_repeat),        cmocka_unit_test(test_three_repeats),
+        cmocka_unit_test(test_routing_unchanged), cmocka_unit_test(test_older_schema),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -148,15 +148,31 @@ static void test_welch_extreme_scales(void **state) {
     }
 }
 
+/* Paired t-test: d = {1, 2, 2, 3}, mean 2, sd sqrt(2/3), t = 2 / (sd / 2) with 3 df; the
+ * two-sided p from the closed-form t(3) distribution. Identical differences give no test. */
+static void test_paired_t(void **state) {
+    (void)state;
+    const double a[] = {1, 2, 3, 4}, b[] = {2, 4, 5, 7};
+    tmoe_welch w;
+    tmoe_error err = {0};
+    ASSERT_OK(tmoe_stats_paired_t(a, b, 4, 0.95, &w, &err), &err);
+    near("diff", w.diff, 2.0);
+    near("t", w.t, 4.898979485566356);
+    near("df", w.df, 3.0);
+    near("p", w.p, 0.016276603459428607);
+    assert_true(w.ci_lo < 2.0 && w.ci_hi > 2.0 && w.ci_lo > 0.0);
+    const double c[] = {2, 3, 4, 5};
+    ASSERT_OK(tmoe_stats_paired_t(a, c, 4, 0.95, &w, &err), &err);
+    assert_true(isnan(w.p) && isnan(w.t));
+    assert_int_equal(tmoe_stats_paired_t(a, b, 1, 0.95, &w, NULL), TMOE_EINVAL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_welch),
-        cmocka_unit_test(test_summary),
-        cmocka_unit_test(test_percentile_skew),
-        cmocka_unit_test(test_holm),
-        cmocka_unit_test(test_effect_size),
-        cmocka_unit_test(test_bootstrap),
-        cmocka_unit_test(test_welch_extreme_scales),
+        cmocka_unit_test(test_paired_t),  cmocka_unit_test(test_welch),
+        cmocka_unit_test(test_summary),   cmocka_unit_test(test_percentile_skew),
+        cmocka_unit_test(test_holm),      cmocka_unit_test(test_effect_size),
+        cmocka_unit_test(test_bootstrap), cmocka_unit_test(test_welch_extreme_scales),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,10 +2,14 @@
  * merge them, compute per-run statistics and tests against the baseline strategy, and
  * write tables (Markdown, CSV, LaTeX), gnuplot figures and one report.html.
  *
- * Statistical unit: batches within a run are correlated, so every CI and test is computed
- * over per-run means (one value per (run_id, repeat) of a workload x strategy). When a
- * group has fewer than 2 runs, its batches are split into TMOE_ANALYZE_BLOCKS contiguous
- * blocks and block means are used instead; tables say which and give n. */
+ * Statistical unit: an independent repeat, one value per (run directory, run_id, repeat)
+ * of a workload x strategy (the mean of its batches, or their max for peaks). Batches of
+ * one repeat are correlated and are never treated as independent. A strategy is compared
+ * with the baseline paired by repeat where both ran in the same repeat, else with Welch's
+ * test; with fewer than TMOE_ANALYZE_MIN_REPEATS repeats no p-value is computed (effect
+ * sizes only). Temperatures are compared as differences in degrees C. A strategy whose
+ * routing never differed from the baseline's is flagged (routing_unchanged) and not
+ * compared. */
 #ifndef THERMOE_ANALYZE_H
 #define THERMOE_ANALYZE_H
 
@@ -41,6 +45,12 @@ typedef struct tmoe_welch {
 } tmoe_welch;
 int tmoe_stats_welch(const double *a, int na, const double *b, int nb, double level,
                      tmoe_welch *out, tmoe_error *err);
+
+/* Paired t-test of the mean of b[i] - a[i] (n pairs), two-sided, df = n - 1; the result in
+ * the same struct (diff = mean difference, CI of it). Needs n >= 2. When every difference is
+ * the same, t and p are NAN. */
+int tmoe_stats_paired_t(const double *a, const double *b, int n, double level, tmoe_welch *out,
+                        tmoe_error *err);
 
 /* Holm step-down adjustment of n p-values (NAN entries are left NAN and not counted). */
 void tmoe_stats_holm(const double *p, int n, double *p_adj);
@@ -122,14 +132,14 @@ int tmoe_dataset_simulated(const tmoe_dataset *ds); /* any row or metadata said 
 
 /* ---- analysis ------------------------------------------------------------------------ */
 
-#define TMOE_ANALYZE_BLOCKS 5 /* block means when a group has a single run */
+#define TMOE_ANALYZE_MIN_REPEATS 3 /* fewer repeats: effect sizes only, no p-value */
 
 typedef enum {
     TMOE_M_ENERGY_PER_TOKEN, /* J/token: per-run mean of energy_j_per_token */
     TMOE_M_POWER_AVG,        /* W: per-run mean of power_avg_w */
-    TMOE_M_POWER_PEAK,       /* W: per-run max of power_peak_w */
-    TMOE_M_GPU_TEMP_PEAK,    /* C: per-run max of gpu_temp_peak_c */
-    TMOE_M_MEM_TEMP_PEAK,    /* C: per-run max of mem_temp_c */
+    TMOE_M_POWER_PEAK,       /* W: per-repeat max of power_peak_w */
+    TMOE_M_GPU_TEMP_PEAK,    /* C: per-repeat max of gpu_temp_peak_c */
+    TMOE_M_MEM_TEMP_PEAK,    /* C: per-repeat max of mem_temp_c */
     TMOE_M_LATENCY_MEAN,     /* ms: per-run mean of latency_ms */
     TMOE_M_THROUGHPUT,       /* tokens/s: per-run mean of throughput_tokens_s */
     TMOE_M_THROTTLED_PCT,    /* %: latency-weighted share of batches with a throttle bit other
@@ -143,24 +153,37 @@ typedef enum {
 const char *tmoe_metric_name(tmoe_metric m);  /* short id, e.g. "energy_per_token" */
 const char *tmoe_metric_label(tmoe_metric m); /* with unit, e.g. "energy per token (J)" */
 int tmoe_metric_tested(tmoe_metric m);        /* compared against baseline with a test */
+/* 1 for temperatures: compared as a difference in the metric's unit (C), never in percent */
+int tmoe_metric_absolute(tmoe_metric m);
+/* 1 for peaks: a repeat's value is the max over its batches; the group's `peak` is the max
+ * over every batch of the workload x strategy */
+int tmoe_metric_is_peak(tmoe_metric m);
 
 typedef struct tmoe_metric_result {
-    int n;               /* units with a finite value (runs or blocks) */
-    double mean, sd;     /* over units */
+    int n;               /* repeats with a finite value */
+    double mean, sd;     /* over repeats */
+    double peak;         /* peak metrics: max over all batches of the group; NAN otherwise */
     double ci_lo, ci_hi; /* 95% CI of the mean: t interval, or bootstrap when skewed */
     int ci_bootstrap;    /* 1 when |skewness| > 1 and the percentile bootstrap was used */
     /* against the baseline of the same workload (tested metrics only; NAN otherwise) */
-    double pct, pct_lo, pct_hi; /* % change of the mean, bootstrap 95% CI */
-    double t, df, p, p_holm;    /* Welch's t-test; Holm over this metric's comparisons
-                                   (all workloads x strategies of the analysis) */
+    double pct, pct_lo, pct_hi;    /* % change of the mean; NAN for absolute metrics */
+    double diff, diff_lo, diff_hi; /* mean - baseline mean in the metric's unit (paired:
+                                      mean of per-repeat differences); CI when n >= 3 */
+    int paired;                    /* 1: test paired by repeat, 0: Welch */
+    int n_pairs;                   /* repeats in which both ran */
+    double t, df, p, p_holm;       /* only with >= TMOE_ANALYZE_MIN_REPEATS repeats (pairs
+                                      when paired); Holm over this metric's comparisons */
     double cohen_d, hedges_g;
 } tmoe_metric_result;
 
 typedef struct tmoe_group_result {
     const char *workload, *strategy;
-    int n_units;                      /* units used for statistics */
-    int block_means;                  /* 1: units are blocks of one run, 0: units are runs */
-    int n_batches;                    /* batches over all units */
+    int n_units;   /* independent repeats (statistical units) */
+    int n_batches; /* batches over all repeats */
+    /* 1 when the group's routing equals the baseline's on every batch (each row has
+     * output_rel_error_vs_baseline == 0, or, where that is unknown, top-k agreement 1 and
+     * no non-zero bias); such a group is not compared */
+    int routing_unchanged;
     double lat_p50, lat_p90, lat_p99; /* ms, over all batches pooled (type 7 percentiles) */
     tmoe_metric_result m[TMOE_M_COUNT];
 } tmoe_group_result;

@@ -1,5 +1,6 @@
-/* Per workload x strategy statistics over runs (or blocks of one run) and the tests
- * against the baseline strategy, Holm-adjusted per metric over all workloads x strategies. */
+/* Per workload x strategy statistics over independent repeats and the comparisons against
+ * the baseline strategy (paired by repeat where possible, p-values only from 3+ repeats),
+ * Holm-adjusted per metric over all workloads x strategies. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -12,13 +13,13 @@
 
 static const struct {
     const char *name, *label;
-    int tested;
+    int tested, absolute, peak;
 } metrics[TMOE_M_COUNT] = {
     [TMOE_M_ENERGY_PER_TOKEN] = {"energy_per_token", "energy per token (J)", 1},
     [TMOE_M_POWER_AVG] = {"power_avg", "average power (W)", 1},
-    [TMOE_M_POWER_PEAK] = {"power_peak", "peak power (W)", 1},
-    [TMOE_M_GPU_TEMP_PEAK] = {"gpu_temp_peak", "peak GPU temperature (C)", 1},
-    [TMOE_M_MEM_TEMP_PEAK] = {"mem_temp_peak", "peak memory temperature (C)", 1},
+    [TMOE_M_POWER_PEAK] = {"power_peak", "peak power (W)", 1, 0, 1},
+    [TMOE_M_GPU_TEMP_PEAK] = {"gpu_temp_peak", "peak GPU temperature (C)", 1, 1, 1},
+    [TMOE_M_MEM_TEMP_PEAK] = {"mem_temp_peak", "peak memory temperature (C)", 1, 1, 1},
     [TMOE_M_LATENCY_MEAN] = {"latency_mean", "latency mean (ms)", 1},
     [TMOE_M_THROUGHPUT] = {"throughput", "throughput (tokens/s)", 1},
     [TMOE_M_THROTTLED_PCT] = {"throttled_pct", "throttled time (%)", 0},
@@ -35,6 +36,12 @@ const char *tmoe_metric_label(tmoe_metric m) {
 }
 int tmoe_metric_tested(tmoe_metric m) {
     return metrics[m].tested;
+}
+int tmoe_metric_absolute(tmoe_metric m) {
+    return metrics[m].absolute;
+}
+int tmoe_metric_is_peak(tmoe_metric m) {
+    return metrics[m].peak;
 }
 
 static const char *const canon[] = {"baseline",           "static_optimal",
@@ -157,18 +164,35 @@ static double unit_value(const tmoe_dataset *ds, const int *rows, int lo, int hi
     }
 }
 
-/* Unit values of metric m for group g into out (finite only); returns the count. */
-static int unit_values(const tmoe_analysis *a, const analysis_group *g, tmoe_metric m,
-                       double *out) {
+/* Unit values of metric m for group g into out (finite only); returns the count. first
+ * (may be NULL) gets the dataset index of each unit's first row, which names its repeat. */
+static int unit_values(const tmoe_analysis *a, const analysis_group *g, tmoe_metric m, double *out,
+                       int *first) {
     int n = 0;
     /* unit_of_row never decreases along the rows: each unit is one contiguous range */
     for (int lo = 0, hi; lo < g->nrows; lo = hi) {
         for (hi = lo + 1; hi < g->nrows && g->unit_of_row[hi] == g->unit_of_row[lo]; hi++)
             ;
         double v = unit_value(a->ds, g->rows, lo, hi, m);
-        if (isfinite(v)) out[n++] = v;
+        if (!isfinite(v)) continue;
+        if (first) first[n] = g->rows[lo];
+        out[n++] = v;
     }
     return n;
+}
+
+/* A row whose routing equals the baseline's: output error against the baseline exactly 0,
+ * or, where the log does not have it, top-k agreement 1 and no non-zero bias. -1 when the
+ * row says neither. */
+static int row_unchanged(const tmoe_analyze_row *r) {
+    double e = r->num[TMOE_RL_OUTPUT_REL_ERROR], k = r->num[TMOE_RL_TOPK_AGREEMENT];
+    if (isfinite(e)) return e == 0.0;
+    if (!isfinite(k)) return -1;
+    if (k != 1.0) return 0;
+    const double *b = r->list[TMOE_RL_BIASES];
+    for (int i = 0; b && i < r->nlist[TMOE_RL_BIASES]; i++)
+        if (b[i] != 0.0) return 0; /* a NAN bias is not known to be zero either */
+    return 1;
 }
 
 static int build_group(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
@@ -184,17 +208,12 @@ static int build_group(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
             u++;
         g->unit_of_row[k] = u;
     }
-    int nruns = g->nrows ? u + 1 : 0;
+    g->r.n_units = g->nrows ? u + 1 : 0;
     g->r.n_batches = g->nrows;
-    if (nruns >= 2 || g->nrows < 4) {
-        g->r.n_units = nruns;
-        g->r.block_means = 0;
-    } else {
-        int nb = g->nrows >= 2 * TMOE_ANALYZE_BLOCKS ? TMOE_ANALYZE_BLOCKS : g->nrows / 2;
-        for (int k = 0; k < g->nrows; k++) g->unit_of_row[k] = (int)((long)k * nb / g->nrows);
-        g->r.n_units = nb;
-        g->r.block_means = 1;
-    }
+    /* routing unchanged: every row says so (a row that says nothing leaves it unknown) */
+    g->r.routing_unchanged = g->nrows > 0 && strcmp(g->r.strategy, a->cfg.baseline) != 0;
+    for (int k = 0; k < g->nrows && g->r.routing_unchanged; k++)
+        g->r.routing_unchanged = row_unchanged(tmoe_dataset_row(ds, g->rows[k])) == 1;
     /* pooled latency percentiles */
     double *lat = tmoe_malloc(sizeof *lat * (size_t)(g->nrows ? g->nrows : 1), err);
     if (!lat) return TMOE_ENOMEM;
@@ -218,20 +237,27 @@ static int build_group(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
         tmoe_metric_result *mr = &g->r.m[m];
         *mr = (tmoe_metric_result){.mean = NAN,
                                    .sd = NAN,
+                                   .peak = NAN,
                                    .ci_lo = NAN,
                                    .ci_hi = NAN,
                                    .pct = NAN,
                                    .pct_lo = NAN,
                                    .pct_hi = NAN,
+                                   .diff = NAN,
+                                   .diff_lo = NAN,
+                                   .diff_hi = NAN,
                                    .t = NAN,
                                    .df = NAN,
                                    .p = NAN,
                                    .p_holm = NAN,
                                    .cohen_d = NAN,
                                    .hedges_g = NAN};
-        int n = unit_values(a, g, (tmoe_metric)m, v);
+        int n = unit_values(a, g, (tmoe_metric)m, v, NULL);
         mr->n = n;
         if (n == 0) continue;
+        if (metrics[m].peak) /* the peak of the whole group: the max over its repeats' peaks */
+            for (int i = 0; i < n; i++)
+                if (!(v[i] <= mr->peak)) mr->peak = v[i];
         tmoe_stats_summary s = tmoe_stats_summarize(v, n, a->cfg.level);
         mr->mean = s.mean;
         mr->sd = s.sd;
@@ -252,39 +278,91 @@ static int build_group(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
     return TMOE_OK;
 }
 
+/* Strategy g against the baseline of its workload, metric by metric. The units are
+ * repeats. Where 2+ repeats ran both (same run directory, run_id and repeat) the comparison
+ * is paired by repeat; otherwise the two groups' repeats are compared as independent
+ * samples (Welch). A p-value needs TMOE_ANALYZE_MIN_REPEATS units on each side (pairs when
+ * paired); with fewer, only the effect (difference, % change, Hedges' g) is given. */
 static int compare(tmoe_analysis *a, analysis_group *base, analysis_group *g, uint64_t seed,
                    tmoe_error *err) {
+    if (g->r.routing_unchanged) return TMOE_OK; /* no effect to estimate or test */
     int cap = base->r.n_units + g->r.n_units + 2;
     double *x = tmoe_malloc(sizeof *x * (size_t)cap, err),
-           *y = tmoe_malloc(sizeof *y * (size_t)cap, err);
+           *y = tmoe_malloc(sizeof *y * (size_t)cap, err),
+           *px = tmoe_malloc(sizeof *px * (size_t)cap, err),
+           *py = tmoe_malloc(sizeof *py * (size_t)cap, err);
+    int *fx = tmoe_malloc(sizeof *fx * (size_t)cap, err),
+        *fy = tmoe_malloc(sizeof *fy * (size_t)cap, err);
     int rc = TMOE_OK;
-    if (!x || !y) {
+    if (!x || !y || !px || !py || !fx || !fy) {
         rc = TMOE_ENOMEM;
         goto out;
     }
     for (int m = 0; m < TMOE_M_COUNT; m++) {
         if (!metrics[m].tested) continue;
-        int nx = unit_values(a, base, (tmoe_metric)m, x), ny = unit_values(a, g, (tmoe_metric)m, y);
+        int nx = unit_values(a, base, (tmoe_metric)m, x, fx),
+            ny = unit_values(a, g, (tmoe_metric)m, y, fy);
         tmoe_metric_result *mr = &g->r.m[m];
         if (nx < 1 || ny < 1) continue;
-        double mx = mr->mean, mb = base->r.m[m].mean;
-        if (mb != 0.0) mr->pct = 100.0 * (mx / mb - 1.0);
-        if (nx < 2 || ny < 2) continue;
-        tmoe_welch w;
-        if (tmoe_stats_welch(x, nx, y, ny, a->cfg.level, &w, NULL) == TMOE_OK) {
-            mr->t = w.t;
-            mr->df = w.df;
-            mr->p = w.p;
+        /* pairs: the strategy's repeat and the baseline's of the same repeat */
+        int np = 0;
+        for (int j = 0; j < ny; j++)
+            for (int i = 0; i < nx; i++)
+                if (same_unit(tmoe_dataset_row(a->ds, fx[i]), tmoe_dataset_row(a->ds, fy[j]))) {
+                    px[np] = x[i];
+                    py[np++] = y[j];
+                    break;
+                }
+        mr->n_pairs = np;
+        mr->paired = np >= 2;
+        double mb = base->r.m[m].mean;
+        mr->diff = mr->mean - mb;
+        if (mr->paired) {
+            mr->diff = 0.0;
+            for (int k = 0; k < np; k++) mr->diff += (py[k] - px[k]) / np;
         }
-        mr->cohen_d = tmoe_stats_cohen_d(x, nx, y, ny);
-        mr->hedges_g = tmoe_stats_hedges_g(x, nx, y, ny);
-        if (a->cfg.bootstrap >= 10 && mb != 0.0)
+        if (!metrics[m].absolute && mb != 0.0) mr->pct = 100.0 * (mr->mean / mb - 1.0);
+        if (nx >= 2 && ny >= 2) {
+            mr->cohen_d = tmoe_stats_cohen_d(x, nx, y, ny);
+            mr->hedges_g = tmoe_stats_hedges_g(x, nx, y, ny);
+        }
+        int enough = mr->paired ? np >= TMOE_ANALYZE_MIN_REPEATS
+                                : nx >= TMOE_ANALYZE_MIN_REPEATS && ny >= TMOE_ANALYZE_MIN_REPEATS;
+        if (!enough) continue; /* effect sizes only */
+        tmoe_welch w;
+        int ok = mr->paired ? tmoe_stats_paired_t(px, py, np, a->cfg.level, &w, NULL)
+                            : tmoe_stats_welch(x, nx, y, ny, a->cfg.level, &w, NULL);
+        if (ok != TMOE_OK) continue;
+        mr->t = w.t;
+        mr->df = w.df;
+        mr->p = w.p;
+        if (isfinite(w.t)) {
+            mr->diff_lo = w.ci_lo;
+            mr->diff_hi = w.ci_hi;
+        }
+        if (metrics[m].absolute || mb == 0.0) continue;
+        if (mr->paired) {
+            /* the CI of the mean paired difference, relative to the baseline mean */
+            if (isfinite(mr->diff_lo)) {
+                mr->pct_lo = 100.0 * mr->diff_lo / mb;
+                mr->pct_hi = 100.0 * mr->diff_hi / mb;
+                if (mb < 0.0) {
+                    double tmp = mr->pct_lo;
+                    mr->pct_lo = mr->pct_hi;
+                    mr->pct_hi = tmp;
+                }
+            }
+        } else if (a->cfg.bootstrap >= 10)
             tmoe_stats_bootstrap_pct_ci(x, nx, y, ny, a->cfg.bootstrap, seed * 131u + (uint64_t)m,
                                         a->cfg.level, &mr->pct_lo, &mr->pct_hi, NULL);
     }
 out:
     free(x);
     free(y);
+    free(px);
+    free(py);
+    free(fx);
+    free(fy);
     return rc;
 }
 

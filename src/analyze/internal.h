@@ -29,6 +29,11 @@ struct tmoe_analysis {
 const analysis_group *analysis_group_find(const tmoe_analysis *a, const char *workload,
                                           const char *strategy);
 
+/* Why metric m of g has no p-value against base ("routing unchanged", "N repeat(s): effect
+ * sizes only"), or "" when it has one; returns b. */
+const char *analysis_no_p_reason(char *b, size_t n, const tmoe_group_result *base,
+                                 const tmoe_group_result *g, tmoe_metric m);
+
 /* Canonical strategy order and its Okabe-Ito colour (same in every figure). */
 int strategy_rank(const char *s);
 const char *strategy_color(const char *s);

@@ -34,9 +34,11 @@ static const struct {
                         "joins the strategies no other beats on both."},
     {"pareto_fidelity_", "Energy per token against routing disagreement with the unbiased router; "
                          "lower-left is better."},
-    {"energy_per_token", "Mean energy per token per workload and strategy with 95% CIs over runs."},
-    {"power_peak", "Peak power per workload and strategy with 95% CIs over runs."},
-    {"throughput", "Tokens per second with 95% CIs over runs."},
+    {"energy_per_token",
+     "Mean energy per token per workload and strategy with 95% CIs over repeats."},
+    {"power_peak", "Peak power per workload and strategy (each repeat's max over its batches) with "
+                   "95% CIs over repeats."},
+    {"throughput", "Tokens per second with 95% CIs over repeats."},
     {"overhead", "Time spent in the router (and TTHA update) as a share of step time."},
 };
 
@@ -61,8 +63,24 @@ static void summary_sentences(const tmoe_analysis *a, FILE *f) {
         const tmoe_group_result *g = &a->g[i].r;
         const tmoe_metric_result *e = &g->m[TMOE_M_ENERGY_PER_TOKEN];
         const tmoe_group_result *b = tmoe_analysis_find(a, g->workload, a->cfg.baseline);
-        if (!b || b == g || !isfinite(e->pct)) continue;
+        if (!b || b == g) continue;
+        if (g->routing_unchanged) {
+            any = 1;
+            fputs("<li>", f);
+            put_html(f, g->strategy);
+            fputs(" on ", f);
+            put_html(f, g->workload);
+            fputs(": routing unchanged (its selections equal ", f);
+            put_html(f, a->cfg.baseline);
+            fputs("'s on every batch), so any change in energy, power or temperature is run "
+                  "to run variation, not an effect; not compared.</li>\n",
+                  f);
+            continue;
+        }
+        if (!isfinite(e->pct)) continue;
         any = 1;
+        char why[96];
+        analysis_no_p_reason(why, sizeof why, b, g, TMOE_M_ENERGY_PER_TOKEN);
         fputs("<li>", f);
         put_html(f, g->strategy);
         fprintf(f, " used %.1f%% %s energy per token than ", fabs(e->pct),
@@ -74,18 +92,24 @@ static void summary_sentences(const tmoe_analysis *a, FILE *f) {
             fprintf(f, " (95%% CI %+.1f%% to %+.1f%%", e->pct_lo, e->pct_hi);
         else
             fputs(" (no CI", f);
-        if (isfinite(e->p))
-            fprintf(f, ", Welch p = %.2g, Holm-adjusted p = %.2g, Hedges' g = %.2f", e->p,
-                    e->p_holm, e->hedges_g);
-        fprintf(f, ", n = %d vs %d %s)", b->m[TMOE_M_ENERGY_PER_TOKEN].n, e->n,
-                g->block_means || b->block_means ? "blocks" : "runs");
-        if (isfinite(e->p_holm))
+        if (e->paired)
+            fprintf(f, ", paired by repeat, %d pair(s)", e->n_pairs);
+        else
+            fprintf(f, ", n = %d vs %d repeats", b->m[TMOE_M_ENERGY_PER_TOKEN].n, e->n);
+        if (isfinite(e->hedges_g)) fprintf(f, ", Hedges' g = %.2f", e->hedges_g);
+        if (why[0]) {
+            fputs("; ", f);
+            put_html(f, why);
+        } else if (isfinite(e->p))
+            fprintf(f, ", %s p = %.2g, Holm-adjusted p = %.2g", e->paired ? "paired t" : "Welch",
+                    e->p, e->p_holm);
+        fputs(")", f);
+        if (!why[0] && isfinite(e->p_holm))
             fputs(e->p_holm < 0.05 ? "; the difference is significant at 5% after Holm correction"
                                    : "; not significant at 5% after Holm correction",
                   f);
         const tmoe_metric_result *t = &g->m[TMOE_M_GPU_TEMP_PEAK], *l = &g->m[TMOE_M_LATENCY_MEAN];
-        if (isfinite(t->mean) && isfinite(b->m[TMOE_M_GPU_TEMP_PEAK].mean))
-            fprintf(f, ". Peak GPU temperature %+.1f C", t->mean - b->m[TMOE_M_GPU_TEMP_PEAK].mean);
+        if (isfinite(t->diff)) fprintf(f, ". Peak GPU temperature %+.1f C", t->diff);
         if (isfinite(l->pct)) fprintf(f, ", mean latency %+.1f%%", l->pct);
         const tmoe_metric_result *k = &g->m[TMOE_M_TOPK_AGREEMENT];
         if (isfinite(k->mean))

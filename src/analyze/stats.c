@@ -1,4 +1,4 @@
-/* Statistics for the analysis: summaries with t intervals, Welch's t-test, Holm
+/* Statistics for the analysis: summaries with t intervals, Welch's and paired t-tests, Holm
  * adjustment, effect sizes and seeded percentile bootstraps (GSL for the t distribution and
  * sorting); the percentile itself is core's tmoe_percentile_sorted. */
 #include <math.h>
@@ -73,6 +73,34 @@ int tmoe_stats_welch(const double *a, int na, const double *b, int nb, double le
     double tq = gsl_cdf_tdist_Pinv(0.5 + level / 2.0, out->df);
     out->ci_lo = out->diff - tq * se;
     out->ci_hi = out->diff + tq * se;
+    return TMOE_OK;
+}
+
+int tmoe_stats_paired_t(const double *a, const double *b, int n, double level, tmoe_welch *out,
+                        tmoe_error *err) {
+    if (n < 2) return tmoe_errorf(err, TMOE_EINVAL, "a paired t-test needs 2+ pairs (got %d)", n);
+    double md = 0.0;
+    for (int i = 0; i < n; i++) md += (b[i] - a[i]) / n;
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) {
+        double d = (b[i] - a[i]) - md;
+        ss += d * d;
+    }
+    double se = sqrt(ss / (n - 1) / n);
+    out->diff = md;
+    out->df = n - 1;
+    if (se == 0.0 || !isfinite(se) || !isfinite(md)) {
+        /* every pair differs by the same amount (or the values overflow): no test */
+        out->t = out->p = NAN;
+        out->ci_lo = out->ci_hi = se == 0.0 ? md : NAN;
+        return TMOE_OK;
+    }
+    out->t = md / se;
+    out->p = 2.0 * gsl_cdf_tdist_Q(fabs(out->t), out->df);
+    if (out->p > 1.0) out->p = 1.0;
+    double tq = gsl_cdf_tdist_Pinv(0.5 + level / 2.0, out->df);
+    out->ci_lo = md - tq * se;
+    out->ci_hi = md + tq * se;
     return TMOE_OK;
 }
 

@@ -49,7 +49,34 @@ static const char *fmt_pct(char *b, size_t n, double m, double lo, double hi, in
 }
 
 static const char *fmt_n(char *b, size_t n, const tmoe_group_result *g) {
-    snprintf(b, n, "%d %s", g->n_units, g->block_means ? "blocks" : "runs");
+    snprintf(b, n, "%d %s", g->n_units, g->n_units == 1 ? "repeat" : "repeats");
+    return b;
+}
+
+/* A difference in the metric's own unit (temperatures: degrees C). */
+static const char *fmt_diff(char *b, size_t n, double m, double lo, double hi, const char *unit) {
+    if (!isfinite(m))
+        snprintf(b, n, "n/a");
+    else if (!isfinite(lo) || !isfinite(hi))
+        snprintf(b, n, "%+.2f %s", m, unit);
+    else
+        snprintf(b, n, "%+.2f %s [%+.2f, %+.2f]", m, unit, lo, hi);
+    return b;
+}
+
+/* Why metric m of group g has no p-value against base, or "" when it has one (or is not
+ * compared at all): "routing unchanged", or "N repeat(s): effect sizes only". */
+const char *analysis_no_p_reason(char *b, size_t n, const tmoe_group_result *base,
+                                 const tmoe_group_result *g, tmoe_metric m) {
+    b[0] = '\0';
+    if (!base || base == g) return b;
+    const tmoe_metric_result *r = &g->m[m];
+    if (g->routing_unchanged) {
+        snprintf(b, n, "routing unchanged");
+        return b;
+    }
+    int units = r->paired ? r->n_pairs : (r->n < base->m[m].n ? r->n : base->m[m].n);
+    if (units < TMOE_ANALYZE_MIN_REPEATS) snprintf(b, n, "%d repeat(s): effect sizes only", units);
     return b;
 }
 
@@ -133,13 +160,15 @@ static void footer_out(FILE *f, int kind, const char *note) {
 #define C 32
 static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
     const char *note =
-        "n: statistical units (per-run means, or block means of one run). CIs: 95%, t "
-        "interval over units (bootstrap percentile where marked *). Change vs "
-        "baseline: bootstrap 95% CI; p: Welch's t-test, Holm-adjusted per metric over "
-        "all workloads x strategies; g: Hedges' g. Latency percentiles pool all batches (type 7).";
-    char b[24][96];
-    const char *cells[24];
-    for (int i = 0; i < 24; i++) cells[i] = b[i];
+        "n: independent repeats (the statistical unit; batches of one repeat are never "
+        "treated as independent). CIs: 95%, t interval over repeats (bootstrap percentile "
+        "where marked *). Change vs baseline: 95% CI; p: paired t-test by repeat (Welch's "
+        "when the repeats do not pair), Holm-adjusted per metric over all workloads x "
+        "strategies, only with 3+ repeats; g: Hedges' g. Peaks: the max over every batch. "
+        "Latency percentiles pool all batches (type 7).";
+    char b[25][96];
+    const char *cells[25];
+    for (int i = 0; i < 25; i++) cells[i] = b[i];
     if (kind == CSV) {
         static const char *const h[] = {"workload",
                                         "strategy",
@@ -164,8 +193,9 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
                                         "latency_p90_ms",
                                         "latency_p99_ms",
                                         "throughput_tokens_s",
-                                        "throttled_pct"};
-        row_out(f, CSV, h, 24);
+                                        "throttled_pct",
+                                        "note"};
+        row_out(f, CSV, h, 25);
     }
     for (int pass = 0; pass < (kind == CSV ? 1 : 2); pass++) {
         if (kind != CSV) {
@@ -201,12 +231,15 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
         for (int i = 0; i < a->ng; i++) {
             const tmoe_group_result *g = &a->g[i].r;
             const tmoe_metric_result *m = g->m, *e = &m[TMOE_M_ENERGY_PER_TOKEN];
+            const tmoe_group_result *base = tmoe_analysis_find(a, g->workload, a->cfg.baseline);
+            char why[96];
+            analysis_no_p_reason(why, sizeof why, base, g, TMOE_M_ENERGY_PER_TOKEN);
             int k = 0;
             snprintf(b[k++], C * 3, "%s", g->workload);
             snprintf(b[k++], C * 3, "%s", g->strategy);
             if (kind == CSV) {
                 snprintf(b[k++], C, "%d", g->n_units);
-                snprintf(b[k++], C, "%s", g->block_means ? "block" : "run");
+                snprintf(b[k++], C, "repeat");
                 snprintf(b[k++], C, "%d", g->n_batches);
                 fmt_num(b[k++], C, e->mean, kind);
                 fmt_num(b[k++], C, e->ci_lo, kind);
@@ -218,15 +251,16 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
                 fmt_p(b[k++], C, e->p_holm, kind);
                 fmt_num(b[k++], C, e->hedges_g, kind);
                 fmt_num(b[k++], C, m[TMOE_M_POWER_AVG].mean, kind);
-                fmt_num(b[k++], C, m[TMOE_M_POWER_PEAK].mean, kind);
-                fmt_num(b[k++], C, m[TMOE_M_GPU_TEMP_PEAK].mean, kind);
-                fmt_num(b[k++], C, m[TMOE_M_MEM_TEMP_PEAK].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_POWER_PEAK].peak, kind);
+                fmt_num(b[k++], C, m[TMOE_M_GPU_TEMP_PEAK].peak, kind);
+                fmt_num(b[k++], C, m[TMOE_M_MEM_TEMP_PEAK].peak, kind);
                 fmt_num(b[k++], C, m[TMOE_M_LATENCY_MEAN].mean, kind);
                 fmt_num(b[k++], C, g->lat_p50, kind);
                 fmt_num(b[k++], C, g->lat_p90, kind);
                 fmt_num(b[k++], C, g->lat_p99, kind);
                 fmt_num(b[k++], C, m[TMOE_M_THROUGHPUT].mean, kind);
                 fmt_num(b[k++], C, m[TMOE_M_THROTTLED_PCT].mean, kind);
+                snprintf(b[k++], 96, "%s", why);
                 row_out(f, CSV, cells, k);
                 continue;
             }
@@ -235,14 +269,22 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
                 fmt_ci(b[k], 96, e->mean, e->ci_lo, e->ci_hi, kind);
                 if (e->ci_bootstrap) strcat(b[k], "*");
                 k++;
-                fmt_pct(b[k++], 96, e->pct, e->pct_lo, e->pct_hi, kind);
-                fmt_p(b[k++], C, e->p, kind);
-                fmt_p(b[k++], C, e->p_holm, kind);
+                if (g->routing_unchanged)
+                    snprintf(b[k++], 96, "routing unchanged");
+                else
+                    fmt_pct(b[k++], 96, e->pct, e->pct_lo, e->pct_hi, kind);
+                if (why[0]) {
+                    snprintf(b[k++], 96, "%s", why);
+                    snprintf(b[k++], C, "-");
+                } else {
+                    fmt_p(b[k++], C, e->p, kind);
+                    fmt_p(b[k++], C, e->p_holm, kind);
+                }
                 fmt_num(b[k++], C, e->hedges_g, kind);
                 fmt_num(b[k++], C, m[TMOE_M_POWER_AVG].mean, kind);
-                fmt_num(b[k++], C, m[TMOE_M_POWER_PEAK].mean, kind);
-                fmt_num(b[k++], C, m[TMOE_M_GPU_TEMP_PEAK].mean, kind);
-                fmt_num(b[k++], C, m[TMOE_M_MEM_TEMP_PEAK].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_POWER_PEAK].peak, kind);
+                fmt_num(b[k++], C, m[TMOE_M_GPU_TEMP_PEAK].peak, kind);
+                fmt_num(b[k++], C, m[TMOE_M_MEM_TEMP_PEAK].peak, kind);
             } else {
                 const tmoe_metric_result *l = &m[TMOE_M_LATENCY_MEAN];
                 fmt_ci(b[k], 96, l->mean, l->ci_lo, l->ci_hi, kind);
@@ -276,19 +318,20 @@ static void write_comparisons(const tmoe_analysis *a, FILE *f, int kind) {
                                     "p",
                                     "p (Holm)",
                                     "Hedges' g"};
-    static const char *const hcsv[] = {"workload",  "strategy",      "metric",   "n_baseline",
-                                       "n",         "baseline_mean", "mean",     "pct_change",
-                                       "pct_ci_lo", "pct_ci_hi",     "t",        "df",
-                                       "p",         "p_holm",        "hedges_g", "cohen_d"};
+    static const char *const hcsv[] = {
+        "workload",   "strategy",   "metric",    "n_baseline", "n",    "baseline_mean",
+        "mean",       "pct_change", "pct_ci_lo", "pct_ci_hi",  "t",    "df",
+        "p",          "p_holm",     "hedges_g",  "cohen_d",    "diff", "diff_ci_lo",
+        "diff_ci_hi", "test",       "n_pairs",   "note"};
     if (kind == CSV)
-        row_out(f, CSV, hcsv, 16);
+        row_out(f, CSV, hcsv, 22);
     else
         header_out(f, kind, h, 12,
-                   "Comparisons against the baseline of the same workload (Welch's t-test on "
-                   "per-run or block means)");
-    char b[16][96];
-    const char *cells[16];
-    for (int i = 0; i < 16; i++) cells[i] = b[i];
+                   "Comparisons against the baseline of the same workload (repeats as units: "
+                   "paired t-test by repeat, or Welch's; p only with 3+ repeats)");
+    char b[22][96];
+    const char *cells[22];
+    for (int i = 0; i < 22; i++) cells[i] = b[i];
     for (int i = 0; i < a->ng; i++) {
         const tmoe_group_result *g = &a->g[i].r;
         const tmoe_group_result *base = tmoe_analysis_find(a, g->workload, a->cfg.baseline);
@@ -296,6 +339,9 @@ static void write_comparisons(const tmoe_analysis *a, FILE *f, int kind) {
         for (int m = 0; m < TMOE_M_COUNT; m++) {
             if (!tmoe_metric_tested((tmoe_metric)m)) continue;
             const tmoe_metric_result *r = &g->m[m];
+            char why[96];
+            analysis_no_p_reason(why, sizeof why, base, g, (tmoe_metric)m);
+            int abs_m = tmoe_metric_absolute((tmoe_metric)m);
             int k = 0;
             snprintf(b[k++], 96, "%s", g->workload);
             snprintf(b[k++], 96, "%s", g->strategy);
@@ -313,22 +359,46 @@ static void write_comparisons(const tmoe_analysis *a, FILE *f, int kind) {
                 fmt_num(b[k++], 96, r->pct, kind);
                 fmt_num(b[k++], 96, r->pct_lo, kind);
                 fmt_num(b[k++], 96, r->pct_hi, kind);
-            } else
+            } else if (g->routing_unchanged)
+                snprintf(b[k++], 96, "routing unchanged");
+            else if (abs_m)
+                fmt_diff(b[k++], 96, r->diff, r->diff_lo, r->diff_hi, "C");
+            else
                 fmt_pct(b[k++], 96, r->pct, r->pct_lo, r->pct_hi, kind);
             fmt_num(b[k++], 96, r->t, kind);
             fmt_num(b[k++], 96, r->df, kind);
-            fmt_p(b[k++], 96, r->p, kind);
-            fmt_p(b[k++], 96, r->p_holm, kind);
+            if (kind != CSV && why[0]) {
+                snprintf(b[k++], 96, "%s", why);
+                snprintf(b[k++], 96, "-");
+            } else {
+                fmt_p(b[k++], 96, r->p, kind);
+                fmt_p(b[k++], 96, r->p_holm, kind);
+            }
             fmt_num(b[k++], 96, r->hedges_g, kind);
-            if (kind == CSV) fmt_num(b[k++], 96, r->cohen_d, kind);
+            if (kind == CSV) {
+                fmt_num(b[k++], 96, r->cohen_d, kind);
+                fmt_num(b[k++], 96, r->diff, kind);
+                fmt_num(b[k++], 96, r->diff_lo, kind);
+                fmt_num(b[k++], 96, r->diff_hi, kind);
+                snprintf(b[k++], 96, "%s",
+                         g->routing_unchanged ? "none"
+                         : r->paired          ? "paired"
+                                              : "welch");
+                snprintf(b[k++], 96, "%d", r->n_pairs);
+                snprintf(b[k++], 96, "%s", why);
+            }
             row_out(f, kind, cells, k);
         }
     }
     if (kind != CSV)
         footer_out(f, kind,
-                   "Change: 100 (mean/baseline mean - 1), percentile bootstrap CI; "
-                   "p (Holm): Holm step-down over the comparisons of the same metric "
-                   "(all workloads x strategies).");
+                   "Change: 100 (mean/baseline mean - 1) with a 95% CI (paired: the CI of the "
+                   "mean per-repeat change over the baseline mean; else percentile "
+                   "bootstrap); temperatures: change in degrees C (paired: mean of per-repeat "
+                   "peak deltas), never percent. p only with 3+ repeats (pairs when "
+                   "paired); p (Holm): Holm step-down over the comparisons of the same metric "
+                   "(all workloads x strategies). Routing unchanged: the strategy's selections "
+                   "equal the baseline's on every batch; not compared.");
 }
 
 static int write_one(const tmoe_analysis *a, const char *dir, const char *name, int kind,
