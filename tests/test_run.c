@@ -601,11 +601,90 @@ static void test_bad_input(void **state) {
     expect_failure(a7, "bad.ini:3: unknown key 'warp-speed'");
 }
 
+/* The plan: within each workload every strategy holds every position equally often over
+ * nstrat repeats (2 nstrat for an odd count), each follows each other equally often (even
+ * counts), and the order is the same for the same seed. */
+static void check_balance(int nstrat, int seed) {
+    tmoe_run_config cfg = tmoe_run_config_default();
+    for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++) cfg.strategies[s] = s < nstrat;
+    int rounds = nstrat % 2 ? 2 * nstrat : nstrat;
+    cfg.repeats = rounds;
+    cfg.seed = (uint64_t)seed;
+    tmoe_run_combo *c = NULL, *c2 = NULL;
+    int n = 0, n2 = 0;
+    tmoe_error err = {0};
+    assert_int_equal(tmoe_run_plan_order(&cfg, &c, &n, &err), TMOE_OK);
+    assert_int_equal(tmoe_run_plan_order(&cfg, &c2, &n2, &err), TMOE_OK);
+    assert_int_equal(n, n2);
+    assert_memory_equal(c, c2, sizeof *c * (size_t)n);
+    int nwl = TMOE_WL_COUNT;
+    assert_int_equal(n, rounds * nwl * nstrat);
+    for (int w = 0; w < nwl; w++) {
+        int pos[TMOE_ROUTE_STRATEGY_COUNT][TMOE_ROUTE_STRATEGY_COUNT] = {{0}};
+        int after[TMOE_ROUTE_STRATEGY_COUNT][TMOE_ROUTE_STRATEGY_COUNT] = {{0}};
+        for (int rep = 0; rep < rounds; rep++) {
+            int p = 0, prev = -1;
+            for (int i = 0; i < n; i++) {
+                if (c[i].repeat != rep || (int)c[i].workload != w) continue;
+                pos[c[i].strategy][p++]++;
+                if (prev >= 0) after[prev][c[i].strategy]++;
+                prev = (int)c[i].strategy;
+            }
+            assert_int_equal(p, nstrat);
+        }
+        for (int s = 0; s < nstrat; s++)
+            for (int p = 0; p < nstrat; p++) {
+                assert_int_equal(pos[s][p], rounds / nstrat);
+                if (s != p) assert_int_equal(after[s][p], rounds / nstrat);
+            }
+    }
+    free(c);
+    free(c2);
+}
+
+static void test_balanced_order(void **state) {
+    (void)state;
+    check_balance(TMOE_ROUTE_STRATEGY_COUNT, 42);
+    check_balance(4, 7);
+    check_balance(3, 42); /* odd: two squares */
+    /* another seed, another order */
+    tmoe_run_config cfg = tmoe_run_config_default();
+    tmoe_run_combo *a = NULL, *b = NULL;
+    int na = 0, nb = 0;
+    tmoe_error err = {0};
+    assert_int_equal(tmoe_run_plan_order(&cfg, &a, &na, &err), TMOE_OK);
+    cfg.seed = 43;
+    assert_int_equal(tmoe_run_plan_order(&cfg, &b, &nb, &err), TMOE_OK);
+    assert_int_equal(na, nb);
+    assert_true(memcmp(a, b, sizeof *a * (size_t)na) != 0);
+    free(a);
+    free(b);
+}
+
+static void test_spearman(void **state) {
+    (void)state;
+    double x[] = {1, 2, 3, 4, 5}, y[] = {10, 20, 30, 40, 50}, z[] = {5, 4, 3, 2, 1};
+    assert_float_equal(tmoe_spearman(x, y, 5), 1.0, 1e-12);
+    assert_float_equal(tmoe_spearman(x, z, 5), -1.0, 1e-12);
+    /* d = (0, 0, 2, -1, -1) (no ties): 1 - 6 * 6 / (5 * 24) = 0.7 */
+    double w[] = {1, 2, 5, 3, 4};
+    assert_float_equal(tmoe_spearman(x, w, 5), 0.7, 1e-12);
+    /* ties take their average rank: ranks (1.5, 1.5, 3, 4) against (1, 2, 3, 4) */
+    double t[] = {7, 7, 8, 9};
+    assert_float_equal(tmoe_spearman(x, t, 4), 4.5 / sqrt(4.5 * 5.0), 1e-12);
+    double nn[] = {1, NAN, 3, 4, 5};
+    assert_float_equal(tmoe_spearman(x, nn, 5), 1.0, 1e-12); /* the NAN pair left out */
+    double k[] = {2, 2, 2, 2, 2};
+    assert_true(isnan(tmoe_spearman(x, k, 5)));
+    assert_true(isnan(tmoe_spearman(x, y, 2)));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_input),      cmocka_unit_test(test_kill_and_resume),
         cmocka_unit_test(test_full_disk),      cmocka_unit_test(test_resume_drops_invalid_rows),
         cmocka_unit_test(test_run_dir_locked), cmocka_unit_test(test_default_run),
+        cmocka_unit_test(test_balanced_order), cmocka_unit_test(test_spearman),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -263,7 +263,7 @@ typedef struct tmoe_run_config {
     /* what to sweep */
     int strategies[TMOE_ROUTE_STRATEGY_COUNT]; /* 1 = run it */
     int workloads[TMOE_WL_COUNT];              /* 1 = run it */
-    int repeats;         /* passes over every combination, order shuffled per repeat */
+    int repeats;         /* passes over every combination, in a balanced order */
     int repeat_first;    /* number of the first pass (logged in the repeat column; the
                             order and router seeds derive from it): a sweep task runs
                             one repeat with its own number */
@@ -272,8 +272,10 @@ typedef struct tmoe_run_config {
     int warmup_batches;  /* unlogged batches before each combination */
     int trace_batches;   /* batches traced per combination */
     double arrival_rate; /* tokens/s, Poisson arrivals; <= 0: closed loop */
-    double cooldown_s;   /* rest up to this long between combinations until the GPU
+    double cooldown_s;   /* rest up to this long before each combination until the GPU
                             temperature is within 1 C of the run's start; 0 = none */
+    double steady_s;     /* warm up for at most this long before the first combination
+                            until power is steady (docs/harness.md); 0 = none */
     int fidelity_every;  /* compute output_rel_error_vs_baseline every N batches */
     uint64_t seed;       /* the one seed of a run: weights, inputs, arrivals, routers and
                             the simulated GPU all derive from it (block.seed is ignored) */
@@ -383,6 +385,22 @@ typedef struct tmoe_run_report {
 int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, tmoe_error *err);
 /* tmoe_run_ex without the report. */
 int tmoe_run(const tmoe_run_config *cfg, FILE *out, tmoe_error *err);
+
+/* One combination of a run's plan. */
+typedef struct tmoe_run_combo {
+    int repeat;
+    tmoe_workload_kind workload;
+    tmoe_route_strategy strategy;
+} tmoe_run_combo;
+
+/* The combinations of cfg in the order tmoe_run runs them (docs/harness.md "Order"): a
+ * Williams design over the strategies within each workload, workloads in blocks rotated per
+ * repeat, all fixed by cfg->seed and the repeat numbers. *out (free()) holds *n entries. */
+int tmoe_run_plan_order(const tmoe_run_config *cfg, tmoe_run_combo **out, int *n, tmoe_error *err);
+
+/* Spearman's rank correlation of (x[i], y[i]), ties given their average rank; pairs with a
+ * NAN are left out. NAN when fewer than 3 pairs remain or either side is constant. */
+double tmoe_spearman(const double *x, const double *y, int n);
 
 #ifdef __cplusplus
 }

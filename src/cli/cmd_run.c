@@ -49,6 +49,7 @@ enum {
     O_RATE,
     O_REPEATS,
     O_COOLDOWN,
+    O_STEADY,
     O_RESUME,
     O_NO_ANALYZE,
     O_CONFIG,
@@ -102,6 +103,7 @@ static const struct option longopts[] = {
     {"repeats", required_argument, 0, O_REPEATS},
     {"first-repeat", required_argument, 0, O_FIRST_REPEAT},
     {"cooldown", required_argument, 0, O_COOLDOWN},
+    {"warmup-steady", required_argument, 0, O_STEADY},
     {"fidelity-every", required_argument, 0, O_FID_EVERY},
     {"sim-devices", required_argument, 0, O_SIM_DEV},
     {"placement", required_argument, 0, O_PLACEMENT},
@@ -141,8 +143,11 @@ static void run_help(const tmoe_run_config *d) {
         "  --epochs N                passes over those batches per combination (default %d)\n"
         "  --warmup-batches N        unlogged batches before each combination (default %d)\n"
         "  --arrival-rate R          open loop: Poisson arrivals, tokens/s (default: closed loop)\n"
-        "  --cooldown S              rest up to S s between combinations until the GPU is within\n"
-        "                            1 C of its starting temperature (default %g: no rest)\n"
+        "  --cooldown S              rest up to S s before each combination until the GPU is\n"
+        "                            within 1 C of its starting temperature (default %g; 0: none)\n"
+        "  --warmup-steady S         before the first combination, baseline load until the 1 s\n"
+        "                            power changes < 2%% over 3 s, at most S s (default %g; 0: "
+        "none)\n"
         "  --seed N                  weights, inputs, arrivals and routers (default %llu)\n"
         "model:\n"
         "  --expert-type T           fp16, q4 or q2 (default %s)\n"
@@ -189,7 +194,7 @@ static void run_help(const tmoe_run_config *d) {
         "  --no-analyze              do not run 'thermoe analyze' on the results\n"
         "  --config FILE             flags from a JSON object or INI file (key = long flag name)\n"
         "  --quiet, -v/--verbose, -h/--help\n",
-        d->repeats, d->num_samples, d->epochs, d->warmup_batches, d->cooldown_s,
+        d->repeats, d->num_samples, d->epochs, d->warmup_batches, d->cooldown_s, d->steady_s,
         (unsigned long long)d->seed, tmoe_etype_name(d->block.expert_type), tmoe_impl_name(d->impl),
         d->block.d_model, d->block.n_heads, d->block.d_ff, d->block.num_experts, d->block.top_k,
         d->block.group_size, tmoe_act_name(d->block.act), d->batch_size, d->block.seq_len,
@@ -417,6 +422,7 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
             break;
         case O_RATE: DBL_FLAG("arrival-rate", 1e-3, 1e12, c->arrival_rate); break;
         case O_COOLDOWN: DBL_FLAG("cooldown", 0, 86400, c->cooldown_s); break;
+        case O_STEADY: DBL_FLAG("warmup-steady", 0, 86400, c->steady_s); break;
         case O_T_POWER: DBL_FLAG("ttha-target-power", 1, 10000, c->router.power_target_w); break;
         case O_T_TEMP: DBL_FLAG("ttha-target-temp", -50, 200, c->router.temp_target_c); break;
         case O_W_LAT: DBL_FLAG("ttha-latency-penalty-weight", 0, 1e9, c->router.w_latency); break;

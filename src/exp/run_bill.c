@@ -51,6 +51,7 @@ int run_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, batch_h
     }
     double lat = 0.0;
     for (int d = 0; d < nd; d++) {
+        r->bill_busy_s[d] = r->bill_dyn_j[d] = 0.0;
         if (busy_ms[d] <= 0.0) continue;
         /* the cost model's dynamic energy is memory-bound work for experts (weights streamed) */
         int rc = tmoe_meter_bill(r->meter, d, busy_ms[d] / 1e3, fmax(dyn_j[d], 0.0), 0.85);
@@ -58,6 +59,8 @@ int run_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, batch_h
             return tmoe_errorf(err, rc, "device %d: %.3g ms of work could not be billed", d,
                                busy_ms[d]);
         if (busy_ms[d] > lat) lat = busy_ms[d];
+        r->bill_busy_s[d] = busy_ms[d] / 1e3;
+        r->bill_dyn_j[d] = fmax(dyn_j[d], 0.0);
     }
     tmoe_meter_sync(r->meter);
     hw->latency_ms = lat;

@@ -35,7 +35,8 @@ tmoe_run_config tmoe_run_config_default(void) {
     c.warmup_batches = 2;
     c.trace_batches = 4;
     c.arrival_rate = 0.0;
-    c.cooldown_s = 0.0;
+    c.cooldown_s = 30.0; /* docs/harness.md "Order and carry-over" */
+    c.steady_s = 60.0;
     c.fidelity_every = 1;
     c.seed = 42;
     /* the values are computed on the CPU when no GPU answers: a small shape keeps the
@@ -401,14 +402,15 @@ int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, 
         p.cost_model = r->cost_path;
         emit(r, TMOE_RUN_EV_START, &p);
     }
+    if ((rc = run_warm_up(r, err))) goto finish;
     if ((rc = run_calibrate(r, err))) goto finish;
     for (int i = 0; i < ncomb && !run_stop_now(r); i++) {
         int skip;
         if ((rc = run_skip(r, done, nkeep, &combos[i], nb, &skip, err))) break;
         if (skip) continue;
+        run_cool_down(r); /* every combination starts near the run's starting temperature */
         rc = run_combo_batches(r, &combos[i], i, ncomb, err);
         if (rc) break;
-        if (i + 1 < ncomb) run_cool_down(r);
     }
 finish:
     emit(r, TMOE_RUN_EV_END, &(tmoe_run_progress){0});

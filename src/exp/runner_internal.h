@@ -11,6 +11,7 @@
 #include "thermoe/exp.h"
 
 #define RUN_MAX_SAMPLES 4096         /* monitor samples copied per batch into its trace */
+#define RUN_SLOW_THERMAL_S 40.0      /* s, the slow thermal time constant the summary checks */
 #define RUN_LOCK_FILE "thermoe.lock" /* in the run directory, flock'ed by the run using it */
 
 typedef struct run_combo {
@@ -76,8 +77,15 @@ typedef struct run_ctx {
     char dev_driver[64]; /* driver version, or "unknown" */
     int64_t t0_ns;       /* run start on the monitor's clock */
     double start_temp_c;
-    double max_sm_clock;  /* highest SM clock seen, for the clock ratio */
-    tmoe_sample *samples; /* (RUN_MAX_SAMPLES) scratch */
+    /* the work the last batch billed per device (simulated GPU), replayed by the warm-up */
+    double bill_busy_s[TMOE_ROUTE_MAX_DEVICES], bill_dyn_j[TMOE_ROUTE_MAX_DEVICES];
+    /* the warm-up until power is steady: device-clock seconds, the last 1 s average
+     * power (W) and whether it was steady (0: the bound ran out); NAN/0 when none ran */
+    double warm_s, warm_power_w;
+    int warm_steady;
+    double order_rho_energy, order_rho_temp; /* the summary's order correlations */
+    double max_sm_clock;                     /* highest SM clock seen, for the clock ratio */
+    tmoe_sample *samples;                    /* (RUN_MAX_SAMPLES) scratch */
     /* model */
     tmoe_block *blk;
     tmoe_engine *eng;
@@ -176,6 +184,8 @@ int run_skip(run_ctx *r, const tmoe_runlog_done *done, int nkeep, const run_comb
              int *skip, tmoe_error *err);
 int run_stop_now(run_ctx *r); /* the stop flag, agreed by every rank */
 void run_cool_down(run_ctx *r);
+/* Before the first combination: baseline work until power is steady (cfg.steady_s bound). */
+int run_warm_up(run_ctx *r, tmoe_error *err);
 
 /* run_dir.c: create and lock the run directory, open batches.csv (resume: *done, *ndone). */
 int run_open_dir(run_ctx *r, tmoe_runlog_done **done, int *ndone, tmoe_error *err);

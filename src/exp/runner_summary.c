@@ -1,5 +1,6 @@
 /* The summary table printed at the end of a run, computed from batches.csv as written
  * (so a resumed run summarises every row, not only those of the last process). */
+#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,102 @@ static int cmp_agg(const void *a, const void *b) {
     return rank(a) - rank(b);
 }
 
+/* One combination (repeat, workload, strategy), in the order its first row was written. */
+typedef struct combo_agg {
+    int repeat, wl;
+    char st[64];
+    double energy, tokens, tpeak, t_first, t_last;
+} combo_agg;
+
+/* Average ranks (1-based) of v[0..n) into rk. */
+static void ranks(const double *v, int n, double *rk) {
+    for (int i = 0; i < n; i++) {
+        double lo = 0, eq = 0;
+        for (int j = 0; j < n; j++) lo += v[j] < v[i], eq += v[j] == v[i];
+        rk[i] = lo + (eq + 1.0) / 2.0;
+    }
+}
+
+double tmoe_spearman(const double *x, const double *y, int n) {
+    double *b = malloc(sizeof(double) * 4 * (size_t)(n > 0 ? n : 1));
+    if (!b) return NAN;
+    double *xs = b, *ys = b + n, *rx = b + 2 * n, *ry = b + 3 * n;
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (!isnan(x[i]) && !isnan(y[i])) xs[m] = x[i], ys[m++] = y[i];
+    double rho = NAN;
+    if (m >= 3) {
+        ranks(xs, m, rx);
+        ranks(ys, m, ry);
+        double mx = (m + 1) / 2.0, sxy = 0, sxx = 0, syy = 0;
+        for (int i = 0; i < m; i++) {
+            sxy += (rx[i] - mx) * (ry[i] - mx);
+            sxx += (rx[i] - mx) * (rx[i] - mx);
+            syy += (ry[i] - mx) * (ry[i] - mx);
+        }
+        if (sxx > 0 && syy > 0) rho = sxy / sqrt(sxx * syy);
+    }
+    free(b);
+    return rho;
+}
+
+/* Spearman of run order with each combination's energy per token and peak GPU temperature,
+ * each taken relative to its workload's mean over the run (so the workloads' block order
+ * does not pass for an order effect); *shortest: the shortest combination (device-clock
+ * s, first to last row). */
+static void order_effects(const combo_agg *c, int n, double *rho_e, double *rho_t,
+                          double *shortest) {
+    double *b = malloc(sizeof(double) * 3 * (size_t)(n > 0 ? n : 1));
+    *rho_e = *rho_t = NAN;
+    *shortest = NAN;
+    if (!b) return;
+    double *ord = b, *e = b + n, *t = b + 2 * n;
+    for (int i = 0; i < n; i++) {
+        double se = 0, st = 0;
+        int ne = 0, nt = 0;
+        for (int j = 0; j < n; j++) {
+            if (c[j].wl != c[i].wl) continue;
+            double ej = c[j].tokens > 0 ? c[j].energy / c[j].tokens : NAN;
+            if (!isnan(ej)) se += ej, ne++;
+            if (!isnan(c[j].tpeak)) st += c[j].tpeak, nt++;
+        }
+        double ei = c[i].tokens > 0 ? c[i].energy / c[i].tokens : NAN;
+        ord[i] = i;
+        e[i] = ne && se > 0 ? ei / (se / ne) : NAN;
+        t[i] = nt ? c[i].tpeak - st / nt : NAN;
+        double d = c[i].t_last - c[i].t_first;
+        if (!(*shortest <= d)) *shortest = d;
+    }
+    *rho_e = tmoe_spearman(ord, e, n);
+    *rho_t = tmoe_spearman(ord, t, n);
+    free(b);
+}
+
+/* Add the order correlations to metadata.json ("order_effects"); a failure only warns. */
+static void meta_order(run_ctx *r, double shortest) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", r->dir, TMOE_RUNLOG_METADATA);
+    json_error_t je;
+    json_t *m = json_load_file(path, 0, &je);
+    if (!m) {
+        tmoe_log(TMOE_LOG_WARN, "%s: order effects not recorded: %s", path, je.text);
+        return;
+    }
+#define JNUM(v) (isfinite(v) ? json_real(v) : json_null())
+    json_object_set_new(
+        m, "order_effects",
+        json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:b, s:o}", "design",
+                  "williams per workload, workloads rotated per repeat",
+                  "spearman_energy_per_token", JNUM(r->order_rho_energy), "spearman_gpu_temp_peak",
+                  JNUM(r->order_rho_temp), "shortest_combination_s", JNUM(shortest), "cooldown_s",
+                  json_real(r->cfg.cooldown_s), "warmup_s", JNUM(r->warm_s), "warmup_steady",
+                  r->warm_steady, "warmup_power_w", JNUM(r->warm_power_w)));
+#undef JNUM
+    if (json_dump_file(m, path, JSON_INDENT(2) | JSON_SORT_KEYS))
+        tmoe_log(TMOE_LOG_WARN, "%s: order effects not recorded", path);
+    json_decref(m);
+}
+
 static double cell(const tmoe_csv *c, int col) {
     const char *s = tmoe_csv_field(c, col);
     if (!*s || !strcmp(s, "nan")) return NAN;
@@ -44,7 +141,8 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
     if (tmoe_csv_open_file(&c, r->csv_path, TMOE_RUNLOG_MAX_BYTES, err))
         return tmoe_error_prefix(err, TMOE_EIO, "cannot read back the rows for the summary");
     agg *a = NULL;
-    int na = 0, cap = 0, rc = TMOE_OK;
+    combo_agg *ca = NULL;
+    int na = 0, cap = 0, nca = 0, cacap = 0, rc = TMOE_OK;
     long nrec = 0;
     tmoe_error cerr = {0};
     for (;;) {
@@ -81,15 +179,43 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
             a[na].tpeak = a[na].mpeak = NAN;
             na++;
         }
+        int rep = atoi(tmoe_csv_field(&c, TMOE_RL_REPEAT)), k = nca - 1;
+        tmoe_workload_kind wk = TMOE_WL_COUNT;
+        tmoe_workload_parse(wl, &wk);
+        while (k >= 0 &&
+               !(ca[k].repeat == rep && ca[k].wl == (int)wk && !strcmp(ca[k].st, st_name)))
+            k--;
+        if (k < 0) {
+            if (nca == cacap) {
+                cacap = cacap ? 2 * cacap : 32;
+                combo_agg *n2 = realloc(ca, sizeof *ca * (size_t)cacap);
+                if (!n2) {
+                    rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+                    break;
+                }
+                ca = n2;
+            }
+            k = nca++;
+            memset(&ca[k], 0, sizeof ca[k]);
+            ca[k].repeat = rep;
+            ca[k].wl = (int)wk;
+            snprintf(ca[k].st, sizeof ca[k].st, "%s", st_name);
+            ca[k].tpeak = NAN;
+            ca[k].t_first = cell(&c, TMOE_RL_TIME);
+        }
         agg *g = &a[i];
         g->n++;
         double e = cell(&c, TMOE_RL_ENERGY_J), lat = cell(&c, TMOE_RL_LATENCY_MS);
+        combo_agg *q = &ca[k];
+        q->t_last = cell(&c, TMOE_RL_TIME);
+        if (!isnan(e)) q->energy += e, q->tokens += cell(&c, TMOE_RL_TOKENS);
         if (!isnan(e)) {
             g->energy += e;
             g->tokens += cell(&c, TMOE_RL_TOKENS);
         }
         double tp = cell(&c, TMOE_RL_GPU_TEMP_PEAK_C), mp = cell(&c, TMOE_RL_MEM_TEMP_C);
         if (!isnan(tp) && !(g->tpeak >= tp)) g->tpeak = tp;
+        if (!isnan(tp) && !(q->tpeak >= tp)) q->tpeak = tp;
         if (!isnan(mp) && !(g->mpeak >= mp)) g->mpeak = mp;
         double ag = cell(&c, TMOE_RL_TOPK_AGREEMENT), re = cell(&c, TMOE_RL_OUTPUT_REL_ERROR);
         if (!isnan(ag)) g->agree += ag, g->nagree++;
@@ -134,6 +260,27 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
                     g->tpeak, g->mpeak, g->nagree ? g->agree / g->nagree : NAN,
                     g->nrel ? g->relerr / g->nrel : NAN);
         }
+        double shortest;
+        order_effects(ca, nca, &r->order_rho_energy, &r->order_rho_temp, &shortest);
+        fprintf(o,
+                "\norder: %d combinations; Spearman of run order with energy per token %+.2f, "
+                "with peak GPU temperature %+.2f (each relative to its workload's mean); rest "
+                "before each combination up to %g s; warm-up %s\n",
+                nca, r->order_rho_energy, r->order_rho_temp, r->cfg.cooldown_s,
+                r->cfg.steady_s <= 0.0 ? "off"
+                : r->warm_steady       ? "until power was steady"
+                                       : "cut at its bound, power not steady");
+        if (fabs(r->order_rho_energy) > 0.5 || fabs(r->order_rho_temp) > 0.5)
+            fprintf(o, "WARNING: the order of the run correlates with its results (|rho| > 0.5): "
+                       "heat carried from one combination to the next may be billed to a "
+                       "strategy; raise --cooldown and --repeats\n");
+        if (nca > 1 && shortest < RUN_SLOW_THERMAL_S)
+            fprintf(o,
+                    "WARNING: the shortest combination ran %.3g s (device clock), less than the "
+                    "GPU's slow thermal time constant (%.0f s): its peak temperatures say more "
+                    "about where the run was than about the strategy; compare them only with "
+                    "longer combinations (--num-samples-per-workload, --epochs)\n",
+                    shortest, RUN_SLOW_THERMAL_S);
         if (r->tel_faults)
             fprintf(o,
                     "\nTELEMETRY FAULTS: %ld of %ld batches were not measured (first at repeat %d "
@@ -152,7 +299,13 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
                 "ui.perfetto.dev)\n",
                 r->csv_path, r->dir, TMOE_RUNLOG_METADATA, r->dir);
     }
+    if (!rc) {
+        double rho_e, rho_t, shortest;
+        order_effects(ca, nca, &rho_e, &rho_t, &shortest);
+        meta_order(r, shortest);
+    }
     for (int i = 0; i < na; i++) free(a[i].lat);
     free(a);
+    free(ca);
     return rc;
 }
