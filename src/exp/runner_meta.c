@@ -75,6 +75,7 @@ static json_t *run_config_json(const run_ctx *r) {
         tmoe_backend_kind_name(c->backend), "impl", tmoe_impl_name(c->impl), "device_id",
         c->device_id, "telemetry", tmoe_telemetry_kind_name(c->telemetry), "cost_model",
         r->cost_path, "sim_devices", c->sim_devices);
+    if (config) json_object_set_new(config, "warmup_steady_s", json_real(c->steady_s));
     if (!config) {
         json_decref(router);
         return NULL;
