@@ -1,8 +1,8 @@
 /* The checks of one decoder step's batch, shared by the CPU and CUDA forwards. */
 #include "thermoe/backend.h"
 
-int tmoe_lm_batch_check(const tmoe_lm_batch *b, const tmoe_lm_slots *s, int vocab_size,
-                        int *T_out, tmoe_error *err) {
+int tmoe_lm_batch_check(const tmoe_lm_batch *b, const tmoe_lm_slots *s, int vocab_size, int *T_out,
+                        tmoe_error *err) {
     int T = 0;
     for (int i = 0; i < b->nseq; i++) {
         int slot = b->slots[i];
