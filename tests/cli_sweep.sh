@@ -4,7 +4,8 @@
 # one with the script itself (CPU backend, simulated telemetry), merge under thermoe analyze
 # (row count = sum, every combination once, no inconsistency); a task run twice gives the
 # same rows apart from run_id, the host-timed router_overhead_ms and the epoch
-# wall_time_unix_s; the bash loop runs; with --seed-rule same the routing of the non-adaptive strategies equals one interleaved run's.
+# wall_time_unix_s; the bash loop runs; with --seed-rule same the routing of the
+# non-adaptive strategies equals one interleaved run's.
 # Values that reach the scripts: a control character anywhere, or in an #SBATCH value what
 # Slurm reads itself, is refused with exit 2 before anything is written; paths with $(...),
 # backquotes, quotes and spaces are quoted, so running the scripts runs nothing of them.
