@@ -117,8 +117,12 @@ static int synth_run(const char *dir, const synth_cfg *c) {
                     fprintf(f, ",%.4f,%.5f,%s", base ? 1.0 : 0.9 + 0.02 * tmoe_rng_uniform(&r),
                             base ? 0.0 : 0.01 + 0.005 * tmoe_rng_uniform(&r), c->telemetry);
                     /* two devices, experts placed round robin */
-                    fprintf(f, ",%.8f;%.8f,%.3f;%.3f,%.2f;%.2f,%d;%d\n", ej * 0.55, ej * 0.45,
+                    fprintf(f, ",%.8f;%.8f,%.3f;%.3f,%.2f;%.2f,%d;%d", ej * 0.55, ej * 0.45,
                             pw * 0.55, pw * 0.45, temp, temp - 2, dev_tok[0], dev_tok[1]);
+                    /* columns added after device_tokens: unknown */
+                    for (int x = TMOE_RL_DEVICE_TOKENS + 1; x < TMOE_RL_NCOLS; x++)
+                        fputs(",nan", f);
+                    fputc('\n', f);
                 }
             }
     if (fclose(f) != 0) return -1;

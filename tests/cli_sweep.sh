@@ -3,8 +3,9 @@
 # names every repeat x workload x strategy combination exactly once; its tasks, run one by
 # one with the script itself (CPU backend, simulated telemetry), merge under thermoe analyze
 # (row count = sum, every combination once, no inconsistency); a task run twice gives the
-# same rows apart from run_id and the host-timed router_overhead_ms; the bash loop runs; with
-# --seed-rule same the routing of the non-adaptive strategies equals one interleaved run's.
+# same rows apart from run_id, the host-timed router_overhead_ms and the epoch
+# wall_time_unix_s; the bash loop runs; with --seed-rule same the routing of the
+# non-adaptive strategies equals one interleaved run's.
 # Values that reach the scripts: a control character anywhere, or in an #SBATCH value what
 # Slurm reads itself, is refused with exit 2 before anything is written; paths with $(...),
 # backquotes, quotes and spaces are quoted, so running the scripts runs nothing of them.
@@ -147,7 +148,7 @@ done
 # router's host wall time
 mv sw/task_0 first0
 SLURM_ARRAY_TASK_ID=0 bash "$S" >/dev/null 2>&1 || fail "task 0 rerun"
-strip() { awk -F, 'NR == 1 {for (c = 1; c <= NF; c++) if ($c == "run_id" || $c == "router_overhead_ms") skip[c] = 1}
+strip() { awk -F, 'NR == 1 {for (c = 1; c <= NF; c++) if ($c == "run_id" || $c == "router_overhead_ms" || $c == "wall_time_unix_s") skip[c] = 1}
                    {s = ""; for (c = 1; c <= NF; c++) if (!skip[c]) s = s $c ","; print s}' "$1"; }
 diff <(strip first0/batches.csv) <(strip sw/task_0/batches.csv) >"$T/d.log" || fail "task 0 is not deterministic: $(head -5 "$T/d.log")"
 # a task whose directory already holds a complete run is resumed, not duplicated

@@ -82,6 +82,18 @@ EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t d, nvmlPciInfo_t *p) {
     strcpy(p->busId, "00000000:18:00.0");
     return 0;
 }
+/* CUDA 12.8; application clocks 1755 / 2619 MHz; no nvmlDeviceGetPersistenceMode (the
+ * field stays unknown) */
+EXPORT nvmlReturn_t nvmlSystemGetCudaDriverVersion_v2(int *v) {
+    *v = 12080;
+    return 0;
+}
+EXPORT nvmlReturn_t nvmlDeviceGetApplicationsClock(nvmlDevice_t d, int type, unsigned int *mhz) {
+    (void)d;
+    if (type != NVML_CLOCK_SM && type != NVML_CLOCK_MEM) return NVML_ERROR_NOT_SUPPORTED;
+    *mhz = type == NVML_CLOCK_SM ? 1755 : 2619;
+    return 0;
+}
 EXPORT nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t d, unsigned int *mw) {
     *mw = 700000;
     return 0;

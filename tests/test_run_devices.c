@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "thermoe/analyze.h"
 #include "thermoe/exp.h"
@@ -149,7 +150,61 @@ static void test_sim_one_device(void **state) {
     (void)state;
     int dev_of[E] = {0};
     tmoe_run_config c = small_run("sim1", TMOE_TELEMETRY_SIM, 1, NULL);
-    tmoe_dataset_free(run_and_check(&c, 1, dev_of));
+    tmoe_dataset *ds = run_and_check(&c, 1, dev_of);
+    /* the columns added at the end: the window energy_j covers, the epoch time it closed
+     * (within a minute of now), the memory clock and utilisation the simulated GPU has, and
+     * unknown (nan, never 0) for PCIe, which it does not simulate; the gradient norm of
+     * the TTHA update on its rows only */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int grads = 0;
+    for (int i = 0; i < tmoe_dataset_nrows(ds); i++) {
+        const tmoe_analyze_row *r = tmoe_dataset_row(ds, i);
+        double win = r->num[TMOE_RL_ENERGY_WINDOW_S];
+        if (!(win > 0.0) ||
+            !close_rel(win, r->num[TMOE_RL_ENERGY_J] / r->num[TMOE_RL_POWER_AVG_W], TOL_CELL_SUM))
+            fail_msg("row %d: energy_window_s %g", i, win);
+        double wall = r->num[TMOE_RL_WALL_TIME_UNIX_S];
+        if (!(fabs(wall - (double)now.tv_sec) < 60.0))
+            fail_msg("row %d: wall_time_unix_s %.3f, now %lld", i, wall, (long long)now.tv_sec);
+        assert_true(r->num[TMOE_RL_MEM_CLOCK_MHZ] > 0.0);
+        assert_true(r->num[TMOE_RL_MEM_UTIL_PCT] >= 0.0);
+        assert_true(isnan(r->num[TMOE_RL_PCIE_RX_MBPS]));
+        assert_true(isnan(r->num[TMOE_RL_PCIE_TX_MBPS]));
+        double g = r->num[TMOE_RL_TTHA_GRAD_NORM];
+        if (!strcmp(r->str[TMOE_RL_STRATEGY], "baseline"))
+            assert_true(isnan(g));
+        else if (!isnan(g))
+            grads += g >= 0.0;
+    }
+    assert_true(grads > 0);
+    tmoe_dataset_free(ds);
+    /* the raw cells say nan, not 0 or empty */
+    char path[600], line[16384];
+    snprintf(path, sizeof path, "%s/batches.csv", c.out_dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof line, f));
+    assert_non_null(fgets(line, sizeof line, f));
+    fclose(f);
+    line[strcspn(line, "\n")] = '\0';
+    assert_non_null(strstr(line, ",nan,nan,")); /* pcie_rx_mbps, pcie_tx_mbps */
+    /* metadata: where it ran, and "simulated" for what a simulated GPU has no value of */
+    snprintf(path, sizeof path, "%s/metadata.json", c.out_dir);
+    json_error_t je;
+    json_t *meta = json_load_file(path, 0, &je);
+    if (!meta) fail_msg("%s:%d:%d: %s", path, je.line, je.column, je.text);
+    json_t *host = json_object_get(meta, "host"), *dev = json_object_get(meta, "device");
+    const char *hn = json_string_value(json_object_get(host, "hostname"));
+    assert_true(hn && *hn);
+    assert_non_null(json_object_get(host, "slurm_job_id"));
+    assert_string_equal(json_string_value(json_object_get(dev, "driver")), "simulated");
+    assert_string_equal(json_string_value(json_object_get(dev, "cuda_driver_version")),
+                        "simulated");
+    assert_string_equal(json_string_value(json_object_get(dev, "persistence_mode")), "simulated");
+    assert_non_null(json_string_value(json_object_get(dev, "cuda_runtime_version")));
+    assert_true(json_number_value(json_object_get(dev, "power_limit_w")) > 0.0);
+    json_decref(meta);
 }
 
 typedef struct events {
@@ -240,6 +295,21 @@ static void test_nvml_two_devices(void **state) {
     tmoe_dataset_free(ds);
     unsetenv("FAKE_NVML_DEVICES");
     unsetenv("THERMOE_NVML_LIB");
+    /* the device's provenance from NVML: what the fake library answers, and unknown for
+     * the call it lacks (nvmlDeviceGetPersistenceMode) */
+    char path[600];
+    snprintf(path, sizeof path, "%s/metadata.json", c.out_dir);
+    json_error_t je;
+    json_t *meta = json_load_file(path, 0, &je);
+    if (!meta) fail_msg("%s:%d:%d: %s", path, je.line, je.column, je.text);
+    json_t *dev = json_object_get(meta, "device");
+    assert_string_equal(json_string_value(json_object_get(dev, "driver")), "999.1.2-fake");
+    assert_string_equal(json_string_value(json_object_get(dev, "cuda_driver_version")), "12.8");
+    assert_string_equal(json_string_value(json_object_get(dev, "persistence_mode")), "unknown");
+    assert_true(json_number_value(json_object_get(dev, "applications_clock_sm_mhz")) == 1755.0);
+    assert_true(json_number_value(json_object_get(dev, "applications_clock_mem_mhz")) == 2619.0);
+    assert_true(json_number_value(json_object_get(dev, "power_limit_w")) == 700.0);
+    json_decref(meta);
 }
 
 static json_t *load_metadata(const char *dir) {

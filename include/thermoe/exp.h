@@ -90,7 +90,17 @@ typedef struct tmoe_runlog_col {
     X(DEVICE_TEMP_END_C, "device_temp_end_c", TMOE_COL_LIST_DBL,                                   \
       "C per device at the batch's end")                                                           \
     X(DEVICE_TOKENS, "device_tokens", TMOE_COL_LIST_INT,                                           \
-      "token copies routed to each device's experts")
+      "token copies routed to each device's experts")                                              \
+    X(ENERGY_WINDOW_S, "energy_window_s", TMOE_COL_DOUBLE,                                         \
+      "s, length of the measurement window energy_j covers")                                       \
+    X(WALL_TIME_UNIX_S, "wall_time_unix_s", TMOE_COL_DOUBLE,                                       \
+      "s since 1970-01-01 UTC (ms resolution) when the batch's window closed")                     \
+    X(MEM_UTIL_PCT, "mem_util_pct", TMOE_COL_DOUBLE, "%, memory busy, mean over the batch")        \
+    X(MEM_CLOCK_MHZ, "mem_clock_mhz", TMOE_COL_DOUBLE, "MHz, memory clock, mean")                  \
+    X(PCIE_RX_MBPS, "pcie_rx_mbps", TMOE_COL_DOUBLE,                                               \
+      "MB/s received over PCIe (summed over devices)")                                             \
+    X(PCIE_TX_MBPS, "pcie_tx_mbps", TMOE_COL_DOUBLE, "MB/s sent over PCIe (summed over devices)")  \
+    X(TTHA_GRAD_NORM, "ttha_grad_norm", TMOE_COL_DOUBLE, "L2 norm of the TTHA update's gradient")
 
 #define TMOE_RUNLOG_ENUM_(id, name, type, unit) TMOE_RL_##id,
 typedef enum { TMOE_RUNLOG_COLUMNS(TMOE_RUNLOG_ENUM_) TMOE_RL_NCOLS } tmoe_runlog_col_id;

@@ -92,6 +92,12 @@ typedef struct tmoe_device_info {
     double slowdown_temp_c; /* C (NAN unknown) */
     double shutdown_temp_c; /* C (NAN unknown) */
     uint32_t supported;     /* fields that answered a probe read at open */
+    /* newest CUDA version the driver supports ("12.8"; nvmlSystemGetCudaDriverVersion),
+     * "simulated" or "unknown" */
+    char cuda_driver[16];
+    int persistence_mode;     /* 1 on, 0 off, -1 unknown (simulated GPU: -1) */
+    double app_sm_clock_mhz;  /* application (target) SM clock, MHz (NAN unknown) */
+    double app_mem_clock_mhz; /* application memory clock, MHz (NAN unknown) */
 } tmoe_device_info;
 
 typedef enum { TMOE_TELEMETRY_AUTO, TMOE_TELEMETRY_NVML, TMOE_TELEMETRY_SIM } tmoe_telemetry_kind;
@@ -344,7 +350,9 @@ typedef struct tmoe_meter_values {
     double mem_clock_mhz;                                     /* MHz, mean over the samples */
     double gpu_util_pct;                                      /* %, mean over the samples */
     double mem_util_pct;                                      /* %, mean over the samples */
-    uint64_t throttle;  /* OR of the samples' clock-event reasons, GpuIdle removed */
+    double pcie_rx_kbs, pcie_tx_kbs; /* KB/s, mean over the samples that carry it (read every
+                                        slow period); total: the sum over the devices */
+    uint64_t throttle;               /* OR of the samples' clock-event reasons, GpuIdle removed */
     int throttle_known; /* 1 when a sample carried throttle reasons (else throttle 0) */
     int samples;        /* samples inside the window; 0: the latest sample before it
                            stood in for the temperatures, clocks and power */

@@ -2,6 +2,7 @@
  * routers see, telemetry faults, and the energy of the expert-parallel link. */
 #include <math.h>
 #include <stdio.h>
+#include <time.h>
 
 #include "thermoe/ep.h"
 #include "exp/runner_internal.h"
@@ -28,6 +29,13 @@ void run_hw_from_reading(run_ctx *r, const tmoe_meter_reading *rd, batch_hw *hw)
     hw->mem_temp_peak_c = t->mem_temp_peak_c;
     hw->sm_clock_mhz = t->sm_clock_mhz;
     hw->gpu_util_pct = t->gpu_util_pct;
+    hw->mem_clock_mhz = t->mem_clock_mhz;
+    hw->mem_util_pct = t->mem_util_pct;
+    hw->pcie_rx_mbps = t->pcie_rx_kbs / 1e3; /* NVML's KB/s */
+    hw->pcie_tx_mbps = t->pcie_tx_kbs / 1e3;
+    struct timespec ts;
+    hw->wall_end_unix_s =
+        clock_gettime(CLOCK_REALTIME, &ts) == 0 ? (double)ts.tv_sec + ts.tv_nsec / 1e9 : NAN;
     hw->throttle = t->throttle;
     for (int d = 0; d < r->ndev; d++) {
         hw->dev_energy_j[d] = rd->dev[d].energy_j;

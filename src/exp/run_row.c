@@ -1,6 +1,7 @@
 /* What a batch leaves behind: its batches.csv row (the update's loss terms are added when the
  * row is written, run_update.c) and its spans and counters in the combination's trace. */
 #include <math.h>
+#include <stdio.h>
 
 #include "exp/runner_internal.h"
 
@@ -52,6 +53,15 @@ void run_row_fill(run_ctx *r, const run_combo *c, const batch_out *o) {
     int32_t dev_tok[TMOE_ROUTE_MAX_DEVICES] = {0};
     for (int e = 0; e < E; e++) dev_tok[r->placement.device[e]] += o->m.tokens_per_expert[e];
     tmoe_runlog_row_ints(row, TMOE_RL_DEVICE_TOKENS, dev_tok, r->placement.num_devices);
+    tmoe_runlog_row_dbl(row, TMOE_RL_ENERGY_WINDOW_S, o->hw.period_s);
+    /* epoch seconds, 3 decimals (ms): joins with nvidia-smi / DCGM timestamps */
+    char wall[32] = "nan";
+    if (!isnan(o->hw.wall_end_unix_s)) snprintf(wall, sizeof wall, "%.3f", o->hw.wall_end_unix_s);
+    tmoe_runlog_row_str(row, TMOE_RL_WALL_TIME_UNIX_S, wall);
+    tmoe_runlog_row_dbl(row, TMOE_RL_MEM_UTIL_PCT, o->hw.mem_util_pct);
+    tmoe_runlog_row_dbl(row, TMOE_RL_MEM_CLOCK_MHZ, o->hw.mem_clock_mhz);
+    tmoe_runlog_row_dbl(row, TMOE_RL_PCIE_RX_MBPS, o->hw.pcie_rx_mbps);
+    tmoe_runlog_row_dbl(row, TMOE_RL_PCIE_TX_MBPS, o->hw.pcie_tx_mbps);
 }
 
 /* The batch in the trace: its ops laid end to end on the device track, the router on the

@@ -69,6 +69,7 @@ int run_update_finish(run_ctx *r, tmoe_error *err) {
     tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_FIDELITY, rec.fidelity);
     tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_TOTAL_LOSS, rec.total);
     tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_LR, rec.lr);
+    tmoe_runlog_row_dbl(row, TMOE_RL_TTHA_GRAD_NORM, rec.grad_norm);
     return tmoe_runlog_write(r->log, row, err);
 }
 

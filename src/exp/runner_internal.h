@@ -34,6 +34,9 @@ typedef struct batch_hw {
                                                        energy is NAN) */
     double temp_start_c, temp_end_c, temp_peak_c, mem_temp_peak_c;
     double sm_clock_mhz, gpu_util_pct;
+    double mem_clock_mhz, mem_util_pct;
+    double pcie_rx_mbps, pcie_tx_mbps; /* MB/s, NAN unknown (not sampled in the window) */
+    double wall_end_unix_s;            /* CLOCK_REALTIME when the window closed, s */
     uint64_t throttle;
     double expert_ms[TMOE_MAX_EXPERTS];
     double op_ms[TMOE_OP_COUNT];

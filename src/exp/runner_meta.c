@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "exp/runner_internal.h"
 
@@ -213,6 +214,52 @@ int run_fingerprint_diff(json_t *was, json_t *now, char *buf, size_t n) {
     return count;
 }
 
+/* metadata.json's "host": where the run ran (hostname, the Slurm job if any), so that logs of
+ * several machines and jobs can be told apart and joined with the scheduler's records. */
+static json_t *host_json(void) {
+    char name[256] = "";
+    if (gethostname(name, sizeof name - 1) != 0 || !name[0]) snprintf(name, sizeof name, "unknown");
+    json_t *h = json_pack("{s:s}", "hostname", name);
+    static const struct {
+        const char *key, *env;
+    } slurm[] = {{"slurm_job_id", "SLURM_JOB_ID"},
+                 {"slurm_array_job_id", "SLURM_ARRAY_JOB_ID"},
+                 {"slurm_array_task_id", "SLURM_ARRAY_TASK_ID"}};
+    for (size_t i = 0; h && i < sizeof slurm / sizeof *slurm; i++) {
+        const char *v = getenv(slurm[i].env);
+        json_object_set_new(h, slurm[i].key, v && *v ? json_string(v) : json_null());
+    }
+    return h;
+}
+
+/* The device's provenance beyond name and power limit: driver and CUDA versions,
+ * persistence mode and application clocks (NVML; "simulated" on the simulated GPU). */
+static void device_more(const run_ctx *r, json_t *dev) {
+    const tmoe_device_info *d = &r->dev_info;
+    int sim = r->sim != NULL;
+    const char *driver = d->driver[0] ? d->driver : r->dev_driver;
+    json_object_set_new(dev, "driver", json_string(sim ? "simulated" : driver));
+    json_object_set_new(dev, "cuda_driver_version",
+                        json_string(sim                 ? "simulated"
+                                    : d->cuda_driver[0] ? d->cuda_driver
+                                                        : "unknown"));
+#ifdef THERMOE_CUDA_TOOLKIT_VERSION
+    const char *rt = THERMOE_CUDA_TOOLKIT_VERSION;
+#else
+    const char *rt = "not built with CUDA";
+#endif
+    json_object_set_new(dev, "cuda_runtime_version", json_string(rt));
+    json_object_set_new(dev, "persistence_mode",
+                        json_string(sim                        ? "simulated"
+                                    : d->persistence_mode == 1 ? "enabled"
+                                    : d->persistence_mode == 0 ? "disabled"
+                                                               : "unknown"));
+    json_object_set_new(dev, "applications_clock_sm_mhz", num(d->app_sm_clock_mhz));
+    json_object_set_new(dev, "applications_clock_mem_mhz", num(d->app_mem_clock_mhz));
+    json_object_set_new(dev, "slowdown_temp_c", num(d->slowdown_temp_c));
+    json_object_set_new(dev, "shutdown_temp_c", num(d->shutdown_temp_c));
+}
+
 int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_error *err) {
     const tmoe_run_config *c = &r->cfg;
     char ended[40] = "", sum[32];
@@ -255,6 +302,8 @@ int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_
     if (!root) return tmoe_errorf(err, TMOE_EINVAL, "internal: metadata JSON could not be built");
     json_object_set_new(root, "backend",
                         json_string(r->eng ? tmoe_engine_backend_name(r->eng) : ""));
+    device_more(r, json_object_get(root, "device"));
+    json_object_set_new(root, "host", host_json());
     if (reason) json_object_set_new(root, "error", json_string(reason));
     json_t *tel = json_object_get(root, "telemetry");
     json_object_set_new(tel, "devices_found", json_integer(r->ndev_found));

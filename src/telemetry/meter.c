@@ -18,7 +18,8 @@
  *   the peak is an upper bound of the total's peak, exact with one device), the method the
  *   weakest device's, peak temperatures the hottest device's, start and end temperatures
  *   the own device's, clocks, utilisation and throttle reasons over every sample of every
- *   device; own_only makes every total the own device's. */
+ *   device, PCIe throughput the sum of the devices' means; own_only makes every total the own
+ * device's. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -85,8 +86,8 @@ void tmoe_meter_begin(tmoe_meter *m, tmoe_meter_window *w) {
 /* Running sums over samples: one per device, one for the total (own_only: the own device's
  * samples only). Sums are taken in sample order, device after device. */
 typedef struct acc {
-    double clk, clk_max, mclk, util, mutil;
-    int nclk, nmclk, nutil, nmutil;
+    double clk, clk_max, mclk, util, mutil, rx, tx;
+    int nclk, nmclk, nutil, nmutil, nrx, ntx;
     uint64_t throttle;
     int throttle_known, samples;
 } acc;
@@ -114,6 +115,14 @@ static void acc_add(acc *a, const tmoe_sample *s) {
         a->mutil += s->mem_util_pct;
         a->nmutil++;
     }
+    if (s->valid & TMOE_F_PCIE_RX) {
+        a->rx += s->pcie_rx_kbs;
+        a->nrx++;
+    }
+    if (s->valid & TMOE_F_PCIE_TX) {
+        a->tx += s->pcie_tx_kbs;
+        a->ntx++;
+    }
     if (s->valid & TMOE_F_THROTTLE) {
         a->throttle |= s->throttle_reasons & ~TMOE_THROTTLE_GPU_IDLE;
         a->throttle_known = 1;
@@ -126,6 +135,8 @@ static void acc_put(const acc *a, tmoe_meter_values *v) {
     v->mem_clock_mhz = a->nmclk ? a->mclk / a->nmclk : NAN;
     v->gpu_util_pct = a->nutil ? a->util / a->nutil : NAN;
     v->mem_util_pct = a->nmutil ? a->mutil / a->nmutil : NAN;
+    v->pcie_rx_kbs = a->nrx ? a->rx / a->nrx : NAN;
+    v->pcie_tx_kbs = a->ntx ? a->tx / a->ntx : NAN;
     v->throttle = a->throttle;
     v->throttle_known = a->throttle_known;
 }
@@ -178,6 +189,7 @@ static void values_unknown(tmoe_meter_values *v) {
     v->mem_temp_start_c = v->mem_temp_end_c = v->mem_temp_peak_c = NAN;
     v->sm_clock_mhz = v->sm_clock_max_mhz = v->mem_clock_mhz = NAN;
     v->gpu_util_pct = v->mem_util_pct = NAN;
+    v->pcie_rx_kbs = v->pcie_tx_kbs = NAN;
     v->method = TMOE_ENERGY_NONE;
 }
 
@@ -200,7 +212,7 @@ int tmoe_meter_end(tmoe_meter *m, const tmoe_meter_window *w, tmoe_meter_reading
     values_unknown(tv);
     acc tot;
     acc_init(&tot);
-    double energy = 0.0, peak_sum = 0.0;
+    double energy = 0.0, peak_sum = 0.0, rx_sum = 0.0, tx_sum = 0.0;
     int peak_known = 1, weakest = -1;
     for (int d = 0; d < m->n; d++) {
         tmoe_meter_values *v = &r->dev[d];
@@ -264,7 +276,11 @@ int tmoe_meter_end(tmoe_meter *m, const tmoe_meter_window *w, tmoe_meter_reading
             peak_sum += v->power_peak_w;
         max_into(&tv->gpu_temp_peak_c, v->gpu_temp_peak_c);
         max_into(&tv->mem_temp_peak_c, v->mem_temp_peak_c);
-        if (mine) tv->lost |= v->lost;
+        if (mine) {
+            tv->lost |= v->lost;
+            rx_sum += v->pcie_rx_kbs; /* NAN when a device's is unknown */
+            tx_sum += v->pcie_tx_kbs;
+        }
     }
     const tmoe_meter_values *ov = &r->dev[own];
     if (m->cfg.own_only) {
@@ -284,6 +300,8 @@ int tmoe_meter_end(tmoe_meter *m, const tmoe_meter_window *w, tmoe_meter_reading
     tv->mem_temp_start_c = ov->mem_temp_start_c;
     tv->mem_temp_end_c = ov->mem_temp_end_c;
     acc_put(&tot, tv);
+    tv->pcie_rx_kbs = rx_sum; /* PCIe traffic adds up over the devices */
+    tv->pcie_tx_kbs = tx_sum;
     tv->samples = tot.samples;
     return TMOE_OK;
 }

@@ -36,6 +36,9 @@ typedef struct nvml_api {
     nvmlReturn_t (*reasons)(nvmlDevice_t, unsigned long long *);
     nvmlReturn_t (*pcie)(nvmlDevice_t, int, unsigned int *);
     nvmlReturn_t (*fan)(nvmlDevice_t, unsigned int *);
+    nvmlReturn_t (*cuda_driver)(int *);
+    nvmlReturn_t (*persistence)(nvmlDevice_t, nvmlEnableState_t *);
+    nvmlReturn_t (*app_clock)(nvmlDevice_t, int, unsigned int *);
 } nvml_api;
 
 typedef struct nvdev {
@@ -121,6 +124,9 @@ static int nvml_load(nvml_api *a, const char *path, tmoe_error *err) {
          "nvmlDeviceGetCurrentClocksThrottleReasons");
     LOAD(pcie, "nvmlDeviceGetPcieThroughput");
     LOAD(fan, "nvmlDeviceGetFanSpeed");
+    LOAD(cuda_driver, "nvmlSystemGetCudaDriverVersion_v2", "nvmlSystemGetCudaDriverVersion");
+    LOAD(persistence, "nvmlDeviceGetPersistenceMode");
+    LOAD(app_clock, "nvmlDeviceGetApplicationsClock");
     return TMOE_OK;
 }
 
@@ -213,7 +219,20 @@ static int nv_open(void **state, const void *cfg, tmoe_error *err) {
         } else {
             snprintf(inf->pci_id, sizeof inf->pci_id, "unknown");
         }
+        int cv = 0;
+        if (a->cuda_driver && a->cuda_driver(&cv) == NVML_SUCCESS && cv > 0)
+            snprintf(inf->cuda_driver, sizeof inf->cuda_driver, "%d.%d", cv / 1000, cv % 1000 / 10);
+        else
+            snprintf(inf->cuda_driver, sizeof inf->cuda_driver, "unknown");
+        nvmlEnableState_t pm = NVML_FEATURE_DISABLED;
+        inf->persistence_mode =
+            a->persistence && a->persistence(d->h, &pm) == NVML_SUCCESS ? pm != 0 : -1;
+        inf->app_sm_clock_mhz = inf->app_mem_clock_mhz = NAN;
         unsigned int v;
+        if (a->app_clock && a->app_clock(d->h, NVML_CLOCK_SM, &v) == NVML_SUCCESS)
+            inf->app_sm_clock_mhz = v;
+        if (a->app_clock && a->app_clock(d->h, NVML_CLOCK_MEM, &v) == NVML_SUCCESS)
+            inf->app_mem_clock_mhz = v;
         if (a->power_limit && a->power_limit(d->h, &v) == NVML_SUCCESS)
             inf->power_limit_w = v * 1e-3;
         if (a->threshold && a->threshold(d->h, NVML_TEMP_THRESHOLD_SLOWDOWN, &v) == NVML_SUCCESS)

@@ -44,6 +44,7 @@ typedef struct {
 typedef struct {
     unsigned int gpu, memory;
 } nvmlUtilization_t;
+typedef enum { NVML_FEATURE_DISABLED = 0, NVML_FEATURE_ENABLED = 1 } nvmlEnableState_t;
 #define NVML_FI_DEV_MEMORY_TEMP 82
 #define NVML_FI_DEV_POWER_INSTANT 186
 #define NVML_TEMPERATURE_GPU 0

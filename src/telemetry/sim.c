@@ -469,6 +469,9 @@ static int src_info(void *state, int dev, tmoe_device_info *o, tmoe_error *err) 
     o->slowdown_temp_c = SIM_SLOWDOWN_C;
     o->shutdown_temp_c = SIM_SHUTDOWN_C;
     o->supported = TMOE_F_ALL & ~(TMOE_F_PCIE_RX | TMOE_F_PCIE_TX | TMOE_F_FAN);
+    snprintf(o->cuda_driver, sizeof o->cuda_driver, "simulated");
+    o->persistence_mode = -1;
+    o->app_sm_clock_mhz = o->app_mem_clock_mhz = NAN;
     return TMOE_OK;
 }
 static int src_read(void *state, int dev, uint32_t fields, tmoe_sample *o, tmoe_error *err) {
