@@ -262,11 +262,16 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
         }
         double shortest;
         order_effects(ca, nca, &r->order_rho_energy, &r->order_rho_temp, &shortest);
+        /* rho is undefined (nan) when a quantity does not vary, e.g. whole-degree peaks */
+        char rho_e[48] = "undefined (no variation)", rho_t[48] = "undefined (no variation)";
+        if (!isnan(r->order_rho_energy))
+            snprintf(rho_e, sizeof rho_e, "%+.2f", r->order_rho_energy);
+        if (!isnan(r->order_rho_temp)) snprintf(rho_t, sizeof rho_t, "%+.2f", r->order_rho_temp);
         fprintf(o,
-                "\norder: %d combinations; Spearman of run order with energy per token %+.2f, "
-                "with peak GPU temperature %+.2f (each relative to its workload's mean); rest "
+                "\norder: %d combinations; Spearman of run order with energy per token %s, "
+                "with peak GPU temperature %s (each relative to its workload's mean); rest "
                 "before each combination up to %g s; warm-up %s\n",
-                nca, r->order_rho_energy, r->order_rho_temp, r->cfg.cooldown_s,
+                nca, rho_e, rho_t, r->cfg.cooldown_s,
                 r->cfg.steady_s <= 0.0 ? "off"
                 : r->warm_steady       ? "until power was steady"
                                        : "cut at its bound, power not steady");
