@@ -529,34 +529,17 @@ static int use_cublas(const cuda_state *s) {
     return any && avg >= tmoe_cuda_cublas_min_tokens && weights >= tmoe_cuda_cublas_min_weights;
 }
 
+/* The MoE step as graph capture sees it (s->capturing: nothing may synchronise). */
+static int enqueue_captured(void *ctx, tmoe_error *err) {
+    cuda_state *s = ctx;
+    s->capturing = 1;
+    int rc = moe_enqueue(s, 0, err);
+    s->capturing = 0;
+    return rc;
+}
+
 static int run_graph(cuda_state *s, tmoe_error *err) {
-    cudaGraphExec_t *ge = &s->graphs[s->T];
-    if (!*ge) {
-        cudaGraph_t g = NULL;
-        TMOE_CUDA_CHECK(cudaStreamBeginCapture(s->st, cudaStreamCaptureModeThreadLocal), err);
-        s->capturing = 1;
-        int rc = moe_enqueue(s, 0, err);
-        s->capturing = 0;
-        cudaError_t ce = cudaStreamEndCapture(s->st, &g);
-        if (rc) {
-            /* the capture's error is the one to report */
-            if (g) TMOE_CUDA_WARN(cudaGraphDestroy(g));
-            return rc;
-        }
-        if (ce != cudaSuccess)
-            return tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: cudaStreamEndCapture: %s", __FILE__,
-                               __LINE__, cudaGetErrorString(ce));
-        ce = cudaGraphInstantiate(ge, g, 0);
-        if (ce != cudaSuccess) {
-            *ge = NULL;
-            TMOE_CUDA_WARN(cudaGraphDestroy(g));
-            return tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: cudaGraphInstantiate: %s", __FILE__,
-                               __LINE__, cudaGetErrorString(ce));
-        }
-        TMOE_CUDA_CHECK(cudaGraphDestroy(g), err); /* *ge stays: cuda_destroy frees it */
-    }
-    TMOE_CUDA_CHECK(cudaGraphLaunch(*ge, s->st), err);
-    return TMOE_OK;
+    return tmoe_cuda_graph_run(&s->graphs[s->T], s->st, enqueue_captured, s, err);
 }
 
 static int cuda_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error *err) {

@@ -157,6 +157,12 @@ extern long tmoe_cuda_cublas_min_weights;
 int tmoe_cuda_single_expert_routing(int n, int32_t *experts, int32_t *counts, int32_t *offsets,
                                     cudaStream_t stream, tmoe_error *err);
 
+/* Launch the graph in *ge on st; on its first use, capture it from enqueue(ctx, err) on st
+ * and instantiate it into *ge (owned by the caller, who destroys it). A capture or
+ * instantiation that fails leaves *ge NULL and reports the first error. */
+int tmoe_cuda_graph_run(cudaGraphExec_t *ge, cudaStream_t st,
+                        int (*enqueue)(void *ctx, tmoe_error *err), void *ctx, tmoe_error *err);
+
 #ifdef __cplusplus
 }
 #endif

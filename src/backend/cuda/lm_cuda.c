@@ -587,31 +587,20 @@ static int enqueue(tmoe_cuda_lm *r, int T, int R, tmoe_error *err) {
 }
 
 /* Capture the decode step of T sequences once, replay it after. */
+/* A decode step of T tokens, T rows of logits: what the graph of batch size T replays. */
+typedef struct decode_step {
+    tmoe_cuda_lm *r;
+    int T;
+} decode_step;
+
+static int enqueue_decode(void *ctx, tmoe_error *err) {
+    decode_step *d = ctx;
+    return enqueue(d->r, d->T, d->T, err);
+}
+
 static int run_graph(tmoe_cuda_lm *r, int T, tmoe_error *err) {
-    cudaGraphExec_t *ge = &r->graphs[T];
-    if (!*ge) {
-        cudaGraph_t g = NULL;
-        TMOE_CUDA_CHECK(cudaStreamBeginCapture(r->st, cudaStreamCaptureModeThreadLocal), err);
-        int rc = enqueue(r, T, T, err);
-        cudaError_t ce = cudaStreamEndCapture(r->st, &g);
-        if (rc) {
-            if (g) TMOE_CUDA_WARN(cudaGraphDestroy(g));
-            return rc;
-        }
-        if (ce != cudaSuccess)
-            return tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: cudaStreamEndCapture: %s", __FILE__,
-                               __LINE__, cudaGetErrorString(ce));
-        ce = cudaGraphInstantiate(ge, g, 0);
-        if (ce != cudaSuccess) {
-            *ge = NULL;
-            TMOE_CUDA_WARN(cudaGraphDestroy(g));
-            return tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: cudaGraphInstantiate: %s", __FILE__,
-                               __LINE__, cudaGetErrorString(ce));
-        }
-        TMOE_CUDA_CHECK(cudaGraphDestroy(g), err);
-    }
-    TMOE_CUDA_CHECK(cudaGraphLaunch(*ge, r->st), err);
-    return TMOE_OK;
+    decode_step d = {r, T};
+    return tmoe_cuda_graph_run(&r->graphs[T], r->st, enqueue_decode, &d, err);
 }
 
 static int check_batch(const tmoe_cuda_lm *r, const tmoe_lm_batch *b, int *T_out, tmoe_error *err) {
