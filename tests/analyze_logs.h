@@ -26,14 +26,29 @@ typedef struct {
     uint64_t seed;
     const char *telemetry; /* "nvml" or "sim" */
     const char *device;
-    const int *noop; /* per strategy (NULL = none): routing logged as equal to baseline's
-                        (top-k agreement 1, output error 0, no biases) */
+    const int *noop;         /* per strategy (NULL = none): routing logged as equal to baseline's
+                                (top-k agreement 1, output error 0, no biases) */
+    const double *nll_delta; /* per strategy (NULL = no quality columns): nll = nll_baseline +
+                                delta x (1 + 0.2 N(0,1) per repeat), nll_baseline ~ 3 nats */
 } synth_cfg;
 
-static void synth_header(FILE *f) {
+/* The quality columns, read by name: in runlog.h's list once the writer has them, else
+ * appended after it (a newer writer's file). */
+static const char *const synth_quality[] = {"nll", "nll_baseline", "tokens_scored"};
+
+static void synth_header(FILE *f, int quality) {
     for (int c = 0; c < TMOE_RL_NCOLS; c++)
         fprintf(f, "%s%s", c ? "," : "", tmoe_runlog_cols[c].name);
+    for (int q = 0; quality && q < 3; q++)
+        if (tmoe_runlog_col_find(synth_quality[q]) < 0) fprintf(f, ",%s", synth_quality[q]);
     fputc('\n', f);
+}
+
+/* The value of the quality column called name in a row with these NLLs. */
+static double synth_quality_value(const char *name, double nll, double nll_base) {
+    if (strcmp(name, "nll") == 0) return nll;
+    if (strcmp(name, "nll_baseline") == 0) return nll_base;
+    return 255.0;
 }
 
 /* A CSV cell, RFC 4180 quoted when it holds a comma, quote, CR or LF (names in the tests
@@ -64,7 +79,7 @@ static int synth_run(const char *dir, const synth_cfg *c) {
     snprintf(path, sizeof path, "%s/%s", dir, TMOE_RUNLOG_CSV);
     FILE *f = fopen(path, "w");
     if (!f) return -1;
-    synth_header(f);
+    synth_header(f, c->nll_delta != NULL);
     tmoe_rng r;
     tmoe_rng_seed(&r, c->seed);
     double t = 0.0;
@@ -72,6 +87,8 @@ static int synth_run(const char *dir, const synth_cfg *c) {
         for (int w = 0; w < c->nworkloads; w++)
             for (int s = 0; s < c->nstrategies; s++) {
                 double run_off = c->run_sd * tmoe_rng_normal(&r);
+                double nll_d =
+                    c->nll_delta ? c->nll_delta[s] * (1.0 + 0.2 * tmoe_rng_normal(&r)) : 0.0;
                 int ttha = strstr(c->strategies[s], "ttha") != NULL && !(c->noop && c->noop[s]);
                 int base = strcmp(c->strategies[s], "baseline") == 0 || (c->noop && c->noop[s]);
                 for (int b = 0; b < c->batches; b++) {
@@ -119,9 +136,21 @@ static int synth_run(const char *dir, const synth_cfg *c) {
                     /* two devices, experts placed round robin */
                     fprintf(f, ",%.8f;%.8f,%.3f;%.3f,%.2f;%.2f,%d;%d", ej * 0.55, ej * 0.45,
                             pw * 0.55, pw * 0.45, temp, temp - 2, dev_tok[0], dev_tok[1]);
-                    /* columns added after device_tokens: unknown */
-                    for (int x = TMOE_RL_DEVICE_TOKENS + 1; x < TMOE_RL_NCOLS; x++)
-                        fputs(",nan", f);
+                    /* columns added after device_tokens: unknown, but for the quality ones */
+                    double nb = 3.0 + 0.01 * b, nl = nb + nll_d;
+                    for (int x = TMOE_RL_DEVICE_TOKENS + 1; x < TMOE_RL_NCOLS; x++) {
+                        const char *nm = tmoe_runlog_cols[x].name;
+                        int qc = c->nll_delta &&
+                                 (strcmp(nm, "nll") == 0 || strcmp(nm, "nll_baseline") == 0 ||
+                                  strcmp(nm, "tokens_scored") == 0);
+                        if (qc)
+                            fprintf(f, ",%.9g", synth_quality_value(nm, nl, nb));
+                        else
+                            fputs(",nan", f);
+                    }
+                    for (int q = 0; c->nll_delta && q < 3; q++)
+                        if (tmoe_runlog_col_find(synth_quality[q]) < 0)
+                            fprintf(f, ",%.9g", synth_quality_value(synth_quality[q], nl, nb));
                     fputc('\n', f);
                 }
             }

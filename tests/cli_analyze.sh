@@ -50,6 +50,12 @@ grep -q "kernel_aware_ttha used 20" "$T/report/report.html" || fail "summary sen
 grep -q "paired by repeat, 3 pair(s)" "$T/report/report.html" || fail "3 repeats should pair"
 grep -q "<b>power_peak (simulated telemetry).</b> Peak power per workload" "$T/report/report.html" \
   || fail "power_peak has another figure's caption"
+# the headline forest plot (data with header rows), the table of contents and folded tables
+head -1 "$T/report/figures/forest.dat" | grep -q '^# ' || fail "forest.dat has no header row"
+grep -q "^0 -3\.99" "$T/report/figures/forest.dat" || fail "forest.dat lacks the kernel_aware_ttha row (-4 mJ/token)"
+grep -q "<nav id=toc>" "$T/report/report.html" || fail "report.html has no table of contents"
+grep -q "<details>" "$T/report/report.html" || fail "report.html does not fold the tables"
+grep -q "no % of it" "$T/report/figures/overhead.gp" || fail "overhead on the simulated GPU is a % of simulated time"
 
 # outputs: parents of --out are made; an --out that is a file, or a FIFO where a table goes,
 # is refused with a message (writing used to block on the FIFO)
@@ -126,13 +132,14 @@ echo "$out" | grep -q " 0 failed" || fail "hostile names: renders failed: $out"
 [ "$(ls "$T/evil_rep/figures/" | grep -c '^power_w_.*\.png$')" -eq 1 ] || fail "hostile names: no power figure"
 
 # a log with 70 workloads: every group in the tables, figures for the first 64 workloads only
-# (8 each without TTHA, plus the 4 bar charts), and the report says so
+# (8 each without TTHA, plus the whole-run timeline, the 4 bar charts and predicted vs measured
+# energy; no forest plot: nothing but the baseline ran), and the report says so
 mkdir -p "$T/w70"
 awk -F, 'BEGIN {OFS = ","} NR == 1 {print; next} $5 == "baseline" && $8 < 2 {
            for (w = 0; w < 70; w++) {$4 = sprintf("w%02d", w); print}}' "$T/run/batches.csv" > "$T/w70/batches.csv"
 out=$("$BIN" analyze --no-render --bootstrap 0 --out "$T/w70_rep" "$T/w70" 2>"$T/err10") || fail "70 workloads: $(cat "$T/err10")"
 echo "$out" | grep -q "^420 rows, 70 workload x strategy groups" || fail "70 workloads: $out"
-echo "$out" | grep -q "^516 figures" || fail "70 workloads: expected 64 x 8 + 4 figures: $out"
+echo "$out" | grep -q "^518 figures" || fail "70 workloads: expected 64 x 8 + 6 figures: $out"
 [ "$(tail -n +2 "$T/w70_rep/summary.csv" | wc -l)" -eq 70 ] || fail "70 workloads: summary.csv lacks groups"
 grep -q "the figures show the first 64 of each" "$T/w70_rep/report.html" || fail "70 workloads: no note in the report"
 

@@ -275,16 +275,18 @@ static void test_figures_render(void **state) {
     assert_true(s.figures.gnuplot_found);
     if (s.figures.n_failed)
         fail_msg("%d renders failed: %s", s.figures.n_failed, s.figures.first_failure);
-    /* per workload: power, temperature, cdf, percentiles, usage, time, ttha loss, biases, 2 pareto;
-     * overall: energy, peak power, throughput, overhead bars */
-    assert_int_equal(s.figures.n_figures, 2 * 10 + 4);
+    /* per workload: power, temperature, ccdf, percentiles, usage, time, ttha loss, adapter, 2
+     * pareto; overall: forest, timeline, energy, peak power, throughput, overhead bars,
+     * predicted vs measured energy */
+    assert_int_equal(s.figures.n_figures, 2 * 10 + 7);
     assert_int_equal(s.figures.n_rendered, 3 * s.figures.n_figures);
     static const char *const check[] = {"energy_per_token",
                                         "power_standard",
                                         "temperature_large_batch",
-                                        "latency_cdf_standard",
+                                        "latency_ccdf_standard",
                                         "expert_usage_standard",
-                                        "biases_standard_kernel_aware_ttha",
+                                        "ttha_adapter_standard_kernel_aware_ttha",
+                                        "energy_pred_vs_meas",
                                         "pareto_latency_standard",
                                         "ttha_loss_large_batch_kernel_aware_ttha",
                                         "overhead"};
@@ -294,6 +296,22 @@ static void test_figures_render(void **state) {
         png_info pi;
         png_check(p, &pi);
         if (pi.w != 1050 || pi.h != 780) fail_msg("%s: %ux%u, want 1050x780", p, pi.w, pi.h);
+        if (pi.colors < 4 || pi.non_bg_share < 0.02)
+            fail_msg("%s looks blank: %d colours, %.4f of pixels drawn", p, pi.colors,
+                     pi.non_bg_share);
+        snprintf(p, sizeof p, "%s/figures/%s.gp", cfg.out_dir, check[i]);
+        assert_int_equal(access(p, R_OK), 0);
+        snprintf(p, sizeof p, "%s/figures/%s.dat", cfg.out_dir, check[i]);
+        assert_int_equal(access(p, R_OK), 0);
+    }
+    /* the headline and the whole-run timeline are two columns wide (7 in at 300 dpi) */
+    static const char *const wide[] = {"forest", "timeline"};
+    for (size_t i = 0; i < 2; i++) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/figures/%s.png", cfg.out_dir, wide[i]);
+        png_info pi;
+        png_check(p, &pi);
+        if (pi.w != 2100 || pi.h < 780) fail_msg("%s: %ux%u, want 2100 x >= 780", p, pi.w, pi.h);
         if (pi.colors < 4 || pi.non_bg_share < 0.02)
             fail_msg("%s looks blank: %d colours, %.4f of pixels drawn", p, pi.colors,
                      pi.non_bg_share);
@@ -320,6 +338,168 @@ static void test_figures_render(void **state) {
     html = slurp(p);
     assert_non_null(strstr(html, "\\toprule"));
     assert_non_null(strstr(html, "kernel\\_aware\\_ttha"));
+}
+
+/* The numeric columns of the lines of block `index` of a .dat (comment lines skipped,
+ * blocks separated by two blank lines) into v (rows x cols, at most maxrows); returns rows. */
+static int dat_block(const char *text, int index, double *v, int cols, int maxrows) {
+    int blk = 0, blank = 0, rows = 0;
+    for (const char *p = text; *p;) {
+        const char *e = strchr(p, '\n');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == 0) {
+            if (++blank == 2) blk++;
+        } else {
+            blank = 0;
+            if (*p != '#' && blk == index && rows < maxrows) {
+                char *q = (char *)p;
+                for (int k = 0; k < cols; k++) v[rows * cols + k] = strtod(q, &q);
+                rows++;
+            }
+        }
+        p = e ? e + 1 : p + len;
+    }
+    return rows;
+}
+
+/* A report from a synthetic log with the quality columns: the forest plot's .dat has one row
+ * per workload x non-baseline strategy in each panel, with 95% CIs from 4 repeats (the
+ * perplexity change near 100 (exp(delta) - 1)); report.html has the table of contents, the
+ * headline first and the tables folded; every .dat opens with header rows; the latency CCDF
+ * never rises; the overhead figure is not a % of simulated time. With 2 repeats the forest
+ * plot has no CI and says effect sizes only. */
+static void test_forest_and_report(void **state) {
+    (void)state;
+    const double mult[] = {1.0, 0.95, 0.8};
+    const double dnll[] = {0.0, 0.01, 0.05};
+    const char *strats[] = {"baseline", "static_optimal", "kernel_aware_ttha"};
+    for (int reps = 4; reps >= 2; reps -= 2) {
+        synth_cfg sc = {.strategies = strats,
+                        .energy_mult = mult,
+                        .nstrategies = 3,
+                        .workloads = WL2,
+                        .nworkloads = 2,
+                        .repeats = reps,
+                        .batches = 12,
+                        .experts = 4,
+                        .run_sd = 0.03,
+                        .batch_sd = 0.05,
+                        .seed = 17,
+                        .telemetry = reps == 4 ? "sim" : "nvml",
+                        .nll_delta = dnll};
+        char name[32], out[32];
+        snprintf(name, sizeof name, "forest%d", reps);
+        snprintf(out, sizeof out, "forestrep%d", reps);
+        const char *dir = tu_tmppath(name);
+        assert_int_equal(synth_run(dir, &sc), 0);
+        tmoe_analyze_config cfg = tmoe_analyze_config_default();
+        cfg.out_dir = tu_tmppath(out);
+        cfg.gnuplot = ""; /* the data and the HTML are checked with or without gnuplot */
+        cfg.bootstrap = 0;
+        tmoe_analyze_summary s;
+        tmoe_error err = {0};
+        const char *dirs[] = {dir};
+        ASSERT_OK(tmoe_analyze_run_ex(dirs, 1, &cfg, &s, &err), &err);
+        assert_int_equal(s.n_problems, 0); /* the quality columns are not a schema problem */
+        char p[1024];
+        snprintf(p, sizeof p, "%s/figures/forest.dat", cfg.out_dir);
+        char *dat = strdup(slurp(p));
+        assert_non_null(dat);
+        assert_true(strncmp(dat, "# ", 2) == 0);
+        assert_non_null(strstr(dat, "workload 'large_batch' strategy 'kernel_aware_ttha'"));
+        double v[16 * 6];
+        for (int panel = 0; panel < 5; panel++) {
+            int n = dat_block(dat, panel, v, 6, 16);
+            if (n != 2 * 2) fail_msg("forest.dat panel %d: %d rows, want 4", panel, n);
+            for (int r = 0; r < n; r++) {
+                double est = v[r * 6 + 1], lo = v[r * 6 + 2], hi = v[r * 6 + 3];
+                assert_int_equal((int)v[r * 6 + 4], reps);
+                if (panel >= 3) continue; /* the synthetic temperatures have no noise */
+                if (!isfinite(est)) fail_msg("panel %d row %d: no estimate", panel, r);
+                if (reps >= 3 && !(lo <= est && est <= hi))
+                    fail_msg("panel %d row %d: CI [%g, %g] of %g", panel, r, lo, hi, est);
+                if (reps < 3 && (isfinite(lo) || isfinite(hi)))
+                    fail_msg("panel %d row %d: a CI from %d repeats", panel, r, reps);
+            }
+            if (panel == 1) /* perplexity: kernel_aware_ttha rows (y 2 and 0) near +5.1% */
+                for (int r = 0; r < n; r++)
+                    if (v[r * 6] == 2.0 || v[r * 6] == 0.0) {
+                        double want = 100.0 * expm1(0.05);
+                        if (fabs(v[r * 6 + 1] - want) > 0.35 * want)
+                            fail_msg("perplexity change %g%%, want near %g%%", v[r * 6 + 1], want);
+                    }
+            if (panel == 0) /* energy per token in mJ: kernel_aware_ttha 20% below 0.02 J */
+                for (int r = 0; r < n; r++)
+                    if (v[r * 6] == 2.0 && !(v[r * 6 + 1] < -2.0 && v[r * 6 + 1] > -6.0))
+                        fail_msg("energy change %g mJ/token, want near -4", v[r * 6 + 1]);
+        }
+        free(dat);
+        snprintf(p, sizeof p, "%s/figures/forest.gp", cfg.out_dir);
+        char *gp = slurp(p);
+        if (reps < 3)
+            assert_non_null(strstr(gp, "2 repeats: effect sizes only, no CI or p-value"));
+        else
+            assert_non_null(strstr(gp, "95% CI over repeats"));
+        /* every .dat opens with header rows; the CCDF never rises and stays in (0, 1] */
+        DIR *d = opendir(tu_tmppath(out));
+        assert_non_null(d);
+        closedir(d);
+        char fdir[1024];
+        snprintf(fdir, sizeof fdir, "%s/figures", cfg.out_dir);
+        d = opendir(fdir);
+        assert_non_null(d);
+        int ndat = 0;
+        for (struct dirent *e; (e = readdir(d));) {
+            size_t l = strlen(e->d_name);
+            if (l < 5 || strcmp(e->d_name + l - 4, ".dat") != 0) continue;
+            snprintf(p, sizeof p, "%s/%s", fdir, e->d_name);
+            char *t = slurp(p);
+            if (strncmp(t, "# ", 2) != 0) fail_msg("%s has no header row", p);
+            ndat++;
+        }
+        closedir(d);
+        assert_int_equal(ndat, s.figures.n_figures);
+        snprintf(p, sizeof p, "%s/figures/latency_ccdf_standard.dat", cfg.out_dir);
+        char *cc = strdup(slurp(p));
+        for (int blk = 0; blk < 3; blk++) {
+            double c2[64 * 2];
+            int n = dat_block(cc, blk, c2, 2, 64);
+            assert_int_equal(n, 12 * reps);
+            for (int k = 0; k < n; k++) {
+                if (!(c2[k * 2 + 1] > 0.0 && c2[k * 2 + 1] <= 1.0))
+                    fail_msg("CCDF value %g outside (0, 1]", c2[k * 2 + 1]);
+                if (k && (c2[k * 2] < c2[k * 2 - 2] || c2[k * 2 + 1] > c2[k * 2 - 1]))
+                    fail_msg("CCDF not monotone at point %d of block %d", k, blk);
+            }
+        }
+        free(cc);
+        snprintf(p, sizeof p, "%s/figures/overhead.gp", cfg.out_dir);
+        gp = slurp(p);
+        if (reps == 4) {
+            assert_non_null(strstr(gp, "the step time is simulated, so no % of it"));
+            assert_null(strstr(gp, "% of the measured step time"));
+        } else
+            assert_non_null(strstr(gp, "% of the measured step time"));
+        snprintf(p, sizeof p, "%s/figures/energy_pred_vs_meas.gp", cfg.out_dir);
+        gp = slurp(p);
+        assert_non_null(
+            strstr(gp, reps == 4 ? "simulated GPU" : "measured energy per batch (mJ), NVML"));
+        assert_non_null(strstr(gp, "cost model"));
+        /* report.html: contents, the headline before the other figures and the tables, the
+         * long tables folded */
+        char *html = slurp(s.report_path);
+        const char *toc = strstr(html, "<nav id=toc>"), *head = strstr(html, "id=\"headline\"");
+        const char *forest = strstr(html, "figures/forest.");
+        const char *tables = strstr(html, "<h2 id=tables>"), *det = strstr(html, "<details>");
+        assert_non_null(toc);
+        assert_non_null(strstr(html, "<a href=\"#headline\">"));
+        assert_non_null(strstr(html, "<a href=\"#tables\">"));
+        assert_true(head && forest && tables && det);
+        assert_true(toc < head && head < forest && forest < tables && tables < det);
+        assert_non_null(strstr(html, "</details>"));
+        assert_non_null(strstr(html, "perplexity +"));
+        if (reps < 3) assert_non_null(strstr(html, "2 repeat(s): effect sizes only"));
+    }
 }
 
 /* True when any file under dir (recursively) is called name. */
@@ -398,8 +578,9 @@ static void test_hostile_names(void **state) {
     assert_true(s.figures.gnuplot_found);
     if (s.figures.n_failed)
         fail_msg("%d renders failed: %s", s.figures.n_failed, s.figures.first_failure);
-    /* per workload 10 figures (one TTHA strategy: loss and biases), plus 4 bars */
-    assert_int_equal(s.figures.n_figures, 2 * 10 + 4);
+    /* per workload 10 figures (one TTHA strategy: loss and adapter), plus the forest plot, the
+     * timeline, 4 bars and predicted vs measured energy */
+    assert_int_equal(s.figures.n_figures, 2 * 10 + 7);
     assert_int_equal(s.figures.n_rendered, 2 * s.figures.n_figures);
     if (file_named_under(root, "INJECTED")) fail_msg("a name from the log ran a command");
     assert_int_not_equal(access(marker, F_OK), 0);
@@ -532,9 +713,10 @@ static void test_no_gnuplot(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_finds_20pct),    cmocka_unit_test(test_false_positive_rate),
-        cmocka_unit_test(test_figures_render), cmocka_unit_test(test_no_gnuplot),
-        cmocka_unit_test(test_hostile_names),  cmocka_unit_test(test_table_escaping),
+        cmocka_unit_test(test_finds_20pct),       cmocka_unit_test(test_false_positive_rate),
+        cmocka_unit_test(test_figures_render),    cmocka_unit_test(test_no_gnuplot),
+        cmocka_unit_test(test_hostile_names),     cmocka_unit_test(test_table_escaping),
+        cmocka_unit_test(test_forest_and_report),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     return failed ? failed : gnuplot_missing ? 77 : 0;

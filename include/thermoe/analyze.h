@@ -75,10 +75,22 @@ int tmoe_stats_bootstrap_pct_ci(const double *a, int na, const double *b, int nb
 
 typedef struct tmoe_dataset tmoe_dataset; /* rows merged from several run directories */
 
+/* Columns the analysis reads by name whether or not runlog.h (the writer's schema this
+ * build knows) lists them: a log from a newer writer has them, an older one does not (then
+ * they are unknown, NAN). */
+typedef enum {
+    TMOE_XC_NLL,           /* nll: mean next-token NLL of the batch under the strategy, nats */
+    TMOE_XC_NLL_BASELINE,  /* nll_baseline: the same tokens under baseline routing, nats */
+    TMOE_XC_TOKENS_SCORED, /* tokens_scored: tokens the NLL is the mean over (integer) */
+    TMOE_XC_COUNT
+} tmoe_analyze_xcol;
+const char *tmoe_analyze_xcol_name(tmoe_analyze_xcol c); /* the CSV column name, e.g. "nll" */
+
 /* One row of batches.csv. Numbers are NAN when unknown; strings are never NULL ("" when
  * empty); list columns have their own arrays. Owned by the dataset. */
 typedef struct tmoe_analyze_row {
     double num[TMOE_RL_NCOLS];         /* numeric columns (TMOE_COL_INT / DOUBLE); NAN else */
+    double xnum[TMOE_XC_COUNT];        /* columns read by name (tmoe_analyze_xcol); NAN else */
     const char *str[TMOE_RL_NCOLS];    /* string columns; NULL for non-string columns */
     const double *list[TMOE_RL_NCOLS]; /* list columns; NULL for non-list columns */
     int nlist[TMOE_RL_NCOLS];          /* entries in list[c] (0 = empty/unknown) */
@@ -109,8 +121,11 @@ void tmoe_dataset_free(tmoe_dataset *ds); /* NULL is a no-op */
  * cell is not a number, is infinite, is not an integer in an integer column, is outside its
  * column's range (integers 0..INT_MAX for repeat, batch_idx and tokens, 0..2^53 for
  * throttle_reasons and counts; times, energies, powers, clocks, rates and errors >= 0;
- * top-k agreement in [0, 1]) or a list has more than TMOE_ANALYZE_MAX_LIST entries. So every
- * known number in a row is finite and in range. */
+ * top-k agreement in [0, 1]; nll and nll_baseline >= 0, tokens_scored an integer
+ * 0..INT_MAX) or a list has more than TMOE_ANALYZE_MAX_LIST entries. So every known number
+ * in a row is finite and in range. A header that is runlog.h's followed by more columns is a
+ * newer writer's (columns are only appended): not a problem; the extra columns the analysis
+ * knows (tmoe_analyze_xcol) are read, the others ignored. */
 int tmoe_dataset_add_dir(tmoe_dataset *ds, const char *dir, tmoe_error *err);
 /* Read one CSV file as if it were a run directory's batches.csv (no metadata). */
 int tmoe_dataset_add_csv(tmoe_dataset *ds, const char *path, tmoe_error *err);
@@ -135,24 +150,36 @@ int tmoe_dataset_simulated(const tmoe_dataset *ds); /* any row or metadata said 
 #define TMOE_ANALYZE_MIN_REPEATS 3 /* fewer repeats: effect sizes only, no p-value */
 
 typedef enum {
-    TMOE_M_ENERGY_PER_TOKEN, /* J/token: per-run mean of energy_j_per_token */
+    TMOE_M_ENERGY_PER_TOKEN, /* J/token: per-run mean of energy_j_per_token (shown in mJ) */
     TMOE_M_POWER_AVG,        /* W: per-run mean of power_avg_w */
     TMOE_M_POWER_PEAK,       /* W: per-repeat max of power_peak_w */
     TMOE_M_GPU_TEMP_PEAK,    /* C: per-repeat max of gpu_temp_peak_c */
     TMOE_M_MEM_TEMP_PEAK,    /* C: per-repeat max of mem_temp_c */
     TMOE_M_LATENCY_MEAN,     /* ms: per-run mean of latency_ms */
+    TMOE_M_LATENCY_P99,      /* ms: per-repeat p99 (type 7) of its batches' latency_ms */
     TMOE_M_THROUGHPUT,       /* tokens/s: per-run mean of throughput_tokens_s */
+    TMOE_M_NLL,              /* nats/token: per-repeat mean of nll (weighted by tokens_scored).
+                                Compared paired on the same tokens: the strategy's nll against
+                                its own nll_baseline column, never against another group; diff
+                                = mean per-repeat NLL change (nats), pct = perplexity change
+                                100 (exp(diff) - 1), its CI the exp of the diff's CI */
     TMOE_M_THROTTLED_PCT,    /* %: latency-weighted share of batches with a throttle bit other
                                 than GPU idle (0x1) */
     TMOE_M_TOPK_AGREEMENT,   /* fraction: per-run mean of topk_agreement_with_baseline */
     TMOE_M_OUTPUT_REL_ERR,   /* per-run mean of output_rel_error_vs_baseline */
-    TMOE_M_OVERHEAD_PCT,     /* %: 100 sum(router_overhead_ms) / sum(latency_ms) */
+    TMOE_M_OVERHEAD_PCT,     /* %: 100 sum(router_overhead_ms) / sum(latency_ms), measured
+                                rows only: on the simulated GPU latency is simulated time and
+                                router time is host time, so the ratio is not formed (NAN) */
+    TMOE_M_ROUTER_MS,        /* ms: per-run mean of router_overhead_ms (host time) */
     TMOE_M_COUNT
 } tmoe_metric;
 
 const char *tmoe_metric_name(tmoe_metric m);  /* short id, e.g. "energy_per_token" */
-const char *tmoe_metric_label(tmoe_metric m); /* with unit, e.g. "energy per token (J)" */
-int tmoe_metric_tested(tmoe_metric m);        /* compared against baseline with a test */
+const char *tmoe_metric_label(tmoe_metric m); /* with unit, e.g. "energy per token (mJ)" */
+/* Factor from the metric's values (mean, ci, diff, peak) to the unit its label names: 1000
+ * for energy per token (J -> mJ), 1 for the others. Percent changes need none. */
+double tmoe_metric_scale(tmoe_metric m);
+int tmoe_metric_tested(tmoe_metric m); /* compared against baseline with a test */
 /* 1 for temperatures: compared as a difference in the metric's unit (C), never in percent */
 int tmoe_metric_absolute(tmoe_metric m);
 /* 1 for peaks: a repeat's value is the max over its batches; the group's `peak` is the max

@@ -14,18 +14,22 @@
 static const struct {
     const char *name, *label;
     int tested, absolute, peak;
+    double scale; /* 0 = 1 */
 } metrics[TMOE_M_COUNT] = {
-    [TMOE_M_ENERGY_PER_TOKEN] = {"energy_per_token", "energy per token (J)", 1},
+    [TMOE_M_ENERGY_PER_TOKEN] = {"energy_per_token", "energy per token (mJ)", 1, 0, 0, 1e3},
     [TMOE_M_POWER_AVG] = {"power_avg", "average power (W)", 1},
     [TMOE_M_POWER_PEAK] = {"power_peak", "peak power (W)", 1, 0, 1},
     [TMOE_M_GPU_TEMP_PEAK] = {"gpu_temp_peak", "peak GPU temperature (C)", 1, 1, 1},
     [TMOE_M_MEM_TEMP_PEAK] = {"mem_temp_peak", "peak memory temperature (C)", 1, 1, 1},
     [TMOE_M_LATENCY_MEAN] = {"latency_mean", "latency mean (ms)", 1},
+    [TMOE_M_LATENCY_P99] = {"latency_p99", "latency p99 (ms)", 1},
     [TMOE_M_THROUGHPUT] = {"throughput", "throughput (tokens/s)", 1},
+    [TMOE_M_NLL] = {"nll", "next-token NLL (nats/token)", 1},
     [TMOE_M_THROTTLED_PCT] = {"throttled_pct", "throttled time (%)", 0},
     [TMOE_M_TOPK_AGREEMENT] = {"topk_agreement", "top-k agreement", 0},
     [TMOE_M_OUTPUT_REL_ERR] = {"output_rel_err", "output relative error", 0},
-    [TMOE_M_OVERHEAD_PCT] = {"overhead_pct", "router+TTHA overhead (% of step)", 0},
+    [TMOE_M_OVERHEAD_PCT] = {"overhead_pct", "router host time (% of measured step)", 0},
+    [TMOE_M_ROUTER_MS] = {"router_ms", "router host time per batch (ms)", 0},
 };
 
 const char *tmoe_metric_name(tmoe_metric m) {
@@ -42,6 +46,9 @@ int tmoe_metric_absolute(tmoe_metric m) {
 }
 int tmoe_metric_is_peak(tmoe_metric m) {
     return metrics[m].peak;
+}
+double tmoe_metric_scale(tmoe_metric m) {
+    return metrics[m].scale > 0.0 ? metrics[m].scale : 1.0;
 }
 
 static const char *const canon[] = {"baseline",           "static_optimal",
@@ -109,8 +116,54 @@ static int same_unit(const tmoe_analyze_row *a, const tmoe_analyze_row *b) {
     return ra == rb || (isnan(ra) && isnan(rb));
 }
 
+/* A row measured on the simulated GPU (its telemetry_source, or else its run's metadata). */
+static int row_simulated(const tmoe_dataset *ds, const tmoe_analyze_row *r) {
+    const char *s = r->str[TMOE_RL_TELEMETRY_SOURCE];
+    if (!*s && r->source >= 0 && r->source < tmoe_dataset_nruns(ds))
+        s = tmoe_dataset_run(ds, r->source)->telemetry_source;
+    return strcmp(s, "sim") == 0;
+}
+
+/* Token-weighted mean over rows[lo, hi) of nll (which 0), nll_baseline (1) or their
+ * difference (2), over the rows that have what is asked (both for 2); NAN when none. The
+ * weight is tokens_scored where known and positive, else 1. */
+static double unit_nll(const tmoe_dataset *ds, const int *rows, int lo, int hi, int which) {
+    double sum = 0.0, wsum = 0.0;
+    for (int k = lo; k < hi; k++) {
+        const tmoe_analyze_row *r = tmoe_dataset_row(ds, rows[k]);
+        double a = r->xnum[TMOE_XC_NLL], b = r->xnum[TMOE_XC_NLL_BASELINE];
+        double v = which == 0 ? a : which == 1 ? b : a - b;
+        if (!isfinite(v)) continue;
+        double w = r->xnum[TMOE_XC_TOKENS_SCORED];
+        if (!(w > 0.0)) w = 1.0;
+        sum += w * v;
+        wsum += w;
+    }
+    return wsum > 0.0 ? sum / wsum : NAN;
+}
+
+/* p99 (type 7) of the latencies of rows[lo, hi); NAN when none (or out of memory). */
+static double unit_p99(const tmoe_dataset *ds, const int *rows, int lo, int hi) {
+    double *v = malloc(sizeof *v * (size_t)(hi - lo + 1));
+    if (!v) return NAN;
+    int n = 0;
+    for (int k = lo; k < hi; k++) {
+        double x = tmoe_dataset_row(ds, rows[k])->num[TMOE_RL_LATENCY_MS];
+        if (isfinite(x)) v[n++] = x;
+    }
+    double p = NAN;
+    if (n) {
+        gsl_sort(v, 1, (size_t)n);
+        p = tmoe_percentile_sorted(v, n, 99);
+    }
+    free(v);
+    return p;
+}
+
 /* Value of metric m over rows[lo, hi) of group g; NAN when no row has it. */
 static double unit_value(const tmoe_dataset *ds, const int *rows, int lo, int hi, tmoe_metric m) {
+    if (m == TMOE_M_NLL) return unit_nll(ds, rows, lo, hi, 0);
+    if (m == TMOE_M_LATENCY_P99) return unit_p99(ds, rows, lo, hi);
     double mean = 0.0, mx = -INFINITY, tot = 0.0, part = 0.0;
     int n = 0;
     for (int k = lo; k < hi; k++) {
@@ -127,6 +180,9 @@ static double unit_value(const tmoe_dataset *ds, const int *rows, int lo, int hi
         case TMOE_M_THROUGHPUT: v = r->num[TMOE_RL_THROUGHPUT]; break;
         case TMOE_M_TOPK_AGREEMENT: v = r->num[TMOE_RL_TOPK_AGREEMENT]; break;
         case TMOE_M_OUTPUT_REL_ERR: v = r->num[TMOE_RL_OUTPUT_REL_ERROR]; break;
+        case TMOE_M_ROUTER_MS: v = r->num[TMOE_RL_ROUTER_OVERHEAD_MS]; break;
+        case TMOE_M_NLL:
+        case TMOE_M_LATENCY_P99: TMOE_ASSERT(0); /* handled above */
         case TMOE_M_THROTTLED_PCT: {
             double t = r->num[TMOE_RL_THROTTLE_REASONS];
             /* the reader keeps throttle_reasons in [0, 2^53]: the conversion is exact */
@@ -139,7 +195,8 @@ static double unit_value(const tmoe_dataset *ds, const int *rows, int lo, int hi
         }
         case TMOE_M_OVERHEAD_PCT: {
             double o = r->num[TMOE_RL_ROUTER_OVERHEAD_MS];
-            if (isfinite(o) && isfinite(lat)) {
+            /* host time over simulated time is no overhead: only measured rows */
+            if (isfinite(o) && isfinite(lat) && !row_simulated(ds, r)) {
                 tot += lat;
                 part += o;
                 n++;
@@ -299,7 +356,7 @@ static int compare(tmoe_analysis *a, analysis_group *base, analysis_group *g, ui
         goto out;
     }
     for (int m = 0; m < TMOE_M_COUNT; m++) {
-        if (!metrics[m].tested) continue;
+        if (!metrics[m].tested || m == TMOE_M_NLL) continue; /* NLL: compare_nll */
         int nx = unit_values(a, base, (tmoe_metric)m, x, fx),
             ny = unit_values(a, g, (tmoe_metric)m, y, fy);
         tmoe_metric_result *mr = &g->r.m[m];
@@ -364,6 +421,53 @@ out:
     free(fx);
     free(fy);
     return rc;
+}
+
+/* The perplexity change of g: paired on the same tokens, each row's nll against its own
+ * nll_baseline (so no baseline group is needed), the repeat as the unit. A p-value and CIs
+ * need TMOE_ANALYZE_MIN_REPEATS repeats with both. */
+static int compare_nll(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
+    if (g->r.routing_unchanged) return TMOE_OK;
+    tmoe_metric_result *mr = &g->r.m[TMOE_M_NLL];
+    int cap = g->r.n_units + 1;
+    double *x = malloc(sizeof *x * (size_t)cap), *y = malloc(sizeof *y * (size_t)cap);
+    if (!x || !y) {
+        free(x);
+        free(y);
+        return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+    }
+    int np = 0;
+    for (int lo = 0, hi; lo < g->nrows; lo = hi) {
+        for (hi = lo + 1; hi < g->nrows && g->unit_of_row[hi] == g->unit_of_row[lo]; hi++)
+            ;
+        double d = unit_nll(a->ds, g->rows, lo, hi, 2), b = unit_nll(a->ds, g->rows, lo, hi, 1);
+        if (!isfinite(d) || !isfinite(b)) continue;
+        x[np] = b;
+        y[np++] = b + d; /* the strategy's NLL on the rows that have both */
+    }
+    mr->n_pairs = np;
+    mr->paired = 1;
+    if (np >= 1) {
+        mr->diff = 0.0;
+        for (int k = 0; k < np; k++) mr->diff += (y[k] - x[k]) / np;
+        mr->pct = 100.0 * expm1(mr->diff);
+    }
+    tmoe_welch w;
+    if (np >= TMOE_ANALYZE_MIN_REPEATS &&
+        tmoe_stats_paired_t(x, y, np, a->cfg.level, &w, NULL) == TMOE_OK) {
+        mr->t = w.t;
+        mr->df = w.df;
+        mr->p = w.p;
+        if (isfinite(w.t)) {
+            mr->diff_lo = w.ci_lo;
+            mr->diff_hi = w.ci_hi;
+            mr->pct_lo = 100.0 * expm1(w.ci_lo);
+            mr->pct_hi = 100.0 * expm1(w.ci_hi);
+        }
+    }
+    free(x);
+    free(y);
+    return TMOE_OK;
 }
 
 static int workload_rank(const char *w) {
@@ -506,6 +610,7 @@ tmoe_analysis *tmoe_analysis_create(tmoe_dataset *ds, const tmoe_analyze_config 
     for (int i = 0; i < a->ng; i++) {
         analysis_group *g = &a->g[i];
         if (strcmp(g->r.strategy, a->cfg.baseline) == 0) continue;
+        if (compare_nll(a, g, err)) goto fail;
         analysis_group *base =
             (analysis_group *)analysis_group_find(a, g->r.workload, a->cfg.baseline);
         if (base && compare(a, base, g, a->cfg.seed + (uint64_t)i, err)) goto fail;

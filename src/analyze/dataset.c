@@ -249,10 +249,48 @@ static int parse_list(tmoe_dataset *ds, int c, const char *s, const double **out
     return 0;
 }
 
+/* ---- columns read by name ------------------------------------------------------------ */
+
+static const struct {
+    const char *name;
+    cell_rule rule;
+} xcols[TMOE_XC_COUNT] = {
+    [TMOE_XC_NLL] = {"nll", {0, 0.0, HUGE_VAL}},
+    [TMOE_XC_NLL_BASELINE] = {"nll_baseline", {0, 0.0, HUGE_VAL}},
+    [TMOE_XC_TOKENS_SCORED] = {"tokens_scored", {1, 0.0, (double)INT_MAX}},
+};
+
+const char *tmoe_analyze_xcol_name(tmoe_analyze_xcol c) {
+    TMOE_ASSERT(c >= 0 && c < TMOE_XC_COUNT);
+    return xcols[c].name;
+}
+
+static int xcol_find(const char *name) {
+    for (int k = 0; k < TMOE_XC_COUNT; k++)
+        if (strcmp(xcols[k].name, name) == 0) return k;
+    return -1;
+}
+
+/* NULL when v (known) is allowed in column xcol k, else why not. */
+static const char *check_xvalue(int k, double v, char *why, size_t n) {
+    cell_rule r = xcols[k].rule;
+    if (!isfinite(v)) return "not finite";
+    if (r.integer && v != floor(v)) return "not an integer";
+    if (v < r.lo || v > r.hi) {
+        if (r.hi == HUGE_VAL)
+            snprintf(why, n, "negative");
+        else
+            snprintf(why, n, "outside [%.17g, %.17g]", r.lo, r.hi);
+        return why;
+    }
+    return NULL;
+}
+
 /* ---- one CSV ------------------------------------------------------------------------- */
 
 typedef struct {
-    int map[TMOE_RL_NCOLS * 2]; /* file column -> runlog column (-1 = unknown) */
+    int map[TMOE_RL_NCOLS * 2];  /* file column -> runlog column (-1 = unknown) */
+    int xmap[TMOE_RL_NCOLS * 2]; /* file column -> tmoe_analyze_xcol (-1 = none) */
     int nfields;
 } header_map;
 
@@ -262,16 +300,26 @@ static int build_map(tmoe_dataset *ds, const char *path, int line, const tmoe_cs
     int seen[TMOE_RL_NCOLS] = {0};
     h->nfields = r->nfields;
     *exact = r->nfields == TMOE_RL_NCOLS;
+    int xseen[TMOE_XC_COUNT] = {0};
     for (int i = 0; i < r->nfields; i++) {
         int c = tmoe_runlog_col_find(tmoe_csv_field(r, i));
-        if (i < (int)(sizeof h->map / sizeof *h->map)) h->map[i] = c;
+        int x = xcol_find(tmoe_csv_field(r, i));
+        if (i < (int)(sizeof h->map / sizeof *h->map)) {
+            h->map[i] = c;
+            h->xmap[i] = x;
+        }
         if (c != i) *exact = 0;
-        if (c < 0) {
+        if (c < 0 && x >= 0 && xseen[x]++) {
+            problem(ds, "%s:%d: column '%s' appears twice; file skipped", path, line,
+                    tmoe_csv_field(r, i));
+            return -1;
+        }
+        if (c < 0 && x < 0) {
             if (strlen(unknown) + strlen(tmoe_csv_field(r, i)) + 3 < sizeof unknown) {
                 if (*unknown) strcat(unknown, ", ");
                 strcat(unknown, tmoe_csv_field(r, i));
             }
-        } else if (seen[c]++) {
+        } else if (c >= 0 && seen[c]++) {
             problem(ds, "%s:%d: column '%s' appears twice; file skipped", path, line,
                     tmoe_csv_field(r, i));
             return -1;
@@ -299,11 +347,20 @@ static int build_map(tmoe_dataset *ds, const char *path, int line, const tmoe_cs
      * appended at the end) not yet there; nothing is wrong with such a file */
     int older = !*exact && r->nfields < TMOE_RL_NCOLS;
     for (int i = 0; older && i < r->nfields; i++) older = h->map[i] == i;
+    /* a newer writer's: runlog.h's columns in order, then columns this build does not list */
+    int newer = !*exact && r->nfields > TMOE_RL_NCOLS;
+    for (int i = 0; newer && i < TMOE_RL_NCOLS; i++) newer = h->map[i] == i;
+    for (int i = TMOE_RL_NCOLS; newer && i < r->nfields; i++) newer = h->map[i] < 0;
     if (older)
         tmoe_log(TMOE_LOG_INFO,
                  "%s:%d: written before the columns from '%s' on were added; they count as "
                  "unknown",
                  path, line, tmoe_runlog_cols[r->nfields].name);
+    else if (newer)
+        tmoe_log(TMOE_LOG_INFO,
+                 "%s:%d: written by a newer writer (%d columns after runlog.h's); those the "
+                 "analysis knows by name are read (%s), the others ignored",
+                 path, line, r->nfields - TMOE_RL_NCOLS, *unknown ? unknown : "none unknown");
     else if (!*exact)
         problem(
             ds,
@@ -333,10 +390,25 @@ static int add_row(tmoe_dataset *ds, const char *path, int line, const tmoe_csv 
         row.str[c] = tmoe_runlog_cols[c].type == TMOE_COL_STR ? "" : NULL;
     }
     row.source = source;
+    for (int k = 0; k < TMOE_XC_COUNT; k++) row.xnum[k] = NAN;
     for (int i = 0; i < r->nfields; i++) {
-        int c = h->map[i];
-        if (c < 0) continue;
+        int c = h->map[i], x = h->xmap[i];
         const char *cell = tmoe_csv_field(r, i);
+        if (x >= 0) {
+            char why[96];
+            const char *bad = NULL;
+            if (parse_num(cell, &row.xnum[x]))
+                bad = "not a number";
+            else if (!isnan(row.xnum[x]))
+                bad = check_xvalue(x, row.xnum[x], why, sizeof why);
+            if (bad) {
+                if (!quiet)
+                    problem(ds, "%s:%d: column '%s': '%.40s' is %s; row skipped", path, line,
+                            xcols[x].name, cell, bad);
+                return -1;
+            }
+        }
+        if (c < 0) continue;
         switch (tmoe_runlog_cols[c].type) {
         case TMOE_COL_STR:
             if (!(row.str[c] = own_str(ds, cell))) return -2;

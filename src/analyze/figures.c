@@ -8,6 +8,7 @@
  * nothing) and a file name only through fig_file_name; gnuplot is started without a shell. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -32,6 +33,8 @@ typedef struct {
     tmoe_atomic_file dat_af, gp_af;
     FILE *dat, *gp; /* dat_af.f and gp_af.f while open, else NULL */
     char name[256];
+    double w_in, h_in; /* size of the current figure in inches (0: 3.5 x 2.6, one column) */
+    int panels, panel, panel_cols, panel_rows; /* small multiples: count, next, grid */
     double xmin, xmax, ymin, ymax;
     int nblocks;
     char **names; /* figures written, in order */
@@ -211,7 +214,26 @@ static int fig_begin(figctx *c, const char *kind, const char *w, const char *s, 
     c->xmin = c->ymin = INFINITY;
     c->xmax = c->ymax = -INFINITY;
     c->nblocks = 0;
+    c->w_in = c->h_in = 0.0;
+    c->panels = c->panel = 0;
     return TMOE_OK;
+}
+
+/* The header rows of a .dat: what the figure is and its columns (gnuplot skips lines that
+ * start with '#'). Any text from a log passes through dat_comment. */
+__attribute__((format(printf, 2, 3))) static void dat_head(figctx *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("# ", c->dat);
+    vfprintf(c->dat, fmt, ap);
+    fputc('\n', c->dat);
+    va_end(ap);
+}
+
+/* A name from a log inside a .dat comment: control characters (a newline would end the
+ * comment) become '?'. */
+static void dat_name(figctx *c, const char *s) {
+    for (; *s; s++) fputc((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s, c->dat);
 }
 
 static void dat_block_end(figctx *c) {
@@ -237,27 +259,43 @@ static int gp_begin(figctx *c, const char *title, const char *xlabel, const char
     if ((rc = tmoe_atomic_open(&c->gp_af, path, err))) return rc;
     c->gp = c->gp_af.f;
     FILE *g = c->gp;
+    double w = c->w_in > 0.0 ? c->w_in : 3.5, h = c->h_in > 0.0 ? c->h_in : 2.6;
+    /* fs: the base font size of the format, for scripts that scale their text */
     fprintf(g,
             "# %s (thermoe analyze). Data: %s.dat. Restyle freely, then render with\n"
             "#   gnuplot -e \"fmt='png'\" %s.gp     (fmt: png, pdf or svg)\n"
             "if (!exists(\"fmt\")) fmt = 'png'\n"
             "if (fmt eq 'pdf') {\n"
-            "  set terminal pdfcairo size 3.5in,2.6in font 'Sans,7' linewidth 1.5\n"
+            "  fs = 7\n"
+            "  set terminal pdfcairo size %.2fin,%.2fin font 'Sans,7' linewidth 1.5\n"
             "} else { if (fmt eq 'svg') {\n"
-            "  set terminal svg size 700,520 font 'Sans,13' linewidth 1.5 background '#ffffff'\n"
+            "  fs = 13\n"
+            "  set terminal svg size %d,%d font 'Sans,13' linewidth 1.5 background '#ffffff'\n"
             "} else {\n"
-            "  set terminal pngcairo size 1050,780 font 'Sans,19' linewidth 2.5\n"
+            "  fs = 19\n"
+            "  set terminal pngcairo size %d,%d font 'Sans,19' linewidth 2.5\n"
             "} }\n"
             "set output '%s.'.fmt\n"
-            "set termoption noenhanced\n",
-            c->name, c->name, c->name, c->name);
+            "set termoption noenhanced\n"
+            "# fN: the font at 0.N times the base size fs, for small multiples and keys\n"
+            "f55 = sprintf(',%%g', fs * 0.55)\n"
+            "f6 = sprintf(',%%g', fs * 0.6)\n"
+            "f65 = sprintf(',%%g', fs * 0.65)\n"
+            "f7 = sprintf(',%%g', fs * 0.7)\n"
+            "f75 = sprintf(',%%g', fs * 0.75)\n"
+            "f8 = sprintf(',%%g', fs * 0.8)\n"
+            "f85 = sprintf(',%%g', fs * 0.85)\n"
+            "f9 = sprintf(',%%g', fs * 0.9)\n",
+            c->name, c->name, c->name, w, h, (int)lround(w * 200), (int)lround(h * 200),
+            (int)lround(w * 300), (int)lround(h * 300), c->name);
     fputs("set title ", g);
     gp_str(g, title, GP_TITLE);
     if (c->simulated) fputs(".' (simulated telemetry)'", g);
-    fputs("\nset xlabel ", g);
+    fputs("\nxl = ", g); /* the axis labels, also for the panels of small multiples */
     gp_str(g, xlabel, GP_TITLE);
-    fputs("\nset ylabel ", g);
+    fputs("\nyl = ", g);
     gp_str(g, ylabel, GP_TITLE);
+    fputs("\nset xlabel xl\nset ylabel yl", g);
     fputs("\nset key below horizontal\nset grid lc rgb '#dddddd'\nset border 3\n"
           "set tics nomirror\n",
           g);
@@ -370,14 +408,44 @@ static int axis_pos(const batch_axis *ax, double b) {
     return p ? (int)(p - ax->idx) : -1;
 }
 
-/* Mean of column col at each batch index of the axis over the group's runs: writes "batch
- * value" lines. sum (the means) and cnt have ax->n entries. Returns points written. */
+/* Seconds since the first batch of its repeat for each row of g (in g's row order), NAN
+ * where the row's time is unknown; NULL when out of memory. Rows of one repeat are one
+ * contiguous range (unit_of_row never decreases). */
+static double *group_elapsed(const tmoe_analysis *a, const analysis_group *g) {
+    double *el = malloc(sizeof *el * (size_t)(g->nrows + 1));
+    if (!el) return NULL;
+    for (int lo = 0, hi; lo < g->nrows; lo = hi) {
+        double t0 = INFINITY;
+        for (hi = lo; hi < g->nrows && g->unit_of_row[hi] == g->unit_of_row[lo]; hi++) {
+            double t = row_of(a, g, hi)->num[TMOE_RL_TIME];
+            if (isfinite(t) && t < t0) t0 = t;
+        }
+        for (int k = lo; k < hi; k++) {
+            double t = row_of(a, g, k)->num[TMOE_RL_TIME];
+            el[k] = isfinite(t) && isfinite(t0) ? t - t0 : NAN;
+        }
+    }
+    return el;
+}
+
+/* Whether any row of the groups has a known time: the time series then use seconds. */
+static int groups_have_time(const tmoe_analysis *a, const analysis_group *const *gs, int ng) {
+    for (int i = 0; i < ng; i++)
+        for (int k = 0; gs[i] && k < gs[i]->nrows; k++)
+            if (isfinite(row_of(a, gs[i], k)->num[TMOE_RL_TIME])) return 1;
+    return 0;
+}
+
+/* Mean of column col at each batch index of the axis over the group's repeats: writes "x
+ * value" lines, x the batch index, or with el (group_elapsed) the mean seconds since the
+ * repeat's first batch at that index (indices with no known time are left out). sum, cnt,
+ * sumx and cntx have ax->n entries. Returns points written. */
 static int series_by_batch(figctx *c, const analysis_group *g, int col, const batch_axis *ax,
-                           double *sum, int *cnt) {
+                           const double *el, double *sum, int *cnt, double *sumx, int *cntx) {
     const tmoe_analysis *a = c->a;
     for (int i = 0; i < ax->n; i++) {
-        sum[i] = 0.0;
-        cnt[i] = 0;
+        sum[i] = sumx[i] = 0.0;
+        cnt[i] = cntx[i] = 0;
     }
     for (int k = 0; k < g->nrows; k++) {
         const tmoe_analyze_row *r = row_of(a, g, k);
@@ -386,22 +454,95 @@ static int series_by_batch(figctx *c, const analysis_group *g, int col, const ba
         if (i < 0 || !isfinite(v)) continue;
         cnt[i]++; /* running mean: finite for any finite values (a sum could overflow) */
         sum[i] += v / cnt[i] - sum[i] / cnt[i];
+        if (el && isfinite(el[k])) {
+            cntx[i]++;
+            sumx[i] += el[k] / cntx[i] - sumx[i] / cntx[i];
+        }
     }
     int n = 0;
-    for (int i = 0; i < ax->n; i++)
-        if (cnt[i]) {
-            double v = sum[i];
-            fprintf(c->dat, "%.17g %.9g\n", ax->idx[i], v);
-            range_add(c, ax->idx[i], v);
-            n++;
-        }
+    for (int i = 0; i < ax->n; i++) {
+        if (!cnt[i] || (el && !cntx[i])) continue;
+        double x = el ? sumx[i] : ax->idx[i], v = sum[i];
+        fprintf(c->dat, "%.17g %.9g\n", x, v);
+        range_add(c, x, v);
+        n++;
+    }
     return n;
+}
+
+/* Scratch for series_by_batch over an axis of n indices. */
+typedef struct {
+    double *sum, *sumx;
+    int *cnt, *cntx;
+} series_buf;
+
+static int series_buf_init(series_buf *b, int n) {
+    b->sum = malloc(sizeof *b->sum * (size_t)(n + 1));
+    b->sumx = malloc(sizeof *b->sumx * (size_t)(n + 1));
+    b->cnt = malloc(sizeof *b->cnt * (size_t)(n + 1));
+    b->cntx = malloc(sizeof *b->cntx * (size_t)(n + 1));
+    return b->sum && b->sumx && b->cnt && b->cntx ? 0 : -1;
+}
+
+static void series_buf_free(series_buf *b) {
+    free(b->sum);
+    free(b->sumx);
+    free(b->cnt);
+    free(b->cntx);
+}
+
+/* A tic step of 1, 2 or 5 times a power of ten giving at most about max intervals over
+ * [lo, hi]; 0 when the span is empty or not finite. */
+static double nice_step(double lo, double hi, int max) {
+    double span = hi - lo;
+    if (!(span > 0.0) || !isfinite(span)) return 0.0;
+    double p = pow(10.0, floor(log10(span / max)));
+    static const double m[] = {1.0, 2.0, 5.0, 10.0};
+    for (int i = 0; i < 4; i++)
+        if (span / (m[i] * p) <= max) return m[i] * p;
+    return 10.0 * p;
+}
+
+/* Start a grid of n panels (small multiples) under one title; each panel then sets its own
+ * title and plots (gp_panel_title). Text is scaled down from the format's base size fs, and
+ * the x axis gets few tics so that small panels stay legible. */
+static void gp_multiplot(figctx *c, const char *title, int n) {
+    int cols = n <= 3 ? n : n == 4 ? 2 : 3, rows = (n + cols - 1) / cols;
+    fputs("unset title\nunset key\n"
+          "set tics font f7\n"
+          "set xlabel font f75\n"
+          "set ylabel font f75\n",
+          c->gp);
+    double st = nice_step(c->xmin, c->xmax, 3);
+    if (st > 0.0) fprintf(c->gp, "set xtics %.9g\n", st);
+    c->panel_cols = cols;
+    c->panel_rows = rows;
+    c->panels = n;
+    c->panel = 0;
+    fprintf(c->gp, "set multiplot layout %d,%d title ", rows, cols);
+    gp_str(c->gp, title, GP_TITLE);
+    if (c->simulated) fputs(".' (simulated telemetry)'", c->gp);
+    fputs(" font f9\n", c->gp);
+}
+
+/* The title of the next panel of a grid; the axis labels only on the left column and the
+ * bottom panel of each column. */
+static void gp_panel_title(figctx *c, const char *t) {
+    if (c->panels > 0) {
+        int p = c->panel++, col = p % c->panel_cols;
+        fprintf(c->gp, "set xlabel %s\nset ylabel %s\n",
+                p + c->panel_cols >= c->panels ? "xl" : "''", col == 0 ? "yl" : "''");
+    }
+    fputs("set title ", c->gp);
+    gp_str(c->gp, t, GP_LABEL);
+    fputs(" font f8\n", c->gp);
 }
 
 /* ---- figure kinds ----------------------------------------------------------------------- */
 
-/* Time series of one or two columns per strategy (second dashed, untitled: the figure title
- * says which is which). */
+/* Time series of one or two columns, small multiples: one panel per strategy (same axes in
+ * every panel), the second column dashed (the figure title says which is which). x is the
+ * mean time since the repeat's first batch (s), or the batch index for logs without time. */
 static int fig_series(figctx *c, const char *kind, const char *w, const char *title,
                       const char *ylabel, int col, int col2, tmoe_error *err) {
     const tmoe_analysis *a = c->a;
@@ -409,51 +550,76 @@ static int fig_series(figctx *c, const char *kind, const char *w, const char *ti
     if (rc) return rc;
     const analysis_group **gs = malloc(sizeof *gs * (size_t)(a->nstrategies + 1));
     batch_axis ax = {0};
+    int use_time = 0;
     if (gs) {
         for (int s = 0; s < a->nstrategies; s++) gs[s] = grp(a, w, a->strategies[s]);
         if (axis_build(a, gs, a->nstrategies, &ax)) ax.idx = NULL;
+        use_time = groups_have_time(a, gs, a->nstrategies);
     }
     free(gs);
-    double *sum = malloc(sizeof *sum * (size_t)(ax.n + 1));
-    int *cnt = malloc(sizeof *cnt * (size_t)(ax.n + 1));
-    if (!ax.idx || !sum || !cnt) {
+    series_buf sb = {0};
+    if (!ax.idx || series_buf_init(&sb, ax.n)) {
         free(ax.idx);
-        free(sum);
-        free(cnt);
+        series_buf_free(&sb);
         fig_drop(c);
         return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
     }
+    dat_head(c, "%s per strategy: one block (index) per strategy%s, in the order of the script",
+             ylabel, col2 >= 0 ? " and column (solid, then dashed)" : "");
+    dat_head(c, "%s %s (mean over repeats at each batch index)",
+             use_time ? "time_s(since_the_repeat's_first_batch)" : "batch_idx", "value");
     const char *sname[32];
-    int blk_col[32], ns = 0;
-    for (int s = 0; s < a->nstrategies && ns < 30; s++) {
+    int blk_col[32], blk_panel[32], nb = 0, np = 0;
+    for (int s = 0; s < a->nstrategies && np < 30; s++) {
         const analysis_group *g = grp(a, w, a->strategies[s]);
         if (!g) continue;
+        double *el = use_time ? group_elapsed(a, g) : NULL;
+        if (use_time && !el) {
+            rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+            break;
+        }
+        int any = 0;
         for (int which = 0; which < 2; which++) {
             int cl = which ? col2 : col;
             if (cl < 0) continue;
-            if (series_by_batch(c, g, cl, &ax, sum, cnt) > 0) {
+            if (series_by_batch(c, g, cl, &ax, el, sb.sum, sb.cnt, sb.sumx, sb.cntx) > 0) {
                 dat_block_end(c);
-                sname[ns] = g->r.strategy;
-                blk_col[ns++] = which;
+                sname[nb] = g->r.strategy;
+                blk_panel[nb] = np;
+                blk_col[nb++] = which;
+                any = 1;
             }
         }
+        free(el);
+        np += any;
     }
     free(ax.idx);
-    free(sum);
-    free(cnt);
-    if (ns == 0) {
+    series_buf_free(&sb);
+    if (rc || nb == 0) {
         fig_drop(c);
-        return TMOE_OK;
+        return rc;
     }
-    if ((rc = gp_begin(c, title, "batch", ylabel, err))) return rc;
+    if ((rc = gp_begin(c, title, use_time ? "time in combination (s)" : "batch", ylabel, err)))
+        return rc;
     gp_ranges(c, 1, 0);
-    fprintf(c->gp, "plot \\\n");
-    for (int i = 0; i < ns; i++) {
-        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with lines lw 1.5 dt %d lc rgb '%s'", c->name,
-                i, blk_col[i] ? 2 : 1, strategy_color(sname[i]));
-        gp_title(c->gp, blk_col[i] ? NULL : sname[i]);
-        fputs(i + 1 < ns ? ", \\\n" : "\n", c->gp);
+    gp_multiplot(c, title, np);
+    for (int p = 0, i = 0; p < np; p++) {
+        const char *sn = NULL;
+        for (int k = 0; k < nb; k++)
+            if (blk_panel[k] == p) sn = sname[k];
+        gp_panel_title(c, sn);
+        fputs("plot \\\n", c->gp);
+        int first = 1;
+        for (; i < nb && blk_panel[i] == p; i++) {
+            fprintf(c->gp, "%s  '%s.dat' index %d using 1:2 with lines lw 1.5 dt %d lc rgb '%s'",
+                    first ? "" : ", \\\n", c->name, i, blk_col[i] ? 2 : 1,
+                    strategy_color(sname[i]));
+            gp_title(c->gp, NULL);
+            first = 0;
+        }
+        fputc('\n', c->gp);
     }
+    fputs("unset multiplot\n", c->gp);
     return gp_end(c, err);
 }
 
@@ -469,6 +635,8 @@ static int fig_bars(figctx *c, const char *kind, const char *w, const char *titl
     if (rc) return rc;
     int S = a->nstrategies;
     double width = 0.8 / (S > 0 ? S : 1);
+    dat_head(c, "%s: one block (index) per strategy, in the order of the script", ylabel);
+    dat_head(c, "x_position value ci_lo ci_hi (NaN: no CI)");
     const char *sname[64];
     int ns = 0, have_ci[64];
     for (int s = 0; s < S && ns < 64; s++) {
@@ -537,9 +705,10 @@ static double bar_metric_fn(const tmoe_analysis *a, const analysis_group *g, int
     (void)a;
     (void)gi;
     const tmoe_metric_result *m = &g->r.m[bar_metric];
-    *lo = m->ci_lo;
-    *hi = m->ci_hi;
-    return m->mean;
+    double sc = tmoe_metric_scale(bar_metric);
+    *lo = sc * m->ci_lo;
+    *hi = sc * m->ci_hi;
+    return sc * m->mean;
 }
 
 static double bar_pct_fn(const tmoe_analysis *a, const analysis_group *g, int gi, double *lo,
@@ -549,12 +718,17 @@ static double bar_pct_fn(const tmoe_analysis *a, const analysis_group *g, int gi
     return gi == 0 ? g->r.lat_p50 : gi == 1 ? g->r.lat_p90 : g->r.lat_p99;
 }
 
-static int fig_cdf(figctx *c, const char *w, tmoe_error *err) {
+/* Latency CCDF: the fraction of batches at least as slow as x, log scale, so the tail
+ * (p99, p99.9) is as readable as the median. For sorted latencies v[0..n) the points are
+ * (v[k], (n - k) / n): from 1 down to 1/n, never 0 (a log axis has no 0). */
+static int fig_ccdf(figctx *c, const char *w, tmoe_error *err) {
     const tmoe_analysis *a = c->a;
-    int rc = fig_begin(c, "latency_cdf", w, NULL, err);
+    int rc = fig_begin(c, "latency_ccdf", w, NULL, err);
     if (rc) return rc;
+    dat_head(c, "latency CCDF: one block (index) per strategy, in the order of the script");
+    dat_head(c, "latency_ms fraction_of_batches_at_least_as_slow");
     const char *sname[64];
-    int ns = 0;
+    int ns = 0, nmax = 1;
     for (int s = 0; s < a->nstrategies && ns < 64; s++) {
         const analysis_group *g = grp(a, w, a->strategies[s]);
         if (!g) continue;
@@ -570,13 +744,15 @@ static int fig_cdf(figctx *c, const char *w, tmoe_error *err) {
         }
         qsort(v, (size_t)n, sizeof *v, tmoe_cmp_double);
         for (int k = 0; k < n; k++) {
-            fprintf(c->dat, "%.9g %.9g\n", v[k], (k + 1.0) / n);
-            range_add(c, v[k], (k + 1.0) / n);
+            double y = (double)(n - k) / n;
+            fprintf(c->dat, "%.9g %.9g\n", v[k], y);
+            range_add(c, v[k], y);
         }
         free(v);
         if (n) {
             dat_block_end(c);
             sname[ns++] = g->r.strategy;
+            if (n > nmax) nmax = n;
         }
     }
     if (!ns) {
@@ -584,12 +760,13 @@ static int fig_cdf(figctx *c, const char *w, tmoe_error *err) {
         return TMOE_OK;
     }
     char title[300], sw[GP_LABEL + 4];
-    snprintf(title, sizeof title, "Latency CDF, %s", short_name(sw, w));
-    if ((rc = gp_begin(c, title, "batch latency (ms)", "fraction of batches", err))) return rc;
-    c->ymin = 0.0;
-    c->ymax = 1.0;
+    snprintf(title, sizeof title, "Latency CCDF, %s", short_name(sw, w));
+    if ((rc = gp_begin(c, title, "batch latency (ms)", "fraction of batches >= latency", err)))
+        return rc;
+    c->ymin = c->ymax = NAN; /* y set below */
     gp_ranges(c, 1, 0);
-    fprintf(c->gp, "set yrange [0:1.02]\nplot \\\n");
+    fprintf(c->gp, "set logscale y\nset yrange [%.9g:1.3]\nset format y '%%g'\nplot \\\n",
+            0.5 / nmax);
     for (int i = 0; i < ns; i++) {
         fprintf(c->gp, "  '%s.dat' index %d using 1:2 with steps lw 1.5 lc rgb '%s'", c->name, i,
                 strategy_color(sname[i]));
@@ -607,6 +784,7 @@ static int fig_heat(figctx *c, const char *kind, const char *w, const char *s, c
     if (rc) return rc;
     double lo = INFINITY, hi = -INFINITY;
     int n = 0;
+    dat_head(c, "%s: column row value (%s)", title, cblabel);
     for (int r = 0; r < nr; r++)
         for (int k = 0; k < nc; k++) {
             double v = m[r * nc + k];
@@ -716,6 +894,7 @@ static int fig_experts(figctx *c, const char *w, tmoe_error *err) {
         rc = fig_begin(c, "expert_time", w, NULL, err);
         int nb = 0;
         const char *tn[64];
+        if (!rc) dat_head(c, "one block per strategy: expert total_time_ms");
         for (int s = 0; !rc && s < ns; s++) {
             for (int e = 0; e < E; e++) {
                 fprintf(c->dat, "%d %.9g\n", e, tim[s * E + e]);
@@ -747,7 +926,114 @@ static int fig_experts(figctx *c, const char *w, tmoe_error *err) {
 
 #define HEAT_MAX_CELLS (1 << 22) /* a heat map larger than this is not drawn */
 
-/* TTHA loss terms and learned biases of one group (none when it has no TTHA columns). */
+/* The adapter over a repeat of g: every expert's learned bias against time (one line per
+ * expert, coloured by expert index) and, when logged, the gradient norm of each update and
+ * the learning rate, as small multiples. Each repeat's rows are a separate line (a blank
+ * line between them in the .dat). Nothing when the log has no biases, norms or rates. */
+static int fig_adapter(figctx *c, const char *w, const analysis_group *g, const double *el,
+                       tmoe_error *err) {
+    const tmoe_analysis *a = c->a;
+    int E = list_len(a, g, TMOE_RL_BIASES), have_norm = 0, have_lr = 0, have_bias = 0;
+    for (int k = 0; k < g->nrows; k++) {
+        const tmoe_analyze_row *r = row_of(a, g, k);
+        have_norm |= isfinite(r->num[TMOE_RL_TTHA_GRAD_NORM]);
+        have_lr |= isfinite(r->num[TMOE_RL_TTHA_LR]);
+        for (int e = 0; e < r->nlist[TMOE_RL_BIASES]; e++)
+            have_bias |= isfinite(r->list[TMOE_RL_BIASES][e]);
+    }
+    if (!have_bias && !have_norm && !have_lr) return TMOE_OK;
+    if (E > 0 && (size_t)g->nrows * (size_t)E > HEAT_MAX_CELLS) {
+        char fname[256]; /* the names themselves may hold anything: say it by file name */
+        fig_file_name(c, fname, sizeof fname, "ttha_adapter", w, g->r.strategy);
+        tmoe_log(TMOE_LOG_WARN, "figure %s: %d batches x %d experts is too many points; left out",
+                 fname, g->nrows, E);
+        return TMOE_OK;
+    }
+    int rc = fig_begin(c, "ttha_adapter", w, g->r.strategy, err);
+    if (rc) return rc;
+    const char *xl = el ? "time_s(since_the_repeat's_first_batch)" : "batch_idx";
+    dat_head(c,
+             "TTHA adapter over the run. index 0: %s bias expert (one line per expert and "
+             "repeat); index 1: %s grad_norm; index 2: %s learning_rate",
+             xl, xl, xl);
+    double bmin = INFINITY, bmax = -INFINITY, nmin = INFINITY, nmax = -INFINITY;
+    double lmin = INFINITY, lmax = -INFINITY;
+    int blocks[3] = {0, 0, 0};
+    for (int part = 0; part < 3; part++) {
+        int lines = 0;
+        for (int e = 0; e < (part == 0 ? E : 1); e++)
+            for (int lo = 0, hi; lo < g->nrows; lo = hi) {
+                for (hi = lo + 1; hi < g->nrows && g->unit_of_row[hi] == g->unit_of_row[lo]; hi++)
+                    ;
+                int n = 0;
+                for (int k = lo; k < hi; k++) {
+                    const tmoe_analyze_row *r = row_of(a, g, k);
+                    double x = el ? el[k] : r->num[TMOE_RL_BATCH_IDX];
+                    double v = part == 1                      ? r->num[TMOE_RL_TTHA_GRAD_NORM]
+                               : part == 2                    ? r->num[TMOE_RL_TTHA_LR]
+                               : e < r->nlist[TMOE_RL_BIASES] ? r->list[TMOE_RL_BIASES][e]
+                                                              : NAN;
+                    if (!isfinite(x) || !isfinite(v)) continue;
+                    if (part == 0)
+                        fprintf(c->dat, "%.9g %.9g %d\n", x, v, e);
+                    else
+                        fprintf(c->dat, "%.9g %.9g\n", x, v);
+                    double *mn = part == 0 ? &bmin : part == 1 ? &nmin : &lmin;
+                    double *mx = part == 0 ? &bmax : part == 1 ? &nmax : &lmax;
+                    *mn = fmin(*mn, v);
+                    *mx = fmax(*mx, v);
+                    range_add(c, x, NAN);
+                    n++;
+                }
+                if (n) {
+                    fputc('\n', c->dat); /* a new line per expert and repeat */
+                    lines++;
+                }
+            }
+        if (!lines) fputs("NaN NaN NaN\n", c->dat); /* keeps the index numbering */
+        blocks[part] = lines;
+        dat_block_end(c);
+    }
+    if (!blocks[0] && !blocks[1] && !blocks[2]) {
+        fig_drop(c);
+        return TMOE_OK;
+    }
+    char title[300], sw[GP_LABEL + 4], ss[GP_LABEL + 4];
+    snprintf(title, sizeof title, "TTHA adapter, %s, %s", short_name(ss, g->r.strategy),
+             short_name(sw, w));
+    if ((rc = gp_begin(c, title, el ? "time in combination (s)" : "batch", "", err))) return rc;
+    gp_ranges(c, 1, 0);
+    int np = (blocks[0] > 0) + (blocks[1] > 0) + (blocks[2] > 0);
+    gp_multiplot(c, title, np);
+    for (int part = 0; part < 3; part++) {
+        if (!blocks[part]) continue;
+        double lo = part == 0 ? bmin : part == 1 ? nmin : lmin;
+        double hi = part == 0 ? bmax : part == 1 ? nmax : lmax;
+        pad(&lo, &hi, 0.06);
+        if (isfinite(lo) && isfinite(hi)) fprintf(c->gp, "set yrange [%.9g:%.9g]\n", lo, hi);
+        if (part == 0) {
+            gp_panel_title(c, "bias per expert (colour: expert index)");
+            fprintf(c->gp,
+                    "set ylabel 'bias (logit units)'\nset palette defined (0 '#0072B2', "
+                    "0.5 '#009E73', 1 '#E69F00')\nunset colorbox\nset cbrange [0:%d]\n"
+                    "plot '%s.dat' index 0 using 1:2:3 with lines lw 1 lc palette "
+                    "notitle\n",
+                    E > 1 ? E - 1 : 1, c->name);
+        } else {
+            gp_panel_title(c, part == 1 ? "gradient norm of each update" : "learning rate");
+            fprintf(c->gp,
+                    "set ylabel '%s'\nplot '%s.dat' index %d using 1:2 with lines lw 1.5 lc rgb "
+                    "'%s' notitle\n",
+                    part == 1 ? "L2 norm" : "rate", c->name, part,
+                    part == 1 ? "#000000" : "#777777");
+        }
+    }
+    fputs("unset multiplot\n", c->gp);
+    return gp_end(c, err);
+}
+
+/* TTHA loss terms of one group as small multiples (one panel per logged term, x in
+ * seconds), then the adapter's biases (fig_adapter). Nothing without TTHA columns. */
 static int fig_ttha_group(figctx *c, const char *w, const analysis_group *g, tmoe_error *err) {
     const tmoe_analysis *a = c->a;
     static const int cols[] = {TMOE_RL_TTHA_POWER_LOSS,      TMOE_RL_TTHA_TEMP_LOSS,
@@ -758,22 +1044,37 @@ static int fig_ttha_group(figctx *c, const char *w, const analysis_group *g, tmo
     static const char *const col_color[] = {"#D55E00", "#E69F00", "#0072B2",
                                             "#009E73", "#CC79A7", "#000000"};
     batch_axis ax = {0};
-    double *sum = NULL, *m = NULL;
-    int *cnt = NULL, *n = NULL, have[6], nh = 0, rc = TMOE_OK;
+    series_buf sb = {0};
+    double *el = NULL;
+    int have[6], nh = 0, rc = TMOE_OK;
     if (axis_build(a, &g, 1, &ax)) return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
     int nb = ax.n;
     if (nb == 0) goto out;
+    if (groups_have_time(a, &g, 1) && !(el = group_elapsed(a, g))) {
+        rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+        goto out;
+    }
     char title[300], sw[GP_LABEL + 4], ss[GP_LABEL + 4];
     if ((rc = fig_begin(c, "ttha_loss", w, g->r.strategy, err))) goto out;
-    sum = malloc(sizeof *sum * (size_t)nb);
-    cnt = malloc(sizeof *cnt * (size_t)nb);
-    if (!sum || !cnt) {
+    if (series_buf_init(&sb, nb)) {
         fig_drop(c);
         rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
         goto out;
     }
+    dat_head(c, "TTHA loss terms: one block per logged term (power, temperature, latency "
+                "penalty, throughput bonus, fidelity, total; absent ones left out)");
+    dat_head(c, "%s loss (mean over repeats at each batch index)",
+             el ? "time_s(since_the_repeat's_first_batch)" : "batch_idx");
+    double ylo[6], yhi[6];
     for (int k = 0; k < 6; k++) {
-        have[k] = series_by_batch(c, g, cols[k], &ax, sum, cnt) > 0;
+        double y0 = c->ymin, y1 = c->ymax;
+        c->ymin = INFINITY;
+        c->ymax = -INFINITY;
+        have[k] = series_by_batch(c, g, cols[k], &ax, el, sb.sum, sb.cnt, sb.sumx, sb.cntx) > 0;
+        ylo[k] = c->ymin;
+        yhi[k] = c->ymax;
+        c->ymin = fmin(y0, c->ymin);
+        c->ymax = fmax(y1, c->ymax);
         if (have[k]) {
             dat_block_end(c);
             nh++;
@@ -785,56 +1086,27 @@ static int fig_ttha_group(figctx *c, const char *w, const analysis_group *g, tmo
     }
     snprintf(title, sizeof title, "TTHA loss, %s, %s", short_name(ss, g->r.strategy),
              short_name(sw, w));
-    if ((rc = gp_begin(c, title, "batch", "loss term", err))) goto out;
+    if ((rc = gp_begin(c, title, el ? "time in combination (s)" : "batch", "loss term", err)))
+        goto out;
     gp_ranges(c, 1, 0);
-    fprintf(c->gp, "plot \\\n");
+    gp_multiplot(c, title, nh);
     for (int k = 0, i = 0; k < 6; k++) {
         if (!have[k]) continue;
-        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with lines lw 1.5 dt %d lc rgb '%s'", c->name,
-                i, k == 5 ? 1 : 1 + (k % 3), col_color[k]);
-        gp_title(c->gp, lbl[k]);
-        fputs(i + 1 < nh ? ", \\\n" : "\n", c->gp);
+        gp_panel_title(c, lbl[k]);
+        pad(&ylo[k], &yhi[k], 0.06); /* each term on its own scale */
+        if (isfinite(ylo[k]) && isfinite(yhi[k]))
+            fprintf(c->gp, "set yrange [%.9g:%.9g]\n", ylo[k], yhi[k]);
+        fprintf(c->gp, "plot '%s.dat' index %d using 1:2 with lines lw 1.5 lc rgb '%s' notitle\n",
+                c->name, i, col_color[k]);
         i++;
     }
+    fputs("unset multiplot\n", c->gp);
     if ((rc = gp_end(c, err))) goto out;
-    /* learned biases: batch (rows, in order of the axis) x expert */
-    int E = list_len(a, g, TMOE_RL_BIASES);
-    if (E == 0) goto out;
-    if ((size_t)nb * (size_t)E > HEAT_MAX_CELLS) {
-        char fname[256]; /* the names themselves may hold anything: say it by file name */
-        fig_file_name(c, fname, sizeof fname, "biases", w, g->r.strategy);
-        tmoe_log(TMOE_LOG_WARN,
-                 "figure %s: %d batches x %d experts is too many cells to draw; left out", fname,
-                 nb, E);
-        goto out;
-    }
-    m = calloc((size_t)nb * (size_t)E, sizeof *m);
-    n = calloc((size_t)nb * (size_t)E, sizeof *n);
-    if (!m || !n) {
-        rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
-        goto out;
-    }
-    for (int k = 0; k < g->nrows; k++) {
-        const tmoe_analyze_row *r = row_of(a, g, k);
-        int b = axis_pos(&ax, r->num[TMOE_RL_BATCH_IDX]);
-        if (b < 0) continue;
-        for (int e = 0; e < r->nlist[TMOE_RL_BIASES] && e < E; e++)
-            if (isfinite(r->list[TMOE_RL_BIASES][e])) {
-                m[(size_t)b * (size_t)E + (size_t)e] += r->list[TMOE_RL_BIASES][e];
-                n[(size_t)b * (size_t)E + (size_t)e]++;
-            }
-    }
-    for (size_t i = 0; i < (size_t)nb * (size_t)E; i++) m[i] = n[i] ? m[i] / n[i] : NAN;
-    snprintf(title, sizeof title, "Learned biases, %s, %s", short_name(ss, g->r.strategy),
-             short_name(sw, w));
-    rc = fig_heat(c, "biases", w, g->r.strategy, title, "expert", "batch", NULL, nb, E, m, 1,
-                  "bias", err);
+    rc = fig_adapter(c, w, g, el, err);
 out:
     free(ax.idx);
-    free(sum);
-    free(cnt);
-    free(m);
-    free(n);
+    free(el);
+    series_buf_free(&sb);
     return rc;
 }
 
@@ -857,12 +1129,17 @@ static int fig_pareto(figctx *c, const char *w, int fidelity, tmoe_error *err) {
     double px[64], py[64];
     const char *sname[64];
     int n = 0;
+    dat_head(c,
+             "one block per strategy: %s energy_per_token_mJ; the last block: the Pareto "
+             "frontier",
+             fidelity ? "1-topk_agreement" : "latency_mean_ms");
     for (int s = 0; s < a->nstrategies && n < 64; s++) {
         const analysis_group *g = grp(a, w, a->strategies[s]);
         if (!g) continue;
         double x =
             fidelity ? 1.0 - g->r.m[TMOE_M_TOPK_AGREEMENT].mean : g->r.m[TMOE_M_LATENCY_MEAN].mean;
-        double y = g->r.m[TMOE_M_ENERGY_PER_TOKEN].mean;
+        double y =
+            tmoe_metric_scale(TMOE_M_ENERGY_PER_TOKEN) * g->r.m[TMOE_M_ENERGY_PER_TOKEN].mean;
         if (!isfinite(x) || !isfinite(y)) continue;
         fprintf(c->dat, "%.9g %.9g\n", x, y);
         dat_block_end(c);
@@ -895,7 +1172,7 @@ static int fig_pareto(figctx *c, const char *w, int fidelity, tmoe_error *err) {
              short_name(sw, w));
     if ((rc = gp_begin(c, title,
                        fidelity ? "1 - top-k agreement with baseline" : "latency mean (ms)",
-                       "energy per token (J)", err)))
+                       "energy per token (mJ)", err)))
         return rc;
     gp_ranges(c, 1, 0);
     fprintf(c->gp,
@@ -907,6 +1184,416 @@ static int fig_pareto(figctx *c, const char *w, int fidelity, tmoe_error *err) {
                 i, strategy_color(sname[i]));
         gp_title(c->gp, sname[i]);
         fputs(i + 1 < n ? ", \\\n" : "\n", c->gp);
+    }
+    return gp_end(c, err);
+}
+
+/* ---- headline: forest plot of the change against the baseline ------------------------- */
+
+#define FOREST_MAX_ROWS 120 /* workload x strategy rows drawn; the tables have every group */
+
+static const struct {
+    tmoe_metric m;
+    const char *title;
+    int pct; /* 1: the % change (perplexity), 0: the difference in the metric's unit */
+} forest_panels[] = {
+    {TMOE_M_ENERGY_PER_TOKEN, "energy per token (mJ)", 0},
+    {TMOE_M_NLL, "perplexity (%)", 1},
+    {TMOE_M_LATENCY_P99, "p99 latency (ms)", 0},
+    {TMOE_M_GPU_TEMP_PEAK, "peak GPU temperature (C)", 0},
+    {TMOE_M_MEM_TEMP_PEAK, "peak HBM temperature (C)", 0},
+};
+#define FOREST_PANELS ((int)(sizeof forest_panels / sizeof *forest_panels))
+
+/* Repeats behind a comparison: pairs when paired, else the smaller side. */
+static int forest_units(const tmoe_group_result *base, const tmoe_group_result *g, tmoe_metric m) {
+    const tmoe_metric_result *r = &g->m[m];
+    if (r->paired) return r->n_pairs;
+    int nb = base ? base->m[m].n : 0;
+    return r->n < nb ? r->n : nb;
+}
+
+static long rgb_of(const char *hex) {
+    return strtol(hex + 1, NULL, 16);
+}
+
+/* One panel per metric (energy per token in mJ, perplexity in %, p99 latency in ms, peak
+ * GPU and HBM temperature in C), one row per workload x strategy: the change against the
+ * baseline of the workload (paired by repeat; perplexity paired on the same tokens) with
+ * its 95% CI where there are 3+ repeats. With fewer the title says effect sizes only and
+ * no CI is drawn. Routing-unchanged strategies are listed, with no point. */
+static int fig_forest(figctx *c, int nfw, tmoe_error *err) {
+    const tmoe_analysis *a = c->a;
+    const analysis_group *rows[FOREST_MAX_ROWS];
+    const tmoe_group_result *bases[FOREST_MAX_ROWS];
+    int nr = 0, more = 0;
+    for (int w = 0; w < nfw; w++)
+        for (int s = 0; s < a->nstrategies && s < TMOE_ANALYZE_MAX_FIG_NAMES; s++) {
+            const analysis_group *g = grp(a, a->workloads[w], a->strategies[s]);
+            if (!g || strcmp(g->r.strategy, a->cfg.baseline) == 0) continue;
+            if (nr == FOREST_MAX_ROWS) {
+                more++;
+                continue;
+            }
+            bases[nr] = tmoe_analysis_find(a, g->r.workload, a->cfg.baseline);
+            rows[nr++] = g;
+        }
+    if (nr == 0) return TMOE_OK;
+    if (more)
+        tmoe_log(TMOE_LOG_WARN, "forest plot: %d more workload x strategy rows than the %d drawn",
+                 more, FOREST_MAX_ROWS);
+    int rc = fig_begin(c, "forest", NULL, NULL, err);
+    if (rc) return rc;
+    c->w_in = 7.0;
+    c->h_in = fmin(20.0, fmax(2.6, 1.1 + 0.24 * nr));
+    dat_head(c, "Change against the baseline of the same workload, one block (index) per panel:");
+    for (int p = 0; p < FOREST_PANELS; p++)
+        dat_head(c, "  index %d: %s, %s", p, tmoe_metric_name(forest_panels[p].m),
+                 forest_panels[p].pct ? "perplexity change in % (paired on the same tokens)"
+                                      : forest_panels[p].title);
+    dat_head(c,
+             "columns: y estimate ci_lo ci_hi n_repeats rgb (ci NaN: fewer than %d repeats; "
+             "estimate NaN: routing unchanged or not logged)",
+             TMOE_ANALYZE_MIN_REPEATS);
+    for (int r = 0; r < nr; r++) {
+        fprintf(c->dat, "# y %d: workload '", nr - 1 - r);
+        dat_name(c, rows[r]->r.workload);
+        fputs("' strategy '", c->dat);
+        dat_name(c, rows[r]->r.strategy);
+        fputs(rows[r]->r.routing_unchanged ? "' (routing unchanged)\n" : "'\n", c->dat);
+    }
+    double lo[FOREST_PANELS], hi[FOREST_PANELS];
+    int finite[FOREST_PANELS], hasci[FOREST_PANELS], minu = INT_MAX, anyci = 0;
+    for (int p = 0; p < FOREST_PANELS; p++) {
+        lo[p] = hi[p] = 0.0; /* 0 stays in range: the line of no change */
+        finite[p] = hasci[p] = 0;
+        tmoe_metric m = forest_panels[p].m;
+        double sc = forest_panels[p].pct ? 1.0 : tmoe_metric_scale(m);
+        for (int r = 0; r < nr; r++) {
+            const tmoe_metric_result *x = &rows[r]->r.m[m];
+            double e = forest_panels[p].pct ? x->pct : sc * x->diff;
+            double l = forest_panels[p].pct ? x->pct_lo : sc * x->diff_lo;
+            double h = forest_panels[p].pct ? x->pct_hi : sc * x->diff_hi;
+            int u = m == TMOE_M_NLL ? x->n_pairs : forest_units(bases[r], &rows[r]->r, m);
+            if (rows[r]->r.routing_unchanged) e = l = h = NAN;
+            fprintf(c->dat, "%d", nr - 1 - r);
+            dat_val(c, e);
+            dat_val(c, l);
+            dat_val(c, h);
+            fprintf(c->dat, " %d %ld\n", u, rgb_of(strategy_color(rows[r]->r.strategy)));
+            if (!isfinite(e)) continue;
+            finite[p]++;
+            if (u < minu) minu = u;
+            lo[p] = fmin(lo[p], isfinite(l) ? fmin(l, e) : e);
+            hi[p] = fmax(hi[p], isfinite(h) ? fmax(h, e) : e);
+            hasci[p] |= isfinite(l) && isfinite(h);
+        }
+        anyci |= hasci[p];
+        dat_block_end(c);
+    }
+    char title[300];
+    if (minu == INT_MAX)
+        snprintf(title, sizeof title, "Change vs %s: nothing to compare", a->cfg.baseline);
+    else if (minu < TMOE_ANALYZE_MIN_REPEATS)
+        snprintf(title, sizeof title,
+                 "Change vs %s. %d repeat%s: effect sizes only, no CI or p-value%s",
+                 a->cfg.baseline, minu, minu == 1 ? "" : "s",
+                 anyci ? " (bars only where 3+ repeats)" : "");
+    else
+        snprintf(title, sizeof title, "Change vs %s, 95%% CI over repeats (unit = repeat)",
+                 a->cfg.baseline);
+    if ((rc = gp_begin(c, title, "", "", err))) return rc;
+    FILE *g = c->gp;
+    /* a NaN CI is no CI: the point is left out of the error-bar plot, not drawn at an edge */
+    fprintf(g,
+            "set datafile missing 'NaN'\nset yrange [-0.6:%g]\nset grid noytics\nset border 1\n"
+            "unset ylabel\n",
+            nr - 0.4);
+    fputs("unset title\nunset key\nset tics font f75\n", g);
+    fprintf(g, "set multiplot layout 1,%d margins 0.24,0.985,%.4f,%.4f spacing 0.012,0 title ",
+            FOREST_PANELS, 0.35 / c->h_in, 1.0 - 0.55 / c->h_in);
+    gp_str(g, title, GP_TITLE);
+    if (c->simulated) fputs(".' (simulated telemetry)'", g);
+    fputs(" font f85\n", g);
+    for (int p = 0; p < FOREST_PANELS; p++) {
+        gp_panel_title(c, forest_panels[p].title);
+        if (p == 0) {
+            fputs("set ytics (", g);
+            for (int r = 0; r < nr; r++) {
+                char lbl[300];
+                snprintf(lbl, sizeof lbl, "%s%s%s%s", a->nworkloads > 1 ? rows[r]->r.workload : "",
+                         a->nworkloads > 1 ? ": " : "", rows[r]->r.strategy,
+                         rows[r]->r.routing_unchanged ? " (unchanged)" : "");
+                fputs(r ? ", " : "", g);
+                gp_str_ex(g, lbl, GP_LABEL, 1);
+                fprintf(g, " %d", nr - 1 - r);
+            }
+            fputs(") nomirror\n", g);
+        } else
+            fputs("set ytics 0,1 format '' scale 0 nomirror\n", g);
+        double l = lo[p], h = hi[p];
+        pad(&l, &h, 0.08);
+        fprintf(g, "set xrange [%.9g:%.9g]\nset xtics font f65\n", l, h);
+        fputs(
+            "set arrow 1 from first 0, graph 0 to first 0, graph 1 nohead dt 2 lc rgb '#777777'\n",
+            g);
+        if (!finite[p]) {
+            fputs("set label 1 'not in the log' at graph 0.5, graph 0.5 center\n", g);
+            fprintf(g, "plot -1e9 notitle\nunset label 1\n");
+            continue;
+        }
+        fprintf(
+            g, "plot '%s.dat' index %d using 2:1:6 with points pt 7 ps 1.1 lc rgb variable notitle",
+            c->name, p);
+        if (hasci[p])
+            fprintf(g,
+                    ", \\\n  '' index %d using 2:1:3:4:6 with xerrorbars pt 7 ps 1.1 lw 1.5 lc rgb "
+                    "variable notitle",
+                    p);
+        fputc('\n', g);
+    }
+    fputs("unset multiplot\n", g);
+    return gp_end(c, err);
+}
+
+/* ---- whole-run timeline ------------------------------------------------------------------- */
+
+static const tmoe_dataset *tl_ds;
+static int tl_cmp(const void *x, const void *y) {
+    const tmoe_analyze_row *a = tmoe_dataset_row(tl_ds, *(const int *)x),
+                           *b = tmoe_dataset_row(tl_ds, *(const int *)y);
+    double ta = a->num[TMOE_RL_TIME], tb = b->num[TMOE_RL_TIME];
+    if (ta != tb) return (ta > tb) - (ta < tb);
+    return (*(const int *)x > *(const int *)y) - (*(const int *)x < *(const int *)y);
+}
+
+#define TIMELINE_MAX_RUNS 8    /* run directories with a timeline figure */
+#define TIMELINE_MAX_LABELS 40 /* workload labels on one timeline */
+
+/* Power (top) and GPU / HBM temperature (bottom) over the whole run in seconds since its
+ * start, each combination a segment in its strategy's colour, a dotted line and the name
+ * where the workload changes: order effects and carry-over show as trends across
+ * segments. One figure per run directory (the first TIMELINE_MAX_RUNS). */
+static int fig_timeline(figctx *c, int src, int nsrc, tmoe_error *err) {
+    const tmoe_analysis *a = c->a;
+    const tmoe_dataset *ds = a->ds;
+    int nrows = tmoe_dataset_nrows(ds), n = 0;
+    int *ord = malloc(sizeof *ord * (size_t)(nrows + 1));
+    if (!ord) return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+    for (int i = 0; i < nrows; i++) {
+        const tmoe_analyze_row *r = tmoe_dataset_row(ds, i);
+        if (r->source == src && isfinite(r->num[TMOE_RL_TIME])) ord[n++] = i;
+    }
+    if (n == 0) {
+        free(ord);
+        return TMOE_OK;
+    }
+    tl_ds = ds;
+    qsort(ord, (size_t)n, sizeof *ord, tl_cmp);
+    char tag[32];
+    snprintf(tag, sizeof tag, "run%d", src);
+    int rc = fig_begin(c, "timeline", nsrc > 1 ? tag : NULL, NULL, err);
+    if (rc) {
+        free(ord);
+        return rc;
+    }
+    c->w_in = 7.0;
+    c->h_in = 3.6;
+    fputs("# Whole run: ", c->dat);
+    dat_name(c, tmoe_dataset_run(ds, src)->dir);
+    fputs("\n", c->dat);
+    dat_head(c, "one block (index) per strategy, in the order of the script; within it one "
+                "segment per combination (workload x strategy x repeat), a blank line between");
+    dat_head(c, "time_s(since_run_start) power_avg_w gpu_temp_peak_c mem_temp_c");
+    const char *sname[64];
+    int ns = 0;
+    double tmin = INFINITY, tmax = -INFINITY, pmin = INFINITY, pmax = -INFINITY;
+    double cmin = INFINITY, cmax = -INFINITY;
+    int have_mem = 0;
+    for (int s = 0; s < a->nstrategies && ns < 64; s++) {
+        const char *st = a->strategies[s];
+        int pts = 0;
+        const tmoe_analyze_row *prev = NULL;
+        for (int k = 0; k < n; k++) {
+            const tmoe_analyze_row *r = tmoe_dataset_row(ds, ord[k]);
+            if (strcmp(r->str[TMOE_RL_STRATEGY], st) != 0) {
+                prev = NULL; /* another combination ran in between: a new segment */
+                continue;
+            }
+            if (prev && (strcmp(prev->str[TMOE_RL_WORKLOAD], r->str[TMOE_RL_WORKLOAD]) ||
+                         strcmp(prev->str[TMOE_RL_RUN_ID], r->str[TMOE_RL_RUN_ID]) ||
+                         !(prev->num[TMOE_RL_REPEAT] == r->num[TMOE_RL_REPEAT])))
+                fputc('\n', c->dat);
+            else if (!prev && pts)
+                fputc('\n', c->dat);
+            prev = r;
+            double t = r->num[TMOE_RL_TIME], pw = r->num[TMOE_RL_POWER_AVG_W],
+                   tg = r->num[TMOE_RL_GPU_TEMP_PEAK_C], tm = r->num[TMOE_RL_MEM_TEMP_C];
+            fprintf(c->dat, "%.9g", t);
+            dat_val(c, pw);
+            dat_val(c, tg);
+            dat_val(c, tm);
+            fputc('\n', c->dat);
+            tmin = fmin(tmin, t);
+            tmax = fmax(tmax, t);
+            if (isfinite(pw)) pmin = fmin(pmin, pw), pmax = fmax(pmax, pw);
+            if (isfinite(tg)) cmin = fmin(cmin, tg), cmax = fmax(cmax, tg);
+            if (isfinite(tm)) cmin = fmin(cmin, tm), cmax = fmax(cmax, tm), have_mem = 1;
+            pts++;
+        }
+        if (pts) {
+            dat_block_end(c);
+            sname[ns++] = st;
+        }
+    }
+    if (!ns || !(isfinite(pmin) || isfinite(cmin))) {
+        free(ord);
+        fig_drop(c);
+        return TMOE_OK;
+    }
+    char title[300];
+    snprintf(title, sizeof title, "Whole run%s%s: power and temperature over time",
+             nsrc > 1 ? " " : "", nsrc > 1 ? tag : "");
+    if ((rc = gp_begin(c, title, "time since run start (s)", "", err))) {
+        free(ord);
+        return rc;
+    }
+    FILE *g = c->gp;
+    double t0 = tmin, t1 = tmax;
+    pad(&t0, &t1, 0.01);
+    /* the same margins in both panels so their time axes line up (the key sits right) */
+    fprintf(g,
+            "set xrange [%.9g:%.9g]\nunset title\nset lmargin at screen 0.08\n"
+            "set rmargin at screen 0.84\n",
+            t0, t1);
+    fputs("set tics font f7\nset xlabel font f75\n"
+          "set ylabel font f75\n",
+          g);
+    fputs("set multiplot layout 2,1 title ", g);
+    gp_str(g, title, GP_TITLE);
+    if (c->simulated) fputs(".' (simulated telemetry)'", g);
+    fputs(" font f85\n", g);
+    /* where the workload changes: a dotted line and its name (at most TIMELINE_MAX_LABELS) */
+    int nl = 0;
+    const char *wprev = NULL;
+    for (int k = 0; k < n && nl < TIMELINE_MAX_LABELS; k++) {
+        const tmoe_analyze_row *r = tmoe_dataset_row(c->a->ds, ord[k]);
+        const char *wl = r->str[TMOE_RL_WORKLOAD];
+        if (wprev && strcmp(wprev, wl) == 0) continue;
+        wprev = wl;
+        nl++;
+        fprintf(g,
+                "set arrow %d from first %.9g, graph 0 to first %.9g, graph 1 nohead dt 3 lc rgb "
+                "'#999999'\nset label %d ",
+                nl, r->num[TMOE_RL_TIME], r->num[TMOE_RL_TIME], nl);
+        gp_str(g, wl, GP_TIC);
+        fprintf(g,
+                " at first %.9g, graph 0.95 left offset 0.3,0 font f55 "
+                "tc rgb '#555555'\n",
+                r->num[TMOE_RL_TIME]);
+    }
+    for (int panel = 0; panel < 2; panel++) {
+        double y0 = panel ? cmin : pmin, y1 = panel ? cmax : pmax;
+        if (!isfinite(y0)) {
+            y0 = 0.0;
+            y1 = 1.0;
+        }
+        pad(&y0, &y1, 0.08);
+        fprintf(g, "set yrange [%.9g:%.9g]\nset ylabel '%s'\n", y0, y1,
+                panel
+                    ? (have_mem ? "temperature (C): GPU solid, HBM dashed" : "GPU temperature (C)")
+                    : "average power (W)");
+        if (panel == 0)
+            fputs("set key outside right top vertical font f6\nunset xlabel\n", g);
+        else {
+            fputs("unset key\nset xlabel 'time since run start (s)'\nunset label\n", g);
+        }
+        fputs("plot \\\n", g);
+        for (int i = 0; i < ns; i++) {
+            if (panel == 0) {
+                fprintf(g, "  '%s.dat' index %d using 1:2 with lines lw 1.2 lc rgb '%s'", c->name,
+                        i, strategy_color(sname[i]));
+                gp_title(g, isfinite(pmin) ? sname[i] : NULL);
+            } else {
+                fprintf(g, "  '%s.dat' index %d using 1:3 with lines lw 1.2 lc rgb '%s' notitle",
+                        c->name, i, strategy_color(sname[i]));
+                if (have_mem)
+                    fprintf(g,
+                            ", \\\n  '%s.dat' index %d using 1:4 with lines lw 1 dt 2 lc rgb '%s' "
+                            "notitle",
+                            c->name, i, strategy_color(sname[i]));
+            }
+            fputs(i + 1 < ns ? ", \\\n" : "\n", g);
+        }
+    }
+    fputs("unset multiplot\n", g);
+    free(ord);
+    return gp_end(c, err);
+}
+
+/* ---- predicted vs measured energy ---------------------------------------------------------- */
+
+/* Per batch: the cost model's predicted_energy_j against the measured (or simulated)
+ * energy_j, both in mJ, one colour per strategy, the line of equality dashed. The axis
+ * label names where the measured value came from. */
+static int fig_energy_pred(figctx *c, tmoe_error *err) {
+    const tmoe_analysis *a = c->a;
+    int rc = fig_begin(c, "energy_pred_vs_meas", NULL, NULL, err);
+    if (rc) return rc;
+    dat_head(c, "energy per batch: one block (index) per strategy, in the order of the script");
+    dat_head(c, "predicted_mJ(cost_model predicted_energy_j) measured_mJ(energy_j)");
+    const char *sname[64];
+    int ns = 0, sim = 0, meas = 0;
+    double lo = INFINITY, hi = -INFINITY;
+    for (int s = 0; s < a->nstrategies && ns < 64; s++) {
+        int pts = 0;
+        for (int w = 0; w < a->nworkloads; w++) {
+            const analysis_group *g = grp(a, a->workloads[w], a->strategies[s]);
+            for (int k = 0; g && k < g->nrows; k++) {
+                const tmoe_analyze_row *r = row_of(a, g, k);
+                double p = r->num[TMOE_RL_PREDICTED_ENERGY_J], m = r->num[TMOE_RL_ENERGY_J];
+                if (!isfinite(p) || !isfinite(m)) continue;
+                p *= 1e3;
+                m *= 1e3;
+                if (!isfinite(p) || !isfinite(m)) continue;
+                fprintf(c->dat, "%.9g %.9g\n", p, m);
+                lo = fmin(lo, fmin(p, m));
+                hi = fmax(hi, fmax(p, m));
+                const char *src = r->str[TMOE_RL_TELEMETRY_SOURCE];
+                if (!*src) src = tmoe_dataset_run(a->ds, r->source)->telemetry_source;
+                if (strcmp(src, "sim") == 0)
+                    sim = 1;
+                else
+                    meas = 1;
+                pts++;
+            }
+        }
+        if (pts) {
+            dat_block_end(c);
+            sname[ns++] = a->strategies[s];
+        }
+    }
+    if (!ns) {
+        fig_drop(c);
+        return TMOE_OK;
+    }
+    const char *ylab = sim && meas ? "energy per batch (mJ): measured (NVML) and simulated, mixed"
+                       : sim       ? "energy per batch (mJ), simulated GPU"
+                                   : "measured energy per batch (mJ), NVML";
+    if ((rc = gp_begin(c, "Energy per batch: cost-model prediction vs measurement",
+                       "predicted energy per batch (mJ), cost model", ylab, err)))
+        return rc;
+    pad(&lo, &hi, 0.04);
+    fprintf(c->gp,
+            "set xrange [%.9g:%.9g]\nset yrange [%.9g:%.9g]\nset size ratio -1\n"
+            "set key inside top left font f7\nset samples 2\nplot \\\n"
+            "  x with lines dt 2 lw 1 lc rgb '#777777' title 'predicted = measured', \\\n",
+            lo, hi, lo, hi);
+    for (int i = 0; i < ns; i++) {
+        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with points pt 7 ps 0.5 lc rgb '%s'", c->name,
+                i, strategy_color(sname[i]));
+        gp_title(c->gp, sname[i]);
+        fputs(i + 1 < ns ? ", \\\n" : "\n", c->gp);
     }
     return gp_end(c, err);
 }
@@ -1020,17 +1707,20 @@ int analysis_figures(const tmoe_analysis *a, const tmoe_analyze_config *cfg,
                  "%d workloads and %d strategies: figures show the first %d of each (the tables "
                  "have all)",
                  a->nworkloads, a->nstrategies, TMOE_ANALYZE_MAX_FIG_NAMES);
+    rc = rc ? rc : fig_forest(&c, nfw, err);
+    for (int i = 0; i < tmoe_dataset_nruns(a->ds) && i < TIMELINE_MAX_RUNS && !rc; i++)
+        rc = fig_timeline(&c, i, tmoe_dataset_nruns(a->ds), err);
     for (int w = 0; w < nfw && !rc; w++) {
         const char *wl = a->workloads[w];
         char title[300], sw[GP_LABEL + 4];
         short_name(sw, wl);
         snprintf(title, sizeof title, "Power, %s", sw);
         rc = fig_series(&c, "power", wl, title, "average power (W)", TMOE_RL_POWER_AVG_W, -1, err);
-        snprintf(title, sizeof title, "Temperature, %s (solid GPU, dashed HBM)", sw);
+        snprintf(title, sizeof title, "Peak temperature, %s (solid GPU, dashed HBM)", sw);
         if (!rc)
             rc = fig_series(&c, "temperature", wl, title, "peak temperature (C)",
                             TMOE_RL_GPU_TEMP_PEAK_C, TMOE_RL_MEM_TEMP_C, err);
-        if (!rc) rc = fig_cdf(&c, wl, err);
+        if (!rc) rc = fig_ccdf(&c, wl, err);
         static const char *const pl[] = {"p50", "p90", "p99"};
         const char *pw[] = {wl, wl, wl};
         snprintf(title, sizeof title, "Latency percentiles, %s", sw);
@@ -1042,19 +1732,25 @@ int analysis_figures(const tmoe_analysis *a, const tmoe_analyze_config *cfg,
         if (!rc) rc = fig_pareto(&c, wl, 0, err);
         if (!rc) rc = fig_pareto(&c, wl, 1, err);
     }
+    /* the overhead compares like with like: router host time as a share of a measured step;
+     * on the simulated GPU the step time is simulated, so the host time is shown on its own */
     static const struct {
         tmoe_metric m;
         const char *name, *title;
     } bars[] = {{TMOE_M_ENERGY_PER_TOKEN, "energy_per_token", "Energy per token (mean, 95% CI)"},
                 {TMOE_M_POWER_PEAK, "power_peak", "Peak power (mean, 95% CI)"},
                 {TMOE_M_THROUGHPUT, "throughput", "Throughput (mean, 95% CI)"},
-                {TMOE_M_OVERHEAD_PCT, "overhead", "Router + TTHA overhead (% of step time)"}};
+                {TMOE_M_OVERHEAD_PCT, "overhead", "Router host time, % of the measured step time"},
+                {TMOE_M_ROUTER_MS, "overhead",
+                 "Router host time per batch; the step time is simulated, so no % of it"}};
     for (size_t b = 0; b < sizeof bars / sizeof *bars && !rc; b++) {
+        if (bars[b].m == (c.simulated ? TMOE_M_OVERHEAD_PCT : TMOE_M_ROUTER_MS)) continue;
         bar_metric = bars[b].m;
         rc = fig_bars(&c, bars[b].name, NULL, bars[b].title, tmoe_metric_label(bars[b].m),
                       (const char *const *)a->workloads, (const char *const *)a->workloads, nfw,
                       bar_metric_fn, err);
     }
+    if (!rc) rc = fig_energy_pred(&c, err);
     if (c.dat) fig_drop(&c);
     if (c.gp) tmoe_atomic_abort(&c.gp_af);
     if (!rc && cfg->gnuplot && cfg->gnuplot[0] && cfg->formats) {

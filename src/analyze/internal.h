@@ -54,7 +54,7 @@ int ensure_dir(const char *dir, tmoe_error *err);
  * and the array; NULL names = discard). */
 int analysis_figures(const tmoe_analysis *a, const tmoe_analyze_config *cfg,
                      tmoe_figures_result *out, char ***names, int *nnames, tmoe_error *err);
-/* Both tables as HTML (for report.html). */
+/* Both tables as HTML (for report.html), each folded in a <details> element. */
 void analysis_tables_html(const tmoe_analysis *a, FILE *f);
 
 #endif

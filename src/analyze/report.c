@@ -14,32 +14,60 @@
 static const struct {
     const char *prefix, *how;
 } fig_help[] = {
-    {"power_", "Average board power per batch (mean over runs at each batch index), one line per "
-               "strategy. Flat lines after warm-up are steady state; a falling TTHA line shows it "
-               "learning to cut power."},
-    {"temperature_", "Peak GPU (solid) and HBM (dashed) temperature per batch. Compare slopes: a "
-                     "strategy that spreads or skips hot experts heats more slowly."},
-    {"latency_cdf_",
-     "Fraction of batches at or below a latency. Curves to the left are faster; the "
-     "top of the curve is the tail."},
+    {"forest",
+     "The headline: each strategy's change against the baseline of the same workload, "
+     "one panel per metric (energy per token in mJ, perplexity in %, p99 latency in ms, "
+     "peak GPU and HBM temperature as differences in C), the dashed line at no change. "
+     "The unit is the independent repeat: the change is the mean of the per-repeat "
+     "differences (perplexity: each batch's NLL against baseline routing on the same "
+     "tokens) and the bar its 95% t interval, drawn only with 3 or more repeats; with "
+     "fewer the title says so and no interval is drawn. A CI that crosses the dashed line is no "
+     "evidence of an effect. Strategies marked unchanged routed exactly as the "
+     "baseline did."},
+    {"timeline", "The whole run in seconds since its start: board power (top) and GPU (solid) and "
+                 "HBM (dashed) peak temperature (bottom), each combination a segment in its "
+                 "strategy's colour, a dotted line where the workload changes. A temperature that "
+                 "climbs across segments regardless of strategy is carry-over from the run order, "
+                 "not an effect of routing."},
+    {"power_", "Average board power against time since the start of each combination (mean over "
+               "repeats at each batch), one panel per strategy on the same axes. Flat lines after "
+               "warm-up are steady state; a falling TTHA line shows it learning to cut power."},
+    {"temperature_",
+     "Peak GPU (solid) and HBM (dashed) temperature against time since the start "
+     "of each combination, one panel per strategy on the same axes. Compare slopes: "
+     "a strategy that spreads or skips hot experts heats more slowly."},
+    {"latency_ccdf_",
+     "Fraction of batches at least as slow as a latency, on a log scale so the tail reads as "
+     "well as the median: the height at a latency is the share of batches that slow (0.01 is "
+     "the p99). Curves lower and to the left are faster."},
     {"latency_pct_", "p50/p90/p99 batch latency (type 7 percentiles over all batches)."},
     {"expert_usage_",
      "Share of token copies sent to each expert, per strategy. Cost-aware strategies "
      "shift load away from expensive or hot experts."},
     {"expert_time_", "Total time spent in each expert over the whole run."},
-    {"ttha_loss_", "TTHA loss terms over batches: convergence shows as the total flattening."},
-    {"biases_", "Routing biases the adapter learned, per batch (rows) and expert (columns); blue "
-                "discourages an expert, orange favours it."},
-    {"pareto_latency_", "Energy per token against latency, one point per strategy; the dashed line "
-                        "joins the strategies no other beats on both."},
-    {"pareto_fidelity_", "Energy per token against routing disagreement with the unbiased router; "
-                         "lower-left is better."},
+    {"ttha_loss_", "TTHA loss terms against time, one panel per term (each on its own scale): "
+                   "convergence shows as the total flattening."},
+    {"ttha_adapter_", "The adapter over the run: every expert's learned routing bias against time "
+                      "(one line per expert and repeat), and the gradient norm of each update and "
+                      "the learning rate where the log has them. Bands that settle show a stable "
+                      "policy."},
+    {"pareto_latency_", "Energy per token (mJ) against latency, one point per strategy; the dashed "
+                        "line joins the strategies no other beats on both."},
+    {"pareto_fidelity_", "Energy per token (mJ) against routing disagreement with the unbiased "
+                         "router; lower-left is better."},
     {"energy_per_token",
-     "Mean energy per token per workload and strategy with 95% CIs over repeats."},
+     "Mean energy per token (mJ) per workload and strategy with 95% CIs over repeats."},
+    {"energy_pred_vs_meas",
+     "Energy per batch in mJ: the cost model's prediction (predicted_energy_j) against what "
+     "was measured (NVML) or simulated, as the axis says; points on the dashed line were "
+     "predicted exactly. The prediction drives routing, so a scale error here is an error in "
+     "every routing decision's energy estimate."},
     {"power_peak", "Peak power per workload and strategy (each repeat's max over its batches) with "
                    "95% CIs over repeats."},
     {"throughput", "Tokens per second with 95% CIs over repeats."},
-    {"overhead", "Time spent in the router (and TTHA update) as a share of step time."},
+    {"overhead", "Router host time. On a measured GPU: as a share of the measured step time. On "
+                 "the simulated GPU the step time is simulated while the router time is host "
+                 "time, so no share is formed: the host time per batch is shown instead."},
 };
 
 /* The help of the longest matching prefix ("power_peak" is not a "power_" time series). */
@@ -56,8 +84,43 @@ static const char *how_to_read(const char *name) {
     return how;
 }
 
+/* How the cost model's predicted energy per batch compares with the measured (or simulated)
+ * one: the median ratio over batches with both. */
+static void energy_prediction_sentence(const tmoe_analysis *a, FILE *f) {
+    const tmoe_dataset *ds = a->ds;
+    int n = tmoe_dataset_nrows(ds), k = 0, sim = 0, meas = 0;
+    double *r = malloc(sizeof *r * (size_t)(n + 1));
+    if (!r) return;
+    for (int i = 0; i < n; i++) {
+        const tmoe_analyze_row *row = tmoe_dataset_row(ds, i);
+        double p = row->num[TMOE_RL_PREDICTED_ENERGY_J], m = row->num[TMOE_RL_ENERGY_J];
+        if (!(p > 0.0) || !isfinite(m) || !isfinite(m / p)) continue;
+        r[k++] = m / p;
+        const char *src = row->str[TMOE_RL_TELEMETRY_SOURCE];
+        if (!*src) src = tmoe_dataset_run(ds, row->source)->telemetry_source;
+        if (strcmp(src, "sim") == 0)
+            sim = 1;
+        else
+            meas = 1;
+    }
+    if (k) {
+        qsort(r, (size_t)k, sizeof *r, tmoe_cmp_double);
+        double med = tmoe_percentile_sorted(r, k, 50), lo = tmoe_percentile_sorted(r, k, 10),
+               hi = tmoe_percentile_sorted(r, k, 90);
+        fprintf(f,
+                "<li>Cost model: the %s energy per batch is %.3g times the predicted "
+                "(predicted_energy_j) at the median over %d batches (10th to 90th percentile "
+                "%.3g to %.3g); see energy_pred_vs_meas.</li>\n",
+                sim && meas ? "measured or simulated (mixed)"
+                : sim       ? "simulated"
+                            : "measured",
+                med, k, lo, hi);
+    }
+    free(r);
+}
+
 static void summary_sentences(const tmoe_analysis *a, FILE *f) {
-    fputs("<h2>Summary</h2>\n<ul>\n", f);
+    fputs("<h2 id=summary>Summary</h2>\n<ul>\n", f);
     int any = 0;
     for (int i = 0; i < a->ng; i++) {
         const tmoe_group_result *g = &a->g[i].r;
@@ -109,8 +172,18 @@ static void summary_sentences(const tmoe_analysis *a, FILE *f) {
                                    : "; not significant at 5% after Holm correction",
                   f);
         const tmoe_metric_result *t = &g->m[TMOE_M_GPU_TEMP_PEAK], *l = &g->m[TMOE_M_LATENCY_MEAN];
+        const tmoe_metric_result *q = &g->m[TMOE_M_NLL], *l99 = &g->m[TMOE_M_LATENCY_P99];
         if (isfinite(t->diff)) fprintf(f, ". Peak GPU temperature %+.1f C", t->diff);
         if (isfinite(l->pct)) fprintf(f, ", mean latency %+.1f%%", l->pct);
+        if (isfinite(l99->diff)) fprintf(f, ", p99 latency %+.2f ms", l99->diff);
+        if (isfinite(q->pct)) {
+            fprintf(f, ", perplexity %+.2f%%", q->pct);
+            if (isfinite(q->pct_lo))
+                fprintf(f, " (95%% CI %+.2f%% to %+.2f%%, paired on the same tokens)", q->pct_lo,
+                        q->pct_hi);
+            else
+                fprintf(f, " (paired on the same tokens, %d repeat(s): no CI)", q->n_pairs);
+        }
         const tmoe_metric_result *k = &g->m[TMOE_M_TOPK_AGREEMENT];
         if (isfinite(k->mean))
             fprintf(f, ", top-k agreement with the unbiased router %.3f", k->mean);
@@ -120,6 +193,7 @@ static void summary_sentences(const tmoe_analysis *a, FILE *f) {
         fputs("<li>No strategy could be compared with the baseline (no baseline rows for the same "
               "workload, or no energy values).</li>\n",
               f);
+    energy_prediction_sentence(a, f);
     fputs("</ul>\n", f);
 }
 
@@ -127,6 +201,53 @@ static int file_exists(const char *p) {
     return access(p, R_OK) == 0;
 }
 
+/* One figure: its render (or a note that it was not rendered) and its caption. */
+static void figure_html(FILE *f, const tmoe_analyze_config *cfg, const char *name, const char *ext,
+                        int sim, int wide, int *missing) {
+    char img[4400], rel[600];
+    snprintf(rel, sizeof rel, "figures/%s.%s", name, ext);
+    snprintf(img, sizeof img, "%s/%s", cfg->out_dir, rel);
+    fputs(wide ? "<figure class=wide>" : "<figure>", f);
+    if (file_exists(img) && strcmp(ext, "pdf") == 0) { /* browsers do not show a PDF in <img> */
+        fputs("<a href=\"", f);
+        put_html(f, rel);
+        fputs("\">", f);
+        put_html(f, rel);
+        fputs("</a>", f);
+    } else if (file_exists(img)) {
+        fputs("<img src=\"", f);
+        put_html(f, rel);
+        fputs("\" alt=\"", f);
+        put_html(f, name);
+        fputs("\">", f);
+    } else {
+        (*missing)++;
+        fputs("<pre>not rendered: figures/", f);
+        put_html(f, name);
+        fputs(".gp</pre>", f);
+    }
+    fputs("<figcaption><b>", f);
+    put_html(f, name);
+    fputs(sim ? " (simulated telemetry).</b> " : ".</b> ", f);
+    put_html(f, how_to_read(name));
+    fputs("</figcaption></figure>\n", f);
+}
+
+/* Which section of the page a figure goes to: 0 headline, 1 whole run, 2 per workload,
+ * 3 over all workloads. */
+static int figure_section(const char *name) {
+    if (strcmp(name, "forest") == 0) return 0;
+    if (strncmp(name, "timeline", 8) == 0) return 1;
+    static const char *const overall[] = {"energy_per_token", "power_peak", "throughput",
+                                          "overhead", "energy_pred_vs_meas"};
+    for (size_t i = 0; i < sizeof overall / sizeof *overall; i++)
+        if (strcmp(name, overall[i]) == 0) return 3;
+    return 2;
+}
+
+/* report.html: the headline figure first, then the other figures, the summary in words,
+ * the tables folded (<details>), the runs and the input problems; a table of contents at
+ * the top links each part. */
 static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, char **names,
                       int nnames, const tmoe_figures_result *fr, const char *path,
                       tmoe_error *err) {
@@ -135,7 +256,7 @@ static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, ch
     if (rc) return rc;
     FILE *f = af.f;
     const tmoe_dataset *ds = a->ds;
-    int sim = tmoe_dataset_simulated(ds);
+    int sim = tmoe_dataset_simulated(ds), np = tmoe_dataset_nproblems(ds);
     fputs(
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>\n<title>thermoe "
         "analysis</title>\n"
@@ -146,8 +267,10 @@ static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, ch
         "text-align:right}td.l{text-align:left}th{background:#f3f3f3}.banner{background:#F0E442;"
         "border:2px solid #000;padding:.8em;font-weight:bold;font-size:115%}.note{font-size:85%;"
         "color:#555}figure{display:inline-block;width:48%;margin:.5%;vertical-align:top}"
-        "figure img{width:100%}figcaption{font-size:85%}.problems li{color:#a33}"
-        "pre{background:#f6f6f6;padding:.5em}</style>\n</head><body>\n",
+        "figure.wide{width:98%}figure img{width:100%}figcaption{font-size:85%}"
+        ".problems li{color:#a33}pre{background:#f6f6f6;padding:.5em}details{margin:1em 0}"
+        "summary{cursor:pointer;font-weight:bold}nav{background:#f6f6f6;padding:.3em 1em}"
+        "</style>\n</head><body>\n",
         f);
     if (sim)
         fputs("<div class=banner>SIMULATED TELEMETRY: at least one input was measured on the "
@@ -155,7 +278,68 @@ static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, ch
               "model outputs, "
               "not measurements; figures from it are labelled simulated.</div>\n",
               f);
-    fputs("<h1>thermoe analysis</h1>\n<h2>Runs</h2>\n<table><tr><th>directory</th><th>device</th>"
+    fputs("<h1>thermoe analysis</h1>\n", f);
+    if (np)
+        fprintf(f,
+                "<p class=problems><b>%d input problem(s)</b>: see <a href=\"#problems\">Input "
+                "problems</a>.</p>\n",
+                np);
+    int in_sec[4] = {0, 0, 0, 0};
+    for (int i = 0; i < nnames; i++) in_sec[figure_section(names[i])]++;
+    static const char *const sec_id[] = {"headline", "timeline", "per-workload", "overall"};
+    static const char *const sec_title[] = {"Headline: change against the baseline",
+                                            "Whole run: power and temperature over time",
+                                            "Per workload", "Over all workloads"};
+    fputs("<nav id=toc><h2>Contents</h2>\n<ol>\n", f);
+    for (int k = 0; k < 4; k++)
+        if (in_sec[k])
+            fprintf(f, "<li><a href=\"#%s\">%s</a> (%d figure%s)</li>\n", sec_id[k], sec_title[k],
+                    in_sec[k], in_sec[k] == 1 ? "" : "s");
+    fputs("<li><a href=\"#summary\">Summary</a></li>\n"
+          "<li><a href=\"#tables\">Tables</a> (folded)</li>\n"
+          "<li><a href=\"#runs\">Runs</a></li>\n",
+          f);
+    if (np) fprintf(f, "<li><a href=\"#problems\">Input problems</a> (%d)</li>\n", np);
+    fputs("</ol>\n</nav>\n", f);
+    if (a->nworkloads > TMOE_ANALYZE_MAX_FIG_NAMES || a->nstrategies > TMOE_ANALYZE_MAX_FIG_NAMES)
+        fprintf(f,
+                "<p class=note>%d workloads and %d strategies: the figures show the first %d of "
+                "each (the tables below have every workload and strategy).</p>\n",
+                a->nworkloads, a->nstrategies, TMOE_ANALYZE_MAX_FIG_NAMES);
+    const char *ext = (cfg->formats & TMOE_FMT_PNG)   ? "png"
+                      : (cfg->formats & TMOE_FMT_SVG) ? "svg"
+                      : (cfg->formats & TMOE_FMT_PDF) ? "pdf"
+                                                      : "png";
+    int missing = 0;
+    for (int k = 0; k < 4; k++) {
+        if (!in_sec[k]) continue;
+        fprintf(f, "<h2 id=\"%s\">%s</h2>\n", sec_id[k], sec_title[k]);
+        for (int i = 0; i < nnames; i++)
+            if (figure_section(names[i]) == k)
+                figure_html(f, cfg, names[i], ext, sim, k < 2, &missing);
+    }
+    if (missing) {
+        fprintf(f, "<p><b>%d figure(s) were not rendered</b>", missing);
+        if (!fr->gnuplot_found)
+            fputs(" because gnuplot could not be run", f);
+        else if (fr->first_failure[0]) {
+            fputs(" (first failure: ", f);
+            put_html(f, fr->first_failure);
+            fputs(")", f);
+        }
+        fputs(". The data and scripts are in figures/; to render them, install gnuplot (5.x, with "
+              "the cairo terminals) and run:</p>\n<pre>cd figures &amp;&amp; for f in *.gp; do "
+              "gnuplot "
+              "-e \"fmt='png'\" \"$f\"; done</pre>\n<p>(fmt may be png, pdf or svg.)</p>\n",
+              f);
+    }
+    summary_sentences(a, f);
+    fputs("<h2 id=tables>Tables</h2>\n<p class=note>Also as Markdown, CSV and LaTeX (booktabs): "
+          "summary.*, comparisons.*. Percentiles: linear interpolation between order statistics "
+          "(R type 7, numpy default). Click a title to unfold its table.</p>\n",
+          f);
+    analysis_tables_html(a, f);
+    fputs("<h2 id=runs>Runs</h2>\n<table><tr><th>directory</th><th>device</th>"
           "<th>driver</th><th>telemetry</th><th>commit</th><th>cost model</th><th>start</th>"
           "<th>end</th><th>status</th><th>rows</th></tr>\n",
           f);
@@ -174,79 +358,17 @@ static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, ch
         fprintf(f, "<td>%d</td></tr>\n", m->rows);
     }
     fputs("</table>\n", f);
-    if (tmoe_dataset_nproblems(ds)) {
-        fputs("<h2>Input problems</h2>\n<ul class=problems>\n", f);
-        for (int i = 0; i < tmoe_dataset_nproblems(ds); i++) {
+    if (np) {
+        fputs("<h2 id=problems>Input problems</h2>\n<ul class=problems>\n", f);
+        for (int i = 0; i < np; i++) {
             fputs("<li>", f);
             put_html(f, tmoe_dataset_problem(ds, i));
             fputs("</li>\n", f);
         }
         fputs("</ul>\n", f);
     }
-    summary_sentences(a, f);
-    fputs("<h2>Tables</h2>\n<p class=note>Also as Markdown, CSV and LaTeX (booktabs): summary.*, "
-          "comparisons.*. Percentiles: linear interpolation between order statistics (R type 7, "
-          "numpy default).</p>\n",
-          f);
-    analysis_tables_html(a, f);
-    fputs("<h2>Figures</h2>\n", f);
-    if (a->nworkloads > TMOE_ANALYZE_MAX_FIG_NAMES || a->nstrategies > TMOE_ANALYZE_MAX_FIG_NAMES)
-        fprintf(f,
-                "<p class=note>%d workloads and %d strategies: the figures show the first %d of "
-                "each (the tables above have every workload and strategy).</p>\n",
-                a->nworkloads, a->nstrategies, TMOE_ANALYZE_MAX_FIG_NAMES);
-    const char *ext = (cfg->formats & TMOE_FMT_PNG)   ? "png"
-                      : (cfg->formats & TMOE_FMT_SVG) ? "svg"
-                      : (cfg->formats & TMOE_FMT_PDF) ? "pdf"
-                                                      : "png";
-    int as_link = strcmp(ext, "pdf") == 0; /* browsers do not show a PDF in <img> */
-    int missing = 0;
-    for (int i = 0; i < nnames; i++) {
-        char img[4400], rel[600];
-        snprintf(rel, sizeof rel, "figures/%s.%s", names[i], ext);
-        snprintf(img, sizeof img, "%s/%s", cfg->out_dir, rel);
-        fputs("<figure>", f);
-        if (file_exists(img) && as_link) {
-            fputs("<a href=\"", f);
-            put_html(f, rel);
-            fputs("\">", f);
-            put_html(f, rel);
-            fputs("</a>", f);
-        } else if (file_exists(img)) {
-            fputs("<img src=\"", f);
-            put_html(f, rel);
-            fputs("\" alt=\"", f);
-            put_html(f, names[i]);
-            fputs("\">", f);
-        } else {
-            missing++;
-            fputs("<pre>not rendered: figures/", f);
-            put_html(f, names[i]);
-            fputs(".gp</pre>", f);
-        }
-        fputs("<figcaption><b>", f);
-        put_html(f, names[i]);
-        fputs(sim ? " (simulated telemetry).</b> " : ".</b> ", f);
-        put_html(f, how_to_read(names[i]));
-        fputs("</figcaption></figure>\n", f);
-    }
-    if (missing) {
-        fprintf(f, "<p><b>%d figure(s) were not rendered</b>", missing);
-        if (!fr->gnuplot_found)
-            fputs(" because gnuplot could not be run", f);
-        else if (fr->first_failure[0]) {
-            fputs(" (first failure: ", f);
-            put_html(f, fr->first_failure);
-            fputs(")", f);
-        }
-        fputs(". The data and scripts are in figures/; to render them, install gnuplot (5.x, with "
-              "the cairo terminals) and run:</p>\n<pre>cd figures &amp;&amp; for f in *.gp; do "
-              "gnuplot "
-              "-e \"fmt='png'\" \"$f\"; done</pre>\n<p>(fmt may be png, pdf or svg.)</p>\n",
-              f);
-    }
     fputs("<p class=note>Generated by thermoe analyze " TMOE_VERSION
-          ". Each figure's data (.dat) and "
+          ". Each figure's data (.dat, with a header naming its columns) and "
           "gnuplot script (.gp) lie beside it in figures/.</p>\n</body></html>\n",
           f);
     return tmoe_atomic_commit(&af, err);

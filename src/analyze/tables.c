@@ -165,17 +165,21 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
         "where marked *). Change vs baseline: 95% CI; p: paired t-test by repeat (Welch's "
         "when the repeats do not pair), Holm-adjusted per metric over all workloads x "
         "strategies, only with 3+ repeats; g: Hedges' g. Peaks: the max over every batch. "
-        "Latency percentiles pool all batches (type 7).";
-    char b[25][96];
-    const char *cells[25];
-    for (int i = 0; i < 25; i++) cells[i] = b[i];
+        "Latency percentiles pool all batches (type 7). Perplexity change: each batch's NLL "
+        "against baseline routing on the same tokens, 100 (exp(mean NLL change) - 1). Router: "
+        "host time per batch; overhead (%): router host time over measured step time, not "
+        "formed on the simulated GPU (its step time is simulated).";
+    const double es = tmoe_metric_scale(TMOE_M_ENERGY_PER_TOKEN);
+    char b[32][96];
+    const char *cells[32];
+    for (int i = 0; i < 32; i++) cells[i] = b[i];
     if (kind == CSV) {
         static const char *const h[] = {"workload",
                                         "strategy",
                                         "n_units",
                                         "unit",
                                         "n_batches",
-                                        "energy_j_per_token",
+                                        "energy_mj_per_token",
                                         "energy_ci_lo",
                                         "energy_ci_hi",
                                         "energy_pct_vs_baseline",
@@ -194,15 +198,21 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
                                         "latency_p99_ms",
                                         "throughput_tokens_s",
                                         "throttled_pct",
+                                        "router_host_ms",
+                                        "overhead_pct",
+                                        "nll",
+                                        "ppl_change_pct",
+                                        "ppl_change_ci_lo",
+                                        "ppl_change_ci_hi",
                                         "note"};
-        row_out(f, CSV, h, 25);
+        row_out(f, CSV, h, 31);
     }
     for (int pass = 0; pass < (kind == CSV ? 1 : 2); pass++) {
         if (kind != CSV) {
             static const char *const h1[] = {"workload",
                                              "strategy",
                                              "n",
-                                             "energy/token (J) [95% CI]",
+                                             "energy/token (mJ) [95% CI]",
                                              "vs baseline [95% CI]",
                                              "p",
                                              "p (Holm)",
@@ -210,7 +220,8 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
                                              "avg power (W)",
                                              "peak power (W)",
                                              "GPU peak (C)",
-                                             "HBM peak (C)"};
+                                             "HBM peak (C)",
+                                             "perplexity [95% CI]"};
             static const char *const h2[] = {"workload",
                                              "strategy",
                                              "n",
@@ -222,9 +233,10 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
                                              "throttled (%)",
                                              "top-k agr.",
                                              "out. rel. err.",
+                                             "router (ms)",
                                              "overhead (%)"};
             header_out(
-                f, kind, pass ? h2 : h1, 12,
+                f, kind, pass ? h2 : h1, 13,
                 pass ? "Table 2: latency, throughput, fidelity and overhead per workload x strategy"
                      : "Table 1: energy, power and temperature per workload x strategy");
         }
@@ -241,9 +253,9 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
                 snprintf(b[k++], C, "%d", g->n_units);
                 snprintf(b[k++], C, "repeat");
                 snprintf(b[k++], C, "%d", g->n_batches);
-                fmt_num(b[k++], C, e->mean, kind);
-                fmt_num(b[k++], C, e->ci_lo, kind);
-                fmt_num(b[k++], C, e->ci_hi, kind);
+                fmt_num(b[k++], C, es * e->mean, kind);
+                fmt_num(b[k++], C, es * e->ci_lo, kind);
+                fmt_num(b[k++], C, es * e->ci_hi, kind);
                 fmt_num(b[k++], C, e->pct, kind);
                 fmt_num(b[k++], C, e->pct_lo, kind);
                 fmt_num(b[k++], C, e->pct_hi, kind);
@@ -260,13 +272,19 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
                 fmt_num(b[k++], C, g->lat_p99, kind);
                 fmt_num(b[k++], C, m[TMOE_M_THROUGHPUT].mean, kind);
                 fmt_num(b[k++], C, m[TMOE_M_THROTTLED_PCT].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_ROUTER_MS].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_OVERHEAD_PCT].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_NLL].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_NLL].pct, kind);
+                fmt_num(b[k++], C, m[TMOE_M_NLL].pct_lo, kind);
+                fmt_num(b[k++], C, m[TMOE_M_NLL].pct_hi, kind);
                 snprintf(b[k++], 96, "%s", why);
                 row_out(f, CSV, cells, k);
                 continue;
             }
             fmt_n(b[k++], C, g);
             if (pass == 0) {
-                fmt_ci(b[k], 96, e->mean, e->ci_lo, e->ci_hi, kind);
+                fmt_ci(b[k], 96, es * e->mean, es * e->ci_lo, es * e->ci_hi, kind);
                 if (e->ci_bootstrap) strcat(b[k], "*");
                 k++;
                 if (g->routing_unchanged)
@@ -285,6 +303,11 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
                 fmt_num(b[k++], C, m[TMOE_M_POWER_PEAK].peak, kind);
                 fmt_num(b[k++], C, m[TMOE_M_GPU_TEMP_PEAK].peak, kind);
                 fmt_num(b[k++], C, m[TMOE_M_MEM_TEMP_PEAK].peak, kind);
+                const tmoe_metric_result *q = &m[TMOE_M_NLL];
+                if (g->routing_unchanged && q->n)
+                    snprintf(b[k++], 96, "routing unchanged");
+                else
+                    fmt_pct(b[k++], 96, q->pct, q->pct_lo, q->pct_hi, kind);
             } else {
                 const tmoe_metric_result *l = &m[TMOE_M_LATENCY_MEAN];
                 fmt_ci(b[k], 96, l->mean, l->ci_lo, l->ci_hi, kind);
@@ -297,6 +320,7 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
                 fmt_num(b[k++], C, m[TMOE_M_THROTTLED_PCT].mean, kind);
                 fmt_num(b[k++], C, m[TMOE_M_TOPK_AGREEMENT].mean, kind);
                 fmt_num(b[k++], C, m[TMOE_M_OUTPUT_REL_ERR].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_ROUTER_MS].mean, kind);
                 fmt_num(b[k++], C, m[TMOE_M_OVERHEAD_PCT].mean, kind);
             }
             row_out(f, kind, cells, k);
@@ -339,9 +363,11 @@ static void write_comparisons(const tmoe_analysis *a, FILE *f, int kind) {
         for (int m = 0; m < TMOE_M_COUNT; m++) {
             if (!tmoe_metric_tested((tmoe_metric)m)) continue;
             const tmoe_metric_result *r = &g->m[m];
+            if (r->n == 0 && base->m[m].n == 0) continue; /* not in the log (e.g. no nll) */
             char why[96];
             analysis_no_p_reason(why, sizeof why, base, g, (tmoe_metric)m);
             int abs_m = tmoe_metric_absolute((tmoe_metric)m);
+            double sc = tmoe_metric_scale((tmoe_metric)m);
             int k = 0;
             snprintf(b[k++], 96, "%s", g->workload);
             snprintf(b[k++], 96, "%s", g->strategy);
@@ -353,8 +379,8 @@ static void write_comparisons(const tmoe_analysis *a, FILE *f, int kind) {
                 snprintf(b[k++], 96, "%d", r->n);
             } else
                 snprintf(b[k++], 96, "%d/%d", base->m[m].n, r->n);
-            fmt_num(b[k++], 96, base->m[m].mean, kind);
-            fmt_num(b[k++], 96, r->mean, kind);
+            fmt_num(b[k++], 96, sc * base->m[m].mean, kind);
+            fmt_num(b[k++], 96, sc * r->mean, kind);
             if (kind == CSV) {
                 fmt_num(b[k++], 96, r->pct, kind);
                 fmt_num(b[k++], 96, r->pct_lo, kind);
@@ -377,9 +403,9 @@ static void write_comparisons(const tmoe_analysis *a, FILE *f, int kind) {
             fmt_num(b[k++], 96, r->hedges_g, kind);
             if (kind == CSV) {
                 fmt_num(b[k++], 96, r->cohen_d, kind);
-                fmt_num(b[k++], 96, r->diff, kind);
-                fmt_num(b[k++], 96, r->diff_lo, kind);
-                fmt_num(b[k++], 96, r->diff_hi, kind);
+                fmt_num(b[k++], 96, sc * r->diff, kind);
+                fmt_num(b[k++], 96, sc * r->diff_lo, kind);
+                fmt_num(b[k++], 96, sc * r->diff_hi, kind);
                 snprintf(b[k++], 96, "%s",
                          g->routing_unchanged ? "none"
                          : r->paired          ? "paired"
@@ -398,7 +424,10 @@ static void write_comparisons(const tmoe_analysis *a, FILE *f, int kind) {
                    "peak deltas), never percent. p only with 3+ repeats (pairs when "
                    "paired); p (Holm): Holm step-down over the comparisons of the same metric "
                    "(all workloads x strategies). Routing unchanged: the strategy's selections "
-                   "equal the baseline's on every batch; not compared.");
+                   "equal the baseline's on every batch; not compared. NLL: paired on the same "
+                   "tokens (each batch's nll against its nll_baseline); its change is the "
+                   "perplexity change 100 (exp(mean NLL change) - 1). Values in the units of "
+                   "the metric's label (energy in mJ).");
 }
 
 static int write_one(const tmoe_analysis *a, const char *dir, const char *name, int kind,
@@ -426,8 +455,21 @@ int tmoe_analysis_write_tables(const tmoe_analysis *a, const char *dir, tmoe_err
 }
 
 void analysis_tables_html(const tmoe_analysis *a, FILE *f) {
+    fprintf(f,
+            "<details>\n<summary>Summary tables: energy, power, temperature, latency, "
+            "fidelity and overhead per workload x strategy (%d rows)</summary>\n",
+            a->ng);
     write_summary(a, f, HTML);
+    fputs("</details>\n", f);
+    int n = 0;
+    for (int i = 0; i < a->ng; i++)
+        if (strcmp(a->g[i].r.strategy, a->cfg.baseline) != 0) n++;
+    fprintf(f,
+            "<details>\n<summary>Comparisons against the baseline: every tested metric of "
+            "every workload x strategy (%d groups besides the baseline)</summary>\n",
+            n);
     write_comparisons(a, f, HTML);
+    fputs("</details>\n", f);
 }
 
 void put_html(FILE *f, const char *s) {
