@@ -1580,13 +1580,13 @@ static int fig_energy_pred(figctx *c, tmoe_error *err) {
     const char *ylab = sim && meas ? "energy per batch (mJ): measured (NVML) and simulated, mixed"
                        : sim       ? "energy per batch (mJ), simulated GPU"
                                    : "measured energy per batch (mJ), NVML";
-    if ((rc = gp_begin(c, "Energy per batch: cost-model prediction vs measurement",
+    if ((rc = gp_begin(c, "Energy per batch: predicted vs measured",
                        "predicted energy per batch (mJ), cost model", ylab, err)))
         return rc;
     pad(&lo, &hi, 0.04);
     fprintf(c->gp,
             "set xrange [%.9g:%.9g]\nset yrange [%.9g:%.9g]\nset size ratio -1\n"
-            "set key inside top left font f7\nset samples 2\nplot \\\n"
+            "set key font f7\nset samples 2\nplot \\\n"
             "  x with lines dt 2 lw 1 lc rgb '#777777' title 'predicted = measured', \\\n",
             lo, hi, lo, hi);
     for (int i = 0; i < ns; i++) {

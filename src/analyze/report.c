@@ -17,9 +17,9 @@ static const struct {
     {"forest",
      "The headline: each strategy's change against the baseline of the same workload, "
      "one panel per metric (energy per token in mJ, perplexity in %, p99 latency in ms, "
-     "peak GPU and HBM temperature as differences in C), the dashed line at no change. "
-     "The unit is the independent repeat: the change is the mean of the per-repeat "
-     "differences (perplexity: each batch's NLL against baseline routing on the same "
+     "peak GPU and HBM temperature as changes in C), the dashed line at no change. "
+     "The unit is the independent repeat: the change is the mean per-repeat change "
+     "(perplexity: each batch's NLL against baseline routing on the same "
      "tokens) and the bar its 95% t interval, drawn only with 3 or more repeats; with "
      "fewer the title says so and no interval is drawn. A CI that crosses the dashed line is no "
      "evidence of an effect. Strategies marked unchanged routed exactly as the "
