@@ -203,6 +203,7 @@ static void test_tau_one_keeps_baseline(void **state) {
     cfg.num_experts = E;
     cfg.top_k = k;
     cfg.max_tokens = T;
+    cfg.budget = TMOE_BUDGET_TAU;
     cfg.tau_base = cfg.tau_min = 1.0;
     tmoe_router *r;
     tmoe_error err = {0};
@@ -235,6 +236,7 @@ static void test_exclusion_keeps_topk_in_set(void **state) {
     cfg.num_experts = E;
     cfg.top_k = k;
     cfg.max_tokens = T;
+    cfg.budget = TMOE_BUDGET_TAU;
     cfg.tau_base = 0.6;
     tmoe_router *r;
     tmoe_error err = {0};
@@ -249,7 +251,8 @@ static void test_exclusion_keeps_topk_in_set(void **state) {
         tmoe_gate_topk(z, fb, T, E, k, 1, 0, idx, w);
         for (int i = 0; i < T * k; i++) {
             int e = idx[i];
-            if (!((res.mask[e >> 6] >> (e & 63)) & 1u)) fail_msg("slot %d got expert %d outside S", i, e);
+            if (!((res.mask[e >> 6] >> (e & 63)) & 1u))
+                fail_msg("slot %d got expert %d outside S", i, e);
         }
         assert_memory_equal(idx, sel, sizeof(int32_t) * T * k);
     }

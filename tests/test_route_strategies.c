@@ -200,6 +200,7 @@ static void test_multi_gpu_hot_device_sheds(void **state) {
     tmoe_router_config cfg = base_cfg(TMOE_ROUTE_MULTI_GPU_AWARE, E, k);
     cfg.num_devices = 2;
     cfg.link_j_per_token = 0.0;
+    cfg.budget = TMOE_BUDGET_NONE; /* the device biases alone (the set: test_route_select) */
     tmoe_hw_state hw = hw_at(300, 60);
     hw.num_devices = 2;
     hw.dev_temp_c[0] = 55;
@@ -303,6 +304,7 @@ static void test_predictive_acts_early(void **state) {
     tmoe_router_config cfg = base_cfg(TMOE_ROUTE_PREDICTIVE_THERMAL, E, k);
     cfg.temp_target_c = 75;
     cfg.horizon_s = 5;
+    cfg.budget = TMOE_BUDGET_NONE; /* the thermal biases alone (the set: test_route_select) */
     tmoe_router *r = make_router(cfg, &two),
                 *rb = make_router(base_cfg(TMOE_ROUTE_BASELINE, E, k), &two);
     /* teach the thermal predictor a plant: tau 10 s, R 0.1 C/W, T_amb 30 C */

@@ -127,7 +127,8 @@ void tmoe_lb_reset(tmoe_lb *lb);
  * cover, and for this real-valued f within 1 + ln(f(U) / (f(U) - f(S_{g-1}))) (Wolsey 1982,
  * S_{g-1} the set before the last step). The per-token part of the energy is nearly the same
  * for every S (T k copies are made either way), so the fixed costs are what the greedy
- * minimises; the energy reported is the exact one of the routing. kl on the greedy path:
+ * minimises; the energy reported is the exact one of the routing, and when U (its allowed
+ * part) would cost less than the greedy's set, S = U. kl on the greedy path:
  * the experts in the greedy order of the tau = 1 cover, the shortest prefix (>= k) whose KL
  * meets the bound, found by bisection (a heuristic; no bound is claimed). */
 #define TMOE_SET_EXACT_MAX_U 16
@@ -302,10 +303,10 @@ typedef struct tmoe_router_config {
        kind, and its value when the hardware is cool (base) and under full pressure; each
        strategy sets how far toward the tight end it goes (its "tightness" g in [0, 1]):
        tau = tau_base - (tau_base - tau_min) g, kl = kl_base + (kl_max - kl_base) g */
-    tmoe_budget_kind budget; /* default tau; none = per-expert biases only */
+    tmoe_budget_kind budget; /* default kl; none = per-expert biases only */
     double tau_base;         /* default 0.9 */
     double tau_min;          /* default 0.5; 0 < tau_min <= tau_base <= 1 */
-    double kl_base, kl_max;  /* nats (default 0.05, 0.3); 0 <= kl_base <= kl_max */
+    double kl_base, kl_max;  /* nats (default 0.15, 0.5); 0 <= kl_base <= kl_max */
     double ttha_budget_gain; /* kernel_aware_ttha: g moves by gain x the per-batch error
                                 max(P/P* - 1, (T - T*)/dT) after each update (default 0.25) */
 
@@ -421,7 +422,9 @@ tmoe_lb *tmoe_router_lb(tmoe_router *r);                     /* NULL when disabl
 
 /* TTHA adapter weights: binary file, header "TMOETTHA", format version, E, input size,
  * hidden size, parameter count, float64 parameters, trailer. Loading checks every field and
- * refuses a file made for another shape (TMOE_EFORMAT, saying what differs). */
+ * refuses a file made for another shape (TMOE_EFORMAT, saying what differs). The budget
+ * tightness of kernel_aware_ttha is not in the file: a loaded router starts at its base
+ * budget and moves it again from the observed power. */
 int tmoe_router_ttha_save(const tmoe_router *r, const char *path, tmoe_error *err);
 int tmoe_router_ttha_load(tmoe_router *r, const char *path, tmoe_error *err);
 

@@ -109,11 +109,11 @@ tmoe_router_config tmoe_router_config_default(void) {
     c.lb_max_abs = 0.0;
     c.capacity_factor = 0.0;
     c.kl_bound = 0.05;
-    c.budget = TMOE_BUDGET_TAU;
+    c.budget = TMOE_BUDGET_KL;
     c.tau_base = 0.9;
     c.tau_min = 0.5;
-    c.kl_base = 0.05;
-    c.kl_max = 0.3;
+    c.kl_base = 0.15;
+    c.kl_max = 0.5;
     c.ttha_budget_gain = 0.25;
     c.num_tiers = 3;
     c.exclusion_bias = -30.0;

@@ -245,8 +245,8 @@ static void greedy_cover(tmoe_set_selector *s, int T, tmoe_budget_kind kind, dou
     for (;;) {
         double gain[TMOE_MAX_EXPERTS] = {0};
         for (int t = 0; t < T; t++) {
-            double need = (kind == TMOE_BUDGET_TOP1 ? s->w[(size_t)t * k] : tau * s->tot[t]) -
-                          s->cov[t];
+            double need =
+                (kind == TMOE_BUDGET_TOP1 ? s->w[(size_t)t * k] : tau * s->tot[t]) - s->cov[t];
             if (!(need > 0.0)) continue;
             for (int j = 0; j < kk; j++) {
                 int e = s->idx[(size_t)t * k + j];
@@ -364,8 +364,7 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
                 memset(in_set, 0, (size_t)E);
                 for (int i = 0; i < mid; i++) in_set[order[i]] = 1;
                 double en, kl;
-                if ((rc = eval_set(s, p, z, T, soft, in_set, excl, &en, &kl, NULL, err)))
-                    return rc;
+                if ((rc = eval_set(s, p, z, T, soft, in_set, excl, &en, &kl, NULL, err))) return rc;
                 if (kl <= b->kl_max)
                     hi = mid;
                 else
@@ -383,6 +382,16 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
                 in_set[e] = 1;
                 m++;
             }
+        /* the greedy minimises fixed costs; where per-token costs make its set dearer than
+         * every allowed expert of U (which meets tau and top1 always), that is taken */
+        unsigned char ua[TMOE_MAX_EXPERTS];
+        for (int e = 0; e < E; e++) ua[e] = inu[e] && allowed[e];
+        double es, eu, klu;
+        if ((rc = eval_set(s, p, z, T, soft, in_set, excl, &es, NULL, NULL, err)) ||
+            (rc = eval_set(s, p, z, T, soft, ua, excl, &eu, &klu, NULL, err)))
+            return rc;
+        if (eu < es && (b->kind != TMOE_BUDGET_KL || klu <= b->kl_max))
+            memcpy(in_set, ua, (size_t)E);
     }
     if (!res) return TMOE_OK;
     memset(res, 0, sizeof *res);
