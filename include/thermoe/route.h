@@ -132,7 +132,7 @@ void tmoe_lb_reset(tmoe_lb *lb);
  * the experts in the greedy order of the tau = 1 cover, the shortest prefix (>= k) whose KL
  * meets the bound, found by bisection (a heuristic; no bound is claimed). */
 #define TMOE_SET_EXACT_MAX_U 16
-#define TMOE_SET_EXACT_WORK (1 << 17)
+#define TMOE_SET_EXACT_WORK (1 << 14)
 
 typedef enum {
     TMOE_BUDGET_NONE, /* no set selection: every expert may run */
