@@ -1,8 +1,12 @@
-/* Router overhead per batch: route + update of every strategy at 16 tokens, for the
- * mixtral shape (E=8, k=2) and a fine-grained shape (E=128, k=8), with an analytic cost
- * provider (a cost model lookup costs more; see the note printed). Median and p90 over many
- * calls after a warm-up, in microseconds of host time.
- * Usage: router_overhead [calls] (default 2000). */
+/* Router overhead on this CPU at decode sizes: the expert-set selection alone
+ * (tmoe_set_select, tau budget) and a whole route call of static_optimal (selection, biases
+ * and the router's own top-k) for T = 1..256 tokens, E = 8 (k = 2), E = 64 and E = 128
+ * (k = 8), with an analytic cost provider (fixed 0.04 J + 0.002 J/token per expert, +-50%
+ * per expert). Median and p90 over many calls after a warm-up, in microseconds of host
+ * time, and the H100 MoE layer step of bench/results/raw/bench_moe_2026-11-26_run9.md
+ * (graph replay, kernel path) where one was measured, with the median's share of it.
+ * Output: a Markdown table on stdout.
+ * Usage: router_overhead [calls] [tau] (defaults 500, 0.9). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,116 +19,122 @@ static double pct(double *v, int n, double q) {
     return v[(int)(q * (n - 1))];
 }
 
+/* H100 MoE layer step (us), mixtral E=8 k=2 and fine-grained E=128 k=8, by tokens; NAN where
+ * none was measured. */
+static double h100_step_us(int E, int T) {
+    static const int toks[] = {1, 4, 16, 64, 256};
+    static const double mix[] = {262.8, 717.5, 947.6, 1402.6, 2368.8};
+    static const double fine[] = {63.3, 138.3, 365.8, 790.7, 872.0};
+    for (int i = 0; i < 5; i++)
+        if (toks[i] == T) return E == 8 ? mix[i] : E == 128 ? fine[i] : NAN;
+    return NAN;
+}
+
 int main(int argc, char **argv) {
-    int calls = 2000, warm = 50;
+    int calls = 500, warm = 20;
+    double tau = 0.9;
     if (argc > 1) {
         char *end;
         long v = strtol(argv[1], &end, 10);
         if (*end || v < 10 || v > 10000000) {
-            fprintf(stderr, "usage: %s [calls >= 10]\n", argv[0]);
+            fprintf(stderr, "usage: %s [calls >= 10] [tau in (0, 1]]\n", argv[0]);
             return 2;
         }
         calls = (int)v;
     }
-    const int T = 16;
-    const int shapes[2][2] = {{8, 2}, {128, 8}};
-    double *tr = malloc(sizeof(double) * (size_t)calls),
-           *tu = malloc(sizeof(double) * (size_t)calls),
-           *tt = malloc(sizeof(double) * (size_t)calls);
-    float *z = malloc(sizeof(float) * T * 128);
-    if (!tr || !tu || !tt || !z) {
+    if (argc > 2) {
+        char *end;
+        tau = strtod(argv[2], &end);
+        if (*end || !(tau > 0.0 && tau <= 1.0)) {
+            fprintf(stderr, "usage: %s [calls >= 10] [tau in (0, 1]]\n", argv[0]);
+            return 2;
+        }
+    }
+    const int Ts[] = {1, 2, 4, 8, 16, 32, 64, 128, 256}, NT = 9;
+    const int shapes[3][2] = {{8, 2}, {64, 8}, {128, 8}};
+    double *ts = malloc(sizeof(double) * (size_t)calls),
+           *tr = malloc(sizeof(double) * (size_t)calls);
+    float *z = malloc(sizeof(float) * 256 * 128), *b = malloc(sizeof(float) * 128);
+    int32_t *sel = malloc(sizeof(int32_t) * 256 * 8);
+    if (!ts || !tr || !z || !b || !sel) {
         fprintf(stderr, "out of memory\n");
         return 1;
     }
-    printf("# router overhead per batch, T=%d tokens, %d calls (median / p90, us, host)\n", T,
-           calls);
-    printf("%-22s %-10s %4s %12s %12s %12s %12s\n", "strategy", "shape", "lb", "route_med",
-           "update_med", "total_med", "total_p90");
-    for (int si = 0; si < 2; si++) {
+    printf("| E | k | T | path | |U| | |S| | select med us | select p90 us | route med us | "
+           "H100 step us | select share | route share |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int si = 0; si < 3; si++) {
         int E = shapes[si][0], k = shapes[si][1];
-        double ef[128], ep[128], lf[128], lp[128], tp[128];
+        double ef[128], ep[128];
         tmoe_rng rng;
         tmoe_rng_seed(&rng, 17);
         for (int e = 0; e < E; e++) {
-            double f = 1.0 + tmoe_rng_uniform(&rng);
-            ef[e] = 0.04 * f;
-            ep[e] = 0.002 * f;
-            lf[e] = 0.09 * f;
-            lp[e] = 0.001 * f;
-            tp[e] = 0.05 * f;
+            ef[e] = 0.04 * (0.5 + tmoe_rng_uniform(&rng));
+            ep[e] = 0.002 * (0.5 + tmoe_rng_uniform(&rng));
         }
-        tmoe_analytic_cost ac = {E, ef, ep, NULL, lf, lp, NULL, NULL, tp, NULL};
+        tmoe_analytic_cost ac = {E, ef, ep, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
         tmoe_cost_provider p = tmoe_cost_analytic_provider(&ac);
-        for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++)
-            for (int lb = 0; lb < 2; lb++) {
-                if (lb && s != TMOE_ROUTE_BASELINE && s != TMOE_ROUTE_KERNEL_AWARE_TTHA) continue;
-                tmoe_router_config cfg = tmoe_router_config_default();
-                cfg.strategy = (tmoe_route_strategy)s;
-                cfg.num_experts = E;
-                cfg.top_k = k;
-                cfg.max_tokens = T;
-                cfg.lb_enabled = lb;
-                cfg.num_devices = s == TMOE_ROUTE_MULTI_GPU_AWARE ? 4 : 1;
-                tmoe_router *r;
-                tmoe_error err = {0};
-                if (tmoe_router_create(&cfg, &p, &r, &err)) {
-                    fprintf(stderr, "router: %s\n", err.msg);
+        for (int ti = 0; ti < NT; ti++) {
+            int T = Ts[ti];
+            tmoe_error err = {0};
+            tmoe_set_selector *s;
+            tmoe_router *r;
+            tmoe_router_config cfg = tmoe_router_config_default();
+            cfg.strategy = TMOE_ROUTE_STATIC_OPTIMAL;
+            cfg.num_experts = E;
+            cfg.top_k = k;
+            cfg.max_tokens = T;
+            cfg.tau_base = tau;
+            if (tmoe_set_selector_create(E, k, T, &s, &err) ||
+                tmoe_router_create(&cfg, &p, &r, &err)) {
+                fprintf(stderr, "setup: %s\n", err.msg);
+                return 1;
+            }
+            tmoe_set_budget bud = {TMOE_BUDGET_TAU, tau, 0.0};
+            unsigned char in_set[128];
+            tmoe_set_result res = {0};
+            double usum = 0.0, ssum = 0.0;
+            int exact = 0;
+            for (int i = 0; i < warm + calls; i++) {
+                for (int j = 0; j < T * E; j++) z[j] = (float)tmoe_rng_normal(&rng);
+                int64_t t0 = tmoe_now_ns();
+                int rc = tmoe_set_select(s, &p, z, T, &bud, NULL, NULL, in_set, NULL, &err);
+                int64_t t1 = tmoe_now_ns();
+                if (!rc) rc = tmoe_router_route(r, z, T, NULL, NULL, b, sel, NULL, &err);
+                int64_t t2 = tmoe_now_ns();
+                if (rc) {
+                    fprintf(stderr, "E %d T %d: %s\n", E, T, err.msg);
                     return 1;
                 }
-                tmoe_hw_state hw = tmoe_hw_state_unknown();
-                hw.power_w = 420;
-                hw.gpu_temp_c = 72;
-                hw.gpu_util = 0.8;
-                hw.sm_clock_ratio = 0.9;
-                hw.throttled = 0;
-                hw.num_devices = cfg.num_devices;
-                for (int d = 0; d < hw.num_devices; d++) {
-                    hw.dev_temp_c[d] = 60 + 5 * d;
-                    hw.dev_power_w[d] = 300;
-                    hw.dev_util[d] = 0.5;
-                    hw.dev_queue[d] = 10 * d;
+                if (i >= warm) {
+                    ts[i - warm] = (t1 - t0) / 1e3;
+                    tr[i - warm] = (t2 - t1) / 1e3;
+                    tmoe_router_last_set(r, &res, NULL);
+                    usum += res.union_size;
+                    ssum += res.size;
+                    exact += res.exact;
                 }
-                float b[128];
-                int32_t sel[16 * 8];
-                for (int i = 0; i < warm + calls; i++) {
-                    for (int j = 0; j < T * E; j++) z[j] = (float)tmoe_rng_normal(&rng);
-                    tmoe_route_obs o = tmoe_route_obs_unknown();
-                    o.power_w = 400 + 40 * tmoe_rng_uniform(&rng);
-                    o.temp_c = 70 + tmoe_rng_uniform(&rng);
-                    o.latency_ms = 1.0;
-                    o.throughput = 16000;
-                    o.dt_s = 0.001;
-                    double pe;
-                    int64_t t0 = tmoe_now_ns();
-                    int rc = tmoe_router_route(r, z, T, NULL, &hw, b, sel, &pe, &err);
-                    int64_t t1 = tmoe_now_ns();
-                    if (!rc) rc = tmoe_router_update(r, &o, NULL, &err);
-                    int64_t t2 = tmoe_now_ns();
-                    if (rc) {
-                        fprintf(stderr, "%s: %s\n", tmoe_route_strategy_name(cfg.strategy),
-                                err.msg);
-                        return 1;
-                    }
-                    if (i >= warm) {
-                        tr[i - warm] = (t1 - t0) / 1e3;
-                        tu[i - warm] = (t2 - t1) / 1e3;
-                        tt[i - warm] = (t2 - t0) / 1e3;
-                    }
-                }
-                char shape[16];
-                snprintf(shape, sizeof shape, "E%d,k%d", E, k);
-                double rm = pct(tr, calls, 0.5), um = pct(tu, calls, 0.5);
-                double tm = pct(tt, calls, 0.5), t9 = pct(tt, calls, 0.9);
-                printf("%-22s %-10s %4s %12.2f %12.2f %12.2f %12.2f\n",
-                       tmoe_route_strategy_name(cfg.strategy), shape, lb ? "on" : "off", rm, um, tm,
-                       t9);
-                tmoe_router_free(r);
             }
+            double sm = pct(ts, calls, 0.5), s9 = pct(ts, calls, 0.9), rm = pct(tr, calls, 0.5);
+            double h = h100_step_us(E, T);
+            char hs[32] = "-", sh[32] = "-", rsh[32] = "-";
+            if (isfinite(h)) {
+                snprintf(hs, sizeof hs, "%.1f", h);
+                snprintf(sh, sizeof sh, "%.2f%%", 100.0 * sm / h);
+                snprintf(rsh, sizeof rsh, "%.2f%%", 100.0 * rm / h);
+            }
+            const char *path = exact == calls ? "exact" : exact == 0 ? "greedy" : "mixed";
+            printf("| %d | %d | %d | %s | %.1f | %.1f | %.2f | %.2f | %.2f | %s | %s | %s |\n", E,
+                   k, T, path, usum / calls, ssum / calls, sm, s9, rm, hs, sh, rsh);
+            fflush(stdout);
+            tmoe_set_selector_free(s);
+            tmoe_router_free(r);
+        }
     }
-    printf("# analytic cost provider; static_optimal's one-time fit is in the warm-up, not here\n");
+    free(ts);
     free(tr);
-    free(tu);
-    free(tt);
     free(z);
+    free(b);
+    free(sel);
     return 0;
 }

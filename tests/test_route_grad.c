@@ -306,6 +306,7 @@ static tmoe_router *ttha_router(int E, tmoe_analytic_cost *c, uint64_t seed) {
     cfg.top_k = 2;
     cfg.max_tokens = 64;
     cfg.seed = seed;
+    cfg.budget = TMOE_BUDGET_NONE; /* the file holds the MLP; the budget's state is not in it */
     tmoe_cost_provider p = tmoe_cost_analytic_provider(c);
     tmoe_router *r;
     tmoe_error err = {0};

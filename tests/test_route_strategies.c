@@ -99,7 +99,10 @@ static void check_costly_chosen_less(tmoe_route_strategy s, const tmoe_hw_state 
     tmoe_router_config cfg = base_cfg(s, E, k);
     tmoe_router *rb = make_router(base_cfg(TMOE_ROUTE_BASELINE, E, k), &two);
     tmoe_router *rs = make_router(cfg, &two);
-    tmoe_router *re = make_router(cfg, &one);
+    /* the per-expert biases alone (no set selection, whose exclusion bias is not a cost bias) */
+    tmoe_router_config cfg_nb = cfg;
+    cfg_nb.budget = TMOE_BUDGET_NONE;
+    tmoe_router *re = make_router(cfg_nb, &one);
     int64_t cb[MAXE], cs[MAXE], ce[MAXE];
     double mb_equal;
     run_batches(rb, B, T, E, k, hw, 11, cb, NULL);
@@ -197,6 +200,7 @@ static void test_multi_gpu_hot_device_sheds(void **state) {
     tmoe_router_config cfg = base_cfg(TMOE_ROUTE_MULTI_GPU_AWARE, E, k);
     cfg.num_devices = 2;
     cfg.link_j_per_token = 0.0;
+    cfg.budget = TMOE_BUDGET_NONE; /* the device biases alone (the set: test_route_select) */
     tmoe_hw_state hw = hw_at(300, 60);
     hw.num_devices = 2;
     hw.dev_temp_c[0] = 55;
@@ -300,6 +304,7 @@ static void test_predictive_acts_early(void **state) {
     tmoe_router_config cfg = base_cfg(TMOE_ROUTE_PREDICTIVE_THERMAL, E, k);
     cfg.temp_target_c = 75;
     cfg.horizon_s = 5;
+    cfg.budget = TMOE_BUDGET_NONE; /* the thermal biases alone (the set: test_route_select) */
     tmoe_router *r = make_router(cfg, &two),
                 *rb = make_router(base_cfg(TMOE_ROUTE_BASELINE, E, k), &two);
     /* teach the thermal predictor a plant: tau 10 s, R 0.1 C/W, T_amb 30 C */
@@ -603,6 +608,7 @@ static void test_ttha_targets_above_leave_routing(void **state) {
     tmoe_router_config cfg = base_cfg(TMOE_ROUTE_KERNEL_AWARE_TTHA, E, 2);
     cfg.power_target_w = 5000;
     cfg.temp_target_c = 150;
+    cfg.budget = TMOE_BUDGET_NONE; /* the adapter's and cost biases (the set: test_route_select) */
     tmoe_router *r = make_router(cfg, &k),
                 *rb = make_router(base_cfg(TMOE_ROUTE_BASELINE, E, 2), &k);
     double mb, agree;

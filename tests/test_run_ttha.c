@@ -1,8 +1,9 @@
 /* kernel_aware_ttha on the simulated H100 with the committed H100 cost model, 2,000 batches
  * per strategy: with a power target below what baseline draws it lowers the mean power
  * violation and the energy per token (open loop, 16,000 tokens/s in batches of 16) and the
- * energy per token in a closed loop; with targets above the draw it leaves routing
- * essentially unchanged. Fidelity (top-k agreement, output error) is reported. */
+ * energy per token in a closed loop; with targets above the draw only its base expert-set
+ * budget acts (less energy, most of the routing kept). Fidelity (top-k agreement, output
+ * error) is reported. */
 #include "testutil.h"
 
 #include <math.h>
@@ -116,8 +117,11 @@ static void test_targets_above_draw(void **state) {
     (void)state;
     stats st[2];
     run_pair("above", 16000.0, 900.0, 100.0, st);
-    assert_true(st[1].agree / st[1].n > 0.99); /* routing essentially unchanged */
-    assert_true(st[1].nrel > 0 && st[1].relerr / st[1].nrel < 1e-3);
+    /* the adapter's biases stay out (tests/test_route_strategies.c), the base set budget
+     * (tau_base) still acts: less energy per token at a bounded loss of routing */
+    assert_true(st[1].energy / st[1].tokens < st[0].energy / st[0].tokens);
+    assert_true(st[1].agree / st[1].n > 0.8);
+    assert_true(st[1].nrel > 0 && st[1].relerr / st[1].nrel < 1e-2);
 }
 
 int main(void) {

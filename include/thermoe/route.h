@@ -101,6 +101,102 @@ void tmoe_lb_update(tmoe_lb *lb, const int32_t *counts);
 const double *tmoe_lb_bias(const tmoe_lb *lb); /* (E) */
 void tmoe_lb_reset(tmoe_lb *lb);
 
+/* ---- expert-set selection (DESIGN.md "Energy-aware expert selection") -------------------
+ * Per batch (and per layer) choose the set S of experts to run that minimises the predicted
+ * energy of the MoE step, sum over e in S with n_e > 0 of cost_e(n_e).energy_j (an expert's
+ * fixed cost of reading its weights plus its per-token cost at its count n_e, through the
+ * provider), subject to a quality budget; then every token goes to its top-k within S (by
+ * logit + the strategy's soft bias). The budgets use the unbiased top-k of each token t,
+ * topk(t), with routing probabilities p_tj renormalised over topk(t):
+ *   tau   sum_{e in topk(t) & S} p_te >= tau sum_{e in topk(t)} p_te for every token;
+ *   top1  every token's top-1 is in S;
+ *   kl    mean over tokens of ln(P_t(topk(t)) / P_t(sel_S(t))) <= kl_max, P_t the full
+ *         softmax over the E experts and sel_S(t) the k experts the token gets within S: this
+ *         is KL(q_S || P_t) - KL(q_topk || P_t), where q_X is P_t restricted to X and
+ *         renormalised, i.e. the divergence the token gets beyond baseline's own top-k cut
+ *         (0 for baseline routing).
+ * |S| >= k always, and S lies within U, the union of the batch's unbiased top-k experts (an
+ * expert no token ranks in its top-k is never added: U always meets every budget).
+ * Algorithm: exact when 2^|U| x T <= TMOE_SET_EXACT_WORK and |U| <= TMOE_SET_EXACT_MAX_U:
+ * every subset of U is checked (bitmask feasibility per token, then the exact energy of the
+ * routing it gives; ties to the larger kept probability, then the smaller bitmask). Else a
+ * greedy: tau and top1 are a submodular cover, f(S) = sum_t min(tau m_t, mass of topk(t) in
+ * S) (m_t the token's top-k mass); Wolsey's greedy adds the expert with the largest gain in f
+ * per unit of its fixed cost (cost_e(1) - d cost_e/dn at 1, at least 1e-12 J) until f(S) =
+ * f(U); for an integer-valued f its fixed cost is within H(max_e f({e})) of the cheapest
+ * cover, and for this real-valued f within 1 + ln(f(U) / (f(U) - f(S_{g-1}))) (Wolsey 1982,
+ * S_{g-1} the set before the last step). The per-token part of the energy is nearly the same
+ * for every S (T k copies are made either way), so the fixed costs are what the greedy
+ * minimises; the energy reported is the exact one of the routing, and when U (its allowed
+ * part) would cost less than the greedy's set, S = U. kl on the greedy path:
+ * the experts in the greedy order of the tau = 1 cover, the shortest prefix (>= k) whose KL
+ * meets the bound, found by bisection (a heuristic; no bound is claimed). */
+#define TMOE_SET_EXACT_MAX_U 16
+#define TMOE_SET_EXACT_WORK (1 << 14)
+
+typedef enum {
+    TMOE_BUDGET_NONE, /* no set selection: every expert may run */
+    TMOE_BUDGET_TAU,
+    TMOE_BUDGET_TOP1,
+    TMOE_BUDGET_KL,
+    TMOE_BUDGET_COUNT
+} tmoe_budget_kind;
+const char *tmoe_budget_name(tmoe_budget_kind b);
+int tmoe_budget_parse(const char *name, tmoe_budget_kind *out); /* "none|tau|top1|kl" */
+
+typedef struct tmoe_set_budget {
+    tmoe_budget_kind kind;
+    double tau;    /* tau budget, (0, 1] */
+    double kl_max; /* kl budget, nats, >= 0 */
+} tmoe_set_budget;
+
+/* What one selection chose. */
+typedef struct tmoe_set_result {
+    int size;          /* |S| */
+    int union_size;    /* |U| */
+    int exact;         /* 1 = exhaustive over subsets of U, 0 = greedy */
+    double energy_j;   /* predicted energy of the step routed within S, J */
+    double energy_u_j; /* the same for S = U (the unbiased top-k experts all available) */
+    double min_kept;   /* smallest share of a token's top-k mass kept inside S, 0..1 */
+    double kl;         /* mean ln(P_t(topk) / P_t(sel_S)) over the tokens, nats */
+    uint64_t mask[4];  /* S as a bitmask over experts 0..255 */
+} tmoe_set_result;
+
+/* A selector holds its work buffers (sized once for max_tokens tokens, E experts, top-k k):
+ * selecting never allocates. */
+typedef struct tmoe_set_selector tmoe_set_selector;
+int tmoe_set_selector_create(int E, int k, int max_tokens, tmoe_set_selector **out,
+                             tmoe_error *err);
+void tmoe_set_selector_free(tmoe_set_selector *s); /* NULL-safe */
+
+/* Select S for logits (T, E) under budget b. soft_bias (E, may be NULL): the strategy's
+ * biases, which order the experts within S (what the engine does with them); candidates (E,
+ * may be NULL): experts allowed in S (1) or not (0); when the allowed experts of U are
+ * fewer than k, the most probable disallowed ones of U are added to reach k. in_set (E)
+ * gets 1 for the experts of S. res (may be NULL) gets what was chosen. TMOE_EINVAL for
+ * T outside 1..max_tokens or a budget value out of range. Never allocates. */
+int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const float *logits, int T,
+                    const tmoe_set_budget *b, const double *soft_bias,
+                    const unsigned char *candidates, unsigned char *in_set, tmoe_set_result *res,
+                    tmoe_error *err);
+
+/* The bias that excludes experts outside S: lower than any kept expert's score can be for
+ * finite logits of this batch, so that tmoe_gate_topk (CPU and CUDA alike) picks each
+ * token's top-k within S: -(max z - min z + 2 max|soft_bias| + 1 + 1e-3 (|max z| + |min z|))
+ * over the finite logits, at most floor_bias (e.g. the router's exclusion_bias). A kept
+ * expert whose logit is NaN or -inf, or an excluded one whose logit is +inf, can still break
+ * the rule (tmoe_gate_topk ranks NaN as -inf). */
+float tmoe_set_exclusion_bias(const float *logits, int T, int E, const double *soft_bias,
+                              double floor_bias);
+
+/* Predicted energy of one MoE step ("predicted_energy_j"): sum over the experts with
+ * counts[e] > 0 of the provider's energy_j at that count, in J: the cost model's energy of
+ * reading each touched expert's weights and computing its tokens, the same quantities the
+ * simulated GPU is billed for the experts (tests/test_route_select.c checks it against the
+ * simulated GPU's energy of the step). counts (E). */
+int tmoe_route_step_energy(const tmoe_cost_provider *p, const int32_t *counts, int E, double *out,
+                           tmoe_error *err);
+
 /* ---- router configuration ------------------------------------------------------------ */
 
 /* Strategies (every bias is in logit units; "cost score" is tmoe_route_cost_biases' s_e at
@@ -203,8 +299,20 @@ typedef struct tmoe_router_config {
                               route() then selects only when selection_out or
                               predicted_energy_out asks for it. */
 
+    /* expert-set selection (every strategy but baseline; docs/strategies.md): the budget
+       kind, and its value when the hardware is cool (base) and under full pressure; each
+       strategy sets how far toward the tight end it goes (its "tightness" g in [0, 1]):
+       tau = tau_base - (tau_base - tau_min) g, kl = kl_base + (kl_max - kl_base) g */
+    tmoe_budget_kind budget; /* default kl; none = per-expert biases only */
+    double tau_base;         /* default 0.9 */
+    double tau_min;          /* default 0.5; 0 < tau_min <= tau_base <= 1 */
+    double kl_base, kl_max;  /* nats (default 0.15, 0.5); 0 <= kl_base <= kl_max */
+    double ttha_budget_gain; /* kernel_aware_ttha: g moves by gain x the per-batch error
+                                max(P/P* - 1, (T - T*)/dT) after each update (default 0.25) */
+
     /* static_optimal */
-    double kl_bound; /* expected KL(unbiased || biased) budget, nats (default 0.05) */
+    double kl_bound; /* expected KL(unbiased || biased) budget of its biases, and the mean
+                        set-selection KL its fitted tau may cost, nats (default 0.05) */
 
     /* hierarchical_adaptive */
     int num_tiers;          /* tiers by cost rank, tier 0 cheapest (default 3; at most E) */
@@ -246,17 +354,23 @@ const tmoe_router_config *tmoe_router_get_config(const tmoe_router *r);
 int tmoe_router_fit_static(tmoe_router *r, const float *logits, int N, int tokens_per_batch,
                            double *kl_out, tmoe_error *err);
 
+/* The expert set of the batch last routed: 1 and res / tau (either may be NULL) filled when
+ * set selection ran (tau is the budget value used: tau, or kl_max for the kl budget), 0 when
+ * it did not (baseline, budget none, or nothing routed yet). */
+int tmoe_router_last_set(const tmoe_router *r, tmoe_set_result *res, double *budget_value);
+
 /* Route one batch. logits (T, E) fp32; unbiased_idx (T, k) may be NULL: the unbiased top-k
  * of these logits (tmoe_gate_topk without bias; only the experts matter, not the weights),
  * which kernel_aware_ttha reads as the current load, from a caller that computes it anyway;
  * NULL = the router computes it when the strategy needs it. Experts outside 0..E-1 are
- * TMOE_EINVAL. hw may be NULL (all unknown). Outputs (each may be NULL): biases_out (E) the
- * total selection bias (strategy + load balancer [+ exploration]); selection_out (T, k)
- * chosen experts per token, decreasing biased score, ties to the lower index
- * (tmoe_gate_topk), then the capacity limit if set; predicted_energy_out:
- * tmoe_route_energy_loss of that selection with the unbiased renormalised top-k
- * probabilities. Unless observe_selection is set, the load balancer counts that selection.
- * Never allocates. */
+ * TMOE_EINVAL. hw may be NULL (all unknown). Every strategy but baseline then chooses the
+ * expert set S under its budget (tmoe_set_select) unless budget is none. Outputs (each may be
+ * NULL): biases_out (E) the total selection bias (strategy + load balancer [+ exploration],
+ * plus tmoe_set_exclusion_bias on the experts outside S); selection_out (T, k) chosen
+ * experts per token, decreasing biased score, ties to the lower index (tmoe_gate_topk),
+ * then the capacity limit if set; predicted_energy_out: tmoe_route_step_energy of that
+ * selection's counts. Unless observe_selection is set, the load balancer counts that
+ * selection. Never allocates. */
 int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t *unbiased_idx,
                       const tmoe_hw_state *hw, float *biases_out, int32_t *selection_out,
                       double *predicted_energy_out, tmoe_error *err);
@@ -264,7 +378,7 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t 
 /* observe_selection: report the selection that ran for the batch last routed, e.g. the
  * engine's tmoe_moe_metrics topk_idx / topk_w: idx (T, k) experts, w (T, k) combine weights
  * (NULL = 1/k), T the routed batch's tokens. The load balancer counts it, and
- * predicted_energy_j (may be NULL) gets tmoe_route_energy_loss of it with w. Once per routed
+ * predicted_energy_j (may be NULL) gets tmoe_route_step_energy of its counts. Once per routed
  * batch, before the next route; TMOE_EINVAL without observe_selection, without a batch to
  * observe, for another T or an expert outside 0..E-1 (the router is left unchanged then).
  * Never allocates. */
@@ -308,13 +422,16 @@ tmoe_lb *tmoe_router_lb(tmoe_router *r);                     /* NULL when disabl
 
 /* TTHA adapter weights: binary file, header "TMOETTHA", format version, E, input size,
  * hidden size, parameter count, float64 parameters, trailer. Loading checks every field and
- * refuses a file made for another shape (TMOE_EFORMAT, saying what differs). */
+ * refuses a file made for another shape (TMOE_EFORMAT, saying what differs). The budget
+ * tightness of kernel_aware_ttha is not in the file: a loaded router starts at its base
+ * budget and moves it again from the observed power. */
 int tmoe_router_ttha_save(const tmoe_router *r, const char *path, tmoe_error *err);
 int tmoe_router_ttha_load(tmoe_router *r, const char *path, tmoe_error *err);
 
 /* ---- functions shared with the harness and the tests ---------------------------------- */
 
-/* Batch predicted energy ("compute_energy_loss"): sum over tokens t and chosen slots j of
+/* The seed's energy loss ("compute_energy_loss", kept for comparison; predicted_energy_j is
+ * tmoe_route_step_energy): sum over tokens t and chosen slots j of
  * prob[t, j] x energy_j of expert idx[t, j] at its token count in this selection (count of
  * copies). prob (T, k) are the routing probabilities (the combine weights); NULL = 1/k. */
 int tmoe_route_energy_loss(const tmoe_cost_provider *p, const int32_t *idx, const float *prob,

@@ -138,7 +138,9 @@ int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_trace *tr,
 
     /* the router learns from what the meter saw, while the next batch is prepared */
     tmoe_route_obs obs = tmoe_route_obs_unknown();
-    obs.power_w = o->hw.power_avg_w;
+    /* the batch window's own power (its energy over its period), not a ~1 s average */
+    obs.power_w = isfinite(o->hw.energy_j) && o->period_s > 0.0 ? o->hw.energy_j / o->period_s
+                                                                : o->hw.power_avg_w;
     obs.temp_c = o->hw.temp_end_c;
     obs.latency_ms = o->hw.latency_ms;
     obs.throughput = o->tokens / o->period_s;

@@ -35,13 +35,14 @@ int run_make_router(run_ctx *r, tmoe_route_strategy st, tmoe_workload_kind wl, u
         if (c) return tmoe_error_prefix(err, c, "TTHA warm start");
     }
     if (st == TMOE_ROUTE_STATIC_OPTIMAL) {
-        /* workload profile: the gate logits of the workload's first samples */
+        /* workload profile: the gate logits of calibration batches disjoint from the scored
+         * ones (those are samples 0..num_samples-1; the profile takes the next indices) */
         const tmoe_workload *w = &r->wl[wl];
         int nprof = r->cfg.num_samples < 4 ? r->cfg.num_samples : 4, E = r->blk_cfg.num_experts;
         float *prof = tmoe_malloc(sizeof(float) * (size_t)nprof * w->tokens * E, err);
         if (!prof) return TMOE_ENOMEM;
         for (int i = 0; i < nprof && !c; i++) {
-            tmoe_workload_batch(w, r->blk, i, r->x);
+            tmoe_workload_batch(w, r->blk, r->cfg.num_samples + i, r->x);
             c = tmoe_engine_begin(r->eng, r->x, w->tokens, r->cfg.moe_only, err);
             if (!c) c = tmoe_engine_logits(r->eng, prof + (size_t)i * w->tokens * E, err);
         }

@@ -50,10 +50,11 @@ static json_t *run_config_json(const run_ctx *r) {
         size_t off;
     } more[] = {
 #define RC_D(f) {#f, offsetof(tmoe_router_config, f)}
-        RC_D(cost_bias_scale), RC_D(w_temp_cost),  RC_D(adam_beta1),    RC_D(adam_beta2),
-        RC_D(adam_eps),        RC_D(lr_min_ratio), RC_D(surrogate_tau), RC_D(explore_sigma),
-        RC_D(baseline_decay),  RC_D(lb_step),      RC_D(lb_max_abs),    RC_D(exclusion_bias),
-        RC_D(link_j_per_token)
+        RC_D(cost_bias_scale),  RC_D(w_temp_cost),     RC_D(adam_beta1),    RC_D(adam_beta2),
+        RC_D(adam_eps),         RC_D(lr_min_ratio),    RC_D(surrogate_tau), RC_D(explore_sigma),
+        RC_D(baseline_decay),   RC_D(lb_step),         RC_D(lb_max_abs),    RC_D(exclusion_bias),
+        RC_D(link_j_per_token), RC_D(tau_base),        RC_D(tau_min),       RC_D(kl_base),
+        RC_D(kl_max),           RC_D(ttha_budget_gain)
 #undef RC_D
     };
     for (size_t i = 0; i < sizeof more / sizeof *more; i++)
@@ -64,6 +65,7 @@ static json_t *run_config_json(const run_ctx *r) {
     json_object_set_new(router, "lr_warmup", json_integer(rcfg->lr_warmup));
     json_object_set_new(router, "lr_decay_steps", json_integer(rcfg->lr_decay_steps));
     json_object_set_new(router, "num_tiers", json_integer(rcfg->num_tiers));
+    json_object_set_new(router, "budget", json_string(tmoe_budget_name(rcfg->budget)));
     json_object_set_new(router, "ttha_warm_start",
                         c->ttha_warm_start ? json_string(c->ttha_warm_start) : json_null());
     json_t *config = json_pack(

@@ -14,6 +14,7 @@
 #define STATIC_MAX_ROWS 256
 #define STATIC_ITERS 300
 #define STATIC_BISECT 30
+#define STATIC_MAX_BATCHES 16
 
 struct tmoe_router {
     tmoe_router_config cfg;
@@ -31,6 +32,18 @@ struct tmoe_router {
 
     int static_ready;
     double static_b[TMOE_MAX_EXPERTS];
+    double static_tau; /* fitted budget value (tau, or kl for the kl budget) */
+
+    /* expert-set selection */
+    tmoe_set_selector *sel;
+    unsigned char in_set[TMOE_MAX_EXPERTS]; /* S of the batch last routed */
+    unsigned char cand[TMOE_MAX_EXPERTS];   /* hierarchical: experts of the kept tiers */
+    int use_cand;                           /* cand applies to the batch being routed */
+    int set_ran;                            /* set selection ran for the batch last routed */
+    tmoe_set_result set_res;
+    double set_value;   /* budget value used for it */
+    double ttha_g;      /* kernel_aware_ttha: budget tightness, 0..1 */
+    double obs_power_w; /* power of the last observed batch window, W (NAN = none yet) */
 
     /* the batch last routed */
     int T;                          /* 0 before the first batch */
@@ -96,6 +109,12 @@ tmoe_router_config tmoe_router_config_default(void) {
     c.lb_max_abs = 0.0;
     c.capacity_factor = 0.0;
     c.kl_bound = 0.05;
+    c.budget = TMOE_BUDGET_KL;
+    c.tau_base = 0.9;
+    c.tau_min = 0.5;
+    c.kl_base = 0.15;
+    c.kl_max = 0.5;
+    c.ttha_budget_gain = 0.25;
     c.num_tiers = 3;
     c.exclusion_bias = -30.0;
     c.num_devices = 1;
@@ -147,6 +166,15 @@ static int check_config(const tmoe_router_config *c, tmoe_error *err) {
             "the caller selects",
             c->capacity_factor);
     if (!(c->kl_bound > 0.0)) BAD("kl_bound %g must be > 0", c->kl_bound);
+    if ((unsigned)c->budget >= TMOE_BUDGET_COUNT) BAD("budget %d unknown", c->budget);
+    if (!(c->tau_min > 0.0 && c->tau_min <= c->tau_base && c->tau_base <= 1.0))
+        BAD("tau_min %g and tau_base %g must satisfy 0 < tau_min <= tau_base <= 1", c->tau_min,
+            c->tau_base);
+    if (!(c->kl_base >= 0.0 && c->kl_base <= c->kl_max && isfinite(c->kl_max)))
+        BAD("kl_base %g and kl_max %g must satisfy 0 <= kl_base <= kl_max (finite)", c->kl_base,
+            c->kl_max);
+    if (!(c->ttha_budget_gain >= 0.0 && isfinite(c->ttha_budget_gain)))
+        BAD("ttha_budget_gain %g must be >= 0", c->ttha_budget_gain);
     if (c->num_tiers < 1) BAD("num_tiers %d must be >= 1", c->num_tiers);
     if (!(c->exclusion_bias < 0.0)) BAD("exclusion_bias %g must be < 0", c->exclusion_bias);
     if (c->num_devices < 1 || c->num_devices > TMOE_ROUTE_MAX_DEVICES)
@@ -189,6 +217,8 @@ int tmoe_router_create(const tmoe_router_config *cfg, const tmoe_cost_provider *
     }
     tmoe_rng_seed_stream(&r->rng, cfg->seed, 0x40);
     r->l_base = cfg->latency_base_ms;
+    r->obs_power_w = NAN;
+    r->static_tau = cfg->budget == TMOE_BUDGET_KL ? cfg->kl_base : cfg->tau_base;
     r->q_base = cfg->throughput_base;
     tmoe_thermal_pred_config tc = tmoe_thermal_pred_config_default();
     size_t TE = (size_t)cfg->max_tokens * r->E, TK = (size_t)cfg->max_tokens * r->k;
@@ -198,7 +228,8 @@ int tmoe_router_create(const tmoe_router_config *cfg, const tmoe_cost_provider *
          (rc = tmoe_lb_create(r->E, cfg->lb_step, cfg->lb_max_abs, &r->lb, err))) ||
         (rc = tmoe_ttha_mlp_create(nin, cfg->ttha_hidden, r->E, cfg->max_bias, cfg->seed, &r->mlp,
                                    err)) ||
-        (rc = tmoe_adam_init(&r->adam, r->mlp->np, err))) {
+        (rc = tmoe_adam_init(&r->adam, r->mlp->np, err)) ||
+        (rc = tmoe_set_selector_create(r->E, r->k, cfg->max_tokens, &r->sel, err))) {
         tmoe_router_free(r);
         return rc;
     }
@@ -221,6 +252,7 @@ void tmoe_router_free(tmoe_router *r) {
     tmoe_lb_free(r->lb);
     tmoe_ttha_mlp_free(r->mlp);
     tmoe_adam_free(&r->adam);
+    tmoe_set_selector_free(r->sel);
     free(r->grad);
     free(r->logits);
     free(r->idx);
@@ -324,6 +356,11 @@ static int bias_kernel_aware_ttha(tmoe_router *r, const int32_t *counts, const t
     int rc = tmoe_route_cost_biases(&r->cost, r->n_expect, r->E, r->cfg.max_bias,
                                     r->cfg.w_temp_cost, NULL, b, err);
     if (rc) return rc;
+    /* the power of the last batch window (energy / period) when known, not the snapshot's
+     * ~1 s average: the adapter reacts to what its last routing drew */
+    tmoe_hw_state h = *hw;
+    if (isfinite(r->obs_power_w)) h.power_w = r->obs_power_w;
+    hw = &h;
     double p = pressure(r, hw), g = isfinite(p) ? clamp(p, 0.0, 1.0) : 1.0;
     double s = r->cfg.cost_bias_scale * g;
     if ((rc = ttha_features(r, counts, hw, err))) return rc;
@@ -372,8 +409,9 @@ static int bias_hierarchical(tmoe_router *r, const int32_t *counts, const tmoe_h
         if (allowed >= r->k || drop == 0) break;
         drop--;
     }
-    unsigned char mask[TMOE_MAX_EXPERTS];
+    unsigned char *mask = r->cand;
     for (int e = 0; e < E; e++) mask[e] = tier[e] < NT - drop;
+    r->use_cand = 1;
     /* second level: cost biases within the allowed tiers */
     if ((rc = tmoe_route_cost_biases(&r->cost, r->n_expect, E, r->cfg.max_bias, r->cfg.w_temp_cost,
                                      mask, b, err)))
@@ -466,6 +504,37 @@ static int static_solve(const tmoe_router *r, const float *z, int N, double scal
     return TMOE_OK;
 }
 
+/* static_optimal's budget: the loosest-quality tau in tau_base, tau_base - 0.05, ..., tau_min
+ * (the lowest, which saves the most) whose mean set-selection KL over the profile's batches
+ * (consecutive chunks of tokens_per_batch rows, at most STATIC_MAX_BATCHES) stays within
+ * kl_bound; tau_base when none does. The kl budget takes kl_bound itself (at most kl_max). */
+static int fit_static_budget(tmoe_router *r, const float *logits, int N, int tokens_per_batch,
+                             tmoe_error *err) {
+    const tmoe_router_config *c = &r->cfg;
+    r->static_tau = c->tau_base;
+    if (c->budget == TMOE_BUDGET_KL) r->static_tau = fmin(c->kl_bound, c->kl_max);
+    if (c->budget != TMOE_BUDGET_TAU) return TMOE_OK;
+    int Tb = tokens_per_batch < c->max_tokens ? tokens_per_batch : c->max_tokens;
+    if (Tb > N) Tb = N;
+    int nb = N / Tb < STATIC_MAX_BATCHES ? N / Tb : STATIC_MAX_BATCHES;
+    unsigned char in_set[TMOE_MAX_EXPERTS];
+    for (double tau = c->tau_base; tau >= c->tau_min - 1e-12; tau -= 0.05) {
+        tmoe_set_budget b = {TMOE_BUDGET_TAU, fmin(1.0, fmax(tau, c->tau_min)), 0.0};
+        double kl = 0.0;
+        for (int i = 0; i < nb; i++) {
+            tmoe_set_result res;
+            int rc = tmoe_set_select(r->sel, &r->cost, logits + (size_t)i * Tb * r->E, Tb, &b,
+                                     r->static_b, NULL, in_set, &res, err);
+            if (rc) return rc;
+            kl += res.kl / nb;
+        }
+        if (kl <= c->kl_bound) r->static_tau = b.tau;
+    }
+    tmoe_log(TMOE_LOG_INFO, "static_optimal: tau %.3g fitted on %d batches of %d tokens",
+             r->static_tau, nb, Tb);
+    return TMOE_OK;
+}
+
 int tmoe_router_fit_static(tmoe_router *r, const float *logits, int N, int tokens_per_batch,
                            double *kl_out, tmoe_error *err) {
     int E = r->E;
@@ -520,6 +589,7 @@ int tmoe_router_fit_static(tmoe_router *r, const float *logits, int N, int token
     free(z);
     if (rc) return rc;
     memcpy(r->static_b, best, sizeof(double) * E);
+    if ((rc = fit_static_budget(r, logits, N, tokens_per_batch, err))) return rc;
     r->static_ready = 1;
     if (kl_out) *kl_out = kl;
     tmoe_log(TMOE_LOG_INFO, "static_optimal: fitted on %d rows, mean KL %.4g (bound %.4g)", n, kl,
@@ -585,6 +655,64 @@ static int check_selection(const char *what, const int32_t *idx, int n, int E, i
     return TMOE_OK;
 }
 
+/* Budget tightness of a strategy for this batch, 0 (base budget) .. 1 (tightest). */
+static double budget_tightness(tmoe_router *r, const tmoe_hw_state *hw) {
+    const tmoe_router_config *c = &r->cfg;
+    switch (c->strategy) {
+    case TMOE_ROUTE_KERNEL_AWARE_TTHA: return r->ttha_g;
+    case TMOE_ROUTE_PREDICTIVE_THERMAL: {
+        /* how near the predicted (or present) temperature is to the target, in bands */
+        double tp = predicted_temp(r, hw);
+        double now = isfinite(hw->gpu_temp_c) ? hw->gpu_temp_c : -INFINITY;
+        double hot = fmax(isfinite(tp) ? tp : -INFINITY, now);
+        if (!isfinite(hot)) return 0.0;
+        return clamp((hot - (c->temp_target_c - c->temp_band_c)) / c->temp_band_c, 0.0, 1.0);
+    }
+    default: {
+        double p = pressure(r, hw);
+        return isfinite(p) ? clamp(p, 0.0, 1.0) : 0.0;
+    }
+    }
+}
+
+static tmoe_set_budget budget_at(const tmoe_router_config *c, double g) {
+    tmoe_set_budget b = {c->budget, c->tau_base - (c->tau_base - c->tau_min) * g,
+                         c->kl_base + (c->kl_max - c->kl_base) * g};
+    return b;
+}
+
+/* Choose S for the batch and add the exclusion bias outside it to r->fb. */
+static int select_set(tmoe_router *r, const float *logits, int T, const tmoe_hw_state *hw,
+                      tmoe_error *err) {
+    const tmoe_router_config *c = &r->cfg;
+    tmoe_set_budget b;
+    if (c->strategy == TMOE_ROUTE_STATIC_OPTIMAL) {
+        b = budget_at(c, 0.0);
+        if (c->budget == TMOE_BUDGET_KL)
+            b.kl_max = r->static_tau;
+        else
+            b.tau = r->static_tau;
+    } else {
+        b = budget_at(c, budget_tightness(r, hw));
+    }
+    r->set_value = c->budget == TMOE_BUDGET_KL ? b.kl_max : b.tau;
+    int rc = tmoe_set_select(r->sel, &r->cost, logits, T, &b, r->b, r->use_cand ? r->cand : NULL,
+                             r->in_set, &r->set_res, err);
+    if (rc) return rc;
+    float excl = tmoe_set_exclusion_bias(logits, T, r->E, r->b, c->exclusion_bias);
+    for (int e = 0; e < r->E; e++)
+        if (!r->in_set[e]) r->fb[e] += excl;
+    r->set_ran = 1;
+    return TMOE_OK;
+}
+
+int tmoe_router_last_set(const tmoe_router *r, tmoe_set_result *res, double *budget_value) {
+    if (!r->set_ran) return 0;
+    if (res) *res = r->set_res;
+    if (budget_value) *budget_value = r->set_value;
+    return 1;
+}
+
 int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t *unbiased_idx,
                       const tmoe_hw_state *hw, float *biases_out, int32_t *selection_out,
                       double *predicted_energy_out, tmoe_error *err) {
@@ -614,6 +742,8 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t 
     r->mlp_fresh = 0;
     r->unobserved = 0;
     r->n_expect = fmax(1.0, (double)T * k / E);
+    r->use_cand = 0;
+    r->set_ran = 0;
     double *b = r->b;
     switch (r->cfg.strategy) {
     case TMOE_ROUTE_BASELINE:
@@ -642,6 +772,9 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t 
         b[e] += r->noise[e];
         r->fb[e] = (float)b[e];
     }
+    if (r->cfg.strategy != TMOE_ROUTE_BASELINE && r->cfg.budget != TMOE_BUDGET_NONE &&
+        (rc = select_set(r, logits, T, hw, err)))
+        return rc;
     if (biases_out) memcpy(biases_out, r->fb, sizeof(float) * E);
     r->unobserved = r->cfg.observe_selection;
     /* the router's own selection: for the load balancer, unless the caller reports the one
@@ -656,7 +789,7 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t 
         for (int i = 0; i < T * k; i++) counts[r->idx[i]]++;
     if (balance) tmoe_lb_update(r->lb, counts);
     if (predicted_energy_out &&
-        (rc = tmoe_route_energy_loss(&r->cost, r->idx, r->w, T, k, E, predicted_energy_out, err)))
+        (rc = tmoe_route_step_energy(&r->cost, counts, E, predicted_energy_out, err)))
         return rc;
     if (selection_out) memcpy(selection_out, r->idx, sizeof(int32_t) * (size_t)T * k);
     return TMOE_OK;
@@ -679,8 +812,9 @@ int tmoe_router_observe(tmoe_router *r, const int32_t *idx, const float *w, int 
     if (rc) return rc;
     r->unobserved = 0;
     if (r->lb) tmoe_lb_update(r->lb, counts);
+    (void)w; /* the step's energy depends on the counts alone */
     if (predicted_energy_j)
-        return tmoe_route_energy_loss(&r->cost, idx, w, T, r->k, r->E, predicted_energy_j, err);
+        return tmoe_route_step_energy(&r->cost, counts, r->E, predicted_energy_j, err);
     return TMOE_OK;
 }
 
@@ -732,7 +866,16 @@ int tmoe_router_update(tmoe_router *r, const tmoe_route_obs *obs, tmoe_ttha_reco
     tmoe_ttha_record rec = {-1, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NULL};
     if (rec_out) *rec_out = rec;
     tmoe_thermal_pred_update(r->tp, obs->power_w, obs->temp_c, obs->dt_s);
+    if (isfinite(obs->power_w)) r->obs_power_w = obs->power_w;
     if (c->strategy != TMOE_ROUTE_KERNEL_AWARE_TTHA || r->T == 0 || !r->mlp_fresh) return TMOE_OK;
+    {
+        /* the budget: an integral step on the batch's power / temperature error (above the
+         * targets tightens, below loosens toward the base budget) */
+        double e1 = isfinite(obs->power_w) ? obs->power_w / c->power_target_w - 1.0 : NAN;
+        double e2 = isfinite(obs->temp_c) ? (obs->temp_c - c->temp_target_c) / c->temp_band_c : NAN;
+        double e = isfinite(e1) && isfinite(e2) ? fmax(e1, e2) : isfinite(e1) ? e1 : e2;
+        if (isfinite(e)) r->ttha_g = clamp(r->ttha_g + c->ttha_budget_gain * e, 0.0, 1.0);
+    }
     int E = r->E;
     double P = obs->power_w, Tc = obs->temp_c, L = obs->latency_ms, Q = obs->throughput;
     if (!isfinite(r->l_base) && isfinite(L) && L > 0.0) r->l_base = L;

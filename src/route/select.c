@@ -1,0 +1,424 @@
+/* Expert-set selection: per batch, the set S of experts whose predicted step energy is
+ * lowest under a quality budget (tau, top1 or kl); exact over the subsets of the batch's
+ * unbiased top-k experts when that is cheap, Wolsey's greedy cover otherwise (contracts and
+ * guarantees in thermoe/route.h). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "route/route_internal.h"
+#include "thermoe/model.h"
+
+#define UMAX TMOE_SET_EXACT_MAX_U
+
+struct tmoe_set_selector {
+    int E, k, max_tokens;
+    int32_t *idx;  /* (T, k) unbiased top-k */
+    float *w;      /* (T, k) its probabilities, renormalised over the top-k */
+    double *ptop;  /* (T) full-softmax mass of the top-k */
+    double *tot;   /* (T) sum of w over the top-k, in slot order */
+    double *cov;   /* (T) greedy: mass of the top-k covered so far */
+    float *pfull;  /* (T, E) full softmax */
+    uint8_t *ord;  /* (T, UMAX) exact path: U positions by decreasing biased score */
+    int32_t *sidx; /* (T, k) a selection within a set */
+    float *sw;     /* (T, k) its weights (unused beyond tmoe_gate_topk's contract) */
+};
+
+int tmoe_set_selector_create(int E, int k, int max_tokens, tmoe_set_selector **out,
+                             tmoe_error *err) {
+    *out = NULL;
+    if (E < 1 || E > TMOE_MAX_EXPERTS || k < 1 || k > E || k > TMOE_MAX_TOPK || max_tokens < 1)
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "set selector: E = %d (1..%d), k = %d (1..min(E, %d)), max_tokens = %d "
+                           "(>= 1)",
+                           E, TMOE_MAX_EXPERTS, k, TMOE_MAX_TOPK, max_tokens);
+    tmoe_set_selector *s = tmoe_calloc(1, sizeof *s, err);
+    if (!s) return TMOE_ENOMEM;
+    s->E = E;
+    s->k = k;
+    s->max_tokens = max_tokens;
+    size_t T = (size_t)max_tokens, TK = T * (size_t)k;
+    s->idx = tmoe_malloc(sizeof(int32_t) * TK, err);
+    s->w = tmoe_malloc(sizeof(float) * TK, err);
+    s->ptop = tmoe_malloc(sizeof(double) * T, err);
+    s->tot = tmoe_malloc(sizeof(double) * T, err);
+    s->cov = tmoe_malloc(sizeof(double) * T, err);
+    s->pfull = tmoe_malloc(sizeof(float) * T * (size_t)E, err);
+    s->ord = tmoe_malloc(T * UMAX, err);
+    s->sidx = tmoe_malloc(sizeof(int32_t) * TK, err);
+    s->sw = tmoe_malloc(sizeof(float) * TK, err);
+    if (!s->idx || !s->w || !s->ptop || !s->tot || !s->cov || !s->pfull || !s->ord || !s->sidx ||
+        !s->sw) {
+        tmoe_set_selector_free(s);
+        return TMOE_ENOMEM;
+    }
+    *out = s;
+    return TMOE_OK;
+}
+
+void tmoe_set_selector_free(tmoe_set_selector *s) {
+    if (!s) return;
+    free(s->idx);
+    free(s->w);
+    free(s->ptop);
+    free(s->tot);
+    free(s->cov);
+    free(s->pfull);
+    free(s->ord);
+    free(s->sidx);
+    free(s->sw);
+    free(s);
+}
+
+float tmoe_set_exclusion_bias(const float *logits, int T, int E, const double *soft_bias,
+                              double floor_bias) {
+    double lo = INFINITY, hi = -INFINITY, bmax = 0.0;
+    for (size_t i = 0; i < (size_t)T * E; i++)
+        if (isfinite(logits[i])) {
+            lo = fmin(lo, logits[i]);
+            hi = fmax(hi, logits[i]);
+        }
+    for (int e = 0; soft_bias && e < E; e++)
+        if (isfinite(soft_bias[e])) bmax = fmax(bmax, fabs(soft_bias[e]));
+    double x = floor_bias;
+    if (lo <= hi) x = fmin(x, -(hi - lo + 2.0 * bmax + 1.0 + 1e-3 * (fabs(hi) + fabs(lo))));
+    return (float)fmax(x, -1e30);
+}
+
+int tmoe_route_step_energy(const tmoe_cost_provider *p, const int32_t *counts, int E, double *out,
+                           tmoe_error *err) {
+    double total = 0.0;
+    for (int e = 0; e < E; e++) {
+        if (counts[e] <= 0) continue;
+        tmoe_expert_cost c;
+        int rc = tmoe_route_cost_eval(p, e, counts[e], &c, NULL, err);
+        if (rc) return rc;
+        total += c.energy_j;
+    }
+    *out = total;
+    return TMOE_OK;
+}
+
+/* Float biases for the engine's top-k within in_set: the soft bias inside, excl outside. */
+static void set_biases(int E, const double *soft, const unsigned char *in_set, float excl,
+                       float *fb) {
+    for (int e = 0; e < E; e++) {
+        float b = soft ? (float)soft[e] : 0.0f;
+        fb[e] = in_set[e] ? b : b + excl;
+    }
+}
+
+/* Route every token to its top-k within in_set (tmoe_gate_topk, as the engine does) and
+ * give the step's energy, its KL and the smallest kept share of the top-k mass. */
+static int eval_set(tmoe_set_selector *s, const tmoe_cost_provider *p, const float *z, int T,
+                    const double *soft, const unsigned char *in_set, float excl, double *energy,
+                    double *kl, double *min_kept, tmoe_error *err) {
+    int E = s->E, k = s->k;
+    float fb[TMOE_MAX_EXPERTS];
+    set_biases(E, soft, in_set, excl, fb);
+    tmoe_gate_topk(z, fb, T, E, k, 1, 0, s->sidx, s->sw);
+    int32_t counts[TMOE_MAX_EXPERTS] = {0};
+    double klsum = 0.0, mk = 1.0;
+    for (int t = 0; t < T; t++) {
+        double ps = 0.0, kept = 0.0;
+        for (int j = 0; j < k; j++) {
+            int e = s->sidx[(size_t)t * k + j];
+            counts[e]++;
+            ps += s->pfull[(size_t)t * E + e];
+            int f = s->idx[(size_t)t * k + j];
+            if (in_set[f]) kept += s->w[(size_t)t * k + j];
+        }
+        klsum += ps > 0.0 && s->ptop[t] > 0.0 ? log(s->ptop[t] / ps) : 0.0;
+        if (s->tot[t] > 0.0) mk = fmin(mk, kept / s->tot[t]);
+    }
+    if (kl) *kl = klsum / T;
+    if (min_kept) *min_kept = mk;
+    return tmoe_route_step_energy(p, counts, E, energy, err);
+}
+
+static int popcount32(uint32_t m) {
+    int n = 0;
+    for (; m; m &= m - 1) n++;
+    return n;
+}
+
+/* Exact: every subset of the nu experts of U (allowed by cand) with at least k members. */
+static int select_exact(tmoe_set_selector *s, const tmoe_cost_provider *p, const float *z, int T,
+                        const tmoe_set_budget *b, const double *soft, const int *ulist, int nu,
+                        const int *uid, uint32_t cand, uint32_t *best_out, tmoe_error *err) {
+    int E = s->E, k = s->k;
+    /* per token: its top-k as U bits, and U by decreasing biased score (ties lower index) */
+    for (int t = 0; t < T; t++) {
+        const float *zt = z + (size_t)t * E;
+        uint8_t *o = s->ord + (size_t)t * UMAX;
+        float sc[UMAX];
+        for (int u = 0; u < nu; u++) {
+            float v = zt[ulist[u]] + (soft ? (float)soft[ulist[u]] : 0.0f);
+            sc[u] = isnan(v) ? -INFINITY : v;
+            int j = u;
+            while (j > 0 && sc[o[j - 1]] < sc[u]) { /* stable: equal scores keep U order */
+                o[j] = o[j - 1];
+                j--;
+            }
+            o[j] = (uint8_t)u;
+        }
+    }
+    uint32_t best = 0;
+    double best_e = INFINITY, best_kept = -1.0;
+    int first_bad = 0; /* the token that failed last: checked first */
+    for (uint32_t m = 1; m < (1u << nu); m++) {
+        if ((m & ~cand) || popcount32(m) < k) continue;
+        /* feasibility of tau / top1 */
+        int ok = 1;
+        double kept_sum = 0.0;
+        if (b->kind == TMOE_BUDGET_TAU || b->kind == TMOE_BUDGET_TOP1) {
+            for (int i = 0; i < T && ok; i++) {
+                int t = i == 0 ? first_bad : i == first_bad ? 0 : i;
+                const int32_t *ti = s->idx + (size_t)t * k;
+                if (b->kind == TMOE_BUDGET_TOP1) {
+                    ok = (m >> uid[ti[0]]) & 1u;
+                } else {
+                    double kept = 0.0;
+                    for (int j = 0; j < k; j++)
+                        if ((m >> uid[ti[j]]) & 1u) kept += s->w[(size_t)t * k + j];
+                    ok = kept >= b->tau * s->tot[t];
+                }
+                if (!ok) first_bad = t;
+            }
+            if (!ok) continue;
+        }
+        /* the routing within the subset: each token's first k of U in its order */
+        int32_t cnt[UMAX] = {0};
+        double klsum = 0.0;
+        for (int t = 0; t < T; t++) {
+            const uint8_t *o = s->ord + (size_t)t * UMAX;
+            double ps = 0.0;
+            for (int j = 0, got = 0; j < nu && got < k; j++)
+                if ((m >> o[j]) & 1u) {
+                    cnt[o[j]]++;
+                    ps += s->pfull[(size_t)t * E + ulist[o[j]]];
+                    got++;
+                }
+            if (b->kind == TMOE_BUDGET_KL && ps > 0.0 && s->ptop[t] > 0.0)
+                klsum += log(s->ptop[t] / ps);
+            const int32_t *ti = s->idx + (size_t)t * k;
+            for (int j = 0; j < k; j++)
+                if ((m >> uid[ti[j]]) & 1u) kept_sum += s->w[(size_t)t * k + j];
+        }
+        if (b->kind == TMOE_BUDGET_KL && klsum / T > b->kl_max) continue;
+        double en = 0.0;
+        for (int u = 0; u < nu; u++) {
+            if (!cnt[u]) continue;
+            tmoe_expert_cost c;
+            int rc = tmoe_route_cost_eval(p, ulist[u], cnt[u], &c, NULL, err);
+            if (rc) return rc;
+            en += c.energy_j;
+        }
+        if (en < best_e || (en == best_e && kept_sum > best_kept)) {
+            best = m;
+            best_e = en;
+            best_kept = kept_sum;
+        }
+    }
+    *best_out = best; /* 0 when no subset meets the budget */
+    return TMOE_OK;
+}
+
+/* Wolsey's greedy cover of f(S) = sum_t min(tau tot_t, mass of topk(t) in S) over the
+ * allowed experts, by gain per unit of fixed cost; order (E) gets the experts in the order
+ * added, *n_out how many. top1 is tau = 1 over each token's first slot only. */
+static void greedy_cover(tmoe_set_selector *s, int T, tmoe_budget_kind kind, double tau,
+                         const unsigned char *allowed, const double *fixed, unsigned char *in_set,
+                         int *order, int *n_out) {
+    int E = s->E, k = s->k, kk = kind == TMOE_BUDGET_TOP1 ? 1 : k;
+    int n = 0;
+    for (int e = 0; e < E; e++)
+        if (in_set[e]) order[n++] = e;
+    for (int t = 0; t < T; t++) {
+        double c = 0.0;
+        for (int j = 0; j < kk; j++) {
+            int e = s->idx[(size_t)t * k + j];
+            if (in_set[e]) c += s->w[(size_t)t * k + j];
+        }
+        s->cov[t] = c;
+    }
+    for (;;) {
+        double gain[TMOE_MAX_EXPERTS] = {0};
+        for (int t = 0; t < T; t++) {
+            double need =
+                (kind == TMOE_BUDGET_TOP1 ? s->w[(size_t)t * k] : tau * s->tot[t]) - s->cov[t];
+            if (!(need > 0.0)) continue;
+            for (int j = 0; j < kk; j++) {
+                int e = s->idx[(size_t)t * k + j];
+                if (!in_set[e] && allowed[e]) gain[e] += fmin(need, s->w[(size_t)t * k + j]);
+            }
+        }
+        int best = -1;
+        double br = 0.0;
+        for (int e = 0; e < E; e++) {
+            if (!(gain[e] > 0.0)) continue;
+            double ratio = gain[e] / fixed[e];
+            if (best < 0 || ratio > br) {
+                best = e;
+                br = ratio;
+            }
+        }
+        if (best < 0) break;
+        in_set[best] = 1;
+        order[n++] = best;
+        for (int t = 0; t < T; t++)
+            for (int j = 0; j < kk; j++)
+                if (s->idx[(size_t)t * k + j] == best) s->cov[t] += s->w[(size_t)t * k + j];
+    }
+    *n_out = n;
+}
+
+int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const float *z, int T,
+                    const tmoe_set_budget *b, const double *soft, const unsigned char *cand,
+                    unsigned char *in_set, tmoe_set_result *res, tmoe_error *err) {
+    int E = s->E, k = s->k, rc;
+    if (T < 1 || T > s->max_tokens)
+        return tmoe_errorf(err, TMOE_EINVAL, "set selection: %d tokens, expected 1..%d", T,
+                           s->max_tokens);
+    if ((unsigned)b->kind >= TMOE_BUDGET_COUNT || !(b->tau > 0.0 && b->tau <= 1.0) ||
+        !(b->kl_max >= 0.0))
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "set selection: budget %d (0..%d), tau %g (in (0, 1]), kl_max %g "
+                           "(>= 0)",
+                           b->kind, TMOE_BUDGET_COUNT - 1, b->tau, b->kl_max);
+    /* unbiased top-k (renormalised) and the full softmax of every token */
+    tmoe_gate_topk(z, NULL, T, E, k, 1, 0, s->idx, s->w);
+    for (int t = 0; t < T; t++) {
+        const float *zt = z + (size_t)t * E;
+        float *pt = s->pfull + (size_t)t * E;
+        double mx = -INFINITY, sum = 0.0, top = 0.0, tot = 0.0;
+        for (int e = 0; e < E; e++)
+            if (zt[e] > mx) mx = zt[e];
+        for (int e = 0; e < E; e++) {
+            double v = isfinite(mx) && zt[e] > -INFINITY ? exp((double)zt[e] - mx) : 0.0;
+            pt[e] = (float)v;
+            sum += v;
+        }
+        for (int e = 0; e < E; e++) pt[e] = sum > 0.0 ? (float)(pt[e] / sum) : 0.0f;
+        for (int j = 0; j < k; j++) {
+            top += pt[s->idx[(size_t)t * k + j]];
+            tot += s->w[(size_t)t * k + j];
+        }
+        s->ptop[t] = top;
+        s->tot[t] = tot;
+    }
+    /* U, the allowed part of it, topped up to k by total probability */
+    unsigned char inu[TMOE_MAX_EXPERTS] = {0}, allowed[TMOE_MAX_EXPERTS] = {0};
+    double mass[TMOE_MAX_EXPERTS] = {0};
+    for (int i = 0; i < T * k; i++) {
+        inu[s->idx[i]] = 1;
+        mass[s->idx[i]] += s->w[i];
+    }
+    int nu = 0, na = 0, ulist[TMOE_MAX_EXPERTS], uid[TMOE_MAX_EXPERTS];
+    for (int e = 0; e < E; e++) {
+        uid[e] = -1;
+        if (!inu[e]) continue;
+        uid[e] = nu;
+        ulist[nu++] = e;
+        allowed[e] = !cand || cand[e];
+        na += allowed[e];
+    }
+    while (na < k) {
+        int best = -1;
+        for (int e = 0; e < E; e++)
+            if (inu[e] && !allowed[e] && (best < 0 || mass[e] > mass[best])) best = e;
+        TMOE_ASSERT(best >= 0); /* |U| >= k */
+        allowed[best] = 1;
+        na++;
+    }
+    float excl = tmoe_set_exclusion_bias(z, T, E, soft, -30.0);
+    int exact = 0;
+    memset(in_set, 0, (size_t)E);
+    if (b->kind == TMOE_BUDGET_NONE) {
+        for (int e = 0; e < E; e++) in_set[e] = 1;
+    } else if (nu <= UMAX && ((double)(1u << nu) * T <= TMOE_SET_EXACT_WORK)) {
+        uint32_t cmask = 0, m = 0;
+        for (int u = 0; u < nu; u++)
+            if (allowed[ulist[u]]) cmask |= 1u << u;
+        rc = select_exact(s, p, z, T, b, soft, ulist, nu, uid, cmask, &m, err);
+        if (rc) return rc;
+        if (!m) m = cmask; /* nothing allowed meets the budget: every allowed expert */
+        for (int u = 0; u < nu; u++) in_set[ulist[u]] = (m >> u) & 1u;
+        exact = 1;
+    } else {
+        double fixed[TMOE_MAX_EXPERTS];
+        for (int e = 0; e < E; e++) {
+            fixed[e] = 1.0;
+            if (!allowed[e]) continue;
+            tmoe_expert_cost c, dc;
+            if ((rc = tmoe_route_cost_eval(p, e, 1.0, &c, &dc, err))) return rc;
+            fixed[e] = fmax(1e-12, c.energy_j - dc.energy_j);
+        }
+        int order[TMOE_MAX_EXPERTS], n = 0;
+        if (b->kind == TMOE_BUDGET_KL) {
+            greedy_cover(s, T, TMOE_BUDGET_TAU, 1.0, allowed, fixed, in_set, order, &n);
+            /* the shortest prefix of that order (>= k) whose KL meets the bound */
+            int lo = k < n ? k : n, hi = n;
+            while (lo < hi) {
+                int mid = (lo + hi) / 2;
+                memset(in_set, 0, (size_t)E);
+                for (int i = 0; i < mid; i++) in_set[order[i]] = 1;
+                double en, kl;
+                if ((rc = eval_set(s, p, z, T, soft, in_set, excl, &en, &kl, NULL, err))) return rc;
+                if (kl <= b->kl_max)
+                    hi = mid;
+                else
+                    lo = mid + 1;
+            }
+            memset(in_set, 0, (size_t)E);
+            for (int i = 0; i < lo; i++) in_set[order[i]] = 1;
+        } else {
+            greedy_cover(s, T, b->kind, b->tau, allowed, fixed, in_set, order, &n);
+        }
+        if (n < k) /* at least k: go on covering the whole top-k mass */
+            greedy_cover(s, T, TMOE_BUDGET_TAU, 1.0, allowed, fixed, in_set, order, &n);
+        for (int e = 0, m = n; e < E && m < k; e++) /* an allowed expert no gain can add */
+            if (allowed[e] && !in_set[e]) {
+                in_set[e] = 1;
+                m++;
+            }
+        /* the greedy minimises fixed costs; where per-token costs make its set dearer than
+         * every allowed expert of U (which meets tau and top1 always), that is taken */
+        unsigned char ua[TMOE_MAX_EXPERTS];
+        for (int e = 0; e < E; e++) ua[e] = inu[e] && allowed[e];
+        double es, eu, klu;
+        if ((rc = eval_set(s, p, z, T, soft, in_set, excl, &es, NULL, NULL, err)) ||
+            (rc = eval_set(s, p, z, T, soft, ua, excl, &eu, &klu, NULL, err)))
+            return rc;
+        if (eu < es && (b->kind != TMOE_BUDGET_KL || klu <= b->kl_max))
+            memcpy(in_set, ua, (size_t)E);
+    }
+    if (!res) return TMOE_OK;
+    memset(res, 0, sizeof *res);
+    res->union_size = nu;
+    res->exact = exact;
+    for (int e = 0; e < E; e++)
+        if (in_set[e]) {
+            res->size++;
+            res->mask[e >> 6] |= 1ull << (e & 63);
+        }
+    if ((rc = eval_set(s, p, z, T, soft, in_set, excl, &res->energy_j, &res->kl, &res->min_kept,
+                       err)))
+        return rc;
+    return eval_set(s, p, z, T, soft, inu, excl, &res->energy_u_j, NULL, NULL, err);
+}
+
+static const char *const budget_names[TMOE_BUDGET_COUNT] = {"none", "tau", "top1", "kl"};
+
+const char *tmoe_budget_name(tmoe_budget_kind b) {
+    return (unsigned)b < TMOE_BUDGET_COUNT ? budget_names[b] : "?";
+}
+
+int tmoe_budget_parse(const char *name, tmoe_budget_kind *out) {
+    for (int i = 0; i < TMOE_BUDGET_COUNT; i++)
+        if (name && strcmp(name, budget_names[i]) == 0) {
+            *out = (tmoe_budget_kind)i;
+            return TMOE_OK;
+        }
+    return TMOE_EINVAL;
+}
