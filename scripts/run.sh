@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build thermoe (release) and run its main job: `thermoe run` on its embedded default
-# (real GPU when one answers, else the CPU backend with the simulated H100), which ends with
-# the analysis (tables, figures, report.html) of what it wrote.
+# Build thermoe (release) and run its main job: `thermoe run` on its embedded default (the
+# trained default model on the committed test split when models/default is there, else the
+# random block; real GPU when one answers, else the CPU backend with the simulated H100), which
+# ends with the analysis (tables, figures, report.html) of what it wrote.
 # Extra arguments go to `thermoe run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -9,6 +9,7 @@
 # an interrupt: whole rows, status "interrupted", exit 130, and --resume completes it.
 set -u
 BIN="$1"
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
@@ -132,7 +133,7 @@ done
 # simulated clock and do match; run_id holds the start time; router_overhead_ms is host time
 # spent routing; wall_time_unix_s is the epoch time a batch ended); no --seed is the same
 # run as --seed 42, the default the help names.
-REPRO=(--backend cpu --telemetry sim --num-samples-per-workload 2 --workloads standard
+REPRO=(--model random --backend cpu --telemetry sim --num-samples-per-workload 2 --workloads standard
        --routing-strategy baseline,kernel_aware_ttha --trace-batches 0 --quiet --no-analyze)
 "$BIN" run --help | grep -q -- "--seed N .*(default 42)" || fail "repro: --help should name seed 42"
 "$BIN" run "${REPRO[@]}" --out repro1 >repro1.log 2>&1 || fail "repro1: $(tail -3 repro1.log)"
@@ -166,5 +167,32 @@ grep -qF "seed was 42, now 7" resume_seed.log && grep -qF "workloads was standar
     fail "resume seed/workloads: $(cat resume_seed.log)"
 cmp -s repro1/batches.csv repro1.before || fail "resume changed: batches.csv was modified by a refused resume"
 "$BIN" run "${REPRO[@]}" --out repro1 --resume >resume_same.log 2>&1 || fail "resume same flags: $(tail -3 resume_same.log)"
+
+# the decoder LM: the reference Mixtral checkpoint on its token file, through the CLI; the
+# summary gives perplexity per strategy; baseline's nll equals nll_baseline in every row
+LM=(--model "$SRC/tests/data/lm/mixtral" --tokens "$SRC/tests/data/lm/text.tokens" --backend cpu
+    --telemetry sim --seq-len 8 --batch-size 2 --num-samples-per-workload 2 --warmup-batches 0
+    --trace-batches 0 --cooldown 0 --warmup-steady 0 --no-analyze
+    --routing-strategy baseline,static_optimal --workloads standard,skewed)
+"$BIN" run "${LM[@]}" --out lm >lm.log 2>&1 || fail "lm run: $(tail -5 lm.log)"
+grep -qF "quality (decoder LM" lm.log || fail "lm run: no perplexity table: $(tail -20 lm.log)"
+grep -qE "^standard +static_optimal +[0-9]+ +[0-9.]+ +[0-9.]+ " lm.log ||
+    fail "lm run: no perplexity row for static_optimal: $(grep -A8 quality lm.log)"
+grep -qF "at expert shape mixtral 4096x14336" lm.log || fail "lm run: the summary does not name the shape"
+col() { head -1 lm/batches.csv | tr , '\n' | grep -nx "$1" | cut -d: -f1; }
+awk -F, -v s="$(col strategy)" -v a="$(col nll)" -v b="$(col nll_baseline)" \
+    'NR > 1 && $s == "baseline" && $a != $b {bad = 1} NR > 1 && $a == "" {bad = 1} END {exit bad}' \
+    lm/batches.csv || fail "lm run: a baseline row with nll != nll_baseline, or an empty nll"
+grep -q '"kind": "lm"' lm/metadata.json || fail "lm run: metadata does not say the model is the LM"
+# flags that do not fit the model are usage errors
+"$BIN" run "${LM[@]}" --out lm_bad --d-model 64 >lm_bad.log 2>&1; rc=$?
+[ $rc -eq 2 ] && grep -qF -- "--d-model applies to the random block" lm_bad.log || fail "lm + --d-model: exit $rc: $(cat lm_bad.log)"
+"$BIN" run --model random --tokens x.tokens --out lm_bad2 >lm_bad2.log 2>&1; rc=$?
+[ $rc -eq 2 ] && grep -qF -- "--tokens applies to a decoder LM" lm_bad2.log || fail "random + --tokens: exit $rc: $(cat lm_bad2.log)"
+"$BIN" run "${LM[@]}" --out lm_bad3 --expert-shape 4096 >lm_bad3.log 2>&1; rc=$?
+[ $rc -eq 2 ] && grep -qF "expected trained, mixtral" lm_bad3.log || fail "--expert-shape 4096: exit $rc: $(cat lm_bad3.log)"
+"$BIN" run "${LM[@]}" --out lm_bad4 --tokens "$SRC/data/corpus/test.tokens" >lm_bad4.log 2>&1; rc=$?
+[ $rc -eq 1 ] && grep -qF "vocabulary of 4096" lm_bad4.log && grep -qF "vocab_size 211" lm_bad4.log ||
+    fail "a token file of another vocabulary: exit $rc: $(cat lm_bad4.log)"
 
 echo "cli_run: ok"

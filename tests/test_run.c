@@ -116,6 +116,7 @@ static long check_csv(const char *path, int allow_torn) {
             char *end;
             switch (tmoe_runlog_cols[c].type) {
             case TMOE_COL_INT:
+                if (!*s && c == TMOE_RL_TOKENS_SCORED) break; /* the LM's: checked below */
                 strtoll(s, &end, 10);
                 if (!*s || *end)
                     fail_msg("%s:%ld: %s = '%s' is not an integer", path, lineno,
@@ -123,6 +124,7 @@ static long check_csv(const char *path, int allow_torn) {
                 break;
             case TMOE_COL_DOUBLE:
                 if (!strcmp(s, "nan")) break;
+                if (!*s && (c == TMOE_RL_NLL || c == TMOE_RL_NLL_BASELINE)) break; /* below */
                 strtod(s, &end);
                 if (!*s || *end)
                     fail_msg("%s:%ld: %s = '%s' is not a number", path, lineno,
@@ -130,6 +132,7 @@ static long check_csv(const char *path, int allow_torn) {
                 break;
             case TMOE_COL_LIST_INT:
             case TMOE_COL_LIST_DBL:
+                if (!*s && c == TMOE_RL_LAYER_EXPERT_COUNTS) break; /* the LM's: below */
                 if (!*s) fail_msg("%s:%ld: %s is empty", path, lineno, tmoe_runlog_cols[c].name);
                 break;
             default: break;
@@ -146,6 +149,20 @@ static long check_csv(const char *path, int allow_torn) {
             if (!strcmp(fields[defined[i]], "nan"))
                 fail_msg("%s:%ld: %s is nan", path, lineno, tmoe_runlog_cols[defined[i]].name);
         assert_string_equal(fields[TMOE_RL_TELEMETRY_SOURCE], "sim");
+        if (!*fields[TMOE_RL_ENERGY_EXPERT_SHAPE])
+            fail_msg("%s:%ld: energy_expert_shape is empty", path, lineno);
+        /* the decoder LM's columns: all known (an LM run) or all unknown (the random block) */
+        static const int lm_cols[] = {TMOE_RL_NLL, TMOE_RL_NLL_BASELINE, TMOE_RL_TOKENS_SCORED,
+                                      TMOE_RL_LAYER_EXPERT_COUNTS};
+        int known = 0;
+        for (size_t i = 0; i < sizeof lm_cols / sizeof *lm_cols; i++)
+            known += *fields[lm_cols[i]] && strcmp(fields[lm_cols[i]], "nan");
+        if (known != 0 && known != 4)
+            fail_msg("%s:%ld: %d of the 4 LM columns known", path, lineno, known);
+        if (known && !strcmp(fields[TMOE_RL_STRATEGY], "baseline") &&
+            strcmp(fields[TMOE_RL_NLL], fields[TMOE_RL_NLL_BASELINE]))
+            fail_msg("%s:%ld: baseline nll %s != nll_baseline %s", path, lineno,
+                     fields[TMOE_RL_NLL], fields[TMOE_RL_NLL_BASELINE]);
         if (!strcmp(fields[TMOE_RL_STRATEGY], "kernel_aware_ttha") &&
             !strcmp(fields[TMOE_RL_TTHA_TOTAL_LOSS], "nan"))
             fail_msg("%s:%ld: kernel_aware_ttha row without its loss", path, lineno);
@@ -225,6 +242,8 @@ static void test_kill_and_resume(void **state) {
     snprintf(csv, sizeof csv, "%s/batches.csv", out);
     char *args[] = {(char *)bin(),
                     "run",
+                    "--model",
+                    "random",
                     "--out",
                     (char *)out,
                     "--no-analyze",
@@ -247,6 +266,8 @@ static void test_kill_and_resume(void **state) {
     assert_true(before >= 25 && before < 60);
     char *rargs[] = {(char *)bin(),
                      "run",
+                     "--model",
+                     "random",
                      "--out",
                      (char *)out,
                      "--no-analyze",
@@ -317,6 +338,8 @@ static void test_full_disk(void **state) {
     snprintf(csv, sizeof csv, "%s/batches.csv", out);
     char *args[] = {(char *)bin(),
                     "run",
+                    "--model",
+                    "random",
                     "--out",
                     out,
                     "--no-analyze",
@@ -347,6 +370,8 @@ static void test_full_disk(void **state) {
     assert_no_temporaries(out);
     char *rargs[] = {(char *)bin(),
                      "run",
+                     "--model",
+                     "random",
                      "--out",
                      out,
                      "--no-analyze",
@@ -431,6 +456,8 @@ static void test_resume_drops_invalid_rows(void **state) {
     snprintf(csv, sizeof csv, "%s/batches.csv", out);
     char *args[] = {(char *)bin(),
                     "run",
+                    "--model",
+                    "random",
                     "--out",
                     out,
                     "--no-analyze",
@@ -495,6 +522,8 @@ static void test_run_dir_locked(void **state) {
     assert_true(write(fd, "pid 4242 on host testhost\n", 26) == 26);
     char *args[] = {(char *)bin(),
                     "run",
+                    "--model",
+                    "random",
                     "--out",
                     out,
                     "--no-analyze",
@@ -518,7 +547,7 @@ static void test_run_dir_locked(void **state) {
     close(fd);
 
     /* a real run holds it: a second one, even with --resume, is refused and names it */
-    args[11] = "1000000"; /* long enough to be running while the second one starts */
+    args[13] = "1000000"; /* long enough to be running while the second one starts */
     pid_t first = fork();
     if (first < 0) fail_msg("fork: %s", strerror(errno));
     if (first == 0) {
@@ -563,41 +592,49 @@ static void expect_failure(char *const args[], const char *needle) {
 
 static void test_bad_input(void **state) {
     (void)state;
-    char *a1[] = {(char *)bin(), "run", "--routing-strategy", "fastest", NULL};
+    char *a1[] = {(char *)bin(), "run", "--model", "random", "--routing-strategy", "fastest", NULL};
     expect_failure(a1, "unknown name 'fastest'");
-    char *a2[] = {(char *)bin(),
-                  "run",
-                  "--top-k",
-                  "9",
-                  "--num-experts",
-                  "8",
-                  "--out",
-                  (char *)tu_tmppath("b2"),
+    char *a2[] = {(char *)bin(), "run",           "--model", "random", "--top-k",
+                  "9",           "--num-experts", "8",       "--out",  (char *)tu_tmppath("b2"),
                   NULL};
     expect_failure(a2, "top_k = 9 is larger than num_experts = 8");
     char *a3[] = {(char *)bin(),
                   "run",
+                  "--model",
+                  "random",
                   "--kernel-cost-model-json",
                   "/nonexistent/cost.json",
                   "--out",
                   (char *)tu_tmppath("b3"),
                   NULL};
     expect_failure(a3, "/nonexistent/cost.json");
-    char *a4[] = {(char *)bin(), "run", "--out", "/etc/passwd/run", NULL};
+    char *a4[] = {(char *)bin(), "run", "--model", "random", "--out", "/etc/passwd/run", NULL};
     expect_failure(a4, "/etc/passwd");
-    char *a5[] = {(char *)bin(), "run", "--num-samples-per-workload", "abc", NULL};
+    char *a5[] = {(char *)bin(), "run", "--model", "random", "--num-samples-per-workload",
+                  "abc",         NULL};
     expect_failure(a5, "not an integer");
     /* a full disk: the row write fails with a message and a non-zero exit */
-    char *a6[] = {(char *)bin(),        "run",       "--out",        (char *)tu_tmppath("b6"),
-                  "--log-file",         "/dev/full", "--workloads",  "standard",
-                  "--routing-strategy", "baseline",  "--no-analyze", NULL};
+    char *a6[] = {(char *)bin(),
+                  "run",
+                  "--model",
+                  "random",
+                  "--out",
+                  (char *)tu_tmppath("b6"),
+                  "--log-file",
+                  "/dev/full",
+                  "--workloads",
+                  "standard",
+                  "--routing-strategy",
+                  "baseline",
+                  "--no-analyze",
+                  NULL};
     expect_failure(a6, "/dev/full");
     char cfg[600];
     snprintf(cfg, sizeof cfg, "%s", tu_tmppath("bad.ini"));
     FILE *f = fopen(cfg, "w");
     fprintf(f, "# a config\nrepeats = 1\nwarp-speed = 9\n");
     fclose(f);
-    char *a7[] = {(char *)bin(), "run", "--config", cfg, NULL};
+    char *a7[] = {(char *)bin(), "run", "--model", "random", "--config", cfg, NULL};
     expect_failure(a7, "bad.ini:3: unknown key 'warp-speed'");
 }
 

@@ -100,7 +100,16 @@ typedef struct tmoe_runlog_col {
     X(PCIE_RX_MBPS, "pcie_rx_mbps", TMOE_COL_DOUBLE,                                               \
       "MB/s received over PCIe (summed over devices)")                                             \
     X(PCIE_TX_MBPS, "pcie_tx_mbps", TMOE_COL_DOUBLE, "MB/s sent over PCIe (summed over devices)")  \
-    X(TTHA_GRAD_NORM, "ttha_grad_norm", TMOE_COL_DOUBLE, "L2 norm of the TTHA update's gradient")
+    X(TTHA_GRAD_NORM, "ttha_grad_norm", TMOE_COL_DOUBLE, "L2 norm of the TTHA update's gradient")  \
+    X(NLL, "nll", TMOE_COL_DOUBLE,                                                                 \
+      "nats, mean next-token NLL of the batch's scored tokens under the strategy (LM)")            \
+    X(NLL_BASELINE, "nll_baseline", TMOE_COL_DOUBLE,                                               \
+      "nats, the same tokens under baseline routing (LM)")                                         \
+    X(TOKENS_SCORED, "tokens_scored", TMOE_COL_INT, "tokens whose NLL nll averages (LM)")          \
+    X(LAYER_EXPERT_COUNTS, "layer_expert_counts", TMOE_COL_LIST_INT,                               \
+      "token copies per MoE layer and expert, layer-major (LM)")                                   \
+    X(ENERGY_EXPERT_SHAPE, "energy_expert_shape", TMOE_COL_STR,                                    \
+      "d_model x d_ff of the experts that time and energy belong to")
 
 #define TMOE_RUNLOG_ENUM_(id, name, type, unit) TMOE_RL_##id,
 typedef enum { TMOE_RUNLOG_COLUMNS(TMOE_RUNLOG_ENUM_) TMOE_RL_NCOLS } tmoe_runlog_col_id;
@@ -122,6 +131,8 @@ void tmoe_runlog_row_clear(tmoe_runlog_row *r); /* every cell unknown ("") */
 void tmoe_runlog_row_str(tmoe_runlog_row *r, int col, const char *s);
 void tmoe_runlog_row_int(tmoe_runlog_row *r, int col, long long v);
 void tmoe_runlog_row_dbl(tmoe_runlog_row *r, int col, double v); /* NAN -> "nan" */
+/* Lists: a list whose text does not fit TMOE_RUNLOG_CELL bytes is written unknown (""),
+ * never cut short. */
 void tmoe_runlog_row_ints(tmoe_runlog_row *r, int col, const int32_t *v, int n);
 void tmoe_runlog_row_dbls(tmoe_runlog_row *r, int col, const double *v, int n);
 
@@ -221,6 +232,66 @@ int tmoe_workload_max_tokens(int batch_size, int seq_len);
  * (w->seed, kind, idx) and independent of the batches drawn before. */
 void tmoe_workload_batch(const tmoe_workload *w, const tmoe_block *blk, int idx, float *x);
 
+/* ---- the decoder LM's workloads: windows of real text (docs/harness.md) -----------------
+ * With a decoder LM (tmoe_run_config.model_dir) a batch of workload w is w->n_seqs windows
+ * of w->seq_len consecutive ids of a token file (so standard, high_complexity (2x seq_len),
+ * small_batch and large_batch keep their shapes). The file is cut into domains (token
+ * ranges); a domain's windows are its consecutive seq_len-token slots, and every
+ * TMOE_TEXT_CALIB_EVERY-th slot (slot index % TMOE_TEXT_CALIB_EVERY ==
+ * TMOE_TEXT_CALIB_EVERY - 1) is kept for calibration (static_optimal's fit) and never
+ * scored. Windows never straddle two domains. skewed is a domain shift: the first
+ * ceil(num_samples / 2) samples come from domain 0 alone, the rest from domain 1 alone; the
+ * other workloads draw from every domain's scored slots, uniformly. */
+#define TMOE_TEXT_MAX_DOMAINS 8
+#define TMOE_TEXT_CALIB_EVERY 8
+#define TMOE_TEXT_DOMAINS_SUFFIX ".domains.tsv" /* beside X.tokens: X.domains.tsv */
+
+typedef struct tmoe_text {
+    const uint32_t *ids; /* (n) borrowed from the token file */
+    int64_t n;
+    int ndom;
+    char domain[TMOE_TEXT_MAX_DOMAINS][32]; /* names */
+    int64_t first[TMOE_TEXT_MAX_DOMAINS];   /* token range [first, end) */
+    int64_t end[TMOE_TEXT_MAX_DOMAINS];     /* of each domain */
+    char source[512];                       /* the domains file, or "halves ..." */
+    uint64_t checksum;                      /* FNV-1a 64 of the token file's bytes */
+} tmoe_text;
+
+/* FNV-1a 64 of a file's bytes (the token file's identity in metadata and resume). */
+int tmoe_text_file_checksum(const char *path, uint64_t *out, tmoe_error *err);
+
+/* The domains of the token file at path (already read into t): from X.domains.tsv beside
+ * X.tokens when it exists (tab-separated lines "tokens N", "fnv1a64 HEX" that must match the
+ * file, then "NAME FIRST END [documents]", '#' comments; docs/harness.md), else the file's
+ * two halves ("first_half", "second_half"), which out->source says. A domains file that
+ * does not match the token file, overlapping or out-of-range ranges are TMOE_EFORMAT naming
+ * file:line. */
+int tmoe_text_open(const char *path, const tmoe_tokens *t, tmoe_text *out, tmoe_error *err);
+
+/* Batch number idx of LM workload w (kind, n_seqs, seq_len, seed) from text t: ids
+ * (n_seqs * seq_len), sequence after sequence. calib = 1 draws from the calibration slots
+ * instead. Deterministic in (w->seed, kind, idx, calib): every strategy of a workload sees the
+ * same windows. TMOE_EINVAL naming the domain when it has no slot of that kind for seq_len. */
+int tmoe_text_batch(const tmoe_workload *w, const tmoe_text *t, int idx, int num_samples, int calib,
+                    uint32_t *ids, tmoe_error *err);
+
+/* ---- expert shape the energy of an LM run belongs to (--expert-shape) ------------------ */
+typedef enum {
+    TMOE_SHAPE_TRAINED, /* the checkpoint's own experts (hidden_size x expert size) */
+    TMOE_SHAPE_MIXTRAL, /* 4096 x 14336, Mixtral-8x7B's experts */
+    TMOE_SHAPE_CUSTOM   /* d_model x d_ff given as DxF */
+} tmoe_expert_shape_kind;
+
+typedef struct tmoe_expert_shape {
+    tmoe_expert_shape_kind kind;
+    int d_model, d_ff; /* 0 for trained until the checkpoint is known */
+} tmoe_expert_shape;
+
+/* "trained", "mixtral" or "DxF" (e.g. 1024x2816). TMOE_EINVAL saying what is accepted. */
+int tmoe_expert_shape_parse(const char *s, tmoe_expert_shape *out, tmoe_error *err);
+/* "mixtral 4096x14336", "trained 256x128", "1024x2816". */
+void tmoe_expert_shape_format(const tmoe_expert_shape *s, char *buf, size_t n);
+
 /* ============================== runner ================================================ */
 /* The experiment runner behind `thermoe run`: sweeps routing strategies x workloads over
  * repeats, one CSV row per batch, a metadata JSON per run, Chrome traces of the first
@@ -295,6 +366,18 @@ typedef struct tmoe_run_config {
                                 block.seed: replaced by seed */
     int batch_size;          /* sequences per batch (base; workloads scale it) */
     int moe_only;            /* run the MoE layer alone (no attention) */
+    /* the decoder LM on real text instead of the random block (docs/harness.md): a Hugging
+     * Face checkpoint directory (docs/models.md); NULL = the random block. Its experts load
+     * as block.expert_type; block.seq_len is the window length; the block's other shape
+     * fields and moe_only do not apply. */
+    const char *model_dir;
+    const char *tokens_path;        /* the LM's token file; NULL = tmoe_run_default_tokens() */
+    tmoe_expert_shape expert_shape; /* LM: the experts that time and energy belong to
+                                       (default mixtral; simulated GPU: the cost model must
+                                       be measured at that shape) */
+    int expert_shape_given;         /* 0: expert_shape is the default, and falls back to
+                                       trained (logged) where the default cannot run (NVML:
+                                       the GPU measures the trained model's own kernels) */
 
     /* where it runs */
     tmoe_backend_kind backend;
@@ -330,6 +413,10 @@ tmoe_run_config tmoe_run_config_default(void);
 
 /* Where the committed H100 cost model lives (THERMOE_DATA_DIR, else the source tree). */
 const char *tmoe_run_default_cost_model(void);
+/* The committed test split's token file (<data dir>/corpus/test.tokens) and the trained
+ * default model (<data dir>/../models/default; it may not exist). */
+const char *tmoe_run_default_tokens(void);
+const char *tmoe_run_default_model(void);
 
 /* Ask a running tmoe_run to stop after the batch in progress (async-signal-safe). */
 void tmoe_run_request_stop(void);

@@ -64,7 +64,10 @@ enum {
     O_VERBOSE,
     O_FIRST_REPEAT,
     O_PLACEMENT,
-    O_PLACEMENT_FILE
+    O_PLACEMENT_FILE,
+    O_MODEL,
+    O_TOKENS,
+    O_EXPERT_SHAPE
 };
 
 static const struct option longopts[] = {
@@ -109,6 +112,9 @@ static const struct option longopts[] = {
     {"placement", required_argument, 0, O_PLACEMENT},
     {"placement-file", required_argument, 0, O_PLACEMENT_FILE},
     {"moe-only", no_argument, 0, O_MOE_ONLY},
+    {"model", required_argument, 0, O_MODEL},
+    {"tokens", required_argument, 0, O_TOKENS},
+    {"expert-shape", required_argument, 0, O_EXPERT_SHAPE},
     {"expert-parallel", no_argument, 0, O_EP},
     {"resume", no_argument, 0, O_RESUME},
     {"no-analyze", no_argument, 0, O_NO_ANALYZE},
@@ -120,14 +126,31 @@ static const struct option longopts[] = {
     {0, 0, 0, 0},
 };
 
+/* The decoder LM's defaults, chosen so that the default sweep (6 strategies x 5 workloads,
+ * a second forward for baseline routing) on the trained default model ends in about a
+ * minute on 2 CPU cores with the simulated GPU (docs/harness.md). */
+#define LM_SEQ_LEN 32
+#define LM_BATCH 4
+#define LM_SAMPLES 4
+
+/* What the command line said about the model, for choosing between the LM and the block. */
+typedef struct model_flags {
+    const char *model;           /* --model, or NULL */
+    const char *block_flag;      /* the first block-only flag given, or NULL */
+    int seq_len, batch, samples; /* given on the command line */
+} model_flags;
+static model_flags mflags;
+
 static void run_help(const tmoe_run_config *d) {
     const tmoe_router_config *r = &d->router;
     printf(
         "usage: thermoe run [flags]\n\n"
         "Sweep routing strategies x workloads over repeats (order shuffled per repeat), one CSV\n"
         "row per batch, a metadata JSON, Perfetto traces of the first batches, a summary table.\n"
-        "With no flags: every strategy x every workload at a small shape, on the GPU when one\n"
-        "answers, else the CPU backend with a simulated H100 driven by the measured cost model.\n\n"
+        "With no flags: every strategy x every workload on the trained default model scoring\n"
+        "the committed test split (the random block at a small shape when the model is not\n"
+        "there), on the GPU when one answers, else the CPU backend with a simulated H100 driven\n"
+        "by the measured cost model.\n\n"
         "sweep:\n"
         "  --routing-strategy LIST   comma list or 'all' (default all): baseline, static_optimal,\n"
         "                            kernel_aware_ttha, hierarchical_adaptive, "
@@ -139,7 +162,7 @@ static void run_help(const tmoe_run_config *d) {
         "  --repeats N               passes over every combination (default %d)\n"
         "  --first-repeat N          number of the first pass, logged in the repeat column and\n"
         "                            seeding the order and routers (default 0; set by sweeps)\n"
-        "  --num-samples-per-workload N  distinct batches per workload (default %d)\n"
+        "  --num-samples-per-workload N  distinct batches per workload (default %d, LM %d)\n"
         "  --epochs N                passes over those batches per combination (default %d)\n"
         "  --warmup-batches N        unlogged batches before each combination (default %d)\n"
         "  --arrival-rate R          open loop: Poisson arrivals, tokens/s (default: closed loop)\n"
@@ -150,13 +173,26 @@ static void run_help(const tmoe_run_config *d) {
         "none)\n"
         "  --seed N                  weights, inputs, arrivals and routers (default %llu)\n"
         "model:\n"
-        "  --expert-type T           fp16, q4 or q2 (default %s)\n"
+        "  --model DIR|random        the decoder LM of a Hugging Face checkpoint directory\n"
+        "                            (docs/models.md) on windows of real text, or 'random': the\n"
+        "                            random block (default: %s when it exists, else random;\n"
+        "                            the block-only flags --d-model --n-heads --d-ff\n"
+        "                            --num-experts --top-k --act --moe-only --expert-parallel\n"
+        "                            select random when --model is not given)\n"
+        "  --tokens FILE             the LM's text, a token file (default %s; domains from\n"
+        "                            FILE's .domains.tsv beside it, else its two halves)\n"
+        "  --expert-shape S          LM: the experts that time and energy belong to: mixtral\n"
+        "                            (4096x14336), trained (the checkpoint's) or DxF; the\n"
+        "                            simulated GPU bills the cost model, which must be measured\n"
+        "                            at S (default mixtral; on a real GPU trained, the only one\n"
+        "                            it can run yet)\n"
+        "  --expert-type T           fp16, q4 or q2; the LM's experts load as T (default %s)\n"
         "  --impl I                  fused or unfused, for q4/q2 (default %s)\n"
         "  --d-model N  --n-heads N  --d-ff N  (defaults %d, %d, %d)\n"
         "  --num-experts N  --top-k N  --group-size N  (defaults %d, %d, %d)\n"
         "  --act A                   relu or swiglu (default %s)\n"
-        "  --batch-size N            sequences per batch (default %d; workloads scale it)\n"
-        "  --seq-len N               tokens per sequence (default %d)\n"
+        "  --batch-size N            sequences per batch (default %d, LM %d; workloads scale it)\n"
+        "  --seq-len N               tokens per sequence, the LM's window (default %d, LM %d)\n"
         "  --moe-only                run the MoE layer alone, without attention\n"
         "hardware:\n"
         "  --backend B               auto, cpu or cuda (default %s)\n"
@@ -194,15 +230,16 @@ static void run_help(const tmoe_run_config *d) {
         "  --no-analyze              do not run 'thermoe analyze' on the results\n"
         "  --config FILE             flags from a JSON object or INI file (key = long flag name)\n"
         "  --quiet, -v/--verbose, -h/--help\n",
-        d->repeats, d->num_samples, d->epochs, d->warmup_batches, d->cooldown_s, d->steady_s,
-        (unsigned long long)d->seed, tmoe_etype_name(d->block.expert_type), tmoe_impl_name(d->impl),
+        d->repeats, d->num_samples, LM_SAMPLES, d->epochs, d->warmup_batches, d->cooldown_s,
+        d->steady_s, (unsigned long long)d->seed, tmoe_run_default_model(),
+        tmoe_run_default_tokens(), tmoe_etype_name(d->block.expert_type), tmoe_impl_name(d->impl),
         d->block.d_model, d->block.n_heads, d->block.d_ff, d->block.num_experts, d->block.top_k,
-        d->block.group_size, tmoe_act_name(d->block.act), d->batch_size, d->block.seq_len,
-        tmoe_backend_kind_name(d->backend), d->device_id, tmoe_telemetry_kind_name(d->telemetry),
-        tmoe_run_default_cost_model(), r->max_bias, r->kl_bound, r->power_target_w,
-        r->temp_target_c, r->w_power, r->w_temp, r->w_latency, r->w_throughput, r->w_fidelity,
-        r->lr, r->weight_decay, tmoe_ttha_grad_name(r->grad_mode), d->trace_batches,
-        d->fidelity_every);
+        d->block.group_size, tmoe_act_name(d->block.act), d->batch_size, LM_BATCH, d->block.seq_len,
+        LM_SEQ_LEN, tmoe_backend_kind_name(d->backend), d->device_id,
+        tmoe_telemetry_kind_name(d->telemetry), tmoe_run_default_cost_model(), r->max_bias,
+        r->kl_bound, r->power_target_w, r->temp_target_c, r->w_power, r->w_temp, r->w_latency,
+        r->w_throughput, r->w_fidelity, r->lr, r->weight_decay, tmoe_ttha_grad_name(r->grad_mode),
+        d->trace_batches, d->fidelity_every);
 }
 
 static const char *strategy_name(int i) {
@@ -366,12 +403,20 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
     long lv;
     double dv;
     int placement_file_wanted = 0;
+    mflags = (model_flags){0};
     optind = 1;
     opterr = 1;
     for (int o; (o = getopt_long(argc, argv, "hv", longopts, NULL)) != -1;) {
         int sh = cli_shape_flag("run", o, optarg, &c->block);
         if (sh == 1) return 2;
-        if (sh == 0) continue;
+        if (sh == 0) {
+            if (o == CLI_SEQ_LEN)
+                mflags.seq_len = 1;
+            else if (o != CLI_GROUP && !mflags.block_flag)
+                for (const struct option *x = longopts; x->name; x++)
+                    if (x->val == o) mflags.block_flag = x->name;
+            continue;
+        }
         switch (o) {
         case O_STRATEGY:
             if (cli_name_list("run", "routing-strategy", optarg, c->strategies,
@@ -393,8 +438,23 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
                 return cli_usage_fail(
                     "run", "--impl: unknown impl '%s' (expected fused or unfused)", optarg);
             break;
-        case O_BATCH: INT_FLAG("batch-size", 1, 4096, c->batch_size); break;
-        case O_SAMPLES: INT_FLAG("num-samples-per-workload", 1, 1000000, c->num_samples); break;
+        case O_BATCH:
+            INT_FLAG("batch-size", 1, 4096, c->batch_size);
+            mflags.batch = 1;
+            break;
+        case O_SAMPLES:
+            INT_FLAG("num-samples-per-workload", 1, 1000000, c->num_samples);
+            mflags.samples = 1;
+            break;
+        case O_MODEL: mflags.model = optarg; break;
+        case O_TOKENS: c->tokens_path = optarg; break;
+        case O_EXPERT_SHAPE: {
+            tmoe_error err = {0};
+            if (tmoe_expert_shape_parse(optarg, &c->expert_shape, &err))
+                return cli_usage_fail("run", "--expert-shape: %s", err.msg);
+            c->expert_shape_given = 1;
+            break;
+        }
         case O_EPOCHS: INT_FLAG("epochs", 1, 100000, c->epochs); break;
         case O_WARMUP: INT_FLAG("warmup-batches", 0, 100000, c->warmup_batches); break;
         case O_TRACE: INT_FLAG("trace-batches", 0, 100000, c->trace_batches); break;
@@ -442,8 +502,14 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
             break;
         case O_WARM: c->ttha_warm_start = optarg; break;
         case O_LB: c->load_balancer = 1; break;
-        case O_MOE_ONLY: c->moe_only = 1; break;
-        case O_EP: want_ep = 1; break;
+        case O_MOE_ONLY:
+            c->moe_only = 1;
+            if (!mflags.block_flag) mflags.block_flag = "moe-only";
+            break;
+        case O_EP:
+            want_ep = 1;
+            if (!mflags.block_flag) mflags.block_flag = "expert-parallel";
+            break;
         case O_TELEMETRY: {
             tmoe_error err = {0};
             if (tmoe_telemetry_kind_parse(optarg, &c->telemetry, &err))
@@ -473,7 +539,38 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
     if (optind < argc) return cli_usage_fail("run", "unexpected argument '%s'", argv[optind]);
     if (placement_file_wanted && !c->placement_file)
         return cli_usage_fail("run", "--placement file needs --placement-file F");
+    if (mflags.model && strcmp(mflags.model, "random") && mflags.block_flag)
+        return cli_usage_fail("run",
+                              "--%s applies to the random block (--model random); the "
+                              "checkpoint %s fixes its own shape",
+                              mflags.block_flag, mflags.model);
+    int lm = mflags.model ? strcmp(mflags.model, "random") != 0 : !mflags.block_flag;
+    if (!lm && (c->tokens_path || c->expert_shape_given))
+        return cli_usage_fail("run", "--%s applies to a decoder LM (--model DIR)",
+                              c->tokens_path ? "tokens" : "expert-shape");
     return 0;
+}
+
+/* Which model runs: --model DIR, --model random, or the default (the trained model when it
+ * is there and no block-only flag was given, else the random block, said in one line), with
+ * the LM's batch defaults where the command line left them. */
+static void choose_model(tmoe_run_config *c, int quiet) {
+    const char *m = mflags.model;
+    if (!m && !mflags.block_flag) {
+        char cfgp[4200];
+        snprintf(cfgp, sizeof cfgp, "%s/config.json", tmoe_run_default_model());
+        if (access(cfgp, R_OK) == 0) {
+            m = tmoe_run_default_model();
+        } else if (!quiet) {
+            printf("no trained model at %s: running the random block (--model random)\n",
+                   tmoe_run_default_model());
+        }
+    }
+    if (!m || !strcmp(m, "random")) return;
+    c->model_dir = m;
+    if (!mflags.seq_len) c->block.seq_len = LM_SEQ_LEN;
+    if (!mflags.batch) c->batch_size = LM_BATCH;
+    if (!mflags.samples) c->num_samples = LM_SAMPLES;
 }
 
 int cmd_run_check(int argc, char **argv) {
@@ -523,6 +620,7 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
     cli_log_init(verbosity);
+    choose_model(&c, quiet);
     char cost_buf[4096], out_buf[256], rank_buf[4200], line[4096] = "thermoe";
     if (profile_dir && !c.cost_model_path) {
         snprintf(cost_buf, sizeof cost_buf, "%s/cost_model.json", profile_dir);

@@ -85,7 +85,8 @@ static int meter(run_ctx *r, const tmoe_meter_window *win, batch_out *o, tmoe_er
     batch_hw *hw = &o->hw;
     int rc;
     if (r->sim) {
-        rc = run_bill(r, &o->m, o->tokens, r->cfg.moe_only, hw, err);
+        rc = r->lm ? run_lm_bill(r, o, hw, err)
+                   : run_bill(r, &o->m, o->tokens, r->cfg.moe_only, hw, err);
         if (rc) return tmoe_error_prefix(err, rc, "billing the batch to the simulated GPU");
     } else {
         hw->latency_ms = o->m.step_ms;
@@ -124,16 +125,27 @@ int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_trace *tr,
     batch_out *o = &r->cur;
     memset(o, 0, sizeof *o);
     o->batch = b;
-    o->tokens = w->tokens;
-    tmoe_workload_batch(w, r->blk, b % r->cfg.num_samples, r->x);
+    o->nll = o->nll_base = NAN;
+    int rc = TMOE_OK;
+    if (r->lm) { /* the decoder LM on windows of text: routing happens inside its forward */
+        if ((rc = run_lm_fill(r, c, b % r->cfg.num_samples, o, err))) return rc;
+    } else {
+        o->tokens = w->tokens;
+        o->bias_n = r->blk_cfg.num_experts;
+        tmoe_workload_batch(w, r->blk, b % r->cfg.num_samples, r->x);
+    }
 
     tmoe_meter_window win;
     tmoe_meter_begin(r->meter, &win);
     wait_for_arrival(r, o->tokens);
-    int rc = route(r, c, o, err);
-    if (!rc) rc = engine(r, c, o, err);
+    if (r->lm) {
+        rc = run_lm_forward(r, c, o, err);
+    } else {
+        rc = route(r, c, o, err);
+        if (!rc) rc = engine(r, c, o, err);
+    }
     if (!rc) rc = meter(r, &win, o, err);
-    if (!rc) rc = fidelity(r, o, err);
+    if (!rc) rc = r->lm ? run_lm_quality(r, c, o, err) : fidelity(r, o, err);
     if (rc) return rc;
 
     /* the router learns from what the meter saw, while the next batch is prepared */

@@ -12,6 +12,7 @@ int run_make_router(run_ctx *r, tmoe_route_strategy st, tmoe_workload_kind wl, u
     if (rc0) return rc0;
     tmoe_router_free(r->router);
     r->router = NULL;
+    if (r->lm) return run_lm_make_routers(r, st, wl, seed, err); /* one per MoE layer */
     tmoe_router_config rc = r->cfg.router;
     rc.strategy = st;
     rc.num_experts = r->blk_cfg.num_experts;

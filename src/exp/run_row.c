@@ -18,6 +18,15 @@ void run_row_fill(run_ctx *r, const run_combo *c, const batch_out *o) {
     tmoe_runlog_row_str(row, TMOE_RL_EXPERT_TYPE,
                         r->blk_cfg.expert_types ? "mixed"
                                                 : tmoe_etype_name(r->blk_cfg.expert_type));
+    char shape[96];
+    run_energy_shape(r, shape, sizeof shape);
+    tmoe_runlog_row_str(row, TMOE_RL_ENERGY_EXPERT_SHAPE, shape);
+    if (r->lm) {
+        tmoe_runlog_row_dbl(row, TMOE_RL_NLL, o->nll);
+        tmoe_runlog_row_dbl(row, TMOE_RL_NLL_BASELINE, o->nll_base);
+        tmoe_runlog_row_int(row, TMOE_RL_TOKENS_SCORED, o->tokens_scored);
+        tmoe_runlog_row_ints(row, TMOE_RL_LAYER_EXPERT_COUNTS, o->layer_counts, r->lm->n_moe * E);
+    }
     tmoe_runlog_row_str(row, TMOE_RL_IMPL, tmoe_impl_name(r->cfg.impl));
     tmoe_runlog_row_int(row, TMOE_RL_BATCH_IDX, o->batch);
     tmoe_runlog_row_int(row, TMOE_RL_TOKENS, T);
@@ -41,9 +50,12 @@ void run_row_fill(run_ctx *r, const run_combo *c, const batch_out *o) {
     tmoe_runlog_row_ints(row, TMOE_RL_EXPERT_USAGE_COUNTS, o->m.tokens_per_expert, E);
     tmoe_runlog_row_dbls(row, TMOE_RL_EXPERT_TIME_MS, o->hw.expert_ms, E);
     tmoe_runlog_row_dbl(row, TMOE_RL_PREDICTED_ENERGY_J, o->pred_energy_j);
-    double bd[TMOE_MAX_EXPERTS];
-    for (int e = 0; e < E; e++) bd[e] = o->bias ? o->bias[e] : 0.0;
-    tmoe_runlog_row_dbls(row, TMOE_RL_BIASES, bd, E);
+    /* the block: E biases; the decoder LM: n_moe x E, layer-major */
+    double bd[TMOE_LM_MAX_LAYERS * 8];
+    int nb = o->bias_n > 0 ? o->bias_n : E;
+    if (nb > (int)(sizeof bd / sizeof *bd)) nb = 0; /* does not fit a cell: unknown */
+    for (int i = 0; i < nb; i++) bd[i] = o->bias ? o->bias[i] : 0.0;
+    tmoe_runlog_row_dbls(row, TMOE_RL_BIASES, bd, nb);
     tmoe_runlog_row_dbl(row, TMOE_RL_TOPK_AGREEMENT, o->topk_agreement);
     tmoe_runlog_row_dbl(row, TMOE_RL_OUTPUT_REL_ERROR, o->rel_error);
     tmoe_runlog_row_str(row, TMOE_RL_TELEMETRY_SOURCE, tmoe_telemetry_source_name(r->tel));

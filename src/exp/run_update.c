@@ -12,7 +12,7 @@ static void *update_worker(void *arg) {
         pthread_mutex_unlock(&r->upd_mu);
         tmoe_error e = {0};
         tmoe_ttha_record rec;
-        int rc = tmoe_router_update(r->router, &r->upd_obs, &rec, &e);
+        int rc = run_router_update(r, &r->upd_obs, &rec, &e);
         pthread_mutex_lock(&r->upd_mu);
         r->upd_rec = rec;
         r->upd_rc = rc;

@@ -40,7 +40,11 @@ void tmoe_runlog_row_ints(tmoe_runlog_row *r, int col, const int32_t *v, int n) 
     char *p = r->cell[col];
     size_t left = TMOE_RUNLOG_CELL;
     p[0] = '\0';
-    for (int i = 0; i < n && left > 16; i++) {
+    for (int i = 0; i < n; i++) {
+        if (left <= 16) { /* does not fit: unknown, never a list cut short */
+            r->cell[col][0] = '\0';
+            return;
+        }
         int k = snprintf(p, left, "%s%d", i ? ";" : "", (int)v[i]);
         p += k;
         left -= (size_t)k;
@@ -51,7 +55,11 @@ void tmoe_runlog_row_dbls(tmoe_runlog_row *r, int col, const double *v, int n) {
     char *p = r->cell[col];
     size_t left = TMOE_RUNLOG_CELL;
     p[0] = '\0';
-    for (int i = 0; i < n && left > 32; i++) {
+    for (int i = 0; i < n; i++) {
+        if (left <= 32) { /* does not fit: unknown, never a list cut short */
+            r->cell[col][0] = '\0';
+            return;
+        }
         char b[32];
         fmt_dbl(b, sizeof b, v[i]);
         int k = snprintf(p, left, "%s%s", i ? ";" : "", b);
@@ -222,7 +230,9 @@ static int row_problem(const char **fields, int nf, const char *run_id, char *wh
         long long x = 0;
         int ok = 1;
         switch (tmoe_runlog_cols[c].type) {
-        case TMOE_COL_INT: ok = parse_ll(v, &x); break;
+        case TMOE_COL_INT: /* empty: unknown, except in the key columns */
+            ok = parse_ll(v, &x) || (!*v && c != TMOE_RL_REPEAT && c != TMOE_RL_BATCH_IDX);
+            break;
         case TMOE_COL_DOUBLE: ok = parse_dbl(v); break;
         case TMOE_COL_LIST_INT: ok = parse_list(v, 1); break;
         case TMOE_COL_LIST_DBL: ok = parse_list(v, 0); break;

@@ -53,6 +53,7 @@ tmoe_run_config tmoe_run_config_default(void) {
     c.telemetry = TMOE_TELEMETRY_AUTO;
     c.router = tmoe_router_config_default();
     c.out_dir = "results/run";
+    c.expert_shape = (tmoe_expert_shape){TMOE_SHAPE_MIXTRAL, 4096, 14336};
     return c;
 }
 
@@ -62,6 +63,23 @@ const char *tmoe_run_default_cost_model(void) {
     snprintf(path, sizeof path, "%s/%s", dir && *dir ? dir : THERMOE_DATA_DIR,
              "h100_cost_model.json");
     return path;
+}
+
+/* <data dir>/<rel> in buf. */
+static const char *data_path(char *buf, size_t n, const char *rel) {
+    const char *dir = getenv("THERMOE_DATA_DIR");
+    snprintf(buf, n, "%s/%s", dir && *dir ? dir : THERMOE_DATA_DIR, rel);
+    return buf;
+}
+
+const char *tmoe_run_default_tokens(void) {
+    static char path[4096];
+    return data_path(path, sizeof path, "corpus/test.tokens");
+}
+
+const char *tmoe_run_default_model(void) {
+    static char path[4096];
+    return data_path(path, sizeof path, "../models/default");
 }
 
 static void iso_time(char *buf, size_t n) {
@@ -161,6 +179,13 @@ static int init_telemetry(run_ctx *r, tmoe_error *err) {
 
 static int init_model(run_ctx *r, tmoe_error *err) {
     r->max_tokens = tmoe_workload_max_tokens(r->cfg.batch_size, r->cfg.block.seq_len);
+    for (int w = 0; w < TMOE_WL_COUNT; w++)
+        r->wl[w] =
+            tmoe_workload_make((tmoe_workload_kind)w, r->cfg.batch_size, r->cfg.block.seq_len,
+                               r->cfg.seed + (uint64_t)r->rank); /* each rank its tokens */
+    r->samples = tmoe_malloc(sizeof(tmoe_sample) * RUN_MAX_SAMPLES, err);
+    if (!r->samples) return TMOE_ENOMEM;
+    if (r->lm) return run_lm_init(r, err);
     int rc = tmoe_block_create(&r->blk_cfg, &r->blk, err);
     if (rc) return tmoe_error_prefix(err, rc, "building the model");
     tmoe_engine_config ec = tmoe_engine_config_default();
@@ -183,14 +208,9 @@ static int init_model(run_ctx *r, tmoe_error *err) {
     r->idx = tmoe_malloc(sizeof(int32_t) * T * k, err);
     r->idx0 = tmoe_malloc(sizeof(int32_t) * T * k, err);
     r->bias = tmoe_malloc(sizeof(float) * E, err);
-    r->samples = tmoe_malloc(sizeof(tmoe_sample) * RUN_MAX_SAMPLES, err);
     if (!r->x || !r->y || !r->y0 || !r->logits || !r->w || !r->w0 || !r->idx || !r->idx0 ||
-        !r->bias || !r->samples)
+        !r->bias)
         return TMOE_ENOMEM;
-    for (int w = 0; w < TMOE_WL_COUNT; w++)
-        r->wl[w] =
-            tmoe_workload_make((tmoe_workload_kind)w, r->cfg.batch_size, r->cfg.block.seq_len,
-                               r->cfg.seed + (uint64_t)r->rank); /* each rank its tokens */
     /* the routers' expert costs: the cost model tabulated at every token count */
     rc = tmoe_cost_table_create(r->cm, r->blk->types, r->blk_cfg.num_experts, r->cfg.impl,
                                 r->max_tokens, &r->cost_tab, err);
@@ -202,6 +222,7 @@ static int init_model(run_ctx *r, tmoe_error *err) {
 static void free_ctx(run_ctx *r) {
     run_update_stop(r);
     tmoe_router_free(r->router);
+    run_lm_free(r);
     tmoe_engine_free(r->eng);
     tmoe_block_free(r->blk);
     tmoe_meter_free(r->meter);
@@ -298,11 +319,19 @@ static int run_combo_batches(run_ctx *r, const run_combo *c, int ci, int nc, tmo
         int rc2 = tmoe_trace_close(tr, &e2);
         if (!rc && rc2) rc = tmoe_errorf(err, rc2, "%s", e2.msg);
     }
-    if (!rc && c->st == TMOE_ROUTE_KERNEL_AWARE_TTHA) {
+    if (!rc && c->st == TMOE_ROUTE_KERNEL_AWARE_TTHA && !r->lm) {
         char path[4300];
         snprintf(path, sizeof path, "%s/ttha_r%d_%s.bin", r->dir, c->repeat,
                  tmoe_workload_name(c->wl));
         rc = tmoe_router_ttha_save(r->router, path, err);
+    }
+    /* the decoder LM: one adapter per MoE layer */
+    for (int i = 0; !rc && c->st == TMOE_ROUTE_KERNEL_AWARE_TTHA && r->lm && i < r->lm->n_moe;
+         i++) {
+        char path[4300];
+        snprintf(path, sizeof path, "%s/ttha_r%d_%s_moe%d.bin", r->dir, c->repeat,
+                 tmoe_workload_name(c->wl), i);
+        rc = tmoe_router_ttha_save(r->lm->routers[i], path, err);
     }
     return rc;
 }
@@ -352,6 +381,8 @@ int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, 
                          "from the experts that ran)");
         goto out;
     }
+    /* the decoder LM's experts and routing come from its config.json */
+    if (cfg->model_dir && (rc = run_lm_config(r, err))) goto out;
     if ((rc = tmoe_block_config_validate(&r->blk_cfg, err))) goto out;
     /* 1. cost model (its expert checks need the block config) */
     if ((rc = init_cost(r, err))) goto out;
@@ -396,7 +427,7 @@ int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, 
         p.workloads = nwl;
         p.repeats = cfg->repeats;
         p.batches = nb;
-        p.backend = tmoe_engine_backend_name(r->eng);
+        p.backend = run_backend_name(r);
         p.telemetry = tmoe_telemetry_choice(r->tel);
         p.simulated = r->sim != NULL;
         p.cost_model = r->cost_path;

@@ -54,9 +54,51 @@ typedef struct batch_out {
     double topk_agreement; /* with the unbiased selection */
     double rel_error;      /* output against the unbiased step; NAN when not computed */
     const float *bias;     /* (E) biases that ran; NULL: none */
-    tmoe_moe_metrics m;    /* the engine's step */
+    tmoe_moe_metrics m;    /* the engine's step (LM: tokens_per_expert summed over layers) */
     batch_hw hw;
+    /* decoder LM (NAN / 0 / NULL for the random block) */
+    double nll, nll_base;        /* nats, mean over the scored tokens */
+    int tokens_scored;           /* next-token predictions in nll */
+    const int32_t *layer_counts; /* (n_moe, E) token copies per MoE layer and expert */
+    int bias_n;                  /* entries of bias: E (block), n_moe x E (LM) */
 } batch_out;
+
+/* The decoder LM of a run (run_lm.c): model, text, where it runs, one router per MoE layer
+ * and what the route hook saw in the forward in progress. */
+typedef enum { LM_PASS_STRATEGY, LM_PASS_BASELINE, LM_PASS_PROFILE } lm_pass;
+typedef struct run_lm {
+    tmoe_lm *m;
+    tmoe_tokens tok;
+    tmoe_text text;
+    tmoe_cpu_lm *cpu;
+    tmoe_kv_cache *kv;
+    tmoe_cuda_lm *gpu;
+    int n_moe;                                /* MoE layers */
+    int moe_index[TMOE_LM_MAX_LAYERS];        /* layer -> its MoE index, -1 for a dense layer */
+    tmoe_router *routers[TMOE_LM_MAX_LAYERS]; /* (n_moe), the combination's */
+    tmoe_etype etype;                         /* experts as loaded and billed */
+    tmoe_expert_shape shape;                  /* what time and energy belong to (resolved) */
+    char shape_text[64];                      /* tmoe_expert_shape_format of it */
+    /* the forward in progress */
+    lm_pass pass;
+    int T;
+    tmoe_hw_state hs;     /* the snapshot every layer's router sees */
+    double route_ms;      /* routing in the hooks, host */
+    double pred_energy_j; /* sum over layers of the routers' predicted energy */
+    double agree_sum;     /* sum over MoE layers of the top-k agreement */
+    int rc_layers;        /* MoE layers routed */
+    float *prof;          /* PROFILE: (n_moe, prof_cap, E) logits */
+    int prof_rows, prof_cap;
+    /* buffers */
+    uint32_t *ids;           /* (max_tokens) */
+    float *logits, *logits0; /* (max_tokens, V) strategy, baseline */
+    double *nll;             /* (seq_len max) */
+    float *bias;             /* (n_moe, E) biases that ran */
+    int32_t *idx, *idx0;     /* (max_tokens, k) */
+    float *w, *w0;           /* (max_tokens, k) */
+    int32_t *counts;         /* (n_moe, E) copies of the last strategy forward */
+    int nseq, seq_len;       /* the batch in progress */
+} run_lm;
 
 typedef struct run_ctx {
     tmoe_run_config cfg;
@@ -89,7 +131,8 @@ typedef struct run_ctx {
     double order_rho_energy, order_rho_temp; /* the summary's order correlations */
     double max_sm_clock;                     /* highest SM clock seen, for the clock ratio */
     tmoe_sample *samples;                    /* (RUN_MAX_SAMPLES) scratch */
-    /* model */
+    /* model: the random block and its engine, or the decoder LM (lm != NULL) */
+    run_lm *lm;
     tmoe_block *blk;
     tmoe_engine *eng;
     tmoe_workload wl[TMOE_WL_COUNT];
@@ -189,6 +232,31 @@ int run_stop_now(run_ctx *r); /* the stop flag, agreed by every rank */
 void run_cool_down(run_ctx *r);
 /* Before the first combination: baseline work until power is steady (cfg.steady_s bound). */
 int run_warm_up(run_ctx *r, tmoe_error *err);
+
+/* run_lm.c: the decoder LM in a run. */
+int run_lm_config(run_ctx *r, tmoe_error *err); /* before the cost model: E, k, the shape */
+int run_lm_init(run_ctx *r, tmoe_error *err);   /* after telemetry: model, text, runner */
+void run_lm_free(run_ctx *r);
+const char *run_backend_name(const run_ctx *r); /* the engine's, or the LM runner's */
+/* The expert shape time and energy belong to, as the rows and the summary say it. */
+void run_energy_shape(const run_ctx *r, char *buf, size_t n);
+/* The routers of a combination (one per MoE layer); static_optimal fitted on calibration
+ * windows. */
+int run_lm_make_routers(run_ctx *r, tmoe_route_strategy st, tmoe_workload_kind wl, uint64_t seed,
+                        tmoe_error *err);
+/* Fill the batch's windows (o->tokens set). */
+int run_lm_fill(run_ctx *r, const run_combo *c, int sample, batch_out *o, tmoe_error *err);
+/* The strategy's forward (routers in the hooks); fills o->m for the meter. */
+int run_lm_forward(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err);
+/* Simulated GPU: bill the forward's MoE layers at the expert shape, layer after layer. */
+int run_lm_bill(run_ctx *r, const batch_out *o, batch_hw *hw, tmoe_error *err);
+/* NLL under the strategy and under baseline routing (a second forward, outside the energy
+ * window, unless the strategy is plain baseline), top-k agreement and output error. */
+int run_lm_quality(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err);
+/* The router update of a batch: every router of the run (one, or one per MoE layer); rec gets
+ * the mean of their records' loss terms. */
+int run_router_update(run_ctx *r, const tmoe_route_obs *obs, tmoe_ttha_record *rec,
+                      tmoe_error *err);
 
 /* run_dir.c: create and lock the run directory, open batches.csv (resume: *done, *ndone). */
 int run_open_dir(run_ctx *r, tmoe_runlog_done **done, int *ndone, tmoe_error *err);

@@ -19,6 +19,48 @@ static json_t *num(double v) {
     return isnan(v) || isinf(v) ? json_null() : json_real(v);
 }
 
+/* The decoder LM's part of the config: the checkpoint (model.lm), the text (tokens: its
+ * checksum decides the rows, its path does not) and the domains. */
+static void lm_json(const run_ctx *r, json_t *model, json_t *config) {
+    const run_lm *lm = r->lm;
+    char sum[32] = "";
+    /* the random block's shape does not apply: the checkpoint's is in model.lm */
+    static const char *const block_only[] = {"d_model", "n_heads", "d_ff", "act", "moe_only"};
+    for (size_t i = 0; i < sizeof block_only / sizeof *block_only; i++)
+        json_object_del(model, block_only[i]);
+    json_t *m = json_pack("{s:s}", "dir", r->cfg.model_dir);
+    if (lm && lm->m) {
+        const tmoe_lm_config *c = &lm->m->cfg;
+        json_object_set_new(m, "family", json_string(tmoe_lm_family_name(c->family)));
+        json_object_set_new(m, "vocab_size", json_integer(c->vocab_size));
+        json_object_set_new(m, "d_model", json_integer(c->d_model));
+        json_object_set_new(m, "n_layers", json_integer(c->n_layers));
+        json_object_set_new(m, "moe_layers", json_integer(lm->n_moe));
+        json_object_set_new(m, "d_ff_expert", json_integer(c->d_ff_expert));
+        json_object_set_new(m, "checkpoint_bytes", json_integer((json_int_t)lm->m->file_bytes));
+        json_object_set_new(m, "checkpoint_dtype", json_string(lm->m->dtype));
+    }
+    json_object_set_new(model, "lm", m);
+    json_t *t = json_object();
+    json_object_set_new(
+        t, "path",
+        json_string(r->cfg.tokens_path ? r->cfg.tokens_path : tmoe_run_default_tokens()));
+    if (lm && lm->text.ids) {
+        snprintf(sum, sizeof sum, "%016llx", (unsigned long long)lm->text.checksum);
+        json_object_set_new(t, "fnv1a64", json_string(sum));
+        json_object_set_new(t, "tokens", json_integer((json_int_t)lm->text.n));
+        json_object_set_new(t, "domains_source", json_string(lm->text.source));
+        json_t *d = json_array();
+        for (int i = 0; i < lm->text.ndom; i++)
+            json_array_append_new(d, json_pack("{s:s, s:I, s:I}", "name", lm->text.domain[i],
+                                               "first", (json_int_t)lm->text.first[i], "end",
+                                               (json_int_t)lm->text.end[i]));
+        json_object_set_new(t, "domains", d);
+        json_object_set_new(t, "calibration_every", json_integer(TMOE_TEXT_CALIB_EVERY));
+    }
+    json_object_set_new(config, "tokens", t);
+}
+
 /* metadata.json's "config": everything that decides the rows, as requested and as resolved
  * (the backend and telemetry source that answered, the placement's map, the cost model's
  * checksum, the one seed). The fingerprint is made from it. */
@@ -84,8 +126,7 @@ static json_t *run_config_json(const run_ctx *r) {
         return NULL;
     }
     json_object_set_new(config, "seed", json_integer((json_int_t)c->seed));
-    json_object_set_new(config, "backend_used",
-                        json_string(r->eng ? tmoe_engine_backend_name(r->eng) : ""));
+    json_object_set_new(config, "backend_used", json_string(run_backend_name(r)));
     json_object_set_new(config, "telemetry_source",
                         json_string(r->tel ? tmoe_telemetry_source_name(r->tel) : ""));
     json_object_set_new(config, "telemetry_devices", json_integer(r->ndev));
@@ -122,6 +163,11 @@ static json_t *run_config_json(const run_ctx *r) {
                   "moe_only", c->moe_only);
     json_object_set_new(model, "expert_types", types);
     json_object_set_new(model, "weights_seed", json_integer((json_int_t)r->blk_cfg.seed));
+    json_object_set_new(model, "kind", json_string(r->cfg.model_dir ? "lm" : "random_block"));
+    if (r->cfg.model_dir) lm_json(r, model, config);
+    char shape[96];
+    run_energy_shape(r, shape, sizeof shape);
+    json_object_set_new(config, "energy_expert_shape", json_string(shape));
     json_object_set_new(config, "model", model);
     return config;
 }
@@ -130,7 +176,7 @@ static json_t *run_config_json(const run_ctx *r) {
  * map were read from (their contents count: cost_model_checksum, placement.expert_device)
  * and the measured link of expert parallelism. */
 static int fingerprint_skips(const char *key) {
-    static const char *const skip[] = {"cost_model", "placement.source",
+    static const char *const skip[] = {"cost_model", "placement.source", "tokens.path",
                                        "expert_parallel.link_gbps",
                                        "expert_parallel.bytes_per_copy"};
     for (size_t i = 0; i < sizeof skip / sizeof *skip; i++)
@@ -302,8 +348,7 @@ int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_
         "seed", (json_int_t)c->seed, "weights_seed", (json_int_t)r->blk_cfg.seed, "calibration",
         calib, "batches_logged", (json_int_t)(r->log ? tmoe_runlog_rows(r->log) : r->rows_logged));
     if (!root) return tmoe_errorf(err, TMOE_EINVAL, "internal: metadata JSON could not be built");
-    json_object_set_new(root, "backend",
-                        json_string(r->eng ? tmoe_engine_backend_name(r->eng) : ""));
+    json_object_set_new(root, "backend", json_string(run_backend_name(r)));
     device_more(r, json_object_get(root, "device"));
     json_object_set_new(root, "host", host_json());
     if (reason) json_object_set_new(root, "error", json_string(reason));

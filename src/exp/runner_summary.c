@@ -1,11 +1,19 @@
 /* The summary table printed at the end of a run, computed from batches.csv as written
  * (so a resumed run summarises every row, not only those of the last process). */
+#include <gsl/gsl_cdf.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "exp/runner_internal.h"
+
+/* One batch's quality (decoder LM): mean NLL under the strategy and under baseline
+ * routing on the same tokens, and how many tokens. */
+typedef struct qrow {
+    int repeat;
+    double nll, nllb, ts;
+} qrow;
 
 typedef struct agg {
     char wl[64], st[64];
@@ -14,6 +22,8 @@ typedef struct agg {
     long nagree, nrel;
     double *lat;
     long nlat, cap;
+    qrow *q; /* the rows with nll, nll_baseline and tokens_scored known */
+    long nq, qcap;
 } agg;
 
 /* Percentile of sorted v (tmoe_percentile_sorted, as the analysis: R type 7). */
@@ -130,6 +140,93 @@ static void meta_order(run_ctx *r, double shortest) {
     json_decref(m);
 }
 
+/* Mean and 95% Student-t half-width of v[0..n) (half NAN below 2 values). */
+static void mean_ci(const double *v, int n, double *mean, double *half) {
+    double s = 0.0, s2 = 0.0;
+    for (int i = 0; i < n; i++) s += v[i];
+    *mean = n ? s / n : NAN;
+    for (int i = 0; i < n; i++) s2 += (v[i] - *mean) * (v[i] - *mean);
+    *half = n >= 2 ? gsl_cdf_tdist_Pinv(0.975, n - 1.0) * sqrt(s2 / (n - 1.0) / n) : NAN;
+}
+
+/* The decoder LM's quality per workload and strategy: perplexity of the scored tokens under
+ * the strategy and under baseline routing on the same tokens, and its change in % with a
+ * 95% CI whose unit is the independent repeat (>= 3 repeats), else the batch (batches of one
+ * run are not independent: the interval shows their spread, not a significance). */
+static void print_quality(run_ctx *r, const agg *a, int na) {
+    int any = 0;
+    for (int i = 0; i < na; i++) any |= a[i].nq > 0;
+    if (!any) return;
+    FILE *o = r->out;
+    int batch_unit = 0;
+    fprintf(o,
+            "\nquality (decoder LM %s on %s): perplexity = exp(mean next-token NLL) of the "
+            "batches' scored tokens; change vs baseline routing on the same tokens, 95%% CI:\n",
+            r->cfg.model_dir, r->cfg.tokens_path ? r->cfg.tokens_path : tmoe_run_default_tokens());
+    fprintf(o, "%-16s %-22s %9s %11s %11s %9s %21s  %s\n", "workload", "strategy", "tokens",
+            "perplexity", "baseline", "change", "95% CI", "CI unit");
+    for (int i = 0; i < na; i++) {
+        const agg *g = &a[i];
+        if (!g->nq) continue;
+        double sn = 0, sb = 0, st = 0;
+        int same = 1;
+        for (long j = 0; j < g->nq; j++) {
+            sn += g->q[j].nll * g->q[j].ts;
+            sb += g->q[j].nllb * g->q[j].ts;
+            st += g->q[j].ts;
+            same &= g->q[j].nll == g->q[j].nllb;
+        }
+        double ppl = exp(sn / st), pb = exp(sb / st), ch = 100.0 * (ppl / pb - 1.0);
+        /* repeats: per repeat the change of its tokens' perplexity */
+        int reps[4096], nr = 0;
+        for (long j = 0; j < g->nq && nr < 4096; j++) {
+            int k = 0;
+            while (k < nr && reps[k] != g->q[j].repeat) k++;
+            if (k == nr) reps[nr++] = g->q[j].repeat;
+        }
+        long nv = nr >= 3 ? nr : g->nq;
+        double *v = malloc(sizeof(double) * (size_t)(nv > 0 ? nv : 1)), m = NAN, half = NAN;
+        if (v) {
+            for (long k = 0; k < nv; k++) {
+                if (nr >= 3) {
+                    double a1 = 0, b1 = 0, t1 = 0;
+                    for (long j = 0; j < g->nq; j++)
+                        if (g->q[j].repeat == reps[k])
+                            a1 += g->q[j].nll * g->q[j].ts, b1 += g->q[j].nllb * g->q[j].ts,
+                                t1 += g->q[j].ts;
+                    v[k] = 100.0 * (exp((a1 - b1) / t1) - 1.0);
+                } else {
+                    v[k] = 100.0 * (exp(g->q[k].nll - g->q[k].nllb) - 1.0);
+                }
+            }
+            mean_ci(v, (int)nv, &m, &half);
+            free(v);
+        }
+        char chs[24], ci[48], unit[64];
+        snprintf(chs, sizeof chs, "%+.3f%%", ch);
+        if (same) {
+            snprintf(ci, sizeof ci, "-");
+            snprintf(unit, sizeof unit, "%s",
+                     strcmp(g->st, "baseline") ? "routing unchanged" : "the reference");
+        } else {
+            if (isnan(half))
+                snprintf(ci, sizeof ci, "n/a");
+            else
+                snprintf(ci, sizeof ci, "[%+.3f, %+.3f]%%", m - half, m + half);
+            if (nr >= 3)
+                snprintf(unit, sizeof unit, "%d repeats", nr);
+            else
+                snprintf(unit, sizeof unit, "%ld batches (not independent)", g->nq);
+            batch_unit |= nr < 3;
+        }
+        fprintf(o, "%-16s %-22s %9.0f %11.4f %11.4f %9s %21s  %s\n", g->wl, g->st, st, ppl, pb, chs,
+                ci, unit);
+    }
+    if (batch_unit)
+        fprintf(o, "(fewer than 3 repeats: the interval is the spread over batches, not a test; "
+                   "run --repeats 3 or more for repeats as the unit)\n");
+}
+
 static double cell(const tmoe_csv *c, int col) {
     const char *s = tmoe_csv_field(c, col);
     if (!*s || !strcmp(s, "nan")) return NAN;
@@ -220,6 +317,20 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
         double ag = cell(&c, TMOE_RL_TOPK_AGREEMENT), re = cell(&c, TMOE_RL_OUTPUT_REL_ERROR);
         if (!isnan(ag)) g->agree += ag, g->nagree++;
         if (!isnan(re)) g->relerr += re, g->nrel++;
+        double nll = cell(&c, TMOE_RL_NLL), nllb = cell(&c, TMOE_RL_NLL_BASELINE),
+               ts = cell(&c, TMOE_RL_TOKENS_SCORED);
+        if (isfinite(nll) && isfinite(nllb) && ts > 0) {
+            if (g->nq == g->qcap) {
+                g->qcap = g->qcap ? 2 * g->qcap : 64;
+                qrow *nq = realloc(g->q, sizeof *nq * (size_t)g->qcap);
+                if (!nq) {
+                    rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+                    break;
+                }
+                g->q = nq;
+            }
+            g->q[g->nq++] = (qrow){rep, nll, nllb, ts};
+        }
         if (!isnan(lat)) {
             if (g->nlat == g->cap) {
                 g->cap = g->cap ? 2 * g->cap : 256;
@@ -237,11 +348,14 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
     if (!rc) {
         qsort(a, (size_t)na, sizeof *a, cmp_agg);
         FILE *o = r->out;
+        char shape[96];
+        run_energy_shape(r, shape, sizeof shape);
         fprintf(o,
                 "\nsummary (%s telemetry%s; energy per token over all batches of a "
-                "combination, temperatures are peaks):\n",
+                "combination, %s, at expert shape %s; temperatures are peaks):\n",
                 tmoe_telemetry_source_name(r->tel),
-                r->sim ? ": SIMULATED H100, not a measurement" : "");
+                r->sim ? ": SIMULATED H100, not a measurement" : "",
+                r->lm ? "MoE layers (router, experts, combine) only" : "the MoE block", shape);
         fprintf(o, "%-16s %-22s %7s %12s %8s %9s %9s %7s %7s %7s %9s\n", "workload", "strategy",
                 "batches", "mJ/token", "vs base", "p50 ms", "p99 ms", "GPU C", "HBM C", "top-k",
                 "out err");
@@ -260,6 +374,7 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
                     g->tpeak, g->mpeak, g->nagree ? g->agree / g->nagree : NAN,
                     g->nrel ? g->relerr / g->nrel : NAN);
         }
+        print_quality(r, a, na);
         double shortest;
         order_effects(ca, nca, &r->order_rho_energy, &r->order_rho_temp, &shortest);
         /* rho is undefined (nan) when a quantity does not vary, e.g. whole-degree peaks */
@@ -309,7 +424,7 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
         order_effects(ca, nca, &rho_e, &rho_t, &shortest);
         meta_order(r, shortest);
     }
-    for (int i = 0; i < na; i++) free(a[i].lat);
+    for (int i = 0; i < na; i++) free(a[i].lat), free(a[i].q);
     free(a);
     free(ca);
     return rc;
