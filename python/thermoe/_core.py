@@ -96,7 +96,8 @@ def as_array(x: Any, dtype: Any, ndim: int, name: str) -> np.ndarray:
         try:
             a = np.from_dlpack(t)
         except (TypeError, RuntimeError, BufferError):
-            a = t.numpy()
+            # a dtype numpy lacks (bfloat16, ...): widen in torch first
+            a = (t.float() if t.is_floating_point() else t.long()).numpy()
     else:
         a = np.asarray(x)
     if a.ndim != ndim:

@@ -33,7 +33,8 @@ RouterArg = Union[Router, Callable[[int, Any], Router], None]
 @dataclass
 class BlockStats:
     """What one patched block did: forwards, tokens, token copies per expert, and the sum
-    of its windows' time (s) and energy (J, NaN once any window's energy was unknown)."""
+    of its windows' time (s) and energy (J; NaN without a monitor, or once any window's
+    energy was unknown), and the router's predicted energy (J, NaN without a cost model)."""
 
     name: str
     forwards: int = 0
@@ -69,7 +70,9 @@ class Patch:
 
     def reset_stats(self) -> None:
         for name, s in self.stats.items():
-            self.stats[name] = BlockStats(name=name, expert_counts=[0] * len(s.expert_counts))
+            z = 0.0 if self.source else math.nan
+            self.stats[name] = BlockStats(name=name, expert_counts=[0] * len(s.expert_counts),
+                                          time_s=z, energy_j=z)
 
     def totals(self) -> Dict[str, Any]:
         """Sums over the blocks: forwards, tokens (summed over blocks), time_s, energy_j,
@@ -136,7 +139,8 @@ def patch(
         if r is not None and (r.num_experts != E or r.top_k != k):
             raise ValueError(f"{name}: the block has {E} experts, top-{k}; the router {r.num_experts}, top-{r.top_k}")
         p.blocks[name], p.routers[name] = block, r
-        st = BlockStats(name=name, expert_counts=[0] * E)
+        unmetered = math.nan if monitor is None else 0.0  # unknown without a monitor
+        st = BlockStats(name=name, expert_counts=[0] * E, time_s=unmetered, energy_j=unmetered)
         p.stats[name] = st
         gate_forward, block_forward = gate.forward, block.forward
         last: Dict[str, Any] = {}
