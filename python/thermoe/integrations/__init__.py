@@ -1,0 +1,1 @@
+"""Integrations of thermoe with other libraries (transformers)."""
