@@ -238,6 +238,7 @@ static void test_exclusion_keeps_topk_in_set(void **state) {
     cfg.max_tokens = T;
     cfg.budget = TMOE_BUDGET_TAU;
     cfg.tau_base = 0.6;
+    cfg.tau_min = 0.5;
     tmoe_router *r;
     tmoe_error err = {0};
     ASSERT_OK(tmoe_router_create(&cfg, &p, &r, &err), &err);
@@ -315,7 +316,7 @@ static void test_budget_parse_and_errors(void **state) {
                      TMOE_EINVAL);
     tmoe_set_selector_free(s);
     tmoe_router_config cfg = tmoe_router_config_default();
-    cfg.tau_min = 0.95; /* above tau_base */
+    cfg.tau_min = 0.99; /* above tau_base */
     tmoe_router *r = NULL;
     assert_int_equal(tmoe_router_create(&cfg, &p, &r, &err), TMOE_EINVAL);
     assert_non_null(strstr(err.msg, "tau_min"));

@@ -55,8 +55,8 @@ static void test_windows_of_the_test_split(void **state) {
             if (tmoe_text_batch(&w, &t, b, S, calib, again, &err)) fail_msg("%s", err.msg);
             assert_memory_equal(ids, again, sizeof(uint32_t) * (size_t)w.tokens);
             for (int s = 0; s < w.n_seqs; s++) {
-                int d;
-                int64_t slot;
+                int d = -1;
+                int64_t slot = -1;
                 if (find_window(&t, ids + (size_t)s * L, L, &d, &slot) < 0)
                     fail_msg("batch %d sequence %d is no window of a domain", b, s);
                 int is_calib = slot % TMOE_TEXT_CALIB_EVERY == TMOE_TEXT_CALIB_EVERY - 1;
@@ -70,8 +70,8 @@ static void test_windows_of_the_test_split(void **state) {
     for (int b = 0; b < S; b++) {
         if (tmoe_text_batch(&sk, &t, b, S, 0, ids, &err)) fail_msg("%s", err.msg);
         for (int s = 0; s < sk.n_seqs; s++) {
-            int d;
-            int64_t slot;
+            int d = -1;
+            int64_t slot = -1;
             assert_true(find_window(&t, ids + (size_t)s * L, L, &d, &slot) >= 0);
             if (d != (b < S / 2 ? 0 : 1))
                 fail_msg("skewed batch %d of %d came from %s", b, S, t.domain[d]);

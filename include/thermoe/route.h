@@ -304,9 +304,9 @@ typedef struct tmoe_router_config {
        strategy sets how far toward the tight end it goes (its "tightness" g in [0, 1]):
        tau = tau_base - (tau_base - tau_min) g, kl = kl_base + (kl_max - kl_base) g */
     tmoe_budget_kind budget; /* default kl; none = per-expert biases only */
-    double tau_base;         /* default 0.9 */
-    double tau_min;          /* default 0.5; 0 < tau_min <= tau_base <= 1 */
-    double kl_base, kl_max;  /* nats (default 0.15, 0.5); 0 <= kl_base <= kl_max */
+    double tau_base;         /* default 0.95 */
+    double tau_min;          /* default 0.7; 0 < tau_min <= tau_base <= 1 */
+    double kl_base, kl_max;  /* nats (default 0.01, 0.1); 0 <= kl_base <= kl_max */
     double ttha_budget_gain; /* kernel_aware_ttha: g moves by gain x the per-batch error
                                 max(P/P* - 1, (T - T*)/dT) after each update (default 0.25) */
 

@@ -160,6 +160,20 @@ class CostTable:
         check(lib.tmoe_route_cost_eval(p, int(expert), float(tokens), c, ffi.NULL, err), err)
         return struct_to_dict(c[0])
 
+    def step_energy(self, expert_ids: Any) -> float:
+        """Predicted energy of one MoE step in J (the run log's predicted_energy_j): the sum
+        over the experts expert_ids touches of each one's energy at its number of token
+        copies. expert_ids (T, k) ints in [0, num_experts), numpy array or torch tensor."""
+        ids = as_array(expert_ids, np.int32, 2, "expert_ids")
+        E = len(self.expert_types)
+        if ids.size and (ids.min() < 0 or ids.max() >= E):
+            raise ValueError(f"expert_ids must lie in [0, {E})")
+        counts = np.bincount(ids.ravel(), minlength=E).astype(np.int32)
+        err, out = new_error(), ffi.new("double *")
+        p = ffi.new("tmoe_cost_provider *", self.provider)
+        check(lib.tmoe_route_step_energy(p, ptr(counts, "int32_t *"), E, out, err), err)
+        return float(out[0])
+
     def __del__(self) -> None:
         if getattr(self, "_t", None) is not None:
             lib.tmoe_cost_table_free(self._t)

@@ -45,6 +45,11 @@ enum {
     O_GRAD,
     O_MAX_BIAS,
     O_KL,
+    O_BUDGET,
+    O_TAU_BASE,
+    O_TAU_MIN,
+    O_KL_BASE,
+    O_KL_MAX,
     O_TRACE,
     O_RATE,
     O_REPEATS,
@@ -100,6 +105,11 @@ static const struct option longopts[] = {
     {"ttha-warm-start", required_argument, 0, O_WARM},
     {"max-bias", required_argument, 0, O_MAX_BIAS},
     {"kl-bound", required_argument, 0, O_KL},
+    {"budget", required_argument, 0, O_BUDGET},
+    {"tau-base", required_argument, 0, O_TAU_BASE},
+    {"tau-min", required_argument, 0, O_TAU_MIN},
+    {"kl-base", required_argument, 0, O_KL_BASE},
+    {"kl-max", required_argument, 0, O_KL_MAX},
     {"load-balancer", no_argument, 0, O_LB},
     {"trace-batches", required_argument, 0, O_TRACE},
     {"arrival-rate", required_argument, 0, O_RATE},
@@ -213,6 +223,11 @@ static void run_help(const tmoe_run_config *d) {
         "  --max-bias B              largest bias in logit units (default %g)\n"
         "  --load-balancer           add the load balancer to every strategy\n"
         "  --kl-bound X              static_optimal's expected-KL budget, nats (default %g)\n"
+        "  --budget B                expert-set budget of every strategy but baseline: kl, tau,\n"
+        "                            top1 or none (per-expert biases only) (default %s;\n"
+        "                            docs/strategies.md)\n"
+        "  --kl-base X  --kl-max X   kl budget when cool / at full pressure, nats (%g, %g)\n"
+        "  --tau-base X  --tau-min X tau budget when cool / at full pressure (%g, %g)\n"
         "  --ttha-target-power W     P* (default %g)\n"
         "  --ttha-target-temp C      T* (default %g)\n"
         "  --ttha-power-weight X  --ttha-temp-weight X  --ttha-latency-penalty-weight X\n"
@@ -237,9 +252,10 @@ static void run_help(const tmoe_run_config *d) {
         d->block.group_size, tmoe_act_name(d->block.act), d->batch_size, LM_BATCH, d->block.seq_len,
         LM_SEQ_LEN, tmoe_backend_kind_name(d->backend), d->device_id,
         tmoe_telemetry_kind_name(d->telemetry), tmoe_run_default_cost_model(), r->max_bias,
-        r->kl_bound, r->power_target_w, r->temp_target_c, r->w_power, r->w_temp, r->w_latency,
-        r->w_throughput, r->w_fidelity, r->lr, r->weight_decay, tmoe_ttha_grad_name(r->grad_mode),
-        d->trace_batches, d->fidelity_every);
+        r->kl_bound, tmoe_budget_name(r->budget), r->kl_base, r->kl_max, r->tau_base, r->tau_min,
+        r->power_target_w, r->temp_target_c, r->w_power, r->w_temp, r->w_latency, r->w_throughput,
+        r->w_fidelity, r->lr, r->weight_decay, tmoe_ttha_grad_name(r->grad_mode), d->trace_batches,
+        d->fidelity_every);
 }
 
 static const char *strategy_name(int i) {
@@ -494,6 +510,16 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_WD: DBL_FLAG("ttha-weight-decay", 0, 10, c->router.weight_decay); break;
         case O_MAX_BIAS: DBL_FLAG("max-bias", 0, 100, c->router.max_bias); break;
         case O_KL: DBL_FLAG("kl-bound", 0, 100, c->router.kl_bound); break;
+        case O_BUDGET:
+            if (tmoe_budget_parse(optarg, &c->router.budget))
+                return cli_usage_fail(
+                    "run", "--budget: unknown budget '%s' (expected kl, tau, top1 or none)",
+                    optarg);
+            break;
+        case O_TAU_BASE: DBL_FLAG("tau-base", 1e-6, 1, c->router.tau_base); break;
+        case O_TAU_MIN: DBL_FLAG("tau-min", 1e-6, 1, c->router.tau_min); break;
+        case O_KL_BASE: DBL_FLAG("kl-base", 0, 100, c->router.kl_base); break;
+        case O_KL_MAX: DBL_FLAG("kl-max", 0, 100, c->router.kl_max); break;
         case O_GRAD:
             if (tmoe_ttha_grad_parse(optarg, &c->router.grad_mode))
                 return cli_usage_fail(
@@ -537,6 +563,12 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         }
     }
     if (optind < argc) return cli_usage_fail("run", "unexpected argument '%s'", argv[optind]);
+    if (c->router.tau_min > c->router.tau_base)
+        return cli_usage_fail("run", "--tau-min %g is above --tau-base %g", c->router.tau_min,
+                              c->router.tau_base);
+    if (c->router.kl_base > c->router.kl_max)
+        return cli_usage_fail("run", "--kl-base %g is above --kl-max %g", c->router.kl_base,
+                              c->router.kl_max);
     if (placement_file_wanted && !c->placement_file)
         return cli_usage_fail("run", "--placement file needs --placement-file F");
     if (mflags.model && strcmp(mflags.model, "random") && mflags.block_flag)

@@ -110,10 +110,10 @@ tmoe_router_config tmoe_router_config_default(void) {
     c.capacity_factor = 0.0;
     c.kl_bound = 0.05;
     c.budget = TMOE_BUDGET_KL;
-    c.tau_base = 0.9;
-    c.tau_min = 0.5;
-    c.kl_base = 0.15;
-    c.kl_max = 0.5;
+    c.tau_base = 0.95;
+    c.tau_min = 0.7;
+    c.kl_base = 0.01;
+    c.kl_max = 0.1;
     c.ttha_budget_gain = 0.25;
     c.num_tiers = 3;
     c.exclusion_bias = -30.0;

@@ -101,7 +101,9 @@ def test_router_observe_and_static_fit(cm, tmp_path):
     r.route(z)
     idx = np.argsort(-z, axis=1)[:, :2]
     e = r.observe(idx)
-    assert e == pytest.approx(cm.energy_loss(idx, np.full(idx.shape, 0.5), num_experts=8), rel=1e-6)
+    # predicted_energy_j: the step's energy from the router's own cost table
+    assert e == pytest.approx(cm.table("fp16", 8).step_energy(idx), rel=1e-9)
+    assert e != pytest.approx(cm.energy_loss(idx, np.full(idx.shape, 0.5), num_experts=8), rel=1e-3)
     with pytest.raises(thermoe.ThermoeValueError):
         r.observe(idx)  # once per routed batch
     s = thermoe.Router("static_optimal", 8, 2, cm, expert_types=["q2"] + ["fp16"] * 7, kl_bound=0.1)
