@@ -21,7 +21,10 @@ cmake -S . -B build-gpu -G Ninja -DTHERMOE_CUDA=ON -DTHERMOE_CUDA_ARCH=90 -DCMAK
   >"$OUT/build.log" 2>&1 && cmake --build build-gpu -j"$(nproc)" >>"$OUT/build.log" 2>&1 \
   || { tail -40 "$OUT/build.log"; exit 1; }
 echo "$(el) built"
-build-gpu/test_cuda_engine >"$OUT/test_cuda_engine.log" 2>&1; echo "$(el) test_cuda_engine rc=$?"
+for t in test_cuda_engine test_cuda_lm; do
+  build-gpu/$t >"$OUT/$t.log" 2>&1; echo "$(el) $t rc=$?"
+  grep -E "bandwidth|differ|FAILED|PASSED" "$OUT/$t.log" | head -8
+done
 common=(--model random --backend cuda --telemetry nvml --moe-only --d-model 4096 --n-heads 32
         --d-ff 14336 --num-experts 8 --top-k 2 --expert-type fp16 --batch-size 16 --seq-len 1
         --workloads standard,skewed --num-samples-per-workload 64 --epochs ${EPOCHS:-60}
