@@ -11,7 +11,7 @@
 /* One batch's quality (decoder LM): mean NLL under the strategy and under baseline
  * routing on the same tokens, and how many tokens. */
 typedef struct qrow {
-    int repeat;
+    int sample; /* which distinct batch of windows (batch_idx mod the samples) */
     double nll, nllb, ts;
 } qrow;
 
@@ -151,17 +151,21 @@ static void mean_ci(const double *v, int n, double *mean, double *half) {
 
 /* The decoder LM's quality per workload and strategy: perplexity of the scored tokens under
  * the strategy and under baseline routing on the same tokens, and its change in % with a
- * 95% CI whose unit is the independent repeat (>= 3 repeats), else the batch (batches of one
- * run are not independent: the interval shows their spread, not a significance). */
+ * 95% CI over the distinct text samples (batches of different windows; the rows of one sample
+ * in several repeats or epochs are averaged first). The unit is the text, not the repeat:
+ * every repeat replays the same windows through a deterministic model, so repeats differ in
+ * the hardware's measurements, not in the quality, and a CI over them would be empty. The
+ * change is paired: each sample's tokens under the strategy against the same tokens under
+ * baseline routing. */
 static void print_quality(run_ctx *r, const agg *a, int na) {
     int any = 0;
     for (int i = 0; i < na; i++) any |= a[i].nq > 0;
     if (!any) return;
     FILE *o = r->out;
-    int batch_unit = 0;
     fprintf(o,
             "\nquality (decoder LM %s on %s): perplexity = exp(mean next-token NLL) of the "
-            "batches' scored tokens; change vs baseline routing on the same tokens, 95%% CI:\n",
+            "batches' scored tokens; change vs baseline routing on the same tokens, 95%% CI over "
+            "the distinct text samples (paired):\n",
             r->cfg.model_dir, r->cfg.tokens_path ? r->cfg.tokens_path : tmoe_run_default_tokens());
     fprintf(o, "%-16s %-22s %9s %11s %11s %9s %21s  %s\n", "workload", "strategy", "tokens",
             "perplexity", "baseline", "change", "95% CI", "CI unit");
@@ -177,29 +181,24 @@ static void print_quality(run_ctx *r, const agg *a, int na) {
             same &= g->q[j].nll == g->q[j].nllb;
         }
         double ppl = exp(sn / st), pb = exp(sb / st), ch = 100.0 * (ppl / pb - 1.0);
-        /* repeats: per repeat the change of its tokens' perplexity */
-        int reps[4096], nr = 0;
-        for (long j = 0; j < g->nq && nr < 4096; j++) {
-            int k = 0;
-            while (k < nr && reps[k] != g->q[j].repeat) k++;
-            if (k == nr) reps[nr++] = g->q[j].repeat;
-        }
-        long nv = nr >= 3 ? nr : g->nq;
-        double *v = malloc(sizeof(double) * (size_t)(nv > 0 ? nv : 1)), m = NAN, half = NAN;
+        /* per distinct sample: the token-weighted change of its rows */
+        double *v = malloc(sizeof(double) * (size_t)g->nq), m = NAN, half = NAN;
+        int ns = 0;
         if (v) {
-            for (long k = 0; k < nv; k++) {
-                if (nr >= 3) {
-                    double a1 = 0, b1 = 0, t1 = 0;
-                    for (long j = 0; j < g->nq; j++)
-                        if (g->q[j].repeat == reps[k])
-                            a1 += g->q[j].nll * g->q[j].ts, b1 += g->q[j].nllb * g->q[j].ts,
-                                t1 += g->q[j].ts;
-                    v[k] = 100.0 * (exp((a1 - b1) / t1) - 1.0);
-                } else {
-                    v[k] = 100.0 * (exp(g->q[k].nll - g->q[k].nllb) - 1.0);
-                }
+            unsigned char *done = calloc((size_t)g->nq, 1);
+            for (long j = 0; j < g->nq && done; j++) {
+                if (done[j]) continue;
+                double a1 = 0, b1 = 0, t1 = 0;
+                for (long k = j; k < g->nq; k++)
+                    if (!done[k] && g->q[k].sample == g->q[j].sample) {
+                        a1 += g->q[k].nll * g->q[k].ts, b1 += g->q[k].nllb * g->q[k].ts;
+                        t1 += g->q[k].ts;
+                        done[k] = 1;
+                    }
+                v[ns++] = 100.0 * (exp((a1 - b1) / t1) - 1.0);
             }
-            mean_ci(v, (int)nv, &m, &half);
+            free(done);
+            mean_ci(v, ns, &m, &half);
             free(v);
         }
         char chs[24], ci[48], unit[64];
@@ -213,18 +212,11 @@ static void print_quality(run_ctx *r, const agg *a, int na) {
                 snprintf(ci, sizeof ci, "n/a");
             else
                 snprintf(ci, sizeof ci, "[%+.3f, %+.3f]%%", m - half, m + half);
-            if (nr >= 3)
-                snprintf(unit, sizeof unit, "%d repeats", nr);
-            else
-                snprintf(unit, sizeof unit, "%ld batches (not independent)", g->nq);
-            batch_unit |= nr < 3;
+            snprintf(unit, sizeof unit, "%d text samples", ns);
         }
         fprintf(o, "%-16s %-22s %9.0f %11.4f %11.4f %9s %21s  %s\n", g->wl, g->st, st, ppl, pb, chs,
                 ci, unit);
     }
-    if (batch_unit)
-        fprintf(o, "(fewer than 3 repeats: the interval is the spread over batches, not a test; "
-                   "run --repeats 3 or more for repeats as the unit)\n");
 }
 
 static double cell(const tmoe_csv *c, int col) {
@@ -329,7 +321,11 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
                 }
                 g->q = nq;
             }
-            g->q[g->nq++] = (qrow){rep, nll, nllb, ts};
+            double bi = cell(&c, TMOE_RL_BATCH_IDX);
+            int smp = isfinite(bi) && r->cfg.num_samples > 0
+                          ? (int)fmod(bi, (double)r->cfg.num_samples)
+                          : (int)g->nq;
+            g->q[g->nq++] = (qrow){smp, nll, nllb, ts};
         }
         if (!isnan(lat)) {
             if (g->nlat == g->cap) {
