@@ -176,8 +176,7 @@ static void replay_fixture(const char *name, int n) {
     tmoe_serve_request *q = NULL;
     if (tmoe_serve_run(&c, &a, &s, &q, &err)) fail_msg("%s: %s", name, err.msg);
     check_replay(&a, q, &s);
-    print_message("%s: %d requests, %d steps, %.1f s on the host\n", name, a.n, s.steps,
-                  s.wall_s);
+    print_message("%s: %d requests, %d steps, %.1f s on the host\n", name, a.n, s.steps, s.wall_s);
     free(q);
     tmoe_arrivals_free(&a);
 }
@@ -191,10 +190,8 @@ static void test_fixture_traces(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_malformed_traces),
-        cmocka_unit_test(test_caps_and_time_scale),
-        cmocka_unit_test(test_synthetic),
-        cmocka_unit_test(test_replay_and_admission),
+        cmocka_unit_test(test_malformed_traces), cmocka_unit_test(test_caps_and_time_scale),
+        cmocka_unit_test(test_synthetic),        cmocka_unit_test(test_replay_and_admission),
         cmocka_unit_test(test_fixture_traces),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

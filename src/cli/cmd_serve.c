@@ -34,30 +34,29 @@ enum {
     O_HELP
 };
 
-static const struct option longopts[] = {
-    {"trace", required_argument, 0, O_TRACE},
-    {"format", required_argument, 0, O_FORMAT},
-    {"synthetic", required_argument, 0, O_SYNTH},
-    {"requests", required_argument, 0, O_REQUESTS},
-    {"max-requests", required_argument, 0, O_MAX_REQ},
-    {"time-scale", required_argument, 0, O_TIME_SCALE},
-    {"context-scale", required_argument, 0, O_CTX_SCALE},
-    {"max-context", required_argument, 0, O_MAX_CTX},
-    {"max-generated", required_argument, 0, O_MAX_GEN},
-    {"model", required_argument, 0, O_MODEL},
-    {"tokens", required_argument, 0, O_TOKENS},
-    {"routing-strategy", required_argument, 0, O_STRATEGY},
-    {"prefill-chunk", required_argument, 0, O_CHUNK},
-    {"max-batch-tokens", required_argument, 0, O_BATCH_TOKENS},
-    {"max-seqs", required_argument, 0, O_MAX_SEQS},
-    {"kv-tokens", required_argument, 0, O_KV},
-    {"expert-shape", required_argument, 0, O_SHAPE},
-    {"kernel-cost-model-json", required_argument, 0, O_COST},
-    {"seed", required_argument, 0, O_SEED},
-    {"out", required_argument, 0, O_OUT},
-    {"verbose", no_argument, 0, O_VERBOSE},
-    {"help", no_argument, 0, O_HELP},
-    {0, 0, 0, 0}};
+static const struct option longopts[] = {{"trace", required_argument, 0, O_TRACE},
+                                         {"format", required_argument, 0, O_FORMAT},
+                                         {"synthetic", required_argument, 0, O_SYNTH},
+                                         {"requests", required_argument, 0, O_REQUESTS},
+                                         {"max-requests", required_argument, 0, O_MAX_REQ},
+                                         {"time-scale", required_argument, 0, O_TIME_SCALE},
+                                         {"context-scale", required_argument, 0, O_CTX_SCALE},
+                                         {"max-context", required_argument, 0, O_MAX_CTX},
+                                         {"max-generated", required_argument, 0, O_MAX_GEN},
+                                         {"model", required_argument, 0, O_MODEL},
+                                         {"tokens", required_argument, 0, O_TOKENS},
+                                         {"routing-strategy", required_argument, 0, O_STRATEGY},
+                                         {"prefill-chunk", required_argument, 0, O_CHUNK},
+                                         {"max-batch-tokens", required_argument, 0, O_BATCH_TOKENS},
+                                         {"max-seqs", required_argument, 0, O_MAX_SEQS},
+                                         {"kv-tokens", required_argument, 0, O_KV},
+                                         {"expert-shape", required_argument, 0, O_SHAPE},
+                                         {"kernel-cost-model-json", required_argument, 0, O_COST},
+                                         {"seed", required_argument, 0, O_SEED},
+                                         {"out", required_argument, 0, O_OUT},
+                                         {"verbose", no_argument, 0, O_VERBOSE},
+                                         {"help", no_argument, 0, O_HELP},
+                                         {0, 0, 0, 0}};
 
 static void help(void) {
     printf(
@@ -121,8 +120,8 @@ int cmd_serve(int argc, char **argv) {
             else if (!strcmp(optarg, "mooncake"))
                 ao.format = TMOE_ARR_MOONCAKE;
             else
-                return cli_usage_fail("serve", "--format: expected auto, azure or mooncake, got '%s'",
-                                      optarg);
+                return cli_usage_fail(
+                    "serve", "--format: expected auto, azure or mooncake, got '%s'", optarg);
             break;
         case O_SYNTH:
             if (!tmoe_arrivals_synth_find(optarg))

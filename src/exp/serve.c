@@ -47,9 +47,13 @@ typedef struct serve_ctx {
     double t0;
 } serve_ctx;
 
-static double now_s(serve_ctx *s) { return run_now_s(s->r) - s->t0; }
+static double now_s(serve_ctx *s) {
+    return run_now_s(s->r) - s->t0;
+}
 
-static int need_kv(const tmoe_arrival *q) { return q->prompt + q->gen - 1; }
+static int need_kv(const tmoe_arrival *q) {
+    return q->prompt + q->gen - 1;
+}
 
 static int setup(run_ctx *r, const tmoe_serve_config *c, int max_len, tmoe_error *err) {
     tmoe_run_config *rc = &r->cfg;
@@ -265,8 +269,8 @@ static int write_summary(const char *dir, const tmoe_serve_config *c, const tmoe
     json_object_set_new(m, "max_generated", json_integer(c->trace_max_generated));
     json_object_set_new(m, "requests_capped", json_integer(a->capped));
     json_object_set_new(m, "model", json_string(c->model_dir));
-    json_object_set_new(m, "tokens", json_string(c->tokens_path ? c->tokens_path
-                                                                : tmoe_run_default_tokens()));
+    json_object_set_new(m, "tokens",
+                        json_string(c->tokens_path ? c->tokens_path : tmoe_run_default_tokens()));
     json_object_set_new(m, "routing_strategy", json_string(tmoe_route_strategy_name(c->strategy)));
     json_object_set_new(m, "expert_shape", json_string(r->lm->shape_text));
     json_object_set_new(m, "cost_model", json_string(r->cost_path));

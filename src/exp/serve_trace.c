@@ -125,8 +125,8 @@ static int read_azure(FILE *f, const char *path, int max, tmoe_arrivals *a, tmoe
         if (!buf[0]) continue;
         char *f1 = buf, *f2 = strchr(f1, ','), *f3 = f2 ? strchr(f2 + 1, ',') : NULL;
         if (!f3 || strchr(f3 + 1, ',')) {
-            rc = tmoe_errorf(err, TMOE_EINVAL, "%s:%ld: expected 3 fields, got '%.80s'", path,
-                             line, buf);
+            rc = tmoe_errorf(err, TMOE_EINVAL, "%s:%ld: expected 3 fields, got '%.80s'", path, line,
+                             buf);
             break;
         }
         *f2++ = 0;
@@ -186,8 +186,7 @@ static int read_mooncake(FILE *f, const char *path, int max, tmoe_arrivals *a, t
         }
         json_t *ts = json_object_get(o, "timestamp");
         int p = 0, g = 0;
-        if (!json_is_number(ts) || !isfinite(json_number_value(ts)) ||
-            json_number_value(ts) < 0) {
+        if (!json_is_number(ts) || !isfinite(json_number_value(ts)) || json_number_value(ts) < 0) {
             rc = tmoe_errorf(err, TMOE_EINVAL,
                              "%s:%ld: timestamp: expected milliseconds >= 0 (a number)%s", path,
                              line, ts ? "" : ", missing");
@@ -276,8 +275,8 @@ int tmoe_arrivals_generate(const tmoe_arrivals_synth *p, int n, uint64_t seed,
     snprintf(out->source, sizeof out->source,
              "synthetic %s (Poisson %.4g/s, prompt lognormal mu %.4g sigma %.4g, generated "
              "lognormal mu %.4g sigma %.4g, seed %llu)",
-             p->name ? p->name : "custom", p->rate_per_s, p->prompt_mu, p->prompt_sigma,
-             p->gen_mu, p->gen_sigma, (unsigned long long)seed);
+             p->name ? p->name : "custom", p->rate_per_s, p->prompt_mu, p->prompt_sigma, p->gen_mu,
+             p->gen_sigma, (unsigned long long)seed);
     if (!rc) rc = finish(out, &d, "synthetic trace", err);
     if (rc) tmoe_arrivals_free(out);
     return rc;
