@@ -499,6 +499,104 @@ int tmoe_run_plan_order(const tmoe_run_config *cfg, tmoe_run_combo **out, int *n
  * NAN are left out. NAN when fewer than 3 pairs remain or either side is constant. */
 double tmoe_spearman(const double *x, const double *y, int n);
 
+/* ---- serving replay (docs/serve.md) -------------------------------------------------- */
+/* Requests with arrival times and lengths, from a trace file or a synthetic generator, and
+ * `thermoe serve`: continuous batching of them on the decoder LM, the simulated GPU billed
+ * each step in simulated time. */
+typedef enum { TMOE_ARR_AUTO, TMOE_ARR_AZURE, TMOE_ARR_MOONCAKE } tmoe_arrivals_format;
+
+typedef struct tmoe_arrival {
+    double arrival_s;            /* s after the first request, divided by time_scale */
+    int prompt, gen;             /* tokens as replayed (after the caps), each >= 1 */
+    int trace_prompt, trace_gen; /* the trace's own lengths */
+} tmoe_arrival;
+
+typedef struct tmoe_arrivals_opts {
+    tmoe_arrivals_format format; /* AUTO: .jsonl is mooncake, anything else azure */
+    int max_requests;            /* 0 = all */
+    double time_scale;           /* > 0: arrival gaps divided by it (2 = twice the rate) */
+    double context_scale;        /* (0, 1]: prompt and generated lengths times it (>= 1) */
+    int max_context;             /* 0 = none: prompt tokens capped at it (after the scale) */
+    int max_generated;           /* 0 = none: generated tokens capped at it */
+} tmoe_arrivals_opts;
+tmoe_arrivals_opts tmoe_arrivals_opts_default(void); /* all, scale 1, no caps */
+
+typedef struct tmoe_arrivals {
+    tmoe_arrival *req; /* (n), sorted by arrival */
+    int n;
+    int capped;       /* requests whose lengths the scale or caps changed */
+    char source[512]; /* the file, or "synthetic ..." with its parameters */
+} tmoe_arrivals;
+
+/* Read a trace. Azure (TIMESTAMP,ContextTokens,GeneratedTokens; TIMESTAMP as
+ * YYYY-MM-DD HH:MM:SS[.fraction]) or Mooncake JSONL (timestamp in ms, input_length,
+ * output_length). A bad timestamp, a length below 1, a time before the previous line's, or a
+ * file without requests is TMOE_EINVAL naming the file, the line and the field. */
+int tmoe_arrivals_read(const char *path, const tmoe_arrivals_opts *o, tmoe_arrivals *out,
+                       tmoe_error *err);
+
+/* A synthetic trace: Poisson arrivals at rate_per_s, prompt and generated lengths
+ * lognormal (mu and sigma of the natural log), rounded, at least 1; docs/serve.md gives the
+ * values fitted to each trace. */
+typedef struct tmoe_arrivals_synth {
+    const char *name;
+    double rate_per_s;
+    double prompt_mu, prompt_sigma, gen_mu, gen_sigma;
+} tmoe_arrivals_synth;
+/* The fits of ../shared/fixtures/traces by name: azure_code, azure_conv, mooncake; NULL if
+ * none has that name. */
+const tmoe_arrivals_synth *tmoe_arrivals_synth_find(const char *name);
+int tmoe_arrivals_generate(const tmoe_arrivals_synth *p, int n, uint64_t seed,
+                           const tmoe_arrivals_opts *o, tmoe_arrivals *out, tmoe_error *err);
+void tmoe_arrivals_free(tmoe_arrivals *a); /* NULL-safe, leaves it empty */
+
+typedef struct tmoe_serve_config {
+    const char *model_dir;       /* the decoder LM */
+    const char *tokens_path;     /* NULL = tmoe_run_default_tokens() */
+    const char *cost_model_path; /* NULL = the committed H100 cost model */
+    tmoe_expert_shape expert_shape;
+    tmoe_route_strategy strategy;
+    tmoe_router_config router; /* strategy, E, k set by the replay */
+    uint64_t seed;
+    int prefill_chunk;    /* most prompt tokens one request adds in a step */
+    int max_batch_tokens; /* most new tokens in a step (decode first, then prefill chunks) */
+    int max_seqs;         /* requests running at once (KV slots) */
+    long kv_tokens;       /* KV memory limit in token positions (all running requests); 0 =
+                             max_seqs x the longest request */
+    const char *out_dir;  /* requests.csv, steps.csv, summary.json; NULL = no files */
+    const char *argv_line;
+    double trace_time_scale; /* for the metadata only */
+    double trace_context_scale;
+    int trace_max_context, trace_max_generated;
+} tmoe_serve_config;
+tmoe_serve_config tmoe_serve_config_default(void);
+
+/* What a replay measured; times in simulated seconds, energies from the simulated GPU
+ * (source "sim"); NAN where unknown. */
+typedef struct tmoe_serve_summary {
+    int requests, steps, max_running, max_waiting;
+    long prompt_tokens, generated_tokens;
+    double duration_s; /* first arrival to last finish */
+    double ttft_p50_s, ttft_p90_s, ttft_p99_s;
+    double tpot_p50_s, tpot_p90_s, tpot_p99_s;
+    double energy_j, idle_energy_j; /* steps; waits with nothing running */
+    double j_per_request, j_per_generated_token;
+    double power_avg_w, power_peak_w, gpu_temp_peak_c, mem_temp_peak_c;
+    double wall_s;      /* host seconds the replay took */
+    const char *source; /* "sim" */
+} tmoe_serve_summary;
+
+/* Per request, as replayed (times in simulated s since the replay began). */
+typedef struct tmoe_serve_request {
+    double arrival_s, admit_s, first_token_s, finish_s, energy_j;
+    int prompt, gen, steps;
+} tmoe_serve_request;
+
+/* Replay a (non-empty) trace. req (may be NULL) gets a.n entries (free()). A request that
+ * cannot fit the KV limit or the model's positions alone is TMOE_EINVAL before any step. */
+int tmoe_serve_run(const tmoe_serve_config *c, const tmoe_arrivals *a, tmoe_serve_summary *sum,
+                   tmoe_serve_request **req, tmoe_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -8,6 +8,7 @@
 #include "cli/cli_lm.h"
 #include "thermoe/ep.h"
 
+int cmd_serve(int argc, char **argv); /* cmd_serve.c */
 static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
 
@@ -25,6 +26,7 @@ static const cli_cmd commands[] = {
     {"import", cmd_import, "read an nsys SQLite export or ncu CSV into cost-model entries"},
     {"cost", cmd_cost, "show a cost model file as a table, or merge several"},
     {"analyze", cmd_analyze, "turn run logs into tables, figures, tests and report.html"},
+    {"serve", cmd_serve, "replay request arrivals with continuous batching (simulated GPU)"},
     {"sweep", cmd_sweep, "write a run's combinations as independent jobs (Slurm array or bash)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof *commands)

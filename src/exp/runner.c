@@ -93,7 +93,7 @@ double run_now_s(run_ctx *r) {
     return (double)(tmoe_monitor_now_ns(r->mon) - r->t0_ns) / 1e9;
 }
 
-static int init_cost(run_ctx *r, tmoe_error *err) {
+int run_init_cost(run_ctx *r, tmoe_error *err) {
     const char *path =
         r->cfg.cost_model_path ? r->cfg.cost_model_path : tmoe_run_default_cost_model();
     snprintf(r->cost_path, sizeof r->cost_path, "%s", path);
@@ -128,7 +128,7 @@ static int init_cost(run_ctx *r, tmoe_error *err) {
     return TMOE_OK;
 }
 
-static int init_telemetry(run_ctx *r, tmoe_error *err) {
+int run_init_telemetry(run_ctx *r, tmoe_error *err) {
     tmoe_telemetry_config tc = tmoe_telemetry_config_default();
     tc.kind = r->cfg.telemetry;
     tc.sim.seed = r->cfg.seed;
@@ -219,7 +219,7 @@ static int init_model(run_ctx *r, tmoe_error *err) {
     return TMOE_OK;
 }
 
-static void free_ctx(run_ctx *r) {
+void run_free_ctx(run_ctx *r) {
     run_update_stop(r);
     tmoe_router_free(r->router);
     run_lm_free(r);
@@ -385,9 +385,9 @@ int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, 
     if (cfg->model_dir && (rc = run_lm_config(r, err))) goto out;
     if ((rc = tmoe_block_config_validate(&r->blk_cfg, err))) goto out;
     /* 1. cost model (its expert checks need the block config) */
-    if ((rc = init_cost(r, err))) goto out;
+    if ((rc = run_init_cost(r, err))) goto out;
     /* 2. telemetry and monitor */
-    if ((rc = init_telemetry(r, err))) goto out;
+    if ((rc = run_init_telemetry(r, err))) goto out;
     tmoe_log(TMOE_LOG_INFO, "%s", tmoe_telemetry_choice(r->tel));
     /* 3. model and engine */
     if ((rc = init_model(r, err))) goto out;
@@ -495,7 +495,7 @@ out:
         *report = (tmoe_run_report){outcome, r->log ? tmoe_runlog_rows(r->log) : r->rows_logged,
                                     r->tel_faults};
     free(done);
-    free_ctx(r);
+    run_free_ctx(r);
     if (r->lock_fd >= 0) close(r->lock_fd); /* the directory is free for another run */
     free(r);
     return rc;

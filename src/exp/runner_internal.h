@@ -186,6 +186,11 @@ extern volatile sig_atomic_t run_stop_requested;
 
 /* runner.c */
 double run_now_s(run_ctx *r); /* device clock (monitor), s since the run began */
+/* The set-up steps the serving replay shares (serve.c): the cost model (after blk_cfg),
+ * telemetry, monitor, meter and placement; and freeing everything a run_ctx holds (not r). */
+int run_init_cost(run_ctx *r, tmoe_error *err);
+int run_init_telemetry(run_ctx *r, tmoe_error *err);
+void run_free_ctx(run_ctx *r);
 
 /* run_batch.c: one batch, route -> engine -> meter -> log: a logged one fills r->row (written
  * with the update's loss terms by the next run_update_finish), tr (may be NULL) gets its

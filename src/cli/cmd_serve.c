@@ -1,0 +1,238 @@
+/* thermoe serve: replay request arrivals against the decoder LM with continuous batching,
+ * the simulated GPU billed in simulated time (docs/serve.md). */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "thermoe/exp.h"
+
+enum {
+    O_TRACE = 1,
+    O_FORMAT,
+    O_SYNTH,
+    O_REQUESTS,
+    O_MAX_REQ,
+    O_TIME_SCALE,
+    O_CTX_SCALE,
+    O_MAX_CTX,
+    O_MAX_GEN,
+    O_MODEL,
+    O_TOKENS,
+    O_STRATEGY,
+    O_CHUNK,
+    O_BATCH_TOKENS,
+    O_MAX_SEQS,
+    O_KV,
+    O_SHAPE,
+    O_COST,
+    O_SEED,
+    O_OUT,
+    O_VERBOSE,
+    O_HELP
+};
+
+static const struct option longopts[] = {{"trace", required_argument, 0, O_TRACE},
+                                         {"format", required_argument, 0, O_FORMAT},
+                                         {"synthetic", required_argument, 0, O_SYNTH},
+                                         {"requests", required_argument, 0, O_REQUESTS},
+                                         {"max-requests", required_argument, 0, O_MAX_REQ},
+                                         {"time-scale", required_argument, 0, O_TIME_SCALE},
+                                         {"context-scale", required_argument, 0, O_CTX_SCALE},
+                                         {"max-context", required_argument, 0, O_MAX_CTX},
+                                         {"max-generated", required_argument, 0, O_MAX_GEN},
+                                         {"model", required_argument, 0, O_MODEL},
+                                         {"tokens", required_argument, 0, O_TOKENS},
+                                         {"routing-strategy", required_argument, 0, O_STRATEGY},
+                                         {"prefill-chunk", required_argument, 0, O_CHUNK},
+                                         {"max-batch-tokens", required_argument, 0, O_BATCH_TOKENS},
+                                         {"max-seqs", required_argument, 0, O_MAX_SEQS},
+                                         {"kv-tokens", required_argument, 0, O_KV},
+                                         {"expert-shape", required_argument, 0, O_SHAPE},
+                                         {"kernel-cost-model-json", required_argument, 0, O_COST},
+                                         {"seed", required_argument, 0, O_SEED},
+                                         {"out", required_argument, 0, O_OUT},
+                                         {"verbose", no_argument, 0, O_VERBOSE},
+                                         {"help", no_argument, 0, O_HELP},
+                                         {0, 0, 0, 0}};
+
+static void help(void) {
+    printf(
+        "usage: thermoe serve [--trace FILE [--format auto|azure|mooncake]] [flags]\n"
+        "Replay request arrivals against the decoder LM on the CPU with continuous batching;\n"
+        "each step is billed to the simulated GPU (SIMULATED figures) at the expert shape, and\n"
+        "its billed time advances the simulated clock arrivals are compared against.\n"
+        "Without --trace, a synthetic trace fitted to a real one is replayed (docs/serve.md).\n"
+        "\n"
+        "trace\n"
+        "  --trace FILE           Azure CSV or Mooncake JSONL (auto: .jsonl is mooncake)\n"
+        "  --format F             auto (default), azure or mooncake\n"
+        "  --synthetic NAME       without --trace: azure_conv (default), azure_code, mooncake\n"
+        "  --requests N           synthetic requests (default 60)\n"
+        "  --max-requests N       replay the first N requests of the trace (0 = all)\n"
+        "  --time-scale X         arrival gaps divided by X (default 1; 2 = twice the rate)\n"
+        "  --context-scale X      prompt and generated lengths times X, in (0, 1] (default 1)\n"
+        "  --max-context N        cap prompts at N tokens (default 96; 0 = no cap)\n"
+        "  --max-generated N      cap generated lengths at N tokens (default 32; 0 = no cap)\n"
+        "                         the defaults keep a replay on 2 CPU cores near a minute;\n"
+        "                         requests.csv keeps the trace's own lengths too\n"
+        "engine\n"
+        "  --model DIR            decoder LM (default models/default)\n"
+        "  --tokens FILE          token ids of the prompts (default data/corpus/test.tokens)\n"
+        "  --routing-strategy S   one strategy (default baseline)\n"
+        "  --prefill-chunk N      most prompt tokens a request adds per step (default 64)\n"
+        "  --max-batch-tokens N   most new tokens per step, decode first (default 256)\n"
+        "  --max-seqs N           requests running at once (default 32)\n"
+        "  --kv-tokens N          KV limit in positions over running requests; a request\n"
+        "                         waits until its prompt + generated fit (default: max-seqs x\n"
+        "                         the longest request)\n"
+        "  --expert-shape S       experts billed: mixtral (default), trained or DxF\n"
+        "  --kernel-cost-model-json F  the cost model the simulated GPU bills from\n"
+        "  --seed N               routers, synthetic trace, text offsets, simulated GPU (42)\n"
+        "output\n"
+        "  --out DIR              requests.csv, steps.csv, summary.json (default results/serve)\n"
+        "  --verbose              library messages\n"
+        "Exit: 0 done, 1 failure, 2 bad flags.\n");
+}
+
+int cmd_serve(int argc, char **argv) {
+    tmoe_serve_config c = tmoe_serve_config_default();
+    tmoe_arrivals_opts ao = tmoe_arrivals_opts_default();
+    ao.max_context = 96;
+    ao.max_generated = 32;
+    const char *trace = NULL, *synth = "azure_conv", *shape = NULL;
+    long n_synth = 60, v;
+    double d;
+    int verbose = 0, opt;
+    c.model_dir = tmoe_run_default_model();
+    c.out_dir = "results/serve";
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (opt) {
+        case O_TRACE: trace = optarg; break;
+        case O_FORMAT:
+            if (!strcmp(optarg, "auto"))
+                ao.format = TMOE_ARR_AUTO;
+            else if (!strcmp(optarg, "azure"))
+                ao.format = TMOE_ARR_AZURE;
+            else if (!strcmp(optarg, "mooncake"))
+                ao.format = TMOE_ARR_MOONCAKE;
+            else
+                return cli_usage_fail(
+                    "serve", "--format: expected auto, azure or mooncake, got '%s'", optarg);
+            break;
+        case O_SYNTH:
+            if (!tmoe_arrivals_synth_find(optarg))
+                return cli_usage_fail(
+                    "serve", "--synthetic: expected azure_conv, azure_code or mooncake, got '%s'",
+                    optarg);
+            synth = optarg;
+            break;
+        case O_REQUESTS:
+            if (cli_int("serve", "requests", optarg, 1, 10000000, &n_synth)) return 2;
+            break;
+        case O_MAX_REQ:
+            if (cli_int("serve", "max-requests", optarg, 0, 100000000, &v)) return 2;
+            ao.max_requests = (int)v;
+            break;
+        case O_TIME_SCALE:
+            if (cli_double("serve", "time-scale", optarg, 1e-6, 1e6, &d)) return 2;
+            ao.time_scale = d;
+            break;
+        case O_CTX_SCALE:
+            if (cli_double("serve", "context-scale", optarg, 1e-6, 1.0, &d)) return 2;
+            ao.context_scale = d;
+            break;
+        case O_MAX_CTX:
+            if (cli_int("serve", "max-context", optarg, 0, 1 << 20, &v)) return 2;
+            ao.max_context = (int)v;
+            break;
+        case O_MAX_GEN:
+            if (cli_int("serve", "max-generated", optarg, 0, 1 << 20, &v)) return 2;
+            ao.max_generated = (int)v;
+            break;
+        case O_MODEL: c.model_dir = optarg; break;
+        case O_TOKENS: c.tokens_path = optarg; break;
+        case O_STRATEGY:
+            if (tmoe_route_strategy_parse(optarg, &c.strategy))
+                return cli_usage_fail("serve", "--routing-strategy: unknown strategy '%s'", optarg);
+            break;
+        case O_CHUNK:
+            if (cli_int("serve", "prefill-chunk", optarg, 1, 1 << 16, &v)) return 2;
+            c.prefill_chunk = (int)v;
+            break;
+        case O_BATCH_TOKENS:
+            if (cli_int("serve", "max-batch-tokens", optarg, 1, 1 << 16, &v)) return 2;
+            c.max_batch_tokens = (int)v;
+            break;
+        case O_MAX_SEQS:
+            if (cli_int("serve", "max-seqs", optarg, 1, 4096, &v)) return 2;
+            c.max_seqs = (int)v;
+            break;
+        case O_KV:
+            if (cli_int("serve", "kv-tokens", optarg, 1, 1L << 40, &v)) return 2;
+            c.kv_tokens = v;
+            break;
+        case O_SHAPE: shape = optarg; break;
+        case O_COST: c.cost_model_path = optarg; break;
+        case O_SEED:
+            if (cli_u64("serve", "seed", optarg, &c.seed)) return 2;
+            break;
+        case O_OUT: c.out_dir = optarg; break;
+        case O_VERBOSE: verbose = 1; break;
+        case O_HELP: help(); return 0;
+        default: return cli_usage_error("serve");
+        }
+    }
+    if (optind < argc) return cli_usage_fail("serve", "unexpected argument '%s'", argv[optind]);
+    tmoe_error err = {0};
+    if (shape && tmoe_expert_shape_parse(shape, &c.expert_shape, &err))
+        return cli_usage_fail("serve", "--expert-shape: %s", err.msg);
+    if (c.max_batch_tokens < c.max_seqs)
+        return cli_usage_fail("serve",
+                              "--max-batch-tokens %d is below --max-seqs %d: every running "
+                              "request decodes one token per step",
+                              c.max_batch_tokens, c.max_seqs);
+    cli_log_init(verbose);
+    c.trace_time_scale = ao.time_scale;
+    c.trace_context_scale = ao.context_scale;
+    c.trace_max_context = ao.max_context;
+    c.trace_max_generated = ao.max_generated;
+    tmoe_arrivals a;
+    int rc = trace ? tmoe_arrivals_read(trace, &ao, &a, &err)
+                   : tmoe_arrivals_generate(tmoe_arrivals_synth_find(synth), (int)n_synth, c.seed,
+                                            &ao, &a, &err);
+    if (rc) return cli_fail_err("serve", &err);
+    if (a.capped)
+        fprintf(stderr,
+                "thermoe serve: %d of %d requests have lengths scaled or capped (context scale "
+                "%g, max context %d, max generated %d) so the CPU finishes\n",
+                a.capped, a.n, ao.context_scale, ao.max_context, ao.max_generated);
+    tmoe_serve_summary s;
+    rc = tmoe_serve_run(&c, &a, &s, NULL, &err);
+    if (rc) {
+        tmoe_arrivals_free(&a);
+        return cli_fail_err("serve", &err);
+    }
+    printf("trace: %s\n", a.source);
+    printf("strategy %s, %d requests, %d steps, %ld prompt + %ld generated tokens, "
+           "%.2f s simulated (%.1f s on the host)\n",
+           tmoe_route_strategy_name(c.strategy), s.requests, s.steps, s.prompt_tokens,
+           s.generated_tokens, s.duration_s, s.wall_s);
+    printf("SIMULATED GPU (source sim):\n");
+    printf("  TTFT  p50 %.4f s  p90 %.4f s  p99 %.4f s\n", s.ttft_p50_s, s.ttft_p90_s,
+           s.ttft_p99_s);
+    printf("  TPOT  p50 %.5f s  p90 %.5f s  p99 %.5f s\n", s.tpot_p50_s, s.tpot_p90_s,
+           s.tpot_p99_s);
+    printf("  energy %.4g J in steps (+ %.4g J idle); %.4g J per request, %.4g J per generated "
+           "token\n",
+           s.energy_j, s.idle_energy_j, s.j_per_request, s.j_per_generated_token);
+    printf("  power avg %.1f W, peak %.1f W; GPU peak %.1f C, HBM peak %.1f C\n", s.power_avg_w,
+           s.power_peak_w, s.gpu_temp_peak_c, s.mem_temp_peak_c);
+    printf("  running at most %d, waiting at most %d\n", s.max_running, s.max_waiting);
+    if (c.out_dir) printf("wrote %s/requests.csv, steps.csv, summary.json\n", c.out_dir);
+    tmoe_arrivals_free(&a);
+    return 0;
+}

@@ -1,0 +1,482 @@
+/* The serving replay behind `thermoe serve` (docs/serve.md): requests arrive at their trace
+ * times, join the running batch of the decoder LM on the CPU (continuous batching; prompts
+ * prefilled in chunks, decode first in every step), hold KV positions reserved on admission
+ * (a request waits while the limit is full), and leave at their generated length. Each step
+ * is billed to the simulated GPU at the production expert shape (run_lm_bill) and its
+ * billed time advances the simulated clock that arrivals are compared against. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exp/runner_internal.h"
+
+tmoe_serve_config tmoe_serve_config_default(void) {
+    tmoe_serve_config c;
+    memset(&c, 0, sizeof c);
+    c.expert_shape = (tmoe_expert_shape){TMOE_SHAPE_MIXTRAL, 4096, 14336};
+    c.strategy = TMOE_ROUTE_BASELINE;
+    c.router = tmoe_router_config_default();
+    c.seed = 42;
+    c.prefill_chunk = 64;
+    c.max_batch_tokens = 256;
+    c.max_seqs = 32;
+    c.trace_time_scale = c.trace_context_scale = 1.0;
+    return c;
+}
+
+typedef struct seq {
+    int req, slot, fed, out; /* request, KV slot, tokens fed, tokens generated */
+    int n_step;              /* tokens it adds in the step being built (0: none) */
+    long off;                /* where its text starts in the token file */
+} seq;
+
+typedef struct serve_ctx {
+    run_ctx *r;
+    const tmoe_serve_config *c;
+    const tmoe_arrivals *a;
+    tmoe_serve_request *q;
+    seq *run; /* (max_seqs) running */
+    int nrun;
+    int *wait; /* FIFO of arrived, not admitted */
+    int whead, wtail;
+    long kv_used, kv_limit;
+    int32_t *slots, *n_new;
+    uint32_t *tok;
+    FILE *steps;
+    double t0;
+} serve_ctx;
+
+static double now_s(serve_ctx *s) {
+    return run_now_s(s->r) - s->t0;
+}
+
+static int need_kv(const tmoe_arrival *q) {
+    return q->prompt + q->gen - 1;
+}
+
+static int setup(run_ctx *r, const tmoe_serve_config *c, int max_len, tmoe_error *err) {
+    tmoe_run_config *rc = &r->cfg;
+    *rc = tmoe_run_config_default();
+    rc->model_dir = c->model_dir;
+    rc->tokens_path = c->tokens_path;
+    rc->cost_model_path = c->cost_model_path;
+    rc->expert_shape = c->expert_shape;
+    rc->expert_shape_given = 1;
+    rc->telemetry = TMOE_TELEMETRY_SIM;
+    rc->backend = TMOE_BACKEND_CPU;
+    rc->seed = c->seed;
+    rc->router = c->router;
+    for (int w = 0; w < TMOE_WL_COUNT; w++) rc->workloads[w] = w == TMOE_WL_STANDARD;
+    r->rank = 0;
+    r->ranks = 1;
+    r->rows_logged = -1;
+    r->lock_fd = -1;
+    r->wall0_ns = tmoe_now_ns();
+    r->blk_cfg = rc->block;
+    int e = run_lm_config(r, err);
+    if (!e) e = run_init_cost(r, err);
+    if (!e) e = run_init_telemetry(r, err);
+    if (e) return e;
+    /* static_optimal is fitted on windows of the standard workload (2 x 64 tokens) */
+    r->wl[TMOE_WL_STANDARD] = tmoe_workload_make(TMOE_WL_STANDARD, 2, 64, c->seed);
+    r->wl[TMOE_WL_STANDARD].n_seqs = 2;
+    r->wl[TMOE_WL_STANDARD].seq_len = 64;
+    r->wl[TMOE_WL_STANDARD].tokens = 128;
+    r->max_tokens = c->max_batch_tokens > 128 ? c->max_batch_tokens : 128;
+    r->samples = tmoe_malloc(sizeof(tmoe_sample) * RUN_MAX_SAMPLES, err);
+    if (!r->samples) return TMOE_ENOMEM;
+    if ((e = run_lm_init(r, err))) return e;
+    /* the replay's own cache: max_seqs slots of the longest request */
+    tmoe_kv_cache_free(r->lm->kv);
+    r->lm->kv = NULL;
+    int len = max_len > 64 ? max_len : 64, ns = c->max_seqs > 2 ? c->max_seqs : 2;
+    if ((e = tmoe_kv_cache_create(&r->lm->m->cfg, ns, len, &r->lm->kv, err))) return e;
+    for (int w = 0; w < TMOE_WL_COUNT; w++) r->base_latency_ms[w] = r->base_throughput[w] = NAN;
+    r->t0_ns = tmoe_monitor_now_ns(r->mon);
+    tmoe_meter_wait(r->meter, 0.2); /* first samples */
+    return run_lm_make_routers(r, c->strategy, TMOE_WL_STANDARD, c->seed, err);
+}
+
+/* Admit waiting requests in arrival order while a slot and their KV reservation fit. */
+static int admit(serve_ctx *s, tmoe_error *err) {
+    while (s->whead < s->wtail && s->nrun < s->c->max_seqs) {
+        int i = s->wait[s->whead];
+        const tmoe_arrival *q = &s->a->req[i];
+        if (s->kv_used + need_kv(q) > s->kv_limit) break;
+        seq *sq = &s->run[s->nrun];
+        int rc = tmoe_kv_seq_open(s->r->lm->kv, &sq->slot, err);
+        if (rc) return rc;
+        sq->req = i;
+        sq->fed = sq->out = 0;
+        tmoe_rng g;
+        tmoe_rng_seed_stream(&g, s->c->seed, 0x5e77e000ull + (uint64_t)i);
+        sq->off = (long)tmoe_rng_below(&g, (uint32_t)(s->r->lm->tok.n - need_kv(q)));
+        s->kv_used += need_kv(q);
+        s->q[i].admit_s = now_s(s);
+        s->nrun++;
+        s->whead++;
+    }
+    return TMOE_OK;
+}
+
+static int step(serve_ctx *s, int index, tmoe_serve_summary *sum, tmoe_error *err) {
+    run_ctx *r = s->r;
+    run_lm *lm = r->lm;
+    int budget = s->c->max_batch_tokens, nb = 0, T = 0, prefill = 0, decode = 0;
+    /* decode first (one token each), then prompt chunks in admission order */
+    for (int j = 0; j < s->nrun; j++) s->run[j].n_step = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int j = 0; j < s->nrun; j++) {
+            seq *sq = &s->run[j];
+            const tmoe_arrival *q = &s->a->req[sq->req];
+            int in_prefill = sq->fed < q->prompt, n;
+            if (pass == 0 && in_prefill) continue;
+            if (pass == 1 && !in_prefill) continue;
+            n = in_prefill ? q->prompt - sq->fed : 1;
+            if (in_prefill && n > s->c->prefill_chunk) n = s->c->prefill_chunk;
+            if (n > budget - T) n = budget - T;
+            if (n <= 0) continue;
+            /* teacher forcing: the generated tokens fed back are the text's continuation */
+            memcpy(s->tok + T, lm->tok.ids + sq->off + sq->fed, sizeof(uint32_t) * (size_t)n);
+            s->slots[nb] = sq->slot;
+            s->n_new[nb++] = n;
+            sq->n_step = n;
+            T += n;
+            if (in_prefill)
+                prefill += n;
+            else
+                decode += n;
+        }
+    if (!nb) return tmoe_errorf(err, TMOE_EINVAL, "internal: a step with nothing to run");
+    double t_start = now_s(s);
+    tmoe_meter_window win;
+    tmoe_meter_begin(r->meter, &win);
+    lm->hs = run_hw_snapshot(r, r->cfg.router.horizon_s);
+    lm->pass = LM_PASS_STRATEGY;
+    lm->T = T;
+    lm->route_ms = lm->pred_energy_j = lm->agree_sum = 0.0;
+    lm->rc_layers = 0;
+    memset(lm->bias, 0, sizeof(float) * (size_t)lm->n_moe * lm->m->cfg.num_experts);
+    tmoe_lm_batch b = {nb, s->slots, s->n_new, s->tok, 0};
+    int rc = tmoe_cpu_lm_forward(lm->cpu, lm->kv, &b, lm->logits, err);
+    if (rc) return tmoe_error_prefix(err, rc, "step %d", index);
+    batch_out o;
+    memset(&o, 0, sizeof o);
+    o.tokens = T;
+    rc = run_lm_bill(r, &o, &o.hw, err);
+    if (rc) return tmoe_error_prefix(err, rc, "billing step %d to the simulated GPU", index);
+    tmoe_meter_reading rd;
+    if ((rc = tmoe_meter_end(r->meter, &win, &rd, err))) return rc;
+    run_hw_from_reading(r, &rd, &o.hw);
+    double t_end = now_s(s), ej = o.hw.energy_j;
+    double period = o.hw.period_s > 0.0 ? o.hw.period_s : o.hw.latency_ms / 1e3;
+    /* the routers learn from what the meter saw */
+    tmoe_route_obs obs = tmoe_route_obs_unknown();
+    obs.power_w = isfinite(ej) && period > 0.0 ? ej / period : o.hw.power_avg_w;
+    obs.temp_c = o.hw.temp_end_c;
+    obs.latency_ms = o.hw.latency_ms;
+    obs.throughput = T / period;
+    obs.period_s = obs.dt_s = period;
+    tmoe_ttha_record rec;
+    if ((rc = run_router_update(r, &obs, &rec, err))) return rc;
+    sum->energy_j += ej;
+    if (o.hw.power_peak_w > sum->power_peak_w || isnan(sum->power_peak_w))
+        sum->power_peak_w = o.hw.power_peak_w;
+    if (o.hw.temp_peak_c > sum->gpu_temp_peak_c || isnan(sum->gpu_temp_peak_c))
+        sum->gpu_temp_peak_c = o.hw.temp_peak_c;
+    if (o.hw.mem_temp_peak_c > sum->mem_temp_peak_c || isnan(sum->mem_temp_peak_c))
+        sum->mem_temp_peak_c = o.hw.mem_temp_peak_c;
+    if (s->steps)
+        fprintf(s->steps, "%d,%.6f,%.6f,%d,%d,%d,%d,%d,%d,%ld,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%s\n",
+                index, t_start, t_end, s->nrun, s->wtail - s->whead, nb, prefill, decode, T,
+                s->kv_used, o.hw.latency_ms, ej, o.hw.power_avg_w, o.hw.power_peak_w,
+                o.hw.temp_peak_c, o.hw.mem_temp_peak_c, rd.source);
+    /* each request's share of the step, by tokens; first tokens and finishes at its end */
+    for (int j = 0; j < s->nrun; j++) {
+        seq *sq = &s->run[j];
+        int n = sq->n_step;
+        if (!n) continue;
+        const tmoe_arrival *q = &s->a->req[sq->req];
+        tmoe_serve_request *out = &s->q[sq->req];
+        int was_prefill = sq->fed < q->prompt;
+        sq->fed += n;
+        out->energy_j += ej * n / T;
+        out->steps++;
+        if (was_prefill && sq->fed == q->prompt) {
+            out->first_token_s = t_end;
+            sq->out = 1;
+        } else if (!was_prefill) {
+            sq->out++;
+        }
+    }
+    return TMOE_OK;
+}
+
+/* Requests at their generated length leave; their KV reservation is released. */
+static void retire(serve_ctx *s, int *done) {
+    for (int j = 0; j < s->nrun;) {
+        seq *sq = &s->run[j];
+        const tmoe_arrival *q = &s->a->req[sq->req];
+        if (sq->out < q->gen) {
+            j++;
+            continue;
+        }
+        s->q[sq->req].finish_s = now_s(s);
+        tmoe_kv_seq_close(s->r->lm->kv, sq->slot);
+        s->kv_used -= need_kv(q);
+        (*done)++;
+        s->run[j] = s->run[--s->nrun]; /* order among running requests does not matter */
+    }
+}
+
+static double pct(double *v, int n, double p) {
+    if (n < 1) return NAN;
+    qsort(v, (size_t)n, sizeof *v, tmoe_cmp_double);
+    return tmoe_percentile_sorted(v, n, p);
+}
+
+static int write_requests(const char *dir, const tmoe_arrivals *a, const tmoe_serve_request *q,
+                          tmoe_error *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/requests.csv", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return tmoe_errorf(err, TMOE_EIO, "%s: cannot write", path);
+    fprintf(f, "request,arrival_s,admit_s,first_token_s,finish_s,prompt_tokens,"
+               "generated_tokens,trace_prompt_tokens,trace_generated_tokens,steps,energy_j,"
+               "ttft_s,tpot_s,source\n");
+    for (int i = 0; i < a->n; i++) {
+        const tmoe_serve_request *x = &q[i];
+        double tpot = x->gen > 1 ? (x->finish_s - x->first_token_s) / (x->gen - 1) : NAN;
+        fprintf(f, "%d,%.6f,%.6f,%.6f,%.6f,%d,%d,%d,%d,%d,%.6g,%.6f,%.6g,sim\n", i, x->arrival_s,
+                x->admit_s, x->first_token_s, x->finish_s, x->prompt, x->gen,
+                a->req[i].trace_prompt, a->req[i].trace_gen, x->steps, x->energy_j,
+                x->first_token_s - x->arrival_s, tpot);
+    }
+    return fclose(f) ? tmoe_errorf(err, TMOE_EIO, "%s: write failed", path) : TMOE_OK;
+}
+
+static int write_summary(const char *dir, const tmoe_serve_config *c, const tmoe_arrivals *a,
+                         const run_ctx *r, const tmoe_serve_summary *s, tmoe_error *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/summary.json", dir);
+    json_t *o = json_object();
+    json_t *m = json_object();
+    json_object_set_new(m, "trace", json_string(a->source));
+    json_object_set_new(m, "time_scale", json_real(c->trace_time_scale));
+    json_object_set_new(m, "context_scale", json_real(c->trace_context_scale));
+    json_object_set_new(m, "max_context", json_integer(c->trace_max_context));
+    json_object_set_new(m, "max_generated", json_integer(c->trace_max_generated));
+    json_object_set_new(m, "requests_capped", json_integer(a->capped));
+    json_object_set_new(m, "model", json_string(c->model_dir));
+    json_object_set_new(m, "tokens",
+                        json_string(c->tokens_path ? c->tokens_path : tmoe_run_default_tokens()));
+    json_object_set_new(m, "routing_strategy", json_string(tmoe_route_strategy_name(c->strategy)));
+    json_object_set_new(m, "expert_shape", json_string(r->lm->shape_text));
+    json_object_set_new(m, "cost_model", json_string(r->cost_path));
+    json_object_set_new(m, "prefill_chunk", json_integer(c->prefill_chunk));
+    json_object_set_new(m, "max_batch_tokens", json_integer(c->max_batch_tokens));
+    json_object_set_new(m, "max_seqs", json_integer(c->max_seqs));
+    json_object_set_new(m, "kv_tokens", json_integer(c->kv_tokens));
+    json_object_set_new(m, "seed", json_integer((json_int_t)c->seed));
+    json_object_set_new(m, "argv", json_string(c->argv_line ? c->argv_line : ""));
+    json_object_set_new(m, "billed",
+                        json_string("MoE layers only (gate, top-k, permute, experts, combine) "
+                                    "from the cost model; attention, norms, embedding and LM "
+                                    "head are not billed"));
+    json_object_set_new(o, "metadata", m);
+    json_object_set_new(o, "source", json_string("sim"));
+    json_object_set_new(o, "simulated", json_true());
+#define NUM(k, v) json_object_set_new(o, k, isfinite(v) ? json_real(v) : json_null())
+    json_object_set_new(o, "requests", json_integer(s->requests));
+    json_object_set_new(o, "steps", json_integer(s->steps));
+    json_object_set_new(o, "prompt_tokens", json_integer(s->prompt_tokens));
+    json_object_set_new(o, "generated_tokens", json_integer(s->generated_tokens));
+    json_object_set_new(o, "max_running", json_integer(s->max_running));
+    json_object_set_new(o, "max_waiting", json_integer(s->max_waiting));
+    NUM("duration_s", s->duration_s);
+    NUM("ttft_p50_s", s->ttft_p50_s);
+    NUM("ttft_p90_s", s->ttft_p90_s);
+    NUM("ttft_p99_s", s->ttft_p99_s);
+    NUM("tpot_p50_s", s->tpot_p50_s);
+    NUM("tpot_p90_s", s->tpot_p90_s);
+    NUM("tpot_p99_s", s->tpot_p99_s);
+    NUM("energy_j", s->energy_j);
+    NUM("idle_energy_j", s->idle_energy_j);
+    NUM("j_per_request", s->j_per_request);
+    NUM("j_per_generated_token", s->j_per_generated_token);
+    NUM("power_avg_w", s->power_avg_w);
+    NUM("power_peak_w", s->power_peak_w);
+    NUM("gpu_temp_peak_c", s->gpu_temp_peak_c);
+    NUM("mem_temp_peak_c", s->mem_temp_peak_c);
+    NUM("wall_s", s->wall_s);
+#undef NUM
+    int rc = json_dump_file(o, path, JSON_INDENT(2)) ? TMOE_EIO : TMOE_OK;
+    json_decref(o);
+    return rc ? tmoe_errorf(err, rc, "%s: write failed", path) : TMOE_OK;
+}
+
+static int check_requests(const tmoe_serve_config *c, const tmoe_arrivals *a, long kv_limit,
+                          int positions, tmoe_error *err) {
+    for (int i = 0; i < a->n; i++) {
+        const tmoe_arrival *q = &a->req[i];
+        if (q->prompt < 1 || q->gen < 1 || !isfinite(q->arrival_s) ||
+            (i && q->arrival_s < a->req[i - 1].arrival_s))
+            return tmoe_errorf(err, TMOE_EINVAL,
+                               "request %d: expected lengths >= 1 and arrivals in order", i);
+        if (need_kv(q) > positions)
+            return tmoe_errorf(err, TMOE_EINVAL,
+                               "request %d: %d prompt + %d generated tokens exceed the model's "
+                               "%d positions: cap them (--max-context, --max-generated or "
+                               "--context-scale)",
+                               i, q->prompt, q->gen, positions);
+        if (need_kv(q) > kv_limit)
+            return tmoe_errorf(err, TMOE_EINVAL,
+                               "request %d needs %d KV positions, more than the limit of %ld "
+                               "(--kv-tokens): it could never be admitted",
+                               i, need_kv(q), kv_limit);
+    }
+    if (c->max_seqs < 1 || c->prefill_chunk < 1 || c->max_batch_tokens < c->max_seqs)
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "expected max_seqs >= 1, prefill_chunk >= 1 and max_batch_tokens >= "
+                           "max_seqs (every running request decodes each step); got %d, %d, %d",
+                           c->max_seqs, c->prefill_chunk, c->max_batch_tokens);
+    return TMOE_OK;
+}
+
+int tmoe_serve_run(const tmoe_serve_config *c, const tmoe_arrivals *a, tmoe_serve_summary *sum,
+                   tmoe_serve_request **req_out, tmoe_error *err) {
+    if (req_out) *req_out = NULL;
+    tmoe_serve_summary S = {0};
+    S.power_peak_w = S.gpu_temp_peak_c = S.mem_temp_peak_c = NAN;
+    S.source = "sim";
+    if (!a || a->n < 1) return tmoe_errorf(err, TMOE_EINVAL, "serve: no requests to replay");
+    if (!c->model_dir) return tmoe_errorf(err, TMOE_EINVAL, "serve: expected a model directory");
+    int64_t w0 = tmoe_now_ns();
+    int max_len = 1;
+    for (int i = 0; i < a->n; i++)
+        if (need_kv(&a->req[i]) > max_len) max_len = need_kv(&a->req[i]);
+    serve_ctx s = {0};
+    s.c = c;
+    s.a = a;
+    run_ctx *r = tmoe_calloc(1, sizeof *r, err);
+    if (!r) return TMOE_ENOMEM;
+    s.r = r;
+    tmoe_lm_config mc;
+    int rc = tmoe_lm_config_read(c->model_dir, &mc, err);
+    if (rc) {
+        free(r);
+        return tmoe_error_prefix(err, rc, "model %s", c->model_dir);
+    }
+    s.kv_limit = c->kv_tokens > 0 ? c->kv_tokens : (long)c->max_seqs * max_len;
+    if ((rc = check_requests(c, a, s.kv_limit, mc.max_positions, err))) {
+        free(r);
+        return rc;
+    }
+    rc = setup(r, c, max_len, err);
+    s.q = calloc((size_t)a->n, sizeof *s.q);
+    s.run = calloc((size_t)c->max_seqs, sizeof *s.run);
+    s.wait = calloc((size_t)a->n, sizeof *s.wait);
+    s.slots = calloc((size_t)c->max_seqs, sizeof *s.slots);
+    s.n_new = calloc((size_t)c->max_seqs, sizeof *s.n_new);
+    s.tok = calloc((size_t)c->max_batch_tokens, sizeof *s.tok);
+    if (!rc && (!s.q || !s.run || !s.wait || !s.slots || !s.n_new || !s.tok))
+        rc = tmoe_errorf(err, TMOE_ENOMEM, "serve: out of memory for %d requests", a->n);
+    if (!rc && r->lm->tok.n <= max_len)
+        rc = tmoe_errorf(err, TMOE_EINVAL, "the token file has %lld ids: requests need %d",
+                         (long long)r->lm->tok.n, max_len + 1);
+    if (!rc && c->out_dir) {
+        rc = tmoe_mkdir_p(c->out_dir, err);
+        char path[4096];
+        snprintf(path, sizeof path, "%s/steps.csv", c->out_dir);
+        if (!rc && !(s.steps = fopen(path, "w")))
+            rc = tmoe_errorf(err, TMOE_EIO, "%s: cannot write", path);
+        if (!rc)
+            fprintf(s.steps, "step,t_start_s,t_end_s,running,waiting,seqs,prefill_tokens,"
+                             "decode_tokens,tokens,kv_tokens,latency_ms,energy_j,power_avg_w,"
+                             "power_peak_w,gpu_temp_peak_c,mem_temp_peak_c,source\n");
+    }
+    s.t0 = rc ? 0.0 : run_now_s(r);
+    for (int i = 0; i < a->n && !rc; i++) {
+        s.q[i].arrival_s = a->req[i].arrival_s;
+        s.q[i].prompt = a->req[i].prompt;
+        s.q[i].gen = a->req[i].gen;
+        s.q[i].first_token_s = s.q[i].finish_s = s.q[i].admit_s = NAN;
+    }
+    int next = 0, done = 0;
+    while (!rc && done < a->n) {
+        double t = now_s(&s);
+        while (next < a->n && a->req[next].arrival_s <= t) s.wait[s.wtail++] = next++;
+        if ((rc = admit(&s, err))) break;
+        if (s.wtail - s.whead > S.max_waiting) S.max_waiting = s.wtail - s.whead;
+        if (s.nrun > S.max_running) S.max_running = s.nrun;
+        if (s.nrun == 0) {
+            if (next >= a->n) {
+                rc = tmoe_errorf(err, TMOE_EINVAL, "internal: requests wait with nothing running");
+                break;
+            }
+            /* idle until the next arrival: the simulated GPU cools, its energy counted apart */
+            tmoe_meter_window win;
+            tmoe_meter_reading rd;
+            tmoe_meter_begin(r->meter, &win);
+            /* 1 us past the arrival: the clock's rounding never leaves it just short */
+            tmoe_meter_wait(r->meter, a->req[next].arrival_s - t + 1e-6);
+            if ((rc = tmoe_meter_end(r->meter, &win, &rd, err))) break;
+            batch_hw hw;
+            run_hw_from_reading(r, &rd, &hw);
+            S.idle_energy_j += hw.energy_j;
+            continue;
+        }
+        if ((rc = step(&s, S.steps, &S, err))) break;
+        S.steps++;
+        retire(&s, &done);
+    }
+    if (s.steps) fclose(s.steps);
+    if (!rc) {
+        double *ttft = malloc(sizeof(double) * (size_t)a->n);
+        double *tpot = malloc(sizeof(double) * (size_t)a->n);
+        int nt = 0;
+        double last = 0.0;
+        if (!ttft || !tpot) rc = tmoe_errorf(err, TMOE_ENOMEM, "serve: summary");
+        for (int i = 0; !rc && i < a->n; i++) {
+            const tmoe_serve_request *x = &s.q[i];
+            ttft[i] = x->first_token_s - x->arrival_s;
+            if (x->gen > 1) tpot[nt++] = (x->finish_s - x->first_token_s) / (x->gen - 1);
+            S.prompt_tokens += x->prompt;
+            S.generated_tokens += x->gen;
+            if (x->finish_s > last) last = x->finish_s;
+        }
+        if (!rc) {
+            S.requests = a->n;
+            S.ttft_p50_s = pct(ttft, a->n, 50);
+            S.ttft_p90_s = pct(ttft, a->n, 90);
+            S.ttft_p99_s = pct(ttft, a->n, 99);
+            S.tpot_p50_s = pct(tpot, nt, 50);
+            S.tpot_p90_s = pct(tpot, nt, 90);
+            S.tpot_p99_s = pct(tpot, nt, 99);
+            S.duration_s = last - a->req[0].arrival_s;
+            S.j_per_request = S.energy_j / a->n;
+            S.j_per_generated_token = S.energy_j / (double)S.generated_tokens;
+            S.power_avg_w =
+                S.duration_s > 0.0 ? (S.energy_j + S.idle_energy_j) / S.duration_s : NAN;
+            S.wall_s = (double)(tmoe_now_ns() - w0) / 1e9;
+        }
+        free(ttft);
+        free(tpot);
+    }
+    if (!rc && c->out_dir) rc = write_requests(c->out_dir, a, s.q, err);
+    if (!rc && c->out_dir) rc = write_summary(c->out_dir, c, a, r, &S, err);
+    run_free_ctx(r);
+    free(r);
+    free(s.run);
+    free(s.wait);
+    free(s.slots);
+    free(s.n_new);
+    free(s.tok);
+    if (!rc && req_out)
+        *req_out = s.q;
+    else
+        free(s.q);
+    if (sum) *sum = S;
+    return rc;
+}
