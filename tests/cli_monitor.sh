@@ -17,6 +17,13 @@ rows=$(tail -n +2 "$dir/a.csv" | wc -l)
 [ "$rows" -ge 10 ] || fail "csv rows $rows"
 grep -q "^sim,1," "$dir/a.csv" || fail "second device rows"
 grep -q "SIMULATED" "$dir/out.txt" || fail "view says simulated"
+# --plain (and stdout not a terminal): no escape codes, not even erase-to-end-of-line
+"$bin" monitor --telemetry sim --duration 0.3 --refresh 100 --plain >"$dir/plain.txt" 2>/dev/null ||
+    fail "--plain exit"
+grep -q "SIMULATED" "$dir/plain.txt" || fail "--plain printed no view"
+if LC_ALL=C grep -q "$(printf '\033')" "$dir/plain.txt" "$dir/out.txt"; then
+    fail "--plain output holds escape codes: $(od -c "$dir/plain.txt" | grep -m1 '033')"
+fi
 
 # SIGINT: wait (no fixed timing) until rows appear in the temporary, then interrupt; exit 0
 # and a full CSV under its own name

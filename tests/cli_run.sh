@@ -75,9 +75,15 @@ expect_fifo_refused() { # NAME TEXT ARGS...: exit 1 within 20 s, the message hol
 expect_fifo_refused placement "fifo.json: is a FIFO" --placement-file fifo.json --out fifo_placement
 mkdir fifo_meta && mkfifo fifo_meta/metadata.json
 expect_fifo_refused meta "metadata.json: is a FIFO" --resume --out fifo_meta
-mkdir -p fifo_trace/traces && mkfifo fifo_trace/traces/r0_standard_baseline.json
-expect_fifo_refused trace "r0_standard_baseline.json: is a FIFO" --trace-batches 1 --out fifo_trace
+# traces are .json.gz with zlib, .json without: a FIFO at both names
+mkdir -p fifo_trace/traces && mkfifo fifo_trace/traces/r0_standard_baseline.json{,.gz}
+expect_fifo_refused trace "r0_standard_baseline.json" --trace-batches 1 --out fifo_trace
+grep -q "is a FIFO" trace.log || fail "trace: $(tail -3 trace.log)"
 grep -q '"status": "failed"' fifo_trace/metadata.json || fail "trace: the run should be recorded as failed"
+mkdir -p fifo_runtrace/traces && mkfifo fifo_runtrace/traces/run.json{,.gz}
+expect_fifo_refused runtrace "traces/run.json" --trace-batches 1 --out fifo_runtrace
+grep -q '"status": "failed"' fifo_runtrace/metadata.json ||
+    fail "run trace: the run should be recorded as failed"
 
 # a good JSON and a good INI file work; the command line overrides them
 printf '{"num-samples-per-workload": 3, "workloads": ["standard"], "load-balancer": false,\n "seed": 5}\n' > good.json

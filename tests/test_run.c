@@ -22,6 +22,10 @@
 
 #include "thermoe/exp.h"
 
+#ifdef THERMOE_HAVE_ZLIB
+#include <zlib.h>
+#endif
+
 static const char *bin(void) {
     const char *b = getenv("THERMOE_BIN");
     if (!b || !*b) fail_msg("THERMOE_BIN is not set (run through ctest)");
@@ -175,12 +179,48 @@ static long check_csv(const char *path, int allow_torn) {
     return rows;
 }
 
-static void check_trace(const char *path) {
+/* A trace file as JSON: .json.gz through zlib (the build writes gzip traces when it has
+ * zlib, tmoe_trace_ext), else plain. */
+static json_t *load_trace(const char *path) {
     json_error_t je;
+    size_t n = strlen(path);
+    if (n > 3 && !strcmp(path + n - 3, ".gz")) {
+#ifdef THERMOE_HAVE_ZLIB
+        gzFile gz = gzopen(path, "rb");
+        if (!gz) fail_msg("%s: cannot open", path);
+        size_t cap = 1 << 16, len = 0;
+        char *buf = malloc(cap);
+        int k;
+        while (buf && (k = gzread(gz, buf + len, (unsigned)(cap - len))) > 0) {
+            len += (size_t)k;
+            if (len == cap) buf = realloc(buf, cap *= 2);
+        }
+        int zerr = 0;
+        gzerror(gz, &zerr);
+        gzclose(gz);
+        if (!buf || zerr != Z_OK) fail_msg("%s: not a complete gzip stream (%d)", path, zerr);
+        json_t *t = json_loadb(buf, len, 0, &je);
+        free(buf);
+        if (!t) fail_msg("%s:%d:%d: %s", path, je.line, je.column, je.text);
+        return t;
+#else
+        fail_msg("%s: a gzip trace from a build without zlib", path);
+#endif
+    }
     json_t *t = json_load_file(path, 0, &je);
     if (!t) fail_msg("%s:%d:%d: %s", path, je.line, je.column, je.text);
+    return t;
+}
+
+/* A combination's trace: spans, counters and track names, and one clock: each batch's router
+ * span begins before its device ops end and after the previous batch's ops began (host and
+ * device placed on the same timeline, not host time since start vs device time). */
+static void check_trace(const char *path) {
+    json_t *t = load_trace(path);
     assert_true(json_is_array(t));
     int x = 0, c = 0, m = 0;
+    double op_lo[64], op_hi[64], rt[64];
+    for (int b = 0; b < 64; b++) op_lo[b] = INFINITY, op_hi[b] = -INFINITY, rt[b] = NAN;
     size_t i;
     json_t *ev;
     json_array_foreach(t, i, ev) {
@@ -189,9 +229,59 @@ static void check_trace(const char *path) {
         x += !strcmp(ph, "X");
         c += !strcmp(ph, "C");
         m += !strcmp(ph, "M");
+        if (strcmp(ph, "X")) continue;
+        int b = (int)json_integer_value(json_object_get(json_object_get(ev, "args"), "batch"));
+        if (b < 0 || b >= 64) continue;
+        double ts = json_number_value(json_object_get(ev, "ts"));
+        double dur = json_number_value(json_object_get(ev, "dur"));
+        if (!strcmp(json_string_value(json_object_get(ev, "cat")), "host")) {
+            rt[b] = ts;
+        } else {
+            op_lo[b] = fmin(op_lo[b], ts);
+            op_hi[b] = fmax(op_hi[b], ts + dur);
+        }
     }
     json_decref(t);
     if (!x || !c || !m) fail_msg("%s: %d spans, %d counters, %d names", path, x, c, m);
+    for (int b = 0; b < 64; b++) {
+        if (isnan(rt[b])) continue;
+        if (!(rt[b] <= op_hi[b] + 1.0 && rt[b] >= op_lo[b] - 1e6))
+            fail_msg("%s: batch %d router at %.3f us, its device ops at %.3f..%.3f us: not one "
+                     "clock",
+                     path, b, rt[b], op_lo[b], op_hi[b]);
+    }
+}
+
+/* The whole-run trace: the monitor's samples over the run (not a few points per batch), and
+ * a phase span per combination inside the counters' time range. */
+static void check_run_trace(const char *path, int combos) {
+    json_t *t = load_trace(path);
+    int c = 0, spans = 0;
+    double c_lo = INFINITY, c_hi = -INFINITY, s_lo = INFINITY, s_hi = -INFINITY;
+    size_t i;
+    json_t *ev;
+    json_array_foreach(t, i, ev) {
+        const char *ph = json_string_value(json_object_get(ev, "ph"));
+        double ts = json_number_value(json_object_get(ev, "ts"));
+        if (!strcmp(ph, "C") &&
+            !strcmp(json_string_value(json_object_get(ev, "name")), "gpu_temp_c")) {
+            c++;
+            c_lo = fmin(c_lo, ts);
+            c_hi = fmax(c_hi, ts);
+        } else if (!strcmp(ph, "X") &&
+                   strncmp(json_string_value(json_object_get(ev, "name")), "r0 ", 3) == 0) {
+            spans++;
+            s_lo = fmin(s_lo, ts);
+            s_hi = fmax(s_hi, ts);
+        }
+    }
+    json_decref(t);
+    if (spans != combos) fail_msg("%s: %d combination spans, expected %d", path, spans, combos);
+    /* the simulated monitor samples every 50 ms from the run's start; the run rests 30 s
+     * before each combination, so the samples reach the last one's start */
+    if (c < 100 || c_lo > s_lo || c_hi < s_hi - 50e3)
+        fail_msg("%s: %d temperature samples over %.0f..%.0f us, combinations %.0f..%.0f us", path,
+                 c, c_lo, c_hi, s_lo, s_hi);
 }
 
 static void test_default_run(void **state) {
@@ -230,10 +320,21 @@ static void test_default_run(void **state) {
     assert_non_null(sum);
     assert_int_equal(strlen(sum), 16);
     json_decref(meta);
-    snprintf(path, sizeof path, "%s/traces/r0_small_batch_baseline.json", out);
+    snprintf(path, sizeof path, "%s/traces/r0_small_batch_baseline%s", out, tmoe_trace_ext());
     check_trace(path);
-    snprintf(path, sizeof path, "%s/traces/r0_small_batch_kernel_aware_ttha.json", out);
+    snprintf(path, sizeof path, "%s/traces/r0_small_batch_kernel_aware_ttha%s", out,
+             tmoe_trace_ext());
     check_trace(path);
+    snprintf(path, sizeof path, "%s/traces/run%s", out, tmoe_trace_ext());
+    int ncombo = 0; /* one per-combination trace per combination */
+    snprintf(path, sizeof path, "%s/traces", out);
+    DIR *dir = opendir(path);
+    assert_non_null(dir);
+    for (struct dirent *de; (de = readdir(dir));) ncombo += !strncmp(de->d_name, "r0_", 3);
+    closedir(dir);
+    assert_true(ncombo >= 6);
+    snprintf(path, sizeof path, "%s/traces/run%s", out, tmoe_trace_ext());
+    check_run_trace(path, ncombo);
     char *log = slurp(tu_tmppath("default.log"));
     assert_non_null(strstr(log, "SIMULATED H100"));
     free(log);

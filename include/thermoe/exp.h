@@ -175,7 +175,11 @@ int tmoe_runlog_close(tmoe_runlog_writer *w, tmoe_error *err);
 
 /* ---- Chrome trace-event JSON (Perfetto / chrome://tracing) ------------------------- */
 typedef struct tmoe_trace tmoe_trace;
+/* A path ending in ".gz" is written gzip-compressed (needs zlib at build time; without it
+ * opening one fails with TMOE_EINVAL). */
 int tmoe_trace_open(const char *path, tmoe_trace **out, tmoe_error *err);
+/* ".json.gz" when this build writes gzip traces (zlib found), else ".json". */
+const char *tmoe_trace_ext(void);
 /* A complete event ("ph":"X"): ts and dur in microseconds. args_json: an object or NULL. */
 void tmoe_trace_span(tmoe_trace *t, const char *name, const char *cat, int pid, int tid,
                      double ts_us, double dur_us, const char *args_json);
@@ -184,6 +188,9 @@ void tmoe_trace_counter(tmoe_trace *t, const char *name, int pid, double ts_us, 
                         double value);
 /* Name a process / thread track ("ph":"M"). */
 void tmoe_trace_name(tmoe_trace *t, int pid, int tid, const char *name);
+/* Push what was written to the file (a gzip trace: a sync flush), so a run killed later
+ * leaves a readable prefix. NULL-safe; an error is reported by close. */
+void tmoe_trace_sync(tmoe_trace *t);
 int tmoe_trace_close(tmoe_trace *t, tmoe_error *err); /* NULL-safe; reports a write error */
 
 /* ============================== workload ============================================== */

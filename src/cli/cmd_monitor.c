@@ -342,8 +342,9 @@ int cmd_monitor(int argc, char **argv) {
         }
         if (!o.plain && !first) printf("\033[%dA", 3 * nd + 1);
         first = 0;
-        printf("%s  t=%.1f s  (%s)\033[K\n", src, (double)(tmoe_monitor_now_ns(m) - t0) * 1e-9,
-               tmoe_telemetry_is_simulated(t) ? "SIMULATED" : "measured");
+        const char *el = o.plain ? "" : "\033[K"; /* --plain: no escape codes at all */
+        printf("%s  t=%.1f s  (%s)%s\n", src, (double)(tmoe_monitor_now_ns(m) - t0) * 1e-9,
+               tmoe_telemetry_is_simulated(t) ? "SIMULATED" : "measured", el);
         for (int d = 0; d < nd; d++) {
             int n = tmoe_monitor_samples(m, d, written[d] + 1, INT64_MAX, buf, cap);
             for (int i = 0; i < n && csv_ok; i++) {
@@ -372,11 +373,11 @@ int cmd_monitor(int argc, char **argv) {
             if (s.valid & TMOE_F_THROTTLE)
                 tmoe_throttle_format(s.throttle_reasons, reasons, sizeof reasons);
             sparkline(line, sizeof line, &spark[d * SPARK_N], SPARK_N, plimit[d]);
-            printf("[%d] GPU %s  HBM %s  power %s (instant %s)  energy %s%s\033[K\n", d, gt, mt, pa,
-                   pi, en, tmoe_monitor_device_lost(m, d) ? "  LOST" : "");
-            printf("    SM %s MHz  mem %s MHz  util %s  mem util %s  reasons %s\033[K\n", sm, mm,
-                   gu, mu, reasons);
-            printf("    power |%s|\033[K\n", line);
+            printf("[%d] GPU %s  HBM %s  power %s (instant %s)  energy %s%s%s\n", d, gt, mt, pa, pi,
+                   en, tmoe_monitor_device_lost(m, d) ? "  LOST" : "", el);
+            printf("    SM %s MHz  mem %s MHz  util %s  mem util %s  reasons %s%s\n", sm, mm, gu,
+                   mu, reasons, el);
+            printf("    power |%s|%s\n", line, el);
         }
         fflush(stdout);
         if (csv && (!csv_ok || fflush(csv) != 0)) {

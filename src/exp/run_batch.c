@@ -55,11 +55,12 @@ static int route(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err) 
     /* the unbiased routing of the batch, computed once: the router's current load
      * (kernel_aware_ttha) and the fidelity reference */
     tmoe_gate_topk(r->logits, NULL, T, E, k, r->blk_cfg.renormalize, 0, r->idx0, r->w0);
+    int64_t m0 = tmoe_monitor_now_ns(r->mon); /* the run's one clock (the trace's) */
     int64_t h0 = tmoe_now_ns();
     rc = tmoe_router_route(r->router, r->logits, T, r->idx0, &hs, r->bias, NULL, NULL, err);
     if (rc) return tmoe_error_prefix(err, rc, "router %s", tmoe_route_strategy_name(c->st));
     o->router_ms = (double)(tmoe_now_ns() - h0) / 1e6;
-    o->host_ts_us = (double)(h0 - r->wall0_ns) / 1e3;
+    o->host_ts_us = (double)(m0 - r->t0_ns) / 1e3;
     return TMOE_OK;
 }
 

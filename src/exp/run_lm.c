@@ -368,6 +368,7 @@ int run_lm_forward(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err
     lm->rc_layers = 0;
     int E = lm->m->cfg.num_experts;
     memset(lm->bias, 0, sizeof(float) * (size_t)lm->n_moe * E);
+    int64_t m0 = tmoe_monitor_now_ns(r->mon); /* the run's one clock (the trace's) */
     int64_t t0 = tmoe_now_ns();
     rc = lm_forward(r, lm->logits, err);
     if (rc) return rc;
@@ -400,7 +401,7 @@ int run_lm_forward(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err
     o->pred_energy_j = lm->pred_energy_j;
     o->router_ms = lm->route_ms;
     o->observe_ms = 0.0; /* inside route_ms: the hooks observe as they route */
-    o->host_ts_us = (double)(t0 - r->wall0_ns) / 1e3;
+    o->host_ts_us = (double)(m0 - r->t0_ns) / 1e3;
     o->bias = lm->bias;
     o->bias_n = lm->n_moe * E;
     o->layer_counts = lm->counts;

@@ -77,7 +77,8 @@ void run_row_fill(run_ctx *r, const run_combo *c, const batch_out *o) {
 }
 
 /* The batch in the trace: its ops laid end to end on the device track, the router on the
- * host track, and the samples of its window as counters. */
+ * host track, and the samples of its window as counters; all on the monitor's clock in us
+ * since the run began (r->t0_ns), the one clock of every trace of the run. */
 void run_trace_batch(run_ctx *r, tmoe_trace *tr, const batch_out *o) {
     const batch_hw *hw = &o->hw;
     double t_dev_end = o->t_end_s;
@@ -98,7 +99,11 @@ void run_trace_batch(run_ctx *r, tmoe_trace *tr, const batch_out *o) {
         tmoe_trace_span(tr, tmoe_op_name(order[i]), "op", 1, 1, ts, ms * 1e3, args);
         ts += ms * 1e3;
     }
-    tmoe_trace_span(tr, "router", "host", 2, 1, o->host_ts_us, o->router_ms * 1e3, args);
+    /* the router where it began on the run's one clock; its duration is host time (on the
+     * simulated GPU the simulated clock does not advance while the host routes) */
+    char rargs[160];
+    snprintf(rargs, sizeof rargs, "{\"batch\":%d,\"dur_clock\":\"host\"}", o->batch);
+    tmoe_trace_span(tr, "router", "host", 2, 1, o->host_ts_us, o->router_ms * 1e3, rargs);
     int64_t a = r->t0_ns + (int64_t)((t_dev_end - hw->period_s) * 1e9);
     int64_t e = r->t0_ns + (int64_t)(t_dev_end * 1e9);
     int n = tmoe_monitor_samples(r->mon, 0, a, e, r->samples, RUN_MAX_SAMPLES);

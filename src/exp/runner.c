@@ -293,17 +293,20 @@ static int run_combo_batches(run_ctx *r, const run_combo *c, int ci, int nc, tmo
     tmoe_trace *tr = NULL;
     if (r->cfg.trace_batches > 0) {
         char path[4300];
-        snprintf(path, sizeof path, "%s/traces/r%d_%s_%s.json", r->dir, c->repeat,
-                 tmoe_workload_name(c->wl), tmoe_route_strategy_name(c->st));
+        snprintf(path, sizeof path, "%s/traces/r%d_%s_%s%s", r->dir, c->repeat,
+                 tmoe_workload_name(c->wl), tmoe_route_strategy_name(c->st), tmoe_trace_ext());
         rc = tmoe_trace_open(path, &tr, err);
         if (rc) return rc;
         tmoe_trace_name(tr, 1, -1, r->sim ? "device (simulated H100 clock)" : "device");
         r->trace_last_ns = INT64_MIN;
-        tmoe_trace_name(tr, 2, -1, "host");
+        tmoe_trace_name(tr, 2, -1,
+                        r->sim ? "host (placed on the simulated clock, durations host time)"
+                               : "host");
     }
     for (int b = 0; b < nb; b++) {
         rc = run_batch(r, c, b, 1, b < r->cfg.trace_batches ? tr : NULL, err);
         if (rc) break;
+        run_trace_run_samples(r);
         r->batches_done++;
         if (b + 1 == r->cfg.trace_batches && tr) {
             rc = tmoe_trace_close(tr, err);
@@ -433,17 +436,32 @@ int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, 
         p.cost_model = r->cost_path;
         emit(r, TMOE_RUN_EV_START, &p);
     }
+    if ((rc = run_trace_run_open(r, err))) goto finish;
+    double ph0 = run_now_s(r);
     if ((rc = run_warm_up(r, err))) goto finish;
     if ((rc = run_calibrate(r, err))) goto finish;
+    run_trace_run_phase(r, "warm-up", ph0, run_now_s(r), NULL);
     for (int i = 0; i < ncomb && !run_stop_now(r); i++) {
         int skip;
         if ((rc = run_skip(r, done, nkeep, &combos[i], nb, &skip, err))) break;
         if (skip) continue;
+        ph0 = run_now_s(r);
         run_cool_down(r); /* every combination starts near the run's starting temperature */
+        run_trace_run_phase(r, "rest", ph0, run_now_s(r), NULL);
+        ph0 = run_now_s(r);
         rc = run_combo_batches(r, &combos[i], i, ncomb, err);
+        char name[160], args[96];
+        snprintf(name, sizeof name, "r%d %s %s", combos[i].repeat, tmoe_workload_name(combos[i].wl),
+                 tmoe_route_strategy_name(combos[i].st));
+        snprintf(args, sizeof args, "{\"order\":%d}", i);
+        run_trace_run_phase(r, name, ph0, run_now_s(r), args);
         if (rc) break;
     }
-finish:
+finish : {
+    tmoe_error e2 = {0};
+    int trc = run_trace_run_close(r, &e2);
+    if (!rc && trc) rc = tmoe_errorf(err, trc, "%s", e2.msg);
+}
     emit(r, TMOE_RUN_EV_END, &(tmoe_run_progress){0});
     {
         /* the rows reach the disk before the metadata says how the run ended */

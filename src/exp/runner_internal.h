@@ -49,7 +49,9 @@ typedef struct batch_out {
     double period_s;       /* the window, or the step's latency when the window is empty */
     double router_ms;      /* routing (tmoe_router_route), host */
     double observe_ms;     /* the selection back to the router, host */
-    double host_ts_us;     /* when routing began, us since the run began (host clock) */
+    double host_ts_us;     /* when routing began, us since the run began on the run's one
+                            * clock (the monitor's: CLOCK_MONOTONIC on NVML, simulated time
+                            * on the simulated GPU), like the device spans and samples */
     double pred_energy_j;  /* the router's predicted energy of the selection */
     double topk_agreement; /* with the unbiased selection */
     double rel_error;      /* output against the unbiased step; NAN when not computed */
@@ -164,6 +166,8 @@ typedef struct run_ctx {
     double prev_end_s;      /* device clock at the end of the previous batch */
     double last_latency_ms; /* MoE step latency of the batch last run */
     int64_t trace_last_ns;  /* newest sample already written to the open trace */
+    tmoe_trace *run_tr;     /* traces/run.json.gz: the whole run (run_trace.c); NULL: none */
+    int64_t run_tr_last_ns[TMOE_ROUTE_MAX_DEVICES]; /* newest sample written there per device */
     /* The router update of a batch (the TTHA adapter's step) runs on a worker thread while
      * the next batch is prepared and its attention and gate run; the next call into the
      * router waits for it first, and the batch's row is written then (with the update's loss
@@ -213,6 +217,13 @@ double run_link_j_per_copy(run_ctx *r, double fallback);
 /* run_row.c */
 void run_row_fill(run_ctx *r, const run_combo *c, const batch_out *o);
 void run_trace_batch(run_ctx *r, tmoe_trace *tr, const batch_out *o);
+/* run_trace.c: the whole-run trace (traces/run.json.gz; none when trace_batches is 0). */
+int run_trace_run_open(run_ctx *r, tmoe_error *err);
+void run_trace_run_samples(run_ctx *r); /* the monitor's samples up to now */
+/* A span on the phase track (t in device-clock s since the run began), then a sync. */
+void run_trace_run_phase(run_ctx *r, const char *name, double t0_s, double t1_s,
+                         const char *args_json);
+int run_trace_run_close(run_ctx *r, tmoe_error *err); /* NULL-safe on r->run_tr */
 
 /* run_update.c: the router update worker (start before the first router, stop in free). */
 int run_update_start(run_ctx *r, tmoe_error *err);
