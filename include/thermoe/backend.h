@@ -27,6 +27,9 @@ int tmoe_backend_kind_parse(const char *s, tmoe_backend_kind *out);
 
 /* Can backend k run here? TMOE_OK, or a code and a message saying why not. */
 int tmoe_backend_probe(tmoe_backend_kind k, tmoe_error *err);
+/* The backend to use for k: auto is cuda when it probes OK, else cpu (logged, with the reason
+ * at info level); any other kind must probe OK (else its code and message). */
+int tmoe_backend_resolve(tmoe_backend_kind k, tmoe_backend_kind *out, tmoe_error *err);
 
 typedef struct tmoe_engine_config {
     tmoe_backend_kind backend; /* auto: cuda when it probes OK, else cpu */

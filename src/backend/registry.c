@@ -70,3 +70,20 @@ int tmoe_backend_probe(tmoe_backend_kind k, tmoe_error *err) {
                            b->name, b->missing);
     return b->probe(err);
 }
+
+int tmoe_backend_resolve(tmoe_backend_kind k, tmoe_backend_kind *out, tmoe_error *err) {
+    if (k != TMOE_BACKEND_AUTO) {
+        int rc = tmoe_backend_probe(k, err);
+        if (rc) return rc;
+        *out = k;
+        return TMOE_OK;
+    }
+    tmoe_error why = {0};
+    k = tmoe_backend_probe(TMOE_BACKEND_CUDA, &why) == TMOE_OK ? TMOE_BACKEND_CUDA
+                                                               : TMOE_BACKEND_CPU;
+    tmoe_log(TMOE_LOG_INFO, "backend auto: %s%s%s", tmoe_backend_kind_name(k),
+             k == TMOE_BACKEND_CPU ? " - " : " (a CUDA device answered)",
+             k == TMOE_BACKEND_CPU ? why.msg : "");
+    *out = k;
+    return TMOE_OK;
+}

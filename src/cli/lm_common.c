@@ -126,18 +126,9 @@ int cli_lm_exec_create(const tmoe_lm *m, const cli_lm_opts *o, int max_tokens, i
                        int max_len, tmoe_lm_route_fn route, void *route_user, cli_lm_exec *x,
                        tmoe_error *err) {
     memset(x, 0, sizeof *x);
-    tmoe_backend_kind k = o->backend;
-    if (k == TMOE_BACKEND_AUTO) {
-        tmoe_error why = {0};
-        k = tmoe_backend_probe(TMOE_BACKEND_CUDA, &why) == TMOE_OK ? TMOE_BACKEND_CUDA
-                                                                   : TMOE_BACKEND_CPU;
-        tmoe_log(TMOE_LOG_INFO, "backend auto: %s%s%s", tmoe_backend_kind_name(k),
-                 k == TMOE_BACKEND_CPU ? " - " : " (a CUDA device answered)",
-                 k == TMOE_BACKEND_CPU ? why.msg : "");
-    } else {
-        int rc = tmoe_backend_probe(k, err);
-        if (rc) return rc;
-    }
+    tmoe_backend_kind k;
+    int rc0 = tmoe_backend_resolve(o->backend, &k, err);
+    if (rc0) return rc0;
     x->kind = k;
     if (k == TMOE_BACKEND_CUDA) {
         tmoe_cuda_lm_config cc = {.device_id = 0,

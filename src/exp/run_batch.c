@@ -20,7 +20,7 @@ static void wait_for_arrival(run_ctx *r, int tokens) {
 }
 
 /* Fraction of chosen (token, expert) pairs shared by two selections (order ignored). */
-static double topk_agreement(const int32_t *a, const int32_t *b, int T, int k) {
+double run_topk_agreement(const int32_t *a, const int32_t *b, int T, int k) {
     long same = 0;
     for (int t = 0; t < T; t++)
         for (int i = 0; i < k; i++)
@@ -107,7 +107,7 @@ static int meter(run_ctx *r, const tmoe_meter_window *win, batch_out *o, tmoe_er
  * the engine runs the MoE layer again without biases). */
 static int fidelity(run_ctx *r, batch_out *o, tmoe_error *err) {
     int T = o->tokens, D = r->blk_cfg.d_model, k = r->blk_cfg.top_k;
-    o->topk_agreement = topk_agreement(r->idx, r->idx0, T, k);
+    o->topk_agreement = run_topk_agreement(r->idx, r->idx0, T, k);
     o->rel_error = NAN;
     if (r->cfg.fidelity_every <= 0 || o->batch % r->cfg.fidelity_every != 0) return TMOE_OK;
     if (o->bias == NULL) {

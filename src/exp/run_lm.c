@@ -150,18 +150,9 @@ static int check_shape(run_ctx *r, tmoe_error *err) {
 
 static int create_runner(run_ctx *r, int max_seqs, int max_len, tmoe_error *err) {
     run_lm *lm = r->lm;
-    tmoe_backend_kind k = r->cfg.backend;
-    if (k == TMOE_BACKEND_AUTO) {
-        tmoe_error why = {0};
-        k = tmoe_backend_probe(TMOE_BACKEND_CUDA, &why) == TMOE_OK ? TMOE_BACKEND_CUDA
-                                                                   : TMOE_BACKEND_CPU;
-        tmoe_log(TMOE_LOG_INFO, "backend auto: %s%s%s", tmoe_backend_kind_name(k),
-                 k == TMOE_BACKEND_CPU ? " - " : " (a CUDA device answered)",
-                 k == TMOE_BACKEND_CPU ? why.msg : "");
-    } else {
-        int rc = tmoe_backend_probe(k, err);
-        if (rc) return rc;
-    }
+    tmoe_backend_kind k;
+    int rc0 = tmoe_backend_resolve(r->cfg.backend, &k, err);
+    if (rc0) return rc0;
     if (k == TMOE_BACKEND_CUDA) {
         tmoe_cuda_lm_config cc = {.device_id = r->cfg.device_id,
                                   .max_tokens = r->max_tokens,
@@ -266,19 +257,6 @@ void run_lm_free(run_ctx *r) {
 }
 
 /* ---- one forward ---------------------------------------------------------------------- */
-/* Fraction of chosen (token, expert) pairs shared by two selections (order ignored). */
-static double agreement(const int32_t *a, const int32_t *b, int T, int k) {
-    long same = 0;
-    for (int t = 0; t < T; t++)
-        for (int i = 0; i < k; i++)
-            for (int j = 0; j < k; j++)
-                if (a[t * k + i] == b[t * k + j]) {
-                    same++;
-                    break;
-                }
-    return (double)same / ((double)T * k);
-}
-
 static int lm_route(void *user, int layer, const float *logits, int T, int E, float *bias,
                     tmoe_error *err) {
     run_ctx *r = user;
@@ -310,7 +288,7 @@ static int lm_route(void *user, int layer, const float *logits, int T, int E, fl
     if (rc) return tmoe_error_prefix(err, rc, "router of layer %d", layer);
     lm->route_ms += (double)(tmoe_now_ns() - h0) / 1e6;
     lm->pred_energy_j += pe;
-    lm->agree_sum += agreement(lm->idx, lm->idx0, T, k);
+    lm->agree_sum += run_topk_agreement(lm->idx, lm->idx0, T, k);
     lm->rc_layers++;
     int32_t *cnt = lm->counts + (size_t)mi * E;
     memset(cnt, 0, sizeof(int32_t) * (size_t)E);

@@ -200,6 +200,8 @@ void run_free_ctx(run_ctx *r);
  * with the update's loss terms by the next run_update_finish), tr (may be NULL) gets its
  * trace. */
 int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_trace *tr, tmoe_error *err);
+/* Fraction of chosen (token, expert) pairs shared by two selections (T, k), order ignored. */
+double run_topk_agreement(const int32_t *a, const int32_t *b, int T, int k);
 
 /* run_bill.c: bill the step's work (m, T tokens) to the simulated GPU(s) from the cost model
  * through the meter; fills hw's latency, expert and op times. */
