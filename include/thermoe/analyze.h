@@ -75,22 +75,10 @@ int tmoe_stats_bootstrap_pct_ci(const double *a, int na, const double *b, int nb
 
 typedef struct tmoe_dataset tmoe_dataset; /* rows merged from several run directories */
 
-/* Columns the analysis reads by name whether or not runlog.h (the writer's schema this
- * build knows) lists them: a log from a newer writer has them, an older one does not (then
- * they are unknown, NAN). */
-typedef enum {
-    TMOE_XC_NLL,           /* nll: mean next-token NLL of the batch under the strategy, nats */
-    TMOE_XC_NLL_BASELINE,  /* nll_baseline: the same tokens under baseline routing, nats */
-    TMOE_XC_TOKENS_SCORED, /* tokens_scored: tokens the NLL is the mean over (integer) */
-    TMOE_XC_COUNT
-} tmoe_analyze_xcol;
-const char *tmoe_analyze_xcol_name(tmoe_analyze_xcol c); /* the CSV column name, e.g. "nll" */
-
 /* One row of batches.csv. Numbers are NAN when unknown; strings are never NULL ("" when
  * empty); list columns have their own arrays. Owned by the dataset. */
 typedef struct tmoe_analyze_row {
     double num[TMOE_RL_NCOLS];         /* numeric columns (TMOE_COL_INT / DOUBLE); NAN else */
-    double xnum[TMOE_XC_COUNT];        /* columns read by name (tmoe_analyze_xcol); NAN else */
     const char *str[TMOE_RL_NCOLS];    /* string columns; NULL for non-string columns */
     const double *list[TMOE_RL_NCOLS]; /* list columns; NULL for non-list columns */
     int nlist[TMOE_RL_NCOLS];          /* entries in list[c] (0 = empty/unknown) */
@@ -124,8 +112,7 @@ void tmoe_dataset_free(tmoe_dataset *ds); /* NULL is a no-op */
  * top-k agreement in [0, 1]; nll and nll_baseline >= 0, tokens_scored an integer
  * 0..INT_MAX) or a list has more than TMOE_ANALYZE_MAX_LIST entries. So every known number
  * in a row is finite and in range. A header that is runlog.h's followed by more columns is a
- * newer writer's (columns are only appended): not a problem; the extra columns the analysis
- * knows (tmoe_analyze_xcol) are read, the others ignored. */
+ * newer writer's (columns are only appended): not a problem; the extra columns are ignored. */
 int tmoe_dataset_add_dir(tmoe_dataset *ds, const char *dir, tmoe_error *err);
 /* Read one CSV file as if it were a run directory's batches.csv (no metadata). */
 int tmoe_dataset_add_csv(tmoe_dataset *ds, const char *path, tmoe_error *err);

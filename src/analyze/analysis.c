@@ -131,10 +131,10 @@ static double unit_nll(const tmoe_dataset *ds, const int *rows, int lo, int hi, 
     double sum = 0.0, wsum = 0.0;
     for (int k = lo; k < hi; k++) {
         const tmoe_analyze_row *r = tmoe_dataset_row(ds, rows[k]);
-        double a = r->xnum[TMOE_XC_NLL], b = r->xnum[TMOE_XC_NLL_BASELINE];
+        double a = r->num[TMOE_RL_NLL], b = r->num[TMOE_RL_NLL_BASELINE];
         double v = which == 0 ? a : which == 1 ? b : a - b;
         if (!isfinite(v)) continue;
-        double w = r->xnum[TMOE_XC_TOKENS_SCORED];
+        double w = r->num[TMOE_RL_TOKENS_SCORED];
         if (!(w > 0.0)) w = 1.0;
         sum += w * v;
         wsum += w;

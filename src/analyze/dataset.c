@@ -165,7 +165,8 @@ static cell_rule rule_of(int c) {
     switch (c) {
     case TMOE_RL_REPEAT:
     case TMOE_RL_BATCH_IDX:
-    case TMOE_RL_TOKENS: return (cell_rule){1, 0.0, (double)INT_MAX};
+    case TMOE_RL_TOKENS:
+    case TMOE_RL_TOKENS_SCORED: return (cell_rule){1, 0.0, (double)INT_MAX};
     case TMOE_RL_THROTTLE_REASONS:
     case TMOE_RL_EXPERT_USAGE_COUNTS:
     case TMOE_RL_DEVICE_TOKENS: return (cell_rule){1, 0.0, EXACT_INT};
@@ -184,7 +185,9 @@ static cell_rule rule_of(int c) {
     case TMOE_RL_TTHA_LR:
     case TMOE_RL_OUTPUT_REL_ERROR:
     case TMOE_RL_DEVICE_ENERGY_J:
-    case TMOE_RL_DEVICE_POWER_AVG_W: return (cell_rule){0, 0.0, HUGE_VAL};
+    case TMOE_RL_DEVICE_POWER_AVG_W:
+    case TMOE_RL_NLL:
+    case TMOE_RL_NLL_BASELINE: return (cell_rule){0, 0.0, HUGE_VAL};
     case TMOE_RL_TOPK_AGREEMENT: return (cell_rule){0, 0.0, 1.0};
     default: /* temperatures, loss terms, biases: any finite value */
         return (cell_rule){0, -HUGE_VAL, HUGE_VAL};
@@ -249,48 +252,10 @@ static int parse_list(tmoe_dataset *ds, int c, const char *s, const double **out
     return 0;
 }
 
-/* ---- columns read by name ------------------------------------------------------------ */
-
-static const struct {
-    const char *name;
-    cell_rule rule;
-} xcols[TMOE_XC_COUNT] = {
-    [TMOE_XC_NLL] = {"nll", {0, 0.0, HUGE_VAL}},
-    [TMOE_XC_NLL_BASELINE] = {"nll_baseline", {0, 0.0, HUGE_VAL}},
-    [TMOE_XC_TOKENS_SCORED] = {"tokens_scored", {1, 0.0, (double)INT_MAX}},
-};
-
-const char *tmoe_analyze_xcol_name(tmoe_analyze_xcol c) {
-    TMOE_ASSERT(c >= 0 && c < TMOE_XC_COUNT);
-    return xcols[c].name;
-}
-
-static int xcol_find(const char *name) {
-    for (int k = 0; k < TMOE_XC_COUNT; k++)
-        if (strcmp(xcols[k].name, name) == 0) return k;
-    return -1;
-}
-
-/* NULL when v (known) is allowed in column xcol k, else why not. */
-static const char *check_xvalue(int k, double v, char *why, size_t n) {
-    cell_rule r = xcols[k].rule;
-    if (!isfinite(v)) return "not finite";
-    if (r.integer && v != floor(v)) return "not an integer";
-    if (v < r.lo || v > r.hi) {
-        if (r.hi == HUGE_VAL)
-            snprintf(why, n, "negative");
-        else
-            snprintf(why, n, "outside [%.17g, %.17g]", r.lo, r.hi);
-        return why;
-    }
-    return NULL;
-}
-
 /* ---- one CSV ------------------------------------------------------------------------- */
 
 typedef struct {
-    int map[TMOE_RL_NCOLS * 2];  /* file column -> runlog column (-1 = unknown) */
-    int xmap[TMOE_RL_NCOLS * 2]; /* file column -> tmoe_analyze_xcol (-1 = none) */
+    int map[TMOE_RL_NCOLS * 2]; /* file column -> runlog column (-1 = unknown) */
     int nfields;
 } header_map;
 
@@ -300,21 +265,11 @@ static int build_map(tmoe_dataset *ds, const char *path, int line, const tmoe_cs
     int seen[TMOE_RL_NCOLS] = {0};
     h->nfields = r->nfields;
     *exact = r->nfields == TMOE_RL_NCOLS;
-    int xseen[TMOE_XC_COUNT] = {0};
     for (int i = 0; i < r->nfields; i++) {
         int c = tmoe_runlog_col_find(tmoe_csv_field(r, i));
-        int x = xcol_find(tmoe_csv_field(r, i));
-        if (i < (int)(sizeof h->map / sizeof *h->map)) {
-            h->map[i] = c;
-            h->xmap[i] = x;
-        }
+        if (i < (int)(sizeof h->map / sizeof *h->map)) h->map[i] = c;
         if (c != i) *exact = 0;
-        if (c < 0 && x >= 0 && xseen[x]++) {
-            problem(ds, "%s:%d: column '%s' appears twice; file skipped", path, line,
-                    tmoe_csv_field(r, i));
-            return -1;
-        }
-        if (c < 0 && x < 0) {
+        if (c < 0) {
             if (strlen(unknown) + strlen(tmoe_csv_field(r, i)) + 3 < sizeof unknown) {
                 if (*unknown) strcat(unknown, ", ");
                 strcat(unknown, tmoe_csv_field(r, i));
@@ -390,24 +345,9 @@ static int add_row(tmoe_dataset *ds, const char *path, int line, const tmoe_csv 
         row.str[c] = tmoe_runlog_cols[c].type == TMOE_COL_STR ? "" : NULL;
     }
     row.source = source;
-    for (int k = 0; k < TMOE_XC_COUNT; k++) row.xnum[k] = NAN;
     for (int i = 0; i < r->nfields; i++) {
-        int c = h->map[i], x = h->xmap[i];
+        int c = h->map[i];
         const char *cell = tmoe_csv_field(r, i);
-        if (x >= 0) {
-            char why[96];
-            const char *bad = NULL;
-            if (parse_num(cell, &row.xnum[x]))
-                bad = "not a number";
-            else if (!isnan(row.xnum[x]))
-                bad = check_xvalue(x, row.xnum[x], why, sizeof why);
-            if (bad) {
-                if (!quiet)
-                    problem(ds, "%s:%d: column '%s': '%.40s' is %s; row skipped", path, line,
-                            xcols[x].name, cell, bad);
-                return -1;
-            }
-        }
         if (c < 0) continue;
         switch (tmoe_runlog_cols[c].type) {
         case TMOE_COL_STR:
