@@ -436,12 +436,96 @@ static void test_fast_experts(void **state) {
         }
 }
 
+/* Production-shape experts beside the model: the logits are the model's own, bit for bit,
+ * with and without them (their output is never read), for every expert type; a memory limit
+ * below one set and a shape the bandwidth kernel does not take are errors that say so. */
+static void test_shadow_experts(void **state) {
+    (void)state;
+    need_gpu();
+    tmoe_error err = {0};
+    tmoe_etype types[] = {TMOE_ET_FP16, TMOE_ET_Q4, TMOE_ET_Q2};
+    tmoe_lm_config c = {0};
+    c.family = TMOE_LM_MIXTRAL;
+    c.vocab_size = 300;
+    c.d_model = 256;
+    c.n_layers = 3;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.head_dim = 64;
+    c.d_ff = 512;
+    c.d_ff_expert = 256;
+    c.num_experts = 6;
+    c.top_k = 2;
+    c.norm_topk_prob = 1;
+    c.max_positions = 256;
+    c.rms_eps = 1e-6f;
+    c.rope_theta = 10000.0;
+    for (int l = 0; l < c.n_layers; l++) c.moe_layer[l] = 1;
+    tmoe_lm_load_opts o = tmoe_lm_load_opts_default();
+    o.experts_f32 = 0;
+    tmoe_lm *m;
+    ASSERT_OK(tmoe_lm_random(&c, &o, 11, &m, &err), &err);
+    enum { T = 24 };
+    uint32_t ids[T];
+    tmoe_rng rng;
+    tmoe_rng_seed(&rng, 5);
+    for (int t = 0; t < T; t++) ids[t] = (uint32_t)(tmoe_rng_u64(&rng) % (uint64_t)c.vocab_size);
+    size_t n = (size_t)T * c.vocab_size;
+    float *ref = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
+    assert_non_null(ref);
+    assert_non_null(got);
+    for (int i = -1; i < 3; i++) {
+        tmoe_cuda_lm_config cfg = {.device_id = 0, .max_tokens = T, .max_seqs = 1, .max_len = T};
+        if (i >= 0) {
+            cfg.shadow_d_model = 512;
+            cfg.shadow_d_ff = 1024;
+            cfg.shadow_type = types[i];
+            cfg.shadow_group = 128;
+            cfg.shadow_max_bytes = (size_t)1 << 30;
+        }
+        tmoe_cuda_lm *g = NULL;
+        ASSERT_OK(tmoe_cuda_lm_create(m, &cfg, &g, &err), &err);
+        assert_int_equal(tmoe_cuda_lm_shadow_sets(g), i >= 0 ? 3 : 0);
+        int slot, n_new = T;
+        ASSERT_OK(tmoe_cuda_lm_seq_open(g, &slot, &err), &err);
+        for (size_t j = 0; j < n; j++) got[j] = NAN; /* poisoned */
+        tmoe_lm_batch b = {1, &slot, &n_new, ids, 1};
+        ASSERT_OK(tmoe_cuda_lm_forward(g, &b, i < 0 ? ref : got, &err), &err);
+        for (size_t j = 0; i >= 0 && j < n; j++)
+            if (memcmp(&got[j], &ref[j], sizeof(float)))
+                fail_msg("%s production-shape experts changed logit %zu: %g, alone %g",
+                         tmoe_etype_name(types[i]), j, got[j], ref[j]);
+        tmoe_cuda_lm_free(g);
+    }
+    /* one set of 6 fp16 experts of 512x1024 is 18.9 MB: a 1 MB limit holds none */
+    tmoe_cuda_lm_config small = {.device_id = 0,
+                                 .max_tokens = T,
+                                 .max_seqs = 1,
+                                 .max_len = T,
+                                 .shadow_d_model = 512,
+                                 .shadow_d_ff = 1024,
+                                 .shadow_type = TMOE_ET_FP16,
+                                 .shadow_max_bytes = (size_t)1 << 20};
+    tmoe_cuda_lm *g = NULL;
+    assert_int_equal(tmoe_cuda_lm_create(m, &small, &g, &err), TMOE_ENOMEM);
+    assert_non_null(strstr(err.msg, "GB"));
+    tmoe_cuda_lm_config odd = small;
+    odd.shadow_d_model = 500; /* not a multiple of 32 */
+    odd.shadow_max_bytes = 0;
+    assert_int_equal(tmoe_cuda_lm_create(m, &odd, &g, &err), TMOE_ENOTSUP);
+    assert_null(g);
+    free(ref);
+    free(got);
+    tmoe_lm_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_models),
         cmocka_unit_test(test_join_leave),
         cmocka_unit_test(test_typed_experts_small),
         cmocka_unit_test(test_fast_experts),
+        cmocka_unit_test(test_shadow_experts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -260,6 +260,45 @@ static void test_lm_run(void **state) {
     if (!strstr(err.msg, "tokens.fnv1a64")) fail_msg("resume with another text: %s", err.msg);
 }
 
+/* Decode steps: the same windows fed one position a step score the same text as one
+ * prefill forward under baseline routing (the model is causal; only the summation order
+ * differs), each step is routed on its own (every strategy's copies still add up to T x k
+ * per layer), and the metadata says which. */
+static void test_lm_decode(void **state) {
+    (void)state;
+    const char *dir[2] = {tu_tmppath("lmprefill"), tu_tmppath("lmdecode")};
+    lm_row rows[2][64];
+    int n[2];
+    for (int d = 0; d < 2; d++) {
+        tmoe_run_config c = lm_config(dir[d]);
+        c.lm_decode = d;
+        c.workloads[TMOE_WL_SKEWED] = 0;
+        tmoe_error err = {0};
+        if (tmoe_run(&c, NULL, &err)) fail_msg("%s", err.msg);
+        n[d] = read_rows(dir[d], rows[d], 64);
+        assert_int_equal(n[d], 3 * 3);
+    }
+    for (int i = 0; i < n[1]; i++) {
+        const lm_row *r = &rows[1][i];
+        assert_int_equal(r->counts_sum, (long)r->tokens * 2 * 2);
+        for (int j = 0; j < n[0]; j++) {
+            const lm_row *p = &rows[0][j];
+            if (strcmp(p->st, "baseline") || p->batch != r->batch) continue;
+            double a = strtod(r->nllb, NULL), b = strtod(p->nll, NULL);
+            if (!(fabs(a - b) <= 1e-5 * fabs(b)))
+                fail_msg("batch %d: decode baseline nll %.9g, prefill %.9g", r->batch, a, b);
+        }
+    }
+    char path[600];
+    snprintf(path, sizeof path, "%s/metadata.json", dir[1]);
+    json_error_t je;
+    json_t *m = json_load_file(path, 0, &je);
+    if (!m) fail_msg("%s: %s", path, je.text);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(m, "config"), "lm_steps")), "decode");
+    json_decref(m);
+}
+
 static void test_lm_errors(void **state) {
     (void)state;
     tmoe_tokens tok = {0};
@@ -291,6 +330,7 @@ int main(void) {
         cmocka_unit_test(test_windows_of_the_test_split),
         cmocka_unit_test(test_domains_file_errors),
         cmocka_unit_test(test_lm_run),
+        cmocka_unit_test(test_lm_decode),
         cmocka_unit_test(test_lm_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -283,6 +283,13 @@ typedef struct tmoe_cuda_lm_config {
     tmoe_lm_route_fn route; /* per-layer selection biases, or NULL (host round trip per layer) */
     void *route_user;
     int bias_in_weights;
+    /* production-shape experts (docs/cuda.md "Energy at production shape"): shadow_d_model
+       > 0 runs, in every MoE layer, experts of shadow_d_model x shadow_d_ff (random weights
+       of shadow_type, one set per MoE layer while shadow_max_bytes allows, then reused round
+       robin) on the layer's selections beside the model's own; their output is unused */
+    int shadow_d_model, shadow_d_ff, shadow_group;
+    tmoe_etype shadow_type;
+    size_t shadow_max_bytes; /* 0: the device's free memory less 4 GiB */
 } tmoe_cuda_lm_config;
 
 /* Upload m's weights and allocate the cache and the workspace (m is only read here and may be
@@ -307,6 +314,9 @@ int tmoe_cuda_lm_fast_experts(const tmoe_cuda_lm *r, int layer);
 /* Device bytes of weights as uploaded and of the KV cache. */
 size_t tmoe_cuda_lm_weight_bytes(const tmoe_cuda_lm *r);
 size_t tmoe_cuda_lm_kv_bytes(const tmoe_cuda_lm *r);
+/* Production-shape expert sets and their device bytes (0 when none). */
+int tmoe_cuda_lm_shadow_sets(const tmoe_cuda_lm *r);
+size_t tmoe_cuda_lm_shadow_bytes(const tmoe_cuda_lm *r);
 
 #ifdef __cplusplus
 }

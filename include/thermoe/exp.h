@@ -382,6 +382,11 @@ typedef struct tmoe_run_config {
     tmoe_expert_shape expert_shape; /* LM: the experts that time and energy belong to
                                        (default mixtral; simulated GPU: the cost model must
                                        be measured at that shape) */
+    int lm_decode;                  /* LM: 0 prefill: a batch is one forward of its windows
+                                       (T = n_seqs x seq_len); 1 decode: the windows are fed
+                                       one position a step (seq_len forwards of n_seqs
+                                       tokens over the KV cache), each step routed and
+                                       billed on its own (default 0) */
     int expert_shape_given;         /* 0: expert_shape is the default, and falls back to
                                        trained (logged) where the default cannot run (NVML:
                                        the GPU measures the trained model's own kernels) */

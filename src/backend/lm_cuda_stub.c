@@ -53,6 +53,14 @@ size_t tmoe_cuda_lm_kv_bytes(const tmoe_cuda_lm *r) {
     (void)r;
     return 0;
 }
+int tmoe_cuda_lm_shadow_sets(const tmoe_cuda_lm *r) {
+    (void)r;
+    return 0;
+}
+size_t tmoe_cuda_lm_shadow_bytes(const tmoe_cuda_lm *r) {
+    (void)r;
+    return 0;
+}
 #else
 typedef int tmoe_lm_cuda_stub_unused; /* ISO C forbids an empty translation unit */
 #endif

@@ -72,7 +72,8 @@ enum {
     O_PLACEMENT_FILE,
     O_MODEL,
     O_TOKENS,
-    O_EXPERT_SHAPE
+    O_EXPERT_SHAPE,
+    O_LM_STEPS
 };
 
 static const struct option longopts[] = {
@@ -125,6 +126,7 @@ static const struct option longopts[] = {
     {"model", required_argument, 0, O_MODEL},
     {"tokens", required_argument, 0, O_TOKENS},
     {"expert-shape", required_argument, 0, O_EXPERT_SHAPE},
+    {"lm-steps", required_argument, 0, O_LM_STEPS},
     {"expert-parallel", no_argument, 0, O_EP},
     {"resume", no_argument, 0, O_RESUME},
     {"no-analyze", no_argument, 0, O_NO_ANALYZE},
@@ -148,6 +150,7 @@ typedef struct model_flags {
     const char *model;           /* --model, or NULL */
     const char *block_flag;      /* the first block-only flag given, or NULL */
     int seq_len, batch, samples; /* given on the command line */
+    int lm_steps;                /* --lm-steps given */
 } model_flags;
 static model_flags mflags;
 
@@ -194,8 +197,13 @@ static void run_help(const tmoe_run_config *d) {
         "  --expert-shape S          LM: the experts that time and energy belong to: mixtral\n"
         "                            (4096x14336), trained (the checkpoint's) or DxF; the\n"
         "                            simulated GPU bills the cost model, which must be measured\n"
-        "                            at S (default mixtral; on a real GPU trained, the only one\n"
-        "                            it can run yet)\n"
+        "                            at S; on a CUDA GPU experts of shape S (random weights)\n"
+        "                            run beside the trained ones with the same selections,\n"
+        "                            their outputs unused (default mixtral)\n"
+        "  --lm-steps prefill|decode LM: a batch is one forward of its windows (prefill), or\n"
+        "                            one position of every window a step over the KV cache\n"
+        "                            (decode: seq-len steps of batch-size tokens, each routed\n"
+        "                            and billed on its own) (default prefill)\n"
         "  --expert-type T           fp16, q4 or q2; the LM's experts load as T (default %s)\n"
         "  --impl I                  fused or unfused, for q4/q2 (default %s)\n"
         "  --d-model N  --n-heads N  --d-ff N  (defaults %d, %d, %d)\n"
@@ -471,6 +479,12 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
             c->expert_shape_given = 1;
             break;
         }
+        case O_LM_STEPS:
+            if (strcmp(optarg, "prefill") && strcmp(optarg, "decode"))
+                return cli_usage_fail("run", "--lm-steps: '%s' is not prefill or decode", optarg);
+            c->lm_decode = strcmp(optarg, "decode") == 0;
+            mflags.lm_steps = 1;
+            break;
         case O_EPOCHS: INT_FLAG("epochs", 1, 100000, c->epochs); break;
         case O_WARMUP: INT_FLAG("warmup-batches", 0, 100000, c->warmup_batches); break;
         case O_TRACE: INT_FLAG("trace-batches", 0, 100000, c->trace_batches); break;
@@ -577,9 +591,11 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
                               "checkpoint %s fixes its own shape",
                               mflags.block_flag, mflags.model);
     int lm = mflags.model ? strcmp(mflags.model, "random") != 0 : !mflags.block_flag;
-    if (!lm && (c->tokens_path || c->expert_shape_given))
+    if (!lm && (c->tokens_path || c->expert_shape_given || mflags.lm_steps))
         return cli_usage_fail("run", "--%s applies to a decoder LM (--model DIR)",
-                              c->tokens_path ? "tokens" : "expert-shape");
+                              c->tokens_path          ? "tokens"
+                              : c->expert_shape_given ? "expert-shape"
+                                                      : "lm-steps");
     return 0;
 }
 

@@ -93,6 +93,7 @@ int run_lm_config(run_ctx *r, tmoe_error *err) {
     r->blk_cfg.top_k = mc.top_k;
     r->blk_cfg.renormalize = mc.norm_topk_prob;
     lm->etype = c->block.expert_type;
+    lm->decode = c->lm_decode;
     lm->shape = c->expert_shape;
     if (lm->shape.kind == TMOE_SHAPE_TRAINED)
         lm->shape.d_model = mc.d_model, lm->shape.d_ff = mc.d_ff_expert;
@@ -114,22 +115,25 @@ static int check_shape(run_ctx *r, tmoe_error *err) {
     char want[64];
     tmoe_expert_shape_format(&lm->shape, want, sizeof want);
     if (!r->sim) {
-        /* NVML: the GPU measures the kernels that ran, the trained model's own */
-        if (lm->shape.kind != TMOE_SHAPE_TRAINED) {
+        /* NVML: the GPU measures the kernels that ran: on the CUDA backend production-shape
+         * experts run beside the trained model's own (create_runner); the CPU backend runs
+         * only the trained model's */
+        tmoe_backend_kind k;
+        int rc = tmoe_backend_resolve(r->cfg.backend, &k, err);
+        if (rc) return rc;
+        if (lm->shape.kind != TMOE_SHAPE_TRAINED && k != TMOE_BACKEND_CUDA) {
             if (r->cfg.expert_shape_given)
                 return tmoe_errorf(
                     err, TMOE_ENOTSUP,
-                    "--expert-shape %s on a real GPU needs the engine to run production-size "
-                    "experts with the trained model's selections, which it cannot yet "
-                    "(docs/harness.md \"Energy at production shape\"); use --expert-shape "
-                    "trained, or --telemetry sim",
+                    "--expert-shape %s with real telemetry runs production-size experts on "
+                    "the CUDA backend (--backend cuda); use --expert-shape trained, or "
+                    "--telemetry sim",
                     want);
             lm->shape =
                 (tmoe_expert_shape){TMOE_SHAPE_TRAINED, lm->m->cfg.d_model, lm->m->cfg.d_ff_expert};
             tmoe_log(TMOE_LOG_INFO,
-                     "expert shape: trained (%dx%d): on a real GPU the energy is the trained "
-                     "model's own kernels (production-size experts need engine support, "
-                     "docs/harness.md)",
+                     "expert shape: trained (%dx%d): on the CPU backend the GPU's energy is "
+                     "the trained model's own work (docs/harness.md)",
                      lm->shape.d_model, lm->shape.d_ff);
         }
     } else {
@@ -161,7 +165,20 @@ static int create_runner(run_ctx *r, int max_seqs, int max_len, tmoe_error *err)
                                   .use_graphs = 0,
                                   .route = lm_route,
                                   .route_user = r};
-        return tmoe_cuda_lm_create(lm->m, &cc, &lm->gpu, err);
+        if (!r->sim && lm->shape.kind != TMOE_SHAPE_TRAINED) {
+            cc.shadow_d_model = lm->shape.d_model;
+            cc.shadow_d_ff = lm->shape.d_ff;
+            cc.shadow_type = lm->etype;
+            cc.shadow_group = r->cfg.block.group_size;
+        }
+        int rc = tmoe_cuda_lm_create(lm->m, &cc, &lm->gpu, err);
+        if (!rc && cc.shadow_d_model > 0)
+            tmoe_log(TMOE_LOG_INFO,
+                     "expert shape %s: %d set(s) of %d %s experts (%.2f GB) run each MoE "
+                     "layer's selections beside the trained model's (docs/harness.md)",
+                     lm->shape_text, tmoe_cuda_lm_shadow_sets(lm->gpu), lm->m->cfg.num_experts,
+                     tmoe_etype_name(lm->etype), (double)tmoe_cuda_lm_shadow_bytes(lm->gpu) / 1e9);
+        return rc;
     }
     tmoe_cpu_lm_config cc = {
         .max_tokens = r->max_tokens, .impl = r->cfg.impl, .route = lm_route, .route_user = r};
@@ -220,8 +237,13 @@ int run_lm_init(run_ctx *r, tmoe_error *err) {
     lm->w = tmoe_malloc(sizeof(float) * T * k, err);
     lm->w0 = tmoe_malloc(sizeof(float) * T * k, err);
     lm->counts = tmoe_calloc(nm * E, sizeof(int32_t), err);
+    lm->step_counts = tmoe_calloc((size_t)max_len * nm * E, sizeof(int32_t), err);
+    lm->sum_counts = tmoe_calloc(nm * E, sizeof(int32_t), err);
+    lm->step_ids = tmoe_malloc(sizeof(uint32_t) * (size_t)max_seqs, err);
+    lm->step_logits = tmoe_malloc(sizeof(float) * (size_t)max_seqs * V, err);
     if (!lm->ids || !lm->logits || !lm->logits0 || !lm->nll || !lm->bias || !lm->idx || !lm->idx0 ||
-        !lm->w || !lm->w0 || !lm->counts)
+        !lm->w || !lm->w0 || !lm->counts || !lm->step_counts || !lm->sum_counts || !lm->step_ids ||
+        !lm->step_logits)
         return TMOE_ENOMEM;
     /* the routers' expert costs: the cost model at every token count */
     tmoe_etype types[TMOE_MAX_EXPERTS];
@@ -252,6 +274,10 @@ void run_lm_free(run_ctx *r) {
     free(lm->w);
     free(lm->w0);
     free(lm->counts);
+    free(lm->step_counts);
+    free(lm->sum_counts);
+    free(lm->step_ids);
+    free(lm->step_logits);
     free(lm);
     r->lm = NULL;
 }
@@ -265,11 +291,12 @@ static int lm_route(void *user, int layer, const float *logits, int T, int E, fl
     if (mi < 0) return TMOE_OK;
     if (lm->pass == LM_PASS_BASELINE) return TMOE_OK; /* no biases: baseline routing */
     if (lm->pass == LM_PASS_PROFILE) {
-        if (lm->prof_rows + T > lm->prof_cap)
+        if (lm->prof_fill[mi] + T > lm->prof_cap)
             return tmoe_errorf(err, TMOE_EINVAL, "internal: profile of %d rows is full",
                                lm->prof_cap);
-        memcpy(lm->prof + ((size_t)mi * lm->prof_cap + (size_t)lm->prof_rows) * E, logits,
+        memcpy(lm->prof + ((size_t)mi * lm->prof_cap + (size_t)lm->prof_fill[mi]) * E, logits,
                sizeof(float) * (size_t)T * E);
+        lm->prof_fill[mi] += T;
         return TMOE_OK;
     }
     tmoe_router *rt = lm->routers[mi];
@@ -297,24 +324,72 @@ static int lm_route(void *user, int layer, const float *logits, int T, int E, fl
     return TMOE_OK;
 }
 
-/* Run the batch in lm->ids (nseq windows of seq_len) into logits (T, V). */
+/* One engine step of batch b into logits (host). */
+static int engine_step(run_lm *lm, const tmoe_lm_batch *b, float *logits, tmoe_error *err) {
+    return lm->gpu ? tmoe_cuda_lm_forward(lm->gpu, b, logits, err)
+                   : tmoe_cpu_lm_forward(lm->cpu, lm->kv, b, logits, err);
+}
+
+/* After a strategy step: the selections the hooks computed must be the ones the decoder ran;
+ * keep them as step `s`. */
+static int step_done(run_lm *lm, int s, tmoe_error *err) {
+    int E = lm->m->cfg.num_experts;
+    size_t n = (size_t)lm->n_moe * E;
+    const int32_t *ran =
+        lm->gpu ? tmoe_cuda_lm_expert_counts(lm->gpu) : tmoe_cpu_lm_expert_counts(lm->cpu);
+    for (int l = 0; ran && l < lm->m->cfg.n_layers; l++) {
+        int mi = lm->moe_index[l];
+        for (int e = 0; mi >= 0 && e < E; e++) {
+            int32_t want = lm->counts[(size_t)mi * E + e];
+            if (ran[(size_t)l * E + e] != want)
+                return tmoe_errorf(err, TMOE_EINVAL,
+                                   "internal: step %d, layer %d expert %d ran %d token copies, "
+                                   "the router's selection has %d",
+                                   s, l, e, ran[(size_t)l * E + e], want);
+        }
+    }
+    memcpy(lm->step_counts + (size_t)s * n, lm->counts, sizeof(int32_t) * n);
+    for (size_t i = 0; i < n; i++) lm->sum_counts[i] += lm->counts[i];
+    return TMOE_OK;
+}
+
+/* Run the batch in lm->ids (nseq windows of seq_len) into logits (T, V): one forward of every
+ * window (prefill), or seq_len steps of one position per window (decode), each step through
+ * the route hooks on its own. */
 static int lm_forward(run_ctx *r, float *logits, tmoe_error *err) {
     run_lm *lm = r->lm;
     int32_t slots[4 * 4096], n_new[4 * 4096];
-    int n = lm->nseq, rc = TMOE_OK, opened = 0;
+    int n = lm->nseq, L = lm->seq_len, rc = TMOE_OK, opened = 0;
+    size_t V = (size_t)lm->m->cfg.vocab_size;
     if (n > (int)(sizeof slots / sizeof *slots))
         return tmoe_errorf(err, TMOE_EINVAL, "%d sequences in a batch: at most %zu", n,
                            sizeof slots / sizeof *slots);
+    int strategy = lm->pass == LM_PASS_STRATEGY;
+    if (strategy) {
+        memset(lm->sum_counts, 0, sizeof(int32_t) * (size_t)lm->n_moe * lm->m->cfg.num_experts);
+        lm->nsteps = 0;
+    }
     for (; opened < n && !rc; opened++) {
         rc = lm->gpu ? tmoe_cuda_lm_seq_open(lm->gpu, &slots[opened], err)
                      : tmoe_kv_seq_open(lm->kv, &slots[opened], err);
-        n_new[opened] = lm->seq_len;
+        n_new[opened] = lm->decode ? 1 : L;
         if (rc) break;
     }
-    if (!rc) {
+    if (!rc && !lm->decode) {
         tmoe_lm_batch b = {n, slots, n_new, lm->ids, 1};
-        rc = lm->gpu ? tmoe_cuda_lm_forward(lm->gpu, &b, logits, err)
-                     : tmoe_cpu_lm_forward(lm->cpu, lm->kv, &b, logits, err);
+        rc = engine_step(lm, &b, logits, err);
+        if (!rc && strategy) rc = step_done(lm, 0, err);
+        if (!rc && strategy) lm->nsteps = 1;
+    }
+    for (int t = 0; lm->decode && !rc && t < L; t++) {
+        for (int s = 0; s < n; s++) lm->step_ids[s] = lm->ids[(size_t)s * L + t];
+        tmoe_lm_batch b = {n, slots, n_new, lm->step_ids, 0};
+        rc = engine_step(lm, &b, lm->step_logits, err);
+        for (int s = 0; s < n && !rc; s++)
+            memcpy(logits + ((size_t)s * L + t) * V, lm->step_logits + (size_t)s * V,
+                   sizeof(float) * V);
+        if (!rc && strategy) rc = step_done(lm, t, err);
+        if (!rc && strategy) lm->nsteps = t + 1;
     }
     for (int i = 0; i < opened; i++) {
         if (lm->gpu)
@@ -351,29 +426,15 @@ int run_lm_forward(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err
     rc = lm_forward(r, lm->logits, err);
     if (rc) return rc;
     double step_ms = (double)(tmoe_now_ns() - t0) / 1e6;
-    if (lm->rc_layers != lm->n_moe)
-        return tmoe_errorf(err, TMOE_EINVAL, "internal: %d of %d MoE layers were routed",
-                           lm->rc_layers, lm->n_moe);
-    /* the selections the hooks computed must be the ones the decoder ran */
-    const int32_t *ran =
-        lm->gpu ? tmoe_cuda_lm_expert_counts(lm->gpu) : tmoe_cpu_lm_expert_counts(lm->cpu);
+    if (lm->rc_layers != lm->n_moe * lm->nsteps)
+        return tmoe_errorf(err, TMOE_EINVAL, "internal: %d of %d MoE layer steps were routed",
+                           lm->rc_layers, lm->n_moe * lm->nsteps);
     tmoe_moe_metrics_reset(&o->m);
     o->m.tokens = o->tokens;
     o->m.num_experts = E;
     o->m.top_k = lm->m->cfg.top_k;
-    for (int l = 0; l < lm->m->cfg.n_layers; l++) {
-        int mi = lm->moe_index[l];
-        if (mi < 0) continue;
-        for (int e = 0; e < E; e++) {
-            int32_t n = lm->counts[(size_t)mi * E + e];
-            if (ran && ran[(size_t)l * E + e] != n)
-                return tmoe_errorf(err, TMOE_EINVAL,
-                                   "internal: layer %d expert %d ran %d token copies, the "
-                                   "router's selection has %d",
-                                   l, e, ran[(size_t)l * E + e], n);
-            o->m.tokens_per_expert[e] += n;
-        }
-    }
+    for (int mi = 0; mi < lm->n_moe; mi++)
+        for (int e = 0; e < E; e++) o->m.tokens_per_expert[e] += lm->sum_counts[(size_t)mi * E + e];
     o->m.step_ms = step_ms;
     o->m.predicted_energy_j = lm->pred_energy_j;
     o->pred_energy_j = lm->pred_energy_j;
@@ -382,14 +443,16 @@ int run_lm_forward(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err
     o->host_ts_us = (double)(m0 - r->t0_ns) / 1e3;
     o->bias = lm->bias;
     o->bias_n = lm->n_moe * E;
-    o->layer_counts = lm->counts;
-    o->topk_agreement = lm->agree_sum / lm->n_moe;
+    o->layer_counts = lm->sum_counts;
+    o->topk_agreement = lm->agree_sum / lm->rc_layers;
     return TMOE_OK;
 }
 
 int run_lm_bill(run_ctx *r, const batch_out *o, batch_hw *hw, tmoe_error *err) {
     run_lm *lm = r->lm;
-    int nd = r->ndev > 0 ? r->ndev : 1, E = lm->m->cfg.num_experts, T = o->tokens;
+    int nd = r->ndev > 0 ? r->ndev : 1, E = lm->m->cfg.num_experts;
+    /* each engine step on its own: decode steps of nseq tokens, or the one prefill forward */
+    int T = lm->decode ? lm->nseq : o->tokens;
     double tot_busy[TMOE_ROUTE_MAX_DEVICES] = {0}, tot_dyn[TMOE_ROUTE_MAX_DEVICES] = {0};
     for (int op = 0; op < TMOE_OP_COUNT; op++) hw->op_ms[op] = NAN;
     for (int e = 0; e < E; e++) hw->expert_ms[e] = 0.0;
@@ -397,49 +460,51 @@ int run_lm_bill(run_ctx *r, const batch_out *o, batch_hw *hw, tmoe_error *err) {
     static const tmoe_op moe_ops[] = {TMOE_OP_GATE_LINEAR, TMOE_OP_GATE_TOPK, TMOE_OP_PERMUTE,
                                       TMOE_OP_COMBINE};
     double lat = 0.0;
-    for (int mi = 0; mi < lm->n_moe; mi++) {
-        double busy[TMOE_ROUTE_MAX_DEVICES] = {0}, dyn[TMOE_ROUTE_MAX_DEVICES] = {0};
-        for (size_t i = 0; i < sizeof moe_ops / sizeof *moe_ops; i++) {
-            tmoe_op op = moe_ops[i];
-            if (!r->billed[op]) continue;
-            tmoe_cost_value v;
-            int rc = tmoe_cost_lookup(r->cm, op, TMOE_ET_FP16, TMOE_IMPL_FUSED, T, &v, err);
-            if (rc) return rc;
-            busy[0] += v.latency_ms;
-            dyn[0] += v.energy_dynamic_j;
-            hw->op_ms[op] = isnan(hw->op_ms[op]) ? v.latency_ms : hw->op_ms[op] + v.latency_ms;
-        }
-        tmoe_op seq[4];
-        int nseq = tmoe_expert_op_sequence(lm->etype, r->cfg.impl, seq);
-        for (int e = 0; e < E; e++) {
-            int n = lm->counts[(size_t)mi * E + e], dev = r->placement.device[e];
-            if (n == 0) continue;
-            for (int i = 0; i < nseq; i++) {
+    for (int st = 0; st < lm->nsteps; st++)
+        for (int mi = 0; mi < lm->n_moe; mi++) {
+            const int32_t *cnt = lm->step_counts + ((size_t)st * lm->n_moe + mi) * E;
+            double busy[TMOE_ROUTE_MAX_DEVICES] = {0}, dyn[TMOE_ROUTE_MAX_DEVICES] = {0};
+            for (size_t i = 0; i < sizeof moe_ops / sizeof *moe_ops; i++) {
+                tmoe_op op = moe_ops[i];
+                if (!r->billed[op]) continue;
                 tmoe_cost_value v;
-                int rc = tmoe_cost_lookup(r->cm, seq[i], lm->etype, r->cfg.impl, n, &v, err);
+                int rc = tmoe_cost_lookup(r->cm, op, TMOE_ET_FP16, TMOE_IMPL_FUSED, T, &v, err);
                 if (rc) return rc;
-                busy[dev] += v.latency_ms;
-                dyn[dev] += v.energy_dynamic_j;
-                hw->expert_ms[e] += v.latency_ms;
-                hw->op_ms[seq[i]] =
-                    isnan(hw->op_ms[seq[i]]) ? v.latency_ms : hw->op_ms[seq[i]] + v.latency_ms;
+                busy[0] += v.latency_ms;
+                dyn[0] += v.energy_dynamic_j;
+                hw->op_ms[op] = isnan(hw->op_ms[op]) ? v.latency_ms : hw->op_ms[op] + v.latency_ms;
             }
+            tmoe_op seq[4];
+            int nseq = tmoe_expert_op_sequence(lm->etype, r->cfg.impl, seq);
+            for (int e = 0; e < E; e++) {
+                int n = cnt[e], dev = r->placement.device[e];
+                if (n == 0) continue;
+                for (int i = 0; i < nseq; i++) {
+                    tmoe_cost_value v;
+                    int rc = tmoe_cost_lookup(r->cm, seq[i], lm->etype, r->cfg.impl, n, &v, err);
+                    if (rc) return rc;
+                    busy[dev] += v.latency_ms;
+                    dyn[dev] += v.energy_dynamic_j;
+                    hw->expert_ms[e] += v.latency_ms;
+                    hw->op_ms[seq[i]] =
+                        isnan(hw->op_ms[seq[i]]) ? v.latency_ms : hw->op_ms[seq[i]] + v.latency_ms;
+                }
+            }
+            /* the layers run one after another: each waits for every device of the one before */
+            double layer = 0.0;
+            for (int d = 0; d < nd; d++) {
+                if (busy[d] <= 0.0) continue;
+                int rc = tmoe_meter_bill(r->meter, d, busy[d] / 1e3, fmax(dyn[d], 0.0), 0.85);
+                if (rc)
+                    return tmoe_errorf(err, rc, "device %d: %.3g ms of work could not be billed", d,
+                                       busy[d]);
+                tot_busy[d] += busy[d] / 1e3;
+                tot_dyn[d] += fmax(dyn[d], 0.0);
+                if (busy[d] > layer) layer = busy[d];
+            }
+            tmoe_meter_sync(r->meter);
+            lat += layer;
         }
-        /* the layers run one after another: each waits for every device of the one before */
-        double layer = 0.0;
-        for (int d = 0; d < nd; d++) {
-            if (busy[d] <= 0.0) continue;
-            int rc = tmoe_meter_bill(r->meter, d, busy[d] / 1e3, fmax(dyn[d], 0.0), 0.85);
-            if (rc)
-                return tmoe_errorf(err, rc, "device %d: %.3g ms of work could not be billed", d,
-                                   busy[d]);
-            tot_busy[d] += busy[d] / 1e3;
-            tot_dyn[d] += fmax(dyn[d], 0.0);
-            if (busy[d] > layer) layer = busy[d];
-        }
-        tmoe_meter_sync(r->meter);
-        lat += layer;
-    }
     for (int d = 0; d < nd; d++) r->bill_busy_s[d] = tot_busy[d], r->bill_dyn_j[d] = tot_dyn[d];
     hw->latency_ms = lat;
     return TMOE_OK;
@@ -497,6 +562,7 @@ static int fit_static(run_ctx *r, tmoe_workload_kind wk, tmoe_error *err) {
         lm->prof_cap = cap;
     }
     lm->prof_rows = 0;
+    memset(lm->prof_fill, 0, sizeof lm->prof_fill);
     lm->pass = LM_PASS_PROFILE;
     lm->nseq = w->n_seqs;
     lm->seq_len = w->seq_len;
@@ -504,13 +570,14 @@ static int fit_static(run_ctx *r, tmoe_workload_kind wk, tmoe_error *err) {
     for (int i = 0; i < nprof && !rc; i++) {
         rc = tmoe_text_batch(w, &lm->text, i, nprof, 1, lm->ids, err);
         if (!rc) rc = lm_forward(r, lm->logits0, err);
-        lm->prof_rows += w->tokens;
     }
+    lm->prof_rows = lm->prof_fill[0];
     lm->pass = LM_PASS_STRATEGY;
+    int batch = lm->decode ? w->n_seqs : w->tokens; /* what one routing decision sees */
     for (int mi = 0; mi < lm->n_moe && !rc; mi++) {
         double kl = NAN;
         rc = tmoe_router_fit_static(lm->routers[mi], lm->prof + (size_t)mi * lm->prof_cap * E,
-                                    lm->prof_rows, w->tokens, &kl, err);
+                                    lm->prof_rows, batch, &kl, err);
         if (!rc)
             tmoe_log(TMOE_LOG_INFO, "static_optimal on %s, MoE layer %d: expected KL %.4g nats",
                      tmoe_workload_name(wk), mi, kl);

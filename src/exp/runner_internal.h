@@ -98,8 +98,16 @@ typedef struct run_lm {
     float *bias;             /* (n_moe, E) biases that ran */
     int32_t *idx, *idx0;     /* (max_tokens, k) */
     float *w, *w0;           /* (max_tokens, k) */
-    int32_t *counts;         /* (n_moe, E) copies of the last strategy forward */
+    int32_t *counts;         /* (n_moe, E) copies of the engine step in progress (the hook) */
+    int32_t *step_counts;    /* (seq_len max, n_moe, E) copies of each step of the last
+                                strategy forward (one step unless decode) */
+    int32_t *sum_counts;     /* (n_moe, E) their sum over the steps */
     int nseq, seq_len;       /* the batch in progress */
+    int decode;              /* windows fed one position a step (tmoe_run_config.lm_decode) */
+    int nsteps;              /* engine steps of the last strategy forward */
+    int prof_fill[TMOE_LM_MAX_LAYERS]; /* PROFILE: rows written per MoE layer */
+    uint32_t *step_ids;                /* (max_seqs) decode: one step's ids */
+    float *step_logits;                /* (max_seqs, V) decode: one step's logits */
 } run_lm;
 
 typedef struct run_ctx {

@@ -40,7 +40,14 @@ static void lm_json(const run_ctx *r, json_t *model, json_t *config) {
         json_object_set_new(m, "checkpoint_bytes", json_integer((json_int_t)lm->m->file_bytes));
         json_object_set_new(m, "checkpoint_dtype", json_string(lm->m->dtype));
     }
+    if (lm && lm->gpu && tmoe_cuda_lm_shadow_sets(lm->gpu) > 0) {
+        json_object_set_new(m, "production_expert_sets",
+                            json_integer(tmoe_cuda_lm_shadow_sets(lm->gpu)));
+        json_object_set_new(m, "production_expert_bytes",
+                            json_integer((json_int_t)tmoe_cuda_lm_shadow_bytes(lm->gpu)));
+    }
     json_object_set_new(model, "lm", m);
+    json_object_set_new(config, "lm_steps", json_string(r->cfg.lm_decode ? "decode" : "prefill"));
     json_t *t = json_object();
     json_object_set_new(
         t, "path",

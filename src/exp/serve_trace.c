@@ -133,7 +133,7 @@ static int read_azure(FILE *f, const char *path, int max, tmoe_arrivals *a, tmoe
         *f3++ = 0;
         double t;
         long day;
-        int p, g;
+        int p = 0, g = 0;
         if (parse_azure_time(f1, &day, &t)) {
             rc = tmoe_errorf(err, TMOE_EINVAL,
                              "%s:%ld: TIMESTAMP: expected YYYY-MM-DD HH:MM:SS[.fraction], got "

@@ -18,6 +18,7 @@
 
 typedef struct lm_layer_dev {
     int is_moe, fast; /* fast: experts on the bandwidth kernel, else the plain one */
+    int moe_index;    /* among the MoE layers (production-shape experts), -1 dense */
     float *attn_norm, *mlp_norm;
     tmoe_f16 *wqkv;             /* (H hd + 2 KV hd, D) rows q | k | v */
     float *bqkv;                /* (H hd + 2 KV hd) or NULL */
@@ -59,7 +60,8 @@ struct tmoe_cuda_lm {
     uint8_t *used;
     int32_t *h_counts; /* (n_layers, E) */
     float *h_rlogits, *h_bias;
-    cudaGraphExec_t *graphs; /* (max_tokens + 1), decode steps by batch size */
+    cudaGraphExec_t *graphs;  /* (max_tokens + 1), decode steps by batch size */
+    tmoe_cuda_shadow *shadow; /* production-shape experts, or NULL */
 };
 
 void tmoe_cuda_lm_free(tmoe_cuda_lm *r) {
@@ -70,6 +72,7 @@ void tmoe_cuda_lm_free(tmoe_cuda_lm *r) {
             if (r->graphs[t]) TMOE_CUDA_WARN(cudaGraphExecDestroy(r->graphs[t]));
         free(r->graphs);
     }
+    tmoe_cuda_shadow_free(r->shadow);
     for (int i = 0; i < r->n_mem; i++) TMOE_CUDA_WARN(cudaFree(r->mem[i]));
     if (r->h_step) TMOE_CUDA_WARN(cudaFreeHost(r->h_step));
     if (r->cb) CB_WARN(cublasDestroy(r->cb));
@@ -377,6 +380,24 @@ static int create_in(tmoe_cuda_lm *r, const tmoe_lm *m, tmoe_error *err) {
     r->graphs = tmoe_calloc(T + 1, sizeof *r->graphs, err);
     if (!r->len || !r->used || !r->h_counts || !r->h_rlogits || !r->h_bias || !r->graphs)
         return TMOE_ENOMEM;
+    if (r->cfg.shadow_d_model > 0) {
+        int n_moe = 0;
+        for (int l = 0; l < c->n_layers; l++) n_moe += r->L[l].is_moe;
+        tmoe_cuda_shadow_config sc = {.d_model = r->cfg.shadow_d_model,
+                                      .d_ff = r->cfg.shadow_d_ff,
+                                      .num_experts = c->num_experts,
+                                      .top_k = c->top_k,
+                                      .max_tokens = r->cfg.max_tokens,
+                                      .n_layers = n_moe,
+                                      .type = r->cfg.shadow_type,
+                                      .group = r->cfg.shadow_group,
+                                      .max_bytes = r->cfg.shadow_max_bytes,
+                                      .seed = 0x7368616430ull,
+                                      .sm_count = r->sm_count};
+        TRY(tmoe_cuda_shadow_create(&sc, r->st, &r->shadow, err));
+        /* the MoE layers in order: layer l's set is its MoE index mod the sets */
+        for (int l = 0, i = 0; l < c->n_layers; l++) r->L[l].moe_index = r->L[l].is_moe ? i++ : -1;
+    }
     TMOE_CUDA_CHECK(cudaStreamSynchronize(r->st), err);
     return TMOE_OK;
 }
@@ -448,6 +469,14 @@ size_t tmoe_cuda_lm_weight_bytes(const tmoe_cuda_lm *r) {
 
 size_t tmoe_cuda_lm_kv_bytes(const tmoe_cuda_lm *r) {
     return r->kv_bytes;
+}
+
+int tmoe_cuda_lm_shadow_sets(const tmoe_cuda_lm *r) {
+    return tmoe_cuda_shadow_sets(r->shadow);
+}
+
+size_t tmoe_cuda_lm_shadow_bytes(const tmoe_cuda_lm *r) {
+    return tmoe_cuda_shadow_bytes(r->shadow);
 }
 
 /* ---- the step ----------------------------------------------------------------------- */
@@ -524,6 +553,9 @@ static int moe(tmoe_cuda_lm *r, int l, int T, tmoe_error *err) {
     }
     /* x = x + sum_j w ye (each element read and written by one thread) */
     TRY(tmoe_cuda_combine(r->ye, r->dst, r->w, r->x, T, k, D, r->x, r->st, err));
+    if (r->shadow) /* the same selections through the production-shape experts */
+        TRY(tmoe_cuda_shadow_run(r->shadow, d->moe_index, r->d_experts, r->active, r->counts,
+                                 r->offsets, r->src, r->dst, r->w, T, r->st, err));
     if (d->sh_w13) {
         TRY(swiglu(r, d->sh_w13, d->sh_w2, c->d_ff_shared, T, r->tmp, 0.0f, err));
         TRY(tmoe_cuda_lm_shared_add(r->x, r->tmp, r->xn32, d->sh_gate, T, D, r->st, err));

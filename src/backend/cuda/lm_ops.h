@@ -65,6 +65,31 @@ int tmoe_cuda_lm_expert_fc2_simple(const tmoe_f16 *a, const int32_t *offsets, in
                                    const tmoe_f16 *w2, int D, int I, float *ye, cudaStream_t stream,
                                    tmoe_error *err);
 
+/* Production-shape experts (lm_shadow.c): n_sets = min(n_layers, what fits in max_bytes) sets
+ * of num_experts experts of d_model x d_ff (SwiGLU: fc1 (2 d_ff, d_model), fc2 (d_model,
+ * d_ff)), random weights of `type` on the bandwidth kernel, and a random input of max_tokens
+ * rows. run() sends that input through set layer % n_sets with the routing permute wrote for
+ * the model's own experts (experts 0..E-1, active, counts, offsets, src; dst and w for the
+ * combine), the work of the MoE layer at that shape; the output is never read. */
+typedef struct tmoe_cuda_shadow tmoe_cuda_shadow;
+typedef struct tmoe_cuda_shadow_config {
+    int d_model, d_ff, num_experts, top_k, max_tokens, n_layers;
+    tmoe_etype type;
+    int group;        /* q4/q2 group size */
+    size_t max_bytes; /* weights; 0: the device's free memory less 4 GiB */
+    uint64_t seed;
+    int sm_count;
+} tmoe_cuda_shadow_config;
+int tmoe_cuda_shadow_create(const tmoe_cuda_shadow_config *c, cudaStream_t st,
+                            tmoe_cuda_shadow **out, tmoe_error *err);
+void tmoe_cuda_shadow_free(tmoe_cuda_shadow *s); /* NULL-safe */
+int tmoe_cuda_shadow_sets(const tmoe_cuda_shadow *s);
+size_t tmoe_cuda_shadow_bytes(const tmoe_cuda_shadow *s);
+int tmoe_cuda_shadow_run(tmoe_cuda_shadow *s, int layer, const int32_t *experts,
+                         const int32_t *active, const int32_t *counts, const int32_t *offsets,
+                         const int32_t *src, const int32_t *dst, const float *w, int T,
+                         cudaStream_t st, tmoe_error *err);
+
 #ifdef __cplusplus
 }
 #endif
