@@ -61,4 +61,12 @@ for r in $RUNS; do
     *) echo "unknown run $r (fp16_kl q4_kl fp16_wide fp16_top1)"; exit 2 ;;
   esac
 done
+if [ "${TRACE_CHECK:-1}" = 1 ]; then # CUDA kernels (CUPTI) in a run's batch traces
+  build-gpu/thermoe run --out "$OUT/traced" --backend cuda --telemetry nvml --lm-steps decode \
+    --batch-size 16 --routing-strategy baseline,predictive_thermal --workloads standard \
+    --num-samples-per-workload 2 --cooldown 0 --warmup-steady 0 --trace-batches 1 --no-analyze \
+    >"$OUT/traced.log" 2>&1
+  echo "$(el) traced rc=$? kernel spans: $(zcat "$OUT"/traced/traces/r0_standard_baseline.json.gz | grep -c '"cat":"kernel"')"
+  grep -i "kernels" "$OUT/traced.log" | head -3
+fi
 echo "$(el) done"

@@ -250,6 +250,8 @@ typedef struct tmoe_kernel_rec {
 int tmoe_ktrace_start(tmoe_error *err);
 /* Flush and stop. *recs (caller frees with free()) holds the kernels in end-time order. */
 int tmoe_ktrace_stop(tmoe_kernel_rec **recs, int *n, tmoe_error *err);
+/* The clock of the records' start_ns / end_ns, now (to map them onto another clock). */
+int tmoe_ktrace_clock_ns(int64_t *ns, tmoe_error *err);
 
 /* Aggregate kernels by name: names (n_out entries), launch counts and total ms; arrays are
  * caller-provided with room for cap names. Returns the number of distinct names. */

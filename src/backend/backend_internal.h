@@ -37,6 +37,7 @@ typedef struct tmoe_ktrace_vt {
     int (*stop)(tmoe_kernel_rec **recs, int *n, tmoe_error *err);
     void (*range_push)(const char *name);
     void (*range_pop)(void);
+    int (*clock_ns)(int64_t *ns, tmoe_error *err); /* the records' clock, now */
 } tmoe_ktrace_vt;
 
 /* One registry entry per tmoe_backend_kind. A backend absent from this build has its name

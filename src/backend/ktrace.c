@@ -36,6 +36,13 @@ int tmoe_ktrace_stop(tmoe_kernel_rec **recs, int *n, tmoe_error *err) {
     return t->stop(recs, n, err);
 }
 
+int tmoe_ktrace_clock_ns(int64_t *ns, tmoe_error *err) {
+    const tmoe_ktrace_vt *t = tracer();
+    if (!t || !t->clock_ns)
+        return tmoe_errorf(err, TMOE_ENOTSUP, "kernel tracing needs a CUDA build of thermoe");
+    return t->clock_ns(ns, err);
+}
+
 int tmoe_ktrace_aggregate(const tmoe_kernel_rec *recs, int n, char (*names)[200], int64_t *count,
                           double *ms, int cap) {
     int m = 0;

@@ -121,6 +121,55 @@ static int fidelity(run_ctx *r, batch_out *o, tmoe_error *err) {
     return TMOE_OK;
 }
 
+/* Whether this batch's CUDA kernels go into its trace (CUPTI; a CUDA build on the CUDA
+ * backend). A tracer that cannot start is said once and not tried again. */
+static int ktrace_begin(run_ctx *r, tmoe_trace *tr) {
+    if (!tr || r->ktrace_off) return 0;
+    int cuda =
+        r->lm ? r->lm->gpu != NULL : r->eng && !strcmp(tmoe_engine_backend_name(r->eng), "cuda");
+    if (!cuda) return 0;
+    tmoe_error e = {0};
+    if (tmoe_ktrace_start(&e)) {
+        tmoe_log(TMOE_LOG_WARN, "traces without CUDA kernels: %s", e.msg);
+        r->ktrace_off = 1;
+        return 0;
+    }
+    return 1;
+}
+
+/* Stop the tracer and write the batch's kernels as spans (pid 3, one track per device) on
+ * the run's one clock: CUPTI's clock is mapped onto the monitor's by one pair of readings
+ * taken together after the batch (both are steady clocks; the pair's own gap, a few us,
+ * bounds the error). */
+static void ktrace_end(run_ctx *r, tmoe_trace *tr, int batch) {
+    tmoe_kernel_rec *recs = NULL;
+    int n = 0;
+    int64_t k_now = 0;
+    tmoe_error e = {0};
+    int rc = tmoe_ktrace_stop(&recs, &n, &e);
+    int64_t m0 = tmoe_monitor_now_ns(r->mon);
+    if (!rc) rc = tmoe_ktrace_clock_ns(&k_now, &e);
+    int64_t m1 = tmoe_monitor_now_ns(r->mon);
+    if (rc) {
+        tmoe_log(TMOE_LOG_WARN, "traces without CUDA kernels: %s", e.msg);
+        r->ktrace_off = 1;
+        free(recs);
+        return;
+    }
+    int64_t off = (m0 + m1) / 2 - k_now;
+    for (int i = 0; i < n; i++) {
+        const tmoe_kernel_rec *k = &recs[i];
+        char args[200];
+        snprintf(args, sizeof args,
+                 "{\"batch\":%d,\"grid\":[%d,%d,%d],\"block\":[%d,%d,%d],\"clock\":\"cupti\"}",
+                 batch, k->grid[0], k->grid[1], k->grid[2], k->block[0], k->block[1], k->block[2]);
+        tmoe_trace_span(tr, k->name, "kernel", 3, k->device,
+                        (double)(k->start_ns + off - r->t0_ns) / 1e3,
+                        (double)(k->end_ns - k->start_ns) / 1e3, args);
+    }
+    free(recs);
+}
+
 int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_trace *tr, tmoe_error *err) {
     const tmoe_workload *w = &r->wl[c->wl];
     batch_out *o = &r->cur;
@@ -136,6 +185,7 @@ int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_trace *tr,
         tmoe_workload_batch(w, r->blk, b % r->cfg.num_samples, r->x);
     }
 
+    int kt = ktrace_begin(r, tr);
     tmoe_meter_window win;
     tmoe_meter_begin(r->meter, &win);
     wait_for_arrival(r, o->tokens);
@@ -146,6 +196,7 @@ int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_trace *tr,
         if (!rc) rc = engine(r, c, o, err);
     }
     if (!rc) rc = meter(r, &win, o, err);
+    if (kt) ktrace_end(r, tr, b);
     if (!rc) rc = r->lm ? run_lm_quality(r, c, o, err) : fidelity(r, o, err);
     if (rc) return rc;
 

@@ -302,6 +302,7 @@ static int run_combo_batches(run_ctx *r, const run_combo *c, int ci, int nc, tmo
         tmoe_trace_name(tr, 2, -1,
                         r->sim ? "host (placed on the simulated clock, durations host time)"
                                : "host");
+        tmoe_trace_name(tr, 3, -1, "CUDA kernels (CUPTI, mapped onto the run's clock)");
     }
     for (int b = 0; b < nb; b++) {
         rc = run_batch(r, c, b, 1, b < r->cfg.trace_batches ? tr : NULL, err);

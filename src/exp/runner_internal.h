@@ -174,6 +174,7 @@ typedef struct run_ctx {
     double prev_end_s;      /* device clock at the end of the previous batch */
     double last_latency_ms; /* MoE step latency of the batch last run */
     int64_t trace_last_ns;  /* newest sample already written to the open trace */
+    int ktrace_off;         /* CUPTI kernel tracing failed once: not tried again */
     tmoe_trace *run_tr;     /* traces/run.json.gz: the whole run (run_trace.c); NULL: none */
     int64_t run_tr_last_ns[TMOE_ROUTE_MAX_DEVICES]; /* newest sample written there per device */
     /* The router update of a batch (the TTHA adapter's step) runs on a worker thread while

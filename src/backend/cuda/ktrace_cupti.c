@@ -16,6 +16,7 @@ typedef CUptiResult (*enable_fn)(CUpti_ActivityKind);
 typedef CUptiResult (*flush_fn)(uint32_t);
 typedef CUptiResult (*next_fn)(uint8_t *, size_t, CUpti_Activity **);
 typedef CUptiResult (*result_fn)(CUptiResult, const char **);
+typedef CUptiResult (*timestamp_fn)(uint64_t *);
 
 static struct {
     void *lib;
@@ -24,6 +25,7 @@ static struct {
     flush_fn flush;
     next_fn next;
     result_fn result;
+    timestamp_fn timestamp;
     int registered;
     pthread_mutex_t mu;
     tmoe_kernel_rec *recs;
@@ -123,6 +125,7 @@ static int load(tmoe_error *err) {
     cu.flush = (flush_fn)dlsym(cu.lib, "cuptiActivityFlushAll");
     cu.next = (next_fn)dlsym(cu.lib, "cuptiActivityGetNextRecord");
     cu.result = (result_fn)dlsym(cu.lib, "cuptiGetResultString");
+    cu.timestamp = (timestamp_fn)dlsym(cu.lib, "cuptiGetTimestamp");
     if (!cu.reg || !cu.enable || !cu.disable || !cu.flush || !cu.next) {
         dlclose(cu.lib);
         cu.lib = NULL;
@@ -185,6 +188,17 @@ static int cupti_stop(tmoe_kernel_rec **recs, int *n, tmoe_error *err) {
     return rc;
 }
 
+/* CUPTI's clock (the activity records' timestamps), now. */
+static int cupti_clock(int64_t *ns, tmoe_error *err) {
+    int rc = load(err);
+    if (rc) return rc;
+    if (!cu.timestamp) return tmoe_errorf(err, TMOE_ENOTSUP, "libcupti lacks cuptiGetTimestamp");
+    uint64_t t = 0;
+    if ((rc = check(cu.timestamp(&t), "cuptiGetTimestamp", err))) return rc;
+    *ns = (int64_t)t;
+    return TMOE_OK;
+}
+
 void tmoe_cuda_nvtx_push(const char *name); /* nvtx.c */
 void tmoe_cuda_nvtx_pop(void);
 
@@ -193,4 +207,5 @@ const tmoe_ktrace_vt tmoe_ktrace_cuda = {
     .stop = cupti_stop,
     .range_push = tmoe_cuda_nvtx_push,
     .range_pop = tmoe_cuda_nvtx_pop,
+    .clock_ns = cupti_clock,
 };

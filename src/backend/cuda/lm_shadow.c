@@ -81,7 +81,8 @@ static int create_in(tmoe_cuda_shadow *s, cudaStream_t st, tmoe_error *err) {
                               {.type = c->type, .out = D, .in = F, .group = c->group}};
     for (int i = 0; i < 2; i++) {
         tmoe_cuda_lin *L = &probe[i];
-        if (c->type != TMOE_ET_FP16) TRY(tmoe_quant_check_shape(c->type, L->out, L->in, c->group, err));
+        if (c->type != TMOE_ET_FP16)
+            TRY(tmoe_quant_check_shape(c->type, L->out, L->in, c->group, err));
         TRY(tmoe_cuda_expert_kernel_supports(L, i ? TMOE_CUDA_EPI_NONE : TMOE_CUDA_EPI_SWIGLU,
                                              err));
         size_t rowb = tmoe_quant_weight_bytes(c->type, L->out, L->in) / (size_t)L->out;
@@ -90,10 +91,10 @@ static int create_in(tmoe_cuda_shadow *s, cudaStream_t st, tmoe_error *err) {
                                "%s experts of %dx%d: rows of %zu bytes, the tiled layout needs "
                                "a multiple of 64 and rows a multiple of 16",
                                tmoe_etype_name(c->type), D, F, rowb);
-        s->set_bytes += E * (tmoe_quant_weight_bytes(c->type, L->out, L->in) +
-                             (c->type == TMOE_ET_FP16
-                                  ? 0
-                                  : 2 * tmoe_quant_scale_count(L->out, L->in, c->group)));
+        s->set_bytes +=
+            E *
+            (tmoe_quant_weight_bytes(c->type, L->out, L->in) +
+             (c->type == TMOE_ET_FP16 ? 0 : 2 * tmoe_quant_scale_count(L->out, L->in, c->group)));
     }
     size_t limit = c->max_bytes;
     if (!limit) {
@@ -129,8 +130,8 @@ static int create_in(tmoe_cuda_shadow *s, cudaStream_t st, tmoe_error *err) {
 int tmoe_cuda_shadow_create(const tmoe_cuda_shadow_config *c, cudaStream_t st,
                             tmoe_cuda_shadow **out, tmoe_error *err) {
     *out = NULL;
-    if (c->d_model < 1 || c->d_ff < 1 || c->num_experts < 1 || c->top_k < 1 ||
-        c->max_tokens < 1 || c->n_layers < 1)
+    if (c->d_model < 1 || c->d_ff < 1 || c->num_experts < 1 || c->top_k < 1 || c->max_tokens < 1 ||
+        c->n_layers < 1)
         return tmoe_errorf(err, TMOE_EINVAL,
                            "production-shape experts: d_model %d, d_ff %d, %d experts, top-%d, "
                            "%d tokens, %d layers: each must be positive",
