@@ -27,7 +27,7 @@ cmake -S . -B build-gpu -G Ninja -DTHERMOE_CUDA=ON -DTHERMOE_CUDA_ARCH=90 -DCMAK
   || { tail -40 "$OUT/build.log"; exit 1; }
 echo "$(el) built"
 if [ "${TESTS:-1}" = 1 ]; then
-  for t in test_cuda_engine test_cuda_lm; do
+  for t in ${TEST_LIST:-test_cuda_engine test_cuda_lm}; do
     build-gpu/$t >"$OUT/$t.log" 2>&1; echo "$(el) $t rc=$?"
     grep -E "^\[  (FAILED|PASSED) |differ|changed|mismatch" "$OUT/$t.log" | head -8
   done
@@ -51,6 +51,14 @@ run() { # name, extra flags...
   grep -E "^(workload|standard) " "$OUT/$name.log" | head -30
   rm -rf "$OUT/$name/traces"
 }
+if [ "${TRACE_CHECK:-1}" = 1 ]; then # CUDA kernels (CUPTI) in a run's batch traces
+  build-gpu/thermoe run --out "$OUT/traced" --backend cuda --telemetry nvml --lm-steps decode \
+    --batch-size 16 --routing-strategy baseline,predictive_thermal --workloads standard \
+    --num-samples-per-workload 2 --cooldown 0 --warmup-steady 0 --trace-batches 1 --no-analyze \
+    >"$OUT/traced.log" 2>&1
+  echo "$(el) traced rc=$? kernel spans: $(zcat "$OUT"/traced/traces/r0_standard_baseline.json.gz | grep -c '"cat":"kernel"')"
+  grep -i "kernels" "$OUT/traced.log" | head -3
+fi
 for r in $RUNS; do
   case $r in
     fp16_kl) run $r --expert-type fp16 --routing-strategy "$strategies" ;;
@@ -61,12 +69,4 @@ for r in $RUNS; do
     *) echo "unknown run $r (fp16_kl q4_kl fp16_wide fp16_top1)"; exit 2 ;;
   esac
 done
-if [ "${TRACE_CHECK:-1}" = 1 ]; then # CUDA kernels (CUPTI) in a run's batch traces
-  build-gpu/thermoe run --out "$OUT/traced" --backend cuda --telemetry nvml --lm-steps decode \
-    --batch-size 16 --routing-strategy baseline,predictive_thermal --workloads standard \
-    --num-samples-per-workload 2 --cooldown 0 --warmup-steady 0 --trace-batches 1 --no-analyze \
-    >"$OUT/traced.log" 2>&1
-  echo "$(el) traced rc=$? kernel spans: $(zcat "$OUT"/traced/traces/r0_standard_baseline.json.gz | grep -c '"cat":"kernel"')"
-  grep -i "kernels" "$OUT/traced.log" | head -3
-fi
 echo "$(el) done"
