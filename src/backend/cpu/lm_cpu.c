@@ -273,14 +273,24 @@ static int moe(tmoe_cpu_lm *r, int l, int T, tmoe_error *err) {
     int D = c->d_model, E = c->num_experts, K = c->top_k;
     linear(r->xn, y->router, NULL, T, D, E, r->router);
     const float *bias = NULL;
+    tmoe_lm_route_out ro = {r->bias, r->idx, r->w, K, 0};
     if (r->cfg.route) {
         memset(r->bias, 0, sizeof(float) * (size_t)E);
-        int rc = r->cfg.route(r->cfg.route_user, l, r->router, T, E, r->bias, err);
+        int rc = r->cfg.route(r->cfg.route_user, l, r->router, T, E, &ro, err);
         if (rc) return rc;
         bias = r->bias;
     }
-    tmoe_gate_topk(r->router, bias, T, E, K, c->norm_topk_prob, r->cfg.bias_in_weights, r->idx,
-                   r->w);
+    if (ro.selected) { /* the hook's own selection (padded slots carry weight 0) */
+        for (int i = 0; i < T * K; i++)
+            if (r->idx[i] < 0 || r->idx[i] >= E)
+                return tmoe_errorf(err, TMOE_EINVAL,
+                                   "layer %d: the route hook's selection has expert %d at token "
+                                   "%d slot %d, expected 0..%d",
+                                   l, r->idx[i], i / K, i % K, E - 1);
+    } else {
+        tmoe_gate_topk(r->router, bias, T, E, K, c->norm_topk_prob, r->cfg.bias_in_weights, r->idx,
+                       r->w);
+    }
     memset(r->tmp, 0, sizeof(float) * (size_t)T * D);
     int32_t *counts = r->counts + (size_t)l * E;
     /* experts in ascending index, as transformers adds them */
