@@ -234,8 +234,8 @@ static void test_expert_prune(void **state) {
         for (int n = 0; n < g_prune; n++) {
             int worst = -1;
             for (int e = 0; e < E; e++)
-                if (!want[e] && (worst < 0 || uses[e] < uses[worst] ||
-                                 (uses[e] == uses[worst] && e > worst)))
+                if (!want[e] &&
+                    (worst < 0 || uses[e] < uses[worst] || (uses[e] == uses[worst] && e > worst)))
                     worst = e;
             want[worst] = 1;
         }

@@ -936,8 +936,10 @@ int tmoe_router_route_explicit(tmoe_router *r, const float *logits, int T, int r
         }
         break;
     case TMOE_ROUTE_TOP_P:
-        /* p_t at the top-k (softmax over all E), then the shortest prefix reaching top_p */
+        /* p_t at the top-k (softmax over all E), then the shortest prefix reaching top_p; a
+         * token that keeps all k gets the model's own weights, bit for bit */
         tmoe_gate_topk(logits, r->fb, T, E, k, 0, 0, idx, w);
+        if (renorm) tmoe_gate_topk(logits, r->fb, T, E, k, 1, 0, r->idx, r->w);
         for (int t = 0; t < T; t++) {
             int32_t *it = idx + (size_t)t * k;
             float *wt = w + (size_t)t * k;
@@ -950,7 +952,10 @@ int tmoe_router_route_explicit(tmoe_router *r, const float *logits, int T, int r
                     break;
                 }
             }
-            if (renorm) renorm_row(wt, m);
+            if (renorm && m == k)
+                memcpy(wt, r->w + (size_t)t * k, sizeof(float) * k);
+            else if (renorm)
+                renorm_row(wt, m);
             pad_row(it, wt, m, k);
         }
         break;
