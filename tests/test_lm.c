@@ -480,7 +480,9 @@ static void test_kv_slots(void **state) {
 /* ---- the route hook's own selection --------------------------------------------------- */
 typedef struct hook_ctx {
     int mode;   /* 0 biases, 1 the same selection made by the hook, 2 top-(k-1) padded with
-                   the first expert, 3 padded with another expert, 4 an expert out of range */
+                   the first expert, 3 padded with another expert, 4 an expert out of range,
+                   5 every token on expert 0 alone, padded with expert 0 (2T copies of it,
+                   more than the workspace's T rows), 6 the same padded with expert 1 */
     int renorm; /* the model's norm_topk_prob */
     int calls;
 } hook_ctx;
@@ -506,6 +508,11 @@ static int hook(void *user, int layer, const float *logits, int T, int E, tmoe_l
     }
     if (h->mode == 1) {
         tmoe_gate_topk(logits, bias, T, E, k, h->renorm, 0, out->idx, out->w);
+    } else if (h->mode >= 5) {
+        for (int i = 0; i < T * k; i++) {
+            out->idx[i] = i % k == 0 ? 0 : h->mode - 5;
+            out->w[i] = i % k == 0 ? 1.0f : 0.0f;
+        }
     } else {
         /* top-(k-1), the last slot padded at weight 0 */
         static int32_t idx[4096];
@@ -587,6 +594,11 @@ static void test_route_hook_selection(void **state) {
         assert_memory_equal(a, b, sizeof(float) * nv);
         for (int l = 0; l < m->cfg.n_layers; l++)
             assert_int_equal(ca[l], m->cfg.moe_layer[l] ? (int64_t)n * k : 0);
+        h.mode = 5;
+        ASSERT_OK(hooked_prefill(m, t.ids, n, &h, a, ca, &err), &err);
+        h.mode = 6;
+        ASSERT_OK(hooked_prefill(m, t.ids, n, &h, b, cb, &err), &err);
+        assert_memory_equal(a, b, sizeof(float) * nv);
         h.mode = 4;
         assert_int_equal(hooked_prefill(m, t.ids, n, &h, a, ca, &err), TMOE_EINVAL);
         assert_non_null(strstr(err.msg, "route hook"));
