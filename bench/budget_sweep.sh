@@ -3,8 +3,11 @@
 # real text (data/corpus/test.tokens), CPU backend, energy from the simulated H100 at
 # Mixtral's expert shape (the LM's default --expert-shape), baseline and predictive_thermal
 # (which applies the base budget while the GPU is cool, so the budget alone is measured).
-# Prints one table: energy per token change (simulated) and perplexity change (measured on
-# the model) per budget and workload, with the repeats as the unit.
+# Then the comparisons (docs/strategies.md "Comparisons": top-k reduced by one, top-p,
+# static pruning of the least-used experts, a capacity factor), each against baseline in a
+# run of its own at one setting. bench/budget_sweep_table.py makes the table: energy per
+# token change (simulated) and perplexity change (measured on the model) per run and
+# workload. ONLY=budgets or ONLY=comparisons runs one half.
 # usage: bash bench/budget_sweep.sh [BUILD_DIR] [REPEATS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +16,10 @@ R=${2:-3}
 OUT=${OUT:-/tmp/budget_sweep}
 mkdir -p "$OUT"
 echo "date $(date -u +%FT%TZ), host $(hostname), $(nproc) cores, commit $(git rev-parse --short HEAD)"
-for cfg in "kl 0.003" "kl 0.01" "kl 0.03" "kl 0.1" "tau 0.95" "tau 0.8" "tau 0.6" "top1 -"; do
+ONLY=${ONLY:-all}
+BUDGETS=("kl 0.003" "kl 0.01" "kl 0.03" "kl 0.1" "tau 0.95" "tau 0.8" "tau 0.6" "top1 -")
+[ "$ONLY" = comparisons ] && BUDGETS=()
+for cfg in "${BUDGETS[@]}"; do
   set -- $cfg
   case $1 in
     kl) extra=(--budget kl --kl-base "$2" --kl-max 1);;
@@ -27,4 +33,23 @@ for cfg in "kl 0.003" "kl 0.01" "kl 0.03" "kl 0.1" "tau 0.95" "tau 0.8" "tau 0.6
   echo "== budget $1 $2: ${cmd[*]}"
   "${cmd[@]}" >"$OUT/$name.log" 2>&1
   grep -E "predictive_thermal" "$OUT/$name.log" | sed 's/^/   /'
+done
+# the comparisons: strategy, then its flags (the run directory is named after both)
+COMPARISONS=("topk_minus_one" "top_p --top-p 0.5" "top_p --top-p 0.8" "top_p --top-p 0.9"
+             "expert_prune --prune-experts 1" "expert_prune --prune-experts 2"
+             "expert_prune --prune-experts 4" "capacity --capacity-factor 1"
+             "capacity --capacity-factor 1.5" "capacity --capacity-factor 1 --capacity-overflow next")
+[ "$ONLY" = budgets ] && COMPARISONS=()
+for cfg in "${COMPARISONS[@]}"; do
+  set -- $cfg
+  st=$1
+  shift
+  name="cmp_${st}$(printf '_%s' "$@" | sed 's/--//g; s/-/_/g')"
+  [ $# -eq 0 ] && name="cmp_$st"
+  cmd=("$B/thermoe" run --out "$OUT/$name" --no-analyze --backend cpu --telemetry sim --quiet
+       --repeats "$R" --routing-strategy "baseline,$st"
+       --workloads standard,small_batch,large_batch "$@")
+  echo "== comparison $st $*: ${cmd[*]}"
+  "${cmd[@]}" >"$OUT/$name.log" 2>&1
+  grep -E "^[a-z_]+ +$st " "$OUT/$name.log" | sed 's/^/   /'
 done

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Table of bench/budget_sweep.sh's runs: per budget and workload, the change of energy per
-token vs baseline (simulated H100 at Mixtral's expert shape; mean over repeats, the unit of
-the energy) and of perplexity (paired on the same tokens, 95% Student-t CI over the distinct
-text samples, the unit of quality). Standard library only.
+"""Table of bench/budget_sweep.sh's runs: per run (a budget of predictive_thermal, or a
+comparison at one setting; each run holds baseline and that one strategy) and workload, the
+change of energy per token vs baseline (simulated H100 at Mixtral's expert shape; mean over
+repeats, the unit of the energy) and of perplexity (paired on the same tokens, 95% Student-t
+CI over the distinct text samples, the unit of quality). Standard library only.
 usage: python3 bench/budget_sweep_table.py OUT_DIR   (the folder budget_sweep.sh wrote)"""
 import csv, math, os, statistics, sys
 
@@ -20,7 +21,7 @@ def rows(path):
 
 
 def main(out):
-    print("| budget | workload | energy/token vs baseline (sim, mean of repeats) | "
+    print("| run | workload | energy/token vs baseline (sim, mean of repeats) | "
           "perplexity change (paired, 95% CI over text samples) | samples |")
     print("|---|---|---|---|---|")
     for name in sorted(os.listdir(out)):
@@ -33,6 +34,10 @@ def main(out):
             import json
             ns = json.load(open(meta))["config"].get("num_samples_per_workload")
         e, q = {}, {}
+        other = sorted({r["strategy"] for r in rows(p)} - {"baseline"})
+        if len(other) != 1:
+            sys.exit(f"{p}: expected baseline and one other strategy, found {other}")
+        st = other[0]
         for r in rows(p):
             key = (r["workload"], r["strategy"], int(r["repeat"]))
             a = e.setdefault(key, [0.0, 0.0])
@@ -49,7 +54,7 @@ def main(out):
             reps = sorted({k[2] for k in e if k[0] == wl})
             ch = []
             for rp in reps:
-                s, b = e.get((wl, "predictive_thermal", rp)), e.get((wl, "baseline", rp))
+                s, b = e.get((wl, st, rp)), e.get((wl, "baseline", rp))
                 if s and b:
                     ch.append(100 * ((s[0] / s[1]) / (b[0] / b[1]) - 1))
             v = [100 * (math.exp((a - b) / t) - 1) for (w, _), (a, b, t) in q.items() if w == wl]

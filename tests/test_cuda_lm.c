@@ -519,6 +519,73 @@ static void test_shadow_experts(void **state) {
     tmoe_lm_free(m);
 }
 
+/* A route hook's own selection, independent of the logits (so CPU and GPU run the same
+ * experts): token t of layer l on expert (t + l) mod E; even tokens alone, padded with that
+ * expert at weight 0 (duplicate copies, uploaded in place of gate_topk), odd tokens also on
+ * the next expert, 0.7 / 0.3. */
+static int fixed_hook(void *user, int layer, const float *logits, int T, int E,
+                      tmoe_lm_route_out *out, tmoe_error *err) {
+    (void)user, (void)logits, (void)err;
+    for (int t = 0; t < T; t++) {
+        int k = out->k, e = (t + layer) % E;
+        for (int j = 0; j < k; j++) {
+            out->idx[t * k + j] = t % 2 && j == 1 ? (e + 1) % E : e;
+            out->w[t * k + j] = j == 0 ? (t % 2 ? 0.7f : 1.0f) : (t % 2 && j == 1 ? 0.3f : 0.0f);
+        }
+    }
+    out->selected = 1;
+    return TMOE_OK;
+}
+
+/* The explicit selection on CUDA against the CPU with the same hook. */
+static void test_explicit_selection(void **state) {
+    (void)state;
+    need_gpu();
+    tmoe_error err = {0};
+    tmoe_tokens t;
+    ASSERT_OK(tmoe_tokens_read(lm_path("text.tokens"), &t, &err), &err);
+    const char *const names[] = {"mixtral", "olmoe"};
+    for (int i = 0; i < 2; i++) {
+        tmoe_lm *m;
+        ASSERT_OK(tmoe_lm_load(lm_path(names[i]), NULL, &m, &err), &err);
+        const int n = 16, V = m->cfg.vocab_size;
+        float *a = malloc(sizeof(float) * (size_t)n * V),
+              *b = malloc(sizeof(float) * (size_t)n * V);
+        assert_true(a && b);
+        tmoe_kv_cache *kv;
+        tmoe_cpu_lm *cpu;
+        tmoe_cpu_lm_config cc = {.max_tokens = n, .impl = TMOE_IMPL_FUSED, .route = fixed_hook};
+        ASSERT_OK(tmoe_kv_cache_create(&m->cfg, 1, n, &kv, &err), &err);
+        ASSERT_OK(tmoe_cpu_lm_create(m, &cc, &cpu, &err), &err);
+        int slot, gs;
+        int32_t nn = n;
+        ASSERT_OK(tmoe_kv_seq_open(kv, &slot, &err), &err);
+        tmoe_lm_batch bc = {1, &slot, &nn, t.ids, 1};
+        ASSERT_OK(tmoe_cpu_lm_forward(cpu, kv, &bc, a, &err), &err);
+        tmoe_cuda_lm *g = NULL;
+        tmoe_cuda_lm_config gc = {
+            .device_id = 0, .max_tokens = n, .max_seqs = 1, .max_len = n, .route = fixed_hook};
+        ASSERT_OK(tmoe_cuda_lm_create(m, &gc, &g, &err), &err);
+        ASSERT_OK(tmoe_cuda_lm_seq_open(g, &gs, &err), &err);
+        tmoe_lm_batch bg = {1, &gs, &nn, t.ids, 1};
+        ASSERT_OK(tmoe_cuda_lm_forward(g, &bg, b, &err), &err);
+        const int32_t *c0 = tmoe_cpu_lm_expert_counts(cpu), *c1 = tmoe_cuda_lm_expert_counts(g);
+        assert_memory_equal(c0, c1, sizeof(int32_t) * (size_t)m->cfg.n_layers * m->cfg.num_experts);
+        char what[64];
+        snprintf(what, sizeof what, "%s explicit selection", names[i]);
+        cmp c = {what, std_of(a, (size_t)n * V), 0, 0, 0, 0, 0, 0, 0};
+        cmp_add(&c, b, a, n, V);
+        cmp_check(&c);
+        tmoe_cuda_lm_free(g);
+        tmoe_cpu_lm_free(cpu);
+        tmoe_kv_cache_free(kv);
+        free(a);
+        free(b);
+        tmoe_lm_free(m);
+    }
+    tmoe_tokens_free(&t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_models),
@@ -526,6 +593,7 @@ int main(void) {
         cmocka_unit_test(test_typed_experts_small),
         cmocka_unit_test(test_fast_experts),
         cmocka_unit_test(test_shadow_experts),
+        cmocka_unit_test(test_explicit_selection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

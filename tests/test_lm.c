@@ -477,11 +477,144 @@ static void test_kv_slots(void **state) {
     assert_int_equal(tmoe_kv_cache_create(&c, 0, 8, &kv, &err), TMOE_EINVAL);
 }
 
+/* ---- the route hook's own selection --------------------------------------------------- */
+typedef struct hook_ctx {
+    int mode;   /* 0 biases, 1 the same selection made by the hook, 2 top-(k-1) padded with
+                   the first expert, 3 padded with another expert, 4 an expert out of range,
+                   5 every token on expert 0 alone, padded with expert 0 (2T copies of it,
+                   more than the workspace's T rows), 6 the same padded with expert 1 */
+    int renorm; /* the model's norm_topk_prob */
+    int calls;
+} hook_ctx;
+
+/* The biases of mode 0: expert (layer + 1) mod E excluded, expert 0 favoured a little. */
+static void hook_bias(int layer, int E, float *bias) {
+    for (int e = 0; e < E; e++) bias[e] = 0.0f;
+    bias[(layer + 1) % E] = -1e4f;
+    bias[0] = 0.3f;
+}
+
+static int hook(void *user, int layer, const float *logits, int T, int E, tmoe_lm_route_out *out,
+                tmoe_error *err) {
+    hook_ctx *h = user;
+    int k = out->k;
+    float bias[64];
+    assert_true(E <= 64 && out->idx && out->w && out->bias && !out->selected);
+    hook_bias(layer, E, bias);
+    h->calls++;
+    if (h->mode == 0) {
+        memcpy(out->bias, bias, sizeof(float) * (size_t)E);
+        return TMOE_OK;
+    }
+    if (h->mode == 1) {
+        tmoe_gate_topk(logits, bias, T, E, k, h->renorm, 0, out->idx, out->w);
+    } else if (h->mode >= 5) {
+        for (int i = 0; i < T * k; i++) {
+            out->idx[i] = i % k == 0 ? 0 : h->mode - 5;
+            out->w[i] = i % k == 0 ? 1.0f : 0.0f;
+        }
+    } else {
+        /* top-(k-1), the last slot padded at weight 0 */
+        static int32_t idx[4096];
+        static float w[4096];
+        assert_true(T * k <= 4096 && k >= 2);
+        tmoe_gate_topk(logits, bias, T, E, k - 1, h->renorm, 0, idx, w);
+        for (int t = 0; t < T; t++) {
+            for (int j = 0; j < k - 1; j++) {
+                out->idx[t * k + j] = idx[t * (k - 1) + j];
+                out->w[t * k + j] = w[t * (k - 1) + j];
+            }
+            int32_t first = idx[t * (k - 1)];
+            out->idx[t * k + k - 1] = h->mode == 2 ? first : h->mode == 3 ? (first + 1) % E : E;
+            out->w[t * k + k - 1] = 0.0f;
+        }
+    }
+    out->selected = 1;
+    (void)err;
+    return TMOE_OK;
+}
+
+/* Logits (n, V) of the first n ids with the hook in mode; the experts' token copies per MoE
+ * layer summed into copies (n_layers). */
+static int hooked_prefill(const tmoe_lm *m, const uint32_t *ids, int n, hook_ctx *h, float *logits,
+                          int64_t *copies, tmoe_error *err) {
+    tmoe_kv_cache *kv;
+    tmoe_cpu_lm *cpu;
+    tmoe_cpu_lm_config cc = {
+        .max_tokens = n, .impl = TMOE_IMPL_FUSED, .route = hook, .route_user = h};
+    ASSERT_OK(tmoe_kv_cache_create(&m->cfg, 1, n, &kv, err), err);
+    ASSERT_OK(tmoe_cpu_lm_create(m, &cc, &cpu, err), err);
+    int slot;
+    ASSERT_OK(tmoe_kv_seq_open(kv, &slot, err), err);
+    int32_t nn = n;
+    tmoe_lm_batch b = {1, &slot, &nn, ids, 1};
+    int rc = tmoe_cpu_lm_forward(cpu, kv, &b, logits, err);
+    const int32_t *cnt = tmoe_cpu_lm_expert_counts(cpu);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        copies[l] = 0;
+        for (int e = 0; e < m->cfg.num_experts; e++) copies[l] += cnt[l * m->cfg.num_experts + e];
+    }
+    tmoe_cpu_lm_free(cpu);
+    tmoe_kv_cache_free(kv);
+    return rc;
+}
+
+/* A selection the hook makes itself runs exactly as the same selection made by biases (the
+ * logits are bit for bit the same); a padded slot at weight 0 adds nothing, whichever expert
+ * it names, and is counted as a copy that ran; an expert out of range is refused. */
+static void test_route_hook_selection(void **state) {
+    (void)state;
+    tmoe_error err = {0};
+    tmoe_tokens t;
+    ASSERT_OK(tmoe_tokens_read(lm_path("text.tokens"), &t, &err), &err);
+    const char *const names[] = {"mixtral", "olmoe"}; /* renormalised / plain top-k weights */
+    for (int i = 0; i < 2; i++) {
+        tmoe_lm *m;
+        ASSERT_OK(tmoe_lm_load(lm_path(names[i]), NULL, &m, &err), &err);
+        const int n = 12, V = m->cfg.vocab_size, k = m->cfg.top_k;
+        assert_true(k >= 2);
+        size_t nv = (size_t)n * V;
+        float *a = malloc(sizeof(float) * nv), *b = malloc(sizeof(float) * nv);
+        assert_true(a && b);
+        int64_t ca[TMOE_LM_MAX_LAYERS], cb[TMOE_LM_MAX_LAYERS];
+        hook_ctx h = {0, m->cfg.norm_topk_prob, 0};
+        ASSERT_OK(hooked_prefill(m, t.ids, n, &h, a, ca, &err), &err);
+        assert_int_equal(h.calls, tmoe_lm_num_moe_layers(&m->cfg));
+        h.mode = 1;
+        ASSERT_OK(hooked_prefill(m, t.ids, n, &h, b, cb, &err), &err);
+        assert_memory_equal(a, b, sizeof(float) * nv);
+        assert_memory_equal(ca, cb, sizeof(int64_t) * (size_t)m->cfg.n_layers);
+        /* the biased selection differs from baseline routing, so the check above has teeth */
+        prefill(m, t.ids, n, b, 1);
+        assert_true(max_abs_diff(a, b, nv) > 1e-4 * std_of(b, nv));
+        h.mode = 2;
+        ASSERT_OK(hooked_prefill(m, t.ids, n, &h, a, ca, &err), &err);
+        h.mode = 3;
+        ASSERT_OK(hooked_prefill(m, t.ids, n, &h, b, cb, &err), &err);
+        assert_memory_equal(a, b, sizeof(float) * nv);
+        for (int l = 0; l < m->cfg.n_layers; l++)
+            assert_int_equal(ca[l], m->cfg.moe_layer[l] ? (int64_t)n * k : 0);
+        h.mode = 5;
+        ASSERT_OK(hooked_prefill(m, t.ids, n, &h, a, ca, &err), &err);
+        h.mode = 6;
+        ASSERT_OK(hooked_prefill(m, t.ids, n, &h, b, cb, &err), &err);
+        assert_memory_equal(a, b, sizeof(float) * nv);
+        h.mode = 4;
+        assert_int_equal(hooked_prefill(m, t.ids, n, &h, a, ca, &err), TMOE_EINVAL);
+        assert_non_null(strstr(err.msg, "route hook"));
+        free(a);
+        free(b);
+        tmoe_lm_free(m);
+    }
+    tmoe_tokens_free(&t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_transformers), cmocka_unit_test(test_batch_join_leave),
         cmocka_unit_test(test_typed_experts),        cmocka_unit_test(test_config),
         cmocka_unit_test(test_token_files),          cmocka_unit_test(test_kv_slots),
+        cmocka_unit_test(test_route_hook_selection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -284,6 +284,88 @@ static void check_run_trace(const char *path, int combos) {
                  c, c_lo, c_hi, s_lo, s_hi);
 }
 
+/* The comparisons on the default model and text through the CLI: a short run of each, rows
+ * and summary lines under their names; bad values of their flags are usage errors (exit 2);
+ * the random block refuses them (exit 1, saying why). */
+static void test_default_comparisons(void **state) {
+    (void)state;
+    const char *out = tu_tmppath("default_cmp");
+    char *args[] = {(char *)bin(),
+                    "run",
+                    "--out",
+                    (char *)out,
+                    "--no-analyze",
+                    "--backend",
+                    "cpu",
+                    "--telemetry",
+                    "sim",
+                    "--num-samples-per-workload",
+                    "1",
+                    "--workloads",
+                    "small_batch",
+                    "--cooldown",
+                    "0",
+                    "--warmup-steady",
+                    "0",
+                    "--routing-strategy",
+                    "baseline,topk_minus_one,top_p,expert_prune,capacity",
+                    "--top-p",
+                    "0.5",
+                    "--prune-experts",
+                    "2",
+                    "--capacity-factor",
+                    "1.25",
+                    "--capacity-overflow",
+                    "next",
+                    NULL};
+    int rc = run_thermoe(args, tu_tmppath("default_cmp.log"), 0, NULL);
+    char *log = slurp(tu_tmppath("default_cmp.log"));
+    if (rc != 0) fail_msg("thermoe run exited %d:\n%s", rc, log ? log : "");
+    static const char *names[] = {"topk_minus_one", "top_p", "expert_prune", "capacity"};
+    char path[600];
+    snprintf(path, sizeof path, "%s/batches.csv", out);
+    char *csv = slurp(path);
+    assert_true(csv && log);
+    for (int i = 0; i < 4; i++) {
+        char want[64];
+        snprintf(want, sizeof want, ",%s,", names[i]);
+        if (!strstr(csv, want)) fail_msg("batches.csv has no %s row", names[i]);
+        snprintf(want, sizeof want, "small_batch      %s ", names[i]);
+        if (!strstr(log, want)) fail_msg("the summary has no %s line:\n%s", names[i], log);
+    }
+    free(csv);
+    free(log);
+    static const char *const bad[][2] = {
+        {"--top-p", "0"},           {"--top-p", "1.5"},
+        {"--capacity-factor", "0"}, {"--capacity-overflow", "spill"},
+        {"--prune-experts", "-1"},  {"--routing-strategy", "top_k"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char *a[] = {
+            (char *)bin(),     "run", "--out", (char *)tu_tmppath("cmp_bad"), (char *)bad[i][0],
+            (char *)bad[i][1], NULL};
+        rc = run_thermoe(a, tu_tmppath("cmp_bad.log"), 0, NULL);
+        if (rc != 2) fail_msg("%s %s: exit %d, want 2", bad[i][0], bad[i][1], rc);
+    }
+    char *blk[] = {(char *)bin(),
+                   "run",
+                   "--out",
+                   (char *)tu_tmppath("cmp_block"),
+                   "--model",
+                   "random",
+                   "--routing-strategy",
+                   "baseline,top_p",
+                   "--telemetry",
+                   "sim",
+                   "--backend",
+                   "cpu",
+                   NULL};
+    rc = run_thermoe(blk, tu_tmppath("cmp_block.log"), 0, NULL);
+    log = slurp(tu_tmppath("cmp_block.log"));
+    if (rc != 1 || !log || !strstr(log, "top_p selects each token's experts itself"))
+        fail_msg("random block with top_p: exit %d:\n%s", rc, log ? log : "");
+    free(log);
+}
+
 static void test_default_run(void **state) {
     (void)state;
     const char *out = tu_tmppath("default");
@@ -829,10 +911,15 @@ static void test_spearman(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bad_input),      cmocka_unit_test(test_kill_and_resume),
-        cmocka_unit_test(test_full_disk),      cmocka_unit_test(test_resume_drops_invalid_rows),
-        cmocka_unit_test(test_run_dir_locked), cmocka_unit_test(test_default_run),
-        cmocka_unit_test(test_balanced_order), cmocka_unit_test(test_spearman),
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_kill_and_resume),
+        cmocka_unit_test(test_full_disk),
+        cmocka_unit_test(test_resume_drops_invalid_rows),
+        cmocka_unit_test(test_run_dir_locked),
+        cmocka_unit_test(test_default_run),
+        cmocka_unit_test(test_default_comparisons),
+        cmocka_unit_test(test_balanced_order),
+        cmocka_unit_test(test_spearman),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

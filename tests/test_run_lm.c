@@ -161,6 +161,7 @@ typedef struct lm_row {
     int batch, tokens, scored;
     char nll[40], nllb[40];
     long counts_sum;
+    double pred_j, agree;
 } lm_row;
 
 static int read_rows(const char *dir, lm_row *rows, int cap) {
@@ -189,6 +190,8 @@ static int read_rows(const char *dir, lm_row *rows, int cap) {
         r->scored = atoi(fields[TMOE_RL_TOKENS_SCORED]);
         snprintf(r->nll, sizeof r->nll, "%s", fields[TMOE_RL_NLL]);
         snprintf(r->nllb, sizeof r->nllb, "%s", fields[TMOE_RL_NLL_BASELINE]);
+        r->pred_j = strtod(fields[TMOE_RL_PREDICTED_ENERGY_J], NULL);
+        r->agree = strtod(fields[TMOE_RL_TOPK_AGREEMENT], NULL);
         assert_string_equal(fields[TMOE_RL_ENERGY_EXPERT_SHAPE], "mixtral 4096x14336");
         r->counts_sum = 0;
         int items = 0;
@@ -299,6 +302,93 @@ static void test_lm_decode(void **state) {
     json_decref(m);
 }
 
+static const lm_row *find_row(const lm_row *rows, int n, const char *st, const lm_row *like) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(rows[i].st, st) && !strcmp(rows[i].wl, like->wl) &&
+            rows[i].batch == like->batch)
+            return &rows[i];
+    fail_msg("no %s row for %s batch %d", st, like->wl, like->batch);
+    return NULL;
+}
+
+/* The comparisons in a run of the decoder LM: every row counts k copies a token (padding
+ * included); top-k reduced by one keeps half of top-2 and costs less predicted energy than
+ * baseline; top-p at 0.01 keeps one expert a token: the same forward as topk_minus_one; at
+ * their neutral settings (top-p 1, a capacity no expert fills, nothing pruned) they are
+ * baseline routing to the last digit; the random block refuses them. */
+static void test_lm_comparisons(void **state) {
+    (void)state;
+    const char *out = tu_tmppath("lmcmp");
+    tmoe_run_config c = lm_config(out);
+    for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++) c.strategies[s] = 0;
+    c.strategies[TMOE_ROUTE_BASELINE] = 1;
+    for (int s = TMOE_ROUTE_FIRST_COMPARISON; s < TMOE_ROUTE_STRATEGY_COUNT; s++)
+        c.strategies[s] = 1;
+    c.workloads[TMOE_WL_SKEWED] = 0;
+    c.router.top_p = 0.01;
+    c.router.prune_experts = 1;
+    c.router.cap_factor = 0.5;
+    tmoe_error err = {0};
+    if (tmoe_run(&c, NULL, &err)) fail_msg("%s", err.msg);
+    lm_row rows[64];
+    int n = read_rows(out, rows, 64);
+    assert_int_equal(n, 5 * 3);
+    double e_base = 0.0, e_m1 = 0.0;
+    int cap_dropped = 0;
+    for (int i = 0; i < n; i++) {
+        const lm_row *r = &rows[i];
+        assert_int_equal(r->counts_sum, (long)r->tokens * 2 * 2); /* padded copies ran */
+        assert_string_equal(r->nllb, find_row(rows, n, "baseline", r)->nll);
+        if (!strcmp(r->st, "topk_minus_one")) {
+            assert_true(r->agree == 0.5);
+            e_m1 += r->pred_j;
+            e_base += find_row(rows, n, "baseline", r)->pred_j;
+            assert_string_equal(r->nll, find_row(rows, n, "top_p", r)->nll);
+        }
+        if (!strcmp(r->st, "capacity")) cap_dropped += r->agree < 1.0;
+        if (!strcmp(r->st, "expert_prune")) assert_true(r->agree < 1.0 && r->agree > 0.5);
+    }
+    assert_true(e_m1 < e_base);
+    assert_true(cap_dropped > 0);
+    /* the metadata records the comparisons' settings */
+    char path[600];
+    snprintf(path, sizeof path, "%s/metadata.json", out);
+    json_error_t je;
+    json_t *m = json_load_file(path, 0, &je);
+    if (!m) fail_msg("%s: %s", path, je.text);
+    json_t *rt = json_object_get(json_object_get(m, "config"), "router");
+    assert_true(json_real_value(json_object_get(rt, "top_p")) == 0.01);
+    assert_int_equal(json_integer_value(json_object_get(rt, "prune_experts")), 1);
+    assert_string_equal(json_string_value(json_object_get(rt, "capacity_overflow")), "drop");
+    json_decref(m);
+
+    /* neutral settings: baseline routing */
+    c = lm_config(tu_tmppath("lmcmp0"));
+    for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++) c.strategies[s] = 0;
+    c.strategies[TMOE_ROUTE_TOP_P] = c.strategies[TMOE_ROUTE_EXPERT_PRUNE] = 1;
+    c.strategies[TMOE_ROUTE_CAPACITY] = 1;
+    c.workloads[TMOE_WL_SKEWED] = 0;
+    c.router.top_p = 1.0;
+    c.router.prune_experts = 0;
+    c.router.cap_factor = 100.0;
+    if (tmoe_run(&c, NULL, &err)) fail_msg("%s", err.msg);
+    n = read_rows(c.out_dir, rows, 64);
+    assert_int_equal(n, 3 * 3);
+    for (int i = 0; i < n; i++) {
+        assert_string_equal(rows[i].nll, rows[i].nllb);
+        assert_true(rows[i].agree == 1.0);
+    }
+
+    /* the random block routes by biases only */
+    c = lm_config(tu_tmppath("lmcmp_block"));
+    c.model_dir = NULL;
+    c.tokens_path = NULL;
+    c.strategies[TMOE_ROUTE_CAPACITY] = 1;
+    assert_int_equal(tmoe_run(&c, NULL, &err), TMOE_ENOTSUP);
+    if (!strstr(err.msg, "capacity") || !strstr(err.msg, "--model"))
+        fail_msg("block with a comparison: %s", err.msg);
+}
+
 static void test_lm_errors(void **state) {
     (void)state;
     tmoe_tokens tok = {0};
@@ -331,6 +421,7 @@ int main(void) {
         cmocka_unit_test(test_domains_file_errors),
         cmocka_unit_test(test_lm_run),
         cmocka_unit_test(test_lm_decode),
+        cmocka_unit_test(test_lm_comparisons),
         cmocka_unit_test(test_lm_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -154,7 +154,8 @@ typedef struct tmoe_cpu_lm tmoe_cpu_lm;
 typedef struct tmoe_cpu_lm_config {
     int max_tokens;         /* largest number of new tokens in one forward (all sequences) */
     tmoe_impl impl;         /* quantized experts: fused or unfused */
-    tmoe_lm_route_fn route; /* per-layer selection biases, or NULL (baseline routing) */
+    tmoe_lm_route_fn route; /* per-layer selection biases or selections (tmoe_lm_route_out),
+                               or NULL (baseline routing) */
     void *route_user;
     int bias_in_weights; /* the biases also change the combine weights */
 } tmoe_cpu_lm_config;
@@ -282,7 +283,8 @@ typedef struct tmoe_cuda_lm_config {
     int max_seqs, max_len;  /* KV cache: slots and positions per slot */
     int use_graphs;         /* replay decode steps (every sequence adds one token) as CUDA
                                graphs, one per batch size; not with route */
-    tmoe_lm_route_fn route; /* per-layer selection biases, or NULL (host round trip per layer) */
+    tmoe_lm_route_fn route; /* per-layer selection biases or selections (tmoe_lm_route_out),
+                               or NULL (host round trip per layer) */
     void *route_user;
     int bias_in_weights;
     /* production-shape experts (docs/cuda.md "Energy at production shape"): shadow_d_model

@@ -327,11 +327,30 @@ int tmoe_kv_seq_open(tmoe_kv_cache *kv, int *slot, tmoe_error *err);
 void tmoe_kv_seq_close(tmoe_kv_cache *kv, int slot); /* frees the slot */
 size_t tmoe_kv_cache_bytes(const tmoe_kv_cache *kv);
 
+/* What a route hook gives the decoder for one MoE layer. The engine passes its own host
+ * buffers, with bias zeroed and selected = 0. Either the hook writes selection biases (E),
+ * added to the logits for the engine's top-k (tmoe_gate_topk, weights from the unbiased
+ * logits unless bias_in_weights), or it makes the selection itself: it fills idx (T, k)
+ * with experts in 0..E-1 and w (T, k) with their combine weights and sets selected = 1; the
+ * engine then runs exactly that (bias is ignored, an expert outside 0..E-1 is TMOE_EINVAL).
+ * k is always the model's top_k: a token that uses fewer experts (top-k reduced by one,
+ * top-p, a copy dropped by a capacity limit) fills its unused slots with its own first
+ * expert at weight 0. That padded copy is computed and multiplied by 0: one more row of a
+ * weight matrix the step reads anyway, almost free in memory-bound decode, and it keeps k
+ * fixed in the engines; the engines' token-copy counts include it (they count what ran). */
+typedef struct tmoe_lm_route_out {
+    float *bias;  /* (E) selection biases */
+    int32_t *idx; /* (T, k) experts, for a selection made by the hook */
+    float *w;     /* (T, k) combine weights */
+    int k;        /* the model's top_k */
+    int selected; /* set to 1 by the hook when it filled idx and w */
+} tmoe_lm_route_out;
+
 /* Per-layer routing hook for the decoder: called with the router logits (T, E) of each MoE
- * layer before top-k; writes E selection biases (or leaves them 0). Non-zero return stops
- * the forward with that code. */
+ * layer before top-k; fills out (above) or leaves it as it is (baseline routing). Non-zero
+ * return stops the forward with that code. */
 typedef int (*tmoe_lm_route_fn)(void *user, int layer, const float *logits, int T, int E,
-                                float *bias, tmoe_error *err);
+                                tmoe_lm_route_out *out, tmoe_error *err);
 
 /* ---- token files (DESIGN.md): 256 int32 header, then n uint32 ids -------------------- */
 #define TMOE_TOKENS_MAGIC 20261206

@@ -227,7 +227,32 @@ int tmoe_route_step_energy(const tmoe_cost_provider *p, const int32_t *counts, i
  *                        include link_j_per_token for experts off the home device;
  *                        b_e = clamp(-0.5 max_bias (s_e - mean s)/(max s - min s)
  *                        - max_bias (pressure_dev(e) - min pressure) / max(1, spread), +-max_bias).
- * The load balancer's bias (and REINFORCE exploration noise) is added to any of them. */
+ * The load balancer's bias (and REINFORCE exploration noise) is added to any of them.
+ *
+ * Comparisons: what users would otherwise do (docs/strategies.md "Comparisons"). Each makes
+ * the selection itself, per token, which biases cannot express: route them with
+ * tmoe_router_route_explicit (tmoe_router_route refuses them). Scores are the logits plus
+ * the load balancer's bias; p_t is the token's softmax over all E (unbiased); "the model's
+ * weights" are p_t at the kept experts, divided by their sum when renorm (norm_topk_prob).
+ * A token that keeps m < k experts fills slots m..k-1 with its first kept expert at weight 0.
+ *  topk_minus_one        each token keeps its top k-1 (needs k >= 2), the model's weights.
+ *  top_p                 each token keeps the shortest prefix (1..k) of its top-k whose sum
+ *                        of p_t reaches top_p (all k when none does), the model's weights.
+ *  expert_prune          the prune_experts least-used experts of the layer (by baseline
+ *                        top-k on the profile of tmoe_router_fit_static, or the first batch;
+ *                        ties prune the higher index) are never chosen; each token takes its
+ *                        top-k among the rest (NAEE's static pruning), the model's weights
+ *                        (p_t over all E).
+ *  capacity              at most C = ceil(cap_factor T k / E) copies per expert; the
+ *                        baseline top-k with the model's weights, then cap_overflow: drop
+ *                        (Switch / GShard) takes copies in slot-major order (every token's
+ *                        first choice, then every token's second, ...), in token order within
+ *                        a slot, and drops those that find their expert full; the kept
+ *                        copies keep their weights (not renormalised), a token whose every
+ *                        copy was dropped keeps only the residual (its slots: its top-1 at
+ *                        weight 0); next: token order, an overflowing copy moves to the best
+ *                        expert with room the token has not chosen, weights renormalised over
+ *                        the chosen when renorm. */
 typedef enum {
     TMOE_ROUTE_BASELINE,
     TMOE_ROUTE_STATIC_OPTIMAL,
@@ -235,10 +260,23 @@ typedef enum {
     TMOE_ROUTE_HIERARCHICAL_ADAPTIVE,
     TMOE_ROUTE_PREDICTIVE_THERMAL,
     TMOE_ROUTE_MULTI_GPU_AWARE,
+    TMOE_ROUTE_TOPK_MINUS_ONE, /* the comparisons, from here on */
+    TMOE_ROUTE_TOP_P,
+    TMOE_ROUTE_EXPERT_PRUNE,
+    TMOE_ROUTE_CAPACITY,
     TMOE_ROUTE_STRATEGY_COUNT
 } tmoe_route_strategy;
+/* The six strategies come first; the comparisons are TMOE_ROUTE_FIRST_COMPARISON and after. */
+#define TMOE_ROUTE_FIRST_COMPARISON TMOE_ROUTE_TOPK_MINUS_ONE
 const char *tmoe_route_strategy_name(tmoe_route_strategy s);
 int tmoe_route_strategy_parse(const char *name, tmoe_route_strategy *out);
+/* 1 for the comparisons (explicit selections), else 0. */
+int tmoe_route_strategy_is_comparison(tmoe_route_strategy s);
+
+/* capacity: what happens to a copy whose expert is full. */
+typedef enum { TMOE_OVERFLOW_DROP, TMOE_OVERFLOW_NEXT, TMOE_OVERFLOW_COUNT } tmoe_overflow;
+const char *tmoe_overflow_name(tmoe_overflow o);
+int tmoe_overflow_parse(const char *name, tmoe_overflow *out); /* "drop|next" */
 
 typedef enum { TMOE_TTHA_GRAD_SURROGATE, TMOE_TTHA_GRAD_REINFORCE } tmoe_ttha_grad;
 const char *tmoe_ttha_grad_name(tmoe_ttha_grad g);
@@ -320,6 +358,14 @@ typedef struct tmoe_router_config {
                                for create only (copied) */
     double exclusion_bias;  /* bias given to excluded tiers (default -30) */
 
+    /* comparisons (tmoe_router_route_explicit) */
+    double top_p;               /* top_p: probability mass each token keeps, (0, 1] (default 0.9) */
+    int prune_experts;          /* expert_prune: experts pruned per layer, 0..E-k; -1 (default) =
+                                   E / 4, at most E - k */
+    double cap_factor;          /* capacity: C = ceil(cap_factor T k / E) copies per expert, > 0
+                                   (default 1); unrelated to capacity_factor above */
+    tmoe_overflow cap_overflow; /* capacity: drop (default) or next */
+
     /* multi_gpu_aware */
     int num_devices;          /* 1..TMOE_ROUTE_MAX_DEVICES (default 1) */
     const int *expert_device; /* (E) device of each expert, or NULL = expert e on e % N; copied */
@@ -342,7 +388,10 @@ int tmoe_router_create(const tmoe_router_config *cfg, const tmoe_cost_provider *
 void tmoe_router_free(tmoe_router *r); /* NULL-safe */
 const tmoe_router_config *tmoe_router_get_config(const tmoe_router *r);
 
-/* static_optimal: fit the fixed biases from a workload profile: N sample logit rows (N, E)
+/* expert_prune: the same call counts each expert's uses by the unbiased top-k of the N
+ * profile rows and prunes the prune_experts least used (ties prune the higher index);
+ * *kl_out gets NAN. Other comparisons: TMOE_EINVAL.
+ * static_optimal: fit the fixed biases from a workload profile: N sample logit rows (N, E)
  * and the batch size they stand for. Minimises the predicted energy of a batch of
  * tokens_per_batch tokens (soft counts, scaled from the sample) subject to mean KL(softmax(z)
  * || softmax(z + b)) <= kl_bound, |b_e| <= max_bias: for a multiplier lambda, projected
@@ -370,10 +419,25 @@ int tmoe_router_last_set(const tmoe_router *r, tmoe_set_result *res, double *bud
  * experts per token, decreasing biased score, ties to the lower index (tmoe_gate_topk),
  * then the capacity limit if set; predicted_energy_out: tmoe_route_step_energy of that
  * selection's counts. Unless observe_selection is set, the load balancer counts that
- * selection. Never allocates. */
+ * selection. Never allocates. A comparison strategy is TMOE_EINVAL: it selects per token
+ * (tmoe_router_route_explicit). */
 int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t *unbiased_idx,
                       const tmoe_hw_state *hw, float *biases_out, int32_t *selection_out,
                       double *predicted_energy_out, tmoe_error *err);
+
+/* Route one batch of a comparison strategy (TMOE_EINVAL for the others): the selection
+ * itself, idx (T, k) experts and w (T, k) combine weights, padded as the strategy table
+ * above says; renorm is the model's norm_topk_prob. logits, T and hw as for
+ * tmoe_router_route (hw is not read by the comparisons). predicted_energy_out (may be NULL):
+ * tmoe_route_step_energy of the selection's counts, padded copies included (they run).
+ * Unless observe_selection, the load balancer counts the selection; with it, the caller
+ * reports what ran with tmoe_router_observe. Never allocates. */
+int tmoe_router_route_explicit(tmoe_router *r, const float *logits, int T, int renorm,
+                               const tmoe_hw_state *hw, int32_t *idx, float *w,
+                               double *predicted_energy_out, tmoe_error *err);
+/* The experts expert_prune prunes: mask (E) gets 1 for a pruned expert. Returns 1 once
+ * fitted (tmoe_router_fit_static or the first batch), 0 before, -1 for another strategy. */
+int tmoe_router_pruned(const tmoe_router *r, unsigned char *mask);
 
 /* observe_selection: report the selection that ran for the batch last routed, e.g. the
  * engine's tmoe_moe_metrics topk_idx / topk_w: idx (T, k) experts, w (T, k) combine weights

@@ -51,14 +51,17 @@ double tmoe_metric_scale(tmoe_metric m) {
     return metrics[m].scale > 0.0 ? metrics[m].scale : 1.0;
 }
 
-static const char *const canon[] = {"baseline",           "static_optimal",
-                                    "kernel_aware_ttha",  "hierarchical_adaptive",
-                                    "predictive_thermal", "multi_gpu_aware"};
-/* Okabe-Ito: black, orange, blue, bluish green, vermillion, reddish purple; sky blue and
- * yellow for strategies outside the list. */
-static const char *const canon_color[] = {"#000000", "#E69F00", "#0072B2",
-                                          "#009E73", "#D55E00", "#CC79A7"};
-static const char *const extra_color[] = {"#56B4E9", "#F0E442"};
+/* The six strategies, then the comparisons (docs/strategies.md), in their enum order. */
+static const char *const canon[] = {
+    "baseline",           "static_optimal",  "kernel_aware_ttha", "hierarchical_adaptive",
+    "predictive_thermal", "multi_gpu_aware", "topk_minus_one",    "top_p",
+    "expert_prune",       "capacity"};
+/* Okabe-Ito: black, orange, blue, bluish green, vermillion, reddish purple for the six, sky
+ * blue, yellow and grey for comparisons, Tol's wine; Tol's teal and indigo for strategies
+ * outside the list. */
+static const char *const canon_color[] = {"#000000", "#E69F00", "#0072B2", "#009E73", "#D55E00",
+                                          "#CC79A7", "#56B4E9", "#F0E442", "#999999", "#882255"};
+static const char *const extra_color[] = {"#44AA99", "#332288"};
 #define NCANON ((int)(sizeof canon / sizeof *canon))
 
 int strategy_rank(const char *s) {

@@ -50,8 +50,8 @@ typedef struct cli_lm_route cli_lm_route;
 int cli_lm_route_create(const tmoe_lm *m, tmoe_route_strategy s, const char *cost_model,
                         tmoe_impl impl, int max_tokens, cli_lm_route **out, tmoe_error *err);
 void cli_lm_route_free(cli_lm_route *r);
-int cli_lm_route_fn(void *user, int layer, const float *logits, int T, int E, float *bias,
-                    tmoe_error *err);
+int cli_lm_route_fn(void *user, int layer, const float *logits, int T, int E,
+                    tmoe_lm_route_out *out, tmoe_error *err);
 
 /* Where the decoder runs: the CPU reference with a host KV cache, or the CUDA decoder with its
  * device cache (--backend cuda, or auto when a CUDA device answers). */

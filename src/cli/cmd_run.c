@@ -50,6 +50,10 @@ enum {
     O_TAU_MIN,
     O_KL_BASE,
     O_KL_MAX,
+    O_TOP_P,
+    O_PRUNE,
+    O_CAP_FACTOR,
+    O_CAP_OVERFLOW,
     O_TRACE,
     O_RATE,
     O_REPEATS,
@@ -111,6 +115,10 @@ static const struct option longopts[] = {
     {"tau-min", required_argument, 0, O_TAU_MIN},
     {"kl-base", required_argument, 0, O_KL_BASE},
     {"kl-max", required_argument, 0, O_KL_MAX},
+    {"top-p", required_argument, 0, O_TOP_P},
+    {"prune-experts", required_argument, 0, O_PRUNE},
+    {"capacity-factor", required_argument, 0, O_CAP_FACTOR},
+    {"capacity-overflow", required_argument, 0, O_CAP_OVERFLOW},
     {"load-balancer", no_argument, 0, O_LB},
     {"trace-batches", required_argument, 0, O_TRACE},
     {"arrival-rate", required_argument, 0, O_RATE},
@@ -160,15 +168,17 @@ static void run_help(const tmoe_run_config *d) {
         "usage: thermoe run [flags]\n\n"
         "Sweep routing strategies x workloads over repeats (order shuffled per repeat), one CSV\n"
         "row per batch, a metadata JSON, Perfetto traces of the first batches, a summary table.\n"
-        "With no flags: every strategy x every workload on the trained default model scoring\n"
-        "the committed test split (the random block at a small shape when the model is not\n"
-        "there), on the GPU when one answers, else the CPU backend with a simulated H100 driven\n"
-        "by the measured cost model.\n\n"
+        "With no flags: the six strategies x every workload on the trained default model\n"
+        "scoring the committed test split (the random block at a small shape when the model is\n"
+        "not there), on the GPU when one answers, else the CPU backend with a simulated H100\n"
+        "driven by the measured cost model.\n\n"
         "sweep:\n"
         "  --routing-strategy LIST   comma list or 'all' (default all): baseline, static_optimal,\n"
         "                            kernel_aware_ttha, hierarchical_adaptive, "
         "predictive_thermal,\n"
-        "                            multi_gpu_aware\n"
+        "                            multi_gpu_aware; and the comparisons, which 'all' leaves\n"
+        "                            out: topk_minus_one, top_p, expert_prune, capacity (the\n"
+        "                            decoder LM only; docs/strategies.md \"Comparisons\")\n"
         "  --workloads LIST          comma list or 'all' (default all): standard, "
         "high_complexity,\n"
         "                            small_batch, large_batch, skewed\n"
@@ -236,6 +246,16 @@ static void run_help(const tmoe_run_config *d) {
         "                            docs/strategies.md)\n"
         "  --kl-base X  --kl-max X   kl budget when cool / at full pressure, nats (%g, %g)\n"
         "  --tau-base X  --tau-min X tau budget when cool / at full pressure (%g, %g)\n"
+        "  --top-p P                 top_p: each token keeps its fewest top experts whose\n"
+        "                            probability sum reaches P, at most k (default %g)\n"
+        "  --prune-experts N         expert_prune: the N least-used experts of each MoE layer\n"
+        "                            on the calibration windows are never chosen (default\n"
+        "                            E/4, at most E-k)\n"
+        "  --capacity-factor C       capacity: at most ceil(C T k / E) token copies per expert\n"
+        "                            per batch (default %g)\n"
+        "  --capacity-overflow O     capacity: drop (a copy over the limit is dropped, as\n"
+        "                            Switch does) or next (it goes to the token's best expert\n"
+        "                            with room) (default %s)\n"
         "  --ttha-target-power W     P* (default %g)\n"
         "  --ttha-target-temp C      T* (default %g)\n"
         "  --ttha-power-weight X  --ttha-temp-weight X  --ttha-latency-penalty-weight X\n"
@@ -261,8 +281,9 @@ static void run_help(const tmoe_run_config *d) {
         LM_SEQ_LEN, tmoe_backend_kind_name(d->backend), d->device_id,
         tmoe_telemetry_kind_name(d->telemetry), tmoe_run_default_cost_model(), r->max_bias,
         r->kl_bound, tmoe_budget_name(r->budget), r->kl_base, r->kl_max, r->tau_base, r->tau_min,
-        r->power_target_w, r->temp_target_c, r->w_power, r->w_temp, r->w_latency, r->w_throughput,
-        r->w_fidelity, r->lr, r->weight_decay, tmoe_ttha_grad_name(r->grad_mode), d->trace_batches,
+        r->top_p, r->cap_factor, tmoe_overflow_name(r->cap_overflow), r->power_target_w,
+        r->temp_target_c, r->w_power, r->w_temp, r->w_latency, r->w_throughput, r->w_fidelity,
+        r->lr, r->weight_decay, tmoe_ttha_grad_name(r->grad_mode), d->trace_batches,
         d->fidelity_every);
 }
 
@@ -446,6 +467,9 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
             if (cli_name_list("run", "routing-strategy", optarg, c->strategies,
                               TMOE_ROUTE_STRATEGY_COUNT, strategy_name))
                 return 2;
+            if (!strcmp(optarg, "all")) /* the six; the comparisons by name */
+                for (int s = TMOE_ROUTE_FIRST_COMPARISON; s < TMOE_ROUTE_STRATEGY_COUNT; s++)
+                    c->strategies[s] = 0;
             break;
         case O_WORKLOADS:
             if (cli_name_list("run", "workloads", optarg, c->workloads, TMOE_WL_COUNT,
@@ -534,6 +558,24 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_TAU_MIN: DBL_FLAG("tau-min", 1e-6, 1, c->router.tau_min); break;
         case O_KL_BASE: DBL_FLAG("kl-base", 0, 100, c->router.kl_base); break;
         case O_KL_MAX: DBL_FLAG("kl-max", 0, 100, c->router.kl_max); break;
+        case O_TOP_P:
+            DBL_FLAG("top-p", 0, 1, c->router.top_p);
+            if (!(c->router.top_p > 0.0))
+                return cli_usage_fail("run", "--top-p %s: expected a mass in (0, 1]", optarg);
+            break;
+        case O_PRUNE:
+            INT_FLAG("prune-experts", 0, TMOE_MAX_EXPERTS, c->router.prune_experts);
+            break;
+        case O_CAP_FACTOR:
+            DBL_FLAG("capacity-factor", 0, 1e6, c->router.cap_factor);
+            if (!(c->router.cap_factor > 0.0))
+                return cli_usage_fail("run", "--capacity-factor %s: expected a factor > 0", optarg);
+            break;
+        case O_CAP_OVERFLOW:
+            if (tmoe_overflow_parse(optarg, &c->router.cap_overflow))
+                return cli_usage_fail(
+                    "run", "--capacity-overflow: unknown '%s' (expected drop or next)", optarg);
+            break;
         case O_GRAD:
             if (tmoe_ttha_grad_parse(optarg, &c->router.grad_mode))
                 return cli_usage_fail(

@@ -172,6 +172,9 @@ static int sweep_flag(sweep_config *c, const char *name, const char *val) {
         if (cli_name_list("sweep", "routing-strategy", val, c->strategies,
                           TMOE_ROUTE_STRATEGY_COUNT, strategy_name))
             return 2;
+        if (!strcmp(val, "all")) /* the six, as thermoe run; the comparisons by name */
+            for (int s = TMOE_ROUTE_FIRST_COMPARISON; s < TMOE_ROUTE_STRATEGY_COUNT; s++)
+                c->strategies[s] = 0;
     } else {
         return -1;
     }

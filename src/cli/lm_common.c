@@ -173,6 +173,7 @@ int cli_lm_exec_forward(cli_lm_exec *x, const tmoe_lm_batch *b, float *logits, t
 /* ---- routing ------------------------------------------------------------------------- */
 struct cli_lm_route {
     int n_layers, max_tokens;
+    int renorm;            /* the model's norm_topk_prob (the comparisons' weights) */
     tmoe_router **routers; /* (n_layers), NULL for dense layers */
     tmoe_expert_cost *tab; /* (max_tokens + 1) one expert's cost at k tokens */
     int32_t *sel;          /* (max_tokens, top_k) */
@@ -240,6 +241,7 @@ int cli_lm_route_create(const tmoe_lm *m, tmoe_route_strategy s, const char *cos
     if (!r) return TMOE_ENOMEM;
     r->n_layers = c->n_layers;
     r->max_tokens = max_tokens;
+    r->renorm = c->norm_topk_prob;
     r->routers = tmoe_calloc((size_t)c->n_layers, sizeof *r->routers, err);
     r->tab = tmoe_calloc((size_t)max_tokens + 1, sizeof *r->tab, err);
     r->sel = tmoe_malloc(sizeof(int32_t) * (size_t)max_tokens * c->top_k, err);
@@ -265,10 +267,17 @@ int cli_lm_route_create(const tmoe_lm *m, tmoe_route_strategy s, const char *cos
     return TMOE_OK;
 }
 
-int cli_lm_route_fn(void *user, int layer, const float *logits, int T, int E, float *bias,
-                    tmoe_error *err) {
+int cli_lm_route_fn(void *user, int layer, const float *logits, int T, int E,
+                    tmoe_lm_route_out *out, tmoe_error *err) {
     cli_lm_route *r = user;
     (void)E;
-    if (!r->routers[layer]) return TMOE_OK;
-    return tmoe_router_route(r->routers[layer], logits, T, NULL, NULL, bias, r->sel, NULL, err);
+    tmoe_router *rt = r->routers[layer];
+    if (!rt) return TMOE_OK;
+    if (tmoe_route_strategy_is_comparison(tmoe_router_get_config(rt)->strategy)) {
+        int rc =
+            tmoe_router_route_explicit(rt, logits, T, r->renorm, NULL, out->idx, out->w, NULL, err);
+        out->selected = rc == TMOE_OK;
+        return rc;
+    }
+    return tmoe_router_route(rt, logits, T, NULL, NULL, out->bias, r->sel, NULL, err);
 }

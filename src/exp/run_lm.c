@@ -106,8 +106,8 @@ int run_lm_config(run_ctx *r, tmoe_error *err) {
 }
 
 /* The route hook of every forward (see lm_pass). */
-static int lm_route(void *user, int layer, const float *logits, int T, int E, float *bias,
-                    tmoe_error *err);
+static int lm_route(void *user, int layer, const float *logits, int T, int E,
+                    tmoe_lm_route_out *out, tmoe_error *err);
 
 /* The expert shape against what can bill or measure it. */
 static int check_shape(run_ctx *r, tmoe_error *err) {
@@ -283,9 +283,10 @@ void run_lm_free(run_ctx *r) {
 }
 
 /* ---- one forward ---------------------------------------------------------------------- */
-static int lm_route(void *user, int layer, const float *logits, int T, int E, float *bias,
-                    tmoe_error *err) {
+static int lm_route(void *user, int layer, const float *logits, int T, int E,
+                    tmoe_lm_route_out *out, tmoe_error *err) {
     run_ctx *r = user;
+    float *bias = out->bias;
     run_lm *lm = r->lm;
     int mi = lm->moe_index[layer], k = lm->m->cfg.top_k, renorm = lm->m->cfg.norm_topk_prob;
     if (mi < 0) return TMOE_OK;
@@ -303,19 +304,38 @@ static int lm_route(void *user, int layer, const float *logits, int T, int E, fl
     int64_t h0 = tmoe_now_ns();
     /* the unbiased selection: the router's current load and the agreement's reference */
     tmoe_gate_topk(logits, NULL, T, E, k, renorm, 0, lm->idx0, lm->w0);
-    int rc = tmoe_router_route(rt, logits, T, lm->idx0, &lm->hs, bias, NULL, NULL, err);
+    tmoe_route_strategy st = tmoe_router_get_config(rt)->strategy;
+    int explicit_sel = tmoe_route_strategy_is_comparison(st);
+    int rc =
+        explicit_sel
+            ? tmoe_router_route_explicit(rt, logits, T, renorm, &lm->hs, lm->idx, lm->w, NULL, err)
+            : tmoe_router_route(rt, logits, T, lm->idx0, &lm->hs, bias, NULL, NULL, err);
     if (rc)
-        return tmoe_error_prefix(err, rc, "router %s, layer %d",
-                                 tmoe_route_strategy_name(tmoe_router_get_config(rt)->strategy),
+        return tmoe_error_prefix(err, rc, "router %s, layer %d", tmoe_route_strategy_name(st),
                                  layer);
-    /* what the decoder runs with these biases (it selects through tmoe_gate_topk too) */
-    tmoe_gate_topk(logits, bias, T, E, k, renorm, 0, lm->idx, lm->w);
+    if (explicit_sel) { /* the decoder runs this selection as it is (padded slots at weight 0) */
+        memcpy(out->idx, lm->idx, sizeof(int32_t) * (size_t)T * k);
+        memcpy(out->w, lm->w, sizeof(float) * (size_t)T * k);
+        out->selected = 1;
+    } else { /* what the decoder runs with these biases (it selects through tmoe_gate_topk) */
+        tmoe_gate_topk(logits, bias, T, E, k, renorm, 0, lm->idx, lm->w);
+    }
     double pe = NAN;
     rc = tmoe_router_observe(rt, lm->idx, lm->w, T, &pe, err);
     if (rc) return tmoe_error_prefix(err, rc, "router of layer %d", layer);
     lm->route_ms += (double)(tmoe_now_ns() - h0) / 1e6;
     lm->pred_energy_j += pe;
-    lm->agree_sum += run_topk_agreement(lm->idx, lm->idx0, T, k);
+    /* agreement: a token's distinct experts (a padded slot repeats one) in its baseline top-k */
+    long same = 0;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < k; i++) {
+            int32_t e = lm->idx[t * k + i];
+            int dup = 0, hit = 0;
+            for (int j = 0; j < i; j++) dup |= lm->idx[t * k + j] == e;
+            for (int j = 0; j < k && !dup; j++) hit |= lm->idx0[t * k + j] == e;
+            same += hit;
+        }
+    lm->agree_sum += (double)same / ((double)T * k);
     lm->rc_layers++;
     int32_t *cnt = lm->counts + (size_t)mi * E;
     memset(cnt, 0, sizeof(int32_t) * (size_t)E);
@@ -549,7 +569,8 @@ int run_lm_quality(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err
 
 /* ---- routers --------------------------------------------------------------------------- */
 /* static_optimal: each layer's biases fitted on the gate logits of calibration windows
- * (slots never scored) of the workload, run with baseline routing. */
+ * (slots never scored) of the workload, run with baseline routing; expert_prune counts each
+ * layer's expert uses on the same windows (tmoe_router_fit_static does either). */
 static int fit_static(run_ctx *r, tmoe_workload_kind wk, tmoe_error *err) {
     run_lm *lm = r->lm;
     const tmoe_workload *w = &r->wl[wk];
@@ -578,11 +599,11 @@ static int fit_static(run_ctx *r, tmoe_workload_kind wk, tmoe_error *err) {
         double kl = NAN;
         rc = tmoe_router_fit_static(lm->routers[mi], lm->prof + (size_t)mi * lm->prof_cap * E,
                                     lm->prof_rows, batch, &kl, err);
-        if (!rc)
+        if (!rc && !isnan(kl))
             tmoe_log(TMOE_LOG_INFO, "static_optimal on %s, MoE layer %d: expected KL %.4g nats",
                      tmoe_workload_name(wk), mi, kl);
     }
-    return rc ? tmoe_error_prefix(err, rc, "fitting static_optimal biases") : TMOE_OK;
+    return rc ? tmoe_error_prefix(err, rc, "fitting on the calibration windows") : TMOE_OK;
 }
 
 int run_lm_make_routers(run_ctx *r, tmoe_route_strategy st, tmoe_workload_kind wl, uint64_t seed,
@@ -614,7 +635,8 @@ int run_lm_make_routers(run_ctx *r, tmoe_route_strategy st, tmoe_workload_kind w
             if (c) return tmoe_error_prefix(err, c, "TTHA warm start, MoE layer %d", i);
         }
     }
-    return st == TMOE_ROUTE_STATIC_OPTIMAL ? fit_static(r, wl, err) : TMOE_OK;
+    return st == TMOE_ROUTE_STATIC_OPTIMAL || st == TMOE_ROUTE_EXPERT_PRUNE ? fit_static(r, wl, err)
+                                                                            : TMOE_OK;
 }
 
 int run_router_update(run_ctx *r, const tmoe_route_obs *obs, tmoe_ttha_record *rec,

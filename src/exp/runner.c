@@ -27,7 +27,9 @@ void tmoe_run_request_stop(void) {
 tmoe_run_config tmoe_run_config_default(void) {
     tmoe_run_config c;
     memset(&c, 0, sizeof c);
-    for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++) c.strategies[s] = 1;
+    /* the six strategies; the comparisons run when asked for */
+    for (int s = 0; s < TMOE_ROUTE_STRATEGY_COUNT; s++)
+        c.strategies[s] = !tmoe_route_strategy_is_comparison((tmoe_route_strategy)s);
     for (int w = 0; w < TMOE_WL_COUNT; w++) c.workloads[w] = 1;
     c.repeats = 1;
     c.num_samples = 16;
@@ -385,6 +387,15 @@ int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, 
                          "from the experts that ran)");
         goto out;
     }
+    for (int s = TMOE_ROUTE_FIRST_COMPARISON; s < TMOE_ROUTE_STRATEGY_COUNT; s++)
+        if (cfg->strategies[s] && !cfg->model_dir) {
+            rc = tmoe_errorf(err, TMOE_ENOTSUP,
+                             "%s selects each token's experts itself; only the decoder LM's "
+                             "engines take such a selection (--model DIR), the random block "
+                             "routes by biases",
+                             tmoe_route_strategy_name((tmoe_route_strategy)s));
+            goto out;
+        }
     /* the decoder LM's experts and routing come from its config.json */
     if (cfg->model_dir && (rc = run_lm_config(r, err))) goto out;
     if ((rc = tmoe_block_config_validate(&r->blk_cfg, err))) goto out;

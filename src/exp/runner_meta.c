@@ -117,6 +117,18 @@ static json_t *run_config_json(const run_ctx *r) {
     json_object_set_new(router, "budget", json_string(tmoe_budget_name(rcfg->budget)));
     json_object_set_new(router, "ttha_warm_start",
                         c->ttha_warm_start ? json_string(c->ttha_warm_start) : json_null());
+    /* the comparisons' settings, in runs that have a comparison (so that the fingerprint of
+     * a run without one stays what it was) */
+    int ncmp = 0;
+    for (int i = TMOE_ROUTE_FIRST_COMPARISON; i < TMOE_ROUTE_STRATEGY_COUNT; i++)
+        ncmp += c->strategies[i] != 0;
+    if (ncmp) {
+        json_object_set_new(router, "top_p", num(rcfg->top_p));
+        json_object_set_new(router, "prune_experts", json_integer(rcfg->prune_experts));
+        json_object_set_new(router, "capacity_factor", num(rcfg->cap_factor));
+        json_object_set_new(router, "capacity_overflow",
+                            json_string(tmoe_overflow_name(rcfg->cap_overflow)));
+    }
     json_t *config = json_pack(
         "{s:o, s:o, s:i, s:i, s:i, s:i, s:i, s:i, s:o, s:o, s:i, s:s, s:s, s:i, s:s, s:s, s:i}",
         "strategies", strat, "workloads", wls, "repeats", c->repeats, "num_samples_per_workload",

@@ -217,8 +217,10 @@ tmoe_route_obs tmoe_route_obs_unknown(void) {
 }
 
 static const char *const strategy_names[TMOE_ROUTE_STRATEGY_COUNT] = {
-    "baseline",           "static_optimal", "kernel_aware_ttha", "hierarchical_adaptive",
-    "predictive_thermal", "multi_gpu_aware"};
+    "baseline",           "static_optimal",  "kernel_aware_ttha", "hierarchical_adaptive",
+    "predictive_thermal", "multi_gpu_aware", "topk_minus_one",    "top_p",
+    "expert_prune",       "capacity"};
+static const char *const overflow_names[TMOE_OVERFLOW_COUNT] = {"drop", "next"};
 static const char *const grad_names[] = {"surrogate", "reinforce"};
 static const char *const sched_names[] = {"constant", "warmup_cosine", "step"};
 
@@ -253,6 +255,19 @@ int tmoe_route_strategy_parse(const char *name, tmoe_route_strategy *out) {
     if (parse_name("routing strategy", name, strategy_names, TMOE_ROUTE_STRATEGY_COUNT, &v, NULL))
         return TMOE_EINVAL;
     *out = (tmoe_route_strategy)v;
+    return TMOE_OK;
+}
+int tmoe_route_strategy_is_comparison(tmoe_route_strategy s) {
+    return s >= TMOE_ROUTE_FIRST_COMPARISON && s < TMOE_ROUTE_STRATEGY_COUNT;
+}
+const char *tmoe_overflow_name(tmoe_overflow o) {
+    return (unsigned)o < TMOE_OVERFLOW_COUNT ? overflow_names[o] : "?";
+}
+int tmoe_overflow_parse(const char *name, tmoe_overflow *out) {
+    int v = 0;
+    if (parse_name("capacity overflow", name, overflow_names, TMOE_OVERFLOW_COUNT, &v, NULL))
+        return TMOE_EINVAL;
+    *out = (tmoe_overflow)v;
     return TMOE_OK;
 }
 int tmoe_ttha_grad_parse(const char *name, tmoe_ttha_grad *out) {

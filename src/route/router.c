@@ -32,7 +32,12 @@ struct tmoe_router {
 
     int static_ready;
     double static_b[TMOE_MAX_EXPERTS];
-    double static_tau; /* fitted budget value (tau, or kl for the kl budget) */
+
+    /* expert_prune */
+    int n_prune;                            /* experts to prune (prune_experts resolved) */
+    int prune_ready;                        /* pruned[] fitted */
+    unsigned char pruned[TMOE_MAX_EXPERTS]; /* 1 = never chosen */
+    double static_tau;                      /* fitted budget value (tau, or kl for the kl budget) */
 
     /* expert-set selection */
     tmoe_set_selector *sel;
@@ -121,6 +126,10 @@ tmoe_router_config tmoe_router_config_default(void) {
     c.home_device = 0;
     c.link_j_per_token = 1e-4;
     c.queue_ref = 256.0;
+    c.top_p = 0.9;
+    c.prune_experts = -1;
+    c.cap_factor = 1.0;
+    c.cap_overflow = TMOE_OVERFLOW_DROP;
     return c;
 }
 
@@ -176,6 +185,16 @@ static int check_config(const tmoe_router_config *c, tmoe_error *err) {
     if (!(c->ttha_budget_gain >= 0.0 && isfinite(c->ttha_budget_gain)))
         BAD("ttha_budget_gain %g must be >= 0", c->ttha_budget_gain);
     if (c->num_tiers < 1) BAD("num_tiers %d must be >= 1", c->num_tiers);
+    if (!(c->top_p > 0.0 && c->top_p <= 1.0)) BAD("top_p %g must be in (0, 1]", c->top_p);
+    if (c->prune_experts < -1 || c->prune_experts > c->num_experts - c->top_k)
+        BAD("prune_experts %d must be -1 (E/4) or in 0..E-k = %d (each token needs k experts)",
+            c->prune_experts, c->num_experts - c->top_k);
+    if (!(c->cap_factor > 0.0) || !isfinite(c->cap_factor))
+        BAD("cap_factor %g must be > 0 and finite", c->cap_factor);
+    if ((unsigned)c->cap_overflow >= TMOE_OVERFLOW_COUNT)
+        BAD("cap_overflow %d unknown", c->cap_overflow);
+    if (c->strategy == TMOE_ROUTE_TOPK_MINUS_ONE && c->top_k < 2)
+        BAD("topk_minus_one needs top_k >= 2 (top_k is %d)", c->top_k);
     if (!(c->exclusion_bias < 0.0)) BAD("exclusion_bias %g must be < 0", c->exclusion_bias);
     if (c->num_devices < 1 || c->num_devices > TMOE_ROUTE_MAX_DEVICES)
         BAD("num_devices %d must be in 1..%d", c->num_devices, TMOE_ROUTE_MAX_DEVICES);
@@ -211,6 +230,8 @@ int tmoe_router_create(const tmoe_router_config *cfg, const tmoe_cost_provider *
     r->cost = *cost;
     r->E = cfg->num_experts;
     r->k = cfg->top_k;
+    r->n_prune = cfg->prune_experts >= 0 ? cfg->prune_experts : cfg->num_experts / 4;
+    if (r->n_prune > cfg->num_experts - cfg->top_k) r->n_prune = cfg->num_experts - cfg->top_k;
     for (int e = 0; e < r->E; e++) {
         r->tier[e] = cfg->expert_tier ? cfg->expert_tier[e] : -1;
         r->device[e] = cfg->expert_device ? cfg->expert_device[e] : e % cfg->num_devices;
@@ -535,6 +556,40 @@ static int fit_static_budget(tmoe_router *r, const float *logits, int N, int tok
     return TMOE_OK;
 }
 
+/* expert_prune: count each expert's uses by the unbiased top-k of the N rows, prune the
+ * n_prune least used (ties prune the higher index). */
+static void fit_prune(tmoe_router *r, const float *logits, int N) {
+    int E = r->E, k = r->k;
+    int64_t uses[TMOE_MAX_EXPERTS] = {0};
+    int32_t idx[TMOE_MAX_TOPK];
+    float w[TMOE_MAX_TOPK];
+    for (int i = 0; i < N; i++) {
+        tmoe_gate_topk(logits + (size_t)i * E, NULL, 1, E, k, 1, 0, idx, w);
+        for (int j = 0; j < k; j++) uses[idx[j]]++;
+    }
+    memset(r->pruned, 0, sizeof r->pruned);
+    char list[512] = "";
+    for (int p = 0; p < r->n_prune; p++) {
+        int worst = -1;
+        for (int e = E - 1; e >= 0; e--)
+            if (!r->pruned[e] && (worst < 0 || uses[e] < uses[worst])) worst = e;
+        r->pruned[worst] = 1;
+        size_t n = strlen(list);
+        snprintf(list + n, sizeof list - n, "%s%d (%lld uses)", p ? ", " : "", worst,
+                 (long long)uses[worst]);
+    }
+    r->prune_ready = 1;
+    tmoe_log(TMOE_LOG_INFO, "expert_prune: %d of %d experts pruned on %d rows (%lld copies): %s",
+             r->n_prune, E, N, (long long)N * k, r->n_prune ? list : "none");
+}
+
+int tmoe_router_pruned(const tmoe_router *r, unsigned char *mask) {
+    if (r->cfg.strategy != TMOE_ROUTE_EXPERT_PRUNE) return -1;
+    if (!r->prune_ready) return 0;
+    if (mask) memcpy(mask, r->pruned, (size_t)r->E);
+    return 1;
+}
+
 int tmoe_router_fit_static(tmoe_router *r, const float *logits, int N, int tokens_per_batch,
                            double *kl_out, tmoe_error *err) {
     int E = r->E;
@@ -543,6 +598,14 @@ int tmoe_router_fit_static(tmoe_router *r, const float *logits, int N, int token
                            "static fit: %d profile rows and %d tokens per batch "
                            "must be >= 1",
                            N, tokens_per_batch);
+    if (r->cfg.strategy == TMOE_ROUTE_EXPERT_PRUNE) {
+        fit_prune(r, logits, N);
+        if (kl_out) *kl_out = NAN;
+        return TMOE_OK;
+    }
+    if (tmoe_route_strategy_is_comparison(r->cfg.strategy))
+        return tmoe_errorf(err, TMOE_EINVAL, "static fit: strategy %s has nothing to fit",
+                           tmoe_route_strategy_name(r->cfg.strategy));
     /* at most STATIC_MAX_ROWS rows, evenly spaced over the sample */
     int n = N < STATIC_MAX_ROWS ? N : STATIC_MAX_ROWS;
     float *z = tmoe_malloc(sizeof(float) * (size_t)n * E, err);
@@ -600,10 +663,15 @@ int tmoe_router_fit_static(tmoe_router *r, const float *logits, int N, int token
 /* ---- routing ------------------------------------------------------------------------------ */
 
 /* Capacity: walk tokens in order; a copy sent to a full expert moves to the best expert with
- * room that the token has not chosen (biased score, ties to the lower index). */
-static void apply_capacity(tmoe_router *r, const float *z, int T, int32_t *counts) {
+ * room that the token has not chosen (biased score, ties to the lower index; when the only
+ * room is with experts the token holds, the best one it does not hold, over the limit); a
+ * token that
+ * moved gets the unbiased softmax at its experts, over all E and renormalised over the
+ * chosen when renorm. */
+static void apply_capacity(tmoe_router *r, const float *z, int T, double cf, int renorm,
+                           int32_t *counts) {
     int E = r->E, k = r->k;
-    int cap = (int)ceil(r->cfg.capacity_factor * T * k / E);
+    int cap = (int)ceil(cf * T * k / E);
     if (cap * E < T * k) cap = (T * k + E - 1) / E;
     memset(counts, 0, sizeof(int32_t) * E);
     for (int t = 0; t < T; t++) {
@@ -615,28 +683,42 @@ static void apply_capacity(tmoe_router *r, const float *z, int T, int32_t *count
                 counts[ti[j]]++;
                 continue;
             }
+            /* the room left may lie only with experts this token holds in later slots:
+             * then the best untaken expert goes over the limit (and with k = E, nothing
+             * can move: the copy stays) */
             int best = -1;
             float bs = -INFINITY;
-            for (int e = 0; e < E; e++) {
-                if (counts[e] >= cap) continue;
-                int taken = 0;
-                for (int q = 0; q < k; q++) taken |= ti[q] == e;
-                if (taken) continue;
-                float sc = zt[e] + r->fb[e];
-                if (best < 0 || sc > bs) {
-                    best = e;
-                    bs = sc;
+            for (int pass = 0; pass < 2 && best < 0; pass++)
+                for (int e = 0; e < E; e++) {
+                    if (pass == 0 && counts[e] >= cap) continue;
+                    int taken = 0;
+                    for (int q = 0; q < k; q++) taken |= ti[q] == e;
+                    if (taken) continue;
+                    float sc = zt[e] + r->fb[e];
+                    if (best < 0 || sc > bs) {
+                        best = e;
+                        bs = sc;
+                    }
                 }
+            if (best < 0) {
+                counts[ti[j]]++;
+                continue;
             }
-            TMOE_ASSERT(best >= 0);
             ti[j] = best;
             counts[best]++;
             changed = 1;
         }
-        if (changed) { /* unbiased softmax over the chosen, renormalised */
+        if (changed) { /* unbiased softmax at the chosen, renormalised over them */
             float mx = -INFINITY, sum = 0.0f;
             for (int j = 0; j < k; j++) mx = fmaxf(mx, zt[ti[j]]);
+            if (!renorm)
+                for (int e = 0; e < E; e++) mx = fmaxf(mx, zt[e]);
             for (int j = 0; j < k; j++) sum += (r->w[(size_t)t * k + j] = expf(zt[ti[j]] - mx));
+            if (!renorm) {
+                sum = 0.0f;
+                for (int e = 0; e < E; e++)
+                    if (!isnan(zt[e])) sum += expf(zt[e] - mx);
+            }
             for (int j = 0; j < k; j++) r->w[(size_t)t * k + j] /= sum;
         }
     }
@@ -720,6 +802,11 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t 
     if (T < 1 || T > r->cfg.max_tokens)
         return tmoe_errorf(err, TMOE_EINVAL, "route: %d tokens, expected 1..max_tokens=%d", T,
                            r->cfg.max_tokens);
+    if (tmoe_route_strategy_is_comparison(r->cfg.strategy))
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "route: %s chooses each token's experts itself, which biases cannot "
+                           "express: route it with tmoe_router_route_explicit",
+                           tmoe_route_strategy_name(r->cfg.strategy));
     /* token counts of the unbiased selection: the TTHA adapter's "current load" (the cost
      * scores of the other strategies use the common expected count n_expect) */
     int32_t counts[TMOE_MAX_EXPERTS] = {0};
@@ -784,7 +871,7 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t 
     tmoe_gate_topk(logits, r->fb, T, E, k, 1, 0, r->idx, r->w);
     memset(counts, 0, sizeof counts);
     if (r->cfg.capacity_factor > 0.0)
-        apply_capacity(r, logits, T, counts);
+        apply_capacity(r, logits, T, r->cfg.capacity_factor, 1, counts);
     else
         for (int i = 0; i < T * k; i++) counts[r->idx[i]]++;
     if (balance) tmoe_lb_update(r->lb, counts);
@@ -792,6 +879,141 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t 
         (rc = tmoe_route_step_energy(&r->cost, counts, E, predicted_energy_out, err)))
         return rc;
     if (selection_out) memcpy(selection_out, r->idx, sizeof(int32_t) * (size_t)T * k);
+    return TMOE_OK;
+}
+
+/* Slots m..k-1 of a token's row: its first expert at weight 0. */
+static void pad_row(int32_t *idx, float *w, int m, int k) {
+    for (int j = m; j < k; j++) {
+        idx[j] = idx[0];
+        w[j] = 0.0f;
+    }
+}
+
+/* Divide the first m weights by their sum (left alone when it is not positive). */
+static void renorm_row(float *w, int m) {
+    float s = 0.0f;
+    for (int j = 0; j < m; j++) s += w[j];
+    if (s > 0.0f)
+        for (int j = 0; j < m; j++) w[j] /= s;
+}
+
+int tmoe_router_route_explicit(tmoe_router *r, const float *logits, int T, int renorm,
+                               const tmoe_hw_state *hw, int32_t *idx, float *w,
+                               double *predicted_energy_out, tmoe_error *err) {
+    const tmoe_router_config *c = &r->cfg;
+    int E = r->E, k = r->k;
+    (void)hw; /* the comparisons do not read the hardware */
+    if (!tmoe_route_strategy_is_comparison(c->strategy))
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "route explicit: %s routes by biases (tmoe_router_route); only the "
+                           "comparisons select explicitly",
+                           tmoe_route_strategy_name(c->strategy));
+    if (T < 1 || T > c->max_tokens)
+        return tmoe_errorf(err, TMOE_EINVAL, "route: %d tokens, expected 1..max_tokens=%d", T,
+                           c->max_tokens);
+    memcpy(r->logits, logits, sizeof(float) * (size_t)T * E);
+    r->T = T;
+    r->mlp_fresh = 0;
+    r->use_cand = 0;
+    r->set_ran = 0;
+    r->n_expect = fmax(1.0, (double)T * k / E);
+    /* scores: the logits plus the load balancer's bias, as for every strategy */
+    const double *lb = r->lb ? tmoe_lb_bias(r->lb) : NULL;
+    for (int e = 0; e < E; e++) {
+        r->b[e] = lb ? lb[e] : 0.0;
+        r->noise[e] = 0.0;
+        r->fb[e] = (float)r->b[e];
+    }
+    size_t TK = (size_t)T * k;
+    switch (c->strategy) {
+    case TMOE_ROUTE_TOPK_MINUS_ONE:
+        tmoe_gate_topk(logits, r->fb, T, E, k - 1, renorm, 0, r->idx, r->w);
+        for (int t = 0; t < T; t++) {
+            memcpy(idx + (size_t)t * k, r->idx + (size_t)t * (k - 1), sizeof(int32_t) * (k - 1));
+            memcpy(w + (size_t)t * k, r->w + (size_t)t * (k - 1), sizeof(float) * (k - 1));
+            pad_row(idx + (size_t)t * k, w + (size_t)t * k, k - 1, k);
+        }
+        break;
+    case TMOE_ROUTE_TOP_P:
+        /* p_t at the top-k (softmax over all E), then the shortest prefix reaching top_p; a
+         * token that keeps all k gets the model's own weights, bit for bit */
+        tmoe_gate_topk(logits, r->fb, T, E, k, 0, 0, idx, w);
+        if (renorm) tmoe_gate_topk(logits, r->fb, T, E, k, 1, 0, r->idx, r->w);
+        for (int t = 0; t < T; t++) {
+            int32_t *it = idx + (size_t)t * k;
+            float *wt = w + (size_t)t * k;
+            double cum = 0.0;
+            int m = k;
+            for (int j = 0; j < k; j++) {
+                cum += wt[j];
+                if (cum >= c->top_p) {
+                    m = j + 1;
+                    break;
+                }
+            }
+            if (renorm && m == k)
+                memcpy(wt, r->w + (size_t)t * k, sizeof(float) * k);
+            else if (renorm)
+                renorm_row(wt, m);
+            pad_row(it, wt, m, k);
+        }
+        break;
+    case TMOE_ROUTE_EXPERT_PRUNE: {
+        if (!r->prune_ready) fit_prune(r, logits, T); /* the first batch is the profile */
+        float pb[TMOE_MAX_EXPERTS];
+        for (int e = 0; e < E; e++) pb[e] = r->pruned[e] ? -INFINITY : r->fb[e];
+        tmoe_gate_topk(logits, pb, T, E, k, renorm, 0, idx, w);
+        break;
+    }
+    case TMOE_ROUTE_CAPACITY: {
+        tmoe_gate_topk(logits, r->fb, T, E, k, renorm, 0, r->idx, r->w);
+        int32_t counts[TMOE_MAX_EXPERTS] = {0};
+        if (c->cap_overflow == TMOE_OVERFLOW_NEXT) {
+            apply_capacity(r, logits, T, c->cap_factor, renorm, counts);
+            memcpy(idx, r->idx, sizeof(int32_t) * TK);
+            memcpy(w, r->w, sizeof(float) * TK);
+            break;
+        }
+        double cd = ceil(c->cap_factor * T * k / E);
+        int cap = cd < 1.0 ? 1 : cd > (double)TK ? (int)TK : (int)cd;
+        memcpy(idx, r->idx, sizeof(int32_t) * TK);
+        memcpy(w, r->w, sizeof(float) * TK);
+        for (int j = 0; j < k; j++) /* slot-major: first choices first */
+            for (int t = 0; t < T; t++) {
+                int32_t *e = &idx[(size_t)t * k + j];
+                if (counts[*e] < cap)
+                    counts[*e]++;
+                else
+                    *e = -1; /* dropped */
+            }
+        for (int t = 0; t < T; t++) {
+            int32_t *it = idx + (size_t)t * k;
+            float *wt = w + (size_t)t * k;
+            int m = 0;
+            for (int j = 0; j < k; j++)
+                if (it[j] >= 0) {
+                    it[m] = it[j];
+                    wt[m++] = wt[j];
+                }
+            if (m == 0) { /* every copy dropped: the residual alone */
+                it[0] = r->idx[(size_t)t * k];
+                wt[0] = 0.0f;
+                m = 1;
+            }
+            pad_row(it, wt, m, k);
+        }
+        break;
+    }
+    default: TMOE_ASSERT(0);
+    }
+    int32_t counts[TMOE_MAX_EXPERTS];
+    int rc = check_selection("route explicit: selection", idx, (int)TK, E, counts, err);
+    if (rc) return rc;
+    r->unobserved = c->observe_selection;
+    if (r->lb && !c->observe_selection) tmoe_lb_update(r->lb, counts);
+    if (predicted_energy_out)
+        return tmoe_route_step_energy(&r->cost, counts, E, predicted_energy_out, err);
     return TMOE_OK;
 }
 

@@ -24,8 +24,9 @@ struct tmoe_cpu_lm {
     float *bias;         /* (E) */
     int32_t *idx;        /* (T, k) */
     float *w;            /* (T, k) */
-    int32_t *rows;       /* (T) token of each row routed to the current expert */
-    float *rw;           /* (T) its combine weight */
+    int32_t *rows;       /* (T k) token of each row routed to the current expert (a token
+                            twice when a route hook pads a slot with an expert it holds) */
+    float *rw;           /* (T k) its combine weight */
     tmoe_f16 *xg16;      /* (T, D) typed experts' input rows */
     float *xg;           /* (T, D) fp32 experts' input rows */
     float *ye;           /* (T, D) experts' output rows */
@@ -80,8 +81,8 @@ int tmoe_cpu_lm_create(const tmoe_lm *m, const tmoe_cpu_lm_config *cfg, tmoe_cpu
              (r->bias = tmoe_calloc(E, sizeof(float), err)) &&
              (r->idx = tmoe_malloc(sizeof(int32_t) * T * (size_t)c->top_k, err)) &&
              (r->w = tmoe_malloc(sizeof(float) * T * (size_t)c->top_k, err)) &&
-             (r->rows = tmoe_malloc(sizeof(int32_t) * T, err)) &&
-             (r->rw = tmoe_malloc(sizeof(float) * T, err)) &&
+             (r->rows = tmoe_malloc(sizeof(int32_t) * T * (size_t)c->top_k, err)) &&
+             (r->rw = tmoe_malloc(sizeof(float) * T * (size_t)c->top_k, err)) &&
              (r->xg16 = tmoe_malloc(sizeof(tmoe_f16) * T * D, err)) &&
              (r->xg = tmoe_malloc(sizeof(float) * T * D, err)) &&
              (r->ye = tmoe_malloc(sizeof(float) * T * D, err)) &&
@@ -244,12 +245,15 @@ static void attention(tmoe_cpu_lm *r, tmoe_kv_cache *kv, int l, int T) {
     for (size_t i = 0; i < (size_t)T * D; i++) r->x[i] += r->tmp[i];
 }
 
-/* Expert e on its n rows (r->rows, weights r->rw), added into r->tmp. */
-static void run_expert(tmoe_cpu_lm *r, const tmoe_lm_layer *y, int e, int n) {
+/* Expert e on n rows (r->rows + off, weights r->rw + off; n <= max_tokens), added into
+ * r->tmp. */
+static void run_expert(tmoe_cpu_lm *r, const tmoe_lm_layer *y, int e, int off, int n) {
     const tmoe_lm_config *c = &r->m->cfg;
     int D = c->d_model, I = c->d_ff_expert;
+    const int32_t *rows = r->rows + off;
+    const float *rw = r->rw + off;
     for (int j = 0; j < n; j++) {
-        const float *src = r->xn + (size_t)r->rows[j] * D;
+        const float *src = r->xn + (size_t)rows[j] * D;
         if (y->ex_w13)
             memcpy(r->xg + (size_t)j * D, src, sizeof(float) * (size_t)D);
         else
@@ -261,9 +265,9 @@ static void run_expert(tmoe_cpu_lm *r, const tmoe_lm_layer *y, int e, int n) {
     else
         tmoe_cpu_expert_forward(&y->experts[e], r->cfg.impl, r->xg16, n, r->ye, r->escratch, NULL);
     for (int j = 0; j < n; j++) {
-        float *out = r->tmp + (size_t)r->rows[j] * D;
+        float *out = r->tmp + (size_t)rows[j] * D;
         const float *row = r->ye + (size_t)j * D;
-        for (int i = 0; i < D; i++) out[i] += row[i] * r->rw[j];
+        for (int i = 0; i < D; i++) out[i] += row[i] * rw[j];
     }
 }
 
@@ -273,14 +277,24 @@ static int moe(tmoe_cpu_lm *r, int l, int T, tmoe_error *err) {
     int D = c->d_model, E = c->num_experts, K = c->top_k;
     linear(r->xn, y->router, NULL, T, D, E, r->router);
     const float *bias = NULL;
+    tmoe_lm_route_out ro = {r->bias, r->idx, r->w, K, 0};
     if (r->cfg.route) {
         memset(r->bias, 0, sizeof(float) * (size_t)E);
-        int rc = r->cfg.route(r->cfg.route_user, l, r->router, T, E, r->bias, err);
+        int rc = r->cfg.route(r->cfg.route_user, l, r->router, T, E, &ro, err);
         if (rc) return rc;
         bias = r->bias;
     }
-    tmoe_gate_topk(r->router, bias, T, E, K, c->norm_topk_prob, r->cfg.bias_in_weights, r->idx,
-                   r->w);
+    if (ro.selected) { /* the hook's own selection (padded slots carry weight 0) */
+        for (int i = 0; i < T * K; i++)
+            if (r->idx[i] < 0 || r->idx[i] >= E)
+                return tmoe_errorf(err, TMOE_EINVAL,
+                                   "layer %d: the route hook's selection has expert %d at token "
+                                   "%d slot %d, expected 0..%d",
+                                   l, r->idx[i], i / K, i % K, E - 1);
+    } else {
+        tmoe_gate_topk(r->router, bias, T, E, K, c->norm_topk_prob, r->cfg.bias_in_weights, r->idx,
+                       r->w);
+    }
     memset(r->tmp, 0, sizeof(float) * (size_t)T * D);
     int32_t *counts = r->counts + (size_t)l * E;
     /* experts in ascending index, as transformers adds them */
@@ -293,7 +307,9 @@ static int moe(tmoe_cpu_lm *r, int l, int T, tmoe_error *err) {
                     r->rw[n++] = r->w[t * K + j];
                 }
         counts[e] = n;
-        if (n) run_expert(r, y, e, n);
+        /* the workspace holds max_tokens rows: more (padded copies) run in parts */
+        for (int off = 0; off < n; off += r->cfg.max_tokens)
+            run_expert(r, y, e, off, n - off < r->cfg.max_tokens ? n - off : r->cfg.max_tokens);
     }
     if (y->sh_w13) {
         int S = c->d_ff_shared;

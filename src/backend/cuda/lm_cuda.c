@@ -60,6 +60,8 @@ struct tmoe_cuda_lm {
     uint8_t *used;
     int32_t *h_counts; /* (n_layers, E) */
     float *h_rlogits, *h_bias;
+    int32_t *h_idx; /* (max_tokens, k) a route hook's own selection, allocated on first use */
+    float *h_w;     /* (max_tokens, k) its combine weights */
     cudaGraphExec_t *graphs;  /* (max_tokens + 1), decode steps by batch size */
     tmoe_cuda_shadow *shadow; /* production-shape experts, or NULL */
 };
@@ -79,6 +81,8 @@ void tmoe_cuda_lm_free(tmoe_cuda_lm *r) {
     if (r->st) TMOE_CUDA_WARN(cudaStreamDestroy(r->st));
     free(r->mem);
     free(r->L);
+    free(r->h_idx);
+    free(r->h_w);
     free(r->len);
     free(r->used);
     free(r->h_counts);
@@ -517,34 +521,59 @@ static int moe(tmoe_cuda_lm *r, int l, int T, tmoe_error *err) {
     int D = c->d_model, E = c->num_experts, k = c->top_k, I = c->d_ff_expert, N = T * k;
     TRY(gemm32(r, r->xn32, d->router, T, D, E, r->rlogits, err));
     const float *bias = NULL;
+    tmoe_lm_route_out ro = {r->h_bias, NULL, NULL, k, 0};
     if (r->cfg.route) {
+        size_t Nm = (size_t)r->cfg.max_tokens * k;
+        if (!r->h_idx && !(r->h_idx = tmoe_malloc(sizeof(int32_t) * Nm, err))) return TMOE_ENOMEM;
+        if (!r->h_w && !(r->h_w = tmoe_malloc(sizeof(float) * Nm, err))) return TMOE_ENOMEM;
+        ro.idx = r->h_idx;
+        ro.w = r->h_w;
         TMOE_CUDA_CHECK(cudaMemcpyAsync(r->h_rlogits, r->rlogits, sizeof(float) * (size_t)T * E,
                                         cudaMemcpyDeviceToHost, r->st),
                         err);
         TMOE_CUDA_CHECK(cudaStreamSynchronize(r->st), err);
         memset(r->h_bias, 0, sizeof(float) * (size_t)E);
-        TRY(r->cfg.route(r->cfg.route_user, l, r->h_rlogits, T, E, r->h_bias, err));
+        TRY(r->cfg.route(r->cfg.route_user, l, r->h_rlogits, T, E, &ro, err));
         TMOE_CUDA_CHECK(cudaMemcpyAsync(r->bias, r->h_bias, sizeof(float) * (size_t)E,
                                         cudaMemcpyHostToDevice, r->st),
                         err);
-        TMOE_CUDA_CHECK(cudaStreamSynchronize(r->st), err); /* h_bias is reused next layer */
         bias = r->bias;
     }
-    TRY(tmoe_cuda_gate_topk(r->rlogits, bias, T, E, k, c->norm_topk_prob, r->cfg.bias_in_weights,
-                            r->idx, r->w, NULL, NULL, r->st, err));
+    if (ro.selected) { /* the hook's own selection (padded slots carry weight 0) */
+        for (int i = 0; i < N; i++)
+            if (r->h_idx[i] < 0 || r->h_idx[i] >= E)
+                return tmoe_errorf(err, TMOE_EINVAL,
+                                   "layer %d: the route hook's selection has expert %d at token "
+                                   "%d slot %d, expected 0..%d",
+                                   l, r->h_idx[i], i / k, i % k, E - 1);
+        TMOE_CUDA_CHECK(cudaMemcpyAsync(r->idx, r->h_idx, sizeof(int32_t) * (size_t)N,
+                                        cudaMemcpyHostToDevice, r->st),
+                        err);
+        TMOE_CUDA_CHECK(
+            cudaMemcpyAsync(r->w, r->h_w, sizeof(float) * (size_t)N, cudaMemcpyHostToDevice, r->st),
+            err);
+    } else {
+        TRY(tmoe_cuda_gate_topk(r->rlogits, bias, T, E, k, c->norm_topk_prob,
+                                r->cfg.bias_in_weights, r->idx, r->w, NULL, NULL, r->st, err));
+    }
+    /* the host buffers are reused next layer */
+    if (r->cfg.route) TMOE_CUDA_CHECK(cudaStreamSynchronize(r->st), err);
     TRY(tmoe_cuda_permute(r->idx, T, k, E, r->counts, r->offsets, r->src, r->dst, r->active, NULL,
                           r->st, err));
     TMOE_CUDA_CHECK(cudaMemcpyAsync(r->counts_all + (size_t)l * E, r->counts, sizeof(int32_t) * E,
                                     cudaMemcpyDeviceToDevice, r->st),
                     err);
+    /* rows of one expert: at most T from top-k, up to T k when a hook's padded slots repeat
+     * a token's expert */
+    int max_n = ro.selected ? N : T;
     if (d->fast) {
         int max_active = N < E ? N : E;
         TRY(tmoe_cuda_expert_linear(&d->k1, TMOE_CUDA_EPI_SWIGLU, E, r->d_experts, r->active, NULL,
-                                    r->counts, r->offsets, r->xn16, r->src, k, T, max_active, NULL,
-                                    r->a16, r->st, err));
+                                    r->counts, r->offsets, r->xn16, r->src, k, max_n, max_active,
+                                    NULL, r->a16, r->st, err));
         TRY(tmoe_cuda_expert_linear(&d->k2, TMOE_CUDA_EPI_NONE, E, r->d_experts, r->active, NULL,
-                                    r->counts, r->offsets, r->a16, NULL, 1, T, max_active, r->ye,
-                                    NULL, r->st, err));
+                                    r->counts, r->offsets, r->a16, NULL, 1, max_n, max_active,
+                                    r->ye, NULL, r->st, err));
     } else {
         TRY(tmoe_cuda_lm_expert_fc1_simple(r->xn16, r->src, k, r->offsets, E, N, d->ew13, D, I,
                                            r->a16, r->st, err));
@@ -555,7 +584,7 @@ static int moe(tmoe_cuda_lm *r, int l, int T, tmoe_error *err) {
     TRY(tmoe_cuda_combine(r->ye, r->dst, r->w, r->x, T, k, D, r->x, r->st, err));
     if (r->shadow) /* the same selections through the production-shape experts */
         TRY(tmoe_cuda_shadow_run(r->shadow, d->moe_index, r->d_experts, r->active, r->counts,
-                                 r->offsets, r->src, r->dst, r->w, T, r->st, err));
+                                 r->offsets, r->src, r->dst, r->w, T, max_n, r->st, err));
     if (d->sh_w13) {
         TRY(swiglu(r, d->sh_w13, d->sh_w2, c->d_ff_shared, T, r->tmp, 0.0f, err));
         TRY(tmoe_cuda_lm_shared_add(r->x, r->tmp, r->xn32, d->sh_gate, T, D, r->st, err));

@@ -70,7 +70,8 @@ int tmoe_cuda_lm_expert_fc2_simple(const tmoe_f16 *a, const int32_t *offsets, in
  * d_ff)), random weights of `type` on the bandwidth kernel, and a random input of max_tokens
  * rows. run() sends that input through set layer % n_sets with the routing permute wrote for
  * the model's own experts (experts 0..E-1, active, counts, offsets, src; dst and w for the
- * combine), the work of the MoE layer at that shape; the output is never read. */
+ * combine; max_n bounds any expert's rows), the work of the MoE layer at that shape; the
+ * output is never read. */
 typedef struct tmoe_cuda_shadow tmoe_cuda_shadow;
 typedef struct tmoe_cuda_shadow_config {
     int d_model, d_ff, num_experts, top_k, max_tokens, n_layers;
@@ -87,7 +88,7 @@ int tmoe_cuda_shadow_sets(const tmoe_cuda_shadow *s);
 size_t tmoe_cuda_shadow_bytes(const tmoe_cuda_shadow *s);
 int tmoe_cuda_shadow_run(tmoe_cuda_shadow *s, int layer, const int32_t *experts,
                          const int32_t *active, const int32_t *counts, const int32_t *offsets,
-                         const int32_t *src, const int32_t *dst, const float *w, int T,
+                         const int32_t *src, const int32_t *dst, const float *w, int T, int max_n,
                          cudaStream_t st, tmoe_error *err);
 
 #ifdef __cplusplus

@@ -160,7 +160,7 @@ size_t tmoe_cuda_shadow_bytes(const tmoe_cuda_shadow *s) {
 
 int tmoe_cuda_shadow_run(tmoe_cuda_shadow *s, int layer, const int32_t *experts,
                          const int32_t *active, const int32_t *counts, const int32_t *offsets,
-                         const int32_t *src, const int32_t *dst, const float *w, int T,
+                         const int32_t *src, const int32_t *dst, const float *w, int T, int max_n,
                          cudaStream_t st, tmoe_error *err) {
     const tmoe_cuda_shadow_config *c = &s->c;
     int E = c->num_experts, k = c->top_k, N = T * k, max_active = N < E ? N : E;
@@ -169,8 +169,8 @@ int tmoe_cuda_shadow_run(tmoe_cuda_shadow *s, int layer, const int32_t *experts,
                            c->max_tokens);
     const tmoe_cuda_lin *L = s->lin[layer % s->n_sets];
     TRY(tmoe_cuda_expert_linear(&L[0], TMOE_CUDA_EPI_SWIGLU, E, experts, active, NULL, counts,
-                                offsets, s->x16, src, k, T, max_active, NULL, s->a16, st, err));
+                                offsets, s->x16, src, k, max_n, max_active, NULL, s->a16, st, err));
     TRY(tmoe_cuda_expert_linear(&L[1], TMOE_CUDA_EPI_NONE, E, experts, active, NULL, counts,
-                                offsets, s->a16, NULL, 1, T, max_active, s->ye, NULL, st, err));
+                                offsets, s->a16, NULL, 1, max_n, max_active, s->ye, NULL, st, err));
     return tmoe_cuda_combine(s->ye, dst, w, NULL, T, k, c->d_model, s->y, st, err);
 }
