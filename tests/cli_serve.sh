@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # thermoe serve: bad flag values exit 2, a malformed trace exits 1 naming file, line and
-# field, and a small replay writes requests.csv (one row per request), steps.csv and a
+# field, and a small replay writes requests.csv (one row per request), steps.csv, timeline.csv and a
 # summary labelled sim.
 set -u
 BIN=${1:?usage: cli_serve.sh path/to/thermoe}
@@ -14,14 +14,24 @@ fail() { echo "FAIL: $*"; exit 1; }
 "$BIN" serve --format csv >/dev/null 2>&1; [ $? -eq 2 ] || fail "--format csv should exit 2"
 "$BIN" serve --routing-strategy nope >/dev/null 2>&1; [ $? -eq 2 ] || fail "strategy should exit 2"
 "$BIN" serve --max-seqs 8 --max-batch-tokens 4 >/dev/null 2>&1; [ $? -eq 2 ] || fail "batch < seqs"
+"$BIN" serve --slo-ttft-ms 0 >/dev/null 2>&1; [ $? -eq 2 ] || fail "--slo-ttft-ms 0 should exit 2"
+"$BIN" serve --slo-tpot-ms x >/dev/null 2>&1; [ $? -eq 2 ] || fail "--slo-tpot-ms x should exit 2"
+"$BIN" serve --temp-target hot >/dev/null 2>&1; [ $? -eq 2 ] || fail "--temp-target should exit 2"
 msg=$("$BIN" serve --trace "$D/negative_length.csv" --out "$OUT/x" 2>&1); rc=$?
 [ $rc -eq 1 ] || fail "malformed trace: exit $rc"
 echo "$msg" | grep -q "negative_length.csv:3: ContextTokens" || fail "message: $msg"
 "$BIN" serve --model "$SRC/models/default" --trace "$D/small.csv" --time-scale 100 \
-    --routing-strategy baseline --prefill-chunk 16 --out "$OUT/r" >"$OUT/log" 2>&1 ||
+    --routing-strategy baseline --prefill-chunk 16 --slo-ttft-ms 5 --slo-tpot-ms 2 \
+    --out "$OUT/r" >"$OUT/log" 2>&1 ||
     { cat "$OUT/log"; fail "replay"; }
 grep -q "SIMULATED" "$OUT/log" || fail "summary not labelled SIMULATED"
 [ "$(wc -l <"$OUT/r/requests.csv")" -eq 7 ] || fail "requests.csv rows"
 [ -s "$OUT/r/steps.csv" ] || fail "steps.csv"
 grep -q '"source": "sim"' "$OUT/r/summary.json" || fail "summary.json source"
+grep -q '"slo_ttft_s": 0.005' "$OUT/r/summary.json" || fail "summary.json: the SLO"
+grep -q '"steady_state"' "$OUT/r/summary.json" || fail "summary.json: steady_state"
+grep -q "no steady state" "$OUT/log" || fail "a six-request replay has no steady state: $(cat "$OUT/log")"
+grep -q "WHOLE RUN" "$OUT/log" || fail "the whole-run figures are not flagged"
+grep -q "goodput" "$OUT/log" || fail "no goodput"
+[ "$(wc -l <"$OUT/r/timeline.csv")" -eq 201 ] || fail "timeline.csv rows"
 echo ok
