@@ -34,4 +34,27 @@ grep -q "no steady state" "$OUT/log" || fail "a six-request replay has no steady
 grep -q "WHOLE RUN" "$OUT/log" || fail "the whole-run figures are not flagged"
 grep -q "goodput" "$OUT/log" || fail "no goodput"
 [ "$(wc -l <"$OUT/r/timeline.csv")" -eq 201 ] || fail "timeline.csv rows"
+# thermoe analyze on the serve run: its figures (data with headers, scripts) and the table
+"$BIN" analyze "$OUT/r" --out "$OUT/rep" --no-render >"$OUT/alog" 2>&1 ||
+    { cat "$OUT/alog"; fail "analyze on a serve run"; }
+grep -q "1 serve run(s)" "$OUT/alog" || fail "analyze: $(cat "$OUT/alog")"
+for f in serve_ttft_cdf serve_tpot_cdf serve_energy_prompt serve_timeline; do
+    [ -s "$OUT/rep/figures/$f.gp" ] || fail "analyze: no $f.gp"
+    grep -q '^# ' "$OUT/rep/figures/$f.dat" || fail "analyze: $f.dat has no header"
+done
+[ "$(grep -vc '^#\|^$' "$OUT/rep/figures/serve_ttft_cdf.dat")" -eq 6 ] || fail "TTFT CDF points"
+grep -q "Serving replays" "$OUT/rep/report.html" || fail "report: no serving section"
+grep -q "no steady state" "$OUT/rep/report.html" || fail "report: the whole run not flagged"
+# a serve run with a bad cell is skipped with a message naming file:line and column
+cp -r "$OUT/r" "$OUT/bad"
+sed -i '3s/^\([0-9]*\),[^,]*,/\1,soon,/' "$OUT/bad/requests.csv"
+"$BIN" analyze "$OUT/r" "$OUT/bad" --out "$OUT/rep3" --no-render >"$OUT/alog" 2>&1 ||
+    fail "analyze with a bad serve run: $(cat "$OUT/alog")"
+grep -q "requests.csv:3: arrival_s: expected a number" "$OUT/alog" || fail "bad cell: $(cat "$OUT/alog")"
+grep -q "1 serve run(s)" "$OUT/alog" || fail "the bad run was not skipped: $(cat "$OUT/alog")"
+if command -v gnuplot >/dev/null 2>&1; then
+    "$BIN" analyze "$OUT/r" --out "$OUT/rep2" >"$OUT/alog" 2>&1 || fail "analyze render"
+    grep -q "4 figures: 4 rendered, 0 failed" "$OUT/alog" || fail "render: $(cat "$OUT/alog")"
+    [ -s "$OUT/rep2/figures/serve_timeline.png" ] || fail "no serve_timeline.png"
+fi
 echo ok
