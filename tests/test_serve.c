@@ -107,8 +107,113 @@ static void check_replay(const tmoe_arrivals *a, const tmoe_serve_request *q,
     assert_int_equal(s->requests, a->n);
     assert_int_equal(s->generated_tokens, gen);
     assert_true(fabs(share - s->energy_j) < 1e-6 * s->energy_j);
-    assert_true(isfinite(s->ttft_p99_s) && s->ttft_p99_s >= s->ttft_p50_s);
+    assert_true(isfinite(s->run.ttft_p99_s) && s->run.ttft_p99_s >= s->run.ttft_p50_s);
+    assert_int_equal(s->run.requests, a->n);
+    assert_int_equal(s->run.finished, a->n);
+    assert_int_equal(s->run.generated_tokens, gen); /* the steps generated each token once */
+    /* the whole run's energy is the steps' and the idle waits' */
+    assert_true(fabs(s->run.energy_j - s->energy_j - s->idle_energy_j) <
+                1e-6 * (s->energy_j + s->idle_energy_j));
+    assert_true(s->window.start_s >= s->run.start_s && s->window.end_s <= s->run.end_s);
+    assert_true(strlen(s->steady_note) > 0);
     assert_string_equal(s->source, "sim");
+}
+
+/* The detector on series whose answer is known: a ramp, a plateau with noise, a drain. */
+static void test_steady_detect(void **state) {
+    (void)state;
+    double x[20], y[20];
+    static const double noise[] = {0.5, -0.8, 0.3, 1.0, -0.4, -1.1, 0.7, 0.0, -0.6, 0.9, -0.2, 0.4};
+    for (int b = 0; b < 20; b++) {
+        x[b] = b < 6 ? 10.0 * b : b < 18 ? 60.0 + noise[b - 6] : b == 18 ? 20.0 : 0.0;
+        y[b] = 5.0 * b; /* climbs throughout: never level */
+    }
+    tmoe_steady_series s = {x, 0.05, 0.0};
+    int first = -1, last = -1;
+    assert_int_equal(tmoe_steady_detect(&s, 1, 20, 5, &first, &last), 1);
+    assert_int_equal(first, 6);
+    assert_int_equal(last, 17);
+    tmoe_steady_series none = {y, 0.05, 0.0};
+    assert_int_equal(tmoe_steady_detect(&none, 1, 20, 5, &first, &last), 0);
+    /* both series: the plateau of x, cut where a second series starts to rise */
+    double z[20];
+    for (int b = 0; b < 20; b++) z[b] = b < 12 ? 40.0 : 40.0 + 8.0 * (b - 11);
+    tmoe_steady_series two[2] = {{x, 0.05, 0.0}, {z, 0.0, 1.0}};
+    assert_int_equal(tmoe_steady_detect(two, 2, 20, 5, &first, &last), 1);
+    assert_int_equal(first, 6);
+    assert_int_equal(last, 11);
+    /* a slow drift inside the band is still caught by the halves' means */
+    double d[20];
+    for (int b = 0; b < 20; b++) d[b] = 100.0 + 0.5 * b;
+    tmoe_steady_series drift = {d, 0.05, 0.0};
+    assert_int_equal(tmoe_steady_detect(&drift, 1, 20, 20, &first, &last), 0);
+}
+
+/* A replay's segments with a known steady state: power ramps to 100 W over 100 s, then 300 W, and
+ * the temperature approaches 60 C (time constant 20 s) under a constant load, over 400 s: the
+ * window is 100..400 s (bins of 20 s). With the temperature climbing all the way there is none. */
+static void test_steady_window(void **state) {
+    (void)state;
+    enum { N = 400 };
+    tmoe_serve_segment g[N];
+    for (int i = 0; i < N; i++) {
+        double t = i + 1.0;
+        g[i] = (tmoe_serve_segment){
+            i, t, t <= 100.0 ? t : 300.0, 300.0, 30.0 + 30.0 * (1.0 - exp(-t / 20.0)), 50.0, 4, 10};
+    }
+    double ws, we;
+    char why[256];
+    assert_int_equal(tmoe_serve_steady_window(g, N, N, &ws, &we, why, sizeof why), 1);
+    assert_true(fabs(ws - 100.0) < 1e-9);
+    assert_true(fabs(we - 400.0) < 1e-9);
+    assert_non_null(strstr(why, "steady state in bins 5..19"));
+    for (int i = 0; i < N; i++) g[i].gpu_temp_peak_c = 30.0 + 0.1 * i;
+    assert_int_equal(tmoe_serve_steady_window(g, N, N, &ws, &we, why, sizeof why), 0);
+    assert_true(ws == 0.0 && we == N);
+    assert_non_null(strstr(why, "no steady state"));
+    /* too short to tell */
+    assert_int_equal(tmoe_serve_steady_window(g, 10, 10.0, &ws, &we, why, sizeof why), 0);
+    assert_non_null(strstr(why, "too few"));
+}
+
+/* Goodput, energy per request and per token and time above target against a hand count. */
+static void test_window_stats(void **state) {
+    (void)state;
+    /* arrival, admit, first token, finish, energy; prompt, generated, steps */
+    tmoe_serve_request q[] = {
+        {0.0, 0.0, 0.5, 0.95, 0, 4, 10, 0},   /* TTFT 0.5, TPOT 0.05: meets */
+        {1.0, 1.0, 2.5, 2.6, 0, 4, 2, 0},     /* TTFT 1.5: misses */
+        {2.0, 2.0, 2.2, 3.0, 0, 4, 5, 0},     /* TPOT 0.2: misses */
+        {3.0, 3.0, 3.1, 3.1, 0, 4, 1, 0},     /* one token, TTFT 0.1: meets */
+        {4.0, 4.0, 4.9, 5.1, 0, 4, 3, 0},     /* TTFT 0.9, TPOT 0.1 (at the SLO): meets */
+        {12.0, 12.0, 12.1, 12.5, 0, 4, 2, 0}, /* after the window: not counted */
+    };
+    tmoe_serve_segment g[] = {
+        {0.0, 5.0, 100.0, 500.0, 80.0, 70.0, 3, 10},
+        {5.0, 10.0, 50.0, 200.0, 70.0, 76.0, 1, 5},
+        {11.0, 12.6, 40.0, 900.0, 99.0, 99.0, 1, 2},
+    };
+    tmoe_serve_stats o;
+    tmoe_serve_window_stats(q, 6, g, 3, 0.0, 10.0, 1.0, 0.1, 75.0, &o);
+    assert_int_equal(o.requests, 5);
+    assert_int_equal(o.slo_met, 3);
+    assert_true(fabs(o.goodput_rps - 0.3) < 1e-12);
+    assert_true(fabs(o.goodput_share - 0.6) < 1e-12);
+    assert_int_equal(o.finished, 5);
+    assert_int_equal(o.generated_tokens, 15);
+    assert_true(fabs(o.energy_j - 150.0) < 1e-12);
+    assert_true(fabs(o.j_per_request - 30.0) < 1e-12);
+    assert_true(fabs(o.j_per_generated_token - 10.0) < 1e-12);
+    assert_true(fabs(o.power_avg_w - 15.0) < 1e-12);
+    assert_true(o.power_peak_w == 500.0 && o.gpu_temp_peak_c == 80.0 && o.mem_temp_peak_c == 76.0);
+    assert_true(fabs(o.gpu_above_target_s - 5.0) < 1e-12);
+    assert_true(fabs(o.mem_above_target_s - 5.0) < 1e-12);
+    assert_true(fabs(o.ttft_p50_s - 0.5) < 1e-12); /* of 0.5 1.5 0.2 0.1 0.9 */
+    /* a window without requests or steps: unknown, not zero */
+    tmoe_serve_window_stats(q, 6, g, 3, 20.0, 30.0, 1.0, 0.1, 75.0, &o);
+    assert_int_equal(o.requests, 0);
+    assert_true(isnan(o.goodput_share) && isnan(o.ttft_p50_s) && isnan(o.energy_j));
+    assert_true(isnan(o.j_per_generated_token) && isnan(o.gpu_above_target_s));
 }
 
 static void test_replay_and_admission(void **state) {
@@ -190,8 +295,13 @@ static void test_fixture_traces(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_malformed_traces), cmocka_unit_test(test_caps_and_time_scale),
-        cmocka_unit_test(test_synthetic),        cmocka_unit_test(test_replay_and_admission),
+        cmocka_unit_test(test_malformed_traces),
+        cmocka_unit_test(test_caps_and_time_scale),
+        cmocka_unit_test(test_synthetic),
+        cmocka_unit_test(test_steady_detect),
+        cmocka_unit_test(test_steady_window),
+        cmocka_unit_test(test_window_stats),
+        cmocka_unit_test(test_replay_and_admission),
         cmocka_unit_test(test_fixture_traces),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -253,13 +253,17 @@ int tmoe_analysis_write_figures(const tmoe_analysis *a, const tmoe_analyze_confi
 /* What tmoe_analyze_run_ex did. */
 typedef struct tmoe_analyze_summary {
     int n_rows, n_groups, n_problems, simulated;
+    int n_serve_runs; /* `thermoe serve` run directories read (docs/serve.md) */
     tmoe_figures_result figures;
     char report_path[1024]; /* out_dir/report.html */
 } tmoe_analyze_summary;
 
 /* Read the run directories, analyse them and write tables, figures and report.html into
- * cfg->out_dir (cfg NULL = defaults). Bad files are reported (log warnings + report) and
- * skipped; fails only when no rows could be read or the outputs cannot be written. */
+ * cfg->out_dir (cfg NULL = defaults). A `thermoe serve` run directory (summary.json of
+ * schema thermoe.serve/1) adds its latency CDFs, energy per request and timeline figures and
+ * a row of the serving table; with serve runs only, the run-log tables are not written. Bad files
+ * are reported (log warnings + report) and skipped; fails only when no rows could be read or the
+ * outputs cannot be written. */
 int tmoe_analyze_run(const char *const *dirs, int n, const tmoe_analyze_config *cfg,
                      tmoe_error *err);
 int tmoe_analyze_run_ex(const char *const *dirs, int n, const tmoe_analyze_config *cfg,

@@ -188,9 +188,9 @@ int tmoe_cpu_lm_create(const tmoe_lm *m, const tmoe_cpu_lm_config *cfg, tmoe_cpu
                        tmoe_error *err);
 void tmoe_cpu_lm_free(tmoe_cpu_lm *r); /* NULL-safe */
 /* Run the step and append K and V to kv (whose slots' lengths grow by n_new). logits:
- * (sum n_new, V) when logits_all, else (nseq, V). A slot that is not open, a sequence that
- * would pass kv->max_len, too many tokens or an id outside the vocabulary is TMOE_EINVAL and
- * leaves kv unchanged. */
+ * (sum n_new, V) when logits_all, else (nseq, V); NULL skips the LM head. A slot that is not open,
+ * a sequence that would pass kv->max_len, too many tokens or an id outside the vocabulary is
+ * TMOE_EINVAL and leaves kv unchanged. */
 int tmoe_cpu_lm_forward(tmoe_cpu_lm *r, tmoe_kv_cache *kv, const tmoe_lm_batch *b, float *logits,
                         tmoe_error *err);
 /* Token copies each expert received in the last forward, (n_layers, E); dense layers 0. */

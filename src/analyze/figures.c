@@ -1598,6 +1598,215 @@ static int fig_energy_pred(figctx *c, tmoe_error *err) {
     return gp_end(c, err);
 }
 
+/* ---- serving replays ------------------------------------------------------------------------ */
+
+#define SERVE_MAX_TIMELINES 8 /* serve runs with a timeline figure */
+
+/* Runs of one strategy share its colour: the k-th of them gets dash type (and point type)
+ * 1 + k (mod 5). */
+static int serve_dash(const serve_set *sv, int i) {
+    int k = 0;
+    for (int j = 0; j < i; j++) k += strcmp(sv->r[j].strategy, sv->r[i].strategy) == 0;
+    return 1 + k % 5;
+}
+
+/* CDF of a request latency (col of requests.csv, in ms), one line per serve run coloured by
+ * its strategy: for sorted values v[0..n) the points (v[k], (k + 1) / n). */
+static int fig_serve_cdf(figctx *c, const serve_set *sv, int col, const char *kind,
+                         const char *what, tmoe_error *err) {
+    int rc = fig_begin(c, kind, NULL, NULL, err);
+    if (rc) return rc;
+    dat_head(c, "%s CDF: one block (index) per serve run, in the order of the script", what);
+    dat_head(c, "%s_ms fraction_of_requests_at_most_that", what);
+    int blk[64], nb = 0;
+    double vmin = INFINITY, vmax = -INFINITY;
+    for (int i = 0; i < sv->n && nb < 64; i++) {
+        const serve_run *r = &sv->r[i];
+        double *v = malloc(sizeof *v * (size_t)(r->n + 1));
+        if (!v) {
+            fig_drop(c);
+            return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+        }
+        int n = 0;
+        for (int k = 0; k < r->n; k++)
+            if (isfinite(r->req[col][k])) v[n++] = r->req[col][k] * 1e3;
+        qsort(v, (size_t)n, sizeof *v, tmoe_cmp_double);
+        fputs("# run ", c->dat);
+        dat_name(c, r->dir);
+        fputc('\n', c->dat);
+        for (int k = 0; k < n; k++) {
+            fprintf(c->dat, "%.9g %.9g\n", v[k], (double)(k + 1) / n);
+            range_add(c, v[k], (double)(k + 1) / n);
+            if (v[k] > 0.0) vmin = fmin(vmin, v[k]);
+            vmax = fmax(vmax, v[k]);
+        }
+        free(v);
+        if (n) {
+            dat_block_end(c);
+            blk[nb++] = i;
+        }
+    }
+    if (!nb) {
+        fig_drop(c);
+        return TMOE_OK;
+    }
+    char title[300], xl[200];
+    snprintf(title, sizeof title, "%s CDF per strategy (serving replay)", what);
+    snprintf(xl, sizeof xl, "%s (ms)", what);
+    if ((rc = gp_begin(c, title, xl, "fraction of requests <= x", err))) return rc;
+    int logx = vmin > 0.0 && vmax / vmin > 50.0 && c->xmin > 0.0;
+    c->ymin = 0.0;
+    c->ymax = 1.0;
+    if (logx) {
+        fprintf(c->gp, "set logscale x\nset xrange [%.9g:%.9g]\n", c->xmin / 1.3, c->xmax * 1.3);
+        c->xmin = c->xmax = NAN;
+    }
+    gp_ranges(c, 1, 0);
+    fputs("set key inside top left vertical font f7\nplot \\\n", c->gp);
+    for (int b = 0; b < nb; b++) {
+        char lb[300];
+        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with steps lw 1.5 dt %d lc rgb '%s'", c->name,
+                b, serve_dash(sv, blk[b]), strategy_color(sv->r[blk[b]].strategy));
+        gp_title(c->gp, serve_label(sv, blk[b], lb, sizeof lb));
+        fputs(b + 1 < nb ? ", \\\n" : "\n", c->gp);
+    }
+    return gp_end(c, err);
+}
+
+/* Energy per request (its share of the steps' energy) against its prompt length. */
+static int fig_serve_energy(figctx *c, const serve_set *sv, tmoe_error *err) {
+    int rc = fig_begin(c, "serve_energy_prompt", NULL, NULL, err);
+    if (rc) return rc;
+    dat_head(c, "energy per request against prompt length: one block (index) per serve run");
+    dat_head(c, "prompt_tokens energy_j(the request's share of each step's energy by tokens)");
+    int blk[64], nb = 0;
+    for (int i = 0; i < sv->n && nb < 64; i++) {
+        const serve_run *r = &sv->r[i];
+        int pts = 0;
+        fputs("# run ", c->dat);
+        dat_name(c, r->dir);
+        fputc('\n', c->dat);
+        for (int k = 0; k < r->n; k++) {
+            double x = r->req[SERVE_REQ_PROMPT][k], y = r->req[SERVE_REQ_ENERGY][k];
+            if (!isfinite(x) || !isfinite(y)) continue;
+            fprintf(c->dat, "%.9g %.9g\n", x, y);
+            range_add(c, x, y);
+            pts++;
+        }
+        if (pts) {
+            dat_block_end(c);
+            blk[nb++] = i;
+        }
+    }
+    if (!nb) {
+        fig_drop(c);
+        return TMOE_OK;
+    }
+    if ((rc = gp_begin(
+             c, "Energy per request against prompt length (serving replay)",
+             "prompt tokens (as replayed)",
+             c->simulated ? "energy per request (J, simulated)" : "energy per request (J)", err)))
+        return rc;
+    gp_ranges(c, 1, 1);
+    fputs("set key inside top left vertical font f7\nplot \\\n", c->gp);
+    for (int b = 0; b < nb; b++) {
+        char lb[300];
+        fprintf(c->gp, "  '%s.dat' index %d using 1:2 with points pt %d ps 0.4 lc rgb '%s'",
+                c->name, b, 5 + 2 * serve_dash(sv, blk[b]), strategy_color(sv->r[blk[b]].strategy));
+        gp_title(c->gp, serve_label(sv, blk[b], lb, sizeof lb));
+        fputs(b + 1 < nb ? ", \\\n" : "\n", c->gp);
+    }
+    return gp_end(c, err);
+}
+
+/* One serve run over time: power (top) and GPU / HBM temperature (bottom) per bin of
+ * timeline.csv, the arrival rate on the right axis of both (grey), the steady-state window
+ * shaded. */
+static int fig_serve_timeline(figctx *c, const serve_set *sv, int i, tmoe_error *err) {
+    const serve_run *r = &sv->r[i];
+    char tag[32];
+    snprintf(tag, sizeof tag, "run%d", i);
+    int rc = fig_begin(c, "serve_timeline", sv->n > 1 ? tag : NULL, NULL, err);
+    if (rc) return rc;
+    c->w_in = 7.0;
+    c->h_in = 3.6;
+    fputs("# serve run: ", c->dat);
+    dat_name(c, r->dir);
+    fputc('\n', c->dat);
+    dat_head(c, "time_s(bin_middle) arrival_rate_per_s power_avg_w gpu_temp_c mem_temp_c");
+    double pmin = INFINITY, pmax = -INFINITY, tmin = INFINITY, tmax = -INFINITY, amax = 0.0;
+    int have_mem = 0;
+    for (int b = 0; b < r->nbins; b++) {
+        double t = 0.5 * (r->tl[SERVE_TL_T0][b] + r->tl[SERVE_TL_T1][b]);
+        double a = r->tl[SERVE_TL_RATE][b], p = r->tl[SERVE_TL_POWER][b];
+        double g = r->tl[SERVE_TL_GPU][b], m = r->tl[SERVE_TL_MEM][b];
+        fprintf(c->dat, "%.9g", t);
+        dat_val(c, a);
+        dat_val(c, p);
+        dat_val(c, g);
+        dat_val(c, m);
+        fputc('\n', c->dat);
+        range_add(c, t, NAN);
+        if (isfinite(p)) pmin = fmin(pmin, p), pmax = fmax(pmax, p);
+        if (isfinite(g)) tmin = fmin(tmin, g), tmax = fmax(tmax, g);
+        if (isfinite(m)) tmin = fmin(tmin, m), tmax = fmax(tmax, m), have_mem = 1;
+        if (isfinite(a)) amax = fmax(amax, a);
+    }
+    if (!r->nbins || !isfinite(pmin)) {
+        fig_drop(c);
+        return TMOE_OK;
+    }
+    char title[400], lb[300];
+    snprintf(title, sizeof title, "Serving replay %s: power and temperature, arrival rate (grey)",
+             serve_label(sv, i, lb, sizeof lb));
+    if ((rc = gp_begin(c, title, "time since the replay began (s)", "", err))) return rc;
+    FILE *g = c->gp;
+    double t0 = c->xmin, t1 = c->xmax;
+    pad(&t0, &t1, 0.01);
+    fprintf(g,
+            "set xrange [%.9g:%.9g]\nunset title\nset lmargin at screen 0.09\n"
+            "set rmargin at screen 0.88\nset tics font f7\nset xlabel font f75\n"
+            "set ylabel font f75\nset y2label font f75\nset y2tics nomirror\nset key off\n"
+            "set y2range [0:%.9g]\nset y2label 'arrivals per s'\n",
+            t0, t1, amax > 0.0 ? amax * 1.15 : 1.0);
+    if (isfinite(r->win_start_s) && isfinite(r->win_end_s) && r->win_end_s > r->win_start_s)
+        fprintf(g,
+                "set object 1 rect from first %.9g, graph 0 to first %.9g, graph 1 behind "
+                "fc rgb '#%s' fs solid 0.25 noborder\n",
+                r->win_start_s, r->win_end_s, r->steady ? "56B4E9" : "E69F00");
+    fputs("set multiplot layout 2,1 title ", g);
+    gp_str(g, title, GP_TITLE);
+    fputs(r->steady ? ".' (shaded: the steady state)'" : ".' (no steady state: whole run)'", g);
+    if (c->simulated) fputs(".' (simulated telemetry)'", g);
+    fputs(" font f85\n", g);
+    for (int panel = 0; panel < 2; panel++) {
+        double y0 = panel ? tmin : pmin, y1 = panel ? tmax : pmax;
+        if (!isfinite(y0)) y0 = 0.0, y1 = 1.0;
+        pad(&y0, &y1, 0.08);
+        fprintf(g, "set yrange [%.9g:%.9g]\nset ylabel '%s'\n", y0, y1,
+                panel
+                    ? (have_mem ? "temperature (C): GPU solid, HBM dashed" : "GPU temperature (C)")
+                    : "average power (W)");
+        fputs(panel ? "set xlabel 'time since the replay began (s)'\n" : "unset xlabel\n", g);
+        fprintf(g,
+                "plot '%s.dat' using 1:2 axes x1y2 with steps lw 1 lc rgb '#999999' notitle, \\\n",
+                c->name);
+        if (panel == 0)
+            fprintf(g, "  '%s.dat' using 1:3 with lines lw 1.5 lc rgb '%s' notitle\n", c->name,
+                    strategy_color(r->strategy));
+        else {
+            fprintf(g, "  '%s.dat' using 1:4 with lines lw 1.5 lc rgb '%s' notitle", c->name,
+                    strategy_color(r->strategy));
+            if (have_mem)
+                fprintf(g, ", \\\n  '%s.dat' using 1:5 with lines lw 1 dt 2 lc rgb '%s' notitle",
+                        c->name, strategy_color(r->strategy));
+            fputc('\n', g);
+        }
+    }
+    fputs("unset multiplot\n", g);
+    return gp_end(c, err);
+}
+
 /* ---- rendering -------------------------------------------------------------------------- */
 
 /* Run PROG [-e EXPR] SCRIPT in directory dir (NULL: here) with stdin and stdout on
@@ -1688,27 +1897,43 @@ static void render_all(figctx *c, char **names, int n) {
 
 int analysis_figures(const tmoe_analysis *a, const tmoe_analyze_config *cfg,
                      tmoe_figures_result *out, char ***names, int *nnames, tmoe_error *err) {
+    return analysis_figures_ex(a, NULL, cfg, out, names, nnames, err);
+}
+
+int analysis_figures_ex(const tmoe_analysis *a, const serve_set *sv, const tmoe_analyze_config *cfg,
+                        tmoe_figures_result *out, char ***names, int *nnames, tmoe_error *err) {
     tmoe_figures_result local;
     tmoe_figures_result *res = out ? out : &local;
     memset(res, 0, sizeof *res);
     tmoe_analyze_config dc = tmoe_analyze_config_default();
     if (!cfg) cfg = &dc;
-    figctx c = {.a = a, .cfg = cfg, .res = res, .simulated = tmoe_dataset_simulated(a->ds)};
+    figctx c = {.a = a,
+                .cfg = cfg,
+                .res = res,
+                .simulated = (a && tmoe_dataset_simulated(a->ds)) || (sv && sv->simulated)};
     const char *outdir = cfg->out_dir ? cfg->out_dir : "report";
     int rc = ensure_dir(outdir, err);
     snprintf(c.dir, sizeof c.dir, "%s/figures", outdir);
     if (!rc) rc = ensure_dir(c.dir, err);
+    if (!rc && sv && sv->n) {
+        rc = fig_serve_cdf(&c, sv, SERVE_REQ_TTFT, "serve_ttft_cdf", "TTFT", err);
+        if (!rc) rc = fig_serve_cdf(&c, sv, SERVE_REQ_TPOT, "serve_tpot_cdf", "TPOT", err);
+        if (!rc) rc = fig_serve_energy(&c, sv, err);
+        for (int i = 0; i < sv->n && i < SERVE_MAX_TIMELINES && !rc; i++)
+            rc = fig_serve_timeline(&c, sv, i, err);
+    }
     /* a figure per workload (and per TTHA strategy) for the first names only: a log with
      * thousands of names must not write thousands of files; the tables have every group */
-    int nfw =
-        a->nworkloads < TMOE_ANALYZE_MAX_FIG_NAMES ? a->nworkloads : TMOE_ANALYZE_MAX_FIG_NAMES;
-    if (a->nworkloads > nfw || a->nstrategies > TMOE_ANALYZE_MAX_FIG_NAMES)
+    int nfw = !a                                           ? 0
+              : a->nworkloads < TMOE_ANALYZE_MAX_FIG_NAMES ? a->nworkloads
+                                                           : TMOE_ANALYZE_MAX_FIG_NAMES;
+    if (a && (a->nworkloads > nfw || a->nstrategies > TMOE_ANALYZE_MAX_FIG_NAMES))
         tmoe_log(TMOE_LOG_WARN,
                  "%d workloads and %d strategies: figures show the first %d of each (the tables "
                  "have all)",
                  a->nworkloads, a->nstrategies, TMOE_ANALYZE_MAX_FIG_NAMES);
-    rc = rc ? rc : fig_forest(&c, nfw, err);
-    for (int i = 0; i < tmoe_dataset_nruns(a->ds) && i < TIMELINE_MAX_RUNS && !rc; i++)
+    if (a) rc = rc ? rc : fig_forest(&c, nfw, err);
+    for (int i = 0; a && i < tmoe_dataset_nruns(a->ds) && i < TIMELINE_MAX_RUNS && !rc; i++)
         rc = fig_timeline(&c, i, tmoe_dataset_nruns(a->ds), err);
     for (int w = 0; w < nfw && !rc; w++) {
         const char *wl = a->workloads[w];
@@ -1743,14 +1968,14 @@ int analysis_figures(const tmoe_analysis *a, const tmoe_analyze_config *cfg,
                 {TMOE_M_OVERHEAD_PCT, "overhead", "Router host time, % of the measured step time"},
                 {TMOE_M_ROUTER_MS, "overhead",
                  "Router host time per batch; the step time is simulated, so no % of it"}};
-    for (size_t b = 0; b < sizeof bars / sizeof *bars && !rc; b++) {
+    for (size_t b = 0; a && b < sizeof bars / sizeof *bars && !rc; b++) {
         if (bars[b].m == (c.simulated ? TMOE_M_OVERHEAD_PCT : TMOE_M_ROUTER_MS)) continue;
         bar_metric = bars[b].m;
         rc = fig_bars(&c, bars[b].name, NULL, bars[b].title, tmoe_metric_label(bars[b].m),
                       (const char *const *)a->workloads, (const char *const *)a->workloads, nfw,
                       bar_metric_fn, err);
     }
-    if (!rc) rc = fig_energy_pred(&c, err);
+    if (!rc && a) rc = fig_energy_pred(&c, err);
     if (c.dat) fig_drop(&c);
     if (c.gp) tmoe_atomic_abort(&c.gp_af);
     if (!rc && cfg->gnuplot && cfg->gnuplot[0] && cfg->formats) {

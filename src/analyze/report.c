@@ -62,6 +62,21 @@ static const struct {
      "was measured (NVML) or simulated, as the axis says; points on the dashed line were "
      "predicted exactly. The prediction drives routing, so a scale error here is an error in "
      "every routing decision's energy estimate."},
+    {"serve_ttft_cdf", "Serving replays: the share of requests whose time to first token (arrival "
+                       "to the end of the step that fed its last prompt token) was at most x, one "
+                       "line per replay in its strategy's colour; all requests of the run. Lines "
+                       "further left are faster; the top of each line is its worst request."},
+    {"serve_tpot_cdf", "Serving replays: the same for the time per output token ((finish - first "
+                       "token) / (generated - 1), requests with more than one token)."},
+    {"serve_energy_prompt",
+     "Serving replays: each request's energy (its share of every step it was in, by tokens; idle "
+     "energy not included) against its prompt length as replayed. Longer prompts cost more "
+     "prefill; the spread at one length is the decode length and the batch it shared."},
+    {"serve_timeline",
+     "A serving replay over time in 200 bins: average power (top) and GPU (solid) and HBM "
+     "(dashed) temperature (bottom), with the arrival rate of the trace in grey on the right "
+     "axis. Shaded: the steady-state window the summary is over (blue), or the whole run when "
+     "none was detected (orange). Power should follow the arrivals; temperature lags them."},
     {"power_peak", "Peak power per workload and strategy (each repeat's max over its batches) with "
                    "95% CIs over repeats."},
     {"throughput", "Tokens per second with 95% CIs over repeats."},
@@ -234,8 +249,9 @@ static void figure_html(FILE *f, const tmoe_analyze_config *cfg, const char *nam
 }
 
 /* Which section of the page a figure goes to: 0 headline, 1 whole run, 2 per workload,
- * 3 over all workloads. */
+ * 3 over all workloads, 4 serving replays. */
 static int figure_section(const char *name) {
+    if (strncmp(name, "serve_", 6) == 0) return 4;
     if (strcmp(name, "forest") == 0) return 0;
     if (strncmp(name, "timeline", 8) == 0) return 1;
     static const char *const overall[] = {"energy_per_token", "power_peak", "throughput",
@@ -248,15 +264,16 @@ static int figure_section(const char *name) {
 /* report.html: the headline figure first, then the other figures, the summary in words,
  * the tables folded (<details>), the runs and the input problems; a table of contents at
  * the top links each part. */
-static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, char **names,
-                      int nnames, const tmoe_figures_result *fr, const char *path,
+static int write_html(const tmoe_analysis *a, const serve_set *sv, const tmoe_analyze_config *cfg,
+                      char **names, int nnames, const tmoe_figures_result *fr, const char *path,
                       tmoe_error *err) {
     tmoe_atomic_file af;
     int rc = tmoe_atomic_open(&af, path, err);
     if (rc) return rc;
     FILE *f = af.f;
-    const tmoe_dataset *ds = a->ds;
-    int sim = tmoe_dataset_simulated(ds), np = tmoe_dataset_nproblems(ds);
+    const tmoe_dataset *ds = a ? a->ds : NULL;
+    int sim = (ds && tmoe_dataset_simulated(ds)) || sv->simulated;
+    int np = (ds ? tmoe_dataset_nproblems(ds) : 0) + sv->nproblems;
     fputs(
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>\n<title>thermoe "
         "analysis</title>\n"
@@ -284,24 +301,28 @@ static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, ch
                 "<p class=problems><b>%d input problem(s)</b>: see <a href=\"#problems\">Input "
                 "problems</a>.</p>\n",
                 np);
-    int in_sec[4] = {0, 0, 0, 0};
+    int in_sec[5] = {0, 0, 0, 0, 0};
     for (int i = 0; i < nnames; i++) in_sec[figure_section(names[i])]++;
-    static const char *const sec_id[] = {"headline", "timeline", "per-workload", "overall"};
-    static const char *const sec_title[] = {"Headline: change against the baseline",
-                                            "Whole run: power and temperature over time",
-                                            "Per workload", "Over all workloads"};
+    if (sv->n && !in_sec[4]) in_sec[4] = -1; /* the table without figures */
+    static const char *const sec_id[] = {"headline", "timeline", "per-workload", "overall",
+                                         "serve"};
+    static const char *const sec_title[] = {
+        "Headline: change against the baseline", "Whole run: power and temperature over time",
+        "Per workload", "Over all workloads", "Serving replays"};
     fputs("<nav id=toc><h2>Contents</h2>\n<ol>\n", f);
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < 5; k++)
         if (in_sec[k])
             fprintf(f, "<li><a href=\"#%s\">%s</a> (%d figure%s)</li>\n", sec_id[k], sec_title[k],
-                    in_sec[k], in_sec[k] == 1 ? "" : "s");
-    fputs("<li><a href=\"#summary\">Summary</a></li>\n"
-          "<li><a href=\"#tables\">Tables</a> (folded)</li>\n"
-          "<li><a href=\"#runs\">Runs</a></li>\n",
-          f);
+                    in_sec[k] > 0 ? in_sec[k] : 0, in_sec[k] == 1 ? "" : "s");
+    if (a)
+        fputs("<li><a href=\"#summary\">Summary</a></li>\n"
+              "<li><a href=\"#tables\">Tables</a> (folded)</li>\n"
+              "<li><a href=\"#runs\">Runs</a></li>\n",
+              f);
     if (np) fprintf(f, "<li><a href=\"#problems\">Input problems</a> (%d)</li>\n", np);
     fputs("</ol>\n</nav>\n", f);
-    if (a->nworkloads > TMOE_ANALYZE_MAX_FIG_NAMES || a->nstrategies > TMOE_ANALYZE_MAX_FIG_NAMES)
+    if (a &&
+        (a->nworkloads > TMOE_ANALYZE_MAX_FIG_NAMES || a->nstrategies > TMOE_ANALYZE_MAX_FIG_NAMES))
         fprintf(f,
                 "<p class=note>%d workloads and %d strategies: the figures show the first %d of "
                 "each (the tables below have every workload and strategy).</p>\n",
@@ -311,9 +332,10 @@ static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, ch
                       : (cfg->formats & TMOE_FMT_PDF) ? "pdf"
                                                       : "png";
     int missing = 0;
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < 5; k++) {
         if (!in_sec[k]) continue;
         fprintf(f, "<h2 id=\"%s\">%s</h2>\n", sec_id[k], sec_title[k]);
+        if (k == 4) serve_html(sv, f);
         for (int i = 0; i < nnames; i++)
             if (figure_section(names[i]) == k)
                 figure_html(f, cfg, names[i], ext, sim, k < 2, &missing);
@@ -333,6 +355,7 @@ static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, ch
               "-e \"fmt='png'\" \"$f\"; done</pre>\n<p>(fmt may be png, pdf or svg.)</p>\n",
               f);
     }
+    if (!a) goto problems;
     summary_sentences(a, f);
     fputs("<h2 id=tables>Tables</h2>\n<p class=note>Also as Markdown, CSV and LaTeX (booktabs): "
           "summary.*, comparisons.*. Percentiles: linear interpolation between order statistics "
@@ -358,11 +381,13 @@ static int write_html(const tmoe_analysis *a, const tmoe_analyze_config *cfg, ch
         fprintf(f, "<td>%d</td></tr>\n", m->rows);
     }
     fputs("</table>\n", f);
+problems:
     if (np) {
         fputs("<h2 id=problems>Input problems</h2>\n<ul class=problems>\n", f);
         for (int i = 0; i < np; i++) {
             fputs("<li>", f);
-            put_html(f, tmoe_dataset_problem(ds, i));
+            put_html(f, i < sv->nproblems ? sv->problems[i]
+                                          : tmoe_dataset_problem(ds, i - sv->nproblems));
             fputs("</li>\n", f);
         }
         fputs("</ul>\n", f);
@@ -378,10 +403,12 @@ static int cmp_str(const void *x, const void *y) {
     return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
-/* A run directory, or a directory of run directories (each child holding batches.csv, taken
- * in name order): results/ with one subdirectory per run works as well as the runs. */
-static int add_dir_or_children(tmoe_dataset *ds, const char *dir, tmoe_error *err) {
+/* A run directory, a serve run directory, or a directory of them (each child holding
+ * batches.csv or a serve run's summary.json, taken in name order): results/ with one
+ * subdirectory per run works as well as the runs. */
+static int add_dir_or_children(tmoe_dataset *ds, serve_set *sv, const char *dir, tmoe_error *err) {
     char path[4096];
+    if (serve_is_run(dir)) return serve_add(sv, dir, err);
     snprintf(path, sizeof path, "%s/%s", dir, TMOE_RUNLOG_CSV);
     DIR *d = access(path, F_OK) == 0 ? NULL : opendir(dir);
     if (!d) {
@@ -391,11 +418,15 @@ static int add_dir_or_children(tmoe_dataset *ds, const char *dir, tmoe_error *er
         return rc == TMOE_ENOMEM ? rc : TMOE_OK;
     }
     char **names = NULL;
-    int n = 0, rc = TMOE_OK;
+    int n = 0, rc = TMOE_OK, nserve = 0;
     for (struct dirent *de; (de = readdir(d));) {
         if (de->d_name[0] == '.') continue;
         snprintf(path, sizeof path, "%s/%s/%s", dir, de->d_name, TMOE_RUNLOG_CSV);
-        if (access(path, F_OK) != 0) continue;
+        if (access(path, F_OK) != 0) {
+            snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+            if (!serve_is_run(path)) continue;
+            nserve++;
+        }
         char **q = realloc(names, sizeof *q * (size_t)(n + 1));
         char *c = strdup(de->d_name);
         if (!q || !c) {
@@ -408,7 +439,7 @@ static int add_dir_or_children(tmoe_dataset *ds, const char *dir, tmoe_error *er
         names[n++] = c;
     }
     closedir(d);
-    if (!rc && n == 0) {
+    if (!rc && n == 0 && nserve == 0) {
         tmoe_error e = {0};
         rc = tmoe_dataset_add_dir(ds, dir, &e); /* records "no batches.csv" as a problem */
         rc = rc == TMOE_ENOMEM ? tmoe_errorf(err, rc, "%s", e.msg) : TMOE_OK;
@@ -418,7 +449,9 @@ static int add_dir_or_children(tmoe_dataset *ds, const char *dir, tmoe_error *er
         if (!rc) {
             tmoe_error e = {0};
             snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-            if (tmoe_dataset_add_dir(ds, path, &e) == TMOE_ENOMEM)
+            if (serve_is_run(path))
+                rc = serve_add(sv, path, err);
+            else if (tmoe_dataset_add_dir(ds, path, &e) == TMOE_ENOMEM)
                 rc = tmoe_errorf(err, TMOE_ENOMEM, "%s", e.msg);
         }
         free(names[i]);
@@ -440,37 +473,46 @@ int tmoe_analyze_run_ex(const char *const *dirs, int n, const tmoe_analyze_confi
     if (n <= 0) return tmoe_errorf(err, TMOE_EINVAL, "no run directories given");
     tmoe_dataset *ds = tmoe_dataset_create(err);
     if (!ds) return TMOE_ENOMEM;
+    serve_set sv = {0};
     for (int i = 0; i < n; i++) {
-        int rc = add_dir_or_children(ds, dirs[i], err);
+        int rc = add_dir_or_children(ds, &sv, dirs[i], err);
         if (rc == TMOE_ENOMEM) {
+            serve_set_free(&sv);
             tmoe_dataset_free(ds);
             return rc;
         }
     }
-    tmoe_analysis *a = tmoe_analysis_create(ds, &c, err);
-    out->n_rows = tmoe_dataset_nrows(ds);
-    out->n_problems = tmoe_dataset_nproblems(ds);
-    out->simulated = tmoe_dataset_simulated(ds);
-    if (!a) {
-        if (err && tmoe_dataset_nproblems(ds))
-            tmoe_error_prefix(err, err->code, "%s", tmoe_dataset_problem(ds, 0));
-        tmoe_dataset_free(ds);
-        return err ? err->code : TMOE_EFORMAT;
+    out->n_serve_runs = sv.n;
+    /* serve runs alone: no run-log analysis, their figures and table only */
+    tmoe_analysis *a = NULL;
+    if (tmoe_dataset_nrows(ds) > 0 || sv.n == 0) {
+        a = tmoe_analysis_create(ds, &c, err);
+        if (!a) {
+            out->n_problems = tmoe_dataset_nproblems(ds) + sv.nproblems;
+            if (err && tmoe_dataset_nproblems(ds))
+                tmoe_error_prefix(err, err->code, "%s", tmoe_dataset_problem(ds, 0));
+            serve_set_free(&sv);
+            tmoe_dataset_free(ds);
+            return err ? err->code : TMOE_EFORMAT;
+        }
+        out->n_groups = tmoe_analysis_ngroups(a);
     }
-    out->n_groups = tmoe_analysis_ngroups(a);
-    out->n_problems = tmoe_dataset_nproblems(ds);
+    out->n_rows = tmoe_dataset_nrows(ds);
+    out->n_problems = (a ? tmoe_dataset_nproblems(ds) : 0) + sv.nproblems;
+    out->simulated = (a && tmoe_dataset_simulated(ds)) || sv.simulated;
     char **names = NULL;
     int nnames = 0;
     int rc = ensure_dir(c.out_dir, err);
-    if (!rc) rc = tmoe_analysis_write_tables(a, c.out_dir, err);
-    if (!rc) rc = analysis_figures(a, &c, &out->figures, &names, &nnames, err);
+    if (!rc && a) rc = tmoe_analysis_write_tables(a, c.out_dir, err);
+    if (!rc) rc = analysis_figures_ex(a, &sv, &c, &out->figures, &names, &nnames, err);
     if (!rc) {
         join_path(out->report_path, sizeof out->report_path, c.out_dir, "report.html");
-        rc = write_html(a, &c, names, nnames, &out->figures, out->report_path, err);
+        rc = write_html(a, &sv, &c, names, nnames, &out->figures, out->report_path, err);
     }
     for (int i = 0; i < nnames; i++) free(names[i]);
     free(names);
     tmoe_analysis_free(a);
+    serve_set_free(&sv);
     tmoe_dataset_free(ds);
     return rc;
 }

@@ -19,7 +19,10 @@ static void usage(FILE *f, const tmoe_analyze_config *d) {
             "effect sizes are given (no CI, no p-value).\n"
             "A run given twice (the same directory, or a copy: same run ids and batches)\n"
             "counts once; a row with a bad number is skipped with a warning naming file:line\n"
-            "and column (docs/analysis.md, Bad inputs).\n\n"
+            "and column (docs/analysis.md, Bad inputs).\n"
+            "A `thermoe serve` directory (summary.json, requests.csv, timeline.csv) adds TTFT\n"
+            "and TPOT CDFs per strategy, energy per request against prompt length, power and\n"
+            "temperature timelines with the arrival rate, and a table (docs/serve.md).\n\n"
             "flags:\n"
             "  --out DIR          report directory (default %s)\n"
             "  --format LIST      figure formats, comma-separated from pdf,png,svg (default png)\n"
@@ -108,8 +111,10 @@ int cmd_analyze(int argc, char **argv) {
     tmoe_analyze_summary s;
     int rc = tmoe_analyze_run_ex((const char *const *)argv + optind, argc - optind, &cfg, &s, &err);
     if (rc) return cli_fail_err("analyze", &err);
-    printf("%d rows, %d workload x strategy groups, %d input problem(s)%s\n", s.n_rows, s.n_groups,
-           s.n_problems, s.simulated ? "; SIMULATED telemetry in the input" : "");
+    printf("%d rows, %d workload x strategy groups, %d input problem(s)", s.n_rows, s.n_groups,
+           s.n_problems);
+    if (s.n_serve_runs) printf(", %d serve run(s)", s.n_serve_runs);
+    printf("%s\n", s.simulated ? "; SIMULATED telemetry in the input" : "");
     printf("%d figures: %d rendered, %d failed%s\n", s.figures.n_figures, s.figures.n_rendered,
            s.figures.n_failed,
            cfg.gnuplot[0] && !s.figures.gnuplot_found

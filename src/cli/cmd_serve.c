@@ -30,6 +30,9 @@ enum {
     O_COST,
     O_SEED,
     O_OUT,
+    O_SLO_TTFT,
+    O_SLO_TPOT,
+    O_TEMP_TARGET,
     O_VERBOSE,
     O_HELP
 };
@@ -54,47 +57,56 @@ static const struct option longopts[] = {{"trace", required_argument, 0, O_TRACE
                                          {"kernel-cost-model-json", required_argument, 0, O_COST},
                                          {"seed", required_argument, 0, O_SEED},
                                          {"out", required_argument, 0, O_OUT},
+                                         {"slo-ttft-ms", required_argument, 0, O_SLO_TTFT},
+                                         {"slo-tpot-ms", required_argument, 0, O_SLO_TPOT},
+                                         {"temp-target", required_argument, 0, O_TEMP_TARGET},
                                          {"verbose", no_argument, 0, O_VERBOSE},
                                          {"help", no_argument, 0, O_HELP},
                                          {0, 0, 0, 0}};
 
 static void help(void) {
-    printf(
-        "usage: thermoe serve [--trace FILE [--format auto|azure|mooncake]] [flags]\n"
-        "Replay request arrivals against the decoder LM on the CPU with continuous batching;\n"
-        "each step is billed to the simulated GPU (SIMULATED figures) at the expert shape, and\n"
-        "its billed time advances the simulated clock arrivals are compared against.\n"
-        "Without --trace, a synthetic trace fitted to a real one is replayed (docs/serve.md).\n"
-        "\n"
-        "trace\n"
-        "  --trace FILE           Azure CSV or Mooncake JSONL (auto: .jsonl is mooncake)\n"
-        "  --format F             auto (default), azure or mooncake\n"
-        "  --synthetic NAME       without --trace: azure_conv (default), azure_code, mooncake\n"
-        "  --requests N           synthetic requests (default 60)\n"
-        "  --max-requests N       replay the first N requests of the trace (0 = all)\n"
-        "  --time-scale X         arrival gaps divided by X (default 1; 2 = twice the rate)\n"
-        "  --context-scale X      prompt and generated lengths times X, in (0, 1] (default 1)\n"
-        "  --max-context N        cap prompts at N tokens (default 96; 0 = no cap)\n"
-        "  --max-generated N      cap generated lengths at N tokens (default 32; 0 = no cap)\n"
-        "                         the defaults keep a replay on 2 CPU cores near a minute;\n"
-        "                         requests.csv keeps the trace's own lengths too\n"
-        "engine\n"
-        "  --model DIR            decoder LM (default models/default)\n"
-        "  --tokens FILE          token ids of the prompts (default data/corpus/test.tokens)\n"
-        "  --routing-strategy S   one strategy (default baseline)\n"
-        "  --prefill-chunk N      most prompt tokens a request adds per step (default 64)\n"
-        "  --max-batch-tokens N   most new tokens per step, decode first (default 256)\n"
-        "  --max-seqs N           requests running at once (default 32)\n"
-        "  --kv-tokens N          KV limit in positions over running requests; a request\n"
-        "                         waits until its prompt + generated fit (default: max-seqs x\n"
-        "                         the longest request)\n"
-        "  --expert-shape S       experts billed: mixtral (default), trained or DxF\n"
-        "  --kernel-cost-model-json F  the cost model the simulated GPU bills from\n"
-        "  --seed N               routers, synthetic trace, text offsets, simulated GPU (42)\n"
-        "output\n"
-        "  --out DIR              requests.csv, steps.csv, summary.json (default results/serve)\n"
-        "  --verbose              library messages\n"
-        "Exit: 0 done, 1 failure, 2 bad flags.\n");
+    printf("usage: thermoe serve [--trace FILE [--format auto|azure|mooncake]] [flags]\n"
+           "Replay request arrivals against the decoder LM on the CPU with continuous batching;\n"
+           "each step is billed to the simulated GPU (SIMULATED figures) at the expert shape, and\n"
+           "its billed time advances the simulated clock arrivals are compared against.\n"
+           "Without --trace, a synthetic trace fitted to a real one is replayed (docs/serve.md).\n"
+           "\n"
+           "trace\n"
+           "  --trace FILE           Azure CSV or Mooncake JSONL (auto: .jsonl is mooncake)\n"
+           "  --format F             auto (default), azure or mooncake\n"
+           "  --synthetic NAME       without --trace: azure_conv (default), azure_code, mooncake\n"
+           "  --requests N           synthetic requests (default 2000)\n"
+           "  --max-requests N       replay the first N requests of the trace (0 = all)\n"
+           "  --time-scale X         arrival gaps divided by X (default 1; 2 = twice the rate)\n"
+           "  --context-scale X      prompt and generated lengths times X, in (0, 1] (default 1)\n"
+           "  --max-context N        cap prompts at N tokens (default 96; 0 = no cap)\n"
+           "  --max-generated N      cap generated lengths at N tokens (default 32; 0 = no cap)\n"
+           "                         the defaults keep 2000 requests near 2 minutes (Release\n"
+           "                         build, 2 CPU cores; docs/serve.md);\n"
+           "                         requests.csv keeps the trace's own lengths too\n"
+           "engine\n"
+           "  --model DIR            decoder LM (default models/default)\n"
+           "  --tokens FILE          token ids of the prompts (default data/corpus/test.tokens)\n"
+           "  --routing-strategy S   one strategy (default baseline)\n"
+           "  --prefill-chunk N      most prompt tokens a request adds per step (default 64)\n"
+           "  --max-batch-tokens N   most new tokens per step, decode first (default 256)\n"
+           "  --max-seqs N           requests running at once (default 32)\n"
+           "  --kv-tokens N          KV limit in positions over running requests; a request\n"
+           "                         waits until its prompt + generated fit (default: max-seqs x\n"
+           "                         the longest request)\n"
+           "  --expert-shape S       experts billed: mixtral (default), trained or DxF\n"
+           "  --kernel-cost-model-json F  the cost model the simulated GPU bills from\n"
+           "  --seed N               routers, synthetic trace, text offsets, simulated GPU (42)\n"
+           "summary (over the steady state the replay detects, else the whole run, flagged)\n"
+           "  --slo-ttft-ms X        SLO on time to first token for goodput (default 1000)\n"
+           "  --slo-tpot-ms X        SLO on time per output token for goodput (default 100)\n"
+           "  --temp-target C        time with GPU / HBM temperature above C is reported\n"
+           "                         (default 75, the routers' target)\n"
+           "output\n"
+           "  --out DIR              requests.csv, steps.csv, timeline.csv, summary.json\n"
+           "                         (default results/serve); thermoe analyze DIR draws them\n"
+           "  --verbose              library messages\n"
+           "Exit: 0 done, 1 failure, 2 bad flags.\n");
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -103,7 +115,7 @@ int cmd_serve(int argc, char **argv) {
     ao.max_context = 96;
     ao.max_generated = 32;
     const char *trace = NULL, *synth = "azure_conv", *shape = NULL;
-    long n_synth = 60, v;
+    long n_synth = 2000, v;
     double d;
     int verbose = 0, opt;
     c.model_dir = tmoe_run_default_model();
@@ -181,6 +193,18 @@ int cmd_serve(int argc, char **argv) {
             if (cli_u64("serve", "seed", optarg, &c.seed)) return 2;
             break;
         case O_OUT: c.out_dir = optarg; break;
+        case O_SLO_TTFT:
+            if (cli_double("serve", "slo-ttft-ms", optarg, 1e-6, 1e9, &d)) return 2;
+            c.slo_ttft_s = d / 1e3;
+            break;
+        case O_SLO_TPOT:
+            if (cli_double("serve", "slo-tpot-ms", optarg, 1e-6, 1e9, &d)) return 2;
+            c.slo_tpot_s = d / 1e3;
+            break;
+        case O_TEMP_TARGET:
+            if (cli_double("serve", "temp-target", optarg, -50.0, 200.0, &d)) return 2;
+            c.temp_target_c = d;
+            break;
         case O_VERBOSE: verbose = 1; break;
         case O_HELP: help(); return 0;
         default: return cli_usage_error("serve");
@@ -221,18 +245,32 @@ int cmd_serve(int argc, char **argv) {
            "%.2f s simulated (%.1f s on the host)\n",
            tmoe_route_strategy_name(c.strategy), s.requests, s.steps, s.prompt_tokens,
            s.generated_tokens, s.duration_s, s.wall_s);
-    printf("SIMULATED GPU (source sim):\n");
-    printf("  TTFT  p50 %.4f s  p90 %.4f s  p99 %.4f s\n", s.ttft_p50_s, s.ttft_p90_s,
-           s.ttft_p99_s);
-    printf("  TPOT  p50 %.5f s  p90 %.5f s  p99 %.5f s\n", s.tpot_p50_s, s.tpot_p90_s,
-           s.tpot_p99_s);
-    printf("  energy %.4g J in steps (+ %.4g J idle); %.4g J per request, %.4g J per generated "
-           "token\n",
-           s.energy_j, s.idle_energy_j, s.j_per_request, s.j_per_generated_token);
-    printf("  power avg %.1f W, peak %.1f W; GPU peak %.1f C, HBM peak %.1f C\n", s.power_avg_w,
-           s.power_peak_w, s.gpu_temp_peak_c, s.mem_temp_peak_c);
+    const tmoe_serve_stats *w = &s.window;
+    printf("%s\n", s.steady_note);
+    printf("SIMULATED GPU (source sim), over %s %.2f..%.2f s (%d requests arrived, %d "
+           "finished):\n",
+           s.steady ? "the steady state" : "the WHOLE RUN (no steady state)", w->start_s, w->end_s,
+           w->requests, w->finished);
+    printf("  TTFT  p50 %.4f s  p90 %.4f s  p99 %.4f s\n", w->ttft_p50_s, w->ttft_p90_s,
+           w->ttft_p99_s);
+    printf("  TPOT  p50 %.5f s  p90 %.5f s  p99 %.5f s\n", w->tpot_p50_s, w->tpot_p90_s,
+           w->tpot_p99_s);
+    printf("  goodput %.3f requests/s (%d of %d, %.1f%%) under TTFT <= %g ms and TPOT <= %g ms\n",
+           w->goodput_rps, w->slo_met, w->requests, 100.0 * w->goodput_share, c.slo_ttft_s * 1e3,
+           c.slo_tpot_s * 1e3);
+    printf("  energy %.4g J (steps and idle); %.4g J per request, %.4g J per generated token\n",
+           w->energy_j, w->j_per_request, w->j_per_generated_token);
+    printf("  power avg %.1f W, peak %.1f W; GPU peak %.1f C, HBM peak %.1f C\n", w->power_avg_w,
+           w->power_peak_w, w->gpu_temp_peak_c, w->mem_temp_peak_c);
+    printf("  above %g C: GPU %.2f s, HBM %.2f s\n", c.temp_target_c, w->gpu_above_target_s,
+           w->mem_above_target_s);
+    printf("whole run (sim): %.4g J in steps + %.4g J idle, %.4g J per generated token, TTFT "
+           "p99 %.4f s, TPOT p99 %.5f s\n",
+           s.energy_j, s.idle_energy_j, s.run.j_per_generated_token, s.run.ttft_p99_s,
+           s.run.tpot_p99_s);
     printf("  running at most %d, waiting at most %d\n", s.max_running, s.max_waiting);
-    if (c.out_dir) printf("wrote %s/requests.csv, steps.csv, summary.json\n", c.out_dir);
+    if (c.out_dir)
+        printf("wrote %s/requests.csv, steps.csv, timeline.csv, summary.json\n", c.out_dir);
     tmoe_arrivals_free(&a);
     return 0;
 }

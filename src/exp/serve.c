@@ -22,6 +22,9 @@ tmoe_serve_config tmoe_serve_config_default(void) {
     c.max_batch_tokens = 256;
     c.max_seqs = 32;
     c.trace_time_scale = c.trace_context_scale = 1.0;
+    c.slo_ttft_s = 1.0;
+    c.slo_tpot_s = 0.1;
+    c.temp_target_c = c.router.temp_target_c;
     return c;
 }
 
@@ -45,7 +48,24 @@ typedef struct serve_ctx {
     uint32_t *tok;
     FILE *steps;
     double t0;
+    tmoe_serve_segment *seg; /* (cap_seg) steps and idle waits, in time order */
+    int nseg, cap_seg;
 } serve_ctx;
+
+/* Room for one more segment: the array doubles (rarely: amortized O(1) per step). */
+static tmoe_serve_segment *seg_next(serve_ctx *s, tmoe_error *err) {
+    if (s->nseg == s->cap_seg) {
+        int nc = s->cap_seg ? 2 * s->cap_seg : 4096;
+        tmoe_serve_segment *g = realloc(s->seg, sizeof *g * (size_t)nc);
+        if (!g) {
+            tmoe_errorf(err, TMOE_ENOMEM, "serve: out of memory at %d steps", s->nseg);
+            return NULL;
+        }
+        s->seg = g;
+        s->cap_seg = nc;
+    }
+    return &s->seg[s->nseg++];
+}
 
 static double now_s(serve_ctx *s) {
     return run_now_s(s->r) - s->t0;
@@ -159,7 +179,8 @@ static int step(serve_ctx *s, int index, tmoe_serve_summary *sum, tmoe_error *er
     lm->rc_layers = 0;
     memset(lm->bias, 0, sizeof(float) * (size_t)lm->n_moe * lm->m->cfg.num_experts);
     tmoe_lm_batch b = {nb, s->slots, s->n_new, s->tok, 0};
-    int rc = tmoe_cpu_lm_forward(lm->cpu, lm->kv, &b, lm->logits, err);
+    /* teacher forcing needs no logits: NULL skips the LM head */
+    int rc = tmoe_cpu_lm_forward(lm->cpu, lm->kv, &b, NULL, err);
     if (rc) return tmoe_error_prefix(err, rc, "step %d", index);
     batch_out o;
     memset(&o, 0, sizeof o);
@@ -181,17 +202,21 @@ static int step(serve_ctx *s, int index, tmoe_serve_summary *sum, tmoe_error *er
     tmoe_ttha_record rec;
     if ((rc = run_router_update(r, &obs, &rec, err))) return rc;
     sum->energy_j += ej;
-    if (o.hw.power_peak_w > sum->power_peak_w || isnan(sum->power_peak_w))
-        sum->power_peak_w = o.hw.power_peak_w;
-    if (o.hw.temp_peak_c > sum->gpu_temp_peak_c || isnan(sum->gpu_temp_peak_c))
-        sum->gpu_temp_peak_c = o.hw.temp_peak_c;
-    if (o.hw.mem_temp_peak_c > sum->mem_temp_peak_c || isnan(sum->mem_temp_peak_c))
-        sum->mem_temp_peak_c = o.hw.mem_temp_peak_c;
     if (s->steps)
         fprintf(s->steps, "%d,%.6f,%.6f,%d,%d,%d,%d,%d,%d,%ld,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%s\n",
                 index, t_start, t_end, s->nrun, s->wtail - s->whead, nb, prefill, decode, T,
                 s->kv_used, o.hw.latency_ms, ej, o.hw.power_avg_w, o.hw.power_peak_w,
                 o.hw.temp_peak_c, o.hw.mem_temp_peak_c, rd.source);
+    tmoe_serve_segment *g = seg_next(s, err);
+    if (!g) return TMOE_ENOMEM;
+    *g = (tmoe_serve_segment){t_start,
+                              t_end,
+                              ej,
+                              o.hw.power_peak_w,
+                              o.hw.temp_peak_c,
+                              o.hw.mem_temp_peak_c,
+                              s->nrun + s->wtail - s->whead,
+                              0};
     /* each request's share of the step, by tokens; first tokens and finishes at its end */
     for (int j = 0; j < s->nrun; j++) {
         seq *sq = &s->run[j];
@@ -206,8 +231,10 @@ static int step(serve_ctx *s, int index, tmoe_serve_summary *sum, tmoe_error *er
         if (was_prefill && sq->fed == q->prompt) {
             out->first_token_s = t_end;
             sq->out = 1;
+            g->generated++;
         } else if (!was_prefill) {
             sq->out++;
+            g->generated++;
         }
     }
     return TMOE_OK;
@@ -228,12 +255,6 @@ static void retire(serve_ctx *s, int *done) {
         (*done)++;
         s->run[j] = s->run[--s->nrun]; /* order among running requests does not matter */
     }
-}
-
-static double pct(double *v, int n, double p) {
-    if (n < 1) return NAN;
-    qsort(v, (size_t)n, sizeof *v, tmoe_cmp_double);
-    return tmoe_percentile_sorted(v, n, p);
 }
 
 static int write_requests(const char *dir, const tmoe_arrivals *a, const tmoe_serve_request *q,
@@ -284,32 +305,68 @@ static int write_summary(const char *dir, const tmoe_serve_config *c, const tmoe
                         json_string("MoE layers only (gate, top-k, permute, experts, combine) "
                                     "from the cost model; attention, norms, embedding and LM "
                                     "head are not billed"));
+    json_object_set_new(o, "schema", json_string("thermoe.serve/1"));
     json_object_set_new(o, "metadata", m);
     json_object_set_new(o, "source", json_string("sim"));
     json_object_set_new(o, "simulated", json_true());
-#define NUM(k, v) json_object_set_new(o, k, isfinite(v) ? json_real(v) : json_null())
+#define NUM(o, k, v) json_object_set_new(o, k, isfinite(v) ? json_real(v) : json_null())
+    json_object_set_new(m, "slo_ttft_s", json_real(c->slo_ttft_s));
+    json_object_set_new(m, "slo_tpot_s", json_real(c->slo_tpot_s));
+    json_object_set_new(m, "temp_target_c", json_real(c->temp_target_c));
     json_object_set_new(o, "requests", json_integer(s->requests));
     json_object_set_new(o, "steps", json_integer(s->steps));
     json_object_set_new(o, "prompt_tokens", json_integer(s->prompt_tokens));
     json_object_set_new(o, "generated_tokens", json_integer(s->generated_tokens));
     json_object_set_new(o, "max_running", json_integer(s->max_running));
     json_object_set_new(o, "max_waiting", json_integer(s->max_waiting));
-    NUM("duration_s", s->duration_s);
-    NUM("ttft_p50_s", s->ttft_p50_s);
-    NUM("ttft_p90_s", s->ttft_p90_s);
-    NUM("ttft_p99_s", s->ttft_p99_s);
-    NUM("tpot_p50_s", s->tpot_p50_s);
-    NUM("tpot_p90_s", s->tpot_p90_s);
-    NUM("tpot_p99_s", s->tpot_p99_s);
-    NUM("energy_j", s->energy_j);
-    NUM("idle_energy_j", s->idle_energy_j);
-    NUM("j_per_request", s->j_per_request);
-    NUM("j_per_generated_token", s->j_per_generated_token);
-    NUM("power_avg_w", s->power_avg_w);
-    NUM("power_peak_w", s->power_peak_w);
-    NUM("gpu_temp_peak_c", s->gpu_temp_peak_c);
-    NUM("mem_temp_peak_c", s->mem_temp_peak_c);
-    NUM("wall_s", s->wall_s);
+    NUM(o, "duration_s", s->duration_s);
+    NUM(o, "step_energy_j", s->energy_j);
+    NUM(o, "idle_energy_j", s->idle_energy_j);
+    NUM(o, "wall_s", s->wall_s);
+    json_t *st = json_object();
+    json_object_set_new(st, "detected", json_boolean(s->steady));
+    json_object_set_new(st, "note", json_string(s->steady_note));
+    json_object_set_new(st, "rule",
+                        json_string("the run cut into 20 bins; the longest stretch of at least 5 "
+                                    "in which requests in the system (25%, >= 0.5), average "
+                                    "power (15%, >= 5 W) and GPU temperature (1.5 C) each stay "
+                                    "within their band of their mean, without drift between "
+                                    "its halves (docs/serve.md)"));
+    json_object_set_new(o, "steady_state", st);
+    const tmoe_serve_stats *v[2] = {&s->window, &s->run};
+    static const char *const vname[2] = {"window", "whole_run"};
+    for (int k = 0; k < 2; k++) {
+        const tmoe_serve_stats *x = v[k];
+        json_t *w = json_object();
+        json_object_set_new(w, "source", json_string("sim"));
+        if (k == 0)
+            json_object_set_new(
+                w, "over", json_string(s->steady ? "steady state" : "whole run (no steady state)"));
+        NUM(w, "start_s", x->start_s);
+        NUM(w, "end_s", x->end_s);
+        json_object_set_new(w, "requests", json_integer(x->requests));
+        json_object_set_new(w, "finished", json_integer(x->finished));
+        json_object_set_new(w, "generated_tokens", json_integer(x->generated_tokens));
+        NUM(w, "ttft_p50_s", x->ttft_p50_s);
+        NUM(w, "ttft_p90_s", x->ttft_p90_s);
+        NUM(w, "ttft_p99_s", x->ttft_p99_s);
+        NUM(w, "tpot_p50_s", x->tpot_p50_s);
+        NUM(w, "tpot_p90_s", x->tpot_p90_s);
+        NUM(w, "tpot_p99_s", x->tpot_p99_s);
+        json_object_set_new(w, "slo_met", json_integer(x->slo_met));
+        NUM(w, "goodput_rps", x->goodput_rps);
+        NUM(w, "goodput_share", x->goodput_share);
+        NUM(w, "energy_j", x->energy_j);
+        NUM(w, "j_per_request", x->j_per_request);
+        NUM(w, "j_per_generated_token", x->j_per_generated_token);
+        NUM(w, "power_avg_w", x->power_avg_w);
+        NUM(w, "power_peak_w", x->power_peak_w);
+        NUM(w, "gpu_temp_peak_c", x->gpu_temp_peak_c);
+        NUM(w, "mem_temp_peak_c", x->mem_temp_peak_c);
+        NUM(w, "gpu_above_target_s", x->gpu_above_target_s);
+        NUM(w, "mem_above_target_s", x->mem_above_target_s);
+        json_object_set_new(o, vname[k], w);
+    }
 #undef NUM
     int rc = json_dump_file(o, path, JSON_INDENT(2)) ? TMOE_EIO : TMOE_OK;
     json_decref(o);
@@ -348,7 +405,6 @@ int tmoe_serve_run(const tmoe_serve_config *c, const tmoe_arrivals *a, tmoe_serv
                    tmoe_serve_request **req_out, tmoe_error *err) {
     if (req_out) *req_out = NULL;
     tmoe_serve_summary S = {0};
-    S.power_peak_w = S.gpu_temp_peak_c = S.mem_temp_peak_c = NAN;
     S.source = "sim";
     if (!a || a->n < 1) return tmoe_errorf(err, TMOE_EINVAL, "serve: no requests to replay");
     if (!c->model_dir) return tmoe_errorf(err, TMOE_EINVAL, "serve: expected a model directory");
@@ -425,6 +481,14 @@ int tmoe_serve_run(const tmoe_serve_config *c, const tmoe_arrivals *a, tmoe_serv
             batch_hw hw;
             run_hw_from_reading(r, &rd, &hw);
             S.idle_energy_j += hw.energy_j;
+            tmoe_serve_segment *g = seg_next(&s, err);
+            if (!g) {
+                rc = TMOE_ENOMEM;
+                break;
+            }
+            *g = (tmoe_serve_segment){
+                t, now_s(&s), hw.energy_j, hw.power_peak_w, hw.temp_peak_c, hw.mem_temp_peak_c,
+                0, 0};
             continue;
         }
         if ((rc = step(&s, S.steps, &S, err))) break;
@@ -433,36 +497,28 @@ int tmoe_serve_run(const tmoe_serve_config *c, const tmoe_arrivals *a, tmoe_serv
     }
     if (s.steps) fclose(s.steps);
     if (!rc) {
-        double *ttft = malloc(sizeof(double) * (size_t)a->n);
-        double *tpot = malloc(sizeof(double) * (size_t)a->n);
-        int nt = 0;
         double last = 0.0;
-        if (!ttft || !tpot) rc = tmoe_errorf(err, TMOE_ENOMEM, "serve: summary");
-        for (int i = 0; !rc && i < a->n; i++) {
+        for (int i = 0; i < a->n; i++) {
             const tmoe_serve_request *x = &s.q[i];
-            ttft[i] = x->first_token_s - x->arrival_s;
-            if (x->gen > 1) tpot[nt++] = (x->finish_s - x->first_token_s) / (x->gen - 1);
             S.prompt_tokens += x->prompt;
             S.generated_tokens += x->gen;
             if (x->finish_s > last) last = x->finish_s;
         }
-        if (!rc) {
-            S.requests = a->n;
-            S.ttft_p50_s = pct(ttft, a->n, 50);
-            S.ttft_p90_s = pct(ttft, a->n, 90);
-            S.ttft_p99_s = pct(ttft, a->n, 99);
-            S.tpot_p50_s = pct(tpot, nt, 50);
-            S.tpot_p90_s = pct(tpot, nt, 90);
-            S.tpot_p99_s = pct(tpot, nt, 99);
-            S.duration_s = last - a->req[0].arrival_s;
-            S.j_per_request = S.energy_j / a->n;
-            S.j_per_generated_token = S.energy_j / (double)S.generated_tokens;
-            S.power_avg_w =
-                S.duration_s > 0.0 ? (S.energy_j + S.idle_energy_j) / S.duration_s : NAN;
-            S.wall_s = (double)(tmoe_now_ns() - w0) / 1e9;
+        S.requests = a->n;
+        S.duration_s = last - a->req[0].arrival_s;
+        tmoe_serve_window_stats(s.q, a->n, s.seg, s.nseg, 0.0, last, c->slo_ttft_s, c->slo_tpot_s,
+                                c->temp_target_c, &S.run);
+        double ws, we;
+        S.steady = tmoe_serve_steady_window(s.seg, s.nseg, last, &ws, &we, S.steady_note,
+                                            sizeof S.steady_note);
+        tmoe_serve_window_stats(s.q, a->n, s.seg, s.nseg, ws, we, c->slo_ttft_s, c->slo_tpot_s,
+                                c->temp_target_c, &S.window);
+        S.wall_s = (double)(tmoe_now_ns() - w0) / 1e9;
+        if (c->out_dir) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/timeline.csv", c->out_dir);
+            rc = tmoe_serve_write_timeline(path, s.q, a->n, s.seg, s.nseg, last, ws, we, err);
         }
-        free(ttft);
-        free(tpot);
     }
     if (!rc && c->out_dir) rc = write_requests(c->out_dir, a, s.q, err);
     if (!rc && c->out_dir) rc = write_summary(c->out_dir, c, a, r, &S, err);
@@ -473,6 +529,7 @@ int tmoe_serve_run(const tmoe_serve_config *c, const tmoe_arrivals *a, tmoe_serv
     free(s.slots);
     free(s.n_new);
     free(s.tok);
+    free(s.seg);
     if (!rc && req_out)
         *req_out = s.q;
     else

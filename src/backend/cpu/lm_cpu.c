@@ -377,9 +377,9 @@ int tmoe_cpu_lm_forward(tmoe_cpu_lm *r, tmoe_kv_cache *kv, const tmoe_lm_batch *
     rmsnorm(r->x, m->final_norm, T, D, c->rms_eps, r->xn);
     for (int i = 0, t = 0; i < b->nseq; i++) {
         int n = b->n_new[i];
-        if (b->logits_all)
+        if (logits && b->logits_all) /* NULL logits: the LM head is skipped */
             linear(r->xn + (size_t)t * D, m->lm_head, NULL, n, D, V, logits + (size_t)t * V);
-        else
+        else if (logits)
             linear(r->xn + (size_t)(t + n - 1) * D, m->lm_head, NULL, 1, D, V,
                    logits + (size_t)i * V);
         t += n;
