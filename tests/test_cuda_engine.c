@@ -1,4 +1,4 @@
-/* The whole engine, cuda backend against the cpu backend: fp16 / q4 / q2 experts, fused and
+/* The whole engine, cuda backend against the cpu backend: fp16 / q4 / q2 / bf16 experts, fused and
  * unfused, relu and swiglu, the bandwidth-kernel path (with and without graph replay) and the
  * cuBLAS path for large batches. Fresh random inputs (THERMOE_TEST_SEED replays a run),
  * outputs poisoned with NaN and checked to be fully written, every element compared with
@@ -31,7 +31,7 @@ typedef struct eng_case {
     tmoe_impl impl;
     tmoe_act act;
     int E, k, T, moe_only, graphs;
-    int mixed; /* per-expert types fp16, q4, q2 in turn (et is then unused) */
+    int mixed; /* per-expert types fp16, q4, q2, bf16 in turn (et is then unused) */
 } eng_case;
 
 static void run_case(const eng_case *c) {
@@ -140,7 +140,7 @@ static void test_engine_matrix(void **state) {
     int Ts[] = {1, 3, 17};
     for (int et = 0; et < TMOE_ET_COUNT; et++)
         for (int impl = 0; impl < TMOE_IMPL_COUNT; impl++) {
-            if (et == TMOE_ET_FP16 && impl == TMOE_IMPL_UNFUSED) continue;
+            if (!tmoe_etype_is_quant((tmoe_etype)et) && impl == TMOE_IMPL_UNFUSED) continue;
             for (int act = 0; act < TMOE_ACT_COUNT; act++)
                 for (int i = 0; i < 3; i++) {
                     eng_case c = {(tmoe_etype)et, (tmoe_impl)impl, (tmoe_act)act, 8, 2,
@@ -159,7 +159,7 @@ static void test_engine_fine_grained(void **state) {
     run_case(&b);
 }
 
-/* 1000 tokens, 8 experts top-2: 250 per expert, the cuBLAS path for fp16 / unfused */
+/* 1000 tokens, 8 experts top-2: 250 per expert, the cuBLAS path for fp16 / bf16 / unfused */
 static void test_engine_large_batch(void **state) {
     (void)state;
     if (!have_gpu()) skip();
@@ -168,6 +168,8 @@ static void test_engine_large_batch(void **state) {
         {TMOE_ET_Q4, TMOE_IMPL_UNFUSED, TMOE_ACT_RELU, 8, 2, 1000, 1, 1, 0},
         {TMOE_ET_Q2, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 8, 2, 1000, 1, 1, 0},
         {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 1, 64, 0, 1, 0},
+        {TMOE_ET_BF16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 8, 2, 1000, 1, 1, 0},
+        {TMOE_ET_BF16, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 1, 64, 0, 1, 0},
         /* attention over three sequences of seq_len 64, 64 and 22 tokens */
         {TMOE_ET_Q4, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 2, 150, 0, 1, 0},
     };
@@ -181,7 +183,7 @@ static void test_engine_large_batch(void **state) {
 }
 
 /* Experts of several types in one block: each type's launch must reach its experts wherever
- * they sit in the list of experts with tokens (all three types, every expert used). */
+ * they sit in the list of experts with tokens (all four types, every expert used). */
 static void test_engine_mixed_types(void **state) {
     (void)state;
     if (!have_gpu()) skip();

@@ -109,13 +109,16 @@ void tmoe_cpu_rmsnorm(const float *x, const float *w, int T, int D, float eps, t
 
 /* linear, fp16 weights: y (n, out) = x (n, in) W^T. */
 void tmoe_cpu_linear_f16(const tmoe_f16 *x, const tmoe_f16 *W, int n, int in, int out, float *y);
+/* linear, bf16 weights: y (n, out) = bf16(x) (n, in) W^T; the fp16 activations are rounded to
+ * bf16 (nearest even), the products and sums are fp32 (thermoe/model.h numerics). */
+void tmoe_cpu_linear_bf16(const tmoe_f16 *x, const tmoe_bf16 *W, int n, int in, int out, float *y);
 /* linear, packed weights dequantized in registers (the fused impl). */
 void tmoe_cpu_linear_q(tmoe_etype t, const tmoe_f16 *x, const uint8_t *q, const tmoe_f16 *scales,
                        int group, int n, int in, int out, float *y);
 /* dequant_unpack: packed -> fp16 weights (out, in). */
 void tmoe_cpu_dequant_unpack(const tmoe_linear *l, tmoe_f16 *w16);
 /* linear_fc1 / linear_fc2 on any weight type. impl fused: tmoe_cpu_linear_q; unfused:
- * the caller ran dequant_unpack into w16 (required then, ignored for fp16 / fused). */
+ * the caller ran dequant_unpack into w16 (required then, ignored for fp16 / bf16 / fused). */
 void tmoe_cpu_linear(const tmoe_linear *l, tmoe_impl impl, const tmoe_f16 *w16, const tmoe_f16 *x,
                      int n, float *y);
 

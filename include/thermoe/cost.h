@@ -127,7 +127,8 @@ int tmoe_cost_merge(tmoe_cost_model *dst, const tmoe_cost_model *src, tmoe_error
 /* ---- lookups (read-only, thread-safe against each other) ------------------------------ */
 /* Cost of one op call at `tokens` (>= 1), interpolated piecewise-linearly in log(tokens)
  * between measured counts. A missing (op, type, impl) is TMOE_EINVAL with a message that
- * lists what the model has. */
+ * lists what the model has; a bf16 key the model lacks is looked up as fp16 (same bytes moved,
+ * same kernel shape). */
 int tmoe_cost_lookup(const tmoe_cost_model *cm, tmoe_op op, tmoe_etype et, tmoe_impl impl,
                      double tokens, tmoe_cost_value *out, tmoe_error *err);
 /* Cost of one expert forward for `tokens` tokens: the sum over tmoe_expert_op_sequence.

@@ -50,7 +50,7 @@ typedef struct tmoe_runlog_col {
     X(REPEAT, "repeat", TMOE_COL_INT, "repeat index, 0-based")                                     \
     X(WORKLOAD, "workload", TMOE_COL_STR, "workload name")                                         \
     X(STRATEGY, "strategy", TMOE_COL_STR, "routing strategy name")                                 \
-    X(EXPERT_TYPE, "expert_type", TMOE_COL_STR, "fp16, q4 or q2")                                  \
+    X(EXPERT_TYPE, "expert_type", TMOE_COL_STR, "fp16, bf16, q4 or q2")                            \
     X(IMPL, "impl", TMOE_COL_STR, "fused or unfused")                                              \
     X(BATCH_IDX, "batch_idx", TMOE_COL_INT, "batch index within the combination, 0-based")         \
     X(TOKENS, "tokens", TMOE_COL_INT, "tokens in the batch")                                       \

@@ -196,7 +196,8 @@ static void run_help(const tmoe_run_config *d) {
         "                            simulated GPU bills the cost model, which must be measured\n"
         "                            at S (default mixtral; on a real GPU trained, the only one\n"
         "                            it can run yet)\n"
-        "  --expert-type T           fp16, q4 or q2; the LM's experts load as T (default %s)\n"
+        "  --expert-type T           fp16, bf16, q4 or q2; the LM's experts load as T (default "
+        "%s)\n"
         "  --impl I                  fused or unfused, for q4/q2 (default %s)\n"
         "  --d-model N  --n-heads N  --d-ff N  (defaults %d, %d, %d)\n"
         "  --num-experts N  --top-k N  --group-size N  (defaults %d, %d, %d)\n"
@@ -447,7 +448,8 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_EXPERT_TYPE:
             if (tmoe_etype_parse(optarg, &c->block.expert_type))
                 return cli_usage_fail(
-                    "run", "--expert-type: unknown type '%s' (expected fp16, q4 or q2)", optarg);
+                    "run", "--expert-type: unknown type '%s' (expected fp16, bf16, q4 or q2)",
+                    optarg);
             break;
         case O_IMPL:
             if (tmoe_impl_parse(optarg, &c->impl))

@@ -267,6 +267,8 @@ int tmoe_cost_lookup(const tmoe_cost_model *cm, tmoe_op op, tmoe_etype et, tmoe_
     int first = lower_bound(cm, &probe);
     int last = first;
     while (last < cm->n && key_cmp(op, et, impl, &cm->entries[last]) == 0) last++;
+    if (last == first && et == TMOE_ET_BF16) /* the bytes and the kernel shape of fp16 */
+        return tmoe_cost_lookup(cm, op, TMOE_ET_FP16, impl, tokens, out, err);
     if (last == first) {
         char have[700];
         list_keys(cm, have, sizeof have);
