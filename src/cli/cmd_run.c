@@ -196,8 +196,8 @@ static void run_help(const tmoe_run_config *d) {
         "                            simulated GPU bills the cost model, which must be measured\n"
         "                            at S (default mixtral; on a real GPU trained, the only one\n"
         "                            it can run yet)\n"
-        "  --expert-type T           fp16, bf16, q4 or q2; the LM's experts load as T (default "
-        "%s)\n"
+        "  --expert-type T           fp16, bf16, q4 or q2; the LM's experts load as T (bf16:\n"
+        "                            --backend cpu for a decoder LM) (default %s)\n"
         "  --impl I                  fused or unfused, for q4/q2 (default %s)\n"
         "  --d-model N  --n-heads N  --d-ff N  (defaults %d, %d, %d)\n"
         "  --num-experts N  --top-k N  --group-size N  (defaults %d, %d, %d)\n"
@@ -582,6 +582,10 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
     if (!lm && (c->tokens_path || c->expert_shape_given))
         return cli_usage_fail("run", "--%s applies to a decoder LM (--model DIR)",
                               c->tokens_path ? "tokens" : "expert-shape");
+    if (lm && c->block.expert_type == TMOE_ET_BF16 && c->backend != TMOE_BACKEND_CPU)
+        return cli_usage_fail("run",
+                              "--expert-type bf16: the CUDA decoder does not take bf16 experts "
+                              "yet; a decoder LM with them needs --backend cpu");
     return 0;
 }
 
