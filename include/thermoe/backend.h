@@ -36,8 +36,16 @@ typedef struct tmoe_engine_config {
     int device_id;             /* CUDA device ordinal */
     int max_tokens;            /* largest T passed to begin; workspace is sized once for it */
     tmoe_impl impl;            /* quantized experts: unfused (dequant_unpack + fp16) or fused */
-    int use_graphs;            /* cuda: capture and replay the MoE step per token count */
-    int bias_in_weights;       /* router biases also change the combine weights */
+    /* Quantized experts step by step (docs/cuda.md "Fused or unfused, kernel or cuBLAS"):
+     * with impl_auto, a step runs the q4/q2 experts of type t unfused when its expected tokens
+     * per expert with tokens (tmoe_engine_tokens_per_active) reach unfused_from[t], else fused
+     * (tmoe_engine_choose_impl); both paths' weights are then kept on the device. Without it
+     * (the user forced --impl, or no crossover is known) every step runs impl. */
+    int impl_auto;
+    int unfused_from[TMOE_ET_COUNT]; /* tokens per active expert from which unfused is faster
+                                        (a measured crossover: tmoe_cost_crossover); 0 = never */
+    int use_graphs;                  /* cuda: capture and replay the MoE step per token count */
+    int bias_in_weights;             /* router biases also change the combine weights */
     /* Expert parallelism: with a group of several processes each process runs only the
      * experts that the placement puts on its rank, and token copies move to them and back:
      * cuda over NCCL (built with NCCL; each GPU holds only its experts), cpu over MPI (the
@@ -54,6 +62,17 @@ typedef struct tmoe_engine_config {
 } tmoe_engine_config;
 
 tmoe_engine_config tmoe_engine_config_default(void);
+
+/* Expected tokens per expert with tokens in a step of T tokens, top-k of E experts, when the
+ * router spreads them evenly: T k / (E (1 - (1 - k/E)^T)) (1 at T = 1; T k / E for large T).
+ * A function of T alone, so a step's choice is known before routing (and a CUDA graph per
+ * token count stays valid). */
+double tmoe_engine_tokens_per_active(int T, int k, int E);
+/* The impl a step runs the experts of type t with, at tokens_per_active tokens per expert:
+ * cfg->impl, unless cfg->impl_auto and t is q4/q2 with unfused_from[t] > 0: then unfused from
+ * unfused_from[t] tokens on, fused below. fp16 / bf16 have one implementation: cfg->impl. */
+tmoe_impl tmoe_engine_choose_impl(const tmoe_engine_config *cfg, tmoe_etype t,
+                                  double tokens_per_active);
 
 typedef struct tmoe_engine tmoe_engine;
 

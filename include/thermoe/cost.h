@@ -135,6 +135,14 @@ int tmoe_cost_lookup(const tmoe_cost_model *cm, tmoe_op op, tmoe_etype et, tmoe_
  * tokens == 0 gives all zeros (no work). extrapolated is set if any op extrapolated. */
 int tmoe_cost_expert(const tmoe_cost_model *cm, tmoe_etype et, tmoe_impl impl, double tokens,
                      tmoe_cost_value *out, tmoe_error *err);
+/* Measured crossover between two impls of one expert type (the engine's per-step choice,
+ * thermoe/backend.h tmoe_engine_config.unfused_from): *n = the smallest token count in
+ * [1, max_tokens] from which one expert through `to` is faster (median latency of
+ * tmoe_cost_expert) than through `from` at every count up to max_tokens; 0 when `to` is not
+ * faster at max_tokens. Counts beyond the measured range follow the model's extrapolation.
+ * A missing entry is an error naming it. */
+int tmoe_cost_crossover(const tmoe_cost_model *cm, tmoe_etype et, tmoe_impl from, tmoe_impl to,
+                        int max_tokens, int *n, tmoe_error *err);
 /* compute_energy_loss: sum over tokens t and choices j < k of
  *   probs[t*k+j] x energy_j(expert_of(t, j), n_tokens_of_that_expert_in_this_batch)
  * where energy_j is tmoe_cost_expert's board energy and the token count of an expert is how

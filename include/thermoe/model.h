@@ -161,6 +161,14 @@ typedef struct tmoe_moe_metrics {
     double op_ms[TMOE_OP_COUNT];        /* time per op (summed over experts); NAN = not run */
     double step_ms;                     /* whole MoE step */
     double predicted_energy_j;          /* NAN until a cost model / router fills it */
+    int impl_used[TMOE_ET_COUNT];       /* per expert type: the tmoe_impl its experts ran in
+                                           this step; -1 for a type the block has no expert of,
+                                           or without the choice (fp16, bf16) */
+    int impl_auto;                      /* 1: impl_used chosen by the engine's measured
+                                           crossovers (tmoe_engine_config.impl_auto); 0: the
+                                           configured impl */
+    int cublas;                         /* 1: fp16 / bf16 / unfused experts ran on cuBLAS, one
+                                           GEMM per expert (cuda); 0: the kernels */
     int32_t *topk_idx;                  /* (tokens, top_k) chosen experts, or NULL */
     float *topk_w;                      /* (tokens, top_k) combine weights, or NULL */
 } tmoe_moe_metrics;

@@ -198,7 +198,9 @@ static void run_help(const tmoe_run_config *d) {
         "                            it can run yet)\n"
         "  --expert-type T           fp16, bf16, q4 or q2; the LM's experts load as T (bf16:\n"
         "                            --backend cpu for a decoder LM) (default %s)\n"
-        "  --impl I                  fused or unfused, for q4/q2 (default %s)\n"
+        "  --impl I                  fused or unfused, for q4/q2: every step (default: the\n"
+        "                            cost model's measured crossover per step where it was\n"
+        "                            measured at the block's shape, else %s)\n"
         "  --d-model N  --n-heads N  --d-ff N  (defaults %d, %d, %d)\n"
         "  --num-experts N  --top-k N  --group-size N  (defaults %d, %d, %d)\n"
         "  --act A                   relu or swiglu (default %s)\n"
@@ -455,6 +457,7 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
             if (tmoe_impl_parse(optarg, &c->impl))
                 return cli_usage_fail(
                     "run", "--impl: unknown impl '%s' (expected fused or unfused)", optarg);
+            c->impl_given = 1;
             break;
         case O_BATCH:
             INT_FLAG("batch-size", 1, 4096, c->batch_size);

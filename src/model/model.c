@@ -278,4 +278,5 @@ void tmoe_moe_metrics_reset(tmoe_moe_metrics *m) {
     for (int o = 0; o < TMOE_OP_COUNT; o++) m->op_ms[o] = NAN;
     m->step_ms = NAN;
     m->predicted_energy_j = NAN;
+    for (int t = 0; t < TMOE_ET_COUNT; t++) m->impl_used[t] = -1;
 }

@@ -9,7 +9,10 @@
  * pinned memory and are read after the step's last event. The one exception is the cuBLAS
  * path for large batches (average tokens per expert >= tmoe_cuda_cublas_min_tokens): cuBLAS
  * needs each expert's row count on the host, so the step waits for permute's counts there
- * and is not captured in a graph. expert_ms is NAN: one launch serves every expert. */
+ * and is not captured in a graph. expert_ms is NAN: one launch serves every expert.
+ * q4/q2 experts run fused or unfused as configured, or, with impl_auto, per step from the
+ * measured crossovers (tmoe_engine_choose_impl; docs/cuda.md "Fused or unfused, kernel or
+ * cuBLAS"). */
 #include "backend/backend_internal.h"
 #include "cublas_util.h"
 #include "cuda_engine.h"
@@ -18,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* fp16 (and unfused) experts go through cuBLAS, one GEMM per expert, when the average tokens
+/* fp16 / bf16 (and unfused) experts go through cuBLAS, one GEMM per expert, when the average tokens
  * per expert reach tmoe_cuda_cublas_min_tokens and each expert matrix has at least
  * tmoe_cuda_cublas_min_weights weights; else the bandwidth kernel wins. Measured on the H100
  * (bench/results/h100.md): mixtral experts 16 tokens kernel, 64 tokens cuBLAS; the
@@ -34,8 +37,10 @@ typedef struct type_group {
     int32_t *d_experts;     /* (n) expert ids, device */
     int32_t *d_slot_of;     /* (E) expert -> slot in this group, -1 for other types */
     tmoe_cuda_lin fc1, fc2; /* row-major weights (cuBLAS, dequant); w NULL for fused q4/q2 */
-    tmoe_cuda_lin k1, k2;   /* what the bandwidth kernel reads: tiled fp16 / packed, or the
-                               row-major fp16 dequant output (unfused) */
+    tmoe_cuda_lin k1, k2;   /* what the bandwidth kernel reads for fp16 / bf16 and fused q4/q2:
+                               tiled where the shape allows, else row-major */
+    tmoe_cuda_lin ku1, ku2; /* unfused q4/q2: the row-major fp16 dequant output (u1, u2) the
+                               kernel or cuBLAS reads */
     tmoe_f16 *u1, *u2;      /* unfused fp16 copies (n, out, in), quantized types only */
 } type_group;
 
@@ -45,6 +50,7 @@ typedef struct cuda_state {
     cudaStream_t st;
     cublasHandle_t cb;
     int T, moe_only, cublas_step, capturing;
+    int step_unf[TMOE_ET_COUNT]; /* this step runs the q4/q2 experts of type t unfused */
     int expert_rows; /* rows the experts may see in one step (h32, a16); 0 = max_tokens x k */
     int no_gate;     /* begin stops after norm2: the caller computes the gate itself */
     int sm_count;    /* multiprocessors of cfg.device_id, queried once at create */
@@ -136,10 +142,16 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
     int32_t slot_of[TMOE_MAX_EXPERTS];
     for (int e = 0; e < E; e++) slot_of[e] = (int)b->types[e] == (int)t ? s->slot_of[e] : -1;
     TRY(upload(s, (void **)&g->d_slot_of, slot_of, sizeof(int32_t) * E, err));
-    int quant = tmoe_etype_is_quant(t), fused_q = quant && s->cfg.impl == TMOE_IMPL_FUSED;
+    /* quantized types keep what their impls need: fused the tiled packed weights, unfused the
+     * row-major packed ones and an fp16 buffer; impl_auto both (a step may take either) */
+    int quant = tmoe_etype_is_quant(t);
+    int need_f = quant && (s->cfg.impl == TMOE_IMPL_FUSED || s->cfg.impl_auto);
+    int need_u = quant && (s->cfg.impl == TMOE_IMPL_UNFUSED || s->cfg.impl_auto);
+    int staging = need_f && !need_u; /* the row-major copy only feeds the tiling */
     for (int which = 0; which < 2; which++) {
         const tmoe_linear *l0 = which ? &b->moe.experts[ids[0]].fc2 : &b->moe.experts[ids[0]].fc1;
         tmoe_cuda_lin *L = which ? &g->fc2 : &g->fc1, *K = which ? &g->k2 : &g->k1;
+        tmoe_cuda_lin *KU = which ? &g->ku2 : &g->ku1;
         L->type = t;
         L->out = l0->out;
         L->in = l0->in;
@@ -150,7 +162,7 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
         L->sm_count = s->sm_count;
         void *w = NULL, *sc = NULL, *wt = NULL;
         if (L->s_stride) TRY(dev_alloc(s, &sc, L->s_stride * 2 * g->n, err));
-        if (fused_q) {
+        if (staging) {
             TMOE_CUDA_CHECK(cudaMalloc(&w, L->w_stride * g->n), err); /* staging, freed below */
         } else {
             TRY(dev_alloc(s, &w, L->w_stride * g->n, err));
@@ -172,7 +184,7 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
         L->w = w;
         L->scales = sc;
         *K = *L;
-        if (!rc && (!quant || fused_q) && L->out % 16 == 0 &&
+        if (!rc && (!quant || need_f) && L->out % 16 == 0 &&
             L->w_stride % ((size_t)L->out * 64) == 0) {
             rc = dev_alloc(s, &wt, L->w_stride * g->n, err);
             if (!rc)
@@ -186,40 +198,47 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
             K->w = wt;
             K->tiled = 1;
         }
-        if (fused_q && K->tiled) {
+        if (staging && K->tiled) {
             /* the staging copy: the kernel reads the tiled one (after the sync above) */
             cudaError_t ce = cudaFree(w);
             L->w = NULL;
             if (ce != cudaSuccess && !rc)
                 rc = tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: cudaFree of the staging weights: %s",
                                  __FILE__, __LINE__, cudaGetErrorString(ce));
-        } else if (fused_q) {
+        } else if (staging) {
             TMOE_ASSERT(s->n_wmem < (int)(sizeof s->wmem / sizeof *s->wmem));
             s->wmem[s->n_wmem++] = w;
         }
         if (rc) return rc;
-        if (quant && s->cfg.impl == TMOE_IMPL_UNFUSED) {
+        if (need_u) {
             void *u = NULL;
             TRY(dev_alloc(s, &u, (size_t)L->out * L->in * 2 * g->n, err));
             if (which)
                 g->u2 = u;
             else
                 g->u1 = u;
-            K->type = TMOE_ET_FP16;
-            K->w = u;
-            K->w_stride = (size_t)L->out * L->in * 2;
-            K->scales = NULL;
-            K->s_stride = 0;
+            *KU = *L;
+            KU->type = TMOE_ET_FP16;
+            KU->w = u;
+            KU->w_stride = (size_t)L->out * L->in * 2;
+            KU->scales = NULL;
+            KU->s_stride = 0;
+            KU->group = 0;
+            KU->tiled = 0;
         }
     }
     tmoe_cuda_epi epi1 = b->cfg.act == TMOE_ACT_SWIGLU ? TMOE_CUDA_EPI_SWIGLU : TMOE_CUDA_EPI_RELU;
-    if (quant && s->cfg.impl == TMOE_IMPL_UNFUSED) {
+    if (need_u) {
         tmoe_error sub = {0};
         if (tmoe_cuda_dequant_unpack(&g->fc1, 0, NULL, NULL, NULL, NULL, &sub) == TMOE_ENOTSUP)
             return tmoe_errorf(err, TMOE_ENOTSUP, "%s", sub.msg);
+        TRY(tmoe_cuda_expert_kernel_supports(&g->ku1, epi1, err));
+        TRY(tmoe_cuda_expert_kernel_supports(&g->ku2, TMOE_CUDA_EPI_NONE, err));
     }
-    TRY(tmoe_cuda_expert_kernel_supports(&g->k1, epi1, err));
-    TRY(tmoe_cuda_expert_kernel_supports(&g->k2, TMOE_CUDA_EPI_NONE, err));
+    if (!quant || need_f) {
+        TRY(tmoe_cuda_expert_kernel_supports(&g->k1, epi1, err));
+        TRY(tmoe_cuda_expert_kernel_supports(&g->k2, TMOE_CUDA_EPI_NONE, err));
+    }
     return TMOE_OK;
 }
 
@@ -412,7 +431,15 @@ static int cuda_logits(void *p, float *logits, tmoe_error *err) {
 }
 
 static int unfused(const cuda_state *s, int t) {
-    return tmoe_etype_is_quant((tmoe_etype)t) && s->cfg.impl == TMOE_IMPL_UNFUSED;
+    return tmoe_etype_is_quant((tmoe_etype)t) && s->step_unf[t];
+}
+
+/* The impl of every quantized type for a step with tokens_per_active tokens per expert with
+ * tokens (tmoe_engine_choose_impl: the configured impl, or the measured crossovers). */
+static void choose_step(cuda_state *s, double tokens_per_active) {
+    for (int t = 0; t < TMOE_ET_COUNT; t++)
+        s->step_unf[t] =
+            tmoe_engine_choose_impl(&s->cfg, (tmoe_etype)t, tokens_per_active) == TMOE_IMPL_UNFUSED;
 }
 
 /* Whether the experts of type t go through cuBLAS in a step that takes the cuBLAS path:
@@ -457,11 +484,12 @@ static int experts_enqueue(cuda_state *s, int cublas, const expert_rows *r, tmoe
         type_group *g = &s->grp[t];
         if (!g->n) continue;
         int via_cublas = cublas && cublas_type(s, t);
-        tmoe_cuda_lin L = unfused(s, t) ? g->k1 : g->fc1;
+        tmoe_cuda_lin L = unfused(s, t) ? g->ku1 : g->fc1;
         if (!via_cublas) {
-            TRY(tmoe_cuda_expert_linear(&g->k1, epi1, g->n, g->d_experts, r->active, g->d_slot_of,
-                                        r->counts, r->offsets, r->x, r->src, r->k, r->max_n,
-                                        r->max_active, NULL, s->a16, s->st, err));
+            TRY(tmoe_cuda_expert_linear(unfused(s, t) ? &g->ku1 : &g->k1, epi1, g->n, g->d_experts,
+                                        r->active, g->d_slot_of, r->counts, r->offsets, r->x,
+                                        r->src, r->k, r->max_n, r->max_active, NULL, s->a16, s->st,
+                                        err));
             continue;
         }
         for (int e = 0; e < E; e++) {
@@ -486,11 +514,12 @@ static int experts_enqueue(cuda_state *s, int cublas, const expert_rows *r, tmoe
         type_group *g = &s->grp[t];
         if (!g->n) continue;
         int via_cublas = cublas && cublas_type(s, t);
-        tmoe_cuda_lin L = unfused(s, t) ? g->k2 : g->fc2;
+        tmoe_cuda_lin L = unfused(s, t) ? g->ku2 : g->fc2;
         if (!via_cublas) {
-            TRY(tmoe_cuda_expert_linear(&g->k2, TMOE_CUDA_EPI_NONE, g->n, g->d_experts, r->active,
-                                        g->d_slot_of, r->counts, r->offsets, s->a16, NULL, 1,
-                                        r->max_n, r->max_active, r->ye, NULL, s->st, err));
+            TRY(tmoe_cuda_expert_linear(unfused(s, t) ? &g->ku2 : &g->k2, TMOE_CUDA_EPI_NONE, g->n,
+                                        g->d_experts, r->active, g->d_slot_of, r->counts,
+                                        r->offsets, s->a16, NULL, 1, r->max_n, r->max_active, r->ye,
+                                        NULL, s->st, err));
             continue;
         }
         for (int e = 0; e < E; e++) {
@@ -574,6 +603,8 @@ static int cuda_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error 
     int T = s->T, E = b->cfg.num_experts, k = b->cfg.top_k;
     /* the previous step has finished (its metrics were read), so the mapped buffer is free */
     for (int e = 0; e < E; e++) s->h_bias[e] = bias ? bias[e] : 0.0f;
+    /* a function of T alone, like the graph this step may replay */
+    choose_step(s, tmoe_engine_tokens_per_active(T, k, E));
     s->cublas_step = use_cublas(s);
     if (s->cublas_step || !s->cfg.use_graphs)
         TRY(moe_enqueue(s, s->cublas_step, err));
@@ -593,6 +624,11 @@ static int cuda_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error 
     tmoe_op_ms_add(m->op_ms, TMOE_OP_LINEAR_FC2, elapsed(s->ev[EV_ACT], s->ev[EV_FC2]));
     tmoe_op_ms_add(m->op_ms, TMOE_OP_COMBINE, elapsed(s->ev[EV_FC2], s->ev[EV_COMBINE]));
     m->step_ms = elapsed(s->ev[EV_START], s->ev[EV_COMBINE]);
+    m->impl_auto = s->cfg.impl_auto;
+    m->cublas = s->cublas_step;
+    for (int t = 0; t < TMOE_ET_COUNT; t++)
+        if (s->grp[t].n > 0 && tmoe_etype_is_quant((tmoe_etype)t))
+            m->impl_used[t] = unfused(s, t) ? TMOE_IMPL_UNFUSED : TMOE_IMPL_FUSED;
     for (int e = 0; e < E; e++) {
         m->tokens_per_expert[e] = s->h_counts[e];
         m->expert_ms[e] = NAN; /* one launch serves every expert */
@@ -642,6 +678,7 @@ int tmoe_cuda_state_experts(void *p, const tmoe_f16 *xg, int rows, const int32_t
         used += h_counts[e] > 0;
     }
     if (rows == 0 || used == 0) return TMOE_OK;
+    choose_step(s, (double)rows / used);
     int any = 0;
     for (int t = 0; t < TMOE_ET_COUNT; t++) any |= s->grp[t].n > 0 && cublas_type(s, t);
     long weights = (long)b->cfg.d_model * b->cfg.d_ff;

@@ -151,7 +151,7 @@ int tmoe_cuda_add(float *x, const float *d, size_t n, cudaStream_t stream, tmoe_
 int tmoe_cuda_causal_softmax(const float *S, int H, int T, float scale, tmoe_f16 *P,
                              cudaStream_t stream, tmoe_error *err);
 
-/* Engine policy knobs (backend_cuda.c): fp16 and unfused experts take the per-expert cuBLAS
+/* Engine policy knobs (backend_cuda.c): fp16 / bf16 and unfused experts take the per-expert cuBLAS
  * path when average tokens per expert >= tmoe_cuda_cublas_min_tokens and d_model * d_ff >=
  * tmoe_cuda_cublas_min_weights. Read at each MoE step; tests lower them to cover that path. */
 extern int tmoe_cuda_cublas_min_tokens;
