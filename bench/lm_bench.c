@@ -79,7 +79,7 @@ int main(int argc, char **argv) {
             else
                 steps = (int)v;
         } else if (ch == 't') {
-            if (tmoe_etype_parse(optarg, &type)) {
+            if (tmoe_etype_parse(optarg, &type) || type == TMOE_ET_BF16) {
                 fprintf(stderr, "lm_bench: --type %s: want fp16, q4 or q2\n", optarg);
                 return 2;
             }

@@ -53,6 +53,13 @@ expect 0 "output mean" forward --load "$TMP/b.safetensors" --tokens 5
 got=$(grep "output mean" "$TMP/out" | sed 's/.*output mean/mean/')
 [ "$want" = "$got" ] || fail "loaded block gives '$got', saved one gave '$want'"
 expect 0 "output mean" forward --load "$TMP/b.safetensors" --tokens 5 --num-experts 4 --expert-type q4,q2,fp16,q4
+# bf16 experts: listed as bf16, saved as BF16 tensors and loaded back to the same output
+expect 0 "saved the block" forward --expert-type bf16,q4,fp16,bf16 --num-experts 4 --d-ff 256 --tokens 5 --save "$TMP/bf.safetensors"
+grep -qE '^  0 +bf16 ' "$TMP/out" || fail "expert 0 is not listed as bf16"
+want=$(grep "output mean" "$TMP/out" | sed 's/.*output mean/mean/')
+expect 0 "output mean" forward --load "$TMP/bf.safetensors" --tokens 5
+got=$(grep "output mean" "$TMP/out" | sed 's/.*output mean/mean/')
+[ "$want" = "$got" ] || fail "loaded bf16 block gives '$got', saved one gave '$want'"
 expect 1 "--top-k 3 conflicts with $TMP/b.safetensors, which has 2" forward --load "$TMP/b.safetensors" --top-k 3
 expect 1 "expert 1 is q2 in" forward --load "$TMP/b.safetensors" --expert-type q4
 expect 1 "--act swiglu conflicts" forward --load "$TMP/b.safetensors" --act swiglu
@@ -106,7 +113,7 @@ expect 2 "--num-experts: 'abc' is not an integer" forward --num-experts abc
 expect 2 "--top-k: '2x' is not an integer" forward --top-k 2x
 expect 2 "--seed: '-1' must be a non-negative integer" forward --seed -1
 expect 2 "unknown type 'q3'" forward --expert-type q3
-expect 2 "entry 2 'int8' is not fp16, q4 or q2" forward --expert-type q4,int8,q4,q4,q4,q4,q4,q4
+expect 2 "entry 2 'int8' is not fp16, bf16, q4 or q2" forward --expert-type q4,int8,q4,q4,q4,q4,q4,q4
 expect 2 "2 types listed but --num-experts is 8" forward --expert-type fp16,q4
 expect 1 "input dimension 256 is not a multiple of the group size 100" forward --expert-type q4 --group-size 100
 expect 2 "--tokens: 0 is out of range" forward --tokens 0

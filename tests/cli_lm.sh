@@ -56,6 +56,8 @@ expect 0 '"expert_type": "q4"' eval --model "$LM/olmoe" --tokens "$TOK" --seq-le
     --max-windows 2 --expert-type q4 --group-size 4 --json
 expect 0 '"expert_type": "q2"' eval --model "$LM/mixtral" --tokens "$TOK" --seq-len 32 \
     --max-windows 2 --expert-type q2 --group-size 4 --impl unfused --json
+expect 0 '"expert_type": "bf16"' eval --model "$LM/mixtral" --tokens "$TOK" --seq-len 32 \
+    --max-windows 2 --expert-type bf16 --backend cpu --json
 
 # info --model
 expect 0 "family       qwen2_moe" info --model "$LM/qwen2_moe"

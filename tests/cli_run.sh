@@ -89,11 +89,13 @@ grep -q '"status": "failed"' fifo_runtrace/metadata.json ||
 printf '{"num-samples-per-workload": 3, "workloads": ["standard"], "load-balancer": false,\n "seed": 5}\n' > good.json
 "$BIN" run "${RUN[@]}" --config good.json --out good >good.log 2>&1 || fail "good.json: $(tail -3 good.log)"
 [ "$(($(wc -l < good/batches.csv) - 1))" -eq 3 ] || fail "good.json: want 3 rows"
+grep -q '"rule": "configured"' good/metadata.json || fail "good.json: impl_choice.rule should be configured"
 printf '# a config\n[run]\nnum-samples-per-workload = 4\nload-balancer = true\n' > good.ini
-"$BIN" run "${RUN[@]}" --config good.ini --num-samples-per-workload 2 --out goodini >goodini.log 2>&1 ||
+"$BIN" run "${RUN[@]}" --config good.ini --num-samples-per-workload 2 --impl fused --out goodini >goodini.log 2>&1 ||
     fail "good.ini: $(tail -3 goodini.log)"
 [ "$(($(wc -l < goodini/batches.csv) - 1))" -eq 2 ] || fail "good.ini: the command line should override the file"
 grep -q '"load_balancer": true' goodini/metadata.json || fail "good.ini: load-balancer not applied"
+grep -q '"rule": "forced"' goodini/metadata.json || fail "good.ini: --impl should force the impl (impl_choice)"
 # a GPU that is lost (the fake libnvidia-ml answers GPU_IS_LOST from its first read): every
 # batch runs, but the run ends complete_with_telemetry_faults with exit 1, and says so
 FAKE="$(dirname "$BIN")/libfake_nvml.so"

@@ -267,6 +267,16 @@ static void test_interpolation(void **state) {
         TMOE_EINVAL);
     assert_non_null(strstr(err.msg, "linear_fc2/q2/fused"));
     assert_non_null(strstr(err.msg, "linear_fc1/fp16/fused (tokens 2-32)"));
+    /* bf16 without entries of its own: fp16's (the same bytes); with its own: those */
+    ASSERT_OK(tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC1, TMOE_ET_BF16, TMOE_IMPL_FUSED, 8, &v, &err),
+              &err);
+    assert_rel("bf16 as fp16", v.latency_ms, lat[1], TOL_SUM);
+    tmoe_cost_entry eb = rand_entry(&r, TMOE_OP_LINEAR_FC1, TMOE_ET_BF16, TMOE_IMPL_FUSED, 8);
+    eb.latency_median_ms = 7.0;
+    ASSERT_OK(tmoe_cost_add(cm, &eb, &err), &err);
+    ASSERT_OK(tmoe_cost_lookup(cm, TMOE_OP_LINEAR_FC1, TMOE_ET_BF16, TMOE_IMPL_FUSED, 8, &v, &err),
+              &err);
+    assert_rel("bf16 own entry", v.latency_ms, 7.0, TOL_SUM);
     tmoe_cost_free(cm);
 }
 

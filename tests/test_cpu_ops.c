@@ -63,6 +63,8 @@ static double *ref_weights(const tmoe_linear *l) {
             size_t k = (size_t)o * l->in + i;
             if (l->type == TMOE_ET_FP16) {
                 w[k] = f16d(l->w[k]);
+            } else if (l->type == TMOE_ET_BF16) {
+                w[k] = (double)tmoe_bf16_to_f32(l->w[k]);
             } else {
                 int q = ref_unpack(l->q + (size_t)o * l->in * bits / 8, bits, i);
                 w[k] = q * f16d(l->scales[(size_t)o * (l->in / l->group) + i / l->group]);
@@ -121,12 +123,15 @@ static void check_linear(tmoe_etype t, int in, int out, int group) {
         double *ref = xmalloc(sizeof(double) * (size_t)n * out);
         rand_f16(x, (size_t)n * in, 1.0f);
         for (size_t i = 0; i < (size_t)n * in; i++) xd[i] = f16d(x[i]);
+        if (t == TMOE_ET_BF16) /* the operands a bf16 linear multiplies: x rounded to bf16 */
+            for (size_t i = 0; i < (size_t)n * in; i++)
+                xd[i] = (double)tmoe_bf16_to_f32(tmoe_f32_to_bf16((float)xd[i]));
         ref_linear(xd, w, n, in, out, ref);
         char what[64];
         for (int impl = 0; impl < TMOE_IMPL_COUNT; impl++) {
             tu_poison(y, sizeof(float) * (size_t)n * out);
             tu_poison(w16, sizeof(tmoe_f16) * (size_t)out * in);
-            if (t != TMOE_ET_FP16 && impl == TMOE_IMPL_UNFUSED) {
+            if (tmoe_etype_is_quant(t) && impl == TMOE_IMPL_UNFUSED) {
                 tmoe_cpu_dequant_unpack(&l, w16);
                 for (size_t i = 0; i < (size_t)out * in; i++) /* fp16 of q * s, exactly */
                     assert_int_equal(w16[i], tmoe_f32_to_f16((float)w[i]));
@@ -136,13 +141,18 @@ static void check_linear(tmoe_etype t, int in, int out, int group) {
                      tmoe_impl_name((tmoe_impl)impl), n);
             /* fused and fp16: fp32 accumulation of the exact products; unfused also rounds
              * each weight to fp16 first */
-            double tol = t != TMOE_ET_FP16 && impl == TMOE_IMPL_UNFUSED ? TOL_F16_ROUND : TOL_F32;
+            double tol =
+                tmoe_etype_is_quant(t) && impl == TMOE_IMPL_UNFUSED ? TOL_F16_ROUND : TOL_F32;
             check(what, y, ref, (size_t)n * out, tol);
         }
         if (t == TMOE_ET_FP16) {
             tu_poison(y, sizeof(float) * (size_t)n * out);
             tmoe_cpu_linear_f16(x, l.w, n, in, out, y);
             check("linear_f16 direct", y, ref, (size_t)n * out, TOL_F32);
+        } else if (t == TMOE_ET_BF16) {
+            tu_poison(y, sizeof(float) * (size_t)n * out);
+            tmoe_cpu_linear_bf16(x, l.w, n, in, out, y);
+            check("linear_bf16 direct", y, ref, (size_t)n * out, TOL_F32);
         } else {
             tu_poison(y, sizeof(float) * (size_t)n * out);
             tmoe_cpu_linear_q(t, x, l.q, l.scales, group, n, in, out, y);
@@ -158,10 +168,57 @@ static void check_linear(tmoe_etype t, int in, int out, int group) {
     tmoe_linear_free(&l);
 }
 
+/* bf16 linear against the fp32 linear it stands for: fp32 weights (the checkpoint before
+ * bf16) and the fp16 activations unrounded, in float64; TOL_BF16 covers the two bf16
+ * roundings. Values a bf16 holds exactly (set_f32 of a bf16 value) are kept bit for bit. */
+static void test_linear_bf16_vs_fp32(void **state) {
+    (void)state;
+    tmoe_error err = {0};
+    const int in = 160, out = 24;
+    float *w32 = xmalloc(sizeof(float) * in * out), *back = xmalloc(sizeof(float) * in * out);
+    rand_f32(w32, (size_t)in * out, 0.2f);
+    tmoe_linear l;
+    ASSERT_OK(tmoe_linear_alloc(&l, TMOE_ET_BF16, out, in, 0, &err), &err);
+    ASSERT_OK(tmoe_linear_set_f32(&l, w32, &err), &err);
+    tmoe_linear_to_f32(&l, back);
+    for (int i = 0; i < in * out; i++) {
+        /* round to nearest: within half a bf16 ulp (2^-8 relative) */
+        assert_true(fabsf(back[i] - w32[i]) <= fabsf(w32[i]) * 0x1p-8f);
+        assert_int_equal(tmoe_f32_to_bf16(back[i]), l.w[i]);
+    }
+    double *wd = xmalloc(sizeof(double) * in * out);
+    for (int i = 0; i < in * out; i++) wd[i] = w32[i];
+    for (int ti = 0; ti < NT; ti++) {
+        int n = TOKENS[ti];
+        tmoe_f16 *x = xmalloc(sizeof(tmoe_f16) * (size_t)n * in);
+        double *xd = xmalloc(sizeof(double) * (size_t)n * in);
+        double *ref = xmalloc(sizeof(double) * (size_t)n * out);
+        float *y = xmalloc(sizeof(float) * (size_t)n * out);
+        rand_f16(x, (size_t)n * in, 1.0f);
+        for (size_t i = 0; i < (size_t)n * in; i++) xd[i] = f16d(x[i]);
+        ref_linear(xd, wd, n, in, out, ref);
+        tu_poison(y, sizeof(float) * (size_t)n * out);
+        tmoe_cpu_linear(&l, TMOE_IMPL_FUSED, NULL, x, n, y);
+        char what[64];
+        snprintf(what, sizeof what, "linear bf16 vs fp32 n=%d", n);
+        check(what, y, ref, (size_t)n * out, TOL_BF16);
+        free(x);
+        free(xd);
+        free(ref);
+        free(y);
+    }
+    free(wd);
+    free(w32);
+    free(back);
+    tmoe_linear_free(&l);
+}
+
 static void test_linear(void **state) {
     (void)state;
     check_linear(TMOE_ET_FP16, 96, 37, 0);
     check_linear(TMOE_ET_FP16, 5, 3, 0);
+    check_linear(TMOE_ET_BF16, 96, 37, 0);
+    check_linear(TMOE_ET_BF16, 5, 3, 0);
     check_linear(TMOE_ET_Q4, 256, 19, 64);
     check_linear(TMOE_ET_Q4, 96, 5, 32);
     check_linear(TMOE_ET_Q2, 256, 23, 128);
@@ -487,7 +544,8 @@ static void check_expert(tmoe_etype t, tmoe_act act) {
             char what[64];
             snprintf(what, sizeof what, "expert %s %s %s n=%d", tmoe_etype_name(t),
                      tmoe_act_name(act), tmoe_impl_name((tmoe_impl)impl), n);
-            check(what, y, ref, (size_t)n * D, TOL_F16_STEPS);
+            /* bf16: the reference multiplies the unrounded fp16 activations */
+            check(what, y, ref, (size_t)n * D, t == TMOE_ET_BF16 ? TOL_BF16 : TOL_F16_STEPS);
             /* the op sequence of DESIGN.md ran, and nothing else */
             tmoe_op seq[4];
             int ns = tmoe_expert_op_sequence(t, (tmoe_impl)impl, seq);
@@ -518,10 +576,15 @@ static void test_expert(void **state) {
 int main(void) {
     tmoe_rng_seed(&rng, tu_seed()); /* fresh inputs every run */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rmsnorm),       cmocka_unit_test(test_linear),
-        cmocka_unit_test(test_act),           cmocka_unit_test(test_gate_topk),
-        cmocka_unit_test(test_gate_topk_nan), cmocka_unit_test(test_permute_gather_combine),
-        cmocka_unit_test(test_attention),     cmocka_unit_test(test_expert),
+        cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_linear_bf16_vs_fp32),
+        cmocka_unit_test(test_act),
+        cmocka_unit_test(test_gate_topk),
+        cmocka_unit_test(test_gate_topk_nan),
+        cmocka_unit_test(test_permute_gather_combine),
+        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_expert),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

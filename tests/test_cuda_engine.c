@@ -1,4 +1,4 @@
-/* The whole engine, cuda backend against the cpu backend: fp16 / q4 / q2 experts, fused and
+/* The whole engine, cuda backend against the cpu backend: fp16 / q4 / q2 / bf16 experts, fused and
  * unfused, relu and swiglu, the bandwidth-kernel path (with and without graph replay) and the
  * cuBLAS path for large batches. Fresh random inputs (THERMOE_TEST_SEED replays a run),
  * outputs poisoned with NaN and checked to be fully written, every element compared with
@@ -31,7 +31,9 @@ typedef struct eng_case {
     tmoe_impl impl;
     tmoe_act act;
     int E, k, T, moe_only, graphs;
-    int mixed; /* per-expert types fp16, q4, q2 in turn (et is then unused) */
+    int mixed;     /* per-expert types fp16, q4, q2, bf16 in turn (et is then unused) */
+    int auto_from; /* > 0: impl_auto with this crossover for et (q4/q2): fused or unfused per
+                      step; both engines must choose alike */
 } eng_case;
 
 static void run_case(const eng_case *c) {
@@ -59,6 +61,10 @@ static void run_case(const eng_case *c) {
     ec.max_tokens = c->T;
     ec.impl = c->impl;
     ec.use_graphs = c->graphs;
+    if (c->auto_from > 0) {
+        ec.impl_auto = 1;
+        ec.unfused_from[c->et] = c->auto_from;
+    }
     tmoe_engine *cpu = NULL, *gpu = NULL;
     ec.backend = TMOE_BACKEND_CPU;
     ASSERT_OK(tmoe_engine_create(blk, &ec, &cpu, &err), &err);
@@ -83,13 +89,25 @@ static void run_case(const eng_case *c) {
     tu_poison(wc, 4 * (size_t)T * k);
     tu_poison(wg, 4 * (size_t)T * k);
     char what[160];
-    snprintf(what, sizeof what, "%s %s %s E=%d k=%d T=%d moe_only=%d graphs=%d",
+    snprintf(what, sizeof what, "%s %s %s E=%d k=%d T=%d moe_only=%d graphs=%d auto_from=%d",
              c->mixed ? "mixed" : tmoe_etype_name(c->et), tmoe_impl_name(c->impl),
-             tmoe_act_name(c->act), E, k, T, c->moe_only, c->graphs);
+             tmoe_act_name(c->act), E, k, T, c->moe_only, c->graphs, c->auto_from);
     tmoe_moe_metrics mc = {.topk_idx = ic, .topk_w = wc}, mg = {.topk_idx = ig, .topk_w = wg};
     ASSERT_OK(tmoe_engine_forward(cpu, x, T, c->moe_only, bias, yc, &mc, &err), &err);
     ASSERT_OK(tmoe_engine_forward(gpu, x, T, c->moe_only, bias, yg, &mg, &err), &err);
 
+    /* the same impl per type on both backends (the rule is a function of T) */
+    for (int t = 0; t < TMOE_ET_COUNT; t++)
+        if (mc.impl_used[t] != mg.impl_used[t])
+            fail_msg("%s: %s experts ran impl %d on cpu, %d on cuda", what,
+                     tmoe_etype_name((tmoe_etype)t), mc.impl_used[t], mg.impl_used[t]);
+    if (c->auto_from > 0) {
+        double per = tmoe_engine_tokens_per_active(T, k, E);
+        int want = per >= c->auto_from ? TMOE_IMPL_UNFUSED : TMOE_IMPL_FUSED;
+        if (mg.impl_used[c->et] != want)
+            fail_msg("%s: %.1f tokens per expert, crossover %d: ran %d, want %d", what, per,
+                     c->auto_from, mg.impl_used[c->et], want);
+    }
     /* routing: same experts (a near-tie may flip one copy: allow 1 in 200), same counts */
     int flips = 0;
     for (int i = 0; i < T * k; i++) flips += ic[i] != ig[i];
@@ -140,11 +158,11 @@ static void test_engine_matrix(void **state) {
     int Ts[] = {1, 3, 17};
     for (int et = 0; et < TMOE_ET_COUNT; et++)
         for (int impl = 0; impl < TMOE_IMPL_COUNT; impl++) {
-            if (et == TMOE_ET_FP16 && impl == TMOE_IMPL_UNFUSED) continue;
+            if (!tmoe_etype_is_quant((tmoe_etype)et) && impl == TMOE_IMPL_UNFUSED) continue;
             for (int act = 0; act < TMOE_ACT_COUNT; act++)
                 for (int i = 0; i < 3; i++) {
                     eng_case c = {(tmoe_etype)et, (tmoe_impl)impl, (tmoe_act)act, 8, 2,
-                                  Ts[i],          i == 1,          i != 2,        0};
+                                  Ts[i],          i == 1,          i != 2,        0, 0};
                     run_case(&c);
                 }
         }
@@ -153,23 +171,25 @@ static void test_engine_matrix(void **state) {
 static void test_engine_fine_grained(void **state) {
     (void)state;
     if (!have_gpu()) skip();
-    eng_case a = {TMOE_ET_Q4, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 64, 8, 17, 0, 1, 0};
+    eng_case a = {TMOE_ET_Q4, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 64, 8, 17, 0, 1, 0, 0};
     run_case(&a);
-    eng_case b = {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 64, 8, 33, 1, 1, 0};
+    eng_case b = {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 64, 8, 33, 1, 1, 0, 0};
     run_case(&b);
 }
 
-/* 1000 tokens, 8 experts top-2: 250 per expert, the cuBLAS path for fp16 / unfused */
+/* 1000 tokens, 8 experts top-2: 250 per expert, the cuBLAS path for fp16 / bf16 / unfused */
 static void test_engine_large_batch(void **state) {
     (void)state;
     if (!have_gpu()) skip();
     eng_case c[] = {
-        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 8, 2, 1000, 1, 1, 0},
-        {TMOE_ET_Q4, TMOE_IMPL_UNFUSED, TMOE_ACT_RELU, 8, 2, 1000, 1, 1, 0},
-        {TMOE_ET_Q2, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 8, 2, 1000, 1, 1, 0},
-        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 1, 64, 0, 1, 0},
+        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 8, 2, 1000, 1, 1, 0, 0},
+        {TMOE_ET_Q4, TMOE_IMPL_UNFUSED, TMOE_ACT_RELU, 8, 2, 1000, 1, 1, 0, 0},
+        {TMOE_ET_Q2, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 8, 2, 1000, 1, 1, 0, 0},
+        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 1, 64, 0, 1, 0, 0},
+        {TMOE_ET_BF16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 8, 2, 1000, 1, 1, 0, 0},
+        {TMOE_ET_BF16, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 1, 64, 0, 1, 0, 0},
         /* attention over three sequences of seq_len 64, 64 and 22 tokens */
-        {TMOE_ET_Q4, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 2, 150, 0, 1, 0},
+        {TMOE_ET_Q4, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 2, 150, 0, 1, 0, 0},
     };
 #ifdef THERMOE_HAVE_CUDA
     long saved = tmoe_cuda_cublas_min_weights;
@@ -180,16 +200,37 @@ static void test_engine_large_batch(void **state) {
     for (size_t i = 0; i < sizeof c / sizeof *c; i++) run_case(&c[i]);
 }
 
+/* impl_auto: q4 / q2 experts fused or unfused per step from a crossover (50 tokens per
+ * expert): 17 tokens over 8 experts (about 4 each) fused, 1000 (250 each) unfused, with and
+ * without graphs, on the kernel and (minimum weights lowered) the cuBLAS path. */
+static void test_engine_impl_auto(void **state) {
+    (void)state;
+    if (!have_gpu()) skip();
+    eng_case c[] = {
+        {TMOE_ET_Q4, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 8, 2, 17, 1, 1, 0, 50},
+        {TMOE_ET_Q4, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 8, 2, 1000, 1, 1, 0, 50},
+        {TMOE_ET_Q2, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 2, 17, 0, 0, 0, 50},
+        {TMOE_ET_Q2, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 8, 2, 1000, 0, 0, 0, 50},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) run_case(&c[i]);
+#ifdef THERMOE_HAVE_CUDA
+    long saved = tmoe_cuda_cublas_min_weights;
+    tmoe_cuda_cublas_min_weights = 0;
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) run_case(&c[i]);
+    tmoe_cuda_cublas_min_weights = saved;
+#endif
+}
+
 /* Experts of several types in one block: each type's launch must reach its experts wherever
- * they sit in the list of experts with tokens (all three types, every expert used). */
+ * they sit in the list of experts with tokens (all four types, every expert used). */
 static void test_engine_mixed_types(void **state) {
     (void)state;
     if (!have_gpu()) skip();
     eng_case c[] = {
-        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 6, 2, 17, 1, 1, 1},
-        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 9, 3, 64, 0, 0, 1},
-        {TMOE_ET_FP16, TMOE_IMPL_UNFUSED, TMOE_ACT_SWIGLU, 6, 2, 33, 1, 1, 1},
-        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 6, 2, 1000, 1, 1, 1},
+        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 6, 2, 17, 1, 1, 1, 0},
+        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_RELU, 9, 3, 64, 0, 0, 1, 0},
+        {TMOE_ET_FP16, TMOE_IMPL_UNFUSED, TMOE_ACT_SWIGLU, 6, 2, 33, 1, 1, 1, 0},
+        {TMOE_ET_FP16, TMOE_IMPL_FUSED, TMOE_ACT_SWIGLU, 6, 2, 1000, 1, 1, 1, 0},
     };
     for (size_t i = 0; i < sizeof c / sizeof *c; i++) run_case(&c[i]);
 }
@@ -197,9 +238,8 @@ static void test_engine_mixed_types(void **state) {
 int main(void) {
     g_seed = tu_seed(); /* fresh inputs every run, printed for a replay */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_engine_matrix),
-        cmocka_unit_test(test_engine_fine_grained),
-        cmocka_unit_test(test_engine_large_batch),
+        cmocka_unit_test(test_engine_matrix),       cmocka_unit_test(test_engine_impl_auto),
+        cmocka_unit_test(test_engine_fine_grained), cmocka_unit_test(test_engine_large_batch),
         cmocka_unit_test(test_engine_mixed_types),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -307,8 +307,9 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
     for (int i = 0; i < slots; i++) {
         ASSERT_OK(tmoe_linear_alloc(&l[i], t, out, in, group, &err), &err);
         ASSERT_OK(tmoe_linear_init_random(&l[i], &r, &err), &err);
-        memcpy(wh + wb * i, t == TMOE_ET_FP16 ? (void *)l[i].w : (void *)l[i].q, wb);
-        if (t != TMOE_ET_FP16) memcpy(sh + sc * i, l[i].scales, 2 * sc);
+        int quant = tmoe_etype_is_quant(t);
+        memcpy(wh + wb * i, quant ? (void *)l[i].q : (void *)l[i].w, wb);
+        if (quant) memcpy(sh + sc * i, l[i].scales, 2 * sc);
     }
     tmoe_f16 *x = malloc(2 * (size_t)T * in);
     rand_f16(&r, x, (size_t)T * in, 1.0f);
@@ -338,9 +339,9 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
                        in,
                        group,
                        dup_to(wh, wb * slots),
-                       t == TMOE_ET_FP16 ? NULL : dup_to(sh, 2 * sc * slots),
+                       tmoe_etype_is_quant(t) ? dup_to(sh, 2 * sc * slots) : NULL,
                        wb,
-                       t == TMOE_ET_FP16 ? 0 : sc,
+                       tmoe_etype_is_quant(t) ? sc : 0,
                        0,
                        0};
     int sms = 0;
@@ -406,6 +407,40 @@ static void test_expert_linear(void **state) {
             linear_case((tmoe_etype)t, TMOE_CUDA_EPI_RELU, 512, 256, ns[i][0], ns[i][1]);
             linear_case((tmoe_etype)t, TMOE_CUDA_EPI_SWIGLU, 1024, 256, ns[i][0], ns[i][1]);
         }
+}
+
+/* ---- fp16 -> bf16 (the activations of bf16 experts on cuBLAS) ----------------------------- */
+static void test_f16_to_bf16(void **state) {
+    (void)state;
+    need_gpu();
+    tmoe_rng r;
+    tmoe_rng_seed_stream(&r, g_seed, 4343);
+    tmoe_error err = {0};
+    const size_t ns[] = {1, 2, 1001, 65536 + 3};
+    for (int c = 0; c < 4; c++) {
+        size_t n = ns[c];
+        tmoe_f16 *x = malloc(2 * n);
+        uint16_t *got = malloc(2 * n);
+        rand_f16(&r, x, n, 4.0f);
+        if (n > 8) { /* every rounding case: subnormal, ties, largest fp16, inf, NaN */
+            x[0] = 0x0001, x[1] = 0x8201, x[2] = 0x3c01, x[3] = 0x7bff, x[4] = 0x7c00,
+            x[5] = 0x7e00;
+        }
+        tmoe_f16 *dx = dup_to(x, 2 * n);
+        uint16_t *dy = dmalloc(2 * n + 2);
+        CK(cudaMemset(dy, 0xff, 2 * n + 2));
+        ASSERT_OK(tmoe_cuda_f16_to_bf16(dx, n, dy, 0, &err), &err);
+        from_dev(got, dy, 2 * n);
+        for (size_t i = 0; i < n; i++) {
+            uint16_t want = tmoe_f32_to_bf16(tmoe_f16_to_f32(x[i]));
+            int both_nan = (want & 0x7fff) > 0x7f80 && (got[i] & 0x7fff) > 0x7f80;
+            if (got[i] != want && !both_nan)
+                fail_msg("f16_to_bf16 n=%zu [%zu]: fp16 0x%04x -> got 0x%04x, cpu 0x%04x", n, i,
+                         x[i], got[i], want);
+        }
+        cudaFree(dx), cudaFree(dy);
+        free(x), free(got);
+    }
 }
 
 /* ---- act, rmsnorm, causal softmax --------------------------------------------------------- */
@@ -485,7 +520,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gate_topk), cmocka_unit_test(test_permute_combine),
         cmocka_unit_test(test_dequant),   cmocka_unit_test(test_expert_linear),
-        cmocka_unit_test(test_small_ops),
+        cmocka_unit_test(test_small_ops), cmocka_unit_test(test_f16_to_bf16),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     tu_close_summary();

@@ -282,7 +282,7 @@ static void test_batch_join_leave(void **state) {
     tmoe_tokens_free(&t);
 }
 
-/* Experts as fp16 / q4 / q2 through the existing expert kernels. */
+/* Experts as fp16 / q4 / q2 / bf16 through the existing expert kernels. */
 static void test_typed_experts(void **state) {
     (void)state;
     tmoe_error err = {0};
@@ -295,8 +295,8 @@ static void test_typed_experts(void **state) {
     assert_true(a && b);
     prefill(ref, t.ids, n, a, 1);
     double sd = std_of(a, (size_t)n * V);
-    const tmoe_etype types[3] = {TMOE_ET_FP16, TMOE_ET_Q4, TMOE_ET_Q2};
-    for (int i = 0; i < 3; i++) {
+    const tmoe_etype types[4] = {TMOE_ET_FP16, TMOE_ET_Q4, TMOE_ET_Q2, TMOE_ET_BF16};
+    for (int i = 0; i < 4; i++) {
         tmoe_lm_load_opts o = tmoe_lm_load_opts_default();
         o.experts_f32 = 0;
         o.expert_type = types[i];
@@ -313,6 +313,41 @@ static void test_typed_experts(void **state) {
         if (types[i] == TMOE_ET_FP16 && !(d <= TOL_FP16_EXPERTS_STD))
             fail_msg("fp16 experts: %g x std", d);
         tmoe_lm_free(m);
+    }
+    /* bf16 experts of a bf16 checkpoint (the mixtral reference model) keep its values bit for
+     * bit: every weight equals the fp32 load's (exact: an fp32 holds any bf16) */
+    {
+        tmoe_lm *f32m, *bfm;
+        ASSERT_OK(tmoe_lm_load(lm_path("mixtral"), NULL, &f32m, &err), &err);
+        tmoe_lm_load_opts ob = tmoe_lm_load_opts_default();
+        ob.experts_f32 = 0;
+        ob.expert_type = TMOE_ET_BF16;
+        ASSERT_OK(tmoe_lm_load(lm_path("mixtral"), &ob, &bfm, &err), &err);
+        const tmoe_lm_config *c = &f32m->cfg;
+        size_t n13 = (size_t)2 * c->d_ff_expert * c->d_model,
+               n2 = (size_t)c->d_model * c->d_ff_expert;
+        long checked = 0;
+        for (int l = 0; l < c->n_layers; l++) {
+            if (!f32m->layers[l].ex_w13) continue;
+            for (int e = 0; e < c->num_experts; e++) {
+                const tmoe_expert *x = &bfm->layers[l].experts[e];
+                assert_int_equal(x->type, TMOE_ET_BF16);
+                const float *w13 = f32m->layers[l].ex_w13 + e * n13,
+                            *w2 = f32m->layers[l].ex_w2 + e * n2;
+                for (size_t i = 0; i < n13; i++)
+                    if (tmoe_bf16_to_f32(x->fc1.w[i]) != w13[i])
+                        fail_msg("layer %d expert %d fc1[%zu]: bf16 %g, checkpoint %g", l, e, i,
+                                 (double)tmoe_bf16_to_f32(x->fc1.w[i]), (double)w13[i]);
+                for (size_t i = 0; i < n2; i++)
+                    if (tmoe_bf16_to_f32(x->fc2.w[i]) != w2[i])
+                        fail_msg("layer %d expert %d fc2[%zu]: bf16 %g, checkpoint %g", l, e, i,
+                                 (double)tmoe_bf16_to_f32(x->fc2.w[i]), (double)w2[i]);
+                checked += (long)(n13 + n2);
+            }
+        }
+        assert_true(checked > 0);
+        tmoe_lm_free(bfm);
+        tmoe_lm_free(f32m);
     }
     /* q4 needs the group to divide hidden_size and the expert size */
     tmoe_lm_load_opts o = tmoe_lm_load_opts_default();

@@ -94,6 +94,7 @@ void tu_gpu_tol(tmoe_etype t, double *atol, double *rtol) {
     switch (t) {
     case TMOE_ET_Q4: *atol = TOL_GPU_Q4_ATOL, *rtol = TOL_GPU_Q4_RTOL; break;
     case TMOE_ET_Q2: *atol = TOL_GPU_Q2_ATOL, *rtol = TOL_GPU_Q2_RTOL; break;
+    case TMOE_ET_BF16: *atol = TOL_GPU_BF16_ATOL, *rtol = TOL_GPU_BF16_RTOL; break;
     default: *atol = TOL_GPU_F16_ATOL, *rtol = TOL_GPU_F16_RTOL; break;
     }
 }

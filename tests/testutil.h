@@ -15,6 +15,10 @@
 #define TOL_F16 1e-2       /* fp16 operands, fp32 accumulation */
 #define TOL_F16_ROUND 1e-3 /* one rounding to fp16 (2^-11 relative) on the way out */
 #define TOL_F16_STEPS 4e-3 /* a few fp16 roundings on the way (attention, expert, block) */
+/* bf16 weights and activations rounded to bf16 (2^-8 relative each, so up to 2^-7 per
+ * product), fp32 accumulation: against a reference with the unrounded fp32 weights and fp16
+ * activations */
+#define TOL_BF16 1e-2
 
 /* GPU against the CPU reference, element by element (tests/test_cuda_*.c):
  *     |got - ref| <= ATOL * rms(ref) + RTOL * |ref|   for every element,
@@ -39,6 +43,11 @@
 #define TOL_GPU_Q4_RTOL 1e-2
 #define TOL_GPU_Q2_ATOL 5e-3
 #define TOL_GPU_Q2_RTOL 5e-3
+/* bf16: both sides multiply the same bf16 weights by the same bf16-rounded activations, but an
+ * activation the two sides computed one fp16 ulp apart (the fc1 output, the block's norm) can
+ * round to neighbouring bf16 values, 2^-7 apart: q4's pair. */
+#define TOL_GPU_BF16_ATOL 1e-2
+#define TOL_GPU_BF16_RTOL 1e-2
 /* The TOL_GPU_* pair of expert weight type t. */
 void tu_gpu_tol(tmoe_etype t, double *atol, double *rtol);
 

@@ -36,8 +36,16 @@ typedef struct tmoe_engine_config {
     int device_id;             /* CUDA device ordinal */
     int max_tokens;            /* largest T passed to begin; workspace is sized once for it */
     tmoe_impl impl;            /* quantized experts: unfused (dequant_unpack + fp16) or fused */
-    int use_graphs;            /* cuda: capture and replay the MoE step per token count */
-    int bias_in_weights;       /* router biases also change the combine weights */
+    /* Quantized experts step by step (docs/cuda.md "Fused or unfused, kernel or cuBLAS"):
+     * with impl_auto, a step runs the q4/q2 experts of type t unfused when its expected tokens
+     * per expert with tokens (tmoe_engine_tokens_per_active) reach unfused_from[t], else fused
+     * (tmoe_engine_choose_impl); both paths' weights are then kept on the device. Without it
+     * (the user forced --impl, or no crossover is known) every step runs impl. */
+    int impl_auto;
+    int unfused_from[TMOE_ET_COUNT]; /* tokens per active expert from which unfused is faster
+                                        (a measured crossover: tmoe_cost_crossover); 0 = never */
+    int use_graphs;                  /* cuda: capture and replay the MoE step per token count */
+    int bias_in_weights;             /* router biases also change the combine weights */
     /* Expert parallelism: with a group of several processes each process runs only the
      * experts that the placement puts on its rank, and token copies move to them and back:
      * cuda over NCCL (built with NCCL; each GPU holds only its experts), cpu over MPI (the
@@ -54,6 +62,17 @@ typedef struct tmoe_engine_config {
 } tmoe_engine_config;
 
 tmoe_engine_config tmoe_engine_config_default(void);
+
+/* Expected tokens per expert with tokens in a step of T tokens, top-k of E experts, when the
+ * router spreads them evenly: T k / (E (1 - (1 - k/E)^T)) (1 at T = 1; T k / E for large T).
+ * A function of T alone, so a step's choice is known before routing (and a CUDA graph per
+ * token count stays valid). */
+double tmoe_engine_tokens_per_active(int T, int k, int E);
+/* The impl a step runs the experts of type t with, at tokens_per_active tokens per expert:
+ * cfg->impl, unless cfg->impl_auto and t is q4/q2 with unfused_from[t] > 0: then unfused from
+ * unfused_from[t] tokens on, fused below. fp16 / bf16 have one implementation: cfg->impl. */
+tmoe_impl tmoe_engine_choose_impl(const tmoe_engine_config *cfg, tmoe_etype t,
+                                  double tokens_per_active);
 
 typedef struct tmoe_engine tmoe_engine;
 
@@ -109,13 +128,16 @@ void tmoe_cpu_rmsnorm(const float *x, const float *w, int T, int D, float eps, t
 
 /* linear, fp16 weights: y (n, out) = x (n, in) W^T. */
 void tmoe_cpu_linear_f16(const tmoe_f16 *x, const tmoe_f16 *W, int n, int in, int out, float *y);
+/* linear, bf16 weights: y (n, out) = bf16(x) (n, in) W^T; the fp16 activations are rounded to
+ * bf16 (nearest even), the products and sums are fp32 (thermoe/model.h numerics). */
+void tmoe_cpu_linear_bf16(const tmoe_f16 *x, const tmoe_bf16 *W, int n, int in, int out, float *y);
 /* linear, packed weights dequantized in registers (the fused impl). */
 void tmoe_cpu_linear_q(tmoe_etype t, const tmoe_f16 *x, const uint8_t *q, const tmoe_f16 *scales,
                        int group, int n, int in, int out, float *y);
 /* dequant_unpack: packed -> fp16 weights (out, in). */
 void tmoe_cpu_dequant_unpack(const tmoe_linear *l, tmoe_f16 *w16);
 /* linear_fc1 / linear_fc2 on any weight type. impl fused: tmoe_cpu_linear_q; unfused:
- * the caller ran dequant_unpack into w16 (required then, ignored for fp16 / fused). */
+ * the caller ran dequant_unpack into w16 (required then, ignored for fp16 / bf16 / fused). */
 void tmoe_cpu_linear(const tmoe_linear *l, tmoe_impl impl, const tmoe_f16 *w16, const tmoe_f16 *x,
                      int n, float *y);
 

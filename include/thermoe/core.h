@@ -278,7 +278,9 @@ typedef enum {
     TMOE_OP_COUNT
 } tmoe_op;
 
-typedef enum { TMOE_ET_FP16, TMOE_ET_Q4, TMOE_ET_Q2, TMOE_ET_COUNT } tmoe_etype;
+/* Expert weight types: fp16, packed q4 / q2 (thermoe/model.h "quant"), and bf16 (the dtype of
+ * real checkpoints, kept as loaded). bf16 comes last so the other values keep their numbers. */
+typedef enum { TMOE_ET_FP16, TMOE_ET_Q4, TMOE_ET_Q2, TMOE_ET_BF16, TMOE_ET_COUNT } tmoe_etype;
 typedef enum { TMOE_IMPL_UNFUSED, TMOE_IMPL_FUSED, TMOE_IMPL_COUNT } tmoe_impl;
 typedef enum { TMOE_ACT_RELU, TMOE_ACT_SWIGLU, TMOE_ACT_COUNT } tmoe_act;
 
@@ -293,8 +295,11 @@ int tmoe_etype_parse(const char *s, tmoe_etype *out);
 int tmoe_impl_parse(const char *s, tmoe_impl *out);
 int tmoe_act_parse(const char *s, tmoe_act *out);
 
-/* Bits per weight of an expert type (16, 4, 2). */
+/* Bits per weight of an expert type (16, 4, 2, 16). */
 int tmoe_etype_bits(tmoe_etype t);
+/* 1 for the packed types with group scales (q4, q2), 0 for the 16-bit float types (fp16, bf16):
+ * only quantized types have a dequant_unpack step and an unfused / fused choice. */
+int tmoe_etype_is_quant(tmoe_etype t);
 
 /* An expert's forward as the ordered op list of DESIGN.md:
  * dequant_unpack (quantized and unfused only) -> linear_fc1 -> relu -> linear_fc2.

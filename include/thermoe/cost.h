@@ -127,13 +127,22 @@ int tmoe_cost_merge(tmoe_cost_model *dst, const tmoe_cost_model *src, tmoe_error
 /* ---- lookups (read-only, thread-safe against each other) ------------------------------ */
 /* Cost of one op call at `tokens` (>= 1), interpolated piecewise-linearly in log(tokens)
  * between measured counts. A missing (op, type, impl) is TMOE_EINVAL with a message that
- * lists what the model has. */
+ * lists what the model has; a bf16 key the model lacks is looked up as fp16 (same bytes moved,
+ * same kernel shape). */
 int tmoe_cost_lookup(const tmoe_cost_model *cm, tmoe_op op, tmoe_etype et, tmoe_impl impl,
                      double tokens, tmoe_cost_value *out, tmoe_error *err);
 /* Cost of one expert forward for `tokens` tokens: the sum over tmoe_expert_op_sequence.
  * tokens == 0 gives all zeros (no work). extrapolated is set if any op extrapolated. */
 int tmoe_cost_expert(const tmoe_cost_model *cm, tmoe_etype et, tmoe_impl impl, double tokens,
                      tmoe_cost_value *out, tmoe_error *err);
+/* Measured crossover between two impls of one expert type (the engine's per-step choice,
+ * thermoe/backend.h tmoe_engine_config.unfused_from): *n = the smallest token count in
+ * [1, max_tokens] from which one expert through `to` is faster (median latency of
+ * tmoe_cost_expert) than through `from` at every count up to max_tokens; 0 when `to` is not
+ * faster at max_tokens. Counts beyond the measured range follow the model's extrapolation.
+ * A missing entry is an error naming it. */
+int tmoe_cost_crossover(const tmoe_cost_model *cm, tmoe_etype et, tmoe_impl from, tmoe_impl to,
+                        int max_tokens, int *n, tmoe_error *err);
 /* compute_energy_loss: sum over tokens t and choices j < k of
  *   probs[t*k+j] x energy_j(expert_of(t, j), n_tokens_of_that_expert_in_this_batch)
  * where energy_j is tmoe_cost_expert's board energy and the token count of an expert is how

@@ -50,8 +50,8 @@ typedef struct tmoe_runlog_col {
     X(REPEAT, "repeat", TMOE_COL_INT, "repeat index, 0-based")                                     \
     X(WORKLOAD, "workload", TMOE_COL_STR, "workload name")                                         \
     X(STRATEGY, "strategy", TMOE_COL_STR, "routing strategy name")                                 \
-    X(EXPERT_TYPE, "expert_type", TMOE_COL_STR, "fp16, q4 or q2")                                  \
-    X(IMPL, "impl", TMOE_COL_STR, "fused or unfused")                                              \
+    X(EXPERT_TYPE, "expert_type", TMOE_COL_STR, "fp16, bf16, q4 or q2")                            \
+    X(IMPL, "impl", TMOE_COL_STR, "fused or unfused: what the step's q4/q2 experts ran")           \
     X(BATCH_IDX, "batch_idx", TMOE_COL_INT, "batch index within the combination, 0-based")         \
     X(TOKENS, "tokens", TMOE_COL_INT, "tokens in the batch")                                       \
     X(LATENCY_MS, "latency_ms", TMOE_COL_DOUBLE, "ms, device events")                              \
@@ -394,6 +394,10 @@ typedef struct tmoe_run_config {
     /* where it runs */
     tmoe_backend_kind backend;
     tmoe_impl impl;
+    int impl_given; /* 1: impl was asked for (--impl): every step runs it; 0: where the cost
+                       model was measured at the block's shape, its fused / unfused crossover
+                       chooses per step and type (metadata.json impl_choice; the impl column
+                       says what each step ran) */
     int device_id;
     tmoe_telemetry_kind telemetry;
     int sim_devices;             /* simulated GPUs; sim only */

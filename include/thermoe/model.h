@@ -1,10 +1,12 @@
-/* The MoE transformer block: linear layers (fp16 or packed q4/q2), experts, the MoE layer
- * and the pre-norm block around it. Weights live on the host here; backends copy them.
+/* The MoE transformer block: linear layers (fp16, bf16 or packed q4/q2), experts, the MoE
+ * layer and the pre-norm block around it. Weights live on the host here; backends copy them.
  *
  * Numerics, the same on every backend: the hidden state is fp32; every linear op takes fp16
  * activations (rounded on the way in) and fp16 or q*scale weights, accumulates in fp32 and
  * writes fp32; the expert activation output is rounded to fp16 before linear_fc2; gate
- * logits, softmax and combine are fp32. */
+ * logits, softmax and combine are fp32. bf16 experts: the weights are used exactly as stored
+ * and the fp16 activations are rounded once more, to bf16 (round to nearest even), on the way
+ * into each of their linear ops: the tensor cores multiply bf16 by bf16 only. */
 #ifndef THERMOE_MODEL_H
 #define THERMOE_MODEL_H
 
@@ -57,21 +59,23 @@ void tmoe_dequantize_f16(tmoe_etype t, const uint8_t *packed, const tmoe_f16 *sc
 #define TMOE_MAX_EXPERTS 256
 #define TMOE_MAX_TOPK 16
 
-/* y = x W^T with W (out, in). Exactly one of w (fp16) or q + scales (q4/q2) is set.
+/* y = x W^T with W (out, in). Exactly one of w (fp16 / bf16) or q + scales (q4/q2) is set.
  * Buffers are owned by the struct (tmoe_linear_free). */
 typedef struct tmoe_linear {
     tmoe_etype type;
-    int out, in, group;
-    tmoe_f16 *w;      /* (out, in) fp16 weights, type fp16 */
-    uint8_t *q;       /* (out, in * bits / 8) packed integers, q4/q2 */
-    tmoe_f16 *scales; /* (out, in / group), q4/q2 */
+    int out, in, group; /* group 0 for fp16 / bf16 */
+    tmoe_f16 *w;        /* (out, in) 16-bit weights: fp16 bits (type fp16) or bf16 bits (bf16) */
+    uint8_t *q;         /* (out, in * bits / 8) packed integers, q4/q2 */
+    tmoe_f16 *scales;   /* (out, in / group), q4/q2 */
 } tmoe_linear;
 
 /* Allocate an uninitialised linear of the given type/shape (checks the shape). */
 int tmoe_linear_alloc(tmoe_linear *l, tmoe_etype t, int out, int in, int group, tmoe_error *err);
-/* Fill with uniform(-a, a) weights from rng (a = 1/sqrt(in)), quantized when q4/q2. */
+/* Fill with uniform(-a, a) weights from rng (a = 1/sqrt(in)), rounded to fp16 / bf16 or
+ * quantized when q4/q2. */
 int tmoe_linear_init_random(tmoe_linear *l, tmoe_rng *rng, tmoe_error *err);
-/* Set from fp32 weights (quantized when q4/q2). */
+/* Set from fp32 weights (rounded to nearest even for fp16 / bf16, quantized when q4/q2; an fp32
+ * that holds a bf16 value is kept exactly by bf16). */
 int tmoe_linear_set_f32(tmoe_linear *l, const float *w, tmoe_error *err);
 /* Dequantize (or convert) to fp32 (out, in). */
 void tmoe_linear_to_f32(const tmoe_linear *l, float *w);
@@ -157,6 +161,14 @@ typedef struct tmoe_moe_metrics {
     double op_ms[TMOE_OP_COUNT];        /* time per op (summed over experts); NAN = not run */
     double step_ms;                     /* whole MoE step */
     double predicted_energy_j;          /* NAN until a cost model / router fills it */
+    int impl_used[TMOE_ET_COUNT];       /* per expert type: the tmoe_impl its experts ran in
+                                           this step; -1 for a type the block has no expert of,
+                                           or without the choice (fp16, bf16) */
+    int impl_auto;                      /* 1: impl_used chosen by the engine's measured
+                                           crossovers (tmoe_engine_config.impl_auto); 0: the
+                                           configured impl */
+    int cublas;                         /* 1: fp16 / bf16 / unfused experts ran on cuBLAS, one
+                                           GEMM per expert (cuda); 0: the kernels */
     int32_t *topk_idx;                  /* (tokens, top_k) chosen experts, or NULL */
     float *topk_w;                      /* (tokens, top_k) combine weights, or NULL */
 } tmoe_moe_metrics;
@@ -168,8 +180,8 @@ void tmoe_moe_metrics_reset(tmoe_moe_metrics *m); /* NAN/0 everything, keep buff
  * n_layers x (RMSNorm, GQA attention with RoPE, RMSNorm, MoE or dense SwiGLU MLP), final
  * RMSNorm, LM head. Dense weights are held in fp32 (converted from the file's bf16 / fp16 /
  * fp32 at load); experts are fp32 (the reference numerics, what transformers computes in
- * fp32) or one of the block's expert types (fp16 / q4 / q2, quantized at load) so the
- * existing expert kernels and routing run in every layer. */
+ * fp32) or one of the block's expert types (fp16 / bf16 / q4 / q2, rounded or quantized at load) so
+ * the existing expert kernels and routing run in every layer. */
 
 #define TMOE_LM_MAX_LAYERS 256
 
@@ -258,14 +270,15 @@ typedef struct tmoe_lm_layer {
     float *router;         /* (E, D) fp32 router (gate) weights */
     float *ex_w13, *ex_w2; /* fp32 experts: (E, 2 d_ff_expert, D), (E, D, d_ff_expert);
                               NULL when experts_f32 == 0 */
-    tmoe_expert *experts;  /* (E) fp16 / q4 / q2 experts; NULL when experts_f32 */
+    tmoe_expert *experts;  /* (E) fp16 / bf16 / q4 / q2 experts; NULL when experts_f32 */
     float *sh_w13, *sh_w2; /* shared expert (2 d_ff_shared, D), (D, d_ff_shared) or NULL */
     float *sh_gate;        /* (D) shared_expert_gate, or NULL */
 } tmoe_lm_layer;
 
 typedef struct tmoe_lm_load_opts {
     int experts_f32;        /* 1: fp32 experts (default); 0: expert_type */
-    tmoe_etype expert_type; /* fp16 / q4 / q2 when experts_f32 == 0 */
+    tmoe_etype expert_type; /* fp16 / bf16 / q4 / q2 when experts_f32 == 0; bf16 keeps a bf16
+                               checkpoint's expert tensors bit for bit (others are rounded) */
     int group_size;         /* quantization group (default TMOE_DEFAULT_GROUP; q4/q2 need
                                d_model and d_ff_expert to be multiples of it) */
 } tmoe_lm_load_opts;
@@ -452,12 +465,15 @@ int tmoe_st_meta_count(const tmoe_st_file *f);
 const char *tmoe_st_meta_key(const tmoe_st_file *f, int i);
 
 /* Fetch a named tensor that must exist with exactly this shape, converted to fp32 (from F32,
- * F16 or BF16) or copied as fp16 bits (from F16; F32 / BF16 are rounded to fp16). out holds
- * numel values. Message names file, tensor and what did not match. */
+ * F16 or BF16), copied as fp16 bits (from F16; F32 / BF16 are rounded to fp16) or copied as
+ * bf16 bits (from BF16; F32 / F16 are rounded to bf16). out holds numel values. Message names
+ * file, tensor and what did not match. */
 int tmoe_st_read_f32(const tmoe_st_file *f, const char *name, int ndim, const int64_t *shape,
                      float *out, tmoe_error *err);
 int tmoe_st_read_f16(const tmoe_st_file *f, const char *name, int ndim, const int64_t *shape,
                      tmoe_f16 *out, tmoe_error *err);
+int tmoe_st_read_bf16(const tmoe_st_file *f, const char *name, int ndim, const int64_t *shape,
+                      tmoe_bf16 *out, tmoe_error *err);
 
 /* ---- writing ------------------------------------------------------------------------ */
 typedef struct tmoe_st_writer tmoe_st_writer;

@@ -33,6 +33,22 @@ tmoe_engine_config tmoe_engine_config_default(void) {
     return c;
 }
 
+double tmoe_engine_tokens_per_active(int T, int k, int E) {
+    if (T <= 0 || k <= 0 || E <= 0) return 0.0;
+    if (k >= E) return (double)T;
+    /* expected experts with tokens: each token misses a given expert with probability 1 - k/E */
+    double active = (double)E * (1.0 - pow(1.0 - (double)k / E, (double)T));
+    return active > 0.0 ? (double)T * k / active : 0.0;
+}
+
+tmoe_impl tmoe_engine_choose_impl(const tmoe_engine_config *cfg, tmoe_etype t,
+                                  double tokens_per_active) {
+    if (!cfg->impl_auto || !tmoe_etype_is_quant(t) || (unsigned)t >= TMOE_ET_COUNT ||
+        cfg->unfused_from[t] <= 0)
+        return cfg->impl;
+    return tokens_per_active >= cfg->unfused_from[t] ? TMOE_IMPL_UNFUSED : TMOE_IMPL_FUSED;
+}
+
 int tmoe_engine_create(const tmoe_block *blk, const tmoe_engine_config *cfg, tmoe_engine **out,
                        tmoe_error *err) {
     *out = NULL;
@@ -40,6 +56,10 @@ int tmoe_engine_create(const tmoe_block *blk, const tmoe_engine_config *cfg, tmo
         return tmoe_errorf(err, TMOE_EINVAL, "max_tokens = %d: must be positive", cfg->max_tokens);
     if ((unsigned)cfg->impl >= TMOE_IMPL_COUNT)
         return tmoe_errorf(err, TMOE_EINVAL, "unknown impl %d", (int)cfg->impl);
+    for (int t = 0; t < TMOE_ET_COUNT; t++)
+        if (cfg->unfused_from[t] < 0)
+            return tmoe_errorf(err, TMOE_EINVAL, "unfused_from[%s] = %d: must be >= 0 (0: never)",
+                               tmoe_etype_name((tmoe_etype)t), cfg->unfused_from[t]);
     tmoe_backend_kind k = cfg->backend;
     if (k == TMOE_BACKEND_AUTO) {
         tmoe_error why = {0};

@@ -18,7 +18,7 @@ int tmoe_oprun_create(const tmoe_oprun_spec *spec, tmoe_oprun **out, tmoe_error 
     if (spec->tokens < 1)
         return tmoe_errorf(err, TMOE_EINVAL, "tokens = %d: must be >= 1", spec->tokens);
     if (!spec->whole_expert && spec->op == TMOE_OP_DEQUANT_UNPACK &&
-        (spec->etype == TMOE_ET_FP16 || spec->impl != TMOE_IMPL_UNFUSED))
+        (!tmoe_etype_is_quant(spec->etype) || spec->impl != TMOE_IMPL_UNFUSED))
         return tmoe_errorf(err, TMOE_ENOTSUP,
                            "dequant_unpack runs only for q4/q2 experts, unfused");
     int rc = tmoe_block_config_validate(&spec->block, err);

@@ -48,7 +48,7 @@ static void forward_help(const forward_opts *d) {
            "  --d-ff N           expert hidden size (default %d)\n"
            "  --num-experts N    experts E, 1..%d (default %d)\n"
            "  --top-k N          experts per token, 1..min(E, %d) (default %d)\n"
-           "  --expert-type T    fp16, q4 or q2; or a comma list with one type per expert\n"
+           "  --expert-type T    fp16, bf16, q4 or q2; or a comma list with one type per expert\n"
            "                     (default %s)\n"
            "  --group-size G     quantization group along the input dim (default %d)\n"
            "  --act A            relu or swiglu (default %s)\n"
@@ -81,7 +81,8 @@ static void forward_help(const forward_opts *d) {
 static int parse_types(const char *list, tmoe_block_config *c, tmoe_etype *types) {
     if (!strchr(list, ',')) {
         if (tmoe_etype_parse(list, &c->expert_type))
-            return cli_fail("forward", "--expert-type: unknown type '%s' (expected fp16, q4 or q2)",
+            return cli_fail("forward",
+                            "--expert-type: unknown type '%s' (expected fp16, bf16, q4 or q2)",
                             list);
         c->expert_types = NULL;
         return 0;
@@ -93,8 +94,8 @@ static int parse_types(const char *list, tmoe_block_config *c, tmoe_etype *types
         if (n >= TMOE_MAX_EXPERTS)
             return cli_fail("forward", "--expert-type: more than %d entries", TMOE_MAX_EXPERTS);
         if (tmoe_etype_parse(tok, &types[n]))
-            return cli_fail("forward", "--expert-type: entry %d '%s' is not fp16, q4 or q2", n + 1,
-                            tok);
+            return cli_fail("forward", "--expert-type: entry %d '%s' is not fp16, bf16, q4 or q2",
+                            n + 1, tok);
         n++;
     }
     if (n != c->num_experts)

@@ -33,7 +33,7 @@ static void usage(FILE *f) {
             "  -o, --out FILE          cost model to write (default: none, print only)\n"
             "  -c, --cost-model FILE   cost model to start from (default: none; nsys: empty)\n"
             "  -t, --tokens N          token count the profiled ops ran at (nsys --out: required)\n"
-            "  -e, --expert-type T     fp16, q4 or q2 (default: fp16)\n"
+            "  -e, --expert-type T     fp16, bf16, q4 or q2 (default: fp16)\n"
             "  -i, --impl I            unfused or fused (default: unfused)\n"
             "  -v, --verbose           more log output (default: warnings only)\n"
             "  -h, --help              this text\n");
@@ -170,7 +170,7 @@ int cmd_import(int argc, char **argv) {
             break;
         case 'e':
             if (tmoe_etype_parse(optarg, &cfg.et)) {
-                cli_fail("import", "--expert-type: '%s' is not fp16, q4 or q2", optarg);
+                cli_fail("import", "--expert-type: '%s' is not fp16, bf16, q4 or q2", optarg);
                 return 2;
             }
             break;

@@ -103,7 +103,7 @@ int cmd_op(int argc, char **argv) {
                 "                     relu, linear_fc2, combine, norm, attn_qkv, attn_core, "
                 "attn_out\n"
                 "  --tokens N         rows the op sees (default 1)\n"
-                "  --expert-type T    fp16, q4 or q2 (default fp16)\n"
+                "  --expert-type T    fp16, bf16, q4 or q2 (default fp16)\n"
                 "  --impl I           fused or unfused (default fused)\n"
                 "  --iters K          calls inside the range (default 100)\n"
                 "  --warmup N         calls before it (default 5)\n"

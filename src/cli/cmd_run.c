@@ -214,8 +214,11 @@ static void run_help(const tmoe_run_config *d) {
         "                            one position of every window a step over the KV cache\n"
         "                            (decode: seq-len steps of batch-size tokens, each routed\n"
         "                            and billed on its own) (default prefill)\n"
-        "  --expert-type T           fp16, q4 or q2; the LM's experts load as T (default %s)\n"
-        "  --impl I                  fused or unfused, for q4/q2 (default %s)\n"
+        "  --expert-type T           fp16, bf16, q4 or q2; the LM's experts load as T (bf16:\n"
+        "                            --backend cpu for a decoder LM) (default %s)\n"
+        "  --impl I                  fused or unfused, for q4/q2: every step (default: the\n"
+        "                            cost model's measured crossover per step where it was\n"
+        "                            measured at the block's shape, else %s)\n"
         "  --d-model N  --n-heads N  --d-ff N  (defaults %d, %d, %d)\n"
         "  --num-experts N  --top-k N  --group-size N  (defaults %d, %d, %d)\n"
         "  --act A                   relu or swiglu (default %s)\n"
@@ -479,12 +482,14 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_EXPERT_TYPE:
             if (tmoe_etype_parse(optarg, &c->block.expert_type))
                 return cli_usage_fail(
-                    "run", "--expert-type: unknown type '%s' (expected fp16, q4 or q2)", optarg);
+                    "run", "--expert-type: unknown type '%s' (expected fp16, bf16, q4 or q2)",
+                    optarg);
             break;
         case O_IMPL:
             if (tmoe_impl_parse(optarg, &c->impl))
                 return cli_usage_fail(
                     "run", "--impl: unknown impl '%s' (expected fused or unfused)", optarg);
+            c->impl_given = 1;
             break;
         case O_BATCH:
             INT_FLAG("batch-size", 1, 4096, c->batch_size);
@@ -638,6 +643,10 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
                               c->tokens_path          ? "tokens"
                               : c->expert_shape_given ? "expert-shape"
                                                       : "lm-steps");
+    if (lm && c->block.expert_type == TMOE_ET_BF16 && c->backend != TMOE_BACKEND_CPU)
+        return cli_usage_fail("run",
+                              "--expert-type bf16: the CUDA decoder does not take bf16 experts "
+                              "yet; a decoder LM with them needs --backend cpu");
     return 0;
 }
 

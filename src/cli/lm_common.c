@@ -28,7 +28,7 @@ int cli_lm_flag(const char *cmd, int code, const char *arg, cli_lm_opts *o) {
         }
         if (tmoe_etype_parse(arg, &o->load.expert_type))
             return cli_usage_fail(
-                cmd, "--expert-type: unknown type '%s' (expected fp32, fp16, q4 or q2)", arg);
+                cmd, "--expert-type: unknown type '%s' (expected fp32, fp16, bf16, q4 or q2)", arg);
         o->load.experts_f32 = 0;
         return 0;
     case CLI_LM_GROUP:
@@ -54,8 +54,9 @@ void cli_lm_help(const cli_lm_opts *d) {
            "  --model DIR        Hugging Face model directory: config.json and model.safetensors\n"
            "                     or model.safetensors.index.json + shards (required;\n"
            "                     mixtral, olmoe, qwen2_moe, qwen3_moe; docs/models.md)\n"
-           "  --expert-type T    experts as fp32 (the reference numerics), fp16, q4 or q2\n"
-           "                     (quantized at load) (default %s)\n"
+           "  --expert-type T    experts as fp32 (the reference numerics), fp16, bf16 (a bf16\n"
+           "                     checkpoint's expert tensors kept bit for bit; cpu backend\n"
+           "                     only for now), q4 or q2 (quantized at load) (default %s)\n"
            "  --group-size G     q4/q2 group along the input dim; must divide hidden_size and\n"
            "                     the expert size (default %d)\n"
            "  --impl I           q4/q2 experts: fused or unfused (default %s)\n"
@@ -130,6 +131,10 @@ int cli_lm_exec_create(const tmoe_lm *m, const cli_lm_opts *o, int max_tokens, i
     int rc0 = tmoe_backend_resolve(o->backend, &k, err);
     if (rc0) return rc0;
     x->kind = k;
+    if (k == TMOE_BACKEND_CUDA && !m->opts.experts_f32 && m->opts.expert_type == TMOE_ET_BF16)
+        return tmoe_errorf(err, TMOE_ENOTSUP,
+                           "--expert-type bf16: the CUDA decoder does not take bf16 experts yet "
+                           "(the block engine does); use --backend cpu, or --expert-type fp16");
     if (k == TMOE_BACKEND_CUDA) {
         tmoe_cuda_lm_config cc = {.device_id = 0,
                                   .max_tokens = max_tokens,

@@ -17,7 +17,7 @@ static const char *const op_names[TMOE_OP_COUNT] = {
     [TMOE_OP_ATTN_CORE] = "attn_core",
     [TMOE_OP_ATTN_OUT] = "attn_out",
 };
-static const char *const etype_names[TMOE_ET_COUNT] = {"fp16", "q4", "q2"};
+static const char *const etype_names[TMOE_ET_COUNT] = {"fp16", "q4", "q2", "bf16"};
 static const char *const impl_names[TMOE_IMPL_COUNT] = {"unfused", "fused"};
 static const char *const act_names[TMOE_ACT_COUNT] = {"relu", "swiglu"};
 
@@ -60,13 +60,18 @@ int tmoe_etype_bits(tmoe_etype t) {
     case TMOE_ET_FP16: return 16;
     case TMOE_ET_Q4: return 4;
     case TMOE_ET_Q2: return 2;
+    case TMOE_ET_BF16: return 16;
     default: return 0;
     }
 }
 
+int tmoe_etype_is_quant(tmoe_etype t) {
+    return t == TMOE_ET_Q4 || t == TMOE_ET_Q2;
+}
+
 int tmoe_expert_op_sequence(tmoe_etype t, tmoe_impl impl, tmoe_op out[4]) {
     int n = 0;
-    if (t != TMOE_ET_FP16 && impl == TMOE_IMPL_UNFUSED) out[n++] = TMOE_OP_DEQUANT_UNPACK;
+    if (tmoe_etype_is_quant(t) && impl == TMOE_IMPL_UNFUSED) out[n++] = TMOE_OP_DEQUANT_UNPACK;
     out[n++] = TMOE_OP_LINEAR_FC1;
     out[n++] = TMOE_OP_RELU;
     out[n++] = TMOE_OP_LINEAR_FC2;

@@ -267,6 +267,8 @@ int tmoe_cost_lookup(const tmoe_cost_model *cm, tmoe_op op, tmoe_etype et, tmoe_
     int first = lower_bound(cm, &probe);
     int last = first;
     while (last < cm->n && key_cmp(op, et, impl, &cm->entries[last]) == 0) last++;
+    if (last == first && et == TMOE_ET_BF16) /* the bytes and the kernel shape of fp16 */
+        return tmoe_cost_lookup(cm, op, TMOE_ET_FP16, impl, tokens, out, err);
     if (last == first) {
         char have[700];
         list_keys(cm, have, sizeof have);
@@ -321,6 +323,26 @@ int tmoe_cost_lookup(const tmoe_cost_model *cm, tmoe_op op, tmoe_etype et, tmoe_
     out->extrapolated = extrap;
     out->lo_tokens = a->tokens;
     out->hi_tokens = b->tokens;
+    return TMOE_OK;
+}
+
+int tmoe_cost_crossover(const tmoe_cost_model *cm, tmoe_etype et, tmoe_impl from, tmoe_impl to,
+                        int max_tokens, int *n, tmoe_error *err) {
+    *n = 0;
+    if (max_tokens < 1)
+        return tmoe_errorf(err, TMOE_EINVAL, "crossover: max_tokens = %d: must be >= 1",
+                           max_tokens);
+    /* walk down from max_tokens while `to` stays faster: the last such count is the answer */
+    for (int t = max_tokens; t >= 1; t--) {
+        tmoe_cost_value vf, vt;
+        int rc = tmoe_cost_expert(cm, et, from, t, &vf, err);
+        if (!rc) rc = tmoe_cost_expert(cm, et, to, t, &vt, err);
+        if (rc)
+            return tmoe_error_prefix(err, rc, "crossover of %s experts, %s -> %s",
+                                     tmoe_etype_name(et), tmoe_impl_name(from), tmoe_impl_name(to));
+        if (!(vt.latency_ms < vf.latency_ms)) break;
+        *n = t;
+    }
     return TMOE_OK;
 }
 

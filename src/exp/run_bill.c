@@ -36,11 +36,12 @@ int run_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, batch_h
         hw->expert_ms[e] = ep && r->placement.device[e] != r->rank ? NAN : 0.0;
         if (n == 0) continue;
         tmoe_op seq[4];
-        int nseq = tmoe_expert_op_sequence(r->blk->types[e], r->cfg.impl, seq);
+        tmoe_impl im = run_step_impl(r, m, r->blk->types[e]); /* what the step ran */
+        int nseq = tmoe_expert_op_sequence(r->blk->types[e], im, seq);
         int dev = ep ? 0 : r->placement.device[e];
         for (int i = 0; i < nseq; i++) {
             tmoe_cost_value v;
-            int rc = tmoe_cost_lookup(r->cm, seq[i], r->blk->types[e], r->cfg.impl, n, &v, err);
+            int rc = tmoe_cost_lookup(r->cm, seq[i], r->blk->types[e], im, n, &v, err);
             if (rc) return rc;
             busy_ms[dev] += v.latency_ms;
             dyn_j[dev] += v.energy_dynamic_j;

@@ -27,7 +27,18 @@ void run_row_fill(run_ctx *r, const run_combo *c, const batch_out *o) {
         tmoe_runlog_row_int(row, TMOE_RL_TOKENS_SCORED, o->tokens_scored);
         tmoe_runlog_row_ints(row, TMOE_RL_LAYER_EXPERT_COUNTS, o->layer_counts, r->lm->n_moe * E);
     }
-    tmoe_runlog_row_str(row, TMOE_RL_IMPL, tmoe_impl_name(r->cfg.impl));
+    /* what the step's q4/q2 experts ran (one impl for all of them unless types differ) */
+    int used = -1, mixed = 0;
+    for (int t = 0; t < TMOE_ET_COUNT; t++) {
+        int u = o->m.impl_used[t];
+        if (u < 0) continue;
+        mixed |= used >= 0 && u != used;
+        used = u;
+    }
+    tmoe_runlog_row_str(row, TMOE_RL_IMPL,
+                        mixed       ? "fused+unfused"
+                        : used >= 0 ? tmoe_impl_name((tmoe_impl)used)
+                                    : tmoe_impl_name(r->cfg.impl));
     tmoe_runlog_row_int(row, TMOE_RL_BATCH_IDX, o->batch);
     tmoe_runlog_row_int(row, TMOE_RL_TOKENS, T);
     tmoe_runlog_row_dbl(row, TMOE_RL_LATENCY_MS, o->hw.latency_ms);
@@ -124,4 +135,9 @@ void run_trace_batch(run_ctx *r, tmoe_trace *tr, const batch_out *o) {
         if (s->valid & TMOE_F_MEM_TEMP)
             tmoe_trace_counter(tr, "mem_temp_c", 1, us, "hbm", s->mem_temp_c);
     }
+}
+
+tmoe_impl run_step_impl(const run_ctx *r, const tmoe_moe_metrics *m, tmoe_etype t) {
+    return (unsigned)t < TMOE_ET_COUNT && m->impl_used[t] >= 0 ? (tmoe_impl)m->impl_used[t]
+                                                               : r->cfg.impl;
 }

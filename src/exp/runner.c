@@ -179,6 +179,74 @@ int run_init_telemetry(run_ctx *r, tmoe_error *err) {
     return TMOE_OK;
 }
 
+/* How the engine picks fused or unfused for the steps' q4/q2 experts: forced by --impl; else
+ * from the cost model's measured crossovers when it was measured at the block's shape and has
+ * both impls of every quantized type of the block; else the configured impl. Fills ec and the
+ * run's impl_rule / impl_why / unfused_from (metadata.json impl_choice). */
+static void choose_impl_rule(run_ctx *r, tmoe_engine_config *ec) {
+    const tmoe_block_config *b = &r->blk_cfg;
+    const char *cfg_impl = tmoe_impl_name(r->cfg.impl);
+    r->impl_rule = "configured";
+    for (int t = 0; t < TMOE_ET_COUNT; t++) r->unfused_from[t] = 0;
+    int quant[TMOE_ET_COUNT] = {0}, any = 0;
+    for (int e = 0; e < b->num_experts; e++) {
+        tmoe_etype t = b->expert_types ? b->expert_types[e] : b->expert_type;
+        if (tmoe_etype_is_quant(t)) quant[t] = any = 1;
+    }
+    if (r->cfg.impl_given) {
+        r->impl_rule = "forced";
+        snprintf(r->impl_why, sizeof r->impl_why, "--impl %s: every step", cfg_impl);
+        return;
+    }
+    if (!any) {
+        snprintf(r->impl_why, sizeof r->impl_why,
+                 "no q4/q2 experts: fp16 / bf16 have one implementation");
+        return;
+    }
+    if (r->ranks > 1) {
+        snprintf(r->impl_why, sizeof r->impl_why,
+                 "expert-parallel engines run the configured impl (%s) every step", cfg_impl);
+        return;
+    }
+    tmoe_cost_meta cm = tmoe_cost_get_meta(r->cm);
+    if (cm.d_model != b->d_model || cm.d_ff != b->d_ff || cm.group_size != b->group_size) {
+        snprintf(r->impl_why, sizeof r->impl_why,
+                 "the cost model was measured at d_model %d, d_ff %d, group %d, the block is %d, "
+                 "%d, %d: no crossover for this shape, %s every step",
+                 cm.d_model, cm.d_ff, cm.group_size, b->d_model, b->d_ff, b->group_size, cfg_impl);
+        return;
+    }
+    int from[TMOE_ET_COUNT] = {0};
+    int max_n = r->max_tokens * b->top_k; /* one expert gets at most every copy */
+    for (int t = 0; t < TMOE_ET_COUNT; t++) {
+        if (!quant[t]) continue;
+        tmoe_error e2 = {0};
+        if (tmoe_cost_crossover(r->cm, (tmoe_etype)t, TMOE_IMPL_FUSED, TMOE_IMPL_UNFUSED, max_n,
+                                &from[t], &e2)) {
+            snprintf(r->impl_why, sizeof r->impl_why, "no crossover (%s): %s every step", e2.msg,
+                     cfg_impl);
+            return;
+        }
+    }
+    r->impl_rule = "cost_model";
+    ec->impl_auto = 1;
+    size_t n = (size_t)snprintf(r->impl_why, sizeof r->impl_why,
+                                "measured crossovers of the cost model (median latency of one "
+                                "expert):");
+    for (int t = 0; t < TMOE_ET_COUNT && n < sizeof r->impl_why; t++) {
+        if (!quant[t]) continue;
+        ec->unfused_from[t] = r->unfused_from[t] = from[t];
+        if (from[t])
+            n += (size_t)snprintf(r->impl_why + n, sizeof r->impl_why - n,
+                                  " %s unfused from %d tokens per expert, fused below;",
+                                  tmoe_etype_name((tmoe_etype)t), from[t]);
+        else
+            n += (size_t)snprintf(r->impl_why + n, sizeof r->impl_why - n,
+                                  " %s fused up to %d tokens per expert;",
+                                  tmoe_etype_name((tmoe_etype)t), max_n);
+    }
+}
+
 static int init_model(run_ctx *r, tmoe_error *err) {
     r->max_tokens = tmoe_workload_max_tokens(r->cfg.batch_size, r->cfg.block.seq_len);
     for (int w = 0; w < TMOE_WL_COUNT; w++)
@@ -187,7 +255,12 @@ static int init_model(run_ctx *r, tmoe_error *err) {
                                r->cfg.seed + (uint64_t)r->rank); /* each rank its tokens */
     r->samples = tmoe_malloc(sizeof(tmoe_sample) * RUN_MAX_SAMPLES, err);
     if (!r->samples) return TMOE_ENOMEM;
-    if (r->lm) return run_lm_init(r, err);
+    if (r->lm) {
+        r->impl_rule = r->cfg.impl_given ? "forced" : "configured";
+        snprintf(r->impl_why, sizeof r->impl_why, "decoder LM: %s every step",
+                 tmoe_impl_name(r->cfg.impl));
+        return run_lm_init(r, err);
+    }
     int rc = tmoe_block_create(&r->blk_cfg, &r->blk, err);
     if (rc) return tmoe_error_prefix(err, rc, "building the model");
     tmoe_engine_config ec = tmoe_engine_config_default();
@@ -196,6 +269,8 @@ static int init_model(run_ctx *r, tmoe_error *err) {
     ec.max_tokens = r->max_tokens;
     ec.impl = r->cfg.impl;
     ec.ep = r->cfg.ep;
+    choose_impl_rule(r, &ec);
+    tmoe_log(TMOE_LOG_INFO, "q4/q2 impl: %s (%s)", r->impl_rule, r->impl_why);
     ec.placement = r->cfg.ep ? &r->placement : NULL;
     rc = tmoe_engine_create(r->blk, &ec, &r->eng, err);
     if (rc) return tmoe_error_prefix(err, rc, "starting the engine");

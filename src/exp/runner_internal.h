@@ -119,6 +119,10 @@ typedef struct run_ctx {
     char cost_path[4096];
     uint64_t cost_sum;
     int billed[TMOE_OP_COUNT]; /* non-expert ops the cost model has (sim billing) */
+    /* how the steps' q4/q2 impl is chosen (metadata.json impl_choice) */
+    const char *impl_rule;           /* "forced", "cost_model" or "configured" */
+    char impl_why[256];              /* the reason, in words */
+    int unfused_from[TMOE_ET_COUNT]; /* cost_model: the crossovers given to the engine */
     /* telemetry */
     tmoe_telemetry *tel;
     tmoe_monitor *mon;
@@ -227,6 +231,8 @@ double run_link_j_per_copy(run_ctx *r, double fallback);
 
 /* run_row.c */
 void run_row_fill(run_ctx *r, const run_combo *c, const batch_out *o);
+/* The impl a step's experts of type t ran (the engine's impl_used, else the configured). */
+tmoe_impl run_step_impl(const run_ctx *r, const tmoe_moe_metrics *m, tmoe_etype t);
 void run_trace_batch(run_ctx *r, tmoe_trace *tr, const batch_out *o);
 /* run_trace.c: the whole-run trace (traces/run.json.gz; none when trace_batches is 0). */
 int run_trace_run_open(run_ctx *r, tmoe_error *err);

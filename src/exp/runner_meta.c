@@ -150,6 +150,15 @@ static json_t *run_config_json(const run_ctx *r) {
                         json_string(r->tel ? tmoe_telemetry_source_name(r->tel) : ""));
     json_object_set_new(config, "telemetry_devices", json_integer(r->ndev));
     json_object_set_new(config, "cost_model_checksum", json_string(sum));
+    json_t *from = json_object();
+    for (int t = 0; t < TMOE_ET_COUNT; t++)
+        if (r->unfused_from[t] > 0)
+            json_object_set_new(from, tmoe_etype_name((tmoe_etype)t),
+                                json_integer(r->unfused_from[t]));
+    json_object_set_new(config, "impl_choice",
+                        json_pack("{s:s, s:s, s:o}", "rule",
+                                  r->impl_rule ? r->impl_rule : "configured", "why", r->impl_why,
+                                  "unfused_from_tokens_per_expert", from));
     json_object_set_new(config, "router", router);
     json_object_set_new(config, "first_repeat", json_integer(c->repeat_first));
     json_t *place = json_array();

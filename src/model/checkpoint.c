@@ -28,10 +28,11 @@ int tmoe_layout_parse(const char *s, tmoe_layout *out) {
 static int add_linear(tmoe_st_writer *w, const char *prefix, const tmoe_linear *l,
                       tmoe_error *err) {
     char name[256];
-    if (l->type == TMOE_ET_FP16) {
+    if (!tmoe_etype_is_quant(l->type)) {
         snprintf(name, sizeof name, "%s.weight", prefix);
         int64_t shape[2] = {l->out, l->in};
-        return tmoe_st_writer_add(w, name, TMOE_ST_F16, 2, shape, l->w, err);
+        return tmoe_st_writer_add(w, name, l->type == TMOE_ET_BF16 ? TMOE_ST_BF16 : TMOE_ST_F16, 2,
+                                  shape, l->w, err);
     }
     snprintf(name, sizeof name, "%s.qweight", prefix);
     int64_t qs[2] = {l->out, (int64_t)l->in * tmoe_etype_bits(l->type) / 8};
@@ -169,7 +170,7 @@ static int thermoe_config(const tmoe_st_file *f, tmoe_block_config *c, tmoe_etyp
         if (tmoe_etype_parse(tok, &types[n]))
             return tmoe_errorf(err, TMOE_EFORMAT,
                                "%s: __metadata__ expert_types entry %d '%s': "
-                               "expected fp16, q4 or q2",
+                               "expected fp16, bf16, q4 or q2",
                                path, n, tok);
         n++;
         p = q ? q + 1 : p + len;
@@ -267,10 +268,12 @@ int tmoe_block_file_config(const char *path, tmoe_layout layout, int layer, tmoe
 static int load_float_parts(const tmoe_st_file *f, tmoe_linear *l, const char *const *names,
                             const int *rows, int nparts, tmoe_error *err) {
     int64_t r0 = 0;
-    if (l->type == TMOE_ET_FP16) {
+    if (!tmoe_etype_is_quant(l->type)) {
         for (int i = 0; i < nparts; i++) {
             int64_t shape[2] = {rows[i], l->in};
-            int rc = tmoe_st_read_f16(f, names[i], 2, shape, l->w + r0 * l->in, err);
+            int rc = l->type == TMOE_ET_BF16
+                         ? tmoe_st_read_bf16(f, names[i], 2, shape, l->w + r0 * l->in, err)
+                         : tmoe_st_read_f16(f, names[i], 2, shape, l->w + r0 * l->in, err);
             if (rc) return rc;
             r0 += rows[i];
         }
@@ -457,7 +460,7 @@ static double block_bytes(const tmoe_block_config *c) {
     double b = 8 * D + 2 * (3 * D * D + D * D + c->num_experts * D);
     for (int e = 0; e < c->num_experts; e++) {
         tmoe_etype t = c->expert_types ? c->expert_types[e] : c->expert_type;
-        double per = t == TMOE_ET_FP16 ? 2.0 : tmoe_etype_bits(t) / 8.0 + 2.0 / c->group_size;
+        double per = !tmoe_etype_is_quant(t) ? 2.0 : tmoe_etype_bits(t) / 8.0 + 2.0 / c->group_size;
         b += per * (rows * D + D * F);
     }
     return b;

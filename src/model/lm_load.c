@@ -1,6 +1,6 @@
 /* Loading a decoder LM from a Hugging Face checkpoint directory: every tensor the config
  * implies, checked for presence and shape, converted from the mapped file (bf16 / fp16 /
- * fp32) into fp32, experts optionally into fp16 / q4 / q2. */
+ * fp32) into fp32, experts optionally into fp16 / bf16 / q4 / q2. */
 #include "thermoe/model.h"
 
 #include <stdio.h>
@@ -352,7 +352,7 @@ tmoe_lm_sizes tmoe_lm_sizes_of(const tmoe_lm *m) {
             ? 4.0 * (double)expert
             : (double)(tmoe_quant_weight_bytes(m->opts.expert_type, 2 * c->d_ff_expert, D) +
                        tmoe_quant_weight_bytes(m->opts.expert_type, D, c->d_ff_expert));
-    if (!m->opts.experts_f32 && m->opts.expert_type != TMOE_ET_FP16)
+    if (!m->opts.experts_f32 && tmoe_etype_is_quant(m->opts.expert_type))
         ebytes += 2.0 * (double)(tmoe_quant_scale_count(2 * c->d_ff_expert, D, m->opts.group_size) +
                                  tmoe_quant_scale_count(D, c->d_ff_expert, m->opts.group_size));
     int64_t head = c->tie_embeddings ? 0 : V * D;

@@ -13,8 +13,8 @@ int tmoe_linear_alloc(tmoe_linear *l, tmoe_etype t, int out, int in, int group, 
     l->type = t;
     l->out = out;
     l->in = in;
-    l->group = t == TMOE_ET_FP16 ? 0 : group;
-    if (t == TMOE_ET_FP16) {
+    l->group = tmoe_etype_is_quant(t) ? group : 0;
+    if (!tmoe_etype_is_quant(t)) {
         l->w = tmoe_malloc(sizeof(tmoe_f16) * (size_t)out * in, err);
         if (!l->w) return TMOE_ENOMEM;
         return TMOE_OK;
@@ -33,14 +33,21 @@ int tmoe_linear_set_f32(tmoe_linear *l, const float *w, tmoe_error *err) {
         for (size_t i = 0; i < (size_t)l->out * l->in; i++) l->w[i] = tmoe_f32_to_f16(w[i]);
         return TMOE_OK;
     }
+    if (l->type == TMOE_ET_BF16) {
+        for (size_t i = 0; i < (size_t)l->out * l->in; i++) l->w[i] = tmoe_f32_to_bf16(w[i]);
+        return TMOE_OK;
+    }
     return tmoe_quantize(l->type, w, l->out, l->in, l->group, l->q, l->scales, err);
 }
 
 int tmoe_linear_init_random(tmoe_linear *l, tmoe_rng *rng, tmoe_error *err) {
     float a = 1.0f / sqrtf((float)l->in);
-    if (l->type == TMOE_ET_FP16) {
-        for (size_t i = 0; i < (size_t)l->out * l->in; i++)
-            l->w[i] = tmoe_f32_to_f16(tmoe_rng_uniform_sym(rng, a));
+    if (!tmoe_etype_is_quant(l->type)) {
+        int bf = l->type == TMOE_ET_BF16;
+        for (size_t i = 0; i < (size_t)l->out * l->in; i++) {
+            float v = tmoe_rng_uniform_sym(rng, a);
+            l->w[i] = bf ? tmoe_f32_to_bf16(v) : tmoe_f32_to_f16(v);
+        }
         return TMOE_OK;
     }
     /* quantize row by row so a big matrix needs only one row of fp32 scratch */
@@ -62,12 +69,16 @@ void tmoe_linear_to_f32(const tmoe_linear *l, float *w) {
         for (size_t i = 0; i < (size_t)l->out * l->in; i++) w[i] = tmoe_f16_to_f32(l->w[i]);
         return;
     }
+    if (l->type == TMOE_ET_BF16) {
+        for (size_t i = 0; i < (size_t)l->out * l->in; i++) w[i] = tmoe_bf16_to_f32(l->w[i]);
+        return;
+    }
     tmoe_dequantize_f32(l->type, l->q, l->scales, l->out, l->in, l->group, w);
 }
 
 size_t tmoe_linear_weight_bytes(const tmoe_linear *l) {
     size_t b = tmoe_quant_weight_bytes(l->type, l->out, l->in);
-    if (l->type != TMOE_ET_FP16)
+    if (tmoe_etype_is_quant(l->type))
         b += sizeof(tmoe_f16) * tmoe_quant_scale_count(l->out, l->in, l->group);
     return b;
 }
@@ -163,7 +174,7 @@ int tmoe_block_config_validate(const tmoe_block_config *c, tmoe_error *err) {
         tmoe_etype t = c->expert_types ? c->expert_types[e] : c->expert_type;
         if ((unsigned)t >= TMOE_ET_COUNT)
             return tmoe_errorf(err, TMOE_EINVAL, "expert %d: unknown expert type %d", e, (int)t);
-        if (t == TMOE_ET_FP16) continue;
+        if (!tmoe_etype_is_quant(t)) continue;
         tmoe_error sub = {0};
         int rows = c->act == TMOE_ACT_SWIGLU ? 2 * c->d_ff : c->d_ff;
         if (tmoe_quant_check_shape(t, rows, c->d_model, c->group_size, &sub) ||
@@ -267,4 +278,5 @@ void tmoe_moe_metrics_reset(tmoe_moe_metrics *m) {
     for (int o = 0; o < TMOE_OP_COUNT; o++) m->op_ms[o] = NAN;
     m->step_ms = NAN;
     m->predicted_energy_j = NAN;
+    for (int t = 0; t < TMOE_ET_COUNT; t++) m->impl_used[t] = -1;
 }

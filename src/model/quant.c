@@ -18,7 +18,7 @@ int tmoe_quant_check_shape(tmoe_etype t, int out, int in, int group, tmoe_error 
     if (out <= 0 || in <= 0)
         return tmoe_errorf(err, TMOE_EINVAL, "matrix shape %d x %d: sizes must be positive", out,
                            in);
-    if (t == TMOE_ET_FP16) return TMOE_OK;
+    if (t == TMOE_ET_FP16 || t == TMOE_ET_BF16) return TMOE_OK;
     if (t != TMOE_ET_Q4 && t != TMOE_ET_Q2)
         return tmoe_errorf(err, TMOE_EINVAL, "unknown expert type %d", (int)t);
     if (group <= 0 || group % per_byte(t) != 0)
@@ -71,7 +71,8 @@ int tmoe_quantize(tmoe_etype t, const float *w, int out, int in, int group, uint
                   tmoe_f16 *scales, tmoe_error *err) {
     int rc = tmoe_quant_check_shape(t, out, in, group, err);
     if (rc) return rc;
-    if (t == TMOE_ET_FP16) return tmoe_errorf(err, TMOE_EINVAL, "fp16 weights are not quantized");
+    if (!tmoe_etype_is_quant(t))
+        return tmoe_errorf(err, TMOE_EINVAL, "%s weights are not quantized", tmoe_etype_name(t));
     int qmin = tmoe_quant_qmin(t), qmax = tmoe_quant_qmax(t);
     int pb = per_byte(t), bits = 8 / pb;
     unsigned mask = (1u << bits) - 1;

@@ -467,6 +467,25 @@ int tmoe_st_read_f16(const tmoe_st_file *f, const char *name, int ndim, const in
     return TMOE_OK;
 }
 
+int tmoe_st_read_bf16(const tmoe_st_file *f, const char *name, int ndim, const int64_t *shape,
+                      tmoe_bf16 *out, tmoe_error *err) {
+    const tmoe_st_tensor *t = find_float(f, name, ndim, shape, err);
+    if (!t) return TMOE_EFORMAT;
+    size_t n = t->nbytes / tmoe_st_dtype_size(t->dtype);
+    const uint8_t *p = t->data;
+    for (size_t i = 0; i < n; i++) {
+        float v;
+        if (t->dtype == TMOE_ST_F32) {
+            memcpy(&v, p + 4 * i, 4);
+            out[i] = tmoe_f32_to_bf16(v);
+            continue;
+        }
+        uint16_t h = (uint16_t)(p[2 * i] | p[2 * i + 1] << 8);
+        out[i] = t->dtype == TMOE_ST_BF16 ? h : tmoe_f32_to_bf16(tmoe_f16_to_f32(h));
+    }
+    return TMOE_OK;
+}
+
 /* ---- writer ------------------------------------------------------------------------- */
 typedef struct st_entry {
     char *name;

@@ -20,7 +20,9 @@ tmoe_profile_config tmoe_profile_config_default(void) {
     c.backend = TMOE_BACKEND_AUTO;
     c.telemetry = TMOE_TELEMETRY_AUTO;
     for (int o = 0; o < TMOE_OP_COUNT; o++) c.ops[o] = 1;
-    for (int t = 0; t < TMOE_ET_COUNT; t++) c.etypes[t] = 1;
+    /* bf16 moves the bytes of fp16 and the cost model falls back to fp16's entries for it:
+     * profiled only when asked for */
+    for (int t = 0; t < TMOE_ET_COUNT; t++) c.etypes[t] = t != TMOE_ET_BF16;
     for (int i = 0; i < TMOE_IMPL_COUNT; i++) c.impls[i] = 1;
     static const int tok[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
     c.ntokens = (int)(sizeof tok / sizeof *tok);
@@ -70,15 +72,15 @@ int tmoe_profile_plan(const tmoe_profile_config *c, tmoe_profile_item *p, int ca
             if (!c->etypes[et]) continue;
             for (int im = 0; im < TMOE_IMPL_COUNT; im++) {
                 if (!c->impls[im]) continue;
-                /* fp16 has one implementation: measure it once, key it under both */
-                if (et == TMOE_ET_FP16 && im == TMOE_IMPL_UNFUSED && c->impls[TMOE_IMPL_FUSED])
-                    continue;
+                /* fp16 / bf16 have one implementation: measure it once, key it under both */
+                int flt = !tmoe_etype_is_quant((tmoe_etype)et);
+                if (flt && im == TMOE_IMPL_UNFUSED && c->impls[TMOE_IMPL_FUSED]) continue;
                 tmoe_op seq[4];
                 int ns = tmoe_expert_op_sequence((tmoe_etype)et, (tmoe_impl)im, seq);
                 for (int i = 0; i < ns && n < cap; i++) {
                     if (!c->ops[seq[i]]) continue;
                     p[n++] = (plan_item){seq[i], (tmoe_etype)et, (tmoe_impl)im, c->tokens[ti],
-                                         et == TMOE_ET_FP16 && c->impls[TMOE_IMPL_UNFUSED] &&
+                                         flt && c->impls[TMOE_IMPL_UNFUSED] &&
                                              c->impls[TMOE_IMPL_FUSED]};
                 }
             }

@@ -47,7 +47,9 @@ static int cpu_create(const tmoe_block *blk, const tmoe_engine_config *cfg, void
     size_t E = (size_t)blk->cfg.num_experts, k = (size_t)blk->cfg.top_k;
     size_t scratch = 0;
     for (size_t e = 0; e < E; e++) {
-        size_t b = tmoe_cpu_expert_scratch_bytes(&blk->moe.experts[e], (int)(T * k), cfg->impl);
+        /* impl_auto: a step may run either impl; unfused needs the larger scratch */
+        tmoe_impl im = cfg->impl_auto ? TMOE_IMPL_UNFUSED : cfg->impl;
+        size_t b = tmoe_cpu_expert_scratch_bytes(&blk->moe.experts[e], (int)(T * k), im);
         if (b > scratch) scratch = b;
     }
     const tmoe_buf bufs[] = {
@@ -136,6 +138,14 @@ static int cpu_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error *
     tmoe_cpu_permute(s->idx, T, k, E, s->counts, s->offsets, s->src, s->dst);
     tmoe_cpu_gather(s->h16, s->src, T * k, k, D, s->xg);
     tmoe_op_ms_add(m->op_ms, TMOE_OP_PERMUTE, ms_since(t0));
+    /* the impl of each quantized type this step (the rule the CUDA engine follows) */
+    tmoe_impl impl[TMOE_ET_COUNT];
+    double per_active = tmoe_engine_tokens_per_active(T, k, E);
+    for (int t = 0; t < TMOE_ET_COUNT; t++)
+        impl[t] = tmoe_engine_choose_impl(&s->cfg, (tmoe_etype)t, per_active);
+    m->impl_auto = s->cfg.impl_auto;
+    for (int e = 0; e < E; e++)
+        if (tmoe_etype_is_quant(b->types[e])) m->impl_used[b->types[e]] = (int)impl[b->types[e]];
     for (int e = 0; e < E; e++) {
         int n = s->counts[e];
         m->tokens_per_expert[e] = n;
@@ -145,7 +155,7 @@ static int cpu_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error *
         }
         int64_t te = tmoe_now_ns();
         size_t off = (size_t)s->offsets[e] * D;
-        tmoe_cpu_expert_forward(&b->moe.experts[e], s->cfg.impl, s->xg + off, n, s->ye + off,
+        tmoe_cpu_expert_forward(&b->moe.experts[e], impl[b->types[e]], s->xg + off, n, s->ye + off,
                                 s->scratch, m->op_ms);
         m->expert_ms[e] = ms_since(te);
     }

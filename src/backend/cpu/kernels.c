@@ -37,13 +37,17 @@ static void rows_to_f32(const tmoe_f16 *h, size_t n, float *f) {
     for (size_t i = 0; i < n; i++) f[i] = tab[h[i]];
 }
 
-/* y (n, out) = x32 (n, in) . wrow for each output row; wfill(o, wrow) fills row o in fp32. */
+/* y (n, out) = x32 (n, in) . wrow for each output row; wfill(o, wrow) fills row o in fp32.
+ * x_bf16: the fp16 activations are rounded to bf16 first (the operands of a bf16 linear). */
 typedef void (*wfill_fn)(const void *ctx, int o, float *wrow);
 
 static void linear_rows(const tmoe_f16 *x, int n, int in, int out, float *y, wfill_fn fill,
-                        const void *ctx) {
+                        const void *ctx, int x_bf16) {
     float *x32 = xmalloc(sizeof(float) * (size_t)n * in);
     rows_to_f32(x, (size_t)n * in, x32);
+    if (x_bf16)
+        for (size_t i = 0; i < (size_t)n * in; i++)
+            x32[i] = tmoe_bf16_to_f32(tmoe_f32_to_bf16(x32[i]));
 #pragma omp parallel if ((long)n * out * in >= PAR_MIN_WORK)
     {
         float *wrow = xmalloc(sizeof(float) * (size_t)in);
@@ -70,7 +74,18 @@ static void fill_f16(const void *c, int o, float *wrow) {
 
 void tmoe_cpu_linear_f16(const tmoe_f16 *x, const tmoe_f16 *W, int n, int in, int out, float *y) {
     f16_ctx c = {W, in};
-    linear_rows(x, n, in, out, y, fill_f16, &c);
+    linear_rows(x, n, in, out, y, fill_f16, &c, 0);
+}
+
+static void fill_bf16(const void *c, int o, float *wrow) {
+    const f16_ctx *f = c;
+    const tmoe_bf16 *r = f->W + (size_t)o * f->in;
+    for (int i = 0; i < f->in; i++) wrow[i] = tmoe_bf16_to_f32(r[i]);
+}
+
+void tmoe_cpu_linear_bf16(const tmoe_f16 *x, const tmoe_bf16 *W, int n, int in, int out, float *y) {
+    f16_ctx c = {W, in};
+    linear_rows(x, n, in, out, y, fill_bf16, &c, 1);
 }
 
 typedef struct {
@@ -96,11 +111,11 @@ static void fill_q(const void *c, int o, float *wrow) {
 void tmoe_cpu_linear_q(tmoe_etype t, const tmoe_f16 *x, const uint8_t *q, const tmoe_f16 *scales,
                        int group, int n, int in, int out, float *y) {
     q_ctx c = {t, q, scales, group, in};
-    linear_rows(x, n, in, out, y, fill_q, &c);
+    linear_rows(x, n, in, out, y, fill_q, &c, 0);
 }
 
 void tmoe_cpu_dequant_unpack(const tmoe_linear *l, tmoe_f16 *w16) {
-    TMOE_ASSERT(l->type != TMOE_ET_FP16);
+    TMOE_ASSERT(tmoe_etype_is_quant(l->type));
     tmoe_dequantize_f16(l->type, l->q, l->scales, l->out, l->in, l->group, w16);
 }
 
@@ -108,6 +123,8 @@ void tmoe_cpu_linear(const tmoe_linear *l, tmoe_impl impl, const tmoe_f16 *w16, 
                      int n, float *y) {
     if (l->type == TMOE_ET_FP16) {
         tmoe_cpu_linear_f16(x, l->w, n, l->in, l->out, y);
+    } else if (l->type == TMOE_ET_BF16) {
+        tmoe_cpu_linear_bf16(x, l->w, n, l->in, l->out, y);
     } else if (impl == TMOE_IMPL_FUSED) {
         tmoe_cpu_linear_q(l->type, x, l->q, l->scales, l->group, n, l->in, l->out, y);
     } else {
@@ -200,7 +217,7 @@ size_t tmoe_cpu_expert_scratch_bytes(const tmoe_expert *e, int n, tmoe_impl impl
     size_t h = (size_t)n * e->fc1.out * sizeof(float);
     size_t a = (size_t)n * e->d_ff * sizeof(tmoe_f16);
     size_t w = 0;
-    if (e->type != TMOE_ET_FP16 && impl == TMOE_IMPL_UNFUSED) {
+    if (tmoe_etype_is_quant(e->type) && impl == TMOE_IMPL_UNFUSED) {
         size_t w1 = (size_t)e->fc1.out * e->fc1.in, w2 = (size_t)e->fc2.out * e->fc2.in;
         w = (w1 > w2 ? w1 : w2) * sizeof(tmoe_f16);
     }
@@ -220,7 +237,7 @@ void tmoe_cpu_expert_forward(const tmoe_expert *e, tmoe_impl impl, const tmoe_f1
     float *h = (float *)s;
     tmoe_f16 *a = (tmoe_f16 *)(s + (((size_t)n * e->fc1.out * sizeof(float) + 63) & ~(size_t)63));
     tmoe_f16 *w16 = (tmoe_f16 *)((uint8_t *)a + (((size_t)n * e->d_ff * 2 + 63) & ~(size_t)63));
-    int unfused = e->type != TMOE_ET_FP16 && impl == TMOE_IMPL_UNFUSED;
+    int unfused = tmoe_etype_is_quant(e->type) && impl == TMOE_IMPL_UNFUSED;
     int64_t t0 = tmoe_now_ns();
     if (unfused) {
         tmoe_cpu_dequant_unpack(&e->fc1, w16);

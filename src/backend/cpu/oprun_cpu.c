@@ -127,7 +127,7 @@ static int cpu_create(const tmoe_oprun_spec *spec, void **out, tmoe_error *err) 
             break;
         case TMOE_OP_RELU: o->bytes = (double)T * F1 * 4 + (double)T * F * 2; break;
         default:
-            o->bytes = (double)(spec->impl == TMOE_IMPL_FUSED || spec->etype == TMOE_ET_FP16
+            o->bytes = (double)(spec->impl == TMOE_IMPL_FUSED || !tmoe_etype_is_quant(spec->etype)
                                     ? tmoe_linear_weight_bytes(l)
                                     : (size_t)l->out * l->in * 2) +
                        (double)T * l->in * 2 + (double)T * l->out * 4;
@@ -219,7 +219,7 @@ static int cpu_run(void *p, int calls, double *ms, tmoe_error *err) {
     cpu_op *o = p;
     /* the unfused linear ops read fp16 weights a dequant_unpack wrote before */
     if ((o->s.op == TMOE_OP_LINEAR_FC1 || o->s.op == TMOE_OP_LINEAR_FC2) &&
-        o->s.etype != TMOE_ET_FP16 && o->s.impl == TMOE_IMPL_UNFUSED)
+        tmoe_etype_is_quant(o->s.etype) && o->s.impl == TMOE_IMPL_UNFUSED)
         tmoe_cpu_dequant_unpack(
             o->s.op == TMOE_OP_LINEAR_FC1 ? &o->experts[0].fc1 : &o->experts[0].fc2, o->w16);
     if (o->s.op == TMOE_OP_COMBINE) /* a valid permutation for combine to read */

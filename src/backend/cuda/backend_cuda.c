@@ -9,7 +9,10 @@
  * pinned memory and are read after the step's last event. The one exception is the cuBLAS
  * path for large batches (average tokens per expert >= tmoe_cuda_cublas_min_tokens): cuBLAS
  * needs each expert's row count on the host, so the step waits for permute's counts there
- * and is not captured in a graph. expert_ms is NAN: one launch serves every expert. */
+ * and is not captured in a graph. expert_ms is NAN: one launch serves every expert.
+ * q4/q2 experts run fused or unfused as configured, or, with impl_auto, per step from the
+ * measured crossovers (tmoe_engine_choose_impl; docs/cuda.md "Fused or unfused, kernel or
+ * cuBLAS"). */
 #include "backend/backend_internal.h"
 #include "cublas_util.h"
 #include "cuda_engine.h"
@@ -18,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* fp16 (and unfused) experts go through cuBLAS, one GEMM per expert, when the average tokens
+/* fp16 / bf16 (and unfused) experts go through cuBLAS, one GEMM per expert, when the average tokens
  * per expert reach tmoe_cuda_cublas_min_tokens and each expert matrix has at least
  * tmoe_cuda_cublas_min_weights weights; else the bandwidth kernel wins. Measured on the H100
  * (bench/results/h100.md): mixtral experts 16 tokens kernel, 64 tokens cuBLAS; the
@@ -34,8 +37,10 @@ typedef struct type_group {
     int32_t *d_experts;     /* (n) expert ids, device */
     int32_t *d_slot_of;     /* (E) expert -> slot in this group, -1 for other types */
     tmoe_cuda_lin fc1, fc2; /* row-major weights (cuBLAS, dequant); w NULL for fused q4/q2 */
-    tmoe_cuda_lin k1, k2;   /* what the bandwidth kernel reads: tiled fp16 / packed, or the
-                               row-major fp16 dequant output (unfused) */
+    tmoe_cuda_lin k1, k2;   /* what the bandwidth kernel reads for fp16 / bf16 and fused q4/q2:
+                               tiled where the shape allows, else row-major */
+    tmoe_cuda_lin ku1, ku2; /* unfused q4/q2: the row-major fp16 dequant output (u1, u2) the
+                               kernel or cuBLAS reads */
     tmoe_f16 *u1, *u2;      /* unfused fp16 copies (n, out, in), quantized types only */
 } type_group;
 
@@ -45,6 +50,7 @@ typedef struct cuda_state {
     cudaStream_t st;
     cublasHandle_t cb;
     int T, moe_only, cublas_step, capturing;
+    int step_unf[TMOE_ET_COUNT]; /* this step runs the q4/q2 experts of type t unfused */
     int expert_rows; /* rows the experts may see in one step (h32, a16); 0 = max_tokens x k */
     int no_gate;     /* begin stops after norm2: the caller computes the gate itself */
     int sm_count;    /* multiprocessors of cfg.device_id, queried once at create */
@@ -59,6 +65,8 @@ typedef struct cuda_state {
     void *ws;
     float *x, *tmp, *qkv32, *S, *logits, *w, *ye, *h32, *y;
     tmoe_f16 *h16, *qkv16, *att16, *P16, *xg, *a16;
+    tmoe_bf16 *xb; /* bf16 experts on cuBLAS: one expert's rows rounded to bf16, (max(N D, NR F));
+                      empty without bf16 experts */
     int32_t *idx, *counts, *offsets, *src, *dst, *active;
     /* mapped pinned host memory */
     void *host;
@@ -134,21 +142,27 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
     int32_t slot_of[TMOE_MAX_EXPERTS];
     for (int e = 0; e < E; e++) slot_of[e] = (int)b->types[e] == (int)t ? s->slot_of[e] : -1;
     TRY(upload(s, (void **)&g->d_slot_of, slot_of, sizeof(int32_t) * E, err));
-    int fused_q = t != TMOE_ET_FP16 && s->cfg.impl == TMOE_IMPL_FUSED;
+    /* quantized types keep what their impls need: fused the tiled packed weights, unfused the
+     * row-major packed ones and an fp16 buffer; impl_auto both (a step may take either) */
+    int quant = tmoe_etype_is_quant(t);
+    int need_f = quant && (s->cfg.impl == TMOE_IMPL_FUSED || s->cfg.impl_auto);
+    int need_u = quant && (s->cfg.impl == TMOE_IMPL_UNFUSED || s->cfg.impl_auto);
+    int staging = need_f && !need_u; /* the row-major copy only feeds the tiling */
     for (int which = 0; which < 2; which++) {
         const tmoe_linear *l0 = which ? &b->moe.experts[ids[0]].fc2 : &b->moe.experts[ids[0]].fc1;
         tmoe_cuda_lin *L = which ? &g->fc2 : &g->fc1, *K = which ? &g->k2 : &g->k1;
+        tmoe_cuda_lin *KU = which ? &g->ku2 : &g->ku1;
         L->type = t;
         L->out = l0->out;
         L->in = l0->in;
         L->group = l0->group;
         L->w_stride = tmoe_quant_weight_bytes(t, l0->out, l0->in);
-        L->s_stride = t == TMOE_ET_FP16 ? 0 : tmoe_quant_scale_count(l0->out, l0->in, l0->group);
+        L->s_stride = quant ? tmoe_quant_scale_count(l0->out, l0->in, l0->group) : 0;
         L->tiled = 0;
         L->sm_count = s->sm_count;
         void *w = NULL, *sc = NULL, *wt = NULL;
         if (L->s_stride) TRY(dev_alloc(s, &sc, L->s_stride * 2 * g->n, err));
-        if (fused_q) {
+        if (staging) {
             TMOE_CUDA_CHECK(cudaMalloc(&w, L->w_stride * g->n), err); /* staging, freed below */
         } else {
             TRY(dev_alloc(s, &w, L->w_stride * g->n, err));
@@ -157,7 +171,7 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
         for (int i = 0; i < g->n && !rc; i++) {
             const tmoe_linear *l =
                 which ? &b->moe.experts[ids[i]].fc2 : &b->moe.experts[ids[i]].fc1;
-            const void *hw = t == TMOE_ET_FP16 ? (const void *)l->w : (const void *)l->q;
+            const void *hw = quant ? (const void *)l->q : (const void *)l->w;
             cudaError_t ce =
                 cudaMemcpy((uint8_t *)w + L->w_stride * i, hw, L->w_stride, cudaMemcpyHostToDevice);
             if (ce == cudaSuccess && L->s_stride)
@@ -170,7 +184,7 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
         L->w = w;
         L->scales = sc;
         *K = *L;
-        if (!rc && (t == TMOE_ET_FP16 || fused_q) && L->out % 16 == 0 &&
+        if (!rc && (!quant || need_f) && L->out % 16 == 0 &&
             L->w_stride % ((size_t)L->out * 64) == 0) {
             rc = dev_alloc(s, &wt, L->w_stride * g->n, err);
             if (!rc)
@@ -184,40 +198,47 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
             K->w = wt;
             K->tiled = 1;
         }
-        if (fused_q && K->tiled) {
+        if (staging && K->tiled) {
             /* the staging copy: the kernel reads the tiled one (after the sync above) */
             cudaError_t ce = cudaFree(w);
             L->w = NULL;
             if (ce != cudaSuccess && !rc)
                 rc = tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: cudaFree of the staging weights: %s",
                                  __FILE__, __LINE__, cudaGetErrorString(ce));
-        } else if (fused_q) {
+        } else if (staging) {
             TMOE_ASSERT(s->n_wmem < (int)(sizeof s->wmem / sizeof *s->wmem));
             s->wmem[s->n_wmem++] = w;
         }
         if (rc) return rc;
-        if (t != TMOE_ET_FP16 && s->cfg.impl == TMOE_IMPL_UNFUSED) {
+        if (need_u) {
             void *u = NULL;
             TRY(dev_alloc(s, &u, (size_t)L->out * L->in * 2 * g->n, err));
             if (which)
                 g->u2 = u;
             else
                 g->u1 = u;
-            K->type = TMOE_ET_FP16;
-            K->w = u;
-            K->w_stride = (size_t)L->out * L->in * 2;
-            K->scales = NULL;
-            K->s_stride = 0;
+            *KU = *L;
+            KU->type = TMOE_ET_FP16;
+            KU->w = u;
+            KU->w_stride = (size_t)L->out * L->in * 2;
+            KU->scales = NULL;
+            KU->s_stride = 0;
+            KU->group = 0;
+            KU->tiled = 0;
         }
     }
     tmoe_cuda_epi epi1 = b->cfg.act == TMOE_ACT_SWIGLU ? TMOE_CUDA_EPI_SWIGLU : TMOE_CUDA_EPI_RELU;
-    if (t != TMOE_ET_FP16 && s->cfg.impl == TMOE_IMPL_UNFUSED) {
+    if (need_u) {
         tmoe_error sub = {0};
         if (tmoe_cuda_dequant_unpack(&g->fc1, 0, NULL, NULL, NULL, NULL, &sub) == TMOE_ENOTSUP)
             return tmoe_errorf(err, TMOE_ENOTSUP, "%s", sub.msg);
+        TRY(tmoe_cuda_expert_kernel_supports(&g->ku1, epi1, err));
+        TRY(tmoe_cuda_expert_kernel_supports(&g->ku2, TMOE_CUDA_EPI_NONE, err));
     }
-    TRY(tmoe_cuda_expert_kernel_supports(&g->k1, epi1, err));
-    TRY(tmoe_cuda_expert_kernel_supports(&g->k2, TMOE_CUDA_EPI_NONE, err));
+    if (!quant || need_f) {
+        TRY(tmoe_cuda_expert_kernel_supports(&g->k1, epi1, err));
+        TRY(tmoe_cuda_expert_kernel_supports(&g->k2, TMOE_CUDA_EPI_NONE, err));
+    }
     return TMOE_OK;
 }
 
@@ -245,17 +266,28 @@ static int cuda_create_in(cuda_state *s, tmoe_error *err) {
     for (int t = 0; t < TMOE_ET_COUNT; t++) TRY(upload_group(s, (tmoe_etype)t, err));
 
     const tmoe_buf ws[] = {
-        TMOE_BUF(s->x, T * D * 4),         TMOE_BUF(s->tmp, T * D * 4),
-        TMOE_BUF(s->qkv32, T * 3 * D * 4), TMOE_BUF(s->S, H * Ta * Ta * 4),
-        TMOE_BUF(s->logits, T * E * 4),    TMOE_BUF(s->w, N * 4),
-        TMOE_BUF(s->ye, N * D * 4),        TMOE_BUF(s->h32, NR * F1 * 4),
-        TMOE_BUF(s->y, T * D * 4),         TMOE_BUF(s->h16, T * D * 2),
-        TMOE_BUF(s->qkv16, T * 3 * D * 2), TMOE_BUF(s->att16, T * D * 2),
-        TMOE_BUF(s->P16, H * Ta * Ta * 2), TMOE_BUF(s->xg, N * D * 2),
-        TMOE_BUF(s->a16, NR * F * 2),      TMOE_BUF(s->idx, N * 4),
-        TMOE_BUF(s->counts, E * 4),        TMOE_BUF(s->offsets, (E + 1) * 4),
-        TMOE_BUF(s->src, N * 4),           TMOE_BUF(s->dst, N * 4),
+        TMOE_BUF(s->x, T * D * 4),
+        TMOE_BUF(s->tmp, T * D * 4),
+        TMOE_BUF(s->qkv32, T * 3 * D * 4),
+        TMOE_BUF(s->S, H * Ta * Ta * 4),
+        TMOE_BUF(s->logits, T * E * 4),
+        TMOE_BUF(s->w, N * 4),
+        TMOE_BUF(s->ye, N * D * 4),
+        TMOE_BUF(s->h32, NR * F1 * 4),
+        TMOE_BUF(s->y, T * D * 4),
+        TMOE_BUF(s->h16, T * D * 2),
+        TMOE_BUF(s->qkv16, T * 3 * D * 2),
+        TMOE_BUF(s->att16, T * D * 2),
+        TMOE_BUF(s->P16, H * Ta * Ta * 2),
+        TMOE_BUF(s->xg, N * D * 2),
+        TMOE_BUF(s->a16, NR * F * 2),
+        TMOE_BUF(s->idx, N * 4),
+        TMOE_BUF(s->counts, E * 4),
+        TMOE_BUF(s->offsets, (E + 1) * 4),
+        TMOE_BUF(s->src, N * 4),
+        TMOE_BUF(s->dst, N * 4),
         TMOE_BUF(s->active, (E + 1) * 4),
+        TMOE_BUF(s->xb, s->grp[TMOE_ET_BF16].n ? (N * D > NR * F ? N * D : NR * F) * 2 : 0),
     };
     int n_ws = (int)(sizeof ws / sizeof *ws);
     size_t total = tmoe_bufs_total(ws, n_ws, 256); /* cudaMalloc returns 256-aligned memory */
@@ -399,7 +431,30 @@ static int cuda_logits(void *p, float *logits, tmoe_error *err) {
 }
 
 static int unfused(const cuda_state *s, int t) {
-    return t != TMOE_ET_FP16 && s->cfg.impl == TMOE_IMPL_UNFUSED;
+    return tmoe_etype_is_quant((tmoe_etype)t) && s->step_unf[t];
+}
+
+/* The impl of every quantized type for a step with tokens_per_active tokens per expert with
+ * tokens (tmoe_engine_choose_impl: the configured impl, or the measured crossovers). */
+static void choose_step(cuda_state *s, double tokens_per_active) {
+    for (int t = 0; t < TMOE_ET_COUNT; t++)
+        s->step_unf[t] =
+            tmoe_engine_choose_impl(&s->cfg, (tmoe_etype)t, tokens_per_active) == TMOE_IMPL_UNFUSED;
+}
+
+/* Whether the experts of type t go through cuBLAS in a step that takes the cuBLAS path:
+ * fp16 / bf16 row-major weights, or the fp16 output of dequant_unpack (unfused). */
+static int cublas_type(const cuda_state *s, int t) {
+    return !tmoe_etype_is_quant((tmoe_etype)t) || unfused(s, t);
+}
+
+/* y (n, out) fp32 = x (n, in) fp16 . W^T on cuBLAS; bf16 weights (type t): x rounded to bf16
+ * into xb first (as the bandwidth kernel does in registers), then a bf16 GEMM. */
+static int gemm_typed(cuda_state *s, int t, const tmoe_f16 *x, const void *W, int n, int in,
+                      int out, float *y, tmoe_error *err) {
+    if (t != TMOE_ET_BF16) return gemm_f16(s, x, (const tmoe_f16 *)W, n, in, out, y, err);
+    TRY(tmoe_cuda_f16_to_bf16(x, (size_t)n * in, s->xb, s->st, err));
+    return tmoe_cublas_gemm_bf16(s->cb, s->xb, (const tmoe_bf16 *)W, n, in, out, y, err);
 }
 
 /* Rows an expert step reads and writes. Row r of expert e (offsets[e] <= r < offsets[e] +
@@ -428,28 +483,28 @@ static int experts_enqueue(cuda_state *s, int cublas, const expert_rows *r, tmoe
     for (int t = 0; t < TMOE_ET_COUNT; t++) {
         type_group *g = &s->grp[t];
         if (!g->n) continue;
-        int via_cublas = cublas && (t == TMOE_ET_FP16 || unfused(s, t));
-        tmoe_cuda_lin L = unfused(s, t) ? g->k1 : g->fc1;
+        int via_cublas = cublas && cublas_type(s, t);
+        tmoe_cuda_lin L = unfused(s, t) ? g->ku1 : g->fc1;
         if (!via_cublas) {
-            TRY(tmoe_cuda_expert_linear(&g->k1, epi1, g->n, g->d_experts, r->active, g->d_slot_of,
-                                        r->counts, r->offsets, r->x, r->src, r->k, r->max_n,
-                                        r->max_active, NULL, s->a16, s->st, err));
+            TRY(tmoe_cuda_expert_linear(unfused(s, t) ? &g->ku1 : &g->k1, epi1, g->n, g->d_experts,
+                                        r->active, g->d_slot_of, r->counts, r->offsets, r->x,
+                                        r->src, r->k, r->max_n, r->max_active, NULL, s->a16, s->st,
+                                        err));
             continue;
         }
         for (int e = 0; e < E; e++) {
             int n = r->h_counts[e];
             if ((int)b->types[e] != t || n == 0) continue;
-            const tmoe_f16 *W =
-                (const tmoe_f16 *)((const uint8_t *)L.w + L.w_stride * s->slot_of[e]);
-            TRY(gemm_f16(s, r->xg + (size_t)offs[e] * D, W, n, L.in, L.out,
-                         s->h32 + (size_t)offs[e] * L.out, err));
+            const void *W = (const uint8_t *)L.w + L.w_stride * s->slot_of[e];
+            TRY(gemm_typed(s, t, r->xg + (size_t)offs[e] * D, W, n, L.in, L.out,
+                           s->h32 + (size_t)offs[e] * L.out, err));
         }
     }
     TRY(record(s, s->ev[EV_FC1], err));
     if (cublas) {
         for (int e = 0; e < E; e++) {
             int n = r->h_counts[e], t = b->types[e];
-            if (n == 0 || !(t == TMOE_ET_FP16 || unfused(s, t))) continue;
+            if (n == 0 || !cublas_type(s, t)) continue;
             TRY(tmoe_cuda_act(b->cfg.act, s->h32 + (size_t)offs[e] * s->grp[t].fc1.out, n, F,
                               s->a16 + (size_t)offs[e] * F, s->st, err));
         }
@@ -458,21 +513,21 @@ static int experts_enqueue(cuda_state *s, int cublas, const expert_rows *r, tmoe
     for (int t = 0; t < TMOE_ET_COUNT; t++) {
         type_group *g = &s->grp[t];
         if (!g->n) continue;
-        int via_cublas = cublas && (t == TMOE_ET_FP16 || unfused(s, t));
-        tmoe_cuda_lin L = unfused(s, t) ? g->k2 : g->fc2;
+        int via_cublas = cublas && cublas_type(s, t);
+        tmoe_cuda_lin L = unfused(s, t) ? g->ku2 : g->fc2;
         if (!via_cublas) {
-            TRY(tmoe_cuda_expert_linear(&g->k2, TMOE_CUDA_EPI_NONE, g->n, g->d_experts, r->active,
-                                        g->d_slot_of, r->counts, r->offsets, s->a16, NULL, 1,
-                                        r->max_n, r->max_active, r->ye, NULL, s->st, err));
+            TRY(tmoe_cuda_expert_linear(unfused(s, t) ? &g->ku2 : &g->k2, TMOE_CUDA_EPI_NONE, g->n,
+                                        g->d_experts, r->active, g->d_slot_of, r->counts,
+                                        r->offsets, s->a16, NULL, 1, r->max_n, r->max_active, r->ye,
+                                        NULL, s->st, err));
             continue;
         }
         for (int e = 0; e < E; e++) {
             int n = r->h_counts[e];
             if ((int)b->types[e] != t || n == 0) continue;
-            const tmoe_f16 *W =
-                (const tmoe_f16 *)((const uint8_t *)L.w + L.w_stride * s->slot_of[e]);
-            TRY(gemm_f16(s, s->a16 + (size_t)offs[e] * F, W, n, L.in, L.out,
-                         r->ye + (size_t)offs[e] * D, err));
+            const void *W = (const uint8_t *)L.w + L.w_stride * s->slot_of[e];
+            TRY(gemm_typed(s, t, s->a16 + (size_t)offs[e] * F, W, n, L.in, L.out,
+                           r->ye + (size_t)offs[e] * D, err));
         }
     }
     TRY(record(s, s->ev[EV_FC2], err));
@@ -522,8 +577,8 @@ static int moe_enqueue(cuda_state *s, int cublas, tmoe_error *err) {
 
 static int use_cublas(const cuda_state *s) {
     const tmoe_block *b = s->blk;
-    int any = s->grp[TMOE_ET_FP16].n > 0;
-    for (int t = 1; t < TMOE_ET_COUNT; t++) any |= s->grp[t].n > 0 && unfused(s, t);
+    int any = 0;
+    for (int t = 0; t < TMOE_ET_COUNT; t++) any |= s->grp[t].n > 0 && cublas_type(s, t);
     long avg = (long)s->T * b->cfg.top_k / b->cfg.num_experts;
     long weights = (long)b->cfg.d_model * b->cfg.d_ff;
     return any && avg >= tmoe_cuda_cublas_min_tokens && weights >= tmoe_cuda_cublas_min_weights;
@@ -548,6 +603,8 @@ static int cuda_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error 
     int T = s->T, E = b->cfg.num_experts, k = b->cfg.top_k;
     /* the previous step has finished (its metrics were read), so the mapped buffer is free */
     for (int e = 0; e < E; e++) s->h_bias[e] = bias ? bias[e] : 0.0f;
+    /* a function of T alone, like the graph this step may replay */
+    choose_step(s, tmoe_engine_tokens_per_active(T, k, E));
     s->cublas_step = use_cublas(s);
     if (s->cublas_step || !s->cfg.use_graphs)
         TRY(moe_enqueue(s, s->cublas_step, err));
@@ -555,7 +612,7 @@ static int cuda_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error 
         TRY(run_graph(s, err));
     TMOE_CUDA_CHECK(cudaEventSynchronize(s->ev[EV_COMBINE]), err);
     int any_deq = 0;
-    for (int t = 1; t < TMOE_ET_COUNT; t++) any_deq |= s->grp[t].n > 0 && unfused(s, t);
+    for (int t = 0; t < TMOE_ET_COUNT; t++) any_deq |= s->grp[t].n > 0 && unfused(s, t);
     tmoe_op_ms_add(m->op_ms, TMOE_OP_GATE_TOPK, elapsed(s->ev[EV_START], s->ev[EV_TOPK]));
     tmoe_op_ms_add(m->op_ms, TMOE_OP_PERMUTE, elapsed(s->ev[EV_TOPK], s->ev[EV_PERMUTE]));
     if (any_deq)
@@ -567,6 +624,11 @@ static int cuda_moe(void *p, const float *bias, tmoe_moe_metrics *m, tmoe_error 
     tmoe_op_ms_add(m->op_ms, TMOE_OP_LINEAR_FC2, elapsed(s->ev[EV_ACT], s->ev[EV_FC2]));
     tmoe_op_ms_add(m->op_ms, TMOE_OP_COMBINE, elapsed(s->ev[EV_FC2], s->ev[EV_COMBINE]));
     m->step_ms = elapsed(s->ev[EV_START], s->ev[EV_COMBINE]);
+    m->impl_auto = s->cfg.impl_auto;
+    m->cublas = s->cublas_step;
+    for (int t = 0; t < TMOE_ET_COUNT; t++)
+        if (s->grp[t].n > 0 && tmoe_etype_is_quant((tmoe_etype)t))
+            m->impl_used[t] = unfused(s, t) ? TMOE_IMPL_UNFUSED : TMOE_IMPL_FUSED;
     for (int e = 0; e < E; e++) {
         m->tokens_per_expert[e] = s->h_counts[e];
         m->expert_ms[e] = NAN; /* one launch serves every expert */
@@ -616,8 +678,9 @@ int tmoe_cuda_state_experts(void *p, const tmoe_f16 *xg, int rows, const int32_t
         used += h_counts[e] > 0;
     }
     if (rows == 0 || used == 0) return TMOE_OK;
-    int any = s->grp[TMOE_ET_FP16].n > 0;
-    for (int t = 1; t < TMOE_ET_COUNT; t++) any |= s->grp[t].n > 0 && unfused(s, t);
+    choose_step(s, (double)rows / used);
+    int any = 0;
+    for (int t = 0; t < TMOE_ET_COUNT; t++) any |= s->grp[t].n > 0 && cublas_type(s, t);
     long weights = (long)b->cfg.d_model * b->cfg.d_ff;
     int cublas = any && rows / used >= tmoe_cuda_cublas_min_tokens &&
                  weights >= tmoe_cuda_cublas_min_weights;

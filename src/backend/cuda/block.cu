@@ -73,6 +73,35 @@ extern "C" int tmoe_cuda_to_f16(const float *x, size_t n, tmoe_f16 *y16, cudaStr
     return TMOE_OK;
 }
 
+__global__ void k_f16_to_bf16(const __half2 *x, size_t n2, __nv_bfloat162 *y) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n2;
+         i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __float22bfloat162_rn(__half22float2(x[i]));
+}
+
+__global__ void k_f16_to_bf16_tail(const __half *x, __nv_bfloat16 *y) {
+    *y = __float2bfloat16_rn(__half2float(*x));
+}
+
+extern "C" int tmoe_cuda_f16_to_bf16(const tmoe_f16 *x16, size_t n, tmoe_bf16 *ybf,
+                                     cudaStream_t stream, tmoe_error *err) {
+    if (!n) return TMOE_OK;
+    if (((uintptr_t)x16 | (uintptr_t)ybf) % 4)
+        return tmoe_errorf(err, TMOE_EINVAL, "f16_to_bf16: buffers must be 4-byte aligned");
+    size_t n2 = n / 2;
+    if (n2) {
+        k_f16_to_bf16<<<grid_for(n2), 256, 0, stream>>>(reinterpret_cast<const __half2 *>(x16), n2,
+                                                        reinterpret_cast<__nv_bfloat162 *>(ybf));
+        TMOE_CUDA_LAUNCHED(stream, "f16_to_bf16", err);
+    }
+    if (n % 2) {
+        k_f16_to_bf16_tail<<<1, 1, 0, stream>>>(reinterpret_cast<const __half *>(x16) + n - 1,
+                                                reinterpret_cast<__nv_bfloat16 *>(ybf) + n - 1);
+        TMOE_CUDA_LAUNCHED(stream, "f16_to_bf16 tail", err);
+    }
+    return TMOE_OK;
+}
+
 __global__ void k_add(float *x, const float *d, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)

@@ -2,13 +2,14 @@
  * streaming loads, the m16n8k16 mma, q4/q2 dequantization in registers) and the grid size of
  * the grid-stride kernels. The launch check (TMOE_CUDA_LAUNCHED) and the call check
  * (TMOE_CUDA_CHECK) live in cuda_ops.h, which the C files of the backend use as well.
- * Numerics of every kernel follow the CPU reference: fp16 operands, fp32 accumulation, fp16
- * activations. */
+ * Numerics of every kernel follow the CPU reference: fp16 operands (bf16 experts: bf16
+ * weights, the fp16 activations rounded to bf16), fp32 accumulation, fp16 activations. */
 #ifndef THERMOE_CUDA_COMMON_CUH
 #define THERMOE_CUDA_COMMON_CUH
 
 #include "cuda_ops.h"
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math.h>
@@ -30,11 +31,29 @@ static __device__ __forceinline__ void mma16816(float c[4], uint32_t a0, uint32_
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+/* The bf16 form: A and B bf16, fp32 accumulators (same fragment layout as the fp16 one). */
+static __device__ __forceinline__ void mma16816_bf16(float c[4], uint32_t a0, uint32_t a1,
+                                                     uint32_t a2, uint32_t a3, uint32_t b0,
+                                                     uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
 static __device__ __forceinline__ uint32_t h2u(__half2 h) {
     return *reinterpret_cast<uint32_t *>(&h);
 }
 static __device__ __forceinline__ __half2 u2h(uint32_t u) {
     return *reinterpret_cast<__half2 *>(&u);
+}
+
+/* Two fp16 (one word, low element first) -> two bf16, each rounded to nearest even (as
+ * tmoe_f32_to_bf16: fp16 -> fp32 is exact). */
+static __device__ __forceinline__ uint32_t h2_to_bf2(uint32_t u) {
+    float2 f = __half22float2(u2h(u));
+    __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
+    return *reinterpret_cast<uint32_t *>(&b);
 }
 
 /* q4 word (8 elements) -> 4 half2 (e_j, e_{j+4}) * scale, j = 0..3 */

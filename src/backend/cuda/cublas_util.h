@@ -43,4 +43,15 @@ static inline int tmoe_cublas_gemm_f16(cublasHandle_t cb, const tmoe_f16 *x, con
     return TMOE_OK;
 }
 
+/* y (n, out) fp32 = x (n, in) bf16 . W^T, W (out, in) bf16 row-major, on cb's stream. */
+static inline int tmoe_cublas_gemm_bf16(cublasHandle_t cb, const tmoe_bf16 *x, const tmoe_bf16 *W,
+                                        int n, int in, int out, float *y, tmoe_error *err) {
+    const float one = 1.0f, zero = 0.0f;
+    CB_CHECK(cublasGemmEx(cb, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &one, W, CUDA_R_16BF, in, x,
+                          CUDA_R_16BF, in, &zero, y, CUDA_R_32F, out, CUBLAS_COMPUTE_32F,
+                          CUBLAS_GEMM_DEFAULT),
+             err);
+    return TMOE_OK;
+}
+
 #endif

@@ -54,7 +54,7 @@ int tmoe_cuda_check_launch(cudaStream_t stream, const char *file, int line, cons
 typedef struct tmoe_cuda_lin {
     tmoe_etype type;
     int out, in, group;     /* rows, columns, quantization group along in */
-    const void *w;          /* fp16 (slots, out, in) or packed (slots, out, in*bits/8) */
+    const void *w;          /* fp16 / bf16 (slots, out, in) or packed (slots, out, in*bits/8) */
     const tmoe_f16 *scales; /* (slots, out, in/group), q4/q2 only */
     size_t w_stride;        /* bytes per slot */
     size_t s_stride;        /* scales per slot */
@@ -78,13 +78,14 @@ int tmoe_cuda_tile_weights(const void *src, void *dst, int out, size_t rowbytes,
  * L->out) or swiglu (fp16 out, rows = L->out / 2: silu(rows [0, d_ff)) * rows [d_ff, 2 d_ff)). */
 typedef enum { TMOE_CUDA_EPI_NONE, TMOE_CUDA_EPI_RELU, TMOE_CUDA_EPI_SWIGLU } tmoe_cuda_epi;
 
-/* Shape limits of the bandwidth kernels (fused and fp16 small-batch): in a multiple of 32
- * (fp16), 128 (q4) or 256 (q2); output rows a multiple of 32 (16 with swiglu); q4 group a
+/* Shape limits of the bandwidth kernels (fused and fp16 / bf16 small-batch): in a multiple of
+ * 32 (fp16 / bf16), 128 (q4) or 256 (q2); output rows a multiple of 32 (16 with swiglu); q4 group a
  * multiple of 32, q2 group a multiple of 64. TMOE_OK or TMOE_ENOTSUP with the reason. */
 int tmoe_cuda_expert_kernel_supports(const tmoe_cuda_lin *L, tmoe_cuda_epi epi, tmoe_error *err);
 
 /* Expert linear on grouped rows with the bandwidth kernel (tensor-core mma.sync on 16-byte
- * weight loads, q4/q2 dequantized in registers, split-K over 8 warps, each weight byte read
+ * weight loads; bf16 weights take the bf16 mma with the fp16 x rounded to bf16 in registers;
+ * q4/q2 dequantized in registers, split-K over 8 warps, each weight byte read
  * once per 64 tokens). Row r of expert e (offsets[e] <= r < offsets[e]+counts[e]) reads
  * x + (src ? src[r] / k : r) * L->in and writes row r of y32 (epi none) or y16. max_n (host)
  * bounds every counts[e] (the batch's tokens) and picks the variant (8, 16, 32 or 64 tokens a
@@ -139,6 +140,10 @@ int tmoe_cuda_rmsnorm(const float *x, const float *w, int T, int D, float eps, t
                       cudaStream_t stream, tmoe_error *err);
 /* y16 = fp16(x), n values. */
 int tmoe_cuda_to_f16(const float *x, size_t n, tmoe_f16 *y16, cudaStream_t stream, tmoe_error *err);
+/* ybf = bf16(x16) (round to nearest even), n values: the activations of a bf16 GEMM.
+ * Buffers 4-byte aligned. */
+int tmoe_cuda_f16_to_bf16(const tmoe_f16 *x16, size_t n, tmoe_bf16 *ybf, cudaStream_t stream,
+                          tmoe_error *err);
 /* x += d, n values. */
 int tmoe_cuda_add(float *x, const float *d, size_t n, cudaStream_t stream, tmoe_error *err);
 /* causal softmax: S (H, T, T) fp32 raw scores -> P (H, T, T) fp16 of softmax(S * scale) over
@@ -146,7 +151,7 @@ int tmoe_cuda_add(float *x, const float *d, size_t n, cudaStream_t stream, tmoe_
 int tmoe_cuda_causal_softmax(const float *S, int H, int T, float scale, tmoe_f16 *P,
                              cudaStream_t stream, tmoe_error *err);
 
-/* Engine policy knobs (backend_cuda.c): fp16 and unfused experts take the per-expert cuBLAS
+/* Engine policy knobs (backend_cuda.c): fp16 / bf16 and unfused experts take the per-expert cuBLAS
  * path when average tokens per expert >= tmoe_cuda_cublas_min_tokens and d_model * d_ff >=
  * tmoe_cuda_cublas_min_weights. Read at each MoE step; tests lower them to cover that path. */
 extern int tmoe_cuda_cublas_min_tokens;

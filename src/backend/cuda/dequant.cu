@@ -66,8 +66,9 @@ __global__ void k_dequant(const uint8_t *w, const __half *sc, size_t w_stride, s
 extern "C" int tmoe_cuda_dequant_unpack(const tmoe_cuda_lin *L, int n_experts,
                                         const int32_t *experts, const int32_t *counts,
                                         tmoe_f16 *w16, cudaStream_t stream, tmoe_error *err) {
-    if (L->type == TMOE_ET_FP16)
-        return tmoe_errorf(err, TMOE_EINVAL, "dequant_unpack of an fp16 linear");
+    if (!tmoe_etype_is_quant(L->type))
+        return tmoe_errorf(err, TMOE_EINVAL, "dequant_unpack of an %s linear",
+                           tmoe_etype_name(L->type));
     int epc = L->type == TMOE_ET_Q4 ? 8 : 16;
     if (L->in % epc)
         return tmoe_errorf(err, TMOE_ENOTSUP,

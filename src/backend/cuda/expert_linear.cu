@@ -1,12 +1,13 @@
 /* linear_fc1 / linear_fc2 of the experts: the bandwidth kernel (tensor-core mma.sync on
- * 16-byte weight loads, q4/q2 dequantized in registers, relu / swiglu fused in the epilogue)
+ * 16-byte weight loads, fp16 / bf16 weights or q4/q2 dequantized in registers, relu / swiglu
+ * fused in the epilogue)
  * and the tiled weight layout it reads (contracts in cuda_ops.h). */
 #include "common.cuh"
 
 /* ---- expert linear: the bandwidth kernel ------------------------------------------------
  * Block = W warps = 2 row tiles of 16 rows (rows r0.. and r0+16.., or gate and up rows with
  * swiglu) x all K, split over the warps (each a contiguous range of k-blocks). A k-block is 64
- * bytes of every row: 32 fp16, 128 q4 or 256 q2 weights; lane (g, q) loads 16 bytes at byte
+ * bytes of every row: 32 fp16 / bf16, 128 q4 or 256 q2 weights; lane (g, q) loads 16 bytes at byte
  * 16 q of rows g and g+8 of each tile. The reduction order inside a k-block is free, so the
  * lane's contiguous weights become its A fragment, and x is loaded (and for q4/q2 permuted)
  * to match as the B fragment: token g of the 8-token tile. Tokens run in tiles of 8, NT tiles
@@ -18,7 +19,8 @@ struct exp_args {
     const uint8_t *w;
     const __half *sc;
     size_t w_stride, s_stride;
-    int in, group, out_rows, gate_off, epi, wt; /* wt: 0 fp16, 1 q4, 2 q2 */
+    int in, group, out_rows, gate_off, epi, wt; /* wt: 0 fp16, 1 q4, 2 q2, 3 q4 with groups of
+                                                   128k, 4 bf16 */
     int tiled;                                  /* weights in the tiled layout */
     const int32_t *experts, *counts, *offsets;
     const int32_t *active, *slot_of; /* active experts list, expert -> slot */
@@ -36,8 +38,9 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
     const int off = a.offsets[e];
     const int in = a.in;
     constexpr bool Q4 = WT == 1 || WT == 3;
-    const int nkb = in / (WT == 0 ? 32 : Q4 ? 128 : 256);
-    const size_t rowbytes = WT == 0 ? (size_t)in * 2 : Q4 ? (size_t)in / 2 : (size_t)in / 4;
+    constexpr bool F16 = WT == 0 || WT == 4; /* 16-bit float weights: fp16, bf16 */
+    const int nkb = in / (F16 ? 32 : Q4 ? 128 : 256);
+    const size_t rowbytes = F16 ? (size_t)in * 2 : Q4 ? (size_t)in / 2 : (size_t)in / 4;
     const uint8_t *wbase = a.w + (size_t)slot * a.w_stride;
     /* rows of the two tiles for this lane: [tile][half] */
     int rows[2][2];
@@ -79,8 +82,8 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
     const __half *sbase = a.sc ? a.sc + (size_t)slot * a.s_stride : nullptr;
     /* fp16: 4 k-blocks a step; q4/q2: software-pipelined, the next step's loads are issued
      * before this step's dequantization and mma */
-    constexpr int U = WT == 0 ? 4 : WT == 2 ? 1 : 2;
-    constexpr bool PIPE = WT != 0;
+    constexpr int U = F16 ? 4 : WT == 2 ? 1 : 2;
+    constexpr bool PIPE = !F16;
     /* warp w owns the contiguous k-blocks [kb_lo, kb_hi) */
     const int per = (nkb + W - 1) / W;
     const int kb_lo = warp * per, kb_hi = min(nkb, kb_lo + per);
@@ -95,7 +98,7 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                 for (int h = 0; h < 2; h++) {
                     A[u][t][h] =
                         ok ? ld_stream(wrow[t][h] + (size_t)kb * kstride) : make_uint4(0, 0, 0, 0);
-                    if (WT != 0) {
+                    if (!F16) {
                         int elem = kb * (Q4 ? 128 : 256) + q * (Q4 ? 32 : 64);
                         unsigned short sv =
                             ok ? __ldg(reinterpret_cast<const unsigned short *>(
@@ -142,6 +145,23 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                                  X.x, X.y);
                         mma16816(acc[t][nt], A[u][t][0].z, A[u][t][1].z, A[u][t][0].w, A[u][t][1].w,
                                  X.z, X.w);
+                    }
+                }
+            } else if (WT == 4) {
+                /* bf16 weights as loaded; the fp16 activations rounded to bf16 for the mma */
+                int xe = kb * 32 + q * 8;
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) {
+                    uint4 X = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe))
+                                       : make_uint4(0, 0, 0, 0);
+                    uint32_t b0 = h2_to_bf2(X.x), b1 = h2_to_bf2(X.y), b2 = h2_to_bf2(X.z),
+                             b3 = h2_to_bf2(X.w);
+#pragma unroll
+                    for (int t = 0; t < 2; t++) {
+                        mma16816_bf16(acc[t][nt], A[u][t][0].x, A[u][t][1].x, A[u][t][0].y,
+                                      A[u][t][1].y, b0, b1);
+                        mma16816_bf16(acc[t][nt], A[u][t][0].z, A[u][t][1].z, A[u][t][0].w,
+                                      A[u][t][1].w, b2, b3);
                     }
                 }
             } else if (Q4) {
@@ -351,12 +371,12 @@ static void launch_expert(const exp_args &a, dim3 grid, int max_n, int sms, cuda
 }
 
 static int wt_of(tmoe_etype t) {
-    return t == TMOE_ET_FP16 ? 0 : t == TMOE_ET_Q4 ? 1 : 2;
+    return t == TMOE_ET_FP16 ? 0 : t == TMOE_ET_Q4 ? 1 : t == TMOE_ET_BF16 ? 4 : 2;
 }
 
 extern "C" int tmoe_cuda_expert_kernel_supports(const tmoe_cuda_lin *L, tmoe_cuda_epi epi,
                                                 tmoe_error *err) {
-    int kb = L->type == TMOE_ET_FP16 ? 32 : L->type == TMOE_ET_Q4 ? 128 : 256;
+    int kb = !tmoe_etype_is_quant(L->type) ? 32 : L->type == TMOE_ET_Q4 ? 128 : 256;
     int rows = epi == TMOE_CUDA_EPI_SWIGLU ? L->out / 2 : L->out;
     int rmul = epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32;
     if (L->tiled && L->out % 16)
@@ -369,7 +389,7 @@ extern "C" int tmoe_cuda_expert_kernel_supports(const tmoe_cuda_lin *L, tmoe_cud
     if (rows % rmul || (epi == TMOE_CUDA_EPI_SWIGLU && L->out % 2))
         return tmoe_errorf(err, TMOE_ENOTSUP,
                            "expert kernel: %d output rows must be a multiple of %d", rows, rmul);
-    if (L->type != TMOE_ET_FP16 && L->group % (kb / 4))
+    if (tmoe_etype_is_quant(L->type) && L->group % (kb / 4))
         return tmoe_errorf(err, TMOE_ENOTSUP,
                            "expert kernel: %s group %d must be a multiple of %d (use the unfused "
                            "impl for this group size)",
@@ -425,6 +445,7 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
     case 0: launch_expert<0>(a, grid, max_n, sms, stream); break;
     case 1: launch_expert<1>(a, grid, max_n, sms, stream); break;
     case 3: launch_expert<3>(a, grid, max_n, sms, stream); break;
+    case 4: launch_expert<4>(a, grid, max_n, sms, stream); break;
     default: launch_expert<2>(a, grid, max_n, sms, stream); break;
     }
     TMOE_CUDA_LAUNCHED(stream, "expert_linear", err);

@@ -1,6 +1,7 @@
 /* Device-side pseudo-random fills (a counter hash, no host round trip), so that multi-GB
  * weight banks for profiling are ready in milliseconds. Any byte is a valid packed q4/q2
  * group, so packed weights are random bytes. */
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
 
@@ -31,6 +32,12 @@ __global__ void k_fill_h(__half *p, size_t n, float lo, float hi, uint64_t seed)
         p[i] = __float2half_rn(lo + (hi - lo) * fill_unit(seed, i));
 }
 
+__global__ void k_fill_bf(__nv_bfloat16 *p, size_t n, float lo, float hi, uint64_t seed) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        p[i] = __float2bfloat16_rn(lo + (hi - lo) * fill_unit(seed, i));
+}
+
 __global__ void k_fill_f(float *p, size_t n, float lo, float hi, uint64_t seed) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
@@ -48,6 +55,13 @@ extern "C" int tmoe_cuda_fill_f16(tmoe_f16 *p, size_t n, float lo, float hi, uin
                                   cudaStream_t st, tmoe_error *err) {
     k_fill_h<<<2048, 256, 0, st>>>((__half *)p, n, lo, hi, seed);
     TMOE_CUDA_LAUNCHED(st, "k_fill_h", err);
+    return TMOE_OK;
+}
+
+extern "C" int tmoe_cuda_fill_bf16(tmoe_bf16 *p, size_t n, float lo, float hi, uint64_t seed,
+                                   cudaStream_t st, tmoe_error *err) {
+    k_fill_bf<<<2048, 256, 0, st>>>((__nv_bfloat16 *)p, n, lo, hi, seed);
+    TMOE_CUDA_LAUNCHED(st, "k_fill_bf", err);
     return TMOE_OK;
 }
 

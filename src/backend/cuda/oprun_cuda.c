@@ -32,6 +32,7 @@ typedef struct cuda_op {
     tmoe_cuda_lin K1, K2; /* what the bandwidth kernel reads (kernel_lin) */
     int32_t *routing;     /* device: experts {0}, counts {n}, offsets {0, n} */
     tmoe_f16 *x16, *a16, *y16, *gate_w, *wqkv, *wo, *qkv16, *P16;
+    tmoe_bf16 *xb; /* bf16 experts on cuBLAS: the activations rounded to bf16 (T, max(D, F1)) */
     float *y32, *h32, *logits, *w, *ye, *x32, *norm_w, *S;
     int32_t *idx, *counts, *offsets, *src, *dst;
     double bytes, flops;
@@ -77,7 +78,7 @@ static int random_f32(cuda_op *o, float **d, size_t n, float a, tmoe_rng *r, tmo
     return tmoe_cuda_fill_f32(*d, n, -a, a, next_seed(r), o->st, err);
 }
 
-/* ncopies slots of one linear layer's weights, random on the device: fp16 uniform in
+/* ncopies slots of one linear layer's weights, random on the device: fp16 / bf16 uniform in
  * +-1/sqrt(in); packed ints uniform over the type's range with scales in [0.5, 1] / (8 sqrt(in)).
  */
 static int make_lin(cuda_op *o, tmoe_cuda_lin *L, tmoe_etype t, int out, int in, int group,
@@ -87,15 +88,17 @@ static int make_lin(cuda_op *o, tmoe_cuda_lin *L, tmoe_etype t, int out, int in,
     L->type = t;
     L->out = out;
     L->in = in;
-    L->group = t == TMOE_ET_FP16 ? 0 : group;
+    L->group = tmoe_etype_is_quant(t) ? group : 0;
     L->w_stride = tmoe_quant_weight_bytes(t, out, in);
-    L->s_stride = t == TMOE_ET_FP16 ? 0 : tmoe_quant_scale_count(out, in, group);
+    L->s_stride = tmoe_etype_is_quant(t) ? tmoe_quant_scale_count(out, in, group) : 0;
     L->sm_count = o->sm_count;
     size_t nw = L->w_stride * (size_t)o->ncopies;
     float a = 1.0f / sqrtf((float)in);
     TRY(dalloc(o, (void **)&L->w, nw, err));
     if (t == TMOE_ET_FP16)
         return tmoe_cuda_fill_f16((tmoe_f16 *)L->w, nw / 2, -a, a, next_seed(r), o->st, err);
+    if (t == TMOE_ET_BF16)
+        return tmoe_cuda_fill_bf16((tmoe_bf16 *)L->w, nw / 2, -a, a, next_seed(r), o->st, err);
     TRY(tmoe_cuda_fill_bytes((void *)L->w, nw, next_seed(r), o->st, err));
     size_t ns = L->s_stride * (size_t)o->ncopies;
     TRY(dalloc(o, (void **)&L->scales, ns * 2, err));
@@ -116,9 +119,9 @@ static void cuda_destroy(void *p) {
 }
 
 /* K: the weights of L (unfused: of its fp16 copy U) as the engine's bandwidth kernel reads
- * them (backend_cuda.c upload_group): fp16 and fused q4/q2 tiled (tmoe_cuda_tile_weights) where
- * the shape allows, else row-major. fp16 keeps the row-major L for cuBLAS; fused q4/q2 drop it
- * once tiled, as the engine does. */
+ * them (backend_cuda.c upload_group): fp16 / bf16 and fused q4/q2 tiled
+ * (tmoe_cuda_tile_weights) where the shape allows, else row-major. fp16 / bf16 keep the
+ * row-major L for cuBLAS; fused q4/q2 drop it once tiled, as the engine does. */
 static int kernel_lin(cuda_op *o, tmoe_cuda_lin *L, const tmoe_cuda_lin *U, int unf,
                       tmoe_cuda_lin *K, tmoe_error *err) {
     *K = unf ? *U : *L;
@@ -128,7 +131,7 @@ static int kernel_lin(cuda_op *o, tmoe_cuda_lin *L, const tmoe_cuda_lin *U, int 
     TRY(tmoe_cuda_tile_weights(L->w, wt, L->out, L->w_stride / L->out, o->ncopies, o->st, err));
     K->w = wt;
     K->tiled = 1;
-    if (L->type == TMOE_ET_FP16) return TMOE_OK;
+    if (!tmoe_etype_is_quant(L->type)) return TMOE_OK;
     TMOE_CUDA_CHECK(cudaStreamSynchronize(o->st), err); /* the tiling has read L->w */
     TRY(dfree(o, (void *)L->w, err));
     L->w = NULL;
@@ -174,7 +177,9 @@ static int create_in(cuda_op *o, tmoe_error *err) {
             s->whole_expert || s->op == TMOE_OP_LINEAR_FC2 || s->op == TMOE_OP_DEQUANT_UNPACK;
         if (need1) TRY(make_lin(o, &o->L1, s->etype, F1, D, b->group_size, &r, err));
         if (need2) TRY(make_lin(o, &o->L2, s->etype, D, F, b->group_size, &r, err));
-        int unf = s->etype != TMOE_ET_FP16 && s->impl == TMOE_IMPL_UNFUSED;
+        int unf = tmoe_etype_is_quant(s->etype) && s->impl == TMOE_IMPL_UNFUSED;
+        if (s->etype == TMOE_ET_BF16)
+            TRY(dalloc(o, (void **)&o->xb, (size_t)T * (F1 > D ? F1 : D) * 2, err));
         if (unf || (!s->whole_expert && s->op == TMOE_OP_DEQUANT_UNPACK)) {
             /* fp16 copies the unfused linear reads (dequant_unpack writes them) */
             const tmoe_cuda_lin *src[2] = {need1 ? &o->L1 : NULL, need2 ? &o->L2 : NULL};
@@ -304,11 +309,12 @@ static tmoe_cuda_lin slot(const tmoe_cuda_lin *L, int c) {
     return one;
 }
 
-/* The engine's choice (backend_cuda.c): cuBLAS for fp16 / unfused experts from the thresholds. */
+/* The engine's choice (backend_cuda.c): cuBLAS for fp16 / bf16 / unfused experts from the
+ * thresholds. */
 static int via_cublas(const cuda_op *o, int unf) {
     const tmoe_oprun_spec *s = &o->s;
     long DF = (long)s->block.d_model * s->block.d_ff;
-    return (s->etype == TMOE_ET_FP16 || unf) && s->tokens >= tmoe_cuda_cublas_min_tokens &&
+    return (!tmoe_etype_is_quant(s->etype) || unf) && s->tokens >= tmoe_cuda_cublas_min_tokens &&
            DF >= tmoe_cuda_cublas_min_weights;
 }
 
@@ -322,7 +328,14 @@ static int expert_linear(cuda_op *o, int which, int c, int unf, tmoe_cuda_epi ep
     if (via_cublas(o, unf)) {
         tmoe_cuda_lin L = slot(unf ? (which ? &o->U2 : &o->U1) : (which ? &o->L2 : &o->L1), c);
         float *h = epi == TMOE_CUDA_EPI_NONE ? y32 : o->h32;
-        TRY(gemm(o, x, (const tmoe_f16 *)L.w, T, L.in, L.out, h, err));
+        if (L.type == TMOE_ET_BF16) {
+            /* as the engine: the activations rounded to bf16, then a bf16 GEMM */
+            TRY(tmoe_cuda_f16_to_bf16(x, (size_t)T * L.in, o->xb, o->st, err));
+            TRY(tmoe_cublas_gemm_bf16(o->cb, o->xb, (const tmoe_bf16 *)L.w, T, L.in, L.out, h,
+                                      err));
+        } else {
+            TRY(gemm(o, x, (const tmoe_f16 *)L.w, T, L.in, L.out, h, err));
+        }
         if (epi == TMOE_CUDA_EPI_NONE) return TMOE_OK;
         return tmoe_cuda_act(s->block.act, h, T, s->block.d_ff, y16, o->st, err);
     }
@@ -335,7 +348,7 @@ static int expert_linear(cuda_op *o, int which, int c, int unf, tmoe_cuda_epi ep
 /* The whole expert as the engine runs it. */
 static int run_whole(cuda_op *o, int c, tmoe_error *err) {
     const tmoe_oprun_spec *s = &o->s;
-    int unf = s->etype != TMOE_ET_FP16 && s->impl == TMOE_IMPL_UNFUSED;
+    int unf = tmoe_etype_is_quant(s->etype) && s->impl == TMOE_IMPL_UNFUSED;
     const int32_t *ex = o->routing;
     if (unf) {
         tmoe_cuda_lin a = slot(&o->L1, c), b = slot(&o->L2, c), ua = slot(&o->U1, c),
@@ -357,7 +370,7 @@ static int run_once(cuda_op *o, tmoe_error *err) {
     int c = o->next;
     o->next = (o->next + 1) % o->ncopies;
     const int32_t *ex = o->routing;
-    int unf = s->etype != TMOE_ET_FP16 && s->impl == TMOE_IMPL_UNFUSED;
+    int unf = tmoe_etype_is_quant(s->etype) && s->impl == TMOE_IMPL_UNFUSED;
     if (s->whole_expert) return run_whole(o, c, err);
     switch (s->op) {
     case TMOE_OP_DEQUANT_UNPACK: {

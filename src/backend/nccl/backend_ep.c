@@ -559,7 +559,7 @@ static int ep_moe_in(ep_state *s, const float *bias, tmoe_moe_metrics *m, tmoe_e
     /* (unfused quantized experts would dequantize every local expert once per round) */
     int min = s->cfg.ep_overlap_min_copies, unfused_q = 0;
     for (int e = 0; e < s->E; e++)
-        unfused_q |= b->types[e] != TMOE_ET_FP16; /* alike on all ranks */
+        unfused_q |= tmoe_etype_is_quant(b->types[e]); /* alike on all ranks */
     unfused_q &= s->cfg.impl == TMOE_IMPL_UNFUSED;
     s->overlapped = min >= 0 && total >= min && !unfused_q;
     TMOE_CUDA_CHECK(cudaEventRecord(s->ev[EP_SENT], st), err);
