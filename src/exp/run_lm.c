@@ -352,7 +352,7 @@ static int engine_step(run_lm *lm, const tmoe_lm_batch *b, float *logits, tmoe_e
 
 /* After a strategy step: the selections the hooks computed must be the ones the decoder ran;
  * keep them as step `s`. */
-static int step_done(run_lm *lm, int s, tmoe_error *err) {
+int run_lm_step_done(run_lm *lm, int s, tmoe_error *err) {
     int E = lm->m->cfg.num_experts;
     size_t n = (size_t)lm->n_moe * E;
     const int32_t *ran =
@@ -398,7 +398,7 @@ static int lm_forward(run_ctx *r, float *logits, tmoe_error *err) {
     if (!rc && !lm->decode) {
         tmoe_lm_batch b = {n, slots, n_new, lm->ids, 1};
         rc = engine_step(lm, &b, logits, err);
-        if (!rc && strategy) rc = step_done(lm, 0, err);
+        if (!rc && strategy) rc = run_lm_step_done(lm, 0, err);
         if (!rc && strategy) lm->nsteps = 1;
     }
     for (int t = 0; lm->decode && !rc && t < L; t++) {
@@ -408,7 +408,7 @@ static int lm_forward(run_ctx *r, float *logits, tmoe_error *err) {
         for (int s = 0; s < n && !rc; s++)
             memcpy(logits + ((size_t)s * L + t) * V, lm->step_logits + (size_t)s * V,
                    sizeof(float) * V);
-        if (!rc && strategy) rc = step_done(lm, t, err);
+        if (!rc && strategy) rc = run_lm_step_done(lm, t, err);
         if (!rc && strategy) lm->nsteps = t + 1;
     }
     for (int i = 0; i < opened; i++) {

@@ -273,6 +273,9 @@ void run_lm_free(run_ctx *r);
 const char *run_backend_name(const run_ctx *r); /* the engine's, or the LM runner's */
 /* The expert shape time and energy belong to, as the rows and the summary say it. */
 void run_energy_shape(const run_ctx *r, char *buf, size_t n);
+/* After an engine step of a strategy forward: check that the decoder ran the hooks'
+ * selections (lm->counts) and keep them as step s (step_counts, added to sum_counts). */
+int run_lm_step_done(run_lm *lm, int s, tmoe_error *err);
 /* The routers of a combination (one per MoE layer); static_optimal fitted on calibration
  * windows. */
 int run_lm_make_routers(run_ctx *r, tmoe_route_strategy st, tmoe_workload_kind wl, uint64_t seed,
