@@ -10,7 +10,8 @@
 # usage (repo root, GPU machine, .devdeps carried):
 #   bash bench/energy_budget.sh [REPEATS]        (RUNS="fp16_kl q4_kl ..." picks the runs)
 # env: SAMPLES (windows per combination, 16), COOLDOWN (5 s), STEADY (20 s), RUN_LIMIT (s per
-#      run, 240), RATE (open-loop tokens/s; unset: closed loop), TESTS=0 skips the CUDA tests
+#      run, 240), RATE (open-loop tokens/s; unset: closed loop), TESTS=0 skips the CUDA tests,
+#      TEST_LIST (before the runs), POST_TESTS (after them)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}
@@ -68,5 +69,9 @@ for r in $RUNS; do
     fp16_top1) run $r --expert-type fp16 --budget top1 --routing-strategy baseline,predictive_thermal ;;
     *) echo "unknown run $r (fp16_kl q4_kl fp16_wide fp16_top1)"; exit 2 ;;
   esac
+done
+for t in ${POST_TESTS:-}; do # tests that may wait until the measurements are in
+  build-gpu/$t >"$OUT/$t.log" 2>&1; echo "$(el) $t rc=$?"
+  grep -E "^\[  (FAILED|PASSED) |differ|changed|mismatch" "$OUT/$t.log" | head -8
 done
 echo "$(el) done"
