@@ -389,9 +389,9 @@ static void test_fast_experts(void **state) {
     (void)state;
     need_gpu();
     tmoe_error err = {0};
-    tmoe_etype types[] = {TMOE_ET_FP16, TMOE_ET_Q4, TMOE_ET_Q2};
+    tmoe_etype types[] = {TMOE_ET_FP16, TMOE_ET_Q4, TMOE_ET_Q2, TMOE_ET_BF16};
     for (int fam = 0; fam < 2; fam++)
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < 4; i++) {
             tmoe_lm_config c = {0};
             c.family = fam ? TMOE_LM_QWEN2_MOE : TMOE_LM_MIXTRAL;
             c.vocab_size = 300;
@@ -443,7 +443,7 @@ static void test_shadow_experts(void **state) {
     (void)state;
     need_gpu();
     tmoe_error err = {0};
-    tmoe_etype types[] = {TMOE_ET_FP16, TMOE_ET_Q4, TMOE_ET_Q2};
+    tmoe_etype types[] = {TMOE_ET_FP16, TMOE_ET_Q4, TMOE_ET_Q2, TMOE_ET_BF16};
     tmoe_lm_config c = {0};
     c.family = TMOE_LM_MIXTRAL;
     c.vocab_size = 300;
@@ -474,7 +474,7 @@ static void test_shadow_experts(void **state) {
     float *ref = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
     assert_non_null(ref);
     assert_non_null(got);
-    for (int i = -1; i < 3; i++) {
+    for (int i = -1; i < 4; i++) {
         tmoe_cuda_lm_config cfg = {.device_id = 0, .max_tokens = T, .max_seqs = 1, .max_len = T};
         if (i >= 0) {
             cfg.shadow_d_model = 512;

@@ -154,7 +154,7 @@ static int host_experts(const tmoe_lm *m, const tmoe_lm_layer *y, int which, tmo
     int E = c->num_experts, I = c->d_ff_expert, D = c->d_model;
     int out = which ? D : 2 * I, in = which ? I : D;
     *wb = tmoe_quant_weight_bytes(t, out, in);
-    *sn = t == TMOE_ET_FP16 ? 0 : tmoe_quant_scale_count(out, in, m->opts.group_size);
+    *sn = tmoe_etype_is_quant(t) ? tmoe_quant_scale_count(out, in, m->opts.group_size) : 0;
     *w = tmoe_malloc(*wb * E, err);
     *sc = *sn ? tmoe_malloc(sizeof(tmoe_f16) * *sn * E, err) : NULL;
     if (!*w || (*sn && !*sc)) {
@@ -171,7 +171,7 @@ static int host_experts(const tmoe_lm *m, const tmoe_lm_layer *y, int which, tmo
         }
         const tmoe_linear *l = which ? &y->experts[e].fc2 : &y->experts[e].fc1;
         TMOE_ASSERT(l->type == t && l->out == out && l->in == in);
-        memcpy(*w + *wb * e, t == TMOE_ET_FP16 ? (const void *)l->w : (const void *)l->q, *wb);
+        memcpy(*w + *wb * e, tmoe_etype_is_quant(t) ? (const void *)l->q : (const void *)l->w, *wb);
         if (*sn) memcpy(*sc + *sn * e, l->scales, sizeof(tmoe_f16) * *sn);
     }
     return TMOE_OK;
@@ -193,7 +193,7 @@ static int upload_experts(tmoe_cuda_lm *r, const tmoe_lm *m, const tmoe_lm_layer
         L->in = which ? I : D;
         L->group = G;
         L->w_stride = tmoe_quant_weight_bytes(t, L->out, L->in);
-        L->s_stride = t == TMOE_ET_FP16 ? 0 : tmoe_quant_scale_count(L->out, L->in, G);
+        L->s_stride = tmoe_etype_is_quant(t) ? tmoe_quant_scale_count(L->out, L->in, G) : 0;
         L->tiled = 1;
         L->sm_count = r->sm_count;
     }
@@ -231,12 +231,20 @@ static int upload_experts(tmoe_cuda_lm *r, const tmoe_lm *m, const tmoe_lm_layer
             L->scales = sc;
         } else {
             tmoe_f16 *h16 = (tmoe_f16 *)hw, *conv = NULL;
-            if (t != TMOE_ET_FP16) {
-                conv = tmoe_malloc(sizeof(tmoe_f16) * (size_t)L->out * L->in * E, err);
+            if (t != TMOE_ET_FP16) { /* the plain kernel reads fp16 */
+                size_t nw = (size_t)L->out * L->in;
+                conv = tmoe_malloc(sizeof(tmoe_f16) * nw * E, err);
                 if (!conv) rc = TMOE_ENOMEM;
-                for (int e = 0; e < E && !rc; e++)
-                    tmoe_dequantize_f16(t, hw + wb * e, hs + sn * e, L->out, L->in, G,
-                                        conv + (size_t)e * L->out * L->in);
+                for (int e = 0; e < E && !rc; e++) {
+                    if (t == TMOE_ET_BF16) { /* bf16 -> fp16 (rounds mantissa, clamps range) */
+                        const tmoe_bf16 *b = (const tmoe_bf16 *)(hw + wb * e);
+                        for (size_t i = 0; i < nw; i++)
+                            conv[(size_t)e * nw + i] = tmoe_f32_to_f16(tmoe_bf16_to_f32(b[i]));
+                    } else {
+                        tmoe_dequantize_f16(t, hw + wb * e, hs + sn * e, L->out, L->in, G,
+                                            conv + (size_t)e * nw);
+                    }
+                }
                 h16 = conv;
             }
             if (!rc)

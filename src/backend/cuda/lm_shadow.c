@@ -56,15 +56,15 @@ static int make_lin(tmoe_cuda_shadow *s, tmoe_cuda_lin *L, int out, int in, uint
     L->type = c->type;
     L->out = out;
     L->in = in;
-    L->group = c->type == TMOE_ET_FP16 ? 0 : c->group;
+    L->group = tmoe_etype_is_quant(c->type) ? c->group : 0;
     L->w_stride = tmoe_quant_weight_bytes(c->type, out, in);
-    L->s_stride = c->type == TMOE_ET_FP16 ? 0 : tmoe_quant_scale_count(out, in, c->group);
+    L->s_stride = tmoe_etype_is_quant(c->type) ? tmoe_quant_scale_count(out, in, c->group) : 0;
     L->tiled = 1;
     L->sm_count = c->sm_count;
     size_t E = (size_t)c->num_experts, nw = L->w_stride * E, ns = L->s_stride * E;
     float a = 1.0f / sqrtf((float)in);
     TRY(dalloc(s, (void **)&L->w, nw, err));
-    if (c->type == TMOE_ET_FP16)
+    if (!tmoe_etype_is_quant(c->type)) /* fp16 or bf16: random 16-bit words, small and finite */
         return tmoe_cuda_fill_f16((tmoe_f16 *)L->w, nw / 2, -a, a, seed, st, err);
     TRY(tmoe_cuda_fill_bytes((void *)L->w, nw, seed, st, err));
     TRY(dalloc(s, (void **)&L->scales, ns * 2, err));
@@ -81,7 +81,7 @@ static int create_in(tmoe_cuda_shadow *s, cudaStream_t st, tmoe_error *err) {
                               {.type = c->type, .out = D, .in = F, .group = c->group}};
     for (int i = 0; i < 2; i++) {
         tmoe_cuda_lin *L = &probe[i];
-        if (c->type != TMOE_ET_FP16)
+        if (tmoe_etype_is_quant(c->type))
             TRY(tmoe_quant_check_shape(c->type, L->out, L->in, c->group, err));
         TRY(tmoe_cuda_expert_kernel_supports(L, i ? TMOE_CUDA_EPI_NONE : TMOE_CUDA_EPI_SWIGLU,
                                              err));
@@ -92,9 +92,9 @@ static int create_in(tmoe_cuda_shadow *s, cudaStream_t st, tmoe_error *err) {
                                "a multiple of 64 and rows a multiple of 16",
                                tmoe_etype_name(c->type), D, F, rowb);
         s->set_bytes +=
-            E *
-            (tmoe_quant_weight_bytes(c->type, L->out, L->in) +
-             (c->type == TMOE_ET_FP16 ? 0 : 2 * tmoe_quant_scale_count(L->out, L->in, c->group)));
+            E * (tmoe_quant_weight_bytes(c->type, L->out, L->in) +
+                 (tmoe_etype_is_quant(c->type) ? 2 * tmoe_quant_scale_count(L->out, L->in, c->group)
+                                               : 0));
     }
     size_t limit = c->max_bytes;
     if (!limit) {
