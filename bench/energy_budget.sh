@@ -11,7 +11,7 @@
 #   bash bench/energy_budget.sh [REPEATS]        (RUNS="fp16_kl q4_kl ..." picks the runs)
 # env: SAMPLES (windows per combination, 16), COOLDOWN (5 s), STEADY (20 s), RUN_LIMIT (s per
 #      run, 240), RATE (open-loop tokens/s; unset: closed loop), TESTS=0 skips the CUDA tests,
-#      TEST_LIST (before the runs), POST_TESTS (after them)
+#      TEST_LIST (before the runs), POST_TESTS (after them), BUILD_TARGETS (default all)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}
@@ -24,7 +24,8 @@ el() { echo "[$(( $(date +%s) - t0 )) s]"; }
 { nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit,temperature.gpu,temperature.memory --format=csv; date -u; } \
   2>&1 | tee "$OUT/env.txt"
 cmake -S . -B build-gpu -G Ninja -DTHERMOE_CUDA=ON -DTHERMOE_CUDA_ARCH=90 -DCMAKE_BUILD_TYPE=Release \
-  >"$OUT/build.log" 2>&1 && cmake --build build-gpu -j"$(nproc)" >>"$OUT/build.log" 2>&1 \
+  >"$OUT/build.log" 2>&1 && cmake --build build-gpu -j"$(nproc)" ${BUILD_TARGETS:+--target $BUILD_TARGETS} \
+  >>"$OUT/build.log" 2>&1 \
   || { tail -40 "$OUT/build.log"; exit 1; }
 echo "$(el) built"
 if [ "${TESTS:-1}" = 1 ]; then
