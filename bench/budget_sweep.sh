@@ -7,7 +7,9 @@
 # static pruning of the least-used experts, a capacity factor), each against baseline in a
 # run of its own at one setting. bench/budget_sweep_table.py makes the table: energy per
 # token change (simulated) and perplexity change (measured on the model) per run and
-# workload. ONLY=budgets or ONLY=comparisons runs one half.
+# workload. ONLY=budgets or ONLY=comparisons runs one half. STEPS=decode runs the decode load
+# (--lm-steps decode: 16 windows a step, one position each) on the standard workload;
+# WORKLOADS overrides the workload list.
 # usage: bash bench/budget_sweep.sh [BUILD_DIR] [REPEATS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,12 @@ OUT=${OUT:-/tmp/budget_sweep}
 mkdir -p "$OUT"
 echo "date $(date -u +%FT%TZ), host $(hostname), $(nproc) cores, commit $(git rev-parse --short HEAD)"
 ONLY=${ONLY:-all}
+WL=${WORKLOADS:-standard,small_batch,large_batch}
+STEP_FLAGS=()
+if [ "${STEPS:-prefill}" = decode ]; then
+  WL=${WORKLOADS:-standard}
+  STEP_FLAGS=(--lm-steps decode --batch-size 16)
+fi
 BUDGETS=("kl 0.003" "kl 0.01" "kl 0.03" "kl 0.1" "tau 0.95" "tau 0.8" "tau 0.6" "top1 -")
 [ "$ONLY" = comparisons ] && BUDGETS=()
 for cfg in "${BUDGETS[@]}"; do
@@ -29,7 +37,7 @@ for cfg in "${BUDGETS[@]}"; do
   name="$1_$2"
   cmd=("$B/thermoe" run --out "$OUT/$name" --no-analyze --backend cpu --telemetry sim --quiet
        --repeats "$R" --routing-strategy baseline,predictive_thermal
-       --workloads standard,small_batch,large_batch "${extra[@]}")
+       --workloads "$WL" "${STEP_FLAGS[@]}" "${extra[@]}")
   echo "== budget $1 $2: ${cmd[*]}"
   "${cmd[@]}" >"$OUT/$name.log" 2>&1
   grep -E "predictive_thermal" "$OUT/$name.log" | sed 's/^/   /'
@@ -48,7 +56,7 @@ for cfg in "${COMPARISONS[@]}"; do
   [ $# -eq 0 ] && name="cmp_$st"
   cmd=("$B/thermoe" run --out "$OUT/$name" --no-analyze --backend cpu --telemetry sim --quiet
        --repeats "$R" --routing-strategy "baseline,$st"
-       --workloads standard,small_batch,large_batch "$@")
+       --workloads "$WL" "${STEP_FLAGS[@]}" "$@")
   echo "== comparison $st $*: ${cmd[*]}"
   "${cmd[@]}" >"$OUT/$name.log" 2>&1
   grep -E "^[a-z_]+ +$st " "$OUT/$name.log" | sed 's/^/   /'
