@@ -387,6 +387,10 @@ int tmoe_router_create(const tmoe_router_config *cfg, const tmoe_cost_provider *
                        tmoe_router **out, tmoe_error *err);
 void tmoe_router_free(tmoe_router *r); /* NULL-safe */
 const tmoe_router_config *tmoe_router_get_config(const tmoe_router *r);
+/* The budget tightness g (0 base .. 1 tightest) of the router's last expert-set selection;
+ * NAN when it made none (baseline, the comparisons, budget none) or when its budget is
+ * fitted rather than moved (static_optimal). */
+double tmoe_router_budget_tightness(const tmoe_router *r);
 
 /* expert_prune: the same call counts each expert's uses by the unbiased top-k of the N
  * profile rows and prunes the prune_experts least used (ties prune the higher index);

@@ -58,6 +58,7 @@ static int route(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err) 
     int64_t m0 = tmoe_monitor_now_ns(r->mon); /* the run's one clock (the trace's) */
     int64_t h0 = tmoe_now_ns();
     rc = tmoe_router_route(r->router, r->logits, T, r->idx0, &hs, r->bias, NULL, NULL, err);
+    o->budget_g = tmoe_router_budget_tightness(r->router);
     if (rc) return tmoe_error_prefix(err, rc, "router %s", tmoe_route_strategy_name(c->st));
     o->router_ms = (double)(tmoe_now_ns() - h0) / 1e6;
     o->host_ts_us = (double)(m0 - r->t0_ns) / 1e3;
@@ -175,7 +176,7 @@ int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_trace *tr,
     batch_out *o = &r->cur;
     memset(o, 0, sizeof *o);
     o->batch = b;
-    o->nll = o->nll_base = NAN;
+    o->nll = o->nll_base = o->budget_g = NAN;
     int rc = TMOE_OK;
     if (r->lm) { /* the decoder LM on windows of text: routing happens inside its forward */
         if ((rc = run_lm_fill(r, c, b % r->cfg.num_samples, o, err))) return rc;

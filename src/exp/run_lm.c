@@ -325,6 +325,8 @@ static int lm_route(void *user, int layer, const float *logits, int T, int E,
     if (rc) return tmoe_error_prefix(err, rc, "router of layer %d", layer);
     lm->route_ms += (double)(tmoe_now_ns() - h0) / 1e6;
     lm->pred_energy_j += pe;
+    double g = explicit_sel ? NAN : tmoe_router_budget_tightness(rt);
+    if (isfinite(g)) lm->g_sum += g, lm->g_n++;
     /* agreement: a token's distinct experts (a padded slot repeats one) in its baseline top-k */
     long same = 0;
     for (int t = 0; t < T; t++)
@@ -437,8 +439,8 @@ int run_lm_forward(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err
     lm->hs = run_hw_snapshot(r, r->cfg.router.horizon_s);
     lm->pass = LM_PASS_STRATEGY;
     lm->T = o->tokens;
-    lm->route_ms = lm->pred_energy_j = lm->agree_sum = 0.0;
-    lm->rc_layers = 0;
+    lm->route_ms = lm->pred_energy_j = lm->agree_sum = lm->g_sum = 0.0;
+    lm->rc_layers = lm->g_n = 0;
     int E = lm->m->cfg.num_experts;
     memset(lm->bias, 0, sizeof(float) * (size_t)lm->n_moe * E);
     int64_t m0 = tmoe_monitor_now_ns(r->mon); /* the run's one clock (the trace's) */
@@ -465,6 +467,7 @@ int run_lm_forward(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err
     o->bias_n = lm->n_moe * E;
     o->layer_counts = lm->sum_counts;
     o->topk_agreement = lm->agree_sum / lm->rc_layers;
+    o->budget_g = lm->g_n ? lm->g_sum / lm->g_n : NAN;
     return TMOE_OK;
 }
 

@@ -21,6 +21,7 @@ void run_row_fill(run_ctx *r, const run_combo *c, const batch_out *o) {
     char shape[96];
     run_energy_shape(r, shape, sizeof shape);
     tmoe_runlog_row_str(row, TMOE_RL_ENERGY_EXPERT_SHAPE, shape);
+    tmoe_runlog_row_dbl(row, TMOE_RL_BUDGET_TIGHTNESS, o->budget_g);
     if (r->lm) {
         tmoe_runlog_row_dbl(row, TMOE_RL_NLL, o->nll);
         tmoe_runlog_row_dbl(row, TMOE_RL_NLL_BASELINE, o->nll_base);

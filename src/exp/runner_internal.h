@@ -63,6 +63,7 @@ typedef struct batch_out {
     int tokens_scored;           /* next-token predictions in nll */
     const int32_t *layer_counts; /* (n_moe, E) token copies per MoE layer and expert */
     int bias_n;                  /* entries of bias: E (block), n_moe x E (LM) */
+    double budget_g;             /* mean budget tightness of the routers' set selections, NAN */
 } batch_out;
 
 /* The decoder LM of a run (run_lm.c): model, text, where it runs, one router per MoE layer
@@ -88,8 +89,10 @@ typedef struct run_lm {
     double route_ms;      /* routing in the hooks, host */
     double pred_energy_j; /* sum over layers of the routers' predicted energy */
     double agree_sum;     /* sum over MoE layers of the top-k agreement */
-    int rc_layers;        /* MoE layers routed */
-    float *prof;          /* PROFILE: (n_moe, prof_cap, E) logits */
+    double g_sum;         /* sum of the routers' budget tightness, over g_n set selections */
+    int g_n;
+    int rc_layers; /* MoE layers routed */
+    float *prof;   /* PROFILE: (n_moe, prof_cap, E) logits */
     int prof_rows, prof_cap;
     /* buffers */
     uint32_t *ids;           /* (max_tokens) */

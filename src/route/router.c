@@ -49,6 +49,7 @@ struct tmoe_router {
     double set_value;   /* budget value used for it */
     double ttha_g;      /* kernel_aware_ttha: budget tightness, 0..1 */
     double obs_power_w; /* power of the last observed batch window, W (NAN = none yet) */
+    double last_g;      /* budget tightness of the last set selection, NAN = none */
 
     /* the batch last routed */
     int T;                          /* 0 before the first batch */
@@ -239,6 +240,7 @@ int tmoe_router_create(const tmoe_router_config *cfg, const tmoe_cost_provider *
     tmoe_rng_seed_stream(&r->rng, cfg->seed, 0x40);
     r->l_base = cfg->latency_base_ms;
     r->obs_power_w = NAN;
+    r->last_g = NAN;
     r->static_tau = cfg->budget == TMOE_BUDGET_KL ? cfg->kl_base : cfg->tau_base;
     r->q_base = cfg->throughput_base;
     tmoe_thermal_pred_config tc = tmoe_thermal_pred_config_default();
@@ -281,6 +283,10 @@ void tmoe_router_free(tmoe_router *r) {
     free(r->hist);
     free(r->hist_b);
     free(r);
+}
+
+double tmoe_router_budget_tightness(const tmoe_router *r) {
+    return r->last_g;
 }
 
 const tmoe_router_config *tmoe_router_get_config(const tmoe_router *r) {
@@ -774,8 +780,10 @@ static int select_set(tmoe_router *r, const float *logits, int T, const tmoe_hw_
             b.kl_max = r->static_tau;
         else
             b.tau = r->static_tau;
+        r->last_g = NAN; /* a fitted budget, not a tightness */
     } else {
-        b = budget_at(c, budget_tightness(r, hw));
+        r->last_g = budget_tightness(r, hw);
+        b = budget_at(c, r->last_g);
     }
     r->set_value = c->budget == TMOE_BUDGET_KL ? b.kl_max : b.tau;
     int rc = tmoe_set_select(r->sel, &r->cost, logits, T, &b, r->b, r->use_cand ? r->cand : NULL,
@@ -799,6 +807,7 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t 
                       const tmoe_hw_state *hw, float *biases_out, int32_t *selection_out,
                       double *predicted_energy_out, tmoe_error *err) {
     int E = r->E, k = r->k, rc = TMOE_OK;
+    r->last_g = NAN; /* set again if this call selects a set */
     if (T < 1 || T > r->cfg.max_tokens)
         return tmoe_errorf(err, TMOE_EINVAL, "route: %d tokens, expected 1..max_tokens=%d", T,
                            r->cfg.max_tokens);
