@@ -50,6 +50,7 @@ struct tmoe_router {
     double ttha_g;      /* kernel_aware_ttha: budget tightness, 0..1 */
     double obs_power_w; /* power of the last observed batch window, W (NAN = none yet) */
     double last_g;      /* budget tightness of the last set selection, NAN = none */
+    double period_avg;  /* kernel_aware_ttha: running mean of batch periods, s (NAN = none) */
 
     /* the batch last routed */
     int T;                          /* 0 before the first batch */
@@ -241,6 +242,7 @@ int tmoe_router_create(const tmoe_router_config *cfg, const tmoe_cost_provider *
     r->l_base = cfg->latency_base_ms;
     r->obs_power_w = NAN;
     r->last_g = NAN;
+    r->period_avg = NAN;
     r->static_tau = cfg->budget == TMOE_BUDGET_KL ? cfg->kl_base : cfg->tau_base;
     r->q_base = cfg->throughput_base;
     tmoe_thermal_pred_config tc = tmoe_thermal_pred_config_default();
@@ -1101,8 +1103,18 @@ int tmoe_router_update(tmoe_router *r, const tmoe_route_obs *obs, tmoe_ttha_reco
     if (c->strategy != TMOE_ROUTE_KERNEL_AWARE_TTHA || r->T == 0 || !r->mlp_fresh) return TMOE_OK;
     {
         /* the budget: an integral step on the batch's power / temperature error (above the
-         * targets tightens, below loosens toward the base budget) */
-        double e1 = isfinite(obs->power_w) ? obs->power_w / c->power_target_w - 1.0 : NAN;
+         * targets tightens, below loosens toward the base budget). The power error is
+         * weighted by the batch's period against the running mean period, so the integral
+         * is that of energy above P* x time: in open loop a batch that waited for its
+         * arrival (long window, low power) counts for its length, and the time-averaged draw,
+         * not the mean of per-batch powers, settles at the target. */
+        double wgt = 1.0;
+        if (isfinite(obs->period_s) && obs->period_s > 0.0) {
+            r->period_avg = isfinite(r->period_avg) ? 0.95 * r->period_avg + 0.05 * obs->period_s
+                                                    : obs->period_s;
+            wgt = obs->period_s / r->period_avg;
+        }
+        double e1 = isfinite(obs->power_w) ? wgt * (obs->power_w / c->power_target_w - 1.0) : NAN;
         double e2 = isfinite(obs->temp_c) ? (obs->temp_c - c->temp_target_c) / c->temp_band_c : NAN;
         double e = isfinite(e1) && isfinite(e2) ? fmax(e1, e2) : isfinite(e1) ? e1 : e2;
         if (isfinite(e)) r->ttha_g = clamp(r->ttha_g + c->ttha_budget_gain * e, 0.0, 1.0);
