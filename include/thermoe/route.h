@@ -346,7 +346,8 @@ typedef struct tmoe_router_config {
     double tau_min;          /* default 0.7; 0 < tau_min <= tau_base <= 1 */
     double kl_base, kl_max;  /* nats (default 0.01, 0.1); 0 <= kl_base <= kl_max */
     double ttha_budget_gain; /* kernel_aware_ttha: g moves by gain x the per-batch error
-                                max(P/P* - 1, (T - T*)/dT) after each update (default 0.25) */
+                                max(w (P/P* - 1), (T - T*)/dT) after each update, w = the
+                                batch's period / the running mean period (default 0.25) */
 
     /* static_optimal */
     double kl_bound; /* expected KL(unbiased || biased) budget of its biases, and the mean
