@@ -178,6 +178,7 @@ void tmoe_cpu_combine(const float *ye, const int32_t *dst, const float *w, int T
         for (int j = 0; j < k; j++) {
             const float *row = ye + (size_t)dst[t * k + j] * D;
             float wj = w[t * k + j];
+            if (wj == 0.0f) continue; /* a weight-0 copy adds nothing, even an inf/NaN row */
             for (int i = 0; i < D; i++) out[i] += wj * row[i];
         }
     }

@@ -265,6 +265,7 @@ static void run_expert(tmoe_cpu_lm *r, const tmoe_lm_layer *y, int e, int off, i
     else
         tmoe_cpu_expert_forward(&y->experts[e], r->cfg.impl, r->xg16, n, r->ye, r->escratch, NULL);
     for (int j = 0; j < n; j++) {
+        if (rw[j] == 0.0f) continue; /* a padded copy adds nothing, even an inf/NaN row */
         float *out = r->tmp + (size_t)rows[j] * D;
         const float *row = r->ye + (size_t)j * D;
         for (int i = 0; i < D; i++) out[i] += row[i] * rw[j];

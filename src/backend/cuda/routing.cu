@@ -219,7 +219,11 @@ __global__ void k_combine(const float *ye, const int32_t *dst, const float *w, c
     const int t = blockIdx.x;
     for (int i = threadIdx.x; i < D; i += blockDim.x) {
         float acc = 0.0f;
-        for (int j = 0; j < k; j++) acc += w[t * k + j] * ye[(size_t)dst[t * k + j] * D + i];
+        for (int j = 0; j < k; j++) { /* a weight-0 copy (a padded slot) adds nothing, even
+                                          where its expert's output is inf or NaN */
+            const float wj = w[t * k + j];
+            if (wj != 0.0f) acc += wj * ye[(size_t)dst[t * k + j] * D + i];
+        }
         if (resid) acc += resid[(size_t)t * D + i];
         y[(size_t)t * D + i] = acc;
     }
