@@ -77,6 +77,8 @@ bad_value "--batch-size" run --batch-size abc
 bad_value "--batch-size" run --batch-size 0
 bad_value "--arrival-rate" run --arrival-rate fast
 bad_value "--seed" run --seed -1
+bad_value "--ttha-budget-gain" run --ttha-budget-gain -1
+bad_value "--lm-steps" run --lm-steps sideways
 bad_value "--d-model" run --d-model 12x
 bad_value "--workloads" run --workloads no_such_workload
 bad_value "--expert-type" run --expert-type q3

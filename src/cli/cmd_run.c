@@ -34,6 +34,7 @@ enum {
     O_SEED,
     O_WARMUP,
     O_T_POWER,
+    O_T_BUDGET_GAIN,
     O_T_TEMP,
     O_W_LAT,
     O_W_POWER,
@@ -98,6 +99,7 @@ static const struct option longopts[] = {
     {"seed", required_argument, 0, O_SEED},
     {"warmup-batches", required_argument, 0, O_WARMUP},
     {"ttha-target-power", required_argument, 0, O_T_POWER},
+    {"ttha-budget-gain", required_argument, 0, O_T_BUDGET_GAIN},
     {"ttha-target-temp", required_argument, 0, O_T_TEMP},
     {"ttha-latency-penalty-weight", required_argument, 0, O_W_LAT},
     {"ttha-power-weight", required_argument, 0, O_W_POWER},
@@ -260,6 +262,8 @@ static void run_help(const tmoe_run_config *d) {
         "                            Switch does) or next (it goes to the token's best expert\n"
         "                            with room) (default %s)\n"
         "  --ttha-target-power W     P* (default %g)\n"
+        "  --ttha-budget-gain X      kernel_aware_ttha: how far its budget tightness moves per\n"
+        "                            unit of power/temperature error each batch (default %g)\n"
         "  --ttha-target-temp C      T* (default %g)\n"
         "  --ttha-power-weight X  --ttha-temp-weight X  --ttha-latency-penalty-weight X\n"
         "  --ttha-throughput-weight X  --ttha-fidelity-weight X   (defaults %g %g %g %g %g)\n"
@@ -285,8 +289,8 @@ static void run_help(const tmoe_run_config *d) {
         tmoe_telemetry_kind_name(d->telemetry), tmoe_run_default_cost_model(), r->max_bias,
         r->kl_bound, tmoe_budget_name(r->budget), r->kl_base, r->kl_max, r->tau_base, r->tau_min,
         r->top_p, r->cap_factor, tmoe_overflow_name(r->cap_overflow), r->power_target_w,
-        r->temp_target_c, r->w_power, r->w_temp, r->w_latency, r->w_throughput, r->w_fidelity,
-        r->lr, r->weight_decay, tmoe_ttha_grad_name(r->grad_mode), d->trace_batches,
+        r->ttha_budget_gain, r->temp_target_c, r->w_power, r->w_temp, r->w_latency, r->w_throughput,
+        r->w_fidelity, r->lr, r->weight_decay, tmoe_ttha_grad_name(r->grad_mode), d->trace_batches,
         d->fidelity_every);
 }
 
@@ -543,6 +547,9 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_COOLDOWN: DBL_FLAG("cooldown", 0, 86400, c->cooldown_s); break;
         case O_STEADY: DBL_FLAG("warmup-steady", 0, 86400, c->steady_s); break;
         case O_T_POWER: DBL_FLAG("ttha-target-power", 1, 10000, c->router.power_target_w); break;
+        case O_T_BUDGET_GAIN:
+            DBL_FLAG("ttha-budget-gain", 0, 100, c->router.ttha_budget_gain);
+            break;
         case O_T_TEMP: DBL_FLAG("ttha-target-temp", -50, 200, c->router.temp_target_c); break;
         case O_W_LAT: DBL_FLAG("ttha-latency-penalty-weight", 0, 1e9, c->router.w_latency); break;
         case O_W_POWER: DBL_FLAG("ttha-power-weight", 0, 1e9, c->router.w_power); break;
