@@ -57,6 +57,37 @@ static void spread(double *acc, int nb, double w, double t0, double t1, double v
     }
 }
 
+/* The segments in nb bins of width w from 0: per bin the time-weighted requests in the system,
+ * the average power (energy / w) and the time-weighted GPU and HBM peak temperatures (NAN
+ * where no segment in the bin knew them). nb <= TMOE_SERVE_TIMELINE_BINS. */
+static void bin_segments(const tmoe_serve_segment *seg, int nseg, int nb, double w, double *load,
+                         double *power, double *gpu_c, double *mem_c) {
+    enum { MAXB = TMOE_SERVE_TIMELINE_BINS };
+    TMOE_ASSERT(nb <= MAXB);
+    double cg[MAXB] = {0}, cm[MAXB] = {0};
+    for (int b = 0; b < nb; b++) load[b] = power[b] = gpu_c[b] = mem_c[b] = 0.0;
+    for (int i = 0; i < nseg; i++) {
+        const tmoe_serve_segment *g = &seg[i];
+        double d = g->t1_s - g->t0_s;
+        spread(load, nb, w, g->t0_s, g->t1_s, g->in_system * d);
+        spread(power, nb, w, g->t0_s, g->t1_s, isfinite(g->energy_j) ? g->energy_j : 0.0);
+        if (isfinite(g->gpu_temp_peak_c)) {
+            spread(gpu_c, nb, w, g->t0_s, g->t1_s, g->gpu_temp_peak_c * d);
+            spread(cg, nb, w, g->t0_s, g->t1_s, d);
+        }
+        if (isfinite(g->mem_temp_peak_c)) {
+            spread(mem_c, nb, w, g->t0_s, g->t1_s, g->mem_temp_peak_c * d);
+            spread(cm, nb, w, g->t0_s, g->t1_s, d);
+        }
+    }
+    for (int b = 0; b < nb; b++) {
+        load[b] /= w;
+        power[b] /= w;
+        gpu_c[b] = cg[b] > 0.0 ? gpu_c[b] / cg[b] : NAN;
+        mem_c[b] = cm[b] > 0.0 ? mem_c[b] / cm[b] : NAN;
+    }
+}
+
 int tmoe_serve_steady_window(const tmoe_serve_segment *seg, int nseg, double t_end_s,
                              double *start_s, double *end_s, char *why, size_t why_len) {
     enum { NB = TMOE_SERVE_STEADY_BINS };
@@ -69,23 +100,8 @@ int tmoe_serve_steady_window(const tmoe_serve_segment *seg, int nseg, double t_e
                  nseg, NB, 4 * NB);
         return 0;
     }
-    double w = t_end_s / NB, load[NB] = {0}, energy[NB] = {0}, temp[NB] = {0}, cover[NB] = {0};
-    double power[NB];
-    for (int i = 0; i < nseg; i++) {
-        const tmoe_serve_segment *g = &seg[i];
-        double d = g->t1_s - g->t0_s;
-        spread(load, NB, w, g->t0_s, g->t1_s, g->in_system * d);
-        spread(energy, NB, w, g->t0_s, g->t1_s, isfinite(g->energy_j) ? g->energy_j : 0.0);
-        if (isfinite(g->gpu_temp_peak_c)) {
-            spread(temp, NB, w, g->t0_s, g->t1_s, g->gpu_temp_peak_c * d);
-            spread(cover, NB, w, g->t0_s, g->t1_s, d);
-        }
-    }
-    for (int b = 0; b < NB; b++) {
-        load[b] /= w;
-        power[b] = energy[b] / w;
-        temp[b] = cover[b] > 0.0 ? temp[b] / cover[b] : NAN;
-    }
+    double w = t_end_s / NB, load[NB], power[NB], temp[NB], mem[NB];
+    bin_segments(seg, nseg, NB, w, load, power, temp, mem);
     /* requests in the system within 25% (at least 0.5 requests), power within 15% (at least
      * 5 W), GPU temperature within 1.5 C of their means over the window */
     tmoe_steady_series s[3] = {{load, 0.25, 0.5}, {power, 0.15, 5.0}, {temp, 0.0, 1.5}};
@@ -183,27 +199,13 @@ int tmoe_serve_write_timeline(const char *path, const tmoe_serve_request *q, int
                               double win_start_s, double win_end_s, tmoe_error *err) {
     enum { NB = TMOE_SERVE_TIMELINE_BINS };
     double w = t_end_s > 0.0 ? t_end_s / NB : 1.0;
-    double arr[NB] = {0}, fin[NB] = {0}, load[NB] = {0}, energy[NB] = {0}, tg[NB] = {0};
-    double tm[NB] = {0}, cg[NB] = {0}, cm[NB] = {0};
+    double arr[NB] = {0}, fin[NB] = {0}, load[NB], power[NB], tg[NB], tm[NB];
     for (int i = 0; i < n; i++) {
         int a = (int)fmin(fmax(q[i].arrival_s / w, 0.0), NB - 1);
         arr[a] += 1.0;
         if (isfinite(q[i].finish_s)) fin[(int)fmin(fmax(q[i].finish_s / w, 0.0), NB - 1)] += 1.0;
     }
-    for (int i = 0; i < nseg; i++) {
-        const tmoe_serve_segment *g = &seg[i];
-        double d = g->t1_s - g->t0_s;
-        spread(load, NB, w, g->t0_s, g->t1_s, g->in_system * d);
-        spread(energy, NB, w, g->t0_s, g->t1_s, isfinite(g->energy_j) ? g->energy_j : 0.0);
-        if (isfinite(g->gpu_temp_peak_c)) {
-            spread(tg, NB, w, g->t0_s, g->t1_s, g->gpu_temp_peak_c * d);
-            spread(cg, NB, w, g->t0_s, g->t1_s, d);
-        }
-        if (isfinite(g->mem_temp_peak_c)) {
-            spread(tm, NB, w, g->t0_s, g->t1_s, g->mem_temp_peak_c * d);
-            spread(cm, NB, w, g->t0_s, g->t1_s, d);
-        }
-    }
+    bin_segments(seg, nseg, NB, w, load, power, tg, tm);
     FILE *f = fopen(path, "w");
     if (!f) return tmoe_errorf(err, TMOE_EIO, "%s: cannot write", path);
     fprintf(f, "bin,t_start_s,t_end_s,arrivals,arrival_rate_per_s,finishes,in_system,"
@@ -211,8 +213,7 @@ int tmoe_serve_write_timeline(const char *path, const tmoe_serve_request *q, int
     for (int b = 0; b < NB; b++) {
         double t0 = b * w, t1 = (b + 1) * w;
         fprintf(f, "%d,%.6f,%.6f,%.0f,%.6g,%.0f,%.6g,%.6g,%.6g,%.6g,%d,sim\n", b, t0, t1, arr[b],
-                arr[b] / w, fin[b], load[b] / w, energy[b] / w, cg[b] > 0.0 ? tg[b] / cg[b] : NAN,
-                cm[b] > 0.0 ? tm[b] / cm[b] : NAN,
+                arr[b] / w, fin[b], load[b], power[b], tg[b], tm[b],
                 t0 >= win_start_s - 1e-9 * w && t1 <= win_end_s + 1e-9 * w);
     }
     return fclose(f) ? tmoe_errorf(err, TMOE_EIO, "%s: write failed", path) : TMOE_OK;
