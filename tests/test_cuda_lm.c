@@ -383,8 +383,35 @@ static void test_typed_experts_small(void **state) {
     }
 }
 
-/* A random model with bandwidth-kernel shapes (d 256, experts 256, group 128): fp16 / q4 /
- * q2 experts, every family feature on (Qwen2: biases, shared expert, a dense layer). */
+/* The config of a small random model with bandwidth-kernel shapes (d 256, experts 256):
+ * Mixtral (fam 0, a sliding window) or Qwen2-MoE (fam 1: biases, shared expert, a dense
+ * layer). */
+static tmoe_lm_config fast_config(int fam) {
+    tmoe_lm_config c = {0};
+    c.family = fam ? TMOE_LM_QWEN2_MOE : TMOE_LM_MIXTRAL;
+    c.vocab_size = 300;
+    c.d_model = 256;
+    c.n_layers = 3;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.head_dim = 64;
+    c.d_ff = 512;
+    c.d_ff_expert = 256;
+    c.d_ff_shared = fam ? 256 : 0;
+    c.num_experts = 6;
+    c.top_k = 2;
+    c.norm_topk_prob = !fam;
+    c.qkv_bias = fam;
+    c.max_positions = 256;
+    c.rms_eps = 1e-6f;
+    c.rope_theta = 10000.0;
+    c.sliding_window = fam ? 0 : 16;
+    for (int l = 0; l < c.n_layers; l++) c.moe_layer[l] = !(fam && l == 1);
+    return c;
+}
+
+/* A random model with bandwidth-kernel shapes (fast_config, group 128): fp16 / q4 / q2 /
+ * bf16 experts, every family feature on. */
 static void test_fast_experts(void **state) {
     (void)state;
     need_gpu();
@@ -392,26 +419,7 @@ static void test_fast_experts(void **state) {
     tmoe_etype types[] = {TMOE_ET_FP16, TMOE_ET_Q4, TMOE_ET_Q2, TMOE_ET_BF16};
     for (int fam = 0; fam < 2; fam++)
         for (int i = 0; i < 4; i++) {
-            tmoe_lm_config c = {0};
-            c.family = fam ? TMOE_LM_QWEN2_MOE : TMOE_LM_MIXTRAL;
-            c.vocab_size = 300;
-            c.d_model = 256;
-            c.n_layers = 3;
-            c.n_heads = 4;
-            c.n_kv_heads = 2;
-            c.head_dim = 64;
-            c.d_ff = 512;
-            c.d_ff_expert = 256;
-            c.d_ff_shared = fam ? 256 : 0;
-            c.num_experts = 6;
-            c.top_k = 2;
-            c.norm_topk_prob = !fam;
-            c.qkv_bias = fam;
-            c.max_positions = 256;
-            c.rms_eps = 1e-6f;
-            c.rope_theta = 10000.0;
-            c.sliding_window = fam ? 0 : 16;
-            for (int l = 0; l < c.n_layers; l++) c.moe_layer[l] = !(fam && l == 1);
+            tmoe_lm_config c = fast_config(fam);
             tmoe_lm_load_opts o = tmoe_lm_load_opts_default();
             o.experts_f32 = 0;
             o.expert_type = types[i];
@@ -444,23 +452,7 @@ static void test_shadow_experts(void **state) {
     need_gpu();
     tmoe_error err = {0};
     tmoe_etype types[] = {TMOE_ET_FP16, TMOE_ET_Q4, TMOE_ET_Q2, TMOE_ET_BF16};
-    tmoe_lm_config c = {0};
-    c.family = TMOE_LM_MIXTRAL;
-    c.vocab_size = 300;
-    c.d_model = 256;
-    c.n_layers = 3;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.head_dim = 64;
-    c.d_ff = 512;
-    c.d_ff_expert = 256;
-    c.num_experts = 6;
-    c.top_k = 2;
-    c.norm_topk_prob = 1;
-    c.max_positions = 256;
-    c.rms_eps = 1e-6f;
-    c.rope_theta = 10000.0;
-    for (int l = 0; l < c.n_layers; l++) c.moe_layer[l] = 1;
+    tmoe_lm_config c = fast_config(0);
     tmoe_lm_load_opts o = tmoe_lm_load_opts_default();
     o.experts_f32 = 0;
     tmoe_lm *m;
