@@ -5,6 +5,23 @@
 #include "thermoe/ep.h"
 #include "exp/runner_internal.h"
 
+int run_bill_expert(run_ctx *r, int e, tmoe_etype t, tmoe_impl im, int n, double *busy_ms,
+                    double *dyn_j, batch_hw *hw, tmoe_error *err) {
+    tmoe_op seq[4];
+    int nseq = tmoe_expert_op_sequence(t, im, seq);
+    for (int i = 0; i < nseq; i++) {
+        tmoe_cost_value v;
+        int rc = tmoe_cost_lookup(r->cm, seq[i], t, im, n, &v, err);
+        if (rc) return rc;
+        *busy_ms += v.latency_ms;
+        *dyn_j += v.energy_dynamic_j;
+        hw->expert_ms[e] += v.latency_ms;
+        hw->op_ms[seq[i]] =
+            isnan(hw->op_ms[seq[i]]) ? v.latency_ms : hw->op_ms[seq[i]] + v.latency_ms;
+    }
+    return TMOE_OK;
+}
+
 /* Bill the batch's work to the simulated GPU(s): each expert's op sequence at its token
  * count from the cost model, on the device the placement puts the expert on, plus the
  * MoE layer's other ops the cost model has, on device 0. Returns the step latency (ms):
@@ -35,20 +52,11 @@ int run_bill(run_ctx *r, const tmoe_moe_metrics *m, int T, int moe_only, batch_h
         int n = ep ? es.expert_rows[e] : m->tokens_per_expert[e];
         hw->expert_ms[e] = ep && r->placement.device[e] != r->rank ? NAN : 0.0;
         if (n == 0) continue;
-        tmoe_op seq[4];
         tmoe_impl im = run_step_impl(r, m, r->blk->types[e]); /* what the step ran */
-        int nseq = tmoe_expert_op_sequence(r->blk->types[e], im, seq);
         int dev = ep ? 0 : r->placement.device[e];
-        for (int i = 0; i < nseq; i++) {
-            tmoe_cost_value v;
-            int rc = tmoe_cost_lookup(r->cm, seq[i], r->blk->types[e], im, n, &v, err);
-            if (rc) return rc;
-            busy_ms[dev] += v.latency_ms;
-            dyn_j[dev] += v.energy_dynamic_j;
-            hw->expert_ms[e] += v.latency_ms;
-            hw->op_ms[seq[i]] =
-                isnan(hw->op_ms[seq[i]]) ? v.latency_ms : hw->op_ms[seq[i]] + v.latency_ms;
-        }
+        int rc =
+            run_bill_expert(r, e, r->blk->types[e], im, n, &busy_ms[dev], &dyn_j[dev], hw, err);
+        if (rc) return rc;
     }
     double lat = 0.0;
     for (int d = 0; d < nd; d++) {

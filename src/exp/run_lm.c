@@ -497,21 +497,12 @@ int run_lm_bill(run_ctx *r, const batch_out *o, batch_hw *hw, tmoe_error *err) {
                 dyn[0] += v.energy_dynamic_j;
                 hw->op_ms[op] = isnan(hw->op_ms[op]) ? v.latency_ms : hw->op_ms[op] + v.latency_ms;
             }
-            tmoe_op seq[4];
-            int nseq = tmoe_expert_op_sequence(lm->etype, r->cfg.impl, seq);
             for (int e = 0; e < E; e++) {
                 int n = cnt[e], dev = r->placement.device[e];
                 if (n == 0) continue;
-                for (int i = 0; i < nseq; i++) {
-                    tmoe_cost_value v;
-                    int rc = tmoe_cost_lookup(r->cm, seq[i], lm->etype, r->cfg.impl, n, &v, err);
-                    if (rc) return rc;
-                    busy[dev] += v.latency_ms;
-                    dyn[dev] += v.energy_dynamic_j;
-                    hw->expert_ms[e] += v.latency_ms;
-                    hw->op_ms[seq[i]] =
-                        isnan(hw->op_ms[seq[i]]) ? v.latency_ms : hw->op_ms[seq[i]] + v.latency_ms;
-                }
+                int rc = run_bill_expert(r, e, lm->etype, r->cfg.impl, n, &busy[dev], &dyn[dev], hw,
+                                         err);
+                if (rc) return rc;
             }
             /* the layers run one after another: each waits for every device of the one before */
             double layer = 0.0;

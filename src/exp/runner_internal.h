@@ -276,6 +276,10 @@ void run_lm_free(run_ctx *r);
 const char *run_backend_name(const run_ctx *r); /* the engine's, or the LM runner's */
 /* The expert shape time and energy belong to, as the rows and the summary say it. */
 void run_energy_shape(const run_ctx *r, char *buf, size_t n);
+/* Expert e's op sequence (type t, impl im) at n tokens from the cost model, added to
+ * *busy_ms and *dyn_j (its device's) and to hw's expert_ms[e] and op_ms. */
+int run_bill_expert(run_ctx *r, int e, tmoe_etype t, tmoe_impl im, int n, double *busy_ms,
+                    double *dyn_j, batch_hw *hw, tmoe_error *err);
 /* After an engine step of a strategy forward: check that the decoder ran the hooks'
  * selections (lm->counts) and keep them as step s (step_counts, added to sum_counts). */
 int run_lm_step_done(run_lm *lm, int s, tmoe_error *err);
