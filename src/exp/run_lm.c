@@ -370,8 +370,10 @@ int run_lm_step_done(run_lm *lm, int s, tmoe_error *err) {
                                    s, l, e, ran[(size_t)l * E + e], want);
         }
     }
+    if (s == 0) memset(lm->sum_counts, 0, sizeof(int32_t) * n); /* a new forward */
     memcpy(lm->step_counts + (size_t)s * n, lm->counts, sizeof(int32_t) * n);
     for (size_t i = 0; i < n; i++) lm->sum_counts[i] += lm->counts[i];
+    lm->nsteps = s + 1;
     return TMOE_OK;
 }
 
@@ -387,10 +389,6 @@ static int lm_forward(run_ctx *r, float *logits, tmoe_error *err) {
         return tmoe_errorf(err, TMOE_EINVAL, "%d sequences in a batch: at most %zu", n,
                            sizeof slots / sizeof *slots);
     int strategy = lm->pass == LM_PASS_STRATEGY;
-    if (strategy) {
-        memset(lm->sum_counts, 0, sizeof(int32_t) * (size_t)lm->n_moe * lm->m->cfg.num_experts);
-        lm->nsteps = 0;
-    }
     for (; opened < n && !rc; opened++) {
         rc = lm->gpu ? tmoe_cuda_lm_seq_open(lm->gpu, &slots[opened], err)
                      : tmoe_kv_seq_open(lm->kv, &slots[opened], err);
@@ -401,7 +399,6 @@ static int lm_forward(run_ctx *r, float *logits, tmoe_error *err) {
         tmoe_lm_batch b = {n, slots, n_new, lm->ids, 1};
         rc = engine_step(lm, &b, logits, err);
         if (!rc && strategy) rc = run_lm_step_done(lm, 0, err);
-        if (!rc && strategy) lm->nsteps = 1;
     }
     for (int t = 0; lm->decode && !rc && t < L; t++) {
         for (int s = 0; s < n; s++) lm->step_ids[s] = lm->ids[(size_t)s * L + t];
@@ -411,7 +408,6 @@ static int lm_forward(run_ctx *r, float *logits, tmoe_error *err) {
             memcpy(logits + ((size_t)s * L + t) * V, lm->step_logits + (size_t)s * V,
                    sizeof(float) * V);
         if (!rc && strategy) rc = run_lm_step_done(lm, t, err);
-        if (!rc && strategy) lm->nsteps = t + 1;
     }
     for (int i = 0; i < opened; i++) {
         if (lm->gpu)

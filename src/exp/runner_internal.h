@@ -281,7 +281,8 @@ void run_energy_shape(const run_ctx *r, char *buf, size_t n);
 int run_bill_expert(run_ctx *r, int e, tmoe_etype t, tmoe_impl im, int n, double *busy_ms,
                     double *dyn_j, batch_hw *hw, tmoe_error *err);
 /* After an engine step of a strategy forward: check that the decoder ran the hooks'
- * selections (lm->counts) and keep them as step s (step_counts, added to sum_counts). */
+ * selections (lm->counts) and keep them as step s (step_counts, added to sum_counts; step 0
+ * starts the forward's sum; nsteps = s + 1). */
 int run_lm_step_done(run_lm *lm, int s, tmoe_error *err);
 /* The routers of a combination (one per MoE layer); static_optimal fitted on calibration
  * windows. */

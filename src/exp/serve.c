@@ -183,8 +183,6 @@ static int step(serve_ctx *s, int index, tmoe_serve_summary *sum, tmoe_error *er
     int rc = tmoe_cpu_lm_forward(lm->cpu, lm->kv, &b, NULL, err);
     if (rc) return tmoe_error_prefix(err, rc, "step %d", index);
     /* the step's selections, checked against what ran, are what run_lm_bill bills */
-    memset(lm->sum_counts, 0, sizeof(int32_t) * (size_t)lm->n_moe * lm->m->cfg.num_experts);
-    lm->nsteps = 1;
     if ((rc = run_lm_step_done(lm, 0, err))) return tmoe_error_prefix(err, rc, "step %d", index);
     batch_out o;
     memset(&o, 0, sizeof o);
