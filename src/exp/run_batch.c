@@ -2,6 +2,8 @@
  * the biases, the engine runs the MoE layer with them, the meter measures the window (the
  * simulated GPU billed from the cost model first), and the row is filled for the log. */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "exp/runner_internal.h"
