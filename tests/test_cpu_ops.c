@@ -553,6 +553,28 @@ static void check_expert(tmoe_etype t, tmoe_act act) {
             for (int o = 0; o < TMOE_OP_COUNT; o++) ran += !isnan(op_ms[o]);
             assert_int_equal(ran, ns);
             for (int j = 0; j < ns; j++) assert_false(isnan(op_ms[seq[j]]));
+            /* fc1 / fc2 from cached fp32 rows: the same bits, where the impl has such rows */
+            float *w1c = xmalloc(sizeof(float) * (size_t)e.fc1.out * e.fc1.in);
+            float *w2c = xmalloc(sizeof(float) * (size_t)e.fc2.out * e.fc2.in);
+            int c1 = tmoe_cpu_linear_w32(&e.fc1, (tmoe_impl)impl, w1c);
+            int c2 = tmoe_cpu_linear_w32(&e.fc2, (tmoe_impl)impl, w2c);
+            assert_int_equal(c1, c2);
+            assert_int_equal(c1, !tmoe_etype_is_quant(t) || impl == TMOE_IMPL_FUSED);
+            if (c1) {
+                float *yc = xmalloc(sizeof(float) * (size_t)n * D);
+                tu_poison(scratch, sb);
+                tu_poison(yc, sizeof(float) * (size_t)n * D);
+                tmoe_cpu_expert_forward_w32(&e, (tmoe_impl)impl, w1c, w2c, x, n, yc, scratch, NULL);
+                for (size_t i = 0; i < (size_t)n * D; i++)
+                    if (memcmp(&yc[i], &y[i], sizeof(float))) {
+                        fprintf(stderr, "%s cached: element %zu %.9g, per call %.9g\n", what, i,
+                                yc[i], y[i]);
+                        fail();
+                    }
+                free(yc);
+            }
+            free(w1c);
+            free(w2c);
             free(scratch);
         }
         free(x);

@@ -141,6 +141,12 @@ void tmoe_cpu_dequant_unpack(const tmoe_linear *l, tmoe_f16 *w16);
 void tmoe_cpu_linear(const tmoe_linear *l, tmoe_impl impl, const tmoe_f16 *w16, const tmoe_f16 *x,
                      int n, float *y);
 
+/* The fp32 rows the fused CPU linear multiplies by (fp16 / bf16 converted, q4 / q2
+ * dequantized as tmoe_cpu_linear_q does) into w32 (out, in): cached, they give the same bits
+ * without converting on every call. Returns 0 (w32 untouched) where the impl has no fp32 form
+ * (q4 / q2 unfused: dequantized to fp16 first). */
+int tmoe_cpu_linear_w32(const tmoe_linear *l, tmoe_impl impl, float *w32);
+
 /* relu / swiglu: h (n, d_ff) or (n, 2 d_ff) fp32 -> a (n, d_ff) fp16. */
 void tmoe_cpu_act(tmoe_act act, const float *h, int n, int d_ff, tmoe_f16 *a);
 
@@ -166,6 +172,11 @@ void tmoe_cpu_attention(const tmoe_f16 *qkv, int T, int D, int H, tmoe_f16 *out,
 size_t tmoe_cpu_expert_scratch_bytes(const tmoe_expert *e, int n, tmoe_impl impl);
 void tmoe_cpu_expert_forward(const tmoe_expert *e, tmoe_impl impl, const tmoe_f16 *x, int n,
                              float *y, void *scratch, double op_ms[TMOE_OP_COUNT]);
+/* The same with fc1 / fc2 from tmoe_cpu_linear_w32 caches (either NULL: converted per call);
+ * bit for bit the same output. */
+void tmoe_cpu_expert_forward_w32(const tmoe_expert *e, tmoe_impl impl, const float *w1_32,
+                                 const float *w2_32, const tmoe_f16 *x, int n, float *y,
+                                 void *scratch, double op_ms[TMOE_OP_COUNT]);
 
 /* ==== decoder LM on the CPU (thermoe/model.h tmoe_lm): the fp32 reference ================
  * Everything in fp32 as transformers computes an fp32 checkpoint: RMSNorm, projections,

@@ -37,12 +37,13 @@ static void rows_to_f32(const tmoe_f16 *h, size_t n, float *f) {
     for (size_t i = 0; i < n; i++) f[i] = tab[h[i]];
 }
 
-/* y (n, out) = x32 (n, in) . wrow for each output row; wfill(o, wrow) fills row o in fp32.
+/* y (n, out) = x32 (n, in) . wrow for each output row; wfill(o, wrow) fills row o in fp32,
+ * or w32 (out, in) holds every row filled already (the same values, so the same bits).
  * x_bf16: the fp16 activations are rounded to bf16 first (the operands of a bf16 linear). */
 typedef void (*wfill_fn)(const void *ctx, int o, float *wrow);
 
 static void linear_rows(const tmoe_f16 *x, int n, int in, int out, float *y, wfill_fn fill,
-                        const void *ctx, int x_bf16) {
+                        const void *ctx, const float *w32, int x_bf16) {
     float *x32 = xmalloc(sizeof(float) * (size_t)n * in);
     rows_to_f32(x, (size_t)n * in, x32);
     if (x_bf16)
@@ -50,14 +51,15 @@ static void linear_rows(const tmoe_f16 *x, int n, int in, int out, float *y, wfi
             x32[i] = tmoe_bf16_to_f32(tmoe_f32_to_bf16(x32[i]));
 #pragma omp parallel if ((long)n * out * in >= PAR_MIN_WORK)
     {
-        float *wrow = xmalloc(sizeof(float) * (size_t)in);
+        float *buf = w32 ? NULL : xmalloc(sizeof(float) * (size_t)in);
 #pragma omp for
         for (int o = 0; o < out; o++) {
-            fill(ctx, o, wrow);
+            const float *wrow = w32 ? w32 + (size_t)o * in : buf;
+            if (!w32) fill(ctx, o, buf);
             for (int r = 0; r < n; r++)
                 y[(size_t)r * out + o] = tmoe_cpu_dot(x32 + (size_t)r * in, wrow, in);
         }
-        free(wrow);
+        free(buf);
     }
     free(x32);
 }
@@ -74,7 +76,7 @@ static void fill_f16(const void *c, int o, float *wrow) {
 
 void tmoe_cpu_linear_f16(const tmoe_f16 *x, const tmoe_f16 *W, int n, int in, int out, float *y) {
     f16_ctx c = {W, in};
-    linear_rows(x, n, in, out, y, fill_f16, &c, 0);
+    linear_rows(x, n, in, out, y, fill_f16, &c, NULL, 0);
 }
 
 static void fill_bf16(const void *c, int o, float *wrow) {
@@ -85,7 +87,7 @@ static void fill_bf16(const void *c, int o, float *wrow) {
 
 void tmoe_cpu_linear_bf16(const tmoe_f16 *x, const tmoe_bf16 *W, int n, int in, int out, float *y) {
     f16_ctx c = {W, in};
-    linear_rows(x, n, in, out, y, fill_bf16, &c, 1);
+    linear_rows(x, n, in, out, y, fill_bf16, &c, NULL, 1);
 }
 
 typedef struct {
@@ -111,7 +113,7 @@ static void fill_q(const void *c, int o, float *wrow) {
 void tmoe_cpu_linear_q(tmoe_etype t, const tmoe_f16 *x, const uint8_t *q, const tmoe_f16 *scales,
                        int group, int n, int in, int out, float *y) {
     q_ctx c = {t, q, scales, group, in};
-    linear_rows(x, n, in, out, y, fill_q, &c, 0);
+    linear_rows(x, n, in, out, y, fill_q, &c, NULL, 0);
 }
 
 void tmoe_cpu_dequant_unpack(const tmoe_linear *l, tmoe_f16 *w16) {
@@ -131,6 +133,22 @@ void tmoe_cpu_linear(const tmoe_linear *l, tmoe_impl impl, const tmoe_f16 *w16, 
         TMOE_ASSERT(w16 != NULL);
         tmoe_cpu_linear_f16(x, w16, n, l->in, l->out, y);
     }
+}
+
+int tmoe_cpu_linear_w32(const tmoe_linear *l, tmoe_impl impl, float *w32) {
+    if (tmoe_etype_is_quant(l->type) && impl != TMOE_IMPL_FUSED) return 0;
+    f16_ctx f = {l->w, l->in};
+    q_ctx q = {l->type, l->q, l->scales, l->group, l->in};
+    for (int o = 0; o < l->out; o++) {
+        float *row = w32 + (size_t)o * l->in;
+        if (l->type == TMOE_ET_FP16)
+            fill_f16(&f, o, row);
+        else if (l->type == TMOE_ET_BF16)
+            fill_bf16(&f, o, row);
+        else
+            fill_q(&q, o, row);
+    }
+    return 1;
 }
 
 void tmoe_cpu_act(tmoe_act act, const float *h, int n, int d_ff, tmoe_f16 *a) {
@@ -231,8 +249,23 @@ static void add_ms(double op_ms[TMOE_OP_COUNT], tmoe_op op, int64_t t0) {
     op_ms[op] = isnan(op_ms[op]) ? ms : op_ms[op] + ms;
 }
 
+/* linear_fc1 / linear_fc2: from the cached fp32 rows where given (tmoe_cpu_linear_w32). */
+static void expert_linear(const tmoe_linear *l, tmoe_impl impl, const float *w32,
+                          const tmoe_f16 *w16, const tmoe_f16 *x, int n, float *y) {
+    if (w32)
+        linear_rows(x, n, l->in, l->out, y, NULL, NULL, w32, l->type == TMOE_ET_BF16);
+    else
+        tmoe_cpu_linear(l, impl, w16, x, n, y);
+}
+
 void tmoe_cpu_expert_forward(const tmoe_expert *e, tmoe_impl impl, const tmoe_f16 *x, int n,
                              float *y, void *scratch, double op_ms[TMOE_OP_COUNT]) {
+    tmoe_cpu_expert_forward_w32(e, impl, NULL, NULL, x, n, y, scratch, op_ms);
+}
+
+void tmoe_cpu_expert_forward_w32(const tmoe_expert *e, tmoe_impl impl, const float *w1_32,
+                                 const float *w2_32, const tmoe_f16 *x, int n, float *y,
+                                 void *scratch, double op_ms[TMOE_OP_COUNT]) {
     if (n == 0) return;
     uint8_t *s = scratch;
     float *h = (float *)s;
@@ -245,7 +278,7 @@ void tmoe_cpu_expert_forward(const tmoe_expert *e, tmoe_impl impl, const tmoe_f1
         add_ms(op_ms, TMOE_OP_DEQUANT_UNPACK, t0);
         t0 = tmoe_now_ns();
     }
-    tmoe_cpu_linear(&e->fc1, impl, w16, x, n, h);
+    expert_linear(&e->fc1, impl, w1_32, w16, x, n, h);
     add_ms(op_ms, TMOE_OP_LINEAR_FC1, t0);
     t0 = tmoe_now_ns();
     tmoe_cpu_act(e->act, h, n, e->d_ff, a);
@@ -256,6 +289,6 @@ void tmoe_cpu_expert_forward(const tmoe_expert *e, tmoe_impl impl, const tmoe_f1
         add_ms(op_ms, TMOE_OP_DEQUANT_UNPACK, t0);
         t0 = tmoe_now_ns();
     }
-    tmoe_cpu_linear(&e->fc2, impl, w16, a, n, y);
+    expert_linear(&e->fc2, impl, w2_32, w16, a, n, y);
     add_ms(op_ms, TMOE_OP_LINEAR_FC2, t0);
 }

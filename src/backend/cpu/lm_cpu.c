@@ -34,15 +34,59 @@ struct tmoe_cpu_lm {
     int32_t *pos;        /* (T) position of each new token */
     int32_t *slot;       /* (T) KV slot of each new token */
     int32_t *counts;     /* (n_layers, E) */
+    float *w32;          /* typed experts' weights in fp32, if they fit (cache_experts) */
+    const float **ew32;  /* (n_layers, E, 2) each expert's fc1 / fc2 rows in w32, or NULL */
     int max_ctx;
     int scores_cap; /* floats in scores */
 };
 
+/* Typed experts (fp16, bf16, fused q4/q2) convert their weights to fp32 on every call, which
+ * dominated the CPU forward; up to this many bytes of them are kept converted instead (the
+ * same values, so the same bits; a larger model converts per call, as before). */
+#define EXPERT_CACHE_MAX_BYTES ((size_t)512 << 20)
+
+static void cache_experts(tmoe_cpu_lm *r) {
+    const tmoe_lm_config *c = &r->m->cfg;
+    size_t E = (size_t)c->num_experts, total = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        const tmoe_expert *ex = r->m->layers[l].experts;
+        for (size_t e = 0; ex && e < E; e++)
+            total += (size_t)ex[e].fc1.out * ex[e].fc1.in + (size_t)ex[e].fc2.out * ex[e].fc2.in;
+    }
+    if (!total || total * sizeof(float) > EXPERT_CACHE_MAX_BYTES) return;
+    float *w = malloc(total * sizeof(float));
+    const float **p = calloc((size_t)c->n_layers * E * 2, sizeof *p);
+    if (!w || !p) { /* not fatal: the experts convert per call */
+        free(w);
+        free(p);
+        return;
+    }
+    float *at = w;
+    for (int l = 0; l < c->n_layers; l++) {
+        const tmoe_expert *ex = r->m->layers[l].experts;
+        for (size_t e = 0; ex && e < E; e++)
+            for (int j = 0; j < 2; j++) {
+                const tmoe_linear *lin = j ? &ex[e].fc2 : &ex[e].fc1;
+                if (!tmoe_cpu_linear_w32(lin, r->cfg.impl, at)) { /* q4/q2 unfused: fp16 */
+                    free(w);
+                    free(p);
+                    return;
+                }
+                p[((size_t)l * E + e) * 2 + j] = at;
+                at += (size_t)lin->out * lin->in;
+            }
+    }
+    r->w32 = w;
+    r->ew32 = p;
+}
+
 void tmoe_cpu_lm_free(tmoe_cpu_lm *r) {
     if (!r) return;
-    void *ptrs[] = {r->x,  r->xn,   r->tmp,  r->q,      r->k,        r->v,   r->att,  r->scores,
-                    r->h,  r->a,    r->rope, r->router, r->bias,     r->idx, r->w,    r->rows,
-                    r->rw, r->xg16, r->xg,   r->ye,     r->escratch, r->pos, r->slot, r->counts};
+    void *ptrs[] = {r->x,      r->xn,   r->tmp,    r->q,    r->k,      r->v,    r->att,
+                    r->scores, r->h,    r->a,      r->rope, r->router, r->bias, r->idx,
+                    r->w,      r->rows, r->rw,     r->xg16, r->xg,     r->ye,   r->escratch,
+                    r->pos,    r->slot, r->counts, r->w32};
+    free((void *)r->ew32);
     for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++) free(ptrs[i]);
     free(r);
 }
@@ -96,6 +140,7 @@ int tmoe_cpu_lm_create(const tmoe_lm *m, const tmoe_cpu_lm_config *cfg, tmoe_cpu
         ok = e0 && (r->escratch = tmoe_malloc(
                         tmoe_cpu_expert_scratch_bytes(e0, cfg->max_tokens, cfg->impl), err));
     }
+    if (ok) cache_experts(r);
     if (!ok) {
         tmoe_cpu_lm_free(r);
         return TMOE_ENOMEM;
@@ -262,8 +307,12 @@ static void run_expert(tmoe_cpu_lm *r, const tmoe_lm_layer *y, int e, int off, i
     if (y->ex_w13)
         swiglu(r, r->xg, n, y->ex_w13 + (size_t)e * 2 * I * D, y->ex_w2 + (size_t)e * D * I, I,
                r->ye);
-    else
-        tmoe_cpu_expert_forward(&y->experts[e], r->cfg.impl, r->xg16, n, r->ye, r->escratch, NULL);
+    else {
+        const float **w =
+            r->ew32 ? r->ew32 + ((size_t)(y - r->m->layers) * c->num_experts + e) * 2 : NULL;
+        tmoe_cpu_expert_forward_w32(&y->experts[e], r->cfg.impl, w ? w[0] : NULL, w ? w[1] : NULL,
+                                    r->xg16, n, r->ye, r->escratch, NULL);
+    }
     for (int j = 0; j < n; j++) {
         if (rw[j] == 0.0f) continue; /* a padded copy adds nothing, even an inf/NaN row */
         float *out = r->tmp + (size_t)rows[j] * D;
