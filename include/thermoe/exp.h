@@ -280,7 +280,8 @@ int tmoe_text_open(const char *path, const tmoe_tokens *t, tmoe_text *out, tmoe_
 /* Batch number idx of LM workload w (kind, n_seqs, seq_len, seed) from text t: ids
  * (n_seqs * seq_len), sequence after sequence. calib = 1 draws from the calibration slots
  * instead. Deterministic in (w->seed, kind, idx, calib): every strategy of a workload sees the
- * same windows. TMOE_EINVAL naming the domain when it has no slot of that kind for seq_len. */
+ * same windows (a run gives each repeat its own w->seed, run_lm_fill). TMOE_EINVAL naming the
+ * domain when it has no slot of that kind for seq_len. */
 int tmoe_text_batch(const tmoe_workload *w, const tmoe_text *t, int idx, int num_samples, int calib,
                     uint32_t *ids, tmoe_error *err);
 

@@ -427,8 +427,9 @@ out:
 }
 
 /* The perplexity change of g: paired on the same tokens, each row's nll against its own
- * nll_baseline (so no baseline group is needed), the repeat as the unit. A p-value and CIs
- * need TMOE_ANALYZE_MIN_REPEATS repeats with both. */
+ * nll_baseline (so no baseline group is needed), the repeat as the unit (a run's repeats score
+ * windows of their own: independent in the text as in the hardware). A p-value and CIs need
+ * TMOE_ANALYZE_MIN_REPEATS repeats with both. */
 static int compare_nll(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
     if (g->r.routing_unchanged) return TMOE_OK;
     tmoe_metric_result *mr = &g->r.m[TMOE_M_NLL];

@@ -424,7 +424,12 @@ int run_lm_fill(run_ctx *r, const run_combo *c, int sample, batch_out *o, tmoe_e
     lm->nseq = w->n_seqs;
     lm->seq_len = w->seq_len;
     o->tokens = w->tokens;
-    return tmoe_text_batch(w, &lm->text, sample, r->cfg.num_samples, 0, lm->ids, err);
+    /* each repeat scores windows of its own (repeat 0 those of the workload's seed), so the
+     * repeats, the unit of the perplexity change, are independent samples of the text as
+     * well as of the hardware; every strategy of a repeat sees the same windows */
+    tmoe_workload wr = *w;
+    if (c->repeat > 0) wr.seed = w->seed + (uint64_t)c->repeat * 0x9e3779b97f4a7c15ull;
+    return tmoe_text_batch(&wr, &lm->text, sample, r->cfg.num_samples, 0, lm->ids, err);
 }
 
 int run_lm_forward(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err) {
