@@ -252,6 +252,7 @@ static int step(serve_ctx *s, int index, tmoe_serve_summary *sum, tmoe_error *er
                 index, t_start, t_end, s->nrun, s->wtail - s->whead, nb, prefill, decode, T,
                 s->kv_used, o.hw.latency_ms, ej, o.hw.power_avg_w, o.hw.power_peak_w,
                 o.hw.temp_peak_c, o.hw.mem_temp_peak_c, rd.source);
+    if (s->steps) fflush(s->steps); /* a killed replay leaves whole rows (docs/serve.md) */
     tmoe_serve_segment *g = seg_next(s, err);
     if (!g) return TMOE_ENOMEM;
     *g = (tmoe_serve_segment){seg_t0,
@@ -336,7 +337,7 @@ static int write_summary(const char *dir, const tmoe_serve_config *c, const tmoe
     json_object_set_new(m, "max_context", json_integer(c->trace_max_context));
     json_object_set_new(m, "max_generated", json_integer(c->trace_max_generated));
     json_object_set_new(m, "requests_capped", json_integer(a->capped));
-    json_object_set_new(m, "duration_s",
+    json_object_set_new(m, "trace_duration_s",
                         c->trace_duration_s > 0.0 ? json_real(c->trace_duration_s)
                                                   : json_null()); /* null: the whole trace */
     json_object_set_new(m, "model", json_string(c->model_dir));
