@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # thermoe serve: bad flag values exit 2, a malformed trace exits 1 naming file, line and
 # field, and a small replay writes requests.csv (one row per request), steps.csv, timeline.csv and a
-# summary labelled sim.
+# summary labelled sim; --duration; no CUDA / no NVML errors; bench/serve_gpu.sh parses and its
+# table reads a replay; with a fake libnvidia-ml, a wall-clock replay labelled nvml and one
+# stopped by SIGINT (exit 130, files saying interrupted).
 set -u
 BIN=${1:?usage: cli_serve.sh path/to/thermoe}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -55,6 +57,14 @@ grep -q '"simulated": true' "$OUT/r/summary.json" || fail "summary.json: simulat
 grep -q '"interrupted": false' "$OUT/r/summary.json" || fail "summary.json: interrupted"
 grep -q '"backend": "cpu"' "$OUT/r/summary.json" || fail "summary.json: backend"
 grep -q '"driver": "simulated"' "$OUT/r/summary.json" || fail "summary.json: driver"
+# bench/serve_gpu.sh parses; its table script reads the replay (as a one-replay bench folder)
+bash -n "$SRC/bench/serve_gpu.sh" || fail "bench/serve_gpu.sh does not parse"
+if command -v python3 >/dev/null 2>&1; then
+    mkdir -p "$OUT/tab" && cp -r "$OUT/r" "$OUT/tab/r1_baseline"
+    python3 "$SRC/bench/serve_table.py" "$OUT/tab" >"$OUT/tab.md" || fail "serve_table.py"
+    grep -q "^| baseline | 1 | .* | 0 of 1 | sim |$" "$OUT/tab.md" || fail "table: $(cat "$OUT/tab.md")"
+    grep -q "SIMULATED, not measured" "$OUT/tab.md" || fail "table: not labelled simulated"
+fi
 # --duration: only the requests arriving before it (0, 1, 2 and 500 ms of the six)
 "$BIN" serve --model "$SRC/models/default" --trace "$D/small.csv" --duration 0.6 \
     --out "$OUT/d" >"$OUT/dlog" 2>&1 || { cat "$OUT/dlog"; fail "--duration replay"; }
