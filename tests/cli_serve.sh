@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # thermoe serve: bad flag values exit 2, a malformed trace exits 1 naming file, line and
 # field, and a small replay writes requests.csv (one row per request), steps.csv, timeline.csv and a
-# summary labelled sim.
+# summary labelled sim; --duration; no CUDA / no NVML errors; bench/serve_gpu.sh parses and its
+# table reads a replay; with a fake libnvidia-ml, a wall-clock replay labelled nvml and one
+# stopped by SIGINT (exit 130, files saying interrupted).
 set -u
 BIN=${1:?usage: cli_serve.sh path/to/thermoe}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +19,23 @@ fail() { echo "FAIL: $*"; exit 1; }
 "$BIN" serve --slo-ttft-ms 0 >/dev/null 2>&1; [ $? -eq 2 ] || fail "--slo-ttft-ms 0 should exit 2"
 "$BIN" serve --slo-tpot-ms x >/dev/null 2>&1; [ $? -eq 2 ] || fail "--slo-tpot-ms x should exit 2"
 "$BIN" serve --temp-target hot >/dev/null 2>&1; [ $? -eq 2 ] || fail "--temp-target should exit 2"
+"$BIN" serve --backend gpu >/dev/null 2>&1; [ $? -eq 2 ] || fail "--backend gpu should exit 2"
+"$BIN" serve --telemetry real >/dev/null 2>&1; [ $? -eq 2 ] || fail "--telemetry real should exit 2"
+"$BIN" serve --device -1 >/dev/null 2>&1; [ $? -eq 2 ] || fail "--device -1 should exit 2"
+"$BIN" serve --duration soon >/dev/null 2>&1; [ $? -eq 2 ] || fail "--duration soon should exit 2"
+"$BIN" serve --help | grep -q -- "--backend B  *cpu (default)" || fail "help: the default backend"
+"$BIN" serve --help | grep -q -- "--telemetry S  *sim (default" || fail "help: the default telemetry"
+# the CUDA backend in a build without it, NVML without a GPU: clear errors, exit 1
+if "$BIN" info 2>&1 | grep -q "cuda .*was not built"; then
+    msg=$("$BIN" serve --model "$SRC/models/default" --trace "$D/small.csv" --backend cuda \
+        --out "$OUT/c" 2>&1); rc=$?
+    [ $rc -eq 1 ] || fail "--backend cuda without CUDA: exit $rc"
+    echo "$msg" | grep -q -- "--backend cuda: backend cuda was not built" || fail "message: $msg"
+fi
+msg=$(THERMOE_NVML_LIB=/nonexistent/libnvidia-ml.so.1 "$BIN" serve --model "$SRC/models/default" \
+    --trace "$D/small.csv" --telemetry nvml --out "$OUT/n" 2>&1); rc=$?
+[ $rc -eq 1 ] || fail "--telemetry nvml without NVML: exit $rc"
+echo "$msg" | grep -q "starting telemetry: nvml: library not found" || fail "message: $msg"
 msg=$("$BIN" serve --trace "$D/negative_length.csv" --out "$OUT/x" 2>&1); rc=$?
 [ $rc -eq 1 ] || fail "malformed trace: exit $rc"
 echo "$msg" | grep -q "negative_length.csv:3: ContextTokens" || fail "message: $msg"
@@ -34,6 +53,23 @@ grep -q "no steady state" "$OUT/log" || fail "a six-request replay has no steady
 grep -q "WHOLE RUN" "$OUT/log" || fail "the whole-run figures are not flagged"
 grep -q "goodput" "$OUT/log" || fail "no goodput"
 [ "$(wc -l <"$OUT/r/timeline.csv")" -eq 201 ] || fail "timeline.csv rows"
+grep -q '"simulated": true' "$OUT/r/summary.json" || fail "summary.json: simulated"
+grep -q '"interrupted": false' "$OUT/r/summary.json" || fail "summary.json: interrupted"
+grep -q '"backend": "cpu"' "$OUT/r/summary.json" || fail "summary.json: backend"
+grep -q '"driver": "simulated"' "$OUT/r/summary.json" || fail "summary.json: driver"
+# bench/serve_gpu.sh parses; its table script reads the replay (as a one-replay bench folder)
+bash -n "$SRC/bench/serve_gpu.sh" || fail "bench/serve_gpu.sh does not parse"
+if command -v python3 >/dev/null 2>&1; then
+    mkdir -p "$OUT/tab" && cp -r "$OUT/r" "$OUT/tab/r1_baseline"
+    python3 "$SRC/bench/serve_table.py" "$OUT/tab" >"$OUT/tab.md" || fail "serve_table.py"
+    grep -q "^| baseline | 1 | .* | 0 of 1 | sim |$" "$OUT/tab.md" || fail "table: $(cat "$OUT/tab.md")"
+    grep -q "SIMULATED, not measured" "$OUT/tab.md" || fail "table: not labelled simulated"
+fi
+# --duration: only the requests arriving before it (0, 1, 2 and 500 ms of the six)
+"$BIN" serve --model "$SRC/models/default" --trace "$D/small.csv" --duration 0.6 \
+    --out "$OUT/d" >"$OUT/dlog" 2>&1 || { cat "$OUT/dlog"; fail "--duration replay"; }
+[ "$(wc -l <"$OUT/d/requests.csv")" -eq 5 ] || fail "--duration 0.6: requests.csv rows"
+grep -Eq '"trace_duration_s": 0\.(6|59999)' "$OUT/d/summary.json" || fail "summary.json: the duration"
 # thermoe analyze on the serve run: its figures (data with headers, scripts) and the table
 "$BIN" analyze "$OUT/r" --out "$OUT/rep" --no-render >"$OUT/alog" 2>&1 ||
     { cat "$OUT/alog"; fail "analyze on a serve run"; }
@@ -56,5 +92,43 @@ if command -v gnuplot >/dev/null 2>&1; then
     "$BIN" analyze "$OUT/r" --out "$OUT/rep2" >"$OUT/alog" 2>&1 || fail "analyze render"
     grep -q "4 figures: 4 rendered, 0 failed" "$OUT/alog" || fail "render: $(cat "$OUT/alog")"
     [ -s "$OUT/rep2/figures/serve_timeline.png" ] || fail "no serve_timeline.png"
+fi
+# real telemetry (a fake libnvidia-ml): the wall clock, every figure labelled nvml
+FAKE="$(dirname "$BIN")/libfake_nvml.so"
+if [ -f "$FAKE" ]; then
+    THERMOE_NVML_LIB="$FAKE" "$BIN" serve --model "$SRC/models/default" --trace "$D/small.csv" \
+        --time-scale 10 --telemetry nvml --out "$OUT/nv" >"$OUT/nlog" 2>&1 ||
+        { cat "$OUT/nlog"; fail "nvml replay"; }
+    grep -q "MEASURED by NVML" "$OUT/nlog" || fail "nvml summary: $(cat "$OUT/nlog")"
+    grep -q '"source": "nvml"' "$OUT/nv/summary.json" || fail "nvml: summary.json source"
+    grep -q '"simulated": false' "$OUT/nv/summary.json" || fail "nvml: simulated"
+    grep -q '"clock": "wall-clock' "$OUT/nv/summary.json" || fail "nvml: the clock"
+    grep -q '"device_name": "Fake H100' "$OUT/nv/summary.json" || fail "nvml: the device"
+    grep -q "the CPU backend computed it" "$OUT/nv/summary.json" || fail "nvml: what was measured"
+    [ "$(grep -c ',nvml$' "$OUT/nv/requests.csv")" -eq 6 ] || fail "nvml: requests.csv source"
+    [ "$(grep -c ',sim$' "$OUT/nv/steps.csv")" -eq 0 ] || fail "nvml: steps.csv source"
+    # the last request arrives 100 ms after the first: wall-clock time passed
+    awk -F, 'NR > 1 && $5 + 0 > m { m = $5 + 0 } END { exit !(m >= 0.1) }' \
+        "$OUT/nv/requests.csv" || fail "nvml: finished before the last arrival"
+    # SIGINT during a wall-clock replay (arrivals at 0, 10, 20 ms, 5 s and 10 s): stop
+    # after the step (or the wait) in progress, files over what ran, exit 130
+    THERMOE_NVML_LIB="$FAKE" "$BIN" serve --model "$SRC/models/default" --trace "$D/small.csv" \
+        --time-scale 0.1 --telemetry nvml --out "$OUT/int" >"$OUT/ilog" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 300); do # the first steps, then into the wait for the request at 5 s
+        [ -f "$OUT/int/steps.csv" ] && [ "$(wc -l <"$OUT/int/steps.csv")" -ge 2 ] && break
+        sleep 0.1
+    done
+    sleep 0.5
+    kill -INT $pid
+    wait $pid; rc=$?
+    [ $rc -eq 130 ] || { cat "$OUT/ilog"; fail "interrupted replay: exit $rc"; }
+    grep -q "interrupted after" "$OUT/ilog" || fail "interrupted: $(cat "$OUT/ilog")"
+    grep -q '"interrupted": true' "$OUT/int/summary.json" || fail "summary.json: interrupted"
+    rows=$(($(wc -l <"$OUT/int/requests.csv") - 1))
+    [ $rows -ge 1 ] && [ $rows -le 3 ] || fail "interrupted: $rows requests (expected 1-3 arrived)"
+    steps=$(($(wc -l <"$OUT/int/steps.csv") - 1))
+    grep -q "\"steps\": $steps," "$OUT/int/summary.json" || fail "summary.json: steps != steps.csv"
+    [ "$(wc -l <"$OUT/int/timeline.csv")" -eq 201 ] || fail "interrupted: timeline.csv rows"
 fi
 echo ok

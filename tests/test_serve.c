@@ -3,13 +3,18 @@
  * synthetic generator; a replay of the trained model on the CPU with the simulated GPU
  * (every request finishes once, no request is admitted before it arrives, token counts are
  * the capped trace's, energy shares add up) and admission control under a tiny KV limit;
- * the first requests of each shared trace when the fixtures exist. */
+ * the first requests of each shared trace when the fixtures exist; the CPU + sim replay
+ * against the values of the code before the CUDA / NVML path; --duration; a replay stopped
+ * on request writes consistent files that say so. */
 #include "testutil.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
 
 #include "thermoe/exp.h"
 
@@ -257,6 +262,174 @@ static void test_replay_and_admission(void **state) {
     tmoe_arrivals_free(&a);
 }
 
+/* The CPU backend with the simulated GPU gives what the replay gave before it could run on
+ * the CUDA backend: the values below were printed (%.17g) by the code at commit 09e8703 for
+ * this configuration (small.csv, time scale 100, prefill 16, batch 32, 4 running). */
+static void test_cpu_sim_unchanged(void **state) {
+    (void)state;
+    tmoe_arrivals_opts o = tmoe_arrivals_opts_default();
+    o.time_scale = 100.0;
+    tmoe_arrivals a;
+    tmoe_error err = {0};
+    if (tmoe_arrivals_read(DATA "small.csv", &o, &a, &err)) fail_msg("%s", err.msg);
+    tmoe_serve_config c = tmoe_serve_config_default();
+    assert_int_equal(c.backend, TMOE_BACKEND_CPU);
+    assert_int_equal(c.telemetry, TMOE_TELEMETRY_SIM);
+    c.model_dir = MODEL;
+    c.prefill_chunk = 16;
+    c.max_batch_tokens = 32;
+    c.max_seqs = 4;
+    tmoe_serve_summary s;
+    tmoe_serve_request *q = NULL;
+    if (tmoe_serve_run(&c, &a, &s, &q, &err)) fail_msg("%s", err.msg);
+#define CLOSE(x, want) assert_true(fabs((x) - (want)) <= 1e-9 * fabs(want))
+    assert_int_equal(s.steps, 16);
+    CLOSE(s.energy_j, 21.432853854532166);
+    CLOSE(s.duration_s, 0.04230213599999999);
+    CLOSE(s.run.ttft_p99_s, 0.026061429000003428);
+    CLOSE(q[5].finish_s, 0.036206935999999995);
+    CLOSE(q[5].energy_j, 0.95235829408118844);
+    assert_false(s.interrupted);
+    assert_string_equal(s.source, "sim");
+    free(q);
+    c.strategy = TMOE_ROUTE_PREDICTIVE_THERMAL;
+    if (tmoe_serve_run(&c, &a, &s, NULL, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(s.steps, 16);
+    CLOSE(s.energy_j, 20.888157939473796);
+    CLOSE(s.run.ttft_p99_s, 0.024962145450003411);
+#undef CLOSE
+    tmoe_arrivals_free(&a);
+}
+
+/* --duration: only the requests arriving before it, after the time scale; a synthetic trace
+ * without a count fills the duration. */
+static void test_duration(void **state) {
+    (void)state;
+    tmoe_arrivals_opts o = tmoe_arrivals_opts_default();
+    o.time_scale = 2.0; /* arrivals 0, 0.0005, 0.001, 0.25, 0.5, 0.5 */
+    o.duration_s = 0.3;
+    tmoe_arrivals a;
+    tmoe_error err = {0};
+    if (tmoe_arrivals_read(DATA "small.csv", &o, &a, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(a.n, 4);
+    tmoe_arrivals_free(&a);
+    o.duration_s = 0.25; /* arrivals at the cut are left out */
+    if (tmoe_arrivals_read(DATA "small.csv", &o, &a, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(a.n, 3);
+    tmoe_arrivals_free(&a);
+    const tmoe_arrivals_synth *p = tmoe_arrivals_synth_find("azure_conv");
+    o = tmoe_arrivals_opts_default();
+    o.time_scale = 4.0;
+    o.duration_s = 50.0;
+    if (tmoe_arrivals_generate(p, 0, 3, &o, &a, &err)) fail_msg("%s", err.msg);
+    /* 5.53/s x 4 over 50 s: about 1106 (Poisson, sd ~33) */
+    assert_true(a.n > 950 && a.n < 1250);
+    assert_true(a.req[a.n - 1].arrival_s < 50.0);
+    tmoe_arrivals_free(&a);
+    if (tmoe_arrivals_generate(p, 100, 3, &o, &a, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(a.n, 100); /* a count given: the first 100, all well inside 50 s */
+    tmoe_arrivals_free(&a);
+    o.duration_s = 0.0;
+    assert_int_equal(tmoe_arrivals_generate(p, 0, 3, &o, &a, &err), TMOE_EINVAL);
+}
+
+static int count_lines(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) fail_msg("%s: cannot open", path);
+    int n = 0, ch;
+    while ((ch = fgetc(f)) != EOF) n += ch == '\n';
+    fclose(f);
+    return n;
+}
+
+typedef struct stop_after {
+    int steps, calls;
+} stop_after;
+
+/* The internal stop hook: ask the replay to stop once it has run a number of steps. */
+static void stop_hook(const tmoe_serve_progress *p, void *user) {
+    stop_after *st = user;
+    st->calls++;
+    assert_true(p->done <= p->arrived && p->arrived <= p->requests);
+    assert_string_equal(p->source, "sim");
+    if (p->steps >= st->steps) tmoe_run_request_stop();
+}
+
+/* A replay stopped on request (as by Ctrl-C) after some steps: TMOE_EINTR, and files over
+ * what ran: requests.csv has the requests that arrived (unfinished ones without a finish),
+ * steps.csv the steps, summary.json "interrupted": true. */
+static void test_interrupted(void **state) {
+    (void)state;
+    tmoe_arrivals_opts o = tmoe_arrivals_opts_default();
+    o.max_context = 16;
+    o.max_generated = 8;
+    tmoe_arrivals a;
+    tmoe_error err = {0};
+    const tmoe_arrivals_synth *p = tmoe_arrivals_synth_find("azure_conv");
+    if (tmoe_arrivals_generate(p, 40, 5, &o, &a, &err)) fail_msg("%s", err.msg);
+    char dir[] = "/tmp/thermoe_serve_stop_XXXXXX";
+    if (!mkdtemp(dir)) fail_msg("mkdtemp");
+    tmoe_serve_config c = tmoe_serve_config_default();
+    c.model_dir = MODEL;
+    c.out_dir = dir;
+    stop_after st = {30, 0};
+    c.on_progress = stop_hook;
+    c.progress_user = &st;
+    c.progress_every_s = 0.0; /* after every step */
+    tmoe_serve_summary s;
+    tmoe_serve_request *q = NULL;
+    int rc = tmoe_serve_run(&c, &a, &s, &q, &err);
+    assert_int_equal(rc, TMOE_EINTR);
+    assert_non_null(strstr(err.msg, "interrupted after 30 steps"));
+    assert_true(s.interrupted);
+    assert_int_equal(s.steps, 30);
+    assert_true(s.requests >= 1 && s.requests < a.n);
+    assert_non_null(q);
+    int finished = 0;
+    long gen = 0;
+    for (int i = 0; i < s.requests; i++) {
+        if (isfinite(q[i].finish_s)) {
+            finished++;
+            gen += q[i].gen;
+            assert_true(q[i].finish_s >= q[i].first_token_s);
+        }
+        assert_true(q[i].arrival_s <= s.duration_s + 1e-9);
+    }
+    assert_true(finished < s.requests); /* some were still running */
+    assert_int_equal(s.run.finished, finished);
+    assert_true(s.generated_tokens >= gen);
+    char path[512];
+    snprintf(path, sizeof path, "%s/requests.csv", dir);
+    assert_int_equal(count_lines(path), 1 + s.requests);
+    snprintf(path, sizeof path, "%s/steps.csv", dir);
+    assert_int_equal(count_lines(path), 1 + s.steps);
+    snprintf(path, sizeof path, "%s/timeline.csv", dir);
+    assert_int_equal(count_lines(path), 1 + TMOE_SERVE_TIMELINE_BINS);
+    snprintf(path, sizeof path, "%s/summary.json", dir);
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    if (!j) fail_msg("%s: %s", path, je.text);
+    assert_true(json_is_true(json_object_get(j, "interrupted")));
+    assert_true(json_is_true(json_object_get(j, "simulated")));
+    assert_int_equal(json_integer_value(json_object_get(j, "steps")), 30);
+    assert_int_equal(json_integer_value(json_object_get(j, "requests")), s.requests);
+    json_decref(j);
+    free(q);
+    /* the next replay starts afresh: the stop request does not carry over */
+    c.on_progress = NULL;
+    c.out_dir = NULL;
+    a.n = 3;
+    if (tmoe_serve_run(&c, &a, &s, NULL, &err)) fail_msg("%s", err.msg);
+    assert_false(s.interrupted);
+    tmoe_arrivals_free(&a);
+    const char *files[] = {"requests.csv", "steps.csv", "timeline.csv", "summary.json"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 static void replay_fixture(const char *name, int n) {
     const char *dir = getenv("THERMOE_FIXTURES");
     char path[2048];
@@ -302,6 +475,9 @@ int main(void) {
         cmocka_unit_test(test_steady_window),
         cmocka_unit_test(test_window_stats),
         cmocka_unit_test(test_replay_and_admission),
+        cmocka_unit_test(test_cpu_sim_unchanged),
+        cmocka_unit_test(test_duration),
+        cmocka_unit_test(test_interrupted),
         cmocka_unit_test(test_fixture_traces),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

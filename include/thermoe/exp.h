@@ -537,8 +537,10 @@ typedef struct tmoe_arrivals_opts {
     double context_scale;        /* (0, 1]: prompt and generated lengths times it (>= 1) */
     int max_context;             /* 0 = none: prompt tokens capped at it (after the scale) */
     int max_generated;           /* 0 = none: generated tokens capped at it */
+    double duration_s;           /* > 0: only requests arriving before it (s after the first,
+                                    after the time scale); 0 = all */
 } tmoe_arrivals_opts;
-tmoe_arrivals_opts tmoe_arrivals_opts_default(void); /* all, scale 1, no caps */
+tmoe_arrivals_opts tmoe_arrivals_opts_default(void); /* all, scale 1, no caps, no duration */
 
 typedef struct tmoe_arrivals {
     tmoe_arrival *req; /* (n), sorted by arrival */
@@ -556,7 +558,8 @@ int tmoe_arrivals_read(const char *path, const tmoe_arrivals_opts *o, tmoe_arriv
 
 /* A synthetic trace: Poisson arrivals at rate_per_s, prompt and generated lengths
  * lognormal (mu and sigma of the natural log), rounded, at least 1; docs/serve.md gives the
- * values fitted to each trace. */
+ * values fitted to each trace. n requests; n = 0 with o->duration_s > 0: as many as arrive
+ * within the duration (after the time scale). */
 typedef struct tmoe_arrivals_synth {
     const char *name;
     double rate_per_s;
@@ -568,6 +571,19 @@ const tmoe_arrivals_synth *tmoe_arrivals_synth_find(const char *name);
 int tmoe_arrivals_generate(const tmoe_arrivals_synth *p, int n, uint64_t seed,
                            const tmoe_arrivals_opts *o, tmoe_arrivals *out, tmoe_error *err);
 void tmoe_arrivals_free(tmoe_arrivals *a); /* NULL-safe, leaves it empty */
+
+/* Where a replay stands, for a progress display (tmoe_serve_config.on_progress). */
+typedef struct tmoe_serve_progress {
+    int requests;      /* in the trace */
+    int arrived, done; /* arrived so far (waiting, running or finished), finished */
+    int running, waiting;
+    int steps;
+    double replay_s;    /* the replay's clock: simulated s (sim) or wall s (nvml) */
+    double wall_s;      /* host seconds since the replay began */
+    const char *source; /* "sim" | "nvml" */
+} tmoe_serve_progress;
+/* Called on the replay's thread; it may call tmoe_run_request_stop. */
+typedef void (*tmoe_serve_progress_fn)(const tmoe_serve_progress *p, void *user);
 
 typedef struct tmoe_serve_config {
     const char *model_dir;       /* the decoder LM */
@@ -590,19 +606,33 @@ typedef struct tmoe_serve_config {
     double slo_ttft_s, slo_tpot_s; /* a request meets the SLO with TTFT and TPOT at most these
                                       (default 1 s and 0.1 s) */
     double temp_target_c;          /* time above it is reported (default router's T*, 75 C) */
+    double trace_duration_s;       /* for the metadata only: the --duration cut, 0 = none */
+    int expert_shape_given;        /* 0: expert_shape is the default and falls back to trained where
+                                      it cannot run (real telemetry on the CPU backend) */
+    /* where it runs (docs/serve.md "On a GPU"): cpu + sim by default, so a replay is the
+     * same on any machine. On sim each step is billed to the simulated GPU and time is
+     * simulated; on nvml the GPU measures each step and time is the wall clock. */
+    tmoe_backend_kind backend;
+    tmoe_telemetry_kind telemetry;
+    int device_id;
+    tmoe_serve_progress_fn on_progress; /* NULL = none (the library prints nothing) */
+    void *progress_user;
+    double progress_every_s; /* wall seconds between progress calls; 0 = after every step */
 } tmoe_serve_config;
 tmoe_serve_config tmoe_serve_config_default(void);
 
-/* Per request, as replayed (times in simulated s since the replay began). */
+/* Per request, as replayed (times in s since the replay began on the replay's clock:
+ * simulated on sim, wall on nvml; NAN where it did not happen, e.g. a request unfinished when
+ * the replay was stopped). */
 typedef struct tmoe_serve_request {
     double arrival_s, admit_s, first_token_s, finish_s, energy_j;
     int prompt, gen, steps;
 } tmoe_serve_request;
 
-/* A stretch of simulated time: one step of the engine, or a wait with nothing running. */
+/* A stretch of the replay's clock: one step of the engine, or a wait with nothing running. */
 typedef struct tmoe_serve_segment {
-    double t0_s, t1_s; /* simulated s since the replay began */
-    double energy_j;   /* the simulated GPU's energy over it */
+    double t0_s, t1_s; /* s since the replay began (simulated, or wall on nvml) */
+    double energy_j;   /* the GPU's energy over it (simulated, or measured by NVML) */
     double power_peak_w, gpu_temp_peak_c, mem_temp_peak_c;
     int in_system; /* requests running + waiting at its start */
     int generated; /* tokens it generated (decode tokens and first tokens) */
@@ -664,8 +694,8 @@ int tmoe_serve_write_timeline(const char *path, const tmoe_serve_request *q, int
                               const tmoe_serve_segment *seg, int nseg, double t_end_s,
                               double win_start_s, double win_end_s, tmoe_error *err);
 
-/* What a replay measured; times in simulated seconds, energies from the simulated GPU
- * (source "sim"); NAN where unknown. */
+/* What a replay measured; times on the replay's clock, energies from the simulated GPU
+ * (source "sim") or NVML (source "nvml"); NAN where unknown. */
 typedef struct tmoe_serve_summary {
     int requests, steps, max_running, max_waiting;
     long prompt_tokens, generated_tokens;
@@ -676,11 +706,15 @@ typedef struct tmoe_serve_summary {
     tmoe_serve_stats window;        /* over the steady state, or the whole run when none */
     tmoe_serve_stats run;           /* over the whole run */
     double wall_s;                  /* host seconds the replay took */
-    const char *source;             /* "sim" */
+    const char *source;             /* "sim" | "nvml" */
+    int interrupted;                /* 1: stopped on request before every request finished */
 } tmoe_serve_summary;
 
 /* Replay a (non-empty) trace. req (may be NULL) gets a.n entries (free()). A request that
- * cannot fit the KV limit or the model's positions alone is TMOE_EINVAL before any step. */
+ * cannot fit the KV limit or the model's positions alone is TMOE_EINVAL before any step.
+ * tmoe_run_request_stop (a signal handler) stops it after the step in progress: the files
+ * are written over what ran (summary.json "interrupted": true), *sum and *req are filled,
+ * and it returns TMOE_EINTR. */
 int tmoe_serve_run(const tmoe_serve_config *c, const tmoe_arrivals *a, tmoe_serve_summary *sum,
                    tmoe_serve_request **req, tmoe_error *err);
 

@@ -93,6 +93,21 @@ int cli_script_value_ok(const char *cmd, const char *what, const char *s);
  * control character, or when the stream is in error. */
 int cli_shell_quote(FILE *f, const char *s);
 
+/* --backend auto|cpu|cuda and --telemetry auto|nvml|sim: on a bad value print
+ * "thermoe <cmd>: --<flag>: ..." and return -1 (callers exit 2). */
+#include "thermoe/backend.h"
+#include "thermoe/telemetry.h"
+int cli_backend_flag(const char *cmd, const char *s, tmoe_backend_kind *out);
+int cli_telemetry_flag(const char *cmd, const char *s, tmoe_telemetry_kind *out);
+
+/* While a long job runs (on = 1): SIGINT (Ctrl-C), SIGTERM and SIGHUP (a closed terminal or
+ * ssh session) ask it to stop after the step in progress (tmoe_run_request_stop; a second
+ * signal of the same kind kills at once), so that its files are complete and say
+ * "interrupted" (exit 130); SIGPIPE (a reader of stdout gone) and SIGXFSZ (a file at its
+ * size limit) are ignored, so that the write fails and the job records it instead of dying
+ * mid-file. on = 0 restores the defaults. */
+void cli_stop_signals(int on);
+
 /* Install the stderr log callback; verbosity 0 = warnings, 1 = info, 2 = debug. */
 void cli_log_init(int verbosity);
 extern int cli_verbosity;

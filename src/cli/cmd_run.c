@@ -360,29 +360,6 @@ int cmd_run_flag_arity(const char *name) {
     return o->has_arg == no_argument ? 0 : 1;
 }
 
-static void on_signal(int sig) {
-    (void)sig;
-    tmoe_run_request_stop(); /* SA_RESETHAND: a second one of the same signal kills at once */
-}
-
-/* During the sweep: SIGINT (Ctrl-C), SIGTERM and SIGHUP (a closed terminal or ssh session)
- * stop the run after the batch in progress, with every whole row kept and the metadata
- * saying "interrupted" (exit 130); SIGPIPE (a reader of stdout gone) and SIGXFSZ (a file at
- * its size limit) are ignored, so that the write fails and the run records it instead of
- * dying with the metadata saying "running". on = 0 restores the defaults. */
-static void run_signals(int on) {
-    static const int stop[] = {SIGINT, SIGTERM, SIGHUP}, ignore[] = {SIGPIPE, SIGXFSZ};
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sigemptyset(&sa.sa_mask);
-    sa.sa_handler = on ? on_signal : SIG_DFL;
-    sa.sa_flags = on ? SA_RESETHAND | SA_RESTART : 0;
-    for (size_t i = 0; i < sizeof stop / sizeof *stop; i++) sigaction(stop[i], &sa, NULL);
-    sa.sa_handler = on ? SIG_IGN : SIG_DFL;
-    sa.sa_flags = 0;
-    for (size_t i = 0; i < sizeof ignore / sizeof *ignore; i++) sigaction(ignore[i], &sa, NULL);
-}
-
 /* What the run says as it goes: the start (and resume) lines on stdout; on stderr a
  * progress bar redrawn after every batch when stderr is a terminal, else one line per
  * combination. --quiet installs none of it. */
@@ -604,16 +581,11 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
             want_ep = 1;
             if (!mflags.block_flag) mflags.block_flag = "expert-parallel";
             break;
-        case O_TELEMETRY: {
-            tmoe_error err = {0};
-            if (tmoe_telemetry_kind_parse(optarg, &c->telemetry, &err))
-                return cli_usage_fail("run", "--telemetry: %s", err.msg);
+        case O_TELEMETRY:
+            if (cli_telemetry_flag("run", optarg, &c->telemetry)) return 2;
             break;
-        }
         case O_BACKEND:
-            if (tmoe_backend_kind_parse(optarg, &c->backend))
-                return cli_usage_fail(
-                    "run", "--backend: unknown backend '%s' (expected auto, cpu or cuda)", optarg);
+            if (cli_backend_flag("run", optarg, &c->backend)) return 2;
             break;
         case O_COST: c->cost_model_path = optarg; break;
         case O_PROFILE_DIR: *profile_dir = optarg; break;
@@ -777,11 +749,12 @@ int cmd_run(int argc, char **argv) {
         c.on_progress = print_progress;
         c.progress_user = &pp;
     }
-    run_signals(1);
+    /* SIGINT / SIGTERM / SIGHUP: stop after the batch in progress, metadata "interrupted" */
+    cli_stop_signals(1);
     /* rank 0 prints the summary for the group */
     tmoe_run_report report;
     int r = tmoe_run_ex(&c, ep && tmoe_ep_rank(ep) > 0 ? NULL : stdout, &report, &err);
-    run_signals(0);
+    cli_stop_signals(0);
     if (r == TMOE_EINTR) {
         cli_fail("run", "%s", err.msg);
         rc = 130;

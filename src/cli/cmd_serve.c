@@ -1,10 +1,12 @@
 /* thermoe serve: replay request arrivals against the decoder LM with continuous batching,
- * the simulated GPU billed in simulated time (docs/serve.md). */
+ * on the CPU with the simulated GPU billed in simulated time (default), or on the CUDA
+ * backend measured by NVML in wall-clock time (docs/serve.md). */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "thermoe/exp.h"
@@ -33,6 +35,11 @@ enum {
     O_SLO_TTFT,
     O_SLO_TPOT,
     O_TEMP_TARGET,
+    O_DURATION,
+    O_BACKEND,
+    O_TELEMETRY,
+    O_DEVICE,
+    O_QUIET,
     O_VERBOSE,
     O_HELP
 };
@@ -60,24 +67,34 @@ static const struct option longopts[] = {{"trace", required_argument, 0, O_TRACE
                                          {"slo-ttft-ms", required_argument, 0, O_SLO_TTFT},
                                          {"slo-tpot-ms", required_argument, 0, O_SLO_TPOT},
                                          {"temp-target", required_argument, 0, O_TEMP_TARGET},
+                                         {"duration", required_argument, 0, O_DURATION},
+                                         {"backend", required_argument, 0, O_BACKEND},
+                                         {"telemetry", required_argument, 0, O_TELEMETRY},
+                                         {"device", required_argument, 0, O_DEVICE},
+                                         {"quiet", no_argument, 0, O_QUIET},
                                          {"verbose", no_argument, 0, O_VERBOSE},
                                          {"help", no_argument, 0, O_HELP},
                                          {0, 0, 0, 0}};
 
 static void help(void) {
     printf("usage: thermoe serve [--trace FILE [--format auto|azure|mooncake]] [flags]\n"
-           "Replay request arrivals against the decoder LM on the CPU with continuous batching;\n"
-           "each step is billed to the simulated GPU (SIMULATED figures) at the expert shape, and\n"
-           "its billed time advances the simulated clock arrivals are compared against.\n"
+           "Replay request arrivals against the decoder LM with continuous batching. By default\n"
+           "on the CPU, each step billed to the simulated GPU (SIMULATED figures) at the expert\n"
+           "shape, its billed time advancing the simulated clock arrivals are compared against,\n"
+           "so a replay is the same on any machine. With --backend cuda --telemetry nvml the\n"
+           "replay runs on the GPU in wall-clock time and NVML measures every step.\n"
            "Without --trace, a synthetic trace fitted to a real one is replayed (docs/serve.md).\n"
            "\n"
            "trace\n"
            "  --trace FILE           Azure CSV or Mooncake JSONL (auto: .jsonl is mooncake)\n"
            "  --format F             auto (default), azure or mooncake\n"
            "  --synthetic NAME       without --trace: azure_conv (default), azure_code, mooncake\n"
-           "  --requests N           synthetic requests (default 2000)\n"
+           "  --requests N           synthetic requests (default 2000; with --duration, as many\n"
+           "                         as arrive within it)\n"
            "  --max-requests N       replay the first N requests of the trace (0 = all)\n"
            "  --time-scale X         arrival gaps divided by X (default 1; 2 = twice the rate)\n"
+           "  --duration S           only requests arriving in the first S seconds (after the\n"
+           "                         time scale; default 0 = all)\n"
            "  --context-scale X      prompt and generated lengths times X, in (0, 1] (default 1)\n"
            "  --max-context N        cap prompts at N tokens (default 96; 0 = no cap)\n"
            "  --max-generated N      cap generated lengths at N tokens (default 32; 0 = no cap)\n"
@@ -96,6 +113,11 @@ static void help(void) {
            "                         the longest request)\n"
            "  --expert-shape S       experts billed: mixtral (default), trained or DxF\n"
            "  --kernel-cost-model-json F  the cost model the simulated GPU bills from\n"
+           "  --backend B            cpu (default), cuda or auto (cuda when a device answers)\n"
+           "  --telemetry S          sim (default: the simulated GPU, simulated time), nvml (the\n"
+           "                         GPU measured, wall-clock time) or auto (nvml when a device\n"
+           "                         answers, else sim)\n"
+           "  --device N             CUDA and NVML device (default 0)\n"
            "  --seed N               routers, synthetic trace, text offsets, simulated GPU (42)\n"
            "summary (over the steady state the replay detects, else the whole run, flagged)\n"
            "  --slo-ttft-ms X        SLO on time to first token for goodput (default 1000)\n"
@@ -105,8 +127,23 @@ static void help(void) {
            "output\n"
            "  --out DIR              requests.csv, steps.csv, timeline.csv, summary.json\n"
            "                         (default results/serve); thermoe analyze DIR draws them\n"
+           "  --quiet                no progress line (it goes to stderr every ~10 s of host time\n"
+           "                         when stderr is a terminal)\n"
            "  --verbose              library messages\n"
-           "Exit: 0 done, 1 failure, 2 bad flags.\n");
+           "Ctrl-C (SIGINT), SIGTERM or SIGHUP stop the replay after the step in progress; the\n"
+           "files are written over what ran (summary.json \"interrupted\": true).\n"
+           "Exit: 0 done, 1 failure, 2 bad flags, 130 interrupted.\n");
+}
+
+/* The progress line on stderr (a terminal), redrawn in place. */
+static void print_progress(const tmoe_serve_progress *p, void *user) {
+    (void)user;
+    fprintf(stderr,
+            "\r%d/%d requests done, %d arrived (%d running, %d waiting), %d steps, %.1f s %s, "
+            "%.0f s on the host ",
+            p->done, p->requests, p->arrived, p->running, p->waiting, p->steps, p->replay_s,
+            strcmp(p->source, "sim") ? "wall" : "simulated", p->wall_s);
+    fflush(stderr);
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -117,7 +154,7 @@ int cmd_serve(int argc, char **argv) {
     const char *trace = NULL, *synth = "azure_conv", *shape = NULL;
     long n_synth = 2000, v;
     double d;
-    int verbose = 0, opt;
+    int verbose = 0, quiet = 0, requests_given = 0, opt;
     c.model_dir = tmoe_run_default_model();
     c.out_dir = "results/serve";
     optind = 1;
@@ -144,6 +181,7 @@ int cmd_serve(int argc, char **argv) {
             break;
         case O_REQUESTS:
             if (cli_int("serve", "requests", optarg, 1, 10000000, &n_synth)) return 2;
+            requests_given = 1;
             break;
         case O_MAX_REQ:
             if (cli_int("serve", "max-requests", optarg, 0, 100000000, &v)) return 2;
@@ -205,6 +243,21 @@ int cmd_serve(int argc, char **argv) {
             if (cli_double("serve", "temp-target", optarg, -50.0, 200.0, &d)) return 2;
             c.temp_target_c = d;
             break;
+        case O_DURATION:
+            if (cli_double("serve", "duration", optarg, 0.0, 1e9, &d)) return 2;
+            ao.duration_s = d;
+            break;
+        case O_BACKEND:
+            if (cli_backend_flag("serve", optarg, &c.backend)) return 2;
+            break;
+        case O_TELEMETRY:
+            if (cli_telemetry_flag("serve", optarg, &c.telemetry)) return 2;
+            break;
+        case O_DEVICE:
+            if (cli_int("serve", "device", optarg, 0, 1024, &v)) return 2;
+            c.device_id = (int)v;
+            break;
+        case O_QUIET: quiet = 1; break;
         case O_VERBOSE: verbose = 1; break;
         case O_HELP: help(); return 0;
         default: return cli_usage_error("serve");
@@ -214,6 +267,7 @@ int cmd_serve(int argc, char **argv) {
     tmoe_error err = {0};
     if (shape && tmoe_expert_shape_parse(shape, &c.expert_shape, &err))
         return cli_usage_fail("serve", "--expert-shape: %s", err.msg);
+    c.expert_shape_given = shape != NULL;
     if (c.max_batch_tokens < c.max_seqs)
         return cli_usage_fail("serve",
                               "--max-batch-tokens %d is below --max-seqs %d: every running "
@@ -224,31 +278,49 @@ int cmd_serve(int argc, char **argv) {
     c.trace_context_scale = ao.context_scale;
     c.trace_max_context = ao.max_context;
     c.trace_max_generated = ao.max_generated;
+    c.trace_duration_s = ao.duration_s;
+    char line[4096] = "thermoe";
+    for (int i = 0; i < argc; i++) {
+        strncat(line, " ", sizeof line - strlen(line) - 1);
+        strncat(line, argv[i], sizeof line - strlen(line) - 1);
+    }
+    c.argv_line = line;
+    /* a synthetic trace with --duration and no --requests fills the duration */
+    int n_gen = ao.duration_s > 0.0 && !requests_given ? 0 : (int)n_synth;
     tmoe_arrivals a;
     int rc = trace ? tmoe_arrivals_read(trace, &ao, &a, &err)
-                   : tmoe_arrivals_generate(tmoe_arrivals_synth_find(synth), (int)n_synth, c.seed,
-                                            &ao, &a, &err);
+                   : tmoe_arrivals_generate(tmoe_arrivals_synth_find(synth), n_gen, c.seed, &ao, &a,
+                                            &err);
     if (rc) return cli_fail_err("serve", &err);
     if (a.capped)
         fprintf(stderr,
                 "thermoe serve: %d of %d requests have lengths scaled or capped (context scale "
-                "%g, max context %d, max generated %d) so the CPU finishes\n",
+                "%g, max context %d, max generated %d) to fit the model's positions and time\n",
                 a.capped, a.n, ao.context_scale, ao.max_context, ao.max_generated);
+    int bar = !quiet && isatty(STDERR_FILENO);
+    if (bar) {
+        c.on_progress = print_progress;
+        c.progress_every_s = 10.0;
+    }
     tmoe_serve_summary s;
+    cli_stop_signals(1);
     rc = tmoe_serve_run(&c, &a, &s, NULL, &err);
-    if (rc) {
+    cli_stop_signals(0);
+    if (bar) fputc('\n', stderr); /* after the progress line */
+    if (rc && rc != TMOE_EINTR) {
         tmoe_arrivals_free(&a);
         return cli_fail_err("serve", &err);
     }
+    int sim = !strcmp(s.source, "sim");
     printf("trace: %s\n", a.source);
     printf("strategy %s, %d requests, %d steps, %ld prompt + %ld generated tokens, "
-           "%.2f s simulated (%.1f s on the host)\n",
+           "%.2f s %s (%.1f s on the host)\n",
            tmoe_route_strategy_name(c.strategy), s.requests, s.steps, s.prompt_tokens,
-           s.generated_tokens, s.duration_s, s.wall_s);
+           s.generated_tokens, s.duration_s, sim ? "simulated" : "wall clock", s.wall_s);
     const tmoe_serve_stats *w = &s.window;
     printf("%s\n", s.steady_note);
-    printf("SIMULATED GPU (source sim), over %s %.2f..%.2f s (%d requests arrived, %d "
-           "finished):\n",
+    printf("%s, over %s %.2f..%.2f s (%d requests arrived, %d finished):\n",
+           sim ? "SIMULATED GPU (source sim)" : "MEASURED by NVML (source nvml)",
            s.steady ? "the steady state" : "the WHOLE RUN (no steady state)", w->start_s, w->end_s,
            w->requests, w->finished);
     printf("  TTFT  p50 %.4f s  p90 %.4f s  p99 %.4f s\n", w->ttft_p50_s, w->ttft_p90_s,
@@ -264,13 +336,17 @@ int cmd_serve(int argc, char **argv) {
            w->power_peak_w, w->gpu_temp_peak_c, w->mem_temp_peak_c);
     printf("  above %g C: GPU %.2f s, HBM %.2f s\n", c.temp_target_c, w->gpu_above_target_s,
            w->mem_above_target_s);
-    printf("whole run (sim): %.4g J in steps + %.4g J idle, %.4g J per generated token, TTFT "
+    printf("whole run (%s): %.4g J in steps + %.4g J idle, %.4g J per generated token, TTFT "
            "p99 %.4f s, TPOT p99 %.5f s\n",
-           s.energy_j, s.idle_energy_j, s.run.j_per_generated_token, s.run.ttft_p99_s,
+           s.source, s.energy_j, s.idle_energy_j, s.run.j_per_generated_token, s.run.ttft_p99_s,
            s.run.tpot_p99_s);
     printf("  running at most %d, waiting at most %d\n", s.max_running, s.max_waiting);
     if (c.out_dir)
         printf("wrote %s/requests.csv, steps.csv, timeline.csv, summary.json\n", c.out_dir);
     tmoe_arrivals_free(&a);
+    if (rc == TMOE_EINTR) {
+        cli_fail("serve", "%s", err.msg);
+        return 130;
+    }
     return 0;
 }

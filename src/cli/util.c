@@ -3,12 +3,14 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "thermoe/exp.h"
 
 int cli_verbosity;
 
@@ -207,4 +209,39 @@ int cli_int_list(const char *cmd, const char *flag, const char *list, long lo, l
         return -1;
     }
     return n;
+}
+
+int cli_backend_flag(const char *cmd, const char *s, tmoe_backend_kind *out) {
+    if (tmoe_backend_kind_parse(s, out)) {
+        cli_fail(cmd, "--backend: unknown backend '%s' (expected auto, cpu or cuda)", s);
+        return -1;
+    }
+    return 0;
+}
+
+int cli_telemetry_flag(const char *cmd, const char *s, tmoe_telemetry_kind *out) {
+    tmoe_error err = {0};
+    if (tmoe_telemetry_kind_parse(s, out, &err)) {
+        cli_fail(cmd, "--telemetry: %s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void on_stop_signal(int sig) {
+    (void)sig;
+    tmoe_run_request_stop(); /* SA_RESETHAND: a second one of the same signal kills at once */
+}
+
+void cli_stop_signals(int on) {
+    static const int stop[] = {SIGINT, SIGTERM, SIGHUP}, ignore[] = {SIGPIPE, SIGXFSZ};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on ? on_stop_signal : SIG_DFL;
+    sa.sa_flags = on ? SA_RESETHAND | SA_RESTART : 0;
+    for (size_t i = 0; i < sizeof stop / sizeof *stop; i++) sigaction(stop[i], &sa, NULL);
+    sa.sa_handler = on ? SIG_IGN : SIG_DFL;
+    sa.sa_flags = 0;
+    for (size_t i = 0; i < sizeof ignore / sizeof *ignore; i++) sigaction(ignore[i], &sa, NULL);
 }

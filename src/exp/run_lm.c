@@ -215,6 +215,8 @@ int run_lm_init(run_ctx *r, tmoe_error *err) {
         if (r->wl[w].n_seqs > max_seqs) max_seqs = r->wl[w].n_seqs;
         if (r->wl[w].seq_len > max_len) max_len = r->wl[w].seq_len;
     }
+    if (lm->kv_seqs > 0) max_seqs = lm->kv_seqs; /* the serving replay's cache */
+    if (lm->kv_len > 0) max_len = lm->kv_len;
     if (max_len < 2)
         return tmoe_errorf(err, TMOE_EINVAL,
                            "--seq-len: windows of %d token score nothing (at least 2)", max_len);
@@ -346,10 +348,21 @@ static int lm_route(void *user, int layer, const float *logits, int T, int E,
     return TMOE_OK;
 }
 
-/* One engine step of batch b into logits (host). */
-static int engine_step(run_lm *lm, const tmoe_lm_batch *b, float *logits, tmoe_error *err) {
+int run_lm_engine_step(run_lm *lm, const tmoe_lm_batch *b, float *logits, tmoe_error *err) {
     return lm->gpu ? tmoe_cuda_lm_forward(lm->gpu, b, logits, err)
                    : tmoe_cpu_lm_forward(lm->cpu, lm->kv, b, logits, err);
+}
+
+int run_lm_seq_open(run_lm *lm, int *slot, tmoe_error *err) {
+    return lm->gpu ? tmoe_cuda_lm_seq_open(lm->gpu, slot, err)
+                   : tmoe_kv_seq_open(lm->kv, slot, err);
+}
+
+void run_lm_seq_close(run_lm *lm, int slot) {
+    if (lm->gpu)
+        tmoe_cuda_lm_seq_close(lm->gpu, slot);
+    else
+        tmoe_kv_seq_close(lm->kv, slot);
 }
 
 /* After a strategy step: the selections the hooks computed must be the ones the decoder ran;
@@ -390,31 +403,25 @@ static int lm_forward(run_ctx *r, float *logits, tmoe_error *err) {
                            sizeof slots / sizeof *slots);
     int strategy = lm->pass == LM_PASS_STRATEGY;
     for (; opened < n && !rc; opened++) {
-        rc = lm->gpu ? tmoe_cuda_lm_seq_open(lm->gpu, &slots[opened], err)
-                     : tmoe_kv_seq_open(lm->kv, &slots[opened], err);
+        rc = run_lm_seq_open(lm, &slots[opened], err);
         n_new[opened] = lm->decode ? 1 : L;
         if (rc) break;
     }
     if (!rc && !lm->decode) {
         tmoe_lm_batch b = {n, slots, n_new, lm->ids, 1};
-        rc = engine_step(lm, &b, logits, err);
+        rc = run_lm_engine_step(lm, &b, logits, err);
         if (!rc && strategy) rc = run_lm_step_done(lm, 0, err);
     }
     for (int t = 0; lm->decode && !rc && t < L; t++) {
         for (int s = 0; s < n; s++) lm->step_ids[s] = lm->ids[(size_t)s * L + t];
         tmoe_lm_batch b = {n, slots, n_new, lm->step_ids, 0};
-        rc = engine_step(lm, &b, lm->step_logits, err);
+        rc = run_lm_engine_step(lm, &b, lm->step_logits, err);
         for (int s = 0; s < n && !rc; s++)
             memcpy(logits + ((size_t)s * L + t) * V, lm->step_logits + (size_t)s * V,
                    sizeof(float) * V);
         if (!rc && strategy) rc = run_lm_step_done(lm, t, err);
     }
-    for (int i = 0; i < opened; i++) {
-        if (lm->gpu)
-            tmoe_cuda_lm_seq_close(lm->gpu, slots[i]);
-        else
-            tmoe_kv_seq_close(lm->kv, slots[i]);
-    }
+    for (int i = 0; i < opened; i++) run_lm_seq_close(lm, slots[i]);
     return rc;
 }
 

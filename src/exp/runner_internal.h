@@ -111,6 +111,8 @@ typedef struct run_lm {
     int prof_fill[TMOE_LM_MAX_LAYERS]; /* PROFILE: rows written per MoE layer */
     uint32_t *step_ids;                /* (max_seqs) decode: one step's ids */
     float *step_logits;                /* (max_seqs, V) decode: one step's logits */
+    int kv_seqs, kv_len; /* > 0 (set before run_lm_init): the KV cache's slots and positions
+                            per slot (the serving replay's), instead of the workloads' */
 } run_lm;
 
 typedef struct run_ctx {
@@ -284,6 +286,12 @@ int run_bill_expert(run_ctx *r, int e, tmoe_etype t, tmoe_impl im, int n, double
  * selections (lm->counts) and keep them as step s (step_counts, added to sum_counts; step 0
  * starts the forward's sum; nsteps = s + 1). */
 int run_lm_step_done(run_lm *lm, int s, tmoe_error *err);
+/* One engine step of batch b on the runner (CPU KV cache or CUDA LM) into logits (host): the
+ * contract of tmoe_cpu_lm_forward; the CUDA runner needs logits (not NULL). */
+int run_lm_engine_step(run_lm *lm, const tmoe_lm_batch *b, float *logits, tmoe_error *err);
+/* A KV slot on the runner (tmoe_kv_seq_open / tmoe_cuda_lm_seq_open), and its release. */
+int run_lm_seq_open(run_lm *lm, int *slot, tmoe_error *err);
+void run_lm_seq_close(run_lm *lm, int slot);
 /* The routers of a combination (one per MoE layer); static_optimal fitted on calibration
  * windows. */
 int run_lm_make_routers(run_ctx *r, tmoe_route_strategy st, tmoe_workload_kind wl, uint64_t seed,

@@ -1,9 +1,12 @@
 /* The serving replay behind `thermoe serve` (docs/serve.md): requests arrive at their trace
- * times, join the running batch of the decoder LM on the CPU (continuous batching; prompts
- * prefilled in chunks, decode first in every step), hold KV positions reserved on admission
- * (a request waits while the limit is full), and leave at their generated length. Each step
- * is billed to the simulated GPU at the production expert shape (run_lm_bill) and its
- * billed time advances the simulated clock that arrivals are compared against. */
+ * times, join the running batch of the decoder LM (continuous batching; prompts prefilled in
+ * chunks, decode first in every step), hold KV positions reserved on admission (a request
+ * waits while the limit is full), and leave at their generated length. The LM runs on the
+ * run harness's runner (CPU KV cache or CUDA LM, run_lm.c). On the simulated GPU each step is
+ * billed at the production expert shape (run_lm_bill) and its billed time advances the
+ * simulated clock that arrivals are compared against; on NVML the clock is the wall clock and
+ * the GPU measures every step (on the CUDA backend with production-shape experts beside the
+ * trained model's). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +28,9 @@ tmoe_serve_config tmoe_serve_config_default(void) {
     c.slo_ttft_s = 1.0;
     c.slo_tpot_s = 0.1;
     c.temp_target_c = c.router.temp_target_c;
+    c.backend = TMOE_BACKEND_CPU;
+    c.telemetry = TMOE_TELEMETRY_SIM;
+    c.progress_every_s = 10.0;
     return c;
 }
 
@@ -50,6 +56,10 @@ typedef struct serve_ctx {
     double t0;
     tmoe_serve_segment *seg; /* (cap_seg) steps and idle waits, in time order */
     int nseg, cap_seg;
+    int real;              /* 1: NVML (wall clock, measured); 0: the simulated GPU */
+    tmoe_meter_window win; /* the window of the segment in progress */
+    double win_t0;         /* where it opened, s on the replay's clock */
+    float *logits;         /* (max_seqs, V) the CUDA runner's LM head; NULL on the CPU */
 } serve_ctx;
 
 /* Room for one more segment: the array doubles (rarely: amortized O(1) per step). */
@@ -75,17 +85,40 @@ static int need_kv(const tmoe_arrival *q) {
     return q->prompt + q->gen - 1;
 }
 
-static int setup(run_ctx *r, const tmoe_serve_config *c, int max_len, tmoe_error *err) {
+/* Open the meter's window of the next segment. On the simulated GPU it opens where the
+ * segment starts (its clock stands still between segments); on NVML it opens again as soon
+ * as the last one closed, so the host's work between steps (router update, admission) is
+ * measured too and the segments tile the wall clock. */
+static void window_open(serve_ctx *s) {
+    s->win_t0 = now_s(s);
+    tmoe_meter_begin(s->r->meter, &s->win);
+}
+
+/* Close the segment's window into rd (and open the next one on NVML). */
+static int window_close(serve_ctx *s, tmoe_meter_reading *rd, tmoe_error *err) {
+    int rc = tmoe_meter_end(s->r->meter, &s->win, rd, err);
+    if (!rc && s->real) window_open(s);
+    return rc;
+}
+
+static int setup(run_ctx *r, const tmoe_serve_config *c, int max_len, int positions,
+                 tmoe_error *err) {
     tmoe_run_config *rc = &r->cfg;
     *rc = tmoe_run_config_default();
     rc->model_dir = c->model_dir;
     rc->tokens_path = c->tokens_path;
     rc->cost_model_path = c->cost_model_path;
     rc->expert_shape = c->expert_shape;
-    rc->expert_shape_given = 1;
-    rc->telemetry = TMOE_TELEMETRY_SIM;
-    rc->backend = TMOE_BACKEND_CPU;
+    rc->expert_shape_given = c->expert_shape_given;
+    rc->telemetry = c->telemetry;
+    rc->backend = c->backend;
+    rc->device_id = c->device_id;
     rc->seed = c->seed;
+    /* the backend first: a build without CUDA says so before the model loads */
+    tmoe_backend_kind bk;
+    int e0 = tmoe_backend_resolve(rc->backend, &bk, err);
+    if (e0) return tmoe_error_prefix(err, e0, "--backend %s", tmoe_backend_kind_name(rc->backend));
+    rc->backend = bk;
     rc->router = c->router;
     for (int w = 0; w < TMOE_WL_COUNT; w++) rc->workloads[w] = w == TMOE_WL_STANDARD;
     r->rank = 0;
@@ -98,6 +131,10 @@ static int setup(run_ctx *r, const tmoe_serve_config *c, int max_len, tmoe_error
     if (!e) e = run_init_cost(r, err);
     if (!e) e = run_init_telemetry(r, err);
     if (e) return e;
+    if (!r->sim && bk == TMOE_BACKEND_CPU)
+        tmoe_log(TMOE_LOG_WARN,
+                 "serve: NVML measures the GPU, but the CPU backend computes the model: the "
+                 "energy is the GPU's draw beside it, not the model's (--backend cuda)");
     /* static_optimal is fitted on windows of the standard workload (2 x 64 tokens) */
     r->wl[TMOE_WL_STANDARD] = tmoe_workload_make(TMOE_WL_STANDARD, 2, 64, c->seed);
     r->wl[TMOE_WL_STANDARD].n_seqs = 2;
@@ -106,12 +143,12 @@ static int setup(run_ctx *r, const tmoe_serve_config *c, int max_len, tmoe_error
     r->max_tokens = c->max_batch_tokens > 128 ? c->max_batch_tokens : 128;
     r->samples = tmoe_malloc(sizeof(tmoe_sample) * RUN_MAX_SAMPLES, err);
     if (!r->samples) return TMOE_ENOMEM;
+    /* the replay's own cache: max_seqs slots of the longest request (at least the 2 x 64 of
+     * static_optimal's calibration windows) */
+    int len = max_len > 64 ? max_len : 64;
+    r->lm->kv_seqs = c->max_seqs > 2 ? c->max_seqs : 2;
+    r->lm->kv_len = len < positions ? len : positions;
     if ((e = run_lm_init(r, err))) return e;
-    /* the replay's own cache: max_seqs slots of the longest request */
-    tmoe_kv_cache_free(r->lm->kv);
-    r->lm->kv = NULL;
-    int len = max_len > 64 ? max_len : 64, ns = c->max_seqs > 2 ? c->max_seqs : 2;
-    if ((e = tmoe_kv_cache_create(&r->lm->m->cfg, ns, len, &r->lm->kv, err))) return e;
     for (int w = 0; w < TMOE_WL_COUNT; w++) r->base_latency_ms[w] = r->base_throughput[w] = NAN;
     r->t0_ns = tmoe_monitor_now_ns(r->mon);
     tmoe_meter_wait(r->meter, 0.2); /* first samples */
@@ -125,7 +162,7 @@ static int admit(serve_ctx *s, tmoe_error *err) {
         const tmoe_arrival *q = &s->a->req[i];
         if (s->kv_used + need_kv(q) > s->kv_limit) break;
         seq *sq = &s->run[s->nrun];
-        int rc = tmoe_kv_seq_open(s->r->lm->kv, &sq->slot, err);
+        int rc = run_lm_seq_open(s->r->lm, &sq->slot, err);
         if (rc) return rc;
         sq->req = i;
         sq->fed = sq->out = 0;
@@ -169,9 +206,8 @@ static int step(serve_ctx *s, int index, tmoe_serve_summary *sum, tmoe_error *er
                 decode += n;
         }
     if (!nb) return tmoe_errorf(err, TMOE_EINVAL, "internal: a step with nothing to run");
+    if (!s->real) window_open(s);
     double t_start = now_s(s);
-    tmoe_meter_window win;
-    tmoe_meter_begin(r->meter, &win);
     lm->hs = run_hw_snapshot(r, r->cfg.router.horizon_s);
     lm->pass = LM_PASS_STRATEGY;
     lm->T = T;
@@ -179,20 +215,26 @@ static int step(serve_ctx *s, int index, tmoe_serve_summary *sum, tmoe_error *er
     lm->rc_layers = 0;
     memset(lm->bias, 0, sizeof(float) * (size_t)lm->n_moe * lm->m->cfg.num_experts);
     tmoe_lm_batch b = {nb, s->slots, s->n_new, s->tok, 0};
-    /* teacher forcing needs no logits: NULL skips the LM head */
-    int rc = tmoe_cpu_lm_forward(lm->cpu, lm->kv, &b, NULL, err);
+    /* teacher forcing needs no logits: on the CPU NULL skips the LM head; the CUDA runner
+     * computes it (each sequence's last row), as a server sampling the next token would */
+    int rc = run_lm_engine_step(lm, &b, s->logits, err);
     if (rc) return tmoe_error_prefix(err, rc, "step %d", index);
     /* the step's selections, checked against what ran, are what run_lm_bill bills */
     if ((rc = run_lm_step_done(lm, 0, err))) return tmoe_error_prefix(err, rc, "step %d", index);
     batch_out o;
     memset(&o, 0, sizeof o);
     o.tokens = T;
-    rc = run_lm_bill(r, &o, &o.hw, err);
-    if (rc) return tmoe_error_prefix(err, rc, "billing step %d to the simulated GPU", index);
+    if (s->real) {
+        /* the GPU bills itself: the step's latency is its wall time */
+        o.hw.latency_ms = (now_s(s) - t_start) * 1e3;
+    } else if ((rc = run_lm_bill(r, &o, &o.hw, err))) {
+        return tmoe_error_prefix(err, rc, "billing step %d to the simulated GPU", index);
+    }
     tmoe_meter_reading rd;
-    if ((rc = tmoe_meter_end(r->meter, &win, &rd, err))) return rc;
-    run_hw_from_reading(r, &rd, &o.hw);
-    double t_end = now_s(s), ej = o.hw.energy_j;
+    double seg_t0 = s->win_t0;
+    if ((rc = window_close(s, &rd, err))) return rc;
+    run_hw_from_reading(r, &rd, &o.hw); /* energy, power, temperatures: not the latency */
+    double t_end = s->real ? s->win_t0 : now_s(s), ej = o.hw.energy_j;
     double period = o.hw.period_s > 0.0 ? o.hw.period_s : o.hw.latency_ms / 1e3;
     /* the routers learn from what the meter saw */
     tmoe_route_obs obs = tmoe_route_obs_unknown();
@@ -204,14 +246,16 @@ static int step(serve_ctx *s, int index, tmoe_serve_summary *sum, tmoe_error *er
     tmoe_ttha_record rec;
     if ((rc = run_router_update(r, &obs, &rec, err))) return rc;
     sum->energy_j += ej;
+    sum->prompt_tokens += prefill;
     if (s->steps)
         fprintf(s->steps, "%d,%.6f,%.6f,%d,%d,%d,%d,%d,%d,%ld,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%s\n",
                 index, t_start, t_end, s->nrun, s->wtail - s->whead, nb, prefill, decode, T,
                 s->kv_used, o.hw.latency_ms, ej, o.hw.power_avg_w, o.hw.power_peak_w,
                 o.hw.temp_peak_c, o.hw.mem_temp_peak_c, rd.source);
+    if (s->steps) fflush(s->steps); /* a killed replay leaves whole rows (docs/serve.md) */
     tmoe_serve_segment *g = seg_next(s, err);
     if (!g) return TMOE_ENOMEM;
-    *g = (tmoe_serve_segment){t_start,
+    *g = (tmoe_serve_segment){seg_t0,
                               t_end,
                               ej,
                               o.hw.power_peak_w,
@@ -239,6 +283,7 @@ static int step(serve_ctx *s, int index, tmoe_serve_summary *sum, tmoe_error *er
             g->generated++;
         }
     }
+    sum->generated_tokens += g->generated;
     return TMOE_OK;
 }
 
@@ -251,16 +296,17 @@ static void retire(serve_ctx *s, int *done) {
             j++;
             continue;
         }
-        s->q[sq->req].finish_s = now_s(s);
-        tmoe_kv_seq_close(s->r->lm->kv, sq->slot);
+        s->q[sq->req].finish_s = s->seg[s->nseg - 1].t1_s; /* the end of the step just run */
+        run_lm_seq_close(s->r->lm, sq->slot);
         s->kv_used -= need_kv(q);
         (*done)++;
         s->run[j] = s->run[--s->nrun]; /* order among running requests does not matter */
     }
 }
 
+/* requests.csv: the first n requests (those that arrived). */
 static int write_requests(const char *dir, const tmoe_arrivals *a, const tmoe_serve_request *q,
-                          tmoe_error *err) {
+                          int n, const char *source, tmoe_error *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/requests.csv", dir);
     FILE *f = fopen(path, "w");
@@ -268,13 +314,13 @@ static int write_requests(const char *dir, const tmoe_arrivals *a, const tmoe_se
     fprintf(f, "request,arrival_s,admit_s,first_token_s,finish_s,prompt_tokens,"
                "generated_tokens,trace_prompt_tokens,trace_generated_tokens,steps,energy_j,"
                "ttft_s,tpot_s,source\n");
-    for (int i = 0; i < a->n; i++) {
+    for (int i = 0; i < n; i++) {
         const tmoe_serve_request *x = &q[i];
         double tpot = x->gen > 1 ? (x->finish_s - x->first_token_s) / (x->gen - 1) : NAN;
-        fprintf(f, "%d,%.6f,%.6f,%.6f,%.6f,%d,%d,%d,%d,%d,%.6g,%.6f,%.6g,sim\n", i, x->arrival_s,
+        fprintf(f, "%d,%.6f,%.6f,%.6f,%.6f,%d,%d,%d,%d,%d,%.6g,%.6f,%.6g,%s\n", i, x->arrival_s,
                 x->admit_s, x->first_token_s, x->finish_s, x->prompt, x->gen,
                 a->req[i].trace_prompt, a->req[i].trace_gen, x->steps, x->energy_j,
-                x->first_token_s - x->arrival_s, tpot);
+                x->first_token_s - x->arrival_s, tpot, source);
     }
     return fclose(f) ? tmoe_errorf(err, TMOE_EIO, "%s: write failed", path) : TMOE_OK;
 }
@@ -291,6 +337,9 @@ static int write_summary(const char *dir, const tmoe_serve_config *c, const tmoe
     json_object_set_new(m, "max_context", json_integer(c->trace_max_context));
     json_object_set_new(m, "max_generated", json_integer(c->trace_max_generated));
     json_object_set_new(m, "requests_capped", json_integer(a->capped));
+    json_object_set_new(m, "trace_duration_s",
+                        c->trace_duration_s > 0.0 ? json_real(c->trace_duration_s)
+                                                  : json_null()); /* null: the whole trace */
     json_object_set_new(m, "model", json_string(c->model_dir));
     json_object_set_new(m, "tokens",
                         json_string(c->tokens_path ? c->tokens_path : tmoe_run_default_tokens()));
@@ -303,14 +352,34 @@ static int write_summary(const char *dir, const tmoe_serve_config *c, const tmoe
     json_object_set_new(m, "kv_tokens", json_integer(c->kv_tokens));
     json_object_set_new(m, "seed", json_integer((json_int_t)c->seed));
     json_object_set_new(m, "argv", json_string(c->argv_line ? c->argv_line : ""));
-    json_object_set_new(m, "billed",
-                        json_string("MoE layers only (gate, top-k, permute, experts, combine) "
-                                    "from the cost model; attention, norms, embedding and LM "
-                                    "head are not billed"));
+    int sim = r->sim != NULL, cuda = r->lm->gpu != NULL;
+    const char *billed =
+        sim     ? "MoE layers only (gate, top-k, permute, experts, combine) from the cost model; "
+                  "attention, norms, embedding and LM head are not billed"
+        : !cuda ? "measured by NVML over each step: the whole GPU, which did not run the model "
+                  "(the CPU backend computed it): the GPU's draw beside it, not the model's"
+        : r->lm->shape.kind != TMOE_SHAPE_TRAINED
+            ? "measured by NVML over each step: the whole GPU, all layers, the production-shape "
+              "experts beside the trained model's"
+            : "measured by NVML over each step: the whole GPU, all layers of the trained model";
+    json_object_set_new(m, "billed", json_string(billed));
+    json_object_set_new(m, "clock",
+                        json_string(sim ? "simulated seconds (the simulated GPU's)"
+                                        : "wall-clock seconds (CLOCK_MONOTONIC)"));
+    json_object_set_new(m, "backend", json_string(run_backend_name(r)));
+    json_object_set_new(m, "telemetry", json_string(tmoe_telemetry_choice(r->tel)));
+    json_object_set_new(m, "device_id", json_integer(c->device_id));
+    json_object_set_new(m, "device_name",
+                        json_string(r->dev_info.name[0] ? r->dev_info.name : "unknown"));
+    json_object_set_new(m, "driver",
+                        json_string(sim                     ? "simulated"
+                                    : r->dev_info.driver[0] ? r->dev_info.driver
+                                                            : r->dev_driver));
     json_object_set_new(o, "schema", json_string("thermoe.serve/1"));
     json_object_set_new(o, "metadata", m);
-    json_object_set_new(o, "source", json_string("sim"));
-    json_object_set_new(o, "simulated", json_true());
+    json_object_set_new(o, "source", json_string(s->source));
+    json_object_set_new(o, "simulated", json_boolean(sim));
+    json_object_set_new(o, "interrupted", json_boolean(s->interrupted));
 #define NUM(o, k, v) json_object_set_new(o, k, isfinite(v) ? json_real(v) : json_null())
     json_object_set_new(m, "slo_ttft_s", json_real(c->slo_ttft_s));
     json_object_set_new(m, "slo_tpot_s", json_real(c->slo_tpot_s));
@@ -340,7 +409,7 @@ static int write_summary(const char *dir, const tmoe_serve_config *c, const tmoe
     for (int k = 0; k < 2; k++) {
         const tmoe_serve_stats *x = v[k];
         json_t *w = json_object();
-        json_object_set_new(w, "source", json_string("sim"));
+        json_object_set_new(w, "source", json_string(s->source));
         if (k == 0)
             json_object_set_new(
                 w, "over", json_string(s->steady ? "steady state" : "whole run (no steady state)"));
@@ -403,6 +472,57 @@ static int check_requests(const tmoe_serve_config *c, const tmoe_arrivals *a, lo
     return TMOE_OK;
 }
 
+/* The progress callback, at most every progress_every_s of wall time (and once at the end). */
+static void progress(serve_ctx *s, const tmoe_serve_summary *S, int next, int done, int64_t w0,
+                     double *last_wall, int force) {
+    const tmoe_serve_config *c = s->c;
+    if (!c->on_progress) return;
+    double wall = (double)(tmoe_now_ns() - w0) / 1e9;
+    if (!force && wall - *last_wall < c->progress_every_s) return;
+    *last_wall = wall;
+    tmoe_serve_progress p = {.requests = s->a->n,
+                             .arrived = next,
+                             .done = done,
+                             .running = s->nrun,
+                             .waiting = s->wtail - s->whead,
+                             .steps = S->steps,
+                             .replay_s = now_s(s),
+                             .wall_s = wall,
+                             .source = s->real ? "nvml" : "sim"};
+    c->on_progress(&p, c->progress_user);
+}
+
+/* Idle until the next arrival at t_next: the GPU cools, its energy counted apart. On the
+ * simulated GPU the clock jumps there; on NVML the thread sleeps, in pieces of at most 1 s so
+ * that a stop request and the progress display are not held up. */
+static int idle(serve_ctx *s, tmoe_serve_summary *S, double t, double t_next, int next, int done,
+                int64_t w0, double *last_wall, tmoe_error *err) {
+    run_ctx *r = s->r;
+    if (!s->real) window_open(s);
+    double seg_t0 = s->win_t0;
+    /* 1 us past the arrival: the clock's rounding never leaves it just short */
+    if (!s->real) {
+        tmoe_meter_wait(r->meter, t_next - t + 1e-6);
+    } else {
+        for (double left; (left = t_next + 1e-6 - now_s(s)) > 0.0 && !run_stop_requested;) {
+            tmoe_meter_wait(r->meter, left < 1.0 ? left : 1.0);
+            progress(s, S, next, done, w0, last_wall, 0);
+        }
+    }
+    tmoe_meter_reading rd;
+    int rc = window_close(s, &rd, err);
+    if (rc) return rc;
+    batch_hw hw;
+    run_hw_from_reading(r, &rd, &hw);
+    S->idle_energy_j += hw.energy_j;
+    tmoe_serve_segment *g = seg_next(s, err);
+    if (!g) return TMOE_ENOMEM;
+    double t1 = s->real ? s->win_t0 : now_s(s);
+    *g = (tmoe_serve_segment){
+        seg_t0, t1, hw.energy_j, hw.power_peak_w, hw.temp_peak_c, hw.mem_temp_peak_c, 0, 0};
+    return TMOE_OK;
+}
+
 int tmoe_serve_run(const tmoe_serve_config *c, const tmoe_arrivals *a, tmoe_serve_summary *sum,
                    tmoe_serve_request **req_out, tmoe_error *err) {
     if (req_out) *req_out = NULL;
@@ -411,6 +531,7 @@ int tmoe_serve_run(const tmoe_serve_config *c, const tmoe_arrivals *a, tmoe_serv
     if (!a || a->n < 1) return tmoe_errorf(err, TMOE_EINVAL, "serve: no requests to replay");
     if (!c->model_dir) return tmoe_errorf(err, TMOE_EINVAL, "serve: expected a model directory");
     int64_t w0 = tmoe_now_ns();
+    run_stop_requested = 0;
     int max_len = 1;
     for (int i = 0; i < a->n; i++)
         if (need_kv(&a->req[i]) > max_len) max_len = need_kv(&a->req[i]);
@@ -431,14 +552,19 @@ int tmoe_serve_run(const tmoe_serve_config *c, const tmoe_arrivals *a, tmoe_serv
         free(r);
         return rc;
     }
-    rc = setup(r, c, max_len, err);
+    rc = setup(r, c, max_len, mc.max_positions, err);
+    s.real = !rc && !r->sim;
+    if (s.real) S.source = "nvml";
     s.q = calloc((size_t)a->n, sizeof *s.q);
     s.run = calloc((size_t)c->max_seqs, sizeof *s.run);
     s.wait = calloc((size_t)a->n, sizeof *s.wait);
     s.slots = calloc((size_t)c->max_seqs, sizeof *s.slots);
     s.n_new = calloc((size_t)c->max_seqs, sizeof *s.n_new);
     s.tok = calloc((size_t)c->max_batch_tokens, sizeof *s.tok);
-    if (!rc && (!s.q || !s.run || !s.wait || !s.slots || !s.n_new || !s.tok))
+    if (!rc && r->lm->gpu)
+        s.logits = malloc(sizeof(float) * (size_t)c->max_seqs * (size_t)mc.vocab_size);
+    if (!rc &&
+        (!s.q || !s.run || !s.wait || !s.slots || !s.n_new || !s.tok || (r->lm->gpu && !s.logits)))
         rc = tmoe_errorf(err, TMOE_ENOMEM, "serve: out of memory for %d requests", a->n);
     if (!rc && r->lm->tok.n <= max_len)
         rc = tmoe_errorf(err, TMOE_EINVAL, "the token file has %lld ids: requests need %d",
@@ -461,8 +587,10 @@ int tmoe_serve_run(const tmoe_serve_config *c, const tmoe_arrivals *a, tmoe_serv
         s.q[i].gen = a->req[i].gen;
         s.q[i].first_token_s = s.q[i].finish_s = s.q[i].admit_s = NAN;
     }
+    if (!rc && s.real) window_open(&s); /* NVML: the windows tile the replay from its start */
     int next = 0, done = 0;
-    while (!rc && done < a->n) {
+    double last_wall = 0.0;
+    while (!rc && done < a->n && !run_stop_requested) {
         double t = now_s(&s);
         while (next < a->n && a->req[next].arrival_s <= t) s.wait[s.wtail++] = next++;
         if ((rc = admit(&s, err))) break;
@@ -473,57 +601,47 @@ int tmoe_serve_run(const tmoe_serve_config *c, const tmoe_arrivals *a, tmoe_serv
                 rc = tmoe_errorf(err, TMOE_EINVAL, "internal: requests wait with nothing running");
                 break;
             }
-            /* idle until the next arrival: the simulated GPU cools, its energy counted apart */
-            tmoe_meter_window win;
-            tmoe_meter_reading rd;
-            tmoe_meter_begin(r->meter, &win);
-            /* 1 us past the arrival: the clock's rounding never leaves it just short */
-            tmoe_meter_wait(r->meter, a->req[next].arrival_s - t + 1e-6);
-            if ((rc = tmoe_meter_end(r->meter, &win, &rd, err))) break;
-            batch_hw hw;
-            run_hw_from_reading(r, &rd, &hw);
-            S.idle_energy_j += hw.energy_j;
-            tmoe_serve_segment *g = seg_next(&s, err);
-            if (!g) {
-                rc = TMOE_ENOMEM;
-                break;
-            }
-            *g = (tmoe_serve_segment){
-                t, now_s(&s), hw.energy_j, hw.power_peak_w, hw.temp_peak_c, hw.mem_temp_peak_c,
-                0, 0};
+            rc = idle(&s, &S, t, a->req[next].arrival_s, next, done, w0, &last_wall, err);
             continue;
         }
         if ((rc = step(&s, S.steps, &S, err))) break;
         S.steps++;
         retire(&s, &done);
+        progress(&s, &S, next, done, w0, &last_wall, 0);
     }
     if (s.steps) fclose(s.steps);
+    S.interrupted = !rc && done < a->n;
+    /* an interrupted replay reports the requests that arrived, over the time it ran */
+    int n = S.interrupted ? next : a->n;
     if (!rc) {
+        progress(&s, &S, next, done, w0, &last_wall, 1);
         double last = 0.0;
-        for (int i = 0; i < a->n; i++) {
-            const tmoe_serve_request *x = &s.q[i];
-            S.prompt_tokens += x->prompt;
-            S.generated_tokens += x->gen;
-            if (x->finish_s > last) last = x->finish_s;
-        }
-        S.requests = a->n;
+        for (int i = 0; i < n; i++)
+            if (s.q[i].finish_s > last) last = s.q[i].finish_s;
+        if (S.interrupted && s.nseg > 0) last = s.seg[s.nseg - 1].t1_s;
+        S.requests = n;
         S.duration_s = last - a->req[0].arrival_s;
-        tmoe_serve_window_stats(s.q, a->n, s.seg, s.nseg, 0.0, last, c->slo_ttft_s, c->slo_tpot_s,
+        tmoe_serve_window_stats(s.q, n, s.seg, s.nseg, 0.0, last, c->slo_ttft_s, c->slo_tpot_s,
                                 c->temp_target_c, &S.run);
         double ws, we;
         S.steady = tmoe_serve_steady_window(s.seg, s.nseg, last, &ws, &we, S.steady_note,
                                             sizeof S.steady_note);
-        tmoe_serve_window_stats(s.q, a->n, s.seg, s.nseg, ws, we, c->slo_ttft_s, c->slo_tpot_s,
+        tmoe_serve_window_stats(s.q, n, s.seg, s.nseg, ws, we, c->slo_ttft_s, c->slo_tpot_s,
                                 c->temp_target_c, &S.window);
         S.wall_s = (double)(tmoe_now_ns() - w0) / 1e9;
         if (c->out_dir) {
             char path[4096];
             snprintf(path, sizeof path, "%s/timeline.csv", c->out_dir);
-            rc = tmoe_serve_write_timeline(path, s.q, a->n, s.seg, s.nseg, last, ws, we, err);
+            rc = tmoe_serve_write_timeline(path, s.q, n, s.seg, s.nseg, last, ws, we, err);
         }
     }
-    if (!rc && c->out_dir) rc = write_requests(c->out_dir, a, s.q, err);
+    if (!rc && c->out_dir) rc = write_requests(c->out_dir, a, s.q, n, S.source, err);
     if (!rc && c->out_dir) rc = write_summary(c->out_dir, c, a, r, &S, err);
+    if (!rc && S.interrupted)
+        rc = tmoe_errorf(err, TMOE_EINTR,
+                         "interrupted after %d steps: %d of %d requests finished, %d arrived; "
+                         "the files hold what ran",
+                         S.steps, done, a->n, next);
     run_free_ctx(r);
     free(r);
     free(s.run);
@@ -532,7 +650,8 @@ int tmoe_serve_run(const tmoe_serve_config *c, const tmoe_arrivals *a, tmoe_serv
     free(s.n_new);
     free(s.tok);
     free(s.seg);
-    if (!rc && req_out)
+    free(s.logits);
+    if ((!rc || S.interrupted) && req_out)
         *req_out = s.q;
     else
         free(s.q);

@@ -10,7 +10,7 @@
 #include "thermoe/exp.h"
 
 tmoe_arrivals_opts tmoe_arrivals_opts_default(void) {
-    return (tmoe_arrivals_opts){TMOE_ARR_AUTO, 0, 1.0, 1.0, 0, 0};
+    return (tmoe_arrivals_opts){TMOE_ARR_AUTO, 0, 1.0, 1.0, 0, 0, 0.0};
 }
 
 void tmoe_arrivals_free(tmoe_arrivals *a) {
@@ -209,10 +209,16 @@ static int finish(tmoe_arrivals *a, const tmoe_arrivals_opts *o, const char *wha
     if (a->n == 0)
         return tmoe_errorf(err, TMOE_EINVAL, "%s: no requests (expected at least one)", what);
     double ts = o->time_scale > 0.0 ? o->time_scale : 1.0, t0 = a->req[0].arrival_s;
+    int n = 0;
     for (int i = 0; i < a->n; i++) {
         a->req[i].arrival_s = (a->req[i].arrival_s - t0) / ts;
+        /* the duration cut: sorted arrivals, so the first one past it ends the trace (the
+         * first request, at 0, is always kept) */
+        if (o->duration_s > 0.0 && a->req[i].arrival_s >= o->duration_s) break;
         apply_caps(o, &a->req[i], &a->capped);
+        n++;
     }
+    a->n = n;
     return TMOE_OK;
 }
 
@@ -258,17 +264,21 @@ static int lognormal_len(tmoe_rng *r, double mu, double sigma) {
 int tmoe_arrivals_generate(const tmoe_arrivals_synth *p, int n, uint64_t seed,
                            const tmoe_arrivals_opts *o, tmoe_arrivals *out, tmoe_error *err) {
     memset(out, 0, sizeof *out);
-    if (!p || n < 1 || !(p->rate_per_s > 0.0) || !(p->prompt_sigma >= 0.0) ||
+    tmoe_arrivals_opts d = o ? *o : tmoe_arrivals_opts_default();
+    int until = n == 0 && d.duration_s > 0.0; /* as many as arrive within the duration */
+    if (!p || (n < 1 && !until) || !(p->rate_per_s > 0.0) || !(p->prompt_sigma >= 0.0) ||
         !(p->gen_sigma >= 0.0))
         return tmoe_errorf(err, TMOE_EINVAL,
-                           "synthetic trace: expected n >= 1, a rate > 0 and sigmas >= 0");
-    tmoe_arrivals_opts d = o ? *o : tmoe_arrivals_opts_default();
+                           "synthetic trace: expected n >= 1 (or 0 with a duration), a rate > 0 "
+                           "and sigmas >= 0");
+    double ts = d.time_scale > 0.0 ? d.time_scale : 1.0;
     tmoe_rng r;
     tmoe_rng_seed_stream(&r, seed, 0x5e27e);
     int cap = 0, rc = TMOE_OK;
     double t = 0.0;
-    for (int i = 0; i < n && !rc; i++) {
+    for (int i = 0; (until || i < n) && !rc; i++) {
         if (i) t += -log(1.0 - tmoe_rng_uniform(&r)) / p->rate_per_s;
+        if (until && (t / ts >= d.duration_s || i >= 100000000)) break;
         int pl = lognormal_len(&r, p->prompt_mu, p->prompt_sigma);
         rc = push(out, &cap, t, pl, lognormal_len(&r, p->gen_mu, p->gen_sigma), err);
     }
