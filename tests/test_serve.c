@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 
+#include "thermoe/analyze.h"
 #include "thermoe/exp.h"
 
 #define DATA THERMOE_SOURCE_DIR "/tests/data/serve/"
@@ -414,6 +415,26 @@ static void test_interrupted(void **state) {
     assert_int_equal(json_integer_value(json_object_get(j, "steps")), 30);
     assert_int_equal(json_integer_value(json_object_get(j, "requests")), s.requests);
     json_decref(j);
+    /* analyze reads it, unfinished requests (nan times) and all, and leaves them out of the
+     * energy per request */
+    char rep[600];
+    snprintf(rep, sizeof rep, "%s/report", dir);
+    tmoe_analyze_config ac = tmoe_analyze_config_default();
+    ac.out_dir = rep;
+    ac.gnuplot = ""; /* data and scripts only */
+    tmoe_analyze_summary as;
+    const char *dirs[1] = {dir};
+    if (tmoe_analyze_run_ex(dirs, 1, &ac, &as, &err)) fail_msg("analyze: %s", err.msg);
+    assert_int_equal(as.n_serve_runs, 1);
+    snprintf(path, sizeof path, "%s/figures/serve_energy_prompt.dat", rep);
+    FILE *f = fopen(path, "r");
+    if (!f) fail_msg("%s: not written", path);
+    int pts = 0;
+    char line[256];
+    while (fgets(line, sizeof line, f))
+        if (line[0] != '#' && line[0] != '\n') pts++;
+    fclose(f);
+    assert_int_equal(pts, finished);
     free(q);
     /* the next replay starts afresh: the stop request does not carry over */
     c.on_progress = NULL;

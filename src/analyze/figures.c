@@ -1688,7 +1688,8 @@ static int fig_serve_energy(figctx *c, const serve_set *sv, tmoe_error *err) {
         fputc('\n', c->dat);
         for (int k = 0; k < r->n; k++) {
             double x = r->req[SERVE_REQ_PROMPT][k], y = r->req[SERVE_REQ_ENERGY][k];
-            if (!isfinite(x) || !isfinite(y)) continue;
+            /* a request unfinished when a replay was stopped has only part of its energy */
+            if (!isfinite(x) || !isfinite(y) || !isfinite(r->req[SERVE_REQ_FINISH][k])) continue;
             fprintf(c->dat, "%.9g %.9g\n", x, y);
             range_add(c, x, y);
             pts++;

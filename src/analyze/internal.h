@@ -58,6 +58,7 @@ enum {
     SERVE_REQ_TPOT,
     SERVE_REQ_PROMPT,
     SERVE_REQ_ENERGY,
+    SERVE_REQ_FINISH, /* nan: unfinished when an interrupted replay stopped */
     SERVE_REQ_NCOLS
 };
 enum {

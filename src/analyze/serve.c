@@ -179,9 +179,10 @@ int serve_add(serve_set *s, const char *dir, tmoe_error *err) {
     int rc = msg[0] ? TMOE_EFORMAT : TMOE_OK;
     if (!r.dir || !r.strategy || !r.trace || !r.source) rc = TMOE_ENOMEM;
     if (!rc) {
-        static const char *const rq[SERVE_REQ_NCOLS] = {"arrival_s", "ttft_s", "tpot_s",
-                                                        "prompt_tokens", "energy_j"};
-        static const int rq_nan[SERVE_REQ_NCOLS] = {0, 0, 1, 0, 0};
+        /* an interrupted replay leaves the requests it had not finished at nan */
+        static const char *const rq[SERVE_REQ_NCOLS] = {"arrival_s",     "ttft_s",   "tpot_s",
+                                                        "prompt_tokens", "energy_j", "finish_s"};
+        static const int rq_nan[SERVE_REQ_NCOLS] = {0, 1, 1, 0, 0, 1};
         join_path(path, sizeof path, dir, "requests.csv");
         rc = read_csv(path, rq, rq_nan, SERVE_REQ_NCOLS, r.req, &r.n, msg, sizeof msg);
     }
