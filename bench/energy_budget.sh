@@ -18,16 +18,8 @@ OUT=${OUT:-/tmp/out}
 REPEATS=${1:-3}
 RUNS=${RUNS:-fp16_kl}
 mkdir -p "$OUT"
-[ -f scripts/device-env.sh ] && source scripts/device-env.sh
-t0=$(date +%s)
-el() { echo "[$(( $(date +%s) - t0 )) s]"; }
-{ nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit,temperature.gpu,temperature.memory --format=csv; date -u; } \
-  2>&1 | tee "$OUT/env.txt"
-cmake -S . -B build-gpu -G Ninja -DTHERMOE_CUDA=ON -DTHERMOE_CUDA_ARCH=90 -DCMAKE_BUILD_TYPE=Release \
-  >"$OUT/build.log" 2>&1 && cmake --build build-gpu -j"$(nproc)" ${BUILD_TARGETS:+--target $BUILD_TARGETS} \
-  >>"$OUT/build.log" 2>&1 \
-  || { tail -40 "$OUT/build.log"; exit 1; }
-echo "$(el) built"
+source bench/gpu_build.sh
+gpu_build "${BUILD_TARGETS:-}" || exit 1
 if [ "${TESTS:-1}" = 1 ]; then
   for t in ${TEST_LIST:-test_cuda_engine test_cuda_lm}; do
     build-gpu/$t >"$OUT/$t.log" 2>&1; echo "$(el) $t rc=$?"

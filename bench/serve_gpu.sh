@@ -26,15 +26,8 @@ TIME_SCALE=${TIME_SCALE:-8}
 REST=${REST:-30}
 DRAIN=${DRAIN:-120}
 mkdir -p "$OUT/serve"
-[ -f scripts/device-env.sh ] && source scripts/device-env.sh
-t0=$(date +%s)
-el() { echo "[$(( $(date +%s) - t0 )) s]"; }
-{ nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit,temperature.gpu,temperature.memory --format=csv; date -u; } \
-  2>&1 | tee "$OUT/env.txt"
-cmake -S . -B build-gpu -G Ninja -DTHERMOE_CUDA=ON -DTHERMOE_CUDA_ARCH=90 -DCMAKE_BUILD_TYPE=Release \
-  >"$OUT/build.log" 2>&1 && cmake --build build-gpu -j"$(nproc)" --target thermoe >>"$OUT/build.log" 2>&1 \
-  || { tail -40 "$OUT/build.log"; exit 1; }
-echo "$(el) built"
+source bench/gpu_build.sh
+gpu_build thermoe || exit 1
 conv="${THERMOE_FIXTURES:-../shared/fixtures}/traces/azure_llm_2023_conv.csv"
 if [ -f "$conv" ]; then trace=(--trace "$conv"); else trace=(--synthetic azure_conv); fi
 common=(--model models/default --expert-shape mixtral --backend cuda --telemetry nvml

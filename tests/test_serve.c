@@ -222,18 +222,26 @@ static void test_window_stats(void **state) {
     assert_true(isnan(o.j_per_generated_token) && isnan(o.gpu_above_target_s));
 }
 
+/* small.csv at time scale 100 (all six arrive within ~10 ms: they overlap), the default
+ * model, prompts in chunks of 16, 32 tokens a step, 4 running at once. */
+static void small_replay(tmoe_arrivals *a, tmoe_serve_config *c) {
+    tmoe_arrivals_opts o = tmoe_arrivals_opts_default();
+    o.time_scale = 100.0;
+    tmoe_error err = {0};
+    if (tmoe_arrivals_read(DATA "small.csv", &o, a, &err)) fail_msg("%s", err.msg);
+    *c = tmoe_serve_config_default();
+    c->model_dir = MODEL;
+    c->prefill_chunk = 16;
+    c->max_batch_tokens = 32;
+    c->max_seqs = 4;
+}
+
 static void test_replay_and_admission(void **state) {
     (void)state;
-    tmoe_arrivals_opts o = tmoe_arrivals_opts_default();
-    o.time_scale = 100.0; /* all six arrive within ~10 ms: they overlap */
     tmoe_arrivals a;
+    tmoe_serve_config c;
     tmoe_error err = {0};
-    if (tmoe_arrivals_read(DATA "small.csv", &o, &a, &err)) fail_msg("%s", err.msg);
-    tmoe_serve_config c = tmoe_serve_config_default();
-    c.model_dir = MODEL;
-    c.prefill_chunk = 16;
-    c.max_batch_tokens = 32;
-    c.max_seqs = 4;
+    small_replay(&a, &c);
     tmoe_serve_summary s;
     tmoe_serve_request *q = NULL;
     if (tmoe_serve_run(&c, &a, &s, &q, &err)) fail_msg("%s", err.msg);
@@ -268,18 +276,12 @@ static void test_replay_and_admission(void **state) {
  * this configuration (small.csv, time scale 100, prefill 16, batch 32, 4 running). */
 static void test_cpu_sim_unchanged(void **state) {
     (void)state;
-    tmoe_arrivals_opts o = tmoe_arrivals_opts_default();
-    o.time_scale = 100.0;
     tmoe_arrivals a;
+    tmoe_serve_config c;
     tmoe_error err = {0};
-    if (tmoe_arrivals_read(DATA "small.csv", &o, &a, &err)) fail_msg("%s", err.msg);
-    tmoe_serve_config c = tmoe_serve_config_default();
+    small_replay(&a, &c);
     assert_int_equal(c.backend, TMOE_BACKEND_CPU);
     assert_int_equal(c.telemetry, TMOE_TELEMETRY_SIM);
-    c.model_dir = MODEL;
-    c.prefill_chunk = 16;
-    c.max_batch_tokens = 32;
-    c.max_seqs = 4;
     tmoe_serve_summary s;
     tmoe_serve_request *q = NULL;
     if (tmoe_serve_run(&c, &a, &s, &q, &err)) fail_msg("%s", err.msg);

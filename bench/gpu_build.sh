@@ -1,0 +1,18 @@
+# shellcheck shell=bash
+# Sourced by the GPU bench scripts (repo root, GPU machine): the libraries of .devdeps, the
+# card and driver into $OUT/env.txt, a Release CUDA build for Hopper in build-gpu (targets
+# $1, default all; its log in $OUT/build.log), and el, the seconds since it was sourced.
+[ -f scripts/device-env.sh ] && source scripts/device-env.sh
+t0=$(date +%s)
+el() { echo "[$(( $(date +%s) - t0 )) s]"; }
+gpu_build() {
+  mkdir -p "$OUT"
+  { nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit,temperature.gpu,temperature.memory \
+      --format=csv; date -u; } 2>&1 | tee "$OUT/env.txt"
+  # shellcheck disable=SC2086
+  cmake -S . -B build-gpu -G Ninja -DTHERMOE_CUDA=ON -DTHERMOE_CUDA_ARCH=90 \
+    -DCMAKE_BUILD_TYPE=Release >"$OUT/build.log" 2>&1 &&
+    cmake --build build-gpu -j"$(nproc)" ${1:+--target $1} >>"$OUT/build.log" 2>&1 ||
+    { tail -40 "$OUT/build.log"; return 1; }
+  echo "$(el) built"
+}
