@@ -11,7 +11,8 @@
 #   bash bench/energy_budget.sh [REPEATS]        (RUNS="fp16_kl q4_kl ..." picks the runs)
 # env: SAMPLES (windows per combination, 16), COOLDOWN (5 s), STEADY (20 s), RUN_LIMIT (s per
 #      run, 240), RATE (open-loop tokens/s; unset: closed loop), TESTS=0 skips the CUDA tests,
-#      TEST_LIST (before the runs), POST_TESTS (after them), BUILD_TARGETS (default all)
+#      TEST_LIST (before the runs), POST_TESTS (after them), BUILD_TARGETS (default all),
+#      SEQ_LEN (32: decode steps a batch; longer batches give NVML longer energy windows)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}
@@ -32,7 +33,7 @@ for s in topk_minus_one top_p expert_prune capacity; do
   build-gpu/thermoe run --help 2>&1 | grep -q "$s" && strategies+=",$s"
 done
 common=(--backend cuda --telemetry nvml --lm-steps decode --expert-shape mixtral
-        --batch-size 16 --seq-len 32 --workloads standard
+        --batch-size 16 --seq-len ${SEQ_LEN:-32} --workloads standard
         --num-samples-per-workload ${SAMPLES:-16} --repeats "$REPEATS" --cooldown ${COOLDOWN:-5}
         --warmup-steady ${STEADY:-20} --trace-batches 0 --no-analyze)
 [ -n "${RATE:-}" ] && common+=(--arrival-rate "$RATE")
@@ -60,7 +61,9 @@ for r in $RUNS; do
     fp16_wide) run $r --expert-type fp16 --kl-base 0.05 --kl-max 0.3 \
                  --routing-strategy baseline,static_optimal,predictive_thermal ;;
     fp16_top1) run $r --expert-type fp16 --budget top1 --routing-strategy baseline,predictive_thermal ;;
-    *) echo "unknown run $r (fp16_kl q4_kl fp16_wide fp16_top1)"; exit 2 ;;
+    fp16_few) run $r --expert-type fp16 \
+                --routing-strategy baseline,static_optimal,kernel_aware_ttha,topk_minus_one ;;
+    *) echo "unknown run $r (fp16_kl q4_kl fp16_wide fp16_top1 fp16_few)"; exit 2 ;;
   esac
 done
 for t in ${POST_TESTS:-}; do # tests that may wait until the measurements are in

@@ -587,6 +587,10 @@ int main(void) {
         cmocka_unit_test(test_shadow_experts),
         cmocka_unit_test(test_explicit_selection),
     };
+    /* THERMOE_TEST_FILTER=name (a cmocka pattern) runs only the matching tests, e.g. one
+     * test under compute-sanitizer */
+    const char *filter = getenv("THERMOE_TEST_FILTER");
+    if (filter && *filter) cmocka_set_test_filter(filter);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
 #else
