@@ -4,7 +4,7 @@
 # $1, default all; its log in $OUT/build.log), and el, the seconds since it was sourced.
 [ -f scripts/device-env.sh ] && source scripts/device-env.sh
 t0=$(date +%s)
-el() { echo "[$(( $(date +%s) - t0 )) s]"; }
+el() { local s=$?; echo "[$(( $(date +%s) - t0 )) s]"; return $s; } # keeps $? for "$(el) rc=$?"
 gpu_build() {
   mkdir -p "$OUT"
   { nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit,temperature.gpu,temperature.memory \

@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 LAYERS=${1:-2}
 source scripts/device-env.sh
 t0=$(date +%s)
-el() { echo "[$(( $(date +%s) - t0 )) s]"; }
+el() { local s=$?; echo "[$(( $(date +%s) - t0 )) s]"; return $s; } # keeps $? for "$(el) rc=$?"
 { nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit,temperature.gpu --format=csv; date -u; } \
   2>&1 | tee "$OUT/env.txt"
 cmake -S . -B build-gpu -G Ninja -DTHERMOE_CUDA=ON -DTHERMOE_CUDA_ARCH=90 -DCMAKE_BUILD_TYPE=Release \
