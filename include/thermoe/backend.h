@@ -320,6 +320,8 @@ typedef struct tmoe_cuda_lm_config {
                                or NULL (host round trip per layer) */
     void *route_user;
     int bias_in_weights;
+    int plain_experts; /* 1: the model's own experts on the plain kernel even where the
+                          bandwidth kernel takes their shapes (a reference for the tests) */
     /* production-shape experts (docs/cuda.md "Energy at production shape"): shadow_d_model
        > 0 runs, in every MoE layer, experts of shadow_d_model x shadow_d_ff (random weights
        of shadow_type, one set per MoE layer while shadow_max_bytes allows, then reused round

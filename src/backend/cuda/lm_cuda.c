@@ -198,7 +198,7 @@ static int upload_experts(tmoe_cuda_lm *r, const tmoe_lm *m, const tmoe_lm_layer
         L->sm_count = r->sm_count;
     }
     tmoe_error sub = {0};
-    d->fast = d->k1.out % 16 == 0 && d->k2.out % 16 == 0 &&
+    d->fast = !r->cfg.plain_experts && d->k1.out % 16 == 0 && d->k2.out % 16 == 0 &&
               d->k1.w_stride % ((size_t)d->k1.out * 64) == 0 &&
               d->k2.w_stride % ((size_t)d->k2.out * 64) == 0 &&
               tmoe_cuda_expert_kernel_supports(&d->k1, TMOE_CUDA_EPI_SWIGLU, &sub) == TMOE_OK &&
