@@ -550,7 +550,14 @@ int run_lm_quality(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err
     if (c->st == TMOE_ROUTE_BASELINE && !r->cfg.load_balancer) {
         o->nll_base = o->nll; /* the forward that ran is baseline routing */
         o->rel_error = 0.0;
-        return TMOE_OK;
+        /* on a real GPU the next batch's energy window opens right after this: plain
+         * baseline runs the same second forward as every other strategy (its result unused),
+         * so the power its tail leaves in that window is the same for all (docs/harness.md) */
+        if (r->sim) return TMOE_OK;
+        lm->pass = LM_PASS_BASELINE;
+        int rc = lm_forward(r, lm->logits0, err);
+        lm->pass = LM_PASS_STRATEGY;
+        return rc ? tmoe_error_prefix(err, rc, "baseline forward") : TMOE_OK;
     }
     lm->pass = LM_PASS_BASELINE;
     int rc = lm_forward(r, lm->logits0, err);
