@@ -6,9 +6,12 @@
  * bit-identical to the single-device CPU engine. */
 #include "testutil.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "thermoe/backend.h"
 #include "thermoe/ep.h"
@@ -82,6 +85,19 @@ static void test_placement_file(void **state) {
     ASSERT_OK(tmoe_placement_load(path, 37, 5, &back, &err), &err);
     assert_memory_equal(back.device, pl.device, sizeof(int32_t) * 37);
     check_placement(&back);
+    /* the save goes through a temporary file renamed over the path: none is left behind, and
+     * a path that is a directory is refused with nothing written */
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    assert_int_not_equal(access(tmp, F_OK), 0);
+    const char *dir = tu_tmppath("placement_dir");
+    assert_true(mkdir(dir, 0700) == 0 || errno == EEXIST);
+    memset(&err, 0, sizeof err);
+    assert_int_equal(tmoe_placement_save(&pl, dir, &err), TMOE_EINVAL);
+    assert_non_null(strstr(err.msg, "refusing to replace"));
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dir, (long)getpid());
+    assert_int_not_equal(access(tmp, F_OK), 0);
+    rmdir(dir);
 
     static const struct {
         const char *text, *want;

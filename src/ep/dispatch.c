@@ -147,15 +147,22 @@ int tmoe_placement_load(const char *path, int E, int N, tmoe_placement *out, tmo
     return rc;
 }
 
+/* Written to a temporary file and renamed over path: a crash or a full disk leaves the
+ * previous placement, never a torn file. */
 int tmoe_placement_save(const tmoe_placement *pl, const char *path, tmoe_error *err) {
-    FILE *f = fopen(path, "w");
-    if (!f) return tmoe_errorf(err, TMOE_EIO, "cannot create %s: %s", path, strerror(errno));
-    int bad = fprintf(f, "# expert device (%d experts on %d devices)\n", pl->num_experts,
+    tmoe_atomic_file af;
+    int rc = tmoe_atomic_open(&af, path, err);
+    if (rc) return rc;
+    int bad = fprintf(af.f, "# expert device (%d experts on %d devices)\n", pl->num_experts,
                       pl->num_devices) < 0;
     for (int e = 0; e < pl->num_experts && !bad; e++)
-        bad = fprintf(f, "%d %d\n", e, (int)pl->device[e]) < 0;
-    if (fclose(f) != 0) bad = 1;
-    return bad ? tmoe_errorf(err, TMOE_EIO, "cannot write %s: %s", path, strerror(errno)) : TMOE_OK;
+        bad = fprintf(af.f, "%d %d\n", e, (int)pl->device[e]) < 0;
+    if (bad) {
+        tmoe_atomic_abort(&af);
+        return tmoe_errorf(err, TMOE_EIO, "cannot write %s: %s; left unchanged", path,
+                           strerror(errno));
+    }
+    return tmoe_atomic_commit(&af, err);
 }
 
 /* ---- dispatch plan ------------------------------------------------------------------- */

@@ -1191,18 +1191,23 @@ static const char MAGIC[8] = {'T', 'M', 'O', 'E', 'T', 'T', 'H', 'A'};
 static const char TRAILER[8] = {'E', 'N', 'D', 'T', 'T', 'H', 'A', '\0'};
 #define TTHA_FILE_VERSION 1u
 
+/* Written to a temporary file and renamed over path: a crash or a full disk leaves the
+ * previous weights, never a torn file. */
 int tmoe_router_ttha_save(const tmoe_router *r, const char *path, tmoe_error *err) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return tmoe_errorf(err, TMOE_EIO, "%s: cannot open for writing", path);
+    tmoe_atomic_file af;
+    int rc = tmoe_atomic_open(&af, path, err);
+    if (rc) return rc;
     const tmoe_ttha_mlp *m = r->mlp;
     uint32_t hdr[5] = {TTHA_FILE_VERSION, (uint32_t)m->E, (uint32_t)m->in, (uint32_t)m->hidden,
                        (uint32_t)m->np};
-    int ok = fwrite(MAGIC, 1, 8, f) == 8 && fwrite(hdr, sizeof hdr, 1, f) == 1 &&
-             fwrite(m->p, sizeof(double), (size_t)m->np, f) == (size_t)m->np &&
-             fwrite(TRAILER, 1, 8, f) == 8;
-    if (fclose(f) != 0) ok = 0;
-    if (!ok) return tmoe_errorf(err, TMOE_EIO, "%s: write failed (disk full?)", path);
-    return TMOE_OK;
+    int ok = fwrite(MAGIC, 1, 8, af.f) == 8 && fwrite(hdr, sizeof hdr, 1, af.f) == 1 &&
+             fwrite(m->p, sizeof(double), (size_t)m->np, af.f) == (size_t)m->np &&
+             fwrite(TRAILER, 1, 8, af.f) == 8;
+    if (!ok) {
+        tmoe_atomic_abort(&af);
+        return tmoe_errorf(err, TMOE_EIO, "%s: write failed (disk full?); left unchanged", path);
+    }
+    return tmoe_atomic_commit(&af, err);
 }
 
 int tmoe_router_ttha_load(tmoe_router *r, const char *path, tmoe_error *err) {
