@@ -3,7 +3,9 @@
 #ifndef THERMOE_CLI_H
 #define THERMOE_CLI_H
 
+#include "thermoe/backend.h"
 #include "thermoe/core.h"
+#include "thermoe/telemetry.h"
 
 typedef int (*cli_cmd_fn)(int argc, char **argv);
 
@@ -93,10 +95,12 @@ int cli_script_value_ok(const char *cmd, const char *what, const char *s);
  * control character, or when the stream is in error. */
 int cli_shell_quote(FILE *f, const char *s);
 
+/* "thermoe" and the subcommand's argv (argv[0] its name) joined by spaces into buf (n bytes,
+ * cut at the end when longer): the command line metadata records. */
+void cli_command_line(char *buf, size_t n, int argc, char **argv);
+
 /* --backend auto|cpu|cuda and --telemetry auto|nvml|sim: on a bad value print
  * "thermoe <cmd>: --<flag>: ..." and return -1 (callers exit 2). */
-#include "thermoe/backend.h"
-#include "thermoe/telemetry.h"
 int cli_backend_flag(const char *cmd, const char *s, tmoe_backend_kind *out);
 int cli_telemetry_flag(const char *cmd, const char *s, tmoe_telemetry_kind *out);
 

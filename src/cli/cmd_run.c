@@ -699,7 +699,7 @@ int cmd_run(int argc, char **argv) {
     }
     cli_log_init(verbosity);
     choose_model(&c, quiet);
-    char cost_buf[4096], out_buf[256], rank_buf[4200], line[4096] = "thermoe";
+    char cost_buf[4096], out_buf[256], rank_buf[4200], line[4096];
     if (profile_dir && !c.cost_model_path) {
         snprintf(cost_buf, sizeof cost_buf, "%s/cost_model.json", profile_dir);
         c.cost_model_path = cost_buf;
@@ -711,10 +711,7 @@ int cmd_run(int argc, char **argv) {
         strftime(out_buf, sizeof out_buf, "results/%Y%m%dT%H%M%SZ", &tm);
         c.out_dir = out_buf;
     }
-    for (int i = 0; i < argc; i++) {
-        strncat(line, " ", sizeof line - strlen(line) - 1);
-        strncat(line, argv[i], sizeof line - strlen(line) - 1);
-    }
+    cli_command_line(line, sizeof line, argc, argv);
     c.argv_line = line;
     tmoe_error err = {0};
     if (want_ep) {

@@ -279,11 +279,8 @@ int cmd_serve(int argc, char **argv) {
     c.trace_max_context = ao.max_context;
     c.trace_max_generated = ao.max_generated;
     c.trace_duration_s = ao.duration_s;
-    char line[4096] = "thermoe";
-    for (int i = 0; i < argc; i++) {
-        strncat(line, " ", sizeof line - strlen(line) - 1);
-        strncat(line, argv[i], sizeof line - strlen(line) - 1);
-    }
+    char line[4096];
+    cli_command_line(line, sizeof line, argc, argv);
     c.argv_line = line;
     /* a synthetic trace with --duration and no --requests fills the duration */
     int n_gen = ao.duration_s > 0.0 && !requests_given ? 0 : (int)n_synth;

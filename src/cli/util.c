@@ -211,6 +211,14 @@ int cli_int_list(const char *cmd, const char *flag, const char *list, long lo, l
     return n;
 }
 
+void cli_command_line(char *buf, size_t n, int argc, char **argv) {
+    snprintf(buf, n, "thermoe");
+    for (int i = 0; i < argc; i++) {
+        strncat(buf, " ", n - strlen(buf) - 1);
+        strncat(buf, argv[i], n - strlen(buf) - 1);
+    }
+}
+
 int cli_backend_flag(const char *cmd, const char *s, tmoe_backend_kind *out) {
     if (tmoe_backend_kind_parse(s, out)) {
         cli_fail(cmd, "--backend: unknown backend '%s' (expected auto, cpu or cuda)", s);
