@@ -488,7 +488,7 @@ static void progress(serve_ctx *s, const tmoe_serve_summary *S, int next, int do
                              .steps = S->steps,
                              .replay_s = now_s(s),
                              .wall_s = wall,
-                             .source = s->real ? "nvml" : "sim"};
+                             .source = S->source};
     c->on_progress(&p, c->progress_user);
 }
 
