@@ -122,8 +122,7 @@ static int dev_alloc(cuda_state *s, void **p, size_t n, tmoe_error *err) {
 
 static int upload(cuda_state *s, void **dst, const void *src, size_t n, tmoe_error *err) {
     TRY(dev_alloc(s, dst, n, err));
-    TMOE_CUDA_CHECK(cudaMemcpy(*dst, src, n, cudaMemcpyHostToDevice), err);
-    return TMOE_OK;
+    return tmoe_cuda_upload(*dst, src, n, s->st, err);
 }
 
 /* Copy every expert of type t into slot order; fill the group's linears. */
@@ -172,14 +171,10 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
             const tmoe_linear *l =
                 which ? &b->moe.experts[ids[i]].fc2 : &b->moe.experts[ids[i]].fc1;
             const void *hw = quant ? (const void *)l->q : (const void *)l->w;
-            cudaError_t ce =
-                cudaMemcpy((uint8_t *)w + L->w_stride * i, hw, L->w_stride, cudaMemcpyHostToDevice);
-            if (ce == cudaSuccess && L->s_stride)
-                ce = cudaMemcpy((tmoe_f16 *)sc + L->s_stride * i, l->scales, L->s_stride * 2,
-                                cudaMemcpyHostToDevice);
-            if (ce != cudaSuccess)
-                rc = tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: weight upload: %s", __FILE__, __LINE__,
-                                 cudaGetErrorString(ce));
+            rc = tmoe_cuda_upload((uint8_t *)w + L->w_stride * i, hw, L->w_stride, s->st, err);
+            if (!rc && L->s_stride)
+                rc = tmoe_cuda_upload((tmoe_f16 *)sc + L->s_stride * i, l->scales, L->s_stride * 2,
+                                      s->st, err);
         }
         L->w = w;
         L->scales = sc;

@@ -67,6 +67,11 @@ typedef struct tmoe_cuda_lin {
 /* Multiprocessors of CUDA device `device` (cudaDevAttrMultiProcessorCount) into *sms. */
 int tmoe_cuda_sm_count(int device, int *sms, tmoe_error *err);
 
+/* n bytes host -> device, ordered on `stream` and complete on return: the only upload of
+ * weights and tables (a plain cudaMemcpy from pageable memory can still be landing when a
+ * kernel on a non-blocking stream starts reading). */
+int tmoe_cuda_upload(void *dst, const void *src, size_t n, cudaStream_t stream, tmoe_error *err);
+
 /* Tiled layout of the bandwidth kernel: per 16-row tile and 64-byte k-block, 1 KB holding rows
  * tile*16 + h*8 + g at bytes h*512 + g*64 (h = 0, 1; g = 0..7), k-blocks of a tile contiguous,
  * so each warp load reads 512 contiguous bytes. Convert out rows of rowbytes bytes (multiples

@@ -111,7 +111,7 @@ static int dev_alloc(tmoe_cuda_lm *r, void **p, size_t n, tmoe_error *err) {
 
 static int upload(tmoe_cuda_lm *r, void **dst, const void *src, size_t n, tmoe_error *err) {
     TRY(dev_alloc(r, dst, n, err));
-    TMOE_CUDA_CHECK(cudaMemcpy(*dst, src, n, cudaMemcpyHostToDevice), err);
+    TRY(tmoe_cuda_upload(*dst, src, n, r->st, err));
     r->weight_bytes += n;
     return TMOE_OK;
 }
@@ -216,9 +216,7 @@ static int upload_experts(tmoe_cuda_lm *r, const tmoe_lm *m, const tmoe_lm_layer
             if (ce != cudaSuccess)
                 rc = tmoe_errorf(err, TMOE_ENOMEM, "%s:%d: cudaMalloc of %zu staging bytes: %s",
                                  __FILE__, __LINE__, wb * E, cudaGetErrorString(ce));
-            if (!rc && (ce = cudaMemcpy(stage, hw, wb * E, cudaMemcpyHostToDevice)) != cudaSuccess)
-                rc = tmoe_errorf(err, TMOE_EDEVICE, "%s:%d: expert upload: %s", __FILE__, __LINE__,
-                                 cudaGetErrorString(ce));
+            if (!rc) rc = tmoe_cuda_upload(stage, hw, wb * E, r->st, err);
             if (!rc) rc = dev_alloc(r, &tiled, wb * E, err);
             if (!rc) rc = tmoe_cuda_tile_weights(stage, tiled, L->out, wb / L->out, E, r->st, err);
             if (!rc && (ce = cudaStreamSynchronize(r->st)) != cudaSuccess)

@@ -222,8 +222,7 @@ static int alloc_buffers(ep_state *s, tmoe_error *err) {
     TMOE_CUDA_CHECK(cudaHostGetDevicePointer((void **)&s->d_bias, s->h_bias, 0), err);
     TMOE_CUDA_CHECK(cudaHostGetDevicePointer((void **)&s->d_hw, s->h_w, 0), err);
     TMOE_CUDA_CHECK(cudaHostGetDevicePointer((void **)&s->d_hidx, s->h_idx, 0), err);
-    TMOE_CUDA_CHECK(cudaMemcpy(s->gate16, s->blk->moe.gate.w, E * D * 2, cudaMemcpyHostToDevice),
-                    err);
+    TRY(tmoe_cuda_upload(s->gate16, s->blk->moe.gate.w, E * D * 2, s->io.stream, err));
     return TMOE_OK;
 }
 
