@@ -58,6 +58,16 @@ expect 0 '"expert_type": "q2"' eval --model "$LM/mixtral" --tokens "$TOK" --seq-
     --max-windows 2 --expert-type q2 --group-size 4 --impl unfused --json
 expect 0 '"expert_type": "bf16"' eval --model "$LM/mixtral" --tokens "$TOK" --seq-len 32 \
     --max-windows 2 --expert-type bf16 --backend cpu --json
+# energy: only a GPU's, from NVML; on the CPU it is null with the reason, never 0
+expect 0 '"energy_j": null' eval --model "$LM/olmoe" --tokens "$TOK" --seq-len 32 \
+    --max-windows 2 --backend cpu --json
+grep -q '"energy_not_measured": "the decoder runs on the CPU"' "$TMP/out" ||
+    fail "eval on the CPU: no reason for the missing energy: $(cat "$TMP/out")"
+expect 0 "energy       not measured (--telemetry none)" eval --model "$LM/olmoe" --tokens "$TOK" \
+    --seq-len 32 --max-windows 2 --telemetry none
+expect 1 "measures the GPU" eval --model "$LM/olmoe" --tokens "$TOK" --seq-len 32 \
+    --max-windows 2 --backend cpu --telemetry nvml
+expect 2 "no simulated GPU" eval --model "$LM/olmoe" --tokens "$TOK" --telemetry sim
 
 # info --model
 expect 0 "family       qwen2_moe" info --model "$LM/qwen2_moe"

@@ -1,5 +1,6 @@
 /* thermoe eval: perplexity of a token file under a real MoE LM (DESIGN.md "Scoring text"),
- * with a 95% confidence interval over windows and the throughput. */
+ * with a 95% confidence interval over windows, the throughput and, on a GPU, the board energy
+ * per token from NVML. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include "cli/cli.h"
 #include "cli/cli_lm.h"
 #include "thermoe/exp.h"
+#include "thermoe/telemetry.h"
 
 typedef struct eval_opts {
     cli_lm_opts lm;
@@ -19,9 +21,15 @@ typedef struct eval_opts {
     tmoe_route_strategy strategy;
     const char *cost_model;
     int json;
+    int energy; /* EV_ENERGY_*: --telemetry */
 } eval_opts;
 
-enum { O_TOKENS = 3000, O_SEQ, O_BATCH, O_MAXWIN, O_STRATEGY, O_COST, O_JSON };
+/* --telemetry: auto measures the GPU's energy with NVML when the decoder runs on CUDA and
+ * NVML answers (else no energy, said as such); nvml insists; none never measures. The
+ * simulated GPU has no part here: eval's work is real, on the CPU or the GPU. */
+enum { EV_ENERGY_AUTO, EV_ENERGY_NVML, EV_ENERGY_NONE };
+
+enum { O_TOKENS = 3000, O_SEQ, O_BATCH, O_MAXWIN, O_STRATEGY, O_COST, O_JSON, O_TELEMETRY };
 
 static void eval_help(const eval_opts *d) {
     printf(
@@ -45,6 +53,11 @@ static void eval_help(const eval_opts *d) {
            "                     first batch's least used) or capacity (factor 1, drop)\n"
            "                     (docs/strategies.md) (default %s)\n"
            "  --kernel-cost-model-json F  cost model for the strategies (default %s)\n"
+           "  --telemetry S      energy of the scoring: auto (NVML when the decoder runs on\n"
+           "                     CUDA and NVML answers, else none), nvml (required: fail\n"
+           "                     without it), none (default auto). The energy is GPU 0's board\n"
+           "                     energy over the scoring loop (NVML's counter, else its power\n"
+           "                     integrated), per token run through the model\n"
            "  --json             print one JSON object instead of text\n"
            "  -v, --verbose      more messages (repeat for debug)\n"
            "  -h, --help         this text\n",
@@ -61,6 +74,7 @@ static int parse(int argc, char **argv, eval_opts *o, int *verbosity) {
         {"routing-strategy", required_argument, 0, O_STRATEGY},
         {"kernel-cost-model-json", required_argument, 0, O_COST},
         {"json", no_argument, 0, O_JSON},
+        {"telemetry", required_argument, 0, O_TELEMETRY},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
@@ -92,6 +106,19 @@ static int parse(int argc, char **argv, eval_opts *o, int *verbosity) {
             break;
         case O_COST: o->cost_model = optarg; break;
         case O_JSON: o->json = 1; break;
+        case O_TELEMETRY:
+            if (!strcmp(optarg, "auto"))
+                o->energy = EV_ENERGY_AUTO;
+            else if (!strcmp(optarg, "nvml"))
+                o->energy = EV_ENERGY_NVML;
+            else if (!strcmp(optarg, "none"))
+                o->energy = EV_ENERGY_NONE;
+            else
+                return cli_usage_fail("eval",
+                                      "--telemetry: '%s' is not auto, nvml or none (eval "
+                                      "measures real work; there is no simulated GPU here)",
+                                      optarg);
+            break;
         case 'v': (*verbosity)++; break;
         case 'h': eval_help(o); return -1;
         default: return cli_usage_error("eval");
@@ -111,15 +138,57 @@ typedef struct eval_run {
     cli_lm_route *route;
     float *logits;
     double *nll;
+    tmoe_telemetry *tel; /* NVML, when the energy is measured */
+    tmoe_monitor *mon;
+    tmoe_energy energy;   /* method NONE: not measured (why in energy_why) */
+    const char *energy_why;
 } eval_run;
 
 static void eval_free(eval_run *e) {
+    tmoe_monitor_free(e->mon);
+    tmoe_telemetry_free(e->tel);
     free(e->logits);
     free(e->nll);
     cli_lm_route_free(e->route);
     cli_lm_exec_free(&e->x);
     tmoe_tokens_free(&e->tok);
     tmoe_lm_free(e->m);
+}
+
+/* Open NVML and its sampling thread when the energy is to be measured (see --telemetry);
+ * TMOE_OK with e->mon NULL and e->energy_why set when it is not. */
+static int energy_start(const eval_opts *o, eval_run *e, tmoe_error *err) {
+    e->energy.method = TMOE_ENERGY_NONE;
+    e->energy.joules = NAN;
+    if (o->energy == EV_ENERGY_NONE) {
+        e->energy_why = "--telemetry none";
+        return TMOE_OK;
+    }
+    if (e->x.kind != TMOE_BACKEND_CUDA) {
+        e->energy_why = "the decoder runs on the CPU";
+        if (o->energy == EV_ENERGY_NVML)
+            return tmoe_errorf(err, TMOE_EINVAL,
+                               "--telemetry nvml measures the GPU, but the decoder runs on the "
+                               "CPU (--backend)");
+        return TMOE_OK;
+    }
+    tmoe_telemetry_config tc = tmoe_telemetry_config_default();
+    tc.kind = TMOE_TELEMETRY_NVML;
+    tmoe_error sub = {0};
+    int rc = tmoe_telemetry_open(&tc, &e->tel, &sub);
+    if (rc) {
+        if (o->energy == EV_ENERGY_NVML) {
+            *err = sub;
+            return rc;
+        }
+        tmoe_log(TMOE_LOG_WARN, "eval: no energy: NVML: %s", sub.msg);
+        e->energy_why = "NVML did not answer";
+        return TMOE_OK;
+    }
+    tmoe_monitor_config mc = tmoe_monitor_config_default();
+    mc.mode = TMOE_MONITOR_THREAD;
+    mc.energy_period_ns = 100 * 1000000LL; /* a measurement: the counter at its own pace */
+    return tmoe_monitor_create(e->tel, &mc, &e->mon, err);
 }
 
 /* Run windows [w0, w0 + nb) together and add their NLL to the score. */
@@ -145,6 +214,14 @@ static int score_windows(eval_run *e, int L, int64_t w0, int nb, tmoe_lm_score *
     return rc;
 }
 
+/* "null" or the number, for JSON: unknown is never 0 */
+static void json_num(const char *key, double v, const char *sep) {
+    if (isnan(v))
+        printf("\"%s\": null%s", key, sep);
+    else
+        printf("\"%s\": %.6g%s", key, v, sep);
+}
+
 static void print_result(const eval_opts *o, const eval_run *e, const tmoe_lm_score *s, int L,
                          double secs) {
     double nll, ppl, lo, hi;
@@ -153,6 +230,8 @@ static void print_result(const eval_opts *o, const eval_run *e, const tmoe_lm_sc
     double bpb =
         e->tok.text_bytes > 0 ? nll / log(2.0) * (double)e->tok.n / (double)e->tok.text_bytes : NAN;
     const char *et = e->m->opts.experts_f32 ? "fp32" : tmoe_etype_name(e->m->opts.expert_type);
+    const int measured = e->energy.method != TMOE_ENERGY_NONE;
+    const double ntok = (double)s->windows * L, ej = measured ? e->energy.joules : NAN;
     if (o->json) {
         printf("{\"model\": \"%s\", \"family\": \"%s\", \"backend\": \"%s\", "
                "\"expert_type\": \"%s\", \"routing_strategy\": \"%s\", \"seq_len\": %d, "
@@ -169,7 +248,17 @@ static void print_result(const eval_opts *o, const eval_run *e, const tmoe_lm_sc
             printf("\"bits_per_byte\": null, ");
         else
             printf("\"bits_per_byte\": %.10g, ", bpb);
-        printf("\"tokens_per_s\": %.6g, \"seconds\": %.6g}\n", tps, secs);
+        printf("\"tokens_per_s\": %.6g, \"seconds\": %.6g, ", tps, secs);
+        json_num("energy_j", ej, ", ");
+        json_num("energy_per_token_mj", ej / ntok * 1e3, ", ");
+        json_num("avg_power_w", measured ? ej / e->energy.seconds : NAN, ", ");
+        if (measured)
+            printf("\"energy_source\": \"nvml\", \"energy_method\": \"%s\"}\n",
+                   tmoe_energy_method_name(e->energy.method));
+        else
+            printf("\"energy_source\": null, \"energy_method\": null, "
+                   "\"energy_not_measured\": \"%s\"}\n",
+                   e->energy_why ? e->energy_why : "unknown");
         return;
     }
     printf("thermoe eval: %s (%s), backend %s, experts %s, routing %s\n", o->lm.model,
@@ -184,6 +273,13 @@ static void print_result(const eval_opts *o, const eval_run *e, const tmoe_lm_sc
         printf("perplexity   %.4f (95%% CI over windows %.4f .. %.4f)\n", ppl, lo, hi);
     if (!isnan(bpb)) printf("bits/byte    %.4f\n", bpb);
     printf("speed        %.1f tokens/s (%.2f s)\n", tps, secs);
+    if (measured)
+        printf("energy       %.2f J over %.2f s: %.4f mJ/token, %.1f W average (GPU 0 board, "
+               "nvml, %s)\n",
+               ej, e->energy.seconds, ej / ntok * 1e3, ej / e->energy.seconds,
+               tmoe_energy_method_name(e->energy.method));
+    else
+        printf("energy       not measured (%s)\n", e->energy_why ? e->energy_why : "unknown");
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -238,7 +334,12 @@ int cmd_eval(int argc, char **argv) {
         cli_fail_err("eval", &err);
         goto done;
     }
+    if (energy_start(&o, &e, &err)) {
+        cli_fail_err("eval", &err);
+        goto done;
+    }
     tmoe_lm_score s = {0};
+    int64_t etok = e.mon ? tmoe_monitor_energy_begin(e.mon, 0) : -1;
     int64_t t0 = tmoe_now_ns();
     for (int64_t w = 0; w < windows; w += nb) {
         int n = windows - w < nb ? (int)(windows - w) : nb;
@@ -248,7 +349,14 @@ int cmd_eval(int argc, char **argv) {
         }
         tmoe_log(TMOE_LOG_INFO, "windows %lld..%lld scored", (long long)w, (long long)(w + n - 1));
     }
-    print_result(&o, &e, &s, L, (double)(tmoe_now_ns() - t0) / 1e9);
+    double secs = (double)(tmoe_now_ns() - t0) / 1e9;
+    if (etok >= 0 && tmoe_monitor_energy_end(e.mon, etok, &e.energy, &err)) {
+        cli_fail_err("eval", &err);
+        goto done;
+    }
+    if (e.mon && e.energy.method == TMOE_ENERGY_NONE)
+        e.energy_why = "no NVML sample inside the scoring (too short)";
+    print_result(&o, &e, &s, L, secs);
     rc = 0;
 done:
     eval_free(&e);

@@ -622,10 +622,6 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
                               c->tokens_path          ? "tokens"
                               : c->expert_shape_given ? "expert-shape"
                                                       : "lm-steps");
-    if (lm && c->block.expert_type == TMOE_ET_BF16 && c->backend != TMOE_BACKEND_CPU)
-        return cli_usage_fail("run",
-                              "--expert-type bf16: the CUDA decoder does not take bf16 experts "
-                              "yet; a decoder LM with them needs --backend cpu");
     return 0;
 }
 

@@ -131,10 +131,6 @@ int cli_lm_exec_create(const tmoe_lm *m, const cli_lm_opts *o, int max_tokens, i
     int rc0 = tmoe_backend_resolve(o->backend, &k, err);
     if (rc0) return rc0;
     x->kind = k;
-    if (k == TMOE_BACKEND_CUDA && !m->opts.experts_f32 && m->opts.expert_type == TMOE_ET_BF16)
-        return tmoe_errorf(err, TMOE_ENOTSUP,
-                           "--expert-type bf16: the CUDA decoder does not take bf16 experts yet "
-                           "(the block engine does); use --backend cpu, or --expert-type fp16");
     if (k == TMOE_BACKEND_CUDA) {
         tmoe_cuda_lm_config cc = {.device_id = 0,
                                   .max_tokens = max_tokens,

@@ -438,15 +438,6 @@ int tmoe_cuda_lm_create(const tmoe_lm *m, const tmoe_cuda_lm_config *cfg, tmoe_c
         tmoe_cuda_lm_free(r);
         return rc;
     }
-    for (int l = 0; l < c->n_layers; l++)
-        if (r->L[l].is_moe && r->L[l].fast) {
-            tmoe_log(TMOE_LOG_WARN,
-                     "the model's experts run on the bandwidth kernel, a path that missed the "
-                     "CPU reference in its last GPU tests (docs/cuda.md \"Known defect\"): "
-                     "its perplexity may be off by a few percent; --backend cpu is the "
-                     "reference");
-            break;
-        }
     *out = r;
     return TMOE_OK;
 }

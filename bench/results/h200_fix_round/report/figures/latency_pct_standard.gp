@@ -1,0 +1,44 @@
+# latency_pct_standard (thermoe analyze). Data: latency_pct_standard.dat. Restyle freely, then render with
+#   gnuplot -e "fmt='png'" latency_pct_standard.gp     (fmt: png, pdf or svg)
+if (!exists("fmt")) fmt = 'png'
+if (fmt eq 'pdf') {
+  fs = 7
+  set terminal pdfcairo size 3.50in,2.60in font 'Sans,7' linewidth 1.5
+} else { if (fmt eq 'svg') {
+  fs = 13
+  set terminal svg size 700,520 font 'Sans,13' linewidth 1.5 background '#ffffff'
+} else {
+  fs = 19
+  set terminal pngcairo size 1050,780 font 'Sans,19' linewidth 2.5
+} }
+set output 'latency_pct_standard.'.fmt
+set termoption noenhanced
+# fN: the font at 0.N times the base size fs, for small multiples and keys
+f55 = sprintf(',%g', fs * 0.55)
+f6 = sprintf(',%g', fs * 0.6)
+f65 = sprintf(',%g', fs * 0.65)
+f7 = sprintf(',%g', fs * 0.7)
+f75 = sprintf(',%g', fs * 0.75)
+f8 = sprintf(',%g', fs * 0.8)
+f85 = sprintf(',%g', fs * 0.85)
+f9 = sprintf(',%g', fs * 0.9)
+set title 'Latency percentiles, standard'
+xl = ''
+yl = 'batch latency (ms)'
+set xlabel xl
+set ylabel yl
+set key below horizontal
+set grid lc rgb '#dddddd'
+set border 3
+set tics nomirror
+set xrange [-0.6:2.6]
+set style fill solid 0.85 border lc rgb '#333333'
+set boxwidth 0.180000 absolute
+set xtics ('p50' 0, 'p90' 1, 'p99' 2) rotate by -20 left
+set grid noxtics
+set yrange [0:487.666983]
+plot \
+  'latency_pct_standard.dat' index 0 using 1:2 with boxes lc rgb '#000000' title 'baseline', \
+  'latency_pct_standard.dat' index 1 using 1:2 with boxes lc rgb '#E69F00' title 'static_optimal', \
+  'latency_pct_standard.dat' index 2 using 1:2 with boxes lc rgb '#0072B2' title 'kernel_aware_ttha', \
+  'latency_pct_standard.dat' index 3 using 1:2 with boxes lc rgb '#56B4E9' title 'topk_minus_one'
