@@ -56,6 +56,16 @@ grep -q "^0 -3\.99" "$T/report/figures/forest.dat" || fail "forest.dat lacks the
 grep -q "<nav id=toc>" "$T/report/report.html" || fail "report.html has no table of contents"
 grep -q "<details>" "$T/report/report.html" || fail "report.html does not fold the tables"
 grep -q "no % of it" "$T/report/figures/overhead.gp" || fail "overhead on the simulated GPU is a % of simulated time"
+# bench/frontier_table.py reads an analysed run: the strategy's row, its energy change and CI
+if command -v python3 >/dev/null; then
+  mkdir -p "$T/fr" && cp -r "$T/run" "$T/fr/run" && cp -r "$T/report" "$T/fr/run/report"
+  SRC=$(cd "$(dirname "$0")/.." && pwd)
+  fr=$(python3 "$SRC/bench/frontier_table.py" --plot "$T/fr/plot" "$T/fr/run") || fail "frontier_table.py: $fr"
+  echo "$fr" | grep -q "| run | - | kernel_aware_ttha | -20.0% \[" || fail "frontier table: $fr"
+  # no nll column in this run: no perplexity, so no point on the frontier plot
+  grep -q "^# run strategy" "$T/fr/plot/frontier.dat" || fail "no frontier.dat"
+  ! grep -q "kernel_aware_ttha" "$T/fr/plot/frontier.dat" || fail "a point without a perplexity"
+fi
 
 # outputs: parents of --out are made; an --out that is a file, or a FIFO where a table goes,
 # is refused with a message (writing used to block on the FIFO)
