@@ -64,7 +64,6 @@ expect 1 "" eval --model "$TMP/no-such-model" --tokens "$TMP/none.tok"
 expect 2 "" sweep
 expect 2 "--load FILE, which is missing" forward --layer 1
 expect 2 "--placement-file" run --placement file
-expect 2 "needs --backend cpu" run --model "$TMP/no-such-model" --expert-type bf16 --backend cuda
 
 # a value that is no number, out of range or no known name, for a flag that wants one, exits 2
 # (the message names the flag)

@@ -140,7 +140,7 @@ typedef struct eval_run {
     double *nll;
     tmoe_telemetry *tel; /* NVML, when the energy is measured */
     tmoe_monitor *mon;
-    tmoe_energy energy;   /* method NONE: not measured (why in energy_why) */
+    tmoe_energy energy; /* method NONE: not measured (why in energy_why) */
     const char *energy_why;
 } eval_run;
 
