@@ -22,6 +22,13 @@ struct tmoe_set_selector {
     uint8_t *ord;  /* (T, UMAX) exact path: U positions by decreasing biased score */
     int32_t *sidx; /* (T, k) a selection within a set */
     float *sw;     /* (T, k) its weights (unused beyond tmoe_gate_topk's contract) */
+    double *ctab;  /* (UMAX, max_tokens + 1) exact path: energy of expert U[u] at n tokens,
+                      NAN until asked (each count's cost is evaluated once per call) */
+    /* exact path, kl budget: every subset's routing at once (grown on demand) */
+    int32_t *cntm; /* (2^|U|, |U|) tokens of each member */
+    double *psm;   /* (2^|U|, T) each token's full-softmax mass of its selection */
+    uint8_t *topm; /* (2^|U|, k) one token's selection in the subset, by rank */
+    size_t cap_cnt, cap_ps, cap_top;
 };
 
 int tmoe_set_selector_create(int E, int k, int max_tokens, tmoe_set_selector **out,
@@ -47,8 +54,9 @@ int tmoe_set_selector_create(int E, int k, int max_tokens, tmoe_set_selector **o
     s->ord = tmoe_malloc(T * UMAX, err);
     s->sidx = tmoe_malloc(sizeof(int32_t) * TK, err);
     s->sw = tmoe_malloc(sizeof(float) * TK, err);
+    s->ctab = tmoe_malloc(sizeof(double) * UMAX * (T + 1), err);
     if (!s->idx || !s->w || !s->ptop || !s->tot || !s->cov || !s->pfull || !s->ord || !s->sidx ||
-        !s->sw) {
+        !s->sw || !s->ctab) {
         tmoe_set_selector_free(s);
         return TMOE_ENOMEM;
     }
@@ -67,6 +75,10 @@ void tmoe_set_selector_free(tmoe_set_selector *s) {
     free(s->ord);
     free(s->sidx);
     free(s->sw);
+    free(s->ctab);
+    free(s->cntm);
+    free(s->psm);
+    free(s->topm);
     free(s);
 }
 
@@ -142,6 +154,78 @@ static int popcount32(uint32_t m) {
     return n;
 }
 
+/* *buf holds at least n elements of size sz (grown, contents not kept). */
+static int grow(void **buf, size_t *cap, size_t n, size_t sz, tmoe_error *err) {
+    if (n <= *cap) return TMOE_OK;
+    void *p = tmoe_malloc(n * sz, err);
+    if (!p) return TMOE_ENOMEM;
+    free(*buf);
+    *buf = p;
+    *cap = n;
+    return TMOE_OK;
+}
+
+/* Energy of the routing with member counts cnt (|U| of them): each count's cost once a call
+ * (s->ctab), summed over the members in U order. */
+static int subset_energy(tmoe_set_selector *s, const tmoe_cost_provider *p, int T,
+                         const int *ulist, int nu, const int32_t *cnt, double *out,
+                         tmoe_error *err) {
+    double en = 0.0;
+    for (int u = 0; u < nu; u++) {
+        if (!cnt[u]) continue;
+        double *cv = s->ctab + (size_t)u * (T + 1) + cnt[u];
+        if (isnan(*cv)) {
+            tmoe_expert_cost c;
+            int rc = tmoe_route_cost_eval(p, ulist[u], cnt[u], &c, NULL, err);
+            if (rc) return rc;
+            *cv = c.energy_j;
+        }
+        en += *cv;
+    }
+    *out = en;
+    return TMOE_OK;
+}
+
+/* The kl budget's tables: per token, the selection of every subset m of U (its k members of
+ * lowest rank in the token's order) from that of m without its lowest member, in O(k) a
+ * subset; the member counts and each token's selected mass of the subsets the search may
+ * take (allowed by cand, at least k members). The same selections and sums, in the same
+ * order, as routing each subset on its own. */
+static int kl_tables(tmoe_set_selector *s, int T, const int *ulist, int nu, uint32_t cand,
+                     tmoe_error *err) {
+    int E = s->E, k = s->k;
+    size_t M = (size_t)1 << nu;
+    int rc = grow((void **)&s->cntm, &s->cap_cnt, M * nu, sizeof(int32_t), err);
+    if (!rc) rc = grow((void **)&s->psm, &s->cap_ps, M * T, sizeof(double), err);
+    if (!rc) rc = grow((void **)&s->topm, &s->cap_top, M * k, 1, err);
+    if (rc) return rc;
+    memset(s->cntm, 0, sizeof(int32_t) * M * nu);
+    for (int t = 0; t < T; t++) {
+        const uint8_t *o = s->ord + (size_t)t * UMAX;
+        uint8_t rank[UMAX];
+        for (int j = 0; j < nu; j++) rank[o[j]] = (uint8_t)j;
+        for (uint32_t m = 1; m < M; m++) {
+            uint32_t mp = m & (m - 1); /* m without its lowest member b */
+            uint8_t b = (uint8_t)__builtin_ctz(m), *tm = s->topm + (size_t)m * k;
+            int np = mp ? popcount32(mp) : 0, i = 0, w = 0;
+            const uint8_t *tp = s->topm + (size_t)mp * k;
+            if (np > k) np = k;
+            while (i < np && w < k && rank[tp[i]] < rank[b]) tm[w++] = tp[i++];
+            if (w < k) tm[w++] = b;
+            while (i < np && w < k) tm[w++] = tp[i++];
+            if ((m & ~cand) || w < k) continue;
+            int32_t *c = s->cntm + (size_t)m * nu;
+            double ps = 0.0;
+            for (int j = 0; j < k; j++) {
+                c[tm[j]]++;
+                ps += s->pfull[(size_t)t * E + ulist[tm[j]]];
+            }
+            s->psm[(size_t)m * T + t] = ps;
+        }
+    }
+    return TMOE_OK;
+}
+
 /* Exact: every subset of the nu experts of U (allowed by cand) with at least k members. */
 static int select_exact(tmoe_set_selector *s, const tmoe_cost_provider *p, const float *z, int T,
                         const tmoe_set_budget *b, const double *soft, const int *ulist, int nu,
@@ -163,8 +247,41 @@ static int select_exact(tmoe_set_selector *s, const tmoe_cost_provider *p, const
             o[j] = (uint8_t)u;
         }
     }
+    for (int u = 0; u < nu; u++)
+        for (int n = 0; n <= T; n++) s->ctab[(size_t)u * (T + 1) + n] = NAN;
     uint32_t best = 0;
     double best_e = INFINITY, best_kept = -1.0;
+    if (b->kind == TMOE_BUDGET_KL) {
+        /* no feasibility test prunes a subset before its routing here: the routings of all
+         * subsets come from kl_tables; the kept share and the logs of the KL only for a
+         * subset that would win */
+        int rc = kl_tables(s, T, ulist, nu, cand, err);
+        if (rc) return rc;
+        /* the tie-break's kept top-k probability of a subset: sum of its members' shares */
+        double wu[UMAX] = {0};
+        for (int i = 0; i < T * k; i++) wu[uid[s->idx[i]]] += s->w[i];
+        for (uint32_t m = 1; m < (1u << nu); m++) {
+            if ((m & ~cand) || popcount32(m) < k) continue;
+            double en;
+            if ((rc = subset_energy(s, p, T, ulist, nu, s->cntm + (size_t)m * nu, &en, err)))
+                return rc;
+            if (en > best_e) continue;
+            double kept = 0.0;
+            for (int u = 0; u < nu; u++)
+                if ((m >> u) & 1u) kept += wu[u];
+            if (en == best_e && !(kept > best_kept)) continue;
+            const double *ps = s->psm + (size_t)m * T;
+            double klsum = 0.0, lim = b->kl_max * T; /* terms >= 0: stop past the bound */
+            for (int t = 0; t < T && klsum <= lim; t++)
+                if (ps[t] > 0.0 && s->ptop[t] > 0.0) klsum += log(s->ptop[t] / ps[t]);
+            if (klsum / T > b->kl_max) continue;
+            best = m;
+            best_e = en;
+            best_kept = kept;
+        }
+        *best_out = best;
+        return TMOE_OK;
+    }
     int first_bad = 0; /* the token that failed last: checked first */
     for (uint32_t m = 1; m < (1u << nu); m++) {
         if ((m & ~cand) || popcount32(m) < k) continue;
@@ -189,36 +306,24 @@ static int select_exact(tmoe_set_selector *s, const tmoe_cost_provider *p, const
         }
         /* the routing within the subset: each token's first k of U in its order */
         int32_t cnt[UMAX] = {0};
-        double klsum = 0.0;
         for (int t = 0; t < T; t++) {
             const uint8_t *o = s->ord + (size_t)t * UMAX;
-            double ps = 0.0;
             for (int j = 0, got = 0; j < nu && got < k; j++)
                 if ((m >> o[j]) & 1u) {
                     cnt[o[j]]++;
-                    ps += s->pfull[(size_t)t * E + ulist[o[j]]];
                     got++;
                 }
-            if (b->kind == TMOE_BUDGET_KL && ps > 0.0 && s->ptop[t] > 0.0)
-                klsum += log(s->ptop[t] / ps);
             const int32_t *ti = s->idx + (size_t)t * k;
             for (int j = 0; j < k; j++)
                 if ((m >> uid[ti[j]]) & 1u) kept_sum += s->w[(size_t)t * k + j];
         }
-        if (b->kind == TMOE_BUDGET_KL && klsum / T > b->kl_max) continue;
-        double en = 0.0;
-        for (int u = 0; u < nu; u++) {
-            if (!cnt[u]) continue;
-            tmoe_expert_cost c;
-            int rc = tmoe_route_cost_eval(p, ulist[u], cnt[u], &c, NULL, err);
-            if (rc) return rc;
-            en += c.energy_j;
-        }
-        if (en < best_e || (en == best_e && kept_sum > best_kept)) {
-            best = m;
-            best_e = en;
-            best_kept = kept_sum;
-        }
+        double en;
+        int rc = subset_energy(s, p, T, ulist, nu, cnt, &en, err);
+        if (rc) return rc;
+        if (!(en < best_e || (en == best_e && kept_sum > best_kept))) continue;
+        best = m;
+        best_e = en;
+        best_kept = kept_sum;
     }
     *best_out = best; /* 0 when no subset meets the budget */
     return TMOE_OK;
