@@ -167,9 +167,8 @@ static int grow(void **buf, size_t *cap, size_t n, size_t sz, tmoe_error *err) {
 
 /* Energy of the routing with member counts cnt (|U| of them): each count's cost once a call
  * (s->ctab), summed over the members in U order. */
-static int subset_energy(tmoe_set_selector *s, const tmoe_cost_provider *p, int T,
-                         const int *ulist, int nu, const int32_t *cnt, double *out,
-                         tmoe_error *err) {
+static int subset_energy(tmoe_set_selector *s, const tmoe_cost_provider *p, int T, const int *ulist,
+                         int nu, const int32_t *cnt, double *out, tmoe_error *err) {
     double en = 0.0;
     for (int u = 0; u < nu; u++) {
         if (!cnt[u]) continue;
