@@ -91,12 +91,12 @@ def main(argv):
             for p in points:
                 f.write(f'"{p[0]}" "{p[1]}" "{p[2]}" {p[3]:.4f} {p[4]:.4f}\n')
         with open(os.path.join(plot, "frontier.gp"), "w") as f:
-            f.write('set terminal pngcairo size 900,600\nset output "frontier.png"\n'
+            f.write('set terminal pngcairo size 1000,600 noenhanced\nset output "frontier.png"\n'
                     'set xlabel "perplexity change vs baseline (%)"\n'
                     'set ylabel "energy per token change vs baseline (%)"\n'
                     'set grid\nset key outside right\n'
-                    'plot "frontier.dat" using 4:5:(sprintf("%s %s", stringcolumn(2), '
-                    'stringcolumn(3))) with labels point pt 7 offset 1,0.5 font ",8" '
+                    'plot "frontier.dat" using 4:5:(sprintf("%s %s %s", stringcolumn(1), '
+                    'stringcolumn(2), stringcolumn(3))) with labels point pt 7 offset 1,0.5 font ",8" '
                     'notitle\n')
 
 
