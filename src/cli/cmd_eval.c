@@ -219,19 +219,20 @@ static void json_num(const char *key, double v, const char *sep) {
     if (isnan(v))
         printf("\"%s\": null%s", key, sep);
     else
-        printf("\"%s\": %.6g%s", key, v, sep);
+        printf("\"%s\": %.10g%s", key, v, sep);
 }
 
 static void print_result(const eval_opts *o, const eval_run *e, const tmoe_lm_score *s, int L,
                          double secs) {
     double nll, ppl, lo, hi;
     tmoe_lm_score_finish(s, &nll, &ppl, &lo, &hi);
-    double tps = (double)s->windows * L / secs;
+    const double ntok = (double)s->windows * L, tps = ntok / secs;
     double bpb =
         e->tok.text_bytes > 0 ? nll / log(2.0) * (double)e->tok.n / (double)e->tok.text_bytes : NAN;
     const char *et = e->m->opts.experts_f32 ? "fp32" : tmoe_etype_name(e->m->opts.expert_type);
     const int measured = e->energy.method != TMOE_ENERGY_NONE;
-    const double ntok = (double)s->windows * L, ej = measured ? e->energy.joules : NAN;
+    const double ej = measured ? e->energy.joules : NAN, mj_tok = ej / ntok * 1e3,
+                 watts = measured ? ej / e->energy.seconds : NAN;
     if (o->json) {
         printf("{\"model\": \"%s\", \"family\": \"%s\", \"backend\": \"%s\", "
                "\"expert_type\": \"%s\", \"routing_strategy\": \"%s\", \"seq_len\": %d, "
@@ -244,14 +245,11 @@ static void print_result(const eval_opts *o, const eval_run *e, const tmoe_lm_sc
             printf("\"perplexity_ci95\": null, ");
         else
             printf("\"perplexity_ci95\": [%.10g, %.10g], ", lo, hi);
-        if (isnan(bpb))
-            printf("\"bits_per_byte\": null, ");
-        else
-            printf("\"bits_per_byte\": %.10g, ", bpb);
+        json_num("bits_per_byte", bpb, ", ");
         printf("\"tokens_per_s\": %.6g, \"seconds\": %.6g, ", tps, secs);
         json_num("energy_j", ej, ", ");
-        json_num("energy_per_token_mj", ej / ntok * 1e3, ", ");
-        json_num("avg_power_w", measured ? ej / e->energy.seconds : NAN, ", ");
+        json_num("energy_per_token_mj", mj_tok, ", ");
+        json_num("avg_power_w", watts, ", ");
         if (measured)
             printf("\"energy_source\": \"nvml\", \"energy_method\": \"%s\"}\n",
                    tmoe_energy_method_name(e->energy.method));
@@ -276,8 +274,7 @@ static void print_result(const eval_opts *o, const eval_run *e, const tmoe_lm_sc
     if (measured)
         printf("energy       %.2f J over %.2f s: %.4f mJ/token, %.1f W average (GPU 0 board, "
                "nvml, %s)\n",
-               ej, e->energy.seconds, ej / ntok * 1e3, ej / e->energy.seconds,
-               tmoe_energy_method_name(e->energy.method));
+               ej, e->energy.seconds, mj_tok, watts, tmoe_energy_method_name(e->energy.method));
     else
         printf("energy       not measured (%s)\n", e->energy_why ? e->energy_why : "unknown");
 }
