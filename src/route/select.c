@@ -225,6 +225,14 @@ static int kl_tables(tmoe_set_selector *s, int T, const int *ulist, int nu, uint
     return TMOE_OK;
 }
 
+/* Sum of wu over the members of subset m. */
+static double kept_share(const double *wu, int nu, uint32_t m) {
+    double kept = 0.0;
+    for (int u = 0; u < nu; u++)
+        if ((m >> u) & 1u) kept += wu[u];
+    return kept;
+}
+
 /* Exact: every subset of the nu experts of U (allowed by cand) with at least k members. */
 static int select_exact(tmoe_set_selector *s, const tmoe_cost_provider *p, const float *z, int T,
                         const tmoe_set_budget *b, const double *soft, const int *ulist, int nu,
@@ -250,24 +258,22 @@ static int select_exact(tmoe_set_selector *s, const tmoe_cost_provider *p, const
         for (int n = 0; n <= T; n++) s->ctab[(size_t)u * (T + 1) + n] = NAN;
     uint32_t best = 0;
     double best_e = INFINITY, best_kept = -1.0;
+    /* the tie-break's kept top-k probability of a subset: the sum of its members' shares */
+    double wu[UMAX] = {0};
+    for (int i = 0; i < T * k; i++) wu[uid[s->idx[i]]] += s->w[i];
     if (b->kind == TMOE_BUDGET_KL) {
         /* no feasibility test prunes a subset before its routing here: the routings of all
          * subsets come from kl_tables; the kept share and the logs of the KL only for a
          * subset that would win */
         int rc = kl_tables(s, T, ulist, nu, cand, err);
         if (rc) return rc;
-        /* the tie-break's kept top-k probability of a subset: sum of its members' shares */
-        double wu[UMAX] = {0};
-        for (int i = 0; i < T * k; i++) wu[uid[s->idx[i]]] += s->w[i];
         for (uint32_t m = 1; m < (1u << nu); m++) {
             if ((m & ~cand) || popcount32(m) < k) continue;
             double en;
             if ((rc = subset_energy(s, p, T, ulist, nu, s->cntm + (size_t)m * nu, &en, err)))
                 return rc;
             if (en > best_e) continue;
-            double kept = 0.0;
-            for (int u = 0; u < nu; u++)
-                if ((m >> u) & 1u) kept += wu[u];
+            double kept = kept_share(wu, nu, m);
             if (en == best_e && !(kept > best_kept)) continue;
             const double *ps = s->psm + (size_t)m * T;
             double klsum = 0.0, lim = b->kl_max * T; /* terms >= 0: stop past the bound */
@@ -286,7 +292,6 @@ static int select_exact(tmoe_set_selector *s, const tmoe_cost_provider *p, const
         if ((m & ~cand) || popcount32(m) < k) continue;
         /* feasibility of tau / top1 */
         int ok = 1;
-        double kept_sum = 0.0;
         if (b->kind == TMOE_BUDGET_TAU || b->kind == TMOE_BUDGET_TOP1) {
             for (int i = 0; i < T && ok; i++) {
                 int t = i == 0 ? first_bad : i == first_bad ? 0 : i;
@@ -312,17 +317,15 @@ static int select_exact(tmoe_set_selector *s, const tmoe_cost_provider *p, const
                     cnt[o[j]]++;
                     got++;
                 }
-            const int32_t *ti = s->idx + (size_t)t * k;
-            for (int j = 0; j < k; j++)
-                if ((m >> uid[ti[j]]) & 1u) kept_sum += s->w[(size_t)t * k + j];
         }
         double en;
         int rc = subset_energy(s, p, T, ulist, nu, cnt, &en, err);
         if (rc) return rc;
-        if (!(en < best_e || (en == best_e && kept_sum > best_kept))) continue;
+        double kept = kept_share(wu, nu, m);
+        if (!(en < best_e || (en == best_e && kept > best_kept))) continue;
         best = m;
         best_e = en;
-        best_kept = kept_sum;
+        best_kept = kept;
     }
     *best_out = best; /* 0 when no subset meets the budget */
     return TMOE_OK;
