@@ -230,10 +230,7 @@ int cmd_forward(int argc, char **argv) {
             break;
         case 'M': o.moe_only = 1; break;
         case 'b':
-            if (tmoe_backend_kind_parse(optarg, &o.eng.backend))
-                return cli_usage_fail(
-                    "forward", "--backend: unknown backend '%s' (expected auto, cpu or cuda)",
-                    optarg);
+            if (cli_backend_flag("forward", optarg, &o.eng.backend)) return 2;
             break;
         case 'i':
             if (tmoe_impl_parse(optarg, &o.eng.impl))

@@ -211,13 +211,9 @@ int cmd_monitor(int argc, char **argv) {
         {"fields", required_argument, 0, 'f'},    {0, 0, 0, 0}};
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1;) {
-        tmoe_error err = {0};
         switch (c) {
         case 't':
-            if (tmoe_telemetry_kind_parse(optarg, &o.kind, &err)) {
-                cli_fail("monitor", "--telemetry: %s", err.msg);
-                return 2;
-            }
+            if (cli_telemetry_flag("monitor", optarg, &o.kind)) return 2;
             break;
         case 'i':
             if (cli_int("monitor", "interval", optarg, 1, 60000, &o.interval_ms)) return 2;

@@ -79,8 +79,7 @@ int cmd_op(int argc, char **argv) {
             if (cli_int("op", "warmup", optarg, 0, 1000000, &warmup)) return 2;
             break;
         case O_BACKEND:
-            if (tmoe_backend_kind_parse(optarg, &s.backend))
-                return cli_usage_fail("op", "--backend: unknown backend '%s'", optarg);
+            if (cli_backend_flag("op", optarg, &s.backend)) return 2;
             break;
         case O_DEVICE:
             if (cli_int("op", "device-id", optarg, 0, 1024, &v)) return 2;

@@ -304,15 +304,11 @@ int cmd_profile(int argc, char **argv) {
             break;
         case O_OUT: out = optarg; break;
         case O_BACKEND:
-            if (tmoe_backend_kind_parse(optarg, &c.backend))
-                return cli_usage_fail("profile", "--backend: unknown backend '%s'", optarg);
+            if (cli_backend_flag("profile", optarg, &c.backend)) return 2;
             break;
-        case O_TELEMETRY: {
-            tmoe_error e = {0};
-            if (tmoe_telemetry_kind_parse(optarg, &c.telemetry, &e))
-                return cli_usage_fail("profile", "--telemetry: %s", e.msg);
+        case O_TELEMETRY:
+            if (cli_telemetry_flag("profile", optarg, &c.telemetry)) return 2;
             break;
-        }
         case O_DEVICE:
             if (cli_int("profile", "device-id", optarg, 0, 1024, &v)) return 2;
             c.device_id = (int)v;

@@ -40,11 +40,7 @@ int cli_lm_flag(const char *cmd, int code, const char *arg, cli_lm_opts *o) {
             return cli_usage_fail(cmd, "--impl: unknown impl '%s' (expected fused or unfused)",
                                   arg);
         return 0;
-    case CLI_LM_BACKEND:
-        if (tmoe_backend_kind_parse(arg, &o->backend))
-            return cli_usage_fail(
-                cmd, "--backend: unknown backend '%s' (expected auto, cpu or cuda)", arg);
-        return 0;
+    case CLI_LM_BACKEND: return cli_backend_flag(cmd, arg, &o->backend) ? 2 : 0;
     default: return -1;
     }
 }
