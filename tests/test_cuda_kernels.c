@@ -292,10 +292,12 @@ static void test_dequant(void **state) {
 /* ---- expert linear ------------------------------------------------------------------------ */
 /* 3 experts of type t (ids 0..2 in slots 2, 0, 1); tokens routed: expert 0 gets n0, 1 none,
  * 2 gets n2, reading x through src (token order) as the engine's fc1 does. */
-static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0, int n2) {
+static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0, int n2,
+                        int group) {
     tmoe_rng r;
-    tmoe_rng_seed_stream(&r, g_seed, 900 + (uint64_t)t * 100 + epi * 10 + (uint64_t)n0 * 7 + n2);
-    const int slots = 3, group = 128, k = 2;
+    tmoe_rng_seed_stream(&r, g_seed,
+                         900 + (uint64_t)t * 100 + epi * 10 + (uint64_t)n0 * 7 + n2 + group * 1000);
+    const int slots = 3, k = 2;
     int32_t experts[3] = {1, 2, 0}; /* slot -> expert */
     int32_t counts[3] = {n0, 0, n2}, offsets[4] = {0, n0, n0, n0 + n2};
     int N = n0 + n2, T = N; /* N grouped rows; token copies t*k+j with src[r] = 2 r */
@@ -361,7 +363,8 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
     int32_t *dact = dup_to(active, sizeof active), *dso = dup_to(slot_of, sizeof slot_of);
     float *got = malloc(4 * (size_t)N * rows);
     /* variants: bit 0 tiled weights + active list; bit 1 the 8-warp blocks of a device with
-     * many SMs (sm_count 1) instead of the 16-warp blocks these few row blocks get */
+     * many SMs (sm_count 1) instead of the 16-warp blocks these few row blocks get, and the
+     * token tile sized for max_n */
     for (int v = 0; v < 4; v++) {
         int variant = v & 1;
         tmoe_cuda_lin LV = L;
@@ -370,10 +373,12 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
             LV.tiled = 1;
         }
         LV.sm_count = v & 2 ? 1 : sms;
+        /* and the token tile sized for max_n instead of twice the average */
+        tmoe_cuda_expert_tile_from_average = !(v & 2);
         CK(cudaMemset(dy, 0xff, 4 * (size_t)N * rows + 1));
         CK(cudaMemset(dy16, 0xff, 2 * (size_t)N * rows + 1));
         ASSERT_OK(tmoe_cuda_expert_linear(&LV, epi, slots, de, variant ? dact : NULL,
-                                          variant ? dso : NULL, dc, dof, dx, dsrc, k, N, 3, dy,
+                                          variant ? dso : NULL, dc, dof, dx, dsrc, k, N, N, 3, dy,
                                           dy16, 0, &err),
                   &err);
         if (epi == TMOE_CUDA_EPI_NONE) {
@@ -383,13 +388,15 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
             f16_to_f32(a, got, (size_t)N * rows);
         }
         char what[128];
-        snprintf(what, sizeof what, "expert_linear %s epi %d %dx%d tokens %d+%d %s sm_count %d",
-                 tmoe_etype_name(t), (int)epi, out, in, n0, n2, variant ? "tiled" : "row-major",
-                 LV.sm_count);
+        snprintf(what, sizeof what,
+                 "expert_linear %s group %d epi %d %dx%d tokens %d+%d %s sm_count %d",
+                 tmoe_etype_name(t), group, (int)epi, out, in, n0, n2,
+                 variant ? "tiled" : "row-major", LV.sm_count);
         double atol, rtol;
         tu_gpu_tol(t, &atol, &rtol);
         check_gpu(what, got, ref, (size_t)N * rows, atol, rtol);
     }
+    tmoe_cuda_expert_tile_from_average = 1;
     cudaFree(wt), cudaFree(dact), cudaFree(dso);
     for (int i = 0; i < slots; i++) tmoe_linear_free(&l[i]);
     cudaFree((void *)L.w), cudaFree((void *)L.scales), cudaFree(de), cudaFree(dc), cudaFree(dof);
@@ -403,10 +410,20 @@ static void test_expert_linear(void **state) {
     int ns[][2] = {{1, 0}, {0, 1}, {3, 1}, {17, 0}, {9, 8}, {0, 1000}, {400, 600}};
     for (int t = 0; t < TMOE_ET_COUNT; t++)
         for (int i = 0; i < 7; i++) {
-            linear_case((tmoe_etype)t, TMOE_CUDA_EPI_NONE, 256, 512, ns[i][0], ns[i][1]);
-            linear_case((tmoe_etype)t, TMOE_CUDA_EPI_RELU, 512, 256, ns[i][0], ns[i][1]);
-            linear_case((tmoe_etype)t, TMOE_CUDA_EPI_SWIGLU, 1024, 256, ns[i][0], ns[i][1]);
+            linear_case((tmoe_etype)t, TMOE_CUDA_EPI_NONE, 256, 512, ns[i][0], ns[i][1], 128);
+            linear_case((tmoe_etype)t, TMOE_CUDA_EPI_RELU, 512, 256, ns[i][0], ns[i][1], 128);
+            linear_case((tmoe_etype)t, TMOE_CUDA_EPI_SWIGLU, 1024, 256, ns[i][0], ns[i][1], 128);
         }
+    /* other group sizes: q4 scaled before the mma (32, 64), q2's scale index (64, 256) */
+    int gq4[] = {32, 64, 256}, gq2[] = {64, 256};
+    for (int i = 0; i < 3; i++) {
+        linear_case(TMOE_ET_Q4, TMOE_CUDA_EPI_NONE, 256, 512, 9, 8, gq4[i]);
+        linear_case(TMOE_ET_Q4, TMOE_CUDA_EPI_SWIGLU, 1024, 256, 1, 17, gq4[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        linear_case(TMOE_ET_Q2, TMOE_CUDA_EPI_NONE, 256, 512, 9, 8, gq2[i]);
+        linear_case(TMOE_ET_Q2, TMOE_CUDA_EPI_SWIGLU, 1024, 512, 3, 1, gq2[i]);
+    }
 }
 
 /* ---- fp16 -> bf16 (the activations of bf16 experts on cuBLAS) ----------------------------- */

@@ -461,8 +461,8 @@ typedef struct expert_rows {
     int k;
     const int32_t *counts, *offsets, *active; /* device, from permute (or the caller) */
     const int32_t *h_counts;                  /* host, cuBLAS path only */
-    int max_n, max_active;                    /* host bounds: rows of any expert, experts used */
-    float *ye;                                /* (rows, D) fp32 output */
+    int max_n, n_rows, max_active; /* host bounds: rows of any expert; rows in all; experts used */
+    float *ye;                     /* (rows, D) fp32 output */
 } expert_rows;
 
 /* fc1 (+ activation) and fc2 of every expert group; records EV_FC1, EV_ACT and EV_FC2. */
@@ -483,8 +483,8 @@ static int experts_enqueue(cuda_state *s, int cublas, const expert_rows *r, tmoe
         if (!via_cublas) {
             TRY(tmoe_cuda_expert_linear(unfused(s, t) ? &g->ku1 : &g->k1, epi1, g->n, g->d_experts,
                                         r->active, g->d_slot_of, r->counts, r->offsets, r->x,
-                                        r->src, r->k, r->max_n, r->max_active, NULL, s->a16, s->st,
-                                        err));
+                                        r->src, r->k, r->max_n, r->n_rows, r->max_active, NULL,
+                                        s->a16, s->st, err));
             continue;
         }
         for (int e = 0; e < E; e++) {
@@ -513,8 +513,8 @@ static int experts_enqueue(cuda_state *s, int cublas, const expert_rows *r, tmoe
         if (!via_cublas) {
             TRY(tmoe_cuda_expert_linear(unfused(s, t) ? &g->ku2 : &g->k2, TMOE_CUDA_EPI_NONE, g->n,
                                         g->d_experts, r->active, g->d_slot_of, r->counts,
-                                        r->offsets, s->a16, NULL, 1, r->max_n, r->max_active, r->ye,
-                                        NULL, s->st, err));
+                                        r->offsets, s->a16, NULL, 1, r->max_n, r->n_rows,
+                                        r->max_active, r->ye, NULL, s->st, err));
             continue;
         }
         for (int e = 0; e < E; e++) {
@@ -562,6 +562,7 @@ static int moe_enqueue(cuda_state *s, int cublas, tmoe_error *err) {
                      .active = s->active,
                      .h_counts = s->h_counts,
                      .max_n = T,
+                     .n_rows = N,
                      .max_active = max_active,
                      .ye = s->ye};
     TRY(experts_enqueue(s, cublas, &r, err));
@@ -694,6 +695,7 @@ int tmoe_cuda_state_experts(void *p, const tmoe_f16 *xg, int rows, const int32_t
                      .active = d_active,
                      .h_counts = h_counts,
                      .max_n = max_n,
+                     .n_rows = rows,
                      .max_active = used,
                      .ye = ye};
     return experts_enqueue(s, cublas, &r, err);

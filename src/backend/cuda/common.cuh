@@ -56,36 +56,55 @@ static __device__ __forceinline__ uint32_t h2_to_bf2(uint32_t u) {
     return *reinterpret_cast<uint32_t *>(&b);
 }
 
-/* q4 word (8 elements) -> 4 half2 (e_j, e_{j+4}) * scale, j = 0..3 */
-static __device__ __forceinline__ void deq_q4(uint32_t w, __half2 s2, uint32_t o[4]) {
-    w ^= 0x88888888u;
-    const __half2 off = __half2half2(__ushort_as_half((unsigned short)0x6408)); /* 1032 */
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        uint32_t p = ((w >> (4 * j)) & 0x000f000fu) | 0x64006400u;
-        o[j] = h2u(__hmul2(__hsub2(u2h(p), off), s2));
-    }
+/* Dequantization in registers. A nibble (crumb) u holds e in two's complement, so u ^ 8 (u ^
+ * 2) = e + 8 (e + 2). One and-xor per half2 builds the fp16 1024 + (u ^ 8) << s: the mask
+ * picks the element of each half, the xor adds the exponent bits 0x6400 and flips the sign
+ * bit (the two never overlap). Elements at bit shift s = 0 take a subtraction, the others an
+ * fma by 2^-s; every step is exact in fp16 (all values are integers below 2048). Per q4 word:
+ * one shift, 4 lop3, 4 half2 ops. */
+static __device__ __forceinline__ __half2 h2c(unsigned short bits) {
+    return __half2half2(__ushort_as_half(bits));
+}
+/* (a & b) ^ c as one lop3 (written out, the compiler gives two: one immediate each) */
+static __device__ __forceinline__ uint32_t and_xor(uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t r;
+    asm("lop3.b32 %0, %1, %2, %3, 0x6a;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
 }
 
 /* q4 word -> 4 half2 of the exact integers (e_j, e_{j+4}), j = 0..3 */
 static __device__ __forceinline__ void deq_q4_int(uint32_t w, uint32_t o[4]) {
-    w ^= 0x88888888u;
-    const __half2 off = __half2half2(__ushort_as_half((unsigned short)0x6408)); /* 1032 */
+    const uint32_t w8 = w >> 8;
+    const __half2 off = h2c(0x6408);                            /* 1032 = 1024 + 8 */
+    const __half2 sixteenth = h2c(0x2c00), off16 = h2c(0xd480); /* 1/16, -72 = -(64 + 8) */
+    o[0] = h2u(__hsub2(u2h(and_xor(w, 0x000f000fu, 0x64086408u)), off));
+    o[1] = h2u(__hfma2(u2h(and_xor(w, 0x00f000f0u, 0x64806480u)), sixteenth, off16));
+    o[2] = h2u(__hsub2(u2h(and_xor(w8, 0x000f000fu, 0x64086408u)), off));
+    o[3] = h2u(__hfma2(u2h(and_xor(w8, 0x00f000f0u, 0x64806480u)), sixteenth, off16));
+}
+
+/* q4 word (8 elements) -> 4 half2 (e_j, e_{j+4}) * scale, j = 0..3 */
+static __device__ __forceinline__ void deq_q4(uint32_t w, __half2 s2, uint32_t o[4]) {
+    deq_q4_int(w, o);
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
-        uint32_t p = ((w >> (4 * j)) & 0x000f000fu) | 0x64006400u;
-        o[j] = h2u(__hsub2(u2h(p), off));
-    }
+    for (int j = 0; j < 4; j++) o[j] = h2u(__hmul2(u2h(o[j]), s2));
 }
 
 /* q2 word (16 elements) -> 8 half2 (e_j, e_{j+8}) * scale, j = 0..7 */
 static __device__ __forceinline__ void deq_q2(uint32_t w, __half2 s2, uint32_t o[8]) {
-    w ^= 0xAAAAAAAAu;
-    const __half2 off = __half2half2(__ushort_as_half((unsigned short)0x6402)); /* 1026 */
+    const uint32_t w8 = w >> 8;
+    /* crumb at shift 2i of a byte: 1024 + 4^i (u ^ 2); times 4^-i, minus 1024 / 4^i + 2 */
+    const unsigned short mul[4] = {0x3c00, 0x3400, 0x2c00, 0x2400}; /* 1, 1/4, 1/16, 1/64 */
+    const unsigned short off[4] = {0xe402, 0xdc08, 0xd420, 0xcc80}; /* -1026, -258, -66, -18 */
 #pragma unroll
     for (int j = 0; j < 8; j++) {
-        uint32_t p = ((w >> (2 * j)) & 0x00030003u) | 0x64006400u;
-        o[j] = h2u(__hmul2(__hsub2(u2h(p), off), s2));
+        const int i = j & 3;
+        const uint32_t src = j < 4 ? w : w8;
+        const uint32_t p =
+            (src & (0x00030003u << (2 * i))) ^ (0x64006400u | (0x00020002u << (2 * i)));
+        __half2 v =
+            i == 0 ? __hadd2(u2h(p), h2c(off[0])) : __hfma2(u2h(p), h2c(mul[i]), h2c(off[i]));
+        o[j] = h2u(__hmul2(v, s2));
     }
 }
 

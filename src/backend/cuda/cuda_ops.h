@@ -84,8 +84,8 @@ int tmoe_cuda_tile_weights(const void *src, void *dst, int out, size_t rowbytes,
 typedef enum { TMOE_CUDA_EPI_NONE, TMOE_CUDA_EPI_RELU, TMOE_CUDA_EPI_SWIGLU } tmoe_cuda_epi;
 
 /* Shape limits of the bandwidth kernels (fused and fp16 / bf16 small-batch): in a multiple of
- * 32 (fp16 / bf16), 128 (q4) or 256 (q2); output rows a multiple of 32 (16 with swiglu); q4 group a
- * multiple of 32, q2 group a multiple of 64. TMOE_OK or TMOE_ENOTSUP with the reason. */
+ * 32 (fp16 / bf16), 128 (q4) or 256 (q2); output rows a multiple of 32 (16 with swiglu); q4 / q2
+ * groups a power of two, at least 32 (q4) or 64 (q2). TMOE_OK or TMOE_ENOTSUP with the reason. */
 int tmoe_cuda_expert_kernel_supports(const tmoe_cuda_lin *L, tmoe_cuda_epi epi, tmoe_error *err);
 
 /* Expert linear on grouped rows with the bandwidth kernel (tensor-core mma.sync on 16-byte
@@ -93,17 +93,21 @@ int tmoe_cuda_expert_kernel_supports(const tmoe_cuda_lin *L, tmoe_cuda_epi epi, 
  * q4/q2 dequantized in registers, split-K over 8 warps, each weight byte read
  * once per 64 tokens). Row r of expert e (offsets[e] <= r < offsets[e]+counts[e]) reads
  * x + (src ? src[r] / k : r) * L->in and writes row r of y32 (epi none) or y16. max_n (host)
- * bounds every counts[e] (the batch's tokens) and picks the variant (8, 16, 32 or 64 tokens a
- * pass; larger counts take several passes). With active (from permute) the grid covers at most
- * max_active experts (host bound on the entries of active, e.g. min(E, T k), whatever their
- * types) and block row y serves expert active[1+y] at slot slot_of[e] (-1: not of this type,
- * the block returns; NULL: slot = e); without it, one block row per slot (expert
- * experts[slot]). */
+ * bounds every counts[e] (the batch's tokens); n_rows (host, 0 = unknown) is the launch's
+ * grouped rows (T k). The token tile (8, 16, 32 or 64 tokens a pass; larger counts take
+ * several passes) is sized for max_n, or for twice the average n_rows / max_active where the
+ * experts are small enough that an extra pass reads its rows from L2
+ * (tmoe_cuda_expert_tile_from_average, default 1; 0 sizes it for max_n always). With active
+ * (from permute) the grid covers at most max_active experts (host bound on the entries of
+ * active, e.g. min(E, T k), whatever their types) and block row y serves expert active[1+y]
+ * at slot slot_of[e] (-1: not of this type, the block returns; NULL: slot = e); without it,
+ * one block row per slot (expert experts[slot]). */
 int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi, int n_experts,
                             const int32_t *experts, const int32_t *active, const int32_t *slot_of,
                             const int32_t *counts, const int32_t *offsets, const tmoe_f16 *x,
-                            const int32_t *src, int k, int max_n, int max_active, float *y32,
-                            tmoe_f16 *y16, cudaStream_t stream, tmoe_error *err);
+                            const int32_t *src, int k, int max_n, int n_rows, int max_active,
+                            float *y32, tmoe_f16 *y16, cudaStream_t stream, tmoe_error *err);
+extern int tmoe_cuda_expert_tile_from_average;
 
 /* dequant_unpack: packed q4/q2 of the listed experts with counts[e] > 0 (every listed expert
  * when counts is NULL) -> fp16 (slots, out, in) at w16. */

@@ -21,6 +21,7 @@ struct exp_args {
     size_t w_stride, s_stride;
     int in, group, out_rows, gate_off, epi, wt; /* wt: 0 fp16, 1 q4, 2 q2, 3 q4 with groups of
                                                    128k, 4 bf16 */
+    int gshift;                                 /* log2(group): groups are powers of two */
     int tiled;                                  /* weights in the tiled layout */
     const int32_t *experts, *counts, *offsets;
     const int32_t *active, *slot_of; /* active experts list, expert -> slot */
@@ -78,8 +79,13 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
 #pragma unroll
             for (int c = 0; c < 4; c++) acc[t][nt][c] = 0.0f;
 
-    const int ng = in / (a.group > 0 ? a.group : 1);
-    const __half *sbase = a.sc ? a.sc + (size_t)slot * a.s_stride : nullptr;
+    const int ng = in >> a.gshift;
+    /* each lane's scale rows, and the group of its first element of k-block kb: (kb * KW + q *
+     * QW) >> gshift (a shift: a division here cost about a third of the q4 loop's
+     * instructions) */
+    const __half *sbase = F16 ? nullptr : a.sc + (size_t)slot * a.s_stride;
+    const int soff[2] = {rows[0][0] * ng, rows[1][0] * ng}, s8 = 8 * ng; /* row h: + h s8 */
+    constexpr int KW = F16 ? 32 : Q4 ? 128 : 256, QW = KW / 4;
     /* fp16: 4 k-blocks a step; q4/q2: software-pipelined, the next step's loads are issued
      * before this step's dequantization and mma */
     constexpr int U = F16 ? 4 : WT == 2 ? 1 : 2;
@@ -92,6 +98,9 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
         for (int u = 0; u < U; u++) {
             int kb = kb0 + u;
             bool ok = kb < kb_hi;
+            /* past the warp's range: zero weights (never multiplied: the step stops there),
+             * the scale of a k-block in range */
+            int gi = ((ok ? kb : kb_lo) * KW + q * QW) >> a.gshift;
 #pragma unroll
             for (int t = 0; t < 2; t++)
 #pragma unroll
@@ -99,11 +108,8 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                     A[u][t][h] =
                         ok ? ld_stream(wrow[t][h] + (size_t)kb * kstride) : make_uint4(0, 0, 0, 0);
                     if (!F16) {
-                        int elem = kb * (Q4 ? 128 : 256) + q * (Q4 ? 32 : 64);
-                        unsigned short sv =
-                            ok ? __ldg(reinterpret_cast<const unsigned short *>(
-                                     sbase + (size_t)rows[t][h] * ng + elem / a.group))
-                               : (unsigned short)0;
+                        unsigned short sv = __ldg(reinterpret_cast<const unsigned short *>(
+                            sbase + soff[t] + h * s8 + gi));
                         S[u][t][h] = (uint32_t)sv | ((uint32_t)sv << 16);
                     }
                 }
@@ -349,25 +355,42 @@ __global__ void __launch_bounds__(W * 32, NT <= 2 && W == 8 ? 2 : 1) k_expert_li
 }
 
 /* 16 warps a block where the row blocks alone would not give every SM (sms of them) two
- * blocks */
+ * blocks; the token tile from nt_n (tokens of the largest expert it is sized for) */
 template <int WT>
-static void launch_expert(const exp_args &a, dim3 grid, int max_n, int sms, cudaStream_t st) {
+static void launch_expert(const exp_args &a, dim3 grid, int nt_n, int sms, cudaStream_t st) {
     int few = grid.x < 2u * (unsigned)sms;
-    if (max_n <= 8) {
+    if (nt_n <= 8) {
         if (few)
             k_expert_linear<WT, 1, 16><<<grid, 512, 0, st>>>(a);
         else
             k_expert_linear<WT, 1, 8><<<grid, 256, 0, st>>>(a);
-    } else if (max_n <= 16) {
+    } else if (nt_n <= 16) {
         if (few)
             k_expert_linear<WT, 2, 16><<<grid, 512, 0, st>>>(a);
         else
             k_expert_linear<WT, 2, 8><<<grid, 256, 0, st>>>(a);
-    } else if (max_n <= 32) {
+    } else if (nt_n <= 32) {
         k_expert_linear<WT, 4, 8><<<grid, 256, 0, st>>>(a);
     } else {
         k_expert_linear<WT, EXP_MAXNT, 8><<<grid, 256, 0, st>>>(a);
     }
+}
+
+int tmoe_cuda_expert_tile_from_average = 1;
+
+/* The tokens the token tile is sized for. max_n bounds every expert, but many small experts
+ * (fine-grained MoE: 128 experts, top-8) hold a few tokens each, and a tile sized for max_n
+ * costs every block the registers of 32-64 tokens (255 a thread, one block a SM). Where one
+ * block's weight rows, over all SMs, sit well inside L2 (24 MB: half of an H100's), the tile
+ * is sized for twice the average tokens an active expert holds, and an expert holding more
+ * takes another pass over rows its block has just read (from L2). */
+static int tile_tokens(const tmoe_cuda_lin *L, int rows_per_block, int max_n, int n_rows,
+                       int max_active, int sms) {
+    if (!tmoe_cuda_expert_tile_from_average || n_rows <= 0 || max_active <= 1) return max_n;
+    size_t block_bytes = (size_t)rows_per_block * (L->w_stride / (size_t)L->out);
+    if ((size_t)sms * block_bytes > ((size_t)24 << 20)) return max_n;
+    int avg2 = 2 * ((n_rows + max_active - 1) / max_active);
+    return avg2 < max_n ? avg2 : max_n;
 }
 
 static int wt_of(tmoe_etype t) {
@@ -389,10 +412,11 @@ extern "C" int tmoe_cuda_expert_kernel_supports(const tmoe_cuda_lin *L, tmoe_cud
     if (rows % rmul || (epi == TMOE_CUDA_EPI_SWIGLU && L->out % 2))
         return tmoe_errorf(err, TMOE_ENOTSUP,
                            "expert kernel: %d output rows must be a multiple of %d", rows, rmul);
-    if (tmoe_etype_is_quant(L->type) && L->group % (kb / 4))
+    if (tmoe_etype_is_quant(L->type) &&
+        (L->group % (kb / 4) || L->group <= 0 || (L->group & (L->group - 1))))
         return tmoe_errorf(err, TMOE_ENOTSUP,
-                           "expert kernel: %s group %d must be a multiple of %d (use the unfused "
-                           "impl for this group size)",
+                           "expert kernel: %s group %d must be a power of two and a multiple of "
+                           "%d (use the unfused impl for this group size)",
                            tmoe_etype_name(L->type), L->group, kb / 4);
     return TMOE_OK;
 }
@@ -401,9 +425,9 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
                                        const int32_t *experts, const int32_t *active,
                                        const int32_t *slot_of, const int32_t *counts,
                                        const int32_t *offsets, const tmoe_f16 *x,
-                                       const int32_t *src, int k, int max_n, int max_active,
-                                       float *y32, tmoe_f16 *y16, cudaStream_t stream,
-                                       tmoe_error *err) {
+                                       const int32_t *src, int k, int max_n, int n_rows,
+                                       int max_active, float *y32, tmoe_f16 *y16,
+                                       cudaStream_t stream, tmoe_error *err) {
     int rc = tmoe_cuda_expert_kernel_supports(L, epi, err);
     if (rc) return rc;
     if (n_experts <= 0) return TMOE_OK;
@@ -421,6 +445,8 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
     a.s_stride = L->s_stride;
     a.in = L->in;
     a.group = L->group;
+    a.gshift = 0;
+    while (tmoe_etype_is_quant(L->type) && (1 << a.gshift) < L->group) a.gshift++;
     a.out_rows = epi == TMOE_CUDA_EPI_SWIGLU ? L->out / 2 : L->out;
     a.gate_off = epi == TMOE_CUDA_EPI_SWIGLU ? L->out / 2 : 0;
     a.epi = (int)epi;
@@ -441,12 +467,14 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
      * another type (its block returns at once): cover every entry, not n_experts of them */
     int gy = active && max_active > 0 ? max_active : n_experts;
     dim3 grid(a.out_rows / (epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32), gy);
+    /* a block reads 32 weight rows (16 gate + 16 up with swiglu) */
+    int nt_n = tile_tokens(L, 32, max_n, n_rows, max_active, sms);
     switch (a.wt) {
-    case 0: launch_expert<0>(a, grid, max_n, sms, stream); break;
-    case 1: launch_expert<1>(a, grid, max_n, sms, stream); break;
-    case 3: launch_expert<3>(a, grid, max_n, sms, stream); break;
-    case 4: launch_expert<4>(a, grid, max_n, sms, stream); break;
-    default: launch_expert<2>(a, grid, max_n, sms, stream); break;
+    case 0: launch_expert<0>(a, grid, nt_n, sms, stream); break;
+    case 1: launch_expert<1>(a, grid, nt_n, sms, stream); break;
+    case 3: launch_expert<3>(a, grid, nt_n, sms, stream); break;
+    case 4: launch_expert<4>(a, grid, nt_n, sms, stream); break;
+    default: launch_expert<2>(a, grid, nt_n, sms, stream); break;
     }
     TMOE_CUDA_LAUNCHED(stream, "expert_linear", err);
     return TMOE_OK;

@@ -575,10 +575,10 @@ static int moe(tmoe_cuda_lm *r, int l, int T, tmoe_error *err) {
     if (d->fast) {
         int max_active = N < E ? N : E;
         TRY(tmoe_cuda_expert_linear(&d->k1, TMOE_CUDA_EPI_SWIGLU, E, r->d_experts, r->active, NULL,
-                                    r->counts, r->offsets, r->xn16, r->src, k, max_n, max_active,
+                                    r->counts, r->offsets, r->xn16, r->src, k, max_n, N, max_active,
                                     NULL, r->a16, r->st, err));
         TRY(tmoe_cuda_expert_linear(&d->k2, TMOE_CUDA_EPI_NONE, E, r->d_experts, r->active, NULL,
-                                    r->counts, r->offsets, r->a16, NULL, 1, max_n, max_active,
+                                    r->counts, r->offsets, r->a16, NULL, 1, max_n, N, max_active,
                                     r->ye, NULL, r->st, err));
     } else {
         TRY(tmoe_cuda_lm_expert_fc1_simple(r->xn16, r->src, k, r->offsets, E, N, d->ew13, D, I,

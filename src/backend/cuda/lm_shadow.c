@@ -169,8 +169,10 @@ int tmoe_cuda_shadow_run(tmoe_cuda_shadow *s, int layer, const int32_t *experts,
                            c->max_tokens);
     const tmoe_cuda_lin *L = s->lin[layer % s->n_sets];
     TRY(tmoe_cuda_expert_linear(&L[0], TMOE_CUDA_EPI_SWIGLU, E, experts, active, NULL, counts,
-                                offsets, s->x16, src, k, max_n, max_active, NULL, s->a16, st, err));
+                                offsets, s->x16, src, k, max_n, N, max_active, NULL, s->a16, st,
+                                err));
     TRY(tmoe_cuda_expert_linear(&L[1], TMOE_CUDA_EPI_NONE, E, experts, active, NULL, counts,
-                                offsets, s->a16, NULL, 1, max_n, max_active, s->ye, NULL, st, err));
+                                offsets, s->a16, NULL, 1, max_n, N, max_active, s->ye, NULL, st,
+                                err));
     return tmoe_cuda_combine(s->ye, dst, w, NULL, T, k, c->d_model, s->y, st, err);
 }

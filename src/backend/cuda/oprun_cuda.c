@@ -341,8 +341,8 @@ static int expert_linear(cuda_op *o, int which, int c, int unf, tmoe_cuda_epi ep
     }
     tmoe_cuda_lin K = slot(which ? &o->K2 : &o->K1, c);
     const int32_t *ex = o->routing, *cnt = o->routing + 1, *off = o->routing + 2;
-    return tmoe_cuda_expert_linear(&K, epi, 1, ex, NULL, NULL, cnt, off, x, NULL, 1, T, 1, y32, y16,
-                                   o->st, err);
+    return tmoe_cuda_expert_linear(&K, epi, 1, ex, NULL, NULL, cnt, off, x, NULL, 1, T, T, 1, y32,
+                                   y16, o->st, err);
 }
 
 /* The whole expert as the engine runs it. */
