@@ -60,7 +60,8 @@ static cudaStream_t g_st;
 static cublasHandle_t g_cb;
 static double g_copy_gbs;
 static int g_quick;
-static int g_sms; /* multiprocessors of device 0, queried once (tmoe_cuda_lin.sm_count) */
+static int g_short; /* --short: the token counts of the side-by-side table, no energy loops */
+static int g_sms;   /* multiprocessors of device 0, queried once (tmoe_cuda_lin.sm_count) */
 
 /* ---- NVML through dlopen, our own declarations ---------------------------------------- */
 typedef struct nvmlDevice_st *nvmlDevice_t;
@@ -129,7 +130,7 @@ static double median_ms(step_fn f, void *ctx) {
 
 /* Joules per call over a loop of at least 1 s (NAN without NVML). */
 static double joules_per_call(step_fn f, void *ctx, double ms) {
-    if (!g_nvml_ok || g_quick) return NAN;
+    if (!g_nvml_ok || g_quick || g_short) return NAN;
     int n = (int)(1.05e3 / (ms > 1e-3 ? ms : 1e-3)) + 1;
     unsigned long long a, b;
     CK(cudaStreamSynchronize(g_st));
@@ -164,6 +165,8 @@ static void lin_make(tmoe_cuda_lin *L, tmoe_etype t, int out, int in, int slots,
     float a = 1.0f / sqrtf((float)in);
     if (t == TMOE_ET_FP16) {
         if (bench_fill_f16(w, L->w_stride * slots / 2, -a, a, seed)) exit(1);
+    } else if (t == TMOE_ET_BF16) {
+        if (tmoe_cuda_fill_bf16(w, L->w_stride * slots / 2, -a, a, seed, 0, NULL)) exit(1);
     } else {
         L->s_stride = tmoe_quant_scale_count(out, in, L->group);
         CK(cudaMalloc(&s, L->s_stride * 2 * slots));
@@ -253,9 +256,11 @@ static void expert_step(void *p, int iter) {
     }
     if (path == P_KERNEL) {
         T_OK(tmoe_cuda_expert_linear(&l1, TMOE_CUDA_EPI_SWIGLU, 1, d_one_e, NULL, NULL, d_one_c,
-                                     d_one_o, d_x16, NULL, 1, c->n, 0, NULL, d_a16, g_st, &g_err));
+                                     d_one_o, d_x16, NULL, 1, c->n, c->n, 0, NULL, d_a16, g_st,
+                                     &g_err));
         T_OK(tmoe_cuda_expert_linear(&l2, TMOE_CUDA_EPI_NONE, 1, d_one_e, NULL, NULL, d_one_c,
-                                     d_one_o, d_a16, NULL, 1, c->n, 0, d_y, NULL, g_st, &g_err));
+                                     d_one_o, d_a16, NULL, 1, c->n, c->n, 0, d_y, NULL, g_st,
+                                     &g_err));
     } else {
         gemm(d_x16, l1.w, c->n, l1.in, l1.out, d_h32);
         T_OK(tmoe_cuda_act(TMOE_ACT_SWIGLU, d_h32, c->n, F, d_a16, g_st, &g_err));
@@ -276,7 +281,8 @@ static void mat_step(void *p, int iter) {
         gemm(d_x16, l.w, c->n, l.in, l.out, d_y);
     else
         T_OK(tmoe_cuda_expert_linear(&l, TMOE_CUDA_EPI_NONE, 1, d_one_e, NULL, NULL, d_one_c,
-                                     d_one_o, d_x16, NULL, 1, c->n, 0, d_y, NULL, g_st, &g_err));
+                                     d_one_o, d_x16, NULL, 1, c->n, c->n, 0, d_y, NULL, g_st,
+                                     &g_err));
 }
 
 /* dequant alone */
@@ -319,10 +325,11 @@ static void layer_enqueue(layer_ctx *c, int copy) {
     if (!c->cublas) {
         int ma = T * k < E ? T * k : E;
         T_OK(tmoe_cuda_expert_linear(&l1, TMOE_CUDA_EPI_SWIGLU, E, d_all_e, d_active, NULL,
-                                     d_counts, d_offs, d_x16, d_src, k, T, ma, NULL, d_a16, g_st,
-                                     &g_err));
+                                     d_counts, d_offs, d_x16, d_src, k, T, T * k, ma, NULL, d_a16,
+                                     g_st, &g_err));
         T_OK(tmoe_cuda_expert_linear(&l2, TMOE_CUDA_EPI_NONE, E, d_all_e, d_active, NULL, d_counts,
-                                     d_offs, d_a16, NULL, k, T, ma, d_ye, NULL, g_st, &g_err));
+                                     d_offs, d_a16, NULL, k, T, T * k, ma, d_ye, NULL, g_st,
+                                     &g_err));
     } else {
         CK(cudaStreamSynchronize(g_st));
         T_OK(tmoe_cuda_gather(d_x16, d_src, T * k, k, D, d_xg, g_st, &g_err));
@@ -374,8 +381,8 @@ static void proj_step(void *p, int iter) {
     if (!c->cublas) {
         int ma = c->T * c->s->k < c->s->E ? c->T * c->s->k : c->s->E;
         T_OK(tmoe_cuda_expert_linear(&l, TMOE_CUDA_EPI_NONE, c->s->E, d_all_e, d_active, NULL,
-                                     d_counts, d_offs, d_x16, d_src, c->s->k, c->T, ma, d_ye, NULL,
-                                     g_st, &g_err));
+                                     d_counts, d_offs, d_x16, d_src, c->s->k, c->T, c->T * c->s->k,
+                                     ma, d_ye, NULL, g_st, &g_err));
         return;
     }
     int off = 0;
@@ -412,6 +419,7 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) g_quick = 1;
         if (!strcmp(argv[i], "--ncu")) ncu_only = 1;
+        if (!strcmp(argv[i], "--short")) g_short = 1;
     }
     char driver[96];
     CK(cudaSetDevice(0));
@@ -498,12 +506,12 @@ int main(int argc, char **argv) {
         const shape *s = &shapes[si];
         for (int t = 0; t < TMOE_ET_COUNT; t++) {
             tmoe_etype et = (tmoe_etype)t;
-            if (et == TMOE_ET_BF16) continue; /* not benchmarked here yet (docs/cuda.md) */
+            int f16 = et == TMOE_ET_FP16 || et == TMOE_ET_BF16;
             size_t ebytes = tmoe_quant_weight_bytes(et, 2 * s->F, s->D) +
                             tmoe_quant_weight_bytes(et, s->D, s->F) +
-                            (et == TMOE_ET_FP16 ? 0
-                                                : 2 * (tmoe_quant_scale_count(2 * s->F, s->D, 128) +
-                                                       tmoe_quant_scale_count(s->D, s->F, 128)));
+                            (f16 ? 0
+                                 : 2 * (tmoe_quant_scale_count(2 * s->F, s->D, 128) +
+                                        tmoe_quant_scale_count(s->D, s->F, 128)));
             /* copies: each layer step at 1 token reads >= 256 MB of distinct weights */
             size_t active = ebytes * s->k;
             int copies = (int)((((size_t)256 << 20) + active - 1) / active);
@@ -520,10 +528,12 @@ int main(int argc, char **argv) {
             for (int ti = 0; ti < ntok; ti++) {
                 int n = toks[ti];
                 if (g_quick && n != 1 && n != 16 && n != 256) continue;
+                if (g_short && n != 1 && n != 4 && n != 16) continue;
                 T_OK(tmoe_cuda_single_expert_routing(n, d_one_e, d_one_c, d_one_o, g_st, &g_err));
                 for (int path = 0; path < 4; path++) {
-                    if (et == TMOE_ET_FP16 && path >= P_UNFUSED_KERNEL) continue;
+                    if (f16 && path >= P_UNFUSED_KERNEL) continue;
                     if (et != TMOE_ET_FP16 && path == P_CUBLAS) continue;
+                    if (g_short && path != P_KERNEL && path != P_CUBLAS) continue;
                     exp_ctx c = {&b, n, path};
                     double ms = median_ms(expert_step, &c);
                     double j = (path == P_KERNEL && (n == 1 || n == 16 || n == 256))
@@ -536,7 +546,7 @@ int main(int argc, char **argv) {
                 }
             }
             /* dequant_unpack of one expert's fc1 */
-            if (et != TMOE_ET_FP16) {
+            if (!f16 && !g_short) {
                 deq_ctx dc = {&b.fc1, b.slots};
                 double ms = median_ms(deq_step, &dc);
                 double bytes = (double)lin_bytes(&b.fc1) + 2.0 * b.fc1.out * b.fc1.in;
@@ -545,8 +555,9 @@ int main(int argc, char **argv) {
             }
             /* the 4096 x 14336 matrix (mixtral fc2) alone */
             if (si == 0) {
-                int mt[] = {1, 8, 16, 64, 256, 1024};
-                for (int i = 0; i < 6; i++) {
+                int mt[] = {1, 4, 8, 16, 64, 256, 512, 1024};
+                for (int i = 0; i < 8; i++) {
+                    if (g_short && mt[i] != 1 && mt[i] != 4 && mt[i] != 8 && mt[i] != 512) continue;
                     T_OK(tmoe_cuda_single_expert_routing(mt[i], d_one_e, d_one_c, d_one_o, g_st,
                                                          &g_err));
                     for (int cub = 0; cub <= (et == TMOE_ET_FP16); cub++) {
@@ -558,6 +569,16 @@ int main(int argc, char **argv) {
                              cub ? "cublas" : "kernel", mt[i], ms, bytes, 2.0 * mt[i] * s->F * s->D,
                              NAN);
                     }
+                    if (g_short) { /* one copy of the weights, reused as a perf loop reuses
+                                      them: whatever of it stays in L2 is not read again */
+                        mat_ctx mc = {&b.fc2, &b.k2, 1, mt[i], 0, s->E};
+                        double ms = median_ms(mat_step, &mc);
+                        double bytes =
+                            (double)lin_bytes(&b.fc2) + 2.0 * mt[i] * s->F + 4.0 * mt[i] * s->D;
+                        rowj("matrix 4096x14336", s->name, tmoe_etype_name(et),
+                             "kernel, one copy (L2-warm)", mt[i], ms, bytes,
+                             2.0 * mt[i] * s->F * s->D, NAN);
+                    }
                 }
             }
             /* whole layer step (gate GEMM .. combine), graph replay on the kernel path */
@@ -565,6 +586,7 @@ int main(int argc, char **argv) {
                 for (int ti = 0; ti < ntok; ti++) {
                     int T = toks[ti];
                     if (g_quick && T != 1 && T != 256) continue;
+                    if (g_short && T != 1 && T != 16) continue;
                     for (int cub = 0; cub <= (et == TMOE_ET_FP16 && T >= 64); cub++) {
                         layer_ctx lc;
                         memset(&lc, 0, sizeof lc);
@@ -616,26 +638,35 @@ int main(int argc, char **argv) {
             tmoe_cuda_lin PT = lin_tiled(&P, 128 * copies);
             for (int i = 0; i < 8; i++) {
                 int T = mt[i];
+                if (g_short && i >= 4) continue;
                 if (bench_fill_f32(d_logits, (size_t)T * 128, -3.0f, 3.0f, 400 + T)) return 1;
                 routing(s, T);
                 T_OK(tmoe_cuda_gather(d_x16, d_src, T * 8, 8, 2048, d_xg, g_st, &g_err));
                 CK(cudaStreamSynchronize(g_st));
                 int used = 0;
                 for (int e = 0; e < 128; e++) used += h_counts[e] > 0;
-                for (int cub = 0; cub <= (et == TMOE_ET_FP16); cub++) {
+                /* path 0 kernel, 1 cuBLAS per expert (fp16), 2 the kernel with its token tile
+                 * sized for the batch (tmoe_cuda_expert_tile_from_average = 0), as before */
+                for (int path = 0; path < 3; path++) {
+                    if (path == 1 && et != TMOE_ET_FP16) continue;
+                    if (path == 2 && T < 16) continue; /* the same tile either way */
                     layer_ctx lc;
                     memset(&lc, 0, sizeof lc);
                     lc.s = s;
                     lc.copies = copies;
                     lc.T = T;
-                    lc.cublas = cub;
+                    lc.cublas = path == 1;
                     lc.proj = &P;
                     lc.projt = &PT;
+                    tmoe_cuda_expert_tile_from_average = path != 2;
                     double ms = median_ms(proj_step, &lc);
+                    tmoe_cuda_expert_tile_from_average = 1;
                     double bytes = (double)lin_bytes(&P) * used;
                     rowj("MUL_MAT_ID 768x2048 top-8/128", s->name, tmoe_etype_name(et),
-                         cub ? "cublas per expert" : "kernel", T, ms, bytes,
-                         2.0 * T * 8 * 768 * 2048, NAN);
+                         path == 1   ? "cublas per expert"
+                         : path == 2 ? "kernel, tile for the batch"
+                                     : "kernel",
+                         T, ms, bytes, 2.0 * T * 8 * 768 * 2048, NAN);
                 }
             }
             lin_free(&P);
