@@ -23,6 +23,10 @@ fail() { echo "FAIL: $*"; exit 1; }
 "$BIN" serve --telemetry real >/dev/null 2>&1; [ $? -eq 2 ] || fail "--telemetry real should exit 2"
 "$BIN" serve --device -1 >/dev/null 2>&1; [ $? -eq 2 ] || fail "--device -1 should exit 2"
 "$BIN" serve --duration soon >/dev/null 2>&1; [ $? -eq 2 ] || fail "--duration soon should exit 2"
+# the routing knobs of thermoe run
+"$BIN" serve --budget wide >/dev/null 2>&1; [ $? -eq 2 ] || fail "--budget wide should exit 2"
+"$BIN" serve --tau-base 0.5 --tau-min 0.8 >/dev/null 2>&1; [ $? -eq 2 ] || fail "tau-min > tau-base should exit 2"
+"$BIN" serve --help | grep -q -- "--budget B" || fail "help: --budget"
 "$BIN" serve --help | grep -q -- "--backend B  *cpu (default)" || fail "help: the default backend"
 "$BIN" serve --help | grep -q -- "--telemetry S  *sim (default" || fail "help: the default telemetry"
 # the CUDA backend in a build without it, NVML without a GPU: clear errors, exit 1
@@ -65,6 +69,12 @@ if command -v python3 >/dev/null 2>&1; then
     grep -q "^| baseline | 1 | .* | 0 of 1 | sim |$" "$OUT/tab.md" || fail "table: $(cat "$OUT/tab.md")"
     grep -q "SIMULATED, not measured" "$OUT/tab.md" || fail "table: not labelled simulated"
 fi
+# a set-selecting strategy with its budget from the flags, recorded in summary.json
+"$BIN" serve --model "$SRC/models/default" --trace "$D/small.csv" --time-scale 100 \
+    --routing-strategy static_optimal --budget top1 --ttha-target-temp 70 \
+    --out "$OUT/b" >"$OUT/blog" 2>&1 || { cat "$OUT/blog"; fail "replay with --budget top1"; }
+grep -q '"budget": "top1"' "$OUT/b/summary.json" || fail "summary.json: the budget"
+grep -q '"temp_target_c": 70' "$OUT/b/summary.json" || fail "summary.json: the target follows T*"
 # --duration: only the requests arriving before it (0, 1, 2 and 500 ms of the six)
 "$BIN" serve --model "$SRC/models/default" --trace "$D/small.csv" --duration 0.6 \
     --out "$OUT/d" >"$OUT/dlog" 2>&1 || { cat "$OUT/dlog"; fail "--duration replay"; }

@@ -76,6 +76,67 @@ enum {
 /* Apply a shape option: 0 done, 1 bad value (message printed), -1 not a shape option. */
 int cli_shape_flag(const char *cmd, int code, const char *arg, tmoe_block_config *b);
 void cli_shape_help(const tmoe_block_config *d);
+/* Routing flags shared by run and serve: every knob of tmoe_router_config a user sets
+ * (budgets, comparisons, the TTHA adapter), codes CLI_ROUTER_BASE.., a handler and the help. */
+#include "thermoe/route.h"
+enum {
+    CLI_ROUTER_BASE = 1100,
+    CLI_R_MAX_BIAS = CLI_ROUTER_BASE,
+    CLI_R_KL_BOUND,
+    CLI_R_BUDGET,
+    CLI_R_TAU_BASE,
+    CLI_R_TAU_MIN,
+    CLI_R_KL_BASE,
+    CLI_R_KL_MAX,
+    CLI_R_TOP_P,
+    CLI_R_PRUNE,
+    CLI_R_CAP_FACTOR,
+    CLI_R_CAP_OVERFLOW,
+    CLI_R_T_POWER,
+    CLI_R_T_BUDGET_GAIN,
+    CLI_R_T_TEMP,
+    CLI_R_W_LAT,
+    CLI_R_W_POWER,
+    CLI_R_W_TEMP,
+    CLI_R_W_TPUT,
+    CLI_R_W_FID,
+    CLI_R_LR,
+    CLI_R_WD,
+    CLI_R_GRAD,
+    CLI_ROUTER_END
+};
+#define CLI_ROUTER_OPTIONS                                                                         \
+    {"max-bias", required_argument, 0, CLI_R_MAX_BIAS},                                            \
+        {"kl-bound", required_argument, 0, CLI_R_KL_BOUND},                                        \
+        {"budget", required_argument, 0, CLI_R_BUDGET},                                            \
+        {"tau-base", required_argument, 0, CLI_R_TAU_BASE},                                        \
+        {"tau-min", required_argument, 0, CLI_R_TAU_MIN},                                          \
+        {"kl-base", required_argument, 0, CLI_R_KL_BASE},                                          \
+        {"kl-max", required_argument, 0, CLI_R_KL_MAX},                                            \
+        {"top-p", required_argument, 0, CLI_R_TOP_P},                                              \
+        {"prune-experts", required_argument, 0, CLI_R_PRUNE},                                      \
+        {"capacity-factor", required_argument, 0, CLI_R_CAP_FACTOR},                               \
+        {"capacity-overflow", required_argument, 0, CLI_R_CAP_OVERFLOW},                           \
+        {"ttha-target-power", required_argument, 0, CLI_R_T_POWER},                                \
+        {"ttha-budget-gain", required_argument, 0, CLI_R_T_BUDGET_GAIN},                           \
+        {"ttha-target-temp", required_argument, 0, CLI_R_T_TEMP},                                  \
+        {"ttha-latency-penalty-weight", required_argument, 0, CLI_R_W_LAT},                        \
+        {"ttha-power-weight", required_argument, 0, CLI_R_W_POWER},                                \
+        {"ttha-temp-weight", required_argument, 0, CLI_R_W_TEMP},                                  \
+        {"ttha-throughput-weight", required_argument, 0, CLI_R_W_TPUT},                            \
+        {"ttha-fidelity-weight", required_argument, 0, CLI_R_W_FID},                               \
+        {"ttha-lr", required_argument, 0, CLI_R_LR},                                               \
+        {"ttha-weight-decay", required_argument, 0, CLI_R_WD}, {                                   \
+        "ttha-grad", required_argument, 0, CLI_R_GRAD                                              \
+    }
+/* Apply a routing option: 0 done, 2 bad value (message printed: a usage error), -1 not a
+ * routing option. */
+int cli_router_flag(const char *cmd, int code, const char *arg, tmoe_router_config *r);
+/* After parsing: budgets in order (tau-min <= tau-base, kl-base <= kl-max); 0 or 2. */
+int cli_router_check(const char *cmd, const tmoe_router_config *r);
+/* The help lines of the routing options, defaults from d. */
+void cli_router_help(const tmoe_router_config *d);
+
 /* Comma list of names -> flags[n] via a name function; "all" selects every one. */
 int cli_name_list(const char *cmd, const char *flag, const char *list, int *flags, int n,
                   const char *(*name)(int));

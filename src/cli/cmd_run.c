@@ -33,28 +33,7 @@ enum {
     O_IMPL,
     O_SEED,
     O_WARMUP,
-    O_T_POWER,
-    O_T_BUDGET_GAIN,
-    O_T_TEMP,
-    O_W_LAT,
-    O_W_POWER,
-    O_W_TEMP,
-    O_W_TPUT,
-    O_W_FID,
-    O_LR,
-    O_WD,
-    O_GRAD,
-    O_MAX_BIAS,
-    O_KL,
-    O_BUDGET,
-    O_TAU_BASE,
-    O_TAU_MIN,
-    O_KL_BASE,
-    O_KL_MAX,
-    O_TOP_P,
-    O_PRUNE,
-    O_CAP_FACTOR,
-    O_CAP_OVERFLOW,
+
     O_TRACE,
     O_RATE,
     O_REPEATS,
@@ -83,6 +62,7 @@ enum {
 
 static const struct option longopts[] = {
     {"routing-strategy", required_argument, 0, O_STRATEGY},
+    CLI_ROUTER_OPTIONS,
     {"expert-type", required_argument, 0, O_EXPERT_TYPE},
     {"batch-size", required_argument, 0, O_BATCH},
     {"num-samples-per-workload", required_argument, 0, O_SAMPLES},
@@ -98,29 +78,9 @@ static const struct option longopts[] = {
     {"impl", required_argument, 0, O_IMPL},
     {"seed", required_argument, 0, O_SEED},
     {"warmup-batches", required_argument, 0, O_WARMUP},
-    {"ttha-target-power", required_argument, 0, O_T_POWER},
-    {"ttha-budget-gain", required_argument, 0, O_T_BUDGET_GAIN},
-    {"ttha-target-temp", required_argument, 0, O_T_TEMP},
-    {"ttha-latency-penalty-weight", required_argument, 0, O_W_LAT},
-    {"ttha-power-weight", required_argument, 0, O_W_POWER},
-    {"ttha-temp-weight", required_argument, 0, O_W_TEMP},
-    {"ttha-throughput-weight", required_argument, 0, O_W_TPUT},
-    {"ttha-fidelity-weight", required_argument, 0, O_W_FID},
-    {"ttha-lr", required_argument, 0, O_LR},
-    {"ttha-weight-decay", required_argument, 0, O_WD},
-    {"ttha-grad", required_argument, 0, O_GRAD},
+
     {"ttha-warm-start", required_argument, 0, O_WARM},
-    {"max-bias", required_argument, 0, O_MAX_BIAS},
-    {"kl-bound", required_argument, 0, O_KL},
-    {"budget", required_argument, 0, O_BUDGET},
-    {"tau-base", required_argument, 0, O_TAU_BASE},
-    {"tau-min", required_argument, 0, O_TAU_MIN},
-    {"kl-base", required_argument, 0, O_KL_BASE},
-    {"kl-max", required_argument, 0, O_KL_MAX},
-    {"top-p", required_argument, 0, O_TOP_P},
-    {"prune-experts", required_argument, 0, O_PRUNE},
-    {"capacity-factor", required_argument, 0, O_CAP_FACTOR},
-    {"capacity-overflow", required_argument, 0, O_CAP_OVERFLOW},
+
     {"load-balancer", no_argument, 0, O_LB},
     {"trace-batches", required_argument, 0, O_TRACE},
     {"arrival-rate", required_argument, 0, O_RATE},
@@ -243,55 +203,28 @@ static void run_help(const tmoe_run_config *d) {
         "  --kernel-cost-model-json F  cost model (default %s)\n"
         "  --profile-dir DIR         directory of a 'thermoe profile' run: its cost_model.json\n"
         "routing:\n"
-        "  --max-bias B              largest bias in logit units (default %g)\n"
         "  --load-balancer           add the load balancer to every strategy\n"
-        "  --kl-bound X              static_optimal's expected-KL budget, nats (default %g)\n"
-        "  --budget B                expert-set budget of every strategy but baseline: kl, tau,\n"
-        "                            top1 or none (per-expert biases only) (default %s;\n"
-        "                            docs/strategies.md)\n"
-        "  --kl-base X  --kl-max X   kl budget when cool / at full pressure, nats (%g, %g)\n"
-        "  --tau-base X  --tau-min X tau budget when cool / at full pressure (%g, %g)\n"
-        "  --top-p P                 top_p: each token keeps its fewest top experts whose\n"
-        "                            probability sum reaches P, at most k (default %g)\n"
-        "  --prune-experts N         expert_prune: the N least-used experts of each MoE layer\n"
-        "                            on the calibration windows are never chosen (default\n"
-        "                            E/4, at most E-k)\n"
-        "  --capacity-factor C       capacity: at most ceil(C T k / E) token copies per expert\n"
-        "                            per batch (default %g)\n"
-        "  --capacity-overflow O     capacity: drop (a copy over the limit is dropped, as\n"
-        "                            Switch does) or next (it goes to the token's best expert\n"
-        "                            with room) (default %s)\n"
-        "  --ttha-target-power W     P* (default %g)\n"
-        "  --ttha-budget-gain X      kernel_aware_ttha: how far its budget tightness moves per\n"
-        "                            unit of power/temperature error each batch (default %g)\n"
-        "  --ttha-target-temp C      T* (default %g)\n"
-        "  --ttha-power-weight X  --ttha-temp-weight X  --ttha-latency-penalty-weight X\n"
-        "  --ttha-throughput-weight X  --ttha-fidelity-weight X   (defaults %g %g %g %g %g)\n"
-        "  --ttha-lr X  --ttha-weight-decay X  (defaults %g, %g)\n"
-        "  --ttha-grad G             surrogate or reinforce (default %s)\n"
-        "  --ttha-warm-start FILE    adapter weights saved by an earlier run (ttha_*.bin)\n"
-        "output:\n"
-        "  --out DIR                 run directory (default results/<UTC time>)\n"
-        "  --log-file FILE           batches.csv path (default DIR/batches.csv)\n"
-        "  --trace-batches N         batches traced per combination (default %d)\n"
-        "  --fidelity-every N        output error vs unbiased routing every N batches (default "
-        "%d)\n"
-        "  --resume                  continue a killed run in --out without duplicating rows\n"
-        "  --no-analyze              do not run 'thermoe analyze' on the results\n"
-        "  --config FILE             flags from a JSON object or INI file (key = long flag name)\n"
-        "  --quiet, -v/--verbose, -h/--help\n",
+        "  --ttha-warm-start FILE    adapter weights saved by an earlier run (ttha_*.bin)\n",
         d->repeats, d->num_samples, LM_SAMPLES, d->epochs, d->warmup_batches, d->cooldown_s,
         d->steady_s, (unsigned long long)d->seed, tmoe_run_default_model(),
         tmoe_run_default_tokens(), tmoe_etype_name(d->block.expert_type), tmoe_impl_name(d->impl),
         d->block.d_model, d->block.n_heads, d->block.d_ff, d->block.num_experts, d->block.top_k,
         d->block.group_size, tmoe_act_name(d->block.act), d->batch_size, LM_BATCH, d->block.seq_len,
         LM_SEQ_LEN, tmoe_backend_kind_name(d->backend), d->device_id,
-        tmoe_telemetry_kind_name(d->telemetry), tmoe_run_default_cost_model(), r->max_bias,
-        r->kl_bound, tmoe_budget_name(r->budget), r->kl_base, r->kl_max, r->tau_base, r->tau_min,
-        r->top_p, r->cap_factor, tmoe_overflow_name(r->cap_overflow), r->power_target_w,
-        r->ttha_budget_gain, r->temp_target_c, r->w_power, r->w_temp, r->w_latency, r->w_throughput,
-        r->w_fidelity, r->lr, r->weight_decay, tmoe_ttha_grad_name(r->grad_mode), d->trace_batches,
-        d->fidelity_every);
+        tmoe_telemetry_kind_name(d->telemetry), tmoe_run_default_cost_model());
+    cli_router_help(r);
+    printf("output:\n"
+           "  --out DIR                 run directory (default results/<UTC time>)\n"
+           "  --log-file FILE           batches.csv path (default DIR/batches.csv)\n"
+           "  --trace-batches N         batches traced per combination (default %d)\n"
+           "  --fidelity-every N        output error vs unbiased routing every N batches (default "
+           "%d)\n"
+           "  --resume                  continue a killed run in --out without duplicating rows\n"
+           "  --no-analyze              do not run 'thermoe analyze' on the results\n"
+           "  --config FILE             flags from a JSON object or INI file (key = long flag "
+           "name)\n"
+           "  --quiet, -v/--verbose, -h/--help\n",
+           d->trace_batches, d->fidelity_every);
 }
 
 static const char *strategy_name(int i) {
@@ -446,6 +379,11 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
                     if (x->val == o) mflags.block_flag = x->name;
             continue;
         }
+        int rt = cli_router_flag("run", o, optarg, &c->router);
+        if (rt >= 0) {
+            if (rt) return 2;
+            continue;
+        }
         switch (o) {
         case O_STRATEGY:
             if (cli_name_list("run", "routing-strategy", optarg, c->strategies,
@@ -523,54 +461,6 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_RATE: DBL_FLAG("arrival-rate", 1e-3, 1e12, c->arrival_rate); break;
         case O_COOLDOWN: DBL_FLAG("cooldown", 0, 86400, c->cooldown_s); break;
         case O_STEADY: DBL_FLAG("warmup-steady", 0, 86400, c->steady_s); break;
-        case O_T_POWER: DBL_FLAG("ttha-target-power", 1, 10000, c->router.power_target_w); break;
-        case O_T_BUDGET_GAIN:
-            DBL_FLAG("ttha-budget-gain", 0, 100, c->router.ttha_budget_gain);
-            break;
-        case O_T_TEMP: DBL_FLAG("ttha-target-temp", -50, 200, c->router.temp_target_c); break;
-        case O_W_LAT: DBL_FLAG("ttha-latency-penalty-weight", 0, 1e9, c->router.w_latency); break;
-        case O_W_POWER: DBL_FLAG("ttha-power-weight", 0, 1e9, c->router.w_power); break;
-        case O_W_TEMP: DBL_FLAG("ttha-temp-weight", 0, 1e9, c->router.w_temp); break;
-        case O_W_TPUT: DBL_FLAG("ttha-throughput-weight", 0, 1e9, c->router.w_throughput); break;
-        case O_W_FID: DBL_FLAG("ttha-fidelity-weight", 0, 1e9, c->router.w_fidelity); break;
-        case O_LR: DBL_FLAG("ttha-lr", 0, 10, c->router.lr); break;
-        case O_WD: DBL_FLAG("ttha-weight-decay", 0, 10, c->router.weight_decay); break;
-        case O_MAX_BIAS: DBL_FLAG("max-bias", 0, 100, c->router.max_bias); break;
-        case O_KL: DBL_FLAG("kl-bound", 0, 100, c->router.kl_bound); break;
-        case O_BUDGET:
-            if (tmoe_budget_parse(optarg, &c->router.budget))
-                return cli_usage_fail(
-                    "run", "--budget: unknown budget '%s' (expected kl, tau, top1 or none)",
-                    optarg);
-            break;
-        case O_TAU_BASE: DBL_FLAG("tau-base", 1e-6, 1, c->router.tau_base); break;
-        case O_TAU_MIN: DBL_FLAG("tau-min", 1e-6, 1, c->router.tau_min); break;
-        case O_KL_BASE: DBL_FLAG("kl-base", 0, 100, c->router.kl_base); break;
-        case O_KL_MAX: DBL_FLAG("kl-max", 0, 100, c->router.kl_max); break;
-        case O_TOP_P:
-            DBL_FLAG("top-p", 0, 1, c->router.top_p);
-            if (!(c->router.top_p > 0.0))
-                return cli_usage_fail("run", "--top-p %s: expected a mass in (0, 1]", optarg);
-            break;
-        case O_PRUNE:
-            INT_FLAG("prune-experts", 0, TMOE_MAX_EXPERTS, c->router.prune_experts);
-            break;
-        case O_CAP_FACTOR:
-            DBL_FLAG("capacity-factor", 0, 1e6, c->router.cap_factor);
-            if (!(c->router.cap_factor > 0.0))
-                return cli_usage_fail("run", "--capacity-factor %s: expected a factor > 0", optarg);
-            break;
-        case O_CAP_OVERFLOW:
-            if (tmoe_overflow_parse(optarg, &c->router.cap_overflow))
-                return cli_usage_fail(
-                    "run", "--capacity-overflow: unknown '%s' (expected drop or next)", optarg);
-            break;
-        case O_GRAD:
-            if (tmoe_ttha_grad_parse(optarg, &c->router.grad_mode))
-                return cli_usage_fail(
-                    "run", "--ttha-grad: unknown mode '%s' (expected surrogate or reinforce)",
-                    optarg);
-            break;
         case O_WARM: c->ttha_warm_start = optarg; break;
         case O_LB: c->load_balancer = 1; break;
         case O_MOE_ONLY:
@@ -603,12 +493,7 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         }
     }
     if (optind < argc) return cli_usage_fail("run", "unexpected argument '%s'", argv[optind]);
-    if (c->router.tau_min > c->router.tau_base)
-        return cli_usage_fail("run", "--tau-min %g is above --tau-base %g", c->router.tau_min,
-                              c->router.tau_base);
-    if (c->router.kl_base > c->router.kl_max)
-        return cli_usage_fail("run", "--kl-base %g is above --kl-max %g", c->router.kl_base,
-                              c->router.kl_max);
+    if (cli_router_check("run", &c->router)) return 2;
     if (placement_file_wanted && !c->placement_file)
         return cli_usage_fail("run", "--placement file needs --placement-file F");
     if (mflags.model && strcmp(mflags.model, "random") && mflags.block_flag)

@@ -56,6 +56,7 @@ static const struct option longopts[] = {{"trace", required_argument, 0, O_TRACE
                                          {"model", required_argument, 0, O_MODEL},
                                          {"tokens", required_argument, 0, O_TOKENS},
                                          {"routing-strategy", required_argument, 0, O_STRATEGY},
+                                         CLI_ROUTER_OPTIONS,
                                          {"prefill-chunk", required_argument, 0, O_CHUNK},
                                          {"max-batch-tokens", required_argument, 0, O_BATCH_TOKENS},
                                          {"max-seqs", required_argument, 0, O_MAX_SEQS},
@@ -123,8 +124,11 @@ static void help(void) {
            "  --slo-ttft-ms X        SLO on time to first token for goodput (default 1000)\n"
            "  --slo-tpot-ms X        SLO on time per output token for goodput (default 100)\n"
            "  --temp-target C        time with GPU / HBM temperature above C is reported\n"
-           "                         (default 75, the routers' target)\n"
-           "output\n"
+           "                         (default: the routers' target, --ttha-target-temp)\n"
+           "routing (the strategy's knobs, as for thermoe run; docs/strategies.md)\n");
+    tmoe_serve_config d = tmoe_serve_config_default();
+    cli_router_help(&d.router);
+    printf("output\n"
            "  --out DIR              requests.csv, steps.csv, timeline.csv, summary.json\n"
            "                         (default results/serve); thermoe analyze DIR draws them\n"
            "  --quiet                no progress line (it goes to stderr every ~10 s of host time\n"
@@ -154,11 +158,16 @@ int cmd_serve(int argc, char **argv) {
     const char *trace = NULL, *synth = "azure_conv", *shape = NULL;
     long n_synth = 2000, v;
     double d;
-    int verbose = 0, quiet = 0, requests_given = 0, opt;
+    int verbose = 0, quiet = 0, requests_given = 0, temp_given = 0, opt;
     c.model_dir = tmoe_run_default_model();
     c.out_dir = "results/serve";
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        int rt = cli_router_flag("serve", opt, optarg, &c.router);
+        if (rt >= 0) {
+            if (rt) return 2;
+            continue;
+        }
         switch (opt) {
         case O_TRACE: trace = optarg; break;
         case O_FORMAT:
@@ -242,6 +251,7 @@ int cmd_serve(int argc, char **argv) {
         case O_TEMP_TARGET:
             if (cli_double("serve", "temp-target", optarg, -50.0, 200.0, &d)) return 2;
             c.temp_target_c = d;
+            temp_given = 1;
             break;
         case O_DURATION:
             if (cli_double("serve", "duration", optarg, 0.0, 1e9, &d)) return 2;
@@ -264,6 +274,8 @@ int cmd_serve(int argc, char **argv) {
         }
     }
     if (optind < argc) return cli_usage_fail("serve", "unexpected argument '%s'", argv[optind]);
+    if (cli_router_check("serve", &c.router)) return 2;
+    if (!temp_given) c.temp_target_c = c.router.temp_target_c;
     tmoe_error err = {0};
     if (shape && tmoe_expert_shape_parse(shape, &c.expert_shape, &err))
         return cli_usage_fail("serve", "--expert-shape: %s", err.msg);

@@ -166,6 +166,108 @@ void cli_shape_help(const tmoe_block_config *d) {
            d->group_size, tmoe_act_name(d->act), d->seq_len);
 }
 
+int cli_router_flag(const char *cmd, int code, const char *arg, tmoe_router_config *r) {
+    long v;
+    double d;
+#define RDBL(name, lo, hi, dst)                                                                    \
+    do {                                                                                           \
+        if (cli_double(cmd, name, arg, lo, hi, &d)) return 2;                                      \
+        dst = d;                                                                                   \
+        return 0;                                                                                  \
+    } while (0)
+    switch (code) {
+    case CLI_R_MAX_BIAS: RDBL("max-bias", 0, 100, r->max_bias);
+    case CLI_R_KL_BOUND: RDBL("kl-bound", 0, 100, r->kl_bound);
+    case CLI_R_BUDGET:
+        if (tmoe_budget_parse(arg, &r->budget))
+            return cli_usage_fail(
+                cmd, "--budget: unknown budget '%s' (expected kl, tau, top1 or none)", arg);
+        return 0;
+    case CLI_R_TAU_BASE: RDBL("tau-base", 1e-6, 1, r->tau_base);
+    case CLI_R_TAU_MIN: RDBL("tau-min", 1e-6, 1, r->tau_min);
+    case CLI_R_KL_BASE: RDBL("kl-base", 0, 100, r->kl_base);
+    case CLI_R_KL_MAX: RDBL("kl-max", 0, 100, r->kl_max);
+    case CLI_R_TOP_P:
+        if (cli_double(cmd, "top-p", arg, 0, 1, &d)) return 2;
+        if (!(d > 0.0)) return cli_usage_fail(cmd, "--top-p %s: expected a mass in (0, 1]", arg);
+        r->top_p = d;
+        return 0;
+    case CLI_R_PRUNE:
+        if (cli_int(cmd, "prune-experts", arg, 0, TMOE_MAX_EXPERTS, &v)) return 2;
+        r->prune_experts = (int)v;
+        return 0;
+    case CLI_R_CAP_FACTOR:
+        if (cli_double(cmd, "capacity-factor", arg, 0, 1e6, &d)) return 2;
+        if (!(d > 0.0))
+            return cli_usage_fail(cmd, "--capacity-factor %s: expected a factor > 0", arg);
+        r->cap_factor = d;
+        return 0;
+    case CLI_R_CAP_OVERFLOW:
+        if (tmoe_overflow_parse(arg, &r->cap_overflow))
+            return cli_usage_fail(cmd, "--capacity-overflow: unknown '%s' (expected drop or next)",
+                                  arg);
+        return 0;
+    case CLI_R_T_POWER: RDBL("ttha-target-power", 1, 10000, r->power_target_w);
+    case CLI_R_T_BUDGET_GAIN: RDBL("ttha-budget-gain", 0, 100, r->ttha_budget_gain);
+    case CLI_R_T_TEMP: RDBL("ttha-target-temp", -50, 200, r->temp_target_c);
+    case CLI_R_W_LAT: RDBL("ttha-latency-penalty-weight", 0, 1e9, r->w_latency);
+    case CLI_R_W_POWER: RDBL("ttha-power-weight", 0, 1e9, r->w_power);
+    case CLI_R_W_TEMP: RDBL("ttha-temp-weight", 0, 1e9, r->w_temp);
+    case CLI_R_W_TPUT: RDBL("ttha-throughput-weight", 0, 1e9, r->w_throughput);
+    case CLI_R_W_FID: RDBL("ttha-fidelity-weight", 0, 1e9, r->w_fidelity);
+    case CLI_R_LR: RDBL("ttha-lr", 0, 10, r->lr);
+    case CLI_R_WD: RDBL("ttha-weight-decay", 0, 10, r->weight_decay);
+    case CLI_R_GRAD:
+        if (tmoe_ttha_grad_parse(arg, &r->grad_mode))
+            return cli_usage_fail(
+                cmd, "--ttha-grad: unknown mode '%s' (expected surrogate or reinforce)", arg);
+        return 0;
+    default: return -1;
+    }
+#undef RDBL
+}
+
+int cli_router_check(const char *cmd, const tmoe_router_config *r) {
+    if (r->tau_min > r->tau_base)
+        return cli_usage_fail(cmd, "--tau-min %g is above --tau-base %g", r->tau_min, r->tau_base);
+    if (r->kl_base > r->kl_max)
+        return cli_usage_fail(cmd, "--kl-base %g is above --kl-max %g", r->kl_base, r->kl_max);
+    return 0;
+}
+
+void cli_router_help(const tmoe_router_config *r) {
+    printf(
+        "  --max-bias B              largest bias in logit units (default %g)\n"
+        "  --kl-bound X              static_optimal's expected-KL budget, nats (default %g)\n"
+        "  --budget B                expert-set budget of every strategy but baseline: kl, tau,\n"
+        "                            top1 or none (per-expert biases only) (default %s;\n"
+        "                            docs/strategies.md)\n"
+        "  --kl-base X  --kl-max X   kl budget when cool / at full pressure, nats (%g, %g)\n"
+        "  --tau-base X  --tau-min X tau budget when cool / at full pressure (%g, %g)\n"
+        "  --top-p P                 top_p: each token keeps its fewest top experts whose\n"
+        "                            probability sum reaches P, at most k (default %g)\n"
+        "  --prune-experts N         expert_prune: the N least-used experts of each MoE layer\n"
+        "                            on the calibration windows are never chosen (default\n"
+        "                            E/4, at most E-k)\n"
+        "  --capacity-factor C       capacity: at most ceil(C T k / E) token copies per expert\n"
+        "                            per batch (default %g)\n"
+        "  --capacity-overflow O     capacity: drop (a copy over the limit is dropped, as\n"
+        "                            Switch does) or next (it goes to the token's best expert\n"
+        "                            with room) (default %s)\n"
+        "  --ttha-target-power W     P* (default %g)\n"
+        "  --ttha-budget-gain X      kernel_aware_ttha: how far its budget tightness moves per\n"
+        "                            unit of power/temperature error each batch (default %g)\n"
+        "  --ttha-target-temp C      T* (default %g)\n"
+        "  --ttha-power-weight X  --ttha-temp-weight X  --ttha-latency-penalty-weight X\n"
+        "  --ttha-throughput-weight X  --ttha-fidelity-weight X   (defaults %g %g %g %g %g)\n"
+        "  --ttha-lr X  --ttha-weight-decay X  (defaults %g, %g)\n"
+        "  --ttha-grad G             surrogate or reinforce (default %s)\n",
+        r->max_bias, r->kl_bound, tmoe_budget_name(r->budget), r->kl_base, r->kl_max, r->tau_base,
+        r->tau_min, r->top_p, r->cap_factor, tmoe_overflow_name(r->cap_overflow), r->power_target_w,
+        r->ttha_budget_gain, r->temp_target_c, r->w_power, r->w_temp, r->w_latency, r->w_throughput,
+        r->w_fidelity, r->lr, r->weight_decay, tmoe_ttha_grad_name(r->grad_mode));
+}
+
 int cli_name_list(const char *cmd, const char *flag, const char *list, int *flags, int n,
                   const char *(*name)(int)) {
     for (int i = 0; i < n; i++) flags[i] = !strcmp(list, "all");

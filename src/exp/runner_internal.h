@@ -319,6 +319,9 @@ int run_print_summary(run_ctx *r, tmoe_error *err);
  * "failed"; reason, the error of a failed run, or NULL) through a temporary and a rename:
  * on failure the previous file is left as it was. */
 int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_error *err);
+/* metadata's "router" object for c (a new reference; NULL when out of memory): also the
+ * serve replay's. */
+json_t *run_meta_router(const tmoe_run_config *c);
 /* On resume: the run id and configuration fingerprint (*fingerprint, the caller's
  * reference) of an existing run directory. */
 int run_read_metadata(const char *dir, char *run_id, size_t n, json_t **fingerprint,

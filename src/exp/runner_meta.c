@@ -68,21 +68,9 @@ static void lm_json(const run_ctx *r, json_t *model, json_t *config) {
     json_object_set_new(config, "tokens", t);
 }
 
-/* metadata.json's "config": everything that decides the rows, as requested and as resolved
- * (the backend and telemetry source that answered, the placement's map, the cost model's
- * checksum, the one seed). The fingerprint is made from it. */
-static json_t *run_config_json(const run_ctx *r) {
-    const tmoe_run_config *c = &r->cfg;
-    char sum[32];
-    snprintf(sum, sizeof sum, "%016llx", (unsigned long long)r->cost_sum);
-    json_t *strat = json_array(), *wls = json_array();
-    for (int i = 0; i < TMOE_ROUTE_STRATEGY_COUNT; i++)
-        if (c->strategies[i])
-            json_array_append_new(strat,
-                                  json_string(tmoe_route_strategy_name((tmoe_route_strategy)i)));
-    for (int i = 0; i < TMOE_WL_COUNT; i++)
-        if (c->workloads[i])
-            json_array_append_new(wls, json_string(tmoe_workload_name((tmoe_workload_kind)i)));
+/* metadata's "router": the routers' settings (flags and library-only), the comparisons'
+ * settings only where a comparison runs (so that fingerprints of runs without one stay). */
+json_t *run_meta_router(const tmoe_run_config *c) {
     const tmoe_router_config *rcfg = &c->router;
     json_t *router = json_pack(
         "{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s, s:b, s:o, s:o}",
@@ -129,6 +117,25 @@ static json_t *run_config_json(const run_ctx *r) {
         json_object_set_new(router, "capacity_overflow",
                             json_string(tmoe_overflow_name(rcfg->cap_overflow)));
     }
+    return router;
+}
+
+/* metadata.json's "config": everything that decides the rows, as requested and as resolved
+ * (the backend and telemetry source that answered, the placement's map, the cost model's
+ * checksum, the one seed). The fingerprint is made from it. */
+static json_t *run_config_json(const run_ctx *r) {
+    const tmoe_run_config *c = &r->cfg;
+    char sum[32];
+    snprintf(sum, sizeof sum, "%016llx", (unsigned long long)r->cost_sum);
+    json_t *strat = json_array(), *wls = json_array();
+    for (int i = 0; i < TMOE_ROUTE_STRATEGY_COUNT; i++)
+        if (c->strategies[i])
+            json_array_append_new(strat,
+                                  json_string(tmoe_route_strategy_name((tmoe_route_strategy)i)));
+    for (int i = 0; i < TMOE_WL_COUNT; i++)
+        if (c->workloads[i])
+            json_array_append_new(wls, json_string(tmoe_workload_name((tmoe_workload_kind)i)));
+    json_t *router = run_meta_router(c);
     json_t *config = json_pack(
         "{s:o, s:o, s:i, s:i, s:i, s:i, s:i, s:i, s:o, s:o, s:i, s:s, s:s, s:i, s:s, s:s, s:i}",
         "strategies", strat, "workloads", wls, "repeats", c->repeats, "num_samples_per_workload",

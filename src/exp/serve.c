@@ -344,6 +344,7 @@ static int write_summary(const char *dir, const tmoe_serve_config *c, const tmoe
     json_object_set_new(m, "tokens",
                         json_string(c->tokens_path ? c->tokens_path : tmoe_run_default_tokens()));
     json_object_set_new(m, "routing_strategy", json_string(tmoe_route_strategy_name(c->strategy)));
+    json_object_set_new(m, "router", run_meta_router(&r->cfg));
     json_object_set_new(m, "expert_shape", json_string(r->lm->shape_text));
     json_object_set_new(m, "cost_model", json_string(r->cost_path));
     json_object_set_new(m, "prefill_chunk", json_integer(c->prefill_chunk));
