@@ -533,8 +533,8 @@ static void test_shadow_experts(void **state) {
 
 /* A route hook's own selection, independent of the logits (so CPU and GPU run the same
  * experts): token t of layer l on expert (t + l) mod E; even tokens alone, padded with that
- * expert at weight 0 (duplicate copies, uploaded in place of gate_topk), odd tokens also on
- * the next expert, 0.7 / 0.3. */
+ * expert at weight 0 (a slot neither decoder runs), odd tokens also on the next expert,
+ * 0.7 / 0.3. */
 static int fixed_hook(void *user, int layer, const float *logits, int T, int E,
                       tmoe_lm_route_out *out, tmoe_error *err) {
     (void)user, (void)logits, (void)err;
@@ -583,6 +583,12 @@ static void test_explicit_selection(void **state) {
         ASSERT_OK(tmoe_cuda_lm_forward(g, &bg, b, &err), &err);
         const int32_t *c0 = tmoe_cpu_lm_expert_counts(cpu), *c1 = tmoe_cuda_lm_expert_counts(g);
         assert_memory_equal(c0, c1, sizeof(int32_t) * (size_t)m->cfg.n_layers * m->cfg.num_experts);
+        /* the padded slots did not run: one copy of an even token, two of an odd one */
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            long copies = 0;
+            for (int e = 0; e < m->cfg.num_experts; e++) copies += c1[l * m->cfg.num_experts + e];
+            assert_int_equal(copies, m->cfg.moe_layer[l] ? n + n / 2 : 0);
+        }
         char what[64];
         snprintf(what, sizeof what, "%s explicit selection", names[i]);
         cmp c = {what, std_of(a, (size_t)n * V), 0, 0, 0, 0, 0, 0, 0};

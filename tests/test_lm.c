@@ -516,8 +516,8 @@ static void test_kv_slots(void **state) {
 typedef struct hook_ctx {
     int mode;   /* 0 biases, 1 the same selection made by the hook, 2 top-(k-1) padded with
                    the first expert, 3 padded with another expert, 4 an expert out of range,
-                   5 every token on expert 0 alone, padded with expert 0 (2T copies of it,
-                   more than the workspace's T rows), 6 the same padded with expert 1 */
+                   5 every token on expert 0 twice at weight 0.5 (2T copies of it, more than
+                   the workspace's T rows), 6 on expert 0 at weight 1, padded with expert 1 */
     int renorm; /* the model's norm_topk_prob */
     int calls;
 } hook_ctx;
@@ -545,8 +545,11 @@ static int hook(void *user, int layer, const float *logits, int T, int E, tmoe_l
         tmoe_gate_topk(logits, bias, T, E, k, h->renorm, 0, out->idx, out->w);
     } else if (h->mode >= 5) {
         for (int i = 0; i < T * k; i++) {
+            /* mode 5: 0.5 y + 0.5 y is y exactly; extra slots beyond the second at weight 0 */
             out->idx[i] = i % k == 0 ? 0 : h->mode - 5;
-            out->w[i] = i % k == 0 ? 1.0f : 0.0f;
+            out->w[i] = i % k == 0                   ? (h->mode == 5 ? 0.5f : 1.0f)
+                        : i % k == 1 && h->mode == 5 ? 0.5f
+                                                     : 0.0f;
         }
     } else {
         /* top-(k-1), the last slot padded at weight 0 */
@@ -596,7 +599,7 @@ static int hooked_prefill(const tmoe_lm *m, const uint32_t *ids, int n, hook_ctx
 
 /* A selection the hook makes itself runs exactly as the same selection made by biases (the
  * logits are bit for bit the same); a padded slot at weight 0 adds nothing, whichever expert
- * it names, and is counted as a copy that ran; an expert out of range is refused. */
+ * it names, and does not run (no copy counted); an expert out of range is refused. */
 static void test_route_hook_selection(void **state) {
     (void)state;
     tmoe_error err = {0};
@@ -628,12 +631,16 @@ static void test_route_hook_selection(void **state) {
         ASSERT_OK(hooked_prefill(m, t.ids, n, &h, b, cb, &err), &err);
         assert_memory_equal(a, b, sizeof(float) * nv);
         for (int l = 0; l < m->cfg.n_layers; l++)
-            assert_int_equal(ca[l], m->cfg.moe_layer[l] ? (int64_t)n * k : 0);
+            assert_int_equal(ca[l], m->cfg.moe_layer[l] ? (int64_t)n * (k - 1) : 0);
         h.mode = 5;
         ASSERT_OK(hooked_prefill(m, t.ids, n, &h, a, ca, &err), &err);
         h.mode = 6;
         ASSERT_OK(hooked_prefill(m, t.ids, n, &h, b, cb, &err), &err);
         assert_memory_equal(a, b, sizeof(float) * nv);
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            assert_int_equal(ca[l], m->cfg.moe_layer[l] ? (int64_t)2 * n : 0);
+            assert_int_equal(cb[l], m->cfg.moe_layer[l] ? (int64_t)n : 0);
+        }
         h.mode = 4;
         assert_int_equal(hooked_prefill(m, t.ids, n, &h, a, ca, &err), TMOE_EINVAL);
         assert_non_null(strstr(err.msg, "route hook"));

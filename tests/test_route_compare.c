@@ -79,10 +79,11 @@ static void check_row(const int32_t *idx, const float *w, int k, const int *want
     }
 }
 
-/* Predicted energy of the selection from its counts, padded copies included. */
-static double energy_of(const costs *kc, const int32_t *idx, int n, int E) {
+/* Predicted energy of the selection from the counts of the copies that run: a padded copy
+ * (weight 0) does not. */
+static double energy_of(const costs *kc, const int32_t *idx, const float *w, int n, int E) {
     int cnt[MAXE] = {0};
-    for (int i = 0; i < n; i++) cnt[idx[i]]++;
+    for (int i = 0; i < n; i++) cnt[idx[i]] += w[i] != 0.0f;
     double j = 0.0;
     for (int e = 0; e < E; e++)
         if (cnt[e]) j += kc->ef[e] + kc->ep[e] * cnt[e];
@@ -111,7 +112,7 @@ static void test_topk_minus_one(void **state) {
             order_of(z + t * E, E, ord, p);
             check_row(idx + t * k, w + t * k, k, ord, k - 1, p, renorm, t);
         }
-        assert_true(fabs(pe - energy_of(&kc, idx, T * k, E)) <= 1e-12);
+        assert_true(fabs(pe - energy_of(&kc, idx, w, T * k, E)) <= 1e-12);
         tmoe_router_free(r);
     }
     /* k = 1 has nothing to keep */
@@ -163,7 +164,7 @@ static void test_top_p(void **state) {
             kept_hist[m]++;
             check_row(idx + t * k, w + t * k, k, ord, m, p, renorm, t);
         }
-        assert_true(fabs(pe - energy_of(&kc, idx, T * k, E)) <= 1e-12);
+        assert_true(fabs(pe - energy_of(&kc, idx, w, T * k, E)) <= 1e-12);
         tmoe_router_free(r);
     }
     /* the batches exercised both a token that keeps one expert and one that keeps several */
@@ -352,7 +353,7 @@ static void test_capacity_drop(void **state) {
         int carried[MAXE] = {0};
         for (int i = 0; i < T * k; i++) carried[idx[i]] += w[i] > 0.0f;
         for (int e = 0; e < E; e++) assert_true(carried[e] <= cap);
-        assert_true(fabs(pe - energy_of(&kc, idx, T * k, E)) <= 1e-12);
+        assert_true(fabs(pe - energy_of(&kc, idx, w, T * k, E)) <= 1e-12);
         tmoe_router_free(r);
     }
     assert_true(dropped_total > 0);
@@ -485,7 +486,7 @@ static void test_observe(void **state) {
     assert_true(lb[0] == 0.0);
     double pe;
     ASSERT_OK(tmoe_router_observe(r, idx, w, 2, &pe, &err), &err);
-    assert_true(fabs(pe - energy_of(&kc, idx, 4, 4)) <= 1e-12);
+    assert_true(fabs(pe - energy_of(&kc, idx, w, 4, 4)) <= 1e-12);
     assert_true(lb[0] < 0.0); /* expert 0 took every copy */
     assert_int_equal(tmoe_router_observe(r, idx, w, 2, &pe, &err), TMOE_EINVAL);
     tmoe_router_free(r);

@@ -434,7 +434,8 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t 
  * itself, idx (T, k) experts and w (T, k) combine weights, padded as the strategy table
  * above says; renorm is the model's norm_topk_prob. logits, T and hw as for
  * tmoe_router_route (hw is not read by the comparisons). predicted_energy_out (may be NULL):
- * tmoe_route_step_energy of the selection's counts, padded copies included (they run).
+ * tmoe_route_step_energy of the selection's counts, copies at weight 0 (padded slots) left
+ * out: the decoders do not run them.
  * Unless observe_selection, the load balancer counts the selection; with it, the caller
  * reports what ran with tmoe_router_observe. Never allocates. */
 int tmoe_router_route_explicit(tmoe_router *r, const float *logits, int T, int renorm,
@@ -447,7 +448,8 @@ int tmoe_router_pruned(const tmoe_router *r, unsigned char *mask);
 /* observe_selection: report the selection that ran for the batch last routed, e.g. the
  * engine's tmoe_moe_metrics topk_idx / topk_w: idx (T, k) experts, w (T, k) combine weights
  * (NULL = 1/k), T the routed batch's tokens. The load balancer counts it, and
- * predicted_energy_j (may be NULL) gets tmoe_route_step_energy of its counts. Once per routed
+ * predicted_energy_j (may be NULL) gets tmoe_route_step_energy of its counts; a copy at
+ * weight 0 (a padded slot) is not counted, as the decoders do not run it. Once per routed
  * batch, before the next route; TMOE_EINVAL without observe_selection, without a batch to
  * observe, for another T or an expert outside 0..E-1 (the router is left unchanged then).
  * Never allocates. */

@@ -343,7 +343,8 @@ static int lm_route(void *user, int layer, const float *logits, int T, int E,
     lm->rc_layers++;
     int32_t *cnt = lm->counts + (size_t)mi * E;
     memset(cnt, 0, sizeof(int32_t) * (size_t)E);
-    for (int i = 0; i < T * k; i++) cnt[lm->idx[i]]++;
+    for (int i = 0; i < T * k; i++) /* a padded slot (weight 0) is not run by the decoders */
+        if (!explicit_sel || lm->w[i] != 0.0f) cnt[lm->idx[i]]++;
     memcpy(lm->bias + (size_t)mi * E, bias, sizeof(float) * (size_t)E);
     return TMOE_OK;
 }

@@ -909,6 +909,13 @@ static void renorm_row(float *w, int m) {
         for (int j = 0; j < m; j++) w[j] /= s;
 }
 
+/* A copy at weight 0 (a padded slot, a dropped copy) is not run by the decoders: it leaves
+ * the counts of what ran. */
+static void uncount_padded(const int32_t *idx, const float *w, int n, int32_t *counts) {
+    for (int i = 0; i < n; i++)
+        if (w[i] == 0.0f) counts[idx[i]]--;
+}
+
 int tmoe_router_route_explicit(tmoe_router *r, const float *logits, int T, int renorm,
                                const tmoe_hw_state *hw, int32_t *idx, float *w,
                                double *predicted_energy_out, tmoe_error *err) {
@@ -1021,6 +1028,7 @@ int tmoe_router_route_explicit(tmoe_router *r, const float *logits, int T, int r
     int32_t counts[TMOE_MAX_EXPERTS];
     int rc = check_selection("route explicit: selection", idx, (int)TK, E, counts, err);
     if (rc) return rc;
+    uncount_padded(idx, w, (int)TK, counts);
     r->unobserved = c->observe_selection;
     if (r->lb && !c->observe_selection) tmoe_lb_update(r->lb, counts);
     if (predicted_energy_out)
@@ -1044,8 +1052,8 @@ int tmoe_router_observe(tmoe_router *r, const int32_t *idx, const float *w, int 
     int rc = check_selection("router observe: selection", idx, T * r->k, r->E, counts, err);
     if (rc) return rc;
     r->unobserved = 0;
+    if (w) uncount_padded(idx, w, T * r->k, counts);
     if (r->lb) tmoe_lb_update(r->lb, counts);
-    (void)w; /* the step's energy depends on the counts alone */
     if (predicted_energy_j)
         return tmoe_route_step_energy(&r->cost, counts, r->E, predicted_energy_j, err);
     return TMOE_OK;

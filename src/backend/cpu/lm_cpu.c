@@ -351,8 +351,8 @@ static int moe(tmoe_cpu_lm *r, int l, int T, tmoe_error *err) {
     for (int e = 0; e < E; e++) {
         int n = 0;
         for (int t = 0; t < T; t++)
-            for (int j = 0; j < K; j++)
-                if (r->idx[t * K + j] == e) {
+            for (int j = 0; j < K; j++) /* a hook's padded slot (weight 0) is not run */
+                if (r->idx[t * K + j] == e && !(ro.selected && r->w[t * K + j] == 0.0f)) {
                     r->rows[n] = t;
                     r->rw[n++] = r->w[t * K + j];
                 }

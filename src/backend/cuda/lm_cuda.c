@@ -545,6 +545,8 @@ static int moe(tmoe_cuda_lm *r, int l, int T, tmoe_error *err) {
                         err);
         bias = r->bias;
     }
+    /* rows of one expert: at most T from top-k; Nr rows in all */
+    int max_n = T, Nr = N;
     if (ro.selected) { /* the hook's own selection (padded slots carry weight 0) */
         for (int i = 0; i < N; i++)
             if (r->h_idx[i] < 0 || r->h_idx[i] >= E)
@@ -552,6 +554,18 @@ static int moe(tmoe_cuda_lm *r, int l, int T, tmoe_error *err) {
                                    "layer %d: the route hook's selection has expert %d at token "
                                    "%d slot %d, expected 0..%d",
                                    l, r->h_idx[i], i / k, i % k, E - 1);
+        /* a padded slot is not run: permute counts no expert -1, combine skips weight 0; the
+         * launches are sized from the rows that remain */
+        int32_t hc[TMOE_MAX_EXPERTS] = {0};
+        Nr = max_n = 0;
+        for (int i = 0; i < N; i++) {
+            if (r->h_w[i] == 0.0f) {
+                r->h_idx[i] = -1;
+                continue;
+            }
+            Nr++;
+            if (++hc[r->h_idx[i]] > max_n) max_n = hc[r->h_idx[i]];
+        }
         TMOE_CUDA_CHECK(cudaMemcpyAsync(r->idx, r->h_idx, sizeof(int32_t) * (size_t)N,
                                         cudaMemcpyHostToDevice, r->st),
                         err);
@@ -569,21 +583,18 @@ static int moe(tmoe_cuda_lm *r, int l, int T, tmoe_error *err) {
     TMOE_CUDA_CHECK(cudaMemcpyAsync(r->counts_all + (size_t)l * E, r->counts, sizeof(int32_t) * E,
                                     cudaMemcpyDeviceToDevice, r->st),
                     err);
-    /* rows of one expert: at most T from top-k, up to T k when a hook's padded slots repeat
-     * a token's expert */
-    int max_n = ro.selected ? N : T;
     if (d->fast) {
-        int max_active = N < E ? N : E;
+        int max_active = Nr < E ? Nr : E;
         TRY(tmoe_cuda_expert_linear(&d->k1, TMOE_CUDA_EPI_SWIGLU, E, r->d_experts, r->active, NULL,
-                                    r->counts, r->offsets, r->xn16, r->src, k, max_n, N, max_active,
-                                    NULL, r->a16, r->st, err));
+                                    r->counts, r->offsets, r->xn16, r->src, k, max_n, Nr,
+                                    max_active, NULL, r->a16, r->st, err));
         TRY(tmoe_cuda_expert_linear(&d->k2, TMOE_CUDA_EPI_NONE, E, r->d_experts, r->active, NULL,
-                                    r->counts, r->offsets, r->a16, NULL, 1, max_n, N, max_active,
+                                    r->counts, r->offsets, r->a16, NULL, 1, max_n, Nr, max_active,
                                     r->ye, NULL, r->st, err));
     } else {
-        TRY(tmoe_cuda_lm_expert_fc1_simple(r->xn16, r->src, k, r->offsets, E, N, d->ew13, D, I,
+        TRY(tmoe_cuda_lm_expert_fc1_simple(r->xn16, r->src, k, r->offsets, E, Nr, d->ew13, D, I,
                                            r->a16, r->st, err));
-        TRY(tmoe_cuda_lm_expert_fc2_simple(r->a16, r->offsets, E, N, d->ew2, D, I, r->ye, r->st,
+        TRY(tmoe_cuda_lm_expert_fc2_simple(r->a16, r->offsets, E, Nr, d->ew2, D, I, r->ye, r->st,
                                            err));
     }
     /* x = x + sum_j w ye (each element read and written by one thread) */
