@@ -59,9 +59,13 @@ struct tmoe_cuda_lm {
     int32_t *len;
     uint8_t *used;
     int32_t *h_counts; /* (n_layers, E) */
+    /* a route hook's buffers, in one pinned block (h_route; NULL without a hook): the router
+     * logits (max_tokens, E), its biases (E), its own selection (max_tokens, k) and combine
+     * weights (max_tokens, k) */
+    void *h_route;
     float *h_rlogits, *h_bias;
-    int32_t *h_idx; /* (max_tokens, k) a route hook's own selection, allocated on first use */
-    float *h_w;     /* (max_tokens, k) its combine weights */
+    int32_t *h_idx;
+    float *h_w;
     cudaGraphExec_t *graphs;  /* (max_tokens + 1), decode steps by batch size */
     tmoe_cuda_shadow *shadow; /* production-shape experts, or NULL */
 };
@@ -81,13 +85,10 @@ void tmoe_cuda_lm_free(tmoe_cuda_lm *r) {
     if (r->st) TMOE_CUDA_WARN(cudaStreamDestroy(r->st));
     free(r->mem);
     free(r->L);
-    free(r->h_idx);
-    free(r->h_w);
+    if (r->h_route) TMOE_CUDA_WARN(cudaFreeHost(r->h_route));
     free(r->len);
     free(r->used);
     free(r->h_counts);
-    free(r->h_rlogits);
-    free(r->h_bias);
     free(r);
 }
 
@@ -385,11 +386,17 @@ static int create_in(tmoe_cuda_lm *r, const tmoe_lm *m, tmoe_error *err) {
     r->len = tmoe_calloc((size_t)r->cfg.max_seqs, sizeof *r->len, err);
     r->used = tmoe_calloc((size_t)r->cfg.max_seqs, sizeof *r->used, err);
     r->h_counts = tmoe_calloc((size_t)c->n_layers * E, sizeof *r->h_counts, err);
-    r->h_rlogits = tmoe_malloc(sizeof(float) * T * E, err);
-    r->h_bias = tmoe_calloc(E, sizeof(float), err);
+    if (r->cfg.route) {
+        size_t nl = (size_t)T * E, nk = (size_t)T * c->top_k;
+        TMOE_CUDA_CHECK(
+            cudaHostAlloc(&r->h_route, 4 * (nl + (size_t)E + 2 * nk), cudaHostAllocDefault), err);
+        r->h_rlogits = r->h_route;
+        r->h_bias = r->h_rlogits + nl;
+        r->h_idx = (int32_t *)(r->h_bias + E);
+        r->h_w = (float *)(r->h_idx + nk);
+    }
     r->graphs = tmoe_calloc(T + 1, sizeof *r->graphs, err);
-    if (!r->len || !r->used || !r->h_counts || !r->h_rlogits || !r->h_bias || !r->graphs)
-        return TMOE_ENOMEM;
+    if (!r->len || !r->used || !r->h_counts || !r->graphs) return TMOE_ENOMEM;
     if (r->cfg.shadow_d_model > 0) {
         int n_moe = 0;
         for (int l = 0; l < c->n_layers; l++) n_moe += r->L[l].is_moe;
@@ -529,9 +536,6 @@ static int moe(tmoe_cuda_lm *r, int l, int T, tmoe_error *err) {
     const float *bias = NULL;
     tmoe_lm_route_out ro = {r->h_bias, NULL, NULL, k, 0};
     if (r->cfg.route) {
-        size_t Nm = (size_t)r->cfg.max_tokens * k;
-        if (!r->h_idx && !(r->h_idx = tmoe_malloc(sizeof(int32_t) * Nm, err))) return TMOE_ENOMEM;
-        if (!r->h_w && !(r->h_w = tmoe_malloc(sizeof(float) * Nm, err))) return TMOE_ENOMEM;
         ro.idx = r->h_idx;
         ro.w = r->h_w;
         TMOE_CUDA_CHECK(cudaMemcpyAsync(r->h_rlogits, r->rlogits, sizeof(float) * (size_t)T * E,
@@ -576,8 +580,9 @@ static int moe(tmoe_cuda_lm *r, int l, int T, tmoe_error *err) {
         TRY(tmoe_cuda_gate_topk(r->rlogits, bias, T, E, k, c->norm_topk_prob,
                                 r->cfg.bias_in_weights, r->idx, r->w, NULL, NULL, r->st, err));
     }
-    /* the host buffers are reused next layer */
-    if (r->cfg.route) TMOE_CUDA_CHECK(cudaStreamSynchronize(r->st), err);
+    /* The uploads above read pinned host buffers when they run. No sync here: the host
+     * writes them again only after the next layer's synchronize (after its logits copy),
+     * and a step ends with a synchronize before its logits are read. */
     TRY(tmoe_cuda_permute(r->idx, T, k, E, r->counts, r->offsets, r->src, r->dst, r->active, NULL,
                           r->st, err));
     TMOE_CUDA_CHECK(cudaMemcpyAsync(r->counts_all + (size_t)l * E, r->counts, sizeof(int32_t) * E,
