@@ -60,7 +60,9 @@ for r in $RUNS; do
     q4_kl) run $r --expert-type q4 --routing-strategy "$strategies" ;;
     fp16_wide) run $r --expert-type fp16 --kl-base 0.05 --kl-max 0.3 \
                  --routing-strategy baseline,static_optimal,predictive_thermal ;;
-    fp16_top1) run $r --expert-type fp16 --budget top1 --routing-strategy baseline,predictive_thermal ;;
+    fp16_top1|q4_top1) run $r --expert-type "${r%_top1}" --budget top1 \
+                         --routing-strategy baseline,predictive_thermal ;;
+    fp16_m1|q4_m1) run $r --expert-type "${r%_m1}" --routing-strategy baseline,topk_minus_one ;;
     fp16_few|q4_few) run $r --expert-type "${r%_few}" \
                 --routing-strategy baseline,static_optimal,kernel_aware_ttha,topk_minus_one ;;
     # one point of the budget frontier: predictive_thermal holds its base budget while the
@@ -69,8 +71,8 @@ for r in $RUNS; do
                    --routing-strategy baseline,predictive_thermal ;;
     fp16_b_tau_*) run $r --expert-type fp16 --budget tau --tau-base "${r#fp16_b_tau_}" \
                     --tau-min 0.5 --routing-strategy baseline,predictive_thermal ;;
-    *) echo "unknown run $r (fp16_kl q4_kl fp16_wide fp16_top1 fp16_few q4_few fp16_b_kl_X" \
-         "fp16_b_tau_X)"; exit 2 ;;
+    *) echo "unknown run $r (fp16_kl q4_kl fp16_wide fp16_top1 q4_top1 fp16_m1 q4_m1 fp16_few" \
+         "q4_few fp16_b_kl_X fp16_b_tau_X)"; exit 2 ;;
   esac
 done
 for t in ${POST_TESTS:-}; do # tests that may wait until the measurements are in

@@ -539,6 +539,10 @@ int main(void) {
         cmocka_unit_test(test_dequant),   cmocka_unit_test(test_expert_linear),
         cmocka_unit_test(test_small_ops), cmocka_unit_test(test_f16_to_bf16),
     };
+    /* THERMOE_TEST_FILTER=name (a cmocka pattern) runs only the matching tests, e.g. one
+     * test under compute-sanitizer */
+    const char *filter = getenv("THERMOE_TEST_FILTER");
+    if (filter && *filter) cmocka_set_test_filter(filter);
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     tu_close_summary();
     return rc;

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One device call for the kernels (repo root, GPU machine, .devdeps carried): a Release build
+# for Hopper, the CUDA tests element by element against the CPU (kernels, engine, decoder LM),
+# the side-by-side table with ggml (bench/ggml_side_by_side.sh; GGML_TBO names a
+# test-backend-ops you built, default .devdeps/ggml/test-backend-ops when present),
+# compute-sanitizer memcheck and racecheck of the expert kernel test, then CTEST_R (a ctest
+# regex, with --output-on-failure). Everything under $OUT is packed into results.tgz at the end
+# (the device returns few files); the summary goes to stdout.
+# usage: [LIMIT=540] bash bench/gpu_kernel_round.sh
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+OUT=${OUT:-/tmp/out}
+export OUT
+[ -z "${GGML_TBO:-}" ] && [ -x .devdeps/ggml/test-backend-ops ] && GGML_TBO=$PWD/.devdeps/ggml/test-backend-ops
+export GGML_TBO
+[ -d .devdeps/ggml ] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$PWD/.devdeps/ggml"
+# shellcheck disable=SC2016 # expanded by the inner shell
+timeout -s TERM "${LIMIT:-540}" bash -c '
+  source bench/gpu_build.sh
+  gpu_build "" || exit 1
+  for t in test_cuda_kernels test_cuda_engine test_cuda_lm; do
+    timeout 200 build-gpu/$t >"$OUT/$t.log" 2>&1; echo "$(el) $t rc=$?"
+    grep -E "^\[  (FAILED|PASSED) |x std|seed" "$OUT/$t.log" | head -6
+  done
+  BUILD=build-gpu timeout 240 bash bench/ggml_side_by_side.sh >"$OUT/side_by_side.log" 2>&1
+  echo "$(el) side by side rc=$?"; cat "$OUT/side_by_side.md" 2>/dev/null || tail -5 "$OUT/side_by_side.log"
+  grep -E "^\| (matrix|MUL_MAT_ID|expert|layer)" "$OUT/bench_moe_short.md" | head -80
+  for tool in memcheck racecheck; do
+    THERMOE_TEST_FILTER=test_expert_linear timeout 120 compute-sanitizer --tool $tool \
+      --error-exitcode 9 build-gpu/test_cuda_kernels >"$OUT/$tool.log" 2>&1
+    echo "$(el) $tool expert_linear rc=$?"; tail -2 "$OUT/$tool.log"
+  done
+  if [ -n "${CTEST_R:-}" ]; then
+    (cd build-gpu && timeout 150 ctest -R "$CTEST_R" --output-on-failure) >"$OUT/ctest.log" 2>&1
+    echo "$(el) ctest rc=$?"; grep -E "tests passed|Failed|\*\*\*" "$OUT/ctest.log" | head
+  fi'
+echo "kernel round rc=$?"
+cd "$OUT" && tar czf /tmp/results.tgz . && find . -mindepth 1 -delete && mv /tmp/results.tgz "$OUT/"
+ls -la "$OUT"
