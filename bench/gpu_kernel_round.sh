@@ -11,6 +11,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-/tmp/out}
 export OUT
+# a carried binary may come xz-compressed (the carry limit); python3's lzma unpacks it
+if [ -f .devdeps/ggml/test-backend-ops.xz ] && [ ! -x .devdeps/ggml/test-backend-ops ]; then
+  python3 -c 'import lzma, shutil, sys
+with lzma.open(sys.argv[1]) as i, open(sys.argv[2], "wb") as o: shutil.copyfileobj(i, o)' \
+    .devdeps/ggml/test-backend-ops.xz .devdeps/ggml/test-backend-ops &&
+    chmod +x .devdeps/ggml/test-backend-ops
+fi
 [ -z "${GGML_TBO:-}" ] && [ -x .devdeps/ggml/test-backend-ops ] && GGML_TBO=$PWD/.devdeps/ggml/test-backend-ops
 export GGML_TBO
 [ -d .devdeps/ggml ] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$PWD/.devdeps/ggml"
