@@ -662,6 +662,10 @@ static void test_resume_drops_invalid_rows(void **state) {
                     "0",
                     "--warmup-batches",
                     "0",
+                    "--backend", /* the simulated GPU on any machine (check_csv expects it) */
+                    "cpu",
+                    "--telemetry",
+                    "sim",
                     NULL,
                     NULL};
     int rc = run_thermoe(args, log, 0, NULL);
