@@ -26,6 +26,7 @@ import sys
 import time
 
 import torch
+import transformers
 from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
 
 
@@ -159,7 +160,8 @@ def main(argv=None):
         with open(a.json, "w") as f:
             json.dump({"model": a.model, "requests_csv": a.requests, "device": a.device,
                        "dtype": a.dtype, "wait_for_arrivals": not a.no_wait,
-                       "torch": torch.__version__, "runs": rows}, f, indent=1)
+                       "torch": torch.__version__,
+                       "transformers": transformers.__version__, "runs": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

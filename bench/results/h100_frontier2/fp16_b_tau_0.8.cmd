@@ -1,0 +1,1 @@
+== fp16_b_tau_0.8: thermoe run --backend cuda --telemetry nvml --lm-steps decode --expert-shape mixtral --batch-size 16 --seq-len 128 --workloads standard --num-samples-per-workload 6 --repeats 3 --cooldown 2 --warmup-steady 5 --trace-batches 0 --no-analyze --expert-type fp16 --budget tau --tau-base 0.8 --tau-min 0.5 --routing-strategy baseline,predictive_thermal

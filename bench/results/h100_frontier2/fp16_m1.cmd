@@ -1,0 +1,1 @@
+== fp16_m1: thermoe run --backend cuda --telemetry nvml --lm-steps decode --expert-shape mixtral --batch-size 16 --seq-len 128 --workloads standard --num-samples-per-workload 6 --repeats 3 --cooldown 2 --warmup-steady 5 --trace-batches 0 --no-analyze --expert-type fp16 --routing-strategy baseline,topk_minus_one

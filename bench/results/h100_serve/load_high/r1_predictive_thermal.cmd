@@ -1,0 +1,1 @@
+== r1_predictive_thermal: thermoe serve --model models/default --expert-shape mixtral --backend cuda --telemetry nvml --synthetic azure_conv --time-scale 8 --duration 270 --max-context 384 --max-generated 128 --max-seqs 64 --max-batch-tokens 512 --quiet --budget top1 --routing-strategy predictive_thermal
