@@ -6,7 +6,9 @@
  * time, and the H100 MoE layer step of bench/results/raw/bench_moe_2026-11-26_run9.md
  * (graph replay, kernel path) where one was measured, with the median's share of it.
  * Output: a Markdown table on stdout.
- * Usage: router_overhead [calls] [tau] (defaults 500, 0.9). */
+ * Usage: router_overhead [calls] [tau] [budget] [strategy] (defaults 500, 0.9, tau,
+ * static_optimal; budget tau, top1 or kl: the kl budget is the router's kl_base, nats, given
+ * in place of tau). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,12 +52,24 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    const int Ts[] = {1, 2, 4, 8, 16, 32, 64, 128, 256}, NT = 9;
+    tmoe_budget_kind bk = TMOE_BUDGET_TAU;
+    if (argc > 3 && (tmoe_budget_parse(argv[3], &bk) || bk == TMOE_BUDGET_NONE)) {
+        fprintf(stderr, "usage: %s [calls] [tau or kl nats] [tau|top1|kl]\n", argv[0]);
+        return 2;
+    }
+    tmoe_route_strategy strat = TMOE_ROUTE_STATIC_OPTIMAL;
+    if (argc > 4 && (tmoe_route_strategy_parse(argv[4], &strat) || strat == TMOE_ROUTE_BASELINE ||
+                     tmoe_route_strategy_is_comparison(strat))) {
+        fprintf(stderr, "%s: strategy '%s': one of the set-selecting strategies\n", argv[0],
+                argv[4]);
+        return 2;
+    }
+    const int Ts[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512}, NT = 10;
     const int shapes[3][2] = {{8, 2}, {64, 8}, {128, 8}};
     double *ts = malloc(sizeof(double) * (size_t)calls),
            *tr = malloc(sizeof(double) * (size_t)calls);
-    float *z = malloc(sizeof(float) * 256 * 128), *b = malloc(sizeof(float) * 128);
-    int32_t *sel = malloc(sizeof(int32_t) * 256 * 8);
+    float *z = malloc(sizeof(float) * 512 * 128), *b = malloc(sizeof(float) * 128);
+    int32_t *sel = malloc(sizeof(int32_t) * 512 * 8);
     if (!ts || !tr || !z || !b || !sel) {
         fprintf(stderr, "out of memory\n");
         return 1;
@@ -80,17 +94,20 @@ int main(int argc, char **argv) {
             tmoe_set_selector *s;
             tmoe_router *r;
             tmoe_router_config cfg = tmoe_router_config_default();
-            cfg.strategy = TMOE_ROUTE_STATIC_OPTIMAL;
+            cfg.strategy = strat;
             cfg.num_experts = E;
             cfg.top_k = k;
             cfg.max_tokens = T;
-            cfg.tau_base = tau;
+            cfg.budget = bk;
+            cfg.tau_base = bk == TMOE_BUDGET_TAU ? tau : cfg.tau_base;
+            cfg.kl_base = bk == TMOE_BUDGET_KL ? tau : cfg.kl_base;
+            if (cfg.kl_max < cfg.kl_base) cfg.kl_max = cfg.kl_base;
             if (tmoe_set_selector_create(E, k, T, &s, &err) ||
                 tmoe_router_create(&cfg, &p, &r, &err)) {
                 fprintf(stderr, "setup: %s\n", err.msg);
                 return 1;
             }
-            tmoe_set_budget bud = {TMOE_BUDGET_TAU, tau, 0.0};
+            tmoe_set_budget bud = {bk, tau, tau};
             unsigned char in_set[128];
             tmoe_set_result res = {0};
             double usum = 0.0, ssum = 0.0;

@@ -156,6 +156,40 @@ static void test_exact_matches_brute_force(void **state) {
     assert_true(cases > 300 && differ > 50);
 }
 
+/* Where every expert of U is needed by some token on its own (the top-1 experts of a large
+ * batch cover them all; a tau close to 1), the selection is U without a search, flagged
+ * exact, and no set meets the budget for less (the brute force). */
+static void test_all_needed_takes_the_union(void **state) {
+    (void)state;
+    tmoe_rng rng;
+    tmoe_rng_seed(&rng, 23);
+    static float z[MAXT * MAXE];
+    tmoe_error err = {0};
+    int fast = 0;
+    for (int it = 0; it < 20; it++) {
+        int E = 8, k = 2, T = it % 2 ? 256 : 64;
+        costs c;
+        tmoe_cost_provider p = make_costs(&c, E, &rng, it % 3 == 0);
+        random_logits(&rng, z, T, E, 1.0);
+        tmoe_set_budget b = {it % 4 < 2 ? TMOE_BUDGET_TOP1 : TMOE_BUDGET_TAU, 0.99, 0.0};
+        tmoe_set_selector *s;
+        ASSERT_OK(tmoe_set_selector_create(E, k, MAXT, &s, &err), &err);
+        unsigned char in_set[MAXE];
+        tmoe_set_result res;
+        ASSERT_OK(tmoe_set_select(s, &p, z, T, &b, NULL, NULL, in_set, &res, &err), &err);
+        check_budget(z, T, E, k, &b, in_set, &res);
+        unsigned bm;
+        double best = brute_force(&p, z, T, E, k, &b, &bm);
+        if (res.size == res.union_size && res.exact) {
+            fast++;
+            assert_true(fabs(res.energy_j - best) <= 1e-9 * fmax(1.0, best));
+            assert_true(res.energy_j == res.energy_u_j);
+        }
+        tmoe_set_selector_free(s);
+    }
+    assert_true(fast >= 15); /* these batches leave no expert out */
+}
+
 /* Greedy path (2^|U| T above the exact work): budget met, energy no better than exact's
  * optimum on the same batch (run exact through a smaller problem is not possible, so the
  * brute force gives the optimum), and at most the union's energy. */
@@ -178,7 +212,8 @@ static void test_greedy_meets_budget(void **state) {
         unsigned char in_set[MAXE];
         tmoe_set_result res;
         ASSERT_OK(tmoe_set_select(s, &p, z, T, &b, NULL, NULL, in_set, &res, &err), &err);
-        assert_int_equal(res.exact, 0);
+        /* greedy, unless every expert of U is needed (then U, exactly) */
+        assert_true(res.exact == 0 || res.size == res.union_size);
         check_budget(z, T, E, k, &b, in_set, &res);
         unsigned bm;
         double best = brute_force(&p, z, T, E, k, &b, &bm);
@@ -392,6 +427,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_matches_brute_force),
         cmocka_unit_test(test_greedy_meets_budget),
+        cmocka_unit_test(test_all_needed_takes_the_union),
         cmocka_unit_test(test_tau_one_keeps_baseline),
         cmocka_unit_test(test_exclusion_keeps_topk_in_set),
         cmocka_unit_test(test_costs_steer_the_set),

@@ -148,8 +148,9 @@ void tmoe_block_free(tmoe_block *b); /* NULL-safe */
  * are above -inf, and then, as ties, the lowest expert indices among the NaN / -inf ones fill
  * the remaining slots (all logits NaN: experts 0..k-1). A NaN weight logit has probability 0;
  * when the chosen experts carry none (all NaN / -inf), their weights are 0, so the token gets
- * no expert output. Weights are finite whenever no logit or bias is +inf. The CPU backend,
- * the router and the runner all select through this function; the CUDA kernel follows it. */
+ * no expert output. Weights are finite whenever no logit or bias is +inf. w may be NULL: the
+ * indices alone (no softmax). The CPU backend, the router and the runner all select through
+ * this function; the CUDA kernel follows it. */
 void tmoe_gate_topk(const float *logits, const float *bias, int T, int E, int k, int renorm,
                     int bias_in_weights, int32_t *idx, float *w);
 

@@ -237,14 +237,13 @@ int run_lm_init(run_ctx *r, tmoe_error *err) {
     lm->idx = tmoe_malloc(sizeof(int32_t) * T * k, err);
     lm->idx0 = tmoe_malloc(sizeof(int32_t) * T * k, err);
     lm->w = tmoe_malloc(sizeof(float) * T * k, err);
-    lm->w0 = tmoe_malloc(sizeof(float) * T * k, err);
     lm->counts = tmoe_calloc(nm * E, sizeof(int32_t), err);
     lm->step_counts = tmoe_calloc((size_t)max_len * nm * E, sizeof(int32_t), err);
     lm->sum_counts = tmoe_calloc(nm * E, sizeof(int32_t), err);
     lm->step_ids = tmoe_malloc(sizeof(uint32_t) * (size_t)max_seqs, err);
     lm->step_logits = tmoe_malloc(sizeof(float) * (size_t)max_seqs * V, err);
     if (!lm->ids || !lm->logits || !lm->logits0 || !lm->nll || !lm->bias || !lm->idx || !lm->idx0 ||
-        !lm->w || !lm->w0 || !lm->counts || !lm->step_counts || !lm->sum_counts || !lm->step_ids ||
+        !lm->w || !lm->counts || !lm->step_counts || !lm->sum_counts || !lm->step_ids ||
         !lm->step_logits)
         return TMOE_ENOMEM;
     /* the routers' expert costs: the cost model at every token count */
@@ -274,7 +273,6 @@ void run_lm_free(run_ctx *r) {
     free(lm->idx);
     free(lm->idx0);
     free(lm->w);
-    free(lm->w0);
     free(lm->counts);
     free(lm->step_counts);
     free(lm->sum_counts);
@@ -305,7 +303,7 @@ static int lm_route(void *user, int layer, const float *logits, int T, int E,
     tmoe_router *rt = lm->routers[mi];
     int64_t h0 = tmoe_now_ns();
     /* the unbiased selection: the router's current load and the agreement's reference */
-    tmoe_gate_topk(logits, NULL, T, E, k, renorm, 0, lm->idx0, lm->w0);
+    tmoe_gate_topk(logits, NULL, T, E, k, renorm, 0, lm->idx0, NULL);
     tmoe_route_strategy st = tmoe_router_get_config(rt)->strategy;
     int explicit_sel = tmoe_route_strategy_is_comparison(st);
     int rc =
@@ -320,10 +318,11 @@ static int lm_route(void *user, int layer, const float *logits, int T, int E,
         memcpy(out->w, lm->w, sizeof(float) * (size_t)T * k);
         out->selected = 1;
     } else { /* what the decoder runs with these biases (it selects through tmoe_gate_topk) */
-        tmoe_gate_topk(logits, bias, T, E, k, renorm, 0, lm->idx, lm->w);
+        tmoe_gate_topk(logits, bias, T, E, k, renorm, 0, lm->idx, NULL);
     }
     double pe = NAN;
-    rc = tmoe_router_observe(rt, lm->idx, lm->w, T, &pe, err);
+    /* the weights matter to what ran only where the router padded slots at weight 0 */
+    rc = tmoe_router_observe(rt, lm->idx, explicit_sel ? lm->w : NULL, T, &pe, err);
     if (rc) return tmoe_error_prefix(err, rc, "router of layer %d", layer);
     lm->route_ms += (double)(tmoe_now_ns() - h0) / 1e6;
     lm->pred_energy_j += pe;

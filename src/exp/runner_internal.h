@@ -100,7 +100,7 @@ typedef struct run_lm {
     double *nll;             /* (seq_len max) */
     float *bias;             /* (n_moe, E) biases that ran */
     int32_t *idx, *idx0;     /* (max_tokens, k) */
-    float *w, *w0;           /* (max_tokens, k) */
+    float *w;                /* (max_tokens, k) */
     int32_t *counts;         /* (n_moe, E) copies of the engine step in progress (the hook) */
     int32_t *step_counts;    /* (seq_len max, n_moe, E) copies of each step of the last
                                 strategy forward (one step unless decode) */

@@ -15,26 +15,27 @@ void tmoe_gate_topk(const float *logits, const float *bias, int T, int E, int k,
     TMOE_ASSERT(k >= 1 && k <= E && k <= TMOE_MAX_TOPK && E <= TMOE_MAX_EXPERTS);
     for (int t = 0; t < T; t++) {
         const float *z = logits + (size_t)t * E;
-        unsigned char taken[TMOE_MAX_EXPERTS] = {0};
         int32_t *ti = idx + (size_t)t * k;
-        for (int j = 0; j < k; j++) {
-            /* best stays a valid index (0 until an untaken expert is seen; k <= E leaves one
-             * for every j), so no path writes outside taken */
-            int best = 0, found = 0;
-            float bs = -INFINITY;
-            for (int e = 0; e < E; e++) {
-                if (taken[e]) continue;
-                float s = nan_as_neg_inf(z[e] + (bias ? bias[e] : 0.0f));
-                if (!found || s > bs) { /* strict: ties keep the lower index */
-                    best = e;
-                    bs = s;
-                    found = 1;
-                }
+        /* one pass over the experts keeping the best k in order of (score desc, index asc):
+         * a later expert enters only with a strictly larger score than the one it passes, so
+         * ties keep the lower index; the first k experts fill the list whatever their scores
+         * (NaN and -inf included), as the lowest indices among equal -inf ones */
+        float bs[TMOE_MAX_TOPK];
+        int n = 0;
+        for (int e = 0; e < E; e++) {
+            float s = nan_as_neg_inf(z[e] + (bias ? bias[e] : 0.0f));
+            if (n == k && !(s > bs[k - 1])) continue;
+            int p = n < k ? n : k - 1; /* the slot it takes, moved up past smaller scores */
+            while (p > 0 && bs[p - 1] < s) {
+                bs[p] = bs[p - 1];
+                ti[p] = ti[p - 1];
+                p--;
             }
-            TMOE_ASSERT(found);
-            taken[best] = 1;
-            ti[j] = best;
+            bs[p] = s;
+            ti[p] = e;
+            if (n < k) n++;
         }
+        if (!w) continue; /* the indices alone */
         /* softmax over all E of the (un)biased logits, then pick; a NaN or -inf logit has
          * probability 0, and with no probability at all (every logit NaN or -inf) the weights
          * are 0 rather than 0/0 */

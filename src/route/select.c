@@ -21,7 +21,6 @@ struct tmoe_set_selector {
     float *pfull;  /* (T, E) full softmax */
     uint8_t *ord;  /* (T, UMAX) exact path: U positions by decreasing biased score */
     int32_t *sidx; /* (T, k) a selection within a set */
-    float *sw;     /* (T, k) its weights (unused beyond tmoe_gate_topk's contract) */
     double *ctab;  /* (UMAX, max_tokens + 1) exact path: energy of expert U[u] at n tokens,
                       NAN until asked (each count's cost is evaluated once per call) */
     /* exact path, kl budget: every subset's routing at once (grown on demand) */
@@ -53,10 +52,9 @@ int tmoe_set_selector_create(int E, int k, int max_tokens, tmoe_set_selector **o
     s->pfull = tmoe_malloc(sizeof(float) * T * (size_t)E, err);
     s->ord = tmoe_malloc(T * UMAX, err);
     s->sidx = tmoe_malloc(sizeof(int32_t) * TK, err);
-    s->sw = tmoe_malloc(sizeof(float) * TK, err);
     s->ctab = tmoe_malloc(sizeof(double) * UMAX * (T + 1), err);
     if (!s->idx || !s->w || !s->ptop || !s->tot || !s->cov || !s->pfull || !s->ord || !s->sidx ||
-        !s->sw || !s->ctab) {
+        !s->ctab) {
         tmoe_set_selector_free(s);
         return TMOE_ENOMEM;
     }
@@ -74,7 +72,6 @@ void tmoe_set_selector_free(tmoe_set_selector *s) {
     free(s->pfull);
     free(s->ord);
     free(s->sidx);
-    free(s->sw);
     free(s->ctab);
     free(s->cntm);
     free(s->psm);
@@ -128,7 +125,7 @@ static int eval_set(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
     int E = s->E, k = s->k;
     float fb[TMOE_MAX_EXPERTS];
     set_biases(E, soft, in_set, excl, fb);
-    tmoe_gate_topk(z, fb, T, E, k, 1, 0, s->sidx, s->sw);
+    tmoe_gate_topk(z, fb, T, E, k, 1, 0, s->sidx, NULL); /* the indices are all it needs */
     int32_t counts[TMOE_MAX_EXPERTS] = {0};
     double klsum = 0.0, mk = 1.0;
     for (int t = 0; t < T; t++) {
@@ -331,6 +328,33 @@ static int select_exact(tmoe_set_selector *s, const tmoe_cost_provider *p, const
     return TMOE_OK;
 }
 
+/* tau / top1: whether every allowed expert of U is needed by some token on its own (with
+ * every other expert of U kept, dropping it breaks that token's budget). Then no smaller set
+ * meets the budget, the allowed experts of U are the only feasible set, and the search is
+ * skipped: at decode batches of 32 and more tokens over 8 experts the top-1 experts alone
+ * cover all of them, and the search cost up to 0.2 ms a call for nothing. The kl budget is not
+ * a per-token test (a token's selection in a smaller set may even raise its mass), so it
+ * always searches. */
+static int all_needed(const tmoe_set_selector *s, int T, const tmoe_set_budget *b, const int *uid,
+                      const int *ulist, int nu, const unsigned char *allowed) {
+    if (b->kind != TMOE_BUDGET_TAU && b->kind != TMOE_BUDGET_TOP1) return 0;
+    int k = s->k;
+    unsigned char need[TMOE_MAX_EXPERTS] = {0};
+    for (int t = 0; t < T; t++) {
+        const int32_t *ti = s->idx + (size_t)t * k;
+        const float *wt = s->w + (size_t)t * k;
+        if (b->kind == TMOE_BUDGET_TOP1) {
+            need[uid[ti[0]]] = 1;
+            continue;
+        }
+        for (int j = 0; j < k; j++)
+            if (s->tot[t] - wt[j] < b->tau * s->tot[t]) need[uid[ti[j]]] = 1;
+    }
+    for (int u = 0; u < nu; u++)
+        if (allowed[ulist[u]] && !need[u]) return 0;
+    return 1;
+}
+
 /* Wolsey's greedy cover of f(S) = sum_t min(tau tot_t, mass of topk(t) in S) over the
  * allowed experts, by gain per unit of fixed cost; order (E) gets the experts in the order
  * added, *n_out how many. top1 is tau = 1 over each token's first slot only. */
@@ -393,23 +417,38 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
                            "set selection: budget %d (0..%d), tau %g (in (0, 1]), kl_max %g "
                            "(>= 0)",
                            b->kind, TMOE_BUDGET_COUNT - 1, b->tau, b->kl_max);
-    /* unbiased top-k (renormalised) and the full softmax of every token */
-    tmoe_gate_topk(z, NULL, T, E, k, 1, 0, s->idx, s->w);
+    /* unbiased top-k and the full softmax of every token; the top-k weights, renormalised,
+     * from the same exponentials and in the same arithmetic as tmoe_gate_topk (one pass of
+     * exp instead of two), except where a logit is +inf (mx not finite): gate_topk's own */
+    tmoe_gate_topk(z, NULL, T, E, k, 1, 0, s->idx, NULL);
     for (int t = 0; t < T; t++) {
         const float *zt = z + (size_t)t * E;
         float *pt = s->pfull + (size_t)t * E;
+        int32_t *ti = s->idx + (size_t)t * k;
+        float *wt = s->w + (size_t)t * k;
         double mx = -INFINITY, sum = 0.0, top = 0.0, tot = 0.0;
         for (int e = 0; e < E; e++)
             if (zt[e] > mx) mx = zt[e];
+        double v[TMOE_MAX_EXPERTS];
         for (int e = 0; e < E; e++) {
-            double v = isfinite(mx) && zt[e] > -INFINITY ? exp((double)zt[e] - mx) : 0.0;
-            pt[e] = (float)v;
-            sum += v;
+            v[e] = isfinite(mx) && zt[e] > -INFINITY ? exp((double)zt[e] - mx) : 0.0;
+            sum += v[e];
         }
-        for (int e = 0; e < E; e++) pt[e] = sum > 0.0 ? (float)(pt[e] / sum) : 0.0f;
+        for (int e = 0; e < E; e++) /* through float, as before */
+            pt[e] = sum > 0.0 ? (float)((float)v[e] / sum) : 0.0f;
+        if (isfinite(mx) || mx == -INFINITY) {
+            double chosen = 0.0;
+            for (int j = 0; j < k; j++) {
+                wt[j] = (float)v[ti[j]];
+                chosen += v[ti[j]];
+            }
+            for (int j = 0; j < k; j++) wt[j] = chosen > 0.0 ? (float)(wt[j] / chosen) : 0.0f;
+        } else {
+            tmoe_gate_topk(zt, NULL, 1, E, k, 1, 0, ti, wt);
+        }
         for (int j = 0; j < k; j++) {
-            top += pt[s->idx[(size_t)t * k + j]];
-            tot += s->w[(size_t)t * k + j];
+            top += pt[ti[j]];
+            tot += wt[j];
         }
         s->ptop[t] = top;
         s->tot[t] = tot;
@@ -443,6 +482,9 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
     memset(in_set, 0, (size_t)E);
     if (b->kind == TMOE_BUDGET_NONE) {
         for (int e = 0; e < E; e++) in_set[e] = 1;
+    } else if (all_needed(s, T, b, uid, ulist, nu, allowed)) {
+        for (int u = 0; u < nu; u++) in_set[ulist[u]] = allowed[ulist[u]];
+        exact = 1; /* the one set the budget allows */
     } else if (nu <= UMAX && ((double)(1u << nu) * T <= TMOE_SET_EXACT_WORK)) {
         uint32_t cmask = 0, m = 0;
         for (int u = 0; u < nu; u++)
@@ -512,6 +554,10 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
     if ((rc = eval_set(s, p, z, T, soft, in_set, excl, &res->energy_j, &res->kl, &res->min_kept,
                        err)))
         return rc;
+    if (!memcmp(in_set, inu, (size_t)E)) { /* S is U: the same routing, the same energy */
+        res->energy_u_j = res->energy_j;
+        return TMOE_OK;
+    }
     return eval_set(s, p, z, T, soft, inu, excl, &res->energy_u_j, NULL, NULL, err);
 }
 
