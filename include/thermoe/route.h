@@ -117,7 +117,10 @@ void tmoe_lb_reset(tmoe_lb *lb);
  *         (0 for baseline routing).
  * |S| >= k always, and S lies within U, the union of the batch's unbiased top-k experts (an
  * expert no token ranks in its top-k is never added: U always meets every budget).
- * Algorithm: exact when 2^|U| x T <= TMOE_SET_EXACT_WORK and |U| <= TMOE_SET_EXACT_MAX_U:
+ * Algorithm: first, for tau and top1, when every allowed expert of U is needed by some token
+ * on its own (with the rest of U kept, dropping it breaks that token's budget), no smaller
+ * set meets the budget and S = U, exactly, without a search. Else exact when 2^|U| x T <=
+ * TMOE_SET_EXACT_WORK and |U| <= TMOE_SET_EXACT_MAX_U:
  * every subset of U is checked (bitmask feasibility per token, then the exact energy of the
  * routing it gives; ties to the larger kept probability, then the smaller bitmask). Else a
  * greedy: tau and top1 are a submodular cover, f(S) = sum_t min(tau m_t, mass of topk(t) in
@@ -154,7 +157,8 @@ typedef struct tmoe_set_budget {
 typedef struct tmoe_set_result {
     int size;          /* |S| */
     int union_size;    /* |U| */
-    int exact;         /* 1 = exhaustive over subsets of U, 0 = greedy */
+    int exact;         /* 1 = optimal (exhaustive over subsets of U, or U as the one set the
+                          budget allows), 0 = greedy */
     double energy_j;   /* predicted energy of the step routed within S, J */
     double energy_u_j; /* the same for S = U (the unbiased top-k experts all available) */
     double min_kept;   /* smallest share of a token's top-k mass kept inside S, 0..1 */
