@@ -328,17 +328,55 @@ static int select_exact(tmoe_set_selector *s, const tmoe_cost_provider *p, const
     return TMOE_OK;
 }
 
-/* tau / top1: whether every allowed expert of U is needed by some token on its own (with
- * every other expert of U kept, dropping it breaks that token's budget). Then no smaller set
- * meets the budget, the allowed experts of U are the only feasible set, and the search is
- * skipped: at decode batches of 32 and more tokens over 8 experts the top-1 experts alone
- * cover all of them, and the search cost up to 0.2 ms a call for nothing. The kl budget is not
- * a per-token test (a token's selection in a smaller set may even raise its mass), so it
- * always searches. */
-static int all_needed(const tmoe_set_selector *s, int T, const tmoe_set_budget *b, const int *uid,
-                      const int *ulist, int nu, const unsigned char *allowed) {
+/* Whether every allowed expert of U is needed: with the rest of U kept, dropping it alone
+ * breaks the budget (tau / top1: some token's; kl: the batch's mean KL). Every smaller set
+ * then misses one of them and breaks the budget too (a token's kept share, and its selected
+ * mass, only fall as the set shrinks), so the allowed experts of U are the only feasible
+ * set and the search is skipped: at decode batches of 32 and more tokens over 8 experts the
+ * top-1 experts alone cover all of them, and the search cost up to 0.2-0.4 ms a call for
+ * nothing. kl needs each token's selection to follow its unbiased order (soft NULL or 0: a
+ * bias may rank an expert of less mass first, and then a smaller set may keep more mass)
+ * and every expert of U allowed; its test keeps a relative margin of 1e-9 over the bound, so
+ * that a subset the search would find feasible at the bound is never skipped. The sums are
+ * those of the search, in its order. */
+static int all_needed(const tmoe_set_selector *s, const float *z, int T, const tmoe_set_budget *b,
+                      const double *soft, const int *uid, const int *ulist, int nu,
+                      const unsigned char *allowed) {
+    int k = s->k, E = s->E;
+    if (b->kind == TMOE_BUDGET_KL) {
+        for (int u = 0; u < nu; u++)
+            if (!allowed[ulist[u]]) return 0;
+        for (int e = 0; soft && e < E; e++)
+            if (soft[e] != 0.0) return 0;
+        if (nu <= k) return 1; /* no subset of U with k members but U */
+        double klsum[TMOE_MAX_EXPERTS] = {0};
+        for (int t = 0; t < T; t++) {
+            const int32_t *ti = s->idx + (size_t)t * k;
+            const float *zt = z + (size_t)t * E, *pt = s->pfull + (size_t)t * E;
+            /* the token's next expert of U after its top-k: its selection once one of them
+             * is dropped (U by decreasing score, NaN as -inf, ties to the lower index) */
+            unsigned char in_top[TMOE_MAX_EXPERTS] = {0};
+            for (int j = 0; j < k; j++) in_top[ti[j]] = 1;
+            int nx = -1;
+            float nxs = -INFINITY;
+            for (int u = 0; u < nu; u++) {
+                int e = ulist[u];
+                float sc = isnan(zt[e]) ? -INFINITY : zt[e];
+                if (!in_top[e] && (nx < 0 || sc > nxs)) nx = e, nxs = sc;
+            }
+            for (int j = 0; j < k; j++) {
+                double ps = 0.0;
+                for (int i = 0; i < k; i++)
+                    if (i != j) ps += pt[ti[i]];
+                ps += pt[nx];
+                if (ps > 0.0 && s->ptop[t] > 0.0) klsum[uid[ti[j]]] += log(s->ptop[t] / ps);
+            }
+        }
+        for (int u = 0; u < nu; u++)
+            if (!(klsum[u] / T > b->kl_max * (1.0 + 1e-9) + 1e-300)) return 0;
+        return 1;
+    }
     if (b->kind != TMOE_BUDGET_TAU && b->kind != TMOE_BUDGET_TOP1) return 0;
-    int k = s->k;
     unsigned char need[TMOE_MAX_EXPERTS] = {0};
     for (int t = 0; t < T; t++) {
         const int32_t *ti = s->idx + (size_t)t * k;
@@ -347,8 +385,12 @@ static int all_needed(const tmoe_set_selector *s, int T, const tmoe_set_budget *
             need[uid[ti[0]]] = 1;
             continue;
         }
-        for (int j = 0; j < k; j++)
-            if (s->tot[t] - wt[j] < b->tau * s->tot[t]) need[uid[ti[j]]] = 1;
+        for (int j = 0; j < k; j++) {
+            double kept = 0.0; /* the others' share, summed in slot order as the search does */
+            for (int i = 0; i < k; i++)
+                if (i != j) kept += wt[i];
+            if (!(kept >= b->tau * s->tot[t])) need[uid[ti[j]]] = 1;
+        }
     }
     for (int u = 0; u < nu; u++)
         if (allowed[ulist[u]] && !need[u]) return 0;
@@ -482,7 +524,7 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
     memset(in_set, 0, (size_t)E);
     if (b->kind == TMOE_BUDGET_NONE) {
         for (int e = 0; e < E; e++) in_set[e] = 1;
-    } else if (all_needed(s, T, b, uid, ulist, nu, allowed)) {
+    } else if (all_needed(s, z, T, b, soft, uid, ulist, nu, allowed)) {
         for (int u = 0; u < nu; u++) in_set[ulist[u]] = allowed[ulist[u]];
         exact = 1; /* the one set the budget allows */
     } else if (nu <= UMAX && ((double)(1u << nu) * T <= TMOE_SET_EXACT_WORK)) {
