@@ -329,51 +329,53 @@ static int select_exact(tmoe_set_selector *s, const tmoe_cost_provider *p, const
 }
 
 /* Whether every allowed expert of U is needed: with the rest of U kept, dropping it alone
- * breaks the budget (tau / top1: some token's; kl: the batch's mean KL). Every smaller set
- * then misses one of them and breaks the budget too (a token's kept share, and its selected
- * mass, only fall as the set shrinks), so the allowed experts of U are the only feasible
- * set and the search is skipped: at decode batches of 32 and more tokens over 8 experts the
- * top-1 experts alone cover all of them, and the search cost up to 0.2-0.4 ms a call for
- * nothing. kl needs each token's selection to follow its unbiased order (soft NULL or 0: a
- * bias may rank an expert of less mass first, and then a smaller set may keep more mass)
- * and every expert of U allowed; its test keeps a relative margin of 1e-9 over the bound, so
- * that a subset the search would find feasible at the bound is never skipped. The sums are
- * those of the search, in its order. */
+ * breaks the budget. Then every smaller set, which misses one of them, breaks it too, the
+ * allowed experts of U are the only feasible set, and the search is skipped: at decode
+ * batches of 32 and more tokens over 8 experts the top-1 experts alone cover all of them,
+ * and the search cost up to 0.2-0.4 ms a call for nothing.
+ * tau / top1: a token's kept share only falls as the set shrinks; the test sums it as the
+ * search does. kl (every expert of U allowed): for any set S without e, a token's selected
+ * mass (whatever soft biases choose) is at most the top-k mass of U without e (its k most
+ * probable there), so its KL term is at least log(ptop / that mass); except that the search
+ * counts a token whose selection has no mass at all as 0, which S can force when U without
+ * e holds k experts of zero mass for that token: such a token's bound is 0. The mean of the
+ * bounds must pass the bound by a relative 1e-9, so that a subset the search would find
+ * feasible at the bound is never skipped. */
 static int all_needed(const tmoe_set_selector *s, const float *z, int T, const tmoe_set_budget *b,
-                      const double *soft, const int *uid, const int *ulist, int nu,
-                      const unsigned char *allowed) {
+                      const int *uid, const int *ulist, int nu, const unsigned char *allowed) {
     int k = s->k, E = s->E;
     if (b->kind == TMOE_BUDGET_KL) {
         for (int u = 0; u < nu; u++)
             if (!allowed[ulist[u]]) return 0;
-        for (int e = 0; soft && e < E; e++)
-            if (soft[e] != 0.0) return 0;
         if (nu <= k) return 1; /* no subset of U with k members but U */
         double klsum[TMOE_MAX_EXPERTS] = {0};
         for (int t = 0; t < T; t++) {
             const int32_t *ti = s->idx + (size_t)t * k;
             const float *zt = z + (size_t)t * E, *pt = s->pfull + (size_t)t * E;
-            /* the token's next expert of U after its top-k: its selection once one of them
-             * is dropped (U by decreasing score, NaN as -inf, ties to the lower index) */
+            if (!(s->ptop[t] > 0.0)) continue; /* the search counts it as 0 */
+            /* the token's next expert of U after its top-k (U by decreasing score, NaN as
+             * -inf, ties to the lower index), and its experts of U without mass */
             unsigned char in_top[TMOE_MAX_EXPERTS] = {0};
             for (int j = 0; j < k; j++) in_top[ti[j]] = 1;
-            int nx = -1;
+            int nx = -1, zero = 0;
             float nxs = -INFINITY;
             for (int u = 0; u < nu; u++) {
                 int e = ulist[u];
                 float sc = isnan(zt[e]) ? -INFINITY : zt[e];
+                zero += pt[e] == 0.0f;
                 if (!in_top[e] && (nx < 0 || sc > nxs)) nx = e, nxs = sc;
             }
-            for (int j = 0; j < k; j++) {
+            for (int j = 0; j < k; j++) { /* dropping a top-k expert; others leave it alone */
+                if (zero - (pt[ti[j]] == 0.0f) >= k) continue;
                 double ps = 0.0;
                 for (int i = 0; i < k; i++)
                     if (i != j) ps += pt[ti[i]];
                 ps += pt[nx];
-                if (ps > 0.0 && s->ptop[t] > 0.0) klsum[uid[ti[j]]] += log(s->ptop[t] / ps);
+                if (ps > 0.0) klsum[uid[ti[j]]] += log(s->ptop[t] / ps);
             }
         }
         for (int u = 0; u < nu; u++)
-            if (!(klsum[u] / T > b->kl_max * (1.0 + 1e-9) + 1e-300)) return 0;
+            if (!(klsum[u] / T > b->kl_max * (1.0 + 1e-9) + 1e-12)) return 0;
         return 1;
     }
     if (b->kind != TMOE_BUDGET_TAU && b->kind != TMOE_BUDGET_TOP1) return 0;
@@ -524,7 +526,7 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
     memset(in_set, 0, (size_t)E);
     if (b->kind == TMOE_BUDGET_NONE) {
         for (int e = 0; e < E; e++) in_set[e] = 1;
-    } else if (all_needed(s, z, T, b, soft, uid, ulist, nu, allowed)) {
+    } else if (all_needed(s, z, T, b, uid, ulist, nu, allowed)) {
         for (int u = 0; u < nu; u++) in_set[ulist[u]] = allowed[ulist[u]];
         exact = 1; /* the one set the budget allows */
     } else if (nu <= UMAX && ((double)(1u << nu) * T <= TMOE_SET_EXACT_WORK)) {
