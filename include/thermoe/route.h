@@ -117,10 +117,13 @@ void tmoe_lb_reset(tmoe_lb *lb);
  *         (0 for baseline routing).
  * |S| >= k always, and S lies within U, the union of the batch's unbiased top-k experts (an
  * expert no token ranks in its top-k is never added: U always meets every budget).
- * Algorithm: first, for tau and top1, when every allowed expert of U is needed by some token
- * on its own (with the rest of U kept, dropping it breaks that token's budget), no smaller
- * set meets the budget and S = U, exactly, without a search. Else exact when 2^|U| x T <=
- * TMOE_SET_EXACT_WORK and |U| <= TMOE_SET_EXACT_MAX_U:
+ * Algorithm: first the experts of U that every feasible set holds (needed): tau / top1, those
+ * whose removal alone, with the rest of U kept, breaks some token's budget; kl, those whose
+ * removal breaks the mean-KL bound by a bound on every token's mass that holds for any set
+ * without them and any soft biases. When every allowed expert of U is needed, S = U, exactly,
+ * without a search. Else exact when 2^|U| x T <= TMOE_SET_EXACT_WORK and |U| <=
+ * TMOE_SET_EXACT_MAX_U, over the supersets of the needed experts only (the others are never
+ * feasible):
  * every subset of U is checked (bitmask feasibility per token, then the exact energy of the
  * routing it gives; ties to the larger kept probability, then the smaller bitmask). Else a
  * greedy: tau and top1 are a submodular cover, f(S) = sum_t min(tau m_t, mass of topk(t) in
