@@ -182,15 +182,17 @@ static int subset_energy(tmoe_set_selector *s, const tmoe_cost_provider *p, int 
     return TMOE_OK;
 }
 
-/* The kl budget's tables: per token, the selection of every subset m of U (its k members of
- * lowest rank in the token's order) from that of m without its lowest member, in O(k) a
- * subset; the member counts and each token's selected mass of the subsets the search may
- * take (allowed by cand, at least k members). The same selections and sums, in the same
- * order, as routing each subset on its own. */
+/* The kl budget's tables over the subsets m of U that hold the needed experts (must), the
+ * others never being feasible: per token, the selection of m (its k members of lowest rank
+ * in the token's order) from that of m without its lowest free member, in O(k) a subset,
+ * from must's own (its members in the token's order); the member counts and each token's
+ * selected mass of the subsets the search may take (allowed by cand, at least k members).
+ * The same selections and sums, in the same order, as routing each subset on its own. */
 static int kl_tables(tmoe_set_selector *s, int T, const int *ulist, int nu, uint32_t cand,
-                     tmoe_error *err) {
+                     uint32_t must, tmoe_error *err) {
     int E = s->E, k = s->k;
     size_t M = (size_t)1 << nu;
+    uint32_t free_m = (uint32_t)(M - 1) & ~must;
     int rc = grow((void **)&s->cntm, &s->cap_cnt, M * nu, sizeof(int32_t), err);
     if (!rc) rc = grow((void **)&s->psm, &s->cap_ps, M * T, sizeof(double), err);
     if (!rc) rc = grow((void **)&s->topm, &s->cap_top, M * k, 1, err);
@@ -200,23 +202,33 @@ static int kl_tables(tmoe_set_selector *s, int T, const int *ulist, int nu, uint
         const uint8_t *o = s->ord + (size_t)t * UMAX;
         uint8_t rank[UMAX];
         for (int j = 0; j < nu; j++) rank[o[j]] = (uint8_t)j;
-        for (uint32_t m = 1; m < M; m++) {
-            uint32_t mp = m & (m - 1); /* m without its lowest member b */
-            uint8_t b = (uint8_t)__builtin_ctz(m), *tm = s->topm + (size_t)m * k;
-            int np = mp ? popcount32(mp) : 0, i = 0, w = 0;
-            const uint8_t *tp = s->topm + (size_t)mp * k;
-            if (np > k) np = k;
-            while (i < np && w < k && rank[tp[i]] < rank[b]) tm[w++] = tp[i++];
-            if (w < k) tm[w++] = b;
-            while (i < np && w < k) tm[w++] = tp[i++];
-            if ((m & ~cand) || w < k) continue;
-            int32_t *c = s->cntm + (size_t)m * nu;
-            double ps = 0.0;
-            for (int j = 0; j < k; j++) {
-                c[tm[j]]++;
-                ps += s->pfull[(size_t)t * E + ulist[tm[j]]];
+        for (uint32_t f = 0;; f = (f - free_m) & free_m) { /* the free parts, increasing */
+            uint32_t m = must | f;
+            uint8_t *tm = s->topm + (size_t)m * k;
+            int w = 0;
+            if (!f) { /* must: its first k members in the token's order */
+                for (int j = 0; j < nu && w < k; j++)
+                    if ((must >> o[j]) & 1u) tm[w++] = o[j];
+            } else {
+                uint32_t mp = must | (f & (f - 1)); /* m without its lowest free member b */
+                uint8_t b = (uint8_t)__builtin_ctz(f);
+                const uint8_t *tp = s->topm + (size_t)mp * k;
+                int np = popcount32(mp), i = 0;
+                if (np > k) np = k;
+                while (i < np && w < k && rank[tp[i]] < rank[b]) tm[w++] = tp[i++];
+                if (w < k) tm[w++] = b;
+                while (i < np && w < k) tm[w++] = tp[i++];
             }
-            s->psm[(size_t)m * T + t] = ps;
+            if (!(m & ~cand) && w >= k) {
+                int32_t *c = s->cntm + (size_t)m * nu;
+                double ps = 0.0;
+                for (int j = 0; j < k; j++) {
+                    c[tm[j]]++;
+                    ps += s->pfull[(size_t)t * E + ulist[tm[j]]];
+                }
+                s->psm[(size_t)m * T + t] = ps;
+            }
+            if (f == free_m) break;
         }
     }
     return TMOE_OK;
@@ -230,11 +242,15 @@ static double kept_share(const double *wu, int nu, uint32_t m) {
     return kept;
 }
 
-/* Exact: every subset of the nu experts of U (allowed by cand) with at least k members. */
+/* Exact: every subset of the nu experts of U (allowed by cand) with at least k members that
+ * holds the needed experts (must). */
 static int select_exact(tmoe_set_selector *s, const tmoe_cost_provider *p, const float *z, int T,
                         const tmoe_set_budget *b, const double *soft, const int *ulist, int nu,
-                        const int *uid, uint32_t cand, uint32_t *best_out, tmoe_error *err) {
+                        const int *uid, uint32_t cand, uint32_t must, uint32_t *best_out,
+                        tmoe_error *err) {
     int E = s->E, k = s->k;
+    *best_out = 0;
+    if (must & ~cand) return TMOE_OK; /* a needed expert is not allowed: no set meets it */
     /* per token: its top-k as U bits, and U by decreasing biased score (ties lower index) */
     for (int t = 0; t < T; t++) {
         const float *zt = z + (size_t)t * E;
@@ -262,10 +278,10 @@ static int select_exact(tmoe_set_selector *s, const tmoe_cost_provider *p, const
         /* no feasibility test prunes a subset before its routing here: the routings of all
          * subsets come from kl_tables; the kept share and the logs of the KL only for a
          * subset that would win */
-        int rc = kl_tables(s, T, ulist, nu, cand, err);
+        int rc = kl_tables(s, T, ulist, nu, cand, must, err);
         if (rc) return rc;
         for (uint32_t m = 1; m < (1u << nu); m++) {
-            if ((m & ~cand) || popcount32(m) < k) continue;
+            if ((m & ~cand) || (m & must) != must || popcount32(m) < k) continue;
             double en;
             if ((rc = subset_energy(s, p, T, ulist, nu, s->cntm + (size_t)m * nu, &en, err)))
                 return rc;
@@ -286,7 +302,7 @@ static int select_exact(tmoe_set_selector *s, const tmoe_cost_provider *p, const
     }
     int first_bad = 0; /* the token that failed last: checked first */
     for (uint32_t m = 1; m < (1u << nu); m++) {
-        if ((m & ~cand) || popcount32(m) < k) continue;
+        if ((m & ~cand) || (m & must) != must || popcount32(m) < k) continue;
         /* feasibility of tau / top1 */
         int ok = 1;
         if (b->kind == TMOE_BUDGET_TAU || b->kind == TMOE_BUDGET_TOP1) {
@@ -328,75 +344,77 @@ static int select_exact(tmoe_set_selector *s, const tmoe_cost_provider *p, const
     return TMOE_OK;
 }
 
-/* Whether every allowed expert of U is needed: with the rest of U kept, dropping it alone
- * breaks the budget. Then every smaller set, which misses one of them, breaks it too, the
- * allowed experts of U are the only feasible set, and the search is skipped: at decode
- * batches of 32 and more tokens over 8 experts the top-1 experts alone cover all of them,
- * and the search cost up to 0.2-0.4 ms a call for nothing.
- * tau / top1: a token's kept share only falls as the set shrinks; the test sums it as the
- * search does. kl (every expert of U allowed): for any set S without e, a token's selected
- * mass (whatever soft biases choose) is at most the top-k mass of U without e (its k most
- * probable there), so its KL term is at least log(ptop / that mass); except that the search
- * counts a token whose selection has no mass at all as 0, which S can force when U without
- * e holds k experts of zero mass for that token: such a token's bound is 0. The mean of the
- * bounds must pass the bound by a relative 1e-9, so that a subset the search would find
- * feasible at the bound is never skipped. */
-static int all_needed(const tmoe_set_selector *s, const float *z, int T, const tmoe_set_budget *b,
-                      const int *uid, const int *ulist, int nu, const unsigned char *allowed) {
+/* The experts of U that every feasible set holds: e is needed when no set without it meets
+ * the budget. Every smaller set then misses one of them and breaks the budget too, so the
+ * exact search visits supersets of the needed experts only, and where all the allowed
+ * experts of U are needed they are the only feasible set and no search runs (at decode
+ * batches of 32 and more tokens over 8 experts the top-1 experts alone cover all of them).
+ * tau / top1: e is needed when dropping it alone, with the rest of U kept, breaks some
+ * token's kept share (which only falls as the set shrinks); the test sums it as the search
+ * does. kl: for any set S without e, a token's selected mass (whatever soft biases choose)
+ * is at most the top-k mass of U without e (its k most probable there), so its KL term is at
+ * least log(ptop / that mass); except that the search counts a token whose selection has no
+ * mass at all as 0, which S can force when U without e holds k experts of zero mass for that
+ * token: such a token's bound is 0. e is needed when the mean of the bounds passes the bound
+ * by a relative 1e-9, so that a subset the search would find feasible at the bound is never
+ * skipped. need[u] for every u of U; returns them as U bits (the exact path's nu <= 16). */
+static uint32_t needed_mask(const tmoe_set_selector *s, const float *z, int T,
+                            const tmoe_set_budget *b, const int *uid, const int *ulist, int nu,
+                            unsigned char *need) {
     int k = s->k, E = s->E;
+    memset(need, 0, (size_t)nu);
     if (b->kind == TMOE_BUDGET_KL) {
-        for (int u = 0; u < nu; u++)
-            if (!allowed[ulist[u]]) return 0;
-        if (nu <= k) return 1; /* no subset of U with k members but U */
-        double klsum[TMOE_MAX_EXPERTS] = {0};
+        if (nu <= k) { /* no subset of U with k members but U */
+            memset(need, 1, (size_t)nu);
+        } else {
+            double klsum[TMOE_MAX_EXPERTS] = {0};
+            for (int t = 0; t < T; t++) {
+                const int32_t *ti = s->idx + (size_t)t * k;
+                const float *zt = z + (size_t)t * E, *pt = s->pfull + (size_t)t * E;
+                if (!(s->ptop[t] > 0.0)) continue; /* the search counts it as 0 */
+                /* the token's next expert of U after its top-k (U by decreasing score, NaN as
+                 * -inf, ties to the lower index), and its experts of U without mass */
+                unsigned char in_top[TMOE_MAX_EXPERTS] = {0};
+                for (int j = 0; j < k; j++) in_top[ti[j]] = 1;
+                int nx = -1, zero = 0;
+                float nxs = -INFINITY;
+                for (int u = 0; u < nu; u++) {
+                    int e = ulist[u];
+                    float sc = isnan(zt[e]) ? -INFINITY : zt[e];
+                    zero += pt[e] == 0.0f;
+                    if (!in_top[e] && (nx < 0 || sc > nxs)) nx = e, nxs = sc;
+                }
+                for (int j = 0; j < k; j++) { /* a top-k expert dropped; others leave it alone */
+                    if (zero - (pt[ti[j]] == 0.0f) >= k) continue;
+                    double ps = 0.0;
+                    for (int i = 0; i < k; i++)
+                        if (i != j) ps += pt[ti[i]];
+                    ps += pt[nx];
+                    if (ps > 0.0) klsum[uid[ti[j]]] += log(s->ptop[t] / ps);
+                }
+            }
+            for (int u = 0; u < nu; u++) need[u] = klsum[u] / T > b->kl_max * (1.0 + 1e-9) + 1e-12;
+        }
+    } else if (b->kind == TMOE_BUDGET_TAU || b->kind == TMOE_BUDGET_TOP1) {
         for (int t = 0; t < T; t++) {
             const int32_t *ti = s->idx + (size_t)t * k;
-            const float *zt = z + (size_t)t * E, *pt = s->pfull + (size_t)t * E;
-            if (!(s->ptop[t] > 0.0)) continue; /* the search counts it as 0 */
-            /* the token's next expert of U after its top-k (U by decreasing score, NaN as
-             * -inf, ties to the lower index), and its experts of U without mass */
-            unsigned char in_top[TMOE_MAX_EXPERTS] = {0};
-            for (int j = 0; j < k; j++) in_top[ti[j]] = 1;
-            int nx = -1, zero = 0;
-            float nxs = -INFINITY;
-            for (int u = 0; u < nu; u++) {
-                int e = ulist[u];
-                float sc = isnan(zt[e]) ? -INFINITY : zt[e];
-                zero += pt[e] == 0.0f;
-                if (!in_top[e] && (nx < 0 || sc > nxs)) nx = e, nxs = sc;
+            const float *wt = s->w + (size_t)t * k;
+            if (b->kind == TMOE_BUDGET_TOP1) {
+                need[uid[ti[0]]] = 1;
+                continue;
             }
-            for (int j = 0; j < k; j++) { /* dropping a top-k expert; others leave it alone */
-                if (zero - (pt[ti[j]] == 0.0f) >= k) continue;
-                double ps = 0.0;
+            for (int j = 0; j < k; j++) {
+                double kept = 0.0; /* the others' share, summed in slot order as the search */
                 for (int i = 0; i < k; i++)
-                    if (i != j) ps += pt[ti[i]];
-                ps += pt[nx];
-                if (ps > 0.0) klsum[uid[ti[j]]] += log(s->ptop[t] / ps);
+                    if (i != j) kept += wt[i];
+                if (!(kept >= b->tau * s->tot[t])) need[uid[ti[j]]] = 1;
             }
         }
-        for (int u = 0; u < nu; u++)
-            if (!(klsum[u] / T > b->kl_max * (1.0 + 1e-9) + 1e-12)) return 0;
-        return 1;
     }
-    if (b->kind != TMOE_BUDGET_TAU && b->kind != TMOE_BUDGET_TOP1) return 0;
-    unsigned char need[TMOE_MAX_EXPERTS] = {0};
-    for (int t = 0; t < T; t++) {
-        const int32_t *ti = s->idx + (size_t)t * k;
-        const float *wt = s->w + (size_t)t * k;
-        if (b->kind == TMOE_BUDGET_TOP1) {
-            need[uid[ti[0]]] = 1;
-            continue;
-        }
-        for (int j = 0; j < k; j++) {
-            double kept = 0.0; /* the others' share, summed in slot order as the search does */
-            for (int i = 0; i < k; i++)
-                if (i != j) kept += wt[i];
-            if (!(kept >= b->tau * s->tot[t])) need[uid[ti[j]]] = 1;
-        }
-    }
-    for (int u = 0; u < nu; u++)
-        if (allowed[ulist[u]] && !need[u]) return 0;
-    return 1;
+    uint32_t m = 0;
+    for (int u = 0; u < nu && u < 32; u++)
+        if (need[u]) m |= 1u << u;
+    return m;
 }
 
 /* Wolsey's greedy cover of f(S) = sum_t min(tau tot_t, mass of topk(t) in S) over the
@@ -523,17 +541,23 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
     }
     float excl = tmoe_set_exclusion_bias(z, T, E, soft, -30.0);
     int exact = 0;
+    /* the experts every feasible set holds; all the allowed ones: no search */
+    unsigned char need[TMOE_MAX_EXPERTS];
+    uint32_t must = needed_mask(s, z, T, b, uid, ulist, nu, need);
+    int all_need = 1;
+    for (int u = 0; u < nu; u++)
+        if (allowed[ulist[u]] && !need[u]) all_need = 0;
     memset(in_set, 0, (size_t)E);
     if (b->kind == TMOE_BUDGET_NONE) {
         for (int e = 0; e < E; e++) in_set[e] = 1;
-    } else if (all_needed(s, z, T, b, uid, ulist, nu, allowed)) {
+    } else if (all_need) {
         for (int u = 0; u < nu; u++) in_set[ulist[u]] = allowed[ulist[u]];
         exact = 1; /* the one set the budget allows */
     } else if (nu <= UMAX && ((double)(1u << nu) * T <= TMOE_SET_EXACT_WORK)) {
         uint32_t cmask = 0, m = 0;
         for (int u = 0; u < nu; u++)
             if (allowed[ulist[u]]) cmask |= 1u << u;
-        rc = select_exact(s, p, z, T, b, soft, ulist, nu, uid, cmask, &m, err);
+        rc = select_exact(s, p, z, T, b, soft, ulist, nu, uid, cmask, must, &m, err);
         if (rc) return rc;
         if (!m) m = cmask; /* nothing allowed meets the budget: every allowed expert */
         for (int u = 0; u < nu; u++) in_set[ulist[u]] = (m >> u) & 1u;
