@@ -387,13 +387,17 @@ static int create_in(tmoe_cuda_lm *r, const tmoe_lm *m, tmoe_error *err) {
     r->used = tmoe_calloc((size_t)r->cfg.max_seqs, sizeof *r->used, err);
     r->h_counts = tmoe_calloc((size_t)c->n_layers * E, sizeof *r->h_counts, err);
     if (r->cfg.route) {
-        size_t nl = (size_t)T * E, nk = (size_t)T * c->top_k;
+        const tmoe_buf host[] = {
+            TMOE_BUF(r->h_rlogits, T * E * 4),
+            TMOE_BUF(r->h_bias, E * 4),
+            TMOE_BUF(r->h_idx, N * 4),
+            TMOE_BUF(r->h_w, N * 4),
+        };
+        int n_host = (int)(sizeof host / sizeof *host);
         TMOE_CUDA_CHECK(
-            cudaHostAlloc(&r->h_route, 4 * (nl + (size_t)E + 2 * nk), cudaHostAllocDefault), err);
-        r->h_rlogits = r->h_route;
-        r->h_bias = r->h_rlogits + nl;
-        r->h_idx = (int32_t *)(r->h_bias + E);
-        r->h_w = (float *)(r->h_idx + nk);
+            cudaHostAlloc(&r->h_route, tmoe_bufs_total(host, n_host, 64), cudaHostAllocDefault),
+            err);
+        tmoe_bufs_carve(host, n_host, r->h_route, 64);
     }
     r->graphs = tmoe_calloc(T + 1, sizeof *r->graphs, err);
     if (!r->len || !r->used || !r->h_counts || !r->graphs) return TMOE_ENOMEM;
