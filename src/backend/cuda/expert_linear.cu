@@ -19,10 +19,10 @@ struct exp_args {
     const uint8_t *w;
     const __half *sc;
     size_t w_stride, s_stride;
-    int in, group, out_rows, gate_off, epi, wt; /* wt: 0 fp16, 1 q4, 2 q2, 3 q4 with groups of
-                                                   128k, 4 bf16 */
-    int gshift;                                 /* log2(group): groups are powers of two */
-    int tiled;                                  /* weights in the tiled layout */
+    int in, out_rows, gate_off, epi, wt; /* wt: 0 fp16, 1 q4, 2 q2, 3 q4 with groups of 128k,
+                                            4 bf16 */
+    int gshift;                          /* log2(group): groups are powers of two */
+    int tiled;                           /* weights in the tiled layout */
     const int32_t *experts, *counts, *offsets;
     const int32_t *active, *slot_of; /* active experts list, expert -> slot */
     const __half *x;
@@ -444,7 +444,6 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
     a.w_stride = L->w_stride;
     a.s_stride = L->s_stride;
     a.in = L->in;
-    a.group = L->group;
     a.gshift = 0;
     while (tmoe_etype_is_quant(L->type) && (1 << a.gshift) < L->group) a.gshift++;
     a.out_rows = epi == TMOE_CUDA_EPI_SWIGLU ? L->out / 2 : L->out;
