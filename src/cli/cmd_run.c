@@ -33,7 +33,6 @@ enum {
     O_IMPL,
     O_SEED,
     O_WARMUP,
-
     O_TRACE,
     O_RATE,
     O_REPEATS,
@@ -78,9 +77,7 @@ static const struct option longopts[] = {
     {"impl", required_argument, 0, O_IMPL},
     {"seed", required_argument, 0, O_SEED},
     {"warmup-batches", required_argument, 0, O_WARMUP},
-
     {"ttha-warm-start", required_argument, 0, O_WARM},
-
     {"load-balancer", no_argument, 0, O_LB},
     {"trace-batches", required_argument, 0, O_TRACE},
     {"arrival-rate", required_argument, 0, O_RATE},

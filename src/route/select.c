@@ -357,10 +357,9 @@ static int select_exact(tmoe_set_selector *s, const tmoe_cost_provider *p, const
  * mass at all as 0, which S can force when U without e holds k experts of zero mass for that
  * token: such a token's bound is 0. e is needed when the mean of the bounds passes the bound
  * by a relative 1e-9, so that a subset the search would find feasible at the bound is never
- * skipped. need[u] for every u of U; returns them as U bits (the exact path's nu <= 16). */
-static uint32_t needed_mask(const tmoe_set_selector *s, const float *z, int T,
-                            const tmoe_set_budget *b, const int *uid, const int *ulist, int nu,
-                            unsigned char *need) {
+ * skipped. need[u] for every u of U. */
+static void needed(const tmoe_set_selector *s, const float *z, int T, const tmoe_set_budget *b,
+                   const int *uid, const int *ulist, int nu, unsigned char *need) {
     int k = s->k, E = s->E;
     memset(need, 0, (size_t)nu);
     if (b->kind == TMOE_BUDGET_KL) {
@@ -411,10 +410,6 @@ static uint32_t needed_mask(const tmoe_set_selector *s, const float *z, int T,
             }
         }
     }
-    uint32_t m = 0;
-    for (int u = 0; u < nu && u < 32; u++)
-        if (need[u]) m |= 1u << u;
-    return m;
 }
 
 /* Wolsey's greedy cover of f(S) = sum_t min(tau tot_t, mass of topk(t) in S) over the
@@ -498,7 +493,7 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
         }
         for (int e = 0; e < E; e++) /* through float, as before */
             pt[e] = sum > 0.0 ? (float)((float)v[e] / sum) : 0.0f;
-        if (isfinite(mx) || mx == -INFINITY) {
+        if (mx != INFINITY) {
             double chosen = 0.0;
             for (int j = 0; j < k; j++) {
                 wt[j] = (float)v[ti[j]];
@@ -543,7 +538,7 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
     int exact = 0;
     /* the experts every feasible set holds; all the allowed ones: no search */
     unsigned char need[TMOE_MAX_EXPERTS];
-    uint32_t must = needed_mask(s, z, T, b, uid, ulist, nu, need);
+    needed(s, z, T, b, uid, ulist, nu, need);
     int all_need = 1;
     for (int u = 0; u < nu; u++)
         if (allowed[ulist[u]] && !need[u]) all_need = 0;
@@ -554,9 +549,11 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
         for (int u = 0; u < nu; u++) in_set[ulist[u]] = allowed[ulist[u]];
         exact = 1; /* the one set the budget allows */
     } else if (nu <= UMAX && ((double)(1u << nu) * T <= TMOE_SET_EXACT_WORK)) {
-        uint32_t cmask = 0, m = 0;
-        for (int u = 0; u < nu; u++)
+        uint32_t cmask = 0, must = 0, m = 0;
+        for (int u = 0; u < nu; u++) {
             if (allowed[ulist[u]]) cmask |= 1u << u;
+            if (need[u]) must |= 1u << u;
+        }
         rc = select_exact(s, p, z, T, b, soft, ulist, nu, uid, cmask, must, &m, err);
         if (rc) return rc;
         if (!m) m = cmask; /* nothing allowed meets the budget: every allowed expert */
