@@ -63,6 +63,13 @@ for r in $RUNS; do
     fp16_top1|q4_top1) run $r --expert-type "${r%_top1}" --budget top1 \
                          --routing-strategy baseline,predictive_thermal ;;
     fp16_m1|q4_m1) run $r --expert-type "${r%_m1}" --routing-strategy baseline,topk_minus_one ;;
+    # one process of a precision comparison: the same strategies at fp16 or q4, run as
+    # separate processes in a balanced order (fp16_prec_1 q4_prec_1 q4_prec_2 ...) and merged
+    # by `thermoe analyze` (names strategy@type, docs/analysis.md). Process N scores the text
+    # of seed N at both types: its own windows, the same at fp16 and q4.
+    fp16_prec_*|q4_prec_*) run $r --expert-type "${r%%_prec_*}" --seed "${r##*_prec_}" \
+                            --budget top1 \
+                            --routing-strategy baseline,predictive_thermal,topk_minus_one ;;
     fp16_few|q4_few) run $r --expert-type "${r%_few}" \
                 --routing-strategy baseline,static_optimal,kernel_aware_ttha,topk_minus_one ;;
     # one point of the budget frontier: predictive_thermal holds its base budget while the
@@ -72,7 +79,7 @@ for r in $RUNS; do
     fp16_b_tau_*) run $r --expert-type fp16 --budget tau --tau-base "${r#fp16_b_tau_}" \
                     --tau-min 0.5 --routing-strategy baseline,predictive_thermal ;;
     *) echo "unknown run $r (fp16_kl q4_kl fp16_wide fp16_top1 q4_top1 fp16_m1 q4_m1 fp16_few" \
-         "q4_few fp16_b_kl_X fp16_b_tau_X)"; exit 2 ;;
+         "q4_few fp16_b_kl_X fp16_b_tau_X fp16_prec_N q4_prec_N)"; exit 2 ;;
   esac
 done
 for t in ${POST_TESTS:-}; do # tests that may wait until the measurements are in

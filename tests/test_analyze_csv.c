@@ -35,9 +35,9 @@ static void good_run(const char *dir, uint64_t seed, const char *device) {
 
 /* tu_tmppath rotates 4 buffers: keep our own copy of each path. */
 static const char *tmp_copy(const char *name) {
-    static char bufs[32][512];
+    static char bufs[64][512];
     static int n;
-    assert_true(n < 32);
+    assert_true(n < 64);
     snprintf(bufs[n], sizeof bufs[n], "%s", tu_tmppath(name));
     return bufs[n++];
 }
@@ -898,8 +898,111 @@ static void test_older_schema(void **state) {
     for (int i = 0; i < tmoe_dataset_nproblems(ds); i++)
         if (strstr(tmoe_dataset_problem(ds, i), "schema"))
             fail_msg("older and current schema reported: %s", tmoe_dataset_problem(ds, i));
-    assert_non_null(tmoe_analysis_find(a, "standard", "kernel_aware_ttha"));
-    assert_non_null(tmoe_analysis_find(a, "standard", "static_optimal"));
+    /* the older run's experts are fp16, the synthetic run's q4: named strategy@type */
+    assert_non_null(tmoe_analysis_find(a, "standard", "kernel_aware_ttha@q4"));
+    assert_non_null(tmoe_analysis_find(a, "standard", "static_optimal@fp16"));
+    assert_null(tmoe_analysis_find(a, "standard", "static_optimal"));
+    tmoe_analysis_free(a);
+    tmoe_dataset_free(ds);
+}
+
+/* One hand-made run directory for test_expert_types: metadata with seed, and rows of
+ * baseline (and, at q4, predictive_thermal) over repeats 0-2 and batches 0-3. The text of
+ * (seed, repeat, batch) has NLL 3 + 0.1 repeat + 0.01 batch + 0.001 seed at fp16; q4 adds
+ * 0.02 to every NLL and predictive_thermal 0.03 more. */
+static const char *types_run(const char *name, const char *run_id, const char *type, int seed) {
+    const char *dir = tmp_copy(name);
+    mkdir(dir, 0755);
+    char path[1024], buf[256];
+    snprintf(path, sizeof path, "%s/metadata.json", dir);
+    snprintf(buf, sizeof buf,
+             "{\"device\": {\"name\": \"test\"}, \"telemetry_source\": \"nvml\", "
+             "\"config\": {\"seed\": %d}}\n",
+             seed);
+    write_text(path, buf);
+    snprintf(path, sizeof path, "%s/batches.csv", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("run_id,repeat,workload,strategy,expert_type,batch_idx,tokens,latency_ms,"
+          "energy_j_per_token,topk_agreement_with_baseline,nll,nll_baseline,tokens_scored\n",
+          f);
+    int q4 = strcmp(type, "q4") == 0;
+    for (int rep = 0; rep < 3; rep++)
+        for (int s = 0; s < 1 + q4; s++)
+            for (int b = 0; b < 4; b++) {
+                double text = 3.0 + 0.1 * rep + 0.01 * b + 0.001 * seed, base = text + 0.02 * q4;
+                fprintf(f, "%s,%d,standard,%s,%s,%d,512,10,%.17g,%g,%.17g,%.17g,500\n", run_id, rep,
+                        s ? "predictive_thermal" : "baseline", type, b,
+                        (q4 ? 0.05 : 0.1) * (s ? 0.8 : 1.0) * (1.0 + 0.01 * rep + 0.001 * b),
+                        s ? 0.9 : 1.0, base + 0.03 * s, base);
+            }
+    assert_int_equal(fclose(f), 0);
+    return dir;
+}
+
+/* Runs at fp16 and q4 merged: the strategies are named strategy@type, the default baseline
+ * is the one at fp16, the q4 groups' perplexity is paired with the fp16 baseline's NLL on
+ * the same text (same seed, repeat and batch), a q4 run whose seed the fp16 run lacks adds
+ * no pair, and two runs with the same seed count each text once. */
+static void test_expert_types(void **state) {
+    (void)state;
+    const char *fp = types_run("types_fp16", "A", "fp16", 7),
+               *q1 = types_run("types_q4a", "B", "q4", 7),
+               *q2 = types_run("types_q4b", "C", "q4", 7),
+               *q3 = types_run("types_q4c", "D", "q4", 8);
+    tmoe_error err = {0};
+    tmoe_dataset *ds = tmoe_dataset_create(&err);
+    const char *dirs[] = {fp, q1, q2, q3};
+    for (int i = 0; i < 4; i++) ASSERT_OK(tmoe_dataset_add_dir(ds, dirs[i], &err), &err);
+    tmoe_analysis *a = tmoe_analysis_create(ds, NULL, &err);
+    assert_non_null(a);
+    assert_string_equal(tmoe_dataset_widest_type(ds), "fp16");
+    assert_null(tmoe_analysis_find(a, "standard", "baseline"));
+    assert_int_equal(tmoe_analysis_ngroups(a), 3);
+    const tmoe_group_result *b4 = tmoe_analysis_find(a, "standard", "baseline@q4"),
+                            *p4 = tmoe_analysis_find(a, "standard", "predictive_thermal@q4");
+    assert_non_null(tmoe_analysis_find(a, "standard", "baseline@fp16"));
+    assert_non_null(b4);
+    assert_non_null(p4);
+    /* baseline@q4 agrees with its own baseline but runs other experts: not unchanged */
+    assert_int_equal(b4->routing_unchanged, 0);
+    const tmoe_metric_result *n = &b4->m[TMOE_M_NLL];
+    assert_int_equal(n->n_pairs, 3); /* texts of seed 7, repeats 0-2; seed 8 has no partner */
+    if (fabs(n->diff - 0.02) > 1e-12) fail_msg("baseline@q4 NLL change %.17g, want 0.02", n->diff);
+    assert_true(isnan(n->p)); /* every text differs by exactly 0.02: no test */
+    n = &p4->m[TMOE_M_NLL];
+    assert_int_equal(n->n_pairs, 3);
+    if (fabs(n->diff - 0.05) > 1e-12)
+        fail_msg("predictive@q4 NLL change %.17g, want 0.05", n->diff);
+    const tmoe_metric_result *e = &b4->m[TMOE_M_ENERGY_PER_TOKEN];
+    if (fabs(e->pct + 50.0) > 0.5)
+        fail_msg("baseline@q4 energy change %g%%, want about -50%%", e->pct);
+    tmoe_analysis_free(a);
+    /* against the q4 baseline: predictive_thermal@q4 pairs with its own nll_baseline, over
+     * the texts of seeds 7 and 8 (B and C share theirs) */
+    tmoe_analyze_config cfg = tmoe_analyze_config_default();
+    cfg.baseline = "baseline@q4";
+    a = tmoe_analysis_create(ds, &cfg, &err);
+    assert_non_null(a);
+    n = &tmoe_analysis_find(a, "standard", "predictive_thermal@q4")->m[TMOE_M_NLL];
+    assert_int_equal(n->n_pairs, 6);
+    if (fabs(n->diff - 0.03) > 1e-12) fail_msg("NLL change vs baseline@q4 %.17g", n->diff);
+    n = &tmoe_analysis_find(a, "standard", "baseline@fp16")->m[TMOE_M_NLL];
+    assert_int_equal(n->n_pairs, 3);
+    if (fabs(n->diff + 0.02) > 1e-12) fail_msg("fp16 NLL change vs q4 %.17g", n->diff);
+    tmoe_analysis_free(a);
+    tmoe_dataset_free(ds);
+    /* one type: names as they are; two runs of one seed score one set of texts */
+    ds = tmoe_dataset_create(&err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, q1, &err), &err);
+    ASSERT_OK(tmoe_dataset_add_dir(ds, q2, &err), &err);
+    a = tmoe_analysis_create(ds, NULL, &err);
+    assert_non_null(a);
+    assert_null(tmoe_dataset_widest_type(ds));
+    const tmoe_group_result *p = tmoe_analysis_find(a, "standard", "predictive_thermal");
+    assert_non_null(p);
+    assert_int_equal(p->n_units, 6);
+    assert_int_equal(p->m[TMOE_M_NLL].n_pairs, 3);
     tmoe_analysis_free(a);
     tmoe_dataset_free(ds);
 }
@@ -911,6 +1014,7 @@ int main(void) {
         cmocka_unit_test(test_special_files),     cmocka_unit_test(test_huge_values),
         cmocka_unit_test(test_one_repeat),        cmocka_unit_test(test_three_repeats),
         cmocka_unit_test(test_routing_unchanged), cmocka_unit_test(test_older_schema),
+        cmocka_unit_test(test_expert_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -96,6 +96,8 @@ typedef struct tmoe_analyze_meta {
     int has_metadata;   /* 0 when metadata.json was missing or unreadable */
     int ep_rank;        /* expert-parallel rank that wrote the log (metadata ep.rank), else 0 */
     int rows;           /* rows read from this directory */
+    int has_seed;       /* 1 when metadata config.seed was read */
+    uint64_t seed;      /* config.seed: with repeat and batch_idx it names the scored text */
 } tmoe_analyze_meta;
 
 tmoe_dataset *tmoe_dataset_create(tmoe_error *err);
@@ -123,6 +125,11 @@ int tmoe_dataset_add_csv_buffer(tmoe_dataset *ds, const char *data, size_t len, 
 /* After adding everything: record cross-run problems (different devices, schemas,
  * telemetry sources or commits). Called by tmoe_analysis_create; idempotent. */
 void tmoe_dataset_check_consistency(tmoe_dataset *ds);
+/* Rows at more than one expert type (runs at fp16 and q4 merged): the check names each row's
+ * strategy "strategy@type" (rows without a type keep theirs) and this returns the widest
+ * type present (fp32, fp16, bf16, q4, q2 in that order); NULL when there is one type or
+ * none. Runs the check first. */
+const char *tmoe_dataset_widest_type(tmoe_dataset *ds);
 
 int tmoe_dataset_nrows(const tmoe_dataset *ds);
 const tmoe_analyze_row *tmoe_dataset_row(const tmoe_dataset *ds, int i);
@@ -147,9 +154,13 @@ typedef enum {
     TMOE_M_THROUGHPUT,       /* tokens/s: per-run mean of throughput_tokens_s */
     TMOE_M_NLL,              /* nats/token: per-repeat mean of nll (weighted by tokens_scored).
                                 Compared paired on the same tokens: the strategy's nll against
-                                its own nll_baseline column, never against another group; diff
-                                = mean per-repeat NLL change (nats), pct = perplexity change
-                                100 (exp(diff) - 1), its CI the exp of the diff's CI */
+                                its own nll_baseline column; a group at another expert type
+                                than the baseline's (labelled runs, below) against the
+                                baseline group's nll on the same text (same seed, repeat and
+                                batch_idx). The unit is one text (seed, repeat): repeats of
+                                runs that share a seed score the same text and count once.
+                                diff = mean per-text NLL change (nats), pct = perplexity
+                                change 100 (exp(diff) - 1), its CI the exp of the diff's CI */
     TMOE_M_THROTTLED_PCT,    /* %: latency-weighted share of batches with a throttle bit other
                                 than GPU idle (0x1) */
     TMOE_M_TOPK_AGREEMENT,   /* fraction: per-run mean of topk_agreement_with_baseline */
@@ -215,7 +226,9 @@ typedef struct tmoe_analyze_config {
     uint64_t seed;        /* bootstrap seed; default 1 */
     double level;         /* CI level; default 0.95 */
     const char *gnuplot;  /* program to render with; default "gnuplot"; "" = do not render */
-    const char *baseline; /* strategy compared against; default "baseline" */
+    const char *baseline; /* strategy compared against; default "baseline", or with runs
+                             at several expert types "baseline@T", T the widest type present
+                             (fp32, fp16, bf16, q4, q2 in that order) */
 } tmoe_analyze_config;
 
 tmoe_analyze_config tmoe_analyze_config_default(void);

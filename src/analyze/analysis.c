@@ -64,9 +64,12 @@ static const char *const canon_color[] = {"#000000", "#E69F00", "#0072B2", "#009
 static const char *const extra_color[] = {"#44AA99", "#332288"};
 #define NCANON ((int)(sizeof canon / sizeof *canon))
 
+/* A name labelled by expert type ("predictive_thermal@q4") ranks as its strategy. */
 int strategy_rank(const char *s) {
+    const char *at = strrchr(s, '@');
+    size_t n = at ? (size_t)(at - s) : strlen(s);
     for (int i = 0; i < NCANON; i++)
-        if (strcmp(canon[i], s) == 0) return i;
+        if (strlen(canon[i]) == n && strncmp(canon[i], s, n) == 0) return i;
     return NCANON;
 }
 
@@ -255,6 +258,13 @@ static int row_unchanged(const tmoe_analyze_row *r) {
     return 1;
 }
 
+/* Whether strategy name s is labelled with another expert type than the baseline's (runs at
+ * several types merged: names are "strategy@type"). */
+static int other_type(const tmoe_analysis *a, const char *s) {
+    const char *at = strrchr(s, '@'), *bat = strrchr(a->cfg.baseline, '@');
+    return a->widest_type && at && bat && strcmp(at, bat) != 0;
+}
+
 static int build_group(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
     const tmoe_dataset *ds = a->ds;
     sort_ds = ds;
@@ -270,8 +280,10 @@ static int build_group(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
     }
     g->r.n_units = g->nrows ? u + 1 : 0;
     g->r.n_batches = g->nrows;
-    /* routing unchanged: every row says so (a row that says nothing leaves it unknown) */
-    g->r.routing_unchanged = g->nrows > 0 && strcmp(g->r.strategy, a->cfg.baseline) != 0;
+    /* routing unchanged: every row says so (a row that says nothing leaves it unknown), at
+     * the baseline's expert type (a row's agreement is with its own run's baseline) */
+    g->r.routing_unchanged = g->nrows > 0 && strcmp(g->r.strategy, a->cfg.baseline) != 0 &&
+                             !other_type(a, g->r.strategy);
     for (int k = 0; k < g->nrows && g->r.routing_unchanged; k++)
         g->r.routing_unchanged = row_unchanged(tmoe_dataset_row(ds, g->rows[k])) == 1;
     /* pooled latency percentiles */
@@ -426,28 +438,105 @@ out:
     return rc;
 }
 
-/* The perplexity change of g: paired on the same tokens, each row's nll against its own
- * nll_baseline (so no baseline group is needed), the repeat as the unit (a run's repeats score
- * windows of their own: independent in the text as in the hardware). A p-value and CIs need
- * TMOE_ANALYZE_MIN_REPEATS repeats with both. */
+/* The text a row scored: its run's seed (a run without one is its own text), repeat and
+ * batch_idx name the windows (tmoe_text_batch), whatever the run's expert type. */
+typedef struct {
+    uint64_t id;          /* the run's seed, or its source index */
+    int seeded;           /* id is a seed */
+    double repeat, batch; /* -1 when unknown */
+} text_key;
+
+typedef struct {
+    text_key k;
+    double w, d, ref; /* tokens_scored weight; w (nll - ref); w ref */
+} text_entry;
+
+static text_key row_text(const tmoe_dataset *ds, const tmoe_analyze_row *r) {
+    const tmoe_analyze_meta *m = r->source >= 0 && r->source < tmoe_dataset_nruns(ds)
+                                     ? tmoe_dataset_run(ds, r->source)
+                                     : NULL;
+    text_key k = {.seeded = m && m->has_seed};
+    k.id = k.seeded ? m->seed : (uint64_t)r->source;
+    k.repeat = isfinite(r->num[TMOE_RL_REPEAT]) ? r->num[TMOE_RL_REPEAT] : -1.0;
+    k.batch = isfinite(r->num[TMOE_RL_BATCH_IDX]) ? r->num[TMOE_RL_BATCH_IDX] : -1.0;
+    return k;
+}
+
+/* Order by (seeded, id, repeat) and, unless text_only, batch. */
+static int text_cmp_(const text_key *a, const text_key *b, int text_only) {
+    if (a->seeded != b->seeded) return a->seeded - b->seeded;
+    if (a->id != b->id) return a->id < b->id ? -1 : 1;
+    if (a->repeat != b->repeat) return a->repeat < b->repeat ? -1 : 1;
+    if (text_only || a->batch == b->batch) return 0;
+    return a->batch < b->batch ? -1 : 1;
+}
+static int entry_cmp(const void *x, const void *y) {
+    return text_cmp_(&((const text_entry *)x)->k, &((const text_entry *)y)->k, 0);
+}
+
+/* The perplexity change of g, paired on the same tokens. The reference NLL of a row is its own
+ * nll_baseline, or, when g runs at another expert type than the baseline (runs at several
+ * types merged), the baseline group's nll on the same text (same seed, repeat and batch_idx,
+ * the same tokens_scored). The unit is one text (a run's seed and repeat): a run's repeats
+ * score windows of their own, while runs that share a seed score the same windows, so their
+ * repeats are averaged into one pair rather than counted as independent. A p-value and CIs
+ * need TMOE_ANALYZE_MIN_REPEATS texts. */
 static int compare_nll(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
     if (g->r.routing_unchanged) return TMOE_OK;
     tmoe_metric_result *mr = &g->r.m[TMOE_M_NLL];
-    int cap = g->r.n_units + 1;
-    double *x = malloc(sizeof *x * (size_t)cap), *y = malloc(sizeof *y * (size_t)cap);
-    if (!x || !y) {
+    const analysis_group *base = other_type(a, g->r.strategy)
+                                     ? analysis_group_find(a, g->r.workload, a->cfg.baseline)
+                                     : NULL;
+    if (other_type(a, g->r.strategy) && !base) return TMOE_OK; /* nothing on the same text */
+    int nb = base ? base->nrows : 0;
+    text_entry *e = tmoe_malloc(sizeof *e * (size_t)(g->nrows + nb + 1), err);
+    double *x = tmoe_malloc(sizeof *x * (size_t)(g->nrows + 1), err),
+           *y = tmoe_malloc(sizeof *y * (size_t)(g->nrows + 1), err);
+    if (!e || !x || !y) {
+        free(e);
         free(x);
         free(y);
-        return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+        return TMOE_ENOMEM;
     }
+    text_entry *ref = e + g->nrows; /* the baseline's rows by text, when another type */
+    int nr = 0;
+    for (int k = 0; k < nb; k++) {
+        const tmoe_analyze_row *r = tmoe_dataset_row(a->ds, base->rows[k]);
+        if (!isfinite(r->num[TMOE_RL_NLL])) continue;
+        ref[nr++] = (text_entry){.k = row_text(a->ds, r),
+                                 .w = r->num[TMOE_RL_TOKENS_SCORED],
+                                 .ref = r->num[TMOE_RL_NLL]};
+    }
+    qsort(ref, (size_t)nr, sizeof *ref, entry_cmp);
+    int ne = 0;
+    for (int k = 0; k < g->nrows; k++) {
+        const tmoe_analyze_row *r = tmoe_dataset_row(a->ds, g->rows[k]);
+        double v = r->num[TMOE_RL_NLL], b = r->num[TMOE_RL_NLL_BASELINE],
+               w = r->num[TMOE_RL_TOKENS_SCORED];
+        text_entry t = {.k = row_text(a->ds, r)};
+        if (base) {
+            const text_entry *hit = bsearch(&t, ref, (size_t)nr, sizeof *ref, entry_cmp);
+            /* the same windows score the same number of tokens; NAN = NAN fails too */
+            b = hit && (hit->w == w || (isnan(hit->w) && isnan(w))) ? hit->ref : NAN;
+        }
+        if (!isfinite(v) || !isfinite(b)) continue;
+        if (!(w > 0.0)) w = 1.0;
+        t.w = w;
+        t.d = w * (v - b);
+        t.ref = w * b;
+        e[ne++] = t;
+    }
+    qsort(e, (size_t)ne, sizeof *e, entry_cmp);
     int np = 0;
-    for (int lo = 0, hi; lo < g->nrows; lo = hi) {
-        for (hi = lo + 1; hi < g->nrows && g->unit_of_row[hi] == g->unit_of_row[lo]; hi++)
-            ;
-        double d = unit_nll(a->ds, g->rows, lo, hi, 2), b = unit_nll(a->ds, g->rows, lo, hi, 1);
-        if (!isfinite(d) || !isfinite(b)) continue;
-        x[np] = b;
-        y[np++] = b + d; /* the strategy's NLL on the rows that have both */
+    for (int lo = 0, hi; lo < ne; lo = hi) {
+        double w = 0.0, d = 0.0, b = 0.0;
+        for (hi = lo; hi < ne && text_cmp_(&e[lo].k, &e[hi].k, 1) == 0; hi++) {
+            w += e[hi].w;
+            d += e[hi].d;
+            b += e[hi].ref;
+        }
+        x[np] = b / w;
+        y[np++] = (b + d) / w; /* the strategy's NLL on the rows that have both */
     }
     mr->n_pairs = np;
     mr->paired = 1;
@@ -469,6 +558,7 @@ static int compare_nll(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
             mr->pct_hi = 100.0 * expm1(w.ci_hi);
         }
     }
+    free(e);
     free(x);
     free(y);
     return TMOE_OK;
@@ -550,6 +640,14 @@ tmoe_analysis *tmoe_analysis_create(tmoe_dataset *ds, const tmoe_analyze_config 
     if (!a->cfg.baseline) a->cfg.baseline = "baseline";
     if (!(a->cfg.level > 0.0 && a->cfg.level < 1.0)) a->cfg.level = 0.95;
     tmoe_dataset_check_consistency(ds);
+    /* runs at several expert types: names are "strategy@type"; a baseline named without a
+     * type is the one at the widest type */
+    a->widest_type = tmoe_dataset_widest_type(ds);
+    if (a->widest_type && !strchr(a->cfg.baseline, '@')) {
+        snprintf(a->baseline_name, sizeof a->baseline_name, "%s@%s", a->cfg.baseline,
+                 a->widest_type);
+        a->cfg.baseline = a->baseline_name;
+    }
     int nrows = tmoe_dataset_nrows(ds);
     if (nrows == 0) {
         tmoe_errorf(err, TMOE_EFORMAT, "no usable rows in any input (%d problems reported)",

@@ -38,6 +38,7 @@ struct tmoe_dataset {
                            workload, strategy and batch_idx: the same batch read twice */
     size_t capkeys, nkeys;
     int checked;
+    const char *widest_type; /* set by the check: rows at several types, the widest; else NULL */
 };
 
 static int grow(void **p, int *cap, int need, size_t elem) {
@@ -708,6 +709,11 @@ static void read_meta(tmoe_dataset *ds, const char *dir, int source) {
     if (json_is_integer(rank) && json_integer_value(rank) >= 0 &&
         json_integer_value(rank) < 1 << 20)
         m->ep_rank = (int)json_integer_value(rank);
+    json_t *seed = json_is_object(config) ? json_object_get(config, "seed") : NULL;
+    if (json_is_integer(seed)) { /* jansson reads integers as signed 64-bit */
+        m->seed = (uint64_t)json_integer_value(seed);
+        m->has_seed = 1;
+    }
     if (!m->device_name || !m->driver || !m->telemetry_source || !m->git_commit ||
         !m->cost_model_checksum || !m->start_time || !m->end_time || !m->status) {
         m->device_name = m->driver = m->telemetry_source = m->git_commit = "";
@@ -813,9 +819,65 @@ static int same_schema(const char *a, const char *b) {
     return strcmp(a, b) == 0 || (current_or_older(a) && current_or_older(b));
 }
 
+/* The expert types in the order of their precision, widest first. */
+static const char *const type_order[] = {"fp32", "fp16", "bf16", "q4", "q2"};
+
+static int type_rank(const char *t) {
+    for (int i = 0; i < (int)(sizeof type_order / sizeof *type_order); i++)
+        if (strcmp(type_order[i], t) == 0) return i;
+    return (int)(sizeof type_order / sizeof *type_order);
+}
+
+/* Rows at several expert types: each row's strategy becomes "strategy@type", so that a
+ * merge of an fp16 run and a q4 run compares four groups, not two groups of mixed rows. Rows
+ * without a type keep their name. A row labelled before (a second check after more runs were
+ * added) is not labelled again. */
+static void label_expert_types(tmoe_dataset *ds) {
+    const char *first = NULL, *widest = NULL;
+    int mixed = 0;
+    for (int i = 0; i < ds->nrows; i++) {
+        const char *t = ds->rows[i].str[TMOE_RL_EXPERT_TYPE];
+        if (!*t) continue;
+        if (!first) first = widest = t;
+        mixed |= strcmp(first, t) != 0;
+        if (type_rank(t) < type_rank(widest) ||
+            (type_rank(t) == type_rank(widest) && strcmp(t, widest) < 0))
+            widest = t;
+    }
+    ds->widest_type = mixed ? widest : NULL;
+    if (!mixed) return;
+    int n = 0;
+    for (int i = 0; i < ds->nrows; i++) {
+        tmoe_analyze_row *r = &ds->rows[i];
+        const char *t = r->str[TMOE_RL_EXPERT_TYPE], *s = r->str[TMOE_RL_STRATEGY];
+        size_t ls = strlen(s), lt = strlen(t);
+        if (!*t || (ls > lt && s[ls - lt - 1] == '@' && strcmp(s + ls - lt, t) == 0)) continue;
+        char *c = malloc(ls + lt + 2);
+        if (c) snprintf(c, ls + lt + 2, "%s@%s", s, t);
+        const char *o = own(ds, c);
+        if (!o) {
+            problem(ds, "out of memory labelling strategies by expert type");
+            return;
+        }
+        r->str[TMOE_RL_STRATEGY] = o;
+        n++;
+    }
+    if (n)
+        tmoe_log(TMOE_LOG_INFO,
+                 "runs at several expert types: %d rows' strategies named strategy@type; the "
+                 "default baseline is baseline@%s",
+                 n, widest);
+}
+
+const char *tmoe_dataset_widest_type(tmoe_dataset *ds) {
+    tmoe_dataset_check_consistency(ds);
+    return ds->widest_type;
+}
+
 void tmoe_dataset_check_consistency(tmoe_dataset *ds) {
     if (ds->checked) return;
     ds->checked = 1;
+    label_expert_types(ds);
     check_field(ds, "device", offsetof(tmoe_analyze_meta, device_name),
                 "results pool different hardware");
     check_field(ds, "telemetry source", offsetof(tmoe_analyze_meta, telemetry_source),

@@ -22,7 +22,9 @@ struct tmoe_analysis {
     int nworkloads;
     const char **strategies;
     int nstrategies;
-    int *by_name; /* group indices sorted by (workload, strategy) names, for lookups */
+    int *by_name;            /* group indices sorted by (workload, strategy) names, for lookups */
+    const char *widest_type; /* runs at several expert types: the widest (names "s@type") */
+    char baseline_name[128]; /* cfg.baseline with the widest type appended, when it lacked one */
 };
 
 /* The group of (workload, strategy), or NULL; O(log groups). */

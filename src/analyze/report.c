@@ -197,7 +197,7 @@ static void summary_sentences(const tmoe_analysis *a, FILE *f) {
                 fprintf(f, " (95%% CI %+.2f%% to %+.2f%%, paired on the same tokens)", q->pct_lo,
                         q->pct_hi);
             else
-                fprintf(f, " (paired on the same tokens, %d repeat(s): no CI)", q->n_pairs);
+                fprintf(f, " (paired on the same tokens, %d text(s): no CI)", q->n_pairs);
         }
         const tmoe_metric_result *k = &g->m[TMOE_M_TOPK_AGREEMENT];
         if (isfinite(k->mean))

@@ -425,9 +425,10 @@ static void write_comparisons(const tmoe_analysis *a, FILE *f, int kind) {
                    "paired); p (Holm): Holm step-down over the comparisons of the same metric "
                    "(all workloads x strategies). Routing unchanged: the strategy's selections "
                    "equal the baseline's on every batch; not compared. NLL: paired on the same "
-                   "tokens (each batch's nll against its nll_baseline); its change is the "
-                   "perplexity change 100 (exp(mean NLL change) - 1). Values in the units of "
-                   "the metric's label (energy in mJ).");
+                   "tokens (each batch's nll against its nll_baseline, or at another expert "
+                   "type the baseline's nll on the same text), one pair per text (seed and "
+                   "repeat); its change is the perplexity change 100 (exp(mean NLL change) - "
+                   "1). Values in the units of the metric's label (energy in mJ).");
 }
 
 static int write_one(const tmoe_analysis *a, const char *dir, const char *name, int kind,
