@@ -6,7 +6,9 @@ change, perplexity change (each with its 95% CI over the independent repeats, fr
 comparisons.csv) and the peak GPU / HBM temperature change in degrees; the budget a run
 used is read from its metadata. Then a gnuplot script of energy change against perplexity
 change, one point set per run and strategy (frontier.gp, frontier.dat), when --plot DIR is
-given. Standard library only.
+given. A RUN_DIR may also be a folder holding a merged report (`thermoe analyze RUN...
+--out DIR/report`, e.g. runs at fp16 and q4: names strategy@type) and one run's
+metadata.json. Standard library only.
 usage: python3 bench/frontier_table.py [--plot DIR] RUN_DIR..."""
 import csv
 import json
@@ -16,7 +18,10 @@ import sys
 
 def budget_of(run, strategy):
     """The budget a strategy ran at: predictive_thermal's base budget (it holds it while the
-    GPU is below its target), static_optimal's fitted KL bound; the others set their own."""
+    GPU is below its target), static_optimal's fitted KL bound; the others set their own. A
+    name from a merge of runs at several expert types ("predictive_thermal@q4") is its
+    strategy's."""
+    strategy = strategy.split("@")[0]
     with open(os.path.join(run, "metadata.json")) as f:
         cfg = json.load(f).get("config", {})
     r = cfg.get("router", cfg)

@@ -111,7 +111,9 @@ typedef struct tmoe_runlog_col {
     X(ENERGY_EXPERT_SHAPE, "energy_expert_shape", TMOE_COL_STR,                                    \
       "d_model x d_ff of the experts that time and energy belong to")                              \
     X(BUDGET_TIGHTNESS, "budget_tightness", TMOE_COL_DOUBLE,                                       \
-      "0..1, how far toward its tightest the expert-set budget was (mean over layers, steps)")
+      "0..1, how far toward its tightest the expert-set budget was (mean over layers, steps)")     \
+    X(ACTIVE_EXPERTS, "active_experts", TMOE_COL_DOUBLE,                                           \
+      "experts that ran at least one token copy, mean over MoE layers (and LM steps)")
 
 #define TMOE_RUNLOG_ENUM_(id, name, type, unit) TMOE_RL_##id,
 typedef enum { TMOE_RUNLOG_COLUMNS(TMOE_RUNLOG_ENUM_) TMOE_RL_NCOLS } tmoe_runlog_col_id;

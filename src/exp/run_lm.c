@@ -476,6 +476,11 @@ int run_lm_forward(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err
     o->layer_counts = lm->sum_counts;
     o->topk_agreement = lm->agree_sum / lm->rc_layers;
     o->budget_g = lm->g_n ? lm->g_sum / lm->g_n : NAN;
+    /* the distinct experts each step's layers ran: what a memory-bound step's bytes follow */
+    long active = 0;
+    for (size_t i = 0; i < (size_t)lm->nsteps * lm->n_moe; i++)
+        for (int e = 0; e < E; e++) active += lm->step_counts[i * E + e] > 0;
+    o->active_experts = lm->nsteps && lm->n_moe ? (double)active / lm->nsteps / lm->n_moe : NAN;
     return TMOE_OK;
 }
 

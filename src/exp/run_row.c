@@ -22,6 +22,12 @@ void run_row_fill(run_ctx *r, const run_combo *c, const batch_out *o) {
     run_energy_shape(r, shape, sizeof shape);
     tmoe_runlog_row_str(row, TMOE_RL_ENERGY_EXPERT_SHAPE, shape);
     tmoe_runlog_row_dbl(row, TMOE_RL_BUDGET_TIGHTNESS, o->budget_g);
+    double active = o->active_experts;
+    if (isnan(active)) { /* the block: one routed step */
+        active = 0.0;
+        for (int e = 0; e < E; e++) active += o->m.tokens_per_expert[e] > 0;
+    }
+    tmoe_runlog_row_dbl(row, TMOE_RL_ACTIVE_EXPERTS, active);
     if (r->lm) {
         tmoe_runlog_row_dbl(row, TMOE_RL_NLL, o->nll);
         tmoe_runlog_row_dbl(row, TMOE_RL_NLL_BASELINE, o->nll_base);

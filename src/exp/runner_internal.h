@@ -64,6 +64,8 @@ typedef struct batch_out {
     const int32_t *layer_counts; /* (n_moe, E) token copies per MoE layer and expert */
     int bias_n;                  /* entries of bias: E (block), n_moe x E (LM) */
     double budget_g;             /* mean budget tightness of the routers' set selections, NAN */
+    double active_experts;       /* LM: experts with a token copy, mean over steps and MoE
+                                    layers; NAN: counted from m.tokens_per_expert (block) */
 } batch_out;
 
 /* The decoder LM of a run (run_lm.c): model, text, where it runs, one router per MoE layer
