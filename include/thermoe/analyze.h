@@ -169,6 +169,8 @@ typedef enum {
                                 rows only: on the simulated GPU latency is simulated time and
                                 router time is host time, so the ratio is not formed (NAN) */
     TMOE_M_ROUTER_MS,        /* ms: per-run mean of router_overhead_ms (host time) */
+    TMOE_M_ACTIVE_EXPERTS,   /* experts: per-run mean of active_experts (distinct experts a
+                                step's layers ran) */
     TMOE_M_COUNT
 } tmoe_metric;
 

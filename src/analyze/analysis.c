@@ -30,6 +30,7 @@ static const struct {
     [TMOE_M_OUTPUT_REL_ERR] = {"output_rel_err", "output relative error", 0},
     [TMOE_M_OVERHEAD_PCT] = {"overhead_pct", "router host time (% of measured step)", 0},
     [TMOE_M_ROUTER_MS] = {"router_ms", "router host time per batch (ms)", 0},
+    [TMOE_M_ACTIVE_EXPERTS] = {"active_experts", "active experts per layer step", 0},
 };
 
 const char *tmoe_metric_name(tmoe_metric m) {
@@ -187,6 +188,7 @@ static double unit_value(const tmoe_dataset *ds, const int *rows, int lo, int hi
         case TMOE_M_TOPK_AGREEMENT: v = r->num[TMOE_RL_TOPK_AGREEMENT]; break;
         case TMOE_M_OUTPUT_REL_ERR: v = r->num[TMOE_RL_OUTPUT_REL_ERROR]; break;
         case TMOE_M_ROUTER_MS: v = r->num[TMOE_RL_ROUTER_OVERHEAD_MS]; break;
+        case TMOE_M_ACTIVE_EXPERTS: v = r->num[TMOE_RL_ACTIVE_EXPERTS]; break;
         case TMOE_M_NLL:
         case TMOE_M_LATENCY_P99: TMOE_ASSERT(0); /* handled above */
         case TMOE_M_THROTTLED_PCT: {

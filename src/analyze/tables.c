@@ -168,7 +168,8 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
         "Latency percentiles pool all batches (type 7). Perplexity change: each batch's NLL "
         "against baseline routing on the same tokens, 100 (exp(mean NLL change) - 1). Router: "
         "host time per batch; overhead (%): router host time over measured step time, not "
-        "formed on the simulated GPU (its step time is simulated).";
+        "formed on the simulated GPU (its step time is simulated). Active experts: the distinct "
+        "experts a step's MoE layers ran, mean over layers and steps.";
     const double es = tmoe_metric_scale(TMOE_M_ENERGY_PER_TOKEN);
     char b[32][96];
     const char *cells[32];
@@ -204,8 +205,9 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
                                         "ppl_change_pct",
                                         "ppl_change_ci_lo",
                                         "ppl_change_ci_hi",
+                                        "active_experts",
                                         "note"};
-        row_out(f, CSV, h, 31);
+        row_out(f, CSV, h, 32);
     }
     for (int pass = 0; pass < (kind == CSV ? 1 : 2); pass++) {
         if (kind != CSV) {
@@ -234,9 +236,10 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
                                              "top-k agr.",
                                              "out. rel. err.",
                                              "router (ms)",
-                                             "overhead (%)"};
+                                             "overhead (%)",
+                                             "active experts"};
             header_out(
-                f, kind, pass ? h2 : h1, 13,
+                f, kind, pass ? h2 : h1, pass ? 14 : 13,
                 pass ? "Table 2: latency, throughput, fidelity and overhead per workload x strategy"
                      : "Table 1: energy, power and temperature per workload x strategy");
         }
@@ -278,6 +281,7 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
                 fmt_num(b[k++], C, m[TMOE_M_NLL].pct, kind);
                 fmt_num(b[k++], C, m[TMOE_M_NLL].pct_lo, kind);
                 fmt_num(b[k++], C, m[TMOE_M_NLL].pct_hi, kind);
+                fmt_num(b[k++], C, m[TMOE_M_ACTIVE_EXPERTS].mean, kind);
                 snprintf(b[k++], 96, "%s", why);
                 row_out(f, CSV, cells, k);
                 continue;
@@ -322,6 +326,7 @@ static void write_summary(const tmoe_analysis *a, FILE *f, int kind) {
                 fmt_num(b[k++], C, m[TMOE_M_OUTPUT_REL_ERR].mean, kind);
                 fmt_num(b[k++], C, m[TMOE_M_ROUTER_MS].mean, kind);
                 fmt_num(b[k++], C, m[TMOE_M_OVERHEAD_PCT].mean, kind);
+                fmt_num(b[k++], C, m[TMOE_M_ACTIVE_EXPERTS].mean, kind);
             }
             row_out(f, kind, cells, k);
         }
