@@ -90,7 +90,8 @@ static __device__ __forceinline__ void deq_q4(uint32_t w, __half2 s2, uint32_t o
     for (int j = 0; j < 4; j++) o[j] = h2u(__hmul2(u2h(o[j]), s2));
 }
 
-/* q2 word (16 elements) -> 8 half2 (e_j, e_{j+8}) * scale, j = 0..7 */
+/* q2 word (16 elements) -> 8 half2 (e_j, e_{j+8}) * scale, j = 0..7; one lop3 per half2 as
+ * for q4 */
 static __device__ __forceinline__ void deq_q2(uint32_t w, __half2 s2, uint32_t o[8]) {
     const uint32_t w8 = w >> 8;
     /* crumb at shift 2i of a byte: 1024 + 4^i (u ^ 2); times 4^-i, minus 1024 / 4^i + 2 */
@@ -101,7 +102,7 @@ static __device__ __forceinline__ void deq_q2(uint32_t w, __half2 s2, uint32_t o
         const int i = j & 3;
         const uint32_t src = j < 4 ? w : w8;
         const uint32_t p =
-            (src & (0x00030003u << (2 * i))) ^ (0x64006400u | (0x00020002u << (2 * i)));
+            and_xor(src, 0x00030003u << (2 * i), 0x64006400u | (0x00020002u << (2 * i)));
         __half2 v =
             i == 0 ? __hadd2(u2h(p), h2c(off[0])) : __hfma2(u2h(p), h2c(mul[i]), h2c(off[i]));
         o[j] = h2u(__hmul2(v, s2));
