@@ -164,6 +164,12 @@ static void test_paired_t(void **state) {
     const double c[] = {2, 3, 4, 5};
     ASSERT_OK(tmoe_stats_paired_t(a, c, 4, 0.95, &w, &err), &err);
     assert_true(isnan(w.p) && isnan(w.t));
+    /* six peaks each 1 C lower: the mean of the differences rounds in a sum, the test must
+     * still see no spread (it gave t = -2e16 and a CI of [-1, -1]) */
+    const double h[] = {55, 55, 55, 55, 55, 55}, g[] = {54, 54, 54, 54, 54, 54};
+    ASSERT_OK(tmoe_stats_paired_t(h, g, 6, 0.95, &w, &err), &err);
+    assert_true(isnan(w.p) && isnan(w.t));
+    assert_true(w.diff == -1.0 && w.ci_lo == -1.0 && w.ci_hi == -1.0);
     assert_int_equal(tmoe_stats_paired_t(a, b, 1, 0.95, &w, NULL), TMOE_EINVAL);
 }
 

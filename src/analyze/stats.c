@@ -80,13 +80,19 @@ int tmoe_stats_paired_t(const double *a, const double *b, int n, double level, t
                         tmoe_error *err) {
     if (n < 2) return tmoe_errorf(err, TMOE_EINVAL, "a paired t-test needs 2+ pairs (got %d)", n);
     double md = 0.0;
-    for (int i = 0; i < n; i++) md += (b[i] - a[i]) / n;
+    int same = 1; /* every pair differs by exactly the same amount: the sum below rounds (six
+                     differences of -1 give md = -0.9999999999999999), so test it exactly */
+    for (int i = 0; i < n; i++) {
+        md += (b[i] - a[i]) / n;
+        same &= (b[i] - a[i]) == (b[0] - a[0]);
+    }
+    if (same) md = b[0] - a[0];
     double ss = 0.0;
     for (int i = 0; i < n; i++) {
         double d = (b[i] - a[i]) - md;
         ss += d * d;
     }
-    double se = sqrt(ss / (n - 1) / n);
+    double se = same ? 0.0 : sqrt(ss / (n - 1) / n);
     out->diff = md;
     out->df = n - 1;
     if (se == 0.0 || !isfinite(se) || !isfinite(md)) {
