@@ -219,4 +219,21 @@ grep -q '"kind": "lm"' lm/metadata.json || fail "lm run: metadata does not say t
 [ $rc -eq 1 ] && grep -qF "vocabulary of 4096" lm_bad4.log && grep -qF "vocab_size 211" lm_bad4.log ||
     fail "a token file of another vocabulary: exit $rc: $(cat lm_bad4.log)"
 
+# one type per expert (the random block): the run bills each expert at its own type and
+# logs "mixed"; a list of the wrong length, a bad entry or a list with an LM are usage errors
+"$BIN" run "${RUN[@]}" --expert-type q4,q4,q4,q4,fp16,fp16,fp16,fp16 --num-samples-per-workload 2 \
+    --routing-strategy baseline,hierarchical_adaptive --out mixed >mixed.log 2>&1 ||
+    fail "mixed types: $(tail -3 mixed.log)"
+awk -F, -v c="$(head -1 mixed/batches.csv | tr , '\n' | grep -nx expert_type | cut -d: -f1)" \
+    'NR > 1 && $c != "mixed" {bad = 1} END {exit bad}' mixed/batches.csv ||
+    fail "mixed types: expert_type is not 'mixed' in every row"
+grep -qF '"expert_type": "mixed"' mixed/metadata.json || fail "mixed types: metadata: $(grep -A3 expert_type mixed/metadata.json | head -8)"
+for bad in "q4,q4,fp16:3 types listed but --num-experts is 8" "q4,xx,q4,q4,q4,q4,q4,q4:entry 2 'xx'"; do
+    "$BIN" run "${RUN[@]}" --expert-type "${bad%%:*}" --out mixed_bad >mixed_bad.log 2>&1; rc=$?
+    [ $rc -eq 2 ] && grep -qF -- "${bad#*:}" mixed_bad.log || fail "--expert-type ${bad%%:*}: exit $rc: $(cat mixed_bad.log)"
+done
+"$BIN" run "${LM[@]}" --expert-type q4,q4,q4,q4,q4,q4,q4,q4 --out mixed_lm >mixed_lm.log 2>&1; rc=$?
+[ $rc -eq 2 ] && grep -qF -- "--expert-type LIST applies to the random block" mixed_lm.log ||
+    fail "--expert-type LIST with an LM: exit $rc: $(cat mixed_lm.log)"
+
 echo "cli_run: ok"

@@ -75,6 +75,10 @@ enum {
     }
 /* Apply a shape option: 0 done, 1 bad value (message printed), -1 not a shape option. */
 int cli_shape_flag(const char *cmd, int code, const char *arg, tmoe_block_config *b);
+/* --expert-type: "fp16" sets c->expert_type (and expert_types NULL); "q4,q4,fp16,..." writes
+ * one type per expert into types (TMOE_MAX_EXPERTS) and points c->expert_types at it; the
+ * list must have c->num_experts entries. 0, or nonzero with the message printed. */
+int cli_expert_types(const char *cmd, const char *list, tmoe_block_config *c, tmoe_etype *types);
 void cli_shape_help(const tmoe_block_config *d);
 /* Routing flags shared by run and serve: every knob of tmoe_router_config a user sets
  * (budgets, comparisons, the TTHA adapter), codes CLI_ROUTER_BASE.., a handler and the help. */

@@ -77,34 +77,6 @@ static void forward_help(const forward_opts *d) {
            tmoe_backend_kind_name(d->eng.backend), tmoe_impl_name(d->eng.impl));
 }
 
-/* Parse "fp16" or "q4,q4,fp16,..." into the config (per-expert list must have E entries). */
-static int parse_types(const char *list, tmoe_block_config *c, tmoe_etype *types) {
-    if (!strchr(list, ',')) {
-        if (tmoe_etype_parse(list, &c->expert_type))
-            return cli_fail("forward",
-                            "--expert-type: unknown type '%s' (expected fp16, bf16, q4 or q2)",
-                            list);
-        c->expert_types = NULL;
-        return 0;
-    }
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", list);
-    int n = 0;
-    for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (n >= TMOE_MAX_EXPERTS)
-            return cli_fail("forward", "--expert-type: more than %d entries", TMOE_MAX_EXPERTS);
-        if (tmoe_etype_parse(tok, &types[n]))
-            return cli_fail("forward", "--expert-type: entry %d '%s' is not fp16, bf16, q4 or q2",
-                            n + 1, tok);
-        n++;
-    }
-    if (n != c->num_experts)
-        return cli_fail("forward", "--expert-type: %d types listed but --num-experts is %d", n,
-                        c->num_experts);
-    c->expert_types = types;
-    return 0;
-}
-
 /* A model flag given on the command line must agree with the file's value. */
 static int conflict(const forward_opts *o, unsigned bit, const char *flag, long long given,
                     long long in_file) {
@@ -145,7 +117,7 @@ static int load_config(forward_opts *o, tmoe_etype *types) {
         if (o->types_list) {
             tmoe_block_config tc = o->blk;
             tmoe_etype given[TMOE_MAX_EXPERTS];
-            if (parse_types(o->types_list, &tc, given)) return 2;
+            if (cli_expert_types("forward", o->types_list, &tc, given)) return 2;
             for (int e = 0; e < fc.num_experts; e++) {
                 tmoe_etype g = tc.expert_types ? given[e] : tc.expert_type;
                 if (g != types[e])
@@ -155,7 +127,7 @@ static int load_config(forward_opts *o, tmoe_etype *types) {
                                     e, tmoe_etype_name(types[e]), o->load, tmoe_etype_name(g));
             }
         }
-    } else if (o->types_list && parse_types(o->types_list, &o->blk, types)) {
+    } else if (o->types_list && cli_expert_types("forward", o->types_list, &o->blk, types)) {
         return 2;
     }
     return 0;
@@ -251,7 +223,8 @@ int cmd_forward(int argc, char **argv) {
     int lc = o.load ? load_config(&o, types) : 0;
     if (lc)
         return lc; /* 2: a bad --expert-type list; 1: the file, or flags that disagree with it */
-    if (!o.load && o.types_list && parse_types(o.types_list, &o.blk, types)) return 2;
+    if (!o.load && o.types_list && cli_expert_types("forward", o.types_list, &o.blk, types))
+        return 2;
     uint64_t input_seed = o.load ? o.input_seed : o.blk.seed;
     if (o.tokens < 0) o.tokens = o.blk.seq_len;
 

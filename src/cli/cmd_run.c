@@ -174,7 +174,9 @@ static void run_help(const tmoe_run_config *d) {
         "                            (decode: seq-len steps of batch-size tokens, each routed\n"
         "                            and billed on its own) (default prefill)\n"
         "  --expert-type T           fp16, bf16, q4 or q2; the LM's experts load as T (bf16:\n"
-        "                            --backend cpu for a decoder LM) (default %s)\n"
+        "                            --backend cpu for a decoder LM) (default %s); or, for the\n"
+        "                            random block, one type per expert (q4,q4,fp16,...: the\n"
+        "                            tiers hierarchical_adaptive and the cost biases act on)\n"
         "  --impl I                  fused or unfused, for q4/q2: every step (default: the\n"
         "                            cost model's measured crossover per step where it was\n"
         "                            measured at the block's shape, else %s)\n"
@@ -355,13 +357,15 @@ static void print_progress(const tmoe_run_progress *p, void *user) {
 
 /* Parse argv into c (argv[0] is skipped, as by getopt). Returns 0, 1 (error), 2 (usage error:
  * an unknown flag or a bad flag value, message printed), or -1 (help). */
-static int want_ep; /* --expert-parallel */
+static int want_ep;                            /* --expert-parallel */
+static tmoe_etype run_types[TMOE_MAX_EXPERTS]; /* --expert-type LIST: one type per expert */
 
 static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity, int *quiet,
                       char **profile_dir) {
     long lv;
     double dv;
     int placement_file_wanted = 0;
+    const char *types_list = NULL;
     mflags = (model_flags){0};
     optind = 1;
     opterr = 1;
@@ -395,11 +399,9 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
                               workload_name))
                 return 2;
             break;
-        case O_EXPERT_TYPE:
-            if (tmoe_etype_parse(optarg, &c->block.expert_type))
-                return cli_usage_fail(
-                    "run", "--expert-type: unknown type '%s' (expected fp16, bf16, q4 or q2)",
-                    optarg);
+        case O_EXPERT_TYPE: /* parsed after the loop: a list needs --num-experts */
+            types_list = optarg;
+            if (strchr(optarg, ',') && !mflags.block_flag) mflags.block_flag = "expert-type LIST";
             break;
         case O_IMPL:
             if (tmoe_impl_parse(optarg, &c->impl))
@@ -490,6 +492,7 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         }
     }
     if (optind < argc) return cli_usage_fail("run", "unexpected argument '%s'", argv[optind]);
+    if (types_list && cli_expert_types("run", types_list, &c->block, run_types)) return 2;
     if (cli_router_check("run", &c->router)) return 2;
     if (placement_file_wanted && !c->placement_file)
         return cli_usage_fail("run", "--placement file needs --placement-file F");

@@ -268,6 +268,32 @@ void cli_router_help(const tmoe_router_config *r) {
         r->w_fidelity, r->lr, r->weight_decay, tmoe_ttha_grad_name(r->grad_mode));
 }
 
+int cli_expert_types(const char *cmd, const char *list, tmoe_block_config *c, tmoe_etype *types) {
+    if (!strchr(list, ',')) {
+        if (tmoe_etype_parse(list, &c->expert_type))
+            return cli_fail(cmd, "--expert-type: unknown type '%s' (expected fp16, bf16, q4 or q2)",
+                            list);
+        c->expert_types = NULL;
+        return 0;
+    }
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", list);
+    int n = 0;
+    for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (n >= TMOE_MAX_EXPERTS)
+            return cli_fail(cmd, "--expert-type: more than %d entries", TMOE_MAX_EXPERTS);
+        if (tmoe_etype_parse(tok, &types[n]))
+            return cli_fail(cmd, "--expert-type: entry %d '%s' is not fp16, bf16, q4 or q2", n + 1,
+                            tok);
+        n++;
+    }
+    if (n != c->num_experts)
+        return cli_fail(cmd, "--expert-type: %d types listed but --num-experts is %d", n,
+                        c->num_experts);
+    c->expert_types = types;
+    return 0;
+}
+
 int cli_name_list(const char *cmd, const char *flag, const char *list, int *flags, int n,
                   const char *(*name)(int)) {
     for (int i = 0; i < n; i++) flags[i] = !strcmp(list, "all");
