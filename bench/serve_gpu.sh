@@ -2,8 +2,9 @@
 # The serving replay on a real GPU (docs/serve.md "On a GPU"): the trained default model on
 # the CUDA backend, each MoE layer's selections also driving experts of Mixtral's shape
 # (4096 x 14336, random weights, --expert-shape mixtral), NVML measuring every step in
-# wall-clock time. The conversation trace (THERMOE_FIXTURES/traces/azure_llm_2023_conv.csv
-# when present, else the synthetic azure_conv fitted to it), time-scaled to keep the GPU
+# wall-clock time. The conversation trace (THERMOE_FIXTURES/traces/azure_llm_2023_conv.csv,
+# or a copy in .devdeps/root/fixtures/traces when carried there, else the synthetic
+# azure_conv fitted to it), time-scaled to keep the GPU
 # busy; each strategy replays the requests arriving in the first DURATION seconds, the
 # strategies interleaved over REPEATS passes (the order reversed every other pass) with a
 # rest between replays; then a table per strategy vs baseline in $OUT/serve_table.md.
@@ -29,6 +30,8 @@ mkdir -p "$OUT/serve"
 source bench/gpu_build.sh
 gpu_build thermoe || exit 1
 conv="${THERMOE_FIXTURES:-../shared/fixtures}/traces/azure_llm_2023_conv.csv"
+# a GPU machine has no ../shared: a copy carried in the ignored .devdeps/root/fixtures
+[ -f "$conv" ] || [ -n "${THERMOE_FIXTURES:-}" ] || conv=.devdeps/root/fixtures/traces/azure_llm_2023_conv.csv
 if [ -f "$conv" ]; then trace=(--trace "$conv"); else trace=(--synthetic azure_conv); fi
 common=(--model models/default --expert-shape mixtral --backend cuda --telemetry nvml
         "${trace[@]}" --time-scale "$TIME_SCALE" --duration "$DURATION"
