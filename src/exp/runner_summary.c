@@ -18,8 +18,8 @@ typedef struct qrow {
 typedef struct agg {
     char wl[64], st[64];
     long n;
-    double energy, tokens, tpeak, mpeak, agree, relerr;
-    long nagree, nrel;
+    double energy, tokens, tpeak, mpeak, agree, relerr, active;
+    long nagree, nrel, nactive;
     double *lat;
     long nlat, cap;
     qrow *q; /* the rows with nll, nll_baseline and tokens_scored known */
@@ -309,6 +309,8 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
         double ag = cell(&c, TMOE_RL_TOPK_AGREEMENT), re = cell(&c, TMOE_RL_OUTPUT_REL_ERROR);
         if (!isnan(ag)) g->agree += ag, g->nagree++;
         if (!isnan(re)) g->relerr += re, g->nrel++;
+        double ae = cell(&c, TMOE_RL_ACTIVE_EXPERTS);
+        if (!isnan(ae)) g->active += ae, g->nactive++;
         double nll = cell(&c, TMOE_RL_NLL), nllb = cell(&c, TMOE_RL_NLL_BASELINE),
                ts = cell(&c, TMOE_RL_TOKENS_SCORED);
         if (isfinite(nll) && isfinite(nllb) && ts > 0) {
@@ -348,13 +350,14 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
         run_energy_shape(r, shape, sizeof shape);
         fprintf(o,
                 "\nsummary (%s telemetry%s; energy per token over all batches of a "
-                "combination, %s, at expert shape %s; temperatures are peaks):\n",
+                "combination, %s, at expert shape %s; temperatures are peaks; experts: the "
+                "distinct experts a step's MoE layers ran, mean):\n",
                 tmoe_telemetry_source_name(r->tel),
                 r->sim ? ": SIMULATED H100, not a measurement" : "",
                 r->lm ? "MoE layers (router, experts, combine) only" : "the MoE block", shape);
-        fprintf(o, "%-16s %-22s %7s %12s %8s %9s %9s %7s %7s %7s %9s\n", "workload", "strategy",
+        fprintf(o, "%-16s %-22s %7s %12s %8s %9s %9s %7s %7s %7s %9s %7s\n", "workload", "strategy",
                 "batches", "mJ/token", "vs base", "p50 ms", "p99 ms", "GPU C", "HBM C", "top-k",
-                "out err");
+                "out err", "experts");
         for (int i = 0; i < na; i++) {
             agg *g = &a[i];
             qsort(g->lat, (size_t)g->nlat, sizeof(double), tmoe_cmp_double);
@@ -365,10 +368,10 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
             char vs[16] = "-";
             if (!isnan(base) && strcmp(g->st, "baseline"))
                 snprintf(vs, sizeof vs, "%+.1f%%", 100.0 * (ept / base - 1.0));
-            fprintf(o, "%-16s %-22s %7ld %12.4f %8s %9.4f %9.4f %7.1f %7.1f %7.3f %9.2e\n", g->wl,
-                    g->st, g->n, ept, vs, pct(g->lat, g->nlat, 50), pct(g->lat, g->nlat, 99),
+            fprintf(o, "%-16s %-22s %7ld %12.4f %8s %9.4f %9.4f %7.1f %7.1f %7.3f %9.2e %7.2f\n",
+                    g->wl, g->st, g->n, ept, vs, pct(g->lat, g->nlat, 50), pct(g->lat, g->nlat, 99),
                     g->tpeak, g->mpeak, g->nagree ? g->agree / g->nagree : NAN,
-                    g->nrel ? g->relerr / g->nrel : NAN);
+                    g->nrel ? g->relerr / g->nrel : NAN, g->nactive ? g->active / g->nactive : NAN);
         }
         print_quality(r, a, na);
         double shortest;
