@@ -1,0 +1,1 @@
+== draw: build-gpu/thermoe run --backend cuda --telemetry nvml --lm-steps decode --expert-shape mixtral --batch-size 16 --seq-len 32 --expert-type q4 --workloads standard --num-samples-per-workload 16 --epochs 16 --trace-batches 0 --no-analyze --quiet --cooldown 2 --warmup-steady 5 --routing-strategy baseline --epochs 4
