@@ -16,3 +16,12 @@ gpu_build() {
     { tail -40 "$OUT/build.log"; return 1; }
   echo "$(el) built"
 }
+# The device returns a limited number of files: pack the run folders under $1 (every
+# subdirectory) into $1/runs.tgz and remove them, leaving logs and tables beside it.
+pack_runs() {
+  local d=$1 dirs
+  dirs=$(cd "$d" && find . -mindepth 1 -maxdepth 1 -type d -printf '%P\n')
+  [ -n "$dirs" ] || return 0
+  # shellcheck disable=SC2086
+  (cd "$d" && tar czf runs.tgz $dirs && rm -rf $dirs) && echo "$(el) packed $(echo $dirs | wc -w) run folders into $d/runs.tgz"
+}

@@ -64,3 +64,5 @@ for rep, st in keys:
     mean = sum(late) / len(late) if late else float("nan")
     print(f"| {rep} | {st} | {blocks} | {gb} | {within}/{len(late)} | {mean:.1f} |")
 EOF
+# the device returns a limited number of files: the two run folders go into one archive
+(cd "$OUT" && tar czf runs.tgz draw run && rm -rf draw run)
