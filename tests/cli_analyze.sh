@@ -157,5 +157,20 @@ grep -q "the figures show the first 64 of each" "$T/w70_rep/report.html" || fail
 "$BIN" analyze --no-render --out "$T/r2" "$T/empty" 2>"$T/err2"; rc=$?
 [ $rc -eq 1 ] || fail "only bad input should exit 1, got $rc"
 grep -q "no usable rows" "$T/err2" || fail "unclear error: $(cat "$T/err2")"
+
+# runs at two expert types: named strategy@type, said on the command line, compared with the
+# baseline at the wider type
+for t in fp16 q4; do
+  "$BIN" run --model random --backend cpu --telemetry sim --moe-only --expert-type $t \
+    --workloads standard --routing-strategy baseline,static_optimal --num-samples-per-workload 3 \
+    --repeats 3 --cooldown 0 --warmup-steady 0 --trace-batches 0 --quiet --no-analyze \
+    --out "$T/types_$t" >"$T/types_$t.log" 2>&1 || fail "run at $t: $(tail -3 "$T/types_$t.log")"
+done
+"$BIN" analyze --no-render --out "$T/rt" "$T/types_fp16" "$T/types_q4" >"$T/rt.log" 2>&1 ||
+  fail "analyze at two types: $(cat "$T/rt.log")"
+grep -qF "groups are named strategy@type, compared with baseline@fp16" "$T/rt.log" ||
+  fail "analyze at two types does not say so: $(cat "$T/rt.log")"
+grep -qF "| standard | baseline@q4 |" "$T/rt/comparisons.md" ||
+  fail "no baseline@q4 comparison: $(head -8 "$T/rt/comparisons.md")"
 [ $have_gnuplot = 1 ] || exit 77
 echo "cli_analyze: ok"
