@@ -268,9 +268,9 @@ int tmoe_analysis_write_figures(const tmoe_analysis *a, const tmoe_analyze_confi
 /* What tmoe_analyze_run_ex did. */
 typedef struct tmoe_analyze_summary {
     int n_rows, n_groups, n_problems, simulated;
-    int n_serve_runs;     /* `thermoe serve` run directories read (docs/serve.md) */
-    char widest_type[16]; /* runs at several expert types (groups named strategy@type): the
-                             widest, whose baseline is the default reference; "" otherwise */
+    int n_serve_runs;         /* `thermoe serve` run directories read (docs/serve.md) */
+    char typed_baseline[128]; /* runs at several expert types (groups named strategy@type):
+                                 the group they are compared with; "" otherwise */
     tmoe_figures_result figures;
     char report_path[1024]; /* out_dir/report.html */
 } tmoe_analyze_summary;

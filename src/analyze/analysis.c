@@ -131,15 +131,14 @@ static int row_simulated(const tmoe_dataset *ds, const tmoe_analyze_row *r) {
     return strcmp(s, "sim") == 0;
 }
 
-/* Token-weighted mean over rows[lo, hi) of nll (which 0), nll_baseline (1) or their
- * difference (2), over the rows that have what is asked (both for 2); NAN when none. The
- * weight is tokens_scored where known and positive, else 1. */
-static double unit_nll(const tmoe_dataset *ds, const int *rows, int lo, int hi, int which) {
+/* Token-weighted mean over rows[lo, hi) of nll, over the rows that have it; NAN when none.
+ * The weight is tokens_scored where known and positive, else 1. (compare_nll pairs rows by
+ * text on its own.) */
+static double unit_nll(const tmoe_dataset *ds, const int *rows, int lo, int hi) {
     double sum = 0.0, wsum = 0.0;
     for (int k = lo; k < hi; k++) {
         const tmoe_analyze_row *r = tmoe_dataset_row(ds, rows[k]);
-        double a = r->num[TMOE_RL_NLL], b = r->num[TMOE_RL_NLL_BASELINE];
-        double v = which == 0 ? a : which == 1 ? b : a - b;
+        double v = r->num[TMOE_RL_NLL];
         if (!isfinite(v)) continue;
         double w = r->num[TMOE_RL_TOKENS_SCORED];
         if (!(w > 0.0)) w = 1.0;
@@ -169,7 +168,7 @@ static double unit_p99(const tmoe_dataset *ds, const int *rows, int lo, int hi) 
 
 /* Value of metric m over rows[lo, hi) of group g; NAN when no row has it. */
 static double unit_value(const tmoe_dataset *ds, const int *rows, int lo, int hi, tmoe_metric m) {
-    if (m == TMOE_M_NLL) return unit_nll(ds, rows, lo, hi, 0);
+    if (m == TMOE_M_NLL) return unit_nll(ds, rows, lo, hi);
     if (m == TMOE_M_LATENCY_P99) return unit_p99(ds, rows, lo, hi);
     double mean = 0.0, mx = -INFINITY, tot = 0.0, part = 0.0;
     int n = 0;
@@ -486,10 +485,10 @@ static int entry_cmp(const void *x, const void *y) {
 static int compare_nll(tmoe_analysis *a, analysis_group *g, tmoe_error *err) {
     if (g->r.routing_unchanged) return TMOE_OK;
     tmoe_metric_result *mr = &g->r.m[TMOE_M_NLL];
-    const analysis_group *base = other_type(a, g->r.strategy)
-                                     ? analysis_group_find(a, g->r.workload, a->cfg.baseline)
-                                     : NULL;
-    if (other_type(a, g->r.strategy) && !base) return TMOE_OK; /* nothing on the same text */
+    int other = other_type(a, g->r.strategy);
+    const analysis_group *base =
+        other ? analysis_group_find(a, g->r.workload, a->cfg.baseline) : NULL;
+    if (other && !base) return TMOE_OK; /* nothing on the same text */
     int nb = base ? base->nrows : 0;
     text_entry *e = tmoe_malloc(sizeof *e * (size_t)(g->nrows + nb + 1), err);
     double *x = tmoe_malloc(sizeof *x * (size_t)(g->nrows + 1), err),

@@ -496,8 +496,8 @@ int tmoe_analyze_run_ex(const char *const *dirs, int n, const tmoe_analyze_confi
             return err ? err->code : TMOE_EFORMAT;
         }
         out->n_groups = tmoe_analysis_ngroups(a);
-        const char *w = tmoe_dataset_widest_type(ds);
-        snprintf(out->widest_type, sizeof out->widest_type, "%s", w ? w : "");
+        if (tmoe_dataset_widest_type(ds))
+            snprintf(out->typed_baseline, sizeof out->typed_baseline, "%s", a->cfg.baseline);
     }
     out->n_rows = tmoe_dataset_nrows(ds);
     out->n_problems = (a ? tmoe_dataset_nproblems(ds) : 0) + sv.nproblems;

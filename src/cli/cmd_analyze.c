@@ -117,11 +117,9 @@ int cmd_analyze(int argc, char **argv) {
            s.n_problems);
     if (s.n_serve_runs) printf(", %d serve run(s)", s.n_serve_runs);
     printf("%s\n", s.simulated ? "; SIMULATED telemetry in the input" : "");
-    if (s.widest_type[0])
-        printf(
-            "runs at several expert types: groups are named strategy@type, compared with %s%s%s\n",
-            cfg.baseline, strchr(cfg.baseline, '@') ? "" : "@",
-            strchr(cfg.baseline, '@') ? "" : s.widest_type);
+    if (s.typed_baseline[0])
+        printf("runs at several expert types: groups are named strategy@type, compared with %s\n",
+               s.typed_baseline);
     printf("%d figures: %d rendered, %d failed%s\n", s.figures.n_figures, s.figures.n_rendered,
            s.figures.n_failed,
            cfg.gnuplot[0] && !s.figures.gnuplot_found
