@@ -10,7 +10,9 @@
 # rest between replays; then a table per strategy vs baseline in $OUT/serve_table.md.
 #
 # usage (repo root, GPU machine, .devdeps carried):  bash bench/serve_gpu.sh
-# env: STRATEGIES (baseline,predictive_thermal), REPEATS (2), REPEAT_FIRST (1: the number of
+# env: STRATEGIES (baseline,predictive_thermal; an entry strategy@type, e.g. baseline@fp16,
+#      predictive_thermal@q4, also sets --expert-type: replays at two types are compared with
+#      baseline at the wider one), REPEATS (2), REPEAT_FIRST (1: the number of
 #      the first pass, so that passes can run in separate calls into the same $OUT),
 #      DURATION (s of arrivals per replay, 300), TIME_SCALE (8), REST (s between replays, 30),
 #      DRAIN (s a replay may run past DURATION before it is stopped and kept as interrupted,
@@ -46,12 +48,13 @@ for ((rep = REPEAT_FIRST; rep < REPEAT_FIRST + REPEATS; rep++)); do
     order=()
     for ((i = ${#strat[@]} - 1; i >= 0; i--)); do order+=("${strat[i]}"); done
   fi
-  for s in "${order[@]}"; do
-    name="r${rep}_$s"
-    echo "== $name: thermoe serve ${common[*]} --routing-strategy $s" | tee "$OUT/serve/$name.cmd"
+  for e in "${order[@]}"; do
+    s=${e%@*} flags=(--routing-strategy "${e%@*}") name="r${rep}_${e%@*}"
+    [ "$e" != "$s" ] && flags+=(--expert-type "${e#*@}") && name+="_${e#*@}"
+    echo "== $name: thermoe serve ${common[*]} ${flags[*]}" | tee "$OUT/serve/$name.cmd"
     # SIGTERM at the limit stops the replay after its step: its files say interrupted
-    timeout -s TERM $((DURATION + DRAIN)) build-gpu/thermoe serve "${common[@]}" \
-      --routing-strategy "$s" --out "$OUT/serve/$name" >"$OUT/serve/$name.log" 2>&1
+    timeout -s TERM $((DURATION + DRAIN)) build-gpu/thermoe serve "${common[@]}" "${flags[@]}" \
+      --out "$OUT/serve/$name" >"$OUT/serve/$name.log" 2>&1
     echo "$(el) $name rc=$? $(nvidia-smi --query-gpu=temperature.gpu,temperature.memory,power.draw --format=csv,noheader 2>&1)"
     grep -E "^(strategy|steady|no steady|MEASURED|SIMULATED|  TTFT|  TPOT|  energy|  power)" \
       "$OUT/serve/$name.log"

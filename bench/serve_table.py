@@ -4,7 +4,9 @@ repeat, in its own directory with summary.json), over the steady-state window ea
 detected (or its whole run, flagged), the mean over repeats of J per generated token, TTFT
 and TPOT p99, and GPU / HBM peak temperature, each against baseline (energy and latency in
 percent, temperatures in degrees C); how many repeats found a steady state; and the source
-of the figures (nvml: measured, sim: simulated). Standard library only.
+of the figures (nvml: measured, sim: simulated). Replays at several expert types are named
+strategy@type and compared with baseline at the widest type (as thermoe analyze does).
+Standard library only.
 usage: python3 bench/serve_table.py DIR   (the folder of replay directories)"""
 import json, math, os, statistics, sys
 
@@ -13,6 +15,9 @@ COLS = [("j_per_generated_token", "J/generated token", "pct", "{:.4g}"),
         ("tpot_p99_s", "TPOT p99 (s)", "pct", "{:.4g}"),
         ("gpu_temp_peak_c", "GPU peak (C)", "abs", "{:.1f}"),
         ("mem_temp_peak_c", "HBM peak (C)", "abs", "{:.1f}")]
+
+
+WIDTH = ["fp32", "fp16", "bf16", "q4", "q2"]  # widest first
 
 
 def num(v):
@@ -34,14 +39,19 @@ def load(root):
             with open(p) as f:
                 d = json.load(f)
             strategy = d["metadata"]["routing_strategy"]
+            etype = d["metadata"].get("expert_type", "fp16")  # fp16: before the flag
             w = d["window"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             sys.exit(f"{p}: expected a thermoe serve summary.json ({e})")
-        runs.setdefault(strategy, []).append({
+        runs.setdefault((strategy, etype), []).append({
             "name": name, "w": w, "steady": bool(d.get("steady_state", {}).get("detected")),
             "source": d.get("source", "unknown"), "interrupted": bool(d.get("interrupted")),
             "device": d["metadata"].get("device_name", "unknown")})
-    return runs
+    types = {t for _, t in runs}
+    if len(types) == 1:
+        return {s: rs for (s, _), rs in runs.items()}, "baseline"
+    widest = min(types, key=lambda t: WIDTH.index(t) if t in WIDTH else len(WIDTH))
+    return {f"{s}@{t}": rs for (s, t), rs in runs.items()}, f"baseline@{widest}"
 
 
 def cell(v, base, kind, fmt):
@@ -56,12 +66,12 @@ def cell(v, base, kind, fmt):
 
 
 def main(root):
-    runs = load(root)
+    runs, bname = load(root)
     if not runs:
         sys.exit(f"{root}: no replay directories with a summary.json")
     means = {s: {k: mean([num(r["w"].get(k)) for r in rs]) for k, *_ in COLS}
              for s, rs in runs.items()}
-    base = means.get("baseline")
+    base = means.get(bname)
     sources = sorted({r["source"] for rs in runs.values() for r in rs})
     devices = sorted({r["device"] for rs in runs.values() for r in rs})
     print(f"Serving replays in {root}: {', '.join(devices)}; figures from "
@@ -71,10 +81,10 @@ def main(root):
     print("| strategy | repeats | " + " | ".join(c[1] for c in COLS) +
           " | steady state | source |")
     print("|---|---|" + "---|" * len(COLS) + "---|---|")
-    order = sorted(runs, key=lambda s: (s != "baseline", s))
+    order = sorted(runs, key=lambda s: (s != bname, s))
     for s in order:
         rs = runs[s]
-        cells = [cell(means[s][k], None if s == "baseline" or not base else base[k], kind, fmt)
+        cells = [cell(means[s][k], None if s == bname or not base else base[k], kind, fmt)
                  for k, _, kind, fmt in COLS]
         steady = f"{sum(r['steady'] for r in rs)} of {len(rs)}"
         src = ",".join(sorted({r["source"] for r in rs}))
@@ -83,7 +93,7 @@ def main(root):
             src += f" ({cut} interrupted)"
         print(f"| {s} | {len(rs)} | " + " | ".join(cells) + f" | {steady} | {src} |")
     if not base:
-        print("\nNo baseline replay: no changes shown.")
+        print(f"\nNo {bname} replay: no changes shown.")
 
 
 if __name__ == "__main__":

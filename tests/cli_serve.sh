@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # thermoe serve: bad flag values exit 2, a malformed trace exits 1 naming file, line and
-# field, and a small replay writes requests.csv (one row per request), steps.csv, timeline.csv and a
+# field, and --expert-type q4 is recorded and costs less than fp16, a small replay writes requests.csv (one row per request), steps.csv, timeline.csv and a
 # summary labelled sim; --duration; no CUDA / no NVML errors; bench/serve_gpu.sh parses and its
 # table reads a replay; with a fake libnvidia-ml, a wall-clock replay labelled nvml and one
 # stopped by SIGINT (exit 130, files saying interrupted).
@@ -23,6 +23,8 @@ fail() { echo "FAIL: $*"; exit 1; }
 "$BIN" serve --telemetry real >/dev/null 2>&1; [ $? -eq 2 ] || fail "--telemetry real should exit 2"
 "$BIN" serve --device -1 >/dev/null 2>&1; [ $? -eq 2 ] || fail "--device -1 should exit 2"
 "$BIN" serve --duration soon >/dev/null 2>&1; [ $? -eq 2 ] || fail "--duration soon should exit 2"
+"$BIN" serve --expert-type q3 >/dev/null 2>&1; [ $? -eq 2 ] || fail "--expert-type q3 should exit 2"
+"$BIN" serve --group-size 0 >/dev/null 2>&1; [ $? -eq 2 ] || fail "--group-size 0 should exit 2"
 # the routing knobs of thermoe run
 "$BIN" serve --budget wide >/dev/null 2>&1; [ $? -eq 2 ] || fail "--budget wide should exit 2"
 "$BIN" serve --tau-base 0.5 --tau-min 0.8 >/dev/null 2>&1; [ $? -eq 2 ] || fail "tau-min > tau-base should exit 2"
@@ -75,6 +77,22 @@ fi
     --out "$OUT/b" >"$OUT/blog" 2>&1 || { cat "$OUT/blog"; fail "replay with --budget top1"; }
 grep -q '"budget": "top1"' "$OUT/b/summary.json" || fail "summary.json: the budget"
 grep -q '"temp_target_c": 70' "$OUT/b/summary.json" || fail "summary.json: the target follows T*"
+# --expert-type q4: the LM's experts and the billed ones are q4, recorded; the same replay
+# costs less energy per generated token than at fp16 (the q4 expert streams a quarter of the
+# bytes); analyze names the runs strategy@type
+"$BIN" serve --model "$SRC/models/default" --trace "$D/small.csv" --time-scale 100 \
+    --routing-strategy baseline --prefill-chunk 16 --expert-type q4 --out "$OUT/q4" >"$OUT/q4log" 2>&1 || { cat "$OUT/q4log"; fail "q4 replay"; }
+grep -q "strategy baseline, q4 experts" "$OUT/q4log" || fail "q4: $(cat "$OUT/q4log")"
+grep -q '"expert_type": "q4"' "$OUT/q4/summary.json" || fail "summary.json: expert_type"
+grep -q '"group_size": 128' "$OUT/q4/summary.json" || fail "summary.json: group_size"
+grep -q '"expert_type": "fp16"' "$OUT/r/summary.json" || fail "summary.json: the default type"
+jpt() { sed -n 's/.*"j_per_generated_token": \([0-9.e+-]*\).*/\1/p' "$1/summary.json" | tail -1; }
+awk -v a="$(jpt "$OUT/q4")" -v b="$(jpt "$OUT/r")" 'BEGIN { exit !(a > 0 && a < b) }' ||
+    fail "q4 J per generated token $(jpt "$OUT/q4") not below fp16's $(jpt "$OUT/r")"
+"$BIN" analyze "$OUT/r" "$OUT/q4" --out "$OUT/repq" --no-render >"$OUT/alog" 2>&1 ||
+    { cat "$OUT/alog"; fail "analyze fp16 and q4 replays"; }
+grep -q "baseline@q4" "$OUT/repq/figures/serve_ttft_cdf.gp" || fail "analyze: no baseline@q4 legend"
+grep -q "baseline@fp16" "$OUT/repq/figures/serve_ttft_cdf.gp" || fail "analyze: no baseline@fp16 legend"
 # --duration: only the requests arriving before it (0, 1, 2 and 500 ms of the six)
 "$BIN" serve --model "$SRC/models/default" --trace "$D/small.csv" --duration 0.6 \
     --out "$OUT/d" >"$OUT/dlog" 2>&1 || { cat "$OUT/dlog"; fail "--duration replay"; }

@@ -592,6 +592,9 @@ typedef struct tmoe_serve_config {
     const char *tokens_path;     /* NULL = tmoe_run_default_tokens() */
     const char *cost_model_path; /* NULL = the committed H100 cost model */
     tmoe_expert_shape expert_shape;
+    tmoe_etype expert_type; /* the LM's experts and the production-shape ones beside them
+                               (default fp16) */
+    int group_size;         /* quantization group of q4 / q2 (default the run's) */
     tmoe_route_strategy strategy;
     tmoe_router_config router; /* strategy, E, k set by the replay */
     uint64_t seed;

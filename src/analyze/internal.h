@@ -92,6 +92,7 @@ enum {
 /* One `thermoe serve` run directory. */
 typedef struct serve_run {
     char *dir, *strategy, *trace, *source;
+    char *expert_type;             /* metadata; fp16 where absent (replays before the flag) */
     int steady;                    /* summary.json steady_state.detected */
     double win_start_s, win_end_s; /* the window its summary is over */
     double slo_ttft_s, slo_tpot_s; /* metadata */
@@ -116,8 +117,8 @@ int serve_is_run(const char *dir);
  * the run skipped; only out of memory is an error. */
 int serve_add(serve_set *s, const char *dir, tmoe_error *err);
 void serve_set_free(serve_set *s);
-/* The run's name in legends: its strategy, with the directory's name when two runs share
- * one. Returns the strategy or buf. */
+/* The run's name in legends: its strategy (strategy@type where the runs hold several expert
+ * types), with the directory's name when two runs share one, into buf; returns buf. */
 const char *serve_label(const serve_set *s, int i, char *buf, size_t n);
 /* The runs' table for report.html. */
 void serve_html(const serve_set *s, FILE *f);

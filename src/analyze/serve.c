@@ -139,6 +139,7 @@ static double jnum(json_t *o, const char *k) {
 static void run_free(serve_run *r) {
     free(r->dir);
     free(r->strategy);
+    free(r->expert_type);
     free(r->trace);
     free(r->source);
     for (int k = 0; k < SERVE_REQ_NCOLS; k++) free(r->req[k]);
@@ -159,9 +160,11 @@ int serve_add(serve_set *s, const char *dir, tmoe_error *err) {
                  o ? "expected the objects metadata, window and steady_state" : je.text);
     const char *strat = json_string_value(json_object_get(m, "routing_strategy"));
     const char *trace = json_string_value(json_object_get(m, "trace"));
+    const char *et = json_string_value(json_object_get(m, "expert_type"));
     const char *src = json_string_value(json_object_get(o, "source"));
     r.dir = strdup(dir);
     r.strategy = strdup(strat ? strat : "unknown");
+    r.expert_type = strdup(et ? et : "fp16"); /* serve had no other type before the flag */
     r.trace = strdup(trace ? trace : "");
     r.source = strdup(src ? src : "unknown");
     r.steady = json_is_true(json_object_get(st, "detected"));
@@ -177,7 +180,7 @@ int serve_add(serve_set *s, const char *dir, tmoe_error *err) {
     r.slo_tpot_s = jnum(m, "slo_tpot_s");
     json_decref(o);
     int rc = msg[0] ? TMOE_EFORMAT : TMOE_OK;
-    if (!r.dir || !r.strategy || !r.trace || !r.source) rc = TMOE_ENOMEM;
+    if (!r.dir || !r.strategy || !r.expert_type || !r.trace || !r.source) rc = TMOE_ENOMEM;
     if (!rc) {
         /* an interrupted replay leaves the requests it had not finished at nan */
         static const char *const rq[SERVE_REQ_NCOLS] = {"arrival_s",     "ttft_s",   "tpot_s",
@@ -222,13 +225,28 @@ void serve_set_free(serve_set *s) {
     memset(s, 0, sizeof *s);
 }
 
+/* strategy, or strategy@type where the set holds several expert types, into buf */
+static const char *base_label(const serve_set *s, int i, char *buf, size_t n) {
+    for (int j = 0; j < s->n; j++)
+        if (strcmp(s->r[j].expert_type, s->r[i].expert_type) != 0) {
+            snprintf(buf, n, "%s@%s", s->r[i].strategy, s->r[i].expert_type);
+            return buf;
+        }
+    return s->r[i].strategy;
+}
+
 const char *serve_label(const serve_set *s, int i, char *buf, size_t n) {
+    char bi[200], bj[200];
+    const char *li = base_label(s, i, bi, sizeof bi);
     int dup = 0;
-    for (int j = 0; j < s->n; j++) dup += j != i && strcmp(s->r[j].strategy, s->r[i].strategy) == 0;
-    if (!dup) return s->r[i].strategy;
+    for (int j = 0; j < s->n; j++)
+        dup += j != i && strcmp(base_label(s, j, bj, sizeof bj), li) == 0;
     const char *base = strrchr(s->r[i].dir, '/');
     base = base && base[1] ? base + 1 : s->r[i].dir;
-    snprintf(buf, n, "%s (%s)", s->r[i].strategy, base);
+    if (dup)
+        snprintf(buf, n, "%s (%s)", li, base);
+    else
+        snprintf(buf, n, "%s", li);
     return buf;
 }
 

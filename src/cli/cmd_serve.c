@@ -29,6 +29,8 @@ enum {
     O_MAX_SEQS,
     O_KV,
     O_SHAPE,
+    O_ETYPE,
+    O_GROUP,
     O_COST,
     O_SEED,
     O_OUT,
@@ -62,6 +64,8 @@ static const struct option longopts[] = {{"trace", required_argument, 0, O_TRACE
                                          {"max-seqs", required_argument, 0, O_MAX_SEQS},
                                          {"kv-tokens", required_argument, 0, O_KV},
                                          {"expert-shape", required_argument, 0, O_SHAPE},
+                                         {"expert-type", required_argument, 0, O_ETYPE},
+                                         {"group-size", required_argument, 0, O_GROUP},
                                          {"kernel-cost-model-json", required_argument, 0, O_COST},
                                          {"seed", required_argument, 0, O_SEED},
                                          {"out", required_argument, 0, O_OUT},
@@ -78,6 +82,7 @@ static const struct option longopts[] = {{"trace", required_argument, 0, O_TRACE
                                          {0, 0, 0, 0}};
 
 static void help(void) {
+    tmoe_serve_config d = tmoe_serve_config_default();
     printf("usage: thermoe serve [--trace FILE [--format auto|azure|mooncake]] [flags]\n"
            "Replay request arrivals against the decoder LM with continuous batching. By default\n"
            "on the CPU, each step billed to the simulated GPU (SIMULATED figures) at the expert\n"
@@ -113,6 +118,10 @@ static void help(void) {
            "                         waits until its prompt + generated fit (default: max-seqs x\n"
            "                         the longest request)\n"
            "  --expert-shape S       experts billed: mixtral (default), trained or DxF\n"
+           "  --expert-type T        fp16 (default), q4 or q2 (bf16 on the CPU backend): the\n"
+           "                         LM's experts load as T, and the production-shape experts\n"
+           "                         beside them (CUDA) or billed (simulated GPU) are T too\n"
+           "  --group-size N         quantization group of q4 / q2 (default %d)\n"
            "  --kernel-cost-model-json F  the cost model the simulated GPU bills from\n"
            "  --backend B            cpu (default), cuda or auto (cuda when a device answers)\n"
            "  --telemetry S          sim (default: the simulated GPU, simulated time), nvml (the\n"
@@ -125,8 +134,8 @@ static void help(void) {
            "  --slo-tpot-ms X        SLO on time per output token for goodput (default 100)\n"
            "  --temp-target C        time with GPU / HBM temperature above C is reported\n"
            "                         (default: the routers' target, --ttha-target-temp)\n"
-           "routing (the strategy's knobs, as for thermoe run; docs/strategies.md)\n");
-    tmoe_serve_config d = tmoe_serve_config_default();
+           "routing (the strategy's knobs, as for thermoe run; docs/strategies.md)\n",
+           d.group_size);
     cli_router_help(&d.router);
     printf("output\n"
            "  --out DIR              requests.csv, steps.csv, timeline.csv, summary.json\n"
@@ -235,6 +244,15 @@ int cmd_serve(int argc, char **argv) {
             c.kv_tokens = v;
             break;
         case O_SHAPE: shape = optarg; break;
+        case O_ETYPE:
+            if (tmoe_etype_parse(optarg, &c.expert_type))
+                return cli_usage_fail(
+                    "serve", "--expert-type: expected fp16, bf16, q4 or q2, got '%s'", optarg);
+            break;
+        case O_GROUP:
+            if (cli_int("serve", "group-size", optarg, 1, 1 << 16, &v)) return 2;
+            c.group_size = (int)v;
+            break;
         case O_COST: c.cost_model_path = optarg; break;
         case O_SEED:
             if (cli_u64("serve", "seed", optarg, &c.seed)) return 2;
@@ -322,10 +340,11 @@ int cmd_serve(int argc, char **argv) {
     }
     int sim = !strcmp(s.source, "sim");
     printf("trace: %s\n", a.source);
-    printf("strategy %s, %d requests, %d steps, %ld prompt + %ld generated tokens, "
-           "%.2f s %s (%.1f s on the host)\n",
-           tmoe_route_strategy_name(c.strategy), s.requests, s.steps, s.prompt_tokens,
-           s.generated_tokens, s.duration_s, sim ? "simulated" : "wall clock", s.wall_s);
+    printf("strategy %s, %s experts, %d requests, %d steps, %ld prompt + %ld generated "
+           "tokens, %.2f s %s (%.1f s on the host)\n",
+           tmoe_route_strategy_name(c.strategy), tmoe_etype_name(c.expert_type), s.requests,
+           s.steps, s.prompt_tokens, s.generated_tokens, s.duration_s,
+           sim ? "simulated" : "wall clock", s.wall_s);
     const tmoe_serve_stats *w = &s.window;
     printf("%s\n", s.steady_note);
     printf("%s, over %s %.2f..%.2f s (%d requests arrived, %d finished):\n",

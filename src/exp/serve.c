@@ -18,6 +18,8 @@ tmoe_serve_config tmoe_serve_config_default(void) {
     tmoe_serve_config c;
     memset(&c, 0, sizeof c);
     c.expert_shape = (tmoe_expert_shape){TMOE_SHAPE_MIXTRAL, 4096, 14336};
+    c.expert_type = TMOE_ET_FP16;
+    c.group_size = tmoe_run_config_default().block.group_size;
     c.strategy = TMOE_ROUTE_BASELINE;
     c.router = tmoe_router_config_default();
     c.seed = 42;
@@ -110,6 +112,8 @@ static int setup(run_ctx *r, const tmoe_serve_config *c, int max_len, int positi
     rc->cost_model_path = c->cost_model_path;
     rc->expert_shape = c->expert_shape;
     rc->expert_shape_given = c->expert_shape_given;
+    rc->block.expert_type = c->expert_type;
+    rc->block.group_size = c->group_size;
     rc->telemetry = c->telemetry;
     rc->backend = c->backend;
     rc->device_id = c->device_id;
@@ -346,6 +350,10 @@ static int write_summary(const char *dir, const tmoe_serve_config *c, const tmoe
     json_object_set_new(m, "routing_strategy", json_string(tmoe_route_strategy_name(c->strategy)));
     json_object_set_new(m, "router", run_meta_router(&r->cfg));
     json_object_set_new(m, "expert_shape", json_string(r->lm->shape_text));
+    json_object_set_new(m, "expert_type", json_string(tmoe_etype_name(c->expert_type)));
+    json_object_set_new(m, "group_size",
+                        tmoe_etype_is_quant(c->expert_type) ? json_integer(c->group_size)
+                                                            : json_null());
     json_object_set_new(m, "cost_model", json_string(r->cost_path));
     json_object_set_new(m, "prefill_chunk", json_integer(c->prefill_chunk));
     json_object_set_new(m, "max_batch_tokens", json_integer(c->max_batch_tokens));
