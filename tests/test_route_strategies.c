@@ -146,6 +146,38 @@ static void test_costly_expert_multi_gpu(void **state) {
     check_costly_chosen_less(TMOE_ROUTE_MULTI_GPU_AWARE, NULL);
 }
 
+/* ---- biases move tokens between running experts: they follow the marginal cost --------- */
+
+/* Experts 0-1 are cheap to run at all (a quarter of the bytes, as q4) but cost more for each
+ * token they take (dequantization), experts 2-3 the reverse (fp16). At 8 tokens an expert the
+ * energy per token says 0-1 are cheaper; one more token costs more on 0-1. The cost biases
+ * must favour 2-3 (moving a token there saves energy while all four run); the tiers, which
+ * keep or drop whole experts, still rank 0-1 cheaper. */
+static void test_biases_follow_marginal_cost(void **state) {
+    (void)state;
+    const int E = 4;
+    double ef[4] = {0.01, 0.01, 0.04, 0.04}, ep[4] = {0.004, 0.004, 0.002, 0.002};
+    tmoe_analytic_cost c = {E, ef, ep, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    tmoe_cost_provider p = tmoe_cost_analytic_provider(&c);
+    tmoe_error err = {0};
+    double b[4];
+    ASSERT_OK(tmoe_route_cost_biases(&p, 8.0, E, 2.0, 0.0, NULL, b, &err), &err);
+    assert_true(b[0] < 0.0 && b[1] < 0.0 && b[2] > 0.0 && b[3] > 0.0);
+    assert_true(fabs(b[0] - b[1]) < 1e-12 && fabs(b[2] - b[3]) < 1e-12);
+    /* hierarchical_adaptive under pressure drops the costlier tier by energy per token, the
+     * fp16-like experts 2-3: no token is routed there */
+    tmoe_router_config cfg = base_cfg(TMOE_ROUTE_HIERARCHICAL_ADAPTIVE, E, 1);
+    cfg.num_tiers = 2;
+    cfg.budget = TMOE_BUDGET_NONE;
+    tmoe_router *r;
+    ASSERT_OK(tmoe_router_create(&cfg, &p, &r, &err), &err);
+    tmoe_hw_state hot = hw_at(450.0, 80.0);
+    int64_t counts[MAXE];
+    run_batches(r, 10, 16, E, 1, &hot, 5, counts, NULL);
+    assert_true(counts[0] + counts[1] == 160 && counts[2] == 0 && counts[3] == 0);
+    tmoe_router_free(r);
+}
+
 static void test_baseline_no_bias(void **state) {
     (void)state;
     costs two;
@@ -678,6 +710,7 @@ static void test_ttha_reinforce_lowers_power(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_biases_follow_marginal_cost),
         cmocka_unit_test(test_baseline_no_bias),
         cmocka_unit_test(test_costly_expert_static),
         cmocka_unit_test(test_costly_expert_kernel_aware),

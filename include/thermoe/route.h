@@ -207,7 +207,9 @@ int tmoe_route_step_energy(const tmoe_cost_provider *p, const int32_t *counts, i
 /* ---- router configuration ------------------------------------------------------------ */
 
 /* Strategies (every bias is in logit units; "cost score" is tmoe_route_cost_biases' s_e at
- * the batch's expected tokens per expert n = max(1, T k / E); "pressure" is how close the
+ * the batch's expected tokens per expert n = max(1, T k / E), from the marginal energy of a
+ * token, except for hierarchical_adaptive's tiers, which rank whole experts by energy per
+ * token at n, fixed cost included; "pressure" is how close the
  * hardware is to its targets: the largest of (P - 0.9 P*) / (0.1 P*), (T - (T* - dT)) / dT,
  * (T_pred - (T* - dT)) / dT over the known fields, at least 1 when throttled; <= 0 cool,
  * 1 at the targets; T_pred is the larger of hw->pred_temp_c and the thermal predictor's
@@ -516,7 +518,11 @@ int tmoe_route_energy_loss(const tmoe_cost_provider *p, const int32_t *idx, cons
                            int T, int k, int E, double *out, tmoe_error *err);
 
 /* Base cost biases: per expert, the cost score s_e = ew_e / mean(ew) + w_temp * ti_e /
- * mean(ti), with ew_e = energy per token and ti_e = temp impact, both at `tokens` tokens;
+ * mean(ti), with ew_e = the marginal energy of a token (the secant of energy over
+ * [max(1, n/2), max(that + 1, 3n/2)] tokens, n = `tokens`) and ti_e = temp impact at n. A
+ * bias moves tokens between experts that run anyway (which experts run at all is the set
+ * selection's business), so what it saves is the per-token cost: a q4 expert is cheaper to
+ * run than an fp16 one but may cost more for each token it takes (dequantization);
  * the router passes the batch's expected tokens per expert, max(1, T k / E), the same for
  * every expert, so that the score ranks experts by what they cost and not by how popular
  * they are in this batch (popularity is the gate's and the load balancer's business).

@@ -58,10 +58,13 @@ int tmoe_route_energy_loss(const tmoe_cost_provider *p, const int32_t *idx, cons
 /* ---- base cost biases ------------------------------------------------------------------ */
 
 int tmoe_route_cost_scores(const tmoe_cost_provider *p, double tokens, int E, double w_temp,
-                           const unsigned char *mask, const double *extra_j, double *s,
-                           tmoe_error *err) {
+                           int marginal, const unsigned char *mask, const double *extra_j,
+                           double *s, tmoe_error *err) {
     double ew[TMOE_MAX_EXPERTS], ti[TMOE_MAX_EXPERTS];
     double me = 0.0, mt = 0.0;
+    /* marginal: the secant over [max(1, n/2), max(that + 1, 3n/2)], wide enough to step over
+     * the cost model's token-tile steps */
+    double lo = fmax(1.0, 0.5 * tokens), hi = fmax(lo + 1.0, 1.5 * tokens);
     int m = 0;
     for (int e = 0; e < E; e++) {
         s[e] = 0.0;
@@ -69,7 +72,15 @@ int tmoe_route_cost_scores(const tmoe_cost_provider *p, double tokens, int E, do
         tmoe_expert_cost c;
         int rc = tmoe_route_cost_eval(p, e, tokens, &c, NULL, err);
         if (rc) return rc;
-        ew[e] = c.energy_j / tokens + (extra_j ? extra_j[e] : 0.0);
+        ew[e] = c.energy_j / tokens;
+        if (marginal) {
+            tmoe_expert_cost a, b;
+            if ((rc = tmoe_route_cost_eval(p, e, lo, &a, NULL, err)) ||
+                (rc = tmoe_route_cost_eval(p, e, hi, &b, NULL, err)))
+                return rc;
+            ew[e] = (b.energy_j - a.energy_j) / (hi - lo);
+        }
+        if (extra_j) ew[e] += extra_j[e];
         ti[e] = c.temp_impact_c_per_s;
         me += ew[e];
         mt += ti[e];
@@ -110,7 +121,7 @@ int tmoe_route_cost_biases(const tmoe_cost_provider *p, double tokens, int E, do
     double s[TMOE_MAX_EXPERTS], ms, lo, hi;
     if (!(tokens > 0.0))
         return tmoe_errorf(err, TMOE_EINVAL, "cost biases: token count %g must be > 0", tokens);
-    int rc = tmoe_route_cost_scores(p, tokens, E, w_temp, mask, NULL, s, err);
+    int rc = tmoe_route_cost_scores(p, tokens, E, w_temp, 1, mask, NULL, s, err);
     if (rc) return rc;
     for (int e = 0; e < E; e++) bias[e] = 0.0;
     if (!tmoe_route_scores_spread(s, E, mask, &ms, &lo, &hi)) return TMOE_OK;

@@ -24,11 +24,14 @@ void tmoe_adam_free(tmoe_adam *a);
 void tmoe_adam_step(tmoe_adam *a, double *p, const double *g, double lr, double beta1, double beta2,
                     double eps, double weight_decay);
 
-/* Cost score per expert (see tmoe_route_cost_biases); extra_j (E, may be NULL) is added to
- * the energy per token (link energy). Masked-out experts get 0. */
+/* Cost score per expert (see tmoe_route_cost_biases): with marginal, the energy of one more
+ * token at `tokens` (what a bias that moves tokens between running experts changes); else the
+ * energy per token there, fixed cost included (what running the expert at all costs: for
+ * ranking whole experts). extra_j (E, may be NULL) is added to the energy per token (link
+ * energy). Masked-out experts get 0. */
 int tmoe_route_cost_scores(const tmoe_cost_provider *p, double tokens, int E, double w_temp,
-                           const unsigned char *mask, const double *extra_j, double *s,
-                           tmoe_error *err);
+                           int marginal, const unsigned char *mask, const double *extra_j,
+                           double *s, tmoe_error *err);
 /* Mean, min and max of the scores over the mask; 0 when they are all equal (to 1e-9). */
 int tmoe_route_scores_spread(const double *s, int E, const unsigned char *mask, double *mean,
                              double *lo, double *hi);

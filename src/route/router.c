@@ -407,8 +407,9 @@ static int bias_hierarchical(tmoe_router *r, const int32_t *counts, const tmoe_h
                              double *b, tmoe_error *err) {
     int E = r->E, NT = r->cfg.num_tiers;
     double s[TMOE_MAX_EXPERTS];
+    /* tiers hold or drop whole experts: ranked by energy per token with the fixed cost */
     int rc =
-        tmoe_route_cost_scores(&r->cost, r->n_expect, E, r->cfg.w_temp_cost, NULL, NULL, s, err);
+        tmoe_route_cost_scores(&r->cost, r->n_expect, E, r->cfg.w_temp_cost, 0, NULL, NULL, s, err);
     if (rc) return rc;
     /* tiers: explicit, or by cost rank (ties to the lower index), tier 0 the cheapest; when
      * every cost is the same there is nothing to rank and all experts form tier 0 */
@@ -461,7 +462,7 @@ static int bias_predictive(tmoe_router *r, const int32_t *counts, const tmoe_hw_
     double strength = fmin(1.0, over / r->cfg.temp_band_c);
     double s[TMOE_MAX_EXPERTS], ms, lo, hi;
     int rc =
-        tmoe_route_cost_scores(&r->cost, r->n_expect, E, r->cfg.w_temp_cost, NULL, NULL, s, err);
+        tmoe_route_cost_scores(&r->cost, r->n_expect, E, r->cfg.w_temp_cost, 1, NULL, NULL, s, err);
     if (rc) return rc;
     if (!tmoe_route_scores_spread(s, E, NULL, &ms, &lo, &hi)) return TMOE_OK;
     for (int e = 0; e < E; e++) b[e] = -r->cfg.max_bias * strength * (s[e] - lo) / (hi - lo);
@@ -475,7 +476,8 @@ static int bias_multi_gpu(tmoe_router *r, const int32_t *counts, const tmoe_hw_s
     double link[TMOE_MAX_EXPERTS], s[TMOE_MAX_EXPERTS], ms, lo, hi;
     for (int e = 0; e < E; e++)
         link[e] = r->device[e] != c->home_device ? c->link_j_per_token : 0.0;
-    int rc = tmoe_route_cost_scores(&r->cost, r->n_expect, E, c->w_temp_cost, NULL, link, s, err);
+    int rc =
+        tmoe_route_cost_scores(&r->cost, r->n_expect, E, c->w_temp_cost, 1, NULL, link, s, err);
     if (rc) return rc;
     int spread = tmoe_route_scores_spread(s, E, NULL, &ms, &lo, &hi);
     /* device pressure: temperature above (target - band) in bands, power above 90% of the
