@@ -86,5 +86,5 @@ for t in ${POST_TESTS:-}; do # tests that may wait until the measurements are in
   build-gpu/$t >"$OUT/$t.log" 2>&1; echo "$(el) $t rc=$?"
   grep -E "^\[  (FAILED|PASSED) |differ|changed|mismatch" "$OUT/$t.log" | head -8
 done
-pack_runs "$OUT"
+pack_out "$OUT"
 echo "$(el) done"

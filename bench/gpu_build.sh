@@ -16,12 +16,14 @@ gpu_build() {
     { tail -40 "$OUT/build.log"; return 1; }
   echo "$(el) built"
 }
-# The device returns a limited number of files: pack the run folders under $1 (every
-# subdirectory) into $1/runs.tgz and remove them, leaving logs and tables beside it.
-pack_runs() {
-  local d=$1 dirs
-  dirs=$(cd "$d" && find . -mindepth 1 -maxdepth 1 -type d -printf '%P\n')
-  [ -n "$dirs" ] || return 0
+# The device returns at most 8 files: pack everything under $1 (files and folders) into
+# $1/out.tgz and remove it, so that logs, tables and run folders all come back. The tables a
+# script prints are in the call's output as well.
+pack_out() {
+  local d=$1 items
+  items=$(cd "$d" && find . -mindepth 1 -maxdepth 1 ! -name out.tgz -printf '%P\n')
+  [ -n "$items" ] || return 0
   # shellcheck disable=SC2086
-  (cd "$d" && tar czf runs.tgz $dirs && rm -rf $dirs) && echo "$(el) packed $(echo $dirs | wc -w) run folders into $d/runs.tgz"
+  (cd "$d" && tar czf out.tgz $items && rm -rf $items) &&
+    echo "$(el) packed $(echo $items | wc -w) files and folders into $d/out.tgz ($(du -h "$d/out.tgz" | cut -f1))"
 }

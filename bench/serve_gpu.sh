@@ -62,5 +62,5 @@ for ((rep = REPEAT_FIRST; rep < REPEAT_FIRST + REPEATS; rep++)); do
   done
 done
 python3 bench/serve_table.py "$OUT/serve" >"$OUT/serve_table.md" && cat "$OUT/serve_table.md"
-pack_runs "$OUT/serve"
+pack_out "$OUT"
 echo "$(el) done"
