@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # thermoe serve: bad flag values exit 2, a malformed trace exits 1 naming file, line and
-# field, and --expert-type q4 is recorded and costs less than fp16, a small replay writes requests.csv (one row per request), steps.csv, timeline.csv and a
-# summary labelled sim; --duration; no CUDA / no NVML errors; bench/serve_gpu.sh parses and its
-# table reads a replay; with a fake libnvidia-ml, a wall-clock replay labelled nvml and one
-# stopped by SIGINT (exit 130, files saying interrupted).
+# field; a small replay writes requests.csv (one row per request), steps.csv, timeline.csv
+# and a summary labelled sim; --expert-type q4 is recorded and costs less than fp16;
+# --duration; no CUDA / no NVML errors; bench/serve_gpu.sh parses and its table reads a
+# replay; with a fake libnvidia-ml, a wall-clock replay labelled nvml and one stopped by
+# SIGINT (exit 130, files saying interrupted); SIGTERM sent twice, as timeout(1) does, stops
+# a replay once.
 set -u
 BIN=${1:?usage: cli_serve.sh path/to/thermoe}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -93,6 +95,24 @@ awk -v a="$(jpt "$OUT/q4")" -v b="$(jpt "$OUT/r")" 'BEGIN { exit !(a > 0 && a < 
     { cat "$OUT/alog"; fail "analyze fp16 and q4 replays"; }
 grep -q "baseline@q4" "$OUT/repq/figures/serve_ttft_cdf.gp" || fail "analyze: no baseline@q4 legend"
 grep -q "baseline@fp16" "$OUT/repq/figures/serve_ttft_cdf.gp" || fail "analyze: no baseline@fp16 legend"
+# SIGTERM twice, 50 ms apart, as timeout(1) sends it (to the process, then to its group):
+# one stop, not a kill. A queue of thousands of requests makes the stop take long enough for
+# the second signal to arrive while it runs: the replay still writes its files, exit 130.
+"$BIN" serve --model "$SRC/models/default" --synthetic azure_conv --requests 20000 \
+    --time-scale 2000 --max-context 384 --max-generated 128 --max-seqs 64 \
+    --max-batch-tokens 512 --quiet --out "$OUT/dbl" >"$OUT/dlog" 2>&1 &
+pid=$!
+for _ in $(seq 1 1200); do
+    [ -f "$OUT/dbl/steps.csv" ] && [ "$(wc -l <"$OUT/dbl/steps.csv")" -ge 50 ] && break
+    sleep 0.05
+done
+kill -TERM $pid 2>/dev/null || fail "double SIGTERM: the replay ended before it was signalled"
+sleep 0.05
+kill -TERM $pid 2>/dev/null
+wait $pid; rc=$?
+[ $rc -eq 130 ] || fail "double SIGTERM: exit $rc, want 130: $(tail -3 "$OUT/dlog")"
+grep -q "interrupted after" "$OUT/dlog" || fail "double SIGTERM: $(cat "$OUT/dlog")"
+grep -q '"interrupted": true' "$OUT/dbl/summary.json" || fail "double SIGTERM: summary.json"
 # --duration: only the requests arriving before it (0, 1, 2 and 500 ms of the six)
 "$BIN" serve --model "$SRC/models/default" --trace "$D/small.csv" --duration 0.6 \
     --out "$OUT/d" >"$OUT/dlog" 2>&1 || { cat "$OUT/dlog"; fail "--duration replay"; }

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "thermoe/exp.h"
@@ -364,9 +366,31 @@ int cli_telemetry_flag(const char *cmd, const char *s, tmoe_telemetry_kind *out)
     return 0;
 }
 
+/* The first stop signal asks the run to stop after the step in progress. One stop can arrive
+ * twice: timeout(1) signals the process and then its process group, a terminal's Ctrl-C
+ * reaches every process of the foreground group. So a signal within a second of the first
+ * is the same stop; a later one stops at once, by the signal's default action (the files are
+ * written as the work goes: what was written stays). */
+static volatile sig_atomic_t stop_seen;
+static struct timespec stop_at;
+
 static void on_stop_signal(int sig) {
-    (void)sig;
-    tmoe_run_request_stop(); /* SA_RESETHAND: a second one of the same signal kills at once */
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now); /* async-signal-safe */
+    if (!stop_seen) {
+        stop_at = now;
+        stop_seen = 1;
+        tmoe_run_request_stop();
+        return;
+    }
+    double dt =
+        (double)(now.tv_sec - stop_at.tv_sec) + 1e-9 * (double)(now.tv_nsec - stop_at.tv_nsec);
+    if (dt < 1.0) return;
+    static const char msg[] = "thermoe: a second stop signal: stopping at once\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+    signal(sig, SIG_DFL); /* delivered again when the handler returns (it is blocked in it) */
+    raise(sig);
 }
 
 void cli_stop_signals(int on) {
@@ -375,7 +399,8 @@ void cli_stop_signals(int on) {
     memset(&sa, 0, sizeof sa);
     sigemptyset(&sa.sa_mask);
     sa.sa_handler = on ? on_stop_signal : SIG_DFL;
-    sa.sa_flags = on ? SA_RESETHAND | SA_RESTART : 0;
+    sa.sa_flags = on ? SA_RESTART : 0;
+    if (on) stop_seen = 0;
     for (size_t i = 0; i < sizeof stop / sizeof *stop; i++) sigaction(stop[i], &sa, NULL);
     sa.sa_handler = on ? SIG_IGN : SIG_DFL;
     sa.sa_flags = 0;
