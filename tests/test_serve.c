@@ -157,7 +157,8 @@ static void test_steady_detect(void **state) {
 
 /* A replay's segments with a known steady state: power ramps to 100 W over 100 s, then 300 W, and
  * the temperature approaches 60 C (time constant 20 s) under a constant load, over 400 s: the
- * window is 100..400 s (bins of 20 s). With the temperature climbing all the way there is none. */
+ * window is 100..400 s (bins of 20 s). With the temperature climbing all the way there is none;
+ * nor in an idle stretch. */
 static void test_steady_window(void **state) {
     (void)state;
     enum { N = 400 };
@@ -176,6 +177,16 @@ static void test_steady_window(void **state) {
     for (int i = 0; i < N; i++) g[i].gpu_temp_peak_c = 30.0 + 0.1 * i;
     assert_int_equal(tmoe_serve_steady_window(g, N, N, &ws, &we, why, sizeof why), 0);
     assert_true(ws == 0.0 && we == N);
+    assert_non_null(strstr(why, "no steady state"));
+    /* an idle stretch (nothing in the system, idle power, a constant temperature) is level in
+     * every series but serves nothing: not a steady state. 300 s idle, then 100 s of a load
+     * that climbs from 2 to 35 requests. */
+    for (int i = 0; i < N; i++) {
+        int busy = i >= 300;
+        g[i] = (tmoe_serve_segment){i,    i + 1.0, busy ? 300.0 : 60.0,         300.0,
+                                    30.0, 40.0,    busy ? 2 + (i - 300) / 3 : 0, busy};
+    }
+    assert_int_equal(tmoe_serve_steady_window(g, N, N, &ws, &we, why, sizeof why), 0);
     assert_non_null(strstr(why, "no steady state"));
     /* too short to tell */
     assert_int_equal(tmoe_serve_steady_window(g, 10, 10.0, &ws, &we, why, sizeof why), 0);
