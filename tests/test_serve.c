@@ -183,7 +183,7 @@ static void test_steady_window(void **state) {
      * that climbs from 2 to 35 requests. */
     for (int i = 0; i < N; i++) {
         int busy = i >= 300;
-        g[i] = (tmoe_serve_segment){i,    i + 1.0, busy ? 300.0 : 60.0,         300.0,
+        g[i] = (tmoe_serve_segment){i,    i + 1.0, busy ? 300.0 : 60.0,          300.0,
                                     30.0, 40.0,    busy ? 2 + (i - 300) / 3 : 0, busy};
     }
     assert_int_equal(tmoe_serve_steady_window(g, N, N, &ws, &we, why, sizeof why), 0);
