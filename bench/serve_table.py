@@ -48,7 +48,7 @@ def load(root):
             "source": d.get("source", "unknown"), "interrupted": bool(d.get("interrupted")),
             "device": d["metadata"].get("device_name", "unknown")})
     types = {t for _, t in runs}
-    if len(types) == 1:
+    if len(types) <= 1:
         return {s: rs for (s, _), rs in runs.items()}, "baseline"
     widest = min(types, key=lambda t: WIDTH.index(t) if t in WIDTH else len(WIDTH))
     return {f"{s}@{t}": rs for (s, t), rs in runs.items()}, f"baseline@{widest}"
