@@ -45,6 +45,10 @@ int tmoe_errorf(tmoe_error *err, int code, const char *fmt, ...)
 int tmoe_error_prefix(tmoe_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Free memory the library allocated and handed to the caller "to free()" (for bindings that
+ * cannot call the C library's free themselves). NULL-safe. */
+void tmoe_free(void *p);
+
 void tmoe_assert_fail(const char *expr, const char *file, int line) __attribute__((noreturn));
 #define TMOE_ASSERT(x) ((x) ? (void)0 : tmoe_assert_fail(#x, __FILE__, __LINE__))
 

@@ -4,7 +4,9 @@ The package wraps libthermoe (C) through cffi: ``Monitor`` measures energy, powe
 temperatures of windows of work (Zeus's ``begin_window``/``end_window``), ``CostModel`` reads
 a kernel cost model, ``Router`` runs thermoe's routing strategies on numpy arrays and torch
 tensors, ``load_run`` reads a run directory into pandas, and
-``thermoe.integrations.transformers.patch`` puts the routers into transformers' MoE models.
+``thermoe.integrations.transformers.patch`` puts the routers into transformers' MoE models,
+``serve`` replays request arrivals with continuous batching (``thermoe serve``) and
+``load_serve`` reads its directory.
 Every figure says where it came from: ``source`` is "nvml" (measured) or "sim" (the
 simulated H100). See docs/python.md.
 """
@@ -15,6 +17,7 @@ from .cost import AnalyticCost, CostModel, CostTable
 from .monitor import Measurement, Monitor
 from .router import RouteResult, Router, config_fields
 from .runlog import Run, load_run
+from .serve import ServeResult, ServeRun, load_serve, serve
 
 __version__: str = MACROS["TMOE_VERSION"]
 
@@ -27,8 +30,12 @@ __all__ = [
     "RouteResult",
     "Router",
     "Run",
+    "ServeResult",
+    "ServeRun",
     "ThermoeError",
     "ThermoeValueError",
     "config_fields",
     "load_run",
+    "load_serve",
+    "serve",
 ]

@@ -56,6 +56,10 @@ int tmoe_error_prefix(tmoe_error *err, int code, const char *fmt, ...) {
     return err->code;
 }
 
+void tmoe_free(void *p) {
+    free(p);
+}
+
 void tmoe_assert_fail(const char *expr, const char *file, int line) {
     fprintf(stderr, "thermoe: internal error: assertion `%s' failed at %s:%d\n", expr, file, line);
     abort();
