@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -159,3 +160,37 @@ def enum_name(ctype: str, v: int) -> str:
         return str(v)
     prefix = _common_prefix(list(ffi.typeof(ctype).relements))
     return elements[v][len(prefix) :].lower()
+
+
+def set_field(cfg: Any, ctype: str, name: str, value: Any, keep: list, who: str) -> None:
+    """Set field ``name`` of the config struct ``cfg`` (a ``ctype``) from a Python value, by
+    the field's C type: enums take their names, ``char *`` a str or path, pointers to int /
+    float / double a sequence (copied into an array kept alive in ``keep``), arrays a list,
+    numbers a number. An unknown field is a TypeError naming ``who`` and the fields."""
+    fields = dict(ffi.typeof(ctype).fields)
+    if name not in fields:
+        raise TypeError(f"{who}: unknown keyword {name!r}; {ctype} has {sorted(fields)}")
+    ft = fields[name].type
+    if ft.kind == "enum":
+        setattr(cfg, name, enum_value(ft.cname, value, name))
+    elif ft.kind == "pointer" and value is None:
+        setattr(cfg, name, ffi.NULL)
+    elif ft.kind == "pointer" and ft.item.cname == "char":
+        s = ffi.new("char[]", os.fsencode(value))
+        keep.append(s)
+        setattr(cfg, name, s)
+    elif ft.kind == "pointer":
+        dt = {"int": np.int32, "double": np.float64, "float": np.float32}.get(ft.item.cname)
+        if dt is None:
+            raise TypeError(f"{who}: field {name} ({ft.cname}) cannot be set from Python")
+        a = np.ascontiguousarray(value, dtype=dt)
+        keep.append(a)
+        setattr(cfg, name, ptr(a, ft.cname))
+    elif ft.kind == "array":
+        setattr(cfg, name, list(value))
+    elif ft.kind == "primitive" and ft.cname in ("float", "double"):
+        setattr(cfg, name, float(value))
+    elif ft.kind == "primitive":
+        setattr(cfg, name, int(value))
+    else:
+        raise TypeError(f"{who}: field {name} ({ft.cname}) cannot be set from Python")

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 
-from ._core import as_array, check, enum_value, new_error, ptr, struct_to_dict
+from ._core import as_array, check, enum_value, new_error, ptr, set_field, struct_to_dict
 from ._ffi import ffi, lib
 from .cost import AnalyticCost, CostModel, CostTable, ExpertTypes
 
@@ -70,7 +70,7 @@ class Router:
         cfg.num_experts = int(num_experts)
         cfg.top_k = int(top_k)
         for name, value in config.items():
-            self._set_field(cfg, name, value)
+            set_field(cfg, "tmoe_router_config", name, value, self._keep, "Router")  # copied at create
         if cost is not None and cost_model is not None:
             raise ValueError("give cost_model or cost, not both")
         if cost_model is not None:
@@ -88,32 +88,6 @@ class Router:
         self.strategy = struct_to_dict(cfg[0])["strategy"]
         self._sel = np.empty((0, self.top_k), dtype=np.int32)
         self._bias = np.empty(self.num_experts, dtype=np.float32)
-
-    def _set_field(self, cfg: Any, name: str, value: Any) -> None:
-        fields = dict(ffi.typeof("tmoe_router_config").fields)
-        if name not in fields:
-            raise TypeError(f"Router: unknown keyword {name!r}; tmoe_router_config has {sorted(fields)}")
-        ft = fields[name].type
-        if ft.kind == "enum":
-            setattr(cfg, name, enum_value(ft.cname, value, name))
-        elif ft.kind == "pointer":
-            if value is None:
-                setattr(cfg, name, ffi.NULL)
-                return
-            dt = {"int": np.int32, "double": np.float64, "float": np.float32}.get(ft.item.cname)
-            if dt is None:
-                raise TypeError(f"Router: field {name} ({ft.cname}) cannot be set from Python")
-            a = np.ascontiguousarray(value, dtype=dt)
-            self._keep.append(a)  # the router copies it at create
-            setattr(cfg, name, ptr(a, ft.cname))
-        elif ft.kind == "array":
-            setattr(cfg, name, list(value))
-        elif ft.kind == "primitive" and ft.cname in ("float", "double"):
-            setattr(cfg, name, float(value))
-        elif ft.kind == "primitive":
-            setattr(cfg, name, int(value))
-        else:
-            raise TypeError(f"Router: field {name} ({ft.cname}) cannot be set from Python")
 
     def close(self) -> None:
         lib.tmoe_router_free(self._r or ffi.NULL)

@@ -16,7 +16,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import numpy as np
 import pandas as pd
 
-from ._core import check, cstr, enum_value, new_error, struct_to_dict
+from ._core import check, cstr, enum_value, new_error, set_field, struct_to_dict
 from ._ffi import ffi, lib
 
 _NP = {"double": np.float64, "int": np.int32, "long": np.int64, "float": np.float32}
@@ -55,22 +55,7 @@ class ServeResult:
 
 
 def _set(cfg: Any, ctype: str, name: str, value: Any, keep: list) -> None:
-    fields = dict(ffi.typeof(ctype).fields)
-    if name not in fields:
-        raise TypeError(f"serve: unknown keyword {name!r}; {ctype} has {sorted(fields)}")
-    ft = fields[name].type
-    if ft.kind == "enum":
-        setattr(cfg, name, enum_value(ft.cname, value, name))
-    elif ft.kind == "pointer" and ft.cname in ("char *", "const char *"):
-        s = ffi.new("char[]", os.fsencode(value))
-        keep.append(s)
-        setattr(cfg, name, s)
-    elif ft.kind == "primitive" and ft.cname in ("float", "double"):
-        setattr(cfg, name, float(value))
-    elif ft.kind == "primitive":
-        setattr(cfg, name, int(value))
-    else:
-        raise TypeError(f"serve: field {name} ({ft.cname}) cannot be set from Python")
+    set_field(cfg, ctype, name, value, keep, "serve")
 
 
 def serve(
