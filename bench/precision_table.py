@@ -21,17 +21,7 @@ import re
 import statistics
 import sys
 
-# two-sided 95% t quantiles, df 1..30 (beyond: 1.96)
-T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-        2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-
-
-def tq(df):
-    if df < 1:
-        return math.nan
-    return T975[min(int(df), 30) - 1] if df <= 30 else 1.96
-
+from tstats import mean_ci, tq
 
 def parse(paths):
     """{(strategy, type): {seed: {field: value}}} from the summary rows after each header."""
@@ -97,8 +87,7 @@ def main(paths):
             pairs = [100 * (g[s]["ppl"] / base[s]["ppl"] - 1) for s in ss
                      if s in base and "ppl" in g[s] and "ppl" in base[s]]
             if len(pairs) > 1:
-                pm, ph = statistics.mean(pairs), tq(len(pairs) - 1) * statistics.stdev(
-                    pairs) / math.sqrt(len(pairs))
+                pm, ph = mean_ci(pairs)
                 p = f"{pm:+.2f}% [{pm - ph:+.2f}, {pm + ph:+.2f}] ({len(pairs)} pairs)"
             else:
                 p = "n/a"

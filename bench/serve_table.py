@@ -6,9 +6,14 @@ and TPOT p99, and GPU / HBM peak temperature, each against baseline (energy and 
 percent, temperatures in degrees C); how many repeats found a steady state; and the source
 of the figures (nvml: measured, sim: simulated). Replays at several expert types are named
 strategy@type and compared with baseline at the widest type (as thermoe analyze does).
-Standard library only.
+With two or more passes holding both a strategy and baseline (replay directories named
+r<pass>_..., as bench/serve_gpu.sh writes them), a second table pairs them by pass (the
+order alternates between passes): the mean change and its 95% t interval over passes, the
+pass the unit. Standard library only.
 usage: python3 bench/serve_table.py DIR   (the folder of replay directories)"""
-import json, math, os, statistics, sys
+import json, math, os, re, statistics, sys
+
+from tstats import mean_ci
 
 COLS = [("j_per_generated_token", "J/generated token", "pct", "{:.4g}"),
         ("ttft_p99_s", "TTFT p99 (s)", "pct", "{:.4g}"),
@@ -44,7 +49,7 @@ def load(root):
         except (OSError, ValueError, KeyError, TypeError) as e:
             sys.exit(f"{p}: expected a thermoe serve summary.json ({e})")
         runs.setdefault((strategy, etype), []).append({
-            "name": name, "w": w, "steady": bool(d.get("steady_state", {}).get("detected")),
+            "name": name, "pass": (re.match(r"r(\d+)_", name) or [None, None])[1], "w": w, "steady": bool(d.get("steady_state", {}).get("detected")),
             "source": d.get("source", "unknown"), "interrupted": bool(d.get("interrupted")),
             "device": d["metadata"].get("device_name", "unknown")})
     types = {t for _, t in runs}
@@ -94,6 +99,37 @@ def main(root):
         print(f"| {s} | {len(rs)} | " + " | ".join(cells) + f" | {steady} | {src} |")
     if not base:
         print(f"\nNo {bname} replay: no changes shown.")
+        return
+    paired(runs, bname)
+
+
+def paired(runs, bname):
+    """the change against baseline paired by pass, where two or more passes hold both"""
+    bp = {r["pass"]: r for r in runs[bname] if r["pass"]}
+    rows = []
+    for s in sorted(x for x in runs if x != bname):
+        mine = {r["pass"]: r for r in runs[s] if r["pass"] in bp}
+        if len(mine) < 2:
+            continue
+        cells = []
+        for k, _, kind, _ in COLS:
+            d = [num(r["w"].get(k)) - num(bp[p]["w"].get(k)) if kind == "abs" else
+                 100.0 * (num(r["w"].get(k)) / num(bp[p]["w"].get(k)) - 1.0)
+                 for p, r in sorted(mine.items())]
+            d = [x for x in d if not math.isnan(x)]
+            if len(d) < 2:
+                cells.append("n/a")
+                continue
+            m, h = mean_ci(d)
+            unit = " C" if kind == "abs" else "%"
+            cells.append(f"{m:+.1f}{unit} [{m - h:+.1f}, {m + h:+.1f}]")
+        rows.append(f"| {s} | {len(mine)} | " + " | ".join(cells) + " |")
+    if rows:
+        print(f"\nPaired by pass with {bname} (the pass the unit; 95% t interval over passes; "
+              "temperatures as differences in C):\n")
+        print("| strategy | passes | " + " | ".join(c[1] for c in COLS) + " |")
+        print("|---|---|" + "---|" * len(COLS))
+        print("\n".join(rows))
 
 
 if __name__ == "__main__":
