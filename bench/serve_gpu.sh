@@ -14,7 +14,9 @@
 #      predictive_thermal@q4, also sets --expert-type: replays at two types are compared with
 #      baseline at the wider one), REPEATS (2), REPEAT_FIRST (1: the number of
 #      the first pass, so that passes can run in separate calls into the same $OUT),
-#      DURATION (s of arrivals per replay, 300), TIME_SCALE (8), REST (s between replays, 30),
+#      DURATION (s of arrivals per replay, 300), TIME_SCALE (4: at 8 the conversation trace
+#      outruns an H100 from about 150 s on, bench/results/h100_serve_precision), REST (s
+#      between replays, 30),
 #      DRAIN (s a replay may run past DURATION before it is stopped and kept as interrupted,
 #      120), MAX_CONTEXT (384), MAX_GENERATED (128), MAX_SEQS (64), MAX_BATCH_TOKENS (512),
 #      EXTRA (more thermoe serve flags), OUT (/tmp/out)
@@ -25,7 +27,7 @@ STRATEGIES=${STRATEGIES:-baseline,predictive_thermal}
 REPEATS=${REPEATS:-2}
 REPEAT_FIRST=${REPEAT_FIRST:-1}
 DURATION=${DURATION:-300}
-TIME_SCALE=${TIME_SCALE:-8}
+TIME_SCALE=${TIME_SCALE:-4}
 REST=${REST:-30}
 DRAIN=${DRAIN:-120}
 mkdir -p "$OUT/serve"
