@@ -398,11 +398,14 @@ void cli_stop_signals(int on) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sigemptyset(&sa.sa_mask);
+    /* one stop handler at a time: a SIGTERM does not interrupt the handling of a SIGINT */
+    for (size_t i = 0; i < sizeof stop / sizeof *stop; i++) sigaddset(&sa.sa_mask, stop[i]);
     sa.sa_handler = on ? on_stop_signal : SIG_DFL;
     sa.sa_flags = on ? SA_RESTART : 0;
     if (on) stop_seen = 0;
     for (size_t i = 0; i < sizeof stop / sizeof *stop; i++) sigaction(stop[i], &sa, NULL);
     sa.sa_handler = on ? SIG_IGN : SIG_DFL;
     sa.sa_flags = 0;
+    sigemptyset(&sa.sa_mask);
     for (size_t i = 0; i < sizeof ignore / sizeof *ignore; i++) sigaction(ignore[i], &sa, NULL);
 }
