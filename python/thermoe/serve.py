@@ -72,7 +72,7 @@ def serve(
     duration: float = 0.0,
     strategy: str = "baseline",
     expert_type: str = "fp16",
-    expert_shape: str = "mixtral",
+    expert_shape: Optional[str] = None,
     model: Union[str, os.PathLike, None] = None,
     tokens: Union[str, os.PathLike, None] = None,
     out: Union[str, os.PathLike, None] = None,
@@ -90,7 +90,9 @@ def serve(
     ``synthetic`` (azure_conv, azure_code, mooncake) with ``requests`` requests (as many as
     arrive within ``duration`` when that is set and requests is 0). max_requests, time_scale,
     context_scale, max_context, max_generated and duration shape the arrivals as the
-    command's flags do. strategy and expert_type pick the routing and the experts' type;
+    command's flags do. strategy and expert_type pick the routing and the experts' type,
+    expert_shape the experts billed or run beside the trained ones (mixtral, trained or DxF;
+    None: mixtral, falling back to trained where that cannot run, as the command does);
     ``router`` sets tmoe_router_config fields by name (budget, kl_base, ...). Any other
     keyword sets the tmoe_serve_config field of that name (max_seqs, max_batch_tokens,
     prefill_chunk, kv_tokens, slo_ttft_s, slo_tpot_s, temp_target_c, backend, telemetry,
@@ -128,8 +130,9 @@ def serve(
             _set(c, "tmoe_serve_config", "out_dir", out, keep)
         c.strategy = enum_value("tmoe_route_strategy", strategy, "strategy")
         c.expert_type = enum_value("tmoe_etype", expert_type, "expert_type")
-        check(lib.tmoe_expert_shape_parse(expert_shape.encode(), ffi.addressof(c, "expert_shape"), err), err)
-        c.expert_shape_given = 1
+        if expert_shape is not None:  # else mixtral, or trained where that cannot run (as the command)
+            check(lib.tmoe_expert_shape_parse(expert_shape.encode(), ffi.addressof(c, "expert_shape"), err), err)
+            c.expert_shape_given = 1
         for name, value in (router or {}).items():
             _set(c.router, "tmoe_router_config", name, value, keep)
         temp_given = "temp_target_c" in config

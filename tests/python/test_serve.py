@@ -94,3 +94,13 @@ def test_ctrl_c_stops_after_the_step(tmp_path):
     # the rows are the requests that had arrived when it stopped, as the summary counts them
     assert 0 < int(words[2]) < 20000 and words[2] == words[3], out
     assert json.loads((tmp_path / "i" / "summary.json").read_text())["interrupted"] is True
+
+
+def test_nvml_wall_clock(monkeypatch):
+    """telemetry="nvml" (a fake libnvidia-ml): the wall clock, every figure labelled nvml; the
+    default expert shape falls back to the trained one on the CPU backend, as the command's"""
+    monkeypatch.setenv("THERMOE_NVML_LIB", need_env("THERMOE_FAKE_NVML"))
+    trace = SOURCE / "tests" / "data" / "serve" / "small.csv"
+    r = thermoe.serve(trace, time_scale=10, telemetry="nvml", **ARGS)
+    assert r.summary["source"] == "nvml" and r.summary["requests"] == 6
+    assert (r.requests.finish_s >= 0.1).any()  # the last request arrives 100 ms after the first
