@@ -51,7 +51,8 @@ for ((rep = REPEAT_FIRST; rep < REPEAT_FIRST + REPEATS; rep++)); do
     for ((i = ${#strat[@]} - 1; i >= 0; i--)); do order+=("${strat[i]}"); done
   fi
   for e in "${order[@]}"; do
-    s=${e%@*} flags=(--routing-strategy "${e%@*}") name="r${rep}_${e%@*}"
+    s=${e%@*}
+    flags=(--routing-strategy "$s") name="r${rep}_$s"
     [ "$e" != "$s" ] && flags+=(--expert-type "${e#*@}") && name+="_${e#*@}"
     echo "== $name: thermoe serve ${common[*]} ${flags[*]}" | tee "$OUT/serve/$name.cmd"
     # SIGTERM at the limit stops the replay after its step: its files say interrupted

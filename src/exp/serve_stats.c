@@ -100,14 +100,12 @@ int tmoe_serve_steady_window(const tmoe_serve_segment *seg, int nseg, double t_e
                  nseg, NB, 4 * NB);
         return 0;
     }
-    double w = t_end_s / NB, load[NB], power[NB], temp[NB], mem[NB], work[NB] = {0};
+    double w = t_end_s / NB, load[NB], power[NB], temp[NB], mem[NB];
     bin_segments(seg, nseg, NB, w, load, power, temp, mem);
-    /* a bin in which nothing was served (no step, only waits with the system empty) cannot
-     * be part of a serving steady state: an idle stretch is level in every series */
-    for (int i = 0; i < nseg; i++)
-        if (seg[i].in_system > 0) spread(work, NB, w, seg[i].t0_s, seg[i].t1_s, 1.0);
+    /* a bin in which nothing was served (no request in the system: only idle waits) cannot be
+     * part of a serving steady state: an idle stretch is level in every series */
     for (int b = 0; b < NB; b++)
-        if (!(work[b] > 0.0)) load[b] = NAN;
+        if (!(load[b] > 0.0)) load[b] = NAN;
     /* requests in the system within 25% (at least 0.5 requests), power within 15% (at least
      * 5 W), GPU temperature within 1.5 C of their means over the window */
     tmoe_steady_series s[3] = {{load, 0.25, 0.5}, {power, 0.15, 5.0}, {temp, 0.0, 1.5}};
