@@ -828,7 +828,7 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t 
             rc = check_selection("route: unbiased selection", unbiased_idx, T * k, E, counts, err);
             if (rc) return rc;
         } else {
-            tmoe_gate_topk(logits, NULL, T, E, k, 1, 0, r->idx, r->w);
+            tmoe_gate_topk(logits, NULL, T, E, k, 1, 0, r->idx, NULL);
             for (int i = 0; i < T * k; i++) counts[r->idx[i]]++;
         }
     }
@@ -881,7 +881,7 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t 
      * that ran, and for the outputs that ask for it */
     int balance = r->lb && !r->cfg.observe_selection;
     if (!balance && !selection_out && !predicted_energy_out) return TMOE_OK;
-    tmoe_gate_topk(logits, r->fb, T, E, k, 1, 0, r->idx, r->w);
+    tmoe_gate_topk(logits, r->fb, T, E, k, 1, 0, r->idx, NULL); /* the experts alone */
     memset(counts, 0, sizeof counts);
     if (r->cfg.capacity_factor > 0.0)
         apply_capacity(r, logits, T, r->cfg.capacity_factor, 1, counts);

@@ -18,6 +18,7 @@ struct tmoe_set_selector {
     double *ptop;  /* (T) full-softmax mass of the top-k */
     double *tot;   /* (T) sum of w over the top-k, in slot order */
     double *cov;   /* (T) greedy: mass of the top-k covered so far */
+    int32_t *inv;  /* (T k) greedy: the top-k slots t k + j of each expert, expert by expert */
     float *pfull;  /* (T, E) full softmax */
     uint8_t *ord;  /* (T, UMAX) exact path: U positions by decreasing biased score */
     int32_t *sidx; /* (T, k) a selection within a set */
@@ -49,12 +50,13 @@ int tmoe_set_selector_create(int E, int k, int max_tokens, tmoe_set_selector **o
     s->ptop = tmoe_malloc(sizeof(double) * T, err);
     s->tot = tmoe_malloc(sizeof(double) * T, err);
     s->cov = tmoe_malloc(sizeof(double) * T, err);
+    s->inv = tmoe_malloc(sizeof(int32_t) * TK, err);
     s->pfull = tmoe_malloc(sizeof(float) * T * (size_t)E, err);
     s->ord = tmoe_malloc(T * UMAX, err);
     s->sidx = tmoe_malloc(sizeof(int32_t) * TK, err);
     s->ctab = tmoe_malloc(sizeof(double) * UMAX * (T + 1), err);
-    if (!s->idx || !s->w || !s->ptop || !s->tot || !s->cov || !s->pfull || !s->ord || !s->sidx ||
-        !s->ctab) {
+    if (!s->idx || !s->w || !s->ptop || !s->tot || !s->cov || !s->inv || !s->pfull || !s->ord ||
+        !s->sidx || !s->ctab) {
         tmoe_set_selector_free(s);
         return TMOE_ENOMEM;
     }
@@ -69,6 +71,7 @@ void tmoe_set_selector_free(tmoe_set_selector *s) {
     free(s->ptop);
     free(s->tot);
     free(s->cov);
+    free(s->inv);
     free(s->pfull);
     free(s->ord);
     free(s->sidx);
@@ -412,9 +415,64 @@ static void needed(const tmoe_set_selector *s, const float *z, int T, const tmoe
     }
 }
 
+/* The greedy's candidates: a max-heap of experts by an upper bound of their gain per unit of
+ * fixed cost, the lower index first among equal bounds. */
+typedef struct {
+    int n, e[TMOE_MAX_EXPERTS];
+    double r[TMOE_MAX_EXPERTS];
+} cand_heap;
+
+static int heap_above(const cand_heap *h, int a, int b) {
+    return h->r[a] > h->r[b] || (h->r[a] == h->r[b] && h->e[a] < h->e[b]);
+}
+
+static void heap_swap(cand_heap *h, int a, int b) {
+    int e = h->e[a];
+    double r = h->r[a];
+    h->e[a] = h->e[b], h->r[a] = h->r[b];
+    h->e[b] = e, h->r[b] = r;
+}
+
+static void heap_push(cand_heap *h, int e, double r) {
+    int i = h->n++;
+    h->e[i] = e, h->r[i] = r;
+    for (; i > 0 && heap_above(h, i, (i - 1) / 2); i = (i - 1) / 2) heap_swap(h, i, (i - 1) / 2);
+}
+
+static void heap_pop(cand_heap *h) {
+    h->n--;
+    h->e[0] = h->e[h->n], h->r[0] = h->r[h->n];
+    for (int i = 0;;) {
+        int c = 2 * i + 1, m = i;
+        if (c < h->n && heap_above(h, c, m)) m = c;
+        if (c + 1 < h->n && heap_above(h, c + 1, m)) m = c + 1;
+        if (m == i) break;
+        heap_swap(h, i, m);
+        i = m;
+    }
+}
+
 /* Wolsey's greedy cover of f(S) = sum_t min(tau tot_t, mass of topk(t) in S) over the
  * allowed experts, by gain per unit of fixed cost; order (E) gets the experts in the order
- * added, *n_out how many. top1 is tau = 1 over each token's first slot only. */
+ * added, *n_out how many. top1 is tau = 1 over each token's first slot only.
+ * Lazy: an expert's gain only falls as tokens are covered (each token's need falls, and so
+ * does every term, in floating point too), so a gain computed in an earlier round bounds it
+ * from above. Each round refreshes the best bounds until no stale one can beat or tie the best
+ * fresh gain; each gain is summed over the expert's own slots in token order, the arithmetic
+ * of a full pass, so the choice (the largest ratio, the lower index on a tie) is the one a
+ * full pass over every token would make, at a cost of the slots of the experts refreshed. */
+static double cover_gain(const tmoe_set_selector *s, int e, const int *off, tmoe_budget_kind kind,
+                         double tau) {
+    double g = 0.0;
+    for (int i = off[e]; i < off[e + 1]; i++) {
+        int slot = s->inv[i], t = slot / s->k;
+        double need =
+            (kind == TMOE_BUDGET_TOP1 ? s->w[(size_t)t * s->k] : tau * s->tot[t]) - s->cov[t];
+        if (need > 0.0) g += fmin(need, s->w[slot]);
+    }
+    return g;
+}
+
 static void greedy_cover(tmoe_set_selector *s, int T, tmoe_budget_kind kind, double tau,
                          const unsigned char *allowed, const double *fixed, unsigned char *in_set,
                          int *order, int *n_out) {
@@ -422,41 +480,51 @@ static void greedy_cover(tmoe_set_selector *s, int T, tmoe_budget_kind kind, dou
     int n = 0;
     for (int e = 0; e < E; e++)
         if (in_set[e]) order[n++] = e;
+    int off[TMOE_MAX_EXPERTS + 1] = {0};
     for (int t = 0; t < T; t++) {
         double c = 0.0;
         for (int j = 0; j < kk; j++) {
             int e = s->idx[(size_t)t * k + j];
+            off[e + 1]++;
             if (in_set[e]) c += s->w[(size_t)t * k + j];
         }
         s->cov[t] = c;
     }
+    for (int e = 0; e < E; e++) off[e + 1] += off[e];
+    int fill[TMOE_MAX_EXPERTS];
+    memcpy(fill, off, sizeof(int) * E);
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < kk; j++) s->inv[fill[s->idx[(size_t)t * k + j]]++] = t * k + j;
+    cand_heap h;
+    h.n = 0;
+    for (int e = 0; e < E; e++)
+        if (!in_set[e] && allowed[e] && off[e + 1] > off[e]) heap_push(&h, e, INFINITY);
     for (;;) {
-        double gain[TMOE_MAX_EXPERTS] = {0};
-        for (int t = 0; t < T; t++) {
-            double need =
-                (kind == TMOE_BUDGET_TOP1 ? s->w[(size_t)t * k] : tau * s->tot[t]) - s->cov[t];
-            if (!(need > 0.0)) continue;
-            for (int j = 0; j < kk; j++) {
-                int e = s->idx[(size_t)t * k + j];
-                if (!in_set[e] && allowed[e]) gain[e] += fmin(need, s->w[(size_t)t * k + j]);
-            }
-        }
         int best = -1;
         double br = 0.0;
-        for (int e = 0; e < E; e++) {
-            if (!(gain[e] > 0.0)) continue;
-            double ratio = gain[e] / fixed[e];
-            if (best < 0 || ratio > br) {
+        while (h.n > 0) {
+            int e = h.e[0];
+            double ub = h.r[0];
+            if (best >= 0 && (ub < br || (ub == br && e > best))) break; /* cannot beat best */
+            heap_pop(&h);
+            double g = cover_gain(s, e, off, kind, tau);
+            if (!(g > 0.0)) continue; /* and never again */
+            double r = g / fixed[e];
+            if (best < 0 || r > br || (r == br && e < best)) {
+                if (best >= 0) heap_push(&h, best, br);
                 best = e;
-                br = ratio;
+                br = r;
+            } else {
+                heap_push(&h, e, r);
             }
         }
         if (best < 0) break;
         in_set[best] = 1;
         order[n++] = best;
-        for (int t = 0; t < T; t++)
-            for (int j = 0; j < kk; j++)
-                if (s->idx[(size_t)t * k + j] == best) s->cov[t] += s->w[(size_t)t * k + j];
+        for (int i = off[best]; i < off[best + 1]; i++) {
+            int slot = s->inv[i];
+            s->cov[slot / k] += s->w[slot];
+        }
     }
     *n_out = n;
 }
