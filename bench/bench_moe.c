@@ -421,6 +421,9 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--ncu")) ncu_only = 1;
         if (!strcmp(argv[i], "--short")) g_short = 1;
     }
+    /* THERMOE_EXPERT_STAGES: the expert kernel's weight ring (0: registers; 3, 4, 6) */
+    const char *st_env = getenv("THERMOE_EXPERT_STAGES");
+    if (st_env && *st_env) tmoe_cuda_expert_stages = atoi(st_env);
     char driver[96];
     CK(cudaSetDevice(0));
     T_OK(tmoe_cuda_sm_count(0, &g_sms, &g_err));
@@ -431,9 +434,10 @@ int main(int argc, char **argv) {
     struct cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     time_t now = time(NULL);
-    printf("# bench_moe\n\ncard: %s (%d SMs, L2 %d MB), driver %s, NVML energy %s, date %s\n",
+    printf("# bench_moe\n\ncard: %s (%d SMs, L2 %d MB), driver %s, NVML energy %s, expert "
+           "kernel stages %d (-1: default), date %s\n",
            prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, driver,
-           g_nvml_ok ? "yes" : "no", ctime(&now));
+           g_nvml_ok ? "yes" : "no", tmoe_cuda_expert_stages, ctime(&now));
 
     /* copy bandwidth: 1 GiB device-to-device, bytes read + written */
     void *cb[2];

@@ -6,7 +6,10 @@
 # compute-sanitizer memcheck and racecheck of the expert kernel test, then CTEST_R (a ctest
 # regex, with --output-on-failure). Everything under $OUT is packed into results.tgz at the end
 # (the device returns few files); the summary goes to stdout.
-# usage: [LIMIT=540] bash bench/gpu_kernel_round.sh
+# The sanitizers run the expert kernels with the weight ring of depth SANITIZE_STAGES (4).
+# STAGES_SWEEP (e.g. "0 3 4 6") also runs bench_moe --short once per depth of the expert
+# kernel's weight ring and joins them (bench/stages_table.py) before the side by side.
+# usage: [LIMIT=540] [STAGES_SWEEP="0 4"] bash bench/gpu_kernel_round.sh
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-/tmp/out}
@@ -29,11 +32,17 @@ timeout -s TERM "${LIMIT:-540}" bash -c '
     timeout 200 build-gpu/$t >"$OUT/$t.log" 2>&1; echo "$(el) $t rc=$?"
     grep -E "^\[  (FAILED|PASSED) |x std|seed" "$OUT/$t.log" | head -6
   done
+  for st in ${STAGES_SWEEP:-}; do
+    THERMOE_EXPERT_STAGES=$st timeout 120 build-gpu/bench_moe --short >"$OUT/bench_short_st$st.md" 2>&1
+    echo "$(el) bench_moe --short, ring $st rc=$?"
+  done
+  [ -n "${STAGES_SWEEP:-}" ] && python3 bench/stages_table.py "$OUT" | tee "$OUT/stages.md"
   BUILD=build-gpu timeout 240 bash bench/ggml_side_by_side.sh >"$OUT/side_by_side.log" 2>&1
   echo "$(el) side by side rc=$?"; cat "$OUT/side_by_side.md" 2>/dev/null || tail -5 "$OUT/side_by_side.log"
   grep -E "^\| (matrix|MUL_MAT_ID|expert|layer)" "$OUT/bench_moe_short.md" | head -80
   for tool in memcheck racecheck; do
-    THERMOE_TEST_FILTER=test_expert_linear timeout 120 compute-sanitizer --tool $tool \
+    THERMOE_TEST_FILTER=test_expert_linear THERMOE_EXPERT_STAGES=${SANITIZE_STAGES:-4} \
+      timeout 120 compute-sanitizer --tool $tool \
       --error-exitcode 9 build-gpu/test_cuda_kernels >"$OUT/$tool.log" 2>&1
     echo "$(el) $tool expert_linear rc=$?"; tail -2 "$OUT/$tool.log"
   done

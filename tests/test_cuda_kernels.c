@@ -365,8 +365,14 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
     /* variants: bit 0 tiled weights + active list; bit 1 the 8-warp blocks of a device with
      * many SMs (sm_count 1) instead of the 16-warp blocks these few row blocks get, and the
      * token tile sized for max_n */
-    for (int v = 0; v < 4; v++) {
+    /* and every depth of the weight ring (0: the register pipeline), or only
+     * THERMOE_EXPERT_STAGES when set (a sanitizer run of one variant) */
+    const char *st_env = getenv("THERMOE_EXPERT_STAGES");
+    int st_list[] = {0, 3, 4, 6}, n_st = 4;
+    if (st_env && *st_env) st_list[0] = atoi(st_env), n_st = 1;
+    for (int v = 0; v < 4 * n_st; v++) {
         int variant = v & 1;
+        tmoe_cuda_expert_stages = st_list[v / 4];
         tmoe_cuda_lin LV = L;
         if (variant) {
             LV.w = wt;
@@ -389,14 +395,15 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
         }
         char what[128];
         snprintf(what, sizeof what,
-                 "expert_linear %s group %d epi %d %dx%d tokens %d+%d %s sm_count %d",
+                 "expert_linear %s group %d epi %d %dx%d tokens %d+%d %s sm_count %d stages %d",
                  tmoe_etype_name(t), group, (int)epi, out, in, n0, n2,
-                 variant ? "tiled" : "row-major", LV.sm_count);
+                 variant ? "tiled" : "row-major", LV.sm_count, tmoe_cuda_expert_stages);
         double atol, rtol;
         tu_gpu_tol(t, &atol, &rtol);
         check_gpu(what, got, ref, (size_t)N * rows, atol, rtol);
     }
     tmoe_cuda_expert_tile_from_average = 1;
+    tmoe_cuda_expert_stages = -1;
     cudaFree(wt), cudaFree(dact), cudaFree(dso);
     for (int i = 0; i < slots; i++) tmoe_linear_free(&l[i]);
     cudaFree((void *)L.w), cudaFree((void *)L.scales), cudaFree(de), cudaFree(dc), cudaFree(dof);

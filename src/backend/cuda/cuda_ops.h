@@ -108,6 +108,10 @@ int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi, int n_exp
                             const int32_t *src, int k, int max_n, int n_rows, int max_active,
                             float *y32, tmoe_f16 *y16, cudaStream_t stream, tmoe_error *err);
 extern int tmoe_cuda_expert_tile_from_average;
+/* Token tiles of up to 16 tokens read the weights through a ring of this many k-blocks a warp
+ * in shared memory (cp.async; 3, 4 or 6), or pipelined in registers (0); -1 (the default):
+ * a ring of 3 for q4 at up to 8 tokens, registers otherwise. */
+extern int tmoe_cuda_expert_stages;
 
 /* dequant_unpack: packed q4/q2 of the listed experts with counts[e] > 0 (every listed expert
  * when counts is NULL) -> fp16 (slots, out, in) at w16. */

@@ -32,9 +32,159 @@ struct exp_args {
     __half *y16;
 };
 
-template <int WT, int NT, int W>
+/* One k-block of the lane's two row tiles into acc: A the lane's 16 weight bytes of rows
+ * (tile t, half h), S their q4/q2 scales (the fp16 bits twice), x of tokens xrow (xval: the
+ * token exists) loaded (q4/q2: permuted) to match. */
+template <int WT, int NT>
+static __device__ __forceinline__ void kb_step(const uint4 (&A)[2][2], const uint32_t (&S)[2][2],
+                                               int kb, int q, const __half *const (&xrow)[NT],
+                                               const bool (&xval)[NT], float (&acc)[2][NT][4]) {
+    constexpr bool Q4 = WT == 1 || WT == 3;
+    if (WT == 0) {
+        int xe = kb * 32 + q * 8;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            uint4 X = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe))
+                               : make_uint4(0, 0, 0, 0);
+#pragma unroll
+            for (int t = 0; t < 2; t++) {
+                mma16816(acc[t][nt], A[t][0].x, A[t][1].x, A[t][0].y, A[t][1].y, X.x, X.y);
+                mma16816(acc[t][nt], A[t][0].z, A[t][1].z, A[t][0].w, A[t][1].w, X.z, X.w);
+            }
+        }
+    } else if (WT == 4) {
+        /* bf16 weights as loaded; the fp16 activations rounded to bf16 for the mma */
+        int xe = kb * 32 + q * 8;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            uint4 X = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe))
+                               : make_uint4(0, 0, 0, 0);
+            uint32_t b0 = h2_to_bf2(X.x), b1 = h2_to_bf2(X.y), b2 = h2_to_bf2(X.z),
+                     b3 = h2_to_bf2(X.w);
+#pragma unroll
+            for (int t = 0; t < 2; t++) {
+                mma16816_bf16(acc[t][nt], A[t][0].x, A[t][1].x, A[t][0].y, A[t][1].y, b0, b1);
+                mma16816_bf16(acc[t][nt], A[t][0].z, A[t][1].z, A[t][0].w, A[t][1].w, b2, b3);
+            }
+        }
+    } else if (Q4) {
+        /* 4 words per row: word i holds elements 8i..8i+7 of the lane's 32. WT 3: the
+         * group spans the k-block, so the mma runs on the exact integers and the row
+         * scale multiplies the k-block's fp32 partial sums. */
+        constexpr int NTP = WT == 3 ? NT : 1;
+        float tmp[2][NTP][4];
+        if (WT == 3) {
+#pragma unroll
+            for (int t = 0; t < 2; t++)
+#pragma unroll
+                for (int nt = 0; nt < NTP; nt++)
+#pragma unroll
+                    for (int c = 0; c < 4; c++) tmp[t][nt][c] = 0.0f;
+        }
+        constexpr int XP = NT <= 2 ? NT : 1; /* x prefetched for small token tiles */
+        uint4 Xp[4][XP];
+        if (NT <= 2) {
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int nt = 0; nt < XP; nt++)
+                    Xp[i][nt] = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(
+                                               xrow[nt] + kb * 128 + q * 32 + i * 8))
+                                         : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            uint32_t R[2][2][4];
+#pragma unroll
+            for (int t = 0; t < 2; t++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    uint32_t wd = i == 0   ? A[t][h].x
+                                  : i == 1 ? A[t][h].y
+                                  : i == 2 ? A[t][h].z
+                                           : A[t][h].w;
+                    if (WT == 3)
+                        deq_q4_int(wd, R[t][h]);
+                    else
+                        deq_q4(wd, u2h(S[t][h]), R[t][h]);
+                }
+            int xe = kb * 128 + q * 32 + i * 8;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                uint4 X;
+                if (NT <= 2)
+                    X = Xp[i][nt < XP ? nt : 0];
+                else
+                    X = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe))
+                                 : make_uint4(0, 0, 0, 0);
+                uint32_t b0 = __byte_perm(X.x, X.z, 0x5410), b1 = __byte_perm(X.x, X.z, 0x7632);
+                uint32_t b2 = __byte_perm(X.y, X.w, 0x5410), b3 = __byte_perm(X.y, X.w, 0x7632);
+#pragma unroll
+                for (int t = 0; t < 2; t++) {
+                    float *c = WT == 3 ? tmp[t][nt < NTP ? nt : 0] : acc[t][nt];
+                    mma16816(c, R[t][0][0], R[t][1][0], R[t][0][1], R[t][1][1], b0, b1);
+                    mma16816(c, R[t][0][2], R[t][1][2], R[t][0][3], R[t][1][3], b2, b3);
+                }
+            }
+        }
+        if (WT == 3) {
+#pragma unroll
+            for (int t = 0; t < 2; t++) {
+                float s0 = __half2float(__ushort_as_half((unsigned short)(S[t][0] & 0xffffu)));
+                float s1 = __half2float(__ushort_as_half((unsigned short)(S[t][1] & 0xffffu)));
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) {
+                    acc[t][nt][0] += tmp[t][nt < NTP ? nt : 0][0] * s0;
+                    acc[t][nt][1] += tmp[t][nt < NTP ? nt : 0][1] * s0;
+                    acc[t][nt][2] += tmp[t][nt < NTP ? nt : 0][2] * s1;
+                    acc[t][nt][3] += tmp[t][nt < NTP ? nt : 0][3] * s1;
+                }
+            }
+        }
+    } else {
+        /* 4 words per row: word i holds elements 16i..16i+15 of the lane's 64 */
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            uint32_t R[2][2][8];
+#pragma unroll
+            for (int t = 0; t < 2; t++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    uint32_t wd = i == 0   ? A[t][h].x
+                                  : i == 1 ? A[t][h].y
+                                  : i == 2 ? A[t][h].z
+                                           : A[t][h].w;
+                    deq_q2(wd, u2h(S[t][h]), R[t][h]);
+                }
+            int xe = kb * 256 + q * 64 + i * 16;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                uint4 X0 = make_uint4(0, 0, 0, 0), X1 = X0;
+                if (xval[nt]) {
+                    X0 = __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe));
+                    X1 = __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe + 8));
+                }
+                uint32_t Xm[8] = {X0.x, X0.y, X0.z, X0.w, X1.x, X1.y, X1.z, X1.w};
+                uint32_t B[8];
+#pragma unroll
+                for (int m = 0; m < 4; m++) {
+                    B[2 * m] = __byte_perm(Xm[m], Xm[m + 4], 0x5410);
+                    B[2 * m + 1] = __byte_perm(Xm[m], Xm[m + 4], 0x7632);
+                }
+#pragma unroll
+                for (int t = 0; t < 2; t++)
+#pragma unroll
+                    for (int j = 0; j < 4; j++)
+                        mma16816(acc[t][nt], R[t][0][2 * j], R[t][1][2 * j], R[t][0][2 * j + 1],
+                                 R[t][1][2 * j + 1], B[2 * j], B[2 * j + 1]);
+            }
+        }
+    }
+}
+
+template <int WT, int NT, int W, int ST>
 static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int row0, int tok0,
-                                float *red) {
+                                float *red, uint4 *ring) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     const int off = a.offsets[e];
     const int in = a.in;
@@ -115,178 +265,86 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                 }
         }
     };
-    uint4 An[U][2][2];
-    uint32_t Sn[U][2][2];
-    if (PIPE && kb_lo < kb_hi) load(kb_lo, An, Sn);
-    for (int kb0 = kb_lo; kb0 < kb_hi; kb0 += U) {
-        uint4 A[U][2][2];
-        uint32_t S[U][2][2];
-        if (PIPE) {
+    if constexpr (ST > 0) {
+        /* the ring: ST k-blocks of this warp's weights in shared memory, ST - 1 in flight
+         * (cp.async) while one is dequantized and multiplied; each lane reads back only the
+         * 16-byte pieces it copied, so no barrier. The scales of the next k-block are loaded
+         * one step ahead. */
+        const uint32_t rb = (uint32_t)__cvta_generic_to_shared(ring + warp * ST * 128 + lane);
+        const int nk = kb_hi - kb_lo;
+        auto issue = [&](int kb, int stage) {
 #pragma unroll
-            for (int u = 0; u < U; u++)
+            for (int t = 0; t < 2; t++)
 #pragma unroll
-                for (int t = 0; t < 2; t++)
+                for (int h = 0; h < 2; h++)
+                    cp_async16(rb + (uint32_t)((stage * 4 + t * 2 + h) * 512),
+                               wrow[t][h] + (size_t)kb * kstride);
+        };
+        auto scales = [&](int kb, uint32_t(&S)[2][2]) {
+            if (F16) return;
+            int gi = (kb * KW + q * QW) >> a.gshift;
 #pragma unroll
-                    for (int h = 0; h < 2; h++) {
-                        A[u][t][h] = An[u][t][h];
-                        S[u][t][h] = Sn[u][t][h];
-                    }
-            if (kb0 + U < kb_hi) load(kb0 + U, An, Sn);
-        } else {
-            load(kb0, A, S);
+            for (int t = 0; t < 2; t++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    unsigned short sv = __ldg(
+                        reinterpret_cast<const unsigned short *>(sbase + soff[t] + h * s8 + gi));
+                    S[t][h] = (uint32_t)sv | ((uint32_t)sv << 16);
+                }
+        };
+#pragma unroll
+        for (int s = 0; s < ST - 1; s++) {
+            if (s < nk) issue(kb_lo + s, s);
+            cp_async_commit();
         }
+        uint32_t Sn[2][2] = {{0, 0}, {0, 0}};
+        if (nk > 0) scales(kb_lo, Sn);
+        int rs = 0, ws = ST - 1; /* the stage read this step, the stage written */
+        for (int j = 0; j < nk; j++) {
+            if (j + ST - 1 < nk) issue(kb_lo + j + ST - 1, ws);
+            cp_async_commit();
+            cp_async_wait<ST - 1>();
+            uint4 A[2][2];
+            uint32_t S[2][2];
 #pragma unroll
-        for (int u = 0; u < U; u++) {
-            int kb = kb0 + u;
-            if (kb >= kb_hi) break;
-            if (WT == 0) {
-                int xe = kb * 32 + q * 8;
+            for (int t = 0; t < 2; t++)
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++) {
-                    uint4 X = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe))
-                                       : make_uint4(0, 0, 0, 0);
-#pragma unroll
-                    for (int t = 0; t < 2; t++) {
-                        mma16816(acc[t][nt], A[u][t][0].x, A[u][t][1].x, A[u][t][0].y, A[u][t][1].y,
-                                 X.x, X.y);
-                        mma16816(acc[t][nt], A[u][t][0].z, A[u][t][1].z, A[u][t][0].w, A[u][t][1].w,
-                                 X.z, X.w);
-                    }
+                for (int h = 0; h < 2; h++) {
+                    A[t][h] = ring[(warp * ST + rs) * 128 + (t * 2 + h) * 32 + lane];
+                    S[t][h] = Sn[t][h];
                 }
-            } else if (WT == 4) {
-                /* bf16 weights as loaded; the fp16 activations rounded to bf16 for the mma */
-                int xe = kb * 32 + q * 8;
+            if (j + 1 < nk) scales(kb_lo + j + 1, Sn);
+            kb_step<WT, NT>(A, S, kb_lo + j, q, xrow, xval, acc);
+            ws = rs;
+            rs = rs + 1 == ST ? 0 : rs + 1;
+        }
+        cp_async_wait<0>();
+    } else {
+        uint4 An[U][2][2];
+        uint32_t Sn[U][2][2];
+        if (PIPE && kb_lo < kb_hi) load(kb_lo, An, Sn);
+        for (int kb0 = kb_lo; kb0 < kb_hi; kb0 += U) {
+            uint4 A[U][2][2];
+            uint32_t S[U][2][2];
+            if (PIPE) {
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++) {
-                    uint4 X = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe))
-                                       : make_uint4(0, 0, 0, 0);
-                    uint32_t b0 = h2_to_bf2(X.x), b1 = h2_to_bf2(X.y), b2 = h2_to_bf2(X.z),
-                             b3 = h2_to_bf2(X.w);
-#pragma unroll
-                    for (int t = 0; t < 2; t++) {
-                        mma16816_bf16(acc[t][nt], A[u][t][0].x, A[u][t][1].x, A[u][t][0].y,
-                                      A[u][t][1].y, b0, b1);
-                        mma16816_bf16(acc[t][nt], A[u][t][0].z, A[u][t][1].z, A[u][t][0].w,
-                                      A[u][t][1].w, b2, b3);
-                    }
-                }
-            } else if (Q4) {
-                /* 4 words per row: word i holds elements 8i..8i+7 of the lane's 32. WT 3: the
-                 * group spans the k-block, so the mma runs on the exact integers and the row
-                 * scale multiplies the k-block's fp32 partial sums. */
-                constexpr int NTP = WT == 3 ? NT : 1;
-                float tmp[2][NTP][4];
-                if (WT == 3) {
-#pragma unroll
-                    for (int t = 0; t < 2; t++)
-#pragma unroll
-                        for (int nt = 0; nt < NTP; nt++)
-#pragma unroll
-                            for (int c = 0; c < 4; c++) tmp[t][nt][c] = 0.0f;
-                }
-                constexpr int XP = NT <= 2 ? NT : 1; /* x prefetched for small token tiles */
-                uint4 Xp[4][XP];
-                if (NT <= 2) {
-#pragma unroll
-                    for (int i = 0; i < 4; i++)
-#pragma unroll
-                        for (int nt = 0; nt < XP; nt++)
-                            Xp[i][nt] = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(
-                                                       xrow[nt] + kb * 128 + q * 32 + i * 8))
-                                                 : make_uint4(0, 0, 0, 0);
-                }
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    uint32_t R[2][2][4];
+                for (int u = 0; u < U; u++)
 #pragma unroll
                     for (int t = 0; t < 2; t++)
 #pragma unroll
                         for (int h = 0; h < 2; h++) {
-                            uint32_t wd = i == 0   ? A[u][t][h].x
-                                          : i == 1 ? A[u][t][h].y
-                                          : i == 2 ? A[u][t][h].z
-                                                   : A[u][t][h].w;
-                            if (WT == 3)
-                                deq_q4_int(wd, R[t][h]);
-                            else
-                                deq_q4(wd, u2h(S[u][t][h]), R[t][h]);
+                            A[u][t][h] = An[u][t][h];
+                            S[u][t][h] = Sn[u][t][h];
                         }
-                    int xe = kb * 128 + q * 32 + i * 8;
-#pragma unroll
-                    for (int nt = 0; nt < NT; nt++) {
-                        uint4 X;
-                        if (NT <= 2)
-                            X = Xp[i][nt < XP ? nt : 0];
-                        else
-                            X = xval[nt] ? __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe))
-                                         : make_uint4(0, 0, 0, 0);
-                        uint32_t b0 = __byte_perm(X.x, X.z, 0x5410),
-                                 b1 = __byte_perm(X.x, X.z, 0x7632);
-                        uint32_t b2 = __byte_perm(X.y, X.w, 0x5410),
-                                 b3 = __byte_perm(X.y, X.w, 0x7632);
-#pragma unroll
-                        for (int t = 0; t < 2; t++) {
-                            float *c = WT == 3 ? tmp[t][nt < NTP ? nt : 0] : acc[t][nt];
-                            mma16816(c, R[t][0][0], R[t][1][0], R[t][0][1], R[t][1][1], b0, b1);
-                            mma16816(c, R[t][0][2], R[t][1][2], R[t][0][3], R[t][1][3], b2, b3);
-                        }
-                    }
-                }
-                if (WT == 3) {
-#pragma unroll
-                    for (int t = 0; t < 2; t++) {
-                        float s0 =
-                            __half2float(__ushort_as_half((unsigned short)(S[u][t][0] & 0xffffu)));
-                        float s1 =
-                            __half2float(__ushort_as_half((unsigned short)(S[u][t][1] & 0xffffu)));
-#pragma unroll
-                        for (int nt = 0; nt < NT; nt++) {
-                            acc[t][nt][0] += tmp[t][nt < NTP ? nt : 0][0] * s0;
-                            acc[t][nt][1] += tmp[t][nt < NTP ? nt : 0][1] * s0;
-                            acc[t][nt][2] += tmp[t][nt < NTP ? nt : 0][2] * s1;
-                            acc[t][nt][3] += tmp[t][nt < NTP ? nt : 0][3] * s1;
-                        }
-                    }
-                }
+                if (kb0 + U < kb_hi) load(kb0 + U, An, Sn);
             } else {
-                /* 4 words per row: word i holds elements 16i..16i+15 of the lane's 64 */
+                load(kb0, A, S);
+            }
 #pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    uint32_t R[2][2][8];
-#pragma unroll
-                    for (int t = 0; t < 2; t++)
-#pragma unroll
-                        for (int h = 0; h < 2; h++) {
-                            uint32_t wd = i == 0   ? A[u][t][h].x
-                                          : i == 1 ? A[u][t][h].y
-                                          : i == 2 ? A[u][t][h].z
-                                                   : A[u][t][h].w;
-                            deq_q2(wd, u2h(S[u][t][h]), R[t][h]);
-                        }
-                    int xe = kb * 256 + q * 64 + i * 16;
-#pragma unroll
-                    for (int nt = 0; nt < NT; nt++) {
-                        uint4 X0 = make_uint4(0, 0, 0, 0), X1 = X0;
-                        if (xval[nt]) {
-                            X0 = __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe));
-                            X1 = __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + xe + 8));
-                        }
-                        uint32_t Xm[8] = {X0.x, X0.y, X0.z, X0.w, X1.x, X1.y, X1.z, X1.w};
-                        uint32_t B[8];
-#pragma unroll
-                        for (int m = 0; m < 4; m++) {
-                            B[2 * m] = __byte_perm(Xm[m], Xm[m + 4], 0x5410);
-                            B[2 * m + 1] = __byte_perm(Xm[m], Xm[m + 4], 0x7632);
-                        }
-#pragma unroll
-                        for (int t = 0; t < 2; t++)
-#pragma unroll
-                            for (int j = 0; j < 4; j++)
-                                mma16816(acc[t][nt], R[t][0][2 * j], R[t][1][2 * j],
-                                         R[t][0][2 * j + 1], R[t][1][2 * j + 1], B[2 * j],
-                                         B[2 * j + 1]);
-                    }
-                }
+            for (int u = 0; u < U; u++) {
+                int kb = kb0 + u;
+                if (kb >= kb_hi) break;
+                kb_step<WT, NT>(A[u], S[u], kb, q, xrow, xval, acc);
             }
         }
     }
@@ -333,9 +391,16 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
     }
 }
 
-template <int WT, int NT, int W>
+/* Shared memory of a block: the ring of W warps x ST k-blocks (2 KB each), then the split-K
+ * reduction (8 accumulators x 32 lanes a warp). */
+template <int W, int ST> static constexpr size_t exp_smem_bytes() {
+    return (size_t)W * ST * 2048 + (size_t)W * 8 * 32 * 4;
+}
+
+template <int WT, int NT, int W, int ST>
 __global__ void __launch_bounds__(W * 32, NT <= 2 && W == 8 ? 2 : 1) k_expert_linear(exp_args a) {
-    __shared__ float red[W * 8 * 32];
+    extern __shared__ uint4 smem[];
+    float *red = reinterpret_cast<float *>(smem + W * ST * 128);
     int slot, e;
     if (a.active) {
         if ((int)blockIdx.y >= a.active[0]) return;
@@ -351,29 +416,67 @@ __global__ void __launch_bounds__(W * 32, NT <= 2 && W == 8 ? 2 : 1) k_expert_li
     const int rows_per_block = a.epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32;
     const int row0 = blockIdx.x * rows_per_block;
     for (int tok0 = 0; tok0 < n; tok0 += 8 * NT)
-        exp_body<WT, NT, W>(a, slot, e, n, row0, tok0, red);
+        exp_body<WT, NT, W, ST>(a, slot, e, n, row0, tok0, red, smem);
 }
 
-/* 16 warps a block where the row blocks alone would not give every SM (sms of them) two
- * blocks; the token tile from nt_n (tokens of the largest expert it is sized for) */
-template <int WT>
-static void launch_expert(const exp_args &a, dim3 grid, int nt_n, int sms, cudaStream_t st) {
-    int few = grid.x < 2u * (unsigned)sms;
-    if (nt_n <= 8) {
-        if (few)
-            k_expert_linear<WT, 1, 16><<<grid, 512, 0, st>>>(a);
-        else
-            k_expert_linear<WT, 1, 8><<<grid, 256, 0, st>>>(a);
-    } else if (nt_n <= 16) {
-        if (few)
-            k_expert_linear<WT, 2, 16><<<grid, 512, 0, st>>>(a);
-        else
-            k_expert_linear<WT, 2, 8><<<grid, 256, 0, st>>>(a);
-    } else if (nt_n <= 32) {
-        k_expert_linear<WT, 4, 8><<<grid, 256, 0, st>>>(a);
-    } else {
-        k_expert_linear<WT, EXP_MAXNT, 8><<<grid, 256, 0, st>>>(a);
+/* One launch of a variant; a ring past the default 48 KB of shared memory is allowed once per
+ * device (the attribute is per device; at most 16 tracked, others set every launch). */
+template <int WT, int NT, int W, int ST>
+static cudaError_t launch_k(const exp_args &a, dim3 grid, cudaStream_t st) {
+    constexpr size_t smem = exp_smem_bytes<W, ST>();
+    if (smem > 48 * 1024) {
+        static int ready[16];
+        int dev = 0;
+        cudaError_t ce = cudaGetDevice(&dev);
+        if (ce != cudaSuccess) return ce;
+        if (dev < 0 || dev >= 16 || !ready[dev]) {
+            ce =
+                cudaFuncSetAttribute(reinterpret_cast<const void *>(k_expert_linear<WT, NT, W, ST>),
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+            if (ce != cudaSuccess) return ce;
+            if (dev >= 0 && dev < 16) ready[dev] = 1;
+        }
     }
+    k_expert_linear<WT, NT, W, ST><<<grid, W * 32, smem, st>>>(a);
+    return cudaSuccess;
+}
+
+/* the ring depth: 0 (weights pipelined in registers) or an instantiated 3, 4, 6 */
+template <int WT, int NT, int W>
+static cudaError_t launch_st(const exp_args &a, dim3 grid, int stages, cudaStream_t st) {
+    switch (stages) {
+    case 3: return launch_k<WT, NT, W, 3>(a, grid, st);
+    case 4: return launch_k<WT, NT, W, 4>(a, grid, st);
+    case 6: return launch_k<WT, NT, W, 6>(a, grid, st);
+    default: return launch_k<WT, NT, W, 0>(a, grid, st);
+    }
+}
+
+int tmoe_cuda_expert_stages = -1;
+
+/* 16 warps a block where the row blocks alone would not give every SM (sms of them) two
+ * blocks; the token tile from nt_n (tokens of the largest expert it is sized for). Token tiles
+ * of up to 16 tokens may read the weights through the ring (tmoe_cuda_expert_stages); by
+ * default only q4 at up to 8 tokens does, 3 deep, the one case the H100 measured faster
+ * (bench/results/h100_kernel_ring: the lone q4 matrix -7 to -10%, L2-warm -22 to -25%); the
+ * ring made q2 up to 20% slower, left fp16 / bf16 within 2%, and at 9-16 tokens the q4 and
+ * q2 ring variants spill registers. */
+template <int WT>
+static cudaError_t launch_expert(const exp_args &a, dim3 grid, int nt_n, int sms, cudaStream_t st) {
+    int few = grid.x < 2u * (unsigned)sms;
+    int q4 = WT == 1 || WT == 3, set = tmoe_cuda_expert_stages >= 0;
+    if (nt_n <= 8) {
+        int stages = set ? tmoe_cuda_expert_stages : q4 ? 3 : 0;
+        return few ? launch_st<WT, 1, 16>(a, grid, stages, st)
+                   : launch_st<WT, 1, 8>(a, grid, stages, st);
+    }
+    if (nt_n <= 16) {
+        int stages = set ? tmoe_cuda_expert_stages : 0;
+        return few ? launch_st<WT, 2, 16>(a, grid, stages, st)
+                   : launch_st<WT, 2, 8>(a, grid, stages, st);
+    }
+    if (nt_n <= 32) return launch_k<WT, 4, 8, 0>(a, grid, st);
+    return launch_k<WT, EXP_MAXNT, 8, 0>(a, grid, st);
 }
 
 int tmoe_cuda_expert_tile_from_average = 1;
@@ -468,13 +571,15 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
     dim3 grid(a.out_rows / (epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32), gy);
     /* a block reads 32 weight rows (16 gate + 16 up with swiglu) */
     int nt_n = tile_tokens(L, 32, max_n, n_rows, max_active, sms);
+    cudaError_t ce;
     switch (a.wt) {
-    case 0: launch_expert<0>(a, grid, nt_n, sms, stream); break;
-    case 1: launch_expert<1>(a, grid, nt_n, sms, stream); break;
-    case 3: launch_expert<3>(a, grid, nt_n, sms, stream); break;
-    case 4: launch_expert<4>(a, grid, nt_n, sms, stream); break;
-    default: launch_expert<2>(a, grid, nt_n, sms, stream); break;
+    case 0: ce = launch_expert<0>(a, grid, nt_n, sms, stream); break;
+    case 1: ce = launch_expert<1>(a, grid, nt_n, sms, stream); break;
+    case 3: ce = launch_expert<3>(a, grid, nt_n, sms, stream); break;
+    case 4: ce = launch_expert<4>(a, grid, nt_n, sms, stream); break;
+    default: ce = launch_expert<2>(a, grid, nt_n, sms, stream); break;
     }
+    TMOE_CUDA_CHECK(ce, err);
     TMOE_CUDA_LAUNCHED(stream, "expert_linear", err);
     return TMOE_OK;
 }
