@@ -32,6 +32,17 @@ struct exp_args {
     __half *y16;
 };
 
+/* Word i (0..3) of a 16-byte load; i is a compile-time constant in every use. */
+static __device__ __forceinline__ uint32_t u4_word(const uint4 &v, int i) {
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+/* A q4 / q2 scale (fp16 bits) twice, as the half2 the dequantization multiplies by. */
+static __device__ __forceinline__ uint32_t scale2(const __half *p) {
+    unsigned short sv = __ldg(reinterpret_cast<const unsigned short *>(p));
+    return (uint32_t)sv | ((uint32_t)sv << 16);
+}
+
 /* One k-block of the lane's two row tiles into acc: A the lane's 16 weight bytes of rows
  * (tile t, half h), S their q4/q2 scales (the fp16 bits twice), x of tokens xrow (xval: the
  * token exists) loaded (q4/q2: permuted) to match. */
@@ -99,10 +110,7 @@ static __device__ __forceinline__ void kb_step(const uint4 (&A)[2][2], const uin
             for (int t = 0; t < 2; t++)
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
-                    uint32_t wd = i == 0   ? A[t][h].x
-                                  : i == 1 ? A[t][h].y
-                                  : i == 2 ? A[t][h].z
-                                           : A[t][h].w;
+                    uint32_t wd = u4_word(A[t][h], i);
                     if (WT == 3)
                         deq_q4_int(wd, R[t][h]);
                     else
@@ -150,10 +158,7 @@ static __device__ __forceinline__ void kb_step(const uint4 (&A)[2][2], const uin
             for (int t = 0; t < 2; t++)
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
-                    uint32_t wd = i == 0   ? A[t][h].x
-                                  : i == 1 ? A[t][h].y
-                                  : i == 2 ? A[t][h].z
-                                           : A[t][h].w;
+                    uint32_t wd = u4_word(A[t][h], i);
                     deq_q2(wd, u2h(S[t][h]), R[t][h]);
                 }
             int xe = kb * 256 + q * 64 + i * 16;
@@ -257,11 +262,7 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                 for (int h = 0; h < 2; h++) {
                     A[u][t][h] =
                         ok ? ld_stream(wrow[t][h] + (size_t)kb * kstride) : make_uint4(0, 0, 0, 0);
-                    if (!F16) {
-                        unsigned short sv = __ldg(reinterpret_cast<const unsigned short *>(
-                            sbase + soff[t] + h * s8 + gi));
-                        S[u][t][h] = (uint32_t)sv | ((uint32_t)sv << 16);
-                    }
+                    if (!F16) S[u][t][h] = scale2(sbase + soff[t] + h * s8 + gi);
                 }
         }
     };
@@ -286,11 +287,7 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
 #pragma unroll
             for (int t = 0; t < 2; t++)
 #pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    unsigned short sv = __ldg(
-                        reinterpret_cast<const unsigned short *>(sbase + soff[t] + h * s8 + gi));
-                    S[t][h] = (uint32_t)sv | ((uint32_t)sv << 16);
-                }
+                for (int h = 0; h < 2; h++) S[t][h] = scale2(sbase + soff[t] + h * s8 + gi);
         };
 #pragma unroll
         for (int s = 0; s < ST - 1; s++) {
