@@ -148,6 +148,36 @@ static int eval_set(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
     return tmoe_route_step_energy(p, counts, E, energy, err);
 }
 
+/* The last sets eval_set evaluated in one selection, so that the result does not route a
+ * set again (the same function on the same inputs: the same figures). */
+typedef struct {
+    int n;
+    unsigned char set[2][TMOE_MAX_EXPERTS];
+    double energy[2], kl[2], min_kept[2];
+} eval_memo;
+
+static int eval_memo_set(tmoe_set_selector *s, const tmoe_cost_provider *p, const float *z, int T,
+                         const double *soft, const unsigned char *in_set, float excl, eval_memo *m,
+                         double *energy, double *kl, double *min_kept, tmoe_error *err) {
+    int E = s->E, i;
+    for (i = 0; i < m->n; i++)
+        if (!memcmp(m->set[i], in_set, (size_t)E)) break;
+    if (i == m->n) {
+        i = m->n < 2 ? m->n++ : 1;
+        int rc = eval_set(s, p, z, T, soft, in_set, excl, &m->energy[i], &m->kl[i], &m->min_kept[i],
+                          err);
+        if (rc) {
+            m->n = i; /* this entry holds nothing */
+            return rc;
+        }
+        memcpy(m->set[i], in_set, (size_t)E);
+    }
+    if (energy) *energy = m->energy[i];
+    if (kl) *kl = m->kl[i];
+    if (min_kept) *min_kept = m->min_kept[i];
+    return TMOE_OK;
+}
+
 static int popcount32(uint32_t m) {
     int n = 0;
     for (; m; m &= m - 1) n++;
@@ -603,6 +633,8 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
         na++;
     }
     float excl = tmoe_set_exclusion_bias(z, T, E, soft, -30.0);
+    eval_memo memo;
+    memo.n = 0;
     int exact = 0;
     /* the experts every feasible set holds; all the allowed ones: no search */
     unsigned char need[TMOE_MAX_EXPERTS];
@@ -669,8 +701,8 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
         unsigned char ua[TMOE_MAX_EXPERTS];
         for (int e = 0; e < E; e++) ua[e] = inu[e] && allowed[e];
         double es, eu, klu;
-        if ((rc = eval_set(s, p, z, T, soft, in_set, excl, &es, NULL, NULL, err)) ||
-            (rc = eval_set(s, p, z, T, soft, ua, excl, &eu, &klu, NULL, err)))
+        if ((rc = eval_memo_set(s, p, z, T, soft, in_set, excl, &memo, &es, NULL, NULL, err)) ||
+            (rc = eval_memo_set(s, p, z, T, soft, ua, excl, &memo, &eu, &klu, NULL, err)))
             return rc;
         if (eu < es && (b->kind != TMOE_BUDGET_KL || klu <= b->kl_max))
             memcpy(in_set, ua, (size_t)E);
@@ -684,14 +716,14 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
             res->size++;
             res->mask[e >> 6] |= 1ull << (e & 63);
         }
-    if ((rc = eval_set(s, p, z, T, soft, in_set, excl, &res->energy_j, &res->kl, &res->min_kept,
-                       err)))
+    if ((rc = eval_memo_set(s, p, z, T, soft, in_set, excl, &memo, &res->energy_j, &res->kl,
+                            &res->min_kept, err)))
         return rc;
     if (!memcmp(in_set, inu, (size_t)E)) { /* S is U: the same routing, the same energy */
         res->energy_u_j = res->energy_j;
         return TMOE_OK;
     }
-    return eval_set(s, p, z, T, soft, inu, excl, &res->energy_u_j, NULL, NULL, err);
+    return eval_memo_set(s, p, z, T, soft, inu, excl, &memo, &res->energy_u_j, NULL, NULL, err);
 }
 
 static const char *const budget_names[TMOE_BUDGET_COUNT] = {"none", "tau", "top1", "kl"};
