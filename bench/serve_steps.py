@@ -7,8 +7,9 @@ its steps, the decode and prefill tokens, J per decode token (each decode token 
 generated token; the first token of each request, made by its last prefill step, is not
 counted: steps.csv does not say which step finished a prefill), average power (energy over
 the steps' span), the step latency p50 / p99 over steps that decode, the GPU / HBM peak
-temperatures and the longest queue; the first replay named is the reference. With --bins S,
-the same per S-second bin. Standard library only.
+temperatures, the longest queue and the distinct experts a layer step ran (mean over steps;
+"-" for a steps.csv from before that column); the first replay named is the reference. With
+--bins S, the same per S-second bin. Standard library only.
 usage: python3 bench/serve_steps.py [--from A] [--to B] [--bins S] NAME=DIR...
 """
 import argparse
@@ -55,6 +56,8 @@ def stats(rows, lo, hi):
             float("nan"), "p": e / span if span > 0 else float("nan"), "p50": pct(lat, 50),
             "p99": pct(lat, 99), "gpu": peak("gpu_temp_peak_c"), "hbm": peak("mem_temp_peak_c"),
             "wait": max(int(r["waiting"]) for r in w),
+            "act": (sum(float(r["active_experts"]) for r in w) / len(w)
+                    if "active_experts" in w[0] else float("nan")),
             "src": ",".join(sorted({r["source"] for r in w}))}
 
 
@@ -78,20 +81,22 @@ def main():
     print(f"Window {a.lo:g}..{a.hi:g} s of each replay's clock; in brackets the change "
           f"against {runs[0][0]} (temperatures: the difference in C).\n")
     print("| replay | steps | J/decode token | power (W) | decode / prefill tokens | "
-          "step p50 / p99 (ms) | GPU peak (C) | HBM peak (C) | longest queue | source |")
-    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|---|")
+          "step p50 / p99 (ms) | GPU peak (C) | HBM peak (C) | longest queue | "
+          "experts a layer step | source |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
     base = None
     for name, rows in runs:
         s = stats(rows, a.lo, a.hi)
         if s is None:
-            print(f"| {name} | 0 | no step in the window |||||||| ")
+            print(f"| {name} | 0 | no step in the window ||||||||| ")
             continue
         b = base or s
         dt = lambda k: "" if s is b else f" ({s[k] - b[k]:+.1f})"
         print(f"| {name} | {s['steps']} | {s['jdec']:.4f}{'' if s is b else rel(s['jdec'], b['jdec'])}"
               f" | {s['p']:.1f}{'' if s is b else rel(s['p'], b['p'])} | {s['dec']} / {s['pre']} | "
               f"{s['p50']:.2f} / {s['p99']:.2f} | {s['gpu']:.0f}{dt('gpu')} | "
-              f"{s['hbm']:.0f}{dt('hbm')} | {s['wait']} | {s['src']} |")
+              f"{s['hbm']:.0f}{dt('hbm')} | {s['wait']} | "
+              f"{'-' if s['act'] != s['act'] else format(s['act'], '.2f')} | {s['src']} |")
         base = base or s
     if a.bins > 0:
         end = max(float(r[-1]["t_end_s"]) for _, r in runs)

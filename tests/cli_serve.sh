@@ -54,6 +54,10 @@ echo "$msg" | grep -q "negative_length.csv:3: ContextTokens" || fail "message: $
 grep -q "SIMULATED" "$OUT/log" || fail "summary not labelled SIMULATED"
 [ "$(wc -l <"$OUT/r/requests.csv")" -eq 7 ] || fail "requests.csv rows"
 [ -s "$OUT/r/steps.csv" ] || fail "steps.csv"
+# the distinct experts a step's layers ran: between top-k (2) and min(experts (8), tokens x 2)
+awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "active_experts") a = i; if ($i == "tokens") t = i } next }
+         { m = 2 * $t < 8 ? 2 * $t : 8; if (!a || $a < 2 || $a > m) bad++ }
+         END { exit bad > 0 || NR < 2 }' "$OUT/r/steps.csv" || fail "steps.csv: active_experts"
 grep -q '"source": "sim"' "$OUT/r/summary.json" || fail "summary.json source"
 grep -q '"slo_ttft_s": 0.005' "$OUT/r/summary.json" || fail "summary.json: the SLO"
 grep -q '"steady_state"' "$OUT/r/summary.json" || fail "summary.json: steady_state"

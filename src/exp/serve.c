@@ -225,6 +225,13 @@ static int step(serve_ctx *s, int index, tmoe_serve_summary *sum, tmoe_error *er
     if (rc) return tmoe_error_prefix(err, rc, "step %d", index);
     /* the step's selections, checked against what ran, are what run_lm_bill bills */
     if ((rc = run_lm_step_done(lm, 0, err))) return tmoe_error_prefix(err, rc, "step %d", index);
+    /* the distinct experts the step's MoE layers ran, mean over layers: the bytes a
+     * memory-bound step reads follow it (steps.csv, so that routing and precision can be told
+     * apart in a replay) */
+    long active = 0;
+    for (size_t i = 0; i < (size_t)lm->n_moe * lm->m->cfg.num_experts; i++)
+        active += lm->step_counts[i] > 0;
+    double active_experts = lm->n_moe ? (double)active / lm->n_moe : NAN;
     batch_out o;
     memset(&o, 0, sizeof o);
     o.tokens = T;
@@ -252,10 +259,11 @@ static int step(serve_ctx *s, int index, tmoe_serve_summary *sum, tmoe_error *er
     sum->energy_j += ej;
     sum->prompt_tokens += prefill;
     if (s->steps)
-        fprintf(s->steps, "%d,%.6f,%.6f,%d,%d,%d,%d,%d,%d,%ld,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%s\n",
-                index, t_start, t_end, s->nrun, s->wtail - s->whead, nb, prefill, decode, T,
-                s->kv_used, o.hw.latency_ms, ej, o.hw.power_avg_w, o.hw.power_peak_w,
-                o.hw.temp_peak_c, o.hw.mem_temp_peak_c, rd.source);
+        fprintf(s->steps,
+                "%d,%.6f,%.6f,%d,%d,%d,%d,%d,%d,%ld,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.4g,%s\n", index,
+                t_start, t_end, s->nrun, s->wtail - s->whead, nb, prefill, decode, T, s->kv_used,
+                o.hw.latency_ms, ej, o.hw.power_avg_w, o.hw.power_peak_w, o.hw.temp_peak_c,
+                o.hw.mem_temp_peak_c, active_experts, rd.source);
     if (s->steps) fflush(s->steps); /* a killed replay leaves whole rows (docs/serve.md) */
     tmoe_serve_segment *g = seg_next(s, err);
     if (!g) return TMOE_ENOMEM;
@@ -585,9 +593,10 @@ int tmoe_serve_run(const tmoe_serve_config *c, const tmoe_arrivals *a, tmoe_serv
         if (!rc && !(s.steps = fopen(path, "w")))
             rc = tmoe_errorf(err, TMOE_EIO, "%s: cannot write", path);
         if (!rc)
-            fprintf(s.steps, "step,t_start_s,t_end_s,running,waiting,seqs,prefill_tokens,"
-                             "decode_tokens,tokens,kv_tokens,latency_ms,energy_j,power_avg_w,"
-                             "power_peak_w,gpu_temp_peak_c,mem_temp_peak_c,source\n");
+            fprintf(s.steps,
+                    "step,t_start_s,t_end_s,running,waiting,seqs,prefill_tokens,"
+                    "decode_tokens,tokens,kv_tokens,latency_ms,energy_j,power_avg_w,"
+                    "power_peak_w,gpu_temp_peak_c,mem_temp_peak_c,active_experts,source\n");
     }
     s.t0 = rc ? 0.0 : run_now_s(r);
     for (int i = 0; i < a->n && !rc; i++) {

@@ -35,6 +35,19 @@ def test_window_and_reference(tmp_path):
     # q4: 1.5 J per token (-25%), HBM peak 57 against 67 C
     assert "1.5000 (-25.0%)" in rows["q4"] and "57 (-10.0)" in rows["q4"], rows["q4"]
     assert "| 0 | 200 / 2.0000 / 64 / 4 |" in r.stdout  # the first 5 s bin of fp16
+    assert "| 7 | - | nvml |" in rows["fp16"]  # no active_experts column: "-"
+
+
+def test_active_experts(tmp_path):
+    (tmp_path / "a").mkdir()
+    head = HEAD.replace("mem_temp_peak_c,source", "mem_temp_peak_c,active_experts,source")
+    rows = [f"{i},{i}.0,{i + 1}.0,4,0,4,50,100,150,400,10.0,100,100,100,50,60,{4 + i % 2},sim\n"
+            for i in range(4)]
+    (tmp_path / "a" / "steps.csv").write_text(head + "".join(rows))
+    r = subprocess.run([sys.executable, TOOL, f"a={tmp_path / 'a'}"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert "| 4.50 | sim |" in r.stdout, r.stdout  # mean of 4, 5, 4, 5
 
 
 def test_not_a_steps_file(tmp_path):
