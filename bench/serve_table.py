@@ -2,9 +2,10 @@
 """Table of bench/serve_gpu.sh's replays: per routing strategy (each replay one strategy, one
 repeat, in its own directory with summary.json), over the steady-state window each replay
 detected (or its whole run, flagged), the mean over repeats of J per generated token, TTFT
-and TPOT p99, and GPU / HBM peak temperature, each against baseline (energy and latency in
-percent, temperatures in degrees C); how many repeats found a steady state; and the source
-of the figures (nvml: measured, sim: simulated). Replays at several expert types are named
+and TPOT p99, GPU / HBM peak temperature and the distinct experts a layer step ran (n/a for
+a summary from before that figure), each against baseline (energy and latency in percent,
+temperatures in degrees C, experts as a difference); how many repeats found a steady state;
+and the source of the figures (nvml: measured, sim: simulated). Replays at several expert types are named
 strategy@type and compared with baseline at the widest type (as thermoe analyze does).
 With two or more passes holding both a strategy and baseline (replay directories named
 r<pass>_..., as bench/serve_gpu.sh writes them), a second table pairs them by pass (the
@@ -19,7 +20,8 @@ COLS = [("j_per_generated_token", "J/generated token", "pct", "{:.4g}"),
         ("ttft_p99_s", "TTFT p99 (s)", "pct", "{:.4g}"),
         ("tpot_p99_s", "TPOT p99 (s)", "pct", "{:.4g}"),
         ("gpu_temp_peak_c", "GPU peak (C)", "abs", "{:.1f}"),
-        ("mem_temp_peak_c", "HBM peak (C)", "abs", "{:.1f}")]
+        ("mem_temp_peak_c", "HBM peak (C)", "abs", "{:.1f}"),
+        ("active_experts", "experts a layer step", "diff", "{:.2f}")]
 
 
 WIDTH = ["fp32", "fp16", "bf16", "q4", "q2"]  # widest first
@@ -67,6 +69,8 @@ def cell(v, base, kind, fmt):
         return s
     if kind == "abs":
         return f"{s} ({v - base:+.1f} C)"
+    if kind == "diff":
+        return f"{s} ({v - base:+.2f})"
     return f"{s} ({100.0 * (v / base - 1.0):+.1f}%)" if base else s
 
 
@@ -113,7 +117,7 @@ def paired(runs, bname):
             continue
         cells = []
         for k, _, kind, _ in COLS:
-            d = [num(r["w"].get(k)) - num(bp[p]["w"].get(k)) if kind == "abs" else
+            d = [num(r["w"].get(k)) - num(bp[p]["w"].get(k)) if kind in ("abs", "diff") else
                  100.0 * (num(r["w"].get(k)) / num(bp[p]["w"].get(k)) - 1.0)
                  for p, r in sorted(mine.items())]
             d = [x for x in d if not math.isnan(x)]
@@ -121,8 +125,9 @@ def paired(runs, bname):
                 cells.append("n/a")
                 continue
             m, h = mean_ci(d)
-            unit = " C" if kind == "abs" else "%"
-            cells.append(f"{m:+.1f}{unit} [{m - h:+.1f}, {m + h:+.1f}]")
+            unit = " C" if kind == "abs" else "" if kind == "diff" else "%"
+            cells.append(f"{m:+.2f} [{m - h:+.2f}, {m + h:+.2f}]" if kind == "diff" else
+                         f"{m:+.1f}{unit} [{m - h:+.1f}, {m + h:+.1f}]")
         rows.append(f"| {s} | {len(mine)} | " + " | ".join(cells) + " |")
     if rows:
         print(f"\nPaired by pass with {bname} (the pass the unit; 95% t interval over passes; "

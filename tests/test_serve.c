@@ -92,6 +92,17 @@ static void test_synthetic(void **state) {
     double rate = (a.n - 1) / a.req[a.n - 1].arrival_s;
     assert_true(fabs(rate - p->rate_per_s) < 0.1 * p->rate_per_s);
     assert_true(fabs(lp / a.n - p->prompt_mu) < 0.1);
+    /* --max-requests caps a synthetic trace too: its first N, the same requests */
+    tmoe_arrivals_opts o = tmoe_arrivals_opts_default();
+    o.max_requests = 50;
+    tmoe_arrivals b;
+    if (tmoe_arrivals_generate(p, 4000, 7, &o, &b, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(b.n, 50);
+    for (int i = 0; i < b.n; i++) {
+        assert_true(b.req[i].arrival_s == a.req[i].arrival_s);
+        assert_int_equal(b.req[i].prompt, a.req[i].prompt);
+    }
+    tmoe_arrivals_free(&b);
     tmoe_arrivals_free(&a);
 }
 
@@ -166,7 +177,8 @@ static void test_steady_window(void **state) {
     for (int i = 0; i < N; i++) {
         double t = i + 1.0;
         g[i] = (tmoe_serve_segment){
-            i, t, t <= 100.0 ? t : 300.0, 300.0, 30.0 + 30.0 * (1.0 - exp(-t / 20.0)), 50.0, 4, 10};
+            i,  t,  t <= 100.0 ? t : 300.0, 300.0, 30.0 + 30.0 * (1.0 - exp(-t / 20.0)), 50.0, 4,
+            10, 2.0};
     }
     double ws, we;
     char why[256];
@@ -183,8 +195,15 @@ static void test_steady_window(void **state) {
      * that climbs from 2 to 35 requests. */
     for (int i = 0; i < N; i++) {
         int busy = i >= 300;
-        g[i] = (tmoe_serve_segment){i,    i + 1.0, busy ? 300.0 : 60.0,          300.0,
-                                    30.0, 40.0,    busy ? 2 + (i - 300) / 3 : 0, busy};
+        g[i] = (tmoe_serve_segment){i,
+                                    i + 1.0,
+                                    busy ? 300.0 : 60.0,
+                                    300.0,
+                                    30.0,
+                                    40.0,
+                                    busy ? 2 + (i - 300) / 3 : 0,
+                                    busy,
+                                    busy ? 2.0 : NAN};
     }
     assert_int_equal(tmoe_serve_steady_window(g, N, N, &ws, &we, why, sizeof why), 0);
     assert_non_null(strstr(why, "no steady state"));
@@ -206,9 +225,9 @@ static void test_window_stats(void **state) {
         {12.0, 12.0, 12.1, 12.5, 0, 4, 2, 0}, /* after the window: not counted */
     };
     tmoe_serve_segment g[] = {
-        {0.0, 5.0, 100.0, 500.0, 80.0, 70.0, 3, 10},
-        {5.0, 10.0, 50.0, 200.0, 70.0, 76.0, 1, 5},
-        {11.0, 12.6, 40.0, 900.0, 99.0, 99.0, 1, 2},
+        {0.0, 5.0, 100.0, 500.0, 80.0, 70.0, 3, 10, 4.0},
+        {5.0, 10.0, 50.0, 200.0, 70.0, 76.0, 1, 5, 3.0},
+        {11.0, 12.6, 40.0, 900.0, 99.0, 99.0, 1, 2, 8.0},
     };
     tmoe_serve_stats o;
     tmoe_serve_window_stats(q, 6, g, 3, 0.0, 10.0, 1.0, 0.1, 75.0, &o);
@@ -225,12 +244,17 @@ static void test_window_stats(void **state) {
     assert_true(o.power_peak_w == 500.0 && o.gpu_temp_peak_c == 80.0 && o.mem_temp_peak_c == 76.0);
     assert_true(fabs(o.gpu_above_target_s - 5.0) < 1e-12);
     assert_true(fabs(o.mem_above_target_s - 5.0) < 1e-12);
-    assert_true(fabs(o.ttft_p50_s - 0.5) < 1e-12); /* of 0.5 1.5 0.2 0.1 0.9 */
+    assert_true(fabs(o.ttft_p50_s - 0.5) < 1e-12);     /* of 0.5 1.5 0.2 0.1 0.9 */
+    assert_true(fabs(o.active_experts - 3.5) < 1e-12); /* the two steps inside */
+    g[1].active_experts = NAN;                         /* an idle wait: not a step */
+    tmoe_serve_window_stats(q, 6, g, 3, 0.0, 10.0, 1.0, 0.1, 75.0, &o);
+    assert_true(fabs(o.active_experts - 4.0) < 1e-12);
     /* a window without requests or steps: unknown, not zero */
     tmoe_serve_window_stats(q, 6, g, 3, 20.0, 30.0, 1.0, 0.1, 75.0, &o);
     assert_int_equal(o.requests, 0);
     assert_true(isnan(o.goodput_share) && isnan(o.ttft_p50_s) && isnan(o.energy_j));
     assert_true(isnan(o.j_per_generated_token) && isnan(o.gpu_above_target_s));
+    assert_true(isnan(o.active_experts));
 }
 
 /* small.csv at time scale 100 (all six arrive within ~10 ms: they overlap), the default

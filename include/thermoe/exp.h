@@ -639,8 +639,10 @@ typedef struct tmoe_serve_segment {
     double t0_s, t1_s; /* s since the replay began (simulated, or wall on nvml) */
     double energy_j;   /* the GPU's energy over it (simulated, or measured by NVML) */
     double power_peak_w, gpu_temp_peak_c, mem_temp_peak_c;
-    int in_system; /* requests running + waiting at its start */
-    int generated; /* tokens it generated (decode tokens and first tokens) */
+    int in_system;         /* requests running + waiting at its start */
+    int generated;         /* tokens it generated (decode tokens and first tokens) */
+    double active_experts; /* a step: distinct experts a MoE layer ran, mean over layers;
+                              NAN for an idle wait */
 } tmoe_serve_segment;
 
 /* The replay's figures over a window [start_s, end_s] (docs/serve.md "Summary"). Requests
@@ -661,6 +663,8 @@ typedef struct tmoe_serve_stats {
     double j_per_generated_token;              /* energy_j / generated_tokens */
     double power_avg_w, power_peak_w, gpu_temp_peak_c, mem_temp_peak_c;
     double gpu_above_target_s, mem_above_target_s; /* time in segments whose peak > target */
+    double active_experts; /* mean over the window's steps of the distinct experts a MoE
+                              layer ran (what routing changes; NAN without a step) */
 } tmoe_serve_stats;
 
 /* The figures of q[0..n) and seg[0..nseg) over [start_s, end_s]. */

@@ -97,7 +97,8 @@ static void help(void) {
            "  --synthetic NAME       without --trace: azure_conv (default), azure_code, mooncake\n"
            "  --requests N           synthetic requests (default 2000; with --duration, as many\n"
            "                         as arrive within it)\n"
-           "  --max-requests N       replay the first N requests of the trace (0 = all)\n"
+           "  --max-requests N       replay the first N requests of the trace, synthetic or not\n"
+           "                         (0 = all)\n"
            "  --time-scale X         arrival gaps divided by X (default 1; 2 = twice the rate)\n"
            "  --duration S           only requests arriving in the first S seconds (after the\n"
            "                         time scale; default 0 = all)\n"
@@ -364,6 +365,7 @@ int cmd_serve(int argc, char **argv) {
            w->power_peak_w, w->gpu_temp_peak_c, w->mem_temp_peak_c);
     printf("  above %g C: GPU %.2f s, HBM %.2f s\n", c.temp_target_c, w->gpu_above_target_s,
            w->mem_above_target_s);
+    printf("  experts a MoE layer step ran: %.2f (mean over steps)\n", w->active_experts);
     printf("whole run (%s): %.4g J in steps + %.4g J idle, %.4g J per generated token, TTFT "
            "p99 %.4f s, TPOT p99 %.5f s\n",
            s.source, s.energy_j, s.idle_energy_j, s.run.j_per_generated_token, s.run.ttft_p99_s,

@@ -274,7 +274,8 @@ static int step(serve_ctx *s, int index, tmoe_serve_summary *sum, tmoe_error *er
                               o.hw.temp_peak_c,
                               o.hw.mem_temp_peak_c,
                               s->nrun + s->wtail - s->whead,
-                              0};
+                              0,
+                              active_experts};
     /* each request's share of the step, by tokens; first tokens and finishes at its end */
     for (int j = 0; j < s->nrun; j++) {
         seq *sq = &s->run[j];
@@ -453,6 +454,7 @@ static int write_summary(const char *dir, const tmoe_serve_config *c, const tmoe
         NUM(w, "mem_temp_peak_c", x->mem_temp_peak_c);
         NUM(w, "gpu_above_target_s", x->gpu_above_target_s);
         NUM(w, "mem_above_target_s", x->mem_above_target_s);
+        NUM(w, "active_experts", x->active_experts);
         json_object_set_new(o, vname[k], w);
     }
 #undef NUM
@@ -536,7 +538,7 @@ static int idle(serve_ctx *s, tmoe_serve_summary *S, double t, double t_next, in
     if (!g) return TMOE_ENOMEM;
     double t1 = s->real ? s->win_t0 : now_s(s);
     *g = (tmoe_serve_segment){
-        seg_t0, t1, hw.energy_j, hw.power_peak_w, hw.temp_peak_c, hw.mem_temp_peak_c, 0, 0};
+        seg_t0, t1, hw.energy_j, hw.power_peak_w, hw.temp_peak_c, hw.mem_temp_peak_c, 0, 0, NAN};
     return TMOE_OK;
 }
 

@@ -171,7 +171,8 @@ void tmoe_serve_window_stats(const tmoe_serve_request *q, int n, const tmoe_serv
     o.goodput_rps = len > 0.0 ? o.slo_met / len : NAN;
     o.goodput_share = o.requests ? (double)o.slo_met / o.requests : NAN;
     o.power_peak_w = o.gpu_temp_peak_c = o.mem_temp_peak_c = NAN;
-    int nseg_in = 0, gpu_known = 0, mem_known = 0;
+    int nseg_in = 0, gpu_known = 0, mem_known = 0, act_n = 0;
+    double act_sum = 0.0;
     for (int i = 0; i < nseg; i++) {
         const tmoe_serve_segment *g = &seg[i];
         if (!(g->t1_s >= start_s && g->t1_s <= end_s)) continue;
@@ -185,12 +186,17 @@ void tmoe_serve_window_stats(const tmoe_serve_request *q, int n, const tmoe_serv
             o.gpu_temp_peak_c = g->gpu_temp_peak_c;
         if (isfinite(g->mem_temp_peak_c) && !(g->mem_temp_peak_c <= o.mem_temp_peak_c))
             o.mem_temp_peak_c = g->mem_temp_peak_c;
+        if (isfinite(g->active_experts)) {
+            act_sum += g->active_experts;
+            act_n++;
+        }
         gpu_known += isfinite(g->gpu_temp_peak_c);
         mem_known += isfinite(g->mem_temp_peak_c);
         if (g->gpu_temp_peak_c > temp_target_c) o.gpu_above_target_s += d;
         if (g->mem_temp_peak_c > temp_target_c) o.mem_above_target_s += d;
     }
     if (!nseg_in) o.energy_j = NAN;
+    o.active_experts = act_n ? act_sum / act_n : NAN;
     if (!gpu_known || !isfinite(temp_target_c)) o.gpu_above_target_s = NAN;
     if (!mem_known || !isfinite(temp_target_c)) o.mem_above_target_s = NAN;
     o.j_per_request = o.finished ? o.energy_j / o.finished : NAN;

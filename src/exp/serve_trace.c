@@ -277,6 +277,7 @@ int tmoe_arrivals_generate(const tmoe_arrivals_synth *p, int n, uint64_t seed,
     int cap = 0, rc = TMOE_OK;
     double t = 0.0;
     for (int i = 0; (until || i < n) && !rc; i++) {
+        if (d.max_requests > 0 && i >= d.max_requests) break; /* the first N, as of a file */
         if (i) t += -log(1.0 - tmoe_rng_uniform(&r)) / p->rate_per_s;
         if (until && (t / ts >= d.duration_s || i >= 100000000)) break;
         int pl = lognormal_len(&r, p->prompt_mu, p->prompt_sigma);
