@@ -86,6 +86,7 @@ enum {
     SERVE_W_GPU_PEAK,
     SERVE_W_MEM_PEAK,
     SERVE_W_GPU_ABOVE,
+    SERVE_W_ACTIVE, /* experts a MoE layer step ran (NAN in summaries from before it) */
     SERVE_W_NCOLS
 };
 

@@ -171,10 +171,10 @@ int serve_add(serve_set *s, const char *dir, tmoe_error *err) {
     r.win_start_s = jnum(w, "start_s");
     r.win_end_s = jnum(w, "end_s");
     static const char *const wk[SERVE_W_NCOLS] = {
-        "ttft_p50_s",        "ttft_p99_s",    "tpot_p50_s",      "tpot_p99_s",
-        "goodput_rps",       "goodput_share", "j_per_request",   "j_per_generated_token",
-        "power_avg_w",       "power_peak_w",  "gpu_temp_peak_c", "mem_temp_peak_c",
-        "gpu_above_target_s"};
+        "ttft_p50_s",         "ttft_p99_s",    "tpot_p50_s",      "tpot_p99_s",
+        "goodput_rps",        "goodput_share", "j_per_request",   "j_per_generated_token",
+        "power_avg_w",        "power_peak_w",  "gpu_temp_peak_c", "mem_temp_peak_c",
+        "gpu_above_target_s", "active_experts"};
     for (int k = 0; k < SERVE_W_NCOLS; k++) r.w[k] = jnum(w, wk[k]);
     r.slo_ttft_s = jnum(m, "slo_ttft_s");
     r.slo_tpot_s = jnum(m, "slo_tpot_s");
@@ -265,7 +265,7 @@ void serve_html(const serve_set *s, FILE *f) {
           "<th>trace</th><th>window (s)</th><th>TTFT p50 / p99 (ms)</th><th>TPOT p50 / p99 "
           "(ms)</th><th>goodput (req/s, share)</th><th>J per request</th><th>J per generated "
           "token</th><th>power avg / peak (W)</th><th>GPU / HBM peak (C)</th><th>GPU above "
-          "target (s)</th><th>source</th></tr>\n",
+          "target (s)</th><th>experts a layer step</th><th>source</th></tr>\n",
           f);
     for (int i = 0; i < s->n; i++) {
         const serve_run *r = &s->r[i];
@@ -288,6 +288,7 @@ void serve_html(const serve_set *s, FILE *f) {
         fprintf(f, "<td>%.1f / %.1f</td><td>%.1f / %.1f</td>", r->w[SERVE_W_POWER_AVG],
                 r->w[SERVE_W_POWER_PEAK], r->w[SERVE_W_GPU_PEAK], r->w[SERVE_W_MEM_PEAK]);
         cell(f, r->w[SERVE_W_GPU_ABOVE], "%.2f", 1.0);
+        cell(f, r->w[SERVE_W_ACTIVE], "%.2f", 1.0);
         fputs("<td>", f);
         put_html(f, r->source);
         fputs("</td></tr>\n", f);
