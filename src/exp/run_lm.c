@@ -390,6 +390,14 @@ int run_lm_step_done(run_lm *lm, int s, tmoe_error *err) {
     return TMOE_OK;
 }
 
+double run_lm_active_experts(const run_lm *lm) {
+    int E = lm->m->cfg.num_experts;
+    long active = 0;
+    for (size_t i = 0; i < (size_t)lm->nsteps * lm->n_moe * E; i++)
+        active += lm->step_counts[i] > 0;
+    return lm->nsteps && lm->n_moe ? (double)active / lm->nsteps / lm->n_moe : NAN;
+}
+
 /* Run the batch in lm->ids (nseq windows of seq_len) into logits (T, V): one forward of every
  * window (prefill), or seq_len steps of one position per window (decode), each step through
  * the route hooks on its own. */
@@ -476,11 +484,7 @@ int run_lm_forward(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err
     o->layer_counts = lm->sum_counts;
     o->topk_agreement = lm->agree_sum / lm->rc_layers;
     o->budget_g = lm->g_n ? lm->g_sum / lm->g_n : NAN;
-    /* the distinct experts each step's layers ran: what a memory-bound step's bytes follow */
-    long active = 0;
-    for (size_t i = 0; i < (size_t)lm->nsteps * lm->n_moe; i++)
-        for (int e = 0; e < E; e++) active += lm->step_counts[i * E + e] > 0;
-    o->active_experts = lm->nsteps && lm->n_moe ? (double)active / lm->nsteps / lm->n_moe : NAN;
+    o->active_experts = run_lm_active_experts(lm);
     return TMOE_OK;
 }
 

@@ -288,6 +288,9 @@ int run_bill_expert(run_ctx *r, int e, tmoe_etype t, tmoe_impl im, int n, double
  * selections (lm->counts) and keep them as step s (step_counts, added to sum_counts; step 0
  * starts the forward's sum; nsteps = s + 1). */
 int run_lm_step_done(run_lm *lm, int s, tmoe_error *err);
+/* The distinct experts the kept steps' MoE layers ran, mean over steps and layers: what a
+ * memory-bound step's bytes follow. NAN without a step or a MoE layer. */
+double run_lm_active_experts(const run_lm *lm);
 /* One engine step of batch b on the runner (CPU KV cache or CUDA LM) into logits (host): the
  * contract of tmoe_cpu_lm_forward; the CUDA runner needs logits (not NULL). */
 int run_lm_engine_step(run_lm *lm, const tmoe_lm_batch *b, float *logits, tmoe_error *err);

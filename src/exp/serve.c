@@ -225,13 +225,8 @@ static int step(serve_ctx *s, int index, tmoe_serve_summary *sum, tmoe_error *er
     if (rc) return tmoe_error_prefix(err, rc, "step %d", index);
     /* the step's selections, checked against what ran, are what run_lm_bill bills */
     if ((rc = run_lm_step_done(lm, 0, err))) return tmoe_error_prefix(err, rc, "step %d", index);
-    /* the distinct experts the step's MoE layers ran, mean over layers: the bytes a
-     * memory-bound step reads follow it (steps.csv, so that routing and precision can be told
-     * apart in a replay) */
-    long active = 0;
-    for (size_t i = 0; i < (size_t)lm->n_moe * lm->m->cfg.num_experts; i++)
-        active += lm->step_counts[i] > 0;
-    double active_experts = lm->n_moe ? (double)active / lm->n_moe : NAN;
+    /* in steps.csv, so that routing and precision can be told apart in a replay */
+    double active_experts = run_lm_active_experts(lm); /* this step alone: nsteps is 1 */
     batch_out o;
     memset(&o, 0, sizeof o);
     o.tokens = T;
