@@ -719,10 +719,7 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
     if ((rc = eval_memo_set(s, p, z, T, soft, in_set, excl, &memo, &res->energy_j, &res->kl,
                             &res->min_kept, err)))
         return rc;
-    if (!memcmp(in_set, inu, (size_t)E)) { /* S is U: the same routing, the same energy */
-        res->energy_u_j = res->energy_j;
-        return TMOE_OK;
-    }
+    /* S is U: the memo's figures, the same routing */
     return eval_memo_set(s, p, z, T, soft, inu, excl, &memo, &res->energy_u_j, NULL, NULL, err);
 }
 
