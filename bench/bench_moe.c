@@ -424,6 +424,9 @@ int main(int argc, char **argv) {
     /* THERMOE_EXPERT_STAGES: the expert kernel's weight ring (0: registers; 3, 4, 6) */
     const char *st_env = getenv("THERMOE_EXPERT_STAGES");
     if (st_env && *st_env) tmoe_cuda_expert_stages = atoi(st_env);
+    /* THERMOE_Q4_ACT8=1: q4 at up to 4 tokens an expert on the int8 path (int8 activations) */
+    const char *a8_env = getenv("THERMOE_Q4_ACT8");
+    if (a8_env && *a8_env) tmoe_cuda_q4_act8 = atoi(a8_env);
     char driver[96];
     CK(cudaSetDevice(0));
     T_OK(tmoe_cuda_sm_count(0, &g_sms, &g_err));
@@ -435,9 +438,10 @@ int main(int argc, char **argv) {
     CK(cudaGetDeviceProperties(&prop, 0));
     time_t now = time(NULL);
     printf("# bench_moe\n\ncard: %s (%d SMs, L2 %d MB), driver %s, NVML energy %s, expert "
-           "kernel stages %d (-1: default), date %s\n",
+           "kernel stages %d (-1: default), q4 int8 activations %s, date %s\n",
            prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, driver,
-           g_nvml_ok ? "yes" : "no", tmoe_cuda_expert_stages, ctime(&now));
+           g_nvml_ok ? "yes" : "no", tmoe_cuda_expert_stages, tmoe_cuda_q4_act8 ? "on" : "off",
+           ctime(&now));
 
     /* copy bandwidth: 1 GiB device-to-device, bytes read + written */
     void *cb[2];

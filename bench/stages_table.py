@@ -6,6 +6,9 @@ depth 0 (the weights pipelined in registers). Rows at 512 tokens or more (no rin
 rows missing at some depth are left out.
 
 usage: python3 bench/stages_table.py DIR   (reads DIR/bench_short_st*.md)
+       python3 bench/stages_table.py --compare BASE.md OTHER.md
+         (two bench_moe tables, e.g. without and with THERMOE_Q4_ACT8=1: the rows both have
+         under 512 tokens, each one's us and OTHER's change against BASE)
 """
 import glob
 import os
@@ -29,9 +32,24 @@ def read(path):
     return rows
 
 
+def compare(base_path, other_path):
+    base, other = read(base_path), read(other_path)
+    keys = [k for k in base if k[4] < 512 and k in other]
+    if not keys:
+        sys.exit("stages_table: no rows in common between %s and %s" % (base_path, other_path))
+    print("| what | shape | type | path | tokens | us, %s | us, %s | change |"
+          % (os.path.basename(base_path), os.path.basename(other_path)))
+    print("|---|---|---|---|--:|--:|--:|--:|")
+    for k in keys:
+        change = 100.0 * (other[k] - base[k]) / base[k]
+        print("| %s | %s | %s | %s | %d | " % k + "%.1f | %.1f | %+.1f%% |" % (base[k], other[k], change))
+
+
 def main(argv):
+    if len(argv) == 4 and argv[1] == "--compare":
+        return compare(argv[2], argv[3])
     if len(argv) != 2:
-        sys.exit("usage: stages_table.py DIR")
+        sys.exit("usage: stages_table.py DIR | --compare BASE.md OTHER.md")
     runs = {}
     for p in glob.glob(os.path.join(argv[1], "bench_short_st*.md")):
         m = re.search(r"bench_short_st(-?\d+)\.md$", p)

@@ -213,6 +213,39 @@ static void test_linear_bf16_vs_fp32(void **state) {
     tmoe_linear_free(&l);
 }
 
+/* q4 with int8 activations (the CUDA int8 path's reference): activations the int8 blocks hold
+ * exactly (integers with a block maximum of 127: d = 1) give the fused linear's result; random
+ * ones stay within 1% rms of it (the int8 rounding, at most half a step a value). */
+static void test_linear_q_act8(void **state) {
+    (void)state;
+    tmoe_error err = {0};
+    tmoe_rng r;
+    tmoe_rng_seed(&r, 5150);
+    const int in = 256, out = 19, n = 3;
+    tmoe_linear l;
+    ASSERT_OK(tmoe_linear_alloc(&l, TMOE_ET_Q4, out, in, 64, &err), &err);
+    ASSERT_OK(tmoe_linear_init_random(&l, &r, &err), &err);
+    tmoe_f16 *x = xmalloc(sizeof(tmoe_f16) * n * in);
+    float *y = xmalloc(sizeof(float) * n * out), *y8 = xmalloc(sizeof(float) * n * out);
+    double *ref = xmalloc(sizeof(double) * n * out);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < n * in; i++) {
+            float v = tmoe_rng_uniform_sym(&r, 127.0f);
+            x[i] = tmoe_f32_to_f16(pass ? v : (i % 32 == 5 ? -127.0f : rintf(v)));
+        }
+        tu_poison(y8, sizeof(float) * n * out);
+        tmoe_cpu_linear_q(TMOE_ET_Q4, x, l.q, l.scales, 64, n, in, out, y);
+        tmoe_cpu_linear_q_act8(TMOE_ET_Q4, x, l.q, l.scales, 64, n, in, out, y8);
+        for (int i = 0; i < n * out; i++) ref[i] = y[i];
+        if (pass == 0)
+            check("linear_q_act8, exact int8 activations", y8, ref, (size_t)n * out, TOL_F32);
+        else
+            assert_true(tu_rel_l2(y8, ref, (size_t)n * out) < 0.01);
+    }
+    free(x), free(y), free(y8), free(ref);
+    tmoe_linear_free(&l);
+}
+
 static void test_linear(void **state) {
     (void)state;
     check_linear(TMOE_ET_FP16, 96, 37, 0);
@@ -601,6 +634,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_linear_bf16_vs_fp32),
+        cmocka_unit_test(test_linear_q_act8),
         cmocka_unit_test(test_act),
         cmocka_unit_test(test_gate_topk),
         cmocka_unit_test(test_gate_topk_nan),

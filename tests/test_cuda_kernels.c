@@ -247,8 +247,14 @@ static void dequant_case(tmoe_etype t, int out, int in, int group) {
         memcpy(s + sc * i, l[i].scales, 2 * sc);
     }
     int32_t experts[3] = {2, 0, 1}, counts[3] = {5, 0, 1}; /* slot 2 = expert 1: no tokens */
-    tmoe_cuda_lin L = {t,  out, in, group, dup_to(q, wb * slots), dup_to(s, 2 * sc * slots),
-                       wb, sc,  0,  0};
+    tmoe_cuda_lin L = {.type = t,
+                       .out = out,
+                       .in = in,
+                       .group = group,
+                       .w = dup_to(q, wb * slots),
+                       .scales = dup_to(s, 2 * sc * slots),
+                       .w_stride = wb,
+                       .s_stride = sc};
     int32_t *de = dup_to(experts, sizeof experts), *dc = dup_to(counts, sizeof counts);
     size_t nw = (size_t)out * in;
     tmoe_f16 *dw = dmalloc(2 * nw * slots), *gw = malloc(2 * nw * slots), *cw = malloc(2 * nw);
@@ -291,7 +297,8 @@ static void test_dequant(void **state) {
 
 /* ---- expert linear ------------------------------------------------------------------------ */
 /* 3 experts of type t (ids 0..2 in slots 2, 0, 1); tokens routed: expert 0 gets n0, 1 none,
- * 2 gets n2, reading x through src (token order) as the engine's fc1 does. */
+ * 2 gets n2, reading x through src (token order) as the engine's fc1 does. q4 with at most 4
+ * tokens also runs the int8 path (tmoe_cuda_q4_act8) against its own reference. */
 static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0, int n2,
                         int group) {
     tmoe_rng r;
@@ -319,6 +326,8 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
     for (int i = 0; i < N; i++) src[i] = (N - 1 - i) * k + (i & 1); /* reversed token order */
     int rows = epi == TMOE_CUDA_EPI_SWIGLU ? out / 2 : out;
     float *ref = malloc(4 * (size_t)N * rows), *h = malloc(4 * (size_t)N * out);
+    float *ref8 = malloc(4 * (size_t)N * rows); /* the int8 path's reference */
+    const int act8 = t == TMOE_ET_Q4 && N <= 4;
     tmoe_f16 *xg = malloc(2 * (size_t)N * in), *a = malloc(2 * (size_t)N * rows);
     tmoe_cpu_gather(x, src, N, k, in, xg);
     for (int e = 0; e < 3; e++) {
@@ -326,26 +335,30 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
         for (int i = 0; i < slots; i++)
             if (experts[i] == e) s = i;
         if (!n) continue;
-        tmoe_cpu_linear(&l[s], TMOE_IMPL_FUSED, NULL, xg + (size_t)offsets[e] * in, n, h);
-        if (epi == TMOE_CUDA_EPI_NONE) {
-            memcpy(ref + (size_t)offsets[e] * rows, h, 4 * (size_t)n * rows);
-        } else {
-            tmoe_cpu_act(epi == TMOE_CUDA_EPI_RELU ? TMOE_ACT_RELU : TMOE_ACT_SWIGLU, h, n, rows,
-                         a);
-            for (size_t i = 0; i < (size_t)n * rows; i++)
-                ref[(size_t)offsets[e] * rows + i] = tmoe_f16_to_f32(a[i]);
+        for (int a8 = 0; a8 <= act8; a8++) {
+            const tmoe_f16 *xe = xg + (size_t)offsets[e] * in;
+            float *re = (a8 ? ref8 : ref) + (size_t)offsets[e] * rows;
+            if (a8)
+                tmoe_cpu_linear_q_act8(t, xe, l[s].q, l[s].scales, group, n, in, out, h);
+            else
+                tmoe_cpu_linear(&l[s], TMOE_IMPL_FUSED, NULL, xe, n, h);
+            if (epi == TMOE_CUDA_EPI_NONE) {
+                memcpy(re, h, 4 * (size_t)n * rows);
+            } else {
+                tmoe_cpu_act(epi == TMOE_CUDA_EPI_RELU ? TMOE_ACT_RELU : TMOE_ACT_SWIGLU, h, n,
+                             rows, a);
+                for (size_t i = 0; i < (size_t)n * rows; i++) re[i] = tmoe_f16_to_f32(a[i]);
+            }
         }
     }
-    tmoe_cuda_lin L = {t,
-                       out,
-                       in,
-                       group,
-                       dup_to(wh, wb * slots),
-                       tmoe_etype_is_quant(t) ? dup_to(sh, 2 * sc * slots) : NULL,
-                       wb,
-                       tmoe_etype_is_quant(t) ? sc : 0,
-                       0,
-                       0};
+    tmoe_cuda_lin L = {.type = t,
+                       .out = out,
+                       .in = in,
+                       .group = group,
+                       .w = dup_to(wh, wb * slots),
+                       .scales = tmoe_etype_is_quant(t) ? dup_to(sh, 2 * sc * slots) : NULL,
+                       .w_stride = wb,
+                       .s_stride = tmoe_etype_is_quant(t) ? sc : 0};
     int sms = 0;
     ASSERT_OK(tmoe_cuda_sm_count(0, &sms, &err), &err);
     int32_t *de = dup_to(experts, sizeof experts), *dc = dup_to(counts, sizeof counts);
@@ -370,9 +383,11 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
     const char *st_env = getenv("THERMOE_EXPERT_STAGES");
     int st_list[] = {0, 3, 4, 6}, n_st = 4;
     if (st_env && *st_env) st_list[0] = atoi(st_env), n_st = 1;
-    for (int v = 0; v < 4 * n_st; v++) {
-        int variant = v & 1;
-        tmoe_cuda_expert_stages = st_list[v / 4];
+    /* then all of it again on the int8 path where it applies */
+    for (int v = 0; v < 4 * n_st * (1 + act8); v++) {
+        int variant = v & 1, a8 = v >= 4 * n_st;
+        tmoe_cuda_q4_act8 = a8;
+        tmoe_cuda_expert_stages = st_list[(v / 4) % n_st];
         tmoe_cuda_lin LV = L;
         if (variant) {
             LV.w = wt;
@@ -395,20 +410,23 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
         }
         char what[128];
         snprintf(what, sizeof what,
-                 "expert_linear %s group %d epi %d %dx%d tokens %d+%d %s sm_count %d stages %d",
-                 tmoe_etype_name(t), group, (int)epi, out, in, n0, n2,
-                 variant ? "tiled" : "row-major", LV.sm_count, tmoe_cuda_expert_stages);
+                 "expert_linear %s%s group %d epi %d %dx%d tokens %d+%d %s sm_count %d stages %d",
+                 tmoe_etype_name(t), a8 ? " int8 activations" : "", group, (int)epi, out, in, n0,
+                 n2, variant ? "tiled" : "row-major", LV.sm_count, tmoe_cuda_expert_stages);
         double atol, rtol;
         tu_gpu_tol(t, &atol, &rtol);
-        check_gpu(what, got, ref, (size_t)N * rows, atol, rtol);
+        if (a8) atol = TOL_GPU_ACT8_ATOL, rtol = TOL_GPU_ACT8_RTOL;
+        check_gpu(what, got, a8 ? ref8 : ref, (size_t)N * rows, atol, rtol);
     }
     tmoe_cuda_expert_tile_from_average = 1;
     tmoe_cuda_expert_stages = -1;
+    tmoe_cuda_q4_act8 = 0;
     cudaFree(wt), cudaFree(dact), cudaFree(dso);
     for (int i = 0; i < slots; i++) tmoe_linear_free(&l[i]);
     cudaFree((void *)L.w), cudaFree((void *)L.scales), cudaFree(de), cudaFree(dc), cudaFree(dof);
     cudaFree(dsrc), cudaFree(dx), cudaFree(dy), cudaFree(dy16);
-    free(wh), free(sh), free(x), free(src), free(ref), free(h), free(xg), free(a), free(got);
+    free(wh), free(sh), free(x), free(src), free(ref), free(ref8), free(h), free(xg), free(a);
+    free(got);
 }
 
 static void test_expert_linear(void **state) {
@@ -426,7 +444,11 @@ static void test_expert_linear(void **state) {
     for (int i = 0; i < 3; i++) {
         linear_case(TMOE_ET_Q4, TMOE_CUDA_EPI_NONE, 256, 512, 9, 8, gq4[i]);
         linear_case(TMOE_ET_Q4, TMOE_CUDA_EPI_SWIGLU, 1024, 256, 1, 17, gq4[i]);
+        linear_case(TMOE_ET_Q4, TMOE_CUDA_EPI_NONE, 256, 512, 1, 2, gq4[i]); /* int8 path */
     }
+    /* the int8 path at the Mixtral expert's widths: 16 warps with 7 k-blocks each (fc2) */
+    linear_case(TMOE_ET_Q4, TMOE_CUDA_EPI_NONE, 256, 14336, 1, 1, 32);
+    linear_case(TMOE_ET_Q4, TMOE_CUDA_EPI_SWIGLU, 512, 4096, 2, 2, 32);
     for (int i = 0; i < 2; i++) {
         linear_case(TMOE_ET_Q2, TMOE_CUDA_EPI_NONE, 256, 512, 9, 8, gq2[i]);
         linear_case(TMOE_ET_Q2, TMOE_CUDA_EPI_SWIGLU, 1024, 512, 3, 1, gq2[i]);

@@ -180,12 +180,45 @@ static void test_extreme_values(void **state) {
     for (int i = 4; i < 8; i++) assert_true(dq[i] == 0.0f);
 }
 
+/* int8 activations: each value within half a step of its block's scale, the largest at
+ * +-127, a zero block all zero, ties to even. */
+static void test_act8(void **state) {
+    (void)state;
+    enum { N = 4 * TMOE_ACT8_BLOCK };
+    tmoe_f16 x[N];
+    int8_t q[N];
+    float d[N / TMOE_ACT8_BLOCK];
+    tmoe_rng r;
+    tmoe_rng_seed(&r, 77);
+    for (int i = 0; i < N; i++)
+        x[i] = tmoe_f32_to_f16(tmoe_rng_uniform_sym(&r, (float)(1 + i / 32 * 10)));
+    for (int i = 64; i < 96; i++) x[i] = 0; /* block 2: zeros */
+    x[96] = tmoe_f32_to_f16(-127.0f);       /* block 3: steps of 1, and a tie at 2.5 */
+    x[97] = tmoe_f32_to_f16(2.5f);
+    for (int i = 98; i < N; i++) x[i] = tmoe_f32_to_f16(1.0f);
+    tmoe_act8_quantize(x, N, q, d);
+    for (int b = 0; b < N / TMOE_ACT8_BLOCK; b++) {
+        int big = 0;
+        for (int i = b * 32; i < b * 32 + 32; i++) {
+            float v = tmoe_f16_to_f32(x[i]);
+            assert_true(fabsf(v - (float)q[i] * d[b]) <= 0.5f * d[b] * (1.0f + 1e-5f));
+            if (abs(q[i]) == 127) big = 1;
+        }
+        if (b != 2) assert_true(big);
+    }
+    assert_true(d[2] == 0.0f);
+    for (int i = 64; i < 96; i++) assert_int_equal(q[i], 0);
+    assert_true(d[3] == 1.0f);
+    assert_int_equal(q[96], -127);
+    assert_int_equal(q[97], 2);
+    assert_int_equal(q[98], 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pack_unpack),
-        cmocka_unit_test(test_quantize),
-        cmocka_unit_test(test_bad_shapes),
-        cmocka_unit_test(test_extreme_values),
+        cmocka_unit_test(test_pack_unpack), cmocka_unit_test(test_quantize),
+        cmocka_unit_test(test_bad_shapes),  cmocka_unit_test(test_extreme_values),
+        cmocka_unit_test(test_act8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

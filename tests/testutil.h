@@ -43,6 +43,11 @@
 #define TOL_GPU_Q4_RTOL 1e-2
 #define TOL_GPU_Q2_ATOL 5e-3
 #define TOL_GPU_Q2_RTOL 5e-3
+/* q4 with int8 activations (tmoe_cuda_q4_act8) against its reference tmoe_cpu_linear_q_act8:
+ * both sides form the same integers and dot products, so they differ as fp16 does, by fp32
+ * rounding and one fp16 ulp where an output is rounded: fp16's pair. */
+#define TOL_GPU_ACT8_ATOL TOL_GPU_F16_ATOL
+#define TOL_GPU_ACT8_RTOL TOL_GPU_F16_RTOL
 /* bf16: both sides multiply the same bf16 weights by the same bf16-rounded activations, but an
  * activation the two sides computed one fp16 ulp apart (the fc1 output, the block's norm) can
  * round to neighbouring bf16 values, 2^-7 apart: q4's pair. */

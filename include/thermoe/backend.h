@@ -134,6 +134,11 @@ void tmoe_cpu_linear_bf16(const tmoe_f16 *x, const tmoe_bf16 *W, int n, int in, 
 /* linear, packed weights dequantized in registers (the fused impl). */
 void tmoe_cpu_linear_q(tmoe_etype t, const tmoe_f16 *x, const uint8_t *q, const tmoe_f16 *scales,
                        int group, int n, int in, int out, float *y);
+/* The same with the activations in int8 (tmoe_act8_quantize, blocks of TMOE_ACT8_BLOCK along
+ * in): y = sum over blocks of scale x d x (the exact integer dot product), in double, rounded
+ * to fp32 once: the reference of the CUDA kernel's int8 path. group a multiple of the block. */
+void tmoe_cpu_linear_q_act8(tmoe_etype t, const tmoe_f16 *x, const uint8_t *q,
+                            const tmoe_f16 *scales, int group, int n, int in, int out, float *y);
 /* dequant_unpack: packed -> fp16 weights (out, in). */
 void tmoe_cpu_dequant_unpack(const tmoe_linear *l, tmoe_f16 *w16);
 /* linear_fc1 / linear_fc2 on any weight type. impl fused: tmoe_cpu_linear_q; unfused:

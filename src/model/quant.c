@@ -133,3 +133,21 @@ void tmoe_dequantize_f16(tmoe_etype t, const uint8_t *packed, const tmoe_f16 *sc
                                 tmoe_f16_to_f32(scales[(size_t)r * ng + i / group]));
     }
 }
+
+void tmoe_act8_quantize(const tmoe_f16 *x, int64_t n, int8_t *q, float *d) {
+    TMOE_ASSERT(n % TMOE_ACT8_BLOCK == 0);
+    for (int64_t b = 0; b < n / TMOE_ACT8_BLOCK; b++) {
+        const tmoe_f16 *xb = x + b * TMOE_ACT8_BLOCK;
+        float m = 0.0f;
+        for (int i = 0; i < TMOE_ACT8_BLOCK; i++) {
+            float a = fabsf(tmoe_f16_to_f32(xb[i]));
+            if (a > m) m = a;
+        }
+        float db = m / 127.0f, id = db > 0.0f ? 1.0f / db : 0.0f;
+        d[b] = db;
+        for (int i = 0; i < TMOE_ACT8_BLOCK; i++) {
+            float v = rintf(tmoe_f16_to_f32(xb[i]) * id);
+            q[b * TMOE_ACT8_BLOCK + i] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v);
+        }
+    }
+}

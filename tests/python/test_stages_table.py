@@ -47,3 +47,22 @@ def test_needs_depth_zero_and_another(tmp_path):
     assert r.returncode != 0 and "bench_short_st0.md" in r.stderr
     write(tmp_path, 0, [row("matrix", "q4", 1, "20.0")])
     assert run(tmp_path).returncode == 0
+
+
+def test_compare_two_tables(tmp_path):
+    write(tmp_path, 0, [row("matrix", "q4", 1, "20.0"), row("matrix", "q4", 512, "400.0"),
+                        row("expert", "fp16", 4, "100.0")])
+    (tmp_path / "a8.md").write_text("card: x\n\n" + HEAD + row("matrix", "q4", 1, "15.0")
+                                    + row("matrix", "q4", 512, "300.0"))
+    r = subprocess.run([sys.executable, TABLE, "--compare", str(tmp_path / "bench_short_st0.md"),
+                        str(tmp_path / "a8.md")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = [l for l in r.stdout.splitlines() if l.startswith("| matrix") or l.startswith("| expert")]
+    assert len(lines) == 1  # 512 tokens and the row only BASE has left out
+    cells = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert cells[5:] == ["20.0", "15.0", "-25.0%"]
+    empty = tmp_path / "empty.md"
+    empty.write_text("card: x\n")
+    r = subprocess.run([sys.executable, TABLE, "--compare", str(empty), str(tmp_path / "a8.md")],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "no rows in common" in r.stderr

@@ -116,6 +116,34 @@ void tmoe_cpu_linear_q(tmoe_etype t, const tmoe_f16 *x, const uint8_t *q, const 
     linear_rows(x, n, in, out, y, fill_q, &c, NULL, 0);
 }
 
+void tmoe_cpu_linear_q_act8(tmoe_etype t, const tmoe_f16 *x, const uint8_t *q,
+                            const tmoe_f16 *scales, int group, int n, int in, int out, float *y) {
+    enum { B = TMOE_ACT8_BLOCK };
+    TMOE_ASSERT(group % B == 0 && in % group == 0);
+    const float *tab = tmoe_f16_table();
+    int bits = tmoe_etype_bits(t), ng = in / group, nb = in / B;
+    int8_t *xq = malloc((size_t)n * in), *wq = malloc((size_t)in);
+    float *d = malloc(sizeof(float) * (size_t)n * nb);
+    TMOE_ASSERT(xq && wq && d);
+    for (int r = 0; r < n; r++)
+        tmoe_act8_quantize(x + (size_t)r * in, in, xq + (size_t)r * in, d + (size_t)r * nb);
+    for (int o = 0; o < out; o++) {
+        tmoe_unpack_ints(t, q + (size_t)o * in * bits / 8, in, wq);
+        for (int r = 0; r < n; r++) {
+            const int8_t *xr = xq + (size_t)r * in;
+            double s = 0.0;
+            for (int b = 0; b < nb; b++) {
+                int dot = 0;
+                for (int i = b * B; i < (b + 1) * B; i++) dot += wq[i] * xr[i];
+                s += (double)tab[scales[(size_t)o * ng + b * B / group]] *
+                     (double)d[(size_t)r * nb + b] * dot;
+            }
+            y[(size_t)r * out + o] = (float)s;
+        }
+    }
+    free(xq), free(wq), free(d);
+}
+
 void tmoe_cpu_dequant_unpack(const tmoe_linear *l, tmoe_f16 *w16) {
     TMOE_ASSERT(tmoe_etype_is_quant(l->type));
     tmoe_dequantize_f16(l->type, l->q, l->scales, l->out, l->in, l->group, w16);
@@ -127,6 +155,8 @@ void tmoe_cpu_linear(const tmoe_linear *l, tmoe_impl impl, const tmoe_f16 *w16, 
         tmoe_cpu_linear_f16(x, l->w, n, l->in, l->out, y);
     } else if (l->type == TMOE_ET_BF16) {
         tmoe_cpu_linear_bf16(x, l->w, n, l->in, l->out, y);
+    } else if (impl == TMOE_IMPL_FUSED && l->act8) {
+        tmoe_cpu_linear_q_act8(l->type, x, l->q, l->scales, l->group, n, l->in, l->out, y);
     } else if (impl == TMOE_IMPL_FUSED) {
         tmoe_cpu_linear_q(l->type, x, l->q, l->scales, l->group, n, l->in, l->out, y);
     } else {
@@ -136,7 +166,7 @@ void tmoe_cpu_linear(const tmoe_linear *l, tmoe_impl impl, const tmoe_f16 *w16, 
 }
 
 int tmoe_cpu_linear_w32(const tmoe_linear *l, tmoe_impl impl, float *w32) {
-    if (tmoe_etype_is_quant(l->type) && impl != TMOE_IMPL_FUSED) return 0;
+    if (tmoe_etype_is_quant(l->type) && (impl != TMOE_IMPL_FUSED || l->act8)) return 0;
     f16_ctx f = {l->w, l->in};
     q_ctx q = {l->type, l->q, l->scales, l->group, l->in};
     for (int o = 0; o < l->out; o++) {

@@ -155,6 +155,7 @@ static int upload_group(cuda_state *s, tmoe_etype t, tmoe_error *err) {
         L->out = l0->out;
         L->in = l0->in;
         L->group = l0->group;
+        L->act8 = l0->act8;
         L->w_stride = tmoe_quant_weight_bytes(t, l0->out, l0->in);
         L->s_stride = quant ? tmoe_quant_scale_count(l0->out, l0->in, l0->group) : 0;
         L->tiled = 0;

@@ -59,6 +59,7 @@ typedef struct tmoe_cuda_lin {
     size_t w_stride;        /* bytes per slot */
     size_t s_stride;        /* scales per slot */
     int tiled;              /* w in the tiled layout (tmoe_cuda_tile_weights), else row-major */
+    int act8;               /* q4: the int8 path where it applies (tmoe_cuda_q4_act8) */
     int sm_count;           /* multiprocessors of the device that runs the launch, for the
                                grid shape (tmoe_cuda_sm_count, once per device at init);
                                0: tmoe_cuda_expert_linear asks the current device each call */
@@ -112,6 +113,12 @@ extern int tmoe_cuda_expert_tile_from_average;
  * in shared memory (cp.async; 3, 4 or 6), or pipelined in registers (0); -1 (the default):
  * a ring of 3 for q4 at up to 8 tokens, registers otherwise. */
 extern int tmoe_cuda_expert_stages;
+/* 1 (or L->act8): q4 experts whose token tile is at most 4 tokens quantize their activations to
+ * int8 (tmoe_act8_quantize, per block of 32, inside the kernel) and take integer dot products on
+ * the packed weights (dp4a) instead of the fp16 mma: a numerics change, whose reference is
+ * tmoe_cpu_linear_q_act8. 0 (the default): the fp16 mma on every path. Falls back to the mma
+ * where a warp's int8 activations would not fit the block's shared memory. */
+extern int tmoe_cuda_q4_act8;
 
 /* dequant_unpack: packed q4/q2 of the listed experts with counts[e] > 0 (every listed expert
  * when counts is NULL) -> fp16 (slots, out, in) at w16. */

@@ -20,7 +20,7 @@ struct exp_args {
     const __half *sc;
     size_t w_stride, s_stride;
     int in, out_rows, gate_off, epi, wt; /* wt: 0 fp16, 1 q4, 2 q2, 3 q4 with groups of 128k,
-                                            4 bf16 */
+                                            4 bf16, 5 q4 with int8 activations */
     int gshift;                          /* log2(group): groups are powers of two */
     int tiled;                           /* weights in the tiled layout */
     const int32_t *experts, *counts, *offsets;
@@ -187,13 +187,100 @@ static __device__ __forceinline__ void kb_step(const uint4 (&A)[2][2], const uin
     }
 }
 
+/* The int8 path (wt 5, tmoe_cuda_q4_act8): one k-block of q4 weights against NT tokens'
+ * activations in int8. A lane's 32 weights of row (t, h) meet one block of 32 of x: the
+ * nibbles as unsigned bytes q + 8 (and_xor) times the signed int8 x (dp4a), the chain
+ * started at -8 sum(x) so that it ends at sum(q x) exactly, then times scale x d in fp32.
+ * xq: the warp's int8 x, block m of token nt at (nt nb + m) 2: two uint4, each 8 elements as
+ * the even then the odd ones (the order of the nibbles' bytes); xs: (d, -8 sum(x) as int
+ * bits) of that block. acc[t][nt][h]: row (t, h), token nt (the lane's partial sum). */
+template <int NT>
+static __device__ __forceinline__ void kb_step_i8(const uint4 (&A)[2][2], const uint32_t (&S)[2][2],
+                                                  const uint4 *xq, const float2 *xs, int m, int nb,
+                                                  float (&acc)[2][NT][4]) {
+    uint32_t lo[2][2][4], hi[2][2][4];
+    float sw[2][2];
+#pragma unroll
+    for (int t = 0; t < 2; t++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                uint32_t w = u4_word(A[t][h], i);
+                lo[t][h][i] = and_xor(w, 0x0f0f0f0fu, 0x08080808u);
+                hi[t][h][i] = and_xor(w >> 4, 0x0f0f0f0fu, 0x08080808u);
+            }
+            sw[t][h] = __half2float(__ushort_as_half((unsigned short)(S[t][h] & 0xffffu)));
+        }
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        const uint4 X0 = xq[(nt * nb + m) * 2], X1 = xq[(nt * nb + m) * 2 + 1];
+        const float2 gs = xs[nt * nb + m];
+        const uint32_t X[8] = {X0.x, X0.y, X0.z, X0.w, X1.x, X1.y, X1.z, X1.w};
+#pragma unroll
+        for (int t = 0; t < 2; t++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int d = __float_as_int(gs.y);
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    d = dp4a_us(lo[t][h][i], X[2 * i], d);
+                    d = dp4a_us(hi[t][h][i], X[2 * i + 1], d);
+                }
+                acc[t][nt][h] = fmaf((float)d, sw[t][h] * gs.x, acc[t][nt][h]);
+            }
+    }
+}
+
+/* One block of 32 activations to int8 as tmoe_act8_quantize does (each step one IEEE fp32
+ * operation, so the integers are the CPU's): into dst[0..1] in kb_step_i8's order, and
+ * (d, -8 sum(q)) into *gs. */
+static __device__ __forceinline__ void act8_block(const __half *x, uint4 *dst, float2 *gs) {
+    float v[32];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        uint4 u = __ldg(reinterpret_cast<const uint4 *>(x) + j);
+        const uint32_t wd[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float2 f = __half22float2(u2h(wd[i]));
+            v[8 * j + 2 * i] = f.x;
+            v[8 * j + 2 * i + 1] = f.y;
+        }
+    }
+    float mx = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 32; i++) mx = fmaxf(mx, fabsf(v[i]));
+    const float d = __fdiv_rn(mx, 127.0f), id = d > 0.0f ? __frcp_rn(d) : 0.0f;
+    int sum = 0;
+    uint32_t w[8];
+#pragma unroll
+    for (int b = 0; b < 4; b++) {
+        w[2 * b] = w[2 * b + 1] = 0;
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            int qi = min(127, max(-127, __float2int_rn(__fmul_rn(v[8 * b + e], id))));
+            sum += qi;
+            w[2 * b + (e & 1)] |= ((uint32_t)qi & 0xffu) << (8 * (e >> 1));
+        }
+    }
+    dst[0] = make_uint4(w[0], w[1], w[2], w[3]);
+    dst[1] = make_uint4(w[4], w[5], w[6], w[7]);
+    *gs = make_float2(d, __int_as_float(-8 * sum));
+}
+
+template <int W, int NTR>
+static __device__ void exp_epilogue(const exp_args &a, const float (&acc)[2][NTR][4], int off,
+                                    int n, int row0, int tok0, float *red);
+
 template <int WT, int NT, int W, int ST>
 static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int row0, int tok0,
                                 float *red, uint4 *ring) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     const int off = a.offsets[e];
     const int in = a.in;
-    constexpr bool Q4 = WT == 1 || WT == 3;
+    constexpr bool I8 = WT == 5; /* q4 weights, int8 activations: NT tokens, not tiles */
+    constexpr bool Q4 = WT == 1 || WT == 3 || I8;
     constexpr bool F16 = WT == 0 || WT == 4; /* 16-bit float weights: fp16, bf16 */
     const int nkb = in / (F16 ? 32 : Q4 ? 128 : 256);
     const size_t rowbytes = F16 ? (size_t)in * 2 : Q4 ? (size_t)in / 2 : (size_t)in / 4;
@@ -220,7 +307,7 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
     bool xval[NT];
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) {
-        int r = tok0 + nt * 8 + g;
+        int r = I8 ? tok0 + nt : tok0 + nt * 8 + g;
         xval[nt] = r < n;
         int rr = xval[nt] ? r : 0;
         size_t xr = a.src ? (size_t)(a.src[off + rr] / a.k) : (size_t)(off + rr);
@@ -248,6 +335,28 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
     /* warp w owns the contiguous k-blocks [kb_lo, kb_hi) */
     const int per = (nkb + W - 1) / W;
     const int kb_lo = warp * per, kb_hi = min(nkb, kb_lo + per);
+    /* int8 path: the warp quantizes the x of its own k-blocks first, into its area after the
+     * ring and the reduction (NT per 10 uint4: the int8 values, then (d, -8 sum) a block) */
+    const int nb = per * 4;
+    uint4 *xq = nullptr;
+    float2 *xs = nullptr;
+    if constexpr (I8) {
+        xq = ring + W * ST * 128 + W * 64 + warp * NT * per * 10;
+        xs = reinterpret_cast<float2 *>(xq + NT * nb * 2);
+        const int nblk = max(0, kb_hi - kb_lo) * 4;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+            for (int m = lane; m < nblk; m += 32) {
+                if (xval[nt]) {
+                    act8_block(xrow[nt] + (size_t)kb_lo * 128 + 32 * m, xq + (nt * nb + m) * 2,
+                               xs + nt * nb + m);
+                } else {
+                    xq[(nt * nb + m) * 2] = xq[(nt * nb + m) * 2 + 1] = make_uint4(0, 0, 0, 0);
+                    xs[nt * nb + m] = make_float2(0.0f, 0.0f);
+                }
+            }
+        __syncwarp();
+    }
     auto load = [&](int kb0, uint4(&A)[U][2][2], uint32_t(&S)[U][2][2]) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
@@ -311,7 +420,10 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                     S[t][h] = Sn[t][h];
                 }
             if (j + 1 < nk) scales(kb_lo + j + 1, Sn);
-            kb_step<WT, NT>(A, S, kb_lo + j, q, xrow, xval, acc);
+            if constexpr (I8)
+                kb_step_i8<NT>(A, S, xq, xs, j * 4 + q, nb, acc);
+            else
+                kb_step<WT, NT>(A, S, kb_lo + j, q, xrow, xval, acc);
             ws = rs;
             rs = rs + 1 == ST ? 0 : rs + 1;
         }
@@ -341,14 +453,54 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
             for (int u = 0; u < U; u++) {
                 int kb = kb0 + u;
                 if (kb >= kb_hi) break;
-                kb_step<WT, NT>(A[u], S[u], kb, q, xrow, xval, acc);
+                if constexpr (I8)
+                    kb_step_i8<NT>(A[u], S[u], xq, xs, (kb - kb_lo) * 4 + q, nb, acc);
+                else
+                    kb_step<WT, NT>(A[u], S[u], kb, q, xrow, xval, acc);
             }
         }
     }
 
-    /* deterministic split-K reduction and epilogue, one token tile at a time */
+    if constexpr (I8) {
+        /* the quad's four k-ranges summed (fixed order), then laid out as the mma's
+         * accumulators of one 8-token tile: c -> row g + 8 (c >> 1), token 2 q + (c & 1) */
+        float res[2][1][4];
 #pragma unroll
-    for (int nt = 0; nt < NT; nt++) {
+        for (int t = 0; t < 2; t++)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) {
+                    float v = acc[t][nt][h];
+                    v += __shfl_xor_sync(0xffffffffu, v, 1);
+                    v += __shfl_xor_sync(0xffffffffu, v, 2);
+                    acc[t][nt][h] = v;
+                }
+#pragma unroll
+        for (int t = 0; t < 2; t++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                float v = 0.0f; /* lane q takes tokens 2 q, 2 q + 1 (indices kept constant) */
+#pragma unroll
+                for (int qq = 0; 2 * qq < NT; qq++)
+                    if (2 * qq + (c & 1) < NT && q == qq) v = acc[t][2 * qq + (c & 1)][c >> 1];
+                res[t][0][c] = v;
+            }
+        exp_epilogue<W, 1>(a, res, off, n, row0, tok0, red);
+    } else {
+        exp_epilogue<W, NT>(a, acc, off, n, row0, tok0, red);
+    }
+}
+
+/* Deterministic split-K reduction of the W warps' accumulators and the epilogue, one token
+ * tile of 8 at a time (acc: the mma's layout). */
+template <int W, int NTR>
+static __device__ void exp_epilogue(const exp_args &a, const float (&acc)[2][NTR][4], int off,
+                                    int n, int row0, int tok0, float *red) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int swiglu = a.epi == TMOE_CUDA_EPI_SWIGLU;
+#pragma unroll
+    for (int nt = 0; nt < NTR; nt++) {
 #pragma unroll
         for (int t = 0; t < 2; t++)
 #pragma unroll
@@ -389,7 +541,7 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
 }
 
 /* Shared memory of a block: the ring of W warps x ST k-blocks (2 KB each), then the split-K
- * reduction (8 accumulators x 32 lanes a warp). */
+ * reduction (8 accumulators x 32 lanes a warp); the int8 path's activations come after. */
 template <int W, int ST> static constexpr size_t exp_smem_bytes() {
     return (size_t)W * ST * 2048 + (size_t)W * 8 * 32 * 4;
 }
@@ -412,26 +564,27 @@ __global__ void __launch_bounds__(W * 32, NT <= 2 && W == 8 ? 2 : 1) k_expert_li
     if (n == 0) return;
     const int rows_per_block = a.epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32;
     const int row0 = blockIdx.x * rows_per_block;
-    for (int tok0 = 0; tok0 < n; tok0 += 8 * NT)
+    for (int tok0 = 0; tok0 < n; tok0 += WT == 5 ? NT : 8 * NT)
         exp_body<WT, NT, W, ST>(a, slot, e, n, row0, tok0, red, smem);
 }
 
-/* One launch of a variant; a ring past the default 48 KB of shared memory is allowed once per
- * device (the attribute is per device; at most 16 tracked, others set every launch). */
+/* One launch of a variant with extra bytes of shared memory (the int8 path's activations);
+ * past the default 48 KB the limit is raised once per device and size (the attribute is per
+ * device; at most 16 tracked, others set every launch). */
 template <int WT, int NT, int W, int ST>
-static cudaError_t launch_k(const exp_args &a, dim3 grid, cudaStream_t st) {
-    constexpr size_t smem = exp_smem_bytes<W, ST>();
+static cudaError_t launch_k(const exp_args &a, dim3 grid, cudaStream_t st, size_t extra = 0) {
+    const size_t smem = exp_smem_bytes<W, ST>() + extra;
     if (smem > 48 * 1024) {
-        static int ready[16];
+        static size_t ready[16];
         int dev = 0;
         cudaError_t ce = cudaGetDevice(&dev);
         if (ce != cudaSuccess) return ce;
-        if (dev < 0 || dev >= 16 || !ready[dev]) {
+        if (dev < 0 || dev >= 16 || ready[dev] < smem) {
             ce =
                 cudaFuncSetAttribute(reinterpret_cast<const void *>(k_expert_linear<WT, NT, W, ST>),
                                      cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
             if (ce != cudaSuccess) return ce;
-            if (dev >= 0 && dev < 16) ready[dev] = 1;
+            if (dev >= 0 && dev < 16) ready[dev] = smem;
         }
     }
     k_expert_linear<WT, NT, W, ST><<<grid, W * 32, smem, st>>>(a);
@@ -440,12 +593,13 @@ static cudaError_t launch_k(const exp_args &a, dim3 grid, cudaStream_t st) {
 
 /* the ring depth: 0 (weights pipelined in registers) or an instantiated 3, 4, 6 */
 template <int WT, int NT, int W>
-static cudaError_t launch_st(const exp_args &a, dim3 grid, int stages, cudaStream_t st) {
+static cudaError_t launch_st(const exp_args &a, dim3 grid, int stages, cudaStream_t st,
+                             size_t extra = 0) {
     switch (stages) {
-    case 3: return launch_k<WT, NT, W, 3>(a, grid, st);
-    case 4: return launch_k<WT, NT, W, 4>(a, grid, st);
-    case 6: return launch_k<WT, NT, W, 6>(a, grid, st);
-    default: return launch_k<WT, NT, W, 0>(a, grid, st);
+    case 3: return launch_k<WT, NT, W, 3>(a, grid, st, extra);
+    case 4: return launch_k<WT, NT, W, 4>(a, grid, st, extra);
+    case 6: return launch_k<WT, NT, W, 6>(a, grid, st, extra);
+    default: return launch_k<WT, NT, W, 0>(a, grid, st, extra);
     }
 }
 
@@ -477,6 +631,43 @@ static cudaError_t launch_expert(const exp_args &a, dim3 grid, int nt_n, int sms
 }
 
 int tmoe_cuda_expert_tile_from_average = 1;
+int tmoe_cuda_q4_act8 = 0;
+
+/* The int8 path for a q4 launch whose token tile is at most 4 tokens (1, 2 or 4 a pass), 16
+ * warps a block as for the mma where the row blocks are few, a ring of 3 unless
+ * tmoe_cuda_expert_stages says otherwise. *used = 0 (nothing launched) where the warps'
+ * int8 activations would not fit the device's shared memory: the caller takes the mma. */
+static cudaError_t launch_i8(const exp_args &a, dim3 grid, int nt_n, int sms, int *used,
+                             cudaStream_t st) {
+    static int optin[16];
+    *used = 0;
+    int dev = 0, lim = 0;
+    cudaError_t ce = cudaGetDevice(&dev);
+    if (ce != cudaSuccess) return ce;
+    if (dev >= 0 && dev < 16 && optin[dev]) {
+        lim = optin[dev];
+    } else {
+        ce = cudaDeviceGetAttribute(&lim, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+        if (ce != cudaSuccess) return ce;
+        if (dev >= 0 && dev < 16) optin[dev] = lim;
+    }
+    const int few = grid.x < 2u * (unsigned)sms, w = few ? 16 : 8;
+    const int nt = nt_n <= 1 ? 1 : nt_n <= 2 ? 2 : 4;
+    const int stages = tmoe_cuda_expert_stages >= 0 ? tmoe_cuda_expert_stages : 3;
+    const size_t per = (size_t)(a.in / 128 + w - 1) / w, extra = (size_t)w * nt * per * 160;
+    if ((size_t)w * stages * 2048 + (size_t)w * 1024 + extra > (size_t)lim) return cudaSuccess;
+    *used = 1;
+    exp_args b = a;
+    b.wt = 5;
+    if (few) {
+        if (nt == 1) return launch_st<5, 1, 16>(b, grid, stages, st, extra);
+        if (nt == 2) return launch_st<5, 2, 16>(b, grid, stages, st, extra);
+        return launch_st<5, 4, 16>(b, grid, stages, st, extra);
+    }
+    if (nt == 1) return launch_st<5, 1, 8>(b, grid, stages, st, extra);
+    if (nt == 2) return launch_st<5, 2, 8>(b, grid, stages, st, extra);
+    return launch_st<5, 4, 8>(b, grid, stages, st, extra);
+}
 
 /* The tokens the token tile is sized for. max_n bounds every expert, but many small experts
  * (fine-grained MoE: 128 experts, top-8) hold a few tokens each, and a tile sized for max_n
@@ -568,14 +759,19 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
     dim3 grid(a.out_rows / (epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32), gy);
     /* a block reads 32 weight rows (16 gate + 16 up with swiglu) */
     int nt_n = tile_tokens(L, 32, max_n, n_rows, max_active, sms);
-    cudaError_t ce;
-    switch (a.wt) {
-    case 0: ce = launch_expert<0>(a, grid, nt_n, sms, stream); break;
-    case 1: ce = launch_expert<1>(a, grid, nt_n, sms, stream); break;
-    case 3: ce = launch_expert<3>(a, grid, nt_n, sms, stream); break;
-    case 4: ce = launch_expert<4>(a, grid, nt_n, sms, stream); break;
-    default: ce = launch_expert<2>(a, grid, nt_n, sms, stream); break;
+    cudaError_t ce = cudaSuccess;
+    int used = 0;
+    if ((a.wt == 1 || a.wt == 3) && (tmoe_cuda_q4_act8 || L->act8) && nt_n <= 4) {
+        ce = launch_i8(a, grid, nt_n, sms, &used, stream);
+        TMOE_CUDA_CHECK(ce, err);
     }
+    if (!used) switch (a.wt) {
+        case 0: ce = launch_expert<0>(a, grid, nt_n, sms, stream); break;
+        case 1: ce = launch_expert<1>(a, grid, nt_n, sms, stream); break;
+        case 3: ce = launch_expert<3>(a, grid, nt_n, sms, stream); break;
+        case 4: ce = launch_expert<4>(a, grid, nt_n, sms, stream); break;
+        default: ce = launch_expert<2>(a, grid, nt_n, sms, stream); break;
+        }
     TMOE_CUDA_CHECK(ce, err);
     TMOE_CUDA_LAUNCHED(stream, "expert_linear", err);
     return TMOE_OK;

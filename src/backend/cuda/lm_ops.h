@@ -77,6 +77,7 @@ typedef struct tmoe_cuda_shadow_config {
     int d_model, d_ff, num_experts, top_k, max_tokens, n_layers;
     tmoe_etype type;
     int group;        /* q4/q2 group size */
+    int act8;         /* q4: int8 activations where the kernel's int8 path applies */
     size_t max_bytes; /* weights; 0: the device's free memory less 4 GiB */
     uint64_t seed;
     int sm_count;

@@ -60,6 +60,7 @@ static int make_lin(tmoe_cuda_shadow *s, tmoe_cuda_lin *L, int out, int in, uint
     L->w_stride = tmoe_quant_weight_bytes(c->type, out, in);
     L->s_stride = tmoe_etype_is_quant(c->type) ? tmoe_quant_scale_count(out, in, c->group) : 0;
     L->tiled = 1;
+    L->act8 = c->act8;
     L->sm_count = c->sm_count;
     size_t E = (size_t)c->num_experts, nw = L->w_stride * E, ns = L->s_stride * E;
     float a = 1.0f / sqrtf((float)in);
