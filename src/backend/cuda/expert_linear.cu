@@ -357,22 +357,29 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
             }
         __syncwarp();
     }
+    /* the lane's q4/q2 scales of k-block kb (its 4 rows) */
+    auto scales = [&](int kb, uint32_t(&S)[2][2]) {
+        if (F16) return;
+        int gi = (kb * KW + q * QW) >> a.gshift;
+#pragma unroll
+        for (int t = 0; t < 2; t++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) S[t][h] = scale2(sbase + soff[t] + h * s8 + gi);
+    };
     auto load = [&](int kb0, uint4(&A)[U][2][2], uint32_t(&S)[U][2][2]) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             int kb = kb0 + u;
             bool ok = kb < kb_hi;
             /* past the warp's range: zero weights (never multiplied: the step stops there),
-             * the scale of a k-block in range */
-            int gi = ((ok ? kb : kb_lo) * KW + q * QW) >> a.gshift;
+             * the scales of a k-block in range */
 #pragma unroll
             for (int t = 0; t < 2; t++)
 #pragma unroll
-                for (int h = 0; h < 2; h++) {
+                for (int h = 0; h < 2; h++)
                     A[u][t][h] =
                         ok ? ld_stream(wrow[t][h] + (size_t)kb * kstride) : make_uint4(0, 0, 0, 0);
-                    if (!F16) S[u][t][h] = scale2(sbase + soff[t] + h * s8 + gi);
-                }
+            scales(ok ? kb : kb_lo, S[u]);
         }
     };
     if constexpr (ST > 0) {
@@ -389,14 +396,6 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                 for (int h = 0; h < 2; h++)
                     cp_async16(rb + (uint32_t)((stage * 4 + t * 2 + h) * 512),
                                wrow[t][h] + (size_t)kb * kstride);
-        };
-        auto scales = [&](int kb, uint32_t(&S)[2][2]) {
-            if (F16) return;
-            int gi = (kb * KW + q * QW) >> a.gshift;
-#pragma unroll
-            for (int t = 0; t < 2; t++)
-#pragma unroll
-                for (int h = 0; h < 2; h++) S[t][h] = scale2(sbase + soff[t] + h * s8 + gi);
         };
 #pragma unroll
         for (int s = 0; s < ST - 1; s++) {
