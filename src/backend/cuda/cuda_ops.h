@@ -116,8 +116,9 @@ extern int tmoe_cuda_expert_stages;
 /* 1 (or L->act8): q4 experts whose token tile is at most 4 tokens quantize their activations to
  * int8 (tmoe_act8_quantize, per block of 32, inside the kernel) and take integer dot products on
  * the packed weights (dp4a) instead of the fp16 mma: a numerics change, whose reference is
- * tmoe_cpu_linear_q_act8. 0 (the default): the fp16 mma on every path. Falls back to the mma
- * where a warp's int8 activations would not fit the block's shared memory. */
+ * tmoe_cpu_linear_q_act8. 0 (the default): the fp16 mma on every path. A ring that does not fit
+ * beside the int8 activations gives way to a ring of 3, then to the register pipeline, and
+ * to the mma above about 40,000 inputs at 4 tokens. */
 extern int tmoe_cuda_q4_act8;
 
 /* dequant_unpack: packed q4/q2 of the listed experts with counts[e] > 0 (every listed expert

@@ -634,8 +634,10 @@ int tmoe_cuda_q4_act8 = 0;
 
 /* The int8 path for a q4 launch whose token tile is at most 4 tokens (1, 2 or 4 a pass), 16
  * warps a block as for the mma where the row blocks are few, a ring of 3 unless
- * tmoe_cuda_expert_stages says otherwise. *used = 0 (nothing launched) where the warps'
- * int8 activations would not fit the device's shared memory: the caller takes the mma. */
+ * tmoe_cuda_expert_stages says otherwise. Where the ring and the warps' int8 activations
+ * (NT x in x 1.25 bytes a block) would not fit the device's shared memory, a ring of 3, then
+ * the register pipeline; *used = 0 (nothing launched) where even that would not fit (above
+ * about 40,000 inputs at 4 tokens): the caller takes the mma. */
 static cudaError_t launch_i8(const exp_args &a, dim3 grid, int nt_n, int sms, int *used,
                              cudaStream_t st) {
     static int optin[16];
@@ -652,9 +654,13 @@ static cudaError_t launch_i8(const exp_args &a, dim3 grid, int nt_n, int sms, in
     }
     const int few = grid.x < 2u * (unsigned)sms, w = few ? 16 : 8;
     const int nt = nt_n <= 1 ? 1 : nt_n <= 2 ? 2 : 4;
-    const int stages = tmoe_cuda_expert_stages >= 0 ? tmoe_cuda_expert_stages : 3;
     const size_t per = (size_t)(a.in / 128 + w - 1) / w, extra = (size_t)w * nt * per * 160;
-    if ((size_t)w * stages * 2048 + (size_t)w * 1024 + extra > (size_t)lim) return cudaSuccess;
+    int stages = tmoe_cuda_expert_stages >= 0 ? tmoe_cuda_expert_stages : 3;
+    auto fits = [&](int st_) {
+        return (size_t)w * st_ * 2048 + (size_t)w * 1024 + extra <= (size_t)lim;
+    };
+    if (!fits(stages)) stages = stages > 3 && fits(3) ? 3 : 0;
+    if (!fits(stages)) return cudaSuccess;
     *used = 1;
     exp_args b = a;
     b.wt = 5;
