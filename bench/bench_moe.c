@@ -427,6 +427,8 @@ int main(int argc, char **argv) {
     /* THERMOE_Q4_ACT8=1: q4 at up to 4 tokens an expert on the int8 path (int8 activations) */
     const char *a8_env = getenv("THERMOE_Q4_ACT8");
     if (a8_env && *a8_env) tmoe_cuda_q4_act8 = atoi(a8_env);
+    const char *a8t_env = getenv("THERMOE_Q4_ACT8_TOKENS"); /* its largest token tile */
+    if (a8t_env && *a8t_env) tmoe_cuda_q4_act8_tokens = atoi(a8t_env);
     char driver[96];
     CK(cudaSetDevice(0));
     T_OK(tmoe_cuda_sm_count(0, &g_sms, &g_err));
@@ -438,10 +440,11 @@ int main(int argc, char **argv) {
     CK(cudaGetDeviceProperties(&prop, 0));
     time_t now = time(NULL);
     printf("# bench_moe\n\ncard: %s (%d SMs, L2 %d MB), driver %s, NVML energy %s, expert "
-           "kernel stages %d (-1: default), q4 int8 activations %s, date %s\n",
+           "kernel stages %d (-1: default), q4 int8 activations %s (tiles of up to %d tokens), "
+           "date %s\n",
            prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, driver,
            g_nvml_ok ? "yes" : "no", tmoe_cuda_expert_stages, tmoe_cuda_q4_act8 ? "on" : "off",
-           ctime(&now));
+           tmoe_cuda_q4_act8_tokens, ctime(&now));
 
     /* copy bandwidth: 1 GiB device-to-device, bytes read + written */
     void *cb[2];
@@ -563,9 +566,11 @@ int main(int argc, char **argv) {
             }
             /* the 4096 x 14336 matrix (mixtral fc2) alone */
             if (si == 0) {
-                int mt[] = {1, 4, 8, 16, 64, 256, 512, 1024};
-                for (int i = 0; i < 8; i++) {
-                    if (g_short && mt[i] != 1 && mt[i] != 4 && mt[i] != 8 && mt[i] != 512) continue;
+                int mt[] = {1, 2, 4, 8, 16, 64, 256, 512, 1024};
+                for (int i = 0; i < 9; i++) {
+                    if (g_short && mt[i] != 1 && mt[i] != 2 && mt[i] != 4 && mt[i] != 8 &&
+                        mt[i] != 512)
+                        continue;
                     T_OK(tmoe_cuda_single_expert_routing(mt[i], d_one_e, d_one_c, d_one_o, g_st,
                                                          &g_err));
                     for (int cub = 0; cub <= (et == TMOE_ET_FP16); cub++) {

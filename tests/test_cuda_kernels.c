@@ -387,6 +387,7 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
     for (int v = 0; v < 4 * n_st * (1 + act8); v++) {
         int variant = v & 1, a8 = v >= 4 * n_st;
         tmoe_cuda_q4_act8 = a8;
+        tmoe_cuda_q4_act8_tokens = 4; /* every tile the path has (the default takes 1) */
         tmoe_cuda_expert_stages = st_list[(v / 4) % n_st];
         tmoe_cuda_lin LV = L;
         if (variant) {
@@ -421,6 +422,7 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
     tmoe_cuda_expert_tile_from_average = 1;
     tmoe_cuda_expert_stages = -1;
     tmoe_cuda_q4_act8 = 0;
+    tmoe_cuda_q4_act8_tokens = 1;
     cudaFree(wt), cudaFree(dact), cudaFree(dso);
     for (int i = 0; i < slots; i++) tmoe_linear_free(&l[i]);
     cudaFree((void *)L.w), cudaFree((void *)L.scales), cudaFree(de), cudaFree(dc), cudaFree(dof);

@@ -113,13 +113,16 @@ extern int tmoe_cuda_expert_tile_from_average;
  * in shared memory (cp.async; 3, 4 or 6), or pipelined in registers (0); -1 (the default):
  * a ring of 3 for q4 at up to 8 tokens, registers otherwise. */
 extern int tmoe_cuda_expert_stages;
-/* 1 (or L->act8): q4 experts whose token tile is at most 4 tokens quantize their activations to
- * int8 (tmoe_act8_quantize, per block of 32, inside the kernel) and take integer dot products on
- * the packed weights (dp4a) instead of the fp16 mma: a numerics change, whose reference is
- * tmoe_cpu_linear_q_act8. 0 (the default): the fp16 mma on every path. A ring that does not fit
+/* 1 (or L->act8): q4 experts whose token tile is at most tmoe_cuda_q4_act8_tokens quantize their
+ * activations to int8 (tmoe_act8_quantize, per block of 32, inside the kernel) and take integer dot
+ * products on the packed weights (dp4a) instead of the fp16 mma: a numerics change, whose reference
+ * is tmoe_cpu_linear_q_act8. 0 (the default): the fp16 mma on every path. A ring that does not fit
  * beside the int8 activations gives way to a ring of 3, then to the register pipeline, and
  * to the mma above about 40,000 inputs at 4 tokens. */
 extern int tmoe_cuda_q4_act8;
+/* The largest token tile that takes the int8 path: 1 (the default: on an H200 one token was
+ * 13-24% faster than the mma, 4 tokens 8-42% slower, bench/results/h200_act8), 2 or 4. */
+extern int tmoe_cuda_q4_act8_tokens;
 
 /* dequant_unpack: packed q4/q2 of the listed experts with counts[e] > 0 (every listed expert
  * when counts is NULL) -> fp16 (slots, out, in) at w16. */

@@ -631,6 +631,7 @@ static cudaError_t launch_expert(const exp_args &a, dim3 grid, int nt_n, int sms
 
 int tmoe_cuda_expert_tile_from_average = 1;
 int tmoe_cuda_q4_act8 = 0;
+int tmoe_cuda_q4_act8_tokens = 1;
 
 /* The int8 path for a q4 launch whose token tile is at most 4 tokens (1, 2 or 4 a pass), 16
  * warps a block as for the mma where the row blocks are few, a ring of 3 unless
@@ -766,7 +767,8 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
     int nt_n = tile_tokens(L, 32, max_n, n_rows, max_active, sms);
     cudaError_t ce = cudaSuccess;
     int used = 0;
-    if ((a.wt == 1 || a.wt == 3) && (tmoe_cuda_q4_act8 || L->act8) && nt_n <= 4) {
+    if ((a.wt == 1 || a.wt == 3) && (tmoe_cuda_q4_act8 || L->act8) &&
+        nt_n <= (tmoe_cuda_q4_act8_tokens < 4 ? tmoe_cuda_q4_act8_tokens : 4)) {
         ce = launch_i8(a, grid, nt_n, sms, &used, stream);
         TMOE_CUDA_CHECK(ce, err);
     }
