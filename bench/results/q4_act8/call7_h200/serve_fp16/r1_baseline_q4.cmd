@@ -1,0 +1,1 @@
+== r1_baseline_q4: thermoe serve --model models/default --expert-shape mixtral --backend cuda --telemetry nvml --trace .devdeps/root/fixtures/traces/azure_llm_2023_conv.csv --time-scale 4 --duration 60 --max-context 384 --max-generated 128 --max-seqs 64 --max-batch-tokens 512 --quiet --q4-activations fp16 --routing-strategy baseline --expert-type q4
