@@ -68,6 +68,21 @@ expect 0 "energy       not measured (--telemetry none)" eval --model "$LM/olmoe"
 expect 1 "measures the GPU" eval --model "$LM/olmoe" --tokens "$TOK" --seq-len 32 \
     --max-windows 2 --backend cpu --telemetry nvml
 expect 2 "no simulated GPU" eval --model "$LM/olmoe" --tokens "$TOK" --telemetry sim
+# --windows-csv: one row per window, their token-weighted mean is eval's nll_mean
+expect 0 '"nll_mean"' eval --model "$LM/olmoe" --tokens "$TOK" --seq-len 16 --json \
+    --windows-csv "$TMP/win.csv"
+python3 - "$TMP/win.csv" "$TMP/out" <<'PY' || fail "--windows-csv does not add up to nll_mean"
+import csv, json, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+res = json.load(open(sys.argv[2]))
+assert len(rows) == res["windows"] and [int(r["window"]) for r in rows] == list(range(len(rows)))
+tok = sum(int(r["tokens"]) for r in rows)
+assert tok == res["tokens_scored"]
+m = sum(int(r["tokens"]) * float(r["nll_mean"]) for r in rows) / tok
+assert abs(m - res["nll_mean"]) <= 1e-9 * abs(res["nll_mean"]), (m, res["nll_mean"])
+PY
+expect 1 "--windows-csv $TMP/no/such/dir/w.csv: cannot write" eval --model "$LM/olmoe" \
+    --tokens "$TOK" --seq-len 16 --windows-csv "$TMP/no/such/dir/w.csv"
 
 # info --model
 expect 0 "family       qwen2_moe" info --model "$LM/qwen2_moe"

@@ -1,6 +1,7 @@
 /* thermoe eval: perplexity of a token file under a real MoE LM (DESIGN.md "Scoring text"),
  * with a 95% confidence interval over windows, the throughput and, on a GPU, the board energy
  * per token from NVML. */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -21,7 +22,8 @@ typedef struct eval_opts {
     tmoe_route_strategy strategy;
     const char *cost_model;
     int json;
-    int energy; /* EV_ENERGY_*: --telemetry */
+    int energy;              /* EV_ENERGY_*: --telemetry */
+    const char *windows_csv; /* --windows-csv: each window's NLL, for paired comparisons */
 } eval_opts;
 
 /* --telemetry: auto measures the GPU's energy with NVML when the decoder runs on CUDA and
@@ -29,7 +31,17 @@ typedef struct eval_opts {
  * simulated GPU has no part here: eval's work is real, on the CPU or the GPU. */
 enum { EV_ENERGY_AUTO, EV_ENERGY_NVML, EV_ENERGY_NONE };
 
-enum { O_TOKENS = 3000, O_SEQ, O_BATCH, O_MAXWIN, O_STRATEGY, O_COST, O_JSON, O_TELEMETRY };
+enum {
+    O_TOKENS = 3000,
+    O_SEQ,
+    O_BATCH,
+    O_MAXWIN,
+    O_STRATEGY,
+    O_COST,
+    O_JSON,
+    O_TELEMETRY,
+    O_WINCSV
+};
 
 static void eval_help(const eval_opts *d) {
     printf(
@@ -45,6 +57,9 @@ static void eval_help(const eval_opts *d) {
            "  --seq-len N        window length (default min(512, max_position_embeddings))\n"
            "  --batch N          windows run together, each in its own KV-cache slot (default %d)\n"
            "  --max-windows N    score only the first N windows (default 0 = all)\n"
+           "  --windows-csv F    write each window's NLL to F (window,tokens,nll_mean): two\n"
+           "                     runs on the same tokens compare window by window\n"
+           "                     (bench/eval_paired.py)\n"
            "  --routing-strategy S  baseline, kernel_aware_ttha, hierarchical_adaptive,\n"
            "                     predictive_thermal or multi_gpu_aware: selection biases per MoE\n"
            "                     layer from the cost model (no hardware state on the CPU, no\n"
@@ -75,6 +90,7 @@ static int parse(int argc, char **argv, eval_opts *o, int *verbosity) {
         {"kernel-cost-model-json", required_argument, 0, O_COST},
         {"json", no_argument, 0, O_JSON},
         {"telemetry", required_argument, 0, O_TELEMETRY},
+        {"windows-csv", required_argument, 0, O_WINCSV},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
@@ -106,6 +122,7 @@ static int parse(int argc, char **argv, eval_opts *o, int *verbosity) {
             break;
         case O_COST: o->cost_model = optarg; break;
         case O_JSON: o->json = 1; break;
+        case O_WINCSV: o->windows_csv = optarg; break;
         case O_TELEMETRY:
             if (!strcmp(optarg, "auto"))
                 o->energy = EV_ENERGY_AUTO;
@@ -138,6 +155,7 @@ typedef struct eval_run {
     cli_lm_route *route;
     float *logits;
     double *nll;
+    FILE *wcsv;          /* --windows-csv */
     tmoe_telemetry *tel; /* NVML, when the energy is measured */
     tmoe_monitor *mon;
     tmoe_energy energy; /* method NONE: not measured (why in energy_why) */
@@ -145,6 +163,7 @@ typedef struct eval_run {
 } eval_run;
 
 static void eval_free(eval_run *e) {
+    if (e->wcsv) fclose(e->wcsv);
     tmoe_monitor_free(e->mon);
     tmoe_telemetry_free(e->tel);
     free(e->logits);
@@ -208,6 +227,11 @@ static int score_windows(eval_run *e, int L, int64_t w0, int nb, tmoe_lm_score *
         if (rc == TMOE_OK) {
             tmoe_lm_nll(e->logits + (size_t)i * L * V, ids + (size_t)i * L + 1, L - 1, V, e->nll);
             tmoe_lm_score_add_window(s, e->nll, L - 1);
+            if (e->wcsv) {
+                double sum = 0.0;
+                for (int j = 0; j < L - 1; j++) sum += e->nll[j];
+                fprintf(e->wcsv, "%lld,%d,%.17g\n", (long long)(w0 + i), L - 1, sum / (L - 1));
+            }
         }
         cli_lm_exec_close(&e->x, slots[i]);
     }
@@ -331,6 +355,14 @@ int cmd_eval(int argc, char **argv) {
         cli_fail_err("eval", &err);
         goto done;
     }
+    if (o.windows_csv) {
+        e.wcsv = fopen(o.windows_csv, "w");
+        if (!e.wcsv) {
+            cli_fail("eval", "--windows-csv %s: cannot write: %s", o.windows_csv, strerror(errno));
+            goto done;
+        }
+        fprintf(e.wcsv, "window,tokens,nll_mean\n");
+    }
     if (energy_start(&o, &e, &err)) {
         cli_fail_err("eval", &err);
         goto done;
@@ -347,6 +379,14 @@ int cmd_eval(int argc, char **argv) {
         tmoe_log(TMOE_LOG_INFO, "windows %lld..%lld scored", (long long)w, (long long)(w + n - 1));
     }
     double secs = (double)(tmoe_now_ns() - t0) / 1e9;
+    if (e.wcsv) {
+        int bad = ferror(e.wcsv) | fclose(e.wcsv);
+        e.wcsv = NULL;
+        if (bad) {
+            cli_fail("eval", "--windows-csv %s: write failed", o.windows_csv);
+            goto done;
+        }
+    }
     if (etok >= 0 && tmoe_monitor_energy_end(e.mon, etok, &e.energy, &err)) {
         cli_fail_err("eval", &err);
         goto done;
