@@ -437,9 +437,7 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
             mflags.lm_steps = 1;
             break;
         case O_Q4ACT:
-            if (strcmp(optarg, "fp16") && strcmp(optarg, "int8"))
-                return cli_usage_fail("run", "--q4-activations: '%s' is not fp16 or int8", optarg);
-            c->q4_act8 = strcmp(optarg, "int8") == 0;
+            if (cli_q4_act_flag("run", optarg, &c->q4_act8)) return 2;
             break;
         case O_EPOCHS: INT_FLAG("epochs", 1, 100000, c->epochs); break;
         case O_WARMUP: INT_FLAG("warmup-batches", 0, 100000, c->warmup_batches); break;

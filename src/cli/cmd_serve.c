@@ -259,10 +259,7 @@ int cmd_serve(int argc, char **argv) {
             c.group_size = (int)v;
             break;
         case O_Q4ACT:
-            if (strcmp(optarg, "fp16") && strcmp(optarg, "int8"))
-                return cli_usage_fail("serve", "--q4-activations: '%s' is not fp16 or int8",
-                                      optarg);
-            c.q4_act8 = !strcmp(optarg, "int8");
+            if (cli_q4_act_flag("serve", optarg, &c.q4_act8)) return 2;
             break;
         case O_COST: c.cost_model_path = optarg; break;
         case O_SEED:

@@ -41,11 +41,7 @@ int cli_lm_flag(const char *cmd, int code, const char *arg, cli_lm_opts *o) {
                                   arg);
         return 0;
     case CLI_LM_BACKEND: return cli_backend_flag(cmd, arg, &o->backend) ? 2 : 0;
-    case CLI_LM_Q4_ACT:
-        if (strcmp(arg, "fp16") && strcmp(arg, "int8"))
-            return cli_usage_fail(cmd, "--q4-activations: '%s' is not fp16 or int8", arg);
-        o->load.q4_act8 = !strcmp(arg, "int8");
-        return 0;
+    case CLI_LM_Q4_ACT: return cli_q4_act_flag(cmd, arg, &o->load.q4_act8) ? 2 : 0;
     default: return -1;
     }
 }

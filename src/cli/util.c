@@ -357,6 +357,15 @@ int cli_backend_flag(const char *cmd, const char *s, tmoe_backend_kind *out) {
     return 0;
 }
 
+int cli_q4_act_flag(const char *cmd, const char *s, int *act8) {
+    if (strcmp(s, "fp16") && strcmp(s, "int8")) {
+        cli_usage_fail(cmd, "--q4-activations: '%s' is not fp16 or int8", s);
+        return -1;
+    }
+    *act8 = strcmp(s, "int8") == 0;
+    return 0;
+}
+
 int cli_telemetry_flag(const char *cmd, const char *s, tmoe_telemetry_kind *out) {
     tmoe_error err = {0};
     if (tmoe_telemetry_kind_parse(s, out, &err)) {
