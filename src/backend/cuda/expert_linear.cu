@@ -43,6 +43,11 @@ static __device__ __forceinline__ uint32_t scale2(const __half *p) {
     return (uint32_t)sv | ((uint32_t)sv << 16);
 }
 
+/* The fp32 value of such a scale */
+static __device__ __forceinline__ float scale_f(uint32_t s2) {
+    return __half2float(__ushort_as_half((unsigned short)(s2 & 0xffffu)));
+}
+
 /* One k-block of the lane's two row tiles into acc: A the lane's 16 weight bytes of rows
  * (tile t, half h), S their q4/q2 scales (the fp16 bits twice), x of tokens xrow (xval: the
  * token exists) loaded (q4/q2: permuted) to match. */
@@ -138,8 +143,7 @@ static __device__ __forceinline__ void kb_step(const uint4 (&A)[2][2], const uin
         if (WT == 3) {
 #pragma unroll
             for (int t = 0; t < 2; t++) {
-                float s0 = __half2float(__ushort_as_half((unsigned short)(S[t][0] & 0xffffu)));
-                float s1 = __half2float(__ushort_as_half((unsigned short)(S[t][1] & 0xffffu)));
+                float s0 = scale_f(S[t][0]), s1 = scale_f(S[t][1]);
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++) {
                     acc[t][nt][0] += tmp[t][nt < NTP ? nt : 0][0] * s0;
@@ -210,7 +214,7 @@ static __device__ __forceinline__ void kb_step_i8(const uint4 (&A)[2][2], const 
                 lo[t][h][i] = and_xor(w, 0x0f0f0f0fu, 0x08080808u);
                 hi[t][h][i] = and_xor(w >> 4, 0x0f0f0f0fu, 0x08080808u);
             }
-            sw[t][h] = __half2float(__ushort_as_half((unsigned short)(S[t][h] & 0xffffu)));
+            sw[t][h] = scale_f(S[t][h]);
         }
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) {
@@ -267,6 +271,17 @@ static __device__ __forceinline__ void act8_block(const __half *x, uint4 *dst, f
     dst[0] = make_uint4(w[0], w[1], w[2], w[3]);
     dst[1] = make_uint4(w[4], w[5], w[6], w[7]);
     *gs = make_float2(d, __int_as_float(-8 * sum));
+}
+
+/* Shared memory of a block of w warps: the ring of st k-blocks a warp (2 KB each), then the
+ * split-K reduction (8 accumulators x 32 lanes a warp); the int8 path's activations come
+ * after, i8_warp_bytes a warp (nt tokens x per k-blocks: 128 int8 values and their 4 blocks'
+ * (d, -8 sum)). */
+static __host__ __device__ constexpr size_t exp_smem_bytes(int w, int st) {
+    return (size_t)w * st * 2048 + (size_t)w * 8 * 32 * 4;
+}
+static __host__ __device__ constexpr size_t i8_warp_bytes(int nt, int per) {
+    return (size_t)nt * per * (128 + 4 * 8);
 }
 
 template <int W, int NTR>
@@ -341,7 +356,8 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
     uint4 *xq = nullptr;
     float2 *xs = nullptr;
     if constexpr (I8) {
-        xq = ring + W * ST * 128 + W * 64 + warp * NT * per * 10;
+        constexpr int base = exp_smem_bytes(W, ST) / 16, unit = i8_warp_bytes(1, 1) / 16;
+        xq = ring + base + warp * NT * per * unit; /* in uint4 */
         xs = reinterpret_cast<float2 *>(xq + NT * nb * 2);
         const int nblk = max(0, kb_hi - kb_lo) * 4;
 #pragma unroll
@@ -539,12 +555,6 @@ static __device__ void exp_epilogue(const exp_args &a, const float (&acc)[2][NTR
     }
 }
 
-/* Shared memory of a block: the ring of W warps x ST k-blocks (2 KB each), then the split-K
- * reduction (8 accumulators x 32 lanes a warp); the int8 path's activations come after. */
-template <int W, int ST> static constexpr size_t exp_smem_bytes() {
-    return (size_t)W * ST * 2048 + (size_t)W * 8 * 32 * 4;
-}
-
 template <int WT, int NT, int W, int ST>
 __global__ void __launch_bounds__(W * 32, NT <= 2 && W == 8 ? 2 : 1) k_expert_linear(exp_args a) {
     extern __shared__ uint4 smem[];
@@ -572,7 +582,7 @@ __global__ void __launch_bounds__(W * 32, NT <= 2 && W == 8 ? 2 : 1) k_expert_li
  * device; at most 16 tracked, others set every launch). */
 template <int WT, int NT, int W, int ST>
 static cudaError_t launch_k(const exp_args &a, dim3 grid, cudaStream_t st, size_t extra = 0) {
-    const size_t smem = exp_smem_bytes<W, ST>() + extra;
+    const size_t smem = exp_smem_bytes(W, ST) + extra;
     if (smem > 48 * 1024) {
         static size_t ready[16];
         int dev = 0;
@@ -655,11 +665,10 @@ static cudaError_t launch_i8(const exp_args &a, dim3 grid, int nt_n, int sms, in
     }
     const int few = grid.x < 2u * (unsigned)sms, w = few ? 16 : 8;
     const int nt = nt_n <= 1 ? 1 : nt_n <= 2 ? 2 : 4;
-    const size_t per = (size_t)(a.in / 128 + w - 1) / w, extra = (size_t)w * nt * per * 160;
+    const int per = (a.in / 128 + w - 1) / w;
+    const size_t extra = (size_t)w * i8_warp_bytes(nt, per);
     int stages = tmoe_cuda_expert_stages >= 0 ? tmoe_cuda_expert_stages : 3;
-    auto fits = [&](int st_) {
-        return (size_t)w * st_ * 2048 + (size_t)w * 1024 + extra <= (size_t)lim;
-    };
+    auto fits = [&](int st_) { return exp_smem_bytes(w, st_) + extra <= (size_t)lim; };
     if (!fits(stages)) stages = stages > 3 && fits(3) ? 3 : 0;
     if (!fits(stages)) return cudaSuccess;
     *used = 1;
