@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# q4's int8-activation path on a GPU in one device call (repo root, GPU machine, .devdeps
+# The q4 / q2 int8-activation path on a GPU in one device call (repo root, GPU machine, .devdeps
 # carried): the kernel round with ACT8=1 (the CUDA tests element by element, bench_moe --short
 # without and with the path, compute-sanitizer at the default ring of 3), then, only if the
 # kernel test passed, a serving pair with q4 experts: fp16 activations, then int8, DURATION s
@@ -17,5 +17,5 @@ grep -q "test_cuda_kernels rc=0" "$OUT/kernel_round.txt" ||
 for a in fp16 int8; do
   mkdir -p "$OUT/serve_$a"
   OUT=$OUT/serve_$a STRATEGIES=baseline@q4 REPEATS=1 DURATION=${DURATION:-60} DRAIN=30 REST=0 \
-    EXTRA="--q4-activations $a" bash bench/serve_gpu.sh 2>&1 | tail -25
+    EXTRA="--expert-activations $a" bash bench/serve_gpu.sh 2>&1 | tail -25
 done

@@ -424,11 +424,13 @@ int main(int argc, char **argv) {
     /* THERMOE_EXPERT_STAGES: the expert kernel's weight ring (0: registers; 3, 4, 6) */
     const char *st_env = getenv("THERMOE_EXPERT_STAGES");
     if (st_env && *st_env) tmoe_cuda_expert_stages = atoi(st_env);
-    /* THERMOE_Q4_ACT8=1: q4 at up to 4 tokens an expert on the int8 path (int8 activations) */
-    const char *a8_env = getenv("THERMOE_Q4_ACT8");
-    if (a8_env && *a8_env) tmoe_cuda_q4_act8 = atoi(a8_env);
-    const char *a8t_env = getenv("THERMOE_Q4_ACT8_TOKENS"); /* its largest token tile */
-    if (a8t_env && *a8t_env) tmoe_cuda_q4_act8_tokens = atoi(a8t_env);
+    /* THERMOE_ACT8=1: q4 / q2 at up to 4 tokens an expert on the int8 path (int8 activations) */
+    const char *a8_env = getenv("THERMOE_ACT8");
+    if (a8_env && *a8_env) tmoe_cuda_act8 = atoi(a8_env);
+    const char *a8t_env = getenv("THERMOE_ACT8_TOKENS"); /* its largest token tile */
+    if (a8t_env && *a8t_env) tmoe_cuda_act8_tokens = atoi(a8t_env);
+    const char *a8s_env = getenv("THERMOE_ACT8_Q2_STAGES"); /* q2's ring on that path */
+    if (a8s_env && *a8s_env) tmoe_cuda_act8_q2_stages = atoi(a8s_env);
     char driver[96];
     CK(cudaSetDevice(0));
     T_OK(tmoe_cuda_sm_count(0, &g_sms, &g_err));
@@ -440,11 +442,11 @@ int main(int argc, char **argv) {
     CK(cudaGetDeviceProperties(&prop, 0));
     time_t now = time(NULL);
     printf("# bench_moe\n\ncard: %s (%d SMs, L2 %d MB), driver %s, NVML energy %s, expert "
-           "kernel stages %d (-1: default), q4 int8 activations %s (tiles of up to %d tokens), "
-           "date %s\n",
+           "kernel stages %d (-1: default), q4/q2 int8 activations %s (tiles of up to %d tokens, "
+           "q2 ring %d), date %s\n",
            prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, driver,
-           g_nvml_ok ? "yes" : "no", tmoe_cuda_expert_stages, tmoe_cuda_q4_act8 ? "on" : "off",
-           tmoe_cuda_q4_act8_tokens, ctime(&now));
+           g_nvml_ok ? "yes" : "no", tmoe_cuda_expert_stages, tmoe_cuda_act8 ? "on" : "off",
+           tmoe_cuda_act8_tokens, tmoe_cuda_act8_q2_stages, ctime(&now));
 
     /* copy bandwidth: 1 GiB device-to-device, bytes read + written */
     void *cb[2];

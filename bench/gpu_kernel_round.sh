@@ -9,8 +9,9 @@
 # The sanitizers run the expert kernels with the weight ring of depth SANITIZE_STAGES (4).
 # STAGES_SWEEP (e.g. "0 3 4 6") also runs bench_moe --short once per depth of the expert
 # kernel's weight ring and joins them (bench/stages_table.py) before the side by side.
-# ACT8=1 also runs bench_moe --short with q4's int8 path (THERMOE_Q4_ACT8=1) beside the
-# default and tabulates the two (act8.md).
+# ACT8=1 also runs bench_moe --short with the q4/q2 int8 path (THERMOE_ACT8=1; q2 through
+# registers, then through a ring of 3) beside the default and tabulates each against it
+# (act8_1.md, act8_1r3.md).
 # usage: [LIMIT=540] [STAGES_SWEEP="0 4"] [ACT8=1] bash bench/gpu_kernel_round.sh
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -40,12 +41,16 @@ timeout -s TERM "${LIMIT:-540}" bash -c '
   done
   [ -n "${STAGES_SWEEP:-}" ] && python3 bench/stages_table.py "$OUT" | tee "$OUT/stages.md"
   if [ "${ACT8:-0}" = 1 ]; then
-    for a8 in 0 1; do
-      THERMOE_Q4_ACT8=$a8 timeout 120 build-gpu/bench_moe --short >"$OUT/bench_short_a8_$a8.md" 2>&1
-      echo "$(el) bench_moe --short, q4 int8 activations $a8 rc=$?"
+    # without the path, with it (q2 through registers), with it and q2 through a ring of 3
+    for a8 in 0 1 1r3; do
+      THERMOE_ACT8=${a8%r3} THERMOE_ACT8_Q2_STAGES=$([ "$a8" = 1r3 ] && echo 3 || echo 0) \
+        timeout 120 build-gpu/bench_moe --short >"$OUT/bench_short_a8_$a8.md" 2>&1
+      echo "$(el) bench_moe --short, int8 activations $a8 rc=$?"
     done
-    python3 bench/stages_table.py --compare "$OUT/bench_short_a8_0.md" "$OUT/bench_short_a8_1.md" |
-      tee "$OUT/act8.md" | grep -E "^\| (matrix|expert|MUL|layer)[^|]*\|[^|]*\| q4"
+    for a8 in 1 1r3; do
+      python3 bench/stages_table.py --compare "$OUT/bench_short_a8_0.md" "$OUT/bench_short_a8_$a8.md" |
+        tee "$OUT/act8_$a8.md" | grep -E "^\| (matrix|expert|MUL|layer)[^|]*\|[^|]*\| q[42]"
+    done
   fi
   BUILD=build-gpu timeout 240 bash bench/ggml_side_by_side.sh >"$OUT/side_by_side.log" 2>&1
   echo "$(el) side by side rc=$?"; cat "$OUT/side_by_side.md" 2>/dev/null || tail -5 "$OUT/side_by_side.log"

@@ -7,7 +7,7 @@ rows missing at some depth are left out.
 
 usage: python3 bench/stages_table.py DIR   (reads DIR/bench_short_st*.md)
        python3 bench/stages_table.py --compare BASE.md OTHER.md
-         (two bench_moe tables, e.g. without and with THERMOE_Q4_ACT8=1: the rows both have
+         (two bench_moe tables, e.g. without and with THERMOE_ACT8=1: the rows both have
          under 512 tokens, each one's us and OTHER's change against BASE)
 """
 import glob

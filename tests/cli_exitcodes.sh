@@ -61,9 +61,9 @@ expect 2 "seq-len" eval --seq-len abc
 expect 2 "max-new" generate --max-new -3
 expect 2 "--expert-type" eval --expert-type q7
 for sub in eval run serve; do
-    expect 2 "--q4-activations: 'int4' is not fp16 or int8" $sub --q4-activations int4
+    expect 2 "--expert-activations: 'int4' is not fp16 or int8" $sub --expert-activations int4
 done
-expect 2 "--q4-activations applies to a decoder LM" run --model random --q4-activations int8
+expect 2 "--expert-activations applies to a decoder LM" run --model random --expert-activations int8
 expect 1 "" eval --model "$TMP/no-such-model" --tokens "$TMP/none.tok"
 expect 2 "" sweep
 expect 2 "--load FILE, which is missing" forward --layer 1

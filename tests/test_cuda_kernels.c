@@ -297,8 +297,8 @@ static void test_dequant(void **state) {
 
 /* ---- expert linear ------------------------------------------------------------------------ */
 /* 3 experts of type t (ids 0..2 in slots 2, 0, 1); tokens routed: expert 0 gets n0, 1 none,
- * 2 gets n2, reading x through src (token order) as the engine's fc1 does. q4 with at most 4
- * tokens also runs the int8 path (tmoe_cuda_q4_act8) against its own reference. */
+ * 2 gets n2, reading x through src (token order) as the engine's fc1 does. q4 / q2 with at most
+ * 4 tokens also run the int8 path (tmoe_cuda_act8) against its own reference. */
 static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0, int n2,
                         int group) {
     tmoe_rng r;
@@ -327,7 +327,7 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
     int rows = epi == TMOE_CUDA_EPI_SWIGLU ? out / 2 : out;
     float *ref = malloc(4 * (size_t)N * rows), *h = malloc(4 * (size_t)N * out);
     float *ref8 = malloc(4 * (size_t)N * rows); /* the int8 path's reference */
-    const int act8 = t == TMOE_ET_Q4 && N <= 4;
+    const int act8 = tmoe_etype_is_quant(t) && N <= 4;
     tmoe_f16 *xg = malloc(2 * (size_t)N * in), *a = malloc(2 * (size_t)N * rows);
     tmoe_cpu_gather(x, src, N, k, in, xg);
     for (int e = 0; e < 3; e++) {
@@ -386,8 +386,8 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
     /* then all of it again on the int8 path where it applies */
     for (int v = 0; v < 4 * n_st * (1 + act8); v++) {
         int variant = v & 1, a8 = v >= 4 * n_st;
-        tmoe_cuda_q4_act8 = a8;
-        tmoe_cuda_q4_act8_tokens = 4; /* every tile the path has (the default takes 1) */
+        tmoe_cuda_act8 = a8;
+        tmoe_cuda_act8_tokens = 4; /* every tile the path has (the default takes 1) */
         tmoe_cuda_expert_stages = st_list[(v / 4) % n_st];
         tmoe_cuda_lin LV = L;
         if (variant) {
@@ -421,8 +421,8 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
     }
     tmoe_cuda_expert_tile_from_average = 1;
     tmoe_cuda_expert_stages = -1;
-    tmoe_cuda_q4_act8 = 0;
-    tmoe_cuda_q4_act8_tokens = 1;
+    tmoe_cuda_act8 = 0;
+    tmoe_cuda_act8_tokens = 1;
     cudaFree(wt), cudaFree(dact), cudaFree(dso);
     for (int i = 0; i < slots; i++) tmoe_linear_free(&l[i]);
     cudaFree((void *)L.w), cudaFree((void *)L.scales), cudaFree(de), cudaFree(dc), cudaFree(dof);
@@ -448,13 +448,16 @@ static void test_expert_linear(void **state) {
         linear_case(TMOE_ET_Q4, TMOE_CUDA_EPI_SWIGLU, 1024, 256, 1, 17, gq4[i]);
         linear_case(TMOE_ET_Q4, TMOE_CUDA_EPI_NONE, 256, 512, 1, 2, gq4[i]); /* int8 path */
     }
-    /* the int8 path at the Mixtral expert's widths: 16 warps with 7 k-blocks each (fc2) */
+    /* the int8 path at the Mixtral expert's widths: 16 warps with 7 k-blocks each (q4's fc2) */
     linear_case(TMOE_ET_Q4, TMOE_CUDA_EPI_NONE, 256, 14336, 1, 1, 32);
     linear_case(TMOE_ET_Q4, TMOE_CUDA_EPI_SWIGLU, 512, 4096, 2, 2, 32);
     for (int i = 0; i < 2; i++) {
         linear_case(TMOE_ET_Q2, TMOE_CUDA_EPI_NONE, 256, 512, 9, 8, gq2[i]);
         linear_case(TMOE_ET_Q2, TMOE_CUDA_EPI_SWIGLU, 1024, 512, 3, 1, gq2[i]);
+        linear_case(TMOE_ET_Q2, TMOE_CUDA_EPI_NONE, 256, 512, 1, 2, gq2[i]); /* int8 path */
     }
+    linear_case(TMOE_ET_Q2, TMOE_CUDA_EPI_NONE, 256, 14336, 1, 1, 64);
+    linear_case(TMOE_ET_Q2, TMOE_CUDA_EPI_SWIGLU, 512, 4096, 2, 2, 64);
 }
 
 /* ---- fp16 -> bf16 (the activations of bf16 experts on cuBLAS) ----------------------------- */

@@ -357,11 +357,12 @@ static void test_typed_experts(void **state) {
     tmoe_lm *m = NULL;
     assert_int_equal(tmoe_lm_load(lm_path("olmoe"), &o, &m, &err), TMOE_EINVAL);
     assert_non_null(strstr(err.msg, "q4 experts"));
-    /* int8 activations: q4 experts only, groups of a multiple of 32 */
-    o.q4_act8 = 1;
+    /* int8 activations: q4 / q2 experts only, groups of a multiple of 32 */
+    o.act8 = 1;
     o.expert_type = TMOE_ET_FP16;
     assert_int_equal(tmoe_lm_load(lm_path("olmoe"), &o, &m, &err), TMOE_EINVAL);
-    assert_non_null(strstr(err.msg, "int8 activations are for q4 experts (the experts are fp16)"));
+    assert_non_null(
+        strstr(err.msg, "int8 activations are for q4 or q2 experts (the experts are fp16)"));
     o.expert_type = TMOE_ET_Q4;
     o.group_size = 4;
     assert_int_equal(tmoe_lm_load(lm_path("olmoe"), &o, &m, &err), TMOE_EINVAL);
@@ -372,10 +373,10 @@ static void test_typed_experts(void **state) {
     tmoe_tokens_free(&t);
 }
 
-/* q4 experts with int8 activations (tmoe_lm_load_opts.q4_act8) on the CPU: the experts'
- * linears carry the flag, and the logits move from those of the same q4 weights with fp16
+/* q4 / q2 experts with int8 activations (tmoe_lm_load_opts.act8) on the CPU: the experts'
+ * linears carry the flag, and the logits move from those of the same weights with fp16
  * activations, by little (the int8 rounding: half a step of a block's largest value / 127). */
-static void test_q4_int8_activations(void **state) {
+static void test_int8_activations(void **state) {
     (void)state;
     tmoe_error err = {0};
     tmoe_lm_config c = {0};
@@ -398,30 +399,34 @@ static void test_q4_int8_activations(void **state) {
     enum { N = 12 };
     uint32_t ids[N];
     for (int i = 0; i < N; i++) ids[i] = (uint32_t)(i * 7 + 3) % 97;
-    float *logits[2];
-    for (int a8 = 0; a8 < 2; a8++) {
-        tmoe_lm_load_opts o = tmoe_lm_load_opts_default();
-        o.experts_f32 = 0;
-        o.expert_type = TMOE_ET_Q4;
-        o.group_size = 32;
-        o.q4_act8 = a8;
-        tmoe_lm *m;
-        ASSERT_OK(tmoe_lm_random(&c, &o, 99, &m, &err), &err);
-        for (int l = 0; l < c.n_layers; l++)
-            for (int e = 0; e < c.num_experts; e++) {
-                assert_int_equal(m->layers[l].experts[e].fc1.act8, a8);
-                assert_int_equal(m->layers[l].experts[e].fc2.act8, a8);
-            }
-        logits[a8] = malloc(sizeof(float) * N * c.vocab_size);
-        assert_non_null(logits[a8]);
-        prefill(m, ids, N, logits[a8], 1);
-        tmoe_lm_free(m);
+    for (int t = 0; t < 2; t++) {
+        const tmoe_etype type = t ? TMOE_ET_Q2 : TMOE_ET_Q4;
+        float *logits[2];
+        for (int a8 = 0; a8 < 2; a8++) {
+            tmoe_lm_load_opts o = tmoe_lm_load_opts_default();
+            o.experts_f32 = 0;
+            o.expert_type = type;
+            o.group_size = 32;
+            o.act8 = a8;
+            tmoe_lm *m;
+            ASSERT_OK(tmoe_lm_random(&c, &o, 99, &m, &err), &err);
+            for (int l = 0; l < c.n_layers; l++)
+                for (int e = 0; e < c.num_experts; e++) {
+                    assert_int_equal(m->layers[l].experts[e].fc1.act8, a8);
+                    assert_int_equal(m->layers[l].experts[e].fc2.act8, a8);
+                }
+            logits[a8] = malloc(sizeof(float) * N * c.vocab_size);
+            assert_non_null(logits[a8]);
+            prefill(m, ids, N, logits[a8], 1);
+            tmoe_lm_free(m);
+        }
+        size_t n = (size_t)N * c.vocab_size;
+        double d = max_abs_diff(logits[0], logits[1], n) / std_of(logits[0], n);
+        fprintf(stderr, "%s int8 activations vs fp16 activations: max diff %.3g x std\n",
+                tmoe_etype_name(type), d);
+        assert_true(d > 0.0 && d < 0.05);
+        free(logits[0]), free(logits[1]);
     }
-    size_t n = (size_t)N * c.vocab_size;
-    double d = max_abs_diff(logits[0], logits[1], n) / std_of(logits[0], n);
-    fprintf(stderr, "q4 int8 activations vs fp16 activations: max diff %.3g x std\n", d);
-    assert_true(d > 0.0 && d < 0.05);
-    free(logits[0]), free(logits[1]);
 }
 
 static int parse(const char *json, tmoe_lm_config *c, tmoe_error *err) {
@@ -717,7 +722,7 @@ int main(void) {
         cmocka_unit_test(test_matches_transformers), cmocka_unit_test(test_batch_join_leave),
         cmocka_unit_test(test_typed_experts),        cmocka_unit_test(test_config),
         cmocka_unit_test(test_token_files),          cmocka_unit_test(test_kv_slots),
-        cmocka_unit_test(test_route_hook_selection), cmocka_unit_test(test_q4_int8_activations),
+        cmocka_unit_test(test_route_hook_selection), cmocka_unit_test(test_int8_activations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,7 +43,7 @@
 #define TOL_GPU_Q4_RTOL 1e-2
 #define TOL_GPU_Q2_ATOL 5e-3
 #define TOL_GPU_Q2_RTOL 5e-3
-/* q4 with int8 activations (tmoe_cuda_q4_act8) against its reference tmoe_cpu_linear_q_act8:
+/* q4 / q2 with int8 activations (tmoe_cuda_act8) against its reference tmoe_cpu_linear_q_act8:
  * both sides form the same integers and dot products, so they differ as fp16 does, by fp32
  * rounding and one fp16 ulp where an output is rounded: fp16's pair. */
 #define TOL_GPU_ACT8_ATOL TOL_GPU_F16_ATOL

@@ -395,8 +395,8 @@ typedef struct tmoe_run_config {
     int expert_shape_given;         /* 0: expert_shape is the default, and falls back to
                                        trained (logged) where the default cannot run (NVML:
                                        the GPU measures the trained model's own kernels) */
-    int q4_act8;                    /* LM, q4 experts: int8 activations (--q4-activations;
-                                       tmoe_lm_load_opts.q4_act8) */
+    int act8;                       /* LM, q4 / q2 experts: int8 activations
+                                       (--expert-activations; tmoe_lm_load_opts.act8) */
 
     /* where it runs */
     tmoe_backend_kind backend;
@@ -616,7 +616,7 @@ typedef struct tmoe_serve_config {
     double trace_duration_s;       /* for the metadata only: the --duration cut, 0 = none */
     int expert_shape_given;        /* 0: expert_shape is the default and falls back to trained where
                                       it cannot run (real telemetry on the CPU backend) */
-    int q4_act8;                   /* q4 experts: int8 activations (--q4-activations int8) */
+    int act8;                      /* q4 / q2 experts: int8 activations (--expert-activations) */
     /* where it runs (docs/serve.md "On a GPU"): cpu + sim by default, so a replay is the
      * same on any machine. On sim each step is billed to the simulated GPU and time is
      * simulated; on nvml the GPU measures each step and time is the wall clock. */

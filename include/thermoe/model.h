@@ -56,7 +56,7 @@ void tmoe_dequantize_f32(tmoe_etype t, const uint8_t *packed, const tmoe_f16 *sc
 void tmoe_dequantize_f16(tmoe_etype t, const uint8_t *packed, const tmoe_f16 *scales, int out,
                          int in, int group, tmoe_f16 *w);
 
-/* Activations in int8 (the CUDA q4 kernel's int8 path, tmoe_cuda_q4_act8): per block of
+/* Activations in int8 (the CUDA q4/q2 kernel's int8 path, tmoe_cuda_act8): per block of
  * TMOE_ACT8_BLOCK values, d = fp32(m / 127) with m the largest magnitude, q = round(x *
  * fp32(1 / d)) to nearest (ties to even), clamped to [-127, 127]; an all-zero block has d = 0
  * and q = 0. Every step is one IEEE fp32 operation, so the GPU gets the same integers. n must
@@ -75,7 +75,7 @@ typedef struct tmoe_linear {
     tmoe_f16 *w;        /* (out, in) 16-bit weights: fp16 bits (type fp16) or bf16 bits (bf16) */
     uint8_t *q;         /* (out, in * bits / 8) packed integers, q4/q2 */
     tmoe_f16 *scales;   /* (out, in / group), q4/q2 */
-    int act8;           /* q4, fused: the activations in int8 (tmoe_act8_quantize; the CPU's
+    int act8;           /* q4 / q2, fused: the activations in int8 (tmoe_act8_quantize; the CPU's
                            tmoe_cpu_linear_q_act8, the CUDA kernel's int8 path at up to 4 tokens an
                            expert); 0 = fp16 activations */
 } tmoe_linear;
@@ -293,8 +293,8 @@ typedef struct tmoe_lm_load_opts {
                                checkpoint's expert tensors bit for bit (others are rounded) */
     int group_size;         /* quantization group (default TMOE_DEFAULT_GROUP; q4/q2 need
                                d_model and d_ff_expert to be multiples of it) */
-    int q4_act8;            /* q4 experts with int8 activations (tmoe_linear.act8); needs a
-                               group that is a multiple of TMOE_ACT8_BLOCK */
+    int act8;               /* q4 / q2 experts with int8 activations (tmoe_linear.act8); needs
+                               a group that is a multiple of TMOE_ACT8_BLOCK */
 } tmoe_lm_load_opts;
 tmoe_lm_load_opts tmoe_lm_load_opts_default(void);
 

@@ -96,8 +96,8 @@ def serve(
     ``router`` sets tmoe_router_config fields by name (budget, kl_base, ...). Any other
     keyword sets the tmoe_serve_config field of that name (max_seqs, max_batch_tokens,
     prefill_chunk, kv_tokens, slo_ttft_s, slo_tpot_s, temp_target_c, backend, telemetry,
-    device_id, seed, group_size, q4_act8 (1: q4 experts with int8 activations, the command's
-    --q4-activations int8), cost_model_path); an unknown one is a TypeError. With
+    device_id, seed, group_size, act8 (1: q4 / q2 experts with int8 activations, the command's
+    --expert-activations int8), cost_model_path); an unknown one is a TypeError. With
     ``out`` the replay writes requests.csv, steps.csv, timeline.csv and summary.json there.
     A bad trace raises ThermoeError naming the file, the line and the field. Ctrl-C stops the
     replay after the step in progress; the partial result comes back with

@@ -168,8 +168,8 @@ void cli_command_line(char *buf, size_t n, int argc, char **argv);
  * "thermoe <cmd>: --<flag>: ..." and return -1 (callers exit 2). */
 int cli_backend_flag(const char *cmd, const char *s, tmoe_backend_kind *out);
 int cli_telemetry_flag(const char *cmd, const char *s, tmoe_telemetry_kind *out);
-/* --q4-activations fp16|int8 into *act8 (0 / 1); -1 on a bad value, said as above. */
-int cli_q4_act_flag(const char *cmd, const char *s, int *act8);
+/* --expert-activations fp16|int8 into *act8 (0 / 1); -1 on a bad value, said as above. */
+int cli_act8_flag(const char *cmd, const char *s, int *act8);
 
 /* While a long job runs (on = 1): SIGINT (Ctrl-C), SIGTERM and SIGHUP (a closed terminal or
  * ssh session) ask it to stop after the step in progress (tmoe_run_request_stop; a second

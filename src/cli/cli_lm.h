@@ -17,7 +17,7 @@ enum {
     CLI_LM_GROUP,
     CLI_LM_IMPL,
     CLI_LM_BACKEND,
-    CLI_LM_Q4_ACT,
+    CLI_LM_ACT8,
     CLI_LM_END
 };
 #define CLI_LM_OPTIONS                                                                             \
@@ -25,7 +25,7 @@ enum {
         {"expert-type", required_argument, 0, CLI_LM_EXPERT_TYPE},                                 \
         {"group-size", required_argument, 0, CLI_LM_GROUP},                                        \
         {"impl", required_argument, 0, CLI_LM_IMPL},                                               \
-        {"q4-activations", required_argument, 0, CLI_LM_Q4_ACT}, {                                 \
+        {"expert-activations", required_argument, 0, CLI_LM_ACT8}, {                               \
         "backend", required_argument, 0, CLI_LM_BACKEND                                            \
     }
 

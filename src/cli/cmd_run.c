@@ -57,7 +57,7 @@ enum {
     O_TOKENS,
     O_EXPERT_SHAPE,
     O_LM_STEPS,
-    O_Q4ACT
+    O_ACT8
 };
 
 static const struct option longopts[] = {
@@ -95,7 +95,7 @@ static const struct option longopts[] = {
     {"tokens", required_argument, 0, O_TOKENS},
     {"expert-shape", required_argument, 0, O_EXPERT_SHAPE},
     {"lm-steps", required_argument, 0, O_LM_STEPS},
-    {"q4-activations", required_argument, 0, O_Q4ACT},
+    {"expert-activations", required_argument, 0, O_ACT8},
     {"expert-parallel", no_argument, 0, O_EP},
     {"resume", no_argument, 0, O_RESUME},
     {"no-analyze", no_argument, 0, O_NO_ANALYZE},
@@ -179,8 +179,8 @@ static void run_help(const tmoe_run_config *d) {
         "                            --backend cpu for a decoder LM) (default %s); or, for the\n"
         "                            random block, one type per expert (q4,q4,fp16,...: the\n"
         "                            tiers hierarchical_adaptive and the cost biases act on)\n"
-        "  --q4-activations A        LM, q4 experts: fp16 (default) or int8 activations\n"
-        "                            (docs/cuda.md \"q4 with int8 activations\")\n"
+        "  --expert-activations A    LM, q4/q2 experts: fp16 (default) or int8 activations\n"
+        "                            (docs/cuda.md \"int8 activations\")\n"
         "  --impl I                  fused or unfused, for q4/q2: every step (default: the\n"
         "                            cost model's measured crossover per step where it was\n"
         "                            measured at the block's shape, else %s)\n"
@@ -436,8 +436,8 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
             c->lm_decode = strcmp(optarg, "decode") == 0;
             mflags.lm_steps = 1;
             break;
-        case O_Q4ACT:
-            if (cli_q4_act_flag("run", optarg, &c->q4_act8)) return 2;
+        case O_ACT8:
+            if (cli_act8_flag("run", optarg, &c->act8)) return 2;
             break;
         case O_EPOCHS: INT_FLAG("epochs", 1, 100000, c->epochs); break;
         case O_WARMUP: INT_FLAG("warmup-batches", 0, 100000, c->warmup_batches); break;
@@ -509,12 +509,12 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
                               "checkpoint %s fixes its own shape",
                               mflags.block_flag, mflags.model);
     int lm = mflags.model ? strcmp(mflags.model, "random") != 0 : !mflags.block_flag;
-    if (!lm && (c->tokens_path || c->expert_shape_given || mflags.lm_steps || c->q4_act8))
+    if (!lm && (c->tokens_path || c->expert_shape_given || mflags.lm_steps || c->act8))
         return cli_usage_fail("run", "--%s applies to a decoder LM (--model DIR)",
                               c->tokens_path          ? "tokens"
                               : c->expert_shape_given ? "expert-shape"
                               : mflags.lm_steps       ? "lm-steps"
-                                                      : "q4-activations");
+                                                      : "expert-activations");
     return 0;
 }
 

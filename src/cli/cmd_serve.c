@@ -31,7 +31,7 @@ enum {
     O_SHAPE,
     O_ETYPE,
     O_GROUP,
-    O_Q4ACT,
+    O_ACT8,
     O_COST,
     O_SEED,
     O_OUT,
@@ -67,7 +67,7 @@ static const struct option longopts[] = {{"trace", required_argument, 0, O_TRACE
                                          {"expert-shape", required_argument, 0, O_SHAPE},
                                          {"expert-type", required_argument, 0, O_ETYPE},
                                          {"group-size", required_argument, 0, O_GROUP},
-                                         {"q4-activations", required_argument, 0, O_Q4ACT},
+                                         {"expert-activations", required_argument, 0, O_ACT8},
                                          {"kernel-cost-model-json", required_argument, 0, O_COST},
                                          {"seed", required_argument, 0, O_SEED},
                                          {"out", required_argument, 0, O_OUT},
@@ -125,8 +125,8 @@ static void help(void) {
            "                         LM's experts load as T, and the production-shape experts\n"
            "                         beside them (CUDA) or billed (simulated GPU) are T too\n"
            "  --group-size N         quantization group of q4 / q2 (default %d)\n"
-           "  --q4-activations A     q4 experts: fp16 (default) or int8 activations (docs/cuda.md\n"
-           "                         \"q4 with int8 activations\")\n"
+           "  --expert-activations A q4/q2 experts: fp16 (default) or int8 activations\n"
+           "                         (docs/cuda.md \"int8 activations\")\n"
            "  --kernel-cost-model-json F  the cost model the simulated GPU bills from\n"
            "  --backend B            cpu (default), cuda or auto (cuda when a device answers)\n"
            "  --telemetry S          sim (default: the simulated GPU, simulated time), nvml (the\n"
@@ -258,8 +258,8 @@ int cmd_serve(int argc, char **argv) {
             if (cli_int("serve", "group-size", optarg, 1, 1 << 16, &v)) return 2;
             c.group_size = (int)v;
             break;
-        case O_Q4ACT:
-            if (cli_q4_act_flag("serve", optarg, &c.q4_act8)) return 2;
+        case O_ACT8:
+            if (cli_act8_flag("serve", optarg, &c.act8)) return 2;
             break;
         case O_COST: c.cost_model_path = optarg; break;
         case O_SEED:

@@ -41,7 +41,7 @@ int cli_lm_flag(const char *cmd, int code, const char *arg, cli_lm_opts *o) {
                                   arg);
         return 0;
     case CLI_LM_BACKEND: return cli_backend_flag(cmd, arg, &o->backend) ? 2 : 0;
-    case CLI_LM_Q4_ACT: return cli_q4_act_flag(cmd, arg, &o->load.q4_act8) ? 2 : 0;
+    case CLI_LM_ACT8: return cli_act8_flag(cmd, arg, &o->load.act8) ? 2 : 0;
     default: return -1;
     }
 }
@@ -57,14 +57,14 @@ void cli_lm_help(const cli_lm_opts *d) {
            "  --group-size G     q4/q2 group along the input dim; must divide hidden_size and\n"
            "                     the expert size (default %d)\n"
            "  --impl I           q4/q2 experts: fused or unfused (default %s)\n"
-           "  --q4-activations A q4 experts, fused: fp16, or int8 (quantized per block of 32\n"
-           "                     values; integer dot products on the GPU at up to 4 tokens an\n"
-           "                     expert, the fp16 mma above; every linear on the CPU)\n"
-           "                     (default %s)\n"
+           "  --expert-activations A  q4/q2 experts, fused: fp16, or int8 (quantized per\n"
+           "                     block of 32 values; integer dot products on the GPU at one\n"
+           "                     token an expert, the fp16 mma above; every linear on the\n"
+           "                     CPU) (default %s)\n"
            "  --backend B        auto, cpu or cuda (default %s; auto: cuda when a CUDA device\n"
            "                     answers, else cpu)\n",
            d->load.experts_f32 ? "fp32" : tmoe_etype_name(d->load.expert_type), d->load.group_size,
-           tmoe_impl_name(d->impl), d->load.q4_act8 ? "int8" : "fp16",
+           tmoe_impl_name(d->impl), d->load.act8 ? "int8" : "fp16",
            tmoe_backend_kind_name(d->backend));
 }
 

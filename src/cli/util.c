@@ -357,9 +357,9 @@ int cli_backend_flag(const char *cmd, const char *s, tmoe_backend_kind *out) {
     return 0;
 }
 
-int cli_q4_act_flag(const char *cmd, const char *s, int *act8) {
+int cli_act8_flag(const char *cmd, const char *s, int *act8) {
     if (strcmp(s, "fp16") && strcmp(s, "int8")) {
-        cli_usage_fail(cmd, "--q4-activations: '%s' is not fp16 or int8", s);
+        cli_usage_fail(cmd, "--expert-activations: '%s' is not fp16 or int8", s);
         return -1;
     }
     *act8 = strcmp(s, "int8") == 0;

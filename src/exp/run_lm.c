@@ -197,7 +197,7 @@ int run_lm_init(run_ctx *r, tmoe_error *err) {
     lo.experts_f32 = 0;
     lo.expert_type = lm->etype;
     lo.group_size = c->block.group_size;
-    lo.q4_act8 = c->q4_act8;
+    lo.act8 = c->act8;
     rc = tmoe_lm_load(c->model_dir, &lo, &lm->m, err);
     if (rc) return tmoe_error_prefix(err, rc, "loading model %s", c->model_dir);
     const tmoe_lm_config *mc = &lm->m->cfg;

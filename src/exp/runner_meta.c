@@ -48,7 +48,7 @@ static void lm_json(const run_ctx *r, json_t *model, json_t *config) {
     }
     json_object_set_new(model, "lm", m);
     json_object_set_new(config, "lm_steps", json_string(r->cfg.lm_decode ? "decode" : "prefill"));
-    json_object_set_new(config, "q4_activations", json_string(r->cfg.q4_act8 ? "int8" : "fp16"));
+    json_object_set_new(config, "expert_activations", json_string(r->cfg.act8 ? "int8" : "fp16"));
     json_t *t = json_object();
     json_object_set_new(
         t, "path",

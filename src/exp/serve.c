@@ -114,7 +114,7 @@ static int setup(run_ctx *r, const tmoe_serve_config *c, int max_len, int positi
     rc->expert_shape_given = c->expert_shape_given;
     rc->block.expert_type = c->expert_type;
     rc->block.group_size = c->group_size;
-    rc->q4_act8 = c->q4_act8;
+    rc->act8 = c->act8;
     rc->telemetry = c->telemetry;
     rc->backend = c->backend;
     rc->device_id = c->device_id;
@@ -359,9 +359,9 @@ static int write_summary(const char *dir, const tmoe_serve_config *c, const tmoe
     json_object_set_new(m, "group_size",
                         tmoe_etype_is_quant(c->expert_type) ? json_integer(c->group_size)
                                                             : json_null());
-    json_object_set_new(m, "q4_activations",
-                        c->expert_type == TMOE_ET_Q4 ? json_string(c->q4_act8 ? "int8" : "fp16")
-                                                     : json_null());
+    json_object_set_new(m, "expert_activations",
+                        tmoe_etype_is_quant(c->expert_type) ? json_string(c->act8 ? "int8" : "fp16")
+                                                            : json_null());
     json_object_set_new(m, "cost_model", json_string(r->cost_path));
     json_object_set_new(m, "prefill_chunk", json_integer(c->prefill_chunk));
     json_object_set_new(m, "max_batch_tokens", json_integer(c->max_batch_tokens));

@@ -151,7 +151,7 @@ static int convert_expert(const tmoe_lm_load_opts *o, const float *w13, const fl
                           int I, tmoe_expert *e, tmoe_error *err) {
     int rc = tmoe_expert_alloc(e, o->expert_type, TMOE_ACT_SWIGLU, D, I, o->group_size, err);
     if (rc) return rc;
-    e->fc1.act8 = e->fc2.act8 = o->q4_act8;
+    e->fc1.act8 = e->fc2.act8 = o->act8;
     if ((rc = tmoe_linear_set_f32(&e->fc1, w13, err))) return rc;
     return tmoe_linear_set_f32(&e->fc2, w2, err);
 }
@@ -242,11 +242,11 @@ static int load_dense_mlp(loader *L, const tmoe_lm_config *c, int l, tmoe_lm_lay
 }
 
 static int check_opts(const tmoe_lm_config *c, const tmoe_lm_load_opts *o, tmoe_error *err) {
-    if (o->q4_act8 && (o->experts_f32 || o->expert_type != TMOE_ET_Q4))
+    if (o->act8 && (o->experts_f32 || !tmoe_etype_is_quant(o->expert_type)))
         return tmoe_errorf(err, TMOE_EINVAL,
-                           "int8 activations are for q4 experts (the experts are %s)",
+                           "int8 activations are for q4 or q2 experts (the experts are %s)",
                            o->experts_f32 ? "fp32" : tmoe_etype_name(o->expert_type));
-    if (o->q4_act8 && o->group_size % TMOE_ACT8_BLOCK)
+    if (o->act8 && o->group_size % TMOE_ACT8_BLOCK)
         return tmoe_errorf(err, TMOE_EINVAL,
                            "int8 activations: the group size %d must be a multiple of %d",
                            o->group_size, TMOE_ACT8_BLOCK);

@@ -84,7 +84,7 @@ int tmoe_lm_random(const tmoe_lm_config *c, const tmoe_lm_load_opts *opts, uint6
                                    c->d_ff_expert, m->opts.group_size, err) == TMOE_OK &&
                  tmoe_linear_init_random(&x->fc1, &g, err) == TMOE_OK &&
                  tmoe_linear_init_random(&x->fc2, &g, err) == TMOE_OK;
-            if (ok) x->fc1.act8 = x->fc2.act8 = m->opts.q4_act8;
+            if (ok) x->fc1.act8 = x->fc2.act8 = m->opts.act8;
         }
     }
     if (!ok) {

@@ -46,15 +46,15 @@ def test_requests_served_once_in_order(tmp_path):
     assert (run.steps.source == "sim").all()
 
 
-def test_q4_int8_activations(tmp_path):
-    """q4_act8 (the command's --q4-activations int8) reaches the model and the metadata; it is
-    an error for experts that are not q4"""
-    r = thermoe.serve(requests=8, expert_type="q4", q4_act8=1, out=tmp_path / "s", **ARGS)
+def test_int8_activations(tmp_path):
+    """act8 (the command's --expert-activations int8) reaches the model and the metadata; it is
+    an error for experts that are not q4 or q2"""
+    r = thermoe.serve(requests=8, expert_type="q4", act8=1, out=tmp_path / "s", **ARGS)
     assert r.summary["requests"] == 8 and not r.interrupted
     meta = thermoe.load_serve(tmp_path / "s").summary["metadata"]
-    assert meta["expert_type"] == "q4" and meta["q4_activations"] == "int8"
-    with pytest.raises(thermoe.ThermoeError, match="int8 activations are for q4 experts"):
-        thermoe.serve(requests=4, expert_type="fp16", q4_act8=1, **ARGS)
+    assert meta["expert_type"] == "q4" and meta["expert_activations"] == "int8"
+    with pytest.raises(thermoe.ThermoeError, match="int8 activations are for q4 or q2 experts"):
+        thermoe.serve(requests=4, expert_type="fp16", act8=1, **ARGS)
 
 
 def test_bad_trace_and_keywords():

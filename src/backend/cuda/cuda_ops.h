@@ -59,7 +59,7 @@ typedef struct tmoe_cuda_lin {
     size_t w_stride;        /* bytes per slot */
     size_t s_stride;        /* scales per slot */
     int tiled;              /* w in the tiled layout (tmoe_cuda_tile_weights), else row-major */
-    int act8;               /* q4: the int8 path where it applies (tmoe_cuda_q4_act8) */
+    int act8;               /* q4 / q2: the int8 path where it applies (tmoe_cuda_act8) */
     int sm_count;           /* multiprocessors of the device that runs the launch, for the
                                grid shape (tmoe_cuda_sm_count, once per device at init);
                                0: tmoe_cuda_expert_linear asks the current device each call */
@@ -113,16 +113,19 @@ extern int tmoe_cuda_expert_tile_from_average;
  * in shared memory (cp.async; 3, 4 or 6), or pipelined in registers (0); -1 (the default):
  * a ring of 3 for q4 at up to 8 tokens, registers otherwise. */
 extern int tmoe_cuda_expert_stages;
-/* 1 (or L->act8): q4 experts whose token tile is at most tmoe_cuda_q4_act8_tokens quantize their
- * activations to int8 (tmoe_act8_quantize, per block of 32, inside the kernel) and take integer dot
- * products on the packed weights (dp4a) instead of the fp16 mma: a numerics change, whose reference
- * is tmoe_cpu_linear_q_act8. 0 (the default): the fp16 mma on every path. A ring that does not fit
- * beside the int8 activations gives way to a ring of 3, then to the register pipeline, and
- * to the mma above about 40,000 inputs at 4 tokens. */
-extern int tmoe_cuda_q4_act8;
-/* The largest token tile that takes the int8 path: 1 (the default: on an H200 one token was
- * 13-24% faster than the mma, 4 tokens 8-42% slower, bench/results/h200_act8), 2 or 4. */
-extern int tmoe_cuda_q4_act8_tokens;
+/* 1 (or L->act8): q4 / q2 experts whose token tile is at most tmoe_cuda_act8_tokens quantize
+ * their activations to int8 (tmoe_act8_quantize, per block of 32, inside the kernel) and take
+ * integer dot products on the packed weights (dp4a) instead of the fp16 mma: a numerics change,
+ * whose reference is tmoe_cpu_linear_q_act8. 0 (the default): the fp16 mma on every path. A ring
+ * that does not fit beside the int8 activations gives way to a ring of 3, then to the register
+ * pipeline, and to the mma above about 40,000 inputs at 4 tokens. */
+extern int tmoe_cuda_act8;
+/* The largest token tile that takes the int8 path: 1 (the default: on an H100 one token was
+ * 7-24% faster than the mma for q4, 4 tokens 9-42% slower, bench/results/q4_act8), 2 or 4. */
+extern int tmoe_cuda_act8_tokens;
+/* The ring depth of q2's int8 path where tmoe_cuda_expert_stages is not set: 0 (registers,
+ * the default, as q2's mma path) or 3, 4, 6. */
+extern int tmoe_cuda_act8_q2_stages;
 
 /* dequant_unpack: packed q4/q2 of the listed experts with counts[e] > 0 (every listed expert
  * when counts is NULL) -> fp16 (slots, out, in) at w16. */

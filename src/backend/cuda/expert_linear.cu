@@ -20,7 +20,7 @@ struct exp_args {
     const __half *sc;
     size_t w_stride, s_stride;
     int in, out_rows, gate_off, epi, wt; /* wt: 0 fp16, 1 q4, 2 q2, 3 q4 with groups of 128k,
-                                            4 bf16, 5 q4 with int8 activations */
+                                            4 bf16, 5 q4 and 6 q2 with int8 activations */
     int gshift;                          /* log2(group): groups are powers of two */
     int tiled;                           /* weights in the tiled layout */
     const int32_t *experts, *counts, *offsets;
@@ -191,54 +191,68 @@ static __device__ __forceinline__ void kb_step(const uint4 (&A)[2][2], const uin
     }
 }
 
-/* The int8 path (wt 5, tmoe_cuda_q4_act8): one k-block of q4 weights against NT tokens'
- * activations in int8. A lane's 32 weights of row (t, h) meet one block of 32 of x: the
- * nibbles as unsigned bytes q + 8 (and_xor) times the signed int8 x (dp4a), the chain
- * started at -8 sum(x) so that it ends at sum(q x) exactly, then times scale x d in fp32.
- * xq: the warp's int8 x, block m of token nt at (nt nb + m) 2: two uint4, each 8 elements as
- * the even then the odd ones (the order of the nibbles' bytes); xs: (d, -8 sum(x) as int
- * bits) of that block. acc[t][nt][h]: row (t, h), token nt (the lane's partial sum). */
-template <int NT>
+/* The int8 path (wt 5 q4, wt 6 q2; tmoe_cuda_act8): one k-block of q4 / q2 weights against NT
+ * tokens' activations in int8. A lane's weights of row (t, h) meet blocks of 32 of x (one for
+ * q4's 32 weights, two for q2's 64): the nibbles / crumbs as unsigned bytes q + 8 / q + 2
+ * (and_xor) times the signed int8 x (dp4a), each block's chain started at -8 / -2 sum(x) so
+ * that it ends at sum(q x) exactly, then times scale x d in fp32. xq: the warp's int8 x, block
+ * m of token nt at (nt nb + m) 2: two uint4 in the order act8_block gives the unsigned words
+ * here; xs: (d, -off sum(x) as int bits) of that block. acc[t][nt][h]: row (t, h), token nt
+ * (the lane's partial sum). */
+template <int NT, bool Q2>
 static __device__ __forceinline__ void kb_step_i8(const uint4 (&A)[2][2], const uint32_t (&S)[2][2],
                                                   const uint4 *xq, const float2 *xs, int m, int nb,
                                                   float (&acc)[2][NT][4]) {
-    uint32_t lo[2][2][4], hi[2][2][4];
+    constexpr int NBL = Q2 ? 2 : 1; /* blocks of 32 a lane's weights of a row span */
     float sw[2][2];
 #pragma unroll
     for (int t = 0; t < 2; t++)
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
+        for (int h = 0; h < 2; h++) sw[t][h] = scale_f(S[t][h]);
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                uint32_t w = u4_word(A[t][h], i);
-                lo[t][h][i] = and_xor(w, 0x0f0f0f0fu, 0x08080808u);
-                hi[t][h][i] = and_xor(w >> 4, 0x0f0f0f0fu, 0x08080808u);
-            }
-            sw[t][h] = scale_f(S[t][h]);
-        }
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++) {
-        const uint4 X0 = xq[(nt * nb + m) * 2], X1 = xq[(nt * nb + m) * 2 + 1];
-        const float2 gs = xs[nt * nb + m];
-        const uint32_t X[8] = {X0.x, X0.y, X0.z, X0.w, X1.x, X1.y, X1.z, X1.w};
+    for (int bl = 0; bl < NBL; bl++) {
+        /* the 8 unsigned words of each row for this block: q4, word i of the lane's 4 -> its
+         * low nibbles (elements 8i, 8i + 2, ..) then its high ones; q2, word 2 bl + (k >> 2)
+         * -> its crumbs at shift 2 (k & 3) (elements 16 i' + 4 b + (k & 3), byte b) */
+        uint32_t u[2][2][8];
 #pragma unroll
         for (int t = 0; t < 2; t++)
 #pragma unroll
-            for (int h = 0; h < 2; h++) {
-                int d = __float_as_int(gs.y);
+            for (int h = 0; h < 2; h++)
 #pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    d = dp4a_us(lo[t][h][i], X[2 * i], d);
-                    d = dp4a_us(hi[t][h][i], X[2 * i + 1], d);
+                for (int k = 0; k < 8; k++) {
+                    if (Q2) {
+                        const uint32_t w = u4_word(A[t][h], 2 * bl + (k >> 2));
+                        u[t][h][k] = and_xor(w >> (2 * (k & 3)), 0x03030303u, 0x02020202u);
+                    } else {
+                        const uint32_t w = u4_word(A[t][h], k >> 1);
+                        u[t][h][k] = and_xor(k & 1 ? w >> 4 : w, 0x0f0f0f0fu, 0x08080808u);
+                    }
                 }
-                acc[t][nt][h] = fmaf((float)d, sw[t][h] * gs.x, acc[t][nt][h]);
-            }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            const int b = nt * nb + m + bl;
+            const uint4 X0 = xq[b * 2], X1 = xq[b * 2 + 1];
+            const float2 gs = xs[b];
+            const uint32_t X[8] = {X0.x, X0.y, X0.z, X0.w, X1.x, X1.y, X1.z, X1.w};
+#pragma unroll
+            for (int t = 0; t < 2; t++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    int d = __float_as_int(gs.y);
+#pragma unroll
+                    for (int k = 0; k < 8; k++) d = dp4a_us(u[t][h][k], X[k], d);
+                    acc[t][nt][h] = fmaf((float)d, sw[t][h] * gs.x, acc[t][nt][h]);
+                }
+        }
     }
 }
 
 /* One block of 32 activations to int8 as tmoe_act8_quantize does (each step one IEEE fp32
  * operation, so the integers are the CPU's): into dst[0..1] in kb_step_i8's order, and
- * (d, -8 sum(q)) into *gs. */
+ * (d, -off sum(q)) into *gs. q4 (off 8): word 2 (e >> 3) + (e & 1) holds element e at byte
+ * (e & 7) >> 1; q2 (off 2): word 4 (e >> 4) + (e & 3) at byte (e & 15) >> 2. */
+template <bool Q2>
 static __device__ __forceinline__ void act8_block(const __half *x, uint4 *dst, float2 *gs) {
     float v[32];
 #pragma unroll
@@ -257,31 +271,29 @@ static __device__ __forceinline__ void act8_block(const __half *x, uint4 *dst, f
     for (int i = 0; i < 32; i++) mx = fmaxf(mx, fabsf(v[i]));
     const float d = __fdiv_rn(mx, 127.0f), id = d > 0.0f ? __frcp_rn(d) : 0.0f;
     int sum = 0;
-    uint32_t w[8];
+    uint32_t w[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 #pragma unroll
-    for (int b = 0; b < 4; b++) {
-        w[2 * b] = w[2 * b + 1] = 0;
-#pragma unroll
-        for (int e = 0; e < 8; e++) {
-            int qi = min(127, max(-127, __float2int_rn(__fmul_rn(v[8 * b + e], id))));
-            sum += qi;
-            w[2 * b + (e & 1)] |= ((uint32_t)qi & 0xffu) << (8 * (e >> 1));
-        }
+    for (int e = 0; e < 32; e++) {
+        int qi = min(127, max(-127, __float2int_rn(__fmul_rn(v[e], id))));
+        sum += qi;
+        const int wi = Q2 ? 4 * (e >> 4) + (e & 3) : 2 * (e >> 3) + (e & 1);
+        const int by = Q2 ? (e & 15) >> 2 : (e & 7) >> 1;
+        w[wi] |= ((uint32_t)qi & 0xffu) << (8 * by);
     }
     dst[0] = make_uint4(w[0], w[1], w[2], w[3]);
     dst[1] = make_uint4(w[4], w[5], w[6], w[7]);
-    *gs = make_float2(d, __int_as_float(-8 * sum));
+    *gs = make_float2(d, __int_as_float(-(Q2 ? 2 : 8) * sum));
 }
 
 /* Shared memory of a block of w warps: the ring of st k-blocks a warp (2 KB each), then the
  * split-K reduction (8 accumulators x 32 lanes a warp); the int8 path's activations come
- * after, i8_warp_bytes a warp (nt tokens x per k-blocks: 128 int8 values and their 4 blocks'
- * (d, -8 sum)). */
+ * after, i8_warp_bytes a warp (nt tokens x per k-blocks of kw weights a row: kw int8 values
+ * and their kw / 32 blocks' (d, -off sum)). */
 static __host__ __device__ constexpr size_t exp_smem_bytes(int w, int st) {
     return (size_t)w * st * 2048 + (size_t)w * 8 * 32 * 4;
 }
-static __host__ __device__ constexpr size_t i8_warp_bytes(int nt, int per) {
-    return (size_t)nt * per * (128 + 4 * 8);
+static __host__ __device__ constexpr size_t i8_warp_bytes(int nt, int per, int kw) {
+    return (size_t)nt * per * (kw + kw / 32 * 8);
 }
 
 template <int W, int NTR>
@@ -294,8 +306,8 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     const int off = a.offsets[e];
     const int in = a.in;
-    constexpr bool I8 = WT == 5; /* q4 weights, int8 activations: NT tokens, not tiles */
-    constexpr bool Q4 = WT == 1 || WT == 3 || I8;
+    constexpr bool I8 = WT == 5 || WT == 6; /* int8 activations: NT tokens, not tiles */
+    constexpr bool Q4 = WT == 1 || WT == 3 || WT == 5;
     constexpr bool F16 = WT == 0 || WT == 4; /* 16-bit float weights: fp16, bf16 */
     const int nkb = in / (F16 ? 32 : Q4 ? 128 : 256);
     const size_t rowbytes = F16 ? (size_t)in * 2 : Q4 ? (size_t)in / 2 : (size_t)in / 4;
@@ -345,27 +357,29 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
     constexpr int KW = F16 ? 32 : Q4 ? 128 : 256, QW = KW / 4;
     /* fp16: 4 k-blocks a step; q4/q2: software-pipelined, the next step's loads are issued
      * before this step's dequantization and mma */
-    constexpr int U = F16 ? 4 : WT == 2 ? 1 : 2;
+    constexpr int U = F16 ? 4 : WT == 2 || WT == 6 ? 1 : 2;
     constexpr bool PIPE = !F16;
     /* warp w owns the contiguous k-blocks [kb_lo, kb_hi) */
     const int per = (nkb + W - 1) / W;
     const int kb_lo = warp * per, kb_hi = min(nkb, kb_lo + per);
     /* int8 path: the warp quantizes the x of its own k-blocks first, into its area after the
-     * ring and the reduction (NT per 10 uint4: the int8 values, then (d, -8 sum) a block) */
-    const int nb = per * 4;
+     * ring and the reduction (NT x nb blocks: the int8 values, 2 uint4 a block, then their
+     * (d, -off sum)) */
+    constexpr int BPK = KW / 32; /* blocks of 32 a k-block */
+    const int nb = per * BPK;
     uint4 *xq = nullptr;
     float2 *xs = nullptr;
     if constexpr (I8) {
-        constexpr int base = exp_smem_bytes(W, ST) / 16, unit = i8_warp_bytes(1, 1) / 16;
+        constexpr int base = exp_smem_bytes(W, ST) / 16, unit = i8_warp_bytes(1, 1, KW) / 16;
         xq = ring + base + warp * NT * per * unit; /* in uint4 */
         xs = reinterpret_cast<float2 *>(xq + NT * nb * 2);
-        const int nblk = max(0, kb_hi - kb_lo) * 4;
+        const int nblk = max(0, kb_hi - kb_lo) * BPK;
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
             for (int m = lane; m < nblk; m += 32) {
                 if (xval[nt]) {
-                    act8_block(xrow[nt] + (size_t)kb_lo * 128 + 32 * m, xq + (nt * nb + m) * 2,
-                               xs + nt * nb + m);
+                    act8_block<!Q4>(xrow[nt] + (size_t)kb_lo * KW + 32 * m, xq + (nt * nb + m) * 2,
+                                    xs + nt * nb + m);
                 } else {
                     xq[(nt * nb + m) * 2] = xq[(nt * nb + m) * 2 + 1] = make_uint4(0, 0, 0, 0);
                     xs[nt * nb + m] = make_float2(0.0f, 0.0f);
@@ -436,7 +450,7 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                 }
             if (j + 1 < nk) scales(kb_lo + j + 1, Sn);
             if constexpr (I8)
-                kb_step_i8<NT>(A, S, xq, xs, j * 4 + q, nb, acc);
+                kb_step_i8<NT, !Q4>(A, S, xq, xs, (j * 4 + q) * (BPK / 4), nb, acc);
             else
                 kb_step<WT, NT>(A, S, kb_lo + j, q, xrow, xval, acc);
             ws = rs;
@@ -469,7 +483,8 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                 int kb = kb0 + u;
                 if (kb >= kb_hi) break;
                 if constexpr (I8)
-                    kb_step_i8<NT>(A[u], S[u], xq, xs, (kb - kb_lo) * 4 + q, nb, acc);
+                    kb_step_i8<NT, !Q4>(A[u], S[u], xq, xs, ((kb - kb_lo) * 4 + q) * (BPK / 4), nb,
+                                        acc);
                 else
                     kb_step<WT, NT>(A[u], S[u], kb, q, xrow, xval, acc);
             }
@@ -573,7 +588,7 @@ __global__ void __launch_bounds__(W * 32, NT <= 2 && W == 8 ? 2 : 1) k_expert_li
     if (n == 0) return;
     const int rows_per_block = a.epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32;
     const int row0 = blockIdx.x * rows_per_block;
-    for (int tok0 = 0; tok0 < n; tok0 += WT == 5 ? NT : 8 * NT)
+    for (int tok0 = 0; tok0 < n; tok0 += WT == 5 || WT == 6 ? NT : 8 * NT)
         exp_body<WT, NT, W, ST>(a, slot, e, n, row0, tok0, red, smem);
 }
 
@@ -640,17 +655,21 @@ static cudaError_t launch_expert(const exp_args &a, dim3 grid, int nt_n, int sms
 }
 
 int tmoe_cuda_expert_tile_from_average = 1;
-int tmoe_cuda_q4_act8 = 0;
-int tmoe_cuda_q4_act8_tokens = 1;
+int tmoe_cuda_act8 = 0;
+int tmoe_cuda_act8_tokens = 1;
+int tmoe_cuda_act8_q2_stages = 0;
 
-/* The int8 path for a q4 launch whose token tile is at most 4 tokens (1, 2 or 4 a pass), 16
- * warps a block as for the mma where the row blocks are few, a ring of 3 unless
- * tmoe_cuda_expert_stages says otherwise. Where the ring and the warps' int8 activations
- * (NT x in x 1.25 bytes a block) would not fit the device's shared memory, a ring of 3, then
- * the register pipeline; *used = 0 (nothing launched) where even that would not fit (above
- * about 40,000 inputs at 4 tokens): the caller takes the mma. */
+/* The int8 path (WT 5: q4, 6: q2) for a launch whose token tile is at most 4 tokens (1, 2 or 4
+ * a pass), 16 warps a block as for the mma where the row blocks are few; the ring depth
+ * tmoe_cuda_expert_stages where set, else 3 for q4 and tmoe_cuda_act8_q2_stages for q2. Where
+ * the ring and the warps' int8 activations (NT x in x 1.25 bytes a block) would not fit the
+ * device's shared memory, a ring of 3, then the register pipeline; *used = 0 (nothing
+ * launched) where even that would not fit (above about 40,000 inputs at 4 tokens): the caller
+ * takes the mma. */
+template <int WT>
 static cudaError_t launch_i8(const exp_args &a, dim3 grid, int nt_n, int sms, int *used,
                              cudaStream_t st) {
+    constexpr int KW = WT == 5 ? 128 : 256;
     static int optin[16];
     *used = 0;
     int dev = 0, lim = 0;
@@ -665,23 +684,25 @@ static cudaError_t launch_i8(const exp_args &a, dim3 grid, int nt_n, int sms, in
     }
     const int few = grid.x < 2u * (unsigned)sms, w = few ? 16 : 8;
     const int nt = nt_n <= 1 ? 1 : nt_n <= 2 ? 2 : 4;
-    const int per = (a.in / 128 + w - 1) / w;
-    const size_t extra = (size_t)w * i8_warp_bytes(nt, per);
-    int stages = tmoe_cuda_expert_stages >= 0 ? tmoe_cuda_expert_stages : 3;
+    const int per = (a.in / KW + w - 1) / w;
+    const size_t extra = (size_t)w * i8_warp_bytes(nt, per, KW);
+    int stages = tmoe_cuda_expert_stages >= 0 ? tmoe_cuda_expert_stages
+                 : WT == 5                    ? 3
+                                              : tmoe_cuda_act8_q2_stages;
     auto fits = [&](int st_) { return exp_smem_bytes(w, st_) + extra <= (size_t)lim; };
     if (!fits(stages)) stages = stages > 3 && fits(3) ? 3 : 0;
     if (!fits(stages)) return cudaSuccess;
     *used = 1;
     exp_args b = a;
-    b.wt = 5;
+    b.wt = WT;
     if (few) {
-        if (nt == 1) return launch_st<5, 1, 16>(b, grid, stages, st, extra);
-        if (nt == 2) return launch_st<5, 2, 16>(b, grid, stages, st, extra);
-        return launch_st<5, 4, 16>(b, grid, stages, st, extra);
+        if (nt == 1) return launch_st<WT, 1, 16>(b, grid, stages, st, extra);
+        if (nt == 2) return launch_st<WT, 2, 16>(b, grid, stages, st, extra);
+        return launch_st<WT, 4, 16>(b, grid, stages, st, extra);
     }
-    if (nt == 1) return launch_st<5, 1, 8>(b, grid, stages, st, extra);
-    if (nt == 2) return launch_st<5, 2, 8>(b, grid, stages, st, extra);
-    return launch_st<5, 4, 8>(b, grid, stages, st, extra);
+    if (nt == 1) return launch_st<WT, 1, 8>(b, grid, stages, st, extra);
+    if (nt == 2) return launch_st<WT, 2, 8>(b, grid, stages, st, extra);
+    return launch_st<WT, 4, 8>(b, grid, stages, st, extra);
 }
 
 /* The tokens the token tile is sized for. max_n bounds every expert, but many small experts
@@ -776,9 +797,10 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
     int nt_n = tile_tokens(L, 32, max_n, n_rows, max_active, sms);
     cudaError_t ce = cudaSuccess;
     int used = 0;
-    if ((a.wt == 1 || a.wt == 3) && (tmoe_cuda_q4_act8 || L->act8) &&
-        nt_n <= (tmoe_cuda_q4_act8_tokens < 4 ? tmoe_cuda_q4_act8_tokens : 4)) {
-        ce = launch_i8(a, grid, nt_n, sms, &used, stream);
+    if (a.wt != 0 && a.wt != 4 && (tmoe_cuda_act8 || L->act8) &&
+        nt_n <= (tmoe_cuda_act8_tokens < 4 ? tmoe_cuda_act8_tokens : 4)) {
+        ce = a.wt == 2 ? launch_i8<6>(a, grid, nt_n, sms, &used, stream)
+                       : launch_i8<5>(a, grid, nt_n, sms, &used, stream);
         TMOE_CUDA_CHECK(ce, err);
     }
     if (!used) switch (a.wt) {

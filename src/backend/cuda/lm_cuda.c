@@ -193,7 +193,7 @@ static int upload_experts(tmoe_cuda_lm *r, const tmoe_lm *m, const tmoe_lm_layer
         L->out = which ? D : 2 * I;
         L->in = which ? I : D;
         L->group = G;
-        L->act8 = t == TMOE_ET_Q4 && m->opts.q4_act8;
+        L->act8 = tmoe_etype_is_quant(t) && m->opts.act8;
         L->w_stride = tmoe_quant_weight_bytes(t, L->out, L->in);
         L->s_stride = tmoe_etype_is_quant(t) ? tmoe_quant_scale_count(L->out, L->in, G) : 0;
         L->tiled = 1;
@@ -413,7 +413,8 @@ static int create_in(tmoe_cuda_lm *r, const tmoe_lm *m, tmoe_error *err) {
                                       .n_layers = n_moe,
                                       .type = r->cfg.shadow_type,
                                       .group = r->cfg.shadow_group,
-                                      .act8 = r->cfg.shadow_type == TMOE_ET_Q4 && m->opts.q4_act8,
+                                      .act8 =
+                                          tmoe_etype_is_quant(r->cfg.shadow_type) && m->opts.act8,
                                       .max_bytes = r->cfg.shadow_max_bytes,
                                       .seed = 0x7368616430ull,
                                       .sm_count = r->sm_count};
