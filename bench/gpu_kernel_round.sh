@@ -6,7 +6,8 @@
 # compute-sanitizer memcheck and racecheck of the expert kernel test, then CTEST_R (a ctest
 # regex, with --output-on-failure). Everything under $OUT is packed into results.tgz at the end
 # (the device returns few files); the summary goes to stdout.
-# The sanitizers run the expert kernels with the weight ring of depth SANITIZE_STAGES (4).
+# The sanitizers run the expert kernels with the weight ring of each depth in SANITIZE_STAGES
+# (4; a list such as "3 0" runs them once a depth).
 # STAGES_SWEEP (e.g. "0 3 4 6") also runs bench_moe --short once per depth of the expert
 # kernel's weight ring and joins them (bench/stages_table.py) before the side by side.
 # ACT8=1 also runs bench_moe --short with the q4/q2 int8 path (THERMOE_ACT8=1; q2 through
@@ -55,11 +56,13 @@ timeout -s TERM "${LIMIT:-540}" bash -c '
   BUILD=build-gpu timeout 240 bash bench/ggml_side_by_side.sh >"$OUT/side_by_side.log" 2>&1
   echo "$(el) side by side rc=$?"; cat "$OUT/side_by_side.md" 2>/dev/null || tail -5 "$OUT/side_by_side.log"
   grep -E "^\| (matrix|MUL_MAT_ID|expert|layer)" "$OUT/bench_moe_short.md" | head -80
-  for tool in memcheck racecheck; do
-    THERMOE_TEST_FILTER=test_expert_linear THERMOE_EXPERT_STAGES=${SANITIZE_STAGES:-4} \
-      timeout 120 compute-sanitizer --tool $tool \
-      --error-exitcode 9 build-gpu/test_cuda_kernels >"$OUT/$tool.log" 2>&1
-    echo "$(el) $tool expert_linear rc=$?"; tail -2 "$OUT/$tool.log"
+  for st in ${SANITIZE_STAGES:-4}; do
+    for tool in memcheck racecheck; do
+      THERMOE_TEST_FILTER=test_expert_linear THERMOE_EXPERT_STAGES=$st \
+        timeout 120 compute-sanitizer --tool $tool \
+        --error-exitcode 9 build-gpu/test_cuda_kernels >"$OUT/${tool}_st$st.log" 2>&1
+      echo "$(el) $tool expert_linear ring $st rc=$?"; tail -2 "$OUT/${tool}_st$st.log"
+    done
   done
   if [ -n "${CTEST_R:-}" ]; then
     (cd build-gpu && timeout 150 ctest -R "$CTEST_R" --output-on-failure) >"$OUT/ctest.log" 2>&1
