@@ -109,9 +109,10 @@ grep -q '"count": 3' lost/metadata.json || fail "lost GPU: want 3 faulted batche
 grep -q "telemetry failed on 3 of 3" lost.log || fail "lost GPU: message: $(tail -3 lost.log)"
 [ "$(($(wc -l < lost/batches.csv) - 1))" -eq 3 ] || fail "lost GPU: every batch should still be logged"
 # the decoder LM on real telemetry (the fake libnvidia-ml, CPU backend): plain baseline also
-# runs the baseline-routing second forward (so the energy window after it follows the same
-# work as every strategy's); its nll still equals its nll_baseline, and another strategy's
-# nll_baseline on a batch is baseline's nll on that batch (the same windows)
+# runs the baseline-routing second forward and the host work on its logits (so the energy
+# window after it follows the same work as every strategy's); its measured nll_baseline
+# equals its nll and its logit error is 0 (the CPU's forward is deterministic), and another
+# strategy's nll_baseline on a batch is baseline's nll on that batch (the same windows)
 THERMOE_NVML_LIB="$FAKE" "$BIN" run --backend cpu --telemetry nvml --expert-shape trained \
     --routing-strategy baseline,top_p --workloads standard --num-samples-per-workload 2 \
     --batch-size 2 --seq-len 16 --cooldown 0 --warmup-steady 0 --trace-batches 0 --quiet \
@@ -119,7 +120,9 @@ THERMOE_NVML_LIB="$FAKE" "$BIN" run --backend cpu --telemetry nvml --expert-shap
 awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
     { key = $c["repeat"] "/" $c["batch_idx"]
       if ($c["telemetry_source"] != "nvml") bad = bad " source " $c["telemetry_source"]
-      if ($c["strategy"] == "baseline") { if ($c["nll"] != $c["nll_baseline"]) bad = bad " baseline " key; base[key] = $c["nll"] }
+      if ($c["strategy"] == "baseline") {
+        if ($c["nll"] != $c["nll_baseline"] || $c["output_rel_error_vs_baseline"] != 0) bad = bad " baseline " key
+        base[key] = $c["nll"] }
       else other[key] = $c["nll_baseline"] }
     END { n = 0; for (k in other) { n++; if (!(k in base) || base[k] != other[k]) bad = bad " pair " k }
           if (n != 2) bad = bad " rows " n; if (bad) { print bad; exit 1 } }' lmnv/batches.csv ||
