@@ -78,8 +78,13 @@ for r in $RUNS; do
                    --routing-strategy baseline,predictive_thermal ;;
     fp16_b_tau_*) run $r --expert-type fp16 --budget tau --tau-base "${r#fp16_b_tau_}" \
                     --tau-min 0.5 --routing-strategy baseline,predictive_thermal ;;
+    # an A/A check of the harness: predictive_thermal at a budget that keeps every token's
+    # whole top-k (tau 1 at every temperature) routes as baseline does, so its energy, time and
+    # power must match baseline's (bench/results/h100_harness_gap)
+    fp16_aa|q4_aa) run $r --expert-type "${r%_aa}" --budget tau --tau-base 1 --tau-min 1 \
+                     --routing-strategy baseline,predictive_thermal ;;
     *) echo "unknown run $r (fp16_kl q4_kl fp16_wide fp16_top1 q4_top1 fp16_m1 q4_m1 fp16_few" \
-         "q4_few fp16_b_kl_X fp16_b_tau_X fp16_prec_N q4_prec_N)"; exit 2 ;;
+         "q4_few fp16_b_kl_X fp16_b_tau_X fp16_prec_N q4_prec_N fp16_aa q4_aa)"; exit 2 ;;
   esac
 done
 for t in ${POST_TESTS:-}; do # tests that may wait until the measurements are in
