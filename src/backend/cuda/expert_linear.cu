@@ -206,10 +206,6 @@ static __device__ __forceinline__ void kb_step_i8(const uint4 (&A)[2][2], const 
     constexpr int NBL = Q2 ? 2 : 1; /* blocks of 32 a lane's weights of a row span */
     float sw[2][2];
 #pragma unroll
-    for (int t = 0; t < 2; t++)
-#pragma unroll
-        for (int h = 0; h < 2; h++) sw[t][h] = scale_f(S[t][h]);
-#pragma unroll
     for (int bl = 0; bl < NBL; bl++) {
         /* the 8 unsigned words of each row for this block: q4, word i of the lane's 4 -> its
          * low nibbles (elements 8i, 8i + 2, ..) then its high ones; q2, word 2 bl + (k >> 2)
@@ -218,7 +214,7 @@ static __device__ __forceinline__ void kb_step_i8(const uint4 (&A)[2][2], const 
 #pragma unroll
         for (int t = 0; t < 2; t++)
 #pragma unroll
-            for (int h = 0; h < 2; h++)
+            for (int h = 0; h < 2; h++) {
 #pragma unroll
                 for (int k = 0; k < 8; k++) {
                     if (Q2) {
@@ -229,6 +225,8 @@ static __device__ __forceinline__ void kb_step_i8(const uint4 (&A)[2][2], const 
                         u[t][h][k] = and_xor(k & 1 ? w >> 4 : w, 0x0f0f0f0fu, 0x08080808u);
                     }
                 }
+                if (bl == 0) sw[t][h] = scale_f(S[t][h]);
+            }
 #pragma unroll
         for (int nt = 0; nt < NT; nt++) {
             const int b = nt * nb + m + bl;
