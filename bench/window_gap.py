@@ -2,8 +2,9 @@
 """How each strategy's energy window compares with baseline's in a `thermoe run` on real
 telemetry, from batches.csv alone: per strategy, the window length (ms), the energy (J) and
 power (W) of a batch and their change against baseline, the time between one batch's window
-and the next of the same strategy and repeat ("outside", ms: the second forward, the host work
-after it, the router's update, the next batch's preparation), and the "offset": the strategy's
+and the next ("outside", ms: the second forward, the host work after it, the router's update,
+the next batch's preparation; the rows' idle_before_window_s where the run recorded it, else
+the wall clock between windows of the same strategy and repeat), and the "offset": the strategy's
 window energy minus baseline's measured power times the strategy's own window length (J, and
 as % of baseline's window energy). A strategy that only makes the window shorter or longer at
 baseline's power has an offset of 0; one whose power differs from baseline's for another
@@ -57,10 +58,13 @@ def table(path):
         win = mean([num(r["energy_window_s"]) * 1e3 for r in rr])
         e = mean([num(r["energy_j"]) for r in rr])
         gaps = []
-        for a, b in zip(rows, rows[1:]):
-            if a["strategy"] == b["strategy"] == s and a["repeat"] == b["repeat"]:
-                cyc = (num(b["wall_time_unix_s"]) - num(a["wall_time_unix_s"])) * 1e3
-                gaps.append(cyc - num(b["energy_window_s"]) * 1e3)
+        if "idle_before_window_s" in rr[0]:  # recorded by the run itself
+            gaps = [num(r["idle_before_window_s"]) * 1e3 for r in rr]
+        else:  # older runs: from the wall clock between windows of the same combination
+            for a, b in zip(rows, rows[1:]):
+                if a["strategy"] == b["strategy"] == s and a["repeat"] == b["repeat"]:
+                    cyc = (num(b["wall_time_unix_s"]) - num(a["wall_time_unix_s"])) * 1e3
+                    gaps.append(cyc - num(b["energy_window_s"]) * 1e3)
         return win, e, e / win * 1e3, mean(gaps), len(rr)
 
     tb, eb, pb, gb, _ = agg("baseline")

@@ -112,7 +112,8 @@ grep -q "telemetry failed on 3 of 3" lost.log || fail "lost GPU: message: $(tail
 # runs the baseline-routing second forward and the host work on its logits (so the energy
 # window after it follows the same work as every strategy's); its measured nll_baseline
 # equals its nll and its logit error is 0 (the CPU's forward is deterministic), and another
-# strategy's nll_baseline on a batch is baseline's nll on that batch (the same windows)
+# strategy's nll_baseline on a batch is baseline's nll on that batch (the same windows); every
+# row after the first says how long the device idled before its window
 THERMOE_NVML_LIB="$FAKE" "$BIN" run --backend cpu --telemetry nvml --expert-shape trained \
     --routing-strategy baseline,top_p --workloads standard --num-samples-per-workload 2 \
     --batch-size 2 --seq-len 16 --cooldown 0 --warmup-steady 0 --trace-batches 0 --quiet \
@@ -120,6 +121,8 @@ THERMOE_NVML_LIB="$FAKE" "$BIN" run --backend cpu --telemetry nvml --expert-shap
 awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
     { key = $c["repeat"] "/" $c["batch_idx"]
       if ($c["telemetry_source"] != "nvml") bad = bad " source " $c["telemetry_source"]
+      idle = $c["idle_before_window_s"]  # the gap before each window: every row but the first
+      if (NR > 2 && (idle == "nan" || idle == "" || idle + 0 < 0)) bad = bad " idle " idle
       if ($c["strategy"] == "baseline") {
         if ($c["nll"] != $c["nll_baseline"] || $c["output_rel_error_vs_baseline"] != 0) bad = bad " baseline " key
         base[key] = $c["nll"] }

@@ -113,7 +113,9 @@ typedef struct tmoe_runlog_col {
     X(BUDGET_TIGHTNESS, "budget_tightness", TMOE_COL_DOUBLE,                                       \
       "0..1, how far toward its tightest the expert-set budget was (mean over layers, steps)")     \
     X(ACTIVE_EXPERTS, "active_experts", TMOE_COL_DOUBLE,                                           \
-      "experts that ran at least one token copy, mean over MoE layers (and LM steps)")
+      "experts that ran at least one token copy, mean over MoE layers (and LM steps)")             \
+    X(IDLE_BEFORE_S, "idle_before_window_s", TMOE_COL_DOUBLE,                                      \
+      "s of the run's clock from the previous batch's window to this one's start")
 
 #define TMOE_RUNLOG_ENUM_(id, name, type, unit) TMOE_RL_##id,
 typedef enum { TMOE_RUNLOG_COLUMNS(TMOE_RUNLOG_ENUM_) TMOE_RL_NCOLS } tmoe_runlog_col_id;

@@ -190,6 +190,7 @@ int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_trace *tr,
 
     int kt = ktrace_begin(r, tr);
     tmoe_meter_window win;
+    o->idle_before_s = run_now_s(r) - r->last_win_end_s; /* NAN before the first window */
     tmoe_meter_begin(r->meter, &win);
     wait_for_arrival(r, o->tokens);
     if (r->lm) {
@@ -199,6 +200,7 @@ int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_trace *tr,
         if (!rc) rc = engine(r, c, o, err);
     }
     if (!rc) rc = meter(r, &win, o, err);
+    if (!rc) r->last_win_end_s = o->t_end_s;
     if (kt) ktrace_end(r, tr, b);
     if (!rc) rc = r->lm ? run_lm_quality(r, c, o, err) : fidelity(r, o, err);
     if (rc) return rc;
@@ -214,7 +216,6 @@ int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_trace *tr,
     obs.period_s = o->period_s;
     obs.dt_s = o->period_s;
     run_update_post(r, &obs);
-    r->prev_end_s = run_now_s(r);
 
     /* log */
     if (tr) run_trace_batch(r, tr, o);

@@ -28,6 +28,7 @@ void run_row_fill(run_ctx *r, const run_combo *c, const batch_out *o) {
         for (int e = 0; e < E; e++) active += o->m.tokens_per_expert[e] > 0;
     }
     tmoe_runlog_row_dbl(row, TMOE_RL_ACTIVE_EXPERTS, active);
+    tmoe_runlog_row_dbl(row, TMOE_RL_IDLE_BEFORE_S, o->idle_before_s);
     if (r->lm) {
         tmoe_runlog_row_dbl(row, TMOE_RL_NLL, o->nll);
         tmoe_runlog_row_dbl(row, TMOE_RL_NLL_BASELINE, o->nll_base);

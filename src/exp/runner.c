@@ -430,6 +430,7 @@ int tmoe_run_ex(const tmoe_run_config *cfg, FILE *out, tmoe_run_report *report, 
     if (!r) return TMOE_ENOMEM;
     r->rows_logged = -1;
     r->lock_fd = -1;
+    r->last_win_end_s = NAN;
     r->cfg = *cfg;
     r->out = out;
     r->blk_cfg = cfg->block;

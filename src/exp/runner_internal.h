@@ -66,6 +66,9 @@ typedef struct batch_out {
     double budget_g;             /* mean budget tightness of the routers' set selections, NAN */
     double active_experts;       /* LM: experts with a token copy, mean over steps and MoE
                                     layers; NAN: counted from m.tokens_per_expert (block) */
+    double idle_before_s;        /* the run's clock from the previous batch's window end to
+                                    this window's start (scoring, the router's update, a rest,
+                                    the batch's preparation); NAN for the process's first */
 } batch_out;
 
 /* The decoder LM of a run (run_lm.c): model, text, where it runs, one router per MoE layer
@@ -182,7 +185,7 @@ typedef struct run_ctx {
     batch_out cur; /* the batch in progress */
     int64_t wall0_ns;
     long batches_total, batches_done;
-    double prev_end_s;      /* device clock at the end of the previous batch */
+    double last_win_end_s;  /* the run's clock when the last batch's window closed; NAN */
     double last_latency_ms; /* MoE step latency of the batch last run */
     int64_t trace_last_ns;  /* newest sample already written to the open trace */
     int ktrace_off;         /* CUPTI kernel tracing failed once: not tried again */

@@ -18,8 +18,8 @@ typedef struct qrow {
 typedef struct agg {
     char wl[64], st[64];
     long n;
-    double energy, tokens, tpeak, mpeak, agree, relerr, active;
-    long nagree, nrel, nactive;
+    double energy, tokens, tpeak, mpeak, agree, relerr, active, idle;
+    long nagree, nrel, nactive, nidle;
     double *lat;
     long nlat, cap;
     qrow *q; /* the rows with nll, nll_baseline and tokens_scored known */
@@ -219,6 +219,27 @@ static void print_quality(run_ctx *r, const agg *a, int na) {
     }
 }
 
+/* Real telemetry: a strategy whose windows open after an idle gap that differs from plain
+ * baseline's by more than RUN_IDLE_GAP_TOL_S (mean over its rows) is said, with both: power
+ * readings lag (an H100's move every 100 ms and trail a load step), so a window opened after a
+ * longer idle reads low (bench/results/h100_harness_gap, where 54-87 ms read 25-43 J low). */
+#define RUN_IDLE_GAP_TOL_S 0.010
+static void idle_warning(FILE *o, const agg *a, int na) {
+    for (int i = 0; i < na; i++) {
+        const agg *g = &a[i], *b = NULL;
+        for (int j = 0; j < na; j++)
+            if (!strcmp(a[j].wl, g->wl) && !strcmp(a[j].st, "baseline")) b = &a[j];
+        if (!b || b == g || !g->nidle || !b->nidle) continue;
+        double gi = g->idle / g->nidle, bi = b->idle / b->nidle;
+        if (fabs(gi - bi) > RUN_IDLE_GAP_TOL_S)
+            fprintf(o,
+                    "WARNING: %s %s: its windows opened after %.1f ms of idle on average, "
+                    "baseline's after %.1f ms; power readings lag, so a window after a longer "
+                    "idle reads low: compare their energy with care (idle_before_window_s)\n",
+                    g->wl, g->st, 1e3 * gi, 1e3 * bi);
+    }
+}
+
 static double cell(const tmoe_csv *c, int col) {
     const char *s = tmoe_csv_field(c, col);
     if (!*s || !strcmp(s, "nan")) return NAN;
@@ -311,6 +332,8 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
         if (!isnan(re)) g->relerr += re, g->nrel++;
         double ae = cell(&c, TMOE_RL_ACTIVE_EXPERTS);
         if (!isnan(ae)) g->active += ae, g->nactive++;
+        double idle = cell(&c, TMOE_RL_IDLE_BEFORE_S);
+        if (!isnan(idle)) g->idle += idle, g->nidle++;
         double nll = cell(&c, TMOE_RL_NLL), nllb = cell(&c, TMOE_RL_NLL_BASELINE),
                ts = cell(&c, TMOE_RL_TOKENS_SCORED);
         if (isfinite(nll) && isfinite(nllb) && ts > 0) {
@@ -400,6 +423,7 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
                     "about where the run was than about the strategy; compare them only with "
                     "longer combinations (--num-samples-per-workload, --epochs)\n",
                     shortest, RUN_SLOW_THERMAL_S);
+        if (!r->sim) idle_warning(o, a, na);
         if (r->tel_faults)
             fprintf(o,
                     "\nTELEMETRY FAULTS: %ld of %ld batches were not measured (first at repeat %d "

@@ -43,3 +43,16 @@ def test_errors(tmp_path):
     write(tmp_path / "batches.csv", [("s", 0, 1.0, 0.1, 1.0)])
     r = run(tmp_path)
     assert r.returncode != 0 and "no baseline rows" in r.stderr
+
+
+def test_recorded_idle(tmp_path):
+    """idle_before_window_s, where the run recorded it, is the "outside" column"""
+    (tmp_path / "batches.csv").write_text(
+        "strategy,repeat,energy_j,energy_window_s,wall_time_unix_s,idle_before_window_s\n"
+        "baseline,0,250.0,0.5,100.0,nan\nbaseline,0,250.0,0.5,101.0,0.5\n"
+        "s,0,200.0,0.5,102.0,0.6\ns,0,200.0,0.5,103.0,0.6\n")
+    r = run(tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = [[c.strip() for c in line.strip("|").split("|")]
+            for line in r.stdout.splitlines() if line.startswith("| ")]
+    assert rows[1][8] == "500.0" and rows[2][8] == "600.0"
