@@ -130,6 +130,22 @@ awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
     END { n = 0; for (k in other) { n++; if (!(k in base) || base[k] != other[k]) bad = bad " pair " k }
           if (n != 2) bad = bad " rows " n; if (bad) { print bad; exit 1 } }' lmnv/batches.csv ||
     fail "LM on nvml: nll / nll_baseline do not pair"
+# real telemetry: a strategy whose windows opened after a longer idle than baseline's is
+# warned about (the rows' idle_before_window_s; a resumed run with nothing left summarises the
+# rows as written, here with static_optimal's gaps set to 50 ms)
+IF=(--backend cpu --telemetry nvml --model random --d-model 64 --d-ff 128 --workloads standard
+    --routing-strategy baseline,static_optimal --num-samples-per-workload 2 --batch-size 2
+    --seq-len 8 --cooldown 0 --warmup-steady 0 --trace-batches 0 --quiet --no-analyze --out idle)
+THERMOE_NVML_LIB="$FAKE" "$BIN" run "${IF[@]}" >idle.log 2>&1 || fail "idle: $(tail -3 idle.log)"
+grep -q "WARNING: standard static_optimal: its windows opened" idle.log &&
+    fail "idle: warned with equal gaps: $(grep WARNING idle.log)"
+awk -F, -v OFS=, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i }
+    NR > 1 && $c["strategy"] == "static_optimal" { $c["idle_before_window_s"] = "0.05" } { print }' \
+    idle/batches.csv >idle/b.csv && mv idle/b.csv idle/batches.csv
+THERMOE_NVML_LIB="$FAKE" "$BIN" run "${IF[@]}" --resume >idle2.log 2>&1 ||
+    fail "idle resume: $(tail -3 idle2.log)"
+grep -q "WARNING: standard static_optimal: its windows opened after 50.0 ms of idle" idle2.log ||
+    fail "idle: no warning: $(grep -A2 order idle2.log)"
 # SIGHUP (a closed terminal or ssh session) and SIGTERM stop a run like Ctrl-C: the batch in
 # progress finishes, every row is whole, metadata says "interrupted", exit 130; --resume
 # then completes the run
