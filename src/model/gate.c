@@ -21,11 +21,9 @@ void tmoe_gate_topk(const float *logits, const float *bias, int T, int E, int k,
          * ties keep the lower index; the first k experts fill the list whatever their scores
          * (NaN and -inf included), as the lowest indices among equal -inf ones */
         float bs[TMOE_MAX_TOPK];
-        int n = 0;
-        for (int e = 0; e < E; e++) {
+        for (int e = 0; e < k; e++) {
             float s = nan_as_neg_inf(z[e] + (bias ? bias[e] : 0.0f));
-            if (n == k && !(s > bs[k - 1])) continue;
-            int p = n < k ? n : k - 1; /* the slot it takes, moved up past smaller scores */
+            int p = e; /* the slot it takes, moved up past smaller scores */
             while (p > 0 && bs[p - 1] < s) {
                 bs[p] = bs[p - 1];
                 ti[p] = ti[p - 1];
@@ -33,7 +31,22 @@ void tmoe_gate_topk(const float *logits, const float *bias, int T, int E, int k,
             }
             bs[p] = s;
             ti[p] = e;
-            if (n < k) n++;
+        }
+        /* the rest enter above the k-th score, kept in a register: a NaN fails the test as
+         * the -inf it counts as would */
+        float kth = bs[k - 1];
+        for (int e = k; e < E; e++) {
+            float s = z[e] + (bias ? bias[e] : 0.0f);
+            if (!(s > kth)) continue;
+            int p = k - 1;
+            while (p > 0 && bs[p - 1] < s) {
+                bs[p] = bs[p - 1];
+                ti[p] = ti[p - 1];
+                p--;
+            }
+            bs[p] = s;
+            ti[p] = e;
+            kth = bs[k - 1];
         }
         if (!w) continue; /* the indices alone */
         /* softmax over all E of the (un)biased logits, then pick; a NaN or -inf logit has
