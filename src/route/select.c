@@ -128,7 +128,25 @@ static int eval_set(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
     int E = s->E, k = s->k;
     float fb[TMOE_MAX_EXPERTS];
     set_biases(E, soft, in_set, excl, fb);
-    tmoe_gate_topk(z, fb, T, E, k, 1, 0, s->sidx, NULL); /* the indices are all it needs */
+    int zero = 1; /* the set's experts unbiased; the others' bias (soft + excl) is negative */
+    for (int e = 0; e < E && zero; e++) zero = in_set[e] ? fb[e] == 0.0f : fb[e] <= 0.0f;
+    if (!zero) {
+        tmoe_gate_topk(z, fb, T, E, k, 1, 0, s->sidx, NULL); /* the indices are all it needs */
+    } else {
+        /* a token whose whole top-k lies in the set keeps it, in its order: the set's experts
+         * keep their scores (+0) and the others' only fall, so gate_topk would return that
+         * list; the other tokens take the pass */
+        for (int t = 0; t < T; t++) {
+            const int32_t *ti = s->idx + (size_t)t * k;
+            int32_t *si = s->sidx + (size_t)t * k;
+            int all = 1;
+            for (int j = 0; j < k && all; j++) all = in_set[ti[j]];
+            if (all)
+                memcpy(si, ti, sizeof(int32_t) * (size_t)k);
+            else
+                tmoe_gate_topk(z + (size_t)t * E, fb, 1, E, k, 1, 0, si, NULL);
+        }
+    }
     int32_t counts[TMOE_MAX_EXPERTS] = {0};
     double klsum = 0.0, mk = 1.0;
     for (int t = 0; t < T; t++) {
