@@ -137,6 +137,10 @@ IF=(--backend cpu --telemetry nvml --model random --d-model 64 --d-ff 128 --work
     --routing-strategy baseline,static_optimal --num-samples-per-workload 2 --batch-size 2
     --seq-len 8 --cooldown 0 --warmup-steady 0 --trace-batches 0 --quiet --no-analyze --out idle)
 THERMOE_NVML_LIB="$FAKE" "$BIN" run "${IF[@]}" >idle.log 2>&1 || fail "idle: $(tail -3 idle.log)"
+# (the random block on real telemetry: plain baseline runs the fidelity pass too, measured 0)
+awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+    $c["strategy"] == "baseline" && $c["output_rel_error_vs_baseline"] != 0 { bad = 1 }
+    END { exit bad }' idle/batches.csv || fail "idle: baseline's measured error is not 0"
 grep -q "WARNING: standard static_optimal: its windows opened" idle.log &&
     fail "idle: warned with equal gaps: $(grep WARNING idle.log)"
 awk -F, -v OFS=, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i }
