@@ -18,8 +18,10 @@ typedef struct qrow {
 typedef struct agg {
     char wl[64], st[64];
     long n;
-    double energy, tokens, tpeak, mpeak, agree, relerr, active, idle;
-    long nagree, nrel, nactive, nidle;
+    double energy, tokens, tpeak, mpeak, agree, relerr, active;
+    long nagree, nrel, nactive;
+    double *idle; /* idle_before_window_s of the rows that have it */
+    long nidle, icap;
     double *lat;
     long nlat, cap;
     qrow *q; /* the rows with nll, nll_baseline and tokens_scored known */
@@ -220,9 +222,10 @@ static void print_quality(run_ctx *r, const agg *a, int na) {
 }
 
 /* Real telemetry: a strategy whose windows open after an idle gap that differs from plain
- * baseline's by more than RUN_IDLE_GAP_TOL_S (mean over its rows) is said, with both: power
- * readings lag (an H100's move every 100 ms and trail a load step), so a window opened after a
- * longer idle reads low (bench/results/h100_harness_gap, where 54-87 ms read 25-43 J low). */
+ * baseline's by more than RUN_IDLE_GAP_TOL_S (median over its rows, so that the rests before
+ * combinations do not count) is said, with both: power readings lag (an H100's move every
+ * 100 ms and trail a load step), so a window opened after a longer idle reads low
+ * (bench/results/h100_harness_gap, where 54-87 ms read 25-43 J low). a: idle sorted. */
 #define RUN_IDLE_GAP_TOL_S 0.010
 static void idle_warning(FILE *o, const agg *a, int na) {
     for (int i = 0; i < na; i++) {
@@ -230,10 +233,10 @@ static void idle_warning(FILE *o, const agg *a, int na) {
         for (int j = 0; j < na; j++)
             if (!strcmp(a[j].wl, g->wl) && !strcmp(a[j].st, "baseline")) b = &a[j];
         if (!b || b == g || !g->nidle || !b->nidle) continue;
-        double gi = g->idle / g->nidle, bi = b->idle / b->nidle;
+        double gi = pct(g->idle, g->nidle, 50), bi = pct(b->idle, b->nidle, 50);
         if (fabs(gi - bi) > RUN_IDLE_GAP_TOL_S)
             fprintf(o,
-                    "WARNING: %s %s: its windows opened after %.1f ms of idle on average, "
+                    "WARNING: %s %s: its windows opened after %.1f ms of idle (median), "
                     "baseline's after %.1f ms; power readings lag, so a window after a longer "
                     "idle reads low: compare their energy with care (idle_before_window_s)\n",
                     g->wl, g->st, 1e3 * gi, 1e3 * bi);
@@ -333,7 +336,18 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
         double ae = cell(&c, TMOE_RL_ACTIVE_EXPERTS);
         if (!isnan(ae)) g->active += ae, g->nactive++;
         double idle = cell(&c, TMOE_RL_IDLE_BEFORE_S);
-        if (!isnan(idle)) g->idle += idle, g->nidle++;
+        if (!isnan(idle)) {
+            if (g->nidle == g->icap) {
+                g->icap = g->icap ? 2 * g->icap : 256;
+                double *ni = realloc(g->idle, sizeof(double) * (size_t)g->icap);
+                if (!ni) {
+                    rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+                    break;
+                }
+                g->idle = ni;
+            }
+            g->idle[g->nidle++] = idle;
+        }
         double nll = cell(&c, TMOE_RL_NLL), nllb = cell(&c, TMOE_RL_NLL_BASELINE),
                ts = cell(&c, TMOE_RL_TOKENS_SCORED);
         if (isfinite(nll) && isfinite(nllb) && ts > 0) {
@@ -423,6 +437,8 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
                     "about where the run was than about the strategy; compare them only with "
                     "longer combinations (--num-samples-per-workload, --epochs)\n",
                     shortest, RUN_SLOW_THERMAL_S);
+        for (int i = 0; i < na; i++)
+            qsort(a[i].idle, (size_t)a[i].nidle, sizeof(double), tmoe_cmp_double);
         if (!r->sim) idle_warning(o, a, na);
         if (r->tel_faults)
             fprintf(o,
@@ -447,7 +463,7 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
         order_effects(ca, nca, &rho_e, &rho_t, &shortest);
         meta_order(r, shortest);
     }
-    for (int i = 0; i < na; i++) free(a[i].lat), free(a[i].q);
+    for (int i = 0; i < na; i++) free(a[i].lat), free(a[i].q), free(a[i].idle);
     free(a);
     free(ca);
     return rc;
