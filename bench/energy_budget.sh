@@ -83,8 +83,13 @@ for r in $RUNS; do
     # power must match baseline's (bench/results/h100_harness_gap)
     fp16_aa|q4_aa) run $r --expert-type "${r%_aa}" --budget tau --tau-base 1 --tau-min 1 \
                      --routing-strategy baseline,predictive_thermal ;;
+    # the same with the windows' energy from the energy counter, read every 100 ms, instead
+    # of integrated power samples: a second, independent reading of the same check
+    fp16_aa_counter) run $r --expert-type fp16 --budget tau --tau-base 1 --tau-min 1 \
+                       --energy-counter-ms 100 --routing-strategy baseline,predictive_thermal ;;
     *) echo "unknown run $r (fp16_kl q4_kl fp16_wide fp16_top1 q4_top1 fp16_m1 q4_m1 fp16_few" \
-         "q4_few fp16_b_kl_X fp16_b_tau_X fp16_prec_N q4_prec_N fp16_aa q4_aa)"; exit 2 ;;
+         "q4_few fp16_b_kl_X fp16_b_tau_X fp16_prec_N q4_prec_N fp16_aa q4_aa fp16_aa_counter)"
+       exit 2 ;;
   esac
 done
 for t in ${POST_TESTS:-}; do # tests that may wait until the measurements are in

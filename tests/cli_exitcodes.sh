@@ -64,6 +64,7 @@ for sub in eval run serve; do
     expect 2 "--expert-activations: 'int4' is not fp16 or int8" $sub --expert-activations int4
 done
 expect 2 "--expert-activations applies to a decoder LM" run --model random --expert-activations int8
+expect 2 "--energy-counter-ms: -1 is out of range" run --energy-counter-ms -1
 expect 1 "" eval --model "$TMP/no-such-model" --tokens "$TMP/none.tok"
 expect 2 "" sweep
 expect 2 "--load FILE, which is missing" forward --layer 1

@@ -150,6 +150,17 @@ THERMOE_NVML_LIB="$FAKE" "$BIN" run "${IF[@]}" --resume >idle2.log 2>&1 ||
     fail "idle resume: $(tail -3 idle2.log)"
 grep -q "WARNING: standard static_optimal: its windows opened after 50.0 ms of idle" idle2.log ||
     fail "idle: no warning: $(grep -A2 order idle2.log)"
+# --energy-counter-ms 0: the monitor reads the energy counter at every sample, so a batch
+# window of a second or so takes its energy from the counter rather than integrating power
+THERMOE_NVML_LIB="$FAKE" "$BIN" run --backend cpu --telemetry nvml --model random --d-model 1024 \
+    --d-ff 2048 --workloads standard --routing-strategy baseline --num-samples-per-workload 2 \
+    --batch-size 4 --seq-len 32 --cooldown 0 --warmup-steady 0 --warmup-batches 0 \
+    --trace-batches 0 --quiet --no-analyze --energy-counter-ms 0 --out ectr >ectr.log 2>&1 ||
+    fail "energy counter: $(tail -3 ectr.log)"
+grep -q '"energy_counter_ms": 0' ectr/metadata.json || fail "energy counter: not in metadata"
+awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+    $c["energy_method"] != "counter" { print $c["energy_method"], $c["energy_window_s"]; bad = 1 }
+    END { exit bad }' ectr/batches.csv || fail "energy counter: windows did not use the counter"
 # SIGHUP (a closed terminal or ssh session) and SIGTERM stop a run like Ctrl-C: the batch in
 # progress finishes, every row is whole, metadata says "interrupted", exit 130; --resume
 # then completes the run

@@ -358,22 +358,24 @@ typedef struct tmoe_run_config {
     /* what to sweep */
     int strategies[TMOE_ROUTE_STRATEGY_COUNT]; /* 1 = run it */
     int workloads[TMOE_WL_COUNT];              /* 1 = run it */
-    int repeats;         /* passes over every combination, in a balanced order */
-    int repeat_first;    /* number of the first pass (logged in the repeat column; the
-                            order and router seeds derive from it): a sweep task runs
-                            one repeat with its own number */
-    int num_samples;     /* distinct batches per workload */
-    int epochs;          /* passes over the samples per combination */
-    int warmup_batches;  /* unlogged batches before each combination */
-    int trace_batches;   /* batches traced per combination */
-    double arrival_rate; /* tokens/s, Poisson arrivals; <= 0: closed loop */
-    double cooldown_s;   /* rest up to this long before each combination until the GPU
-                            temperature is within 1 C of the run's start; 0 = none */
-    double steady_s;     /* warm up for at most this long before the first combination
-                            until power is steady (docs/harness.md); 0 = none */
-    int fidelity_every;  /* compute output_rel_error_vs_baseline every N batches */
-    uint64_t seed;       /* the one seed of a run: weights, inputs, arrivals, routers and
-                            the simulated GPU all derive from it (block.seed is ignored) */
+    int repeats;           /* passes over every combination, in a balanced order */
+    int repeat_first;      /* number of the first pass (logged in the repeat column; the
+                              order and router seeds derive from it): a sweep task runs
+                              one repeat with its own number */
+    int num_samples;       /* distinct batches per workload */
+    int epochs;            /* passes over the samples per combination */
+    int warmup_batches;    /* unlogged batches before each combination */
+    int trace_batches;     /* batches traced per combination */
+    double arrival_rate;   /* tokens/s, Poisson arrivals; <= 0: closed loop */
+    double cooldown_s;     /* rest up to this long before each combination until the GPU
+                              temperature is within 1 C of the run's start; 0 = none */
+    double steady_s;       /* warm up for at most this long before the first combination
+                              until power is steady (docs/harness.md); 0 = none */
+    int fidelity_every;    /* compute output_rel_error_vs_baseline every N batches */
+    int energy_counter_ms; /* NVML: the energy counter read at most this often (each read
+                              costs ~4 ms of the monitor thread on an H100); 2000 by default */
+    uint64_t seed;         /* the one seed of a run: weights, inputs, arrivals, routers and
+                              the simulated GPU all derive from it (block.seed is ignored) */
 
     /* model */
     tmoe_block_config block; /* expert types, shape; block.seq_len = tokens per sequence;

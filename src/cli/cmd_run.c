@@ -46,6 +46,7 @@ enum {
     O_SIM_DEV,
     O_LB,
     O_FID_EVERY,
+    O_ENERGY_CTR,
     O_WARM,
     O_QUIET,
     O_HELP,
@@ -74,6 +75,7 @@ static const struct option longopts[] = {
     {"device-id", required_argument, 0, O_DEVICE},
     {"kernel-cost-model-json", required_argument, 0, O_COST},
     {"telemetry", required_argument, 0, O_TELEMETRY},
+    {"energy-counter-ms", required_argument, 0, O_ENERGY_CTR},
     {"backend", required_argument, 0, O_BACKEND},
     {"impl", required_argument, 0, O_IMPL},
     {"seed", required_argument, 0, O_SEED},
@@ -194,6 +196,9 @@ static void run_help(const tmoe_run_config *d) {
         "  --backend B               auto, cpu or cuda (default %s)\n"
         "  --device-id N             CUDA device (default %d)\n"
         "  --telemetry S             auto, nvml or sim (default %s)\n"
+        "  --energy-counter-ms N     NVML: read the energy counter at most every N ms (default\n"
+        "                            %d; a batch window holding two reads takes its energy from\n"
+        "                            the counter, else integrates power; 0: every sample)\n"
         "  --sim-devices N           simulated GPUs (default 1)\n"
         "  --placement P             round_robin (expert e on device e mod N) or file (default\n"
         "                            round_robin): where experts live, for the simulated GPUs'\n"
@@ -214,7 +219,8 @@ static void run_help(const tmoe_run_config *d) {
         d->block.d_model, d->block.n_heads, d->block.d_ff, d->block.num_experts, d->block.top_k,
         d->block.group_size, tmoe_act_name(d->block.act), d->batch_size, LM_BATCH, d->block.seq_len,
         LM_SEQ_LEN, tmoe_backend_kind_name(d->backend), d->device_id,
-        tmoe_telemetry_kind_name(d->telemetry), tmoe_run_default_cost_model());
+        tmoe_telemetry_kind_name(d->telemetry), d->energy_counter_ms,
+        tmoe_run_default_cost_model());
     cli_router_help(r);
     printf("output:\n"
            "  --out DIR                 run directory (default results/<UTC time>)\n"
@@ -461,6 +467,7 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
             placement_file_wanted = 1;
             break;
         case O_FID_EVERY: INT_FLAG("fidelity-every", 0, 1000000, c->fidelity_every); break;
+        case O_ENERGY_CTR: INT_FLAG("energy-counter-ms", 0, 60000, c->energy_counter_ms); break;
         case O_SEED:
             if (cli_u64("run", "seed", optarg, &c->seed)) return 2;
             break;

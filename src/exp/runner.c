@@ -40,6 +40,7 @@ tmoe_run_config tmoe_run_config_default(void) {
     c.cooldown_s = 30.0; /* docs/harness.md "Order and carry-over" */
     c.steady_s = 60.0;
     c.fidelity_every = 1;
+    c.energy_counter_ms = 2000;
     c.seed = 42;
     /* the values are computed on the CPU when no GPU answers: a small shape keeps the
      * default sweep near half a minute on 2 cores (the simulated GPU bills the cost model's
@@ -140,6 +141,7 @@ int run_init_telemetry(run_ctx *r, tmoe_error *err) {
     r->sim = tmoe_telemetry_sim(r->tel);
     tmoe_monitor_config mc = tmoe_monitor_config_default();
     mc.mode = r->sim ? TMOE_MONITOR_SYNC : TMOE_MONITOR_THREAD;
+    mc.energy_period_ns = (int64_t)r->cfg.energy_counter_ms * 1000000;
     rc = tmoe_monitor_create(r->tel, &mc, &r->mon, err);
     if (rc) return tmoe_error_prefix(err, rc, "starting the telemetry monitor");
     r->ndev = r->ndev_found = tmoe_telemetry_device_count(r->tel);

@@ -148,6 +148,8 @@ static json_t *run_config_json(const run_ctx *r) {
         c->device_id, "telemetry", tmoe_telemetry_kind_name(c->telemetry), "cost_model",
         r->cost_path, "sim_devices", c->sim_devices);
     if (config) json_object_set_new(config, "warmup_steady_s", json_real(c->steady_s));
+    if (config)
+        json_object_set_new(config, "energy_counter_ms", json_integer(c->energy_counter_ms));
     if (!config) {
         json_decref(router);
         return NULL;
