@@ -28,6 +28,19 @@ typedef struct agg {
     long nq, qcap;
 } agg;
 
+/* Appends v to the growing array (*a, *n, *cap); TMOE_ENOMEM when it cannot grow. */
+static int push_double(double **a, long *n, long *cap, double v, tmoe_error *err) {
+    if (*n == *cap) {
+        long c = *cap ? 2 * *cap : 256;
+        double *na = realloc(*a, sizeof(double) * (size_t)c);
+        if (!na) return tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
+        *a = na;
+        *cap = c;
+    }
+    (*a)[(*n)++] = v;
+    return TMOE_OK;
+}
+
 /* Percentile of sorted v (tmoe_percentile_sorted, as the analysis: R type 7). */
 static double pct(const double *v, long n, double p) {
     return n == 0 ? NAN : tmoe_percentile_sorted(v, (int)n, p);
@@ -336,18 +349,7 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
         double ae = cell(&c, TMOE_RL_ACTIVE_EXPERTS);
         if (!isnan(ae)) g->active += ae, g->nactive++;
         double idle = cell(&c, TMOE_RL_IDLE_BEFORE_S);
-        if (!isnan(idle)) {
-            if (g->nidle == g->icap) {
-                g->icap = g->icap ? 2 * g->icap : 256;
-                double *ni = realloc(g->idle, sizeof(double) * (size_t)g->icap);
-                if (!ni) {
-                    rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
-                    break;
-                }
-                g->idle = ni;
-            }
-            g->idle[g->nidle++] = idle;
-        }
+        if (!isnan(idle) && (rc = push_double(&g->idle, &g->nidle, &g->icap, idle, err))) break;
         double nll = cell(&c, TMOE_RL_NLL), nllb = cell(&c, TMOE_RL_NLL_BASELINE),
                ts = cell(&c, TMOE_RL_TOKENS_SCORED);
         if (isfinite(nll) && isfinite(nllb) && ts > 0) {
@@ -366,18 +368,7 @@ int run_print_summary(run_ctx *r, tmoe_error *err) {
                           : (int)g->nq;
             g->q[g->nq++] = (qrow){smp, nll, nllb, ts};
         }
-        if (!isnan(lat)) {
-            if (g->nlat == g->cap) {
-                g->cap = g->cap ? 2 * g->cap : 256;
-                double *nl = realloc(g->lat, sizeof(double) * (size_t)g->cap);
-                if (!nl) {
-                    rc = tmoe_errorf(err, TMOE_ENOMEM, "out of memory");
-                    break;
-                }
-                g->lat = nl;
-            }
-            g->lat[g->nlat++] = lat;
-        }
+        if (!isnan(lat) && (rc = push_double(&g->lat, &g->nlat, &g->cap, lat, err))) break;
     }
     tmoe_csv_free(&c);
     if (!rc) {

@@ -10,6 +10,18 @@ static float nan_as_neg_inf(float v) {
     return isnan(v) ? -INFINITY : v;
 }
 
+/* Expert e with score s into the ordered list (bs, ti) at slot p, moved up past every
+ * strictly smaller score. */
+static void topk_insert(float *bs, int32_t *ti, int p, float s, int e) {
+    while (p > 0 && bs[p - 1] < s) {
+        bs[p] = bs[p - 1];
+        ti[p] = ti[p - 1];
+        p--;
+    }
+    bs[p] = s;
+    ti[p] = e;
+}
+
 void tmoe_gate_topk(const float *logits, const float *bias, int T, int E, int k, int renorm,
                     int bias_in_weights, int32_t *idx, float *w) {
     TMOE_ASSERT(k >= 1 && k <= E && k <= TMOE_MAX_TOPK && E <= TMOE_MAX_EXPERTS);
@@ -21,31 +33,15 @@ void tmoe_gate_topk(const float *logits, const float *bias, int T, int E, int k,
          * ties keep the lower index; the first k experts fill the list whatever their scores
          * (NaN and -inf included), as the lowest indices among equal -inf ones */
         float bs[TMOE_MAX_TOPK];
-        for (int e = 0; e < k; e++) {
-            float s = nan_as_neg_inf(z[e] + (bias ? bias[e] : 0.0f));
-            int p = e; /* the slot it takes, moved up past smaller scores */
-            while (p > 0 && bs[p - 1] < s) {
-                bs[p] = bs[p - 1];
-                ti[p] = ti[p - 1];
-                p--;
-            }
-            bs[p] = s;
-            ti[p] = e;
-        }
+        for (int e = 0; e < k; e++)
+            topk_insert(bs, ti, e, nan_as_neg_inf(z[e] + (bias ? bias[e] : 0.0f)), e);
         /* the rest enter above the k-th score, kept in a register: a NaN fails the test as
          * the -inf it counts as would */
         float kth = bs[k - 1];
         for (int e = k; e < E; e++) {
             float s = z[e] + (bias ? bias[e] : 0.0f);
             if (!(s > kth)) continue;
-            int p = k - 1;
-            while (p > 0 && bs[p - 1] < s) {
-                bs[p] = bs[p - 1];
-                ti[p] = ti[p - 1];
-                p--;
-            }
-            bs[p] = s;
-            ti[p] = e;
+            topk_insert(bs, ti, k - 1, s, e);
             kth = bs[k - 1];
         }
         if (!w) continue; /* the indices alone */
