@@ -20,6 +20,12 @@
 
 #define TOL_LOGIT_STD 2e-2
 #define TOL_TOP1 0.99
+/* int8 activations: the CPU runs every expert linear in int8, the GPU one-token tiles only, so
+ * the two sides differ by the int8 rounding itself (about 0.01 x std here, inside the logit
+ * tolerance) and a near-tie of the random model's top-1 may flip: 1 position in 31 did on an
+ * H100. The logit bound is the check; top-1 may miss 3 of 31. */
+#define TOL_TOP1_ACT8 0.9
+static double g_top1_tol = TOL_TOP1; /* the top-1 tolerance cmp_check applies */
 #define TOL_PPL_REL 5e-3
 
 static const char *const models[] = {"mixtral", "olmoe", "olmoe_stacked", "qwen2_moe", "qwen3_moe"};
@@ -100,10 +106,10 @@ static void cmp_check(const cmp *c) {
             "%-40s max |logit diff| %.4g = %.4g x std (tol %.3g); top-1 %ld/%ld = %.4f "
             "(tol %.2f); worst at row %zu col %zu: cuda %.6g ref %.6g\n",
             c->what, c->maxd, c->maxd / c->std, TOL_LOGIT_STD, c->top1_same, c->rows, top1,
-            TOL_TOP1, c->worst_row, c->worst_col, (double)c->worst_got, (double)c->worst_ref);
+            g_top1_tol, c->worst_row, c->worst_col, (double)c->worst_got, (double)c->worst_ref);
     if (!(c->maxd <= TOL_LOGIT_STD * c->std))
         fail_msg("%s: max |logit diff| %g > %g x std %g", c->what, c->maxd, TOL_LOGIT_STD, c->std);
-    if (!(top1 >= TOL_TOP1))
+    if (!(top1 >= g_top1_tol))
         fail_msg("%s: top-1 agrees on %ld of %ld positions", c->what, c->top1_same, c->rows);
 }
 
@@ -492,7 +498,9 @@ static void test_int8_activations(void **state) {
         char name[64];
         snprintf(name, sizeof name, "random mixtral %s experts, int8 activations",
                  tmoe_etype_name(types[i]));
+        g_top1_tol = TOL_TOP1_ACT8;
         run_schedule(m, name, 1);
+        g_top1_tol = TOL_TOP1;
         tmoe_lm_free(m);
     }
 }
