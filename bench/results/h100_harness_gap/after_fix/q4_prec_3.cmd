@@ -1,0 +1,1 @@
+== q4_prec_3: thermoe run --backend cuda --telemetry nvml --lm-steps decode --expert-shape mixtral --batch-size 16 --seq-len 128 --workloads standard --num-samples-per-workload 6 --repeats 2 --cooldown 2 --warmup-steady 5 --trace-batches 0 --no-analyze --expert-type q4 --seed 3 --budget top1 --routing-strategy baseline,predictive_thermal,topk_minus_one
