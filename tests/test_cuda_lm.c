@@ -465,9 +465,7 @@ static void test_fast_experts(void **state) {
 
 /* Experts with int8 activations (tmoe_lm_load_opts.act8) on the bandwidth kernel against the
  * CPU, which runs every such linear in int8 (the GPU at one-token tiles, the fp16 mma above:
- * within the logit tolerance either way). q2 experts are refused, saying why, until their
- * kernel cases have passed on a GPU (TMOE_CUDA_Q2_ACT8_CHECKED in cuda_ops.h); then they run
- * here as q4 does. */
+ * within the logit tolerance either way), q4 and q2. */
 static void test_int8_activations(void **state) {
     (void)state;
     need_gpu();
@@ -484,17 +482,6 @@ static void test_int8_activations(void **state) {
         ASSERT_OK(tmoe_lm_random(&c, &o, 21 + i, &m, &err), &err);
         for (int l = 0; l < c.n_layers; l++)
             for (int j = 0; j < c.num_experts * c.d_model; j++) m->layers[l].router[j] *= 16.0f;
-        tmoe_cuda_lm_config cfg = {.device_id = 0, .max_tokens = 8, .max_seqs = 1, .max_len = 8};
-        tmoe_cuda_lm *g = NULL;
-        int rc = tmoe_cuda_lm_create(m, &cfg, &g, &err);
-        if (types[i] == TMOE_ET_Q2 && rc == TMOE_ENOTSUP) {
-            assert_non_null(strstr(err.msg, "not been checked against the CPU on a GPU"));
-            print_message("q2 int8 activations: refused (%s)\n", err.msg);
-            tmoe_lm_free(m);
-            continue;
-        }
-        ASSERT_OK(rc, &err);
-        tmoe_cuda_lm_free(g);
         char name[64];
         snprintf(name, sizeof name, "random mixtral %s experts, int8 activations",
                  tmoe_etype_name(types[i]));

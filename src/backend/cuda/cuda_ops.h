@@ -126,10 +126,6 @@ extern int tmoe_cuda_act8_tokens;
 /* The ring depth of q2's int8 path where tmoe_cuda_expert_stages is not set: 0 (registers,
  * the default, as q2's mma path) or 3, 4, 6. */
 extern int tmoe_cuda_act8_q2_stages;
-/* 1: test_cuda_kernels' q2 int8 cases passed on an H100 (bench/results/q2_act8), with memcheck
- * and racecheck clean at ring depths 3 and 0; 0 would make the decoder refuse q2 experts with
- * int8 activations (tmoe_cuda_lm_create). */
-#define TMOE_CUDA_Q2_ACT8_CHECKED 1
 
 /* dequant_unpack: packed q4/q2 of the listed experts with counts[e] > 0 (every listed expert
  * when counts is NULL) -> fp16 (slots, out, in) at w16. */

@@ -443,13 +443,6 @@ int tmoe_cuda_lm_create(const tmoe_lm *m, const tmoe_cuda_lm_config *cfg, tmoe_c
     if (c->num_experts > 256)
         return tmoe_errorf(err, TMOE_ENOTSUP, "%d experts: the CUDA permute takes at most 256",
                            c->num_experts);
-    int q2 = (!m->opts.experts_f32 && m->opts.expert_type == TMOE_ET_Q2) ||
-             (cfg->shadow_d_model > 0 && cfg->shadow_type == TMOE_ET_Q2);
-    if (!TMOE_CUDA_Q2_ACT8_CHECKED && m->opts.act8 && q2)
-        return tmoe_errorf(err, TMOE_ENOTSUP,
-                           "q2 experts with int8 activations: the CUDA kernel's q2 int8 path has "
-                           "not been checked against the CPU on a GPU yet (docs/cuda.md \"int8 "
-                           "activations\"); run them on the CPU, or with fp16 activations");
     tmoe_cuda_lm *r = tmoe_calloc(1, sizeof *r, err);
     if (!r) return TMOE_ENOMEM;
     r->c = *c;
