@@ -425,6 +425,9 @@ int main(int argc, char **argv) {
     const char *st_env = getenv("THERMOE_EXPERT_STAGES");
     if (st_env && *st_env) tmoe_cuda_expert_stages = atoi(st_env);
     /* THERMOE_ACT8=1: q4 / q2 at up to 4 tokens an expert on the int8 path (int8 activations) */
+    /* THERMOE_EXPERT_SPLITK=N: fp16 / bf16 split-K over clusters of N blocks (few row blocks) */
+    const char *sk_env = getenv("THERMOE_EXPERT_SPLITK");
+    if (sk_env && *sk_env) tmoe_cuda_expert_splitk = atoi(sk_env);
     const char *a8_env = getenv("THERMOE_ACT8");
     if (a8_env && *a8_env) tmoe_cuda_act8 = atoi(a8_env);
     const char *a8t_env = getenv("THERMOE_ACT8_TOKENS"); /* its largest token tile */
@@ -442,11 +445,12 @@ int main(int argc, char **argv) {
     CK(cudaGetDeviceProperties(&prop, 0));
     time_t now = time(NULL);
     printf("# bench_moe\n\ncard: %s (%d SMs, L2 %d MB), driver %s, NVML energy %s, expert "
-           "kernel stages %d (-1: default), q4/q2 int8 activations %s (tiles of up to %d tokens, "
-           "q2 ring %d), date %s\n",
+           "kernel stages %d (-1: default), split-K %d (-1: default), q4/q2 int8 activations %s "
+           "(tiles of up to %d tokens, q2 ring %d), date %s\n",
            prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, driver,
-           g_nvml_ok ? "yes" : "no", tmoe_cuda_expert_stages, tmoe_cuda_act8 ? "on" : "off",
-           tmoe_cuda_act8_tokens, tmoe_cuda_act8_q2_stages, ctime(&now));
+           g_nvml_ok ? "yes" : "no", tmoe_cuda_expert_stages, tmoe_cuda_expert_splitk,
+           tmoe_cuda_act8 ? "on" : "off", tmoe_cuda_act8_tokens, tmoe_cuda_act8_q2_stages,
+           ctime(&now));
 
     /* copy bandwidth: 1 GiB device-to-device, bytes read + written */
     void *cb[2];

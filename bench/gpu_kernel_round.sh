@@ -13,7 +13,11 @@
 # ACT8=1 also runs bench_moe --short with the q4/q2 int8 path (THERMOE_ACT8=1; q2 through
 # registers, then through a ring of 3) beside the default and tabulates each against it
 # (act8_1.md, act8_1r3.md).
-# usage: [LIMIT=540] [STAGES_SWEEP="0 4"] [ACT8=1] bash bench/gpu_kernel_round.sh
+# SPLITK_SWEEP (e.g. "2 4") runs bench_moe --short without split-K, then once per cluster size
+# of the fp16 / bf16 split-K (THERMOE_EXPERT_SPLITK), each tabulated against the first
+# (splitk_N.md); the sanitizers then also run with THERMOE_EXPERT_SPLITK=SANITIZE_SPLITK when set.
+# NO_SIDE=1 skips the side by side with ggml.
+# usage: [LIMIT=540] [STAGES_SWEEP="0 4"] [ACT8=1] [SPLITK_SWEEP="2 4"] bash bench/gpu_kernel_round.sh
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-/tmp/out}
@@ -53,13 +57,25 @@ timeout -s TERM "${LIMIT:-540}" bash -c '
         tee "$OUT/act8_$a8.md" | grep -E "^\| (matrix|expert|MUL|layer)[^|]*\|[^|]*\| q[42]"
     done
   fi
-  BUILD=build-gpu timeout 240 bash bench/ggml_side_by_side.sh >"$OUT/side_by_side.log" 2>&1
-  echo "$(el) side by side rc=$?"; cat "$OUT/side_by_side.md" 2>/dev/null || tail -5 "$OUT/side_by_side.log"
-  grep -E "^\| (matrix|MUL_MAT_ID|expert|layer)" "$OUT/bench_moe_short.md" | head -80
+  if [ -n "${SPLITK_SWEEP:-}" ]; then
+    for sk in 1 $SPLITK_SWEEP; do
+      THERMOE_EXPERT_SPLITK=$sk timeout 120 build-gpu/bench_moe --short >"$OUT/bench_short_sk$sk.md" 2>&1
+      echo "$(el) bench_moe --short, split-K $sk rc=$?"
+    done
+    for sk in $SPLITK_SWEEP; do
+      python3 bench/stages_table.py --compare "$OUT/bench_short_sk1.md" "$OUT/bench_short_sk$sk.md" |
+        tee "$OUT/splitk_$sk.md" | grep -E "^\| (matrix|expert|layer)[^|]*\|[^|]*\| (fp16|bf16)"
+    done
+  fi
+  if [ "${NO_SIDE:-0}" != 1 ]; then
+    BUILD=build-gpu timeout 240 bash bench/ggml_side_by_side.sh >"$OUT/side_by_side.log" 2>&1
+    echo "$(el) side by side rc=$?"; cat "$OUT/side_by_side.md" 2>/dev/null || tail -5 "$OUT/side_by_side.log"
+    grep -E "^\| (matrix|MUL_MAT_ID|expert|layer)" "$OUT/bench_moe_short.md" | head -80
+  fi
   for st in ${SANITIZE_STAGES:-4}; do
     for tool in memcheck racecheck; do
       THERMOE_TEST_FILTER=test_expert_linear THERMOE_EXPERT_STAGES=$st \
-        timeout 120 compute-sanitizer --tool $tool \
+        THERMOE_EXPERT_SPLITK=${SANITIZE_SPLITK:-} timeout 120 compute-sanitizer --tool $tool \
         --error-exitcode 9 build-gpu/test_cuda_kernels >"$OUT/${tool}_st$st.log" 2>&1
       echo "$(el) $tool expert_linear ring $st rc=$?"; tail -2 "$OUT/${tool}_st$st.log"
     done

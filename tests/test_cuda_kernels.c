@@ -383,12 +383,18 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
     const char *st_env = getenv("THERMOE_EXPERT_STAGES");
     int st_list[] = {0, 3, 4, 6}, n_st = 4;
     if (st_env && *st_env) st_list[0] = atoi(st_env), n_st = 1;
+    /* and split-K over 1, 2 and 3 blocks (fp16 / bf16 where the row blocks are few: those
+     * of sm_count 1 never split), or only THERMOE_EXPERT_SPLITK when set */
+    const char *sk_env = getenv("THERMOE_EXPERT_SPLITK");
+    int sk_list[] = {1, 2, 3}, n_sk = t == TMOE_ET_FP16 || t == TMOE_ET_BF16 ? 3 : 1;
+    if (sk_env && *sk_env) sk_list[0] = atoi(sk_env), n_sk = 1;
     /* then all of it again on the int8 path where it applies */
-    for (int v = 0; v < 4 * n_st * (1 + act8); v++) {
-        int variant = v & 1, a8 = v >= 4 * n_st;
+    for (int v = 0; v < 4 * n_st * n_sk * (1 + act8); v++) {
+        int variant = v & 1, a8 = v >= 4 * n_st * n_sk;
         tmoe_cuda_act8 = a8;
         tmoe_cuda_act8_tokens = 4; /* every tile the path has (the default takes 1) */
         tmoe_cuda_expert_stages = st_list[(v / 4) % n_st];
+        tmoe_cuda_expert_splitk = sk_list[(v / (4 * n_st)) % n_sk];
         tmoe_cuda_lin LV = L;
         if (variant) {
             LV.w = wt;
@@ -411,9 +417,11 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
         }
         char what[128];
         snprintf(what, sizeof what,
-                 "expert_linear %s%s group %d epi %d %dx%d tokens %d+%d %s sm_count %d stages %d",
+                 "expert_linear %s%s group %d epi %d %dx%d tokens %d+%d %s sm_count %d stages %d "
+                 "split-K %d",
                  tmoe_etype_name(t), a8 ? " int8 activations" : "", group, (int)epi, out, in, n0,
-                 n2, variant ? "tiled" : "row-major", LV.sm_count, tmoe_cuda_expert_stages);
+                 n2, variant ? "tiled" : "row-major", LV.sm_count, tmoe_cuda_expert_stages,
+                 tmoe_cuda_expert_splitk);
         double atol, rtol;
         tu_gpu_tol(t, &atol, &rtol);
         if (a8) atol = TOL_GPU_ACT8_ATOL, rtol = TOL_GPU_ACT8_RTOL;
@@ -421,6 +429,7 @@ static void linear_case(tmoe_etype t, tmoe_cuda_epi epi, int out, int in, int n0
     }
     tmoe_cuda_expert_tile_from_average = 1;
     tmoe_cuda_expert_stages = -1;
+    tmoe_cuda_expert_splitk = -1;
     tmoe_cuda_act8 = 0;
     tmoe_cuda_act8_tokens = 1;
     cudaFree(wt), cudaFree(dact), cudaFree(dso);
@@ -458,6 +467,11 @@ static void test_expert_linear(void **state) {
     }
     linear_case(TMOE_ET_Q2, TMOE_CUDA_EPI_NONE, 256, 14336, 1, 1, 64);
     linear_case(TMOE_ET_Q2, TMOE_CUDA_EPI_SWIGLU, 512, 4096, 2, 2, 64);
+    /* split-K at the Mixtral widths: 448 k-blocks over 2 or 3 blocks of 16 warps */
+    for (int t = TMOE_ET_FP16; t <= TMOE_ET_BF16; t += TMOE_ET_BF16 - TMOE_ET_FP16) {
+        linear_case((tmoe_etype)t, TMOE_CUDA_EPI_NONE, 256, 14336, 1, 1, 128);
+        linear_case((tmoe_etype)t, TMOE_CUDA_EPI_SWIGLU, 512, 4096, 9, 4, 128);
+    }
 }
 
 /* ---- fp16 -> bf16 (the activations of bf16 experts on cuBLAS) ----------------------------- */

@@ -113,6 +113,13 @@ extern int tmoe_cuda_expert_tile_from_average;
  * in shared memory (cp.async; 3, 4 or 6), or pipelined in registers (0); -1 (the default):
  * a ring of 3 for q4 at up to 8 tokens, registers otherwise. */
 extern int tmoe_cuda_expert_stages;
+/* Split-K over blocks for fp16 / bf16 at up to 16 tokens where the blocks of a launch would not
+ * give every SM two: 2-8 splits every row block's k-blocks over a cluster of that many blocks
+ * (Hopper; their partial sums meet in distributed shared memory, in a fixed order), so that a
+ * matrix of few row blocks (4096 x 14336: 128 blocks of 32 rows) runs on more SMs; 1: no
+ * split; -1 (the default): SPLITK_DEFAULT of expert_linear.cu. A device without cluster
+ * launch never splits. */
+extern int tmoe_cuda_expert_splitk;
 /* 1 (or L->act8): q4 / q2 experts whose token tile is at most tmoe_cuda_act8_tokens quantize
  * their activations to int8 (tmoe_act8_quantize, per block of 32, inside the kernel) and take
  * integer dot products on the packed weights (dp4a) instead of the fp16 mma: a numerics change,

@@ -4,6 +4,8 @@
  * and the tiled weight layout it reads (contracts in cuda_ops.h). */
 #include "common.cuh"
 
+#include <cooperative_groups.h>
+
 /* ---- expert linear: the bandwidth kernel ------------------------------------------------
  * Block = W warps = 2 row tiles of 16 rows (rows r0.. and r0+16.., or gate and up rows with
  * swiglu) x all K, split over the warps (each a contiguous range of k-blocks). A k-block is 64
@@ -12,7 +14,11 @@
  * lane's contiguous weights become its A fragment, and x is loaded (and for q4/q2 permuted)
  * to match as the B fragment: token g of the 8-token tile. Tokens run in tiles of 8, NT tiles
  * (up to 64 tokens) per pass over the weights. Partial sums of the 8 warps meet in shared
- * memory in a fixed order (deterministic). W warps a block (8 or 16). */
+ * memory in a fixed order (deterministic). W warps a block (8 or 16).
+ * Split-K over blocks (sk > 1, Hopper clusters): the sk blocks of a cluster share the rows and
+ * each takes one sk-th of the k-blocks (its warps a contiguous range each, as above); their
+ * partial sums meet through distributed shared memory, summed in the fixed order (block,
+ * warp) whichever block sums a row, so the result is deterministic for a given sk. */
 #define EXP_MAXNT 8
 
 struct exp_args {
@@ -28,6 +34,7 @@ struct exp_args {
     const __half *x;
     const int32_t *src;
     int k;
+    int sk; /* blocks a row block is split over along k (a cluster of sk; 1: no split) */
     float *y32;
     __half *y16;
 };
@@ -294,11 +301,50 @@ static __host__ __device__ constexpr size_t i8_warp_bytes(int nt, int per, int k
     return (size_t)nt * per * (kw + kw / 32 * 8);
 }
 
-template <int W, int NTR>
+template <int W, int NTR, bool SPLIT>
 static __device__ void exp_epilogue(const exp_args &a, const float (&acc)[2][NTR][4], int off,
                                     int n, int row0, int tok0, float *red);
 
-template <int WT, int NT, int W, int ST>
+/* The k-blocks each warp owns: nkb over the W warps of the sk blocks a row block is split
+ * over (the host sizes the int8 path's activations with the same count). */
+static __host__ __device__ constexpr int kb_per_warp(int nkb, int w, int sk) {
+    return (nkb + w * sk - 1) / (w * sk);
+}
+
+/* The splits the device code computes: a.sk on Hopper and later; code built for an earlier
+ * architecture has no clusters, and each of the sk blocks then computes its rows whole (the
+ * same values written sk times; the host does not split there: tmoe_cuda_expert_linear) */
+template <bool SPLIT> static __device__ __forceinline__ int split_count(const exp_args &a) {
+#if __CUDA_ARCH__ >= 900
+    return SPLIT ? a.sk : 1;
+#else
+    (void)a;
+    return 1;
+#endif
+}
+
+/* The block's rank in its cluster of a.sk (the split it computes), 0 without a split */
+template <bool SPLIT> static __device__ __forceinline__ int split_rank(const exp_args &a) {
+#if __CUDA_ARCH__ >= 900
+    if (SPLIT && a.sk > 1) return (int)cooperative_groups::this_cluster().block_rank();
+#else
+    (void)a;
+#endif
+    return 0;
+}
+
+/* A barrier of the block, or of the cluster with split-K */
+template <bool SPLIT> static __device__ __forceinline__ void split_sync(const exp_args &a) {
+#if __CUDA_ARCH__ >= 900
+    if (SPLIT && a.sk > 1) {
+        cooperative_groups::this_cluster().sync();
+        return;
+    }
+#endif
+    __syncthreads();
+}
+
+template <int WT, int NT, int W, int ST, bool SPLIT>
 static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int row0, int tok0,
                                 float *red, uint4 *ring) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
@@ -357,9 +403,9 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
      * before this step's dequantization and mma */
     constexpr int U = F16 ? 4 : WT == 2 || WT == 6 ? 1 : 2;
     constexpr bool PIPE = !F16;
-    /* warp w owns the contiguous k-blocks [kb_lo, kb_hi) */
-    const int per = (nkb + W - 1) / W;
-    const int kb_lo = warp * per, kb_hi = min(nkb, kb_lo + per);
+    /* warp w of split s owns the contiguous k-blocks [kb_lo, kb_hi) */
+    const int per = kb_per_warp(nkb, W, split_count<SPLIT>(a));
+    const int kb_lo = (split_rank<SPLIT>(a) * W + warp) * per, kb_hi = min(nkb, kb_lo + per);
     /* int8 path: the warp quantizes the x of its own k-blocks first, into its area after the
      * ring and the reduction (NT x nb blocks: the int8 values, 2 uint4 a block, then their
      * (d, -off sum)) */
@@ -514,15 +560,16 @@ static __device__ void exp_body(const exp_args &a, int slot, int e, int n, int r
                     if (2 * qq + (c & 1) < NT && q == qq) v = acc[t][2 * qq + (c & 1)][c >> 1];
                 res[t][0][c] = v;
             }
-        exp_epilogue<W, 1>(a, res, off, n, row0, tok0, red);
+        exp_epilogue<W, 1, SPLIT>(a, res, off, n, row0, tok0, red);
     } else {
-        exp_epilogue<W, NT>(a, acc, off, n, row0, tok0, red);
+        exp_epilogue<W, NT, SPLIT>(a, acc, off, n, row0, tok0, red);
     }
 }
 
-/* Deterministic split-K reduction of the W warps' accumulators and the epilogue, one token
- * tile of 8 at a time (acc: the mma's layout). */
-template <int W, int NTR>
+/* Deterministic split-K reduction of the W warps' accumulators (of the sk blocks of the
+ * cluster, read through distributed shared memory, block r summing the rows of index i with
+ * i % sk == r) and the epilogue, one token tile of 8 at a time (acc: the mma's layout). */
+template <int W, int NTR, bool SPLIT>
 static __device__ void exp_epilogue(const exp_args &a, const float (&acc)[2][NTR][4], int off,
                                     int n, int row0, int tok0, float *red) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -533,15 +580,26 @@ static __device__ void exp_epilogue(const exp_args &a, const float (&acc)[2][NTR
         for (int t = 0; t < 2; t++)
 #pragma unroll
             for (int c = 0; c < 4; c++) red[(warp * 8 + t * 4 + c) * 32 + lane] = acc[t][nt][c];
-        __syncthreads();
+        split_sync<SPLIT>(a);
         const int tid = threadIdx.x, l = tid & 31, r = tid >> 5;
         const int gg = l >> 2, qq = l & 3;
+        /* the rows this block sums: r % sk == rank, every block's partial sums in order */
+        const int sk = split_count<SPLIT>(a), mine = r % sk == split_rank<SPLIT>(a);
+        auto part = [&](int s) -> const float * {
+#if __CUDA_ARCH__ >= 900
+            if (SPLIT && sk > 1) return cooperative_groups::this_cluster().map_shared_rank(red, s);
+#endif
+            return red;
+        };
         if (swiglu) {
-            if (r < 4) {
+            if (r < 4 && mine) {
                 float gs = 0.0f, us = 0.0f;
-                for (int w = 0; w < W; w++) {
-                    gs += red[(w * 8 + r) * 32 + l];
-                    us += red[(w * 8 + 4 + r) * 32 + l];
+                for (int s = 0; s < sk; s++) {
+                    const float *p = part(s);
+                    for (int w = 0; w < W; w++) {
+                        gs += p[(w * 8 + r) * 32 + l];
+                        us += p[(w * 8 + 4 + r) * 32 + l];
+                    }
                 }
                 int row = row0 + gg + (r >= 2 ? 8 : 0);
                 int tok = tok0 + nt * 8 + 2 * qq + (r & 1);
@@ -550,9 +608,12 @@ static __device__ void exp_epilogue(const exp_args &a, const float (&acc)[2][NTR
                     a.y16[(size_t)(off + tok) * a.out_rows + row] = __float2half_rn(sv * us);
                 }
             }
-        } else if (r < 8) {
+        } else if (r < 8 && mine) {
             float s = 0.0f;
-            for (int w = 0; w < W; w++) s += red[(w * 8 + r) * 32 + l];
+            for (int sp = 0; sp < sk; sp++) {
+                const float *p = part(sp);
+                for (int w = 0; w < W; w++) s += p[(w * 8 + r) * 32 + l];
+            }
             int t = r >> 2, c = r & 3;
             int row = row0 + 16 * t + gg + (c >= 2 ? 8 : 0);
             int tok = tok0 + nt * 8 + 2 * qq + (c & 1);
@@ -564,11 +625,12 @@ static __device__ void exp_epilogue(const exp_args &a, const float (&acc)[2][NTR
                     a.y32[o] = s;
             }
         }
-        __syncthreads();
+        /* no block overwrites its partial sums (or leaves) before every block has read them */
+        split_sync<SPLIT>(a);
     }
 }
 
-template <int WT, int NT, int W, int ST>
+template <int WT, int NT, int W, int ST, bool SPLIT = false>
 __global__ void __launch_bounds__(W * 32, NT <= 2 && W == 8 ? 2 : 1) k_expert_linear(exp_args a) {
     extern __shared__ uint4 smem[];
     float *red = reinterpret_cast<float *>(smem + W * ST * 128);
@@ -585,15 +647,15 @@ __global__ void __launch_bounds__(W * 32, NT <= 2 && W == 8 ? 2 : 1) k_expert_li
     const int n = a.counts[e];
     if (n == 0) return;
     const int rows_per_block = a.epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32;
-    const int row0 = blockIdx.x * rows_per_block;
+    const int row0 = (SPLIT ? (int)blockIdx.x / a.sk : (int)blockIdx.x) * rows_per_block;
     for (int tok0 = 0; tok0 < n; tok0 += WT == 5 || WT == 6 ? NT : 8 * NT)
-        exp_body<WT, NT, W, ST>(a, slot, e, n, row0, tok0, red, smem);
+        exp_body<WT, NT, W, ST, SPLIT>(a, slot, e, n, row0, tok0, red, smem);
 }
 
 /* One launch of a variant with extra bytes of shared memory (the int8 path's activations);
  * past the default 48 KB the limit is raised once per device and size (the attribute is per
  * device; at most 16 tracked, others set every launch). */
-template <int WT, int NT, int W, int ST>
+template <int WT, int NT, int W, int ST, bool SPLIT = false>
 static cudaError_t launch_k(const exp_args &a, dim3 grid, cudaStream_t st, size_t extra = 0) {
     const size_t smem = exp_smem_bytes(W, ST) + extra;
     if (smem > 48 * 1024) {
@@ -602,26 +664,41 @@ static cudaError_t launch_k(const exp_args &a, dim3 grid, cudaStream_t st, size_
         cudaError_t ce = cudaGetDevice(&dev);
         if (ce != cudaSuccess) return ce;
         if (dev < 0 || dev >= 16 || ready[dev] < smem) {
-            ce =
-                cudaFuncSetAttribute(reinterpret_cast<const void *>(k_expert_linear<WT, NT, W, ST>),
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+            ce = cudaFuncSetAttribute(
+                reinterpret_cast<const void *>(k_expert_linear<WT, NT, W, ST, SPLIT>),
+                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
             if (ce != cudaSuccess) return ce;
             if (dev >= 0 && dev < 16) ready[dev] = smem;
         }
     }
-    k_expert_linear<WT, NT, W, ST><<<grid, W * 32, smem, st>>>(a);
+    if (SPLIT && a.sk > 1) {
+        /* grid.x: the row blocks times sk, a cluster of sk along x each */
+        cudaLaunchConfig_t cfg = {};
+        cudaLaunchAttribute at[1];
+        at[0].id = cudaLaunchAttributeClusterDimension;
+        at[0].val.clusterDim.x = (unsigned)a.sk;
+        at[0].val.clusterDim.y = at[0].val.clusterDim.z = 1;
+        cfg.gridDim = grid;
+        cfg.blockDim = dim3(W * 32);
+        cfg.dynamicSmemBytes = smem;
+        cfg.stream = st;
+        cfg.attrs = at;
+        cfg.numAttrs = 1;
+        return cudaLaunchKernelEx(&cfg, k_expert_linear<WT, NT, W, ST, SPLIT>, a);
+    }
+    k_expert_linear<WT, NT, W, ST, SPLIT><<<grid, W * 32, smem, st>>>(a);
     return cudaSuccess;
 }
 
 /* the ring depth: 0 (weights pipelined in registers) or an instantiated 3, 4, 6 */
-template <int WT, int NT, int W>
+template <int WT, int NT, int W, bool SPLIT = false>
 static cudaError_t launch_st(const exp_args &a, dim3 grid, int stages, cudaStream_t st,
                              size_t extra = 0) {
     switch (stages) {
-    case 3: return launch_k<WT, NT, W, 3>(a, grid, st, extra);
-    case 4: return launch_k<WT, NT, W, 4>(a, grid, st, extra);
-    case 6: return launch_k<WT, NT, W, 6>(a, grid, st, extra);
-    default: return launch_k<WT, NT, W, 0>(a, grid, st, extra);
+    case 3: return launch_k<WT, NT, W, 3, SPLIT>(a, grid, st, extra);
+    case 4: return launch_k<WT, NT, W, 4, SPLIT>(a, grid, st, extra);
+    case 6: return launch_k<WT, NT, W, 6, SPLIT>(a, grid, st, extra);
+    default: return launch_k<WT, NT, W, 0, SPLIT>(a, grid, st, extra);
     }
 }
 
@@ -636,15 +713,19 @@ int tmoe_cuda_expert_stages = -1;
  * q2 ring variants spill registers. */
 template <int WT>
 static cudaError_t launch_expert(const exp_args &a, dim3 grid, int nt_n, int sms, cudaStream_t st) {
-    int few = grid.x < 2u * (unsigned)sms;
+    int few = grid.x / (unsigned)a.sk < 2u * (unsigned)sms; /* row blocks */
     int q4 = WT == 1 || WT == 3, set = tmoe_cuda_expert_stages >= 0;
+    /* split-K (split_of): fp16 / bf16 at up to 16 tokens, 16-warp blocks */
+    constexpr bool F16 = WT == 0 || WT == 4;
     if (nt_n <= 8) {
         int stages = set ? tmoe_cuda_expert_stages : q4 ? 3 : 0;
+        if (F16 && a.sk > 1) return launch_st<WT, 1, 16, F16>(a, grid, stages, st);
         return few ? launch_st<WT, 1, 16>(a, grid, stages, st)
                    : launch_st<WT, 1, 8>(a, grid, stages, st);
     }
     if (nt_n <= 16) {
         int stages = set ? tmoe_cuda_expert_stages : 0;
+        if (F16 && a.sk > 1) return launch_st<WT, 2, 16, F16>(a, grid, stages, st);
         return few ? launch_st<WT, 2, 16>(a, grid, stages, st)
                    : launch_st<WT, 2, 8>(a, grid, stages, st);
     }
@@ -653,6 +734,7 @@ static cudaError_t launch_expert(const exp_args &a, dim3 grid, int nt_n, int sms
 }
 
 int tmoe_cuda_expert_tile_from_average = 1;
+int tmoe_cuda_expert_splitk = -1;
 int tmoe_cuda_act8 = 0;
 int tmoe_cuda_act8_tokens = 1;
 int tmoe_cuda_act8_q2_stages = 0;
@@ -682,7 +764,7 @@ static cudaError_t launch_i8(const exp_args &a, dim3 grid, int nt_n, int sms, in
     }
     const int few = grid.x < 2u * (unsigned)sms, w = few ? 16 : 8;
     const int nt = nt_n <= 1 ? 1 : nt_n <= 2 ? 2 : 4;
-    const int per = (a.in / KW + w - 1) / w;
+    const int per = kb_per_warp(a.in / KW, w, 1);
     const size_t extra = (size_t)w * i8_warp_bytes(nt, per, KW);
     int stages = tmoe_cuda_expert_stages >= 0 ? tmoe_cuda_expert_stages
                  : WT == 5                    ? 3
@@ -716,6 +798,31 @@ static int tile_tokens(const tmoe_cuda_lin *L, int rows_per_block, int max_n, in
     if ((size_t)sms * block_bytes > ((size_t)24 << 20)) return max_n;
     int avg2 = 2 * ((n_rows + max_active - 1) / max_active);
     return avg2 < max_n ? avg2 : max_n;
+}
+
+/* The split-K of fp16 / bf16 where tmoe_cuda_expert_splitk is not set: 1, no split */
+#define SPLITK_DEFAULT 1
+
+/* The blocks a row block is split over along k: tmoe_cuda_expert_splitk where set (1-8), else
+ * SPLITK_DEFAULT, for fp16 / bf16 weights (wt 0, 4) in token tiles of up to 16 tokens where the
+ * blocks without a split (rblocks a row of the grid, gy rows) would not give every SM two;
+ * else 1, as on a device without cluster launch. */
+static int split_of(int dev, int wt, int nt_n, unsigned rblocks, unsigned gy, int sms,
+                    tmoe_error *err, int *sk) {
+    static int cl[16]; /* per device: 0 unknown, 1 no clusters, 2 clusters */
+    const int want = tmoe_cuda_expert_splitk > 0 ? tmoe_cuda_expert_splitk : SPLITK_DEFAULT;
+    *sk = 1;
+    if (want <= 1 || (wt != 0 && wt != 4) || nt_n > 16 || (size_t)rblocks * gy >= 2u * (size_t)sms)
+        return TMOE_OK;
+    int c = dev >= 0 && dev < 16 ? cl[dev] : 0;
+    if (!c) {
+        int v = 0;
+        TMOE_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrClusterLaunch, dev), err);
+        c = v ? 2 : 1;
+        if (dev >= 0 && dev < 16) cl[dev] = c;
+    }
+    if (c == 2) *sk = want < 8 ? want : 8;
+    return TMOE_OK;
 }
 
 static int wt_of(tmoe_etype t) {
@@ -756,10 +863,9 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
     int rc = tmoe_cuda_expert_kernel_supports(L, epi, err);
     if (rc) return rc;
     if (n_experts <= 0) return TMOE_OK;
-    int sms = L->sm_count;
+    int sms = L->sm_count, dev = 0;
+    TMOE_CUDA_CHECK(cudaGetDevice(&dev), err);
     if (sms <= 0) {
-        int dev = 0;
-        TMOE_CUDA_CHECK(cudaGetDevice(&dev), err);
         rc = tmoe_cuda_sm_count(dev, &sms, err);
         if (rc) return rc;
     }
@@ -785,6 +891,7 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
     a.x = reinterpret_cast<const __half *>(x);
     a.src = src;
     a.k = k;
+    a.sk = 1;
     a.y32 = y32;
     a.y16 = reinterpret_cast<__half *>(y16);
     /* with the active list, block row y serves active[1 + y], which may be an expert of
@@ -793,6 +900,9 @@ extern "C" int tmoe_cuda_expert_linear(const tmoe_cuda_lin *L, tmoe_cuda_epi epi
     dim3 grid(a.out_rows / (epi == TMOE_CUDA_EPI_SWIGLU ? 16 : 32), gy);
     /* a block reads 32 weight rows (16 gate + 16 up with swiglu) */
     int nt_n = tile_tokens(L, 32, max_n, n_rows, max_active, sms);
+    rc = split_of(dev, a.wt, nt_n, grid.x, grid.y, sms, err, &a.sk);
+    if (rc) return rc;
+    grid.x *= (unsigned)a.sk;
     cudaError_t ce = cudaSuccess;
     int used = 0;
     if (a.wt != 0 && a.wt != 4 && (tmoe_cuda_act8 || L->act8) &&
