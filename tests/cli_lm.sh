@@ -58,6 +58,30 @@ expect 0 '"expert_type": "q2"' eval --model "$LM/mixtral" --tokens "$TOK" --seq-
     --max-windows 2 --expert-type q2 --group-size 4 --impl unfused --json
 expect 0 '"expert_type": "bf16"' eval --model "$LM/mixtral" --tokens "$TOK" --seq-len 32 \
     --max-windows 2 --expert-type bf16 --backend cpu --json
+# one type per expert: a list of one type is that type, bit for bit; a mixed list loads each
+# expert as its own type and routes on the costs of each; a list of the wrong length, bf16 in a
+# list or an unknown entry are refused, naming the count or the entry
+"$BIN" eval --model "$LM/mixtral" --tokens "$TOK" --seq-len 32 --max-windows 2 \
+    --expert-type q4 --group-size 4 --json >"$TMP/one.json" 2>"$TMP/err" || fail "eval q4: $(cat "$TMP/err")"
+"$BIN" eval --model "$LM/mixtral" --tokens "$TOK" --seq-len 32 --max-windows 2 \
+    --expert-type q4,q4,q4,q4,q4 --group-size 4 --json >"$TMP/list.json" 2>"$TMP/err" ||
+    fail "eval q4 list: $(cat "$TMP/err")"
+ppl() { grep -o '"perplexity": [^,]*' "$1"; }
+[ -n "$(ppl "$TMP/one.json")" ] && [ "$(ppl "$TMP/one.json")" = "$(ppl "$TMP/list.json")" ] ||
+    fail "--expert-type q4,q4,q4,q4,q4 gave $(ppl "$TMP/list.json"), q4 gave $(ppl "$TMP/one.json")"
+"$BIN" eval --model "$LM/mixtral" --tokens "$TOK" --seq-len 32 --max-windows 2 \
+    --expert-type fp16,q4,q2,q4,fp16 --group-size 4 --json >"$TMP/mixed.json" 2>"$TMP/err" ||
+    fail "eval mixed: $(cat "$TMP/err")"
+[ -n "$(ppl "$TMP/mixed.json")" ] && [ "$(ppl "$TMP/mixed.json")" != "$(ppl "$TMP/one.json")" ] ||
+    fail "a mixed list gave the perplexity of all-q4: $(ppl "$TMP/mixed.json")"
+expect 0 '"expert_type": "fp16,q4,q2,q4,fp16"' eval --model "$LM/mixtral" --tokens "$TOK" \
+    --seq-len 32 --max-windows 2 --expert-type fp16,q4,q2,q4,fp16 --group-size 4 \
+    --routing-strategy hierarchical_adaptive --json
+expect 1 "3 types given for a model of 5 experts" eval --model "$LM/mixtral" --tokens "$TOK" \
+    --expert-type q4,q4,fp16 --group-size 4
+expect 1 "expert 4 is bf16" eval --model "$LM/mixtral" --tokens "$TOK" \
+    --expert-type q4,q4,q4,fp16,bf16 --group-size 4
+expect 2 "entry 2 'q3'" eval --model "$LM/mixtral" --tokens "$TOK" --expert-type q4,q3,q4,q4,q4
 # energy: only a GPU's, from NVML; on the CPU it is null with the reason, never 0
 expect 0 '"energy_j": null' eval --model "$LM/olmoe" --tokens "$TOK" --seq-len 32 \
     --max-windows 2 --backend cpu --json

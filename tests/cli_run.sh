@@ -257,7 +257,7 @@ grep -q '"kind": "lm"' lm/metadata.json || fail "lm run: metadata does not say t
     fail "a token file of another vocabulary: exit $rc: $(cat lm_bad4.log)"
 
 # one type per expert (the random block): the run bills each expert at its own type and
-# logs "mixed"; a list of the wrong length, a bad entry or a list with an LM are usage errors
+# logs "mixed"; a list of the wrong length or a bad entry are usage errors
 "$BIN" run "${RUN[@]}" --expert-type q4,q4,q4,q4,fp16,fp16,fp16,fp16 --num-samples-per-workload 2 \
     --routing-strategy baseline,hierarchical_adaptive --out mixed >mixed.log 2>&1 ||
     fail "mixed types: $(tail -3 mixed.log)"
@@ -269,8 +269,31 @@ for bad in "q4,q4,fp16:3 types listed but --num-experts is 8" "q4,xx,q4,q4,q4,q4
     "$BIN" run "${RUN[@]}" --expert-type "${bad%%:*}" --out mixed_bad >mixed_bad.log 2>&1; rc=$?
     [ $rc -eq 2 ] && grep -qF -- "${bad#*:}" mixed_bad.log || fail "--expert-type ${bad%%:*}: exit $rc: $(cat mixed_bad.log)"
 done
-"$BIN" run "${LM[@]}" --expert-type q4,q4,q4,q4,q4,q4,q4,q4 --out mixed_lm >mixed_lm.log 2>&1; rc=$?
-[ $rc -eq 2 ] && grep -qF -- "--expert-type LIST applies to the random block" mixed_lm.log ||
-    fail "--expert-type LIST with an LM: exit $rc: $(cat mixed_lm.log)"
+# one type per expert on the decoder LM (its 5 experts, every MoE layer alike): rows "mixed",
+# the types in metadata, hierarchical_adaptive's tiers move routing and cut the simulated
+# energy per token; a list of another length than the model's experts is refused at load
+LMX=(--model "$SRC/tests/data/lm/mixtral" --tokens "$SRC/tests/data/lm/text.tokens" --backend cpu
+    --telemetry sim --seq-len 8 --batch-size 2 --num-samples-per-workload 2 --warmup-batches 0
+    --trace-batches 0 --cooldown 0 --warmup-steady 0 --no-analyze --workloads standard
+    --group-size 4 --routing-strategy baseline,hierarchical_adaptive)
+"$BIN" run "${LMX[@]}" --expert-type fp16,q4,q2,q4,fp16 --out mixed_lm >mixed_lm.log 2>&1 ||
+    fail "mixed types, LM: $(tail -5 mixed_lm.log)"
+python3 - mixed_lm <<'PY' || fail "mixed types, LM: $(tail -12 mixed_lm.log)"
+import csv, json, sys
+meta = json.load(open(sys.argv[1] + "/metadata.json"))
+types = meta["config"]["model"]["expert_types"]
+assert types == ["fp16", "q4", "q2", "q4", "fp16"], "metadata expert_types %s" % types
+rows = list(csv.DictReader(open(sys.argv[1] + "/batches.csv")))
+assert rows and all(r["expert_type"] == "mixed" for r in rows), "expert_type not mixed"
+def mean(s, k):
+    v = [float(r[k]) for r in rows if r["strategy"] == s]
+    return sum(v) / len(v)
+assert mean("hierarchical_adaptive", "topk_agreement_with_baseline") < 1.0, "routing unchanged"
+assert mean("hierarchical_adaptive", "energy_j_per_token") < mean("baseline", "energy_j_per_token"), \
+    "hierarchical_adaptive does not lower the simulated energy per token"
+PY
+"$BIN" run "${LMX[@]}" --expert-type q4,q4,q4 --out mixed_lm_bad >mixed_lm_bad.log 2>&1; rc=$?
+[ $rc -eq 1 ] && grep -qF -- "--expert-type lists 3 types, one per expert, but model" mixed_lm_bad.log ||
+    fail "--expert-type LIST of 3 for a model of 5: exit $rc: $(cat mixed_lm_bad.log)"
 
 echo "cli_run: ok"

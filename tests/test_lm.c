@@ -373,6 +373,77 @@ static void test_typed_experts(void **state) {
     tmoe_tokens_free(&t);
 }
 
+/* One type per expert (tmoe_lm_load_opts.types): expert e of every MoE layer holds the
+ * weights a load of its type alone gives, the sizes average the types, and a list of the wrong
+ * length, a bf16 entry or an fp16 expert with int8 activations are refused. */
+static void test_expert_type_list(void **state) {
+    (void)state;
+    tmoe_error err = {0};
+    const tmoe_etype types[5] = {TMOE_ET_FP16, TMOE_ET_Q4, TMOE_ET_Q2, TMOE_ET_Q4, TMOE_ET_FP16};
+    tmoe_lm_load_opts o = tmoe_lm_load_opts_default();
+    o.experts_f32 = 0;
+    o.group_size = 4;
+    o.n_types = 5;
+    memcpy(o.types, types, sizeof types);
+    tmoe_lm *mix, *one[TMOE_ET_COUNT] = {0};
+    ASSERT_OK(tmoe_lm_load(lm_path("mixtral"), &o, &mix, &err), &err);
+    const tmoe_lm_config *c = &mix->cfg;
+    assert_int_equal(c->num_experts, 5);
+    for (int e = 0; e < 5; e++) {
+        assert_int_equal(tmoe_lm_expert_type(&mix->opts, e), types[e]);
+        if (one[types[e]]) continue;
+        tmoe_lm_load_opts s = tmoe_lm_load_opts_default();
+        s.experts_f32 = 0;
+        s.group_size = 4;
+        s.expert_type = types[e];
+        ASSERT_OK(tmoe_lm_load(lm_path("mixtral"), &s, &one[types[e]], &err), &err);
+    }
+    size_t n13 = (size_t)2 * c->d_ff_expert * c->d_model;
+    float *w = malloc(sizeof(float) * n13), *v = malloc(sizeof(float) * n13);
+    assert_true(w && v);
+    int checked = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        if (!mix->layers[l].experts) continue;
+        for (int e = 0; e < 5; e++) {
+            const tmoe_expert *x = &mix->layers[l].experts[e],
+                              *y = &one[types[e]]->layers[l].experts[e];
+            assert_int_equal(x->type, types[e]);
+            assert_int_equal(x->fc1.type, types[e]);
+            assert_int_equal(x->fc2.type, types[e]);
+            tmoe_linear_to_f32(&x->fc1, w);
+            tmoe_linear_to_f32(&y->fc1, v);
+            if (memcmp(w, v, sizeof(float) * n13))
+                fail_msg("layer %d expert %d (%s): fc1 differs from a load of that type", l, e,
+                         tmoe_etype_name(types[e]));
+            checked++;
+        }
+    }
+    assert_true(checked > 0);
+    /* the sizes: the model's bytes lie strictly between those of its cheapest and dearest
+     * types (here q2 and fp16 experts) */
+    double mb = tmoe_lm_sizes_of(mix).weight_bytes;
+    assert_true(mb > tmoe_lm_sizes_of(one[TMOE_ET_Q2]).weight_bytes);
+    assert_true(mb < tmoe_lm_sizes_of(one[TMOE_ET_FP16]).weight_bytes);
+    free(w);
+    free(v);
+    tmoe_lm_free(mix);
+    for (int t = 0; t < TMOE_ET_COUNT; t++) tmoe_lm_free(one[t]);
+    tmoe_lm *m = NULL;
+    o.n_types = 3;
+    assert_int_equal(tmoe_lm_load(lm_path("mixtral"), &o, &m, &err), TMOE_EINVAL);
+    assert_non_null(strstr(err.msg, "3 types given for a model of 5 experts"));
+    o.n_types = 5;
+    o.types[2] = TMOE_ET_BF16;
+    assert_int_equal(tmoe_lm_load(lm_path("mixtral"), &o, &m, &err), TMOE_EINVAL);
+    assert_non_null(strstr(err.msg, "expert 2 is bf16"));
+    o.types[2] = TMOE_ET_Q2;
+    o.act8 = 1;
+    o.group_size = 32;
+    assert_int_equal(tmoe_lm_load(lm_path("mixtral"), &o, &m, &err), TMOE_EINVAL);
+    assert_non_null(strstr(err.msg, "(expert 0 is fp16)"));
+    assert_null(m);
+}
+
 /* q4 / q2 experts with int8 activations (tmoe_lm_load_opts.act8) on the CPU: the experts'
  * linears carry the flag, and the logits move from those of the same weights with fp16
  * activations, by little (the int8 rounding: half a step of a block's largest value / 127). */
@@ -723,6 +794,7 @@ int main(void) {
         cmocka_unit_test(test_typed_experts),        cmocka_unit_test(test_config),
         cmocka_unit_test(test_token_files),          cmocka_unit_test(test_kv_slots),
         cmocka_unit_test(test_route_hook_selection), cmocka_unit_test(test_int8_activations),
+        cmocka_unit_test(test_expert_type_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

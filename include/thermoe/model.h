@@ -295,8 +295,15 @@ typedef struct tmoe_lm_load_opts {
                                d_model and d_ff_expert to be multiples of it) */
     int act8;               /* q4 / q2 experts with int8 activations (tmoe_linear.act8); needs
                                a group that is a multiple of TMOE_ACT8_BLOCK */
+    /* one type per expert (experts_f32 == 0): n_types == the model's num_experts, expert e
+     * of every MoE layer as types[e] (fp16, q4 or q2); 0: expert_type for every expert */
+    int n_types;
+    tmoe_etype types[TMOE_MAX_EXPERTS];
 } tmoe_lm_load_opts;
 tmoe_lm_load_opts tmoe_lm_load_opts_default(void);
+/* The type expert e loads as (experts_f32 == 0): types[e] where one type per expert is
+ * given, else expert_type. */
+tmoe_etype tmoe_lm_expert_type(const tmoe_lm_load_opts *o, int e);
 
 typedef struct tmoe_lm {
     tmoe_lm_config cfg;

@@ -42,6 +42,8 @@ int cli_lm_flag(const char *cmd, int code, const char *arg, cli_lm_opts *o);
 void cli_lm_help(const cli_lm_opts *d);
 /* Check --model, load the model: 0, or 1 after printing why not. */
 int cli_lm_load(const char *cmd, const cli_lm_opts *o, tmoe_lm **out);
+/* The experts' type as text: fp32, one type, or one per expert comma-separated (in buf) */
+const char *cli_lm_type_text(const tmoe_lm *m, char *buf, size_t n);
 /* The architecture, sizes and bytes per token of a loaded model. */
 void cli_lm_print_info(FILE *f, const char *dir, const tmoe_lm *m);
 

@@ -253,7 +253,8 @@ static void print_result(const eval_opts *o, const eval_run *e, const tmoe_lm_sc
     const double ntok = (double)s->windows * L, tps = ntok / secs;
     double bpb =
         e->tok.text_bytes > 0 ? nll / log(2.0) * (double)e->tok.n / (double)e->tok.text_bytes : NAN;
-    const char *et = e->m->opts.experts_f32 ? "fp32" : tmoe_etype_name(e->m->opts.expert_type);
+    char tbuf[8 * TMOE_MAX_EXPERTS];
+    const char *et = cli_lm_type_text(e->m, tbuf, sizeof tbuf);
     const int measured = e->energy.method != TMOE_ENERGY_NONE;
     const double ej = measured ? e->energy.joules : NAN, mj_tok = ej / ntok * 1e3,
                  watts = measured ? ej / e->energy.seconds : NAN;

@@ -178,9 +178,13 @@ static void run_help(const tmoe_run_config *d) {
         "                            (decode: seq-len steps of batch-size tokens, each routed\n"
         "                            and billed on its own) (default prefill)\n"
         "  --expert-type T           fp16, bf16, q4 or q2; the LM's experts load as T (bf16:\n"
-        "                            --backend cpu for a decoder LM) (default %s); or, for the\n"
-        "                            random block, one type per expert (q4,q4,fp16,...: the\n"
-        "                            tiers hierarchical_adaptive and the cost biases act on)\n"
+        "                            --backend cpu for a decoder LM) (default %s); or one\n"
+        "                            type per expert (q4,q4,fp16,...: the tiers\n"
+        "                            hierarchical_adaptive and the cost biases act on; fp16,\n"
+        "                            q4, q2): the random block's (--num-experts of them; the\n"
+        "                            random block when no --model is given), or with --model\n"
+        "                            DIR every MoE layer's, as many as the model has (decoder\n"
+        "                            on --backend cpu)\n"
         "  --expert-activations A    LM, q4/q2 experts: fp16 (default) or int8 activations\n"
         "                            (docs/cuda.md \"int8 activations\")\n"
         "  --impl I                  fused or unfused, for q4/q2: every step (default: the\n"
@@ -409,9 +413,8 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
                               workload_name))
                 return 2;
             break;
-        case O_EXPERT_TYPE: /* parsed after the loop: a list needs --num-experts */
+        case O_EXPERT_TYPE: /* parsed after the loop: a list needs the expert count */
             types_list = optarg;
-            if (strchr(optarg, ',') && !mflags.block_flag) mflags.block_flag = "expert-type LIST";
             break;
         case O_IMPL:
             if (tmoe_impl_parse(optarg, &c->impl))
@@ -506,6 +509,15 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         }
     }
     if (optind < argc) return cli_usage_fail("run", "unexpected argument '%s'", argv[optind]);
+    /* a list without --model runs the random block (its --num-experts) */
+    if (types_list && strchr(types_list, ',') && !mflags.model && !mflags.block_flag)
+        mflags.block_flag = "expert-type LIST";
+    /* a decoder LM's expert count comes from its checkpoint: a list of types is checked
+     * against it when the model loads */
+    if (types_list && mflags.model && strcmp(mflags.model, "random") && strchr(types_list, ',')) {
+        c->block.num_experts = 1;
+        for (const char *p = types_list; *p; p++) c->block.num_experts += *p == ',';
+    }
     if (types_list && cli_expert_types("run", types_list, &c->block, run_types)) return 2;
     if (cli_router_check("run", &c->router)) return 2;
     if (placement_file_wanted && !c->placement_file)

@@ -250,6 +250,11 @@ int cmd_serve(int argc, char **argv) {
             break;
         case O_SHAPE: shape = optarg; break;
         case O_ETYPE:
+            if (strchr(optarg, ','))
+                return cli_usage_fail("serve",
+                                      "--expert-type: one type for every expert (a list of one "
+                                      "type per expert is for run, eval and generate), got '%s'",
+                                      optarg);
             if (tmoe_etype_parse(optarg, &c.expert_type))
                 return cli_usage_fail(
                     "serve", "--expert-type: expected fp16, bf16, q4 or q2, got '%s'", optarg);

@@ -26,10 +26,18 @@ int cli_lm_flag(const char *cmd, int code, const char *arg, cli_lm_opts *o) {
             o->load.experts_f32 = 1;
             return 0;
         }
+        o->load.experts_f32 = 0;
+        o->load.n_types = 0;
+        if (strchr(arg, ',')) { /* one type per expert; its count is checked at load */
+            tmoe_block_config bc = {.expert_type = TMOE_ET_FP16, .num_experts = 1};
+            for (const char *p = arg; *p; p++) bc.num_experts += *p == ',';
+            if (cli_expert_types(cmd, arg, &bc, o->load.types)) return 2;
+            o->load.n_types = bc.num_experts;
+            return 0;
+        }
         if (tmoe_etype_parse(arg, &o->load.expert_type))
             return cli_usage_fail(
                 cmd, "--expert-type: unknown type '%s' (expected fp32, fp16, bf16, q4 or q2)", arg);
-        o->load.experts_f32 = 0;
         return 0;
     case CLI_LM_GROUP:
         if (cli_int(cmd, "group-size", arg, 1, 1 << 20, &v)) return 2;
@@ -53,7 +61,10 @@ void cli_lm_help(const cli_lm_opts *d) {
            "                     mixtral, olmoe, qwen2_moe, qwen3_moe; docs/models.md)\n"
            "  --expert-type T    experts as fp32 (the reference numerics), fp16, bf16 (a bf16\n"
            "                     checkpoint's expert tensors kept bit for bit; cpu backend\n"
-           "                     only for now), q4 or q2 (quantized at load) (default %s)\n"
+           "                     only for now), q4 or q2 (quantized at load) (default %s);\n"
+           "                     or one type per expert, fp16 / q4 / q2 (fp16,q4,...: as\n"
+           "                     many as the model has experts, every MoE layer alike;\n"
+           "                     cpu backend)\n"
            "  --group-size G     q4/q2 group along the input dim; must divide hidden_size and\n"
            "                     the expert size (default %d)\n"
            "  --impl I           q4/q2 experts: fused or unfused (default %s)\n"
@@ -77,6 +88,17 @@ int cli_lm_load(const char *cmd, const cli_lm_opts *o, tmoe_lm **out) {
     return 0;
 }
 
+const char *cli_lm_type_text(const tmoe_lm *m, char *buf, size_t n) {
+    if (m->opts.experts_f32) return "fp32";
+    if (m->opts.n_types <= 0) return tmoe_etype_name(m->opts.expert_type);
+    size_t used = 0;
+    buf[0] = 0;
+    for (int e = 0; e < m->opts.n_types && used < n; e++)
+        used += (size_t)snprintf(buf + used, n - used, "%s%s", e ? "," : "",
+                                 tmoe_etype_name(m->opts.types[e]));
+    return buf;
+}
+
 static const char *qk_norm_name(tmoe_qk_norm q) {
     return q == TMOE_QK_NORM_WHOLE      ? "RMSNorm over the whole q / k projection"
            : q == TMOE_QK_NORM_PER_HEAD ? "RMSNorm per head"
@@ -90,6 +112,7 @@ static void print_layers(FILE *f, const tmoe_lm_config *c) {
 }
 
 void cli_lm_print_info(FILE *f, const char *dir, const tmoe_lm *m) {
+    char tbuf[8 * TMOE_MAX_EXPERTS];
     const tmoe_lm_config *c = &m->cfg;
     tmoe_lm_sizes s = tmoe_lm_sizes_of(m);
     fprintf(f, "model        %s\n", dir);
@@ -110,7 +133,7 @@ void cli_lm_print_info(FILE *f, const char *dir, const tmoe_lm *m) {
     fprintf(f, "MoE          %d experts, top-%d, %s; expert size %d; experts loaded as %s\n",
             c->num_experts, c->top_k,
             c->norm_topk_prob ? "top-k weights renormalised" : "top-k weights not renormalised",
-            c->d_ff_expert, m->opts.experts_f32 ? "fp32" : tmoe_etype_name(m->opts.expert_type));
+            c->d_ff_expert, cli_lm_type_text(m, tbuf, sizeof tbuf));
     if (c->d_ff_shared)
         fprintf(f, "             shared expert of size %d, scaled by sigmoid(shared_expert_gate)\n",
                 c->d_ff_shared);
@@ -178,31 +201,33 @@ struct cli_lm_route {
     int n_layers, max_tokens;
     int renorm;            /* the model's norm_topk_prob (the comparisons' weights) */
     tmoe_router **routers; /* (n_layers), NULL for dense layers */
-    tmoe_expert_cost *tab; /* (max_tokens + 1) one expert's cost at k tokens */
-    int32_t *sel;          /* (max_tokens, top_k) */
+    tmoe_expert_cost *tab[TMOE_ET_COUNT]; /* per type: (max_tokens + 1) one expert's cost at k
+                                             tokens (NULL: no expert of that type) */
+    tmoe_etype types[TMOE_MAX_EXPERTS];   /* expert e's type */
+    int32_t *sel;                         /* (max_tokens, top_k) */
 };
 
 /* Cost of an expert at a real token count: linear between the table's integer counts,
  * n x cost(1) below one token. */
 static int tab_cost(void *ctx, int expert, double n, tmoe_expert_cost *out, tmoe_error *err) {
     const cli_lm_route *r = ctx;
-    (void)expert;
     (void)err;
+    const tmoe_expert_cost *tab = r->tab[r->types[expert]];
     if (n < 0.0) n = 0.0;
     if (n > r->max_tokens) n = r->max_tokens;
     int k = (int)floor(n);
     if (k < 1) {
-        out->energy_j = n * r->tab[1].energy_j;
-        out->latency_ms = n * r->tab[1].latency_ms;
-        out->temp_impact_c_per_s = n * r->tab[1].temp_impact_c_per_s;
+        out->energy_j = n * tab[1].energy_j;
+        out->latency_ms = n * tab[1].latency_ms;
+        out->temp_impact_c_per_s = n * tab[1].temp_impact_c_per_s;
         return TMOE_OK;
     }
     int k1 = k < r->max_tokens ? k + 1 : k;
     double f = n - k;
-    out->energy_j = r->tab[k].energy_j + f * (r->tab[k1].energy_j - r->tab[k].energy_j);
-    out->latency_ms = r->tab[k].latency_ms + f * (r->tab[k1].latency_ms - r->tab[k].latency_ms);
-    out->temp_impact_c_per_s = r->tab[k].temp_impact_c_per_s +
-                               f * (r->tab[k1].temp_impact_c_per_s - r->tab[k].temp_impact_c_per_s);
+    out->energy_j = tab[k].energy_j + f * (tab[k1].energy_j - tab[k].energy_j);
+    out->latency_ms = tab[k].latency_ms + f * (tab[k1].latency_ms - tab[k].latency_ms);
+    out->temp_impact_c_per_s =
+        tab[k].temp_impact_c_per_s + f * (tab[k1].temp_impact_c_per_s - tab[k].temp_impact_c_per_s);
     return TMOE_OK;
 }
 
@@ -211,7 +236,7 @@ void cli_lm_route_free(cli_lm_route *r) {
     if (r->routers)
         for (int l = 0; l < r->n_layers; l++) tmoe_router_free(r->routers[l]);
     free(r->routers);
-    free(r->tab);
+    for (int t = 0; t < TMOE_ET_COUNT; t++) free(r->tab[t]);
     free(r->sel);
     free(r);
 }
@@ -221,12 +246,18 @@ static int fill_table(cli_lm_route *r, const tmoe_lm *m, const char *cost_model,
     tmoe_cost_model *cm = NULL;
     int rc = tmoe_cost_load(cost_model, &cm, err);
     if (rc) return rc;
-    /* fp32 experts have no cost-model entries: they are costed as fp16 */
-    tmoe_etype t = m->opts.experts_f32 ? TMOE_ET_FP16 : m->opts.expert_type;
-    for (int k = 1; k <= r->max_tokens && rc == TMOE_OK; k++) {
-        tmoe_cost_value v;
-        rc = tmoe_cost_expert(cm, t, impl, k, &v, err);
-        r->tab[k] = (tmoe_expert_cost){v.energy_j, v.latency_ms, v.temp_impact_c_per_s};
+    /* fp32 experts have no cost-model entries: they are costed as fp16; one table a type */
+    for (int e = 0; e < m->cfg.num_experts && rc == TMOE_OK; e++) {
+        tmoe_etype t = m->opts.experts_f32 ? TMOE_ET_FP16 : tmoe_lm_expert_type(&m->opts, e);
+        r->types[e] = t;
+        if (r->tab[t]) continue;
+        r->tab[t] = tmoe_calloc((size_t)r->max_tokens + 1, sizeof *r->tab[t], err);
+        if (!r->tab[t]) rc = TMOE_ENOMEM;
+        for (int k = 1; k <= r->max_tokens && rc == TMOE_OK; k++) {
+            tmoe_cost_value v;
+            rc = tmoe_cost_expert(cm, t, impl, k, &v, err);
+            r->tab[t][k] = (tmoe_expert_cost){v.energy_j, v.latency_ms, v.temp_impact_c_per_s};
+        }
     }
     tmoe_cost_free(cm);
     return rc;
@@ -246,9 +277,8 @@ int cli_lm_route_create(const tmoe_lm *m, tmoe_route_strategy s, const char *cos
     r->max_tokens = max_tokens;
     r->renorm = c->norm_topk_prob;
     r->routers = tmoe_calloc((size_t)c->n_layers, sizeof *r->routers, err);
-    r->tab = tmoe_calloc((size_t)max_tokens + 1, sizeof *r->tab, err);
     r->sel = tmoe_malloc(sizeof(int32_t) * (size_t)max_tokens * c->top_k, err);
-    int rc = r->routers && r->tab && r->sel ? TMOE_OK : TMOE_ENOMEM;
+    int rc = r->routers && r->sel ? TMOE_OK : TMOE_ENOMEM;
     if (rc == TMOE_OK) rc = fill_table(r, m, cost_model, impl, err);
     tmoe_cost_provider p = {.expert_cost = tab_cost, .expert_cost_deriv = NULL, .ctx = r};
     for (int l = 0; rc == TMOE_OK && l < c->n_layers; l++) {

@@ -85,10 +85,15 @@ int run_lm_config(run_ctx *r, tmoe_error *err) {
     if (c->ep)
         return tmoe_errorf(err, TMOE_ENOTSUP,
                            "--expert-parallel runs the random block only (--model random)");
-    if (c->block.expert_types)
-        return tmoe_errorf(err, TMOE_ENOTSUP,
-                           "per-expert types apply to the random block; a checkpoint's experts "
-                           "load as one type (--expert-type fp16, q4 or q2)");
+    /* one type per expert: the list's length (block.num_experts) against the model's */
+    if (c->block.expert_types && c->block.num_experts != mc.num_experts)
+        return tmoe_errorf(err, TMOE_EINVAL,
+                           "--expert-type lists %d types, one per expert, but model %s has %d "
+                           "experts",
+                           c->block.num_experts, c->model_dir, mc.num_experts);
+    lm->mixed = c->block.expert_types != NULL;
+    for (int e = 0; e < mc.num_experts; e++)
+        lm->types[e] = lm->mixed ? c->block.expert_types[e] : c->block.expert_type;
     r->blk_cfg.num_experts = mc.num_experts;
     r->blk_cfg.top_k = mc.top_k;
     r->blk_cfg.renormalize = mc.norm_topk_prob;
@@ -157,6 +162,10 @@ static int create_runner(run_ctx *r, int max_seqs, int max_len, tmoe_error *err)
     tmoe_backend_kind k;
     int rc0 = tmoe_backend_resolve(r->cfg.backend, &k, err);
     if (rc0) return rc0;
+    if (k == TMOE_BACKEND_CUDA && lm->mixed)
+        return tmoe_errorf(err, TMOE_ENOTSUP,
+                           "one type per expert (--expert-type with a list) runs the decoder LM "
+                           "on the CPU: use --backend cpu");
     if (k == TMOE_BACKEND_CUDA) {
         tmoe_cuda_lm_config cc = {.device_id = r->cfg.device_id,
                                   .max_tokens = r->max_tokens,
@@ -196,6 +205,10 @@ int run_lm_init(run_ctx *r, tmoe_error *err) {
     tmoe_lm_load_opts lo = tmoe_lm_load_opts_default();
     lo.experts_f32 = 0;
     lo.expert_type = lm->etype;
+    if (lm->mixed) {
+        lo.n_types = r->blk_cfg.num_experts;
+        for (int e = 0; e < lo.n_types; e++) lo.types[e] = lm->types[e];
+    }
     lo.group_size = c->block.group_size;
     lo.act8 = c->act8;
     rc = tmoe_lm_load(c->model_dir, &lo, &lm->m, err);
@@ -249,7 +262,7 @@ int run_lm_init(run_ctx *r, tmoe_error *err) {
         return TMOE_ENOMEM;
     /* the routers' expert costs: the cost model at every token count */
     tmoe_etype types[TMOE_MAX_EXPERTS];
-    for (size_t e = 0; e < E; e++) types[e] = lm->etype;
+    for (size_t e = 0; e < E; e++) types[e] = lm->types[e];
     rc = tmoe_cost_table_create(r->cm, types, (int)E, c->impl, r->max_tokens, &r->cost_tab, err);
     if (rc) return rc;
     r->provider = tmoe_cost_table_provider(r->cost_tab);
@@ -518,8 +531,8 @@ int run_lm_bill(run_ctx *r, const batch_out *o, batch_hw *hw, tmoe_error *err) {
             for (int e = 0; e < E; e++) {
                 int n = cnt[e], dev = r->placement.device[e];
                 if (n == 0) continue;
-                int rc = run_bill_expert(r, e, lm->etype, r->cfg.impl, n, &busy[dev], &dyn[dev], hw,
-                                         err);
+                int rc = run_bill_expert(r, e, lm->types[e], r->cfg.impl, n, &busy[dev], &dyn[dev],
+                                         hw, err);
                 if (rc) return rc;
             }
             /* the layers run one after another: each waits for every device of the one before */

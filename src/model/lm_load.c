@@ -23,6 +23,10 @@ tmoe_lm_load_opts tmoe_lm_load_opts_default(void) {
     return o;
 }
 
+tmoe_etype tmoe_lm_expert_type(const tmoe_lm_load_opts *o, int e) {
+    return o->n_types > 0 && e >= 0 && e < o->n_types ? o->types[e] : o->expert_type;
+}
+
 static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
     size_t used = (size_t)snprintf(buf, n, "[");
     for (int i = 0; i < ndim && used < n; i++)
@@ -146,10 +150,11 @@ static int load_attention(loader *L, const tmoe_lm_config *c, int l, tmoe_lm_lay
     return TMOE_OK;
 }
 
-/* fp32 expert e of a layer -> the wanted expert type (quantized from fp32). */
-static int convert_expert(const tmoe_lm_load_opts *o, const float *w13, const float *w2, int D,
-                          int I, tmoe_expert *e, tmoe_error *err) {
-    int rc = tmoe_expert_alloc(e, o->expert_type, TMOE_ACT_SWIGLU, D, I, o->group_size, err);
+/* fp32 expert ei of a layer -> its type (quantized from fp32). */
+static int convert_expert(const tmoe_lm_load_opts *o, int ei, const float *w13, const float *w2,
+                          int D, int I, tmoe_expert *e, tmoe_error *err) {
+    int rc =
+        tmoe_expert_alloc(e, tmoe_lm_expert_type(o, ei), TMOE_ACT_SWIGLU, D, I, o->group_size, err);
     if (rc) return rc;
     e->fc1.act8 = e->fc2.act8 = o->act8;
     if ((rc = tmoe_linear_set_f32(&e->fc1, w13, err))) return rc;
@@ -213,7 +218,7 @@ static int load_moe(loader *L, const tmoe_lm_config *c, const tmoe_lm_load_opts 
         y->experts = tmoe_calloc((size_t)E, sizeof(tmoe_expert), L->err);
         if (!y->experts) rc = TMOE_ENOMEM;
         for (int64_t e = 0; rc == TMOE_OK && e < E; e++) {
-            rc = convert_expert(o, w13 + e * 2 * I * D, w2 + e * D * I, (int)D, (int)I,
+            rc = convert_expert(o, (int)e, w13 + e * 2 * I * D, w2 + e * D * I, (int)D, (int)I,
                                 &y->experts[e], L->err);
             if (rc) rc = tmoe_error_prefix(L->err, rc, "layer %d expert %lld", l, (long long)e);
         }
@@ -242,24 +247,48 @@ static int load_dense_mlp(loader *L, const tmoe_lm_config *c, int l, tmoe_lm_lay
 }
 
 static int check_opts(const tmoe_lm_config *c, const tmoe_lm_load_opts *o, tmoe_error *err) {
-    if (o->act8 && (o->experts_f32 || !tmoe_etype_is_quant(o->expert_type)))
+    if (o->n_types > 0 && o->experts_f32)
+        return tmoe_errorf(err, TMOE_EINVAL, "one type per expert: not for fp32 experts");
+    if (o->n_types > 0 && o->n_types != c->num_experts)
         return tmoe_errorf(err, TMOE_EINVAL,
-                           "int8 activations are for q4 or q2 experts (the experts are %s)",
-                           o->experts_f32 ? "fp32" : tmoe_etype_name(o->expert_type));
+                           "one type per expert: %d types given for a model of %d experts",
+                           o->n_types, c->num_experts);
+    int ne = o->n_types > 0 ? o->n_types : 1;
+    for (int e = 0; e < ne; e++) {
+        tmoe_etype t = tmoe_lm_expert_type(o, e);
+        if (o->act8 && (o->experts_f32 || !tmoe_etype_is_quant(t))) {
+            const char *tn = o->experts_f32 ? "fp32" : tmoe_etype_name(t);
+            return o->n_types > 0
+                       ? tmoe_errorf(err, TMOE_EINVAL,
+                                     "int8 activations are for q4 or q2 experts (expert %d is %s)",
+                                     e, tn)
+                       : tmoe_errorf(err, TMOE_EINVAL,
+                                     "int8 activations are for q4 or q2 experts (the experts are "
+                                     "%s)",
+                                     tn);
+        }
+        if (o->n_types > 0 && t == TMOE_ET_BF16)
+            return tmoe_errorf(err, TMOE_EINVAL,
+                               "one type per expert: expert %d is bf16 (fp16, q4 or q2 mix; bf16 "
+                               "is for every expert)",
+                               e);
+    }
     if (o->act8 && o->group_size % TMOE_ACT8_BLOCK)
         return tmoe_errorf(err, TMOE_EINVAL,
                            "int8 activations: the group size %d must be a multiple of %d",
                            o->group_size, TMOE_ACT8_BLOCK);
     if (o->experts_f32 || tmoe_lm_num_moe_layers(c) == 0) return TMOE_OK;
-    if ((unsigned)o->expert_type >= TMOE_ET_COUNT)
-        return tmoe_errorf(err, TMOE_EINVAL, "unknown expert type %d", (int)o->expert_type);
-    tmoe_error sub = {0};
-    if (tmoe_quant_check_shape(o->expert_type, 2 * c->d_ff_expert, c->d_model, o->group_size,
-                               &sub) ||
-        tmoe_quant_check_shape(o->expert_type, c->d_model, c->d_ff_expert, o->group_size, &sub))
-        return tmoe_errorf(err, TMOE_EINVAL,
-                           "%s experts of this model (hidden_size %d, expert size %d): %s",
-                           tmoe_etype_name(o->expert_type), c->d_model, c->d_ff_expert, sub.msg);
+    for (int e = 0; e < ne; e++) {
+        tmoe_etype t = tmoe_lm_expert_type(o, e);
+        if ((unsigned)t >= TMOE_ET_COUNT)
+            return tmoe_errorf(err, TMOE_EINVAL, "unknown expert type %d", (int)t);
+        tmoe_error sub = {0};
+        if (tmoe_quant_check_shape(t, 2 * c->d_ff_expert, c->d_model, o->group_size, &sub) ||
+            tmoe_quant_check_shape(t, c->d_model, c->d_ff_expert, o->group_size, &sub))
+            return tmoe_errorf(err, TMOE_EINVAL,
+                               "%s experts of this model (hidden_size %d, expert size %d): %s",
+                               tmoe_etype_name(t), c->d_model, c->d_ff_expert, sub.msg);
+    }
     return TMOE_OK;
 }
 
@@ -356,14 +385,20 @@ tmoe_lm_sizes tmoe_lm_sizes_of(const tmoe_lm *m) {
     int64_t attn = 2 * q * D + 2 * kv * D + 2 * D;
     int64_t expert = 3 * D * c->d_ff_expert, dense = 3 * D * c->d_ff;
     int64_t shared = c->d_ff_shared ? 3 * D * c->d_ff_shared + D : 0;
-    double ebytes =
-        m->opts.experts_f32
-            ? 4.0 * (double)expert
-            : (double)(tmoe_quant_weight_bytes(m->opts.expert_type, 2 * c->d_ff_expert, D) +
-                       tmoe_quant_weight_bytes(m->opts.expert_type, D, c->d_ff_expert));
-    if (!m->opts.experts_f32 && tmoe_etype_is_quant(m->opts.expert_type))
-        ebytes += 2.0 * (double)(tmoe_quant_scale_count(2 * c->d_ff_expert, D, m->opts.group_size) +
-                                 tmoe_quant_scale_count(D, c->d_ff_expert, m->opts.group_size));
+    /* bytes of one expert, the mean over the experts where each has its own type */
+    double ebytes = 0.0;
+    int ne = m->opts.n_types > 0 ? m->opts.n_types : 1;
+    for (int e = 0; e < ne; e++) {
+        tmoe_etype t = tmoe_lm_expert_type(&m->opts, e);
+        double b = m->opts.experts_f32
+                       ? 4.0 * (double)expert
+                       : (double)(tmoe_quant_weight_bytes(t, 2 * c->d_ff_expert, D) +
+                                  tmoe_quant_weight_bytes(t, D, c->d_ff_expert));
+        if (!m->opts.experts_f32 && tmoe_etype_is_quant(t))
+            b += 2.0 * (double)(tmoe_quant_scale_count(2 * c->d_ff_expert, D, m->opts.group_size) +
+                                tmoe_quant_scale_count(D, c->d_ff_expert, m->opts.group_size));
+        ebytes += b / ne;
+    }
     int64_t head = c->tie_embeddings ? 0 : V * D;
     s.params = V * D + head + D;
     s.active_params = D + V * D + D; /* one embedding row, the head, the final norm */

@@ -80,10 +80,11 @@ int tmoe_lm_random(const tmoe_lm_config *c, const tmoe_lm_load_opts *opts, uint6
         ok = ok && y->experts;
         for (size_t e = 0; ok && e < E; e++) {
             tmoe_expert *x = &y->experts[e];
-            ok = tmoe_expert_alloc(x, m->opts.expert_type, TMOE_ACT_SWIGLU, c->d_model,
-                                   c->d_ff_expert, m->opts.group_size, err) == TMOE_OK &&
-                 tmoe_linear_init_random(&x->fc1, &g, err) == TMOE_OK &&
-                 tmoe_linear_init_random(&x->fc2, &g, err) == TMOE_OK;
+            ok =
+                tmoe_expert_alloc(x, tmoe_lm_expert_type(&m->opts, (int)e), TMOE_ACT_SWIGLU,
+                                  c->d_model, c->d_ff_expert, m->opts.group_size, err) == TMOE_OK &&
+                tmoe_linear_init_random(&x->fc1, &g, err) == TMOE_OK &&
+                tmoe_linear_init_random(&x->fc2, &g, err) == TMOE_OK;
             if (ok) x->fc1.act8 = x->fc2.act8 = m->opts.act8;
         }
     }

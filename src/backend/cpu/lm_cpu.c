@@ -134,11 +134,17 @@ int tmoe_cpu_lm_create(const tmoe_lm *m, const tmoe_cpu_lm_config *cfg, tmoe_cpu
              (r->slot = tmoe_malloc(sizeof(int32_t) * T, err)) &&
              (r->counts = tmoe_calloc((size_t)c->n_layers * E, sizeof(int32_t), err));
     if (ok && !m->opts.experts_f32 && tmoe_lm_num_moe_layers(c) > 0) {
-        const tmoe_expert *e0 = NULL;
-        for (int l = 0; l < c->n_layers && !e0; l++)
-            if (m->layers[l].experts) e0 = &m->layers[l].experts[0];
-        ok = e0 && (r->escratch = tmoe_malloc(
-                        tmoe_cpu_expert_scratch_bytes(e0, cfg->max_tokens, cfg->impl), err));
+        /* the largest scratch any expert needs (experts may differ in type; every MoE layer
+         * holds the same types) */
+        const tmoe_expert *ex = NULL;
+        for (int l = 0; l < c->n_layers && !ex; l++)
+            if (m->layers[l].experts) ex = m->layers[l].experts;
+        size_t bytes = 0;
+        for (int e = 0; ex && e < c->num_experts; e++) {
+            size_t b = tmoe_cpu_expert_scratch_bytes(&ex[e], cfg->max_tokens, cfg->impl);
+            if (b > bytes) bytes = b;
+        }
+        ok = ex && (r->escratch = tmoe_malloc(bytes, err));
     }
     if (ok) cache_experts(r);
     if (!ok) {

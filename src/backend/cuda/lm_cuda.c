@@ -443,6 +443,10 @@ int tmoe_cuda_lm_create(const tmoe_lm *m, const tmoe_cuda_lm_config *cfg, tmoe_c
     if (c->num_experts > 256)
         return tmoe_errorf(err, TMOE_ENOTSUP, "%d experts: the CUDA permute takes at most 256",
                            c->num_experts);
+    if (m->opts.n_types > 0 && !m->opts.experts_f32)
+        return tmoe_errorf(err, TMOE_ENOTSUP,
+                           "one type per expert: the CUDA decoder runs one type for every "
+                           "expert; use --backend cpu");
     tmoe_cuda_lm *r = tmoe_calloc(1, sizeof *r, err);
     if (!r) return TMOE_ENOMEM;
     r->c = *c;
