@@ -117,6 +117,104 @@ static void check_budget(const float *z, int T, int E, int k, const tmoe_set_bud
         fail_msg("mean KL %.4f above %.4f", res->kl, b->kl_max);
 }
 
+/* The routing of every token to its top-k of z + a soft within in_set, against budget b from
+ * its definition: the worst token's margin (tau: kept share - tau; top1: 0 or -1) or, for kl,
+ * kl_max - mean KL; >= 0 meets it. */
+static double routing_margin(const float *z, int T, int E, int k, const tmoe_set_budget *b,
+                             const unsigned char *in_set, const double *soft, double a) {
+    static int32_t idx0[MAXT * 8], idx[MAXT * 8];
+    static float w0[MAXT * 8];
+    tmoe_gate_topk(z, NULL, T, E, k, 1, 0, idx0, w0);
+    float bias[MAXE];
+    for (int e = 0; e < E; e++) bias[e] = (in_set[e] ? 0.0f : -1e6f) + (float)(a * soft[e]);
+    tmoe_gate_topk(z, bias, T, E, k, 1, 0, idx, NULL);
+    double worst = INFINITY, kl = 0.0;
+    for (int t = 0; t < T; t++) {
+        double kept = 0.0, tot = 0.0, mx = -INFINITY, sum = 0.0, ptop = 0.0, psel = 0.0;
+        int has1 = 0;
+        for (int j = 0; j < k; j++) {
+            tot += w0[t * k + j];
+            for (int i = 0; i < k; i++)
+                if (idx[t * k + i] == idx0[t * k + j]) {
+                    kept += w0[t * k + j];
+                    has1 |= j == 0;
+                }
+        }
+        if (b->kind == TMOE_BUDGET_TAU) worst = fmin(worst, kept / tot - b->tau);
+        if (b->kind == TMOE_BUDGET_TOP1) worst = fmin(worst, has1 ? 0.0 : -1.0);
+        for (int e = 0; e < E; e++) mx = fmax(mx, z[t * E + e]);
+        for (int e = 0; e < E; e++) sum += exp(z[t * E + e] - mx);
+        for (int j = 0; j < k; j++) {
+            ptop += exp(z[t * E + idx0[t * k + j]] - mx) / sum;
+            psel += exp(z[t * E + idx[t * k + j]] - mx) / sum;
+        }
+        kl += log(ptop / psel);
+    }
+    return b->kind == TMOE_BUDGET_KL ? b->kl_max - kl / T : worst;
+}
+
+/* Biases within the budget: soft biases large enough to reorder the experts within S are
+ * scaled (tmoe_set_bias_scale) until every token's routing meets the budget, checked here
+ * from the budget's definition; the next larger scale of the ladder 1, 1/2, .., 1/64, 0 does
+ * not (the largest is taken); zero biases keep the scale 1. */
+static void test_bias_scale_meets_budget(void **state) {
+    (void)state;
+    tmoe_rng rng;
+    tmoe_rng_seed(&rng, tu_seed() + 991);
+    tmoe_error err = {0};
+    static float z[MAXT * MAXE];
+    int scaled = 0, whole = 0, zero = 0;
+    for (int it = 0; it < 400; it++) {
+        int E = 4 + (int)(tmoe_rng_u64(&rng) % 9), k = 1 + (int)(tmoe_rng_u64(&rng) % 3);
+        int T = 1 + (int)(tmoe_rng_u64(&rng) % 48);
+        costs cs;
+        tmoe_cost_provider p = make_costs(&cs, E, &rng, 1);
+        random_logits(&rng, z, T, E, 0.5 + 2.0 * tmoe_rng_uniform(&rng));
+        double soft[MAXE];
+        double mag = it % 4 == 0 ? 0.0 : 3.0 * tmoe_rng_uniform(&rng);
+        for (int e = 0; e < E; e++) soft[e] = mag * tmoe_rng_normal(&rng);
+        tmoe_set_budget b = {TMOE_BUDGET_TAU, 0.5 + 0.45 * tmoe_rng_uniform(&rng),
+                             0.01 + 0.2 * tmoe_rng_uniform(&rng)};
+        b.kind = it % 3 == 0 ? TMOE_BUDGET_TAU : it % 3 == 1 ? TMOE_BUDGET_TOP1 : TMOE_BUDGET_KL;
+        tmoe_set_selector *s;
+        ASSERT_OK(tmoe_set_selector_create(E, k, MAXT, &s, &err), &err);
+        unsigned char in_set[MAXE];
+        tmoe_set_result res;
+        ASSERT_OK(tmoe_set_select(s, &p, z, T, &b, soft, NULL, in_set, &res, &err), &err);
+        assert_true(res.bias_scale == 1.0);
+        double a = -1.0;
+        ASSERT_OK(tmoe_set_bias_scale(s, &p, z, T, &b, soft, in_set, &a, &res, &err), &err);
+        assert_true(res.bias_scale == a);
+        int ladder = a == 0.0;
+        for (double v = 1.0; v >= 1.0 / 64; v /= 2) ladder |= a == v;
+        if (!ladder) fail_msg("batch %d: scale %g is not on the ladder", it, a);
+        if (mag == 0.0) {
+            assert_true(a == 1.0);
+            zero++;
+        } else {
+            scaled += a < 1.0;
+            whole += a == 1.0;
+        }
+        /* S itself meets the budget (kl: where S is smaller than U), so the routing at 0 does */
+        double m = routing_margin(z, T, E, k, &b, in_set, soft, a);
+        if (m < -1e-6 && !(b.kind == TMOE_BUDGET_KL && res.size == res.union_size && a == 0.0))
+            fail_msg("batch %d (%s, E %d, k %d, T %d): at scale %g the routing misses the budget "
+                     "by %g",
+                     it, tmoe_budget_name(b.kind), E, k, T, a, -m);
+        if (a < 1.0) {
+            double up = a == 0.0 ? 1.0 / 64 : 2.0 * a;
+            double mu = routing_margin(z, T, E, k, &b, in_set, soft, up);
+            if (mu > 1e-6)
+                fail_msg("batch %d (%s): scale %g taken, but %g meets the budget (margin %g)", it,
+                         tmoe_budget_name(b.kind), a, up, mu);
+        }
+        tmoe_set_selector_free(s);
+    }
+    fprintf(stderr, "bias scale: %d batches scaled down, %d kept whole, %d without biases\n",
+            scaled, whole, zero);
+    assert_true(scaled > 20 && whole > 20 && zero > 20);
+}
+
 static void test_exact_matches_brute_force(void **state) {
     (void)state;
     tmoe_rng rng;
@@ -449,6 +547,7 @@ int main(void) {
         cmocka_unit_test(test_costs_steer_the_set),
         cmocka_unit_test(test_budget_parse_and_errors),
         cmocka_unit_test(test_step_energy_matches_sim),
+        cmocka_unit_test(test_bias_scale_meets_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

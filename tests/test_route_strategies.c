@@ -212,8 +212,14 @@ static void test_static_kl_budget(void **state) {
         fail_msg("KL %g, bound %g", kl, cfg.kl_bound);
     float b[MAXE];
     ASSERT_OK(tmoe_router_route(r, z, 16, NULL, NULL, b, NULL, NULL, &err), &err);
+    /* the biases it routes with are the fitted ones, scaled where this batch's routing would
+     * pass the budget (tmoe_set_bias_scale) */
+    tmoe_set_result sr;
+    assert_true(tmoe_router_last_set(r, &sr, NULL));
+    fprintf(stderr, "static_optimal, kl budget: bias scale %g on a batch of 16\n", sr.bias_scale);
+    assert_true(sr.bias_scale > 0.0);
     double bd[MAXE];
-    for (int e = 0; e < E; e++) bd[e] = b[e];
+    for (int e = 0; e < E; e++) bd[e] = b[e] / sr.bias_scale;
     double kl2 = tmoe_route_mean_kl(z, N, E, bd, NULL);
     assert_true(fabs(kl2 - kl) < 1e-5);
     for (int e = 0; e < E; e++)
@@ -278,6 +284,8 @@ static void test_multi_gpu_link_cost(void **state) {
     tmoe_router_config cfg = base_cfg(TMOE_ROUTE_MULTI_GPU_AWARE, E, k);
     cfg.num_devices = 2;
     cfg.link_j_per_token = 0.002; /* as much as an expert's own energy per token */
+    /* the biases alone: under a set budget they are scaled to it (tmoe_set_bias_scale) */
+    cfg.budget = TMOE_BUDGET_NONE;
     tmoe_router *r = make_router(cfg, &one),
                 *rb = make_router(base_cfg(TMOE_ROUTE_BASELINE, E, k), &one);
     int64_t c[MAXE], cb[MAXE], off = 0, offb = 0;

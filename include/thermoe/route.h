@@ -167,6 +167,9 @@ typedef struct tmoe_set_result {
     double min_kept;   /* smallest share of a token's top-k mass kept inside S, 0..1 */
     double kl;         /* mean ln(P_t(topk) / P_t(sel_S)) over the tokens, nats */
     uint64_t mask[4];  /* S as a bitmask over experts 0..255 */
+    double bias_scale; /* the router's soft biases were scaled by this (1: as the strategy
+                          gave them) so that the routing within S meets the budget token by
+                          token (tmoe_set_bias_scale); energy_j and kl are at that scale */
 } tmoe_set_result;
 
 /* A selector holds its work buffers (sized once for max_tokens tokens, E experts, top-k k):
@@ -186,6 +189,21 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
                     const tmoe_set_budget *b, const double *soft_bias,
                     const unsigned char *candidates, unsigned char *in_set, tmoe_set_result *res,
                     tmoe_error *err);
+
+/* After tmoe_set_select on the same logits (it reads the selection's per-token tables): the
+ * largest scale a of 1, 1/2, .., 1/64, 0 such that routing every token to its top-k of
+ * logits + a soft_bias within in_set (the others excluded) meets budget b as a routing, token
+ * by token: tau, each token's experts hold a share >= tau of its top-k probability; top1,
+ * each token runs its top-1; kl, the mean of ln(P_t(topk) / P_t(sel)) <= kl_max. The set
+ * alone does not bound that: soft biases reorder experts within S, and on a trained model
+ * they can move most tokens off their top-1 (docs/strategies.md "Biases within the budget").
+ * At a = 0 each token runs its top-k within S, which meets the budget wherever S does.
+ * *scale gets a; res (may be NULL) gets bias_scale, energy_j and kl at that scale (its other
+ * fields untouched). Never allocates. */
+int tmoe_set_bias_scale(tmoe_set_selector *s, const tmoe_cost_provider *p, const float *logits,
+                        int T, const tmoe_set_budget *b, const double *soft_bias,
+                        const unsigned char *in_set, double *scale, tmoe_set_result *res,
+                        tmoe_error *err);
 
 /* The bias that excludes experts outside S: lower than any kept expert's score can be for
  * finite logits of this batch, so that tmoe_gate_topk (CPU and CUDA alike) picks each

@@ -793,6 +793,18 @@ static int select_set(tmoe_router *r, const float *logits, int T, const tmoe_hw_
     int rc = tmoe_set_select(r->sel, &r->cost, logits, T, &b, r->b, r->use_cand ? r->cand : NULL,
                              r->in_set, &r->set_res, err);
     if (rc) return rc;
+    /* the soft biases, scaled down where they would route tokens past the budget within S
+     * (the exploration noise with them: what the adapter learns from is what ran) */
+    double a = 1.0;
+    rc =
+        tmoe_set_bias_scale(r->sel, &r->cost, logits, T, &b, r->b, r->in_set, &a, &r->set_res, err);
+    if (rc) return rc;
+    if (a < 1.0)
+        for (int e = 0; e < r->E; e++) {
+            r->b[e] *= a;
+            r->noise[e] *= a;
+            r->fb[e] = (float)r->b[e];
+        }
     float excl = tmoe_set_exclusion_bias(logits, T, r->E, r->b, c->exclusion_bias);
     for (int e = 0; e < r->E; e++)
         if (!r->in_set[e]) r->fb[e] += excl;

@@ -729,6 +729,7 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
     memset(res, 0, sizeof *res);
     res->union_size = nu;
     res->exact = exact;
+    res->bias_scale = 1.0;
     for (int e = 0; e < E; e++)
         if (in_set[e]) {
             res->size++;
@@ -754,4 +755,65 @@ int tmoe_budget_parse(const char *name, tmoe_budget_kind *out) {
             return TMOE_OK;
         }
     return TMOE_EINVAL;
+}
+
+/* Does routing each token to its top-k of z + fb (s->sidx) meet budget b token by token? */
+static int routing_meets(const tmoe_set_selector *s, int T, const tmoe_set_budget *b) {
+    int E = s->E, k = s->k;
+    double klsum = 0.0;
+    for (int t = 0; t < T; t++) {
+        const int32_t *sel = s->sidx + (size_t)t * k, *top = s->idx + (size_t)t * k;
+        if (b->kind == TMOE_BUDGET_KL) {
+            double ps = 0.0;
+            for (int j = 0; j < k; j++) ps += s->pfull[(size_t)t * E + sel[j]];
+            klsum += ps > 0.0 && s->ptop[t] > 0.0 ? log(s->ptop[t] / ps) : 0.0;
+            continue;
+        }
+        if (!(s->tot[t] > 0.0)) continue; /* no probability to keep (NaN logits) */
+        if (b->kind == TMOE_BUDGET_TOP1) {
+            int has = 0;
+            for (int j = 0; j < k && !has; j++) has = sel[j] == top[0];
+            if (!has) return 0;
+            continue;
+        }
+        double kept = 0.0; /* tau: the share of the top-k mass the token's experts hold */
+        for (int j = 0; j < k; j++)
+            for (int i = 0; i < k; i++)
+                if (sel[i] == top[j]) {
+                    kept += s->w[(size_t)t * k + j];
+                    break;
+                }
+        if (kept < b->tau * s->tot[t] * (1.0 - 1e-9)) return 0;
+    }
+    return b->kind != TMOE_BUDGET_KL || klsum / T <= b->kl_max * (1.0 + 1e-9) + 1e-12;
+}
+
+int tmoe_set_bias_scale(tmoe_set_selector *s, const tmoe_cost_provider *p, const float *logits,
+                        int T, const tmoe_set_budget *b, const double *soft_bias,
+                        const unsigned char *in_set, double *scale, tmoe_set_result *res,
+                        tmoe_error *err) {
+    int E = s->E, k = s->k;
+    if (T < 1 || T > s->max_tokens)
+        return tmoe_errorf(err, TMOE_EINVAL, "bias scale: %d tokens, expected 1..%d", T,
+                           s->max_tokens);
+    float excl = tmoe_set_exclusion_bias(logits, T, E, soft_bias, -30.0);
+    double a = 1.0, sa[TMOE_MAX_EXPERTS];
+    float fb[TMOE_MAX_EXPERTS];
+    int any = 0;
+    for (int e = 0; soft_bias && e < E; e++) any |= soft_bias[e] != 0.0;
+    /* without soft biases, or without a budget to meet, the routing is S's own */
+    if (any && b->kind != TMOE_BUDGET_NONE) {
+        for (;; a = a > 1.0 / 64 ? a / 2 : 0.0) {
+            for (int e = 0; e < E; e++) sa[e] = a * soft_bias[e];
+            set_biases(E, sa, in_set, excl, fb);
+            tmoe_gate_topk(logits, fb, T, E, k, 1, 0, s->sidx, NULL);
+            if (a == 0.0 || routing_meets(s, T, b)) break;
+        }
+    }
+    *scale = any ? a : 1.0;
+    if (!res) return TMOE_OK;
+    res->bias_scale = *scale;
+    if (*scale == 1.0) return TMOE_OK; /* tmoe_set_select's figures are those of this routing */
+    for (int e = 0; e < E; e++) sa[e] = *scale * soft_bias[e];
+    return eval_set(s, p, logits, T, sa, in_set, excl, &res->energy_j, &res->kl, NULL, err);
 }
