@@ -38,6 +38,18 @@ static void random_logits(tmoe_rng *rng, float *z, int T, int E, double scale) {
     for (int i = 0; i < T * E; i++) z[i] = (float)(scale * tmoe_rng_normal(rng));
 }
 
+/* One token's ln(P(top) / P(sel)), P its full softmax over zt (E), top and sel k experts */
+static double token_kl(const float *zt, int E, int k, const int32_t *top, const int32_t *sel) {
+    double mx = -INFINITY, sum = 0.0, ptop = 0.0, psel = 0.0;
+    for (int e = 0; e < E; e++) mx = fmax(mx, zt[e]);
+    for (int e = 0; e < E; e++) sum += exp(zt[e] - mx);
+    for (int j = 0; j < k; j++) {
+        ptop += exp(zt[top[j]] - mx) / sum;
+        psel += exp(zt[sel[j]] - mx) / sum;
+    }
+    return log(ptop / psel);
+}
+
 /* The brute force: every subset S of U with |S| >= k; tokens routed to their top-k within S
  * by tmoe_gate_topk with a -1e6 bias outside S; the budget checked from its definition. */
 static double brute_force(const tmoe_cost_provider *p, const float *z, int T, int E, int k,
@@ -58,20 +70,14 @@ static double brute_force(const tmoe_cost_provider *p, const float *z, int T, in
         int ok = 1;
         double kl = 0.0;
         for (int t = 0; t < T && ok; t++) {
-            double kept = 0.0, tot = 0.0, mx = -INFINITY, sum = 0.0, ptop = 0.0, psel = 0.0;
+            double kept = 0.0, tot = 0.0;
             for (int j = 0; j < k; j++) {
                 tot += w0[t * k + j];
                 if ((m >> idx0[t * k + j]) & 1u) kept += w0[t * k + j];
             }
             if (b->kind == TMOE_BUDGET_TAU) ok = kept >= b->tau * tot;
             if (b->kind == TMOE_BUDGET_TOP1) ok = (m >> idx0[t * k]) & 1u;
-            for (int e = 0; e < E; e++) mx = fmax(mx, z[t * E + e]);
-            for (int e = 0; e < E; e++) sum += exp(z[t * E + e] - mx);
-            for (int j = 0; j < k; j++) {
-                ptop += exp(z[t * E + idx0[t * k + j]] - mx) / sum;
-                psel += exp(z[t * E + idx[t * k + j]] - mx) / sum;
-            }
-            kl += log(ptop / psel);
+            kl += token_kl(z + t * E, E, k, idx0 + t * k, idx + t * k);
         }
         if (!ok || (b->kind == TMOE_BUDGET_KL && kl / T > b->kl_max + 1e-9)) continue;
         int32_t counts[MAXE] = {0};
@@ -130,7 +136,7 @@ static double routing_margin(const float *z, int T, int E, int k, const tmoe_set
     tmoe_gate_topk(z, bias, T, E, k, 1, 0, idx, NULL);
     double worst = INFINITY, kl = 0.0;
     for (int t = 0; t < T; t++) {
-        double kept = 0.0, tot = 0.0, mx = -INFINITY, sum = 0.0, ptop = 0.0, psel = 0.0;
+        double kept = 0.0, tot = 0.0;
         int has1 = 0;
         for (int j = 0; j < k; j++) {
             tot += w0[t * k + j];
@@ -142,13 +148,7 @@ static double routing_margin(const float *z, int T, int E, int k, const tmoe_set
         }
         if (b->kind == TMOE_BUDGET_TAU) worst = fmin(worst, kept / tot - b->tau);
         if (b->kind == TMOE_BUDGET_TOP1) worst = fmin(worst, has1 ? 0.0 : -1.0);
-        for (int e = 0; e < E; e++) mx = fmax(mx, z[t * E + e]);
-        for (int e = 0; e < E; e++) sum += exp(z[t * E + e] - mx);
-        for (int j = 0; j < k; j++) {
-            ptop += exp(z[t * E + idx0[t * k + j]] - mx) / sum;
-            psel += exp(z[t * E + idx[t * k + j]] - mx) / sum;
-        }
-        kl += log(ptop / psel);
+        kl += token_kl(z + t * E, E, k, idx0 + t * k, idx + t * k);
     }
     return b->kind == TMOE_BUDGET_KL ? b->kl_max - kl / T : worst;
 }
