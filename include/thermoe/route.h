@@ -190,12 +190,14 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
                     const unsigned char *candidates, unsigned char *in_set, tmoe_set_result *res,
                     tmoe_error *err);
 
-/* After tmoe_set_select on the same logits (it reads the selection's per-token tables): the
- * largest scale a of 1, 1/2, .., 1/64, 0 such that routing every token to its top-k of
- * logits + a soft_bias within in_set (the others excluded) meets budget b as a routing, token
- * by token: tau, each token's experts hold a share >= tau of its top-k probability; top1,
- * each token runs its top-1; kl, the mean of ln(P_t(topk) / P_t(sel)) <= kl_max. The set
- * alone does not bound that: soft biases reorder experts within S, and on a trained model
+/* After tmoe_set_select on the same logits, soft biases and set (it reads the selection's
+ * per-token tables, and the figures of S's routing where that call filled a result): the
+ * scale a of the ladder 1, 1/2, .., 1/64, 0 (1 where it will do, else found by bisection: a
+ * rung that meets the budget next to a larger one that misses) such that routing every token
+ * to its top-k of logits + a soft_bias within in_set (the others excluded) meets budget b as
+ * a routing, token by token: tau, each token's experts hold a share >= tau of its top-k
+ * probability; top1, each token runs its top-1; kl, the mean of ln(P_t(topk) / P_t(sel)) <= kl_max.
+ * The set alone does not bound that: soft biases reorder experts within S, and on a trained model
  * they can move most tokens off their top-1 (docs/strategies.md "Biases within the budget").
  * At a = 0 each token runs its top-k within S, which meets the budget wherever S does.
  * *scale gets a; res (may be NULL) gets bias_scale, energy_j and kl at that scale (its other

@@ -29,6 +29,11 @@ struct tmoe_set_selector {
     double *psm;   /* (2^|U|, T) each token's full-softmax mass of its selection */
     uint8_t *topm; /* (2^|U|, k) one token's selection in the subset, by rank */
     size_t cap_cnt, cap_ps, cap_top;
+    /* the routing routing_figures last read (rshare: the smallest share of a token's top-k
+     * mass its routed experts hold; rtop1: every token runs its top-1), and the same for the
+     * routing of the set the last tmoe_set_select chose with its result (sel_valid) */
+    double rshare, sel_rshare, sel_kl;
+    int rtop1, sel_rtop1, sel_valid;
 };
 
 int tmoe_set_selector_create(int E, int k, int max_tokens, tmoe_set_selector **out,
@@ -111,6 +116,10 @@ int tmoe_route_step_energy(const tmoe_cost_provider *p, const int32_t *counts, i
     return TMOE_OK;
 }
 
+static int routing_figures(tmoe_set_selector *s, const tmoe_cost_provider *p, int T,
+                           const unsigned char *in_set, double *energy, double *kl,
+                           double *min_kept, tmoe_error *err);
+
 /* Float biases for the engine's top-k within in_set: the soft bias inside, excl outside. */
 static void set_biases(int E, const double *soft, const unsigned char *in_set, float excl,
                        float *fb) {
@@ -147,20 +156,42 @@ static int eval_set(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
                 tmoe_gate_topk(z + (size_t)t * E, fb, 1, E, k, 1, 0, si, NULL);
         }
     }
+    return routing_figures(s, p, T, in_set, energy, kl, min_kept, err);
+}
+
+/* The figures of the routing in s->sidx: the step's energy, its mean KL and the smallest
+ * kept share of the top-k mass inside in_set. */
+static int routing_figures(tmoe_set_selector *s, const tmoe_cost_provider *p, int T,
+                           const unsigned char *in_set, double *energy, double *kl,
+                           double *min_kept, tmoe_error *err) {
+    int E = s->E, k = s->k;
     int32_t counts[TMOE_MAX_EXPERTS] = {0};
-    double klsum = 0.0, mk = 1.0;
+    double klsum = 0.0, mk = 1.0, rs = 1.0;
+    int top1 = 1;
     for (int t = 0; t < T; t++) {
-        double ps = 0.0, kept = 0.0;
+        const int32_t *sel = s->sidx + (size_t)t * k, *top = s->idx + (size_t)t * k;
+        double ps = 0.0, kept = 0.0, routed = 0.0;
+        uint64_t run[TMOE_MAX_EXPERTS / 64] = {0}; /* the token's routed experts */
         for (int j = 0; j < k; j++) {
-            int e = s->sidx[(size_t)t * k + j];
+            int e = sel[j];
             counts[e]++;
+            run[e >> 6] |= 1ull << (e & 63);
             ps += s->pfull[(size_t)t * E + e];
-            int f = s->idx[(size_t)t * k + j];
+        }
+        for (int j = 0; j < k; j++) {
+            int f = top[j];
             if (in_set[f]) kept += s->w[(size_t)t * k + j];
+            if ((run[f >> 6] >> (f & 63)) & 1u) routed += s->w[(size_t)t * k + j];
         }
         klsum += ps > 0.0 && s->ptop[t] > 0.0 ? log(s->ptop[t] / ps) : 0.0;
-        if (s->tot[t] > 0.0) mk = fmin(mk, kept / s->tot[t]);
+        if (s->tot[t] > 0.0) {
+            mk = fmin(mk, kept / s->tot[t]);
+            rs = fmin(rs, routed / s->tot[t]);
+            top1 &= (int)((run[top[0] >> 6] >> (top[0] & 63)) & 1u);
+        }
     }
+    s->rshare = rs;
+    s->rtop1 = top1;
     if (kl) *kl = klsum / T;
     if (min_kept) *min_kept = mk;
     return tmoe_route_step_energy(p, counts, E, energy, err);
@@ -171,7 +202,8 @@ static int eval_set(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
 typedef struct {
     int n;
     unsigned char set[2][TMOE_MAX_EXPERTS];
-    double energy[2], kl[2], min_kept[2];
+    double energy[2], kl[2], min_kept[2], rshare[2];
+    int rtop1[2];
 } eval_memo;
 
 static int eval_memo_set(tmoe_set_selector *s, const tmoe_cost_provider *p, const float *z, int T,
@@ -189,7 +221,11 @@ static int eval_memo_set(tmoe_set_selector *s, const tmoe_cost_provider *p, cons
             return rc;
         }
         memcpy(m->set[i], in_set, (size_t)E);
+        m->rshare[i] = s->rshare;
+        m->rtop1[i] = s->rtop1;
     }
+    s->rshare = m->rshare[i];
+    s->rtop1 = m->rtop1[i];
     if (energy) *energy = m->energy[i];
     if (kl) *kl = m->kl[i];
     if (min_kept) *min_kept = m->min_kept[i];
@@ -581,6 +617,7 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
                     const tmoe_set_budget *b, const double *soft, const unsigned char *cand,
                     unsigned char *in_set, tmoe_set_result *res, tmoe_error *err) {
     int E = s->E, k = s->k, rc;
+    s->sel_valid = 0;
     if (T < 1 || T > s->max_tokens)
         return tmoe_errorf(err, TMOE_EINVAL, "set selection: %d tokens, expected 1..%d", T,
                            s->max_tokens);
@@ -738,6 +775,10 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
     if ((rc = eval_memo_set(s, p, z, T, soft, in_set, excl, &memo, &res->energy_j, &res->kl,
                             &res->min_kept, err)))
         return rc;
+    s->sel_rshare = s->rshare;
+    s->sel_rtop1 = s->rtop1;
+    s->sel_kl = res->kl;
+    s->sel_valid = 1;
     /* S is U: the memo's figures, the same routing */
     return eval_memo_set(s, p, z, T, soft, inu, excl, &memo, &res->energy_u_j, NULL, NULL, err);
 }
@@ -801,19 +842,45 @@ int tmoe_set_bias_scale(tmoe_set_selector *s, const tmoe_cost_provider *p, const
     float fb[TMOE_MAX_EXPERTS];
     int any = 0;
     for (int e = 0; soft_bias && e < E; e++) any |= soft_bias[e] != 0.0;
-    /* without soft biases, or without a budget to meet, the routing is S's own */
+        /* rung i of the ladder: 2^-i for i < 7, 0 at 7 (S's own routing, which meets the budget
+         * wherever S does). Rung 0 first; where it misses, bisection between a rung that misses
+         * and one that meets (the budget need not be monotone in the scale, so this finds a
+         * rung that meets next to a larger one that misses: three more passes, not seven) */
+#define LADDER 7
+    int last = -1; /* the rung whose routing s->sidx holds */
     if (any && b->kind != TMOE_BUDGET_NONE) {
-        for (;; a = a > 1.0 / 64 ? a / 2 : 0.0) {
+        int lo = -1, hi = LADDER; /* lo misses (-1: not yet tried), hi meets */
+        /* rung 0: the routing tmoe_set_select evaluated for its result, where it did */
+        if (s->sel_valid) {
+            int meets = b->kind == TMOE_BUDGET_KL ? s->sel_kl <= b->kl_max * (1.0 + 1e-9) + 1e-12
+                        : b->kind == TMOE_BUDGET_TOP1 ? s->sel_rtop1
+                                                      : s->sel_rshare >= b->tau * (1.0 - 1e-9);
+            if (meets)
+                hi = 0;
+            else
+                lo = 0;
+        }
+        for (int i = lo < 0 && hi > 0 ? 0 : (lo + hi) / 2; hi - lo > 1; i = (lo + hi) / 2) {
+            a = ldexp(1.0, -i);
             for (int e = 0; e < E; e++) sa[e] = a * soft_bias[e];
             set_biases(E, sa, in_set, excl, fb);
             tmoe_gate_topk(logits, fb, T, E, k, 1, 0, s->sidx, NULL);
-            if (a == 0.0 || routing_meets(s, T, b)) break;
+            last = i;
+            if (routing_meets(s, T, b))
+                hi = i;
+            else
+                lo = i;
         }
+        a = hi == LADDER ? 0.0 : ldexp(1.0, -hi);
+        if (hi != last) last = -1;
     }
+#undef LADDER
     *scale = any ? a : 1.0;
     if (!res) return TMOE_OK;
     res->bias_scale = *scale;
     if (*scale == 1.0) return TMOE_OK; /* tmoe_set_select's figures are those of this routing */
+    if (last >= 0)                     /* s->sidx is the routing at the scale taken */
+        return routing_figures(s, p, T, in_set, &res->energy_j, &res->kl, NULL, err);
     for (int e = 0; e < E; e++) sa[e] = *scale * soft_bias[e];
     return eval_set(s, p, logits, T, sa, in_set, excl, &res->energy_j, &res->kl, NULL, err);
 }
