@@ -29,12 +29,18 @@ struct tmoe_set_selector {
     double *psm;   /* (2^|U|, T) each token's full-softmax mass of its selection */
     uint8_t *topm; /* (2^|U|, k) one token's selection in the subset, by rank */
     size_t cap_cnt, cap_ps, cap_top;
-    /* the routing routing_figures last read (rshare: the smallest share of a token's top-k
-     * mass its routed experts hold; rtop1: every token runs its top-1), and the same for the
-     * routing of the set the last tmoe_set_select chose with its result (sel_valid) */
-    double rshare, sel_rshare, sel_kl;
-    int rtop1, sel_rtop1, sel_valid;
+    /* the figures of the routing of the set the last tmoe_set_select chose, where it filled
+     * a result (sel_valid) */
+    struct route_figs {
+        double energy;   /* the step's predicted energy, J */
+        double kl;       /* mean ln(P_t(topk) / P_t(routed)) */
+        double min_kept; /* smallest share of a token's top-k mass inside the set */
+        double rshare;   /* smallest share of a token's top-k mass its routed experts hold */
+        int top1;        /* every token runs its top-1 */
+    } sel;
+    int sel_valid;
 };
+typedef struct route_figs route_figs;
 
 int tmoe_set_selector_create(int E, int k, int max_tokens, tmoe_set_selector **out,
                              tmoe_error *err) {
@@ -116,10 +122,6 @@ int tmoe_route_step_energy(const tmoe_cost_provider *p, const int32_t *counts, i
     return TMOE_OK;
 }
 
-static int routing_figures(tmoe_set_selector *s, const tmoe_cost_provider *p, int T,
-                           const unsigned char *in_set, double *energy, double *kl,
-                           double *min_kept, tmoe_error *err);
-
 /* Float biases for the engine's top-k within in_set: the soft bias inside, excl outside. */
 static void set_biases(int E, const double *soft, const unsigned char *in_set, float excl,
                        float *fb) {
@@ -129,11 +131,57 @@ static void set_biases(int E, const double *soft, const unsigned char *in_set, f
     }
 }
 
+/* The figures of the routing in s->sidx (route_figs) for set in_set. */
+static int routing_figures(const tmoe_set_selector *s, const tmoe_cost_provider *p, int T,
+                           const unsigned char *in_set, route_figs *f, tmoe_error *err) {
+    int E = s->E, k = s->k;
+    int32_t counts[TMOE_MAX_EXPERTS] = {0};
+    double klsum = 0.0, mk = 1.0, rs = 1.0;
+    int top1 = 1;
+    for (int t = 0; t < T; t++) {
+        const int32_t *sel = s->sidx + (size_t)t * k, *top = s->idx + (size_t)t * k;
+        double ps = 0.0, kept = 0.0, routed = 0.0;
+        uint64_t run[TMOE_MAX_EXPERTS / 64] = {0}; /* the token's routed experts */
+        for (int j = 0; j < k; j++) {
+            int e = sel[j];
+            counts[e]++;
+            run[e >> 6] |= 1ull << (e & 63);
+            ps += s->pfull[(size_t)t * E + e];
+        }
+        for (int j = 0; j < k; j++) {
+            int x = top[j];
+            if (in_set[x]) kept += s->w[(size_t)t * k + j];
+            if ((run[x >> 6] >> (x & 63)) & 1u) routed += s->w[(size_t)t * k + j];
+        }
+        klsum += ps > 0.0 && s->ptop[t] > 0.0 ? log(s->ptop[t] / ps) : 0.0;
+        if (s->tot[t] > 0.0) {
+            mk = fmin(mk, kept / s->tot[t]);
+            rs = fmin(rs, routed / s->tot[t]);
+            top1 &= (int)((run[top[0] >> 6] >> (top[0] & 63)) & 1u);
+        }
+    }
+    f->kl = klsum / T;
+    f->min_kept = mk;
+    f->rshare = rs;
+    f->top1 = top1;
+    return tmoe_route_step_energy(p, counts, E, &f->energy, err);
+}
+
+/* Does a routing with figures f meet budget b token by token (tau: every token's routed
+ * experts hold a share >= tau of its top-k mass; top1: every token runs its top-1; kl: the
+ * mean KL within the bound)? */
+static int figs_meet(const tmoe_set_budget *b, const route_figs *f) {
+    return b->kind == TMOE_BUDGET_KL     ? f->kl <= b->kl_max * (1.0 + 1e-9) + 1e-12
+           : b->kind == TMOE_BUDGET_TOP1 ? f->top1
+           : b->kind == TMOE_BUDGET_TAU  ? f->rshare >= b->tau * (1.0 - 1e-9)
+                                         : 1;
+}
+
 /* Route every token to its top-k within in_set (tmoe_gate_topk, as the engine does) and
- * give the step's energy, its KL and the smallest kept share of the top-k mass. */
+ * give that routing's figures. */
 static int eval_set(tmoe_set_selector *s, const tmoe_cost_provider *p, const float *z, int T,
-                    const double *soft, const unsigned char *in_set, float excl, double *energy,
-                    double *kl, double *min_kept, tmoe_error *err) {
+                    const double *soft, const unsigned char *in_set, float excl, route_figs *f,
+                    tmoe_error *err) {
     int E = s->E, k = s->k;
     float fb[TMOE_MAX_EXPERTS];
     set_biases(E, soft, in_set, excl, fb);
@@ -156,45 +204,7 @@ static int eval_set(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
                 tmoe_gate_topk(z + (size_t)t * E, fb, 1, E, k, 1, 0, si, NULL);
         }
     }
-    return routing_figures(s, p, T, in_set, energy, kl, min_kept, err);
-}
-
-/* The figures of the routing in s->sidx: the step's energy, its mean KL and the smallest
- * kept share of the top-k mass inside in_set. */
-static int routing_figures(tmoe_set_selector *s, const tmoe_cost_provider *p, int T,
-                           const unsigned char *in_set, double *energy, double *kl,
-                           double *min_kept, tmoe_error *err) {
-    int E = s->E, k = s->k;
-    int32_t counts[TMOE_MAX_EXPERTS] = {0};
-    double klsum = 0.0, mk = 1.0, rs = 1.0;
-    int top1 = 1;
-    for (int t = 0; t < T; t++) {
-        const int32_t *sel = s->sidx + (size_t)t * k, *top = s->idx + (size_t)t * k;
-        double ps = 0.0, kept = 0.0, routed = 0.0;
-        uint64_t run[TMOE_MAX_EXPERTS / 64] = {0}; /* the token's routed experts */
-        for (int j = 0; j < k; j++) {
-            int e = sel[j];
-            counts[e]++;
-            run[e >> 6] |= 1ull << (e & 63);
-            ps += s->pfull[(size_t)t * E + e];
-        }
-        for (int j = 0; j < k; j++) {
-            int f = top[j];
-            if (in_set[f]) kept += s->w[(size_t)t * k + j];
-            if ((run[f >> 6] >> (f & 63)) & 1u) routed += s->w[(size_t)t * k + j];
-        }
-        klsum += ps > 0.0 && s->ptop[t] > 0.0 ? log(s->ptop[t] / ps) : 0.0;
-        if (s->tot[t] > 0.0) {
-            mk = fmin(mk, kept / s->tot[t]);
-            rs = fmin(rs, routed / s->tot[t]);
-            top1 &= (int)((run[top[0] >> 6] >> (top[0] & 63)) & 1u);
-        }
-    }
-    s->rshare = rs;
-    s->rtop1 = top1;
-    if (kl) *kl = klsum / T;
-    if (min_kept) *min_kept = mk;
-    return tmoe_route_step_energy(p, counts, E, energy, err);
+    return routing_figures(s, p, T, in_set, f, err);
 }
 
 /* The last sets eval_set evaluated in one selection, so that the result does not route a
@@ -202,33 +212,25 @@ static int routing_figures(tmoe_set_selector *s, const tmoe_cost_provider *p, in
 typedef struct {
     int n;
     unsigned char set[2][TMOE_MAX_EXPERTS];
-    double energy[2], kl[2], min_kept[2], rshare[2];
-    int rtop1[2];
+    route_figs figs[2];
 } eval_memo;
 
 static int eval_memo_set(tmoe_set_selector *s, const tmoe_cost_provider *p, const float *z, int T,
                          const double *soft, const unsigned char *in_set, float excl, eval_memo *m,
-                         double *energy, double *kl, double *min_kept, tmoe_error *err) {
+                         route_figs *f, tmoe_error *err) {
     int E = s->E, i;
     for (i = 0; i < m->n; i++)
         if (!memcmp(m->set[i], in_set, (size_t)E)) break;
     if (i == m->n) {
         i = m->n < 2 ? m->n++ : 1;
-        int rc = eval_set(s, p, z, T, soft, in_set, excl, &m->energy[i], &m->kl[i], &m->min_kept[i],
-                          err);
+        int rc = eval_set(s, p, z, T, soft, in_set, excl, &m->figs[i], err);
         if (rc) {
             m->n = i; /* this entry holds nothing */
             return rc;
         }
         memcpy(m->set[i], in_set, (size_t)E);
-        m->rshare[i] = s->rshare;
-        m->rtop1[i] = s->rtop1;
     }
-    s->rshare = m->rshare[i];
-    s->rtop1 = m->rtop1[i];
-    if (energy) *energy = m->energy[i];
-    if (kl) *kl = m->kl[i];
-    if (min_kept) *min_kept = m->min_kept[i];
+    *f = m->figs[i];
     return TMOE_OK;
 }
 
@@ -732,9 +734,9 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
                 int mid = (lo + hi) / 2;
                 memset(in_set, 0, (size_t)E);
                 for (int i = 0; i < mid; i++) in_set[order[i]] = 1;
-                double en, kl;
-                if ((rc = eval_set(s, p, z, T, soft, in_set, excl, &en, &kl, NULL, err))) return rc;
-                if (kl <= b->kl_max)
+                route_figs f;
+                if ((rc = eval_set(s, p, z, T, soft, in_set, excl, &f, err))) return rc;
+                if (f.kl <= b->kl_max)
                     hi = mid;
                 else
                     lo = mid + 1;
@@ -755,11 +757,11 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
          * every allowed expert of U (which meets tau and top1 always), that is taken */
         unsigned char ua[TMOE_MAX_EXPERTS];
         for (int e = 0; e < E; e++) ua[e] = inu[e] && allowed[e];
-        double es, eu, klu;
-        if ((rc = eval_memo_set(s, p, z, T, soft, in_set, excl, &memo, &es, NULL, NULL, err)) ||
-            (rc = eval_memo_set(s, p, z, T, soft, ua, excl, &memo, &eu, &klu, NULL, err)))
+        route_figs fs, fu;
+        if ((rc = eval_memo_set(s, p, z, T, soft, in_set, excl, &memo, &fs, err)) ||
+            (rc = eval_memo_set(s, p, z, T, soft, ua, excl, &memo, &fu, err)))
             return rc;
-        if (eu < es && (b->kind != TMOE_BUDGET_KL || klu <= b->kl_max))
+        if (fu.energy < fs.energy && (b->kind != TMOE_BUDGET_KL || fu.kl <= b->kl_max))
             memcpy(in_set, ua, (size_t)E);
     }
     if (!res) return TMOE_OK;
@@ -772,15 +774,16 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
             res->size++;
             res->mask[e >> 6] |= 1ull << (e & 63);
         }
-    if ((rc = eval_memo_set(s, p, z, T, soft, in_set, excl, &memo, &res->energy_j, &res->kl,
-                            &res->min_kept, err)))
-        return rc;
-    s->sel_rshare = s->rshare;
-    s->sel_rtop1 = s->rtop1;
-    s->sel_kl = res->kl;
+    if ((rc = eval_memo_set(s, p, z, T, soft, in_set, excl, &memo, &s->sel, err))) return rc;
     s->sel_valid = 1;
+    res->energy_j = s->sel.energy;
+    res->kl = s->sel.kl;
+    res->min_kept = s->sel.min_kept;
     /* S is U: the memo's figures, the same routing */
-    return eval_memo_set(s, p, z, T, soft, inu, excl, &memo, &res->energy_u_j, NULL, NULL, err);
+    route_figs fu;
+    if ((rc = eval_memo_set(s, p, z, T, soft, inu, excl, &memo, &fu, err))) return rc;
+    res->energy_u_j = fu.energy;
+    return TMOE_OK;
 }
 
 static const char *const budget_names[TMOE_BUDGET_COUNT] = {"none", "tau", "top1", "kl"};
@@ -796,37 +799,6 @@ int tmoe_budget_parse(const char *name, tmoe_budget_kind *out) {
             return TMOE_OK;
         }
     return TMOE_EINVAL;
-}
-
-/* Does routing each token to its top-k of z + fb (s->sidx) meet budget b token by token? */
-static int routing_meets(const tmoe_set_selector *s, int T, const tmoe_set_budget *b) {
-    int E = s->E, k = s->k;
-    double klsum = 0.0;
-    for (int t = 0; t < T; t++) {
-        const int32_t *sel = s->sidx + (size_t)t * k, *top = s->idx + (size_t)t * k;
-        if (b->kind == TMOE_BUDGET_KL) {
-            double ps = 0.0;
-            for (int j = 0; j < k; j++) ps += s->pfull[(size_t)t * E + sel[j]];
-            klsum += ps > 0.0 && s->ptop[t] > 0.0 ? log(s->ptop[t] / ps) : 0.0;
-            continue;
-        }
-        if (!(s->tot[t] > 0.0)) continue; /* no probability to keep (NaN logits) */
-        if (b->kind == TMOE_BUDGET_TOP1) {
-            int has = 0;
-            for (int j = 0; j < k && !has; j++) has = sel[j] == top[0];
-            if (!has) return 0;
-            continue;
-        }
-        double kept = 0.0; /* tau: the share of the top-k mass the token's experts hold */
-        for (int j = 0; j < k; j++)
-            for (int i = 0; i < k; i++)
-                if (sel[i] == top[j]) {
-                    kept += s->w[(size_t)t * k + j];
-                    break;
-                }
-        if (kept < b->tau * s->tot[t] * (1.0 - 1e-9)) return 0;
-    }
-    return b->kind != TMOE_BUDGET_KL || klsum / T <= b->kl_max * (1.0 + 1e-9) + 1e-12;
 }
 
 int tmoe_set_bias_scale(tmoe_set_selector *s, const tmoe_cost_provider *p, const float *logits,
@@ -847,15 +819,13 @@ int tmoe_set_bias_scale(tmoe_set_selector *s, const tmoe_cost_provider *p, const
          * and one that meets (the budget need not be monotone in the scale, so this finds a
          * rung that meets next to a larger one that misses: three more passes, not seven) */
 #define LADDER 7
-    int last = -1; /* the rung whose routing s->sidx holds */
+    route_figs at_hi; /* the figures of rung hi, where the bisection evaluated it */
+    int have_hi = 0;
     if (any && b->kind != TMOE_BUDGET_NONE) {
         int lo = -1, hi = LADDER; /* lo misses (-1: not yet tried), hi meets */
         /* rung 0: the routing tmoe_set_select evaluated for its result, where it did */
         if (s->sel_valid) {
-            int meets = b->kind == TMOE_BUDGET_KL ? s->sel_kl <= b->kl_max * (1.0 + 1e-9) + 1e-12
-                        : b->kind == TMOE_BUDGET_TOP1 ? s->sel_rtop1
-                                                      : s->sel_rshare >= b->tau * (1.0 - 1e-9);
-            if (meets)
+            if (figs_meet(b, &s->sel))
                 hi = 0;
             else
                 lo = 0;
@@ -865,22 +835,30 @@ int tmoe_set_bias_scale(tmoe_set_selector *s, const tmoe_cost_provider *p, const
             for (int e = 0; e < E; e++) sa[e] = a * soft_bias[e];
             set_biases(E, sa, in_set, excl, fb);
             tmoe_gate_topk(logits, fb, T, E, k, 1, 0, s->sidx, NULL);
-            last = i;
-            if (routing_meets(s, T, b))
+            route_figs f;
+            int rc = routing_figures(s, p, T, in_set, &f, err);
+            if (rc) return rc;
+            if (figs_meet(b, &f)) {
                 hi = i;
-            else
+                at_hi = f;
+                have_hi = 1;
+            } else {
                 lo = i;
+            }
         }
         a = hi == LADDER ? 0.0 : ldexp(1.0, -hi);
-        if (hi != last) last = -1;
     }
 #undef LADDER
     *scale = any ? a : 1.0;
     if (!res) return TMOE_OK;
     res->bias_scale = *scale;
     if (*scale == 1.0) return TMOE_OK; /* tmoe_set_select's figures are those of this routing */
-    if (last >= 0)                     /* s->sidx is the routing at the scale taken */
-        return routing_figures(s, p, T, in_set, &res->energy_j, &res->kl, NULL, err);
-    for (int e = 0; e < E; e++) sa[e] = *scale * soft_bias[e];
-    return eval_set(s, p, logits, T, sa, in_set, excl, &res->energy_j, &res->kl, NULL, err);
+    if (!have_hi) {                    /* scale 0: route at it */
+        for (int e = 0; e < E; e++) sa[e] = *scale * soft_bias[e];
+        int rc = eval_set(s, p, logits, T, sa, in_set, excl, &at_hi, err);
+        if (rc) return rc;
+    }
+    res->energy_j = at_hi.energy;
+    res->kl = at_hi.kl;
+    return TMOE_OK;
 }
