@@ -79,6 +79,9 @@ int cli_shape_flag(const char *cmd, int code, const char *arg, tmoe_block_config
  * one type per expert into types (TMOE_MAX_EXPERTS) and points c->expert_types at it; the
  * list must have c->num_experts entries. 0, or nonzero with the message printed. */
 int cli_expert_types(const char *cmd, const char *list, tmoe_block_config *c, tmoe_etype *types);
+/* A comma list of expert types into types (TMOE_MAX_EXPERTS), *n of them, whatever the count
+ * (a decoder LM checks it against its checkpoint). 0, or nonzero with the message printed. */
+int cli_expert_type_list(const char *cmd, const char *list, tmoe_etype *types, int *n);
 void cli_shape_help(const tmoe_block_config *d);
 /* Routing flags shared by run and serve: every knob of tmoe_router_config a user sets
  * (budgets, comparisons, the TTHA adapter), codes CLI_ROUTER_BASE.., a handler and the help. */

@@ -515,10 +515,11 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
     /* a decoder LM's expert count comes from its checkpoint: a list of types is checked
      * against it when the model loads */
     if (types_list && mflags.model && strcmp(mflags.model, "random") && strchr(types_list, ',')) {
-        c->block.num_experts = 1;
-        for (const char *p = types_list; *p; p++) c->block.num_experts += *p == ',';
+        if (cli_expert_type_list("run", types_list, run_types, &c->block.num_experts)) return 2;
+        c->block.expert_types = run_types;
+    } else if (types_list && cli_expert_types("run", types_list, &c->block, run_types)) {
+        return 2;
     }
-    if (types_list && cli_expert_types("run", types_list, &c->block, run_types)) return 2;
     if (cli_router_check("run", &c->router)) return 2;
     if (placement_file_wanted && !c->placement_file)
         return cli_usage_fail("run", "--placement file needs --placement-file F");

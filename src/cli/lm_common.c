@@ -28,13 +28,8 @@ int cli_lm_flag(const char *cmd, int code, const char *arg, cli_lm_opts *o) {
         }
         o->load.experts_f32 = 0;
         o->load.n_types = 0;
-        if (strchr(arg, ',')) { /* one type per expert; its count is checked at load */
-            tmoe_block_config bc = {.expert_type = TMOE_ET_FP16, .num_experts = 1};
-            for (const char *p = arg; *p; p++) bc.num_experts += *p == ',';
-            if (cli_expert_types(cmd, arg, &bc, o->load.types)) return 2;
-            o->load.n_types = bc.num_experts;
-            return 0;
-        }
+        if (strchr(arg, ',')) /* one type per expert; its count is checked at load */
+            return cli_expert_type_list(cmd, arg, o->load.types, &o->load.n_types) ? 2 : 0;
         if (tmoe_etype_parse(arg, &o->load.expert_type))
             return cli_usage_fail(
                 cmd, "--expert-type: unknown type '%s' (expected fp32, fp16, bf16, q4 or q2)", arg);

@@ -270,6 +270,21 @@ void cli_router_help(const tmoe_router_config *r) {
         r->w_fidelity, r->lr, r->weight_decay, tmoe_ttha_grad_name(r->grad_mode));
 }
 
+int cli_expert_type_list(const char *cmd, const char *list, tmoe_etype *types, int *n) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", list);
+    *n = 0;
+    for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (*n >= TMOE_MAX_EXPERTS)
+            return cli_fail(cmd, "--expert-type: more than %d entries", TMOE_MAX_EXPERTS);
+        if (tmoe_etype_parse(tok, &types[*n]))
+            return cli_fail(cmd, "--expert-type: entry %d '%s' is not fp16, bf16, q4 or q2", *n + 1,
+                            tok);
+        (*n)++;
+    }
+    return 0;
+}
+
 int cli_expert_types(const char *cmd, const char *list, tmoe_block_config *c, tmoe_etype *types) {
     if (!strchr(list, ',')) {
         if (tmoe_etype_parse(list, &c->expert_type))
@@ -278,17 +293,8 @@ int cli_expert_types(const char *cmd, const char *list, tmoe_block_config *c, tm
         c->expert_types = NULL;
         return 0;
     }
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", list);
     int n = 0;
-    for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (n >= TMOE_MAX_EXPERTS)
-            return cli_fail(cmd, "--expert-type: more than %d entries", TMOE_MAX_EXPERTS);
-        if (tmoe_etype_parse(tok, &types[n]))
-            return cli_fail(cmd, "--expert-type: entry %d '%s' is not fp16, bf16, q4 or q2", n + 1,
-                            tok);
-        n++;
-    }
+    if (cli_expert_type_list(cmd, list, types, &n)) return 1;
     if (n != c->num_experts)
         return cli_fail(cmd, "--expert-type: %d types listed but --num-experts is %d", n,
                         c->num_experts);
