@@ -126,6 +126,8 @@ typedef struct tmoe_block_config {
 
 /* Defaults: a small shape that runs fast on a CPU. */
 tmoe_block_config tmoe_block_config_default(void);
+/* The type of expert e: expert_types[e] where one type per expert is given, else expert_type */
+tmoe_etype tmoe_block_expert_type(const tmoe_block_config *c, int e);
 /* Check every field; the message names the field, its value and what is allowed. */
 int tmoe_block_config_validate(const tmoe_block_config *c, tmoe_error *err);
 

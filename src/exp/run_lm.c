@@ -91,9 +91,6 @@ int run_lm_config(run_ctx *r, tmoe_error *err) {
                            "--expert-type lists %d types, one per expert, but model %s has %d "
                            "experts",
                            c->block.num_experts, c->model_dir, mc.num_experts);
-    lm->mixed = c->block.expert_types != NULL;
-    for (int e = 0; e < mc.num_experts; e++)
-        lm->types[e] = lm->mixed ? c->block.expert_types[e] : c->block.expert_type;
     r->blk_cfg.num_experts = mc.num_experts;
     r->blk_cfg.top_k = mc.top_k;
     r->blk_cfg.renormalize = mc.norm_topk_prob;
@@ -162,7 +159,7 @@ static int create_runner(run_ctx *r, int max_seqs, int max_len, tmoe_error *err)
     tmoe_backend_kind k;
     int rc0 = tmoe_backend_resolve(r->cfg.backend, &k, err);
     if (rc0) return rc0;
-    if (k == TMOE_BACKEND_CUDA && lm->mixed)
+    if (k == TMOE_BACKEND_CUDA && r->blk_cfg.expert_types)
         return tmoe_errorf(err, TMOE_ENOTSUP,
                            "one type per expert (--expert-type with a list) runs the decoder LM "
                            "on the CPU: use --backend cpu");
@@ -205,9 +202,9 @@ int run_lm_init(run_ctx *r, tmoe_error *err) {
     tmoe_lm_load_opts lo = tmoe_lm_load_opts_default();
     lo.experts_f32 = 0;
     lo.expert_type = lm->etype;
-    if (lm->mixed) {
+    if (r->blk_cfg.expert_types) {
         lo.n_types = r->blk_cfg.num_experts;
-        for (int e = 0; e < lo.n_types; e++) lo.types[e] = lm->types[e];
+        memcpy(lo.types, r->blk_cfg.expert_types, sizeof(tmoe_etype) * (size_t)lo.n_types);
     }
     lo.group_size = c->block.group_size;
     lo.act8 = c->act8;
@@ -262,7 +259,7 @@ int run_lm_init(run_ctx *r, tmoe_error *err) {
         return TMOE_ENOMEM;
     /* the routers' expert costs: the cost model at every token count */
     tmoe_etype types[TMOE_MAX_EXPERTS];
-    for (size_t e = 0; e < E; e++) types[e] = lm->types[e];
+    for (size_t e = 0; e < E; e++) types[e] = tmoe_block_expert_type(&r->blk_cfg, (int)e);
     rc = tmoe_cost_table_create(r->cm, types, (int)E, c->impl, r->max_tokens, &r->cost_tab, err);
     if (rc) return rc;
     r->provider = tmoe_cost_table_provider(r->cost_tab);
@@ -531,8 +528,8 @@ int run_lm_bill(run_ctx *r, const batch_out *o, batch_hw *hw, tmoe_error *err) {
             for (int e = 0; e < E; e++) {
                 int n = cnt[e], dev = r->placement.device[e];
                 if (n == 0) continue;
-                int rc = run_bill_expert(r, e, lm->types[e], r->cfg.impl, n, &busy[dev], &dyn[dev],
-                                         hw, err);
+                int rc = run_bill_expert(r, e, tmoe_block_expert_type(&r->blk_cfg, e), r->cfg.impl,
+                                         n, &busy[dev], &dyn[dev], hw, err);
                 if (rc) return rc;
             }
             /* the layers run one after another: each waits for every device of the one before */

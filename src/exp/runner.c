@@ -105,8 +105,7 @@ int run_init_cost(run_ctx *r, tmoe_error *err) {
     r->cost_sum = tmoe_cost_checksum(r->cm);
     /* every expert type of the model must be in the cost model: fail now, not mid-run */
     for (int e = 0; e < r->blk_cfg.num_experts; e++) {
-        tmoe_etype t =
-            r->blk_cfg.expert_types ? r->blk_cfg.expert_types[e] : r->blk_cfg.expert_type;
+        tmoe_etype t = tmoe_block_expert_type(&r->blk_cfg, e);
         tmoe_cost_value v;
         rc = tmoe_cost_expert(r->cm, t, r->cfg.impl, 1.0, &v, err);
         if (rc)
@@ -192,7 +191,7 @@ static void choose_impl_rule(run_ctx *r, tmoe_engine_config *ec) {
     for (int t = 0; t < TMOE_ET_COUNT; t++) r->unfused_from[t] = 0;
     int quant[TMOE_ET_COUNT] = {0}, any = 0;
     for (int e = 0; e < b->num_experts; e++) {
-        tmoe_etype t = b->expert_types ? b->expert_types[e] : b->expert_type;
+        tmoe_etype t = tmoe_block_expert_type(b, e);
         if (tmoe_etype_is_quant(t)) quant[t] = any = 1;
     }
     if (r->cfg.impl_given) {

@@ -84,10 +84,9 @@ typedef struct run_lm {
     int n_moe;                                /* MoE layers */
     int moe_index[TMOE_LM_MAX_LAYERS];        /* layer -> its MoE index, -1 for a dense layer */
     tmoe_router *routers[TMOE_LM_MAX_LAYERS]; /* (n_moe), the combination's */
-    tmoe_etype etype;                         /* experts as loaded and billed (one type) */
-    tmoe_etype types[TMOE_MAX_EXPERTS];       /* expert e's type (every MoE layer alike) */
-    int mixed;                                /* 1: the experts' types differ (--expert-type
-                                                 with one type per expert) */
+    tmoe_etype etype;                         /* experts as loaded and billed, unless
+                                                 blk_cfg.expert_types gives one type per
+                                                 expert (every MoE layer alike) */
     tmoe_expert_shape shape;                  /* what time and energy belong to (resolved) */
     char shape_text[64];                      /* tmoe_expert_shape_format of it */
     /* the forward in progress */

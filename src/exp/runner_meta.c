@@ -188,9 +188,8 @@ static json_t *run_config_json(const run_ctx *r) {
     json_object_set_new(config, "expert_parallel", ep);
     json_t *types = json_array();
     for (int e = 0; e < r->blk_cfg.num_experts; e++)
-        json_array_append_new(
-            types, json_string(tmoe_etype_name(r->blk_cfg.expert_types ? r->blk_cfg.expert_types[e]
-                                                                       : r->blk_cfg.expert_type)));
+        json_array_append_new(types,
+                              json_string(tmoe_etype_name(tmoe_block_expert_type(&r->blk_cfg, e))));
     json_t *model =
         json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:s, s:b, s:b}", "d_model",
                   r->blk_cfg.d_model, "n_heads", r->blk_cfg.n_heads, "d_ff", r->blk_cfg.d_ff,

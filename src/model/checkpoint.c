@@ -459,7 +459,7 @@ static double block_bytes(const tmoe_block_config *c) {
     double D = c->d_model, F = c->d_ff, rows = c->act == TMOE_ACT_SWIGLU ? 2 * F : F;
     double b = 8 * D + 2 * (3 * D * D + D * D + c->num_experts * D);
     for (int e = 0; e < c->num_experts; e++) {
-        tmoe_etype t = c->expert_types ? c->expert_types[e] : c->expert_type;
+        tmoe_etype t = tmoe_block_expert_type(c, e);
         double per = !tmoe_etype_is_quant(t) ? 2.0 : tmoe_etype_bits(t) / 8.0 + 2.0 / c->group_size;
         b += per * (rows * D + D * F);
     }

@@ -171,7 +171,7 @@ int tmoe_block_config_validate(const tmoe_block_config *c, tmoe_error *err) {
         return tmoe_errorf(err, TMOE_EINVAL, "norm_eps = %g: must be a positive finite number",
                            (double)c->norm_eps);
     for (int e = 0; e < c->num_experts; e++) {
-        tmoe_etype t = c->expert_types ? c->expert_types[e] : c->expert_type;
+        tmoe_etype t = tmoe_block_expert_type(c, e);
         if ((unsigned)t >= TMOE_ET_COUNT)
             return tmoe_errorf(err, TMOE_EINVAL, "expert %d: unknown expert type %d", e, (int)t);
         if (!tmoe_etype_is_quant(t)) continue;
@@ -185,6 +185,10 @@ int tmoe_block_config_validate(const tmoe_block_config *c, tmoe_error *err) {
     return TMOE_OK;
 }
 
+tmoe_etype tmoe_block_expert_type(const tmoe_block_config *c, int e) {
+    return c->expert_types ? c->expert_types[e] : c->expert_type;
+}
+
 int tmoe_block_alloc(const tmoe_block_config *cfg, tmoe_block **out, tmoe_error *err) {
     *out = NULL;
     int rc = tmoe_block_config_validate(cfg, err);
@@ -192,8 +196,7 @@ int tmoe_block_alloc(const tmoe_block_config *cfg, tmoe_block **out, tmoe_error 
     tmoe_block *b = tmoe_calloc(1, sizeof *b, err);
     if (!b) return TMOE_ENOMEM;
     b->cfg = *cfg;
-    for (int e = 0; e < cfg->num_experts; e++)
-        b->types[e] = cfg->expert_types ? cfg->expert_types[e] : cfg->expert_type;
+    for (int e = 0; e < cfg->num_experts; e++) b->types[e] = tmoe_block_expert_type(cfg, e);
     b->cfg.expert_types = b->types;
     int D = cfg->d_model, E = cfg->num_experts;
     tmoe_moe *m = &b->moe;
