@@ -296,4 +296,36 @@ PY
 [ $rc -eq 1 ] && grep -qF -- "--expert-type lists 3 types, one per expert, but model" mixed_lm_bad.log ||
     fail "--expert-type LIST of 3 for a model of 5: exit $rc: $(cat mixed_lm_bad.log)"
 
+# lower-precision copies (--expert-copy): under pressure (a power target far below the draw)
+# hierarchical_adaptive runs every expert as its q4 copy at decode; with no budget, and every
+# expert at one cost as run, the routing is the baseline's, the scores differ and the
+# simulated energy per token falls
+"$BIN" run "${LMX[@]}" --expert-type fp16 --expert-copy q4:0-4 --lm-steps decode --budget none \
+    --ttha-target-power 20 --out copy_lm >copy_lm.log 2>&1 || fail "copies, LM: $(tail -5 copy_lm.log)"
+python3 - copy_lm <<'PY' || fail "copies, LM: $(tail -12 copy_lm.log)"
+import csv, json, sys
+meta = json.load(open(sys.argv[1] + "/metadata.json"))
+cp = meta["config"]["expert_copies"]
+assert cp == {"type": "q4", "experts": [0, 1, 2, 3, 4]}, "metadata expert_copies %s" % cp
+rows = list(csv.DictReader(open(sys.argv[1] + "/batches.csv")))
+def mean(s, k):
+    v = [float(r[k]) for r in rows if r["strategy"] == s]
+    return sum(v) / len(v)
+h = [r for r in rows if r["strategy"] == "hierarchical_adaptive"]
+assert h and all(float(r["topk_agreement_with_baseline"]) == 1.0 for r in h), "routing changed"
+assert any(r["nll"] != r["nll_baseline"] for r in h), "no copy ran: the scores are the baseline's"
+assert mean("hierarchical_adaptive", "energy_j_per_token") < 0.9 * mean("baseline", "energy_j_per_token"), \
+    "the copies do not lower the simulated energy per token"
+PY
+for bad in "q4:7:1:expert 7, but model" "bf16:2:copy type 'bf16' is not fp16, q4 or q2" \
+    "q4:x:2:'x' is not an expert" "q4::2:no expert listed"; do
+    arg=${bad%:*:*}; want=${bad##*:}; code=${bad%:*}; code=${code##*:}
+    "$BIN" run "${LMX[@]}" --expert-copy "$arg" --out copy_bad >copy_bad.log 2>&1; rc=$?
+    [ $rc -eq "$code" ] && grep -qF -- "$want" copy_bad.log ||
+        fail "--expert-copy $arg: exit $rc (want $code): $(cat copy_bad.log)"
+done
+"$BIN" run --model random --expert-copy q4 --out copy_rand >copy_rand.log 2>&1; rc=$?
+[ $rc -eq 2 ] && grep -qF -- "--expert-copy applies to a decoder LM" copy_rand.log ||
+    fail "--expert-copy on the random block: exit $rc: $(cat copy_rand.log)"
+
 echo "cli_run: ok"

@@ -788,13 +788,168 @@ static void test_route_hook_selection(void **state) {
     tmoe_tokens_free(&t);
 }
 
+/* ---- lower-precision copies ----------------------------------------------------------- */
+typedef struct copy_hook_ctx {
+    unsigned char run[TMOE_MAX_EXPERTS]; /* the experts to run as their copies */
+} copy_hook_ctx;
+
+static int copy_hook(void *user, int layer, const float *logits, int T, int E,
+                     tmoe_lm_route_out *out, tmoe_error *err) {
+    const copy_hook_ctx *h = user;
+    (void)layer, (void)logits, (void)T, (void)err;
+    assert_non_null(out->use_copy);
+    for (int e = 0; e < E; e++) {
+        assert_int_equal(out->use_copy[e], 0); /* zeroed by the engine */
+        out->use_copy[e] = h->run[e];
+    }
+    return TMOE_OK;
+}
+
+/* Logits (n, V) of the first n ids with copy_hook; the copies that ran per (layer, expert)
+ * into ccnt and all token copies into cnt (n_layers x E each). */
+static int copy_prefill(const tmoe_lm *m, const uint32_t *ids, int n, copy_hook_ctx *h,
+                        float *logits, int32_t *cnt, int32_t *ccnt, tmoe_error *err) {
+    tmoe_kv_cache *kv;
+    tmoe_cpu_lm *cpu;
+    tmoe_cpu_lm_config cc = {
+        .max_tokens = n, .impl = TMOE_IMPL_FUSED, .route = copy_hook, .route_user = h};
+    ASSERT_OK(tmoe_kv_cache_create(&m->cfg, 1, n, &kv, err), err);
+    ASSERT_OK(tmoe_cpu_lm_create(m, &cc, &cpu, err), err);
+    int slot;
+    ASSERT_OK(tmoe_kv_seq_open(kv, &slot, err), err);
+    int32_t nn = n;
+    tmoe_lm_batch b = {1, &slot, &nn, ids, 1};
+    int rc = tmoe_cpu_lm_forward(cpu, kv, &b, logits, err);
+    size_t ne = (size_t)m->cfg.n_layers * m->cfg.num_experts;
+    memcpy(cnt, tmoe_cpu_lm_expert_counts(cpu), sizeof(int32_t) * ne);
+    memcpy(ccnt, tmoe_cpu_lm_copy_counts(cpu), sizeof(int32_t) * ne);
+    tmoe_cpu_lm_free(cpu);
+    tmoe_kv_cache_free(kv);
+    return rc;
+}
+
+/* Copies (tmoe_lm_load_opts.copy): each copy holds the weights a load of its type gives;
+ * running experts 1 and 3 as their q4 copies gives, bit for bit, the logits of the model
+ * loaded with experts 1 and 3 as q4, and not those without the copies; the copies that ran
+ * are counted; a hook that runs a copy the model lacks, and bad options, are refused. */
+static void test_expert_copies(void **state) {
+    (void)state;
+    tmoe_error err = {0};
+    tmoe_tokens t;
+    ASSERT_OK(tmoe_tokens_read(lm_path("text.tokens"), &t, &err), &err);
+    tmoe_lm_load_opts o = tmoe_lm_load_opts_default();
+    o.experts_f32 = 0;
+    o.group_size = 4;
+    o.expert_type = TMOE_ET_FP16;
+    tmoe_lm *plain, *cp, *mix;
+    ASSERT_OK(tmoe_lm_load(lm_path("mixtral"), &o, &plain, &err), &err);
+    tmoe_lm_load_opts oc = o;
+    oc.n_copy = 2;
+    oc.copy[1] = oc.copy[3] = 1;
+    oc.copy_type = TMOE_ET_Q4;
+    ASSERT_OK(tmoe_lm_load(lm_path("mixtral"), &oc, &cp, &err), &err);
+    tmoe_lm_load_opts om = o;
+    om.n_types = 5;
+    for (int e = 0; e < 5; e++) om.types[e] = e == 1 || e == 3 ? TMOE_ET_Q4 : TMOE_ET_FP16;
+    ASSERT_OK(tmoe_lm_load(lm_path("mixtral"), &om, &mix, &err), &err);
+    const tmoe_lm_config cfg = cp->cfg, *c = &cfg;
+    int E = c->num_experts, L = c->n_layers, n = 12, V = c->vocab_size;
+    assert_int_equal(E, 5);
+    assert_true(tmoe_lm_has_copy(&cp->opts, 1) && tmoe_lm_has_copy(&cp->opts, 3));
+    assert_false(tmoe_lm_has_copy(&cp->opts, 0) || tmoe_lm_has_copy(&plain->opts, 1));
+    /* the copies' weights: those of a q4 load; the experts themselves stay fp16 */
+    size_t n13 = (size_t)2 * c->d_ff_expert * c->d_model;
+    float *w = malloc(sizeof(float) * n13), *v = malloc(sizeof(float) * n13);
+    assert_true(w && v);
+    for (int l = 0; l < L; l++) {
+        if (!cp->layers[l].experts) continue;
+        assert_non_null(cp->layers[l].copies);
+        for (int e = 1; e < 5; e += 2) {
+            const tmoe_expert *x = &cp->layers[l].copies[e], *y = &mix->layers[l].experts[e];
+            assert_int_equal(x->type, TMOE_ET_Q4);
+            assert_int_equal(cp->layers[l].experts[e].type, TMOE_ET_FP16);
+            tmoe_linear_to_f32(&x->fc1, w);
+            tmoe_linear_to_f32(&y->fc1, v);
+            assert_memory_equal(w, v, sizeof(float) * n13);
+        }
+    }
+    free(w);
+    free(v);
+    /* the copies are held beside the experts */
+    assert_true(tmoe_lm_sizes_of(cp).weight_bytes > tmoe_lm_sizes_of(plain).weight_bytes);
+    assert_true(tmoe_lm_sizes_of(cp).weight_bytes < 2.0 * tmoe_lm_sizes_of(plain).weight_bytes);
+    /* the decoder */
+    size_t nv = (size_t)n * V, ne = (size_t)L * E;
+    float *a = malloc(sizeof(float) * nv), *b = malloc(sizeof(float) * nv);
+    int32_t *cnt = malloc(sizeof(int32_t) * ne), *ccnt = malloc(sizeof(int32_t) * ne);
+    assert_true(a && b && cnt && ccnt);
+    copy_hook_ctx h = {{0}};
+    ASSERT_OK(copy_prefill(cp, t.ids, n, &h, a, cnt, ccnt, &err), &err);
+    prefill(plain, t.ids, n, b, 1);
+    assert_memory_equal(a, b, sizeof(float) * nv); /* no copy run: the fp16 model */
+    for (size_t i = 0; i < ne; i++) assert_int_equal(ccnt[i], 0);
+    h.run[1] = h.run[3] = 1;
+    ASSERT_OK(copy_prefill(cp, t.ids, n, &h, a, cnt, ccnt, &err), &err);
+    prefill(mix, t.ids, n, b, 1);
+    assert_memory_equal(a, b, sizeof(float) * nv);
+    prefill(plain, t.ids, n, b, 1);
+    assert_true(max_abs_diff(a, b, nv) > 0.0); /* the copies changed the output */
+    int ran = 0;
+    for (int l = 0; l < L; l++)
+        for (int e = 0; e < E; e++) {
+            int32_t want = e == 1 || e == 3 ? cnt[l * E + e] : 0;
+            assert_int_equal(ccnt[l * E + e], want);
+            ran += want;
+        }
+    assert_true(ran > 0);
+    h.run[0] = 1; /* expert 0 has no copy */
+    assert_int_equal(copy_prefill(cp, t.ids, n, &h, a, cnt, ccnt, &err), TMOE_EINVAL);
+    assert_non_null(strstr(err.msg, "expert 0's copy, but the model holds none"));
+    free(a);
+    free(b);
+    free(cnt);
+    free(ccnt);
+    tmoe_lm_free(plain);
+    tmoe_lm_free(cp);
+    tmoe_lm_free(mix);
+    tmoe_tokens_free(&t);
+    /* refusals */
+    tmoe_lm *m = NULL;
+    tmoe_lm_load_opts bad = oc;
+    bad.copy[7] = 1;
+    bad.n_copy = 3;
+    assert_int_equal(tmoe_lm_load(lm_path("mixtral"), &bad, &m, &err), TMOE_EINVAL);
+    assert_non_null(strstr(err.msg, "expert 7 has a copy, but the model has 5 experts"));
+    bad = oc;
+    bad.n_copy = 1;
+    assert_int_equal(tmoe_lm_load(lm_path("mixtral"), &bad, &m, &err), TMOE_EINVAL);
+    assert_non_null(strstr(err.msg, "n_copy is 1 but 2 experts are marked"));
+    bad = oc;
+    bad.copy_type = TMOE_ET_BF16;
+    assert_int_equal(tmoe_lm_load(lm_path("mixtral"), &bad, &m, &err), TMOE_EINVAL);
+    assert_non_null(strstr(err.msg, "copy type must be fp16, q4 or q2"));
+    bad = oc;
+    bad.experts_f32 = 1;
+    assert_int_equal(tmoe_lm_load(lm_path("mixtral"), &bad, &m, &err), TMOE_EINVAL);
+    assert_non_null(strstr(err.msg, "not for fp32 experts"));
+    bad = oc;
+    bad.expert_type = TMOE_ET_Q4;
+    bad.copy_type = TMOE_ET_FP16;
+    bad.act8 = 1;
+    bad.group_size = 32;
+    assert_int_equal(tmoe_lm_load(lm_path("mixtral"), &bad, &m, &err), TMOE_EINVAL);
+    assert_non_null(strstr(err.msg, "(the copies are fp16)"));
+    assert_int_equal(tmoe_lm_random(c, &oc, 1, &m, &err), TMOE_ENOTSUP);
+    assert_null(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_transformers), cmocka_unit_test(test_batch_join_leave),
         cmocka_unit_test(test_typed_experts),        cmocka_unit_test(test_config),
         cmocka_unit_test(test_token_files),          cmocka_unit_test(test_kv_slots),
         cmocka_unit_test(test_route_hook_selection), cmocka_unit_test(test_int8_activations),
-        cmocka_unit_test(test_expert_type_list),
+        cmocka_unit_test(test_expert_type_list),     cmocka_unit_test(test_expert_copies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -97,6 +97,7 @@ static void check_costly_chosen_less(tmoe_route_strategy s, const tmoe_hw_state 
     make_costs(&two, E, J, 2.0);
     make_costs(&one, E, -1, 1.0);
     tmoe_router_config cfg = base_cfg(s, E, k);
+    cfg.kl_max = 0.1; /* a tight end that lets the biases move a fifth of the copies */
     tmoe_router *rb = make_router(base_cfg(TMOE_ROUTE_BASELINE, E, k), &two);
     tmoe_router *rs = make_router(cfg, &two);
     /* the per-expert biases alone (no set selection, whose exclusion bias is not a cost bias) */
@@ -313,7 +314,10 @@ static void test_hierarchical_tiers(void **state) {
         c3.ef[e] = 0.04 * f;
         c3.tp[e] = 0.05 * f;
     }
-    tmoe_router *r = make_router(base_cfg(TMOE_ROUTE_HIERARCHICAL_ADAPTIVE, E, k), &c3);
+    /* the tiers alone (no budget): dropped tiers are out */
+    tmoe_router_config cn = base_cfg(TMOE_ROUTE_HIERARCHICAL_ADAPTIVE, E, k);
+    cn.budget = TMOE_BUDGET_NONE;
+    tmoe_router *r = make_router(cn, &c3);
     int64_t c[MAXE];
     tmoe_hw_state warm = hw_at(380, 60), hot = hw_at(300, 90);
     run_batches(r, 10, T, E, k, &warm, 2, c, NULL);
@@ -323,7 +327,7 @@ static void test_hierarchical_tiers(void **state) {
     for (int e = 3; e < 9; e++) assert_int_equal(c[e], 0); /* hot: only the cheapest tier */
     /* explicit tiers (e.g. lower-precision copies as tier 0) */
     int tiers[9] = {1, 1, 1, 1, 0, 0, 1, 1, 1};
-    tmoe_router_config cfg = base_cfg(TMOE_ROUTE_HIERARCHICAL_ADAPTIVE, E, k);
+    tmoe_router_config cfg = cn;
     cfg.num_tiers = 2;
     cfg.expert_tier = tiers;
     tmoe_router *r2 = make_router(cfg, &c3);
@@ -332,6 +336,107 @@ static void test_hierarchical_tiers(void **state) {
         if (e != 4 && e != 5) assert_int_equal(c[e], 0);
     tmoe_router_free(r);
     tmoe_router_free(r2);
+    /* under a budget the tiers yield where no set of the kept tiers meets it: every batch's
+     * routing meets tau, and experts of the dropped tiers run where they must */
+    cfg.budget = TMOE_BUDGET_TAU;
+    r2 = make_router(cfg, &c3);
+    tmoe_rng rng;
+    tmoe_rng_seed(&rng, 3);
+    float z[MAXT * MAXE], b[MAXE];
+    int32_t sel[MAXT * 16];
+    tmoe_error err = {0};
+    int yielded = 0;
+    for (int i = 0; i < 10; i++) {
+        random_logits(&rng, z, T, E, NULL);
+        ASSERT_OK(tmoe_router_route(r2, z, T, NULL, &hot, b, sel, NULL, &err), &err);
+        tmoe_set_result res;
+        double tau;
+        assert_true(tmoe_router_last_set(r2, &res, &tau));
+        assert_true(res.meets);
+        for (int j = 0; j < T * k; j++) yielded |= sel[j] != 4 && sel[j] != 5;
+    }
+    assert_true(yielded);
+    tmoe_router_free(r2);
+}
+
+/* ---- hierarchical: lower-precision copies run under pressure ------------------------------ */
+
+/* Experts of equal cost; experts 0-3 have copies at half the cost, expert 4 one at twice the
+ * cost. Cool: no copy runs. Warm: the four cheaper copies run, not expert 4's, no tier is
+ * dropped, and the predicted energy bills each expert at its cost as run. Hot: the copies and
+ * the costliest tier of the costs as run (experts 6 and 7 by rank). Other strategies and the
+ * comparisons never run a copy. */
+static void test_hierarchical_copies(void **state) {
+    (void)state;
+    const int E = 8, k = 2, T = 32;
+    costs base, half;
+    make_costs(&base, E, -1, 1.0);
+    make_costs(&half, E, -1, 1.0);
+    for (int e = 0; e < E; e++) {
+        double f = e < 4 ? 0.5 : 2.0;
+        half.ef[e] *= f, half.ep[e] *= f, half.tp[e] *= f;
+    }
+    tmoe_cost_provider pc = tmoe_cost_analytic_provider(&half.c);
+    tmoe_cost_provider pb = tmoe_cost_analytic_provider(&base.c);
+    unsigned char has[MAXE] = {1, 1, 1, 1, 1, 0, 0, 0};
+    tmoe_router_config cfg = base_cfg(TMOE_ROUTE_HIERARCHICAL_ADAPTIVE, E, k);
+    cfg.budget = TMOE_BUDGET_NONE; /* the tiers alone: the dropped tier is out */
+    cfg.expert_copy = has;
+    cfg.copy_cost = &pc;
+    tmoe_router *r = make_router(cfg, &base);
+    tmoe_error err = {0};
+    tmoe_rng rng;
+    tmoe_rng_seed(&rng, 7);
+    float z[MAXT * MAXE], b[MAXE];
+    int32_t sel[MAXT * 16];
+    unsigned char use[MAXE];
+    tmoe_hw_state cool = hw_at(100, 40), warm = hw_at(380, 60), hot = hw_at(300, 90);
+    const tmoe_hw_state *hws[3] = {&cool, &warm, &hot};
+    for (int h = 0; h < 3; h++)
+        for (int i = 0; i < 5; i++) {
+            random_logits(&rng, z, T, E, NULL);
+            double pe;
+            ASSERT_OK(tmoe_router_route(r, z, T, NULL, hws[h], b, sel, &pe, &err), &err);
+            int n = tmoe_router_last_copies(r, use);
+            assert_int_equal(n, h == 0 ? 0 : 4);
+            for (int e = 0; e < E; e++) assert_int_equal(use[e], h > 0 && e < 4);
+            int32_t cnt[MAXE] = {0};
+            for (int j = 0; j < T * k; j++) cnt[sel[j]]++;
+            if (h == 2) assert_true(cnt[6] == 0 && cnt[7] == 0);
+            if (h == 1) assert_true(cnt[4] + cnt[5] + cnt[6] + cnt[7] > 0);
+            /* the predicted energy: each expert that ran at its cost as run */
+            double want = 0.0;
+            for (int e = 0; e < E; e++) {
+                if (!cnt[e]) continue;
+                tmoe_expert_cost x;
+                const tmoe_cost_provider *p = use[e] ? &pc : &pb;
+                ASSERT_OK(p->expert_cost(p->ctx, e, cnt[e], &x, &err), &err);
+                want += x.energy_j;
+            }
+            assert_true(fabs(pe - want) <= 1e-12 * want);
+        }
+    tmoe_router_free(r);
+    /* strategies that do not run copies, at the hot state */
+    const tmoe_route_strategy others[] = {TMOE_ROUTE_KERNEL_AWARE_TTHA,
+                                          TMOE_ROUTE_PREDICTIVE_THERMAL, TMOE_ROUTE_TOP_P};
+    for (size_t i = 0; i < sizeof others / sizeof *others; i++) {
+        cfg.strategy = others[i];
+        r = make_router(cfg, &base);
+        random_logits(&rng, z, T, E, NULL);
+        if (tmoe_route_strategy_is_comparison(others[i])) {
+            float w[MAXT * 16];
+            ASSERT_OK(tmoe_router_route_explicit(r, z, T, 1, &hot, sel, w, NULL, &err), &err);
+        } else {
+            ASSERT_OK(tmoe_router_route(r, z, T, NULL, &hot, b, sel, NULL, &err), &err);
+        }
+        assert_int_equal(tmoe_router_last_copies(r, use), 0);
+        tmoe_router_free(r);
+    }
+    /* copies need their costs */
+    cfg.strategy = TMOE_ROUTE_HIERARCHICAL_ADAPTIVE;
+    cfg.copy_cost = NULL;
+    assert_int_equal(tmoe_router_create(&cfg, &pb, &r, &err), TMOE_EINVAL);
+    assert_non_null(strstr(err.msg, "expert_copy needs copy_cost"));
 }
 
 /* ---- predictive_thermal acts before the target is crossed -------------------------------- */
@@ -673,6 +778,7 @@ static void check_ttha_lowers_power(tmoe_ttha_grad mode, double cost_scale, int 
     cfg.temp_target_c = 150;
     cfg.grad_mode = mode;
     cfg.cost_bias_scale = cost_scale;
+    cfg.kl_max = 0.1; /* a tight end that admits 15% of the plant's power */
     cfg.lr = 1e-2;
     cfg.seed = 42;
     tmoe_router *r = make_router(cfg, &k);
@@ -729,6 +835,7 @@ int main(void) {
         cmocka_unit_test(test_multi_gpu_hot_device_sheds),
         cmocka_unit_test(test_multi_gpu_link_cost),
         cmocka_unit_test(test_hierarchical_tiers),
+        cmocka_unit_test(test_hierarchical_copies),
         cmocka_unit_test(test_predictive_acts_early),
         cmocka_unit_test(test_load_balancer_zipf),
         cmocka_unit_test(test_capacity_factor),

@@ -233,6 +233,8 @@ int tmoe_cpu_lm_forward(tmoe_cpu_lm *r, tmoe_kv_cache *kv, const tmoe_lm_batch *
                         tmoe_error *err);
 /* Token copies each expert received in the last forward, (n_layers, E); dense layers 0. */
 const int32_t *tmoe_cpu_lm_expert_counts(const tmoe_cpu_lm *r);
+/* Of those, the copies the route hook ran in the experts' place (use_copy), (n_layers, E). */
+const int32_t *tmoe_cpu_lm_copy_counts(const tmoe_cpu_lm *r);
 
 /* ============================== oprun ================================================= */
 /* One op of the op table, prepared alone on a backend so that a profiler can time it:

@@ -401,6 +401,14 @@ typedef struct tmoe_run_config {
                                        the GPU measures the trained model's own kernels) */
     int act8;                       /* LM, q4 / q2 experts: int8 activations
                                        (--expert-activations; tmoe_lm_load_opts.act8) */
+    /* LM: lower-precision copies (--expert-copy TYPE[:LIST]): expert e of every MoE layer
+       where copy[e] (copy_all: every expert) also loads as copy_type, and
+       hierarchical_adaptive runs the copy in its place under pressure (decoder on the CPU;
+       tmoe_lm_load_opts.copy) */
+    int copy_given;
+    int copy_all;
+    unsigned char copy[TMOE_MAX_EXPERTS];
+    tmoe_etype copy_type;
 
     /* where it runs */
     tmoe_backend_kind backend;

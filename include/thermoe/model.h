@@ -285,6 +285,9 @@ typedef struct tmoe_lm_layer {
     float *ex_w13, *ex_w2; /* fp32 experts: (E, 2 d_ff_expert, D), (E, D, d_ff_expert);
                               NULL when experts_f32 == 0 */
     tmoe_expert *experts;  /* (E) fp16 / bf16 / q4 / q2 experts; NULL when experts_f32 */
+    tmoe_expert *copies;   /* (E) lower-precision copies: copies[e] where opts.copy[e] (the
+                              others zeroed), quantized from the checkpoint's weights, not
+                              from experts[e]; NULL without copies */
     float *sh_w13, *sh_w2; /* shared expert (2 d_ff_shared, D), (D, d_ff_shared) or NULL */
     float *sh_gate;        /* (D) shared_expert_gate, or NULL */
 } tmoe_lm_layer;
@@ -301,11 +304,20 @@ typedef struct tmoe_lm_load_opts {
      * of every MoE layer as types[e] (fp16, q4 or q2); 0: expert_type for every expert */
     int n_types;
     tmoe_etype types[TMOE_MAX_EXPERTS];
+    /* lower-precision copies (experts_f32 == 0): expert e of every MoE layer where copy[e]
+     * also loads as copy_type (fp16, q4 or q2; int8 activations as act8 says), for a router
+     * that runs the copy in its place (tmoe_lm_route_out.use_copy); n_copy experts marked,
+     * 0 = no copies */
+    int n_copy;
+    unsigned char copy[TMOE_MAX_EXPERTS];
+    tmoe_etype copy_type;
 } tmoe_lm_load_opts;
 tmoe_lm_load_opts tmoe_lm_load_opts_default(void);
 /* The type expert e loads as (experts_f32 == 0): types[e] where one type per expert is
  * given, else expert_type. */
 tmoe_etype tmoe_lm_expert_type(const tmoe_lm_load_opts *o, int e);
+/* 1 when expert e has a lower-precision copy (o->n_copy > 0 and o->copy[e]). */
+int tmoe_lm_has_copy(const tmoe_lm_load_opts *o, int e);
 
 typedef struct tmoe_lm {
     tmoe_lm_config cfg;
@@ -373,13 +385,17 @@ size_t tmoe_kv_cache_bytes(const tmoe_kv_cache *kv);
  * top-p, a copy dropped by a capacity limit) fills its unused slots with its own first
  * expert at weight 0. That padded copy is computed and multiplied by 0: one more row of a
  * weight matrix the step reads anyway, almost free in memory-bound decode, and it keeps k
- * fixed in the engines; the engines' token-copy counts include it (they count what ran). */
+ * fixed in the engines; the engines' token-copy counts include it (they count what ran).
+ * use_copy (E), zeroed by the engine: the hook sets use_copy[e] = 1 to run expert e's
+ * lower-precision copy in its place (a model without that copy is TMOE_EINVAL); the
+ * routing is the same either way. */
 typedef struct tmoe_lm_route_out {
-    float *bias;  /* (E) selection biases */
-    int32_t *idx; /* (T, k) experts, for a selection made by the hook */
-    float *w;     /* (T, k) combine weights */
-    int k;        /* the model's top_k */
-    int selected; /* set to 1 by the hook when it filled idx and w */
+    float *bias;             /* (E) selection biases */
+    int32_t *idx;            /* (T, k) experts, for a selection made by the hook */
+    float *w;                /* (T, k) combine weights */
+    int k;                   /* the model's top_k */
+    int selected;            /* set to 1 by the hook when it filled idx and w */
+    unsigned char *use_copy; /* (E) 1: expert e runs as its copy */
 } tmoe_lm_route_out;
 
 /* Per-layer routing hook for the decoder: called with the router logits (T, E) of each MoE

@@ -170,6 +170,9 @@ typedef struct tmoe_set_result {
     double bias_scale; /* the router's soft biases were scaled by this (1: as the strategy
                           gave them) so that the routing within S meets the budget token by
                           token (tmoe_set_bias_scale); energy_j and kl are at that scale */
+    int meets;         /* 1: the routing within S (at bias_scale) meets the budget; 0: no set
+                          of the candidates does (tmoe_set_select then takes every allowed
+                          expert); always 1 for budget none */
 } tmoe_set_result;
 
 /* A selector holds its work buffers (sized once for max_tokens tokens, E experts, top-k k):
@@ -244,9 +247,17 @@ int tmoe_route_step_energy(const tmoe_cost_provider *p, const int32_t *counts, i
  *                        drops the costliest tier, pressure >= 1 (or throttled) the two
  *                        costliest, never leaving fewer than k experts; dropped experts get
  *                        exclusion_bias. Level 2: base cost biases among the kept experts.
- *                        A model holding lower-precision copies exposes them as experts of
- *                        their own with an explicit tier (the router does not tie a copy's
- *                        logit to its original's).
+ *                        Power is the last batch window's (tmoe_router_update) where known.
+ *                        Under a budget, S is chosen within the kept tiers unless no such set
+ *                        meets it; then among all experts (the budget wins; the exclusion
+ *                        bias is one of the soft biases tmoe_set_bias_scale bounds).
+ *                        Copies (expert_copy): the first step of pressure runs each copied
+ *                        expert whose copy costs less energy at n than it does as its copy,
+ *                        and, where one does, drops one tier fewer (warm: the copies; hot:
+ *                        the copies and the costliest tier); tiers and level 2 then
+ *                        rank the experts at their costs as run (a copy at its own). A copy
+ *                        changes an expert's precision, not the routing: the budget does
+ *                        not see it; its quality cost is the copy's (measured by eval).
  *  predictive_thermal    overshoot o = max(T_pred, T_now) - T*; when o > 0 the costly experts
  *                        are penalised: b_e = -max_bias min(1, o/dT) (s_e - min s)/(max s -
  *                        min s); it acts while T_now < T* as soon as T_pred > T*.
@@ -387,6 +398,12 @@ typedef struct tmoe_router_config {
     const int *expert_tier; /* (E) explicit tier per expert, or NULL for cost rank; borrowed
                                for create only (copied) */
     double exclusion_bias;  /* bias given to excluded tiers (default -30) */
+    /* lower-precision copies: expert_copy (E) marks the experts the model also holds as a
+       cheaper copy (NULL = none), copy_cost gives the copies' costs (its expert e is e's
+       copy); both borrowed for create only (copied; copy_cost's ctx must outlive the
+       router). Only hierarchical_adaptive runs copies (tmoe_router_last_copies). */
+    const unsigned char *expert_copy;
+    const tmoe_cost_provider *copy_cost;
 
     /* comparisons (tmoe_router_route_explicit) */
     double top_p;               /* top_p: probability mass each token keeps, (0, 1] (default 0.9) */
@@ -441,6 +458,12 @@ int tmoe_router_fit_static(tmoe_router *r, const float *logits, int N, int token
  * set selection ran (tau is the budget value used: tau, or kl_max for the kl budget), 0 when
  * it did not (baseline, budget none, or nothing routed yet). */
 int tmoe_router_last_set(const tmoe_router *r, tmoe_set_result *res, double *budget_value);
+
+/* The experts the batch last routed runs as their lower-precision copies: use_copy (E, may
+ * be NULL) gets 1 for each; returns how many (0 without copies, before the first batch, and
+ * for every strategy but hierarchical_adaptive). The router's predicted energy of that batch
+ * bills them at the copies' costs. */
+int tmoe_router_last_copies(const tmoe_router *r, unsigned char *use_copy);
 
 /* Route one batch. logits (T, E) fp32; unbiased_idx (T, k) may be NULL: the unbiased top-k
  * of these logits (tmoe_gate_topk without bias; only the experts matter, not the weights),

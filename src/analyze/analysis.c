@@ -251,6 +251,10 @@ static int unit_values(const tmoe_analysis *a, const analysis_group *g, tmoe_met
 static int row_unchanged(const tmoe_analyze_row *r) {
     double e = r->num[TMOE_RL_OUTPUT_REL_ERROR], k = r->num[TMOE_RL_TOPK_AGREEMENT];
     if (isfinite(e)) return e == 0.0;
+    /* the decoder LM: a score that differs from the baseline's on the same tokens changed
+     * something the selection does not show (an expert run as its lower-precision copy) */
+    double nll = r->num[TMOE_RL_NLL], nb = r->num[TMOE_RL_NLL_BASELINE];
+    if (isfinite(nll) && isfinite(nb) && nll != nb) return 0;
     if (!isfinite(k)) return -1;
     if (k != 1.0) return 0;
     const double *b = r->list[TMOE_RL_BIASES];

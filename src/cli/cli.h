@@ -82,6 +82,11 @@ int cli_expert_types(const char *cmd, const char *list, tmoe_block_config *c, tm
 /* A comma list of expert types into types (TMOE_MAX_EXPERTS), *n of them, whatever the count
  * (a decoder LM checks it against its checkpoint). 0, or nonzero with the message printed. */
 int cli_expert_type_list(const char *cmd, const char *list, tmoe_etype *types, int *n);
+/* --expert-copy TYPE[:LIST]: the copies' type (fp16, q4 or q2) and the experts that get one,
+ * LIST "all" (the default) or indices and ranges (0,3,5-7); *all = 1 for all, else copy[e]
+ * marks them. Returns 0, or 1 after printing the error. */
+int cli_expert_copy(const char *cmd, const char *arg, tmoe_etype *type, int *all,
+                    unsigned char *copy);
 void cli_shape_help(const tmoe_block_config *d);
 /* Routing flags shared by run and serve: every knob of tmoe_router_config a user sets
  * (budgets, comparisons, the TTHA adapter), codes CLI_ROUTER_BASE.., a handler and the help. */

@@ -58,13 +58,15 @@ enum {
     O_TOKENS,
     O_EXPERT_SHAPE,
     O_LM_STEPS,
-    O_ACT8
+    O_ACT8,
+    O_EXPERT_COPY
 };
 
 static const struct option longopts[] = {
     {"routing-strategy", required_argument, 0, O_STRATEGY},
     CLI_ROUTER_OPTIONS,
     {"expert-type", required_argument, 0, O_EXPERT_TYPE},
+    {"expert-copy", required_argument, 0, O_EXPERT_COPY},
     {"batch-size", required_argument, 0, O_BATCH},
     {"num-samples-per-workload", required_argument, 0, O_SAMPLES},
     {"epochs", required_argument, 0, O_EPOCHS},
@@ -187,6 +189,11 @@ static void run_help(const tmoe_run_config *d) {
         "                            on --backend cpu)\n"
         "  --expert-activations A    LM, q4/q2 experts: fp16 (default) or int8 activations\n"
         "                            (docs/cuda.md \"int8 activations\")\n"
+        "  --expert-copy T[:LIST]    LM: the experts in LIST (all, or indices and ranges such\n"
+        "                            as 0,3,5-7; default all) also load as T (fp16, q4 or q2),\n"
+        "                            and hierarchical_adaptive runs each as its copy under\n"
+        "                            pressure (docs/strategies.md \"Lower-precision copies\";\n"
+        "                            decoder on --backend cpu) (default: no copies)\n"
         "  --impl I                  fused or unfused, for q4/q2: every step (default: the\n"
         "                            cost model's measured crossover per step where it was\n"
         "                            measured at the block's shape, else %s)\n"
@@ -416,6 +423,10 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
         case O_EXPERT_TYPE: /* parsed after the loop: a list needs the expert count */
             types_list = optarg;
             break;
+        case O_EXPERT_COPY:
+            if (cli_expert_copy("run", optarg, &c->copy_type, &c->copy_all, c->copy)) return 2;
+            c->copy_given = 1;
+            break;
         case O_IMPL:
             if (tmoe_impl_parse(optarg, &c->impl))
                 return cli_usage_fail(
@@ -529,12 +540,14 @@ static int parse_args(int argc, char **argv, tmoe_run_config *c, int *verbosity,
                               "checkpoint %s fixes its own shape",
                               mflags.block_flag, mflags.model);
     int lm = mflags.model ? strcmp(mflags.model, "random") != 0 : !mflags.block_flag;
-    if (!lm && (c->tokens_path || c->expert_shape_given || mflags.lm_steps || c->act8))
+    if (!lm &&
+        (c->tokens_path || c->expert_shape_given || mflags.lm_steps || c->act8 || c->copy_given))
         return cli_usage_fail("run", "--%s applies to a decoder LM (--model DIR)",
                               c->tokens_path          ? "tokens"
                               : c->expert_shape_given ? "expert-shape"
                               : mflags.lm_steps       ? "lm-steps"
-                                                      : "expert-activations");
+                              : c->act8               ? "expert-activations"
+                                                      : "expert-copy");
     return 0;
 }
 

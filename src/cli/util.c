@@ -285,6 +285,33 @@ int cli_expert_type_list(const char *cmd, const char *list, tmoe_etype *types, i
     return 0;
 }
 
+int cli_expert_copy(const char *cmd, const char *arg, tmoe_etype *type, int *all,
+                    unsigned char *copy) {
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", arg);
+    char *list = strchr(buf, ':');
+    if (list) *list++ = '\0';
+    if (tmoe_etype_parse(buf, type) || *type == TMOE_ET_BF16)
+        return cli_fail(cmd, "--expert-copy: the copy type '%s' is not fp16, q4 or q2", buf);
+    memset(copy, 0, TMOE_MAX_EXPERTS);
+    *all = !list || !strcmp(list, "all");
+    if (*all) return 0;
+    int n = 0;
+    for (char *save, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *end, *end2;
+        long a = strtol(tok, &end, 10), b = a;
+        if (end != tok && *end == '-') b = strtol(end + 1, &end2, 10), end = end2;
+        if (end == tok || *end || a < 0 || b < a || b >= TMOE_MAX_EXPERTS)
+            return cli_fail(cmd,
+                            "--expert-copy: '%s' is not an expert or a range a-b of experts "
+                            "(0..%d; the list is all, or indices and ranges such as 0,3,5-7)",
+                            tok, TMOE_MAX_EXPERTS - 1);
+        for (long e = a; e <= b; e++) n += !copy[e], copy[e] = 1;
+    }
+    if (!n) return cli_fail(cmd, "--expert-copy: no expert listed after '%s:'", buf);
+    return 0;
+}
+
 int cli_expert_types(const char *cmd, const char *list, tmoe_block_config *c, tmoe_etype *types) {
     if (!strchr(list, ',')) {
         if (tmoe_etype_parse(list, &c->expert_type))

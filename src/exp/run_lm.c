@@ -91,6 +91,16 @@ int run_lm_config(run_ctx *r, tmoe_error *err) {
                            "--expert-type lists %d types, one per expert, but model %s has %d "
                            "experts",
                            c->block.num_experts, c->model_dir, mc.num_experts);
+    /* lower-precision copies: the listed experts (or all) against the model's */
+    for (int e = 0; c->copy_given && e < TMOE_MAX_EXPERTS; e++) {
+        if (!(c->copy_all ? e < mc.num_experts : c->copy[e])) continue;
+        if (e >= mc.num_experts)
+            return tmoe_errorf(err, TMOE_EINVAL,
+                               "--expert-copy: expert %d, but model %s has %d experts (0..%d)", e,
+                               c->model_dir, mc.num_experts, mc.num_experts - 1);
+        lm->copy[e] = 1;
+        lm->n_copy++;
+    }
     r->blk_cfg.num_experts = mc.num_experts;
     r->blk_cfg.top_k = mc.top_k;
     r->blk_cfg.renormalize = mc.norm_topk_prob;
@@ -208,6 +218,9 @@ int run_lm_init(run_ctx *r, tmoe_error *err) {
     }
     lo.group_size = c->block.group_size;
     lo.act8 = c->act8;
+    lo.n_copy = lm->n_copy;
+    memcpy(lo.copy, lm->copy, sizeof lo.copy);
+    lo.copy_type = c->copy_type;
     rc = tmoe_lm_load(c->model_dir, &lo, &lm->m, err);
     if (rc) return tmoe_error_prefix(err, rc, "loading model %s", c->model_dir);
     const tmoe_lm_config *mc = &lm->m->cfg;
@@ -253,9 +266,11 @@ int run_lm_init(run_ctx *r, tmoe_error *err) {
     lm->sum_counts = tmoe_calloc(nm * E, sizeof(int32_t), err);
     lm->step_ids = tmoe_malloc(sizeof(uint32_t) * (size_t)max_seqs, err);
     lm->step_logits = tmoe_malloc(sizeof(float) * (size_t)max_seqs * V, err);
+    lm->use_copy = tmoe_calloc(nm * E, 1, err);
+    lm->step_use_copy = tmoe_calloc((size_t)max_len * nm * E, 1, err);
     if (!lm->ids || !lm->logits || !lm->logits0 || !lm->nll || !lm->bias || !lm->idx || !lm->idx0 ||
         !lm->w || !lm->counts || !lm->step_counts || !lm->sum_counts || !lm->step_ids ||
-        !lm->step_logits)
+        !lm->step_logits || !lm->use_copy || !lm->step_use_copy)
         return TMOE_ENOMEM;
     /* the routers' expert costs: the cost model at every token count */
     tmoe_etype types[TMOE_MAX_EXPERTS];
@@ -263,6 +278,13 @@ int run_lm_init(run_ctx *r, tmoe_error *err) {
     rc = tmoe_cost_table_create(r->cm, types, (int)E, c->impl, r->max_tokens, &r->cost_tab, err);
     if (rc) return rc;
     r->provider = tmoe_cost_table_provider(r->cost_tab);
+    if (lm->n_copy) { /* the copies' costs, expert e standing for e's copy */
+        for (size_t e = 0; e < E; e++) types[e] = c->copy_type;
+        rc =
+            tmoe_cost_table_create(r->cm, types, (int)E, c->impl, r->max_tokens, &r->copy_tab, err);
+        if (rc) return tmoe_error_prefix(err, rc, "the copies' costs");
+        r->copy_provider = tmoe_cost_table_provider(r->copy_tab);
+    }
     return TMOE_OK;
 }
 
@@ -289,6 +311,8 @@ void run_lm_free(run_ctx *r) {
     free(lm->sum_counts);
     free(lm->step_ids);
     free(lm->step_logits);
+    free(lm->use_copy);
+    free(lm->step_use_copy);
     free(lm);
     r->lm = NULL;
 }
@@ -301,7 +325,8 @@ static int lm_route(void *user, int layer, const float *logits, int T, int E,
     run_lm *lm = r->lm;
     int mi = lm->moe_index[layer], k = lm->m->cfg.top_k, renorm = lm->m->cfg.norm_topk_prob;
     if (mi < 0) return TMOE_OK;
-    if (lm->pass == LM_PASS_BASELINE) return TMOE_OK; /* no biases: baseline routing */
+    memset(lm->use_copy + (size_t)mi * E, 0, (size_t)E); /* set below where a router runs one */
+    if (lm->pass == LM_PASS_BASELINE) return TMOE_OK;    /* no biases: baseline routing */
     if (lm->pass == LM_PASS_PROFILE) {
         if (lm->prof_fill[mi] + T > lm->prof_cap)
             return tmoe_errorf(err, TMOE_EINVAL, "internal: profile of %d rows is full",
@@ -355,6 +380,16 @@ static int lm_route(void *user, int layer, const float *logits, int T, int E,
     memset(cnt, 0, sizeof(int32_t) * (size_t)E);
     for (int i = 0; i < T * k; i++) /* a padded slot (weight 0) is not run by the decoders */
         if (!explicit_sel || lm->w[i] != 0.0f) cnt[lm->idx[i]]++;
+    unsigned char *uc = lm->use_copy + (size_t)mi * E;
+    if (lm->n_copy && tmoe_router_last_copies(rt, uc) > 0) {
+        if (!out->use_copy)
+            return tmoe_errorf(err, TMOE_ENOTSUP,
+                               "layer %d: this decoder runs no lower-precision copies", layer);
+        memcpy(out->use_copy, uc, (size_t)E);
+        long on = 0, all = 0;
+        for (int e = 0; e < E; e++) all += cnt[e], on += uc[e] ? cnt[e] : 0;
+        lm->copy_frac_sum += all ? (double)on / (double)all : 0.0;
+    }
     memcpy(lm->bias + (size_t)mi * E, bias, sizeof(float) * (size_t)E);
     return TMOE_OK;
 }
@@ -383,6 +418,7 @@ int run_lm_step_done(run_lm *lm, int s, tmoe_error *err) {
     size_t n = (size_t)lm->n_moe * E;
     const int32_t *ran =
         lm->gpu ? tmoe_cuda_lm_expert_counts(lm->gpu) : tmoe_cpu_lm_expert_counts(lm->cpu);
+    const int32_t *ran_copy = lm->cpu ? tmoe_cpu_lm_copy_counts(lm->cpu) : NULL;
     for (int l = 0; ran && l < lm->m->cfg.n_layers; l++) {
         int mi = lm->moe_index[l];
         for (int e = 0; mi >= 0 && e < E; e++) {
@@ -392,10 +428,17 @@ int run_lm_step_done(run_lm *lm, int s, tmoe_error *err) {
                                    "internal: step %d, layer %d expert %d ran %d token copies, "
                                    "the router's selection has %d",
                                    s, l, e, ran[(size_t)l * E + e], want);
+            int32_t want_c = lm->use_copy[(size_t)mi * E + e] ? want : 0;
+            if (ran_copy && ran_copy[(size_t)l * E + e] != want_c)
+                return tmoe_errorf(err, TMOE_EINVAL,
+                                   "internal: step %d, layer %d expert %d's copy ran %d token "
+                                   "copies, the router asked for %d",
+                                   s, l, e, ran_copy[(size_t)l * E + e], want_c);
         }
     }
     if (s == 0) memset(lm->sum_counts, 0, sizeof(int32_t) * n); /* a new forward */
     memcpy(lm->step_counts + (size_t)s * n, lm->counts, sizeof(int32_t) * n);
+    memcpy(lm->step_use_copy + (size_t)s * n, lm->use_copy, n);
     for (size_t i = 0; i < n; i++) lm->sum_counts[i] += lm->counts[i];
     lm->nsteps = s + 1;
     return TMOE_OK;
@@ -514,6 +557,7 @@ int run_lm_bill(run_ctx *r, const batch_out *o, batch_hw *hw, tmoe_error *err) {
     for (int st = 0; st < lm->nsteps; st++)
         for (int mi = 0; mi < lm->n_moe; mi++) {
             const int32_t *cnt = lm->step_counts + ((size_t)st * lm->n_moe + mi) * E;
+            const unsigned char *uc = lm->step_use_copy + ((size_t)st * lm->n_moe + mi) * E;
             double busy[TMOE_ROUTE_MAX_DEVICES] = {0}, dyn[TMOE_ROUTE_MAX_DEVICES] = {0};
             for (size_t i = 0; i < sizeof moe_ops / sizeof *moe_ops; i++) {
                 tmoe_op op = moe_ops[i];
@@ -528,8 +572,8 @@ int run_lm_bill(run_ctx *r, const batch_out *o, batch_hw *hw, tmoe_error *err) {
             for (int e = 0; e < E; e++) {
                 int n = cnt[e], dev = r->placement.device[e];
                 if (n == 0) continue;
-                int rc = run_bill_expert(r, e, tmoe_block_expert_type(&r->blk_cfg, e), r->cfg.impl,
-                                         n, &busy[dev], &dyn[dev], hw, err);
+                tmoe_etype t = uc[e] ? r->cfg.copy_type : tmoe_block_expert_type(&r->blk_cfg, e);
+                int rc = run_bill_expert(r, e, t, r->cfg.impl, n, &busy[dev], &dyn[dev], hw, err);
                 if (rc) return rc;
             }
             /* the layers run one after another: each waits for every device of the one before */
@@ -653,6 +697,10 @@ int run_lm_make_routers(run_ctx *r, tmoe_route_strategy st, tmoe_workload_kind w
     rc.expert_device = r->expert_dev;
     rc.lb_enabled = r->cfg.load_balancer;
     rc.observe_selection = 1; /* the hook selects and reports it */
+    if (lm->n_copy) {
+        rc.expert_copy = lm->copy;
+        rc.copy_cost = &r->copy_provider;
+    }
     for (int i = 0; i < lm->n_moe; i++) {
         rc.seed = seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(i + 1)); /* each layer its own */
         int c = tmoe_router_create(&rc, &r->provider, &lm->routers[i], err);

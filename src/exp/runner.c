@@ -308,6 +308,7 @@ void run_free_ctx(run_ctx *r) {
     tmoe_telemetry_free(r->tel);
     tmoe_cost_free(r->cm);
     tmoe_cost_table_free(r->cost_tab);
+    tmoe_cost_table_free(r->copy_tab);
     free(r->x);
     free(r->y);
     free(r->y0);

@@ -120,6 +120,13 @@ typedef struct run_lm {
     float *step_logits;                /* (max_seqs, V) decode: one step's logits */
     int kv_seqs, kv_len; /* > 0 (set before run_lm_init): the KV cache's slots and positions
                             per slot (the serving replay's), instead of the workloads' */
+    /* lower-precision copies (tmoe_run_config.copy resolved against the model) */
+    int n_copy;
+    unsigned char copy[TMOE_MAX_EXPERTS];
+    unsigned char *use_copy;      /* (n_moe, E) copies the step in progress runs (the hook) */
+    unsigned char *step_use_copy; /* (seq_len max, n_moe, E) of each step, as step_counts */
+    double copy_frac_sum;         /* sum over MoE layer steps of the share of token copies
+                                     that ran on copies */
 } run_lm;
 
 typedef struct run_ctx {
@@ -164,8 +171,10 @@ typedef struct run_ctx {
     tmoe_workload wl[TMOE_WL_COUNT];
     int max_tokens;
     /* routing */
-    tmoe_cost_table *cost_tab;   /* the cost model at every token count, for the routers */
-    tmoe_cost_provider provider; /* over cost_tab */
+    tmoe_cost_table *cost_tab;        /* the cost model at every token count, for the routers */
+    tmoe_cost_provider provider;      /* over cost_tab */
+    tmoe_cost_table *copy_tab;        /* LM with copies: the copies' costs (expert e = e's copy) */
+    tmoe_cost_provider copy_provider; /* over copy_tab */
     tmoe_router *router;
     double base_latency_ms[TMOE_WL_COUNT], base_throughput[TMOE_WL_COUNT];
     /* buffers (max_tokens) */

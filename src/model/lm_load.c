@@ -27,6 +27,10 @@ tmoe_etype tmoe_lm_expert_type(const tmoe_lm_load_opts *o, int e) {
     return o->n_types > 0 && e >= 0 && e < o->n_types ? o->types[e] : o->expert_type;
 }
 
+int tmoe_lm_has_copy(const tmoe_lm_load_opts *o, int e) {
+    return o->n_copy > 0 && e >= 0 && e < TMOE_MAX_EXPERTS && o->copy[e];
+}
+
 static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
     size_t used = (size_t)snprintf(buf, n, "[");
     for (int i = 0; i < ndim && used < n; i++)
@@ -150,11 +154,10 @@ static int load_attention(loader *L, const tmoe_lm_config *c, int l, tmoe_lm_lay
     return TMOE_OK;
 }
 
-/* fp32 expert ei of a layer -> its type (quantized from fp32). */
-static int convert_expert(const tmoe_lm_load_opts *o, int ei, const float *w13, const float *w2,
-                          int D, int I, tmoe_expert *e, tmoe_error *err) {
-    int rc =
-        tmoe_expert_alloc(e, tmoe_lm_expert_type(o, ei), TMOE_ACT_SWIGLU, D, I, o->group_size, err);
+/* fp32 expert of a layer -> type t (quantized from fp32). */
+static int convert_expert(const tmoe_lm_load_opts *o, tmoe_etype t, const float *w13,
+                          const float *w2, int D, int I, tmoe_expert *e, tmoe_error *err) {
+    int rc = tmoe_expert_alloc(e, t, TMOE_ACT_SWIGLU, D, I, o->group_size, err);
     if (rc) return rc;
     e->fc1.act8 = e->fc2.act8 = o->act8;
     if ((rc = tmoe_linear_set_f32(&e->fc1, w13, err))) return rc;
@@ -218,9 +221,19 @@ static int load_moe(loader *L, const tmoe_lm_config *c, const tmoe_lm_load_opts 
         y->experts = tmoe_calloc((size_t)E, sizeof(tmoe_expert), L->err);
         if (!y->experts) rc = TMOE_ENOMEM;
         for (int64_t e = 0; rc == TMOE_OK && e < E; e++) {
-            rc = convert_expert(o, (int)e, w13 + e * 2 * I * D, w2 + e * D * I, (int)D, (int)I,
-                                &y->experts[e], L->err);
+            rc = convert_expert(o, tmoe_lm_expert_type(o, (int)e), w13 + e * 2 * I * D,
+                                w2 + e * D * I, (int)D, (int)I, &y->experts[e], L->err);
             if (rc) rc = tmoe_error_prefix(L->err, rc, "layer %d expert %lld", l, (long long)e);
+        }
+        if (rc == TMOE_OK && o->n_copy > 0 &&
+            !(y->copies = tmoe_calloc((size_t)E, sizeof(tmoe_expert), L->err)))
+            rc = TMOE_ENOMEM;
+        for (int64_t e = 0; rc == TMOE_OK && o->n_copy > 0 && e < E; e++) {
+            if (!o->copy[e]) continue;
+            rc = convert_expert(o, o->copy_type, w13 + e * 2 * I * D, w2 + e * D * I, (int)D,
+                                (int)I, &y->copies[e], L->err);
+            if (rc)
+                rc = tmoe_error_prefix(L->err, rc, "layer %d expert %lld's copy", l, (long long)e);
         }
     }
     free(w13);
@@ -272,6 +285,37 @@ static int check_opts(const tmoe_lm_config *c, const tmoe_lm_load_opts *o, tmoe_
                                "one type per expert: expert %d is bf16 (fp16, q4 or q2 mix; bf16 "
                                "is for every expert)",
                                e);
+    }
+    if (o->n_copy > 0) {
+        int n = 0;
+        for (int e = 0; e < TMOE_MAX_EXPERTS; e++) {
+            if (!o->copy[e]) continue;
+            if (e >= c->num_experts)
+                return tmoe_errorf(err, TMOE_EINVAL,
+                                   "copies: expert %d has a copy, but the model has %d experts "
+                                   "(0..%d)",
+                                   e, c->num_experts, c->num_experts - 1);
+            n++;
+        }
+        if (o->experts_f32) return tmoe_errorf(err, TMOE_EINVAL, "copies: not for fp32 experts");
+        if (n != o->n_copy)
+            return tmoe_errorf(err, TMOE_EINVAL, "copies: n_copy is %d but %d experts are marked",
+                               o->n_copy, n);
+        tmoe_etype t = o->copy_type;
+        if (t != TMOE_ET_FP16 && t != TMOE_ET_Q4 && t != TMOE_ET_Q2)
+            return tmoe_errorf(err, TMOE_EINVAL, "copies: the copy type must be fp16, q4 or q2");
+        if (o->act8 && !tmoe_etype_is_quant(t))
+            return tmoe_errorf(err, TMOE_EINVAL,
+                               "int8 activations are for q4 or q2 experts (the copies are %s)",
+                               tmoe_etype_name(t));
+        tmoe_error sub = {0};
+        if (tmoe_lm_num_moe_layers(c) > 0 &&
+            (tmoe_quant_check_shape(t, 2 * c->d_ff_expert, c->d_model, o->group_size, &sub) ||
+             tmoe_quant_check_shape(t, c->d_model, c->d_ff_expert, o->group_size, &sub)))
+            return tmoe_errorf(err, TMOE_EINVAL,
+                               "%s copies of this model's experts (hidden_size %d, expert size "
+                               "%d): %s",
+                               tmoe_etype_name(t), c->d_model, c->d_ff_expert, sub.msg);
     }
     if (o->act8 && o->group_size % TMOE_ACT8_BLOCK)
         return tmoe_errorf(err, TMOE_EINVAL,
@@ -364,6 +408,9 @@ static void free_layer(tmoe_lm_layer *y, int E) {
     if (y->experts)
         for (int e = 0; e < E; e++) tmoe_expert_free(&y->experts[e]);
     free(y->experts);
+    if (y->copies)
+        for (int e = 0; e < E; e++) tmoe_expert_free(&y->copies[e]);
+    free(y->copies);
 }
 
 void tmoe_lm_free(tmoe_lm *m) {
@@ -399,6 +446,18 @@ tmoe_lm_sizes tmoe_lm_sizes_of(const tmoe_lm *m) {
                                 tmoe_quant_scale_count(D, c->d_ff_expert, m->opts.group_size));
         ebytes += b / ne;
     }
+    /* the copies: held beside the experts (weight bytes), read instead of them when run */
+    double cbytes = 0.0;
+    for (int e = 0; !m->opts.experts_f32 && e < c->num_experts; e++) {
+        if (!tmoe_lm_has_copy(&m->opts, e)) continue;
+        tmoe_etype t = m->opts.copy_type;
+        cbytes += (double)(tmoe_quant_weight_bytes(t, 2 * c->d_ff_expert, D) +
+                           tmoe_quant_weight_bytes(t, D, c->d_ff_expert));
+        if (tmoe_etype_is_quant(t))
+            cbytes +=
+                2.0 * (double)(tmoe_quant_scale_count(2 * c->d_ff_expert, D, m->opts.group_size) +
+                               tmoe_quant_scale_count(D, c->d_ff_expert, m->opts.group_size));
+    }
     int64_t head = c->tie_embeddings ? 0 : V * D;
     s.params = V * D + head + D;
     s.active_params = D + V * D + D; /* one embedding row, the head, the final norm */
@@ -414,7 +473,7 @@ tmoe_lm_sizes tmoe_lm_sizes_of(const tmoe_lm *m) {
         s.params += c->num_experts * expert;
         s.expert_params += c->num_experts * expert;
         s.active_params += c->top_k * expert;
-        s.weight_bytes += c->num_experts * ebytes;
+        s.weight_bytes += c->num_experts * ebytes + cbytes;
         s.active_bytes += c->top_k * ebytes;
     }
     s.kv_bytes_per_token = 2.0 * 4.0 * (double)kv * c->n_layers;

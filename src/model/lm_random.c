@@ -23,6 +23,9 @@ static float *rnd(tmoe_rng *g, size_t n, float a, float center, int *ok, tmoe_er
 int tmoe_lm_random(const tmoe_lm_config *c, const tmoe_lm_load_opts *opts, uint64_t seed,
                    tmoe_lm **out, tmoe_error *err) {
     *out = NULL;
+    if (opts && opts->n_copy > 0)
+        return tmoe_errorf(err, TMOE_ENOTSUP,
+                           "lower-precision copies come from a checkpoint (tmoe_lm_load)");
     tmoe_lm *m = tmoe_calloc(1, sizeof *m, err);
     if (!m) return TMOE_ENOMEM;
     m->cfg = *c;

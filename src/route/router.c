@@ -18,7 +18,12 @@
 
 struct tmoe_router {
     tmoe_router_config cfg;
-    tmoe_cost_provider cost;
+    tmoe_cost_provider cost; /* the experts at their costs as run: base, or copy where swap */
+    tmoe_cost_provider base; /* the experts' own costs (the provider given to create) */
+    tmoe_cost_provider copy; /* the copies' costs (expert_copy) */
+    unsigned char has_copy[TMOE_MAX_EXPERTS]; /* expert_copy, copied; all 0 without copies */
+    unsigned char swap[TMOE_MAX_EXPERTS];     /* the batch being / last routed runs e's copy */
+    int n_copy;                               /* experts with a copy */
     int E, k;
     int tier[TMOE_MAX_EXPERTS];   /* explicit tier or -1 (by cost rank) */
     int device[TMOE_MAX_EXPERTS]; /* device of each expert */
@@ -187,6 +192,8 @@ static int check_config(const tmoe_router_config *c, tmoe_error *err) {
     if (!(c->ttha_budget_gain >= 0.0 && isfinite(c->ttha_budget_gain)))
         BAD("ttha_budget_gain %g must be >= 0", c->ttha_budget_gain);
     if (c->num_tiers < 1) BAD("num_tiers %d must be >= 1", c->num_tiers);
+    if (c->expert_copy && (!c->copy_cost || !c->copy_cost->expert_cost))
+        BAD("expert_copy needs copy_cost, a cost provider of the copies");
     if (!(c->top_p > 0.0 && c->top_p <= 1.0)) BAD("top_p %g must be in (0, 1]", c->top_p);
     if (c->prune_experts < -1 || c->prune_experts > c->num_experts - c->top_k)
         BAD("prune_experts %d must be -1 (E/4) or in 0..E-k = %d (each token needs k experts)",
@@ -215,6 +222,20 @@ static int check_config(const tmoe_router_config *c, tmoe_error *err) {
     return TMOE_OK;
 }
 
+/* The cost provider of a router with copies: expert e at its copy's cost where the batch
+ * runs the copy, else at its own. */
+static int swap_cost(void *ctx, int e, double n, tmoe_expert_cost *out, tmoe_error *err) {
+    const tmoe_router *r = ctx;
+    const tmoe_cost_provider *p = e >= 0 && e < r->E && r->swap[e] ? &r->copy : &r->base;
+    return p->expert_cost(p->ctx, e, n, out, err);
+}
+
+static int swap_cost_deriv(void *ctx, int e, double n, tmoe_expert_cost *out, tmoe_error *err) {
+    const tmoe_router *r = ctx;
+    const tmoe_cost_provider *p = e >= 0 && e < r->E && r->swap[e] ? &r->copy : &r->base;
+    return tmoe_route_cost_eval(p, e, n, NULL, out, err);
+}
+
 int tmoe_router_create(const tmoe_router_config *cfg, const tmoe_cost_provider *cost,
                        tmoe_router **out, tmoe_error *err) {
     *out = NULL;
@@ -228,8 +249,17 @@ int tmoe_router_create(const tmoe_router_config *cfg, const tmoe_cost_provider *
     r->cfg = *cfg;
     r->cfg.expert_tier = NULL;
     r->cfg.expert_device = NULL;
+    r->cfg.expert_copy = NULL;
+    r->cfg.copy_cost = NULL;
     if (r->cfg.num_tiers > cfg->num_experts) r->cfg.num_tiers = cfg->num_experts;
+    r->base = *cost;
     r->cost = *cost;
+    for (int e = 0; cfg->expert_copy && e < cfg->num_experts; e++)
+        r->n_copy += r->has_copy[e] = cfg->expert_copy[e] != 0;
+    if (r->n_copy) { /* every cost the router reads goes through the swap */
+        r->copy = *cfg->copy_cost;
+        r->cost = (tmoe_cost_provider){swap_cost, swap_cost_deriv, r};
+    }
     r->E = cfg->num_experts;
     r->k = cfg->top_k;
     r->n_prune = cfg->prune_experts >= 0 ? cfg->prune_experts : cfg->num_experts / 4;
@@ -343,6 +373,16 @@ static double pressure(const tmoe_router *r, const tmoe_hw_state *hw) {
     return p;
 }
 
+/* The hardware state with the power of the last observed batch window (its energy over its
+ * period, tmoe_router_update) in place of the snapshot's ~1 s average, when one is known: a
+ * strategy that reacts to power then reacts to what its last routing drew, not to an average
+ * that lags by many short batches and mixes in the idle time between them. */
+static tmoe_hw_state window_hw(const tmoe_router *r, const tmoe_hw_state *hw) {
+    tmoe_hw_state h = *hw;
+    if (isfinite(r->obs_power_w)) h.power_w = r->obs_power_w;
+    return h;
+}
+
 /* ---- strategies ------------------------------------------------------------------------- */
 
 static int ttha_features(tmoe_router *r, const int32_t *counts, const tmoe_hw_state *hw,
@@ -385,10 +425,8 @@ static int bias_kernel_aware_ttha(tmoe_router *r, const int32_t *counts, const t
     int rc = tmoe_route_cost_biases(&r->cost, r->n_expect, r->E, r->cfg.max_bias,
                                     r->cfg.w_temp_cost, NULL, b, err);
     if (rc) return rc;
-    /* the power of the last batch window (energy / period) when known, not the snapshot's
-     * ~1 s average: the adapter reacts to what its last routing drew */
-    tmoe_hw_state h = *hw;
-    if (isfinite(r->obs_power_w)) h.power_w = r->obs_power_w;
+    /* the adapter reacts to what its last routing drew */
+    tmoe_hw_state h = window_hw(r, hw);
     hw = &h;
     double p = pressure(r, hw), g = isfinite(p) ? clamp(p, 0.0, 1.0) : 1.0;
     double s = r->cfg.cost_bias_scale * g;
@@ -406,8 +444,29 @@ static int bias_kernel_aware_ttha(tmoe_router *r, const int32_t *counts, const t
 static int bias_hierarchical(tmoe_router *r, const int32_t *counts, const tmoe_hw_state *hw,
                              double *b, tmoe_error *err) {
     int E = r->E, NT = r->cfg.num_tiers;
+    /* cool (pressure <= 0) keeps every tier, warm drops the costliest, hot (pressure >= 1 or
+     * throttled) the two costliest; with copies, the first drop is the copied experts' own
+     * precision: they run as their copies. Power: the last batch window's. */
+    tmoe_hw_state h = window_hw(r, hw);
+    double p = pressure(r, &h);
+    int drop = !isfinite(p) || p <= 0.0 ? 0 : p < 1.0 ? 1 : 2;
+    if (r->n_copy && drop > 0) {
+        /* a copy runs where the cost model says it is cheaper at the batch's tokens per
+         * expert (a q4 copy may be slower than fp16 at prefill sizes) */
+        int n = 0;
+        for (int e = 0; e < E; e++) {
+            if (!r->has_copy[e]) continue;
+            tmoe_expert_cost a, c;
+            int rc = tmoe_route_cost_eval(&r->base, e, r->n_expect, &a, NULL, err);
+            if (!rc) rc = tmoe_route_cost_eval(&r->copy, e, r->n_expect, &c, NULL, err);
+            if (rc) return rc;
+            n += r->swap[e] = c.energy_j < a.energy_j;
+        }
+        if (n) drop--;
+    }
     double s[TMOE_MAX_EXPERTS];
-    /* tiers hold or drop whole experts: ranked by energy per token with the fixed cost */
+    /* tiers hold or drop whole experts: ranked by energy per token with the fixed cost, at
+     * the costs as run */
     int rc =
         tmoe_route_cost_scores(&r->cost, r->n_expect, E, r->cfg.w_temp_cost, 0, NULL, NULL, s, err);
     if (rc) return rc;
@@ -428,10 +487,7 @@ static int bias_hierarchical(tmoe_router *r, const int32_t *counts, const tmoe_h
         }
         size[tier[e]]++;
     }
-    /* first level: cool (pressure <= 0) keeps every tier, warm drops the costliest, hot
-     * (pressure >= 1 or throttled) drops the two costliest; never below k experts or 1 tier */
-    double p = pressure(r, hw);
-    int drop = !isfinite(p) || p <= 0.0 ? 0 : p < 1.0 ? 1 : 2;
+    /* first level: the tiers dropped, never below k experts or 1 tier */
     if (drop > NT - 1) drop = NT - 1;
     for (;;) {
         int allowed = 0;
@@ -760,6 +816,11 @@ static double budget_tightness(tmoe_router *r, const tmoe_hw_state *hw) {
         if (!isfinite(hot)) return 0.0;
         return clamp((hot - (c->temp_target_c - c->temp_band_c)) / c->temp_band_c, 0.0, 1.0);
     }
+    case TMOE_ROUTE_HIERARCHICAL_ADAPTIVE: { /* as its tiers: the last window's power */
+        tmoe_hw_state h = window_hw(r, hw);
+        double p = pressure(r, &h);
+        return isfinite(p) ? clamp(p, 0.0, 1.0) : 0.0;
+    }
     default: {
         double p = pressure(r, hw);
         return isfinite(p) ? clamp(p, 0.0, 1.0) : 0.0;
@@ -790,14 +851,24 @@ static int select_set(tmoe_router *r, const float *logits, int T, const tmoe_hw_
         b = budget_at(c, r->last_g);
     }
     r->set_value = c->budget == TMOE_BUDGET_KL ? b.kl_max : b.tau;
-    int rc = tmoe_set_select(r->sel, &r->cost, logits, T, &b, r->b, r->use_cand ? r->cand : NULL,
-                             r->in_set, &r->set_res, err);
-    if (rc) return rc;
     /* the soft biases, scaled down where they would route tokens past the budget within S
      * (the exploration noise with them: what the adapter learns from is what ran) */
     double a = 1.0;
-    rc =
-        tmoe_set_bias_scale(r->sel, &r->cost, logits, T, &b, r->b, r->in_set, &a, &r->set_res, err);
+    int rc = tmoe_set_select(r->sel, &r->cost, logits, T, &b, r->b, r->use_cand ? r->cand : NULL,
+                             r->in_set, &r->set_res, err);
+    if (!rc)
+        rc = tmoe_set_bias_scale(r->sel, &r->cost, logits, T, &b, r->b, r->in_set, &a, &r->set_res,
+                                 err);
+    if (!rc && r->use_cand && !r->set_res.meets) {
+        /* hierarchical_adaptive's tiers left no set that meets the budget: the budget wins,
+         * every expert may join S (the dropped tiers' exclusion bias is a soft bias the
+         * scale bounds) */
+        rc = tmoe_set_select(r->sel, &r->cost, logits, T, &b, r->b, NULL, r->in_set, &r->set_res,
+                             err);
+        if (!rc)
+            rc = tmoe_set_bias_scale(r->sel, &r->cost, logits, T, &b, r->b, r->in_set, &a,
+                                     &r->set_res, err);
+    }
     if (rc) return rc;
     if (a < 1.0)
         for (int e = 0; e < r->E; e++) {
@@ -810,6 +881,15 @@ static int select_set(tmoe_router *r, const float *logits, int T, const tmoe_hw_
         if (!r->in_set[e]) r->fb[e] += excl;
     r->set_ran = 1;
     return TMOE_OK;
+}
+
+int tmoe_router_last_copies(const tmoe_router *r, unsigned char *use_copy) {
+    int n = 0;
+    for (int e = 0; e < r->E; e++) {
+        if (use_copy) use_copy[e] = r->swap[e];
+        n += r->swap[e];
+    }
+    return n;
 }
 
 int tmoe_router_last_set(const tmoe_router *r, tmoe_set_result *res, double *budget_value) {
@@ -856,6 +936,7 @@ int tmoe_router_route(tmoe_router *r, const float *logits, int T, const int32_t 
     r->n_expect = fmax(1.0, (double)T * k / E);
     r->use_cand = 0;
     r->set_ran = 0;
+    memset(r->swap, 0, sizeof r->swap); /* hierarchical_adaptive may run copies */
     double *b = r->b;
     switch (r->cfg.strategy) {
     case TMOE_ROUTE_BASELINE:
@@ -935,7 +1016,8 @@ int tmoe_router_route_explicit(tmoe_router *r, const float *logits, int T, int r
                                double *predicted_energy_out, tmoe_error *err) {
     const tmoe_router_config *c = &r->cfg;
     int E = r->E, k = r->k;
-    (void)hw; /* the comparisons do not read the hardware */
+    (void)hw;                           /* the comparisons do not read the hardware */
+    memset(r->swap, 0, sizeof r->swap); /* the comparisons run no copy */
     if (!tmoe_route_strategy_is_comparison(c->strategy))
         return tmoe_errorf(err, TMOE_EINVAL,
                            "route explicit: %s routes by biases (tmoe_router_route); only the "

@@ -779,6 +779,7 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
     res->energy_j = s->sel.energy;
     res->kl = s->sel.kl;
     res->min_kept = s->sel.min_kept;
+    res->meets = figs_meet(b, &s->sel);
     /* S is U: the memo's figures, the same routing */
     route_figs fu;
     if ((rc = eval_memo_set(s, p, z, T, soft, inu, excl, &memo, &fu, err))) return rc;
@@ -860,5 +861,6 @@ int tmoe_set_bias_scale(tmoe_set_selector *s, const tmoe_cost_provider *p, const
     }
     res->energy_j = at_hi.energy;
     res->kl = at_hi.kl;
+    res->meets = figs_meet(b, &at_hi);
     return TMOE_OK;
 }

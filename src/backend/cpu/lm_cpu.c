@@ -12,30 +12,33 @@
 struct tmoe_cpu_lm {
     const tmoe_lm *m;
     tmoe_cpu_lm_config cfg;
-    int max_ff;          /* largest MLP hidden size (dense, expert, shared) */
-    float *x, *xn, *tmp; /* (T, D) residual, normed, sublayer output */
-    float *q, *k, *v;    /* (T, H hd), (T, KV hd), (T, KV hd) */
-    float *att;          /* (T, H hd) attention output */
-    float *scores;       /* (max context) */
-    float *h;            /* (T, 2 max_ff) */
-    float *a;            /* (T, max_ff) */
-    float *rope;         /* (hd / 2) inverse frequencies */
-    float *router;       /* (T, E) */
-    float *bias;         /* (E) */
-    int32_t *idx;        /* (T, k) */
-    float *w;            /* (T, k) */
-    int32_t *rows;       /* (T k) token of each row routed to the current expert (a token
-                            twice when a route hook pads a slot with an expert it holds) */
-    float *rw;           /* (T k) its combine weight */
-    tmoe_f16 *xg16;      /* (T, D) typed experts' input rows */
-    float *xg;           /* (T, D) fp32 experts' input rows */
-    float *ye;           /* (T, D) experts' output rows */
-    void *escratch;      /* tmoe_cpu_expert_scratch_bytes at T rows */
-    int32_t *pos;        /* (T) position of each new token */
-    int32_t *slot;       /* (T) KV slot of each new token */
-    int32_t *counts;     /* (n_layers, E) */
-    float *w32;          /* typed experts' weights in fp32, if they fit (cache_experts) */
-    const float **ew32;  /* (n_layers, E, 2) each expert's fc1 / fc2 rows in w32, or NULL */
+    int max_ff;              /* largest MLP hidden size (dense, expert, shared) */
+    float *x, *xn, *tmp;     /* (T, D) residual, normed, sublayer output */
+    float *q, *k, *v;        /* (T, H hd), (T, KV hd), (T, KV hd) */
+    float *att;              /* (T, H hd) attention output */
+    float *scores;           /* (max context) */
+    float *h;                /* (T, 2 max_ff) */
+    float *a;                /* (T, max_ff) */
+    float *rope;             /* (hd / 2) inverse frequencies */
+    float *router;           /* (T, E) */
+    float *bias;             /* (E) */
+    int32_t *idx;            /* (T, k) */
+    float *w;                /* (T, k) */
+    int32_t *rows;           /* (T k) token of each row routed to the current expert (a token
+                                twice when a route hook pads a slot with an expert it holds) */
+    float *rw;               /* (T k) its combine weight */
+    tmoe_f16 *xg16;          /* (T, D) typed experts' input rows */
+    float *xg;               /* (T, D) fp32 experts' input rows */
+    float *ye;               /* (T, D) experts' output rows */
+    void *escratch;          /* tmoe_cpu_expert_scratch_bytes at T rows */
+    int32_t *pos;            /* (T) position of each new token */
+    int32_t *slot;           /* (T) KV slot of each new token */
+    int32_t *counts;         /* (n_layers, E) */
+    int32_t *ccounts;        /* (n_layers, E) of those, the copies' */
+    unsigned char *use_copy; /* (E) the route hook's copies of the current layer */
+    float *w32;              /* typed experts' weights in fp32, if they fit (cache_experts) */
+    const float **ew32;      /* (n_layers, 2E, 2) each expert's (then each copy's) fc1 / fc2 rows
+                                in w32 (NULL where there is no copy), or NULL */
     int max_ctx;
     int scores_cap; /* floats in scores */
 };
@@ -45,47 +48,55 @@ struct tmoe_cpu_lm {
  * same values, so the same bits; a larger model converts per call, as before). */
 #define EXPERT_CACHE_MAX_BYTES ((size_t)512 << 20)
 
+/* Expert j of layer l: j < E the expert, E + e expert e's copy (NULL where none). */
+static const tmoe_expert *expert_at(const tmoe_cpu_lm *r, int l, size_t j) {
+    const tmoe_lm_layer *y = &r->m->layers[l];
+    size_t E = (size_t)r->m->cfg.num_experts;
+    if (j < E) return y->experts ? &y->experts[j] : NULL;
+    return y->copies && tmoe_lm_has_copy(&r->m->opts, (int)(j - E)) ? &y->copies[j - E] : NULL;
+}
+
 static void cache_experts(tmoe_cpu_lm *r) {
     const tmoe_lm_config *c = &r->m->cfg;
     size_t E = (size_t)c->num_experts, total = 0;
-    for (int l = 0; l < c->n_layers; l++) {
-        const tmoe_expert *ex = r->m->layers[l].experts;
-        for (size_t e = 0; ex && e < E; e++)
-            total += (size_t)ex[e].fc1.out * ex[e].fc1.in + (size_t)ex[e].fc2.out * ex[e].fc2.in;
-    }
+    for (int l = 0; l < c->n_layers; l++)
+        for (size_t j = 0; j < 2 * E; j++) {
+            const tmoe_expert *ex = expert_at(r, l, j);
+            if (ex) total += (size_t)ex->fc1.out * ex->fc1.in + (size_t)ex->fc2.out * ex->fc2.in;
+        }
     if (!total || total * sizeof(float) > EXPERT_CACHE_MAX_BYTES) return;
     float *w = malloc(total * sizeof(float));
-    const float **p = calloc((size_t)c->n_layers * E * 2, sizeof *p);
+    const float **p = calloc((size_t)c->n_layers * E * 4, sizeof *p);
     if (!w || !p) { /* not fatal: the experts convert per call */
         free(w);
         free(p);
         return;
     }
     float *at = w;
-    for (int l = 0; l < c->n_layers; l++) {
-        const tmoe_expert *ex = r->m->layers[l].experts;
-        for (size_t e = 0; ex && e < E; e++)
-            for (int j = 0; j < 2; j++) {
-                const tmoe_linear *lin = j ? &ex[e].fc2 : &ex[e].fc1;
+    for (int l = 0; l < c->n_layers; l++)
+        for (size_t e = 0; e < 2 * E; e++) {
+            const tmoe_expert *ex = expert_at(r, l, e);
+            for (int j = 0; ex && j < 2; j++) {
+                const tmoe_linear *lin = j ? &ex->fc2 : &ex->fc1;
                 if (!tmoe_cpu_linear_w32(lin, r->cfg.impl, at)) { /* q4/q2 unfused: fp16 */
                     free(w);
                     free(p);
                     return;
                 }
-                p[((size_t)l * E + e) * 2 + j] = at;
+                p[((size_t)l * 2 * E + e) * 2 + j] = at;
                 at += (size_t)lin->out * lin->in;
             }
-    }
+        }
     r->w32 = w;
     r->ew32 = p;
 }
 
 void tmoe_cpu_lm_free(tmoe_cpu_lm *r) {
     if (!r) return;
-    void *ptrs[] = {r->x,      r->xn,   r->tmp,    r->q,    r->k,      r->v,    r->att,
-                    r->scores, r->h,    r->a,      r->rope, r->router, r->bias, r->idx,
-                    r->w,      r->rows, r->rw,     r->xg16, r->xg,     r->ye,   r->escratch,
-                    r->pos,    r->slot, r->counts, r->w32};
+    void *ptrs[] = {r->x,      r->xn,   r->tmp,    r->q,       r->k,        r->v,    r->att,
+                    r->scores, r->h,    r->a,      r->rope,    r->router,   r->bias, r->idx,
+                    r->w,      r->rows, r->rw,     r->xg16,    r->xg,       r->ye,   r->escratch,
+                    r->pos,    r->slot, r->counts, r->ccounts, r->use_copy, r->w32};
     free((void *)r->ew32);
     for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++) free(ptrs[i]);
     free(r);
@@ -132,19 +143,21 @@ int tmoe_cpu_lm_create(const tmoe_lm *m, const tmoe_cpu_lm_config *cfg, tmoe_cpu
              (r->ye = tmoe_malloc(sizeof(float) * T * D, err)) &&
              (r->pos = tmoe_malloc(sizeof(int32_t) * T, err)) &&
              (r->slot = tmoe_malloc(sizeof(int32_t) * T, err)) &&
-             (r->counts = tmoe_calloc((size_t)c->n_layers * E, sizeof(int32_t), err));
+             (r->counts = tmoe_calloc((size_t)c->n_layers * E, sizeof(int32_t), err)) &&
+             (r->ccounts = tmoe_calloc((size_t)c->n_layers * E, sizeof(int32_t), err)) &&
+             (r->use_copy = tmoe_calloc(E, 1, err));
     if (ok && !m->opts.experts_f32 && tmoe_lm_num_moe_layers(c) > 0) {
-        /* the largest scratch any expert needs (experts may differ in type; every MoE layer
-         * holds the same types) */
-        const tmoe_expert *ex = NULL;
-        for (int l = 0; l < c->n_layers && !ex; l++)
-            if (m->layers[l].experts) ex = m->layers[l].experts;
+        /* the largest scratch any expert or copy needs (experts may differ in type; every MoE
+         * layer holds the same types) */
+        int l0 = 0;
+        while (l0 < c->n_layers && !m->layers[l0].experts) l0++;
         size_t bytes = 0;
-        for (int e = 0; ex && e < c->num_experts; e++) {
-            size_t b = tmoe_cpu_expert_scratch_bytes(&ex[e], cfg->max_tokens, cfg->impl);
+        for (size_t j = 0; l0 < c->n_layers && j < 2 * E; j++) {
+            const tmoe_expert *ex = expert_at(r, l0, j);
+            size_t b = ex ? tmoe_cpu_expert_scratch_bytes(ex, cfg->max_tokens, cfg->impl) : 0;
             if (b > bytes) bytes = b;
         }
-        ok = ex && (r->escratch = tmoe_malloc(bytes, err));
+        ok = l0 < c->n_layers && (r->escratch = tmoe_malloc(bytes, err));
     }
     if (ok) cache_experts(r);
     if (!ok) {
@@ -160,6 +173,10 @@ int tmoe_cpu_lm_create(const tmoe_lm *m, const tmoe_cpu_lm_config *cfg, tmoe_cpu
 
 const int32_t *tmoe_cpu_lm_expert_counts(const tmoe_cpu_lm *r) {
     return r->counts;
+}
+
+const int32_t *tmoe_cpu_lm_copy_counts(const tmoe_cpu_lm *r) {
+    return r->ccounts;
 }
 
 /* y (n, out) = x (n, in) W^T (+ b); W (out, in). */
@@ -296,9 +313,9 @@ static void attention(tmoe_cpu_lm *r, tmoe_kv_cache *kv, int l, int T) {
     for (size_t i = 0; i < (size_t)T * D; i++) r->x[i] += r->tmp[i];
 }
 
-/* Expert e on n rows (r->rows + off, weights r->rw + off; n <= max_tokens), added into
- * r->tmp. */
-static void run_expert(tmoe_cpu_lm *r, const tmoe_lm_layer *y, int e, int off, int n) {
+/* Expert e (its copy when copy) on n rows (r->rows + off, weights r->rw + off;
+ * n <= max_tokens), added into r->tmp. */
+static void run_expert(tmoe_cpu_lm *r, const tmoe_lm_layer *y, int e, int copy, int off, int n) {
     const tmoe_lm_config *c = &r->m->cfg;
     int D = c->d_model, I = c->d_ff_expert;
     const int32_t *rows = r->rows + off;
@@ -314,10 +331,12 @@ static void run_expert(tmoe_cpu_lm *r, const tmoe_lm_layer *y, int e, int off, i
         swiglu(r, r->xg, n, y->ex_w13 + (size_t)e * 2 * I * D, y->ex_w2 + (size_t)e * D * I, I,
                r->ye);
     else {
+        size_t j = (size_t)e + (copy ? (size_t)c->num_experts : 0);
         const float **w =
-            r->ew32 ? r->ew32 + ((size_t)(y - r->m->layers) * c->num_experts + e) * 2 : NULL;
-        tmoe_cpu_expert_forward_w32(&y->experts[e], r->cfg.impl, w ? w[0] : NULL, w ? w[1] : NULL,
-                                    r->xg16, n, r->ye, r->escratch, NULL);
+            r->ew32 ? r->ew32 + ((size_t)(y - r->m->layers) * 2 * c->num_experts + j) * 2 : NULL;
+        tmoe_cpu_expert_forward_w32(copy ? &y->copies[e] : &y->experts[e], r->cfg.impl,
+                                    w ? w[0] : NULL, w ? w[1] : NULL, r->xg16, n, r->ye,
+                                    r->escratch, NULL);
     }
     for (int j = 0; j < n; j++) {
         if (rw[j] == 0.0f) continue; /* a padded copy adds nothing, even an inf/NaN row */
@@ -333,13 +352,20 @@ static int moe(tmoe_cpu_lm *r, int l, int T, tmoe_error *err) {
     int D = c->d_model, E = c->num_experts, K = c->top_k;
     linear(r->xn, y->router, NULL, T, D, E, r->router);
     const float *bias = NULL;
-    tmoe_lm_route_out ro = {r->bias, r->idx, r->w, K, 0};
+    tmoe_lm_route_out ro = {r->bias, r->idx, r->w, K, 0, r->use_copy};
+    memset(r->use_copy, 0, (size_t)E);
     if (r->cfg.route) {
         memset(r->bias, 0, sizeof(float) * (size_t)E);
         int rc = r->cfg.route(r->cfg.route_user, l, r->router, T, E, &ro, err);
         if (rc) return rc;
         bias = r->bias;
     }
+    for (int e = 0; e < E; e++)
+        if (r->use_copy[e] && (!y->copies || !tmoe_lm_has_copy(&r->m->opts, e)))
+            return tmoe_errorf(err, TMOE_EINVAL,
+                               "layer %d: the route hook runs expert %d's copy, but the model "
+                               "holds none",
+                               l, e);
     if (ro.selected) { /* the hook's own selection (padded slots carry weight 0) */
         for (int i = 0; i < T * K; i++)
             if (r->idx[i] < 0 || r->idx[i] >= E)
@@ -363,9 +389,11 @@ static int moe(tmoe_cpu_lm *r, int l, int T, tmoe_error *err) {
                     r->rw[n++] = r->w[t * K + j];
                 }
         counts[e] = n;
+        r->ccounts[(size_t)l * E + e] = r->use_copy[e] ? n : 0;
         /* the workspace holds max_tokens rows: more (padded copies) run in parts */
         for (int off = 0; off < n; off += r->cfg.max_tokens)
-            run_expert(r, y, e, off, n - off < r->cfg.max_tokens ? n - off : r->cfg.max_tokens);
+            run_expert(r, y, e, r->use_copy[e], off,
+                       n - off < r->cfg.max_tokens ? n - off : r->cfg.max_tokens);
     }
     if (y->sh_w13) {
         int S = c->d_ff_shared;
@@ -426,6 +454,7 @@ int tmoe_cpu_lm_forward(tmoe_cpu_lm *r, tmoe_kv_cache *kv, const tmoe_lm_batch *
     for (int t = 0; t < T; t++)
         memcpy(r->x + (size_t)t * D, m->embed + (size_t)b->tokens[t] * D, sizeof(float) * D);
     memset(r->counts, 0, sizeof(int32_t) * (size_t)c->n_layers * c->num_experts);
+    memset(r->ccounts, 0, sizeof(int32_t) * (size_t)c->n_layers * c->num_experts);
     for (int l = 0; l < c->n_layers; l++) {
         attention(r, kv, l, T);
         if ((rc = mlp(r, l, T, err))) return rc; /* the slots' lengths are not advanced */

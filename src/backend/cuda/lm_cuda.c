@@ -447,6 +447,10 @@ int tmoe_cuda_lm_create(const tmoe_lm *m, const tmoe_cuda_lm_config *cfg, tmoe_c
         return tmoe_errorf(err, TMOE_ENOTSUP,
                            "one type per expert: the CUDA decoder runs one type for every "
                            "expert; use --backend cpu");
+    if (m->opts.n_copy > 0)
+        return tmoe_errorf(err, TMOE_ENOTSUP,
+                           "lower-precision copies (--expert-copy): the CUDA decoder runs no "
+                           "copies; use --backend cpu");
     tmoe_cuda_lm *r = tmoe_calloc(1, sizeof *r, err);
     if (!r) return TMOE_ENOMEM;
     r->c = *c;
