@@ -384,7 +384,7 @@ typedef struct tmoe_router_config {
     tmoe_budget_kind budget; /* default kl; none = per-expert biases only */
     double tau_base;         /* default 0.95 */
     double tau_min;          /* default 0.7; 0 < tau_min <= tau_base <= 1 */
-    double kl_base, kl_max;  /* nats (default 0.01, 0.1); 0 <= kl_base <= kl_max */
+    double kl_base, kl_max;  /* nats (default 0.01, 0.03); 0 <= kl_base <= kl_max */
     double ttha_budget_gain; /* kernel_aware_ttha: g moves by gain x the per-batch error
                                 max(w (P/P* - 1), (T - T*)/dT) after each update, w = the
                                 batch's period / the running mean period (default 0.25) */

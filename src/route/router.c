@@ -125,7 +125,7 @@ tmoe_router_config tmoe_router_config_default(void) {
     c.tau_base = 0.95;
     c.tau_min = 0.7;
     c.kl_base = 0.01;
-    c.kl_max = 0.1;
+    c.kl_max = 0.03;
     c.ttha_budget_gain = 0.25;
     c.num_tiers = 3;
     c.exclusion_bias = -30.0;
