@@ -99,6 +99,21 @@ awk -v a="$(jpt "$OUT/q4")" -v b="$(jpt "$OUT/r")" 'BEGIN { exit !(a > 0 && a < 
     { cat "$OUT/alog"; fail "analyze fp16 and q4 replays"; }
 grep -q "baseline@q4" "$OUT/repq/figures/serve_ttft_cdf.gp" || fail "analyze: no baseline@q4 legend"
 grep -q "baseline@fp16" "$OUT/repq/figures/serve_ttft_cdf.gp" || fail "analyze: no baseline@fp16 legend"
+# --expert-copy q4: under a power target far below the draw hierarchical_adaptive runs the
+# q4 copies; recorded; the replay costs less energy per generated token than the same
+# strategy without copies (same trace, same seed, no budget: the routing is the same)
+for cp in "" "--expert-copy q4"; do
+    d=$OUT/cp${cp:+_q4}
+    # shellcheck disable=SC2086 # cp is empty or two words
+    "$BIN" serve --model "$SRC/models/default" --trace "$D/small.csv" --time-scale 100 \
+        --routing-strategy hierarchical_adaptive --budget none --ttha-target-power 20 $cp \
+        --out "$d" >"$d.log" 2>&1 || { cat "$d.log"; fail "replay ${cp:-without copies}"; }
+done
+tr -d ' \n' <"$OUT/cp_q4/summary.json" | grep -q '"expert_copies":{"type":"q4","experts":\[0,1,2,3,4,5,6,7\]}' ||
+    fail "summary.json: expert_copies"
+grep -q '"expert_copies"' "$OUT/cp/summary.json" && fail "summary.json: expert_copies without copies"
+awk -v a="$(jpt "$OUT/cp_q4")" -v b="$(jpt "$OUT/cp")" 'BEGIN { exit !(a > 0 && a < b) }' ||
+    fail "copies: J per generated token $(jpt "$OUT/cp_q4") not below $(jpt "$OUT/cp")"
 # SIGTERM twice, 50 ms apart, as timeout(1) sends it (to the process, then to its group):
 # one stop, not a kill. A queue of thousands of requests makes the stop take long enough for
 # the second signal to arrive while it runs: the replay still writes its files, exit 130.

@@ -629,6 +629,11 @@ typedef struct tmoe_serve_config {
     int expert_shape_given;        /* 0: expert_shape is the default and falls back to trained where
                                       it cannot run (real telemetry on the CPU backend) */
     int act8;                      /* q4 / q2 experts: int8 activations (--expert-activations) */
+    /* lower-precision copies (--expert-copy; tmoe_run_config.copy_*): hierarchical_adaptive
+       runs them under pressure; the CPU decoder only */
+    int copy_given, copy_all;
+    unsigned char copy[TMOE_MAX_EXPERTS];
+    tmoe_etype copy_type;
     /* where it runs (docs/serve.md "On a GPU"): cpu + sim by default, so a replay is the
      * same on any machine. On sim each step is billed to the simulated GPU and time is
      * simulated; on nvml the GPU measures each step and time is the wall clock. */

@@ -32,6 +32,7 @@ enum {
     O_ETYPE,
     O_GROUP,
     O_ACT8,
+    O_COPY,
     O_COST,
     O_SEED,
     O_OUT,
@@ -68,6 +69,7 @@ static const struct option longopts[] = {{"trace", required_argument, 0, O_TRACE
                                          {"expert-type", required_argument, 0, O_ETYPE},
                                          {"group-size", required_argument, 0, O_GROUP},
                                          {"expert-activations", required_argument, 0, O_ACT8},
+                                         {"expert-copy", required_argument, 0, O_COPY},
                                          {"kernel-cost-model-json", required_argument, 0, O_COST},
                                          {"seed", required_argument, 0, O_SEED},
                                          {"out", required_argument, 0, O_OUT},
@@ -127,6 +129,11 @@ static void help(void) {
            "  --group-size N         quantization group of q4 / q2 (default %d)\n"
            "  --expert-activations A q4/q2 experts: fp16 (default) or int8 activations\n"
            "                         (docs/cuda.md \"int8 activations\")\n"
+           "  --expert-copy T[:LIST] the experts in LIST (all, or indices and ranges such as\n"
+           "                         0,3,5-7; default all) also load as T (fp16, q4 or q2);\n"
+           "                         hierarchical_adaptive runs each as its copy under pressure\n"
+           "                         (docs/strategies.md \"Lower-precision copies\"; CPU\n"
+           "                         backend) (default: no copies)\n"
            "  --kernel-cost-model-json F  the cost model the simulated GPU bills from\n"
            "  --backend B            cpu (default), cuda or auto (cuda when a device answers)\n"
            "  --telemetry S          sim (default: the simulated GPU, simulated time), nvml (the\n"
@@ -265,6 +272,10 @@ int cmd_serve(int argc, char **argv) {
             break;
         case O_ACT8:
             if (cli_act8_flag("serve", optarg, &c.act8)) return 2;
+            break;
+        case O_COPY:
+            if (cli_expert_copy("serve", optarg, &c.copy_type, &c.copy_all, c.copy)) return 2;
+            c.copy_given = 1;
             break;
         case O_COST: c.cost_model_path = optarg; break;
         case O_SEED:

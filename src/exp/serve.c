@@ -115,6 +115,10 @@ static int setup(run_ctx *r, const tmoe_serve_config *c, int max_len, int positi
     rc->block.expert_type = c->expert_type;
     rc->block.group_size = c->group_size;
     rc->act8 = c->act8;
+    rc->copy_given = c->copy_given;
+    rc->copy_all = c->copy_all;
+    memcpy(rc->copy, c->copy, sizeof rc->copy);
+    rc->copy_type = c->copy_type;
     rc->telemetry = c->telemetry;
     rc->backend = c->backend;
     rc->device_id = c->device_id;
@@ -362,6 +366,14 @@ static int write_summary(const char *dir, const tmoe_serve_config *c, const tmoe
     json_object_set_new(m, "expert_activations",
                         tmoe_etype_is_quant(c->expert_type) ? json_string(c->act8 ? "int8" : "fp16")
                                                             : json_null());
+    if (r->lm->n_copy) {
+        json_t *ex = json_array();
+        for (int e = 0; e < TMOE_MAX_EXPERTS; e++)
+            if (r->lm->copy[e]) json_array_append_new(ex, json_integer(e));
+        json_object_set_new(
+            m, "expert_copies",
+            json_pack("{s:s, s:o}", "type", tmoe_etype_name(c->copy_type), "experts", ex));
+    }
     json_object_set_new(m, "cost_model", json_string(r->cost_path));
     json_object_set_new(m, "prefill_chunk", json_integer(c->prefill_chunk));
     json_object_set_new(m, "max_batch_tokens", json_integer(c->max_batch_tokens));
