@@ -11,7 +11,10 @@
 #   nocopy_<budget>    no copies (the set budget and tiers alone)
 #   static_q4/q2       every expert loaded as q4 / q2, baseline routing: the static choice
 # bench/expert_copies_table.py compares every run with fp16_ref's baseline on the same tokens.
-# usage: bash bench/expert_copies.sh [BUILD_DIR] [REPEATS]
+# GPU=1 runs the CUDA decoder with NVML telemetry and production-shape experts instead (the
+# copies' runs at q4 with budgets none, tau and top1, nocopy_top1 and static_q4); EXTRA adds
+# flags to every run (e.g. "--cooldown 0" to shorten the rests).
+# usage: [GPU=1] [EXTRA="..."] bash bench/expert_copies.sh [BUILD_DIR] [REPEATS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${1:-build-rel}
@@ -19,8 +22,11 @@ R=${2:-3}
 OUT=${OUT:-/tmp/expert_copies}
 mkdir -p "$OUT"
 echo "date $(date -u +%FT%TZ), host $(hostname), $(nproc) cores, commit $(git rev-parse --short HEAD)"
-COMMON=(--no-analyze --backend cpu --telemetry sim --quiet --repeats "$R" --workloads standard
-        --lm-steps decode --batch-size 16)
+WHERE=(--backend cpu --telemetry sim)
+[ "${GPU:-0}" = 1 ] && WHERE=(--backend cuda --telemetry nvml)
+# shellcheck disable=SC2206 # EXTRA is a list of flags
+COMMON=(--no-analyze "${WHERE[@]}" --quiet --repeats "$R" --workloads standard
+        --lm-steps decode --batch-size 16 ${EXTRA:-})
 run() { # name, then flags
   local name=$1
   shift
@@ -41,7 +47,15 @@ print(f"{0.8 * p:.1f}", ",".join(str(e) for e in sorted(order[:4])))
 PY
 )"
 echo "baseline draw: power target $PT W (80%); the 4 most used experts: $HOT"
+# shellcheck disable=SC2054 # the strategy list is one comma-separated flag value
 STRAT=(--routing-strategy baseline,hierarchical_adaptive --ttha-target-power "$PT")
+if [ "${GPU:-0}" = 1 ]; then
+  for b in none tau top1; do run "copy_q4_$b" "${STRAT[@]}" --expert-copy q4 --budget "$b"; done
+  run nocopy_top1 "${STRAT[@]}" --budget top1
+  run static_q4 --routing-strategy baseline --expert-type q4
+  python3 bench/expert_copies_table.py "$OUT" "$PT"
+  exit 0
+fi
 for b in none kl tau top1; do
   run "copy_q4_$b" "${STRAT[@]}" --expert-copy q4 --budget "$b"
   run "nocopy_$b" "${STRAT[@]}" --budget "$b"

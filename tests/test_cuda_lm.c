@@ -566,6 +566,111 @@ static void test_shadow_experts(void **state) {
     tmoe_lm_free(m);
 }
 
+/* ---- lower-precision copies ---------------------------------------------------------- */
+static const unsigned char copy_run[6] = {0, 1, 0, 1, 1, 0}; /* experts run as their copies */
+
+static int copy_hook(void *user, int layer, const float *logits, int T, int E,
+                     tmoe_lm_route_out *out, tmoe_error *err) {
+    (void)layer, (void)logits, (void)T, (void)err;
+    assert_non_null(out->use_copy);
+    for (int e = 0; e < E; e++) out->use_copy[e] = user ? copy_run[e % 6] : 0;
+    return TMOE_OK;
+}
+
+/* Logits (n, V) of ids through a CUDA decoder with copy_hook (run: the copies of copy_run). */
+static void copy_forward(const tmoe_lm *m, const uint32_t *ids, int n, int run, int shadow,
+                         float *logits) {
+    tmoe_error err = {0};
+    tmoe_cuda_lm_config gc = {.device_id = 0,
+                              .max_tokens = n,
+                              .max_seqs = 1,
+                              .max_len = n,
+                              .route = copy_hook,
+                              .route_user = run ? (void *)1 : NULL};
+    if (shadow) {
+        gc.shadow_d_model = 512;
+        gc.shadow_d_ff = 1024;
+        gc.shadow_type = TMOE_ET_FP16;
+        gc.shadow_group = 128;
+        gc.shadow_max_bytes = (size_t)1 << 30;
+    }
+    tmoe_cuda_lm *g = NULL;
+    ASSERT_OK(tmoe_cuda_lm_create(m, &gc, &g, &err), &err);
+    if (shadow) assert_true(tmoe_cuda_lm_shadow_sets(g) > 0);
+    int slot;
+    int32_t nn = n;
+    ASSERT_OK(tmoe_cuda_lm_seq_open(g, &slot, &err), &err);
+    for (size_t j = 0; j < (size_t)n * m->cfg.vocab_size; j++) logits[j] = NAN; /* poisoned */
+    tmoe_lm_batch b = {1, &slot, &nn, ids, 1};
+    ASSERT_OK(tmoe_cuda_lm_forward(g, &b, logits, &err), &err);
+    tmoe_cuda_lm_free(g);
+}
+
+/* fp16 experts with q4 copies of experts 1, 3 and 4 on the bandwidth kernel: running the
+ * copies matches the CPU decoder running them (logit tolerance); running none is the model
+ * without copies bit for bit; production-shape experts beside them (two shadows, fp16 and
+ * q4) change no logit. */
+static void test_expert_copies(void **state) {
+    (void)state;
+    need_gpu();
+    tmoe_error err = {0};
+    tmoe_lm_config c = fast_config(0);
+    tmoe_lm_load_opts o = tmoe_lm_load_opts_default();
+    o.experts_f32 = 0;
+    o.group_size = 128;
+    tmoe_lm *plain, *m;
+    ASSERT_OK(tmoe_lm_random(&c, &o, 21, &plain, &err), &err);
+    o.n_copy = 3;
+    o.copy[1] = o.copy[3] = o.copy[4] = 1;
+    o.copy_type = TMOE_ET_Q4;
+    ASSERT_OK(tmoe_lm_random(&c, &o, 21, &m, &err), &err);
+    for (int l = 0; l < c.n_layers; l++) /* decisive routers, as in test_fast_experts */
+        if (m->layers[l].is_moe)
+            for (int j = 0; j < c.num_experts * c.d_model; j++) {
+                m->layers[l].router[j] *= 16.0f;
+                plain->layers[l].router[j] *= 16.0f;
+            }
+    enum { T = 16 };
+    uint32_t ids[T];
+    tmoe_rng rng;
+    tmoe_rng_seed(&rng, 9);
+    for (int t = 0; t < T; t++) ids[t] = (uint32_t)(tmoe_rng_u64(&rng) % (uint64_t)c.vocab_size);
+    size_t n = (size_t)T * c.vocab_size;
+    float *ref = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n),
+          *alt = malloc(sizeof(float) * n);
+    assert_true(ref && got && alt);
+    /* the CPU with the same hook */
+    tmoe_kv_cache *kv;
+    tmoe_cpu_lm *cpu;
+    tmoe_cpu_lm_config cc = {
+        .max_tokens = T, .impl = TMOE_IMPL_FUSED, .route = copy_hook, .route_user = (void *)1};
+    ASSERT_OK(tmoe_kv_cache_create(&c, 1, T, &kv, &err), &err);
+    ASSERT_OK(tmoe_cpu_lm_create(m, &cc, &cpu, &err), &err);
+    int slot;
+    int32_t nn = T;
+    ASSERT_OK(tmoe_kv_seq_open(kv, &slot, &err), &err);
+    tmoe_lm_batch bc = {1, &slot, &nn, ids, 1};
+    ASSERT_OK(tmoe_cpu_lm_forward(cpu, kv, &bc, ref, &err), &err);
+    tmoe_cpu_lm_free(cpu);
+    tmoe_kv_cache_free(kv);
+    copy_forward(m, ids, T, 1, 0, got);
+    cmp k = {"fp16 experts, q4 copies of 1, 3, 4", std_of(ref, n), 0, 0, 0, 0, 0, 0, 0};
+    cmp_add(&k, got, ref, T, c.vocab_size);
+    cmp_check(&k);
+    copy_forward(m, ids, T, 1, 1, alt); /* the shadows change nothing */
+    assert_memory_equal(alt, got, sizeof(float) * n);
+    copy_forward(m, ids, T, 0, 0, got); /* no copy run: the model without copies */
+    copy_forward(plain, ids, T, 0, 0, alt);
+    assert_memory_equal(alt, got, sizeof(float) * n);
+    size_t at;
+    assert_true(max_diff(got, ref, n, &at) > 0.0); /* and the copies did change the output */
+    free(ref);
+    free(got);
+    free(alt);
+    tmoe_lm_free(plain);
+    tmoe_lm_free(m);
+}
+
 /* A route hook's own selection, independent of the logits (so CPU and GPU run the same
  * experts): token t of layer l on expert (t + l) mod E; even tokens alone, padded with that
  * expert at weight 0 (a slot neither decoder runs), odd tokens also on the next expert,
@@ -648,6 +753,7 @@ int main(void) {
         cmocka_unit_test(test_int8_activations),
         cmocka_unit_test(test_shadow_experts),
         cmocka_unit_test(test_explicit_selection),
+        cmocka_unit_test(test_expert_copies),
     };
     /* THERMOE_TEST_FILTER=name (a cmocka pattern) runs only the matching tests, e.g. one
      * test under compute-sanitizer */

@@ -403,8 +403,8 @@ typedef struct tmoe_run_config {
                                        (--expert-activations; tmoe_lm_load_opts.act8) */
     /* LM: lower-precision copies (--expert-copy TYPE[:LIST]): expert e of every MoE layer
        where copy[e] (copy_all: every expert) also loads as copy_type, and
-       hierarchical_adaptive runs the copy in its place under pressure (decoder on the CPU;
-       tmoe_lm_load_opts.copy) */
+       hierarchical_adaptive runs the copy in its place under pressure
+       (tmoe_lm_load_opts.copy) */
     int copy_given;
     int copy_all;
     unsigned char copy[TMOE_MAX_EXPERTS];
@@ -630,7 +630,7 @@ typedef struct tmoe_serve_config {
                                       it cannot run (real telemetry on the CPU backend) */
     int act8;                      /* q4 / q2 experts: int8 activations (--expert-activations) */
     /* lower-precision copies (--expert-copy; tmoe_run_config.copy_*): hierarchical_adaptive
-       runs them under pressure; the CPU decoder only */
+       runs them under pressure */
     int copy_given, copy_all;
     unsigned char copy[TMOE_MAX_EXPERTS];
     tmoe_etype copy_type;

@@ -23,9 +23,6 @@ static float *rnd(tmoe_rng *g, size_t n, float a, float center, int *ok, tmoe_er
 int tmoe_lm_random(const tmoe_lm_config *c, const tmoe_lm_load_opts *opts, uint64_t seed,
                    tmoe_lm **out, tmoe_error *err) {
     *out = NULL;
-    if (opts && opts->n_copy > 0)
-        return tmoe_errorf(err, TMOE_ENOTSUP,
-                           "lower-precision copies come from a checkpoint (tmoe_lm_load)");
     tmoe_lm *m = tmoe_calloc(1, sizeof *m, err);
     if (!m) return TMOE_ENOMEM;
     m->cfg = *c;
@@ -90,6 +87,24 @@ int tmoe_lm_random(const tmoe_lm_config *c, const tmoe_lm_load_opts *opts, uint6
                 tmoe_linear_init_random(&x->fc2, &g, err) == TMOE_OK;
             if (ok) x->fc1.act8 = x->fc2.act8 = m->opts.act8;
         }
+        /* copies: quantized from the expert as generated (a checkpoint's come from its own
+         * weights) */
+        if (ok && m->opts.n_copy > 0)
+            ok = (y->copies = tmoe_calloc(E, sizeof *y->copies, err)) != NULL;
+        float *f = ok && m->opts.n_copy > 0 ? tmoe_malloc(sizeof(float) * 2 * I * D, err) : NULL;
+        ok = ok && (m->opts.n_copy == 0 || f);
+        for (size_t e = 0; ok && m->opts.n_copy > 0 && e < E; e++) {
+            if (!tmoe_lm_has_copy(&m->opts, (int)e)) continue;
+            tmoe_expert *x = &y->copies[e];
+            ok = tmoe_expert_alloc(x, m->opts.copy_type, TMOE_ACT_SWIGLU, c->d_model,
+                                   c->d_ff_expert, m->opts.group_size, err) == TMOE_OK;
+            for (int j = 0; ok && j < 2; j++) {
+                tmoe_linear_to_f32(j ? &y->experts[e].fc2 : &y->experts[e].fc1, f);
+                ok = tmoe_linear_set_f32(j ? &x->fc2 : &x->fc1, f, err) == TMOE_OK;
+            }
+            if (ok) x->fc1.act8 = x->fc2.act8 = m->opts.act8;
+        }
+        free(f);
     }
     if (!ok) {
         tmoe_lm_free(m);

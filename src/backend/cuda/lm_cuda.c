@@ -28,6 +28,8 @@ typedef struct lm_layer_dev {
     tmoe_f16 *mlp_w13, *mlp_w2; /* dense: (2 d_ff, D), (D, d_ff) */
     float *router;              /* (E, D) fp32 */
     tmoe_cuda_lin k1, k2;       /* fast experts: tiled fp16 / packed q4 / q2 */
+    tmoe_cuda_lin c1, c2;       /* their lower-precision copies (fast only): slot e is expert
+                                   e's copy, zeros where it has none; unused without copies */
     tmoe_f16 *ew13, *ew2;       /* plain experts: (E, 2 I, D), (E, D, I) fp16 */
     tmoe_f16 *sh_w13, *sh_w2;   /* shared expert (2 S, D), (D, S) or NULL */
     float *sh_gate;             /* (D) or NULL */
@@ -68,6 +70,14 @@ struct tmoe_cuda_lm {
     float *h_w;
     cudaGraphExec_t *graphs;  /* (max_tokens + 1), decode steps by batch size */
     tmoe_cuda_shadow *shadow; /* production-shape experts, or NULL */
+    /* lower-precision copies (tmoe_lm_load_opts.copy): which experts have one; the hook's
+     * choice (pinned, E) and the slot maps it gives the kernels, experts' pass then the
+     * copies' (pinned h_slots and device d_slots, 2E); the production-shape copies */
+    int n_copy;
+    unsigned char copy[TMOE_MAX_EXPERTS];
+    unsigned char *h_use_copy;
+    int32_t *h_slots, *d_slots;
+    tmoe_cuda_shadow *shadow_copy;
 };
 
 void tmoe_cuda_lm_free(tmoe_cuda_lm *r) {
@@ -79,6 +89,7 @@ void tmoe_cuda_lm_free(tmoe_cuda_lm *r) {
         free(r->graphs);
     }
     tmoe_cuda_shadow_free(r->shadow);
+    tmoe_cuda_shadow_free(r->shadow_copy);
     for (int i = 0; i < r->n_mem; i++) TMOE_CUDA_WARN(cudaFree(r->mem[i]));
     if (r->h_step) TMOE_CUDA_WARN(cudaFreeHost(r->h_step));
     if (r->cb) CB_WARN(cublasDestroy(r->cb));
@@ -146,11 +157,12 @@ static int upload_f16(tmoe_cuda_lm *r, tmoe_f16 **dst, const float *src, size_t 
     return upload_f16_cat(r, dst, &src, &n, 1, err);
 }
 
-/* Host copy of one linear of every expert, row-major, in the expert's type; fp32 experts
- * converted to fp16. which 0: fc1 (2 I, D), 1: fc2 (D, I). w (E, bytes per expert), scales
- * (E, per expert) for q4/q2. */
-static int host_experts(const tmoe_lm *m, const tmoe_lm_layer *y, int which, tmoe_etype t,
-                        uint8_t **w, tmoe_f16 **sc, size_t *wb, size_t *sn, tmoe_error *err) {
+/* Host copy of one linear of every expert (copies: of every expert's copy, zeros where it
+ * has none), row-major, in the expert's type; fp32 experts converted to fp16. which 0: fc1
+ * (2 I, D), 1: fc2 (D, I). w (E, bytes per expert), scales (E, per expert) for q4/q2. */
+static int host_experts(const tmoe_lm *m, const tmoe_lm_layer *y, int which, int copies,
+                        tmoe_etype t, uint8_t **w, tmoe_f16 **sc, size_t *wb, size_t *sn,
+                        tmoe_error *err) {
     const tmoe_lm_config *c = &m->cfg;
     int E = c->num_experts, I = c->d_ff_expert, D = c->d_model;
     int out = which ? D : 2 * I, in = which ? I : D;
@@ -164,13 +176,19 @@ static int host_experts(const tmoe_lm *m, const tmoe_lm_layer *y, int which, tmo
         return TMOE_ENOMEM;
     }
     for (int e = 0; e < E; e++) {
+        if (copies && !tmoe_lm_has_copy(&m->opts, e)) { /* a slot no block reads */
+            memset(*w + *wb * e, 0, *wb);
+            if (*sn) memset(*sc + *sn * e, 0, sizeof(tmoe_f16) * *sn);
+            continue;
+        }
         if (y->ex_w13) {
             const float *f = (which ? y->ex_w2 : y->ex_w13) + (size_t)e * out * in;
             tmoe_f16 *h = (tmoe_f16 *)(*w + *wb * e);
             for (size_t i = 0; i < (size_t)out * in; i++) h[i] = tmoe_f32_to_f16(f[i]);
             continue;
         }
-        const tmoe_linear *l = which ? &y->experts[e].fc2 : &y->experts[e].fc1;
+        const tmoe_expert *x = copies ? &y->copies[e] : &y->experts[e];
+        const tmoe_linear *l = which ? &x->fc2 : &x->fc1;
         TMOE_ASSERT(l->type == t && l->out == out && l->in == in);
         memcpy(*w + *wb * e, tmoe_etype_is_quant(t) ? (const void *)l->q : (const void *)l->w, *wb);
         if (*sn) memcpy(*sc + *sn * e, l->scales, sizeof(tmoe_f16) * *sn);
@@ -180,13 +198,13 @@ static int host_experts(const tmoe_lm *m, const tmoe_lm_layer *y, int which, tmo
 
 /* The experts of layer y: on the bandwidth kernel (tiled weights) when it takes the shapes,
  * else fp16 row-major weights (q4/q2 dequantized as tmoe_dequantize_f16 does) for the plain
- * kernel. */
+ * kernel. copies: their lower-precision copies, into c1 / c2 (the bandwidth kernel only). */
 static int upload_experts(tmoe_cuda_lm *r, const tmoe_lm *m, const tmoe_lm_layer *y,
-                          lm_layer_dev *d, tmoe_error *err) {
+                          lm_layer_dev *d, int copies, tmoe_error *err) {
     const tmoe_lm_config *c = &m->cfg;
     int E = c->num_experts, I = c->d_ff_expert, D = c->d_model, G = m->opts.group_size;
-    tmoe_etype t = y->ex_w13 ? TMOE_ET_FP16 : m->opts.expert_type;
-    tmoe_cuda_lin *K[2] = {&d->k1, &d->k2};
+    tmoe_etype t = copies ? m->opts.copy_type : y->ex_w13 ? TMOE_ET_FP16 : m->opts.expert_type;
+    tmoe_cuda_lin *K[2] = {copies ? &d->c1 : &d->k1, copies ? &d->c2 : &d->k2};
     for (int which = 0; which < 2; which++) {
         tmoe_cuda_lin *L = K[which];
         L->type = t;
@@ -200,16 +218,23 @@ static int upload_experts(tmoe_cuda_lm *r, const tmoe_lm *m, const tmoe_lm_layer
         L->sm_count = r->sm_count;
     }
     tmoe_error sub = {0};
-    d->fast = !r->cfg.plain_experts && d->k1.out % 16 == 0 && d->k2.out % 16 == 0 &&
-              d->k1.w_stride % ((size_t)d->k1.out * 64) == 0 &&
-              d->k2.w_stride % ((size_t)d->k2.out * 64) == 0 &&
-              tmoe_cuda_expert_kernel_supports(&d->k1, TMOE_CUDA_EPI_SWIGLU, &sub) == TMOE_OK &&
-              tmoe_cuda_expert_kernel_supports(&d->k2, TMOE_CUDA_EPI_NONE, &sub) == TMOE_OK;
+    int fast = !r->cfg.plain_experts && K[0]->out % 16 == 0 && K[1]->out % 16 == 0 &&
+               K[0]->w_stride % ((size_t)K[0]->out * 64) == 0 &&
+               K[1]->w_stride % ((size_t)K[1]->out * 64) == 0 &&
+               tmoe_cuda_expert_kernel_supports(K[0], TMOE_CUDA_EPI_SWIGLU, &sub) == TMOE_OK &&
+               tmoe_cuda_expert_kernel_supports(K[1], TMOE_CUDA_EPI_NONE, &sub) == TMOE_OK;
+    if (copies && !(fast && d->fast))
+        return tmoe_errorf(err, TMOE_ENOTSUP,
+                           "lower-precision copies run on the bandwidth kernel, which does not "
+                           "take these experts (%s %dx%d%s)",
+                           tmoe_etype_name(t), D, I,
+                           r->cfg.plain_experts ? ", or the plain kernel was asked for" : "");
+    if (!copies) d->fast = fast;
     for (int which = 0; which < 2; which++) {
         uint8_t *hw = NULL;
         tmoe_f16 *hs = NULL;
         size_t wb, sn;
-        TRY(host_experts(m, y, which, t, &hw, &hs, &wb, &sn, err));
+        TRY(host_experts(m, y, which, copies, t, &hw, &hs, &wb, &sn, err));
         int rc = TMOE_OK;
         tmoe_cuda_lin *L = K[which];
         if (d->fast) {
@@ -254,7 +279,9 @@ static int upload_experts(tmoe_cuda_lm *r, const tmoe_lm *m, const tmoe_lm_layer
         }
         free(hw);
         free(hs);
-        if (rc) return tmoe_error_prefix(err, rc, "experts (%s)", which ? "down" : "gate/up");
+        if (rc)
+            return tmoe_error_prefix(err, rc, "%s (%s)", copies ? "expert copies" : "experts",
+                                     which ? "down" : "gate/up");
     }
     return TMOE_OK;
 }
@@ -293,7 +320,8 @@ static int upload_layer(tmoe_cuda_lm *r, const tmoe_lm *m, int l, tmoe_error *er
         TRY(upload_f16(r, &d->mlp_w2, y->mlp_w2, D * c->d_ff, err));
     } else {
         TRY(upload_f32(r, &d->router, y->router, E * D, err));
-        TRY(upload_experts(r, m, y, d, err));
+        TRY(upload_experts(r, m, y, d, 0, err));
+        if (m->opts.n_copy > 0) TRY(upload_experts(r, m, y, d, 1, err));
         TRY(upload_f16(r, &d->sh_w13, y->sh_w13, 2 * (size_t)c->d_ff_shared * D, err));
         TRY(upload_f16(r, &d->sh_w2, y->sh_w2, D * c->d_ff_shared, err));
         TRY(upload_f32(r, &d->sh_gate, y->sh_gate, D, err));
@@ -373,6 +401,7 @@ static int create_in(tmoe_cuda_lm *r, const tmoe_lm *m, tmoe_error *err) {
         TMOE_BUF(r->active, (E + 1) * 4),
         TMOE_BUF(r->counts_all, c->n_layers * E * 4),
         TMOE_BUF(r->d_step, 4 * T * 4),
+        TMOE_BUF(r->d_slots, 2 * E * 4),
     };
     int n_ws = (int)(sizeof ws / sizeof *ws);
     size_t total = tmoe_bufs_total(ws, n_ws, 256);
@@ -389,10 +418,9 @@ static int create_in(tmoe_cuda_lm *r, const tmoe_lm *m, tmoe_error *err) {
     r->h_counts = tmoe_calloc((size_t)c->n_layers * E, sizeof *r->h_counts, err);
     if (r->cfg.route) {
         const tmoe_buf host[] = {
-            TMOE_BUF(r->h_rlogits, T * E * 4),
-            TMOE_BUF(r->h_bias, E * 4),
-            TMOE_BUF(r->h_idx, N * 4),
-            TMOE_BUF(r->h_w, N * 4),
+            TMOE_BUF(r->h_rlogits, T * E * 4), TMOE_BUF(r->h_bias, E * 4),
+            TMOE_BUF(r->h_idx, N * 4),         TMOE_BUF(r->h_w, N * 4),
+            TMOE_BUF(r->h_slots, 2 * E * 4),   TMOE_BUF(r->h_use_copy, E),
         };
         int n_host = (int)(sizeof host / sizeof *host);
         TMOE_CUDA_CHECK(
@@ -418,7 +446,24 @@ static int create_in(tmoe_cuda_lm *r, const tmoe_lm *m, tmoe_error *err) {
                                       .max_bytes = r->cfg.shadow_max_bytes,
                                       .seed = 0x7368616430ull,
                                       .sm_count = r->sm_count};
+        tmoe_cuda_shadow_config cc = sc; /* the copies' experts, in the copy type */
+        cc.type = m->opts.copy_type;
+        cc.act8 = tmoe_etype_is_quant(cc.type) && m->opts.act8;
+        cc.seed = sc.seed ^ 0x636f707973ull;
+        if (r->n_copy) { /* the memory in proportion to a set of each */
+            size_t limit = sc.max_bytes;
+            if (!limit) {
+                size_t free_b = 0, total_b = 0;
+                TMOE_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b), err);
+                limit = free_b > ((size_t)4 << 30) ? free_b - ((size_t)4 << 30) : 0;
+            }
+            double a = (double)tmoe_cuda_shadow_set_bytes(&sc),
+                   b = (double)tmoe_cuda_shadow_set_bytes(&cc);
+            sc.max_bytes = (size_t)((double)limit * a / (a + b));
+            cc.max_bytes = limit - sc.max_bytes;
+        }
         TRY(tmoe_cuda_shadow_create(&sc, r->st, &r->shadow, err));
+        if (r->n_copy) TRY(tmoe_cuda_shadow_create(&cc, r->st, &r->shadow_copy, err));
         /* the MoE layers in order: layer l's set is its MoE index mod the sets */
         for (int l = 0, i = 0; l < c->n_layers; l++) r->L[l].moe_index = r->L[l].is_moe ? i++ : -1;
     }
@@ -447,14 +492,12 @@ int tmoe_cuda_lm_create(const tmoe_lm *m, const tmoe_cuda_lm_config *cfg, tmoe_c
         return tmoe_errorf(err, TMOE_ENOTSUP,
                            "one type per expert: the CUDA decoder runs one type for every "
                            "expert; use --backend cpu");
-    if (m->opts.n_copy > 0)
-        return tmoe_errorf(err, TMOE_ENOTSUP,
-                           "lower-precision copies (--expert-copy): the CUDA decoder runs no "
-                           "copies; use --backend cpu");
     tmoe_cuda_lm *r = tmoe_calloc(1, sizeof *r, err);
     if (!r) return TMOE_ENOMEM;
     r->c = *c;
     r->cfg = *cfg;
+    for (int e = 0; e < c->num_experts; e++)
+        r->n_copy += r->copy[e] = (unsigned char)tmoe_lm_has_copy(&m->opts, e);
     int rc = create_in(r, m, err);
     if (rc) {
         tmoe_cuda_lm_free(r);
@@ -549,10 +592,13 @@ static int moe(tmoe_cuda_lm *r, int l, int T, tmoe_error *err) {
     int D = c->d_model, E = c->num_experts, k = c->top_k, I = c->d_ff_expert, N = T * k;
     TRY(gemm32(r, r->xn32, d->router, T, D, E, r->rlogits, err));
     const float *bias = NULL;
-    tmoe_lm_route_out ro = {r->h_bias, NULL, NULL, k, 0};
+    tmoe_lm_route_out ro = {r->h_bias, NULL, NULL, k, 0, NULL};
+    int n_use = 0; /* experts the hook runs as their copies */
     if (r->cfg.route) {
         ro.idx = r->h_idx;
         ro.w = r->h_w;
+        ro.use_copy = r->h_use_copy;
+        memset(r->h_use_copy, 0, (size_t)E);
         TMOE_CUDA_CHECK(cudaMemcpyAsync(r->h_rlogits, r->rlogits, sizeof(float) * (size_t)T * E,
                                         cudaMemcpyDeviceToHost, r->st),
                         err);
@@ -563,6 +609,24 @@ static int moe(tmoe_cuda_lm *r, int l, int T, tmoe_error *err) {
                                         cudaMemcpyHostToDevice, r->st),
                         err);
         bias = r->bias;
+        for (int e = 0; e < E; e++) {
+            if (!r->h_use_copy[e]) continue;
+            if (!r->copy[e])
+                return tmoe_errorf(err, TMOE_EINVAL,
+                                   "layer %d: the route hook runs expert %d's copy, but the model "
+                                   "holds none",
+                                   l, e);
+            n_use++;
+        }
+        if (n_use) { /* slot maps: the experts' pass skips the copied, the copies' the rest */
+            for (int e = 0; e < E; e++) {
+                r->h_slots[e] = r->h_use_copy[e] ? -1 : e;
+                r->h_slots[E + e] = r->h_use_copy[e] ? e : -1;
+            }
+            TMOE_CUDA_CHECK(cudaMemcpyAsync(r->d_slots, r->h_slots, sizeof(int32_t) * 2 * (size_t)E,
+                                            cudaMemcpyHostToDevice, r->st),
+                            err);
+        }
     }
     /* rows of one expert: at most T from top-k; Nr rows in all */
     int max_n = T, Nr = N;
@@ -604,13 +668,24 @@ static int moe(tmoe_cuda_lm *r, int l, int T, tmoe_error *err) {
                                     cudaMemcpyDeviceToDevice, r->st),
                     err);
     if (d->fast) {
+        /* with copies, two passes over the same active list, each skipping the other's
+         * experts (slot -1): every row is written once, fc1 before fc2 (one stream) */
         int max_active = Nr < E ? Nr : E;
-        TRY(tmoe_cuda_expert_linear(&d->k1, TMOE_CUDA_EPI_SWIGLU, E, r->d_experts, r->active, NULL,
+        const int32_t *sk = n_use ? r->d_slots : NULL, *sc = n_use ? r->d_slots + E : NULL;
+        TRY(tmoe_cuda_expert_linear(&d->k1, TMOE_CUDA_EPI_SWIGLU, E, r->d_experts, r->active, sk,
                                     r->counts, r->offsets, r->xn16, r->src, k, max_n, Nr,
                                     max_active, NULL, r->a16, r->st, err));
-        TRY(tmoe_cuda_expert_linear(&d->k2, TMOE_CUDA_EPI_NONE, E, r->d_experts, r->active, NULL,
+        if (n_use)
+            TRY(tmoe_cuda_expert_linear(&d->c1, TMOE_CUDA_EPI_SWIGLU, E, r->d_experts, r->active,
+                                        sc, r->counts, r->offsets, r->xn16, r->src, k, max_n, Nr,
+                                        max_active, NULL, r->a16, r->st, err));
+        TRY(tmoe_cuda_expert_linear(&d->k2, TMOE_CUDA_EPI_NONE, E, r->d_experts, r->active, sk,
                                     r->counts, r->offsets, r->a16, NULL, 1, max_n, Nr, max_active,
                                     r->ye, NULL, r->st, err));
+        if (n_use)
+            TRY(tmoe_cuda_expert_linear(&d->c2, TMOE_CUDA_EPI_NONE, E, r->d_experts, r->active, sc,
+                                        r->counts, r->offsets, r->a16, NULL, 1, max_n, Nr,
+                                        max_active, r->ye, NULL, r->st, err));
     } else {
         TRY(tmoe_cuda_lm_expert_fc1_simple(r->xn16, r->src, k, r->offsets, E, Nr, d->ew13, D, I,
                                            r->a16, r->st, err));
@@ -619,9 +694,15 @@ static int moe(tmoe_cuda_lm *r, int l, int T, tmoe_error *err) {
     }
     /* x = x + sum_j w ye (each element read and written by one thread) */
     TRY(tmoe_cuda_combine(r->ye, r->dst, r->w, r->x, T, k, D, r->x, r->st, err));
-    if (r->shadow) /* the same selections through the production-shape experts */
-        TRY(tmoe_cuda_shadow_run(r->shadow, d->moe_index, r->d_experts, r->active, r->counts,
-                                 r->offsets, r->src, r->dst, r->w, T, max_n, r->st, err));
+    if (r->shadow) { /* the same selections through the production-shape experts */
+        TRY(tmoe_cuda_shadow_run(r->shadow, d->moe_index, r->d_experts, r->active,
+                                 n_use ? r->d_slots : NULL, r->counts, r->offsets, r->src, r->dst,
+                                 r->w, T, max_n, r->st, err));
+        if (n_use)
+            TRY(tmoe_cuda_shadow_run(r->shadow_copy, d->moe_index, r->d_experts, r->active,
+                                     r->d_slots + E, r->counts, r->offsets, r->src, r->dst, r->w, T,
+                                     max_n, r->st, err));
+    }
     if (d->sh_w13) {
         TRY(swiglu(r, d->sh_w13, d->sh_w2, c->d_ff_shared, T, r->tmp, 0.0f, err));
         TRY(tmoe_cuda_lm_shared_add(r->x, r->tmp, r->xn32, d->sh_gate, T, D, r->st, err));

@@ -87,10 +87,16 @@ int tmoe_cuda_shadow_create(const tmoe_cuda_shadow_config *c, cudaStream_t st,
 void tmoe_cuda_shadow_free(tmoe_cuda_shadow *s); /* NULL-safe */
 int tmoe_cuda_shadow_sets(const tmoe_cuda_shadow *s);
 size_t tmoe_cuda_shadow_bytes(const tmoe_cuda_shadow *s);
+/* slot_of (E, device, may be NULL): expert e runs where slot_of[e] >= 0 (its own slot), a
+ * block of an expert at -1 returns (tmoe_cuda_expert_linear); a model whose experts run
+ * partly as lower-precision copies drives two shadows, each with its part. Each combines
+ * its own output rows (never read). */
 int tmoe_cuda_shadow_run(tmoe_cuda_shadow *s, int layer, const int32_t *experts,
-                         const int32_t *active, const int32_t *counts, const int32_t *offsets,
-                         const int32_t *src, const int32_t *dst, const float *w, int T, int max_n,
-                         cudaStream_t st, tmoe_error *err);
+                         const int32_t *active, const int32_t *slot_of, const int32_t *counts,
+                         const int32_t *offsets, const int32_t *src, const int32_t *dst,
+                         const float *w, int T, int max_n, cudaStream_t st, tmoe_error *err);
+/* Weight bytes of one set of c's experts (what a shadow holds per set). */
+size_t tmoe_cuda_shadow_set_bytes(const tmoe_cuda_shadow_config *c);
 
 #ifdef __cplusplus
 }

@@ -111,6 +111,9 @@ static int create_in(tmoe_cuda_shadow *s, cudaStream_t st, tmoe_error *err) {
                            "allowed (device memory free less 4 GiB, or the limit given)",
                            E, tmoe_etype_name(c->type), D, F, (double)s->set_bytes / 1e9,
                            (double)limit / 1e9);
+    if (s->set_bytes != tmoe_cuda_shadow_set_bytes(c))
+        return tmoe_errorf(err, TMOE_EINVAL, "internal: a set's bytes, %zu or %zu", s->set_bytes,
+                           tmoe_cuda_shadow_set_bytes(c));
     s->lin = calloc((size_t)s->n_sets, sizeof *s->lin);
     s->mem = calloc((size_t)(4 * s->n_sets + 4), sizeof *s->mem);
     if (!s->lin || !s->mem) return tmoe_errorf(err, TMOE_ENOMEM, "out of host memory");
@@ -159,20 +162,31 @@ size_t tmoe_cuda_shadow_bytes(const tmoe_cuda_shadow *s) {
     return s ? s->bytes : 0;
 }
 
+size_t tmoe_cuda_shadow_set_bytes(const tmoe_cuda_shadow_config *c) {
+    size_t E = (size_t)c->num_experts, b = 0;
+    const int shape[2][2] = {{2 * c->d_ff, c->d_model}, {c->d_model, c->d_ff}};
+    for (int i = 0; i < 2; i++)
+        b += E * (tmoe_quant_weight_bytes(c->type, shape[i][0], shape[i][1]) +
+                  (tmoe_etype_is_quant(c->type)
+                       ? 2 * tmoe_quant_scale_count(shape[i][0], shape[i][1], c->group)
+                       : 0));
+    return b;
+}
+
 int tmoe_cuda_shadow_run(tmoe_cuda_shadow *s, int layer, const int32_t *experts,
-                         const int32_t *active, const int32_t *counts, const int32_t *offsets,
-                         const int32_t *src, const int32_t *dst, const float *w, int T, int max_n,
-                         cudaStream_t st, tmoe_error *err) {
+                         const int32_t *active, const int32_t *slot_of, const int32_t *counts,
+                         const int32_t *offsets, const int32_t *src, const int32_t *dst,
+                         const float *w, int T, int max_n, cudaStream_t st, tmoe_error *err) {
     const tmoe_cuda_shadow_config *c = &s->c;
     int E = c->num_experts, k = c->top_k, N = T * k, max_active = N < E ? N : E;
     if (T < 1 || T > c->max_tokens)
         return tmoe_errorf(err, TMOE_EINVAL, "production-shape experts: %d tokens (1..%d)", T,
                            c->max_tokens);
     const tmoe_cuda_lin *L = s->lin[layer % s->n_sets];
-    TRY(tmoe_cuda_expert_linear(&L[0], TMOE_CUDA_EPI_SWIGLU, E, experts, active, NULL, counts,
+    TRY(tmoe_cuda_expert_linear(&L[0], TMOE_CUDA_EPI_SWIGLU, E, experts, active, slot_of, counts,
                                 offsets, s->x16, src, k, max_n, N, max_active, NULL, s->a16, st,
                                 err));
-    TRY(tmoe_cuda_expert_linear(&L[1], TMOE_CUDA_EPI_NONE, E, experts, active, NULL, counts,
+    TRY(tmoe_cuda_expert_linear(&L[1], TMOE_CUDA_EPI_NONE, E, experts, active, slot_of, counts,
                                 offsets, s->a16, NULL, 1, max_n, N, max_active, s->ye, NULL, st,
                                 err));
     return tmoe_cuda_combine(s->ye, dst, w, NULL, T, k, c->d_model, s->y, st, err);
