@@ -709,14 +709,15 @@ static int hook(void *user, int layer, const float *logits, int T, int E, tmoe_l
     return TMOE_OK;
 }
 
-/* Logits (n, V) of the first n ids with the hook in mode; the experts' token copies per MoE
- * layer summed into copies (n_layers). */
-static int hooked_prefill(const tmoe_lm *m, const uint32_t *ids, int n, hook_ctx *h, float *logits,
-                          int64_t *copies, tmoe_error *err) {
+/* Logits (n, V) of the first n ids with the route hook fn(user); the token copies each
+ * (layer, expert) ran into cnt and of those its lower-precision copy's into ccnt (n_layers x
+ * E each; either may be NULL). */
+static int hooked_run(const tmoe_lm *m, const uint32_t *ids, int n, tmoe_lm_route_fn fn, void *user,
+                      float *logits, int32_t *cnt, int32_t *ccnt, tmoe_error *err) {
     tmoe_kv_cache *kv;
     tmoe_cpu_lm *cpu;
     tmoe_cpu_lm_config cc = {
-        .max_tokens = n, .impl = TMOE_IMPL_FUSED, .route = hook, .route_user = h};
+        .max_tokens = n, .impl = TMOE_IMPL_FUSED, .route = fn, .route_user = user};
     ASSERT_OK(tmoe_kv_cache_create(&m->cfg, 1, n, &kv, err), err);
     ASSERT_OK(tmoe_cpu_lm_create(m, &cc, &cpu, err), err);
     int slot;
@@ -724,13 +725,25 @@ static int hooked_prefill(const tmoe_lm *m, const uint32_t *ids, int n, hook_ctx
     int32_t nn = n;
     tmoe_lm_batch b = {1, &slot, &nn, ids, 1};
     int rc = tmoe_cpu_lm_forward(cpu, kv, &b, logits, err);
-    const int32_t *cnt = tmoe_cpu_lm_expert_counts(cpu);
+    size_t ne = (size_t)m->cfg.n_layers * m->cfg.num_experts;
+    if (cnt) memcpy(cnt, tmoe_cpu_lm_expert_counts(cpu), sizeof(int32_t) * ne);
+    if (ccnt) memcpy(ccnt, tmoe_cpu_lm_copy_counts(cpu), sizeof(int32_t) * ne);
+    tmoe_cpu_lm_free(cpu);
+    tmoe_kv_cache_free(kv);
+    return rc;
+}
+
+/* hooked_run with the hook in mode; the token copies per MoE layer summed into copies
+ * (n_layers). */
+static int hooked_prefill(const tmoe_lm *m, const uint32_t *ids, int n, hook_ctx *h, float *logits,
+                          int64_t *copies, tmoe_error *err) {
+    int32_t cnt[TMOE_LM_MAX_LAYERS * 64];
+    assert_true(m->cfg.n_layers * m->cfg.num_experts <= (int)(sizeof cnt / sizeof *cnt));
+    int rc = hooked_run(m, ids, n, hook, h, logits, cnt, NULL, err);
     for (int l = 0; l < m->cfg.n_layers; l++) {
         copies[l] = 0;
         for (int e = 0; e < m->cfg.num_experts; e++) copies[l] += cnt[l * m->cfg.num_experts + e];
     }
-    tmoe_cpu_lm_free(cpu);
-    tmoe_kv_cache_free(kv);
     return rc;
 }
 
@@ -805,29 +818,6 @@ static int copy_hook(void *user, int layer, const float *logits, int T, int E,
     return TMOE_OK;
 }
 
-/* Logits (n, V) of the first n ids with copy_hook; the copies that ran per (layer, expert)
- * into ccnt and all token copies into cnt (n_layers x E each). */
-static int copy_prefill(const tmoe_lm *m, const uint32_t *ids, int n, copy_hook_ctx *h,
-                        float *logits, int32_t *cnt, int32_t *ccnt, tmoe_error *err) {
-    tmoe_kv_cache *kv;
-    tmoe_cpu_lm *cpu;
-    tmoe_cpu_lm_config cc = {
-        .max_tokens = n, .impl = TMOE_IMPL_FUSED, .route = copy_hook, .route_user = h};
-    ASSERT_OK(tmoe_kv_cache_create(&m->cfg, 1, n, &kv, err), err);
-    ASSERT_OK(tmoe_cpu_lm_create(m, &cc, &cpu, err), err);
-    int slot;
-    ASSERT_OK(tmoe_kv_seq_open(kv, &slot, err), err);
-    int32_t nn = n;
-    tmoe_lm_batch b = {1, &slot, &nn, ids, 1};
-    int rc = tmoe_cpu_lm_forward(cpu, kv, &b, logits, err);
-    size_t ne = (size_t)m->cfg.n_layers * m->cfg.num_experts;
-    memcpy(cnt, tmoe_cpu_lm_expert_counts(cpu), sizeof(int32_t) * ne);
-    memcpy(ccnt, tmoe_cpu_lm_copy_counts(cpu), sizeof(int32_t) * ne);
-    tmoe_cpu_lm_free(cpu);
-    tmoe_kv_cache_free(kv);
-    return rc;
-}
-
 /* Copies (tmoe_lm_load_opts.copy): each copy holds the weights a load of its type gives;
  * running experts 1 and 3 as their q4 copies gives, bit for bit, the logits of the model
  * loaded with experts 1 and 3 as q4, and not those without the copies; the copies that ran
@@ -884,12 +874,12 @@ static void test_expert_copies(void **state) {
     int32_t *cnt = malloc(sizeof(int32_t) * ne), *ccnt = malloc(sizeof(int32_t) * ne);
     assert_true(a && b && cnt && ccnt);
     copy_hook_ctx h = {{0}};
-    ASSERT_OK(copy_prefill(cp, t.ids, n, &h, a, cnt, ccnt, &err), &err);
+    ASSERT_OK(hooked_run(cp, t.ids, n, copy_hook, &h, a, cnt, ccnt, &err), &err);
     prefill(plain, t.ids, n, b, 1);
     assert_memory_equal(a, b, sizeof(float) * nv); /* no copy run: the fp16 model */
     for (size_t i = 0; i < ne; i++) assert_int_equal(ccnt[i], 0);
     h.run[1] = h.run[3] = 1;
-    ASSERT_OK(copy_prefill(cp, t.ids, n, &h, a, cnt, ccnt, &err), &err);
+    ASSERT_OK(hooked_run(cp, t.ids, n, copy_hook, &h, a, cnt, ccnt, &err), &err);
     prefill(mix, t.ids, n, b, 1);
     assert_memory_equal(a, b, sizeof(float) * nv);
     prefill(plain, t.ids, n, b, 1);
@@ -903,7 +893,7 @@ static void test_expert_copies(void **state) {
         }
     assert_true(ran > 0);
     h.run[0] = 1; /* expert 0 has no copy */
-    assert_int_equal(copy_prefill(cp, t.ids, n, &h, a, cnt, ccnt, &err), TMOE_EINVAL);
+    assert_int_equal(hooked_run(cp, t.ids, n, copy_hook, &h, a, cnt, ccnt, &err), TMOE_EINVAL);
     assert_non_null(strstr(err.msg, "expert 0's copy, but the model holds none"));
     free(a);
     free(b);
