@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -49,7 +49,12 @@ class Router:
     Any other keyword sets the tmoe_router_config field of that name (targets such as
     power_target_w, the load balancer's lb_enabled, the budget fields of expert-set
     selection, ...): enum fields take their names, pointer fields a sequence of length
-    num_experts. ``config_fields()`` lists them; an unknown keyword is a TypeError."""
+    num_experts. ``config_fields()`` lists them; an unknown keyword is a TypeError.
+
+    Lower-precision copies (hierarchical_adaptive runs them under pressure; docs/strategies.md
+    "Lower-precision copies"): copy_type ("q4", ...) with cost_model, and copy_experts (the
+    experts that have a copy; default all). ``last_copies()`` says which experts the batch
+    last routed runs as their copies."""
 
     def __init__(
         self,
@@ -61,6 +66,8 @@ class Router:
         expert_types: ExpertTypes = "fp16",
         impl: str = "fused",
         cost: Union[CostTable, AnalyticCost, None] = None,
+        copy_type: Optional[str] = None,
+        copy_experts: Optional[Sequence[int]] = None,
         **config: Any,
     ) -> None:
         self._r = None
@@ -75,6 +82,19 @@ class Router:
             raise ValueError("give cost_model or cost, not both")
         if cost_model is not None:
             cost = cost_model.table(expert_types, num_experts, impl, max(1, int(cfg.max_tokens)))
+        if copy_type is not None or copy_experts is not None:
+            if copy_type is None or cost_model is None:
+                raise ValueError("copies need copy_type and a cost_model (the copies' costs)")
+            flags = np.zeros(int(num_experts), dtype=np.uint8)
+            for e in range(int(num_experts)) if copy_experts is None else copy_experts:
+                if not 0 <= int(e) < int(num_experts):
+                    raise ValueError(f"copy_experts: expert {e} is not in 0..{int(num_experts) - 1}")
+                flags[int(e)] = 1
+            ctab = cost_model.table(copy_type, num_experts, impl, max(1, int(cfg.max_tokens)))
+            cprov = ffi.new("tmoe_cost_provider *", ctab.provider)
+            self._keep += [flags, ctab, cprov]  # the copy table is the provider's context
+            cfg.expert_copy = ptr(flags, "unsigned char *")
+            cfg.copy_cost = cprov
         self.has_costs = cost is not None
         if cost is None:
             cost = AnalyticCost(num_experts)
@@ -134,6 +154,13 @@ class Router:
             dev = logits.device
             return RouteResult(torch.from_numpy(sel).to(dev), torch.from_numpy(bias).to(dev), e)
         return RouteResult(sel, bias, e)
+
+    def last_copies(self) -> np.ndarray:
+        """(E,) bool: the experts the batch last routed runs as their lower-precision copies
+        (all False without copies, and for every strategy but hierarchical_adaptive)."""
+        out = np.zeros(self.num_experts, dtype=np.uint8)
+        lib.tmoe_router_last_copies(self._r, ptr(out, "unsigned char *"))
+        return out.astype(bool)
 
     def observe(self, idx: Any, w: Any = None) -> float:
         """With observe_selection=1: report the selection that ran for the batch last routed

@@ -78,6 +78,29 @@ def test_router_costs_and_config_by_name(cm):
         thermoe.Router("baseline", 8, 9)
 
 
+def test_router_copies(cm):
+    """hierarchical_adaptive with q4 copies: none run while cool, the copies run (and the
+    predicted energy falls, the routing unchanged at budget none) over the targets."""
+    kw = dict(budget="none", power_target_w=400)
+    r = thermoe.Router("hierarchical_adaptive", 8, 2, cm, copy_type="q4", **kw)
+    plain = thermoe.Router("hierarchical_adaptive", 8, 2, cm, **kw)
+    z = logits(T=4)
+    cool, hot = {"power_w": 100.0, "gpu_temp_c": 40.0}, {"power_w": 450.0, "gpu_temp_c": 40.0}
+    a, b = r.route(z, hw=cool), plain.route(z, hw=cool)
+    assert not r.last_copies().any() and a.predicted_energy_j == pytest.approx(b.predicted_energy_j)
+    a, b = r.route(z, hw=hot), plain.route(z, hw=hot)
+    assert r.last_copies().all() and not plain.last_copies().any()
+    assert (a.selection == b.selection).all()  # every expert copied: one cost, no bias
+    assert a.predicted_energy_j < 0.8 * b.predicted_energy_j  # q4 reads a quarter of the bytes
+    some = thermoe.Router("hierarchical_adaptive", 8, 2, cm, copy_type="q4", copy_experts=[1, 5], **kw)
+    some.route(z, hw=hot)
+    assert some.last_copies().tolist() == [e in (1, 5) for e in range(8)]
+    with pytest.raises(ValueError, match="copy_type and a cost_model"):
+        thermoe.Router("hierarchical_adaptive", 8, 2, copy_experts=[1])
+    with pytest.raises(ValueError, match="expert 9"):
+        thermoe.Router("hierarchical_adaptive", 8, 2, cm, copy_type="q4", copy_experts=[9])
+
+
 def test_router_update_and_history(cm):
     r = thermoe.Router("kernel_aware_ttha", 8, 2, cm, power_target_w=200)
     mon = thermoe.Monitor("sim")
