@@ -11,7 +11,9 @@
 # usage (repo root):  bash bench/ttha_power_target.sh
 # env: TELEMETRY (nvml; sim on a machine without a GPU), BACKEND (cuda; cpu), TYPE (q4),
 #      FRACTION (0.8), BATCHES (256: SAMPLES 16 x EPOCHS), SEQ_LEN (32), KL_MAX (0.3),
-#      GAIN (0.25: --ttha-budget-gain), BIN (build-gpu/thermoe), OUT (/tmp/out)
+#      GAIN (0.25: --ttha-budget-gain), BIN (build-gpu/thermoe), OUT (/tmp/out),
+#      COPY (a type: --expert-copy, e.g. q4 with TYPE=fp16), ARRIVAL (tokens/s: open loop,
+#      --arrival-rate; default closed loop)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-/tmp/out}/ttha
@@ -22,6 +24,8 @@ common=(--backend "${BACKEND:-cuda}" --telemetry "${TELEMETRY:-nvml}" --lm-steps
         --expert-shape mixtral --batch-size 16 --seq-len "${SEQ_LEN:-32}" --expert-type "${TYPE:-q4}"
         --workloads standard --num-samples-per-workload 16 --epochs $((batches / 16))
         --trace-batches 0 --no-analyze --quiet --cooldown 2 --warmup-steady 5)
+[ -n "${COPY:-}" ] && common+=(--expert-copy "$COPY")
+[ -n "${ARRIVAL:-}" ] && common+=(--arrival-rate "$ARRIVAL")
 echo "== draw: $BIN run ${common[*]} --routing-strategy baseline --epochs 4" | tee "$OUT/draw.cmd"
 "$BIN" run --out "$OUT/draw" "${common[@]}" --routing-strategy baseline --epochs 4 \
   >"$OUT/draw.log" 2>&1 || { tail -20 "$OUT/draw.log"; exit 1; }

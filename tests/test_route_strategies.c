@@ -439,6 +439,55 @@ static void test_hierarchical_copies(void **state) {
     assert_non_null(strstr(err.msg, "expert_copy needs copy_cost"));
 }
 
+/* kernel_aware_ttha with copies: none at its base budget (g 0); while each batch draws over
+ * the target, g climbs and the copies follow it one by one up to all eight, the dearest
+ * first; under the target they go again. */
+static void test_ttha_copies_follow_power(void **state) {
+    (void)state;
+    const int E = 8, k = 2, T = 16;
+    costs base, half;
+    make_costs(&base, E, -1, 1.0);
+    make_costs(&half, E, -1, 1.0);
+    for (int e = 0; e < E; e++) half.ef[e] *= 0.5, half.ep[e] *= 0.5;
+    tmoe_cost_provider pc = tmoe_cost_analytic_provider(&half.c);
+    unsigned char has[MAXE];
+    memset(has, 1, sizeof has);
+    tmoe_router_config cfg = base_cfg(TMOE_ROUTE_KERNEL_AWARE_TTHA, E, k);
+    cfg.expert_copy = has;
+    cfg.copy_cost = &pc;
+    cfg.power_target_w = 300;
+    tmoe_router *r = make_router(cfg, &base);
+    tmoe_error err = {0};
+    tmoe_rng rng;
+    tmoe_rng_seed(&rng, 4);
+    float z[MAXT * MAXE], b[MAXE];
+    int32_t sel[MAXT * 16];
+    tmoe_hw_state hw = hw_at(200, 40);
+    tmoe_route_obs o = tmoe_route_obs_unknown();
+    o.latency_ms = 10.0;
+    o.throughput = 1600.0;
+    o.dt_s = 0.01;
+    int prev = 0, most = 0, rose = 0;
+    for (int i = 0; i < 40; i++) {
+        random_logits(&rng, z, T, E, NULL);
+        ASSERT_OK(tmoe_router_route(r, z, T, NULL, &hw, b, sel, NULL, &err), &err);
+        int n = tmoe_router_last_copies(r, NULL);
+        if (i == 0) assert_int_equal(n, 0); /* g starts at the base budget */
+        if (i < 20) {                       /* over the target: never fewer copies than before */
+            assert_true(n >= prev);
+            rose |= n > prev;
+        }
+        if (n > most) most = n;
+        prev = n;
+        o.power_w = i < 20 ? 450.0 : 150.0;
+        ASSERT_OK(tmoe_router_update(r, &o, NULL, &err), &err);
+    }
+    assert_true(rose);
+    assert_int_equal(most, E);
+    assert_int_equal(prev, 0); /* back under the target: none */
+    tmoe_router_free(r);
+}
+
 /* ---- predictive_thermal acts before the target is crossed -------------------------------- */
 
 static void test_predictive_acts_early(void **state) {
@@ -836,6 +885,7 @@ int main(void) {
         cmocka_unit_test(test_multi_gpu_link_cost),
         cmocka_unit_test(test_hierarchical_tiers),
         cmocka_unit_test(test_hierarchical_copies),
+        cmocka_unit_test(test_ttha_copies_follow_power),
         cmocka_unit_test(test_predictive_acts_early),
         cmocka_unit_test(test_load_balancer_zipf),
         cmocka_unit_test(test_capacity_factor),

@@ -240,7 +240,10 @@ int tmoe_route_step_energy(const tmoe_cost_provider *p, const int32_t *counts, i
  *  baseline              no bias.
  *  static_optimal        fixed biases from tmoe_router_fit_static (or the first batch).
  *  kernel_aware_ttha     cost_bias_scale x clamp(pressure, 0, 1) x base cost biases (full
- *                        when nothing is known) + the TTHA adapter's biases.
+ *                        when nothing is known) + the TTHA adapter's biases. Copies: of the
+ *                        n experts whose copy costs less at the batch's count, the
+ *                        round(g n) whose copies save the most run as copies, g its budget
+ *                        tightness (an integral of the power error).
  *  hierarchical_adaptive level 1: experts fall into num_tiers tiers by cost-score rank (tier
  *                        0 cheapest; explicit tiers via expert_tier; a single tier when all
  *                        costs are equal); pressure <= 0 keeps every tier, 0 < pressure < 1
@@ -401,7 +404,8 @@ typedef struct tmoe_router_config {
     /* lower-precision copies: expert_copy (E) marks the experts the model also holds as a
        cheaper copy (NULL = none), copy_cost gives the copies' costs (its expert e is e's
        copy); both borrowed for create only (copied; copy_cost's ctx must outlive the
-       router). Only hierarchical_adaptive runs copies (tmoe_router_last_copies). */
+       router). hierarchical_adaptive and kernel_aware_ttha run copies
+       (tmoe_router_last_copies). */
     const unsigned char *expert_copy;
     const tmoe_cost_provider *copy_cost;
 
@@ -461,8 +465,8 @@ int tmoe_router_last_set(const tmoe_router *r, tmoe_set_result *res, double *bud
 
 /* The experts the batch last routed runs as their lower-precision copies: use_copy (E, may
  * be NULL) gets 1 for each; returns how many (0 without copies, before the first batch, and
- * for every strategy but hierarchical_adaptive). The router's predicted energy of that batch
- * bills them at the copies' costs. */
+ * for every strategy but hierarchical_adaptive and kernel_aware_ttha). The router's predicted
+ * energy of that batch bills them at the copies' costs. */
 int tmoe_router_last_copies(const tmoe_router *r, unsigned char *use_copy);
 
 /* Route one batch. logits (T, E) fp32; unbiased_idx (T, k) may be NULL: the unbiased top-k

@@ -51,7 +51,8 @@ class Router:
     selection, ...): enum fields take their names, pointer fields a sequence of length
     num_experts. ``config_fields()`` lists them; an unknown keyword is a TypeError.
 
-    Lower-precision copies (hierarchical_adaptive runs them under pressure; docs/strategies.md
+    Lower-precision copies (hierarchical_adaptive and kernel_aware_ttha run them under
+    pressure; docs/strategies.md
     "Lower-precision copies"): copy_type ("q4", ...) with cost_model, and copy_experts (the
     experts that have a copy; default all). ``last_copies()`` says which experts the batch
     last routed runs as their copies."""

@@ -418,12 +418,40 @@ static int ttha_features(tmoe_router *r, const int32_t *counts, const tmoe_hw_st
     return TMOE_OK;
 }
 
+/* kernel_aware_ttha's copies: of the n experts whose copy costs less energy at the batch's
+ * count (its unbiased load, or n_expect where the load has none), the round(g n) whose copies
+ * save the most (ties to the lower index) run as copies. g is its budget tightness, an
+ * integral of the power error, so the share of copies follows the power target. */
+static int ttha_copies(tmoe_router *r, const int32_t *counts, double g, tmoe_error *err) {
+    int n = 0, idx[TMOE_MAX_EXPERTS];
+    double save[TMOE_MAX_EXPERTS];
+    for (int e = 0; e < r->E; e++) {
+        if (!r->has_copy[e]) continue;
+        double c = counts && counts[e] > 0 ? counts[e] : r->n_expect;
+        tmoe_expert_cost a, q;
+        int rc = tmoe_route_cost_eval(&r->base, e, c, &a, NULL, err);
+        if (!rc) rc = tmoe_route_cost_eval(&r->copy, e, c, &q, NULL, err);
+        if (rc) return rc;
+        save[e] = a.energy_j - q.energy_j;
+        if (!(save[e] > 0.0)) continue;
+        int i = n++; /* insertion by saving, descending; equal savings keep index order */
+        while (i > 0 && save[idx[i - 1]] < save[e]) idx[i] = idx[i - 1], i--;
+        idx[i] = e;
+    }
+    int m = (int)floor(clamp(g, 0.0, 1.0) * n + 0.5);
+    for (int i = 0; i < m; i++) r->swap[idx[i]] = 1;
+    return TMOE_OK;
+}
+
 static int bias_kernel_aware_ttha(tmoe_router *r, const int32_t *counts, const tmoe_hw_state *hw,
                                   double *b, tmoe_error *err) {
+    /* copies first: the costs below are those of the experts as they run */
+    int rc = r->n_copy ? ttha_copies(r, counts, r->ttha_g, err) : TMOE_OK;
+    if (rc) return rc;
     /* base cost biases, engaged by hardware pressure (0 far below the targets, full at them;
      * full when nothing is known), plus the adapter's biases */
-    int rc = tmoe_route_cost_biases(&r->cost, r->n_expect, r->E, r->cfg.max_bias,
-                                    r->cfg.w_temp_cost, NULL, b, err);
+    rc = tmoe_route_cost_biases(&r->cost, r->n_expect, r->E, r->cfg.max_bias, r->cfg.w_temp_cost,
+                                NULL, b, err);
     if (rc) return rc;
     /* the adapter reacts to what its last routing drew */
     tmoe_hw_state h = window_hw(r, hw);
