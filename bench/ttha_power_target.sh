@@ -51,8 +51,8 @@ rows = list(csv.DictReader(open(sys.argv[1])))
 target = float(sys.argv[2])
 print(f"P* = {target} W; window power = energy_j / energy_window_s of each batch\n")
 print("| repeat | strategy | window power per 32 batches (W) | mean g per 32 batches | "
-      "batches >= 200 within 5% of P* | their mean power |")
-print("|---|---|---|---|--:|--:|")
+      "batches >= 200 within 5% of P* | their draw (energy / time) | mean of their window powers |")
+print("|---|---|---|---|--:|--:|--:|")
 keys = sorted({(r["repeat"], r["strategy"]) for r in rows})
 for rep, st in keys:
     rs = sorted((r for r in rows if r["repeat"] == rep and r["strategy"] == st),
@@ -66,7 +66,9 @@ for rep, st in keys:
     late = p[200:]
     within = sum(1 for x in late if abs(x / target - 1) <= 0.05)
     mean = sum(late) / len(late) if late else float("nan")
-    print(f"| {rep} | {st} | {blocks} | {gb} | {within}/{len(late)} | {mean:.1f} |")
+    t = sum(float(r["energy_window_s"]) for r in rs[200:])
+    draw = sum(float(r["energy_j"]) for r in rs[200:]) / t if t > 0 else float("nan")
+    print(f"| {rep} | {st} | {blocks} | {gb} | {within}/{len(late)} | {draw:.1f} | {mean:.1f} |")
 EOF
 # the device returns a limited number of files: the two run folders go into one archive
 (cd "$OUT" && tar czf runs.tgz draw run && rm -rf draw run)
