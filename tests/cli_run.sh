@@ -313,6 +313,8 @@ def mean(s, k):
     return sum(v) / len(v)
 h = [r for r in rows if r["strategy"] == "hierarchical_adaptive"]
 assert h and all(float(r["topk_agreement_with_baseline"]) == 1.0 for r in h), "routing changed"
+assert all(float(r["copy_share"]) == 1.0 for r in h), "copy_share %s" % [r["copy_share"] for r in h]
+assert all(float(r["copy_share"]) == 0.0 for r in rows if r["strategy"] == "baseline"), "baseline ran copies"
 assert any(r["nll"] != r["nll_baseline"] for r in h), "no copy ran: the scores are the baseline's"
 assert mean("hierarchical_adaptive", "energy_j_per_token") < 0.9 * mean("baseline", "energy_j_per_token"), \
     "the copies do not lower the simulated energy per token"

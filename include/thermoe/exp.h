@@ -115,7 +115,9 @@ typedef struct tmoe_runlog_col {
     X(ACTIVE_EXPERTS, "active_experts", TMOE_COL_DOUBLE,                                           \
       "experts that ran at least one token copy, mean over MoE layers (and LM steps)")             \
     X(IDLE_BEFORE_S, "idle_before_window_s", TMOE_COL_DOUBLE,                                      \
-      "s of the run's clock from the previous batch's window to this one's start")
+      "s of the run's clock from the previous batch's window to this one's start")                 \
+    X(COPY_SHARE, "copy_share", TMOE_COL_DOUBLE,                                                   \
+      "share of the token copies that ran on lower-precision copies (LM with --expert-copy)")
 
 #define TMOE_RUNLOG_ENUM_(id, name, type, unit) TMOE_RL_##id,
 typedef enum { TMOE_RUNLOG_COLUMNS(TMOE_RUNLOG_ENUM_) TMOE_RL_NCOLS } tmoe_runlog_col_id;

@@ -181,7 +181,7 @@ int run_batch(run_ctx *r, const run_combo *c, int b, int logged, tmoe_trace *tr,
     batch_out *o = &r->cur;
     memset(o, 0, sizeof *o);
     o->batch = b;
-    o->nll = o->nll_base = o->budget_g = o->active_experts = NAN;
+    o->nll = o->nll_base = o->budget_g = o->active_experts = o->copy_share = NAN;
     int rc = TMOE_OK;
     if (r->lm) { /* the decoder LM on windows of text: routing happens inside its forward */
         if ((rc = run_lm_fill(r, c, b % r->cfg.num_samples, o, err))) return rc;

@@ -386,10 +386,8 @@ static int lm_route(void *user, int layer, const float *logits, int T, int E,
             return tmoe_errorf(err, TMOE_ENOTSUP,
                                "layer %d: this decoder runs no lower-precision copies", layer);
         memcpy(out->use_copy, uc, (size_t)E);
-        long on = 0, all = 0;
-        for (int e = 0; e < E; e++) all += cnt[e], on += uc[e] ? cnt[e] : 0;
-        lm->copy_frac_sum += all ? (double)on / (double)all : 0.0;
     }
+    for (int e = 0; e < E; e++) lm->copy_all += cnt[e], lm->copy_on += uc[e] ? cnt[e] : 0;
     memcpy(lm->bias + (size_t)mi * E, bias, sizeof(float) * (size_t)E);
     return TMOE_OK;
 }
@@ -511,6 +509,7 @@ int run_lm_forward(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err
     lm->T = o->tokens;
     lm->route_ms = lm->pred_energy_j = lm->agree_sum = lm->g_sum = 0.0;
     lm->rc_layers = lm->g_n = 0;
+    lm->copy_on = lm->copy_all = 0;
     int E = lm->m->cfg.num_experts;
     memset(lm->bias, 0, sizeof(float) * (size_t)lm->n_moe * E);
     int64_t m0 = tmoe_monitor_now_ns(r->mon); /* the run's one clock (the trace's) */
@@ -539,6 +538,7 @@ int run_lm_forward(run_ctx *r, const run_combo *c, batch_out *o, tmoe_error *err
     o->topk_agreement = lm->agree_sum / lm->rc_layers;
     o->budget_g = lm->g_n ? lm->g_sum / lm->g_n : NAN;
     o->active_experts = run_lm_active_experts(lm);
+    o->copy_share = lm->n_copy && lm->copy_all ? (double)lm->copy_on / (double)lm->copy_all : NAN;
     return TMOE_OK;
 }
 

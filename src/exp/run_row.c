@@ -29,6 +29,7 @@ void run_row_fill(run_ctx *r, const run_combo *c, const batch_out *o) {
     }
     tmoe_runlog_row_dbl(row, TMOE_RL_ACTIVE_EXPERTS, active);
     tmoe_runlog_row_dbl(row, TMOE_RL_IDLE_BEFORE_S, o->idle_before_s);
+    tmoe_runlog_row_dbl(row, TMOE_RL_COPY_SHARE, o->copy_share);
     if (r->lm) {
         tmoe_runlog_row_dbl(row, TMOE_RL_NLL, o->nll);
         tmoe_runlog_row_dbl(row, TMOE_RL_NLL_BASELINE, o->nll_base);

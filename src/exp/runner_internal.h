@@ -66,6 +66,8 @@ typedef struct batch_out {
     double budget_g;             /* mean budget tightness of the routers' set selections, NAN */
     double active_experts;       /* LM: experts with a token copy, mean over steps and MoE
                                     layers; NAN: counted from m.tokens_per_expert (block) */
+    double copy_share;           /* LM with copies: share of the token copies that ran on
+                                    copies; NAN without copies */
     double idle_before_s;        /* the run's clock from the previous batch's window end to
                                     this window's start (scoring, the router's update, a rest,
                                     the batch's preparation); NAN for the process's first */
@@ -125,8 +127,8 @@ typedef struct run_lm {
     unsigned char copy[TMOE_MAX_EXPERTS];
     unsigned char *use_copy;      /* (n_moe, E) copies the step in progress runs (the hook) */
     unsigned char *step_use_copy; /* (seq_len max, n_moe, E) of each step, as step_counts */
-    double copy_frac_sum;         /* sum over MoE layer steps of the share of token copies
-                                     that ran on copies */
+    long copy_on, copy_all;       /* token copies of the forward in progress that ran on
+                                     copies, and all of them */
 } run_lm;
 
 typedef struct run_ctx {
