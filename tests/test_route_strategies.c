@@ -361,6 +361,13 @@ static void test_hierarchical_tiers(void **state) {
 
 /* ---- hierarchical: lower-precision copies run under pressure ------------------------------ */
 
+/* Experts of equal cost (base) and their copies (copy) at f[e] times that. */
+static void copy_costs(costs *base, costs *copy, int E, const double *f) {
+    make_costs(base, E, -1, 1.0);
+    make_costs(copy, E, -1, 1.0);
+    for (int e = 0; e < E; e++) copy->ef[e] *= f[e], copy->ep[e] *= f[e], copy->tp[e] *= f[e];
+}
+
 /* Experts of equal cost; experts 0-3 have copies at half the cost, expert 4 one at twice the
  * cost. Cool: no copy runs. Warm: the four cheaper copies run, not expert 4's, no tier is
  * dropped, and the predicted energy bills each expert at its cost as run. Hot: the copies and
@@ -370,12 +377,8 @@ static void test_hierarchical_copies(void **state) {
     (void)state;
     const int E = 8, k = 2, T = 32;
     costs base, half;
-    make_costs(&base, E, -1, 1.0);
-    make_costs(&half, E, -1, 1.0);
-    for (int e = 0; e < E; e++) {
-        double f = e < 4 ? 0.5 : 2.0;
-        half.ef[e] *= f, half.ep[e] *= f, half.tp[e] *= f;
-    }
+    const double f[8] = {0.5, 0.5, 0.5, 0.5, 2.0, 2.0, 2.0, 2.0};
+    copy_costs(&base, &half, E, f);
     tmoe_cost_provider pc = tmoe_cost_analytic_provider(&half.c);
     tmoe_cost_provider pb = tmoe_cost_analytic_provider(&base.c);
     unsigned char has[MAXE] = {1, 1, 1, 1, 1, 0, 0, 0};
@@ -440,15 +443,14 @@ static void test_hierarchical_copies(void **state) {
 }
 
 /* kernel_aware_ttha with copies: none at its base budget (g 0); while each batch draws over
- * the target, g climbs and the copies follow it one by one up to all eight, the dearest
- * first; under the target they go again. */
+ * the target, g climbs and the copies follow it, never fewer, up to all eight; under the
+ * target they go again. */
 static void test_ttha_copies_follow_power(void **state) {
     (void)state;
     const int E = 8, k = 2, T = 16;
     costs base, half;
-    make_costs(&base, E, -1, 1.0);
-    make_costs(&half, E, -1, 1.0);
-    for (int e = 0; e < E; e++) half.ef[e] *= 0.5, half.ep[e] *= 0.5;
+    const double f[8] = {0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5};
+    copy_costs(&base, &half, E, f);
     tmoe_cost_provider pc = tmoe_cost_analytic_provider(&half.c);
     unsigned char has[MAXE];
     memset(has, 1, sizeof has);
