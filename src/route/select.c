@@ -95,12 +95,17 @@ void tmoe_set_selector_free(tmoe_set_selector *s) {
 
 float tmoe_set_exclusion_bias(const float *logits, int T, int E, const double *soft_bias,
                               double floor_bias) {
-    double lo = INFINITY, hi = -INFINITY, bmax = 0.0;
-    for (size_t i = 0; i < (size_t)T * E; i++)
-        if (isfinite(logits[i])) {
-            lo = fmin(lo, logits[i]);
-            hi = fmax(hi, logits[i]);
-        }
+    /* the logits' range in float compares (the finite ones; NaN and inf fail both tests):
+     * this runs on every route call, and fmin / fmax are library calls here */
+    float flo = INFINITY, fhi = -INFINITY;
+    for (size_t i = 0; i < (size_t)T * E; i++) { /* branch-free: min / max instructions */
+        float v = logits[i];
+        int fin = v > -INFINITY && v < INFINITY;
+        float a = fin ? v : INFINITY, b = fin ? v : -INFINITY;
+        flo = a < flo ? a : flo;
+        fhi = b > fhi ? b : fhi;
+    }
+    double lo = flo, hi = fhi, bmax = 0.0;
     for (int e = 0; soft_bias && e < E; e++)
         if (isfinite(soft_bias[e])) bmax = fmax(bmax, fabs(soft_bias[e]));
     double x = floor_bias;
