@@ -12,8 +12,10 @@
 # env: TELEMETRY (nvml; sim on a machine without a GPU), BACKEND (cuda; cpu), TYPE (q4),
 #      FRACTION (0.8), BATCHES (256: SAMPLES 16 x EPOCHS), SEQ_LEN (32), KL_MAX (0.3),
 #      GAIN (0.25: --ttha-budget-gain), BIN (build-gpu/thermoe), OUT (/tmp/out),
-#      COPY (a type: --expert-copy, e.g. q4 with TYPE=fp16), ARRIVAL (tokens/s: open loop,
-#      --arrival-rate; default closed loop)
+#      COPY (a type: --expert-copy, e.g. q4 with TYPE=fp16; pair it with KL_MAX=0.03, the
+#      run's default tight end: at 0.3 the budget, not the copies, sets the quality cost,
+#      +14% on the simulated GPU), ARRIVAL (tokens/s: open loop, --arrival-rate; default
+#      closed loop)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-/tmp/out}/ttha
