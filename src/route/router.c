@@ -418,11 +418,11 @@ static int ttha_features(tmoe_router *r, const int32_t *counts, const tmoe_hw_st
     return TMOE_OK;
 }
 
-/* kernel_aware_ttha's copies: of the n experts whose copy costs less energy at the batch's
- * count (its unbiased load, or n_expect where the load has none), the round(g n) whose copies
- * save the most (ties to the lower index) run as copies. g is its budget tightness, an
- * integral of the power error, so the share of copies follows the power target. */
-static int ttha_copies(tmoe_router *r, const int32_t *counts, double g, tmoe_error *err) {
+/* The copies the batch runs: of the n experts whose copy costs less energy at the batch's
+ * count (counts[e], or n_expect where counts is NULL or has none), the round(g n) whose copies
+ * save the most (ties to the lower index). *n_run (may be NULL) gets how many. */
+static int choose_copies(tmoe_router *r, const int32_t *counts, double g, int *n_run,
+                         tmoe_error *err) {
     int n = 0, idx[TMOE_MAX_EXPERTS];
     double save[TMOE_MAX_EXPERTS];
     for (int e = 0; e < r->E; e++) {
@@ -440,13 +440,15 @@ static int ttha_copies(tmoe_router *r, const int32_t *counts, double g, tmoe_err
     }
     int m = (int)floor(clamp(g, 0.0, 1.0) * n + 0.5);
     for (int i = 0; i < m; i++) r->swap[idx[i]] = 1;
+    if (n_run) *n_run = m;
     return TMOE_OK;
 }
 
 static int bias_kernel_aware_ttha(tmoe_router *r, const int32_t *counts, const tmoe_hw_state *hw,
                                   double *b, tmoe_error *err) {
-    /* copies first: the costs below are those of the experts as they run */
-    int rc = r->n_copy ? ttha_copies(r, counts, r->ttha_g, err) : TMOE_OK;
+    /* copies first, a share that follows g (its budget tightness, an integral of the power
+     * error): the costs below are those of the experts as they run */
+    int rc = r->n_copy ? choose_copies(r, counts, r->ttha_g, NULL, err) : TMOE_OK;
     if (rc) return rc;
     /* base cost biases, engaged by hardware pressure (0 far below the targets, full at them;
      * full when nothing is known), plus the adapter's biases */
@@ -479,17 +481,10 @@ static int bias_hierarchical(tmoe_router *r, const int32_t *counts, const tmoe_h
     double p = pressure(r, &h);
     int drop = !isfinite(p) || p <= 0.0 ? 0 : p < 1.0 ? 1 : 2;
     if (r->n_copy && drop > 0) {
-        /* a copy runs where the cost model says it is cheaper at the batch's tokens per
-         * expert (a q4 copy may be slower than fp16 at prefill sizes) */
-        int n = 0;
-        for (int e = 0; e < E; e++) {
-            if (!r->has_copy[e]) continue;
-            tmoe_expert_cost a, c;
-            int rc = tmoe_route_cost_eval(&r->base, e, r->n_expect, &a, NULL, err);
-            if (!rc) rc = tmoe_route_cost_eval(&r->copy, e, r->n_expect, &c, NULL, err);
-            if (rc) return rc;
-            n += r->swap[e] = c.energy_j < a.energy_j;
-        }
+        /* every copy the cost model says is cheaper at the batch's tokens per expert (a q4
+         * copy may be slower than fp16 at prefill sizes) */
+        int n = 0, rc = choose_copies(r, NULL, 1.0, &n, err);
+        if (rc) return rc;
         if (n) drop--;
     }
     double s[TMOE_MAX_EXPERTS];
