@@ -839,13 +839,10 @@ static double budget_tightness(tmoe_router *r, const tmoe_hw_state *hw) {
         if (!isfinite(hot)) return 0.0;
         return clamp((hot - (c->temp_target_c - c->temp_band_c)) / c->temp_band_c, 0.0, 1.0);
     }
-    case TMOE_ROUTE_HIERARCHICAL_ADAPTIVE: { /* as its tiers: the last window's power */
-        tmoe_hw_state h = window_hw(r, hw);
-        double p = pressure(r, &h);
-        return isfinite(p) ? clamp(p, 0.0, 1.0) : 0.0;
-    }
     default: {
-        double p = pressure(r, hw);
+        /* hierarchical_adaptive reads the last window's power, as its tiers do */
+        tmoe_hw_state h = c->strategy == TMOE_ROUTE_HIERARCHICAL_ADAPTIVE ? window_hw(r, hw) : *hw;
+        double p = pressure(r, &h);
         return isfinite(p) ? clamp(p, 0.0, 1.0) : 0.0;
     }
     }
