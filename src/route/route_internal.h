@@ -36,4 +36,10 @@ int tmoe_route_cost_scores(const tmoe_cost_provider *p, double tokens, int E, do
 int tmoe_route_scores_spread(const double *s, int E, const unsigned char *mask, double *mean,
                              double *lo, double *hi);
 
+/* tmoe_set_exclusion_bias for the logits the last tmoe_set_select on s read, from the range
+ * that call kept (it scans logits (T, s's E) where no selection has kept one): a route call
+ * needs it three times for the same logits. */
+float tmoe_set_selector_exclusion_bias(const tmoe_set_selector *s, const float *logits, int T,
+                                       const double *soft_bias, double floor_bias);
+
 #endif

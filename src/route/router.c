@@ -896,7 +896,7 @@ static int select_set(tmoe_router *r, const float *logits, int T, const tmoe_hw_
             r->noise[e] *= a;
             r->fb[e] = (float)r->b[e];
         }
-    float excl = tmoe_set_exclusion_bias(logits, T, r->E, r->b, c->exclusion_bias);
+    float excl = tmoe_set_selector_exclusion_bias(r->sel, logits, T, r->b, c->exclusion_bias);
     for (int e = 0; e < r->E; e++)
         if (!r->in_set[e]) r->fb[e] += excl;
     r->set_ran = 1;

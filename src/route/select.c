@@ -39,6 +39,10 @@ struct tmoe_set_selector {
         int top1;        /* every token runs its top-1 */
     } sel;
     int sel_valid;
+    /* the finite range of the logits the last tmoe_set_select read (z_ok), for the exclusion
+     * bias of the calls that follow it on the same logits */
+    float zlo, zhi;
+    int z_ok;
 };
 typedef struct route_figs route_figs;
 
@@ -93,24 +97,43 @@ void tmoe_set_selector_free(tmoe_set_selector *s) {
     free(s);
 }
 
-float tmoe_set_exclusion_bias(const float *logits, int T, int E, const double *soft_bias,
-                              double floor_bias) {
-    /* the logits' range in float compares (the finite ones; NaN and inf fail both tests):
-     * this runs on every route call, and fmin / fmax are library calls here */
+/* The finite logits' range in float compares (NaN and inf fail both tests; lo > hi when none
+ * is finite): branch-free min / max instructions, where fmin / fmax are library calls. */
+static void logits_range(const float *logits, size_t n, float *lo, float *hi) {
     float flo = INFINITY, fhi = -INFINITY;
-    for (size_t i = 0; i < (size_t)T * E; i++) { /* branch-free: min / max instructions */
+    for (size_t i = 0; i < n; i++) {
         float v = logits[i];
         int fin = v > -INFINITY && v < INFINITY;
         float a = fin ? v : INFINITY, b = fin ? v : -INFINITY;
         flo = a < flo ? a : flo;
         fhi = b > fhi ? b : fhi;
     }
+    *lo = flo;
+    *hi = fhi;
+}
+
+/* tmoe_set_exclusion_bias of logits whose finite range is [flo, fhi]. */
+static float exclusion_of_range(float flo, float fhi, int E, const double *soft_bias,
+                                double floor_bias) {
     double lo = flo, hi = fhi, bmax = 0.0;
     for (int e = 0; soft_bias && e < E; e++)
         if (isfinite(soft_bias[e])) bmax = fmax(bmax, fabs(soft_bias[e]));
     double x = floor_bias;
     if (lo <= hi) x = fmin(x, -(hi - lo + 2.0 * bmax + 1.0 + 1e-3 * (fabs(hi) + fabs(lo))));
     return (float)fmax(x, -1e30);
+}
+
+float tmoe_set_exclusion_bias(const float *logits, int T, int E, const double *soft_bias,
+                              double floor_bias) {
+    float lo, hi;
+    logits_range(logits, (size_t)T * E, &lo, &hi);
+    return exclusion_of_range(lo, hi, E, soft_bias, floor_bias);
+}
+
+float tmoe_set_selector_exclusion_bias(const tmoe_set_selector *s, const float *logits, int T,
+                                       const double *soft_bias, double floor_bias) {
+    if (!s->z_ok) return tmoe_set_exclusion_bias(logits, T, s->E, soft_bias, floor_bias);
+    return exclusion_of_range(s->zlo, s->zhi, s->E, soft_bias, floor_bias);
 }
 
 int tmoe_route_step_energy(const tmoe_cost_provider *p, const int32_t *counts, int E, double *out,
@@ -624,7 +647,7 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
                     const tmoe_set_budget *b, const double *soft, const unsigned char *cand,
                     unsigned char *in_set, tmoe_set_result *res, tmoe_error *err) {
     int E = s->E, k = s->k, rc;
-    s->sel_valid = 0;
+    s->sel_valid = s->z_ok = 0;
     if (T < 1 || T > s->max_tokens)
         return tmoe_errorf(err, TMOE_EINVAL, "set selection: %d tokens, expected 1..%d", T,
                            s->max_tokens);
@@ -694,7 +717,9 @@ int tmoe_set_select(tmoe_set_selector *s, const tmoe_cost_provider *p, const flo
         allowed[best] = 1;
         na++;
     }
-    float excl = tmoe_set_exclusion_bias(z, T, E, soft, -30.0);
+    logits_range(z, (size_t)T * E, &s->zlo, &s->zhi);
+    s->z_ok = 1;
+    float excl = exclusion_of_range(s->zlo, s->zhi, E, soft, -30.0);
     eval_memo memo;
     memo.n = 0;
     int exact = 0;
@@ -815,7 +840,7 @@ int tmoe_set_bias_scale(tmoe_set_selector *s, const tmoe_cost_provider *p, const
     if (T < 1 || T > s->max_tokens)
         return tmoe_errorf(err, TMOE_EINVAL, "bias scale: %d tokens, expected 1..%d", T,
                            s->max_tokens);
-    float excl = tmoe_set_exclusion_bias(logits, T, E, soft_bias, -30.0);
+    float excl = tmoe_set_selector_exclusion_bias(s, logits, T, soft_bias, -30.0);
     double a = 1.0, sa[TMOE_MAX_EXPERTS];
     float fb[TMOE_MAX_EXPERTS];
     int any = 0;
