@@ -343,6 +343,9 @@ int run_write_metadata(run_ctx *r, const char *status, const char *reason, tmoe_
 /* metadata's "router" object for c (a new reference; NULL when out of memory): also the
  * serve replay's. */
 json_t *run_meta_router(const tmoe_run_config *c);
+/* metadata's "expert_copies" object (the copies' type and experts; a new reference) of a
+ * decoder LM that holds copies, NULL without them: also the serve replay's. */
+json_t *run_meta_copies(const run_ctx *r);
 /* On resume: the run id and configuration fingerprint (*fingerprint, the caller's
  * reference) of an existing run directory. */
 int run_read_metadata(const char *dir, char *run_id, size_t n, json_t **fingerprint,

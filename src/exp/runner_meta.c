@@ -49,14 +49,8 @@ static void lm_json(const run_ctx *r, json_t *model, json_t *config) {
     json_object_set_new(model, "lm", m);
     json_object_set_new(config, "lm_steps", json_string(r->cfg.lm_decode ? "decode" : "prefill"));
     json_object_set_new(config, "expert_activations", json_string(r->cfg.act8 ? "int8" : "fp16"));
-    if (lm && lm->n_copy) { /* only where copies are held: fingerprints of other runs stay */
-        json_t *ex = json_array();
-        for (int e = 0; e < TMOE_MAX_EXPERTS; e++)
-            if (lm->copy[e]) json_array_append_new(ex, json_integer(e));
-        json_object_set_new(
-            config, "expert_copies",
-            json_pack("{s:s, s:o}", "type", tmoe_etype_name(r->cfg.copy_type), "experts", ex));
-    }
+    json_t *cp = run_meta_copies(r); /* only where copies are held: fingerprints stay */
+    if (cp) json_object_set_new(config, "expert_copies", cp);
     json_t *t = json_object();
     json_object_set_new(
         t, "path",
@@ -75,6 +69,15 @@ static void lm_json(const run_ctx *r, json_t *model, json_t *config) {
         json_object_set_new(t, "calibration_every", json_integer(TMOE_TEXT_CALIB_EVERY));
     }
     json_object_set_new(config, "tokens", t);
+}
+
+json_t *run_meta_copies(const run_ctx *r) {
+    const run_lm *lm = r->lm;
+    if (!lm || !lm->n_copy) return NULL;
+    json_t *ex = json_array();
+    for (int e = 0; e < TMOE_MAX_EXPERTS; e++)
+        if (lm->copy[e]) json_array_append_new(ex, json_integer(e));
+    return json_pack("{s:s, s:o}", "type", tmoe_etype_name(r->cfg.copy_type), "experts", ex);
 }
 
 /* metadata's "router": the routers' settings (flags and library-only), the comparisons'

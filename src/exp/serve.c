@@ -366,14 +366,8 @@ static int write_summary(const char *dir, const tmoe_serve_config *c, const tmoe
     json_object_set_new(m, "expert_activations",
                         tmoe_etype_is_quant(c->expert_type) ? json_string(c->act8 ? "int8" : "fp16")
                                                             : json_null());
-    if (r->lm->n_copy) {
-        json_t *ex = json_array();
-        for (int e = 0; e < TMOE_MAX_EXPERTS; e++)
-            if (r->lm->copy[e]) json_array_append_new(ex, json_integer(e));
-        json_object_set_new(
-            m, "expert_copies",
-            json_pack("{s:s, s:o}", "type", tmoe_etype_name(c->copy_type), "experts", ex));
-    }
+    json_t *cp = run_meta_copies(r);
+    if (cp) json_object_set_new(m, "expert_copies", cp);
     json_object_set_new(m, "cost_model", json_string(r->cost_path));
     json_object_set_new(m, "prefill_chunk", json_integer(c->prefill_chunk));
     json_object_set_new(m, "max_batch_tokens", json_integer(c->max_batch_tokens));
