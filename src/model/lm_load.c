@@ -259,6 +259,17 @@ static int load_dense_mlp(loader *L, const tmoe_lm_config *c, int l, tmoe_lm_lay
     return load_mlp_into(L, prefix, hf_mlp_names, D, I, y->mlp_w13, y->mlp_w2);
 }
 
+/* Can c's experts be of type t (group size group)? what names them in the message. */
+static int check_expert_shape(const tmoe_lm_config *c, tmoe_etype t, int group, const char *what,
+                              tmoe_error *err) {
+    tmoe_error sub = {0};
+    if (tmoe_quant_check_shape(t, 2 * c->d_ff_expert, c->d_model, group, &sub) ||
+        tmoe_quant_check_shape(t, c->d_model, c->d_ff_expert, group, &sub))
+        return tmoe_errorf(err, TMOE_EINVAL, "%s %s (hidden_size %d, expert size %d): %s",
+                           tmoe_etype_name(t), what, c->d_model, c->d_ff_expert, sub.msg);
+    return TMOE_OK;
+}
+
 static int check_opts(const tmoe_lm_config *c, const tmoe_lm_load_opts *o, tmoe_error *err) {
     if (o->n_types > 0 && o->experts_f32)
         return tmoe_errorf(err, TMOE_EINVAL, "one type per expert: not for fp32 experts");
@@ -308,14 +319,11 @@ static int check_opts(const tmoe_lm_config *c, const tmoe_lm_load_opts *o, tmoe_
             return tmoe_errorf(err, TMOE_EINVAL,
                                "int8 activations are for q4 or q2 experts (the copies are %s)",
                                tmoe_etype_name(t));
-        tmoe_error sub = {0};
-        if (tmoe_lm_num_moe_layers(c) > 0 &&
-            (tmoe_quant_check_shape(t, 2 * c->d_ff_expert, c->d_model, o->group_size, &sub) ||
-             tmoe_quant_check_shape(t, c->d_model, c->d_ff_expert, o->group_size, &sub)))
-            return tmoe_errorf(err, TMOE_EINVAL,
-                               "%s copies of this model's experts (hidden_size %d, expert size "
-                               "%d): %s",
-                               tmoe_etype_name(t), c->d_model, c->d_ff_expert, sub.msg);
+        int rc =
+            tmoe_lm_num_moe_layers(c) > 0
+                ? check_expert_shape(c, t, o->group_size, "copies of this model's experts", err)
+                : TMOE_OK;
+        if (rc) return rc;
     }
     if (o->act8 && o->group_size % TMOE_ACT8_BLOCK)
         return tmoe_errorf(err, TMOE_EINVAL,
@@ -326,12 +334,8 @@ static int check_opts(const tmoe_lm_config *c, const tmoe_lm_load_opts *o, tmoe_
         tmoe_etype t = tmoe_lm_expert_type(o, e);
         if ((unsigned)t >= TMOE_ET_COUNT)
             return tmoe_errorf(err, TMOE_EINVAL, "unknown expert type %d", (int)t);
-        tmoe_error sub = {0};
-        if (tmoe_quant_check_shape(t, 2 * c->d_ff_expert, c->d_model, o->group_size, &sub) ||
-            tmoe_quant_check_shape(t, c->d_model, c->d_ff_expert, o->group_size, &sub))
-            return tmoe_errorf(err, TMOE_EINVAL,
-                               "%s experts of this model (hidden_size %d, expert size %d): %s",
-                               tmoe_etype_name(t), c->d_model, c->d_ff_expert, sub.msg);
+        int rc = check_expert_shape(c, t, o->group_size, "experts of this model", err);
+        if (rc) return rc;
     }
     return TMOE_OK;
 }
@@ -424,6 +428,16 @@ void tmoe_lm_free(tmoe_lm *m) {
     free(m);
 }
 
+/* Bytes of one typed expert of c (both linears, q4 / q2 scales included). */
+static double typed_expert_bytes(const tmoe_lm_config *c, tmoe_etype t, int group) {
+    int D = c->d_model, I = c->d_ff_expert;
+    double b = (double)(tmoe_quant_weight_bytes(t, 2 * I, D) + tmoe_quant_weight_bytes(t, D, I));
+    if (tmoe_etype_is_quant(t))
+        b += 2.0 * (double)(tmoe_quant_scale_count(2 * I, D, group) +
+                            tmoe_quant_scale_count(D, I, group));
+    return b;
+}
+
 tmoe_lm_sizes tmoe_lm_sizes_of(const tmoe_lm *m) {
     const tmoe_lm_config *c = &m->cfg;
     tmoe_lm_sizes s = {0};
@@ -436,28 +450,16 @@ tmoe_lm_sizes tmoe_lm_sizes_of(const tmoe_lm *m) {
     double ebytes = 0.0;
     int ne = m->opts.n_types > 0 ? m->opts.n_types : 1;
     for (int e = 0; e < ne; e++) {
-        tmoe_etype t = tmoe_lm_expert_type(&m->opts, e);
-        double b = m->opts.experts_f32
-                       ? 4.0 * (double)expert
-                       : (double)(tmoe_quant_weight_bytes(t, 2 * c->d_ff_expert, D) +
-                                  tmoe_quant_weight_bytes(t, D, c->d_ff_expert));
-        if (!m->opts.experts_f32 && tmoe_etype_is_quant(t))
-            b += 2.0 * (double)(tmoe_quant_scale_count(2 * c->d_ff_expert, D, m->opts.group_size) +
-                                tmoe_quant_scale_count(D, c->d_ff_expert, m->opts.group_size));
+        double b = m->opts.experts_f32 ? 4.0 * (double)expert
+                                       : typed_expert_bytes(c, tmoe_lm_expert_type(&m->opts, e),
+                                                            m->opts.group_size);
         ebytes += b / ne;
     }
     /* the copies: held beside the experts (weight bytes), read instead of them when run */
     double cbytes = 0.0;
-    for (int e = 0; !m->opts.experts_f32 && e < c->num_experts; e++) {
-        if (!tmoe_lm_has_copy(&m->opts, e)) continue;
-        tmoe_etype t = m->opts.copy_type;
-        cbytes += (double)(tmoe_quant_weight_bytes(t, 2 * c->d_ff_expert, D) +
-                           tmoe_quant_weight_bytes(t, D, c->d_ff_expert));
-        if (tmoe_etype_is_quant(t))
-            cbytes +=
-                2.0 * (double)(tmoe_quant_scale_count(2 * c->d_ff_expert, D, m->opts.group_size) +
-                               tmoe_quant_scale_count(D, c->d_ff_expert, m->opts.group_size));
-    }
+    for (int e = 0; !m->opts.experts_f32 && e < c->num_experts; e++)
+        if (tmoe_lm_has_copy(&m->opts, e))
+            cbytes += typed_expert_bytes(c, m->opts.copy_type, m->opts.group_size);
     int64_t head = c->tie_embeddings ? 0 : V * D;
     s.params = V * D + head + D;
     s.active_params = D + V * D + D; /* one embedding row, the head, the final norm */
