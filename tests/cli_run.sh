@@ -326,6 +326,17 @@ for bad in "q4:7:1:expert 7, but model" "bf16:2:copy type 'bf16' is not fp16, q4
     [ $rc -eq "$code" ] && grep -qF -- "$want" copy_bad.log ||
         fail "--expert-copy $arg: exit $rc (want $code): $(cat copy_bad.log)"
 done
+# a copy type the cost model lacks is refused before the run starts
+python3 - "$SRC/data/h100_cost_model.json" noq2.json <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+d["entries"] = [e for e in d["entries"] if e["expert_type"] != "q2"]
+json.dump(d, open(sys.argv[2], "w"))
+PY
+"$BIN" run "${LMX[@]}" --kernel-cost-model-json noq2.json --expert-copy q2 --out copy_noq2 \
+    >copy_noq2.log 2>&1; rc=$?
+[ $rc -eq 1 ] && grep -qF "has no q2/fused expert" copy_noq2.log && [ ! -s copy_noq2/batches.csv ] ||
+    fail "--expert-copy q2 without q2 in the cost model: exit $rc: $(tail -3 copy_noq2.log)"
 "$BIN" run --model random --expert-copy q4 --out copy_rand >copy_rand.log 2>&1; rc=$?
 [ $rc -eq 2 ] && grep -qF -- "--expert-copy applies to a decoder LM" copy_rand.log ||
     fail "--expert-copy on the random block: exit $rc: $(cat copy_rand.log)"

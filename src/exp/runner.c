@@ -103,9 +103,11 @@ int run_init_cost(run_ctx *r, tmoe_error *err) {
     int rc = tmoe_cost_load(path, &r->cm, err);
     if (rc) return tmoe_error_prefix(err, rc, "loading the kernel cost model");
     r->cost_sum = tmoe_cost_checksum(r->cm);
-    /* every expert type of the model must be in the cost model: fail now, not mid-run */
-    for (int e = 0; e < r->blk_cfg.num_experts; e++) {
-        tmoe_etype t = tmoe_block_expert_type(&r->blk_cfg, e);
+    /* every expert type of the model, and the copies' (--expert-copy), must be in the cost
+     * model: fail now, not mid-run */
+    for (int e = 0; e < r->blk_cfg.num_experts + (r->cfg.copy_given != 0); e++) {
+        tmoe_etype t =
+            e < r->blk_cfg.num_experts ? tmoe_block_expert_type(&r->blk_cfg, e) : r->cfg.copy_type;
         tmoe_cost_value v;
         rc = tmoe_cost_expert(r->cm, t, r->cfg.impl, 1.0, &v, err);
         if (rc)
